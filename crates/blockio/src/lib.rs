@@ -1,0 +1,533 @@
+//! Bounded positional I/O over an output file.
+//!
+//! A [`Region`] is a named window `[start, start + len)` of an output file. Every write is
+//! bounds-checked against the window and goes through `pwrite`-style positional I/O on `&self`,
+//! so disjoint regions can be filled from several threads without locks. Nothing here ever
+//! writes a run of zeros on purpose: the output is created sparse with `set_len` and holes stay
+//! holes. [`OutputFile`] gives the `OUT.tmp` + rename discipline: the final name only ever holds
+//! a complete image.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Size of the buffer used when `copy_file_range` is not available.
+pub const COPY_BUF: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("write of {len} bytes at offset {offset} overruns region `{region}` of {region_len} bytes")]
+    Overrun {
+        region: String,
+        offset: u64,
+        len: u64,
+        region_len: u64,
+    },
+    #[error("writing region `{region}` at offset {offset}")]
+    Write {
+        region: String,
+        offset: u64,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading `{}` at offset {offset}", path.display())]
+    Read {
+        path: PathBuf,
+        offset: u64,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`{}` changed while it was being copied: expected {expected} bytes, found only {found}", path.display())]
+    SourceShrunk {
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
+    #[error("`{}`: {op}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("interrupted")]
+    Interrupted,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Progress sink: writers report bytes of payload as they write them.
+pub trait Progress: Sync {
+    fn add(&self, bytes: u64);
+}
+
+/// A progress sink that ignores everything.
+pub struct NoProgress;
+impl Progress for NoProgress {
+    fn add(&self, _bytes: u64) {}
+}
+
+/// A progress sink that just counts.
+#[derive(Default)]
+pub struct Counter(pub AtomicU64);
+impl Progress for Counter {
+    fn add(&self, bytes: u64) {
+        self.0.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// Cancellation flag checked between units of work (files, chunks).
+pub fn check_cancel(flag: &AtomicBool) -> Result<()> {
+    if flag.load(Ordering::Relaxed) {
+        Err(Error::Interrupted)
+    } else {
+        Ok(())
+    }
+}
+
+/// A named, bounds-checked window of an output file.
+#[derive(Clone, Copy, Debug)]
+pub struct Region<'f> {
+    file: &'f File,
+    name: &'f str,
+    start: u64,
+    len: u64,
+}
+
+impl<'f> Region<'f> {
+    /// A window `[start, start + len)` of `file`, called `name` in error messages.
+    pub fn new(file: &'f File, name: &'f str, start: u64, len: u64) -> Self {
+        Region {
+            file,
+            name,
+            start,
+            len,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.name
+    }
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn file(&self) -> &'f File {
+        self.file
+    }
+
+    fn check(&self, offset: u64, len: u64) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(Error::Overrun {
+                region: self.name.to_string(),
+                offset,
+                len,
+                region_len: self.len,
+            }),
+        }
+    }
+
+    /// A sub-window of this region (same name).
+    pub fn sub(&self, offset: u64, len: u64) -> Result<Region<'f>> {
+        self.check(offset, len)?;
+        Ok(Region {
+            file: self.file,
+            name: self.name,
+            start: self.start + offset,
+            len,
+        })
+    }
+
+    /// Write all of `buf` at `offset` (relative to the region).
+    pub fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        self.check(offset, buf.len() as u64)?;
+        self.file
+            .write_all_at(buf, self.start + offset)
+            .map_err(|source| Error::Write {
+                region: self.name.to_string(),
+                offset,
+                source,
+            })
+    }
+
+    /// Write `buf` at `offset`, skipping every `block`-sized chunk that is all zeros, so that
+    /// the output stays sparse. `offset` and `buf.len()` need not be block-aligned; chunks are
+    /// cut at multiples of `block` relative to the region.
+    pub fn write_nonzero_at(&self, offset: u64, buf: &[u8], block: usize) -> Result<()> {
+        self.check(offset, buf.len() as u64)?;
+        let block = block.max(1);
+        let mut pos = 0usize;
+        // Start of a pending run of non-zero chunks, written in one syscall.
+        let mut run: Option<usize> = None;
+        while pos < buf.len() {
+            let abs = offset + pos as u64;
+            let to_boundary = block - (abs % block as u64) as usize;
+            let end = (pos + to_boundary).min(buf.len());
+            let zero = buf[pos..end].iter().all(|&b| b == 0);
+            match (zero, run) {
+                (true, Some(s)) => {
+                    self.write_at(offset + s as u64, &buf[s..pos])?;
+                    run = None;
+                }
+                (false, None) => run = Some(pos),
+                _ => {}
+            }
+            pos = end;
+        }
+        if let Some(s) = run {
+            self.write_at(offset + s as u64, &buf[s..])?;
+        }
+        Ok(())
+    }
+
+    /// Read into `buf` from `offset` (relative to the region); used by tests and readers.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.check(offset, buf.len() as u64)?;
+        self.file
+            .read_exact_at(buf, self.start + offset)
+            .map_err(|source| Error::Write {
+                region: self.name.to_string(),
+                offset,
+                source,
+            })
+    }
+
+    /// Copy `len` bytes of `src` starting at `src_offset` to `offset` in this region, with
+    /// `copy_file_range` where the kernel supports it and big positional reads and writes
+    /// otherwise. Fails with [`Error::SourceShrunk`] when the source ends early.
+    pub fn copy_from(
+        &self,
+        offset: u64,
+        src: &File,
+        src_path: &Path,
+        src_offset: u64,
+        len: u64,
+    ) -> Result<()> {
+        self.check(offset, len)?;
+        let mut done = 0u64;
+        let mut use_cfr = true;
+        let mut buf: Vec<u8> = Vec::new();
+        while done < len {
+            let want = len - done;
+            if use_cfr {
+                let mut off_in = (src_offset + done) as libc::loff_t;
+                let mut off_out = (self.start + offset + done) as libc::loff_t;
+                let chunk = want.min(1 << 30) as usize;
+                // SAFETY: both file descriptors are valid for the duration of the call (borrowed
+                // `File`s), and `off_in`/`off_out` are valid, exclusively borrowed locals that the
+                // kernel reads and updates; no memory buffer is passed.
+                let n = unsafe {
+                    libc::copy_file_range(
+                        src.as_raw_fd(),
+                        &mut off_in,
+                        self.file.as_raw_fd(),
+                        &mut off_out,
+                        chunk,
+                        0,
+                    )
+                };
+                if n > 0 {
+                    done += n as u64;
+                    continue;
+                }
+                if n == 0 {
+                    return Err(Error::SourceShrunk {
+                        path: src_path.to_path_buf(),
+                        expected: src_offset + len,
+                        found: src_offset + done,
+                    });
+                }
+                let err = io::Error::last_os_error();
+                match err.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EXDEV | libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP | libc::EBADF) => {
+                        use_cfr = false;
+                        continue;
+                    }
+                    _ => {
+                        return Err(Error::Write {
+                            region: self.name.to_string(),
+                            offset: offset + done,
+                            source: err,
+                        })
+                    }
+                }
+            }
+            if buf.is_empty() {
+                buf = vec![0u8; COPY_BUF];
+            }
+            let n = (want as usize).min(buf.len());
+            let got = read_full_at(src, &mut buf[..n], src_offset + done).map_err(|source| {
+                Error::Read {
+                    path: src_path.to_path_buf(),
+                    offset: src_offset + done,
+                    source,
+                }
+            })?;
+            if got < n {
+                return Err(Error::SourceShrunk {
+                    path: src_path.to_path_buf(),
+                    expected: src_offset + len,
+                    found: src_offset + done + got as u64,
+                });
+            }
+            self.write_at(offset + done, &buf[..n])?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// Read as much of `buf` as the file has at `offset`; returns the count (short only at EOF).
+pub fn read_full_at(f: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// The data ranges `(offset, len)` of a possibly sparse file of `size` bytes, found with
+/// `SEEK_DATA`/`SEEK_HOLE`. Filesystems without hole reporting give one range for the whole
+/// file. Ranges are sorted, disjoint and clipped to `size`.
+pub fn data_ranges(f: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
+    let fd = f.as_raw_fd();
+    let mut out = Vec::new();
+    let mut pos: u64 = 0;
+    while pos < size {
+        // SAFETY: lseek on a valid borrowed fd has no memory-safety preconditions.
+        let data = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
+        if data < 0 {
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                // No data after pos: the rest is a hole.
+                Some(libc::ENXIO) => break,
+                Some(libc::EINVAL | libc::EOPNOTSUPP) => {
+                    return Ok(if size > 0 { vec![(0, size)] } else { vec![] })
+                }
+                _ => return Err(err),
+            }
+        }
+        let data = data as u64;
+        if data >= size {
+            break;
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let hole = (hole as u64).min(size);
+        if hole > data {
+            out.push((data, hole - data));
+        }
+        pos = hole.max(data + 1);
+    }
+    Ok(out)
+}
+
+/// An output file written as `PATH.tmp` and renamed to `PATH` only by [`OutputFile::persist`].
+/// Dropping it unpersisted removes the temporary file, so a failed or interrupted build never
+/// leaves anything at `PATH` (and never touches a previous `PATH`).
+pub struct OutputFile {
+    file: Option<File>,
+    tmp: PathBuf,
+    dest: PathBuf,
+}
+
+impl OutputFile {
+    /// The temporary path used for `dest`.
+    pub fn tmp_path(dest: &Path) -> PathBuf {
+        let mut s = dest.as_os_str().to_owned();
+        s.push(".tmp");
+        PathBuf::from(s)
+    }
+
+    /// Create `dest.tmp` (replacing a stale one) with length `len`, sparse.
+    pub fn create(dest: &Path, len: u64) -> Result<Self> {
+        let tmp = Self::tmp_path(dest);
+        let io = |op, source| Error::Io {
+            op,
+            path: tmp.clone(),
+            source,
+        };
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("removing a stale temporary file", e)),
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| io("creating", e))?;
+        // From here on, Drop removes the temporary file if anything fails.
+        let out = OutputFile {
+            file: Some(file),
+            tmp: tmp.clone(),
+            dest: dest.to_path_buf(),
+        };
+        out.file()
+            .set_len(len)
+            .map_err(|e| io("setting the image size", e))?;
+        Ok(out)
+    }
+
+    pub fn file(&self) -> &File {
+        self.file
+            .as_ref()
+            .expect("the file is present until persist() consumes self")
+    }
+
+    pub fn tmp(&self) -> &Path {
+        &self.tmp
+    }
+
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// fsync, then rename to the final name. The previous file at `dest`, if any, is replaced
+    /// atomically.
+    pub fn persist(mut self) -> Result<PathBuf> {
+        let file = self
+            .file
+            .take()
+            .expect("the file is present until persist() consumes self");
+        let io = |op, path: &Path, source| Error::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        };
+        file.sync_all().map_err(|e| io("syncing", &self.tmp, e))?;
+        drop(file);
+        std::fs::rename(&self.tmp, &self.dest).map_err(|e| io("renaming into place", &self.dest, e))?;
+        Ok(self.dest.clone())
+    }
+}
+
+impl Drop for OutputFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrun_is_refused_and_named() {
+        let f = tempfile::tempfile().unwrap();
+        f.set_len(4096).unwrap();
+        let r = Region::new(&f, "esp", 1024, 1024);
+        assert!(r.write_at(1000, &[1; 24]).is_ok());
+        let e = r.write_at(1000, &[1; 25]).unwrap_err();
+        assert!(e.to_string().contains("region `esp`"), "{e}");
+        assert!(r.sub(512, 513).is_err());
+        let mut b = [0u8; 24];
+        f.read_exact_at(&mut b, 2024).unwrap();
+        assert_eq!(b, [1; 24]);
+    }
+
+    #[test]
+    fn nonzero_writes_leave_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("img");
+        let f = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .open(&p)
+            .unwrap();
+        f.set_len(16 << 20).unwrap();
+        let r = Region::new(&f, "x", 0, 16 << 20);
+        let mut buf = vec![0u8; 8 << 20];
+        buf[10] = 1;
+        buf[(4 << 20) + 5] = 2;
+        r.write_nonzero_at(0, &buf, 4096).unwrap();
+        let ranges = data_ranges(&f, 16 << 20).unwrap();
+        let total: u64 = ranges.iter().map(|r| r.1).sum();
+        assert!(total <= 2 * 4096 * 16, "{ranges:?}");
+        let mut back = vec![0u8; 8 << 20];
+        r.read_at(0, &mut back).unwrap();
+        assert_eq!(back, buf);
+    }
+
+    #[test]
+    fn copy_from_copies_and_detects_short_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let src_p = dir.path().join("src");
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&src_p, &data).unwrap();
+        let src = File::open(&src_p).unwrap();
+        let out = tempfile::tempfile().unwrap();
+        out.set_len(4 << 20).unwrap();
+        let r = Region::new(&out, "root", 4096, (4 << 20) - 4096);
+        r.copy_from(10, &src, &src_p, 5, data.len() as u64 - 5).unwrap();
+        let mut back = vec![0u8; data.len() - 5];
+        out.read_exact_at(&mut back, 4096 + 10).unwrap();
+        assert_eq!(back, data[5..]);
+        let e = r
+            .copy_from(0, &src, &src_p, 0, data.len() as u64 + 1)
+            .unwrap_err();
+        assert!(matches!(e, Error::SourceShrunk { .. }), "{e}");
+    }
+
+    #[test]
+    fn data_ranges_finds_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sparse");
+        let f = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .open(&p)
+            .unwrap();
+        f.set_len(64 << 20).unwrap();
+        f.write_all_at(&[1; 4096], 8 << 20).unwrap();
+        f.write_all_at(&[1; 4096], 32 << 20).unwrap();
+        let r = data_ranges(&f, 64 << 20).unwrap();
+        let total: u64 = r.iter().map(|x| x.1).sum();
+        assert!((8192..=2 << 20).contains(&total), "{r:?}");
+        assert!(r.iter().any(|&(o, l)| o <= 8 << 20 && o + l > 8 << 20));
+        assert!(data_ranges(&f, 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn output_file_is_removed_unless_persisted() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.img");
+        {
+            let o = OutputFile::create(&dest, 1 << 20).unwrap();
+            assert!(o.tmp().exists());
+        }
+        assert!(!OutputFile::tmp_path(&dest).exists());
+        assert!(!dest.exists());
+        let o = OutputFile::create(&dest, 1 << 20).unwrap();
+        Region::new(o.file(), "all", 0, 1 << 20)
+            .write_at(0, b"hi")
+            .unwrap();
+        o.persist().unwrap();
+        assert_eq!(&std::fs::read(&dest).unwrap()[..2], b"hi");
+        assert!(!OutputFile::tmp_path(&dest).exists());
+    }
+}
