@@ -1,0 +1,477 @@
+//! `cargo xtask boot`: boots a disk image in QEMU and watches the serial console for the
+//! fixture initrd's verdict (`IMGBUILD-BOOT-OK` / `IMGBUILD-BOOT-FAIL`), failing fast when
+//! the firmware or kernel gives up.
+//!
+//! raw-efi: `qemu-system-x86_64 -M q35` with OVMF (code + a scratch copy of the vars), the
+//! disk as virtio-blk or NVMe, `snapshot=on`; systemd-boot must pick its entry by itself.
+//! sd-aarch64: `qemu-system-aarch64 -M virt -cpu cortex-a57` with Debian's U-Boot as `-bios`
+//! (distro boot finds extlinux.conf on the bootable partition), always TCG.
+
+use crate::fixture::{self, Arch, BOOT_FAIL, BOOT_OK};
+use crate::util::{self, cmd, Timer};
+use anyhow::{bail, Context, Result};
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+pub const UBOOT_QEMU_ARM64: &str = "/usr/lib/u-boot/qemu_arm64/u-boot.bin";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    #[value(name = "raw-efi")]
+    RawEfi,
+    #[value(name = "sd-aarch64")]
+    SdAarch64,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::RawEfi => "raw-efi",
+            Format::SdAarch64 => "sd-aarch64",
+        }
+    }
+    pub fn arch(self) -> Arch {
+        match self {
+            Format::RawEfi => Arch::X86_64,
+            Format::SdAarch64 => Arch::Aarch64,
+        }
+    }
+    fn default_timeout(self) -> u64 {
+        match self {
+            Format::RawEfi => 240,
+            Format::SdAarch64 => 300,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Disk {
+    Virtio,
+    Nvme,
+}
+
+impl Disk {
+    pub fn name(self) -> &'static str {
+        match self {
+            Disk::Virtio => "virtio",
+            Disk::Nvme => "nvme",
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct BootArgs {
+    #[arg(value_enum)]
+    pub format: Format,
+    /// Image to boot (.img or .img.zst). Default: build the fixture and an image with
+    /// target/release/imgbuild
+    pub image: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "virtio")]
+    pub disk: Disk,
+    /// Seconds before giving up (default 240 raw-efi, 300 sd-aarch64)
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Serial console log (default target/boot-logs/<image>.<disk>.console.log)
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+    /// Stream the serial console to stderr while booting
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+/// What the guest did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub ok: bool,
+    /// The marker line on success, else why it failed.
+    pub detail: String,
+    pub secs: f64,
+    pub accel: &'static str,
+    pub log: PathBuf,
+}
+
+pub struct BootSpec<'a> {
+    pub format: Format,
+    pub image: &'a Path,
+    pub disk: Disk,
+    pub timeout: Duration,
+    pub log: PathBuf,
+    pub verbose: bool,
+}
+
+pub fn default_log(image: &Path, disk: Disk) -> PathBuf {
+    let name = image
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into());
+    util::target_dir()
+        .join("boot-logs")
+        .join(format!("{name}.{}.console.log", disk.name()))
+}
+
+fn kvm_usable() -> bool {
+    match std::env::var("IMGBUILD_ACCEL").as_deref() {
+        Ok("tcg") => return false,
+        Ok("kvm") => return true,
+        _ => {}
+    }
+    // /dev/kvm alone is not enough: nested KVM without vmx/svm (e.g. inside Firecracker)
+    // opens fine and then dies with "KVM internal error" as soon as OVMF runs.
+    let dev = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    let flag = fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
+        c.lines()
+            .filter(|l| l.starts_with("flags"))
+            .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+    });
+    dev && flag
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.trim_end_matches('\r'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Boots `spec.image` and reports what happened. Errors mean the harness itself failed.
+pub fn boot(spec: &BootSpec) -> Result<Outcome> {
+    let work = tempfile::Builder::new()
+        .prefix("xtask-boot-")
+        .tempdir_in(util::target_dir())
+        .or_else(|_| tempfile::tempdir())
+        .context("creating a scratch directory")?;
+    let image = util::absolute(spec.image)?;
+    if !image.is_file() {
+        bail!("no such image: {}", image.display());
+    }
+    let image = if image.extension().is_some_and(|e| e == "zst") {
+        let raw = work.path().join("disk.img");
+        util::run(
+            cmd("zstd")
+                .args(["-q", "-d", "-f", "-o"])
+                .arg(&raw)
+                .arg(&image),
+        )
+        .context("decompressing the image")?;
+        raw
+    } else {
+        image
+    };
+    let drive = |extra: &str| {
+        format!(
+            "file={},format=raw,snapshot=on{extra}",
+            image.display().to_string().replace(',', ",,")
+        )
+    };
+    let disk_args: Vec<String> = match spec.disk {
+        Disk::Virtio => vec!["-drive".into(), drive(",if=virtio")],
+        Disk::Nvme => vec![
+            "-drive".into(),
+            drive(",if=none,id=d0"),
+            "-device".into(),
+            "nvme,drive=d0,serial=imgbuild".into(),
+        ],
+    };
+    let (mut c, accel, giveup): (_, &'static str, &[(&str, &str)]) = match spec.format {
+        Format::RawEfi => {
+            util::need_tools(&[("qemu-system-x86_64", "qemu-system-x86")])?;
+            for f in [OVMF_CODE, OVMF_VARS] {
+                if !Path::new(f).is_file() {
+                    bail!("{f} not found (apt-get install ovmf)");
+                }
+            }
+            let vars = work.path().join("OVMF_VARS.fd");
+            fs::copy(OVMF_VARS, &vars)?;
+            let kvm = kvm_usable();
+            let accel = if kvm { "kvm" } else { "tcg" };
+            let mut c = cmd("qemu-system-x86_64");
+            c.args(["-machine", "q35", "-accel", accel, "-cpu"])
+                .arg(if kvm { "host" } else { "max" })
+                .args(["-smp", "2", "-m", "1024"])
+                .arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+                ))
+                .arg("-drive")
+                .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+            (
+                c,
+                accel,
+                &[
+                    ("Shell> ", "OVMF dropped to the UEFI shell"),
+                    (
+                        "No bootable option or device was found",
+                        "OVMF found nothing bootable",
+                    ),
+                ][..],
+            )
+        }
+        Format::SdAarch64 => {
+            util::need_tools(&[("qemu-system-aarch64", "qemu-system-arm")])?;
+            if !Path::new(UBOOT_QEMU_ARM64).is_file() {
+                bail!("{UBOOT_QEMU_ARM64} not found (apt-get install u-boot-qemu)");
+            }
+            let mut c = cmd("qemu-system-aarch64");
+            c.args([
+                "-M",
+                "virt",
+                "-accel",
+                "tcg",
+                "-cpu",
+                "cortex-a57",
+                "-smp",
+                "2",
+                "-m",
+                "1024",
+                "-bios",
+                UBOOT_QEMU_ARM64,
+            ]);
+            (
+                c,
+                "tcg",
+                &[("\n=> ", "U-Boot gave up and dropped to its `=> ` prompt")][..],
+            )
+        }
+    };
+    c.args([
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-monitor",
+        "none",
+        "-serial",
+        "stdio",
+    ])
+    .args(&disk_args)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+
+    if let Some(dir) = spec.log.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let log_file =
+        File::create(&spec.log).with_context(|| format!("creating {}", spec.log.display()))?;
+    eprintln!("xtask: {}", util::display_cmd(&c));
+    let t = Timer::start();
+    let mut child = c.spawn().context("starting qemu")?;
+    let console = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let stderr_buf = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let r1 = pump(
+        child.stdout.take().context("qemu stdout")?,
+        console.clone(),
+        Some(log_file),
+        spec.verbose,
+    );
+    let r2 = pump(
+        child.stderr.take().context("qemu stderr")?,
+        stderr_buf.clone(),
+        None,
+        false,
+    );
+
+    let verdict = watch(&mut child, &console, &stderr_buf, giveup, spec.timeout, &t);
+    let secs = t.secs();
+    // a good or bad verdict from the initrd is followed by `poweroff -f`: let it happen
+    if verdict.0 || verdict.1.starts_with(BOOT_FAIL) {
+        for _ in 0..50 {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = r1.join();
+    let _ = r2.join();
+    let qemu_err = String::from_utf8_lossy(&stderr_buf.lock().expect("no panics while locked")).into_owned();
+    if !qemu_err.trim().is_empty() {
+        let mut p = spec.log.clone().into_os_string();
+        p.push(".qemu");
+        fs::write(&p, &qemu_err)?;
+    }
+    Ok(Outcome {
+        ok: verdict.0,
+        detail: verdict.1,
+        secs,
+        accel,
+        log: spec.log.clone(),
+    })
+}
+
+/// Copies a pipe into `buf` (and a log file / stderr) until EOF.
+fn pump<R: Read + Send + 'static>(
+    mut r: R,
+    buf: Arc<Mutex<Vec<u8>>>,
+    mut log: Option<File>,
+    echo: bool,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut chunk = [0u8; 8192];
+        loop {
+            match r.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if let Some(f) = log.as_mut() {
+                        let _ = f.write_all(&chunk[..n]);
+                    }
+                    if echo {
+                        let _ = std::io::stderr().write_all(&chunk[..n]);
+                    }
+                    buf.lock()
+                        .expect("no panics while locked")
+                        .extend_from_slice(&chunk[..n]);
+                }
+            }
+        }
+        if let Some(mut f) = log {
+            let _ = f.flush();
+        }
+    })
+}
+
+/// Polls the console until a verdict: (ok, marker line or failure reason).
+fn watch(
+    child: &mut Child,
+    console: &Mutex<Vec<u8>>,
+    stderr: &Mutex<Vec<u8>>,
+    giveup: &[(&str, &str)],
+    timeout: Duration,
+    t: &Timer,
+) -> (bool, String) {
+    let line_with = |text: &str, pat: &str| -> Option<String> {
+        text.lines()
+            .find(|l| l.contains(pat))
+            .and_then(|l| l.find(pat).map(|i| l[i..].trim_end_matches('\r').to_string()))
+    };
+    loop {
+        let exited = matches!(child.try_wait(), Ok(Some(_)));
+        // read the console after try_wait so a final burst before exit is not missed
+        let text = String::from_utf8_lossy(&console.lock().expect("no panics while locked")).into_owned();
+        if let Some(l) = line_with(&text, BOOT_OK) {
+            return (true, l);
+        }
+        if let Some(l) = line_with(&text, BOOT_FAIL) {
+            return (false, l);
+        }
+        if text.contains("Kernel panic - not syncing") {
+            let l = text.lines().find(|l| l.contains("Kernel panic")).unwrap_or("").trim();
+            return (false, format!("kernel panic: {l}"));
+        }
+        for (pat, why) in giveup {
+            if text.contains(pat) {
+                return (false, why.to_string());
+            }
+        }
+        let err = String::from_utf8_lossy(&stderr.lock().expect("no panics while locked")).into_owned();
+        if err.contains("KVM internal error") {
+            return (false, "KVM internal error (nested KVM without vmx/svm? set IMGBUILD_ACCEL=tcg)".into());
+        }
+        if exited {
+            let why = err.lines().last().unwrap_or("").trim().to_string();
+            return (false, format!("qemu exited before a verdict {why}").trim().to_string());
+        }
+        if t.secs() > timeout.as_secs_f64() {
+            return (false, format!("timed out after {} s without a verdict", timeout.as_secs()));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Prints the outcome like a test runner; Ok only for a good boot.
+pub fn report(spec: &BootSpec, o: &Outcome) -> Result<()> {
+    if o.ok {
+        println!("PASS: {}", o.detail);
+        println!(
+            "boot-time: {:.1} s ({} {}, accel={}) log: {}",
+            o.secs,
+            spec.format.name(),
+            spec.disk.name(),
+            o.accel,
+            o.log.display()
+        );
+        Ok(())
+    } else {
+        let text = fs::read(&o.log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        eprintln!("--- last 40 console lines of {}:", o.log.display());
+        eprintln!("{}", tail(&text, 40));
+        bail!(
+            "boot of {} ({}, {}) FAILED after {:.1} s: {}; serial log: {}",
+            spec.image.display(),
+            spec.format.name(),
+            spec.disk.name(),
+            o.secs,
+            o.detail,
+            o.log.display()
+        )
+    }
+}
+
+/// Builds the fixture (if needed) and an image of `format` from it with the imgbuild CLI.
+pub fn imgbuild_image(format: Format) -> Result<PathBuf> {
+    let fix = fixture::default_dir(format.arch());
+    fixture::ensure_built(format.arch(), &fix)?;
+    let root = util::repo_root();
+    util::run(
+        cmd("cargo")
+            .current_dir(&root)
+            .args(["build", "--release", "--bin", "imgbuild"]),
+    )
+    .context("building the imgbuild CLI (target/release/imgbuild)")?;
+    let bin = util::target_dir().join("release/imgbuild");
+    let out_dir = util::target_dir().join("boot");
+    fs::create_dir_all(&out_dir)?;
+    let out = out_dir.join(match format {
+        Format::RawEfi => "imgbuild-raw-efi.img",
+        Format::SdAarch64 => "imgbuild-sd-aarch64.img.zst",
+    });
+    let t = Timer::start();
+    util::run(
+        cmd(&bin)
+            .arg(format.name())
+            .arg("--closure")
+            .arg(fix.join("result"))
+            .arg("--store-root")
+            .arg(&fix)
+            .arg("-o")
+            .arg(&out),
+    )?;
+    eprintln!("xtask: imgbuild {} -> {} in {:.1} s", format.name(), out.display(), t.secs());
+    Ok(out)
+}
+
+pub fn cmd_boot(args: BootArgs) -> Result<()> {
+    let image = match &args.image {
+        Some(i) => i.clone(),
+        None => imgbuild_image(args.format)?,
+    };
+    let spec = BootSpec {
+        format: args.format,
+        image: &image,
+        disk: args.disk,
+        timeout: Duration::from_secs(args.timeout.unwrap_or(args.format.default_timeout())),
+        log: args.log.clone().unwrap_or_else(|| default_log(&image, args.disk)),
+        verbose: args.verbose,
+    };
+    let o = boot(&spec)?;
+    report(&spec, &o)
+}
+
+pub fn default_timeout(format: Format) -> Duration {
+    Duration::from_secs(format.default_timeout())
+}

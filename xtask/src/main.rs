@@ -1,0 +1,97 @@
+//! `cargo xtask`: imgbuild's developer tasks.
+//!
+//! - `fixtures`: a realistic NixOS-like closure built by real Nix into `DIR/nix/store`
+//!   (or, with `--demo`, the small committed demo closure in `fixtures/demo`);
+//! - `baseline`: the conventional shell pipeline (mkfs.vfat, mtools, mkfs.ext4 -d, sgdisk,
+//!   sfdisk, dd, zstd) building the same image formats, as a benchmark and boot reference;
+//! - `boot`: boots an image in QEMU and passes only when the fixture's initrd prints
+//!   `IMGBUILD-BOOT-OK`;
+//! - `bootctl`: runs Debian's `bootctl` against an image's ESP;
+//! - `ci-boot`: everything above, end to end, for CI.
+
+mod baseline;
+mod boot;
+mod bootctl;
+mod ci;
+mod cpio;
+mod debs;
+mod fixture;
+mod initrd;
+mod util;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "imgbuild developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the test closure with real Nix (offline, chroot store) or the committed demo closure
+    Fixtures {
+        #[arg(long, value_enum, default_value = "x86_64")]
+        arch: fixture::Arch,
+        /// Output directory (default: target/fixtures/<arch>; with --demo: fixtures/demo)
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Regenerate the small demo closure committed under fixtures/demo
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Build an image with the conventional shell pipeline (xtask/scripts/baseline-*.sh)
+    Baseline {
+        #[arg(value_enum)]
+        format: boot::Format,
+        /// Fixture directory (from `cargo xtask fixtures`)
+        fixture: PathBuf,
+        /// Output image (sd-aarch64: a .img.zst is also written when the name ends in .zst)
+        out: PathBuf,
+        /// Give the root filesystem this label instead of the right one (negative controls)
+        #[arg(long)]
+        root_label: Option<String>,
+    },
+    /// Boot an image in QEMU; exit 0 only when the console shows IMGBUILD-BOOT-OK
+    Boot(boot::BootArgs),
+    /// Check an image's ESP with Debian's bootctl (status, list, is-installed)
+    Bootctl {
+        image: PathBuf,
+    },
+    /// CI: fixtures, baseline and imgbuild images, boots (virtio, nvme, aarch64), bootctl,
+    /// negative control
+    CiBoot(ci::CiArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = real_main(cli) {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Fixtures { arch, out, demo } => {
+            if demo {
+                let out = out.unwrap_or_else(|| util::repo_root().join("fixtures/demo"));
+                fixture::build_demo(&out)
+            } else {
+                let out = out.unwrap_or_else(|| fixture::default_dir(arch));
+                let info = fixture::build(arch, &out)?;
+                println!("{}", serde_json::to_string_pretty(&info)?);
+                Ok(())
+            }
+        }
+        Cmd::Baseline { format, fixture, out, root_label } => {
+            baseline::build(format, &fixture, &out, root_label.as_deref()).map(|_| ())
+        }
+        Cmd::Boot(args) => boot::cmd_boot(args),
+        Cmd::Bootctl { image } => bootctl::check(&image),
+        Cmd::CiBoot(args) => ci::run(args),
+    }
+}
