@@ -1,0 +1,220 @@
+use super::*;
+use std::cell::Cell;
+
+/// Compressible but not trivial data: words picked by an xorshift generator.
+pub(crate) fn sample(len: usize, seed: u64) -> Vec<u8> {
+    const WORDS: [&[u8]; 8] = [
+        b"nix ",
+        b"store ",
+        b"ext4 ",
+        b"zstd\n",
+        b"boot ",
+        b"image ",
+        b"0123456789 ",
+        b"x",
+    ];
+    let mut s = seed | 1;
+    let mut out = Vec::with_capacity(len + 16);
+    while out.len() < len {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        out.extend_from_slice(WORDS[(s % 8) as usize]);
+        if s % 97 == 0 {
+            out.extend_from_slice(&s.to_le_bytes());
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+fn file_with(data: &[u8]) -> File {
+    let mut f = tempfile::tempfile().unwrap();
+    f.write_all(data).unwrap();
+    f
+}
+
+fn run(src: &File, len: u64, opts: &Options) -> Vec<u8> {
+    let mut out = Vec::new();
+    let s = compress(src, len, &mut out, opts, &|_| {}, &AtomicBool::new(false)).unwrap();
+    assert_eq!(s.input_bytes, len);
+    assert_eq!(s.output_bytes, out.len() as u64);
+    out
+}
+
+#[test]
+fn round_trips_and_records_size_and_checksum() {
+    let data = sample(3 * CHUNK + 12345, 7);
+    let src = file_with(&data);
+    let z = run(&src, data.len() as u64, &Options::default());
+    assert!(
+        z.len() < data.len() / 3,
+        "compressed {} -> {}",
+        data.len(),
+        z.len()
+    );
+    assert_eq!(zstd::decode_all(&z[..]).unwrap(), data);
+
+    // Frame header: magic, then the descriptor: content checksum flag (bit 2) set,
+    // frame content size present (bits 7-6 != 0), no dictionary id.
+    assert_eq!(&z[..4], &[0x28, 0xB5, 0x2F, 0xFD]);
+    let fhd = z[4];
+    assert_ne!(fhd & 0b100, 0, "checksum flag");
+    assert_ne!(fhd >> 6, 0, "content size flag");
+    assert_eq!(fhd & 0b11, 0, "dictionary id flag");
+    assert_eq!(
+        zstd::zstd_safe::get_frame_content_size(&z).unwrap(),
+        Some(data.len() as u64)
+    );
+
+    let plain = run(
+        &src,
+        data.len() as u64,
+        &Options {
+            checksum: false,
+            ..Options::default()
+        },
+    );
+    assert_eq!(plain[4] & 0b100, 0, "no checksum flag");
+    assert_eq!(zstd::decode_all(&plain[..]).unwrap(), data);
+}
+
+#[test]
+fn same_bytes_for_any_worker_count() {
+    // Several zstdmt jobs worth of input (level 3 jobs are a few MiB).
+    let data = sample(40 << 20, 11);
+    let src = file_with(&data);
+    let len = data.len() as u64;
+    let with = |workers| {
+        run(
+            &src,
+            len,
+            &Options {
+                workers,
+                ..Options::default()
+            },
+        )
+    };
+    let one = with(1);
+    assert_eq!(with(2), one);
+    assert_eq!(with(4), one);
+    // 0 is clamped to 1 (libzstd's single-threaded mode would encode differently).
+    assert_eq!(with(0), one);
+    assert_eq!(zstd::decode_all(&one[..]).unwrap(), data);
+}
+
+#[test]
+fn compresses_a_prefix_and_empty_input() {
+    let data = sample(100_000, 3);
+    let src = file_with(&data);
+    let z = run(&src, 4096, &Options::default());
+    assert_eq!(zstd::decode_all(&z[..]).unwrap(), &data[..4096]);
+    let z = run(&src, 0, &Options::default());
+    assert!(zstd::decode_all(&z[..]).unwrap().is_empty());
+    assert_eq!(
+        zstd::zstd_safe::get_frame_content_size(&z).unwrap(),
+        Some(0)
+    );
+}
+
+#[test]
+fn progress_is_cumulative_per_chunk() {
+    let data = sample(2 * CHUNK + 5, 5);
+    let src = file_with(&data);
+    let seen = Cell::new(Vec::new());
+    let progress = |n| {
+        let mut v = seen.take();
+        v.push(n);
+        seen.set(v);
+    };
+    let mut out = Vec::new();
+    compress(
+        &src,
+        data.len() as u64,
+        &mut out,
+        &Options::default(),
+        &progress,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let c = CHUNK as u64;
+    assert_eq!(seen.take(), vec![c, 2 * c, 2 * c + 5]);
+}
+
+#[test]
+fn short_source_and_cancellation_are_errors() {
+    let data = sample(10_000, 9);
+    let src = file_with(&data);
+    let mut out = Vec::new();
+    let never = AtomicBool::new(false);
+    match compress(&src, 20_000, &mut out, &Options::default(), &|_| {}, &never) {
+        Err(Error::ShortSource {
+            offset: 10_000,
+            len: 20_000,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+
+    let big = sample(3 * CHUNK, 1);
+    let src = file_with(&big);
+    let cancel = AtomicBool::new(false);
+    let stop_after_first = |n| {
+        if n >= CHUNK as u64 {
+            cancel.store(true, Ordering::Relaxed);
+        }
+    };
+    let mut out = Vec::new();
+    match compress(
+        &src,
+        big.len() as u64,
+        &mut out,
+        &Options::default(),
+        &stop_after_first,
+        &cancel,
+    ) {
+        Err(Error::Interrupted { input_done, len }) => {
+            assert_eq!(input_done, CHUNK as u64);
+            assert_eq!(len, big.len() as u64);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn write_errors_are_reported() {
+    struct Full;
+    impl Write for Full {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::new(io::ErrorKind::StorageFull, "disk full"))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let data = sample(CHUNK + 1, 2);
+    let src = file_with(&data);
+    let r = compress(
+        &src,
+        data.len() as u64,
+        &mut Full,
+        &Options::default(),
+        &|_| {},
+        &AtomicBool::new(false),
+    );
+    assert!(matches!(r, Err(Error::Write { .. })), "{r:?}");
+}
+
+#[test]
+fn single_threaded_libzstd_mode_differs_which_is_why_workers_are_clamped() {
+    let data = sample(40 << 20, 11);
+    let src = file_with(&data);
+    let ours = run(&src, data.len() as u64, &Options::default());
+    let mut st = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+    st.multithread(0).unwrap();
+    st.include_checksum(true).unwrap();
+    st.set_pledged_src_size(Some(data.len() as u64)).unwrap();
+    st.write_all(&data).unwrap();
+    let st = st.finish().unwrap();
+    assert_ne!(st, ours);
+    assert_eq!(zstd::decode_all(&st[..]).unwrap(), data);
+}
