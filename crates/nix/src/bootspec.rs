@@ -1,0 +1,466 @@
+//! Bootspec v1 (`<toplevel>/boot.json`, RFC 0125), with a fallback for toplevels without it.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::{io_err, Error, Result, StorePath, StoreRoot, StoreSubpath};
+
+/// Key of the bootspec v1 document.
+pub const BOOTSPEC_V1: &str = "org.nixos.bootspec.v1";
+/// Key of the specialisation map.
+pub const SPECIALISATION_V1: &str = "org.nixos.specialisation.v1";
+/// Key of imgbuild's own extension.
+pub const IMGBUILD_V1: &str = "org.imgbuild.v1";
+
+/// boot.json files larger than this are refused (real ones are a few KiB).
+const MAX_BOOT_JSON: u64 = 16 << 20;
+/// Specialisations nest at most this deep.
+const MAX_DEPTH: usize = 4;
+
+/// What a boot loader needs to boot one NixOS generation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BootSpec {
+    /// The system toplevel this document describes.
+    pub toplevel: StorePath,
+    /// Stage-2 init, passed as `init=` (normally `<toplevel>/init`).
+    pub init: StoreSubpath,
+    pub initrd: Option<StoreSubpath>,
+    /// Script appending secrets to the initrd at install time.
+    pub initrd_secrets: Option<StoreSubpath>,
+    pub kernel: StoreSubpath,
+    pub kernel_params: Vec<String>,
+    pub label: String,
+    /// e.g. `x86_64-linux`.
+    pub system: String,
+    /// `org.nixos.specialisation.v1`, by name.
+    pub specialisations: BTreeMap<String, BootSpec>,
+    /// Every other top-level key (`org.nixos.systemd-boot`, `org.imgbuild.v1`, ...), verbatim.
+    pub extensions: BTreeMap<String, Value>,
+    /// `org.imgbuild.v1`, parsed.
+    pub imgbuild: Option<ImgbuildExt>,
+    /// True when there was no boot.json and this was built from the toplevel's files.
+    pub synthesized: bool,
+}
+
+/// The `org.imgbuild.v1` bootspec extension.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImgbuildExt {
+    /// Raspberry Pi firmware directory (`bootcode.bin`, `start*.elf`, ...), a path at or
+    /// below a store path, e.g. `/nix/store/<h>-raspberrypi-firmware/share/raspberrypi/boot`.
+    pub firmware: Option<StoreSubpath>,
+    /// The other keys of the extension, verbatim.
+    pub other: BTreeMap<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct V1 {
+    init: String,
+    #[serde(default)]
+    initrd: Option<String>,
+    #[serde(default)]
+    initrd_secrets: Option<String>,
+    kernel: String,
+    kernel_params: Vec<String>,
+    label: String,
+    system: String,
+    toplevel: String,
+}
+
+impl BootSpec {
+    /// Reads `<toplevel>/boot.json` from the store at `store_root`, or, when the toplevel has no
+    /// boot.json, synthesises the document from its `kernel`, `initrd`, `init`, `kernel-params`,
+    /// `system` and `nixos-version` (symlinks resolved logically inside the store). The
+    /// document's `toplevel` must be `toplevel`. Errors name the file and the reason.
+    pub fn read(store_root: &Path, toplevel: &StorePath) -> Result<Self> {
+        read_toplevel(&StoreRoot::new(store_root), toplevel, 0)
+    }
+
+    /// Parses a boot.json document. `file` names it in errors.
+    pub fn parse(json: &[u8], file: &Path) -> Result<Self> {
+        let value: Value = serde_json::from_slice(json).map_err(|source| Error::Json {
+            file: file.to_owned(),
+            source,
+        })?;
+        from_document(value, file, 0)
+    }
+}
+
+fn read_toplevel(root: &StoreRoot, toplevel: &StorePath, depth: usize) -> Result<BootSpec> {
+    let logical = toplevel.join("boot.json");
+    let host = match root.resolve_in_store(&logical) {
+        Ok(h) => h,
+        Err(Error::NotFound { .. }) => return synthesize(root, toplevel, depth),
+        Err(e) => return Err(e),
+    };
+    let bytes = read_limited(&host, &logical)?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+        file: logical.clone(),
+        source,
+    })?;
+    let spec = from_document(value, &logical, depth)?;
+    if spec.toplevel != *toplevel {
+        return Err(Error::Bootspec {
+            file: logical,
+            reason: format!("describes toplevel {}, not {toplevel}", spec.toplevel),
+        });
+    }
+    Ok(spec)
+}
+
+fn from_document(value: Value, file: &Path, depth: usize) -> Result<BootSpec> {
+    let bad = |reason: String| Error::Bootspec {
+        file: file.to_owned(),
+        reason,
+    };
+    let Value::Object(mut top) = value else {
+        return Err(bad("top level is not a JSON object".into()));
+    };
+    let Some(v1) = top.remove(BOOTSPEC_V1) else {
+        if top.contains_key("v1") {
+            return Err(bad(
+                "pre-23.05 bootspec preview format ({\"v1\": ...}) is not supported; \
+                 rebuild the system with NixOS 23.05 or later"
+                    .into(),
+            ));
+        }
+        return Err(bad(format!("no \"{BOOTSPEC_V1}\" key")));
+    };
+    let v1: V1 = serde_json::from_value(v1).map_err(|e| bad(format!("\"{BOOTSPEC_V1}\": {e}")))?;
+    let path = |what: &str, p: &str| {
+        StoreSubpath::parse(Path::new(p)).map_err(|e| bad(format!("{what}: {e}")))
+    };
+    let toplevel = StorePath::parse(&v1.toplevel).map_err(|e| bad(format!("toplevel: {e}")))?;
+    let mut specialisations = BTreeMap::new();
+    match top.remove(SPECIALISATION_V1) {
+        None => {}
+        Some(Value::Object(map)) => {
+            if depth >= MAX_DEPTH && !map.is_empty() {
+                return Err(bad("specialisations nested too deep".into()));
+            }
+            for (name, doc) in map {
+                let child = from_document(doc, file, depth + 1)
+                    .map_err(|e| bad(format!("specialisation `{name}`: {e}")))?;
+                specialisations.insert(name, child);
+            }
+        }
+        Some(_) => return Err(bad(format!("\"{SPECIALISATION_V1}\" is not an object"))),
+    }
+    let extensions: BTreeMap<String, Value> = top.into_iter().collect();
+    let imgbuild = match extensions.get(IMGBUILD_V1) {
+        None => None,
+        Some(Value::Object(map)) => {
+            let mut other: BTreeMap<String, Value> =
+                map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let firmware = match other.remove("firmware") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(path("org.imgbuild.v1 firmware", &s)?),
+                Some(_) => return Err(bad("\"org.imgbuild.v1\".firmware is not a string".into())),
+            };
+            Some(ImgbuildExt { firmware, other })
+        }
+        Some(_) => return Err(bad(format!("\"{IMGBUILD_V1}\" is not an object"))),
+    };
+    Ok(BootSpec {
+        toplevel,
+        init: path("init", &v1.init)?,
+        initrd: v1
+            .initrd
+            .as_deref()
+            .map(|p| path("initrd", p))
+            .transpose()?,
+        initrd_secrets: v1
+            .initrd_secrets
+            .as_deref()
+            .map(|p| path("initrdSecrets", p))
+            .transpose()?,
+        kernel: path("kernel", &v1.kernel)?,
+        kernel_params: v1.kernel_params,
+        label: v1.label,
+        system: v1.system,
+        specialisations,
+        extensions,
+        imgbuild,
+        synthesized: false,
+    })
+}
+
+/// A bootspec for a toplevel without boot.json, as systemd-boot-builder and the bootspec crate
+/// do: kernel/initrd are the resolved targets of `<toplevel>/kernel` and `<toplevel>/initrd`,
+/// init is `<toplevel>/init`, the label is `NixOS <nixos-version> (Linux <modules dir>)`.
+fn synthesize(root: &StoreRoot, toplevel: &StorePath, depth: usize) -> Result<BootSpec> {
+    let entry = |name: &str| toplevel.join(name);
+    let optional = |name: &str| match root.canonicalize_logical(&entry(name)) {
+        Ok(p) => Ok(Some(p)),
+        Err(Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    };
+    let required = |name: &str| {
+        optional(name)?.ok_or_else(|| Error::NotToplevel {
+            path: toplevel.to_path_buf(),
+            reason: format!("no boot.json and no {name}"),
+        })
+    };
+    let read_file = |name: &str| -> Result<Option<String>> {
+        let Some(p) = optional(name)? else {
+            return Ok(None);
+        };
+        let bytes = read_limited(&root.host_subpath(&p), &entry(name))?;
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| Error::Bootspec {
+                file: entry(name),
+                reason: "not valid UTF-8".into(),
+            })
+    };
+    let kernel = required("kernel")?;
+    let initrd = optional("initrd")?;
+    // init is passed as `<toplevel>/init`, not its target, like NixOS' own boot.json.
+    required("init")?;
+    let init = StoreSubpath::new(toplevel.clone(), "init")?;
+    let kernel_params = read_file("kernel-params")?
+        .ok_or_else(|| Error::NotToplevel {
+            path: toplevel.to_path_buf(),
+            reason: "no boot.json and no kernel-params".into(),
+        })?
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let system = read_file("system")?
+        .ok_or_else(|| Error::NotToplevel {
+            path: toplevel.to_path_buf(),
+            reason: "no boot.json and no system".into(),
+        })?
+        .trim()
+        .to_owned();
+    let version = read_file("nixos-version")?
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_else(|| "Unknown".to_owned());
+    let label = match kernel_version(root, toplevel)? {
+        Some(kver) => format!("NixOS {version} (Linux {kver})"),
+        None => format!("NixOS {version}"),
+    };
+    let mut specialisations = BTreeMap::new();
+    if let Some(dir) = optional("specialisation")? {
+        let host = root.host_subpath(&dir);
+        if depth < MAX_DEPTH && host.is_dir() {
+            let mut names = Vec::new();
+            for e in std::fs::read_dir(&host).map_err(io_err("listing", &host))? {
+                let e = e.map_err(io_err("listing", &host))?;
+                names.push(e.file_name());
+            }
+            names.sort();
+            for name in names {
+                let child = root.canonicalize_logical(&dir.to_path_buf().join(&name))?;
+                if !child.subpath().as_os_str().is_empty() {
+                    return Err(Error::NotToplevel {
+                        path: child.to_path_buf(),
+                        reason: "a specialisation must be a store path".into(),
+                    });
+                }
+                let spec = read_toplevel(root, child.store_path(), depth + 1)?;
+                specialisations.insert(name.to_string_lossy().into_owned(), spec);
+            }
+        }
+    }
+    Ok(BootSpec {
+        toplevel: toplevel.clone(),
+        init,
+        initrd,
+        initrd_secrets: None,
+        kernel,
+        kernel_params,
+        label,
+        system,
+        specialisations,
+        extensions: BTreeMap::new(),
+        imgbuild: None,
+        synthesized: true,
+    })
+}
+
+/// The single directory name under `<toplevel>/kernel-modules/lib/modules`, if there is one.
+fn kernel_version(root: &StoreRoot, toplevel: &StorePath) -> Result<Option<String>> {
+    let dir = match root.resolve_in_store(&toplevel.join("kernel-modules/lib/modules")) {
+        Ok(d) => d,
+        Err(Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
+        names.push(e.map_err(io_err("listing", &dir))?.file_name());
+    }
+    Ok(match names.as_slice() {
+        [one] => Some(one.to_string_lossy().into_owned()),
+        _ => None,
+    })
+}
+
+fn read_limited(host: &Path, logical: &Path) -> Result<Vec<u8>> {
+    let f = std::fs::File::open(host).map_err(io_err("opening", logical))?;
+    let mut bytes = Vec::new();
+    f.take(MAX_BOOT_JSON + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err("reading", PathBuf::from(logical)))?;
+    if bytes.len() as u64 > MAX_BOOT_JSON {
+        return Err(Error::Bootspec {
+            file: logical.to_owned(),
+            reason: format!("larger than {MAX_BOOT_JSON} bytes"),
+        });
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    const T: &str = "0123456789abcdfghijklmnpqrsvwxyz";
+    const K: &str = "zyxwvsrqpnmlkjihgfdcba9876543210";
+    const I: &str = "11111111111111111111111111111111";
+    const C: &str = "22222222222222222222222222222222";
+
+    fn doc(top: &str) -> String {
+        let child = format!(
+            r#"{{"org.nixos.bootspec.v1": {{"init": "/nix/store/{C}-alt/init",
+            "kernel": "/nix/store/{K}-linux-6.1/bzImage", "kernelParams": [],
+            "label": "alt", "system": "x86_64-linux", "toplevel": "/nix/store/{C}-alt"}},
+            "org.nixos.specialisation.v1": {{}}}}"#
+        );
+        format!(
+            r#"{{
+  "org.nixos.bootspec.v1": {{
+    "init": "/nix/store/{top}/init",
+    "initrd": "/nix/store/{I}-initrd/initrd",
+    "kernel": "/nix/store/{K}-linux-6.1/bzImage",
+    "kernelParams": ["console=ttyS0", "quiet"],
+    "label": "NixOS 24.05 (Linux 6.1)",
+    "system": "x86_64-linux",
+    "toplevel": "/nix/store/{top}"
+  }},
+  "org.nixos.specialisation.v1": {{ "alt": {child} }},
+  "org.nixos.systemd-boot": {{ "sortKey": "nixos" }},
+  "org.imgbuild.v1": {{ "firmware": "/nix/store/{K}-fw/share/boot", "x": 1 }}
+}}"#
+        )
+    }
+
+    #[test]
+    fn parses_v1_with_specialisations_and_extensions() {
+        let top = format!("{T}-nixos-system-x");
+        let spec = BootSpec::parse(doc(&top).as_bytes(), Path::new("boot.json")).unwrap();
+        assert_eq!(spec.toplevel.base_name(), top);
+        assert_eq!(spec.kernel.store_path().name(), "linux-6.1");
+        assert_eq!(spec.kernel.subpath(), Path::new("bzImage"));
+        assert_eq!(spec.init.subpath(), Path::new("init"));
+        assert_eq!(spec.initrd.as_ref().unwrap().store_path().hash_part(), I);
+        assert_eq!(spec.initrd_secrets, None);
+        assert_eq!(spec.kernel_params, ["console=ttyS0", "quiet"]);
+        assert_eq!(spec.system, "x86_64-linux");
+        assert!(!spec.synthesized);
+        let alt = &spec.specialisations["alt"];
+        assert_eq!(alt.toplevel.name(), "alt");
+        assert_eq!(alt.initrd, None);
+        assert_eq!(
+            spec.extensions.keys().collect::<Vec<_>>(),
+            ["org.imgbuild.v1", "org.nixos.systemd-boot"]
+        );
+        let ext = spec.imgbuild.unwrap();
+        assert_eq!(ext.firmware.unwrap().subpath(), Path::new("share/boot"));
+        assert_eq!(ext.other["x"], 1);
+    }
+
+    #[test]
+    fn errors_name_file_and_reason() {
+        let f = Path::new("/s/boot.json");
+        let err = BootSpec::parse(b"{\n  \"a\": [1,\n}", f).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("/s/boot.json: invalid JSON") && msg.contains("line 3"),
+            "{msg}"
+        );
+        let err = BootSpec::parse(br#"{"v1": {"init": "/x"}}"#, f).unwrap_err();
+        assert!(err.to_string().contains("pre-23.05"), "{err}");
+        let err = BootSpec::parse(br#"{"org.nixos.bootspec.v1": {"init": "/x"}}"#, f).unwrap_err();
+        assert!(err.to_string().contains("missing field"), "{err}");
+        let bad_kernel =
+            doc(&format!("{T}-x")).replace(&format!("/nix/store/{K}-linux-6.1"), "/boot");
+        let err = BootSpec::parse(bad_kernel.as_bytes(), f).unwrap_err();
+        assert!(err.to_string().contains("kernel:"), "{err}");
+        let err = BootSpec::parse(b"[]", f).unwrap_err();
+        assert!(err.to_string().contains("not a JSON object"), "{err}");
+    }
+
+    #[test]
+    fn reads_and_synthesizes_from_a_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let store = root.join("nix/store");
+        let top = store.join(format!("{T}-nixos-system-x"));
+        let kernel = store.join(format!("{K}-linux-6.1"));
+        let initrd = store.join(format!("{I}-initrd"));
+        std::fs::create_dir_all(kernel.join("lib/modules/6.1.77")).unwrap();
+        std::fs::write(kernel.join("bzImage"), b"k").unwrap();
+        std::fs::create_dir_all(&initrd).unwrap();
+        std::fs::write(initrd.join("initrd"), b"i").unwrap();
+        std::fs::create_dir_all(&top).unwrap();
+        symlink(
+            format!("/nix/store/{K}-linux-6.1/bzImage"),
+            top.join("kernel"),
+        )
+        .unwrap();
+        symlink(
+            format!("/nix/store/{K}-linux-6.1"),
+            top.join("kernel-modules"),
+        )
+        .unwrap();
+        symlink(format!("/nix/store/{I}-initrd/initrd"), top.join("initrd")).unwrap();
+        std::fs::write(top.join("init"), b"#!/bin/sh").unwrap();
+        std::fs::write(top.join("kernel-params"), b"console=ttyS0  quiet").unwrap();
+        std::fs::write(top.join("system"), b"x86_64-linux").unwrap();
+        std::fs::write(top.join("nixos-version"), b"24.05").unwrap();
+        let tp = StorePath::parse(&format!("/nix/store/{T}-nixos-system-x")).unwrap();
+
+        let spec = BootSpec::read(root, &tp).unwrap();
+        assert!(spec.synthesized);
+        assert_eq!(
+            spec.kernel.to_string(),
+            format!("/nix/store/{K}-linux-6.1/bzImage")
+        );
+        assert_eq!(
+            spec.initrd.unwrap().to_string(),
+            format!("/nix/store/{I}-initrd/initrd")
+        );
+        assert_eq!(spec.init.to_string(), format!("{tp}/init"));
+        assert_eq!(spec.kernel_params, ["console=ttyS0", "quiet"]);
+        assert_eq!(spec.label, "NixOS 24.05 (Linux 6.1.77)");
+        assert_eq!(spec.system, "x86_64-linux");
+
+        // A kernel link escaping the store is refused.
+        std::fs::remove_file(top.join("kernel")).unwrap();
+        symlink("/boot/vmlinuz", top.join("kernel")).unwrap();
+        let err = BootSpec::read(root, &tp).unwrap_err();
+        assert!(matches!(err, Error::EscapesStore { .. }), "{err}");
+
+        // With boot.json present it wins; its toplevel must match.
+        let json = doc(&format!("{T}-nixos-system-x"));
+        std::fs::write(top.join("boot.json"), &json).unwrap();
+        let spec = BootSpec::read(root, &tp).unwrap();
+        assert!(!spec.synthesized);
+        let other = StorePath::parse(&format!("/nix/store/{C}-nixos-system-x")).unwrap();
+        let odir = store.join(other.base_name());
+        std::fs::create_dir_all(&odir).unwrap();
+        std::fs::write(odir.join("boot.json"), &json).unwrap();
+        let err = BootSpec::read(root, &other).unwrap_err();
+        assert!(err.to_string().contains("describes toplevel"), "{err}");
+        std::fs::write(top.join("boot.json"), b"{").unwrap();
+        let err = BootSpec::read(root, &tp).unwrap_err();
+        assert!(err.to_string().contains("boot.json: invalid JSON"), "{err}");
+    }
+}
