@@ -59,7 +59,8 @@ TOPLEVEL=${INIT%/init}
   fail "init $INIT is missing or not executable on the root filesystem"
 DB=/mnt/root/nix/var/nix/db/db.sqlite
 [ -f "$DB" ] || fail "no Nix database /nix/var/nix/db/db.sqlite on the root filesystem"
-grep -qF "$TOPLEVEL" "$DB" || fail "toplevel $TOPLEVEL is not registered in /nix/var/nix/db/db.sqlite"
+# (busybox grep stops each "line" at a NUL byte, so split the binary file at NULs first)
+tr '\000' '\n' <"$DB" | grep -qF "$TOPLEVEL" || fail "toplevel $TOPLEVEL is not registered in /nix/var/nix/db/db.sqlite"
 umount /mnt/root 2>/dev/null
 echo "IMGBUILD-BOOT-OK toplevel=$TOPLEVEL"
 sync
