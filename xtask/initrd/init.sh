@@ -38,13 +38,14 @@ done
 
 # the root filesystem, by label, like NixOS' fileSystems."/".device = "/dev/disk/by-label/..."
 dev=""
-i=0
-while [ $i -lt 300 ]; do
+deadline=$(($(date +%s) + 30))
+while :; do
   dev=$(findfs "LABEL=$ROOT_LABEL" 2>/dev/null) && [ -n "$dev" ] && break
   dev=""
-  [ $i -eq 0 ] && say "waiting up to 30 s for LABEL=$ROOT_LABEL ..."
-  i=$((i + 1))
-  sleep 0.1
+  [ "$(date +%s)" -lt "$deadline" ] || break
+  [ -n "$waiting" ] || say "waiting up to 30 s for LABEL=$ROOT_LABEL ..."
+  waiting=1
+  sleep 0.2
 done
 if [ -z "$dev" ]; then
   say "block devices: $(tail -n +3 /proc/partitions | awk '{print $4}' | tr '\n' ' ')"

@@ -27,15 +27,15 @@ fn esp_offset(image: &Path) -> Result<u64> {
 }
 
 /// bootctl from the systemd-boot .deb, plus the directory of its private libsystemd-shared
-/// (from the matching systemd .deb, so the host's systemd version does not matter).
+/// (from the matching libsystemd-shared .deb, so the host's systemd version does not matter).
 fn bootctl() -> Result<(PathBuf, PathBuf)> {
     let debs = Debs::new()?;
     let sb = debs.extract(&debs.fetch("systemd-boot", "amd64")?)?;
-    let sd = debs.extract(&debs.fetch("systemd", "amd64")?)?;
+    let sd = debs.extract(&debs.fetch("libsystemd-shared", "amd64")?)?;
     let bin = sb.join("usr/bin/bootctl");
     ensure!(bin.is_file(), "no usr/bin/bootctl in the systemd-boot package");
     let lib = sd.join("usr/lib/x86_64-linux-gnu/systemd");
-    ensure!(lib.is_dir(), "no {} in the systemd package", lib.display());
+    ensure!(lib.is_dir(), "no {} in the libsystemd-shared package", lib.display());
     Ok((bin, lib))
 }
 

@@ -310,7 +310,7 @@ fn nix_build(store: &Path, expr: &Path, params: &Path) -> Result<String> {
             .arg(params)
             .arg("-o")
             .arg(store.join("result"))
-            .args(["--max-jobs", "2", "--cores", "1", "--no-build-output"]),
+            .args(["--max-jobs", "2", "--cores", "1", "--no-build-output", "--quiet"]),
     )?;
     let top = out.lines().last().unwrap_or_default().trim().to_string();
     ensure!(top.starts_with("/nix/store/"), "nix-build printed no store path: {out:?}");
