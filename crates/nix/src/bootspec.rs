@@ -143,8 +143,12 @@ fn from_document(value: Value, file: &Path, depth: usize) -> Result<BootSpec> {
                 return Err(bad("specialisations nested too deep".into()));
             }
             for (name, doc) in map {
-                let child = from_document(doc, file, depth + 1)
-                    .map_err(|e| bad(format!("specialisation `{name}`: {e}")))?;
+                let child = from_document(doc, file, depth + 1).map_err(|e| match e {
+                    Error::Bootspec { reason, .. } => {
+                        bad(format!("specialisation `{name}`: {reason}"))
+                    }
+                    other => other,
+                })?;
                 specialisations.insert(name, child);
             }
         }

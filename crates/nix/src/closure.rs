@@ -22,7 +22,8 @@ pub struct PathInfo {
     pub deriver: Option<StorePath>,
 }
 
-/// A toplevel and the store paths to ship with it, sorted by path.
+/// A toplevel and the store paths to ship with it. `paths` is sorted by path (and
+/// [`Closure::get`] relies on it): keep it sorted if you edit it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Closure {
     pub toplevel: StorePath,

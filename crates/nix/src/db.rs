@@ -406,6 +406,95 @@ mod tests {
         }
     }
 
+    fn sp(c: char, name: &str) -> StorePath {
+        StorePath::parse(&format!("/nix/store/{}-{name}", c.to_string().repeat(32))).unwrap()
+    }
+
+    fn info(path: &StorePath, refs: &[&StorePath]) -> PathInfo {
+        PathInfo {
+            path: path.clone(),
+            nar_hash: NarHash([7; 32]),
+            nar_size: 1234,
+            references: refs.iter().map(|r| (*r).clone()).collect(),
+            deriver: None,
+        }
+    }
+
+    #[test]
+    fn write_db_refuses_references_outside_the_closure() {
+        let (a, b) = (sp('a', "a"), sp('b', "b"));
+        let closure = Closure {
+            toplevel: a.clone(),
+            paths: vec![info(&a, &[&b])],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let err = write_db(&closure, 0, &dir.path().join("db.sqlite")).unwrap_err();
+        assert!(
+            matches!(err, Error::ReferenceOutsideClosure { .. }),
+            "{err}"
+        );
+    }
+
+    /// A live store has committed transactions still in `db.sqlite-wal`; from_db must see them.
+    #[test]
+    fn from_db_honours_a_pending_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (a, b) = (sp('a', "a"), sp('b', "b"));
+        for p in [&a, &b] {
+            std::fs::create_dir_all(root.join("nix/store").join(p.base_name())).unwrap();
+        }
+        let db = root.join(DB_PATH);
+        std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+        let only_a = Closure::new(a.clone(), vec![info(&a, &[])], "t").unwrap();
+        write_db(&only_a, 5, &db).unwrap();
+        // A writer that keeps the connection open, so its commit stays in the WAL.
+        let writer = Connection::open(&db).unwrap();
+        writer
+            .execute_batch("pragma journal_mode = wal; pragma wal_autocheckpoint = 0;")
+            .unwrap();
+        writer
+            .execute(
+                "insert into ValidPaths (id, path, hash, registrationTime, narSize) \
+                 values (2, ?1, ?2, 5, 99)",
+                params![b.as_str(), NarHash([9; 32]).to_db_string()],
+            )
+            .unwrap();
+        writer
+            .execute("insert into Refs (referrer, reference) values (2, 1)", [])
+            .unwrap();
+        // Copy the database and its log elsewhere (no -shm, another inode): an immutable open
+        // would silently ignore the log there.
+        let copy = dir.path().join("copy");
+        for p in [&a, &b] {
+            std::fs::create_dir_all(copy.join("nix/store").join(p.base_name())).unwrap();
+        }
+        let copy_db = copy.join(DB_PATH);
+        std::fs::create_dir_all(copy_db.parent().unwrap()).unwrap();
+        for suffix in ["", "-wal"] {
+            let mut from = db.clone().into_os_string();
+            from.push(suffix);
+            let mut to = copy_db.clone().into_os_string();
+            to.push(suffix);
+            std::fs::copy(&from, &to).unwrap();
+        }
+        let mut wal = copy_db.clone().into_os_string();
+        wal.push("-wal");
+        assert!(
+            std::fs::metadata(&wal).unwrap().len() > 0,
+            "the test needs a pending WAL"
+        );
+        let c = Closure::from_db(&copy, &b).unwrap();
+        assert_eq!(c.paths.len(), 2);
+        assert_eq!(c.get(&b).unwrap().nar_size, 99);
+        assert_eq!(c.get(&b).unwrap().references, vec![a.clone()]);
+        drop(writer);
+        // Without a WAL (checkpointed on close) it is read immutably.
+        assert_eq!(Closure::from_db(root, &b).unwrap(), c);
+        let err = Closure::from_db(root, &sp('c', "c")).unwrap_err();
+        assert!(matches!(err, Error::NotValidInDb { .. }), "{err}");
+    }
+
     #[test]
     fn uri_escaping() {
         assert_eq!(

@@ -324,6 +324,40 @@ fn closure_info_roundtrip_via_real_registration() {
     assert_eq!(dump, closure.registration_text());
     // And the database Nix wrote that way reads back the same.
     assert_eq!(Closure::from_db(&fresh, &s.toplevel).unwrap(), closure);
+    // Row for row (all but registrationTime, which Nix takes from the clock) what write_db
+    // writes: same ids, NULLs, hash format and Refs.
+    let ours_path = dir.path().join("ours.sqlite");
+    write_db(&closure, 1, &ours_path).unwrap();
+    let rows = |db: &Path| -> (Vec<Vec<rusqlite::types::Value>>, Vec<(i64, i64)>) {
+        let c = rusqlite::Connection::open_with_flags(
+            format!("file:{}?immutable=1", db.display()),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+        )
+        .unwrap();
+        let mut st = c
+            .prepare(
+                "select id, path, hash, deriver, narSize, ultimate, sigs, ca from ValidPaths \
+                 order by id",
+            )
+            .unwrap();
+        let vp = st
+            .query_map([], |r| (0..8).map(|i| r.get(i)).collect())
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let mut st = c
+            .prepare("select referrer, reference from Refs order by 1, 2")
+            .unwrap();
+        let refs = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        (vp, refs)
+    };
+    let theirs = rows(&fresh.join(DB_PATH));
+    assert_eq!(rows(&ours_path), theirs);
+    assert_eq!(theirs.0.len(), closure.paths.len());
 }
 
 #[test]
@@ -411,4 +445,76 @@ fn missing_or_unreadable_store_paths_are_named() {
     );
     let err = closure.check_present(&new).unwrap_err();
     assert!(err.to_string().contains(missing.as_str()), "{err}");
+}
+
+/// Everything `nix_state_files` describes is what Nix 2.8 itself creates for a new store,
+/// minus the documented exceptions.
+#[test]
+fn state_files_match_what_nix_creates() {
+    use imgbuild_nix::StateEntryKind;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = std::path::absolute(dir.path().join("fresh")).unwrap();
+    std::fs::create_dir(&fresh).unwrap();
+    // Under umask 022, as on a normal system.
+    run(Command::new("sh")
+        .arg("-c")
+        .arg("umask 022 && exec nix-store --store \"$1\" --verify")
+        .arg("sh")
+        .arg(&fresh)
+        .env("NIX_CONFIG", imgbuild_nix::testutil::NIX_CONFIG))
+    .unwrap();
+    let mut found: BTreeMap<String, (StateEntryKind, u32)> = BTreeMap::new();
+    let mut stack = vec![fresh.join("nix")];
+    while let Some(p) = stack.pop() {
+        let rel = p
+            .strip_prefix(&fresh)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let md = p.symlink_metadata().unwrap();
+        let mode = md.permissions().mode() & 0o7777;
+        let kind = if md.file_type().is_symlink() {
+            let t = std::fs::read_link(&p).unwrap();
+            // Nix writes the host path of the chroot store; map it back to the logical one.
+            let logical = Path::new("/").join(t.strip_prefix(&fresh).unwrap());
+            StateEntryKind::Symlink {
+                target: logical.to_string_lossy().into_owned().leak(),
+            }
+        } else if md.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+            StateEntryKind::Dir
+        } else {
+            StateEntryKind::File {
+                contents: std::fs::read(&p).unwrap().leak(),
+            }
+        };
+        found.insert(rel, (kind, mode));
+    }
+    // Made by Nix on demand or by this particular client, documented as not shipped.
+    for skip in [
+        "nix/store",
+        "nix/store/.links",
+        "nix/var/nix/db/db.sqlite",
+        "nix/var/nix/db/reserved",
+        "nix/var/nix/gc.lock",
+        "nix/var/nix/gcroots/per-user/root",
+        "nix/var/nix/profiles/per-user/root",
+    ] {
+        found.remove(skip);
+    }
+    let ours: BTreeMap<String, (StateEntryKind, u32)> = nix_state_files()
+        .into_iter()
+        .map(|e| {
+            let mode = if matches!(e.kind, StateEntryKind::Symlink { .. }) {
+                0o777
+            } else {
+                e.mode
+            };
+            (e.path.to_owned(), (e.kind, mode))
+        })
+        .collect();
+    assert_eq!(ours, found);
 }
