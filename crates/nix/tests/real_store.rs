@@ -412,7 +412,7 @@ fn toplevel_and_bootspec_of_the_real_store() {
 }
 
 #[test]
-fn missing_or_unreadable_store_paths_are_named() {
+fn missing_store_paths_are_named() {
     let s = store();
     let closure = Closure::from_db(&s.root, &s.toplevel).unwrap();
     let dir = tempfile::tempdir().unwrap();
