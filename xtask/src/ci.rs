@@ -1,4 +1,197 @@
-//! CI
+//! `cargo xtask ci-boot`: the end-to-end boot tests CI runs.
+//!
+//! x86_64: fixture -> baseline raw-efi image -> bootctl check -> boot (virtio, NVMe) ->
+//! negative control (root label wrong: must FAIL with the initrd's reason); then the same
+//! image built by the imgbuild CLI (unless `--baseline-only`).
+//! aarch64: fixture -> baseline sd-aarch64 .img.zst -> boot; then imgbuild's.
+//! Every boot must print exactly the fixture's marker (`IMGBUILD-BOOT-OK toplevel=<its
+//! toplevel>`). Ends with an `N passed, N failed` line; exits non-zero on any failure.
+
+use crate::boot::{self, BootSpec, Disk, Format};
+use crate::fixture::{self, Arch, FixtureInfo};
+use crate::util::{self, Timer};
+use crate::{baseline, bootctl};
+use anyhow::{bail, ensure, Result};
+use std::path::{Path, PathBuf};
+
 #[derive(clap::Args)]
-pub struct CiArgs {}
-pub fn run(_a: CiArgs) -> anyhow::Result<()> { Ok(()) }
+pub struct CiArgs {
+    /// Boot only the baseline (shell pipeline) images, not the imgbuild CLI's
+    #[arg(long)]
+    pub baseline_only: bool,
+    /// Skip everything aarch64
+    #[arg(long)]
+    pub skip_aarch64: bool,
+    /// Directory for images and console logs (default target/ci)
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+struct Row {
+    name: String,
+    secs: f64,
+    result: Result<String>,
+}
+
+struct Run {
+    rows: Vec<Row>,
+    out: PathBuf,
+}
+
+impl Run {
+    fn step<T>(&mut self, name: &str, f: impl FnOnce() -> Result<(T, String)>) -> Option<T> {
+        eprintln!("xtask ci-boot: === {name}");
+        let t = Timer::start();
+        let r = f();
+        let secs = t.secs();
+        let (val, result) = match r {
+            Ok((v, note)) => (Some(v), Ok(note)),
+            Err(e) => {
+                eprintln!("xtask ci-boot: FAILED: {name}: {e:#}");
+                (None, Err(e))
+            }
+        };
+        self.rows.push(Row {
+            name: name.to_string(),
+            secs,
+            result,
+        });
+        val
+    }
+
+    fn boot(&mut self, name: &str, format: Format, image: &Path, disk: Disk, info: &FixtureInfo) {
+        let log = self.out.join("logs").join(format!(
+            "{}.{}.console.log",
+            image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            disk.name()
+        ));
+        self.step(name, || {
+            let spec = BootSpec {
+                format,
+                image,
+                disk,
+                timeout: boot::default_timeout(format),
+                log,
+                verbose: false,
+            };
+            let o = boot::boot(&spec)?;
+            boot::report(&spec, &o)?;
+            let want = info.marker.as_deref().unwrap_or_default();
+            ensure!(o.detail == want, "booted, but printed {:?} instead of {want:?}", o.detail);
+            Ok(((), format!("{:.1} s to marker, accel={}", o.secs, o.accel)))
+        });
+    }
+
+    fn expect_fail(&mut self, name: &str, format: Format, image: &Path, reason: &str) {
+        let log = self.out.join("logs").join(format!(
+            "{}.console.log",
+            image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        ));
+        self.step(name, || {
+            let spec = BootSpec {
+                format,
+                image,
+                disk: Disk::Virtio,
+                timeout: boot::default_timeout(format),
+                log,
+                verbose: false,
+            };
+            let o = boot::boot(&spec)?;
+            if o.ok {
+                bail!("negative control booted OK: {}", o.detail);
+            }
+            ensure!(o.detail.contains(reason), "failed, but for the wrong reason: {}", o.detail);
+            Ok(((), format!("failed as expected after {:.1} s: {}", o.secs, o.detail)))
+        });
+    }
+}
+
+pub fn run(args: CiArgs) -> Result<()> {
+    let out = util::absolute(&args.out.unwrap_or_else(|| util::target_dir().join("ci")))?;
+    std::fs::create_dir_all(out.join("logs"))?;
+    let total = Timer::start();
+    let mut run = Run { rows: Vec::new(), out: out.clone() };
+
+    // ---- x86_64 / raw-efi -------------------------------------------------------------------
+    let fx = fixture::default_dir(Arch::X86_64);
+    if let Some(info) = run.step("fixture x86_64", || {
+        let i = fixture::build(Arch::X86_64, &fx)?;
+        let note = format!("{} store paths, NAR {:.1} MiB", i.store_paths, i.total_nar_size as f64 / 1048576.0);
+        Ok((i, note))
+    }) {
+        let img = out.join("baseline-raw-efi.img");
+        if run
+            .step("baseline raw-efi image", || Ok(((), format!("{:.1} s", baseline::build(Format::RawEfi, &fx, &img, None)?))))
+            .is_some()
+        {
+            run.step("bootctl on baseline raw-efi", || bootctl::check(&img).map(|()| ((), String::new())));
+            run.boot("boot baseline raw-efi (virtio)", Format::RawEfi, &img, Disk::Virtio, &info);
+            run.boot("boot baseline raw-efi (nvme)", Format::RawEfi, &img, Disk::Nvme, &info);
+        }
+        let bad = out.join("baseline-raw-efi-wrong-label.img");
+        if run
+            .step("baseline raw-efi image, root label 'wrong-label'", || {
+                Ok(((), format!("{:.1} s", baseline::build(Format::RawEfi, &fx, &bad, Some("wrong-label"))?)))
+            })
+            .is_some()
+        {
+            run.expect_fail(
+                "negative control: wrong root label must FAIL",
+                Format::RawEfi,
+                &bad,
+                "IMGBUILD-BOOT-FAIL root filesystem LABEL=nixos not found",
+            );
+        }
+        if !args.baseline_only {
+            if let Some(img) = run.step("imgbuild raw-efi image", || Ok((boot::imgbuild_image(Format::RawEfi)?, String::new()))) {
+                run.step("bootctl on imgbuild raw-efi", || bootctl::check(&img).map(|()| ((), String::new())));
+                run.boot("boot imgbuild raw-efi (virtio)", Format::RawEfi, &img, Disk::Virtio, &info);
+                run.boot("boot imgbuild raw-efi (nvme)", Format::RawEfi, &img, Disk::Nvme, &info);
+            }
+        }
+    }
+
+    // ---- aarch64 / sd-aarch64 -----------------------------------------------------------------
+    if !args.skip_aarch64 {
+        let fa = fixture::default_dir(Arch::Aarch64);
+        if let Some(info) = run.step("fixture aarch64", || {
+            let i = fixture::build(Arch::Aarch64, &fa)?;
+            let note = format!("{} store paths, NAR {:.1} MiB", i.store_paths, i.total_nar_size as f64 / 1048576.0);
+            Ok((i, note))
+        }) {
+            let img = out.join("baseline-sd-aarch64.img.zst");
+            if run
+                .step("baseline sd-aarch64 image (.img.zst)", || {
+                    Ok(((), format!("{:.1} s", baseline::build(Format::SdAarch64, &fa, &img, None)?)))
+                })
+                .is_some()
+            {
+                run.boot("boot baseline sd-aarch64", Format::SdAarch64, &img, Disk::Virtio, &info);
+            }
+            if !args.baseline_only {
+                if let Some(img) = run.step("imgbuild sd-aarch64 image", || Ok((boot::imgbuild_image(Format::SdAarch64)?, String::new()))) {
+                    run.boot("boot imgbuild sd-aarch64", Format::SdAarch64, &img, Disk::Virtio, &info);
+                }
+            }
+        }
+    }
+
+    println!("\nxtask ci-boot summary ({:.0} s in all):", total.secs());
+    let mut failed = 0;
+    for r in &run.rows {
+        let (tag, note) = match &r.result {
+            Ok(n) => ("ok  ", n.clone()),
+            Err(e) => {
+                failed += 1;
+                ("FAIL", format!("{e:#}").lines().next().unwrap_or_default().to_string())
+            }
+        };
+        println!("  {tag} {:<52} {:>6.1} s  {note}", r.name, r.secs);
+    }
+    let passed = run.rows.len() - failed;
+    println!("ci-boot: {passed} passed, {failed} failed");
+    if failed > 0 {
+        bail!("{failed} boot test step(s) failed");
+    }
+    Ok(())
+}
