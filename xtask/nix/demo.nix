@@ -72,7 +72,7 @@ let
     mkdir -p $out/lib/firmware
     printf 'no firmware in the demo\n' > $out/lib/firmware/README
   '';
-  params = "console=ttyS0,115200 panic=1 loglevel=4";
+  kparams = "console=ttyS0,115200 panic=1 loglevel=4";
   label = "NixOS ${P.codeName} ${P.nixosVersion} (Linux ${kver})";
   bootJson = builtins.concatStringsSep "\n" [
     "{"
@@ -108,7 +108,7 @@ in
   ln -s ${systemd} $out/systemd
   printf '#! ${bash}/bin/bash\nsystemConfig=%s\nexec ${systemd}/lib/systemd/systemd "$@"\n' $out > $out/init
   chmod 755 $out/init
-  printf '%s' '${params}' > $out/kernel-params
+  printf '%s' '${kparams}' > $out/kernel-params
   printf '%s' '${P.nixosVersion}' > $out/nixos-version
   printf '%s' x86_64-linux > $out/system
   printf '%s' systemd > $out/init-interface-version
