@@ -504,7 +504,9 @@ impl Plan {
             let fsi = boot::fsinfo(free, self.alloc.end - 1);
             let at = |s: u16| usize::from(s) * SECTOR as usize;
             reserved[at(boot::FSINFO_SECTOR)..][..512].copy_from_slice(&fsi);
+            // Backup boot sector and, right after it, a copy of the FSInfo sector.
             reserved[at(boot::BACKUP_BOOT_SECTOR)..][..512].copy_from_slice(&bs);
+            reserved[at(boot::BACKUP_BOOT_SECTOR + 1)..][..512].copy_from_slice(&fsi);
         }
         region.write_nonzero_at(0, &reserved, SPARSE_BLOCK)?;
 
