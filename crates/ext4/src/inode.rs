@@ -51,10 +51,16 @@ impl Default for Fields {
     }
 }
 
+/// Latest time we store: 2310-04-04. The format reaches 2446, but e2fsck reads times from
+/// 2310 on (epoch bits 3 with the sign bit set) as mis-encoded pre-1970 ones.
+pub const MAX_TIME: i64 = (3i64 << 32) - (1i64 << 31) - 1;
+/// Earliest time: 1901-12-13.
+pub const MIN_TIME: i64 = -(1i64 << 31);
+
 /// Split a time into the 32-bit seconds field and the 2 epoch bits of the `_extra` field
-/// (nanoseconds are 0). Times outside [1901-12-13, 2446-05-10] are clamped.
+/// (nanoseconds are 0). Times outside [`MIN_TIME`, `MAX_TIME`] are clamped.
 pub fn split_time(t: i64) -> (u32, u32) {
-    let t = t.clamp(-(1i64 << 31), (1i64 << 34) - (1i64 << 31) - 1);
+    let t = t.clamp(MIN_TIME, MAX_TIME);
     let lo = t as i32;
     let epoch = ((t - lo as i64) >> 32) as u32 & 3;
     (lo as u32, epoch)

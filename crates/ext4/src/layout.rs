@@ -35,11 +35,12 @@ pub struct Geometry {
 
 /// Whether group `g` holds a superblock backup under `sparse_super`.
 pub fn has_super(g: u32) -> bool {
-    fn power_of(mut g: u32, base: u32) -> bool {
-        while g % base == 0 {
-            g /= base;
+    fn power_of(g: u32, base: u64) -> bool {
+        let mut p = base;
+        while p < g as u64 {
+            p *= base;
         }
-        g == 1
+        p == g as u64
     }
     g <= 1 || power_of(g, 3) || power_of(g, 5) || power_of(g, 7)
 }

@@ -13,6 +13,8 @@
 //! metadata_csum`. Nothing here reads a clock, a random source or the environment: the same
 //! tree and options give the same bytes, whatever the thread count.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -640,33 +642,30 @@ pub fn plan(tree: &Tree, opts: &Options) -> Result<Plan> {
         ratio: opts.inode_ratio as u64,
     };
     let min_blocks = lay.smallest(0)?;
+    // Free space comes with inodes to use it: one per `inode_ratio` bytes of it.
+    let ratio = opts.inode_ratio as u64;
     let blocks = match opts.size {
+        Size::Auto { extra_free: 0 } => min_blocks,
         Size::Auto { extra_free } => {
-            if extra_free == 0 {
-                min_blocks
-            } else {
-                lay.smallest(extra_free.div_ceil(BLOCK_SIZE))?
-            }
+            lay.min_inodes = max_ino as u64 + extra_free / ratio;
+            lay.smallest(extra_free.div_ceil(BLOCK_SIZE))?
         }
         Size::Exact(bytes) => {
             let fail = Error::DoesNotFit {
                 needed: min_blocks * BLOCK_SIZE,
                 available: bytes,
             };
-            let mut n = bytes / BLOCK_SIZE;
-            if n < MIN_BLOCKS {
+            let n = bytes / BLOCK_SIZE;
+            if n < min_blocks.min(MIN_BLOCKS) {
                 return Err(fail);
             }
-            match lay.layout(n) {
-                Ok((g, _)) if g.meta_end() > n && n > BLOCKS_PER_GROUP => {
-                    // The last group cannot hold its own metadata: leave it out.
-                    n = (n - 1) / BLOCKS_PER_GROUP * BLOCKS_PER_GROUP;
+            lay.min_inodes = max_ino as u64 + bytes.saturating_sub(min_blocks * BLOCK_SIZE) / ratio;
+            match lay.fit_exact(n) {
+                Some(n) => n,
+                None => {
+                    lay.min_inodes = max_ino as u64;
+                    lay.fit_exact(n).ok_or(fail)?
                 }
-                _ => {}
-            }
-            match lay.layout(n) {
-                Ok((g, end)) if end.max(g.meta_end()) <= n => n,
-                _ => return Err(fail),
             }
         }
     };
@@ -736,6 +735,24 @@ impl Layouter {
         }
         let end = alloc.end();
         Ok((geo, end))
+    }
+
+    /// The block count to use for an exact size of `n` blocks: `n`, or less when the last
+    /// group cannot hold its own metadata (like mke2fs, which drops such a group); `None`
+    /// if the tree does not fit.
+    fn fit_exact(&mut self, mut n: u64) -> Option<u64> {
+        if n < MIN_BLOCKS {
+            return None;
+        }
+        if let Ok((g, _)) = self.layout(n) {
+            if g.meta_end() > n && n > BLOCKS_PER_GROUP {
+                n = (n - 1) / BLOCKS_PER_GROUP * BLOCKS_PER_GROUP;
+            }
+        }
+        match self.layout(n) {
+            Ok((g, end)) if end.max(g.meta_end()) <= n => Some(n),
+            _ => None,
+        }
     }
 
     /// Blocks needed when the fs has `blocks` blocks and `extra` must stay free.

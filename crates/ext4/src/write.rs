@@ -262,6 +262,7 @@ fn write_meta(plan: &Plan, tree: &Tree, region: &blockio::Region) -> Result<()> 
         }
     }
     for (g, t) in tables.into_iter().enumerate() {
+        debug_assert!(t.len() as u64 <= geo.itable_blocks * BLOCK_SIZE);
         if !t.is_empty() {
             chunks.push((geo.inode_table[g], t));
         }

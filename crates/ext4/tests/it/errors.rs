@@ -1,0 +1,212 @@
+//! Errors name the path and the reason, and come before anything is written.
+
+use std::sync::atomic::AtomicBool;
+
+use imgbuild_blockio as blockio;
+use imgbuild_ext4 as ext4;
+use imgbuild_fstree::{Kind, Meta, Node, Owner, Perms, ScanOptions, Scanner, Tree};
+
+use crate::common::*;
+
+fn m() -> Meta {
+    Meta::new(0o755, 0, 0, 1)
+}
+
+#[test]
+fn name_too_long_names_the_path() {
+    let mut t = Tree::new(m());
+    t.mkdir_p(b"/a/b", m()).unwrap();
+    let name = vec![b'n'; 256];
+    t.insert(
+        t.lookup(b"/a/b").unwrap(),
+        &name,
+        Node::bytes(m(), &b""[..]),
+    )
+    .unwrap();
+    let e = ext4::plan(&t, &opts()).unwrap_err();
+    match &e {
+        ext4::Error::NameTooLong { path, len } => {
+            assert_eq!(*len, 256);
+            assert!(path.starts_with("/a/b/nnnn"), "{path}");
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert!(e.to_string().contains("255"), "{e}");
+}
+
+#[test]
+fn bad_symlinks_and_dir_hard_links() {
+    let mut t = Tree::new(m());
+    t.insert_path(b"/empty", Node::symlink(m(), Vec::new()))
+        .unwrap();
+    let e = ext4::plan(&t, &opts()).unwrap_err();
+    assert!(
+        matches!(&e, ext4::Error::BadSymlink { path, len: 0 } if path == "/empty"),
+        "{e}"
+    );
+
+    let mut t = Tree::new(m());
+    t.insert_path(b"/huge", Node::symlink(m(), vec![b'x'; 4096]))
+        .unwrap();
+    let e = ext4::plan(&t, &opts()).unwrap_err();
+    assert!(
+        matches!(&e, ext4::Error::BadSymlink { len: 4096, .. }),
+        "{e}"
+    );
+
+    let mut t = Tree::new(m());
+    let d = t.mkdir_p(b"/d", m()).unwrap();
+    let e2 = t.mkdir_p(b"/e", m()).unwrap();
+    t.link(e2, b"again", d).unwrap();
+    let e = ext4::plan(&t, &opts()).unwrap_err();
+    assert!(
+        matches!(&e, ext4::Error::DirHardLink { path } if path == "/e/again"),
+        "{e}"
+    );
+
+    let mut t = Tree::new(m());
+    t.insert_path(b"/lost+found", Node::bytes(m(), &b""[..]))
+        .unwrap();
+    assert!(matches!(
+        ext4::plan(&t, &opts()),
+        Err(ext4::Error::LostFoundNotDir)
+    ));
+}
+
+#[test]
+fn lost_found_from_the_tree_is_used() {
+    let mut t = Tree::new(m());
+    t.mkdir_p(b"/lost+found", Meta::new(0o700, 0, 0, 5))
+        .unwrap();
+    t.insert_path(b"/lost+found/kept", Node::bytes(m(), &b"x"[..]))
+        .unwrap();
+    let img = build(&t, &opts());
+    fsck(&img.path);
+    compare_ext4_view(&t, &img.path);
+    let st = debugfs(&img.path, "stat /lost+found");
+    assert!(st.starts_with("Inode: 11 "), "{st}");
+}
+
+#[test]
+fn host_file_problems_name_the_host_path() {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("f"), b"12345").unwrap();
+    std::fs::write(src.path().join("gone"), b"x").unwrap();
+    let scan = || {
+        Scanner::new(ScanOptions {
+            owner: Owner::Fixed(0, 0),
+            perms: Perms::Preserve,
+            mtime: Some(1),
+            hardlinks: true,
+        })
+        .scan(src.path())
+        .unwrap()
+    };
+    // Removed after the scan: unreadable, with the reason.
+    let t = scan();
+    std::fs::remove_file(src.path().join("gone")).unwrap();
+    let e = ext4::plan(&t, &opts()).unwrap_err();
+    match &e {
+        ext4::Error::Unreadable { path, source } => {
+            assert_eq!(path, &src.path().join("gone"));
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        }
+        other => panic!("unexpected {other}"),
+    }
+    // Grown after the scan: caught by plan.
+    let t = scan();
+    std::fs::write(src.path().join("f"), b"123456").unwrap();
+    let e = ext4::plan(&t, &opts()).unwrap_err();
+    assert!(
+        matches!(&e, ext4::Error::SourceChanged { path, planned: 5, found: 6 } if path.ends_with("f")),
+        "{e}"
+    );
+    // Shrunk between plan and write: caught by write.
+    let t = scan();
+    let plan = ext4::plan(&t, &opts()).unwrap();
+    std::fs::write(src.path().join("f"), b"12").unwrap();
+    let out = tempfile::tempfile().unwrap();
+    out.set_len(plan.size_bytes()).unwrap();
+    let r = blockio::Region::new(&out, "ext4", 0, plan.size_bytes());
+    let e = plan
+        .write(&t, &r, &blockio::NoProgress, &AtomicBool::new(false))
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            ext4::Error::SourceChanged {
+                planned: 6,
+                found: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains(&*src.path().join("f").to_string_lossy()),
+        "{e}"
+    );
+}
+
+#[test]
+fn does_not_fit_is_reported_before_writing() {
+    let mut t = Tree::new(m());
+    t.insert_path(b"/blob", Node::bytes(m(), vec![1u8; 20 << 20]))
+        .unwrap();
+    let auto = ext4::plan(&t, &opts()).unwrap();
+    let o = ext4::Options {
+        size: ext4::Size::Exact(16 << 20),
+        ..opts()
+    };
+    match ext4::plan(&t, &o) {
+        Err(ext4::Error::DoesNotFit { needed, available }) => {
+            assert_eq!(needed, auto.min_size_bytes());
+            assert_eq!(available, 16 << 20);
+            assert!(needed > 20 << 20);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn cancel_and_region_size() {
+    let mut t = Tree::new(m());
+    t.insert_path(b"/blob", Node::bytes(m(), vec![1u8; 1 << 20]))
+        .unwrap();
+    let plan = ext4::plan(&t, &opts()).unwrap();
+    let out = tempfile::tempfile().unwrap();
+    out.set_len(plan.size_bytes()).unwrap();
+    let r = blockio::Region::new(&out, "ext4", 0, plan.size_bytes());
+    let e = plan
+        .write(&t, &r, &blockio::NoProgress, &AtomicBool::new(true))
+        .unwrap_err();
+    assert!(matches!(e, ext4::Error::Interrupted), "{e}");
+    let short = blockio::Region::new(&out, "ext4", 0, plan.size_bytes() - 4096);
+    let e = plan
+        .write(&t, &short, &blockio::NoProgress, &AtomicBool::new(false))
+        .unwrap_err();
+    assert!(matches!(e, ext4::Error::RegionSize { .. }), "{e}");
+}
+
+#[test]
+fn bad_options() {
+    let t = Tree::new(m());
+    let o = ext4::Options {
+        label: "seventeen-bytes!!".into(),
+        ..opts()
+    };
+    assert!(matches!(ext4::plan(&t, &o), Err(ext4::Error::BadOption(_))));
+    // A tree node kind we never write must not exist: every Kind maps to an inode type.
+    let mut t = Tree::new(m());
+    t.insert_path(
+        b"/s",
+        Node {
+            meta: m(),
+            kind: Kind::Socket,
+        },
+    )
+    .unwrap();
+    let img = build(&t, &opts());
+    fsck(&img.path);
+}
