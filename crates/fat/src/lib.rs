@@ -19,6 +19,8 @@
 //!
 //! This crate knows nothing of Nix, partitions or boot loaders.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::File;
