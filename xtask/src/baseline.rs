@@ -31,6 +31,11 @@ pub fn build(format: Format, fixture: &Path, out: &Path, root_label: Option<&str
     }
     util::run(&mut c).with_context(|| format!("baseline {} image", format.name()))?;
     let secs = t.secs();
-    eprintln!("xtask: baseline {} -> {} in {:.1} s", format.name(), out.display(), secs);
+    eprintln!(
+        "xtask: baseline {} -> {} in {:.1} s",
+        format.name(),
+        out.display(),
+        secs
+    );
     Ok(secs)
 }

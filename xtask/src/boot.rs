@@ -206,7 +206,10 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
                     "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
                 ))
                 .arg("-drive")
-                .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+                .arg(format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    vars.display()
+                ));
             (
                 c,
                 accel,
@@ -299,7 +302,8 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
     let _ = child.wait();
     let _ = r1.join();
     let _ = r2.join();
-    let qemu_err = String::from_utf8_lossy(&stderr_buf.lock().expect("no panics while locked")).into_owned();
+    let qemu_err =
+        String::from_utf8_lossy(&stderr_buf.lock().expect("no panics while locked")).into_owned();
     if !qemu_err.trim().is_empty() {
         let mut p = spec.log.clone().into_os_string();
         p.push(".qemu");
@@ -355,14 +359,16 @@ fn watch(
     t: &Timer,
 ) -> (bool, String) {
     let line_with = |text: &str, pat: &str| -> Option<String> {
-        text.lines()
-            .find(|l| l.contains(pat))
-            .and_then(|l| l.find(pat).map(|i| l[i..].trim_end_matches('\r').to_string()))
+        text.lines().find(|l| l.contains(pat)).and_then(|l| {
+            l.find(pat)
+                .map(|i| l[i..].trim_end_matches('\r').to_string())
+        })
     };
     loop {
         let exited = matches!(child.try_wait(), Ok(Some(_)));
         // read the console after try_wait so a final burst before exit is not missed
-        let text = String::from_utf8_lossy(&console.lock().expect("no panics while locked")).into_owned();
+        let text =
+            String::from_utf8_lossy(&console.lock().expect("no panics while locked")).into_owned();
         if let Some(l) = line_with(&text, BOOT_OK) {
             return (true, l);
         }
@@ -370,7 +376,11 @@ fn watch(
             return (false, l);
         }
         if text.contains("Kernel panic - not syncing") {
-            let l = text.lines().find(|l| l.contains("Kernel panic")).unwrap_or("").trim();
+            let l = text
+                .lines()
+                .find(|l| l.contains("Kernel panic"))
+                .unwrap_or("")
+                .trim();
             return (false, format!("kernel panic: {l}"));
         }
         for (pat, why) in giveup {
@@ -378,16 +388,28 @@ fn watch(
                 return (false, why.to_string());
             }
         }
-        let err = String::from_utf8_lossy(&stderr.lock().expect("no panics while locked")).into_owned();
+        let err =
+            String::from_utf8_lossy(&stderr.lock().expect("no panics while locked")).into_owned();
         if err.contains("KVM internal error") {
-            return (false, "KVM internal error (nested KVM without vmx/svm? set IMGBUILD_ACCEL=tcg)".into());
+            return (
+                false,
+                "KVM internal error (nested KVM without vmx/svm? set IMGBUILD_ACCEL=tcg)".into(),
+            );
         }
         if exited {
             let why = err.lines().last().unwrap_or("").trim().to_string();
-            return (false, format!("qemu exited before a verdict {why}").trim().to_string());
+            return (
+                false,
+                format!("qemu exited before a verdict {why}")
+                    .trim()
+                    .to_string(),
+            );
         }
         if t.secs() > timeout.as_secs_f64() {
-            return (false, format!("timed out after {} s without a verdict", timeout.as_secs()));
+            return (
+                false,
+                format!("timed out after {} s without a verdict", timeout.as_secs()),
+            );
         }
         thread::sleep(Duration::from_millis(100));
     }
@@ -407,7 +429,9 @@ pub fn report(spec: &BootSpec, o: &Outcome) -> Result<()> {
         );
         Ok(())
     } else {
-        let text = fs::read(&o.log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        let text = fs::read(&o.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
         eprintln!("--- last 40 console lines of {}:", o.log.display());
         eprintln!("{}", tail(&text, 40));
         bail!(
@@ -451,7 +475,12 @@ pub fn imgbuild_image(format: Format) -> Result<PathBuf> {
             .arg("-o")
             .arg(&out),
     )?;
-    eprintln!("xtask: imgbuild {} -> {} in {:.1} s", format.name(), out.display(), t.secs());
+    eprintln!(
+        "xtask: imgbuild {} -> {} in {:.1} s",
+        format.name(),
+        out.display(),
+        t.secs()
+    );
     Ok(out)
 }
 
@@ -465,7 +494,10 @@ pub fn cmd_boot(args: BootArgs) -> Result<()> {
         image: &image,
         disk: args.disk,
         timeout: Duration::from_secs(args.timeout.unwrap_or(args.format.default_timeout())),
-        log: args.log.clone().unwrap_or_else(|| default_log(&image, args.disk)),
+        log: args
+            .log
+            .clone()
+            .unwrap_or_else(|| default_log(&image, args.disk)),
         verbose: args.verbose,
     };
     let o = boot(&spec)?;

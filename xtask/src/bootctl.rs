@@ -14,15 +14,25 @@ const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 
 /// Byte offset of the first EFI System Partition (from `sfdisk --json`).
 fn esp_offset(image: &Path) -> Result<u64> {
-    let j: serde_json::Value = serde_json::from_str(&util::output_quiet(cmd("sfdisk").arg("--json").arg(image))?)
-        .context("parsing sfdisk --json")?;
+    let j: serde_json::Value =
+        serde_json::from_str(&util::output_quiet(cmd("sfdisk").arg("--json").arg(image))?)
+            .context("parsing sfdisk --json")?;
     let table = &j["partitiontable"];
     let sector = table["sectorsize"].as_u64().unwrap_or(512);
     let parts = table["partitions"].as_array().context("no partitions")?;
     let esp = parts
         .iter()
-        .find(|p| p["type"].as_str().is_some_and(|t| t.eq_ignore_ascii_case(ESP_TYPE)))
-        .with_context(|| format!("{} has no EFI System Partition ({ESP_TYPE})", image.display()))?;
+        .find(|p| {
+            p["type"]
+                .as_str()
+                .is_some_and(|t| t.eq_ignore_ascii_case(ESP_TYPE))
+        })
+        .with_context(|| {
+            format!(
+                "{} has no EFI System Partition ({ESP_TYPE})",
+                image.display()
+            )
+        })?;
     Ok(esp["start"].as_u64().context("ESP start")? * sector)
 }
 
@@ -33,9 +43,16 @@ fn bootctl() -> Result<(PathBuf, PathBuf)> {
     let sb = debs.extract(&debs.fetch("systemd-boot", "amd64")?)?;
     let sd = debs.extract(&debs.fetch("libsystemd-shared", "amd64")?)?;
     let bin = sb.join("usr/bin/bootctl");
-    ensure!(bin.is_file(), "no usr/bin/bootctl in the systemd-boot package");
+    ensure!(
+        bin.is_file(),
+        "no usr/bin/bootctl in the systemd-boot package"
+    );
     let lib = sd.join("usr/lib/x86_64-linux-gnu/systemd");
-    ensure!(lib.is_dir(), "no {} in the libsystemd-shared package", lib.display());
+    ensure!(
+        lib.is_dir(),
+        "no {} in the libsystemd-shared package",
+        lib.display()
+    );
     Ok((bin, lib))
 }
 
@@ -47,8 +64,12 @@ struct Tmpfs {
 impl Tmpfs {
     fn mount() -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("xtask-esp-").tempdir()?;
-        util::run(cmd("mount").args(["-t", "tmpfs", "-o", "size=1g,mode=0755", "tmpfs"]).arg(dir.path()))
-            .context("mounting a tmpfs for the ESP copy (needs root)")?;
+        util::run(
+            cmd("mount")
+                .args(["-t", "tmpfs", "-o", "size=1g,mode=0755", "tmpfs"])
+                .arg(dir.path()),
+        )
+        .context("mounting a tmpfs for the ESP copy (needs root)")?;
         Ok(Tmpfs { dir })
     }
     fn path(&self) -> &Path {
@@ -101,18 +122,28 @@ pub fn check(image: &Path) -> Result<()> {
     let mut problems = Vec::new();
     for verb in ["status", "list", "is-installed"] {
         let (ok, text) = run_bootctl(&bin, &lib, esp.path(), verb)?;
-        println!("=== bootctl {verb} (exit {})\n{}", if ok { "0" } else { "non-zero" }, text.trim_end());
+        println!(
+            "=== bootctl {verb} (exit {})\n{}",
+            if ok { "0" } else { "non-zero" },
+            text.trim_end()
+        );
         match verb {
             "status" => {
                 for f in ["/EFI/systemd/systemd-bootx64.efi", "/EFI/BOOT/BOOTX64.EFI"] {
-                    if !text.lines().any(|l| l.contains(f) && l.contains("(systemd-boot ")) {
+                    if !text
+                        .lines()
+                        .any(|l| l.contains(f) && l.contains("(systemd-boot "))
+                    {
                         problems.push(format!("bootctl status does not show systemd-boot at {f}"));
                     }
                 }
             }
             "list" => {
                 if !default_entry_is(&text, "nixos-generation-1.conf") {
-                    problems.push("bootctl list does not show nixos-generation-1.conf as the default entry".to_string());
+                    problems.push(
+                        "bootctl list does not show nixos-generation-1.conf as the default entry"
+                            .to_string(),
+                    );
                 }
             }
             _ => {
@@ -123,7 +154,11 @@ pub fn check(image: &Path) -> Result<()> {
         }
     }
     if !problems.is_empty() {
-        bail!("bootctl check of {} failed:\n  {}", image.display(), problems.join("\n  "));
+        bail!(
+            "bootctl check of {} failed:\n  {}",
+            image.display(),
+            problems.join("\n  ")
+        );
     }
     println!("PASS: bootctl: systemd-boot installed (EFI/systemd + EFI/BOOT), default entry nixos-generation-1.conf");
     Ok(())

@@ -62,7 +62,10 @@ impl Run {
     fn boot(&mut self, name: &str, format: Format, image: &Path, disk: Disk, info: &FixtureInfo) {
         let log = self.out.join("logs").join(format!(
             "{}.{}.console.log",
-            image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            image
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             disk.name()
         ));
         self.step(name, || {
@@ -77,7 +80,11 @@ impl Run {
             let o = boot::boot(&spec)?;
             boot::report(&spec, &o)?;
             let want = info.marker.as_deref().unwrap_or_default();
-            ensure!(o.detail == want, "booted, but printed {:?} instead of {want:?}", o.detail);
+            ensure!(
+                o.detail == want,
+                "booted, but printed {:?} instead of {want:?}",
+                o.detail
+            );
             Ok(((), format!("{:.1} s to marker, accel={}", o.secs, o.accel)))
         });
     }
@@ -85,7 +92,10 @@ impl Run {
     fn expect_fail(&mut self, name: &str, format: Format, image: &Path, reason: &str) {
         let log = self.out.join("logs").join(format!(
             "{}.console.log",
-            image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            image
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
         ));
         self.step(name, || {
             let spec = BootSpec {
@@ -100,8 +110,15 @@ impl Run {
             if o.ok {
                 bail!("negative control booted OK: {}", o.detail);
             }
-            ensure!(o.detail.contains(reason), "failed, but for the wrong reason: {}", o.detail);
-            Ok(((), format!("failed as expected after {:.1} s: {}", o.secs, o.detail)))
+            ensure!(
+                o.detail.contains(reason),
+                "failed, but for the wrong reason: {}",
+                o.detail
+            );
+            Ok((
+                (),
+                format!("failed as expected after {:.1} s: {}", o.secs, o.detail),
+            ))
         });
     }
 }
@@ -110,28 +127,60 @@ pub fn run(args: CiArgs) -> Result<()> {
     let out = util::absolute(&args.out.unwrap_or_else(|| util::target_dir().join("ci")))?;
     std::fs::create_dir_all(out.join("logs"))?;
     let total = Timer::start();
-    let mut run = Run { rows: Vec::new(), out: out.clone() };
+    let mut run = Run {
+        rows: Vec::new(),
+        out: out.clone(),
+    };
 
     // ---- x86_64 / raw-efi -------------------------------------------------------------------
     let fx = fixture::default_dir(Arch::X86_64);
     if let Some(info) = run.step("fixture x86_64", || {
         let i = fixture::build(Arch::X86_64, &fx)?;
-        let note = format!("{} store paths, NAR {:.1} MiB", i.store_paths, i.total_nar_size as f64 / 1048576.0);
+        let note = format!(
+            "{} store paths, NAR {:.1} MiB",
+            i.store_paths,
+            i.total_nar_size as f64 / 1048576.0
+        );
         Ok((i, note))
     }) {
         let img = out.join("baseline-raw-efi.img");
         if run
-            .step("baseline raw-efi image", || Ok(((), format!("{:.1} s", baseline::build(Format::RawEfi, &fx, &img, None)?))))
+            .step("baseline raw-efi image", || {
+                Ok((
+                    (),
+                    format!("{:.1} s", baseline::build(Format::RawEfi, &fx, &img, None)?),
+                ))
+            })
             .is_some()
         {
-            run.step("bootctl on baseline raw-efi", || bootctl::check(&img).map(|()| ((), String::new())));
-            run.boot("boot baseline raw-efi (virtio)", Format::RawEfi, &img, Disk::Virtio, &info);
-            run.boot("boot baseline raw-efi (nvme)", Format::RawEfi, &img, Disk::Nvme, &info);
+            run.step("bootctl on baseline raw-efi", || {
+                bootctl::check(&img).map(|()| ((), String::new()))
+            });
+            run.boot(
+                "boot baseline raw-efi (virtio)",
+                Format::RawEfi,
+                &img,
+                Disk::Virtio,
+                &info,
+            );
+            run.boot(
+                "boot baseline raw-efi (nvme)",
+                Format::RawEfi,
+                &img,
+                Disk::Nvme,
+                &info,
+            );
         }
         let bad = out.join("baseline-raw-efi-wrong-label.img");
         if run
             .step("baseline raw-efi image, root label 'wrong-label'", || {
-                Ok(((), format!("{:.1} s", baseline::build(Format::RawEfi, &fx, &bad, Some("wrong-label"))?)))
+                Ok((
+                    (),
+                    format!(
+                        "{:.1} s",
+                        baseline::build(Format::RawEfi, &fx, &bad, Some("wrong-label"))?
+                    ),
+                ))
             })
             .is_some()
         {
@@ -143,10 +192,26 @@ pub fn run(args: CiArgs) -> Result<()> {
             );
         }
         if !args.baseline_only {
-            if let Some(img) = run.step("imgbuild raw-efi image", || Ok((boot::imgbuild_image(Format::RawEfi)?, String::new()))) {
-                run.step("bootctl on imgbuild raw-efi", || bootctl::check(&img).map(|()| ((), String::new())));
-                run.boot("boot imgbuild raw-efi (virtio)", Format::RawEfi, &img, Disk::Virtio, &info);
-                run.boot("boot imgbuild raw-efi (nvme)", Format::RawEfi, &img, Disk::Nvme, &info);
+            if let Some(img) = run.step("imgbuild raw-efi image", || {
+                Ok((boot::imgbuild_image(Format::RawEfi)?, String::new()))
+            }) {
+                run.step("bootctl on imgbuild raw-efi", || {
+                    bootctl::check(&img).map(|()| ((), String::new()))
+                });
+                run.boot(
+                    "boot imgbuild raw-efi (virtio)",
+                    Format::RawEfi,
+                    &img,
+                    Disk::Virtio,
+                    &info,
+                );
+                run.boot(
+                    "boot imgbuild raw-efi (nvme)",
+                    Format::RawEfi,
+                    &img,
+                    Disk::Nvme,
+                    &info,
+                );
             }
         }
     }
@@ -156,21 +221,45 @@ pub fn run(args: CiArgs) -> Result<()> {
         let fa = fixture::default_dir(Arch::Aarch64);
         if let Some(info) = run.step("fixture aarch64", || {
             let i = fixture::build(Arch::Aarch64, &fa)?;
-            let note = format!("{} store paths, NAR {:.1} MiB", i.store_paths, i.total_nar_size as f64 / 1048576.0);
+            let note = format!(
+                "{} store paths, NAR {:.1} MiB",
+                i.store_paths,
+                i.total_nar_size as f64 / 1048576.0
+            );
             Ok((i, note))
         }) {
             let img = out.join("baseline-sd-aarch64.img.zst");
             if run
                 .step("baseline sd-aarch64 image (.img.zst)", || {
-                    Ok(((), format!("{:.1} s", baseline::build(Format::SdAarch64, &fa, &img, None)?)))
+                    Ok((
+                        (),
+                        format!(
+                            "{:.1} s",
+                            baseline::build(Format::SdAarch64, &fa, &img, None)?
+                        ),
+                    ))
                 })
                 .is_some()
             {
-                run.boot("boot baseline sd-aarch64", Format::SdAarch64, &img, Disk::Virtio, &info);
+                run.boot(
+                    "boot baseline sd-aarch64",
+                    Format::SdAarch64,
+                    &img,
+                    Disk::Virtio,
+                    &info,
+                );
             }
             if !args.baseline_only {
-                if let Some(img) = run.step("imgbuild sd-aarch64 image", || Ok((boot::imgbuild_image(Format::SdAarch64)?, String::new()))) {
-                    run.boot("boot imgbuild sd-aarch64", Format::SdAarch64, &img, Disk::Virtio, &info);
+                if let Some(img) = run.step("imgbuild sd-aarch64 image", || {
+                    Ok((boot::imgbuild_image(Format::SdAarch64)?, String::new()))
+                }) {
+                    run.boot(
+                        "boot imgbuild sd-aarch64",
+                        Format::SdAarch64,
+                        &img,
+                        Disk::Virtio,
+                        &info,
+                    );
                 }
             }
         }
@@ -183,7 +272,14 @@ pub fn run(args: CiArgs) -> Result<()> {
             Ok(n) => ("ok  ", n.clone()),
             Err(e) => {
                 failed += 1;
-                ("FAIL", format!("{e:#}").lines().next().unwrap_or_default().to_string())
+                (
+                    "FAIL",
+                    format!("{e:#}")
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
             }
         };
         println!("  {tag} {:<52} {:>6.1} s  {note}", r.name, r.secs);

@@ -146,7 +146,11 @@ mod tests {
         let lines: Vec<&str> = listing.lines().collect();
         assert_eq!(lines.len(), 6, "{listing}");
         assert!(lines[0].starts_with("drwxr-xr-x") && lines[0].ends_with(" bin"));
-        assert!(lines[1].starts_with("-rwxr-xr-x") && lines[1].contains(" 5 ") && lines[1].ends_with("bin/busybox"));
+        assert!(
+            lines[1].starts_with("-rwxr-xr-x")
+                && lines[1].contains(" 5 ")
+                && lines[1].ends_with("bin/busybox")
+        );
         assert!(lines[2].ends_with("bin/sh -> busybox"));
         assert!(lines[5].starts_with("crw-------") && lines[5].contains("5,"));
         // same input, same bytes

@@ -23,11 +23,11 @@ impl Debs {
 
     /// Makes apt able to download packages of a foreign architecture (needs root once).
     pub fn ensure_arch(&self, debarch: &str) -> Result<()> {
-        let native = output_quiet(&mut cmd("dpkg").arg("--print-architecture"))?;
+        let native = output_quiet(cmd("dpkg").arg("--print-architecture"))?;
         if native.trim() == debarch {
             return Ok(());
         }
-        let foreign = output_quiet(&mut cmd("dpkg").arg("--print-foreign-architectures"))?;
+        let foreign = output_quiet(cmd("dpkg").arg("--print-foreign-architectures"))?;
         let known = foreign.lines().any(|l| l.trim() == debarch);
         let listed = known
             && output_quiet(
@@ -96,20 +96,24 @@ impl Debs {
             .map(|n| n.split('_').next().unwrap_or_default().to_string())
             .collect();
         found.sort();
-        found
-            .pop()
-            .with_context(|| format!("cannot resolve {meta}:{debarch} (apt-cache and cache both failed)"))
+        found.pop().with_context(|| {
+            format!("cannot resolve {meta}:{debarch} (apt-cache and cache both failed)")
+        })
     }
 
     /// Path of the cached .deb for `pkg:debarch`, downloading the candidate on first use.
     pub fn fetch(&self, pkg: &str, debarch: &str) -> Result<PathBuf> {
-        let candidate = output_quiet(cmd("apt-cache").arg("policy").arg(format!("{pkg}:{debarch}")))
-            .ok()
-            .and_then(|o| {
-                o.lines()
-                    .find_map(|l| l.trim().strip_prefix("Candidate: ").map(str::to_string))
-            })
-            .filter(|v| v != "(none)");
+        let candidate = output_quiet(
+            cmd("apt-cache")
+                .arg("policy")
+                .arg(format!("{pkg}:{debarch}")),
+        )
+        .ok()
+        .and_then(|o| {
+            o.lines()
+                .find_map(|l| l.trim().strip_prefix("Candidate: ").map(str::to_string))
+        })
+        .filter(|v| v != "(none)");
         if let Some(ver) = candidate {
             let file = self
                 .debs
@@ -177,5 +181,5 @@ impl Debs {
 }
 
 fn is_root() -> bool {
-    output_quiet(&mut cmd("id").arg("-u")).is_ok_and(|o| o.trim() == "0")
+    output_quiet(cmd("id").arg("-u")).is_ok_and(|o| o.trim() == "0")
 }

@@ -130,9 +130,10 @@ fn nix_config() -> &'static str {
 fn builder_busybox(debs: &Debs) -> Result<PathBuf> {
     let deb = debs.fetch("busybox-static", "amd64")?;
     let x = debs.extract(&deb)?;
-    let dir = util::cache_root()
-        .join("work")
-        .join(format!("builder-{}", deb.file_stem().context("deb name")?.to_string_lossy()));
+    let dir = util::cache_root().join("work").join(format!(
+        "builder-{}",
+        deb.file_stem().context("deb name")?.to_string_lossy()
+    ));
     if dir.join(".done").exists() {
         return Ok(dir.join("root"));
     }
@@ -141,7 +142,11 @@ fn builder_busybox(debs: &Debs) -> Result<PathBuf> {
     fs::create_dir_all(&bin)?;
     fs::copy(x.join("bin/busybox"), bin.join("busybox"))?;
     let list = output(cmd(bin.join("busybox")).arg("--list"))?;
-    for applet in list.lines().map(str::trim).filter(|a| !a.is_empty() && *a != "busybox") {
+    for applet in list
+        .lines()
+        .map(str::trim)
+        .filter(|a| !a.is_empty() && *a != "busybox")
+    {
         symlink("busybox", bin.join(applet))?;
     }
     fs::write(dir.join(".done"), b"")?;
@@ -175,11 +180,18 @@ fn stage(arch: Arch, debs: &Debs) -> Result<Staged> {
     let kdeb = debs.fetch(&kpkg, arch.debarch())?;
     let kx = debs.extract(&kdeb)?;
     let kver_full = Debs::version(&kdeb)?;
-    let kernel_version = kver_full.split('-').next().unwrap_or(&kver_full).to_string();
+    let kernel_version = kver_full
+        .split('-')
+        .next()
+        .unwrap_or(&kver_full)
+        .to_string();
     let vmlinuz = fs::read_dir(kx.join("boot"))?
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
         .with_context(|| format!("no boot/vmlinuz-* in {}", kdeb.display()))?;
     let abi = vmlinuz
         .file_name()
@@ -187,9 +199,14 @@ fn stage(arch: Arch, debs: &Debs) -> Result<Staged> {
         .to_string_lossy()
         .trim_start_matches("vmlinuz-")
         .to_string();
-    eprintln!("xtask: {} kernel {kpkg} ({kernel_version}, abi {abi})", arch.name());
+    eprintln!(
+        "xtask: {} kernel {kpkg} ({kernel_version}, abi {abi})",
+        arch.name()
+    );
 
-    let dir = util::cache_root().join("work").join(format!("fixture-{}", arch.name()));
+    let dir = util::cache_root()
+        .join("work")
+        .join(format!("fixture-{}", arch.name()));
     util::remove_tree(&dir)?;
     fs::create_dir_all(&dir)?;
 
@@ -197,29 +214,51 @@ fn stage(arch: Arch, debs: &Debs) -> Result<Staged> {
     let k = dir.join("kernel");
     fs::create_dir_all(&k)?;
     fs::copy(&vmlinuz, k.join(arch.kernel_file()))?;
-    fs::copy(kx.join(format!("boot/System.map-{abi}")), k.join("System.map"))?;
+    fs::copy(
+        kx.join(format!("boot/System.map-{abi}")),
+        k.join("System.map"),
+    )?;
     fs::copy(kx.join(format!("boot/config-{abi}")), k.join("config"))?;
     if arch == Arch::Aarch64 {
         let dtbsrc = kx.join(format!("usr/lib/linux-image-{abi}"));
         let mut n = 0;
         for sub in ["broadcom", "allwinner", "rockchip"] {
-            let Ok(rd) = fs::read_dir(dtbsrc.join(sub)) else { continue };
-            let mut names: Vec<String> = rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
+            let Ok(rd) = fs::read_dir(dtbsrc.join(sub)) else {
+                continue;
+            };
+            let mut names: Vec<String> = rd
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect();
             names.sort();
             for name in names {
                 let keep = match sub {
-                    "broadcom" => name.starts_with("bcm2711-") || name.starts_with("bcm2710-") || name.starts_with("bcm2837-"),
+                    "broadcom" => {
+                        name.starts_with("bcm2711-")
+                            || name.starts_with("bcm2710-")
+                            || name.starts_with("bcm2837-")
+                    }
                     "allwinner" => name.starts_with("sun50i-a64-pine64"),
-                    _ => name.starts_with("rk3399-rockpro64") || name.starts_with("rk3399-pinebook-pro"),
+                    _ => {
+                        name.starts_with("rk3399-rockpro64")
+                            || name.starts_with("rk3399-pinebook-pro")
+                    }
                 };
                 if keep && name.ends_with(".dtb") {
                     fs::create_dir_all(k.join("dtbs").join(sub))?;
-                    fs::copy(dtbsrc.join(sub).join(&name), k.join("dtbs").join(sub).join(&name))?;
+                    fs::copy(
+                        dtbsrc.join(sub).join(&name),
+                        k.join("dtbs").join(sub).join(&name),
+                    )?;
                     n += 1;
                 }
             }
         }
-        ensure!(n >= 4, "only {n} device trees found under {}", dtbsrc.display());
+        ensure!(
+            n >= 4,
+            "only {n} device trees found under {}",
+            dtbsrc.display()
+        );
     }
 
     // modules: what the initrd needs plus a few more, in the usual lib/modules layout
@@ -236,7 +275,9 @@ fn stage(arch: Arch, debs: &Debs) -> Result<Staged> {
     let mdir = dir.join("modules/lib/modules").join(&abi);
     for m in &shipped {
         let src = tree.path(m).with_context(|| format!("module {m}"))?;
-        let rel = src.strip_prefix(tree.dir()).context("module below its tree")?;
+        let rel = src
+            .strip_prefix(tree.dir())
+            .context("module below its tree")?;
         fs::create_dir_all(mdir.join(rel).parent().context("parent")?)?;
         fs::copy(src, mdir.join(rel))?;
     }
@@ -250,11 +291,19 @@ fn stage(arch: Arch, debs: &Debs) -> Result<Staged> {
 
     let mut systemd_boot = serde_json::Value::Null;
     let sdeb = debs.fetch("systemd-boot-efi", "amd64")?;
-    let systemd_version = Debs::version(&sdeb)?.split('-').next().unwrap_or("252").to_string();
+    let systemd_version = Debs::version(&sdeb)?
+        .split('-')
+        .next()
+        .unwrap_or("252")
+        .to_string();
     if arch == Arch::X86_64 {
         let sx = debs.extract(&sdeb)?;
         let efi = sx.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi");
-        ensure!(efi.is_file(), "{} lacks systemd-bootx64.efi", sdeb.display());
+        ensure!(
+            efi.is_file(),
+            "{} lacks systemd-bootx64.efi",
+            sdeb.display()
+        );
         fs::copy(&efi, dir.join("systemd-bootx64.efi"))?;
         systemd_boot = dir.join("systemd-bootx64.efi").to_string_lossy().into();
     }
@@ -281,7 +330,10 @@ fn stage(arch: Arch, debs: &Debs) -> Result<Staged> {
     });
     fs::write(dir.join("params.json"), serde_json::to_vec_pretty(&params)?)?;
     fs::write(dir.join("fixture.nix"), FIXTURE_NIX)?;
-    Ok(Staged { dir, kernel_version })
+    Ok(Staged {
+        dir,
+        kernel_version,
+    })
 }
 
 /// Prepares `out` for a (re)build: refuses to touch a non-empty directory we did not make.
@@ -289,7 +341,10 @@ fn claim_out_dir(out: &Path, what: &str) -> Result<()> {
     if out.exists() {
         let nonempty = fs::read_dir(out)?.next().is_some();
         if nonempty && !out.join(MARKER_FILE).exists() {
-            bail!("{} is not empty and was not made by `cargo xtask fixtures`; refusing to use it", out.display());
+            bail!(
+                "{} is not empty and was not made by `cargo xtask fixtures`; refusing to use it",
+                out.display()
+            );
         }
     }
     fs::create_dir_all(out)?;
@@ -310,10 +365,20 @@ fn nix_build(store: &Path, expr: &Path, params: &Path) -> Result<String> {
             .arg(params)
             .arg("-o")
             .arg(store.join("result"))
-            .args(["--max-jobs", "2", "--cores", "1", "--no-build-output", "--quiet"]),
+            .args([
+                "--max-jobs",
+                "2",
+                "--cores",
+                "1",
+                "--no-build-output",
+                "--quiet",
+            ]),
     )?;
     let top = out.lines().last().unwrap_or_default().trim().to_string();
-    ensure!(top.starts_with("/nix/store/"), "nix-build printed no store path: {out:?}");
+    ensure!(
+        top.starts_with("/nix/store/"),
+        "nix-build printed no store path: {out:?}"
+    );
     Ok(top)
 }
 
@@ -332,13 +397,26 @@ fn parse_registration(text: &str) -> Result<Vec<Registration>> {
         if path.is_empty() {
             continue;
         }
-        let mut next = |what: &str| lines.next().with_context(|| format!("registration of {path}: missing {what}"));
+        let mut next = |what: &str| {
+            lines
+                .next()
+                .with_context(|| format!("registration of {path}: missing {what}"))
+        };
         let nar_hash = next("hash")?.to_string();
         let nar_size = next("size")?.parse().context("nar size")?;
         let _deriver = next("deriver")?;
-        let n: usize = next("reference count")?.parse().context("reference count")?;
-        let refs = (0..n).map(|_| next("reference").map(str::to_string)).collect::<Result<_>>()?;
-        out.push(Registration { path: path.to_string(), nar_hash, nar_size, refs });
+        let n: usize = next("reference count")?
+            .parse()
+            .context("reference count")?;
+        let refs = (0..n)
+            .map(|_| next("reference").map(str::to_string))
+            .collect::<Result<_>>()?;
+        out.push(Registration {
+            path: path.to_string(),
+            nar_hash,
+            nar_size,
+            refs,
+        });
     }
     Ok(out)
 }
@@ -346,19 +424,47 @@ fn parse_registration(text: &str) -> Result<Vec<Registration>> {
 /// Writes `DIR/closure-info/{store-paths,registration,total-nar-size}` like nixpkgs'
 /// closureInfo (deriver lines empty), from the store's own database.
 fn write_closure_info(store: &Path, toplevel: &str, dest: &Path) -> Result<(usize, u64)> {
-    let paths: Vec<String> = output(cmd("nix-store").env("NIX_CONFIG", nix_config()).arg("--store").arg(store).arg("-qR").arg(toplevel))?
-        .lines()
-        .map(str::to_string)
-        .collect();
-    ensure!(paths.iter().any(|p| p == toplevel), "closure of {toplevel} lacks itself");
-    let dump = output(cmd("nix-store").env("NIX_CONFIG", nix_config()).arg("--store").arg(store).arg("--dump-db").args(&paths))?;
+    let paths: Vec<String> = output(
+        cmd("nix-store")
+            .env("NIX_CONFIG", nix_config())
+            .arg("--store")
+            .arg(store)
+            .arg("-qR")
+            .arg(toplevel),
+    )?
+    .lines()
+    .map(str::to_string)
+    .collect();
+    ensure!(
+        paths.iter().any(|p| p == toplevel),
+        "closure of {toplevel} lacks itself"
+    );
+    let dump = output(
+        cmd("nix-store")
+            .env("NIX_CONFIG", nix_config())
+            .arg("--store")
+            .arg(store)
+            .arg("--dump-db")
+            .args(&paths),
+    )?;
     let regs = parse_registration(&dump)?;
-    ensure!(regs.len() == paths.len(), "--dump-db gave {} records for {} paths", regs.len(), paths.len());
+    ensure!(
+        regs.len() == paths.len(),
+        "--dump-db gave {} records for {} paths",
+        regs.len(),
+        paths.len()
+    );
     let mut reg_text = String::new();
     let mut total = 0u64;
     for r in &regs {
         total += r.nar_size;
-        reg_text.push_str(&format!("{}\n{}\n{}\n\n{}\n", r.path, r.nar_hash, r.nar_size, r.refs.len()));
+        reg_text.push_str(&format!(
+            "{}\n{}\n{}\n\n{}\n",
+            r.path,
+            r.nar_hash,
+            r.nar_size,
+            r.refs.len()
+        ));
         for x in &r.refs {
             reg_text.push_str(x);
             reg_text.push('\n');
@@ -366,22 +472,46 @@ fn write_closure_info(store: &Path, toplevel: &str, dest: &Path) -> Result<(usiz
     }
     util::remove_tree(dest)?;
     fs::create_dir_all(dest)?;
-    fs::write(dest.join("store-paths"), paths.iter().map(|p| format!("{p}\n")).collect::<String>())?;
+    fs::write(
+        dest.join("store-paths"),
+        paths.iter().map(|p| format!("{p}\n")).collect::<String>(),
+    )?;
     fs::write(dest.join("registration"), reg_text)?;
     fs::write(dest.join("total-nar-size"), format!("{total}\n"))?;
     Ok((paths.len(), total))
 }
 
 /// Reads `toplevel/boot.json` from a store root and fills in [`FixtureInfo`].
-fn describe(root: &Path, arch: Arch, toplevel: &str, kernel_version: &str, paths: usize, total: u64, bootable: bool) -> Result<FixtureInfo> {
+fn describe(
+    root: &Path,
+    arch: Arch,
+    toplevel: &str,
+    kernel_version: &str,
+    paths: usize,
+    total: u64,
+    bootable: bool,
+) -> Result<FixtureInfo> {
     let tl = root.join(toplevel.trim_start_matches('/'));
-    let bj: serde_json::Value = serde_json::from_slice(&fs::read(tl.join("boot.json"))?).context("boot.json")?;
+    let bj: serde_json::Value =
+        serde_json::from_slice(&fs::read(tl.join("boot.json"))?).context("boot.json")?;
     let v1 = &bj["org.nixos.bootspec.v1"];
     let s = |v: &serde_json::Value| v.as_str().map(str::to_string).context("boot.json field");
-    let params: Vec<String> = v1["kernelParams"].as_array().context("kernelParams")?.iter().filter_map(|v| v.as_str().map(str::to_string)).collect();
+    let params: Vec<String> = v1["kernelParams"]
+        .as_array()
+        .context("kernelParams")?
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
     let kparams = fs::read_to_string(tl.join("kernel-params"))?;
-    ensure!(kparams == params.join(" "), "kernel-params {kparams:?} disagrees with boot.json");
-    let link = |n: &str| fs::read_link(tl.join(n)).ok().map(|p| p.to_string_lossy().into_owned());
+    ensure!(
+        kparams == params.join(" "),
+        "kernel-params {kparams:?} disagrees with boot.json"
+    );
+    let link = |n: &str| {
+        fs::read_link(tl.join(n))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
+    };
     let systemd_boot = link("systemd")
         .map(|s| format!("{s}/lib/systemd/boot/efi/systemd-bootx64.efi"))
         .filter(|p| root.join(p.trim_start_matches('/')).is_file());
@@ -400,7 +530,9 @@ fn describe(root: &Path, arch: Arch, toplevel: &str, kernel_version: &str, paths
         total_nar_size: total,
         systemd_boot,
         dtbs: link("dtbs"),
-        firmware: bj["org.imgbuild.v1"]["firmware"].as_str().map(str::to_string),
+        firmware: bj["org.imgbuild.v1"]["firmware"]
+            .as_str()
+            .map(str::to_string),
     })
 }
 
@@ -418,11 +550,29 @@ pub fn build(arch: Arch, out: &Path) -> Result<FixtureInfo> {
     let debs = Debs::new()?;
     let staged = stage(arch, &debs)?;
     claim_out_dir(&out, arch.name())?;
-    let toplevel = nix_build(&out, &staged.dir.join("fixture.nix"), &staged.dir.join("params.json"))?;
+    let toplevel = nix_build(
+        &out,
+        &staged.dir.join("fixture.nix"),
+        &staged.dir.join("params.json"),
+    )?;
     let (n, total) = write_closure_info(&out, &toplevel, &out.join("closure-info"))?;
-    let info = describe(&out, arch, &toplevel, &staged.kernel_version, n, total, true)?;
-    ensure!(out.join("nix/var/nix/db/db.sqlite").is_file(), "nix-build left no database");
-    fs::write(out.join("fixture.json"), serde_json::to_string_pretty(&info)? + "\n")?;
+    let info = describe(
+        &out,
+        arch,
+        &toplevel,
+        &staged.kernel_version,
+        n,
+        total,
+        true,
+    )?;
+    ensure!(
+        out.join("nix/var/nix/db/db.sqlite").is_file(),
+        "nix-build left no database"
+    );
+    fs::write(
+        out.join("fixture.json"),
+        serde_json::to_string_pretty(&info)? + "\n",
+    )?;
     eprintln!(
         "xtask: fixture {} in {}: {} store paths, NAR total {:.1} MiB, toplevel {} ({:.1} s)",
         arch.name(),
@@ -446,7 +596,11 @@ pub fn ensure_built(arch: Arch, out: &Path) -> Result<FixtureInfo> {
 /// Regenerates the small committed demo closure (`fixtures/demo`): built by real Nix in a
 /// scratch store, then only the closure is copied out.
 pub fn build_demo(out: &Path) -> Result<()> {
-    util::need_tools(&[("nix-build", "nix-bin"), ("nix-store", "nix-bin"), ("dpkg-deb", "dpkg")])?;
+    util::need_tools(&[
+        ("nix-build", "nix-bin"),
+        ("nix-store", "nix-bin"),
+        ("dpkg-deb", "dpkg"),
+    ])?;
     let t = Timer::start();
     let out = util::absolute(out)?;
     let debs = Debs::new()?;
@@ -456,7 +610,10 @@ pub fn build_demo(out: &Path) -> Result<()> {
     let store = work.join("store");
     claim_out_dir(&store, "demo-store")?;
     let params = serde_json::json!({ "builder": builder, "nixosVersion": NIXOS_VERSION, "codeName": CODE_NAME });
-    fs::write(work.join("params.json"), serde_json::to_vec_pretty(&params)?)?;
+    fs::write(
+        work.join("params.json"),
+        serde_json::to_vec_pretty(&params)?,
+    )?;
     fs::write(work.join("demo.nix"), DEMO_NIX)?;
     let toplevel = nix_build(&store, &work.join("demo.nix"), &work.join("params.json"))?;
 
@@ -466,7 +623,10 @@ pub fn build_demo(out: &Path) -> Result<()> {
     let dest = out.join("nix/store");
     fs::create_dir_all(&dest)?;
     for p in fs::read_to_string(out.join("closure-info/store-paths"))?.lines() {
-        run(cmd("cp").arg("-a").arg(store.join(p.trim_start_matches('/'))).arg(&dest))?;
+        run(cmd("cp")
+            .arg("-a")
+            .arg(store.join(p.trim_start_matches('/')))
+            .arg(&dest))?;
     }
     // like a git checkout: writable, only the executable bit carries meaning
     relax_modes(&dest)?;
@@ -474,7 +634,10 @@ pub fn build_demo(out: &Path) -> Result<()> {
     let _ = fs::remove_file(&result);
     symlink(&toplevel, &result)?;
     let info = describe(&out, Arch::X86_64, &toplevel, "6.1.0", n, total, false)?;
-    fs::write(out.join("fixture.json"), serde_json::to_string_pretty(&info)? + "\n")?;
+    fs::write(
+        out.join("fixture.json"),
+        serde_json::to_string_pretty(&info)? + "\n",
+    )?;
     eprintln!("xtask: demo closure in {}: {n} store paths, NAR total {total} bytes, toplevel {toplevel} ({:.1} s)", out.display(), t.secs());
     Ok(())
 }

@@ -73,7 +73,10 @@ impl ModuleTree {
             if self.builtin.contains(m) {
                 return Ok(());
             }
-            bail!("kernel module {m} is neither built in nor in {}", self.dir.display());
+            bail!(
+                "kernel module {m} is neither built in nor in {}",
+                self.dir.display()
+            );
         };
         let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let mut deps: Vec<String> = Vec::new();
@@ -121,9 +124,25 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) -> Result<()> {
 }
 
 /// Builds the compressed initrd.
-pub fn build(busybox: &Path, modules: &ModuleTree, order: &[String], root_label: &str) -> Result<Vec<u8>> {
+pub fn build(
+    busybox: &Path,
+    modules: &ModuleTree,
+    order: &[String],
+    root_label: &str,
+) -> Result<Vec<u8>> {
     let mut c = Cpio::new(1);
-    for d in ["bin", "dev", "etc", "etc/imgbuild", "lib", "lib/modules", "mnt", "proc", "sys", "tmp"] {
+    for d in [
+        "bin",
+        "dev",
+        "etc",
+        "etc/imgbuild",
+        "lib",
+        "lib/modules",
+        "mnt",
+        "proc",
+        "sys",
+        "tmp",
+    ] {
         c.dir(d, 0o755);
     }
     c.chardev("dev/console", 0o600, 5, 1);
@@ -145,7 +164,11 @@ pub fn build(busybox: &Path, modules: &ModuleTree, order: &[String], root_label:
         list.push('\n');
     }
     c.file("etc/imgbuild/modules", 0o644, list.as_bytes());
-    c.file("etc/imgbuild/root-label", 0o644, format!("{root_label}\n").as_bytes());
+    c.file(
+        "etc/imgbuild/root-label",
+        0o644,
+        format!("{root_label}\n").as_bytes(),
+    );
     zstd(&c.finish())
 }
 

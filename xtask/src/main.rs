@@ -58,9 +58,7 @@ enum Cmd {
     /// Boot an image in QEMU; exit 0 only when the console shows IMGBUILD-BOOT-OK
     Boot(boot::BootArgs),
     /// Check an image's ESP with Debian's bootctl (status, list, is-installed)
-    Bootctl {
-        image: PathBuf,
-    },
+    Bootctl { image: PathBuf },
     /// CI: fixtures, baseline and imgbuild images, boots (virtio, nvme, aarch64), bootctl,
     /// negative control
     CiBoot(ci::CiArgs),
@@ -87,9 +85,12 @@ fn real_main(cli: Cli) -> Result<()> {
                 Ok(())
             }
         }
-        Cmd::Baseline { format, fixture, out, root_label } => {
-            baseline::build(format, &fixture, &out, root_label.as_deref()).map(|_| ())
-        }
+        Cmd::Baseline {
+            format,
+            fixture,
+            out,
+            root_label,
+        } => baseline::build(format, &fixture, &out, root_label.as_deref()).map(|_| ()),
         Cmd::Boot(args) => boot::cmd_boot(args),
         Cmd::Bootctl { image } => bootctl::check(&image),
         Cmd::CiBoot(args) => ci::run(args),
