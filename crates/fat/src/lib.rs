@@ -17,6 +17,27 @@
 //! mtime read as UTC (clamped to 1980..2107, 2-second resolution, plus the creation
 //! time's 10 ms field for odd seconds), so the same input gives the same bytes.
 //!
+//! # Compared with `mkfs.fat` 4.2
+//!
+//! For an empty tree, the bytes up to the end of the root directory are those of
+//! `mkfs.fat --invariant [-F N] [-n LABEL] [-h HIDDEN]` on a file of the same size, except
+//! the boot code (tested over 34 sizes from 60 KiB to 33 GiB): same FAT type and cluster
+//! size choice, sector count rounded down to whole tracks, CHS values (its size-based
+//! table), reserved sectors (32 on FAT32, 1 on FAT12/16, both rounded up to a cluster),
+//! FAT sizes, root directory of 512 entries (more with clusters over 16 KiB), media byte
+//! 0xF8, drive number 0x80, "mkfs.fat" OEM name, extended boot signature, FSInfo in sector 1
+//! with a backup of the boot sector in sector 6 and of the FSInfo in sector 7, FAT entry 0
+//! 0x?FFFFFF8, entry 1 all ones, chain ends 0x?FFFFFF8, the label in the boot sector and as
+//! the root's first entry. Deliberate differences:
+//! - the boot code is ours (`int 18h`: "try the next boot device"), not mkfs.fat's message;
+//! - the label is upper-cased (mkfs.fat keeps lower case and warns) and the label entry is
+//!   dated with the root directory's mtime;
+//! - forcing FAT32 on fewer than 65525 clusters is an error ([`Error::TooSmallForFat32`]),
+//!   where mkfs.fat only warns: FAT32 with fewer clusters is read as FAT16 by firmware that
+//!   follows the specification;
+//! - sizes of 360, 720, 1200, 1440 and 2880 KiB get hard-disk values, not floppy formats;
+//! - the FSInfo free count and next-free hint describe the written volume.
+//!
 //! This crate knows nothing of Nix, partitions or boot loaders.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -633,12 +654,11 @@ impl Plan {
                 })
             }
         };
-        if f.size == 0 {
-            return Ok(());
-        }
-        let at = self.geo.cluster_offset(self.alloc.files[index].0);
+        let first = self.alloc.files[index].0;
         match data {
+            FileData::Bytes(_) if f.size == 0 => {}
             FileData::Bytes(bytes) => {
+                let at = self.geo.cluster_offset(first);
                 for (k, chunk) in bytes.chunks(CHUNK).enumerate() {
                     cancelled(cancel)?;
                     region.write_nonzero_at(at + (k * CHUNK) as u64, chunk, SPARSE_BLOCK)?;
@@ -660,6 +680,10 @@ impl Plan {
                         found,
                     });
                 }
+                if f.size == 0 {
+                    return Ok(());
+                }
+                let at = self.geo.cluster_offset(first);
                 let ranges = blockio::data_ranges(&src, f.size).map_err(open_err)?;
                 let mut copied = 0u64;
                 for (start, len) in ranges {

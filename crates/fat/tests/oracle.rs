@@ -780,6 +780,29 @@ fn same_tree_same_bytes_whatever_the_insertion_order() {
     let mut part = vec![0u8; 30 << 20];
     f.read_exact_at(&mut part, 1 << 20).unwrap();
     assert!(part == bx, "writing at an offset changed the bytes");
+
+    // Files written from several threads, in reverse order, give the same bytes too.
+    let out = tempfile::tempfile().unwrap();
+    out.set_len(30 << 20).unwrap();
+    let region = Region::new(&out, "firmware", 0, 30 << 20);
+    let counter = Counter::default();
+    let cancel = AtomicBool::new(false);
+    let n = p.file_count();
+    std::thread::scope(|s| {
+        for t in 0..3 {
+            let (p, a, region, counter, cancel) = (&p, &a, &region, &counter, &cancel);
+            s.spawn(move || {
+                for i in (0..n).rev().filter(|i| i % 3 == t) {
+                    p.write_file(i, a, region, counter, cancel).unwrap();
+                }
+            });
+        }
+    });
+    p.write_metadata(&region).unwrap();
+    assert_eq!(counter.0.load(Ordering::Relaxed), p.data_bytes());
+    let mut par = vec![0u8; 30 << 20];
+    out.read_exact_at(&mut par, 0).unwrap();
+    assert!(par == bx, "writing files from threads changed the bytes");
 }
 
 #[test]
@@ -973,6 +996,21 @@ fn source_changes_are_caught() {
         ),
         other => panic!("{other:?}"),
     }
+    // An empty source file that grew.
+    let empty = dir.path().join("empty");
+    fs::write(&empty, b"").unwrap();
+    let mut t2 = Tree::new(meta(T0));
+    add_host(&mut t2, "/empty", &empty, T0);
+    let p2 = plan(&t2, size, &o).unwrap();
+    fs::write(&empty, b"grown").unwrap();
+    assert!(matches!(
+        p2.write(&t2, &region, &NoProgress, &AtomicBool::new(false)),
+        Err(Error::SourceChanged {
+            planned: 0,
+            found: 5,
+            ..
+        })
+    ));
     // A different tree than the planned one.
     let mut other = Tree::new(meta(T0));
     add_bytes(&mut other, "/kernel", vec![0; 5], T0);
