@@ -454,6 +454,7 @@ mod tests {
         let p = dir.path().join("img");
         let f = OpenOptions::new()
             .create(true)
+            .truncate(true)
             .read(true)
             .write(true)
             .open(&p)
@@ -498,6 +499,7 @@ mod tests {
         let p = dir.path().join("sparse");
         let f = OpenOptions::new()
             .create(true)
+            .truncate(true)
             .read(true)
             .write(true)
             .open(&p)

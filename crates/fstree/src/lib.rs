@@ -354,6 +354,10 @@ pub struct ScanOptions {
     pub perms: Perms,
     /// `Some(t)`: every entry gets mtime `t`; `None`: the host mtime.
     pub mtime: Option<i64>,
+    /// Keep hard links among scanned files as hard links. Off, every name gets its own node
+    /// (what a NAR means: Nix store contents have no hard links, so a store copied with or
+    /// without `auto-optimise-store` gives the same tree).
+    pub hardlinks: bool,
 }
 
 /// Builds trees from host directories. Hard links among everything one scanner has seen
@@ -418,7 +422,7 @@ impl Scanner {
     }
 
     fn hardlink(&self, md: &std::fs::Metadata) -> Option<&NodeId> {
-        if md.is_dir() || md.nlink() < 2 {
+        if !self.opts.hardlinks || md.is_dir() || md.nlink() < 2 {
             return None;
         }
         self.seen.get(&(md.dev(), md.ino()))
@@ -535,6 +539,7 @@ mod tests {
             owner: Owner::Fixed(0, 0),
             perms: Perms::Preserve,
             mtime: Some(7),
+            hardlinks: true,
         });
         let t = sc.scan(s).unwrap();
         let g = t.lookup(b"g").unwrap();
@@ -547,9 +552,11 @@ mod tests {
             owner: Owner::Fixed(0, 0),
             perms: Perms::NixStore,
             mtime: Some(1),
+            hardlinks: false,
         });
         let t = sc.scan(s).unwrap();
         assert_eq!(t.node(t.lookup(b"g").unwrap()).meta.perm, 0o555);
+        assert_ne!(t.lookup(b"g"), t.lookup(b"sub/f"));
         assert_eq!(t.node(t.lookup(b"sub").unwrap()).meta.perm, 0o555);
     }
 }

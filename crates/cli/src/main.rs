@@ -1,0 +1,241 @@
+//! `imgbuild`: rootless, reproducible NixOS disk images.
+//!
+//! The only crate that knows argv, the environment (`SOURCE_DATE_EPOCH`), terminals, signals
+//! and exit codes. Everything else is a library call.
+
+mod ext4_cmd;
+mod progress;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use imgbuild_plan::{
+    self as plan, format::parse_size, BuildOptions, Compression, Format, InputSpec, Inputs,
+};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(Parser)]
+#[command(name = "imgbuild", version, about = "Rootless, reproducible NixOS disk images", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// x86_64 UEFI disk image: GPT, FAT32 ESP with systemd-boot, ext4 root
+    RawEfi(BuildArgs),
+    /// Raspberry Pi 3/4 SD card image: MBR, FAT firmware, ext4 root with extlinux, zstd
+    SdAarch64(BuildArgs),
+    /// Build an image from a format file (`formats/*.toml`) or a built-in format name
+    Build {
+        /// Format name (raw-efi, sd-aarch64) or path to a format file
+        #[arg(long)]
+        format: String,
+        #[command(flatten)]
+        args: BuildArgs,
+    },
+    /// Make an ext4 filesystem image from a directory
+    Ext4(ext4_cmd::Ext4Args),
+}
+
+#[derive(Args, Debug)]
+struct BuildArgs {
+    /// The system toplevel: a `nix build` result symlink or a store path
+    #[arg(long, default_value = "./result")]
+    closure: PathBuf,
+    /// Where /nix/store lives on this host (a `--store DIR` chroot store has DIR/nix/store)
+    #[arg(long, default_value = "/")]
+    store_root: PathBuf,
+    /// nixpkgs closureInfo output (store-paths, registration)
+    #[arg(long)]
+    closure_info: Option<PathBuf>,
+    /// Output file [default: nixos.img, or nixos.img.zst when compressed]
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Size of the whole disk (e.g. 4GiB) [default: the minimum plus --free]
+    #[arg(long, value_parser = size_arg)]
+    size: Option<u64>,
+    /// Free space left in the root filesystem when the size is automatic
+    #[arg(long, value_parser = size_arg)]
+    free: Option<u64>,
+    /// Size of the EFI system partition (raw-efi)
+    #[arg(long, value_parser = size_arg)]
+    esp_size: Option<u64>,
+    /// Seed for every GUID, UUID, volume id and hash seed [default: toplevel + format]
+    #[arg(long)]
+    seed: Option<String>,
+    /// MBR disk signature, e.g. 0x2178694e [default: derived from the seed]
+    #[arg(long, value_parser = hex_u32)]
+    disk_id: Option<u32>,
+    /// Raspberry Pi firmware directory, when boot.json has no org.imgbuild.v1 firmware
+    #[arg(long)]
+    firmware: Option<PathBuf>,
+    /// Compression of the output [default: the format's: none for raw-efi, zstd for sd-aarch64]
+    #[arg(long, value_enum)]
+    compress: Option<CompressArg>,
+    /// zstd level
+    #[arg(long, default_value_t = 3)]
+    level: i32,
+    /// Also keep the uncompressed image
+    #[arg(long)]
+    keep_raw: bool,
+    /// Ship /nix-path-registration for first-boot registration [default: the format's]
+    #[arg(long)]
+    nix_path_registration: Option<bool>,
+    /// Worker threads [default: all cores]
+    #[arg(long, short = 'j')]
+    threads: Option<usize>,
+    /// Print the manifest as JSON on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum CompressArg {
+    None,
+    Zstd,
+}
+
+fn size_arg(s: &str) -> Result<u64, String> {
+    parse_size(s)
+}
+
+fn hex_u32(s: &str) -> Result<u32, String> {
+    let t = s.trim_start_matches("0x").trim_start_matches("0X");
+    u32::from_str_radix(t, 16).map_err(|e| format!("`{s}`: {e}"))
+}
+
+/// `SOURCE_DATE_EPOCH`, or imgbuild's fixed default.
+pub(crate) fn epoch() -> Result<i64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v
+            .trim()
+            .parse::<i64>()
+            .with_context(|| format!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds")),
+        Err(_) => Ok(plan::DEFAULT_EPOCH),
+    }
+}
+
+/// SIGINT/SIGTERM set this; the build stops at the next check and removes its temporary files.
+static CANCEL: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_sig: libc::c_int) {
+    CANCEL.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: `on_signal` only stores to an atomic, which is async-signal-safe; the
+        // sigaction struct is fully initialised (zeroed, then handler and an empty mask set).
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+pub(crate) fn threads(n: Option<usize>) -> usize {
+    n.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1)
+}
+
+fn run_build(format_name: &str, a: BuildArgs) -> Result<()> {
+    let format = Format::load(format_name)?;
+    let compress = match a.compress {
+        Some(CompressArg::None) => Compression::None,
+        Some(CompressArg::Zstd) => Compression::Zstd,
+        None => format.compress,
+    };
+    let output = a.output.clone().unwrap_or_else(|| {
+        PathBuf::from(match compress {
+            Compression::None => format!("nixos.{}", format.extension),
+            Compression::Zstd => format!("nixos.{}.zst", format.extension),
+        })
+    });
+    if a.esp_size.is_some()
+        && !format
+            .partitions
+            .iter()
+            .any(|p| p.size_flag.as_deref() == Some("esp-size"))
+    {
+        bail!(
+            "--esp-size: format `{}` has no EFI system partition",
+            format.name
+        );
+    }
+    let spec = InputSpec {
+        closure: a.closure.clone(),
+        store_root: a.store_root.clone(),
+        closure_info: a.closure_info.clone(),
+    };
+    let progress = progress::Bars::new(a.json);
+    progress.phase_msg("reading the closure");
+    let inputs = Inputs::load(&spec)?;
+    let opts = BuildOptions {
+        output,
+        seed: a.seed,
+        size: a.size,
+        free: a.free,
+        part_sizes: a
+            .esp_size
+            .map(|n| ("esp-size".to_string(), n))
+            .into_iter()
+            .collect(),
+        compress: Some(compress),
+        level: a.level,
+        keep_raw: a.keep_raw,
+        threads: threads(a.threads),
+        firmware: a.firmware,
+        disk_id: a.disk_id,
+        epoch: epoch()?,
+        nix_path_registration: a.nix_path_registration,
+    };
+    let manifest =
+        plan::build(&format, &inputs, &opts, &progress, &CANCEL).map_err(|e| match e {
+            plan::Error::Interrupted => anyhow::anyhow!(
+                "interrupted: nothing was written at `{}`",
+                opts.output.display()
+            ),
+            e => anyhow::Error::new(e).context(format!("building `{}`", opts.output.display())),
+        })?;
+    progress.finish();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&manifest)?);
+    } else {
+        eprintln!(
+            "wrote {} ({} bytes{}, {} store paths, sha256 {})",
+            manifest.image,
+            manifest.image_size,
+            if manifest.image_size != manifest.disk_size {
+                format!(", disk {} bytes", manifest.disk_size)
+            } else {
+                String::new()
+            },
+            manifest.store_paths,
+            manifest.sha256
+        );
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    install_signal_handlers();
+    let r = match cli.cmd {
+        Cmd::RawEfi(a) => run_build("raw-efi", a),
+        Cmd::SdAarch64(a) => run_build("sd-aarch64", a),
+        Cmd::Build { format, args } => run_build(&format, args),
+        Cmd::Ext4(a) => ext4_cmd::run(a, &CANCEL),
+    };
+    if let Err(e) = r {
+        eprintln!("imgbuild: error: {e:#}");
+        std::process::exit(if CANCEL.load(Ordering::SeqCst) {
+            130
+        } else {
+            1
+        });
+    }
+}

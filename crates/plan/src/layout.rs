@@ -1,0 +1,214 @@
+//! Partition placement: pure arithmetic over the format file and the filesystems' sizes.
+
+use crate::format::{Format, PartSize, TableType};
+use crate::{Error, Result};
+
+pub const SECTOR: u64 = 512;
+/// Blocks of the filesystems whose size we choose (ext4's block size).
+pub const FS_BLOCK: u64 = 4096;
+
+/// Where one partition lies on the disk.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionLayout {
+    /// 1-based, as in the table.
+    pub number: usize,
+    pub name: String,
+    /// Byte offset of the first sector.
+    pub start: u64,
+    /// Partition length in bytes.
+    pub size: u64,
+    /// Length of the filesystem in it (at most `size`).
+    pub fs_size: u64,
+}
+
+/// The whole disk.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Layout {
+    pub disk_size: u64,
+    pub partitions: Vec<PartitionLayout>,
+}
+
+pub fn align_up(x: u64, a: u64) -> u64 {
+    x.div_ceil(a) * a
+}
+
+/// Bytes the table needs before the first partition and after the last.
+pub fn table_overhead(kind: TableType) -> (u64, u64) {
+    match kind {
+        // Protective MBR + header + 128 entries of 128 bytes; backup entries + header.
+        TableType::Gpt => (34 * SECTOR, 33 * SECTOR),
+        TableType::Mbr => (SECTOR, 0),
+    }
+}
+
+/// What the `auto` partition's filesystem needs.
+pub trait AutoSize {
+    /// The exact minimum filesystem size with `free` bytes of free space.
+    fn min_size(&mut self, free: u64) -> Result<u64>;
+}
+
+impl<F: FnMut(u64) -> Result<u64>> AutoSize for F {
+    fn min_size(&mut self, free: u64) -> Result<u64> {
+        self(free)
+    }
+}
+
+/// Place every partition. `size_of(i)` gives fixed partitions' sizes (format value or
+/// command-line override); the `auto` partition (always last) fills the rest of a disk of
+/// `disk_size` bytes, or, without one, gets its filesystem's minimum plus `free`.
+pub fn compute(
+    format: &Format,
+    size_of: &dyn Fn(usize) -> Option<u64>,
+    disk_size: Option<u64>,
+    free: u64,
+    auto: &mut dyn AutoSize,
+) -> Result<Layout> {
+    let align = format.table.align.0;
+    let (head, tail) = table_overhead(format.table.kind);
+    let mut cursor = head;
+    let mut parts = Vec::new();
+    for (i, p) in format.partitions.iter().enumerate() {
+        let start = match p.start {
+            Some(s) => {
+                if s.0 < cursor {
+                    return Err(Error::Invalid(format!(
+                        "partition `{}` starts at {} but the space before it ends at {cursor}",
+                        p.name, s.0
+                    )));
+                }
+                if s.0 % align != 0 {
+                    return Err(Error::Invalid(format!(
+                        "partition `{}` start {} is not aligned to {align}",
+                        p.name, s.0
+                    )));
+                }
+                s.0
+            }
+            None => align_up(cursor, align),
+        };
+        let size = match p.size {
+            PartSize::Fixed(_) => {
+                let n = size_of(i).unwrap_or(0);
+                if n == 0 || n % SECTOR != 0 {
+                    return Err(Error::Invalid(format!(
+                        "partition `{}`: size {n} is not a positive multiple of 512",
+                        p.name
+                    )));
+                }
+                n
+            }
+            PartSize::Auto => {
+                let (disk, part) = match disk_size {
+                    Some(d) => {
+                        let min = auto.min_size(0)?;
+                        let needed = align_up(start + min + tail, align);
+                        if d < needed || d % SECTOR != 0 {
+                            return Err(Error::DiskTooSmall {
+                                needed,
+                                available: d,
+                            });
+                        }
+                        (d, d - tail - start)
+                    }
+                    None => {
+                        let min = auto.min_size(free)?;
+                        let d = align_up(start + min + tail, align);
+                        (d, d - tail - start)
+                    }
+                };
+                parts.push(PartitionLayout {
+                    number: i + 1,
+                    name: p.name.clone(),
+                    start,
+                    size: part,
+                    fs_size: part / FS_BLOCK * FS_BLOCK,
+                });
+                return Ok(Layout {
+                    disk_size: disk,
+                    partitions: parts,
+                });
+            }
+        };
+        parts.push(PartitionLayout {
+            number: i + 1,
+            name: p.name.clone(),
+            start,
+            size,
+            fs_size: size,
+        });
+        cursor = start + size;
+    }
+    let needed = align_up(cursor + tail, align);
+    let disk = match disk_size {
+        Some(d) if d < needed => {
+            return Err(Error::DiskTooSmall {
+                needed,
+                available: d,
+            })
+        }
+        Some(d) => d,
+        None => needed,
+    };
+    Ok(Layout {
+        disk_size: disk,
+        partitions: parts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fmt(name: &str) -> Format {
+        Format::load(name).unwrap()
+    }
+
+    fn fixed(f: &Format) -> impl Fn(usize) -> Option<u64> + '_ {
+        move |i| match f.partitions[i].size {
+            PartSize::Fixed(n) => Some(n),
+            PartSize::Auto => None,
+        }
+    }
+
+    #[test]
+    fn raw_efi_auto() {
+        let f = fmt("raw-efi");
+        let mut auto = |free: u64| Ok(100 * 4096 + free);
+        let l = compute(&f, &fixed(&f), None, 1 << 20, &mut auto).unwrap();
+        let esp = &l.partitions[0];
+        assert_eq!((esp.start, esp.size), (8 << 20, 512 << 20));
+        let root = &l.partitions[1];
+        assert_eq!(root.start, 520 << 20);
+        assert_eq!(l.disk_size % (1 << 20), 0);
+        assert_eq!(root.start + root.size + 33 * 512, l.disk_size);
+        assert!(root.fs_size >= 100 * 4096 + (1 << 20));
+        assert_eq!(root.fs_size % 4096, 0);
+    }
+
+    #[test]
+    fn explicit_disk_size_and_too_small() {
+        let f = fmt("sd-aarch64");
+        let mut auto = |free: u64| Ok((64 << 20) + free);
+        let l = compute(&f, &fixed(&f), Some(200 << 20), 0, &mut auto).unwrap();
+        assert_eq!(l.disk_size, 200 << 20);
+        assert_eq!(l.partitions[1].start, 38 << 20);
+        assert_eq!(l.partitions[1].size, (200 - 38) << 20);
+        let e = compute(&f, &fixed(&f), Some(100 << 20), 0, &mut auto).unwrap_err();
+        match e {
+            Error::DiskTooSmall { needed, available } => {
+                assert_eq!(needed, 102 << 20);
+                assert_eq!(available, 100 << 20);
+            }
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn overrides_move_the_root() {
+        let f = fmt("raw-efi");
+        let sizes = |i: usize| if i == 0 { Some(100 << 20) } else { None };
+        let mut auto = |_free: u64| Ok(1 << 20);
+        let l = compute(&f, &sizes, None, 0, &mut auto).unwrap();
+        assert_eq!(l.partitions[1].start, 108 << 20);
+    }
+}

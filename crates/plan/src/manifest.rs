@@ -1,0 +1,53 @@
+//! The JSON manifest written beside every image (and printed by `--json`).
+
+use serde::Serialize;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ManifestPartition {
+    pub number: usize,
+    pub name: String,
+    /// Byte offset and length on the (uncompressed) disk.
+    pub start: u64,
+    pub size: u64,
+    pub first_lba: u64,
+    pub last_lba: u64,
+    /// GPT type GUID or MBR type byte (`0x83`).
+    #[serde(rename = "type")]
+    pub type_id: String,
+    /// GPT unique partition GUID (absent on MBR).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guid: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub bootable: bool,
+    pub filesystem: String,
+    pub fs_size: u64,
+    pub label: String,
+    /// ext4 UUID, or the FAT volume id as `XXXX-XXXX`.
+    pub uuid: String,
+    pub mount_point: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Manifest {
+    pub format: String,
+    pub system: String,
+    pub toplevel: String,
+    pub closure_source: crate::ClosureSource,
+    pub store_paths: usize,
+    pub nar_size: u64,
+    pub table: String,
+    /// GPT disk GUID or MBR disk signature (`0x1234abcd`).
+    pub disk_id: String,
+    pub disk_size: u64,
+    pub partitions: Vec<ManifestPartition>,
+    /// The file written (compressed or not).
+    pub image: String,
+    pub image_size: u64,
+    pub sha256: String,
+    /// Compression of `image` (`none` or `zstd`).
+    pub compression: crate::Compression,
+    /// The uncompressed image, when it was kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_image: Option<String>,
+    pub source_date_epoch: i64,
+}

@@ -1,0 +1,318 @@
+//! The file trees of each partition: the root filesystem (store, Nix state, profiles, boot
+//! files) and the boot partitions (ESP, Pi firmware), built as [`fstree::Tree`]s from the
+//! closure and the bootloader crate's file lists.
+
+use crate::{Error, Inputs, Result};
+use imgbuild_boot::{BootFile, Content};
+use imgbuild_fstree::{
+    self as fstree, FileData, Kind, Meta, Node, NodeId, Owner, Perms, ScanOptions, Scanner, Tree,
+};
+use imgbuild_nix::{StateEntryKind, StoreRoot};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// nixbld's gid: NixOS has `/nix/store` as root:nixbld 1775.
+pub const NIXBLD_GID: u32 = 30000;
+/// Nix canonicalises every store file's mtime to 1.
+pub const STORE_MTIME: i64 = 1;
+
+pub(crate) fn dir_meta(time: i64) -> Meta {
+    Meta::new(0o755, 0, 0, time)
+}
+
+pub(crate) fn file_meta(time: i64) -> Meta {
+    Meta::new(0o644, 0, 0, time)
+}
+
+fn tree_err(what: String) -> impl FnOnce(fstree::Error) -> Error {
+    move |source| Error::Tree { what, source }
+}
+
+/// Scanner for store contents: root-owned, Nix's canonical modes and mtime, no hard links
+/// (a NAR has none, so any copy of the closure gives the same tree).
+pub(crate) fn store_scanner() -> Scanner {
+    Scanner::new(ScanOptions {
+        owner: Owner::Fixed(0, 0),
+        perms: Perms::NixStore,
+        mtime: Some(STORE_MTIME),
+        hardlinks: false,
+    })
+}
+
+/// Everything the root filesystem holds besides the boot loader's files.
+pub(crate) struct RootExtras {
+    /// Nix database bytes (`db.sqlite`), when written at build time.
+    pub db: Option<Arc<[u8]>>,
+    /// closureInfo registration text for `/nix-path-registration`.
+    pub registration: Option<String>,
+    /// Mount points of the other partitions (`/boot`, `/boot/firmware`).
+    pub mount_points: Vec<String>,
+}
+
+/// The root filesystem's tree: `/nix/store` with the closure, Nix's state directory with the
+/// database, the system profile generation 1 and its GC root, `/etc/NIXOS`, mount points.
+pub(crate) fn root_tree(inputs: &Inputs, extras: &RootExtras, time: i64) -> Result<Tree> {
+    let mut tree = Tree::new(dir_meta(time));
+    let store = tree
+        .mkdir_p(b"/nix/store", dir_meta(time))
+        .map_err(tree_err("/nix/store".into()))?;
+    tree.node_mut(store).meta = Meta::new(0o1775, 0, NIXBLD_GID, time);
+    let mut scanner = store_scanner();
+    for info in &inputs.closure.paths {
+        let host = inputs.store.host_path(&info.path);
+        match std::fs::symlink_metadata(&host) {
+            Ok(_) => {}
+            Err(source) => {
+                return Err(Error::StorePath {
+                    path: info.path.to_string(),
+                    host,
+                    source,
+                })
+            }
+        }
+        scanner
+            .graft(&mut tree, store, info.path.base_name().as_bytes(), &host)
+            .map_err(tree_err(info.path.to_string()))?;
+    }
+
+    // Nix's state directory, as LocalStore creates it.
+    for e in imgbuild_nix::nix_state_files() {
+        let path = format!("/{}", e.path);
+        let meta = Meta::new(e.mode as u16, 0, 0, time);
+        let node = match e.kind {
+            StateEntryKind::Dir => {
+                tree.mkdir_p(path.as_bytes(), meta)
+                    .map_err(tree_err(path.clone()))?;
+                continue;
+            }
+            StateEntryKind::File { contents } => Node::bytes(meta, contents),
+            StateEntryKind::Symlink { target } => {
+                Node::symlink(Meta::new(0o777, 0, 0, time), target)
+            }
+        };
+        tree.insert_path(path.as_bytes(), node)
+            .map_err(tree_err(path.clone()))?;
+    }
+    if let Some(db) = &extras.db {
+        let path = format!("/{}", imgbuild_nix::DB_PATH);
+        tree.insert_path(path.as_bytes(), Node::bytes(file_meta(time), db.clone()))
+            .map_err(tree_err(path))?;
+    }
+    // The system profile: `system -> system-1-link -> <toplevel>`, as `nix-env --set` leaves
+    // it; `gcroots/profiles` (from nix_state_files) makes it a GC root.
+    let link = Meta::new(0o777, 0, 0, time);
+    for (path, target) in [
+        ("/nix/var/nix/profiles/system", "system-1-link".to_string()),
+        (
+            "/nix/var/nix/profiles/system-1-link",
+            inputs.closure.toplevel.to_string(),
+        ),
+    ] {
+        tree.insert_path(path.as_bytes(), Node::symlink(link, target))
+            .map_err(tree_err(path.into()))?;
+    }
+    let etc = tree
+        .mkdir_p(b"/etc", dir_meta(time))
+        .map_err(tree_err("/etc".into()))?;
+    tree.insert(etc, b"NIXOS", Node::bytes(file_meta(time), &b""[..]))
+        .map_err(tree_err("/etc/NIXOS".into()))?;
+    if let Some(reg) = &extras.registration {
+        tree.insert_path(
+            b"/nix-path-registration",
+            Node::bytes(file_meta(time), reg.as_bytes()),
+        )
+        .map_err(tree_err("/nix-path-registration".into()))?;
+    }
+    for mp in &extras.mount_points {
+        if mp != "/" {
+            tree.mkdir_p(mp.as_bytes(), dir_meta(time))
+                .map_err(tree_err(mp.clone()))?;
+        }
+    }
+    Ok(tree)
+}
+
+/// Add the boot loader's files under `base` (a directory path in `tree`, e.g. `/` of an ESP or
+/// `/boot` of a root filesystem). Store files are resolved inside the store, never outside.
+pub(crate) fn add_boot_files(
+    tree: &mut Tree,
+    base: &str,
+    files: &[BootFile],
+    store: &StoreRoot,
+    time: i64,
+) -> Result<()> {
+    let base_id = tree
+        .mkdir_p(base.as_bytes(), dir_meta(time))
+        .map_err(tree_err(base.into()))?;
+    for f in files {
+        let full = join(base, &f.path);
+        let (parent, name) = fstree::split_parent(full.as_bytes());
+        let parent = String::from_utf8_lossy(parent).into_owned();
+        let dir = tree
+            .mkdir_p(parent.as_bytes(), dir_meta(time))
+            .map_err(tree_err(parent.clone()))?;
+        let _ = base_id;
+        match &f.content {
+            Content::Dir => {
+                tree.mkdir_p(full.as_bytes(), dir_meta(time))
+                    .map_err(tree_err(full.clone()))?;
+            }
+            Content::Text(bytes) => {
+                tree.insert(dir, name, Node::bytes(file_meta(time), bytes.clone()))
+                    .map_err(tree_err(full.clone()))?;
+            }
+            Content::StoreFile(logical) => {
+                let host = resolve(store, logical)?;
+                let node = host_file_node(&host, file_meta(time))?;
+                tree.insert(dir, name, node)
+                    .map_err(tree_err(full.clone()))?;
+            }
+            Content::StoreTree(logical) => {
+                let host = resolve(store, logical)?;
+                copy_resolved(tree, dir, name, &host, store, time, 0)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn join(base: &str, rel: &str) -> String {
+    let b = base.trim_end_matches('/');
+    format!("{b}/{}", rel.trim_start_matches('/'))
+}
+
+pub(crate) fn resolve(store: &StoreRoot, logical: &str) -> Result<PathBuf> {
+    store
+        .resolve_in_store(Path::new(logical))
+        .map_err(|source| Error::Nix {
+            what: format!("resolving `{logical}`"),
+            source,
+        })
+}
+
+fn host_file_node(host: &Path, meta: Meta) -> Result<Node> {
+    let md = std::fs::metadata(host).map_err(|source| Error::Io {
+        op: "reading metadata of",
+        path: host.to_path_buf(),
+        source,
+    })?;
+    if !md.is_file() {
+        return Err(Error::NotAFile {
+            path: host.to_path_buf(),
+        });
+    }
+    Ok(Node::file(
+        meta,
+        FileData::Host {
+            path: host.to_path_buf(),
+            size: md.len(),
+        },
+    ))
+}
+
+const MAX_DEPTH: usize = 64;
+
+/// Copy a host file or directory into `tree` like `cp -rL` confined to the store: symlinks are
+/// dereferenced, but only to targets inside the store (or inside `host` itself for a directory
+/// given on the command line). Used for trees that end up on FAT, which has no symlinks, and
+/// for the extlinux `dtbs` copy.
+pub(crate) fn copy_resolved(
+    tree: &mut Tree,
+    dir: NodeId,
+    name: &[u8],
+    host: &Path,
+    store: &StoreRoot,
+    time: i64,
+    depth: usize,
+) -> Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(Error::TooDeep {
+            path: host.to_path_buf(),
+        });
+    }
+    let lmd = std::fs::symlink_metadata(host).map_err(|source| Error::Io {
+        op: "reading metadata of",
+        path: host.to_path_buf(),
+        source,
+    })?;
+    let real = if lmd.file_type().is_symlink() {
+        let target = std::fs::read_link(host).map_err(|source| Error::Io {
+            op: "reading symlink",
+            path: host.to_path_buf(),
+            source,
+        })?;
+        let logical = if target.is_absolute() {
+            target
+        } else {
+            host.parent().unwrap_or(Path::new("/")).join(target)
+        };
+        // Absolute targets name logical store paths; relative ones were made absolute above
+        // against the host path, which resolve_in_store maps back if it lies in the store.
+        let l = logical.to_string_lossy().into_owned();
+        let mapped = match l.strip_prefix(&store.root().to_string_lossy().into_owned()) {
+            Some(rest) if store.root() != Path::new("/") => {
+                format!("/{}", rest.trim_start_matches('/'))
+            }
+            _ => l,
+        };
+        resolve(store, &mapped)?
+    } else {
+        host.to_path_buf()
+    };
+    let md = std::fs::metadata(&real).map_err(|source| Error::Io {
+        op: "reading metadata of",
+        path: real.clone(),
+        source,
+    })?;
+    let meta_perm = (md.mode() & 0o777) as u16;
+    if md.is_dir() {
+        let id = tree
+            .insert(dir, name, Node::dir(Meta::new(0o755, 0, 0, time)))
+            .map_err(tree_err(real.display().to_string()))?;
+        let mut names: Vec<_> = std::fs::read_dir(&real)
+            .map_err(|source| Error::Io {
+                op: "reading directory",
+                path: real.clone(),
+                source,
+            })?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(|source| Error::Io {
+                op: "reading directory",
+                path: real.clone(),
+                source,
+            })?;
+        names.sort();
+        for n in names {
+            use std::os::unix::ffi::OsStrExt;
+            copy_resolved(
+                tree,
+                id,
+                n.as_bytes(),
+                &real.join(&n),
+                store,
+                time,
+                depth + 1,
+            )?;
+        }
+    } else if md.is_file() {
+        let perm = if meta_perm & 0o111 != 0 { 0o555 } else { 0o444 };
+        let node = host_file_node(&real, Meta::new(perm, 0, 0, time))?;
+        tree.insert(dir, name, node)
+            .map_err(tree_err(real.display().to_string()))?;
+    } else {
+        return Err(Error::NotAFile { path: real });
+    }
+    Ok(())
+}
+
+/// Total payload bytes of a tree's regular files (for progress bars).
+pub(crate) fn data_bytes(tree: &Tree) -> u64 {
+    tree.nodes()
+        .map(|(_, n)| match &n.kind {
+            Kind::File(d) => d.size(),
+            _ => 0,
+        })
+        .sum()
+}

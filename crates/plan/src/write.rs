@@ -1,0 +1,353 @@
+//! Writing a planned image: filesystems in parallel into a sparse `OUT.tmp`, the partition
+//! table last, optional compression, hashing, rename into place, manifest.
+
+use crate::format::{Compression, Format, TableType};
+use crate::layout::{Layout, SECTOR};
+use crate::manifest::{Manifest, ManifestPartition};
+use crate::{derive_id, BuildOptions, Error, Fs, Inputs, Part, Reporter, Result};
+use imgbuild_blockio::{self as blockio, OutputFile, Progress, Region};
+use imgbuild_partition as partition;
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+/// The raw image's path when the output is compressed: `foo.img.zst` -> `foo.img`.
+pub fn raw_path_for(output: &Path) -> PathBuf {
+    let s = output.as_os_str().to_string_lossy();
+    match s.strip_suffix(".zst") {
+        Some(base) => PathBuf::from(base),
+        None => PathBuf::from(format!("{s}.raw")),
+    }
+}
+
+fn uuid_string(b: &[u8; 16]) -> String {
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+struct Table {
+    writes: Vec<partition::Write>,
+    disk_id: String,
+    guids: Vec<Option<String>>,
+}
+
+fn table(format: &Format, lay: &Layout, seed: &[u8], opts: &BuildOptions) -> Result<Table> {
+    let align = Some(format.table.align.0);
+    match format.table.kind {
+        TableType::Gpt => {
+            let disk_guid = derive_id(seed, "gpt-disk-guid");
+            let mut guids = Vec::new();
+            let mut parts = Vec::new();
+            for (p, pl) in format.partitions.iter().zip(&lay.partitions) {
+                let g = derive_id(seed, &format!("gpt-partition-guid:{}", p.name));
+                guids.push(Some(uuid_string(&g).to_uppercase()));
+                let type_guid = crate::format::parse_guid(&p.type_id)
+                    .expect("validate() checked GPT type GUIDs");
+                parts.push(partition::GptPartition {
+                    name: p.name.clone(),
+                    type_guid: uuid::Uuid::from_bytes(type_guid),
+                    part_guid: uuid::Uuid::from_bytes(g),
+                    first_lba: pl.start / SECTOR,
+                    last_lba: (pl.start + pl.size) / SECTOR - 1,
+                    attributes: 0,
+                });
+            }
+            let l = partition::GptLayout {
+                disk_size: lay.disk_size,
+                disk_guid: uuid::Uuid::from_bytes(disk_guid),
+                require_alignment: align,
+                partitions: parts,
+            };
+            Ok(Table {
+                writes: partition::encode_gpt(&l)?,
+                disk_id: uuid_string(&disk_guid).to_uppercase(),
+                guids,
+            })
+        }
+        TableType::Mbr => {
+            let id = opts.disk_id.unwrap_or_else(|| {
+                let d = derive_id(seed, "mbr-disk-id");
+                u32::from_le_bytes([d[0], d[1], d[2], d[3]])
+            });
+            let parts = format
+                .partitions
+                .iter()
+                .zip(&lay.partitions)
+                .map(|(p, pl)| partition::MbrPartition {
+                    first_lba: pl.start / SECTOR,
+                    sectors: pl.size / SECTOR,
+                    type_byte: crate::format::parse_mbr_type(&p.type_id)
+                        .expect("validate() checked MBR type bytes"),
+                    bootable: p.bootable,
+                })
+                .collect();
+            let l = partition::MbrLayout {
+                disk_size: lay.disk_size,
+                disk_id: id,
+                require_alignment: align,
+                partitions: parts,
+            };
+            Ok(Table {
+                writes: partition::encode_mbr(&l)?,
+                disk_id: format!("0x{id:08x}"),
+                guids: vec![None; lay.partitions.len()],
+            })
+        }
+    }
+}
+
+fn fill(
+    part: &Part,
+    file: &File,
+    name: &str,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<()> {
+    let region = Region::new(file, name, part.layout.start, part.layout.fs_size);
+    match &part.fs {
+        Fs::Ext4(plan) => plan
+            .write(&part.tree, &region, progress, cancel)
+            .map_err(|source| Error::Ext4 {
+                name: name.to_string(),
+                source,
+            }),
+        Fs::Fat(plan) => plan
+            .write(&part.tree, &region, progress, cancel)
+            .map_err(|source| Error::Fat {
+                name: name.to_string(),
+                source,
+            }),
+    }
+}
+
+fn sha256_file(f: &File, len: u64, path: &Path, cancel: &AtomicBool) -> Result<String> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 4 << 20];
+    let mut off = 0u64;
+    while off < len {
+        blockio::check_cancel(cancel).map_err(|_| Error::Interrupted)?;
+        let n = ((len - off) as usize).min(buf.len());
+        let got = blockio::read_full_at(f, &mut buf[..n], off).map_err(|source| Error::Io {
+            op: "reading back",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if got < n {
+            return Err(Error::Io {
+                op: "reading back",
+                path: path.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "image shorter than planned",
+                ),
+            });
+        }
+        h.update(&buf[..n]);
+        off += n as u64;
+    }
+    Ok(hex(&h.finalize()))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A writer that hashes what passes through it.
+struct HashingWriter<W: Write> {
+    inner: W,
+    hash: Sha256,
+    len: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write(
+    format: &Format,
+    inputs: &Inputs,
+    opts: &BuildOptions,
+    lay: &Layout,
+    parts: &[Part],
+    seed: &[u8],
+    reporter: &dyn Reporter,
+    cancel: &AtomicBool,
+) -> Result<Manifest> {
+    let compression = opts.compress.unwrap_or(format.compress);
+    let table = table(format, lay, seed, opts)?;
+    let raw_dest = match compression {
+        Compression::None => opts.output.clone(),
+        Compression::Zstd => raw_path_for(&opts.output),
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads.max(1))
+        .build()
+        .map_err(|e| Error::Invalid(format!("starting {} threads: {e}", opts.threads)))?;
+
+    let raw = OutputFile::create(&raw_dest, lay.disk_size)?;
+    let total: u64 = parts
+        .iter()
+        .map(|p| crate::trees::data_bytes(&p.tree))
+        .sum();
+    reporter.phase("writing filesystems", total);
+    let names: Vec<&str> = format.partitions.iter().map(|p| p.name.as_str()).collect();
+    pool.install(|| {
+        parts
+            .par_iter()
+            .zip(names.par_iter())
+            .map(|(p, name)| fill(p, raw.file(), name, reporter, cancel))
+            .collect::<Result<Vec<()>>>()
+    })?;
+    // The partition table last: a half-written image never looks partitioned.
+    let whole = Region::new(raw.file(), "partition table", 0, lay.disk_size);
+    for w in &table.writes {
+        whole.write_at(w.offset, &w.bytes)?;
+    }
+
+    let (image, image_size, sha256, raw_image) = match compression {
+        Compression::None => {
+            reporter.phase("hashing", lay.disk_size);
+            let sha = sha256_file(raw.file(), lay.disk_size, raw.tmp(), cancel)?;
+            let dest = raw.persist()?;
+            (dest, lay.disk_size, sha, None)
+        }
+        Compression::Zstd => {
+            reporter.phase("compressing", lay.disk_size);
+            let out = OutputFile::create(&opts.output, 0)?;
+            let (len, sha) = {
+                let mut w = HashingWriter {
+                    inner: BufWriter::with_capacity(1 << 20, out.file()),
+                    hash: Sha256::new(),
+                    len: 0,
+                };
+                let c = imgbuild_compress::Options {
+                    level: opts.level,
+                    workers: opts.threads.max(1) as u32,
+                    checksum: true,
+                };
+                let last = std::sync::atomic::AtomicU64::new(0);
+                imgbuild_compress::compress(
+                    raw.file(),
+                    lay.disk_size,
+                    &mut w,
+                    &c,
+                    &|done| {
+                        let prev = last.swap(done, std::sync::atomic::Ordering::Relaxed);
+                        reporter.add(done.saturating_sub(prev));
+                    },
+                    cancel,
+                )
+                .map_err(|e| match e {
+                    imgbuild_compress::Error::Interrupted { .. } => Error::Interrupted,
+                    e => Error::Compress(e),
+                })?;
+                w.flush().map_err(|source| Error::Io {
+                    op: "writing",
+                    path: out.tmp().to_path_buf(),
+                    source,
+                })?;
+                (w.len, hex(&w.hash.finalize()))
+            };
+            let dest = out.persist()?;
+            let kept = if opts.keep_raw {
+                Some(raw.persist()?.display().to_string())
+            } else {
+                None
+            };
+            (dest, len, sha, kept)
+        }
+    };
+    reporter.done();
+
+    let partitions = format
+        .partitions
+        .iter()
+        .zip(&lay.partitions)
+        .zip(&table.guids)
+        .map(|((p, pl), guid)| {
+            let uuid = match p.filesystem {
+                crate::format::Filesystem::Ext4 => {
+                    uuid_string(&derive_id(seed, &format!("ext4-uuid:{}", p.name)))
+                }
+                _ => {
+                    let v = derive_id(seed, &format!("fat-volume-id:{}", p.name));
+                    let id = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
+                    format!("{:04X}-{:04X}", id >> 16, id & 0xffff)
+                }
+            };
+            ManifestPartition {
+                number: pl.number,
+                name: p.name.clone(),
+                start: pl.start,
+                size: pl.size,
+                first_lba: pl.start / SECTOR,
+                last_lba: (pl.start + pl.size) / SECTOR - 1,
+                type_id: p.type_id.clone(),
+                guid: guid.clone(),
+                bootable: p.bootable,
+                filesystem: match &parts[pl.number - 1].fs {
+                    Fs::Ext4(_) => "ext4".into(),
+                    Fs::Fat(f) => format!("{:?}", f.fat_type()).to_lowercase(),
+                },
+                fs_size: pl.fs_size,
+                label: p.label.clone(),
+                uuid,
+                mount_point: p.mount_point.clone(),
+            }
+        })
+        .collect();
+    let manifest = Manifest {
+        format: format.name.clone(),
+        system: format.system.clone(),
+        toplevel: inputs.toplevel.to_string(),
+        closure_source: inputs.source,
+        store_paths: inputs.closure.paths.len(),
+        nar_size: inputs.closure.total_nar_size(),
+        table: match format.table.kind {
+            TableType::Gpt => "gpt".into(),
+            TableType::Mbr => "dos".into(),
+        },
+        disk_id: table.disk_id,
+        disk_size: lay.disk_size,
+        partitions,
+        image: image.display().to_string(),
+        image_size,
+        sha256,
+        compression,
+        raw_image,
+        source_date_epoch: opts.epoch,
+    };
+    write_manifest(&image, &manifest)?;
+    Ok(manifest)
+}
+
+/// `<image>.json`, written through a temporary file like the image.
+fn write_manifest(image: &Path, m: &Manifest) -> Result<()> {
+    let mut s = image.as_os_str().to_owned();
+    s.push(".json");
+    let dest = PathBuf::from(s);
+    let text = serde_json::to_string_pretty(m).expect("the manifest is plain data") + "\n";
+    let out = OutputFile::create(&dest, 0)?;
+    Region::new(out.file(), "manifest", 0, text.len() as u64).write_at(0, text.as_bytes())?;
+    out.persist()?;
+    Ok(())
+}
