@@ -13,7 +13,7 @@ use std::process::Command;
 const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 
 /// Byte offset of the first EFI System Partition (from `sfdisk --json`).
-fn esp_offset(image: &Path) -> Result<u64> {
+pub fn esp_offset(image: &Path) -> Result<u64> {
     let j: serde_json::Value =
         serde_json::from_str(&util::output_quiet(cmd("sfdisk").arg("--json").arg(image))?)
             .context("parsing sfdisk --json")?;

@@ -9,7 +9,7 @@
 
 use crate::boot::{self, BootSpec, Disk, Format};
 use crate::fixture::{self, Arch, FixtureInfo};
-use crate::util::{self, Timer};
+use crate::util::{self, cmd, Timer};
 use crate::{baseline, bootctl};
 use anyhow::{bail, ensure, Result};
 use std::path::{Path, PathBuf};
@@ -156,6 +156,10 @@ pub fn run(args: CiArgs) -> Result<()> {
             run.step("bootctl on baseline raw-efi", || {
                 bootctl::check(&img).map(|()| ((), String::new()))
             });
+            run.step(
+                "negative control: bootctl without EFI/BOOT/BOOTX64.EFI must FAIL",
+                || bootctl_negative(&img, &out.join("baseline-raw-efi-no-fallback.img")),
+            );
             run.boot(
                 "boot baseline raw-efi (virtio)",
                 Format::RawEfi,
@@ -282,7 +286,7 @@ pub fn run(args: CiArgs) -> Result<()> {
                 )
             }
         };
-        println!("  {tag} {:<52} {:>6.1} s  {note}", r.name, r.secs);
+        println!("  {tag} {:<68} {:>6.1} s  {note}", r.name, r.secs);
     }
     let passed = run.rows.len() - failed;
     println!("ci-boot: {passed} passed, {failed} failed");
@@ -290,4 +294,28 @@ pub fn run(args: CiArgs) -> Result<()> {
         bail!("{failed} boot test step(s) failed");
     }
     Ok(())
+}
+
+/// A copy of a good raw-efi image without the removable-media loader must fail the bootctl
+/// check, naming the missing file (proves the check can fail).
+fn bootctl_negative(good: &Path, broken: &Path) -> Result<((), String)> {
+    util::run(cmd("cp").arg("--sparse=always").arg(good).arg(broken))?;
+    let off = bootctl::esp_offset(broken)?;
+    util::run(
+        cmd("mdel")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(format!("{}@@{off}", broken.display()))
+            .arg("::/EFI/BOOT/BOOTX64.EFI"),
+    )?;
+    let res = bootctl::check(broken);
+    let _ = std::fs::remove_file(broken);
+    match res {
+        Ok(()) => bail!("bootctl check passed on an ESP without EFI/BOOT/BOOTX64.EFI"),
+        Err(e) => {
+            let m = format!("{e:#}");
+            ensure!(m.contains("/EFI/BOOT/BOOTX64.EFI"), "failed for the wrong reason: {m}");
+            Ok(((), "failed as expected: EFI/BOOT/BOOTX64.EFI missing".into()))
+        }
+    }
 }
