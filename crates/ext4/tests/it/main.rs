@@ -9,3 +9,4 @@ mod errors;
 mod props;
 mod rw;
 mod sizes;
+mod uboot;
