@@ -268,6 +268,12 @@ impl Plan {
     }
 }
 
+/// The htree hash (half-MD4, signed chars, with the filesystem's hash seed) of a file name,
+/// as stored in index blocks (low bit clear). For tests and diagnostics.
+pub fn dir_hash(name: &[u8], hash_seed: &[u8; 16]) -> u32 {
+    hash::dx_hash(name, &hash::seed_words(hash_seed)).0
+}
+
 /// Human-readable path of a tree entry for error messages.
 fn show(path: &[u8]) -> String {
     if path.is_empty() {

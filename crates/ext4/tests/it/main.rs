@@ -6,6 +6,7 @@
 mod adversarial;
 mod common;
 mod errors;
+mod htree;
 mod props;
 mod rw;
 mod sizes;
