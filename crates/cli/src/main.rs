@@ -8,6 +8,7 @@ mod progress;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use imgbuild_plan::add::{Add, AddTarget};
 use imgbuild_plan::{
     self as plan, format::parse_size, BuildOptions, Compression, Format, InputSpec, Inputs,
 };
@@ -86,6 +87,15 @@ struct BuildArgs {
     /// Worker threads [default: all cores]
     #[arg(long, short = 'j')]
     threads: Option<usize>,
+    /// Add a host file to the root filesystem: SRC:DEST[:MODE[:UID:GID]] (default 0644 root:root)
+    #[arg(long, value_name = "SRC:DEST[:MODE[:UID:GID]]")]
+    add: Vec<String>,
+    /// Add a host directory tree to the root filesystem: DIR:DEST
+    #[arg(long, value_name = "DIR:DEST")]
+    add_tree: Vec<String>,
+    /// Add a host file to the boot partition (ESP or firmware): SRC:DEST
+    #[arg(long, value_name = "SRC:DEST")]
+    add_boot: Vec<String>,
     /// Print the manifest as JSON on stdout
     #[arg(long)]
     json: bool,
@@ -166,6 +176,16 @@ fn run_build(format_name: &str, a: BuildArgs) -> Result<()> {
             format.name
         );
     }
+    let mut adds = Vec::new();
+    for (specs, tree, target) in [
+        (&a.add, false, AddTarget::Root),
+        (&a.add_tree, true, AddTarget::Root),
+        (&a.add_boot, false, AddTarget::Boot),
+    ] {
+        for s in specs {
+            adds.push(Add::parse(s, tree, target).map_err(anyhow::Error::msg)?);
+        }
+    }
     let spec = InputSpec {
         closure: a.closure.clone(),
         store_root: a.store_root.clone(),
@@ -192,6 +212,7 @@ fn run_build(format_name: &str, a: BuildArgs) -> Result<()> {
         disk_id: a.disk_id,
         epoch: epoch()?,
         nix_path_registration: a.nix_path_registration,
+        adds,
     };
     let manifest =
         plan::build(&format, &inputs, &opts, &progress, &CANCEL).map_err(|e| match e {

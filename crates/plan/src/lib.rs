@@ -8,6 +8,7 @@
 //! the only crate that decides times, seeds and threads; the format crates below only take
 //! them as parameters.
 
+pub mod add;
 pub mod format;
 pub mod layout;
 mod manifest;
@@ -101,6 +102,10 @@ pub enum Error {
     Compress(#[from] imgbuild_compress::Error),
     #[error("the output `{}` {reason}", path.display())]
     BadOutput { path: PathBuf, reason: String },
+    #[error("--add to `{dest}`: {reason}")]
+    AddClash { dest: String, reason: String },
+    #[error("--add source `{}` {reason}", src.display())]
+    AddSource { src: PathBuf, reason: String },
     #[error("{0}")]
     Invalid(String),
     #[error("interrupted")]
@@ -202,6 +207,8 @@ pub struct BuildOptions {
     pub epoch: i64,
     /// Ship `/nix-path-registration` (overrides the format's default).
     pub nix_path_registration: Option<bool>,
+    /// Host files to add (`--add`, `--add-tree`, `--add-boot`).
+    pub adds: Vec<add::Add>,
 }
 
 /// Progress reporting for the CLI: named phases with a byte total, then byte counts.
@@ -306,13 +313,33 @@ pub fn build(
     reporter.phase("reading the closure", 0);
     let entry = boot_entry(&inputs.bootspec, toplevel_dtbs(inputs)?);
     let mut trees_by_part = Vec::new();
+    let mut added = Vec::new();
     for p in &format.partitions {
-        trees_by_part.push(match p.contents {
+        let mut tree = match p.contents {
             format::Contents::Esp => esp_tree(format, inputs, &entry, time)?,
             format::Contents::Firmware => firmware_tree(inputs, opts, time)?,
             format::Contents::Root => root_tree(format, inputs, opts, &entry, time)?,
-        });
+        };
+        let target = match p.contents {
+            format::Contents::Root => add::AddTarget::Root,
+            _ => add::AddTarget::Boot,
+        };
+        let mine: Vec<&add::Add> = opts.adds.iter().filter(|a| a.target == target).collect();
+        let fat = p.filesystem != format::Filesystem::Ext4;
+        added.extend(add::apply(&mut tree, &mine, time, fat)?);
+        trees_by_part.push(tree);
         blockio::check_cancel(cancel).map_err(interrupted)?;
+    }
+    if opts.adds.iter().any(|a| a.target == add::AddTarget::Boot)
+        && !format
+            .partitions
+            .iter()
+            .any(|p| p.contents != format::Contents::Root)
+    {
+        return Err(Error::Invalid(format!(
+            "--add-boot: format `{}` has no boot partition",
+            format.name
+        )));
     }
 
     // 2. Sizes and placement; the filesystems are planned in full before anything is written.
@@ -365,7 +392,9 @@ pub fn build(
             layout: pl,
         })
         .collect();
-    write::write(format, inputs, opts, &lay, &parts, &seed, reporter, cancel)
+    write::write(
+        format, inputs, opts, &lay, &parts, &seed, added, reporter, cancel,
+    )
 }
 
 /// A partition ready to be written.

@@ -50,4 +50,7 @@ pub struct Manifest {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_image: Option<String>,
     pub source_date_epoch: i64,
+    /// Host files added with --add, --add-tree, --add-boot.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub added: Vec<crate::add::Added>,
 }

@@ -189,6 +189,7 @@ pub(crate) fn write(
     lay: &Layout,
     parts: &[Part],
     seed: &[u8],
+    added: Vec<crate::add::Added>,
     reporter: &dyn Reporter,
     cancel: &AtomicBool,
 ) -> Result<Manifest> {
@@ -335,6 +336,7 @@ pub(crate) fn write(
         compression,
         raw_image,
         source_date_epoch: opts.epoch,
+        added,
     };
     write_manifest(&image, &manifest)?;
     Ok(manifest)

@@ -1,0 +1,443 @@
+//! Host files added at build time (`--add`, `--add-tree`, `--add-boot`): secrets, host keys,
+//! tokens that stay out of the Nix store. The mode is exactly what the user gives (default
+//! 0644 for files, 0755 for directories; trees keep a file's execute bits), the owner root:root
+//! unless given; nothing is guessed from names. Every added file is listed in the manifest with
+//! its sha256.
+
+use crate::{Error, Result};
+use imgbuild_fstree::{FileData, Kind, Meta, Node, NodeId, Tree};
+use sha2::{Digest, Sha256};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Where an addition goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AddTarget {
+    /// The root filesystem.
+    Root,
+    /// The boot partition (ESP or Pi firmware).
+    Boot,
+}
+
+/// One `--add`/`--add-tree`/`--add-boot`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Add {
+    pub src: PathBuf,
+    /// Absolute path inside the target filesystem.
+    pub dest: String,
+    /// Permission bits for a single file (`--add ...:MODE`).
+    pub mode: Option<u16>,
+    /// uid, gid (`--add ...:MODE:UID:GID`).
+    pub owner: Option<(u32, u32)>,
+    /// A whole directory tree (`--add-tree`).
+    pub tree: bool,
+    pub target: AddTarget,
+}
+
+impl Add {
+    /// Parse `SRC:DEST[:MODE[:UID:GID]]` (`tree`: `DIR:DEST`).
+    pub fn parse(spec: &str, tree: bool, target: AddTarget) -> Result<Add, String> {
+        let parts: Vec<&str> = spec.split(':').collect();
+        let bad = |why: &str| format!("`{spec}`: {why}");
+        let (src, dest) = match parts.as_slice() {
+            [s, d, ..] if !s.is_empty() && !d.is_empty() => (*s, *d),
+            _ => return Err(bad("expected SRC:DEST")),
+        };
+        let max = if tree { 2 } else { 5 };
+        if parts.len() > max || parts.len() == 4 {
+            return Err(bad(if tree {
+                "expected DIR:DEST"
+            } else {
+                "expected SRC:DEST[:MODE[:UID:GID]]"
+            }));
+        }
+        let mode = match parts.get(2) {
+            Some(m) => Some(
+                u16::from_str_radix(m, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| bad(&format!("mode `{m}` is not an octal mode like 0600")))?,
+            ),
+            None => None,
+        };
+        let owner = match (parts.get(3), parts.get(4)) {
+            (Some(u), Some(g)) => Some((
+                u.parse()
+                    .map_err(|_| bad(&format!("uid `{u}` is not a number")))?,
+                g.parse()
+                    .map_err(|_| bad(&format!("gid `{g}` is not a number")))?,
+            )),
+            _ => None,
+        };
+        let dest = normalize_dest(dest).map_err(|why| bad(&why))?;
+        Ok(Add {
+            src: PathBuf::from(src),
+            dest,
+            mode,
+            owner,
+            tree,
+            target,
+        })
+    }
+}
+
+/// `/a/b/c`: absolute, no `.`/`..`/empty components, not the root itself.
+fn normalize_dest(d: &str) -> Result<String, String> {
+    if !d.starts_with('/') {
+        return Err(format!("destination `{d}` must be absolute"));
+    }
+    let comps: Vec<&str> = d.split('/').filter(|c| !c.is_empty()).collect();
+    if comps.is_empty() {
+        return Err("the destination cannot be `/` itself".into());
+    }
+    if comps.iter().any(|c| *c == "." || *c == "..") {
+        return Err(format!("destination `{d}` must not contain `.` or `..`"));
+    }
+    Ok(format!("/{}", comps.join("/")))
+}
+
+/// What the manifest records of an added file.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Added {
+    pub target: AddTarget,
+    pub path: String,
+    pub mode: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub sha256: String,
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn sha256_of(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).map_err(io("reading", path))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(io("reading", path))?;
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Apply `adds` to `tree`. Refuses destinations in the Nix store, clashes with anything
+/// already there, sources that are symlinks (`--add`) and trees holding symlinks that leave
+/// the tree. Returns the manifest records, in the order given.
+pub fn apply(tree: &mut Tree, adds: &[&Add], time: i64, fat: bool) -> Result<Vec<Added>> {
+    let mut out = Vec::new();
+    for a in adds {
+        let clash = |why: String| Error::AddClash {
+            dest: a.dest.clone(),
+            reason: why,
+        };
+        if !fat && (a.dest == "/nix/store" || a.dest.starts_with("/nix/store/")) {
+            return Err(clash(
+                "it is inside /nix/store, which holds only the closure".into(),
+            ));
+        }
+        if tree.lookup(a.dest.as_bytes()).is_some() {
+            return Err(clash("the image already has it".into()));
+        }
+        let (parent, name) = imgbuild_fstree::split_parent(a.dest.as_bytes());
+        let parent_s = String::from_utf8_lossy(parent).into_owned();
+        if let Some(p) = tree.lookup(parent) {
+            if !tree.node(p).is_dir() {
+                return Err(clash(format!("`{parent_s}` is not a directory")));
+            }
+        }
+        let dir = tree
+            .mkdir_p(parent, Meta::new(0o755, 0, 0, time))
+            .map_err(|source| Error::Tree {
+                what: parent_s.clone(),
+                source,
+            })?;
+        let md = std::fs::symlink_metadata(&a.src).map_err(io("reading --add source", &a.src))?;
+        let (uid, gid) = a.owner.unwrap_or((0, 0));
+        if a.tree {
+            if !md.is_dir() {
+                return Err(Error::AddSource {
+                    src: a.src.clone(),
+                    reason: "--add-tree needs a directory".into(),
+                });
+            }
+            let id = tree
+                .insert(dir, name, Node::dir(Meta::new(0o755, uid, gid, time)))
+                .map_err(|source| Error::Tree {
+                    what: a.dest.clone(),
+                    source,
+                })?;
+            add_dir(
+                tree,
+                id,
+                &a.src,
+                &a.src,
+                &a.dest,
+                (uid, gid),
+                time,
+                fat,
+                a.target,
+                &mut out,
+                0,
+            )?;
+        } else {
+            if md.file_type().is_symlink() {
+                return Err(Error::AddSource {
+                    src: a.src.clone(),
+                    reason: "is a symlink (give the file it points to)".into(),
+                });
+            }
+            if !md.is_file() {
+                return Err(Error::AddSource {
+                    src: a.src.clone(),
+                    reason: "is not a regular file (use --add-tree for directories)".into(),
+                });
+            }
+            let mode = a.mode.unwrap_or(0o644);
+            add_file(
+                tree,
+                dir,
+                name,
+                &a.src,
+                md.len(),
+                Meta::new(mode, uid, gid, time),
+            )?;
+            out.push(Added {
+                target: a.target,
+                path: a.dest.clone(),
+                mode: format!("{mode:04o}"),
+                uid,
+                gid,
+                size: md.len(),
+                sha256: sha256_of(&a.src)?,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn add_file(
+    tree: &mut Tree,
+    dir: NodeId,
+    name: &[u8],
+    src: &Path,
+    size: u64,
+    meta: Meta,
+) -> Result<()> {
+    tree.insert(
+        dir,
+        name,
+        Node::file(
+            meta,
+            FileData::Host {
+                path: src.to_path_buf(),
+                size,
+            },
+        ),
+    )
+    .map(|_| ())
+    .map_err(|source| Error::Tree {
+        what: String::from_utf8_lossy(name).into_owned(),
+        source,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn add_dir(
+    tree: &mut Tree,
+    dir: NodeId,
+    base: &Path,
+    host: &Path,
+    dest: &str,
+    owner: (u32, u32),
+    time: i64,
+    fat: bool,
+    target: AddTarget,
+    out: &mut Vec<Added>,
+    depth: usize,
+) -> Result<()> {
+    if depth > 128 {
+        return Err(Error::TooDeep {
+            path: host.to_path_buf(),
+        });
+    }
+    let mut names: Vec<_> = std::fs::read_dir(host)
+        .and_then(|rd| {
+            rd.map(|e| e.map(|e| e.file_name()))
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .map_err(io("reading directory", host))?;
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    for n in names {
+        let p = host.join(&n);
+        let d = format!("{dest}/{}", n.to_string_lossy());
+        let md = std::fs::symlink_metadata(&p).map_err(io("reading metadata of", &p))?;
+        let ft = md.file_type();
+        if ft.is_dir() {
+            let id = tree
+                .insert(
+                    dir,
+                    n.as_bytes(),
+                    Node::dir(Meta::new(0o755, owner.0, owner.1, time)),
+                )
+                .map_err(|source| Error::Tree {
+                    what: d.clone(),
+                    source,
+                })?;
+            add_dir(
+                tree,
+                id,
+                base,
+                &p,
+                &d,
+                owner,
+                time,
+                fat,
+                target,
+                out,
+                depth + 1,
+            )?;
+        } else if ft.is_file() {
+            let mode = if md.mode() & 0o111 != 0 { 0o755 } else { 0o644 };
+            add_file(
+                tree,
+                dir,
+                n.as_bytes(),
+                &p,
+                md.len(),
+                Meta::new(mode, owner.0, owner.1, time),
+            )?;
+            out.push(Added {
+                target,
+                path: d,
+                mode: format!("{mode:04o}"),
+                uid: owner.0,
+                gid: owner.1,
+                size: md.len(),
+                sha256: sha256_of(&p)?,
+            });
+        } else if ft.is_symlink() && !fat {
+            let t = std::fs::read_link(&p).map_err(io("reading symlink", &p))?;
+            // A relative link must stay inside the added tree.
+            if t.is_relative() {
+                let mut depth_in = p
+                    .parent()
+                    .and_then(|q| q.strip_prefix(base).ok())
+                    .map_or(0, |r| r.components().count() as i64);
+                for c in t.components() {
+                    match c {
+                        std::path::Component::ParentDir => depth_in -= 1,
+                        std::path::Component::Normal(_) => depth_in += 1,
+                        _ => {}
+                    }
+                    if depth_in < 0 {
+                        return Err(Error::AddSource {
+                            src: p.clone(),
+                            reason: format!("symlink to `{}` leaves the added tree", t.display()),
+                        });
+                    }
+                }
+            }
+            tree.insert(
+                dir,
+                n.as_bytes(),
+                Node {
+                    meta: Meta::new(0o777, owner.0, owner.1, time),
+                    kind: Kind::Symlink(t.into_os_string().into_encoded_bytes()),
+                },
+            )
+            .map_err(|source| Error::Tree { what: d, source })?;
+        } else {
+            return Err(Error::AddSource {
+                src: p,
+                reason: if fat {
+                    "only files and directories can go on a FAT partition".into()
+                } else {
+                    "is not a file, directory or symlink".into()
+                },
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_specs() {
+        let a = Add::parse("key:/etc/ssh/key:0600", false, AddTarget::Root).unwrap();
+        assert_eq!(a.dest, "/etc/ssh/key");
+        assert_eq!(a.mode, Some(0o600));
+        assert_eq!(a.owner, None);
+        let a = Add::parse("t:/var/lib//x/:0640:1000:100", false, AddTarget::Root).unwrap();
+        assert_eq!(
+            (a.dest.as_str(), a.owner),
+            ("/var/lib/x", Some((1000, 100)))
+        );
+        assert!(Add::parse("k:etc/x", false, AddTarget::Root).is_err());
+        assert!(Add::parse("k:/etc/../x", false, AddTarget::Root).is_err());
+        assert!(Add::parse("k:/x:9999", false, AddTarget::Root).is_err());
+        assert!(Add::parse("k:/x:0600:1", false, AddTarget::Root).is_err());
+        assert!(Add::parse("d:/x:0600", true, AddTarget::Root).is_err());
+        assert!(Add::parse("k", false, AddTarget::Root).is_err());
+    }
+
+    #[test]
+    fn apply_refuses_clashes_and_escapes() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("f");
+        std::fs::write(&f, b"secret").unwrap();
+        let mut t = Tree::new(Meta::new(0o755, 0, 0, 0));
+        t.mkdir_p(b"/nix/store", Meta::new(0o755, 0, 0, 0)).unwrap();
+        let a = Add::parse(
+            &format!("{}:/etc/wpa.conf:0600", f.display()),
+            false,
+            AddTarget::Root,
+        )
+        .unwrap();
+        let r = apply(&mut t, &[&a], 5, false).unwrap();
+        assert_eq!(r[0].mode, "0600");
+        assert_eq!(
+            r[0].sha256,
+            "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
+        );
+        let n = t.node(t.lookup(b"/etc/wpa.conf").unwrap());
+        assert_eq!(n.meta, Meta::new(0o600, 0, 0, 5));
+        let e = apply(&mut t, &[&a], 5, false).unwrap_err();
+        assert!(e.to_string().contains("already has it"), "{e}");
+        let s = Add::parse(
+            &format!("{}:/nix/store/x", f.display()),
+            false,
+            AddTarget::Root,
+        )
+        .unwrap();
+        assert!(apply(&mut t, &[&s], 5, false)
+            .unwrap_err()
+            .to_string()
+            .contains("/nix/store"));
+        let tree_dir = d.path().join("tree");
+        std::fs::create_dir(&tree_dir).unwrap();
+        std::os::unix::fs::symlink("../f", tree_dir.join("up")).unwrap();
+        let ta = Add::parse(
+            &format!("{}:/srv", tree_dir.display()),
+            true,
+            AddTarget::Root,
+        )
+        .unwrap();
+        let e = apply(&mut t, &[&ta], 5, false).unwrap_err();
+        assert!(e.to_string().contains("leaves the added tree"), "{e}");
+        let l = d.path().join("link");
+        std::os::unix::fs::symlink(&f, &l).unwrap();
+        let la = Add::parse(&format!("{}:/etc/l", l.display()), false, AddTarget::Root).unwrap();
+        assert!(apply(&mut t, &[&la], 5, false)
+            .unwrap_err()
+            .to_string()
+            .contains("symlink"));
+    }
+}
