@@ -252,6 +252,30 @@ pub fn run(args: CiArgs) -> Result<()> {
                     Disk::Virtio,
                     &info,
                 );
+                // U-Boot's distro boot scans only partitions flagged bootable: without the
+                // flag on p2 it must give up at its `=> ` prompt, and the harness must say so
+                let flat = out.join("baseline-sd-aarch64-no-bootable-flag.img");
+                if run
+                    .step("sd-aarch64 image without the MBR bootable flag", || {
+                        util::run(
+                            cmd("zstd")
+                                .args(["-q", "-d", "-f", "-o"])
+                                .arg(&flat)
+                                .arg(&img),
+                        )?;
+                        util::run(cmd("sfdisk").arg("--activate").arg(&flat).arg("-"))?;
+                        Ok(((), String::new()))
+                    })
+                    .is_some()
+                {
+                    run.expect_fail(
+                        "negative control: no bootable flag must FAIL (U-Boot prompt)",
+                        Format::SdAarch64,
+                        &flat,
+                        "U-Boot gave up",
+                    );
+                }
+                let _ = std::fs::remove_file(&flat);
             }
             if !args.baseline_only {
                 if let Some(img) = run.step("imgbuild sd-aarch64 image", || {
@@ -314,8 +338,14 @@ fn bootctl_negative(good: &Path, broken: &Path) -> Result<((), String)> {
         Ok(()) => bail!("bootctl check passed on an ESP without EFI/BOOT/BOOTX64.EFI"),
         Err(e) => {
             let m = format!("{e:#}");
-            ensure!(m.contains("/EFI/BOOT/BOOTX64.EFI"), "failed for the wrong reason: {m}");
-            Ok(((), "failed as expected: EFI/BOOT/BOOTX64.EFI missing".into()))
+            ensure!(
+                m.contains("/EFI/BOOT/BOOTX64.EFI"),
+                "failed for the wrong reason: {m}"
+            );
+            Ok((
+                (),
+                "failed as expected: EFI/BOOT/BOOTX64.EFI missing".into(),
+            ))
         }
     }
 }

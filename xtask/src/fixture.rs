@@ -588,7 +588,9 @@ pub fn build(arch: Arch, out: &Path) -> Result<FixtureInfo> {
 /// Builds the fixture only if `out/fixture.json` is missing.
 pub fn ensure_built(arch: Arch, out: &Path) -> Result<FixtureInfo> {
     match FixtureInfo::load(out) {
-        Ok(info) if info.arch == arch && fs::symlink_metadata(out.join("result")).is_ok() => Ok(info),
+        Ok(info) if info.arch == arch && fs::symlink_metadata(out.join("result")).is_ok() => {
+            Ok(info)
+        }
         _ => build(arch, out),
     }
 }
