@@ -155,7 +155,7 @@ fn build_tree(ops: &[(usize, Vec<u8>, Op, Meta)]) -> Tree {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 24,
+        cases: 40,
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
@@ -177,5 +177,12 @@ proptest! {
         compare_ext4_view(&tree, &img.path);
         let m = Mount::new(&img.path, false);
         compare_mounted(&tree, m.path());
+        // One thread gives the same bytes as the default pool.
+        let again = img.dir.path().join("one-thread.img");
+        rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| {
+            let plan = ext4::plan(&tree, &o).unwrap();
+            write_to(&plan, &tree, &again);
+        });
+        prop_assert_eq!(sha_file(&again), sha_file(&img.path));
     }
 }
