@@ -123,6 +123,90 @@ impl Run {
     }
 }
 
+/// `cargo xtask ci`: what `.ci/run` runs. Formatting, clippy, docs and the workspace tests,
+/// then [`run`] (the boot tests). Every step runs even after a failure; one summary at the end.
+pub fn run_all(args: CiArgs) -> Result<()> {
+    let root = util::repo_root();
+    let cargo = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = cmd("cargo");
+        c.current_dir(&root).args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c
+    };
+    let checks: [(&str, std::process::Command); 4] = [
+        (
+            "cargo fmt --all --check",
+            cargo(&["fmt", "--all", "--", "--check"], &[]),
+        ),
+        (
+            "cargo clippy --workspace --all-targets -D warnings",
+            cargo(
+                &[
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+                &[],
+            ),
+        ),
+        (
+            "cargo doc --workspace --no-deps (-D warnings)",
+            cargo(
+                &["doc", "--workspace", "--no-deps"],
+                &[("RUSTDOCFLAGS", "-D warnings")],
+            ),
+        ),
+        (
+            "cargo test --workspace",
+            cargo(&["test", "--workspace"], &[]),
+        ),
+    ];
+    let total = Timer::start();
+    let mut failed = Vec::new();
+    let mut lines = Vec::new();
+    for (name, mut c) in checks {
+        eprintln!("xtask ci: === {name}");
+        let t = Timer::start();
+        let ok = util::run(&mut c).is_ok();
+        lines.push(format!(
+            "  {} {name:<60} {:>6.1} s",
+            if ok { "ok  " } else { "FAIL" },
+            t.secs()
+        ));
+        if !ok {
+            failed.push(name.to_string());
+        }
+    }
+    eprintln!("xtask ci: === boot tests (cargo xtask ci-boot)");
+    if let Err(e) = run(args) {
+        eprintln!("xtask ci: {e:#}");
+        failed.push("boot tests".to_string());
+    }
+    println!("\nxtask ci summary ({:.0} s in all):", total.secs());
+    for l in &lines {
+        println!("{l}");
+    }
+    println!(
+        "  {} boot tests (see the ci-boot summary above)",
+        if failed.iter().any(|f| f == "boot tests") {
+            "FAIL"
+        } else {
+            "ok  "
+        }
+    );
+    let n = lines.len() + 1;
+    println!("ci: {} passed, {} failed", n - failed.len(), failed.len());
+    if !failed.is_empty() {
+        bail!("failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
 pub fn run(args: CiArgs) -> Result<()> {
     let out = util::absolute(&args.out.unwrap_or_else(|| util::target_dir().join("ci")))?;
     std::fs::create_dir_all(out.join("logs"))?;

@@ -7,7 +7,8 @@
 //! - `boot`: boots an image in QEMU and passes only when the fixture's initrd prints
 //!   `IMGBUILD-BOOT-OK`;
 //! - `bootctl`: runs Debian's `bootctl` against an image's ESP;
-//! - `ci-boot`: everything above, end to end, for CI.
+//! - `ci-boot`: everything above, end to end;
+//! - `ci`: what `.ci/run` runs: fmt, clippy, doc, workspace tests, then `ci-boot`.
 
 mod baseline;
 mod boot;
@@ -59,9 +60,11 @@ enum Cmd {
     Boot(boot::BootArgs),
     /// Check an image's ESP with Debian's bootctl (status, list, is-installed)
     Bootctl { image: PathBuf },
-    /// CI: fixtures, baseline and imgbuild images, boots (virtio, nvme, aarch64), bootctl,
-    /// negative control
+    /// CI boot tests: fixtures, baseline and imgbuild images, boots (virtio, nvme, aarch64),
+    /// bootctl, negative controls
     CiBoot(ci::CiArgs),
+    /// What .ci/run runs: fmt --check, clippy -D warnings, doc, cargo test, then ci-boot
+    Ci(ci::CiArgs),
 }
 
 fn main() {
@@ -94,5 +97,6 @@ fn real_main(cli: Cli) -> Result<()> {
         Cmd::Boot(args) => boot::cmd_boot(args),
         Cmd::Bootctl { image } => bootctl::check(&image),
         Cmd::CiBoot(args) => ci::run(args),
+        Cmd::Ci(args) => ci::run_all(args),
     }
 }
