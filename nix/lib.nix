@@ -1,0 +1,429 @@
+# imgbuild's flake library: the pure wiring, written with `builtins` only.
+#
+# What gets built is decided here by plain functions: the format table, the checks and
+# grouping of a node list, the imgbuild command line, and the image derivation. nixpkgs comes
+# in only as arguments (`nixpkgs.lib.nixosSystem`, `nixpkgs.legacyPackages.<system>`,
+# `pkgs.closureInfo`, `pkgs.runCommand`, `pkgs.callPackage`), so nix/tests/ evaluates all of
+# it against small stubs, without nixpkgs.
+#
+# The flake (../flake.nix) instantiates this file as `lib`:
+#   lib.mkNodes     { nodes; nixpkgs; ... } -> { nixosConfigurations; packages; ciMatrix; }
+#   lib.mkImage     { nixosConfiguration; format?; pkgs?; ... } -> image derivation
+#   lib.imgbuildArgs { format; toplevel; closureInfo; out; ... } -> argv after `imgbuild`
+#   lib.commandLine args -> "imgbuild 'raw-efi' '--closure' ..." (shell-quoted)
+#   lib.formats, lib.imageFileName, lib.nodeModule, lib.checkNodes
+{
+  # A nixpkgs flake (anything with `legacyPackages.<system>`): the package set `mkImage` uses
+  # when it is given neither `pkgs` nor a nixpkgs through `mkNodes`.
+  nixpkgs ? null,
+  # The NixOS modules every `mkNodes` node imports.
+  modules ? {
+    imgbuild = {
+      imports = [ ./modules/imgbuild.nix ];
+    };
+    gitops = {
+      imports = [ ./modules/gitops.nix ];
+    };
+  },
+  # The imgbuild package that runs on a given (build platform) package set.
+  imgbuildFor ? pkgs: pkgs.callPackage ./package.nix { },
+}:
+let
+  inherit (builtins)
+    attrNames
+    concatStringsSep
+    elem
+    filter
+    foldl'
+    isAttrs
+    isList
+    isString
+    length
+    listToAttrs
+    map
+    match
+    replaceStrings
+    ;
+
+  # The built-in formats as far as Nix needs to know them. Mirrors formats/*.toml (`system`,
+  # `extension`, `compress`); nix/tests/eval.nix checks that they agree. `product` is the
+  # Hydra build-product type nixpkgs uses for the same kind of image.
+  formats = {
+    raw-efi = {
+      system = "x86_64-linux";
+      extension = "img";
+      compress = "none";
+      product = "raw-image";
+    };
+    sd-aarch64 = {
+      system = "aarch64-linux";
+      extension = "img";
+      compress = "zstd";
+      product = "sd-image";
+    };
+  };
+
+  formatInfo =
+    format:
+    if isString format && formats ? ${format} then
+      formats.${format}
+    else
+      throw "imgbuild: unknown image format `${toString format}` (known: ${concatStringsSep ", " (attrNames formats)})";
+
+  unique = foldl' (acc: x: if elem x acc then acc else acc ++ [ x ]) [ ];
+  optional = cond: xs: if cond then xs else [ ];
+  # `[ flag value ]`, or nothing when the value is null.
+  opt = flag: value: if value == null then [ ] else [ flag (toString value) ];
+
+  # Image and node names become file names and flake attribute names.
+  validName = name: isString name && match "[A-Za-z0-9][A-Za-z0-9_.-]*" name != null;
+
+  shellQuote = s: "'" + replaceStrings [ "'" ] [ "'\\''" ] s + "'";
+
+  # The file mkImage writes under $out: `<name>.img`, or `<name>.img.zst` when compressed.
+  imageFileName =
+    {
+      name,
+      format,
+      compress ? null,
+    }:
+    let
+      f = formatInfo format;
+      c = if compress == null then f.compress else compress;
+    in
+    "${name}.${f.extension}${if c == "zstd" then ".zst" else ""}";
+
+  # The arguments after `imgbuild`, in a fixed order: the format, the three inputs, the output,
+  # then options in `imgbuild <format> --help` order, then `--json`, then `extraArgs`.
+  # Paths may be derivations or strings (Nix store paths; in tests, host paths).
+  imgbuildArgs =
+    {
+      format,
+      toplevel,
+      closureInfo,
+      out,
+      storeRoot ? null,
+      firmware ? null,
+      size ? null,
+      free ? null,
+      espSize ? null,
+      seed ? null,
+      diskId ? null,
+      compress ? null,
+      level ? null,
+      keepRaw ? false,
+      nixPathRegistration ? null,
+      json ? true,
+      extraArgs ? [ ],
+    }:
+    let
+      f = formatInfo format;
+    in
+    if espSize != null && format != "raw-efi" then
+      throw "imgbuild: espSize: format `${format}` has no EFI system partition"
+    else if compress != null && !(elem compress [ "none" "zstd" ]) then
+      throw "imgbuild: compress must be \"none\" or \"zstd\", not `${toString compress}`"
+    else if !(isList extraArgs) then
+      throw "imgbuild: extraArgs must be a list of strings"
+    else
+      assert f != null;
+      [
+        format
+        "--closure"
+        (toString toplevel)
+        "--closure-info"
+        (toString closureInfo)
+        "-o"
+        (toString out)
+      ]
+      ++ opt "--store-root" storeRoot
+      ++ opt "--firmware" firmware
+      ++ opt "--size" size
+      ++ opt "--free" free
+      ++ opt "--esp-size" espSize
+      ++ opt "--seed" seed
+      ++ opt "--disk-id" diskId
+      ++ opt "--compress" compress
+      ++ opt "--level" level
+      ++ optional keepRaw [ "--keep-raw" ]
+      ++ opt "--nix-path-registration" (
+        if nixPathRegistration == null then
+          null
+        else if nixPathRegistration then
+          "true"
+        else
+          "false"
+      )
+      ++ optional json [ "--json" ]
+      ++ map toString extraArgs;
+
+  commandLine = args: concatStringsSep " " ([ "imgbuild" ] ++ map shellQuote args);
+
+  defaultPkgs =
+    buildSystem:
+    if nixpkgs == null then
+      throw "imgbuild.mkImage: pass `pkgs` (the package set of the machine that builds the image)"
+    else
+      nixpkgs.legacyPackages.${buildSystem};
+
+  hostNameOf =
+    cfg:
+    let
+      h = cfg.config.networking.hostName or "";
+    in
+    if h == "" then "nixos" else h;
+
+  # An image of one NixOS configuration: a derivation that runs imgbuild on its toplevel.
+  #
+  # `pkgs` is the package set of the machine that *builds the image* (closureInfo,
+  # runCommand, imgbuild itself), not the target's: imgbuild writes an aarch64 image as
+  # easily on x86_64 as on aarch64, so an image derivation for any target can be an
+  # x86_64-linux derivation. The toplevel stays the target's derivation; Nix builds it where
+  # it can (a remote builder of that system, or a binary cache).
+  mkImage =
+    {
+      nixosConfiguration,
+      format ? nixosConfiguration.config.imgbuild.format or null,
+      name ? hostNameOf nixosConfiguration,
+      buildSystem ? nixosConfiguration.config.nixpkgs.buildPlatform.system,
+      pkgs ? defaultPkgs buildSystem,
+      imgbuild ? imgbuildFor pkgs,
+      compress ? null,
+      size ? null,
+      free ? null,
+      espSize ? null,
+      seed ? null,
+      diskId ? null,
+      level ? null,
+      keepRaw ? false,
+      extraArgs ? [ ],
+    }:
+    let
+      config = nixosConfiguration.config;
+      f =
+        if format == null then
+          throw "imgbuild.mkImage: ${name}: no format: import nixosModules.imgbuild and set imgbuild.format, or pass `format`"
+        else
+          formatInfo format;
+      target = config.nixpkgs.hostPlatform.system;
+      configured = config.imgbuild.format or null;
+      check =
+        if !(validName name) then
+          throw "imgbuild.mkImage: `${toString name}` is not a usable image name (letters, digits, `_`, `.`, `-`)"
+        else if target != f.system then
+          throw "imgbuild.mkImage: ${name}: format ${format} makes ${f.system} images, but the configuration is for ${target}"
+        else if configured != null && configured != format then
+          throw "imgbuild.mkImage: ${name}: the configuration has imgbuild.format = \"${configured}\" but the image format is ${format}: the booted system would not match its disk"
+        else
+          true;
+      toplevel = config.system.build.toplevel;
+      closureInfo = pkgs.closureInfo { rootPaths = [ toplevel ]; };
+      file = imageFileName { inherit name format compress; };
+      args = imgbuildArgs {
+        inherit
+          format
+          toplevel
+          closureInfo
+          size
+          free
+          espSize
+          seed
+          diskId
+          compress
+          level
+          keepRaw
+          extraArgs
+          ;
+        out = "${builtins.placeholder "out"}/${file}";
+      };
+      cmd = commandLine args;
+    in
+    assert check;
+    pkgs.runCommand "nixos-image-${name}-${format}"
+      {
+        nativeBuildInputs = [ imgbuild ];
+        passthru = {
+          inherit
+            format
+            file
+            toplevel
+            closureInfo
+            buildSystem
+            nixosConfiguration
+            ;
+          imgbuildArgs = args;
+          commandLine = cmd;
+          targetSystem = target;
+        };
+        meta.description = "NixOS ${format} disk image of ${name} (${target}), built by imgbuild";
+      }
+      ''
+        mkdir -p "$out/nix-support"
+        # The store is / in the build sandbox, so no --store-root. SOURCE_DATE_EPOCH comes from
+        # stdenv (1980-01-01 unless the caller sets it). The bytes do not depend on -j.
+        threads=()
+        if [ "''${NIX_BUILD_CORES:-0}" -gt 0 ]; then threads=(-j "$NIX_BUILD_CORES"); fi
+        ${cmd} "''${threads[@]}"
+        echo "file ${f.product} $out/${file}" >> "$out/nix-support/hydra-build-products"
+        echo "file json $out/${file}.json" >> "$out/nix-support/hydra-build-products"
+      '';
+
+  nodeKeys = [
+    "name"
+    "system"
+    "format"
+    "modules"
+    "image"
+  ];
+
+  # Validates a node list and fills in the defaults (`system` from the format, `modules = []`,
+  # `image = {}`). Throws on the first problem, naming the node.
+  checkNodes =
+    nodes:
+    let
+      checkNode =
+        n:
+        let
+          what = if isAttrs n && n ? name then "node `${toString n.name}`" else "a node";
+          extra = filter (k: !(elem k nodeKeys)) (if isAttrs n then attrNames n else [ ]);
+          f = formatInfo n.format;
+          system = n.system or f.system;
+        in
+        if !(isAttrs n) then
+          throw "imgbuild.mkNodes: every node is an attribute set { name; format; system?; modules?; image?; }"
+        else if !(n ? name) then
+          throw "imgbuild.mkNodes: a node has no `name`"
+        else if !(validName n.name) then
+          throw "imgbuild.mkNodes: node name `${toString n.name}` must be letters, digits, `_`, `.`, `-`"
+        else if extra != [ ] then
+          throw "imgbuild.mkNodes: ${what}: unknown attribute(s) ${concatStringsSep ", " extra} (allowed: ${concatStringsSep ", " nodeKeys})"
+        else if !(n ? format) then
+          throw "imgbuild.mkNodes: ${what} has no `format` (one of ${concatStringsSep ", " (attrNames formats)})"
+        else if system != f.system then
+          throw "imgbuild.mkNodes: ${what}: format ${n.format} makes ${f.system} images, not ${system}"
+        else if !(isList (n.modules or [ ])) then
+          throw "imgbuild.mkNodes: ${what}: `modules` must be a list"
+        else
+          {
+            inherit (n) name format;
+            inherit system;
+            modules = n.modules or [ ];
+            image = n.image or { };
+          };
+      names = map (n: n.name or null) nodes;
+      dupes = unique (filter (x: length (filter (y: y == x) names) > 1) names);
+    in
+    if !(isList nodes) then
+      throw "imgbuild.mkNodes: `nodes` must be a list"
+    else if dupes != [ ] then
+      throw "imgbuild.mkNodes: duplicate node name(s): ${concatStringsSep ", " (map toString dupes)}"
+    else
+      map checkNode nodes;
+
+  # The module mkNodes adds to every node: the image format (which makes nixosModules.imgbuild
+  # set file systems and bootloader to match the disk), the host name and the platform.
+  nodeModule =
+    node:
+    { lib, ... }:
+    {
+      imgbuild.format = node.format;
+      networking.hostName = lib.mkDefault node.name;
+      nixpkgs.hostPlatform = lib.mkDefault node.system;
+    };
+
+  defaultRunners = {
+    x86_64-linux = "ubuntu-latest";
+    aarch64-linux = "ubuntu-24.04-arm";
+  };
+
+  # A list of nodes -> rebuildable configurations and their images.
+  #
+  # nixosConfigurations.<name>: the configuration the machine rebuilds itself from.
+  # packages.<buildSystem>.<name>: its image, built by imgbuild running on <buildSystem>. Every
+  #   node is under every build system (default: the systems the nodes run), so `nix build
+  #   .#<name>` works on any of them; the image bytes do not depend on the build system.
+  # ciMatrix: { include = [ { name; system; runner; } ]; } for a GitHub Actions matrix.
+  mkNodes =
+    {
+      nodes,
+      nixpkgs,
+      modules ? [ ],
+      specialArgs ? { },
+      buildSystems ? null,
+      image ? { },
+      runners ? defaultRunners,
+    }:
+    let
+      checked = checkNodes nodes;
+      systems = if buildSystems == null then unique (map (n: n.system) checked) else buildSystems;
+      nixosConfigurations = listToAttrs (
+        map (n: {
+          inherit (n) name;
+          value = nixpkgs.lib.nixosSystem {
+            specialArgs = specialArgs // {
+              imgbuildNode = {
+                inherit (n) name system format;
+              };
+            };
+            modules = [
+              libModules.imgbuild
+              libModules.gitops
+              (nodeModule n)
+            ]
+            ++ modules
+            ++ n.modules;
+          };
+        }) checked
+      );
+      imageOf =
+        buildSystem: n:
+        mkImage (
+          {
+            nixosConfiguration = nixosConfigurations.${n.name};
+            inherit (n) name format;
+            inherit buildSystem;
+            pkgs = nixpkgs.legacyPackages.${buildSystem};
+          }
+          // image
+          // n.image
+        );
+    in
+    {
+      inherit nixosConfigurations;
+      packages = listToAttrs (
+        map (b: {
+          name = b;
+          value = listToAttrs (
+            map (n: {
+              inherit (n) name;
+              value = imageOf b n;
+            }) checked
+          );
+        }) systems
+      );
+      ciMatrix = {
+        include = map (n: {
+          inherit (n) name system;
+          runner =
+            runners.${n.system}
+              or (throw "imgbuild.mkNodes: no CI runner for ${n.system}: pass runners.${n.system}");
+        }) checked;
+      };
+    };
+
+  libModules = modules;
+in
+{
+  inherit
+    formats
+    imageFileName
+    imgbuildArgs
+    commandLine
+    shellQuote
+    mkImage
+    mkNodes
+    checkNodes
+    nodeModule
+    defaultRunners
+    ;
+}

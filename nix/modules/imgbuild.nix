@@ -1,0 +1,335 @@
+# nixosModules.imgbuild: what a NixOS system needs to match the disk imgbuild writes for it,
+# and to keep rebuilding itself from the same configuration afterwards.
+#
+# An image is a pure function of one toplevel, `nixosConfigurations.<host>.config.system.
+# build.toplevel`; this module puts the image's facts into that same configuration (file
+# systems by label, the bootloader, first-boot growth), so that the first `nixos-rebuild
+# switch` on the booted machine switches to the very system it booted (no image-only
+# settings, no `system.nixos.tags`). Labels and mount points are those of formats/*.toml.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  cfg = config.imgbuild;
+  inherit (lib)
+    mkDefault
+    mkIf
+    mkMerge
+    mkOption
+    types
+    ;
+
+  formatSystem = {
+    raw-efi = "x86_64-linux";
+    sd-aarch64 = "aarch64-linux";
+  };
+
+  # `config.txt` as nixpkgs' sd-image-aarch64.nix writes it (the same text imgbuild writes
+  # when a firmware directory has none: crates/boot/src/rpi.rs; nix/tests/eval.nix compares).
+  defaultConfigTxt = ''
+    kernel=u-boot.bin
+
+    # Boot in 64-bit mode.
+    arm_64bit=1
+
+    # U-Boot needs this to work, regardless of whether UART is actually used or not.
+    # Look in arch/arm/mach-bcm283x/Kconfig in the U-Boot tree to see if this is still
+    # a requirement in the future.
+    enable_uart=1
+
+    # Prevent the firmware from smashing the framebuffer setup done by the mainline kernel
+    # when attempting to show low-voltage or overtemperature warnings.
+    avoid_warnings=1
+
+    [pi3]
+    # Otherwise the serial output will be garbled.
+    core_freq=250
+
+    [pi4]
+    enable_gic=1
+    armstub=armstub8-gic.bin
+
+    # Otherwise the resolution will be weird in most cases, compared to
+    # what the pi3 firmware does by default.
+    disable_overscan=1
+
+    # Supported in newer board revisions
+    arm_boost=1
+
+    [cm4]
+    # Enable host mode on the 2711 built-in XHCI USB controller.
+    # This line should be removed if the legacy DWC2 controller is required
+    # (e.g. for USB device mode) or if USB support is not required.
+    otg_mode=1
+
+    [cm5]
+    dtoverlay=dwc2,dr_mode=host
+
+    [pi5]
+    # On some revisions of the RPi5, U-Boot interprets picks up
+    # ghost inputs from the uart, interrupting the boot process.
+    # https://bugzilla.opensuse.org/show_bug.cgi?id=1251192
+    enable_uart=0
+  '';
+
+  registration = cfg.nixPathRegistrationFile;
+in
+{
+  options.imgbuild = {
+    format = mkOption {
+      type = types.nullOr (
+        types.enum [
+          "raw-efi"
+          "sd-aarch64"
+        ]
+      );
+      default = null;
+      example = "raw-efi";
+      description = ''
+        The imgbuild image format this system is installed from. Sets the file systems (by
+        label), the bootloader and first-boot growth to match the disk imgbuild writes, so the
+        booted machine can `nixos-rebuild` itself from the same configuration.
+        `raw-efi`: GPT, ESP `/boot` (label `ESP`), ext4 `/` (label `nixos`), systemd-boot.
+        `sd-aarch64`: MBR, FAT `/boot/firmware` (label `FIRMWARE`, noauto), ext4 `/` (label
+        `NIXOS_SD`), U-Boot + extlinux, Raspberry Pi firmware.
+      '';
+    };
+
+    growRoot = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        Grow the root partition and file system to fill the disk on first boot. raw-efi:
+        `boot.growPartition` and `autoResize` on `/`. sd-aarch64: a first-boot unit, as
+        nixpkgs' sd-image does, run while the image's registration file exists.
+      '';
+    };
+
+    registerNixPaths = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        On first boot, when the image ships a registration file (imgbuild
+        `--nix-path-registration`, the sd-aarch64 default), load it into the Nix database,
+        make sure the system profile points to the running system, and delete the file.
+        imgbuild already writes the Nix database when it builds the image, so this is a
+        safety net: `nix-store --load-db` of the same paths changes nothing.
+      '';
+    };
+
+    nixPathRegistrationFile = mkOption {
+      type = types.str;
+      default = "/nix-path-registration";
+      description = "Where the image's first-boot registration file is (imgbuild writes it at /).";
+    };
+
+    raspberryPi = {
+      uboot = mkOption {
+        type = types.package;
+        default = pkgs.ubootRaspberryPiAarch64 or pkgs.ubootRaspberryPi4_64bit;
+        defaultText = lib.literalExpression "pkgs.ubootRaspberryPiAarch64 or pkgs.ubootRaspberryPi4_64bit";
+        description = ''
+          U-Boot for the Pi, installed as `u-boot.bin`. nixpkgs' single aarch64 Pi build
+          boots Pi 3, 4 and 5; where it does not exist yet, the Pi 4 build is used (then the
+          image boots Pi 4/400/CM4 only).
+        '';
+      };
+
+      configTxt = mkOption {
+        type = types.lines;
+        default = defaultConfigTxt;
+        description = "`config.txt` on the FIRMWARE partition (default: nixpkgs' sd-image-aarch64).";
+      };
+
+      firmware = mkOption {
+        type = types.package;
+        default = pkgs.callPackage ../rpi-firmware.nix {
+          inherit (cfg.raspberryPi) uboot configTxt;
+        };
+        defaultText = lib.literalExpression "raspberrypifw boot files, U-Boot, armstub8-gic.bin, dtbs and configTxt";
+        description = ''
+          The directory imgbuild copies onto the FIRMWARE partition. Published in the
+          toplevel's `boot.json` as `"org.imgbuild.v1": { "firmware": <path> }`, which is
+          where imgbuild looks for it. Like nixpkgs' sd images, rebuilds never rewrite the
+          FIRMWARE partition.
+        '';
+      };
+    };
+  };
+
+  config = mkMerge [
+    (mkIf (cfg.format != null) {
+      assertions = [
+        {
+          assertion = pkgs.stdenv.hostPlatform.system == formatSystem.${cfg.format};
+          message = "imgbuild.format = \"${cfg.format}\" makes ${formatSystem.${cfg.format}} images, but this system is ${pkgs.stdenv.hostPlatform.system}.";
+        }
+      ];
+    })
+
+    (mkIf (cfg.format == "raw-efi") {
+      fileSystems."/" = {
+        device = "/dev/disk/by-label/nixos";
+        fsType = "ext4";
+        autoResize = cfg.growRoot;
+      };
+      fileSystems."/boot" = {
+        device = "/dev/disk/by-label/ESP";
+        fsType = "vfat";
+        options = [
+          "fmask=0077"
+          "dmask=0077"
+        ];
+      };
+      boot.growPartition = cfg.growRoot;
+
+      boot.loader.grub.enable = false;
+      boot.loader.systemd-boot.enable = true;
+      # Each generation adds a kernel and an initrd to the 512 MiB ESP.
+      boot.loader.systemd-boot.configurationLimit = mkDefault 10;
+      boot.loader.efi.efiSysMountPoint = "/boot";
+      # The image is written on one machine and booted on another: its firmware has no entry
+      # for it, and it boots through the fallback \EFI\BOOT\BOOTX64.EFI.
+      boot.loader.efi.canTouchEfiVariables = false;
+      boot.loader.timeout = mkDefault 5;
+
+      # Real disks, not only a VM's: NVMe, SATA, USB (xHCI, mass storage, UAS), SD/MMC, virtio.
+      boot.initrd.availableKernelModules = [
+        "nvme"
+        "ahci"
+        "sd_mod"
+        "xhci_pci"
+        "usb_storage"
+        "uas"
+        "usbhid"
+        "sdhci_pci"
+        "mmc_block"
+        "virtio_pci"
+        "virtio_blk"
+        "virtio_scsi"
+      ];
+    })
+
+    (mkIf (cfg.format == "sd-aarch64") {
+      fileSystems."/" = {
+        device = "/dev/disk/by-label/NIXOS_SD";
+        fsType = "ext4";
+      };
+      fileSystems."/boot/firmware" = {
+        device = "/dev/disk/by-label/FIRMWARE";
+        fsType = "vfat";
+        options = [
+          "nofail"
+          "noauto"
+        ];
+      };
+
+      boot.loader.grub.enable = false;
+      boot.loader.generic-extlinux-compatible.enable = true;
+
+      # As nixpkgs' sd-image-aarch64.nix (which also enables all hardware in the initrd).
+      boot.consoleLogLevel = mkDefault 7;
+      boot.kernelParams = [
+        "console=ttyS0,115200n8"
+        "console=ttyAMA0,115200n8"
+        "console=tty0"
+      ];
+      hardware.enableAllHardware = mkDefault true;
+      # SD/MMC, USB (the Pi 4's VL805 xHCI sits on PCIe and needs its reset controller),
+      # NVMe (CM4/Pi 5).
+      boot.initrd.availableKernelModules = [
+        "mmc_block"
+        "xhci_pci"
+        "usb_storage"
+        "uas"
+        "usbhid"
+        "nvme"
+        "pcie_brcmstb"
+        "reset_raspberrypi"
+      ];
+
+      boot.bootspec.extensions."org.imgbuild.v1".firmware = "${cfg.raspberryPi.firmware}";
+
+      # nixpkgs' sd-image expand-root-partition, under imgbuild's own name (no clash when
+      # sd-image.nix is imported too).
+      systemd.services.imgbuild-expand-root = mkIf cfg.growRoot {
+        description = "Grow the root partition and file system to fill the SD card";
+        wantedBy = [ "sysinit.target" ];
+        after = [ "local-fs.target" ];
+        before = [
+          "sysinit.target"
+          "shutdown.target"
+          "imgbuild-register-nix-paths.service"
+        ];
+        conflicts = [ "shutdown.target" ];
+        restartIfChanged = false;
+        unitConfig = {
+          DefaultDependencies = false;
+          ConditionPathExists = registration;
+        };
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+        };
+        path = [
+          pkgs.util-linux
+          pkgs.gawk
+          pkgs.parted
+          pkgs.e2fsprogs
+        ];
+        script = ''
+          rootPart=$(findmnt -n -o SOURCE /)
+          bootDevice=$(lsblk -npo PKNAME "$rootPart")
+          partNum=$(lsblk -npo MAJ:MIN "$rootPart" | awk -F: '{print $2}')
+          echo ",+," | sfdisk -N"$partNum" --no-reread "$bootDevice"
+          partprobe
+          resize2fs "$rootPart"
+        '';
+      };
+    })
+
+    (mkIf (cfg.format != null && cfg.registerNixPaths) {
+      systemd.services.imgbuild-register-nix-paths = {
+        description = "Register the image's Nix store paths (first boot)";
+        wantedBy = [ "sysinit.target" ];
+        after = [ "local-fs.target" ];
+        before = [
+          "sysinit.target"
+          "shutdown.target"
+          "nix-daemon.socket"
+          "nix-daemon.service"
+        ];
+        conflicts = [ "shutdown.target" ];
+        restartIfChanged = false;
+        unitConfig = {
+          DefaultDependencies = false;
+          ConditionPathExists = registration;
+        };
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+        };
+        path = [
+          pkgs.coreutils
+          config.nix.package.out
+        ];
+        script = ''
+          # imgbuild wrote the Nix database at build time; loading the same registration
+          # again only re-registers the same paths.
+          nix-store --load-db < ${registration}
+          touch /etc/NIXOS
+          # imgbuild ships profiles/system -> system-1-link -> this toplevel. Only set the
+          # profile when it points elsewhere: a second generation of the same system would
+          # be a spurious "generation 2" in the boot menu.
+          if [ "$(readlink -f /nix/var/nix/profiles/system || true)" != "$(readlink -f /run/current-system)" ]; then
+            nix-env -p /nix/var/nix/profiles/system --set /run/current-system
+          fi
+          rm -f ${registration}
+        '';
+      };
+    })
+  ];
+}

@@ -1,0 +1,1115 @@
+# Wiring tests of imgbuild's flake library, modules, flake and template, evaluated with
+# Debian's Nix against stubs (nix/tests/stubs.nix):
+#   nix-instantiate --eval --strict --json nix/tests/eval.nix
+# gives { passed; failed; failures = [ { name; expected; got; } ]; commandLines; }.
+# `--arg sabotage true` compares every result with a wrong expectation instead: all must fail
+# (nix/tests/run.sh checks that, so a comparison that cannot fail is caught).
+{
+  sabotage ? false,
+}:
+let
+  inherit (builtins)
+    attrNames
+    elem
+    filter
+    length
+    listToAttrs
+    map
+    readDir
+    readFile
+    split
+    elemAt
+    tryEval
+    deepSeq
+    ;
+  stubs = import ./stubs.nix { };
+  inherit (stubs) fakePath;
+  lib = import ../lib.nix { nixpkgs = stubs.nixpkgs; };
+  ph = builtins.placeholder "out";
+  root = ../..;
+
+  throws = e: !(tryEval (deepSeq e e)).success;
+  hasInfix = stubs.lib.hasInfix;
+  all = builtins.all (x: x);
+
+  # --- formats/*.toml, the source of truth for labels, mount points and systems ---
+  tomlNames = map (f: builtins.head (builtins.match "(.*)\\.toml" f)) (
+    filter (f: builtins.match ".*\\.toml" f != null) (attrNames (readDir (root + "/formats")))
+  );
+  toml = name: builtins.fromTOML (readFile (root + "/formats/${name}.toml"));
+  part =
+    name: contents: builtins.head (filter (p: p.contents == contents) (toml name).partition);
+
+  # --- the config.txt imgbuild writes (crates/boot/src/rpi.rs) ---
+  rustConfigTxt =
+    let
+      src = readFile (root + "/crates/boot/src/rpi.rs");
+      afterHead = elemAt (split "const CONFIG_TXT: &str = \"\\\\\n" src) 2;
+    in
+    elemAt (split "\";" afterHead) 0;
+
+  # --- a node list ---
+  nodes = [
+    {
+      name = "x86";
+      format = "raw-efi";
+      modules = [ ./data/host-x86.nix ];
+    }
+    {
+      name = "pi4";
+      system = "aarch64-linux";
+      format = "sd-aarch64";
+      modules = [ ./data/host-pi4.nix ];
+    }
+    {
+      name = "nas";
+      system = "x86_64-linux";
+      format = "raw-efi";
+      image = {
+        compress = "zstd";
+        size = "8GiB";
+      };
+    }
+  ];
+  common = {
+    time.timeZone = "UTC";
+  };
+  r = lib.mkNodes {
+    inherit nodes;
+    nixpkgs = stubs.nixpkgs;
+    modules = [ common ];
+    specialArgs = {
+      site = "home";
+    };
+  };
+  tl = name: r.nixosConfigurations.${name}.config.system.build.toplevel;
+  ciOf = pkg: pkg.passthru.closureInfo or pkg.closureInfo;
+
+  # --- the modules, with the stub module evaluator ---
+  imgbuildModule = ../modules/imgbuild.nix;
+  gitopsModule = ../modules/gitops.nix;
+  evalImg =
+    system: settings:
+    stubs.evalModule {
+      module = imgbuildModule;
+      inherit system settings;
+    };
+  rawEfi = evalImg "x86_64-linux" { imgbuild.format = "raw-efi"; };
+  sd = evalImg "aarch64-linux" { imgbuild.format = "sd-aarch64"; };
+  sdNoGrow = evalImg "aarch64-linux" {
+    imgbuild.format = "sd-aarch64";
+    imgbuild.growRoot = false;
+  };
+  rawNoGrow = evalImg "x86_64-linux" {
+    imgbuild.format = "raw-efi";
+    imgbuild.growRoot = false;
+  };
+  none = evalImg "x86_64-linux" { };
+  fw = sd.config.imgbuild.raspberryPi.firmware;
+  label = fsys: "/dev/disk/by-label/${fsys}";
+  units = e: attrNames (e.defs.systemd.services or { });
+
+  gitops =
+    settings:
+    stubs.evalModule {
+      module = gitopsModule;
+      inherit settings;
+      base = {
+        networking.hostName = "pi4";
+      };
+    };
+  gitopsOn = gitops {
+    imgbuild.gitops = {
+      enable = true;
+      flake = "github:me/machines";
+      flags = [ "--option" "tarball-ttl" "0" ];
+      accessTokensFile = "/etc/nix/access-tokens.conf";
+    };
+  };
+
+  # --- the flake, with stub nixpkgs ---
+  flake = import (root + "/flake.nix");
+  flakeOut = flake.outputs {
+    self = flakeOut;
+    nixpkgs = stubs.nixpkgs;
+  };
+  template = import (root + "/templates/default/flake.nix");
+  templateOut = template.outputs {
+    self = templateOut;
+    nixpkgs = stubs.nixpkgs;
+    imgbuild = flakeOut;
+  };
+
+  tests = {
+    formatsMatchTomlFiles = {
+      expr = map (n: {
+        inherit n;
+        inherit ((toml n)) system extension compress;
+      }) tomlNames;
+      expected = map (n: {
+        inherit n;
+        inherit (lib.formats.${n}) system extension compress;
+      }) (attrNames lib.formats);
+    };
+
+    moduleFormatEnumIsLibFormats = {
+      expr = rawEfi.options.imgbuild.format.type.nullOr.enum;
+      expected = attrNames lib.formats;
+    };
+
+    imgbuildArgsMinimal = {
+      expr = lib.imgbuildArgs {
+        format = "raw-efi";
+        toplevel = "/nix/store/aaaa-nixos-system-x";
+        closureInfo = "/nix/store/bbbb-closure-info";
+        out = "/out/x.img";
+      };
+      expected = [
+        "raw-efi"
+        "--closure"
+        "/nix/store/aaaa-nixos-system-x"
+        "--closure-info"
+        "/nix/store/bbbb-closure-info"
+        "-o"
+        "/out/x.img"
+        "--json"
+      ];
+    };
+
+    imgbuildArgsEveryOption = {
+      expr = lib.imgbuildArgs {
+        format = "raw-efi";
+        toplevel = "/t";
+        closureInfo = "/c";
+        out = "/o.img";
+        storeRoot = "/s";
+        firmware = "/f";
+        size = "8GiB";
+        free = "1GiB";
+        espSize = "1GiB";
+        seed = "s";
+        diskId = "0x2178694e";
+        compress = "zstd";
+        level = 19;
+        keepRaw = true;
+        nixPathRegistration = false;
+        json = false;
+        extraArgs = [ "--add" "a:/b" ];
+      };
+      expected = [
+        "raw-efi"
+        "--closure"
+        "/t"
+        "--closure-info"
+        "/c"
+        "-o"
+        "/o.img"
+        "--store-root"
+        "/s"
+        "--firmware"
+        "/f"
+        "--size"
+        "8GiB"
+        "--free"
+        "1GiB"
+        "--esp-size"
+        "1GiB"
+        "--seed"
+        "s"
+        "--disk-id"
+        "0x2178694e"
+        "--compress"
+        "zstd"
+        "--level"
+        "19"
+        "--keep-raw"
+        "--nix-path-registration"
+        "false"
+        "--add"
+        "a:/b"
+      ];
+    };
+
+    imgbuildArgsRejects = {
+      expr = map throws [
+        (lib.imgbuildArgs {
+          format = "sd-aarch64";
+          toplevel = "/t";
+          closureInfo = "/c";
+          out = "/o";
+          espSize = "1GiB";
+        })
+        (lib.imgbuildArgs {
+          format = "raw-efi";
+          toplevel = "/t";
+          closureInfo = "/c";
+          out = "/o";
+          compress = "xz";
+        })
+        (lib.imgbuildArgs {
+          format = "qcow2";
+          toplevel = "/t";
+          closureInfo = "/c";
+          out = "/o";
+        })
+        (lib.imgbuildArgs {
+          format = "raw-efi";
+          toplevel = "/t";
+          closureInfo = "/c";
+          out = "/o";
+        })
+      ];
+      expected = [
+        true
+        true
+        true
+        false
+      ];
+    };
+
+    commandLineQuotes = {
+      expr = lib.commandLine [
+        "raw-efi"
+        "-o"
+        "/tmp/it's here/x.img"
+      ];
+      expected = "imgbuild 'raw-efi' '-o' '/tmp/it'\\''s here/x.img'";
+    };
+
+    imageFileNames = {
+      expr = [
+        (lib.imageFileName {
+          name = "a";
+          format = "raw-efi";
+        })
+        (lib.imageFileName {
+          name = "a";
+          format = "sd-aarch64";
+        })
+        (lib.imageFileName {
+          name = "a";
+          format = "sd-aarch64";
+          compress = "none";
+        })
+        (lib.imageFileName {
+          name = "a";
+          format = "raw-efi";
+          compress = "zstd";
+        })
+      ];
+      expected = [
+        "a.img"
+        "a.img.zst"
+        "a.img"
+        "a.img.zst"
+      ];
+    };
+
+    mkNodesNames = {
+      expr = {
+        configurations = attrNames r.nixosConfigurations;
+        systems = attrNames r.packages;
+        x86_64 = attrNames r.packages.x86_64-linux;
+        aarch64 = attrNames r.packages.aarch64-linux;
+      };
+      expected = {
+        configurations = [
+          "nas"
+          "pi4"
+          "x86"
+        ];
+        systems = [
+          "aarch64-linux"
+          "x86_64-linux"
+        ];
+        x86_64 = [
+          "nas"
+          "pi4"
+          "x86"
+        ];
+        aarch64 = [
+          "nas"
+          "pi4"
+          "x86"
+        ];
+      };
+    };
+
+    # packages.<b>.<node> runs on <b> (its runCommand, closureInfo and imgbuild are <b>'s)
+    # and makes an image for the node's own system.
+    mkNodesBuildPlatform = {
+      expr = listToAttrs (
+        map (b: {
+          name = b;
+          value = map (
+            n:
+            let
+              p = r.packages.${b}.${n};
+            in
+            {
+              inherit n;
+              runs = p.stubSystem;
+              closureInfo = (ciOf p).stubSystem;
+              imgbuild = map (d: d.stubSystem) p.env.nativeBuildInputs;
+              imgbuildIsRustPackage = map (d: d.stubBuildRustPackage or false) p.env.nativeBuildInputs;
+              target = p.targetSystem;
+              drvName = p.name;
+            }
+          ) [ "pi4" "x86" ];
+        }) (attrNames r.packages)
+      );
+      expected = listToAttrs (
+        map (b: {
+          name = b;
+          value = [
+            {
+              n = "pi4";
+              runs = b;
+              closureInfo = b;
+              imgbuild = [ b ];
+              imgbuildIsRustPackage = [ true ];
+              target = "aarch64-linux";
+              drvName = "nixos-image-pi4-sd-aarch64";
+            }
+            {
+              n = "x86";
+              runs = b;
+              closureInfo = b;
+              imgbuild = [ b ];
+              imgbuildIsRustPackage = [ true ];
+              target = "x86_64-linux";
+              drvName = "nixos-image-x86-raw-efi";
+            }
+          ];
+        }) [ "aarch64-linux" "x86_64-linux" ]
+      );
+    };
+
+    mkNodesImgbuildArgs = {
+      expr = {
+        pi4 = r.packages.x86_64-linux.pi4.imgbuildArgs;
+        x86 = r.packages.x86_64-linux.x86.imgbuildArgs;
+        nas = r.packages.aarch64-linux.nas.imgbuildArgs;
+      };
+      expected = {
+        pi4 = [
+          "sd-aarch64"
+          "--closure"
+          (tl "pi4")
+          "--closure-info"
+          (stubs.closureInfoPath "x86_64-linux" [ (tl "pi4") ])
+          "-o"
+          "${ph}/pi4.img.zst"
+          "--json"
+        ];
+        x86 = [
+          "raw-efi"
+          "--closure"
+          (tl "x86")
+          "--closure-info"
+          (stubs.closureInfoPath "x86_64-linux" [ (tl "x86") ])
+          "-o"
+          "${ph}/x86.img"
+          "--json"
+        ];
+        nas = [
+          "raw-efi"
+          "--closure"
+          (tl "nas")
+          "--closure-info"
+          (stubs.closureInfoPath "aarch64-linux" [ (tl "nas") ])
+          "-o"
+          "${ph}/nas.img.zst"
+          "--size"
+          "8GiB"
+          "--compress"
+          "zstd"
+          "--json"
+        ];
+      };
+    };
+
+    mkImageClosureInfoRoots = {
+      expr = (ciOf r.packages.x86_64-linux.pi4).rootPaths;
+      expected = [ (tl "pi4") ];
+    };
+
+    # The derivation runs exactly the command line, then lists the image for Hydra.
+    mkImageScript = {
+      expr =
+        let
+          p = r.packages.x86_64-linux.pi4;
+        in
+        {
+          runsCommand = hasInfix "\n${p.commandLine} \"\${threads[@]}\"\n" p.script;
+          products = hasInfix ''echo "file sd-image $out/pi4.img.zst" >> "$out/nix-support/hydra-build-products"'' p.script;
+          manifest = hasInfix ''echo "file json $out/pi4.img.zst.json"'' p.script;
+          rawProduct = hasInfix "file raw-image $out/x86.img" r.packages.x86_64-linux.x86.script;
+          noStoreRoot = !(elem "--store-root" p.imgbuildArgs);
+        };
+      expected = {
+        runsCommand = true;
+        products = true;
+        manifest = true;
+        rawProduct = true;
+        noStoreRoot = true;
+      };
+    };
+
+    mkNodesModules = {
+      expr =
+        let
+          a = r.nixosConfigurations.pi4.stubArgs;
+        in
+        {
+          count = length a.modules;
+          builtins = [
+            (elemAt a.modules 0)
+            (elemAt a.modules 1)
+          ];
+          user = [
+            (elemAt a.modules 3)
+            (elemAt a.modules 4)
+          ];
+          specialArgs = a.specialArgs;
+          noSystemArg = !(a ? system);
+        };
+      expected = {
+        count = 5;
+        builtins = [
+          { imports = [ imgbuildModule ]; }
+          { imports = [ gitopsModule ]; }
+        ];
+        user = [
+          common
+          ./data/host-pi4.nix
+        ];
+        specialArgs = {
+          site = "home";
+          imgbuildNode = {
+            name = "pi4";
+            system = "aarch64-linux";
+            format = "sd-aarch64";
+          };
+        };
+        noSystemArg = true;
+      };
+    };
+
+    nodeModuleDefines = {
+      expr =
+        (stubs.evalModule {
+          module = elemAt r.nixosConfigurations.pi4.stubArgs.modules 2;
+        }).defs;
+      expected = {
+        imgbuild.format = "sd-aarch64";
+        networking.hostName = "pi4";
+        nixpkgs.hostPlatform = "aarch64-linux";
+      };
+    };
+
+    mkNodesDefaultsSystemFromFormat = {
+      expr = (builtins.head (lib.checkNodes [
+        {
+          name = "a";
+          format = "sd-aarch64";
+        }
+      ])).system;
+      expected = "aarch64-linux";
+    };
+
+    mkNodesRejects = {
+      expr =
+        map
+          (
+            ns:
+            throws
+              (lib.mkNodes {
+                nodes = ns;
+                nixpkgs = stubs.nixpkgs;
+              }).packages
+          )
+          [
+            [
+              {
+                name = "a";
+                format = "raw-efi";
+              }
+              {
+                name = "a";
+                format = "raw-efi";
+              }
+            ]
+            [
+              {
+                name = "a";
+                format = "iso";
+              }
+            ]
+            [
+              {
+                name = "a";
+                format = "raw-efi";
+                system = "aarch64-linux";
+              }
+            ]
+            [ { name = "a"; } ]
+            [
+              {
+                name = "a";
+                format = "raw-efi";
+                module = [ ];
+              }
+            ]
+            [
+              {
+                name = "my host";
+                format = "raw-efi";
+              }
+            ]
+            [
+              {
+                name = "ok";
+                format = "raw-efi";
+              }
+            ]
+          ];
+      expected = [
+        true
+        true
+        true
+        true
+        true
+        true
+        false
+      ];
+    };
+
+    mkNodesBuildSystemsAndCi = {
+      expr =
+        let
+          r2 = lib.mkNodes {
+            inherit nodes;
+            nixpkgs = stubs.nixpkgs;
+            buildSystems = [ "x86_64-linux" ];
+            image.seed = "fleet";
+          };
+        in
+        {
+          systems = attrNames r2.packages;
+          seed = elem "fleet" r2.packages.x86_64-linux.pi4.imgbuildArgs;
+          ci = r2.ciMatrix;
+        };
+      expected = {
+        systems = [ "x86_64-linux" ];
+        seed = true;
+        ci.include = [
+          {
+            name = "x86";
+            system = "x86_64-linux";
+            runner = "ubuntu-latest";
+          }
+          {
+            name = "pi4";
+            system = "aarch64-linux";
+            runner = "ubuntu-24.04-arm";
+          }
+          {
+            name = "nas";
+            system = "x86_64-linux";
+            runner = "ubuntu-latest";
+          }
+        ];
+      };
+    };
+
+    mkImageRejects = {
+      expr =
+        let
+          img =
+            args:
+            lib.mkImage (
+              {
+                pkgs = stubs.pkgsFor "x86_64-linux";
+              }
+              // args
+            );
+        in
+        map throws [
+          # configured for raw-efi, image asked as sd-aarch64
+          (img {
+            nixosConfiguration = stubs.nixosConfiguration {
+              name = "a";
+              system = "aarch64-linux";
+              format = "raw-efi";
+            };
+            format = "sd-aarch64";
+          })
+          # raw-efi image of an aarch64 system
+          (img {
+            nixosConfiguration = stubs.nixosConfiguration {
+              name = "a";
+              system = "aarch64-linux";
+            };
+            format = "raw-efi";
+          })
+          # no format anywhere
+          (img {
+            nixosConfiguration = stubs.nixosConfiguration {
+              name = "a";
+              system = "x86_64-linux";
+            };
+          })
+          # format from the configuration
+          (img {
+            nixosConfiguration = stubs.nixosConfiguration {
+              name = "a";
+              system = "x86_64-linux";
+              format = "raw-efi";
+            };
+          })
+        ];
+      expected = [
+        true
+        true
+        true
+        false
+      ];
+    };
+
+    moduleRawEfi = {
+      expr = {
+        root = rawEfi.defs.fileSystems."/";
+        boot = rawEfi.defs.fileSystems."/boot";
+        loader = rawEfi.defs.boot.loader;
+        growPartition = rawEfi.defs.boot.growPartition;
+        modules = builtins.all (m: elem m rawEfi.defs.boot.initrd.availableKernelModules) [
+          "nvme"
+          "ahci"
+          "uas"
+          "xhci_pci"
+          "usb_storage"
+          "sd_mod"
+          "mmc_block"
+        ];
+        noTags = !(rawEfi.defs ? system);
+        noBootspecExtension = !(rawEfi.defs.boot ? bootspec);
+        units = units rawEfi;
+      };
+      expected = {
+        root = {
+          device = label (part "raw-efi" "root").label;
+          fsType = "ext4";
+          autoResize = true;
+        };
+        boot = {
+          device = label (part "raw-efi" "esp").label;
+          fsType = "vfat";
+          options = [
+            "fmask=0077"
+            "dmask=0077"
+          ];
+        };
+        loader = {
+          grub.enable = false;
+          systemd-boot = {
+            enable = true;
+            configurationLimit = 10;
+          };
+          efi = {
+            efiSysMountPoint = (part "raw-efi" "esp").mount-point;
+            canTouchEfiVariables = false;
+          };
+          timeout = (toml "raw-efi").bootloader.timeout;
+        };
+        growPartition = true;
+        modules = true;
+        noTags = true;
+        noBootspecExtension = true;
+        units = [ "imgbuild-register-nix-paths" ];
+      };
+    };
+
+    moduleMountPointsMatchFormats = {
+      expr = {
+        raw = attrNames rawEfi.defs.fileSystems;
+        sd = attrNames sd.defs.fileSystems;
+      };
+      expected = {
+        raw = builtins.sort builtins.lessThan (map (p: p.mount-point) (toml "raw-efi").partition);
+        sd = builtins.sort builtins.lessThan (map (p: p.mount-point) (toml "sd-aarch64").partition);
+      };
+    };
+
+    moduleSdAarch64 = {
+      expr = {
+        root = sd.defs.fileSystems."/";
+        firmwareFs = sd.defs.fileSystems."/boot/firmware";
+        loader = sd.defs.boot.loader;
+        bootspec = sd.defs.boot.bootspec.extensions;
+        units = units sd;
+        expandCondition = sd.defs.systemd.services.imgbuild-expand-root.unitConfig;
+        expandBeforeRegister = elem "imgbuild-register-nix-paths.service" sd.defs.systemd.services.imgbuild-expand-root.before;
+        registerCondition = sd.defs.systemd.services.imgbuild-register-nix-paths.unitConfig;
+        noTags = !(sd.defs ? system);
+        allHardware = sd.defs.hardware.enableAllHardware;
+        piModules = builtins.all (m: elem m sd.defs.boot.initrd.availableKernelModules) [
+          "mmc_block"
+          "xhci_pci"
+          "usb_storage"
+          "uas"
+          "pcie_brcmstb"
+          "reset_raspberrypi"
+        ];
+      };
+      expected = {
+        root = {
+          device = label (part "sd-aarch64" "root").label;
+          fsType = "ext4";
+        };
+        firmwareFs = {
+          device = label (part "sd-aarch64" "firmware").label;
+          fsType = "vfat";
+          options = [
+            "nofail"
+            "noauto"
+          ];
+        };
+        loader = {
+          grub.enable = false;
+          generic-extlinux-compatible.enable = true;
+        };
+        bootspec."org.imgbuild.v1".firmware = fw.outPath;
+        units = [
+          "imgbuild-expand-root"
+          "imgbuild-register-nix-paths"
+        ];
+        expandCondition = {
+          DefaultDependencies = false;
+          ConditionPathExists = "/nix-path-registration";
+        };
+        expandBeforeRegister = true;
+        registerCondition = {
+          DefaultDependencies = false;
+          ConditionPathExists = "/nix-path-registration";
+        };
+        noTags = true;
+        allHardware = true;
+        piModules = true;
+      };
+    };
+
+    # The first-boot registration never makes a generation 2 of the running system.
+    registerScript = {
+      expr =
+        let
+          s = sd.defs.systemd.services.imgbuild-register-nix-paths.script;
+        in
+        {
+          loadDb = hasInfix "nix-store --load-db < /nix-path-registration\n" s;
+          guardedSet = hasInfix ''
+            if [ "$(readlink -f /nix/var/nix/profiles/system || true)" != "$(readlink -f /run/current-system)" ]; then
+              nix-env -p /nix/var/nix/profiles/system --set /run/current-system
+            fi
+          '' s;
+          removes = hasInfix "rm -f /nix-path-registration" s;
+        };
+      expected = {
+        loadDb = true;
+        guardedSet = true;
+        removes = true;
+      };
+    };
+
+    moduleGrowRootOff = {
+      expr = {
+        sdUnits = units sdNoGrow;
+        rawGrow = rawNoGrow.defs.boot.growPartition;
+        rawResize = rawNoGrow.defs.fileSystems."/".autoResize;
+      };
+      expected = {
+        sdUnits = [ "imgbuild-register-nix-paths" ];
+        rawGrow = false;
+        rawResize = false;
+      };
+    };
+
+    moduleWithoutFormatDefinesNothing = {
+      expr = none.defs;
+      expected = { };
+    };
+
+    rpiFirmwareDir = {
+      expr = {
+        name = fw.name;
+        runsOn = fw.stubSystem;
+        uboot = hasInfix "cp ${sd.pkgs.ubootRaspberryPiAarch64}/u-boot.bin \"$out/u-boot.bin\"" fw.script;
+        armstub = hasInfix "cp ${sd.pkgs.raspberrypi-armstubs}/armstub8-gic.bin \"$out/armstub8-gic.bin\"" fw.script;
+        blobs = hasInfix "cp bootcode.bin fixup*.dat start*.elf \"$out/\"" fw.script;
+        pi4Dtb = hasInfix "bcm2711-rpi-4-b" fw.script;
+        configTxt = hasInfix "cp \"$configTxtPath\" \"$out/config.txt\"" fw.script;
+        noSymlinks = !(hasInfix "ln " fw.script);
+        configTxtIsImgbuilds = fw.env.configTxt == rustConfigTxt;
+        configTxtHead = builtins.substring 0 18 fw.env.configTxt;
+      };
+      expected = {
+        name = "imgbuild-rpi-firmware";
+        runsOn = "aarch64-linux";
+        uboot = true;
+        armstub = true;
+        blobs = true;
+        pi4Dtb = true;
+        configTxt = true;
+        noSymlinks = true;
+        configTxtIsImgbuilds = true;
+        configTxtHead = "kernel=u-boot.bin\n";
+      };
+    };
+
+    gitopsAutoUpgrade = {
+      expr = {
+        inherit (gitopsOn.defs.system) autoUpgrade;
+        features = gitopsOn.defs.nix.settings.experimental-features;
+        extraOptions = gitopsOn.defs.nix.extraOptions;
+      };
+      expected = {
+        autoUpgrade = {
+          enable = true;
+          flake = "github:me/machines#pi4";
+          dates = "hourly";
+          randomizedDelaySec = "10min";
+          persistent = true;
+          operation = "switch";
+          allowReboot = false;
+          rebootWindow = null;
+          flags = [
+            "--option"
+            "tarball-ttl"
+            "0"
+          ];
+          upgrade = false;
+        };
+        features = [
+          "nix-command"
+          "flakes"
+        ];
+        extraOptions = "!include /etc/nix/access-tokens.conf\n";
+      };
+    };
+
+    gitopsVariants = {
+      expr = {
+        explicitAttr =
+          (gitops {
+            imgbuild.gitops = {
+              enable = true;
+              flake = "git+ssh://git@example.com/m#other";
+            };
+          }).defs.system.autoUpgrade.flake;
+        noTokens =
+          !((gitops {
+            imgbuild.gitops = {
+              enable = true;
+              flake = "github:me/m";
+            };
+          }).defs.nix ? extraOptions);
+        off = (gitops { }).defs;
+      };
+      expected = {
+        explicitAttr = "git+ssh://git@example.com/m#other";
+        noTokens = true;
+        off = { };
+      };
+    };
+
+    package = {
+      expr =
+        let
+          p = (stubs.pkgsFor "x86_64-linux").callPackage ../package.nix { };
+        in
+        {
+          inherit (p) pname version cargoBuildFlags doCheck;
+          lock = p.cargoLock.lockFile;
+          srcRoot = p.src.root;
+          mainProgram = p.meta.mainProgram;
+        };
+      expected = {
+        pname = "imgbuild";
+        version = (builtins.fromTOML (readFile (root + "/Cargo.toml"))).workspace.package.version;
+        cargoBuildFlags = [
+          "-p"
+          "imgbuild"
+        ];
+        doCheck = false;
+        lock = root + "/Cargo.lock";
+        srcRoot = root;
+        mainProgram = "imgbuild";
+      };
+    };
+
+    flakeOutputs = {
+      expr = {
+        packages = map (s: attrNames flakeOut.packages.${s}) (attrNames flakeOut.packages);
+        systems = attrNames flakeOut.packages;
+        pname = flakeOut.packages.aarch64-linux.default.pname;
+        app = flakeOut.apps.x86_64-linux.default;
+        modules = attrNames flakeOut.nixosModules;
+        templateHasFlake = (readDir flakeOut.templates.default.path)."flake.nix";
+        lib = builtins.isFunction flakeOut.lib.mkNodes && builtins.isFunction flakeOut.lib.mkImage;
+      };
+      expected = {
+        packages = [
+          [
+            "default"
+            "imgbuild"
+          ]
+          [
+            "default"
+            "imgbuild"
+          ]
+        ];
+        systems = [
+          "aarch64-linux"
+          "x86_64-linux"
+        ];
+        pname = "imgbuild";
+        app = {
+          type = "app";
+          program = "${flakeOut.packages.x86_64-linux.imgbuild}/bin/imgbuild";
+        };
+        modules = [
+          "default"
+          "gitops"
+          "imgbuild"
+        ];
+        templateHasFlake = "regular";
+        lib = true;
+      };
+    };
+
+    # Images from the flake's lib use the flake's own imgbuild package for the build system.
+    flakeLibUsesFlakePackage = {
+      expr =
+        let
+          r3 = flakeOut.lib.mkNodes {
+            nixpkgs = stubs.nixpkgs;
+            nodes = [
+              {
+                name = "pi";
+                format = "sd-aarch64";
+              }
+            ];
+            buildSystems = [
+              "x86_64-linux"
+              "aarch64-linux"
+            ];
+          };
+        in
+        map (b: builtins.head r3.packages.${b}.pi.env.nativeBuildInputs == flakeOut.packages.${b}.imgbuild) [
+          "x86_64-linux"
+          "aarch64-linux"
+        ];
+      expected = [
+        true
+        true
+      ];
+    };
+
+    template = {
+      expr = {
+        configurations = attrNames templateOut.nixosConfigurations;
+        packages = map (s: attrNames templateOut.packages.${s}) (attrNames templateOut.packages);
+        ci = templateOut.ciMatrix;
+        pi4Modules = builtins.tail (builtins.tail (builtins.tail templateOut.nixosConfigurations.pi4.stubArgs.modules));
+        pi4Args = templateOut.packages.aarch64-linux.pi4.imgbuildArgs;
+        common =
+          let
+            c = (stubs.evalModule { module = root + "/templates/default/hosts/common.nix"; }).defs;
+          in
+          {
+            gitops = c.imgbuild.gitops.enable;
+            stateVersion = c.system.stateVersion;
+          };
+        hostsEvaluate = map (h: builtins.isAttrs (stubs.evalModule { module = root + "/templates/default/hosts/${h}.nix"; }).defs) [
+          "pi4"
+          "x86"
+        ];
+      };
+      expected = {
+        configurations = [
+          "pi4"
+          "x86"
+        ];
+        packages = [
+          [
+            "pi4"
+            "x86"
+          ]
+          [
+            "pi4"
+            "x86"
+          ]
+        ];
+        ci.include = [
+          {
+            name = "pi4";
+            system = "aarch64-linux";
+            runner = "ubuntu-24.04-arm";
+          }
+          {
+            name = "x86";
+            system = "x86_64-linux";
+            runner = "ubuntu-latest";
+          }
+        ];
+        pi4Modules = [
+          (root + "/templates/default/hosts/common.nix")
+          (root + "/templates/default/hosts/pi4.nix")
+        ];
+        pi4Args = [
+          "sd-aarch64"
+          "--closure"
+          templateOut.nixosConfigurations.pi4.config.system.build.toplevel
+          "--closure-info"
+          (stubs.closureInfoPath "aarch64-linux" [ templateOut.nixosConfigurations.pi4.config.system.build.toplevel ])
+          "-o"
+          "${ph}/pi4.img.zst"
+          "--json"
+        ];
+        common = {
+          gitops = true;
+          stateVersion = "25.11";
+        };
+        hostsEvaluate = [
+          true
+          true
+        ];
+      };
+    };
+  };
+
+  results = map (
+    name:
+    let
+      t = tests.${name};
+      expected = if sabotage then { sabotaged = t.expected; } else t.expected;
+    in
+    {
+      inherit name expected;
+      got = t.expr;
+      ok = t.expr == expected;
+    }
+  ) (attrNames tests);
+  failures = map (x: { inherit (x) name expected got; }) (filter (x: !x.ok) results);
+in
+{
+  passed = length results - length failures;
+  failed = length failures;
+  inherit failures;
+  # The command lines mkImage produces for the node list above ($out = the placeholder).
+  commandLines = {
+    placeholder = ph;
+    pi4-on-x86_64 = r.packages.x86_64-linux.pi4.commandLine;
+    x86-on-x86_64 = r.packages.x86_64-linux.x86.commandLine;
+  };
+}

@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# Tests of imgbuild's flake, Nix library, NixOS modules and template with Debian's Nix, which
+# has no nixpkgs (and no network to fetch one):
+#   1. every .nix file of the repository parses (nix-instantiate --parse);
+#   2. nix/tests/eval.nix (wiring tests against stub nixpkgs) passes, and fails in every test
+#      when its expectations are sabotaged (so the comparison can fail);
+#   3. for each Nix-built fixture closure (`cargo xtask fixtures`: target/fixtures/x86_64 and
+#      aarch64), the builder script lib.mkImage generates runs as Nix would run it ($out for
+#      the placeholder), with `imgbuild` on PATH being target/release/imgbuild plus
+#      `--store-root <fixture>`, and the image passes sgdisk/sfdisk, fsck.fat and e2fsck.
+#      --store-root is the only addition: the fixture is a chroot store (`nix-build --store
+#      DIR`), its /nix/store paths live under DIR/nix/store; in the Nix build sandbox they are
+#      at /nix/store and imgbuild's default store root `/` is right.
+#
+# Usage: nix/tests/run.sh [IMGBUILD]   (default: target/release/imgbuild, built by
+#        `cargo build --release -p imgbuild`). Needs nix-bin, jq, gdisk, fdisk, e2fsprogs,
+#        dosfstools, mtools, zstd.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+repo=$PWD
+# Debian's nix-bin run as root, without the nixbld group: keep it quiet.
+export NIX_CONFIG="build-users-group ="
+
+imgbuild=$(realpath "${1:-target/release/imgbuild}")
+fail() {
+    echo "FAIL: $*" >&2
+    exit 1
+}
+for tool in nix-instantiate jq sgdisk sfdisk e2fsck debugfs fsck.fat mdir zstd sha256sum; do
+    command -v "$tool" >/dev/null || fail "$tool is not installed"
+done
+[ -x "$imgbuild" ] || fail "$imgbuild: not built (cargo build --release -p imgbuild)"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/imgbuild-nix-tests.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+# --- 1. parse ---------------------------------------------------------------------------
+echo "== 1. nix-instantiate --parse"
+n=0
+while IFS= read -r -d '' f; do
+    nix-instantiate --parse "$f" >/dev/null || fail "$f does not parse"
+    n=$((n + 1))
+done < <(find . \( -path ./target -o -path ./.git -o -path ./.cache \) -prune -o -name '*.nix' -print0 | sort -z)
+[ "$n" -gt 0 ] || fail "no .nix files found"
+for f in flake.nix nix/lib.nix nix/modules/imgbuild.nix nix/modules/gitops.nix templates/default/flake.nix; do
+    [ -f "$f" ] || fail "$f is missing"
+done
+echo "parsed $n .nix files"
+
+# --- 2. eval -----------------------------------------------------------------------------
+echo "== 2. nix-instantiate --eval --strict nix/tests/eval.nix"
+eval_json() {
+    nix-instantiate --eval --strict --json -E "import ./nix/tests/eval.nix { sabotage = $1; }"
+}
+res=$(eval_json false)
+passed=$(jq .passed <<<"$res")
+failed=$(jq .failed <<<"$res")
+if [ "$failed" != 0 ]; then
+    jq .failures <<<"$res" >&2
+    fail "$failed eval test(s) failed ($passed passed)"
+fi
+[ "$passed" -ge 25 ] || fail "only $passed eval tests ran"
+echo "eval tests: $passed passed, 0 failed"
+jq -r '.commandLines | to_entries[] | "  \(.key): \(.value)"' <<<"$res"
+sab=$(eval_json true)
+[ "$(jq .passed <<<"$sab")" = 0 ] && [ "$(jq .failed <<<"$sab")" = "$passed" ] ||
+    fail "sabotaged expectations: $(jq -c '{passed, failed}' <<<"$sab"), expected all $passed to fail"
+echo "sabotaged run: all $passed tests fail, as they must"
+
+# --- 3. the mkImage command on the fixture closures --------------------------------------
+part() { # IMAGE MANIFEST LABEL OUT: copy one partition out of IMAGE
+    local start size
+    start=$(jq -r --arg l "$3" '.partitions[] | select(.label == $l) | .start' "$2")
+    size=$(jq -r --arg l "$3" '.partitions[] | select(.label == $l) | .size' "$2")
+    [ -n "$start" ] && [ -n "$size" ] || fail "$2: no partition labelled $3"
+    dd if="$1" of="$4" bs=1M iflag=skip_bytes,count_bytes skip="$start" count="$size" conv=sparse status=none
+}
+
+run_fixture() {
+    local arch=$1
+    local dir=$repo/target/fixtures/$arch
+    [ -f "$dir/fixture.json" ] || fail "no fixture in $dir: run cargo xtask fixtures --arch $arch"
+    echo "== 3. mkImage's command on the $arch fixture ($dir)"
+    local fx toplevel js
+    fx=$(nix-instantiate --eval --strict --json -E "import ./nix/tests/fixture.nix { fixtureDir = \"$dir\"; }")
+    toplevel=$(jq -r .toplevel "$dir/fixture.json")
+    [ "$(jq -r .scriptRunsCommandLine <<<"$fx")" = true ] || fail "the builder script does not run commandLine"
+    echo "mkImage command line: $(jq -r .commandLine <<<"$fx")"
+
+    # What Nix does: $out replaces the placeholder; imgbuild is on PATH (here, plus the
+    # fixture's store root); NIX_BUILD_CORES and SOURCE_DATE_EPOCH as stdenv sets them.
+    local out=$work/$arch/out
+    mkdir -p "$work/$arch/bin"
+    cat >"$work/$arch/bin/imgbuild" <<EOF
+#!/usr/bin/env bash
+echo "+ imgbuild \$* --store-root $dir" >&2
+exec "$imgbuild" "\$@" --store-root "$dir"
+EOF
+    chmod +x "$work/$arch/bin/imgbuild"
+    local script
+    script=$(jq -r .script <<<"$fx")
+    script=${script//"$(jq -r .placeholder <<<"$fx")"/"$out"}
+    (
+        export PATH="$work/$arch/bin:$PATH" out="$out" NIX_BUILD_CORES=2 SOURCE_DATE_EPOCH=315532800
+        bash -euo pipefail -c "$script"
+    ) >"$work/$arch/stdout" || fail "the mkImage builder script failed on the $arch fixture"
+
+    local file img manifest
+    file=$(jq -r .file <<<"$fx")
+    img=$out/$file
+    manifest=$img.json
+    [ -f "$img" ] && [ -f "$manifest" ] || fail "$img or its manifest is missing"
+    cmp <(jq -S . "$manifest") <(jq -S . "$work/$arch/stdout") || fail "--json output differs from $manifest"
+    # hydra-build-products names files that exist.
+    while read -r _ type path; do
+        [ -f "$path" ] || fail "hydra-build-products: $type $path does not exist"
+    done <"$out/nix-support/hydra-build-products"
+    echo "hydra-build-products: $(tr '\n' ';' <"$out/nix-support/hydra-build-products" | sed "s|$out|\$out|g")"
+
+    [ "$(jq -r .toplevel "$manifest")" = "$toplevel" ] || fail "manifest toplevel"
+    [ "$(jq -r .closure_source "$manifest")" = closure-info ] || fail "imgbuild did not use --closure-info"
+    [ "$(jq -r .store_paths "$manifest")" = "$(wc -l <"$dir/closure-info/store-paths")" ] || fail "store path count"
+    [ "$(sha256sum "$img" | cut -d' ' -f1)" = "$(jq -r .sha256 "$manifest")" ] || fail "sha256 of $img"
+
+    local disk=$img
+    if [[ $file == *.zst ]]; then
+        zstd -q -t "$img" || fail "zstd -t $img"
+        disk=$work/$arch/disk.img
+        zstd -q -d "$img" -o "$disk"
+    fi
+
+    local root=$work/$arch/root.ext4 boot=$work/$arch/boot.fat rootlabel bootlabel
+    rootlabel=$(jq -r '.partitions[] | select(.mount_point == "/") | .label' "$manifest")
+    bootlabel=$(jq -r '.partitions[] | select(.mount_point != "/") | .label' "$manifest")
+    part "$disk" "$manifest" "$rootlabel" "$root"
+    part "$disk" "$manifest" "$bootlabel" "$boot"
+
+    if [ "$(jq -r .table "$manifest")" = gpt ]; then
+        sgdisk -v "$disk" | tee "$work/$arch/sgdisk"
+        grep -q "No problems found" "$work/$arch/sgdisk" || fail "sgdisk -v"
+    else
+        sfdisk -V "$disk" || fail "sfdisk -V"
+        echo "sfdisk -V: ok"
+    fi
+    fsck.fat -n "$boot" || fail "fsck.fat -n $bootlabel"
+    e2fsck -fn "$root" || fail "e2fsck -fn $rootlabel"
+
+    # The system is in it, and boots the way the module expects.
+    local bootjson=$work/$arch/boot.json
+    debugfs -R "dump $toplevel/boot.json $bootjson" "$root" 2>/dev/null
+    cmp "$bootjson" "$dir$toplevel/boot.json" || fail "boot.json in the root file system"
+    if [ "$bootlabel" = ESP ]; then
+        mdir -i "$boot" ::/EFI/BOOT | grep -q BOOTX64 || fail "no EFI/BOOT/BOOTX64.EFI"
+        mdir -i "$boot" ::/loader/entries | grep -q "nixos-generation-1" || fail "no generation 1 entry"
+    else
+        for f in config.txt u-boot.bin armstub8-gic.bin; do
+            mdir -i "$boot" "::/$f" >/dev/null || fail "no $f on $bootlabel"
+        done
+        debugfs -R "stat /boot/extlinux/extlinux.conf" "$root" 2>/dev/null | grep -q "Type: regular" ||
+            fail "no /boot/extlinux/extlinux.conf"
+        debugfs -R "stat /nix-path-registration" "$root" 2>/dev/null | grep -q "Type: regular" ||
+            fail "no /nix-path-registration for the first-boot units"
+    fi
+    echo "$arch: $(jq -r '"\(.format) \(.image | split("/") | last) \(.image_size) bytes, disk \(.disk_size), sha256 \(.sha256)"' "$manifest")"
+    echo "$arch: OK"
+}
+
+run_fixture x86_64
+run_fixture aarch64
+echo "== all nix tests passed"
