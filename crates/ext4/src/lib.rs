@@ -640,8 +640,7 @@ pub fn plan(tree: &Tree, opts: &Options) -> Result<Plan> {
 
     // The journal: its runs are set per layout (its size depends on the fs size).
     let jpos = inos.partition_point(|i| i.ino < JOURNAL_INO);
-    let mut jmeta = Meta::new(0o600, 0, 0, opts.timestamp);
-    jmeta.perm = 0o600;
+    let jmeta = Meta::new(0o600, 0, 0, opts.timestamp);
     let mut j = new_ino(JOURNAL_INO, None, Type::Reg, jmeta);
     j.links = 1;
     inos.insert(jpos, j);
@@ -666,9 +665,6 @@ pub fn plan(tree: &Tree, opts: &Options) -> Result<Plan> {
                 available: bytes,
             };
             let n = bytes / BLOCK_SIZE;
-            if n < min_blocks.min(MIN_BLOCKS) {
-                return Err(fail);
-            }
             lay.min_inodes = max_ino as u64 + bytes.saturating_sub(min_blocks * BLOCK_SIZE) / ratio;
             match lay.fit_exact(n) {
                 Some(n) => n,

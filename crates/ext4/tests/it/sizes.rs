@@ -231,3 +231,38 @@ fn structurally_like_mke2fs() {
     assert_eq!(a.get("Reserved GDT blocks"), None);
     fsck(&theirs);
 }
+
+#[test]
+fn auto_size_just_past_a_group_boundary() {
+    // Grow a tree until the minimal filesystem ends a few blocks into group 3, which starts
+    // with a superblock backup: the last group then holds the backup and a few data blocks.
+    let m = Meta::new(0o755, 0, 0, 1);
+    let mib: std::sync::Arc<[u8]> = noise(5, 1 << 20).into();
+    let block: std::sync::Arc<[u8]> = noise(6, 4096).into();
+    let start = 3 * 32768u64;
+    let mut t = Tree::new(m);
+    let mut n = 0;
+    let mut blocks = 0;
+    for _ in 0..10_000 {
+        blocks = ext4::plan(&t, &opts()).unwrap().size_bytes() / 4096;
+        if blocks > start {
+            break;
+        }
+        let data = if blocks + 300 < start {
+            mib.clone()
+        } else {
+            block.clone()
+        };
+        t.insert_path(format!("/f{n}").as_bytes(), Node::bytes(m, data))
+            .unwrap();
+        n += 1;
+    }
+    assert!(
+        blocks > start && blocks <= start + 64,
+        "ended at block {blocks}"
+    );
+    let img = build(&t, &opts());
+    fsck(&img.path);
+    let mnt = Mount::new(&img.path, false);
+    compare_mounted(&t, mnt.path());
+}
