@@ -1,0 +1,795 @@
+//! FAT12/16/32, read by our own code.
+//!
+//! Not `fatfs`: its 0.3 reader computes cluster offsets and table sizes with unchecked
+//! `u32` arithmetic on values taken from the image (`cluster - 2` for a directory entry
+//! naming cluster 1, `sectors_per_fat * bytes_per_sector * 8`), which panics in debug builds
+//! and reads elsewhere in release builds, and it follows cluster chains without a bound. A
+//! read-only FAT reader is small; this one checks every number before using it:
+//!
+//! - the boot sector: every field fatfs validates, in 64-bit arithmetic, plus the volume
+//!   inside the partition and a FAT big enough for its clusters;
+//! - the table is read once (at most [`MAX_CLUSTERS`] entries) and kept in memory;
+//! - every chain step must name a data cluster, and a chain ends after at most as many
+//!   steps as there are clusters (so a loop is an error, not a hang);
+//! - directories are at most 65536 entries (the FAT limit), names go through LFN checksum
+//!   and sequence checks, short names are used otherwise.
+//!
+//! `fatfs` reads the same images in the tests, as an independent oracle.
+
+use std::cell::RefCell;
+
+use super::{last_name, Entry, FsInfo, Kind};
+use crate::io::Slice;
+use crate::{Error, Result, Where};
+
+/// Largest cluster count read (the table is kept in memory: 4 bytes per cluster).
+pub const MAX_CLUSTERS: u64 = 16 << 20;
+/// Largest directory, in entries (FAT's own limit).
+pub const MAX_DIR_ENTRIES: u64 = 65536;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FatType {
+    Fat12,
+    Fat16,
+    Fat32,
+}
+
+/// The boot sector fields, checked.
+#[derive(Clone, Debug)]
+pub(crate) struct Bpb {
+    bytes_per_sector: u64,
+    sectors_per_cluster: u64,
+    reserved: u64,
+    fats: u64,
+    root_entries: u64,
+    total_sectors: u64,
+    sectors_per_fat: u64,
+    root_cluster: u32,
+    volume_id: Option<u32>,
+    label: Option<String>,
+    fat_type: FatType,
+    clusters: u64,
+    first_data_sector: u64,
+}
+
+fn u16le(b: &[u8], o: usize) -> u64 {
+    u64::from(u16::from_le_bytes([b[o], b[o + 1]]))
+}
+fn u32le(b: &[u8], o: usize) -> u64 {
+    u64::from(u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]))
+}
+
+/// True when `b` (512 bytes) is a plausible FAT boot sector.
+pub(crate) fn looks_like_boot_sector(b: &[u8]) -> bool {
+    b.len() >= 512 && (b[0] == 0xeb || b[0] == 0xe9) && Bpb::parse(b, None).is_ok()
+}
+
+impl Bpb {
+    /// Parses and checks a boot sector; `part_len` bounds the volume when known.
+    pub(crate) fn parse(b: &[u8], part_len: Option<u64>) -> std::result::Result<Self, String> {
+        if b.len() < 512 {
+            return Err("boot sector shorter than 512 bytes".into());
+        }
+        let bps = u16le(b, 11);
+        let spc = u64::from(b[13]);
+        let reserved = u16le(b, 14);
+        let fats = u64::from(b[16]);
+        let root_entries = u16le(b, 17);
+        let total16 = u16le(b, 19);
+        let spf16 = u16le(b, 22);
+        let total32 = u32le(b, 32);
+        if !bps.is_power_of_two() || !(512..=4096).contains(&bps) {
+            return Err(format!("{bps} bytes per sector"));
+        }
+        if !spc.is_power_of_two() || spc > 128 {
+            return Err(format!("{spc} sectors per cluster"));
+        }
+        if reserved == 0 {
+            return Err("no reserved sectors".into());
+        }
+        if fats == 0 {
+            return Err("no FATs".into());
+        }
+        let is32 = spf16 == 0;
+        let spf = if is32 { u32le(b, 36) } else { spf16 };
+        if spf == 0 {
+            return Err("zero sectors per FAT".into());
+        }
+        if (total16 == 0) == (total32 == 0) {
+            return Err("both or neither of the 16- and 32-bit sector counts are set".into());
+        }
+        let total = if total16 != 0 { total16 } else { total32 };
+        if is32 && (root_entries != 0 || total16 != 0) {
+            return Err("FAT32 with a fixed root directory or a 16-bit sector count".into());
+        }
+        if !is32 && root_entries == 0 {
+            return Err("FAT12/16 without root directory entries".into());
+        }
+        if is32 && u16le(b, 42) != 0 {
+            return Err(format!("unknown FAT32 version {}", u16le(b, 42)));
+        }
+        let root_dir_sectors = (root_entries * 32).div_ceil(bps);
+        let first_data = reserved + fats * spf + root_dir_sectors;
+        if first_data >= total {
+            return Err(format!(
+                "{total} sectors, but the data area would start at sector {first_data}"
+            ));
+        }
+        let clusters = (total - first_data) / spc;
+        let fat_type = if clusters < 4085 {
+            FatType::Fat12
+        } else if clusters < 65525 {
+            FatType::Fat16
+        } else {
+            FatType::Fat32
+        };
+        if is32 != (fat_type == FatType::Fat32) {
+            return Err(format!(
+                "{clusters} clusters do not match the {} boot sector layout",
+                if is32 { "FAT32" } else { "FAT12/16" }
+            ));
+        }
+        if clusters == 0 {
+            return Err("no data clusters".into());
+        }
+        let bits = match fat_type {
+            FatType::Fat12 => 12,
+            FatType::Fat16 => 16,
+            FatType::Fat32 => 32,
+        };
+        if spf * bps * 8 / bits < clusters + 2 {
+            return Err(format!(
+                "a FAT of {spf} sectors cannot hold {clusters} clusters"
+            ));
+        }
+        if let Some(len) = part_len {
+            if total * bps > len {
+                return Err(format!(
+                    "the volume ({} bytes) is larger than its partition ({len} bytes)",
+                    total * bps
+                ));
+            }
+        }
+        let (root_cluster, ext) = if is32 {
+            let rc = u32le(b, 44);
+            if rc < 2 || rc >= clusters + 2 {
+                return Err(format!(
+                    "root directory cluster {rc} is outside the data area"
+                ));
+            }
+            if u16le(b, 48) >= reserved || u16le(b, 50) >= reserved {
+                return Err("FSInfo or backup boot sector outside the reserved area".into());
+            }
+            (rc as u32, 64)
+        } else {
+            (0, 36)
+        };
+        let (volume_id, label) = if b[ext + 2] == 0x29 {
+            let l = String::from_utf8_lossy(&b[ext + 7..ext + 18])
+                .trim_end()
+                .to_string();
+            (
+                Some(u32le(b, ext + 3) as u32),
+                (!l.is_empty() && l != "NO NAME").then_some(l),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(Self {
+            bytes_per_sector: bps,
+            sectors_per_cluster: spc,
+            reserved,
+            fats,
+            root_entries,
+            total_sectors: total,
+            sectors_per_fat: spf,
+            root_cluster,
+            volume_id,
+            label,
+            fat_type,
+            clusters,
+            first_data_sector: first_data,
+        })
+    }
+
+    fn cluster_size(&self) -> u64 {
+        self.bytes_per_sector * self.sectors_per_cluster
+    }
+}
+
+/// Where a directory's entries live.
+#[derive(Clone, Copy, Debug)]
+enum DirLoc {
+    /// The FAT12/16 root directory region.
+    FixedRoot,
+    /// A cluster chain starting here.
+    Chain(u32),
+}
+
+/// A parsed directory entry.
+#[derive(Clone, Debug)]
+struct RawEntry {
+    name: String,
+    short: String,
+    attr: u8,
+    first_cluster: u32,
+    size: u32,
+    mtime: i64,
+}
+
+const ATTR_RO: u8 = 0x01;
+const ATTR_VOLUME: u8 = 0x08;
+const ATTR_DIR: u8 = 0x10;
+const ATTR_LFN: u8 = 0x0f;
+
+/// A FAT volume.
+pub(crate) struct FatFs {
+    slice: RefCell<Slice>,
+    bpb: Bpb,
+    /// Entries for clusters 0..clusters+2, as stored (12-, 16- or 28-bit values).
+    fat: Vec<u32>,
+}
+
+/// An open FAT file: its clusters and read position.
+pub(crate) struct FatFile {
+    chain: Vec<u32>,
+    size: u64,
+    pos: u64,
+}
+
+pub(crate) fn map_err(e: std::io::Error, at: Where) -> Error {
+    Error::Io { at, source: e }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// DOS date and time (local time by convention; read as UTC) -> Unix seconds.
+fn dos_time(date: u16, time: u16) -> i64 {
+    let year = 1980 + i64::from(date >> 9);
+    let month = i64::from((date >> 5) & 0xf).clamp(1, 12);
+    let day = i64::from(date & 0x1f).max(1);
+    let secs = i64::from(time >> 11) * 3600
+        + i64::from((time >> 5) & 0x3f) * 60
+        + i64::from(time & 0x1f) * 2;
+    days_from_civil(year, month, day) * 86400 + secs
+}
+
+fn short_name(raw: &[u8], case: u8) -> String {
+    let mut base: Vec<u8> = raw[..8].to_vec();
+    if base[0] == 0x05 {
+        base[0] = 0xe5;
+    }
+    while base.last() == Some(&b' ') {
+        base.pop();
+    }
+    let mut ext: Vec<u8> = raw[8..11].to_vec();
+    while ext.last() == Some(&b' ') {
+        ext.pop();
+    }
+    if case & 0x08 != 0 {
+        base.make_ascii_lowercase();
+    }
+    if case & 0x10 != 0 {
+        ext.make_ascii_lowercase();
+    }
+    // Bytes above 0x7f are in an OEM code page we do not know: shown as U+FFFD.
+    let mut s = String::from_utf8_lossy(&base).into_owned();
+    if !ext.is_empty() {
+        s.push('.');
+        s.push_str(&String::from_utf8_lossy(&ext));
+    }
+    s
+}
+
+fn lfn_checksum(short: &[u8]) -> u8 {
+    short[..11]
+        .iter()
+        .fold(0u8, |sum, &c| (sum >> 1 | sum << 7).wrapping_add(c))
+}
+
+/// Collects the long-name entries that precede a short entry.
+#[derive(Default)]
+struct Lfn {
+    parts: Vec<[u16; 13]>,
+    expect: u8,
+    checksum: u8,
+    active: bool,
+}
+
+impl Lfn {
+    fn reset(&mut self) {
+        self.parts.clear();
+        self.active = false;
+    }
+
+    fn push(&mut self, e: &[u8]) {
+        let seq = e[0];
+        let n = seq & 0x1f;
+        let mut chars = [0u16; 13];
+        for (i, off) in [1, 3, 5, 7, 9, 14, 16, 18, 20, 22, 24, 28, 30]
+            .iter()
+            .enumerate()
+        {
+            chars[i] = u16::from_le_bytes([e[*off], e[*off + 1]]);
+        }
+        if seq & 0x40 != 0 {
+            self.parts.clear();
+            if n == 0 || n > 20 {
+                self.active = false;
+                return;
+            }
+            self.active = true;
+            self.expect = n;
+            self.checksum = e[13];
+        } else if !self.active || n != self.expect || e[13] != self.checksum {
+            self.reset();
+            return;
+        }
+        self.parts.push(chars);
+        self.expect = n - 1;
+    }
+
+    /// The long name, if complete and belonging to `short`.
+    fn take(&mut self, short: &[u8]) -> Option<String> {
+        let ok = self.active && self.expect == 0 && self.checksum == lfn_checksum(short);
+        let parts = std::mem::take(&mut self.parts);
+        self.active = false;
+        if !ok {
+            return None;
+        }
+        let mut units: Vec<u16> = Vec::with_capacity(parts.len() * 13);
+        for p in parts.iter().rev() {
+            units.extend_from_slice(p);
+        }
+        if let Some(end) = units.iter().position(|&u| u == 0) {
+            units.truncate(end);
+        }
+        while units.last() == Some(&0xffff) {
+            units.pop();
+        }
+        (!units.is_empty()).then(|| String::from_utf16_lossy(&units))
+    }
+}
+
+impl FatFs {
+    /// Checks the boot sector, reads the table. On error, whatever facts were read.
+    pub(crate) fn open(
+        mut slice: Slice,
+        at: &Where,
+    ) -> std::result::Result<(Self, FsInfo), (Option<FsInfo>, Error)> {
+        let corrupt = |reason: String| Error::Corrupt {
+            at: at.clone(),
+            reason: format!("FAT: {reason}"),
+        };
+        let mut b = [0u8; 512];
+        if let Err(source) = slice.read_exact_at(0, &mut b) {
+            return Err((
+                None,
+                Error::Io {
+                    at: at.clone(),
+                    source,
+                },
+            ));
+        }
+        let bpb = Bpb::parse(&b, Some(slice.len())).map_err(|r| (None, corrupt(r)))?;
+        let kind = match bpb.fat_type {
+            FatType::Fat12 => "fat12",
+            FatType::Fat16 => "fat16",
+            FatType::Fat32 => "fat32",
+        };
+        let mut info = FsInfo {
+            kind: kind.into(),
+            label: bpb.label.clone(),
+            uuid: bpb
+                .volume_id
+                .map(|v| format!("{:04X}-{:04X}", v >> 16, v & 0xffff)),
+            size: bpb.total_sectors * bpb.bytes_per_sector,
+            used: 0,
+            block_size: bpb.cluster_size(),
+            ..FsInfo::default()
+        };
+        if bpb.clusters > MAX_CLUSTERS {
+            let e = Error::Unsupported {
+                at: at.clone(),
+                what: format!(
+                    "FAT with {} clusters (at most {MAX_CLUSTERS} are read)",
+                    bpb.clusters
+                ),
+            };
+            info.error = Some(e.to_string());
+            return Err((Some(info), e));
+        }
+        let fat = match read_fat(&mut slice, &bpb) {
+            Ok(f) => f,
+            Err(source) => {
+                let e = Error::Io {
+                    at: at.clone(),
+                    source,
+                };
+                info.error = Some(e.to_string());
+                return Err((Some(info), e));
+            }
+        };
+        let free = fat[2..].iter().filter(|&&v| v == 0).count() as u64;
+        info.used = (bpb.clusters - free) * bpb.cluster_size();
+        let fs = Self {
+            slice: RefCell::new(slice),
+            bpb,
+            fat,
+        };
+        // The root directory's volume label entry wins over the boot sector's (as in blkid).
+        match fs.read_raw_dir(fs.root(), at, true) {
+            Ok(entries) => {
+                if let Some(l) = entries
+                    .iter()
+                    .find(|e| e.attr & ATTR_VOLUME != 0)
+                    .map(|e| e.short.replace('.', "").trim_end().to_string())
+                {
+                    info.label = Some(l);
+                }
+            }
+            Err(e) => {
+                info.error = Some(e.to_string());
+                return Err((Some(info), e));
+            }
+        }
+        Ok((fs, info))
+    }
+
+    fn root(&self) -> DirLoc {
+        match self.bpb.fat_type {
+            FatType::Fat32 => DirLoc::Chain(self.bpb.root_cluster),
+            _ => DirLoc::FixedRoot,
+        }
+    }
+
+    fn is_eoc(&self, v: u32) -> bool {
+        match self.bpb.fat_type {
+            FatType::Fat12 => v >= 0xff8,
+            FatType::Fat16 => v >= 0xfff8,
+            FatType::Fat32 => v >= 0x0fff_fff8,
+        }
+    }
+
+    /// The clusters of a chain, checked: every step a data cluster, no loop.
+    fn chain(&self, first: u32, at: &Where) -> Result<Vec<u32>> {
+        let n = self.bpb.clusters + 2;
+        let corrupt = |reason: String| Error::Corrupt {
+            at: at.clone(),
+            reason: format!("FAT: {reason}"),
+        };
+        let mut out = Vec::new();
+        let mut c = first;
+        loop {
+            if c < 2 || u64::from(c) >= n {
+                return Err(corrupt(format!(
+                    "cluster chain reaches cluster {c}, outside the data area"
+                )));
+            }
+            if out.len() as u64 >= self.bpb.clusters {
+                return Err(corrupt(format!(
+                    "the cluster chain from cluster {first} loops"
+                )));
+            }
+            out.push(c);
+            let next = self.fat[c as usize];
+            if self.is_eoc(next) {
+                return Ok(out);
+            }
+            if next == 0 {
+                return Err(corrupt(format!(
+                    "cluster chain reaches free cluster (after {c})"
+                )));
+            }
+            c = next;
+        }
+    }
+
+    fn cluster_offset(&self, c: u32) -> u64 {
+        (self.bpb.first_data_sector + (u64::from(c) - 2) * self.bpb.sectors_per_cluster)
+            * self.bpb.bytes_per_sector
+    }
+
+    /// All entries of a directory (volume label entries included only if asked).
+    fn read_raw_dir(&self, loc: DirLoc, at: &Where, with_volume: bool) -> Result<Vec<RawEntry>> {
+        let io = |source| Error::Io {
+            at: at.clone(),
+            source,
+        };
+        let data = match loc {
+            DirLoc::FixedRoot => {
+                let off = (self.bpb.reserved + self.bpb.fats * self.bpb.sectors_per_fat)
+                    * self.bpb.bytes_per_sector;
+                let mut d = vec![0u8; (self.bpb.root_entries * 32) as usize];
+                self.slice
+                    .borrow_mut()
+                    .read_exact_at(off, &mut d)
+                    .map_err(io)?;
+                d
+            }
+            DirLoc::Chain(first) => {
+                let chain = self.chain(first, at)?;
+                let cs = self.bpb.cluster_size();
+                if chain.len() as u64 * cs > MAX_DIR_ENTRIES * 32 {
+                    return Err(Error::Limit {
+                        at: at.clone(),
+                        what: "directory size in entries".into(),
+                        limit: MAX_DIR_ENTRIES,
+                    });
+                }
+                let mut d = vec![0u8; chain.len() * cs as usize];
+                for (i, &c) in chain.iter().enumerate() {
+                    let dst = &mut d[i * cs as usize..(i + 1) * cs as usize];
+                    self.slice
+                        .borrow_mut()
+                        .read_exact_at(self.cluster_offset(c), dst)
+                        .map_err(io)?;
+                }
+                d
+            }
+        };
+        let mut out = Vec::new();
+        let mut lfn = Lfn::default();
+        for e in data.chunks_exact(32) {
+            match e[0] {
+                0x00 => break,
+                0xe5 => {
+                    lfn.reset();
+                    continue;
+                }
+                _ => {}
+            }
+            let attr = e[11];
+            if attr & 0x3f == ATTR_LFN {
+                lfn.push(e);
+                continue;
+            }
+            let short = short_name(&e[..11], e[12]);
+            let long = lfn.take(&e[..11]);
+            if attr & ATTR_VOLUME != 0 && attr & ATTR_DIR == 0 {
+                if with_volume {
+                    let raw = String::from_utf8_lossy(&e[..11]).trim_end().to_string();
+                    out.push(RawEntry {
+                        name: raw.clone(),
+                        short: raw,
+                        attr,
+                        first_cluster: 0,
+                        size: 0,
+                        mtime: 0,
+                    });
+                }
+                continue;
+            }
+            let hi = if self.bpb.fat_type == FatType::Fat32 {
+                u16le(e, 20) as u32
+            } else {
+                0
+            };
+            out.push(RawEntry {
+                name: long.unwrap_or_else(|| short.clone()),
+                short,
+                attr,
+                first_cluster: hi << 16 | u16le(e, 26) as u32,
+                size: u32le(e, 28) as u32,
+                mtime: dos_time(u16le(e, 24) as u16, u16le(e, 22) as u16),
+            });
+        }
+        Ok(out)
+    }
+
+    fn to_entry(&self, e: &RawEntry) -> Entry {
+        let dir = e.attr & ATTR_DIR != 0;
+        let mode = match (dir, e.attr & ATTR_RO != 0) {
+            (true, _) => 0o755,
+            (false, true) => 0o444,
+            (false, false) => 0o644,
+        };
+        Entry {
+            name: e.name.as_bytes().to_vec(),
+            kind: if dir { Kind::Dir } else { Kind::File },
+            mode,
+            uid: 0,
+            gid: 0,
+            size: if dir { 0 } else { u64::from(e.size) },
+            mtime: e.mtime,
+            target: None,
+        }
+    }
+
+    fn dir_loc(&self, e: &RawEntry, at: &Where) -> Result<DirLoc> {
+        if e.first_cluster == 0 {
+            return Err(Error::Corrupt {
+                at: at.clone(),
+                reason: "FAT: a subdirectory without clusters".into(),
+            });
+        }
+        Ok(DirLoc::Chain(e.first_cluster))
+    }
+
+    /// The entry at `path` (`None`: the root directory).
+    fn lookup(&self, path: &[u8], at: &Where) -> Result<Option<RawEntry>> {
+        let path = std::str::from_utf8(path).map_err(|_| Error::NotFound {
+            at: at.with_path(path),
+        })?;
+        let mut loc = self.root();
+        let mut found: Option<RawEntry> = None;
+        let mut walked = String::new();
+        for comp in path.split('/').filter(|c| !c.is_empty()) {
+            if let Some(f) = &found {
+                if f.attr & ATTR_DIR == 0 {
+                    return Err(Error::NotADirectory {
+                        at: at.with_path(walked.as_bytes()),
+                    });
+                }
+                loc = self.dir_loc(f, &at.with_path(walked.as_bytes()))?;
+            }
+            walked.push('/');
+            walked.push_str(comp);
+            let want = comp.to_lowercase();
+            let entries = self.read_raw_dir(loc, &at.with_path(walked.as_bytes()), false)?;
+            found = entries
+                .into_iter()
+                .filter(|e| e.name != "." && e.name != "..")
+                .find(|e| e.name.to_lowercase() == want || e.short.to_lowercase() == want);
+            if found.is_none() {
+                return Err(Error::NotFound {
+                    at: at.with_path(walked.as_bytes()),
+                });
+            }
+        }
+        Ok(found)
+    }
+
+    pub(crate) fn metadata(&self, path: &[u8], at: &Where) -> Result<Entry> {
+        Ok(match self.lookup(path, at)? {
+            None => Entry {
+                name: last_name(path),
+                kind: Kind::Dir,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                size: 0,
+                mtime: 0,
+                target: None,
+            },
+            Some(e) => self.to_entry(&e),
+        })
+    }
+
+    pub(crate) fn read_dir(&self, path: &[u8], at: &Where, max: usize) -> Result<Vec<Entry>> {
+        let here = at.with_path(path);
+        let loc = match self.lookup(path, at)? {
+            None => self.root(),
+            Some(e) if e.attr & ATTR_DIR != 0 => self.dir_loc(&e, &here)?,
+            Some(_) => return Err(Error::NotADirectory { at: here }),
+        };
+        let raw = self.read_raw_dir(loc, &here, false)?;
+        let mut out = Vec::new();
+        for e in raw.iter().filter(|e| e.name != "." && e.name != "..") {
+            if out.len() >= max {
+                return Err(Error::Limit {
+                    at: here,
+                    what: "entries in one directory".into(),
+                    limit: max as u64,
+                });
+            }
+            out.push(self.to_entry(e));
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn open_file(&self, path: &[u8], at: &Where) -> Result<(FatFile, u64)> {
+        let here = at.with_path(path);
+        let e = match self.lookup(path, at)? {
+            None => return Err(Error::IsADirectory { at: here }),
+            Some(e) if e.attr & ATTR_DIR != 0 => return Err(Error::IsADirectory { at: here }),
+            Some(e) => e,
+        };
+        let size = u64::from(e.size);
+        let chain = if size == 0 {
+            Vec::new()
+        } else {
+            if e.first_cluster == 0 {
+                return Err(Error::Corrupt {
+                    at: here,
+                    reason: format!("FAT: a file of {size} bytes without clusters"),
+                });
+            }
+            self.chain(e.first_cluster, &here)?
+        };
+        let need = size.div_ceil(self.bpb.cluster_size());
+        if (chain.len() as u64) < need {
+            return Err(Error::Corrupt {
+                at: here,
+                reason: format!(
+                    "FAT: the file's {size} bytes need {need} clusters, its chain has {}",
+                    chain.len()
+                ),
+            });
+        }
+        Ok((
+            FatFile {
+                chain,
+                size,
+                pos: 0,
+            },
+            size,
+        ))
+    }
+
+    /// Reads from `f` at its position, within one cluster.
+    pub(crate) fn read(&self, f: &mut FatFile, buf: &mut [u8]) -> std::io::Result<usize> {
+        if f.pos >= f.size || buf.is_empty() {
+            return Ok(0);
+        }
+        let cs = self.bpb.cluster_size();
+        let idx = (f.pos / cs) as usize;
+        let within = f.pos % cs;
+        let n = (cs - within).min(f.size - f.pos).min(buf.len() as u64) as usize;
+        let off = self.cluster_offset(f.chain[idx]) + within;
+        self.slice.borrow_mut().read_exact_at(off, &mut buf[..n])?;
+        f.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads and decodes the first FAT: entries for clusters 0..clusters+2.
+fn read_fat(slice: &mut Slice, bpb: &Bpb) -> std::io::Result<Vec<u32>> {
+    let n = (bpb.clusters + 2) as usize;
+    let off = bpb.reserved * bpb.bytes_per_sector;
+    let bytes = match bpb.fat_type {
+        FatType::Fat12 => (n * 3).div_ceil(2),
+        FatType::Fat16 => n * 2,
+        FatType::Fat32 => n * 4,
+    };
+    let mut raw = vec![0u8; bytes];
+    for (i, chunk) in raw.chunks_mut(1 << 20).enumerate() {
+        slice.read_exact_at(off + (i as u64) * (1 << 20), chunk)?;
+    }
+    let fat = (0..n)
+        .map(|i| match bpb.fat_type {
+            FatType::Fat12 => {
+                let o = i * 3 / 2;
+                let v = u16::from_le_bytes([raw[o], raw.get(o + 1).copied().unwrap_or(0)]);
+                u32::from(if i % 2 == 0 { v & 0xfff } else { v >> 4 })
+            }
+            FatType::Fat16 => u32::from(u16::from_le_bytes([raw[2 * i], raw[2 * i + 1]])),
+            FatType::Fat32 => {
+                u32::from_le_bytes([raw[4 * i], raw[4 * i + 1], raw[4 * i + 2], raw[4 * i + 3]])
+                    & 0x0fff_ffff
+            }
+        })
+        .collect();
+    Ok(fat)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dos_times() {
+        // 1980-01-01 00:00:00
+        assert_eq!(dos_time(0x21, 0), 315_532_800);
+        // 2000-01-01 00:00:00 (year 20, month 1, day 1)
+        assert_eq!(dos_time((20 << 9) | (1 << 5) | 1, 0), 946_684_800);
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+    }
+
+    #[test]
+    fn short_names() {
+        assert_eq!(short_name(b"README  TXT", 0), "README.TXT");
+        assert_eq!(short_name(b"EFI        ", 0), "EFI");
+        assert_eq!(short_name(b"CONFIG  TXT", 0x18), "config.txt");
+        assert_eq!(lfn_checksum(b"README  TXT"), lfn_checksum(b"README  TXT"));
+    }
+}

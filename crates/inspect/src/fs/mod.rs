@@ -1,0 +1,601 @@
+//! Filesystems inside partitions: probing, and one read-only interface over ext4 (through
+//! `ext4-view`) and FAT (through `fatfs`), with every call bounded and guarded.
+
+pub(crate) mod ext4;
+pub(crate) mod fat;
+
+use std::cell::Cell;
+use std::io::Write;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::guard::guard;
+use crate::io::{Budget, Disk, Slice, BASE_BUDGET};
+use crate::path::{join, normalize, parent_and_name};
+use crate::table::Partition;
+use crate::{Error, Limits, Result, Where};
+
+/// What a partition's first bytes say it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Probe {
+    Ext,
+    Fat,
+    Other(&'static str),
+    Unknown,
+}
+
+/// Recognises a filesystem by its magic numbers (only ext and FAT are read further).
+pub(crate) fn probe(slice: &mut Slice) -> Probe {
+    let mut b = vec![0u8; 4096.min(slice.len() as usize)];
+    if slice.read_exact_at(0, &mut b).is_err() {
+        return Probe::Unknown;
+    }
+    if b.len() >= 1082 && b[1080] == 0x53 && b[1081] == 0xef {
+        return Probe::Ext;
+    }
+    if b.len() >= 512 && fat::looks_like_boot_sector(&b[..512]) {
+        return Probe::Fat;
+    }
+    if b.len() >= 4096 && &b[4086..4096] == b"SWAPSPACE2" {
+        return Probe::Other("swap");
+    }
+    if b.len() >= 4 && &b[..4] == b"hsqs" {
+        return Probe::Other("squashfs");
+    }
+    if b.len() >= 4 && &b[..4] == b"XFSB" {
+        return Probe::Other("xfs");
+    }
+    if b.len() >= 4 && &b[..4] == b"LUKS" {
+        return Probe::Other("LUKS");
+    }
+    let mut sb = [0u8; 8];
+    if slice.len() >= 0x10048 && slice.read_exact_at(0x10040, &mut sb).is_ok() && &sb == b"_BHRfS_M"
+    {
+        return Probe::Other("btrfs");
+    }
+    if b.iter().all(|&x| x == 0) {
+        return Probe::Other("empty (zeros)");
+    }
+    Probe::Unknown
+}
+
+/// Facts about a filesystem, from its superblock or boot sector.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FsInfo {
+    /// `ext4`, `ext3`, `ext2`, `fat12`, `fat16`, `fat32`, or what else was recognised.
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// ext4: the UUID; FAT: the volume id as `XXXX-XXXX`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    /// Size of the filesystem in bytes.
+    pub size: u64,
+    /// Bytes in use (allocated blocks or clusters, metadata included).
+    pub used: u64,
+    /// Block size (ext4) or cluster size (FAT).
+    pub block_size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inodes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inodes_used: Option<u64>,
+    /// ext4 feature names.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
+    /// Why the filesystem could not be opened for reading files, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Type of a directory entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    CharDev,
+    BlockDev,
+    Fifo,
+    Socket,
+}
+
+impl Kind {
+    /// The `ls -l` type letter.
+    pub fn letter(self) -> char {
+        match self {
+            Kind::File => '-',
+            Kind::Dir => 'd',
+            Kind::Symlink => 'l',
+            Kind::CharDev => 'c',
+            Kind::BlockDev => 'b',
+            Kind::Fifo => 'p',
+            Kind::Socket => 's',
+        }
+    }
+}
+
+/// A file, directory or link, as `lstat` would describe it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Name bytes (the last path component; `/` for the root).
+    pub name: Vec<u8>,
+    pub kind: Kind,
+    /// Permission bits (including setuid, setgid, sticky).
+    pub mode: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    /// Modification time, seconds since the Unix epoch.
+    pub mtime: i64,
+    /// Symlink target.
+    pub target: Option<Vec<u8>>,
+}
+
+impl Entry {
+    /// `drwxr-xr-x`-style mode string.
+    pub fn mode_string(&self) -> String {
+        let m = self.mode;
+        let mut s = String::with_capacity(10);
+        s.push(self.kind.letter());
+        let bit = |b: u16, c: char| if m & b != 0 { c } else { '-' };
+        let exec =
+            |x: u16, special: u16, set: char, unset: char| match (m & x != 0, m & special != 0) {
+                (true, true) => set,
+                (false, true) => unset,
+                (true, false) => 'x',
+                (false, false) => '-',
+            };
+        s.push(bit(0o400, 'r'));
+        s.push(bit(0o200, 'w'));
+        s.push(exec(0o100, 0o4000, 's', 'S'));
+        s.push(bit(0o040, 'r'));
+        s.push(bit(0o020, 'w'));
+        s.push(exec(0o010, 0o2000, 's', 'S'));
+        s.push(bit(0o004, 'r'));
+        s.push(bit(0o002, 'w'));
+        s.push(exec(0o001, 0o1000, 't', 'T'));
+        s
+    }
+}
+
+enum Inner {
+    Ext4(ext4::Ext4Fs),
+    Fat(Box<fat::FatFs>),
+}
+
+/// A readable filesystem in one partition of an image.
+///
+/// Every operation runs under a read budget and inside [`crate::guard`]; after a reader
+/// panic the object is poisoned and every later call fails.
+pub struct Filesystem {
+    at: Where,
+    info: FsInfo,
+    inner: Inner,
+    budget: Budget,
+    poisoned: Cell<bool>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Filesystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Filesystem")
+            .field("at", &self.at)
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Result of probing one partition.
+pub(crate) struct Opened {
+    pub info: Option<FsInfo>,
+    pub fs: Option<Filesystem>,
+    pub error: Option<Error>,
+}
+
+/// Probes `part` and opens the filesystem in it, if it is ext or FAT.
+pub(crate) fn open(disk: &Arc<Disk>, part: &Partition, at: Where, limits: &Limits) -> Opened {
+    let budget = Budget::new(BASE_BUDGET);
+    let mut slice = Slice::new(disk.clone(), part.start, part.size, budget.clone());
+    let none = |info, error| Opened {
+        info,
+        fs: None,
+        error,
+    };
+    match probe(&mut slice) {
+        Probe::Ext => {
+            let sb = match ext4::Superblock::read(&mut slice, &at) {
+                Ok(sb) => sb,
+                Err(e) => return none(None, Some(e)),
+            };
+            let mut info = sb.info();
+            match ext4::Ext4Fs::open(slice, &sb, &at) {
+                Ok(fs) => Opened {
+                    info: Some(info.clone()),
+                    fs: Some(Filesystem {
+                        at,
+                        info,
+                        inner: Inner::Ext4(fs),
+                        budget,
+                        poisoned: Cell::new(false),
+                        limits: limits.clone(),
+                    }),
+                    error: None,
+                },
+                Err(e) => {
+                    info.error = Some(e.to_string());
+                    none(Some(info), Some(e))
+                }
+            }
+        }
+        Probe::Fat => match fat::FatFs::open(slice, &at) {
+            Ok((fs, info)) => Opened {
+                info: Some(info.clone()),
+                fs: Some(Filesystem {
+                    at,
+                    info,
+                    inner: Inner::Fat(Box::new(fs)),
+                    budget,
+                    poisoned: Cell::new(false),
+                    limits: limits.clone(),
+                }),
+                error: None,
+            },
+            Err((info, e)) => none(info, Some(e)),
+        },
+        Probe::Other(kind) => none(
+            Some(FsInfo {
+                kind: kind.to_string(),
+                size: part.size,
+                ..FsInfo::default()
+            }),
+            Some(Error::NoFilesystem {
+                at,
+                detail: Some(kind.to_string()),
+            }),
+        ),
+        Probe::Unknown => none(None, Some(Error::NoFilesystem { at, detail: None })),
+    }
+}
+
+/// What [`Filesystem::copy_out`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CopyStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Devices, fifos and sockets, which are not copied.
+    pub skipped: u64,
+    /// Bytes of file data.
+    pub bytes: u64,
+}
+
+/// One open file, read in chunks.
+pub struct FileReader<'a> {
+    fs: &'a Filesystem,
+    inner: ReaderInner,
+    path: Vec<u8>,
+    left: u64,
+}
+
+enum ReaderInner {
+    Ext4(ext4_view::File),
+    Fat(fat::FatFile),
+}
+
+impl FileReader<'_> {
+    /// The file's size.
+    pub fn remaining(&self) -> u64 {
+        self.left
+    }
+
+    /// Reads up to `buf.len()` bytes; 0 at the end of the file.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+        if self.left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let buf = &mut buf[..want];
+        let at = || self.fs.at.with_path(&self.path);
+        let n = self.fs.call(&self.path, || match &mut self.inner {
+            ReaderInner::Ext4(f) => f.read_bytes(buf).map_err(|e| ext4::map_err(e, at())),
+            ReaderInner::Fat(f) => match &self.fs.inner {
+                Inner::Fat(fs) => fs.read(f, buf).map_err(|e| fat::map_err(e, at())),
+                Inner::Ext4(_) => unreachable!("a FAT file belongs to a FAT filesystem"),
+            },
+        })?;
+        if n == 0 {
+            return Err(Error::Corrupt {
+                at: at(),
+                reason: format!("the file ends {} bytes before its recorded size", self.left),
+            });
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+impl Filesystem {
+    /// Label, UUID, size and use.
+    pub fn info(&self) -> &FsInfo {
+        &self.info
+    }
+
+    /// Image and partition, for messages.
+    pub fn location(&self) -> &Where {
+        &self.at
+    }
+
+    /// The largest file size believed (a bigger recorded size is corruption).
+    fn max_file_size(&self) -> u64 {
+        self.info.size.max(1 << 20)
+    }
+
+    /// Runs one reader operation: poison check, fresh budget, panic guard, and a budget
+    /// error turned into [`Error::Limit`].
+    fn call<T>(&self, path: &[u8], f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.call_with_budget(path, BASE_BUDGET, f)
+    }
+
+    fn call_with_budget<T>(
+        &self,
+        path: &[u8],
+        budget: u64,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let at = || self.at.with_path(path);
+        if self.poisoned.get() {
+            return Err(Error::ReaderPanic {
+                at: at(),
+                reader: self.reader_name(),
+                message: "an earlier call on this filesystem panicked".into(),
+            });
+        }
+        self.budget.set(budget);
+        let r = guard(self.reader_name(), at, f);
+        if matches!(r, Err(Error::ReaderPanic { .. })) {
+            self.poisoned.set(true);
+        }
+        if r.is_err() && self.budget.exhausted() {
+            return Err(Error::Limit {
+                at: at(),
+                what: "read budget exhausted: the filesystem's metadata makes the reader loop"
+                    .into(),
+                limit: budget,
+            });
+        }
+        r
+    }
+
+    fn reader_name(&self) -> &'static str {
+        match self.inner {
+            Inner::Ext4(_) => "ext4-view",
+            Inner::Fat(_) => "FAT",
+        }
+    }
+
+    /// `lstat`: the entry at `path` itself (a symlink is not followed).
+    pub fn metadata(&self, path: &[u8]) -> Result<Entry> {
+        let path = normalize(path);
+        self.call(&path, || match &self.inner {
+            Inner::Ext4(e) => e.metadata(&path, &self.at),
+            Inner::Fat(f) => f.metadata(&path, &self.at),
+        })
+    }
+
+    /// Whether `path` exists (without following a final symlink).
+    pub fn exists(&self, path: &[u8]) -> Result<bool> {
+        match self.metadata(path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The entries of the directory at `path` (following symlinks to it), sorted by name
+    /// bytes, without `.` and `..`. Symlink entries carry their targets.
+    pub fn read_dir(&self, path: &[u8]) -> Result<Vec<Entry>> {
+        let path = normalize(path);
+        let max = self.limits.max_dir_entries;
+        let mut entries = self.call(&path, || match &self.inner {
+            Inner::Ext4(e) => e.read_dir(&path, &self.at, max),
+            Inner::Fat(f) => f.read_dir(&path, &self.at, max),
+        })?;
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+
+    /// The target of the symlink at `path`.
+    pub fn read_link(&self, path: &[u8]) -> Result<Vec<u8>> {
+        let path = normalize(path);
+        self.call(&path, || match &self.inner {
+            Inner::Ext4(e) => e.read_link(&path, &self.at),
+            Inner::Fat(_) => Err(Error::Corrupt {
+                at: self.at.with_path(&path),
+                reason: "FAT has no symlinks".into(),
+            }),
+        })
+    }
+
+    /// Resolves every symlink in `path` (inside this filesystem: absolute targets are taken
+    /// relative to its root, as they are once it is mounted at `/`).
+    pub fn canonicalize(&self, path: &[u8]) -> Result<Vec<u8>> {
+        let path = normalize(path);
+        self.call(&path, || match &self.inner {
+            Inner::Ext4(e) => e.canonicalize(&path, &self.at),
+            Inner::Fat(f) => f.metadata(&path, &self.at).map(|_| path.clone()),
+        })
+    }
+
+    /// Opens the regular file at `path` (following symlinks).
+    pub fn open(&self, path: &[u8]) -> Result<FileReader<'_>> {
+        let path = normalize(path);
+        let max = self.max_file_size();
+        let (inner, size) = self.call(&path, || match &self.inner {
+            Inner::Ext4(e) => e
+                .open_file(&path, &self.at)
+                .map(|(f, n)| (ReaderInner::Ext4(f), n)),
+            Inner::Fat(f) => f
+                .open_file(&path, &self.at)
+                .map(|(f, n)| (ReaderInner::Fat(f), n)),
+        })?;
+        if size > max {
+            return Err(Error::TooLarge {
+                at: self.at.with_path(&path),
+                what: "file (larger than its filesystem)",
+                size,
+                max,
+            });
+        }
+        Ok(FileReader {
+            fs: self,
+            inner,
+            path,
+            left: size,
+        })
+    }
+
+    /// Streams the file at `path` into `out`; returns its size.
+    pub fn copy_file(&self, path: &[u8], out: &mut dyn Write) -> Result<u64> {
+        let mut r = self.open(path)?;
+        let total = r.remaining();
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = r.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n]).map_err(|source| Error::Host {
+                path: "<output>".into(),
+                source,
+            })?;
+        }
+        Ok(total)
+    }
+
+    /// Reads the whole file at `path` into memory, refusing more than `max` bytes.
+    pub fn read_to_vec(&self, path: &[u8], max: u64) -> Result<Vec<u8>> {
+        let mut r = self.open(path)?;
+        let size = r.remaining();
+        let max = max.min(self.limits.max_in_memory);
+        if size > max {
+            return Err(Error::TooLarge {
+                at: self.at.with_path(&normalize(path)),
+                what: "file to read into memory",
+                size,
+                max,
+            });
+        }
+        let mut v = vec![0u8; size as usize];
+        let mut done = 0;
+        while done < v.len() {
+            done += r.read(&mut v[done..])?;
+        }
+        Ok(v)
+    }
+
+    /// Visits `root` and everything below it, depth first, children sorted by name.
+    /// `visit(path, entry, depth)` returns whether to descend into a directory. Bounded by
+    /// [`Limits::max_depth`] and [`Limits::max_walk_entries`]; symlinks are never followed.
+    pub fn walk(
+        &self,
+        root: &[u8],
+        mut visit: impl FnMut(&[u8], &Entry, usize) -> Result<bool>,
+    ) -> Result<()> {
+        let root = normalize(root);
+        let top = self.metadata(&root)?;
+        let mut visited: u64 = 1;
+        let max_entries = self.limits.max_walk_entries;
+        if !visit(&root, &top, 0)? || top.kind != Kind::Dir {
+            return Ok(());
+        }
+        let mut stack: Vec<(Vec<u8>, usize)> = vec![(root, 0)];
+        while let Some((dir, depth)) = stack.pop() {
+            if depth >= self.limits.max_depth {
+                return Err(Error::Limit {
+                    at: self.at.with_path(&dir),
+                    what: "directory depth (a directory loop?)".into(),
+                    limit: self.limits.max_depth as u64,
+                });
+            }
+            let entries = self.read_dir(&dir)?;
+            check_names(&entries, &self.at.with_path(&dir))?;
+            let mut subdirs = Vec::new();
+            for e in entries {
+                visited += 1;
+                if visited > max_entries {
+                    return Err(Error::Limit {
+                        at: self.at.with_path(&dir),
+                        what: "entries visited (a directory loop?)".into(),
+                        limit: max_entries,
+                    });
+                }
+                let p = join(&dir, &e.name);
+                if visit(&p, &e, depth + 1)? && e.kind == Kind::Dir {
+                    subdirs.push(p);
+                }
+            }
+            for p in subdirs.into_iter().rev() {
+                stack.push((p, depth + 1));
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `path` (a file, symlink or whole tree) to the host path `dest`, like
+    /// `cp -a` without owners: modes and mtimes kept, symlinks copied as symlinks, holes
+    /// (zero 4 KiB blocks) left as holes. If `dest` is an existing directory, the copy goes
+    /// inside it under the source's name. Never writes outside `dest`: unsafe names and
+    /// names seen twice are errors, and nothing existing is overwritten.
+    pub fn copy_out(&self, path: &[u8], dest: &std::path::Path) -> Result<CopyStats> {
+        crate::copy::copy_out(self, &normalize(path), dest)
+    }
+
+    pub(crate) fn set_partition_name(&mut self, name: String) {
+        self.at.partition = Some(name);
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub(crate) fn at(&self) -> &Where {
+        &self.at
+    }
+}
+
+/// Names that must not become host paths, or appear twice in one directory.
+pub(crate) fn check_names(entries: &[Entry], at: &Where) -> Result<()> {
+    for (i, e) in entries.iter().enumerate() {
+        if e.name.is_empty()
+            || e.name == b"."
+            || e.name == b".."
+            || e.name.contains(&b'/')
+            || e.name.contains(&0)
+        {
+            return Err(Error::UnsafeName {
+                at: at.clone(),
+                name: String::from_utf8_lossy(&e.name).into_owned(),
+            });
+        }
+        // Sorted by name, so duplicates are adjacent.
+        if i > 0 && entries[i - 1].name == e.name {
+            return Err(Error::DuplicateName {
+                at: at.clone(),
+                name: String::from_utf8_lossy(&e.name).into_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The name of the last component, for a metadata result.
+pub(crate) fn last_name(path: &[u8]) -> Vec<u8> {
+    match parent_and_name(path) {
+        Some((_, name)) => name.to_vec(),
+        None => b"/".to_vec(),
+    }
+}

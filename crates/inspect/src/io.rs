@@ -1,0 +1,387 @@
+//! Bounded reading: the image file, byte ranges of it (`Slice`), and the read budget that
+//! turns any loop a corrupt image could send a third-party reader into an error.
+
+use std::cell::Cell;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::{Error, Result, Where};
+
+/// The uncompressed image: a host file (the image itself, or a sparse temporary file holding
+/// its decompressed bytes) and its size.
+#[derive(Debug)]
+pub(crate) struct Disk {
+    file: File,
+    size: u64,
+}
+
+impl Disk {
+    pub(crate) fn new(file: File, size: u64) -> Self {
+        Self { file, size }
+    }
+
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset`; an error if that is past the end.
+    pub(crate) fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&e| e <= self.size)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "read of {} bytes at offset {offset} is past the end of the image ({} bytes)",
+                        buf.len(),
+                        self.size
+                    ),
+                )
+            })?;
+        debug_assert!(end <= self.size);
+        self.file.read_exact_at(buf, offset)
+    }
+}
+
+/// How many bytes a reader may still read before the current operation is stopped.
+///
+/// Third-party readers (`fatfs`, `ext4-view`, `gpt`, `mbrman`) follow pointers they find in
+/// the image: a cluster chain or an extent tree that loops would make them read forever. Every
+/// operation sets a budget proportional to what it can legitimately need; running out of it is
+/// an error ([`Error::Limit`]), not a hang.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Budget(Rc<BudgetInner>);
+
+#[derive(Debug, Default)]
+struct BudgetInner {
+    left: Cell<u64>,
+    exhausted: Cell<bool>,
+}
+
+/// Every operation may read this much on top of what it needs for file data.
+pub(crate) const BASE_BUDGET: u64 = 256 << 20;
+
+impl Budget {
+    pub(crate) fn new(bytes: u64) -> Self {
+        let b = Self::default();
+        b.set(bytes);
+        b
+    }
+
+    pub(crate) fn set(&self, bytes: u64) {
+        self.0.left.set(bytes);
+        self.0.exhausted.set(false);
+    }
+
+    pub(crate) fn exhausted(&self) -> bool {
+        self.0.exhausted.get()
+    }
+
+    fn take(&self, n: u64) -> io::Result<()> {
+        let left = self.0.left.get();
+        if n > left {
+            self.0.exhausted.set(true);
+            self.0.left.set(0);
+            return Err(io::Error::other(
+                "read budget exhausted: the image's metadata makes the reader loop",
+            ));
+        }
+        self.0.left.set(left - n);
+        Ok(())
+    }
+}
+
+const CACHE: usize = 64 << 10;
+
+/// A byte range of the disk, readable and seekable like a file, writable never.
+///
+/// Small reads (FAT directory entries, table entries) are served from a 64 KiB cache so a
+/// reader that asks for 32 bytes at a time does not cost a system call each.
+#[derive(Debug)]
+pub(crate) struct Slice {
+    disk: Arc<Disk>,
+    start: u64,
+    len: u64,
+    pos: u64,
+    budget: Budget,
+    cache: Vec<u8>,
+    cache_at: u64,
+}
+
+impl Slice {
+    /// `start..start + len` must lie inside the disk (checked by the caller; reads past the
+    /// disk's end are errors anyway).
+    pub(crate) fn new(disk: Arc<Disk>, start: u64, len: u64, budget: Budget) -> Self {
+        Self {
+            disk,
+            start,
+            len,
+            pos: 0,
+            budget,
+            cache: Vec::new(),
+            cache_at: 0,
+        }
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset` within the slice.
+    pub(crate) fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let n = buf.len() as u64;
+        if offset.checked_add(n).map_or(true, |end| end > self.len) {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "read of {n} bytes at offset {offset} is past the end of the partition ({} bytes)",
+                    self.len
+                ),
+            ));
+        }
+        self.budget.take(n)?;
+        if buf.len() >= CACHE / 4 {
+            return self.disk.read_exact_at(self.start + offset, buf);
+        }
+        let mut done = 0;
+        while done < buf.len() {
+            let at = offset + done as u64;
+            let cached = at >= self.cache_at && at < self.cache_at + self.cache.len() as u64;
+            if !cached {
+                let chunk = at - at % CACHE as u64;
+                let clen = (self.len - chunk).min(CACHE as u64) as usize;
+                self.cache.resize(clen, 0);
+                if let Err(e) = self.disk.read_exact_at(self.start + chunk, &mut self.cache) {
+                    self.cache.clear();
+                    return Err(e);
+                }
+                self.cache_at = chunk;
+            }
+            let i = (at - self.cache_at) as usize;
+            let m = (self.cache.len() - i).min(buf.len() - done);
+            buf[done..done + m].copy_from_slice(&self.cache[i..i + m]);
+            done += m;
+        }
+        Ok(())
+    }
+}
+
+impl Read for Slice {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        self.read_exact_at(self.pos, &mut buf[..n])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Slice {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let new = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        match new {
+            Some(n) => {
+                self.pos = n;
+                Ok(n)
+            }
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek to a negative or overflowing position",
+            )),
+        }
+    }
+}
+
+/// Readers only ever get read access: any write attempt (fatfs updating a dirty flag on
+/// drop, for example) fails and leaves the image untouched.
+impl Write for Slice {
+    fn write(&mut self, _buf: &[u8]) -> io::Result<usize> {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "imgbuild-inspect never writes to an image",
+        ))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ext4_view::Ext4Read for Slice {
+    fn read(
+        &mut self,
+        start_byte: u64,
+        dst: &mut [u8],
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
+        self.read_exact_at(start_byte, dst).map_err(Box::from)
+    }
+}
+
+/// What the image file holds before any decoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// A raw disk image.
+    None,
+    /// A zstd stream, decompressed to a sparse temporary file on open.
+    Zstd,
+}
+
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Opens `path`: a raw image as is, a zstd-compressed one decompressed into a sparse
+/// anonymous temporary file (only non-zero 64 KiB blocks are written; memory stays bounded
+/// by the decoder's window). Refuses a decompressed size above `max_size`.
+pub(crate) fn open_disk(
+    path: &Path,
+    max_size: u64,
+    temp_dir: Option<&Path>,
+) -> Result<(Disk, Compression, u64)> {
+    let at = || Where::image(path);
+    let file = File::open(path).map_err(|source| Error::Io { at: at(), source })?;
+    let meta = file
+        .metadata()
+        .map_err(|source| Error::Io { at: at(), source })?;
+    if !meta.is_file() {
+        return Err(Error::Unsupported {
+            at: at(),
+            what: "not a regular file (block devices and directories are not images)".into(),
+        });
+    }
+    let file_size = meta.len();
+    let mut magic = [0u8; 4];
+    let got = file
+        .read_at(&mut magic, 0)
+        .map_err(|source| Error::Io { at: at(), source })?;
+    if got == 4 && magic == ZSTD_MAGIC {
+        let disk = decompress(path, file, max_size, temp_dir)?;
+        return Ok((disk, Compression::Zstd, file_size));
+    }
+    if got == 4 && &magic == b"QFI\xfb" {
+        return Err(Error::Unsupported {
+            at: at(),
+            what: "a qcow2 image (convert it with `qemu-img convert -O raw`)".into(),
+        });
+    }
+    if got >= 2 && magic[..2] == [0x1f, 0x8b] {
+        return Err(Error::Unsupported {
+            at: at(),
+            what: "a gzip stream (decompress it first)".into(),
+        });
+    }
+    if got == 4 && magic == [0xfd, b'7', b'z', b'X'] {
+        return Err(Error::Unsupported {
+            at: at(),
+            what: "an xz stream (decompress it first)".into(),
+        });
+    }
+    Ok((Disk::new(file, file_size), Compression::None, file_size))
+}
+
+fn decompress(path: &Path, file: File, max_size: u64, temp_dir: Option<&Path>) -> Result<Disk> {
+    let at = || Where::image(path);
+    let tmp = match temp_dir {
+        Some(d) => tempfile::tempfile_in(d),
+        None => tempfile::tempfile(),
+    }
+    .map_err(|source| Error::Host {
+        path: temp_dir
+            .map(Path::to_path_buf)
+            .unwrap_or_else(std::env::temp_dir),
+        source,
+    })?;
+    let mut dec = zstd::stream::read::Decoder::new(file)
+        .map_err(|source| Error::Decompress { at: at(), source })?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total: u64 = 0;
+    loop {
+        // Fill the buffer completely (or to the end of the stream) so blocks stay aligned.
+        let mut filled = 0;
+        while filled < buf.len() {
+            match dec.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => return Err(Error::Decompress { at: at(), source }),
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        if total + filled as u64 > max_size {
+            return Err(Error::TooLarge {
+                at: at(),
+                what: "decompressed image",
+                size: total + filled as u64,
+                max: max_size,
+            });
+        }
+        for (i, block) in buf[..filled].chunks(CACHE).enumerate() {
+            if block.iter().any(|&b| b != 0) {
+                tmp.write_all_at(block, total + (i * CACHE) as u64)
+                    .map_err(|source| Error::Host {
+                        path: std::env::temp_dir(),
+                        source,
+                    })?;
+            }
+        }
+        total += filled as u64;
+    }
+    tmp.set_len(total).map_err(|source| Error::Host {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    Ok(Disk::new(tmp, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk(bytes: &[u8]) -> Arc<Disk> {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(bytes).unwrap();
+        Arc::new(Disk::new(f, bytes.len() as u64))
+    }
+
+    #[test]
+    fn slice_reads_are_bounded_and_cached() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let d = disk(&data);
+        let mut s = Slice::new(d, 1000, 150_000, Budget::new(u64::MAX));
+        let mut b = [0u8; 10];
+        s.read_exact_at(65_530, &mut b).unwrap();
+        assert_eq!(&b[..], &data[66_530..66_540]);
+        assert!(s.read_exact_at(149_995, &mut b).is_err());
+        s.seek(SeekFrom::End(-4)).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, &data[150_996..151_000]);
+        assert!(s.write(b"x").is_err());
+        assert!(s.seek(SeekFrom::Current(-1_000_000)).is_err());
+    }
+
+    #[test]
+    fn budget_stops_reading() {
+        let d = disk(&[7u8; 4096]);
+        let budget = Budget::new(100);
+        let mut s = Slice::new(d, 0, 4096, budget.clone());
+        let mut b = [0u8; 64];
+        s.read_exact_at(0, &mut b).unwrap();
+        assert!(s.read_exact_at(0, &mut b).is_err());
+        assert!(budget.exhausted());
+        budget.set(1000);
+        s.read_exact_at(0, &mut b).unwrap();
+    }
+}

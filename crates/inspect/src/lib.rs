@@ -1,0 +1,490 @@
+//! Reading disk images without trusting them.
+//!
+//! [`Image::open`] takes a raw image or a zstd-compressed one (decompressed to a sparse
+//! anonymous temporary file), reads its partition table (GPT through the `gpt` crate, MBR
+//! through `mbrman`, each after our own checks), and probes every partition for ext4 (read
+//! by the independent `ext4-view` crate) or FAT (read by [`fs::fat`], our own bounded
+//! reader). [`Image::inspect`] explains the image: table, filesystems, the boot setup
+//! (systemd-boot, extlinux, GRUB, Raspberry Pi firmware) and the NixOS system (profile,
+//! toplevel, version, registered store paths), for images built by imgbuild or by nixpkgs.
+//! [`Filesystem`] lists, reads and copies files.
+//!
+//! The image is untrusted input. A corrupt or hostile image gives an [`Error`], never a
+//! panic, a hang or an allocation out of proportion to the image:
+//!
+//! - every read goes through a bounded [`io`] slice of one partition, with a read budget per
+//!   operation (so a reader sent into a loop stops);
+//! - numbers from the image are checked before a third-party reader sees them
+//!   ([`table`], the ext4 superblock, the FAT boot sector), and limits ([`Limits`]) cap
+//!   directory sizes, walk depth and breadth, in-memory reads and copies;
+//! - third-party readers run under `catch_unwind` as a last line of defence ([`guard`]).
+//!
+//! `tests/fuzz.rs` corrupts real images' metadata and checks all of this.
+//!
+//! This crate knows nothing of argv or terminals; it reads no clock and no environment
+//! variable (temporary files go to `OpenOptions::temp_dir`, else the system default).
+
+mod boot;
+mod copy;
+mod error;
+pub mod fs;
+pub mod guard;
+pub mod io;
+mod nixos;
+pub mod path;
+pub mod table;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+pub use boot::{
+    Boot, BootEntry, EfiBinary, Extlinux, ExtlinuxEntry, Grub, PiKernel, RaspberryPi, SystemdBoot,
+};
+pub use error::{Error, Result, Where};
+pub use fs::{CopyStats, Entry, FileReader, Filesystem, FsInfo, Kind};
+pub use io::Compression;
+pub use nixos::{Nixos, Registration, Store};
+pub use table::{Partition, Table, TableKind};
+
+/// Limits that keep a hostile image from exhausting memory, disk or time.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest decompressed size of a `.zst` image.
+    pub max_image_size: u64,
+    /// Entries returned by one directory listing.
+    pub max_dir_entries: usize,
+    /// Entries visited by one walk (`ls -R`, copies).
+    pub max_walk_entries: u64,
+    /// Directory depth of a walk.
+    pub max_depth: usize,
+    /// Bytes one file may put in memory (config files, boot entries, EFI binaries).
+    pub max_in_memory: u64,
+    /// Bytes one copy may write; `None`: four times the filesystem's size plus 1 GiB.
+    pub max_copy_bytes: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_image_size: 64 << 30,
+            max_dir_entries: 1 << 20,
+            max_walk_entries: 20_000_000,
+            max_depth: 256,
+            max_in_memory: 64 << 20,
+            max_copy_bytes: None,
+        }
+    }
+}
+
+/// How to open an image.
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    pub limits: Limits,
+    /// Directory for temporary files (decompressed image, database copy).
+    pub temp_dir: Option<PathBuf>,
+}
+
+struct Part {
+    partition: Partition,
+    info: Option<FsInfo>,
+    fs: Option<Filesystem>,
+    error: Option<String>,
+}
+
+/// An opened disk image: its table and the filesystems of its partitions.
+pub struct Image {
+    path: PathBuf,
+    compression: Compression,
+    file_size: u64,
+    disk_size: u64,
+    table: Table,
+    parts: Vec<Part>,
+    warnings: Vec<String>,
+    temp_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Image")
+            .field("path", &self.path)
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One partition in an [`Inspection`].
+#[derive(Clone, Debug, Serialize)]
+pub struct PartitionReport {
+    #[serde(flatten)]
+    pub partition: Partition,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filesystem: Option<FsInfo>,
+    /// Why the partition's filesystem could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Everything [`Image::inspect`] found.
+#[derive(Clone, Debug, Serialize)]
+pub struct Inspection {
+    pub image: String,
+    pub compression: Compression,
+    /// Size of the file as stored (compressed, if it is).
+    pub file_size: u64,
+    /// Size of the disk it holds.
+    pub disk_size: u64,
+    pub table: Table,
+    pub partitions: Vec<PartitionReport>,
+    pub boot: Boot,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nixos: Option<Nixos>,
+    pub warnings: Vec<String>,
+}
+
+/// Splits a `[PART:]PATH` argument: a leading `/` means no partition.
+pub fn split_location(arg: &[u8]) -> (Option<String>, Vec<u8>) {
+    if arg.starts_with(b"/") {
+        return (None, arg.to_vec());
+    }
+    match arg.iter().position(|&b| b == b':') {
+        Some(i) => (
+            Some(String::from_utf8_lossy(&arg[..i]).into_owned()),
+            arg[i + 1..].to_vec(),
+        ),
+        None => (None, arg.to_vec()),
+    }
+}
+
+impl Image {
+    /// Opens an image with the default limits.
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, &OpenOptions::default())
+    }
+
+    /// Opens an image: decompresses it if needed, reads the table, probes the partitions.
+    pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Self> {
+        let (disk, compression, file_size) =
+            io::open_disk(path, opts.limits.max_image_size, opts.temp_dir.as_deref())?;
+        let disk = Arc::new(disk);
+        let disk_size = disk.size();
+        let (table, partitions, mut warnings) = match table::read(path, &disk)? {
+            Some(p) => (p.table, p.partitions, p.warnings),
+            None => (
+                Table {
+                    kind: TableKind::None,
+                    disk_id: None,
+                    sector_size: table::SECTOR,
+                    first_usable_lba: None,
+                    last_usable_lba: None,
+                    entries: None,
+                    header: None,
+                    backup_ok: None,
+                },
+                vec![Partition {
+                    number: 0,
+                    start: 0,
+                    size: disk_size,
+                    first_lba: 0,
+                    last_lba: (disk_size / table::SECTOR).saturating_sub(1),
+                    type_id: "-".into(),
+                    type_name: Some("whole image"),
+                    name: None,
+                    guid: None,
+                    flags: Vec::new(),
+                    attributes: None,
+                    readable: true,
+                }],
+                Vec::new(),
+            ),
+        };
+        let mut parts = Vec::new();
+        for p in partitions {
+            if !p.readable {
+                parts.push(Part {
+                    partition: p,
+                    info: None,
+                    fs: None,
+                    error: None,
+                });
+                continue;
+            }
+            let at = Where {
+                image: path.to_path_buf(),
+                partition: Some(p.describe(None)),
+                path: None,
+            };
+            let o = fs::open(&disk, &p, at, &opts.limits);
+            let at_label = o
+                .info
+                .as_ref()
+                .and_then(|i| i.label.clone())
+                .map(|l| p.describe(Some(&l)));
+            let mut fs = o.fs;
+            if let (Some(f), Some(d)) = (&mut fs, at_label) {
+                f.set_partition_name(d);
+            }
+            parts.push(Part {
+                partition: p,
+                info: o.info,
+                fs,
+                error: o.error.map(|e| e.to_string()),
+            });
+        }
+        if table_is_none(&parts) && parts[0].fs.is_none() {
+            warnings.push("no partition table and no filesystem recognised".into());
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            compression,
+            file_size,
+            disk_size,
+            table,
+            parts,
+            warnings,
+            temp_dir: opts.temp_dir.clone(),
+        })
+    }
+
+    /// The image file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Size of the (decompressed) disk.
+    pub fn disk_size(&self) -> u64 {
+        self.disk_size
+    }
+
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// Partitions in table order (partition 0 = the whole image when there is no table).
+    pub fn partitions(&self) -> impl Iterator<Item = &Partition> {
+        self.parts.iter().map(|p| &p.partition)
+    }
+
+    /// Table-level warnings (damaged backup GPT, overlaps, partitions past the end).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    fn available(&self) -> String {
+        let v: Vec<String> = self
+            .parts
+            .iter()
+            .map(|p| {
+                p.partition
+                    .describe(p.info.as_ref().and_then(|i| i.label.as_deref()))
+            })
+            .collect();
+        if v.is_empty() {
+            "none".into()
+        } else {
+            v.join(", ")
+        }
+    }
+
+    fn part_fs<'a>(&self, p: &'a Part) -> Result<&'a Filesystem> {
+        let at = Where {
+            image: self.path.clone(),
+            partition: Some(
+                p.partition
+                    .describe(p.info.as_ref().and_then(|i| i.label.as_deref())),
+            ),
+            path: None,
+        };
+        if !p.partition.readable {
+            return Err(Error::Corrupt {
+                at,
+                reason: "the partition is not inside the image".into(),
+            });
+        }
+        p.fs.as_ref().ok_or_else(|| Error::NoFilesystem {
+            at,
+            detail: p.error.clone(),
+        })
+    }
+
+    /// The filesystem of a partition given by number (`2`) or by filesystem label or GPT
+    /// partition name (`ESP`, `nixos`; case-sensitive first, then case-insensitive).
+    pub fn filesystem(&self, spec: &str) -> Result<&Filesystem> {
+        let label = |p: &Part| p.info.as_ref().and_then(|i| i.label.clone());
+        let found = if let Ok(n) = spec.parse::<u32>() {
+            self.parts.iter().find(|p| p.partition.number == n)
+        } else {
+            let exact = |p: &&Part| {
+                label(p).as_deref() == Some(spec) || p.partition.name.as_deref() == Some(spec)
+            };
+            let loose = |p: &&Part| {
+                label(p).is_some_and(|l| l.eq_ignore_ascii_case(spec))
+                    || p.partition
+                        .name
+                        .as_deref()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(spec))
+            };
+            self.parts
+                .iter()
+                .find(exact)
+                .or_else(|| self.parts.iter().find(loose))
+        };
+        match found {
+            Some(p) => self.part_fs(p),
+            None => Err(Error::NoSuchPartition {
+                image: self.path.clone(),
+                spec: spec.to_string(),
+                available: self.available(),
+            }),
+        }
+    }
+
+    /// The root filesystem: the one holding `/nix/store`, else one labelled like a NixOS
+    /// root, else the biggest ext filesystem, else the only filesystem.
+    pub fn root_filesystem(&self) -> Result<&Filesystem> {
+        let readable: Vec<&Part> = self.parts.iter().filter(|p| p.fs.is_some()).collect();
+        let pick = readable
+            .iter()
+            .find(|p| {
+                p.fs.as_ref().is_some_and(
+                    |f| matches!(f.metadata(b"/nix/store"), Ok(m) if m.kind == Kind::Dir),
+                )
+            })
+            .or_else(|| {
+                readable.iter().find(|p| {
+                    p.info
+                        .as_ref()
+                        .and_then(|i| i.label.as_deref())
+                        .is_some_and(|l| l.eq_ignore_ascii_case("nixos") || l == "NIXOS_SD")
+                })
+            })
+            .or_else(|| {
+                readable
+                    .iter()
+                    .filter(|p| p.info.as_ref().is_some_and(|i| i.kind.starts_with("ext")))
+                    .max_by_key(|p| p.partition.size)
+            })
+            .or_else(|| {
+                if readable.len() == 1 {
+                    readable.first()
+                } else {
+                    None
+                }
+            });
+        match pick {
+            Some(p) => self.part_fs(p),
+            None => Err(Error::NoFilesystem {
+                at: Where::image(&self.path),
+                detail: Some(format!(
+                    "no root filesystem among partitions: {}",
+                    self.available()
+                )),
+            }),
+        }
+    }
+
+    /// `PART` given, or the root filesystem.
+    pub fn select(&self, spec: Option<&str>) -> Result<&Filesystem> {
+        match spec {
+            Some(s) => self.filesystem(s),
+            None => self.root_filesystem(),
+        }
+    }
+
+    /// Explains the image. Problems found on the way are warnings in the result; only the
+    /// image and its table must be readable (which [`Image::open`] already checked).
+    pub fn inspect(&self) -> Inspection {
+        let mut warnings = self.warnings.clone();
+        let mut boot = Boot::default();
+        for p in &self.parts {
+            let Some(fs) = &p.fs else { continue };
+            let n = p.partition.number;
+            if let Some(sb) = boot::systemd_boot(fs, n, &mut warnings) {
+                boot.systemd_boot.push(sb);
+            }
+            boot.extlinux.extend(boot::extlinux(fs, n, &mut warnings));
+            boot.grub.extend(boot::grub(fs, n, &mut warnings));
+            if let Some(pi) = boot::raspberry_pi(fs, n, &mut warnings) {
+                boot.raspberry_pi.push(pi);
+            }
+        }
+        let boot_toplevel = boot
+            .systemd_boot
+            .iter()
+            .flat_map(|s| s.entries.iter())
+            .filter_map(|e| e.options.as_deref())
+            .chain(
+                boot.extlinux
+                    .iter()
+                    .flat_map(|x| x.entries.iter())
+                    .filter_map(|e| e.append.as_deref()),
+            )
+            .find_map(nixos::toplevel_from_cmdline);
+        let nixos = self.root_filesystem().ok().and_then(|fs| {
+            let part = self
+                .parts
+                .iter()
+                .find(|p| p.fs.as_ref().is_some_and(|f| std::ptr::eq(f, fs)))?;
+            let looks_nixos = fs.exists(b"/nix/store").unwrap_or(false);
+            looks_nixos.then(|| {
+                nixos::read(
+                    fs,
+                    part.partition.number,
+                    boot_toplevel,
+                    self.temp_dir.as_deref(),
+                    &mut warnings,
+                )
+            })
+        });
+        Inspection {
+            image: self.path.display().to_string(),
+            compression: self.compression,
+            file_size: self.file_size,
+            disk_size: self.disk_size,
+            table: self.table.clone(),
+            partitions: self
+                .parts
+                .iter()
+                .map(|p| PartitionReport {
+                    partition: p.partition.clone(),
+                    filesystem: p.info.clone(),
+                    error: p.error.clone(),
+                })
+                .collect(),
+            boot,
+            nixos,
+            warnings,
+        }
+    }
+}
+
+fn table_is_none(parts: &[Part]) -> bool {
+    parts.len() == 1 && parts[0].partition.number == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations() {
+        assert_eq!(
+            split_location(b"/nix/store"),
+            (None, b"/nix/store".to_vec())
+        );
+        assert_eq!(
+            split_location(b"ESP:/loader"),
+            (Some("ESP".into()), b"/loader".to_vec())
+        );
+        assert_eq!(
+            split_location(b"2:etc"),
+            (Some("2".into()), b"etc".to_vec())
+        );
+        assert_eq!(split_location(b"etc"), (None, b"etc".to_vec()));
+    }
+}

@@ -1,0 +1,673 @@
+//! Partition tables: GPT (through the `gpt` crate) and MBR (through `mbrman`), each after
+//! this module has checked everything those crates would trust: header sizes, entry counts
+//! and sizes, CRCs, that the entry array and every partition lie inside the disk, the EBR
+//! chain of an extended partition. Inconsistencies that do not endanger reading (a damaged
+//! backup GPT, overlapping partitions, a partition past the end of a truncated image) are
+//! reported as warnings; the partitions concerned are then not read.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::guard::guard;
+use crate::io::{Budget, Disk, Slice, BASE_BUDGET};
+use crate::{Error, Result, Where};
+
+/// Sector size assumed for partition tables (4 KiB-sector images are not supported).
+pub const SECTOR: u64 = 512;
+/// At most this many GPT entries (the usual 128 needs 16 KiB; 4096 is 512 KiB).
+pub const MAX_GPT_ENTRIES: u32 = 4096;
+/// At most this many logical partitions in an MBR extended partition.
+pub const MAX_LOGICAL: usize = 128;
+
+/// The partition table of an image.
+#[derive(Clone, Debug, Serialize)]
+pub struct Table {
+    /// `gpt`, `mbr` or `none` (a filesystem spanning the whole image, or nothing).
+    pub kind: TableKind,
+    /// GPT disk GUID or MBR disk signature (`0x2178694e`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_id: Option<String>,
+    /// Sector size the table was read with.
+    pub sector_size: u64,
+    /// GPT: first and last LBA usable for partitions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_usable_lba: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_usable_lba: Option<u64>,
+    /// GPT: number of entries in the partition entry array.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entries: Option<u32>,
+    /// GPT: which header was used (`primary`, or `backup` when the primary is damaged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header: Option<&'static str>,
+    /// GPT: whether the backup header at the end of the disk is valid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_ok: Option<bool>,
+}
+
+/// Kind of partition table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableKind {
+    Gpt,
+    Mbr,
+    None,
+}
+
+impl std::fmt::Display for TableKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TableKind::Gpt => "GPT",
+            TableKind::Mbr => "MBR (dos)",
+            TableKind::None => "none",
+        })
+    }
+}
+
+/// One partition (or, without a table, the whole image as partition 0).
+#[derive(Clone, Debug, Serialize)]
+pub struct Partition {
+    /// 1-based number (GPT entry index + 1; MBR 1-4 primary, 5+ logical); 0 = whole image.
+    pub number: u32,
+    /// Byte offset in the image.
+    pub start: u64,
+    /// Size in bytes.
+    pub size: u64,
+    pub first_lba: u64,
+    pub last_lba: u64,
+    /// GPT type GUID (upper case) or MBR type byte (`0x83`).
+    #[serde(rename = "type")]
+    pub type_id: String,
+    /// Human name of the type, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub type_name: Option<&'static str>,
+    /// GPT partition name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// GPT unique partition GUID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guid: Option<String>,
+    /// Flags: `boot` (MBR active), GPT attribute names, `logical`.
+    pub flags: Vec<String>,
+    /// GPT attribute bits as a number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<u64>,
+    /// False when the partition is not inside the image (then it is not read).
+    pub readable: bool,
+}
+
+impl Partition {
+    /// `2 (nixos)`-style description used in messages.
+    pub fn describe(&self, label: Option<&str>) -> String {
+        let name = label.or(self.name.as_deref()).filter(|n| !n.is_empty());
+        match (self.number, name) {
+            (0, _) => "0 (whole image)".to_string(),
+            (n, Some(l)) => format!("{n} ({l})"),
+            (n, None) => n.to_string(),
+        }
+    }
+}
+
+pub(crate) struct Parsed {
+    pub table: Table,
+    pub partitions: Vec<Partition>,
+    pub warnings: Vec<String>,
+}
+
+fn u32le(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+fn u64le(b: &[u8], o: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[o..o + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// GUID in the mixed-endian on-disk layout -> upper-case text.
+pub(crate) fn guid_text(b: &[u8]) -> String {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&b[..16]);
+    uuid::Uuid::from_bytes_le(a)
+        .hyphenated()
+        .to_string()
+        .to_uppercase()
+}
+
+/// Reads the partition table. `Ok(None)` when there is neither a GPT nor an MBR partition
+/// table (the caller then probes the whole image for a filesystem).
+pub(crate) fn read(image: &std::path::Path, disk: &Arc<Disk>) -> Result<Option<Parsed>> {
+    let at = || Where::image(image);
+    let size = disk.size();
+    if size < SECTOR * 2 {
+        return Ok(None);
+    }
+    let mut lba0 = [0u8; 512];
+    let mut lba1 = [0u8; 512];
+    disk.read_exact_at(0, &mut lba0)
+        .map_err(|source| Error::Io { at: at(), source })?;
+    disk.read_exact_at(SECTOR, &mut lba1)
+        .map_err(|source| Error::Io { at: at(), source })?;
+    let mbr_sig = lba0[510] == 0x55 && lba0[511] == 0xaa;
+    let protective = mbr_sig && (0..4).any(|i| lba0[446 + i * 16 + 4] == 0xee);
+    if &lba1[..8] == b"EFI PART" || protective {
+        return read_gpt(image, disk, protective).map(Some);
+    }
+    // A FAT boot sector also ends in 55 AA: a bare filesystem is not a partition table.
+    if !mbr_sig || crate::fs::fat::looks_like_boot_sector(&lba0) {
+        return Ok(None);
+    }
+    read_mbr(image, disk, &lba0).map(Some)
+}
+
+struct GptHeader {
+    lba: u64,
+    backup_lba: u64,
+    first_usable: u64,
+    last_usable: u64,
+    disk_guid: String,
+    part_start: u64,
+    num_parts: u32,
+    part_size: u32,
+    crc_parts: u32,
+}
+
+/// Reads and checks the header at `lba`. `Ok(None)`: no header there (bad signature or CRC).
+/// `Err`: a header with a valid CRC whose fields are unusable.
+fn gpt_header(
+    image: &std::path::Path,
+    disk: &Disk,
+    lba: u64,
+    which: &str,
+) -> Result<Option<GptHeader>> {
+    let at = || Where::image(image);
+    let corrupt = |reason: String| Error::Corrupt {
+        at: at(),
+        reason: format!("{which} GPT header (LBA {lba}): {reason}"),
+    };
+    let mut b = [0u8; 512];
+    disk.read_exact_at(lba * SECTOR, &mut b)
+        .map_err(|source| Error::Io { at: at(), source })?;
+    if &b[..8] != b"EFI PART" {
+        return Ok(None);
+    }
+    // A header counts as present when its CRC matches, computed over its header size (the
+    // UEFI rule) or over 92 bytes (what the gpt crate does): every header the gpt crate could
+    // pick is then checked below.
+    let hsize = u32le(&b, 12) as usize;
+    let stored = u32le(&b, 16);
+    let mut h = b;
+    h[16..20].fill(0);
+    let spec_ok = (92..=512).contains(&hsize) && crc32fast::hash(&h[..hsize]) == stored;
+    if !spec_ok && crc32fast::hash(&h[..92]) != stored {
+        return Ok(None);
+    }
+    let disk_sectors = disk.size() / SECTOR;
+    let hdr = GptHeader {
+        lba: u64le(&b, 24),
+        backup_lba: u64le(&b, 32),
+        first_usable: u64le(&b, 40),
+        last_usable: u64le(&b, 48),
+        disk_guid: guid_text(&b[56..72]),
+        part_start: u64le(&b, 72),
+        num_parts: u32le(&b, 80),
+        part_size: u32le(&b, 84),
+        crc_parts: u32le(&b, 88),
+    };
+    if hdr.lba != lba {
+        return Err(corrupt(format!("says it is at LBA {}", hdr.lba)));
+    }
+    if hdr.part_size != 128 {
+        return Err(Error::Unsupported {
+            at: at(),
+            what: format!(
+                "{which} GPT header: partition entries of {} bytes (only 128 is read)",
+                hdr.part_size
+            ),
+        });
+    }
+    if hdr.num_parts == 0 || hdr.num_parts > MAX_GPT_ENTRIES {
+        return Err(corrupt(format!(
+            "{} partition entries (at most {MAX_GPT_ENTRIES} are read)",
+            hdr.num_parts
+        )));
+    }
+    let array_sectors = (u64::from(hdr.num_parts) * 128).div_ceil(SECTOR);
+    let array_end = hdr.part_start.checked_add(array_sectors);
+    if hdr.part_start < 2 || array_end.map_or(true, |e| e > disk_sectors) {
+        return Err(corrupt(format!(
+            "entry array at LBA {} ({} entries) is not inside the disk ({disk_sectors} sectors)",
+            hdr.part_start, hdr.num_parts
+        )));
+    }
+    if hdr.first_usable > hdr.last_usable.saturating_add(1) || hdr.last_usable >= disk_sectors {
+        return Err(corrupt(format!(
+            "usable LBAs {}..={} are not inside the disk ({disk_sectors} sectors)",
+            hdr.first_usable, hdr.last_usable
+        )));
+    }
+    Ok(Some(hdr))
+}
+
+fn read_gpt(image: &std::path::Path, disk: &Arc<Disk>, protective: bool) -> Result<Parsed> {
+    let at = || Where::image(image);
+    let mut warnings = Vec::new();
+    let disk_sectors = disk.size() / SECTOR;
+    if disk.size() % SECTOR != 0 {
+        warnings.push(format!(
+            "the image size ({} bytes) is not a multiple of {SECTOR}",
+            disk.size()
+        ));
+    }
+    if !protective {
+        warnings.push("GPT without a protective MBR (type 0xEE entry)".into());
+    }
+    let primary = gpt_header(image, disk, 1, "primary")?;
+    let backup_lba = disk_sectors - 1;
+    let backup = gpt_header(image, disk, backup_lba, "backup")?;
+    let (hdr, which) =
+        match (primary, &backup) {
+            (Some(h), _) => (h, "primary"),
+            (None, Some(b)) => {
+                warnings.push("the primary GPT header is damaged; using the backup header".into());
+                (
+                    GptHeader {
+                        lba: b.lba,
+                        backup_lba: b.backup_lba,
+                        first_usable: b.first_usable,
+                        last_usable: b.last_usable,
+                        disk_guid: b.disk_guid.clone(),
+                        part_start: b.part_start,
+                        num_parts: b.num_parts,
+                        part_size: b.part_size,
+                        crc_parts: b.crc_parts,
+                    },
+                    "backup",
+                )
+            }
+            (None, None) => return Err(Error::Corrupt {
+                at: at(),
+                reason:
+                    "protective MBR, but neither the primary nor the backup GPT header is valid \
+                         (bad signature or CRC; a truncated image loses the backup)"
+                        .into(),
+            }),
+        };
+    if backup.is_none() {
+        warnings.push(format!(
+            "no valid backup GPT header at the last sector (LBA {backup_lba}): image truncated or extended?"
+        ));
+    } else if which == "primary" && hdr.backup_lba != backup_lba {
+        warnings.push(format!(
+            "the primary GPT header puts the backup at LBA {}, but the image ends at LBA {backup_lba}",
+            hdr.backup_lba
+        ));
+    }
+    // The entry array CRC (the gpt crate does not check it).
+    let mut array = vec![0u8; hdr.num_parts as usize * 128];
+    disk.read_exact_at(hdr.part_start * SECTOR, &mut array)
+        .map_err(|source| Error::Io { at: at(), source })?;
+    if crc32fast::hash(&array) != hdr.crc_parts {
+        warnings.push(format!(
+            "the CRC of the GPT entry array at LBA {} does not match its header",
+            hdr.part_start
+        ));
+    }
+    // Everything the gpt crate trusts has been checked: entry size 128, a bounded entry count,
+    // the array inside the disk, a header CRC (so it picks the header we picked).
+    let slice = Slice::new(disk.clone(), 0, disk.size(), Budget::new(BASE_BUDGET));
+    let gdisk = guard("gpt", at, || {
+        gpt::GptConfig::new()
+            .writable(false)
+            .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
+            .open_from_device(slice)
+            .map_err(|e| Error::Corrupt {
+                at: at(),
+                reason: format!("GPT: {e}"),
+            })
+    })?;
+    let mut partitions = Vec::new();
+    for (&number, p) in gdisk.partitions() {
+        if !p.is_used() {
+            continue;
+        }
+        let type_id = p
+            .part_type_guid
+            .guid
+            .hyphenated()
+            .to_string()
+            .to_uppercase();
+        let mut flags = Vec::new();
+        for (bit, name) in [
+            (0, "required"),
+            (1, "no-block-io"),
+            (2, "legacy-bios-bootable"),
+            (60, "read-only"),
+            (62, "hidden"),
+            (63, "no-automount"),
+        ] {
+            if p.flags & (1u64 << bit) != 0 {
+                flags.push(name.to_string());
+            }
+        }
+        let mut part = Partition {
+            number,
+            start: p.first_lba.saturating_mul(SECTOR),
+            size: p
+                .last_lba
+                .saturating_sub(p.first_lba)
+                .saturating_add(1)
+                .saturating_mul(SECTOR),
+            first_lba: p.first_lba,
+            last_lba: p.last_lba,
+            type_name: gpt_type_name(&type_id),
+            type_id,
+            name: Some(p.name.clone()),
+            guid: Some(p.part_guid.hyphenated().to_string().to_uppercase()),
+            flags,
+            attributes: Some(p.flags),
+            readable: true,
+        };
+        if p.last_lba < p.first_lba {
+            warnings.push(format!(
+                "partition {number}: last LBA {} before first LBA {}",
+                p.last_lba, p.first_lba
+            ));
+            part.readable = false;
+            part.size = 0;
+        } else if p.first_lba < hdr.first_usable || p.last_lba > hdr.last_usable {
+            warnings.push(format!(
+                "partition {number}: LBAs {}..={} outside the usable range {}..={}",
+                p.first_lba, p.last_lba, hdr.first_usable, hdr.last_usable
+            ));
+        }
+        check_inside(&mut part, disk_sectors, &mut warnings);
+        partitions.push(part);
+    }
+    check_overlaps(&partitions, &mut warnings);
+    Ok(Parsed {
+        table: Table {
+            kind: TableKind::Gpt,
+            disk_id: Some(hdr.disk_guid.clone()),
+            sector_size: SECTOR,
+            first_usable_lba: Some(hdr.first_usable),
+            last_usable_lba: Some(hdr.last_usable),
+            entries: Some(hdr.num_parts),
+            header: Some(which),
+            backup_ok: Some(backup.is_some()),
+        },
+        partitions,
+        warnings,
+    })
+}
+
+fn check_inside(part: &mut Partition, disk_sectors: u64, warnings: &mut Vec<String>) {
+    if part.readable && part.last_lba >= disk_sectors {
+        warnings.push(format!(
+            "partition {}: ends at LBA {}, past the end of the image (LBA {}): not read",
+            part.number,
+            part.last_lba,
+            disk_sectors.saturating_sub(1)
+        ));
+        part.readable = false;
+    }
+    if part.readable && part.first_lba == 0 {
+        warnings.push(format!(
+            "partition {}: starts at LBA 0, over the partition table: not read",
+            part.number
+        ));
+        part.readable = false;
+    }
+}
+
+fn check_overlaps(parts: &[Partition], warnings: &mut Vec<String>) {
+    let mut sorted: Vec<&Partition> = parts
+        .iter()
+        .filter(|p| p.size > 0 && !p.flags.iter().any(|f| f == "extended"))
+        .collect();
+    sorted.sort_by_key(|p| (p.first_lba, p.number));
+    for w in sorted.windows(2) {
+        if w[1].first_lba <= w[0].last_lba {
+            warnings.push(format!(
+                "partitions {} (LBA {}..={}) and {} (LBA {}..={}) overlap",
+                w[0].number,
+                w[0].first_lba,
+                w[0].last_lba,
+                w[1].number,
+                w[1].first_lba,
+                w[1].last_lba
+            ));
+        }
+    }
+}
+
+struct RawEntry {
+    boot: u8,
+    sys: u8,
+    start: u64,
+}
+
+fn raw_entry(b: &[u8]) -> RawEntry {
+    RawEntry {
+        boot: b[0],
+        sys: b[4],
+        start: u64::from(u32le(b, 8)),
+    }
+}
+
+fn is_extended(sys: u8) -> bool {
+    matches!(sys, 0x05 | 0x0f | 0x85)
+}
+
+fn read_mbr(image: &std::path::Path, disk: &Arc<Disk>, lba0: &[u8; 512]) -> Result<Parsed> {
+    let at = || Where::image(image);
+    let corrupt = |reason: String| Error::Corrupt {
+        at: at(),
+        reason: format!("MBR: {reason}"),
+    };
+    let disk_sectors = disk.size() / SECTOR;
+    // Check what mbrman trusts: boot flags, non-zero starts of used entries (its alignment
+    // search unwraps an empty range otherwise), and an EBR chain that is bounded, strictly
+    // increasing and whose sums fit in u32 (mbrman adds them unchecked).
+    let mut extended = None;
+    for i in 0..4 {
+        let e = raw_entry(&lba0[446 + i * 16..462 + i * 16]);
+        if e.boot != 0 && e.boot != 0x80 {
+            return Err(corrupt(format!(
+                "entry {}: boot flag {:#04x} (only 0x00 and 0x80 are valid)",
+                i + 1,
+                e.boot
+            )));
+        }
+        if e.sys != 0 && e.start == 0 {
+            return Err(corrupt(format!(
+                "entry {} (type {:#04x}) starts at LBA 0",
+                i + 1,
+                e.sys
+            )));
+        }
+        if is_extended(e.sys) && extended.is_none() {
+            extended = Some(e);
+        }
+    }
+    if let Some(ext) = &extended {
+        walk_ebr_chain(image, disk, ext, disk_sectors)?;
+    }
+    let mut slice = Slice::new(disk.clone(), 0, disk.size(), Budget::new(BASE_BUDGET));
+    let mbr = guard("mbrman", at, || {
+        mbrman::MBR::read_from(&mut slice, SECTOR as u32).map_err(|e| corrupt(e.to_string()))
+    })?;
+    let mut warnings = Vec::new();
+    let mut partitions = Vec::new();
+    for (i, p) in mbr.iter() {
+        if !p.is_used() {
+            continue;
+        }
+        let number = u32::try_from(i).unwrap_or(u32::MAX);
+        let start = u64::from(p.starting_lba);
+        let sectors = u64::from(p.sectors);
+        let mut flags = Vec::new();
+        if p.boot == 0x80 {
+            flags.push("boot".to_string());
+        }
+        if p.is_extended() {
+            flags.push("extended".to_string());
+        }
+        if i > 4 {
+            flags.push("logical".to_string());
+        }
+        let mut part = Partition {
+            number,
+            start: start * SECTOR,
+            size: sectors * SECTOR,
+            first_lba: start,
+            last_lba: (start + sectors).saturating_sub(1),
+            type_id: format!("{:#04x}", p.sys),
+            type_name: mbr_type_name(p.sys),
+            name: None,
+            guid: None,
+            flags,
+            attributes: None,
+            readable: !p.is_extended(),
+        };
+        if sectors == 0 {
+            warnings.push(format!("partition {number}: zero sectors: not read"));
+            part.readable = false;
+        }
+        check_inside(&mut part, disk_sectors, &mut warnings);
+        partitions.push(part);
+    }
+    check_overlaps(&partitions, &mut warnings);
+    let sig = u32::from_le_bytes(mbr.header.disk_signature);
+    Ok(Parsed {
+        table: Table {
+            kind: TableKind::Mbr,
+            disk_id: Some(format!("{sig:#010x}")),
+            sector_size: SECTOR,
+            first_usable_lba: None,
+            last_usable_lba: None,
+            entries: None,
+            header: None,
+            backup_ok: None,
+        },
+        partitions,
+        warnings,
+    })
+}
+
+fn walk_ebr_chain(
+    image: &std::path::Path,
+    disk: &Disk,
+    ext: &RawEntry,
+    disk_sectors: u64,
+) -> Result<()> {
+    let corrupt = |reason: String| Error::Corrupt {
+        at: Where::image(image),
+        reason: format!("MBR extended partition: {reason}"),
+    };
+    let mut rel: u64 = 0;
+    for n in 0.. {
+        if n >= MAX_LOGICAL {
+            return Err(Error::Limit {
+                at: Where::image(image),
+                what: "logical partitions in the extended partition".into(),
+                limit: MAX_LOGICAL as u64,
+            });
+        }
+        let lba = ext.start + rel;
+        if lba >= disk_sectors || lba > u64::from(u32::MAX) {
+            return Err(corrupt(format!(
+                "EBR at LBA {lba} is past the end of the disk"
+            )));
+        }
+        let mut b = [0u8; 512];
+        disk.read_exact_at(lba * SECTOR, &mut b)
+            .map_err(|source| Error::Io {
+                at: Where::image(image),
+                source,
+            })?;
+        if b[510] != 0x55 || b[511] != 0xaa {
+            if n == 0 {
+                return Ok(()); // an empty extended partition need not have an EBR
+            }
+            return Err(corrupt(format!("EBR at LBA {lba} has no 55 AA signature")));
+        }
+        let logical = raw_entry(&b[446..462]);
+        let next = raw_entry(&b[462..478]);
+        for (e, what) in [(&logical, "logical entry"), (&next, "next-EBR entry")] {
+            if e.boot != 0 && e.boot != 0x80 {
+                return Err(corrupt(format!(
+                    "EBR at LBA {lba}: {what} has boot flag {:#04x}",
+                    e.boot
+                )));
+            }
+        }
+        if logical.sys != 0 && (logical.start == 0 || lba + logical.start > u64::from(u32::MAX)) {
+            return Err(corrupt(format!(
+                "EBR at LBA {lba}: logical partition start {} is invalid",
+                logical.start
+            )));
+        }
+        if next.start == 0 {
+            return Ok(());
+        }
+        if next.start <= rel || ext.start + next.start > u64::from(u32::MAX) {
+            return Err(corrupt(format!(
+                "EBR at LBA {lba}: next EBR at relative LBA {} does not move forward",
+                next.start
+            )));
+        }
+        rel = next.start;
+    }
+    Ok(())
+}
+
+/// Names of the GPT partition types seen in Linux images.
+pub fn gpt_type_name(guid: &str) -> Option<&'static str> {
+    Some(match guid {
+        "C12A7328-F81F-11D2-BA4B-00A0C93EC93B" => "EFI System",
+        "0FC63DAF-8483-4772-8E79-3D69D8477DE4" => "Linux filesystem",
+        "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709" => "Linux root (x86-64)",
+        "B921B045-1DF0-41C3-AF44-4C6F280D3FAE" => "Linux root (ARM-64)",
+        "44479540-F297-41B2-9AF7-D131D5F0458A" => "Linux root (x86)",
+        "BC13C2FF-59E6-4262-A352-B275FD6F7172" => "Linux extended boot (XBOOTLDR)",
+        "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F" => "Linux swap",
+        "E6D6D379-F507-44C2-A23C-238F2A3DF928" => "Linux LVM",
+        "A19D880F-05FC-4D3B-A006-743F0F84911E" => "Linux RAID",
+        "933AC7E1-2EB4-4F13-B844-0E14E2AEF915" => "Linux home",
+        "21686148-6449-6E6F-744E-656564454649" => "BIOS boot",
+        "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7" => "Microsoft basic data",
+        _ => return None,
+    })
+}
+
+/// Names of the MBR partition types seen in Linux images.
+pub fn mbr_type_name(sys: u8) -> Option<&'static str> {
+    Some(match sys {
+        0x01 => "FAT12",
+        0x04 | 0x06 => "FAT16",
+        0x05 => "Extended",
+        0x0b => "W95 FAT32",
+        0x0c => "W95 FAT32 (LBA)",
+        0x0e => "W95 FAT16 (LBA)",
+        0x0f => "W95 Extended (LBA)",
+        0x82 => "Linux swap",
+        0x83 => "Linux",
+        0x85 => "Linux extended",
+        0x8e => "Linux LVM",
+        0xee => "GPT protective",
+        0xef => "EFI (FAT-12/16/32)",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn le_helpers() {
+        let b = [1u8, 2, 3, 4, 5, 6, 7, 8];
+        assert_eq!(u32le(&b, 0), 0x04030201);
+        assert_eq!(u64le(&b, 0), 0x0807060504030201);
+    }
+}
