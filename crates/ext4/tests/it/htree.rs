@@ -75,10 +75,7 @@ fn collision_across_leaf_blocks() {
             if h < 1 << 31 {
                 return None;
             }
-            match seen.insert(h, n.clone()) {
-                Some(prev) => Some((prev, n, h)),
-                None => None,
-            }
+            seen.insert(h, n.clone()).map(|prev| (prev, n, h))
         })
         .unwrap();
     // Entries sort by (hash, minor hash, name): the pair sits together. Put fillers of

@@ -241,9 +241,8 @@ fn auto_size_just_past_a_group_boundary() {
     let block: std::sync::Arc<[u8]> = noise(6, 4096).into();
     let start = 3 * 32768u64;
     let mut t = Tree::new(m);
-    let mut n = 0;
     let mut blocks = 0;
-    for _ in 0..10_000 {
+    for n in 0..10_000 {
         blocks = ext4::plan(&t, &opts()).unwrap().size_bytes() / 4096;
         if blocks > start {
             break;
@@ -255,7 +254,6 @@ fn auto_size_just_past_a_group_boundary() {
         };
         t.insert_path(format!("/f{n}").as_bytes(), Node::bytes(m, data))
             .unwrap();
-        n += 1;
     }
     assert!(
         blocks > start && blocks <= start + 64,
