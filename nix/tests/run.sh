@@ -4,7 +4,9 @@
 #   1. every .nix file of the repository parses (nix-instantiate --parse);
 #   2. nix/tests/eval.nix (wiring tests against stub nixpkgs) passes, and fails in every test
 #      when its expectations are sabotaged (so the comparison can fail);
-#   3. for each Nix-built fixture closure (`cargo xtask fixtures`: target/fixtures/x86_64 and
+#   3. the flake and the template evaluate through Nix's own flake machinery (nix flake show,
+#      nix eval) with nixpkgs overridden by the stub flake nix/tests/flake.nix;
+#   4. for each Nix-built fixture closure (`cargo xtask fixtures`: target/fixtures/x86_64 and
 #      aarch64), the builder script lib.mkImage generates runs as Nix would run it ($out for
 #      the placeholder), with `imgbuild` on PATH being target/release/imgbuild plus
 #      `--store-root <fixture>`, and the image passes sgdisk/sfdisk, fsck.fat and e2fsck.
@@ -26,7 +28,7 @@ fail() {
     echo "FAIL: $*" >&2
     exit 1
 }
-for tool in nix-instantiate jq sgdisk sfdisk e2fsck debugfs fsck.fat mdir zstd sha256sum; do
+for tool in nix nix-instantiate git jq sgdisk sfdisk e2fsck debugfs fsck.fat mdir zstd sha256sum; do
     command -v "$tool" >/dev/null || fail "$tool is not installed"
 done
 [ -x "$imgbuild" ] || fail "$imgbuild: not built (cargo build --release -p imgbuild)"
@@ -67,7 +69,35 @@ sab=$(eval_json true)
     fail "sabotaged expectations: $(jq -c '{passed, failed}' <<<"$sab"), expected all $passed to fail"
 echo "sabotaged run: all $passed tests fail, as they must"
 
-# --- 3. the mkImage command on the fixture closures --------------------------------------
+# --- 3. the flake and the template through Nix's flake machinery -------------------------
+# nixpkgs is overridden by the stub flake nix/tests/flake.nix (no network); sources are copied
+# into a scratch chroot store, never the host's /nix/store.
+echo "== 3. nix flake show / nix eval with nixpkgs = nix/tests (stub)"
+nixf() {
+    nix --extra-experimental-features 'nix-command flakes' --store "$work/store" "$@" 2>"$work/nix.err" ||
+        { cat "$work/nix.err" >&2; return 1; }
+}
+stub=(--no-write-lock-file --override-input nixpkgs "path:$repo/nix/tests")
+show=$(nixf flake show --json "${stub[@]}" "git+file://$repo") || fail "nix flake show"
+want='{"apps":["aarch64-linux","x86_64-linux"],"modules":{"default":"nixos-module","gitops":"nixos-module","imgbuild":"nixos-module"},"packages":{"aarch64-linux":{"default":"imgbuild-0.1.0","imgbuild":"imgbuild-0.1.0"},"x86_64-linux":{"default":"imgbuild-0.1.0","imgbuild":"imgbuild-0.1.0"}},"templates":["default"]}'
+want=${want//0.1.0/$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)}
+got=$(jq -cS '{apps: (.apps | keys), modules: (.nixosModules | map_values(.type)), packages: (.packages | map_values(map_values(.name))), templates: (.templates | keys)}' <<<"$show")
+[ "$got" = "$(jq -cS . <<<"$want")" ] || fail "nix flake show: got $got"
+echo "flake show: $got"
+tmpl=(--no-write-lock-file --override-input imgbuild "git+file://$repo" --override-input nixpkgs "path:$repo/nix/tests")
+matrix=$(nixf eval --json "${tmpl[@]}" "path:$repo/templates/default#ciMatrix") || fail "template ciMatrix"
+[ "$(jq -cS . <<<"$matrix")" = '{"include":[{"name":"pi4","runner":"ubuntu-24.04-arm","system":"aarch64-linux"},{"name":"x86","runner":"ubuntu-latest","system":"x86_64-linux"}]}' ] ||
+    fail "template ciMatrix: $matrix"
+echo "template ciMatrix: $matrix"
+for node in pi4 x86; do
+    cl=$(nixf eval --raw "${tmpl[@]}" "path:$repo/templates/default#packages.x86_64-linux.$node.commandLine") ||
+        fail "template $node commandLine"
+    [[ $cl =~ ^imgbuild\ \'(sd-aarch64|raw-efi)\'\ \'--closure\'\ \'/nix/store/[0-9a-f]{32}-nixos-system-$node-[^\']*\'\ \'--closure-info\'\ \'/nix/store/[0-9a-f]{32}-closure-info\'\ \'-o\'\ \'/[0-9a-z]{52}/$node\.img(\.zst)?\'\ \'--json\'$ ]] ||
+        fail "template $node command line: $cl"
+    echo "template packages.x86_64-linux.$node: $cl"
+done
+
+# --- 4. the mkImage command on the fixture closures --------------------------------------
 part() { # IMAGE MANIFEST LABEL OUT: copy one partition out of IMAGE
     local start size
     start=$(jq -r --arg l "$3" '.partitions[] | select(.label == $l) | .start' "$2")
@@ -80,7 +110,7 @@ run_fixture() {
     local arch=$1
     local dir=$repo/target/fixtures/$arch
     [ -f "$dir/fixture.json" ] || fail "no fixture in $dir: run cargo xtask fixtures --arch $arch"
-    echo "== 3. mkImage's command on the $arch fixture ($dir)"
+    echo "== 4. mkImage's command on the $arch fixture ($dir)"
     local fx toplevel js
     fx=$(nix-instantiate --eval --strict --json -E "import ./nix/tests/fixture.nix { fixtureDir = \"$dir\"; }")
     toplevel=$(jq -r .toplevel "$dir/fixture.json")
