@@ -12,6 +12,21 @@
 //! extent 64bit flex_bg sparse_super large_file huge_file dir_nlink extra_isize
 //! metadata_csum`. Nothing here reads a clock, a random source or the environment: the same
 //! tree and options give the same bytes, whatever the thread count.
+//!
+//! Deliberate differences from mke2fs:
+//! - no `resize_inode` and no reserved GDT blocks (U-Boot compatibility, simplicity);
+//! - every group is initialized (no `INODE_UNINIT`/`BLOCK_UNINIT`), all with
+//!   `ITABLE_ZEROED` since the output is zero wherever nothing is written;
+//! - the journal follows the directories instead of sitting mid-filesystem;
+//! - `s_overhead_clusters` and `s_kbytes_written` stay 0, the inode generation is 0, every
+//!   inode time (atime, ctime, mtime, crtime) is the tree's mtime;
+//! - inodes are numbered depth-first in name order; a directory needing more than one
+//!   block is always hash-indexed, leaves packed full;
+//! - the minimum size leaves no free blocks: the reserved-blocks count is only recorded,
+//!   free space comes from [`Size::Auto`]'s `extra_free`, with one more inode per
+//!   `inode_ratio` bytes of it;
+//! - times after 2310-04-04 are clamped (e2fsck would take them for mis-encoded pre-1970
+//!   times).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -459,7 +474,7 @@ fn walk(tree: &Tree, timestamp: i64) -> Result<Walked> {
         i.links = if i.typ == Type::Dir {
             // dir_nlink: past the limit a directory's count is 1.
             let l = 2 + subdirs[k];
-            if l >= LINK_MAX {
+            if l > LINK_MAX {
                 1
             } else {
                 l

@@ -264,3 +264,28 @@ fn auto_size_just_past_a_group_boundary() {
     let mnt = Mount::new(&img.path, false);
     compare_mounted(&t, mnt.path());
 }
+
+#[test]
+fn dir_nlink_past_65000_subdirectories() {
+    // 64998 subdirectories: 65000 links, still counted; 64999: past the limit, count 1.
+    let m = Meta::new(0o755, 0, 0, 1);
+    let mut t = Tree::new(m);
+    for (name, n) in [("/counted", 64_998u32), ("/over", 64_999)] {
+        let d = t.insert_path(name.as_bytes(), Node::dir(m)).unwrap();
+        for i in 0..n {
+            t.insert(d, format!("{i}").as_bytes(), Node::dir(m))
+                .unwrap();
+        }
+    }
+    let img = build(&t, &opts());
+    fsck(&img.path);
+    let st = debugfs(&img.path, "stat /counted");
+    assert!(st.contains("Links: 65000 "), "{st}");
+    let st = debugfs(&img.path, "stat /over");
+    assert!(st.contains("Links: 1 "), "{st}");
+    let mnt = Mount::new(&img.path, false);
+    assert_eq!(
+        fs::read_dir(mnt.path().join("over")).unwrap().count(),
+        64_999
+    );
+}
