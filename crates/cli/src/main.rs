@@ -4,6 +4,7 @@
 //! and exit codes. Everything else is a library call.
 
 mod ext4_cmd;
+mod inspect_cmd;
 mod progress;
 
 use anyhow::{bail, Context, Result};
@@ -38,6 +39,14 @@ enum Cmd {
     },
     /// Make an ext4 filesystem image from a directory
     Ext4(ext4_cmd::Ext4Args),
+    /// Explain an image (.img or .img.zst): partition table, filesystems, boot setup, NixOS system
+    Inspect(inspect_cmd::InspectArgs),
+    /// List files in an image: `ls IMAGE [PART:]PATH` (PART: number or label, default the root filesystem)
+    Ls(inspect_cmd::LsArgs),
+    /// Print a file of an image to stdout
+    Cat(inspect_cmd::CatArgs),
+    /// Copy a file or a whole tree out of an image
+    Cp(inspect_cmd::CpArgs),
 }
 
 #[derive(Args, Debug)]
@@ -250,6 +259,10 @@ fn main() {
         Cmd::SdAarch64(a) => run_build("sd-aarch64", a),
         Cmd::Build { format, args } => run_build(&format, args),
         Cmd::Ext4(a) => ext4_cmd::run(a, &CANCEL),
+        Cmd::Inspect(a) => inspect_cmd::inspect(a),
+        Cmd::Ls(a) => inspect_cmd::ls(a),
+        Cmd::Cat(a) => inspect_cmd::cat(a),
+        Cmd::Cp(a) => inspect_cmd::cp(a),
     };
     if let Err(e) = r {
         eprintln!("imgbuild: error: {e:#}");
