@@ -78,7 +78,7 @@ pub struct BootArgs {
     /// Seconds before giving up (default 240 raw-efi, 300 sd-aarch64)
     #[arg(long)]
     pub timeout: Option<u64>,
-    /// Serial console log (default target/boot-logs/<image>.<disk>.console.log)
+    /// Serial console log (default `target/boot-logs/IMAGE.DISK.console.log`)
     #[arg(long)]
     pub log: Option<PathBuf>,
     /// Stream the serial console to stderr while booting

@@ -162,8 +162,8 @@ pub fn run_all(args: CiArgs) -> Result<()> {
             ),
         ),
         (
-            "cargo test --workspace",
-            cargo(&["test", "--workspace"], &[]),
+            "cargo test --workspace --no-fail-fast",
+            cargo(&["test", "--workspace", "--no-fail-fast"], &[]),
         ),
     ];
     let total = Timer::start();

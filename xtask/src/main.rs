@@ -37,7 +37,7 @@ enum Cmd {
     Fixtures {
         #[arg(long, value_enum, default_value = "x86_64")]
         arch: fixture::Arch,
-        /// Output directory (default: target/fixtures/<arch>; with --demo: fixtures/demo)
+        /// Output directory (default: `target/fixtures/ARCH`; with --demo: `fixtures/demo`)
         #[arg(long)]
         out: Option<PathBuf>,
         /// Regenerate the small demo closure committed under fixtures/demo
