@@ -77,20 +77,27 @@ nixf() {
     nix --extra-experimental-features 'nix-command flakes' --store "$work/store" "$@" 2>"$work/nix.err" ||
         { cat "$work/nix.err" >&2; return 1; }
 }
-stub=(--no-write-lock-file --override-input nixpkgs "path:$repo/nix/tests")
-show=$(nixf flake show --json "${stub[@]}" "git+file://$repo") || fail "nix flake show"
-want='{"apps":["aarch64-linux","x86_64-linux"],"modules":{"default":"nixos-module","gitops":"nixos-module","imgbuild":"nixos-module"},"packages":{"aarch64-linux":{"default":"imgbuild-0.1.0","imgbuild":"imgbuild-0.1.0"},"x86_64-linux":{"default":"imgbuild-0.1.0","imgbuild":"imgbuild-0.1.0"}},"templates":["default"]}'
+# The flake as git would give it (tracked and new unignored files), copied first: Nix reading
+# a dirty work tree directly would race with other jobs' scratch directories under target/.
+src=$work/src
+mkdir -p "$src"
+git ls-files -z --cached --others --exclude-standard |
+    tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C "$src"
+stub=(--no-write-lock-file --override-input nixpkgs "path:$src/nix/tests")
+show=$(nixf flake show --json "${stub[@]}" "path:$src") || fail "nix flake show"
+want='{"apps":["aarch64-linux","x86_64-linux"],"checks":{"aarch64-linux":["imgbuild","lib"],"x86_64-linux":["imgbuild","lib"]},"modules":{"default":"nixos-module","gitops":"nixos-module","imgbuild":"nixos-module"},"packages":{"aarch64-linux":{"default":"imgbuild-0.1.0","imgbuild":"imgbuild-0.1.0"},"x86_64-linux":{"default":"imgbuild-0.1.0","imgbuild":"imgbuild-0.1.0"}},"templates":["default"]}'
 want=${want//0.1.0/$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)}
-got=$(jq -cS '{apps: (.apps | keys), modules: (.nixosModules | map_values(.type)), packages: (.packages | map_values(map_values(.name))), templates: (.templates | keys)}' <<<"$show")
+# (checks.<system>.lib only evaluates when every eval.nix test passes inside the flake.)
+got=$(jq -cS '{apps: (.apps | keys), checks: (.checks | map_values(keys)), modules: (.nixosModules | map_values(.type)), packages: (.packages | map_values(map_values(.name))), templates: (.templates | keys)}' <<<"$show")
 [ "$got" = "$(jq -cS . <<<"$want")" ] || fail "nix flake show: got $got"
 echo "flake show: $got"
-tmpl=(--no-write-lock-file --override-input imgbuild "git+file://$repo" --override-input nixpkgs "path:$repo/nix/tests")
-matrix=$(nixf eval --json "${tmpl[@]}" "path:$repo/templates/default#ciMatrix") || fail "template ciMatrix"
+tmpl=(--no-write-lock-file --override-input imgbuild "path:$src" --override-input nixpkgs "path:$src/nix/tests")
+matrix=$(nixf eval --json "${tmpl[@]}" "path:$src/templates/default#ciMatrix") || fail "template ciMatrix"
 [ "$(jq -cS . <<<"$matrix")" = '{"include":[{"name":"pi4","runner":"ubuntu-24.04-arm","system":"aarch64-linux"},{"name":"x86","runner":"ubuntu-latest","system":"x86_64-linux"}]}' ] ||
     fail "template ciMatrix: $matrix"
 echo "template ciMatrix: $matrix"
 for node in pi4 x86; do
-    cl=$(nixf eval --raw "${tmpl[@]}" "path:$repo/templates/default#packages.x86_64-linux.$node.commandLine") ||
+    cl=$(nixf eval --raw "${tmpl[@]}" "path:$src/templates/default#packages.x86_64-linux.$node.commandLine") ||
         fail "template $node commandLine"
     [[ $cl =~ ^imgbuild\ \'(sd-aarch64|raw-efi)\'\ \'--closure\'\ \'/nix/store/[0-9a-f]{32}-nixos-system-$node-[^\']*\'\ \'--closure-info\'\ \'/nix/store/[0-9a-f]{32}-closure-info\'\ \'-o\'\ \'/[0-9a-z]{52}/$node\.img(\.zst)?\'\ \'--json\'$ ]] ||
         fail "template $node command line: $cl"
