@@ -1100,7 +1100,25 @@ let
       ok = t.expr == expected;
     }
   ) (attrNames tests);
-  failures = map (x: { inherit (x) name expected got; }) (filter (x: !x.ok) results);
+  # For the JSON report: a Nix path in toJSON would be hashed (read in full) as a store path,
+  # e.g. the whole repository for `root`; functions have no JSON form.
+  plain =
+    v:
+    if builtins.isPath v then
+      toString v
+    else if builtins.isFunction v then
+      "<function>"
+    else if builtins.isList v then
+      map plain v
+    else if builtins.isAttrs v then
+      builtins.mapAttrs (_: plain) v
+    else
+      v;
+  failures = map (x: {
+    inherit (x) name;
+    expected = plain x.expected;
+    got = plain x.got;
+  }) (filter (x: !x.ok) results);
 in
 {
   passed = length results - length failures;
