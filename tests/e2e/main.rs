@@ -4,3 +4,5 @@
 mod add;
 mod common;
 mod demo;
+mod failures;
+mod unprivileged;

@@ -154,6 +154,36 @@ fn install_signal_handlers() {
             libc::sigaction(sig, &sa, std::ptr::null_mut());
         }
     }
+    // Past `ulimit -f`, the kernel sends SIGXFSZ, whose default action kills the process and
+    // leaves `OUT.tmp` behind. Ignored, the write fails with EFBIG and the build cleans up.
+    // SAFETY: SIG_IGN is a valid disposition for SIGXFSZ; no handler code runs.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
+/// `outer: inner: innermost`, without repeating a cause whose text the message already ends
+/// with (many errors print their source inside their own message); a cause that restates the
+/// previous one with a prefix (`Error code 26: file is not a database`) replaces it.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    let mut last = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if msg.ends_with(&s) {
+            // Already said.
+        } else if !last.is_empty() && s.ends_with(&last) && msg.ends_with(&last) {
+            msg.truncate(msg.len() - last.len());
+            msg.push_str(&s);
+        } else {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&s);
+        }
+        last = s;
+    }
+    msg
 }
 
 pub(crate) fn threads(n: Option<usize>) -> usize {
@@ -265,7 +295,7 @@ fn main() {
         Cmd::Cp(a) => inspect_cmd::cp(a),
     };
     if let Err(e) = r {
-        eprintln!("imgbuild: error: {e:#}");
+        eprintln!("imgbuild: error: {}", error_chain(&e));
         std::process::exit(if CANCEL.load(Ordering::SeqCst) {
             130
         } else {

@@ -64,6 +64,11 @@ pub fn compute(
     auto: &mut dyn AutoSize,
 ) -> Result<Layout> {
     let align = format.table.align.0;
+    if let Some(d) = disk_size.filter(|d| d % SECTOR != 0) {
+        return Err(Error::Invalid(format!(
+            "--size {d} is not a multiple of the {SECTOR}-byte sector"
+        )));
+    }
     let (head, tail) = table_overhead(format.table.kind);
     let mut cursor = head;
     let mut parts = Vec::new();
@@ -102,7 +107,7 @@ pub fn compute(
                     Some(d) => {
                         let min = auto.min_size(0)?;
                         let needed = align_up(start + min + tail, align);
-                        if d < needed || d % SECTOR != 0 {
+                        if d < needed {
                             return Err(Error::DiskTooSmall {
                                 needed,
                                 available: d,

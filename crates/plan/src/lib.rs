@@ -78,7 +78,12 @@ pub enum Error {
     NoFirmware,
     #[error("no systemd-boot in the closure: looked for `{0}`")]
     NoSystemdBoot(String),
-    #[error("the image needs {needed} bytes, but --size is {available} bytes")]
+    #[error(
+        "the image needs at least {needed} bytes ({}), but --size is {available} bytes ({}); \
+         nothing was written",
+        human_size(*.needed),
+        human_size(*.available)
+    )]
     DiskTooSmall { needed: u64, available: u64 },
     #[error("partition `{name}`: {source}")]
     Ext4 {
@@ -102,6 +107,15 @@ pub enum Error {
     Compress(#[from] imgbuild_compress::Error),
     #[error("the output `{}` {reason}", path.display())]
     BadOutput { path: PathBuf, reason: String },
+    /// The output could not be grown or written: its file system is full, or a file size
+    /// limit (`ulimit -f`) or quota was hit.
+    #[error("cannot write the output `{}`: {reason}", path.display())]
+    OutputFull {
+        path: PathBuf,
+        reason: &'static str,
+        #[source]
+        source: Box<Error>,
+    },
     #[error("--add to `{dest}`: {reason}")]
     AddClash { dest: String, reason: String },
     #[error("--add source `{}` {reason}", src.display())]
@@ -113,6 +127,53 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `529 MiB`, `2.1 GiB`: a size for people, next to the exact byte count.
+pub fn human_size(n: u64) -> String {
+    const MIB: f64 = (1u64 << 20) as f64;
+    let m = n as f64 / MIB;
+    if m >= 1024.0 {
+        format!("{:.1} GiB", m / 1024.0)
+    } else if m >= 1.0 {
+        format!("{m:.1} MiB")
+    } else {
+        format!("{n} B")
+    }
+}
+
+/// Wraps an error whose cause is a full file system (`ENOSPC`), a file size limit (`EFBIG`,
+/// e.g. `ulimit -f`) or a quota (`EDQUOT`) as [`Error::OutputFull`] naming `path`; other
+/// errors pass through unchanged.
+pub(crate) fn output_full(path: &Path) -> impl FnOnce(Error) -> Error + '_ {
+    move |e| {
+        let mut errno = None;
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(c) = cur {
+            if let Some(n) = c
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.raw_os_error())
+            {
+                errno = Some(n);
+                break;
+            }
+            cur = c.source();
+        }
+        let reason = match errno {
+            Some(libc::ENOSPC) => "its file system is full (ENOSPC)",
+            Some(libc::EFBIG) => {
+                "the file would exceed the file size limit (`ulimit -f`) or the file system's \
+                 largest file (EFBIG)"
+            }
+            Some(libc::EDQUOT) => "the disk quota is exhausted (EDQUOT)",
+            _ => return e,
+        };
+        Error::OutputFull {
+            path: path.to_path_buf(),
+            reason,
+            source: Box::new(e),
+        }
+    }
+}
 
 /// Where the closure comes from.
 #[derive(Clone, Debug)]
@@ -136,6 +197,8 @@ pub enum ClosureSource {
 
 /// The loaded inputs: toplevel, its closure and its boot spec.
 pub struct Inputs {
+    /// What was asked for (paths as given), so the output can be checked against them.
+    pub spec: InputSpec,
     pub store: StoreRoot,
     pub toplevel: StorePath,
     pub closure: Closure,
@@ -162,7 +225,7 @@ impl Inputs {
             (c, ClosureSource::ClosureInfo)
         } else if db.exists() {
             let c = Closure::from_db(&spec.store_root, &toplevel)
-                .map_err(nix(format!("Nix database `{}`", db.display())))?;
+                .map_err(nix("reading the closure from the Nix database"))?;
             (c, ClosureSource::Database)
         } else {
             let c = Closure::from_scan(&spec.store_root, &toplevel)
@@ -175,6 +238,7 @@ impl Inputs {
         let bootspec = BootSpec::read(&spec.store_root, &toplevel)
             .map_err(nix(format!("boot spec of {toplevel}")))?;
         Ok(Inputs {
+            spec: spec.clone(),
             store,
             toplevel,
             closure,
@@ -304,7 +368,7 @@ pub fn build(
             found: inputs.bootspec.system.clone(),
         });
     }
-    check_output(&opts.output, inputs)?;
+    check_output(format, opts, inputs)?;
     let seed = seed_bytes(opts, format, &inputs.toplevel);
     let time = opts.epoch;
     let interrupted = |_| Error::Interrupted;
@@ -318,7 +382,7 @@ pub fn build(
         let mut tree = match p.contents {
             format::Contents::Esp => esp_tree(format, inputs, &entry, time)?,
             format::Contents::Firmware => firmware_tree(inputs, opts, time)?,
-            format::Contents::Root => root_tree(format, inputs, opts, &entry, time)?,
+            format::Contents::Root => root_tree(format, inputs, opts, &entry, time, cancel)?,
         };
         let target = match p.contents {
             format::Contents::Root => add::AddTarget::Root,
@@ -428,6 +492,7 @@ fn root_tree(
     opts: &BuildOptions,
     entry: &boot::BootEntry,
     time: i64,
+    cancel: &AtomicBool,
 ) -> Result<Tree> {
     let db = if format.root.database {
         Some(write_db_bytes(&inputs.closure, time)?)
@@ -447,7 +512,7 @@ fn root_tree(
             .map(|p| p.mount_point.clone())
             .collect(),
     };
-    let mut tree = trees::root_tree(inputs, &extras, time)?;
+    let mut tree = trees::root_tree(inputs, &extras, time, cancel)?;
     if format.bootloader.kind == format::Bootloader::Extlinux {
         let o = boot::ExtlinuxOptions {
             timeout: format.bootloader.timeout.map(|t| t as i32),
@@ -507,26 +572,148 @@ fn plan_fat(
     })
 }
 
-fn check_output(out: &Path, inputs: &Inputs) -> Result<()> {
-    let bad = |reason: &str| {
+/// Everything a build may create: the image, the raw image when compressing, the manifest,
+/// and their temporary files.
+fn output_paths(format: &Format, opts: &BuildOptions) -> Vec<PathBuf> {
+    let mut finals = vec![opts.output.clone()];
+    if opts.compress.unwrap_or(format.compress) == Compression::Zstd {
+        finals.push(write::raw_path_for(&opts.output));
+    }
+    finals.push(write::manifest_path(&opts.output));
+    let mut all = Vec::new();
+    for f in finals {
+        let tmp = blockio::OutputFile::tmp_path(&f);
+        all.push(f);
+        all.push(tmp);
+    }
+    all
+}
+
+/// Where the directory entry `p` is, with every directory above it resolved but not `p`
+/// itself (a rename replaces the entry, whatever it points to).
+fn entry_path(p: &Path) -> Option<PathBuf> {
+    let abs = std::path::absolute(p).ok()?;
+    let Some(name) = abs.file_name() else {
+        return std::fs::canonicalize(&abs).ok();
+    };
+    // Directories that do not exist yet are taken as written.
+    let mut missing = vec![name];
+    let mut dir = abs.parent()?;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(dir) {
+            return Some(missing.iter().rev().fold(real, |p, c| p.join(c)));
+        }
+        missing.push(dir.file_name()?);
+        dir = dir.parent()?;
+    }
+}
+
+/// `access(dir, W_OK | X_OK)`: can this user create files in `dir`?
+fn check_writable(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call; access() only
+    // reads it.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Refuse, before anything is read or written, an output that could not be written or that
+/// would replace an input: a directory, a directory that does not exist or is not writable, a
+/// read-only existing file, or any path the build writes (image, raw image, manifest, their
+/// `.tmp`) that is or lies inside the closure argument, closureInfo, firmware directory, an
+/// `--add` source, or the store root's `nix/` directory.
+fn check_output(format: &Format, opts: &BuildOptions, inputs: &Inputs) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let out = &opts.output;
+    let bad = |reason: String| {
         Err(Error::BadOutput {
             path: out.to_path_buf(),
-            reason: reason.to_string(),
+            reason,
         })
     };
     if out.is_dir() {
-        return bad("is a directory");
+        return bad("is a directory".into());
     }
-    if let (Ok(o), Ok(s)) = (
-        std::fs::canonicalize(
-            out.parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new(".")),
-        ),
-        std::fs::canonicalize(inputs.store.root().join("nix/store")),
-    ) {
-        if o.starts_with(&s) {
-            return bad("is inside the Nix store that is being read");
+    let spec = &inputs.spec;
+    let mut sources: Vec<(&str, &Path)> = vec![("--closure", &spec.closure)];
+    if let Some(ci) = &spec.closure_info {
+        sources.push(("--closure-info", ci));
+    }
+    if let Some(fw) = &opts.firmware {
+        sources.push(("--firmware", fw));
+    }
+    for a in &opts.adds {
+        sources.push(("--add source", &a.src));
+    }
+    let nix_dir = inputs.store.root().join("nix");
+    let nix_real = std::fs::canonicalize(&nix_dir).ok();
+    for p in output_paths(format, opts) {
+        let what = |why: String| {
+            if p == *out {
+                why
+            } else {
+                format!("would need `{}`, which {why}", p.display())
+            }
+        };
+        if p != *out && p.is_dir() {
+            return bad(what("is a directory".into()));
+        }
+        let Some(at) = entry_path(&p) else { continue };
+        if nix_real.as_ref().is_some_and(|n| at.starts_with(n)) {
+            return bad(what(format!(
+                "is inside `{}`, the Nix store being read",
+                nix_dir.display()
+            )));
+        }
+        for (flag, src) in &sources {
+            for form in [entry_path(src), std::fs::canonicalize(src).ok()]
+                .into_iter()
+                .flatten()
+            {
+                if at == form {
+                    return bad(what(format!("is the input {flag} `{}`", src.display())));
+                }
+                if at.starts_with(&form) {
+                    return bad(what(format!(
+                        "is inside the input {flag} `{}`",
+                        src.display()
+                    )));
+                }
+            }
+        }
+    }
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match std::fs::metadata(dir) {
+        Ok(md) if md.is_dir() => {}
+        Ok(_) => {
+            return bad(format!(
+                "cannot be created: `{}` is not a directory",
+                dir.display()
+            ))
+        }
+        Err(e) => return bad(format!("cannot be created in `{}`: {e}", dir.display())),
+    }
+    if let Err(e) = check_writable(dir) {
+        return bad(format!(
+            "cannot be created: its directory `{}` is not writable ({e})",
+            dir.display()
+        ));
+    }
+    if let Ok(md) = std::fs::symlink_metadata(out) {
+        let mode = md.permissions().mode();
+        if md.is_file() && mode & 0o222 == 0 {
+            return bad(format!(
+                "exists and is read-only (mode {:04o}); remove it or choose another path",
+                mode & 0o7777
+            ));
         }
     }
     Ok(())
@@ -645,6 +832,15 @@ fn firmware_tree(inputs: &Inputs, opts: &BuildOptions, time: i64) -> Result<Tree
             source,
         })?;
     names.sort();
+    // A --firmware directory's own symlinks may point inside it; a store one's stay in the store.
+    let base = match &opts.firmware {
+        Some(_) => Some(std::fs::canonicalize(&dir).map_err(|source| Error::Io {
+            op: "reading the firmware directory",
+            path: dir.clone(),
+            source,
+        })?),
+        None => None,
+    };
     for n in &names {
         use std::os::unix::ffi::OsStrExt;
         trees::copy_resolved(
@@ -653,6 +849,7 @@ fn firmware_tree(inputs: &Inputs, opts: &BuildOptions, time: i64) -> Result<Tree
             n.as_bytes(),
             &dir.join(n),
             &inputs.store,
+            base.as_deref(),
             time,
             0,
         )?;

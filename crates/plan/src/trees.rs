@@ -10,6 +10,7 @@ use imgbuild_fstree::{
 use imgbuild_nix::{StateEntryKind, StoreRoot};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 /// nixbld's gid: NixOS has `/nix/store` as root:nixbld 1775.
@@ -52,7 +53,12 @@ pub(crate) struct RootExtras {
 
 /// The root filesystem's tree: `/nix/store` with the closure, Nix's state directory with the
 /// database, the system profile generation 1 and its GC root, `/etc/NIXOS`, mount points.
-pub(crate) fn root_tree(inputs: &Inputs, extras: &RootExtras, time: i64) -> Result<Tree> {
+pub(crate) fn root_tree(
+    inputs: &Inputs,
+    extras: &RootExtras,
+    time: i64,
+    cancel: &AtomicBool,
+) -> Result<Tree> {
     let mut tree = Tree::new(dir_meta(time));
     let store = tree
         .mkdir_p(b"/nix/store", dir_meta(time))
@@ -60,6 +66,7 @@ pub(crate) fn root_tree(inputs: &Inputs, extras: &RootExtras, time: i64) -> Resu
     tree.node_mut(store).meta = Meta::new(0o1775, 0, NIXBLD_GID, time);
     let mut scanner = store_scanner();
     for info in &inputs.closure.paths {
+        imgbuild_blockio::check_cancel(cancel).map_err(|_| Error::Interrupted)?;
         let host = inputs.store.host_path(&info.path);
         match std::fs::symlink_metadata(&host) {
             Ok(_) => {}
@@ -170,7 +177,7 @@ pub(crate) fn add_boot_files(
             }
             Content::StoreTree(logical) => {
                 let host = resolve(store, logical)?;
-                copy_resolved(tree, dir, name, &host, store, time, 0)?;
+                copy_resolved(tree, dir, name, &host, store, None, time, 0)?;
             }
         }
     }
@@ -214,15 +221,17 @@ fn host_file_node(host: &Path, meta: Meta) -> Result<Node> {
 const MAX_DEPTH: usize = 64;
 
 /// Copy a host file or directory into `tree` like `cp -rL` confined to the store: symlinks are
-/// dereferenced, but only to targets inside the store (or inside `host` itself for a directory
-/// given on the command line). Used for trees that end up on FAT, which has no symlinks, and
-/// for the extlinux `dtbs` copy.
+/// dereferenced, but only to targets inside the store (or inside `base`, the canonical path of
+/// a directory given on the command line). Used for trees that end up on FAT, which has no
+/// symlinks, and for the extlinux `dtbs` copy.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn copy_resolved(
     tree: &mut Tree,
     dir: NodeId,
     name: &[u8],
     host: &Path,
     store: &StoreRoot,
+    base: Option<&Path>,
     time: i64,
     depth: usize,
 ) -> Result<()> {
@@ -243,10 +252,15 @@ pub(crate) fn copy_resolved(
             source,
         })?;
         let logical = if target.is_absolute() {
-            target
+            target.clone()
         } else {
-            host.parent().unwrap_or(Path::new("/")).join(target)
+            host.parent().unwrap_or(Path::new("/")).join(&target)
         };
+        let inside_base = base.and_then(|b| {
+            std::fs::canonicalize(&logical)
+                .ok()
+                .filter(|real| real.starts_with(b))
+        });
         // Absolute targets name logical store paths; relative ones were made absolute above
         // against the host path, which resolve_in_store maps back if it lies in the store.
         let l = logical.to_string_lossy().into_owned();
@@ -256,7 +270,21 @@ pub(crate) fn copy_resolved(
             }
             _ => l,
         };
-        resolve(store, &mapped)?
+        match inside_base {
+            Some(real) => real,
+            None => store
+                .resolve_in_store(Path::new(&mapped))
+                .map_err(|source| Error::Nix {
+                    what: format!(
+                        "symlink `{}` -> `{}`{}",
+                        host.display(),
+                        target.display(),
+                        base.map(|b| format!(" (neither in `{}` nor in the store)", b.display()))
+                            .unwrap_or_default()
+                    ),
+                    source,
+                })?,
+        }
     } else {
         host.to_path_buf()
     };
@@ -292,6 +320,7 @@ pub(crate) fn copy_resolved(
                 n.as_bytes(),
                 &real.join(&n),
                 store,
+                base,
                 time,
                 depth + 1,
             )?;

@@ -4,7 +4,7 @@
 use crate::format::{Compression, Format, TableType};
 use crate::layout::{Layout, SECTOR};
 use crate::manifest::{Manifest, ManifestPartition};
-use crate::{derive_id, BuildOptions, Error, Fs, Inputs, Part, Reporter, Result};
+use crate::{derive_id, output_full, BuildOptions, Error, Fs, Inputs, Part, Reporter, Result};
 use imgbuild_blockio::{self as blockio, OutputFile, Progress, Region};
 use imgbuild_partition as partition;
 use rayon::prelude::*;
@@ -117,15 +117,21 @@ fn fill(
     match &part.fs {
         Fs::Ext4(plan) => plan
             .write(&part.tree, &region, progress, cancel)
-            .map_err(|source| Error::Ext4 {
-                name: name.to_string(),
-                source,
+            .map_err(|source| match source {
+                imgbuild_ext4::Error::Interrupted => Error::Interrupted,
+                source => Error::Ext4 {
+                    name: name.to_string(),
+                    source,
+                },
             }),
         Fs::Fat(plan) => plan
             .write(&part.tree, &region, progress, cancel)
-            .map_err(|source| Error::Fat {
-                name: name.to_string(),
-                source,
+            .map_err(|source| match source {
+                imgbuild_fat::Error::Interrupted => Error::Interrupted,
+                source => Error::Fat {
+                    name: name.to_string(),
+                    source,
+                },
             }),
     }
 }
@@ -204,7 +210,9 @@ pub(crate) fn write(
         .build()
         .map_err(|e| Error::Invalid(format!("starting {} threads: {e}", opts.threads)))?;
 
-    let raw = OutputFile::create(&raw_dest, lay.disk_size)?;
+    let raw = OutputFile::create(&raw_dest, lay.disk_size)
+        .map_err(Error::from)
+        .map_err(output_full(&OutputFile::tmp_path(&raw_dest)))?;
     let total: u64 = parts
         .iter()
         .map(|p| crate::trees::data_bytes(&p.tree))
@@ -217,23 +225,34 @@ pub(crate) fn write(
             .zip(names.par_iter())
             .map(|(p, name)| fill(p, raw.file(), name, reporter, cancel))
             .collect::<Result<Vec<()>>>()
-    })?;
+    })
+    .map_err(output_full(raw.tmp()))?;
+    blockio::check_cancel(cancel).map_err(|_| Error::Interrupted)?;
     // The partition table last: a half-written image never looks partitioned.
     let whole = Region::new(raw.file(), "partition table", 0, lay.disk_size);
     for w in &table.writes {
-        whole.write_at(w.offset, &w.bytes)?;
+        whole
+            .write_at(w.offset, &w.bytes)
+            .map_err(Error::from)
+            .map_err(output_full(raw.tmp()))?;
     }
 
+    // Files to rename into place, image first, once the manifest is written too.
+    let mut finished = Vec::new();
     let (image, image_size, sha256, raw_image) = match compression {
         Compression::None => {
             reporter.phase("hashing", lay.disk_size);
             let sha = sha256_file(raw.file(), lay.disk_size, raw.tmp(), cancel)?;
-            let dest = raw.persist()?;
+            let dest = raw.dest().to_path_buf();
+            finished.push(raw);
             (dest, lay.disk_size, sha, None)
         }
         Compression::Zstd => {
             reporter.phase("compressing", lay.disk_size);
-            let out = OutputFile::create(&opts.output, 0)?;
+            let out_tmp = OutputFile::tmp_path(&opts.output);
+            let out = OutputFile::create(&opts.output, 0)
+                .map_err(Error::from)
+                .map_err(output_full(&out_tmp))?;
             let (len, sha) = {
                 let mut w = HashingWriter {
                     inner: BufWriter::with_capacity(1 << 20, out.file()),
@@ -260,20 +279,23 @@ pub(crate) fn write(
                 .map_err(|e| match e {
                     imgbuild_compress::Error::Interrupted { .. } => Error::Interrupted,
                     e => Error::Compress(e),
-                })?;
-                w.flush().map_err(|source| Error::Io {
-                    op: "writing",
-                    path: out.tmp().to_path_buf(),
-                    source,
-                })?;
+                })
+                .map_err(output_full(&out_tmp))?;
+                w.flush()
+                    .map_err(|source| Error::Io {
+                        op: "writing",
+                        path: out_tmp.clone(),
+                        source,
+                    })
+                    .map_err(output_full(&out_tmp))?;
                 (w.len, hex(&w.hash.finalize()))
             };
-            let dest = out.persist()?;
-            let kept = if opts.keep_raw {
-                Some(raw.persist()?.display().to_string())
-            } else {
-                None
-            };
+            let dest = out.dest().to_path_buf();
+            finished.push(out);
+            let kept = opts.keep_raw.then(|| raw.dest().display().to_string());
+            if opts.keep_raw {
+                finished.push(raw);
+            }
             (dest, len, sha, kept)
         }
     };
@@ -338,18 +360,40 @@ pub(crate) fn write(
         source_date_epoch: opts.epoch,
         added,
     };
-    write_manifest(&image, &manifest)?;
+    // Nothing is renamed into place before every file is complete: a failure up to here
+    // leaves no file at the output paths.
+    let json = write_manifest(&image, &manifest)?;
+    for f in finished {
+        let tmp = f.tmp().to_path_buf();
+        f.persist()
+            .map_err(Error::from)
+            .map_err(output_full(&tmp))?;
+    }
+    let tmp = json.tmp().to_path_buf();
+    json.persist()
+        .map_err(Error::from)
+        .map_err(output_full(&tmp))?;
     Ok(manifest)
 }
 
-/// `<image>.json`, written through a temporary file like the image.
-fn write_manifest(image: &Path, m: &Manifest) -> Result<()> {
+/// `<image>.json`: the manifest's path beside the image.
+pub(crate) fn manifest_path(image: &Path) -> PathBuf {
     let mut s = image.as_os_str().to_owned();
     s.push(".json");
-    let dest = PathBuf::from(s);
+    PathBuf::from(s)
+}
+
+/// Writes the manifest to `<image>.json.tmp`; the caller renames it into place.
+fn write_manifest(image: &Path, m: &Manifest) -> Result<OutputFile> {
+    let dest = manifest_path(image);
     let text = serde_json::to_string_pretty(m).expect("the manifest is plain data") + "\n";
-    let out = OutputFile::create(&dest, 0)?;
-    Region::new(out.file(), "manifest", 0, text.len() as u64).write_at(0, text.as_bytes())?;
-    out.persist()?;
-    Ok(())
+    let tmp = OutputFile::tmp_path(&dest);
+    let out = OutputFile::create(&dest, 0)
+        .map_err(Error::from)
+        .map_err(output_full(&tmp))?;
+    Region::new(out.file(), "manifest", 0, text.len() as u64)
+        .write_at(0, text.as_bytes())
+        .map_err(Error::from)
+        .map_err(output_full(&tmp))?;
+    Ok(out)
 }
