@@ -135,7 +135,19 @@ pub fn run_all(args: CiArgs) -> Result<()> {
         }
         c
     };
-    let checks: [(&str, std::process::Command); 4] = [
+    // The e2e tests and the nix wiring tests use the Nix-built fixture closures and the
+    // release binary: build them first (fixtures are cached in target/fixtures).
+    for arch in [Arch::X86_64, Arch::Aarch64] {
+        eprintln!("xtask ci: === fixture {}", arch.name());
+        fixture::ensure_built(arch, &fixture::default_dir(arch))?;
+    }
+    util::run(&mut cargo(&["build", "--release", "-p", "imgbuild"], &[]))?;
+    let mut nix_tests = cmd("bash");
+    nix_tests
+        .current_dir(&root)
+        .arg("nix/tests/run.sh")
+        .arg(util::target_dir().join("release/imgbuild"));
+    let checks: [(&str, std::process::Command); 5] = [
         (
             "cargo fmt --all --check",
             cargo(&["fmt", "--all", "--", "--check"], &[]),
@@ -165,6 +177,7 @@ pub fn run_all(args: CiArgs) -> Result<()> {
             "cargo test --workspace --no-fail-fast",
             cargo(&["test", "--workspace", "--no-fail-fast"], &[]),
         ),
+        ("nix wiring tests (nix/tests/run.sh)", nix_tests),
     ];
     let total = Timer::start();
     let mut failed = Vec::new();
