@@ -54,6 +54,80 @@ fn merged_extents(i: &Ino) -> Vec<(u64, u64, u64)> {
     out
 }
 
+/// Files up to this size, stored in one extent, are read into memory and written together
+/// with their neighbours on disk: one big write instead of one per file.
+const SMALL: u64 = 256 << 10;
+/// Most bytes in one batch of small files.
+const BATCH: u64 = 4 << 20;
+
+/// A unit of data-copying work.
+enum Job<'p> {
+    /// One file, copied extent by extent with `copy_file_range`.
+    One(&'p Ino),
+    /// Small files stored back to back from disk block `.0` on.
+    Batch(u64, Vec<&'p Ino>),
+}
+
+fn jobs(plan: &Plan) -> Vec<Job<'_>> {
+    let mut jobs = Vec::new();
+    // (first block, end block, files) of the batch being gathered.
+    let mut batch: Option<(u64, u64, Vec<&Ino>)> = None;
+    let files = plan
+        .inos
+        .iter()
+        .filter(|i| i.typ == Type::Reg && i.node.is_some() && !i.extents.is_empty());
+    for i in files {
+        let small = i.size <= SMALL && i.extents.len() == 1 && i.extents[0].logical == 0;
+        if !small {
+            jobs.push(Job::One(i));
+            continue;
+        }
+        let (p, n) = (i.extents[0].physical, i.extents[0].len as u64);
+        match &mut batch {
+            Some((start, end, files)) if *end == p && (*end + n - *start) * BLOCK_SIZE <= BATCH => {
+                *end += n;
+                files.push(i);
+            }
+            _ => {
+                if let Some((start, _, files)) = batch.take() {
+                    jobs.push(Job::Batch(start, files));
+                }
+                batch = Some((p, p + n, vec![i]));
+            }
+        }
+    }
+    if let Some((start, _, files)) = batch {
+        jobs.push(Job::Batch(start, files));
+    }
+    jobs
+}
+
+fn file_data<'t>(tree: &'t Tree, i: &Ino) -> &'t FileData {
+    let node = i.node.expect("data jobs only hold inodes with a node");
+    match &tree.node(node).kind {
+        Kind::File(data) => data,
+        _ => unreachable!("a Reg inode with a node comes from a File node"),
+    }
+}
+
+/// Open a host file and check it still has the planned size.
+fn open_checked(path: &std::path::Path, size: u64) -> Result<File> {
+    let unreadable = |source| Error::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    };
+    let f = File::open(path).map_err(unreadable)?;
+    let found = f.metadata().map_err(unreadable)?.len();
+    if found != size {
+        return Err(Error::SourceChanged {
+            path: path.to_path_buf(),
+            planned: size,
+            found,
+        });
+    }
+    Ok(f)
+}
+
 fn write_data(
     plan: &Plan,
     tree: &Tree,
@@ -61,51 +135,76 @@ fn write_data(
     progress: &dyn blockio::Progress,
     cancel: &AtomicBool,
 ) -> Result<()> {
-    let files: Vec<&Ino> = plan
-        .inos
-        .iter()
-        .filter(|i| i.typ == Type::Reg && i.node.is_some() && !i.extents.is_empty())
-        .collect();
-    files.par_iter().try_for_each(|i| -> Result<()> {
+    jobs(plan).par_iter().try_for_each(|job| -> Result<()> {
         blockio::check_cancel(cancel)?;
-        let node = i.node.expect("filtered on node.is_some()");
-        let Kind::File(data) = &tree.node(node).kind else {
-            unreachable!("a Reg inode with a node comes from a File node")
-        };
-        match data {
-            FileData::Host { path, size } => {
-                let unreadable = |source| Error::Unreadable {
-                    path: path.clone(),
-                    source,
-                };
-                let f = File::open(path).map_err(unreadable)?;
-                let found = f.metadata().map_err(unreadable)?.len();
-                if found != *size {
-                    return Err(Error::SourceChanged {
-                        path: path.clone(),
-                        planned: *size,
-                        found,
-                    });
+        match job {
+            Job::One(i) => copy_file(i, file_data(tree, i), region, progress, cancel),
+            Job::Batch(start, files) => {
+                let end = files
+                    .last()
+                    .map_or(*start, |i| i.extents[0].physical + i.extents[0].len as u64);
+                let mut buf = vec![0u8; ((end - start) * BLOCK_SIZE) as usize];
+                for i in files {
+                    let off = ((i.extents[0].physical - start) * BLOCK_SIZE) as usize;
+                    let dst = &mut buf[off..off + i.size as usize];
+                    match file_data(tree, i) {
+                        FileData::Host { path, size } => {
+                            let f = open_checked(path, *size)?;
+                            let got = blockio::read_full_at(&f, dst, 0).map_err(|source| {
+                                Error::Unreadable {
+                                    path: path.clone(),
+                                    source,
+                                }
+                            })?;
+                            if got as u64 != *size {
+                                return Err(Error::SourceChanged {
+                                    path: path.clone(),
+                                    planned: *size,
+                                    found: got as u64,
+                                });
+                            }
+                        }
+                        FileData::Bytes(b) => dst.copy_from_slice(b),
+                    }
+                    progress.add(i.size);
                 }
-                for (l, p, n) in merged_extents(i) {
-                    let off = l * BLOCK_SIZE;
-                    let len = (n * BLOCK_SIZE).min(size - off);
-                    region.copy_from(p * BLOCK_SIZE, &f, path, off, len)?;
-                    progress.add(len);
-                    blockio::check_cancel(cancel)?;
-                }
-            }
-            FileData::Bytes(b) => {
-                for (l, p, n) in merged_extents(i) {
-                    let off = (l * BLOCK_SIZE) as usize;
-                    let end = (off + (n * BLOCK_SIZE) as usize).min(b.len());
-                    region.write_nonzero_at(p * BLOCK_SIZE, &b[off..end], BS)?;
-                    progress.add((end - off) as u64);
-                }
+                blockio::check_cancel(cancel)?;
+                region.write_nonzero_at(start * BLOCK_SIZE, &buf, BS)?;
+                Ok(())
             }
         }
-        Ok(())
     })
+}
+
+/// Copy one file's data extent by extent.
+fn copy_file(
+    i: &Ino,
+    data: &FileData,
+    region: &blockio::Region,
+    progress: &dyn blockio::Progress,
+    cancel: &AtomicBool,
+) -> Result<()> {
+    match data {
+        FileData::Host { path, size } => {
+            let f = open_checked(path, *size)?;
+            for (l, p, n) in merged_extents(i) {
+                let off = l * BLOCK_SIZE;
+                let len = (n * BLOCK_SIZE).min(size - off);
+                region.copy_from(p * BLOCK_SIZE, &f, path, off, len)?;
+                progress.add(len);
+                blockio::check_cancel(cancel)?;
+            }
+        }
+        FileData::Bytes(b) => {
+            for (l, p, n) in merged_extents(i) {
+                let off = (l * BLOCK_SIZE) as usize;
+                let end = (off + (n * BLOCK_SIZE) as usize).min(b.len());
+                region.write_nonzero_at(p * BLOCK_SIZE, &b[off..end], BS)?;
+                progress.add((end - off) as u64);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A piece of metadata: contents for blocks from `.0` on.
@@ -241,12 +340,10 @@ fn write_meta(plan: &Plan, tree: &Tree, region: &blockio::Region) -> Result<()> 
         ..Fields::default()
     };
     put_inode(1, &inode::encode(1, &bad, plan.fs_seed));
-    let ino_index: std::collections::HashMap<u32, &Ino> =
-        plan.inos.iter().map(|i| (i.ino, i)).collect();
-    for (ino, raw, cs) in encoded {
+    for ((ino, raw, cs), i) in encoded.into_iter().zip(&plan.inos) {
+        debug_assert_eq!(ino, i.ino);
         put_inode(ino, &raw);
         chunks.extend(cs);
-        let i = ino_index[&ino];
         if i.typ == Type::Dir {
             used_dirs[((ino - 1) as u64 / ipg) as usize] += 1;
         }
