@@ -20,7 +20,9 @@ pub const COPY_BUF: usize = 1 << 20;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("write of {len} bytes at offset {offset} overruns region `{region}` of {region_len} bytes")]
+    #[error(
+        "write of {len} bytes at offset {offset} overruns region `{region}` of {region_len} bytes"
+    )]
     Overrun {
         region: String,
         offset: u64,
@@ -250,7 +252,9 @@ impl<'f> Region<'f> {
                 let err = io::Error::last_os_error();
                 match err.raw_os_error() {
                     Some(libc::EINTR) => continue,
-                    Some(libc::EXDEV | libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP | libc::EBADF) => {
+                    Some(
+                        libc::EXDEV | libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP | libc::EBADF,
+                    ) => {
                         use_cfr = false;
                         continue;
                     }
@@ -417,7 +421,8 @@ impl OutputFile {
         };
         file.sync_all().map_err(|e| io("syncing", &self.tmp, e))?;
         drop(file);
-        std::fs::rename(&self.tmp, &self.dest).map_err(|e| io("renaming into place", &self.dest, e))?;
+        std::fs::rename(&self.tmp, &self.dest)
+            .map_err(|e| io("renaming into place", &self.dest, e))?;
         Ok(self.dest.clone())
     }
 }
@@ -483,7 +488,8 @@ mod tests {
         let out = tempfile::tempfile().unwrap();
         out.set_len(4 << 20).unwrap();
         let r = Region::new(&out, "root", 4096, (4 << 20) - 4096);
-        r.copy_from(10, &src, &src_p, 5, data.len() as u64 - 5).unwrap();
+        r.copy_from(10, &src, &src_p, 5, data.len() as u64 - 5)
+            .unwrap();
         let mut back = vec![0u8; data.len() - 5];
         out.read_exact_at(&mut back, 4096 + 10).unwrap();
         assert_eq!(back, data[5..]);

@@ -256,7 +256,11 @@ impl Tree {
             walked.extend_from_slice(comp);
             cur = match self.lookup_in(cur, comp) {
                 Some(id) if self.node(id).is_dir() => id,
-                Some(_) => return Err(Error::NotADir { path: show(&walked) }),
+                Some(_) => {
+                    return Err(Error::NotADir {
+                        path: show(&walked),
+                    })
+                }
                 None => self.insert(cur, comp, Node::dir(meta))?,
             };
         }
@@ -266,9 +270,9 @@ impl Tree {
     /// Insert `node` at `path`, whose parent directories must already exist.
     pub fn insert_path(&mut self, path: &[u8], node: Node) -> Result<NodeId> {
         let (parent, name) = split_parent(path);
-        let dir = self.lookup(parent).ok_or_else(|| Error::NotFound {
-            path: show(parent),
-        })?;
+        let dir = self
+            .lookup(parent)
+            .ok_or_else(|| Error::NotFound { path: show(parent) })?;
         if !self.node(dir).is_dir() {
             return Err(Error::NotADir { path: show(parent) });
         }
@@ -388,7 +392,12 @@ impl Scanner {
             Owner::Fixed(u, g) => (u, g),
             Owner::Preserve => (md.uid(), md.gid()),
         };
-        Meta::new(perm, uid, gid, self.opts.mtime.unwrap_or_else(|| md.mtime()))
+        Meta::new(
+            perm,
+            uid,
+            gid,
+            self.opts.mtime.unwrap_or_else(|| md.mtime()),
+        )
     }
 
     /// Scan the host directory `src` into a new tree whose root takes `src`'s metadata.
@@ -405,7 +414,13 @@ impl Scanner {
     }
 
     /// Scan the host entry `src` (file, directory, symlink, ...) and name it `name` in `dir`.
-    pub fn graft(&mut self, tree: &mut Tree, dir: NodeId, name: &[u8], src: &Path) -> Result<NodeId> {
+    pub fn graft(
+        &mut self,
+        tree: &mut Tree,
+        dir: NodeId,
+        name: &[u8],
+        src: &Path,
+    ) -> Result<NodeId> {
         let md = lstat(src)?;
         if let Some(&id) = self.hardlink(&md) {
             tree.link(dir, name, id)?;
@@ -513,12 +528,17 @@ mod tests {
     fn paths_and_order() {
         let mut t = Tree::new(m());
         t.mkdir_p(b"/nix/store", m()).unwrap();
-        t.insert_path(b"/nix/store/b", Node::bytes(m(), &b"x"[..])).unwrap();
-        t.insert_path(b"/nix/store/a", Node::symlink(m(), "b")).unwrap();
+        t.insert_path(b"/nix/store/b", Node::bytes(m(), &b"x"[..]))
+            .unwrap();
+        t.insert_path(b"/nix/store/a", Node::symlink(m(), "b"))
+            .unwrap();
         assert!(t.insert_path(b"/nix/store/a", Node::dir(m())).is_err());
         assert!(t.insert_path(b"/nope/x", Node::dir(m())).is_err());
         let names: Vec<_> = t.walk().into_iter().map(|(p, _)| show(&p)).collect();
-        assert_eq!(names, ["", "/nix", "/nix/store", "/nix/store/a", "/nix/store/b"]);
+        assert_eq!(
+            names,
+            ["", "/nix", "/nix/store", "/nix/store/a", "/nix/store/b"]
+        );
         assert!(t.lookup(b"nix/store/b").is_some());
         assert_eq!(split_parent(b"/a/b/c/"), (&b"/a/b"[..], &b"c"[..]));
         assert_eq!(split_parent(b"c"), (&b""[..], &b"c"[..]));
