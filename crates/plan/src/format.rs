@@ -82,7 +82,7 @@ pub enum Bootloader {
     Extlinux,
 }
 
-/// A size in a format file: bytes, or a number with a K/M/G/T[i][B] suffix.
+/// A size in a format file: bytes, or a number with a K/M/G/T\[i\]\[B\] suffix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bytes(pub u64);
 

@@ -1,7 +1,7 @@
 //! The planner: closure + format file -> byte-exact disk layout -> image.
 //!
 //! [`build`] reads the inputs ([`Inputs::load`]: toplevel, closure, bootspec), builds every
-//! partition's file tree ([`trees`]), plans every filesystem up front (so the exact image size
+//! partition's file tree (`trees`), plans every filesystem up front (so the exact image size
 //! is known, and a too-small `--size` is refused before anything is written), lays the
 //! partitions out ([`layout`]), then writes the filesystems in parallel into a sparse
 //! `OUT.tmp`, the partition table last, compresses if asked, and renames into place. This is
