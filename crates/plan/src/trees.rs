@@ -171,7 +171,7 @@ pub(crate) fn add_boot_files(
             }
             Content::StoreFile(logical) => {
                 let host = resolve(store, logical)?;
-                let node = host_file_node(&host, file_meta(time))?;
+                let node = host_file_node(&host, time)?;
                 tree.insert(dir, name, node)
                     .map_err(tree_err(full.clone()))?;
             }
@@ -198,7 +198,9 @@ pub(crate) fn resolve(store: &StoreRoot, logical: &str) -> Result<PathBuf> {
         })
 }
 
-fn host_file_node(host: &Path, meta: Meta) -> Result<Node> {
+/// A copy of a store file, with the mode `cp` gives a copy of it: 0444, or 0555 when
+/// executable (store files are never writable).
+fn host_file_node(host: &Path, time: i64) -> Result<Node> {
     let md = std::fs::metadata(host).map_err(|source| Error::Io {
         op: "reading metadata of",
         path: host.to_path_buf(),
@@ -209,8 +211,9 @@ fn host_file_node(host: &Path, meta: Meta) -> Result<Node> {
             path: host.to_path_buf(),
         });
     }
+    let perm = if md.mode() & 0o111 != 0 { 0o555 } else { 0o444 };
     Ok(Node::file(
-        meta,
+        Meta::new(perm, 0, 0, time),
         FileData::Host {
             path: host.to_path_buf(),
             size: md.len(),
@@ -293,7 +296,6 @@ pub(crate) fn copy_resolved(
         path: real.clone(),
         source,
     })?;
-    let meta_perm = (md.mode() & 0o777) as u16;
     if md.is_dir() {
         let id = tree
             .insert(dir, name, Node::dir(Meta::new(0o755, 0, 0, time)))
@@ -326,8 +328,7 @@ pub(crate) fn copy_resolved(
             )?;
         }
     } else if md.is_file() {
-        let perm = if meta_perm & 0o111 != 0 { 0o555 } else { 0o444 };
-        let node = host_file_node(&real, Meta::new(perm, 0, 0, time))?;
+        let node = host_file_node(&real, time)?;
         tree.insert(dir, name, node)
             .map_err(tree_err(real.display().to_string()))?;
     } else {
