@@ -77,7 +77,11 @@ fn jobs(plan: &Plan) -> Vec<Job<'_>> {
         .iter()
         .filter(|i| i.typ == Type::Reg && i.node.is_some() && !i.extents.is_empty());
     for i in files {
-        let small = i.size <= SMALL && i.extents.len() == 1 && i.extents[0].logical == 0;
+        // One extent from the start covering the whole size: no holes.
+        let small = i.size <= SMALL
+            && i.extents.len() == 1
+            && i.extents[0].logical == 0
+            && i.extents[0].len as u64 * BLOCK_SIZE >= i.size;
         if !small {
             jobs.push(Job::One(i));
             continue;

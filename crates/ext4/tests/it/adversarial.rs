@@ -97,6 +97,27 @@ fn make_source(root: &Path) {
         fs::Permissions::from_mode(0o1777),
     )
     .expect("chmod");
+    // Small files with holes at the end, at the start, in the middle, and all hole.
+    for (name, data_at, len) in [
+        ("holes/tail", 0u64, 200_000u64),
+        ("holes/head", 100_000, 120_000),
+        ("holes/middle", 0, 150_000),
+        ("holes/none", 0, 3_000),
+        ("holes/all", 0, 0),
+    ] {
+        std::fs::create_dir_all(root.join("holes")).expect("mkdir");
+        let f = File::create(root.join(name)).expect("create");
+        f.set_len(len.max(50_000)).expect("set_len");
+        if len > 0 {
+            f.write_all_at(&noise(data_at + len, 5000), data_at)
+                .expect("pwrite");
+        }
+        if name == "holes/middle" {
+            f.write_all_at(b"end", len - 3).expect("pwrite");
+        }
+    }
+    // Right after holes/tail on disk: a file too big to be batched with it.
+    fs::write(root.join("holes/tz-big"), noise(77, 300_000)).expect("write");
     // A sparse file over 4 GiB with SPARSE_CHUNKS data blocks far apart, ending in data.
     let f = File::create(root.join("sparse")).expect("create");
     f.set_len(SPARSE_SIZE).expect("set_len");
