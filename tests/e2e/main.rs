@@ -5,4 +5,5 @@ mod add;
 mod common;
 mod demo;
 mod failures;
+mod fixtures;
 mod unprivileged;

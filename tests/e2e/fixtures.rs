@@ -1,0 +1,312 @@
+//! Images from the closures built by real Nix (`cargo xtask fixtures`, in target/fixtures):
+//! the database checked by real Nix, the root read back through the kernel, the sd-aarch64
+//! layout and extlinux tree, compression, and reproducibility. `cargo xtask ci` builds the
+//! fixtures before the tests; without them these tests fail (they never skip).
+
+use crate::common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixture(arch: &str) -> (PathBuf, Value) {
+    let dir = workspace().join("target/fixtures").join(arch);
+    let info = std::fs::read(dir.join("fixture.json")).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}: build the fixture first with `cargo xtask fixtures --arch {arch}`",
+            dir.display()
+        )
+    });
+    (dir, serde_json::from_slice(&info).unwrap())
+}
+
+fn build(format: &str, fix: &Path, out: &Path, extra: &[&str]) -> Value {
+    let mut args = vec![
+        format.to_string(),
+        "--closure".into(),
+        fix.join("result").display().to_string(),
+        "--store-root".into(),
+        fix.display().to_string(),
+        "-o".into(),
+        out.display().to_string(),
+        "--json".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    serde_json::from_slice(&ok(&mut imgbuild(&refs)).stdout).unwrap()
+}
+
+fn store_paths(fix: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_to_string(fix.join("closure-info/store-paths"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+/// Loop-mounts a partition of `img` (read-write on a copy) and unmounts on drop.
+struct Mount(PathBuf);
+impl Mount {
+    fn new(img: &Path, offset: u64, at: &Path, opts: &str) -> Mount {
+        std::fs::create_dir_all(at).unwrap();
+        ok(Command::new("mount")
+            .args(["-t", "ext4", "-o"])
+            .arg(format!("loop,{opts},offset={offset}"))
+            .arg(img)
+            .arg(at));
+        Mount(at.to_path_buf())
+    }
+}
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn raw_efi_root_is_accepted_by_real_nix_and_the_kernel() {
+    let (fix, info) = fixture("x86_64");
+    let t = tempfile::tempdir().unwrap();
+    let img = t.path().join("raw.img");
+    let m = build("raw-efi", &fix, &img, &[]);
+    assert_eq!(m["closure_source"], "database");
+    assert_eq!(m["toplevel"], info["toplevel"]);
+    let root = &m["partitions"][1];
+    let root_img = t.path().join("root.img");
+    extract(
+        &img,
+        root["start"].as_u64().unwrap(),
+        root["fs_size"].as_u64().unwrap(),
+        &root_img,
+    );
+    ok(Command::new("e2fsck").arg("-fn").arg(&root_img));
+
+    // Read-only through the kernel: the store equals the closure, byte for byte.
+    {
+        let mnt = Mount::new(
+            &img,
+            root["start"].as_u64().unwrap(),
+            &t.path().join("ro"),
+            "ro",
+        );
+        let mut listed: Vec<String> = std::fs::read_dir(mnt.0.join("nix/store"))
+            .unwrap()
+            .map(|e| format!("/nix/store/{}", e.unwrap().file_name().to_string_lossy()))
+            .collect();
+        listed.sort();
+        assert_eq!(listed, store_paths(&fix));
+        for p in store_paths(&fix) {
+            let rel = p.trim_start_matches('/');
+            ok(Command::new("diff")
+                .arg("-r")
+                .arg("--no-dereference")
+                .arg(fix.join(rel))
+                .arg(mnt.0.join(rel)));
+        }
+    }
+
+    // Real Nix on the image's root (mounted read-write on the extracted copy): the database
+    // verifies, contents included, and the closure of the profile is the closure.
+    let mnt = Mount::new(&root_img, 0, &t.path().join("rw"), "rw");
+    let v = ok(Command::new("nix-store")
+        .arg("--store")
+        .arg(&mnt.0)
+        .args(["--verify", "--check-contents"])
+        .env("NIX_CONFIG", "sandbox = false\nbuild-users-group =\n"));
+    let err = String::from_utf8_lossy(&v.stderr);
+    assert!(
+        !err.contains("error") && !err.contains("warning") && !err.contains("modified"),
+        "{err}"
+    );
+    let toplevel = std::fs::read_link(mnt.0.join("nix/var/nix/profiles/system-1-link")).unwrap();
+    assert_eq!(
+        toplevel.to_str().unwrap(),
+        info["toplevel"].as_str().unwrap()
+    );
+    let q = stdout(
+        Command::new("nix-store")
+            .arg("--store")
+            .arg(&mnt.0)
+            .arg("-qR")
+            .arg(&toplevel)
+            .env("NIX_CONFIG", "sandbox = false\nbuild-users-group =\n"),
+    );
+    let mut q: Vec<String> = q.lines().map(str::to_string).collect();
+    q.sort();
+    assert_eq!(q, store_paths(&fix));
+
+    // The kernel takes it read-write: create, append, rename, delete; still fsck-clean.
+    ok(&mut sh(&format!(
+        "cd {0} && echo new > etc/new && echo more >> etc/NIXOS && mv etc/new etc/renamed \
+         && mkdir -p var/tmp/d && cp -r nix/store/*-linux-* var/tmp/d/ && rm -r var/tmp/d/* \
+         && rm etc/renamed && sync",
+        mnt.0.display()
+    )));
+    drop(mnt);
+    ok(Command::new("e2fsck").arg("-fn").arg(&root_img));
+}
+
+#[test]
+fn closure_info_and_scan_give_the_same_image() {
+    // closureInfo (no derivers) and a scan of the store (NAR hashes and references computed
+    // in Rust) describe the same closure, so the images are identical.
+    let (fix, _) = fixture("x86_64");
+    let t = tempfile::tempdir().unwrap();
+    let a = build(
+        "raw-efi",
+        &fix,
+        &t.path().join("a.img"),
+        &[
+            "--closure-info",
+            &fix.join("closure-info").display().to_string(),
+        ],
+    );
+    assert_eq!(a["closure_source"], "closure-info");
+    // A copy of the store without its database forces the scan.
+    let copy = t.path().join("copy");
+    std::fs::create_dir_all(copy.join("nix")).unwrap();
+    ok(Command::new("cp")
+        .arg("-a")
+        .arg(fix.join("nix/store"))
+        .arg(copy.join("nix/")));
+    ok(Command::new("cp")
+        .arg("-a")
+        .arg(fix.join("result"))
+        .arg(&copy));
+    let b = build("raw-efi", &copy, &t.path().join("b.img"), &[]);
+    assert_eq!(b["closure_source"], "scan");
+    assert_eq!(a["store_paths"], b["store_paths"]);
+    assert_eq!(a["sha256"], b["sha256"]);
+}
+
+fn expected_extlinux(info: &Value) -> String {
+    let clean = |p: &str| p.trim_start_matches("/nix/store/").replace('/', "-");
+    format!(
+        "# Generated file, all changes will be lost on nixos-rebuild!\n\n\
+         # Change this to e.g. nixos-42 to temporarily boot to an older configuration.\n\
+         DEFAULT nixos-default\n\nTIMEOUT 50\nMENU TITLE {dashes}\n\n\
+         LABEL nixos-default\n  MENU LABEL NixOS - Default\n  LINUX ../nixos/{kernel}\n  \
+         INITRD ../nixos/{initrd}\n  APPEND init={toplevel}/init {params}\n  FDTDIR ../nixos/{dtbs}\n",
+        dashes = "-".repeat(60),
+        kernel = clean(info["kernel"].as_str().unwrap()),
+        initrd = clean(info["initrd"].as_str().unwrap()),
+        toplevel = info["toplevel"].as_str().unwrap(),
+        params = info["kernelParams"].as_str().unwrap(),
+        dtbs = clean(info["dtbs"].as_str().unwrap()),
+    )
+}
+
+#[test]
+fn sd_aarch64_layout_firmware_extlinux_and_compression() {
+    let (fix, info) = fixture("aarch64");
+    let t = tempfile::tempdir().unwrap();
+    let zst = t.path().join("sd.img.zst");
+    let m = build("sd-aarch64", &fix, &zst, &["--keep-raw", "-j", "1"]);
+    let raw = t.path().join("sd.img");
+    assert_eq!(m["raw_image"], raw.display().to_string());
+    assert_eq!(m["sha256"], sha256(&zst));
+
+    // zstd accepts it and decompresses to the raw image.
+    ok(Command::new("zstd").arg("-tq").arg(&zst));
+    let back = t.path().join("back.img");
+    ok(Command::new("zstd")
+        .arg("-dqf")
+        .arg(&zst)
+        .arg("-o")
+        .arg(&back));
+    assert_eq!(sha256(&back), sha256(&raw));
+
+    // MBR as nixpkgs' sd-image lays it out.
+    let sf: Value =
+        serde_json::from_str(&stdout(Command::new("sfdisk").arg("--json").arg(&raw))).unwrap();
+    let pt = &sf["partitiontable"];
+    assert_eq!(pt["label"], "dos");
+    assert_eq!(pt["id"], m["disk_id"]);
+    let p = &pt["partitions"];
+    assert_eq!(
+        (p[0]["start"].as_u64(), p[0]["size"].as_u64()),
+        (Some(16384), Some(61440))
+    );
+    assert_eq!(p[0]["type"], "b");
+    assert!(p[0].get("bootable").is_none());
+    assert_eq!(p[1]["start"], 77824);
+    assert_eq!(p[1]["type"], "83");
+    assert_eq!(p[1]["bootable"], true);
+    let disk = std::fs::metadata(&raw).unwrap().len();
+    assert_eq!(
+        p[1]["start"].as_u64().unwrap() + p[1]["size"].as_u64().unwrap(),
+        disk / 512
+    );
+
+    // Firmware partition: FAT16 (30 MiB cannot hold FAT32), the firmware dir verbatim plus
+    // nixpkgs' config.txt.
+    let fw = t.path().join("fw.img");
+    extract(&raw, 8 << 20, 30 << 20, &fw);
+    ok(Command::new("fsck.fat").arg("-n").arg(&fw));
+    assert!(stdout(Command::new("minfo").arg("-i").arg(&fw).arg("::")).contains("FAT16"));
+    assert_eq!(m["partitions"][0]["filesystem"], "fat16");
+    let fwdir = t.path().join("fwdir");
+    std::fs::create_dir(&fwdir).unwrap();
+    ok(Command::new("mcopy")
+        .args(["-s", "-n", "-i"])
+        .arg(&fw)
+        .arg("::/*")
+        .arg(&fwdir));
+    let src = fix.join(info["firmware"].as_str().unwrap().trim_start_matches('/'));
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        let got = std::fs::read(fwdir.join(e.file_name())).unwrap();
+        assert_eq!(got, std::fs::read(e.path()).unwrap(), "{:?}", e.file_name());
+    }
+    let cfg = std::fs::read_to_string(fwdir.join("config.txt")).unwrap();
+    assert!(
+        cfg.contains("kernel=u-boot.bin") && cfg.contains("arm_64bit=1"),
+        "{cfg}"
+    );
+
+    // Root: fsck-clean, extlinux.conf exactly as the builder writes it, /boot/nixos names.
+    let root = &m["partitions"][1];
+    let root_img = t.path().join("root.img");
+    extract(
+        &raw,
+        root["start"].as_u64().unwrap(),
+        root["fs_size"].as_u64().unwrap(),
+        &root_img,
+    );
+    ok(Command::new("e2fsck").arg("-fn").arg(&root_img));
+    let dbg = |req: &str| stdout(Command::new("debugfs").arg("-R").arg(req).arg(&root_img));
+    assert_eq!(
+        dbg("cat /boot/extlinux/extlinux.conf"),
+        expected_extlinux(&info)
+    );
+    let ls = dbg("ls /boot/nixos");
+    let clean = |k: &str| {
+        info[k]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("/nix/store/")
+            .replace('/', "-")
+    };
+    for k in ["kernel", "initrd", "dtbs"] {
+        assert!(ls.contains(&clean(k)), "{k}: {ls}");
+    }
+    assert!(dbg("stat /nix-path-registration").contains("Type: regular"));
+    assert!(dbg("stat /nix/var/nix/db/db.sqlite").contains("Type: regular"));
+    assert!(dbg("stat /boot/firmware").contains("Type: directory"));
+    let kernel_back = t.path().join("kernel");
+    dbg(&format!(
+        "dump /boot/nixos/{} {}",
+        clean("kernel"),
+        kernel_back.display()
+    ));
+    assert_eq!(
+        sha256(&kernel_back),
+        sha256(&fix.join(info["kernel"].as_str().unwrap().trim_start_matches('/')))
+    );
+
+    // Same bytes with 2 threads and on a second run.
+    let zst2 = t.path().join("sd2.img.zst");
+    let m2 = build("sd-aarch64", &fix, &zst2, &["-j", "2"]);
+    assert_eq!(m2["sha256"], m["sha256"]);
+}
