@@ -16,6 +16,12 @@ enum Op {
         size: usize,
         seed: u64,
     },
+    /// A host file of `size` bytes with data only at `segments` (offset in thousandths of
+    /// the size, length): holes anywhere, including at the start and the end.
+    HostFile {
+        size: u64,
+        segments: Vec<(u64, u64)>,
+    },
     Symlink {
         len: usize,
     },
@@ -62,6 +68,11 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => Just(Op::Dir),
         6 => (size(), any::<u64>()).prop_map(|(size, seed)| Op::File { size, seed }),
+        3 => (
+            prop_oneof![0u64..20_000, 0u64..600_000, Just(4096u64 * 100)],
+            prop::collection::vec((0u64..1000, 1u64..70_000), 0..6),
+        )
+            .prop_map(|(size, segments)| Op::HostFile { size, segments }),
         2 => prop_oneof![1usize..70, Just(4095usize), 59usize..62].prop_map(|len| Op::Symlink { len }),
         2 => any::<usize>().prop_map(|target| Op::Link { target }),
         1 => (0u8..4, 0u32..1000, 0u32..300_000).prop_map(|(which, major, minor)| Op::Special { which, major, minor }),
@@ -82,7 +93,7 @@ fn meta() -> impl Strategy<Value = Meta> {
         .prop_map(|(p, u, g, t)| Meta::new(p, u, g, t))
 }
 
-fn build_tree(ops: &[(usize, Vec<u8>, Op, Meta)]) -> Tree {
+fn build_tree(ops: &[(usize, Vec<u8>, Op, Meta)], host: &std::path::Path) -> Tree {
     let mut t = Tree::new(Meta::new(0o755, 0, 0, 1));
     let mut dirs: Vec<NodeId> = vec![ROOT];
     let mut leaves: Vec<NodeId> = Vec::new();
@@ -101,6 +112,22 @@ fn build_tree(ops: &[(usize, Vec<u8>, Op, Meta)]) -> Tree {
                     t.insert(dir, name, Node::bytes(*meta, noise(*seed, *size)))
                         .unwrap(),
                 );
+            }
+            Op::HostFile { size, segments } => {
+                use std::os::unix::fs::FileExt;
+                let p = host.join(format!("h{}", leaves.len()));
+                let f = std::fs::File::create(&p).unwrap();
+                f.set_len(*size).unwrap();
+                for &(permille, len) in segments {
+                    let off = *size * permille / 1000;
+                    let len = len.min(*size - off);
+                    f.write_all_at(&noise(off, len as usize), off).unwrap();
+                }
+                let data = imgbuild_fstree::FileData::Host {
+                    path: p,
+                    size: *size,
+                };
+                leaves.push(t.insert(dir, name, Node::file(*meta, data)).unwrap());
             }
             Op::Symlink { len } => {
                 let target: Vec<u8> = noise(*len as u64, *len)
@@ -166,7 +193,8 @@ proptest! {
         seed in any::<[u8; 16]>(),
         extra in prop_oneof![Just(0u64), Just(3 << 20)],
     ) {
-        let tree = build_tree(&ops);
+        let host = tempfile::tempdir().unwrap();
+        let tree = build_tree(&ops, host.path());
         let o = ext4::Options {
             hash_seed: seed,
             size: ext4::Size::Auto { extra_free: extra },
