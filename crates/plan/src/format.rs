@@ -86,17 +86,19 @@ pub enum Bootloader {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bytes(pub u64);
 
+/// A number or a string in a format file.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumOrText {
+    N(u64),
+    S(String),
+}
+
 impl<'de> Deserialize<'de> for Bytes {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(Bytes(n)),
-            Raw::S(s) => parse_size(&s).map(Bytes).map_err(serde::de::Error::custom),
+        match NumOrText::deserialize(d)? {
+            NumOrText::N(n) => Ok(Bytes(n)),
+            NumOrText::S(s) => parse_size(&s).map(Bytes).map_err(serde::de::Error::custom),
         }
     }
 }
@@ -148,16 +150,10 @@ pub enum PartSize {
 
 impl<'de> Deserialize<'de> for PartSize {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(PartSize::Fixed(n)),
-            Raw::S(s) if s == "auto" => Ok(PartSize::Auto),
-            Raw::S(s) => parse_size(&s)
+        match NumOrText::deserialize(d)? {
+            NumOrText::S(s) if s == "auto" => Ok(PartSize::Auto),
+            NumOrText::N(n) => Ok(PartSize::Fixed(n)),
+            NumOrText::S(s) => parse_size(&s)
                 .map(PartSize::Fixed)
                 .map_err(serde::de::Error::custom),
         }
