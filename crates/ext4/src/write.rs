@@ -304,9 +304,19 @@ fn encode_inode(plan: &Plan, tree: &Tree, i: &Ino) -> ([u8; INODE_SIZE], Vec<Chu
     (inode::encode(i.ino, &f, plan.fs_seed), chunks)
 }
 
+/// Set bits `[from, to)` of a bitmap (bit `i` is bit `i % 8` of byte `i / 8`).
 fn set_bits(bm: &mut [u8], from: u64, to: u64) {
-    for bit in from..to {
+    let mut bit = from;
+    while bit < to && bit % 8 != 0 {
         bm[(bit / 8) as usize] |= 1 << (bit % 8);
+        bit += 1;
+    }
+    let whole = (to.saturating_sub(bit)) / 8;
+    bm[(bit / 8) as usize..(bit / 8 + whole) as usize].fill(0xFF);
+    bit += whole * 8;
+    while bit < to {
+        bm[(bit / 8) as usize] |= 1 << (bit % 8);
+        bit += 1;
     }
 }
 
@@ -465,4 +475,31 @@ fn write_chunks(region: &blockio::Region, mut chunks: Vec<Chunk>) -> Result<()> 
         region.write_nonzero_at(run_start * BLOCK_SIZE, &run, BS)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bit_ranges() {
+        for (from, to) in [
+            (0, 0),
+            (0, 1),
+            (3, 5),
+            (7, 9),
+            (0, 64),
+            (5, 61),
+            (8, 16),
+            (9, 9),
+        ] {
+            let mut a = [0u8; 8];
+            set_bits(&mut a, from, to);
+            let mut b = [0u8; 8];
+            for i in from..to {
+                b[i as usize / 8] |= 1 << (i % 8);
+            }
+            assert_eq!(a, b, "{from}..{to}");
+        }
+    }
 }
