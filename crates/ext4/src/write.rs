@@ -307,7 +307,7 @@ fn encode_inode(plan: &Plan, tree: &Tree, i: &Ino) -> ([u8; INODE_SIZE], Vec<Chu
 /// Set bits `[from, to)` of a bitmap (bit `i` is bit `i % 8` of byte `i / 8`).
 fn set_bits(bm: &mut [u8], from: u64, to: u64) {
     let mut bit = from;
-    while bit < to && bit % 8 != 0 {
+    while bit < to && bit & 7 != 0 {
         bm[(bit / 8) as usize] |= 1 << (bit % 8);
         bit += 1;
     }
