@@ -777,9 +777,26 @@ impl Layouter {
     }
 
     /// Blocks needed when the fs has `blocks` blocks and `extra` must stay free.
+    /// The block count this layout needs at `blocks` blocks: everything allocated must fit
+    /// below it, and `extra` blocks must stay free. Free means not used by anything: the
+    /// metadata of later groups (superblock backups, bitmaps, inode tables) beyond the last
+    /// allocated block is used, not free, so it is counted, but not as a position: counting
+    /// `extra` from the end of the last metadata instead would grow the filesystem by a group
+    /// each time a backup moves past it.
     fn needed(&mut self, blocks: u64, extra: u64) -> u64 {
         match self.layout(blocks) {
-            Ok((geo, end)) => end.max(geo.meta_end()) + extra,
+            Ok((geo, end)) => {
+                let within = |lim: u64| -> u64 {
+                    geo.reserved
+                        .iter()
+                        .map(|&(s, e)| e.min(lim).saturating_sub(s.min(lim)))
+                        .sum()
+                };
+                // Blocks handed out by the allocator lie below `end`, between the metadata.
+                let allocated = end - within(end);
+                let used = within(blocks) + allocated;
+                (used + extra).max(end).max(geo.meta_end())
+            }
             Err(GeoError::TooFewGroups { blocks: b }) => b.max(blocks + 1),
         }
     }

@@ -96,33 +96,36 @@ fn extra_free_and_exact_sizes() {
     assert_eq!(auto.plan.free_bytes(), 0);
     fsck(&auto.path);
 
-    let extra = 10 << 20;
-    let roomy = build(
-        &t,
-        &ext4::Options {
-            size: ext4::Size::Auto { extra_free: extra },
-            ..opts()
-        },
-    );
-    assert!(
-        roomy.plan.free_bytes() >= extra,
-        "{}",
-        roomy.plan.free_bytes()
-    );
-    assert!(
-        roomy.plan.free_bytes() < extra + (1 << 20),
-        "{}",
-        roomy.plan.free_bytes()
-    );
-    fsck(&roomy.path);
-    let df = debugfs(&roomy.path, "stats");
-    assert!(
-        df.contains(&format!(
-            "Free blocks:              {}",
-            roomy.plan.free_bytes() / 4096
-        )),
-        "{df}"
-    );
+    // Free space is what was asked for, also when the filesystem grows past groups that
+    // carry superblock backups (groups 1, 3, 5, 7, 9: 128 MiB apart).
+    for extra in [10u64 << 20, 300 << 20, 1 << 30] {
+        let roomy = build(
+            &t,
+            &ext4::Options {
+                size: ext4::Size::Auto { extra_free: extra },
+                ..opts()
+            },
+        );
+        assert!(
+            roomy.plan.free_bytes() >= extra,
+            "{extra}: {}",
+            roomy.plan.free_bytes()
+        );
+        assert!(
+            roomy.plan.free_bytes() < extra + (1 << 20),
+            "{extra}: {}",
+            roomy.plan.free_bytes()
+        );
+        fsck(&roomy.path);
+        let df = debugfs(&roomy.path, "stats");
+        assert!(
+            df.contains(&format!(
+                "Free blocks:              {}",
+                roomy.plan.free_bytes() / 4096
+            )),
+            "{df}"
+        );
+    }
 
     // Exact: the minimum fits exactly; odd sizes round down to blocks; sizes with a tiny
     // last group drop that group.
