@@ -8,9 +8,11 @@
 //!   `IMGBUILD-BOOT-OK`;
 //! - `bootctl`: runs Debian's `bootctl` against an image's ESP;
 //! - `ci-boot`: everything above, end to end;
-//! - `ci`: what `.ci/run` runs: fmt, clippy, doc, workspace tests, then `ci-boot`.
+//! - `ci`: what `.ci/run` runs: fmt, clippy, doc, workspace tests, then `ci-boot`;
+//! - `bench`: imgbuild against mke2fs -d, cp -a, zstd and the baseline pipelines (one report).
 
 mod baseline;
+mod bench;
 mod boot;
 mod bootctl;
 mod ci;
@@ -65,6 +67,9 @@ enum Cmd {
     CiBoot(ci::CiArgs),
     /// What .ci/run runs: fmt --check, clippy -D warnings, doc, cargo test, then ci-boot
     Ci(ci::CiArgs),
+    /// Benchmarks against mke2fs -d, cp -a, zstd and the baseline pipelines; writes
+    /// target/bench/report.md
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -98,5 +103,6 @@ fn real_main(cli: Cli) -> Result<()> {
         Cmd::Bootctl { image } => bootctl::check(&image),
         Cmd::CiBoot(args) => ci::run(args),
         Cmd::Ci(args) => ci::run_all(args),
+        Cmd::Bench(args) => bench::run_bench(args),
     }
 }
