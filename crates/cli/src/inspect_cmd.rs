@@ -103,23 +103,26 @@ pub fn ls(a: LsArgs) -> Result<()> {
     let top = fs.metadata(&path)?;
     if a.recursive {
         let mut rows = Vec::new();
-        fs.walk(&path, |p, e, _| {
+        let walked = fs.walk(&path, |p, e, _| {
             rows.push((p.to_vec(), e.clone()));
             // Print as we go, in batches, so a big tree streams.
             if rows.len() >= 4096 {
-                write_rows(&mut out, &rows, true).map_err(host_err)?;
+                write_rows(&mut out, &rows).map_err(host_err)?;
                 rows.clear();
             }
             Ok(true)
-        })?;
-        write_rows(&mut out, &rows, true)?;
+        });
+        // What was found before an error is printed, then the error.
+        write_rows(&mut out, &rows)?;
+        out.flush()?;
+        walked?;
     } else if top.kind == Kind::Dir {
         let entries = fs.read_dir(&path)?;
         let rows: Vec<(Vec<u8>, Entry)> =
             entries.into_iter().map(|e| (e.name.clone(), e)).collect();
-        write_rows(&mut out, &rows, false)?;
+        write_rows(&mut out, &rows)?;
     } else {
-        write_rows(&mut out, &[(path.clone(), top)], true)?;
+        write_rows(&mut out, &[(path.clone(), top)])?;
     }
     out.flush()?;
     Ok(())
@@ -178,7 +181,7 @@ pub fn cp(a: CpArgs) -> Result<()> {
 }
 
 /// `ls -l` lines: mode, owner, group, size, mtime (UTC), name [-> target].
-fn write_rows(out: &mut dyn Write, rows: &[(Vec<u8>, Entry)], _full: bool) -> io::Result<()> {
+fn write_rows(out: &mut dyn Write, rows: &[(Vec<u8>, Entry)]) -> io::Result<()> {
     let w_uid = rows
         .iter()
         .map(|(_, e)| digits(u64::from(e.uid)))

@@ -23,9 +23,16 @@ impl Where {
         }
     }
 
+    /// The same place, at `path` (a very long path, from a directory loop, is shortened to
+    /// its last 200 bytes in messages).
     pub(crate) fn with_path(&self, path: &[u8]) -> Self {
+        let shown = if path.len() > 256 {
+            format!("…{}", String::from_utf8_lossy(&path[path.len() - 200..]))
+        } else {
+            String::from_utf8_lossy(path).into_owned()
+        };
         Self {
-            path: Some(String::from_utf8_lossy(path).into_owned()),
+            path: Some(shown),
             ..self.clone()
         }
     }
@@ -127,7 +134,7 @@ pub enum Error {
     Sqlite {
         at: Where,
         #[source]
-        source: rusqlite::Error,
+        source: Box<rusqlite::Error>,
     },
 }
 

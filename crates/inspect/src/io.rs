@@ -17,11 +17,49 @@ use crate::{Error, Result, Where};
 pub(crate) struct Disk {
     file: File,
     size: u64,
+    /// Byte ranges read, when tracing (see [`crate::OpenOptions::trace_reads`]).
+    trace: Option<std::sync::Mutex<Vec<(u64, u64)>>>,
 }
 
 impl Disk {
     pub(crate) fn new(file: File, size: u64) -> Self {
-        Self { file, size }
+        Self {
+            file,
+            size,
+            trace: None,
+        }
+    }
+
+    pub(crate) fn set_tracing(&mut self, on: bool) {
+        self.trace = on.then(|| std::sync::Mutex::new(Vec::new()));
+    }
+
+    /// The byte ranges asked for so far (each read request once, sorted; empty when not
+    /// tracing). Requests, not cache fills: a 32-byte directory entry read is its own range.
+    pub(crate) fn traced(&self) -> Vec<(u64, u64)> {
+        let Some(t) = &self.trace else {
+            return Vec::new();
+        };
+        let mut v = t.lock().map(|v| v.clone()).unwrap_or_default();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    fn note(&self, offset: u64, len: u64) {
+        if let Some(t) = &self.trace {
+            if let Ok(mut t) = t.lock() {
+                if t.len() < 1 << 20 {
+                    t.push((offset, offset + len));
+                }
+            }
+        }
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset`, traced.
+    pub(crate) fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.note(offset, buf.len() as u64);
+        self.read_raw(offset, buf)
     }
 
     pub(crate) fn size(&self) -> u64 {
@@ -29,7 +67,7 @@ impl Disk {
     }
 
     /// Reads exactly `buf.len()` bytes at `offset`; an error if that is past the end.
-    pub(crate) fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    fn read_raw(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let end = offset
             .checked_add(buf.len() as u64)
             .filter(|&e| e <= self.size)
@@ -145,8 +183,9 @@ impl Slice {
             ));
         }
         self.budget.take(n)?;
+        self.disk.note(self.start + offset, n);
         if buf.len() >= CACHE / 4 {
-            return self.disk.read_exact_at(self.start + offset, buf);
+            return self.disk.read_raw(self.start + offset, buf);
         }
         let mut done = 0;
         while done < buf.len() {
@@ -156,7 +195,7 @@ impl Slice {
                 let chunk = at - at % CACHE as u64;
                 let clen = (self.len - chunk).min(CACHE as u64) as usize;
                 self.cache.resize(clen, 0);
-                if let Err(e) = self.disk.read_exact_at(self.start + chunk, &mut self.cache) {
+                if let Err(e) = self.disk.read_raw(self.start + chunk, &mut self.cache) {
                     self.cache.clear();
                     return Err(e);
                 }

@@ -84,6 +84,22 @@ pub struct OpenOptions {
     pub limits: Limits,
     /// Directory for temporary files (decompressed image, database copy).
     pub temp_dir: Option<PathBuf>,
+    /// Record which byte ranges of the image are read ([`Image::traced_reads`]); the fuzz
+    /// test uses it to find the metadata it corrupts.
+    pub trace_reads: bool,
+}
+
+/// What [`Image::read_all`] read in one filesystem.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ReadAll {
+    pub partition: u32,
+    pub dirs: u64,
+    pub files: u64,
+    pub symlinks: u64,
+    pub other: u64,
+    pub bytes: u64,
+    /// Errors met (the walk goes on past files that cannot be read).
+    pub errors: Vec<String>,
 }
 
 struct Part {
@@ -95,6 +111,7 @@ struct Part {
 
 /// An opened disk image: its table and the filesystems of its partitions.
 pub struct Image {
+    disk: Arc<io::Disk>,
     path: PathBuf,
     compression: Compression,
     file_size: u64,
@@ -167,6 +184,8 @@ impl Image {
     pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Self> {
         let (disk, compression, file_size) =
             io::open_disk(path, opts.limits.max_image_size, opts.temp_dir.as_deref())?;
+        let mut disk = disk;
+        disk.set_tracing(opts.trace_reads);
         let disk = Arc::new(disk);
         let disk_size = disk.size();
         let (table, partitions, mut warnings) = match table::read(path, &disk)? {
@@ -236,6 +255,7 @@ impl Image {
             warnings.push("no partition table and no filesystem recognised".into());
         }
         Ok(Self {
+            disk,
             path: path.to_path_buf(),
             compression,
             file_size,
@@ -273,6 +293,92 @@ impl Image {
     /// Table-level warnings (damaged backup GPT, overlaps, partitions past the end).
     pub fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+
+    /// Byte ranges of the (decompressed) image read so far, one per read request, sorted;
+    /// empty unless opened with [`OpenOptions::trace_reads`].
+    pub fn traced_reads(&self) -> Vec<(u64, u64)> {
+        self.disk.traced()
+    }
+
+    /// Reads every directory, file and symlink of every readable filesystem (like
+    /// `ls -R` plus `cat` of each file), carrying on past errors: a deep check that the
+    /// image reads back, and what the fuzz test runs on corrupted images.
+    pub fn read_all(&self) -> Vec<ReadAll> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 256 << 10];
+        for p in &self.parts {
+            let Some(fs) = &p.fs else { continue };
+            let mut r = ReadAll {
+                partition: p.partition.number,
+                ..ReadAll::default()
+            };
+            // Like `Filesystem::walk`, but going on past a directory that cannot be read.
+            let limits = fs.limits().clone();
+            let mut stack: Vec<(Vec<u8>, usize)> = vec![(b"/".to_vec(), 0)];
+            let mut visited: u64 = 0;
+            let mut seen = std::collections::HashSet::new();
+            if let Some(id) = fs.metadata(b"/").ok().and_then(|m| m.id) {
+                seen.insert(id);
+            }
+            while let Some((dir, depth)) = stack.pop() {
+                r.dirs += 1;
+                if depth >= limits.max_depth {
+                    r.errors
+                        .push(format!("depth limit at {}", String::from_utf8_lossy(&dir)));
+                    continue;
+                }
+                let entries = match fs.read_dir(&dir) {
+                    Ok(es) => es,
+                    Err(e) => {
+                        r.errors.push(e.to_string());
+                        continue;
+                    }
+                };
+                if let Err(e) = fs::check_names(&entries, &fs.at().with_path(&dir)) {
+                    r.errors.push(e.to_string());
+                    continue;
+                }
+                for e in entries {
+                    visited += 1;
+                    if visited > limits.max_walk_entries {
+                        r.errors.push("entry limit reached".into());
+                        stack.clear();
+                        break;
+                    }
+                    let path = path::join(&dir, &e.name);
+                    match e.kind {
+                        Kind::Dir => {
+                            if e.id.is_some_and(|id| !seen.insert(id)) {
+                                r.errors.push(format!(
+                                    "{}: directory loop or cross-linked directory",
+                                    String::from_utf8_lossy(&path)
+                                ));
+                            } else {
+                                stack.push((path, depth + 1));
+                            }
+                        }
+                        Kind::Symlink => r.symlinks += 1,
+                        Kind::File => {
+                            r.files += 1;
+                            let read = fs.open(&path).and_then(|mut f| loop {
+                                match f.read(&mut buf) {
+                                    Ok(0) => break Ok(()),
+                                    Ok(n) => r.bytes += n as u64,
+                                    Err(e) => break Err(e),
+                                }
+                            });
+                            if let Err(e) = read {
+                                r.errors.push(e.to_string());
+                            }
+                        }
+                        _ => r.other += 1,
+                    }
+                }
+            }
+            out.push(r);
+        }
+        out
     }
 
     fn available(&self) -> String {

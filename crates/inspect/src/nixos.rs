@@ -316,7 +316,7 @@ fn db_paths(fs: &Filesystem, temp_dir: Option<&std::path::Path>) -> Result<Vec<V
     }
     let sql = |source| Error::Sqlite {
         at: at.clone(),
-        source,
+        source: Box::new(source),
     };
     let conn = rusqlite::Connection::open_with_flags(
         &db,

@@ -160,7 +160,9 @@ pub(crate) fn read(image: &std::path::Path, disk: &Arc<Disk>) -> Result<Option<P
     read_mbr(image, disk, &lba0).map(Some)
 }
 
+#[derive(Clone)]
 struct GptHeader {
+    guid_bytes: [u8; 16],
     lba: u64,
     backup_lba: u64,
     first_usable: u64,
@@ -179,6 +181,7 @@ fn gpt_header(
     disk: &Disk,
     lba: u64,
     which: &str,
+    warnings: &mut Vec<String>,
 ) -> Result<Option<GptHeader>> {
     let at = || Where::image(image);
     let corrupt = |reason: String| Error::Corrupt {
@@ -203,7 +206,10 @@ fn gpt_header(
         return Ok(None);
     }
     let disk_sectors = disk.size() / SECTOR;
+    let mut guid_bytes = [0u8; 16];
+    guid_bytes.copy_from_slice(&b[56..72]);
     let hdr = GptHeader {
+        guid_bytes,
         lba: u64le(&b, 24),
         backup_lba: u64le(&b, 32),
         first_usable: u64le(&b, 40),
@@ -240,11 +246,18 @@ fn gpt_header(
             hdr.part_start, hdr.num_parts
         )));
     }
-    if hdr.first_usable > hdr.last_usable.saturating_add(1) || hdr.last_usable >= disk_sectors {
+    if hdr.first_usable > hdr.last_usable.saturating_add(1) || hdr.first_usable >= disk_sectors {
         return Err(corrupt(format!(
             "usable LBAs {}..={} are not inside the disk ({disk_sectors} sectors)",
             hdr.first_usable, hdr.last_usable
         )));
+    }
+    if hdr.last_usable >= disk_sectors {
+        // A truncated image: the partitions past its end are reported and not read.
+        warnings.push(format!(
+            "{which} GPT header: usable LBAs end at {}, past the end of the image ({disk_sectors} sectors): truncated?",
+            hdr.last_usable
+        ));
     }
     Ok(Some(hdr))
 }
@@ -262,72 +275,93 @@ fn read_gpt(image: &std::path::Path, disk: &Arc<Disk>, protective: bool) -> Resu
     if !protective {
         warnings.push("GPT without a protective MBR (type 0xEE entry)".into());
     }
-    let primary = gpt_header(image, disk, 1, "primary")?;
+    let primary = gpt_header(image, disk, 1, "primary", &mut warnings)?;
     let backup_lba = disk_sectors - 1;
-    let backup = gpt_header(image, disk, backup_lba, "backup")?;
-    let (hdr, which) =
-        match (primary, &backup) {
-            (Some(h), _) => (h, "primary"),
-            (None, Some(b)) => {
-                warnings.push("the primary GPT header is damaged; using the backup header".into());
-                (
-                    GptHeader {
-                        lba: b.lba,
-                        backup_lba: b.backup_lba,
-                        first_usable: b.first_usable,
-                        last_usable: b.last_usable,
-                        disk_guid: b.disk_guid.clone(),
-                        part_start: b.part_start,
-                        num_parts: b.num_parts,
-                        part_size: b.part_size,
-                        crc_parts: b.crc_parts,
-                    },
-                    "backup",
-                )
-            }
-            (None, None) => return Err(Error::Corrupt {
+    let backup = gpt_header(image, disk, backup_lba, "backup", &mut warnings)?;
+    let array_ok = |h: &GptHeader| -> Result<bool> {
+        let mut array = vec![0u8; h.num_parts as usize * 128];
+        disk.read_exact_at(h.part_start * SECTOR, &mut array)
+            .map_err(|source| Error::Io { at: at(), source })?;
+        Ok(crc32fast::hash(&array) == h.crc_parts)
+    };
+    let primary_ok = match &primary {
+        Some(h) => array_ok(h)?,
+        None => false,
+    };
+    let backup_ok = match &backup {
+        Some(h) => array_ok(h)?,
+        None => false,
+    };
+    // Like the kernel and sgdisk: the primary if it is whole, else the backup if it is.
+    let (hdr, which) = match (&primary, &backup) {
+        (Some(h), _) if primary_ok => (h.clone(), "primary"),
+        (_, Some(b)) if backup_ok => {
+            warnings.push(match &primary {
+                Some(_) => "the primary GPT entry array is damaged (CRC); using the backup".into(),
+                None => "the primary GPT header is damaged; using the backup header".into(),
+            });
+            (b.clone(), "backup")
+        }
+        (None, None) => {
+            return Err(Error::Corrupt {
                 at: at(),
                 reason:
                     "protective MBR, but neither the primary nor the backup GPT header is valid \
                          (bad signature or CRC; a truncated image loses the backup)"
                         .into(),
-            }),
-        };
+            })
+        }
+        _ => {
+            return Err(Error::Corrupt {
+                at: at(),
+                reason: "the GPT entry arrays do not match their CRCs (primary and backup)".into(),
+            })
+        }
+    };
     if backup.is_none() {
         warnings.push(format!(
             "no valid backup GPT header at the last sector (LBA {backup_lba}): image truncated or extended?"
         ));
+    } else if !backup_ok && which == "primary" {
+        warnings.push("the backup GPT entry array is damaged (CRC)".into());
     } else if which == "primary" && hdr.backup_lba != backup_lba {
         warnings.push(format!(
             "the primary GPT header puts the backup at LBA {}, but the image ends at LBA {backup_lba}",
             hdr.backup_lba
         ));
     }
-    // The entry array CRC (the gpt crate does not check it).
-    let mut array = vec![0u8; hdr.num_parts as usize * 128];
-    disk.read_exact_at(hdr.part_start * SECTOR, &mut array)
-        .map_err(|source| Error::Io { at: at(), source })?;
-    if crc32fast::hash(&array) != hdr.crc_parts {
-        warnings.push(format!(
-            "the CRC of the GPT entry array at LBA {} does not match its header",
-            hdr.part_start
-        ));
-    }
     // Everything the gpt crate trusts has been checked: entry size 128, a bounded entry count,
-    // the array inside the disk, a header CRC (so it picks the header we picked).
-    let slice = Slice::new(disk.clone(), 0, disk.size(), Budget::new(BASE_BUDGET));
-    let gdisk = guard("gpt", at, || {
-        gpt::GptConfig::new()
-            .writable(false)
-            .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
-            .open_from_device(slice)
-            .map_err(|e| Error::Corrupt {
-                at: at(),
-                reason: format!("GPT: {e}"),
-            })
+    // the array inside the disk and matching its CRC.
+    let header = gpt::header::Header {
+        signature: "EFI PART".into(),
+        revision: (1, 0),
+        header_size_le: 92,
+        crc32: 0,
+        reserved: 0,
+        current_lba: hdr.lba,
+        backup_lba: hdr.backup_lba,
+        first_usable: hdr.first_usable,
+        last_usable: hdr.last_usable,
+        disk_guid: uuid::Uuid::from_bytes_le(hdr.guid_bytes),
+        part_start: hdr.part_start,
+        num_parts: hdr.num_parts,
+        part_size: hdr.part_size,
+        crc32_parts: hdr.crc_parts,
+    };
+    let mut slice = Slice::new(disk.clone(), 0, disk.size(), Budget::new(BASE_BUDGET));
+    let entries = guard("gpt", at, || {
+        gpt::partition::file_read_partitions(
+            &mut slice,
+            &header,
+            gpt::disk::LogicalBlockSize::Lb512,
+        )
+        .map_err(|e| Error::Corrupt {
+            at: at(),
+            reason: format!("GPT entries: {e}"),
+        })
     })?;
     let mut partitions = Vec::new();
-    for (&number, p) in gdisk.partitions() {
+    for (&number, p) in &entries {
         if !p.is_used() {
             continue;
         }
@@ -394,7 +428,7 @@ fn read_gpt(image: &std::path::Path, disk: &Arc<Disk>, protective: bool) -> Resu
             last_usable_lba: Some(hdr.last_usable),
             entries: Some(hdr.num_parts),
             header: Some(which),
-            backup_ok: Some(backup.is_some()),
+            backup_ok: Some(backup.is_some() && backup_ok),
         },
         partitions,
         warnings,

@@ -282,6 +282,7 @@ fn entry(name: Vec<u8>, m: &Metadata, target: Option<Vec<u8>>) -> Entry {
         size: m.len(),
         mtime: m.modified().seconds(),
         target,
+        id: None,
     }
 }
 

@@ -222,6 +222,9 @@ const ATTR_VOLUME: u8 = 0x08;
 const ATTR_DIR: u8 = 0x10;
 const ATTR_LFN: u8 = 0x0f;
 
+/// Why a volume could not be opened, with the facts read before that.
+pub(crate) type OpenFailure = Box<(Option<FsInfo>, Error)>;
+
 /// A FAT volume.
 pub(crate) struct FatFs {
     slice: RefCell<Slice>,
@@ -281,19 +284,37 @@ fn short_name(raw: &[u8], case: u8) -> String {
     if case & 0x10 != 0 {
         ext.make_ascii_lowercase();
     }
-    // Bytes above 0x7f are in an OEM code page we do not know: shown as U+FFFD.
-    let mut s = String::from_utf8_lossy(&base).into_owned();
+    let mut s = oem(&base);
     if !ext.is_empty() {
         s.push('.');
-        s.push_str(&String::from_utf8_lossy(&ext));
+        s.push_str(&oem(&ext));
     }
     s
+}
+
+/// Code page 437 (Linux's default `codepage=` for vfat) for bytes above 0x7f of short names;
+/// a bijection, so distinct names stay distinct.
+const CP437_HIGH: &str = "ÇüéâäàåçêëèïîìÄÅÉæÆôöòûùÿÖÜ¢£¥₧ƒáíóúñÑªº¿⌐¬½¼¡«»░▒▓│┤╡╢╖╕╣║╗╝╜╛┐\
+                          └┴┬├─┼╞╟╚╔╩╦╠═╬╧╨╤╥╙╘╒╓╫╪┘┌█▄▌▐▀αßΓπΣσµτΦΘΩδ∞φε∩≡±≥≤⌠⌡÷≈°∙·√ⁿ²■\u{a0}";
+
+fn oem(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|&b| match b {
+            0x20..=0x7e => char::from(b),
+            0x80..=0xff => CP437_HIGH
+                .chars()
+                .nth(usize::from(b - 0x80))
+                .unwrap_or('\u{fffd}'),
+            _ => '\u{fffd}',
+        })
+        .collect()
 }
 
 fn lfn_checksum(short: &[u8]) -> u8 {
     short[..11]
         .iter()
-        .fold(0u8, |sum, &c| (sum >> 1 | sum << 7).wrapping_add(c))
+        .fold(0u8, |sum, &c| sum.rotate_right(1).wrapping_add(c))
 }
 
 /// Collects the long-name entries that precede a short entry.
@@ -365,22 +386,22 @@ impl FatFs {
     pub(crate) fn open(
         mut slice: Slice,
         at: &Where,
-    ) -> std::result::Result<(Self, FsInfo), (Option<FsInfo>, Error)> {
+    ) -> std::result::Result<(Self, FsInfo), OpenFailure> {
         let corrupt = |reason: String| Error::Corrupt {
             at: at.clone(),
             reason: format!("FAT: {reason}"),
         };
         let mut b = [0u8; 512];
         if let Err(source) = slice.read_exact_at(0, &mut b) {
-            return Err((
+            return Err(Box::new((
                 None,
                 Error::Io {
                     at: at.clone(),
                     source,
                 },
-            ));
+            )));
         }
-        let bpb = Bpb::parse(&b, Some(slice.len())).map_err(|r| (None, corrupt(r)))?;
+        let bpb = Bpb::parse(&b, Some(slice.len())).map_err(|r| Box::new((None, corrupt(r))))?;
         let kind = match bpb.fat_type {
             FatType::Fat12 => "fat12",
             FatType::Fat16 => "fat16",
@@ -406,7 +427,7 @@ impl FatFs {
                 ),
             };
             info.error = Some(e.to_string());
-            return Err((Some(info), e));
+            return Err(Box::new((Some(info), e)));
         }
         let fat = match read_fat(&mut slice, &bpb) {
             Ok(f) => f,
@@ -416,7 +437,7 @@ impl FatFs {
                     source,
                 };
                 info.error = Some(e.to_string());
-                return Err((Some(info), e));
+                return Err(Box::new((Some(info), e)));
             }
         };
         let free = fat[2..].iter().filter(|&&v| v == 0).count() as u64;
@@ -439,7 +460,7 @@ impl FatFs {
             }
             Err(e) => {
                 info.error = Some(e.to_string());
-                return Err((Some(info), e));
+                return Err(Box::new((Some(info), e)));
             }
         }
         Ok((fs, info))
@@ -602,6 +623,7 @@ impl FatFs {
             size: if dir { 0 } else { u64::from(e.size) },
             mtime: e.mtime,
             target: None,
+            id: dir.then_some(u64::from(e.first_cluster)),
         }
     }
 
@@ -660,6 +682,10 @@ impl FatFs {
                 size: 0,
                 mtime: 0,
                 target: None,
+                id: Some(match self.root() {
+                    DirLoc::Chain(c) => u64::from(c),
+                    DirLoc::FixedRoot => 0,
+                }),
             },
             Some(e) => self.to_entry(&e),
         })
@@ -790,6 +816,7 @@ mod tests {
         assert_eq!(short_name(b"README  TXT", 0), "README.TXT");
         assert_eq!(short_name(b"EFI        ", 0), "EFI");
         assert_eq!(short_name(b"CONFIG  TXT", 0x18), "config.txt");
-        assert_eq!(lfn_checksum(b"README  TXT"), lfn_checksum(b"README  TXT"));
+        assert_eq!(CP437_HIGH.chars().count(), 128);
+        assert_eq!(short_name(b"\x9an\xd8c\x99d\x90 TXT", 0x18), "Ün╪cÖdÉ.txt");
     }
 }

@@ -131,6 +131,11 @@ pub struct Entry {
     pub mtime: i64,
     /// Symlink target.
     pub target: Option<Vec<u8>>,
+    /// An identity of a directory that the reader exposes (FAT: its first cluster), used to
+    /// stop at directory loops and cross-linked directories; `None` when the reader has none
+    /// (`ext4-view` does not expose inode numbers: there, walks are bounded by depth and
+    /// entry count instead).
+    pub id: Option<u64>,
 }
 
 impl Entry {
@@ -242,7 +247,10 @@ pub(crate) fn open(disk: &Arc<Disk>, part: &Partition, at: Where, limits: &Limit
                 }),
                 error: None,
             },
-            Err((info, e)) => none(info, Some(e)),
+            Err(b) => {
+                let (info, e) = *b;
+                none(info, Some(e))
+            }
         },
         Probe::Other(kind) => none(
             Some(FsInfo {
@@ -280,7 +288,7 @@ pub struct FileReader<'a> {
 }
 
 enum ReaderInner {
-    Ext4(ext4_view::File),
+    Ext4(Box<ext4_view::File>),
     Fat(fat::FatFile),
 }
 
@@ -437,7 +445,7 @@ impl Filesystem {
         let (inner, size) = self.call(&path, || match &self.inner {
             Inner::Ext4(e) => e
                 .open_file(&path, &self.at)
-                .map(|(f, n)| (ReaderInner::Ext4(f), n)),
+                .map(|(f, n)| (ReaderInner::Ext4(Box::new(f)), n)),
             Inner::Fat(f) => f
                 .open_file(&path, &self.at)
                 .map(|(f, n)| (ReaderInner::Fat(f), n)),
@@ -512,6 +520,10 @@ impl Filesystem {
         if !visit(&root, &top, 0)? || top.kind != Kind::Dir {
             return Ok(());
         }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(id) = top.id {
+            seen.insert(id);
+        }
         let mut stack: Vec<(Vec<u8>, usize)> = vec![(root, 0)];
         while let Some((dir, depth)) = stack.pop() {
             if depth >= self.limits.max_depth {
@@ -534,6 +546,17 @@ impl Filesystem {
                     });
                 }
                 let p = join(&dir, &e.name);
+                if e.kind == Kind::Dir {
+                    if let Some(id) = e.id {
+                        if !seen.insert(id) {
+                            return Err(Error::Corrupt {
+                                at: self.at.with_path(&p),
+                                reason: "directory loop or cross-linked directory (seen before)"
+                                    .into(),
+                            });
+                        }
+                    }
+                }
                 if visit(&p, &e, depth + 1)? && e.kind == Kind::Dir {
                     subdirs.push(p);
                 }

@@ -1,0 +1,214 @@
+//! Fuzzing the readers: proptest corrupts the metadata of real images (partition tables,
+//! superblocks, group descriptors, inode tables, directory blocks, FAT tables and entries,
+//! boot configs, the Nix database) and every case must end without a panic (not even one
+//! the library's guard catches), within a deadline, without a huge allocation.
+//!
+//! `IMGBUILD_FUZZ_CASES` sets the number of cases per base image (default 150). A failing
+//! case is saved, zstd-compressed, as `$CARGO_TARGET_TMPDIR/inspect-fuzz/crash-<base>.img.zst`
+//! (proptest shrinks first, so the last one saved is the smallest); fixed crashes go to
+//! `tests/regressions/`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+use crate::common;
+use crate::harness::{self, Base, Mutation, INTERESTING};
+
+/// Per-case deadline (debug build, two shared cores).
+const DEADLINE: Duration = Duration::from_secs(20);
+/// Largest single allocation a case may request.
+const MAX_ALLOCATION: usize = 96 << 20;
+
+#[derive(Clone, Debug)]
+enum M {
+    Flip(u64, u64, u8),
+    Byte(u64, u64, u8),
+    Number(u64, u64, usize, usize),
+    Copy(u64, u64, u64, u64, u8),
+}
+
+fn mutation() -> impl Strategy<Value = M> {
+    prop_oneof![
+        (any::<u64>(), any::<u64>(), any::<u8>()).prop_map(|(r, f, b)| M::Flip(r, f, b)),
+        (any::<u64>(), any::<u64>(), any::<u8>()).prop_map(|(r, f, b)| M::Byte(r, f, b)),
+        (any::<u64>(), any::<u64>(), 0..INTERESTING.len(), 0usize..4)
+            .prop_map(|(r, f, v, w)| M::Number(r, f, v, w)),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            1u8..64
+        )
+            .prop_map(|(r1, f1, r2, f2, l)| M::Copy(r1, f1, r2, f2, l)),
+    ]
+}
+
+fn concrete(base: &Base, ms: &[M]) -> Vec<Mutation> {
+    ms.iter()
+        .map(|m| match *m {
+            M::Flip(r, f, bit) => Mutation::Flip {
+                at: base.pick(r, f),
+                bit: bit % 8,
+            },
+            M::Byte(r, f, b) => Mutation::Write {
+                at: base.pick(r, f),
+                bytes: vec![b],
+            },
+            M::Number(r, f, v, w) => Mutation::Write {
+                at: base.pick(r, f),
+                bytes: INTERESTING[v].to_le_bytes()[..[1, 2, 4, 8][w]].to_vec(),
+            },
+            M::Copy(r1, f1, r2, f2, len) => Mutation::Copy {
+                from: base.pick(r1, f1),
+                at: base.pick(r2, f2),
+                len: u64::from(len),
+            },
+        })
+        .collect()
+}
+
+fn cases() -> u32 {
+    std::env::var("IMGBUILD_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(150)
+}
+
+fn crash_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("inspect-fuzz")
+}
+
+/// Fuzzes one base image; prints what it did.
+fn fuzz(name: &str, image: &Path) {
+    harness::install_panic_counter();
+    let base = Base::new(name, image);
+    assert!(base.covered() > 0);
+    let n = cases();
+    let mut runner = TestRunner::new(Config {
+        cases: n,
+        failure_persistence: None,
+        max_shrink_iters: 300,
+        ..Config::default()
+    });
+    let opened = AtomicU64::new(0);
+    let files = AtomicU64::new(0);
+    let max_ms = AtomicU64::new(0);
+    let ran = AtomicU64::new(0);
+    let open_errors = std::sync::Mutex::new(std::collections::BTreeMap::<String, u64>::new());
+    let t0 = Instant::now();
+    let result = runner.run(&prop::collection::vec(mutation(), 1..8), |ms| {
+        let muts = concrete(&base, &ms);
+        let restore = harness::apply(&base.path, base.size, &muts);
+        let before_largest = crate::largest_allocation();
+        let r = harness::exercise(&base.path, DEADLINE);
+        ran.fetch_add(1, Ordering::Relaxed);
+        let fail = |msg: String| {
+            let saved = harness::save_crash(&base.path, &crash_dir(), &format!("crash-{name}"));
+            TestCaseError::fail(format!(
+                "{msg}\nmutations: {muts:?}\nsaved: {}",
+                saved.display()
+            ))
+        };
+        let o = match r {
+            Ok(o) => o,
+            Err(msg) => return Err(fail(msg)),
+        };
+        let largest = crate::largest_allocation();
+        if largest > MAX_ALLOCATION && largest > before_largest {
+            return Err(fail(format!("allocation of {largest} bytes")));
+        }
+        drop(restore);
+        if o.opened {
+            opened.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(e) = &o.open_error {
+            // Group by message without the image path and numbers.
+            let key: String = e
+                .split_once(": ")
+                .map_or(e.as_str(), |(_, r)| r)
+                .chars()
+                .filter(|c| !c.is_ascii_digit())
+                .take(70)
+                .collect();
+            *open_errors.lock().unwrap().entry(key).or_default() += 1;
+        }
+        files.fetch_add(o.files, Ordering::Relaxed);
+        max_ms.fetch_max(o.elapsed.as_millis() as u64, Ordering::Relaxed);
+        Ok(())
+    });
+    eprintln!(
+        "fuzz {name}: {} cases run ({n} asked) in {:.1} s, {} images opened, {} files read, \
+         slowest case {} ms, {} byte ranges ({} bytes) targeted, largest allocation {} bytes, \
+         peak live heap {} bytes",
+        ran.load(Ordering::Relaxed),
+        t0.elapsed().as_secs_f64(),
+        opened.load(Ordering::Relaxed),
+        files.load(Ordering::Relaxed),
+        max_ms.load(Ordering::Relaxed),
+        base.ranges.len(),
+        base.covered(),
+        crate::largest_allocation(),
+        crate::peak_live(),
+    );
+    let mut errs: Vec<(String, u64)> = open_errors.into_inner().unwrap().into_iter().collect();
+    errs.sort_by_key(|e| std::cmp::Reverse(e.1));
+    for (e, n) in errs.iter().take(6) {
+        eprintln!("    {n:>6} x open error: {e}");
+    }
+    if let Err(e) = result {
+        panic!("fuzz {name}: {e}");
+    }
+}
+
+/// Sanity check that the harness can fail: the uncorrupted base reads everything back.
+fn clean(image: &Path) -> harness::Outcome {
+    harness::install_panic_counter();
+    let o = harness::exercise(image, DEADLINE).expect("the clean image reads");
+    assert!(o.opened, "{:?}", o.open_error);
+    assert_eq!(o.errors, 0, "a clean image reads without errors");
+    assert!(o.files > 10, "{o:?}");
+    o
+}
+
+#[test]
+fn fuzz_classic_sd_mbr_fat16_ext4() {
+    let t = tempfile::tempdir().unwrap();
+    let img = common::classic("sd", &t.path().join("sd.img"), None);
+    clean(&img);
+    fuzz("classic-sd", &img);
+}
+
+#[test]
+fn fuzz_classic_efi_gpt_fat32_ext4_sqlite() {
+    let t = tempfile::tempdir().unwrap();
+    let img = common::classic("efi", &t.path().join("efi.img"), None);
+    clean(&img);
+    fuzz("classic-efi", &img);
+}
+
+/// Without metadata checksums, corrupted ext4 structures get past the checksum checks and
+/// into the deeper parts of the reader.
+#[test]
+fn fuzz_classic_efi_ext4_without_checksums() {
+    let t = tempfile::tempdir().unwrap();
+    let img = common::classic(
+        "efi",
+        &t.path().join("efi-nocsum.img"),
+        Some("^metadata_csum,^has_journal"),
+    );
+    clean(&img);
+    fuzz("classic-efi-nocsum", &img);
+}
+
+#[test]
+fn fuzz_bare_fat12() {
+    let t = tempfile::tempdir().unwrap();
+    let img = common::bare_fat(t.path(), 1440, Some(12), None);
+    clean(&img);
+    fuzz("bare-fat12", &img);
+}

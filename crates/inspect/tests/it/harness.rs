@@ -1,0 +1,328 @@
+//! Corruption harness shared by the inspect fuzz test (`fuzz.rs`, proptest) and the e2e test
+//! of imgbuild's own images (`tests/e2e/inspect.rs`, which includes this file by path).
+//!
+//! A base image is opened once with read tracing to find the byte ranges the readers
+//! actually use (partition tables, superblocks, group descriptors, inode tables, directory
+//! blocks, FAT tables and directory entries, boot configs, the Nix database). A case
+//! overwrites bytes in those ranges in place, runs everything a user can ask for (open,
+//! inspect, list every directory, read every file) in a thread with a deadline, counts
+//! panics (caught or not, through the panic hook), and restores the bytes.
+
+#![allow(dead_code)]
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use imgbuild_inspect::{Image, Kind, OpenOptions as InspectOptions};
+
+/// One corruption.
+#[derive(Clone, Debug)]
+pub enum Mutation {
+    /// Flip bit `bit` of the byte at `at`.
+    Flip { at: u64, bit: u8 },
+    /// Write these bytes at `at`.
+    Write { at: u64, bytes: Vec<u8> },
+    /// Copy `len` bytes from `from` to `at` (duplicates entries, pointers, headers).
+    Copy { from: u64, at: u64, len: u64 },
+}
+
+/// Numbers that make readers take unusual paths.
+pub const INTERESTING: &[u64] = &[
+    0,
+    1,
+    2,
+    0x7f,
+    0x80,
+    0xff,
+    0x100,
+    0x7fff,
+    0x8000,
+    0xffff,
+    0x1_0000,
+    0x7fff_ffff,
+    0x8000_0000,
+    0xffff_fff0,
+    0xffff_ffff,
+    0x1_0000_0000,
+    u64::MAX / 2,
+    u64::MAX,
+];
+
+/// A base image and the ranges its readers read.
+pub struct Base {
+    pub name: String,
+    pub path: PathBuf,
+    pub size: u64,
+    pub ranges: Vec<(u64, u64)>,
+}
+
+impl Base {
+    /// Traces an open + inspect + full listing of `path`; adds the first 64 KiB and the last
+    /// 17 KiB of the disk (tables) even if untouched.
+    pub fn new(name: &str, path: &Path) -> Self {
+        let opts = InspectOptions {
+            trace_reads: true,
+            ..InspectOptions::default()
+        };
+        let img = Image::open_with(path, &opts).expect("the base image opens");
+        let _ = img.inspect();
+        let numbers: Vec<u32> = img.partitions().map(|p| p.number).collect();
+        for n in numbers {
+            if let Ok(fs) = img.filesystem(&n.to_string()) {
+                let _ = fs.walk(b"/", |_, _, _| Ok(true));
+            }
+        }
+        let size = img.disk_size();
+        let mut ranges = img.traced_reads();
+        ranges.push((0, 65536.min(size)));
+        ranges.push((size.saturating_sub(17 * 1024), size));
+        ranges.retain(|(s, e)| e > s);
+        ranges.sort_unstable();
+        ranges.dedup();
+        Self {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            size,
+            ranges,
+        }
+    }
+
+    /// Bytes covered by the ranges (overlaps counted once).
+    pub fn covered(&self) -> u64 {
+        let mut total = 0;
+        let mut end = 0;
+        for &(s, e) in &self.ranges {
+            let s = s.max(end);
+            if e > s {
+                total += e - s;
+                end = e;
+            }
+        }
+        total
+    }
+
+    /// A position inside the ranges: `range` and `frac` are arbitrary numbers mapped onto
+    /// them (a range picked uniformly, then an offset in it).
+    pub fn pick(&self, range: u64, frac: u64) -> u64 {
+        let (s, e) = self.ranges[(range % self.ranges.len() as u64) as usize];
+        s + frac % (e - s).max(1)
+    }
+}
+
+/// Applies mutations in place; the returned guard puts the original bytes back.
+pub fn apply(path: &Path, size: u64, muts: &[Mutation]) -> Restore {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("the working copy opens read-write");
+    let mut saved = Vec::new();
+    for m in muts {
+        let (at, new): (u64, Vec<u8>) = match m {
+            Mutation::Flip { at, bit } => {
+                let mut b = [0u8];
+                f.read_exact_at(&mut b, *at).expect("read inside the image");
+                (*at, vec![b[0] ^ (1 << (bit % 8))])
+            }
+            Mutation::Write { at, bytes } => (*at, bytes.clone()),
+            Mutation::Copy { from, at, len } => {
+                let len = (*len).min(size - from).min(size - at) as usize;
+                let mut b = vec![0u8; len];
+                f.read_exact_at(&mut b, *from)
+                    .expect("read inside the image");
+                (*at, b)
+            }
+        };
+        let len = (new.len() as u64).min(size - at) as usize;
+        let mut old = vec![0u8; len];
+        f.read_exact_at(&mut old, at)
+            .expect("read inside the image");
+        f.write_all_at(&new[..len], at)
+            .expect("write inside the image");
+        saved.push((at, old));
+    }
+    Restore { file: f, saved }
+}
+
+/// Restores the bytes a mutation overwrote (in reverse order) when dropped.
+pub struct Restore {
+    file: File,
+    saved: Vec<(u64, Vec<u8>)>,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        for (at, old) in self.saved.iter().rev() {
+            self.file
+                .write_all_at(old, *at)
+                .expect("restoring the working copy");
+        }
+    }
+}
+
+static HOOK: Once = Once::new();
+
+thread_local! {
+    /// Panics on this thread (the hook runs on the panicking thread), and the last message.
+    static PANICS: std::cell::RefCell<(usize, String)> = const { std::cell::RefCell::new((0, String::new())) };
+}
+
+/// Counts every panic from now on, per thread (caught by the library's guard or not).
+pub fn install_panic_counter() {
+    HOOK.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.with(|p| {
+                let mut p = p.borrow_mut();
+                p.0 += 1;
+                p.1 = info.to_string();
+            });
+            prev(info);
+        }));
+    });
+}
+
+/// Panics so far on this thread, and the last message.
+pub fn panics_here() -> (usize, String) {
+    PANICS.with(|p| p.borrow().clone())
+}
+
+/// What one case did.
+#[derive(Debug, Default, Clone)]
+pub struct Outcome {
+    pub opened: bool,
+    pub open_error: Option<String>,
+    pub files: u64,
+    pub bytes: u64,
+    pub errors: usize,
+    pub elapsed: Duration,
+}
+
+/// Opens, inspects, lists and reads everything; `Err` when a panic happened or the
+/// deadline passed.
+pub fn exercise(path: &Path, deadline: Duration) -> Result<Outcome, String> {
+    install_panic_counter();
+    let p = path.to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t0 = Instant::now();
+    // A fresh thread: its panic count starts at zero.
+    std::thread::spawn(move || {
+        let r = std::panic::catch_unwind(|| run_all(&p));
+        let _ = tx.send((r.ok(), panics_here()));
+    });
+    let r = rx.recv_timeout(deadline);
+    let elapsed = t0.elapsed();
+    let mut out = match r {
+        Err(_) => return Err(format!("no result after {deadline:?}: a hang")),
+        Ok((None, (_, msg))) => return Err(format!("panic escaped: {msg}")),
+        Ok((Some(_), (n, msg))) if n > 0 => {
+            return Err(format!("{n} panic(s) inside readers (caught): {msg}"))
+        }
+        Ok((Some(o), _)) => o,
+    };
+    out.elapsed = elapsed;
+    Ok(out)
+}
+
+fn run_all(path: &Path) -> Outcome {
+    let mut o = Outcome::default();
+    let img = match Image::open(path) {
+        Ok(i) => i,
+        Err(e) => {
+            o.open_error = Some(e.to_string());
+            return o;
+        }
+    };
+    o.opened = true;
+    let report = img.inspect();
+    // Everything the CLI prints must serialise.
+    let _ = format!("{report:?}");
+    // `ls` of each partition root, then everything read.
+    let numbers: Vec<u32> = img.partitions().map(|p| p.number).collect();
+    for n in &numbers {
+        if let Ok(fs) = img.filesystem(&n.to_string()) {
+            match fs.read_dir(b"/") {
+                Ok(es) => {
+                    for e in es.iter().filter(|e| e.kind == Kind::Symlink) {
+                        let _ = fs.read_link(&[b"/", &e.name[..]].concat());
+                    }
+                }
+                Err(_) => o.errors += 1,
+            }
+        }
+    }
+    let _ = img
+        .root_filesystem()
+        .map(|fs| fs.canonicalize(b"/nix/var/nix/profiles/system"));
+    for r in img.read_all() {
+        o.files += r.files;
+        o.bytes += r.bytes;
+        o.errors += r.errors.len();
+    }
+    o
+}
+
+/// Writes the current (mutated) image, zstd-compressed, for a regression test.
+pub fn save_crash(path: &Path, dir: &Path, name: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("crash directory");
+    let out = dir.join(format!("{name}.img.zst"));
+    let st = std::process::Command::new("zstd")
+        .args(["-19", "-q", "-f"])
+        .arg(path)
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .expect("running zstd");
+    assert!(st.success(), "zstd failed");
+    out
+}
+
+/// A small deterministic generator (xorshift64*), for callers without proptest.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Random mutations inside `base`'s ranges.
+    pub fn mutations(&mut self, base: &Base) -> Vec<Mutation> {
+        let n = 1 + self.next() % 8;
+        (0..n)
+            .map(|_| {
+                let at = base.pick(self.next(), self.next());
+                match self.next() % 4 {
+                    0 => Mutation::Flip {
+                        at,
+                        bit: (self.next() % 8) as u8,
+                    },
+                    1 => Mutation::Write {
+                        at,
+                        bytes: vec![self.next() as u8],
+                    },
+                    2 => {
+                        let v = INTERESTING[(self.next() % INTERESTING.len() as u64) as usize];
+                        let w = [1usize, 2, 4, 8][(self.next() % 4) as usize];
+                        Mutation::Write {
+                            at,
+                            bytes: v.to_le_bytes()[..w].to_vec(),
+                        }
+                    }
+                    _ => Mutation::Copy {
+                        from: base.pick(self.next(), self.next()),
+                        at,
+                        len: 1 + self.next() % 64,
+                    },
+                }
+            })
+            .collect()
+    }
+}

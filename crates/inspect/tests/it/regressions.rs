@@ -1,0 +1,43 @@
+//! Inputs the fuzz test once broke the readers with, kept as regression tests:
+//! `tests/regressions/*.img.zst` (zstd-compressed images, each under 100 KiB). Each must
+//! open or fail cleanly, and be read entirely without a panic, within the deadline.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::harness;
+
+#[test]
+fn fuzz_regressions_read_without_panic_or_hang() {
+    harness::install_panic_counter();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/regressions exists")
+        .map(|e| e.expect("readable entry").path())
+        .filter(|p| p.to_string_lossy().ends_with(".img.zst"))
+        .collect();
+    files.sort();
+    assert!(
+        !files.is_empty(),
+        "no regression inputs in {}",
+        dir.display()
+    );
+    for f in &files {
+        let size = std::fs::metadata(f).unwrap().len();
+        assert!(
+            size < 100 << 10,
+            "{} is {size} bytes: keep regressions small",
+            f.display()
+        );
+        let o = harness::exercise(f, Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        eprintln!(
+            "{}: opened {}, {} files read, {} errors, {:?}",
+            f.file_name().unwrap().to_string_lossy(),
+            o.opened,
+            o.files,
+            o.errors,
+            o.elapsed
+        );
+    }
+}
