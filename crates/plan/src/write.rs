@@ -458,7 +458,11 @@ mod tests {
                 .output()
                 .expect("sha256sum runs");
             let theirs = String::from_utf8_lossy(&out.stdout);
-            assert_eq!(ours, theirs.split_whitespace().next().unwrap_or(""), "case {i}");
+            assert_eq!(
+                ours,
+                theirs.split_whitespace().next().unwrap_or(""),
+                "case {i}"
+            );
         }
     }
 
