@@ -6,4 +6,5 @@ mod common;
 mod demo;
 mod failures;
 mod fixtures;
+mod inspect;
 mod unprivileged;
