@@ -116,6 +116,16 @@ fn inspect_explains_the_demo_raw_efi_image() {
     assert_eq!(n["store"]["unregistered"], 0);
     assert_eq!(n["store"]["mode"], "1775");
 
+    // --deep reads every file back, without errors.
+    let out = ok(&mut imgbuild(&["inspect", "--deep", "--json", &s(&img)]));
+    let deep: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let all = deep["read_all"].as_array().unwrap();
+    assert_eq!(all.len(), 2);
+    for p in all {
+        assert_eq!(p["errors"], serde_json::json!([]), "{p}");
+        assert!(p["files"].as_u64().unwrap() > 0, "{p}");
+    }
+
     // The human report says the same.
     let text = stdout(&mut imgbuild(&["inspect", &s(&img)]));
     for want in [

@@ -26,6 +26,10 @@ pub struct InspectArgs {
     /// Print the inspection as JSON
     #[arg(long)]
     json: bool,
+    /// Also read every directory, file and symlink of every filesystem (a deep check that
+    /// the image reads back); fails if anything cannot be read
+    #[arg(long)]
+    deep: bool,
     #[command(flatten)]
     open: OpenArgs,
 }
@@ -82,7 +86,10 @@ fn location<'a>(img: &'a Image, arg: &OsString) -> Result<(&'a inspect::Filesyst
 
 pub fn inspect(a: InspectArgs) -> Result<()> {
     let img = open(&a.image, &a.open)?;
-    let report = img.inspect();
+    let mut report = img.inspect();
+    if a.deep {
+        report.read_all = Some(img.read_all());
+    }
     let out = io::stdout();
     let mut out = BufWriter::new(out.lock());
     if a.json {
@@ -92,6 +99,18 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
         write_report(&mut out, &report)?;
     }
     out.flush()?;
+    let errors: usize = report
+        .read_all
+        .iter()
+        .flatten()
+        .map(|r| r.errors.len())
+        .sum();
+    if errors > 0 {
+        anyhow::bail!(
+            "{errors} errors reading `{}` (see above)",
+            a.image.display()
+        );
+    }
     Ok(())
 }
 
@@ -418,6 +437,26 @@ fn write_report(out: &mut dyn Write, r: &Inspection) -> io::Result<()> {
                 write!(out, ", optimised (.links)")?;
             }
             writeln!(out)?;
+        }
+    }
+    if let Some(all) = &r.read_all {
+        writeln!(out)?;
+        writeln!(out, "read back")?;
+        for p in all {
+            writeln!(
+                out,
+                "  partition {}: {} directories, {} files ({}), {} symlinks, {} other, {} errors",
+                p.partition,
+                p.dirs,
+                p.files,
+                human(p.bytes),
+                p.symlinks,
+                p.other,
+                p.errors.len()
+            )?;
+            for e in &p.errors {
+                writeln!(out, "    - {e}")?;
+            }
         }
     }
     if !r.warnings.is_empty() {

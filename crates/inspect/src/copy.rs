@@ -19,12 +19,26 @@ fn host(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     }
 }
 
+/// Seconds since the epoch as a `SystemTime`; out-of-range values (a corrupt inode) become
+/// the epoch rather than an overflow.
 fn time(secs: i64) -> SystemTime {
-    if secs >= 0 {
-        UNIX_EPOCH + Duration::from_secs(secs as u64)
+    let d = Duration::from_secs(secs.unsigned_abs());
+    let t = if secs >= 0 {
+        UNIX_EPOCH.checked_add(d)
     } else {
-        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
-    }
+        UNIX_EPOCH.checked_sub(d)
+    };
+    t.unwrap_or(UNIX_EPOCH)
+}
+
+/// Sets atime and mtime; best effort (a time the host filesystem cannot store is not worth
+/// failing a copy for).
+fn set_time(f: &File, secs: i64) {
+    let _ = f.set_times(
+        FileTimes::new()
+            .set_modified(time(secs))
+            .set_accessed(time(secs)),
+    );
 }
 
 pub(crate) fn copy_out(fs: &Filesystem, src: &[u8], dest: &Path) -> Result<CopyStats> {
@@ -100,12 +114,7 @@ pub(crate) fn copy_out(fs: &Filesystem, src: &[u8], dest: &Path) -> Result<CopyS
     })?;
     for (d, mode, mtime) in dirs.into_iter().rev() {
         let f = File::open(&d).map_err(host(&d))?;
-        f.set_times(
-            FileTimes::new()
-                .set_modified(time(mtime))
-                .set_accessed(time(mtime)),
-        )
-        .map_err(host(&d))?;
+        set_time(&f, mtime);
         fs::set_permissions(&d, Permissions::from_mode(u32::from(mode))).map_err(host(&d))?;
     }
     Ok(stats)
@@ -137,12 +146,7 @@ fn copy_file(fs: &Filesystem, path: &[u8], e: &Entry, to: &Path, buf: &mut [u8])
         }
     }
     out.set_len(size).map_err(host(to))?;
-    out.set_times(
-        FileTimes::new()
-            .set_modified(time(e.mtime))
-            .set_accessed(time(e.mtime)),
-    )
-    .map_err(host(to))?;
+    set_time(&out, e.mtime);
     out.set_permissions(Permissions::from_mode(u32::from(e.mode)))
         .map_err(host(to))?;
     Ok(())

@@ -158,6 +158,9 @@ pub struct Inspection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nixos: Option<Nixos>,
     pub warnings: Vec<String>,
+    /// What [`Image::read_all`] read, when asked for (`imgbuild inspect --deep`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_all: Option<Vec<ReadAll>>,
 }
 
 /// Splits a `[PART:]PATH` argument: a leading `/` means no partition.
@@ -565,6 +568,7 @@ impl Image {
             boot,
             nixos,
             warnings,
+            read_all: None,
         }
     }
 }

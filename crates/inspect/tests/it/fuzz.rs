@@ -93,6 +93,8 @@ fn fuzz(name: &str, image: &Path) {
         cases: n,
         failure_persistence: None,
         max_shrink_iters: 300,
+        // A hang costs the whole deadline per shrink step: keep shrinking bounded.
+        max_shrink_time: 180_000,
         ..Config::default()
     });
     let opened = AtomicU64::new(0);
