@@ -17,9 +17,10 @@
 //! each run: its previous output is removed and `sync` is called (untimed). Time = wall
 //! clock from spawn to exit; "+sync" adds a `sync` timed right after the command, i.e. the
 //! cost of making the output durable (`imgbuild` and `mke2fs` fsync their output themselves;
-//! `cp`, `dd` and `zstd` do not). Peak RSS = `ru_maxrss` from `wait4`: for a shell pipeline
-//! the largest of the script and every process it waited for (the kernel folds waited-for
-//! descendants' maxima into the child's).
+//! `cp`, `dd` and `zstd` do not). Peak RSS = GNU time's `%M` (`ru_maxrss` from `wait4`): for
+//! a shell pipeline the largest of the script and every process it waited for (the kernel
+//! folds waited-for descendants' maxima into the child's). See [`measure`] for why not our
+//! own `wait4`.
 //!
 //! Synthetic closures (`target/bench/closures/<arch>-<size>`): the fixture's closure (from
 //! `cargo xtask fixtures`) plus generated filler store paths, and a new toplevel: a copy of
@@ -37,9 +38,8 @@ use anyhow::{bail, ensure, Context, Result};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::{symlink, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 const GIB: u64 = 1 << 30;
@@ -101,6 +101,7 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
         ("sgdisk", "gdisk"),
         ("sfdisk", "fdisk"),
         ("nix-store", "nix-bin"),
+        ("time", "time"),
     ])?;
     let dir = util::target_dir().join("bench");
     fs::create_dir_all(dir.join("logs"))?;
@@ -247,55 +248,54 @@ fn sync_all() {
     unsafe { libc::sync() }
 }
 
-/// Waits for `pid` with `wait4`, returning its exit status and peak RSS in KiB (the largest
-/// of the process and of every descendant it waited for).
-fn wait4(pid: u32) -> Result<(ExitStatus, u64)> {
-    let pid = libc::pid_t::try_from(pid).context("pid out of range")?;
-    let mut status: libc::c_int = 0;
-    // SAFETY: rusage is a plain C struct of integers; all-zero is a valid value.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: `status` and `ru` are valid, writable and live for the call; `pid` is our
-        // own child, not yet reaped (std's Child is never waited on for it).
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-        if r == pid {
-            break;
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e).context("wait4");
-        }
-    }
-    Ok((
-        ExitStatus::from_raw(status),
-        u64::try_from(ru.ru_maxrss).unwrap_or(0),
-    ))
-}
-
 /// Runs `c` once (stdin null, output to `log`), after `sync`; times it and the `sync` after.
+///
+/// Peak RSS comes from GNU time's `%M`: the `ru_maxrss` that `wait4` gives for the command,
+/// which for a shell pipeline is the largest over every process it waited for. Not from our
+/// own `wait4`: a child that Rust spawns (vfork, then exec) starts with the spawning
+/// process's peak RSS in its `ru_maxrss`, so xtask's own (the generators touch big buffers)
+/// would be a floor under every number. `time` forks, and is small.
 fn measure(c: &mut Command, log: &Path) -> Result<Sample> {
     let line = util::display_cmd(c);
+    let rss_file = log.with_extension("rss");
+    let mut t = Command::new("time");
+    t.arg("-f").arg("%M").arg("-o").arg(&rss_file);
+    t.arg(c.get_program()).args(c.get_args());
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => t.env(k, v),
+            None => t.env_remove(k),
+        };
+    }
+    if let Some(d) = c.get_current_dir() {
+        t.current_dir(d);
+    }
     let f = File::create(log).with_context(|| format!("creating {}", log.display()))?;
-    c.stdin(Stdio::null())
+    t.stdin(Stdio::null())
         .stdout(f.try_clone()?)
         .stderr(Stdio::from(f));
     sync_all();
-    let t = Instant::now();
-    let child = c
-        .spawn()
-        .with_context(|| format!("cannot start `{line}`"))?;
-    let (status, rss_kib) = wait4(child.id())?;
-    let secs = t.elapsed().as_secs_f64();
-    drop(child);
-    let t = Instant::now();
+    let start = Instant::now();
+    let status = t
+        .status()
+        .with_context(|| format!("cannot start `{line}` under GNU time"))?;
+    let secs = start.elapsed().as_secs_f64();
+    let start = Instant::now();
     sync_all();
-    let sync_secs = t.elapsed().as_secs_f64();
+    let sync_secs = start.elapsed().as_secs_f64();
     if !status.success() {
         let text = fs::read_to_string(log).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(15).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         bail!("`{line}` failed with {status}:\n{}", tail.join("\n"));
     }
+    let rss =
+        fs::read_to_string(&rss_file).with_context(|| format!("reading {}", rss_file.display()))?;
+    let rss_kib = rss
+        .lines()
+        .filter_map(|l| l.trim().parse::<u64>().ok())
+        .next_back()
+        .with_context(|| format!("{}: no peak RSS in {rss:?}", rss_file.display()))?;
     Ok(Sample {
         secs,
         sync_secs,
@@ -540,8 +540,8 @@ fn header(rep: &mut Report, env: &Env) -> Result<()> {
          commands interleaved; before each run its output is removed and `sync` called. \
          *median s*: wall time of the process; *+sync*: plus a `sync` right after it (the \
          cost of making its output durable: imgbuild and mke2fs fsync their output, cp, dd \
-         and zstd do not); *peak RSS*: `ru_maxrss` from `wait4` (for a shell pipeline, the \
-         largest of any process it ran). Ratios are imgbuild's median over the other's.{}",
+         and zstd do not); *peak RSS*: GNU time's %M, i.e. `ru_maxrss` from `wait4` (for a \
+         shell pipeline, the largest of any process it ran). Ratios are imgbuild's median over the other's.{}",
         env.runs,
         if env.quick {
             " **--quick: small inputs, goals not meaningful.**"
@@ -1719,7 +1719,7 @@ mod tests {
         assert!(h.bytes().all(|c| NIX32.contains(&c)));
     }
 
-    /// wait4's ru_maxrss covers grandchildren: `sh` runs `dd` with a 64 MiB buffer.
+    /// The peak RSS covers grandchildren: `sh` runs `dd` with a 64 MiB buffer.
     #[test]
     fn measure_reports_descendants_peak_rss() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1733,5 +1733,17 @@ mod tests {
         bad.args(["-c", "echo oops; exit 3"]);
         let e = measure(&mut bad, &dir.path().join("log2")).expect_err("fails");
         assert!(format!("{e:#}").contains("oops"), "{e:#}");
+    }
+
+    /// The measuring process's own peak RSS does not leak into the command's.
+    #[test]
+    fn measure_is_not_floored_by_our_rss() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big = vec![1u8; 300 << 20];
+        let mut c = Command::new("sh");
+        c.args(["-c", "true"]);
+        let s = measure(&mut c, &dir.path().join("log")).expect("runs");
+        assert!(s.rss_kib < 32 * 1024, "rss {} KiB", s.rss_kib);
+        assert_eq!(big.iter().map(|&b| b as u64).sum::<u64>(), 300 << 20);
     }
 }
