@@ -67,7 +67,11 @@ pub(crate) fn copy_out(fs: &Filesystem, src: &[u8], dest: &Path) -> Result<CopyS
     let mut stats = CopyStats::default();
     // Directories get their real (possibly read-only) modes and mtimes after their contents.
     let mut dirs: Vec<(PathBuf, u16, i64)> = Vec::new();
-    let src_len = src.len();
+    // The walk reports paths under the canonical form of `src`.
+    let src_len = match fs.metadata(src) {
+        Ok(m) if m.kind == Kind::Dir => fs.canonicalize(src)?.len(),
+        _ => src.len(),
+    };
     let mut buf = vec![0u8; 256 << 10];
     fs.walk(src, |path, e, _depth| {
         let rel = &path[src_len.min(path.len())..];
@@ -129,7 +133,7 @@ fn copy_file(fs: &Filesystem, path: &[u8], e: &Entry, to: &Path, buf: &mut [u8])
         .custom_flags(libc::O_NOFOLLOW)
         .open(to)
         .map_err(host(to))?;
-    let mut r = fs.open(path)?;
+    let mut r = fs.open_walked(path)?;
     let size = r.remaining();
     loop {
         let n = r.read(buf)?;

@@ -331,7 +331,7 @@ impl Image {
                         .push(format!("depth limit at {}", String::from_utf8_lossy(&dir)));
                     continue;
                 }
-                let entries = match fs.read_dir(&dir) {
+                let entries = match fs.read_dir_walked(&dir) {
                     Ok(es) => es,
                     Err(e) => {
                         r.errors.push(e.to_string());
@@ -364,7 +364,7 @@ impl Image {
                         Kind::Symlink => r.symlinks += 1,
                         Kind::File => {
                             r.files += 1;
-                            let read = fs.open(&path).and_then(|mut f| loop {
+                            let read = fs.open_walked(&path).and_then(|mut f| loop {
                                 match f.read(&mut buf) {
                                     Ok(0) => break Ok(()),
                                     Ok(n) => r.bytes += n as u64,

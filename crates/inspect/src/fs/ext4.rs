@@ -293,6 +293,21 @@ fn ext_path(path: &[u8], at: &Where) -> Result<ext4_view::PathBuf> {
     })
 }
 
+/// Longest symlink target read (Linux's PATH_MAX is 4096 with the NUL).
+pub const MAX_SYMLINK: u64 = 4095;
+/// Symlinks followed in one path resolution (Linux's limit).
+pub const MAX_FOLLOW: usize = 40;
+
+/// Whether a path given to [`Ext4Fs`] may contain symlinks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Path {
+    /// From a user: resolved here, component by component (see [`Ext4Fs::resolve`]).
+    User,
+    /// Built by a walk from directory entries whose inodes are directories (and names
+    /// checked unique): no symlinks, passed to `ext4-view` as is.
+    Walked,
+}
+
 impl Ext4Fs {
     pub(crate) fn open(slice: Slice, sb: &Superblock, at: &Where) -> Result<Self> {
         sb.check_loadable(at)?;
@@ -304,21 +319,27 @@ impl Ext4Fs {
         Ok(Self { fs })
     }
 
-    pub(crate) fn metadata(&self, path: &[u8], at: &Where) -> Result<Entry> {
+    /// `lstat` through ext4-view, for a path whose directories are not symlinks.
+    fn lstat(&self, path: &[u8], at: &Where) -> Result<Metadata> {
         let p = ext_path(path, at)?;
-        let m = self
-            .fs
+        self.fs
             .symlink_metadata(&p)
-            .map_err(|e| map_err(e, at.with_path(path)))?;
-        let target = if m.is_symlink() {
-            Some(self.read_link(path, at)?)
-        } else {
-            None
-        };
-        Ok(entry(last_name(path), &m, target))
+            .map_err(|e| map_err(e, at.with_path(path)))
     }
 
-    pub(crate) fn read_link(&self, path: &[u8], at: &Where) -> Result<Vec<u8>> {
+    /// The target of the symlink at `path` (described by `m`), after checking its size:
+    /// ext4-view allocates a symlink's recorded size before reading it, so a corrupt inode
+    /// claiming a 500 GB target would abort the process.
+    fn link_target(&self, path: &[u8], m: &Metadata, at: &Where) -> Result<Vec<u8>> {
+        if m.len() > MAX_SYMLINK {
+            return Err(Error::Corrupt {
+                at: at.with_path(path),
+                reason: format!(
+                    "symlink target of {} bytes (at most {MAX_SYMLINK})",
+                    m.len()
+                ),
+            });
+        }
         let p = ext_path(path, at)?;
         let t = self
             .fs
@@ -327,17 +348,106 @@ impl Ext4Fs {
         Ok(t.as_ref().to_vec())
     }
 
-    pub(crate) fn canonicalize(&self, path: &[u8], at: &Where) -> Result<Vec<u8>> {
-        let p = ext_path(path, at)?;
-        let c = self
-            .fs
-            .canonicalize(&p)
-            .map_err(|e| map_err(e, at.with_path(path)))?;
-        Ok(c.as_ref().to_vec())
+    /// Resolves the symlinks of `path` (all of them, or all but the last component), one
+    /// component at a time, so that ext4-view is only ever given symlink-free paths and never
+    /// reads a symlink we have not size-checked. Absolute targets restart at the root of this
+    /// filesystem; `..` is taken lexically on the already-resolved (symlink-free) prefix.
+    pub(crate) fn resolve(&self, path: &[u8], follow_last: bool, at: &Where) -> Result<Vec<u8>> {
+        let mut queue: std::collections::VecDeque<Vec<u8>> = path
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        let mut done: Vec<Vec<u8>> = Vec::new();
+        let mut follows = 0;
+        let joined = |done: &[Vec<u8>]| -> Vec<u8> {
+            let mut p = Vec::new();
+            for c in done {
+                p.push(b'/');
+                p.extend_from_slice(c);
+            }
+            if p.is_empty() {
+                p.push(b'/');
+            }
+            p
+        };
+        while let Some(c) = queue.pop_front() {
+            if c == b"." {
+                continue;
+            }
+            if c == b".." {
+                done.pop();
+                continue;
+            }
+            done.push(c);
+            let here = joined(&done);
+            let last = queue.is_empty();
+            let m = self.lstat(&here, at)?;
+            if m.is_symlink() && (!last || follow_last) {
+                follows += 1;
+                if follows > MAX_FOLLOW {
+                    return Err(Error::Limit {
+                        at: at.with_path(path),
+                        what: "symlinks followed (a symlink loop?)".into(),
+                        limit: MAX_FOLLOW as u64,
+                    });
+                }
+                let target = self.link_target(&here, &m, at)?;
+                done.pop();
+                if target.starts_with(b"/") {
+                    done.clear();
+                }
+                for t in target.split(|&b| b == b'/').filter(|c| !c.is_empty()).rev() {
+                    queue.push_front(t.to_vec());
+                }
+            } else if !last && !m.is_dir() {
+                return Err(Error::NotADirectory {
+                    at: at.with_path(&here),
+                });
+            }
+        }
+        Ok(joined(&done))
     }
 
-    pub(crate) fn read_dir(&self, path: &[u8], at: &Where, max: usize) -> Result<Vec<Entry>> {
-        let p = ext_path(path, at)?;
+    pub(crate) fn metadata(&self, path: &[u8], at: &Where) -> Result<Entry> {
+        let real = self.resolve(path, false, at)?;
+        let m = self.lstat(&real, at)?;
+        let target = if m.is_symlink() {
+            Some(self.link_target(&real, &m, at)?)
+        } else {
+            None
+        };
+        Ok(entry(last_name(path), &m, target))
+    }
+
+    pub(crate) fn read_link(&self, path: &[u8], at: &Where) -> Result<Vec<u8>> {
+        let real = self.resolve(path, false, at)?;
+        let m = self.lstat(&real, at)?;
+        if !m.is_symlink() {
+            return Err(Error::Corrupt {
+                at: at.with_path(path),
+                reason: "not a symlink".into(),
+            });
+        }
+        self.link_target(&real, &m, at)
+    }
+
+    pub(crate) fn canonicalize(&self, path: &[u8], at: &Where) -> Result<Vec<u8>> {
+        self.resolve(path, true, at)
+    }
+
+    pub(crate) fn read_dir(
+        &self,
+        path: &[u8],
+        kind: Path,
+        at: &Where,
+        max: usize,
+    ) -> Result<Vec<Entry>> {
+        let real = match kind {
+            Path::User => self.resolve(path, true, at)?,
+            Path::Walked => path.to_vec(),
+        };
+        let p = ext_path(&real, at)?;
         let here = || at.with_path(path);
         let rd = self.fs.read_dir(&p).map_err(|e| map_err(e, here()))?;
         let mut out = Vec::new();
@@ -354,10 +464,10 @@ impl Ext4Fs {
                     limit: max as u64,
                 });
             }
-            let full = join(path, &name);
+            let full = join(&real, &name);
             let m = de.metadata().map_err(|e| map_err(e, at.with_path(&full)))?;
             let target = if m.is_symlink() {
-                Some(self.read_link(&full, at)?)
+                Some(self.link_target(&full, &m, at)?)
             } else {
                 None
             };
@@ -366,8 +476,17 @@ impl Ext4Fs {
         Ok(out)
     }
 
-    pub(crate) fn open_file(&self, path: &[u8], at: &Where) -> Result<(ext4_view::File, u64)> {
-        let p = ext_path(path, at)?;
+    pub(crate) fn open_file(
+        &self,
+        path: &[u8],
+        kind: Path,
+        at: &Where,
+    ) -> Result<(ext4_view::File, u64)> {
+        let real = match kind {
+            Path::User => self.resolve(path, true, at)?,
+            Path::Walked => path.to_vec(),
+        };
+        let p = ext_path(&real, at)?;
         let f = self
             .fs
             .open(&p)

@@ -406,10 +406,19 @@ impl Filesystem {
     /// The entries of the directory at `path` (following symlinks to it), sorted by name
     /// bytes, without `.` and `..`. Symlink entries carry their targets.
     pub fn read_dir(&self, path: &[u8]) -> Result<Vec<Entry>> {
+        self.read_dir_as(path, ext4::Path::User)
+    }
+
+    /// `read_dir` of a path a walk built from directory entries (no symlinks in it).
+    pub(crate) fn read_dir_walked(&self, path: &[u8]) -> Result<Vec<Entry>> {
+        self.read_dir_as(path, ext4::Path::Walked)
+    }
+
+    fn read_dir_as(&self, path: &[u8], kind: ext4::Path) -> Result<Vec<Entry>> {
         let path = normalize(path);
         let max = self.limits.max_dir_entries;
         let mut entries = self.call(&path, || match &self.inner {
-            Inner::Ext4(e) => e.read_dir(&path, &self.at, max),
+            Inner::Ext4(e) => e.read_dir(&path, kind, &self.at, max),
             Inner::Fat(f) => f.read_dir(&path, &self.at, max),
         })?;
         entries.sort_by(|a, b| a.name.cmp(&b.name));
@@ -440,11 +449,20 @@ impl Filesystem {
 
     /// Opens the regular file at `path` (following symlinks).
     pub fn open(&self, path: &[u8]) -> Result<FileReader<'_>> {
+        self.open_as(path, ext4::Path::User)
+    }
+
+    /// `open` of a path a walk built from directory entries (no symlinks in it).
+    pub(crate) fn open_walked(&self, path: &[u8]) -> Result<FileReader<'_>> {
+        self.open_as(path, ext4::Path::Walked)
+    }
+
+    fn open_as(&self, path: &[u8], kind: ext4::Path) -> Result<FileReader<'_>> {
         let path = normalize(path);
         let max = self.max_file_size();
         let (inner, size) = self.call(&path, || match &self.inner {
             Inner::Ext4(e) => e
-                .open_file(&path, &self.at)
+                .open_file(&path, kind, &self.at)
                 .map(|(f, n)| (ReaderInner::Ext4(Box::new(f)), n)),
             Inner::Fat(f) => f
                 .open_file(&path, &self.at)
@@ -506,8 +524,10 @@ impl Filesystem {
     }
 
     /// Visits `root` and everything below it, depth first, children sorted by name.
-    /// `visit(path, entry, depth)` returns whether to descend into a directory. Bounded by
-    /// [`Limits::max_depth`] and [`Limits::max_walk_entries`]; symlinks are never followed.
+    /// `visit(path, entry, depth)` returns whether to descend into a directory; when `root`
+    /// is a directory (possibly through symlinks), paths start with its canonical form.
+    /// Bounded by [`Limits::max_depth`] and [`Limits::max_walk_entries`]; symlinks below the
+    /// root are never followed.
     pub fn walk(
         &self,
         root: &[u8],
@@ -515,6 +535,13 @@ impl Filesystem {
     ) -> Result<()> {
         let root = normalize(root);
         let top = self.metadata(&root)?;
+        // Below a directory, paths are built from the canonical root, so they hold no
+        // symlinks and are read without resolving them again.
+        let root = if top.kind == Kind::Dir {
+            self.canonicalize(&root)?
+        } else {
+            root
+        };
         let mut visited: u64 = 1;
         let max_entries = self.limits.max_walk_entries;
         if !visit(&root, &top, 0)? || top.kind != Kind::Dir {
@@ -533,7 +560,7 @@ impl Filesystem {
                     limit: self.limits.max_depth as u64,
                 });
             }
-            let entries = self.read_dir(&dir)?;
+            let entries = self.read_dir_walked(&dir)?;
             check_names(&entries, &self.at.with_path(&dir))?;
             let mut subdirs = Vec::new();
             for e in entries {

@@ -3,7 +3,8 @@
 //! boot configs, the Nix database) and every case must end without a panic (not even one
 //! the library's guard catches), within a deadline, without a huge allocation.
 //!
-//! `IMGBUILD_FUZZ_CASES` sets the number of cases per base image (default 150). A failing
+//! `IMGBUILD_FUZZ_CASES` sets the number of cases per base image (default 150),
+//! `IMGBUILD_FUZZ_SEED` the seed (default fixed, so CI runs the same cases). A failing
 //! case is saved, zstd-compressed, as `$CARGO_TARGET_TMPDIR/inspect-fuzz/crash-<base>.img.zst`
 //! (proptest shrinks first, so the last one saved is the smallest); fixed crashes go to
 //! `tests/regressions/`.
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 
 use crate::common;
 use crate::harness::{self, Base, Mutation, INTERESTING};
@@ -88,25 +89,56 @@ fn fuzz(name: &str, image: &Path) {
     harness::install_panic_counter();
     let base = Base::new(name, image);
     assert!(base.covered() > 0);
+    // A case that aborts the process (an allocation that fails) cannot be saved afterwards:
+    // keep the pristine base and write each case's mutations before running it.
+    std::fs::create_dir_all(crash_dir()).unwrap();
+    let pristine = crash_dir().join(format!("base-{name}.img"));
+    std::fs::copy(image, &pristine).unwrap();
+    let current = crash_dir().join(format!("current-{name}.txt"));
     let n = cases();
-    let mut runner = TestRunner::new(Config {
+    // Deterministic by default (CI runs the same cases every time); IMGBUILD_FUZZ_SEED
+    // explores others.
+    let seed: u64 = std::env::var("IMGBUILD_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let mut seed_bytes = [0u8; 32];
+    seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    for (i, b) in name.bytes().enumerate() {
+        seed_bytes[8 + i % 24] ^= b;
+    }
+    let config = Config {
         cases: n,
         failure_persistence: None,
         max_shrink_iters: 300,
         // A hang costs the whole deadline per shrink step: keep shrinking bounded.
         max_shrink_time: 180_000,
         ..Config::default()
-    });
+    };
+    let mut runner = TestRunner::new_with_rng(
+        config,
+        TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
+    );
     let opened = AtomicU64::new(0);
     let files = AtomicU64::new(0);
     let max_ms = AtomicU64::new(0);
+    let largest = AtomicU64::new(0);
     let ran = AtomicU64::new(0);
     let open_errors = std::sync::Mutex::new(std::collections::BTreeMap::<String, u64>::new());
     let t0 = Instant::now();
-    let result = runner.run(&prop::collection::vec(mutation(), 1..8), |ms| {
-        let muts = concrete(&base, &ms);
+    let strategy = (prop::collection::vec(mutation(), 1..8), any::<bool>());
+    let result = runner.run(&strategy, |(ms, fix_crcs)| {
+        let mut muts = concrete(&base, &ms);
         let restore = harness::apply(&base.path, base.size, &muts);
-        let before_largest = crate::largest_allocation();
+        // Half the cases then make the GPT CRCs match again (only GPT images have any).
+        let fixups = if fix_crcs {
+            harness::gpt_crc_fixups(&base.path, base.size)
+        } else {
+            Vec::new()
+        };
+        let restore_fixups = harness::apply(&base.path, base.size, &fixups);
+        muts.extend(fixups);
+        std::fs::write(&current, harness::describe(&muts)).unwrap();
         let r = harness::exercise(&base.path, DEADLINE);
         ran.fetch_add(1, Ordering::Relaxed);
         let fail = |msg: String| {
@@ -120,10 +152,14 @@ fn fuzz(name: &str, image: &Path) {
             Ok(o) => o,
             Err(msg) => return Err(fail(msg)),
         };
-        let largest = crate::largest_allocation();
-        if largest > MAX_ALLOCATION && largest > before_largest {
-            return Err(fail(format!("allocation of {largest} bytes")));
+        if o.largest_allocation > MAX_ALLOCATION {
+            return Err(fail(format!(
+                "allocation of {} bytes",
+                o.largest_allocation
+            )));
         }
+        largest.fetch_max(o.largest_allocation as u64, Ordering::Relaxed);
+        drop(restore_fixups);
         drop(restore);
         if o.opened {
             opened.fetch_add(1, Ordering::Relaxed);
@@ -144,9 +180,9 @@ fn fuzz(name: &str, image: &Path) {
         Ok(())
     });
     eprintln!(
-        "fuzz {name}: {} cases run ({n} asked) in {:.1} s, {} images opened, {} files read, \
-         slowest case {} ms, {} byte ranges ({} bytes) targeted, largest allocation {} bytes, \
-         peak live heap {} bytes",
+        "fuzz {name} (seed {seed}): {} cases run ({n} asked) in {:.1} s, {} images opened, {} files read, \
+         slowest case {} ms, {} byte ranges ({} bytes) targeted, largest allocation in a case \
+         {} bytes",
         ran.load(Ordering::Relaxed),
         t0.elapsed().as_secs_f64(),
         opened.load(Ordering::Relaxed),
@@ -154,8 +190,7 @@ fn fuzz(name: &str, image: &Path) {
         max_ms.load(Ordering::Relaxed),
         base.ranges.len(),
         base.covered(),
-        crate::largest_allocation(),
-        crate::peak_live(),
+        largest.load(Ordering::Relaxed),
     );
     let mut errs: Vec<(String, u64)> = open_errors.into_inner().unwrap().into_iter().collect();
     errs.sort_by_key(|e| std::cmp::Reverse(e.1));

@@ -112,6 +112,24 @@ impl Base {
     }
 }
 
+/// One line per mutation, `write OFFSET HEX` (copies resolved to the bytes they copy are
+/// not known here: `copy FROM TO LEN`, flips `flip OFFSET BIT`); `apply-mutations.py` in
+/// the crash directory's notes replays them on the saved base image.
+pub fn describe(muts: &[Mutation]) -> String {
+    let mut out = String::new();
+    for m in muts {
+        match m {
+            Mutation::Flip { at, bit } => out += &format!("flip {at} {bit}\n"),
+            Mutation::Write { at, bytes } => {
+                let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                out += &format!("write {at} {hex}\n");
+            }
+            Mutation::Copy { from, at, len } => out += &format!("copy {from} {at} {len}\n"),
+        }
+    }
+    out
+}
+
 /// Applies mutations in place; the returned guard puts the original bytes back.
 pub fn apply(path: &Path, size: u64, muts: &[Mutation]) -> Restore {
     let f = OpenOptions::new()
@@ -147,6 +165,46 @@ pub fn apply(path: &Path, size: u64, muts: &[Mutation]) -> Restore {
     Restore { file: f, saved }
 }
 
+/// Recomputes the CRCs of both GPT headers and their entry arrays (when their sizes are
+/// plausible), so corrupted headers and entries get past the CRC checks to the deeper ones.
+/// Returns the mutations that do it (to be applied after the others, and restored with them).
+pub fn gpt_crc_fixups(path: &Path, size: u64) -> Vec<Mutation> {
+    let f = File::open(path).expect("the working copy opens");
+    let mut out = Vec::new();
+    for lba in [1, size / 512 - 1] {
+        let mut h = [0u8; 512];
+        if size < 3 * 512 || f.read_exact_at(&mut h, lba * 512).is_err() || &h[..8] != b"EFI PART" {
+            continue;
+        }
+        let le32 = |h: &[u8], o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+        let start = u64::from_le_bytes(h[72..80].try_into().expect("8 bytes"));
+        let (n, esize) = (u64::from(le32(&h, 80)), u64::from(le32(&h, 84)));
+        let hsize = (le32(&h, 12) as usize).clamp(92, 512);
+        if n > 0
+            && n <= 4096
+            && esize == 128
+            && start.checked_mul(512).is_some_and(|s| s + n * 128 <= size)
+        {
+            let mut array = vec![0u8; (n * 128) as usize];
+            if f.read_exact_at(&mut array, start * 512).is_ok() {
+                h[88..92].copy_from_slice(&crc32fast::hash(&array).to_le_bytes());
+            }
+        }
+        h[16..20].fill(0);
+        let crc = crc32fast::hash(&h[..hsize]);
+        h[16..20].copy_from_slice(&crc.to_le_bytes());
+        out.push(Mutation::Write {
+            at: lba * 512 + 16,
+            bytes: h[16..20].to_vec(),
+        });
+        out.push(Mutation::Write {
+            at: lba * 512 + 88,
+            bytes: h[88..92].to_vec(),
+        });
+    }
+    out
+}
+
 /// Restores the bytes a mutation overwrote (in reverse order) when dropped.
 pub struct Restore {
     file: File,
@@ -168,6 +226,28 @@ static HOOK: Once = Once::new();
 thread_local! {
     /// Panics on this thread (the hook runs on the panicking thread), and the last message.
     static PANICS: std::cell::RefCell<(usize, String)> = const { std::cell::RefCell::new((0, String::new())) };
+    /// Largest allocation request on this thread, when a counting allocator reports them.
+    static LARGEST: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Largest allocation request on this thread since [`reset_largest_allocation`].
+pub fn largest_allocation() -> usize {
+    LARGEST.with(|l| l.get())
+}
+
+pub fn reset_largest_allocation() {
+    LARGEST.with(|l| l.set(0));
+}
+
+/// Called by a counting global allocator (the inspect test binary has one) for every
+/// request; `Outcome::largest_allocation` is then the largest request of a case. Must not
+/// allocate: a const-initialised `Cell` in thread-local storage, no destructor.
+pub fn note_allocation(size: usize) {
+    let _ = LARGEST.try_with(|l| {
+        if size > l.get() {
+            l.set(size);
+        }
+    });
 }
 
 /// Counts every panic from now on, per thread (caught by the library's guard or not).
@@ -199,6 +279,8 @@ pub struct Outcome {
     pub bytes: u64,
     pub errors: usize,
     pub elapsed: Duration,
+    /// Largest single allocation the case asked for (0 without a counting allocator).
+    pub largest_allocation: usize,
 }
 
 /// Opens, inspects, lists and reads everything; `Err` when a panic happened or the
@@ -211,7 +293,11 @@ pub fn exercise(path: &Path, deadline: Duration) -> Result<Outcome, String> {
     // A fresh thread: its panic count starts at zero.
     std::thread::spawn(move || {
         let r = std::panic::catch_unwind(|| run_all(&p));
-        let _ = tx.send((r.ok(), panics_here()));
+        let r = r.ok().map(|mut o| {
+            o.largest_allocation = LARGEST.with(|l| l.get());
+            o
+        });
+        let _ = tx.send((r, panics_here()));
     });
     let r = rx.recv_timeout(deadline);
     let elapsed = t0.elapsed();

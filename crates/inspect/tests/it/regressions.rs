@@ -31,6 +31,12 @@ fn fuzz_regressions_read_without_panic_or_hang() {
         );
         let o = harness::exercise(f, Duration::from_secs(20))
             .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        assert!(
+            o.largest_allocation <= 96 << 20,
+            "{}: allocation of {} bytes",
+            f.display(),
+            o.largest_allocation
+        );
         eprintln!(
             "{}: opened {}, {} files read, {} errors, {:?}",
             f.file_name().unwrap().to_string_lossy(),
