@@ -114,7 +114,26 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
     Ok(())
 }
 
+/// A closed stdout (`imgbuild ls … | head`) ends the listing quietly.
+fn quiet_pipe(r: Result<()>) -> Result<()> {
+    match r {
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<io::Error>()
+                    .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            Ok(())
+        }
+        r => r,
+    }
+}
+
 pub fn ls(a: LsArgs) -> Result<()> {
+    quiet_pipe(ls_inner(a))
+}
+
+fn ls_inner(a: LsArgs) -> Result<()> {
     let img = open(&a.image, &a.open)?;
     let (fs, path) = location(&img, &a.path)?;
     let out = io::stdout();

@@ -246,51 +246,42 @@ impl Read for ReadAdapter<'_> {
 /// Store paths of a `nix-store --dump-db` / closureInfo registration file:
 /// records of path, hash, size, deriver, reference count, references.
 fn registration_paths(fs: &Filesystem) -> Result<Vec<Vec<u8>>> {
-    let at = fs.location().with_path(REGISTRATION);
     let r = fs.open(REGISTRATION)?;
     let mut lines = BufReader::new(ReadAdapter(r)).split(b'\n');
-    let mut paths = Vec::new();
-    let mut line_no: u64 = 0;
+    let mut line: u64 = 0;
     let mut next = |what: &str| -> Result<Option<Vec<u8>>> {
-        line_no += 1;
+        line += 1;
         match lines.next() {
             None => Ok(None),
             Some(Ok(l)) => Ok(Some(l)),
             Some(Err(e)) => Err(Error::Corrupt {
-                at: at.clone(),
-                reason: format!("line {line_no} ({what}): {e}"),
+                at: fs.location().with_path(REGISTRATION),
+                reason: format!("line {line} ({what}): {e}"),
             }),
         }
     };
-    let bad = |line: u64, what: &str| Error::Corrupt {
+    let bad = |what: &str| Error::Corrupt {
         at: fs.location().with_path(REGISTRATION),
-        reason: format!("line {line}: expected {what}"),
+        reason: format!("expected {what}"),
     };
-    let mut line = 0u64;
-    loop {
-        let Some(path) = next("store path")? else {
-            break;
-        };
-        line += 1;
+    let mut paths = Vec::new();
+    while let Some(path) = next("a store path")? {
         if path.is_empty() {
             continue;
         }
         if !path.starts_with(b"/nix/store/") {
-            return Err(bad(line, "a store path"));
+            return Err(bad("a store path"));
         }
         for what in ["a NAR hash", "a NAR size", "a deriver"] {
-            next(what)?.ok_or_else(|| bad(line, what))?;
-            line += 1;
+            next(what)?.ok_or_else(|| bad(what))?;
         }
-        let count = next("a reference count")?.ok_or_else(|| bad(line, "a reference count"))?;
-        line += 1;
+        let count = next("a reference count")?.ok_or_else(|| bad("a reference count"))?;
         let count: u64 = std::str::from_utf8(&count)
             .ok()
             .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| bad(line, "a reference count"))?;
+            .ok_or_else(|| bad("a reference count"))?;
         for _ in 0..count {
-            next("a reference")?.ok_or_else(|| bad(line, "a reference"))?;
-            line += 1;
+            next("a reference")?.ok_or_else(|| bad("a reference"))?;
         }
         paths.push(path);
     }

@@ -476,3 +476,35 @@ fn zstd_image_reads_like_the_raw_one() {
         "anonymous temporary file"
     );
 }
+
+/// nixos-generators' raw-efi images boot with GRUB: its menu entries are listed.
+#[test]
+fn grub_menu_entries_are_listed() {
+    let t = tempfile::tempdir().unwrap();
+    let img = common::bare_fat(t.path(), 1440, Some(12), None);
+    let cfg = t.path().join("grub.cfg");
+    std::fs::write(
+        &cfg,
+        "set timeout=5\nmenuentry \"NixOS - Default\" {\n  linux /kernels/x\n}\n  menuentry 'NixOS - Configuration 1' --class nixos {\n}\nsubmenu \"more\" {}\n",
+    )
+    .unwrap();
+    run(Command::new("mmd")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-i"])
+        .arg(&img)
+        .args(["::/EFI", "::/EFI/BOOT"]));
+    run(Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-i"])
+        .arg(&img)
+        .arg(&cfg)
+        .arg("::/EFI/BOOT/grub.cfg"));
+    let r = Image::open(&img).unwrap().inspect();
+    assert_eq!(r.boot.grub.len(), 1);
+    assert_eq!(r.boot.grub[0].config, "/EFI/BOOT/grub.cfg");
+    assert_eq!(
+        r.boot.grub[0].entries,
+        ["NixOS - Default", "NixOS - Configuration 1"]
+    );
+    assert!(r.nixos.is_none());
+}
