@@ -249,3 +249,43 @@ fn fuzz_bare_fat12() {
     clean(&img);
     fuzz("bare-fat12", &img);
 }
+
+/// Corrupted zstd streams: decoding errors, never a panic or an unbounded output.
+#[test]
+fn fuzz_zstd_stream() {
+    harness::install_panic_counter();
+    let t = tempfile::tempdir().unwrap();
+    let img = common::bare_fat(t.path(), 1440, Some(12), None);
+    let raw = std::fs::read(&img).unwrap();
+    let zst = zstd::bulk::compress(&raw, 3).unwrap();
+    let path = t.path().join("case.img.zst");
+    let mut runner = TestRunner::new_with_rng(
+        Config {
+            cases: cases(),
+            failure_persistence: None,
+            ..Config::default()
+        },
+        TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
+    );
+    let len = zst.len();
+    let t0 = Instant::now();
+    let result = runner.run(
+        &prop::collection::vec((0..len, any::<u8>()), 1..16),
+        |edits| {
+            let mut z = zst.clone();
+            for (at, b) in &edits {
+                z[*at] = *b;
+            }
+            std::fs::write(&path, &z).unwrap();
+            let o = harness::exercise(&path, DEADLINE).map_err(TestCaseError::fail)?;
+            prop_assert!(o.largest_allocation <= MAX_ALLOCATION);
+            Ok(())
+        },
+    );
+    eprintln!(
+        "fuzz zstd stream: {} cases in {:.1} s",
+        cases(),
+        t0.elapsed().as_secs_f64()
+    );
+    result.unwrap();
+}
