@@ -275,9 +275,18 @@ fn read_gpt(image: &std::path::Path, disk: &Arc<Disk>, protective: bool) -> Resu
     if !protective {
         warnings.push("GPT without a protective MBR (type 0xEE entry)".into());
     }
-    let primary = gpt_header(image, disk, 1, "primary", &mut warnings)?;
+    // A header with a valid CRC but unusable fields is reported and treated as absent: the
+    // other copy may still be good.
+    let mut header_errors: Vec<Error> = Vec::new();
+    let mut checked = |lba, which, warnings: &mut Vec<String>| {
+        gpt_header(image, disk, lba, which, warnings).unwrap_or_else(|e| {
+            header_errors.push(e);
+            None
+        })
+    };
+    let primary = checked(1, "primary", &mut warnings);
     let backup_lba = disk_sectors - 1;
-    let backup = gpt_header(image, disk, backup_lba, "backup", &mut warnings)?;
+    let backup = checked(backup_lba, "backup", &mut warnings);
     let array_ok = |h: &GptHeader| -> Result<bool> {
         let mut array = vec![0u8; h.num_parts as usize * 128];
         disk.read_exact_at(h.part_start * SECTOR, &mut array)
@@ -302,6 +311,10 @@ fn read_gpt(image: &std::path::Path, disk: &Arc<Disk>, protective: bool) -> Resu
             });
             (b.clone(), "backup")
         }
+        (None, None) if !header_errors.is_empty() => {
+            // The first unusable header's own error says why.
+            return Err(header_errors.swap_remove(0));
+        }
         (None, None) => {
             return Err(Error::Corrupt {
                 at: at(),
@@ -318,6 +331,7 @@ fn read_gpt(image: &std::path::Path, disk: &Arc<Disk>, protective: bool) -> Resu
             })
         }
     };
+    warnings.extend(header_errors.iter().map(|e| e.to_string()));
     if backup.is_none() {
         warnings.push(format!(
             "no valid backup GPT header at the last sector (LBA {backup_lba}): image truncated or extended?"

@@ -470,3 +470,37 @@ fn ext4_symlink_with_a_huge_recorded_size_is_an_error_not_an_abort() {
     let o = harness::exercise(&img, Duration::from_secs(60)).unwrap();
     assert!(o.largest_allocation < 1 << 20, "{o:?}");
 }
+
+/// A backup GPT header with a valid CRC but nonsense in it only costs a warning when the
+/// primary is good (and the other way round).
+#[test]
+fn one_unusable_gpt_header_is_a_warning() {
+    let t = tempfile::tempdir().unwrap();
+    let img = efi(t.path());
+    let size = std::fs::metadata(&img).unwrap().len();
+    let last = size / 512 - 1;
+    let mut h = read_at(&img, last * 512, 92);
+    h[24..32].copy_from_slice(&7u64.to_le_bytes());
+    h[16..20].fill(0);
+    let crc = crc32fast::hash(&h);
+    h[16..20].copy_from_slice(&crc.to_le_bytes());
+    write_at(&img, last * 512, &h);
+    let i = Image::open(&img).unwrap();
+    let w = i.warnings().join("\n");
+    assert!(w.contains("backup GPT header (LBA"), "{w}");
+    assert!(w.contains("says it is at LBA 7"), "{w}");
+    assert_eq!(i.table().header, Some("primary"));
+    assert_eq!(i.partitions().count(), 2);
+    // Now the primary too: the error is the primary's own.
+    let mut h = read_at(&img, 512, 92);
+    h[84..88].copy_from_slice(&512u32.to_le_bytes());
+    h[16..20].fill(0);
+    let crc = crc32fast::hash(&h);
+    h[16..20].copy_from_slice(&crc.to_le_bytes());
+    write_at(&img, 512, &h);
+    let e = Image::open(&img).unwrap_err();
+    assert!(
+        matches!(&e, Error::Unsupported { what, .. } if what.contains("512 bytes")),
+        "{e}"
+    );
+}
