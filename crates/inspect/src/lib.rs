@@ -3,7 +3,7 @@
 //! [`Image::open`] takes a raw image or a zstd-compressed one (decompressed to a sparse
 //! anonymous temporary file), reads its partition table (GPT through the `gpt` crate, MBR
 //! through `mbrman`, each after our own checks), and probes every partition for ext4 (read
-//! by the independent `ext4-view` crate) or FAT (read by [`fs::fat`], our own bounded
+//! by the independent `ext4-view` crate) or FAT (read by `fs::fat`, our own bounded
 //! reader). [`Image::inspect`] explains the image: table, filesystems, the boot setup
 //! (systemd-boot, extlinux, GRUB, Raspberry Pi firmware) and the NixOS system (profile,
 //! toplevel, version, registered store paths), for images built by imgbuild or by nixpkgs.
