@@ -198,6 +198,8 @@ struct Sample {
     secs: f64,
     sync_secs: f64,
     rss_kib: u64,
+    /// User + system CPU time of the command and everything it waited for.
+    cpu_secs: f64,
 }
 
 /// The timed runs of one command.
@@ -224,6 +226,9 @@ impl Stats {
         let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = xs.iter().copied().fold(0.0, f64::max);
         format!("{lo:.2}–{hi:.2}")
+    }
+    fn cpu(&self) -> f64 {
+        median(&self.samples.iter().map(|s| s.cpu_secs).collect::<Vec<_>>())
     }
     /// The largest peak RSS over the runs, in MiB.
     fn rss_mib(&self) -> f64 {
@@ -259,7 +264,7 @@ fn measure(c: &mut Command, log: &Path) -> Result<Sample> {
     let line = util::display_cmd(c);
     let rss_file = log.with_extension("rss");
     let mut t = Command::new("time");
-    t.arg("-f").arg("%M").arg("-o").arg(&rss_file);
+    t.arg("-f").arg("%M %U %S").arg("-o").arg(&rss_file);
     t.arg(c.get_program()).args(c.get_args());
     for (k, v) in c.get_envs() {
         match v {
@@ -291,15 +296,26 @@ fn measure(c: &mut Command, log: &Path) -> Result<Sample> {
     }
     let rss =
         fs::read_to_string(&rss_file).with_context(|| format!("reading {}", rss_file.display()))?;
-    let rss_kib = rss
+    // The last line is `%M %U %S` (a failure would have added a line before it).
+    let (rss_kib, cpu_secs) = rss
         .lines()
-        .filter_map(|l| l.trim().parse::<u64>().ok())
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            match f.as_slice() {
+                [m, u, s] => Some((
+                    m.parse::<u64>().ok()?,
+                    u.parse::<f64>().ok()? + s.parse::<f64>().ok()?,
+                )),
+                _ => None,
+            }
+        })
         .next_back()
-        .with_context(|| format!("{}: no peak RSS in {rss:?}", rss_file.display()))?;
+        .with_context(|| format!("{}: no `%M %U %S` line in {rss:?}", rss_file.display()))?;
     Ok(Sample {
         secs,
         sync_secs,
         rss_kib,
+        cpu_secs,
     })
 }
 
@@ -349,10 +365,11 @@ fn run_jobs(env: &Env, group: &str, jobs: &[Job]) -> Result<Vec<Stats>> {
                 format!("run {round}/{}", env.runs)
             };
             eprintln!(
-                "xtask bench: {group}: {} {what}: {:.2} s (+{:.2} s sync), {:.0} MiB",
+                "xtask bench: {group}: {} {what}: {:.2} s (+{:.2} s sync), CPU {:.2} s, {:.0} MiB",
                 j.label,
                 s.secs,
                 s.sync_secs,
+                s.cpu_secs,
                 s.rss_kib as f64 / 1024.0
             );
             if round > 0 {
@@ -436,17 +453,19 @@ fn stats_row(label: &str, s: &Stats, ours: Option<&Stats>) -> Vec<String> {
         format!("{:.2}", s.secs()),
         s.range(),
         format!("{:.2}", s.durable()),
+        format!("{:.2}", s.cpu()),
         format!("{:.0}", s.rss_mib()),
         ours.map_or("—".into(), |o| ratio(o.secs(), s.secs())),
         ours.map_or("—".into(), |o| ratio(o.durable(), s.durable())),
     ]
 }
 
-const STATS_HEADERS: [&str; 7] = [
+const STATS_HEADERS: [&str; 8] = [
     "command",
     "median s",
     "range s",
     "median s +sync",
+    "CPU s",
     "peak RSS MiB",
     "imgbuild / this",
     "imgbuild / this (+sync)",
@@ -541,7 +560,9 @@ fn header(rep: &mut Report, env: &Env) -> Result<()> {
          *median s*: wall time of the process; *+sync*: plus a `sync` right after it (the \
          cost of making its output durable: imgbuild and mke2fs fsync their output, cp, dd \
          and zstd do not); *peak RSS*: GNU time's %M, i.e. `ru_maxrss` from `wait4` (for a \
-         shell pipeline, the largest of any process it ran). Ratios are imgbuild's median over the other's.{}",
+         shell pipeline, the largest of any process it ran); *CPU s*: user + system time of the command and \
+         its children (GNU time %U + %S), which other load on the machine disturbs less \
+         than wall time. Ratios are imgbuild's median over the other's.{}",
         env.runs,
         if env.quick {
             " **--quick: small inputs, goals not meaningful.**"
@@ -967,12 +988,11 @@ fn gen_tree(env: &Env) -> Result<(PathBuf, String)> {
         }
         Ok(())
     })?;
-    let (n, b) = count_tree(&dir)?;
     Ok((
         dir,
         format!(
-            "generated tree `{name}`: {n} entries, {:.2} GiB of file data, one directory of {big} entries",
-            b as f64 / GIB as f64
+            "generated tree `{name}` (store-like: many small files, libraries and binaries up \
+             to 100 MiB, symlinks, one directory of {big} entries)"
         ),
     ))
 }
@@ -1590,6 +1610,7 @@ fn bench_scaling(rep: &mut Report, env: &Env) -> Result<()> {
             format!("{:.2}", s.secs()),
             s.range(),
             format!("{:.2}", s.durable()),
+            format!("{:.2}", s.cpu()),
             format!("{:.2}", s.secs() / nar_gib),
             format!("{:.0}", s.rss_mib()),
         ]);
@@ -1614,6 +1635,7 @@ fn bench_scaling(rep: &mut Report, env: &Env) -> Result<()> {
             "median s",
             "range s",
             "median s +sync",
+            "CPU s",
             "s per NAR GiB",
             "peak RSS MiB",
         ],
@@ -1663,22 +1685,26 @@ mod tests {
                     secs: 3.0,
                     sync_secs: 0.5,
                     rss_kib: 1024,
+                    cpu_secs: 1.0,
                 },
                 Sample {
                     secs: 1.0,
                     sync_secs: 0.1,
                     rss_kib: 4096,
+                    cpu_secs: 1.0,
                 },
                 Sample {
                     secs: 2.0,
                     sync_secs: 3.0,
                     rss_kib: 2048,
+                    cpu_secs: 1.0,
                 },
             ],
         };
         assert_eq!(s.secs(), 2.0);
         assert_eq!(s.durable(), 3.5);
         assert_eq!(s.rss_mib(), 4.0);
+        assert_eq!(s.cpu(), 1.0);
         assert_eq!(s.range(), "1.00–3.00");
     }
 
