@@ -1,5 +1,8 @@
 //! End-to-end tests of the `imgbuild` binary, checked with other people's tools: sgdisk,
-//! sfdisk, fsck.fat, mtools, e2fsck, debugfs (and, in `nix_fixture`, real Nix and the kernel).
+//! sfdisk, fsck.fat, mtools, e2fsck, debugfs (and, in `fixtures`, real Nix and the kernel).
+
+// Test helpers panic on purpose: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod add;
 mod common;

@@ -3,6 +3,10 @@
 //! The only crate that knows argv, the environment (`SOURCE_DATE_EPOCH`), terminals, signals
 //! and exit codes. Everything else is a library call.
 
+// Doc comments on the clap types are the `--help` texts, written for a terminal
+// (`[PART:]PATH`, `SRC:DEST[:MODE[:UID:GID]]`), not intra-doc links.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 mod ext4_cmd;
 mod inspect_cmd;
 mod progress;
