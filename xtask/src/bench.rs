@@ -1322,6 +1322,8 @@ fn bench_ext4(rep: &mut Report, env: &Env) -> Result<()> {
             ours_fs as f64 / theirs as f64,
             verdict(ours_fs as f64, theirs as f64)
         ));
+        remove_any(&ours_img)?;
+        remove_any(&mk_img)?;
     }
     Ok(())
 }
@@ -1439,6 +1441,8 @@ fn bench_zstd(rep: &mut Report, env: &Env) -> Result<()> {
             verdict(a as f64 / b as f64, 1.01)
         ));
         remove_any(&raw)?;
+        remove_any(&ours)?;
+        remove_any(&theirs)?;
     }
     Ok(())
 }
