@@ -149,8 +149,7 @@ pub(crate) fn add_boot_files(
     store: &StoreRoot,
     time: i64,
 ) -> Result<()> {
-    let base_id = tree
-        .mkdir_p(base.as_bytes(), dir_meta(time))
+    tree.mkdir_p(base.as_bytes(), dir_meta(time))
         .map_err(tree_err(base.into()))?;
     for f in files {
         let full = join(base, &f.path);
@@ -159,7 +158,6 @@ pub(crate) fn add_boot_files(
         let dir = tree
             .mkdir_p(parent.as_bytes(), dir_meta(time))
             .map_err(tree_err(parent.clone()))?;
-        let _ = base_id;
         match &f.content {
             Content::Dir => {
                 tree.mkdir_p(full.as_bytes(), dir_meta(time))
