@@ -50,12 +50,7 @@ pub fn extlinux_clean_name(what: &'static str, store_path: &str) -> Result<Strin
 /// `APPEND` uses `<toplevel>/init` like the builder (`init=$path/init`, which equals bootspec
 /// `init`). The result is sorted by path, directories before their contents.
 pub fn extlinux_boot(entry: &BootEntry, opts: &ExtlinuxOptions) -> Result<Vec<BootFile>> {
-    let initrd = entry
-        .initrd
-        .as_deref()
-        .ok_or_else(|| Error::MissingInitrd {
-            toplevel: entry.toplevel.clone(),
-        })?;
+    let initrd = entry.required_initrd()?;
     let kernel_name = extlinux_clean_name("kernel", &entry.kernel)?;
     let initrd_name = extlinux_clean_name("initrd", initrd)?;
     let dtbs_name = entry

@@ -80,6 +80,16 @@ pub struct BootFile {
     pub content: Content,
 }
 
+impl BootEntry {
+    /// The initrd, which both nixpkgs builders require (extlinux-conf-builder skips an entry
+    /// without one, systemd-boot-builder fails).
+    pub(crate) fn required_initrd(&self) -> Result<&str> {
+        self.initrd.as_deref().ok_or_else(|| Error::MissingInitrd {
+            toplevel: self.toplevel.clone(),
+        })
+    }
+}
+
 impl BootFile {
     fn dir(path: &str) -> Self {
         Self {

@@ -113,12 +113,7 @@ pub fn systemd_boot_esp(
     opts: &SdBootOptions,
 ) -> Result<Vec<BootFile>> {
     let arch = efi_arch(&entry.system)?;
-    let initrd = entry
-        .initrd
-        .as_deref()
-        .ok_or_else(|| Error::MissingInitrd {
-            toplevel: entry.toplevel.clone(),
-        })?;
+    let initrd = entry.required_initrd()?;
     let kernel_name = systemd_boot_file_name("kernel", &entry.kernel)?;
     let initrd_name = systemd_boot_file_name("initrd", initrd)?;
     let devicetree_name = entry
