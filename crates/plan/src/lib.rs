@@ -298,6 +298,17 @@ pub fn seed_bytes(opts: &BuildOptions, format: &Format, toplevel: &StorePath) ->
     }
 }
 
+/// The ext4 UUID of partition `name`.
+pub(crate) fn ext4_uuid(seed: &[u8], name: &str) -> [u8; 16] {
+    derive_id(seed, &format!("ext4-uuid:{name}"))
+}
+
+/// The FAT volume id of partition `name`.
+pub(crate) fn fat_volume_id(seed: &[u8], name: &str) -> u32 {
+    let v = derive_id(seed, &format!("fat-volume-id:{name}"));
+    u32::from_le_bytes([v[0], v[1], v[2], v[3]])
+}
+
 /// A 16-byte id (GUID, UUID, volume id, hash seed) derived from the seed and its purpose.
 pub fn derive_id(seed: &[u8], what: &str) -> [u8; 16] {
     imgbuild_partition::guid_from_seed(seed, what)
@@ -535,7 +546,7 @@ fn plan_ext4(
     let p = &format.partitions[index];
     let opts = ext4::Options {
         label: p.label.clone(),
-        uuid: derive_id(seed, &format!("ext4-uuid:{}", p.name)),
+        uuid: ext4_uuid(seed, &p.name),
         hash_seed: derive_id(seed, &format!("ext4-hash-seed:{}", p.name)),
         timestamp: time,
         size,
@@ -555,10 +566,9 @@ fn plan_fat(
     seed: &[u8],
 ) -> Result<fat::Plan> {
     let p = &format.partitions[index];
-    let v = derive_id(seed, &format!("fat-volume-id:{}", p.name));
     let opts = fat::Options {
         label: p.label.clone(),
-        volume_id: u32::from_le_bytes([v[0], v[1], v[2], v[3]]),
+        volume_id: fat_volume_id(seed, &p.name),
         fat_type: if p.filesystem == format::Filesystem::Fat32 {
             fat::FatType::Fat32
         } else {

@@ -329,12 +329,9 @@ pub(crate) fn write(
         .zip(&table.guids)
         .map(|((p, pl), guid)| {
             let uuid = match p.filesystem {
-                crate::format::Filesystem::Ext4 => {
-                    uuid_string(&derive_id(seed, &format!("ext4-uuid:{}", p.name)))
-                }
+                crate::format::Filesystem::Ext4 => uuid_string(&crate::ext4_uuid(seed, &p.name)),
                 _ => {
-                    let v = derive_id(seed, &format!("fat-volume-id:{}", p.name));
-                    let id = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
+                    let id = crate::fat_volume_id(seed, &p.name);
                     format!("{:04X}-{:04X}", id >> 16, id & 0xffff)
                 }
             };
