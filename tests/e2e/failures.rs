@@ -724,11 +724,12 @@ fn output_equal_to_an_input_is_refused() {
             ),
         ),
         (
-            "raw image of a .zst output is an --add source",
+            "kept raw image of a .zst output is an --add source",
             d.dir().join("key.zst"),
             vec![
                 "--compress".into(),
                 "zstd".into(),
+                "--keep-raw".into(),
                 "--add".into(),
                 add(&key),
             ],

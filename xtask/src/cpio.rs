@@ -99,7 +99,7 @@ impl Cpio {
     }
 
     fn pad4(&mut self) {
-        while self.buf.len() % 4 != 0 {
+        while !self.buf.len().is_multiple_of(4) {
             self.buf.push(0);
         }
     }
@@ -107,7 +107,7 @@ impl Cpio {
     pub fn finish(mut self) -> Vec<u8> {
         self.header("TRAILER!!!", 0, 0, 1, 0, 0, (0, 0));
         // pad to 512 like GNU cpio does
-        while self.buf.len() % 512 != 0 {
+        while !self.buf.len().is_multiple_of(512) {
             self.buf.push(0);
         }
         self.buf

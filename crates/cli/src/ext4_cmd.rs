@@ -2,10 +2,8 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use imgbuild_blockio::{OutputFile, Region};
-use imgbuild_fstree::{Owner, Perms, ScanOptions, Scanner};
-use imgbuild_plan::derive_id as uuid_from_seed;
 use imgbuild_plan::format::parse_size;
+use imgbuild_plan::{ext4_image, Ext4ImageOptions};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
@@ -19,7 +17,7 @@ pub struct Ext4Args {
     /// Volume label (at most 16 bytes)
     #[arg(long, default_value = "")]
     label: String,
-    /// Filesystem UUID [default: derived from the label and the tree]
+    /// Filesystem UUID [default: derived from the label and the tree's names, metadata and sizes]
     #[arg(long)]
     uuid: Option<String>,
     /// Directory hash seed (a UUID) [default: derived from the label and the tree]
@@ -34,6 +32,10 @@ pub struct Ext4Args {
     /// Keep the source uid/gid instead of root:root
     #[arg(long)]
     preserve_owner: bool,
+    /// Keep the source mtimes instead of clamping them to SOURCE_DATE_EPOCH (default
+    /// 1980-01-01), which makes the image independent of when files were touched
+    #[arg(long)]
+    preserve_times: bool,
     /// Worker threads [default: all cores]
     #[arg(long, short = 'j')]
     threads: Option<usize>,
@@ -53,47 +55,6 @@ fn parse_uuid(s: &str) -> Result<[u8; 16]> {
 }
 
 pub fn run(a: Ext4Args, cancel: &AtomicBool) -> Result<()> {
-    let epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
-    let mtime = match &epoch {
-        Some(v) => Some(
-            v.trim()
-                .parse::<i64>()
-                .with_context(|| format!("SOURCE_DATE_EPOCH=`{v}` is not a number"))?,
-        ),
-        None => None,
-    };
-    let mut scanner = Scanner::new(ScanOptions {
-        owner: if a.preserve_owner {
-            Owner::Preserve
-        } else {
-            Owner::Fixed(0, 0)
-        },
-        perms: Perms::Preserve,
-        mtime,
-        hardlinks: true,
-    });
-    let tree = scanner
-        .scan(&a.src)
-        .with_context(|| format!("reading `{}`", a.src.display()))?;
-    // Ids derive from the label and the tree's shape and metadata, never from randomness.
-    let mut seed = a.label.as_bytes().to_vec();
-    for (path, id) in tree.walk() {
-        seed.extend_from_slice(&path);
-        seed.push(0);
-        let n = tree.node(id);
-        seed.extend_from_slice(format!("{:?}", n.meta).as_bytes());
-        if let imgbuild_fstree::Kind::File(d) = &n.kind {
-            seed.extend_from_slice(&d.size().to_le_bytes());
-        }
-    }
-    let uuid = match &a.uuid {
-        Some(u) => parse_uuid(u)?,
-        None => uuid_from_seed(&seed, "ext4-uuid"),
-    };
-    let hash_seed = match &a.hash_seed {
-        Some(u) => parse_uuid(u)?,
-        None => uuid_from_seed(&seed, "ext4-hash-seed"),
-    };
     let size = if a.size == "auto" {
         imgbuild_ext4::Size::Auto {
             extra_free: parse_size(&a.free).map_err(anyhow::Error::msg)?,
@@ -101,31 +62,27 @@ pub fn run(a: Ext4Args, cancel: &AtomicBool) -> Result<()> {
     } else {
         imgbuild_ext4::Size::Exact(parse_size(&a.size).map_err(anyhow::Error::msg)?)
     };
-    let opts = imgbuild_ext4::Options {
+    let opts = Ext4ImageOptions {
+        output: a.output.clone(),
         label: a.label.clone(),
-        uuid,
-        hash_seed,
-        timestamp: mtime.unwrap_or(imgbuild_plan::DEFAULT_EPOCH),
+        uuid: a.uuid.as_deref().map(parse_uuid).transpose()?,
+        hash_seed: a.hash_seed.as_deref().map(parse_uuid).transpose()?,
         size,
-        ..Default::default()
+        preserve_owner: a.preserve_owner,
+        preserve_times: a.preserve_times,
+        epoch: crate::epoch()?,
+        threads: crate::threads(a.threads),
     };
-    let plan = imgbuild_ext4::plan(&tree, &opts)
-        .with_context(|| format!("planning `{}`", a.output.display()))?;
-    let out = OutputFile::create(&a.output, plan.size_bytes())
-        .with_context(|| format!("creating `{}`", a.output.display()))?;
-    let region = Region::new(out.file(), "ext4", 0, plan.size_bytes());
-    let pool = rayon_pool(crate::threads(a.threads))?;
-    pool.install(|| plan.write(&tree, &region, &imgbuild_blockio::NoProgress, cancel))
-        .with_context(|| format!("writing `{}`", a.output.display()))?;
-    let size = plan.size_bytes();
-    out.persist()?;
-    eprintln!("wrote {} ({size} bytes)", a.output.display());
+    let progress = crate::progress::Bars::new(false);
+    let img = ext4_image(&a.src, &opts, &progress, cancel)
+        .with_context(|| format!("building `{}`", a.output.display()))?;
+    progress.finish();
+    eprintln!(
+        "wrote {} ({} bytes, UUID {}, sha256 {})",
+        img.path.display(),
+        img.size,
+        img.uuid,
+        img.sha256
+    );
     Ok(())
-}
-
-fn rayon_pool(n: usize) -> Result<rayon::ThreadPool> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
-        .build()
-        .context("starting worker threads")
 }

@@ -11,11 +11,12 @@ mod ext4_cmd;
 mod inspect_cmd;
 mod progress;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use imgbuild_plan::add::{Add, AddTarget};
 use imgbuild_plan::{
-    self as plan, format::parse_size, BuildOptions, Compression, Format, InputSpec, Inputs,
+    self as plan, format::parse_size, Compression, Dedup, DiskSize, Format, InputSpec, Inputs,
+    Options, OutputOptions,
 };
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -208,17 +209,6 @@ fn run_build(format_name: &str, a: BuildArgs) -> Result<()> {
             Compression::Zstd => format!("nixos.{}.zst", format.extension),
         })
     });
-    if a.esp_size.is_some()
-        && !format
-            .partitions
-            .iter()
-            .any(|p| p.size_flag.as_deref() == Some("esp-size"))
-    {
-        bail!(
-            "--esp-size: format `{}` has no EFI system partition",
-            format.name
-        );
-    }
     let mut adds = Vec::new();
     for (specs, tree, target) in [
         (&a.add, false, AddTarget::Root),
@@ -236,34 +226,37 @@ fn run_build(format_name: &str, a: BuildArgs) -> Result<()> {
     };
     let progress = progress::Bars::new(a.json);
     progress.phase_msg("reading the closure");
-    let inputs = Inputs::load(&spec)?;
-    let opts = BuildOptions {
-        output,
+    let inputs = Inputs::load(&spec, threads(a.threads))?;
+    let opts = Options {
+        output: OutputOptions {
+            path: output,
+            compression: Some(compress),
+            level: a.level,
+            keep_raw: a.keep_raw,
+        },
         seed: a.seed,
-        size: a.size,
-        free: a.free,
-        part_sizes: a
-            .esp_size
-            .map(|n| ("esp-size".to_string(), n))
-            .into_iter()
-            .collect(),
-        compress: Some(compress),
-        level: a.level,
-        keep_raw: a.keep_raw,
+        size: match a.size {
+            Some(n) => DiskSize::Exact(n),
+            None => DiskSize::Auto { free: a.free },
+        },
+        esp_size: a.esp_size,
         threads: threads(a.threads),
         firmware: a.firmware,
         disk_id: a.disk_id,
         epoch: epoch()?,
         nix_path_registration: a.nix_path_registration,
         adds,
+        dedup: Dedup::Off,
     };
     let manifest =
         plan::build(&format, &inputs, &opts, &progress, &CANCEL).map_err(|e| match e {
             plan::Error::Interrupted => anyhow::anyhow!(
                 "interrupted: nothing was written at `{}`",
-                opts.output.display()
+                opts.output.path.display()
             ),
-            e => anyhow::Error::new(e).context(format!("building `{}`", opts.output.display())),
+            e => {
+                anyhow::Error::new(e).context(format!("building `{}`", opts.output.path.display()))
+            }
         })?;
     progress.finish();
     if a.json {

@@ -1,4 +1,4 @@
-//! Compress a file with imgbuild's compressor, the same call `imgbuild` makes for a `.zst`
+//! Compress a file with imgbuild's compressor, the same sink `imgbuild` feeds for a `.zst`
 //! image, so that it can be timed against the `zstd` CLI (`cargo xtask bench zstd`).
 //!
 //! ```text
@@ -26,17 +26,25 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         Some(w) => w.parse()?,
         None => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
     };
-    let src = File::open(input).map_err(|e| format!("{input}: {e}"))?;
-    let len = src.metadata()?.len();
+    let len = std::fs::metadata(input)
+        .map_err(|e| format!("{input}: {e}"))?
+        .len();
     let dst = File::create(output).map_err(|e| format!("{output}: {e}"))?;
-    let mut w = BufWriter::with_capacity(1 << 20, dst);
+    let w = BufWriter::with_capacity(1 << 20, dst);
     let opts = imgbuild_compress::Options {
         level,
         workers,
         checksum: true,
     };
-    let s =
-        imgbuild_compress::compress(&src, len, &mut w, &opts, &|_| {}, &AtomicBool::new(false))?;
+    let (mut w, s) = imgbuild_compress::compress_file(
+        std::path::Path::new(input),
+        len,
+        w,
+        &opts,
+        2,
+        &imgbuild_blockio::NoProgress,
+        &AtomicBool::new(false),
+    )?;
     w.flush()?;
     eprintln!(
         "{input}: {} -> {} bytes ({:.2}%)",

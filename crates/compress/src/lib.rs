@@ -1,8 +1,11 @@
-//! Streaming, parallel, reproducible zstd compression of a (possibly sparse) image file.
+//! Streaming, parallel, reproducible zstd compression of a disk image.
 //!
-//! [`compress`] reads `len` bytes of a file with positional reads in [`CHUNK`]-sized pieces
-//! and feeds them to libzstd's multithreaded streaming encoder (`ZSTD_c_nbWorkers`). Memory
-//! is bounded by the chunk buffer plus zstd's per-worker job buffers, whatever the input size.
+//! [`Zstd`] is a [`Sink`] of the image's extent map: it takes the disk's pieces in order (no
+//! raw temporary file, no read-back) and feeds them to libzstd's multithreaded streaming
+//! encoder (`ZSTD_c_nbWorkers`), runs of zeros from a static buffer. Reading is done by the
+//! stream's own threads, overlapped with compressing. Memory is bounded by the stream's window
+//! plus zstd's per-worker job buffers, whatever the input size. [`compress_file`] runs the same
+//! sink over one (possibly sparse) file.
 //!
 //! Reproducibility: with `nbWorkers >= 1` libzstd produces the same bytes for any worker
 //! count (its jobs are cut at fixed positions), while `nbWorkers == 0` (single-threaded mode)
@@ -15,13 +18,12 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
-/// Bytes read from the source per step (and the granularity of progress and cancellation).
-pub const CHUNK: usize = 4 << 20;
+use imgbuild_blockio::{self as blockio, Progress};
+use imgbuild_diskmap::{self as diskmap, Data, MapBuilder, Piece, Sink, SourceFile, StreamOptions};
 
 /// Compression settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,7 +47,7 @@ impl Default for Options {
     }
 }
 
-/// What [`compress`] did.
+/// What a [`Zstd`] sink did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Summary {
     /// Bytes read from the source (= `len`).
@@ -67,25 +69,6 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Reading the source failed.
-    #[error("reading {len} bytes of the source at offset {offset}")]
-    Read {
-        /// Offset of the failed read.
-        offset: u64,
-        /// Length of the failed read.
-        len: usize,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
-    /// The source ended before `len` bytes.
-    #[error("the source ends before {len} bytes (short read at offset {offset})")]
-    ShortSource {
-        /// Offset where data ran out.
-        offset: u64,
-        /// Bytes requested in total.
-        len: u64,
-    },
     /// Compressing or writing the output failed.
     #[error("compressing/writing output after {input_done} input bytes ({output_done} written)")]
     Write {
@@ -97,26 +80,21 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// The cancellation flag was set; the output is an incomplete frame.
-    #[error("interrupted after {input_done} of {len} input bytes")]
-    Interrupted {
-        /// Input bytes consumed before stopping.
-        input_done: u64,
-        /// Bytes requested in total.
-        len: u64,
-    },
+    /// Reading the input failed, it changed, or the stream was interrupted.
+    #[error(transparent)]
+    Stream(#[from] diskmap::Error),
 }
 
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Counts the bytes passed through to the destination.
-struct Counting<'a, W: Write + ?Sized> {
-    inner: &'a mut W,
+struct Counting<W: Write> {
+    inner: W,
     written: u64,
 }
 
-impl<W: Write + ?Sized> Write for Counting<'_, W> {
+impl<W: Write> Write for Counting<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.written += n as u64;
@@ -128,95 +106,147 @@ impl<W: Write + ?Sized> Write for Counting<'_, W> {
     }
 }
 
-/// Compresses bytes `[0, len)` of `src` into one zstd frame written to `dst`.
-///
-/// `progress` is called with the cumulative number of input bytes consumed after every
-/// chunk. `cancel` is checked before every chunk; when set, compression stops with
-/// [`Error::Interrupted`] (the destination then holds an incomplete frame: discard it).
-/// `dst` is flushed at the end but not synced.
-pub fn compress<W: Write + ?Sized>(
-    src: &File,
+/// The zstd sink: one frame of exactly the pledged length, written to `W`.
+pub struct Zstd<W: Write + Send> {
+    encoder: Option<zstd::stream::write::Encoder<'static, Counting<W>>>,
+    done: Option<Counting<W>>,
     len: u64,
-    dst: &mut W,
-    opts: &Options,
-    progress: &dyn Fn(u64),
-    cancel: &AtomicBool,
-) -> Result<Summary> {
-    let setup = |what| move |source| Error::Setup { what, source };
-    let mut out = Counting {
-        inner: dst,
-        written: 0,
-    };
-    let mut encoder =
-        zstd::stream::write::Encoder::new(&mut out, opts.level).map_err(setup("level"))?;
-    encoder
-        .multithread(opts.workers.max(1))
-        .map_err(setup("worker count"))?;
-    encoder
-        .include_checksum(opts.checksum)
-        .map_err(setup("checksum flag"))?;
-    encoder
-        .include_contentsize(true)
-        .map_err(setup("content size flag"))?;
-    encoder
-        .set_pledged_src_size(Some(len))
-        .map_err(setup("pledged size"))?;
-
-    let chunk_len = usize::try_from(len).map_or(CHUNK, |l| l.min(CHUNK));
-    let mut buf = vec![0u8; chunk_len];
-    let mut done = 0u64;
-    while done < len {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(Error::Interrupted {
-                input_done: done,
-                len,
-            });
-        }
-        let n = usize::try_from(len - done).map_or(chunk_len, |rest| rest.min(chunk_len));
-        let piece = &mut buf[..n];
-        read_exact_at(src, piece, done, len)?;
-        encoder.write_all(piece).map_err(|source| Error::Write {
-            input_done: done,
-            output_done: encoder.get_ref().written,
-            source,
-        })?;
-        done += n as u64;
-        progress(done);
-    }
-    let out = encoder.finish().map_err(|source| Error::Write {
-        input_done: done,
-        output_done: 0,
-        source,
-    })?;
-    out.flush().map_err(|source| Error::Write {
-        input_done: done,
-        output_done: out.written,
-        source,
-    })?;
-    Ok(Summary {
-        input_bytes: len,
-        output_bytes: out.written,
-    })
+    input_done: u64,
 }
 
-fn read_exact_at(src: &File, buf: &mut [u8], offset: u64, len: u64) -> Result<()> {
-    let mut got = 0;
-    while got < buf.len() {
-        let at = offset + got as u64;
-        match src.read_at(&mut buf[got..], at) {
-            Ok(0) => return Err(Error::ShortSource { offset: at, len }),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(source) => {
-                return Err(Error::Read {
-                    offset: at,
-                    len: buf.len() - got,
-                    source,
-                })
-            }
+impl<W: Write + Send> Zstd<W> {
+    /// An encoder for `len` bytes of input (recorded in the frame header) writing to `dst`.
+    pub fn new(dst: W, len: u64, opts: &Options) -> Result<Self> {
+        let setup = |what| move |source| Error::Setup { what, source };
+        let out = Counting {
+            inner: dst,
+            written: 0,
+        };
+        let mut encoder =
+            zstd::stream::write::Encoder::new(out, opts.level).map_err(setup("level"))?;
+        encoder
+            .multithread(opts.workers.max(1))
+            .map_err(setup("worker count"))?;
+        encoder
+            .include_checksum(opts.checksum)
+            .map_err(setup("checksum flag"))?;
+        encoder
+            .include_contentsize(true)
+            .map_err(setup("content size flag"))?;
+        encoder
+            .set_pledged_src_size(Some(len))
+            .map_err(setup("pledged size"))?;
+        Ok(Zstd {
+            encoder: Some(encoder),
+            done: None,
+            len,
+            input_done: 0,
+        })
+    }
+
+    fn write_err(&self, source: io::Error) -> Error {
+        Error::Write {
+            input_done: self.input_done,
+            output_done: self.encoder.as_ref().map_or(0, |e| e.get_ref().written),
+            source,
         }
     }
-    Ok(())
+
+    /// After the stream has finished the sink: the destination (flushed, not synced) and
+    /// what was done. `None` if the sink was not finished (an error or interruption).
+    pub fn into_inner(self) -> Option<(W, Summary)> {
+        let c = self.done?;
+        Some((
+            c.inner,
+            Summary {
+                input_bytes: self.len,
+                output_bytes: c.written,
+            },
+        ))
+    }
+}
+
+impl<W: Write + Send> Sink for Zstd<W> {
+    fn name(&self) -> String {
+        "compressing (zstd)".into()
+    }
+
+    fn piece(&mut self, p: &Piece<'_>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let enc = self.encoder.as_mut().ok_or("the encoder is finished")?;
+        let r = match &p.data {
+            Data::Zero => {
+                let mut r = Ok(());
+                diskmap::sinks::for_zeros(p.len, |z| {
+                    if r.is_ok() {
+                        r = enc.write_all(z);
+                    }
+                });
+                r
+            }
+            _ => enc.write_all(p.bytes().unwrap_or_default()),
+        };
+        r.map_err(|e| self.write_err(e))?;
+        self.input_done += p.len;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let enc = self.encoder.take().ok_or("the encoder is finished")?;
+        let input_done = self.input_done;
+        let mut out = enc.finish().map_err(|source| Error::Write {
+            input_done,
+            output_done: 0,
+            source,
+        })?;
+        out.flush().map_err(|source| Error::Write {
+            input_done,
+            output_done: out.written,
+            source,
+        })?;
+        self.done = Some(out);
+        Ok(())
+    }
+}
+
+/// Compresses bytes `[0, len)` of the file at `path` into one zstd frame written to `dst`:
+/// its data ranges are read by `readers` threads while compressing, its holes fed as zeros
+/// without reading them. `progress` gets input bytes as they are consumed; `cancel` stops it
+/// with [`diskmap::Error::Interrupted`]. A file shorter than `len` is an error.
+pub fn compress_file<W: Write + Send>(
+    path: &Path,
+    len: u64,
+    dst: W,
+    opts: &Options,
+    readers: usize,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<(W, Summary)> {
+    let unreadable = |source| diskmap::Error::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    };
+    let f = std::fs::File::open(path).map_err(unreadable)?;
+    let size = f.metadata().map_err(unreadable)?.len();
+    let source = SourceFile::new(path, size.max(len));
+    let mut b = MapBuilder::new(path.display().to_string(), len);
+    if size < len {
+        b.file(0, &source, 0, len)?;
+    } else {
+        for (start, n) in blockio::data_ranges(&f, len).map_err(unreadable)? {
+            b.file(start, &source, start, n)?;
+        }
+    }
+    let map = b.finish()?;
+    let mut z = Zstd::new(dst, len, opts)?;
+    diskmap::stream(
+        &map,
+        &mut [&mut z],
+        &StreamOptions { readers },
+        progress,
+        cancel,
+    )?;
+    Ok(z.into_inner()
+        .expect("a finished stream finishes its sinks"))
 }
 
 #[cfg(test)]

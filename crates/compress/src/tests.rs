@@ -1,5 +1,6 @@
 use super::*;
-use std::cell::Cell;
+use imgbuild_blockio::{Counter, NoProgress};
+use std::sync::atomic::Ordering;
 
 /// Compressible but not trivial data: words picked by an xorshift generator.
 pub(crate) fn sample(len: usize, seed: u64) -> Vec<u8> {
@@ -20,7 +21,7 @@ pub(crate) fn sample(len: usize, seed: u64) -> Vec<u8> {
         s ^= s >> 7;
         s ^= s << 17;
         out.extend_from_slice(WORDS[(s % 8) as usize]);
-        if s % 97 == 0 {
+        if s.is_multiple_of(97) {
             out.extend_from_slice(&s.to_le_bytes());
         }
     }
@@ -28,15 +29,38 @@ pub(crate) fn sample(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-fn file_with(data: &[u8]) -> File {
-    let mut f = tempfile::tempfile().unwrap();
+const CHUNK: usize = 4 << 20;
+
+fn file_with(data: &[u8]) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
     f.write_all(data).unwrap();
     f
 }
 
-fn run(src: &File, len: u64, opts: &Options) -> Vec<u8> {
+fn compress(
+    src: &tempfile::NamedTempFile,
+    len: u64,
+    out: &mut Vec<u8>,
+    opts: &Options,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<Summary> {
+    let (w, s) = compress_file(src.path(), len, Vec::new(), opts, 2, progress, cancel)?;
+    *out = w;
+    Ok(s)
+}
+
+fn run(src: &tempfile::NamedTempFile, len: u64, opts: &Options) -> Vec<u8> {
     let mut out = Vec::new();
-    let s = compress(src, len, &mut out, opts, &|_| {}, &AtomicBool::new(false)).unwrap();
+    let s = compress(
+        src,
+        len,
+        &mut out,
+        opts,
+        &NoProgress,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
     assert_eq!(s.input_bytes, len);
     assert_eq!(s.output_bytes, out.len() as u64);
     out
@@ -118,27 +142,21 @@ fn compresses_a_prefix_and_empty_input() {
 }
 
 #[test]
-fn progress_is_cumulative_per_chunk() {
+fn progress_counts_every_input_byte() {
     let data = sample(2 * CHUNK + 5, 5);
     let src = file_with(&data);
-    let seen = Cell::new(Vec::new());
-    let progress = |n| {
-        let mut v = seen.take();
-        v.push(n);
-        seen.set(v);
-    };
+    let seen = Counter::default();
     let mut out = Vec::new();
     compress(
         &src,
         data.len() as u64,
         &mut out,
         &Options::default(),
-        &progress,
+        &seen,
         &AtomicBool::new(false),
     )
     .unwrap();
-    let c = CHUNK as u64;
-    assert_eq!(seen.take(), vec![c, 2 * c, 2 * c + 5]);
+    assert_eq!(seen.0.load(Ordering::Relaxed), data.len() as u64);
 }
 
 #[test]
@@ -147,35 +165,35 @@ fn short_source_and_cancellation_are_errors() {
     let src = file_with(&data);
     let mut out = Vec::new();
     let never = AtomicBool::new(false);
-    match compress(&src, 20_000, &mut out, &Options::default(), &|_| {}, &never) {
-        Err(Error::ShortSource {
-            offset: 10_000,
-            len: 20_000,
-        }) => {}
+    match compress(
+        &src,
+        20_000,
+        &mut out,
+        &Options::default(),
+        &NoProgress,
+        &never,
+    ) {
+        Err(Error::Stream(diskmap::Error::SourceChanged {
+            planned: 20_000,
+            found: 10_000,
+            ..
+        })) => {}
         other => panic!("{other:?}"),
     }
 
     let big = sample(3 * CHUNK, 1);
     let src = file_with(&big);
-    let cancel = AtomicBool::new(false);
-    let stop_after_first = |n| {
-        if n >= CHUNK as u64 {
-            cancel.store(true, Ordering::Relaxed);
-        }
-    };
+    let cancel = AtomicBool::new(true);
     let mut out = Vec::new();
     match compress(
         &src,
         big.len() as u64,
         &mut out,
         &Options::default(),
-        &stop_after_first,
+        &NoProgress,
         &cancel,
     ) {
-        Err(Error::Interrupted { input_done, len }) => {
-            assert_eq!(input_done, CHUNK as u64);
-            assert_eq!(len, big.len() as u64);
-        }
+        Err(Error::Stream(diskmap::Error::Interrupted)) => {}
         other => panic!("{other:?}"),
     }
 }
@@ -193,15 +211,22 @@ fn write_errors_are_reported() {
     }
     let data = sample(CHUNK + 1, 2);
     let src = file_with(&data);
-    let r = compress(
-        &src,
+    let r = compress_file(
+        src.path(),
         data.len() as u64,
-        &mut Full,
+        Full,
         &Options::default(),
-        &|_| {},
+        2,
+        &NoProgress,
         &AtomicBool::new(false),
     );
-    assert!(matches!(r, Err(Error::Write { .. })), "{r:?}");
+    let Err(Error::Stream(diskmap::Error::Sink { source, .. })) = r else {
+        panic!("{:?}", r.map(|r| r.1));
+    };
+    assert!(
+        matches!(source.downcast_ref::<Error>(), Some(Error::Write { .. })),
+        "{source}"
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::AtomicBool;
 
-use imgbuild_compress::{compress, Options};
+use imgbuild_compress::{compress_file, Options};
 
 fn vm_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -76,7 +76,8 @@ impl io::Write for Sink {
 #[test]
 fn one_gib_sparse_input_in_bounded_memory() {
     const GIB: u64 = 1 << 30;
-    let f = tempfile::tempfile().unwrap();
+    let named = tempfile::NamedTempFile::new().unwrap();
+    let f = named.as_file();
     f.set_len(GIB).unwrap();
     // Some data islands in the holes: 1 MiB of 0xA5 every 128 MiB.
     let island = vec![0xA5u8; ISLAND_LEN as usize];
@@ -85,23 +86,24 @@ fn one_gib_sparse_input_in_bounded_memory() {
             .unwrap();
     }
     let before = vm_kib("VmHWM:");
-    let mut sink = Sink {
+    let sink = Sink {
         decoder: zstd::stream::write::Decoder::new(Check {
             pos: 0,
             mismatch: None,
         })
         .unwrap(),
     };
-    let summary = compress(
-        &f,
+    let (mut sink, summary) = compress_file(
+        named.path(),
         GIB,
-        &mut sink,
+        sink,
         &Options {
             level: 3,
             workers: 2,
             checksum: true,
         },
-        &|_| {},
+        2,
+        &imgbuild_blockio::NoProgress,
         &AtomicBool::new(false),
     )
     .unwrap();

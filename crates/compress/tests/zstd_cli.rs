@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
-use imgbuild_compress::{compress, Options};
+use imgbuild_compress::{compress_file, Options};
 
 fn zstd(args: &[&str]) -> (bool, Vec<u8>, String) {
     let out = Command::new("zstd")
@@ -40,17 +40,18 @@ fn zstd_tool_decompresses_tests_and_lists_it() {
     let raw = dir.path().join("disk.img");
     File::create(&raw).unwrap().write_all(&data).unwrap();
     let zst = dir.path().join("disk.img.zst");
-    let mut out = File::create(&zst).unwrap();
-    compress(
-        &File::open(&raw).unwrap(),
+    let out = File::create(&zst).unwrap();
+    let (out, _) = compress_file(
+        &raw,
         data.len() as u64,
-        &mut out,
+        out,
         &Options {
             level: 3,
             workers: 2,
             checksum: true,
         },
-        &|_| {},
+        2,
+        &imgbuild_blockio::NoProgress,
         &AtomicBool::new(false),
     )
     .unwrap();

@@ -11,12 +11,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use imgbuild_blockio as blockio;
 use imgbuild_ext4 as ext4;
-use imgbuild_fstree::{Owner, Perms, ScanOptions, Scanner};
+use imgbuild_fstree::{Mtime, Owner, Perms, ScanOptions, Scanner};
 
 fn generate(root: &Path, mib: u64, entries: u64) {
     let _ = std::fs::remove_dir_all(root);
@@ -117,7 +116,7 @@ fn main() {
     let tree = Scanner::new(ScanOptions {
         owner: Owner::Fixed(0, 0),
         perms: Perms::Preserve,
-        mtime: Some(1),
+        mtime: Mtime::Fixed(1),
         hardlinks: true,
     })
     .scan(&src)
@@ -135,14 +134,8 @@ fn main() {
     let t2 = Instant::now();
     let _ = std::fs::remove_file(&img);
     let out = blockio::OutputFile::create(&img, plan.size_bytes()).unwrap();
-    let region = blockio::Region::new(out.file(), "ext4", 0, plan.size_bytes());
-    plan.write(
-        &tree,
-        &region,
-        &blockio::NoProgress,
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    let map = plan.map(&tree).unwrap();
+    imgbuild_diskmap::write_file(&map, out.file()).unwrap();
     out.persist().unwrap();
     let t_write = secs(t2);
     let ours = secs(t0);

@@ -8,12 +8,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use imgbuild_blockio as blockio;
 use imgbuild_ext4 as ext4;
-use imgbuild_fstree::{Owner, Perms, ScanOptions, Scanner};
+use imgbuild_fstree::{Mtime, Owner, Perms, ScanOptions, Scanner};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,7 +27,7 @@ fn main() {
     let tree = Scanner::new(ScanOptions {
         owner: Owner::Preserve,
         perms: Perms::Preserve,
-        mtime: None,
+        mtime: Mtime::Host,
         hardlinks: true,
     })
     .scan(&src)
@@ -42,14 +41,8 @@ fn main() {
     };
     let plan = ext4::plan(&tree, &opts).unwrap();
     let f = blockio::OutputFile::create(&out, plan.size_bytes()).unwrap();
-    let region = blockio::Region::new(f.file(), "ext4", 0, plan.size_bytes());
-    plan.write(
-        &tree,
-        &region,
-        &blockio::NoProgress,
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    let map = plan.map(&tree).unwrap();
+    imgbuild_diskmap::write_file(&map, f.file()).unwrap();
     f.persist().unwrap();
     let (inodes, used) = plan.inode_counts();
     eprintln!(

@@ -2,10 +2,10 @@
 //!
 //! [`plan`] takes an [`fstree::Tree`] and [`Options`], numbers the inodes, scans host files
 //! for holes, builds every directory, and lays out the whole filesystem: the exact number of
-//! blocks, where every group's metadata goes, every file's extents. [`Plan::write`] then
-//! fills a zeroed (sparse) [`blockio::Region`] with positional writes: file data straight
-//! from each source file with `copy_file_range` (several files at once on rayon's current
-//! pool), metadata built in memory and written in runs, zero blocks never written.
+//! blocks, where every group's metadata goes, every file's extents. [`Plan::map`] then
+//! gives the filesystem's bytes as an [`imgbuild_diskmap::Map`]: metadata encoded in memory
+//! (on rayon's current pool), file data referenced from the source files, zero blocks left
+//! out. Nothing here writes an output.
 //!
 //! The result is what `mke2fs -t ext4` (e2fsprogs 1.47) makes by default, minus
 //! `resize_inode`: 4 KiB blocks, 256-byte inodes, `has_journal ext_attr dir_index filetype
@@ -32,7 +32,6 @@
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 
 use fstree::{FileData, Kind, Meta, NodeId, Tree, ROOT};
 use imgbuild_blockio as blockio;
@@ -46,8 +45,8 @@ mod hash;
 mod inode;
 mod journal;
 mod layout;
+mod map;
 mod sb;
-mod write;
 
 use extent::Extent;
 use layout::{Alloc, GeoError, Geometry};
@@ -152,30 +151,10 @@ pub enum Error {
     DoesNotFit { needed: u64, available: u64 },
     #[error("invalid option: {0}")]
     BadOption(String),
-    #[error("the output region is {found} bytes, the plan needs exactly {expected}")]
-    RegionSize { expected: u64, found: u64 },
-    #[error("interrupted")]
-    Interrupted,
+    /// The extent map refused an extent (a bug: the plan places everything inside the
+    /// filesystem, without overlaps).
     #[error(transparent)]
-    Io(blockio::Error),
-}
-
-impl From<blockio::Error> for Error {
-    fn from(e: blockio::Error) -> Self {
-        match e {
-            blockio::Error::Interrupted => Error::Interrupted,
-            blockio::Error::SourceShrunk {
-                path,
-                expected,
-                found,
-            } => Error::SourceChanged {
-                path,
-                planned: expected,
-                found,
-            },
-            e => Error::Io(e),
-        }
-    }
+    Map(#[from] imgbuild_diskmap::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -233,8 +212,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Size of the filesystem in bytes; the region given to [`Plan::write`] must be this
-    /// long.
+    /// Size of the filesystem in bytes (the length of [`Plan::map`]).
     pub fn size_bytes(&self) -> u64 {
         self.geo.blocks * BLOCK_SIZE
     }
@@ -244,7 +222,7 @@ impl Plan {
         self.min_blocks * BLOCK_SIZE
     }
 
-    /// Bytes of file data that [`Plan::write`] copies (for progress reports).
+    /// Bytes of file data the filesystem holds (for progress reports).
     pub fn data_bytes(&self) -> u64 {
         self.data_bytes
     }
@@ -270,16 +248,11 @@ impl Plan {
         self.used_end + beyond
     }
 
-    /// Write the filesystem into `region`, which must be exactly [`Plan::size_bytes`] long
-    /// and read as zeros. `tree` must be the tree given to [`plan`].
-    pub fn write(
-        &self,
-        tree: &Tree,
-        region: &blockio::Region,
-        progress: &dyn blockio::Progress,
-        cancel: &AtomicBool,
-    ) -> Result<()> {
-        write::write(self, tree, region, progress, cancel)
+    /// The filesystem's bytes as an extent map of [`Plan::size_bytes`] bytes: metadata
+    /// encoded in memory, file data referenced from the tree's host files (read when the map
+    /// is streamed), zero blocks left out. `tree` must be the tree given to [`plan`].
+    pub fn map(&self, tree: &Tree) -> Result<imgbuild_diskmap::Map> {
+        map::map(self, tree)
     }
 }
 
@@ -547,9 +520,26 @@ fn file_type(kind: &Kind) -> u8 {
     }
 }
 
-/// Plan the filesystem for `tree`: scan host files for holes, build directories, size and
-/// lay out everything. Nothing is written.
+/// Plan the filesystem for `tree` at `opts.size`: [`prepare`], then [`Prepared::plan`].
 pub fn plan(tree: &Tree, opts: &Options) -> Result<Plan> {
+    prepare(tree, opts)?.plan(opts.size)
+}
+
+/// The size-independent part of a plan: inodes numbered, host files scanned for holes,
+/// directories built. [`Prepared::min_size`] and [`Prepared::plan`] then size and lay it out
+/// as often as needed without looking at the tree again.
+#[derive(Debug)]
+pub struct Prepared {
+    lay: Layouter,
+    max_ino: u32,
+    opts: Options,
+    fs_seed: u32,
+    data_bytes: u64,
+}
+
+/// Number the inodes, scan host files for holes and build the directories of `tree`
+/// (`opts.size` is not used). Nothing is written.
+pub fn prepare(tree: &Tree, opts: &Options) -> Result<Prepared> {
     if opts.label.len() > 16 {
         return Err(Error::BadOption(format!(
             "label `{}` is {} bytes long, at most 16 fit",
@@ -660,46 +650,12 @@ pub fn plan(tree: &Tree, opts: &Options) -> Result<Plan> {
     j.links = 1;
     inos.insert(jpos, j);
 
-    let mut lay = Layouter {
-        inos,
-        min_inodes: max_ino as u64,
-        ratio: opts.inode_ratio as u64,
-    };
-    let min_blocks = lay.smallest(0)?;
-    // Free space comes with inodes to use it: one per `inode_ratio` bytes of it.
-    let ratio = opts.inode_ratio as u64;
-    let blocks = match opts.size {
-        Size::Auto { extra_free: 0 } => min_blocks,
-        Size::Auto { extra_free } => {
-            lay.min_inodes = max_ino as u64 + extra_free / ratio;
-            lay.smallest(extra_free.div_ceil(BLOCK_SIZE))?
-        }
-        Size::Exact(bytes) => {
-            let fail = Error::DoesNotFit {
-                needed: min_blocks * BLOCK_SIZE,
-                available: bytes,
-            };
-            let n = bytes / BLOCK_SIZE;
-            lay.min_inodes = max_ino as u64 + bytes.saturating_sub(min_blocks * BLOCK_SIZE) / ratio;
-            match lay.fit_exact(n) {
-                Some(n) => n,
-                None => {
-                    lay.min_inodes = max_ino as u64;
-                    lay.fit_exact(n).ok_or(fail)?
-                }
-            }
-        }
-    };
-    let (geo, used_end) = lay.layout(blocks).map_err(|_| Error::DoesNotFit {
-        needed: min_blocks * BLOCK_SIZE,
-        available: blocks * BLOCK_SIZE,
-    })?;
-    debug_assert!(used_end.max(geo.meta_end()) <= blocks);
-    Ok(Plan {
-        inos: lay.inos,
-        geo,
-        used_end,
-        min_blocks,
+    Ok(Prepared {
+        lay: Layouter {
+            inos,
+            min_inodes: max_ino as u64,
+            ratio: opts.inode_ratio as u64,
+        },
         max_ino,
         opts: opts.clone(),
         fs_seed,
@@ -707,7 +663,73 @@ pub fn plan(tree: &Tree, opts: &Options) -> Result<Plan> {
     })
 }
 
+impl Prepared {
+    /// Bytes of file data the filesystem will hold.
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
+    }
+
+    /// The size [`Prepared::plan`] gives for [`Size::Auto`] with `extra_free` bytes free.
+    pub fn min_size(&mut self, extra_free: u64) -> Result<u64> {
+        Ok(self.blocks(Size::Auto { extra_free })?.0 * BLOCK_SIZE)
+    }
+
+    /// `(block count, minimum block count)` for `size`.
+    fn blocks(&mut self, size: Size) -> Result<(u64, u64)> {
+        let lay = &mut self.lay;
+        let max_ino = self.max_ino as u64;
+        lay.min_inodes = max_ino;
+        let min_blocks = lay.smallest(0)?;
+        // Free space comes with inodes to use it: one per `inode_ratio` bytes of it.
+        let ratio = lay.ratio;
+        let blocks = match size {
+            Size::Auto { extra_free: 0 } => min_blocks,
+            Size::Auto { extra_free } => {
+                lay.min_inodes = max_ino + extra_free / ratio;
+                lay.smallest(extra_free.div_ceil(BLOCK_SIZE))?
+            }
+            Size::Exact(bytes) => {
+                let fail = Error::DoesNotFit {
+                    needed: min_blocks * BLOCK_SIZE,
+                    available: bytes,
+                };
+                let n = bytes / BLOCK_SIZE;
+                lay.min_inodes = max_ino + bytes.saturating_sub(min_blocks * BLOCK_SIZE) / ratio;
+                match lay.fit_exact(n) {
+                    Some(n) => n,
+                    None => {
+                        lay.min_inodes = max_ino;
+                        lay.fit_exact(n).ok_or(fail)?
+                    }
+                }
+            }
+        };
+        Ok((blocks, min_blocks))
+    }
+
+    /// Size and lay out everything: every block address.
+    pub fn plan(mut self, size: Size) -> Result<Plan> {
+        let (blocks, min_blocks) = self.blocks(size)?;
+        let (geo, used_end) = self.lay.layout(blocks).map_err(|_| Error::DoesNotFit {
+            needed: min_blocks * BLOCK_SIZE,
+            available: blocks * BLOCK_SIZE,
+        })?;
+        debug_assert!(used_end.max(geo.meta_end()) <= blocks);
+        Ok(Plan {
+            inos: self.lay.inos,
+            geo,
+            used_end,
+            min_blocks,
+            max_ino: self.max_ino,
+            opts: Options { size, ..self.opts },
+            fs_seed: self.fs_seed,
+            data_bytes: self.data_bytes,
+        })
+    }
+}
+
 /// Lays the inodes out on filesystems of a given size.
+#[derive(Debug)]
 struct Layouter {
     inos: Vec<Ino>,
     min_inodes: u64,

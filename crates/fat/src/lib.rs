@@ -2,10 +2,11 @@
 //!
 //! [`plan`] lays out the whole volume for an [`fstree::Tree`]: geometry as `mkfs.fat` 4.2
 //! would choose it for the size (see `geometry.rs`), one contiguous cluster run per directory
-//! and per file, short and long names. [`Plan::write`] then writes it into a
-//! [`blockio::Region`] that reads as zeros (a freshly created, sparse output): boot sector,
-//! FSInfo and backup boot sector, both FATs, the directories, and the file data, copied with
-//! `copy_file_range` straight into each file's clusters. All-zero blocks are never written.
+//! and per file, short and long names. [`Plan::map`] then gives the volume's bytes as an
+//! [`imgbuild_diskmap::Map`]: boot sector, FSInfo and backup boot sector, both FATs and the
+//! directories encoded in memory, each file's data referenced from its source file (its holes
+//! as zeros). Metadata is mapped whole, zeros included (a copy onto a used device must
+//! clear the free FAT entries and directory ends); nothing here writes an output.
 //!
 //! Layout: the FAT32 root directory starts at cluster 2; then every other directory, in
 //! depth-first name order; then every file's data in the same order. Directory entries are
@@ -46,9 +47,10 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use imgbuild_blockio as blockio;
+use imgbuild_diskmap::{Map, MapBuilder, SourceFile};
 use imgbuild_fstree as fstree;
 
 use fstree::{FileData, Kind, NodeId, Tree, ROOT};
@@ -62,10 +64,6 @@ use dirent::{ATTR_ARCHIVE, ATTR_DIRECTORY, ENTRY};
 use geometry::{Geometry, SECTOR};
 use names::DirName;
 
-/// Bytes per write or copy call, and between cancellation checks.
-const CHUNK: usize = 64 << 20;
-/// Granularity of the zero-block skipping (the output filesystem's block size).
-const SPARSE_BLOCK: usize = 4096;
 /// Most 32-byte entries a directory may have (Linux refuses bigger FAT directories).
 pub const MAX_DIR_ENTRIES: u32 = 65536;
 /// Largest FAT file.
@@ -148,10 +146,8 @@ pub enum Error {
         planned: u64,
         found: u64,
     },
-    #[error("the tree given to write differs from the planned one at `{path}`")]
+    #[error("the tree given to map differs from the planned one at `{path}`")]
     TreeChanged { path: String },
-    #[error("the output region is {region_len} bytes, the volume needs {needed}")]
-    RegionTooSmall { region_len: u64, needed: u64 },
     #[error("opening `{}` (the source of `{path}`)", host.display())]
     Open {
         path: String,
@@ -159,10 +155,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("interrupted")]
-    Interrupted,
+    /// The extent map refused an extent (a bug: the plan places everything inside the
+    /// volume, without overlaps).
     #[error(transparent)]
-    Io(#[from] blockio::Error),
+    Map(#[from] imgbuild_diskmap::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -368,7 +364,7 @@ fn allocate(a: &Analysis, g: &Geometry) -> Result<Allocation> {
     })
 }
 
-/// The complete layout of a FAT volume for one tree; [`Plan::write`] writes it.
+/// The complete layout of a FAT volume for one tree; [`Plan::map`] gives its bytes.
 #[derive(Clone, Debug)]
 pub struct Plan {
     geo: Geometry,
@@ -440,10 +436,6 @@ pub fn min_size(tree: &Tree, opts: &Options) -> Result<u64> {
     Ok(hi * SECTOR)
 }
 
-fn cancelled(cancel: &AtomicBool) -> Result<()> {
-    blockio::check_cancel(cancel).map_err(|_| Error::Interrupted)
-}
-
 impl Plan {
     /// FAT12, FAT16 or FAT32 (never `Auto`).
     pub fn fat_type(&self) -> FatType {
@@ -470,47 +462,30 @@ impl Plan {
         u64::from(self.geo.data_start_sector()) * SECTOR
             + u64::from(self.used_clusters()) * self.geo.cluster_bytes()
     }
-    /// Bytes of file content (what [`Plan::write`] reports to its progress sink).
+    /// Bytes of file content.
     pub fn data_bytes(&self) -> u64 {
         self.a.files.iter().map(|f| f.size).sum()
     }
-    /// Number of file copies [`Plan::write_file`] accepts (indices `0..file_count()`).
+
+    /// Number of file copies (a file named twice is stored twice).
     pub fn file_count(&self) -> usize {
         self.a.files.len()
     }
 
-    /// Write the whole volume into `region`, which must read as zeros (a fresh sparse file)
-    /// and span at least [`Plan::fs_bytes`]. Files are taken from `tree`, which must be the
-    /// tree given to [`plan`].
-    pub fn write(
-        &self,
-        tree: &Tree,
-        region: &blockio::Region,
-        progress: &dyn blockio::Progress,
-        cancel: &AtomicBool,
-    ) -> Result<()> {
-        self.write_metadata(region)?;
-        for i in 0..self.file_count() {
-            self.write_file(i, tree, region, progress, cancel)?;
+    /// The volume's bytes as an extent map of [`Plan::fs_bytes`] bytes. Files are taken from
+    /// `tree`, which must be the tree given to [`plan`]; host files are opened to check their
+    /// size and find their holes, and referenced, not read.
+    pub fn map(&self, tree: &Tree) -> Result<Map> {
+        let mut b = MapBuilder::new("fat", self.fs_bytes());
+        self.map_metadata(&mut b)?;
+        for i in 0..self.a.files.len() {
+            self.map_file(i, tree, &mut b)?;
         }
-        Ok(())
+        Ok(b.finish()?)
     }
 
-    fn check_region(&self, region: &blockio::Region) -> Result<()> {
-        if region.len() < self.fs_bytes() {
-            return Err(Error::RegionTooSmall {
-                region_len: region.len(),
-                needed: self.fs_bytes(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Write everything but the file contents: boot sectors, FATs and directories. Together
-    /// with [`Plan::write_file`] for every file (in any order, from any thread) this is
-    /// [`Plan::write`].
-    pub fn write_metadata(&self, region: &blockio::Region) -> Result<()> {
-        self.check_region(region)?;
+    /// Everything but the file contents: boot sectors, FATs and directories.
+    fn map_metadata(&self, b: &mut MapBuilder) -> Result<()> {
         let g = &self.geo;
         let label = self.a.label.unwrap_or(*b"NO NAME    ");
         let id = boot::Identity {
@@ -531,18 +506,22 @@ impl Plan {
             reserved[at(boot::BACKUP_BOOT_SECTOR)..][..512].copy_from_slice(&bs);
             reserved[at(boot::BACKUP_BOOT_SECTOR + 1)..][..512].copy_from_slice(&fsi);
         }
-        region.write_nonzero_at(0, &reserved, SPARSE_BLOCK)?;
+        b.bytes(0, reserved)?;
 
-        let fat = boot::fat_bytes(g.fat_type, &self.fat_entries());
-        debug_assert!(fat.len() as u64 <= u64::from(g.fat_sectors) * SECTOR);
+        // The FATs: the used entries, then free entries (zeros that matter).
+        let fat: Arc<[u8]> = boot::fat_bytes(g.fat_type, &self.fat_entries()).into();
+        let fat_len = u64::from(g.fat_sectors) * SECTOR;
+        debug_assert!(fat.len() as u64 <= fat_len);
         for copy in 0..geometry::NUM_FATS {
-            region.write_nonzero_at(g.fat_start(copy), &fat, SPARSE_BLOCK)?;
+            let at = g.fat_start(copy);
+            b.bytes_range(at, &fat, 0..fat.len())?;
+            b.zeros(at + fat.len() as u64, fat_len - fat.len() as u64)?;
         }
 
         if g.fat_type != FatType::Fat32 {
             let mut root = vec![0u8; g.root_entries as usize * ENTRY];
             self.encode_dir(0, &mut root);
-            region.write_nonzero_at(g.root_dir_start(), &root, SPARSE_BLOCK)?;
+            b.bytes(g.root_dir_start(), root)?;
         }
         // The directories occupy one run of clusters starting at cluster 2.
         let first_dir = usize::from(g.fat_type != FatType::Fat32);
@@ -555,7 +534,7 @@ impl Plan {
                 let off = (start as usize - 2) * cb;
                 self.encode_dir(i, &mut buf[off..off + n as usize * cb]);
             }
-            region.write_nonzero_at(g.cluster_offset(2), &buf, SPARSE_BLOCK)?;
+            b.bytes(g.cluster_offset(2), buf)?;
         }
         Ok(())
     }
@@ -633,17 +612,9 @@ impl Plan {
         debug_assert_eq!(pos, d.slots as usize * ENTRY);
     }
 
-    /// Write the content of file copy `index` (`0..file_count()`).
-    pub fn write_file(
-        &self,
-        index: usize,
-        tree: &Tree,
-        region: &blockio::Region,
-        progress: &dyn blockio::Progress,
-        cancel: &AtomicBool,
-    ) -> Result<()> {
-        self.check_region(region)?;
-        cancelled(cancel)?;
+    /// The content of file copy `index`: in-memory bytes, or the data ranges of its host
+    /// file (its holes as zeros).
+    fn map_file(&self, index: usize, tree: &Tree, b: &mut MapBuilder) -> Result<()> {
         let f = &self.a.files[index];
         let kind = (f.node as usize) < tree.len();
         let data = match kind.then(|| &tree.node(f.node).kind) {
@@ -654,17 +625,11 @@ impl Plan {
                 })
             }
         };
-        let first = self.alloc.files[index].0;
+        // An empty file has no cluster.
+        let at = || self.geo.cluster_offset(self.alloc.files[index].0);
         match data {
             FileData::Bytes(_) if f.size == 0 => {}
-            FileData::Bytes(bytes) => {
-                let at = self.geo.cluster_offset(first);
-                for (k, chunk) in bytes.chunks(CHUNK).enumerate() {
-                    cancelled(cancel)?;
-                    region.write_nonzero_at(at + (k * CHUNK) as u64, chunk, SPARSE_BLOCK)?;
-                    progress.add(chunk.len() as u64);
-                }
-            }
+            FileData::Bytes(bytes) => b.bytes_range(at(), bytes, 0..bytes.len())?,
             FileData::Host { path: host, .. } => {
                 let open_err = |source| Error::Open {
                     path: f.path.clone(),
@@ -683,34 +648,16 @@ impl Plan {
                 if f.size == 0 {
                     return Ok(());
                 }
-                let at = self.geo.cluster_offset(first);
-                let ranges = blockio::data_ranges(&src, f.size).map_err(open_err)?;
-                let mut copied = 0u64;
-                for (start, len) in ranges {
-                    let mut done = 0u64;
-                    while done < len {
-                        cancelled(cancel)?;
-                        let n = (len - done).min(CHUNK as u64);
-                        let off = start + done;
-                        region
-                            .copy_from(at + off, &src, host, off, n)
-                            .map_err(|e| match e {
-                                blockio::Error::SourceShrunk { found, .. } => {
-                                    Error::SourceChanged {
-                                        path: f.path.clone(),
-                                        planned: f.size,
-                                        found,
-                                    }
-                                }
-                                e => Error::Io(e),
-                            })?;
-                        progress.add(n);
-                        done += n;
-                    }
-                    copied += len;
+                // Data ranges from the file, holes as zeros (FAT files have no holes).
+                let at = at();
+                let source = SourceFile::new(host, f.size);
+                let mut pos = 0;
+                for (start, len) in blockio::data_ranges(&src, f.size).map_err(open_err)? {
+                    b.zeros(at + pos, start - pos)?;
+                    b.file(at + start, &source, start, len)?;
+                    pos = start + len;
                 }
-                // Holes stay holes: the region already reads as zeros.
-                progress.add(f.size - copied);
+                b.zeros(at + pos, f.size - pos)?;
             }
         }
         Ok(())

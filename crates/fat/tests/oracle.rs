@@ -10,10 +10,12 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use imgbuild_blockio::{Counter, NoProgress, Region};
+use imgbuild_blockio::NoProgress;
+use imgbuild_diskmap::sinks::RawFile;
+use imgbuild_diskmap::{stream, MapBuilder, StreamOptions};
 use imgbuild_fat::{min_size, plan, Error, FatType, Options, Plan};
 use imgbuild_fstree::{FileData, Meta, Node, Tree, ROOT};
 use proptest::prelude::*;
@@ -150,6 +152,23 @@ struct Img {
     plan: Plan,
 }
 
+/// Write the volume `p` maps into `file` at `offset`, streamed by `readers` threads.
+fn write_at(p: &Plan, tree: &Tree, file: &File, offset: u64, readers: usize) {
+    let len = file.metadata().unwrap().len();
+    let mut b = MapBuilder::new("disk", len);
+    b.place(offset, p.map(tree).unwrap()).unwrap();
+    let map = b.finish().unwrap();
+    let mut raw = RawFile::new(file, len, "test image");
+    stream(
+        &map,
+        &mut [&mut raw],
+        &StreamOptions { readers },
+        &NoProgress,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+}
+
 fn write_image(tree: &Tree, size: u64, opts: &Options) -> Img {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fat.img");
@@ -161,15 +180,7 @@ fn write_image(tree: &Tree, size: u64, opts: &Options) -> Img {
         .unwrap();
     file.set_len(size).unwrap();
     let plan = plan(tree, size, opts).unwrap();
-    let progress = Counter::default();
-    plan.write(
-        tree,
-        &Region::new(&file, "fat", 0, size),
-        &progress,
-        &AtomicBool::new(false),
-    )
-    .unwrap();
-    assert_eq!(progress.0.load(Ordering::Relaxed), plan.data_bytes());
+    write_at(&plan, tree, &file, 0, 2);
     Img {
         _dir: dir,
         path,
@@ -772,39 +783,20 @@ fn same_tree_same_bytes_whatever_the_insertion_order() {
         .unwrap();
     f.set_len((1 << 20) + (30 << 20) + (1 << 20)).unwrap();
     let p = plan(&a, 30 << 20, &o).unwrap();
-    p.write(
-        &a,
-        &Region::new(&f, "firmware", 1 << 20, 30 << 20),
-        &NoProgress,
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    write_at(&p, &a, &f, 1 << 20, 2);
     let mut part = vec![0u8; 30 << 20];
     f.read_exact_at(&mut part, 1 << 20).unwrap();
     assert!(part == bx, "writing at an offset changed the bytes");
 
-    // Files written from several threads, in reverse order, give the same bytes too.
-    let out = tempfile::tempfile().unwrap();
-    out.set_len(30 << 20).unwrap();
-    let region = Region::new(&out, "firmware", 0, 30 << 20);
-    let counter = Counter::default();
-    let cancel = AtomicBool::new(false);
-    let n = p.file_count();
-    std::thread::scope(|s| {
-        for t in 0..3 {
-            let (p, a, region, counter, cancel) = (&p, &a, &region, &counter, &cancel);
-            s.spawn(move || {
-                for i in (0..n).rev().filter(|i| i % 3 == t) {
-                    p.write_file(i, a, region, counter, cancel).unwrap();
-                }
-            });
-        }
-    });
-    p.write_metadata(&region).unwrap();
-    assert_eq!(counter.0.load(Ordering::Relaxed), p.data_bytes());
-    let mut par = vec![0u8; 30 << 20];
-    out.read_exact_at(&mut par, 0).unwrap();
-    assert!(par == bx, "writing files from threads changed the bytes");
+    // Streamed by one reader or by several, the bytes are the same too.
+    for readers in [1, 3] {
+        let out = tempfile::tempfile().unwrap();
+        out.set_len(30 << 20).unwrap();
+        write_at(&p, &a, &out, 0, readers);
+        let mut par = vec![0u8; 30 << 20];
+        out.read_exact_at(&mut par, 0).unwrap();
+        assert!(par == bx, "{readers} readers changed the bytes");
+    }
 }
 
 #[test]
@@ -983,11 +975,8 @@ fn source_changes_are_caught() {
     let o = opts("", FatType::Auto);
     let size = 8u64 << 20;
     let p = plan(&tree, size, &o).unwrap();
-    let out = tempfile::tempfile().unwrap();
-    out.set_len(size).unwrap();
-    let region = Region::new(&out, "fat", 0, size);
     fs::write(&src, noise(1, 90_000)).unwrap();
-    match p.write(&tree, &region, &NoProgress, &AtomicBool::new(false)) {
+    match p.map(&tree) {
         Err(Error::SourceChanged {
             path,
             planned,
@@ -1006,7 +995,7 @@ fn source_changes_are_caught() {
     let p2 = plan(&t2, size, &o).unwrap();
     fs::write(&empty, b"grown").unwrap();
     assert!(matches!(
-        p2.write(&t2, &region, &NoProgress, &AtomicBool::new(false)),
+        p2.map(&t2),
         Err(Error::SourceChanged {
             planned: 0,
             found: 5,
@@ -1016,25 +1005,20 @@ fn source_changes_are_caught() {
     // A different tree than the planned one.
     let mut other = Tree::new(meta(T0));
     add_bytes(&mut other, "/kernel", vec![0; 5], T0);
-    assert!(matches!(
-        p.write(&other, &region, &NoProgress, &AtomicBool::new(false)),
-        Err(Error::TreeChanged { .. })
-    ));
-    // Cancellation.
+    assert!(matches!(p.map(&other), Err(Error::TreeChanged { .. })));
+    // Changed after the map was made: the stream notices.
     fs::write(&src, noise(1, 100_000)).unwrap();
+    let map = p.map(&tree).unwrap();
+    fs::write(&src, noise(1, 90_000)).unwrap();
+    let out = tempfile::tempfile().unwrap();
+    out.set_len(size).unwrap();
     assert!(matches!(
-        p.write(&tree, &region, &NoProgress, &AtomicBool::new(true)),
-        Err(Error::Interrupted)
-    ));
-    // A region smaller than the volume.
-    assert!(matches!(
-        p.write(
-            &tree,
-            &Region::new(&out, "fat", 0, size / 2),
-            &NoProgress,
-            &AtomicBool::new(false)
-        ),
-        Err(Error::RegionTooSmall { .. })
+        imgbuild_diskmap::write_file(&map, &out),
+        Err(imgbuild_diskmap::Error::SourceChanged {
+            planned: 100_000,
+            found: 90_000,
+            ..
+        })
     ));
 }
 
@@ -1149,9 +1133,7 @@ fn geometry_matches_mkfs_fat() {
             let p = plan(&empty, bytes, &o).unwrap_or_else(|e| panic!("{bytes} {ft}: {e}"));
             let out = tempfile::tempfile().unwrap();
             out.set_len(bytes).unwrap();
-            let region = Region::new(&out, "fat", 0, bytes);
-            p.write(&empty, &region, &NoProgress, &AtomicBool::new(false))
-                .unwrap();
+            write_at(&p, &empty, &out, 0, 2);
             // Everything up to the end of the root directory (FAT32: its cluster).
             let meta_end = p.used_bytes() as usize;
             let mut ours = vec![0u8; meta_end];

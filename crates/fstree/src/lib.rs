@@ -351,13 +351,24 @@ pub enum Perms {
     NixStore,
 }
 
+/// What modification time scanned entries get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mtime {
+    /// Every entry gets this time.
+    Fixed(i64),
+    /// The host's mtime.
+    Host,
+    /// The host's mtime, but never later than this (`SOURCE_DATE_EPOCH` clamping: touching a
+    /// file does not change the result).
+    Clamp(i64),
+}
+
 /// How a host directory is turned into tree nodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ScanOptions {
     pub owner: Owner,
     pub perms: Perms,
-    /// `Some(t)`: every entry gets mtime `t`; `None`: the host mtime.
-    pub mtime: Option<i64>,
+    pub mtime: Mtime,
     /// Keep hard links among scanned files as hard links. Off, every name gets its own node
     /// (what a NAR means: Nix store contents have no hard links, so a store copied with or
     /// without `auto-optimise-store` gives the same tree).
@@ -396,7 +407,11 @@ impl Scanner {
             perm,
             uid,
             gid,
-            self.opts.mtime.unwrap_or_else(|| md.mtime()),
+            match self.opts.mtime {
+                Mtime::Fixed(t) => t,
+                Mtime::Host => md.mtime(),
+                Mtime::Clamp(t) => md.mtime().min(t),
+            },
         )
     }
 
@@ -558,7 +573,7 @@ mod tests {
         let mut sc = Scanner::new(ScanOptions {
             owner: Owner::Fixed(0, 0),
             perms: Perms::Preserve,
-            mtime: Some(7),
+            mtime: Mtime::Fixed(7),
             hardlinks: true,
         });
         let t = sc.scan(s).unwrap();
@@ -571,7 +586,7 @@ mod tests {
         let mut sc = Scanner::new(ScanOptions {
             owner: Owner::Fixed(0, 0),
             perms: Perms::NixStore,
-            mtime: Some(1),
+            mtime: Mtime::Fixed(1),
             hardlinks: false,
         });
         let t = sc.scan(s).unwrap();

@@ -173,7 +173,7 @@ impl Slice {
     /// Reads exactly `buf.len()` bytes at `offset` within the slice.
     pub(crate) fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let n = buf.len() as u64;
-        if offset.checked_add(n).map_or(true, |end| end > self.len) {
+        if offset.checked_add(n).is_none_or(|end| end > self.len) {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!(

@@ -240,7 +240,7 @@ fn gpt_header(
     }
     let array_sectors = (u64::from(hdr.num_parts) * 128).div_ceil(SECTOR);
     let array_end = hdr.part_start.checked_add(array_sectors);
-    if hdr.part_start < 2 || array_end.map_or(true, |e| e > disk_sectors) {
+    if hdr.part_start < 2 || array_end.is_none_or(|e| e > disk_sectors) {
         return Err(corrupt(format!(
             "entry array at LBA {} ({} entries) is not inside the disk ({disk_sectors} sectors)",
             hdr.part_start, hdr.num_parts
@@ -266,7 +266,7 @@ fn read_gpt(image: &std::path::Path, disk: &Arc<Disk>, protective: bool) -> Resu
     let at = || Where::image(image);
     let mut warnings = Vec::new();
     let disk_sectors = disk.size() / SECTOR;
-    if disk.size() % SECTOR != 0 {
+    if !disk.size().is_multiple_of(SECTOR) {
         warnings.push(format!(
             "the image size ({} bytes) is not a multiple of {SECTOR}",
             disk.size()

@@ -2,8 +2,8 @@
 //!
 //! Pure encoding: a layout (plain data) goes in, a list of [`Write`]s (absolute disk offset +
 //! bytes) comes out; the caller puts them into the image. Nothing here touches a file, a clock
-//! or a random number generator: GUIDs come in as parameters (see [`guid_from_seed`] for a
-//! deterministic way to make them), so the same layout always gives the same bytes.
+//! or a random number generator: GUIDs come in as parameters (the planner derives them from
+//! its seed), so the same layout always gives the same bytes.
 //!
 //! * [`encode_gpt`]: protective MBR (LBA 0), primary header (LBA 1), 128 entries (LBA 2-33),
 //!   backup entries (LBA N-33..N-2) and backup header (LBA N-1); 512-byte sectors. The tables
@@ -14,12 +14,10 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-mod guid;
 mod sparse;
 
 use std::collections::BTreeMap;
 
-pub use guid::guid_from_seed;
 pub use uuid::Uuid;
 
 use sparse::SparseDisk;
@@ -282,7 +280,7 @@ pub const fn gpt_overhead_sectors() -> (u64, u64) {
 /// First and last (inclusive) usable LBA of a GPT disk of `disk_size` bytes:
 /// `(34, disk_size/512 - 34)`.
 pub fn gpt_usable_range(disk_size: u64) -> Result<(u64, u64)> {
-    if disk_size % SECTOR_SIZE != 0 {
+    if !disk_size.is_multiple_of(SECTOR_SIZE) {
         return Err(Error::DiskSizeNotSectorMultiple { disk_size });
     }
     let min = (GPT_HEAD_SECTORS + GPT_TAIL_SECTORS + 1) * SECTOR_SIZE;
@@ -442,7 +440,7 @@ pub fn encode_gpt(layout: &GptLayout) -> Result<Vec<Write>> {
 
 /// Checks an MBR layout without encoding it.
 pub fn validate_mbr(layout: &MbrLayout) -> Result<()> {
-    if layout.disk_size % SECTOR_SIZE != 0 {
+    if !layout.disk_size.is_multiple_of(SECTOR_SIZE) {
         return Err(Error::DiskSizeNotSectorMultiple {
             disk_size: layout.disk_size,
         });

@@ -270,7 +270,7 @@ impl Format {
         if self.partitions.is_empty() {
             return bad("no partitions".into());
         }
-        if self.table.align.0 == 0 || self.table.align.0 % 512 != 0 {
+        if self.table.align.0 == 0 || !self.table.align.0.is_multiple_of(512) {
             return bad(format!(
                 "align {} is not a multiple of 512",
                 self.table.align.0

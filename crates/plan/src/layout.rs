@@ -94,7 +94,7 @@ pub fn compute(
         let size = match p.size {
             PartSize::Fixed(_) => {
                 let n = size_of(i).unwrap_or(0);
-                if n == 0 || n % SECTOR != 0 {
+                if n == 0 || !n.is_multiple_of(SECTOR) {
                     return Err(Error::Invalid(format!(
                         "partition `{}`: size {n} is not a positive multiple of 512",
                         p.name

@@ -29,6 +29,8 @@ pub struct ManifestPartition {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Manifest {
+    /// The imgbuild release that wrote the image.
+    pub imgbuild_version: String,
     pub format: String,
     pub system: String,
     pub toplevel: String,
@@ -39,16 +41,22 @@ pub struct Manifest {
     /// GPT disk GUID or MBR disk signature (`0x1234abcd`).
     pub disk_id: String,
     pub disk_size: u64,
+    /// SHA-256 of the raw disk (`sha256sum` of the uncompressed image, or of the first
+    /// `disk_size` bytes of a disk it was written to).
+    pub disk_sha256: String,
     pub partitions: Vec<ManifestPartition>,
     /// The file written (compressed or not).
     pub image: String,
     pub image_size: u64,
+    /// SHA-256 of `image` as written (equal to `disk_sha256` when not compressed).
     pub sha256: String,
     /// Compression of `image` (`none` or `zstd`).
     pub compression: crate::Compression,
     /// The uncompressed image, when it was kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_image: Option<String>,
+    /// The block map (bmaptool format 2.0) beside the image.
+    pub bmap: String,
     pub source_date_epoch: i64,
     /// Host files added with --add, --add-tree, --add-boot.
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -2,12 +2,16 @@
 //! files) and the boot partitions (ESP, Pi firmware), built as [`fstree::Tree`]s from the
 //! closure and the bootloader crate's file lists.
 
-use crate::{Error, Inputs, Result};
+use crate::error::nix;
+use crate::format::{self, Contents, Filesystem};
+use crate::options::Context;
+use crate::{add, Error, Inputs, Result};
+use imgbuild_boot as boot;
 use imgbuild_boot::{BootFile, Content};
 use imgbuild_fstree::{
-    self as fstree, FileData, Kind, Meta, Node, NodeId, Owner, Perms, ScanOptions, Scanner, Tree,
+    self as fstree, FileData, Meta, Mtime, Node, NodeId, Owner, Perms, ScanOptions, Scanner, Tree,
 };
-use imgbuild_nix::{StateEntryKind, StoreRoot};
+use imgbuild_nix::{Closure, StateEntryKind, StoreRoot};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -36,9 +40,40 @@ pub(crate) fn store_scanner() -> Scanner {
     Scanner::new(ScanOptions {
         owner: Owner::Fixed(0, 0),
         perms: Perms::NixStore,
-        mtime: Some(STORE_MTIME),
+        mtime: Mtime::Fixed(STORE_MTIME),
         hardlinks: false,
     })
+}
+
+/// Every partition's file tree, in the format's order, with the host files added to them.
+pub(crate) struct Trees {
+    pub trees: Vec<Tree>,
+    pub added: Vec<add::Added>,
+}
+
+/// Build the tree of every partition: the root filesystem (store, Nix state, profile, boot
+/// files for extlinux), the ESP (systemd-boot) or the Pi firmware partition, plus `--add`s.
+pub(crate) fn build(cx: &Context, inputs: &Inputs, cancel: &AtomicBool) -> Result<Trees> {
+    let entry = crate::inputs::boot_entry(&inputs.bootspec, crate::inputs::toplevel_dtbs(inputs)?);
+    let mut trees = Vec::new();
+    let mut added = Vec::new();
+    for p in &cx.format.partitions {
+        let mut tree = match p.contents {
+            Contents::Esp => esp_tree(cx, inputs, &entry)?,
+            Contents::Firmware => firmware_tree(cx, inputs)?,
+            Contents::Root => root(cx, inputs, &entry, cancel)?,
+        };
+        let target = match p.contents {
+            Contents::Root => add::AddTarget::Root,
+            _ => add::AddTarget::Boot,
+        };
+        let mine: Vec<&add::Add> = cx.opts.adds.iter().filter(|a| a.target == target).collect();
+        let fat = p.filesystem != Filesystem::Ext4;
+        added.extend(add::apply(&mut tree, &mine, cx.time, fat)?);
+        trees.push(tree);
+        imgbuild_blockio::check_cancel(cancel).map_err(|_| Error::Interrupted)?;
+    }
+    Ok(Trees { trees, added })
 }
 
 /// Everything the root filesystem holds besides the boot loader's files.
@@ -335,12 +370,184 @@ pub(crate) fn copy_resolved(
     Ok(())
 }
 
-/// Total payload bytes of a tree's regular files (for progress bars).
-pub(crate) fn data_bytes(tree: &Tree) -> u64 {
-    tree.nodes()
-        .map(|(_, n)| match &n.kind {
-            Kind::File(d) => d.size(),
-            _ => 0,
+/// The root filesystem's tree, boot files included for extlinux formats.
+fn root(
+    cx: &Context,
+    inputs: &Inputs,
+    entry: &boot::BootEntry,
+    cancel: &AtomicBool,
+) -> Result<Tree> {
+    let (format, time) = (cx.format, cx.time);
+    let db = if format.root.database {
+        Some(write_db_bytes(&inputs.closure, time)?)
+    } else {
+        None
+    };
+    let registration = cx
+        .opts
+        .nix_path_registration
+        .unwrap_or(format.root.nix_path_registration)
+        .then(|| inputs.closure.registration_text());
+    let extras = RootExtras {
+        db,
+        registration,
+        mount_points: format
+            .partitions
+            .iter()
+            .map(|p| p.mount_point.clone())
+            .collect(),
+    };
+    let mut tree = root_tree(inputs, &extras, time, cancel)?;
+    if format.bootloader.kind == format::Bootloader::Extlinux {
+        let o = boot::ExtlinuxOptions {
+            timeout: format.bootloader.timeout.map(|t| t as i32),
+            ..Default::default()
+        };
+        let files = boot::extlinux_boot(entry, &o)?;
+        add_boot_files(&mut tree, "/boot", &files, &inputs.store, time)?;
+    }
+    Ok(tree)
+}
+
+fn write_db_bytes(closure: &Closure, time: i64) -> Result<Arc<[u8]>> {
+    let dir = tempfile::tempdir().map_err(|source| Error::Io {
+        op: "creating a temporary directory in",
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let p = dir.path().join("db.sqlite");
+    let r = imgbuild_nix::write_db(closure, time, &p)
+        .map_err(nix("writing the Nix database"))
+        .and_then(|()| {
+            std::fs::read(&p).map_err(|source| Error::Io {
+                op: "reading",
+                path: p.clone(),
+                source,
+            })
+        });
+    drop(dir);
+    Ok(r?.into())
+}
+
+/// The build-time date as `YYYY-MM-DD` (UTC), for systemd-boot's "built on".
+pub fn date_of(epoch: i64) -> String {
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = epoch.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn esp_tree(cx: &Context, inputs: &Inputs, entry: &boot::BootEntry) -> Result<Tree> {
+    let (format, time) = (cx.format, cx.time);
+    let arch = if inputs.bootspec.system.starts_with("aarch64") {
+        "aa64"
+    } else {
+        "x64"
+    };
+    let efi_rel = format!("systemd/lib/systemd/boot/efi/systemd-boot{arch}.efi");
+    let link = inputs.toplevel.join(&efi_rel);
+    let efi = inputs
+        .store
+        .canonicalize_logical(&link)
+        .map_err(|_| Error::NoSystemdBoot(link.display().to_string()))?;
+    let sort_key = inputs
+        .bootspec
+        .extensions
+        .get("org.nixos.systemd-boot")
+        .and_then(|v| v.get("sortKey"))
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    let o = boot::SdBootOptions {
+        timeout: format.bootloader.timeout,
+        build_date: date_of(time),
+        sort_key,
+        ..Default::default()
+    };
+    let files = boot::systemd_boot_esp(entry, efi.to_path_buf().display().to_string(), &o)?;
+    let mut tree = Tree::new(dir_meta(time));
+    add_boot_files(&mut tree, "/", &files, &inputs.store, time)?;
+    Ok(tree)
+}
+
+fn firmware_tree(cx: &Context, inputs: &Inputs) -> Result<Tree> {
+    let (opts, time) = (cx.opts, cx.time);
+    let mut tree = Tree::new(dir_meta(time));
+    let root = imgbuild_fstree::ROOT;
+    let dir: PathBuf = match (
+        inputs
+            .bootspec
+            .imgbuild
+            .as_ref()
+            .and_then(|e| e.firmware.as_ref()),
+        &opts.firmware,
+    ) {
+        (_, Some(host)) => host.clone(),
+        (Some(sub), None) => resolve(&inputs.store, &sub.to_path_buf().display().to_string())?,
+        (None, None) => return Err(Error::NoFirmware),
+    };
+    let md = std::fs::metadata(&dir).map_err(|source| Error::Io {
+        op: "reading the firmware directory",
+        path: dir.clone(),
+        source,
+    })?;
+    if !md.is_dir() {
+        return Err(Error::Io {
+            op: "reading the firmware directory",
+            path: dir.clone(),
+            source: std::io::Error::other("not a directory"),
+        });
+    }
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .and_then(|rd| {
+            rd.map(|e| e.map(|e| e.file_name()))
+                .collect::<std::io::Result<Vec<_>>>()
         })
-        .sum()
+        .map_err(|source| Error::Io {
+            op: "reading the firmware directory",
+            path: dir.clone(),
+            source,
+        })?;
+    names.sort();
+    // A --firmware directory's own symlinks may point inside it; a store one's stay in the store.
+    let base = match &opts.firmware {
+        Some(_) => Some(std::fs::canonicalize(&dir).map_err(|source| Error::Io {
+            op: "reading the firmware directory",
+            path: dir.clone(),
+            source,
+        })?),
+        None => None,
+    };
+    for n in &names {
+        use std::os::unix::ffi::OsStrExt;
+        copy_resolved(
+            &mut tree,
+            root,
+            n.as_bytes(),
+            &dir.join(n),
+            &inputs.store,
+            base.as_deref(),
+            time,
+            0,
+        )?;
+    }
+    if tree.lookup(b"config.txt").is_none() {
+        tree.insert(
+            root,
+            b"config.txt",
+            imgbuild_fstree::Node::bytes(file_meta(time), boot::rpi_config_txt().as_bytes()),
+        )
+        .map_err(|source| Error::Tree {
+            what: "config.txt".into(),
+            source,
+        })?;
+    }
+    Ok(tree)
 }

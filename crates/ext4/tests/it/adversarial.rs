@@ -10,7 +10,7 @@ use std::os::unix::fs::{symlink, FileExt, PermissionsExt};
 use std::path::Path;
 
 use imgbuild_ext4 as ext4;
-use imgbuild_fstree::{Kind, Meta, Node, Owner, Perms, ScanOptions, Scanner, Tree};
+use imgbuild_fstree::{Kind, Meta, Mtime, Node, Owner, Perms, ScanOptions, Scanner, Tree};
 
 use crate::common::*;
 
@@ -142,7 +142,7 @@ pub fn adversarial_tree(src: &Path) -> Tree {
     let mut sc = Scanner::new(ScanOptions {
         owner: Owner::Preserve,
         perms: Perms::Preserve,
-        mtime: None,
+        mtime: Mtime::Host,
         hardlinks: true,
     });
     let mut t = sc.scan(src).expect("scan");

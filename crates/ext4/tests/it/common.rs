@@ -8,7 +8,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::AtomicBool;
 
 use imgbuild_blockio as blockio;
 use imgbuild_ext4 as ext4;
@@ -50,9 +49,8 @@ pub fn write_to(plan: &ext4::Plan, tree: &Tree, path: &Path) {
         .open(path)
         .expect("create image");
     f.set_len(plan.size_bytes()).expect("set_len");
-    let region = blockio::Region::new(&f, "ext4", 0, plan.size_bytes());
-    plan.write(tree, &region, &blockio::NoProgress, &AtomicBool::new(false))
-        .expect("write");
+    let map = plan.map(tree).expect("map");
+    imgbuild_diskmap::write_file(&map, &f).expect("write");
 }
 
 /// `e2fsck -fn` must exit 0 and say nothing but the pass names and the summary.

@@ -1,10 +1,7 @@
 //! Errors name the path and the reason, and come before anything is written.
 
-use std::sync::atomic::AtomicBool;
-
-use imgbuild_blockio as blockio;
 use imgbuild_ext4 as ext4;
-use imgbuild_fstree::{Kind, Meta, Node, Owner, Perms, ScanOptions, Scanner, Tree};
+use imgbuild_fstree::{Kind, Meta, Mtime, Node, Owner, Perms, ScanOptions, Scanner, Tree};
 
 use crate::common::*;
 
@@ -96,7 +93,7 @@ fn host_file_problems_name_the_host_path() {
         Scanner::new(ScanOptions {
             owner: Owner::Fixed(0, 0),
             perms: Perms::Preserve,
-            mtime: Some(1),
+            mtime: Mtime::Fixed(1),
             hardlinks: true,
         })
         .scan(src.path())
@@ -121,20 +118,18 @@ fn host_file_problems_name_the_host_path() {
         matches!(&e, ext4::Error::SourceChanged { path, planned: 5, found: 6 } if path.ends_with("f")),
         "{e}"
     );
-    // Shrunk between plan and write: caught by write.
+    // Shrunk between plan and write: caught when the map is streamed.
     let t = scan();
     let plan = ext4::plan(&t, &opts()).unwrap();
+    let map = plan.map(&t).unwrap();
     std::fs::write(src.path().join("f"), b"12").unwrap();
     let out = tempfile::tempfile().unwrap();
     out.set_len(plan.size_bytes()).unwrap();
-    let r = blockio::Region::new(&out, "ext4", 0, plan.size_bytes());
-    let e = plan
-        .write(&t, &r, &blockio::NoProgress, &AtomicBool::new(false))
-        .unwrap_err();
+    let e = imgbuild_diskmap::write_file(&map, &out).unwrap_err();
     assert!(
         matches!(
             &e,
-            ext4::Error::SourceChanged {
+            imgbuild_diskmap::Error::SourceChanged {
                 planned: 6,
                 found: 2,
                 ..
@@ -170,23 +165,16 @@ fn does_not_fit_is_reported_before_writing() {
 }
 
 #[test]
-fn cancel_and_region_size() {
+fn the_map_covers_the_filesystem() {
     let mut t = Tree::new(m());
     t.insert_path(b"/blob", Node::bytes(m(), vec![1u8; 1 << 20]))
         .unwrap();
     let plan = ext4::plan(&t, &opts()).unwrap();
-    let out = tempfile::tempfile().unwrap();
-    out.set_len(plan.size_bytes()).unwrap();
-    let r = blockio::Region::new(&out, "ext4", 0, plan.size_bytes());
-    let e = plan
-        .write(&t, &r, &blockio::NoProgress, &AtomicBool::new(true))
-        .unwrap_err();
-    assert!(matches!(e, ext4::Error::Interrupted), "{e}");
-    let short = blockio::Region::new(&out, "ext4", 0, plan.size_bytes() - 4096);
-    let e = plan
-        .write(&t, &short, &blockio::NoProgress, &AtomicBool::new(false))
-        .unwrap_err();
-    assert!(matches!(e, ext4::Error::RegionSize { .. }), "{e}");
+    let map = plan.map(&t).unwrap();
+    assert_eq!(map.len(), plan.size_bytes());
+    // Metadata, the unused inode table and the journal are mapped, free blocks are not.
+    assert!(map.mapped_bytes() > 1 << 20);
+    assert!(map.mapped_bytes() < plan.size_bytes());
 }
 
 #[test]

@@ -1,0 +1,388 @@
+//! The disk image as data: an ordered, gap-free list of extents, and one ordered pass over it.
+//!
+//! A [`Map`] covers `[0, len)` of a disk (or of one filesystem) with [`Extent`]s whose
+//! [`Content`] is free space, zeros that matter, bytes held in memory (tables, superblocks,
+//! inode tables, directories, FATs), or a range of a host file ([`SourceFile`]: file data is
+//! referenced, never loaded whole). Everything but free space is *mapped*: a copy onto a
+//! device that is not zeroed (`bmaptool copy`, `imgbuild flash`) must write it, even where
+//! it is zeros (an empty bitmap, the end of a directory, a FAT's free entries). Filesystem and partition crates produce maps with a [`MapBuilder`];
+//! the planner places them into the map of the whole disk ([`MapBuilder::place`]).
+//!
+//! [`stream`] then reads the map once, in order, with a bounded window of parallel readers,
+//! and hands every [`Piece`] to each [`Sink`] (the raw sparse file, SHA-256, a bmap, a
+//! compressor, a container) on a thread of its own. Nothing is read twice and no sink ever
+//! reads the output back.
+//!
+//! This crate knows nothing of filesystems, Nix, clocks or randomness.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub mod sinks;
+mod stream;
+
+pub use stream::{stream, Data, Piece, Sink, StreamOptions};
+
+/// A host file that extents read from, with the size it had when it was planned: the stream
+/// refuses a file whose size changed since ([`Error::SourceChanged`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub size: u64,
+}
+
+impl SourceFile {
+    pub fn new(path: impl Into<PathBuf>, size: u64) -> Arc<Self> {
+        Arc::new(SourceFile {
+            path: path.into(),
+            size,
+        })
+    }
+}
+
+/// Where the bytes of an extent come from.
+#[derive(Clone, Debug)]
+pub enum Content {
+    /// Free space: reads as zeros from the image, but nothing depends on it (a hole in a
+    /// sparse output, not written when flashing).
+    Free,
+    /// Zeros that must be there (cleared metadata); still a hole in a sparse output.
+    Zero,
+    /// `data[start..start + len]`, held in memory (shared: several extents may take ranges of
+    /// one buffer).
+    Bytes { data: Arc<[u8]>, start: usize },
+    /// `file[offset..offset + len]` of a host file.
+    File { file: Arc<SourceFile>, offset: u64 },
+}
+
+/// `len` bytes at `offset`.
+#[derive(Clone, Debug)]
+pub struct Extent {
+    pub offset: u64,
+    pub len: u64,
+    pub content: Content,
+}
+
+impl Extent {
+    pub fn end(&self) -> u64 {
+        self.offset + self.len
+    }
+
+    /// Free space: nothing needs to be written there.
+    pub fn is_free(&self) -> bool {
+        matches!(self.content, Content::Free)
+    }
+
+    /// Free space or zeros: no bytes to read.
+    pub fn is_zeros(&self) -> bool {
+        matches!(self.content, Content::Free | Content::Zero)
+    }
+
+    /// The in-memory bytes of a [`Content::Bytes`] extent.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match &self.content {
+            Content::Bytes { data, start } => Some(&data[*start..*start + self.len as usize]),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(
+        "extent of {len} bytes at offset {offset} lies outside the {map_len}-byte map `{name}`"
+    )]
+    OutOfBounds {
+        name: String,
+        offset: u64,
+        len: u64,
+        map_len: u64,
+    },
+    #[error(
+        "map `{name}`: the extent at {second} overlaps the extent at {first} ({first_len} bytes)"
+    )]
+    Overlap {
+        name: String,
+        first: u64,
+        first_len: u64,
+        second: u64,
+    },
+    #[error("`{}`: cannot read it", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{}` changed since it was scanned: planned {planned} bytes, found {found}", path.display())]
+    SourceChanged {
+        path: PathBuf,
+        planned: u64,
+        found: u64,
+    },
+    /// A sink failed; `source` says why (an I/O error of its output, its encoder...).
+    #[error("{sink}")]
+    Sink {
+        sink: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("starting the reader threads")]
+    Threads(#[source] std::io::Error),
+    #[error("interrupted")]
+    Interrupted,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The whole content of `[0, len)`: extents sorted by offset, without gaps or overlaps
+/// (free space is explicit [`Content::Free`] extents).
+#[derive(Clone, Debug, Default)]
+pub struct Map {
+    len: u64,
+    extents: Vec<Extent>,
+}
+
+impl Map {
+    /// A map of `len` bytes of free space.
+    pub fn free(len: u64) -> Map {
+        MapBuilder::new("zeros", len)
+            .finish()
+            .expect("an empty builder has no overlaps")
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn extents(&self) -> &[Extent] {
+        &self.extents
+    }
+
+    /// Bytes that are not free space.
+    pub fn mapped_bytes(&self) -> u64 {
+        self.extents
+            .iter()
+            .filter(|e| !e.is_free())
+            .map(|e| e.len)
+            .sum()
+    }
+
+    /// Bytes that come from host files.
+    pub fn file_bytes(&self) -> u64 {
+        self.extents
+            .iter()
+            .filter(|e| matches!(e.content, Content::File { .. }))
+            .map(|e| e.len)
+            .sum()
+    }
+
+    /// The `block`-sized blocks that hold anything but free space, as sorted, merged
+    /// `[first, last]` block ranges (inclusive, as bmaptool writes them).
+    pub fn mapped_blocks(&self, block: u64) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for e in self.extents.iter().filter(|e| !e.is_free()) {
+            let first = e.offset / block;
+            let last = (e.end() - 1) / block;
+            match out.last_mut() {
+                Some(r) if r.1 + 1 >= first => r.1 = r.1.max(last),
+                _ => out.push((first, last)),
+            }
+        }
+        out
+    }
+
+    /// The index of the extent holding byte `offset` (`offset < len`).
+    pub fn find(&self, offset: u64) -> usize {
+        self.extents.partition_point(|e| e.end() <= offset)
+    }
+
+    /// The bytes of `[offset, offset + buf.len())`, for tests and small reads: memory
+    /// extents copied, files read, zeros and free space filled with zeros.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        stream::fill(self, offset, buf)
+    }
+}
+
+/// Collects extents in any order; [`MapBuilder::finish`] sorts them, refuses overlaps and
+/// fills the gaps with free space.
+#[derive(Debug)]
+pub struct MapBuilder {
+    name: String,
+    len: u64,
+    extents: Vec<Extent>,
+}
+
+impl MapBuilder {
+    /// A map of `len` bytes called `name` in error messages.
+    pub fn new(name: impl Into<String>, len: u64) -> Self {
+        MapBuilder {
+            name: name.into(),
+            len,
+            extents: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn push(&mut self, offset: u64, len: u64, content: Content) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => {}
+            _ => {
+                return Err(Error::OutOfBounds {
+                    name: self.name.clone(),
+                    offset,
+                    len,
+                    map_len: self.len,
+                })
+            }
+        }
+        self.extents.push(Extent {
+            offset,
+            len,
+            content,
+        });
+        Ok(())
+    }
+
+    /// All of `data` at `offset`.
+    pub fn bytes(&mut self, offset: u64, data: impl Into<Arc<[u8]>>) -> Result<()> {
+        let data = data.into();
+        let len = data.len();
+        self.bytes_range(offset, &data, 0..len)
+    }
+
+    /// `data[range]` at `offset`.
+    pub fn bytes_range(
+        &mut self,
+        offset: u64,
+        data: &Arc<[u8]>,
+        range: Range<usize>,
+    ) -> Result<()> {
+        assert!(range.start <= range.end && range.end <= data.len());
+        self.push(
+            offset,
+            (range.end - range.start) as u64,
+            Content::Bytes {
+                data: data.clone(),
+                start: range.start,
+            },
+        )
+    }
+
+    /// `len` bytes of zeros at `offset` that must be there (cleared metadata).
+    pub fn zeros(&mut self, offset: u64, len: u64) -> Result<()> {
+        self.push(offset, len, Content::Zero)
+    }
+
+    /// `len` bytes of `file` from `file_offset` on, at `offset`.
+    pub fn file(
+        &mut self,
+        offset: u64,
+        file: &Arc<SourceFile>,
+        file_offset: u64,
+        len: u64,
+    ) -> Result<()> {
+        self.push(
+            offset,
+            len,
+            Content::File {
+                file: file.clone(),
+                offset: file_offset,
+            },
+        )
+    }
+
+    /// Everything `map` holds besides free space, at `offset` (a filesystem into its
+    /// partition).
+    pub fn place(&mut self, offset: u64, map: Map) -> Result<()> {
+        if offset.checked_add(map.len).is_none_or(|end| end > self.len) {
+            return Err(Error::OutOfBounds {
+                name: self.name.clone(),
+                offset,
+                len: map.len,
+                map_len: self.len,
+            });
+        }
+        self.extents.reserve(map.extents.len());
+        for e in map.extents.into_iter().filter(|e| !e.is_free()) {
+            self.extents.push(Extent {
+                offset: e.offset + offset,
+                ..e
+            });
+        }
+        Ok(())
+    }
+
+    /// The map: extents sorted, gaps filled with free space. Fails on overlapping extents.
+    pub fn finish(mut self) -> Result<Map> {
+        self.extents.sort_by_key(|e| e.offset);
+        let mut out = Vec::with_capacity(self.extents.len() * 2 + 1);
+        let mut pos = 0u64;
+        let mut prev: Option<(u64, u64)> = None;
+        for e in self.extents {
+            if e.offset < pos {
+                let (first, first_len) = prev.unwrap_or((0, 0));
+                return Err(Error::Overlap {
+                    name: self.name,
+                    first,
+                    first_len,
+                    second: e.offset,
+                });
+            }
+            if e.offset > pos {
+                out.push(Extent {
+                    offset: pos,
+                    len: e.offset - pos,
+                    content: Content::Free,
+                });
+            }
+            pos = e.end();
+            prev = Some((e.offset, e.len));
+            out.push(e);
+        }
+        if pos < self.len {
+            out.push(Extent {
+                offset: pos,
+                len: self.len - pos,
+                content: Content::Free,
+            });
+        }
+        Ok(Map {
+            len: self.len,
+            extents: out,
+        })
+    }
+}
+
+/// Write `map` into `file` (which must read as zeros, e.g. fresh and sparse, and be at least
+/// `map.len()` long) with the raw sink: for tests, examples and simple tools.
+pub fn write_file(map: &Map, file: &std::fs::File) -> Result<()> {
+    let mut raw = sinks::RawFile::new(file, map.len(), "writing the image");
+    stream(
+        map,
+        &mut [&mut raw],
+        &StreamOptions::default(),
+        &imgbuild_blockio::NoProgress,
+        &std::sync::atomic::AtomicBool::new(false),
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,247 @@
+//! Stages 3 and 4: the filesystems planned in full, the partitions placed, the partition
+//! table encoded ([`Plan::new`]), and the whole disk as one extent map ([`Plan::map`]).
+
+use std::sync::atomic::AtomicBool;
+
+use imgbuild_diskmap::{Map, MapBuilder};
+use imgbuild_ext4 as ext4;
+use imgbuild_fat as fat;
+use imgbuild_fstree::Tree;
+use imgbuild_partition as partition;
+
+use crate::format::{Contents, Filesystem, PartSize, TableType};
+use crate::layout::{self, Layout, PartitionLayout, SECTOR};
+use crate::options::{Context, DiskSize};
+use crate::{Error, Result};
+
+/// A filesystem planned to the block.
+pub(crate) enum Fs {
+    Fat(Box<fat::Plan>),
+    Ext4(Box<ext4::Plan>),
+}
+
+impl Fs {
+    /// `ext4`, `fat16`, `fat32`: the manifest's name of the filesystem.
+    pub fn kind(&self) -> String {
+        match self {
+            Fs::Ext4(_) => "ext4".into(),
+            Fs::Fat(f) => f.fat_type().to_string().to_lowercase(),
+        }
+    }
+
+    fn map(&self, name: &str, tree: &Tree) -> Result<Map> {
+        match self {
+            Fs::Ext4(p) => p.map(tree).map_err(|source| Error::Ext4 {
+                name: name.to_string(),
+                source,
+            }),
+            Fs::Fat(p) => p.map(tree).map_err(|source| Error::Fat {
+                name: name.to_string(),
+                source,
+            }),
+        }
+    }
+}
+
+/// One partition: its tree, its filesystem's plan, where it lies.
+pub(crate) struct Part {
+    pub tree: Tree,
+    pub fs: Fs,
+    pub layout: PartitionLayout,
+}
+
+/// The partition table's bytes and ids.
+pub(crate) struct Table {
+    pub writes: Vec<partition::Write>,
+    /// GPT disk GUID or MBR disk signature (`0x1234abcd`), as the manifest shows it.
+    pub disk_id: String,
+    /// GPT unique partition GUIDs (none on MBR).
+    pub guids: Vec<Option<String>>,
+}
+
+/// The image, planned to the byte: every partition's tree and filesystem, the layout, the
+/// table. Owns the trees; computed once.
+pub(crate) struct Plan {
+    pub layout: Layout,
+    pub parts: Vec<Part>,
+    pub table: Table,
+}
+
+fn ext4_options(cx: &Context, i: usize) -> ext4::Options {
+    let p = &cx.format.partitions[i];
+    ext4::Options {
+        label: p.label.clone(),
+        uuid: *cx.ids.ext4_uuid(&p.name).as_bytes(),
+        hash_seed: cx.ids.ext4_hash_seed(&p.name),
+        timestamp: cx.time,
+        ..Default::default()
+    }
+}
+
+fn fat_options(cx: &Context, i: usize) -> fat::Options {
+    let p = &cx.format.partitions[i];
+    fat::Options {
+        label: p.label.clone(),
+        volume_id: cx.ids.fat_volume_id(&p.name),
+        fat_type: if p.filesystem == Filesystem::Fat32 {
+            fat::FatType::Fat32
+        } else {
+            fat::FatType::Auto
+        },
+        ..Default::default()
+    }
+}
+
+impl Plan {
+    /// Plan every filesystem in full (the root's tree is scanned once), place the partitions
+    /// and encode the table. A `--size` too small is refused here, before any output exists.
+    pub fn new(cx: &Context, trees: Vec<Tree>, cancel: &AtomicBool) -> Result<Plan> {
+        let format = cx.format;
+        let root = format
+            .partitions
+            .iter()
+            .position(|p| p.contents == Contents::Root)
+            .expect("validate() checked there is exactly one root partition");
+        let ext4_err = |i: usize| {
+            let name = format.partitions[i].name.clone();
+            move |source| Error::Ext4 { name, source }
+        };
+        let mut prepared =
+            Some(ext4::prepare(&trees[root], &ext4_options(cx, root)).map_err(ext4_err(root))?);
+        imgbuild_blockio::check_cancel(cancel).map_err(|_| Error::Interrupted)?;
+
+        let size_of = |i: usize| {
+            let p = &format.partitions[i];
+            match (p.contents, cx.opts.esp_size, p.size) {
+                (Contents::Esp, Some(n), _) => Some(n),
+                (_, _, PartSize::Fixed(n)) => Some(n),
+                (_, _, PartSize::Auto) => None,
+            }
+        };
+        let disk_size = match cx.opts.size {
+            DiskSize::Exact(n) => Some(n),
+            DiskSize::Auto { .. } => None,
+        };
+        let mut auto = |free: u64| -> Result<u64> {
+            prepared
+                .as_mut()
+                .expect("the root is planned after the layout")
+                .min_size(free)
+                .map_err(ext4_err(root))
+        };
+        let layout = layout::compute(format, &size_of, disk_size, cx.root_free(), &mut auto)?;
+
+        let mut parts = Vec::with_capacity(trees.len());
+        for (i, (tree, pl)) in trees.into_iter().zip(&layout.partitions).enumerate() {
+            let fs = match format.partitions[i].filesystem {
+                Filesystem::Ext4 => {
+                    let prep = match prepared.take().filter(|_| i == root) {
+                        Some(p) => p,
+                        None => ext4::prepare(&tree, &ext4_options(cx, i)).map_err(ext4_err(i))?,
+                    };
+                    let plan = prep
+                        .plan(ext4::Size::Exact(pl.fs_size))
+                        .map_err(ext4_err(i))?;
+                    Fs::Ext4(Box::new(plan))
+                }
+                Filesystem::Fat | Filesystem::Fat32 => {
+                    let plan =
+                        fat::plan(&tree, pl.fs_size, &fat_options(cx, i)).map_err(|source| {
+                            Error::Fat {
+                                name: format.partitions[i].name.clone(),
+                                source,
+                            }
+                        })?;
+                    Fs::Fat(Box::new(plan))
+                }
+            };
+            parts.push(Part {
+                tree,
+                fs,
+                layout: pl.clone(),
+            });
+        }
+        let table = table(cx, &layout)?;
+        Ok(Plan {
+            layout,
+            parts,
+            table,
+        })
+    }
+
+    /// The whole disk as an extent map: the table, then every filesystem at its place.
+    pub fn map(&self, cx: &Context) -> Result<Map> {
+        let mut b = MapBuilder::new("disk", self.layout.disk_size);
+        for w in &self.table.writes {
+            b.bytes(w.offset, w.bytes.clone())?;
+        }
+        for (part, p) in self.parts.iter().zip(&cx.format.partitions) {
+            let fs = part.fs.map(&p.name, &part.tree)?;
+            b.place(part.layout.start, fs)?;
+        }
+        Ok(b.finish()?)
+    }
+}
+
+fn table(cx: &Context, lay: &Layout) -> Result<Table> {
+    let format = cx.format;
+    let align = Some(format.table.align.0);
+    match format.table.kind {
+        TableType::Gpt => {
+            let disk_guid = cx.ids.gpt_disk_guid();
+            let mut guids = Vec::new();
+            let mut parts = Vec::new();
+            for (p, pl) in format.partitions.iter().zip(&lay.partitions) {
+                let g = cx.ids.gpt_partition_guid(&p.name);
+                guids.push(Some(g.to_string().to_uppercase()));
+                let type_guid = crate::format::parse_guid(&p.type_id)
+                    .expect("validate() checked GPT type GUIDs");
+                parts.push(partition::GptPartition {
+                    name: p.name.clone(),
+                    type_guid: uuid::Uuid::from_bytes(type_guid),
+                    part_guid: g,
+                    first_lba: pl.start / SECTOR,
+                    last_lba: (pl.start + pl.size) / SECTOR - 1,
+                    attributes: 0,
+                });
+            }
+            let l = partition::GptLayout {
+                disk_size: lay.disk_size,
+                disk_guid,
+                require_alignment: align,
+                partitions: parts,
+            };
+            Ok(Table {
+                writes: partition::encode_gpt(&l)?,
+                disk_id: disk_guid.to_string().to_uppercase(),
+                guids,
+            })
+        }
+        TableType::Mbr => {
+            let id = cx.opts.disk_id.unwrap_or_else(|| cx.ids.mbr_disk_id());
+            let parts = format
+                .partitions
+                .iter()
+                .zip(&lay.partitions)
+                .map(|(p, pl)| partition::MbrPartition {
+                    first_lba: pl.start / SECTOR,
+                    sectors: pl.size / SECTOR,
+                    type_byte: crate::format::parse_mbr_type(&p.type_id)
+                        .expect("validate() checked MBR type bytes"),
+                    bootable: p.bootable,
+                })
+                .collect();
+            let l = partition::MbrLayout {
+                disk_size: lay.disk_size,
+                disk_id: id,
+                require_alignment: align,
+                partitions: parts,
+            };
+            Ok(Table {
+                writes: partition::encode_mbr(&l)?,
+                disk_id: format!("0x{id:08x}"),
+                guids: vec![None; lay.partitions.len()],
+            })
+        }
+    }
+}
