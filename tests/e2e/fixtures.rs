@@ -310,3 +310,133 @@ fn sd_aarch64_layout_firmware_extlinux_and_compression() {
     let m2 = build("sd-aarch64", &fix, &zst2, &["-j", "2"]);
     assert_eq!(m2["sha256"], m["sha256"]);
 }
+
+/// Identical store files share one inode (`--optimise-store`: and `/nix/store/.links` holds
+/// them under Nix's names): checked against real Nix, whose `nix-store --optimise` on the
+/// image's own store then finds nothing left to link, and against an optimised copy of the
+/// closure made by Nix itself.
+#[test]
+fn optimise_store_is_what_nix_optimise_leaves() {
+    let (fix, _) = fixture("x86_64");
+    let t = tempfile::tempdir().unwrap();
+    let nix_env = "sandbox = false\nbuild-users-group =\nsubstituters =\n";
+
+    // Nix's own optimisation of exactly the closure.
+    let copy = t.path().join("copy");
+    std::fs::create_dir_all(copy.join("nix/store")).unwrap();
+    for p in store_paths(&fix) {
+        let rel = p.trim_start_matches('/');
+        ok(Command::new("cp")
+            .arg("-a")
+            .arg(fix.join(rel))
+            .arg(copy.join(rel)));
+    }
+    let reg = std::fs::File::open(fix.join("closure-info/registration")).unwrap();
+    ok(Command::new("nix-store")
+        .arg("--store")
+        .arg(&copy)
+        .arg("--load-db")
+        .stdin(reg)
+        .env("NIX_CONFIG", nix_env));
+    let o = ok(Command::new("nix-store")
+        .arg("--store")
+        .arg(&copy)
+        .arg("--optimise")
+        .env("NIX_CONFIG", nix_env));
+    eprintln!(
+        "nix on a copy: {}",
+        String::from_utf8_lossy(&o.stderr).trim()
+    );
+    let names = |dir: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let nix_links = names(&copy.join("nix/store/.links"));
+
+    let img = t.path().join("opt.img");
+    let m = build("raw-efi", &fix, &img, &["--optimise-store"]);
+    let d = &m["dedup"];
+    assert_eq!(d["links"].as_u64(), Some(nix_links.len() as u64), "{d}");
+    assert!(d["files_linked"].as_u64() > Some(0), "{d}");
+    let root = &m["partitions"][1];
+    let root_img = t.path().join("root.img");
+    extract(
+        &img,
+        root["start"].as_u64().unwrap(),
+        root["fs_size"].as_u64().unwrap(),
+        &root_img,
+    );
+    ok(Command::new("e2fsck").arg("-fn").arg(&root_img));
+    let mnt = Mount::new(&root_img, 0, &t.path().join("rw"), "rw");
+    assert_eq!(names(&mnt.0.join("nix/store/.links")), nix_links);
+
+    // Every name of a linked inode is in .links once; link counts add up.
+    use std::os::unix::fs::MetadataExt;
+    let mut by_ino: std::collections::HashMap<u64, (u64, u64)> = Default::default();
+    for e in walkdir(&mnt.0.join("nix/store")) {
+        let md = std::fs::symlink_metadata(&e).unwrap();
+        if !md.is_dir() {
+            let c = by_ino.entry(md.ino()).or_insert((md.nlink(), 0));
+            c.1 += 1;
+        }
+    }
+    for (ino, (nlink, seen)) in &by_ino {
+        assert_eq!(nlink, seen, "inode {ino}: link count {nlink}, {seen} names");
+    }
+    assert_eq!(
+        by_ino.values().filter(|(n, _)| *n > 1).count(),
+        nix_links.len(),
+        "every linked inode has exactly one .links name"
+    );
+
+    // Real Nix: contents verify, and optimising again links nothing.
+    let v = ok(Command::new("nix-store")
+        .arg("--store")
+        .arg(&mnt.0)
+        .args(["--verify", "--check-contents"])
+        .env("NIX_CONFIG", nix_env));
+    let err = String::from_utf8_lossy(&v.stderr);
+    assert!(
+        !err.contains("error") && !err.contains("warning") && !err.contains("modified"),
+        "{err}"
+    );
+    let o = ok(Command::new("nix-store")
+        .arg("--store")
+        .arg(&mnt.0)
+        .arg("--optimise")
+        .env("NIX_CONFIG", nix_env));
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(said.contains("by hard-linking 0 files"), "{said}");
+    drop(mnt);
+    ok(Command::new("e2fsck").arg("-fn").arg(&root_img));
+
+    // Default dedup: the same sharing without .links; --no-dedup: every file its own inode.
+    let plain = t.path().join("plain.img");
+    let pm = build("raw-efi", &fix, &plain, &[]);
+    assert_eq!(pm["dedup"]["links"], 0);
+    assert!(pm["dedup"]["bytes_saved"].as_u64() > Some(0));
+    let none = t.path().join("none.img");
+    let nm = build("raw-efi", &fix, &none, &["--no-dedup"]);
+    assert!(nm.get("dedup").is_none(), "{nm}");
+    assert!(nm["partitions"][1]["fs_size"].as_u64() >= pm["partitions"][1]["fs_size"].as_u64());
+}
+
+/// Every path below `dir` (not following symlinks).
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out
+}

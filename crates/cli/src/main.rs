@@ -110,6 +110,13 @@ struct BuildArgs {
     /// Add a host file to the boot partition (ESP or firmware): SRC:DEST
     #[arg(long, value_name = "SRC:DEST")]
     add_boot: Vec<String>,
+    /// Store every file of the closure separately (by default identical store files share one
+    /// inode and their data is stored once, as `nix-store --optimise` would leave them)
+    #[arg(long, conflicts_with = "optimise_store")]
+    no_dedup: bool,
+    /// Also fill /nix/store/.links as Nix names it, so the booted store is already optimised
+    #[arg(long)]
+    optimise_store: bool,
     /// Print the manifest as JSON on stdout
     #[arg(long)]
     json: bool,
@@ -246,7 +253,11 @@ fn run_build(format_name: &str, a: BuildArgs) -> Result<()> {
         epoch: epoch()?,
         nix_path_registration: a.nix_path_registration,
         adds,
-        dedup: Dedup::Off,
+        dedup: match (a.no_dedup, a.optimise_store) {
+            (true, _) => Dedup::Off,
+            (false, true) => Dedup::OptimiseStore,
+            (false, false) => Dedup::On,
+        },
     };
     let manifest =
         plan::build(&format, &inputs, &opts, &progress, &CANCEL).map_err(|e| match e {

@@ -209,6 +209,20 @@ impl Tree {
         }
     }
 
+    /// Make the existing entry `name` of `dir` name `child` instead; returns the node it named
+    /// (which stays in the tree, unreachable unless named elsewhere).
+    pub fn relink(&mut self, dir: NodeId, name: &[u8], child: NodeId) -> Result<NodeId> {
+        match &mut self.nodes[dir as usize].kind {
+            Kind::Dir(m) => match m.get_mut(name) {
+                Some(slot) => Ok(std::mem::replace(slot, child)),
+                None => Err(Error::NotFound { path: show(name) }),
+            },
+            _ => Err(Error::NotADir {
+                path: format!("#{dir}"),
+            }),
+        }
+    }
+
     /// Add `node` and name it `name` in `dir`.
     pub fn insert(&mut self, dir: NodeId, name: &[u8], node: Node) -> Result<NodeId> {
         if !valid_name(name) {

@@ -17,6 +17,7 @@
 //! seeds and thread counts; the format crates below take them as parameters.
 
 pub mod add;
+mod dedup;
 mod disk;
 mod error;
 mod ext4_image;
@@ -29,6 +30,7 @@ pub mod options;
 mod output;
 mod trees;
 
+pub use dedup::DedupReport;
 pub use error::{human_size, Error, Result};
 pub use ext4_image::{ext4_image, tree_seed, Ext4Image, Ext4ImageOptions};
 pub use format::{Compression, Format};
@@ -76,7 +78,16 @@ pub fn build(
         reporter.phase("planning", 0);
         let plan = disk::Plan::new(&cx, trees.trees, cancel)?;
         let map = plan.map(&cx)?;
-        output::write(&cx, inputs, &plan, &map, trees.added, reporter, cancel)
+        output::write(
+            &cx,
+            inputs,
+            &plan,
+            &map,
+            trees.added,
+            trees.dedup,
+            reporter,
+            cancel,
+        )
     })
 }
 

@@ -58,7 +58,14 @@ pub struct Manifest {
     /// The block map (bmaptool format 2.0) beside the image.
     pub bmap: String,
     pub source_date_epoch: i64,
+    /// Identical store files stored once (absent with dedup off).
+    #[serde(skip_serializing_if = "is_off")]
+    pub dedup: crate::DedupReport,
     /// Host files added with --add, --add-tree, --add-boot.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub added: Vec<crate::add::Added>,
+}
+
+fn is_off(d: &crate::DedupReport) -> bool {
+    *d == crate::DedupReport::default()
 }

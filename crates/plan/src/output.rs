@@ -34,6 +34,7 @@ pub(crate) fn write(
     plan: &Plan,
     map: &Map,
     added: Vec<add::Added>,
+    dedup: crate::DedupReport,
     reporter: &dyn Reporter,
     cancel: &AtomicBool,
 ) -> Result<Manifest> {
@@ -121,10 +122,13 @@ pub(crate) fn write(
         inputs,
         plan,
         &outs,
-        image_size,
-        sha256,
-        disk_sha256,
+        Hashes {
+            image_size,
+            sha256,
+            disk_sha256,
+        },
         added,
+        dedup,
     );
     let json = serde_json::to_string_pretty(&manifest).expect("the manifest is plain data") + "\n";
     let json = text_file(&outs.manifest, &json)?;
@@ -142,17 +146,27 @@ pub(crate) fn write(
     Ok(manifest)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the stream found out about the outputs.
+struct Hashes {
+    image_size: u64,
+    sha256: String,
+    disk_sha256: String,
+}
+
 fn manifest(
     cx: &Context,
     inputs: &Inputs,
     plan: &Plan,
     outs: &Outputs,
-    image_size: u64,
-    sha256: String,
-    disk_sha256: String,
+    h: Hashes,
     added: Vec<add::Added>,
+    dedup: crate::DedupReport,
 ) -> Manifest {
+    let Hashes {
+        image_size,
+        sha256,
+        disk_sha256,
+    } = h;
     let lay = &plan.layout;
     let partitions = cx
         .format
@@ -212,6 +226,7 @@ fn manifest(
         },
         bmap: outs.bmap.display().to_string(),
         source_date_epoch: cx.time,
+        dedup,
         added,
     }
 }

@@ -2,6 +2,7 @@
 //! files) and the boot partitions (ESP, Pi firmware), built as [`fstree::Tree`]s from the
 //! closure and the bootloader crate's file lists.
 
+use crate::dedup::DedupReport;
 use crate::error::nix;
 use crate::format::{self, Contents, Filesystem};
 use crate::options::Context;
@@ -49,6 +50,7 @@ pub(crate) fn store_scanner() -> Scanner {
 pub(crate) struct Trees {
     pub trees: Vec<Tree>,
     pub added: Vec<add::Added>,
+    pub dedup: DedupReport,
 }
 
 /// Build the tree of every partition: the root filesystem (store, Nix state, profile, boot
@@ -57,11 +59,16 @@ pub(crate) fn build(cx: &Context, inputs: &Inputs, cancel: &AtomicBool) -> Resul
     let entry = crate::inputs::boot_entry(&inputs.bootspec, crate::inputs::toplevel_dtbs(inputs)?);
     let mut trees = Vec::new();
     let mut added = Vec::new();
+    let mut dedup = DedupReport::default();
     for p in &cx.format.partitions {
         let mut tree = match p.contents {
             Contents::Esp => esp_tree(cx, inputs, &entry)?,
             Contents::Firmware => firmware_tree(cx, inputs)?,
-            Contents::Root => root(cx, inputs, &entry, cancel)?,
+            Contents::Root => {
+                let (tree, report) = root(cx, inputs, &entry, cancel)?;
+                dedup = report;
+                tree
+            }
         };
         let target = match p.contents {
             Contents::Root => add::AddTarget::Root,
@@ -73,7 +80,11 @@ pub(crate) fn build(cx: &Context, inputs: &Inputs, cancel: &AtomicBool) -> Resul
         trees.push(tree);
         imgbuild_blockio::check_cancel(cancel).map_err(|_| Error::Interrupted)?;
     }
-    Ok(Trees { trees, added })
+    Ok(Trees {
+        trees,
+        added,
+        dedup,
+    })
 }
 
 /// Everything the root filesystem holds besides the boot loader's files.
@@ -370,13 +381,14 @@ pub(crate) fn copy_resolved(
     Ok(())
 }
 
-/// The root filesystem's tree, boot files included for extlinux formats.
+/// The root filesystem's tree, boot files included for extlinux formats, identical store files
+/// stored once unless dedup is off.
 fn root(
     cx: &Context,
     inputs: &Inputs,
     entry: &boot::BootEntry,
     cancel: &AtomicBool,
-) -> Result<Tree> {
+) -> Result<(Tree, DedupReport)> {
     let (format, time) = (cx.format, cx.time);
     let db = if format.root.database {
         Some(write_db_bytes(&inputs.closure, time)?)
@@ -398,6 +410,17 @@ fn root(
             .collect(),
     };
     let mut tree = root_tree(inputs, &extras, time, cancel)?;
+    let store = tree
+        .lookup(b"/nix/store")
+        .expect("root_tree makes /nix/store");
+    let report = crate::dedup::dedup(
+        &mut tree,
+        store,
+        &inputs.store.root().join("nix/store"),
+        cx.opts.dedup,
+        time,
+        cancel,
+    )?;
     if format.bootloader.kind == format::Bootloader::Extlinux {
         let o = boot::ExtlinuxOptions {
             timeout: format.bootloader.timeout.map(|t| t as i32),
@@ -406,7 +429,7 @@ fn root(
         let files = boot::extlinux_boot(entry, &o)?;
         add_boot_files(&mut tree, "/boot", &files, &inputs.store, time)?;
     }
-    Ok(tree)
+    Ok((tree, report))
 }
 
 fn write_db_bytes(closure: &Closure, time: i64) -> Result<Arc<[u8]>> {
