@@ -83,8 +83,10 @@ pub fn build(
             inputs,
             &plan,
             &map,
-            trees.added,
-            trees.dedup,
+            output::TreeNotes {
+                added: trees.added,
+                dedup: trees.dedup,
+            },
             reporter,
             cancel,
         )

@@ -33,8 +33,7 @@ pub(crate) fn write(
     inputs: &Inputs,
     plan: &Plan,
     map: &Map,
-    added: Vec<add::Added>,
-    dedup: crate::DedupReport,
+    notes: TreeNotes,
     reporter: &dyn Reporter,
     cancel: &AtomicBool,
 ) -> Result<Manifest> {
@@ -127,8 +126,7 @@ pub(crate) fn write(
             sha256,
             disk_sha256,
         },
-        added,
-        dedup,
+        notes,
     );
     let json = serde_json::to_string_pretty(&manifest).expect("the manifest is plain data") + "\n";
     let json = text_file(&outs.manifest, &json)?;
@@ -146,6 +144,12 @@ pub(crate) fn write(
     Ok(manifest)
 }
 
+/// What building the trees did, for the manifest.
+pub(crate) struct TreeNotes {
+    pub added: Vec<add::Added>,
+    pub dedup: crate::DedupReport,
+}
+
 /// What the stream found out about the outputs.
 struct Hashes {
     image_size: u64,
@@ -159,8 +163,7 @@ fn manifest(
     plan: &Plan,
     outs: &Outputs,
     h: Hashes,
-    added: Vec<add::Added>,
-    dedup: crate::DedupReport,
+    notes: TreeNotes,
 ) -> Manifest {
     let Hashes {
         image_size,
@@ -226,8 +229,8 @@ fn manifest(
         },
         bmap: outs.bmap.display().to_string(),
         source_date_epoch: cx.time,
-        dedup,
-        added,
+        dedup: notes.dedup,
+        added: notes.added,
     }
 }
 
