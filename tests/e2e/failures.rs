@@ -1091,3 +1091,86 @@ fn corrupt_nix_database() {
         assert_previous(&out);
     }
 }
+
+/// ISSUE #14.2: numbers and options mean what was typed, or are refused by name.
+#[test]
+fn options_mean_what_was_typed() {
+    let d = Demo::new();
+    let out = d.dir().join("o.img");
+    // clap refuses these itself (exit code 2, before anything is read).
+    for (case, extra, want) in [
+        (
+            "zstd level out of range",
+            vec!["--level", "99"],
+            "99 is not in 1..=22",
+        ),
+        (
+            "--free next to --size",
+            vec!["--size", "2GiB", "--free", "1GiB"],
+            "cannot be used with",
+        ),
+        (
+            "a decimal unit that does not exist",
+            vec!["--size", "3Gi"],
+            "unknown size unit",
+        ),
+    ] {
+        let o = d.build(&out, &extra).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{case}: {err}");
+        assert!(err.contains(want), "{case}: {err}");
+        assert_nothing_at(&out);
+    }
+    let key = d.dir().join("key");
+    std::fs::write(&key, b"k").unwrap();
+    let mut gpt_disk_id = run(&d.args(
+        "build",
+        &out,
+        &["--format", "raw-efi", "--disk-id", "0x1234abcd"],
+    ));
+    refused(
+        "--disk-id on a GPT format",
+        &mut gpt_disk_id,
+        &["--disk-id: format `raw-efi` has a GPT table"],
+    );
+    let fw = d.out_dir("fw");
+    let mut fw_on_efi = run(&d.args(
+        "build",
+        &out,
+        &[
+            "--format",
+            "raw-efi",
+            "--firmware",
+            &fw.display().to_string(),
+        ],
+    ));
+    refused(
+        "--firmware on raw-efi",
+        &mut fw_on_efi,
+        &["--firmware: format `raw-efi` has no Raspberry Pi firmware partition"],
+    );
+    refused(
+        "--add-boot with a mode",
+        &mut d.build(
+            &out,
+            &["--add-boot", &format!("{}:/EFI/k:0600:0:0", key.display())],
+        ),
+        &["FAT, which keeps no modes or owners"],
+    );
+    for bad in ["-1", "99999999999"] {
+        refused(
+            &format!("SOURCE_DATE_EPOCH={bad}"),
+            d.build(&out, &[]).env("SOURCE_DATE_EPOCH", bad),
+            &["SOURCE_DATE_EPOCH", "outside the times"],
+        );
+    }
+    assert_nothing_at(&out);
+
+    // GB is decimal, GiB binary; -j 0 is all cores.
+    for (size, bytes) in [("2GB", 2_000_000_000u64), ("2GiB", 2 << 30)] {
+        let o = ok(&mut d.build(&out, &["--size", size, "-j", "0", "--json"]));
+        let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(m["disk_size"].as_u64(), Some(bytes), "--size {size}");
+        assert_eq!(std::fs::metadata(&out).unwrap().len(), bytes);
+    }
+}

@@ -31,9 +31,19 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// x86_64 UEFI disk image: GPT, FAT32 ESP with systemd-boot, ext4 root
-    RawEfi(BuildArgs),
+    RawEfi {
+        #[command(flatten)]
+        args: BuildArgs,
+        #[command(flatten)]
+        esp: EspArgs,
+    },
     /// Raspberry Pi 3/4 SD card image: MBR, FAT firmware, ext4 root with extlinux, zstd
-    SdAarch64(BuildArgs),
+    SdAarch64 {
+        #[command(flatten)]
+        args: BuildArgs,
+        #[command(flatten)]
+        pi: PiArgs,
+    },
     /// Build an image from a format file (`formats/*.toml`) or a built-in format name
     Build {
         /// Format name (raw-efi, sd-aarch64) or path to a format file
@@ -41,6 +51,10 @@ enum Cmd {
         format: String,
         #[command(flatten)]
         args: BuildArgs,
+        #[command(flatten)]
+        esp: EspArgs,
+        #[command(flatten)]
+        pi: PiArgs,
     },
     /// Make an ext4 filesystem image from a directory
     Ext4(ext4_cmd::Ext4Args),
@@ -68,29 +82,23 @@ struct BuildArgs {
     /// Output file [default: nixos.img, or nixos.img.zst when compressed]
     #[arg(short, long)]
     output: Option<PathBuf>,
-    /// Size of the whole disk (e.g. 4GiB) [default: the minimum plus --free]
-    #[arg(long, value_parser = size_arg)]
+    /// Size of the whole disk: bytes, or K/M/G/T (also KiB/MiB/GiB/TiB: powers of 1024) or
+    /// KB/MB/GB/TB (powers of 1000: an 8GB image fits an 8 GB card) [default: the minimum plus
+    /// --free]
+    #[arg(long, value_parser = size_arg, value_name = "SIZE")]
     size: Option<u64>,
-    /// Free space left in the root filesystem when the size is automatic
-    #[arg(long, value_parser = size_arg)]
+    /// Free space left in the root filesystem, with the automatic size (units as --size)
+    /// [default: the format's: 512MiB for raw-efi, 16MiB for sd-aarch64]
+    #[arg(long, value_parser = size_arg, value_name = "SIZE", conflicts_with = "size")]
     free: Option<u64>,
-    /// Size of the EFI system partition (raw-efi)
-    #[arg(long, value_parser = size_arg)]
-    esp_size: Option<u64>,
-    /// Seed for every GUID, UUID, volume id and hash seed [default: toplevel + format]
+    /// Seed for every GUID, UUID, volume id and hash seed [default: imgbuild:FORMAT:TOPLEVEL]
     #[arg(long)]
     seed: Option<String>,
-    /// MBR disk signature, e.g. 0x2178694e [default: derived from the seed]
-    #[arg(long, value_parser = hex_u32)]
-    disk_id: Option<u32>,
-    /// Raspberry Pi firmware directory, when boot.json has no org.imgbuild.v1 firmware
-    #[arg(long)]
-    firmware: Option<PathBuf>,
     /// Compression of the output [default: the format's: none for raw-efi, zstd for sd-aarch64]
     #[arg(long, value_enum)]
     compress: Option<CompressArg>,
-    /// zstd level
-    #[arg(long, default_value_t = 3)]
+    /// zstd level, 1 (fastest) to 22 (smallest)
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=22))]
     level: i32,
     /// Also keep the uncompressed image
     #[arg(long)]
@@ -98,8 +106,8 @@ struct BuildArgs {
     /// Ship /nix-path-registration for first-boot registration [default: the format's]
     #[arg(long)]
     nix_path_registration: Option<bool>,
-    /// Worker threads [default: all cores]
-    #[arg(long, short = 'j')]
+    /// Worker threads; 0 means all cores (the output is the same for any count) [default: 0]
+    #[arg(long, short = 'j', value_name = "N")]
     threads: Option<usize>,
     /// Add a host file to the root filesystem: SRC:DEST[:MODE[:UID:GID]] (default 0644 root:root)
     #[arg(long, value_name = "SRC:DEST[:MODE[:UID:GID]]")]
@@ -120,6 +128,29 @@ struct BuildArgs {
     /// Print the manifest as JSON on stdout
     #[arg(long)]
     json: bool,
+    /// Print how long each phase took (on stderr)
+    #[arg(long)]
+    timings: bool,
+}
+
+/// Options of formats with an EFI system partition.
+#[derive(Args, Debug)]
+struct EspArgs {
+    /// Size of the EFI system partition (units as --size) [default: the format's, 512MiB]
+    #[arg(long, value_parser = size_arg, value_name = "SIZE")]
+    esp_size: Option<u64>,
+}
+
+/// Options of Raspberry Pi formats.
+#[derive(Args, Debug)]
+struct PiArgs {
+    /// Raspberry Pi firmware directory, when boot.json has no org.imgbuild.v1 firmware (see
+    /// the README for what it must hold)
+    #[arg(long, value_name = "DIR")]
+    firmware: Option<PathBuf>,
+    /// MBR disk signature, e.g. 0x2178694e [default: derived from the seed]
+    #[arg(long, value_parser = hex_u32, value_name = "HEX")]
+    disk_id: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -137,13 +168,16 @@ fn hex_u32(s: &str) -> Result<u32, String> {
     u32::from_str_radix(t, 16).map_err(|e| format!("`{s}`: {e}"))
 }
 
-/// `SOURCE_DATE_EPOCH`, or imgbuild's fixed default.
+/// `SOURCE_DATE_EPOCH`, or imgbuild's fixed default (1980-01-01).
 pub(crate) fn epoch() -> Result<i64> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) => v
-            .trim()
-            .parse::<i64>()
-            .with_context(|| format!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds")),
+        Ok(v) => {
+            let t = v
+                .trim()
+                .parse::<i64>()
+                .with_context(|| format!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds"))?;
+            plan::check_epoch(t).map_err(|e| anyhow::anyhow!("SOURCE_DATE_EPOCH={v}: {e}"))
+        }
         Err(_) => Ok(plan::DEFAULT_EPOCH),
     }
 }
@@ -198,12 +232,22 @@ fn error_chain(e: &anyhow::Error) -> String {
     msg
 }
 
+/// `-j N`: N threads, or all cores for 0 or none given.
 pub(crate) fn threads(n: Option<usize>) -> usize {
-    n.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1)
+    match n {
+        Some(n) if n > 0 => n,
+        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
 }
 
-fn run_build(format_name: &str, a: BuildArgs) -> Result<()> {
+fn run_build(
+    format_name: &str,
+    a: BuildArgs,
+    esp: Option<EspArgs>,
+    pi: Option<PiArgs>,
+) -> Result<()> {
+    let esp_size = esp.and_then(|e| e.esp_size);
+    let (firmware, disk_id) = pi.map_or((None, None), |p| (p.firmware, p.disk_id));
     let format = Format::load(format_name)?;
     let compress = match a.compress {
         Some(CompressArg::None) => Compression::None,
@@ -231,7 +275,7 @@ fn run_build(format_name: &str, a: BuildArgs) -> Result<()> {
         store_root: a.store_root.clone(),
         closure_info: a.closure_info.clone(),
     };
-    let progress = progress::Bars::new(a.json);
+    let progress = progress::Bars::new(a.json).with_timings(a.timings);
     progress.phase_msg("reading the closure");
     let inputs = Inputs::load(&spec, threads(a.threads))?;
     let opts = Options {
@@ -246,10 +290,10 @@ fn run_build(format_name: &str, a: BuildArgs) -> Result<()> {
             Some(n) => DiskSize::Exact(n),
             None => DiskSize::Auto { free: a.free },
         },
-        esp_size: a.esp_size,
+        esp_size,
         threads: threads(a.threads),
-        firmware: a.firmware,
-        disk_id: a.disk_id,
+        firmware,
+        disk_id,
         epoch: epoch()?,
         nix_path_registration: a.nix_path_registration,
         adds,
@@ -293,9 +337,14 @@ fn main() {
     let cli = Cli::parse();
     install_signal_handlers();
     let r = match cli.cmd {
-        Cmd::RawEfi(a) => run_build("raw-efi", a),
-        Cmd::SdAarch64(a) => run_build("sd-aarch64", a),
-        Cmd::Build { format, args } => run_build(&format, args),
+        Cmd::RawEfi { args, esp } => run_build("raw-efi", args, Some(esp), None),
+        Cmd::SdAarch64 { args, pi } => run_build("sd-aarch64", args, None, Some(pi)),
+        Cmd::Build {
+            format,
+            args,
+            esp,
+            pi,
+        } => run_build(&format, args, Some(esp), Some(pi)),
         Cmd::Ext4(a) => ext4_cmd::run(a, &CANCEL),
         Cmd::Inspect(a) => inspect_cmd::inspect(a),
         Cmd::Ls(a) => inspect_cmd::ls(a),

@@ -1,12 +1,17 @@
-//! Progress bars on stderr, only when it is a terminal (and never with --json).
+//! Progress bars on stderr, only when it is a terminal (and never with --json); with
+//! `--timings`, the time each phase took.
 
 use imgbuild_blockio::Progress;
 use imgbuild_plan::Reporter;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::Instant;
 
 pub struct Bars {
     bar: Option<ProgressBar>,
+    /// Phases seen so far and when each began (with `--timings`).
+    timings: Option<Mutex<Vec<(String, Instant)>>>,
 }
 
 impl Bars {
@@ -22,10 +27,27 @@ impl Bars {
             );
             b
         });
-        Bars { bar }
+        Bars { bar, timings: None }
+    }
+
+    /// Also record how long each phase takes; [`Bars::finish`] prints it.
+    pub fn with_timings(mut self, on: bool) -> Self {
+        if on {
+            self.timings = Some(Mutex::new(Vec::new()));
+        }
+        self
+    }
+
+    fn mark(&self, name: &str) {
+        if let Some(t) = &self.timings {
+            t.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((name.to_string(), Instant::now()));
+        }
     }
 
     pub fn phase_msg(&self, msg: &str) {
+        self.mark(msg);
         if let Some(b) = &self.bar {
             b.set_message(msg.to_string());
             b.set_length(0);
@@ -36,6 +58,14 @@ impl Bars {
     pub fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
+        }
+        if let Some(t) = &self.timings {
+            let t = t.lock().unwrap_or_else(|p| p.into_inner());
+            let end = Instant::now();
+            for (i, (name, start)) in t.iter().enumerate() {
+                let next = t.get(i + 1).map_or(end, |n| n.1);
+                eprintln!("{:>8.3} s  {name}", (next - *start).as_secs_f64());
+            }
         }
     }
 }
@@ -50,6 +80,7 @@ impl Progress for Bars {
 
 impl Reporter for Bars {
     fn phase(&self, name: &str, total: u64) {
+        self.mark(name);
         if let Some(b) = &self.bar {
             b.set_message(name.to_string());
             b.set_length(total);

@@ -12,14 +12,14 @@ use imgbuild_blockio::{self as blockio, Progress};
 use crate::{Content, Error, Map, Result, SourceFile};
 
 /// Largest piece of data handed to the sinks at once.
-pub const PIECE: u64 = 4 << 20;
+pub const PIECE: u64 = 2 << 20;
 /// Largest piece of zeros (they cost no memory; the bound keeps progress and cancellation
 /// moving while a sink hashes or compresses a long run of zeros).
 pub const ZERO_PIECE: u64 = 64 << 20;
 /// Extents shorter than this are gathered into shared pieces (many small files: one piece).
 const SMALL: u64 = 256 << 10;
 /// Pieces a sink may have queued before the reader waits for it.
-const QUEUE: usize = 3;
+const QUEUE: usize = 2;
 
 /// The bytes of a piece.
 #[derive(Debug)]
@@ -271,7 +271,7 @@ pub fn stream(
 ) -> Result<()> {
     let specs = specs(map);
     let readers = opts.readers.max(1);
-    let ahead = 2 * readers + 2;
+    let ahead = readers + 2;
     let next = AtomicUsize::new(0);
     let window = Mutex::new(Window {
         ready: BTreeMap::new(),

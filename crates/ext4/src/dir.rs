@@ -32,7 +32,8 @@ pub struct Entry<'a> {
 /// A directory's blocks, in logical order.
 #[derive(Debug, Clone)]
 pub struct DirBlocks {
-    pub data: Vec<u8>,
+    /// The blocks, shared with the filesystem's extent map.
+    pub data: std::sync::Arc<[u8]>,
     /// Hash-indexed (needs `EXT4_INDEX_FL`).
     pub indexed: bool,
 }
@@ -131,7 +132,7 @@ pub fn build(
         }
         finish_leaves(&mut blocks, dir_seed);
         return Ok(DirBlocks {
-            data: blocks.concat(),
+            data: blocks.concat().into(),
             indexed: false,
         });
     }
@@ -225,7 +226,7 @@ pub fn build(
         data.extend_from_slice(l);
     }
     Ok(DirBlocks {
-        data,
+        data: data.into(),
         indexed: true,
     })
 }

@@ -106,11 +106,6 @@ fn encode_inode(plan: &Plan, tree: &Tree, i: &Ino) -> ([u8; INODE_SIZE], Vec<Chu
             if d.indexed {
                 f.flags |= inode::EXT4_INDEX_FL;
             }
-            for e in &i.extents {
-                let from = e.logical as usize * BS;
-                let to = from + e.len as usize * BS;
-                chunks.push((e.physical, d.data[from..to].to_vec()));
-            }
         }
         Type::Reg => {
             f.mode = inode::S_IFREG | perm;
@@ -230,6 +225,15 @@ fn map_meta(plan: &Plan, tree: &Tree, b: &mut MapBuilder) -> Result<()> {
     let ipg = geo.inodes_per_group as u64;
     let max_ino = plan.max_ino as u64;
     let (tables, mut chunks) = inode_tables(plan, tree);
+    // Directory blocks: straight from the plan's buffers.
+    for i in plan.inos.iter().filter(|i| i.typ == Type::Dir) {
+        let d = i.dir.as_ref().expect("directories are built by plan()");
+        for e in &i.extents {
+            let from = e.logical as usize * BS;
+            let to = from + e.len as usize * BS;
+            b.bytes_range(e.physical * BLOCK_SIZE, &d.data, from..to)?;
+        }
+    }
 
     let mut used_dirs = vec![0u32; geo.groups as usize];
     for i in plan.inos.iter().filter(|i| i.typ == Type::Dir) {

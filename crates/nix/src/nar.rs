@@ -68,8 +68,10 @@ impl<'a, W: Write> NarSink<'a, W> {
             out,
             hasher: Sha256::new(),
             size: 0,
-            batch: Vec::with_capacity(CHUNK),
-            read_buf: vec![0; CHUNK],
+            // Both grow to CHUNK only when the data needs it: hashing many small files one
+            // by one must not map and fault in half a MiB each time.
+            batch: Vec::new(),
+            read_buf: Vec::new(),
             scanner,
             write_error: None,
         }
@@ -200,6 +202,12 @@ fn dump_file<W: Write>(path: &Path, sink: &mut NarSink<'_, W>) -> Result<()> {
     let expected = md.len();
     sink.data(&expected.to_le_bytes());
     let mut buf = std::mem::take(&mut sink.read_buf);
+    let fits = usize::try_from(expected.saturating_add(1))
+        .unwrap_or(CHUNK)
+        .clamp(4096, CHUNK);
+    if buf.len() < fits {
+        buf.resize(fits, 0);
+    }
     let mut done: u64 = 0;
     let result = loop {
         let want = usize::try_from(expected - done)

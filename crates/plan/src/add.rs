@@ -1,12 +1,12 @@
 //! Host files added at build time (`--add`, `--add-tree`, `--add-boot`): secrets, host keys,
 //! tokens that stay out of the Nix store. The mode is exactly what the user gives (default
 //! 0644 for files, 0755 for directories; trees keep a file's execute bits), the owner root:root
-//! unless given; nothing is guessed from names. Every added file is listed in the manifest with
-//! its sha256.
+//! unless given; nothing is guessed from names. Every added file is listed in the manifest by
+//! path, mode, owner and size, never by a hash of its contents (a published manifest must not
+//! let anyone test guesses of a secret).
 
 use crate::{Error, Result};
 use imgbuild_fstree::{FileData, Kind, Meta, Node, NodeId, Tree};
-use sha2::{Digest, Sha256};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -45,6 +45,11 @@ impl Add {
             [s, d, ..] if !s.is_empty() && !d.is_empty() => (*s, *d),
             _ => return Err(bad("expected SRC:DEST")),
         };
+        if target == AddTarget::Boot && parts.len() > 2 {
+            return Err(bad(
+                "the boot partition is FAT, which keeps no modes or owners: give SRC:DEST",
+            ));
+        }
         let max = if tree { 2 } else { 5 };
         if parts.len() > max || parts.len() == 4 {
             return Err(bad(if tree {
@@ -107,7 +112,6 @@ pub struct Added {
     pub uid: u32,
     pub gid: u32,
     pub size: u64,
-    pub sha256: String,
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
@@ -116,13 +120,6 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Er
         path: path.to_path_buf(),
         source,
     }
-}
-
-fn sha256_of(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(io("reading", path))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(io("reading", path))?;
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Apply `adds` to `tree`. Refuses destinations in the Nix store, clashes with anything
@@ -213,7 +210,6 @@ pub fn apply(tree: &mut Tree, adds: &[&Add], time: i64, fat: bool) -> Result<Vec
                 uid,
                 gid,
                 size: md.len(),
-                sha256: sha256_of(&a.src)?,
             });
         }
     }
@@ -318,7 +314,6 @@ fn add_dir(
                 uid: owner.0,
                 gid: owner.1,
                 size: md.len(),
-                sha256: sha256_of(&p)?,
             });
         } else if ft.is_symlink() && !fat {
             let t = std::fs::read_link(&p).map_err(io("reading symlink", &p))?;
@@ -403,10 +398,14 @@ mod tests {
         .unwrap();
         let r = apply(&mut t, &[&a], 5, false).unwrap();
         assert_eq!(r[0].mode, "0600");
-        assert_eq!(
-            r[0].sha256,
-            "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
-        );
+        assert_eq!(r[0].size, 6);
+        // No hash of a secret's contents in the manifest.
+        let json = serde_json::to_string(&r[0]).unwrap();
+        assert!(!json.contains("sha256"), "{json}");
+        // FAT keeps no modes or owners: --add-boot takes SRC:DEST only.
+        let e = Add::parse("/k:/boot/k:0600:0:0", false, AddTarget::Boot).unwrap_err();
+        assert!(e.contains("FAT"), "{e}");
+        assert!(Add::parse("/k:/boot/k", false, AddTarget::Boot).is_ok());
         let n = t.node(t.lookup(b"/etc/wpa.conf").unwrap());
         assert_eq!(n.meta, Meta::new(0o600, 0, 0, 5));
         let e = apply(&mut t, &[&a], 5, false).unwrap_err();

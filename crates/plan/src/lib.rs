@@ -47,6 +47,22 @@ use std::sync::atomic::AtomicBool;
 /// first instant every format involved (FAT included) can represent.
 pub const DEFAULT_EPOCH: i64 = 315_532_800;
 
+/// The latest time every filesystem written can hold: 2107-12-31 23:59:58 UTC (FAT's last).
+pub const MAX_EPOCH: i64 = 4_354_819_198;
+
+/// Accepts a `SOURCE_DATE_EPOCH` every filesystem can represent: 1970-01-01 to 2107-12-31
+/// (FAT, which starts in 1980, stores earlier times as 1980-01-01).
+pub fn check_epoch(t: i64) -> std::result::Result<i64, String> {
+    if (0..=MAX_EPOCH).contains(&t) {
+        Ok(t)
+    } else {
+        Err(format!(
+            "{t} is outside the times the image's filesystems can hold (0 = 1970-01-01 to \
+             {MAX_EPOCH} = 2107-12-31)"
+        ))
+    }
+}
+
 /// Progress reporting for the CLI: named phases with a byte total, then byte counts.
 pub trait Reporter: Progress {
     fn phase(&self, name: &str, total: u64);

@@ -117,6 +117,18 @@ impl<'a> Context<'a> {
                 format.name
             )));
         }
+        if opts.firmware.is_some() && !has(Contents::Firmware) {
+            return Err(Error::Invalid(format!(
+                "--firmware: format `{}` has no Raspberry Pi firmware partition",
+                format.name
+            )));
+        }
+        if opts.disk_id.is_some() && format.table.kind != crate::format::TableType::Mbr {
+            return Err(Error::Invalid(format!(
+                "--disk-id: format `{}` has a GPT table, whose disk GUID derives from --seed",
+                format.name
+            )));
+        }
         if opts
             .adds
             .iter()
