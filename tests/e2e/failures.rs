@@ -455,6 +455,185 @@ fn add_sources_leaving_their_tree_are_refused() {
     assert_nothing_at(&out);
 }
 
+/// Every file nixpkgs' config.txt makes the Pi firmware load, as placeholders.
+fn complete_firmware(fw: &Path) {
+    std::fs::create_dir_all(fw).unwrap();
+    for f in [
+        "u-boot.bin",
+        "armstub8-gic.bin",
+        "bootcode.bin",
+        "start.elf",
+        "fixup.dat",
+        "start4.elf",
+        "fixup4.dat",
+        "bcm2710-rpi-3-b.dtb",
+        "bcm2710-rpi-3-b-plus.dtb",
+        "bcm2711-rpi-4-b.dtb",
+        "bcm2711-rpi-400.dtb",
+        "bcm2711-rpi-cm4.dtb",
+        "bcm2712-rpi-5-b.dtb",
+    ] {
+        std::fs::write(fw.join(f), format!("placeholder {f}\n")).unwrap();
+    }
+}
+
+/// ISSUE #14.1: a firmware directory lacking what config.txt names is refused, naming each
+/// missing file and why it is needed.
+#[test]
+fn incomplete_firmware_is_refused() {
+    let d = Demo::new();
+    let boot_json = d.toplevel().join("boot.json");
+    let text = std::fs::read_to_string(&boot_json).unwrap();
+    std::fs::write(&boot_json, text.replace("x86_64-linux", "aarch64-linux")).unwrap();
+    let fw = d.dir().join("fw");
+    complete_firmware(&fw);
+    let out = d.dir().join("sd.img.zst");
+    let sd = || {
+        let mut a = d.args("sd-aarch64", &out, &["--no-system-check"]);
+        a.extend(["--firmware".to_string(), fw.display().to_string()]);
+        run(&a)
+    };
+    ok(&mut sd());
+    for p in [out.clone(), with_suffix(&out, ".json")] {
+        std::fs::remove_file(p).unwrap();
+    }
+    std::fs::remove_file(fw.join("u-boot.bin")).unwrap();
+    std::fs::remove_file(fw.join("bcm2711-rpi-4-b.dtb")).unwrap();
+    refused(
+        "firmware without U-Boot and the Pi 4 device tree",
+        &mut sd(),
+        &[
+            &format!(
+                "the Raspberry Pi firmware directory `{}` lacks",
+                fw.display()
+            ),
+            "bcm2711-rpi-4-b.dtb ([pi4]: the Raspberry Pi 4 loads it)",
+            "u-boot.bin ([all] kernel=u-boot.bin)",
+        ],
+    );
+    assert_nothing_at(&out);
+    // A config.txt of its own decides: a Pi 4-only one needs no Pi 3 files.
+    std::fs::write(
+        fw.join("config.txt"),
+        "[pi4]\nkernel=u-boot-rpi4.bin\narmstub=armstub8-gic.bin\n",
+    )
+    .unwrap();
+    for f in [
+        "bootcode.bin",
+        "start.elf",
+        "fixup.dat",
+        "bcm2710-rpi-3-b.dtb",
+    ] {
+        std::fs::remove_file(fw.join(f)).unwrap();
+    }
+    std::fs::write(fw.join("bcm2711-rpi-4-b.dtb"), b"dtb\n").unwrap();
+    refused(
+        "per-board U-Boot missing",
+        &mut sd(),
+        &["u-boot-rpi4.bin ([pi4] kernel=u-boot-rpi4.bin)"],
+    );
+    std::fs::write(fw.join("u-boot-rpi4.bin"), b"u-boot\n").unwrap();
+    ok(&mut sd());
+}
+
+/// ISSUE #14.1: a system not configured for the format is refused, naming the mismatch and
+/// the fix; --no-system-check builds it anyway.
+#[test]
+fn a_system_not_configured_for_the_format_is_refused() {
+    let d = Demo::new();
+    let out = d.dir().join("x.img");
+    let fstab = {
+        let etc = std::fs::read_link(d.toplevel().join("etc")).unwrap();
+        let etc = d.root.join(etc.strip_prefix("/").unwrap());
+        etc.join("fstab")
+    };
+    let good = std::fs::read_to_string(&fstab).unwrap();
+    for (case, text, want) in [
+        (
+            "root by another label",
+            good.replace("by-label/nixos", "by-label/root"),
+            "its /etc/fstab mounts / from /dev/disk/by-label/root, but the image's `primary` \
+             partition is /dev/disk/by-label/nixos",
+        ),
+        (
+            "no /boot",
+            good.lines()
+                .filter(|l| !l.contains(" /boot "))
+                .map(|l| format!("{l}\n"))
+                .collect(),
+            "its /etc/fstab mounts nothing at /boot",
+        ),
+        (
+            "root as btrfs",
+            good.replace(" / ext4 ", " / btrfs "),
+            "mounts / as btrfs, but the image has ext4 there",
+        ),
+    ] {
+        std::fs::write(&fstab, &text).unwrap();
+        refused(
+            case,
+            &mut d.build(&out, &[]),
+            &[
+                "the system is not configured for `raw-efi`",
+                want,
+                "nixosModules.imgbuild",
+                "--no-system-check",
+            ],
+        );
+        assert_nothing_at(&out);
+    }
+    ok(&mut d.build(&out, &["--no-system-check"]));
+    for p in [
+        out.clone(),
+        with_suffix(&out, ".json"),
+        with_suffix(&out, ".bmap"),
+    ] {
+        std::fs::remove_file(p).unwrap();
+    }
+    // By UUID or PARTUUID is as good as by label.
+    let m: serde_json::Value =
+        serde_json::from_slice(&ok(&mut d.build(&out, &["--no-system-check", "--json"])).stdout)
+            .unwrap();
+    for p in [
+        out.clone(),
+        with_suffix(&out, ".json"),
+        with_suffix(&out, ".bmap"),
+    ] {
+        std::fs::remove_file(p).unwrap();
+    }
+    let uuid = m["partitions"][1]["uuid"].as_str().unwrap();
+    let partuuid = m["partitions"][0]["guid"].as_str().unwrap().to_lowercase();
+    std::fs::write(
+        &fstab,
+        good.replace("/dev/disk/by-label/nixos", &format!("UUID={uuid}"))
+            .replace(
+                "/dev/disk/by-label/ESP",
+                &format!("/dev/disk/by-partuuid/{partuuid}"),
+            ),
+    )
+    .unwrap();
+    ok(&mut d.build(&out, &[]));
+    // No fstab at all; a boot loader that is not the format's.
+    std::fs::remove_file(&fstab).unwrap();
+    refused(
+        "no fstab",
+        &mut d.build(&out, &[]),
+        &["it has no /etc/fstab"],
+    );
+    std::fs::write(&fstab, &good).unwrap();
+    let boot_json = d.toplevel().join("boot.json");
+    let bj = std::fs::read_to_string(&boot_json).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&bj).unwrap();
+    let mut v2 = v.clone();
+    v2.as_object_mut().unwrap().remove("org.nixos.systemd-boot");
+    std::fs::write(&boot_json, serde_json::to_string_pretty(&v2).unwrap()).unwrap();
+    refused(
+        "GRUB instead of systemd-boot",
+        &mut d.build(&out, &[]),
+        &["its boot loader is not systemd-boot"],
+    );
+}
+
 #[test]
 fn firmware_symlinks_leaving_the_firmware_directory_are_refused() {
     let d = Demo::new();
@@ -464,12 +643,18 @@ fn firmware_symlinks_leaving_the_firmware_directory_are_refused() {
     std::fs::write(&boot_json, text.replace("x86_64-linux", "aarch64-linux")).unwrap();
     let fw = d.dir().join("fw");
     std::fs::create_dir_all(fw.join("overlays")).unwrap();
-    std::fs::write(fw.join("start4.elf"), b"firmware\n").unwrap();
+    complete_firmware(&fw);
+    std::fs::remove_file(fw.join("start.elf")).unwrap();
     std::fs::write(d.dir().join("secret"), b"host secret\n").unwrap();
     let out = d.dir().join("sd.img.zst");
     let sd = |extra: &[&str]| {
         let mut a = d.args("sd-aarch64", &out, extra);
-        a.extend(["--firmware".to_string(), fw.display().to_string()]);
+        a.extend([
+            "--firmware".to_string(),
+            fw.display().to_string(),
+            // The demo system is configured for raw-efi.
+            "--no-system-check".to_string(),
+        ]);
         run(&a)
     };
     // Control: a symlink inside the directory is followed.

@@ -57,6 +57,8 @@ let
     mkdir -p $out/etc/systemd/system
     printf 'demo\n' > $out/etc/hostname
     printf 'ID=nixos\nNAME=NixOS\nVERSION_ID="24.05"\n' > $out/etc/os-release
+    # What nixosModules.imgbuild sets for raw-efi (imgbuild checks it against the format).
+    printf '# This is a generated file.  Do not edit!\n\n# Filesystems.\n/dev/disk/by-label/nixos / ext4 x-initrd.mount 0 1\n/dev/disk/by-label/ESP /boot vfat fmask=0077,dmask=0077 0 2\n' > $out/etc/fstab
     ln -s ${unit}/hello.service $out/etc/systemd/system/hello.service
   '';
   systemPath = mk "system-path" ''

@@ -232,7 +232,10 @@ let
       mkdir -p $out
       for f in bootcode.bin:52000 start.elf:90000 start4.elf:88000 start_cd.elf:30000 start4cd.elf:29000 \
                fixup.dat:7300 fixup4.dat:5400 fixup_cd.dat:3200 fixup4cd.dat:3200 \
-               u-boot.bin:60000 armstub8-gic.bin:1024; do
+               u-boot.bin:60000 armstub8-gic.bin:1024 \
+               bcm2710-rpi-3-b.dtb:26000 bcm2710-rpi-3-b-plus.dtb:26500 bcm2710-rpi-zero-2-w.dtb:25000 \
+               bcm2711-rpi-4-b.dtb:52000 bcm2711-rpi-400.dtb:52000 bcm2711-rpi-cm4.dtb:53000 \
+               bcm2712-rpi-5-b.dtb:78000; do
         n=''${f%%:*}
         rnd $out/$n ''${f##*:} $(printf '%s' $n | wc -c)
       done
@@ -272,7 +275,17 @@ let
     in
     {
       path = f;
-      drv = if f == "os-release" then writeText "etc-os-release" ''
+      drv = if f == "fstab" then writeText "etc-fstab" (''
+        # This is a generated file.  Do not edit!
+
+        # Filesystems.
+      '' + (if isX86 then ''
+        /dev/disk/by-label/nixos / ext4 x-initrd.mount 0 1
+        /dev/disk/by-label/ESP /boot vfat fmask=0077,dmask=0077 0 2
+      '' else ''
+        /dev/disk/by-label/NIXOS_SD / ext4 x-initrd.mount 0 1
+        /dev/disk/by-label/FIRMWARE /boot/firmware vfat nofail,noauto 0 2
+      '')) else if f == "os-release" then writeText "etc-os-release" ''
         ANSI_COLOR="1;34"
         BUILD_ID="${P.nixosVersion}"
         ID=nixos

@@ -74,6 +74,8 @@ impl Arch {
     fn initrd_modules(self) -> &'static [&'static str] {
         match self {
             Arch::X86_64 => &["virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod"],
+            // bcm2835 (the SD host controller) and mmc_block: the Pi 3 boot of QEMU's raspi3b
+            // reads the root from its SD card.
             Arch::Aarch64 => &[
                 "virtio_pci",
                 "virtio_mmio",
@@ -81,6 +83,8 @@ impl Arch {
                 "virtio_scsi",
                 "sd_mod",
                 "nvme",
+                "mmc_block",
+                "bcm2835",
                 "crc32c_generic",
                 "ext4",
             ],
@@ -573,6 +577,7 @@ pub fn build(arch: Arch, out: &Path) -> Result<FixtureInfo> {
         out.join("fixture.json"),
         serde_json::to_string_pretty(&info)? + "\n",
     )?;
+    fs::write(out.join(RECIPE_STAMP), recipe(arch))?;
     eprintln!(
         "xtask: fixture {} in {}: {} store paths, NAR total {:.1} MiB, toplevel {} ({:.1} s)",
         arch.name(),
@@ -585,10 +590,28 @@ pub fn build(arch: Arch, out: &Path) -> Result<FixtureInfo> {
     Ok(info)
 }
 
-/// Builds the fixture only if `out/fixture.json` is missing.
+/// Where a fixture records the recipe it was built from.
+const RECIPE_STAMP: &str = "recipe.stamp";
+
+/// What a fixture's contents depend on besides the Debian packages: the Nix recipe and the
+/// initrd's module list. A fixture built from another recipe is rebuilt.
+fn recipe(arch: Arch) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(FIXTURE_NIX.as_bytes());
+    h.update(arch.initrd_modules().join(",").as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Builds the fixture if `out/fixture.json` is missing or was made from another recipe.
 pub fn ensure_built(arch: Arch, out: &Path) -> Result<FixtureInfo> {
+    let same_recipe = fs::read_to_string(out.join(RECIPE_STAMP)).is_ok_and(|s| s == recipe(arch));
     match FixtureInfo::load(out) {
-        Ok(info) if info.arch == arch && fs::symlink_metadata(out.join("result")).is_ok() => {
+        Ok(info)
+            if info.arch == arch
+                && same_recipe
+                && fs::symlink_metadata(out.join("result")).is_ok() =>
+        {
             Ok(info)
         }
         _ => build(arch, out),

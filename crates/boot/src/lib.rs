@@ -22,7 +22,7 @@ mod rpi;
 mod systemd_boot;
 
 pub use extlinux::{extlinux_boot, extlinux_clean_name, ExtlinuxOptions};
-pub use rpi::rpi_config_txt;
+pub use rpi::{needed_files as rpi_needed_files, rpi_config_txt, NeededFile};
 pub use systemd_boot::{
     efi_arch, systemd_boot_esp, systemd_boot_file_name, SdBootOptions, BOOT_LOADER_SPEC_DIRS,
 };

@@ -125,6 +125,10 @@ struct BuildArgs {
     /// Also fill /nix/store/.links as Nix names it, so the booted store is already optimised
     #[arg(long)]
     optimise_store: bool,
+    /// Build even when the system's /etc/fstab or boot loader do not match the format (the
+    /// image may then not boot)
+    #[arg(long)]
+    no_system_check: bool,
     /// Print the manifest as JSON on stdout
     #[arg(long)]
     json: bool,
@@ -302,6 +306,7 @@ fn run_build(
             (false, true) => Dedup::OptimiseStore,
             (false, false) => Dedup::On,
         },
+        check_system: !a.no_system_check,
     };
     let manifest =
         plan::build(&format, &inputs, &opts, &progress, &CANCEL).map_err(|e| match e {

@@ -49,6 +49,20 @@ pub enum Error {
         expected: String,
         found: String,
     },
+    /// The toplevel is not configured for the format: the image would not boot, or not
+    /// survive its first `nixos-rebuild`.
+    #[error("the system is not configured for `{format}`: {reason}; {fix}")]
+    NotForFormat {
+        format: String,
+        reason: String,
+        fix: String,
+    },
+    #[error(
+        "the Raspberry Pi firmware directory `{}` lacks what its config.txt makes the \
+         firmware load: {missing} (the README says what the directory must hold)",
+        dir.display()
+    )]
+    FirmwareIncomplete { dir: PathBuf, missing: String },
     #[error("no Raspberry Pi firmware directory: set `\"org.imgbuild.v1\": {{\"firmware\": \"/nix/store/...\"}}` in the toplevel's boot.json (the imgbuild NixOS module does), or pass --firmware DIR")]
     NoFirmware,
     #[error("no systemd-boot in the closure: looked for `{0}`")]

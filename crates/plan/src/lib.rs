@@ -28,6 +28,7 @@ pub mod layout;
 mod manifest;
 pub mod options;
 mod output;
+mod system_check;
 mod trees;
 
 pub use dedup::DedupReport;
@@ -87,6 +88,9 @@ pub fn build(
     cancel: &AtomicBool,
 ) -> Result<Manifest> {
     let cx = options::Context::new(format, inputs, opts)?;
+    if opts.check_system {
+        system_check::check(format, &cx.ids, inputs)?;
+    }
     output::check(&cx, inputs)?;
     pool(opts.threads)?.install(|| {
         reporter.phase("reading the closure", 0);

@@ -64,6 +64,8 @@ pub struct Options {
     /// Host files to add (`--add`, `--add-tree`, `--add-boot`).
     pub adds: Vec<Add>,
     pub dedup: Dedup,
+    /// Refuse a toplevel whose fstab and boot loader do not match the format.
+    pub check_system: bool,
 }
 
 impl Options {
@@ -86,6 +88,7 @@ impl Options {
             nix_path_registration: None,
             adds: Vec::new(),
             dedup: Dedup::Off,
+            check_system: true,
         }
     }
 }

@@ -10,7 +10,8 @@ use crate::{add, Error, Inputs, Result};
 use imgbuild_boot as boot;
 use imgbuild_boot::{BootFile, Content};
 use imgbuild_fstree::{
-    self as fstree, FileData, Meta, Mtime, Node, NodeId, Owner, Perms, ScanOptions, Scanner, Tree,
+    self as fstree, FileData, Kind, Meta, Mtime, Node, NodeId, Owner, Perms, ScanOptions, Scanner,
+    Tree,
 };
 use imgbuild_nix::{Closure, StateEntryKind, StoreRoot};
 use std::os::unix::fs::MetadataExt;
@@ -572,5 +573,47 @@ fn firmware_tree(cx: &Context, inputs: &Inputs) -> Result<Tree> {
             source,
         })?;
     }
+    check_firmware(&tree, &dir)?;
     Ok(tree)
+}
+
+/// Every file config.txt makes the firmware load (for the boards it has sections for) must be
+/// in the partition: a missing `u-boot.bin` or device tree is a board that does not boot.
+fn check_firmware(tree: &Tree, dir: &Path) -> Result<()> {
+    let config = tree
+        .lookup(b"config.txt")
+        .expect("firmware_tree adds config.txt");
+    let text = match &tree.node(config).kind {
+        Kind::File(FileData::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
+        Kind::File(FileData::Host { path, .. }) => {
+            std::fs::read_to_string(path).map_err(|source| Error::Io {
+                op: "reading",
+                path: path.clone(),
+                source,
+            })?
+        }
+        _ => {
+            return Err(Error::Invalid(format!(
+                "`{}`: config.txt is not a file",
+                dir.display()
+            )))
+        }
+    };
+    let names: Vec<String> = tree
+        .children(imgbuild_fstree::ROOT)
+        .map(|(n, _)| String::from_utf8_lossy(n).to_ascii_lowercase())
+        .collect();
+    let missing: Vec<String> = boot::rpi_needed_files(&text)
+        .into_iter()
+        .filter(|f| !names.contains(&f.name.to_ascii_lowercase()))
+        .map(|f| format!("{} ({})", f.name, f.why))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::FirmwareIncomplete {
+            dir: dir.to_path_buf(),
+            missing: missing.join(", "),
+        })
+    }
 }

@@ -22,7 +22,7 @@
 //! cost of making the output durable (`imgbuild` and `mke2fs` fsync their output themselves;
 //! `cp`, `dd` and `zstd` do not). Peak RSS = GNU time's `%M` (`ru_maxrss` from `wait4`): for
 //! a shell pipeline the largest of the script and every process it waited for (the kernel
-//! folds waited-for descendants' maxima into the child's). See [`measure`] for why not our
+//! folds waited-for descendants' maxima into the child's). See [`measure::measure`] for why not our
 //! own `wait4`.
 //!
 //! Synthetic closures (`target/bench/closures/<arch>-<size>`): the fixture's closure (from

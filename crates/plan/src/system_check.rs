@@ -1,0 +1,196 @@
+//! Is the toplevel configured for the format? An image of a system whose `/etc/fstab` mounts
+//! `/` from a disk the image does not have, or whose boot loader is not the format's, is
+//! written without complaint by every tool and then does not boot (or does not survive its
+//! first `nixos-rebuild`). This check reads the system's own fstab and boot spec and says what
+//! does not match, and how to fix it.
+
+use crate::format::{Bootloader, Contents, Filesystem, Format, TableType};
+use crate::ids::{fat_volume_id_string, Ids};
+use crate::{Error, Inputs, Result};
+
+/// One fstab line: device, mount point, type.
+#[derive(Debug, PartialEq, Eq)]
+struct Mount {
+    device: String,
+    point: String,
+    fstype: String,
+}
+
+/// `\040` and friends, as fstab escapes spaces in fields.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn parse_fstab(text: &str) -> Vec<Mount> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3).then(|| Mount {
+                device: unescape(f[0]),
+                point: unescape(f[1]),
+                fstype: f[2].to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The ways an fstab may name a partition of this image.
+fn names_of(format: &Format, ids: &Ids, i: usize) -> Vec<String> {
+    let p = &format.partitions[i];
+    let mut v = vec![
+        format!("/dev/disk/by-label/{}", p.label),
+        format!("LABEL={}", p.label),
+    ];
+    let uuid = match p.filesystem {
+        Filesystem::Ext4 => ids.ext4_uuid(&p.name).to_string(),
+        Filesystem::Fat | Filesystem::Fat32 => fat_volume_id_string(ids.fat_volume_id(&p.name)),
+    };
+    v.push(format!("/dev/disk/by-uuid/{uuid}"));
+    v.push(format!("UUID={uuid}"));
+    if format.table.kind == TableType::Gpt {
+        let g = ids.gpt_partition_guid(&p.name).to_string();
+        v.push(format!("/dev/disk/by-partuuid/{g}"));
+        v.push(format!("PARTUUID={g}"));
+    }
+    v
+}
+
+/// What the user should do about a mismatch.
+fn fix(format: &Format) -> String {
+    format!(
+        "import imgbuild's NixOS module (nixosModules.imgbuild; `lib.mkNodes` does) and set \
+         imgbuild.format = \"{}\", or pass --no-system-check to build anyway",
+        format.name
+    )
+}
+
+/// Checks the system's fstab and boot loader against the format.
+pub(crate) fn check(format: &Format, ids: &Ids, inputs: &Inputs) -> Result<()> {
+    let bad = |reason: String| {
+        Err(Error::NotForFormat {
+            format: format.name.clone(),
+            reason,
+            fix: fix(format),
+        })
+    };
+    let ext = &inputs.bootspec.extensions;
+    let sd_boot = ext.contains_key("org.nixos.systemd-boot");
+    match format.bootloader.kind {
+        Bootloader::SystemdBoot if !sd_boot => {
+            return bad(
+                "its boot loader is not systemd-boot (boot.json has no org.nixos.systemd-boot \
+                 entry): the first nixos-rebuild would install another boot loader"
+                    .into(),
+            )
+        }
+        Bootloader::Extlinux if sd_boot => {
+            return bad(
+                "it uses systemd-boot, but the image boots through extlinux (U-Boot): \
+                 nixos-rebuild would not update /boot/extlinux/extlinux.conf"
+                    .into(),
+            )
+        }
+        _ => {}
+    }
+
+    let link = inputs.toplevel.join("etc/fstab");
+    let fstab = match inputs.store.resolve_in_store(&link) {
+        Ok(host) => std::fs::read_to_string(&host).map_err(|source| Error::Io {
+            op: "reading the system's fstab",
+            path: host,
+            source,
+        })?,
+        Err(_) => {
+            return bad(format!(
+                "it has no /etc/fstab ({} does not exist), so it mounts no root file system",
+                link.display()
+            ))
+        }
+    };
+    let mounts = parse_fstab(&fstab);
+    for (i, p) in format.partitions.iter().enumerate() {
+        let needed = match p.contents {
+            Contents::Root => true,
+            // The boot loader's installer writes to the ESP: it must be mounted.
+            Contents::Esp => format.bootloader.kind == Bootloader::SystemdBoot,
+            Contents::Firmware => false,
+        };
+        let Some(m) = mounts.iter().rev().find(|m| m.point == p.mount_point) else {
+            if needed {
+                return bad(format!(
+                    "its /etc/fstab mounts nothing at {}, where the image's `{}` partition \
+                     belongs (label {})",
+                    p.mount_point, p.name, p.label
+                ));
+            }
+            continue;
+        };
+        let names = names_of(format, ids, i);
+        if !names.contains(&m.device) {
+            return bad(format!(
+                "its /etc/fstab mounts {} from {}, but the image's `{}` partition is {}",
+                p.mount_point, m.device, p.name, names[0]
+            ));
+        }
+        let want = match p.filesystem {
+            Filesystem::Ext4 => "ext4",
+            Filesystem::Fat | Filesystem::Fat32 => "vfat",
+        };
+        if m.fstype != want && m.fstype != "auto" {
+            return bad(format!(
+                "its /etc/fstab mounts {} as {}, but the image has {want} there",
+                p.mount_point, m.fstype
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fstab_lines_and_escapes() {
+        let m = parse_fstab(
+            "# generated\n\n/dev/disk/by-label/nixos / ext4 x-initrd.mount 0 1\n\
+             LABEL=ESP /boot vfat fmask=0077,dmask=0077 0 2\n/dev/x /mnt/a\\040b auto\n",
+        );
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[0].device, "/dev/disk/by-label/nixos");
+        assert_eq!(m[0].point, "/");
+        assert_eq!(m[1].fstype, "vfat");
+        assert_eq!(m[2].point, "/mnt/a b");
+    }
+
+    #[test]
+    fn a_partition_has_all_its_names() {
+        let f = Format::load("raw-efi").unwrap();
+        let ids = Ids::from_seed(b"s".to_vec());
+        let n = names_of(&f, &ids, 1);
+        assert_eq!(n[0], "/dev/disk/by-label/nixos");
+        assert!(n.iter().any(|x| x.starts_with("PARTUUID=")));
+        let sd = Format::load("sd-aarch64").unwrap();
+        assert!(!names_of(&sd, &ids, 0)
+            .iter()
+            .any(|x| x.contains("PARTUUID")));
+    }
+}
