@@ -440,3 +440,116 @@ fn walkdir(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The bmap beside an sd-aarch64 `.img.zst`: `bmaptool copy` onto a device full of 0xFF
+/// (a loop device: bmaptool truncates regular files) writes only the mapped ranges, and the
+/// partitions pass fsck.fat and e2fsck, so everything a filesystem needs is mapped, zeros
+/// included; a byte flipped inside a mapped range makes bmaptool fail its checksum.
+#[test]
+fn bmaptool_copies_onto_a_dirty_device() {
+    let (fix, _) = fixture("aarch64");
+    let t = tempfile::tempdir().unwrap();
+    let zst = t.path().join("sd.img.zst");
+    let m = build("sd-aarch64", &fix, &zst, &["--keep-raw"]);
+    let raw = t.path().join("sd.img");
+    let bmap = t.path().join("sd.img.bmap");
+    assert_eq!(m["bmap"], bmap.display().to_string());
+    let size = m["disk_size"].as_u64().unwrap();
+    let xml = std::fs::read_to_string(&bmap).unwrap();
+    assert!(
+        xml.contains(&format!("<ImageSize> {size} </ImageSize>")),
+        "{xml}"
+    );
+
+    let target = t.path().join("dirty.bin");
+    ok(&mut sh(&format!(
+        "head -c {size} /dev/zero | tr '\\0' '\\377' > {}",
+        target.display()
+    )));
+    let lo = stdout(Command::new("losetup").args(["-f", "--show"]).arg(&target));
+    let lo = lo.trim().to_string();
+    let copied = Command::new("bmaptool")
+        .arg("copy")
+        .arg(&zst)
+        .arg(&lo)
+        .output()
+        .unwrap();
+    let _ = Command::new("losetup").args(["-d", &lo]).status();
+    assert!(
+        copied.status.success(),
+        "bmaptool copy: {}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    let said = String::from_utf8_lossy(&copied.stderr);
+    assert!(
+        said.contains("sd.img.bmap"),
+        "bmaptool found our bmap: {said}"
+    );
+    // Unmapped blocks are still 0xFF: only mapped ranges were written.
+    let bytes = std::fs::read(&target).unwrap();
+    assert!(
+        bytes.iter().filter(|&&b| b == 0xFF).count() > 4096,
+        "nothing left unwritten"
+    );
+    for p in m["partitions"].as_array().unwrap() {
+        let part = t.path().join(format!("p{}", p["number"]));
+        extract(
+            &target,
+            p["start"].as_u64().unwrap(),
+            p["fs_size"].as_u64().unwrap(),
+            &part,
+        );
+        let tool = if p["filesystem"] == "ext4" {
+            "e2fsck"
+        } else {
+            "fsck.fat"
+        };
+        let o = Command::new(tool)
+            .arg(if tool == "e2fsck" { "-fn" } else { "-n" })
+            .arg(&part)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{tool} on partition {} after bmaptool copy onto 0xFF:\n{}{}",
+            p["number"],
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    // A flipped byte in a mapped range of the image: bmaptool refuses it.
+    let bad = t.path().join("bad.img");
+    std::fs::copy(&raw, &bad).unwrap();
+    let first = xml
+        .lines()
+        .find(|l| l.contains("<Range"))
+        .and_then(|l| l.split('>').nth(1))
+        .and_then(|r| r.split('<').next())
+        .map(|r| r.trim().split('-').next().unwrap().parse::<u64>().unwrap())
+        .unwrap();
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&bad)
+        .unwrap();
+    let at = first * 4096 + 100;
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0x55], at).unwrap();
+    drop(f);
+    let out = t.path().join("out.bin");
+    std::fs::write(&out, b"").unwrap();
+    let o = Command::new("bmaptool")
+        .arg("copy")
+        .arg("--bmap")
+        .arg(&bmap)
+        .arg(&bad)
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "bmaptool accepted a corrupted image");
+    assert!(err.contains("checksum mismatch"), "{err}");
+}

@@ -4,8 +4,10 @@
 //!
 //! raw-efi: `qemu-system-x86_64 -M q35` with OVMF (code + a scratch copy of the vars), the
 //! disk as virtio-blk or NVMe, `snapshot=on`; systemd-boot must pick its entry by itself.
-//! sd-aarch64: `qemu-system-aarch64 -M virt -cpu cortex-a57` with Debian's U-Boot as `-bios`
-//! (distro boot finds extlinux.conf on the bootable partition), always TCG.
+//! sd-aarch64: `qemu-system-aarch64 -M virt -cpu cortex-a57` with Debian's U-Boot as `-bios`,
+//! or (`--disk raspi3b-sd`) QEMU's Raspberry Pi 3 model booting the image from its SD card
+//! through Debian's Pi 3 U-Boot
+//! (U-Boot's distro boot finds extlinux.conf on the bootable partition), always TCG.
 
 use crate::fixture::{self, Arch, BOOT_FAIL, BOOT_OK};
 use crate::util::{self, cmd, Timer};
@@ -21,6 +23,11 @@ use std::time::Duration;
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 pub const UBOOT_QEMU_ARM64: &str = "/usr/lib/u-boot/qemu_arm64/u-boot.bin";
+/// Debian's `u-boot-rpi:arm64`, the Raspberry Pi 3 build (QEMU's raspi3b loads it as the
+/// Pi firmware would, as `-kernel`).
+pub const UBOOT_RPI3: &str = "/usr/lib/u-boot/rpi_3/u-boot.bin";
+/// The Pi 3 device tree U-Boot is started with (the fixture kernel's, upstream name).
+const RPI3_DTB: &str = "broadcom/bcm2837-rpi-3-b.dtb";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -55,6 +62,9 @@ impl Format {
 pub enum Disk {
     Virtio,
     Nvme,
+    /// sd-aarch64 only: QEMU's `raspi3b` machine, the image as its SD card, booted by the Pi 3
+    /// U-Boot through the card's extlinux.conf.
+    Raspi3bSd,
 }
 
 impl Disk {
@@ -62,6 +72,7 @@ impl Disk {
         match self {
             Disk::Virtio => "virtio",
             Disk::Nvme => "nvme",
+            Disk::Raspi3bSd => "raspi3b-sd",
         }
     }
 }
@@ -170,6 +181,19 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
     } else {
         image
     };
+    if spec.disk == Disk::Raspi3bSd {
+        if spec.format != Format::SdAarch64 {
+            bail!("--disk raspi3b-sd boots sd-aarch64 images only");
+        }
+        // QEMU's SD card model wants a power-of-two size: boot a resized copy (MBR images
+        // do not mind extra space at the end).
+        let copy = work.path().join("sd-card.img");
+        util::run(cmd("cp").arg("--sparse=always").arg(&image).arg(&copy))?;
+        let len = fs::metadata(&copy)?.len();
+        let f = fs::OpenOptions::new().write(true).open(&copy)?;
+        f.set_len(len.next_power_of_two())?;
+        return boot_raspi3b(spec, &copy);
+    }
     let drive = |extra: &str| {
         format!(
             "file={},format=raw,snapshot=on{extra}",
@@ -177,7 +201,7 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         )
     };
     let disk_args: Vec<String> = match spec.disk {
-        Disk::Virtio => vec!["-drive".into(), drive(",if=virtio")],
+        Disk::Virtio | Disk::Raspi3bSd => vec!["-drive".into(), drive(",if=virtio")],
         Disk::Nvme => vec![
             "-drive".into(),
             drive(",if=none,id=d0"),
@@ -259,11 +283,57 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         "-serial",
         "stdio",
     ])
-    .args(&disk_args)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    .args(&disk_args);
+    run_qemu(spec, c, accel, giveup)
+}
 
+/// sd-aarch64 on QEMU's raspi3b: the Pi 3 U-Boot as `-kernel` (where the Pi firmware would
+/// load it from), the Pi 3 device tree as `-dtb`, the image as the SD card. The first serial
+/// port (PL011, `ttyAMA0`) carries the kernel console, the second (mini UART) U-Boot's, which
+/// goes to `LOG.uboot`.
+fn boot_raspi3b(spec: &BootSpec, card: &Path) -> Result<Outcome> {
+    util::need_tools(&[("qemu-system-aarch64", "qemu-system-arm")])?;
+    if !Path::new(UBOOT_RPI3).is_file() {
+        bail!("{UBOOT_RPI3} not found (apt-get install u-boot-rpi:arm64)");
+    }
+    let info = crate::fixture::FixtureInfo::load(&crate::fixture::default_dir(Arch::Aarch64))
+        .context("the Pi 3 device tree comes from the aarch64 fixture's kernel")?;
+    let dtbs = info
+        .dtbs
+        .as_deref()
+        .context("the aarch64 fixture has no dtbs")?;
+    let dtb = crate::fixture::default_dir(Arch::Aarch64)
+        .join(dtbs.trim_start_matches('/'))
+        .join(RPI3_DTB);
+    if !dtb.is_file() {
+        bail!("{} not found", dtb.display());
+    }
+    let mut uboot_log = spec.log.clone().into_os_string();
+    uboot_log.push(".uboot");
+    let mut c = cmd("qemu-system-aarch64");
+    c.args(["-M", "raspi3b", "-kernel", UBOOT_RPI3, "-dtb"])
+        .arg(&dtb)
+        .arg("-drive")
+        .arg(format!(
+            "if=sd,format=raw,file={}",
+            card.display().to_string().replace(',', ",,")
+        ))
+        .args(["-display", "none", "-no-reboot", "-monitor", "none"])
+        .args(["-serial", "stdio", "-serial"])
+        .arg(format!("file:{}", PathBuf::from(&uboot_log).display()));
+    run_qemu(spec, c, "tcg", &[])
+}
+
+/// Runs QEMU, watching the console (stdout) for the marker, a failure or a give-up line.
+fn run_qemu(
+    spec: &BootSpec,
+    mut c: std::process::Command,
+    accel: &'static str,
+    giveup: &[(&str, &str)],
+) -> Result<Outcome> {
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     if let Some(dir) = spec.log.parent() {
         fs::create_dir_all(dir)?;
     }

@@ -385,6 +385,14 @@ pub fn run(args: CiArgs) -> Result<()> {
                         Disk::Virtio,
                         &info,
                     );
+                    // The Pi 3 path: SD card, Pi 3 U-Boot, extlinux, the kernel's mmc root.
+                    run.boot(
+                        "boot imgbuild sd-aarch64 on a Raspberry Pi 3 (QEMU raspi3b, SD card)",
+                        Format::SdAarch64,
+                        &img,
+                        Disk::Raspi3bSd,
+                        &info,
+                    );
                 }
             }
         }
