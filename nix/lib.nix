@@ -326,6 +326,8 @@ let
     node:
     { lib, ... }:
     {
+      # Evaluation errors in what this module defines name the node.
+      _file = "imgbuild.lib.mkNodes, node `${node.name}`";
       imgbuild.format = node.format;
       networking.hostName = lib.mkDefault node.name;
       nixpkgs.hostPlatform = lib.mkDefault node.system;

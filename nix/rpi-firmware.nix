@@ -7,8 +7,9 @@
   runCommand,
   raspberrypifw,
   raspberrypi-armstubs,
-  # U-Boot, installed as u-boot.bin (config.txt: `kernel=u-boot.bin`).
-  uboot,
+  # U-Boot builds by the file name config.txt loads them as (`kernel=u-boot.bin`, or
+  # `u-boot-rpi3.bin` / `u-boot-rpi4.bin` per board): each package's u-boot.bin.
+  ubootFiles,
   # config.txt text.
   configTxt,
 }:
@@ -41,13 +42,15 @@ runCommand "imgbuild-rpi-firmware"
   {
     inherit configTxt;
     passAsFile = [ "configTxt" ];
-    passthru = { inherit uboot; };
+    passthru = { inherit ubootFiles; };
   }
   ''
     fw=${raspberrypifw}/share/raspberrypi/boot
     mkdir -p "$out"
     (cd "$fw" && cp bootcode.bin fixup*.dat start*.elf "$out/")
-    cp ${uboot}/u-boot.bin "$out/u-boot.bin"
+    ${lib.concatStringsSep "\n" (
+      map (name: "cp ${ubootFiles.${name}}/u-boot.bin \"$out/${name}\"") (builtins.attrNames ubootFiles)
+    )}
     cp ${raspberrypi-armstubs}/armstub8-gic.bin "$out/armstub8-gic.bin"
     for dtb in ${lib.concatStringsSep " " dtbs}; do
       cp "$fw/$dtb.dtb" "$out/"

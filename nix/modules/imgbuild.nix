@@ -75,6 +75,52 @@ let
     enable_uart=0
   '';
 
+  # Before nixpkgs had one U-Boot for every Pi (ubootRaspberryPiAarch64, not in nixos-25.11),
+  # its sd-image installed one per board and let config.txt pick: the Pi 3 build for [pi3] and
+  # [pi02], the Pi 4 build for [pi4] (and [cm4]). This is that layout, with the current
+  # settings of each section.
+  splitConfigTxt = ''
+    [pi3]
+    kernel=u-boot-rpi3.bin
+    # Otherwise the serial output will be garbled.
+    core_freq=250
+
+    [pi02]
+    kernel=u-boot-rpi3.bin
+
+    [pi4]
+    kernel=u-boot-rpi4.bin
+    enable_gic=1
+    armstub=armstub8-gic.bin
+
+    # Otherwise the resolution will be weird in most cases, compared to
+    # what the pi3 firmware does by default.
+    disable_overscan=1
+
+    # Supported in newer board revisions
+    arm_boost=1
+
+    [cm4]
+    kernel=u-boot-rpi4.bin
+    # Enable host mode on the 2711 built-in XHCI USB controller.
+    # This line should be removed if the legacy DWC2 controller is required
+    # (e.g. for USB device mode) or if USB support is not required.
+    otg_mode=1
+
+    [all]
+    # Boot in 64-bit mode.
+    arm_64bit=1
+
+    # U-Boot needs this to work, regardless of whether UART is actually used or not.
+    # Look in arch/arm/mach-bcm283x/Kconfig in the U-Boot tree to see if this is still
+    # a requirement in the future.
+    enable_uart=1
+
+    # Prevent the firmware from smashing the framebuffer setup done by the mainline kernel
+    # when attempting to show low-voltage or overtemperature warnings.
+    avoid_warnings=1
+  '';
+
   registration = cfg.nixPathRegistrationFile;
 in
 {
@@ -128,26 +174,51 @@ in
 
     raspberryPi = {
       uboot = mkOption {
-        type = types.package;
-        default = pkgs.ubootRaspberryPiAarch64 or pkgs.ubootRaspberryPi4_64bit;
-        defaultText = lib.literalExpression "pkgs.ubootRaspberryPiAarch64 or pkgs.ubootRaspberryPi4_64bit";
+        type = types.nullOr types.package;
+        default = pkgs.ubootRaspberryPiAarch64 or null;
+        defaultText = lib.literalExpression "pkgs.ubootRaspberryPiAarch64 or null";
         description = ''
-          U-Boot for the Pi, installed as `u-boot.bin`. nixpkgs' single aarch64 Pi build
-          boots Pi 3, 4 and 5; where it does not exist yet, the Pi 4 build is used (then the
-          image boots Pi 4/400/CM4 only).
+          One U-Boot for every Pi (nixpkgs' merged aarch64 Pi build: Pi 3, 4 and 5), installed
+          as `u-boot.bin`. `null`, the default where nixpkgs has no merged build (nixos-25.11):
+          one U-Boot per board instead, `ubootPi3` as `u-boot-rpi3.bin` and `ubootPi4` as
+          `u-boot-rpi4.bin`, picked by config.txt's `[pi3]`/`[pi02]` and `[pi4]`/`[cm4]`
+          sections, so that one image boots a Pi 3 and a Pi 4 (not a Pi 5).
         '';
+      };
+
+      ubootPi3 = mkOption {
+        type = types.package;
+        default = pkgs.ubootRaspberryPi3_64bit;
+        defaultText = lib.literalExpression "pkgs.ubootRaspberryPi3_64bit";
+        description = "U-Boot for the Pi 3 and Zero 2 W, when `uboot` is null (`u-boot-rpi3.bin`).";
+      };
+
+      ubootPi4 = mkOption {
+        type = types.package;
+        default = pkgs.ubootRaspberryPi4_64bit;
+        defaultText = lib.literalExpression "pkgs.ubootRaspberryPi4_64bit";
+        description = "U-Boot for the Pi 4, 400 and CM4, when `uboot` is null (`u-boot-rpi4.bin`).";
       };
 
       configTxt = mkOption {
         type = types.lines;
-        default = defaultConfigTxt;
-        description = "`config.txt` on the FIRMWARE partition (default: nixpkgs' sd-image-aarch64).";
+        default = if cfg.raspberryPi.uboot != null then defaultConfigTxt else splitConfigTxt;
+        defaultText = lib.literalMD "nixpkgs' sd-image-aarch64 `config.txt` for the U-Boot layout `uboot` selects";
+        description = "`config.txt` on the FIRMWARE partition.";
       };
 
       firmware = mkOption {
         type = types.package;
         default = pkgs.callPackage ../rpi-firmware.nix {
-          inherit (cfg.raspberryPi) uboot configTxt;
+          inherit (cfg.raspberryPi) configTxt;
+          ubootFiles =
+            if cfg.raspberryPi.uboot != null then
+              { "u-boot.bin" = cfg.raspberryPi.uboot; }
+            else
+              {
+                "u-boot-rpi3.bin" = cfg.raspberryPi.ubootPi3;
+                "u-boot-rpi4.bin" = cfg.raspberryPi.ubootPi4;
+              };
         };
         defaultText = lib.literalExpression "raspberrypifw boot files, U-Boot, armstub8-gic.bin, dtbs and configTxt";
         description = ''
@@ -195,6 +266,13 @@ in
       # for it, and it boots through the fallback \EFI\BOOT\BOOTX64.EFI.
       boot.loader.efi.canTouchEfiVariables = false;
       boot.loader.timeout = mkDefault 5;
+
+      # A headless VM or cloud instance shows its console on the first serial port (as
+      # nixos-generators' raw formats do); tty0 last, so it is /dev/console on a screen.
+      boot.kernelParams = [
+        "console=ttyS0,115200n8"
+        "console=tty0"
+      ];
 
       # Real disks, not only a VM's: NVMe, SATA, USB (xHCI, mass storage, UAS), SD/MMC, virtio.
       boot.initrd.availableKernelModules = [

@@ -106,6 +106,12 @@ let
   };
   none = evalImg "x86_64-linux" { };
   fw = sd.config.imgbuild.raspberryPi.firmware;
+  # nixos-25.11 has no merged Pi U-Boot: one per board.
+  sdSplit = evalImg "aarch64-linux" {
+    imgbuild.format = "sd-aarch64";
+    imgbuild.raspberryPi.uboot = null;
+  };
+  fwSplit = sdSplit.config.imgbuild.raspberryPi.firmware;
   label = fsys: "/dev/disk/by-label/${fsys}";
   units = e: attrNames (e.defs.systemd.services or { });
 
@@ -498,13 +504,21 @@ let
 
     nodeModuleDefines = {
       expr =
-        (stubs.evalModule {
-          module = elemAt r.nixosConfigurations.pi4.stubArgs.modules 2;
-        }).defs;
+        let
+          e = stubs.evalModule {
+            module = elemAt r.nixosConfigurations.pi4.stubArgs.modules 2;
+          };
+        in
+        {
+          inherit (e) defs file;
+        };
       expected = {
-        imgbuild.format = "sd-aarch64";
-        networking.hostName = "pi4";
-        nixpkgs.hostPlatform = "aarch64-linux";
+        defs = {
+          imgbuild.format = "sd-aarch64";
+          networking.hostName = "pi4";
+          nixpkgs.hostPlatform = "aarch64-linux";
+        };
+        file = "imgbuild.lib.mkNodes, node `pi4`";
       };
     };
 
@@ -695,8 +709,13 @@ let
         noTags = !(rawEfi.defs ? system);
         noBootspecExtension = !(rawEfi.defs.boot ? bootspec);
         units = units rawEfi;
+        serialConsole = rawEfi.defs.boot.kernelParams;
       };
       expected = {
+        serialConsole = [
+          "console=ttyS0,115200n8"
+          "console=tty0"
+        ];
         root = {
           device = label (part "raw-efi" "root").label;
           fsType = "ext4";
@@ -863,6 +882,25 @@ let
         noSymlinks = true;
         configTxtIsImgbuilds = true;
         configTxtHead = "kernel=u-boot.bin\n";
+      };
+    };
+
+    rpiFirmwareWithoutMergedUboot = {
+      expr = {
+        pi3 = hasInfix "cp ${sdSplit.pkgs.ubootRaspberryPi3_64bit}/u-boot.bin \"$out/u-boot-rpi3.bin\"" fwSplit.script;
+        pi4 = hasInfix "cp ${sdSplit.pkgs.ubootRaspberryPi4_64bit}/u-boot.bin \"$out/u-boot-rpi4.bin\"" fwSplit.script;
+        noMerged = !(hasInfix "\"$out/u-boot.bin\"" fwSplit.script);
+        pi3Section = hasInfix "[pi3]\nkernel=u-boot-rpi3.bin\n" fwSplit.env.configTxt;
+        pi02Section = hasInfix "[pi02]\nkernel=u-boot-rpi3.bin\n" fwSplit.env.configTxt;
+        pi4Section = hasInfix "[pi4]\nkernel=u-boot-rpi4.bin\n" fwSplit.env.configTxt;
+      };
+      expected = {
+        pi3 = true;
+        pi4 = true;
+        noMerged = true;
+        pi3Section = true;
+        pi02Section = true;
+        pi4Section = true;
       };
     };
 

@@ -114,6 +114,7 @@ let
         raspberrypifw = pkg "raspberrypi-firmware-1.20250915";
         raspberrypi-armstubs = pkg "raspberrypi-armstubs-2025";
         ubootRaspberryPiAarch64 = pkg "uboot-rpi_arm64_defconfig-2025.10";
+        ubootRaspberryPi3_64bit = pkg "uboot-rpi_3_defconfig-2025.10";
         ubootRaspberryPi4_64bit = pkg "uboot-rpi_4_defconfig-2025.10";
         util-linux = pkg "util-linux-2.41";
         gawk = pkg "gawk-5.3";
@@ -261,11 +262,16 @@ let
         inherit config pkgs lib;
       };
       config = recursiveUpdate (recursiveUpdate base (defaultsOf (m.options or { }))) settings;
-      body = if m ? config || m ? options then m.config or { } else m;
+      # `_file` and `key` name the module for error messages; they define nothing.
+      body = removeAttrs (if m ? config || m ? options then m.config or { } else m) [
+        "_file"
+        "key"
+      ];
     in
     {
       inherit config pkgs;
       options = m.options or { };
+      file = m._file or null;
       defs =
         let
           d = resolve body;
