@@ -217,3 +217,30 @@ fn source_date_epoch_changes_times_only_where_generated() {
     let d = run_demo("raw-efi", &t.path().join("d.img"), &[]);
     assert_ne!(m["sha256"], d["sha256"]);
 }
+
+/// ISSUE #14.5: on a terminal, reading and planning show a spinner (no empty `0 B/0 B` bar),
+/// and the writing bar moves while the disk is hashed (4 GiB, mostly holes).
+#[test]
+fn progress_on_a_terminal_tells_the_truth() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("p.img");
+    let cmd = format!(
+        "{} {} --size 4GiB",
+        bin().display(),
+        demo_args("raw-efi", &out).join(" ")
+    );
+    let o = ok(Command::new("script").args(["-qec", &cmd, "/dev/null"]));
+    let text = String::from_utf8_lossy(&o.stdout).replace('\r', "\n");
+    assert!(!text.contains("0 B/0 B"), "an empty bar was drawn:\n{text}");
+    assert!(text.contains("reading the closure"), "{text}");
+    let positions: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| l.contains("writing p.img ["))
+        .filter_map(|l| l.split("] ").nth(1))
+        .filter_map(|l| l.split('/').next())
+        .collect();
+    assert!(
+        positions.len() >= 5,
+        "the writing bar did not move: {positions:?}\n{text}"
+    );
+}

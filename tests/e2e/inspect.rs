@@ -429,3 +429,48 @@ fn inspect_survives_corrupted_imgbuild_images() {
         base.ranges.len()
     );
 }
+
+/// ISSUE #14.7: readers do not mislead. `inspect` of random bytes or an empty file fails; `ls`
+/// of an image whose root partition lies past its end fails naming it, instead of listing the
+/// ESP as `/`.
+#[test]
+fn readers_fail_where_nothing_is_recognised() {
+    let t = tempfile::tempdir().unwrap();
+    let noise = t.path().join("noise.img");
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let bytes: Vec<u8> = (0..(1 << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(&noise, &bytes).unwrap();
+    let empty = t.path().join("empty.img");
+    std::fs::write(&empty, b"").unwrap();
+    for img in [&noise, &empty] {
+        let err = fails(&mut imgbuild(&["inspect", &s(img)]));
+        assert!(
+            err.contains("no partition table and no filesystem recognised"),
+            "{}: {err}",
+            img.display()
+        );
+    }
+
+    let img = t.path().join("demo.img");
+    let m = run_demo("raw-efi", &img, &[]);
+    let root_start = m["partitions"][1]["start"].as_u64().unwrap();
+    // Cut the image inside the ESP's successor: the root partition lies past the end.
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    f.set_len(root_start + 4096).unwrap();
+    drop(f);
+    let err = fails(&mut imgbuild(&["ls", &s(&img), "/"]));
+    assert!(
+        err.contains("partition 2 lies past the end of the image"),
+        "{err}"
+    );
+    // The ESP is still there when asked for by name.
+    let esp = stdout(&mut imgbuild(&["ls", &s(&img), "ESP:/"]));
+    assert!(esp.contains("EFI"), "{esp}");
+}

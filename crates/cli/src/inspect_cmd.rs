@@ -99,6 +99,12 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
         write_report(&mut out, &report)?;
     }
     out.flush()?;
+    if !img.recognised() {
+        anyhow::bail!(
+            "`{}`: no partition table and no filesystem recognised",
+            a.image.display()
+        );
+    }
     let errors: usize = report
         .read_all
         .iter()

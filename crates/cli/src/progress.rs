@@ -1,5 +1,7 @@
-//! Progress bars on stderr, only when it is a terminal (and never with --json); with
-//! `--timings`, the time each phase took.
+//! Progress on stderr, only when it is a terminal (and never with --json): a spinner for
+//! phases whose size is unknown (reading the closure, planning), a bar with bytes, rate and
+//! ETA for the others (writing, which hashes and compresses as it goes); with `--timings`,
+//! the time each phase took.
 
 use imgbuild_blockio::Progress;
 use imgbuild_plan::Reporter;
@@ -18,13 +20,7 @@ impl Bars {
     pub fn new(quiet: bool) -> Self {
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-            b.set_style(
-                ProgressStyle::with_template(
-                    "{msg:>22} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-                )
-                .expect("the template is valid")
-                .progress_chars("=> "),
-            );
+            spin(&b);
             b
         });
         Bars { bar, timings: None }
@@ -47,12 +43,7 @@ impl Bars {
     }
 
     pub fn phase_msg(&self, msg: &str) {
-        self.mark(msg);
-        if let Some(b) = &self.bar {
-            b.set_message(msg.to_string());
-            b.set_length(0);
-            b.set_position(0);
-        }
+        self.phase(msg, 0);
     }
 
     pub fn finish(&self) {
@@ -78,13 +69,34 @@ impl Progress for Bars {
     }
 }
 
+/// A phase of unknown size: a spinner and its name, no byte counts.
+fn spin(b: &ProgressBar) {
+    b.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("the template is valid"),
+    );
+    b.enable_steady_tick(std::time::Duration::from_millis(120));
+}
+
 impl Reporter for Bars {
     fn phase(&self, name: &str, total: u64) {
         self.mark(name);
         if let Some(b) = &self.bar {
             b.set_message(name.to_string());
-            b.set_length(total);
             b.set_position(0);
+            if total == 0 {
+                b.set_length(0);
+                spin(b);
+            } else {
+                b.disable_steady_tick();
+                b.set_style(
+                    ProgressStyle::with_template(
+                        "{msg:>22} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+                    )
+                    .expect("the template is valid")
+                    .progress_chars("=> "),
+                );
+                b.set_length(total);
+            }
         }
     }
 }

@@ -270,6 +270,11 @@ impl Image {
         })
     }
 
+    /// Whether anything was recognised: a partition table, or a filesystem on the whole image.
+    pub fn recognised(&self) -> bool {
+        !(table_is_none(&self.parts) && self.parts[0].fs.is_none())
+    }
+
     /// The image file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -479,7 +484,10 @@ impl Image {
                     .max_by_key(|p| p.partition.size)
             })
             .or_else(|| {
-                if readable.len() == 1 {
+                // The only filesystem is the root only when no other partition is missing: a
+                // truncated image must not pass its ESP off as `/`.
+                let unreadable = self.parts.iter().filter(|p| p.fs.is_none()).count();
+                if readable.len() == 1 && unreadable == 0 {
                     readable.first()
                 } else {
                     None
@@ -487,13 +495,35 @@ impl Image {
             });
         match pick {
             Some(p) => self.part_fs(p),
-            None => Err(Error::NoFilesystem {
-                at: Where::image(&self.path),
-                detail: Some(format!(
-                    "no root filesystem among partitions: {}",
-                    self.available()
-                )),
-            }),
+            None => {
+                let missing: Vec<String> = self
+                    .parts
+                    .iter()
+                    .filter(|p| p.fs.is_none())
+                    .map(|p| {
+                        let why = if !p.partition.readable {
+                            "lies past the end of the image (truncated?)".to_string()
+                        } else {
+                            p.error
+                                .clone()
+                                .unwrap_or_else(|| "has no filesystem imgbuild reads".into())
+                        };
+                        format!("partition {} {why}", p.partition.number)
+                    })
+                    .collect();
+                Err(Error::NoFilesystem {
+                    at: Where::image(&self.path),
+                    detail: Some(if missing.is_empty() {
+                        format!("no root filesystem among partitions: {}", self.available())
+                    } else {
+                        format!(
+                            "no root filesystem: {}; readable: {}",
+                            missing.join(", "),
+                            self.available()
+                        )
+                    }),
+                })
+            }
         }
     }
 
