@@ -1,5 +1,10 @@
 # The imgbuild CLI, built from this workspace with the committed Cargo.lock.
-{ lib, rustPlatform }:
+{
+  lib,
+  rustPlatform,
+  stdenv,
+  installShellFiles,
+}:
 let
   cargoToml = builtins.fromTOML (builtins.readFile ../Cargo.toml);
 in
@@ -26,6 +31,18 @@ rustPlatform.buildRustPackage {
     "-p"
     "imgbuild"
   ];
+
+  # Shell completions and the manual page, from the binary itself (clap_complete,
+  # clap_mangen); skipped when cross-compiling (the binary cannot run on the build machine).
+  nativeBuildInputs = [ installShellFiles ];
+  postInstall = lib.optionalString (stdenv.buildPlatform.canExecute stdenv.hostPlatform) ''
+    installShellCompletion --cmd imgbuild \
+      --bash <($out/bin/imgbuild completions bash) \
+      --zsh <($out/bin/imgbuild completions zsh) \
+      --fish <($out/bin/imgbuild completions fish)
+    $out/bin/imgbuild man > imgbuild.1
+    installManPage imgbuild.1
+  '';
 
   # The tests need e2fsprogs, dosfstools, mtools, gdisk, a Nix store, root (loop mounts) and
   # QEMU; `cargo xtask ci` runs them. The package build only compiles.

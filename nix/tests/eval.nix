@@ -970,6 +970,8 @@ let
           lock = p.cargoLock.lockFile;
           srcRoot = p.src.root;
           mainProgram = p.meta.mainProgram;
+          completions = hasInfix "installShellCompletion --cmd imgbuild" p.postInstall;
+          manPage = hasInfix "$out/bin/imgbuild man > imgbuild.1" p.postInstall;
         };
       expected = {
         pname = "imgbuild";
@@ -982,6 +984,8 @@ let
         lock = root + "/Cargo.lock";
         srcRoot = root;
         mainProgram = "imgbuild";
+        completions = true;
+        manPage = true;
       };
     };
 

@@ -44,6 +44,7 @@ let
   lib = {
     inherit concatStringsSep hasInfix;
     hasPrefix = prefix: s: substring 0 (stringLength prefix) s == prefix;
+    optionalString = cond: s: if cond then s else "";
     mkOption = attrs: attrs // { _type = "option"; };
     mkEnableOption = name: {
       _type = "option";
@@ -109,8 +110,12 @@ let
         inherit system;
         stdenv = {
           hostPlatform.system = system;
-          buildPlatform.system = system;
+          buildPlatform = {
+            inherit system;
+            canExecute = host: host.system == system;
+          };
         };
+        installShellFiles = pkg "install-shell-files";
         raspberrypifw = pkg "raspberrypi-firmware-1.20250915";
         raspberrypi-armstubs = pkg "raspberrypi-armstubs-2025";
         ubootRaspberryPiAarch64 = pkg "uboot-rpi_arm64_defconfig-2025.10";

@@ -22,7 +22,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Parser)]
-#[command(name = "imgbuild", version, about = "Rootless, reproducible NixOS disk images", long_about = None)]
+#[command(
+    name = "imgbuild",
+    version,
+    about = "Rootless, reproducible NixOS disk images",
+    long_about = None,
+    after_help = ENVIRONMENT
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -31,6 +37,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// x86_64 UEFI disk image: GPT, FAT32 ESP with systemd-boot, ext4 root
+    #[command(after_help = ENVIRONMENT)]
     RawEfi {
         #[command(flatten)]
         args: BuildArgs,
@@ -38,6 +45,7 @@ enum Cmd {
         esp: EspArgs,
     },
     /// Raspberry Pi 3/4 SD card image: MBR, FAT firmware, ext4 root with extlinux, zstd
+    #[command(after_help = ENVIRONMENT)]
     SdAarch64 {
         #[command(flatten)]
         args: BuildArgs,
@@ -45,6 +53,7 @@ enum Cmd {
         pi: PiArgs,
     },
     /// Build an image from a format file (`formats/*.toml`) or a built-in format name
+    #[command(after_help = ENVIRONMENT)]
     Build {
         /// Format name (raw-efi, sd-aarch64) or path to a format file
         #[arg(long)]
@@ -57,6 +66,7 @@ enum Cmd {
         pi: PiArgs,
     },
     /// Make an ext4 filesystem image from a directory
+    #[command(after_help = ENVIRONMENT)]
     Ext4(ext4_cmd::Ext4Args),
     /// Explain an image (.img or .img.zst): partition table, filesystems, boot setup, NixOS system
     Inspect(inspect_cmd::InspectArgs),
@@ -66,6 +76,13 @@ enum Cmd {
     Cat(inspect_cmd::CatArgs),
     /// Copy a file or a whole tree out of an image
     Cp(inspect_cmd::CpArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `imgbuild man > imgbuild.1`
+    Man,
 }
 
 #[derive(Args, Debug)]
@@ -185,6 +202,11 @@ pub(crate) fn epoch() -> Result<i64> {
         Err(_) => Ok(plan::DEFAULT_EPOCH),
     }
 }
+
+/// The environment imgbuild reads, for `--help` and the manual page.
+const ENVIRONMENT: &str = "Environment:
+  SOURCE_DATE_EPOCH  the time every generated file and filesystem carries, in seconds since
+                     1970 (0 to 4354819198 = 2107-12-31) [default: 315532800 = 1980-01-01]";
 
 /// SIGINT/SIGTERM set this; the build stops at the next check and removes its temporary files.
 static CANCEL: AtomicBool = AtomicBool::new(false);
@@ -338,6 +360,28 @@ fn run_build(
     Ok(())
 }
 
+/// `imgbuild man`: the manual page, with a section for every subcommand.
+fn man() -> Result<()> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("imgbuild-{}", sub.get_name());
+        let page = clap_mangen::Man::new(sub.clone().name(name));
+        page.render_title(&mut out)?;
+        page.render_name_section(&mut out)?;
+        page.render_synopsis_section(&mut out)?;
+        page.render_description_section(&mut out)?;
+        page.render_options_section(&mut out)?;
+    }
+    std::io::Write::write_all(&mut std::io::stdout(), &out)
+        .or_else(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => Ok(()),
+            _ => Err(e),
+        })
+        .context("writing the manual page")
+}
+
 fn main() {
     let cli = Cli::parse();
     install_signal_handlers();
@@ -355,6 +399,22 @@ fn main() {
         Cmd::Ls(a) => inspect_cmd::ls(a),
         Cmd::Cat(a) => inspect_cmd::cat(a),
         Cmd::Cp(a) => inspect_cmd::cp(a),
+        Cmd::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "imgbuild",
+                &mut script,
+            );
+            std::io::Write::write_all(&mut std::io::stdout(), &script)
+                .or_else(|e| match e.kind() {
+                    std::io::ErrorKind::BrokenPipe => Ok(()),
+                    _ => Err(e),
+                })
+                .context("writing the completion script")
+        }
+        Cmd::Man => man(),
     };
     if let Err(e) = r {
         eprintln!("imgbuild: error: {}", error_chain(&e));
