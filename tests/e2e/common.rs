@@ -62,9 +62,18 @@ pub fn sh(script: &str) -> Command {
     c
 }
 
-/// The arguments that build from the committed demo closure.
+/// The committed aarch64 demo closure (for sd-aarch64).
+pub fn demo_aarch64() -> PathBuf {
+    workspace().join("fixtures/demo-aarch64")
+}
+
+/// The arguments that build from the committed demo closure of the format's architecture.
 pub fn demo_args(format: &str, out: &Path) -> Vec<String> {
-    let d = demo();
+    let d = if format == "sd-aarch64" {
+        demo_aarch64()
+    } else {
+        demo()
+    };
     vec![
         format.to_string(),
         "--closure".into(),

@@ -1,6 +1,9 @@
-# The small demo closure committed under fixtures/demo (regenerate: cargo xtask fixtures --demo).
-# Same shape as a NixOS x86_64 toplevel, but kernel, initrd and systemd-boot are tiny,
-# clearly fake placeholder files: an image built from it has the right layout but does not boot.
+# The small demo closures committed under fixtures/demo (x86_64, for raw-efi) and
+# fixtures/demo-aarch64 (for sd-aarch64); regenerate: cargo xtask fixtures --demo [--arch ARCH].
+# Same shape as a NixOS toplevel, but kernel, initrd, systemd-boot and the Pi firmware are
+# tiny, clearly fake placeholder files: an image built from it has the right layout but does
+# not boot. (Every builder is the host's busybox: the contents say aarch64, the builds run
+# wherever Nix runs.)
 # Built with real Nix (busybox builders) so hashes, references and NAR hashes are genuine.
 { params }:
 let
@@ -25,9 +28,12 @@ let
     '' + script) ];
     PATH = "${bb}/bin";
   };
+  arm = (P.arch or "x86_64") == "aarch64";
+  system = if arm then "aarch64-linux" else "x86_64-linux";
+  kernelFile = if arm then "Image" else "bzImage";
   kver = "6.1.0";
   kernel = mk "linux-${kver}-imgbuild-demo" ''
-    fake $out/bzImage 4096 KERNEL
+    fake $out/${kernelFile} 4096 KERNEL
     printf 'CONFIG_IMGBUILD_DEMO=y\n' > $out/config
   '';
   initrd = mk "initrd-linux-${kver}-imgbuild-demo" ''
@@ -57,8 +63,8 @@ let
     mkdir -p $out/etc/systemd/system
     printf 'demo\n' > $out/etc/hostname
     printf 'ID=nixos\nNAME=NixOS\nVERSION_ID="24.05"\n' > $out/etc/os-release
-    # What nixosModules.imgbuild sets for raw-efi (imgbuild checks it against the format).
-    printf '# This is a generated file.  Do not edit!\n\n# Filesystems.\n/dev/disk/by-label/nixos / ext4 x-initrd.mount 0 1\n/dev/disk/by-label/ESP /boot vfat fmask=0077,dmask=0077 0 2\n' > $out/etc/fstab
+    # What nixosModules.imgbuild sets for the format (imgbuild checks it).
+    printf '# This is a generated file.  Do not edit!\n\n# Filesystems.\n${fstab}' > $out/etc/fstab
     ln -s ${unit}/hello.service $out/etc/systemd/system/hello.service
   '';
   systemPath = mk "system-path" ''
@@ -74,34 +80,62 @@ let
     mkdir -p $out/lib/firmware
     printf 'no firmware in the demo\n' > $out/lib/firmware/README
   '';
-  kparams = "console=ttyS0,115200 panic=1 loglevel=4";
+  fstab =
+    if arm then
+      "/dev/disk/by-label/NIXOS_SD / ext4 x-initrd.mount 0 1\\n/dev/disk/by-label/FIRMWARE /boot/firmware vfat nofail,noauto 0 2\\n"
+    else
+      "/dev/disk/by-label/nixos / ext4 x-initrd.mount 0 1\\n/dev/disk/by-label/ESP /boot vfat fmask=0077,dmask=0077 0 2\\n";
+  # The Raspberry Pi firmware directory (placeholders of what nixpkgs' config.txt loads).
+  rpiFirmware = mk "imgbuild-demo-rpi-firmware" ''
+    mkdir -p $out
+    for f in u-boot.bin armstub8-gic.bin bootcode.bin start.elf fixup.dat start4.elf fixup4.dat \
+             bcm2710-rpi-3-b.dtb bcm2710-rpi-3-b-plus.dtb bcm2711-rpi-4-b.dtb bcm2711-rpi-400.dtb \
+             bcm2711-rpi-cm4.dtb bcm2712-rpi-5-b.dtb; do
+      fake $out/$f 256 "$f"
+    done
+  '';
+  console = if arm then "ttyAMA0" else "ttyS0";
+  kparams = "console=${console},115200 panic=1 loglevel=4";
   label = "NixOS ${P.codeName} ${P.nixosVersion} (Linux ${kver})";
-  bootJson = builtins.concatStringsSep "\n" [
+  bootJson = builtins.concatStringsSep "\n" ([
     "{"
     "  \"org.nixos.bootspec.v1\": {"
     "    \"init\": \"$out/init\","
     "    \"initrd\": \"${initrd}/initrd\","
-    "    \"kernel\": \"${kernel}/bzImage\","
+    "    \"kernel\": \"${kernel}/${kernelFile}\","
     "    \"kernelParams\": ["
-    "      \"console=ttyS0,115200\","
+    "      \"console=${console},115200\","
     "      \"panic=1\","
     "      \"loglevel=4\""
     "    ],"
     "    \"label\": \"${label}\","
-    "    \"system\": \"x86_64-linux\","
+    "    \"system\": \"${system}\","
     "    \"toplevel\": \"$out\""
     "  },"
     "  \"org.nixos.specialisation.v1\": {},"
-    "  \"org.nixos.systemd-boot\": {"
-    "    \"sortKey\": \"nixos\""
-    "  }"
+  ]
+  ++ (
+    if arm then
+      [
+        "  \"org.imgbuild.v1\": {"
+        "    \"firmware\": \"${rpiFirmware}\""
+        "  }"
+      ]
+    else
+      [
+        "  \"org.nixos.systemd-boot\": {"
+        "    \"sortKey\": \"nixos\""
+        "  }"
+      ]
+  )
+  ++ [
     "}"
     ""
-  ];
+  ]);
 in
 (mk "nixos-system-demo-${P.nixosVersion}" ''
   mkdir -p $out
-  ln -s ${kernel}/bzImage $out/kernel
+  ln -s ${kernel}/${kernelFile} $out/kernel
   ln -s ${initrd}/initrd $out/initrd
   ln -s ${modules} $out/kernel-modules
   ln -s ${etc}/etc $out/etc
@@ -112,7 +146,7 @@ in
   chmod 755 $out/init
   printf '%s' '${kparams}' > $out/kernel-params
   printf '%s' '${P.nixosVersion}' > $out/nixos-version
-  printf '%s' x86_64-linux > $out/system
+  printf '%s' ${system} > $out/system
   printf '%s' systemd > $out/init-interface-version
   cat > $out/boot.json <<EOF
   ${bootJson}EOF

@@ -618,9 +618,10 @@ pub fn ensure_built(arch: Arch, out: &Path) -> Result<FixtureInfo> {
     }
 }
 
-/// Regenerates the small committed demo closure (`fixtures/demo`): built by real Nix in a
-/// scratch store, then only the closure is copied out.
-pub fn build_demo(out: &Path) -> Result<()> {
+/// Regenerates a small committed demo closure (`fixtures/demo` for x86_64,
+/// `fixtures/demo-aarch64`): built by real Nix in a scratch store, then only the closure is
+/// copied out.
+pub fn build_demo(arch: Arch, out: &Path) -> Result<()> {
     util::need_tools(&[
         ("nix-build", "nix-bin"),
         ("nix-store", "nix-bin"),
@@ -630,11 +631,11 @@ pub fn build_demo(out: &Path) -> Result<()> {
     let out = util::absolute(out)?;
     let debs = Debs::new()?;
     let builder = builder_busybox(&debs)?;
-    let work = util::cache_root().join("work/demo");
+    let work = util::cache_root().join(format!("work/demo-{}", arch.name()));
     fs::create_dir_all(&work)?;
     let store = work.join("store");
     claim_out_dir(&store, "demo-store")?;
-    let params = serde_json::json!({ "builder": builder, "nixosVersion": NIXOS_VERSION, "codeName": CODE_NAME });
+    let params = serde_json::json!({ "builder": builder, "nixosVersion": NIXOS_VERSION, "codeName": CODE_NAME, "arch": arch.name() });
     fs::write(
         work.join("params.json"),
         serde_json::to_vec_pretty(&params)?,
@@ -658,7 +659,7 @@ pub fn build_demo(out: &Path) -> Result<()> {
     let result = out.join("result");
     let _ = fs::remove_file(&result);
     symlink(&toplevel, &result)?;
-    let info = describe(&out, Arch::X86_64, &toplevel, "6.1.0", n, total, false)?;
+    let info = describe(&out, arch, &toplevel, "6.1.0", n, total, false)?;
     fs::write(
         out.join("fixture.json"),
         serde_json::to_string_pretty(&info)? + "\n",

@@ -42,7 +42,8 @@ enum Cmd {
         /// Output directory (default: `target/fixtures/ARCH`; with --demo: `fixtures/demo`)
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Regenerate the small demo closure committed under fixtures/demo
+        /// Regenerate the small demo closure committed under fixtures/demo (x86_64) or
+        /// fixtures/demo-aarch64
         #[arg(long)]
         demo: bool,
     },
@@ -84,8 +85,12 @@ fn real_main(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Fixtures { arch, out, demo } => {
             if demo {
-                let out = out.unwrap_or_else(|| util::repo_root().join("fixtures/demo"));
-                fixture::build_demo(&out)
+                let dir = match arch {
+                    fixture::Arch::X86_64 => "fixtures/demo",
+                    fixture::Arch::Aarch64 => "fixtures/demo-aarch64",
+                };
+                let out = out.unwrap_or_else(|| util::repo_root().join(dir));
+                fixture::build_demo(arch, &out)
             } else {
                 let out = out.unwrap_or_else(|| fixture::default_dir(arch));
                 let info = fixture::build(arch, &out)?;
