@@ -474,3 +474,38 @@ fn readers_fail_where_nothing_is_recognised() {
     let esp = stdout(&mut imgbuild(&["ls", &s(&img), "ESP:/"]));
     assert!(esp.contains("EFI"), "{esp}");
 }
+
+/// ISSUE #14.7: symlink targets Linux allows but ext4-view refuses (a component over 255
+/// bytes, up to 4095 bytes in all) are read by hand: `ls` shows them, `cp` recreates them.
+#[test]
+fn symlinks_with_long_components_are_read() {
+    let t = tempfile::tempdir().unwrap();
+    let tree = t.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let long = format!("/{}/x", "a".repeat(300));
+    let longest = format!("/{}", "b".repeat(4094));
+    std::os::unix::fs::symlink(&long, tree.join("long")).unwrap();
+    std::os::unix::fs::symlink(&longest, tree.join("longest")).unwrap();
+    let img = t.path().join("l.img");
+    run_demo(
+        "raw-efi",
+        &img,
+        &["--add-tree", &format!("{}:/srv/links", tree.display())],
+    );
+    let ls = stdout(&mut imgbuild(&["ls", &s(&img), "/srv/links"]));
+    assert!(ls.contains(&format!("long -> {long}")), "{ls}");
+    assert!(ls.contains(&format!("longest -> {longest}")), "{ls}");
+    let out = t.path().join("out");
+    ok(&mut imgbuild(&["cp", &s(&img), "/srv/links", &s(&out)]));
+    assert_eq!(
+        std::fs::read_link(out.join("long"))
+            .unwrap()
+            .as_os_str()
+            .len(),
+        long.len()
+    );
+    assert_eq!(
+        std::fs::read_link(out.join("longest")).unwrap(),
+        std::path::PathBuf::from(&longest)
+    );
+}

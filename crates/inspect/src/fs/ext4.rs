@@ -24,6 +24,7 @@ pub(crate) struct Superblock {
     inodes_per_group: u64,
     first_data_block: u64,
     desc_size: u64,
+    inode_size: u64,
     compat: u32,
     incompat: u32,
     ro_compat: u32,
@@ -85,6 +86,22 @@ fn u32le(b: &[u8], o: usize) -> u64 {
 }
 
 impl Superblock {
+    pub(crate) fn block_size(&self) -> u64 {
+        self.block_size
+    }
+    pub(crate) fn inodes_per_group(&self) -> u64 {
+        self.inodes_per_group
+    }
+    pub(crate) fn desc_size(&self) -> u64 {
+        self.desc_size
+    }
+    pub(crate) fn first_data_block(&self) -> u64 {
+        self.first_data_block
+    }
+    pub(crate) fn is64(&self) -> bool {
+        self.incompat & 0x80 != 0
+    }
+
     /// Reads and checks the superblock at byte 1024 of the partition.
     pub(crate) fn read(slice: &mut Slice, at: &Where) -> Result<Self> {
         let corrupt = |reason: String| Error::Corrupt {
@@ -126,6 +143,12 @@ impl Superblock {
             blocks_per_group: u32le(&b, 0x20),
             inodes_per_group: u32le(&b, 0x28),
             desc_size: if is64 { u16le(&b, 0xfe) } else { 32 },
+            // Revision 0 filesystems have 128-byte inodes and no s_inode_size.
+            inode_size: if u32le(&b, 0x4c) == 0 {
+                128
+            } else {
+                u16le(&b, 0x58)
+            },
             compat: u32le(&b, 0x5c) as u32,
             incompat,
             ro_compat: u32le(&b, 0x64) as u32,
@@ -148,7 +171,7 @@ impl Superblock {
         Ok(sb)
     }
 
-    fn groups(&self) -> u64 {
+    pub(crate) fn groups(&self) -> u64 {
         self.blocks_count
             .saturating_sub(self.first_data_block)
             .div_ceil(self.blocks_per_group)
@@ -226,6 +249,8 @@ impl Superblock {
 /// An ext4 filesystem opened by `ext4-view`.
 pub(crate) struct Ext4Fs {
     fs: Ext4,
+    /// For what ext4-view refuses (long symlink components).
+    raw: super::ext4_raw::Raw,
 }
 
 pub(crate) fn map_err(e: Ext4Error, at: Where) -> Error {
@@ -309,14 +334,17 @@ pub(crate) enum Path {
 }
 
 impl Ext4Fs {
-    pub(crate) fn open(slice: Slice, sb: &Superblock, at: &Where) -> Result<Self> {
+    pub(crate) fn open(slice: Slice, raw: Slice, sb: &Superblock, at: &Where) -> Result<Self> {
         sb.check_loadable(at)?;
         let fs = crate::guard::guard(
             "ext4-view",
             || at.clone(),
             || Ext4::load(Box::new(slice)).map_err(|e| map_err(e, at.clone())),
         )?;
-        Ok(Self { fs })
+        Ok(Self {
+            fs,
+            raw: super::ext4_raw::Raw::new(raw, sb, sb.inode_size),
+        })
     }
 
     /// `lstat` through ext4-view, for a path whose directories are not symlinks.
@@ -341,11 +369,16 @@ impl Ext4Fs {
             });
         }
         let p = ext_path(path, at)?;
-        let t = self
-            .fs
-            .read_link(&p)
-            .map_err(|e| map_err(e, at.with_path(path)))?;
-        Ok(t.as_ref().to_vec())
+        match self.fs.read_link(&p) {
+            Ok(t) => Ok(t.as_ref().to_vec()),
+            // ext4-view refuses targets with a component over 255 bytes, which Linux allows:
+            // read those by hand.
+            Err(Ext4Error::Corrupt(_)) if m.len() > 255 => {
+                self.raw
+                    .symlink_target(path, MAX_SYMLINK, &at.with_path(path))
+            }
+            Err(e) => Err(map_err(e, at.with_path(path))),
+        }
     }
 
     /// Resolves the symlinks of `path` (all of them, or all but the last component), one

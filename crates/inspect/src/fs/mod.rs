@@ -2,6 +2,7 @@
 //! `ext4-view`) and FAT (through `fatfs`), with every call bounded and guarded.
 
 pub(crate) mod ext4;
+mod ext4_raw;
 pub(crate) mod fat;
 
 use std::cell::Cell;
@@ -215,7 +216,8 @@ pub(crate) fn open(disk: &Arc<Disk>, part: &Partition, at: Where, limits: &Limit
                 Err(e) => return none(None, Some(e)),
             };
             let mut info = sb.info();
-            match ext4::Ext4Fs::open(slice, &sb, &at) {
+            let raw = Slice::new(disk.clone(), part.start, part.size, budget.clone());
+            match ext4::Ext4Fs::open(slice, raw, &sb, &at) {
                 Ok(fs) => Opened {
                     info: Some(info.clone()),
                     fs: Some(Filesystem {
