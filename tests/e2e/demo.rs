@@ -281,3 +281,34 @@ fn the_aarch64_demo_builds_an_sd_card() {
     ]));
     assert!(cfg.starts_with("kernel=u-boot.bin"), "{cfg}");
 }
+
+/// ISSUE #14.3: `imgbuild ext4` is reproducible by default: file times are clamped to
+/// SOURCE_DATE_EPOCH (default 1980-01-01), so touching a file changes nothing;
+/// `--preserve-times` keeps host times (and then a touch does change the image).
+#[test]
+fn ext4_images_do_not_depend_on_when_files_were_touched() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("d/f"), b"contents\n").unwrap();
+    let build = |name: &str, extra: &[&str]| -> String {
+        let out = t.path().join(name);
+        let mut args = vec!["ext4", src.to_str().unwrap(), "-o", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        ok(&mut imgbuild(&args));
+        ok(Command::new("e2fsck").arg("-fn").arg(&out));
+        sha256(&out)
+    };
+    let a = build("a.img", &[]);
+    let pa = build("pa.img", &["--preserve-times"]);
+    ok(Command::new("touch")
+        .args(["-d", "2031-01-02 03:04:05"])
+        .arg(src.join("d/f"))
+        .arg(src.join("d")));
+    assert_eq!(build("b.img", &[]), a, "a touch changed the default image");
+    assert_ne!(
+        build("pb.img", &["--preserve-times"]),
+        pa,
+        "--preserve-times ignored the new times"
+    );
+}
