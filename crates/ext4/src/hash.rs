@@ -65,7 +65,7 @@ fn str2hashbuf_signed(msg: &[u8]) -> [u32; 8] {
     let mut val = pad;
     let mut w = 0;
     for (i, &byte) in msg.iter().take(32).enumerate() {
-        let c = byte as i8 as i32 as u32;
+        let c = i32::from(byte as i8) as u32;
         val = c.wrapping_add(val << 8);
         if i % 4 == 3 {
             out[w] = val;

@@ -62,7 +62,7 @@ pub const MIN_TIME: i64 = -(1i64 << 31);
 pub fn split_time(t: i64) -> (u32, u32) {
     let t = t.clamp(MIN_TIME, MAX_TIME);
     let lo = t as i32;
-    let epoch = ((t - lo as i64) >> 32) as u32 & 3;
+    let epoch = ((t - i64::from(lo)) >> 32) as u32 & 3;
     (lo as u32, epoch)
 }
 

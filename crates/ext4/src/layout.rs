@@ -37,10 +37,10 @@ pub struct Geometry {
 pub fn has_super(g: u32) -> bool {
     fn power_of(g: u32, base: u64) -> bool {
         let mut p = base;
-        while p < g as u64 {
+        while p < u64::from(g) {
             p *= base;
         }
-        p == g as u64
+        p == u64::from(g)
     }
     g <= 1 || power_of(g, 3) || power_of(g, 5) || power_of(g, 7)
 }
@@ -53,7 +53,7 @@ impl Geometry {
         let groups = u32::try_from(groups64).unwrap_or(u32::MAX);
         let by_ratio = blocks.saturating_mul(BLOCK_SIZE) / inode_ratio.max(1);
         let want = by_ratio.max(min_inodes);
-        let per_block = INODES_PER_BLOCK as u64;
+        let per_block = u64::from(INODES_PER_BLOCK);
         let max_ipg = BLOCK_SIZE * 8;
         let mut ipg = want.div_ceil(groups64).div_ceil(per_block) * per_block;
         ipg = ipg.max(per_block);
@@ -67,7 +67,7 @@ impl Geometry {
             ipg = max_ipg;
         }
         // The total inode count is a 32-bit field.
-        while ipg * groups64 > u32::MAX as u64 {
+        while ipg * groups64 > u64::from(u32::MAX) {
             ipg -= per_block;
         }
         let itable_blocks = ipg * INODE_SIZE as u64 / BLOCK_SIZE;
@@ -76,7 +76,7 @@ impl Geometry {
         let mut backups = Vec::new();
         for g in 0..groups {
             if has_super(g) {
-                let start = g as u64 * BLOCKS_PER_GROUP;
+                let start = u64::from(g) * BLOCKS_PER_GROUP;
                 backups.push((start, start + 1 + gdt_blocks));
             }
         }
@@ -90,7 +90,7 @@ impl Geometry {
         let mut flex_start = 0u32;
         while flex_start < groups {
             let flex_end = (flex_start + FLEX_GROUPS).min(groups);
-            cursor = cursor.max(flex_start as u64 * BLOCKS_PER_GROUP);
+            cursor = cursor.max(u64::from(flex_start) * BLOCKS_PER_GROUP);
             for g in flex_start..flex_end {
                 let b = fit(&backups, cursor, 1);
                 block_bitmap[g as usize] = b;
@@ -136,7 +136,7 @@ impl Geometry {
     }
 
     pub fn inodes(&self) -> u64 {
-        self.inodes_per_group as u64 * self.groups as u64
+        u64::from(self.inodes_per_group) * u64::from(self.groups)
     }
 
     /// One past the last fixed metadata block.
@@ -145,7 +145,7 @@ impl Geometry {
     }
 
     pub fn group_start(&self, g: u32) -> u64 {
-        g as u64 * BLOCKS_PER_GROUP
+        u64::from(g) * BLOCKS_PER_GROUP
     }
 
     /// Number of blocks in group `g` (the last one may be short).

@@ -234,7 +234,7 @@ impl Plan {
 
     /// Number of inodes in the filesystem, and how many of them are used.
     pub fn inode_counts(&self) -> (u64, u64) {
-        (self.geo.inodes(), self.max_ino as u64)
+        (self.geo.inodes(), u64::from(self.max_ino))
     }
 
     pub(crate) fn used_blocks(&self) -> u64 {
@@ -653,8 +653,8 @@ pub fn prepare(tree: &Tree, opts: &Options) -> Result<Prepared> {
     Ok(Prepared {
         lay: Layouter {
             inos,
-            min_inodes: max_ino as u64,
-            ratio: opts.inode_ratio as u64,
+            min_inodes: u64::from(max_ino),
+            ratio: u64::from(opts.inode_ratio),
         },
         max_ino,
         opts: opts.clone(),
@@ -677,7 +677,7 @@ impl Prepared {
     /// `(block count, minimum block count)` for `size`.
     fn blocks(&mut self, size: Size) -> Result<(u64, u64)> {
         let lay = &mut self.lay;
-        let max_ino = self.max_ino as u64;
+        let max_ino = u64::from(self.max_ino);
         lay.min_inodes = max_ino;
         let min_blocks = lay.smallest(0)?;
         // Free space comes with inodes to use it: one per `inode_ratio` bytes of it.

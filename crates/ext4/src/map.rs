@@ -30,7 +30,7 @@ pub fn map(plan: &Plan, tree: &Tree) -> Result<Map> {
 fn merged_extents(i: &Ino) -> Vec<(u64, u64, u64)> {
     let mut out: Vec<(u64, u64, u64)> = Vec::with_capacity(i.extents.len());
     for e in &i.extents {
-        let (l, p, n) = (e.logical as u64, e.physical, e.len as u64);
+        let (l, p, n) = (u64::from(e.logical), e.physical, u64::from(e.len));
         match out.last_mut() {
             Some(last) if last.0 + last.2 == l && last.1 + last.2 == p => last.2 += n,
             _ => out.push((l, p, n)),
@@ -180,9 +180,9 @@ fn set_bits(bm: &mut [u8], from: u64, to: u64) {
 /// group's table, with the blocks the inodes own besides file data.
 fn inode_tables(plan: &Plan, tree: &Tree) -> (Vec<Vec<u8>>, Vec<Chunk>) {
     let geo = &plan.geo;
-    let ipg = geo.inodes_per_group as u64;
-    let max_ino = plan.max_ino as u64;
-    let per_group: Vec<(Vec<u8>, Vec<Chunk>)> = (0..geo.groups as u64)
+    let ipg = u64::from(geo.inodes_per_group);
+    let max_ino = u64::from(plan.max_ino);
+    let per_group: Vec<(Vec<u8>, Vec<Chunk>)> = (0..u64::from(geo.groups))
         .into_par_iter()
         .map(|g| {
             let used = max_ino.saturating_sub(g * ipg).min(ipg);
@@ -222,8 +222,8 @@ fn inode_tables(plan: &Plan, tree: &Tree) -> (Vec<Vec<u8>>, Vec<Chunk>) {
 
 fn map_meta(plan: &Plan, tree: &Tree, b: &mut MapBuilder) -> Result<()> {
     let geo = &plan.geo;
-    let ipg = geo.inodes_per_group as u64;
-    let max_ino = plan.max_ino as u64;
+    let ipg = u64::from(geo.inodes_per_group);
+    let max_ino = u64::from(plan.max_ino);
     let (tables, mut chunks) = inode_tables(plan, tree);
     // Directory blocks: straight from the plan's buffers.
     for i in plan.inos.iter().filter(|i| i.typ == Type::Dir) {
@@ -237,7 +237,7 @@ fn map_meta(plan: &Plan, tree: &Tree, b: &mut MapBuilder) -> Result<()> {
 
     let mut used_dirs = vec![0u32; geo.groups as usize];
     for i in plan.inos.iter().filter(|i| i.typ == Type::Dir) {
-        used_dirs[((i.ino - 1) as u64 / ipg) as usize] += 1;
+        used_dirs[(u64::from(i.ino - 1) / ipg) as usize] += 1;
     }
     let mut jnl_blocks = [0u32; 17];
     if let Some(j) = plan.inos.iter().find(|i| i.ino == JOURNAL_INO) {
@@ -286,12 +286,12 @@ fn map_meta(plan: &Plan, tree: &Tree, b: &mut MapBuilder) -> Result<()> {
         for r in geo.reserved[first..].iter().take_while(|r| r.0 < end) {
             set_bits(&mut bb, r.0.max(start) - start, r.1.min(end) - start);
         }
-        let used: u64 = bb.iter().map(|b| b.count_ones() as u64).sum();
+        let used: u64 = bb.iter().map(|b| u64::from(b.count_ones())).sum();
         set_bits(&mut bb, len, BLOCKS_PER_GROUP);
         let free_blocks = len - used;
         free_blocks_total += free_blocks;
 
-        let used_inodes = max_ino.saturating_sub(g as u64 * ipg).min(ipg);
+        let used_inodes = max_ino.saturating_sub(u64::from(g) * ipg).min(ipg);
         let mut ib = vec![0u8; BS];
         set_bits(&mut ib, 0, used_inodes);
         set_bits(&mut ib, ipg, BLOCK_SIZE * 8);
@@ -325,7 +325,7 @@ fn map_meta(plan: &Plan, tree: &Tree, b: &mut MapBuilder) -> Result<()> {
     let sup = sb::Super {
         inodes: geo.inodes() as u32,
         blocks: geo.blocks,
-        r_blocks: geo.blocks * plan.opts.reserved_percent as u64 / 100,
+        r_blocks: geo.blocks * u64::from(plan.opts.reserved_percent) / 100,
         free_blocks: free_blocks_total,
         free_inodes: (geo.inodes() - max_ino) as u32,
         inodes_per_group: geo.inodes_per_group,
