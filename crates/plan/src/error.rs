@@ -121,18 +121,7 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// `529 MiB`, `2.1 GiB`: a size for people, next to the exact byte count.
-pub fn human_size(n: u64) -> String {
-    const MIB: f64 = (1u64 << 20) as f64;
-    let m = n as f64 / MIB;
-    if m >= 1024.0 {
-        format!("{:.1} GiB", m / 1024.0)
-    } else if m >= 1.0 {
-        format!("{m:.1} MiB")
-    } else {
-        format!("{n} B")
-    }
-}
+pub use imgbuild_units::human_size;
 
 /// Wraps an error whose cause is a full file system (`ENOSPC`), a file size limit (`EFBIG`,
 /// e.g. `ulimit -f`) or a quota (`EDQUOT`) as [`Error::OutputFull`] naming `path`; other

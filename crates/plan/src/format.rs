@@ -103,57 +103,7 @@ impl<'de> Deserialize<'de> for Bytes {
     }
 }
 
-/// Parse a size as coreutils does: `123` (bytes), binary `4K`/`4KiB`, `8M`/`8MiB`, `1.5G`/`1.5GiB`,
-/// `1T`/`1TiB` (powers of 1024), decimal `8KB`, `8MB`, `2GB`, `1TB` (powers of 1000: an "8GB"
-/// image fits an 8 GB card). Units are case-insensitive but for `B`/`iB`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let unit = unit.trim();
-    let (prefix, suffix) = match unit.char_indices().nth(1) {
-        Some((i, _)) => unit.split_at(i),
-        None => (unit, ""),
-    };
-    let exp = match prefix.to_ascii_lowercase().as_str() {
-        "" | "b" if suffix.is_empty() => Some(0),
-        "k" => Some(1),
-        "m" => Some(2),
-        "g" => Some(3),
-        "t" => Some(4),
-        _ => None,
-    };
-    let base: Option<u64> = match suffix {
-        "" | "iB" | "ib" => Some(1024),
-        "B" | "b" => Some(1000),
-        _ => None,
-    };
-    let (Some(exp), Some(base)) = (exp, base) else {
-        return Err(format!(
-            "`{s}`: unknown size unit `{unit}` (use K, M, G, T or KiB, MiB, GiB, TiB for powers \
-             of 1024, KB, MB, GB, TB for powers of 1000)"
-        ));
-    };
-    let mult = base.pow(exp);
-    if num.is_empty() {
-        return Err(format!("`{s}` is not a size"));
-    }
-    let v = if num.contains('.') {
-        let f: f64 = num.parse().map_err(|_| format!("`{s}` is not a size"))?;
-        (f * mult as f64).round()
-    } else {
-        let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size"))?;
-        return n
-            .checked_mul(mult)
-            .ok_or_else(|| format!("`{s}` is too large"));
-    };
-    if !(0.0..1.8e19).contains(&v) {
-        return Err(format!("`{s}` is out of range"));
-    }
-    Ok(v as u64)
-}
+pub use imgbuild_units::parse_size;
 
 /// A partition's size: fixed, or `auto` (the filesystem's exact minimum plus `free`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -430,25 +380,6 @@ mod tests {
         assert_eq!(sd.compress, Compression::Zstd);
         assert!(sd.root_partition().bootable);
         assert_eq!(parse_mbr_type(&sd.partitions[0].type_id), Some(0x0b));
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
-        assert_eq!(parse_size("512M"), Ok(512 << 20));
-        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("4096B"), Ok(4096));
-        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
-        assert_eq!(parse_size("2gib"), Ok(2 << 30));
-        assert_eq!(parse_size("8GB"), Ok(8_000_000_000));
-        assert_eq!(parse_size("100MB"), Ok(100_000_000));
-        assert_eq!(parse_size("4kB"), Ok(4000));
-        assert_eq!(parse_size("1TB"), Ok(1_000_000_000_000));
-        assert!(parse_size("12 parsecs").is_err());
-        assert!(parse_size("3Gi").is_err());
-        assert!(parse_size("").is_err());
-        assert!(parse_size("99999999999T").is_err());
     }
 
     #[test]

@@ -453,22 +453,6 @@ fn write_db_bytes(closure: &Closure, time: i64) -> Result<Arc<[u8]>> {
     Ok(r?.into())
 }
 
-/// The build-time date as `YYYY-MM-DD` (UTC), for systemd-boot's "built on".
-pub fn date_of(epoch: i64) -> String {
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = epoch.div_euclid(86_400) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
 fn esp_tree(cx: &Context, inputs: &Inputs, entry: &boot::BootEntry) -> Result<Tree> {
     let (format, time) = (cx.format, cx.time);
     let arch = if inputs.bootspec.system.starts_with("aarch64") {
@@ -491,7 +475,7 @@ fn esp_tree(cx: &Context, inputs: &Inputs, entry: &boot::BootEntry) -> Result<Tr
         .map(str::to_string);
     let o = boot::SdBootOptions {
         timeout: format.bootloader.timeout,
-        build_date: date_of(time),
+        build_date: imgbuild_units::date(time),
         sort_key,
         ..Default::default()
     };

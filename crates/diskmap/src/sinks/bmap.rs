@@ -20,23 +20,7 @@ pub struct Bmap {
     xml: Option<String>,
 }
 
-/// `4.0 MiB`, as bmaptool's `human_size` writes sizes in its comments.
-fn human(size: u64) -> String {
-    if size == 1 {
-        return "1 byte".into();
-    }
-    if size < 512 {
-        return format!("{size} bytes");
-    }
-    let mut s = size as f64;
-    for unit in ["KiB", "MiB", "GiB", "TiB"] {
-        s /= 1024.0;
-        if s < 1024.0 {
-            return format!("{s:.1} {unit}");
-        }
-    }
-    format!("{s:.1} EiB")
-}
+use imgbuild_units::human_size as human;
 
 impl Bmap {
     pub fn new(map: &Map) -> Self {

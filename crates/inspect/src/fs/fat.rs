@@ -244,16 +244,7 @@ pub(crate) fn map_err(e: std::io::Error, at: Where) -> Error {
     Error::Io { at, source: e }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
-}
+use imgbuild_units::days_from_civil;
 
 /// DOS date and time (local time by convention; read as UTC) -> Unix seconds.
 fn dos_time(date: u16, time: u16) -> i64 {
