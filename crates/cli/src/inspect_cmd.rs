@@ -206,8 +206,7 @@ pub fn cat(a: CatArgs) -> Result<()> {
 pub fn cp(a: CpArgs) -> Result<()> {
     let img = open(&a.image, &a.open)?;
     let (fs, path) = location(&img, &a.path)?;
-    let s = fs
-        .copy_out(&path, &a.dest)
+    let s = inspect::copy_out(fs, &path, &a.dest)
         .with_context(|| format!("copying to `{}`", a.dest.display()))?;
     eprintln!(
         "copied {} files ({} bytes), {} directories, {} symlinks{}",

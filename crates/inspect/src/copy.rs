@@ -8,9 +8,11 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::fs::{CopyStats, Entry, Filesystem, Kind};
+use crate::fs::{Entry, Filesystem, Kind};
+use crate::path::normalize;
 use crate::path::parent_and_name;
 use crate::{Error, Result};
+use serde::Serialize;
 
 fn host(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |source| Error::Host {
@@ -41,7 +43,28 @@ fn set_time(f: &File, secs: i64) {
     );
 }
 
-pub(crate) fn copy_out(fs: &Filesystem, src: &[u8], dest: &Path) -> Result<CopyStats> {
+/// What [`copy_out`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CopyStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Devices, fifos and sockets, which are not copied.
+    pub skipped: u64,
+    /// Bytes of file data.
+    pub bytes: u64,
+}
+
+/// Copies `path` of `fs` (a file, symlink or whole tree) to the host path `dest`, like
+/// `cp -a` without owners: modes and mtimes kept, symlinks copied as symlinks, holes (zero
+/// 4 KiB blocks) left as holes. If `dest` is an existing directory, the copy goes inside it
+/// under the source's name. Never writes outside `dest`: unsafe names and names seen twice
+/// are errors, and nothing existing is overwritten.
+pub fn copy_out(fs: &Filesystem, path: &[u8], dest: &Path) -> Result<CopyStats> {
+    copy_normalized(fs, &normalize(path), dest)
+}
+
+fn copy_normalized(fs: &Filesystem, src: &[u8], dest: &Path) -> Result<CopyStats> {
     // `cp SRC DEST`: into DEST when it is an existing directory, else as DEST.
     let (target, merge_root) = match fs::metadata(dest) {
         Ok(m) if m.is_dir() => match parent_and_name(src) {

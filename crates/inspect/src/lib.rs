@@ -42,8 +42,9 @@ use serde::Serialize;
 pub use boot::{
     Boot, BootEntry, EfiBinary, Extlinux, ExtlinuxEntry, Grub, PiKernel, RaspberryPi, SystemdBoot,
 };
+pub use copy::{copy_out, CopyStats};
 pub use error::{Error, Result, Where};
-pub use fs::{CopyStats, Entry, FileReader, Filesystem, FsInfo, Kind};
+pub use fs::{Entry, FileReader, Filesystem, FsInfo, Kind};
 pub use io::Compression;
 pub use nixos::{Nixos, Registration, Store};
 pub use table::{Partition, Table, TableKind};

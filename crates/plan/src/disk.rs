@@ -194,11 +194,15 @@ fn table(cx: &Context, lay: &Layout) -> Result<Table> {
             for (p, pl) in format.partitions.iter().zip(&lay.partitions) {
                 let g = cx.ids.gpt_partition_guid(&p.name);
                 guids.push(Some(g.to_string().to_uppercase()));
-                let type_guid = crate::format::parse_guid(&p.type_id)
-                    .expect("validate() checked GPT type GUIDs");
+                let crate::format::PartType::Gpt(type_guid) = p.type_id else {
+                    return Err(Error::Invalid(format!(
+                        "partition `{}`: not a GPT type",
+                        p.name
+                    )));
+                };
                 parts.push(partition::GptPartition {
                     name: p.name.clone(),
-                    type_guid: uuid::Uuid::from_bytes(type_guid),
+                    type_guid,
                     part_guid: g,
                     first_lba: pl.start / SECTOR,
                     last_lba: (pl.start + pl.size) / SECTOR - 1,
@@ -223,14 +227,19 @@ fn table(cx: &Context, lay: &Layout) -> Result<Table> {
                 .partitions
                 .iter()
                 .zip(&lay.partitions)
-                .map(|(p, pl)| partition::MbrPartition {
-                    first_lba: pl.start / SECTOR,
-                    sectors: pl.size / SECTOR,
-                    type_byte: crate::format::parse_mbr_type(&p.type_id)
-                        .expect("validate() checked MBR type bytes"),
-                    bootable: p.bootable,
+                .map(|(p, pl)| match p.type_id {
+                    crate::format::PartType::Mbr(type_byte) => Ok(partition::MbrPartition {
+                        first_lba: pl.start / SECTOR,
+                        sectors: pl.size / SECTOR,
+                        type_byte,
+                        bootable: p.bootable,
+                    }),
+                    crate::format::PartType::Gpt(_) => Err(Error::Invalid(format!(
+                        "partition `{}`: not an MBR type",
+                        p.name
+                    ))),
                 })
-                .collect();
+                .collect::<Result<_>>()?;
             let l = partition::MbrLayout {
                 disk_size: lay.disk_size,
                 disk_id: id,

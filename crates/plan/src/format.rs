@@ -124,6 +124,43 @@ impl<'de> Deserialize<'de> for PartSize {
     }
 }
 
+/// A partition type: a GPT type GUID or an MBR type byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartType {
+    Gpt(uuid::Uuid),
+    Mbr(u8),
+}
+
+impl std::fmt::Display for PartType {
+    /// `C12A7328-F81F-11D2-BA4B-00A0C93EC93B`, `0x0b`: as format files and sfdisk write them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PartType::Gpt(g) => write!(
+                f,
+                "{}",
+                g.hyphenated()
+                    .encode_upper(&mut uuid::Uuid::encode_buffer())
+            ),
+            PartType::Mbr(b) => write!(f, "{b:#04x}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PartType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if let Some(g) = parse_guid(&s) {
+            return Ok(PartType::Gpt(uuid::Uuid::from_bytes(g)));
+        }
+        parse_mbr_type(&s).map(PartType::Mbr).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "type `{s}` is neither a GPT type GUID (C12A7328-F81F-11D2-BA4B-00A0C93EC93B) \
+                 nor an MBR type byte (0x83)"
+            ))
+        })
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Table {
@@ -137,9 +174,9 @@ pub struct Table {
 pub struct Partition {
     /// GPT partition name; for MBR only a name for messages and the manifest.
     pub name: String,
-    /// GPT type GUID (`C12A7328-...`) or MBR type byte (`0x0b`).
+    /// GPT type GUID (`C12A7328-...`) or MBR type byte (`0x0b`), parsed once.
     #[serde(rename = "type")]
-    pub type_id: String,
+    pub type_id: PartType,
     #[serde(default)]
     pub start: Option<Bytes>,
     pub size: PartSize,
@@ -251,7 +288,7 @@ impl Format {
         for (i, p) in self.partitions.iter().enumerate() {
             match self.table.kind {
                 TableType::Gpt => {
-                    if parse_guid(&p.type_id).is_none() {
+                    if !matches!(p.type_id, PartType::Gpt(_)) {
                         return bad(format!(
                             "partition `{}`: type `{}` is not a GUID",
                             p.name, p.type_id
@@ -268,7 +305,7 @@ impl Format {
                     }
                 }
                 TableType::Mbr => {
-                    if parse_mbr_type(&p.type_id).is_none() {
+                    if !matches!(p.type_id, PartType::Mbr(_)) {
                         return bad(format!(
                             "partition `{}`: type `{}` is not an MBR type byte like 0x83",
                             p.name, p.type_id
@@ -379,7 +416,12 @@ mod tests {
         let sd = Format::load("sd-aarch64").unwrap();
         assert_eq!(sd.compress, Compression::Zstd);
         assert!(sd.root_partition().bootable);
-        assert_eq!(parse_mbr_type(&sd.partitions[0].type_id), Some(0x0b));
+        assert_eq!(sd.partitions[0].type_id, PartType::Mbr(0x0b));
+        assert_eq!(sd.partitions[0].type_id.to_string(), "0x0b");
+        assert_eq!(
+            raw.partitions[0].type_id.to_string(),
+            "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+        );
     }
 
     #[test]
@@ -388,6 +430,17 @@ mod tests {
         let e = Format::parse(
             "x",
             &raw.replace("C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "nope"),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("type `nope` is neither a GPT type GUID"),
+            "{e}"
+        );
+        // An MBR byte on a GPT table.
+        let e = Format::parse(
+            "x",
+            &raw.replace("C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "0x0b"),
         )
         .unwrap_err();
         assert!(e.to_string().contains("is not a GUID"), "{e}");

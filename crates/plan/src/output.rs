@@ -192,7 +192,7 @@ fn manifest(
                 size: pl.size,
                 first_lba: pl.start / SECTOR,
                 last_lba: (pl.start + pl.size) / SECTOR - 1,
-                type_id: p.type_id.clone(),
+                type_id: p.type_id.to_string(),
                 guid: guid.clone(),
                 bootable: p.bootable,
                 filesystem: part.fs.kind(),

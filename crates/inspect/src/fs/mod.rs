@@ -269,18 +269,6 @@ pub(crate) fn open(disk: &Arc<Disk>, part: &Partition, at: Where, limits: &Limit
     }
 }
 
-/// What [`Filesystem::copy_out`] did.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct CopyStats {
-    pub files: u64,
-    pub dirs: u64,
-    pub symlinks: u64,
-    /// Devices, fifos and sockets, which are not copied.
-    pub skipped: u64,
-    /// Bytes of file data.
-    pub bytes: u64,
-}
-
 /// One open file, read in chunks.
 pub struct FileReader<'a> {
     fs: &'a Filesystem,
@@ -596,15 +584,6 @@ impl Filesystem {
             }
         }
         Ok(())
-    }
-
-    /// Copies `path` (a file, symlink or whole tree) to the host path `dest`, like
-    /// `cp -a` without owners: modes and mtimes kept, symlinks copied as symlinks, holes
-    /// (zero 4 KiB blocks) left as holes. If `dest` is an existing directory, the copy goes
-    /// inside it under the source's name. Never writes outside `dest`: unsafe names and
-    /// names seen twice are errors, and nothing existing is overwritten.
-    pub fn copy_out(&self, path: &[u8], dest: &std::path::Path) -> Result<CopyStats> {
-        crate::copy::copy_out(self, &normalize(path), dest)
     }
 
     pub(crate) fn set_partition_name(&mut self, name: String) {

@@ -391,7 +391,7 @@ fn fat_trees_match_mtools_and_fatfs() {
         assert_eq!(fs.info().label.as_deref(), Some("BARE"));
         assert_eq!(fs.info().uuid.as_deref(), Some("0BAD-CAFE"));
         let ours = t.path().join("ours");
-        let s = fs.copy_out(b"/", &ours).unwrap();
+        let s = imgbuild_inspect::copy_out(fs, b"/", &ours).unwrap();
         assert_eq!(s.files, 45, "{s:?}");
         let theirs = t.path().join("theirs");
         std::fs::create_dir(&theirs).unwrap();
