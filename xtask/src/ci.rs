@@ -147,7 +147,9 @@ pub fn run_all(args: CiArgs) -> Result<()> {
         .current_dir(&root)
         .arg("nix/tests/run.sh")
         .arg(util::target_dir().join("release/imgbuild"));
-    let checks: [(&str, std::process::Command); 5] = [
+    let mut tidy = cmd("cargo");
+    tidy.current_dir(&root).args(["xtask", "tidy"]);
+    let checks: [(&str, std::process::Command); 6] = [
         (
             "cargo fmt --all --check",
             cargo(&["fmt", "--all", "--", "--check"], &[]),
@@ -173,6 +175,7 @@ pub fn run_all(args: CiArgs) -> Result<()> {
                 &[("RUSTDOCFLAGS", "-D warnings")],
             ),
         ),
+        ("cargo xtask tidy (ARCHITECTURE.md's promises)", tidy),
         (
             "cargo test --workspace --no-fail-fast",
             cargo(&["test", "--workspace", "--no-fail-fast"], &[]),

@@ -68,22 +68,28 @@ impl Cpio {
         self.names.insert(name.to_string());
         let ino = self.next_ino;
         self.next_ino += 1;
-        self.header(name, ino, mode, nlink, self.mtime, data.len(), rdev);
+        let h = Header {
+            ino,
+            mode,
+            nlink,
+            mtime: self.mtime,
+            size: data.len(),
+            rdev,
+        };
+        self.header(name, &h);
         self.buf.extend_from_slice(data);
         self.pad4();
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn header(
-        &mut self,
-        name: &str,
-        ino: u32,
-        mode: u32,
-        nlink: u32,
-        mtime: u32,
-        size: usize,
-        rdev: (u32, u32),
-    ) {
+    fn header(&mut self, name: &str, h: &Header) {
+        let Header {
+            ino,
+            mode,
+            nlink,
+            mtime,
+            size,
+            rdev,
+        } = *h;
         let size = u32::try_from(size).expect("initrd members are far below 4 GiB");
         let namesize = u32::try_from(name.len() + 1).expect("short names");
         let fields = [
@@ -105,7 +111,15 @@ impl Cpio {
     }
 
     pub fn finish(mut self) -> Vec<u8> {
-        self.header("TRAILER!!!", 0, 0, 1, 0, 0, (0, 0));
+        let end = Header {
+            ino: 0,
+            mode: 0,
+            nlink: 1,
+            mtime: 0,
+            size: 0,
+            rdev: (0, 0),
+        };
+        self.header("TRAILER!!!", &end);
         // pad to 512 like GNU cpio does
         while !self.buf.len().is_multiple_of(512) {
             self.buf.push(0);
@@ -161,4 +175,15 @@ mod tests {
         c2.chardev("dev/console", 0o600, 5, 1);
         assert_eq!(c2.finish(), bytes);
     }
+}
+
+/// The fields of a `newc` member header besides its name.
+#[derive(Clone, Copy)]
+struct Header {
+    ino: u32,
+    mode: u32,
+    nlink: u32,
+    mtime: u32,
+    size: usize,
+    rdev: (u32, u32),
 }

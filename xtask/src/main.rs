@@ -8,7 +8,9 @@
 //!   `IMGBUILD-BOOT-OK`;
 //! - `bootctl`: runs Debian's `bootctl` against an image's ESP;
 //! - `ci-boot`: everything above, end to end;
-//! - `ci`: what `.ci/run` runs: fmt, clippy, doc, workspace tests, then `ci-boot`;
+//! - `tidy`: ARCHITECTURE.md's promises checked (dependency table, no too_many_arguments,
+//!   no Debug as data, crate docs);
+//! - `ci`: what `.ci/run` runs: fmt, clippy, doc, tidy, workspace tests, then `ci-boot`;
 //! - `bench`: imgbuild against mke2fs -d, cp -a, zstd and the baseline pipelines (one report).
 
 mod baseline;
@@ -20,6 +22,7 @@ mod cpio;
 mod debs;
 mod fixture;
 mod initrd;
+mod tidy;
 mod util;
 
 use anyhow::Result;
@@ -71,6 +74,10 @@ enum Cmd {
     /// Benchmarks against mke2fs -d, cp -a, zstd and the baseline pipelines; writes
     /// target/bench/report.md
     Bench(bench::BenchArgs),
+    /// Check ARCHITECTURE.md's promises: the crate dependency table against cargo metadata,
+    /// no allowances of clippy's too-many-arguments lint, no Debug formatting as data, crate
+    /// docs everywhere
+    Tidy,
 }
 
 fn main() {
@@ -109,5 +116,6 @@ fn real_main(cli: Cli) -> Result<()> {
         Cmd::CiBoot(args) => ci::run(args),
         Cmd::Ci(args) => ci::run_all(args),
         Cmd::Bench(args) => bench::run_bench(args),
+        Cmd::Tidy => tidy::run(),
     }
 }

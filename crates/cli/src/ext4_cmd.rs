@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use imgbuild_plan::format::parse_size;
-use imgbuild_plan::{ext4_image, Ext4ImageOptions};
+use imgbuild_plan::{ext4_image, Ext4ImageOptions, Ext4Size};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
@@ -56,11 +56,11 @@ fn parse_uuid(s: &str) -> Result<[u8; 16]> {
 
 pub fn run(a: Ext4Args, cancel: &AtomicBool) -> Result<()> {
     let size = if a.size == "auto" {
-        imgbuild_ext4::Size::Auto {
+        Ext4Size::Auto {
             extra_free: parse_size(&a.free).map_err(anyhow::Error::msg)?,
         }
     } else {
-        imgbuild_ext4::Size::Exact(parse_size(&a.size).map_err(anyhow::Error::msg)?)
+        Ext4Size::Exact(parse_size(&a.size).map_err(anyhow::Error::msg)?)
     };
     let opts = Ext4ImageOptions {
         output: a.output.clone(),

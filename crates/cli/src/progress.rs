@@ -3,8 +3,7 @@
 //! ETA for the others (writing, which hashes and compresses as it goes); with `--timings`,
 //! the time each phase took.
 
-use imgbuild_blockio::Progress;
-use imgbuild_plan::Reporter;
+use imgbuild_plan::{Progress, Reporter};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::Mutex;

@@ -168,19 +168,14 @@ pub fn apply(tree: &mut Tree, adds: &[&Add], time: i64, fat: bool) -> Result<Vec
                     what: a.dest.clone(),
                     source,
                 })?;
-            add_dir(
-                tree,
-                id,
-                &a.src,
-                &a.src,
-                &a.dest,
-                (uid, gid),
+            let cx = TreeAdd {
+                base: &a.src,
+                owner: (uid, gid),
                 time,
                 fat,
-                a.target,
-                &mut out,
-                0,
-            )?;
+                target: a.target,
+            };
+            add_dir(&cx, tree, id, &a.src, &a.dest, &mut out, 0)?;
         } else {
             if md.file_type().is_symlink() {
                 return Err(Error::AddSource {
@@ -242,20 +237,33 @@ fn add_file(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn add_dir(
-    tree: &mut Tree,
-    dir: NodeId,
-    base: &Path,
-    host: &Path,
-    dest: &str,
+/// What stays the same while one `--add-tree` is copied in.
+struct TreeAdd<'a> {
+    /// The tree's top on the host (relative symlinks must stay below it).
+    base: &'a Path,
     owner: (u32, u32),
     time: i64,
+    /// The target is FAT: symlinks cannot be kept.
     fat: bool,
     target: AddTarget,
+}
+
+fn add_dir(
+    cx: &TreeAdd,
+    tree: &mut Tree,
+    dir: NodeId,
+    host: &Path,
+    dest: &str,
     out: &mut Vec<Added>,
     depth: usize,
 ) -> Result<()> {
+    let TreeAdd {
+        base,
+        owner,
+        time,
+        fat,
+        target,
+    } = *cx;
     if depth > 128 {
         return Err(Error::TooDeep {
             path: host.to_path_buf(),
@@ -284,19 +292,7 @@ fn add_dir(
                     what: d.clone(),
                     source,
                 })?;
-            add_dir(
-                tree,
-                id,
-                base,
-                &p,
-                &d,
-                owner,
-                time,
-                fat,
-                target,
-                out,
-                depth + 1,
-            )?;
+            add_dir(cx, tree, id, &p, &d, out, depth + 1)?;
         } else if ft.is_file() {
             let mode = if md.mode() & 0o111 != 0 { 0o755 } else { 0o644 };
             add_file(

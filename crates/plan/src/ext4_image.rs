@@ -19,6 +19,9 @@ use imgbuild_fstree::{Kind, Mtime, Owner, Perms, ScanOptions, Scanner, Tree};
 use crate::ids::derive_id;
 use crate::{error::output_full, Error, Reporter, Result};
 
+/// The size of an `imgbuild ext4` filesystem: the minimum plus free space, or exact.
+pub use imgbuild_ext4::Size as Ext4Size;
+
 /// What `imgbuild ext4` was asked for.
 #[derive(Clone, Debug)]
 pub struct Ext4ImageOptions {

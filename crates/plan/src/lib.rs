@@ -33,15 +33,15 @@ mod trees;
 
 pub use dedup::DedupReport;
 pub use error::{human_size, Error, Result};
-pub use ext4_image::{ext4_image, tree_seed, Ext4Image, Ext4ImageOptions};
+pub use ext4_image::{ext4_image, tree_seed, Ext4Image, Ext4ImageOptions, Ext4Size};
 pub use format::{Compression, Format};
 pub use ids::derive_id;
+pub use imgbuild_blockio::Progress;
 pub use inputs::{ClosureSource, InputSpec, Inputs};
 pub use layout::{Layout, PartitionLayout};
 pub use manifest::{Manifest, ManifestPartition};
 pub use options::{Dedup, DiskSize, Options, OutputOptions};
 
-use imgbuild_blockio::Progress;
 use std::sync::atomic::AtomicBool;
 
 /// Images built without `SOURCE_DATE_EPOCH` carry this time: 1980-01-01 00:00:00 UTC, the

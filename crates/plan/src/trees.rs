@@ -222,7 +222,12 @@ pub(crate) fn add_boot_files(
             }
             Content::StoreTree(logical) => {
                 let host = resolve(store, logical)?;
-                copy_resolved(tree, dir, name, &host, store, None, time, 0)?;
+                let cx = Resolve {
+                    store,
+                    base: None,
+                    time,
+                };
+                copy_resolved(&cx, tree, dir, name, &host, 0)?;
             }
         }
     }
@@ -268,21 +273,29 @@ fn host_file_node(host: &Path, time: i64) -> Result<Node> {
 
 const MAX_DEPTH: usize = 64;
 
+/// Where [`copy_resolved`] may follow symlinks to, and the time copies get.
+#[derive(Clone, Copy)]
+pub(crate) struct Resolve<'a> {
+    pub store: &'a StoreRoot,
+    /// The canonical path of a directory given on the command line (its own links may point
+    /// inside it).
+    pub base: Option<&'a Path>,
+    pub time: i64,
+}
+
 /// Copy a host file or directory into `tree` like `cp -rL` confined to the store: symlinks are
 /// dereferenced, but only to targets inside the store (or inside `base`, the canonical path of
 /// a directory given on the command line). Used for trees that end up on FAT, which has no
 /// symlinks, and for the extlinux `dtbs` copy.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn copy_resolved(
+    cx: &Resolve,
     tree: &mut Tree,
     dir: NodeId,
     name: &[u8],
     host: &Path,
-    store: &StoreRoot,
-    base: Option<&Path>,
-    time: i64,
     depth: usize,
 ) -> Result<()> {
+    let Resolve { store, base, time } = *cx;
     if depth > MAX_DEPTH {
         return Err(Error::TooDeep {
             path: host.to_path_buf(),
@@ -361,16 +374,7 @@ pub(crate) fn copy_resolved(
         names.sort();
         for n in names {
             use std::os::unix::ffi::OsStrExt;
-            copy_resolved(
-                tree,
-                id,
-                n.as_bytes(),
-                &real.join(&n),
-                store,
-                base,
-                time,
-                depth + 1,
-            )?;
+            copy_resolved(cx, tree, id, n.as_bytes(), &real.join(&n), depth + 1)?;
         }
     } else if md.is_file() {
         let node = host_file_node(&real, time)?;
@@ -535,16 +539,12 @@ fn firmware_tree(cx: &Context, inputs: &Inputs) -> Result<Tree> {
     };
     for n in &names {
         use std::os::unix::ffi::OsStrExt;
-        copy_resolved(
-            &mut tree,
-            root,
-            n.as_bytes(),
-            &dir.join(n),
-            &inputs.store,
-            base.as_deref(),
+        let cx = Resolve {
+            store: &inputs.store,
+            base: base.as_deref(),
             time,
-            0,
-        )?;
+        };
+        copy_resolved(&cx, &mut tree, root, n.as_bytes(), &dir.join(n), 0)?;
     }
     if tree.lookup(b"config.txt").is_none() {
         tree.insert(
