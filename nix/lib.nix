@@ -46,22 +46,39 @@ let
     ;
 
   # The built-in formats as far as Nix needs to know them. Mirrors formats/*.toml (`system`,
-  # `extension`, `compress`); nix/tests/eval.nix checks that they agree. `product` is the
-  # Hydra build-product type nixpkgs uses for the same kind of image.
-  formats = {
-    raw-efi = {
-      system = "x86_64-linux";
-      extension = "img";
-      compress = "none";
-      product = "raw-image";
+  # `extension`, `compress`, `base`); nix/tests/eval.nix checks that they agree. `base` is
+  # the format whose disk a container format holds (the NixOS configuration is that
+  # format's). `product` is the Hydra build-product type nixpkgs uses for the same kind of
+  # image.
+  formats =
+    let
+      efi = extension: product: {
+        base = "raw-efi";
+        system = "x86_64-linux";
+        inherit extension product;
+        compress = "none";
+      };
+    in
+    {
+      raw-efi = {
+        base = "raw-efi";
+        system = "x86_64-linux";
+        extension = "img";
+        compress = "none";
+        product = "raw-image";
+      };
+      sd-aarch64 = {
+        base = "sd-aarch64";
+        system = "aarch64-linux";
+        extension = "img";
+        compress = "zstd";
+        product = "sd-image";
+      };
+      qcow2-efi = efi "qcow2" "qcow2-image";
+      vhd-efi = efi "vhd" "vpc-image";
+      azure = efi "vhd" "azure-image";
+      gce = efi "raw.tar.gz" "gce-image";
     };
-    sd-aarch64 = {
-      system = "aarch64-linux";
-      extension = "img";
-      compress = "zstd";
-      product = "sd-image";
-    };
-  };
 
   formatInfo =
     format:
@@ -119,10 +136,12 @@ let
     let
       f = formatInfo format;
     in
-    if espSize != null && format != "raw-efi" then
+    if espSize != null && f.base != "raw-efi" then
       throw "imgbuild: espSize: format `${format}` has no EFI system partition"
     else if compress != null && !(elem compress [ "none" "zstd" ]) then
       throw "imgbuild: compress must be \"none\" or \"zstd\", not `${toString compress}`"
+    else if compress == "zstd" && f.base != format then
+      throw "imgbuild: compress: format `${format}` writes a container, which is not compressed again"
     else if !(isList extraArgs) then
       throw "imgbuild: extraArgs must be a list of strings"
     else

@@ -22,10 +22,25 @@ let
     types
     ;
 
+  # Each format's system, and the format whose disk it holds (a qcow2-efi image is the
+  # raw-efi disk in a qcow2 file: the same configuration). Mirrors lib.formats.
   formatSystem = {
     raw-efi = "x86_64-linux";
     sd-aarch64 = "aarch64-linux";
+    qcow2-efi = "x86_64-linux";
+    vhd-efi = "x86_64-linux";
+    azure = "x86_64-linux";
+    gce = "x86_64-linux";
   };
+  formatBase = {
+    raw-efi = "raw-efi";
+    sd-aarch64 = "sd-aarch64";
+    qcow2-efi = "raw-efi";
+    vhd-efi = "raw-efi";
+    azure = "raw-efi";
+    gce = "raw-efi";
+  };
+  base = if cfg.format == null then null else formatBase.${cfg.format};
 
   # `config.txt` as nixpkgs' sd-image-aarch64.nix writes it (the same text imgbuild writes
   # when a firmware directory has none: crates/boot/src/rpi.rs; nix/tests/eval.nix compares).
@@ -130,6 +145,10 @@ in
         types.enum [
           "raw-efi"
           "sd-aarch64"
+          "qcow2-efi"
+          "vhd-efi"
+          "azure"
+          "gce"
         ]
       );
       default = null;
@@ -138,7 +157,10 @@ in
         The imgbuild image format this system is installed from. Sets the file systems (by
         label), the bootloader and first-boot growth to match the disk imgbuild writes, so the
         booted machine can `nixos-rebuild` itself from the same configuration.
-        `raw-efi`: GPT, ESP `/boot` (label `ESP`), ext4 `/` (label `nixos`), systemd-boot.
+        `raw-efi`: GPT, ESP `/boot` (label `ESP`), ext4 `/` (label `nixos`), systemd-boot;
+        `qcow2-efi`, `vhd-efi`, `azure` and `gce` are that disk in a container, and set the
+        same (add the cloud's own guest configuration, e.g. nixpkgs'
+        `virtualisation/google-compute-config.nix`, yourself).
         `sd-aarch64`: MBR, FAT `/boot/firmware` (label `FIRMWARE`, noauto), ext4 `/` (label
         `NIXOS_SD`), U-Boot + extlinux, Raspberry Pi firmware.
       '';
@@ -241,7 +263,7 @@ in
       ];
     })
 
-    (mkIf (cfg.format == "raw-efi") {
+    (mkIf (base == "raw-efi") {
       fileSystems."/" = {
         device = "/dev/disk/by-label/nixos";
         fsType = "ext4";
@@ -291,7 +313,7 @@ in
       ];
     })
 
-    (mkIf (cfg.format == "sd-aarch64") {
+    (mkIf (base == "sd-aarch64") {
       fileSystems."/" = {
         device = "/dev/disk/by-label/NIXOS_SD";
         fsType = "ext4";

@@ -36,7 +36,13 @@ let
   tomlNames = map (f: builtins.head (builtins.match "(.*)\\.toml" f)) (
     filter (f: builtins.match ".*\\.toml" f != null) (attrNames (readDir (root + "/formats")))
   );
-  toml = name: builtins.fromTOML (readFile (root + "/formats/${name}.toml"));
+  # A format file with its `base` chain merged in, as crates/plan/src/format.rs does.
+  toml =
+    name:
+    let
+      t = builtins.fromTOML (readFile (root + "/formats/${name}.toml"));
+    in
+    if t ? base then toml t.base // builtins.removeAttrs t [ "base" ] else t // { base = name; };
   part =
     name: contents: builtins.head (filter (p: p.contents == contents) (toml name).partition);
 
@@ -150,16 +156,38 @@ let
     formatsMatchTomlFiles = {
       expr = map (n: {
         inherit n;
-        inherit ((toml n)) system extension compress;
+        inherit ((toml n)) system extension compress base;
       }) tomlNames;
       expected = map (n: {
         inherit n;
-        inherit (lib.formats.${n}) system extension compress;
+        inherit (lib.formats.${n}) system extension compress base;
       }) (attrNames lib.formats);
     };
 
+    # A container format holds its base format's disk: the module sets the same system.
+    containerFormatsConfigureTheirBase = {
+      expr = map (
+        f:
+        let
+          e = evalImg "x86_64-linux" { imgbuild.format = f; };
+        in
+        {
+          inherit f;
+          inherit (e.defs) fileSystems;
+          loader = e.defs.boot.loader;
+          params = e.defs.boot.kernelParams;
+        }
+      ) [ "qcow2-efi" "vhd-efi" "azure" "gce" ];
+      expected = map (f: {
+        inherit f;
+        inherit (rawEfi.defs) fileSystems;
+        loader = rawEfi.defs.boot.loader;
+        params = rawEfi.defs.boot.kernelParams;
+      }) [ "qcow2-efi" "vhd-efi" "azure" "gce" ];
+    };
+
     moduleFormatEnumIsLibFormats = {
-      expr = rawEfi.options.imgbuild.format.type.nullOr.enum;
+      expr = builtins.sort builtins.lessThan rawEfi.options.imgbuild.format.type.nullOr.enum;
       expected = attrNames lib.formats;
     };
 

@@ -6,6 +6,7 @@
 
 mod add;
 mod common;
+mod containers;
 mod demo;
 mod failures;
 mod fixtures;

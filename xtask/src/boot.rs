@@ -35,6 +35,12 @@ pub enum Format {
     RawEfi,
     #[value(name = "sd-aarch64")]
     SdAarch64,
+    /// The raw-efi disk in a qcow2 file, booted as raw-efi.
+    #[value(name = "qcow2-efi")]
+    Qcow2Efi,
+    /// The raw-efi disk in a dynamic VHD, booted as raw-efi.
+    #[value(name = "vhd-efi")]
+    VhdEfi,
 }
 
 impl Format {
@@ -42,19 +48,39 @@ impl Format {
         match self {
             Format::RawEfi => "raw-efi",
             Format::SdAarch64 => "sd-aarch64",
+            Format::Qcow2Efi => "qcow2-efi",
+            Format::VhdEfi => "vhd-efi",
         }
     }
     pub fn arch(self) -> Arch {
         match self {
-            Format::RawEfi => Arch::X86_64,
+            Format::RawEfi | Format::Qcow2Efi | Format::VhdEfi => Arch::X86_64,
             Format::SdAarch64 => Arch::Aarch64,
         }
     }
     fn default_timeout(self) -> u64 {
         match self {
-            Format::RawEfi => 240,
+            Format::RawEfi | Format::Qcow2Efi | Format::VhdEfi => 240,
             Format::SdAarch64 => 300,
         }
+    }
+    /// The image file imgbuild writes for the boot tests.
+    fn file_name(self) -> &'static str {
+        match self {
+            Format::RawEfi => "imgbuild-raw-efi.img",
+            Format::SdAarch64 => "imgbuild-sd-aarch64.img.zst",
+            Format::Qcow2Efi => "imgbuild-qcow2-efi.qcow2",
+            Format::VhdEfi => "imgbuild-vhd-efi.vhd",
+        }
+    }
+}
+
+/// QEMU's name for the image's container, from its extension.
+fn drive_format(image: &Path) -> &'static str {
+    match image.extension().and_then(|e| e.to_str()) {
+        Some("qcow2") => "qcow2",
+        Some("vhd") => "vpc",
+        _ => "raw",
     }
 }
 
@@ -81,7 +107,7 @@ impl Disk {
 pub struct BootArgs {
     #[arg(value_enum)]
     pub format: Format,
-    /// Image to boot (.img or .img.zst). Default: build the fixture and an image with
+    /// Image to boot (.img, .img.zst, .qcow2, .vhd). Default: build the fixture and an image with
     /// target/release/imgbuild
     pub image: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "virtio")]
@@ -196,8 +222,9 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
     }
     let drive = |extra: &str| {
         format!(
-            "file={},format=raw,snapshot=on{extra}",
-            image.display().to_string().replace(',', ",,")
+            "file={},format={},snapshot=on{extra}",
+            image.display().to_string().replace(',', ",,"),
+            drive_format(&image)
         )
     };
     let disk_args: Vec<String> = match spec.disk {
@@ -210,7 +237,7 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         ],
     };
     let (mut c, accel, giveup): (_, &'static str, &[(&str, &str)]) = match spec.format {
-        Format::RawEfi => {
+        Format::RawEfi | Format::Qcow2Efi | Format::VhdEfi => {
             util::need_tools(&[("qemu-system-x86_64", "qemu-system-x86")])?;
             for f in [OVMF_CODE, OVMF_VARS] {
                 if !Path::new(f).is_file() {
@@ -530,10 +557,7 @@ pub fn imgbuild_image(format: Format) -> Result<PathBuf> {
     let bin = util::target_dir().join("release/imgbuild");
     let out_dir = util::target_dir().join("boot");
     fs::create_dir_all(&out_dir)?;
-    let out = out_dir.join(match format {
-        Format::RawEfi => "imgbuild-raw-efi.img",
-        Format::SdAarch64 => "imgbuild-sd-aarch64.img.zst",
-    });
+    let out = out_dir.join(format.file_name());
     let t = Timer::start();
     util::run(
         cmd(&bin)

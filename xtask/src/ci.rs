@@ -2,7 +2,8 @@
 //!
 //! x86_64: fixture -> baseline raw-efi image -> bootctl check -> boot (virtio, NVMe) ->
 //! negative control (root label wrong: must FAIL with the initrd's reason); then the same
-//! image built by the imgbuild CLI (unless `--baseline-only`).
+//! image built by the imgbuild CLI (unless `--baseline-only`), and imgbuild's qcow2-efi
+//! (virtio) and vhd-efi (NVMe) images of the same closure, read by QEMU's qcow2/VPC drivers.
 //! aarch64: fixture -> baseline sd-aarch64 .img.zst -> boot; then imgbuild's.
 //! Every boot must print exactly the fixture's marker (`IMGBUILD-BOOT-OK toplevel=<its
 //! toplevel>`). Ends with an `N passed, N failed` line; exits non-zero on any failure.
@@ -316,6 +317,24 @@ pub fn run(args: CiArgs) -> Result<()> {
                     Disk::Nvme,
                     &info,
                 );
+            }
+            // The same disk in the containers hypervisors take, read by QEMU's own drivers.
+            for (format, disk) in [
+                (Format::Qcow2Efi, Disk::Virtio),
+                (Format::VhdEfi, Disk::Nvme),
+            ] {
+                let name = format.name();
+                if let Some(img) = run.step(&format!("imgbuild {name} image"), || {
+                    Ok((boot::imgbuild_image(format)?, String::new()))
+                }) {
+                    run.boot(
+                        &format!("boot imgbuild {name} ({})", disk.name()),
+                        format,
+                        &img,
+                        disk,
+                        &info,
+                    );
+                }
             }
         }
     }

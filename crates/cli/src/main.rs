@@ -52,18 +52,21 @@ enum Cmd {
         #[command(flatten)]
         pi: PiArgs,
     },
-    /// Build an image from a format file (`formats/*.toml`) or a built-in format name
+    /// Build an image from a format file (`formats/*.toml`) or a built-in format name; also
+    /// `imgbuild FORMAT [OPTIONS]` (e.g. `imgbuild qcow2-efi`)
     #[command(after_help = ENVIRONMENT)]
     Build {
-        /// Format name (raw-efi, sd-aarch64) or path to a format file
+        /// Format name (see `imgbuild formats`) or path to a format file
         #[arg(long)]
         format: String,
         #[command(flatten)]
-        args: BuildArgs,
-        #[command(flatten)]
-        esp: EspArgs,
-        #[command(flatten)]
-        pi: PiArgs,
+        b: FormatArgs,
+    },
+    /// List the built-in formats (each also a command: `imgbuild qcow2-efi ...`)
+    Formats {
+        /// Print them as JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Make an ext4 filesystem image from a directory
     #[command(after_help = ENVIRONMENT)]
@@ -83,6 +86,80 @@ enum Cmd {
     },
     /// Print the manual page (roff), e.g. `imgbuild man > imgbuild.1`
     Man,
+    /// `imgbuild FORMAT [OPTIONS]`: a built-in format (`imgbuild formats`) or a format file.
+    #[command(external_subcommand)]
+    Format(Vec<String>),
+}
+
+/// The options of a build from any format: the common ones and every format-specific group
+/// (the format decides which apply).
+#[derive(Args)]
+struct FormatArgs {
+    #[command(flatten)]
+    args: BuildArgs,
+    #[command(flatten)]
+    esp: EspArgs,
+    #[command(flatten)]
+    pi: PiArgs,
+}
+
+/// `imgbuild FORMAT [OPTIONS]`, for any built-in format or format file.
+#[derive(Parser)]
+#[command(after_help = ENVIRONMENT)]
+struct FormatCmd {
+    #[command(flatten)]
+    b: FormatArgs,
+}
+
+/// `imgbuild FORMAT ...`: the format's build, or a clear error for a typo.
+fn run_format(argv: Vec<String>) -> Result<()> {
+    let name = argv.first().cloned().unwrap_or_default();
+    match Format::load(&name) {
+        Ok(_) => {}
+        Err(plan::FormatError::Unknown(_)) => anyhow::bail!(
+            "`{name}` is neither a command nor a format (commands: `imgbuild --help`; \
+             built-in formats: {}; or a path to a format file)",
+            plan::format::builtin_names()
+        ),
+        Err(e) => return Err(e.into()),
+    }
+    let cmd = <FormatCmd as clap::CommandFactory>::command()
+        .name(format!("imgbuild {name}"))
+        .bin_name(format!("imgbuild {name}"))
+        .about(format!("Build a `{name}` image"));
+    let m = cmd.try_get_matches_from(&argv).unwrap_or_else(|e| e.exit());
+    let c = <FormatCmd as clap::FromArgMatches>::from_arg_matches(&m).unwrap_or_else(|e| e.exit());
+    run_build(&name, c.b.args, Some(c.b.esp), Some(c.b.pi))
+}
+
+/// `imgbuild formats`: every built-in format, one line each (or JSON).
+fn formats(json: bool) -> Result<()> {
+    let mut list = Vec::new();
+    for (name, _) in plan::format::BUILTIN {
+        let f = Format::load(name)?;
+        list.push(serde_json::json!({
+            "name": f.name,
+            "description": f.description,
+            "system": f.system,
+            "table": f.table.kind,
+            "container": f.container.kind,
+            "compression": f.compress,
+            "extension": f.extension,
+        }));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    for f in &list {
+        println!(
+            "{:<12} {:<14} {}",
+            f["name"].as_str().unwrap_or_default(),
+            f["system"].as_str().unwrap_or_default(),
+            f["description"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -114,9 +191,10 @@ struct BuildArgs {
     /// Compression of the output [default: the format's: none for raw-efi, zstd for sd-aarch64]
     #[arg(long, value_enum)]
     compress: Option<CompressArg>,
-    /// zstd level, 1 (fastest) to 22 (smallest)
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=22))]
-    level: i32,
+    /// Compression level: zstd 1 (fastest) to 22 (smallest) [default: 3]; gzip (gce) 1 to 9
+    /// [default: 6]
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=22))]
+    level: Option<i32>,
     /// Also keep the uncompressed image
     #[arg(long)]
     keep_raw: bool,
@@ -388,12 +466,9 @@ fn main() {
     let r = match cli.cmd {
         Cmd::RawEfi { args, esp } => run_build("raw-efi", args, Some(esp), None),
         Cmd::SdAarch64 { args, pi } => run_build("sd-aarch64", args, None, Some(pi)),
-        Cmd::Build {
-            format,
-            args,
-            esp,
-            pi,
-        } => run_build(&format, args, Some(esp), Some(pi)),
+        Cmd::Build { format, b } => run_build(&format, b.args, Some(b.esp), Some(b.pi)),
+        Cmd::Formats { json } => formats(json),
+        Cmd::Format(argv) => run_format(argv),
         Cmd::Ext4(a) => ext4_cmd::run(a, &CANCEL),
         Cmd::Inspect(a) => inspect_cmd::inspect(a),
         Cmd::Ls(a) => inspect_cmd::ls(a),

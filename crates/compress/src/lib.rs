@@ -18,6 +18,9 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod gzip;
+pub use gzip::Gzip;
+
 use std::io::{self, Write};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;

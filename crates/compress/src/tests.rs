@@ -243,3 +243,57 @@ fn single_threaded_libzstd_mode_differs_which_is_why_workers_are_clamped() {
     assert_ne!(st, ours);
     assert_eq!(zstd::decode_all(&st[..]).unwrap(), data);
 }
+
+fn gzip(data: &[u8], workers: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut g = crate::Gzip::new(Vec::new(), 6, workers).unwrap();
+    // Odd write sizes: chunking must not depend on them.
+    for part in data.chunks(77_777) {
+        g.write_all(part).unwrap();
+    }
+    g.finish().unwrap()
+}
+
+#[test]
+fn gzip_round_trips_and_ignores_worker_count() {
+    use std::io::Read;
+    let mut data = Vec::new();
+    let mut x = 1u64;
+    for i in 0..(5 << 20) {
+        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        data.push(if i % 3 == 0 {
+            (x >> 60) as u8
+        } else {
+            b'a' + (i % 7) as u8
+        });
+    }
+    let one = gzip(&data, 1);
+    assert_eq!(one, gzip(&data, 3));
+    assert!(one.len() < data.len() / 2);
+    let mut back = Vec::new();
+    flate2::read::MultiGzDecoder::new(&one[..])
+        .read_to_end(&mut back)
+        .unwrap();
+    assert!(back == data);
+    // The empty input is a valid gzip member too.
+    let mut back = Vec::new();
+    flate2::read::GzDecoder::new(&gzip(&[], 2)[..])
+        .read_to_end(&mut back)
+        .unwrap();
+    assert!(back.is_empty());
+    // And gzip(1) agrees, when installed.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("x.gz");
+    std::fs::write(&p, &one).unwrap();
+    if let Ok(out) = std::process::Command::new("gzip")
+        .arg("-t")
+        .arg(&p)
+        .output()
+    {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -94,6 +94,8 @@ pub enum Error {
     Block(#[from] blockio::Error),
     #[error("compressing: {0}")]
     Compress(#[from] imgbuild_compress::Error),
+    #[error(transparent)]
+    Container(#[from] imgbuild_container::Error),
     /// Streaming the disk's extent map: a source that cannot be read or changed, or a sink
     /// (the output, a hasher, the compressor) that failed.
     #[error(transparent)]

@@ -15,13 +15,21 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "sd-aarch64",
         include_str!("../../../formats/sd-aarch64.toml"),
     ),
+    ("qcow2-efi", include_str!("../../../formats/qcow2-efi.toml")),
+    ("vhd-efi", include_str!("../../../formats/vhd-efi.toml")),
+    ("azure", include_str!("../../../formats/azure.toml")),
+    ("gce", include_str!("../../../formats/gce.toml")),
 ];
+
+/// How deep `base` chains may go (a cycle ends here with an error).
+const MAX_BASE_DEPTH: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FormatError {
     #[error(
-        "unknown format `{0}` (built in: raw-efi, sd-aarch64; or give a path to a .toml file)"
+        "unknown format `{0}` (built in: {names}; or give a path to a .toml file)",
+        names = builtin_names()
     )]
     Unknown(String),
     #[error("reading format file `{path}`")]
@@ -73,6 +81,45 @@ pub enum Contents {
 pub enum Compression {
     None,
     Zstd,
+}
+
+/// The file the disk is written as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContainerType {
+    /// The disk's bytes, as a sparse file (optionally zstd-compressed).
+    #[default]
+    Raw,
+    /// qcow2 version 3 (QEMU, libvirt, OpenStack).
+    Qcow2,
+    /// Dynamic VHD (Hyper-V generation 2, VirtualBox).
+    Vhd,
+    /// Fixed VHD: the raw disk and a footer (Azure).
+    VhdFixed,
+    /// `disk.raw` in a sparse GNU tar, gzip-compressed (Google Compute Engine).
+    GceTar,
+}
+
+impl ContainerType {
+    pub fn name(self) -> &'static str {
+        match self {
+            ContainerType::Raw => "raw",
+            ContainerType::Qcow2 => "qcow2",
+            ContainerType::Vhd => "vhd",
+            ContainerType::VhdFixed => "vhd-fixed",
+            ContainerType::GceTar => "gce-tar",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ContainerOptions {
+    #[serde(rename = "type", default)]
+    pub kind: ContainerType,
+    /// The disk size is rounded up to a multiple of this (GCE: 1 GiB; Azure: 1 MiB).
+    #[serde(default)]
+    pub size_multiple: Option<Bytes>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -209,6 +256,19 @@ fn yes() -> bool {
     true
 }
 
+fn no_compression() -> Compression {
+    Compression::None
+}
+
+/// `raw-efi, sd-aarch64, ...`: the built-in format names.
+pub fn builtin_names() -> String {
+    BUILTIN
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct BootloaderOptions {
@@ -227,7 +287,12 @@ pub struct Format {
     /// The Nix system the toplevel must be built for (`x86_64-linux`).
     pub system: String,
     pub extension: String,
+    /// Compression of a raw image.
+    #[serde(default = "no_compression")]
     pub compress: Compression,
+    /// The file the disk is written as (default: raw).
+    #[serde(default)]
+    pub container: ContainerOptions,
     pub table: Table,
     #[serde(rename = "partition")]
     pub partitions: Vec<Partition>,
@@ -238,22 +303,19 @@ pub struct Format {
 impl Format {
     /// A built-in format by name, or a format file by path.
     pub fn load(name_or_path: &str) -> Result<Format, FormatError> {
-        if let Some((_, text)) = BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
-            return Format::parse(name_or_path, text);
-        }
-        let p = Path::new(name_or_path);
-        if p.extension().is_some_and(|e| e == "toml") || p.exists() {
-            let text = std::fs::read_to_string(p).map_err(|source| FormatError::Read {
-                path: name_or_path.to_string(),
-                source,
-            })?;
-            return Format::parse(name_or_path, &text);
-        }
-        Err(FormatError::Unknown(name_or_path.to_string()))
+        let (text, dir) = source(name_or_path, None)?;
+        Format::parse_in(name_or_path, &text, dir.as_deref())
     }
 
+    /// A format from its text; a `base` it names is a built-in format or a path relative to
+    /// the working directory.
     pub fn parse(name: &str, text: &str) -> Result<Format, FormatError> {
-        let f: Format = toml::from_str(text).map_err(|source| FormatError::Parse {
+        Format::parse_in(name, text, None)
+    }
+
+    fn parse_in(name: &str, text: &str, dir: Option<&Path>) -> Result<Format, FormatError> {
+        let table = resolve(name, text, dir, 0)?;
+        let f = Format::deserialize(table).map_err(|source| FormatError::Parse {
             name: name.to_string(),
             source,
         })?;
@@ -268,6 +330,20 @@ impl Format {
                 reason,
             })
         };
+        if self.container.kind != ContainerType::Raw && self.compress != Compression::None {
+            return bad(format!(
+                "`compress` applies to raw images; a `{}` container is not compressed again",
+                self.container.kind.name()
+            ));
+        }
+        if let Some(m) = self.container.size_multiple {
+            if m.0 == 0 || !m.0.is_multiple_of(self.table.align.0) {
+                return bad(format!(
+                    "container size-multiple {} is not a multiple of the table's align {}",
+                    m.0, self.table.align.0
+                ));
+            }
+        }
         if self.partitions.is_empty() {
             return bad("no partitions".into());
         }
@@ -371,6 +447,72 @@ impl Format {
             .iter()
             .find(|p| p.contents == Contents::Root)
             .expect("validate() checked there is exactly one root partition")
+    }
+}
+
+/// The text of a built-in format or a format file, and the file's directory.
+fn source(
+    name_or_path: &str,
+    relative_to: Option<&Path>,
+) -> Result<(String, Option<std::path::PathBuf>), FormatError> {
+    if let Some((_, text)) = BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
+        return Ok(((*text).to_string(), None));
+    }
+    let p = match relative_to {
+        Some(d) => d.join(name_or_path),
+        None => Path::new(name_or_path).to_path_buf(),
+    };
+    if p.extension().is_some_and(|e| e == "toml") || p.exists() {
+        let text = std::fs::read_to_string(&p).map_err(|source| FormatError::Read {
+            path: p.display().to_string(),
+            source,
+        })?;
+        return Ok((text, p.parent().map(Path::to_path_buf)));
+    }
+    Err(FormatError::Unknown(name_or_path.to_string()))
+}
+
+/// The format's TOML table with its `base` chain merged in: tables merge key by key, every
+/// other value (arrays of partitions included) is replaced by the derived format's.
+fn resolve(
+    name: &str,
+    text: &str,
+    dir: Option<&Path>,
+    depth: usize,
+) -> Result<toml::Table, FormatError> {
+    let mut table: toml::Table = toml::from_str(text).map_err(|source| FormatError::Parse {
+        name: name.to_string(),
+        source,
+    })?;
+    let Some(base) = table.remove("base") else {
+        return Ok(table);
+    };
+    let invalid = |reason: String| FormatError::Invalid {
+        name: name.to_string(),
+        reason,
+    };
+    let toml::Value::String(base) = base else {
+        return Err(invalid("`base` must be a format name or path".into()));
+    };
+    if depth >= MAX_BASE_DEPTH {
+        return Err(invalid(format!(
+            "`base` chains deeper than {MAX_BASE_DEPTH} (a cycle?) at `{base}`"
+        )));
+    }
+    let (base_text, base_dir) = source(&base, dir)?;
+    let mut merged = resolve(&base, &base_text, base_dir.as_deref(), depth + 1)?;
+    merge(&mut merged, table);
+    Ok(merged)
+}
+
+fn merge(into: &mut toml::Table, from: toml::Table) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
     }
 }
 

@@ -87,6 +87,11 @@ impl Ids {
         self.id(&format!("ext4-hash-seed:{partition}"))
     }
 
+    /// The container's own id (VHD unique id).
+    pub fn container_id(&self) -> [u8; 16] {
+        self.id("container-id")
+    }
+
     /// The FAT volume id of the filesystem in `partition`.
     pub fn fat_volume_id(&self, partition: &str) -> u32 {
         u32_of(self.id(&format!("fat-volume-id:{partition}")))

@@ -64,10 +64,25 @@ pub fn compute(
     auto: &mut dyn AutoSize,
 ) -> Result<Layout> {
     let align = format.table.align.0;
+    // The whole disk's size: a multiple of the container's size-multiple (validated to be a
+    // multiple of `align`), else of `align`.
+    let disk_align = format.container.size_multiple.map_or(align, |m| m.0);
     if let Some(d) = disk_size.filter(|d| d % SECTOR != 0) {
         return Err(Error::Invalid(format!(
             "--size {d} is not a multiple of the {SECTOR}-byte sector"
         )));
+    }
+    if let (Some(d), Some(m)) = (disk_size, format.container.size_multiple) {
+        if !d.is_multiple_of(m.0) {
+            return Err(Error::Invalid(format!(
+                "--size {d} ({}) is not a multiple of {}, which format `{}` needs for its \
+                 `{}` container",
+                crate::error::human_size(d),
+                crate::error::human_size(m.0),
+                format.name,
+                format.container.kind.name()
+            )));
+        }
     }
     let (head, tail) = table_overhead(format.table.kind);
     let mut cursor = head;
@@ -106,7 +121,7 @@ pub fn compute(
                 let (disk, part) = match disk_size {
                     Some(d) => {
                         let min = auto.min_size(0)?;
-                        let needed = align_up(start + min + tail, align);
+                        let needed = align_up(start + min + tail, disk_align);
                         if d < needed {
                             return Err(Error::DiskTooSmall {
                                 needed,
@@ -117,7 +132,7 @@ pub fn compute(
                     }
                     None => {
                         let min = auto.min_size(free)?;
-                        let d = align_up(start + min + tail, align);
+                        let d = align_up(start + min + tail, disk_align);
                         (d, d - tail - start)
                     }
                 };
@@ -143,7 +158,7 @@ pub fn compute(
         });
         cursor = start + size;
     }
-    let needed = align_up(cursor + tail, align);
+    let needed = align_up(cursor + tail, disk_align);
     let disk = match disk_size {
         Some(d) if d < needed => {
             return Err(Error::DiskTooSmall {
@@ -206,6 +221,23 @@ mod tests {
             }
             e => panic!("{e}"),
         }
+    }
+
+    #[test]
+    fn container_size_multiple() {
+        let f = fmt("gce");
+        let mut auto = |free: u64| Ok((100 << 20) + free);
+        let l = compute(&f, &fixed(&f), None, 0, &mut auto).unwrap();
+        assert_eq!(l.disk_size, 1 << 30);
+        let root = &l.partitions[1];
+        assert_eq!(root.start + root.size + 33 * 512, 1 << 30);
+        let e = compute(&f, &fixed(&f), Some(3 << 29), 0, &mut auto).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("not a multiple of 1.0 GiB, which format `gce`"),
+            "{e}"
+        );
+        assert!(compute(&f, &fixed(&f), Some(2 << 30), 0, &mut auto).is_ok());
     }
 
     #[test]

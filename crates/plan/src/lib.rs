@@ -34,7 +34,7 @@ mod trees;
 pub use dedup::DedupReport;
 pub use error::{human_size, Error, Result};
 pub use ext4_image::{ext4_image, tree_seed, Ext4Image, Ext4ImageOptions, Ext4Size};
-pub use format::{Compression, Format};
+pub use format::{Compression, ContainerType, Format, FormatError};
 pub use ids::derive_id;
 pub use imgbuild_blockio::Progress;
 pub use inputs::{ClosureSource, InputSpec, Inputs};

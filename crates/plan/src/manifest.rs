@@ -48,15 +48,19 @@ pub struct Manifest {
     /// The file written (compressed or not).
     pub image: String,
     pub image_size: u64,
-    /// SHA-256 of `image` as written (equal to `disk_sha256` when not compressed).
+    /// SHA-256 of `image` as written (equal to `disk_sha256` for a raw, uncompressed image).
     pub sha256: String,
+    /// What `image` is: `raw` (the disk's bytes), `qcow2`, `vhd`, `vhd-fixed`, `gce-tar`.
+    pub container: crate::format::ContainerType,
     /// Compression of `image` (`none` or `zstd`).
     pub compression: crate::Compression,
     /// The uncompressed image, when it was kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_image: Option<String>,
-    /// The block map (bmaptool format 2.0) beside the image.
-    pub bmap: String,
+    /// The block map (bmaptool format 2.0) of the raw disk, beside a raw or zstd image or a
+    /// kept raw disk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bmap: Option<String>,
     pub source_date_epoch: i64,
     /// Identical store files stored once (absent with dedup off).
     #[serde(skip_serializing_if = "is_off")]

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::add::Add;
-use crate::format::{Compression, Contents, Format};
+use crate::format::{Compression, ContainerType, Contents, Format};
 use crate::ids::Ids;
 use crate::{Error, Inputs, Result};
 
@@ -25,8 +25,8 @@ pub struct OutputOptions {
     pub path: PathBuf,
     /// Compression (default: the format's).
     pub compression: Option<Compression>,
-    /// zstd level.
-    pub level: i32,
+    /// Compression level (zstd 1..=22, default 3; gzip 1..=9, default 6).
+    pub level: Option<i32>,
     /// Also write the uncompressed image when compressing.
     pub keep_raw: bool,
 }
@@ -75,7 +75,7 @@ impl Options {
             output: OutputOptions {
                 path: output.into(),
                 compression: None,
-                level: 3,
+                level: None,
                 keep_raw: false,
             },
             seed: None,
@@ -114,6 +114,31 @@ impl<'a> Context<'a> {
             });
         }
         let has = |c: Contents| format.partitions.iter().any(|p| p.contents == c);
+        let container = format.container.kind;
+        if container != ContainerType::Raw && opts.output.compression == Some(Compression::Zstd) {
+            return Err(Error::Invalid(format!(
+                "--compress zstd: format `{}` writes a `{}` container, which is not compressed \
+                 again",
+                format.name,
+                container.name()
+            )));
+        }
+        match (container, opts.output.level) {
+            (ContainerType::GceTar, Some(l)) if !(1..=9).contains(&l) => {
+                return Err(Error::Invalid(format!(
+                    "--level {l}: format `{}` is gzip-compressed, whose levels are 1 to 9",
+                    format.name
+                )))
+            }
+            (ContainerType::Qcow2 | ContainerType::Vhd | ContainerType::VhdFixed, Some(_)) => {
+                return Err(Error::Invalid(format!(
+                    "--level: format `{}` writes an uncompressed `{}` container",
+                    format.name,
+                    container.name()
+                )))
+            }
+            _ => {}
+        }
         if opts.esp_size.is_some() && !has(Contents::Esp) {
             return Err(Error::Invalid(format!(
                 "--esp-size: format `{}` has no EFI system partition",

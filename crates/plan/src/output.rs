@@ -12,11 +12,12 @@ use imgbuild_diskmap::{Map, Sink, StreamOptions};
 use sha2::{Digest, Sha256};
 
 use crate::disk::Plan;
-use crate::format::{Compression, TableType};
+use crate::format::{Compression, ContainerType, TableType};
 use crate::layout::SECTOR;
 use crate::manifest::{Manifest, ManifestPartition};
 use crate::options::Context;
 use crate::{add, error::output_full, Error, Inputs, Reporter, Result};
+use imgbuild_container::vhd;
 
 /// The raw image's path when the output is compressed: `foo.img.zst` -> `foo.img`.
 pub(crate) fn raw_path_for(output: &Path) -> PathBuf {
@@ -53,12 +54,21 @@ pub(crate) fn write(
         Some(r) => Some(create(r, disk_size)?),
         None => None,
     };
-    let compressed = match cx.compression {
-        Compression::None => None,
-        Compression::Zstd => Some(create(&outs.image, 0)?),
+    let kind = cx.format.container.kind;
+    // The image file, unless it is the raw disk: sequential containers grow as written; a
+    // fixed VHD is the sparse raw disk and its footer.
+    let image = match (kind, cx.compression) {
+        (ContainerType::Raw, Compression::None) => None,
+        (ContainerType::VhdFixed, _) => Some(create(&outs.image, disk_size + vhd::FOOTER as u64)?),
+        _ => Some(create(&outs.image, 0)?),
+    };
+    let params = imgbuild_container::Params {
+        disk_size,
+        id: cx.ids.container_id(),
+        time: cx.time,
     };
     let mut sha = Sha256Sink::new();
-    let mut bmap = Bmap::new(map);
+    let mut bmap = outs.bmap.as_ref().map(|_| Bmap::new(map));
     let mut raw_sink = raw.as_ref().map(|f| {
         RawFile::new(
             f.file(),
@@ -66,28 +76,19 @@ pub(crate) fn write(
             format!("writing `{}`", f.tmp().display()),
         )
     });
-    let mut zstd = match &compressed {
-        Some(f) => Some(imgbuild_compress::Zstd::new(
-            HashingWriter {
-                inner: BufWriter::with_capacity(1 << 20, f.file()),
-                hash: Sha256::new(),
-                len: 0,
-            },
-            disk_size,
-            &imgbuild_compress::Options {
-                level: cx.opts.output.level,
-                workers: u32::try_from(cx.opts.threads.max(1)).unwrap_or(u32::MAX),
-                checksum: true,
-            },
-        )?),
-        None => None,
+    let mut image_sink = match &image {
+        None => ImageSink::Raw,
+        Some(f) => ImageSink::new(cx, kind, map, &params, f)?,
     };
-    let mut sinks: Vec<&mut dyn Sink> = vec![&mut sha, &mut bmap];
+    let mut sinks: Vec<&mut dyn Sink> = vec![&mut sha];
+    if let Some(b) = bmap.as_mut() {
+        sinks.push(b);
+    }
     if let Some(s) = raw_sink.as_mut() {
         sinks.push(s);
     }
-    if let Some(z) = zstd.as_mut() {
-        sinks.push(z);
+    if let Some(s) = image_sink.sink() {
+        sinks.push(s);
     }
     let name = outs.image.file_name().map_or_else(
         || outs.image.display().to_string(),
@@ -106,15 +107,18 @@ pub(crate) fn write(
     .map_err(Error::from)
     .map_err(full(&outs.image))?;
     drop(sinks);
-    reporter.done();
 
     let disk_sha256 = sha.hex().expect("a finished stream finishes its sinks");
-    let (image_size, sha256) = match zstd.map(|z| z.into_inner()) {
-        Some(Some((w, summary))) => (summary.output_bytes, hex(&w.hash.finalize())),
-        Some(None) => unreachable!("a finished stream finishes its sinks"),
-        None => (disk_size, disk_sha256.clone()),
+    let (image_size, sha256) = match image_sink.finish(&sha, &params, image.as_ref()) {
+        Ok(Some(done)) => done,
+        Ok(None) => (disk_size, disk_sha256.clone()),
+        Err(e) => return Err(full(&outs.image)(e)),
     };
-    let bmap_file = text_file(&outs.bmap, bmap.xml().expect("finished"))?;
+    reporter.done();
+    let bmap_file = match (&outs.bmap, &bmap) {
+        (Some(path), Some(b)) => Some(text_file(path, b.xml().expect("finished"))?),
+        _ => None,
+    };
 
     let manifest = manifest(
         cx,
@@ -132,10 +136,7 @@ pub(crate) fn write(
     let json = text_file(&outs.manifest, &json)?;
     // Nothing is renamed into place before every file is complete: a failure up to here
     // leaves no file at the output paths. The manifest goes last.
-    for f in [compressed, raw, Some(bmap_file), Some(json)]
-        .into_iter()
-        .flatten()
-    {
+    for f in [image, raw, bmap_file, Some(json)].into_iter().flatten() {
         let tmp = f.tmp().to_path_buf();
         f.persist()
             .map_err(Error::from)
@@ -143,6 +144,134 @@ pub(crate) fn write(
     }
     Ok(manifest)
 }
+
+/// The image file written sequentially and hashed on the way.
+type Hashing<'f> = HashingWriter<BufWriter<&'f std::fs::File>>;
+
+fn hashing(f: &OutputFile) -> Hashing<'_> {
+    HashingWriter {
+        inner: BufWriter::with_capacity(1 << 20, f.file()),
+        hash: Sha256::new(),
+        len: 0,
+    }
+}
+
+/// The sink writing the image file, when it is not the raw disk itself.
+enum ImageSink<'f> {
+    /// The image is the raw file (its sink is the raw one).
+    Raw,
+    Zstd(imgbuild_compress::Zstd<Hashing<'f>>),
+    Qcow2(imgbuild_container::Qcow2<Hashing<'f>>),
+    Vhd(imgbuild_container::Vhd<Hashing<'f>>),
+    /// The raw disk at the start of the file; the footer follows at the end.
+    VhdFixed(RawFile<'f>),
+    Gce(imgbuild_container::GceTar<imgbuild_compress::Gzip<Hashing<'f>>>),
+}
+
+impl<'f> ImageSink<'f> {
+    fn new(
+        cx: &Context,
+        kind: ContainerType,
+        map: &Map,
+        params: &imgbuild_container::Params,
+        f: &'f OutputFile,
+    ) -> Result<Self> {
+        let workers = cx.opts.threads.max(1);
+        Ok(match kind {
+            ContainerType::Raw => ImageSink::Zstd(imgbuild_compress::Zstd::new(
+                hashing(f),
+                map.len(),
+                &imgbuild_compress::Options {
+                    level: cx.opts.output.level.unwrap_or(ZSTD_LEVEL),
+                    workers: u32::try_from(workers).unwrap_or(u32::MAX),
+                    checksum: true,
+                },
+            )?),
+            ContainerType::Qcow2 => {
+                ImageSink::Qcow2(imgbuild_container::Qcow2::new(map, params, hashing(f))?)
+            }
+            ContainerType::Vhd => {
+                ImageSink::Vhd(imgbuild_container::Vhd::new(map, params, hashing(f))?)
+            }
+            ContainerType::VhdFixed => {
+                // Refuse a size VHD cannot describe before writing anything.
+                vhd::fixed_footer(params)?;
+                ImageSink::VhdFixed(RawFile::new(
+                    f.file(),
+                    map.len(),
+                    format!("writing `{}`", f.tmp().display()),
+                ))
+            }
+            ContainerType::GceTar => {
+                let level = cx.opts.output.level.unwrap_or(GZIP_LEVEL);
+                let gz = imgbuild_compress::Gzip::new(hashing(f), level.unsigned_abs(), workers)
+                    .map_err(|source| Error::Io {
+                        op: "writing",
+                        path: f.tmp().to_path_buf(),
+                        source,
+                    })?;
+                ImageSink::Gce(imgbuild_container::GceTar::new(map, params, gz)?)
+            }
+        })
+    }
+
+    fn sink(&mut self) -> Option<&mut dyn Sink> {
+        match self {
+            ImageSink::Raw => None,
+            ImageSink::Zstd(s) => Some(s),
+            ImageSink::Qcow2(s) => Some(s),
+            ImageSink::Vhd(s) => Some(s),
+            ImageSink::VhdFixed(s) => Some(s),
+            ImageSink::Gce(s) => Some(s),
+        }
+    }
+
+    /// After the stream: the image file's size and SHA-256 (`None` when it is the raw disk).
+    fn finish(
+        self,
+        disk: &Sha256Sink,
+        params: &imgbuild_container::Params,
+        f: Option<&OutputFile>,
+    ) -> Result<Option<(u64, String)>> {
+        let io = |source| Error::Io {
+            op: "writing",
+            path: f.map_or_else(PathBuf::new, |f| f.tmp().to_path_buf()),
+            source,
+        };
+        let done = |w: Hashing<'_>| (w.len, hex(&w.hash.finalize()));
+        Ok(match self {
+            ImageSink::Raw => None,
+            ImageSink::Zstd(z) => {
+                let (w, summary) = z
+                    .into_inner()
+                    .expect("a finished stream finishes its sinks");
+                Some((summary.output_bytes, hex(&w.hash.finalize())))
+            }
+            ImageSink::Qcow2(q) => Some(done(q.into_inner())),
+            ImageSink::Vhd(v) => Some(done(v.into_inner())),
+            ImageSink::Gce(t) => Some(done(t.into_inner().finish().map_err(io)?)),
+            ImageSink::VhdFixed(_) => {
+                let footer = vhd::fixed_footer(params)?;
+                let f = f.expect("a fixed VHD has its own file");
+                Region::new(
+                    f.file(),
+                    "VHD footer",
+                    params.disk_size,
+                    footer.len() as u64,
+                )
+                .write_at(0, &footer)?;
+                let sum = disk
+                    .digest_with_suffix(&footer)
+                    .expect("a finished stream finishes its sinks");
+                Some((params.disk_size + footer.len() as u64, hex(&sum)))
+            }
+        })
+    }
+}
+
+/// Levels when `--level` is not given.
+const ZSTD_LEVEL: i32 = 3;
+const GZIP_LEVEL: i32 = 6;
 
 /// What building the trees did, for the manifest.
 pub(crate) struct TreeNotes {
@@ -222,12 +351,14 @@ fn manifest(
         image: outs.image.display().to_string(),
         image_size,
         sha256,
+        container: cx.format.container.kind,
         compression: cx.compression,
-        raw_image: match cx.compression {
-            Compression::Zstd => outs.raw.as_ref().map(|r| r.display().to_string()),
-            Compression::None => None,
-        },
-        bmap: outs.bmap.display().to_string(),
+        raw_image: outs
+            .raw
+            .as_ref()
+            .filter(|r| **r != outs.image)
+            .map(|r| r.display().to_string()),
+        bmap: outs.bmap.as_ref().map(|b| b.display().to_string()),
         source_date_epoch: cx.time,
         dedup: notes.dedup,
         added: notes.added,
@@ -266,25 +397,29 @@ fn output_paths(cx: &Context) -> Vec<PathBuf> {
 /// The files a build writes.
 struct Outputs {
     image: PathBuf,
-    /// The raw disk: the image itself, or beside a compressed image with --keep-raw.
+    /// The raw disk: the image itself, or beside a compressed image or a container with
+    /// --keep-raw.
     raw: Option<PathBuf>,
-    bmap: PathBuf,
+    /// The raw disk's block map: beside a raw or zstd image (bmaptool writes either), or
+    /// beside the raw disk kept next to a container.
+    bmap: Option<PathBuf>,
     manifest: PathBuf,
 }
 
 impl Outputs {
     fn of(cx: &Context) -> Outputs {
         let image = cx.opts.output.path.clone();
-        let raw_name = match cx.compression {
-            Compression::None => image.clone(),
-            Compression::Zstd => raw_path_for(&image),
+        let is_raw = cx.format.container.kind == ContainerType::Raw;
+        let raw_name = match (is_raw, cx.compression) {
+            (true, Compression::None) => image.clone(),
+            _ => raw_path_for(&image),
         };
-        let raw = match cx.compression {
-            Compression::None => Some(image.clone()),
-            Compression::Zstd => cx.opts.output.keep_raw.then(|| raw_name.clone()),
+        let raw = match (is_raw, cx.compression) {
+            (true, Compression::None) => Some(image.clone()),
+            _ => cx.opts.output.keep_raw.then(|| raw_name.clone()),
         };
         Outputs {
-            bmap: suffixed(&raw_name, ".bmap"),
+            bmap: (is_raw || raw.is_some()).then(|| suffixed(&raw_name, ".bmap")),
             manifest: suffixed(&image, ".json"),
             image,
             raw,
@@ -294,7 +429,7 @@ impl Outputs {
     fn all(&self) -> Vec<PathBuf> {
         let mut finals = vec![self.image.clone()];
         finals.extend(self.raw.clone().filter(|r| *r != self.image));
-        finals.push(self.bmap.clone());
+        finals.extend(self.bmap.clone());
         finals.push(self.manifest.clone());
         let mut all = Vec::new();
         for f in finals {

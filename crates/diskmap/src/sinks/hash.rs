@@ -8,6 +8,8 @@ use crate::{Data, Piece, Sink};
 pub struct Sha256Sink {
     hash: Sha256,
     digest: Option<[u8; 32]>,
+    /// The state before finalising, for [`Sha256Sink::digest_with_suffix`].
+    done: Option<Sha256>,
 }
 
 impl Sha256Sink {
@@ -18,6 +20,14 @@ impl Sha256Sink {
     /// The digest, once the stream has finished the sink.
     pub fn digest(&self) -> Option<[u8; 32]> {
         self.digest
+    }
+
+    /// The digest of the disk followed by `suffix` (a fixed VHD: the disk, then its footer),
+    /// once the stream has finished the sink; the disk is not hashed again.
+    pub fn digest_with_suffix(&self, suffix: &[u8]) -> Option<[u8; 32]> {
+        let mut h = self.done.clone()?;
+        h.update(suffix);
+        Some(h.finalize().into())
     }
 
     /// The digest in lower-case hex.
@@ -40,7 +50,9 @@ impl Sink for Sha256Sink {
     }
 
     fn finish(&mut self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.digest = Some(std::mem::take(&mut self.hash).finalize().into());
+        let h = std::mem::take(&mut self.hash);
+        self.done = Some(h.clone());
+        self.digest = Some(h.finalize().into());
         Ok(())
     }
 }

@@ -1,0 +1,120 @@
+//! Disk image containers written straight from the disk's extent map: qcow2, VHD (fixed and
+//! dynamic) and the GNU sparse tar Google Compute Engine takes.
+//!
+//! Which blocks a container stores is decided from the map before a byte is written (a block
+//! is stored when it overlaps an extent with contents; free space and zero extents are not),
+//! so every table is known up front and the container file is written front to back in one
+//! pass, sequentially, into any [`std::io::Write`]: the caller can hash it, count it or
+//! compress it on the way (the GCE tar goes through gzip). The disk's bytes come in once, as
+//! a [`Sink`](imgbuild_diskmap::Sink) of [`imgbuild_diskmap::stream`].
+//!
+//! - [`Qcow2`]: qcow2 version 3, 64 KiB clusters, 16-bit refcounts, only clusters holding
+//!   data stored;
+//! - [`Vhd`]: dynamic VHD (2 MiB blocks, a block allocation table, only blocks holding data
+//!   stored); [`vhd::fixed_footer`] is the 512 bytes that follow the raw disk in a fixed VHD
+//!   (Azure's format), which the caller writes as a raw sparse file;
+//! - [`GceTar`]: `disk.raw` alone in an old-GNU sparse tar (holes not stored), to be
+//!   gzip-compressed: Google Compute Engine's image format.
+//!
+//! Every id comes in as a parameter (derived from the build's seed by the caller) and every
+//! time from `SOURCE_DATE_EPOCH`; no field records the writing program or its version. The
+//! same disk and parameters give the same bytes. This crate knows nothing of Nix, partitions
+//! or filesystems.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+use std::io::Write;
+
+mod blocks;
+pub mod gce;
+pub mod qcow2;
+pub mod vhd;
+
+pub use gce::GceTar;
+pub use qcow2::Qcow2;
+pub use vhd::Vhd;
+
+/// What a container records about the disk besides its bytes.
+#[derive(Clone, Debug)]
+pub struct Params {
+    /// Virtual disk size in bytes (the map's length).
+    pub disk_size: u64,
+    /// The container's own unique id (VHD unique id, VMDK CID...), derived from the seed.
+    pub id: [u8; 16],
+    /// `SOURCE_DATE_EPOCH`: the time containers record.
+    pub time: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("writing the {format} container at byte {offset}")]
+    Write {
+        format: &'static str,
+        offset: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{format}: {reason}")]
+    Unsupported {
+        format: &'static str,
+        reason: String,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The container file being written front to back: where it is, errors naming the offset.
+pub(crate) struct Out<W> {
+    w: W,
+    pos: u64,
+    format: &'static str,
+}
+
+impl<W: Write> Out<W> {
+    fn new(w: W, format: &'static str) -> Self {
+        Out { w, pos: 0, format }
+    }
+
+    fn put(&mut self, b: &[u8]) -> Result<()> {
+        self.w.write_all(b).map_err(|source| Error::Write {
+            format: self.format,
+            offset: self.pos,
+            source,
+        })?;
+        self.pos += b.len() as u64;
+        Ok(())
+    }
+
+    fn zeros(&mut self, mut n: u64) -> Result<()> {
+        static ZEROS: [u8; 4096] = [0; 4096];
+        while n > 0 {
+            let k = n.min(ZEROS.len() as u64);
+            self.put(&ZEROS[..to_usize(k)])?;
+            n -= k;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.w.flush().map_err(|source| Error::Write {
+            format: self.format,
+            offset: self.pos,
+            source,
+        })
+    }
+}
+
+/// `u64` to `usize`: every size handled in memory here is a block or a table, far below the
+/// address space.
+pub(crate) fn to_usize(n: u64) -> usize {
+    usize::try_from(n).expect("in-memory blocks and tables are small")
+}
+
+/// Big-endian field writer over a fixed buffer.
+pub(crate) fn put(buf: &mut [u8], at: usize, v: &[u8]) {
+    buf[at..at + v.len()].copy_from_slice(v);
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,350 @@
+//! Every container read back (by a reader written here from the specifications, and by
+//! `qemu-img`/GNU tar when installed) gives the disk's bytes, for maps of data, zeros and
+//! free space at awkward offsets; and the same map gives the same container bytes.
+
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+
+use imgbuild_diskmap::{Map, MapBuilder, Sink, StreamOptions};
+
+use super::*;
+
+/// A small deterministic generator (xorshift).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A disk of `len` bytes with random data and zero extents between free space.
+fn random_map(seed: u64, len: u64) -> Map {
+    let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut b = MapBuilder::new("test", len);
+    let mut at = 0;
+    while at < len {
+        let gap = r.below(3 << 20) / 512 * 512;
+        at += gap;
+        if at >= len {
+            break;
+        }
+        let n = (1 + r.below(300_000)).min(len - at);
+        if r.below(4) == 0 {
+            b.zeros(at, n).unwrap();
+        } else {
+            let data: Vec<u8> = (0..n).map(|_| (r.next() >> 56) as u8 | 1).collect();
+            b.bytes(at, data).unwrap();
+        }
+        at += n;
+    }
+    b.finish().unwrap()
+}
+
+fn raw(map: &Map) -> Vec<u8> {
+    let f = tempfile::tempfile().unwrap();
+    f.set_len(map.len()).unwrap();
+    imgbuild_diskmap::write_file(map, &f).unwrap();
+    let mut v = vec![0; to_usize(map.len())];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut v, 0).unwrap();
+    v
+}
+
+fn stream(map: &Map, sink: &mut dyn Sink) {
+    imgbuild_diskmap::stream(
+        map,
+        &mut [sink],
+        &StreamOptions { readers: 2 },
+        &imgbuild_blockio::NoProgress,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+}
+
+fn params(map: &Map) -> Params {
+    Params {
+        disk_size: map.len(),
+        id: [0x42; 16],
+        time: 1_700_000_000,
+    }
+}
+
+fn qcow2(map: &Map) -> Vec<u8> {
+    let mut q = Qcow2::new(map, &params(map), Vec::new()).unwrap();
+    stream(map, &mut q);
+    q.into_inner()
+}
+
+fn vhd(map: &Map) -> Vec<u8> {
+    let mut v = Vhd::new(map, &params(map), Vec::new()).unwrap();
+    stream(map, &mut v);
+    v.into_inner()
+}
+
+fn tar(map: &Map) -> Vec<u8> {
+    let mut t = GceTar::new(map, &params(map), Vec::new()).unwrap();
+    stream(map, &mut t);
+    t.into_inner()
+}
+
+fn be64(b: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(b[at..at + 8].try_into().unwrap())
+}
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+/// qcow2 read back from the specification: header, L1, L2, data; and every cluster of the
+/// file referenced exactly once by the refcounts.
+fn read_qcow2(q: &[u8]) -> Vec<u8> {
+    assert_eq!(&q[..4], b"QFI\xfb");
+    assert_eq!(be32(q, 4), 3);
+    let c = 1usize << be32(q, 20);
+    let size = to_usize(be64(q, 24));
+    let l1_size = be32(q, 36) as usize;
+    let l1 = to_usize(be64(q, 40));
+    assert_eq!(q.len() % c, 0);
+    let mut disk = vec![0u8; size];
+    for i in 0..l1_size {
+        let e = be64(q, l1 + i * 8);
+        if e == 0 {
+            continue;
+        }
+        assert_ne!(e & (1 << 63), 0, "OFLAG_COPIED on L1 entries");
+        let l2 = to_usize(e & !(1 << 63));
+        for j in 0..c / 8 {
+            let d = be64(q, l2 + j * 8);
+            if d == 0 {
+                continue;
+            }
+            let at = (i * c / 8 + j) * c;
+            let data = to_usize(d & !(1 << 63));
+            let n = c.min(size - at);
+            disk[at..at + n].copy_from_slice(&q[data..data + n]);
+        }
+    }
+    // Refcounts: 16-bit, 1 for every cluster of the file, 0 beyond.
+    assert_eq!(be32(q, 96), 4);
+    let rt = to_usize(be64(q, 48));
+    let per_block = c / 2;
+    for cl in 0..q.len() / c + per_block {
+        let block = be64(q, rt + cl / per_block * 8);
+        let count = if block == 0 {
+            0
+        } else {
+            let at = to_usize(block) + cl % per_block * 2;
+            u16::from_be_bytes([q[at], q[at + 1]])
+        };
+        assert_eq!(
+            count,
+            u16::from(cl < q.len() / c),
+            "refcount of cluster {cl}"
+        );
+    }
+    disk
+}
+
+/// A dynamic VHD read back: footer, dynamic header, BAT, blocks.
+fn read_vhd(v: &[u8]) -> Vec<u8> {
+    let footer = &v[v.len() - 512..];
+    assert_eq!(&v[..512], footer, "the footer copy at the start");
+    assert_eq!(&footer[..8], b"conectix");
+    assert_eq!(be32(footer, 60), 3);
+    let size = to_usize(be64(footer, 48));
+    let dyn_at = to_usize(be64(footer, 16));
+    assert_eq!(&v[dyn_at..dyn_at + 8], b"cxsparse");
+    let bat = to_usize(be64(v, dyn_at + 16));
+    let entries = be32(v, dyn_at + 28) as usize;
+    let block = be32(v, dyn_at + 32) as usize;
+    let mut disk = vec![0u8; size];
+    for i in 0..entries {
+        let e = be32(v, bat + i * 4);
+        if e == u32::MAX {
+            continue;
+        }
+        let data = e as usize * 512 + 512;
+        assert!(v[data - 512..data].iter().all(|&b| b == 0xFF));
+        let at = i * block;
+        let n = block.min(size - at);
+        disk[at..at + n].copy_from_slice(&v[data..data + n]);
+    }
+    disk
+}
+
+fn octal_or_256(f: &[u8]) -> u64 {
+    if f[0] & 0x80 != 0 {
+        return u64::from_be_bytes(f[f.len() - 8..].try_into().unwrap());
+    }
+    let s = std::str::from_utf8(f)
+        .unwrap()
+        .trim_end_matches(['\0', ' ']);
+    u64::from_str_radix(s, 8).unwrap()
+}
+
+/// The old GNU sparse tar read back: the member's sparse map and its data regions.
+fn read_tar(t: &[u8]) -> Vec<u8> {
+    assert_eq!(t.len() % 10240, 0);
+    let h = &t[..512];
+    assert_eq!(&h[..9], b"disk.raw\0");
+    assert_eq!(h[156], b'S');
+    assert_eq!(&h[257..265], b"ustar  \0");
+    let mut sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    sum -= h[148..156].iter().map(|&b| u32::from(b)).sum::<u32>();
+    sum += 8 * u32::from(b' ');
+    assert_eq!(u64::from(sum), octal_or_256(&h[148..155]));
+    let real = to_usize(octal_or_256(&h[483..495]));
+    let stored = to_usize(octal_or_256(&h[124..136]));
+    let mut regions = Vec::new();
+    let mut entry = |b: &[u8]| {
+        if b[0] != 0 {
+            regions.push((octal_or_256(&b[..12]), octal_or_256(&b[12..24])));
+        }
+    };
+    for i in 0..4 {
+        entry(&h[386 + i * 24..410 + i * 24]);
+    }
+    let mut more = h[482] == 1;
+    let mut at = 512;
+    while more {
+        let x = &t[at..at + 512];
+        for i in 0..21 {
+            entry(&x[i * 24..i * 24 + 24]);
+        }
+        more = x[504] == 1;
+        at += 512;
+    }
+    assert_eq!(regions.iter().map(|r| r.1).sum::<u64>(), stored as u64);
+    let mut disk = vec![0u8; real];
+    for (o, l) in regions {
+        let (o, l) = (to_usize(o), to_usize(l));
+        disk[o..o + l].copy_from_slice(&t[at..at + l]);
+        at += l;
+    }
+    assert!(t[at..].iter().all(|&b| b == 0), "zeros after the data");
+    disk
+}
+
+#[test]
+fn containers_read_back_as_the_disk() {
+    for (seed, len) in [
+        (1, 5 << 20),
+        (2, (9 << 20) + 512),
+        (3, 64 << 10),
+        (4, (40 << 20) - 3 * 512),
+        (5, 700 << 20),
+    ] {
+        let map = random_map(seed, len);
+        let disk = raw(&map);
+        assert!(read_qcow2(&qcow2(&map)) == disk, "qcow2, seed {seed}");
+        if len % 512 == 0 {
+            assert!(read_vhd(&vhd(&map)) == disk, "vhd, seed {seed}");
+        }
+        assert!(read_tar(&tar(&map)) == disk, "tar, seed {seed}");
+    }
+}
+
+#[test]
+fn empty_and_full_disks() {
+    let empty = MapBuilder::new("e", 8 << 20).finish().unwrap();
+    let q = qcow2(&empty);
+    assert_eq!(read_qcow2(&q), vec![0; 8 << 20]);
+    // Header, L1, refcount table, one refcount block: no L2, no data.
+    assert_eq!(q.len(), 4 << 16);
+    assert_eq!(read_vhd(&vhd(&empty)), vec![0; 8 << 20]);
+    let t = tar(&empty);
+    assert_eq!(read_tar(&t), vec![0; 8 << 20]);
+    assert_eq!(t.len(), 10240);
+
+    let mut b = MapBuilder::new("f", 3 << 20);
+    b.bytes(0, vec![7u8; 3 << 20]).unwrap();
+    let full = b.finish().unwrap();
+    assert_eq!(read_qcow2(&qcow2(&full)), vec![7u8; 3 << 20]);
+    assert_eq!(read_vhd(&vhd(&full)), vec![7u8; 3 << 20]);
+    assert_eq!(read_tar(&tar(&full)), vec![7u8; 3 << 20]);
+}
+
+#[test]
+fn same_map_same_bytes() {
+    let map = random_map(9, 11 << 20);
+    assert_eq!(qcow2(&map), qcow2(&map));
+    assert_eq!(vhd(&map), vhd(&map));
+    assert_eq!(tar(&map), tar(&map));
+}
+
+#[test]
+fn many_regions_need_tar_extension_headers() {
+    let mut b = MapBuilder::new("sparse", 64 << 20);
+    for i in 0..100u64 {
+        b.bytes(i * (600 << 10), vec![i as u8 + 1; 5000]).unwrap();
+    }
+    let map = b.finish().unwrap();
+    let t = tar(&map);
+    assert_eq!(t[482], 1);
+    assert_eq!(read_tar(&t), raw(&map));
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool).arg("--version").output().is_ok()
+}
+
+/// Runs `tool args...`, asserting success; its stdout.
+#[track_caller]
+fn run(tool: &str, args: &[&std::ffi::OsStr], dir: &std::path::Path) -> String {
+    let out = Command::new(tool)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{tool} {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// What the real tools read: `qemu-img compare` of the qcow2 and VHD (and `qemu-img check`
+/// of the qcow2), GNU tar's extraction.
+#[test]
+fn real_readers_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let map = random_map(7, (24 << 20) + 4096);
+    let disk = raw(&map);
+    let write = |name: &str, bytes: &[u8]| {
+        let p = d.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    if have("tar") {
+        let t = write("disk.tar", &tar(&map));
+        run("tar", &["-xSf".as_ref(), t.as_os_str()], d);
+        assert!(std::fs::read(d.join("disk.raw")).unwrap() == disk);
+    }
+    if !have("qemu-img") {
+        eprintln!("qemu-img not installed: the container e2e tests check it");
+        return;
+    }
+    let raw_path = write("disk.img", &disk);
+    for (name, bytes, fmt) in [
+        ("d.qcow2", qcow2(&map), "qcow2"),
+        ("d.vhd", vhd(&map), "vpc"),
+    ] {
+        let p = write(name, &bytes);
+        let args = ["compare", "-f", fmt, "-F", "raw"].map(std::ffi::OsStr::new);
+        run(
+            "qemu-img",
+            &[&args[..], &[p.as_os_str(), raw_path.as_os_str()]].concat(),
+            d,
+        );
+        if fmt == "qcow2" {
+            run("qemu-img", &["check".as_ref(), p.as_os_str()], d);
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The container formats (qcow2-efi, vhd-efi, azure, gce) checked with the readers clouds and
+//! hypervisors use: `qemu-img compare/check/info`, `vhdiinfo`, GNU tar and gzip, then the
+//! disk inside with sgdisk and e2fsck. The disk in every container is the raw-efi disk of the
+//! same seed, byte for byte.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::*;
+
+fn build(format: &str, out: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["--seed", "containers"];
+    args.extend_from_slice(extra);
+    run_demo(format, out, &args)
+}
+
+fn file_size(p: &Path) -> u64 {
+    std::fs::metadata(p).unwrap().len()
+}
+
+/// The image file is what the manifest says it is.
+fn check_manifest(m: &serde_json::Value, img: &Path, container: &str) {
+    assert_eq!(m["container"], container);
+    assert_eq!(m["image_size"].as_u64().unwrap(), file_size(img));
+    assert_eq!(m["sha256"].as_str().unwrap(), sha256(img));
+}
+
+#[track_caller]
+fn qemu_img_identical(fmt: &str, img: &Path, raw: &Path) {
+    let out = stdout(
+        Command::new("qemu-img")
+            .args(["compare", "-f", fmt, "-F", "raw"])
+            .arg(img)
+            .arg(raw),
+    );
+    assert!(out.contains("Images are identical"), "{out}");
+}
+
+#[test]
+fn qcow2_vhd_and_azure_hold_the_raw_efi_disk() {
+    let t = tempfile::tempdir().unwrap();
+    let raw = t.path().join("disk.img");
+    let m = build("raw-efi", &raw, &[]);
+    let disk_sha = m["disk_sha256"].as_str().unwrap().to_string();
+    let disk_size = m["disk_size"].as_u64().unwrap();
+
+    let q = t.path().join("disk.qcow2");
+    let mq = build("qcow2-efi", &q, &[]);
+    check_manifest(&mq, &q, "qcow2");
+    assert_eq!(mq["disk_sha256"], disk_sha.as_str());
+    assert!(mq.get("bmap").is_none(), "no bmap without a raw disk");
+    qemu_img_identical("qcow2", &q, &raw);
+    let check = stdout(Command::new("qemu-img").arg("check").arg(&q));
+    assert!(check.contains("No errors were found"), "{check}");
+    let info: serde_json::Value = serde_json::from_str(&stdout(
+        Command::new("qemu-img")
+            .args(["info", "--output=json"])
+            .arg(&q),
+    ))
+    .unwrap();
+    assert_eq!(info["format"], "qcow2");
+    assert_eq!(info["virtual-size"].as_u64().unwrap(), disk_size);
+    // Only the clusters holding data are stored.
+    assert!(file_size(&q) < disk_size / 50, "{}", file_size(&q));
+
+    let v = t.path().join("disk.vhd");
+    let mv = build("vhd-efi", &v, &[]);
+    check_manifest(&mv, &v, "vhd");
+    qemu_img_identical("vpc", &v, &raw);
+    let info = stdout(Command::new("vhdiinfo").arg(&v));
+    assert!(info.contains("Disk type\t\t: Dynamic"), "{info}");
+    assert!(info.contains(&format!("({disk_size} bytes)")), "{info}");
+
+    let a = t.path().join("azure.vhd");
+    let ma = build("azure", &a, &[]);
+    check_manifest(&ma, &a, "vhd-fixed");
+    assert_eq!(file_size(&a), disk_size + 512);
+    assert_eq!(disk_size % (1 << 20), 0, "Azure takes whole MiB");
+    qemu_img_identical("vpc", &a, &raw);
+    let info = stdout(Command::new("vhdiinfo").arg(&a));
+    assert!(info.contains("Disk type\t\t: Fixed"), "{info}");
+    // The raw disk is the file's start, and as sparse as the raw image.
+    let head = stdout(&mut sh(&format!(
+        "head -c {disk_size} {} | sha256sum",
+        a.display()
+    )));
+    assert!(head.starts_with(&disk_sha), "{head}");
+
+    // --keep-raw: the raw disk and its bmap beside the container.
+    let q2 = t.path().join("kept.qcow2");
+    let mk = build("qcow2-efi", &q2, &["--keep-raw"]);
+    let kept = Path::new(mk["raw_image"].as_str().unwrap());
+    assert_eq!(sha256(kept), disk_sha);
+    assert!(Path::new(mk["bmap"].as_str().unwrap()).exists());
+    assert_eq!(
+        sha256(&q2),
+        sha256(&q),
+        "the same container with or without --keep-raw"
+    );
+}
+
+#[test]
+fn gce_is_a_sparse_tar_of_disk_raw_in_gzip() {
+    let t = tempfile::tempdir().unwrap();
+    let img = t.path().join("nixos.raw.tar.gz");
+    let m = build("gce", &img, &["-j", "1"]);
+    check_manifest(&m, &img, "gce-tar");
+    let disk_size = m["disk_size"].as_u64().unwrap();
+    assert_eq!(disk_size % (1 << 30), 0, "GCE takes whole GiB");
+    ok(Command::new("gzip").arg("-t").arg(&img));
+    let list = stdout(Command::new("tar").arg("-tvzf").arg(&img));
+    assert_eq!(list.lines().count(), 1, "{list}");
+    assert!(list.contains(" disk.raw"), "{list}");
+    assert!(list.contains(&disk_size.to_string()), "{list}");
+    let x = t.path().join("x");
+    std::fs::create_dir(&x).unwrap();
+    ok(Command::new("tar")
+        .args(["-xSzf"])
+        .arg(&img)
+        .arg("-C")
+        .arg(&x));
+    let disk = x.join("disk.raw");
+    assert_eq!(file_size(&disk), disk_size);
+    assert_eq!(sha256(&disk), m["disk_sha256"].as_str().unwrap());
+    let v = stdout(Command::new("sgdisk").arg("-v").arg(&disk));
+    assert!(v.contains("No problems found"), "{v}");
+    // The root partition grew to the end of the rounded disk, and is clean.
+    let root = &m["partitions"][1];
+    let (start, size) = (
+        root["start"].as_u64().unwrap(),
+        root["size"].as_u64().unwrap(),
+    );
+    assert_eq!(start + size + 33 * 512, disk_size);
+    let fs = t.path().join("root.ext4");
+    extract(&disk, start, size, &fs);
+    ok(Command::new("e2fsck").arg("-fn").arg(&fs));
+
+    // The same bytes with more threads (gzip is deflated in parallel).
+    let img2 = t.path().join("again.raw.tar.gz");
+    build("gce", &img2, &["-j", "3"]);
+    assert_eq!(sha256(&img), sha256(&img2));
+}
+
+#[test]
+fn container_options_that_cannot_apply_are_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("x");
+    let args = demo_args("qcow2-efi", &out);
+    let mut refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    refs.extend(["--compress", "zstd"]);
+    let e = fails(&mut imgbuild(&refs));
+    assert!(
+        e.contains("`qcow2` container, which is not compressed again"),
+        "{e}"
+    );
+
+    let args = demo_args("gce", &out);
+    let mut refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    refs.extend(["--size", "1500MiB"]);
+    let e = fails(&mut imgbuild(&refs));
+    assert!(e.contains("not a multiple of 1.0 GiB"), "{e}");
+    refs.truncate(refs.len() - 2);
+    refs.extend(["--level", "12"]);
+    let e = fails(&mut imgbuild(&refs));
+    assert!(e.contains("levels are 1 to 9"), "{e}");
+    assert!(!out.exists());
+
+    let e = fails(&mut imgbuild(&["qcow2-eif"]));
+    assert!(e.contains("neither a command nor a format"), "{e}");
+    let list = stdout(&mut imgbuild(&["formats"]));
+    for f in [
+        "raw-efi",
+        "sd-aarch64",
+        "qcow2-efi",
+        "vhd-efi",
+        "azure",
+        "gce",
+    ] {
+        assert!(list.contains(f), "{list}");
+    }
+}
+
+/// A format file of one's own, derived from a built-in one with `base`.
+#[test]
+fn a_format_file_can_derive_from_a_built_in_one() {
+    let t = tempfile::tempdir().unwrap();
+    let f = t.path().join("mine.toml");
+    std::fs::write(
+        &f,
+        "base = \"raw-efi\"\nname = \"mine\"\nextension = \"qcow2\"\n\
+         [container]\ntype = \"qcow2\"\n\
+         [[partition]]\nname = \"ESP\"\ntype = \"C12A7328-F81F-11D2-BA4B-00A0C93EC93B\"\n\
+         start = \"1MiB\"\nsize = \"64MiB\"\nfilesystem = \"fat32\"\nlabel = \"ESP\"\n\
+         contents = \"esp\"\nmount-point = \"/boot\"\n\
+         [[partition]]\nname = \"primary\"\ntype = \"0FC63DAF-8483-4772-8E79-3D69D8477DE4\"\n\
+         size = \"auto\"\nfree = \"8MiB\"\nfilesystem = \"ext4\"\nlabel = \"nixos\"\n\
+         contents = \"root\"\nmount-point = \"/\"\n",
+    )
+    .unwrap();
+    let out = t.path().join("mine.qcow2");
+    let m = build(f.to_str().unwrap(), &out, &["--no-system-check"]);
+    assert_eq!(m["format"], "mine");
+    assert_eq!(m["container"], "qcow2");
+    assert_eq!(m["partitions"][0]["start"].as_u64().unwrap(), 1 << 20);
+    let check = stdout(Command::new("qemu-img").arg("check").arg(&out));
+    assert!(check.contains("No errors were found"), "{check}");
+}
