@@ -1,7 +1,7 @@
 //! Which fixed-size blocks of a disk a container stores, decided from the extent map before
 //! anything is written, and the stream of those blocks' bytes.
 //!
-//! A block is stored when it overlaps an extent with contents (memory or a file range);
+//! A block is stored when it overlaps a file range or in-memory bytes that are not all zeros;
 //! blocks of free space and zeros read as zeros without being stored. Deciding this from the
 //! map, not from the bytes, puts every table before the data: the container is written
 //! front to back in one pass (and hashed as it is written).
@@ -18,16 +18,32 @@ pub(crate) struct Allocation {
 }
 
 impl Allocation {
+    /// The blocks of `size` bytes that overlap a file range, or in-memory bytes that are not
+    /// all zeros (metadata such as inode tables and bitmaps is mostly zeros; a block of it
+    /// that is all zeros reads the same unstored).
     pub fn of(map: &Map, size: u64) -> Self {
         let mut ranges: Vec<(u64, u64)> = Vec::new();
+        let mut mark = |first: u64, last: u64| match ranges.last_mut() {
+            Some(r) if r.1 + 1 >= first => r.1 = r.1.max(last),
+            _ => ranges.push((first, last)),
+        };
         for e in map.extents() {
-            if !matches!(e.content, Content::Bytes { .. } | Content::File { .. }) {
-                continue;
-            }
-            let (first, last) = (e.offset / size, (e.end() - 1) / size);
-            match ranges.last_mut() {
-                Some(r) if r.1 + 1 >= first => r.1 = r.1.max(last),
-                _ => ranges.push((first, last)),
+            match &e.content {
+                Content::File { .. } => mark(e.offset / size, (e.end() - 1) / size),
+                Content::Bytes { data, start } => {
+                    let mut at = e.offset;
+                    while at < e.end() {
+                        let b = at / size;
+                        let to = ((b + 1) * size).min(e.end());
+                        let from = start + to_usize(at - e.offset);
+                        let bytes = &data[from..from + to_usize(to - at)];
+                        if bytes.iter().any(|&x| x != 0) {
+                            mark(b, b);
+                        }
+                        at = to;
+                    }
+                }
+                Content::Free | Content::Zero => {}
             }
         }
         Allocation { size, ranges }

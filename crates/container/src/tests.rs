@@ -348,3 +348,17 @@ fn real_readers_agree() {
         }
     }
 }
+
+#[test]
+fn all_zero_metadata_is_not_stored() {
+    let mut b = MapBuilder::new("z", 4 << 20);
+    // One buffer: 3 clusters of zeros, then one non-zero byte in the fourth.
+    let mut data = vec![0u8; 4 << 16];
+    data[(3 << 16) + 5] = 1;
+    b.bytes(0, data).unwrap();
+    let map = b.finish().unwrap();
+    let q = qcow2(&map);
+    assert_eq!(read_qcow2(&q), raw(&map));
+    // Header, L1, refcount table, refcount block, one L2 table, one data cluster.
+    assert_eq!(q.len(), 6 << 16);
+}

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [ext4|zstd|images|scaling|pipeline|all] [--runs N] [--quick]`: imgbuild against
+//! `cargo xtask bench [ext4|zstd|images|scaling|pipeline|containers|all] [--runs N] [--quick]`: imgbuild against
 //! the conventional tools, one report (stdout and `target/bench/report.md`).
 //!
 //! - `ext4`: `imgbuild ext4` vs `mke2fs -t ext4 -d` (same size) vs `cp -a` (same disk), on the
@@ -13,6 +13,9 @@
 //! - `pipeline`: sd-aarch64 end to end vs `zstd -T0 -3` on its raw image, raw-efi at
 //!   `--size 8GiB` vs smaller, raw-efi vs a previous binary (`IMGBUILD_BENCH_PREVIOUS`), and
 //!   what dedup saves.
+//! - `containers`: qcow2-efi, vhd-efi and gce written from the plan vs `imgbuild raw-efi` plus
+//!   `qemu-img convert` (or `tar --format=oldgnu -Sczf`), on the x86_64 fixture and a 1 GiB
+//!   synthetic closure.
 //!
 //! Method: the release binaries are built first and copied to `target/bench/bin` (others may
 //! rebuild `target/release` meanwhile). Warm page cache: every command runs once untimed,
@@ -35,6 +38,7 @@
 //! (`nix-store --load-db`) get the whole closure. Everything generated is deterministic
 //! (xorshift64* from fixed seeds) and reused while its marker file matches.
 
+mod containers;
 mod ext4;
 mod gen;
 mod images;
@@ -69,6 +73,7 @@ pub enum Section {
     Images,
     Scaling,
     Pipeline,
+    Containers,
     All,
 }
 
@@ -147,6 +152,11 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
     }
     if all || args.section == Section::Pipeline {
         section(&mut rep, "pipeline", |r| pipeline::bench_pipeline(r, &env))?;
+    }
+    if all || args.section == Section::Containers {
+        section(&mut rep, "containers", |r| {
+            containers::bench_containers(r, &env)
+        })?;
     }
     rep.line(&format!(
         "\nBench finished in {:.0} s; load average at the end: {}.",
