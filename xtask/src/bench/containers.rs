@@ -58,13 +58,7 @@ pub(super) fn bench_containers(rep: &mut Report, env: &Env) -> Result<()> {
             let ours = file_len(&out.join(format!("ours.{}", case.ext)))?;
             let peer = file_len(&out.join(format!("peer.{}", case.ext)))?;
             rep.line(&format!("#### {}\n", case.format));
-            let rows: Vec<Vec<String>> = jobs
-                .iter()
-                .zip(&st)
-                .enumerate()
-                .map(|(i, (j, s))| stats_row(&j.label, s, (i > 0).then_some(&st[0])))
-                .collect();
-            rep.table(&STATS_HEADERS, &rows);
+            rep.stats(&jobs, &st);
             rep.line(&format!(
                 "- file: imgbuild {ours} bytes ({:.1} MiB), peer {peer} bytes ({:.1} MiB), \
                  ratio {:.3}",

@@ -104,13 +104,7 @@ pub(super) fn bench_ext4(rep: &mut Report, env: &Env) -> Result<()> {
         ];
         let st = run_jobs(env, &format!("ext4-{name}"), &jobs)?;
         remove_any(&cp_dst)?;
-        let rows: Vec<Vec<String>> = jobs
-            .iter()
-            .zip(&st)
-            .enumerate()
-            .map(|(i, (j, s))| stats_row(&j.label, s, (i > 0).then_some(&st[0])))
-            .collect();
-        rep.table(&STATS_HEADERS, &rows);
+        rep.stats(&jobs, &st);
         // Minimum sizes.
         let gen_img = out.join("mke2fs-min.img");
         remove_any(&gen_img)?;

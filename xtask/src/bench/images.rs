@@ -85,13 +85,7 @@ pub(super) fn bench_images(rep: &mut Report, env: &Env) -> Result<()> {
         let ours_len = file_len(&out.join(format!("ours.{ext}")))?;
         let base_len = file_len(&out.join(format!("base.{ext}")))?;
         rep.line(&format!("### {format}: {}\n", c.desc));
-        let rows: Vec<Vec<String>> = jobs
-            .iter()
-            .zip(&st)
-            .enumerate()
-            .map(|(i, (j, s))| stats_row(&j.label, s, (i > 0).then_some(&st[0])))
-            .collect();
-        rep.table(&STATS_HEADERS, &rows);
+        rep.stats(&jobs, &st);
         rep.line(&format!(
             "output: imgbuild {ours_len} bytes ({:.0} MiB), baseline {base_len} bytes ({:.0} MiB)",
             ours_len as f64 / MIB as f64,

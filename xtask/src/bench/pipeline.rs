@@ -64,16 +64,6 @@ fn name_of(c: &Closure) -> String {
         .map_or("x".into(), |n| n.to_string_lossy().into_owned())
 }
 
-fn table(rep: &mut Report, jobs: &[Job], st: &[Stats]) {
-    let rows: Vec<Vec<String>> = jobs
-        .iter()
-        .zip(st)
-        .enumerate()
-        .map(|(i, (j, s))| stats_row(&j.label, s, (i > 0).then_some(&st[0])))
-        .collect();
-    rep.table(&STATS_HEADERS, &rows);
-}
-
 pub(super) fn bench_pipeline(rep: &mut Report, env: &Env) -> Result<()> {
     rep.line("## one pass: whole builds against what bounds them\n");
     sd_vs_zstd(rep, env)?;
@@ -124,7 +114,7 @@ fn sd_vs_zstd(rep: &mut Report, env: &Env) -> Result<()> {
         ];
         let st = run_jobs(env, &format!("pipeline-sd-{name}"), &jobs)?;
         rep.line(&format!("#### {}\n", c.desc));
-        table(rep, &jobs, &st);
+        rep.stats(&jobs, &st);
         rep.line(&goal_line(
             "sd-aarch64 end to end vs zstd -T0 -3 alone",
             st[0].secs() / st[1].secs(),
@@ -184,7 +174,7 @@ fn big_size(rep: &mut Report, env: &Env) -> Result<()> {
         ];
         let st = run_jobs(env, &format!("pipeline-size-{name}"), &jobs)?;
         rep.line(&format!("#### {}\n", c.desc));
-        table(rep, &jobs, &st);
+        rep.stats(&jobs, &st);
         rep.line(&goal_line(
             &format!("8 GiB disk vs size {small}"),
             st[0].secs() / st[1].secs(),
@@ -246,7 +236,7 @@ fn previous(rep: &mut Report, env: &Env) -> Result<()> {
         ];
         let st = run_jobs(env, &format!("pipeline-prev-{name}"), &jobs)?;
         rep.line(&format!("#### {}\n", c.desc));
-        table(rep, &jobs, &st);
+        rep.stats(&jobs, &st);
         rep.line(&goal_line(
             "raw-efi vs the previous imgbuild",
             st[0].secs() / st[1].secs(),

@@ -6,6 +6,18 @@ pub(super) struct Report {
 }
 
 impl Report {
+    /// The timing table of one group of jobs: every job's stats, and imgbuild's (the first
+    /// job) ratio to each of the others.
+    pub(super) fn stats(&mut self, jobs: &[super::Job], st: &[super::Stats]) {
+        let rows: Vec<Vec<String>> = jobs
+            .iter()
+            .zip(st)
+            .enumerate()
+            .map(|(i, (j, s))| stats_row(&j.label, s, (i > 0).then_some(&st[0])))
+            .collect();
+        self.table(&STATS_HEADERS, &rows);
+    }
+
     pub(super) fn line(&mut self, s: &str) {
         self.text.push_str(s);
         self.text.push('\n');

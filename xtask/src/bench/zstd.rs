@@ -90,13 +90,7 @@ pub(super) fn bench_zstd(rep: &mut Report, env: &Env) -> Result<()> {
             c.desc,
             raw_len as f64 / MIB as f64
         ));
-        let rows: Vec<Vec<String>> = jobs
-            .iter()
-            .zip(&st)
-            .enumerate()
-            .map(|(i, (j, s))| stats_row(&j.label, s, (i > 0).then_some(&st[0])))
-            .collect();
-        rep.table(&STATS_HEADERS, &rows);
+        rep.stats(&jobs, &st);
         rep.line(&format!(
             "throughput: imgbuild {:.0} MiB/s, zstd {:.0} MiB/s (of raw image)",
             raw_len as f64 / MIB as f64 / st[0].secs(),
