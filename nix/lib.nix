@@ -74,8 +74,8 @@ let
         compress = "zstd";
         product = "sd-image";
       };
-      qcow2-efi = efi "qcow2" "qcow2-image";
-      vhd-efi = efi "vhd" "vpc-image";
+      qemu-efi = efi "qcow2" "qcow2-image";
+      amazon = efi "vhd" "amazon-image";
       azure = efi "vhd" "azure-image";
       gce = efi "raw.tar.gz" "gce-image";
     };

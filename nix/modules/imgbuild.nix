@@ -22,21 +22,21 @@ let
     types
     ;
 
-  # Each format's system, and the format whose disk it holds (a qcow2-efi image is the
+  # Each format's system, and the format whose disk it holds (a qemu-efi image is the
   # raw-efi disk in a qcow2 file: the same configuration). Mirrors lib.formats.
   formatSystem = {
     raw-efi = "x86_64-linux";
     sd-aarch64 = "aarch64-linux";
-    qcow2-efi = "x86_64-linux";
-    vhd-efi = "x86_64-linux";
+    qemu-efi = "x86_64-linux";
+    amazon = "x86_64-linux";
     azure = "x86_64-linux";
     gce = "x86_64-linux";
   };
   formatBase = {
     raw-efi = "raw-efi";
     sd-aarch64 = "sd-aarch64";
-    qcow2-efi = "raw-efi";
-    vhd-efi = "raw-efi";
+    qemu-efi = "raw-efi";
+    amazon = "raw-efi";
     azure = "raw-efi";
     gce = "raw-efi";
   };
@@ -145,8 +145,8 @@ in
         types.enum [
           "raw-efi"
           "sd-aarch64"
-          "qcow2-efi"
-          "vhd-efi"
+          "qemu-efi"
+          "amazon"
           "azure"
           "gce"
         ]
@@ -158,7 +158,7 @@ in
         label), the bootloader and first-boot growth to match the disk imgbuild writes, so the
         booted machine can `nixos-rebuild` itself from the same configuration.
         `raw-efi`: GPT, ESP `/boot` (label `ESP`), ext4 `/` (label `nixos`), systemd-boot;
-        `qcow2-efi`, `vhd-efi`, `azure` and `gce` are that disk in a container, and set the
+        `qemu-efi`, `amazon`, `azure` and `gce` are that disk in a container, and set the
         same (add the cloud's own guest configuration, e.g. nixpkgs'
         `virtualisation/google-compute-config.nix`, yourself).
         `sd-aarch64`: MBR, FAT `/boot/firmware` (label `FIRMWARE`, noauto), ext4 `/` (label

@@ -177,13 +177,13 @@ let
           loader = e.defs.boot.loader;
           params = e.defs.boot.kernelParams;
         }
-      ) [ "qcow2-efi" "vhd-efi" "azure" "gce" ];
+      ) [ "qemu-efi" "amazon" "azure" "gce" ];
       expected = map (f: {
         inherit f;
         inherit (rawEfi.defs) fileSystems;
         loader = rawEfi.defs.boot.loader;
         params = rawEfi.defs.boot.kernelParams;
-      }) [ "qcow2-efi" "vhd-efi" "azure" "gce" ];
+      }) [ "qemu-efi" "amazon" "azure" "gce" ];
     };
 
     moduleFormatEnumIsLibFormats = {

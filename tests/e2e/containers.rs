@@ -1,4 +1,4 @@
-//! The container formats (qcow2-efi, vhd-efi, azure, gce) checked with the readers clouds and
+//! The container formats (qemu-efi, amazon, azure, gce) checked with the readers clouds and
 //! hypervisors use: `qemu-img compare/check/info`, `vhdiinfo`, GNU tar and gzip, then the
 //! disk inside with sgdisk and e2fsck. The disk in every container is the raw-efi disk of the
 //! same seed, byte for byte.
@@ -45,7 +45,7 @@ fn qcow2_vhd_and_azure_hold_the_raw_efi_disk() {
     let disk_size = m["disk_size"].as_u64().unwrap();
 
     let q = t.path().join("disk.qcow2");
-    let mq = build("qcow2-efi", &q, &[]);
+    let mq = build("qemu-efi", &q, &[]);
     check_manifest(&mq, &q, "qcow2");
     assert_eq!(mq["disk_sha256"], disk_sha.as_str());
     assert!(mq.get("bmap").is_none(), "no bmap without a raw disk");
@@ -64,7 +64,7 @@ fn qcow2_vhd_and_azure_hold_the_raw_efi_disk() {
     assert!(file_size(&q) < disk_size / 50, "{}", file_size(&q));
 
     let v = t.path().join("disk.vhd");
-    let mv = build("vhd-efi", &v, &[]);
+    let mv = build("amazon", &v, &[]);
     check_manifest(&mv, &v, "vhd");
     qemu_img_identical("vpc", &v, &raw);
     let info = stdout(Command::new("vhdiinfo").arg(&v));
@@ -88,7 +88,7 @@ fn qcow2_vhd_and_azure_hold_the_raw_efi_disk() {
 
     // --keep-raw: the raw disk and its bmap beside the container.
     let q2 = t.path().join("kept.qcow2");
-    let mk = build("qcow2-efi", &q2, &["--keep-raw"]);
+    let mk = build("qemu-efi", &q2, &["--keep-raw"]);
     let kept = Path::new(mk["raw_image"].as_str().unwrap());
     assert_eq!(sha256(kept), disk_sha);
     assert!(Path::new(mk["bmap"].as_str().unwrap()).exists());
@@ -145,7 +145,7 @@ fn gce_is_a_sparse_tar_of_disk_raw_in_gzip() {
 fn container_options_that_cannot_apply_are_refused() {
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("x");
-    let args = demo_args("qcow2-efi", &out);
+    let args = demo_args("qemu-efi", &out);
     let mut refs: Vec<&str> = args.iter().map(String::as_str).collect();
     refs.extend(["--compress", "zstd"]);
     let e = fails(&mut imgbuild(&refs));
@@ -171,8 +171,8 @@ fn container_options_that_cannot_apply_are_refused() {
     for f in [
         "raw-efi",
         "sd-aarch64",
-        "qcow2-efi",
-        "vhd-efi",
+        "qemu-efi",
+        "amazon",
         "azure",
         "gce",
     ] {

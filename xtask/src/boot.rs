@@ -36,11 +36,14 @@ pub enum Format {
     #[value(name = "sd-aarch64")]
     SdAarch64,
     /// The raw-efi disk in a qcow2 file, booted as raw-efi.
-    #[value(name = "qcow2-efi")]
-    Qcow2Efi,
+    #[value(name = "qemu-efi")]
+    QemuEfi,
     /// The raw-efi disk in a dynamic VHD, booted as raw-efi.
-    #[value(name = "vhd-efi")]
-    VhdEfi,
+    #[value(name = "amazon")]
+    Amazon,
+    /// The raw-efi disk as a fixed VHD (raw disk + footer), booted as raw-efi.
+    #[value(name = "azure")]
+    Azure,
 }
 
 impl Format {
@@ -48,19 +51,20 @@ impl Format {
         match self {
             Format::RawEfi => "raw-efi",
             Format::SdAarch64 => "sd-aarch64",
-            Format::Qcow2Efi => "qcow2-efi",
-            Format::VhdEfi => "vhd-efi",
+            Format::QemuEfi => "qemu-efi",
+            Format::Amazon => "amazon",
+            Format::Azure => "azure",
         }
     }
     pub fn arch(self) -> Arch {
         match self {
-            Format::RawEfi | Format::Qcow2Efi | Format::VhdEfi => Arch::X86_64,
+            Format::RawEfi | Format::QemuEfi | Format::Amazon | Format::Azure => Arch::X86_64,
             Format::SdAarch64 => Arch::Aarch64,
         }
     }
     fn default_timeout(self) -> u64 {
         match self {
-            Format::RawEfi | Format::Qcow2Efi | Format::VhdEfi => 240,
+            Format::RawEfi | Format::QemuEfi | Format::Amazon | Format::Azure => 240,
             Format::SdAarch64 => 300,
         }
     }
@@ -69,8 +73,9 @@ impl Format {
         match self {
             Format::RawEfi => "imgbuild-raw-efi.img",
             Format::SdAarch64 => "imgbuild-sd-aarch64.img.zst",
-            Format::Qcow2Efi => "imgbuild-qcow2-efi.qcow2",
-            Format::VhdEfi => "imgbuild-vhd-efi.vhd",
+            Format::QemuEfi => "imgbuild-qemu-efi.qcow2",
+            Format::Amazon => "imgbuild-amazon.vhd",
+            Format::Azure => "imgbuild-azure.vhd",
         }
     }
 }
@@ -237,7 +242,7 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         ],
     };
     let (mut c, accel, giveup): (_, &'static str, &[(&str, &str)]) = match spec.format {
-        Format::RawEfi | Format::Qcow2Efi | Format::VhdEfi => {
+        Format::RawEfi | Format::QemuEfi | Format::Amazon | Format::Azure => {
             util::need_tools(&[("qemu-system-x86_64", "qemu-system-x86")])?;
             for f in [OVMF_CODE, OVMF_VARS] {
                 if !Path::new(f).is_file() {

@@ -2,8 +2,9 @@
 //!
 //! x86_64: fixture -> baseline raw-efi image -> bootctl check -> boot (virtio, NVMe) ->
 //! negative control (root label wrong: must FAIL with the initrd's reason); then the same
-//! image built by the imgbuild CLI (unless `--baseline-only`), and imgbuild's qcow2-efi
-//! (virtio) and vhd-efi (NVMe) images of the same closure, read by QEMU's qcow2/VPC drivers.
+//! image built by the imgbuild CLI (unless `--baseline-only`), and imgbuild's qemu-efi
+//! (qcow2, virtio), azure (fixed VHD, NVMe) and amazon (dynamic VHD, virtio) images of the
+//! same closure, read by QEMU's qcow2 and VPC drivers.
 //! aarch64: fixture -> baseline sd-aarch64 .img.zst -> boot; then imgbuild's.
 //! Every boot must print exactly the fixture's marker (`IMGBUILD-BOOT-OK toplevel=<its
 //! toplevel>`). Ends with an `N passed, N failed` line; exits non-zero on any failure.
@@ -320,8 +321,8 @@ pub fn run(args: CiArgs) -> Result<()> {
             }
             // The same disk in the containers hypervisors take, read by QEMU's own drivers.
             for (format, disk) in [
-                (Format::Qcow2Efi, Disk::Virtio),
-                (Format::VhdEfi, Disk::Nvme),
+                (Format::QemuEfi, Disk::Virtio),
+                (Format::Amazon, Disk::Nvme),
             ] {
                 let name = format.name();
                 if let Some(img) = run.step(&format!("imgbuild {name} image"), || {

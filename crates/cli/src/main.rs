@@ -53,7 +53,7 @@ enum Cmd {
         pi: PiArgs,
     },
     /// Build an image from a format file (`formats/*.toml`) or a built-in format name; also
-    /// `imgbuild FORMAT [OPTIONS]` (e.g. `imgbuild qcow2-efi`)
+    /// `imgbuild FORMAT [OPTIONS]` (e.g. `imgbuild qemu-efi`)
     #[command(after_help = ENVIRONMENT)]
     Build {
         /// Format name (see `imgbuild formats`) or path to a format file
@@ -62,7 +62,7 @@ enum Cmd {
         #[command(flatten)]
         b: FormatArgs,
     },
-    /// List the built-in formats (each also a command: `imgbuild qcow2-efi ...`)
+    /// List the built-in formats (each also a command: `imgbuild qemu-efi ...`)
     Formats {
         /// Print them as JSON
         #[arg(long)]

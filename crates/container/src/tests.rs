@@ -362,3 +362,64 @@ fn all_zero_metadata_is_not_stored() {
     // Header, L1, refcount table, refcount block, one L2 table, one data cluster.
     assert_eq!(q.len(), 6 << 16);
 }
+
+/// Bytes at which two containers differ.
+fn diff(a: &[u8], b: &[u8]) -> Vec<usize> {
+    assert_eq!(a.len(), b.len());
+    (0..a.len()).filter(|&i| a[i] != b[i]).collect()
+}
+
+#[test]
+fn time_and_id_change_only_their_fields() {
+    let map = random_map(11, 6 << 20);
+    let p = params(&map);
+    let later = Params {
+        time: p.time + 1000,
+        ..p.clone()
+    };
+    let other = Params {
+        id: [0x43; 16],
+        ..p.clone()
+    };
+    let run = |p: &Params| {
+        let mut v = Vhd::new(&map, p, Vec::new()).unwrap();
+        stream(&map, &mut v);
+        v.into_inner()
+    };
+    let base = run(&p);
+    let end = base.len() - 512;
+    // The timestamp (24..28) and checksum (64..68) of both footer copies.
+    let fields = |r: std::ops::Range<usize>| {
+        let mut v: Vec<usize> = r.clone().collect();
+        v.extend(r.map(|i| i + end));
+        v
+    };
+    let d = diff(&base, &run(&later));
+    assert!(!d.is_empty());
+    assert!(
+        d.iter().all(|i| fields(24..28).contains(i) || fields(64..68).contains(i)),
+        "{d:?}"
+    );
+    let d = diff(&base, &run(&other));
+    assert!(
+        d.iter().all(|i| fields(68..84).contains(i) || fields(64..68).contains(i)),
+        "{d:?}"
+    );
+    // qcow2 and the tar carry no id; the tar's only time is the member's mtime (136..148)
+    // and its header checksum (148..156).
+    let tar_of = |p: &Params| {
+        let mut t = GceTar::new(&map, p, Vec::new()).unwrap();
+        stream(&map, &mut t);
+        t.into_inner()
+    };
+    let d = diff(&tar_of(&p), &tar_of(&later));
+    assert!(d.iter().all(|&i| (136..156).contains(&i)), "{d:?}");
+    assert!(diff(&tar_of(&p), &tar_of(&other)).is_empty());
+    let q = |p: &Params| {
+        let mut q = Qcow2::new(&map, p, Vec::new()).unwrap();
+        stream(&map, &mut q);
+        q.into_inner()
+    };
+    assert_eq!(q(&p), q(&later));
+    assert_eq!(q(&p), q(&other));
+}

@@ -15,8 +15,8 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "sd-aarch64",
         include_str!("../../../formats/sd-aarch64.toml"),
     ),
-    ("qcow2-efi", include_str!("../../../formats/qcow2-efi.toml")),
-    ("vhd-efi", include_str!("../../../formats/vhd-efi.toml")),
+    ("qemu-efi", include_str!("../../../formats/qemu-efi.toml")),
+    ("amazon", include_str!("../../../formats/amazon.toml")),
     ("azure", include_str!("../../../formats/azure.toml")),
     ("gce", include_str!("../../../formats/gce.toml")),
 ];

@@ -12,13 +12,13 @@ struct Case {
 
 const CASES: [Case; 3] = [
     Case {
-        format: "qcow2-efi",
+        format: "qemu-efi",
         ext: "qcow2",
         convert: "qemu-img convert -O qcow2 \"$RAW\" \"$OUT\"",
         peer: "raw-efi + qemu-img convert -O qcow2",
     },
     Case {
-        format: "vhd-efi",
+        format: "amazon",
         ext: "vhd",
         convert: "qemu-img convert -O vpc -o subformat=dynamic,force_size=on \"$RAW\" \"$OUT\"",
         peer: "raw-efi + qemu-img convert -O vpc",
