@@ -78,6 +78,8 @@ let
       amazon = efi "vhd" "amazon-image";
       azure = efi "vhd" "azure-image";
       gce = efi "raw.tar.gz" "gce-image";
+      vmware = efi "vmdk" "vmware-image";
+      virtualbox = efi "ova" "virtualbox-ova";
     };
 
   formatInfo =

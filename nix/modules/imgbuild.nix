@@ -31,6 +31,8 @@ let
     amazon = "x86_64-linux";
     azure = "x86_64-linux";
     gce = "x86_64-linux";
+    vmware = "x86_64-linux";
+    virtualbox = "x86_64-linux";
   };
   formatBase = {
     raw-efi = "raw-efi";
@@ -39,6 +41,8 @@ let
     amazon = "raw-efi";
     azure = "raw-efi";
     gce = "raw-efi";
+    vmware = "raw-efi";
+    virtualbox = "raw-efi";
   };
   base = if cfg.format == null then null else formatBase.${cfg.format};
 
@@ -149,6 +153,8 @@ in
           "amazon"
           "azure"
           "gce"
+          "vmware"
+          "virtualbox"
         ]
       );
       default = null;
@@ -158,7 +164,8 @@ in
         label), the bootloader and first-boot growth to match the disk imgbuild writes, so the
         booted machine can `nixos-rebuild` itself from the same configuration.
         `raw-efi`: GPT, ESP `/boot` (label `ESP`), ext4 `/` (label `nixos`), systemd-boot;
-        `qemu-efi`, `amazon`, `azure` and `gce` are that disk in a container, and set the
+        `qemu-efi`, `amazon`, `azure`, `gce`, `vmware` and `virtualbox` are that disk in a
+        container, and set the
         same (add the cloud's own guest configuration, e.g. nixpkgs'
         `virtualisation/google-compute-config.nix`, yourself).
         `sd-aarch64`: MBR, FAT `/boot/firmware` (label `FIRMWARE`, noauto), ext4 `/` (label

@@ -100,6 +100,68 @@ fn qcow2_vhd_and_azure_hold_the_raw_efi_disk() {
 }
 
 #[test]
+fn vmware_vmdk_and_virtualbox_ova() {
+    let t = tempfile::tempdir().unwrap();
+    let raw = t.path().join("disk.img");
+    let m = build("raw-efi", &raw, &[]);
+    let disk_size = m["disk_size"].as_u64().unwrap();
+
+    let v = t.path().join("nixos.vmdk");
+    let mv = build("vmware", &v, &["-j", "1"]);
+    check_manifest(&mv, &v, "vmdk");
+    qemu_img_identical("vmdk", &v, &raw);
+    let check = stdout(
+        Command::new("qemu-img")
+            .args(["check", "-f", "vmdk"])
+            .arg(&v),
+    );
+    assert!(check.contains("No errors were found"), "{check}");
+    let info = stdout(Command::new("vmdkinfo").arg(&v));
+    assert!(info.contains("Stream optimized"), "{info}");
+    assert!(info.contains(&format!("({disk_size} bytes)")), "{info}");
+    // Grains are compressed on a pool of threads: the same bytes with more.
+    let v3 = t.path().join("j3.vmdk");
+    build("vmware", &v3, &["-j", "3"]);
+    assert_eq!(sha256(&v), sha256(&v3));
+
+    let ova = t.path().join("nixos.ova");
+    let mo = build("virtualbox", &ova, &[]);
+    check_manifest(&mo, &ova, "ova");
+    let list = stdout(Command::new("tar").arg("-tf").arg(&ova));
+    assert_eq!(list, "nixos.ovf\ndisk.vmdk\nnixos.mf\n");
+    let x = t.path().join("x");
+    std::fs::create_dir(&x).unwrap();
+    ok(Command::new("tar").arg("-xf").arg(&ova).arg("-C").arg(&x));
+    let vmdk = x.join("disk.vmdk");
+    // The OVA's disk is the vmware format's file, byte for byte.
+    assert_eq!(sha256(&vmdk), sha256(&v));
+    let ovf = std::fs::read_to_string(x.join("nixos.ovf")).unwrap();
+    assert!(
+        ovf.contains(&format!("ovf:size=\"{}\"", file_size(&vmdk))),
+        "{ovf}"
+    );
+    assert!(
+        ovf.contains(&format!("ovf:capacity=\"{disk_size}\"")),
+        "{ovf}"
+    );
+    assert!(
+        ovf.contains("vmw:key=\"firmware\" vmw:value=\"efi\""),
+        "{ovf}"
+    );
+    assert!(ovf.trim_end().ends_with("</Envelope>"), "{ovf}");
+    let mf = std::fs::read_to_string(x.join("nixos.mf")).unwrap();
+    assert_eq!(
+        mf,
+        format!(
+            "SHA256(nixos.ovf)= {}\nSHA256(disk.vmdk)= {}\n",
+            sha256(&x.join("nixos.ovf")),
+            sha256(&vmdk)
+        )
+    );
+    qemu_img_identical("vmdk", &vmdk, &raw);
+}
+
+#[test]
 fn gce_is_a_sparse_tar_of_disk_raw_in_gzip() {
     let t = tempfile::tempdir().unwrap();
     let img = t.path().join("nixos.raw.tar.gz");

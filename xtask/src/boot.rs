@@ -44,6 +44,9 @@ pub enum Format {
     /// The raw-efi disk as a fixed VHD (raw disk + footer), booted as raw-efi.
     #[value(name = "azure")]
     Azure,
+    /// The raw-efi disk as a stream-optimized VMDK, booted as raw-efi.
+    #[value(name = "vmware")]
+    Vmware,
 }
 
 impl Format {
@@ -54,17 +57,22 @@ impl Format {
             Format::QemuEfi => "qemu-efi",
             Format::Amazon => "amazon",
             Format::Azure => "azure",
+            Format::Vmware => "vmware",
         }
     }
     pub fn arch(self) -> Arch {
         match self {
-            Format::RawEfi | Format::QemuEfi | Format::Amazon | Format::Azure => Arch::X86_64,
+            Format::RawEfi | Format::QemuEfi | Format::Amazon | Format::Azure | Format::Vmware => {
+                Arch::X86_64
+            }
             Format::SdAarch64 => Arch::Aarch64,
         }
     }
     fn default_timeout(self) -> u64 {
         match self {
-            Format::RawEfi | Format::QemuEfi | Format::Amazon | Format::Azure => 240,
+            Format::RawEfi | Format::QemuEfi | Format::Amazon | Format::Azure | Format::Vmware => {
+                240
+            }
             Format::SdAarch64 => 300,
         }
     }
@@ -76,6 +84,7 @@ impl Format {
             Format::QemuEfi => "imgbuild-qemu-efi.qcow2",
             Format::Amazon => "imgbuild-amazon.vhd",
             Format::Azure => "imgbuild-azure.vhd",
+            Format::Vmware => "imgbuild-vmware.vmdk",
         }
     }
 }
@@ -85,6 +94,7 @@ fn drive_format(image: &Path) -> &'static str {
     match image.extension().and_then(|e| e.to_str()) {
         Some("qcow2") => "qcow2",
         Some("vhd") => "vpc",
+        Some("vmdk") => "vmdk",
         _ => "raw",
     }
 }
@@ -242,7 +252,7 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         ],
     };
     let (mut c, accel, giveup): (_, &'static str, &[(&str, &str)]) = match spec.format {
-        Format::RawEfi | Format::QemuEfi | Format::Amazon | Format::Azure => {
+        Format::RawEfi | Format::QemuEfi | Format::Amazon | Format::Azure | Format::Vmware => {
             util::need_tools(&[("qemu-system-x86_64", "qemu-system-x86")])?;
             for f in [OVMF_CODE, OVMF_VARS] {
                 if !Path::new(f).is_file() {

@@ -9,37 +9,23 @@
 //! implementation (miniz_oxide, pinned in the workspace), never on the worker count. The
 //! header records no name and no time.
 
-use std::collections::BTreeMap;
 use std::io::{self, Write};
-use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use flate2::{Compress, Compression, FlushCompress, Status};
+
+use crate::pool::Ordered;
 
 /// Input bytes per independently deflated chunk.
 const CHUNK: usize = 1 << 20;
 
-type Job = (u64, Vec<u8>);
-type Done = (u64, io::Result<Vec<u8>>);
-
 /// A gzip member written to `W` as input arrives through [`Write`]. Full chunks go to a pool
 /// of deflate threads while the caller goes on filling the next; their outputs are written
-/// in order by the caller's thread. At most `2 * workers + 2` chunks are in flight.
+/// in order by the caller's thread.
 pub struct Gzip<W: Write> {
     inner: W,
     level: u32,
     current: Vec<u8>,
-    /// The work queue; dropping it (with the whole `Gzip`, on an error) stops the workers.
-    jobs: Option<SyncSender<Job>>,
-    done: Receiver<Done>,
-    pool: Vec<JoinHandle<()>>,
-    max_in_flight: u64,
-    /// Chunks sent, and the next one to write out.
-    sent: u64,
-    next: u64,
-    /// Deflated chunks that came back before their turn.
-    early: BTreeMap<u64, Vec<u8>>,
+    pool: Ordered<Vec<u8>, Vec<u8>>,
     crc: crc32fast::Hasher,
     input: u64,
     written: u64,
@@ -52,39 +38,13 @@ impl<W: Write> Gzip<W> {
         let header = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
         inner.write_all(&header)?;
         let level = level.clamp(1, 9);
-        let workers = workers.max(1);
-        let (jobs, queue) = mpsc::sync_channel::<Job>(workers);
-        let (results, done) = mpsc::channel::<Done>();
-        let queue = Arc::new(Mutex::new(queue));
-        let pool = (0..workers)
-            .map(|_| {
-                let queue = Arc::clone(&queue);
-                let results = results.clone();
-                std::thread::spawn(move || loop {
-                    // A poisoned lock means another worker panicked: stop too.
-                    let job = match queue.lock() {
-                        Ok(q) => q.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok((seq, chunk)) = job else { return };
-                    let out = deflate(&chunk, level, FlushCompress::Sync);
-                    if results.send((seq, out)).is_err() {
-                        return;
-                    }
-                })
-            })
-            .collect();
         Ok(Gzip {
             inner,
             level,
             current: Vec::with_capacity(CHUNK),
-            jobs: Some(jobs),
-            done,
-            pool,
-            max_in_flight: 2 * workers as u64 + 2,
-            sent: 0,
-            next: 0,
-            early: BTreeMap::new(),
+            pool: Ordered::new(workers, move |chunk: Vec<u8>| {
+                deflate(&chunk, level, FlushCompress::Sync)
+            }),
             crc: crc32fast::Hasher::new(),
             input: 0,
             written: header.len() as u64,
@@ -96,35 +56,13 @@ impl<W: Write> Gzip<W> {
         self.written
     }
 
-    /// Writes out every deflated chunk whose turn has come; waits for results while more
-    /// than `limit` chunks are in flight.
-    fn collect(&mut self, limit: u64) -> io::Result<()> {
-        loop {
-            while let Some(out) = self.early.remove(&self.next) {
-                self.inner.write_all(&out)?;
-                self.written += out.len() as u64;
-                self.next += 1;
-            }
-            let in_flight = self.sent - self.next;
-            let got = if in_flight > limit {
-                self.done
-                    .recv()
-                    .map_err(|_| io::Error::other("the deflate threads stopped"))?
-            } else {
-                match self.done.try_recv() {
-                    Ok(d) => d,
-                    Err(_) => return Ok(()),
-                }
-            };
-            let (seq, out) = got;
-            self.early.insert(seq, out?);
-        }
-    }
-
     /// Deflate what is left, close the stream with the CRC-32 and length; returns the writer.
     pub fn finish(mut self) -> io::Result<W> {
-        self.jobs = None;
-        self.collect(0)?;
+        let (inner, written) = (&mut self.inner, &mut self.written);
+        self.pool.finish(|out| {
+            *written += out.len() as u64;
+            inner.write_all(&out)
+        })?;
         let last = std::mem::take(&mut self.current);
         let out = deflate(&last, self.level, FlushCompress::Finish)?;
         self.inner.write_all(&out)?;
@@ -135,16 +73,23 @@ impl<W: Write> Gzip<W> {
         self.inner.write_all(&trailer)?;
         self.written += (out.len() + trailer.len()) as u64;
         self.inner.flush()?;
-        for t in std::mem::take(&mut self.pool) {
-            let _ = t.join();
-        }
         Ok(self.inner)
     }
 }
 
+/// `input` as one zlib stream (RFC 1950: deflate with a header and an Adler-32), as VMDK
+/// stores each grain.
+pub fn zlib(input: &[u8], level: u32) -> io::Result<Vec<u8>> {
+    let c = Compress::new(Compression::new(level.clamp(1, 9)), true);
+    run(c, input, FlushCompress::Finish)
+}
+
 /// One chunk as raw deflate, ending with `flush` (a sync flush, or the final block).
 fn deflate(input: &[u8], level: u32, flush: FlushCompress) -> io::Result<Vec<u8>> {
-    let mut c = Compress::new(Compression::new(level), false);
+    run(Compress::new(Compression::new(level), false), input, flush)
+}
+
+fn run(mut c: Compress, input: &[u8], flush: FlushCompress) -> io::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(input.len() / 2 + 1024);
     loop {
         let consumed = usize::try_from(c.total_in()).unwrap_or(usize::MAX);
@@ -173,14 +118,11 @@ impl<W: Write> Write for Gzip<W> {
             buf = &buf[take..];
             if self.current.len() == CHUNK {
                 let chunk = std::mem::replace(&mut self.current, Vec::with_capacity(CHUNK));
-                let jobs = self
-                    .jobs
-                    .as_ref()
-                    .ok_or_else(|| io::Error::other("finished"))?;
-                jobs.send((self.sent, chunk))
-                    .map_err(|_| io::Error::other("the deflate threads stopped"))?;
-                self.sent += 1;
-                self.collect(self.max_in_flight)?;
+                let (inner, written) = (&mut self.inner, &mut self.written);
+                self.pool.submit(chunk, |out| {
+                    *written += out.len() as u64;
+                    inner.write_all(&out)
+                })?;
             }
         }
         Ok(n)

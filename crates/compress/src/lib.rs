@@ -19,7 +19,8 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod gzip;
-pub use gzip::Gzip;
+pub mod pool;
+pub use gzip::{zlib, Gzip};
 
 use std::io::{self, Write};
 use std::path::Path;

@@ -27,7 +27,7 @@ const NAME: &str = "disk.raw";
 
 /// A number in a tar field of `width` bytes: octal digits and a NUL, or, when it does not
 /// fit, GNU's base-256 (first byte 0x80, the value big-endian in the rest).
-fn number(field: &mut [u8], n: u64) {
+pub(crate) fn number(field: &mut [u8], n: u64) {
     let width = field.len();
     let digits = width - 1;
     if digits * 3 >= 64 || n < 1u64 << (digits * 3) {

@@ -13,6 +13,10 @@
 //! - [`Vhd`]: dynamic VHD (2 MiB blocks, a block allocation table, only blocks holding data
 //!   stored); [`vhd::fixed_footer`] is the 512 bytes that follow the raw disk in a fixed VHD
 //!   (Azure's format), which the caller writes as a raw sparse file;
+//! - [`Vmdk`]: stream-optimized VMDK (compressed grains, tables at the end), what OVA
+//!   packages carry;
+//! - [`Ova`]: an OVF package (descriptor, that VMDK, manifest) in a tar, the descriptor
+//!   and the VMDK's tar header written last into space reserved at the front;
 //! - [`GceTar`]: `disk.raw` alone in an old-GNU sparse tar (holes not stored), to be
 //!   gzip-compressed: Google Compute Engine's image format.
 //!
@@ -27,12 +31,16 @@ use std::io::Write;
 
 mod blocks;
 pub mod gce;
+pub mod ova;
 pub mod qcow2;
 pub mod vhd;
+pub mod vmdk;
 
 pub use gce::GceTar;
+pub use ova::Ova;
 pub use qcow2::Qcow2;
 pub use vhd::Vhd;
+pub use vmdk::Vmdk;
 
 /// What a container records about the disk besides its bytes.
 #[derive(Clone, Debug)]

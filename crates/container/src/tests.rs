@@ -335,6 +335,7 @@ fn real_readers_agree() {
     for (name, bytes, fmt) in [
         ("d.qcow2", qcow2(&map), "qcow2"),
         ("d.vhd", vhd(&map), "vpc"),
+        ("d.vmdk", vmdk(&map, 2), "vmdk"),
     ] {
         let p = write(name, &bytes);
         let args = ["compare", "-f", fmt, "-F", "raw"].map(std::ffi::OsStr::new);
@@ -397,12 +398,14 @@ fn time_and_id_change_only_their_fields() {
     let d = diff(&base, &run(&later));
     assert!(!d.is_empty());
     assert!(
-        d.iter().all(|i| fields(24..28).contains(i) || fields(64..68).contains(i)),
+        d.iter()
+            .all(|i| fields(24..28).contains(i) || fields(64..68).contains(i)),
         "{d:?}"
     );
     let d = diff(&base, &run(&other));
     assert!(
-        d.iter().all(|i| fields(68..84).contains(i) || fields(64..68).contains(i)),
+        d.iter()
+            .all(|i| fields(68..84).contains(i) || fields(64..68).contains(i)),
         "{d:?}"
     );
     // qcow2 and the tar carry no id; the tar's only time is the member's mtime (136..148)
@@ -422,4 +425,70 @@ fn time_and_id_change_only_their_fields() {
     };
     assert_eq!(q(&p), q(&later));
     assert_eq!(q(&p), q(&other));
+}
+
+fn vmdk(map: &Map, workers: usize) -> Vec<u8> {
+    let mut v = Vmdk::new(map, &params(map), Vec::new(), workers, 6).unwrap();
+    stream(map, &mut v);
+    v.into_inner()
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+/// A stream-optimized VMDK read back: footer, grain directory, grain tables, grain markers
+/// and their zlib streams.
+fn read_vmdk(v: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    assert_eq!(&v[..4], b"KDMV");
+    assert_eq!(le64(v, 56), u64::MAX, "directory at the end");
+    let n = v.len();
+    assert!(v[n - 512..].iter().all(|&b| b == 0), "end-of-stream marker");
+    assert_eq!(le32(v, n - 1536 + 12), 3, "footer marker");
+    let footer = &v[n - 1024..n - 512];
+    let capacity = le64(footer, 12);
+    let grain = le64(footer, 20) * 512;
+    let gd = to_usize(le64(footer, 56) * 512);
+    let per_gt = u64::from(le32(footer, 44));
+    let tables = (capacity * 512).div_ceil(grain).div_ceil(per_gt);
+    let desc = std::str::from_utf8(&v[512..1024]).unwrap();
+    assert!(desc.contains("createType=\"streamOptimized\""), "{desc}");
+    let mut disk = vec![0u8; to_usize(capacity * 512)];
+    for t in 0..tables {
+        let gt = to_usize(u64::from(le32(v, gd + to_usize(t) * 4)) * 512);
+        assert_ne!(gt, 0);
+        for e in 0..per_gt {
+            let at = to_usize(u64::from(le32(v, gt + to_usize(e) * 4)) * 512);
+            if at == 0 {
+                continue;
+            }
+            let lba = le64(v, at);
+            assert_eq!(lba * 512, (t * per_gt + e) * grain);
+            let size = le32(v, at + 8) as usize;
+            let mut bytes = Vec::new();
+            flate2::read::ZlibDecoder::new(&v[at + 12..at + 12 + size])
+                .read_to_end(&mut bytes)
+                .unwrap();
+            let off = to_usize(lba * 512);
+            let len = bytes.len().min(disk.len() - off);
+            disk[off..off + len].copy_from_slice(&bytes[..len]);
+        }
+    }
+    disk
+}
+
+#[test]
+fn vmdk_reads_back_whatever_the_thread_count() {
+    for (seed, len) in [(21, 5 << 20), (22, 70 << 20), (23, 1 << 20)] {
+        let map = random_map(seed, len);
+        let one = vmdk(&map, 1);
+        assert!(read_vmdk(&one) == raw(&map), "seed {seed}");
+        assert!(vmdk(&map, 3) == one, "seed {seed}: -j changes the bytes");
+    }
+    let empty = MapBuilder::new("e", 64 << 20).finish().unwrap();
+    assert_eq!(read_vmdk(&vmdk(&empty, 2)), vec![0; 64 << 20]);
 }

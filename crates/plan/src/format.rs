@@ -19,6 +19,11 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("amazon", include_str!("../../../formats/amazon.toml")),
     ("azure", include_str!("../../../formats/azure.toml")),
     ("gce", include_str!("../../../formats/gce.toml")),
+    ("vmware", include_str!("../../../formats/vmware.toml")),
+    (
+        "virtualbox",
+        include_str!("../../../formats/virtualbox.toml"),
+    ),
 ];
 
 /// How deep `base` chains may go (a cycle ends here with an error).
@@ -98,6 +103,11 @@ pub enum ContainerType {
     VhdFixed,
     /// `disk.raw` in a sparse GNU tar, gzip-compressed (Google Compute Engine).
     GceTar,
+    /// Stream-optimized VMDK (VMware).
+    Vmdk,
+    /// OVF package: descriptor, stream-optimized VMDK and manifest in a tar (VirtualBox,
+    /// VMware).
+    Ova,
 }
 
 impl ContainerType {
@@ -108,6 +118,8 @@ impl ContainerType {
             ContainerType::Vhd => "vhd",
             ContainerType::VhdFixed => "vhd-fixed",
             ContainerType::GceTar => "gce-tar",
+            ContainerType::Vmdk => "vmdk",
+            ContainerType::Ova => "ova",
         }
     }
 }

@@ -124,9 +124,11 @@ impl<'a> Context<'a> {
             )));
         }
         match (container, opts.output.level) {
-            (ContainerType::GceTar, Some(l)) if !(1..=9).contains(&l) => {
+            (ContainerType::GceTar | ContainerType::Vmdk | ContainerType::Ova, Some(l))
+                if !(1..=9).contains(&l) =>
+            {
                 return Err(Error::Invalid(format!(
-                    "--level {l}: format `{}` is gzip-compressed, whose levels are 1 to 9",
+                    "--level {l}: format `{}` is deflate-compressed, whose levels are 1 to 9",
                     format.name
                 )))
             }

@@ -78,7 +78,7 @@ pub(crate) fn write(
     });
     let mut image_sink = match &image {
         None => ImageSink::Raw,
-        Some(f) => ImageSink::new(cx, kind, map, &params, f)?,
+        Some(f) => ImageSink::new(cx, &inputs.toplevel.to_string(), kind, map, &params, f)?,
     };
     let mut sinks: Vec<&mut dyn Sink> = vec![&mut sha];
     if let Some(b) = bmap.as_mut() {
@@ -145,14 +145,58 @@ pub(crate) fn write(
     Ok(manifest)
 }
 
+/// The image file written sequentially from `pos` on (positional writes: an OVA's front is
+/// written last).
+struct At<'f> {
+    file: &'f std::fs::File,
+    pos: u64,
+}
+
+impl Write for At<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        std::os::unix::fs::FileExt::write_all_at(self.file, buf, self.pos)?;
+        self.pos += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The image file written sequentially and hashed on the way.
-type Hashing<'f> = HashingWriter<BufWriter<&'f std::fs::File>>;
+type Hashing<'f> = HashingWriter<BufWriter<At<'f>>>;
 
 fn hashing(f: &OutputFile) -> Hashing<'_> {
+    hashing_at(f, 0)
+}
+
+fn hashing_at(f: &OutputFile, pos: u64) -> Hashing<'_> {
     HashingWriter {
-        inner: BufWriter::with_capacity(1 << 20, f.file()),
+        inner: BufWriter::with_capacity(
+            1 << 20,
+            At {
+                file: f.file(),
+                pos,
+            },
+        ),
         hash: Sha256::new(),
         len: 0,
+    }
+}
+
+/// The file's SHA-256, read back: only for an OVA, whose first blocks are written last.
+fn sha256_of(f: &OutputFile) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut h = Sha256::new();
+    let mut r = std::io::BufReader::with_capacity(1 << 20, f.file());
+    std::io::Seek::seek(&mut r, std::io::SeekFrom::Start(0))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex(&h.finalize()));
+        }
+        h.update(&buf[..n]);
     }
 }
 
@@ -166,17 +210,25 @@ enum ImageSink<'f> {
     /// The raw disk at the start of the file; the footer follows at the end.
     VhdFixed(RawFile<'f>),
     Gce(imgbuild_container::GceTar<imgbuild_compress::Gzip<Hashing<'f>>>),
+    Vmdk(imgbuild_container::Vmdk<Hashing<'f>>),
+    /// The VMDK written at its place in the OVA; the rest of the package after.
+    Ova(
+        imgbuild_container::Vmdk<Hashing<'f>>,
+        imgbuild_container::Ova,
+    ),
 }
 
 impl<'f> ImageSink<'f> {
     fn new(
         cx: &Context,
+        toplevel: &str,
         kind: ContainerType,
         map: &Map,
         params: &imgbuild_container::Params,
         f: &'f OutputFile,
     ) -> Result<Self> {
         let workers = cx.opts.threads.max(1);
+        let deflate_level = cx.opts.output.level.unwrap_or(GZIP_LEVEL).unsigned_abs();
         Ok(match kind {
             ContainerType::Raw => ImageSink::Zstd(imgbuild_compress::Zstd::new(
                 hashing(f),
@@ -212,6 +264,19 @@ impl<'f> ImageSink<'f> {
                     })?;
                 ImageSink::Gce(imgbuild_container::GceTar::new(map, params, gz)?)
             }
+            ContainerType::Vmdk => ImageSink::Vmdk(imgbuild_container::Vmdk::new(
+                map,
+                params,
+                hashing(f),
+                workers,
+                deflate_level,
+            )?),
+            ContainerType::Ova => {
+                let ova = imgbuild_container::Ova::new(params, &machine_name(toplevel))?;
+                let w = hashing_at(f, ova.vmdk_offset());
+                let vmdk = imgbuild_container::Vmdk::new(map, params, w, workers, deflate_level)?;
+                ImageSink::Ova(vmdk, ova)
+            }
         })
     }
 
@@ -223,6 +288,8 @@ impl<'f> ImageSink<'f> {
             ImageSink::Vhd(s) => Some(s),
             ImageSink::VhdFixed(s) => Some(s),
             ImageSink::Gce(s) => Some(s),
+            ImageSink::Vmdk(s) => Some(s),
+            ImageSink::Ova(s, _) => Some(s),
         }
     }
 
@@ -250,6 +317,14 @@ impl<'f> ImageSink<'f> {
             ImageSink::Qcow2(q) => Some(done(q.into_inner())),
             ImageSink::Vhd(v) => Some(done(v.into_inner())),
             ImageSink::Gce(t) => Some(done(t.into_inner().finish().map_err(io)?)),
+            ImageSink::Vmdk(v) => Some(done(v.into_inner())),
+            ImageSink::Ova(v, ova) => {
+                let w = v.into_inner();
+                let (vmdk_len, vmdk_sha) = (w.len, w.hash.finalize());
+                let f = f.expect("an OVA has its own file");
+                let len = ova.finish(f.file(), vmdk_len, &vmdk_sha)?;
+                Some((len, sha256_of(f).map_err(io)?))
+            }
             ImageSink::VhdFixed(_) => {
                 let footer = vhd::fixed_footer(params)?;
                 let f = f.expect("a fixed VHD has its own file");
@@ -267,6 +342,44 @@ impl<'f> ImageSink<'f> {
             }
         })
     }
+}
+
+/// The virtual machine's name in an OVA: the toplevel's host name
+/// (`nixos-system-HOST-VERSION`), else `nixos`.
+fn machine_name(toplevel: &str) -> String {
+    let base = toplevel.rsplit('/').next().unwrap_or_default();
+    let name = base.split_once('-').map_or("", |(_, n)| n);
+    let host = name.strip_prefix("nixos-system-").and_then(|rest| {
+        let cut = rest
+            .char_indices()
+            .filter(|&(i, c)| c == '-' && rest[i + 1..].starts_with(|d: char| d.is_ascii_digit()))
+            .map(|(i, _)| i)
+            .next_back()?;
+        Some(&rest[..cut])
+    });
+    match host {
+        Some(h)
+            if !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+        {
+            h.to_string()
+        }
+        _ => "nixos".to_string(),
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn machine_names_come_from_the_toplevel() {
+    let n = |t: &str| machine_name(t);
+    assert_eq!(
+        n("/nix/store/f5irh71dz347dzz5siijm85f1sbgmawj-nixos-system-web-2-24.05.20240601.b3b2b28"),
+        "web-2"
+    );
+    assert_eq!(n("/nix/store/aaaa-nixos-system-x-25.11pre"), "x");
+    assert_eq!(n("/nix/store/aaaa-something-else"), "nixos");
+    assert_eq!(n("/nix/store/aaaa-nixos-system-25.11"), "nixos");
 }
 
 /// Levels when `--level` is not given.

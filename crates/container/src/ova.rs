@@ -1,0 +1,216 @@
+//! OVA: an OVF 1.0 package in one tar: the descriptor `nixos.ovf`, the stream-optimized
+//! `disk.vmdk`, and the manifest `nixos.mf` (SHA-256 of both), in that order (OVF 1.1 allows
+//! the manifest last, which is what a one-pass writer can do: it needs the disk's hash).
+//!
+//! The descriptor names the disk's size, so it is written last, at the front of the file,
+//! into space reserved for it: its length is fixed beforehand with the widest size, and the
+//! real text is padded with trailing white space (allowed after an XML document's root
+//! element). The VMDK member's tar header, which holds its length, is also written at the
+//! end. The virtual machine: 2 CPUs, 2 GiB, an LSI Logic SCSI disk, one NAT network card,
+//! EFI firmware (`vmw:Config firmware=efi`, read by VMware and VirtualBox).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Params, Result};
+
+const BLOCK: u64 = 512;
+const RECORD: u64 = 20 * BLOCK;
+pub const OVF_NAME: &str = "nixos.ovf";
+pub const MF_NAME: &str = "nixos.mf";
+
+/// Where the OVA's parts go.
+#[derive(Clone, Debug)]
+pub struct Ova {
+    params: Params,
+    name: String,
+    /// Bytes reserved for the descriptor (a multiple of 512).
+    ovf_len: u64,
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A ustar header for a regular file.
+fn tar_header(name: &str, size: u64, mtime: u64) -> [u8; 512] {
+    let mut h = [0u8; 512];
+    crate::gce::number(&mut h[100..108], 0o644);
+    crate::gce::number(&mut h[108..116], 0);
+    crate::gce::number(&mut h[116..124], 0);
+    // Base-256 past 8 GiB, as GNU tar and libarchive read it.
+    crate::gce::number(&mut h[124..136], size);
+    crate::gce::number(&mut h[136..148], mtime);
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    h[156] = b'0';
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    h
+}
+
+impl Ova {
+    /// An OVA of a disk of `params.disk_size` bytes for a virtual machine called `name`.
+    pub fn new(params: &Params, name: &str) -> Result<Self> {
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(Error::Unsupported {
+                format: "ova",
+                reason: format!("the machine name `{name}` must be letters, digits, - _ ."),
+            });
+        }
+        let mut ova = Ova {
+            params: params.clone(),
+            name: name.to_string(),
+            ovf_len: 0,
+        };
+        ova.ovf_len = (ova.descriptor(u64::MAX).len() as u64).next_multiple_of(BLOCK);
+        Ok(ova)
+    }
+
+    /// Where the VMDK's bytes start in the file.
+    pub fn vmdk_offset(&self) -> u64 {
+        BLOCK + self.ovf_len + BLOCK
+    }
+
+    fn mtime(&self) -> u64 {
+        u64::try_from(self.params.time).unwrap_or(0)
+    }
+
+    /// The OVF descriptor for a VMDK of `vmdk_size` bytes.
+    fn descriptor(&self, vmdk_size: u64) -> String {
+        let (name, capacity) = (&self.name, self.params.disk_size);
+        let vmdk = crate::vmdk::FILE_NAME;
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<Envelope ovf:version="1.0" xml:lang="en-US" xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData" xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData" xmlns:vmw="http://www.vmware.com/schema/ovf" xmlns:vbox="http://www.virtualbox.org/ovf/machine">
+  <References>
+    <File ovf:id="file1" ovf:href="{vmdk}" ovf:size="{vmdk_size}"/>
+  </References>
+  <DiskSection>
+    <Info>Virtual disks</Info>
+    <Disk ovf:capacity="{capacity}" ovf:capacityAllocationUnits="byte" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>
+  </DiskSection>
+  <NetworkSection>
+    <Info>Logical networks</Info>
+    <Network ovf:name="NAT">
+      <Description>NAT network</Description>
+    </Network>
+  </NetworkSection>
+  <VirtualSystem ovf:id="{name}">
+    <Info>A NixOS virtual machine</Info>
+    <Name>{name}</Name>
+    <OperatingSystemSection ovf:id="101" vmw:osType="other5xLinux64Guest">
+      <Info>The guest operating system</Info>
+      <Description>NixOS (Linux 64-bit)</Description>
+      <vbox:OSType ovf:required="false">Linux_64</vbox:OSType>
+    </OperatingSystemSection>
+    <VirtualHardwareSection>
+      <Info>Virtual hardware</Info>
+      <System>
+        <vssd:ElementName>Virtual Hardware Family</vssd:ElementName>
+        <vssd:InstanceID>0</vssd:InstanceID>
+        <vssd:VirtualSystemIdentifier>{name}</vssd:VirtualSystemIdentifier>
+        <vssd:VirtualSystemType>vmx-14 virtualbox-2.2</vssd:VirtualSystemType>
+      </System>
+      <Item>
+        <rasd:AllocationUnits>hertz * 10^6</rasd:AllocationUnits>
+        <rasd:Description>Virtual CPUs</rasd:Description>
+        <rasd:ElementName>2 virtual CPUs</rasd:ElementName>
+        <rasd:InstanceID>1</rasd:InstanceID>
+        <rasd:ResourceType>3</rasd:ResourceType>
+        <rasd:VirtualQuantity>2</rasd:VirtualQuantity>
+      </Item>
+      <Item>
+        <rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits>
+        <rasd:Description>Memory</rasd:Description>
+        <rasd:ElementName>2048 MB of memory</rasd:ElementName>
+        <rasd:InstanceID>2</rasd:InstanceID>
+        <rasd:ResourceType>4</rasd:ResourceType>
+        <rasd:VirtualQuantity>2048</rasd:VirtualQuantity>
+      </Item>
+      <Item>
+        <rasd:Address>0</rasd:Address>
+        <rasd:Description>SCSI controller</rasd:Description>
+        <rasd:ElementName>SCSI controller 0</rasd:ElementName>
+        <rasd:InstanceID>3</rasd:InstanceID>
+        <rasd:ResourceSubType>lsilogic</rasd:ResourceSubType>
+        <rasd:ResourceType>6</rasd:ResourceType>
+      </Item>
+      <Item>
+        <rasd:AddressOnParent>0</rasd:AddressOnParent>
+        <rasd:ElementName>Hard disk 1</rasd:ElementName>
+        <rasd:HostResource>ovf:/disk/vmdisk1</rasd:HostResource>
+        <rasd:InstanceID>4</rasd:InstanceID>
+        <rasd:Parent>3</rasd:Parent>
+        <rasd:ResourceType>17</rasd:ResourceType>
+      </Item>
+      <Item>
+        <rasd:AutomaticAllocation>true</rasd:AutomaticAllocation>
+        <rasd:Connection>NAT</rasd:Connection>
+        <rasd:ElementName>Ethernet adapter 1</rasd:ElementName>
+        <rasd:InstanceID>5</rasd:InstanceID>
+        <rasd:ResourceSubType>E1000</rasd:ResourceSubType>
+        <rasd:ResourceType>10</rasd:ResourceType>
+      </Item>
+      <vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="efi"/>
+    </VirtualHardwareSection>
+  </VirtualSystem>
+</Envelope>
+"#
+        )
+    }
+
+    /// After the VMDK's `vmdk_len` bytes (SHA-256 `vmdk_sha256`) are in `file` at
+    /// [`Ova::vmdk_offset`]: the manifest, the end of the archive, then the descriptor and
+    /// the VMDK's tar header at the front. Returns the OVA's length.
+    pub fn finish(&self, file: &File, vmdk_len: u64, vmdk_sha256: &[u8]) -> Result<u64> {
+        let write = |at: u64, b: &[u8]| {
+            file.write_all_at(b, at).map_err(|source| Error::Write {
+                format: "ova",
+                offset: at,
+                source,
+            })
+        };
+        let mut ovf = self.descriptor(vmdk_len).into_bytes();
+        debug_assert!(ovf.len() as u64 <= self.ovf_len);
+        ovf.resize(usize::try_from(self.ovf_len).unwrap_or(usize::MAX), b'\n');
+        let manifest = format!(
+            "SHA256({OVF_NAME})= {}\nSHA256({})= {}\n",
+            hex(&Sha256::digest(&ovf)),
+            crate::vmdk::FILE_NAME,
+            hex(vmdk_sha256)
+        );
+        let mut at = (self.vmdk_offset() + vmdk_len).next_multiple_of(BLOCK);
+        // Pad the VMDK member to a block.
+        let pad = at - self.vmdk_offset() - vmdk_len;
+        write(at - pad, &vec![0; usize::try_from(pad).unwrap_or(0)])?;
+        write(
+            at,
+            &tar_header(MF_NAME, manifest.len() as u64, self.mtime()),
+        )?;
+        at += BLOCK;
+        let mut mf = manifest.into_bytes();
+        mf.resize(
+            usize::try_from((mf.len() as u64).next_multiple_of(BLOCK)).unwrap_or(0),
+            0,
+        );
+        write(at, &mf)?;
+        at += mf.len() as u64;
+        let end = (at + 2 * BLOCK).next_multiple_of(RECORD);
+        write(at, &vec![0; usize::try_from(end - at).unwrap_or(0)])?;
+        write(0, &tar_header(OVF_NAME, self.ovf_len, self.mtime()))?;
+        write(BLOCK, &ovf)?;
+        write(
+            BLOCK + self.ovf_len,
+            &tar_header(crate::vmdk::FILE_NAME, vmdk_len, self.mtime()),
+        )?;
+        Ok(end)
+    }
+}
