@@ -78,6 +78,7 @@ let
       amazon = efi "vhd" "amazon-image";
       azure = efi "vhd" "azure-image";
       gce = efi "raw.tar.gz" "gce-image";
+      hyperv = efi "vhdx" "hyperv-image";
       vmware = efi "vmdk" "vmware-image";
       virtualbox = efi "ova" "virtualbox-ova";
     };

@@ -31,6 +31,7 @@ let
     amazon = "x86_64-linux";
     azure = "x86_64-linux";
     gce = "x86_64-linux";
+    hyperv = "x86_64-linux";
     vmware = "x86_64-linux";
     virtualbox = "x86_64-linux";
   };
@@ -41,6 +42,7 @@ let
     amazon = "raw-efi";
     azure = "raw-efi";
     gce = "raw-efi";
+    hyperv = "raw-efi";
     vmware = "raw-efi";
     virtualbox = "raw-efi";
   };
@@ -153,6 +155,7 @@ in
           "amazon"
           "azure"
           "gce"
+          "hyperv"
           "vmware"
           "virtualbox"
         ]
@@ -164,7 +167,7 @@ in
         label), the bootloader and first-boot growth to match the disk imgbuild writes, so the
         booted machine can `nixos-rebuild` itself from the same configuration.
         `raw-efi`: GPT, ESP `/boot` (label `ESP`), ext4 `/` (label `nixos`), systemd-boot;
-        `qemu-efi`, `amazon`, `azure`, `gce`, `vmware` and `virtualbox` are that disk in a
+        `qemu-efi`, `amazon`, `azure`, `gce`, `hyperv`, `vmware` and `virtualbox` are that disk in a
         container, and set the
         same (add the cloud's own guest configuration, e.g. nixpkgs'
         `virtualisation/google-compute-config.nix`, yourself).

@@ -177,13 +177,13 @@ let
           loader = e.defs.boot.loader;
           params = e.defs.boot.kernelParams;
         }
-      ) [ "qemu-efi" "amazon" "azure" "gce" "vmware" "virtualbox" ];
+      ) [ "qemu-efi" "amazon" "azure" "gce" "hyperv" "vmware" "virtualbox" ];
       expected = map (f: {
         inherit f;
         inherit (rawEfi.defs) fileSystems;
         loader = rawEfi.defs.boot.loader;
         params = rawEfi.defs.boot.kernelParams;
-      }) [ "qemu-efi" "amazon" "azure" "gce" "vmware" "virtualbox" ];
+      }) [ "qemu-efi" "amazon" "azure" "gce" "hyperv" "vmware" "virtualbox" ];
     };
 
     moduleFormatEnumIsLibFormats = {

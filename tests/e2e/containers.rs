@@ -86,6 +86,20 @@ fn qcow2_vhd_and_azure_hold_the_raw_efi_disk() {
     )));
     assert!(head.starts_with(&disk_sha), "{head}");
 
+    let h = t.path().join("disk.vhdx");
+    let mh = build("hyperv", &h, &[]);
+    check_manifest(&mh, &h, "vhdx");
+    qemu_img_identical("vhdx", &h, &raw);
+    let check = stdout(
+        Command::new("qemu-img")
+            .args(["check", "-f", "vhdx"])
+            .arg(&h),
+    );
+    assert!(check.contains("No errors were found"), "{check}");
+    let info = stdout(Command::new("vhdiinfo").arg(&h));
+    assert!(info.contains("VHDX"), "{info}");
+    assert!(info.contains(&format!("({disk_size} bytes)")), "{info}");
+
     // --keep-raw: the raw disk and its bmap beside the container.
     let q2 = t.path().join("kept.qcow2");
     let mk = build("qemu-efi", &q2, &["--keep-raw"]);

@@ -44,6 +44,9 @@ pub enum Format {
     /// The raw-efi disk as a fixed VHD (raw disk + footer), booted as raw-efi.
     #[value(name = "azure")]
     Azure,
+    /// The raw-efi disk as a dynamic VHDX, booted as raw-efi.
+    #[value(name = "hyperv")]
+    Hyperv,
     /// The raw-efi disk as a stream-optimized VMDK, booted as raw-efi.
     #[value(name = "vmware")]
     Vmware,
@@ -58,21 +61,28 @@ impl Format {
             Format::Amazon => "amazon",
             Format::Azure => "azure",
             Format::Vmware => "vmware",
+            Format::Hyperv => "hyperv",
         }
     }
     pub fn arch(self) -> Arch {
         match self {
-            Format::RawEfi | Format::QemuEfi | Format::Amazon | Format::Azure | Format::Vmware => {
-                Arch::X86_64
-            }
+            Format::RawEfi
+            | Format::QemuEfi
+            | Format::Amazon
+            | Format::Azure
+            | Format::Vmware
+            | Format::Hyperv => Arch::X86_64,
             Format::SdAarch64 => Arch::Aarch64,
         }
     }
     fn default_timeout(self) -> u64 {
         match self {
-            Format::RawEfi | Format::QemuEfi | Format::Amazon | Format::Azure | Format::Vmware => {
-                240
-            }
+            Format::RawEfi
+            | Format::QemuEfi
+            | Format::Amazon
+            | Format::Azure
+            | Format::Vmware
+            | Format::Hyperv => 240,
             Format::SdAarch64 => 300,
         }
     }
@@ -85,6 +95,7 @@ impl Format {
             Format::Amazon => "imgbuild-amazon.vhd",
             Format::Azure => "imgbuild-azure.vhd",
             Format::Vmware => "imgbuild-vmware.vmdk",
+            Format::Hyperv => "imgbuild-hyperv.vhdx",
         }
     }
 }
@@ -95,6 +106,7 @@ fn drive_format(image: &Path) -> &'static str {
         Some("qcow2") => "qcow2",
         Some("vhd") => "vpc",
         Some("vmdk") => "vmdk",
+        Some("vhdx") => "vhdx",
         _ => "raw",
     }
 }
@@ -252,7 +264,12 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         ],
     };
     let (mut c, accel, giveup): (_, &'static str, &[(&str, &str)]) = match spec.format {
-        Format::RawEfi | Format::QemuEfi | Format::Amazon | Format::Azure | Format::Vmware => {
+        Format::RawEfi
+        | Format::QemuEfi
+        | Format::Amazon
+        | Format::Azure
+        | Format::Vmware
+        | Format::Hyperv => {
             util::need_tools(&[("qemu-system-x86_64", "qemu-system-x86")])?;
             for f in [OVMF_CODE, OVMF_VARS] {
                 if !Path::new(f).is_file() {

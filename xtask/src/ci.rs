@@ -3,8 +3,8 @@
 //! x86_64: fixture -> baseline raw-efi image -> bootctl check -> boot (virtio, NVMe) ->
 //! negative control (root label wrong: must FAIL with the initrd's reason); then the same
 //! image built by the imgbuild CLI (unless `--baseline-only`), and imgbuild's qemu-efi
-//! (qcow2, virtio), azure (fixed VHD, NVMe), amazon (dynamic VHD, virtio) and vmware
-//! (stream-optimized VMDK, NVMe) images of the same closure, read by QEMU's own drivers.
+//! (qcow2, virtio), azure (fixed VHD, NVMe), amazon (dynamic VHD, virtio), vmware
+//! (stream-optimized VMDK, NVMe) and hyperv (VHDX, virtio) images of the same closure, read by QEMU's own drivers.
 //! aarch64: fixture -> baseline sd-aarch64 .img.zst -> boot; then imgbuild's.
 //! Every boot must print exactly the fixture's marker (`IMGBUILD-BOOT-OK toplevel=<its
 //! toplevel>`). Ends with an `N passed, N failed` line; exits non-zero on any failure.

@@ -13,6 +13,7 @@
 //! - [`Vhd`]: dynamic VHD (2 MiB blocks, a block allocation table, only blocks holding data
 //!   stored); [`vhd::fixed_footer`] is the 512 bytes that follow the raw disk in a fixed VHD
 //!   (Azure's format), which the caller writes as a raw sparse file;
+//! - [`Vhdx`]: dynamic VHDX (2 MiB blocks, no log entries), Hyper-V's format;
 //! - [`Vmdk`]: stream-optimized VMDK (compressed grains, tables at the end), what OVA
 //!   packages carry;
 //! - [`Ova`]: an OVF package (descriptor, that VMDK, manifest) in a tar, the descriptor
@@ -34,12 +35,14 @@ pub mod gce;
 pub mod ova;
 pub mod qcow2;
 pub mod vhd;
+pub mod vhdx;
 pub mod vmdk;
 
 pub use gce::GceTar;
 pub use ova::Ova;
 pub use qcow2::Qcow2;
 pub use vhd::Vhd;
+pub use vhdx::Vhdx;
 pub use vmdk::Vmdk;
 
 /// What a container records about the disk besides its bytes.

@@ -19,6 +19,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("amazon", include_str!("../../../formats/amazon.toml")),
     ("azure", include_str!("../../../formats/azure.toml")),
     ("gce", include_str!("../../../formats/gce.toml")),
+    ("hyperv", include_str!("../../../formats/hyperv.toml")),
     ("vmware", include_str!("../../../formats/vmware.toml")),
     (
         "virtualbox",
@@ -103,6 +104,8 @@ pub enum ContainerType {
     VhdFixed,
     /// `disk.raw` in a sparse GNU tar, gzip-compressed (Google Compute Engine).
     GceTar,
+    /// Dynamic VHDX (Hyper-V).
+    Vhdx,
     /// Stream-optimized VMDK (VMware).
     Vmdk,
     /// OVF package: descriptor, stream-optimized VMDK and manifest in a tar (VirtualBox,
@@ -118,6 +121,7 @@ impl ContainerType {
             ContainerType::Vhd => "vhd",
             ContainerType::VhdFixed => "vhd-fixed",
             ContainerType::GceTar => "gce-tar",
+            ContainerType::Vhdx => "vhdx",
             ContainerType::Vmdk => "vmdk",
             ContainerType::Ova => "ova",
         }

@@ -132,7 +132,13 @@ impl<'a> Context<'a> {
                     format.name
                 )))
             }
-            (ContainerType::Qcow2 | ContainerType::Vhd | ContainerType::VhdFixed, Some(_)) => {
+            (
+                ContainerType::Qcow2
+                | ContainerType::Vhd
+                | ContainerType::VhdFixed
+                | ContainerType::Vhdx,
+                Some(_),
+            ) => {
                 return Err(Error::Invalid(format!(
                     "--level: format `{}` writes an uncompressed `{}` container",
                     format.name,

@@ -210,6 +210,7 @@ enum ImageSink<'f> {
     /// The raw disk at the start of the file; the footer follows at the end.
     VhdFixed(RawFile<'f>),
     Gce(imgbuild_container::GceTar<imgbuild_compress::Gzip<Hashing<'f>>>),
+    Vhdx(imgbuild_container::Vhdx<Hashing<'f>>),
     Vmdk(imgbuild_container::Vmdk<Hashing<'f>>),
     /// The VMDK written at its place in the OVA; the rest of the package after.
     Ova(
@@ -264,6 +265,9 @@ impl<'f> ImageSink<'f> {
                     })?;
                 ImageSink::Gce(imgbuild_container::GceTar::new(map, params, gz)?)
             }
+            ContainerType::Vhdx => {
+                ImageSink::Vhdx(imgbuild_container::Vhdx::new(map, params, hashing(f))?)
+            }
             ContainerType::Vmdk => ImageSink::Vmdk(imgbuild_container::Vmdk::new(
                 map,
                 params,
@@ -288,6 +292,7 @@ impl<'f> ImageSink<'f> {
             ImageSink::Vhd(s) => Some(s),
             ImageSink::VhdFixed(s) => Some(s),
             ImageSink::Gce(s) => Some(s),
+            ImageSink::Vhdx(s) => Some(s),
             ImageSink::Vmdk(s) => Some(s),
             ImageSink::Ova(s, _) => Some(s),
         }
@@ -317,6 +322,7 @@ impl<'f> ImageSink<'f> {
             ImageSink::Qcow2(q) => Some(done(q.into_inner())),
             ImageSink::Vhd(v) => Some(done(v.into_inner())),
             ImageSink::Gce(t) => Some(done(t.into_inner().finish().map_err(io)?)),
+            ImageSink::Vhdx(v) => Some(done(v.into_inner())),
             ImageSink::Vmdk(v) => Some(done(v.into_inner())),
             ImageSink::Ova(v, ova) => {
                 let w = v.into_inner();
