@@ -8,7 +8,7 @@
 
 use imgbuild_diskmap::{Content, Map, Piece};
 
-use crate::{to_usize, Result};
+use crate::{to_usize, Out, Result};
 
 /// The stored blocks of a disk: sorted, disjoint `[first, last]` block ranges.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -137,5 +137,37 @@ impl BlockStream {
             }
         }
         Ok(())
+    }
+}
+
+/// The stored blocks written as they are, one after the other, after the container's tables
+/// (qcow2 clusters, VHDX payload blocks).
+pub(crate) struct Stored<W> {
+    pub out: Out<W>,
+    stream: BlockStream,
+    /// Where the file must end, checked in debug builds.
+    end: u64,
+}
+
+impl<W: std::io::Write> Stored<W> {
+    pub fn new(out: Out<W>, alloc: Allocation, disk_size: u64) -> Self {
+        let end = out.pos + alloc.count() * alloc.size;
+        Stored {
+            out,
+            stream: BlockStream::new(alloc, disk_size),
+            end,
+        }
+    }
+
+    pub fn piece(&mut self, p: &Piece<'_>) -> Result<()> {
+        let out = &mut self.out;
+        self.stream.feed(p, |_, bytes| out.put(bytes))
+    }
+
+    pub fn finish(&mut self) -> Result<()> {
+        let out = &mut self.out;
+        self.stream.finish(|_, bytes| out.put(bytes))?;
+        debug_assert_eq!(out.pos, self.end);
+        out.flush()
     }
 }

@@ -12,7 +12,7 @@ use std::io::Write;
 
 use imgbuild_diskmap::{Map, Piece, Sink};
 
-use crate::blocks::{Allocation, BlockStream};
+use crate::blocks::{Allocation, Stored};
 use crate::{put, to_usize, Out, Params, Result};
 
 const CLUSTER_BITS: u32 = 16;
@@ -89,11 +89,7 @@ impl Layout {
 }
 
 /// A qcow2 image of the map's disk, written front to back into `W`.
-pub struct Qcow2<W: Write> {
-    out: Out<W>,
-    stream: BlockStream,
-    end: u64,
-}
+pub struct Qcow2<W: Write>(Stored<W>);
 
 impl<W: Write + Send> Qcow2<W> {
     /// Writes the header and every table into `w` at once; the data clusters follow as the
@@ -150,16 +146,12 @@ impl<W: Write + Send> Qcow2<W> {
             out.put(&l2)?;
         }
         debug_assert_eq!(out.pos, lay.data * CLUSTER);
-        Ok(Qcow2 {
-            out,
-            stream: BlockStream::new(alloc, params.disk_size),
-            end: lay.total * CLUSTER,
-        })
+        Ok(Qcow2(Stored::new(out, alloc, params.disk_size)))
     }
 
     /// The writer, once the stream has finished the sink.
     pub fn into_inner(self) -> W {
-        self.out.w
+        self.0.out.w
     }
 }
 
@@ -186,15 +178,10 @@ impl<W: Write + Send> Sink for Qcow2<W> {
     }
 
     fn piece(&mut self, p: &Piece<'_>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let out = &mut self.out;
-        Ok(self.stream.feed(p, |_, bytes| out.put(bytes))?)
+        Ok(self.0.piece(p)?)
     }
 
     fn finish(&mut self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let out = &mut self.out;
-        self.stream.finish(|_, bytes| out.put(bytes))?;
-        debug_assert_eq!(out.pos, self.end);
-        out.flush()?;
-        Ok(())
+        Ok(self.0.finish()?)
     }
 }

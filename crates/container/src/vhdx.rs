@@ -16,7 +16,7 @@ use std::io::Write;
 
 use imgbuild_diskmap::{Map, Piece, Sink};
 
-use crate::blocks::{Allocation, BlockStream};
+use crate::blocks::{Allocation, Stored};
 use crate::{put, to_usize, Error, Out, Params, Result};
 
 const KIB: u64 = 1 << 10;
@@ -154,10 +154,7 @@ fn metadata(params: &Params) -> Vec<u8> {
 }
 
 /// A dynamic VHDX of the map's disk, written front to back into `W`.
-pub struct Vhdx<W: Write> {
-    out: Out<W>,
-    stream: BlockStream,
-}
+pub struct Vhdx<W: Write>(Stored<W>);
 
 impl<W: Write + Send> Vhdx<W> {
     /// Writes every structure before the payload into `w` at once; the blocks follow as the
@@ -207,15 +204,12 @@ impl<W: Write + Send> Vhdx<W> {
         out.put(&metadata(params))?;
         out.put(&bat)?;
         debug_assert_eq!(out.pos, first);
-        Ok(Vhdx {
-            out,
-            stream: BlockStream::new(alloc, params.disk_size),
-        })
+        Ok(Vhdx(Stored::new(out, alloc, params.disk_size)))
     }
 
     /// The writer, once the stream has finished the sink.
     pub fn into_inner(self) -> W {
-        self.out.w
+        self.0.out.w
     }
 }
 
@@ -225,15 +219,11 @@ impl<W: Write + Send> Sink for Vhdx<W> {
     }
 
     fn piece(&mut self, p: &Piece<'_>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let out = &mut self.out;
-        Ok(self.stream.feed(p, |_, bytes| out.put(bytes))?)
+        Ok(self.0.piece(p)?)
     }
 
     fn finish(&mut self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let out = &mut self.out;
-        self.stream.finish(|_, bytes| out.put(bytes))?;
-        out.flush()?;
-        Ok(())
+        Ok(self.0.finish()?)
     }
 }
 
