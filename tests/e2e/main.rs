@@ -10,5 +10,6 @@ mod containers;
 mod demo;
 mod failures;
 mod fixtures;
+mod flash;
 mod inspect;
 mod unprivileged;

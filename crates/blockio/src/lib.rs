@@ -73,6 +73,17 @@ impl Progress for NoProgress {
     fn add(&self, _bytes: u64) {}
 }
 
+/// Progress by phases: each phase has a name and, when known, a total of bytes that
+/// [`Progress::add`] counts towards.
+pub trait Reporter: Progress {
+    fn phase(&self, name: &str, total: u64);
+    fn done(&self) {}
+}
+
+impl Reporter for NoProgress {
+    fn phase(&self, _name: &str, _total: u64) {}
+}
+
 /// A progress sink that just counts.
 #[derive(Default)]
 pub struct Counter(pub AtomicU64);

@@ -79,6 +79,9 @@ enum Cmd {
     Cat(inspect_cmd::CatArgs),
     /// Copy a file or a whole tree out of an image
     Cp(inspect_cmd::CpArgs),
+    /// Write an image (raw or .zst) onto a disk: only the bmap's ranges when there is one,
+    /// verified by reading back; refuses mounted disks, the system disk, too-small targets
+    Flash(FlashArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         #[arg(value_enum)]
@@ -230,6 +233,86 @@ struct BuildArgs {
     /// Print how long each phase took (on stderr)
     #[arg(long)]
     timings: bool,
+}
+
+#[derive(Args, Debug)]
+struct FlashArgs {
+    /// The image: raw (`nixos.img`) or zstd-compressed (`nixos.img.zst`)
+    image: PathBuf,
+    /// The whole disk to write (`/dev/sdX`, `/dev/mmcblk0`), or a regular file
+    device: PathBuf,
+    /// The block map [default: IMAGE.bmap, or X.bmap for X.zst, when it exists]
+    #[arg(long, value_name = "FILE", conflicts_with = "no_bmap")]
+    bmap: Option<PathBuf>,
+    /// Write every byte of the image, even with a bmap beside it
+    #[arg(long)]
+    no_bmap: bool,
+    /// Do not read the written ranges back to check them
+    #[arg(long)]
+    no_verify: bool,
+    /// Print what was done as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// `imgbuild flash IMAGE DEVICE`.
+fn run_flash(a: FlashArgs) -> Result<()> {
+    let bmap_path = match (&a.bmap, a.no_bmap) {
+        (_, true) => None,
+        (Some(p), false) => Some(p.clone()),
+        (None, false) => imgbuild_flash::find_bmap(&a.image),
+    };
+    let bmap = match &bmap_path {
+        Some(p) => Some(imgbuild_flash::read_bmap(p)?),
+        None => None,
+    };
+    let progress = progress::Bars::new(a.json);
+    let r = imgbuild_flash::flash(
+        &a.image,
+        bmap_path.as_deref().zip(bmap.as_ref()),
+        &a.device,
+        !a.no_verify,
+        &progress,
+        &CANCEL,
+    )
+    .with_context(|| {
+        format!(
+            "flashing `{}` onto `{}`",
+            a.image.display(),
+            a.device.display()
+        )
+    })?;
+    progress.finish();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "image": a.image,
+                "device": a.device,
+                "image_size": r.image_size,
+                "written": r.written,
+                "ranges": r.ranges,
+                "bmap": r.bmap,
+                "verified": r.verified,
+            }))?
+        );
+    } else {
+        eprintln!(
+            "wrote {} onto {}: {} of {} bytes in {} range{} ({}){}",
+            a.image.display(),
+            a.device.display(),
+            r.written,
+            r.image_size,
+            r.ranges,
+            if r.ranges == 1 { "" } else { "s" },
+            match &r.bmap {
+                Some(b) => format!("bmap {}", b.display()),
+                None => "no bmap: every byte".into(),
+            },
+            if r.verified { ", verified" } else { "" }
+        );
+    }
+    Ok(())
 }
 
 /// Options of formats with an EFI system partition.
@@ -468,6 +551,7 @@ fn main() {
         Cmd::SdAarch64 { args, pi } => run_build("sd-aarch64", args, None, Some(pi)),
         Cmd::Build { format, b } => run_build(&format, b.args, Some(b.esp), Some(b.pi)),
         Cmd::Formats { json } => formats(json),
+        Cmd::Flash(a) => run_flash(a),
         Cmd::Format(argv) => run_format(argv),
         Cmd::Ext4(a) => ext4_cmd::run(a, &CANCEL),
         Cmd::Inspect(a) => inspect_cmd::inspect(a),

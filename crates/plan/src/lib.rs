@@ -65,10 +65,7 @@ pub fn check_epoch(t: i64) -> std::result::Result<i64, String> {
 }
 
 /// Progress reporting for the CLI: named phases with a byte total, then byte counts.
-pub trait Reporter: Progress {
-    fn phase(&self, name: &str, total: u64);
-    fn done(&self) {}
-}
+pub use imgbuild_blockio::Reporter;
 
 /// A reporter that shows nothing.
 pub struct Quiet;

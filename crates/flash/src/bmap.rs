@@ -1,0 +1,136 @@
+//! Reading a block map in bmaptool's format (1.x and 2.0): the image size, the block size and
+//! the mapped ranges with their SHA-256, the file's own checksum verified.
+
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Result};
+
+/// A parsed bmap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bmap {
+    pub image_size: u64,
+    pub block_size: u64,
+    /// Mapped ranges: byte offset, length (the last one cut at the image size), SHA-256.
+    pub ranges: Vec<Range>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Range {
+    pub offset: u64,
+    pub len: u64,
+    pub sha256: Option<[u8; 32]>,
+}
+
+impl Bmap {
+    /// Bytes in mapped ranges.
+    pub fn mapped(&self) -> u64 {
+        self.ranges.iter().map(|r| r.len).sum()
+    }
+}
+
+/// The text between `<tag>` and `</tag>`, trimmed.
+fn element<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&format!("</{tag}>"))? + start;
+    Some(xml[start..end].trim())
+}
+
+fn hex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut d = [0u8; 32];
+    for (i, b) in d.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(d)
+}
+
+/// Parses `xml`, the text of the bmap file `name` (for errors).
+pub fn parse(name: &str, xml: &str) -> Result<Bmap> {
+    let bad = |reason: String| Error::Bmap {
+        path: name.to_string(),
+        reason,
+    };
+    let num = |tag: &str| -> Result<u64> {
+        element(xml, tag)
+            .ok_or_else(|| bad(format!("no <{tag}>")))?
+            .parse()
+            .map_err(|e| bad(format!("<{tag}>: {e}")))
+    };
+    let image_size = num("ImageSize")?;
+    let block_size = num("BlockSize")?;
+    if block_size == 0 || block_size % 512 != 0 {
+        return Err(bad(format!(
+            "block size {block_size} is not a multiple of 512"
+        )));
+    }
+    let kind = element(xml, "ChecksumType").unwrap_or("sha256");
+    if kind != "sha256" {
+        return Err(bad(format!(
+            "checksum type `{kind}` (only sha256 is read; bmaptool 2.0 writes it)"
+        )));
+    }
+    if let Some(sum) = element(xml, "BmapFileChecksum") {
+        let zeroed = xml.replacen(sum, &"0".repeat(sum.len()), 1);
+        let own = Sha256::digest(zeroed.as_bytes());
+        if hex32(sum) != Some(own.into()) {
+            return Err(bad(
+                "its own checksum does not match: the file is damaged".into()
+            ));
+        }
+    }
+    let map = element(xml, "BlockMap").ok_or_else(|| bad("no <BlockMap>".into()))?;
+    let mut ranges: Vec<Range> = Vec::new();
+    for part in map.split("<Range").skip(1) {
+        let (attrs, rest) = part
+            .split_once('>')
+            .ok_or_else(|| bad("an unterminated <Range>".into()))?;
+        let body = rest
+            .split_once("</Range>")
+            .ok_or_else(|| bad("a <Range> without </Range>".into()))?
+            .0
+            .trim();
+        let sha256 = match attrs.split_once("chksum=\"") {
+            Some((_, v)) => Some(
+                v.split('"')
+                    .next()
+                    .and_then(hex32)
+                    .ok_or_else(|| bad(format!("range {body}: a bad chksum")))?,
+            ),
+            None => None,
+        };
+        let (first, last) = match body.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (body, body),
+        };
+        let parse = |s: &str| {
+            s.parse::<u64>()
+                .map_err(|e| bad(format!("range `{body}`: {e}")))
+        };
+        let (first, last) = (parse(first)?, parse(last)?);
+        let offset = first * block_size;
+        let end = (last + 1).saturating_mul(block_size).min(image_size);
+        if last < first || offset >= end {
+            return Err(bad(format!(
+                "range `{body}` is empty or past the image's end"
+            )));
+        }
+        if ranges.last().is_some_and(|r| r.offset + r.len > offset) {
+            return Err(bad(format!(
+                "range `{body}` overlaps or precedes the one before"
+            )));
+        }
+        ranges.push(Range {
+            offset,
+            len: end - offset,
+            sha256,
+        });
+    }
+    Ok(Bmap {
+        image_size,
+        block_size,
+        ranges,
+    })
+}
