@@ -339,6 +339,47 @@ let
       ];
     };
 
+    containerFormats = {
+      expr = {
+        files = map (format: lib.imageFileName { name = "a"; inherit format; }) [
+          "qemu-efi"
+          "amazon"
+          "azure"
+          "gce"
+          "hyperv"
+          "vmware"
+          "virtualbox"
+        ];
+        args = builtins.head (lib.imgbuildArgs {
+          format = "qemu-efi";
+          toplevel = "/t";
+          closureInfo = "/c";
+          out = "/o.qcow2";
+          espSize = "1GiB";
+        });
+        noZstdContainer = throws (lib.imgbuildArgs {
+          format = "gce";
+          toplevel = "/t";
+          closureInfo = "/c";
+          out = "/o";
+          compress = "zstd";
+        });
+      };
+      expected = {
+        files = [
+          "a.qcow2"
+          "a.vhd"
+          "a.vhd"
+          "a.raw.tar.gz"
+          "a.vhdx"
+          "a.vmdk"
+          "a.ova"
+        ];
+        args = "qemu-efi";
+        noZstdContainer = true;
+      };
+    };
+
     mkNodesNames = {
       expr = {
         configurations = attrNames r.nixosConfigurations;

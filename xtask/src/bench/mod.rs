@@ -13,7 +13,7 @@
 //! - `pipeline`: sd-aarch64 end to end vs `zstd -T0 -3` on its raw image, raw-efi at
 //!   `--size 8GiB` vs smaller, raw-efi vs a previous binary (`IMGBUILD_BENCH_PREVIOUS`), and
 //!   what dedup saves.
-//! - `containers`: qemu-efi, amazon and gce written from the plan vs `imgbuild raw-efi` plus
+//! - `containers`: qemu-efi, amazon, hyperv, vmware and gce written from the plan vs `imgbuild raw-efi` plus
 //!   `qemu-img convert` (or `tar --format=oldgnu -Sczf`), on the x86_64 fixture and a 1 GiB
 //!   synthetic closure.
 //!
