@@ -12,6 +12,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
+use imgbuild_diskmap::sinks::hex;
 use sha2::{Digest, Sha256};
 
 use crate::{Error, Params, Result};
@@ -28,10 +29,6 @@ pub struct Ova {
     name: String,
     /// Bytes reserved for the descriptor (a multiple of 512).
     ovf_len: u64,
-}
-
-fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A ustar header for a regular file.

@@ -91,17 +91,7 @@ fn marker(sectors: u64, kind: u32) -> [u8; 512] {
 
 fn descriptor(params: &Params, capacity: u64) -> String {
     let cid = u32::from_le_bytes([params.id[0], params.id[1], params.id[2], params.id[3]]);
-    let uuid = params
-        .id
-        .iter()
-        .enumerate()
-        .fold(String::new(), |mut s, (i, b)| {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                s.push('-');
-            }
-            s.push_str(&format!("{b:02x}"));
-            s
-        });
+    let uuid = uuid::Uuid::from_bytes(params.id).hyphenated();
     let cylinders = (capacity / (255 * 63)).min(65535);
     format!(
         "# Disk DescriptorFile\n\
