@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -28,20 +28,8 @@ pub fn imgbuild(args: &[&str]) -> Command {
     c
 }
 
-#[track_caller]
-pub fn ok(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+/// Runs `cmd`, asserting it succeeds (with its output in the message otherwise).
+pub use imgbuild_testutil::run_output as ok;
 
 #[track_caller]
 pub fn fails(cmd: &mut Command) -> String {
@@ -52,9 +40,8 @@ pub fn fails(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-pub fn stdout(cmd: &mut Command) -> String {
-    String::from_utf8_lossy(&ok(cmd).stdout).into_owned()
-}
+/// Runs `cmd`, asserting it succeeds; its stdout.
+pub use imgbuild_testutil::run as stdout;
 
 pub fn sh(script: &str) -> Command {
     let mut c = Command::new("bash");

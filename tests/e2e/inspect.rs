@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-#[path = "../../crates/inspect/tests/it/harness.rs"]
-mod harness;
+use imgbuild_testutil::harness;
 
 fn inspect_json(img: &Path) -> Value {
     let out = ok(&mut imgbuild(&[

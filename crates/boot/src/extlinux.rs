@@ -115,7 +115,7 @@ pub fn extlinux_boot(entry: &BootEntry, opts: &ExtlinuxOptions) -> Result<Vec<Bo
     if let (Some(name), Some(dir)) = (&dtbs_name, &entry.dtbs) {
         files.push(BootFile {
             path: format!("nixos/{name}"),
-            content: Content::StoreTree(dir.clone()),
+            content: Content::StoreTree(dir.into()),
         });
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));

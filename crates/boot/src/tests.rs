@@ -67,8 +67,8 @@ fn listing(files: &[BootFile]) -> Vec<(String, String)> {
             let what = match &f.content {
                 Content::Dir => "dir".to_owned(),
                 Content::Text(_) => "text".to_owned(),
-                Content::StoreFile(p) => format!("file {p}"),
-                Content::StoreTree(p) => format!("tree {p}"),
+                Content::StoreFile(p) => format!("file {}", p.display()),
+                Content::StoreTree(p) => format!("tree {}", p.display()),
             };
             (f.path.clone(), what)
         })

@@ -9,36 +9,24 @@ use imgbuild_diskmap::{Map, MapBuilder, Sink, StreamOptions};
 
 use super::*;
 
-/// A small deterministic generator (xorshift).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// A disk of `len` bytes with random data and zero extents between free space.
 fn random_map(seed: u64, len: u64) -> Map {
-    let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut r = imgbuild_testutil::Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut b = MapBuilder::new("test", len);
     let mut at = 0;
     while at < len {
-        let gap = r.below(3 << 20) / 512 * 512;
+        let gap = r.next_u64() % (3 << 20) / 512 * 512;
         at += gap;
         if at >= len {
             break;
         }
-        let n = (1 + r.below(300_000)).min(len - at);
-        if r.below(4) == 0 {
+        let n = (1 + r.next_u64() % 300_000).min(len - at);
+        if r.next_u64().is_multiple_of(4) {
             b.zeros(at, n).unwrap();
         } else {
-            let data: Vec<u8> = (0..n).map(|_| (r.next() >> 56) as u8 | 1).collect();
+            let mut data = imgbuild_testutil::noise(r.next_u64(), to_usize(n));
+            // No zero bytes: every stored block then holds data.
+            data.iter_mut().for_each(|x| *x |= 1);
             b.bytes(at, data).unwrap();
         }
         at += n;
@@ -292,21 +280,10 @@ fn have(tool: &str) -> bool {
     Command::new(tool).arg("--version").output().is_ok()
 }
 
-/// Runs `tool args...`, asserting success; its stdout.
+/// Runs `tool args...` in `dir`, asserting success.
 #[track_caller]
 fn run(tool: &str, args: &[&std::ffi::OsStr], dir: &std::path::Path) -> String {
-    let out = Command::new(tool)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{tool} {args:?}: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
+    imgbuild_testutil::run(Command::new(tool).args(args).current_dir(dir))
 }
 
 /// What the real tools read: `qemu-img compare` of the qcow2 and VHD (and `qemu-img check`

@@ -28,19 +28,7 @@ fn meta(mtime: i64) -> Meta {
     Meta::new(0o644, 0, 0, mtime)
 }
 
-/// Deterministic pseudo-random bytes (xorshift64*).
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+use imgbuild_testutil::noise;
 
 fn add_bytes(tree: &mut Tree, path: &str, data: Vec<u8>, mtime: i64) {
     let (parent, _) = imgbuild_fstree::split_parent(path.as_bytes());
@@ -257,18 +245,15 @@ fn mtools(cmd: &str) -> Command {
 }
 
 fn run(mut c: Command) -> String {
-    let out = c
-        .output()
-        .unwrap_or_else(|e| panic!("{c:?} (mtools must be installed): {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
+    let out = imgbuild_testutil::run_output(&mut c);
+    // mtools reports inconsistencies it works around on stderr.
+    assert!(
+        out.stderr.is_empty(),
+        "{c:?} complained:
+{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "{c:?} failed:\n{text}");
-    // mtools reports inconsistencies it works around on stderr.
-    assert!(out.stderr.is_empty(), "{c:?} complained:\n{text}");
-    text
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn walk_host(root: &Path, rel: &str, out: &mut BTreeMap<String, (bool, PathBuf)>) {

@@ -66,16 +66,8 @@ fn write(p: &Path, data: &[u8], mode: u32) {
 fn generated_tree_matches_nix_store_dump() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().join("tree");
-    // Pseudo-random but reproducible content (xorshift), 3 MiB + 5: several read chunks.
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let big: Vec<u8> = (0..(3 << 20) + 5)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    // Pseudo-random but reproducible content, 3 MiB + 5: several read chunks.
+    let big = imgbuild_testutil::noise(0x9e37_79b9_7f4a_7c15, (3 << 20) + 5);
     write(&t.join("big.bin"), &big, 0o444);
     write(&t.join("exec"), b"#!/bin/sh\necho hi\n", 0o755);
     write(&t.join("owner-exec-only"), b"x", 0o700);

@@ -41,21 +41,7 @@ fn efi_layout() -> GptLayout {
     }
 }
 
-fn crc32(data: &[u8]) -> u32 {
-    // Bitwise CRC-32 (IEEE, reflected, poly 0xEDB88320): independent of the gpt crate's.
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
+use imgbuild_testutil::crc32;
 
 #[test]
 fn gpt_writes_cover_head_and_tail_only() {

@@ -18,17 +18,7 @@ use serde_json::Value;
 const MIB: u64 = 1 << 20;
 
 fn run(tool: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(tool)
-        .args(args)
-        .env("LC_ALL", "C")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `{tool}` (install gdisk/fdisk): {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    imgbuild_testutil::output(Command::new(tool).args(args).env("LC_ALL", "C"))
 }
 
 fn image(dir: &Path, disk_size: u64, writes: &[Write]) -> std::path::PathBuf {

@@ -239,11 +239,11 @@ fn join(base: &str, rel: &str) -> String {
     format!("{b}/{}", rel.trim_start_matches('/'))
 }
 
-pub(crate) fn resolve(store: &StoreRoot, logical: &str) -> Result<PathBuf> {
+pub(crate) fn resolve(store: &StoreRoot, logical: &Path) -> Result<PathBuf> {
     store
-        .resolve_in_store(Path::new(logical))
+        .resolve_in_store(logical)
         .map_err(|source| Error::Nix {
-            what: format!("resolving `{logical}`"),
+            what: format!("resolving `{}`", logical.display()),
             source,
         })
 }
@@ -324,17 +324,15 @@ pub(crate) fn copy_resolved(
         });
         // Absolute targets name logical store paths; relative ones were made absolute above
         // against the host path, which resolve_in_store maps back if it lies in the store.
-        let l = logical.to_string_lossy().into_owned();
-        let mapped = match l.strip_prefix(&store.root().to_string_lossy().into_owned()) {
-            Some(rest) if store.root() != Path::new("/") => {
-                format!("/{}", rest.trim_start_matches('/'))
-            }
-            _ => l,
+        // Path operations, not strings: a name that is not UTF-8 keeps its bytes.
+        let mapped = match logical.strip_prefix(store.root()) {
+            Ok(rest) if store.root() != Path::new("/") => Path::new("/").join(rest),
+            _ => logical.clone(),
         };
         match inside_base {
             Some(real) => real,
             None => store
-                .resolve_in_store(Path::new(&mapped))
+                .resolve_in_store(&mapped)
                 .map_err(|source| Error::Nix {
                     what: format!(
                         "symlink `{}` -> `{}`{}",
@@ -502,7 +500,7 @@ fn firmware_tree(cx: &Context, inputs: &Inputs) -> Result<Tree> {
         &opts.firmware,
     ) {
         (_, Some(host)) => host.clone(),
-        (Some(sub), None) => resolve(&inputs.store, &sub.to_path_buf().display().to_string())?,
+        (Some(sub), None) => resolve(&inputs.store, &sub.to_path_buf())?,
         (None, None) => return Err(Error::NoFirmware),
     };
     let md = std::fs::metadata(&dir).map_err(|source| Error::Io {

@@ -179,15 +179,19 @@ fn jobs(env: &Env, case: &Case, c: &Closure, out: &Path) -> Result<Vec<Job>> {
         cmd
     });
     let (bin, dir, r) = (env.imgbuild.clone(), c.dir.clone(), raw.clone());
-    let raw_job = Job::new("imgbuild raw-efi (the disk alone)", with_side(&raw), move || {
-        let mut cmd = Command::new(&bin);
-        cmd.arg("raw-efi");
-        inputs(&mut cmd, &dir);
-        cmd.arg("-o").arg(&r);
-        if let Some(s) = size {
-            cmd.arg("--size").arg(s.to_string());
-        }
-        cmd
-    });
+    let raw_job = Job::new(
+        "imgbuild raw-efi (the disk alone)",
+        with_side(&raw),
+        move || {
+            let mut cmd = Command::new(&bin);
+            cmd.arg("raw-efi");
+            inputs(&mut cmd, &dir);
+            cmd.arg("-o").arg(&r);
+            if let Some(s) = size {
+                cmd.arg("--size").arg(s.to_string());
+            }
+            cmd
+        },
+    );
     Ok(vec![ours_job, peer_job, raw_job])
 }

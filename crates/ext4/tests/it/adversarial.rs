@@ -14,18 +14,7 @@ use imgbuild_fstree::{Kind, Meta, Mtime, Node, Owner, Perms, ScanOptions, Scanne
 
 use crate::common::*;
 
-/// Deterministic pseudo-random bytes.
-pub fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+pub use imgbuild_testutil::noise;
 
 pub const SPARSE_SIZE: u64 = (5 << 30) + 123;
 pub const SPARSE_CHUNKS: u64 = 1500;

@@ -17,20 +17,7 @@ pub fn demo() -> PathBuf {
     workspace().join("fixtures/demo")
 }
 
-#[track_caller]
-pub fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e} (is the tool installed?)"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+pub use imgbuild_testutil::run;
 
 /// `classic-image.sh KIND demo OUT` with optional mkfs.ext4 -O features.
 pub fn classic(kind: &str, out: &Path, ext4_features: Option<&str>) -> PathBuf {

@@ -17,7 +17,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 
 use crate::common;
-use crate::harness::{self, Base, Mutation, INTERESTING};
+use imgbuild_testutil::harness::{self, Base, Mutation, INTERESTING};
 
 /// Per-case deadline (debug build, two shared cores).
 const DEADLINE: Duration = Duration::from_secs(20);

@@ -6,7 +6,7 @@
 
 mod common;
 mod fuzz;
-mod harness;
+use imgbuild_testutil::harness;
 mod hostile;
 mod readers;
 mod regressions;

@@ -1,5 +1,5 @@
-//! Corruption harness shared by the inspect fuzz test (`fuzz.rs`, proptest) and the e2e test
-//! of imgbuild's own images (`tests/e2e/inspect.rs`, which includes this file by path).
+//! Corruption harness shared by the inspect fuzz test (`crates/inspect/tests/it/fuzz.rs`,
+//! proptest) and the e2e test of imgbuild's own images (`tests/e2e/inspect.rs`).
 //!
 //! A base image is opened once with read tracing to find the byte ranges the readers
 //! actually use (partition tables, superblocks, group descriptors, inode tables, directory
@@ -8,14 +8,13 @@
 //! inspect, list every directory, read every file) in a thread with a deadline, counts
 //! panics (caught or not, through the panic hook), and restores the bytes.
 
-#![allow(dead_code)]
-
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
+use crate::crc32;
 use imgbuild_inspect::{Image, Kind, OpenOptions as InspectOptions};
 
 /// One corruption.
@@ -165,23 +164,6 @@ pub fn apply(path: &Path, size: u64, muts: &[Mutation]) -> Restore {
     Restore { file: f, saved }
 }
 
-/// CRC-32 (IEEE, as GPT uses), bitwise: this file is also built into the e2e tests, which
-/// have no CRC crate.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 /// Recomputes the CRCs of both GPT headers and their entry arrays (when their sizes are
 /// plausible), so corrupted headers and entries get past the CRC checks to the deeper ones.
 /// Returns the mutations that do it (to be applied after the others, and restored with them).
@@ -236,11 +218,6 @@ impl Drop for Restore {
                 .expect("restoring the working copy");
         }
     }
-}
-
-#[test]
-fn crc32_matches_the_gpt_one() {
-    assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
 }
 
 static HOOK: Once = Once::new();
@@ -392,7 +369,7 @@ pub fn save_crash(path: &Path, dir: &Path, name: &str) -> PathBuf {
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -403,31 +380,31 @@ impl Rng {
 
     /// Random mutations inside `base`'s ranges.
     pub fn mutations(&mut self, base: &Base) -> Vec<Mutation> {
-        let n = 1 + self.next() % 8;
+        let n = 1 + self.next_u64() % 8;
         (0..n)
             .map(|_| {
-                let at = base.pick(self.next(), self.next());
-                match self.next() % 4 {
+                let at = base.pick(self.next_u64(), self.next_u64());
+                match self.next_u64() % 4 {
                     0 => Mutation::Flip {
                         at,
-                        bit: (self.next() % 8) as u8,
+                        bit: (self.next_u64() % 8) as u8,
                     },
                     1 => Mutation::Write {
                         at,
-                        bytes: vec![self.next() as u8],
+                        bytes: vec![self.next_u64() as u8],
                     },
                     2 => {
-                        let v = INTERESTING[(self.next() % INTERESTING.len() as u64) as usize];
-                        let w = [1usize, 2, 4, 8][(self.next() % 4) as usize];
+                        let v = INTERESTING[(self.next_u64() % INTERESTING.len() as u64) as usize];
+                        let w = [1usize, 2, 4, 8][(self.next_u64() % 4) as usize];
                         Mutation::Write {
                             at,
                             bytes: v.to_le_bytes()[..w].to_vec(),
                         }
                     }
                     _ => Mutation::Copy {
-                        from: base.pick(self.next(), self.next()),
+                        from: base.pick(self.next_u64(), self.next_u64()),
                         at,
-                        len: 1 + self.next() % 64,
+                        len: 1 + self.next_u64() % 64,
                     },
                 }
             })

@@ -1,0 +1,107 @@
+//! Test support shared by every crate's tests, and only their tests (a dev-dependency): the
+//! helpers that were written once per crate.
+//!
+//! - [`run`], [`run_output`], [`output`]: run a tool, with its command line, status, stdout and
+//!   stderr in the panic message when it fails (every oracle test runs other people's tools);
+//! - [`noise`], [`Rng`]: deterministic pseudo-random bytes and numbers (xorshift64*);
+//! - [`crc32`]: CRC-32 (IEEE), bitwise, independent of the crates under test;
+//! - [`harness`]: the image corruption harness (mutations, allocation and panic counting)
+//!   that the inspect crate's fuzz tests and the end-to-end tests share.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
+
+use std::process::{Command, Output};
+
+pub mod harness;
+
+pub use harness::Rng;
+
+/// Runs `cmd`, panicking unless it succeeds; its output.
+#[track_caller]
+pub fn run_output(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e} (is the tool installed?)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs `cmd`, panicking unless it succeeds; its stdout.
+#[track_caller]
+pub fn run(cmd: &mut Command) -> String {
+    String::from_utf8_lossy(&run_output(cmd).stdout).into_owned()
+}
+
+/// Runs `cmd` whatever its status: whether it succeeded, and stdout then stderr.
+#[track_caller]
+pub fn output(cmd: &mut Command) -> (bool, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e} (is the tool installed?)"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// `len` deterministic pseudo-random bytes from `seed`.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        out.extend_from_slice(&r.next_u64().to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320, as GPT and zip use it), computed
+/// bit by bit: an oracle independent of the CRC crates the code under test uses.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc32_check_value() {
+        // The standard check value of CRC-32/ISO-HDLC.
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn noise_is_deterministic_and_seeded() {
+        assert_eq!(noise(1, 100), noise(1, 100));
+        assert_ne!(noise(1, 100), noise(2, 100));
+        assert_eq!(noise(3, 13).len(), 13);
+    }
+
+    #[test]
+    fn run_reports_failures() {
+        assert_eq!(run(Command::new("echo").arg("hi")), "hi\n");
+        let (ok, text) = output(Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]));
+        assert!(!ok);
+        assert_eq!(text, "out\nerr\n");
+    }
+}
