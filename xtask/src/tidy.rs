@@ -107,6 +107,7 @@ fn is_test_file(p: &Path) -> bool {
     s.contains("/tests/")
         || s.ends_with("/tests.rs")
         || s.ends_with("/testutil.rs")
+        || s.contains("/crates/testutil/")
         || s.contains("/examples/")
 }
 
