@@ -6,7 +6,9 @@
 //! - no `Debug` formatting used as data: a `format!` whose whole template is one `{…:?}`
 //!   turns a value's Debug output into a string that something then stores or hashes
 //!   (tests and test helpers excepted);
-//! - every crate's `lib.rs`/`main.rs` opens with crate docs (`//!`).
+//! - every crate's `lib.rs`/`main.rs` opens with crate docs (`//!`);
+//! - the crates that encode bytes (see [`CAST_CHECKED`]) turn on clippy's lints against
+//!   casts that truncate, lose a sign or wrap.
 
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
@@ -111,6 +113,18 @@ fn is_test_file(p: &Path) -> bool {
         || s.contains("/examples/")
 }
 
+/// The crates that encode on-disk bytes: every narrowing cast in them is spelled out.
+const CAST_CHECKED: &[&str] = &[
+    "blockio",
+    "diskmap",
+    "ext4",
+    "fat",
+    "partition",
+    "compress",
+    "container",
+    "flash",
+];
+
 /// Runs every check; lists every violation, fails if there is one.
 pub fn run() -> Result<()> {
     let root = util::repo_root();
@@ -178,6 +192,23 @@ pub fn run() -> Result<()> {
             && f.parent().is_some_and(|p| p.ends_with("src"));
         if is_root && !text.trim_start().starts_with("//!") {
             problems.push(format!("{rel}: the crate has no docs at its top (`//!`)"));
+        }
+        if name == "lib.rs"
+            && CAST_CHECKED
+                .iter()
+                .any(|c| rel == format!("crates/{c}/src/lib.rs"))
+        {
+            for lint in [
+                "cast_possible_truncation",
+                "cast_sign_loss",
+                "cast_possible_wrap",
+            ] {
+                if !text.contains(&format!("clippy::{lint}")) {
+                    problems.push(format!(
+                        "{rel}: a byte-encoding crate without clippy::{lint}"
+                    ));
+                }
+            }
         }
     }
 

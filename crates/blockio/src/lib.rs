@@ -7,6 +7,17 @@
 //! holes. [`OutputFile`] gives the `OUT.tmp` + rename discipline: the final name only ever holds
 //! a complete image.
 
+// Casts that may truncate, lose a sign or wrap are spelled out (`try_from` with a reason,
+// `to_usize` for in-memory lengths); tests may cast freely.
+#![cfg_attr(
+    not(test),
+    warn(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_possible_wrap
+    )
+)]
+
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -184,7 +195,8 @@ impl<'f> Region<'f> {
         let mut run: Option<usize> = None;
         while pos < buf.len() {
             let abs = offset + pos as u64;
-            let to_boundary = block - (abs % block as u64) as usize;
+            // Below `block`, a usize.
+            let to_boundary = block - usize::try_from(abs % block as u64).unwrap_or(0);
             let end = (pos + to_boundary).min(buf.len());
             let zero = buf[pos..end].iter().all(|&b| b == 0);
             match (zero, run) {
@@ -233,9 +245,14 @@ impl<'f> Region<'f> {
         while done < len {
             let want = len - done;
             if use_cfr {
-                let mut off_in = (src_offset + done) as libc::loff_t;
-                let mut off_out = (self.start + offset + done) as libc::loff_t;
-                let chunk = want.min(1 << 30) as usize;
+                let werr = |source| Error::Write {
+                    region: self.name.to_string(),
+                    offset: offset + done,
+                    source,
+                };
+                let mut off_in = off_t(src_offset + done).map_err(werr)?;
+                let mut off_out = off_t(self.start + offset + done).map_err(werr)?;
+                let chunk = usize::try_from(want.min(1 << 30)).unwrap_or(1 << 30);
                 // SAFETY: both file descriptors are valid for the duration of the call (borrowed
                 // `File`s), and `off_in`/`off_out` are valid, exclusively borrowed locals that the
                 // kernel reads and updates; no memory buffer is passed.
@@ -250,7 +267,7 @@ impl<'f> Region<'f> {
                     )
                 };
                 if n > 0 {
-                    done += n as u64;
+                    done += n.unsigned_abs() as u64;
                     continue;
                 }
                 if n == 0 {
@@ -281,7 +298,7 @@ impl<'f> Region<'f> {
             if buf.is_empty() {
                 buf = vec![0u8; COPY_BUF];
             }
-            let n = (want as usize).min(buf.len());
+            let n = usize::try_from(want).map_or(buf.len(), |w| w.min(buf.len()));
             let got = read_full_at(src, &mut buf[..n], src_offset + done).map_err(|source| {
                 Error::Read {
                     path: src_path.to_path_buf(),
@@ -317,6 +334,24 @@ pub fn read_full_at(f: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> 
     Ok(got)
 }
 
+/// A `u64` that sizes or indexes something held in memory (a buffer, a piece, a block) as
+/// `usize`. Such a value is below the address space, so this cannot fail where the memory
+/// exists; the check is kept rather than a silent `as` truncation on 32-bit hosts.
+#[inline]
+#[allow(clippy::cast_possible_truncation)] // checked on the line before
+pub const fn to_usize(n: u64) -> usize {
+    assert!(
+        n <= usize::MAX as u64,
+        "an in-memory length or index fits the address space"
+    );
+    n as usize
+}
+
+/// A file offset as the kernel's signed `off_t`; offsets past `i64::MAX` are refused.
+fn off_t(x: u64) -> io::Result<libc::off_t> {
+    libc::off_t::try_from(x).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
 /// The data ranges `(offset, len)` of a possibly sparse file of `size` bytes, found with
 /// `SEEK_DATA`/`SEEK_HOLE`. Filesystems without hole reporting give one range for the whole
 /// file. Ranges are sorted, disjoint and clipped to `size`.
@@ -326,7 +361,7 @@ pub fn data_ranges(f: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
     let mut pos: u64 = 0;
     while pos < size {
         // SAFETY: lseek on a valid borrowed fd has no memory-safety preconditions.
-        let data = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
+        let data = unsafe { libc::lseek(fd, off_t(pos)?, libc::SEEK_DATA) };
         if data < 0 {
             let err = io::Error::last_os_error();
             match err.raw_os_error() {
@@ -338,16 +373,16 @@ pub fn data_ranges(f: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
                 _ => return Err(err),
             }
         }
-        let data = data as u64;
+        let data = data.unsigned_abs();
         if data >= size {
             break;
         }
         // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
+        let hole = unsafe { libc::lseek(fd, off_t(data)?, libc::SEEK_HOLE) };
         if hole < 0 {
             return Err(io::Error::last_os_error());
         }
-        let hole = (hole as u64).min(size);
+        let hole = hole.unsigned_abs().min(size);
         if hole > data {
             out.push((data, hole - data));
         }

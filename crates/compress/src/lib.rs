@@ -17,6 +17,16 @@
 //! (XXH64), so `zstd -t`/`zstd -l` can verify it.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
+// Casts that may truncate, lose a sign or wrap are spelled out (`try_from` with a reason,
+// `to_usize` for in-memory lengths); tests may cast freely.
+#![cfg_attr(
+    not(test),
+    warn(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_possible_wrap
+    )
+)]
 
 mod gzip;
 pub mod pool;

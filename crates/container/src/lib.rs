@@ -27,6 +27,16 @@
 //! or filesystems.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
+// Casts that may truncate, lose a sign or wrap are spelled out (`try_from` with a reason,
+// `to_usize` for in-memory lengths); tests may cast freely.
+#![cfg_attr(
+    not(test),
+    warn(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_possible_wrap
+    )
+)]
 
 use std::io::Write;
 
@@ -116,11 +126,8 @@ impl<W: Write> Out<W> {
     }
 }
 
-/// `u64` to `usize`: every size handled in memory here is a block or a table, far below the
-/// address space.
-pub(crate) fn to_usize(n: u64) -> usize {
-    usize::try_from(n).expect("in-memory blocks and tables are small")
-}
+/// Every size handled in memory here is a block or a table, far below the address space.
+pub(crate) use imgbuild_diskmap::to_usize;
 
 /// Big-endian field writer over a fixed buffer.
 pub(crate) fn put(buf: &mut [u8], at: usize, v: &[u8]) {

@@ -28,7 +28,7 @@ const DYN_HEADER: usize = 1024;
 /// Dynamic VHD block size (the default, and what Hyper-V writes).
 pub const BLOCK: u64 = 2 << 20;
 /// Sector bitmap of a block: one bit per sector, padded to a sector.
-const BITMAP: usize = ((BLOCK / SECTOR / 8).div_ceil(SECTOR) * SECTOR) as usize;
+const BITMAP: usize = to_usize((BLOCK / SECTOR / 8).div_ceil(SECTOR) * SECTOR);
 /// Seconds from 1970-01-01 to 2000-01-01, VHD's epoch.
 const VHD_EPOCH: i64 = 946_684_800;
 /// Disk types.
@@ -161,7 +161,11 @@ impl<W: Write + Send> Vhd<W> {
         put(&mut d, 24, &0x0001_0000u32.to_be_bytes());
         let e = u32::try_from(entries).unwrap_or(u32::MAX);
         put(&mut d, 28, &e.to_be_bytes());
-        put(&mut d, 32, &(BLOCK as u32).to_be_bytes());
+        put(
+            &mut d,
+            32,
+            &u32::try_from(BLOCK).expect("2 MiB").to_be_bytes(),
+        );
         let sum = checksum(&d);
         put(&mut d, 36, &sum.to_be_bytes());
 

@@ -82,7 +82,11 @@ fn header(params: &Params, sequence: u64) -> Vec<u8> {
     put(&mut h, 32, &id_for(params, 2)); // DataWriteGuid
                                          // LogGuid zero: no log to replay. LogVersion 0, Version 1.
     put(&mut h, 66, &1u16.to_le_bytes());
-    put(&mut h, 68, &(LOG_LENGTH as u32).to_le_bytes());
+    put(
+        &mut h,
+        68,
+        &u32::try_from(LOG_LENGTH).expect("1 MiB").to_le_bytes(),
+    );
     put(&mut h, 72, &LOG_OFFSET.to_le_bytes());
     crc_into(&mut h, 4);
     h
@@ -117,7 +121,7 @@ fn metadata(params: &Params) -> Vec<u8> {
     let mut m = vec![0u8; to_usize(METADATA_LENGTH)];
     put(&mut m, 0, b"metadata");
     let mut params_item = [0u8; 8];
-    params_item[..4].copy_from_slice(&(BLOCK as u32).to_le_bytes());
+    params_item[..4].copy_from_slice(&u32::try_from(BLOCK).expect("2 MiB").to_le_bytes());
     let items: [(&str, Vec<u8>, u32); 5] = [
         // IsRequired.
         (FILE_PARAMETERS, params_item.to_vec(), 0b100),
@@ -130,7 +134,10 @@ fn metadata(params: &Params) -> Vec<u8> {
         (VIRTUAL_DISK_ID, id_for(params, 3).to_vec(), 0b110),
         (
             LOGICAL_SECTOR_SIZE,
-            (LOGICAL_SECTOR as u32).to_le_bytes().to_vec(),
+            u32::try_from(LOGICAL_SECTOR)
+                .expect("512")
+                .to_le_bytes()
+                .to_vec(),
             0b110,
         ),
         (
@@ -139,13 +146,19 @@ fn metadata(params: &Params) -> Vec<u8> {
             0b110,
         ),
     ];
-    put(&mut m, 10, &(items.len() as u16).to_le_bytes());
-    let mut data_at = 64 * KIB as usize;
+    put(
+        &mut m,
+        10,
+        &u16::try_from(items.len()).expect("5 items").to_le_bytes(),
+    );
+    let mut data_at = 64 * to_usize(KIB);
     for (i, (g, data, flags)) in items.iter().enumerate() {
         let at = 32 + i * 32;
         put(&mut m, at, &guid(g));
-        put(&mut m, at + 16, &(data_at as u32).to_le_bytes());
-        put(&mut m, at + 20, &(data.len() as u32).to_le_bytes());
+        // Offsets and lengths inside the 1 MiB metadata region.
+        let fit = |n: usize| u32::try_from(n).expect("inside the metadata region");
+        put(&mut m, at + 16, &fit(data_at).to_le_bytes());
+        put(&mut m, at + 20, &fit(data.len()).to_le_bytes());
         put(&mut m, at + 24, &flags.to_le_bytes());
         put(&mut m, data_at, data);
         data_at += data.len().next_multiple_of(8);

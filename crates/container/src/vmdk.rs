@@ -72,7 +72,7 @@ fn header(capacity: u64, gd_offset: u64) -> [u8; 512] {
     put(&(GRAIN / SECTOR).to_le_bytes());
     put(&1u64.to_le_bytes()); // descriptor offset
     put(&(OVERHEAD - 1).to_le_bytes()); // descriptor size, sectors
-    put(&(GT_ENTRIES as u32).to_le_bytes());
+    put(&u32::try_from(GT_ENTRIES).expect("512").to_le_bytes());
     put(&0u64.to_le_bytes()); // no redundant directory
     put(&gd_offset.to_le_bytes());
     put(&OVERHEAD.to_le_bytes());
@@ -158,7 +158,7 @@ impl<W: Write + Send> Vmdk<W> {
             pool: Ordered::new(workers, move |g| compress(g, level)),
             batch: Vec::with_capacity(GRAINS_PER_JOB),
             tables: Tables {
-                current: vec![0; GT_ENTRIES as usize],
+                current: vec![0; to_usize(GT_ENTRIES)],
                 index: 0,
                 directory: Vec::new(),
             },

@@ -16,12 +16,24 @@
 //! This crate knows nothing of filesystems, Nix, clocks or randomness.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
+// Casts that may truncate, lose a sign or wrap are spelled out (`try_from` with a reason,
+// `to_usize` for in-memory lengths); tests may cast freely.
+#![cfg_attr(
+    not(test),
+    warn(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_possible_wrap
+    )
+)]
 
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 pub mod sinks;
+
+pub use imgbuild_blockio::to_usize;
 mod stream;
 
 pub use stream::{stream, Data, Piece, Sink, StreamOptions};
@@ -84,7 +96,7 @@ impl Extent {
     /// The in-memory bytes of a [`Content::Bytes`] extent.
     pub fn bytes(&self) -> Option<&[u8]> {
         match &self.content {
-            Content::Bytes { data, start } => Some(&data[*start..*start + self.len as usize]),
+            Content::Bytes { data, start } => Some(&data[*start..*start + to_usize(self.len)]),
             _ => None,
         }
     }

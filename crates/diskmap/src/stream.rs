@@ -1,6 +1,7 @@
 //! One ordered pass over a map: pieces read by a bounded window of parallel readers,
 //! delivered in disk order to every sink, each sink on a thread of its own.
 
+use crate::to_usize;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -186,12 +187,12 @@ fn fill_from(map: &Map, first: usize, offset: u64, buf: &mut [u8]) -> Result<()>
         if from >= to {
             continue;
         }
-        let dst = &mut buf[(from - offset) as usize..(to - offset) as usize];
+        let dst = &mut buf[to_usize(from - offset)..to_usize(to - offset)];
         let within = from - e.offset;
         match &e.content {
             Content::Free | Content::Zero => {}
             Content::Bytes { data, start } => {
-                let s = *start + within as usize;
+                let s = *start + to_usize(within);
                 dst.copy_from_slice(&data[s..s + dst.len()]);
             }
             Content::File { file, offset: fo } => {
@@ -219,7 +220,7 @@ fn materialize<'m>(map: &'m Map, s: &Spec) -> Result<Piece<'m>> {
         Kind::Mem => {
             let b = e.bytes().expect("a Mem spec starts in a Bytes extent");
             (
-                Data::Mem(&b[within as usize..(within + s.len) as usize]),
+                Data::Mem(&b[to_usize(within)..to_usize(within + s.len)]),
                 None,
             )
         }
@@ -228,7 +229,7 @@ fn materialize<'m>(map: &'m Map, s: &Spec) -> Result<Piece<'m>> {
                 unreachable!("a File spec starts in a File extent")
             };
             let f = open_source(file)?;
-            let mut buf = vec![0u8; s.len as usize];
+            let mut buf = vec![0u8; to_usize(s.len)];
             read_source(&f, file, offset + within, &mut buf)?;
             (
                 Data::Buf(buf),
@@ -236,7 +237,7 @@ fn materialize<'m>(map: &'m Map, s: &Spec) -> Result<Piece<'m>> {
             )
         }
         Kind::Batch => {
-            let mut buf = vec![0u8; s.len as usize];
+            let mut buf = vec![0u8; to_usize(s.len)];
             fill_from(map, s.first, s.offset, &mut buf)?;
             (Data::Buf(buf), None)
         }

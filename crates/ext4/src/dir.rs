@@ -2,10 +2,12 @@
 //! each block checksummed (`ext4_dir_entry_tail` for entry blocks, `dx_tail` for index
 //! blocks).
 
+use crate::bits::*;
 use crate::hash::dx_hash;
 use crate::{csum, put16, put32, BLOCK_SIZE};
+use imgbuild_blockio::to_usize;
 
-const BS: usize = BLOCK_SIZE as usize;
+const BS: usize = to_usize(BLOCK_SIZE);
 /// Space for entries in an entry block: the last 12 bytes are the checksum tail.
 const LEAF_SPACE: usize = BS - 12;
 /// Index entries in the root: after "." (12), ".." (12) and dx_root_info (8), before the
@@ -48,14 +50,19 @@ impl DirBlocks {
 #[derive(Debug, Clone, Copy)]
 pub struct TooBig;
 
+/// A directory's block number (its size is capped well below 2^32 blocks by `TooBig`).
+fn block_no(i: usize) -> u32 {
+    narrow(i, "a directory block number")
+}
+
 fn rec_len(name_len: usize) -> usize {
     (8 + name_len + 3) & !3
 }
 
 fn dirent(b: &mut [u8], off: usize, ino: u32, rec: usize, name: &[u8], ftype: u8) {
     put32(b, off, ino);
-    put16(b, off + 4, rec as u16);
-    b[off + 6] = name.len() as u8;
+    put16(b, off + 4, narrow(rec, "within a 4 KiB block"));
+    b[off + 6] = narrow(name.len(), "names over 255 bytes are refused when planning");
     b[off + 7] = ftype;
     b[off + 8..off + 8 + name.len()].copy_from_slice(name);
 }
@@ -103,9 +110,9 @@ fn finish_leaves(blocks: &mut [Vec<u8>], dir_seed: u32) {
             off += rl;
         }
         match last {
-            Some(l) => put16(b, l + 4, (LEAF_SPACE - l) as u16),
+            Some(l) => put16(b, l + 4, narrow(LEAF_SPACE - l, "within a 4 KiB block")),
             // An empty block: one unused entry spanning it.
-            None => put16(b, 4, LEAF_SPACE as u16),
+            None => put16(b, 4, narrow(LEAF_SPACE, "within a 4 KiB block")),
         }
         seal_leaf(b, dir_seed);
     }
@@ -194,7 +201,7 @@ pub fn build(
     let mut node_blocks = Vec::new();
     if levels == 0 {
         let targets: Vec<(u32, u32)> = (0..nleaves)
-            .map(|i| (leaf_hash[i], (first_leaf + i) as u32))
+            .map(|i| (leaf_hash[i], block_no(first_leaf + i)))
             .collect();
         write_index(&mut root, 32, ROOT_LIMIT, &targets, dir_seed);
     } else {
@@ -206,13 +213,13 @@ pub fn build(
         {
             let mut node = vec![0u8; BS];
             put32(&mut node, 0, 0);
-            put16(&mut node, 4, BS as u16);
+            put16(&mut node, 4, narrow(BS, "4096"));
             let targets: Vec<(u32, u32)> = chunk
                 .iter()
-                .map(|&i| (leaf_hash[i], (first_leaf + i) as u32))
+                .map(|&i| (leaf_hash[i], block_no(first_leaf + i)))
                 .collect();
             write_index(&mut node, 8, NODE_LIMIT, &targets, dir_seed);
-            root_targets.push((leaf_hash[chunk[0]], (1 + n) as u32));
+            root_targets.push((leaf_hash[chunk[0]], block_no(1 + n)));
             node_blocks.push(node);
         }
         write_index(&mut root, 32, ROOT_LIMIT, &root_targets, dir_seed);
@@ -234,8 +241,8 @@ pub fn build(
 /// Write a dx_countlimit + entries at `at` (the first entry's hash slot holds the
 /// count/limit), then the dx_tail checksum.
 fn write_index(b: &mut [u8], at: usize, limit: usize, targets: &[(u32, u32)], dir_seed: u32) {
-    put16(b, at, limit as u16);
-    put16(b, at + 2, targets.len() as u16);
+    put16(b, at, narrow(limit, "a dx limit, within a 4 KiB block"));
+    put16(b, at + 2, narrow(targets.len(), "at most the limit"));
     for (i, &(hash, block)) in targets.iter().enumerate() {
         let off = at + 8 * i;
         if i > 0 {

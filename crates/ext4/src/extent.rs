@@ -2,13 +2,15 @@
 //! more extents go into 4 KiB leaf blocks (340 entries each) under index levels as deep as
 //! needed. Each tree block ends with a CRC32C tail.
 
+use crate::bits::*;
 use crate::{csum, put16, put32, BLOCK_SIZE};
+use imgbuild_blockio::to_usize;
 
 pub const MAGIC: u16 = 0xF30A;
 /// Longest initialized extent.
 pub const MAX_LEN: u64 = 32768;
 /// Entries in a tree block: (4096 - 12-byte header - 4-byte tail) / 12.
-pub const PER_BLOCK: usize = (BLOCK_SIZE as usize - 12 - 4) / 12;
+pub const PER_BLOCK: usize = (to_usize(BLOCK_SIZE) - 12 - 4) / 12;
 /// Entries in the inode.
 pub const IN_INODE: usize = 4;
 
@@ -27,7 +29,10 @@ pub fn push_runs(out: &mut Vec<Extent>, mut logical: u64, runs: &[(u64, u64)]) {
         while n > 0 {
             let k = n.min(MAX_LEN);
             out.push(Extent {
-                logical: logical as u32,
+                logical: narrow(
+                    logical,
+                    "file block numbers are below 2^32, ext4's limit (checked when planning)",
+                ),
                 len: k as u16,
                 physical: phys,
             });
@@ -51,8 +56,12 @@ pub fn tree_blocks(n: usize) -> u64 {
 
 fn header(buf: &mut [u8], entries: usize, max: usize, depth: u16) {
     put16(buf, 0, MAGIC);
-    put16(buf, 2, entries as u16);
-    put16(buf, 4, max as u16);
+    put16(buf, 2, narrow(entries, "at most the node's capacity"));
+    put16(
+        buf,
+        4,
+        narrow(max, "a node's capacity, within a 4 KiB block"),
+    );
     put16(buf, 6, depth);
     put32(buf, 8, 0); // eh_generation
 }
@@ -60,14 +69,14 @@ fn header(buf: &mut [u8], entries: usize, max: usize, depth: u16) {
 fn leaf_entry(buf: &mut [u8], off: usize, e: &Extent) {
     put32(buf, off, e.logical);
     put16(buf, off + 4, e.len);
-    put16(buf, off + 6, (e.physical >> 32) as u16);
-    put32(buf, off + 8, e.physical as u32);
+    put16(buf, off + 6, lo16(hi32(e.physical)));
+    put32(buf, off + 8, lo32(e.physical));
 }
 
 fn index_entry(buf: &mut [u8], off: usize, logical: u32, child: u64) {
     put32(buf, off, logical);
-    put32(buf, off + 4, child as u32);
-    put16(buf, off + 8, (child >> 32) as u16);
+    put32(buf, off + 4, lo32(child));
+    put16(buf, off + 8, lo16(hi32(child)));
     put16(buf, off + 10, 0);
 }
 
@@ -93,7 +102,7 @@ pub fn build(
     let mut level: Vec<(u32, u64)> = Vec::new();
     for chunk in extents.chunks(PER_BLOCK) {
         let disk = next.next().expect("tree_blocks() counted every leaf");
-        let mut b = vec![0u8; BLOCK_SIZE as usize];
+        let mut b = vec![0u8; to_usize(BLOCK_SIZE)];
         header(&mut b, chunk.len(), PER_BLOCK, 0);
         for (i, e) in chunk.iter().enumerate() {
             leaf_entry(&mut b, 12 + 12 * i, e);
@@ -109,7 +118,7 @@ pub fn build(
             let disk = next
                 .next()
                 .expect("tree_blocks() counted every index block");
-            let mut b = vec![0u8; BLOCK_SIZE as usize];
+            let mut b = vec![0u8; to_usize(BLOCK_SIZE)];
             header(&mut b, chunk.len(), PER_BLOCK, depth);
             for (i, &(lg, child)) in chunk.iter().enumerate() {
                 index_entry(&mut b, 12 + 12 * i, lg, child);
@@ -157,7 +166,7 @@ mod tests {
                 physical: 1000 + i as u64 * 3,
             })
             .collect();
-        let n = tree_blocks(ext.len()) as usize;
+        let n = to_usize(tree_blocks(ext.len()));
         let blocks: Vec<u64> = (0..n as u64).map(|i| 50 + i).collect();
         let (ib, tree) = build(&ext, &blocks, 1);
         assert_eq!(tree.len(), n);

@@ -2,6 +2,8 @@
 //! bytes as *signed* chars (the superblock says so with `EXT2_FLAGS_SIGNED_HASH`, as mke2fs
 //! on x86 sets it; we set it whatever the host, so the output never depends on the host).
 
+use crate::bits::narrow;
+
 const EOF_32BIT: u32 = 0x7fff_ffff;
 
 /// The default hash state when the superblock's seed is all zero.
@@ -58,14 +60,15 @@ fn half_md4(buf: &mut [u32; 4], m: &[u32; 8]) {
 /// Pack up to 32 bytes of `msg` (whose *remaining* length is `msg.len()`) into 8 words,
 /// padding with a word made of the remaining length's low byte repeated.
 fn str2hashbuf_signed(msg: &[u8]) -> [u32; 8] {
-    let len = msg.len() as u32;
+    let len: u32 = narrow(msg.len(), "names are at most 255 bytes");
     let mut pad = len | (len << 8);
     pad |= pad << 16;
     let mut out = [pad; 8];
     let mut val = pad;
     let mut w = 0;
     for (i, &byte) in msg.iter().take(32).enumerate() {
-        let c = i32::from(byte as i8) as u32;
+        // The kernel's "signed" variant: the byte as a signed char, sign-extended.
+        let c = u32::from_le_bytes(i32::from(i8::from_le_bytes([byte])).to_le_bytes());
         val = c.wrapping_add(val << 8);
         if i % 4 == 3 {
             out[w] = val;

@@ -1,5 +1,6 @@
 //! The 256-byte on-disk inode (`struct ext4_inode`) with `i_extra_isize` = 32.
 
+use crate::bits::*;
 use crate::{csum, put16, put32, INODE_SIZE};
 
 pub const S_IFIFO: u16 = 0o010000;
@@ -61,30 +62,33 @@ pub const MIN_TIME: i64 = -(1i64 << 31);
 /// (nanoseconds are 0). Times outside [`MIN_TIME`, `MAX_TIME`] are clamped.
 pub fn split_time(t: i64) -> (u32, u32) {
     let t = t.clamp(MIN_TIME, MAX_TIME);
-    let lo = t as i32;
-    let epoch = ((t - i64::from(lo)) >> 32) as u32 & 3;
-    (lo as u32, epoch)
+    // The seconds field holds the low 32 bits, read as signed; the epoch bits count the
+    // 2^32-second eras beyond that (two bits: the clamp keeps them in 0..=3).
+    let [a, b, c, d, ..] = t.to_le_bytes();
+    let lo = i32::from_le_bytes([a, b, c, d]);
+    let epoch = narrow(((t - i64::from(lo)) >> 32) & 3, "two bits");
+    (u32::from_le_bytes([a, b, c, d]), epoch)
 }
 
 pub fn encode(ino: u32, f: &Fields, fs_seed: u32) -> [u8; INODE_SIZE] {
     let mut b = [0u8; INODE_SIZE];
     let (t, epoch) = split_time(f.time);
     put16(&mut b, 0x00, f.mode); // i_mode
-    put16(&mut b, 0x02, f.uid as u16); // i_uid
-    put32(&mut b, 0x04, f.size as u32); // i_size_lo
+    put16(&mut b, 0x02, lo16(f.uid)); // i_uid
+    put32(&mut b, 0x04, lo32(f.size)); // i_size_lo
     put32(&mut b, 0x08, t); // i_atime
     put32(&mut b, 0x0C, t); // i_ctime
     put32(&mut b, 0x10, t); // i_mtime
-    put16(&mut b, 0x18, f.gid as u16); // i_gid
+    put16(&mut b, 0x18, lo16(f.gid)); // i_gid
     put16(&mut b, 0x1A, f.links); // i_links_count
     let sectors = f.blocks * 8;
-    put32(&mut b, 0x1C, sectors as u32); // i_blocks_lo (512-byte units, huge_file)
+    put32(&mut b, 0x1C, lo32(sectors)); // i_blocks_lo (512-byte units, huge_file)
     put32(&mut b, 0x20, f.flags); // i_flags
     b[0x28..0x28 + 60].copy_from_slice(&f.block); // i_block
-    put32(&mut b, 0x6C, (f.size >> 32) as u32); // i_size_high
-    put16(&mut b, 0x74, (sectors >> 32) as u16); // l_i_blocks_high
-    put16(&mut b, 0x78, (f.uid >> 16) as u16); // l_i_uid_high
-    put16(&mut b, 0x7A, (f.gid >> 16) as u16); // l_i_gid_high
+    put32(&mut b, 0x6C, hi32(f.size)); // i_size_high
+    put16(&mut b, 0x74, lo16(hi32(sectors))); // l_i_blocks_high
+    put16(&mut b, 0x78, hi16(f.uid)); // l_i_uid_high
+    put16(&mut b, 0x7A, hi16(f.gid)); // l_i_gid_high
     if f.extra_isize >= 4 {
         put16(&mut b, 0x80, f.extra_isize); // i_extra_isize
         put32(&mut b, 0x84, epoch); // i_ctime_extra
@@ -95,9 +99,9 @@ pub fn encode(ino: u32, f: &Fields, fs_seed: u32) -> [u8; INODE_SIZE] {
     }
     // i_checksum_lo at 0x7C and i_checksum_hi at 0x82 are zero while summing.
     let c = csum::raw(csum::inode_seed(fs_seed, ino, 0), &b);
-    put16(&mut b, 0x7C, c as u16);
+    put16(&mut b, 0x7C, lo16(c));
     if f.extra_isize >= 4 {
-        put16(&mut b, 0x82, (c >> 16) as u16);
+        put16(&mut b, 0x82, hi16(c));
     }
     b
 }

@@ -1,7 +1,9 @@
 //! The internal jbd2 journal: its size (as mke2fs picks it) and its superblock (v2,
 //! big-endian, empty: `s_start` = 0 means nothing to replay).
 
+use crate::bits::*;
 use crate::BLOCK_SIZE;
+use imgbuild_blockio::to_usize;
 
 /// Journal blocks mke2fs gives a filesystem of `blocks` 4 KiB blocks
 /// (`ext2fs_default_journal_size`); `None` below 2048 blocks.
@@ -25,12 +27,16 @@ fn be32(b: &mut [u8], off: usize, v: u32) {
 
 /// The journal superblock (first block of the journal) for a journal of `len` blocks.
 pub fn superblock(len: u64, uuid: &[u8; 16]) -> Vec<u8> {
-    let mut b = vec![0u8; BLOCK_SIZE as usize];
+    let mut b = vec![0u8; to_usize(BLOCK_SIZE)];
     be32(&mut b, 0x00, 0xC03B_3998); // h_magic
     be32(&mut b, 0x04, 4); // h_blocktype: JBD2_SUPERBLOCK_V2
     be32(&mut b, 0x08, 0); // h_sequence
-    be32(&mut b, 0x0C, BLOCK_SIZE as u32); // s_blocksize
-    be32(&mut b, 0x10, len as u32); // s_maxlen
+    be32(&mut b, 0x0C, narrow(BLOCK_SIZE, "4096")); // s_blocksize
+    be32(
+        &mut b,
+        0x10,
+        narrow(len, "journals are at most 2^18 blocks"),
+    ); // s_maxlen
     be32(&mut b, 0x14, 1); // s_first
     be32(&mut b, 0x18, 1); // s_sequence
     be32(&mut b, 0x1C, 0); // s_start: clean

@@ -6,6 +6,7 @@
 //! groups sit together at the start of its first group (`flex_bg`), like mke2fs lays them
 //! out. Everything else is handed out by [`Alloc`], which walks the free blocks in order.
 
+use crate::bits::narrow;
 use crate::{BLOCKS_PER_GROUP, BLOCK_SIZE, DESC_SIZE, FLEX_GROUPS, INODES_PER_BLOCK, INODE_SIZE};
 
 /// Why a geometry cannot be built for a block count.
@@ -125,7 +126,7 @@ impl Geometry {
         Ok(Geometry {
             blocks,
             groups,
-            inodes_per_group: ipg as u32,
+            inodes_per_group: narrow(ipg, "at most 8 inodes per block of a 32768-block group"),
             itable_blocks,
             gdt_blocks,
             block_bitmap,

@@ -29,7 +29,18 @@
 //!   times).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
+// Casts that may truncate, lose a sign or wrap are spelled out (`try_from` with a reason,
+// `to_usize` for in-memory lengths); tests may cast freely.
+#![cfg_attr(
+    not(test),
+    warn(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_possible_wrap
+    )
+)]
 
+use imgbuild_blockio::to_usize;
 use std::fs::File;
 use std::path::PathBuf;
 
@@ -38,6 +49,7 @@ use imgbuild_blockio as blockio;
 use imgbuild_fstree as fstree;
 use rayon::prelude::*;
 
+mod bits;
 mod csum;
 mod dir;
 mod extent;
@@ -55,7 +67,8 @@ use layout::{Alloc, GeoError, Geometry};
 pub const BLOCK_SIZE: u64 = 4096;
 pub(crate) const BLOCKS_PER_GROUP: u64 = 32768;
 pub(crate) const INODE_SIZE: usize = 256;
-pub(crate) const INODES_PER_BLOCK: u32 = (BLOCK_SIZE as usize / INODE_SIZE) as u32;
+pub(crate) const INODES_PER_BLOCK: u32 = 16;
+const _: () = assert!(INODES_PER_BLOCK as usize * INODE_SIZE == 4096);
 pub(crate) const DESC_SIZE: usize = 64;
 pub(crate) const FLEX_GROUPS: u32 = 16;
 pub(crate) const FIRST_INO: u32 = 11;
@@ -423,7 +436,7 @@ fn walk(tree: &Tree, timestamp: i64) -> Result<Walked> {
         };
         let mut i = new_ino(ino, Some(child), typ, node.meta);
         i.size = size;
-        if typ == Type::Symlink && size as usize >= FAST_SYMLINK {
+        if typ == Type::Symlink && to_usize(size) >= FAST_SYMLINK {
             i.runs.push((0, 1));
         }
         inos.push(i);

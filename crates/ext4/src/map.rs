@@ -2,6 +2,8 @@
 //! (superblocks, descriptors, bitmaps, inode tables, directories, extent tree blocks, the
 //! journal superblock) encoded in memory. Zero blocks are never mapped.
 
+use crate::bits::*;
+use imgbuild_blockio::to_usize;
 use std::sync::Arc;
 
 use fstree::{FileData, Kind, Tree};
@@ -16,7 +18,7 @@ use crate::{
     DESC_SIZE, INODE_SIZE, JOURNAL_INO,
 };
 
-const BS: usize = BLOCK_SIZE as usize;
+const BS: usize = to_usize(BLOCK_SIZE);
 
 pub fn map(plan: &Plan, tree: &Tree) -> Result<Map> {
     let mut b = MapBuilder::new("ext4", plan.size_bytes());
@@ -62,8 +64,8 @@ fn map_data(plan: &Plan, tree: &Tree, b: &mut MapBuilder) -> Result<()> {
             }
             FileData::Bytes(bytes) => {
                 for (l, p, n) in merged_extents(i) {
-                    let off = (l * BLOCK_SIZE) as usize;
-                    let end = (off + (n * BLOCK_SIZE) as usize).min(bytes.len());
+                    let off = to_usize(l * BLOCK_SIZE);
+                    let end = (off + to_usize(n * BLOCK_SIZE)).min(bytes.len());
                     b.bytes_range(p * BLOCK_SIZE, bytes, off..end)?;
                 }
             }
@@ -85,7 +87,7 @@ fn encode_inode(plan: &Plan, tree: &Tree, i: &Ino) -> ([u8; INODE_SIZE], Vec<Chu
         gid: i.meta.gid,
         size: i.size,
         time: i.meta.mtime,
-        links: i.links as u16,
+        links: narrow(i.links, "link counts over 65000 are refused when planning"),
         blocks: i.data_blocks() + i.tree.len() as u64,
         extra_isize: inode::EXTRA_ISIZE,
         ..Fields::default()
@@ -168,7 +170,7 @@ fn set_bits(bm: &mut [u8], from: u64, to: u64) {
         bit += 1;
     }
     let whole = (to.saturating_sub(bit)) / 8;
-    bm[(bit / 8) as usize..(bit / 8 + whole) as usize].fill(0xFF);
+    bm[(bit / 8) as usize..to_usize(bit / 8 + whole)].fill(0xFF);
     bit += whole * 8;
     while bit < to {
         bm[(bit / 8) as usize] |= 1 << (bit % 8);
@@ -186,10 +188,10 @@ fn inode_tables(plan: &Plan, tree: &Tree) -> (Vec<Vec<u8>>, Vec<Chunk>) {
         .into_par_iter()
         .map(|g| {
             let used = max_ino.saturating_sub(g * ipg).min(ipg);
-            let mut table = vec![0u8; (used as usize * INODE_SIZE).div_ceil(BS) * BS];
+            let mut table = vec![0u8; (to_usize(used) * INODE_SIZE).div_ceil(BS) * BS];
             let mut chunks = Vec::new();
-            let first = (g * ipg + 1) as u32;
-            let last = (g * ipg + used) as u32;
+            let first: u32 = narrow(g * ipg + 1, "inode numbers are below 2^32 (layout)");
+            let last: u32 = narrow(g * ipg + used, "inode numbers are below 2^32 (layout)");
             let mut put = |ino: u32, raw: &[u8; INODE_SIZE]| {
                 let k = (ino - first) as usize;
                 table[k * INODE_SIZE..(k + 1) * INODE_SIZE].copy_from_slice(raw);
@@ -237,7 +239,7 @@ fn map_meta(plan: &Plan, tree: &Tree, b: &mut MapBuilder) -> Result<()> {
 
     let mut used_dirs = vec![0u32; geo.groups as usize];
     for i in plan.inos.iter().filter(|i| i.typ == Type::Dir) {
-        used_dirs[(u64::from(i.ino - 1) / ipg) as usize] += 1;
+        used_dirs[to_usize(u64::from(i.ino - 1) / ipg)] += 1;
     }
     let mut jnl_blocks = [0u32; 17];
     if let Some(j) = plan.inos.iter().find(|i| i.ino == JOURNAL_INO) {
@@ -249,8 +251,8 @@ fn map_meta(plan: &Plan, tree: &Tree, b: &mut MapBuilder) -> Result<()> {
         {
             *w = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
         }
-        jnl_blocks[15] = (j.size >> 32) as u32;
-        jnl_blocks[16] = j.size as u32;
+        jnl_blocks[15] = hi32(j.size);
+        jnl_blocks[16] = lo32(j.size);
     }
     for (g, t) in tables.into_iter().enumerate() {
         let whole = geo.itable_blocks * BLOCK_SIZE;
@@ -300,22 +302,22 @@ fn map_meta(plan: &Plan, tree: &Tree, b: &mut MapBuilder) -> Result<()> {
             block_bitmap: geo.block_bitmap[g as usize],
             inode_bitmap: geo.inode_bitmap[g as usize],
             inode_table: geo.inode_table[g as usize],
-            free_blocks: free_blocks as u32,
-            free_inodes: (ipg - used_inodes) as u32,
+            free_blocks: narrow(free_blocks, "at most a group's 32768 blocks"),
+            free_inodes: narrow(ipg - used_inodes, "at most a group's inodes"),
             used_dirs: used_dirs[g as usize],
             flags: sb::BG_INODE_ZEROED,
             block_bitmap_csum: csum::raw(plan.fs_seed, &bb),
             inode_bitmap_csum: csum::raw(plan.fs_seed, &ib[..(ipg / 8) as usize]),
-            itable_unused: (ipg - used_inodes) as u32,
+            itable_unused: narrow(ipg - used_inodes, "at most a group's inodes"),
         });
         chunks.push((geo.block_bitmap[g as usize], bb));
         chunks.push((geo.inode_bitmap[g as usize], ib));
     }
-    let mut gdt = vec![0u8; geo.gdt_blocks as usize * BS];
+    let mut gdt = vec![0u8; to_usize(geo.gdt_blocks) * BS];
     for (g, d) in descs.iter().enumerate() {
         gdt[g * DESC_SIZE..(g + 1) * DESC_SIZE].copy_from_slice(&sb::encode_desc(
             d,
-            g as u32,
+            narrow(g, "group numbers are below 2^32"),
             plan.fs_seed,
         ));
     }
@@ -323,11 +325,14 @@ fn map_meta(plan: &Plan, tree: &Tree, b: &mut MapBuilder) -> Result<()> {
     let mut label = [0u8; 16];
     label[..plan.opts.label.len()].copy_from_slice(plan.opts.label.as_bytes());
     let sup = sb::Super {
-        inodes: geo.inodes() as u32,
+        inodes: narrow(geo.inodes(), "inode counts are below 2^32 (layout)"),
         blocks: geo.blocks,
         r_blocks: geo.blocks * u64::from(plan.opts.reserved_percent) / 100,
         free_blocks: free_blocks_total,
-        free_inodes: (geo.inodes() - max_ino) as u32,
+        free_inodes: narrow(
+            geo.inodes() - max_ino,
+            "inode counts are below 2^32 (layout)",
+        ),
         inodes_per_group: geo.inodes_per_group,
         time: plan.opts.timestamp,
         uuid: plan.opts.uuid,
@@ -369,7 +374,7 @@ mod tests {
             set_bits(&mut a, from, to);
             let mut b = [0u8; 8];
             for i in from..to {
-                b[i as usize / 8] |= 1 << (i % 8);
+                b[to_usize(i) / 8] |= 1 << (i % 8);
             }
             assert_eq!(a, b, "{from}..{to}");
         }

@@ -1,6 +1,7 @@
 //! The superblock (`struct ext4_super_block`, 1024 bytes at byte 1024) and the 64-byte
 //! group descriptors (`struct ext4_group_desc`).
 
+use crate::bits::*;
 use crate::{csum, put16, put32, put64, BLOCKS_PER_GROUP, DESC_SIZE, INODE_SIZE};
 
 pub const COMPAT_HAS_JOURNAL: u32 = 0x4;
@@ -51,15 +52,15 @@ pub fn encode(s: &Super, group: u32) -> [u8; 1024] {
     let mut b = [0u8; 1024];
     let (t, t_hi) = sb_time(s.time);
     put32(&mut b, 0x00, s.inodes); // s_inodes_count
-    put32(&mut b, 0x04, s.blocks as u32); // s_blocks_count_lo
-    put32(&mut b, 0x08, s.r_blocks as u32); // s_r_blocks_count_lo
-    put32(&mut b, 0x0C, s.free_blocks as u32); // s_free_blocks_count_lo
+    put32(&mut b, 0x04, lo32(s.blocks)); // s_blocks_count_lo
+    put32(&mut b, 0x08, lo32(s.r_blocks)); // s_r_blocks_count_lo
+    put32(&mut b, 0x0C, lo32(s.free_blocks)); // s_free_blocks_count_lo
     put32(&mut b, 0x10, s.free_inodes); // s_free_inodes_count
     put32(&mut b, 0x14, 0); // s_first_data_block
     put32(&mut b, 0x18, 2); // s_log_block_size: 1024 << 2
     put32(&mut b, 0x1C, 2); // s_log_cluster_size
-    put32(&mut b, 0x20, BLOCKS_PER_GROUP as u32); // s_blocks_per_group
-    put32(&mut b, 0x24, BLOCKS_PER_GROUP as u32); // s_clusters_per_group
+    put32(&mut b, 0x20, narrow(BLOCKS_PER_GROUP, "32768")); // s_blocks_per_group
+    put32(&mut b, 0x24, narrow(BLOCKS_PER_GROUP, "32768")); // s_clusters_per_group
     put32(&mut b, 0x28, s.inodes_per_group); // s_inodes_per_group
     put32(&mut b, 0x2C, 0); // s_mtime: never mounted
     put32(&mut b, 0x30, t); // s_wtime
@@ -72,8 +73,9 @@ pub fn encode(s: &Super, group: u32) -> [u8; 1024] {
     put32(&mut b, 0x48, 0); // s_creator_os: Linux
     put32(&mut b, 0x4C, 1); // s_rev_level: dynamic
     put32(&mut b, 0x54, crate::FIRST_INO); // s_first_ino
-    put16(&mut b, 0x58, INODE_SIZE as u16); // s_inode_size
-    put16(&mut b, 0x5A, group as u16); // s_block_group_nr
+    put16(&mut b, 0x58, narrow(INODE_SIZE, "256")); // s_inode_size
+                                                    // Backup superblocks sit in groups 0, 1 and powers of 3, 5, 7 below 2^16.
+    put16(&mut b, 0x5A, lo16(group)); // s_block_group_nr
     put32(&mut b, 0x5C, COMPAT); // s_feature_compat
     put32(&mut b, 0x60, INCOMPAT); // s_feature_incompat
     put32(&mut b, 0x64, RO_COMPAT); // s_feature_ro_compat
@@ -83,7 +85,7 @@ pub fn encode(s: &Super, group: u32) -> [u8; 1024] {
     b[0xEC..0xFC].copy_from_slice(&s.hash_seed); // s_hash_seed
     b[0xFC] = 1; // s_def_hash_version: half_md4
     b[0xFD] = 1; // s_jnl_backup_type: EXT3_JNL_BACKUP_BLOCKS
-    put16(&mut b, 0xFE, DESC_SIZE as u16); // s_desc_size
+    put16(&mut b, 0xFE, narrow(DESC_SIZE, "64")); // s_desc_size
     put32(&mut b, 0x100, 0x0004 | 0x0008); // s_default_mount_opts: user_xattr, acl
     put32(&mut b, 0x108, t); // s_mkfs_time
     for (i, w) in s.jnl_blocks.iter().enumerate() {
@@ -109,7 +111,8 @@ pub fn encode(s: &Super, group: u32) -> [u8; 1024] {
 /// Superblock times are unsigned 40-bit (32 + 8 high bits); earlier times become 0.
 fn sb_time(t: i64) -> (u32, u8) {
     let t = t.clamp(0, (1i64 << 40) - 1);
-    (t as u32, (t >> 32) as u8)
+    let [a, b, c, d, e, ..] = t.to_le_bytes();
+    (u32::from_le_bytes([a, b, c, d]), e)
 }
 
 /// One group's descriptor fields.
@@ -129,27 +132,27 @@ pub struct Desc {
 
 pub fn encode_desc(d: &Desc, group: u32, fs_seed: u32) -> [u8; DESC_SIZE] {
     let mut b = [0u8; DESC_SIZE];
-    put32(&mut b, 0x00, d.block_bitmap as u32); // bg_block_bitmap_lo
-    put32(&mut b, 0x04, d.inode_bitmap as u32); // bg_inode_bitmap_lo
-    put32(&mut b, 0x08, d.inode_table as u32); // bg_inode_table_lo
-    put16(&mut b, 0x0C, d.free_blocks as u16); // bg_free_blocks_count_lo
-    put16(&mut b, 0x0E, d.free_inodes as u16); // bg_free_inodes_count_lo
-    put16(&mut b, 0x10, d.used_dirs as u16); // bg_used_dirs_count_lo
+    put32(&mut b, 0x00, lo32(d.block_bitmap)); // bg_block_bitmap_lo
+    put32(&mut b, 0x04, lo32(d.inode_bitmap)); // bg_inode_bitmap_lo
+    put32(&mut b, 0x08, lo32(d.inode_table)); // bg_inode_table_lo
+    put16(&mut b, 0x0C, lo16(d.free_blocks)); // bg_free_blocks_count_lo
+    put16(&mut b, 0x0E, lo16(d.free_inodes)); // bg_free_inodes_count_lo
+    put16(&mut b, 0x10, lo16(d.used_dirs)); // bg_used_dirs_count_lo
     put16(&mut b, 0x12, d.flags); // bg_flags
-    put16(&mut b, 0x18, d.block_bitmap_csum as u16); // bg_block_bitmap_csum_lo
-    put16(&mut b, 0x1A, d.inode_bitmap_csum as u16); // bg_inode_bitmap_csum_lo
-    put16(&mut b, 0x1C, d.itable_unused as u16); // bg_itable_unused_lo
-    put32(&mut b, 0x20, (d.block_bitmap >> 32) as u32); // bg_block_bitmap_hi
-    put32(&mut b, 0x24, (d.inode_bitmap >> 32) as u32); // bg_inode_bitmap_hi
-    put32(&mut b, 0x28, (d.inode_table >> 32) as u32); // bg_inode_table_hi
-    put16(&mut b, 0x2C, (d.free_blocks >> 16) as u16); // bg_free_blocks_count_hi
-    put16(&mut b, 0x2E, (d.free_inodes >> 16) as u16); // bg_free_inodes_count_hi
-    put16(&mut b, 0x30, (d.used_dirs >> 16) as u16); // bg_used_dirs_count_hi
-    put16(&mut b, 0x32, (d.itable_unused >> 16) as u16); // bg_itable_unused_hi
-    put16(&mut b, 0x38, (d.block_bitmap_csum >> 16) as u16); // bg_block_bitmap_csum_hi
-    put16(&mut b, 0x3A, (d.inode_bitmap_csum >> 16) as u16); // bg_inode_bitmap_csum_hi
-                                                             // bg_checksum (0x1E): crc32c over the group number and the descriptor, low 16 bits.
+    put16(&mut b, 0x18, lo16(d.block_bitmap_csum)); // bg_block_bitmap_csum_lo
+    put16(&mut b, 0x1A, lo16(d.inode_bitmap_csum)); // bg_inode_bitmap_csum_lo
+    put16(&mut b, 0x1C, lo16(d.itable_unused)); // bg_itable_unused_lo
+    put32(&mut b, 0x20, hi32(d.block_bitmap)); // bg_block_bitmap_hi
+    put32(&mut b, 0x24, hi32(d.inode_bitmap)); // bg_inode_bitmap_hi
+    put32(&mut b, 0x28, hi32(d.inode_table)); // bg_inode_table_hi
+    put16(&mut b, 0x2C, hi16(d.free_blocks)); // bg_free_blocks_count_hi
+    put16(&mut b, 0x2E, hi16(d.free_inodes)); // bg_free_inodes_count_hi
+    put16(&mut b, 0x30, hi16(d.used_dirs)); // bg_used_dirs_count_hi
+    put16(&mut b, 0x32, hi16(d.itable_unused)); // bg_itable_unused_hi
+    put16(&mut b, 0x38, hi16(d.block_bitmap_csum)); // bg_block_bitmap_csum_hi
+    put16(&mut b, 0x3A, hi16(d.inode_bitmap_csum)); // bg_inode_bitmap_csum_hi
+                                                    // bg_checksum (0x1E): crc32c over the group number and the descriptor, low 16 bits.
     let c = csum::raw(csum::raw(fs_seed, &group.to_le_bytes()), &b);
-    put16(&mut b, 0x1E, c as u16);
+    put16(&mut b, 0x1E, lo16(c));
     b
 }

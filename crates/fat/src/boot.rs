@@ -2,6 +2,7 @@
 
 use crate::geometry::{Geometry, NUM_FATS, SECTOR};
 use crate::FatType;
+use imgbuild_blockio::to_usize;
 
 pub(crate) const MEDIA_FIXED: u8 = 0xF8;
 const DRIVE_NUMBER: u8 = 0x80;
@@ -28,21 +29,29 @@ pub(crate) fn boot_sector(g: &Geometry, id: &Identity) -> [u8; 512] {
     let fat32 = g.fat_type == FatType::Fat32;
     // Offset of the boot code: after the FAT32 or the FAT12/16 extended BPB.
     let code: usize = if fat32 { 0x5A } else { 0x3E };
-    b[0..3].copy_from_slice(&[0xEB, (code - 2) as u8, 0x90]); // BS_jmpBoot
+    // Every BPB field below is within its width: geometry() chose the values inside FAT's
+    // limits (at most 128 sectors per cluster, 16-bit reserved/root/FAT16 sizes).
+    let u8_of = |v: u32| u8::try_from(v).expect("an 8-bit BPB field, bounded by geometry()");
+    let u16_of = |v: u32| {
+        u16::try_from(v)
+            .expect("a 16-bit BPB field, bounded by geometry()")
+            .to_le_bytes()
+    };
+    b[0..3].copy_from_slice(&[0xEB, (code - 2).to_le_bytes()[0], 0x90]); // BS_jmpBoot
     b[3..11].copy_from_slice(id.oem_name); // BS_OEMName
-    b[11..13].copy_from_slice(&(SECTOR as u16).to_le_bytes()); // BPB_BytsPerSec
-    b[13] = g.sectors_per_cluster as u8; // BPB_SecPerClus
-    b[14..16].copy_from_slice(&(g.reserved_sectors as u16).to_le_bytes()); // BPB_RsvdSecCnt
-    b[16] = NUM_FATS as u8; // BPB_NumFATs
-    b[17..19].copy_from_slice(&(g.root_entries as u16).to_le_bytes()); // BPB_RootEntCnt
+    b[11..13].copy_from_slice(&u16_of(u32::try_from(SECTOR).expect("512"))); // BPB_BytsPerSec
+    b[13] = u8_of(g.sectors_per_cluster); // BPB_SecPerClus
+    b[14..16].copy_from_slice(&u16_of(g.reserved_sectors)); // BPB_RsvdSecCnt
+    b[16] = u8_of(NUM_FATS); // BPB_NumFATs
+    b[17..19].copy_from_slice(&u16_of(g.root_entries)); // BPB_RootEntCnt
     if g.total_sectors < 65536 {
-        b[19..21].copy_from_slice(&(g.total_sectors as u16).to_le_bytes()); // BPB_TotSec16
+        b[19..21].copy_from_slice(&u16_of(g.total_sectors)); // BPB_TotSec16
     } else {
         b[32..36].copy_from_slice(&g.total_sectors.to_le_bytes()); // BPB_TotSec32
     }
     b[21] = MEDIA_FIXED; // BPB_Media
     if !fat32 {
-        b[22..24].copy_from_slice(&(g.fat_sectors as u16).to_le_bytes()); // BPB_FATSz16
+        b[22..24].copy_from_slice(&u16_of(g.fat_sectors)); // BPB_FATSz16
     }
     b[24..26].copy_from_slice(&g.sectors_per_track.to_le_bytes()); // BPB_SecPerTrk
     b[26..28].copy_from_slice(&g.heads.to_le_bytes()); // BPB_NumHeads
@@ -109,21 +118,23 @@ pub(crate) fn fat_bytes(fat_type: FatType, next: &[u32]) -> Vec<u8> {
         FatType::Fat16 => n * 2,
         _ => n * 4,
     };
-    let mut out = vec![0u8; bytes.div_ceil(SECTOR as usize) * SECTOR as usize];
+    let mut out = vec![0u8; bytes.div_ceil(to_usize(SECTOR)) * to_usize(SECTOR)];
     for c in 0..n {
         let v = if c < next.len() || c < 2 { value(c) } else { 0 };
         match fat_type {
             FatType::Fat12 => {
+                // Two 12-bit entries in three bytes, low nibble first.
                 let i = c * 3 / 2;
+                let [lo, hi, ..] = v.to_le_bytes();
                 if c % 2 == 0 {
-                    out[i] = v as u8;
-                    out[i + 1] = (out[i + 1] & 0xF0) | ((v >> 8) as u8 & 0x0F);
+                    out[i] = lo;
+                    out[i + 1] = (out[i + 1] & 0xF0) | (hi & 0x0F);
                 } else {
-                    out[i] = (out[i] & 0x0F) | ((v as u8 & 0x0F) << 4);
-                    out[i + 1] = (v >> 4) as u8;
+                    out[i] = (out[i] & 0x0F) | ((lo & 0x0F) << 4);
+                    out[i + 1] = (v >> 4).to_le_bytes()[0];
                 }
             }
-            FatType::Fat16 => out[c * 2..c * 2 + 2].copy_from_slice(&(v as u16).to_le_bytes()),
+            FatType::Fat16 => out[c * 2..c * 2 + 2].copy_from_slice(&v.to_le_bytes()[..2]),
             _ => out[c * 4..c * 4 + 4].copy_from_slice(&v.to_le_bytes()),
         }
     }

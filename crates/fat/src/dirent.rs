@@ -30,12 +30,14 @@ impl DosTime {
     pub fn from_unix(t: i64) -> Self {
         let t = t.clamp(FAT_EPOCH, FAT_END);
         let (y, m, d) = civil_from_days(t.div_euclid(86_400));
-        let s = t.rem_euclid(86_400) as u32;
-        let (hh, mm, ss) = (s / 3600, s / 60 % 60, s % 60);
+        // Clamped above: the year is 1980..=2107, so every field fits its bits.
+        let s = u16::try_from(t.rem_euclid(86_400) / 2).expect("below 43200");
+        let (hh, mm, ss2) = (s / 1800, s / 30 % 60, s % 30);
+        let field = |v: i64| u16::try_from(v).expect("a DOS date field, clamped above");
         DosTime {
-            date: (((y - 1980) as u16) << 9) | ((m as u16) << 5) | d as u16,
-            time: ((hh as u16) << 11) | ((mm as u16) << 5) | (ss / 2) as u16,
-            centis: ((ss % 2) * 100) as u8,
+            date: (field(y - 1980) << 9) | (field(m.into()) << 5) | field(d.into()),
+            time: (hh << 11) | (mm << 5) | ss2,
+            centis: if t.rem_euclid(2) == 1 { 100 } else { 0 },
         }
     }
 }
@@ -59,10 +61,11 @@ pub(crate) fn short_entry(
     e[14..16].copy_from_slice(&t.time.to_le_bytes()); // DIR_CrtTime
     e[16..18].copy_from_slice(&t.date.to_le_bytes()); // DIR_CrtDate
     e[18..20].copy_from_slice(&t.date.to_le_bytes()); // DIR_LstAccDate
-    e[20..22].copy_from_slice(&((cluster >> 16) as u16).to_le_bytes()); // DIR_FstClusHI
+    let [c0, c1, c2, c3] = cluster.to_le_bytes();
+    e[20..22].copy_from_slice(&[c2, c3]); // DIR_FstClusHI
     e[22..24].copy_from_slice(&t.time.to_le_bytes()); // DIR_WrtTime
     e[24..26].copy_from_slice(&t.date.to_le_bytes()); // DIR_WrtDate
-    e[26..28].copy_from_slice(&(cluster as u16).to_le_bytes()); // DIR_FstClusLO
+    e[26..28].copy_from_slice(&[c0, c1]); // DIR_FstClusLO
     e[28..32].copy_from_slice(&size.to_le_bytes()); // DIR_FileSize
 }
 
@@ -99,7 +102,9 @@ pub(crate) fn named_entry(
                 }
             }
             let e = &mut out[pos..pos + ENTRY];
-            e[0] = ord as u8 | if ord == count { LAST_LONG_ENTRY } else { 0 }; // LDIR_Ord
+            // At most 20 long entries (255 UTF-16 units, 13 each).
+            let ord_byte = u8::try_from(ord).expect("at most 20 long entries");
+            e[0] = ord_byte | if ord == count { LAST_LONG_ENTRY } else { 0 }; // LDIR_Ord
             for (i, u) in units[..5].iter().enumerate() {
                 e[1 + 2 * i..3 + 2 * i].copy_from_slice(&u.to_le_bytes()); // LDIR_Name1
             }

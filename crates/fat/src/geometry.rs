@@ -225,7 +225,7 @@ pub(crate) fn compute(size_bytes: u64, requested: FatType) -> Result<Geometry> {
     }
     if fat_type == FatType::Fat32 && chosen.clusters < u64::from(MIN_CLUST_32) {
         return Err(Error::TooSmallForFat32 {
-            clusters: chosen.clusters as u32,
+            clusters: narrow(chosen.clusters),
             size_bytes,
         });
     }
@@ -237,12 +237,12 @@ pub(crate) fn compute(size_bytes: u64, requested: FatType) -> Result<Geometry> {
     };
     let geo = Geometry {
         fat_type,
-        total_sectors: num_sectors as u32,
-        sectors_per_cluster: cs as u32,
-        reserved_sectors: reserved as u32,
-        fat_sectors: chosen.fat_sectors as u32,
-        root_entries: root_entries as u32,
-        clusters: chosen.clusters as u32,
+        total_sectors: narrow(num_sectors),
+        sectors_per_cluster: narrow(cs),
+        reserved_sectors: narrow(reserved),
+        fat_sectors: narrow(chosen.fat_sectors),
+        root_entries: narrow(root_entries),
+        clusters: narrow(chosen.clusters),
         sectors_per_track: spt,
         heads,
     };
@@ -259,6 +259,12 @@ pub(crate) fn compute(size_bytes: u64, requested: FatType) -> Result<Geometry> {
         "the clusters fit in the volume because they were counted from the sectors left"
     );
     Ok(geo)
+}
+
+/// Every geometry count is bounded by the sector count, refused above `u32::MAX` at the start
+/// of [`geometry`], so it fits the 32-bit fields.
+fn narrow(v: u64) -> u32 {
+    u32::try_from(v).expect("bounded by the sector count, at most u32::MAX")
 }
 
 #[cfg(test)]

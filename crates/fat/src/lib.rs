@@ -42,7 +42,18 @@
 //! This crate knows nothing of Nix, partitions or boot loaders.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
+// Casts that may truncate, lose a sign or wrap are spelled out (`try_from` with a reason,
+// `to_usize` for in-memory lengths); tests may cast freely.
+#![cfg_attr(
+    not(test),
+    warn(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_possible_wrap
+    )
+)]
 
+use imgbuild_blockio::to_usize;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::File;
@@ -356,11 +367,12 @@ fn allocate(a: &Analysis, g: &Geometry) -> Result<Allocation> {
         });
     }
     // Every count is at most g.clusters < 2^28 now.
-    let narrow = |v: Vec<(u64, u64)>| v.into_iter().map(|(s, n)| (s as u32, n as u32)).collect();
+    let fit = |v: u64| u32::try_from(v).expect("at most the cluster count, below 2^28");
+    let narrow = |v: Vec<(u64, u64)>| v.into_iter().map(|(s, n)| (fit(s), fit(n))).collect();
     Ok(Allocation {
         dirs: narrow(dirs),
         files: narrow(files),
-        end: next as u32,
+        end: fit(next),
     })
 }
 
@@ -443,7 +455,8 @@ impl Plan {
     }
     /// Bytes per cluster.
     pub fn cluster_size(&self) -> u32 {
-        self.geo.cluster_bytes() as u32
+        // At most 128 sectors of 512 bytes.
+        u32::try_from(self.geo.cluster_bytes()).expect("at most 64 KiB")
     }
     /// Data clusters of the volume.
     pub fn clusters(&self) -> u32 {
@@ -495,12 +508,12 @@ impl Plan {
             hidden_sectors: self.hidden_sectors,
         };
         let bs = boot::boot_sector(g, &id);
-        let mut reserved = vec![0u8; g.reserved_sectors as usize * SECTOR as usize];
+        let mut reserved = vec![0u8; g.reserved_sectors as usize * to_usize(SECTOR)];
         reserved[..512].copy_from_slice(&bs);
         if g.fat_type == FatType::Fat32 {
             let free = g.clusters - self.used_clusters();
             let fsi = boot::fsinfo(free, self.alloc.end - 1);
-            let at = |s: u16| usize::from(s) * SECTOR as usize;
+            let at = |s: u16| usize::from(s) * to_usize(SECTOR);
             reserved[at(boot::FSINFO_SECTOR)..][..512].copy_from_slice(&fsi);
             // Backup boot sector and, right after it, a copy of the FSInfo sector.
             reserved[at(boot::BACKUP_BOOT_SECTOR)..][..512].copy_from_slice(&bs);
@@ -525,7 +538,7 @@ impl Plan {
         }
         // The directories occupy one run of clusters starting at cluster 2.
         let first_dir = usize::from(g.fat_type != FatType::Fat32);
-        let cb = g.cluster_bytes() as usize;
+        let cb = to_usize(g.cluster_bytes());
         let dir_clusters: usize = self.alloc.dirs.iter().map(|d| d.1 as usize).sum();
         if dir_clusters > 0 {
             let mut buf = vec![0u8; dir_clusters * cb];
@@ -604,7 +617,8 @@ impl Plan {
                 Target::File(f) => (
                     ATTR_ARCHIVE,
                     self.alloc.files[f].0,
-                    self.a.files[f].size as u32,
+                    // Files over MAX_FILE_SIZE (u32::MAX) were refused when planning.
+                    u32::try_from(self.a.files[f].size).expect("at most MAX_FILE_SIZE"),
                 ),
             };
             pos += dirent::named_entry(&mut out[pos..], &e.name, attr, cluster, size, e.mtime);

@@ -46,7 +46,10 @@ impl DirName {
         1 + self
             .long
             .as_ref()
-            .map_or(0, |l| l.len().div_ceil(13) as u32)
+            // Names are at most 255 UTF-16 units: 20 entries.
+            .map_or(0, |l| {
+                u32::try_from(l.len().div_ceil(13)).expect("at most 20")
+            })
     }
 }
 

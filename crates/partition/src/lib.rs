@@ -13,6 +13,16 @@
 //!   partitions, boot flag), via `mbrman`, with the CHS fields `sfdisk` writes for an image file.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
+// Casts that may truncate, lose a sign or wrap are spelled out (`try_from` with a reason,
+// `to_usize` for in-memory lengths); tests may cast freely.
+#![cfg_attr(
+    not(test),
+    warn(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_possible_wrap
+    )
+)]
 
 mod sparse;
 
@@ -521,10 +531,11 @@ const CHS_SECTORS: u64 = 63;
 /// (1023/254/63, bytes `fe ff ff`).
 fn chs(lba: u64) -> mbrman::CHS {
     let lba = lba.min(CHS_HEADS * CHS_SECTORS * 1024 - 1);
-    let sector = (lba % CHS_SECTORS + 1) as u8;
+    // Bounded by the clamp: sector 1..=63, head 0..=254, cylinder 0..=1023.
+    let sector = u8::try_from(lba % CHS_SECTORS + 1).expect("1..=63");
     let track = lba / CHS_SECTORS;
-    let head = (track % CHS_HEADS) as u8;
-    let cylinder = (track / CHS_HEADS) as u16;
+    let head = u8::try_from(track % CHS_HEADS).expect("0..=254");
+    let cylinder = u16::try_from(track / CHS_HEADS).expect("0..=1023");
     mbrman::CHS::new(cylinder, head, sector)
 }
 

@@ -10,7 +10,8 @@ use std::io::{self, Read, Seek, SeekFrom};
 
 use crate::{Write, SECTOR_SIZE};
 
-const SECTOR: usize = SECTOR_SIZE as usize;
+const SECTOR: usize = 512;
+const _: () = assert!(SECTOR as u64 == SECTOR_SIZE);
 
 pub(crate) struct SparseDisk {
     len: u64,

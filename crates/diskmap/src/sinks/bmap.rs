@@ -2,6 +2,7 @@
 //! taken from the map rather than from the output file's holes, each with the SHA-256 of its
 //! bytes, so `bmaptool copy` writes only those ranges and verifies them.
 
+use crate::to_usize;
 use sha2::{Digest, Sha256};
 
 use crate::{Data, Map, Piece, Sink};
@@ -120,7 +121,7 @@ impl Sink for Bmap {
                     _ => {
                         let b = p.bytes().unwrap_or_default();
                         self.hash
-                            .update(&b[(from - p.offset) as usize..(to - p.offset) as usize]);
+                            .update(&b[to_usize(from - p.offset)..to_usize(to - p.offset)]);
                     }
                 }
             }

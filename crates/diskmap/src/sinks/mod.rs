@@ -1,6 +1,8 @@
 //! The sinks every build uses: the raw sparse file, the SHA-256 of the disk, and its bmap.
 //! (Compressors and containers live in their own crates and implement [`crate::Sink`] too.)
 
+use crate::to_usize;
+
 mod bmap;
 mod hash;
 mod raw;
@@ -15,7 +17,7 @@ pub static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 /// Call `f` with slices of zeros adding up to `len` bytes.
 pub fn for_zeros(mut len: u64, mut f: impl FnMut(&[u8])) {
     while len > 0 {
-        let n = len.min(ZEROS.len() as u64) as usize;
+        let n = to_usize(len.min(ZEROS.len() as u64));
         f(&ZEROS[..n]);
         len -= n as u64;
     }
