@@ -3,7 +3,9 @@
 # has no nixpkgs (and no network to fetch one):
 #   1. every .nix file of the repository parses (nix-instantiate --parse);
 #   2. nix/tests/eval.nix (wiring tests against stub nixpkgs) passes, and fails in every test
-#      when its expectations are sabotaged (so the comparison can fail);
+#      when its expectations are sabotaged (so the comparison can fail); 2b. the same for
+#      nix/tests/real-modules.nix: the modules and mkNodes through the real nixpkgs lib
+#      (vendored in nix/tests/nixpkgs-lib) with the NixOS options they set declared;
 #   3. the flake and the template evaluate through Nix's own flake machinery (nix flake show,
 #      nix eval) with nixpkgs overridden by the stub flake nix/tests/flake.nix;
 #   4. for each Nix-built fixture closure (`cargo xtask fixtures`: target/fixtures/x86_64 and
@@ -68,6 +70,23 @@ sab=$(eval_json true)
 [ "$(jq .passed <<<"$sab")" = 0 ] && [ "$(jq .failed <<<"$sab")" = "$passed" ] ||
     fail "sabotaged expectations: $(jq -c '{passed, failed}' <<<"$sab"), expected all $passed to fail"
 echo "sabotaged run: all $passed tests fail, as they must"
+
+# --- 2b. the modules through the real module system -------------------------------------
+echo "== 2b. nix/tests/real-modules.nix: the modules and mkNodes with the real nixpkgs lib"
+real_json() {
+    nix-instantiate --eval --strict --json -E "import ./nix/tests/real-modules.nix { sabotage = $1; }"
+}
+res=$(real_json false)
+rpassed=$(jq .passed <<<"$res")
+if [ "$(jq .failed <<<"$res")" != 0 ]; then
+    jq .failures <<<"$res" >&2
+    fail "real module system tests failed ($rpassed passed)"
+fi
+[ "$rpassed" -ge 6 ] || fail "only $rpassed real module system tests ran"
+sab=$(real_json true)
+[ "$(jq .passed <<<"$sab")" = 0 ] && [ "$(jq .failed <<<"$sab")" = "$rpassed" ] ||
+    fail "real module system tests: sabotaged expectations did not all fail"
+echo "real module system tests: $rpassed passed, 0 failed (sabotaged: all fail)"
 
 # --- 3. the flake and the template through Nix's flake machinery -------------------------
 # nixpkgs is overridden by the stub flake nix/tests/flake.nix (no network); sources are copied
