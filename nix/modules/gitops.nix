@@ -11,7 +11,12 @@
 #     file is `!include`d from nix.conf and never enters the Nix store; or
 #   - a deploy key: `flake = "git+ssh://git@github.com/me/machines"`, the key in
 #     /root/.ssh/id_ed25519 and the host key in `programs.ssh.knownHosts`.
-{ config, lib, ... }:
+{
+  config,
+  lib,
+  options,
+  ...
+}:
 let
   cfg = config.imgbuild.gitops;
   inherit (lib) mkIf mkOption types;
@@ -139,8 +144,11 @@ in
         rebootWindow
         flags
         ;
-      # `--upgrade` updates nix-channels, which a flake system does not use; the flake's
-      # inputs are pinned by its flake.lock (which Renovate keeps up to date).
+    }
+    # `--upgrade` updates nix-channels, which a flake system does not use; the flake's inputs
+    # are pinned by its flake.lock (which Renovate keeps up to date). The option came with
+    # nixpkgs 25.11: older releases always pass --upgrade, harmless without channels.
+    // lib.optionalAttrs (options.system.autoUpgrade ? upgrade) {
       upgrade = false;
     };
   };

@@ -21,8 +21,10 @@ let
   opt = type: default: mkOption { inherit type default; };
   freeform = types.submodule { freeformType = types.attrsOf types.anything; };
 
-  # The NixOS options imgbuild's modules and mkNodes' node module set.
-  nixosOptions =
+  # The NixOS options imgbuild's modules and mkNodes' node module set (as nixpkgs 25.11
+  # declares them; `old` leaves out what came with 25.11).
+  nixosOptionsOf =
+    { old }:
     { config, ... }:
     {
       options = {
@@ -90,13 +92,15 @@ let
             }
           )) null;
           flags = opt (types.listOf types.str) [ ];
-          upgrade = opt types.bool true;
-        };
+        }
+        // lib.optionalAttrs (!old) { upgrade = opt types.bool true; };
         system.build = opt (types.attrsOf types.anything) { };
       };
       config.system.build.toplevel =
         stubs.fakePath "nixos-system-${config.networking.hostName}-26.11";
     };
+
+  nixosOptions = nixosOptionsOf { old = false; };
 
   evalWith =
     system: modules:
@@ -330,6 +334,38 @@ let
           "nix-command"
         ];
         ok = true;
+      };
+    };
+
+    # On nixpkgs before 25.11 (no `system.autoUpgrade.upgrade`) the gitops module still
+    # evaluates, without setting it.
+    gitopsOnOlderNixpkgs = {
+      expr =
+        let
+          c =
+            (lib.evalModules {
+              modules = [
+                (nixosOptionsOf { old = true; })
+                { _module.args.pkgs = stubs.pkgsFor "x86_64-linux"; }
+                gitops
+                {
+                  networking.hostName = "web";
+                  imgbuild.gitops = {
+                    enable = true;
+                    flake = "github:user/fleet";
+                  };
+                }
+              ];
+            }).config;
+        in
+        {
+          inherit (c.system.autoUpgrade) enable flake;
+          hasUpgrade = c.system.autoUpgrade ? upgrade;
+        };
+      expected = {
+        enable = true;
+        flake = "github:user/fleet#web";
+        hasUpgrade = false;
       };
     };
 

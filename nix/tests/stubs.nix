@@ -45,6 +45,7 @@ let
     inherit concatStringsSep hasInfix;
     hasPrefix = prefix: s: substring 0 (stringLength prefix) s == prefix;
     optionalString = cond: s: if cond then s else "";
+    optionalAttrs = cond: as: if cond then as else { };
     mkOption = attrs: attrs // { _type = "option"; };
     mkEnableOption = name: {
       _type = "option";
@@ -265,6 +266,8 @@ let
       f = if isFunction module then module else import module;
       m = f {
         inherit config pkgs lib;
+        # The NixOS options modules look for (as nixpkgs 25.11 declares them).
+        options.system.autoUpgrade.upgrade = { };
       };
       config = recursiveUpdate (recursiveUpdate base (defaultsOf (m.options or { }))) settings;
       # `_file` and `key` name the module for error messages; they define nothing.
