@@ -363,6 +363,10 @@ pub enum Perms {
     /// any execute bit is set; no setuid/setgid/sticky. Makes the result independent of the
     /// umask and of how the files were checked out.
     NixStore,
+    /// What a copy with a fixed policy gives (`--add-tree`): directories 0755, files 0755 when
+    /// any execute bit is set, else 0644, symlinks 0777; no setuid/setgid/sticky. Independent
+    /// of the umask.
+    Normalized,
 }
 
 /// What modification time scanned entries get.
@@ -412,6 +416,9 @@ impl Scanner {
             Perms::NixStore if md.file_type().is_symlink() => 0o777,
             Perms::NixStore if host & 0o111 != 0 => 0o555,
             Perms::NixStore => 0o444,
+            Perms::Normalized if is_dir || host & 0o111 != 0 => 0o755,
+            Perms::Normalized if md.file_type().is_symlink() => 0o777,
+            Perms::Normalized => 0o644,
         };
         let (uid, gid) = match self.opts.owner {
             Owner::Fixed(u, g) => (u, g),
@@ -607,5 +614,17 @@ mod tests {
         assert_eq!(t.node(t.lookup(b"g").unwrap()).meta.perm, 0o555);
         assert_ne!(t.lookup(b"g"), t.lookup(b"sub/f"));
         assert_eq!(t.node(t.lookup(b"sub").unwrap()).meta.perm, 0o555);
+        let mut sc = Scanner::new(ScanOptions {
+            owner: Owner::Fixed(5, 6),
+            perms: Perms::Normalized,
+            mtime: Mtime::Fixed(1),
+            hardlinks: false,
+        });
+        let t = sc.scan(s).unwrap();
+        let perm = |p: &[u8]| t.node(t.lookup(p).unwrap()).meta.perm;
+        assert_eq!(perm(b"g"), 0o755, "an executable, setuid dropped");
+        assert_eq!(perm(b"sub/f"), 0o644);
+        assert_eq!(perm(b"sub"), 0o755);
+        assert_eq!(perm(b"escape"), 0o777);
     }
 }

@@ -6,9 +6,10 @@
 //! let anyone test guesses of a secret).
 
 use crate::{Error, Result};
-use imgbuild_fstree::{FileData, Kind, Meta, Node, NodeId, Tree};
+use imgbuild_fstree::{
+    FileData, Kind, Meta, Mtime, Node, NodeId, Owner, Perms, ScanOptions, Scanner, Tree,
+};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Where an addition goes.
@@ -162,20 +163,26 @@ pub fn apply(tree: &mut Tree, adds: &[&Add], time: i64, fat: bool) -> Result<Vec
                     reason: "--add-tree needs a directory".into(),
                 });
             }
-            let id = tree
-                .insert(dir, name, Node::dir(Meta::new(0o755, uid, gid, time)))
+            // The one host-directory scanner (never follows symlinks), with the modes,
+            // owner and time --add-tree promises; then what it found is checked and listed.
+            let mut scanner = Scanner::new(ScanOptions {
+                owner: Owner::Fixed(uid, gid),
+                perms: Perms::Normalized,
+                mtime: Mtime::Fixed(time),
+                hardlinks: false,
+            });
+            let id = scanner
+                .graft(tree, dir, name, &a.src)
                 .map_err(|source| Error::Tree {
                     what: a.dest.clone(),
                     source,
                 })?;
             let cx = TreeAdd {
                 base: &a.src,
-                owner: (uid, gid),
-                time,
                 fat,
                 target: a.target,
             };
-            add_dir(&cx, tree, id, &a.src, &a.dest, &mut out, 0)?;
+            check_added(&cx, tree, id, Path::new(""), &a.dest, &mut out)?;
         } else {
             if md.file_type().is_symlink() {
                 return Err(Error::AddSource {
@@ -237,120 +244,77 @@ fn add_file(
     })
 }
 
-/// What stays the same while one `--add-tree` is copied in.
+/// What stays the same while one `--add-tree` is checked.
 struct TreeAdd<'a> {
     /// The tree's top on the host (relative symlinks must stay below it).
     base: &'a Path,
-    owner: (u32, u32),
-    time: i64,
     /// The target is FAT: symlinks cannot be kept.
     fat: bool,
     target: AddTarget,
 }
 
-fn add_dir(
+/// Checks the scanned tree under `dir` (host directory `base/rel`, image path `dest`): only
+/// files, directories and (not on FAT) symlinks that stay inside the added tree; lists every
+/// file for the manifest, in name order.
+fn check_added(
     cx: &TreeAdd,
-    tree: &mut Tree,
+    tree: &Tree,
     dir: NodeId,
-    host: &Path,
+    rel: &Path,
     dest: &str,
     out: &mut Vec<Added>,
-    depth: usize,
 ) -> Result<()> {
-    let TreeAdd {
-        base,
-        owner,
-        time,
-        fat,
-        target,
-    } = *cx;
-    if depth > 128 {
-        return Err(Error::TooDeep {
-            path: host.to_path_buf(),
-        });
-    }
-    let mut names: Vec<_> = std::fs::read_dir(host)
-        .and_then(|rd| {
-            rd.map(|e| e.map(|e| e.file_name()))
-                .collect::<std::io::Result<Vec<_>>>()
-        })
-        .map_err(io("reading directory", host))?;
-    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    for n in names {
-        let p = host.join(&n);
-        let d = format!("{dest}/{}", n.to_string_lossy());
-        let md = std::fs::symlink_metadata(&p).map_err(io("reading metadata of", &p))?;
-        let ft = md.file_type();
-        if ft.is_dir() {
-            let id = tree
-                .insert(
-                    dir,
-                    n.as_bytes(),
-                    Node::dir(Meta::new(0o755, owner.0, owner.1, time)),
-                )
-                .map_err(|source| Error::Tree {
-                    what: d.clone(),
-                    source,
-                })?;
-            add_dir(cx, tree, id, &p, &d, out, depth + 1)?;
-        } else if ft.is_file() {
-            let mode = if md.mode() & 0o111 != 0 { 0o755 } else { 0o644 };
-            add_file(
-                tree,
-                dir,
-                n.as_bytes(),
-                &p,
-                md.len(),
-                Meta::new(mode, owner.0, owner.1, time),
-            )?;
-            out.push(Added {
-                target,
+    let children: Vec<(Vec<u8>, NodeId)> =
+        tree.children(dir).map(|(n, id)| (n.to_vec(), id)).collect();
+    for (n, id) in children {
+        let name = std::ffi::OsStr::from_bytes(&n);
+        let rel = rel.join(name);
+        let host = cx.base.join(&rel);
+        let d = format!("{dest}/{}", name.to_string_lossy());
+        let node = tree.node(id);
+        match &node.kind {
+            Kind::Dir(_) => check_added(cx, tree, id, &rel, &d, out)?,
+            Kind::File(f) => out.push(Added {
+                target: cx.target,
                 path: d,
-                mode: format!("{mode:04o}"),
-                uid: owner.0,
-                gid: owner.1,
-                size: md.len(),
-            });
-        } else if ft.is_symlink() && !fat {
-            let t = std::fs::read_link(&p).map_err(io("reading symlink", &p))?;
-            // A relative link must stay inside the added tree.
-            if t.is_relative() {
-                let mut depth_in = p
-                    .parent()
-                    .and_then(|q| q.strip_prefix(base).ok())
-                    .map_or(0, |r| r.components().count() as i64);
-                for c in t.components() {
-                    match c {
-                        std::path::Component::ParentDir => depth_in -= 1,
-                        std::path::Component::Normal(_) => depth_in += 1,
-                        _ => {}
-                    }
-                    if depth_in < 0 {
-                        return Err(Error::AddSource {
-                            src: p.clone(),
-                            reason: format!("symlink to `{}` leaves the added tree", t.display()),
-                        });
+                mode: format!("{:04o}", node.meta.perm),
+                uid: node.meta.uid,
+                gid: node.meta.gid,
+                size: f.size(),
+            }),
+            Kind::Symlink(t) if !cx.fat => {
+                let t = Path::new(std::ffi::OsStr::from_bytes(t));
+                // A relative link must stay inside the added tree.
+                if t.is_relative() {
+                    let mut depth = i64::try_from(rel.components().count()).unwrap_or(i64::MAX) - 1;
+                    for c in t.components() {
+                        match c {
+                            std::path::Component::ParentDir => depth -= 1,
+                            std::path::Component::Normal(_) => depth += 1,
+                            _ => {}
+                        }
+                        if depth < 0 {
+                            return Err(Error::AddSource {
+                                src: host,
+                                reason: format!(
+                                    "symlink to `{}` leaves the added tree",
+                                    t.display()
+                                ),
+                            });
+                        }
                     }
                 }
             }
-            tree.insert(
-                dir,
-                n.as_bytes(),
-                Node {
-                    meta: Meta::new(0o777, owner.0, owner.1, time),
-                    kind: Kind::Symlink(t.into_os_string().into_encoded_bytes()),
-                },
-            )
-            .map_err(|source| Error::Tree { what: d, source })?;
-        } else {
-            return Err(Error::AddSource {
-                src: p,
-                reason: if fat {
-                    "only files and directories can go on a FAT partition".into()
-                } else {
-                    "is not a file, directory or symlink".into()
-                },
-            });
+            _ => {
+                return Err(Error::AddSource {
+                    src: host,
+                    reason: if cx.fat {
+                        "only files and directories can go on a FAT partition".into()
+                    } else {
+                        "is not a file, directory or symlink".into()
+                    },
+                })
+            }
         }
     }
     Ok(())
