@@ -416,8 +416,8 @@ impl Scanner {
             Perms::NixStore if md.file_type().is_symlink() => 0o777,
             Perms::NixStore if host & 0o111 != 0 => 0o555,
             Perms::NixStore => 0o444,
-            Perms::Normalized if is_dir || host & 0o111 != 0 => 0o755,
             Perms::Normalized if md.file_type().is_symlink() => 0o777,
+            Perms::Normalized if is_dir || host & 0o111 != 0 => 0o755,
             Perms::Normalized => 0o644,
         };
         let (uid, gid) = match self.opts.owner {
