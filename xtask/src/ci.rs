@@ -322,7 +322,10 @@ pub fn run(args: CiArgs) -> Result<()> {
             // The same disk in the containers hypervisors take, read by QEMU's own drivers.
             for (format, disk) in [
                 (Format::QemuEfi, Disk::Virtio),
-                (Format::Amazon, Disk::Nvme),
+                (Format::Azure, Disk::Nvme),
+                (Format::Amazon, Disk::Virtio),
+                (Format::Vmware, Disk::Nvme),
+                (Format::Hyperv, Disk::Virtio),
             ] {
                 let name = format.name();
                 if let Some(img) = run.step(&format!("imgbuild {name} image"), || {
