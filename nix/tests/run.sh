@@ -126,8 +126,8 @@ done
 # --- 4. the mkImage command on the fixture closures --------------------------------------
 part() { # IMAGE MANIFEST LABEL OUT: copy one partition out of IMAGE
     local start size
-    start=$(jq -r --arg l "$3" '.partitions[] | select(.label == $l) | .start' "$2")
-    size=$(jq -r --arg l "$3" '.partitions[] | select(.label == $l) | .size' "$2")
+    start=$(jq -r --arg l "$3" '.partitions[] | select(.filesystem.label == $l) | .start' "$2")
+    size=$(jq -r --arg l "$3" '.partitions[] | select(.filesystem.label == $l) | .size' "$2")
     [ -n "$start" ] && [ -n "$size" ] || fail "$2: no partition labelled $3"
     dd if="$1" of="$4" bs=1M iflag=skip_bytes,count_bytes skip="$start" count="$size" conv=sparse status=none
 }
@@ -186,8 +186,8 @@ EOF
     fi
 
     local root=$work/$arch/root.ext4 boot=$work/$arch/boot.fat rootlabel bootlabel
-    rootlabel=$(jq -r '.partitions[] | select(.mount_point == "/") | .label' "$manifest")
-    bootlabel=$(jq -r '.partitions[] | select(.mount_point != "/") | .label' "$manifest")
+    rootlabel=$(jq -r '.partitions[] | select(.mount_point == "/") | .filesystem.label' "$manifest")
+    bootlabel=$(jq -r '.partitions[] | select(.mount_point != "/") | .filesystem.label' "$manifest")
     part "$disk" "$manifest" "$rootlabel" "$root"
     part "$disk" "$manifest" "$bootlabel" "$boot"
 

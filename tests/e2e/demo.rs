@@ -122,7 +122,7 @@ fn raw_efi_demo_is_valid_by_every_tool() {
     extract(
         &img,
         u(&part(&m, 1)["start"]),
-        u(&part(&m, 1)["fs_size"]),
+        u(&part(&m, 1)["filesystem"]["size"]),
         &root_img,
     );
     ok(Command::new("e2fsck").arg("-fn").arg(&root_img));
@@ -265,10 +265,10 @@ fn the_aarch64_demo_builds_an_sd_card() {
         extract(
             &raw,
             p["start"].as_u64().unwrap(),
-            p["fs_size"].as_u64().unwrap(),
+            p["filesystem"]["size"].as_u64().unwrap(),
             &part,
         );
-        if p["filesystem"] == "ext4" {
+        if p["filesystem"]["kind"] == "ext4" {
             ok(Command::new("e2fsck").arg("-fn").arg(&part));
         } else {
             ok(Command::new("fsck.fat").arg("-n").arg(&part));

@@ -601,7 +601,7 @@ fn a_system_not_configured_for_the_format_is_refused() {
     ] {
         std::fs::remove_file(p).unwrap();
     }
-    let uuid = m["partitions"][1]["uuid"].as_str().unwrap();
+    let uuid = m["partitions"][1]["filesystem"]["uuid"].as_str().unwrap();
     let partuuid = m["partitions"][0]["guid"].as_str().unwrap().to_lowercase();
     std::fs::write(
         &fstab,
@@ -1200,7 +1200,7 @@ fn real_db(d: &Demo) -> Vec<u8> {
     extract(
         &img,
         root["start"].as_u64().expect("start"),
-        root["fs_size"].as_u64().expect("fs_size"),
+        root["filesystem"]["size"].as_u64().expect("fs_size"),
         &fs,
     );
     let db = d.dir().join("db-source.sqlite");

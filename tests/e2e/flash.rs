@@ -22,10 +22,10 @@ fn fsck_partitions(m: &serde_json::Value, target: &Path, t: &Path) {
         extract(
             target,
             p["start"].as_u64().unwrap(),
-            p["fs_size"].as_u64().unwrap(),
+            p["filesystem"]["size"].as_u64().unwrap(),
             &part,
         );
-        let (tool, flag) = if p["filesystem"] == "ext4" {
+        let (tool, flag) = if p["filesystem"]["kind"] == "ext4" {
             ("e2fsck", "-fn")
         } else {
             ("fsck.fat", "-n")

@@ -300,47 +300,47 @@ fn write_report(out: &mut dyn Write, r: &Inspection) -> io::Result<()> {
     writeln!(out, "partitions")?;
     for p in &r.partitions {
         let q = &p.partition;
-        let ty = match q.type_name {
-            Some(n) => format!("{} ({n})", q.type_id),
-            None => q.type_id.clone(),
+        let ty = match q.entry.type_name {
+            Some(n) => format!("{} ({n})", q.entry.type_id),
+            None => q.entry.type_id.clone(),
         };
         write!(
             out,
             "  {:>2}  start {} (LBA {}), size {} (LBA {}..{}), type {ty}",
-            q.number,
-            q.start,
-            q.first_lba,
-            human(q.size),
-            q.first_lba,
-            q.last_lba
+            q.entry.number,
+            q.entry.start,
+            q.entry.first_lba,
+            human(q.entry.size),
+            q.entry.first_lba,
+            q.entry.last_lba
         )?;
-        if let Some(n) = &q.name {
+        if let Some(n) = &q.entry.name {
             write!(out, ", name {n:?}")?;
         }
-        if !q.flags.is_empty() {
-            write!(out, ", flags {}", q.flags.join(","))?;
+        if !q.entry.flags.is_empty() {
+            write!(out, ", flags {}", q.entry.flags.join(","))?;
         }
         writeln!(out)?;
-        if let Some(g) = &q.guid {
+        if let Some(g) = &q.entry.guid {
             writeln!(out, "      guid {g}")?;
         }
         if let Some(fs) = &p.filesystem {
-            write!(out, "      {}", fs.kind)?;
-            if let Some(l) = &fs.label {
+            write!(out, "      {}", fs.summary.kind)?;
+            if let Some(l) = &fs.summary.label {
                 write!(out, " label {l:?}")?;
             }
-            if let Some(u) = &fs.uuid {
+            if let Some(u) = &fs.summary.uuid {
                 write!(out, " uuid {u}")?;
             }
-            if fs.size > 0 {
+            if fs.summary.size > 0 {
                 write!(
                     out,
                     ", {} ({} bytes), {} used ({:.0} %), {} blocks of {}",
-                    human(fs.size),
-                    fs.size,
+                    human(fs.summary.size),
+                    fs.summary.size,
                     human(fs.used),
-                    100.0 * fs.used as f64 / fs.size as f64,
-                    fs.size / fs.block_size.max(1),
+                    100.0 * fs.used as f64 / fs.summary.size as f64,
+                    fs.summary.size / fs.block_size.max(1),
                     fs.block_size
                 )?;
             }

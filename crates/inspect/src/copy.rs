@@ -83,10 +83,13 @@ fn copy_normalized(fs: &Filesystem, src: &[u8], dest: &Path) -> Result<CopyStats
             ),
         });
     }
-    let max_bytes = fs
-        .limits()
-        .max_copy_bytes
-        .unwrap_or_else(|| fs.info().size.saturating_mul(4).saturating_add(1 << 30));
+    let max_bytes = fs.limits().max_copy_bytes.unwrap_or_else(|| {
+        fs.info()
+            .summary
+            .size
+            .saturating_mul(4)
+            .saturating_add(1 << 30)
+    });
     let mut stats = CopyStats::default();
     // Directories get their real (possibly read-only) modes and mtimes after their contents.
     let mut dirs: Vec<(PathBuf, u16, i64)> = Vec::new();

@@ -206,17 +206,19 @@ impl Image {
                     backup_ok: None,
                 },
                 vec![Partition {
-                    number: 0,
-                    start: 0,
-                    size: disk_size,
-                    first_lba: 0,
-                    last_lba: (disk_size / table::SECTOR).saturating_sub(1),
-                    type_id: "-".into(),
-                    type_name: Some("whole image"),
-                    name: None,
-                    guid: None,
-                    flags: Vec::new(),
-                    attributes: None,
+                    entry: imgbuild_partition::Entry {
+                        number: 0,
+                        start: 0,
+                        size: disk_size,
+                        first_lba: 0,
+                        last_lba: (disk_size / table::SECTOR).saturating_sub(1),
+                        type_id: "-".into(),
+                        type_name: Some("whole image"),
+                        name: None,
+                        guid: None,
+                        flags: Vec::new(),
+                        attributes: None,
+                    },
                     readable: true,
                 }],
                 Vec::new(),
@@ -242,7 +244,7 @@ impl Image {
             let at_label = o
                 .info
                 .as_ref()
-                .and_then(|i| i.label.clone())
+                .and_then(|i| i.summary.label.clone())
                 .map(|l| p.describe(Some(&l)));
             let mut fs = o.fs;
             if let (Some(f), Some(d)) = (&mut fs, at_label) {
@@ -319,7 +321,7 @@ impl Image {
         for p in &self.parts {
             let Some(fs) = &p.fs else { continue };
             let mut r = ReadAll {
-                partition: p.partition.number,
+                partition: p.partition.entry.number,
                 ..ReadAll::default()
             };
             // Like `Filesystem::walk`, but going on past a directory that cannot be read.
@@ -396,7 +398,7 @@ impl Image {
             .iter()
             .map(|p| {
                 p.partition
-                    .describe(p.info.as_ref().and_then(|i| i.label.as_deref()))
+                    .describe(p.info.as_ref().and_then(|i| i.summary.label.as_deref()))
             })
             .collect();
         if v.is_empty() {
@@ -411,7 +413,7 @@ impl Image {
             image: self.path.clone(),
             partition: Some(
                 p.partition
-                    .describe(p.info.as_ref().and_then(|i| i.label.as_deref())),
+                    .describe(p.info.as_ref().and_then(|i| i.summary.label.as_deref())),
             ),
             path: None,
         };
@@ -430,16 +432,17 @@ impl Image {
     /// The filesystem of a partition given by number (`2`) or by filesystem label or GPT
     /// partition name (`ESP`, `nixos`; case-sensitive first, then case-insensitive).
     pub fn filesystem(&self, spec: &str) -> Result<&Filesystem> {
-        let label = |p: &Part| p.info.as_ref().and_then(|i| i.label.clone());
+        let label = |p: &Part| p.info.as_ref().and_then(|i| i.summary.label.clone());
         let found = if let Ok(n) = spec.parse::<u32>() {
-            self.parts.iter().find(|p| p.partition.number == n)
+            self.parts.iter().find(|p| p.partition.entry.number == n)
         } else {
             let exact = |p: &&Part| {
-                label(p).as_deref() == Some(spec) || p.partition.name.as_deref() == Some(spec)
+                label(p).as_deref() == Some(spec) || p.partition.entry.name.as_deref() == Some(spec)
             };
             let loose = |p: &&Part| {
                 label(p).is_some_and(|l| l.eq_ignore_ascii_case(spec))
                     || p.partition
+                        .entry
                         .name
                         .as_deref()
                         .is_some_and(|n| n.eq_ignore_ascii_case(spec))
@@ -474,15 +477,19 @@ impl Image {
                 readable.iter().find(|p| {
                     p.info
                         .as_ref()
-                        .and_then(|i| i.label.as_deref())
+                        .and_then(|i| i.summary.label.as_deref())
                         .is_some_and(|l| l.eq_ignore_ascii_case("nixos") || l == "NIXOS_SD")
                 })
             })
             .or_else(|| {
                 readable
                     .iter()
-                    .filter(|p| p.info.as_ref().is_some_and(|i| i.kind.starts_with("ext")))
-                    .max_by_key(|p| p.partition.size)
+                    .filter(|p| {
+                        p.info
+                            .as_ref()
+                            .is_some_and(|i| i.summary.kind.starts_with("ext"))
+                    })
+                    .max_by_key(|p| p.partition.entry.size)
             })
             .or_else(|| {
                 // The only filesystem is the root only when no other partition is missing: a
@@ -509,7 +516,7 @@ impl Image {
                                 .clone()
                                 .unwrap_or_else(|| "has no filesystem imgbuild reads".into())
                         };
-                        format!("partition {} {why}", p.partition.number)
+                        format!("partition {} {why}", p.partition.entry.number)
                     })
                     .collect();
                 Err(Error::NoFilesystem {
@@ -543,7 +550,7 @@ impl Image {
         let mut boot = Boot::default();
         for p in &self.parts {
             let Some(fs) = &p.fs else { continue };
-            let n = p.partition.number;
+            let n = p.partition.entry.number;
             if let Some(sb) = boot::systemd_boot(fs, n, &mut warnings) {
                 boot.systemd_boot.push(sb);
             }
@@ -574,7 +581,7 @@ impl Image {
             looks_nixos.then(|| {
                 nixos::read(
                     fs,
-                    part.partition.number,
+                    part.partition.entry.number,
                     boot_toplevel,
                     self.temp_dir.as_deref(),
                     &mut warnings,
@@ -605,7 +612,7 @@ impl Image {
 }
 
 fn table_is_none(parts: &[Part]) -> bool {
-    parts.len() == 1 && parts[0].partition.number == 0
+    parts.len() == 1 && parts[0].partition.entry.number == 0
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use imgbuild_partition::{self as partition, mbr_is_extended, Entry};
 use serde::Serialize;
 
 use crate::guard::guard;
@@ -65,34 +66,12 @@ impl std::fmt::Display for TableKind {
     }
 }
 
-/// One partition (or, without a table, the whole image as partition 0).
+/// One partition (or, without a table, the whole image as partition 0): the table entry in
+/// the shape the manifest uses too, and whether it can be read.
 #[derive(Clone, Debug, Serialize)]
 pub struct Partition {
-    /// 1-based number (GPT entry index + 1; MBR 1-4 primary, 5+ logical); 0 = whole image.
-    pub number: u32,
-    /// Byte offset in the image.
-    pub start: u64,
-    /// Size in bytes.
-    pub size: u64,
-    pub first_lba: u64,
-    pub last_lba: u64,
-    /// GPT type GUID (upper case) or MBR type byte (`0x83`).
-    #[serde(rename = "type")]
-    pub type_id: String,
-    /// Human name of the type, when known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub type_name: Option<&'static str>,
-    /// GPT partition name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// GPT unique partition GUID.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub guid: Option<String>,
-    /// Flags: `boot` (MBR active), GPT attribute names, `logical`.
-    pub flags: Vec<String>,
-    /// GPT attribute bits as a number.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub attributes: Option<u64>,
+    #[serde(flatten)]
+    pub entry: Entry,
     /// False when the partition is not inside the image (then it is not read).
     pub readable: bool,
 }
@@ -100,8 +79,10 @@ pub struct Partition {
 impl Partition {
     /// `2 (nixos)`-style description used in messages.
     pub fn describe(&self, label: Option<&str>) -> String {
-        let name = label.or(self.name.as_deref()).filter(|n| !n.is_empty());
-        match (self.number, name) {
+        let name = label
+            .or(self.entry.name.as_deref())
+            .filter(|n| !n.is_empty());
+        match (self.entry.number, name) {
             (0, _) => "0 (whole image)".to_string(),
             (n, Some(l)) => format!("{n} ({l})"),
             (n, None) => n.to_string(),
@@ -379,41 +360,18 @@ fn read_gpt(image: &std::path::Path, disk: &Arc<Disk>, protective: bool) -> Resu
         if !p.is_used() {
             continue;
         }
-        let type_id = p
-            .part_type_guid
-            .guid
-            .hyphenated()
-            .to_string()
-            .to_uppercase();
-        let mut flags = Vec::new();
-        for (bit, name) in [
-            (0, "required"),
-            (1, "no-block-io"),
-            (2, "legacy-bios-bootable"),
-            (60, "read-only"),
-            (62, "hidden"),
-            (63, "no-automount"),
-        ] {
-            if p.flags & (1u64 << bit) != 0 {
-                flags.push(name.to_string());
-            }
-        }
         let mut part = Partition {
-            number,
-            start: p.first_lba.saturating_mul(SECTOR),
-            size: p
-                .last_lba
-                .saturating_sub(p.first_lba)
-                .saturating_add(1)
-                .saturating_mul(SECTOR),
-            first_lba: p.first_lba,
-            last_lba: p.last_lba,
-            type_name: gpt_type_name(&type_id),
-            type_id,
-            name: Some(p.name.clone()),
-            guid: Some(p.part_guid.hyphenated().to_string().to_uppercase()),
-            flags,
-            attributes: Some(p.flags),
+            entry: Entry::gpt(
+                number,
+                &partition::GptPartition {
+                    name: p.name.clone(),
+                    type_guid: p.part_type_guid.guid,
+                    part_guid: p.part_guid,
+                    first_lba: p.first_lba,
+                    last_lba: p.last_lba,
+                    attributes: p.flags,
+                },
+            ),
             readable: true,
         };
         if p.last_lba < p.first_lba {
@@ -422,7 +380,7 @@ fn read_gpt(image: &std::path::Path, disk: &Arc<Disk>, protective: bool) -> Resu
                 p.last_lba, p.first_lba
             ));
             part.readable = false;
-            part.size = 0;
+            part.entry.size = 0;
         } else if p.first_lba < hdr.first_usable || p.last_lba > hdr.last_usable {
             warnings.push(format!(
                 "partition {number}: LBAs {}..={} outside the usable range {}..={}",
@@ -450,19 +408,19 @@ fn read_gpt(image: &std::path::Path, disk: &Arc<Disk>, protective: bool) -> Resu
 }
 
 fn check_inside(part: &mut Partition, disk_sectors: u64, warnings: &mut Vec<String>) {
-    if part.readable && part.last_lba >= disk_sectors {
+    if part.readable && part.entry.last_lba >= disk_sectors {
         warnings.push(format!(
             "partition {}: ends at LBA {}, past the end of the image (LBA {}): not read",
-            part.number,
-            part.last_lba,
+            part.entry.number,
+            part.entry.last_lba,
             disk_sectors.saturating_sub(1)
         ));
         part.readable = false;
     }
-    if part.readable && part.first_lba == 0 {
+    if part.readable && part.entry.first_lba == 0 {
         warnings.push(format!(
             "partition {}: starts at LBA 0, over the partition table: not read",
-            part.number
+            part.entry.number
         ));
         part.readable = false;
     }
@@ -471,19 +429,19 @@ fn check_inside(part: &mut Partition, disk_sectors: u64, warnings: &mut Vec<Stri
 fn check_overlaps(parts: &[Partition], warnings: &mut Vec<String>) {
     let mut sorted: Vec<&Partition> = parts
         .iter()
-        .filter(|p| p.size > 0 && !p.flags.iter().any(|f| f == "extended"))
+        .filter(|p| p.entry.size > 0 && !p.entry.flags.iter().any(|f| f == "extended"))
         .collect();
-    sorted.sort_by_key(|p| (p.first_lba, p.number));
+    sorted.sort_by_key(|p| (p.entry.first_lba, p.entry.number));
     for w in sorted.windows(2) {
-        if w[1].first_lba <= w[0].last_lba {
+        if w[1].entry.first_lba <= w[0].entry.last_lba {
             warnings.push(format!(
                 "partitions {} (LBA {}..={}) and {} (LBA {}..={}) overlap",
-                w[0].number,
-                w[0].first_lba,
-                w[0].last_lba,
-                w[1].number,
-                w[1].first_lba,
-                w[1].last_lba
+                w[0].entry.number,
+                w[0].entry.first_lba,
+                w[0].entry.last_lba,
+                w[1].entry.number,
+                w[1].entry.first_lba,
+                w[1].entry.last_lba
             ));
         }
     }
@@ -501,10 +459,6 @@ fn raw_entry(b: &[u8]) -> RawEntry {
         sys: b[4],
         start: u64::from(u32le(b, 8)),
     }
-}
-
-fn is_extended(sys: u8) -> bool {
-    matches!(sys, 0x05 | 0x0f | 0x85)
 }
 
 fn read_mbr(image: &std::path::Path, disk: &Arc<Disk>, lba0: &[u8; 512]) -> Result<Parsed> {
@@ -534,7 +488,7 @@ fn read_mbr(image: &std::path::Path, disk: &Arc<Disk>, lba0: &[u8; 512]) -> Resu
                 e.sys
             )));
         }
-        if is_extended(e.sys) && extended.is_none() {
+        if mbr_is_extended(e.sys) && extended.is_none() {
             extended = Some(e);
         }
     }
@@ -554,28 +508,16 @@ fn read_mbr(image: &std::path::Path, disk: &Arc<Disk>, lba0: &[u8; 512]) -> Resu
         let number = u32::try_from(i).unwrap_or(u32::MAX);
         let start = u64::from(p.starting_lba);
         let sectors = u64::from(p.sectors);
-        let mut flags = Vec::new();
-        if p.boot == 0x80 {
-            flags.push("boot".to_string());
-        }
-        if p.is_extended() {
-            flags.push("extended".to_string());
-        }
-        if i > 4 {
-            flags.push("logical".to_string());
-        }
         let mut part = Partition {
-            number,
-            start: start * SECTOR,
-            size: sectors * SECTOR,
-            first_lba: start,
-            last_lba: (start + sectors).saturating_sub(1),
-            type_id: format!("{:#04x}", p.sys),
-            type_name: mbr_type_name(p.sys),
-            name: None,
-            guid: None,
-            flags,
-            attributes: None,
+            entry: Entry::mbr(
+                number,
+                &partition::MbrPartition {
+                    first_lba: start,
+                    sectors,
+                    type_byte: p.sys,
+                    bootable: p.boot == 0x80,
+                },
+            ),
             readable: !p.is_extended(),
         };
         if sectors == 0 {
@@ -668,45 +610,6 @@ fn walk_ebr_chain(
         rel = next.start;
     }
     Ok(())
-}
-
-/// Names of the GPT partition types seen in Linux images.
-pub fn gpt_type_name(guid: &str) -> Option<&'static str> {
-    Some(match guid {
-        "C12A7328-F81F-11D2-BA4B-00A0C93EC93B" => "EFI System",
-        "0FC63DAF-8483-4772-8E79-3D69D8477DE4" => "Linux filesystem",
-        "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709" => "Linux root (x86-64)",
-        "B921B045-1DF0-41C3-AF44-4C6F280D3FAE" => "Linux root (ARM-64)",
-        "44479540-F297-41B2-9AF7-D131D5F0458A" => "Linux root (x86)",
-        "BC13C2FF-59E6-4262-A352-B275FD6F7172" => "Linux extended boot (XBOOTLDR)",
-        "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F" => "Linux swap",
-        "E6D6D379-F507-44C2-A23C-238F2A3DF928" => "Linux LVM",
-        "A19D880F-05FC-4D3B-A006-743F0F84911E" => "Linux RAID",
-        "933AC7E1-2EB4-4F13-B844-0E14E2AEF915" => "Linux home",
-        "21686148-6449-6E6F-744E-656564454649" => "BIOS boot",
-        "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7" => "Microsoft basic data",
-        _ => return None,
-    })
-}
-
-/// Names of the MBR partition types seen in Linux images.
-pub fn mbr_type_name(sys: u8) -> Option<&'static str> {
-    Some(match sys {
-        0x01 => "FAT12",
-        0x04 | 0x06 => "FAT16",
-        0x05 => "Extended",
-        0x0b => "W95 FAT32",
-        0x0c => "W95 FAT32 (LBA)",
-        0x0e => "W95 FAT16 (LBA)",
-        0x0f => "W95 Extended (LBA)",
-        0x82 => "Linux swap",
-        0x83 => "Linux",
-        0x85 => "Linux extended",
-        0x8e => "Linux LVM",
-        0xee => "GPT protective",
-        0xef => "EFI (FAT-12/16/32)",
-        _ => return None,
-    })
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@
     )
 )]
 
+mod entry;
 mod sparse;
 
 use std::collections::BTreeMap;
@@ -31,6 +32,8 @@ use std::collections::BTreeMap;
 pub use uuid::Uuid;
 
 use sparse::SparseDisk;
+
+pub use entry::{gpt_type_name, mbr_is_extended, mbr_type_name, Entry, FsSummary};
 
 /// Logical sector size of every table written here.
 pub const SECTOR_SIZE: u64 = 512;

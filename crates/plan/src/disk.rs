@@ -29,6 +29,14 @@ impl Fs {
         }
     }
 
+    /// Bytes the filesystem spans (a FAT volume may end a few sectors before its partition).
+    pub fn size(&self) -> u64 {
+        match self {
+            Fs::Ext4(p) => p.size_bytes(),
+            Fs::Fat(f) => f.fs_bytes(),
+        }
+    }
+
     fn map(&self, name: &str, tree: &Tree) -> Result<Map> {
         match self {
             Fs::Ext4(p) => p.map(tree).map_err(|source| Error::Ext4 {
@@ -55,8 +63,8 @@ pub(crate) struct Table {
     pub writes: Vec<partition::Write>,
     /// GPT disk GUID or MBR disk signature (`0x1234abcd`), as the manifest shows it.
     pub disk_id: String,
-    /// GPT unique partition GUIDs (none on MBR).
-    pub guids: Vec<Option<String>>,
+    /// The entries as written, in the shape `inspect` reads them back.
+    pub entries: Vec<partition::Entry>,
 }
 
 /// The image, planned to the byte: every partition's tree and filesystem, the layout, the
@@ -189,11 +197,9 @@ fn table(cx: &Context, lay: &Layout) -> Result<Table> {
     match format.table.kind {
         TableType::Gpt => {
             let disk_guid = cx.ids.gpt_disk_guid();
-            let mut guids = Vec::new();
             let mut parts = Vec::new();
             for (p, pl) in format.partitions.iter().zip(&lay.partitions) {
                 let g = cx.ids.gpt_partition_guid(&p.name);
-                guids.push(Some(g.to_string().to_uppercase()));
                 let crate::format::PartType::Gpt(type_guid) = p.type_id else {
                     return Err(Error::Invalid(format!(
                         "partition `{}`: not a GPT type",
@@ -218,7 +224,7 @@ fn table(cx: &Context, lay: &Layout) -> Result<Table> {
             Ok(Table {
                 writes: partition::encode_gpt(&l)?,
                 disk_id: disk_guid.to_string().to_uppercase(),
-                guids,
+                entries: numbered(&l.partitions, partition::Entry::gpt),
             })
         }
         TableType::Mbr => {
@@ -249,8 +255,13 @@ fn table(cx: &Context, lay: &Layout) -> Result<Table> {
             Ok(Table {
                 writes: partition::encode_mbr(&l)?,
                 disk_id: format!("0x{id:08x}"),
-                guids: vec![None; lay.partitions.len()],
+                entries: numbered(&l.partitions, partition::Entry::mbr),
             })
         }
     }
+}
+
+/// Describes entries in table order, numbered from 1.
+fn numbered<P>(parts: &[P], describe: fn(u32, &P) -> partition::Entry) -> Vec<partition::Entry> {
+    (1u32..).zip(parts).map(|(n, p)| describe(n, p)).collect()
 }

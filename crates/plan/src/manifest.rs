@@ -2,28 +2,14 @@
 
 use serde::Serialize;
 
+/// One partition of the manifest: the table entry and the filesystem summary in the shape
+/// `imgbuild inspect --json` prints them (both are `imgbuild_partition` types), plus where
+/// NixOS mounts it.
 #[derive(Clone, Debug, Serialize)]
 pub struct ManifestPartition {
-    pub number: usize,
-    pub name: String,
-    /// Byte offset and length on the (uncompressed) disk.
-    pub start: u64,
-    pub size: u64,
-    pub first_lba: u64,
-    pub last_lba: u64,
-    /// GPT type GUID or MBR type byte (`0x83`).
-    #[serde(rename = "type")]
-    pub type_id: String,
-    /// GPT unique partition GUID (absent on MBR).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub guid: Option<String>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub bootable: bool,
-    pub filesystem: String,
-    pub fs_size: u64,
-    pub label: String,
-    /// ext4 UUID, or the FAT volume id as `XXXX-XXXX`.
-    pub uuid: String,
+    #[serde(flatten)]
+    pub entry: imgbuild_partition::Entry,
+    pub filesystem: imgbuild_partition::FsSummary,
     pub mount_point: String,
 }
 

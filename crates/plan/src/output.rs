@@ -13,7 +13,6 @@ use sha2::{Digest, Sha256};
 
 use crate::disk::Plan;
 use crate::format::{Compression, ContainerType, TableType};
-use crate::layout::SECTOR;
 use crate::manifest::{Manifest, ManifestPartition};
 use crate::options::Context;
 use crate::{add, error::output_full, Error, Inputs, Reporter, Result};
@@ -424,9 +423,8 @@ fn manifest(
         .partitions
         .iter()
         .zip(&plan.parts)
-        .zip(&plan.table.guids)
-        .map(|((p, part), guid)| {
-            let pl = &part.layout;
+        .zip(&plan.table.entries)
+        .map(|((p, part), entry)| {
             let uuid = match &part.fs {
                 crate::disk::Fs::Ext4(_) => cx.ids.ext4_uuid(&p.name).to_string(),
                 crate::disk::Fs::Fat(_) => {
@@ -434,19 +432,13 @@ fn manifest(
                 }
             };
             ManifestPartition {
-                number: pl.number,
-                name: p.name.clone(),
-                start: pl.start,
-                size: pl.size,
-                first_lba: pl.start / SECTOR,
-                last_lba: (pl.start + pl.size) / SECTOR - 1,
-                type_id: p.type_id.to_string(),
-                guid: guid.clone(),
-                bootable: p.bootable,
-                filesystem: part.fs.kind(),
-                fs_size: pl.fs_size,
-                label: p.label.clone(),
-                uuid,
+                entry: entry.clone(),
+                filesystem: imgbuild_partition::FsSummary {
+                    kind: part.fs.kind(),
+                    label: (!p.label.is_empty()).then(|| p.label.clone()),
+                    uuid: Some(uuid),
+                    size: part.fs.size(),
+                },
                 mount_point: p.mount_point.clone(),
             }
         })

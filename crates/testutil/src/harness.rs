@@ -68,7 +68,7 @@ impl Base {
         };
         let img = Image::open_with(path, &opts).expect("the base image opens");
         let _ = img.inspect();
-        let numbers: Vec<u32> = img.partitions().map(|p| p.number).collect();
+        let numbers: Vec<u32> = img.partitions().map(|p| p.entry.number).collect();
         for n in numbers {
             if let Ok(fs) = img.filesystem(&n.to_string()) {
                 let _ = fs.walk(b"/", |_, _, _| Ok(true));
@@ -326,7 +326,7 @@ fn run_all(path: &Path) -> Outcome {
     // Everything the CLI prints must serialise.
     let _ = format!("{report:?}");
     // `ls` of each partition root, then everything read.
-    let numbers: Vec<u32> = img.partitions().map(|p| p.number).collect();
+    let numbers: Vec<u32> = img.partitions().map(|p| p.entry.number).collect();
     for n in &numbers {
         if let Ok(fs) = img.filesystem(&n.to_string()) {
             match fs.read_dir(b"/") {

@@ -273,7 +273,7 @@ fn dedup(rep: &mut Report, env: &Env) -> Result<()> {
             let root = m["partitions"]
                 .as_array()
                 .and_then(|p| p.last())
-                .map(|p| p["fs_size"].as_u64().unwrap_or(0))
+                .map(|p| p["filesystem"]["size"].as_u64().unwrap_or(0))
                 .unwrap_or(0);
             sizes.push(root);
             if tag == "on" {

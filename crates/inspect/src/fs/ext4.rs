@@ -205,10 +205,12 @@ impl Superblock {
         let label_len = self.label.iter().position(|&c| c == 0).unwrap_or(16);
         let label = String::from_utf8_lossy(&self.label[..label_len]).into_owned();
         FsInfo {
-            kind: kind.into(),
-            label: (!label.is_empty()).then_some(label),
-            uuid: Some(uuid::Uuid::from_bytes(self.uuid).hyphenated().to_string()),
-            size: self.size(),
+            summary: imgbuild_partition::FsSummary {
+                kind: kind.into(),
+                label: (!label.is_empty()).then_some(label),
+                uuid: Some(uuid::Uuid::from_bytes(self.uuid).hyphenated().to_string()),
+                size: self.size(),
+            },
             used: self
                 .blocks_count
                 .saturating_sub(self.free_blocks)

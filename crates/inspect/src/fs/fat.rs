@@ -399,12 +399,14 @@ impl FatFs {
             FatType::Fat32 => "fat32",
         };
         let mut info = FsInfo {
-            kind: kind.into(),
-            label: bpb.label.clone(),
-            uuid: bpb
-                .volume_id
-                .map(|v| format!("{:04X}-{:04X}", v >> 16, v & 0xffff)),
-            size: bpb.total_sectors * bpb.bytes_per_sector,
+            summary: imgbuild_partition::FsSummary {
+                kind: kind.into(),
+                label: bpb.label.clone(),
+                uuid: bpb
+                    .volume_id
+                    .map(|v| format!("{:04X}-{:04X}", v >> 16, v & 0xffff)),
+                size: bpb.total_sectors * bpb.bytes_per_sector,
+            },
             used: 0,
             block_size: bpb.cluster_size(),
             ..FsInfo::default()
@@ -446,7 +448,7 @@ impl FatFs {
                     .find(|e| e.attr & ATTR_VOLUME != 0)
                     .map(|e| e.short.replace('.', "").trim_end().to_string())
                 {
-                    info.label = Some(l);
+                    info.summary.label = Some(l);
                 }
             }
             Err(e) => {

@@ -9,6 +9,7 @@ use std::cell::Cell;
 use std::io::Write;
 use std::sync::Arc;
 
+use imgbuild_partition::FsSummary;
 use serde::Serialize;
 
 use crate::guard::guard;
@@ -64,15 +65,9 @@ pub(crate) fn probe(slice: &mut Slice) -> Probe {
 /// Facts about a filesystem, from its superblock or boot sector.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct FsInfo {
-    /// `ext4`, `ext3`, `ext2`, `fat12`, `fat16`, `fat32`, or what else was recognised.
-    pub kind: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    /// ext4: the UUID; FAT: the volume id as `XXXX-XXXX`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub uuid: Option<String>,
-    /// Size of the filesystem in bytes.
-    pub size: u64,
+    /// Kind, label, id and size: the part the manifest shows too.
+    #[serde(flatten)]
+    pub summary: FsSummary,
     /// Bytes in use (allocated blocks or clusters, metadata included).
     pub used: u64,
     /// Block size (ext4) or cluster size (FAT).
@@ -203,7 +198,12 @@ pub(crate) struct Opened {
 /// Probes `part` and opens the filesystem in it, if it is ext or FAT.
 pub(crate) fn open(disk: &Arc<Disk>, part: &Partition, at: Where, limits: &Limits) -> Opened {
     let budget = Budget::new(BASE_BUDGET);
-    let mut slice = Slice::new(disk.clone(), part.start, part.size, budget.clone());
+    let mut slice = Slice::new(
+        disk.clone(),
+        part.entry.start,
+        part.entry.size,
+        budget.clone(),
+    );
     let none = |info, error| Opened {
         info,
         fs: None,
@@ -216,7 +216,12 @@ pub(crate) fn open(disk: &Arc<Disk>, part: &Partition, at: Where, limits: &Limit
                 Err(e) => return none(None, Some(e)),
             };
             let mut info = sb.info();
-            let raw = Slice::new(disk.clone(), part.start, part.size, budget.clone());
+            let raw = Slice::new(
+                disk.clone(),
+                part.entry.start,
+                part.entry.size,
+                budget.clone(),
+            );
             match ext4::Ext4Fs::open(slice, raw, &sb, &at) {
                 Ok(fs) => Opened {
                     info: Some(info.clone()),
@@ -256,8 +261,11 @@ pub(crate) fn open(disk: &Arc<Disk>, part: &Partition, at: Where, limits: &Limit
         },
         Probe::Other(kind) => none(
             Some(FsInfo {
-                kind: kind.to_string(),
-                size: part.size,
+                summary: FsSummary {
+                    kind: kind.to_string(),
+                    size: part.entry.size,
+                    ..FsSummary::default()
+                },
                 ..FsInfo::default()
             }),
             Some(Error::NoFilesystem {
@@ -330,7 +338,7 @@ impl Filesystem {
 
     /// The largest file size believed (a bigger recorded size is corruption).
     fn max_file_size(&self) -> u64 {
-        self.info.size.max(1 << 20)
+        self.info.summary.size.max(1 << 20)
     }
 
     /// Runs one reader operation: poison check, fresh budget, panic guard, and a budget

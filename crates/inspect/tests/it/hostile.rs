@@ -111,7 +111,7 @@ fn gpt_partition_past_the_end_and_overlaps_are_warnings() {
         "{w}"
     );
     assert!(w.contains("overlap"), "{w}");
-    let p2 = i.partitions().find(|p| p.number == 2).unwrap();
+    let p2 = i.partitions().find(|p| p.entry.number == 2).unwrap();
     assert!(!p2.readable);
     let e = i.filesystem("2").unwrap_err();
     assert!(e.to_string().contains("not inside the image"), "{e}");
@@ -200,7 +200,7 @@ fn ext4_bigger_than_its_partition_reports_facts_and_refuses_reading() {
     let i = Image::open(&img).unwrap();
     let r = i.inspect();
     let fs = r.partitions[1].filesystem.as_ref().unwrap();
-    assert_eq!(fs.label.as_deref(), Some("NIXOS_SD"));
+    assert_eq!(fs.summary.label.as_deref(), Some("NIXOS_SD"));
     assert!(
         fs.error
             .as_deref()

@@ -51,20 +51,20 @@ fn check_filesystems(img: &Path) {
             .as_ref()
             .expect("every partition has a filesystem");
         assert!(fs.error.is_none(), "{fs:?}");
-        let b = blkid(img, p.partition.start);
+        let b = blkid(img, p.partition.entry.start);
         assert_eq!(
-            fs.label.as_deref(),
+            fs.summary.label.as_deref(),
             b.get("LABEL").map(String::as_str),
             "{b:?}"
         );
         let uuid = b["UUID"].clone();
-        assert_eq!(fs.uuid.as_deref(), Some(uuid.as_str()), "{b:?}");
+        assert_eq!(fs.summary.uuid.as_deref(), Some(uuid.as_str()), "{b:?}");
         if b["TYPE"] == "ext4" {
-            assert_eq!(fs.kind, "ext4");
-            let d = dumpe2fs(img, p.partition.start);
+            assert_eq!(fs.summary.kind, "ext4");
+            let d = dumpe2fs(img, p.partition.entry.start);
             let bs = num(&d, "Block size");
             assert_eq!(fs.block_size, bs);
-            assert_eq!(fs.size, num(&d, "Block count") * bs);
+            assert_eq!(fs.summary.size, num(&d, "Block count") * bs);
             assert_eq!(
                 fs.used,
                 (num(&d, "Block count") - num(&d, "Free blocks")) * bs
@@ -76,11 +76,11 @@ fn check_filesystems(img: &Path) {
             );
         } else {
             assert_eq!(b["TYPE"], "vfat");
-            assert_eq!(fs.kind, b["VERSION"].to_lowercase(), "{b:?}");
+            assert_eq!(fs.summary.kind, b["VERSION"].to_lowercase(), "{b:?}");
             // The fatfs crate, on the partition's bytes.
             let mut f = std::fs::File::open(img).unwrap();
-            f.seek(SeekFrom::Start(p.partition.start)).unwrap();
-            let mut bytes = vec![0u8; p.partition.size as usize];
+            f.seek(SeekFrom::Start(p.partition.entry.start)).unwrap();
+            let mut bytes = vec![0u8; p.partition.entry.size as usize];
             f.read_exact(&mut bytes).unwrap();
             let ff = fatfs::FileSystem::new(std::io::Cursor::new(bytes), fatfs::FsOptions::new())
                 .unwrap();
@@ -113,14 +113,14 @@ fn classic_sd_image_is_explained() {
         .iter()
         .zip(pt["partitions"].as_array().unwrap())
     {
-        assert_eq!(p.partition.first_lba, s["start"].as_u64().unwrap());
-        assert_eq!(p.partition.size / 512, s["size"].as_u64().unwrap());
+        assert_eq!(p.partition.entry.first_lba, s["start"].as_u64().unwrap());
+        assert_eq!(p.partition.entry.size / 512, s["size"].as_u64().unwrap());
         assert_eq!(
-            p.partition.type_id,
+            p.partition.entry.type_id,
             format!("0x{:0>2}", s["type"].as_str().unwrap())
         );
         assert_eq!(
-            p.partition.flags.contains(&"boot".to_string()),
+            p.partition.entry.flags.contains(&"boot".to_string()),
             s["bootable"].as_bool().unwrap_or(false)
         );
     }
@@ -200,13 +200,16 @@ fn classic_efi_image_is_explained() {
         .zip(pt["partitions"].as_array().unwrap())
     {
         let q = &p.partition;
-        assert_eq!(q.first_lba, s["start"].as_u64().unwrap());
-        assert_eq!(q.size / 512, s["size"].as_u64().unwrap());
-        assert_eq!(q.type_id, s["type"].as_str().unwrap());
-        assert_eq!(q.guid.as_deref(), s["uuid"].as_str());
-        assert_eq!(q.name.as_deref(), s["name"].as_str());
+        assert_eq!(q.entry.first_lba, s["start"].as_u64().unwrap());
+        assert_eq!(q.entry.size / 512, s["size"].as_u64().unwrap());
+        assert_eq!(q.entry.type_id, s["type"].as_str().unwrap());
+        assert_eq!(q.entry.guid.as_deref(), s["uuid"].as_str());
+        assert_eq!(q.entry.name.as_deref(), s["name"].as_str());
     }
-    assert_eq!(r.partitions[0].partition.type_name, Some("EFI System"));
+    assert_eq!(
+        r.partitions[0].partition.entry.type_name,
+        Some("EFI System")
+    );
     check_filesystems(&img);
     let sb = &r.boot.systemd_boot[0];
     assert_eq!(sb.partition, 1);
@@ -387,9 +390,9 @@ fn fat_trees_match_mtools_and_fatfs() {
         let img = common::bare_fat(t.path(), size, Some(bits), spc);
         let i = Image::open(&img).unwrap();
         let fs = i.filesystem("0").unwrap();
-        assert_eq!(fs.info().kind, format!("fat{bits}"));
-        assert_eq!(fs.info().label.as_deref(), Some("BARE"));
-        assert_eq!(fs.info().uuid.as_deref(), Some("0BAD-CAFE"));
+        assert_eq!(fs.info().summary.kind, format!("fat{bits}"));
+        assert_eq!(fs.info().summary.label.as_deref(), Some("BARE"));
+        assert_eq!(fs.info().summary.uuid.as_deref(), Some("0BAD-CAFE"));
         let ours = t.path().join("ours");
         let s = imgbuild_inspect::copy_out(fs, b"/", &ours).unwrap();
         assert_eq!(s.files, 45, "{s:?}");
