@@ -36,6 +36,33 @@ fn qemu_img_identical(fmt: &str, img: &Path, raw: &Path) {
     assert!(out.contains("Images are identical"), "{out}");
 }
 
+/// imgbuild reads the container back as the raw disk's system: `diff` finds nothing.
+#[track_caller]
+fn reads_as_raw(img: &Path, raw: &Path, kind: &str) {
+    let o = imgbuild(&[
+        "diff",
+        &raw.display().to_string(),
+        &img.display().to_string(),
+    ])
+    .output()
+    .unwrap();
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{said}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(said.contains("identical"), "{said}");
+    let o = ok(&mut imgbuild(&[
+        "inspect",
+        "--json",
+        &img.display().to_string(),
+    ]));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["container"], kind);
+}
+
 #[test]
 fn qcow2_vhd_and_azure_hold_the_raw_efi_disk() {
     let t = tempfile::tempdir().unwrap();
@@ -62,6 +89,19 @@ fn qcow2_vhd_and_azure_hold_the_raw_efi_disk() {
     assert_eq!(info["virtual-size"].as_u64().unwrap(), disk_size);
     // Only the clusters holding data are stored.
     assert!(file_size(&q) < disk_size / 50, "{}", file_size(&q));
+    reads_as_raw(&q, &raw, "qcow2");
+    // Containers written by qemu-img read the same: compressed qcow2, monolithic sparse
+    // VMDK.
+    for (fmt, opts, kind) in [("qcow2", "-c", "qcow2"), ("vmdk", "", "vmdk")] {
+        let c = t.path().join(format!("qemu-img.{fmt}"));
+        let mut cmd = Command::new("qemu-img");
+        cmd.args(["convert", "-O", fmt]);
+        if !opts.is_empty() {
+            cmd.arg(opts);
+        }
+        ok(cmd.arg(&raw).arg(&c));
+        reads_as_raw(&c, &raw, kind);
+    }
 
     let v = t.path().join("disk.vhd");
     let mv = build("amazon", &v, &[]);
@@ -69,6 +109,7 @@ fn qcow2_vhd_and_azure_hold_the_raw_efi_disk() {
     qemu_img_identical("vpc", &v, &raw);
     let info = stdout(Command::new("vhdiinfo").arg(&v));
     assert!(info.contains("Disk type\t\t: Dynamic"), "{info}");
+    reads_as_raw(&v, &raw, "vhd");
     assert!(info.contains(&format!("({disk_size} bytes)")), "{info}");
 
     let a = t.path().join("azure.vhd");
@@ -79,6 +120,7 @@ fn qcow2_vhd_and_azure_hold_the_raw_efi_disk() {
     qemu_img_identical("vpc", &a, &raw);
     let info = stdout(Command::new("vhdiinfo").arg(&a));
     assert!(info.contains("Disk type\t\t: Fixed"), "{info}");
+    reads_as_raw(&a, &raw, "vhd-fixed");
     // The raw disk is the file's start, and as sparse as the raw image.
     let head = stdout(&mut sh(&format!(
         "head -c {disk_size} {} | sha256sum",
@@ -98,6 +140,7 @@ fn qcow2_vhd_and_azure_hold_the_raw_efi_disk() {
     assert!(check.contains("No errors were found"), "{check}");
     let info = stdout(Command::new("vhdiinfo").arg(&h));
     assert!(info.contains("VHDX"), "{info}");
+    reads_as_raw(&h, &raw, "vhdx");
     assert!(info.contains(&format!("({disk_size} bytes)")), "{info}");
 
     // --keep-raw: the raw disk and its bmap beside the container.
@@ -132,6 +175,7 @@ fn vmware_vmdk_and_virtualbox_ova() {
     assert!(check.contains("No errors were found"), "{check}");
     let info = stdout(Command::new("vmdkinfo").arg(&v));
     assert!(info.contains("Stream optimized"), "{info}");
+    reads_as_raw(&v, &raw, "vmdk");
     assert!(info.contains(&format!("({disk_size} bytes)")), "{info}");
     // Grains are compressed on a pool of threads: the same bytes with more.
     let v3 = t.path().join("j3.vmdk");
@@ -141,6 +185,7 @@ fn vmware_vmdk_and_virtualbox_ova() {
     let ova = t.path().join("nixos.ova");
     let mo = build("virtualbox", &ova, &[]);
     check_manifest(&mo, &ova, "ova");
+    reads_as_raw(&ova, &raw, "ova");
     let list = stdout(Command::new("tar").arg("-tf").arg(&ova));
     assert_eq!(list, "nixos.ovf\ndisk.vmdk\nnixos.mf\n");
     let x = t.path().join("x");
@@ -210,6 +255,25 @@ fn gce_is_a_sparse_tar_of_disk_raw_in_gzip() {
     let fs = t.path().join("root.ext4");
     extract(&disk, start, size, &fs);
     ok(Command::new("e2fsck").arg("-fn").arg(&fs));
+
+    // imgbuild reads it: the same system as the raw-efi image, on a bigger disk.
+    let raw = t.path().join("disk.img");
+    build("raw-efi", &raw, &[]);
+    let o = imgbuild(&[
+        "diff",
+        "--json",
+        &raw.display().to_string(),
+        &img.display().to_string(),
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for k in ["added", "removed", "changed"] {
+        assert_eq!(d["store"][k], serde_json::json!([]), "{d}");
+    }
+    assert_eq!(d["boot"], serde_json::json!([]), "{d}");
+    assert!(d["partitions"].to_string().contains("disk size"), "{d}");
 
     // The same bytes with more threads (gzip is deflated in parallel).
     let img2 = t.path().join("again.raw.tar.gz");

@@ -12,4 +12,5 @@ mod failures;
 mod fixtures;
 mod flash;
 mod inspect;
+mod sizes;
 mod unprivileged;

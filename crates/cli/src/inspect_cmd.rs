@@ -30,6 +30,31 @@ pub struct InspectArgs {
     /// the image reads back); fails if anything cannot be read
     #[arg(long)]
     deep: bool,
+    /// Show what fills the image instead: bytes per store path (allocated, as `du` counts;
+    /// files shared by several paths counted once), the closure total, what else fills each
+    /// filesystem, free space, and the boot partition's files
+    #[arg(long)]
+    sizes: bool,
+    /// With --sizes: also write a treemap of the image (partitions, store paths, their
+    /// largest directories) as a self-contained SVG file
+    #[arg(long, value_name = "FILE", requires = "sizes")]
+    svg: Option<PathBuf>,
+    #[command(flatten)]
+    open: OpenArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The image before (raw or .zst)
+    old: PathBuf,
+    /// The image after
+    new: PathBuf,
+    /// Print the comparison as JSON
+    #[arg(long, conflicts_with = "markdown")]
+    json: bool,
+    /// Print Markdown tables (for a CI job summary, e.g. `>> "$GITHUB_STEP_SUMMARY"`)
+    #[arg(long)]
+    markdown: bool,
     #[command(flatten)]
     open: OpenArgs,
 }
@@ -86,6 +111,9 @@ fn location<'a>(img: &'a Image, arg: &OsString) -> Result<(&'a inspect::Filesyst
 
 pub fn inspect(a: InspectArgs) -> Result<()> {
     let img = open(&a.image, &a.open)?;
+    if a.sizes {
+        return sizes(&a, &img);
+    }
     let mut report = img.inspect();
     if a.deep {
         report.read_all = Some(img.read_all());
@@ -579,6 +607,217 @@ fn write_boot(out: &mut dyn Write, r: &Inspection) -> io::Result<()> {
                 k.file,
                 if k.present { "" } else { " (MISSING)" }
             )?;
+        }
+    }
+    Ok(())
+}
+
+fn sizes(a: &InspectArgs, img: &Image) -> Result<()> {
+    let sizes = img
+        .sizes()
+        .with_context(|| format!("measuring `{}`", a.image.display()))?;
+    if let Some(svg) = &a.svg {
+        crate::treemap::write_svg(&sizes, svg)
+            .with_context(|| format!("writing `{}`", svg.display()))?;
+    }
+    let out = io::stdout();
+    let mut out = BufWriter::new(out.lock());
+    if a.json {
+        serde_json::to_writer_pretty(&mut out, &sizes)?;
+        writeln!(out)?;
+    } else {
+        write_sizes(&mut out, &sizes)?;
+    }
+    Ok(out.flush()?)
+}
+
+fn write_sizes(out: &mut dyn Write, s: &inspect::Sizes) -> io::Result<()> {
+    let h = imgbuild_units::human_size;
+    writeln!(out, "image: {} (disk {})", s.image, h(s.disk_size))?;
+    writeln!(
+        out,
+        "closure: {} store paths (from {}), {} on disk; {} of it in files several paths share, counted once",
+        s.store_paths.len(),
+        s.closure_from,
+        h(s.closure_total),
+        h(s.shared)
+    )?;
+    for w in &s.warnings {
+        writeln!(out, "warning: {w}")?;
+    }
+    writeln!(out)?;
+    writeln!(out, "{:>11} {:>11}  STORE PATH", "SIZE", "EXCLUSIVE")?;
+    for p in &s.store_paths {
+        writeln!(out, "{:>11} {:>11}  {}", h(p.bytes), h(p.exclusive), p.path)?;
+    }
+    for p in &s.partitions {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "partition {} ({}{}): {}, used {}, free {}",
+            p.number,
+            p.kind,
+            p.label
+                .as_deref()
+                .map(|l| format!(", {l}"))
+                .unwrap_or_default(),
+            h(p.size),
+            h(p.used),
+            h(p.free)
+        )?;
+        for c in &p.parts {
+            writeln!(out, "{:>11}  {}", h(c.bytes), c.name)?;
+        }
+        if p.number != s.root_partition && !p.files.is_empty() {
+            writeln!(out, "  files:")?;
+            for f in &p.files {
+                writeln!(out, "{:>11}  {}", h(f.bytes), f.name)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `imgbuild diff`: true when the images are identical (as compared).
+pub fn diff(a: DiffArgs) -> Result<bool> {
+    let old = open(&a.old, &a.open)?;
+    let new = open(&a.new, &a.open)?;
+    let d = inspect::diff(&old, &new)
+        .with_context(|| format!("comparing `{}` with `{}`", a.old.display(), a.new.display()))?;
+    let out = io::stdout();
+    let mut out = BufWriter::new(out.lock());
+    if a.json {
+        serde_json::to_writer_pretty(&mut out, &d)?;
+        writeln!(out)?;
+    } else {
+        write_diff(&mut out, &d, a.markdown)?;
+    }
+    out.flush()?;
+    Ok(d.identical)
+}
+
+fn signed(n: i64) -> String {
+    let s = imgbuild_units::human_size(n.unsigned_abs());
+    if n < 0 {
+        format!("-{s}")
+    } else {
+        format!("+{s}")
+    }
+}
+
+fn write_diff(out: &mut dyn Write, d: &inspect::Diff, md: bool) -> io::Result<()> {
+    let h = imgbuild_units::human_size;
+    let cell = |s: &str| {
+        if md {
+            s.replace('|', "\\|")
+        } else {
+            s.to_string()
+        }
+    };
+    if md {
+        writeln!(out, "### `{}` → `{}`\n", d.old, d.new)?;
+    } else {
+        writeln!(out, "old: {}\nnew: {}", d.old, d.new)?;
+    }
+    if d.identical {
+        writeln!(out, "identical")?;
+        return Ok(());
+    }
+    if let Some(t) = &d.toplevel {
+        let (o, n) = (
+            t.old.as_deref().unwrap_or("-"),
+            t.new.as_deref().unwrap_or("-"),
+        );
+        if md {
+            writeln!(out, "toplevel: `{o}` → `{n}`\n")?;
+        } else {
+            writeln!(out, "toplevel: {o} -> {n}")?;
+        }
+    }
+    let s = &d.store;
+    writeln!(
+        out,
+        "store paths: {} -> {}, {} -> {} ({}); {} added, {} removed, {} changed{}",
+        s.old_paths,
+        s.new_paths,
+        h(s.old_bytes),
+        h(s.new_bytes),
+        signed(s.delta),
+        s.added.len(),
+        s.removed.len(),
+        s.changed.len(),
+        if md { "\n" } else { "" }
+    )?;
+    let rows: Vec<(&str, &inspect::PathChange)> = s
+        .added
+        .iter()
+        .map(|c| ("added", c))
+        .chain(s.removed.iter().map(|c| ("removed", c)))
+        .chain(s.changed.iter().map(|c| ("changed", c)))
+        .collect();
+    if !rows.is_empty() {
+        if md {
+            writeln!(
+                out,
+                "| | name | version | size | delta |\n|---|---|---|---:|---:|"
+            )?;
+        }
+        for (what, c) in rows {
+            let version = match (&c.old_version, &c.new_version) {
+                (Some(o), Some(n)) => format!("{o} -> {n}"),
+                _ if what == "changed" => "rebuilt".to_string(),
+                _ => String::new(),
+            };
+            let size = match what {
+                "added" => h(c.new_bytes),
+                "removed" => h(c.old_bytes),
+                _ => format!("{} -> {}", h(c.old_bytes), h(c.new_bytes)),
+            };
+            let mark = match what {
+                "added" => "+",
+                "removed" => "-",
+                _ => "~",
+            };
+            if md {
+                writeln!(
+                    out,
+                    "| {mark} | {} | {} | {size} | {} |",
+                    cell(&c.name),
+                    cell(&version),
+                    signed(c.delta)
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "  {mark} {:<40} {:<24} {:>24} {:>12}",
+                    c.name,
+                    version,
+                    size,
+                    signed(c.delta)
+                )?;
+            }
+        }
+    }
+    for (title, facts) in [("boot", &d.boot), ("partitions", &d.partitions)] {
+        if facts.is_empty() {
+            continue;
+        }
+        writeln!(out)?;
+        if md {
+            writeln!(out, "**{title}**\n\n| what | old | new |\n|---|---|---|")?;
+        } else {
+            writeln!(out, "{title}:")?;
+        }
+        for f in facts {
+            let (o, n) = (
+                f.old.as_deref().unwrap_or("-"),
+                f.new.as_deref().unwrap_or("-"),
+            );
+            if md {
+                writeln!(out, "| {} | {} | {} |", cell(&f.what), cell(o), cell(n))?;
+            } else {
+                writeln!(out, "  {}: {o} -> {n}", f.what)?;
+            }
         }
     }
     Ok(())

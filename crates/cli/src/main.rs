@@ -10,6 +10,7 @@
 mod ext4_cmd;
 mod inspect_cmd;
 mod progress;
+mod treemap;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -79,6 +80,10 @@ enum Cmd {
     Cat(inspect_cmd::CatArgs),
     /// Copy a file or a whole tree out of an image
     Cp(inspect_cmd::CpArgs),
+    /// Compare two images as NixOS systems: toplevel, store paths added, removed and changed
+    /// (with sizes), boot settings and files, partition layout. Exit status 0 when
+    /// identical, 1 when different, 2 on error
+    Diff(inspect_cmd::DiffArgs),
     /// Write an image (raw or .zst) onto a disk: only the bmap's ranges when there is one,
     /// verified by reading back; refuses mounted disks, the system disk, too-small targets
     Flash(FlashArgs),
@@ -555,6 +560,14 @@ fn main() {
         Cmd::Format(argv) => run_format(argv),
         Cmd::Ext4(a) => ext4_cmd::run(a, &CANCEL),
         Cmd::Inspect(a) => inspect_cmd::inspect(a),
+        Cmd::Diff(a) => match inspect_cmd::diff(a) {
+            Ok(true) => Ok(()),
+            Ok(false) => std::process::exit(1),
+            Err(e) => {
+                eprintln!("imgbuild: error: {}", error_chain(&e));
+                std::process::exit(2);
+            }
+        },
         Cmd::Ls(a) => inspect_cmd::ls(a),
         Cmd::Cat(a) => inspect_cmd::cat(a),
         Cmd::Cp(a) => inspect_cmd::cp(a),

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::container::Container;
 use crate::{Error, Result, Where};
 
 /// The uncompressed image: a host file (the image itself, or a sparse temporary file holding
@@ -281,12 +282,13 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// Opens `path`: a raw image as is, a zstd-compressed one decompressed into a sparse
 /// anonymous temporary file (only non-zero 64 KiB blocks are written; memory stays bounded
-/// by the decoder's window). Refuses a decompressed size above `max_size`.
+/// by the decoder's window), a disk container (qcow2, VHD, VHDX, VMDK, OVA, GCE tar.gz)
+/// unpacked the same way (a fixed VHD read in place). Refuses a disk above `max_size`.
 pub(crate) fn open_disk(
     path: &Path,
     max_size: u64,
     temp_dir: Option<&Path>,
-) -> Result<(Disk, Compression, u64)> {
+) -> Result<(Disk, Compression, u64, Container)> {
     let at = || Where::image(path);
     let file = File::open(path).map_err(|source| Error::Io { at: at(), source })?;
     let meta = file
@@ -305,19 +307,7 @@ pub(crate) fn open_disk(
         .map_err(|source| Error::Io { at: at(), source })?;
     if got == 4 && magic == ZSTD_MAGIC {
         let disk = decompress(path, file, max_size, temp_dir)?;
-        return Ok((disk, Compression::Zstd, file_size));
-    }
-    if got == 4 && &magic == b"QFI\xfb" {
-        return Err(Error::Unsupported {
-            at: at(),
-            what: "a qcow2 image (convert it with `qemu-img convert -O raw`)".into(),
-        });
-    }
-    if got >= 2 && magic[..2] == [0x1f, 0x8b] {
-        return Err(Error::Unsupported {
-            at: at(),
-            what: "a gzip stream (decompress it first)".into(),
-        });
+        return Ok((disk, Compression::Zstd, file_size, Container::Raw));
     }
     if got == 4 && magic == [0xfd, b'7', b'z', b'X'] {
         return Err(Error::Unsupported {
@@ -325,7 +315,10 @@ pub(crate) fn open_disk(
             what: "an xz stream (decompress it first)".into(),
         });
     }
-    Ok((Disk::new(file, file_size), Compression::None, file_size))
+    let kind = crate::container::detect(&file, file_size)
+        .map_err(|source| Error::Io { at: at(), source })?;
+    let disk = crate::container::open(kind, file, file_size, path, max_size, temp_dir)?;
+    Ok((disk, Compression::None, file_size, kind))
 }
 
 fn decompress(path: &Path, file: File, max_size: u64, temp_dir: Option<&Path>) -> Result<Disk> {

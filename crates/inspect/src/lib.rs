@@ -25,13 +25,16 @@
 //! variable (temporary files go to `OpenOptions::temp_dir`, else the system default).
 
 mod boot;
+mod container;
 mod copy;
+mod diff;
 mod error;
 pub mod fs;
 pub mod guard;
 pub mod io;
 mod nixos;
 pub mod path;
+mod sizes;
 pub mod table;
 
 use std::path::{Path, PathBuf};
@@ -42,11 +45,14 @@ use serde::Serialize;
 pub use boot::{
     Boot, BootEntry, EfiBinary, Extlinux, ExtlinuxEntry, Grub, PiKernel, RaspberryPi, SystemdBoot,
 };
+pub use container::Container;
 pub use copy::{copy_out, CopyStats};
+pub use diff::{diff, split_version, Diff, Fact, PathChange, StoreDiff};
 pub use error::{Error, Result, Where};
-pub use fs::{Entry, FileReader, Filesystem, FsInfo, Kind};
+pub use fs::{Allocation, Entry, FileReader, Filesystem, FsInfo, Kind};
 pub use io::Compression;
 pub use nixos::{Nixos, Registration, Store};
+pub use sizes::{store_name, Named, PartitionUse, Sizes, StorePathSize};
 pub use table::{Partition, Table, TableKind};
 
 /// Limits that keep a hostile image from exhausting memory, disk or time.
@@ -115,6 +121,7 @@ pub struct Image {
     disk: Arc<io::Disk>,
     path: PathBuf,
     compression: Compression,
+    container: Container,
     file_size: u64,
     disk_size: u64,
     table: Table,
@@ -149,6 +156,9 @@ pub struct PartitionReport {
 pub struct Inspection {
     pub image: String,
     pub compression: Compression,
+    /// What holds the disk: `raw`, `qcow2`, `vhd`, `vhd-fixed`, `vhdx`, `vmdk`, `ova`,
+    /// `gce-tar`.
+    pub container: Container,
     /// Size of the file as stored (compressed, if it is).
     pub file_size: u64,
     /// Size of the disk it holds.
@@ -186,7 +196,7 @@ impl Image {
 
     /// Opens an image: decompresses it if needed, reads the table, probes the partitions.
     pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Self> {
-        let (disk, compression, file_size) =
+        let (disk, compression, file_size, container) =
             io::open_disk(path, opts.limits.max_image_size, opts.temp_dir.as_deref())?;
         let mut disk = disk;
         disk.set_tracing(opts.trace_reads);
@@ -264,6 +274,7 @@ impl Image {
             disk,
             path: path.to_path_buf(),
             compression,
+            container,
             file_size,
             disk_size,
             table,
@@ -290,6 +301,11 @@ impl Image {
 
     pub fn compression(&self) -> Compression {
         self.compression
+    }
+
+    /// What holds the disk.
+    pub fn container(&self) -> Container {
+        self.container
     }
 
     pub fn table(&self) -> &Table {
@@ -591,6 +607,7 @@ impl Image {
         Inspection {
             image: self.path.display().to_string(),
             compression: self.compression,
+            container: self.container,
             file_size: self.file_size,
             disk_size: self.disk_size,
             table: self.table.clone(),

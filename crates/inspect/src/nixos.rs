@@ -234,6 +234,41 @@ pub(crate) fn read(
     n
 }
 
+/// The store paths the system on `fs` consists of, and where they were read: the Nix
+/// database, else nixpkgs' registration file, else (neither readable) every entry of
+/// `/nix/store` not starting with `.`.
+pub(crate) fn closure(
+    fs: &Filesystem,
+    temp_dir: Option<&std::path::Path>,
+    warnings: &mut Vec<String>,
+) -> Result<(String, Vec<Vec<u8>>)> {
+    for (source, read) in [
+        (
+            DB,
+            db_paths as fn(&Filesystem, Option<&std::path::Path>) -> Result<_>,
+        ),
+        (REGISTRATION, |fs, _| registration_paths(fs)),
+    ] {
+        if !fs.exists(source).unwrap_or(false) {
+            continue;
+        }
+        match read(fs, temp_dir) {
+            Ok(paths) => return Ok((String::from_utf8_lossy(source).into_owned(), paths)),
+            Err(e) => warnings.push(e.to_string()),
+        }
+    }
+    if !fs.exists(b"/nix/store")? {
+        return Ok(("nothing: there is no /nix/store".into(), Vec::new()));
+    }
+    let paths = fs
+        .read_dir(b"/nix/store")?
+        .into_iter()
+        .filter(|e| !e.name.starts_with(b"."))
+        .map(|e| join(b"/nix/store", &e.name))
+        .collect();
+    Ok(("the entries of /nix/store".into(), paths))
+}
+
 /// Adapter: a [`FileReader`] as `std::io::Read`.
 struct ReadAdapter<'a>(FileReader<'a>);
 

@@ -349,6 +349,56 @@ impl Ext4Fs {
         })
     }
 
+    /// Every inode below `root` (a path without symlinks), depth first, children in name
+    /// order, each with the bytes it holds on disk.
+    pub(crate) fn allocations(
+        &self,
+        root: &[u8],
+        limits: &crate::Limits,
+        at: &Where,
+        visit: &mut dyn FnMut(&super::Allocation<'_>),
+    ) -> Result<()> {
+        let ino = self.raw.resolve(root, &at.with_path(root))?;
+        let mut stack = vec![(root.to_vec(), ino, 0usize)];
+        let mut dirs = std::collections::HashSet::new();
+        let mut visited: u64 = 1;
+        while let Some((path, ino, depth)) = stack.pop() {
+            let here = at.with_path(&path);
+            let (dir, bytes) = self.raw.allocation(ino, &here)?;
+            visit(&super::Allocation {
+                path: &path,
+                depth,
+                id: u64::from(ino),
+                bytes,
+                dir,
+            });
+            if !dir {
+                continue;
+            }
+            if depth >= limits.max_depth || !dirs.insert(ino) {
+                return Err(Error::Limit {
+                    at: here,
+                    what: "directory depth (a directory loop?)".into(),
+                    limit: limits.max_depth as u64,
+                });
+            }
+            let mut entries = self.raw.entries(ino, &here)?;
+            visited += entries.len() as u64;
+            if visited > limits.max_walk_entries {
+                return Err(Error::Limit {
+                    at: here,
+                    what: "entries visited".into(),
+                    limit: limits.max_walk_entries,
+                });
+            }
+            entries.sort();
+            for (name, child) in entries.into_iter().rev() {
+                stack.push((join(&path, &name), child, depth + 1));
+            }
+        }
+        Ok(())
+    }
+
     /// `lstat` through ext4-view, for a path whose directories are not symlinks.
     fn lstat(&self, path: &[u8], at: &Where) -> Result<Metadata> {
         let p = ext_path(path, at)?;

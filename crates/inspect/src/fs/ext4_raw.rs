@@ -4,6 +4,8 @@
 //! directories from the root inode (linear scan of every directory block, which also covers
 //! hash-indexed directories), then reads the symlink inode's data through its extents (or
 //! direct blocks). Every read is bounded: directory sizes, extent depth, entry counts.
+//! The same reading gives what `ext4-view` does not expose: inode numbers and the blocks
+//! each inode holds, for `inspect --sizes`.
 
 use std::cell::RefCell;
 
@@ -20,6 +22,7 @@ const S_IFMT: u16 = 0o170000;
 const S_IFDIR: u16 = 0o040000;
 const S_IFLNK: u16 = 0o120000;
 const EXTENTS_FL: u32 = 0x80000;
+const HUGE_FILE_FL: u32 = 0x40000;
 const INLINE_DATA_FL: u32 = 0x1000_0000;
 
 pub(crate) struct Raw {
@@ -174,8 +177,9 @@ impl Raw {
         u64::from(u32le(inode, 0x4)) | (u64::from(u32le(inode, 0x6c)) << 32)
     }
 
-    /// The inode named `name` in directory `dir`.
-    fn lookup(&self, dir: u32, name: &[u8], at: &Where) -> Result<u32> {
+    /// The entries of directory inode `dir` (`.` and `..` left out): a linear scan of every
+    /// block, which also reads hash-indexed directories (their index blocks look empty).
+    pub(crate) fn entries(&self, dir: u32, at: &Where) -> Result<Vec<(Vec<u8>, u32)>> {
         let inode = self.inode(dir, at)?;
         if Self::mode(&inode) != S_IFDIR {
             return Err(Error::NotADirectory { at: at.clone() });
@@ -189,6 +193,7 @@ impl Raw {
             });
         }
         let data = self.data(&inode, size, at)?;
+        let mut out = Vec::new();
         for block in data.chunks(self.block_size as usize) {
             let mut pos = 0;
             while pos + 8 <= block.len() {
@@ -198,21 +203,50 @@ impl Raw {
                 if rec < 8 || pos + rec > block.len() || 8 + len > rec {
                     break;
                 }
-                if ino != 0 && &block[pos + 8..pos + 8 + len] == name {
-                    return Ok(ino);
+                let name = &block[pos + 8..pos + 8 + len];
+                if ino != 0 && name != b"." && name != b".." {
+                    out.push((name.to_vec(), ino));
                 }
                 pos += rec;
             }
         }
-        Err(Error::NotFound { at: at.clone() })
+        Ok(out)
     }
 
-    /// The target of the symlink at `path`, whose directories are not symlinks.
-    pub(crate) fn symlink_target(&self, path: &[u8], max: u64, at: &Where) -> Result<Vec<u8>> {
+    /// The inode named `name` in directory `dir`.
+    fn lookup(&self, dir: u32, name: &[u8], at: &Where) -> Result<u32> {
+        self.entries(dir, at)?
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, ino)| ino)
+            .ok_or_else(|| Error::NotFound { at: at.clone() })
+    }
+
+    /// The inode at `path`, whose directories are not symlinks.
+    pub(crate) fn resolve(&self, path: &[u8], at: &Where) -> Result<u32> {
         let mut ino = ROOT_INO;
         for c in path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
             ino = self.lookup(ino, c, at)?;
         }
+        Ok(ino)
+    }
+
+    /// Whether inode `ino` is a directory, and the bytes it holds on disk (`i_blocks`, as
+    /// `du` counts them: data, extent tree blocks, the extended-attribute block).
+    pub(crate) fn allocation(&self, ino: u32, at: &Where) -> Result<(bool, u64)> {
+        let inode = self.inode(ino, at)?;
+        let blocks = u64::from(u32le(&inode, 0x1c)) | (u64::from(u16le(&inode, 0x74)) << 32);
+        let unit = if u32le(&inode, 0x20) & HUGE_FILE_FL != 0 {
+            self.block_size
+        } else {
+            512
+        };
+        Ok((Self::mode(&inode) == S_IFDIR, blocks.saturating_mul(unit)))
+    }
+
+    /// The target of the symlink at `path`, whose directories are not symlinks.
+    pub(crate) fn symlink_target(&self, path: &[u8], max: u64, at: &Where) -> Result<Vec<u8>> {
+        let ino = self.resolve(path, at)?;
         let inode = self.inode(ino, at)?;
         if Self::mode(&inode) != S_IFLNK {
             return Err(self.corrupt(at, "not a symlink".into()));

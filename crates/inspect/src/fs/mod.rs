@@ -84,6 +84,20 @@ pub struct FsInfo {
     pub error: Option<String>,
 }
 
+/// One file, directory or link met by [`Filesystem::allocations`].
+#[derive(Clone, Copy, Debug)]
+pub struct Allocation<'a> {
+    pub path: &'a [u8],
+    /// 0 for the walk's root.
+    pub depth: usize,
+    /// ext4: the inode number (hard links share it); FAT: a number of its own per entry.
+    pub id: u64,
+    /// Bytes it holds on disk: ext4 `i_blocks` (as `du` counts), FAT whole clusters of a
+    /// file (directories count as filesystem metadata there).
+    pub bytes: u64,
+    pub dir: bool,
+}
+
 /// Type of a directory entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -444,6 +458,42 @@ impl Filesystem {
             Inner::Ext4(e) => e.canonicalize(&path, &self.at),
             Inner::Fat(f) => f.metadata(&path, &self.at).map(|_| path.clone()),
         })
+    }
+
+    /// Visits everything below `root` (following symlinks to it, never below it), depth
+    /// first with children in name order, with the bytes each holds on disk. One budget for
+    /// the whole walk: a few times the filesystem's size.
+    pub fn allocations(&self, root: &[u8], mut visit: impl FnMut(&Allocation<'_>)) -> Result<()> {
+        let root = self.canonicalize(root)?;
+        match &self.inner {
+            Inner::Ext4(e) => {
+                let budget = BASE_BUDGET.saturating_add(self.info.summary.size.saturating_mul(4));
+                self.call_with_budget(&root, budget, || {
+                    e.allocations(&root, &self.limits, &self.at, &mut visit)
+                })
+            }
+            Inner::Fat(_) => {
+                let cluster = self.info.block_size.max(1);
+                let mut id = 0u64;
+                self.walk(&root, |path, e, depth| {
+                    id += 1;
+                    let dir = e.kind == Kind::Dir;
+                    let bytes = if dir {
+                        0
+                    } else {
+                        e.size.div_ceil(cluster).saturating_mul(cluster)
+                    };
+                    visit(&Allocation {
+                        path,
+                        depth,
+                        id,
+                        bytes,
+                        dir,
+                    });
+                    Ok(true)
+                })
+            }
+        }
     }
 
     /// Opens the regular file at `path` (following symlinks).

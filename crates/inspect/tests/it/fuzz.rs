@@ -289,3 +289,97 @@ fn fuzz_zstd_stream() {
     );
     result.unwrap();
 }
+
+/// Corrupted disk containers (made by qemu-img from a small FAT image): headers, tables,
+/// compressed grains and clusters. Errors, never a panic, a hang or an unbounded
+/// allocation. Skipped without qemu-img.
+#[test]
+fn fuzz_containers() {
+    harness::install_panic_counter();
+    let have = std::process::Command::new("qemu-img")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        eprintln!("fuzz containers: no qemu-img, skipped");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let img = common::bare_fat(t.path(), 1440, Some(12), None);
+    let kinds: [(&str, &[&str]); 6] = [
+        ("qcow2", &[]),
+        ("qcow2", &["-c"]),
+        ("vpc", &[]),
+        ("vhdx", &[]),
+        ("vmdk", &[]),
+        ("vmdk", &["-o", "subformat=streamOptimized"]),
+    ];
+    for (i, (fmt, opts)) in kinds.iter().enumerate() {
+        let c = t.path().join(format!("c{i}.{fmt}"));
+        let st = std::process::Command::new("qemu-img")
+            .args(["convert", "-O", fmt])
+            .args(*opts)
+            .arg(&img)
+            .arg(&c)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let clean = harness::exercise(&c, DEADLINE).unwrap();
+        assert!(clean.opened && clean.files > 0, "{fmt} {opts:?}: {clean:?}");
+        let bytes = std::fs::read(&c).unwrap();
+        let len = bytes.len();
+        // Most edits land in the first 64 KiB and the last 4 KiB (headers, tables, footers).
+        let hot = |r: u64, f: u64| -> usize {
+            let r = r as usize;
+            match f % 4 {
+                0 => r % len,
+                1 => len - 1 - r % len.min(4096),
+                _ => r % len.min(65536),
+            }
+        };
+        let case = t.path().join(format!("case{i}.{fmt}"));
+        let mut runner = TestRunner::new_with_rng(
+            Config {
+                cases: cases(),
+                failure_persistence: None,
+                ..Config::default()
+            },
+            TestRng::from_seed(RngAlgorithm::ChaCha, &[i as u8 + 11; 32]),
+        );
+        let t0 = Instant::now();
+        let opened = AtomicU64::new(0);
+        let result = runner.run(
+            &prop::collection::vec(
+                (any::<u64>(), any::<u64>(), 0..INTERESTING.len(), 0usize..5),
+                1..8,
+            ),
+            |edits| {
+                let mut b = bytes.clone();
+                for &(r, f, v, w) in &edits {
+                    let at = hot(r, f);
+                    let val = INTERESTING[v].to_le_bytes();
+                    let n = [1, 2, 4, 8, 1][w].min(len - at);
+                    if w == 4 {
+                        b[at] ^= 1 << (f % 8);
+                    } else {
+                        b[at..at + n].copy_from_slice(&val[..n]);
+                    }
+                }
+                std::fs::write(&case, &b).unwrap();
+                let o = harness::exercise(&case, DEADLINE).map_err(TestCaseError::fail)?;
+                if o.opened {
+                    opened.fetch_add(1, Ordering::Relaxed);
+                }
+                prop_assert!(o.largest_allocation <= MAX_ALLOCATION);
+                Ok(())
+            },
+        );
+        eprintln!(
+            "fuzz container {fmt} {opts:?}: {} cases in {:.1} s, {} opened",
+            cases(),
+            t0.elapsed().as_secs_f64(),
+            opened.load(Ordering::Relaxed)
+        );
+        result.unwrap();
+    }
+}
