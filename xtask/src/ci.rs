@@ -127,6 +127,24 @@ impl Run {
 
 /// `cargo xtask ci`: what `.ci/run` runs. Formatting, clippy, docs and the workspace tests,
 /// then [`run`] (the boot tests). Every step runs even after a failure; one summary at the end.
+/// Every GitHub Actions workflow in the repository (the template's included).
+fn shipped_workflows(root: &std::path::Path) -> Result<Vec<String>> {
+    let mut git = cmd("git");
+    git.current_dir(root).args([
+        "ls-files",
+        "--",
+        ".github/workflows/*",
+        "*/.github/workflows/*",
+    ]);
+    let files: Vec<String> = util::output_quiet(&mut git)?
+        .lines()
+        .filter(|f| f.ends_with(".yml") || f.ends_with(".yaml"))
+        .map(str::to_string)
+        .collect();
+    anyhow::ensure!(!files.is_empty(), "no workflow files found by git ls-files");
+    Ok(files)
+}
+
 pub fn run_all(args: CiArgs) -> Result<()> {
     let root = util::repo_root();
     let cargo = |args: &[&str], env: &[(&str, &str)]| {
@@ -151,7 +169,11 @@ pub fn run_all(args: CiArgs) -> Result<()> {
         .arg(util::target_dir().join("release/imgbuild"));
     let mut tidy = cmd("cargo");
     tidy.current_dir(&root).args(["xtask", "tidy"]);
-    let checks: [(&str, std::process::Command); 6] = [
+    let mut actionlint = cmd("actionlint");
+    actionlint
+        .current_dir(&root)
+        .args(shipped_workflows(&root)?);
+    let checks: [(&str, std::process::Command); 7] = [
         (
             "cargo fmt --all --check",
             cargo(&["fmt", "--all", "--", "--check"], &[]),
@@ -178,6 +200,7 @@ pub fn run_all(args: CiArgs) -> Result<()> {
             ),
         ),
         ("cargo xtask tidy (ARCHITECTURE.md's promises)", tidy),
+        ("actionlint (every GitHub workflow shipped)", actionlint),
         (
             "cargo test --workspace --no-fail-fast",
             cargo(&["test", "--workspace", "--no-fail-fast"], &[]),
