@@ -56,6 +56,13 @@ fn closure(dir: &Path, changed: bool) -> PathBuf {
         pattern(300_000, 2),
     )
     .unwrap();
+    // A file the new hello has too: stored once (dedup), shared by two store paths.
+    std::fs::create_dir_all(store.join(EXTRA).join("share")).unwrap();
+    std::fs::write(
+        store.join(EXTRA).join("share/same.dat"),
+        pattern(200_000, 1),
+    )
+    .unwrap();
     symlink(
         format!("/nix/store/{EXTRA}"),
         store.join(TOPLEVEL).join("extra-tool"),
@@ -219,6 +226,15 @@ fn diff_names_exactly_what_changed_and_sizes_match_du() {
     }
     let _ = Command::new("umount").arg(&mnt).status();
     assert_eq!(checked, 11, "11 store paths measured");
+    // The shared file: in both paths' sizes (as du counts each), once in the total.
+    let shared = s["shared"].as_u64().unwrap();
+    assert!(
+        (200_000..200_000 + 4096).contains(&shared),
+        "shared {shared}"
+    );
+    let paths = s["store_paths"].as_array().unwrap();
+    let exclusive: u64 = paths.iter().map(|p| p["exclusive"].as_u64().unwrap()).sum();
+    assert_eq!(exclusive + shared, s["closure_total"].as_u64().unwrap());
     let top = &s["store_paths"][0];
     assert_eq!(top["name"], "extra-tool-1.0", "largest first: {top}");
 

@@ -112,7 +112,7 @@ fn location<'a>(img: &'a Image, arg: &OsString) -> Result<(&'a inspect::Filesyst
 pub fn inspect(a: InspectArgs) -> Result<()> {
     let img = open(&a.image, &a.open)?;
     if a.sizes {
-        return sizes(&a, &img);
+        return quiet_pipe(sizes(&a, &img));
     }
     let mut report = img.inspect();
     if a.deep {
@@ -690,9 +690,9 @@ pub fn diff(a: DiffArgs) -> Result<bool> {
         serde_json::to_writer_pretty(&mut out, &d)?;
         writeln!(out)?;
     } else {
-        write_diff(&mut out, &d, a.markdown)?;
+        quiet_pipe(write_diff(&mut out, &d, a.markdown).map_err(Into::into))?;
     }
-    out.flush()?;
+    quiet_pipe(out.flush().map_err(Into::into))?;
     Ok(d.identical)
 }
 

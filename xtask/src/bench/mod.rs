@@ -1,4 +1,4 @@
-//! `cargo xtask bench [ext4|zstd|images|scaling|pipeline|containers|all] [--runs N] [--quick]`: imgbuild against
+//! `cargo xtask bench [ext4|zstd|images|scaling|pipeline|containers|sizes|all] [--runs N] [--quick]`: imgbuild against
 //! the conventional tools, one report (stdout and `target/bench/report.md`).
 //!
 //! - `ext4`: `imgbuild ext4` vs `mke2fs -t ext4 -d` (same size) vs `cp -a` (same disk), on the
@@ -16,6 +16,8 @@
 //! - `containers`: qemu-efi, amazon, hyperv, vmware and gce written from the plan vs `imgbuild raw-efi` plus
 //!   `qemu-img convert` (or `tar --format=oldgnu -Sczf`), on the x86_64 fixture and a 1 GiB
 //!   synthetic closure.
+//! - `sizes`: `inspect --sizes` and `diff` on images of 1 GiB and 0.5 GiB synthetic closures,
+//!   vs a plain `inspect` and (as root) loop mount + `du`.
 //!
 //! Method: the release binaries are built first and copied to `target/bench/bin` (others may
 //! rebuild `target/release` meanwhile). Warm page cache: every command runs once untimed,
@@ -46,6 +48,7 @@ mod measure;
 mod pipeline;
 mod report;
 mod scaling;
+mod sizes;
 mod zstd;
 
 use crate::fixture::{self, Arch, FixtureInfo};
@@ -74,6 +77,7 @@ pub enum Section {
     Scaling,
     Pipeline,
     Containers,
+    Sizes,
     All,
 }
 
@@ -152,6 +156,9 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
     }
     if all || args.section == Section::Pipeline {
         section(&mut rep, "pipeline", |r| pipeline::bench_pipeline(r, &env))?;
+    }
+    if all || args.section == Section::Sizes {
+        section(&mut rep, "sizes", |r| sizes::bench_sizes(r, &env))?;
     }
     if all || args.section == Section::Containers {
         section(&mut rep, "containers", |r| {
