@@ -173,7 +173,10 @@ pub fn run_all(args: CiArgs) -> Result<()> {
     actionlint
         .current_dir(&root)
         .args(shipped_workflows(&root)?);
-    let checks: [(&str, std::process::Command); 7] = [
+    let mut fuzz = cmd("cargo");
+    fuzz.current_dir(&root)
+        .args(["xtask", "fuzz", "all", "--seconds", "8"]);
+    let checks: [(&str, std::process::Command); 8] = [
         (
             "cargo fmt --all --check",
             cargo(&["fmt", "--all", "--", "--check"], &[]),
@@ -206,6 +209,10 @@ pub fn run_all(args: CiArgs) -> Result<()> {
             cargo(&["test", "--workspace", "--no-fail-fast"], &[]),
         ),
         ("nix wiring tests (nix/tests/run.sh)", nix_tests),
+        (
+            "cargo xtask fuzz all --seconds 8 (every reader, a short budget)",
+            fuzz,
+        ),
     ];
     let total = Timer::start();
     let mut failed = Vec::new();

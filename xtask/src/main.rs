@@ -11,7 +11,8 @@
 //! - `tidy`: ARCHITECTURE.md's promises checked (dependency table, no too_many_arguments,
 //!   no Debug as data, crate docs);
 //! - `ci`: what `.ci/run` runs: fmt, clippy, doc, tidy, workspace tests, then `ci-boot`;
-//! - `bench`: imgbuild against mke2fs -d, cp -a, zstd and the baseline pipelines (one report).
+//! - `bench`: imgbuild against mke2fs -d, cp -a, zstd and the baseline pipelines (one report);
+//! - `fuzz`: structure-aware fuzzing of every reader (images, containers, text inputs).
 
 mod baseline;
 mod bench;
@@ -21,6 +22,7 @@ mod ci;
 mod cpio;
 mod debs;
 mod fixture;
+mod fuzz;
 mod initrd;
 mod tidy;
 mod util;
@@ -74,11 +76,43 @@ enum Cmd {
     /// Benchmarks against mke2fs -d, cp -a, zstd and the baseline pipelines; writes
     /// target/bench/report.md
     Bench(bench::BenchArgs),
+    /// Structure-aware fuzzing of every reader: `fuzz TARGET|all [--iterations N] [--seconds S]`;
+    /// writes target/fuzz/report.md, failing cases to target/fuzz/crashes
+    Fuzz(fuzz::FuzzArgs),
+    /// One fuzz target in this process (run by `fuzz`)
+    #[command(hide = true)]
+    FuzzWorker(fuzz::WorkerArgs),
     /// Check ARCHITECTURE.md's promises: the crate dependency table against cargo metadata,
     /// no allowances of clippy's too-many-arguments lint, no Debug formatting as data, crate
     /// docs everywhere
     Tidy,
 }
+
+/// Counts every allocation request for the fuzz worker's bound (the largest request of a
+/// case, per thread).
+struct Counting;
+
+// SAFETY: forwards every call unchanged to the system allocator; `note_allocation` only
+// updates a const-initialised thread-local `Cell` (no allocation, no unwinding).
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        imgbuild_testutil::harness::note_allocation(layout.size());
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, passed on as is.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: `ptr` came from `System.alloc` above with this layout.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        imgbuild_testutil::harness::note_allocation(new);
+        // SAFETY: as for `dealloc`; the caller upholds `realloc`'s contract.
+        unsafe { std::alloc::System.realloc(ptr, layout, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
 
 fn main() {
     let cli = Cli::parse();
@@ -116,6 +150,8 @@ fn real_main(cli: Cli) -> Result<()> {
         Cmd::CiBoot(args) => ci::run(args),
         Cmd::Ci(args) => ci::run_all(args),
         Cmd::Bench(args) => bench::run_bench(args),
+        Cmd::Fuzz(args) => fuzz::run(args),
+        Cmd::FuzzWorker(args) => fuzz::worker(args),
         Cmd::Tidy => tidy::run(),
     }
 }

@@ -1,0 +1,591 @@
+//! `cargo xtask fuzz TARGET|all [--iterations N] [--seconds S]`: structure-aware fuzzing of
+//! every reader on stable Rust (no `cargo fuzz`, which needs nightly).
+//!
+//! Seeds (built once into `target/fuzz/seeds`): imgbuild's own images of the demo closures
+//! (raw-efi, sd-aarch64, and every container format) and images made by the conventional
+//! tools (`mkfs.ext4 -d`, `mkfs.vfat` + mtools, `sfdisk`, `qemu-img convert`), the format
+//! files, the demo closures' registrations and `boot.json`s.
+//!
+//! Each target runs in its own worker process (`cargo xtask fuzz-worker`): a case mutates
+//! fields of the structures the target is about (see [`fields`]), recomputes their
+//! checksums ([`mutate::fixups`]), then runs every reader entry point (open, inspect, ls, cat,
+//! cp, --sizes, diff, the deep read) in a thread under a deadline. A panic (even one a
+//! library's guard caught), a hang, or an allocation above [`MAX_ALLOCATION`] is a failure;
+//! so is a worker that dies (an aborting allocation). Failing cases are replayed in fresh
+//! processes, minimised (mutations dropped while it still fails) and written to
+//! `target/fuzz/crashes/`; the run then continues with the next case.
+//!
+//! The report (stdout and `target/fuzz/report.md`) gives per target: cases, time, rate,
+//! accepted inputs, distinct error kinds reached, field kinds mutated, entry points run,
+//! largest allocation, slowest case: "0 panics" next to how deep the inputs went.
+
+mod fields;
+mod mutate;
+mod text;
+mod worker;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::util::{self, cmd};
+
+/// Largest single allocation a case may make (the biggest seed disk is 1.1 GB, sparse; no
+/// reader needs more than a table or a file chunk at once).
+pub const MAX_ALLOCATION: usize = 96 << 20;
+/// Bump when the seeds change.
+const SEEDS_VERSION: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    Gpt,
+    Mbr,
+    Ext4,
+    Fat,
+    Nixdb,
+    Qcow2,
+    Vhd,
+    Vhdx,
+    Vmdk,
+    Ova,
+    Gce,
+    Format,
+    Registration,
+    Bootspec,
+}
+
+const ALL: [Target; 14] = [
+    Target::Gpt,
+    Target::Mbr,
+    Target::Ext4,
+    Target::Fat,
+    Target::Nixdb,
+    Target::Qcow2,
+    Target::Vhd,
+    Target::Vhdx,
+    Target::Vmdk,
+    Target::Ova,
+    Target::Gce,
+    Target::Format,
+    Target::Registration,
+    Target::Bootspec,
+];
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Gpt => "gpt",
+            Target::Mbr => "mbr",
+            Target::Ext4 => "ext4",
+            Target::Fat => "fat",
+            Target::Nixdb => "nixdb",
+            Target::Qcow2 => "qcow2",
+            Target::Vhd => "vhd",
+            Target::Vhdx => "vhdx",
+            Target::Vmdk => "vmdk",
+            Target::Ova => "ova",
+            Target::Gce => "gce",
+            Target::Format => "format",
+            Target::Registration => "registration",
+            Target::Bootspec => "bootspec",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Target> {
+        ALL.into_iter().find(|t| t.name() == s)
+    }
+
+    pub fn is_text(self) -> bool {
+        matches!(
+            self,
+            Target::Format | Target::Registration | Target::Bootspec
+        )
+    }
+
+    /// Seed files (in the seeds directory).
+    pub fn seeds(self) -> &'static [&'static str] {
+        match self {
+            Target::Gpt => &["demo-efi.img", "classic-efi.img"],
+            Target::Mbr => &["demo-sd.img", "classic-sd.img"],
+            Target::Ext4 => &[
+                "demo-efi.img",
+                "demo-sd.img",
+                "classic-efi.img",
+                "classic-efi-nocsum.img",
+            ],
+            Target::Fat => &["demo-efi.img", "classic-sd.img", "fat12.img"],
+            Target::Nixdb => &["demo-efi.img", "classic-efi.img"],
+            Target::Qcow2 => &["demo.qcow2", "classic.qcow2", "classic-compressed.qcow2"],
+            Target::Vhd => &["demo.vhd", "demo-fixed.vhd", "classic.vhd"],
+            Target::Vhdx => &["demo.vhdx", "classic.vhdx"],
+            Target::Vmdk => &["demo.vmdk", "classic.vmdk", "classic-stream.vmdk"],
+            Target::Ova => &["demo.ova"],
+            Target::Gce => &["demo.raw.tar.gz"],
+            Target::Format => &[
+                "raw-efi.toml",
+                "sd-aarch64.toml",
+                "qemu-efi.toml",
+                "gce.toml",
+                "virtualbox.toml",
+            ],
+            Target::Registration => &["demo.registration", "demo-aarch64.registration"],
+            Target::Bootspec => &["demo.boot.json", "demo-aarch64.boot.json"],
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct FuzzArgs {
+    /// A target, or `all`
+    target: String,
+    /// Cases per target (the run also stops at --seconds)
+    #[arg(long, default_value_t = u64::MAX)]
+    iterations: u64,
+    /// Seconds per target
+    #[arg(long, default_value_t = 60.0)]
+    seconds: f64,
+    /// Random seed (the same seed runs the same cases)
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Targets run at once
+    #[arg(long, default_value_t = 2)]
+    jobs: usize,
+    /// Per-case deadline in seconds (a case that takes longer is a hang)
+    #[arg(long, default_value_t = 20)]
+    deadline: u64,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct WorkerArgs {
+    #[arg(long)]
+    target: String,
+    #[arg(long)]
+    seeds: PathBuf,
+    #[arg(long)]
+    work: PathBuf,
+    #[arg(long)]
+    iterations: u64,
+    #[arg(long)]
+    seconds: f64,
+    #[arg(long)]
+    seed: u64,
+    #[arg(long)]
+    deadline: u64,
+    /// Replay this case (JSON) once; exit 0 when it passes, 1 when it fails
+    #[arg(long)]
+    replay: Option<PathBuf>,
+}
+
+/// `cargo xtask fuzz-worker`: one target in this process.
+pub fn worker(a: WorkerArgs) -> Result<()> {
+    let target = Target::from_name(&a.target).context("unknown target")?;
+    let deadline = Duration::from_secs(a.deadline);
+    if let Some(r) = a.replay {
+        let case: worker::Case = serde_json::from_slice(&std::fs::read(&r)?)?;
+        return match worker::replay(&case, &a.seeds, &a.work, deadline)? {
+            None => Ok(()),
+            Some(why) => {
+                println!("{why}");
+                std::process::exit(1)
+            }
+        };
+    }
+    let s = worker::run(&worker::Opts {
+        target,
+        seeds: a.seeds,
+        work: a.work,
+        iterations: a.iterations,
+        seconds: a.seconds,
+        seed: a.seed,
+        deadline,
+    })?;
+    println!("{}", serde_json::to_string(&s)?);
+    Ok(())
+}
+
+fn quiet(c: &mut Command) -> Result<()> {
+    util::output_quiet(c).map(drop)
+}
+
+pub fn copy_sparse(from: &Path, to: &Path) -> Result<()> {
+    quiet(cmd("cp").arg("--sparse=always").arg(from).arg(to))
+}
+
+/// Builds the seeds once (a stamp file says which version is there).
+fn seeds(root: &Path) -> Result<PathBuf> {
+    let dir = util::target_dir().join("fuzz/seeds");
+    let stamp = dir.join("stamp");
+    let want = format!("v{SEEDS_VERSION}\n");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
+        return Ok(dir);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    util::run(
+        cmd("cargo")
+            .current_dir(root)
+            .args(["build", "--release", "-p", "imgbuild"]),
+    )?;
+    let bin = util::target_dir().join("release/imgbuild");
+    let demo = root.join("fixtures/demo");
+    let demo64 = root.join("fixtures/demo-aarch64");
+    let build = |format: &str, fix: &Path, out: &str, extra: &[&str]| -> Result<()> {
+        quiet(
+            Command::new(&bin)
+                .arg(format)
+                .arg("--closure")
+                .arg(fix.join("result"))
+                .arg("--store-root")
+                .arg(fix)
+                .arg("--closure-info")
+                .arg(fix.join("closure-info"))
+                .args(["--seed", "fuzz", "-o"])
+                .arg(dir.join(out))
+                .args(extra),
+        )
+    };
+    build("raw-efi", &demo, "demo-efi.img", &[])?;
+    build(
+        "sd-aarch64",
+        &demo64,
+        "demo-sd.img",
+        &["--compress", "none"],
+    )?;
+    for (f, out) in [
+        ("qemu-efi", "demo.qcow2"),
+        ("amazon", "demo.vhd"),
+        ("azure", "demo-fixed.vhd"),
+        ("hyperv", "demo.vhdx"),
+        ("vmware", "demo.vmdk"),
+        ("virtualbox", "demo.ova"),
+        ("gce", "demo.raw.tar.gz"),
+    ] {
+        build(f, &demo, out, &[])?;
+    }
+    let classic = root.join("crates/inspect/tests/classic-image.sh");
+    for (kind, out, features) in [
+        ("efi", "classic-efi.img", None),
+        ("sd", "classic-sd.img", None),
+        (
+            "efi",
+            "classic-efi-nocsum.img",
+            Some("^metadata_csum,^has_journal"),
+        ),
+    ] {
+        let mut c = cmd("bash");
+        c.arg(&classic).arg(kind).arg(&demo).arg(dir.join(out));
+        if let Some(f) = features {
+            c.env("EXT4_FEATURES", f);
+        }
+        quiet(&mut c)?;
+    }
+    for (fmt, opts, out) in [
+        ("qcow2", &[][..], "classic.qcow2"),
+        ("qcow2", &["-c"][..], "classic-compressed.qcow2"),
+        ("vpc", &[][..], "classic.vhd"),
+        ("vhdx", &[][..], "classic.vhdx"),
+        ("vmdk", &[][..], "classic.vmdk"),
+        (
+            "vmdk",
+            &["-o", "subformat=streamOptimized"][..],
+            "classic-stream.vmdk",
+        ),
+    ] {
+        quiet(
+            cmd("qemu-img")
+                .args(["convert", "-O", fmt])
+                .args(opts)
+                .arg(dir.join("classic-efi.img"))
+                .arg(dir.join(out)),
+        )?;
+    }
+    // A bare FAT12 floppy (mkfs.vfat + mtools): nested directories, long names.
+    let fat = dir.join("fat12.img");
+    quiet(
+        cmd("mkfs.vfat")
+            .args(["-C", "-F", "12", "-n", "FUZZ"])
+            .arg(&fat)
+            .arg("1440"),
+    )?;
+    let tree = dir.join("fat-tree");
+    std::fs::create_dir_all(tree.join("Deep/er/A Long Directory Name"))?;
+    std::fs::write(tree.join("README.TXT"), b"short\n")?;
+    std::fs::write(tree.join("a rather long file name.conf"), vec![b'x'; 5000])?;
+    for i in 0..30 {
+        std::fs::write(
+            tree.join(format!("Deep/file-{i:02}.dat")),
+            vec![i as u8; 700 * i],
+        )?;
+    }
+    quiet(
+        cmd("mcopy")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-s")
+            .arg("-i")
+            .arg(&fat)
+            .arg(tree.join("README.TXT"))
+            .arg(tree.join("a rather long file name.conf"))
+            .arg(tree.join("Deep"))
+            .arg("::"),
+    )?;
+    std::fs::remove_dir_all(&tree)?;
+    for f in ["raw-efi", "sd-aarch64", "qemu-efi", "gce", "virtualbox"] {
+        std::fs::copy(
+            root.join(format!("formats/{f}.toml")),
+            dir.join(format!("{f}.toml")),
+        )?;
+    }
+    for (fix, name) in [(&demo, "demo"), (&demo64, "demo-aarch64")] {
+        std::fs::copy(
+            fix.join("closure-info/registration"),
+            dir.join(format!("{name}.registration")),
+        )?;
+        let top = std::fs::read_link(fix.join("result"))?;
+        let rel = top.strip_prefix("/").unwrap_or(&top);
+        std::fs::copy(
+            fix.join(rel).join("boot.json"),
+            dir.join(format!("{name}.boot.json")),
+        )?;
+    }
+    std::fs::write(&stamp, want)?;
+    Ok(dir)
+}
+
+/// What the parent learnt of one target.
+struct Done {
+    target: Target,
+    summaries: Vec<worker::Summary>,
+    failures: Vec<String>,
+}
+
+/// Minimises a failing case by dropping mutations while it still fails (in fresh
+/// processes), then writes it to `crashes/`.
+fn minimise(
+    exe: &Path,
+    seeds: &Path,
+    work: &Path,
+    case: worker::Case,
+    deadline: u64,
+) -> Result<(PathBuf, String)> {
+    let replay = |c: &worker::Case| -> Result<Option<String>> {
+        let f = work.join("replay.json");
+        std::fs::write(&f, serde_json::to_string(c)?)?;
+        let o = Command::new(exe)
+            .args([
+                "fuzz-worker",
+                "--target",
+                &c.target,
+                "--iterations",
+                "1",
+                "--seconds",
+                "1",
+            ])
+            .args(["--seed", "1", "--deadline", &deadline.to_string()])
+            .arg("--seeds")
+            .arg(seeds)
+            .arg("--work")
+            .arg(work.join("replay"))
+            .arg("--replay")
+            .arg(&f)
+            .output()?;
+        Ok(if o.status.success() {
+            None
+        } else {
+            Some(
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .last()
+                    .map_or_else(|| format!("died: {}", o.status), str::to_string),
+            )
+        })
+    };
+    let mut best = case;
+    let mut why = replay(&best)?.unwrap_or_else(|| "did not fail again on replay (flaky)".into());
+    let mut i = 0;
+    while i < best.mutations.len() && best.mutations.len() > 1 {
+        let mut c = best.clone();
+        c.mutations.remove(i);
+        match replay(&c)? {
+            Some(w) => {
+                best = c;
+                why = w;
+            }
+            None => i += 1,
+        }
+    }
+    let dir = util::target_dir().join("fuzz/crashes");
+    std::fs::create_dir_all(&dir)?;
+    let n = std::fs::read_dir(&dir)?.count();
+    let out = dir.join(format!("{}-{n}.json", best.target));
+    std::fs::write(&out, serde_json::to_string_pretty(&(&why, &best))?)?;
+    Ok((out, why))
+}
+
+/// Runs one target to its budget, restarting the worker after each failure.
+fn fuzz_target(exe: &Path, seeds: &Path, a: &FuzzArgs, target: Target) -> Result<Done> {
+    let work = util::target_dir().join("fuzz/work").join(target.name());
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let t0 = Instant::now();
+    let mut done = Done {
+        target,
+        summaries: Vec::new(),
+        failures: Vec::new(),
+    };
+    let mut iterations = 0u64;
+    let mut round = 0u64;
+    while iterations < a.iterations && t0.elapsed().as_secs_f64() < a.seconds {
+        let left = a.seconds - t0.elapsed().as_secs_f64();
+        let o = Command::new(exe)
+            .args(["fuzz-worker", "--target", target.name()])
+            .arg("--seeds")
+            .arg(seeds)
+            .arg("--work")
+            .arg(&work)
+            .args(["--iterations", &(a.iterations - iterations).to_string()])
+            .args(["--seconds", &format!("{left:.1}")])
+            .args(["--seed", &(a.seed.wrapping_add(round * 7919)).to_string()])
+            .args(["--deadline", &a.deadline.to_string()])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("running the {} worker", target.name()))?;
+        round += 1;
+        let out = String::from_utf8_lossy(&o.stdout);
+        if let Some(s) = out
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<worker::Summary>(l).ok())
+        {
+            iterations += s.iterations;
+            done.summaries.push(s);
+        }
+        if o.status.success() {
+            break;
+        }
+        // A failure: the worker wrote it (panic, hang, allocation), or it died mid-case
+        // (the current case is the culprit).
+        let (why, case): (String, worker::Case) = match std::fs::read(work.join("failure.json")) {
+            Ok(b) => serde_json::from_slice(&b)?,
+            Err(_) => (
+                format!("worker died: {}", o.status),
+                serde_json::from_slice(&std::fs::read(work.join("current.json"))?)?,
+            ),
+        };
+        let _ = std::fs::remove_file(work.join("failure.json"));
+        iterations += 1;
+        let (path, min_why) = minimise(exe, seeds, &work, case, a.deadline)?;
+        eprintln!(
+            "xtask fuzz: {}: FAILURE ({why}); minimised: {min_why}; saved {}",
+            target.name(),
+            path.display()
+        );
+        done.failures.push(format!("{why} -> {}", path.display()));
+    }
+    Ok(done)
+}
+
+fn report(done: &[Done], secs: f64) -> String {
+    let mut r = String::from("# cargo xtask fuzz\n\n");
+    r += "| target | cases | s | cases/s | accepted | error kinds | field kinds | entry points run | largest alloc MiB | failures |\n";
+    r += "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|\n";
+    let mut details = String::new();
+    for d in done {
+        let n: u64 = d.summaries.iter().map(|s| s.iterations).sum();
+        let t: f64 = d.summaries.iter().map(|s| s.seconds).sum();
+        let acc: u64 = d.summaries.iter().map(|s| s.accepted).sum();
+        let mut errors = std::collections::BTreeMap::<String, u64>::new();
+        let mut fields = std::collections::BTreeMap::<String, u64>::new();
+        let mut calls = std::collections::BTreeMap::<String, u64>::new();
+        for s in &d.summaries {
+            for (k, v) in &s.errors {
+                *errors.entry(k.clone()).or_default() += v;
+            }
+            for (k, v) in &s.fields {
+                *fields.entry(k.clone()).or_default() += v;
+            }
+            for (k, v) in &s.calls {
+                *calls.entry(k.clone()).or_default() += v;
+            }
+        }
+        let big = d
+            .summaries
+            .iter()
+            .map(|s| s.largest_allocation)
+            .max()
+            .unwrap_or(0);
+        let calls_s: Vec<String> = calls.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        r += &format!(
+            "| {} | {n} | {t:.0} | {:.0} | {acc} | {} | {} | {} | {:.1} | {} |\n",
+            d.target.name(),
+            n as f64 / t.max(0.001),
+            errors.len(),
+            fields.len(),
+            calls_s.join(", "),
+            big as f64 / (1 << 20) as f64,
+            d.failures.len()
+        );
+        let mut top: Vec<(&String, &u64)> = errors.iter().collect();
+        top.sort_by(|a, b| b.1.cmp(a.1));
+        details += &format!(
+            "\n## {}\n\nmost frequent error kinds (of {}):\n",
+            d.target.name(),
+            errors.len()
+        );
+        for (e, c) in top.iter().take(8) {
+            details += &format!("- {c} x {e}\n");
+        }
+        for f in &d.failures {
+            details += &format!("- FAILURE: {f}\n");
+        }
+    }
+    r += &format!("\nTotal {secs:.0} s.\n");
+    r + &details
+}
+
+/// `cargo xtask fuzz`.
+pub fn run(a: FuzzArgs) -> Result<()> {
+    let root = util::repo_root();
+    let targets: Vec<Target> = if a.target == "all" {
+        ALL.to_vec()
+    } else {
+        a.target
+            .split(',')
+            .map(|t| Target::from_name(t).with_context(|| format!("no fuzz target `{t}`")))
+            .collect::<Result<_>>()?
+    };
+    let seeds = seeds(&root)?;
+    let exe = std::env::current_exe()?;
+    let t0 = Instant::now();
+    let mut done = Vec::new();
+    for chunk in targets.chunks(a.jobs.max(1)) {
+        let results: Vec<Result<Done>> = std::thread::scope(|s| {
+            let hs: Vec<_> = chunk
+                .iter()
+                .map(|&t| {
+                    let (exe, seeds, a) = (&exe, &seeds, &a);
+                    s.spawn(move || {
+                        fuzz_target(exe, seeds, a, t)
+                            .with_context(|| format!("fuzz target {}", t.name()))
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| bail!("fuzz thread panicked")))
+                .collect()
+        });
+        for r in results {
+            done.push(r?);
+        }
+    }
+    let text = report(&done, t0.elapsed().as_secs_f64());
+    let path = util::target_dir().join("fuzz/report.md");
+    std::fs::write(&path, &text)?;
+    println!("{text}");
+    let failures: usize = done.iter().map(|d| d.failures.len()).sum();
+    if failures > 0 {
+        bail!("{failures} failing cases (see {})", path.display());
+    }
+    Ok(())
+}

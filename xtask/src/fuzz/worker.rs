@@ -1,0 +1,644 @@
+//! One fuzz target in one process (`cargo xtask fuzz-worker`): mutate a seed, run every
+//! reader entry point on it under a deadline, count what happened. The parent
+//! ([`super::run`]) restarts it when a case aborts the process or hangs.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use imgbuild_inspect::{Image, Kind, Limits, OpenOptions};
+use imgbuild_testutil::harness::{self, Mutation, Rng};
+use serde::{Deserialize, Serialize};
+
+use super::fields::{self, Map};
+use super::mutate::{self, Fixup};
+use super::text;
+use super::{Target, MAX_ALLOCATION};
+
+/// What one worker run did (printed as JSON on its last stdout line).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Summary {
+    pub target: String,
+    pub iterations: u64,
+    pub seconds: f64,
+    /// Images that opened (image targets) / inputs accepted (text targets).
+    pub accepted: u64,
+    /// Normalised error messages and how often each was seen.
+    pub errors: BTreeMap<String, u64>,
+    /// Field kinds mutated, and how often.
+    pub fields: BTreeMap<String, u64>,
+    /// Entry points run, and how often.
+    pub calls: BTreeMap<String, u64>,
+    pub largest_allocation: u64,
+    pub slowest_ms: u64,
+}
+
+/// A case that failed, as the parent replays and minimises it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Case {
+    pub target: String,
+    /// Seed file name (in the seeds directory).
+    pub seed: String,
+    /// `describe`d mutations (binary seeds).
+    pub mutations: Vec<String>,
+    /// The whole input (text targets, and the GCE tar's gzip).
+    pub input_hex: Option<String>,
+}
+
+/// Why a case failed.
+pub enum Failure {
+    Panic(String),
+    Hang,
+    Allocation(usize),
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
+        .collect()
+}
+
+pub fn describe(m: &Mutation) -> String {
+    harness::describe(std::slice::from_ref(m))
+        .trim()
+        .to_string()
+}
+
+pub fn parse_mutation(s: &str) -> Option<Mutation> {
+    let w: Vec<&str> = s.split_whitespace().collect();
+    match w.as_slice() {
+        ["flip", at, bit] => Some(Mutation::Flip {
+            at: at.parse().ok()?,
+            bit: bit.parse().ok()?,
+        }),
+        ["write", at, h] => Some(Mutation::Write {
+            at: at.parse().ok()?,
+            bytes: unhex(h),
+        }),
+        ["copy", from, at, len] => Some(Mutation::Copy {
+            from: from.parse().ok()?,
+            at: at.parse().ok()?,
+            len: len.parse().ok()?,
+        }),
+        _ => None,
+    }
+}
+
+/// `` `/path/x.img` partition 2 /a/b: corrupt: ext4: bad extent header (12 entries) `` ->
+/// `corrupt: ext4: bad extent header (# entries)`.
+pub fn normalise(e: &str) -> String {
+    let mut s = String::new();
+    let mut in_tick = false;
+    for c in e.chars() {
+        match c {
+            '`' => in_tick = !in_tick,
+            _ if in_tick => {}
+            c if c.is_ascii_digit() => {
+                if !s.ends_with('#') {
+                    s.push('#');
+                }
+            }
+            c => s.push(c),
+        }
+    }
+    // Drop the location before the first ": " (image, partition, path).
+    let s = match s.find(": ") {
+        Some(i)
+            if s[..i].contains("partition")
+                || s[..i].trim().is_empty()
+                || s[..i].starts_with(' ') =>
+        {
+            s[i + 2..].to_string()
+        }
+        _ => s,
+    };
+    s.chars().take(90).collect()
+}
+
+/// What one image case ran into.
+#[derive(Default)]
+struct Seen {
+    accepted: bool,
+    errors: Vec<String>,
+    calls: Vec<&'static str>,
+}
+
+/// The reader entry points a user has, on the image at `path`: open, then in turn inspect,
+/// ls (every partition, recursively), cat (a few files), --sizes, the deep read of
+/// everything (`inspect --deep`), cp (a directory), diff (against itself).
+fn exercise(path: &Path, scratch: &Path, n: u64) -> Seen {
+    let mut seen = Seen::default();
+    let opts = OpenOptions {
+        limits: Limits {
+            max_copy_bytes: Some(64 << 20),
+            max_image_size: 8 << 30,
+            ..Limits::default()
+        },
+        temp_dir: Some(scratch.to_path_buf()),
+        ..OpenOptions::default()
+    };
+    let mut err =
+        |call: &'static str, e: String| seen.errors.push(format!("{call}: {}", normalise(&e)));
+    seen.calls.push("open");
+    let img = match Image::open_with(path, &opts) {
+        Ok(i) => i,
+        Err(e) => {
+            err("open", e.to_string());
+            return seen;
+        }
+    };
+    seen.accepted = true;
+    // One entry point per case, in turn (each repeats the open and most of `inspect`).
+    let call = ["inspect", "ls", "cat", "sizes", "read_all", "cp", "diff"][(n % 7) as usize];
+    seen.calls.push(call);
+    match call {
+        "inspect" => {
+            let report = img.inspect();
+            let _ = serde_json::to_string(&report);
+            for w in report.warnings.iter().take(4) {
+                err("inspect", w.clone());
+            }
+        }
+        "ls" | "cat" => {
+            let numbers: Vec<u32> = img.partitions().map(|p| p.entry.number).collect();
+            for n in &numbers {
+                let Ok(fs) = img.filesystem(&n.to_string()) else {
+                    continue;
+                };
+                let mut files = Vec::new();
+                let r = fs.walk(b"/", |p, e, depth| {
+                    if e.kind == Kind::File && files.len() < 3 && depth <= 3 {
+                        files.push(p.to_vec());
+                    }
+                    if e.kind == Kind::Symlink {
+                        let _ = fs.read_link(p);
+                    }
+                    Ok(call == "ls" || files.len() < 3)
+                });
+                if let Err(e) = r {
+                    err("ls", e.to_string());
+                }
+                for f in files.iter().filter(|_| call == "cat") {
+                    if let Err(e) = fs.read_to_vec(f, 1 << 20) {
+                        err("cat", e.to_string());
+                    }
+                }
+            }
+        }
+        "sizes" => {
+            if let Err(e) = img.sizes() {
+                err("sizes", e.to_string());
+            }
+        }
+        "read_all" => {
+            for r in img.read_all() {
+                for e in r.errors.iter().take(2) {
+                    err("read_all", e.clone());
+                }
+            }
+        }
+        "cp" => {
+            if let Ok(root) = img.root_filesystem() {
+                let _ = root.canonicalize(b"/nix/var/nix/profiles/system");
+                let dest = scratch.join("cp");
+                let _ = std::fs::remove_dir_all(&dest);
+                let from: &[u8] = if root.exists(b"/etc").unwrap_or(false) {
+                    b"/etc"
+                } else {
+                    b"/"
+                };
+                if let Err(e) = imgbuild_inspect::copy_out(root, from, &dest) {
+                    err("cp", e.to_string());
+                }
+                let _ = std::fs::remove_dir_all(&dest);
+            }
+        }
+        _ => {
+            if let Err(e) = imgbuild_inspect::diff(&img, &img) {
+                err("diff", e.to_string());
+            }
+        }
+    }
+    seen
+}
+
+/// Runs `f` in a fresh thread under `deadline`; a panic anywhere in it (caught by a
+/// library's guard or not) and any allocation above the cap is a failure.
+fn bounded<T: Send + 'static>(
+    deadline: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<(T, usize), Failure> {
+    harness::install_panic_counter();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        harness::reset_largest_allocation();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        let _ = tx.send((
+            r.ok(),
+            harness::panics_here(),
+            harness::largest_allocation(),
+        ));
+    });
+    match rx.recv_timeout(deadline) {
+        Err(_) => Err(Failure::Hang),
+        Ok((None, (_, msg), _)) => Err(Failure::Panic(format!("escaped: {msg}"))),
+        Ok((Some(_), (n, msg), _)) if n > 0 => Err(Failure::Panic(format!("{n} caught: {msg}"))),
+        Ok((Some(_), _, big)) if big > MAX_ALLOCATION => Err(Failure::Allocation(big)),
+        Ok((Some(t), _, big)) => Ok((t, big)),
+    }
+}
+
+/// A binary seed, copied into the worker's directory and mutated in place.
+struct Seed {
+    name: String,
+    path: PathBuf,
+    len: u64,
+    map: Map,
+    fixup: Fixup,
+    /// GCE: the tar inside the gzip, mutated in memory and gzipped per case.
+    tar: Option<Vec<u8>>,
+}
+
+fn seed_map(target: Target, path: &Path, len: u64) -> Result<(Map, Fixup)> {
+    let f = File::open(path)?;
+    let mut m = Map::default();
+    let disk = matches!(
+        target,
+        Target::Gpt | Target::Mbr | Target::Ext4 | Target::Fat | Target::Nixdb
+    );
+    if disk {
+        m.ranges = harness::Base::new("seed", path).ranges;
+    }
+    let parts = fields::partitions(&f, len);
+    let fix = match target {
+        Target::Gpt => {
+            fields::gpt(&f, len, &mut m);
+            Fixup::Gpt
+        }
+        Target::Mbr => {
+            fields::mbr(&mut m);
+            Fixup::None
+        }
+        Target::Ext4 => {
+            for &(s, n) in &parts {
+                fields::ext4(&f, s, n, &mut m);
+            }
+            Fixup::Ext4
+        }
+        Target::Fat => {
+            if parts.is_empty() {
+                fields::fat(&f, 0, len, &mut m);
+            }
+            for &(s, n) in &parts {
+                fields::fat(&f, s, n, &mut m);
+            }
+            Fixup::None
+        }
+        Target::Nixdb => {
+            m.ranges.clear();
+            for &(s, n) in &parts {
+                fields::sqlite(&f, s, n, &mut m);
+            }
+            Fixup::None
+        }
+        Target::Qcow2 => {
+            fields::qcow2(&f, len, &mut m);
+            Fixup::None
+        }
+        Target::Vhd => {
+            fields::vhd(&f, len, &mut m);
+            Fixup::Vhd
+        }
+        Target::Vhdx => {
+            fields::vhdx(&f, &mut m);
+            Fixup::Vhdx
+        }
+        Target::Vmdk => {
+            fields::vmdk(&f, 0, len, &mut m);
+            Fixup::None
+        }
+        Target::Ova => {
+            if let Some((at, size)) = fields::tar(&f, len, &mut m) {
+                fields::vmdk(&f, at, size, &mut m);
+            }
+            Fixup::Tar
+        }
+        Target::Gce | Target::Format | Target::Registration | Target::Bootspec => Fixup::None,
+    };
+    if !disk && m.ranges.is_empty() {
+        m.ranges.push((0, len.min(64 << 10)));
+        m.ranges.push((len.saturating_sub(4096), len));
+    }
+    anyhow::ensure!(
+        !m.fields.is_empty() || target == Target::Gce,
+        "{}: no {} structures found",
+        path.display(),
+        target.name()
+    );
+    Ok((m, fix))
+}
+
+fn gunzip(path: &Path) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(File::open(path)?).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let _ = e.write_all(b);
+    e.finish().unwrap_or_default()
+}
+
+fn load_seeds(target: Target, seeds: &Path, work: &Path) -> Result<Vec<Seed>> {
+    let mut out = Vec::new();
+    for name in target.seeds() {
+        let src = seeds.join(name);
+        let path = work.join(name);
+        super::copy_sparse(&src, &path)?;
+        let len = std::fs::metadata(&path)?.len();
+        let (map, fixup, tar) = if target == Target::Gce {
+            let t = gunzip(&path)?;
+            let mut m = Map::default();
+            fields::gnu_sparse(&t, &mut m);
+            (m, Fixup::None, Some(t))
+        } else {
+            let (m, f) = seed_map(target, &path, len).with_context(|| format!("seed {name}"))?;
+            (m, f, None)
+        };
+        eprintln!(
+            "fuzz {}: seed {name}: {} fields, {} hot ranges",
+            target.name(),
+            map.fields.len(),
+            map.ranges.len()
+        );
+        out.push(Seed {
+            name: name.to_string(),
+            path,
+            len,
+            map,
+            fixup,
+            tar,
+        });
+    }
+    Ok(out)
+}
+
+/// Options of one worker run.
+pub struct Opts {
+    pub target: Target,
+    pub seeds: PathBuf,
+    pub work: PathBuf,
+    pub iterations: u64,
+    pub seconds: f64,
+    pub seed: u64,
+    pub deadline: Duration,
+}
+
+/// Runs one case: mutated file in place (or a new GCE tar.gz), then the entry points.
+fn run_case(
+    s: &Seed,
+    muts: &[Mutation],
+    scratch: &Path,
+    n: u64,
+    deadline: Duration,
+) -> Result<(Seen, usize), Failure> {
+    if let Some(tar) = &s.tar {
+        let mut t = tar.clone();
+        for m in muts {
+            apply_mem(&mut t, m);
+        }
+        let h = t[..512.min(t.len())].to_vec();
+        if h.len() == 512 {
+            t[148..156].copy_from_slice(&mutate::tar_checksum(&h));
+        }
+        let _ = std::fs::write(&s.path, gzip(&t));
+        let (p, sc) = (s.path.clone(), scratch.to_path_buf());
+        return bounded(deadline, move || exercise(&p, &sc, n));
+    }
+    let _restore = harness::apply(&s.path, s.len, muts);
+    let file = File::open(&s.path).ok();
+    let fix = file.map_or(Vec::new(), |f| mutate::fixups(s.fixup, &s.path, &f, s.len));
+    let _restore_fix = harness::apply(&s.path, s.len, &fix);
+    let (p, sc) = (s.path.clone(), scratch.to_path_buf());
+    bounded(deadline, move || exercise(&p, &sc, n))
+}
+
+fn apply_mem(t: &mut [u8], m: &Mutation) {
+    let len = t.len() as u64;
+    match m {
+        Mutation::Flip { at, bit } if *at < len => t[*at as usize] ^= 1 << (bit % 8),
+        Mutation::Write { at, bytes } if *at < len => {
+            let n = bytes.len().min((len - at) as usize);
+            t[*at as usize..*at as usize + n].copy_from_slice(&bytes[..n]);
+        }
+        Mutation::Copy { from, at, len: l } if *from < len && *at < len => {
+            let n = (*l).min(len - from).min(len - at) as usize;
+            let src = t[*from as usize..*from as usize + n].to_vec();
+            t[*at as usize..*at as usize + n].copy_from_slice(&src);
+        }
+        _ => {}
+    }
+}
+
+fn save_case(work: &Path, case: &Case) {
+    if let Ok(j) = serde_json::to_string(case) {
+        let _ = std::fs::write(work.join("current.json"), j);
+    }
+}
+
+/// The loop of one worker. Returns the summary; a failing case ends the run with its
+/// description in `work/failure.json` (and an error).
+pub fn run(o: &Opts) -> Result<Summary> {
+    std::fs::create_dir_all(&o.work)?;
+    let scratch = o.work.join("scratch");
+    std::fs::create_dir_all(&scratch)?;
+    let mut sum = Summary {
+        target: o.target.name().to_string(),
+        ..Summary::default()
+    };
+    let mut rng = Rng(o.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let t0 = Instant::now();
+    let text_seeds: Vec<(String, Vec<u8>)> = if o.target.is_text() {
+        o.target
+            .seeds()
+            .iter()
+            .map(|n| Ok((n.to_string(), std::fs::read(o.seeds.join(n))?)))
+            .collect::<Result<_>>()?
+    } else {
+        Vec::new()
+    };
+    let seeds = if o.target.is_text() {
+        Vec::new()
+    } else {
+        load_seeds(o.target, &o.seeds, &o.work)?
+    };
+    let mut n = 0u64;
+    while n < o.iterations && t0.elapsed().as_secs_f64() < o.seconds {
+        n += 1;
+        let (case, outcome) = if o.target.is_text() {
+            let (name, seed) = &text_seeds[(rng.next_u64() % text_seeds.len() as u64) as usize];
+            let input = text::mutate(o.target.name(), &mut rng, seed);
+            let case = Case {
+                target: sum.target.clone(),
+                seed: name.clone(),
+                mutations: Vec::new(),
+                input_hex: Some(hex(&input)),
+            };
+            save_case(&o.work, &case);
+            let t = o.target.name();
+            let r = bounded(o.deadline, move || text::parse(t, &input)).map(|(e, big)| {
+                let seen = Seen {
+                    accepted: e.is_none(),
+                    errors: e.map(|e| normalise(&e)).into_iter().collect(),
+                    calls: vec!["parse"],
+                };
+                (seen, big)
+            });
+            (case, r)
+        } else {
+            let s = &seeds[(rng.next_u64() % seeds.len() as u64) as usize];
+            let file = File::open(&s.path)?;
+            let len = s.tar.as_ref().map_or(s.len, |t| t.len() as u64);
+            let (muts, kinds) = mutate::mutations(&mut rng, &file, &s.map, len);
+            for k in kinds {
+                *sum.fields.entry(k.to_string()).or_default() += 1;
+            }
+            let case = Case {
+                target: sum.target.clone(),
+                seed: s.name.clone(),
+                mutations: muts.iter().map(describe).collect(),
+                input_hex: None,
+            };
+            save_case(&o.work, &case);
+            (case, run_case(s, &muts, &scratch, n, o.deadline))
+        };
+        sum.iterations = n;
+        match outcome {
+            Ok((seen, big)) => {
+                sum.accepted += u64::from(seen.accepted);
+                for e in seen.errors {
+                    *sum.errors.entry(e).or_default() += 1;
+                }
+                for c in seen.calls {
+                    *sum.calls.entry(c.to_string()).or_default() += 1;
+                }
+                sum.largest_allocation = sum.largest_allocation.max(big as u64);
+            }
+            Err(f) => {
+                let why = match &f {
+                    Failure::Panic(m) => format!("panic: {m}"),
+                    Failure::Hang => format!("hang: no result after {:?}", o.deadline),
+                    Failure::Allocation(b) => format!("allocation of {b} bytes"),
+                };
+                let _ = std::fs::write(
+                    o.work.join("failure.json"),
+                    serde_json::to_string(&(why.clone(), &case))?,
+                );
+                sum.seconds = t0.elapsed().as_secs_f64();
+                println!("{}", serde_json::to_string(&sum)?);
+                if matches!(f, Failure::Hang) {
+                    // The stuck thread cannot be stopped: end the process.
+                    std::process::exit(11);
+                }
+                anyhow::bail!("{why}");
+            }
+        }
+    }
+    sum.seconds = t0.elapsed().as_secs_f64();
+    Ok(sum)
+}
+
+/// Replays a case; `Ok(None)` when it passes, `Ok(Some(why))` when it still fails.
+pub fn replay(
+    case: &Case,
+    seeds: &Path,
+    work: &Path,
+    deadline: Duration,
+) -> Result<Option<String>> {
+    std::fs::create_dir_all(work)?;
+    let scratch = work.join("scratch");
+    std::fs::create_dir_all(&scratch)?;
+    let target = Target::from_name(&case.target).context("unknown target")?;
+    let r = if target.is_text() {
+        let input = unhex(case.input_hex.as_deref().unwrap_or(""));
+        let t = target.name();
+        bounded(deadline, move || text::parse(t, &input)).map(|_| ())
+    } else {
+        let s = load_seeds(target, seeds, work)?
+            .into_iter()
+            .find(|s| s.name == case.seed)
+            .context("the case's seed")?;
+        let muts: Vec<Mutation> = case
+            .mutations
+            .iter()
+            .filter_map(|m| parse_mutation(m))
+            .collect();
+        run_case(&s, &muts, &scratch, 0, deadline).map(|_| ())
+    };
+    Ok(match r {
+        Ok(()) => None,
+        Err(Failure::Panic(m)) => Some(format!("panic: {m}")),
+        Err(Failure::Hang) => Some("hang".into()),
+        Err(Failure::Allocation(b)) => Some(format!("allocation of {b} bytes")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_catches_panics_hangs_and_big_allocations() {
+        let d = Duration::from_millis(500);
+        assert!(
+            matches!(bounded(d, || panic!("boom")), Err(Failure::Panic(m)) if m.contains("boom"))
+        );
+        // A panic a library catches still counts.
+        let caught = bounded(d, || std::panic::catch_unwind(|| panic!("inner")).is_err());
+        assert!(matches!(caught, Err(Failure::Panic(m)) if m.contains("caught")));
+        assert!(matches!(
+            bounded(d, || std::thread::sleep(Duration::from_secs(5))),
+            Err(Failure::Hang)
+        ));
+        let big = bounded(d, || vec![1u8; MAX_ALLOCATION + 1].len());
+        assert!(matches!(big, Err(Failure::Allocation(n)) if n > MAX_ALLOCATION));
+        assert!(matches!(bounded(d, || 7), Ok((7, _))));
+    }
+
+    #[test]
+    fn errors_are_normalised_without_places_and_numbers() {
+        assert_eq!(
+            normalise("`/tmp/x.img` partition 2 /a/b: corrupt: bad extent header (12 entries)"),
+            "corrupt: bad extent header (# entries)"
+        );
+    }
+
+    #[test]
+    fn mutations_round_trip_through_their_description() {
+        for m in [
+            Mutation::Flip { at: 5, bit: 3 },
+            Mutation::Write {
+                at: 9,
+                bytes: vec![0xde, 0xad],
+            },
+            Mutation::Copy {
+                from: 1,
+                at: 2,
+                len: 3,
+            },
+        ] {
+            let back = parse_mutation(&describe(&m)).unwrap();
+            assert_eq!(describe(&back), describe(&m));
+        }
+    }
+}
