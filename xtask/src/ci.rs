@@ -176,7 +176,13 @@ pub fn run_all(args: CiArgs) -> Result<()> {
     let mut fuzz = cmd("cargo");
     fuzz.current_dir(&root)
         .args(["xtask", "fuzz", "all", "--seconds", "8"]);
-    let checks: [(&str, std::process::Command); 8] = [
+    // The negative control: a target made to panic must fail the fuzz run.
+    let mut fuzz_control = cmd("bash");
+    fuzz_control.current_dir(&root).args([
+        "-c",
+        "! XTASK_FUZZ_SABOTAGE=format cargo xtask fuzz format --seconds 2 >/dev/null 2>&1",
+    ]);
+    let checks: [(&str, std::process::Command); 9] = [
         (
             "cargo fmt --all --check",
             cargo(&["fmt", "--all", "--", "--check"], &[]),
@@ -212,6 +218,10 @@ pub fn run_all(args: CiArgs) -> Result<()> {
         (
             "cargo xtask fuzz all --seconds 8 (every reader, a short budget)",
             fuzz,
+        ),
+        (
+            "fuzz negative control (a sabotaged target fails the run)",
+            fuzz_control,
         ),
     ];
     let total = Timer::start();

@@ -56,6 +56,12 @@ pub enum Failure {
     Allocation(usize),
 }
 
+/// `XTASK_FUZZ_SABOTAGE=TARGET` makes a text target panic (every 50th case, and on
+/// replay): CI's negative control that a failing reader fails the fuzz run.
+fn sabotaged(target: &str) -> bool {
+    std::env::var("XTASK_FUZZ_SABOTAGE").is_ok_and(|t| t == target)
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -496,7 +502,13 @@ pub fn run(o: &Opts) -> Result<Summary> {
             };
             save_case(&o.work, &case);
             let t = o.target.name();
-            let r = bounded(o.deadline, move || text::parse(t, &input)).map(|(e, big)| {
+            let sabotage = sabotaged(t) && n.is_multiple_of(50);
+            let r = bounded(o.deadline, move || {
+                // The negative control of CI: a target that panics must fail the run.
+                assert!(!sabotage, "sabotaged on purpose (XTASK_FUZZ_SABOTAGE)");
+                text::parse(t, &input)
+            })
+            .map(|(e, big)| {
                 let seen = Seen {
                     accepted: e.is_none(),
                     errors: e.map(|e| normalise(&e)).into_iter().collect(),
@@ -572,7 +584,12 @@ pub fn replay(
     let r = if target.is_text() {
         let input = unhex(case.input_hex.as_deref().unwrap_or(""));
         let t = target.name();
-        bounded(deadline, move || text::parse(t, &input)).map(|_| ())
+        let sabotage = sabotaged(t);
+        bounded(deadline, move || {
+            assert!(!sabotage, "sabotaged on purpose (XTASK_FUZZ_SABOTAGE)");
+            text::parse(t, &input)
+        })
+        .map(|_| ())
     } else {
         let s = load_seeds(target, seeds, work)?
             .into_iter()
