@@ -194,6 +194,54 @@ fn diff_names_exactly_what_changed_and_sizes_match_du() {
         "metadata {meta}, journal {journal}"
     );
 
+    // The ESP against fsck.fat: clusters in use and free.
+    let esp = s["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == "fat32")
+        .unwrap()
+        .clone();
+    let mesp = &m["partitions"][0];
+    let esp_img = t.path().join("esp.fat");
+    extract(
+        &b,
+        mesp["start"].as_u64().unwrap(),
+        mesp["filesystem"]["size"].as_u64().unwrap(),
+        &esp_img,
+    );
+    let v = String::from_utf8(ok(Command::new("fsck.fat").args(["-n", "-v"]).arg(&esp_img)).stdout)
+        .unwrap();
+    let num = |line: &str, word: &str| -> u64 {
+        line.split_whitespace()
+            .take_while(|w| *w != word)
+            .last()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let cluster = num(
+        v.lines().find(|l| l.contains("bytes per cluster")).unwrap(),
+        "bytes",
+    );
+    let counts = v.lines().find(|l| l.contains(" files, ")).unwrap();
+    let (in_use, total) = counts
+        .rsplit(' ')
+        .nth(1)
+        .unwrap()
+        .split_once('/')
+        .map(|(a, b)| (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap()))
+        .unwrap();
+    assert_eq!(esp["used"], in_use * cluster, "{v}");
+    assert_eq!(esp["free"], (total - in_use) * cluster, "{v}");
+    let files: u64 = esp["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["bytes"].as_u64().unwrap())
+        .sum();
+    assert!(files > 0 && files <= in_use * cluster);
+
     let mnt = t.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     ok(Command::new("mount")

@@ -69,11 +69,13 @@ pub struct PartitionUse {
     pub label: Option<String>,
     pub kind: String,
     pub size: u64,
-    /// Allocated bytes (metadata included), from the filesystem's own counters.
+    /// Bytes in use, from the filesystem's own counters: ext4 blocks (metadata included),
+    /// FAT data clusters (as `fsck.fat` counts; the reserved sectors and FATs are outside).
     pub used: u64,
+    /// Bytes free for new data.
     pub free: u64,
     /// What the used bytes are, largest first; the last line, `metadata`, is what no file
-    /// holds (superblocks, bitmaps, inode tables, the journal; FAT: the FATs, directories).
+    /// holds (ext4: superblocks, bitmaps, inode tables, the journal; FAT: directories).
     pub parts: Vec<Named>,
     /// Files outside `/nix/store`, largest first (at most 1000): the boot partition's
     /// contents, `/boot` of an extlinux root.
@@ -130,7 +132,7 @@ impl Image {
                 kind: info.summary.kind.clone(),
                 size: info.summary.size,
                 used,
-                free: info.summary.size.saturating_sub(used),
+                free: info.free,
                 parts,
                 files: walk.files,
             });

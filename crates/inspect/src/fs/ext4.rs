@@ -215,6 +215,7 @@ impl Superblock {
                 .blocks_count
                 .saturating_sub(self.free_blocks)
                 .saturating_mul(self.block_size),
+            free: self.free_blocks.saturating_mul(self.block_size),
             block_size: self.block_size,
             inodes: Some(self.inodes_count),
             inodes_used: Some(self.inodes_count.saturating_sub(self.free_inodes)),

@@ -435,6 +435,7 @@ impl FatFs {
         };
         let free = fat[2..].iter().filter(|&&v| v == 0).count() as u64;
         info.used = (bpb.clusters - free) * bpb.cluster_size();
+        info.free = free * bpb.cluster_size();
         let fs = Self {
             slice: RefCell::new(slice),
             bpb,

@@ -68,8 +68,11 @@ pub struct FsInfo {
     /// Kind, label, id and size: the part the manifest shows too.
     #[serde(flatten)]
     pub summary: FsSummary,
-    /// Bytes in use (allocated blocks or clusters, metadata included).
+    /// Bytes in use: ext4 blocks (metadata included); FAT data clusters (as `fsck.fat`
+    /// counts them; the reserved sectors and the FATs are outside).
     pub used: u64,
+    /// Bytes free for new data: ext4 free blocks, FAT free clusters.
+    pub free: u64,
     /// Block size (ext4) or cluster size (FAT).
     pub block_size: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
