@@ -3,7 +3,7 @@
 //! FAT entries and directory entries, the SQLite header and b-tree pages of the Nix database,
 //! and each container's headers and tables. A mutation overwrites a whole field with a value
 //! of its width, so it lands where a reader makes decisions; checksums are recomputed after
-//! (see [`super::fixups`]) so the mutation gets past them.
+//! (see [`super::mutate::fixups`]) so the mutation gets past them.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;

@@ -558,26 +558,38 @@ pub fn run(a: FuzzArgs) -> Result<()> {
     let seeds = seeds(&root)?;
     let exe = std::env::current_exe()?;
     let t0 = Instant::now();
-    let mut done = Vec::new();
-    for chunk in targets.chunks(a.jobs.max(1)) {
-        let results: Vec<Result<Done>> = std::thread::scope(|s| {
-            let hs: Vec<_> = chunk
-                .iter()
-                .map(|&t| {
-                    let (exe, seeds, a) = (&exe, &seeds, &a);
-                    s.spawn(move || {
-                        fuzz_target(exe, seeds, a, t)
-                            .with_context(|| format!("fuzz target {}", t.name()))
-                    })
+    // A queue: each of --jobs threads takes the next target when its last one ends.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<(usize, Result<Done>)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..a.jobs.clamp(1, targets.len().max(1)))
+            .map(|_| {
+                let (exe, seeds, a, next, targets) = (&exe, &seeds, &a, &next, &targets);
+                s.spawn(move || {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&t) = targets.get(i) else { break };
+                        let r = fuzz_target(exe, seeds, a, t)
+                            .with_context(|| format!("fuzz target {}", t.name()));
+                        mine.push((i, r));
+                    }
+                    mine
                 })
-                .collect();
-            hs.into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| bail!("fuzz thread panicked")))
-                .collect()
-        });
-        for r in results {
-            done.push(r?);
-        }
+            })
+            .collect();
+        hs.into_iter()
+            .flat_map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    vec![(usize::MAX, Err(anyhow::anyhow!("fuzz thread panicked")))]
+                })
+            })
+            .collect()
+    });
+    let mut results = results;
+    results.sort_by_key(|(i, _)| *i);
+    let mut done = Vec::new();
+    for (_, r) in results {
+        done.push(r?);
     }
     let text = report(&done, t0.elapsed().as_secs_f64());
     let path = util::target_dir().join("fuzz/report.md");
