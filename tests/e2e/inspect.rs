@@ -364,6 +364,37 @@ fn inspect_explains_nixpkgs_style_images() {
         "nix-store --load-db makes .links"
     );
 
+    // --sizes works on nixpkgs' images too: the closure from the image's own list (the
+    // registration file of the sd image, the Nix database of the efi image), every path
+    // measured, and the root's used bytes all accounted for (paths + outside + metadata).
+    for (img, from) in [
+        (&sd, "/nix-path-registration"),
+        (&efi, "/nix/var/nix/db/db.sqlite"),
+    ] {
+        let out = ok(&mut imgbuild(&["inspect", "--sizes", "--json", &s(img)]));
+        let z: Value = serde_json::from_slice(&out.stdout).expect("--sizes --json is JSON");
+        assert_eq!(z["closure_from"], from, "{}", img.display());
+        let paths = z["store_paths"].as_array().unwrap();
+        assert_eq!(paths.len() as u64, store_paths(), "{}", img.display());
+        assert!(paths.iter().all(|p| p["bytes"].as_u64().unwrap() > 0));
+        let total: u64 = paths.iter().map(|p| p["bytes"].as_u64().unwrap()).sum();
+        let closure = z["closure_total"].as_u64().unwrap();
+        assert!(closure > 0 && closure <= total, "{closure} vs {total}");
+        let root = z["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["number"] == z["root_partition"])
+            .expect("the root partition is listed");
+        let parts: u64 = root["parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["bytes"].as_u64().unwrap())
+            .sum();
+        assert_eq!(parts, root["used"].as_u64().unwrap(), "{root}");
+    }
+
     // And the classic image's store copies out equal to the closure too.
     let dest = t.path().join("out");
     ok(&mut imgbuild(&[
