@@ -88,12 +88,13 @@ enum Cmd {
     Tidy,
 }
 
-/// Counts every allocation request for the fuzz worker's bound (the largest request of a
-/// case, per thread).
+/// Counts every allocation request and free for the fuzz worker's bounds (the largest request
+/// of a case, per thread; the peak of live bytes, per process).
 struct Counting;
 
-// SAFETY: forwards every call unchanged to the system allocator; `note_allocation` only
-// updates a const-initialised thread-local `Cell` (no allocation, no unwinding).
+// SAFETY: forwards every call unchanged to the system allocator; `note_allocation` and
+// `note_free` only update a const-initialised thread-local `Cell` and two static atomics (no
+// allocation, no unwinding).
 unsafe impl std::alloc::GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         imgbuild_testutil::harness::note_allocation(layout.size());
@@ -101,10 +102,12 @@ unsafe impl std::alloc::GlobalAlloc for Counting {
         unsafe { std::alloc::System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        imgbuild_testutil::harness::note_free(layout.size());
         // SAFETY: `ptr` came from `System.alloc` above with this layout.
         unsafe { std::alloc::System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        imgbuild_testutil::harness::note_free(layout.size());
         imgbuild_testutil::harness::note_allocation(new);
         // SAFETY: as for `dealloc`; the caller upholds `realloc`'s contract.
         unsafe { std::alloc::System.realloc(ptr, layout, new) }

@@ -229,6 +229,28 @@ thread_local! {
     static LARGEST: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
+/// Bytes allocated and not yet freed in this process, and the most there were since
+/// [`reset_peak`] (when a counting allocator reports allocations and frees).
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static PEAK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Starts a new peak of live bytes; returns the bytes live now (the base of the peak).
+pub fn reset_peak() -> usize {
+    let live = LIVE.load(std::sync::atomic::Ordering::Relaxed);
+    PEAK.store(live, std::sync::atomic::Ordering::Relaxed);
+    live
+}
+
+/// The most bytes live at once since [`reset_peak`].
+pub fn peak() -> usize {
+    PEAK.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Called by a counting global allocator for every free (and the old block of a realloc).
+pub fn note_free(size: usize) {
+    LIVE.fetch_sub(size, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Largest allocation request on this thread since [`reset_largest_allocation`].
 pub fn largest_allocation() -> usize {
     LARGEST.with(|l| l.get())
@@ -242,6 +264,8 @@ pub fn reset_largest_allocation() {
 /// request; `Outcome::largest_allocation` is then the largest request of a case. Must not
 /// allocate: a const-initialised `Cell` in thread-local storage, no destructor.
 pub fn note_allocation(size: usize) {
+    let live = LIVE.fetch_add(size, std::sync::atomic::Ordering::Relaxed) + size;
+    PEAK.fetch_max(live, std::sync::atomic::Ordering::Relaxed);
     let _ = LARGEST.try_with(|l| {
         if size > l.get() {
             l.set(size);

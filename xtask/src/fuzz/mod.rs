@@ -10,7 +10,8 @@
 //! fields of the structures the target is about (see [`fields`]), recomputes their
 //! checksums ([`mutate::fixups`]), then runs every reader entry point (open, inspect, ls, cat,
 //! cp, --sizes, diff, the deep read) in a thread under a deadline. A panic (even one a
-//! library's guard caught), a hang, or an allocation above [`MAX_ALLOCATION`] is a failure;
+//! library's guard caught), a hang, an allocation above [`MAX_ALLOCATION`] or a peak of live
+//! heap above [`MAX_LIVE`] is a failure;
 //! so is a worker that dies (an aborting allocation). Failing cases are replayed in fresh
 //! processes, minimised (mutations dropped while it still fails) and written to
 //! `target/fuzz/crashes/`; the run then continues with the next case.
@@ -35,6 +36,9 @@ use crate::util::{self, cmd};
 /// Largest single allocation a case may make (the biggest seed disk is 1.1 GB, sparse; no
 /// reader needs more than a table or a file chunk at once).
 pub const MAX_ALLOCATION: usize = 96 << 20;
+/// Most heap a case may hold at once, over what the worker held before it (a fixed cap, not a
+/// multiple of the image: the seeds are up to 1.1 GB, and no reader holds an image in memory).
+pub const MAX_LIVE: usize = 256 << 20;
 /// Bump when the seeds change.
 const SEEDS_VERSION: u32 = 1;
 
@@ -488,8 +492,8 @@ fn fuzz_target(exe: &Path, seeds: &Path, a: &FuzzArgs, target: Target) -> Result
 
 fn report(done: &[Done], secs: f64) -> String {
     let mut r = String::from("# cargo xtask fuzz\n\n");
-    r += "| target | cases | s | cases/s | accepted | error kinds | field kinds | entry points run | largest alloc MiB | failures |\n";
-    r += "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|\n";
+    r += "| target | cases | s | cases/s | accepted | error kinds | field kinds | entry points run | largest alloc MiB | peak heap MiB | failures |\n";
+    r += "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|\n";
     let mut details = String::new();
     for d in done {
         let n: u64 = d.summaries.iter().map(|s| s.iterations).sum();
@@ -515,15 +519,17 @@ fn report(done: &[Done], secs: f64) -> String {
             .map(|s| s.largest_allocation)
             .max()
             .unwrap_or(0);
+        let peak = d.summaries.iter().map(|s| s.peak_live).max().unwrap_or(0);
         let calls_s: Vec<String> = calls.iter().map(|(k, v)| format!("{k} {v}")).collect();
         r += &format!(
-            "| {} | {n} | {t:.0} | {:.0} | {acc} | {} | {} | {} | {:.1} | {} |\n",
+            "| {} | {n} | {t:.0} | {:.0} | {acc} | {} | {} | {} | {:.1} | {:.1} | {} |\n",
             d.target.name(),
             n as f64 / t.max(0.001),
             errors.len(),
             fields.len(),
             calls_s.join(", "),
             big as f64 / (1 << 20) as f64,
+            peak as f64 / (1 << 20) as f64,
             d.failures.len()
         );
         let mut top: Vec<(&String, &u64)> = errors.iter().collect();

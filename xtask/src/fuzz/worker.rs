@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::fields::{self, Map};
 use super::mutate::{self, Fixup};
 use super::text;
-use super::{Target, MAX_ALLOCATION};
+use super::{Target, MAX_ALLOCATION, MAX_LIVE};
 
 /// What one worker run did (printed as JSON on its last stdout line).
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -34,6 +34,9 @@ pub struct Summary {
     /// Entry points run, and how often.
     pub calls: BTreeMap<String, u64>,
     pub largest_allocation: u64,
+    /// Most heap a case held at once (over the worker's own), in bytes.
+    #[serde(default)]
+    pub peak_live: u64,
     pub slowest_ms: u64,
 }
 
@@ -54,6 +57,15 @@ pub enum Failure {
     Panic(String),
     Hang,
     Allocation(usize),
+    /// A peak of live heap over [`MAX_LIVE`].
+    Memory(usize),
+}
+
+/// What a case allocated: its largest single request and its peak of live heap.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Mem {
+    pub largest: usize,
+    pub peak: usize,
 }
 
 /// `XTASK_FUZZ_SABOTAGE=TARGET` makes a text target panic (every 50th case, and on
@@ -237,28 +249,32 @@ fn exercise(path: &Path, scratch: &Path, n: u64) -> Seen {
 }
 
 /// Runs `f` in a fresh thread under `deadline`; a panic anywhere in it (caught by a
-/// library's guard or not) and any allocation above the cap is a failure.
+/// library's guard or not), any allocation above [`MAX_ALLOCATION`] and a peak of live heap
+/// above [`MAX_LIVE`] is a failure. The peak is the process's (the worker runs one case at a
+/// time; its other thread waits here).
 fn bounded<T: Send + 'static>(
     deadline: Duration,
     f: impl FnOnce() -> T + Send + 'static,
-) -> Result<(T, usize), Failure> {
+) -> Result<(T, Mem), Failure> {
     harness::install_panic_counter();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         harness::reset_largest_allocation();
+        let base = harness::reset_peak();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-        let _ = tx.send((
-            r.ok(),
-            harness::panics_here(),
-            harness::largest_allocation(),
-        ));
+        let mem = Mem {
+            largest: harness::largest_allocation(),
+            peak: harness::peak().saturating_sub(base),
+        };
+        let _ = tx.send((r.ok(), harness::panics_here(), mem));
     });
     match rx.recv_timeout(deadline) {
         Err(_) => Err(Failure::Hang),
         Ok((None, (_, msg), _)) => Err(Failure::Panic(format!("escaped: {msg}"))),
         Ok((Some(_), (n, msg), _)) if n > 0 => Err(Failure::Panic(format!("{n} caught: {msg}"))),
-        Ok((Some(_), _, big)) if big > MAX_ALLOCATION => Err(Failure::Allocation(big)),
-        Ok((Some(t), _, big)) => Ok((t, big)),
+        Ok((Some(_), _, m)) if m.largest > MAX_ALLOCATION => Err(Failure::Allocation(m.largest)),
+        Ok((Some(_), _, m)) if m.peak > MAX_LIVE => Err(Failure::Memory(m.peak)),
+        Ok((Some(t), _, m)) => Ok((t, m)),
     }
 }
 
@@ -417,7 +433,7 @@ fn run_case(
     scratch: &Path,
     n: u64,
     deadline: Duration,
-) -> Result<(Seen, usize), Failure> {
+) -> Result<(Seen, Mem), Failure> {
     if let Some(tar) = &s.tar {
         let mut t = tar.clone();
         for m in muts {
@@ -508,13 +524,13 @@ pub fn run(o: &Opts) -> Result<Summary> {
                 assert!(!sabotage, "sabotaged on purpose (XTASK_FUZZ_SABOTAGE)");
                 text::parse(t, &input)
             })
-            .map(|(e, big)| {
+            .map(|(e, mem)| {
                 let seen = Seen {
                     accepted: e.is_none(),
                     errors: e.map(|e| normalise(&e)).into_iter().collect(),
                     calls: vec!["parse"],
                 };
-                (seen, big)
+                (seen, mem)
             });
             (case, r)
         } else {
@@ -536,7 +552,7 @@ pub fn run(o: &Opts) -> Result<Summary> {
         };
         sum.iterations = n;
         match outcome {
-            Ok((seen, big)) => {
+            Ok((seen, mem)) => {
                 sum.accepted += u64::from(seen.accepted);
                 for e in seen.errors {
                     *sum.errors.entry(e).or_default() += 1;
@@ -544,13 +560,15 @@ pub fn run(o: &Opts) -> Result<Summary> {
                 for c in seen.calls {
                     *sum.calls.entry(c.to_string()).or_default() += 1;
                 }
-                sum.largest_allocation = sum.largest_allocation.max(big as u64);
+                sum.largest_allocation = sum.largest_allocation.max(mem.largest as u64);
+                sum.peak_live = sum.peak_live.max(mem.peak as u64);
             }
             Err(f) => {
                 let why = match &f {
                     Failure::Panic(m) => format!("panic: {m}"),
                     Failure::Hang => format!("hang: no result after {:?}", o.deadline),
                     Failure::Allocation(b) => format!("allocation of {b} bytes"),
+                    Failure::Memory(b) => format!("{b} bytes of heap live at once"),
                 };
                 let _ = std::fs::write(
                     o.work.join("failure.json"),
@@ -607,6 +625,7 @@ pub fn replay(
         Err(Failure::Panic(m)) => Some(format!("panic: {m}")),
         Err(Failure::Hang) => Some("hang".into()),
         Err(Failure::Allocation(b)) => Some(format!("allocation of {b} bytes")),
+        Err(Failure::Memory(b)) => Some(format!("{b} bytes of heap live at once")),
     })
 }
 
@@ -629,6 +648,25 @@ mod tests {
         ));
         let big = bounded(d, || vec![1u8; MAX_ALLOCATION + 1].len());
         assert!(matches!(big, Err(Failure::Allocation(n)) if n > MAX_ALLOCATION));
+        // Many allocations under the single-request cap, together over the live cap.
+        let many = bounded(d, || {
+            let v: Vec<Vec<u8>> = (0..MAX_LIVE / (16 << 20) + 2)
+                .map(|_| vec![1u8; 16 << 20])
+                .collect();
+            v.len()
+        });
+        assert!(matches!(many, Err(Failure::Memory(n)) if n > MAX_LIVE));
+        // What a case freed is not held against the next one.
+        let freed = bounded(d, || {
+            for _ in 0..MAX_LIVE / (16 << 20) + 2 {
+                drop(std::hint::black_box(vec![1u8; 16 << 20]));
+            }
+        });
+        assert!(
+            matches!(freed, Ok(((), m)) if m.peak < 32 << 20),
+            "{:?}",
+            freed.as_ref().map(|r| r.1).ok()
+        );
         assert!(matches!(bounded(d, || 7), Ok((7, _))));
     }
 
