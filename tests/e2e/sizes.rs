@@ -346,3 +346,96 @@ fn diff_names_exactly_what_changed_and_sizes_match_du() {
         }
     }
 }
+
+/// Boot and layout changes: new kernel parameters and another initrd in the same store
+/// paths, and a bigger ESP. `diff` names each, and no store path.
+#[test]
+fn diff_names_boot_and_layout_changes() {
+    let t = tempfile::tempdir().unwrap();
+    let (da, db) = (t.path().join("a"), t.path().join("b"));
+    std::fs::create_dir(&da).unwrap();
+    std::fs::create_dir(&db).unwrap();
+    let (old, new) = (closure(&da, false), closure(&db, false));
+    let top = new.join("nix/store").join(TOPLEVEL);
+    for f in ["boot.json", "kernel-params"] {
+        let p = top.join(f);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains("loglevel=4"), "{f}: {text}");
+        std::fs::write(&p, text.replace("loglevel=4", "loglevel=7 quiet")).unwrap();
+    }
+    // The link is absolute (/nix/store/...): the file is under the copy.
+    let target = std::fs::read_link(top.join("initrd")).unwrap();
+    let initrd = new.join(target.strip_prefix("/").unwrap());
+    let mut bytes = std::fs::read(&initrd).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&initrd, bytes).unwrap();
+
+    let (a, b) = (t.path().join("a.img"), t.path().join("b.img"));
+    build(&old, &a);
+    ok(&mut imgbuild(&[
+        "raw-efi",
+        "--closure",
+        &new.join("result").display().to_string(),
+        "--store-root",
+        &new.display().to_string(),
+        "--esp-size",
+        "600MiB",
+        "-o",
+        &b.display().to_string(),
+    ]));
+    let o = imgbuild(&[
+        "diff",
+        "--json",
+        &a.display().to_string(),
+        &b.display().to_string(),
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let d: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let store = &d["store"];
+    for k in ["added", "removed", "changed"] {
+        assert_eq!(store[k].as_array().map(Vec::len), Some(0), "{k}: {store}");
+    }
+    let boot = d["boot"].as_array().unwrap();
+    let whats: Vec<&str> = boot.iter().map(|f| f["what"].as_str().unwrap()).collect();
+    let params = boot
+        .iter()
+        .find(|f| f["what"] == "nixos.kernel-params")
+        .unwrap_or_else(|| panic!("kernel parameters in {whats:?}"));
+    assert!(params["old"].as_str().unwrap().contains("loglevel=4"));
+    assert!(params["new"].as_str().unwrap().contains("loglevel=7 quiet"));
+    assert!(
+        whats
+            .iter()
+            .any(|w| w.starts_with("file ") && w.contains("initrd")),
+        "the initrd on the ESP: {whats:?}"
+    );
+    assert!(
+        whats
+            .iter()
+            .any(|w| w.starts_with("file ") && w.ends_with(".conf")),
+        "the boot entry (options line): {whats:?}"
+    );
+    let parts = d["partitions"].as_array().unwrap();
+    assert!(
+        parts
+            .iter()
+            .any(|f| f["what"].as_str().unwrap().starts_with("partition 1")),
+        "the ESP's size: {parts:?}"
+    );
+
+    let text = String::from_utf8(
+        imgbuild(&["diff", &a.display().to_string(), &b.display().to_string()])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(text.contains("loglevel=7 quiet"), "{text}");
+}
