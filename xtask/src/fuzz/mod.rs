@@ -14,7 +14,8 @@
 //! heap above [`MAX_LIVE`] is a failure;
 //! so is a worker that dies (an aborting allocation). Failing cases are replayed in fresh
 //! processes, minimised (mutations dropped while it still fails) and written to
-//! `target/fuzz/crashes/`; the run then continues with the next case.
+//! `target/fuzz/crashes/` (the case as JSON, and its input: the mutated image or text); the
+//! run then continues with the next case.
 //!
 //! The report (stdout and `target/fuzz/report.md`) gives per target: cases, time, rate,
 //! accepted inputs, distinct error kinds reached, field kinds mutated, entry points run,
@@ -180,6 +181,9 @@ pub struct WorkerArgs {
     /// Replay this case (JSON) once; exit 0 when it passes, 1 when it fails
     #[arg(long)]
     replay: Option<PathBuf>,
+    /// With --replay: write the case's input (the mutated image, or the text) here instead
+    #[arg(long, requires = "replay")]
+    save_input: Option<PathBuf>,
 }
 
 /// `cargo xtask fuzz-worker`: one target in this process.
@@ -188,6 +192,9 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
     let deadline = Duration::from_secs(a.deadline);
     if let Some(r) = a.replay {
         let case: worker::Case = serde_json::from_slice(&std::fs::read(&r)?)?;
+        if let Some(dest) = &a.save_input {
+            return worker::save_input(&case, &a.seeds, &a.work, dest);
+        }
         return match worker::replay(&case, &a.seeds, &a.work, deadline)? {
             None => Ok(()),
             Some(why) => {
@@ -373,27 +380,24 @@ fn minimise(
     case: worker::Case,
     deadline: u64,
 ) -> Result<(PathBuf, String)> {
-    let replay = |c: &worker::Case| -> Result<Option<String>> {
+    // A worker replaying case `c` (written to replay.json) once.
+    let worker = |c: &worker::Case| -> Result<Command> {
         let f = work.join("replay.json");
         std::fs::write(&f, serde_json::to_string(c)?)?;
-        let o = Command::new(exe)
-            .args([
-                "fuzz-worker",
-                "--target",
-                &c.target,
-                "--iterations",
-                "1",
-                "--seconds",
-                "1",
-            ])
-            .args(["--seed", "1", "--deadline", &deadline.to_string()])
+        let mut cmd = Command::new(exe);
+        cmd.args(["fuzz-worker", "--target", &c.target])
+            .args(["--iterations", "1", "--seconds", "1", "--seed", "1"])
+            .args(["--deadline", &deadline.to_string()])
             .arg("--seeds")
             .arg(seeds)
             .arg("--work")
             .arg(work.join("replay"))
             .arg("--replay")
-            .arg(&f)
-            .output()?;
+            .arg(f);
+        Ok(cmd)
+    };
+    let replay = |c: &worker::Case| -> Result<Option<String>> {
+        let o = worker(c)?.output()?;
         Ok(if o.status.success() {
             None
         } else {
@@ -424,6 +428,14 @@ fn minimise(
     let n = std::fs::read_dir(&dir)?.count();
     let out = dir.join(format!("{}-{n}.json", best.target));
     std::fs::write(&out, serde_json::to_string_pretty(&(&why, &best))?)?;
+    // The input itself beside it (the mutated image or text), to keep as a regression input.
+    let saved = worker(&best)?
+        .arg("--save-input")
+        .arg(dir.join(format!("{}-{n}.input", best.target)))
+        .status()?;
+    if !saved.success() {
+        eprintln!("fuzz: could not save the input of {}", out.display());
+    }
     Ok((out, why))
 }
 

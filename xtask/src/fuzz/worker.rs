@@ -435,15 +435,7 @@ fn run_case(
     deadline: Duration,
 ) -> Result<(Seen, Mem), Failure> {
     if let Some(tar) = &s.tar {
-        let mut t = tar.clone();
-        for m in muts {
-            apply_mem(&mut t, m);
-        }
-        let h = t[..512.min(t.len())].to_vec();
-        if h.len() == 512 {
-            t[148..156].copy_from_slice(&mutate::tar_checksum(&h));
-        }
-        let _ = std::fs::write(&s.path, gzip(&t));
+        let _ = std::fs::write(&s.path, mutated_tar(tar, muts));
         let (p, sc) = (s.path.clone(), scratch.to_path_buf());
         return bounded(deadline, move || exercise(&p, &sc, n));
     }
@@ -453,6 +445,38 @@ fn run_case(
     let _restore_fix = harness::apply(&s.path, s.len, &fix);
     let (p, sc) = (s.path.clone(), scratch.to_path_buf());
     bounded(deadline, move || exercise(&p, &sc, n))
+}
+
+/// The GCE seed's tar with `muts` applied and the first header's checksum fixed, gzipped.
+fn mutated_tar(tar: &[u8], muts: &[Mutation]) -> Vec<u8> {
+    let mut t = tar.to_vec();
+    for m in muts {
+        apply_mem(&mut t, m);
+    }
+    let h = t[..512.min(t.len())].to_vec();
+    if h.len() == 512 {
+        t[148..156].copy_from_slice(&mutate::tar_checksum(&h));
+    }
+    gzip(&t)
+}
+
+/// The seed a recorded case mutated (copied into `work`), and its mutations.
+fn case_seed(
+    case: &Case,
+    target: Target,
+    seeds: &Path,
+    work: &Path,
+) -> Result<(Seed, Vec<Mutation>)> {
+    let s = load_seeds(target, seeds, work)?
+        .into_iter()
+        .find(|s| s.name == case.seed)
+        .context("the case's seed")?;
+    let muts = case
+        .mutations
+        .iter()
+        .filter_map(|m| parse_mutation(m))
+        .collect();
+    Ok((s, muts))
 }
 
 fn apply_mem(t: &mut [u8], m: &Mutation) {
@@ -589,6 +613,37 @@ pub fn run(o: &Opts) -> Result<Summary> {
 }
 
 /// Replays a case; `Ok(None)` when it passes, `Ok(Some(why))` when it still fails.
+/// Writes the input of `case` to `dest`: a text target's bytes, or the seed image with the
+/// mutations and checksum fixups applied (a sparse copy; the GCE tar gzipped), so a failure
+/// can be kept as a regression input.
+pub fn save_input(case: &Case, seeds: &Path, work: &Path, dest: &Path) -> Result<()> {
+    let target = Target::from_name(&case.target).context("unknown target")?;
+    if target.is_text() {
+        std::fs::write(dest, unhex(case.input_hex.as_deref().unwrap_or("")))?;
+        return Ok(());
+    }
+    std::fs::create_dir_all(work)?;
+    let (s, muts) = case_seed(case, target, seeds, work)?;
+    if let Some(tar) = &s.tar {
+        std::fs::write(dest, mutated_tar(tar, &muts))?;
+        return Ok(());
+    }
+    let _restore = harness::apply(&s.path, s.len, &muts);
+    let file = File::open(&s.path)?;
+    let fix = mutate::fixups(s.fixup, &s.path, &file, s.len);
+    let _restore_fix = harness::apply(&s.path, s.len, &fix);
+    let _ = std::fs::remove_file(dest);
+    crate::util::cmd("cp")
+        .arg("--sparse=always")
+        .arg(&s.path)
+        .arg(dest)
+        .status()
+        .ok()
+        .filter(std::process::ExitStatus::success)
+        .context("cp --sparse=always of the mutated seed")?;
+    Ok(())
+}
+
 pub fn replay(
     case: &Case,
     seeds: &Path,
@@ -609,15 +664,7 @@ pub fn replay(
         })
         .map(|_| ())
     } else {
-        let s = load_seeds(target, seeds, work)?
-            .into_iter()
-            .find(|s| s.name == case.seed)
-            .context("the case's seed")?;
-        let muts: Vec<Mutation> = case
-            .mutations
-            .iter()
-            .filter_map(|m| parse_mutation(m))
-            .collect();
+        let (s, muts) = case_seed(case, target, seeds, work)?;
         run_case(&s, &muts, &scratch, 0, deadline).map(|_| ())
     };
     Ok(match r {
