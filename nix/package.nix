@@ -23,6 +23,7 @@ rustPlatform.buildRustPackage {
       ../xtask
       ../formats
       ../tests
+      ../vendor # ext4-view with one fix, through [patch.crates-io]
     ];
   };
 

@@ -1041,6 +1041,8 @@ let
           mainProgram = p.meta.mainProgram;
           completions = hasInfix "installShellCompletion --cmd imgbuild" p.postInstall;
           manPage = hasInfix "$out/bin/imgbuild man > imgbuild.1" p.postInstall;
+          # Cargo's [patch.crates-io] reads vendor/: the source must hold it.
+          vendored = elem (root + "/vendor") p.src.fileset.unions;
         };
       expected = {
         pname = "imgbuild";
@@ -1055,6 +1057,7 @@ let
         mainProgram = "imgbuild";
         completions = true;
         manPage = true;
+        vendored = true;
       };
     };
 
