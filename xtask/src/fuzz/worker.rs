@@ -50,6 +50,10 @@ pub struct Case {
     pub mutations: Vec<String>,
     /// The whole input (text targets, and the GCE tar's gzip).
     pub input_hex: Option<String>,
+    /// The case's number in its run: it picks the entry point (`inspect`, `ls`, ...), so a
+    /// replay runs the same one.
+    #[serde(default)]
+    pub n: u64,
 }
 
 /// Why a case failed.
@@ -539,6 +543,7 @@ pub fn run(o: &Opts) -> Result<Summary> {
                 seed: name.clone(),
                 mutations: Vec::new(),
                 input_hex: Some(hex(&input)),
+                n,
             };
             save_case(&o.work, &case);
             let t = o.target.name();
@@ -570,6 +575,7 @@ pub fn run(o: &Opts) -> Result<Summary> {
                 seed: s.name.clone(),
                 mutations: muts.iter().map(describe).collect(),
                 input_hex: None,
+                n,
             };
             save_case(&o.work, &case);
             (case, run_case(s, &muts, &scratch, n, o.deadline))
@@ -665,7 +671,7 @@ pub fn replay(
         .map(|_| ())
     } else {
         let (s, muts) = case_seed(case, target, seeds, work)?;
-        run_case(&s, &muts, &scratch, 0, deadline).map(|_| ())
+        run_case(&s, &muts, &scratch, case.n, deadline).map(|_| ())
     };
     Ok(match r {
         Ok(()) => None,

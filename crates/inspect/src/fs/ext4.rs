@@ -252,9 +252,16 @@ impl Superblock {
 /// An ext4 filesystem opened by `ext4-view`.
 pub(crate) struct Ext4Fs {
     fs: Ext4,
-    /// For what ext4-view refuses (long symlink components).
+    /// For what ext4-view refuses (long symlink components), and inode numbers.
     raw: super::ext4_raw::Raw,
+    /// Inode numbers of directories a walk listed and has not read yet (path -> inode): the
+    /// walk reads them next, and their inode numbers become the ids of their entries.
+    walked: std::sync::Mutex<std::collections::HashMap<Vec<u8>, u32>>,
 }
+
+/// Directories remembered for walks at most (past it, the map starts again: ids are then
+/// found by resolving the path).
+const MAX_WALKED: usize = 1 << 16;
 
 pub(crate) fn map_err(e: Ext4Error, at: Where) -> Error {
     match e {
@@ -347,6 +354,7 @@ impl Ext4Fs {
         Ok(Self {
             fs,
             raw: super::ext4_raw::Raw::new(raw, sb, sb.inode_size),
+            walked: std::sync::Mutex::default(),
         })
     }
 
@@ -536,6 +544,20 @@ impl Ext4Fs {
         let p = ext_path(&real, at)?;
         let here = || at.with_path(path);
         let rd = self.fs.read_dir(&p).map_err(|e| map_err(e, here()))?;
+        // A walk's directories get their inode numbers as ids (our own reading of the
+        // directory, beside ext4-view's), so a directory entry pointing back up the tree is a
+        // loop the walk stops at, instead of a walk as deep as its depth limit.
+        let inos: std::collections::HashMap<Vec<u8>, u32> = match kind {
+            Path::User => Default::default(),
+            Path::Walked => {
+                let known = self.walked.lock().ok().and_then(|mut w| w.remove(&real));
+                known
+                    .or_else(|| self.raw.resolve(&real, &here()).ok())
+                    .and_then(|d| self.raw.entries(d, &here()).ok())
+                    .map(|v| v.into_iter().collect())
+                    .unwrap_or_default()
+            }
+        };
         let mut out = Vec::new();
         for de in rd {
             let de = de.map_err(|e| map_err(e, here()))?;
@@ -557,7 +579,19 @@ impl Ext4Fs {
             } else {
                 None
             };
-            out.push(entry(name, &m, target));
+            let mut e = entry(name, &m, target);
+            if e.kind == Kind::Dir {
+                if let Some(&ino) = inos.get(&e.name) {
+                    e.id = Some(u64::from(ino));
+                    if let Ok(mut w) = self.walked.lock() {
+                        if w.len() >= MAX_WALKED {
+                            w.clear();
+                        }
+                        w.insert(full, ino);
+                    }
+                }
+            }
+            out.push(e);
         }
         Ok(out)
     }

@@ -144,10 +144,10 @@ pub struct Entry {
     pub mtime: i64,
     /// Symlink target.
     pub target: Option<Vec<u8>>,
-    /// An identity of a directory that the reader exposes (FAT: its first cluster), used to
-    /// stop at directory loops and cross-linked directories; `None` when the reader has none
-    /// (`ext4-view` does not expose inode numbers: there, walks are bounded by depth and
-    /// entry count instead).
+    /// An identity of a directory that the reader exposes (FAT: its first cluster; ext4: the
+    /// inode number, in walks), used to stop at directory loops and cross-linked
+    /// directories; `None` when there is none (ext4 outside walks, as `ext4-view` does not
+    /// expose inode numbers; walks are also bounded by depth and entry count).
     pub id: Option<u64>,
 }
 

@@ -48,3 +48,28 @@ fn fuzz_regressions_read_without_panic_or_hang() {
         );
     }
 }
+
+/// `/nix/var/nix/temproots` made an entry for `/nix`'s inode (found by `cargo xtask fuzz ext4`
+/// as a 20 s hang): a walk went around the loop to its depth limit, resolving ever longer
+/// paths. Now it stops at the first directory seen twice, at once.
+#[test]
+fn ext4_directory_loop_stops_the_walk_at_once() {
+    let f = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/regressions/ext4-dir-entry-loops-to-parent.img.zst");
+    let img = imgbuild_inspect::Image::open(&f).expect("the image opens");
+    let root = img.root_filesystem().expect("a root filesystem");
+    let t0 = std::time::Instant::now();
+    let mut visited = 0;
+    let r = root.walk(b"/", |_, _, _| {
+        visited += 1;
+        Ok(true)
+    });
+    let e = r.expect_err("the loop is an error").to_string();
+    assert!(e.contains("seen before"), "{e}");
+    assert!(e.contains("/nix/var/nix/temproots"), "{e}");
+    assert!(
+        visited < 200,
+        "{visited} entries visited before the loop was seen"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+}
