@@ -206,7 +206,14 @@ fn registration_mutate(rng: &mut Rng, text: &str) -> String {
             let l = &lines[i];
             lines[i] = match rng.next_u64() % 3 {
                 0 => format!("sha256:{l}"),
-                1 => l[..l.len() / 2].to_string(),
+                // Cut at a char boundary (an earlier mutation may have put in any string).
+                1 => {
+                    let mut cut = l.len() / 2;
+                    while !l.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    l[..cut].to_string()
+                }
                 _ => format!("md5:{l}"),
             };
         }
@@ -281,4 +288,20 @@ pub fn parse(target: &str, input: &[u8]) -> Option<String> {
         _ => Err(format!("no text target {target}")),
     };
     r.err()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A line of 3-byte chars, cut in half by mutation 5: at a char boundary, no panic
+    /// (the fuzz campaign's registration worker died of it once).
+    #[test]
+    fn registration_mutations_cut_at_char_boundaries() {
+        let mut rng = Rng(7);
+        let seed = "/nix/store/aaaa-x\n\u{202e}\u{202e}\u{202e}\n3\n";
+        for _ in 0..20_000 {
+            let _ = registration_mutate(&mut rng, seed);
+        }
+    }
 }
