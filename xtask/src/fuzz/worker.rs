@@ -230,8 +230,9 @@ fn exercise(path: &Path, scratch: &Path, n: u64) -> Seen {
         "cp" => {
             if let Ok(root) = img.root_filesystem() {
                 let _ = root.canonicalize(b"/nix/var/nix/profiles/system");
-                let dest = scratch.join("cp");
-                let _ = std::fs::remove_dir_all(&dest);
+                // A new destination per case: one copy that could not be removed must not
+                // turn every later `cp` into "exists; refusing to overwrite".
+                let dest = scratch.join(format!("cp-{n}"));
                 let from: &[u8] = if root.exists(b"/etc").unwrap_or(false) {
                     b"/etc"
                 } else {
@@ -240,6 +241,11 @@ fn exercise(path: &Path, scratch: &Path, n: u64) -> Seen {
                 if let Err(e) = imgbuild_inspect::copy_out(root, from, &dest) {
                     err("cp", e.to_string());
                 }
+                // Copies keep the image's modes (0555 store directories): writable again first.
+                let _ = std::process::Command::new("chmod")
+                    .args(["-R", "u+rwX"])
+                    .arg(&dest)
+                    .status();
                 let _ = std::fs::remove_dir_all(&dest);
             }
         }
