@@ -72,15 +72,38 @@ fn closure(dir: &Path, changed: bool) -> PathBuf {
 }
 
 fn build(root: &Path, out: &Path) {
-    ok(&mut imgbuild(&[
-        "raw-efi",
-        "--closure",
-        &root.join("result").display().to_string(),
-        "--store-root",
-        &root.display().to_string(),
-        "-o",
-        &out.display().to_string(),
-    ]));
+    build_with(root, out, &[]);
+}
+
+fn build_with(root: &Path, out: &Path, extra: &[&str]) {
+    let (closure, store, out) = (
+        root.join("result").display().to_string(),
+        root.display().to_string(),
+        out.display().to_string(),
+    );
+    let mut args = vec!["raw-efi", "--closure", &closure, "--store-root", &store];
+    args.extend_from_slice(extra);
+    args.extend(["-o", &out]);
+    ok(&mut imgbuild(&args));
+}
+
+/// `diff --json OLD NEW` of two images that differ: exit 1, the JSON.
+fn diff_json(old: &Path, new: &Path) -> Value {
+    let o = imgbuild(&[
+        "diff",
+        "--json",
+        &old.display().to_string(),
+        &new.display().to_string(),
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
 }
 
 fn json(args: &[&str]) -> Value {
@@ -114,21 +137,7 @@ fn diff_names_exactly_what_changed_and_sizes_match_du() {
     assert!(String::from_utf8_lossy(&same.stdout).contains("identical"));
 
     // Different: exit 1, and exactly the three changes (the .zst reads the same).
-    let o = imgbuild(&[
-        "diff",
-        "--json",
-        &a.display().to_string(),
-        &zst.display().to_string(),
-    ])
-    .output()
-    .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let d: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let d = diff_json(&a, &zst);
     assert_eq!(d["identical"], false);
     assert_eq!(names(&d["store"]["added"]), ["extra-tool-1.0"]);
     assert_eq!(names(&d["store"]["removed"]), ["unit-hello.service"]);
@@ -372,32 +381,8 @@ fn diff_names_boot_and_layout_changes() {
 
     let (a, b) = (t.path().join("a.img"), t.path().join("b.img"));
     build(&old, &a);
-    ok(&mut imgbuild(&[
-        "raw-efi",
-        "--closure",
-        &new.join("result").display().to_string(),
-        "--store-root",
-        &new.display().to_string(),
-        "--esp-size",
-        "600MiB",
-        "-o",
-        &b.display().to_string(),
-    ]));
-    let o = imgbuild(&[
-        "diff",
-        "--json",
-        &a.display().to_string(),
-        &b.display().to_string(),
-    ])
-    .output()
-    .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let d: Value = serde_json::from_slice(&o.stdout).unwrap();
+    build_with(&new, &b, &["--esp-size", "600MiB"]);
+    let d = diff_json(&a, &b);
     let store = &d["store"];
     for k in ["added", "removed", "changed"] {
         assert_eq!(store[k].as_array().map(Vec::len), Some(0), "{k}: {store}");
