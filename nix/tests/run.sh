@@ -6,6 +6,8 @@
 #      when its expectations are sabotaged (so the comparison can fail); 2b. the same for
 #      nix/tests/real-modules.nix: the modules and mkNodes through the real nixpkgs lib
 #      (vendored in nix/tests/nixpkgs-lib) with the NixOS options they set declared;
+#      2b also lists, with `nix eval`, the `nixos-rebuild build-image` variants of a raw-efi
+#      and a sd-aarch64 system under nixosModules.images: who builds each, and its file path;
 #   3. the flake and the template evaluate through Nix's own flake machinery (nix flake show,
 #      nix eval) with nixpkgs overridden by the stub flake nix/tests/flake.nix;
 #   4. for each Nix-built fixture closure (`cargo xtask fixtures`: target/fixtures/x86_64 and
@@ -14,7 +16,13 @@
 #      `--store-root <fixture>`, and the image passes sgdisk/sfdisk, fsck.fat and e2fsck.
 #      --store-root is the only addition: the fixture is a chroot store (`nix-build --store
 #      DIR`), its /nix/store paths live under DIR/nix/store; in the Nix build sandbox they are
-#      at /nix/store and imgbuild's default store root `/` is right.
+#      at /nix/store and imgbuild's default store root `/` is right;
+#   5. references: nix/tests/references.nix (mkImage's derivation in miniature) built by the
+#      installed Nix in a chroot store: the image derivation has structured attrs and
+#      `unsafeDiscardReferences.out = true` in its .drv; its build reads the closure; its output
+#      has no references where the Nix honours the attribute (2.18 on), and the closure's
+#      references where it does not (Debian's 2.8: said so in the log); the control without
+#      the attribute keeps the references on every Nix.
 #
 # Usage: nix/tests/run.sh [IMGBUILD]   (default: target/release/imgbuild, built by
 #        `cargo build --release -p imgbuild`). Needs nix-bin, jq, gdisk, fdisk, e2fsprogs,
@@ -82,11 +90,18 @@ if [ "$(jq .failed <<<"$res")" != 0 ]; then
     jq .failures <<<"$res" >&2
     fail "real module system tests failed ($rpassed passed)"
 fi
-[ "$rpassed" -ge 6 ] || fail "only $rpassed real module system tests ran"
+[ "$rpassed" -ge 11 ] || fail "only $rpassed real module system tests ran"
 sab=$(real_json true)
 [ "$(jq .passed <<<"$sab")" = 0 ] && [ "$(jq .failed <<<"$sab")" = "$rpassed" ] ||
     fail "real module system tests: sabotaged expectations did not all fail"
 echo "real module system tests: $rpassed passed, 0 failed (sabotaged: all fail)"
+echo "nix eval -f nix/tests/real-modules.nix buildImage (variant: builder: path under the output):"
+variants=$(nix --extra-experimental-features nix-command eval --json -f nix/tests/real-modules.nix buildImage) ||
+    fail "nix eval buildImage"
+jq -r 'to_entries[] | "  \(.key)", (.value | to_entries[] | "    \(.key): \(.value)")' <<<"$variants"
+# Every imgbuild format is a variant of one of the two systems, built by imgbuild.
+[ "$(jq '[.[][] | select(startswith("imgbuild "))] | length' <<<"$variants")" = 9 ] ||
+    fail "expected 9 imgbuild variants: $variants"
 
 # --- 3. the flake and the template through Nix's flake machinery -------------------------
 # nixpkgs is overridden by the stub flake nix/tests/flake.nix (no network); sources are copied
@@ -104,7 +119,7 @@ git ls-files -z --cached --others --exclude-standard |
     tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C "$src"
 stub=(--no-write-lock-file --override-input nixpkgs "path:$src/nix/tests")
 show=$(nixf flake show --json "${stub[@]}" "path:$src") || fail "nix flake show"
-want='{"apps":["aarch64-linux","x86_64-linux"],"checks":{"aarch64-linux":["imgbuild","lib"],"x86_64-linux":["imgbuild","lib"]},"modules":{"default":"nixos-module","gitops":"nixos-module","imgbuild":"nixos-module"},"packages":{"aarch64-linux":{"default":"imgbuild-0.1.0","imgbuild":"imgbuild-0.1.0"},"x86_64-linux":{"default":"imgbuild-0.1.0","imgbuild":"imgbuild-0.1.0"}},"templates":["default"]}'
+want='{"apps":["aarch64-linux","x86_64-linux"],"checks":{"aarch64-linux":["imgbuild","lib"],"x86_64-linux":["imgbuild","lib"]},"modules":{"default":"nixos-module","gitops":"nixos-module","images":"nixos-module","imgbuild":"nixos-module"},"packages":{"aarch64-linux":{"default":"imgbuild-0.1.0","imgbuild":"imgbuild-0.1.0"},"x86_64-linux":{"default":"imgbuild-0.1.0","imgbuild":"imgbuild-0.1.0"}},"templates":["default"]}'
 want=${want//0.1.0/$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)}
 # (checks.<system>.lib only evaluates when every eval.nix test passes inside the flake.)
 got=$(jq -cS '{apps: (.apps | keys), checks: (.checks | map_values(keys)), modules: (.nixosModules | map_values(.type)), packages: (.packages | map_values(map_values(.name))), templates: (.templates | keys)}' <<<"$show")
@@ -223,4 +238,44 @@ EOF
 
 run_fixture x86_64
 run_fixture aarch64
+
+# --- 5. the image derivation keeps no references ----------------------------------------
+echo "== 5. references of the image output (nix/tests/references.nix)"
+nixver=$(nix --version | awk '{print $NF}')
+# The fixture build's static busybox (a store path of the fixture's chroot store).
+bb=$(find "$repo/target/fixtures/x86_64/nix/store" -maxdepth 1 -name '*-busybox-static-*' -type d | head -1)
+[ -x "$bb/bin/sh" ] || fail "no busybox-static in the x86_64 fixture store"
+refstore=$work/refstore
+nixs() { "$1" --store "$refstore" "${@:2}"; }
+export NIX_CONFIG="build-users-group =
+sandbox = false
+substituters ="
+build_ref() { # DISCARD: prints the image output path
+    nixs nix-build nix/tests/references.nix -A image --argstr busybox "$bb" --arg discard "$1" \
+        --no-out-link --quiet 2>"$work/ref.err" || { cat "$work/ref.err" >&2; return 1; }
+}
+img=$(build_ref true) || fail "building the references image"
+ctl=$(build_ref false) || fail "building the control image"
+top=$(nixs nix-instantiate --eval --strict --json nix/tests/references.nix -A toplevel.outPath --argstr busybox "$bb" | jq -r .)
+dep=$(nixs nix-instantiate --eval --strict --json nix/tests/references.nix -A dep.outPath --argstr busybox "$bb" | jq -r .)
+# What the derivation asks for, as every Nix version sees it in the .drv.
+drv=$(nixs nix-store -q --deriver "$img")
+attrs=$(nixs nix --extra-experimental-features nix-command show-derivation "$drv" | jq -c '.[].env | {structuredAttrs: has("__json"), unsafeDiscardReferences: (.__json // "{}" | fromjson | .unsafeDiscardReferences)}')
+echo "image .drv: $attrs"
+[ "$attrs" = '{"structuredAttrs":true,"unsafeDiscardReferences":{"out":true}}' ] || fail "image .drv: $attrs"
+# The build read the closure.
+[ "$(cat "$refstore$img/read-from-closure")" = "$dep" ] || fail "the image build did not read the closure"
+grep -qx "$top" "$refstore$img/manifest" || fail "the image output does not name the toplevel"
+refs=$(nixs nix-store -q --references "$img" | sort | tr '\n' ' ')
+ctlrefs=$(nixs nix-store -q --references "$ctl" | sort | tr '\n' ' ')
+want=$(printf '%s\n' "$top" "$dep" | sort | tr '\n' ' ')
+echo "Nix $nixver: nix-store -q --references <image>: [${refs% }]; control without the attribute: [${ctlrefs% }]"
+[ "$ctlrefs" = "$want" ] || fail "the control image should reference the closure: [$ctlrefs]"
+if [ "$(printf '%s\n' 2.18 "$nixver" | sort -V | head -1)" = 2.18 ]; then
+    [ -z "$refs" ] || fail "Nix $nixver: the image output has references: $refs"
+    echo "Nix $nixver honours unsafeDiscardReferences: the image output has no references"
+else
+    [ "$refs" = "$want" ] || fail "Nix $nixver: unexpected references [$refs]"
+    echo "Nix $nixver predates unsafeDiscardReferences (experimental from 2.14, stable from 2.18): it builds the image and keeps the references; a Nix >= 2.18 drops them"
+fi
 echo "== all nix tests passed"
