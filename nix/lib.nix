@@ -146,12 +146,12 @@ let
   shellQuote = s: "'" + replaceStrings [ "'" ] [ "'\\''" ] s + "'";
 
   # A path relative to $out that the builder script may name unquoted inside double quotes:
-  # components of letters, digits, `_`, `.`, `+`, `-`, none of them `.` or `..`, and not in
-  # nix-support/ (which the script writes).
+  # components of letters, digits, `_`, `.`, `+`, `-`, `:` (NixOS labels may have it), none
+  # of them `.` or `..`, and not in nix-support/ (which the script writes).
   validFilePath =
     p:
     isString p
-    && match "[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)*" p != null
+    && match "[A-Za-z0-9_.+:-]+(/[A-Za-z0-9_.+:-]+)*" p != null
     && match "(.*/)?\\.\\.?(/.*)?" p == null
     && match "nix-support(/.*)?" p == null;
 
@@ -295,7 +295,7 @@ let
         else if configured != null && configured != format then
           throw "imgbuild.mkImage: ${name}: the configuration has imgbuild.format = \"${configured}\" but the image format is ${format}: the booted system would not match its disk"
         else if filePath != null && !(validFilePath filePath) then
-          throw "imgbuild.mkImage: ${name}: filePath `${toString filePath}` must be a relative path of letters, digits, `_`, `.`, `+`, `-` and `/`, without `.` or `..` components"
+          throw "imgbuild.mkImage: ${name}: filePath `${toString filePath}` must be a relative path of letters, digits, `_`, `.`, `+`, `-`, `:` and `/`, without `.` or `..` components, outside nix-support/"
         else
           true;
       toplevel = config.system.build.toplevel;

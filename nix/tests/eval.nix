@@ -1067,6 +1067,8 @@ let
           flatMkdir = hasInfix "mkdir -p \"$out/nix-support\"\n" flat.script;
           product = hasInfix "file sd-image $out/sd-image/nixos-image-sd-card-26.11-aarch64-linux.img.zst\"" p.script;
           manifest = hasInfix "file json $out/sd-image/nixos-image-sd-card-26.11-aarch64-linux.img.zst.json\"" p.script;
+          # a NixOS label may hold `:`, `+` comes in versions
+          accepts = (img "tag:x/nixos-image-1.0+2_b.img").file;
           rejects = map (f: throws (img f)) [
             "../x.img"
             "/abs.img"
@@ -1086,6 +1088,7 @@ let
           flatMkdir = true;
           product = true;
           manifest = true;
+          accepts = "tag:x/nixos-image-1.0+2_b.img";
           rejects = map (_: true) (builtins.genList (x: x) 8);
         };
       };

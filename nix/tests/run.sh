@@ -22,7 +22,8 @@
 #      `unsafeDiscardReferences.out = true` in its .drv; its build reads the closure; its output
 #      has no references where the Nix honours the attribute (2.18 on), and the closure's
 #      references where it does not (Debian's 2.8: said so in the log); the control without
-#      the attribute keeps the references on every Nix.
+#      the attribute keeps the references on every Nix. Run with the installed Nix and with
+#      Debian 13's (2.26, unpacked under .cache by nix/tests/newer-nix.sh).
 #
 # Usage: nix/tests/run.sh [IMGBUILD]   (default: target/release/imgbuild, built by
 #        `cargo build --release -p imgbuild`). Needs nix-bin, jq, gdisk, fdisk, e2fsprogs,
@@ -241,41 +242,56 @@ run_fixture aarch64
 
 # --- 5. the image derivation keeps no references ----------------------------------------
 echo "== 5. references of the image output (nix/tests/references.nix)"
-nixver=$(nix --version | awk '{print $NF}')
 # The fixture build's static busybox (a store path of the fixture's chroot store).
 bb=$(find "$repo/target/fixtures/x86_64/nix/store" -maxdepth 1 -name '*-busybox-static-*' -type d | head -1)
 [ -x "$bb/bin/sh" ] || fail "no busybox-static in the x86_64 fixture store"
-refstore=$work/refstore
-nixs() { "$1" --store "$refstore" "${@:2}"; }
 export NIX_CONFIG="build-users-group =
 sandbox = false
-substituters ="
-build_ref() { # DISCARD: prints the image output path
-    nixs nix-build nix/tests/references.nix -A image --argstr busybox "$bb" --arg discard "$1" \
-        --no-out-link --quiet 2>"$work/ref.err" || { cat "$work/ref.err" >&2; return 1; }
+sandbox-paths =
+substituters =
+builders ="
+refcheck() { # BINDIR [NIX_CONFIG LINE]: the nix-build and nix-store of one Nix; a chroot store of its own
+    local bin=$1 ver store img ctl top dep refs ctlrefs want
+    local NIX_CONFIG="$NIX_CONFIG${2:+
+$2}"
+    ver=$("$bin/nix-store" --version | awk '{print $NF}')
+    store=$work/refstore-$ver
+    build_ref() { # DISCARD: prints the image output path
+        "$bin/nix-build" --store "$store" nix/tests/references.nix -A image --argstr busybox "$bb" \
+            --arg discard "$1" --no-out-link --quiet 2>"$work/ref.err" || { cat "$work/ref.err" >&2; return 1; }
+    }
+    img=$(build_ref true) || fail "Nix $ver: building the references image"
+    ctl=$(build_ref false) || fail "Nix $ver: building the control image"
+    top=$("$bin/nix-instantiate" --eval --strict --json nix/tests/references.nix -A toplevel.outPath --argstr busybox "$bb" | jq -r .)
+    dep=$("$bin/nix-instantiate" --eval --strict --json nix/tests/references.nix -A dep.outPath --argstr busybox "$bb" | jq -r .)
+    # The build read the closure, and the output names it.
+    [ "$(cat "$store$img/read-from-closure")" = "$dep" ] || fail "Nix $ver: the image build did not read the closure"
+    grep -qx "$top" "$store$img/manifest" || fail "Nix $ver: the image output does not name the toplevel"
+    refs=$("$bin/nix-store" --store "$store" -q --references "$img" | sort | tr '\n' ' ')
+    ctlrefs=$("$bin/nix-store" --store "$store" -q --references "$ctl" | sort | tr '\n' ' ')
+    want=$(printf '%s\n' "$top" "$dep" | sort | tr '\n' ' ')
+    echo "Nix $ver: nix-store -q --references <image>: [${refs% }]; the control without the attribute: [${ctlrefs% }]"
+    [ "$ctlrefs" = "$want" ] || fail "Nix $ver: the control image should reference the closure: [$ctlrefs]"
+    if [ "$(printf '%s\n' 2.18 "$ver" | sort -V | head -1)" = 2.18 ]; then
+        [ -z "$refs" ] || fail "Nix $ver: the image output has references: $refs"
+        echo "Nix $ver honours unsafeDiscardReferences: the image output has no references"
+    else
+        [ "$refs" = "$want" ] || fail "Nix $ver: unexpected references [$refs]"
+        echo "Nix $ver predates unsafeDiscardReferences (experimental from 2.14, stable from 2.18): it builds the image and keeps the references"
+    fi
+    # What the derivation asks for, in the .drv (as every Nix version reads it).
+    if [ "$bin" = "$(dirname "$(command -v nix-build)")" ]; then
+        local drv attrs
+        drv=$("$bin/nix-store" --store "$store" -q --deriver "$img")
+        attrs=$(nix --store "$store" --extra-experimental-features nix-command show-derivation "$drv" |
+            jq -c '.[].env | {structuredAttrs: has("__json"), unsafeDiscardReferences: (.__json // "{}" | fromjson | .unsafeDiscardReferences)}')
+        echo "image .drv: $attrs"
+        [ "$attrs" = '{"structuredAttrs":true,"unsafeDiscardReferences":{"out":true}}' ] || fail "image .drv: $attrs"
+    fi
 }
-img=$(build_ref true) || fail "building the references image"
-ctl=$(build_ref false) || fail "building the control image"
-top=$(nixs nix-instantiate --eval --strict --json nix/tests/references.nix -A toplevel.outPath --argstr busybox "$bb" | jq -r .)
-dep=$(nixs nix-instantiate --eval --strict --json nix/tests/references.nix -A dep.outPath --argstr busybox "$bb" | jq -r .)
-# What the derivation asks for, as every Nix version sees it in the .drv.
-drv=$(nixs nix-store -q --deriver "$img")
-attrs=$(nixs nix --extra-experimental-features nix-command show-derivation "$drv" | jq -c '.[].env | {structuredAttrs: has("__json"), unsafeDiscardReferences: (.__json // "{}" | fromjson | .unsafeDiscardReferences)}')
-echo "image .drv: $attrs"
-[ "$attrs" = '{"structuredAttrs":true,"unsafeDiscardReferences":{"out":true}}' ] || fail "image .drv: $attrs"
-# The build read the closure.
-[ "$(cat "$refstore$img/read-from-closure")" = "$dep" ] || fail "the image build did not read the closure"
-grep -qx "$top" "$refstore$img/manifest" || fail "the image output does not name the toplevel"
-refs=$(nixs nix-store -q --references "$img" | sort | tr '\n' ' ')
-ctlrefs=$(nixs nix-store -q --references "$ctl" | sort | tr '\n' ' ')
-want=$(printf '%s\n' "$top" "$dep" | sort | tr '\n' ' ')
-echo "Nix $nixver: nix-store -q --references <image>: [${refs% }]; control without the attribute: [${ctlrefs% }]"
-[ "$ctlrefs" = "$want" ] || fail "the control image should reference the closure: [$ctlrefs]"
-if [ "$(printf '%s\n' 2.18 "$nixver" | sort -V | head -1)" = 2.18 ]; then
-    [ -z "$refs" ] || fail "Nix $nixver: the image output has references: $refs"
-    echo "Nix $nixver honours unsafeDiscardReferences: the image output has no references"
-else
-    [ "$refs" = "$want" ] || fail "Nix $nixver: unexpected references [$refs]"
-    echo "Nix $nixver predates unsafeDiscardReferences (experimental from 2.14, stable from 2.18): it builds the image and keeps the references; a Nix >= 2.18 drops them"
-fi
+refcheck "$(dirname "$(command -v nix-build)")"
+# Debian 13's Nix, unpacked under .cache by newer-nix.sh: the Nix that drops the references.
+newer=$(nix/tests/newer-nix.sh) || fail "nix/tests/newer-nix.sh: no newer Nix"
+# (No build hook: this nix runs through its loader, and re-executing itself for the hook fails.)
+refcheck "$newer" "build-hook ="
 echo "== all nix tests passed"
