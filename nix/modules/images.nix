@@ -58,7 +58,8 @@ let
       _file = "imgbuild nixosModules.images, variant ${name}";
       imports = [ (modulesPath + "/image/file-options.nix") ];
 
-      imgbuild.format = mkForce v.format;
+      # The variant decides the format, over a configuration's own (even a mkForce'd one).
+      imgbuild.format = lib.mkOverride 10 v.format;
       image.extension = mkDefault v.extension;
       image.filePath = mkIf (v ? directory) (mkDefault "${v.directory}/${config.image.fileName}");
 

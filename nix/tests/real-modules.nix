@@ -297,10 +297,14 @@ let
       ++ modules
     );
   web = imageSystem "x86_64-linux" [
-    {
-      imgbuild.format = "raw-efi";
-      networking.hostName = "web";
-    }
+    (
+      { lib, ... }:
+      {
+        # (mkForce: the variants' formats still win)
+        imgbuild.format = lib.mkForce "raw-efi";
+        networking.hostName = "web";
+      }
+    )
   ];
   piSystem = imageSystem "aarch64-linux" [
     {
