@@ -1340,6 +1340,30 @@ let
       };
     };
 
+    # The flake's nixosModules.images: modules/images.nix, with the flake's own imgbuild for
+    # the platform that builds the image as the default imgbuild.package.
+    flakeImagesModule = {
+      expr = map (
+        system:
+        let
+          m = flakeOut.nixosModules.images {
+            inherit (stubs) lib;
+            pkgs = stubs.pkgsFor system;
+          };
+        in
+        {
+          inherit (m) imports;
+          package = m.imgbuild.package.content == flakeOut.packages.${system}.imgbuild;
+          priority = m.imgbuild.package.priority;
+        }
+      ) [ "x86_64-linux" "aarch64-linux" ];
+      expected = map (_: {
+        imports = [ ../modules/images.nix ];
+        package = true;
+        priority = 1000;
+      }) [ "x86_64-linux" "aarch64-linux" ];
+    };
+
     # Images from the flake's lib use the flake's own imgbuild package for the build system.
     flakeLibUsesFlakePackage = {
       expr =

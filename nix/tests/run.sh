@@ -23,7 +23,8 @@
 #      has no references where the Nix honours the attribute (2.18 on), and the closure's
 #      references where it does not (Debian's 2.8: said so in the log); the control without
 #      the attribute keeps the references on every Nix. Run with the installed Nix and with
-#      Debian 13's (2.26, unpacked under .cache by nix/tests/newer-nix.sh).
+#      Debian 13's (2.26, unpacked under .cache by nix/tests/newer-nix.sh), under which the
+#      evaluation tests of step 2 run again.
 #
 # Usage: nix/tests/run.sh [IMGBUILD]   (default: target/release/imgbuild, built by
 #        `cargo build --release -p imgbuild`). Needs nix-bin, jq, gdisk, fdisk, e2fsprogs,
@@ -294,4 +295,11 @@ refcheck "$(dirname "$(command -v nix-build)")"
 newer=$(nix/tests/newer-nix.sh) || fail "nix/tests/newer-nix.sh: no newer Nix"
 # (No build hook: this nix runs through its loader, and re-executing itself for the hook fails.)
 refcheck "$newer" "build-hook ="
+# The evaluation tests of step 2 under this Nix as well.
+for t in eval real-modules; do
+    res=$("$newer/nix-instantiate" --eval --strict --json -E "import ./nix/tests/$t.nix { }") ||
+        fail "nix/tests/$t.nix under $("$newer/nix-instantiate" --version)"
+    [ "$(jq .failed <<<"$res")" = 0 ] || { jq .failures <<<"$res" >&2; fail "nix/tests/$t.nix under the newer Nix"; }
+    echo "nix/tests/$t.nix under $("$newer/nix-instantiate" --version | awk '{print $NF}'): $(jq .passed <<<"$res") passed, 0 failed"
+done
 echo "== all nix tests passed"
