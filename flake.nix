@@ -57,6 +57,17 @@
         gitops = {
           imports = [ ./nix/modules/gitops.nix ];
         };
+        # `nixos-rebuild build-image --image-variant <raw-efi|qemu-efi|...|sd-card>` built by
+        # imgbuild, no VM (nix/modules/images.nix); imports `imgbuild`. Opt-in: it replaces
+        # nixpkgs' builders of those variants, which `imgbuild` alone leaves alone.
+        images =
+          { lib, pkgs, ... }:
+          {
+            _file = "imgbuild flake.nix, nixosModules.images";
+            imports = [ ./nix/modules/images.nix ];
+            # This flake's imgbuild, for the platform that builds the image.
+            imgbuild.package = lib.mkDefault (imgbuildFor pkgs.buildPackages);
+          };
         default = self.nixosModules.imgbuild;
       };
 

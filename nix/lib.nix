@@ -12,6 +12,7 @@
 #   lib.imgbuildArgs { format; toplevel; closureInfo; out; ... } -> argv after `imgbuild`
 #   lib.commandLine args -> "imgbuild 'raw-efi' '--closure' ..." (shell-quoted)
 #   lib.formats, lib.imageFileName, lib.nodeModule, lib.checkNodes
+#   lib.imageVariants: nixpkgs' `nixos-rebuild build-image` variant names of the formats
 {
   # A nixpkgs flake (anything with `legacyPackages.<system>`): the package set `mkImage` uses
   # when it is given neither `pkgs` nor a nixpkgs through `mkNodes`.
@@ -83,6 +84,50 @@ let
       virtualbox = efi "ova" "virtualbox-ova";
     };
 
+  # The formats under the names `nixos-rebuild build-image --image-variant` knows them by
+  # (nixpkgs' nixos/modules/image/images.nix), with the file name nixpkgs' own module for that
+  # variant gives its image: `image.extension`, and for sd-card the `sd-image/` directory of
+  # `image.filePath`. nixosModules.images (modules/images.nix) makes each one an imgbuild build.
+  imageVariants = {
+    raw-efi = {
+      format = "raw-efi";
+      extension = "raw";
+    };
+    qemu-efi = {
+      format = "qemu-efi";
+      extension = "qcow2";
+    };
+    amazon = {
+      format = "amazon";
+      extension = "vhd";
+    };
+    azure = {
+      format = "azure";
+      extension = "vhd";
+    };
+    google-compute = {
+      format = "gce";
+      extension = "raw.tar.gz";
+    };
+    hyperv = {
+      format = "hyperv";
+      extension = "vhdx";
+    };
+    vmware = {
+      format = "vmware";
+      extension = "vmdk";
+    };
+    virtualbox = {
+      format = "virtualbox";
+      extension = "ova";
+    };
+    sd-card = {
+      format = "sd-aarch64";
+      extension = "img.zst";
+      directory = "sd-image";
+    };
+  };
+
   formatInfo =
     format:
     if isString format && formats ? ${format} then
@@ -99,6 +144,16 @@ let
   validName = name: isString name && match "[A-Za-z0-9][A-Za-z0-9_.-]*" name != null;
 
   shellQuote = s: "'" + replaceStrings [ "'" ] [ "'\\''" ] s + "'";
+
+  # A path relative to $out that the builder script may name unquoted inside double quotes:
+  # components of letters, digits, `_`, `.`, `+`, `-`, `:` (NixOS labels may have it), none
+  # of them `.` or `..`, and not in nix-support/ (which the script writes).
+  validFilePath =
+    p:
+    isString p
+    && match "[A-Za-z0-9_.+:-]+(/[A-Za-z0-9_.+:-]+)*" p != null
+    && match "(.*/)?\\.\\.?(/.*)?" p == null
+    && match "nix-support(/.*)?" p == null;
 
   # The file mkImage writes under $out: `<name>.img`, or `<name>.img.zst` when compressed.
   imageFileName =
@@ -219,6 +274,9 @@ let
       level ? null,
       keepRaw ? false,
       extraArgs ? [ ],
+      # Where under $out the image goes (`image.filePath` of nixpkgs' image modules); default
+      # `<name>.<extension>[.zst]`. The manifest is next to it, `<filePath>.json`.
+      filePath ? null,
     }:
     let
       config = nixosConfiguration.config;
@@ -236,11 +294,14 @@ let
           throw "imgbuild.mkImage: ${name}: format ${format} makes ${f.system} images, but the configuration is for ${target}"
         else if configured != null && configured != format then
           throw "imgbuild.mkImage: ${name}: the configuration has imgbuild.format = \"${configured}\" but the image format is ${format}: the booted system would not match its disk"
+        else if filePath != null && !(validFilePath filePath) then
+          throw "imgbuild.mkImage: ${name}: filePath `${toString filePath}` must be a relative path of letters, digits, `_`, `.`, `+`, `-`, `:` and `/`, without `.` or `..` components, outside nix-support/"
         else
           true;
       toplevel = config.system.build.toplevel;
       closureInfo = pkgs.closureInfo { rootPaths = [ toplevel ]; };
-      file = imageFileName { inherit name format compress; };
+      file = if filePath == null then imageFileName { inherit name format compress; } else filePath;
+      dir = builtins.dirOf file;
       args = imgbuildArgs {
         inherit
           format
@@ -264,7 +325,16 @@ let
     pkgs.runCommand "nixos-image-${name}-${format}"
       {
         nativeBuildInputs = [ imgbuild ];
+        # The image holds its own store (and the manifest names store paths), but nothing in
+        # it is a reference for the host's store: the output keeps no closure alive in the
+        # store or in a binary cache, while the build still has the closure as its input.
+        # Needs structured attributes; a stable Nix feature since Nix 2.18 (2.14 to 2.17:
+        # experimental feature `discard-references`; older Nix ignores it and keeps the
+        # references).
+        __structuredAttrs = true;
+        unsafeDiscardReferences.out = true;
         passthru = {
+          filePath = file;
           inherit
             format
             file
@@ -280,7 +350,7 @@ let
         meta.description = "NixOS ${format} disk image of ${name} (${target}), built by imgbuild";
       }
       ''
-        mkdir -p "$out/nix-support"
+        mkdir -p "$out/nix-support"${if dir == "." then "" else " \"$out/${dir}\""}
         # The store is / in the build sandbox, so no --store-root. SOURCE_DATE_EPOCH comes from
         # stdenv (1980-01-01 unless the caller sets it). The bytes do not depend on -j.
         threads=()
@@ -440,6 +510,7 @@ in
 {
   inherit
     formats
+    imageVariants
     imageFileName
     imgbuildArgs
     commandLine

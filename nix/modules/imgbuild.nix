@@ -8,6 +8,7 @@
 # settings, no `system.nixos.tags`). Labels and mount points are those of formats/*.toml.
 {
   config,
+  options,
   lib,
   pkgs,
   ...
@@ -143,6 +144,42 @@ let
   '';
 
   registration = cfg.nixPathRegistrationFile;
+
+  # The boot loader settings imgbuild needs to write the boot files this system's own NixOS
+  # release would write, recorded in the toplevel's boot.json (`"org.imgbuild.v1"`), so that
+  # imgbuild reads them from the closure instead of assuming that release's defaults.
+  # Options a release does not have are left out (`bootCounting`: NixOS 26.11 on), so the
+  # module evaluates on every nixpkgs it supports.
+  loader = config.boot.loader;
+  sdBoot = loader.systemd-boot;
+  bootloader =
+    if sdBoot.enable then
+      {
+        type = "systemd-boot";
+        inherit (loader) timeout;
+        inherit (sdBoot)
+          editor
+          consoleMode
+          rebootForBitlocker
+          installDeviceTree
+          ;
+        inherit (config.system.nixos) distroName;
+      }
+      // lib.optionalAttrs (options.boot.loader.systemd-boot ? bootCounting) {
+        bootCounting = {
+          inherit (sdBoot.bootCounting) enable tries;
+        };
+      }
+    else if loader.generic-extlinux-compatible.enable then
+      {
+        type = "extlinux";
+        inherit (loader) timeout;
+        inherit (loader.generic-extlinux-compatible) useGenerationDeviceTree;
+        deviceTreeName = config.hardware.deviceTree.name;
+        inherit (config.system.nixos) distroName;
+      }
+    else
+      null;
 in
 {
   options.imgbuild = {
@@ -265,6 +302,11 @@ in
 
   config = mkMerge [
     (mkIf (cfg.format != null) {
+      boot.bootspec.extensions."org.imgbuild.v1" = {
+        inherit (config.system.nixos) release;
+      }
+      // lib.optionalAttrs (bootloader != null) { inherit bootloader; };
+
       assertions = [
         {
           assertion = pkgs.stdenv.hostPlatform.system == formatSystem.${cfg.format};

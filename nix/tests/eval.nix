@@ -776,7 +776,9 @@ let
           "mmc_block"
         ];
         noTags = !(rawEfi.defs ? system);
-        noBootspecExtension = !(rawEfi.defs.boot ? bootspec);
+        # The stub evaluator's config does not see the module's own loader settings: no
+        # loader is on, so only the release is recorded (bootspecRecordsBootLoader has them).
+        bootspec = rawEfi.defs.boot.bootspec.extensions;
         units = units rawEfi;
         serialConsole = rawEfi.defs.boot.kernelParams;
       };
@@ -813,7 +815,7 @@ let
         growPartition = true;
         modules = true;
         noTags = true;
-        noBootspecExtension = true;
+        bootspec."org.imgbuild.v1".release = "25.11";
         units = [ "imgbuild-register-nix-paths" ];
       };
     };
@@ -867,7 +869,10 @@ let
           grub.enable = false;
           generic-extlinux-compatible.enable = true;
         };
-        bootspec."org.imgbuild.v1".firmware = fw.outPath;
+        bootspec."org.imgbuild.v1" = {
+          firmware = fw.outPath;
+          release = "25.11";
+        };
         units = [
           "imgbuild-expand-root"
           "imgbuild-register-nix-paths"
@@ -921,6 +926,239 @@ let
         rawResize = false;
       };
     };
+
+    # What nixosModules.imgbuild records in boot.json for imgbuild (CONTRACT.md): the loader's
+    # settings as the configuration has them; bootCounting only where the release declares it.
+    bootspecRecordsBootLoader =
+      let
+        sdBoot = extra: {
+          imgbuild.format = "raw-efi";
+          system.nixos.release = "26.11";
+          boot.loader = {
+            timeout = null;
+            systemd-boot = {
+              enable = true;
+              editor = false;
+              consoleMode = "max";
+              rebootForBitlocker = true;
+              installDeviceTree = false;
+            }
+            // extra;
+          };
+        };
+        record =
+          settings: options:
+          (stubs.evalModule {
+            module = imgbuildModule;
+            inherit settings options;
+          }).defs.boot.bootspec.extensions."org.imgbuild.v1";
+        noCounting = {
+          system.autoUpgrade.upgrade = { };
+          boot.loader.systemd-boot = { };
+        };
+        withCounting = noCounting // {
+          boot.loader.systemd-boot.bootCounting = { };
+        };
+      in
+      {
+        expr = {
+          v2611 = record (sdBoot {
+            bootCounting = {
+              enable = true;
+              tries = 2;
+            };
+          }) withCounting;
+          v2511 = record (sdBoot { }) noCounting;
+          # (firmware: see moduleSdAarch64)
+          extlinux = removeAttrs (record {
+            imgbuild.format = "sd-aarch64";
+            boot.loader.timeout = 3;
+            boot.loader.generic-extlinux-compatible.enable = true;
+            hardware.deviceTree.name = "broadcom/bcm2711-rpi-4-b.dtb";
+          } noCounting) [ "firmware" ];
+          noFormat = (stubs.evalModule {
+            module = imgbuildModule;
+            settings = removeAttrs (sdBoot { }) [ "imgbuild" ];
+          }).defs;
+        };
+        expected =
+          let
+            sd = {
+              type = "systemd-boot";
+              timeout = null;
+              editor = false;
+              consoleMode = "max";
+              rebootForBitlocker = true;
+              installDeviceTree = false;
+              distroName = "NixOS";
+            };
+          in
+          {
+            v2611 = {
+              release = "26.11";
+              bootloader = sd // {
+                bootCounting = {
+                  enable = true;
+                  tries = 2;
+                };
+              };
+            };
+            v2511 = {
+              release = "26.11";
+              bootloader = sd;
+            };
+            extlinux = {
+              release = "25.11";
+              bootloader = {
+                type = "extlinux";
+                timeout = 3;
+                useGenerationDeviceTree = true;
+                deviceTreeName = "broadcom/bcm2711-rpi-4-b.dtb";
+                distroName = "NixOS";
+              };
+            };
+            # With no format the module defines nothing, records included.
+            noFormat = { };
+          };
+      };
+
+    # The image output keeps no references (the build still gets the closure as input).
+    mkImageDiscardsReferences = {
+      expr = map (
+        n:
+        let
+          p = r.packages.x86_64-linux.${n};
+        in
+        {
+          structured = p.env.__structuredAttrs;
+          discard = p.env.unsafeDiscardReferences;
+          closureIsInput = hasInfix (toString (ciOf p)) p.commandLine;
+        }
+      ) [ "x86" "pi4" ];
+      expected = map (_: {
+        structured = true;
+        discard.out = true;
+        closureIsInput = true;
+      }) [ "x86" "pi4" ];
+    };
+
+    # filePath (image.filePath of nixpkgs' image modules) places the image and its manifest.
+    mkImageFilePath =
+      let
+        img =
+          filePath:
+          lib.mkImage {
+            nixosConfiguration = stubs.nixosConfiguration {
+              name = "pi";
+              system = "aarch64-linux";
+              format = "sd-aarch64";
+            };
+            pkgs = stubs.pkgsFor "x86_64-linux";
+            inherit filePath;
+          };
+        p = img "sd-image/nixos-image-sd-card-26.11-aarch64-linux.img.zst";
+        flat = img "web.raw";
+      in
+      {
+        expr = {
+          inherit (p) file filePath;
+          out = elemAt p.imgbuildArgs 6;
+          mkdir = hasInfix "mkdir -p \"$out/nix-support\" \"$out/sd-image\"\n" p.script;
+          flatMkdir = hasInfix "mkdir -p \"$out/nix-support\"\n" flat.script;
+          product = hasInfix "file sd-image $out/sd-image/nixos-image-sd-card-26.11-aarch64-linux.img.zst\"" p.script;
+          manifest = hasInfix "file json $out/sd-image/nixos-image-sd-card-26.11-aarch64-linux.img.zst.json\"" p.script;
+          # a NixOS label may hold `:`, `+` comes in versions
+          accepts = (img "tag:x/nixos-image-1.0+2_b.img").file;
+          rejects = map (f: throws (img f)) [
+            "../x.img"
+            "/abs.img"
+            "a/./b.img"
+            "a/../b.img"
+            "nix-support/x"
+            "a b.img"
+            "x\".img"
+            ""
+          ];
+        };
+        expected = {
+          file = "sd-image/nixos-image-sd-card-26.11-aarch64-linux.img.zst";
+          filePath = "sd-image/nixos-image-sd-card-26.11-aarch64-linux.img.zst";
+          out = "${ph}/sd-image/nixos-image-sd-card-26.11-aarch64-linux.img.zst";
+          mkdir = true;
+          flatMkdir = true;
+          product = true;
+          manifest = true;
+          accepts = "tag:x/nixos-image-1.0+2_b.img";
+          rejects = map (_: true) (builtins.genList (x: x) 8);
+        };
+      };
+
+    # The build-image variants: nixpkgs' nine names, each imgbuild format once.
+    imageVariants = {
+      expr = {
+        names = attrNames lib.imageVariants;
+        formats = builtins.sort builtins.lessThan (map (v: v.format) (builtins.attrValues lib.imageVariants));
+        # Container formats keep the extension imgbuild gives them.
+        containers = filter (
+          n:
+          let
+            v = lib.imageVariants.${n};
+          in
+          lib.formats.${v.format}.base != v.format && lib.formats.${v.format}.extension != v.extension
+        ) (attrNames lib.imageVariants);
+      };
+      expected = {
+        names = [
+          "amazon"
+          "azure"
+          "google-compute"
+          "hyperv"
+          "qemu-efi"
+          "raw-efi"
+          "sd-card"
+          "virtualbox"
+          "vmware"
+        ];
+        formats = attrNames lib.formats;
+        containers = [ ];
+      };
+    };
+
+    # nixosModules.images replaces nixpkgs' modules only for the variants of this platform.
+    imagesModuleVariants =
+      let
+        ev =
+          system:
+          stubs.evalModule {
+            module = ../modules/images.nix;
+            inherit system;
+            base = { };
+          };
+        names = e: attrNames e.defs.image.modules;
+      in
+      {
+        expr = {
+          x86 = names (ev "x86_64-linux");
+          aarch64 = names (ev "aarch64-linux");
+          imports = (ev "x86_64-linux").imports;
+          package = (ev "x86_64-linux").config.imgbuild.package.pname;
+        };
+        expected = {
+          x86 = [
+            "amazon"
+            "azure"
+            "google-compute"
+            "hyperv"
+            "qemu-efi"
+            "raw-efi"
+            "virtualbox"
+            "vmware"
+          ];
+          aarch64 = [ "sd-card" ];
+          imports = [ imgbuildModule ];
+          package = "imgbuild";
+        };
+      };
 
     moduleWithoutFormatDefinesNothing = {
       expr = none.defs;
@@ -1094,11 +1332,36 @@ let
         modules = [
           "default"
           "gitops"
+          "images"
           "imgbuild"
         ];
         templateHasFlake = "regular";
         lib = true;
       };
+    };
+
+    # The flake's nixosModules.images: modules/images.nix, with the flake's own imgbuild for
+    # the platform that builds the image as the default imgbuild.package.
+    flakeImagesModule = {
+      expr = map (
+        system:
+        let
+          m = flakeOut.nixosModules.images {
+            inherit (stubs) lib;
+            pkgs = stubs.pkgsFor system;
+          };
+        in
+        {
+          inherit (m) imports;
+          package = m.imgbuild.package.content == flakeOut.packages.${system}.imgbuild;
+          priority = m.imgbuild.package.priority;
+        }
+      ) [ "x86_64-linux" "aarch64-linux" ];
+      expected = map (_: {
+        imports = [ ../modules/images.nix ];
+        package = true;
+        priority = 1000;
+      }) [ "x86_64-linux" "aarch64-linux" ];
     };
 
     # Images from the flake's lib use the flake's own imgbuild package for the build system.

@@ -21,11 +21,17 @@ let
   opt = type: default: mkOption { inherit type default; };
   freeform = types.submodule { freeformType = types.attrsOf types.anything; };
 
-  # The NixOS options imgbuild's modules and mkNodes' node module set (as nixpkgs 25.11
-  # declares them; `old` leaves out what came with 25.11).
+  # The NixOS options imgbuild's modules and mkNodes' node module set, as nixpkgs declares
+  # them in `release`: `system.autoUpgrade.upgrade` came with 25.11,
+  # `boot.loader.systemd-boot.bootCounting` with 26.11.
   nixosOptionsOf =
-    { old }:
+    {
+      release ? "26.11",
+    }:
     { config, ... }:
+    let
+      since = lib.versionAtLeast release;
+    in
     {
       options = {
         assertions = opt (types.listOf types.unspecified) [ ];
@@ -48,14 +54,44 @@ let
           loader = {
             timeout = opt (types.nullOr types.int) 5;
             grub.enable = opt types.bool true;
-            systemd-boot.enable = opt types.bool false;
-            systemd-boot.configurationLimit = opt (types.nullOr types.int) null;
+            systemd-boot = {
+              enable = opt types.bool false;
+              configurationLimit = opt (types.nullOr types.int) null;
+              editor = opt types.bool true;
+              consoleMode = opt (types.enum [
+                "0"
+                "1"
+                "2"
+                "5"
+                "auto"
+                "max"
+                "keep"
+              ]) "keep";
+              rebootForBitlocker = opt types.bool false;
+              installDeviceTree = mkOption {
+                type = types.bool;
+                default = config.hardware.deviceTree.enable && config.hardware.deviceTree.name != null;
+              };
+            }
+            // lib.optionalAttrs (since "26.11") {
+              bootCounting = {
+                enable = opt types.bool false;
+                tries = opt types.int 3;
+              };
+            };
             efi.efiSysMountPoint = opt types.str "/boot";
             efi.canTouchEfiVariables = opt types.bool false;
-            generic-extlinux-compatible.enable = opt types.bool false;
+            generic-extlinux-compatible = {
+              enable = opt types.bool false;
+              useGenerationDeviceTree = opt types.bool true;
+            };
           };
         };
         hardware.enableAllHardware = opt types.bool false;
+        hardware.deviceTree = {
+          enable = opt types.bool false;
+          name = opt (types.nullOr types.str) null;
+        };
         systemd.services = opt (types.attrsOf freeform) { };
         networking.hostName = opt types.str "nixos";
         # As NixOS declares it: a system string or attrs, elaborated to a platform.
@@ -93,24 +129,50 @@ let
           )) null;
           flags = opt (types.listOf types.str) [ ];
         }
-        // lib.optionalAttrs (!old) { upgrade = opt types.bool true; };
-        system.build = opt (types.attrsOf types.anything) { };
+        // lib.optionalAttrs (since "25.11") { upgrade = opt types.bool true; };
+        system.nixos = {
+          release = opt types.str release;
+          distroName = opt types.str "NixOS";
+          label = opt types.str "${release}.20261201.abcdef0";
+        };
+        # As NixOS's top-level.nix: a submodule with free-form build products, so other modules
+        # (nixpkgs' images.nix) can declare options in it.
+        system.build = mkOption {
+          type = types.submoduleWith {
+            modules = [ { freeformType = types.lazyAttrsOf (types.uniq types.unspecified); } ];
+          };
+          default = { };
+        };
       };
+      # A stand-in toplevel whose hash is a function of what the modules set that reaches the
+      # disk and the boot loader, so equal toplevels mean equal systems.
       config.system.build.toplevel =
-        stubs.fakePath "nixos-system-${config.networking.hostName}-26.11";
+        stubs.fakePathFor
+          (builtins.toJSON {
+            inherit (config) fileSystems;
+            inherit (config.boot) loader kernelParams;
+            bootspec = config.boot.bootspec.extensions;
+          })
+          "nixos-system-${config.networking.hostName}-${config.system.nixos.label}";
     };
 
-  nixosOptions = nixosOptionsOf { old = false; };
-
-  evalWith =
-    system: modules:
+  # The configuration of `modules` over the NixOS options of `release`, for `system`.
+  evalFor =
+    {
+      system ? "x86_64-linux",
+      release ? "26.11",
+    }:
+    modules:
     (lib.evalModules {
+      # nixosModules.images imports `modulesPath + "/image/file-options.nix"`.
+      specialArgs.modulesPath = ./data/nixos-modules;
       modules = [
-        nixosOptions
+        (nixosOptionsOf { inherit release; })
         { _module.args.pkgs = stubs.pkgsFor system; }
       ]
       ++ modules;
     }).config;
+  evalWith = system: evalFor { inherit system; };
 
   imgbuild = ../modules/imgbuild.nix;
   gitops = ../modules/gitops.nix;
@@ -154,7 +216,366 @@ let
     };
   };
 
+  # --- `nixos-rebuild build-image`: nixosModules.images over nixpkgs' images.nix ---------
+  #
+  # Test stand-in for nixpkgs' nixos/modules/image/images.nix, written for these tests from
+  # what that module does (nixpkgs' file is not copied): its two options with nixpkgs' types
+  # (`system.build.images`: lazyAttrsOf raw, read-only; `image.modules`: attrsOf
+  # deferredModule), nixpkgs' own module for every variant name (here a marker for "built by
+  # nixpkgs' builder, in a VM"), defined only while the system has no `system.build.image`,
+  # and `system.build.images.<variant>` = that variant configuration's (`extendModules` with
+  # the variant module) `system.build.image`, with `passthru.config` and
+  # `passthru.filePath = config.image.filePath` added. `nixos-rebuild build-image` lists
+  # `attrNames system.build.images` and reads `system.build.images.<variant>.passthru.filePath`.
+  nixpkgsVariants = [
+    "amazon"
+    "azure"
+    "google-compute"
+    "hyperv"
+    "iso"
+    "qemu-efi"
+    "raw-efi"
+    "sd-card"
+    "virtualbox"
+    "vmware"
+  ];
+  nixpkgsImages =
+    { config, extendModules, ... }:
+    let
+      nixpkgsModule =
+        name:
+        { modulesPath, ... }:
+        {
+          imports = [ (modulesPath + "/image/file-options.nix") ];
+          image.extension = "nixpkgs-${name}";
+          system.build.image = {
+            type = "derivation";
+            name = "nixpkgs-vm-${name}";
+            outPath = stubs.fakePath "nixpkgs-vm-${name}";
+          };
+        };
+      noImage = !(config.system.build ? image);
+    in
+    {
+      options = {
+        system.build.images = mkOption {
+          type = types.lazyAttrsOf types.raw;
+          readOnly = true;
+        };
+        image.modules = mkOption { type = types.attrsOf types.deferredModule; };
+      };
+      config.image.modules = lib.mkIf noImage (lib.genAttrs nixpkgsVariants nixpkgsModule);
+      config.system.build.images = lib.mkIf noImage (
+        lib.mapAttrs (
+          _: module:
+          let
+            c = (extendModules { modules = [ module ]; }).config;
+          in
+          lib.recursiveUpdate c.system.build.image {
+            passthru = {
+              config = c;
+              inherit (c.image) filePath;
+            };
+          }
+        ) config.image.modules
+      );
+    };
+
+  images = ../modules/images.nix;
+  ph = builtins.placeholder "out";
+  label = "26.11.20261201.abcdef0";
+
+  # A system with nixosModules.images and nixpkgs' images.nix, as `nixos-rebuild build-image`
+  # evaluates it.
+  imageSystem =
+    system: modules:
+    evalWith system (
+      [
+        images
+        nixpkgsImages
+      ]
+      ++ modules
+    );
+  web = imageSystem "x86_64-linux" [
+    (
+      { lib, ... }:
+      {
+        # (mkForce: the variants' formats still win)
+        imgbuild.format = lib.mkForce "raw-efi";
+        networking.hostName = "web";
+      }
+    )
+  ];
+  piSystem = imageSystem "aarch64-linux" [
+    {
+      imgbuild.format = "sd-aarch64";
+      networking.hostName = "pi";
+      nixpkgs.hostPlatform = "aarch64-linux";
+    }
+  ];
+  # What `nixos-rebuild build-image --image-variant <v>` would build, for each variant: the
+  # builder (imgbuild's derivation has its argument list) and the file under the output.
+  variantsOf =
+    c:
+    builtins.mapAttrs (
+      _: img:
+      if img ? imgbuildArgs then
+        {
+          builtBy = "imgbuild";
+          inherit (img) format;
+          inherit (img.passthru) filePath;
+          out = builtins.elemAt img.imgbuildArgs 6;
+          compress =
+            let
+              i = lib.lists.findFirstIndex (a: a == "--compress") null img.imgbuildArgs;
+            in
+            if i == null then null else builtins.elemAt img.imgbuildArgs (i + 1);
+        }
+      else
+        {
+          builtBy = img.name;
+          inherit (img.passthru) filePath;
+        }
+    ) c.system.build.images;
+
   tests = {
+    # The variant names nixos-rebuild lists; which builder each has and its file path.
+    buildImageVariants = {
+      expr = {
+        web = variantsOf web;
+        pi = variantsOf piSystem;
+      };
+      expected =
+        let
+          imgbuild = system: format: extension: compress: rec {
+            builtBy = "imgbuild";
+            inherit format compress;
+            filePath = "nixos-image-${label}-${system}.${extension}";
+            out = "${ph}/${filePath}";
+          };
+          x86 = imgbuild "x86_64-linux";
+          nixpkgs = system: name: {
+            builtBy = "nixpkgs-vm-${name}";
+            filePath = "nixos-image-${label}-${system}.nixpkgs-${name}";
+          };
+        in
+        {
+          web = {
+            amazon = x86 "amazon" "vhd" null;
+            azure = x86 "azure" "vhd" null;
+            google-compute = x86 "gce" "raw.tar.gz" null;
+            hyperv = x86 "hyperv" "vhdx" null;
+            iso = nixpkgs "x86_64-linux" "iso";
+            qemu-efi = x86 "qemu-efi" "qcow2" null;
+            raw-efi = x86 "raw-efi" "raw" "none";
+            sd-card = nixpkgs "x86_64-linux" "sd-card";
+            virtualbox = x86 "virtualbox" "ova" null;
+            vmware = x86 "vmware" "vmdk" null;
+          };
+          pi = lib.genAttrs nixpkgsVariants (nixpkgs "aarch64-linux") // {
+            sd-card = rec {
+              builtBy = "imgbuild";
+              format = "sd-aarch64";
+              compress = "zstd";
+              filePath = "sd-image/nixos-image-${label}-aarch64-linux.img.zst";
+              out = "${ph}/${filePath}";
+            };
+          };
+        };
+    };
+
+    # A variant is this system with the variant's imgbuild format: the same toplevel when the
+    # system already has that disk layout (qemu-efi holds the raw-efi disk); a system without
+    # a format gets the format's file systems and boot loader only in the variant.
+    buildImageVariantIsTheSystem =
+      let
+        bare = imageSystem "x86_64-linux" [ { networking.hostName = "bare"; } ];
+        configOf = c: v: c.system.build.images.${v}.passthru.config;
+      in
+      {
+        expr = {
+          rawEfi = (configOf web "raw-efi").system.build.toplevel == web.system.build.toplevel;
+          qemuEfi = (configOf web "qemu-efi").system.build.toplevel == web.system.build.toplevel;
+          qemuFormat = (configOf web "qemu-efi").imgbuild.format;
+          imagedToplevel = builtins.elemAt web.system.build.images.qemu-efi.imgbuildArgs 2 == toString web.system.build.toplevel;
+          bareRoot = bare.fileSystems ? "/";
+          bareVariantRoot = (configOf bare "raw-efi").fileSystems."/".device;
+          bareVariantLoader = (configOf bare "raw-efi").boot.loader.systemd-boot.enable;
+          bareDiffers = (configOf bare "raw-efi").system.build.toplevel != bare.system.build.toplevel;
+        };
+        expected = {
+          rawEfi = true;
+          qemuEfi = true;
+          qemuFormat = "qemu-efi";
+          imagedToplevel = true;
+          bareRoot = false;
+          bareVariantRoot = "/dev/disk/by-label/nixos";
+          bareVariantLoader = true;
+          bareDiffers = true;
+        };
+      };
+
+    # image.baseName / extension / fileName / filePath, set in the variant (with mkForce, as
+    # the module's own definition is), name the file; `.zst` compresses raw-efi and sd-card.
+    # A plain `image.modules.<v>` definition is replaced like nixpkgs' own.
+    buildImageFileOptions =
+      let
+        custom = imageSystem "x86_64-linux" [
+          (
+            { lib, ... }:
+            {
+              imgbuild.format = "raw-efi";
+              networking.hostName = "web";
+              image.modules = {
+                qemu-efi = lib.mkForce { image.baseName = "web"; };
+                raw-efi = lib.mkForce { image.extension = "raw.zst"; };
+                vmware = lib.mkForce { image.fileName = "disk.vmdk"; };
+                hyperv = lib.mkForce { image.filePath = "images/web.vhdx"; };
+                amazon = {
+                  image.baseName = "replaced";
+                };
+              };
+            }
+          )
+        ];
+        pi = imageSystem "aarch64-linux" [
+          (
+            { lib, ... }:
+            {
+              imgbuild.format = "sd-aarch64";
+              nixpkgs.hostPlatform = "aarch64-linux";
+              image.modules.sd-card = lib.mkForce {
+                image.baseName = "pi";
+                image.extension = "img";
+              };
+            }
+          )
+        ];
+        v = variantsOf custom;
+        zstContainer = imageSystem "x86_64-linux" [
+          (
+            { lib, ... }:
+            {
+              image.modules.qemu-efi = lib.mkForce { image.extension = "qcow2.zst"; };
+            }
+          )
+        ];
+      in
+      {
+        expr = {
+          qemu = v.qemu-efi.out;
+          raw = {
+            inherit (v.raw-efi) filePath compress;
+          };
+          vmware = v.vmware.filePath;
+          hyperv = v.hyperv.out;
+          hypervDir = lib.hasInfix "mkdir -p \"$out/nix-support\" \"$out/images\"\n" custom.system.build.images.hyperv.script;
+          amazon = v.amazon.filePath;
+          pi = {
+            inherit ((variantsOf pi).sd-card) filePath compress;
+          };
+          zstContainer = fails zstContainer.system.build.images.qemu-efi.imgbuildArgs;
+        };
+        expected = {
+          qemu = "${ph}/web.qcow2";
+          raw = {
+            filePath = "nixos-image-${label}-x86_64-linux.raw.zst";
+            compress = "zstd";
+          };
+          vmware = "disk.vmdk";
+          hyperv = "${ph}/images/web.vhdx";
+          hypervDir = true;
+          amazon = "nixos-image-${label}-x86_64-linux.vhd";
+          pi = {
+            filePath = "sd-image/pi.img";
+            compress = "none";
+          };
+          zstContainer = true;
+        };
+      };
+
+    # boot.json's "org.imgbuild.v1" (CONTRACT.md) from the real module system: the loader's
+    # settings as evaluated, bootCounting where the release declares it (26.11), not on 25.11.
+    bootspecRecord =
+      let
+        rec_ = c: c.boot.bootspec.extensions."org.imgbuild.v1";
+        counting = evalWith "x86_64-linux" [
+          imgbuild
+          {
+            imgbuild.format = "raw-efi";
+            boot.loader.timeout = null;
+            boot.loader.systemd-boot = {
+              editor = false;
+              bootCounting = {
+                enable = true;
+                tries = 2;
+              };
+            };
+          }
+        ];
+        r2511 = evalFor { release = "25.11"; } [
+          imgbuild
+          { imgbuild.format = "qemu-efi"; }
+        ];
+        sd = {
+          type = "systemd-boot";
+          timeout = 5;
+          editor = true;
+          consoleMode = "keep";
+          rebootForBitlocker = false;
+          installDeviceTree = false;
+          distroName = "NixOS";
+        };
+      in
+      {
+        expr = {
+          x86 = rec_ x86;
+          counting = rec_ counting;
+          v2511 = rec_ r2511;
+          pi = removeAttrs (rec_ pi) [ "firmware" ];
+          piFirmware = (rec_ pi).firmware == "${pi.imgbuild.raspberryPi.firmware}";
+          none = (evalWith "x86_64-linux" [ imgbuild ]).boot.bootspec.extensions;
+        };
+        expected = {
+          x86 = {
+            release = "26.11";
+            bootloader = sd // {
+              bootCounting = {
+                enable = false;
+                tries = 3;
+              };
+            };
+          };
+          counting = {
+            release = "26.11";
+            bootloader = sd // {
+              timeout = null;
+              editor = false;
+              bootCounting = {
+                enable = true;
+                tries = 2;
+              };
+            };
+          };
+          v2511 = {
+            release = "25.11";
+            bootloader = sd;
+          };
+          pi = {
+            release = "26.11";
+            bootloader = {
+              type = "extlinux";
+              timeout = 5;
+              useGenerationDeviceTree = true;
+              deviceTreeName = null;
+              distroName = "NixOS";
+            };
+          };
+          piFirmware = true;
+          none = { };
+        };
+      };
+
     # Every format's system: its file systems by label, its boot loader, all assertions hold.
     everyFormat = {
       expr = map (
@@ -342,21 +763,16 @@ let
     gitopsOnOlderNixpkgs = {
       expr =
         let
-          c =
-            (lib.evalModules {
-              modules = [
-                (nixosOptionsOf { old = true; })
-                { _module.args.pkgs = stubs.pkgsFor "x86_64-linux"; }
-                gitops
-                {
-                  networking.hostName = "web";
-                  imgbuild.gitops = {
-                    enable = true;
-                    flake = "github:user/fleet";
-                  };
-                }
-              ];
-            }).config;
+          c = evalFor { release = "25.05"; } [
+            gitops
+            {
+              networking.hostName = "web";
+              imgbuild.gitops = {
+                enable = true;
+                flake = "github:user/fleet";
+              };
+            }
+          ];
         in
         {
           inherit (c.system.autoUpgrade) enable flake;
@@ -412,4 +828,19 @@ in
   passed = builtins.length results - builtins.length failures;
   failed = builtins.length failures;
   failures = map (x: { inherit (x) name expected got; }) failures;
+  # `nix eval -f nix/tests/real-modules.nix buildImage`: what `nixos-rebuild build-image`
+  # finds in a raw-efi system (x86_64) and a sd-aarch64 one (aarch64): each variant, who
+  # builds it and the image's path under the output (nixos-rebuild prints <out>/<filePath>).
+  buildImage =
+    builtins.mapAttrs
+      (
+        _: c:
+        builtins.mapAttrs (
+          _: v: "${v.builtBy}${if v ? format then " (format ${v.format})" else ""}: ${v.filePath}"
+        ) (variantsOf c)
+      )
+      {
+        "web (x86_64-linux, imgbuild.format = raw-efi)" = web;
+        "pi (aarch64-linux, imgbuild.format = sd-aarch64)" = piSystem;
+      };
 }

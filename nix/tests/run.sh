@@ -6,6 +6,8 @@
 #      when its expectations are sabotaged (so the comparison can fail); 2b. the same for
 #      nix/tests/real-modules.nix: the modules and mkNodes through the real nixpkgs lib
 #      (vendored in nix/tests/nixpkgs-lib) with the NixOS options they set declared;
+#      2b also lists, with `nix eval`, the `nixos-rebuild build-image` variants of a raw-efi
+#      and a sd-aarch64 system under nixosModules.images: who builds each, and its file path;
 #   3. the flake and the template evaluate through Nix's own flake machinery (nix flake show,
 #      nix eval) with nixpkgs overridden by the stub flake nix/tests/flake.nix;
 #   4. for each Nix-built fixture closure (`cargo xtask fixtures`: target/fixtures/x86_64 and
@@ -14,7 +16,15 @@
 #      `--store-root <fixture>`, and the image passes sgdisk/sfdisk, fsck.fat and e2fsck.
 #      --store-root is the only addition: the fixture is a chroot store (`nix-build --store
 #      DIR`), its /nix/store paths live under DIR/nix/store; in the Nix build sandbox they are
-#      at /nix/store and imgbuild's default store root `/` is right.
+#      at /nix/store and imgbuild's default store root `/` is right;
+#   5. references: nix/tests/references.nix (mkImage's derivation in miniature) built by the
+#      installed Nix in a chroot store: the image derivation has structured attrs and
+#      `unsafeDiscardReferences.out = true` in its .drv; its build reads the closure; its output
+#      has no references where the Nix honours the attribute (2.18 on), and the closure's
+#      references where it does not (Debian's 2.8: said so in the log); the control without
+#      the attribute keeps the references on every Nix. Run with the installed Nix and with
+#      Debian 13's (2.26, unpacked under .cache by nix/tests/newer-nix.sh), under which the
+#      evaluation tests of step 2 run again.
 #
 # Usage: nix/tests/run.sh [IMGBUILD]   (default: target/release/imgbuild, built by
 #        `cargo build --release -p imgbuild`). Needs nix-bin, jq, gdisk, fdisk, e2fsprogs,
@@ -82,11 +92,18 @@ if [ "$(jq .failed <<<"$res")" != 0 ]; then
     jq .failures <<<"$res" >&2
     fail "real module system tests failed ($rpassed passed)"
 fi
-[ "$rpassed" -ge 6 ] || fail "only $rpassed real module system tests ran"
+[ "$rpassed" -ge 11 ] || fail "only $rpassed real module system tests ran"
 sab=$(real_json true)
 [ "$(jq .passed <<<"$sab")" = 0 ] && [ "$(jq .failed <<<"$sab")" = "$rpassed" ] ||
     fail "real module system tests: sabotaged expectations did not all fail"
 echo "real module system tests: $rpassed passed, 0 failed (sabotaged: all fail)"
+echo "nix eval -f nix/tests/real-modules.nix buildImage (variant: builder: path under the output):"
+variants=$(nix --extra-experimental-features nix-command eval --json -f nix/tests/real-modules.nix buildImage) ||
+    fail "nix eval buildImage"
+jq -r 'to_entries[] | "  \(.key)", (.value | to_entries[] | "    \(.key): \(.value)")' <<<"$variants"
+# Every imgbuild format is a variant of one of the two systems, built by imgbuild.
+[ "$(jq '[.[][] | select(startswith("imgbuild "))] | length' <<<"$variants")" = 9 ] ||
+    fail "expected 9 imgbuild variants: $variants"
 
 # --- 3. the flake and the template through Nix's flake machinery -------------------------
 # nixpkgs is overridden by the stub flake nix/tests/flake.nix (no network); sources are copied
@@ -104,7 +121,7 @@ git ls-files -z --cached --others --exclude-standard |
     tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C "$src"
 stub=(--no-write-lock-file --override-input nixpkgs "path:$src/nix/tests")
 show=$(nixf flake show --json "${stub[@]}" "path:$src") || fail "nix flake show"
-want='{"apps":["aarch64-linux","x86_64-linux"],"checks":{"aarch64-linux":["imgbuild","lib"],"x86_64-linux":["imgbuild","lib"]},"modules":{"default":"nixos-module","gitops":"nixos-module","imgbuild":"nixos-module"},"packages":{"aarch64-linux":{"default":"imgbuild-0.1.0","imgbuild":"imgbuild-0.1.0"},"x86_64-linux":{"default":"imgbuild-0.1.0","imgbuild":"imgbuild-0.1.0"}},"templates":["default"]}'
+want='{"apps":["aarch64-linux","x86_64-linux"],"checks":{"aarch64-linux":["imgbuild","lib"],"x86_64-linux":["imgbuild","lib"]},"modules":{"default":"nixos-module","gitops":"nixos-module","images":"nixos-module","imgbuild":"nixos-module"},"packages":{"aarch64-linux":{"default":"imgbuild-0.1.0","imgbuild":"imgbuild-0.1.0"},"x86_64-linux":{"default":"imgbuild-0.1.0","imgbuild":"imgbuild-0.1.0"}},"templates":["default"]}'
 want=${want//0.1.0/$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)}
 # (checks.<system>.lib only evaluates when every eval.nix test passes inside the flake.)
 got=$(jq -cS '{apps: (.apps | keys), checks: (.checks | map_values(keys)), modules: (.nixosModules | map_values(.type)), packages: (.packages | map_values(map_values(.name))), templates: (.templates | keys)}' <<<"$show")
@@ -223,4 +240,66 @@ EOF
 
 run_fixture x86_64
 run_fixture aarch64
+
+# --- 5. the image derivation keeps no references ----------------------------------------
+echo "== 5. references of the image output (nix/tests/references.nix)"
+# The fixture build's static busybox (a store path of the fixture's chroot store).
+bb=$(find "$repo/target/fixtures/x86_64/nix/store" -maxdepth 1 -name '*-busybox-static-*' -type d | head -1)
+[ -x "$bb/bin/sh" ] || fail "no busybox-static in the x86_64 fixture store"
+export NIX_CONFIG="build-users-group =
+sandbox = false
+sandbox-paths =
+substituters =
+builders ="
+refcheck() { # BINDIR [NIX_CONFIG LINE]: the nix-build and nix-store of one Nix; a chroot store of its own
+    local bin=$1 ver store img ctl top dep refs ctlrefs want
+    local NIX_CONFIG="$NIX_CONFIG${2:+
+$2}"
+    ver=$("$bin/nix-store" --version | awk '{print $NF}')
+    store=$work/refstore-$ver
+    build_ref() { # DISCARD: prints the image output path
+        "$bin/nix-build" --store "$store" nix/tests/references.nix -A image --argstr busybox "$bb" \
+            --arg discard "$1" --no-out-link --quiet 2>"$work/ref.err" || { cat "$work/ref.err" >&2; return 1; }
+    }
+    img=$(build_ref true) || fail "Nix $ver: building the references image"
+    ctl=$(build_ref false) || fail "Nix $ver: building the control image"
+    top=$("$bin/nix-instantiate" --eval --strict --json nix/tests/references.nix -A toplevel.outPath --argstr busybox "$bb" | jq -r .)
+    dep=$("$bin/nix-instantiate" --eval --strict --json nix/tests/references.nix -A dep.outPath --argstr busybox "$bb" | jq -r .)
+    # The build read the closure, and the output names it.
+    [ "$(cat "$store$img/read-from-closure")" = "$dep" ] || fail "Nix $ver: the image build did not read the closure"
+    grep -qx "$top" "$store$img/manifest" || fail "Nix $ver: the image output does not name the toplevel"
+    refs=$("$bin/nix-store" --store "$store" -q --references "$img" | sort | tr '\n' ' ')
+    ctlrefs=$("$bin/nix-store" --store "$store" -q --references "$ctl" | sort | tr '\n' ' ')
+    want=$(printf '%s\n' "$top" "$dep" | sort | tr '\n' ' ')
+    echo "Nix $ver: nix-store -q --references <image>: [${refs% }]; the control without the attribute: [${ctlrefs% }]"
+    [ "$ctlrefs" = "$want" ] || fail "Nix $ver: the control image should reference the closure: [$ctlrefs]"
+    if [ "$(printf '%s\n' 2.18 "$ver" | sort -V | head -1)" = 2.18 ]; then
+        [ -z "$refs" ] || fail "Nix $ver: the image output has references: $refs"
+        echo "Nix $ver honours unsafeDiscardReferences: the image output has no references"
+    else
+        [ "$refs" = "$want" ] || fail "Nix $ver: unexpected references [$refs]"
+        echo "Nix $ver predates unsafeDiscardReferences (experimental from 2.14, stable from 2.18): it builds the image and keeps the references"
+    fi
+    # What the derivation asks for, in the .drv (as every Nix version reads it).
+    if [ "$bin" = "$(dirname "$(command -v nix-build)")" ]; then
+        local drv attrs
+        drv=$("$bin/nix-store" --store "$store" -q --deriver "$img")
+        attrs=$(nix --store "$store" --extra-experimental-features nix-command show-derivation "$drv" |
+            jq -c '.[].env | {structuredAttrs: has("__json"), unsafeDiscardReferences: (.__json // "{}" | fromjson | .unsafeDiscardReferences)}')
+        echo "image .drv: $attrs"
+        [ "$attrs" = '{"structuredAttrs":true,"unsafeDiscardReferences":{"out":true}}' ] || fail "image .drv: $attrs"
+    fi
+}
+refcheck "$(dirname "$(command -v nix-build)")"
+# Debian 13's Nix, unpacked under .cache by newer-nix.sh: the Nix that drops the references.
+newer=$(nix/tests/newer-nix.sh) || fail "nix/tests/newer-nix.sh: no newer Nix"
+# (No build hook: this nix runs through its loader, and re-executing itself for the hook fails.)
+refcheck "$newer" "build-hook ="
+# The evaluation tests of step 2 under this Nix as well.
+for t in eval real-modules; do
+    res=$("$newer/nix-instantiate" --eval --strict --json -E "import ./nix/tests/$t.nix { }") ||
+        fail "nix/tests/$t.nix under $("$newer/nix-instantiate" --version)"
+    [ "$(jq .failed <<<"$res")" = 0 ] || { jq .failures <<<"$res" >&2; fail "nix/tests/$t.nix under the newer Nix"; }
+    echo "nix/tests/$t.nix under $("$newer/nix-instantiate" --version | awk '{print $NF}'): $(jq .passed <<<"$res") passed, 0 failed"
+done
 echo "== all nix tests passed"

@@ -44,6 +44,13 @@ let
   lib = {
     inherit concatStringsSep hasInfix;
     hasPrefix = prefix: s: substring 0 (stringLength prefix) s == prefix;
+    hasSuffix =
+      suffix: s:
+      let
+        n = stringLength s - stringLength suffix;
+      in
+      n >= 0 && substring n (stringLength suffix) s == suffix;
+    mapAttrsToList = f: as: map (k: f k as.${k}) (attrNames as);
     optionalString = cond: s: if cond then s else "";
     optionalAttrs = cond: as: if cond then as else { };
     mkOption = attrs: attrs // { _type = "option"; };
@@ -109,6 +116,8 @@ let
       };
       self = {
         inherit system;
+        # A native package set: the build platform's packages are these.
+        buildPackages = self;
         stdenv = {
           hostPlatform.system = system;
           buildPlatform = {
@@ -259,15 +268,43 @@ let
         nix.package.out = (pkgsFor system).coreutils // {
           outPath = fakePathFor "${system}:nix" "nix-2.31";
         };
+        # NixOS's defaults of what nixosModules.imgbuild records in boot.json (no loader on).
+        system.nixos = {
+          release = "25.11";
+          distroName = "NixOS";
+        };
+        boot.loader = {
+          timeout = 5;
+          systemd-boot = {
+            enable = false;
+            editor = true;
+            consoleMode = "keep";
+            rebootForBitlocker = false;
+            installDeviceTree = false;
+          };
+          generic-extlinux-compatible = {
+            enable = false;
+            useGenerationDeviceTree = true;
+          };
+        };
+        hardware.deviceTree.name = null;
+      },
+      # The NixOS options modules look for (as nixpkgs 25.11 declares them).
+      options ? {
+        system.autoUpgrade.upgrade = { };
+        boot.loader.systemd-boot = { };
       },
     }:
     let
       pkgs = pkgsFor system;
       f = if isFunction module then module else import module;
       m = f {
-        inherit config pkgs lib;
-        # The NixOS options modules look for (as nixpkgs 25.11 declares them).
-        options.system.autoUpgrade.upgrade = { };
+        inherit
+          config
+          pkgs
+          lib
+          options
+          ;
       };
       config = recursiveUpdate (recursiveUpdate base (defaultsOf (m.options or { }))) settings;
       # `_file` and `key` name the module for error messages; they define nothing.
@@ -279,6 +316,7 @@ let
     {
       inherit config pkgs;
       options = m.options or { };
+      imports = m.imports or [ ];
       file = m._file or null;
       defs =
         let
@@ -295,6 +333,7 @@ in
     nixosSystem
     nixpkgs
     fakePath
+    fakePathFor
     closureInfoPath
     evalModule
     resolve
