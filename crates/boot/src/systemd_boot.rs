@@ -1,12 +1,17 @@
 //! systemd-boot: `bootctl install` + nixpkgs' `systemd-boot-builder.py`.
 //!
-//! Followed sources (NixOS/nixpkgs, 2025-2026):
-//! `nixos/modules/system/boot/loader/systemd-boot/systemd-boot-builder.py` (pathlib version:
-//! `copy_from_file`, `write_loader_conf`, `BOOT_ENTRY`, `write_entry`) and `systemd-boot.nix`
+//! What differs between NixOS releases is data in [`crate::release`]. Followed sources
+//! (NixOS/nixpkgs, 2024-2026):
+//! `nixos/modules/system/boot/loader/systemd-boot/systemd-boot-builder.py` (the versions named
+//! in [`crate::release`]: `copy_from_file` / `boot_path`, `write_loader_conf`, `BOOT_ENTRY` /
+//! `boot_file`, `BootFile.from_entry`) and `systemd-boot.nix`
 //! (`timeout = null` -> `menu-force`, `nixosDir = "/EFI/nixos"`, `sortKey` default `nixos`);
 //! systemd `src/bootctl/bootctl-install.c` (`esp_subdirs`, `dollar_boot_subdirs`,
 //! `entries.srel`, the removable-media copy `EFI/BOOT/BOOT<ARCH>.EFI`).
 
+use sha2::{Digest, Sha256};
+
+use crate::release::{EfiNames, Facts, NullTimeout, SdBootStyle};
 use crate::{
     check_line, command_line, split_store_path, BootEntry, BootFile, Content, Error, Result,
 };
@@ -32,8 +37,8 @@ pub const BOOT_LOADER_SPEC_DIRS: &[&str] = &[
 /// Options of `boot.loader.systemd-boot` / `boot.loader` that shape the ESP.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SdBootOptions {
-    /// `boot.loader.timeout` (default 5); `None` writes `timeout menu-force`.
-    pub timeout: Option<u32>,
+    /// `boot.loader.timeout` (default 5); `None` is `null` (see [`NullTimeout`]).
+    pub timeout: Option<i64>,
     /// `boot.loader.systemd-boot.consoleMode` (default `keep`).
     pub console_mode: String,
     /// `boot.loader.systemd-boot.editor` (default true; false writes `editor 0`).
@@ -49,6 +54,11 @@ pub struct SdBootOptions {
     pub sort_key: Option<String>,
     /// `system.nixos.distroName` (default `NixOS`), the entry title.
     pub distro_name: String,
+    /// `boot.loader.systemd-boot.bootCounting.tries` when boot counting is on (only where the
+    /// release has it, [`SdBootStyle::ContentHash`]): the new entry is `nixos-<hash>+<tries>.conf`.
+    pub boot_counting: Option<u32>,
+    /// The release whose builder to follow.
+    pub facts: Facts,
 }
 
 impl Default for SdBootOptions {
@@ -62,6 +72,8 @@ impl Default for SdBootOptions {
             build_date: "1970-01-01".to_owned(),
             sort_key: None,
             distro_name: "NixOS".to_owned(),
+            boot_counting: None,
+            facts: Facts::default(),
         }
     }
 }
@@ -89,22 +101,36 @@ pub fn efi_arch(system: &str) -> Result<&'static str> {
 /// `<hash>-<name>-<file>.efi` for a file inside a store directory (`<file>` = the last path
 /// component), `<hash>-<name>.efi` when the store path itself is the file.
 pub fn systemd_boot_file_name(what: &'static str, store_path: &str) -> Result<String> {
+    efi_name(EfiNames::StoreDir, what, store_path)
+}
+
+/// [`systemd_boot_file_name`] as the given release's builder computes it.
+fn efi_name(names: EfiNames, what: &'static str, store_path: &str) -> Result<String> {
     let (top, rest) = split_store_path(what, store_path)?;
-    if rest.is_empty() {
-        return Ok(format!("{top}.efi"));
-    }
     let file = rest.rsplit('/').next().unwrap_or(rest);
-    Ok(format!("{top}-{file}.efi"))
+    Ok(match (names, rest.is_empty()) {
+        (EfiNames::StoreDir, true) => format!("{top}.efi"),
+        (EfiNames::StoreDir, false) => format!("{top}-{file}.efi"),
+        // basename(dirname(path)) + "-" + basename(path).
+        (EfiNames::ParentDir, true) => format!("store-{top}.efi"),
+        (EfiNames::ParentDir, false) => {
+            let parent = rest.rsplit('/').nth(1).unwrap_or(top);
+            format!("{parent}-{file}.efi")
+        }
+    })
 }
 
 /// The ESP after installing systemd-boot for one generation: directories, the two boot
 /// loader copies, kernel/initrd (+ device tree) under `EFI/nixos/`, `loader/loader.conf`,
-/// `loader/entries/nixos-generation-<N>.conf` and `loader/entries.srel`.
+/// the entry under `loader/entries/` (named as [`SdBootOptions::facts`]' release names it,
+/// see [`SdBootStyle`]) and `loader/entries.srel`.
 ///
 /// `systemd_boot_efi` is the logical path of
 /// `<systemd>/lib/systemd/boot/efi/systemd-boot<arch>.efi` matching `entry.system`.
 /// Not written (deliberately): `loader/random-seed` (would be shared by every copy of the
-/// image; NixOS creates it at first boot) and `machine-id` lines / entry-token directories.
+/// image; NixOS creates it at first boot) and `machine-id` lines / entry-token directories
+/// (24.05's builder made up a machine id when the system had none; later ones write the line
+/// only when `/etc/machine-id` exists).
 ///
 /// The result is sorted by path, so every directory comes before its contents.
 pub fn systemd_boot_esp(
@@ -114,12 +140,13 @@ pub fn systemd_boot_esp(
 ) -> Result<Vec<BootFile>> {
     let arch = efi_arch(&entry.system)?;
     let initrd = entry.required_initrd()?;
-    let kernel_name = systemd_boot_file_name("kernel", &entry.kernel)?;
-    let initrd_name = systemd_boot_file_name("initrd", initrd)?;
+    let names = opts.facts.efi_names;
+    let kernel_name = efi_name(names, "kernel", &entry.kernel)?;
+    let initrd_name = efi_name(names, "initrd", initrd)?;
     let devicetree_name = entry
         .devicetree
         .as_deref()
-        .map(|d| systemd_boot_file_name("devicetree", d))
+        .map(|d| efi_name(names, "devicetree", d))
         .transpose()?;
 
     let mut files: Vec<BootFile> = BOOT_LOADER_SPEC_DIRS
@@ -145,16 +172,21 @@ pub fn systemd_boot_esp(
     if let (Some(name), Some(dt)) = (&devicetree_name, &entry.devicetree) {
         files.push(BootFile::store_file(format!("EFI/nixos/{name}"), dt));
     }
-    files.push(BootFile::text("loader/loader.conf", loader_conf(opts)?));
+    let text = entry_conf(
+        entry,
+        opts,
+        &kernel_name,
+        &initrd_name,
+        devicetree_name.as_deref(),
+    )?;
+    let id = EntryId::new(opts, &text)?;
     files.push(BootFile::text(
-        format!("loader/entries/{}", entry_file_name(opts.generation)),
-        entry_conf(
-            entry,
-            opts,
-            &kernel_name,
-            &initrd_name,
-            devicetree_name.as_deref(),
-        )?,
+        "loader/loader.conf",
+        loader_conf(opts, &id)?,
+    ));
+    files.push(BootFile::text(
+        format!("loader/entries/{}", id.file_name),
+        text,
     ));
     files.push(BootFile {
         path: "loader/entries.srel".to_owned(),
@@ -164,21 +196,60 @@ pub fn systemd_boot_esp(
     Ok(files)
 }
 
-/// `generation_conf_filename(None, N, None)`.
-fn entry_file_name(generation: u32) -> String {
-    format!("nixos-generation-{generation}.conf")
+/// The entry's file name and the id `loader.conf` names it by (the name without boot
+/// counters).
+struct EntryId {
+    file_name: String,
+    id: String,
 }
 
-/// `write_loader_conf`: timeout, default, [editor 0], [reboot-for-bitlocker yes], console-mode.
-fn loader_conf(opts: &SdBootOptions) -> Result<String> {
+impl EntryId {
+    fn new(opts: &SdBootOptions, text: &str) -> Result<EntryId> {
+        match opts.facts.sd_boot {
+            SdBootStyle::GenerationNames => {
+                if let Some(tries) = opts.boot_counting {
+                    return Err(Error::NoBootCounting {
+                        release: opts.facts.release.to_string(),
+                        tries,
+                    });
+                }
+                // generation_conf_filename(None, N, None).
+                let name = format!("nixos-generation-{}.conf", opts.generation);
+                Ok(EntryId {
+                    file_name: name.clone(),
+                    id: name,
+                })
+            }
+            SdBootStyle::ContentHash => {
+                let hash = Sha256::digest(text.as_bytes());
+                let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+                let counters = opts
+                    .boot_counting
+                    .map(|t| format!("+{t}"))
+                    .unwrap_or_default();
+                Ok(EntryId {
+                    file_name: format!("nixos-{hex}{counters}.conf"),
+                    id: format!("nixos-{hex}.conf"),
+                })
+            }
+        }
+    }
+}
+
+/// `write_loader_conf`: [timeout], default (or preferred + default glob), [editor 0],
+/// [reboot-for-bitlocker yes], console-mode.
+fn loader_conf(opts: &SdBootOptions, id: &EntryId) -> Result<String> {
     check_line("console mode", &opts.console_mode, false)?;
-    let timeout = opts
-        .timeout
-        .map_or_else(|| "menu-force".to_owned(), |t| t.to_string());
-    let mut s = format!(
-        "timeout {timeout}\ndefault {}\n",
-        entry_file_name(opts.generation)
-    );
+    let mut s = match (opts.timeout, opts.facts.null_timeout) {
+        (Some(t), _) => format!("timeout {t}\n"),
+        (None, NullTimeout::MenuForce) => "timeout menu-force\n".to_owned(),
+        (None, NullTimeout::NoLine) => String::new(),
+    };
+    if opts.boot_counting.is_some() {
+        s.push_str(&format!("preferred {}\ndefault nixos-*\n", id.id));
+    } else {
+        s.push_str(&format!("default {}\n", id.id));
+    }
     if !opts.editor {
         s.push_str("editor 0\n");
     }
@@ -189,7 +260,7 @@ fn loader_conf(opts: &SdBootOptions) -> Result<String> {
     Ok(s)
 }
 
-/// `BOOT_ENTRY` + the optional `devicetree` line (no `machine-id`: see [`systemd_boot_esp`]).
+/// The entry's text, in the release's order (no `machine-id`: see [`systemd_boot_esp`]).
 fn entry_conf(
     entry: &BootEntry,
     opts: &SdBootOptions,
@@ -212,16 +283,33 @@ fn entry_conf(
     check_line("sort key", sort_key, false)?;
     check_line("distro name", &opts.distro_name, false)?;
     check_line("label", &entry.label, true)?;
-    let options = command_line(&entry.init, &entry.kernel_params)?;
-    let mut s = format!(
-        "title {title}\nsort-key {sort_key}\nversion Generation {generation} {label}, built on {date}\n\
-         linux /EFI/nixos/{kernel_name}\ninitrd /EFI/nixos/{initrd_name}\noptions {options}\n",
-        title = opts.distro_name,
-        generation = opts.generation,
-        label = entry.label,
+    // Old builders: "init=%s " % init + " ".join(params); new: " ".join([init=...] + params).
+    let mut options = command_line(&entry.init, &entry.kernel_params)?;
+    let title = format!("title {}", opts.distro_name);
+    let sort_key = format!("sort-key {sort_key}");
+    let version = format!(
+        "version Generation {} {}, built on {date}",
+        opts.generation, entry.label
     );
-    if let Some(dt) = devicetree_name {
-        s.push_str(&format!("devicetree /EFI/nixos/{dt}\n"));
+    let devicetree = devicetree_name.map(|dt| format!("devicetree /EFI/nixos/{dt}"));
+    let mut lines = vec![title];
+    if opts.facts.sd_boot == SdBootStyle::GenerationNames {
+        lines.push(sort_key.clone());
+    } else if entry.kernel_params.is_empty() {
+        options.truncate(options.trim_end_matches(' ').len());
     }
-    Ok(s)
+    lines.extend([
+        version,
+        format!("linux /EFI/nixos/{kernel_name}"),
+        format!("initrd /EFI/nixos/{initrd_name}"),
+        format!("options {options}"),
+    ]);
+    lines.extend(devicetree);
+    Ok(match opts.facts.sd_boot {
+        SdBootStyle::GenerationNames => lines.iter().map(|l| format!("{l}\n")).collect(),
+        SdBootStyle::ContentHash => {
+            lines.push(sort_key);
+            lines.join("\n")
+        }
+    })
 }
