@@ -126,7 +126,11 @@ fn resolve(
     release_from: &'static str,
     assumed: Vec<String>,
 ) -> Choice {
-    let boot_counting = s.boot_counting.filter(|b| b.enable).map(|b| b.tries);
+    // Only systemd-boot counts boots; an extlinux image has no counter to record.
+    let boot_counting = s
+        .boot_counting
+        .filter(|b| b.enable && format.bootloader.kind == Bootloader::SystemdBoot)
+        .map(|b| b.tries);
     Choice {
         facts,
         timeout: match s.timeout {
@@ -287,6 +291,11 @@ mod tests {
         let off = ext.replace(r#""enable": true"#, r#""enable": false"#);
         let c = choose(&raw_efi(), &spec(&off, "x", None), true).unwrap();
         assert_eq!(c.boot_counting, None);
+        // extlinux has no boot counting, whatever was recorded.
+        let sd = Format::load("sd-aarch64").unwrap();
+        let ext = ext.replace(r#""type": "systemd-boot""#, r#""type": "extlinux""#);
+        let c = choose(&sd, &spec(&ext, "x", None), true).unwrap();
+        assert_eq!((c.boot_counting, c.note.boot_counting), (None, None));
         // The other boot loader: refused, unless the system check is off.
         let ext = r#", "org.imgbuild.v1": {"bootloader": {"type": "extlinux"}}"#;
         let err = choose(&raw_efi(), &spec(ext, "x", None), true).unwrap_err();
