@@ -73,6 +73,15 @@ fn a_2611_closure_gets_a_counted_content_hash_entry() {
             "bootCounting": { "enable": true, "tries": 3 }
         }
     });
+    // A specialisation: its own entry, counted too, which loader.conf does not prefer.
+    let mut alt = json!({
+        "org.nixos.bootspec.v1": doc["org.nixos.bootspec.v1"].clone(),
+        "org.nixos.specialisation.v1": {}
+    });
+    let alt_top = "/nix/store/11111111111111111111111111111111-nixos-system-alt";
+    alt["org.nixos.bootspec.v1"]["toplevel"] = json!(alt_top);
+    alt["org.nixos.bootspec.v1"]["init"] = json!(format!("{alt_top}/init"));
+    doc["org.nixos.specialisation.v1"] = json!({ "alt": alt });
     std::fs::write(&bj, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
     let img = t.path().join("c.img");
     let (m, err) = build(&root, &img);
@@ -115,7 +124,15 @@ fn a_2611_closure_gets_a_counted_content_hash_entry() {
     let sb = &r["boot"]["systemd_boot"][0];
     assert_eq!(sb["preferred"], format!("nixos-{hash}.conf"));
     assert_eq!(sb["default"], "nixos-*");
-    let e = &sb["entries"][0];
+    let entries = sb["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{sb}");
+    let spec = entries.iter().find(|e| e["file"] != name).unwrap();
+    assert_eq!(spec["title"], "NixOS (alt)");
+    assert_eq!(
+        (&spec["tries_left"], &spec["default"]),
+        (&json!(3), &json!(false))
+    );
+    let e = entries.iter().find(|e| e["file"] == name).unwrap();
     assert_eq!(e["file"], name);
     assert_eq!(e["id"], format!("nixos-{hash}.conf"));
     assert_eq!((&e["tries_left"], &e["tries_done"]), (&json!(3), &json!(0)));

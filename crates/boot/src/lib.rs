@@ -29,7 +29,8 @@ pub use extlinux::{extlinux_boot, extlinux_clean_name, ExtlinuxOptions};
 pub use release::{Facts, Fit, Release, RELEASES};
 pub use rpi::{needed_files as rpi_needed_files, rpi_config_txt, NeededFile};
 pub use systemd_boot::{
-    efi_arch, systemd_boot_esp, systemd_boot_file_name, SdBootOptions, BOOT_LOADER_SPEC_DIRS,
+    efi_arch, systemd_boot_esp, systemd_boot_esp_with_specialisations, systemd_boot_file_name, Esp,
+    SdBootOptions, Specialisation, BOOT_LOADER_SPEC_DIRS,
 };
 
 /// The Nix store directory every store path must be under.

@@ -138,17 +138,40 @@ pub fn systemd_boot_esp(
     systemd_boot_efi: String,
     opts: &SdBootOptions,
 ) -> Result<Vec<BootFile>> {
-    let arch = efi_arch(&entry.system)?;
-    let initrd = entry.required_initrd()?;
-    let names = opts.facts.efi_names;
-    let kernel_name = efi_name(names, "kernel", &entry.kernel)?;
-    let initrd_name = efi_name(names, "initrd", initrd)?;
-    let devicetree_name = entry
-        .devicetree
-        .as_deref()
-        .map(|d| efi_name(names, "devicetree", d))
-        .transpose()?;
+    systemd_boot_esp_with_specialisations(entry, &[], systemd_boot_efi, opts).map(|e| e.files)
+}
 
+/// What [`systemd_boot_esp_with_specialisations`] writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Esp {
+    /// Every file and directory, sorted by path.
+    pub files: Vec<BootFile>,
+    /// The generation's own entry, `loader/entries/<name>` (the one `loader.conf` names).
+    pub entry: String,
+}
+
+/// A specialisation of the generation (bootspec `org.nixos.specialisation.v1`): the builder
+/// writes an entry for each, titled `<distro> (<name>)`, after the generation's own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Specialisation {
+    /// Its name (the key in `org.nixos.specialisation.v1`).
+    pub name: String,
+    /// Its own boot entry (kernel, initrd, init, parameters, label of the child toplevel).
+    pub entry: BootEntry,
+    /// Its bootspec's `org.nixos.systemd-boot.sortKey`; `None` means `nixos`.
+    pub sort_key: Option<String>,
+}
+
+/// [`systemd_boot_esp`] with an entry per specialisation too (in the order given: the
+/// builder follows boot.json, whose keys are sorted). `loader.conf` names the generation's
+/// own entry.
+pub fn systemd_boot_esp_with_specialisations(
+    entry: &BootEntry,
+    specialisations: &[Specialisation],
+    systemd_boot_efi: String,
+    opts: &SdBootOptions,
+) -> Result<Esp> {
+    let arch = efi_arch(&entry.system)?;
     let mut files: Vec<BootFile> = BOOT_LOADER_SPEC_DIRS
         .iter()
         .map(|d| BootFile::dir(d))
@@ -161,39 +184,98 @@ pub fn systemd_boot_esp(
         format!("EFI/BOOT/BOOT{}.EFI", arch.to_ascii_uppercase()),
         &systemd_boot_efi,
     ));
-    files.push(BootFile::store_file(
-        format!("EFI/nixos/{kernel_name}"),
-        &entry.kernel,
-    ));
-    files.push(BootFile::store_file(
-        format!("EFI/nixos/{initrd_name}"),
-        initrd,
-    ));
-    if let (Some(name), Some(dt)) = (&devicetree_name, &entry.devicetree) {
-        files.push(BootFile::store_file(format!("EFI/nixos/{name}"), dt));
+    let main = Titled {
+        title: opts.distro_name.clone(),
+        sort_key: opts.sort_key.as_deref(),
+        specialisation: None,
+    };
+    let id = add_entry(&mut files, entry, &main, opts)?;
+    for s in specialisations {
+        if s.name.is_empty() || s.name.contains('/') {
+            return Err(Error::BadText {
+                what: "specialisation name",
+                value: s.name.clone(),
+            });
+        }
+        check_line("specialisation name", &s.name, false)?;
+        let titled = Titled {
+            title: format!("{} ({})", opts.distro_name, s.name),
+            sort_key: s.sort_key.as_deref(),
+            specialisation: Some(&s.name),
+        };
+        add_entry(&mut files, &s.entry, &titled, opts)?;
     }
-    let text = entry_conf(
-        entry,
-        opts,
-        &kernel_name,
-        &initrd_name,
-        devicetree_name.as_deref(),
-    )?;
-    let id = EntryId::new(opts, &text)?;
     files.push(BootFile::text(
         "loader/loader.conf",
         loader_conf(opts, &id)?,
-    ));
-    files.push(BootFile::text(
-        format!("loader/entries/{}", id.file_name),
-        text,
     ));
     files.push(BootFile {
         path: "loader/entries.srel".to_owned(),
         content: Content::Text(b"type1\n".to_vec()),
     });
     files.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(files)
+    Ok(Esp {
+        files,
+        entry: format!("loader/entries/{}", id.file_name),
+    })
+}
+
+/// What tells one entry of a generation from another.
+struct Titled<'a> {
+    /// `title` line: the distro name, `(<specialisation>)` appended for one.
+    title: String,
+    /// `None`: `nixos`.
+    sort_key: Option<&'a str>,
+    specialisation: Option<&'a str>,
+}
+
+/// Adds an entry's kernel, initrd and device tree copies (once: entries share them) and the
+/// entry itself; returns its id.
+fn add_entry(
+    files: &mut Vec<BootFile>,
+    entry: &BootEntry,
+    titled: &Titled,
+    opts: &SdBootOptions,
+) -> Result<EntryId> {
+    let initrd = entry.required_initrd()?;
+    let names = opts.facts.efi_names;
+    let kernel_name = efi_name(names, "kernel", &entry.kernel)?;
+    let initrd_name = efi_name(names, "initrd", initrd)?;
+    let devicetree_name = entry
+        .devicetree
+        .as_deref()
+        .map(|d| efi_name(names, "devicetree", d))
+        .transpose()?;
+    let mut copies = vec![
+        (&kernel_name, entry.kernel.as_str()),
+        (&initrd_name, initrd),
+    ];
+    if let (Some(name), Some(dt)) = (&devicetree_name, &entry.devicetree) {
+        copies.push((name, dt));
+    }
+    for (name, store_path) in copies {
+        let path = format!("EFI/nixos/{name}");
+        if !files.iter().any(|f| f.path == path) {
+            files.push(BootFile::store_file(path, store_path));
+        }
+    }
+    let text = entry_conf(
+        entry,
+        opts,
+        titled,
+        &kernel_name,
+        &initrd_name,
+        devicetree_name.as_deref(),
+    )?;
+    let id = EntryId::new(opts, titled.specialisation, &text)?;
+    let path = format!("loader/entries/{}", id.file_name);
+    if files.iter().any(|f| f.path == path) {
+        // Two entries of the same text (a specialisation identical to its parent): the
+        // builder writes the file once.
+        return Ok(id);
+    }
+    files.push(BootFile::text(path, text));
+    Ok(id)
 }
 
 /// The entry's file name and the id `loader.conf` names it by (the name without boot
@@ -204,7 +286,7 @@ struct EntryId {
 }
 
 impl EntryId {
-    fn new(opts: &SdBootOptions, text: &str) -> Result<EntryId> {
+    fn new(opts: &SdBootOptions, specialisation: Option<&str>, text: &str) -> Result<EntryId> {
         match opts.facts.sd_boot {
             SdBootStyle::GenerationNames => {
                 if let Some(tries) = opts.boot_counting {
@@ -213,8 +295,14 @@ impl EntryId {
                         tries,
                     });
                 }
-                // generation_conf_filename(None, N, None).
-                let name = format!("nixos-generation-{}.conf", opts.generation);
+                // generation_conf_filename(None, N, specialisation).
+                let name = match specialisation {
+                    Some(s) => format!(
+                        "nixos-generation-{}-specialisation-{s}.conf",
+                        opts.generation
+                    ),
+                    None => format!("nixos-generation-{}.conf", opts.generation),
+                };
                 Ok(EntryId {
                     file_name: name.clone(),
                     id: name,
@@ -264,6 +352,7 @@ fn loader_conf(opts: &SdBootOptions, id: &EntryId) -> Result<String> {
 fn entry_conf(
     entry: &BootEntry,
     opts: &SdBootOptions,
+    titled: &Titled,
     kernel_name: &str,
     initrd_name: &str,
     devicetree_name: Option<&str>,
@@ -279,13 +368,13 @@ fn entry_conf(
     if !date_ok {
         return Err(Error::BadDate { date: date.clone() });
     }
-    let sort_key = opts.sort_key.as_deref().unwrap_or("nixos");
+    let sort_key = titled.sort_key.unwrap_or("nixos");
     check_line("sort key", sort_key, false)?;
     check_line("distro name", &opts.distro_name, false)?;
     check_line("label", &entry.label, true)?;
     // Old builders: "init=%s " % init + " ".join(params); new: " ".join([init=...] + params).
     let mut options = command_line(&entry.init, &entry.kernel_params)?;
-    let title = format!("title {}", opts.distro_name);
+    let title = format!("title {}", titled.title);
     let sort_key = format!("sort-key {sort_key}");
     let version = format!(
         "version Generation {} {}, built on {date}",

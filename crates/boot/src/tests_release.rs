@@ -305,3 +305,82 @@ fn extlinux_per_release() {
         );
     }
 }
+
+/// A specialisation `alt` with its own kernel, parameters and sort key; the initrd is shared
+/// (copied once).
+fn alt() -> Specialisation {
+    let c = "/nix/store/7h8i9j0k1l2m3n4p5q6r7s8t9v0w1x2y-nixos-system-alt";
+    Specialisation {
+        name: "alt".to_owned(),
+        entry: BootEntry {
+            toplevel: c.to_owned(),
+            init: format!("{c}/init"),
+            kernel: "/nix/store/8i9j0k1l2m3n4p5q6r7s8t9v0w1x2y3z-linux-6.18.2/bzImage".to_owned(),
+            kernel_params: vec!["quiet".to_owned()],
+            label: "NixOS alt".to_owned(),
+            ..entry(false)
+        },
+        sort_key: Some("z_alt".to_owned()),
+    }
+}
+
+#[test]
+fn specialisations_get_their_own_entries() {
+    let c = "/nix/store/7h8i9j0k1l2m3n4p5q6r7s8t9v0w1x2y-nixos-system-alt";
+    let files_of = |r: Release| {
+        systemd_boot_esp_with_specialisations(
+            &entry(false),
+            &[alt()],
+            "/nix/store/x-sd/b.efi".into(),
+            &opts(r, None),
+        )
+        .unwrap()
+    };
+    let copies = |files: &[BootFile]| {
+        files
+            .iter()
+            .filter(|f| f.path.starts_with("EFI/nixos/") && f.content != Content::Dir)
+            .count()
+    };
+    // Generation names: nixos-generation-1-specialisation-alt.conf, sort-key second.
+    let esp = files_of(Release::new(25, 11));
+    assert_eq!(esp.entry, "loader/entries/nixos-generation-1.conf");
+    let files = esp.files;
+    assert_eq!(copies(&files), 3, "two kernels, one shared initrd");
+    assert_eq!(
+        text(&files, "loader/entries/nixos-generation-1-specialisation-alt.conf"),
+        format!(
+            "title NixOS (alt)\nsort-key z_alt\nversion Generation 1 NixOS alt, built on \
+             2026-12-01\nlinux /EFI/nixos/8i9j0k1l2m3n4p5q6r7s8t9v0w1x2y3z-linux-6.18.2-bzImage.efi\n\
+             initrd /EFI/nixos/{INITRD}\noptions init={c}/init quiet\n"
+        )
+    );
+    assert_eq!(
+        text(&files, "loader/loader.conf"),
+        OLD_LOADER,
+        "the generation's own entry"
+    );
+    // Content hash (sha256sum of the text), and loader.conf still names the parent.
+    let esp = files_of(Release::new(26, 11));
+    assert_eq!(esp.entry, format!("loader/entries/nixos-{HASH}.conf"));
+    let files = esp.files;
+    let h = "e77b091dd4aa66f4792c5216469832fb8463e2e3b889a9bd82f023883f8823ef";
+    assert!(
+        text(&files, &format!("loader/entries/nixos-{h}.conf")).starts_with("title NixOS (alt)\n")
+    );
+    assert_eq!(
+        text(&files, "loader/loader.conf"),
+        format!("timeout 5\ndefault nixos-{HASH}.conf\nconsole-mode keep\n")
+    );
+    // A name that would leave loader/entries is refused.
+    let mut bad = alt();
+    bad.name = "../x".to_owned();
+    let err = systemd_boot_esp_with_specialisations(
+        &entry(false),
+        &[bad],
+        "/nix/store/x-sd/b.efi".into(),
+        &opts(Release::new(26, 11), None),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::BadText { .. }), "{err}");
+}

@@ -95,6 +95,15 @@ pub(crate) fn build(cx: &Context, inputs: &Inputs, cancel: &AtomicBool) -> Resul
     })
 }
 
+/// The bootspec's `org.nixos.systemd-boot.sortKey` (`None`: the builder's default, `nixos`).
+fn sort_key_of(spec: &BootSpec) -> Option<String> {
+    spec.extensions
+        .get("org.nixos.systemd-boot")
+        .and_then(|v| v.get("sortKey"))
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+}
+
 /// The bootspec's `org.nixos.systemd-boot.devicetree` (what the systemd-boot builder copies
 /// and names in the entry), unless the module recorded `installDeviceTree = false`.
 fn devicetree(spec: &BootSpec, choice: &Choice) -> Result<Option<String>> {
@@ -510,13 +519,22 @@ fn esp_tree(
         .store
         .canonicalize_logical(&link)
         .map_err(|_| Error::NoSystemdBoot(link.display().to_string()))?;
-    let sort_key = inputs
+    let sort_key = sort_key_of(&inputs.bootspec);
+    // The builder writes an entry for each specialisation of the generation, too.
+    let specialisations = inputs
         .bootspec
-        .extensions
-        .get("org.nixos.systemd-boot")
-        .and_then(|v| v.get("sortKey"))
-        .and_then(|v| v.as_str())
-        .map(str::to_string);
+        .specialisations
+        .iter()
+        .map(|(name, child)| {
+            let mut entry = crate::inputs::boot_entry(child, None);
+            entry.devicetree = devicetree(child, choice)?;
+            Ok(boot::Specialisation {
+                name: name.clone(),
+                entry,
+                sort_key: sort_key_of(child),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let o = boot::SdBootOptions {
         timeout: choice.timeout,
         console_mode: choice.console_mode.clone(),
@@ -529,11 +547,14 @@ fn esp_tree(
         boot_counting: choice.boot_counting,
         facts: choice.facts,
     };
-    let files = boot::systemd_boot_esp(entry, efi.to_path_buf().display().to_string(), &o)?;
-    choice.note.entry = files
-        .iter()
-        .find(|f| f.path.starts_with("loader/entries/"))
-        .map(|f| f.path.clone());
+    let esp = boot::systemd_boot_esp_with_specialisations(
+        entry,
+        &specialisations,
+        efi.to_path_buf().display().to_string(),
+        &o,
+    )?;
+    choice.note.entry = Some(esp.entry);
+    let files = esp.files;
     let mut tree = Tree::new(dir_meta(time));
     add_boot_files(&mut tree, "/", &files, &inputs.store, time)?;
     Ok(tree)
