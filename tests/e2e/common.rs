@@ -61,6 +61,12 @@ pub fn demo_args(format: &str, out: &Path) -> Vec<String> {
     } else {
         demo()
     };
+    closure_args(format, &d, out)
+}
+
+/// The arguments that build `format` from a closure laid out like the demo's at `d` (`result`,
+/// `nix/store`, `closure-info`).
+pub fn closure_args(format: &str, d: &Path, out: &Path) -> Vec<String> {
     vec![
         format.to_string(),
         "--closure".into(),

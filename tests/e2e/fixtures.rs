@@ -194,12 +194,14 @@ fn closure_info_and_scan_give_the_same_image() {
     assert_eq!(a["sha256"], b["sha256"]);
 }
 
+/// The fixture is a 24.05 system: 24.05's extlinux-conf-builder.sh wrote `MENU TITLE`
+/// before `TIMEOUT` (nixpkgs PR #318778 swapped them after 24.05).
 fn expected_extlinux(info: &Value) -> String {
     let clean = |p: &str| p.trim_start_matches("/nix/store/").replace('/', "-");
     format!(
         "# Generated file, all changes will be lost on nixos-rebuild!\n\n\
          # Change this to e.g. nixos-42 to temporarily boot to an older configuration.\n\
-         DEFAULT nixos-default\n\nTIMEOUT 50\nMENU TITLE {dashes}\n\n\
+         DEFAULT nixos-default\n\nMENU TITLE {dashes}\nTIMEOUT 50\n\n\
          LABEL nixos-default\n  MENU LABEL NixOS - Default\n  LINUX ../nixos/{kernel}\n  \
          INITRD ../nixos/{initrd}\n  APPEND init={toplevel}/init {params}\n  FDTDIR ../nixos/{dtbs}\n",
         dashes = "-".repeat(60),

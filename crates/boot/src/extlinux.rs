@@ -1,12 +1,16 @@
 //! extlinux: nixpkgs' `generic-extlinux-compatible/extlinux-conf-builder.sh`.
 //!
-//! Followed version: NixOS/nixpkgs commit 8ee7ca3fd50f4d0e3124dbfb1ee736e8a74e0961 of
+//! Followed versions of
 //! `nixos/modules/system/boot/loader/generic-extlinux-compatible/extlinux-conf-builder.sh`
-//! (newest seen: `menu` variable, `-t 0` -> `TIMEOUT 1` without `MENU TITLE`, `TIMEOUT`
-//! before `MENU TITLE`, generation tags `<N>-default`, `LINUX ../nixos/$(basename ...)`).
+//! (NixOS/nixpkgs): commit 8ee7ca3fd50f4d0e3124dbfb1ee736e8a74e0961 (after PR #318778: `menu`
+//! variable, `-t 0` -> `TIMEOUT 1` without `MENU TITLE`, `TIMEOUT` before `MENU TITLE`) and
+//! the version before it (`MENU TITLE` first, `-t 0` -> `TIMEOUT -10`); which release has
+//! which is [`crate::release::ExtlinuxStyle`]. Entries, file names and `FDT`/`FDTDIR` are the
+//! same in both.
 //! During an image build there is no `/nix/var/nix/profiles`, so only `nixos-default` is
 //! written.
 
+use crate::release::ExtlinuxStyle;
 use crate::{
     check_line, command_line, split_store_path, BootEntry, BootFile, Content, Error, Result,
 };
@@ -20,6 +24,8 @@ pub struct ExtlinuxOptions {
     pub dtb_name: Option<String>,
     /// `useGenerationDeviceTree` (default true); false passes `-r`: no FDT/FDTDIR line.
     pub use_generation_device_tree: bool,
+    /// The release's header (see [`ExtlinuxStyle`]).
+    pub style: ExtlinuxStyle,
 }
 
 impl Default for ExtlinuxOptions {
@@ -28,6 +34,7 @@ impl Default for ExtlinuxOptions {
             timeout: Some(5),
             dtb_name: None,
             use_generation_device_tree: true,
+            style: ExtlinuxStyle::TimeoutFirst,
         }
     }
 }
@@ -63,12 +70,15 @@ pub fn extlinux_boot(entry: &BootEntry, opts: &ExtlinuxOptions) -> Result<Vec<Bo
         check_line("device tree name", name, false)?;
     }
 
-    // -t: <0 -> 0 (wait forever); 0 -> 1 and no menu; >0 -> tenths of a second.
+    // -t: <0 -> 0 (wait forever); >0 -> tenths of a second; 0 -> `TIMEOUT 1` and no menu
+    // (TimeoutFirst) or `TIMEOUT -10` (MenuTitleFirst).
     let t = opts.timeout.unwrap_or(-1);
-    let (timeout, menu) = match t {
-        t if t < 0 => (0i64, true),
-        0 => (1, false),
-        t => (i64::from(t) * 10, true),
+    let menu_title = format!("MENU TITLE {}\n", "-".repeat(60));
+    let header = match (opts.style, t) {
+        (_, t) if t < 0 => (0, true),
+        (ExtlinuxStyle::TimeoutFirst, 0) => (1, false),
+        (ExtlinuxStyle::MenuTitleFirst, 0) => (-10, true),
+        (_, t) => (i64::from(t) * 10, true),
     };
 
     let mut conf = String::from(
@@ -78,9 +88,18 @@ pub fn extlinux_boot(entry: &BootEntry, opts: &ExtlinuxOptions) -> Result<Vec<Bo
          DEFAULT nixos-default\n\
          \n",
     );
-    conf.push_str(&format!("TIMEOUT {timeout}\n"));
-    if menu {
-        conf.push_str(&format!("MENU TITLE {}\n", "-".repeat(60)));
+    let (timeout, menu) = header;
+    match opts.style {
+        ExtlinuxStyle::TimeoutFirst => {
+            conf.push_str(&format!("TIMEOUT {timeout}\n"));
+            if menu {
+                conf.push_str(&menu_title);
+            }
+        }
+        ExtlinuxStyle::MenuTitleFirst => {
+            conf.push_str(&menu_title);
+            conf.push_str(&format!("TIMEOUT {timeout}\n"));
+        }
     }
     // addEntry $default default
     conf.push_str("\nLABEL nixos-default\n  MENU LABEL NixOS - Default\n");

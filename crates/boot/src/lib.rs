@@ -6,7 +6,8 @@
 //! The caller also chooses times and dates (nothing here reads a clock or the environment).
 //!
 //! * [`systemd_boot_esp`]: the ESP after `bootctl install` + nixpkgs'
-//!   `systemd-boot-builder.py` for generation 1.
+//!   `systemd-boot-builder.py` for generation 1, as the closure's own release writes it
+//!   ([`release`]: the facts per NixOS release, as data).
 //! * [`extlinux_boot`]: the `/boot` directory written by nixpkgs'
 //!   `generic-extlinux-compatible/extlinux-conf-builder.sh` during an image build.
 //! * [`rpi_config_txt`]: the Raspberry Pi firmware `config.txt` of nixpkgs'
@@ -20,13 +21,16 @@
 use std::path::PathBuf;
 
 mod extlinux;
+pub mod release;
 mod rpi;
 mod systemd_boot;
 
 pub use extlinux::{extlinux_boot, extlinux_clean_name, ExtlinuxOptions};
+pub use release::{Facts, Fit, Release, RELEASES};
 pub use rpi::{needed_files as rpi_needed_files, rpi_config_txt, NeededFile};
 pub use systemd_boot::{
-    efi_arch, systemd_boot_esp, systemd_boot_file_name, SdBootOptions, BOOT_LOADER_SPEC_DIRS,
+    efi_arch, systemd_boot_esp, systemd_boot_esp_with_specialisations, systemd_boot_file_name, Esp,
+    SdBootOptions, Specialisation, BOOT_LOADER_SPEC_DIRS,
 };
 
 /// The Nix store directory every store path must be under.
@@ -154,6 +158,18 @@ pub enum Error {
         /// The date given.
         date: String,
     },
+    /// Boot counting asked of a release whose builder has none (only content-hash entries
+    /// carry counters).
+    #[error(
+        "boot counting ({tries} tries) asked for, but NixOS {release}'s systemd-boot builder \
+         has no boot counting"
+    )]
+    NoBootCounting {
+        /// The release followed.
+        release: String,
+        /// The tries asked for.
+        tries: u32,
+    },
     /// A text field that would break the generated file (a newline, or an empty value).
     #[error("{what} `{value}` is empty or contains a line break")]
     BadText {
@@ -209,3 +225,5 @@ fn command_line(init: &str, params: &[String]) -> Result<String> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_release;

@@ -1,12 +1,17 @@
 //! systemd-boot: `bootctl install` + nixpkgs' `systemd-boot-builder.py`.
 //!
-//! Followed sources (NixOS/nixpkgs, 2025-2026):
-//! `nixos/modules/system/boot/loader/systemd-boot/systemd-boot-builder.py` (pathlib version:
-//! `copy_from_file`, `write_loader_conf`, `BOOT_ENTRY`, `write_entry`) and `systemd-boot.nix`
+//! What differs between NixOS releases is data in [`crate::release`]. Followed sources
+//! (NixOS/nixpkgs, 2024-2026):
+//! `nixos/modules/system/boot/loader/systemd-boot/systemd-boot-builder.py` (the versions named
+//! in [`crate::release`]: `copy_from_file` / `boot_path`, `write_loader_conf`, `BOOT_ENTRY` /
+//! `boot_file`, `BootFile.from_entry`) and `systemd-boot.nix`
 //! (`timeout = null` -> `menu-force`, `nixosDir = "/EFI/nixos"`, `sortKey` default `nixos`);
 //! systemd `src/bootctl/bootctl-install.c` (`esp_subdirs`, `dollar_boot_subdirs`,
 //! `entries.srel`, the removable-media copy `EFI/BOOT/BOOT<ARCH>.EFI`).
 
+use sha2::{Digest, Sha256};
+
+use crate::release::{EfiNames, Facts, NullTimeout, SdBootStyle};
 use crate::{
     check_line, command_line, split_store_path, BootEntry, BootFile, Content, Error, Result,
 };
@@ -32,8 +37,8 @@ pub const BOOT_LOADER_SPEC_DIRS: &[&str] = &[
 /// Options of `boot.loader.systemd-boot` / `boot.loader` that shape the ESP.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SdBootOptions {
-    /// `boot.loader.timeout` (default 5); `None` writes `timeout menu-force`.
-    pub timeout: Option<u32>,
+    /// `boot.loader.timeout` (default 5); `None` is `null` (see [`NullTimeout`]).
+    pub timeout: Option<i64>,
     /// `boot.loader.systemd-boot.consoleMode` (default `keep`).
     pub console_mode: String,
     /// `boot.loader.systemd-boot.editor` (default true; false writes `editor 0`).
@@ -49,6 +54,11 @@ pub struct SdBootOptions {
     pub sort_key: Option<String>,
     /// `system.nixos.distroName` (default `NixOS`), the entry title.
     pub distro_name: String,
+    /// `boot.loader.systemd-boot.bootCounting.tries` when boot counting is on (only where the
+    /// release has it, [`SdBootStyle::ContentHash`]): the new entry is `nixos-<hash>+<tries>.conf`.
+    pub boot_counting: Option<u32>,
+    /// The release whose builder to follow.
+    pub facts: Facts,
 }
 
 impl Default for SdBootOptions {
@@ -62,6 +72,8 @@ impl Default for SdBootOptions {
             build_date: "1970-01-01".to_owned(),
             sort_key: None,
             distro_name: "NixOS".to_owned(),
+            boot_counting: None,
+            facts: Facts::default(),
         }
     }
 }
@@ -89,22 +101,36 @@ pub fn efi_arch(system: &str) -> Result<&'static str> {
 /// `<hash>-<name>-<file>.efi` for a file inside a store directory (`<file>` = the last path
 /// component), `<hash>-<name>.efi` when the store path itself is the file.
 pub fn systemd_boot_file_name(what: &'static str, store_path: &str) -> Result<String> {
+    efi_name(EfiNames::StoreDir, what, store_path)
+}
+
+/// [`systemd_boot_file_name`] as the given release's builder computes it.
+fn efi_name(names: EfiNames, what: &'static str, store_path: &str) -> Result<String> {
     let (top, rest) = split_store_path(what, store_path)?;
-    if rest.is_empty() {
-        return Ok(format!("{top}.efi"));
-    }
     let file = rest.rsplit('/').next().unwrap_or(rest);
-    Ok(format!("{top}-{file}.efi"))
+    Ok(match (names, rest.is_empty()) {
+        (EfiNames::StoreDir, true) => format!("{top}.efi"),
+        (EfiNames::StoreDir, false) => format!("{top}-{file}.efi"),
+        // basename(dirname(path)) + "-" + basename(path).
+        (EfiNames::ParentDir, true) => format!("store-{top}.efi"),
+        (EfiNames::ParentDir, false) => {
+            let parent = rest.rsplit('/').nth(1).unwrap_or(top);
+            format!("{parent}-{file}.efi")
+        }
+    })
 }
 
 /// The ESP after installing systemd-boot for one generation: directories, the two boot
 /// loader copies, kernel/initrd (+ device tree) under `EFI/nixos/`, `loader/loader.conf`,
-/// `loader/entries/nixos-generation-<N>.conf` and `loader/entries.srel`.
+/// the entry under `loader/entries/` (named as [`SdBootOptions::facts`]' release names it,
+/// see [`SdBootStyle`]) and `loader/entries.srel`.
 ///
 /// `systemd_boot_efi` is the logical path of
 /// `<systemd>/lib/systemd/boot/efi/systemd-boot<arch>.efi` matching `entry.system`.
 /// Not written (deliberately): `loader/random-seed` (would be shared by every copy of the
-/// image; NixOS creates it at first boot) and `machine-id` lines / entry-token directories.
+/// image; NixOS creates it at first boot) and `machine-id` lines / entry-token directories
+/// (24.05's builder made up a machine id when the system had none; later ones write the line
+/// only when `/etc/machine-id` exists).
 ///
 /// The result is sorted by path, so every directory comes before its contents.
 pub fn systemd_boot_esp(
@@ -112,16 +138,40 @@ pub fn systemd_boot_esp(
     systemd_boot_efi: String,
     opts: &SdBootOptions,
 ) -> Result<Vec<BootFile>> {
-    let arch = efi_arch(&entry.system)?;
-    let initrd = entry.required_initrd()?;
-    let kernel_name = systemd_boot_file_name("kernel", &entry.kernel)?;
-    let initrd_name = systemd_boot_file_name("initrd", initrd)?;
-    let devicetree_name = entry
-        .devicetree
-        .as_deref()
-        .map(|d| systemd_boot_file_name("devicetree", d))
-        .transpose()?;
+    systemd_boot_esp_with_specialisations(entry, &[], systemd_boot_efi, opts).map(|e| e.files)
+}
 
+/// What [`systemd_boot_esp_with_specialisations`] writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Esp {
+    /// Every file and directory, sorted by path.
+    pub files: Vec<BootFile>,
+    /// The generation's own entry, `loader/entries/<name>` (the one `loader.conf` names).
+    pub entry: String,
+}
+
+/// A specialisation of the generation (bootspec `org.nixos.specialisation.v1`): the builder
+/// writes an entry for each, titled `<distro> (<name>)`, after the generation's own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Specialisation {
+    /// Its name (the key in `org.nixos.specialisation.v1`).
+    pub name: String,
+    /// Its own boot entry (kernel, initrd, init, parameters, label of the child toplevel).
+    pub entry: BootEntry,
+    /// Its bootspec's `org.nixos.systemd-boot.sortKey`; `None` means `nixos`.
+    pub sort_key: Option<String>,
+}
+
+/// [`systemd_boot_esp`] with an entry per specialisation too (in the order given: the
+/// builder follows boot.json, whose keys are sorted). `loader.conf` names the generation's
+/// own entry.
+pub fn systemd_boot_esp_with_specialisations(
+    entry: &BootEntry,
+    specialisations: &[Specialisation],
+    systemd_boot_efi: String,
+    opts: &SdBootOptions,
+) -> Result<Esp> {
+    let arch = efi_arch(&entry.system)?;
     let mut files: Vec<BootFile> = BOOT_LOADER_SPEC_DIRS
         .iter()
         .map(|d| BootFile::dir(d))
@@ -134,51 +184,160 @@ pub fn systemd_boot_esp(
         format!("EFI/BOOT/BOOT{}.EFI", arch.to_ascii_uppercase()),
         &systemd_boot_efi,
     ));
-    files.push(BootFile::store_file(
-        format!("EFI/nixos/{kernel_name}"),
-        &entry.kernel,
-    ));
-    files.push(BootFile::store_file(
-        format!("EFI/nixos/{initrd_name}"),
-        initrd,
-    ));
-    if let (Some(name), Some(dt)) = (&devicetree_name, &entry.devicetree) {
-        files.push(BootFile::store_file(format!("EFI/nixos/{name}"), dt));
+    let main = Titled {
+        title: opts.distro_name.clone(),
+        sort_key: opts.sort_key.as_deref(),
+        specialisation: None,
+    };
+    let id = add_entry(&mut files, entry, &main, opts)?;
+    for s in specialisations {
+        if s.name.is_empty() || s.name.contains('/') {
+            return Err(Error::BadText {
+                what: "specialisation name",
+                value: s.name.clone(),
+            });
+        }
+        check_line("specialisation name", &s.name, false)?;
+        let titled = Titled {
+            title: format!("{} ({})", opts.distro_name, s.name),
+            sort_key: s.sort_key.as_deref(),
+            specialisation: Some(&s.name),
+        };
+        add_entry(&mut files, &s.entry, &titled, opts)?;
     }
-    files.push(BootFile::text("loader/loader.conf", loader_conf(opts)?));
     files.push(BootFile::text(
-        format!("loader/entries/{}", entry_file_name(opts.generation)),
-        entry_conf(
-            entry,
-            opts,
-            &kernel_name,
-            &initrd_name,
-            devicetree_name.as_deref(),
-        )?,
+        "loader/loader.conf",
+        loader_conf(opts, &id)?,
     ));
     files.push(BootFile {
         path: "loader/entries.srel".to_owned(),
         content: Content::Text(b"type1\n".to_vec()),
     });
     files.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(files)
+    Ok(Esp {
+        files,
+        entry: format!("loader/entries/{}", id.file_name),
+    })
 }
 
-/// `generation_conf_filename(None, N, None)`.
-fn entry_file_name(generation: u32) -> String {
-    format!("nixos-generation-{generation}.conf")
+/// What tells one entry of a generation from another.
+struct Titled<'a> {
+    /// `title` line: the distro name, `(<specialisation>)` appended for one.
+    title: String,
+    /// `None`: `nixos`.
+    sort_key: Option<&'a str>,
+    specialisation: Option<&'a str>,
 }
 
-/// `write_loader_conf`: timeout, default, [editor 0], [reboot-for-bitlocker yes], console-mode.
-fn loader_conf(opts: &SdBootOptions) -> Result<String> {
+/// Adds an entry's kernel, initrd and device tree copies (once: entries share them) and the
+/// entry itself; returns its id.
+fn add_entry(
+    files: &mut Vec<BootFile>,
+    entry: &BootEntry,
+    titled: &Titled,
+    opts: &SdBootOptions,
+) -> Result<EntryId> {
+    let initrd = entry.required_initrd()?;
+    let names = opts.facts.efi_names;
+    let kernel_name = efi_name(names, "kernel", &entry.kernel)?;
+    let initrd_name = efi_name(names, "initrd", initrd)?;
+    let devicetree_name = entry
+        .devicetree
+        .as_deref()
+        .map(|d| efi_name(names, "devicetree", d))
+        .transpose()?;
+    let mut copies = vec![
+        (&kernel_name, entry.kernel.as_str()),
+        (&initrd_name, initrd),
+    ];
+    if let (Some(name), Some(dt)) = (&devicetree_name, &entry.devicetree) {
+        copies.push((name, dt));
+    }
+    for (name, store_path) in copies {
+        let path = format!("EFI/nixos/{name}");
+        if !files.iter().any(|f| f.path == path) {
+            files.push(BootFile::store_file(path, store_path));
+        }
+    }
+    let text = entry_conf(
+        entry,
+        opts,
+        titled,
+        &kernel_name,
+        &initrd_name,
+        devicetree_name.as_deref(),
+    )?;
+    let id = EntryId::new(opts, titled.specialisation, &text)?;
+    let path = format!("loader/entries/{}", id.file_name);
+    if files.iter().any(|f| f.path == path) {
+        // Two entries of the same text (a specialisation identical to its parent): the
+        // builder writes the file once.
+        return Ok(id);
+    }
+    files.push(BootFile::text(path, text));
+    Ok(id)
+}
+
+/// The entry's file name and the id `loader.conf` names it by (the name without boot
+/// counters).
+struct EntryId {
+    file_name: String,
+    id: String,
+}
+
+impl EntryId {
+    fn new(opts: &SdBootOptions, specialisation: Option<&str>, text: &str) -> Result<EntryId> {
+        match opts.facts.sd_boot {
+            SdBootStyle::GenerationNames => {
+                if let Some(tries) = opts.boot_counting {
+                    return Err(Error::NoBootCounting {
+                        release: opts.facts.release.to_string(),
+                        tries,
+                    });
+                }
+                // generation_conf_filename(None, N, specialisation).
+                let name = match specialisation {
+                    Some(s) => format!(
+                        "nixos-generation-{}-specialisation-{s}.conf",
+                        opts.generation
+                    ),
+                    None => format!("nixos-generation-{}.conf", opts.generation),
+                };
+                Ok(EntryId {
+                    file_name: name.clone(),
+                    id: name,
+                })
+            }
+            SdBootStyle::ContentHash => {
+                let hash = Sha256::digest(text.as_bytes());
+                let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+                let counters = opts
+                    .boot_counting
+                    .map(|t| format!("+{t}"))
+                    .unwrap_or_default();
+                Ok(EntryId {
+                    file_name: format!("nixos-{hex}{counters}.conf"),
+                    id: format!("nixos-{hex}.conf"),
+                })
+            }
+        }
+    }
+}
+
+/// `write_loader_conf`: [timeout], default (or preferred + default glob), [editor 0],
+/// [reboot-for-bitlocker yes], console-mode.
+fn loader_conf(opts: &SdBootOptions, id: &EntryId) -> Result<String> {
     check_line("console mode", &opts.console_mode, false)?;
-    let timeout = opts
-        .timeout
-        .map_or_else(|| "menu-force".to_owned(), |t| t.to_string());
-    let mut s = format!(
-        "timeout {timeout}\ndefault {}\n",
-        entry_file_name(opts.generation)
-    );
+    let mut s = match (opts.timeout, opts.facts.null_timeout) {
+        (Some(t), _) => format!("timeout {t}\n"),
+        (None, NullTimeout::MenuForce) => "timeout menu-force\n".to_owned(),
+        (None, NullTimeout::NoLine) => String::new(),
+    };
+    if opts.boot_counting.is_some() {
+        s.push_str(&format!("preferred {}\ndefault nixos-*\n", id.id));
+    } else {
+        s.push_str(&format!("default {}\n", id.id));
+    }
     if !opts.editor {
         s.push_str("editor 0\n");
     }
@@ -189,10 +348,11 @@ fn loader_conf(opts: &SdBootOptions) -> Result<String> {
     Ok(s)
 }
 
-/// `BOOT_ENTRY` + the optional `devicetree` line (no `machine-id`: see [`systemd_boot_esp`]).
+/// The entry's text, in the release's order (no `machine-id`: see [`systemd_boot_esp`]).
 fn entry_conf(
     entry: &BootEntry,
     opts: &SdBootOptions,
+    titled: &Titled,
     kernel_name: &str,
     initrd_name: &str,
     devicetree_name: Option<&str>,
@@ -208,20 +368,37 @@ fn entry_conf(
     if !date_ok {
         return Err(Error::BadDate { date: date.clone() });
     }
-    let sort_key = opts.sort_key.as_deref().unwrap_or("nixos");
+    let sort_key = titled.sort_key.unwrap_or("nixos");
     check_line("sort key", sort_key, false)?;
     check_line("distro name", &opts.distro_name, false)?;
     check_line("label", &entry.label, true)?;
-    let options = command_line(&entry.init, &entry.kernel_params)?;
-    let mut s = format!(
-        "title {title}\nsort-key {sort_key}\nversion Generation {generation} {label}, built on {date}\n\
-         linux /EFI/nixos/{kernel_name}\ninitrd /EFI/nixos/{initrd_name}\noptions {options}\n",
-        title = opts.distro_name,
-        generation = opts.generation,
-        label = entry.label,
+    // Old builders: "init=%s " % init + " ".join(params); new: " ".join([init=...] + params).
+    let mut options = command_line(&entry.init, &entry.kernel_params)?;
+    let title = format!("title {}", titled.title);
+    let sort_key = format!("sort-key {sort_key}");
+    let version = format!(
+        "version Generation {} {}, built on {date}",
+        opts.generation, entry.label
     );
-    if let Some(dt) = devicetree_name {
-        s.push_str(&format!("devicetree /EFI/nixos/{dt}\n"));
+    let devicetree = devicetree_name.map(|dt| format!("devicetree /EFI/nixos/{dt}"));
+    let mut lines = vec![title];
+    if opts.facts.sd_boot == SdBootStyle::GenerationNames {
+        lines.push(sort_key.clone());
+    } else if entry.kernel_params.is_empty() {
+        options.truncate(options.trim_end_matches(' ').len());
     }
-    Ok(s)
+    lines.extend([
+        version,
+        format!("linux /EFI/nixos/{kernel_name}"),
+        format!("initrd /EFI/nixos/{initrd_name}"),
+        format!("options {options}"),
+    ]);
+    lines.extend(devicetree);
+    Ok(match opts.facts.sd_boot {
+        SdBootStyle::GenerationNames => lines.iter().map(|l| format!("{l}\n")).collect(),
+        SdBootStyle::ContentHash => {
+            lines.push(sort_key);
+            lines.join("\n")
+        }
+    })
 }

@@ -2,10 +2,10 @@
 
 use super::*;
 
-const TOPLEVEL: &str =
+pub(crate) const TOPLEVEL: &str =
     "/nix/store/9xv4a3q1nl0p6i7m5k2c8b3d1f0g2h4j-nixos-system-nixos-25.05.20250601.abcdef0";
 
-fn x86_entry() -> BootEntry {
+pub(crate) fn x86_entry() -> BootEntry {
     BootEntry {
         toplevel: TOPLEVEL.to_owned(),
         init: format!("{TOPLEVEL}/init"),
@@ -49,7 +49,7 @@ fn aarch64_entry() -> BootEntry {
 const SD_EFI: &str =
     "/nix/store/5f6g7h8i9j0k1l2m3n4p5q6r7s8t9v0w-systemd-257.5/lib/systemd/boot/efi/systemd-bootx64.efi";
 
-fn text(files: &[BootFile], path: &str) -> String {
+pub(crate) fn text(files: &[BootFile], path: &str) -> String {
     let f = files
         .iter()
         .find(|f| f.path == path)
@@ -159,6 +159,8 @@ fn systemd_boot_options_change_loader_conf_and_entry() {
         build_date: "2026-01-31".to_owned(),
         sort_key: Some("a_first".to_owned()),
         distro_name: "MyOS".to_owned(),
+        boot_counting: None,
+        facts: Release::new(25, 11).facts().0,
     };
     let efi = "/nix/store/x-systemd/lib/systemd/boot/efi/systemd-bootaa64.efi".to_owned();
     let files = systemd_boot_esp(&entry, efi.clone(), &opts).unwrap();

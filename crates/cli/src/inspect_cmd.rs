@@ -528,6 +528,20 @@ fn write_boot(out: &mut dyn Write, r: &Inspection) -> io::Result<()> {
             if let Some(v) = &e.version {
                 writeln!(out, "        version  {v}")?;
             }
+            match (e.tries_left, e.tries_done) {
+                (Some(left), done) => writeln!(
+                    out,
+                    "        tries    {left} left, {} done{}; id {}",
+                    done.unwrap_or(0),
+                    if left == 0 {
+                        " (out of tries: bad)"
+                    } else {
+                        ""
+                    },
+                    e.id
+                )?,
+                (None, _) => writeln!(out, "        tries    none (no boot counting)")?,
+            }
             if let Some(l) = &e.linux {
                 writeln!(out, "        linux    {l}")?;
             }

@@ -507,6 +507,9 @@ fn run_build(
             }
         })?;
     progress.finish();
+    if let Some(assumed) = &manifest.boot.assumed {
+        eprintln!("boot: {assumed}");
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&manifest)?);
     } else {

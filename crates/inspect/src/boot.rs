@@ -43,9 +43,12 @@ pub struct SystemdBoot {
     /// `loader/loader.conf` settings, in file order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub loader_conf: Vec<(String, String)>,
-    /// The `default` setting (a file name or glob).
+    /// The `default` setting (an entry id or glob, e.g. `nixos-*`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
+    /// The `preferred` setting (systemd-boot 260+: tried first unless its tries ran out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preferred: Option<String>,
     pub entries: Vec<BootEntry>,
     /// EFI binaries: `EFI/BOOT/BOOT*.EFI`, `EFI/systemd/*.efi`, with the version found in them.
     pub binaries: Vec<EfiBinary>,
@@ -56,6 +59,16 @@ pub struct SystemdBoot {
 pub struct BootEntry {
     /// File name in `loader/entries`.
     pub file: String,
+    /// The entry's id: the file name without boot counters (`nixos-<hash>.conf` for
+    /// `nixos-<hash>+2-1.conf`), what `default` and `preferred` name.
+    pub id: String,
+    /// Boot counting (automatic boot assessment): tries left, from a `+LEFT` or
+    /// `+LEFT-DONE` before `.conf`; absent when the entry is not counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tries_left: Option<u32>,
+    /// Tries done (`-DONE`, 0 when only `+LEFT` is there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tries_done: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,7 +85,8 @@ pub struct BootEntry {
     pub devicetree: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub machine_id: Option<String>,
-    /// Whether loader.conf's `default` selects this entry.
+    /// Whether systemd-boot would boot this entry: loader.conf's `preferred` if it names an
+    /// entry with tries left, else the first entry `default` matches in menu order.
     pub default: bool,
     /// Files the entry names that are not on the partition.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -214,6 +228,108 @@ fn glob(pattern: &str, name: &str) -> bool {
     i == p.len()
 }
 
+/// Boot counters of a type 1 entry file name (systemd's automatic boot assessment): `NAME+LEFT.conf`
+/// or `NAME+LEFT-DONE.conf` gives (`NAME.conf`, LEFT, DONE or 0). `None` for a name without a
+/// well-formed counter (digits only, each fitting a u32).
+pub fn boot_counters(file: &str) -> Option<(String, u32, u32)> {
+    let stem = file.strip_suffix(".conf")?;
+    let (name, counters) = stem.rsplit_once('+')?;
+    let (left, done) = match counters.split_once('-') {
+        Some((l, d)) => (l, Some(d)),
+        None => (counters, None),
+    };
+    let number = |s: &str| {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u32>().ok())
+            .flatten()
+    };
+    let left = number(left)?;
+    let done = match done {
+        Some(d) => number(d)?,
+        None => 0,
+    };
+    Some((format!("{name}.conf"), left, done))
+}
+
+/// Whether `pattern` (loader.conf's `default` / `preferred`) names `entry`: a glob on its id,
+/// with or without `.conf`.
+fn names(pattern: &str, entry: &BootEntry) -> bool {
+    let stem = entry.id.strip_suffix(".conf").unwrap_or(&entry.id);
+    glob(pattern, &entry.id) || glob(pattern, stem)
+}
+
+/// The entry systemd-boot boots without a choice being made: `preferred` if it names an entry
+/// with tries left, else the first entry in menu order that `default` names, else the first
+/// entry. Menu order, as systemd-boot sorts: entries out of tries last, then by `sort-key`
+/// (entries with one first), then by version, newest first, then by id, last first.
+fn selected_entry(sb: &SystemdBoot) -> Option<usize> {
+    let bad = |e: &BootEntry| e.tries_left == Some(0);
+    let mut order: Vec<usize> = (0..sb.entries.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (x, y) = (&sb.entries[a], &sb.entries[b]);
+        bad(x)
+            .cmp(&bad(y))
+            .then_with(|| x.sort_key.is_none().cmp(&y.sort_key.is_none()))
+            .then_with(|| x.sort_key.cmp(&y.sort_key))
+            .then_with(|| version_cmp(y.version.as_deref(), x.version.as_deref()))
+            .then_with(|| version_cmp(Some(&y.id), Some(&x.id)))
+    });
+    if let Some(p) = &sb.preferred {
+        if let Some(&i) = order
+            .iter()
+            .find(|&&i| !bad(&sb.entries[i]) && names(p, &sb.entries[i]))
+        {
+            return Some(i);
+        }
+    }
+    match &sb.default {
+        Some(d) => order.iter().copied().find(|&i| names(d, &sb.entries[i])),
+        None => order.first().copied(),
+    }
+}
+
+/// Version order: runs of digits compare as numbers, everything else byte by byte (the
+/// spirit of systemd's `strverscmp_improved`).
+fn version_cmp(a: Option<&str>, b: Option<&str>) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (a, b) = match (a, b) {
+        (Some(a), Some(b)) => (a.as_bytes(), b.as_bytes()),
+        (a, b) => return a.is_some().cmp(&b.is_some()),
+    };
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i].is_ascii_digit() && b[j].is_ascii_digit() {
+            let ((x, ni), (y, nj)) = (digit_run(a, i), digit_run(b, j));
+            let o = x.len().cmp(&y.len()).then_with(|| x.cmp(y));
+            if o != Ordering::Equal {
+                return o;
+            }
+            (i, j) = (ni, nj);
+        } else {
+            if a[i] != b[j] {
+                return a[i].cmp(&b[j]);
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+    (a.len() - i).cmp(&(b.len() - j))
+}
+
+/// The run of digits of `s` from `k`, without leading zeros, and where it ends.
+fn digit_run(s: &[u8], k: usize) -> (&[u8], usize) {
+    let end = s[k..]
+        .iter()
+        .position(|c| !c.is_ascii_digit())
+        .map_or(s.len(), |n| k + n);
+    let digits = &s[k..end];
+    let start = digits
+        .iter()
+        .position(|&c| c != b'0')
+        .unwrap_or(digits.len());
+    (&digits[start..], end)
+}
+
 /// systemd-boot on `fs`, if it has `loader/`.
 pub(crate) fn systemd_boot(
     fs: &Filesystem,
@@ -230,8 +346,10 @@ pub(crate) fn systemd_boot(
         ..SystemdBoot::default()
     };
     for (k, v) in conf.iter().flat_map(|c| c.lines()).filter_map(key_value) {
-        if k == "default" {
-            sb.default = Some(v.to_string());
+        match k {
+            "default" => sb.default = Some(v.to_string()),
+            "preferred" => sb.preferred = Some(v.to_string()),
+            _ => {}
         }
         sb.loader_conf.push((k.to_string(), v.to_string()));
     }
@@ -253,8 +371,15 @@ pub(crate) fn systemd_boot(
         let Some(text) = read_text(fs, &join(b"/loader/entries", &e.name), warnings) else {
             continue;
         };
+        let (id, tries_left, tries_done) = match boot_counters(&file) {
+            Some((id, left, done)) => (id, Some(left), Some(done)),
+            None => (file.clone(), None, None),
+        };
         let mut be = BootEntry {
             file: file.clone(),
+            id,
+            tries_left,
+            tries_done,
             ..BootEntry::default()
         };
         for (k, v) in text.lines().filter_map(key_value) {
@@ -281,11 +406,10 @@ pub(crate) fn systemd_boot(
             .filter(|p| !is_file(fs, p.as_bytes()))
             .cloned()
             .collect();
-        if let Some(d) = &sb.default {
-            let stem = file.strip_suffix(".conf").unwrap_or(&file);
-            be.default = glob(d, &file) || glob(d, stem);
-        }
         sb.entries.push(be);
+    }
+    if let Some(i) = selected_entry(&sb) {
+        sb.entries[i].default = true;
     }
     if files.len() > MAX_ENTRIES {
         warnings.push(format!(
@@ -528,6 +652,109 @@ mod tests {
             Some("systemd-boot 252.39-1~deb12u1")
         );
         assert_eq!(loader_info(b"#### LoaderInfo: never ends"), None);
+    }
+
+    #[test]
+    fn boot_counter_names() {
+        let c = |f| boot_counters(f);
+        assert_eq!(c("nixos-abc+3.conf"), Some(("nixos-abc.conf".into(), 3, 0)));
+        assert_eq!(
+            c("nixos-abc+2-1.conf"),
+            Some(("nixos-abc.conf".into(), 2, 1))
+        );
+        assert_eq!(
+            c("nixos-abc+0-3.conf"),
+            Some(("nixos-abc.conf".into(), 0, 3))
+        );
+        assert_eq!(
+            c("a+b+1.conf"),
+            Some(("a+b.conf".into(), 1, 0)),
+            "the last +"
+        );
+        for none in [
+            "nixos-generation-1.conf",
+            "nixos-abc+.conf",
+            "nixos-abc+x.conf",
+            "nixos-abc+1-.conf",
+            "nixos-abc+-1.conf",
+            "nixos-abc+1-2-3.conf",
+            "nixos-abc+99999999999.conf",
+            "nixos-abc+3",
+        ] {
+            assert_eq!(c(none), None, "{none}");
+        }
+    }
+
+    fn entry(file: &str, version: &str) -> BootEntry {
+        let (id, left, done) = match boot_counters(file) {
+            Some((id, l, d)) => (id, Some(l), Some(d)),
+            None => (file.to_owned(), None, None),
+        };
+        BootEntry {
+            file: file.into(),
+            id,
+            tries_left: left,
+            tries_done: done,
+            version: Some(version.into()),
+            sort_key: Some("nixos".into()),
+            ..BootEntry::default()
+        }
+    }
+
+    #[test]
+    fn default_entry_resolution() {
+        let sb = |default: Option<&str>, preferred: Option<&str>, entries: Vec<BootEntry>| {
+            let s = SystemdBoot {
+                default: default.map(Into::into),
+                preferred: preferred.map(Into::into),
+                entries,
+                ..SystemdBoot::default()
+            };
+            selected_entry(&s).map(|i| s.entries[i].file.clone())
+        };
+        let two = || {
+            vec![
+                entry("nixos-aaa+0-3.conf", "Generation 10 x"),
+                entry("nixos-bbb.conf", "Generation 9 x"),
+                entry("nixos-ccc+2-1.conf", "Generation 2 x"),
+            ]
+        };
+        // 26.11 with boot counting: preferred names a counted entry by its id.
+        assert_eq!(
+            sb(Some("nixos-*"), Some("nixos-ccc.conf"), two()).as_deref(),
+            Some("nixos-ccc+2-1.conf")
+        );
+        // preferred ran out of tries: the glob, in menu order (bad entries last, newest
+        // version first: 9 before 2).
+        assert_eq!(
+            sb(Some("nixos-*"), Some("nixos-aaa.conf"), two()).as_deref(),
+            Some("nixos-bbb.conf")
+        );
+        // Exact ids, with or without .conf; old generation names.
+        assert_eq!(
+            sb(Some("nixos-ccc.conf"), None, two()).as_deref(),
+            Some("nixos-ccc+2-1.conf")
+        );
+        assert_eq!(
+            sb(
+                Some("nixos-generation-1"),
+                None,
+                vec![entry("nixos-generation-1.conf", "G 1")]
+            )
+            .as_deref(),
+            Some("nixos-generation-1.conf")
+        );
+        assert_eq!(sb(Some("nope"), None, two()), None);
+        assert_eq!(sb(None, None, two()).as_deref(), Some("nixos-bbb.conf"));
+        // Versions compare as numbers: 10 after 9 would be wrong.
+        let v = vec![
+            entry("nixos-x.conf", "Generation 9 x"),
+            entry("nixos-y.conf", "Generation 10 x"),
+        ];
+        assert_eq!(
+            sb(Some("nixos-*"), None, v).as_deref(),
+            Some("nixos-y.conf")
+        );
     }
 
     #[test]

@@ -44,17 +44,76 @@ pub struct BootSpec {
     pub imgbuild: Option<ImgbuildExt>,
     /// True when there was no boot.json and this was built from the toplevel's files.
     pub synthesized: bool,
+    /// `<toplevel>/nixos-version` (`system.nixos.label`, e.g. `26.11.20261201.abcdef0`),
+    /// trimmed; `None` when the toplevel has none, or for a document parsed on its own.
+    pub nixos_version: Option<String>,
 }
 
-/// The `org.imgbuild.v1` bootspec extension.
+/// The `org.imgbuild.v1` bootspec extension, written by imgbuild's NixOS module.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImgbuildExt {
     /// Raspberry Pi firmware directory (`bootcode.bin`, `start*.elf`, ...), a path at or
     /// below a store path, e.g. `/nix/store/<h>-raspberrypi-firmware/share/raspberrypi/boot`.
     pub firmware: Option<StoreSubpath>,
-    /// The other keys of the extension, verbatim.
+    /// `config.system.nixos.release`, e.g. `26.11`.
+    pub release: Option<String>,
+    /// The boot loader settings the module recorded.
+    pub bootloader: Option<BootloaderSettings>,
+    /// The other keys of the extension, verbatim (unknown keys are kept, not refused).
     pub other: BTreeMap<String, Value>,
 }
+
+/// `org.imgbuild.v1.bootloader`: the NixOS options that shape the boot files. Every field is
+/// optional; absent means the option's default (or, for `timeout`, the format's).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BootloaderSettings {
+    /// Which installer the system uses.
+    pub kind: Option<LoaderKind>,
+    /// `boot.loader.timeout`: `None` absent, `Some(None)` null, `Some(Some(s))` seconds.
+    pub timeout: Option<Option<i64>>,
+    /// `boot.loader.systemd-boot.editor`.
+    pub editor: Option<bool>,
+    /// `boot.loader.systemd-boot.consoleMode`.
+    pub console_mode: Option<String>,
+    /// `boot.loader.systemd-boot.rebootForBitlocker`.
+    pub reboot_for_bitlocker: Option<bool>,
+    /// `system.nixos.distroName`.
+    pub distro_name: Option<String>,
+    /// `boot.loader.systemd-boot.installDeviceTree`.
+    pub install_device_tree: Option<bool>,
+    /// `boot.loader.systemd-boot.bootCounting` (only where the release has the option).
+    pub boot_counting: Option<BootCounting>,
+}
+
+/// Which boot loader installer a system uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoaderKind {
+    SystemdBoot,
+    Extlinux,
+}
+
+impl LoaderKind {
+    /// The name the module writes (`systemd-boot`, `extlinux`).
+    pub fn name(self) -> &'static str {
+        match self {
+            LoaderKind::SystemdBoot => "systemd-boot",
+            LoaderKind::Extlinux => "extlinux",
+        }
+    }
+}
+
+/// `boot.loader.systemd-boot.bootCounting.{enable,tries}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootCounting {
+    pub enable: bool,
+    /// Tries of a new entry (nixpkgs' default: 3).
+    pub tries: u32,
+}
+
+/// Text settings (release, console mode, distro name) longer than this are refused.
+const MAX_SETTING: usize = 256;
+/// nixpkgs' `boot.loader.systemd-boot.bootCounting.tries` default.
+pub const DEFAULT_BOOT_COUNTING_TRIES: u32 = 3;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -102,14 +161,31 @@ fn read_toplevel(root: &StoreRoot, toplevel: &StorePath, depth: usize) -> Result
         file: logical.clone(),
         source,
     })?;
-    let spec = from_document(value, &logical, depth)?;
+    let mut spec = from_document(value, &logical, depth)?;
     if spec.toplevel != *toplevel {
         return Err(Error::Bootspec {
             file: logical,
             reason: format!("describes toplevel {}, not {toplevel}", spec.toplevel),
         });
     }
+    spec.nixos_version = read_nixos_version(root, toplevel)?;
     Ok(spec)
+}
+
+/// `<toplevel>/nixos-version`, trimmed, if the toplevel has one (bounded like boot.json).
+fn read_nixos_version(root: &StoreRoot, toplevel: &StorePath) -> Result<Option<String>> {
+    let logical = toplevel.join("nixos-version");
+    let host = match root.resolve_in_store(&logical) {
+        Ok(h) => h,
+        Err(Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let bytes = read_limited(&host, &logical)?;
+    let text = String::from_utf8(bytes).map_err(|_| Error::Bootspec {
+        file: logical,
+        reason: "not valid UTF-8".into(),
+    })?;
+    Ok(Some(text.trim().to_owned()))
 }
 
 fn from_document(value: Value, file: &Path, depth: usize) -> Result<BootSpec> {
@@ -165,7 +241,20 @@ fn from_document(value: Value, file: &Path, depth: usize) -> Result<BootSpec> {
                 Some(Value::String(s)) => Some(path("org.imgbuild.v1 firmware", &s)?),
                 Some(_) => return Err(bad("\"org.imgbuild.v1\".firmware is not a string".into())),
             };
-            Some(ImgbuildExt { firmware, other })
+            let release = match other.remove("release") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(setting_text(&v, "release").map_err(bad)?),
+            };
+            let bootloader = match other.remove("bootloader") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(bootloader_settings(&v).map_err(bad)?),
+            };
+            Some(ImgbuildExt {
+                firmware,
+                release,
+                bootloader,
+                other,
+            })
         }
         Some(_) => return Err(bad(format!("\"{IMGBUILD_V1}\" is not an object"))),
     };
@@ -190,6 +279,143 @@ fn from_document(value: Value, file: &Path, depth: usize) -> Result<BootSpec> {
         extensions,
         imgbuild,
         synthesized: false,
+        nixos_version: None,
+    })
+}
+
+/// A string setting of `org.imgbuild.v1` (`what` names it in errors): at most
+/// [`MAX_SETTING`] bytes, one line.
+fn setting_text(v: &Value, what: &str) -> std::result::Result<String, String> {
+    match v {
+        Value::String(s) if s.len() > MAX_SETTING => Err(format!(
+            "\"{IMGBUILD_V1}\".{what} is longer than {MAX_SETTING} bytes"
+        )),
+        Value::String(s) if s.contains(['\n', '\r']) => {
+            Err(format!("\"{IMGBUILD_V1}\".{what} contains a line break"))
+        }
+        Value::String(s) => Ok(s.clone()),
+        other => Err(format!(
+            "\"{IMGBUILD_V1}\".{what} is {}, not a string",
+            json_kind(other)
+        )),
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// `org.imgbuild.v1.bootloader`, every key optional, unknown keys ignored.
+fn bootloader_settings(v: &Value) -> std::result::Result<BootloaderSettings, String> {
+    let Value::Object(map) = v else {
+        return Err(format!(
+            "\"{IMGBUILD_V1}\".bootloader is {}, not an object",
+            json_kind(v)
+        ));
+    };
+    let key = |k: &str| map.get(k).filter(|v| !v.is_null());
+    let boolean = |k: &str| -> std::result::Result<Option<bool>, String> {
+        match key(k) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(other) => Err(format!(
+                "\"{IMGBUILD_V1}\".bootloader.{k} is {}, not a boolean",
+                json_kind(other)
+            )),
+        }
+    };
+    let text = |k: &str| {
+        key(k)
+            .map(|v| setting_text(v, &format!("bootloader.{k}")))
+            .transpose()
+    };
+    let kind = match text("type")?.as_deref() {
+        None => None,
+        Some("systemd-boot") => Some(LoaderKind::SystemdBoot),
+        Some("extlinux") => Some(LoaderKind::Extlinux),
+        Some(other) => {
+            return Err(format!(
+                "\"{IMGBUILD_V1}\".bootloader.type `{other}` is neither `systemd-boot` nor \
+                 `extlinux`"
+            ))
+        }
+    };
+    let timeout = match map.get("timeout") {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(t) if i32::try_from(t).is_ok() => Some(Some(t)),
+            _ => {
+                return Err(format!(
+                    "\"{IMGBUILD_V1}\".bootloader.timeout {n} is not a whole number of seconds \
+                     in range"
+                ))
+            }
+        },
+        Some(other) => {
+            return Err(format!(
+                "\"{IMGBUILD_V1}\".bootloader.timeout is {}, not a number or null",
+                json_kind(other)
+            ))
+        }
+    };
+    let boot_counting = match key("bootCounting") {
+        None => None,
+        Some(Value::Object(bc)) => {
+            let enable = match bc.get("enable") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(other) => {
+                    return Err(format!(
+                        "\"{IMGBUILD_V1}\".bootloader.bootCounting.enable is {}, not a boolean",
+                        json_kind(other)
+                    ))
+                }
+            };
+            let tries = match bc.get("tries") {
+                None | Some(Value::Null) => DEFAULT_BOOT_COUNTING_TRIES,
+                Some(Value::Number(n)) => n
+                    .as_u64()
+                    .and_then(|t| u32::try_from(t).ok())
+                    .ok_or_else(|| {
+                        format!(
+                            "\"{IMGBUILD_V1}\".bootloader.bootCounting.tries {n} is not a \
+                             count from 0 to {}",
+                            u32::MAX
+                        )
+                    })?,
+                Some(other) => {
+                    return Err(format!(
+                        "\"{IMGBUILD_V1}\".bootloader.bootCounting.tries is {}, not a number",
+                        json_kind(other)
+                    ))
+                }
+            };
+            Some(BootCounting { enable, tries })
+        }
+        Some(other) => {
+            return Err(format!(
+                "\"{IMGBUILD_V1}\".bootloader.bootCounting is {}, not an object",
+                json_kind(other)
+            ))
+        }
+    };
+    Ok(BootloaderSettings {
+        kind,
+        timeout,
+        editor: boolean("editor")?,
+        console_mode: text("consoleMode")?,
+        reboot_for_bitlocker: boolean("rebootForBitlocker")?,
+        distro_name: text("distroName")?,
+        install_device_tree: boolean("installDeviceTree")?,
+        boot_counting,
     })
 }
 
@@ -241,9 +467,8 @@ fn synthesize(root: &StoreRoot, toplevel: &StorePath, depth: usize) -> Result<Bo
         })?
         .trim()
         .to_owned();
-    let version = read_file("nixos-version")?
-        .map(|v| v.trim().to_owned())
-        .unwrap_or_else(|| "Unknown".to_owned());
+    let nixos_version = read_file("nixos-version")?.map(|v| v.trim().to_owned());
+    let version = nixos_version.as_deref().unwrap_or("Unknown");
     let label = match kernel_version(root, toplevel)? {
         Some(kver) => format!("NixOS {version} (Linux {kver})"),
         None => format!("NixOS {version}"),
@@ -284,6 +509,7 @@ fn synthesize(root: &StoreRoot, toplevel: &StorePath, depth: usize) -> Result<Bo
         extensions: BTreeMap::new(),
         imgbuild: None,
         synthesized: true,
+        nixos_version,
     })
 }
 
@@ -380,6 +606,128 @@ mod tests {
         assert_eq!(ext.other["x"], 1);
     }
 
+    /// The boot loader settings of imgbuild's NixOS module (CONTRACT: every key optional,
+    /// unknown keys kept, wrong types refused naming the file and the key).
+    #[test]
+    fn imgbuild_boot_loader_settings() {
+        let top = format!("{T}-nixos-system-x");
+        let with = |ext: &str| {
+            let d = doc(&top).replace(
+                r#""org.imgbuild.v1": { "firmware": "/nix/store/zyxwvsrqpnmlkjihgfdcba9876543210-fw/share/boot", "x": 1 }"#,
+                &format!(r#""org.imgbuild.v1": {ext}"#),
+            );
+            assert!(d.contains(ext), "replacement failed");
+            BootSpec::parse(d.as_bytes(), Path::new("/s/boot.json"))
+        };
+        let full = r#"{ "release": "26.11", "future": [1],
+            "bootloader": { "type": "systemd-boot", "timeout": 7, "editor": false,
+              "consoleMode": "max", "rebootForBitlocker": true, "distroName": "MyOS",
+              "installDeviceTree": true, "bootCounting": { "enable": true, "tries": 5 },
+              "unknownLater": "x" } }"#;
+        let ext = with(full).unwrap().imgbuild.unwrap();
+        assert_eq!(ext.release.as_deref(), Some("26.11"));
+        assert_eq!(ext.other.keys().collect::<Vec<_>>(), ["future"]);
+        assert_eq!(
+            ext.bootloader.unwrap(),
+            BootloaderSettings {
+                kind: Some(LoaderKind::SystemdBoot),
+                timeout: Some(Some(7)),
+                editor: Some(false),
+                console_mode: Some("max".into()),
+                reboot_for_bitlocker: Some(true),
+                distro_name: Some("MyOS".into()),
+                install_device_tree: Some(true),
+                boot_counting: Some(BootCounting {
+                    enable: true,
+                    tries: 5
+                }),
+            }
+        );
+        // null timeout is not an absent one; absent keys stay absent; tries defaults to 3.
+        let b = with(r#"{ "bootloader": { "type": "extlinux", "timeout": null, "bootCounting": { "enable": false } } }"#)
+            .unwrap()
+            .imgbuild
+            .unwrap()
+            .bootloader
+            .unwrap();
+        assert_eq!(b.kind, Some(LoaderKind::Extlinux));
+        assert_eq!(b.timeout, Some(None));
+        assert_eq!(b.editor, None);
+        assert_eq!(
+            b.boot_counting,
+            Some(BootCounting {
+                enable: false,
+                tries: DEFAULT_BOOT_COUNTING_TRIES
+            })
+        );
+        let b = with(r#"{ "bootloader": {} }"#).unwrap().imgbuild.unwrap();
+        assert_eq!(b.bootloader, Some(BootloaderSettings::default()));
+        assert_eq!(with("{}").unwrap().imgbuild.unwrap().bootloader, None);
+
+        for (ext, want) in [
+            (
+                r#"{ "release": 26.11 }"#,
+                "\"org.imgbuild.v1\".release is a number, not a string",
+            ),
+            (
+                r#"{ "bootloader": [] }"#,
+                "bootloader is an array, not an object",
+            ),
+            (
+                r#"{ "bootloader": { "type": "grub" } }"#,
+                "`grub` is neither",
+            ),
+            (
+                r#"{ "bootloader": { "timeout": "5" } }"#,
+                "timeout is a string, not a number or null",
+            ),
+            (
+                r#"{ "bootloader": { "timeout": 1.5 } }"#,
+                "timeout 1.5 is not a whole number",
+            ),
+            (
+                r#"{ "bootloader": { "timeout": 99999999999 } }"#,
+                "not a whole number of seconds in range",
+            ),
+            (
+                r#"{ "bootloader": { "editor": "no" } }"#,
+                "editor is a string, not a boolean",
+            ),
+            (
+                r#"{ "bootloader": { "consoleMode": "a\nb" } }"#,
+                "consoleMode contains a line break",
+            ),
+            (
+                r#"{ "bootloader": { "bootCounting": true } }"#,
+                "bootCounting is a boolean, not an object",
+            ),
+            (
+                r#"{ "bootloader": { "bootCounting": { "enable": 1 } } }"#,
+                "enable is a number, not a boolean",
+            ),
+            (
+                r#"{ "bootloader": { "bootCounting": { "tries": -1 } } }"#,
+                "tries -1 is not a count",
+            ),
+            (
+                r#"{ "bootloader": { "bootCounting": { "tries": 4294967296 } } }"#,
+                "tries 4294967296 is not a count",
+            ),
+        ] {
+            let err = with(ext).unwrap_err().to_string();
+            assert!(
+                err.starts_with("/s/boot.json: ") && err.contains(want),
+                "{ext}: {err}"
+            );
+        }
+        let long = format!(
+            r#"{{ "bootloader": {{ "distroName": "{}" }} }}"#,
+            "x".repeat(257)
+        );
+        let err = with(&long).unwrap_err().to_string();
+        assert!(err.contains("distroName is longer than 256 bytes"), "{err}");
+    }
+
     #[test]
     fn errors_name_file_and_reason() {
         let f = Path::new("/s/boot.json");
@@ -444,6 +792,7 @@ mod tests {
         assert_eq!(spec.init.to_string(), format!("{tp}/init"));
         assert_eq!(spec.kernel_params, ["console=ttyS0", "quiet"]);
         assert_eq!(spec.label, "NixOS 24.05 (Linux 6.1.77)");
+        assert_eq!(spec.nixos_version.as_deref(), Some("24.05"));
         assert_eq!(spec.system, "x86_64-linux");
 
         // A kernel link escaping the store is refused.
@@ -457,6 +806,11 @@ mod tests {
         std::fs::write(top.join("boot.json"), &json).unwrap();
         let spec = BootSpec::read(root, &tp).unwrap();
         assert!(!spec.synthesized);
+        assert_eq!(
+            spec.nixos_version.as_deref(),
+            Some("24.05"),
+            "read beside boot.json"
+        );
         let other = StorePath::parse(&format!("/nix/store/{C}-nixos-system-x")).unwrap();
         let odir = store.join(other.base_name());
         std::fs::create_dir_all(&odir).unwrap();

@@ -26,7 +26,10 @@ mod toplevel;
 use std::io;
 use std::path::PathBuf;
 
-pub use bootspec::{BootSpec, ImgbuildExt, BOOTSPEC_V1, IMGBUILD_V1, SPECIALISATION_V1};
+pub use bootspec::{
+    BootCounting, BootSpec, BootloaderSettings, ImgbuildExt, LoaderKind, BOOTSPEC_V1,
+    DEFAULT_BOOT_COUNTING_TRIES, IMGBUILD_V1, SPECIALISATION_V1,
+};
 pub use closure::{parse_registration, Closure, PathInfo};
 pub use db::{
     nix_state_files, write_db, StateEntry, StateEntryKind, DB_PATH, NIX_SCHEMA_SQL,

@@ -17,6 +17,7 @@
 //! seeds and thread counts; the format crates below take them as parameters.
 
 pub mod add;
+mod bootloader;
 mod dedup;
 mod disk;
 mod error;
@@ -31,6 +32,7 @@ mod output;
 mod system_check;
 mod trees;
 
+pub use bootloader::BootNote;
 pub use dedup::DedupReport;
 pub use error::{human_size, Error, Result};
 pub use ext4_image::{ext4_image, tree_seed, Ext4Image, Ext4ImageOptions, Ext4Size};
@@ -103,6 +105,7 @@ pub fn build(
             output::TreeNotes {
                 added: trees.added,
                 dedup: trees.dedup,
+                boot: trees.boot,
             },
             reporter,
             cancel,

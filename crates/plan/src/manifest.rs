@@ -54,6 +54,8 @@ pub struct Manifest {
     /// Host files added with --add, --add-tree, --add-boot.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub added: Vec<crate::add::Added>,
+    /// The NixOS release whose boot files were written, the entry, what was assumed.
+    pub boot: crate::BootNote,
 }
 
 fn is_off(d: &crate::DedupReport) -> bool {

@@ -395,6 +395,7 @@ const GZIP_LEVEL: i32 = 6;
 pub(crate) struct TreeNotes {
     pub added: Vec<add::Added>,
     pub dedup: crate::DedupReport,
+    pub boot: crate::BootNote,
 }
 
 /// What the stream found out about the outputs.
@@ -473,6 +474,7 @@ fn manifest(
         source_date_epoch: cx.time,
         dedup: notes.dedup,
         added: notes.added,
+        boot: notes.boot,
     }
 }
 

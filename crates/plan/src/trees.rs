@@ -2,6 +2,7 @@
 //! files) and the boot partitions (ESP, Pi firmware), built as [`fstree::Tree`]s from the
 //! closure and the bootloader crate's file lists.
 
+use crate::bootloader::{self, BootNote, Choice};
 use crate::dedup::DedupReport;
 use crate::error::nix;
 use crate::format::{self, Contents, Filesystem};
@@ -13,7 +14,7 @@ use imgbuild_fstree::{
     self as fstree, FileData, Kind, Meta, Mtime, Node, NodeId, Owner, Perms, ScanOptions, Scanner,
     Tree,
 };
-use imgbuild_nix::{Closure, StateEntryKind, StoreRoot};
+use imgbuild_nix::{BootSpec, Closure, StateEntryKind, StoreRoot};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -52,21 +53,26 @@ pub(crate) struct Trees {
     pub trees: Vec<Tree>,
     pub added: Vec<add::Added>,
     pub dedup: DedupReport,
+    /// The release and settings the boot files follow (for the manifest).
+    pub boot: BootNote,
 }
 
 /// Build the tree of every partition: the root filesystem (store, Nix state, profile, boot
 /// files for extlinux), the ESP (systemd-boot) or the Pi firmware partition, plus `--add`s.
 pub(crate) fn build(cx: &Context, inputs: &Inputs, cancel: &AtomicBool) -> Result<Trees> {
-    let entry = crate::inputs::boot_entry(&inputs.bootspec, crate::inputs::toplevel_dtbs(inputs)?);
+    let mut choice = bootloader::choose(cx.format, &inputs.bootspec, cx.opts.check_system)?;
+    let mut entry =
+        crate::inputs::boot_entry(&inputs.bootspec, crate::inputs::toplevel_dtbs(inputs)?);
+    entry.devicetree = devicetree(&inputs.bootspec, &choice)?;
     let mut trees = Vec::new();
     let mut added = Vec::new();
     let mut dedup = DedupReport::default();
     for p in &cx.format.partitions {
         let mut tree = match p.contents {
-            Contents::Esp => esp_tree(cx, inputs, &entry)?,
+            Contents::Esp => esp_tree(cx, inputs, &entry, &mut choice)?,
             Contents::Firmware => firmware_tree(cx, inputs)?,
             Contents::Root => {
-                let (tree, report) = root(cx, inputs, &entry, cancel)?;
+                let (tree, report) = root(cx, inputs, &entry, &choice, cancel)?;
                 dedup = report;
                 tree
             }
@@ -85,7 +91,37 @@ pub(crate) fn build(cx: &Context, inputs: &Inputs, cancel: &AtomicBool) -> Resul
         trees,
         added,
         dedup,
+        boot: choice.note,
     })
+}
+
+/// The bootspec's `org.nixos.systemd-boot.sortKey` (`None`: the builder's default, `nixos`).
+fn sort_key_of(spec: &BootSpec) -> Option<String> {
+    spec.extensions
+        .get("org.nixos.systemd-boot")
+        .and_then(|v| v.get("sortKey"))
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+}
+
+/// The bootspec's `org.nixos.systemd-boot.devicetree` (what the systemd-boot builder copies
+/// and names in the entry), unless the module recorded `installDeviceTree = false`.
+fn devicetree(spec: &BootSpec, choice: &Choice) -> Result<Option<String>> {
+    if choice.install_device_tree == Some(false) {
+        return Ok(None);
+    }
+    match spec
+        .extensions
+        .get("org.nixos.systemd-boot")
+        .and_then(|v| v.get("devicetree"))
+    {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(Error::Invalid(format!(
+            "boot.json of {}: \"org.nixos.systemd-boot\".devicetree is not a string",
+            spec.toplevel
+        ))),
+    }
 }
 
 /// Everything the root filesystem holds besides the boot loader's files.
@@ -390,6 +426,7 @@ fn root(
     cx: &Context,
     inputs: &Inputs,
     entry: &boot::BootEntry,
+    choice: &Choice,
     cancel: &AtomicBool,
 ) -> Result<(Tree, DedupReport)> {
     let (format, time) = (cx.format, cx.time);
@@ -425,8 +462,17 @@ fn root(
         cancel,
     )?;
     if format.bootloader.kind == format::Bootloader::Extlinux {
+        let timeout = choice
+            .timeout
+            .map(|t| {
+                i32::try_from(t).map_err(|_| {
+                    Error::Invalid(format!("boot loader timeout {t} s is out of range"))
+                })
+            })
+            .transpose()?;
         let o = boot::ExtlinuxOptions {
-            timeout: format.bootloader.timeout.map(|t| t as i32),
+            timeout,
+            style: choice.facts.extlinux,
             ..Default::default()
         };
         let files = boot::extlinux_boot(entry, &o)?;
@@ -455,8 +501,13 @@ fn write_db_bytes(closure: &Closure, time: i64) -> Result<Arc<[u8]>> {
     Ok(r?.into())
 }
 
-fn esp_tree(cx: &Context, inputs: &Inputs, entry: &boot::BootEntry) -> Result<Tree> {
-    let (format, time) = (cx.format, cx.time);
+fn esp_tree(
+    cx: &Context,
+    inputs: &Inputs,
+    entry: &boot::BootEntry,
+    choice: &mut Choice,
+) -> Result<Tree> {
+    let time = cx.time;
     let arch = if inputs.bootspec.system.starts_with("aarch64") {
         "aa64"
     } else {
@@ -468,20 +519,42 @@ fn esp_tree(cx: &Context, inputs: &Inputs, entry: &boot::BootEntry) -> Result<Tr
         .store
         .canonicalize_logical(&link)
         .map_err(|_| Error::NoSystemdBoot(link.display().to_string()))?;
-    let sort_key = inputs
+    let sort_key = sort_key_of(&inputs.bootspec);
+    // The builder writes an entry for each specialisation of the generation, too.
+    let specialisations = inputs
         .bootspec
-        .extensions
-        .get("org.nixos.systemd-boot")
-        .and_then(|v| v.get("sortKey"))
-        .and_then(|v| v.as_str())
-        .map(str::to_string);
+        .specialisations
+        .iter()
+        .map(|(name, child)| {
+            let mut entry = crate::inputs::boot_entry(child, None);
+            entry.devicetree = devicetree(child, choice)?;
+            Ok(boot::Specialisation {
+                name: name.clone(),
+                entry,
+                sort_key: sort_key_of(child),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let o = boot::SdBootOptions {
-        timeout: format.bootloader.timeout,
+        timeout: choice.timeout,
+        console_mode: choice.console_mode.clone(),
+        editor: choice.editor,
+        reboot_for_bitlocker: choice.reboot_for_bitlocker,
+        generation: 1,
         build_date: imgbuild_units::date(time),
         sort_key,
-        ..Default::default()
+        distro_name: choice.distro_name.clone(),
+        boot_counting: choice.boot_counting,
+        facts: choice.facts,
     };
-    let files = boot::systemd_boot_esp(entry, efi.to_path_buf().display().to_string(), &o)?;
+    let esp = boot::systemd_boot_esp_with_specialisations(
+        entry,
+        &specialisations,
+        efi.to_path_buf().display().to_string(),
+        &o,
+    )?;
+    choice.note.entry = Some(esp.entry);
+    let files = esp.files;
     let mut tree = Tree::new(dir_meta(time));
     add_boot_files(&mut tree, "/", &files, &inputs.store, time)?;
     Ok(tree)
