@@ -19,6 +19,7 @@
 mod baseline;
 mod bench;
 mod boot;
+mod bootcount;
 mod bootctl;
 mod ci;
 mod cpio;

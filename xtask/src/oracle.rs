@@ -196,7 +196,7 @@ pub fn bootloader_settings(
     b
 }
 
-/// Writes a copy of toplevel `base` (a directory of a committed demo store) under a new name
+/// Writes a copy of toplevel `base` (a toplevel directory of a fixture store) under a new name
 /// into `store` (`.../nix/store`): `nixos-version`, the bootspec label, `init` and `toplevel`
 /// for `version`, and `extension` merged into boot.json's `"org.imgbuild.v1"`. The store
 /// hash is derived from the contents, so the same inputs give the same path. Returns the
@@ -221,30 +221,31 @@ pub fn write_variant_toplevel(
     let name = format!("nixos-system-{stem}-{version}");
     let placeholder = format!("/nix/store/{}-{name}", "0".repeat(32));
 
-    // The files, with the placeholder for the new path.
+    // The entries, with the placeholder for the new path in top-level text files.
     let mut entries: Vec<(String, Entry)> = Vec::new();
-    let mut rd: Vec<_> = fs::read_dir(base)?.collect::<std::io::Result<_>>()?;
-    rd.sort_by_key(|e| e.file_name());
-    for e in rd {
-        let fname = e.file_name().to_string_lossy().into_owned();
-        let meta = fs::symlink_metadata(e.path())?;
+    for p in sorted_children(base)? {
+        let fname = p
+            .file_name()
+            .context("no file name")?
+            .to_string_lossy()
+            .into_owned();
+        let meta = fs::symlink_metadata(&p)?;
         let entry = if meta.file_type().is_symlink() {
-            Entry::Link(fs::read_link(e.path())?.to_string_lossy().into_owned())
-        } else if meta.is_file() {
-            let text = fs::read_to_string(e.path())
-                .with_context(|| format!("{} is not text", e.path().display()))?;
-            let exec = meta.permissions().mode() & 0o111 != 0;
-            let text = match fname.as_str() {
-                "nixos-version" => version.to_string(),
-                "boot.json" => boot_json(&text, &placeholder, version, code, extension)?,
-                _ => text.replace(&old_path, &placeholder),
-            };
-            Entry::File(text, exec)
+            Entry::Link(fs::read_link(&p)?.to_string_lossy().into_owned())
+        } else if meta.is_dir() {
+            Entry::Dir(p.clone())
         } else {
-            bail!(
-                "{} is a directory: not expected in a demo toplevel",
-                e.path().display()
-            );
+            let bytes = fs::read(&p)?;
+            let exec = meta.permissions().mode() & 0o111 != 0;
+            let bytes = match (fname.as_str(), String::from_utf8(bytes)) {
+                ("nixos-version", _) => version.as_bytes().to_vec(),
+                ("boot.json", Ok(t)) => {
+                    boot_json(&t, &placeholder, version, code, extension)?.into_bytes()
+                }
+                (_, Ok(t)) => t.replace(&old_path, &placeholder).into_bytes(),
+                (_, Err(e)) => e.into_bytes(),
+            };
+            Entry::File(bytes, exec)
         };
         entries.push((fname, entry));
     }
@@ -255,7 +256,11 @@ pub fn write_variant_toplevel(
         h.update(n.as_bytes());
         match e {
             Entry::Link(t) => h.update(format!("\0link\0{t}")),
-            Entry::File(t, x) => h.update(format!("\0file\0{x}\0{t}")),
+            Entry::File(b, x) => {
+                h.update(format!("\0file\0{x}\0"));
+                h.update(b);
+            }
+            Entry::Dir(d) => hash_tree(&mut h, d, d)?,
         }
     }
     let digest = h.finalize();
@@ -269,21 +274,43 @@ pub fn write_variant_toplevel(
         let p = dir.join(&n);
         match e {
             Entry::Link(t) => std::os::unix::fs::symlink(t, &p)?,
-            Entry::File(t, exec) => {
-                fs::write(&p, t.replace(&placeholder, &path))?;
-                fs::set_permissions(
-                    &p,
-                    fs::Permissions::from_mode(if exec { 0o755 } else { 0o644 }),
-                )?;
+            Entry::Dir(src) => util::run(cmd("cp").arg("-a").arg(&src).arg(&p))?,
+            Entry::File(b, exec) => {
+                let b = match String::from_utf8(b) {
+                    Ok(t) => t.replace(&placeholder, &path).into_bytes(),
+                    Err(e) => e.into_bytes(),
+                };
+                fs::write(&p, b)?;
+                let mode = if exec { 0o755 } else { 0o644 };
+                fs::set_permissions(&p, fs::Permissions::from_mode(mode))?;
             }
         }
     }
     Ok(path)
 }
 
+/// Names, link targets and file bytes of a directory tree, in order, into `h`.
+fn hash_tree(h: &mut Sha256, root: &Path, dir: &Path) -> Result<()> {
+    for p in sorted_children(dir)? {
+        let rel = p.strip_prefix(root)?.to_string_lossy().into_owned();
+        let meta = fs::symlink_metadata(&p)?;
+        h.update(format!("\0{rel}\0"));
+        if meta.file_type().is_symlink() {
+            h.update(fs::read_link(&p)?.to_string_lossy().as_bytes());
+        } else if meta.is_dir() {
+            hash_tree(h, root, &p)?;
+        } else {
+            h.update(fs::read(&p)?);
+        }
+    }
+    Ok(())
+}
+
 enum Entry {
     Link(String),
-    File(String, bool),
+    File(Vec<u8>, bool),
+    /// A subdirectory (e.g. `bin/`, `specialisation/`), copied as it is.
+    Dir(PathBuf),
 }
 
 fn boot_json(text: &str, toplevel: &str, version: &str, code: &str, ext: &Value) -> Result<String> {
