@@ -148,6 +148,10 @@ pub struct BootArgs {
     /// Stream the serial console to stderr while booting
     #[arg(long, short)]
     pub verbose: bool,
+    /// Boot without `snapshot=on`: the guest's writes (systemd-boot's boot counting
+    /// renames) stay in the image (raw images)
+    #[arg(long)]
+    pub writable: bool,
 }
 
 /// What the guest did.
@@ -629,7 +633,7 @@ pub fn cmd_boot(args: BootArgs) -> Result<()> {
             .clone()
             .unwrap_or_else(|| default_log(&image, args.disk)),
         verbose: args.verbose,
-        writable: false,
+        writable: args.writable,
     };
     let o = boot(&spec)?;
     report(&spec, &o)

@@ -16,7 +16,7 @@ use crate::fixture::FixtureInfo;
 use crate::oracle::{self, Loader};
 use crate::util::{self, cmd};
 use anyhow::{bail, ensure, Context, Result};
-use serde_json::json;
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -92,22 +92,73 @@ fn the_entry(bin: &Path, image: &Path) -> Result<(String, String, Option<u32>, O
     Ok(((*name).clone(), id.to_string(), left, done))
 }
 
-/// `imgbuild inspect IMAGE` must show the entry's counter: a line naming the entry id that
-/// says `tries` and carries both numbers.
-fn inspect_shows(bin: &Path, image: &Path, id: &str, left: u32, done: u32) -> Result<String> {
-    let out = util::output_quiet(cmd(bin).arg("inspect").arg(image))?;
-    let shown = out.lines().any(|l| {
-        let lower = l.to_ascii_lowercase();
+/// `imgbuild inspect` must show the entry's counter. `--json`: an object naming the entry
+/// (a string field containing its id) with integer fields whose keys contain `left` and
+/// `done` equal to the counter (`done` 0 may also be absent or null). Text: the entry's block
+/// (its line and the indented lines under it) says `tries`.
+fn inspect_shows(bin: &Path, image: &Path, id: &str, left: u64, done: u64) -> Result<()> {
+    let text = util::output_quiet(cmd(bin).arg("inspect").arg(image))?;
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let block_says_tries = lines.iter().enumerate().any(|(i, l)| {
         l.contains(id)
-            && lower.contains("tries")
-            && lower.contains(&left.to_string())
-            && lower.contains(&done.to_string())
+            && std::iter::once(*l)
+                .chain(
+                    lines[i + 1..]
+                        .iter()
+                        .copied()
+                        .take_while(|n| indent(n) > indent(l)),
+                )
+                .any(|b| b.to_ascii_lowercase().contains("tries"))
     });
     ensure!(
-        shown,
-        "imgbuild inspect does not show {id} with {left} tries left, {done} done:\n{out}"
+        block_says_tries,
+        "imgbuild inspect does not say 'tries' for entry {id}:\n{text}"
     );
-    Ok(out)
+    let json: Value = serde_json::from_str(&util::output_quiet(
+        cmd(bin).arg("inspect").arg("--json").arg(image),
+    )?)
+    .context("parsing imgbuild inspect --json")?;
+    ensure!(
+        shows_counter(&json, id, left, done),
+        "imgbuild inspect --json has no object for {id} with {left} tries left and {done} done"
+    );
+    Ok(())
+}
+
+fn shows_counter(v: &Value, id: &str, left: u64, done: u64) -> bool {
+    match v {
+        Value::Object(o) => {
+            let names_it = o
+                .values()
+                .any(|x| x.as_str().is_some_and(|s| s.contains(id)));
+            let mut ints = Vec::new();
+            collect_ints(v, &mut ints);
+            let has =
+                |word: &str, want: u64| ints.iter().any(|(k, n)| k.contains(word) && *n == want);
+            let done_ok =
+                has("done", done) || (done == 0 && !ints.iter().any(|(k, _)| k.contains("done")));
+            (names_it && has("left", left) && done_ok)
+                || o.values().any(|x| shows_counter(x, id, left, done))
+        }
+        Value::Array(a) => a.iter().any(|x| shows_counter(x, id, left, done)),
+        _ => false,
+    }
+}
+
+fn collect_ints(v: &Value, out: &mut Vec<(String, u64)>) {
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o {
+                if let Some(n) = x.as_u64() {
+                    out.push((k.to_ascii_lowercase(), n));
+                }
+                collect_ints(x, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_ints(x, out)),
+        _ => {}
+    }
 }
 
 /// Builds the image (needs the x86_64 fixture in `fx`).
@@ -193,7 +244,7 @@ pub fn build(fx: &Path, out: &Path) -> Result<Counted> {
 
 /// Before the boot: inspect shows 3 tries left, 0 done.
 pub fn inspect_before(c: &Counted) -> Result<String> {
-    inspect_shows(&c.bin, &c.image, &c.id, TRIES, 0)?;
+    inspect_shows(&c.bin, &c.image, &c.id, TRIES.into(), 0)?;
     Ok(format!(
         "{}+{TRIES}.conf: inspect shows {TRIES} tries left",
         c.id
@@ -211,7 +262,7 @@ pub fn after_boot(c: &Counted) -> Result<String> {
          the boot through it",
         TRIES - 1
     );
-    inspect_shows(&c.bin, &c.image, &c.id, TRIES - 1, 1)?;
+    inspect_shows(&c.bin, &c.image, &c.id, (TRIES - 1).into(), 1)?;
     Ok(format!(
         "systemd-boot renamed it to {file}; inspect shows it"
     ))
@@ -219,7 +270,23 @@ pub fn after_boot(c: &Counted) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::split_counter;
+    use super::{shows_counter, split_counter};
+    use serde_json::json;
+
+    #[test]
+    fn counter_in_inspect_json() {
+        let j = json!({"boot": {"systemd_boot": [{"entries": [
+            {"file": "nixos-ab+2-1.conf", "tries_left": 2, "tries_done": 1, "size": 430}
+        ]}]}});
+        assert!(shows_counter(&j, "nixos-ab", 2, 1));
+        assert!(!shows_counter(&j, "nixos-ab", 3, 0));
+        assert!(!shows_counter(&j, "nixos-cd", 2, 1));
+        let fresh = json!({"entries": [{"id": "nixos-ab", "counter": {"left": 3}}]});
+        assert!(shows_counter(&fresh, "nixos-ab", 3, 0));
+        // No counter fields at all (today's inspect): not shown.
+        let none = json!({"entries": [{"file": "nixos-ab+3.conf", "title": "NixOS"}]});
+        assert!(!shows_counter(&none, "nixos-ab", 3, 0));
+    }
 
     #[test]
     fn counters_in_entry_names() {
