@@ -90,18 +90,23 @@ fn sha256_of(bytes: &[u8]) -> String {
         .to_string()
 }
 
-/// The demo store plus the case toplevel, copied into `dest/nix/store`.
-fn assemble_store(base: &Path, toplevel: &str, dest: &Path) {
+/// The demo store plus the case's paths (toplevel, device tree), copied into `dest/nix/store`.
+fn assemble_store(base: &Path, paths: &[Value], dest: &Path) {
     let store = dest.join("nix/store");
     std::fs::create_dir_all(&store).unwrap();
-    let name = toplevel.strip_prefix("/nix/store/").expect("a store path");
     let mut cp = Command::new("cp");
     cp.arg("-a");
     for e in std::fs::read_dir(base.join("nix/store")).unwrap() {
         cp.arg(e.unwrap().path());
     }
-    cp.arg(oracle_dir().join("nix/store").join(name))
-        .arg(&store);
+    for p in paths {
+        let name = p
+            .as_str()
+            .and_then(|p| p.strip_prefix("/nix/store/"))
+            .expect("a store path");
+        cp.arg(oracle_dir().join("nix/store").join(name));
+    }
+    cp.arg(&store);
     ok(&mut cp);
 }
 
@@ -160,7 +165,10 @@ fn differences(id: &str) -> Vec<String> {
     let s = |k: &str| meta[k].as_str().unwrap_or_else(|| panic!("{id}: meta.{k}"));
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("root");
-    assemble_store(&workspace().join(s("base")), s("toplevel"), &root);
+    let paths = meta["oracle_store_paths"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{id}: meta.oracle_store_paths"));
+    assemble_store(&workspace().join(s("base")), paths, &root);
     let img = t.path().join("disk.img");
     let epoch = meta["source_date_epoch"]
         .as_i64()
@@ -256,6 +264,8 @@ oracle_cases! {
     oracle_26_11_systemd_boot_counting => "26.11/systemd-boot-counting",
     oracle_26_11_systemd_boot_counting_options => "26.11/systemd-boot-counting-options",
     oracle_26_11_extlinux => "26.11/extlinux",
+    oracle_25_11_systemd_boot_devicetree => "25.11/systemd-boot-devicetree",
+    oracle_26_11_systemd_boot_devicetree => "26.11/systemd-boot-devicetree",
 }
 
 /// Every golden directory has its test above, and every test its golden directory.

@@ -194,7 +194,7 @@ pub fn build(fx: &Path, out: &Path) -> Result<Counted> {
         &root.join("nix/store"),
         oracle::release_version("26.11")?,
         "Zokor",
-        &ext,
+        &json!({ "org.imgbuild.v1": ext }),
     )?;
     let repo = util::repo_root();
     util::run(

@@ -87,6 +87,8 @@ pub struct Case {
     pub console_mode: &'static str,
     /// `boot.loader.systemd-boot.bootCounting.{enable,tries}` where the release has it.
     pub counting: Option<(bool, u32)>,
+    /// `installDeviceTree`: the bootspec's `org.nixos.systemd-boot.devicetree` names a DTB.
+    pub devicetree: bool,
 }
 
 impl Case {
@@ -104,11 +106,13 @@ const fn case(release: &'static str, name: &'static str, loader: Loader) -> Case
         editor: true,
         console_mode: "keep",
         counting: None,
+        devicetree: false,
     }
 }
 
 /// The golden cases: 24.05, 25.11, 26.11 x systemd-boot, extlinux x boot counting off/on
-/// (on only in 26.11), plus non-default loader.conf settings in 25.11 and 26.11.
+/// (on only in 26.11), plus non-default loader.conf settings in 25.11 and 26.11, and a
+/// device tree (`installDeviceTree`) in 25.11 and 26.11.
 pub fn cases() -> Vec<Case> {
     use Loader::{Extlinux, SystemdBoot};
     vec![
@@ -138,6 +142,15 @@ pub fn cases() -> Vec<Case> {
             ..case("26.11", "systemd-boot-counting-options", SystemdBoot)
         },
         case("26.11", "extlinux", Extlinux),
+        Case {
+            devicetree: true,
+            ..case("25.11", "systemd-boot-devicetree", SystemdBoot)
+        },
+        Case {
+            devicetree: true,
+            counting: Some((true, 3)),
+            ..case("26.11", "systemd-boot-devicetree", SystemdBoot)
+        },
     ]
 }
 
@@ -198,7 +211,8 @@ pub fn bootloader_settings(
 
 /// Writes a copy of toplevel `base` (a toplevel directory of a fixture store) under a new name
 /// into `store` (`.../nix/store`): `nixos-version`, the bootspec label, `init` and `toplevel`
-/// for `version`, and `extension` merged into boot.json's `"org.imgbuild.v1"`. The store
+/// for `version`, and `merges` (`{"<extension key>": {...}}`) merged into boot.json's
+/// top-level extension objects (`"org.imgbuild.v1"`, `"org.nixos.systemd-boot"`). The store
 /// hash is derived from the contents, so the same inputs give the same path. Returns the
 /// logical store path.
 pub fn write_variant_toplevel(
@@ -206,7 +220,7 @@ pub fn write_variant_toplevel(
     store: &Path,
     version: &str,
     code: &str,
-    extension: &Value,
+    merges: &Value,
 ) -> Result<String> {
     let base_name = base
         .file_name()
@@ -240,7 +254,7 @@ pub fn write_variant_toplevel(
             let bytes = match (fname.as_str(), String::from_utf8(bytes)) {
                 ("nixos-version", _) => version.as_bytes().to_vec(),
                 ("boot.json", Ok(t)) => {
-                    boot_json(&t, &placeholder, version, code, extension)?.into_bytes()
+                    boot_json(&t, &placeholder, version, code, merges)?.into_bytes()
                 }
                 (_, Ok(t)) => t.replace(&old_path, &placeholder).into_bytes(),
                 (_, Err(e)) => e.into_bytes(),
@@ -313,7 +327,13 @@ enum Entry {
     Dir(PathBuf),
 }
 
-fn boot_json(text: &str, toplevel: &str, version: &str, code: &str, ext: &Value) -> Result<String> {
+fn boot_json(
+    text: &str,
+    toplevel: &str,
+    version: &str,
+    code: &str,
+    merges: &Value,
+) -> Result<String> {
     let mut v: Value = serde_json::from_str(text).context("parsing the demo's boot.json")?;
     let main = v
         .get_mut("org.nixos.bootspec.v1")
@@ -332,14 +352,14 @@ fn boot_json(text: &str, toplevel: &str, version: &str, code: &str, ext: &Value)
     main.insert("init".into(), json!(format!("{toplevel}/init")));
     main.insert("toplevel".into(), json!(toplevel));
     let obj = v.as_object_mut().context("boot.json is not an object")?;
-    let imgbuild = obj
-        .entry("org.imgbuild.v1")
-        .or_insert_with(|| json!({}))
-        .as_object_mut()
-        .context("org.imgbuild.v1 is not an object")?;
-    if let Some(add) = ext.as_object() {
-        for (k, val) in add {
-            imgbuild.insert(k.clone(), val.clone());
+    for (key, add) in merges.as_object().into_iter().flatten() {
+        let target = obj
+            .entry(key.clone())
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .with_context(|| format!("{key} is not an object"))?;
+        for (k, val) in add.as_object().into_iter().flatten() {
+            target.insert(k.clone(), val.clone());
         }
     }
     Ok(serde_json::to_string_pretty(&v)? + "\n")
@@ -357,11 +377,33 @@ fn oracle_dir() -> PathBuf {
     util::repo_root().join("fixtures/oracle")
 }
 
-/// Regenerates the case toplevels; returns the store path of each case, in `cases()` order.
-pub fn write_case_toplevels(cases: &[Case]) -> Result<Vec<String>> {
+/// The placeholder device tree of the devicetree cases: one store path with one DTB, named
+/// by its contents like the case toplevels. Returns (store path, the DTB's path).
+fn write_dtb_path(store: &Path) -> Result<(String, String)> {
+    let (name, file) = ("device-tree-demo", "broadcom/bcm2711-rpi-4-b.dtb");
+    let text = "IMGBUILD DEMO PLACEHOLDER, NOT A REAL DEVICE TREE\n";
+    let digest = Sha256::digest(format!("{name}\0{file}\0{text}"));
+    let dir_name = format!(
+        "{}-{name}",
+        imgbuild_nix::encoding::nix32_encode(&digest[..20])
+    );
+    let dir = store.join(&dir_name);
+    util::remove_tree(&dir)?;
+    let dtb = dir.join(file);
+    fs::create_dir_all(dtb.parent().context("no parent")?)?;
+    fs::write(&dtb, text)?;
+    let path = format!("/nix/store/{dir_name}");
+    Ok((path.clone(), format!("{path}/{file}")))
+}
+
+/// Regenerates the case toplevels; returns, in `cases()` order, the store paths of each case
+/// in fixtures/oracle/nix/store, its toplevel first.
+pub fn write_case_toplevels(cases: &[Case]) -> Result<Vec<Vec<String>>> {
     let store = oracle_dir().join("nix/store");
     fs::create_dir_all(&store)?;
     let mut keep = Vec::new();
+    let mut out = Vec::new();
+    let (dtb_path, dtb) = write_dtb_path(&store)?;
     for c in cases {
         let (_, base) = c.loader.format_and_base();
         let base_dir = util::repo_root().join("fixtures").join(base);
@@ -373,15 +415,28 @@ pub fn write_case_toplevels(cases: &[Case]) -> Result<Vec<String>> {
             // generic-extlinux-compatible has no editor/console/counting settings.
             ext["bootloader"] = json!({ "type": "extlinux", "timeout": c.timeout });
         }
+        if c.devicetree {
+            ext["bootloader"]["installDeviceTree"] = json!(true);
+        }
+        let mut merges = json!({ "org.imgbuild.v1": ext });
+        if c.devicetree {
+            merges["org.nixos.systemd-boot"] = json!({ "devicetree": dtb });
+        }
         let path = write_variant_toplevel(
             &demo_toplevel(&base_dir)?,
             &store,
             release_version(c.release)?,
             code_name(c.release),
-            &ext,
+            &merges,
         )?;
-        keep.push(path);
+        keep.push(path.clone());
+        let mut paths = vec![path];
+        if c.devicetree {
+            paths.push(dtb_path.clone());
+        }
+        out.push(paths);
     }
+    keep.push(dtb_path);
     // Drop toplevels of cases that no longer exist.
     for e in fs::read_dir(&store)? {
         let e = e?;
@@ -390,28 +445,26 @@ pub fn write_case_toplevels(cases: &[Case]) -> Result<Vec<String>> {
             util::remove_tree(&e.path())?;
         }
     }
-    Ok(keep)
+    Ok(out)
 }
 
-/// A store for one case: the demo's store paths plus the case toplevel, copied (the builders
-/// and imgbuild read only store contents; copies keep the committed fixtures untouched).
-pub fn assemble_store(base: &str, toplevel: &str, dest: &Path) -> Result<()> {
+/// A store for one case: the demo's store paths plus the case's paths from
+/// fixtures/oracle/nix/store, copied (the builders and imgbuild read only store contents;
+/// copies keep the committed fixtures untouched).
+pub fn assemble_store(base: &str, paths: &[String], dest: &Path) -> Result<()> {
     let store = dest.join("nix/store");
     fs::create_dir_all(&store)?;
     let demo_store = util::repo_root()
         .join("fixtures")
         .join(base)
         .join("nix/store");
-    let name = toplevel
-        .strip_prefix("/nix/store/")
-        .context("not a store path")?;
-    util::run(
-        cmd("cp")
-            .arg("-a")
-            .args(sorted_children(&demo_store)?)
-            .arg(oracle_dir().join("nix/store").join(name))
-            .arg(&store),
-    )
+    let mut cp = cmd("cp");
+    cp.arg("-a").args(sorted_children(&demo_store)?);
+    for p in paths {
+        let name = p.strip_prefix("/nix/store/").context("not a store path")?;
+        cp.arg(oracle_dir().join("nix/store").join(name));
+    }
+    util::run(cp.arg(&store))
 }
 
 fn sorted_children(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -621,7 +674,7 @@ fn write_exec(path: &Path, text: &str) -> Result<()> {
 /// Runs one case's builder and writes its golden directory.
 fn run_case(
     case: &Case,
-    toplevel: &str,
+    paths: &[String],
     builders: &Path,
     python: &(PathBuf, String),
 ) -> Result<()> {
@@ -635,7 +688,8 @@ fn run_case(
     let work = tempfile::Builder::new().prefix("xtask-oracle-").tempdir()?;
     let w = work.path();
     let (base_format, base) = case.loader.format_and_base();
-    assemble_store(base, toplevel, &w.join("root"))?;
+    let toplevel = paths.first().context("a case without a toplevel")?.as_str();
+    assemble_store(base, paths, &w.join("root"))?;
     let stubs = w.join("stubs");
     write_exec(&stubs.join("systemd/bin/bootctl"), STUB_BOOTCTL)?;
     write_exec(
@@ -750,6 +804,7 @@ fn run_case(
         "format": base_format,
         "base": format!("fixtures/{base}"),
         "toplevel": toplevel,
+        "oracle_store_paths": paths,
         "builder": format!("{}/{}", case.release, case.loader.builder_file()),
         "builder_source": provenance(case.release, case.loader),
         "python": py_version,
@@ -809,7 +864,7 @@ pub fn run(args: OracleArgs) -> Result<()> {
     let toplevels = write_case_toplevels(&all)?;
     if args.toplevels_only {
         for (c, t) in all.iter().zip(&toplevels) {
-            println!("{} {t}", c.id());
+            println!("{} {}", c.id(), t.join(" "));
         }
         return Ok(());
     }
