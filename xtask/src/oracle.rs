@@ -771,32 +771,7 @@ fn run_case(
     let golden = oracle_dir().join(case.release).join(case.name);
     util::remove_tree(&golden)?;
     fs::create_dir_all(golden.join("tree"))?;
-    let tree_root = out.clone();
-    let mut listing = String::new();
-    let mut entries = Vec::new();
-    walk(&tree_root, &tree_root, &mut entries)?;
-    for (rel, path) in &entries {
-        let meta = fs::symlink_metadata(path)?;
-        if meta.is_dir() {
-            writeln!(listing, "dir {rel}")?;
-        } else if meta.is_file() {
-            let bytes = fs::read(path)?;
-            writeln!(
-                listing,
-                "file {rel} {} {}",
-                bytes.len(),
-                hex(&Sha256::digest(&bytes))
-            )?;
-            if is_text(rel) {
-                let dest = golden.join("tree").join(rel);
-                fs::create_dir_all(dest.parent().context("no parent")?)?;
-                fs::write(dest, &bytes)?;
-            }
-        } else {
-            bail!("{rel}: neither file nor directory in the builder's output");
-        }
-    }
-    fs::write(golden.join("listing.txt"), listing)?;
+    let count = write_tree(&out, &golden)?;
     let meta = json!({
         "release": case.release,
         "case": case.name,
@@ -829,10 +804,41 @@ fn run_case(
     println!(
         "oracle: {} -> {} entries, {}",
         case.id(),
-        entries.len(),
+        count,
         golden.display()
     );
     Ok(())
+}
+
+/// `listing.txt` (every directory and file of `out`, files with size and SHA-256) and the
+/// text files under `tree/`, into `golden`; the number of entries.
+fn write_tree(out: &Path, golden: &Path) -> Result<usize> {
+    let mut listing = String::new();
+    let mut entries = Vec::new();
+    walk(out, out, &mut entries)?;
+    for (rel, path) in &entries {
+        let meta = fs::symlink_metadata(path)?;
+        if meta.is_dir() {
+            writeln!(listing, "dir {rel}")?;
+        } else if meta.is_file() {
+            let bytes = fs::read(path)?;
+            writeln!(
+                listing,
+                "file {rel} {} {}",
+                bytes.len(),
+                hex(&Sha256::digest(&bytes))
+            )?;
+            if is_text(rel) {
+                let dest = golden.join("tree").join(rel);
+                fs::create_dir_all(dest.parent().context("no parent")?)?;
+                fs::write(dest, &bytes)?;
+            }
+        } else {
+            bail!("{rel}: neither file nor directory in the builder's output");
+        }
+    }
+    fs::write(golden.join("listing.txt"), listing)?;
+    Ok(entries.len())
 }
 
 /// Files of the builder output kept as text in the golden data.
