@@ -13,5 +13,6 @@ mod failures;
 mod fixtures;
 mod flash;
 mod inspect;
+mod oracle;
 mod sizes;
 mod unprivileged;

@@ -3,7 +3,7 @@
 //! the firmware or kernel gives up.
 //!
 //! raw-efi: `qemu-system-x86_64 -M q35` with OVMF (code + a scratch copy of the vars), the
-//! disk as virtio-blk or NVMe, `snapshot=on`; systemd-boot must pick its entry by itself.
+//! disk as virtio-blk or NVMe, `snapshot=on` (unless `writable`); systemd-boot must pick its entry by itself.
 //! sd-aarch64: `qemu-system-aarch64 -M virt -cpu cortex-a57` with Debian's U-Boot as `-bios`,
 //! or (`--disk raspi3b-sd`) QEMU's Raspberry Pi 3 model booting the image from its SD card
 //! through Debian's Pi 3 U-Boot
@@ -148,6 +148,10 @@ pub struct BootArgs {
     /// Stream the serial console to stderr while booting
     #[arg(long, short)]
     pub verbose: bool,
+    /// Boot without `snapshot=on`: the guest's writes (systemd-boot's boot counting
+    /// renames) stay in the image (raw images)
+    #[arg(long)]
+    pub writable: bool,
 }
 
 /// What the guest did.
@@ -168,6 +172,9 @@ pub struct BootSpec<'a> {
     pub timeout: Duration,
     pub log: PathBuf,
     pub verbose: bool,
+    /// Let the guest write to the image (no `snapshot=on`): what systemd-boot's boot
+    /// counting does to the ESP is then in the image afterwards (raw images only).
+    pub writable: bool,
 }
 
 pub fn default_log(image: &Path, disk: Disk) -> PathBuf {
@@ -247,9 +254,10 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         f.set_len(len.next_power_of_two())?;
         return boot_raspi3b(spec, &copy);
     }
+    let snapshot = if spec.writable { "" } else { ",snapshot=on" };
     let drive = |extra: &str| {
         format!(
-            "file={},format={},snapshot=on{extra}",
+            "file={},format={}{snapshot}{extra}",
             image.display().to_string().replace(',', ",,"),
             drive_format(&image)
         )
@@ -625,6 +633,7 @@ pub fn cmd_boot(args: BootArgs) -> Result<()> {
             .clone()
             .unwrap_or_else(|| default_log(&image, args.disk)),
         verbose: args.verbose,
+        writable: args.writable,
     };
     let o = boot(&spec)?;
     report(&spec, &o)

@@ -4,7 +4,9 @@
 //! negative control (root label wrong: must FAIL with the initrd's reason); then the same
 //! image built by the imgbuild CLI (unless `--baseline-only`), and imgbuild's qemu-efi
 //! (qcow2, virtio), azure (fixed VHD, NVMe), amazon (dynamic VHD, virtio), vmware
-//! (stream-optimized VMDK, NVMe) and hyperv (VHDX, virtio) images of the same closure, read by QEMU's own drivers.
+//! (stream-optimized VMDK, NVMe) and hyperv (VHDX, virtio) images of the same closure, read by QEMU's own drivers;
+//! and a 26.11-style copy of the closure with boot counting on, booted writable through its
+//! `+3` entry, which systemd-boot must have renamed `+2-1` afterwards (`bootcount.rs`).
 //! aarch64: fixture -> baseline sd-aarch64 .img.zst -> boot; then imgbuild's.
 //! Every boot must print exactly the fixture's marker (`IMGBUILD-BOOT-OK toplevel=<its
 //! toplevel>`). Ends with an `N passed, N failed` line; exits non-zero on any failure.
@@ -12,7 +14,7 @@
 use crate::boot::{self, BootSpec, Disk, Format};
 use crate::fixture::{self, Arch, FixtureInfo};
 use crate::util::{self, cmd, Timer};
-use crate::{baseline, bootctl};
+use crate::{baseline, bootcount, bootctl};
 use anyhow::{bail, ensure, Result};
 use std::path::{Path, PathBuf};
 
@@ -24,6 +26,9 @@ pub struct CiArgs {
     /// Skip everything aarch64
     #[arg(long)]
     pub skip_aarch64: bool,
+    /// Only the x86_64 fixture and the boot-counting case (26.11 closure, counted entry)
+    #[arg(long)]
+    pub boot_counting_only: bool,
     /// Directory for images and console logs (default target/ci)
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -62,6 +67,19 @@ impl Run {
     }
 
     fn boot(&mut self, name: &str, format: Format, image: &Path, disk: Disk, info: &FixtureInfo) {
+        self.boot_with(name, format, image, disk, info, false);
+    }
+
+    /// [`Run::boot`]; `writable`: the guest's writes stay in the image (boot counting).
+    fn boot_with(
+        &mut self,
+        name: &str,
+        format: Format,
+        image: &Path,
+        disk: Disk,
+        info: &FixtureInfo,
+        writable: bool,
+    ) {
         let log = self.out.join("logs").join(format!(
             "{}.{}.console.log",
             image
@@ -78,6 +96,7 @@ impl Run {
                 timeout: boot::default_timeout(format),
                 log,
                 verbose: false,
+                writable,
             };
             let o = boot::boot(&spec)?;
             boot::report(&spec, &o)?;
@@ -89,6 +108,32 @@ impl Run {
             );
             Ok(((), format!("{:.1} s to marker, accel={}", o.secs, o.accel)))
         });
+    }
+
+    /// Issue 21: a 26.11-style closure with boot counting boots through the entry with the
+    /// try counter, and systemd-boot counts the boot (the image is booted writable).
+    fn boot_counting(&mut self, fx: &Path, out: &Path) {
+        if let Some(c) = self.step(
+            "imgbuild raw-efi, 26.11 closure, boot counting on (nixos-<sha256>+3.conf)",
+            || {
+                let c = bootcount::build(fx, out)?;
+                let note = bootcount::inspect_before(&c)?;
+                Ok((c, note))
+            },
+        ) {
+            self.boot_with(
+                "boot imgbuild raw-efi 26.11 boot counting (virtio, writable)",
+                Format::RawEfi,
+                &c.image,
+                Disk::Virtio,
+                &c.info,
+                true,
+            );
+            self.step(
+                "boot counting: systemd-boot counted the boot (+2-1), inspect shows it",
+                || bootcount::after_boot(&c).map(|n| ((), n)),
+            );
+        }
     }
 
     fn expect_fail(&mut self, name: &str, format: Format, image: &Path, reason: &str) {
@@ -107,6 +152,7 @@ impl Run {
                 timeout: boot::default_timeout(format),
                 log,
                 verbose: false,
+                writable: false,
             };
             let o = boot::boot(&spec)?;
             if o.ok {
@@ -276,6 +322,17 @@ pub fn run(args: CiArgs) -> Result<()> {
 
     // ---- x86_64 / raw-efi -------------------------------------------------------------------
     let fx = fixture::default_dir(Arch::X86_64);
+    if args.boot_counting_only {
+        if run
+            .step("fixture x86_64", || {
+                fixture::build(Arch::X86_64, &fx).map(|_| ((), String::new()))
+            })
+            .is_some()
+        {
+            run.boot_counting(&fx, &out);
+        }
+        return summary(&run, &total);
+    }
     if let Some(info) = run.step("fixture x86_64", || {
         let i = fixture::build(Arch::X86_64, &fx)?;
         let note = format!(
@@ -359,6 +416,7 @@ pub fn run(args: CiArgs) -> Result<()> {
                     &info,
                 );
             }
+            run.boot_counting(&fx, &out);
             // The same disk in the containers hypervisors take, read by QEMU's own drivers.
             for (format, disk) in [
                 (Format::QemuEfi, Disk::Virtio),
@@ -464,6 +522,11 @@ pub fn run(args: CiArgs) -> Result<()> {
         }
     }
 
+    summary(&run, &total)
+}
+
+/// The summary table and the `ci-boot: N passed, N failed` line; an error if any failed.
+fn summary(run: &Run, total: &Timer) -> Result<()> {
     println!("\nxtask ci-boot summary ({:.0} s in all):", total.secs());
     let mut failed = 0;
     for r in &run.rows {

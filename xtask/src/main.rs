@@ -12,11 +12,14 @@
 //!   no Debug as data, crate docs);
 //! - `ci`: what `.ci/run` runs: fmt, clippy, doc, tidy, workspace tests, then `ci-boot`;
 //! - `bench`: imgbuild against mke2fs -d, cp -a, zstd and the baseline pipelines (one report);
-//! - `fuzz`: structure-aware fuzzing of every reader (images, containers, text inputs).
+//! - `fuzz`: structure-aware fuzzing of every reader (images, containers, text inputs);
+//! - `oracle`: nixpkgs' own boot builders run on fixture toplevels, their output written as
+//!   golden data (fixtures/oracle) for tests/e2e/oracle.rs.
 
 mod baseline;
 mod bench;
 mod boot;
+mod bootcount;
 mod bootctl;
 mod ci;
 mod cpio;
@@ -24,6 +27,7 @@ mod debs;
 mod fixture;
 mod fuzz;
 mod initrd;
+mod oracle;
 mod tidy;
 mod util;
 
@@ -82,6 +86,9 @@ enum Cmd {
     /// One fuzz target in this process (run by `fuzz`)
     #[command(hide = true)]
     FuzzWorker(fuzz::WorkerArgs),
+    /// Run nixpkgs' own boot builders (from --builder-dir) on the oracle fixture toplevels and
+    /// write their output as golden data under fixtures/oracle
+    Oracle(oracle::OracleArgs),
     /// Check ARCHITECTURE.md's promises: the crate dependency table against cargo metadata,
     /// no allowances of clippy's too-many-arguments lint, no Debug formatting as data, crate
     /// docs everywhere
@@ -155,6 +162,7 @@ fn real_main(cli: Cli) -> Result<()> {
         Cmd::Bench(args) => bench::run_bench(args),
         Cmd::Fuzz(args) => fuzz::run(args),
         Cmd::FuzzWorker(args) => fuzz::worker(args),
+        Cmd::Oracle(args) => oracle::run(args),
         Cmd::Tidy => tidy::run(),
     }
 }
