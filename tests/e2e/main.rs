@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod add;
+mod bounds;
 mod common;
 mod containers;
 mod demo;

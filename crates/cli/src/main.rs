@@ -238,6 +238,9 @@ struct BuildArgs {
     /// Print how long each phase took (on stderr)
     #[arg(long)]
     timings: bool,
+    /// Plan and map the image, print its layout (with --json as JSON), write nothing
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Args, Debug)]
@@ -316,6 +319,41 @@ fn run_flash(a: FlashArgs) -> Result<()> {
             },
             if r.verified { ", verified" } else { "" }
         );
+    }
+    Ok(())
+}
+
+/// `--dry-run`: the plan's summary instead of an image.
+fn dry_run(
+    format: &Format,
+    inputs: &Inputs,
+    opts: &Options,
+    progress: &progress::Bars,
+    json: bool,
+) -> Result<()> {
+    let d = plan::dry_run(format, inputs, opts, progress, &CANCEL)
+        .map_err(|e| match e {
+            plan::Error::Interrupted => anyhow::anyhow!("interrupted"),
+            e => anyhow::Error::new(e),
+        })
+        .context("planning the image (dry run)")?;
+    progress.finish();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&d)?);
+        return Ok(());
+    }
+    eprintln!(
+        "dry run: `{}` would be a {} disk ({} bytes), {} bytes mapped ({} from files) in {} \
+         extents; nothing written",
+        d.format,
+        plan::human_size(d.disk_size),
+        d.disk_size,
+        d.mapped_bytes,
+        d.file_bytes,
+        d.extents
+    );
+    for p in &d.partitions {
+        eprintln!("  {} {}: {} bytes at {}", p.number, p.name, p.size, p.start);
     }
     Ok(())
 }
@@ -496,6 +534,9 @@ fn run_build(
         },
         check_system: !a.no_system_check,
     };
+    if a.dry_run {
+        return dry_run(&format, &inputs, &opts, &progress, a.json);
+    }
     let manifest =
         plan::build(&format, &inputs, &opts, &progress, &CANCEL).map_err(|e| match e {
             plan::Error::Interrupted => anyhow::anyhow!(

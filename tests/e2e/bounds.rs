@@ -1,0 +1,109 @@
+//! Memory and time bounded by what the image holds, not by `--size`: the largest disk
+//! imgbuild builds (16 TiB) plans in well under 256 MiB, and anything larger is refused at
+//! once, with the limit named and nothing written.
+
+use crate::common::*;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const TIB: u64 = 1 << 40;
+
+/// `imgbuild ARGS` under GNU time: (its output, its peak RSS in bytes, how long it took).
+fn measured(args: &[String]) -> (std::process::Output, u64, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let rss = dir.path().join("rss");
+    let mut c = Command::new("time");
+    c.arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&rss)
+        .arg(bin())
+        .args(args);
+    c.env_remove("SOURCE_DATE_EPOCH");
+    let start = Instant::now();
+    let out = c.output().expect("running imgbuild under GNU time");
+    let took = start.elapsed();
+    let kib: u64 = std::fs::read_to_string(&rss)
+        .unwrap()
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("GNU time writes the peak RSS in KiB");
+    (out, kib * 1024, took)
+}
+
+#[test]
+fn the_largest_disk_plans_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("big.img");
+    let mut args = demo_args("raw-efi", &out);
+    args.extend(["--size", "16TiB", "--dry-run", "--json"].map(String::from));
+    let (o, rss, took) = measured(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(d["disk_size"], 16 * TIB);
+    // Every group's inode table is zeroed metadata (ITABLE_ZEROED): 1/64 of the disk.
+    assert!(d["mapped_bytes"].as_u64().unwrap() > 16 * TIB / 64, "{d}");
+    assert!(rss < 256 << 20, "planning 16 TiB took {} MiB", rss >> 20);
+    assert!(
+        took < Duration::from_secs(60),
+        "planning 16 TiB took {took:?}"
+    );
+    assert!(!out.exists(), "a dry run writes nothing");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn sizes_above_the_largest_disk_are_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("big.img");
+    for (opt, size, what) in [
+        ("--size", "17TiB", "--size is 18691697672192 bytes"),
+        ("--size", "16777217MiB", "--size is 17592187092992 bytes"),
+        ("--size", "1000000T", "--size is 1099511627776000000 bytes"),
+        ("--free", "1000000T", "--free is 1099511627776000000 bytes"),
+        (
+            "--esp-size",
+            "17TiB",
+            "partition `ESP` is 18691697672192 bytes",
+        ),
+    ] {
+        let mut args = demo_args("raw-efi", &out);
+        args.extend([opt, size].map(String::from));
+        let (o, rss, took) = measured(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{opt} {size}: {err}");
+        assert!(err.contains(what), "{opt} {size}: {err}");
+        assert!(
+            err.contains("more than the largest disk imgbuild builds, 16 TiB"),
+            "{opt} {size}: {err}"
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{err}"
+        );
+        assert!(rss < 64 << 20, "{opt} {size}: {} MiB", rss >> 20);
+        assert!(took < Duration::from_secs(5), "{opt} {size}: {took:?}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
+
+#[test]
+fn ext4_images_above_the_writer_limit_are_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("a"), "a").unwrap();
+    let out = dir.path().join("fs.img");
+    let args: Vec<String> = ["ext4", src.to_str().unwrap(), "-o", out.to_str().unwrap()]
+        .into_iter()
+        .chain(["--size", "1000000T"])
+        .map(String::from)
+        .collect();
+    let (o, _, took) = measured(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("more than this writer makes"), "{err}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(!out.exists());
+}
