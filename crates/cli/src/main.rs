@@ -20,7 +20,7 @@ use imgbuild_plan::{
     Options, OutputOptions,
 };
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 #[derive(Parser)]
 #[command(
@@ -414,8 +414,11 @@ const ENVIRONMENT: &str = "Environment:
 
 /// SIGINT/SIGTERM set this; the build stops at the next check and removes its temporary files.
 static CANCEL: AtomicBool = AtomicBool::new(false);
+/// The signal that set [`CANCEL`]: the exit status is 128 + it (130 SIGINT, 143 SIGTERM).
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn on_signal(_sig: libc::c_int) {
+extern "C" fn on_signal(sig: libc::c_int) {
+    SIGNAL.store(sig, Ordering::SeqCst);
     CANCEL.store(true, Ordering::SeqCst);
 }
 
@@ -631,10 +634,9 @@ fn main() {
     };
     if let Err(e) = r {
         eprintln!("imgbuild: error: {}", error_chain(&e));
-        std::process::exit(if CANCEL.load(Ordering::SeqCst) {
-            130
-        } else {
-            1
+        std::process::exit(match SIGNAL.load(Ordering::SeqCst) {
+            0 => 1,
+            sig => 128 + sig,
         });
     }
 }
