@@ -107,3 +107,105 @@ fn ext4_images_above_the_writer_limit_are_refused_at_once() {
     assert!(took < Duration::from_secs(5), "{took:?}");
     assert!(!out.exists());
 }
+
+/// A zstd bomb: `mib` MiB of 0x01 bytes in a few KiB, without the size in its header.
+fn bomb(dir: &std::path::Path, mib: u64) -> std::path::PathBuf {
+    let p = dir.join("bomb.img.zst");
+    ok(&mut sh(&format!(
+        "head -c {}M /dev/zero | tr '\\0' '\\1' | zstd -q -3 --no-content-size > {}",
+        mib,
+        p.display()
+    )));
+    p
+}
+
+#[test]
+fn a_zstd_bomb_stops_early_with_its_limit_named() {
+    let t = tempfile::tempdir().unwrap();
+    let img = bomb(t.path(), 1024);
+    let small = std::fs::metadata(&img).unwrap().len();
+    assert!(small < 64 << 10, "the bomb is {small} bytes");
+    let tmp = t.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let args: Vec<String> = [
+        "inspect",
+        img.to_str().unwrap(),
+        "--tmpdir",
+        tmp.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let (o, rss, took) = measured(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    // The cap: 256 MiB of data for so small a file, far below the 1 GiB it unpacks to.
+    assert!(err.contains("data unpacked from the image"), "{err}");
+    assert!(
+        err.contains("more than the limit of 268435456 bytes"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert!(rss < 256 << 20, "{} MiB", rss >> 20);
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "nothing left");
+}
+
+#[test]
+fn every_unpacking_command_uses_and_names_the_chosen_temporary_directory() {
+    let t = tempfile::tempdir().unwrap();
+    let img = t.path().join("demo.img.zst");
+    run_demo("raw-efi", &img, &["--compress", "zstd"]);
+    let i = img.to_str().unwrap();
+    let dest = t.path().join("out");
+    let d = dest.to_str().unwrap();
+    let commands: [&[&str]; 6] = [
+        &["inspect", i],
+        &["inspect", "--sizes", i],
+        &["ls", i, "/"],
+        &["cat", i, "/etc/NIXOS"],
+        &["cp", i, "/etc", d],
+        &["diff", i, i],
+    ];
+    for cmd in commands {
+        let missing = t.path().join("no-such-dir");
+        let mut args = cmd.to_vec();
+        args.extend(["--tmpdir", missing.to_str().unwrap()]);
+        let e = fails(&mut imgbuild(&args));
+        assert!(
+            e.contains(missing.to_str().unwrap()),
+            "{cmd:?} --tmpdir: {e}"
+        );
+        let from_env = t.path().join("no-such-env-dir");
+        let e = fails(imgbuild(cmd).env("TMPDIR", &from_env));
+        assert!(
+            e.contains(from_env.to_str().unwrap()),
+            "{cmd:?} TMPDIR: {e}"
+        );
+    }
+}
+
+#[test]
+fn a_full_temporary_directory_is_named_with_what_to_do() {
+    let t = tempfile::tempdir().unwrap();
+    let small = t.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=96m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("cannot mount a tmpfs (not root?): the full-directory case is untested here");
+        return;
+    }
+    let img = bomb(t.path(), 200);
+    let e = fails(&mut imgbuild(&[
+        "inspect",
+        img.to_str().unwrap(),
+        "--tmpdir",
+        small.to_str().unwrap(),
+    ]));
+    let _ = Command::new("umount").arg(&small).status();
+    assert!(e.contains(&format!("`{}`", small.display())), "{e}");
+    assert!(e.contains("bytes free in the temporary directory"), "{e}");
+    assert!(e.contains("--tmpdir"), "{e}");
+}
