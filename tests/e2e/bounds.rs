@@ -89,6 +89,22 @@ fn sizes_above_the_largest_disk_are_refused_at_once() {
 }
 
 #[test]
+fn an_mbr_disk_above_2_tib_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = demo_args("sd-aarch64", &dir.path().join("sd.img.zst"));
+    args.extend(["--size", "3TiB"].map(String::from));
+    let (o, _, took) = measured(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("more than what an MBR partition table addresses (2^32 sectors"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
 fn ext4_images_above_the_writer_limit_are_refused_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
