@@ -71,10 +71,10 @@ pub enum Error {
     },
     #[error("interrupted")]
     Interrupted,
-    /// The flash failed (`source`) after it began writing; `state` says what the target now
-    /// holds and what to do.
-    #[error("{source}; {state}")]
-    Stopped { source: Box<Error>, state: String },
+    /// The flash failed after it began writing: `cause` is that error with its sources,
+    /// `state` says what the target now holds and what to do.
+    #[error("{cause}; {state}")]
+    Stopped { cause: String, state: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -212,10 +212,13 @@ pub fn flash(
             let written = job.written.get();
             let total = job.ranges_total();
             let state = target.fail(written, total);
-            Err(Error::Stopped {
-                source: Box::new(e),
-                state,
-            })
+            let mut cause = e.to_string();
+            let mut next = std::error::Error::source(&e);
+            while let Some(s) = next {
+                cause = format!("{cause}: {s}");
+                next = s.source();
+            }
+            Err(Error::Stopped { cause, state })
         }
     }
 }
