@@ -225,3 +225,26 @@ fn a_full_temporary_directory_is_named_with_what_to_do() {
     assert!(e.contains("bytes free in the temporary directory"), "{e}");
     assert!(e.contains("--tmpdir"), "{e}");
 }
+
+/// Bitmaps shared between block groups with the same contents: a filesystem of 64 groups (4
+/// flex groups, superblock backups in 8 of them) passes e2fsck.
+#[test]
+fn an_ext4_of_many_empty_groups_passes_e2fsck() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("d/f"), "f").unwrap();
+    std::fs::write(src.join("big"), vec![7u8; 3 << 20]).unwrap();
+    let out = dir.path().join("fs.img");
+    ok(&mut imgbuild(&[
+        "ext4",
+        src.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--size",
+        "8GiB",
+    ]));
+    let o = ok(Command::new("e2fsck").arg("-fn").arg(&out));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("/2097152 blocks"), "{text}");
+}

@@ -538,6 +538,31 @@ mod tests {
     }
 
     #[test]
+    fn unpacked_data_is_capped_and_zeros_are_free() {
+        assert_eq!(data_cap(32 << 10, 64 << 30), 256 << 20);
+        assert_eq!(data_cap(1 << 20, 64 << 30), 1 << 30);
+        assert_eq!(data_cap(1 << 30, 64 << 30), 64 << 30);
+        assert_eq!(data_cap(u64::MAX, 64 << 30), 64 << 30);
+        let dir = tempfile::tempdir().unwrap();
+        let at = Where::image(Path::new("x.zst"));
+        let t = TempDisk::create(Some(dir.path()), 0, 2 * SPARSE_BLOCK as u64, at).unwrap();
+        t.write_at(0, &vec![0u8; 1 << 20]).unwrap();
+        let data = vec![1u8; SPARSE_BLOCK];
+        t.write_at(1 << 20, &data).unwrap();
+        t.write_at(4 << 20, &data).unwrap();
+        let e = t.write_at(8 << 20, &data).unwrap_err();
+        assert!(e.to_string().contains("data unpacked"), "{e}");
+        let d = t.into_disk(9 << 20).unwrap();
+        assert_eq!(d.size(), 9 << 20);
+        let mut b = vec![0u8; 4];
+        d.read_exact_at(4 << 20, &mut b).unwrap();
+        assert_eq!(b, [1; 4]);
+        let missing = dir.path().join("missing");
+        let e = TempDisk::create(Some(&missing), 0, 1, Where::image(Path::new("x"))).unwrap_err();
+        assert!(e.to_string().contains(missing.to_str().unwrap()), "{e}");
+    }
+
+    #[test]
     fn budget_stops_reading() {
         let d = disk(&[7u8; 4096]);
         let budget = Budget::new(100);
