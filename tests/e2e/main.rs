@@ -6,6 +6,7 @@
 
 mod add;
 mod boot_release;
+mod bounds;
 mod common;
 mod containers;
 mod demo;

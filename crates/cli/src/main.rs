@@ -20,7 +20,7 @@ use imgbuild_plan::{
     Options, OutputOptions,
 };
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 #[derive(Parser)]
 #[command(
@@ -238,6 +238,9 @@ struct BuildArgs {
     /// Print how long each phase took (on stderr)
     #[arg(long)]
     timings: bool,
+    /// Plan and map the image, print its layout (with --json as JSON), write nothing
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Args, Debug)]
@@ -320,6 +323,41 @@ fn run_flash(a: FlashArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--dry-run`: the plan's summary instead of an image.
+fn dry_run(
+    format: &Format,
+    inputs: &Inputs,
+    opts: &Options,
+    progress: &progress::Bars,
+    json: bool,
+) -> Result<()> {
+    let d = plan::dry_run(format, inputs, opts, progress, &CANCEL)
+        .map_err(|e| match e {
+            plan::Error::Interrupted => anyhow::anyhow!("interrupted"),
+            e => anyhow::Error::new(e),
+        })
+        .context("planning the image (dry run)")?;
+    progress.finish();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&d)?);
+        return Ok(());
+    }
+    eprintln!(
+        "dry run: `{}` would be a {} disk ({} bytes), {} bytes mapped ({} from files) in {} \
+         extents; nothing written",
+        d.format,
+        plan::human_size(d.disk_size),
+        d.disk_size,
+        d.mapped_bytes,
+        d.file_bytes,
+        d.extents
+    );
+    for p in &d.partitions {
+        eprintln!("  {} {}: {} bytes at {}", p.number, p.name, p.size, p.start);
+    }
+    Ok(())
+}
+
 /// Options of formats with an EFI system partition.
 #[derive(Args, Debug)]
 struct EspArgs {
@@ -376,8 +414,11 @@ const ENVIRONMENT: &str = "Environment:
 
 /// SIGINT/SIGTERM set this; the build stops at the next check and removes its temporary files.
 static CANCEL: AtomicBool = AtomicBool::new(false);
+/// The signal that set [`CANCEL`]: the exit status is 128 + it (130 SIGINT, 143 SIGTERM).
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn on_signal(_sig: libc::c_int) {
+extern "C" fn on_signal(sig: libc::c_int) {
+    SIGNAL.store(sig, Ordering::SeqCst);
     CANCEL.store(true, Ordering::SeqCst);
 }
 
@@ -496,6 +537,9 @@ fn run_build(
         },
         check_system: !a.no_system_check,
     };
+    if a.dry_run {
+        return dry_run(&format, &inputs, &opts, &progress, a.json);
+    }
     let manifest =
         plan::build(&format, &inputs, &opts, &progress, &CANCEL).map_err(|e| match e {
             plan::Error::Interrupted => anyhow::anyhow!(
@@ -593,10 +637,9 @@ fn main() {
     };
     if let Err(e) = r {
         eprintln!("imgbuild: error: {}", error_chain(&e));
-        std::process::exit(if CANCEL.load(Ordering::SeqCst) {
-            130
-        } else {
-            1
+        std::process::exit(match SIGNAL.load(Ordering::SeqCst) {
+            0 => 1,
+            sig => 128 + sig,
         });
     }
 }

@@ -77,6 +77,11 @@ pub(crate) const JOURNAL_INO: u32 = 8;
 pub(crate) const LPF_INO: u32 = 11;
 /// The smallest filesystem that gets a journal (mke2fs's limit): 8 MiB.
 pub const MIN_BLOCKS: u64 = 2048;
+/// The largest filesystem this writer plans: 2^32 blocks (16 TiB). Its plan holds a little
+/// state per block group (bitmaps shared between groups with the same contents), so this
+/// also bounds the plan's memory; ext4 itself (64bit) goes further.
+pub const MAX_BLOCKS: u64 = 1 << 32;
+pub const MAX_SIZE: u64 = MAX_BLOCKS * BLOCK_SIZE;
 /// Blocks of the lost+found we create (16 KiB, like mke2fs).
 const LPF_BLOCKS: usize = 4;
 pub const MAX_NAME_LEN: usize = 255;
@@ -162,6 +167,12 @@ pub enum Error {
     },
     #[error("the tree needs {needed} bytes of ext4 filesystem, only {available} are available")]
     DoesNotFit { needed: u64, available: u64 },
+    #[error(
+        "{size} bytes of ext4 filesystem is more than this writer makes: at most {} bytes \
+         (16 TiB, 2^32 blocks of 4 KiB)",
+        MAX_SIZE
+    )]
+    TooBig { size: u64 },
     #[error("invalid option: {0}")]
     BadOption(String),
     /// The extent map refused an extent (a bug: the plan places everything inside the
@@ -695,7 +706,10 @@ impl Prepared {
         let min_blocks = lay.smallest(0)?;
         // Free space comes with inodes to use it: one per `inode_ratio` bytes of it.
         let ratio = lay.ratio;
+        let too_big = |size| Error::TooBig { size };
         let blocks = match size {
+            Size::Auto { extra_free } if extra_free > MAX_SIZE => return Err(too_big(extra_free)),
+            Size::Exact(bytes) if bytes / BLOCK_SIZE > MAX_BLOCKS => return Err(too_big(bytes)),
             Size::Auto { extra_free: 0 } => min_blocks,
             Size::Auto { extra_free } => {
                 lay.min_inodes = max_ino + extra_free / ratio;
@@ -841,6 +855,11 @@ impl Layouter {
         let content: u64 = self.inos.iter().map(|i| i.data_blocks()).sum();
         let mut n = (content + extra).max(MIN_BLOCKS);
         for _ in 0..1000 {
+            if n > MAX_BLOCKS {
+                return Err(Error::TooBig {
+                    size: n.saturating_mul(BLOCK_SIZE),
+                });
+            }
             let need = self.needed(n, extra).max(MIN_BLOCKS);
             if need <= n {
                 return Ok(n);

@@ -4,6 +4,7 @@
 
 use crate::bits::*;
 use imgbuild_blockio::to_usize;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use fstree::{FileData, Kind, Tree};
@@ -275,7 +276,10 @@ fn map_meta(plan: &Plan, tree: &Tree, b: &mut MapBuilder) -> Result<()> {
         }
     }
 
-    // Bitmaps and descriptors.
+    // Bitmaps and descriptors. Most groups of a large filesystem are empty and their bitmaps
+    // repeat a few patterns: identical bitmaps share one buffer (and one checksum), so the
+    // memory grows with the content, not with the number of groups.
+    let (mut block_bitmaps, mut inode_bitmaps) = (Bitmaps::default(), Bitmaps::default());
     let mut descs = Vec::with_capacity(geo.groups as usize);
     let mut free_blocks_total = 0u64;
     for g in 0..geo.groups {
@@ -283,12 +287,15 @@ fn map_meta(plan: &Plan, tree: &Tree, b: &mut MapBuilder) -> Result<()> {
         let len = geo.group_len(g);
         let end = start + len;
         let mut bb = vec![0u8; BS];
-        set_bits(&mut bb, 0, plan.used_end.clamp(start, end) - start);
+        // Allocated blocks are a prefix of the group; the reserved ranges are disjoint.
+        let allocated_end = plan.used_end.clamp(start, end);
+        set_bits(&mut bb, 0, allocated_end - start);
+        let mut used = allocated_end - start;
         let first = geo.reserved.partition_point(|r| r.1 <= start);
         for r in geo.reserved[first..].iter().take_while(|r| r.0 < end) {
             set_bits(&mut bb, r.0.max(start) - start, r.1.min(end) - start);
+            used += r.1.min(end).saturating_sub(r.0.max(allocated_end));
         }
-        let used: u64 = bb.iter().map(|b| u64::from(b.count_ones())).sum();
         set_bits(&mut bb, len, BLOCKS_PER_GROUP);
         let free_blocks = len - used;
         free_blocks_total += free_blocks;
@@ -298,6 +305,9 @@ fn map_meta(plan: &Plan, tree: &Tree, b: &mut MapBuilder) -> Result<()> {
         set_bits(&mut ib, 0, used_inodes);
         set_bits(&mut ib, ipg, BLOCK_SIZE * 8);
 
+        let (bb, block_bitmap_csum) = block_bitmaps.share(bb, |b| csum::raw(plan.fs_seed, b));
+        let (ib, inode_bitmap_csum) =
+            inode_bitmaps.share(ib, |b| csum::raw(plan.fs_seed, &b[..(ipg / 8) as usize]));
         descs.push(Desc {
             block_bitmap: geo.block_bitmap[g as usize],
             inode_bitmap: geo.inode_bitmap[g as usize],
@@ -306,12 +316,12 @@ fn map_meta(plan: &Plan, tree: &Tree, b: &mut MapBuilder) -> Result<()> {
             free_inodes: narrow(ipg - used_inodes, "at most a group's inodes"),
             used_dirs: used_dirs[g as usize],
             flags: sb::BG_INODE_ZEROED,
-            block_bitmap_csum: csum::raw(plan.fs_seed, &bb),
-            inode_bitmap_csum: csum::raw(plan.fs_seed, &ib[..(ipg / 8) as usize]),
+            block_bitmap_csum,
+            inode_bitmap_csum,
             itable_unused: narrow(ipg - used_inodes, "at most a group's inodes"),
         });
-        chunks.push((geo.block_bitmap[g as usize], bb));
-        chunks.push((geo.inode_bitmap[g as usize], ib));
+        b.bytes_range(geo.block_bitmap[g as usize] * BLOCK_SIZE, &bb, 0..BS)?;
+        b.bytes_range(geo.inode_bitmap[g as usize] * BLOCK_SIZE, &ib, 0..BS)?;
     }
     let mut gdt = vec![0u8; to_usize(geo.gdt_blocks) * BS];
     for (g, d) in descs.iter().enumerate() {
@@ -352,6 +362,36 @@ fn map_meta(plan: &Plan, tree: &Tree, b: &mut MapBuilder) -> Result<()> {
         b.bytes(block * BLOCK_SIZE, data)?;
     }
     Ok(())
+}
+
+/// Bitmap blocks of one kind by content: one buffer (and one checksum) per distinct bitmap.
+/// Runs of empty groups repeat the last bitmap, which is compared first.
+#[derive(Default)]
+struct Bitmaps {
+    seen: HashMap<Arc<[u8]>, u32>,
+    last: Option<(Arc<[u8]>, u32)>,
+}
+
+impl Bitmaps {
+    /// The shared buffer holding `block`'s bytes, and `csum(block)`.
+    fn share(&mut self, block: Vec<u8>, csum: impl Fn(&[u8]) -> u32) -> (Arc<[u8]>, u32) {
+        if let Some((data, c)) = &self.last {
+            if **data == *block {
+                return (data.clone(), *c);
+            }
+        }
+        let got = match self.seen.get_key_value(block.as_slice()) {
+            Some((data, c)) => (data.clone(), *c),
+            None => {
+                let c = csum(&block);
+                let data: Arc<[u8]> = block.into();
+                self.seen.insert(data.clone(), c);
+                (data, c)
+            }
+        };
+        self.last = Some(got.clone());
+        got
+    }
 }
 
 #[cfg(test)]

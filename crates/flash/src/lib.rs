@@ -19,6 +19,7 @@
     )
 )]
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
@@ -70,6 +71,10 @@ pub enum Error {
     },
     #[error("interrupted")]
     Interrupted,
+    /// The flash failed after it began writing: `cause` is that error with its sources,
+    /// `state` says what the target now holds and what to do.
+    #[error("{cause}; {state}")]
+    Stopped { cause: String, state: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -166,6 +171,9 @@ pub fn read_bmap(path: &Path) -> Result<Bmap> {
 }
 
 /// Writes `image` onto `target` (see the crate docs). `bmap`: the image's block map, if any.
+/// A failure after the first write says what the target now holds ([`Error::Stopped`]): a
+/// partial image on a disk, while a new file is removed and an empty one emptied again
+/// ([`target::Was`]).
 pub fn flash(
     image: &Path,
     bmap: Option<(&Path, &Bmap)>,
@@ -188,89 +196,145 @@ pub fn flash(
         }
     }
     let target = target::open(target_path, image_size, image)?;
-    let whole = [bmap::Range {
-        offset: 0,
-        len: image_size,
-        sha256: None,
-    }];
-    let ranges: &[bmap::Range] = bmap.map_or(&whole[..], |(_, b)| &b.ranges);
-    let total: u64 = ranges.iter().map(|r| r.len).sum();
-    let tpath = target.path.clone();
-    let werr = |what: &'static str, offset: u64| {
-        let path = tpath.clone();
-        move |source| Error::Io {
-            what,
-            path,
-            offset,
-            source,
-        }
+    let job = Job {
+        image,
+        image_size,
+        bmap,
+        target: &target,
+        written: Cell::new(0),
     };
-
-    reporter.phase("writing", total);
-    let mut buf = vec![0u8; BUF];
-    let mut sums = Vec::with_capacity(ranges.len());
-    for r in ranges {
-        let sum = chunks(r, &mut buf, reporter, cancel, |at, chunk| {
-            src.read_at(at, chunk).map_err(|source| Error::Io {
-                what: "reading the image",
-                path: image.to_path_buf(),
-                offset: at,
-                source,
-            })?;
-            target
-                .file
-                .write_all_at(chunk, at)
-                .map_err(werr("writing", at))
-        })?;
-        if let (Some(want), Some((p, _))) = (r.sha256, bmap) {
-            if want != sum {
-                return Err(Error::Bmap {
-                    path: p.display().to_string(),
-                    reason: format!(
-                        "the image's bytes {}..{} do not match its checksum: the image or the \
-                         bmap is damaged, or they do not belong together",
-                        r.offset,
-                        r.offset + r.len
-                    ),
-                });
+    match job.run(&mut src, verify, reporter, cancel) {
+        Ok(r) => {
+            target.finish()?;
+            Ok(r)
+        }
+        Err(e) => {
+            let written = job.written.get();
+            let total = job.ranges_total();
+            let state = target.fail(written, total);
+            let mut cause = e.to_string();
+            let mut next = std::error::Error::source(&e);
+            while let Some(s) = next {
+                cause = format!("{cause}: {s}");
+                next = s.source();
             }
+            Err(Error::Stopped { cause, state })
         }
-        sums.push(sum);
     }
-    target.file.sync_all().map_err(werr("flushing", 0))?;
-    reporter.done();
+}
 
-    if verify {
-        // Drop the target's cached pages so the reads come from the disk (best effort).
-        // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is open.
-        unsafe {
-            libc::posix_fadvise(target.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
-        }
-        reporter.phase("verifying", total);
-        for (r, want) in ranges.iter().zip(&sums) {
-            let got = chunks(r, &mut buf, reporter, cancel, |at, chunk| {
+/// One flash: the image, its map and the target, and the bytes written so far.
+struct Job<'a> {
+    image: &'a Path,
+    image_size: u64,
+    bmap: Option<(&'a Path, &'a Bmap)>,
+    target: &'a Target,
+    written: Cell<u64>,
+}
+
+impl Job<'_> {
+    fn ranges_total(&self) -> u64 {
+        self.bmap.map_or(self.image_size, |(_, b)| {
+            b.ranges.iter().map(|r| r.len).sum()
+        })
+    }
+
+    /// The writes (counted in `written`), then the read-back.
+    fn run(
+        &self,
+        src: &mut Source,
+        verify: bool,
+        reporter: &dyn Reporter,
+        cancel: &AtomicBool,
+    ) -> Result<Report> {
+        let (image, image_size, bmap, target) =
+            (self.image, self.image_size, self.bmap, self.target);
+        let whole = [bmap::Range {
+            offset: 0,
+            len: image_size,
+            sha256: None,
+        }];
+        let ranges: &[bmap::Range] = bmap.map_or(&whole[..], |(_, b)| &b.ranges);
+        let total: u64 = ranges.iter().map(|r| r.len).sum();
+        let tpath = target.path.clone();
+        let werr = |what: &'static str, offset: u64| {
+            let path = tpath.clone();
+            move |source| Error::Io {
+                what,
+                path,
+                offset,
+                source,
+            }
+        };
+
+        reporter.phase("writing", total);
+        let mut buf = vec![0u8; BUF];
+        let mut sums = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            let sum = chunks(r, &mut buf, reporter, cancel, |at, chunk| {
+                src.read_at(at, chunk).map_err(|source| Error::Io {
+                    what: "reading the image",
+                    path: image.to_path_buf(),
+                    offset: at,
+                    source,
+                })?;
                 target
                     .file
-                    .read_exact_at(chunk, at)
-                    .map_err(werr("reading back", at))
+                    .write_all_at(chunk, at)
+                    .map_err(werr("writing", at))?;
+                self.written.set(self.written.get() + chunk.len() as u64);
+                Ok(())
             })?;
-            if got != *want {
-                return Err(Error::Verify {
-                    target: target.path.clone(),
-                    offset: r.offset,
-                    end: r.offset + r.len,
-                });
+            if let (Some(want), Some((p, _))) = (r.sha256, bmap) {
+                if want != sum {
+                    return Err(Error::Bmap {
+                        path: p.display().to_string(),
+                        reason: format!(
+                            "the image's bytes {}..{} do not match its checksum: the image or the \
+                             bmap is damaged, or they do not belong together",
+                            r.offset,
+                            r.offset + r.len
+                        ),
+                    });
+                }
             }
+            sums.push(sum);
         }
+        target.file.sync_all().map_err(werr("flushing", 0))?;
         reporter.done();
+
+        if verify {
+            // Drop the target's cached pages so the reads come from the disk (best effort).
+            // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is open.
+            unsafe {
+                libc::posix_fadvise(target.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+            }
+            reporter.phase("verifying", total);
+            for (r, want) in ranges.iter().zip(&sums) {
+                let got = chunks(r, &mut buf, reporter, cancel, |at, chunk| {
+                    target
+                        .file
+                        .read_exact_at(chunk, at)
+                        .map_err(werr("reading back", at))
+                })?;
+                if got != *want {
+                    return Err(Error::Verify {
+                        target: target.path.clone(),
+                        offset: r.offset,
+                        end: r.offset + r.len,
+                    });
+                }
+            }
+            reporter.done();
+        }
+        Ok(Report {
+            image_size,
+            written: total,
+            ranges: ranges.len(),
+            verified: verify,
+            bmap: bmap.map(|(p, _)| p.to_path_buf()),
+        })
     }
-    Ok(Report {
-        image_size,
-        written: total,
-        ranges: ranges.len(),
-        verified: verify,
-        bmap: bmap.map(|(p, _)| p.to_path_buf()),
-    })
 }
 
 /// Runs `f` on each piece of range `r` (at most [`BUF`] bytes, in order), then hashes the

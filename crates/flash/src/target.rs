@@ -8,6 +8,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
+use imgbuild_blockio::OutputFile;
 
 /// An opened target.
 pub struct Target {
@@ -16,6 +17,66 @@ pub struct Target {
     pub block_device: bool,
     /// Its size in bytes (a regular file's before writing).
     pub size: u64,
+    /// What the target was before this flash, which decides what a failure leaves.
+    pub was: Was,
+    /// A new file is written as `PATH.tmp` and renamed by [`Target::finish`]; dropped
+    /// unfinished, the temporary file is removed.
+    pending: Option<OutputFile>,
+}
+
+/// What a target held before the flash: the safe rule for what a failed flash may undo.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Was {
+    /// Nothing: a new regular file, written as `PATH.tmp` (a stale one from an interrupted
+    /// flash is replaced) and renamed only when written (and verified); a failure removes it.
+    New,
+    /// An empty regular file: a failure empties it again.
+    Empty,
+    /// A disk, or a regular file standing for one (a VM's disk image): a failure after the
+    /// first write leaves a partial image, and says so.
+    Disk,
+}
+
+impl Target {
+    /// The flash succeeded: a new file is renamed into place.
+    pub fn finish(mut self) -> Result<()> {
+        if let Some(out) = self.pending.take() {
+            out.persist().map_err(|e| Error::Open {
+                path: self.path.clone(),
+                source: std::io::Error::other(e),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The flash failed after `written` bytes: undo what may be undone; what the target now
+    /// holds, for the error message.
+    pub fn fail(mut self, written: u64, total: u64) -> String {
+        let path = self.path.display().to_string();
+        match self.was {
+            Was::New => {
+                let tmp = self
+                    .pending
+                    .take()
+                    .map(|o| o.tmp().display().to_string())
+                    .unwrap_or_default();
+                format!("nothing was written at `{path}` (its partial copy `{tmp}` was removed)")
+            }
+            Was::Empty => match self.file.set_len(0) {
+                Ok(()) => format!("`{path}` is empty again, as it was before"),
+                Err(e) => format!(
+                    "`{path}` now holds a partial image ({written} of {total} bytes written) \
+                     and could not be emptied again ({e}): delete it before trying again"
+                ),
+            },
+            Was::Disk if written == 0 => format!("nothing was written to `{path}`"),
+            Was::Disk => format!(
+                "`{path}` now holds a partial image ({written} of {total} bytes written, or \
+                 read back wrong) and will not boot as it is: run `imgbuild flash` again to \
+                 write it whole, or wipe it (`wipefs -a {path}` for a disk)"
+            ),
+        }
+    }
 }
 
 fn major_minor(rdev: u64) -> (u64, u64) {
@@ -119,8 +180,8 @@ fn in_use(path: &Path, dir: &Path) -> Option<String> {
 }
 
 /// Opens `path` for writing an image of `image_size` bytes, or says why not. A path that
-/// does not exist becomes a new regular file, except under `/dev` (a mistyped device name);
-/// an existing non-empty target smaller than the image is refused.
+/// does not exist becomes a new regular file ([`Was::New`]), except under `/dev` (a mistyped
+/// device name); an existing non-empty target smaller than the image is refused.
 pub fn open(path: &Path, image_size: u64, image: &Path) -> Result<Target> {
     let refuse = |reason: String| Error::Refused {
         target: path.to_path_buf(),
@@ -162,13 +223,29 @@ pub fn open(path: &Path, image_size: u64, image: &Path) -> Result<Target> {
             }
         }
     }
+    if md.is_none() {
+        let out = OutputFile::create(path, image_size).map_err(|e| Error::Open {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e),
+        })?;
+        let file = out.file().try_clone().map_err(|source| Error::Open {
+            path: out.tmp().to_path_buf(),
+            source,
+        })?;
+        return Ok(Target {
+            path: path.to_path_buf(),
+            file,
+            block_device,
+            size: 0,
+            was: Was::New,
+            pending: Some(out),
+        });
+    }
     let mut o = OpenOptions::new();
     o.read(true).write(true);
     if block_device {
         // Refused by the kernel (EBUSY) while anything uses the device.
         o.custom_flags(libc::O_EXCL);
-    } else {
-        o.create(true);
     }
     let file = o.open(path).map_err(|source| match source.raw_os_error() {
         Some(libc::EBUSY) => refuse("the kernel says it is busy (in use)".into()),
@@ -192,15 +269,33 @@ pub fn open(path: &Path, image_size: u64, image: &Path) -> Result<Target> {
     // empty or new one is simply written.
     if size != 0 && size < image_size {
         return Err(refuse(format!(
-            "it holds {size} bytes ({}), the image {image_size} ({})",
+            "it holds {size} bytes ({}), the image {image_size} ({}){}",
             imgbuild_units::human_size(size),
-            imgbuild_units::human_size(image_size)
+            imgbuild_units::human_size(image_size),
+            if block_device {
+                ""
+            } else {
+                " (a file that stands for a smaller disk; delete it first if it is only a \
+                 copy that was cut short)"
+            }
         )));
     }
+    let was = if size == 0 && !block_device {
+        // As long as the image (sparse), like a new file.
+        file.set_len(image_size).map_err(|source| Error::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Was::Empty
+    } else {
+        Was::Disk
+    };
     Ok(Target {
         path: path.to_path_buf(),
         file,
         block_device,
         size,
+        was,
+        pending: None,
     })
 }

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::io::Disk;
+use crate::io::{Disk, TempDisk};
 use crate::{Error, Result, Where};
 
 /// What holds the disk.
@@ -50,8 +50,6 @@ impl std::fmt::Display for Container {
 }
 
 const SECTOR: u64 = 512;
-/// Zero runs of this size are not written to the temporary file.
-const BLOCK: usize = 64 << 10;
 /// Largest table read into memory (a qcow2 L1, a VHD BAT, a VHDX BAT, a VMDK grain directory).
 const MAX_TABLE: u64 = 256 << 20;
 
@@ -118,15 +116,17 @@ impl Src<'_> {
     }
 }
 
-/// The disk being unpacked: a sparse temporary file of the virtual size.
+/// The disk being unpacked: a sparse temporary file of the virtual size, its data bounded
+/// ([`TempDisk`]).
 struct Out {
-    file: File,
+    tmp: TempDisk,
     size: u64,
     at: Where,
 }
 
 impl Out {
-    fn new(size: u64, max: u64, temp_dir: Option<&Path>, at: &Where) -> Result<Self> {
+    /// `cap`: the data it may take ([`crate::io::data_cap`] of the container's size).
+    fn new(size: u64, max: u64, cap: u64, temp_dir: Option<&Path>, at: &Where) -> Result<Self> {
         if size > max {
             return Err(Error::TooLarge {
                 at: at.clone(),
@@ -135,19 +135,8 @@ impl Out {
                 max,
             });
         }
-        let file = match temp_dir {
-            Some(d) => tempfile::tempfile_in(d),
-            None => tempfile::tempfile(),
-        }
-        .and_then(|f| f.set_len(size).map(|()| f))
-        .map_err(|source| Error::Host {
-            path: temp_dir
-                .map(Path::to_path_buf)
-                .unwrap_or_else(std::env::temp_dir),
-            source,
-        })?;
         Ok(Out {
-            file,
+            tmp: TempDisk::create(temp_dir, size, cap, at.clone())?,
             size,
             at: at.clone(),
         })
@@ -166,23 +155,11 @@ impl Out {
                 ),
             });
         }
-        let mut pos = offset;
-        for chunk in data.chunks(BLOCK) {
-            if chunk.iter().any(|&b| b != 0) {
-                self.file
-                    .write_all_at(chunk, pos)
-                    .map_err(|source| Error::Host {
-                        path: std::env::temp_dir(),
-                        source,
-                    })?;
-            }
-            pos += chunk.len() as u64;
-        }
-        Ok(())
+        self.tmp.write_at(offset, data)
     }
 
-    fn disk(self) -> Disk {
-        Disk::new(self.file, self.size)
+    fn disk(self) -> Result<Disk> {
+        self.tmp.into_disk(self.size)
     }
 }
 
@@ -236,7 +213,8 @@ pub(crate) fn open(
         len,
         at: Where::image(path),
     };
-    let out = |size: u64| Out::new(size, max, temp_dir, &src.at);
+    let cap = crate::io::data_cap(len, max);
+    let out = |size: u64| Out::new(size, max, cap, temp_dir, &src.at);
     let disk = match kind {
         Container::Raw => return Ok(Disk::new(file, len)),
         Container::VhdFixed => {
@@ -253,7 +231,7 @@ pub(crate) fn open(
         }
         Container::GceTar => gce(&src, out)?,
     };
-    Ok(disk.disk())
+    disk.disk()
 }
 
 fn qcow2(src: &Src<'_>, out: impl Fn(u64) -> Result<Out>) -> Result<Out> {

@@ -323,16 +323,26 @@ pub(crate) fn open_disk(
 
 fn decompress(path: &Path, file: File, max_size: u64, temp_dir: Option<&Path>) -> Result<Disk> {
     let at = || Where::image(path);
-    let tmp = match temp_dir {
-        Some(d) => tempfile::tempfile_in(d),
-        None => tempfile::tempfile(),
+    let compressed = file
+        .metadata()
+        .map_err(|source| Error::Io { at: at(), source })?
+        .len();
+    // The size the frame header declares, when it does: refused at once when too large.
+    let mut head = [0u8; 18];
+    let n = file
+        .read_at(&mut head, 0)
+        .map_err(|source| Error::Io { at: at(), source })?;
+    if let Ok(Some(declared)) = zstd::zstd_safe::get_frame_content_size(&head[..n]) {
+        if declared > max_size {
+            return Err(Error::TooLarge {
+                at: at(),
+                what: "decompressed image (as its zstd frame header declares)",
+                size: declared,
+                max: max_size,
+            });
+        }
     }
-    .map_err(|source| Error::Host {
-        path: temp_dir
-            .map(Path::to_path_buf)
-            .unwrap_or_else(std::env::temp_dir),
-        source,
-    })?;
+    let tmp = TempDisk::create(temp_dir, 0, data_cap(compressed, max_size), at())?;
     let mut dec = zstd::stream::read::Decoder::new(file)
         .map_err(|source| Error::Decompress { at: at(), source })?;
     let mut buf = vec![0u8; 1 << 20];
@@ -359,22 +369,145 @@ fn decompress(path: &Path, file: File, max_size: u64, temp_dir: Option<&Path>) -
                 max: max_size,
             });
         }
-        for (i, block) in buf[..filled].chunks(CACHE).enumerate() {
-            if block.iter().any(|&b| b != 0) {
-                tmp.write_all_at(block, total + (i * CACHE) as u64)
-                    .map_err(|source| Error::Host {
-                        path: std::env::temp_dir(),
-                        source,
-                    })?;
-            }
-        }
+        tmp.write_at(total, &buf[..filled])?;
         total += filled as u64;
     }
-    tmp.set_len(total).map_err(|source| Error::Host {
-        path: std::env::temp_dir(),
-        source,
-    })?;
-    Ok(Disk::new(tmp, total))
+    tmp.into_disk(total)
+}
+
+/// Data (not zeros) an unpacked image may write into its temporary file: 1024 bytes per byte
+/// of the file it comes from, at least 256 MiB, at most `max_size`. A real image's data
+/// compresses far less than that (zstd's own worst case for zeros is 32768:1, and zeros are
+/// never written); a small bomb of non-zero data stops at 256 MiB.
+pub(crate) fn data_cap(source_len: u64, max_size: u64) -> u64 {
+    source_len
+        .saturating_mul(DATA_PER_SOURCE_BYTE)
+        .max(MIN_DATA_CAP)
+        .min(max_size)
+}
+
+const DATA_PER_SOURCE_BYTE: u64 = 1024;
+const MIN_DATA_CAP: u64 = 256 << 20;
+/// The space left in the temporary directory is checked after every this many bytes written,
+/// and must stay above it.
+const SPACE_CHECK: u64 = 64 << 20;
+/// Zero runs of this size are not written to the temporary file.
+pub(crate) const SPARSE_BLOCK: usize = 64 << 10;
+
+/// The sparse temporary file an image is unpacked into (decompressed, or out of a
+/// container): zero blocks stay holes; the data written is bounded by a cap
+/// ([`data_cap`]) and by the space left in the directory, which every error names (the
+/// `--tmpdir` given, else `TMPDIR`, else `/tmp`).
+#[derive(Debug)]
+pub(crate) struct TempDisk {
+    file: File,
+    dir: std::path::PathBuf,
+    /// Bytes of data written so far, and the cap on them.
+    written: Cell<u64>,
+    cap: u64,
+    /// `written` at which the free space is checked next.
+    next_check: Cell<u64>,
+    at: Where,
+}
+
+impl TempDisk {
+    /// A new temporary file of `len` bytes (sparse) in `dir` (else the default temporary
+    /// directory), taking at most `cap` bytes of data.
+    pub(crate) fn create(dir: Option<&Path>, len: u64, cap: u64, at: Where) -> Result<Self> {
+        let dir = dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
+        let host = |source| Error::Host {
+            path: dir.clone(),
+            source,
+        };
+        let file = tempfile::tempfile_in(&dir)
+            .and_then(|f| f.set_len(len).map(|()| f))
+            .map_err(host)?;
+        let t = TempDisk {
+            file,
+            dir,
+            written: Cell::new(0),
+            cap,
+            next_check: Cell::new(0),
+            at,
+        };
+        t.check_space()?;
+        Ok(t)
+    }
+
+    fn host(&self, source: io::Error) -> Error {
+        Error::Host {
+            path: self.dir.clone(),
+            source,
+        }
+    }
+
+    /// Refuses to go on when the directory has less than [`SPACE_CHECK`] bytes left.
+    fn check_space(&self) -> Result<()> {
+        let free = free_space(&self.dir).map_err(|e| self.host(e))?;
+        if free < SPACE_CHECK {
+            return Err(self.host(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!(
+                    "only {free} bytes free in the temporary directory after unpacking {} bytes \
+                     of the image into it; choose another with --tmpdir DIR (or TMPDIR)",
+                    self.written.get()
+                ),
+            )));
+        }
+        self.next_check.set(self.written.get() + SPACE_CHECK);
+        Ok(())
+    }
+
+    /// Writes `data` at `offset`, leaving zero blocks of [`SPARSE_BLOCK`] bytes as holes.
+    pub(crate) fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        let mut pos = offset;
+        for block in data.chunks(SPARSE_BLOCK) {
+            if block.iter().any(|&b| b != 0) {
+                let w = self.written.get() + block.len() as u64;
+                if w > self.cap {
+                    return Err(Error::TooLarge {
+                        at: self.at.clone(),
+                        what: "data unpacked from the image (at most 1024 times the file's \
+                               size, at least 256 MiB, zeros not counted)",
+                        size: w,
+                        max: self.cap,
+                    });
+                }
+                self.file
+                    .write_all_at(block, pos)
+                    .map_err(|e| self.host(e))?;
+                self.written.set(w);
+                if w >= self.next_check.get() {
+                    self.check_space()?;
+                }
+            }
+            pos += block.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// The unpacked disk of `size` bytes.
+    pub(crate) fn into_disk(self, size: u64) -> Result<Disk> {
+        self.file.set_len(size).map_err(|e| self.host(e))?;
+        Ok(Disk::new(self.file, size))
+    }
+}
+
+/// Bytes an unprivileged user may still write in the filesystem holding `dir`.
+fn free_space(dir: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in the path"))?;
+    // SAFETY: `c` is a valid NUL-terminated path; `st` is written by statvfs before it is
+    // read, and only read when the call succeeded.
+    let st = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        st
+    };
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 #[cfg(test)]
@@ -402,6 +535,31 @@ mod tests {
         assert_eq!(rest, &data[150_996..151_000]);
         assert!(s.write(b"x").is_err());
         assert!(s.seek(SeekFrom::Current(-1_000_000)).is_err());
+    }
+
+    #[test]
+    fn unpacked_data_is_capped_and_zeros_are_free() {
+        assert_eq!(data_cap(32 << 10, 64 << 30), 256 << 20);
+        assert_eq!(data_cap(1 << 20, 64 << 30), 1 << 30);
+        assert_eq!(data_cap(1 << 30, 64 << 30), 64 << 30);
+        assert_eq!(data_cap(u64::MAX, 64 << 30), 64 << 30);
+        let dir = tempfile::tempdir().unwrap();
+        let at = Where::image(Path::new("x.zst"));
+        let t = TempDisk::create(Some(dir.path()), 0, 2 * SPARSE_BLOCK as u64, at).unwrap();
+        t.write_at(0, &vec![0u8; 1 << 20]).unwrap();
+        let data = vec![1u8; SPARSE_BLOCK];
+        t.write_at(1 << 20, &data).unwrap();
+        t.write_at(4 << 20, &data).unwrap();
+        let e = t.write_at(8 << 20, &data).unwrap_err();
+        assert!(e.to_string().contains("data unpacked"), "{e}");
+        let d = t.into_disk(9 << 20).unwrap();
+        assert_eq!(d.size(), 9 << 20);
+        let mut b = vec![0u8; 4];
+        d.read_exact_at(4 << 20, &mut b).unwrap();
+        assert_eq!(b, [1; 4]);
+        let missing = dir.path().join("missing");
+        let e = TempDisk::create(Some(&missing), 0, 1, Where::image(Path::new("x"))).unwrap_err();
+        assert!(e.to_string().contains(missing.to_str().unwrap()), "{e}");
     }
 
     #[test]

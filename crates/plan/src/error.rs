@@ -74,6 +74,20 @@ pub enum Error {
         human_size(*.available)
     )]
     DiskTooSmall { needed: u64, available: u64 },
+    #[error(
+        "{what} is {size} bytes ({}), more than {limit}: at most {max} bytes ({}); nothing was \
+         written",
+        human_size(*.size),
+        human_size(*.max)
+    )]
+    DiskTooBig {
+        /// What was too big: `--size`, `the disk`, `--free`, a partition.
+        what: String,
+        size: u64,
+        max: u64,
+        /// The limit, named: `the largest disk imgbuild builds`, `an MBR's 2^32 sectors`.
+        limit: &'static str,
+    },
     #[error("partition `{name}`: {source}")]
     Ext4 {
         name: String,

@@ -41,6 +41,39 @@ pub fn table_overhead(kind: TableType) -> (u64, u64) {
     }
 }
 
+/// The largest disk imgbuild builds: 16 TiB. Planning holds a little state per ext4 block
+/// group (128 MiB each), so this bounds the plan's memory (under 100 MiB at 16 TiB; `cargo
+/// test` checks it, see `tests/e2e/bounds.rs`); ext4 itself, GPT and our writers go further.
+pub const MAX_DISK_SIZE: u64 = 16 << 40;
+
+/// An MBR addresses 2^32 sectors of 512 bytes: 2 TiB.
+pub const MBR_MAX_SIZE: u64 = (1 << 32) * SECTOR;
+
+/// The largest disk of a table type, and the limit's name for errors.
+pub fn max_disk_size(kind: TableType) -> (u64, &'static str) {
+    match kind {
+        TableType::Gpt => (MAX_DISK_SIZE, "the largest disk imgbuild builds, 16 TiB"),
+        TableType::Mbr => (
+            MBR_MAX_SIZE,
+            "what an MBR partition table addresses (2^32 sectors of 512 bytes, 2 TiB)",
+        ),
+    }
+}
+
+/// Refuses `size` (of `what`) above the table's limit.
+fn check_max(kind: TableType, what: &str, size: u64) -> Result<()> {
+    let (max, limit) = max_disk_size(kind);
+    if size > max {
+        return Err(Error::DiskTooBig {
+            what: what.to_string(),
+            size,
+            max,
+            limit,
+        });
+    }
+    Ok(())
+}
+
 /// What the `auto` partition's filesystem needs.
 pub trait AutoSize {
     /// The exact minimum filesystem size with `free` bytes of free space.
@@ -67,6 +100,12 @@ pub fn compute(
     // The whole disk's size: a multiple of the container's size-multiple (validated to be a
     // multiple of `align`), else of `align`.
     let disk_align = format.container.size_multiple.map_or(align, |m| m.0);
+    // Sizes beyond the limits are refused before anything is planned for them.
+    let kind = format.table.kind;
+    if let Some(d) = disk_size {
+        check_max(kind, "--size", d)?;
+    }
+    check_max(kind, "--free", free)?;
     if let Some(d) = disk_size.filter(|d| d % SECTOR != 0) {
         return Err(Error::Invalid(format!(
             "--size {d} is not a multiple of the {SECTOR}-byte sector"
@@ -109,6 +148,7 @@ pub fn compute(
         let size = match p.size {
             PartSize::Fixed(_) => {
                 let n = size_of(i).unwrap_or(0);
+                check_max(kind, &format!("partition `{}`", p.name), n)?;
                 if n == 0 || !n.is_multiple_of(SECTOR) {
                     return Err(Error::Invalid(format!(
                         "partition `{}`: size {n} is not a positive multiple of 512",
@@ -133,6 +173,7 @@ pub fn compute(
                     None => {
                         let min = auto.min_size(free)?;
                         let d = align_up(start + min + tail, disk_align);
+                        check_max(kind, "the disk", d)?;
                         (d, d - tail - start)
                     }
                 };
@@ -169,6 +210,7 @@ pub fn compute(
         Some(d) => d,
         None => needed,
     };
+    check_max(kind, "the disk", disk)?;
     Ok(Layout {
         disk_size: disk,
         partitions: parts,
@@ -238,6 +280,56 @@ mod tests {
             "{e}"
         );
         assert!(compute(&f, &fixed(&f), Some(2 << 30), 0, &mut auto).is_ok());
+    }
+
+    #[test]
+    fn sizes_above_the_table_or_imgbuild_limit_are_refused() {
+        let mut auto = |free: u64| Ok((64 << 20) + free);
+        let refused = |e: Error, what: &str, limit: &str| match e {
+            Error::DiskTooBig {
+                what: w, limit: l, ..
+            } => {
+                assert_eq!(w, what);
+                assert!(l.contains(limit), "{l}");
+            }
+            e => panic!("{e}"),
+        };
+        let mbr = fmt("sd-aarch64");
+        assert!(compute(&mbr, &fixed(&mbr), Some(MBR_MAX_SIZE), 0, &mut auto).is_ok());
+        let e = compute(
+            &mbr,
+            &fixed(&mbr),
+            Some(MBR_MAX_SIZE + (1 << 20)),
+            0,
+            &mut auto,
+        );
+        refused(e.unwrap_err(), "--size", "MBR");
+        let gpt = fmt("raw-efi");
+        assert!(compute(&gpt, &fixed(&gpt), Some(MAX_DISK_SIZE), 0, &mut auto).is_ok());
+        let e = compute(
+            &gpt,
+            &fixed(&gpt),
+            Some(MAX_DISK_SIZE + (1 << 20)),
+            0,
+            &mut auto,
+        );
+        refused(e.unwrap_err(), "--size", "16 TiB");
+        let e = compute(&gpt, &fixed(&gpt), Some(1_000_000 << 40), 0, &mut auto);
+        refused(e.unwrap_err(), "--size", "16 TiB");
+        let e = compute(&gpt, &fixed(&gpt), None, MAX_DISK_SIZE + 1, &mut auto);
+        refused(e.unwrap_err(), "--free", "16 TiB");
+        // Free space just under the limit still makes a disk over it.
+        let e = compute(
+            &gpt,
+            &fixed(&gpt),
+            None,
+            MAX_DISK_SIZE - (1 << 20),
+            &mut auto,
+        );
+        refused(e.unwrap_err(), "the disk", "16 TiB");
+        let big_esp = |i: usize| (i == 0).then_some(MAX_DISK_SIZE + 512);
+        let e = compute(&gpt, &big_esp, None, 0, &mut auto);
+        refused(e.unwrap_err(), "partition `ESP`", "16 TiB");
     }
 
     #[test]

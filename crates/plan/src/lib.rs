@@ -86,31 +86,106 @@ pub fn build(
     reporter: &dyn Reporter,
     cancel: &AtomicBool,
 ) -> Result<Manifest> {
-    let cx = options::Context::new(format, inputs, opts)?;
-    if opts.check_system {
-        system_check::check(format, &cx.ids, inputs)?;
-    }
-    output::check(&cx, inputs)?;
-    pool(opts.threads)?.install(|| {
-        reporter.phase("reading the closure", 0);
-        let trees = trees::build(&cx, inputs, cancel)?;
-        reporter.phase("planning", 0);
-        let plan = disk::Plan::new(&cx, trees.trees, cancel)?;
-        let map = plan.map(&cx)?;
-        output::write(
-            &cx,
-            inputs,
-            &plan,
-            &map,
-            output::TreeNotes {
+    let s = Stages {
+        format,
+        inputs,
+        opts,
+        reporter,
+        cancel,
+    };
+    s.run(true, |cx, plan, map, notes| {
+        output::write(cx, inputs, plan, map, notes, reporter, cancel)
+    })
+}
+
+/// What a build would write, from [`dry_run`]: the disk planned to the byte and mapped, with
+/// nothing written.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DryRun {
+    pub format: String,
+    pub disk_size: u64,
+    /// Bytes a copy onto a device must write (everything but free space).
+    pub mapped_bytes: u64,
+    /// Of those, bytes read from host files (the store, `--add`s).
+    pub file_bytes: u64,
+    /// Extents of the disk's map (a measure of the plan's memory).
+    pub extents: usize,
+    pub partitions: Vec<PartitionLayout>,
+}
+
+/// Plan and map the image as [`build`] does, then stop: no output is created or checked.
+/// Shows what a size costs before anything is written (memory and time of the plan).
+pub fn dry_run(
+    format: &Format,
+    inputs: &Inputs,
+    opts: &Options,
+    reporter: &dyn Reporter,
+    cancel: &AtomicBool,
+) -> Result<DryRun> {
+    let s = Stages {
+        format,
+        inputs,
+        opts,
+        reporter,
+        cancel,
+    };
+    s.run(false, |_, plan, map, _| {
+        Ok(DryRun {
+            format: format.name.clone(),
+            disk_size: map.len(),
+            mapped_bytes: map.mapped_bytes(),
+            file_bytes: map.file_bytes(),
+            extents: map.extents().len(),
+            partitions: plan.layout.partitions.clone(),
+        })
+    })
+}
+
+/// The arguments of [`build`] and [`dry_run`].
+struct Stages<'a> {
+    format: &'a Format,
+    inputs: &'a Inputs,
+    opts: &'a Options,
+    reporter: &'a dyn Reporter,
+    cancel: &'a AtomicBool,
+}
+
+impl Stages<'_> {
+    /// Stages 1 to 4 (the output paths checked first when `check_output`), then `last` with
+    /// the plan and the map, on the pool.
+    fn run<T: Send>(
+        &self,
+        check_output: bool,
+        last: impl FnOnce(
+                &options::Context,
+                &disk::Plan,
+                &imgbuild_diskmap::Map,
+                output::TreeNotes,
+            ) -> Result<T>
+            + Send,
+    ) -> Result<T> {
+        let cx = options::Context::new(self.format, self.inputs, self.opts)?;
+        if self.opts.check_system {
+            system_check::check(self.format, &cx.ids, self.inputs)?;
+        }
+        if check_output {
+            output::check(&cx, self.inputs)?;
+        }
+        pool(self.opts.threads)?.install(|| {
+            self.reporter.phase("reading the closure", 0);
+            let trees = trees::build(&cx, self.inputs, self.cancel)?;
+            self.reporter.phase("planning", 0);
+            let plan = disk::Plan::new(&cx, trees.trees, self.cancel)?;
+            self.reporter.phase("mapping", 0);
+            let map = plan.map(&cx)?;
+            let notes = output::TreeNotes {
                 added: trees.added,
                 dedup: trees.dedup,
                 boot: trees.boot,
-            },
-            reporter,
-            cancel,
-        )
-    })
+            };
+            last(&cx, &plan, &map, notes)
+        })
+    }
 }
 
 /// The rayon pool the format crates' data parallelism runs on: `threads` workers (the

@@ -198,3 +198,30 @@ fn bad_options() {
     let img = build(&t, &opts());
     fsck(&img.path);
 }
+
+#[test]
+fn sizes_above_the_writer_limit_are_refused_before_planning() {
+    let t = Tree::new(m());
+    for size in [
+        ext4::Size::Exact(ext4::MAX_SIZE + ext4::BLOCK_SIZE),
+        ext4::Size::Exact(u64::MAX),
+        ext4::Size::Auto {
+            extra_free: ext4::MAX_SIZE + 1,
+        },
+        // Free space just under the limit makes a filesystem just over it.
+        ext4::Size::Auto {
+            extra_free: ext4::MAX_SIZE - ext4::BLOCK_SIZE,
+        },
+    ] {
+        let o = ext4::Options { size, ..opts() };
+        let e = ext4::plan(&t, &o).unwrap_err();
+        assert!(matches!(e, ext4::Error::TooBig { .. }), "{size:?}: {e}");
+        assert!(e.to_string().contains("16 TiB"), "{e}");
+    }
+    let o = ext4::Options {
+        size: ext4::Size::Exact(ext4::MAX_SIZE),
+        ..opts()
+    };
+    let p = ext4::plan(&t, &o).unwrap();
+    assert_eq!(p.size_bytes(), ext4::MAX_SIZE);
+}
