@@ -1,0 +1,197 @@
+//! The big test tree through unsquashfs (listing, extraction) and the kernel (loop mount),
+//! with each option set; and the same bytes whatever the thread count.
+
+use std::collections::HashSet;
+use std::process::Command;
+
+use imgbuild_fstree::{Kind, Tree};
+use imgbuild_squashfs::{write, Compression, Options};
+
+use crate::common::*;
+
+/// Regular files (nodes) whose bytes an earlier file has: what dedup must find.
+fn expected_duplicates(tree: &Tree) -> u64 {
+    let mut seen_nodes = HashSet::new();
+    let mut contents = HashSet::new();
+    let mut dups = 0;
+    for (_, id) in tree.walk() {
+        if let Kind::File(d) = &tree.node(id).kind {
+            if !seen_nodes.insert(id) || d.size() == 0 {
+                continue;
+            }
+            let b = match d {
+                imgbuild_fstree::FileData::Bytes(b) => b.to_vec(),
+                imgbuild_fstree::FileData::Host { path, .. } => std::fs::read(path).unwrap(),
+            };
+            if !contents.insert(b) {
+                dups += 1;
+            }
+        }
+    }
+    dups
+}
+
+fn variants() -> Vec<(&'static str, Options)> {
+    vec![
+        ("default", Options::default()),
+        (
+            "4k-blocks",
+            Options {
+                block_size: 4096,
+                ..Options::default()
+            },
+        ),
+        (
+            "no-fragments",
+            Options {
+                block_size: 4096,
+                fragments: false,
+                ..Options::default()
+            },
+        ),
+        (
+            "uncompressed-1m",
+            Options {
+                block_size: 1 << 20,
+                compression: Compression::None,
+                dedup: false,
+                ..Options::default()
+            },
+        ),
+        (
+            "zstd-19",
+            Options {
+                compression: Compression::Zstd { level: 19 },
+                ..Options::default()
+            },
+        ),
+    ]
+}
+
+#[test]
+fn unsquashfs_reads_every_variant() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, o) in variants() {
+        let block = o.block_size as usize;
+        let host = dir.path().join(format!("host-{name}"));
+        std::fs::create_dir(&host).unwrap();
+        let tree = big_tree(block, &host);
+        let (img, s) = image(&tree, &o, dir.path(), &format!("{name}.sqsh"));
+        eprintln!("{name}: {s:?}");
+        let want_dups = if o.dedup {
+            expected_duplicates(&tree)
+        } else {
+            0
+        };
+        assert!(want_dups >= 3 || !o.dedup);
+        assert_eq!(s.duplicate_files, want_dups, "{name}");
+        assert_eq!(s.fragments > 0, o.fragments, "{name}");
+        check_listing(&tree, &img);
+        let out = extract(&img, dir.path());
+        compare(
+            &tree,
+            &out,
+            Check {
+                owners: is_root(),
+                symlink_times: false,
+                links: false,
+            },
+        );
+        // unsquashfs -s agrees with the superblock we meant to write.
+        let stat = run(Command::new("unsquashfs").arg("-s").arg(&img));
+        assert!(stat.contains(&format!("Block size {block}")), "{stat}");
+        assert!(
+            stat.contains(&format!("Number of inodes {}", s.inodes)),
+            "{stat}"
+        );
+    }
+}
+
+#[test]
+fn kernel_mount_reads_the_tree() {
+    if !is_root() {
+        eprintln!("SKIPPED kernel_mount_reads_the_tree: loop mounts need root (CI runs as root)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (name, o) in variants() {
+        let host = dir.path().join(format!("host-{name}"));
+        std::fs::create_dir(&host).unwrap();
+        let tree = big_tree(o.block_size as usize, &host);
+        let (img, _) = image(&tree, &o, dir.path(), &format!("{name}.sqsh"));
+        let m = Mount::new(&img);
+        compare(
+            &tree,
+            m.dir.path(),
+            Check {
+                owners: true,
+                symlink_times: true,
+                links: true,
+            },
+        );
+        // Inode numbers follow the tree: the root is 1, depth first in name order.
+        use std::os::unix::fs::MetadataExt;
+        let ino = |p: &str| {
+            std::fs::symlink_metadata(m.dir.path().join(p))
+                .unwrap()
+                .ino()
+        };
+        assert_eq!(ino(""), 1, "{name}");
+        assert_eq!(ino("big"), 2, "{name}");
+        assert_eq!(ino("big/entry-00000-"), 3, "{name}");
+        // Lookups of names in every part of the 700-entry directory (its index).
+        for i in [0, 1, 255, 256, 300, 511, 512, 699] {
+            let n = format!("big/entry-{i:05}-{}", "x".repeat(i % 40));
+            assert!(m.dir.path().join(&n).exists(), "{name}: {n}");
+        }
+        assert!(!m.dir.path().join("big/entry-00700-").exists());
+        assert!(!m.dir.path().join("big/a").exists());
+        assert!(!m.dir.path().join("big/zzz").exists());
+    }
+}
+
+fn bytes_with_threads(tree: &Tree, o: &Options, threads: usize) -> Vec<u8> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    let mut img = std::io::Cursor::new(Vec::new());
+    pool.install(|| write(tree, o, &mut img)).unwrap();
+    img.into_inner()
+}
+
+#[test]
+fn same_bytes_for_any_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Options {
+        block_size: 4096,
+        ..Options::default()
+    };
+    let tree = big_tree(4096, dir.path());
+    let one = bytes_with_threads(&tree, &o, 1);
+    let four = bytes_with_threads(&tree, &o, 4);
+    let again = bytes_with_threads(&tree, &o, 4);
+    assert!(one == four, "-j1 and -j4 differ");
+    assert!(four == again, "two runs differ");
+    // And the bytes depend on what they should: the time in the superblock.
+    let later = bytes_with_threads(
+        &tree,
+        &Options {
+            mkfs_time: 5,
+            ..o.clone()
+        },
+        2,
+    );
+    assert_eq!(one.len(), later.len());
+    assert_ne!(one, later);
+}
+
+#[test]
+fn a_changed_source_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = big_tree(4096, dir.path());
+    std::fs::write(dir.path().join("h3"), b"shorter now").unwrap();
+    let e = write(&tree, &Options::default(), std::io::Cursor::new(Vec::new())).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("h3` changed since it was scanned"), "{msg}");
+}
