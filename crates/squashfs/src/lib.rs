@@ -54,8 +54,9 @@ use meta::{Codec, MetaWriter, METADATA_SIZE};
 /// `hsqs`.
 pub const MAGIC: u32 = 0x7371_7368;
 pub const SUPERBLOCK_SIZE: u64 = 96;
-/// Longest name (`SQUASHFS_NAME_LEN`).
-pub const MAX_NAME_LEN: usize = 256;
+/// Longest name: Linux's `NAME_MAX`. The format allows 256 (`SQUASHFS_NAME_LEN`), but no
+/// Linux program could look such a name up.
+pub const MAX_NAME_LEN: usize = 255;
 /// Longest symlink target we write (the kernel refuses one longer than a page).
 pub const MAX_SYMLINK_LEN: usize = 4095;
 /// The image is padded to a multiple of this, as mksquashfs does (loop devices).
@@ -121,7 +122,7 @@ impl Default for Options {
 pub enum Error {
     #[error("invalid option: {0}")]
     BadOption(String),
-    #[error("`{path}`: name is {len} bytes long, squashfs allows at most 256")]
+    #[error("`{path}`: name is {len} bytes long, at most 255 are allowed")]
     NameTooLong { path: String, len: usize },
     #[error("`{path}`: symlink target is {len} bytes long, must be 1 to 4095 bytes")]
     BadSymlink { path: String, len: usize },

@@ -3,6 +3,7 @@
 
 use super::*;
 use fstree::Node;
+use std::collections::HashMap;
 
 fn m() -> Meta {
     Meta::new(0o755, 0, 0, 1)
@@ -104,14 +105,14 @@ fn refusals_name_the_path() {
     t.insert_path(
         &[b'/'; 1]
             .iter()
-            .chain(&[b'n'; 257])
+            .chain(&[b'n'; 256])
             .copied()
             .collect::<Vec<u8>>(),
         Node::dir(m()),
     )
     .unwrap();
     let e = write(&t, &Options::default(), std::io::Cursor::new(Vec::new())).unwrap_err();
-    assert!(matches!(e, Error::NameTooLong { len: 257, .. }), "{e}");
+    assert!(matches!(e, Error::NameTooLong { len: 256, .. }), "{e}");
 
     let mut t = Tree::new(m());
     t.insert_path(b"/l", Node::symlink(m(), "")).unwrap();
@@ -144,4 +145,165 @@ fn refusals_name_the_path() {
         e.to_string(),
         "`/nonexistent/imgbuild-squashfs`: cannot read it"
     );
+}
+
+/// An uncompressed metadata table read back: its bytes, and the uncompressed position of
+/// each stored block position.
+fn read_table(img: &[u8], start: usize, end: usize) -> (Vec<u8>, HashMap<u64, usize>) {
+    let mut out = Vec::new();
+    let mut at = HashMap::new();
+    let mut p = start;
+    while p < end {
+        let h = u16::from_le_bytes([img[p], img[p + 1]]);
+        assert_eq!(h & 0x8000, 0x8000, "stored uncompressed");
+        let len = usize::from(h & 0x7FFF);
+        at.insert((p - start) as u64, out.len());
+        out.extend_from_slice(&img[p + 2..p + 2 + len]);
+        p += 2 + len;
+    }
+    (out, at)
+}
+
+fn le16(b: &[u8], o: usize) -> u16 {
+    u16::from_le_bytes(b[o..o + 2].try_into().unwrap())
+}
+fn le32(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
+}
+
+/// A parsed directory entry: name, inode block, offset, number.
+type ParsedEntry = (Vec<u8>, u32, u16, u32);
+
+/// A directory listing parsed: its entries, and the listing offset of each header.
+fn parse_listing(dirs: &[u8], from: usize, len: usize) -> (Vec<ParsedEntry>, Vec<usize>) {
+    let (mut entries, mut headers) = (Vec::new(), Vec::new());
+    let mut p = from;
+    while p < from + len {
+        headers.push(p - from);
+        let (count, block, base) = (le32(dirs, p) + 1, le32(dirs, p + 4), le32(dirs, p + 8));
+        assert!(count <= 256);
+        p += 12;
+        for _ in 0..count {
+            let off = le16(dirs, p);
+            let delta = le16(dirs, p + 2) as i16;
+            let size = usize::from(le16(dirs, p + 6)) + 1;
+            let name = dirs[p + 8..p + 8 + size].to_vec();
+            entries.push((
+                name,
+                block,
+                off,
+                (i64::from(base) + i64::from(delta)) as u32,
+            ));
+            p += 8 + size;
+        }
+    }
+    assert_eq!(p, from + len);
+    (entries, headers)
+}
+
+/// The structures the kernel test relies on, checked in the bytes: a listing header per
+/// jump of more than 32767 inode numbers, and a wide directory as an extended inode whose
+/// index points at headers in later metadata blocks, each with its first name.
+#[test]
+fn headers_and_directory_index_in_the_bytes() {
+    let m = Meta::new(0o755, 0, 0, 3);
+    let mut t = Tree::new(m);
+    let a = t.mkdir_p(b"/a", m).unwrap();
+    for i in 0..33_000u32 {
+        t.insert(a, format!("{i:06}").as_bytes(), Node::bytes(m, &b""[..]))
+            .unwrap();
+    }
+    t.insert_path(b"/b", Node::bytes(m, &b"x"[..])).unwrap();
+    let w = t.mkdir_p(b"/wide", m).unwrap();
+    for i in 0..2_500u32 {
+        let name = format!("wide-entry-number-{i:05}");
+        t.insert(w, name.as_bytes(), Node::symlink(m, "t")).unwrap();
+    }
+    let mut img = std::io::Cursor::new(Vec::new());
+    let o = Options {
+        compression: Compression::None,
+        ..Options::default()
+    };
+    write(&t, &o, &mut img).unwrap();
+    let img = img.into_inner();
+    let u64_at = |o: usize| u64::from_le_bytes(img[o..o + 8].try_into().unwrap()) as usize;
+    let (root_ref, inode_start, dir_start, frag_start) =
+        (u64_at(32), u64_at(64), u64_at(72), u64_at(80));
+    let (inodes, iat) = read_table(&img, inode_start, dir_start);
+    // The fragment table's blocks follow the directory table: find where they start.
+    let frag_blocks = u64_at(frag_start);
+    let (dirs, dat) = read_table(&img, dir_start, frag_blocks);
+    let inode_at = |block: u64, off: u16| iat[&block] + usize::from(off);
+
+    // The root: a basic directory; its listing splits between /a (2) and /b (33003).
+    let r = inode_at(root_ref as u64 >> 16, (root_ref & 0xFFFF) as u16);
+    assert_eq!(le16(&inodes, r), 1);
+    assert_eq!(le32(&inodes, r + 12), 1, "root is inode 1");
+    let (start, size, off) = (
+        le32(&inodes, r + 16),
+        le16(&inodes, r + 24),
+        le16(&inodes, r + 26),
+    );
+    let (entries, headers) = parse_listing(
+        &dirs,
+        dat[&u64::from(start)] + usize::from(off),
+        usize::from(size) - 3,
+    );
+    let names: Vec<&[u8]> = entries.iter().map(|e| &e.0[..]).collect();
+    assert_eq!(names, [&b"a"[..], b"b", b"wide"]);
+    assert_eq!(entries[0].3, 2);
+    assert_eq!(entries[1].3, 33_003);
+    assert!(
+        headers.len() >= 2,
+        "b's number is too far from a's: a header of its own"
+    );
+
+    // /wide: extended (type 8), a 32-bit size over 64 KiB, an index.
+    let (_, wb, wo, wn) = entries[2].clone();
+    assert_eq!(wn, 33_004);
+    let i = inode_at(u64::from(wb), wo);
+    assert_eq!(le16(&inodes, i), 8);
+    let file_size = le32(&inodes, i + 20) as usize;
+    assert!(file_size > 65_535);
+    let (start, count, off) = (
+        le32(&inodes, i + 24),
+        le16(&inodes, i + 32),
+        le16(&inodes, i + 34),
+    );
+    let listing_at = dat[&u64::from(start)] + usize::from(off);
+    let (entries, headers) = parse_listing(&dirs, listing_at, file_size - 3);
+    assert_eq!(entries.len(), 2_500);
+    assert!(entries
+        .iter()
+        .enumerate()
+        .all(|(k, e)| e.3 == 33_005 + k as u32));
+    assert!(
+        usize::from(count) >= file_size / METADATA_SIZE - 1,
+        "{count} index entries"
+    );
+    let mut p = i + 40;
+    let mut last_block = listing_at / METADATA_SIZE;
+    for _ in 0..count {
+        let (index, block, size) = (
+            le32(&inodes, p) as usize,
+            le32(&inodes, p + 4),
+            le32(&inodes, p + 8),
+        );
+        let name = &inodes[p + 12..p + 12 + size as usize + 1];
+        p += 12 + size as usize + 1;
+        assert!(headers.contains(&index), "index {index} points at a header");
+        let upos = listing_at + index;
+        assert!(
+            upos / METADATA_SIZE > last_block,
+            "one entry per new metadata block"
+        );
+        last_block = upos / METADATA_SIZE;
+        assert_eq!(dat[&u64::from(block)], upos / METADATA_SIZE * METADATA_SIZE);
+        let first_len = usize::from(le16(&dirs, upos + 12 + 6)) + 1;
+        assert_eq!(
+            &dirs[upos + 20..upos + 20 + first_len],
+            name,
+            "the header's first name"
+        );
+    }
 }
