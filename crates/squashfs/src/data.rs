@@ -5,14 +5,15 @@
 //! The plan is arithmetic on sizes (plus content hashes for files whose size is shared):
 //! every full block of a file is a job; a file smaller than a block goes, whole, into the
 //! fragment being filled, which becomes a job of its own when the next such file no longer
-//! fits. Jobs run a window at a time on rayon's current pool (read, test for zeros,
-//! compress) and are written in job order, so the bytes do not depend on the thread count
-//! and at most a window of blocks is in memory.
+//! fits. Jobs run on rayon's current pool (read, test for zeros, compress), at most a
+//! window ahead of the one being written, and are written in job order: the bytes do not
+//! depend on the thread count, and at most a window of blocks is in memory.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
+use std::sync::mpsc;
 
 use imgbuild_blockio::to_usize;
 use imgbuild_fstree::{FileData, NodeId};
@@ -287,26 +288,65 @@ pub(crate) struct Written {
     pub blocks: u64,
 }
 
+/// The outcome of job `next`, running queued jobs on this thread while it waits.
+fn wait_for(
+    next: usize,
+    ready: &mut HashMap<usize, Result<Out>>,
+    rx: &mpsc::Receiver<(usize, Result<Out>)>,
+) -> Result<Out> {
+    loop {
+        if let Some(o) = ready.remove(&next) {
+            return o;
+        }
+        let (i, o) = match rx.try_recv() {
+            Ok(r) => r,
+            // Nothing finished: help with the queued jobs (this thread may be the pool's
+            // only one); when none is left to run here, every job is on another thread and
+            // will send its outcome.
+            Err(_) => match rayon::yield_now() {
+                Some(rayon::Yield::Executed) => continue,
+                _ => rx.recv().expect("every spawned job sends its outcome"),
+            },
+        };
+        ready.insert(i, o);
+    }
+}
+
 /// Runs the plan's jobs and writes their blocks to `out`, whose next byte is at filesystem
 /// position `*pos`; fills in every stored file's blocks and start.
+///
+/// Jobs are spawned on rayon's current pool at most a window ahead of the one being
+/// written (8 per thread: every thread kept busy, memory bounded), and written strictly in
+/// job order, so the bytes do not depend on the thread count or on which job ends first.
 pub(crate) fn write(
     plan: &mut Plan,
     codec: Codec,
     out: &mut impl Write,
     pos: &mut u64,
 ) -> Result<Written> {
-    // Enough jobs in flight to keep every thread busy, few enough to bound memory: at most
-    // 8 blocks per thread, each read and compressed once.
     let window = 8 * rayon::current_num_threads().max(1);
     let mut w = Written {
         fragments: Vec::with_capacity(to_usize(u64::from(plan.fragments))),
         blocks: 0,
     };
-    let files = &plan.files;
-    for chunk in plan.jobs.chunks(window) {
-        let outs: Vec<Result<Out>> = chunk.par_iter().map(|j| run_job(files, j, codec)).collect();
-        for (job, o) in chunk.iter().zip(outs) {
-            let o = o?;
+    let Plan {
+        files, jobs, infos, ..
+    } = plan;
+    let (files, jobs) = (&*files, &*jobs);
+    let (tx, rx) = mpsc::channel();
+    let mut ready = HashMap::new();
+    rayon::in_place_scope(|scope| -> Result<()> {
+        let mut spawned = 0;
+        for (next, job) in jobs.iter().enumerate() {
+            while spawned < jobs.len() && spawned < next + window {
+                let (tx, i) = (tx.clone(), spawned);
+                scope.spawn(move |_| {
+                    // The receiver outlives the scope: sending cannot fail.
+                    let _ = tx.send((i, run_job(files, &jobs[i], codec)));
+                });
+                spawned += 1;
+            }
+            let o = wait_for(next, &mut ready, &rx)?;
             let (bytes, size) = match &o {
                 Out::Zero => (&[][..], 0),
                 Out::Plain(b) => (&b[..], BLOCK_UNCOMPRESSED),
@@ -315,7 +355,7 @@ pub(crate) fn write(
             let size = size | u32::try_from(bytes.len()).expect("a block is at most 1 MiB");
             match job {
                 Job::Block(p) => {
-                    let info = &mut plan.infos[p.file];
+                    let info = &mut infos[p.file];
                     if info.blocks.is_empty() {
                         info.start = *pos;
                     }
@@ -333,7 +373,8 @@ pub(crate) fn write(
                 w.blocks += 1;
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(w)
 }
 

@@ -1,7 +1,7 @@
 //! A squashfs 4.0 writer: the read-only, compressed store image that NixOS's ISOs and
 //! netboot initrds mount.
 //!
-//! [`write`] takes an [`fstree::Tree`] and [`Options`] and writes the filesystem to any
+//! [`write()`] takes an [`fstree::Tree`] and [`Options`] and writes the filesystem to any
 //! `Write + Seek`, front to back, with the superblock written last at the start:
 //!
 //! 1. superblock (96 bytes, zeros until the end), then the zstd options when the level is
@@ -9,8 +9,8 @@
 //! 2. the data: every regular file once in tree order (a file whose bytes equal an earlier
 //!    file's points at that file's blocks, as mksquashfs does), cut into blocks; files smaller
 //!    than a block packed into fragment blocks (unless [`Options::fragments`] is off); blocks
-//!    of zeros are holes, not stored. Blocks are read and compressed a window at a time on
-//!    rayon's *current* pool and written in order;
+//!    of zeros are holes, not stored. Blocks are read and compressed on rayon's *current*
+//!    pool, at most a window (8 per thread) ahead of the one being written, in order;
 //! 3. the inode table and the directory table, as 8 KiB metadata blocks: inodes of a
 //!    directory's entries before the directory's own (so every reference points backwards
 //!    and is known when written), listings split into headers of at most 256 entries that
@@ -164,7 +164,7 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What [`write`] wrote.
+/// What [`write()`] wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Summary {
     /// The filesystem's size (the superblock's `bytes_used`).
