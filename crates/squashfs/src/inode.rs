@@ -260,7 +260,7 @@ mod tests {
             &b(REG),
             &FileInfo {
                 fragment: None,
-                ..f
+                ..f.clone()
             },
             2,
         );
@@ -269,6 +269,29 @@ mod tests {
         assert_eq!(&out[40..44], &2u32.to_le_bytes());
         assert_eq!(&out[44..48], &[0xFF; 4]);
         assert_eq!(&out[48..52], &0u32.to_le_bytes());
+        // Data past 4 GiB, a size over 4 GiB, or holes: extended, 64-bit fields.
+        for g in [
+            FileInfo {
+                start: 1 << 32,
+                ..f.clone()
+            },
+            FileInfo {
+                size: 5 << 30,
+                ..f.clone()
+            },
+            FileInfo {
+                sparse: 4096,
+                ..f.clone()
+            },
+        ] {
+            let mut out = Vec::new();
+            file(&mut out, &b(REG), &g, 1);
+            assert_eq!(u16::from_le_bytes([out[0], out[1]]), 9);
+            assert_eq!(&out[16..24], &g.start.to_le_bytes());
+            assert_eq!(&out[24..32], &g.size.to_le_bytes());
+            assert_eq!(&out[32..40], &g.sparse.to_le_bytes());
+            assert_eq!(&out[44..52], &[3, 0, 0, 0, 100, 0, 0, 0]);
+        }
     }
 
     #[test]
