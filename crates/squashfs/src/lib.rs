@@ -90,7 +90,8 @@ pub enum Compression {
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Data block size: a power of two from 4 KiB to 1 MiB. mksquashfs defaults to 128 KiB;
-    /// nixpkgs' `make-squashfs.nix` passes 1 MiB (`-b 1048576`).
+    /// nixpkgs' `make-squashfs.nix` passes 1 MiB (`-b 1048576`). Older kernels refuse to
+    /// mount blocks smaller than their page size (64 KiB on some aarch64 kernels).
     pub block_size: u32,
     pub compression: Compression,
     /// Seconds since the epoch recorded as the superblock's `mkfs_time`.
