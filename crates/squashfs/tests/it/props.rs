@@ -33,7 +33,13 @@ fn build(items: &[(u8, String, Item, u16, u32, u32)]) -> Tree {
         if name == "." || name == ".." || t.lookup_in(dir, name.as_bytes()).is_some() {
             continue;
         }
-        let m = Meta::new(*perm, owner % 5, owner % 3, i64::from(*mtime));
+        // Without root, unsquashfs can extract only what its user may write and link.
+        let perm = match (is_root(), it) {
+            (true, _) => *perm,
+            (false, Item::Dir) => perm | 0o700,
+            (false, _) => perm | 0o600,
+        };
+        let m = Meta::new(perm, owner % 5, owner % 3, i64::from(*mtime));
         match it {
             Item::Dir => dirs.push(t.insert(dir, name.as_bytes(), Node::dir(m)).unwrap()),
             Item::File { len, seed } => {
