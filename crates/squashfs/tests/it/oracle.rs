@@ -321,3 +321,70 @@ fn same_listing_as_mksquashfs() {
         .arg(&ea)
         .arg(&eb));
 }
+
+/// Device nodes (a 20-bit minor too), a FIFO and a socket: listed by unsquashfs with their
+/// types, and as root read back by the kernel with their numbers.
+#[test]
+fn special_files() {
+    use imgbuild_fstree::{Meta, Node};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let m = Meta::new(0o640, 0, 6, 5);
+    let mut t = Tree::new(Meta::new(0o755, 0, 0, 5));
+    let node = |kind| Node { meta: m, kind };
+    t.insert_path(b"/null", node(Kind::CharDev { major: 1, minor: 3 }))
+        .unwrap();
+    t.insert_path(b"/sda1", node(Kind::BlockDev { major: 8, minor: 1 }))
+        .unwrap();
+    t.insert_path(
+        b"/wide-minor",
+        node(Kind::CharDev {
+            major: 4095,
+            minor: 0xF_FFFF,
+        }),
+    )
+    .unwrap();
+    t.insert_path(b"/fifo", node(Kind::Fifo)).unwrap();
+    t.insert_path(b"/sock", node(Kind::Socket)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (img, _) = image(&t, &Options::default(), dir.path(), "special.sqsh");
+    let listing = run(Command::new("unsquashfs").arg("-lln").arg(&img));
+    for (name, typ) in [
+        ("null", 'c'),
+        ("sda1", 'b'),
+        ("wide-minor", 'c'),
+        ("fifo", 'p'),
+        ("sock", 's'),
+    ] {
+        let line = listing
+            .lines()
+            .find(|l| l.ends_with(&format!("/{name}")))
+            .unwrap_or_else(|| panic!("{name} not listed:\n{listing}"));
+        assert!(line.starts_with(&format!("{typ}rw-r-----")), "{line}");
+        assert!(line.contains(" 0/6 "), "{line}");
+    }
+    if !is_root() {
+        eprintln!("SKIPPED the loop mount: needs root (CI runs as root)");
+        return;
+    }
+    let mnt = Mount::new(&img);
+    let md = |n: &str| std::fs::symlink_metadata(mnt.dir.path().join(n)).unwrap();
+    let dev = |n: &str| {
+        let r = md(n).rdev();
+        (libc::major(r), libc::minor(r))
+    };
+    assert!(md("null").file_type().is_char_device());
+    assert_eq!(dev("null"), (1, 3));
+    assert!(md("sda1").file_type().is_block_device());
+    assert_eq!(dev("sda1"), (8, 1));
+    assert_eq!(dev("wide-minor"), (4095, 0xF_FFFF));
+    assert!(md("fifo").file_type().is_fifo());
+    assert!(md("sock").file_type().is_socket());
+    for n in ["null", "sda1", "fifo", "sock"] {
+        let x = md(n);
+        assert_eq!(
+            (x.mode() & 0o7777, x.uid(), x.gid(), x.mtime()),
+            (0o640, 0, 6, 5),
+            "{n}"
+        );
+    }
+}
