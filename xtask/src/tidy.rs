@@ -123,6 +123,7 @@ const CAST_CHECKED: &[&str] = &[
     "compress",
     "container",
     "flash",
+    "squashfs",
 ];
 
 /// Runs every check; lists every violation, fails if there is one.
