@@ -331,7 +331,7 @@ fn db_paths(fs: &Filesystem, temp_dir: Option<&std::path::Path>) -> Result<Vec<V
         None => tempfile::tempdir(),
     }
     .map_err(|source| Error::Host {
-        path: std::env::temp_dir(),
+        path: temp_dir.map_or_else(std::env::temp_dir, std::path::Path::to_path_buf),
         source,
     })?;
     let db = dir.path().join("db.sqlite");
