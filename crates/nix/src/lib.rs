@@ -17,6 +17,7 @@ mod closure;
 mod db;
 pub mod encoding;
 mod hash;
+mod input;
 mod nar;
 mod store_path;
 #[cfg(feature = "testutil")]
@@ -152,6 +153,10 @@ pub enum Error {
 
     #[error("{file}: {reason}")]
     Bootspec { file: PathBuf, reason: String },
+
+    /// An input file that is not a regular file, too big, or not what its size says.
+    #[error(transparent)]
+    Input(#[from] imgbuild_blockio::InputError),
 }
 
 /// Shorthand for this crate's results.
