@@ -11,6 +11,7 @@ mod demo;
 mod failures;
 mod fixtures;
 mod flash;
+mod hostile;
 mod inspect;
 mod sizes;
 mod unprivileged;
