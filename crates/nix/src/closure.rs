@@ -510,6 +510,31 @@ mod tests {
         assert!(t.elapsed() < std::time::Duration::from_secs(5));
     }
 
+    /// A huge line is not echoed whole: messages quote at most 256 characters of it.
+    #[test]
+    fn messages_quote_huge_lines_briefly() {
+        let line = format!("/nix/store/{}", "x".repeat(2_000_000));
+        let e = parse_registration(&format!("{line}\n"), Path::new("reg")).unwrap_err();
+        let s = e.to_string();
+        assert!(s.len() < 500, "{} bytes: {}", s.len(), &s[..300]);
+        assert!(s.contains('…'), "{s}");
+        let e = crate::BootSpec::parse(
+            format!(
+                "{{\"org.nixos.bootspec.v1\": \"\\u0007{}\"}}",
+                "a".repeat(100_000)
+            )
+            .as_bytes(),
+            Path::new("boot.json"),
+        )
+        .unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.len() < 400 && !s.contains('\u{7}'),
+            "{} bytes: {s:.300}",
+            s.len()
+        );
+    }
+
     #[test]
     fn malformed_registration_names_file_and_line() {
         let p = format!("/nix/store/{}-a", "a".repeat(32));
