@@ -72,8 +72,8 @@ impl Closure {
     pub fn from_closure_info(dir: &Path, toplevel: &StorePath) -> Result<Self> {
         let sp_file = dir.join("store-paths");
         let reg_file = dir.join("registration");
-        let sp_text = input::read_text(&sp_file, input::STORE_PATHS)?;
-        let reg_text = input::read_text(&reg_file, input::REGISTRATION)?;
+        let sp_text = input::read_text_no_symlink(&sp_file, input::STORE_PATHS)?;
+        let reg_text = input::read_text_no_symlink(&reg_file, input::REGISTRATION)?;
         let mut listed = BTreeSet::new();
         for (i, line) in sp_text.lines().enumerate() {
             if line.is_empty() {
@@ -488,13 +488,25 @@ mod tests {
             "{err}"
         );
         std::fs::remove_file(&reg).unwrap();
-        std::os::unix::fs::symlink("/proc/self/environ", &reg).unwrap();
-        let err = Closure::from_closure_info(dir.path(), &c.toplevel).unwrap_err();
-        assert!(err.to_string().contains("/proc"), "{err}");
+        // A symlink to any file of the host (a Nix build's output may hold one).
+        let secret = dir.path().join("shadow");
+        std::fs::write(&secret, "root:$6$secret:19000::::::\n").unwrap();
+        for target in [
+            Path::new("/proc/self/environ"),
+            Path::new("/dev/zero"),
+            &secret,
+        ] {
+            std::os::unix::fs::symlink(target, &reg).unwrap();
+            let err = Closure::from_closure_info(dir.path(), &c.toplevel).unwrap_err();
+            let s = err.to_string();
+            assert!(s.contains("is a symlink") && !s.contains("secret"), "{s}");
+            std::fs::remove_file(&reg).unwrap();
+        }
+        std::fs::write(&reg, "").unwrap();
         std::fs::remove_file(&reg).unwrap();
-        std::os::unix::fs::symlink("/dev/zero", &reg).unwrap();
-        let err = Closure::from_closure_info(dir.path(), &c.toplevel).unwrap_err();
-        assert!(err.to_string().contains("character device"), "{err}");
+        std::os::unix::fs::symlink("/proc/self/environ", &reg).unwrap();
+        let err = input::read_text(&reg, input::REGISTRATION).unwrap_err();
+        assert!(err.to_string().contains("/proc"), "{err}");
         std::fs::remove_file(&reg).unwrap();
         // Over the bound: a sparse file, refused from its size before anything is read.
         let f = std::fs::File::create(&reg).unwrap();

@@ -34,6 +34,21 @@ pub(crate) fn read(path: &Path, kind: InputKind) -> Result<Vec<u8>> {
     })
 }
 
+/// [`read_text`] of a file that must not be a symlink: closureInfo writes its files as
+/// regular files, and a Nix build's output could otherwise point them at any file of the
+/// host (`registration -> /etc/shadow`), whose first line an error would quote.
+pub(crate) fn read_text_no_symlink(path: &Path, kind: InputKind) -> Result<String> {
+    if let Ok(md) = std::fs::symlink_metadata(path) {
+        if md.file_type().is_symlink() {
+            return Err(Error::Inconsistent {
+                file: path.to_owned(),
+                reason: format!("is a symlink; a {} is a regular file", kind.what),
+            });
+        }
+    }
+    read_text(path, kind)
+}
+
 /// [`read`] as UTF-8 text.
 pub(crate) fn read_text(path: &Path, kind: InputKind) -> Result<String> {
     String::from_utf8(read(path, kind)?).map_err(|e| Error::Inconsistent {
