@@ -84,6 +84,24 @@ fn describe(t: std::fs::FileType) -> &'static str {
     }
 }
 
+/// `s` (text taken from an input) for an error message: control characters escaped (a
+/// terminal sequence is shown, not run), at most `max_chars` characters, then `…`.
+pub fn excerpt(s: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == max_chars {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// An input file, open for reading, known to be a regular file.
 #[derive(Debug)]
 pub struct Input {
@@ -246,6 +264,14 @@ mod tests {
         let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+
+    #[test]
+    fn excerpts_are_short_and_escaped() {
+        assert_eq!(excerpt("abc", 3), "abc");
+        assert_eq!(excerpt("abcd", 3), "abc…");
+        assert_eq!(excerpt("a\u{1b}[2J\0", 10), "a\\u{1b}[2J\\u{0}");
+        assert_eq!(excerpt("ééé", 2), "éé…");
     }
 
     #[test]

@@ -166,19 +166,7 @@ const QUOTE_MAX: usize = 256;
 
 /// `s` for a message: control characters escaped, at most [`QUOTE_MAX`] characters (then `…`).
 fn short(s: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i == QUOTE_MAX {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    imgbuild_blockio::excerpt(s, QUOTE_MAX)
 }
 
 /// Shorthand for this crate's results.

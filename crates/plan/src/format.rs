@@ -587,19 +587,7 @@ pub(crate) fn quote(s: &str) -> String {
 }
 
 fn quote_long(s: &str, max: usize) -> String {
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i == max {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    imgbuild_blockio::excerpt(s, max)
 }
 
 /// A partition name or label: no NUL (GPT names and ext4 labels end at one), no other
