@@ -353,6 +353,25 @@ fn manifests_of_images_with_added_files_give_no_guessing_oracle() {
     assert_eq!(mode(&secret_img), 0o600);
     assert_eq!(mode(&t.path().join("secret/nixos.img.bmap")), 0o600);
 
+    // Compressed, the image's size depends on the PIN too: withheld as well.
+    let zst = t.path().join("secret/nixos.img.zst");
+    let spec = format!("{}:/etc/pin:0600", t.path().join("secret/pin").display());
+    let r = measured(&mut build(
+        small,
+        &zst,
+        &["--add", &spec, "--compress", "zstd", "--json"],
+    ));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let m: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert!(
+        m.get("image_size").is_none() && m.get("sha256").is_none(),
+        "{m}"
+    );
+    assert_eq!(mode(&zst), 0o600);
+    assert!(
+        secret_m["image_size"].as_u64().is_some(),
+        "a raw image's size is fixed"
+    );
     // Without --add the manifest has its hashes and says what they cover.
     let plain = t.path().join("plain.img");
     let r = measured(&mut build(small, &plain, &["--json"]));

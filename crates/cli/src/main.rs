@@ -534,10 +534,13 @@ fn run_build(
             .context("printing the manifest")?;
     } else {
         eprintln!(
-            "wrote {} ({} bytes{}, {} store paths, {})",
+            "wrote {} ({}{}, {} store paths, {})",
             opts.output.path.display(),
-            manifest.image_size,
-            if manifest.image_size != manifest.disk_size {
+            match manifest.image_size {
+                Some(n) => format!("{n} bytes"),
+                None => "size withheld".into(),
+            },
+            if manifest.image_size != Some(manifest.disk_size) {
                 format!(", disk {} bytes", manifest.disk_size)
             } else {
                 String::new()

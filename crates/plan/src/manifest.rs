@@ -34,7 +34,10 @@ pub struct Manifest {
     pub partitions: Vec<ManifestPartition>,
     /// The file written (compressed or not): its name, in the manifest's directory.
     pub image: String,
-    pub image_size: u64,
+    /// Absent when `added` is not empty and `image` is compressed (zstd, gzip, deflated
+    /// VMDK grains): a compressed size depends on the added files' contents.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<u64>,
     /// SHA-256 of `image` as written (equal to `disk_sha256` for a raw, uncompressed image);
     /// absent when `added` is not empty.
     #[serde(skip_serializing_if = "Option::is_none")]

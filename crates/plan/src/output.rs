@@ -459,6 +459,13 @@ fn manifest(
     } else {
         (Some(sha256), Some(disk_sha256), HASHES_COVER)
     };
+    // So is the size of a compressed image: it depends on what the added files hold.
+    let compressed = cx.compression != Compression::None
+        || matches!(
+            cx.format.container.kind,
+            ContainerType::GceTar | ContainerType::Vmdk | ContainerType::Ova
+        );
+    let image_size = (!(withhold && compressed)).then_some(image_size);
     Manifest {
         imgbuild_version: env!("CARGO_PKG_VERSION").to_string(),
         format: cx.format.name.clone(),
@@ -500,7 +507,8 @@ const HASHES_COVER: &str = "sha256: the image file as written; disk_sha256: the 
 
 /// Why they are left out.
 const HASHES_WITHHELD: &str = "withheld: the image holds files added from the host (`added`), \
-     and a hash of it would let anyone holding this manifest test guesses of their contents; \
+     and a hash of it (or the size of a compressed image) would let anyone holding this \
+     manifest test guesses of their contents; \
      verify a copy by comparing `sha256sum` of it with that of the file on the build host. The \
      bmap holds a hash of every mapped range, those files' included: keep it with the image";
 
