@@ -146,9 +146,9 @@ fn qcow2_vhd_and_azure_hold_the_raw_efi_disk() {
     // --keep-raw: the raw disk and its bmap beside the container.
     let q2 = t.path().join("kept.qcow2");
     let mk = build("qemu-efi", &q2, &["--keep-raw"]);
-    let kept = Path::new(mk["raw_image"].as_str().unwrap());
-    assert_eq!(sha256(kept), disk_sha);
-    assert!(Path::new(mk["bmap"].as_str().unwrap()).exists());
+    let kept = t.path().join(mk["raw_image"].as_str().unwrap());
+    assert_eq!(sha256(&kept), disk_sha);
+    assert!(t.path().join(mk["bmap"].as_str().unwrap()).exists());
     assert_eq!(
         sha256(&q2),
         sha256(&q),

@@ -13,6 +13,7 @@ mod demo;
 mod failures;
 mod fixtures;
 mod flash;
+mod hostile;
 mod inspect;
 mod oracle;
 mod sizes;

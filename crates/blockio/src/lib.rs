@@ -25,6 +25,11 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+mod input;
+pub use input::{
+    check_input_dir, excerpt, open_input, read_input, Input, InputError, InputKind, InputResult,
+};
+
 /// Size of the buffer used when `copy_file_range` is not available.
 pub const COPY_BUF: usize = 1 << 20;
 
@@ -410,6 +415,13 @@ impl OutputFile {
 
     /// Create `dest.tmp` (replacing a stale one) with length `len`, sparse.
     pub fn create(dest: &Path, len: u64) -> Result<Self> {
+        Self::create_with_mode(dest, len, 0o666)
+    }
+
+    /// [`OutputFile::create`] with the permission bits `mode` (before the umask): 0600 for a
+    /// file only its owner may read.
+    pub fn create_with_mode(dest: &Path, len: u64, mode: u32) -> Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
         let tmp = Self::tmp_path(dest);
         let io = |op, source| Error::Io {
             op,
@@ -425,6 +437,7 @@ impl OutputFile {
             .read(true)
             .write(true)
             .create_new(true)
+            .mode(mode)
             .open(&tmp)
             .map_err(|e| io("creating", e))?;
         // From here on, Drop removes the temporary file if anything fails.
@@ -583,5 +596,19 @@ mod tests {
         o.persist().unwrap();
         assert_eq!(&std::fs::read(&dest).unwrap()[..2], b"hi");
         assert!(!OutputFile::tmp_path(&dest).exists());
+    }
+
+    #[test]
+    fn private_output_files_keep_their_mode_through_the_rename() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.img");
+        std::fs::write(&dest, b"old").unwrap();
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let o = OutputFile::create_with_mode(&dest, 16, 0o600).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(o.tmp()), 0o600);
+        o.persist().unwrap();
+        assert_eq!(mode(&dest), 0o600);
     }
 }

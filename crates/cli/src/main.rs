@@ -412,14 +412,27 @@ const ENVIRONMENT: &str = "Environment:
   SOURCE_DATE_EPOCH  the time every generated file and filesystem carries, in seconds since
                      1970 (0 to 4354819198 = 2107-12-31) [default: 315532800 = 1980-01-01]";
 
-/// SIGINT/SIGTERM set this; the build stops at the next check and removes its temporary files.
+/// SIGINT/SIGTERM/SIGHUP set this; the build stops at the next check and removes its
+/// temporary files.
 static CANCEL: AtomicBool = AtomicBool::new(false);
-/// The signal that set [`CANCEL`]: the exit status is 128 + it (130 SIGINT, 143 SIGTERM).
+
+/// The signal that set [`CANCEL`]: the exit status is 128 + its number, as a shell reports a
+/// process killed by it (130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP).
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn on_signal(sig: libc::c_int) {
-    SIGNAL.store(sig, Ordering::SeqCst);
+    // The first signal decides the exit status.
+    let _ = SIGNAL.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
     CANCEL.store(true, Ordering::SeqCst);
+}
+
+/// The exit status after an error: 128 + the signal that interrupted the command, else 1.
+fn failure_status() -> i32 {
+    match SIGNAL.load(Ordering::SeqCst) {
+        0 if CANCEL.load(Ordering::SeqCst) => 130,
+        0 => 1,
+        sig => 128 + sig,
+    }
 }
 
 fn install_signal_handlers() {
@@ -555,19 +568,33 @@ fn run_build(
         eprintln!("boot: {assumed}");
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&manifest)?);
+        // The image is built: a reader that closed the pipe (`| head`) is not an error.
+        let json = serde_json::to_string_pretty(&manifest)? + "\n";
+        std::io::Write::write_all(&mut std::io::stdout(), json.as_bytes())
+            .or_else(|e| match e.kind() {
+                std::io::ErrorKind::BrokenPipe => Ok(()),
+                _ => Err(e),
+            })
+            .context("printing the manifest")?;
     } else {
         eprintln!(
-            "wrote {} ({} bytes{}, {} store paths, sha256 {})",
-            manifest.image,
-            manifest.image_size,
-            if manifest.image_size != manifest.disk_size {
+            "wrote {} ({}{}, {} store paths, {})",
+            opts.output.path.display(),
+            match manifest.image_size {
+                Some(n) => format!("{n} bytes"),
+                None => "size withheld".into(),
+            },
+            if manifest.image_size != Some(manifest.disk_size) {
                 format!(", disk {} bytes", manifest.disk_size)
             } else {
                 String::new()
             },
             manifest.store_paths,
-            manifest.sha256
+            match &manifest.sha256 {
+                Some(h) => format!("sha256 {h}"),
+                None =>
+                    "sha256 withheld: it holds --add files (see `hashes` in the manifest)".into(),
+            }
         );
     }
     Ok(())
@@ -637,9 +664,6 @@ fn main() {
     };
     if let Err(e) = r {
         eprintln!("imgbuild: error: {}", error_chain(&e));
-        std::process::exit(match SIGNAL.load(Ordering::SeqCst) {
-            0 => 1,
-            sig => 128 + sig,
-        });
+        std::process::exit(failure_status());
     }
 }

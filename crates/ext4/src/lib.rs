@@ -571,6 +571,13 @@ pub fn prepare(tree: &Tree, opts: &Options) -> Result<Prepared> {
             opts.label.len()
         )));
     }
+    // s_volume_name is NUL-padded: a NUL inside cuts the label for every reader.
+    if opts.label.contains('\0') {
+        return Err(Error::BadOption(format!(
+            "label {:?} contains NUL, which would end it early",
+            opts.label
+        )));
+    }
     if opts.reserved_percent > 50 {
         return Err(Error::BadOption(format!(
             "reserved_percent {} is more than 50",

@@ -110,8 +110,13 @@ pub fn parse(name: &str, xml: &str) -> Result<Bmap> {
                 .map_err(|e| bad(format!("range `{body}`: {e}")))
         };
         let (first, last) = (parse(first)?, parse(last)?);
-        let offset = first * block_size;
-        let end = (last + 1).saturating_mul(block_size).min(image_size);
+        // Saturating: a block number times the block size past u64 is past the image (an
+        // error), never a small wrapped offset; the end is clamped to the image.
+        let offset = first.saturating_mul(block_size);
+        let end = last
+            .saturating_add(1)
+            .saturating_mul(block_size)
+            .min(image_size);
         if last < first || offset >= end {
             return Err(bad(format!(
                 "range `{body}` is empty or past the image's end"
@@ -133,4 +138,39 @@ pub fn parse(name: &str, xml: &str) -> Result<Bmap> {
         block_size,
         ranges,
     })
+}
+
+#[cfg(test)]
+mod edge_tests {
+    /// Block numbers whose byte offsets pass u64 are refused, not wrapped (issue 27 item 6).
+    #[test]
+    fn ranges_past_u64_are_refused_not_wrapped() {
+        let head = |size: u64, block: u64| {
+            format!(
+                "<bmap version=\"2.0\">\n<ImageSize> {size} </ImageSize>\n\
+                 <BlockSize> {block} </BlockSize>\n<BlockMap>\n"
+            )
+        };
+        let max = u64::MAX;
+        for (size, block, range) in [
+            // 2^52 * 4096 = 2^64: wrapped, it was offset 0.
+            (max, 4096, format!("{}", 1u64 << 52)),
+            (max, 4096, format!("{max}")),
+            (max, 4096, format!("0-{max}x")),
+            (4096, 4096, format!("{max}-{max}")),
+            (max, 1 << 63, "2".to_string()),
+        ] {
+            let x =
+                head(size, block) + &format!("<Range> {range} </Range>\n</BlockMap>\n</bmap>\n");
+            let e = super::parse("edge.bmap", &x).unwrap_err();
+            let s = e.to_string();
+            assert!(s.contains("edge.bmap"), "{range}: {s}");
+        }
+        // The last block of a disk near 16 EiB: `last + 1` blocks pass u64, clamped.
+        let last = max / 4096;
+        let x = head(max, 4096) + &format!("<Range> {last} </Range>\n</BlockMap>\n</bmap>\n");
+        let b = super::parse("edge.bmap", &x).unwrap();
+        assert_eq!(b.ranges[0].offset, last * 4096);
+        assert_eq!(b.ranges[0].offset + b.ranges[0].len, max);
+    }
 }

@@ -1,8 +1,7 @@
 //! Bootspec v1 (`<toplevel>/boot.json`, RFC 0125), with a fallback for toplevels without it.
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -530,19 +529,19 @@ fn kernel_version(root: &StoreRoot, toplevel: &StorePath) -> Result<Option<Strin
     })
 }
 
+/// `host` (the store file behind `logical`), a regular file of at most [`MAX_BOOT_JSON`]
+/// bytes, opened without blocking (`crate::input`).
 fn read_limited(host: &Path, logical: &Path) -> Result<Vec<u8>> {
-    let f = std::fs::File::open(host).map_err(io_err("opening", logical))?;
-    let mut bytes = Vec::new();
-    f.take(MAX_BOOT_JSON + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_err("reading", PathBuf::from(logical)))?;
-    if bytes.len() as u64 > MAX_BOOT_JSON {
-        return Err(Error::Bootspec {
-            file: logical.to_owned(),
-            reason: format!("larger than {MAX_BOOT_JSON} bytes"),
-        });
-    }
-    Ok(bytes)
+    let kind = imgbuild_blockio::InputKind {
+        what: "boot file",
+        max_bytes: MAX_BOOT_JSON,
+    };
+    crate::input::read(host, kind).map_err(|e| match e {
+        Error::NotFound { .. } => Error::NotFound {
+            path: logical.to_owned(),
+        },
+        e => e,
+    })
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
+use crate::input;
 use crate::nar::nar_hash_and_refs;
 use crate::store_path::HASH_PART_LEN;
 use crate::{io_err, Error, NarHash, Result, StorePath, StoreRoot};
@@ -71,8 +72,8 @@ impl Closure {
     pub fn from_closure_info(dir: &Path, toplevel: &StorePath) -> Result<Self> {
         let sp_file = dir.join("store-paths");
         let reg_file = dir.join("registration");
-        let sp_text = read_text(&sp_file)?;
-        let reg_text = read_text(&reg_file)?;
+        let sp_text = input::read_text_no_symlink(&sp_file, input::STORE_PATHS)?;
+        let reg_text = input::read_text_no_symlink(&reg_file, input::REGISTRATION)?;
         let mut listed = BTreeSet::new();
         for (i, line) in sp_text.lines().enumerate() {
             if line.is_empty() {
@@ -279,18 +280,6 @@ pub fn parse_registration(text: &str, file: &Path) -> Result<Vec<PathInfo>> {
     Ok(out)
 }
 
-fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| {
-        if e.kind() == io::ErrorKind::NotFound {
-            Error::NotFound {
-                path: path.to_owned(),
-            }
-        } else {
-            io_err("reading", path)(e)
-        }
-    })
-}
-
 fn check_present(root: &StoreRoot, path: &StorePath) -> Result<()> {
     let host = root.host_path(path);
     let classify = |source: io::Error| match source.kind() {
@@ -478,6 +467,84 @@ mod tests {
         .unwrap();
         let err = Closure::from_closure_info(dir.path(), &c.toplevel).unwrap_err();
         assert!(err.to_string().contains("not in store-paths"), "{err}");
+    }
+
+    /// closureInfo files that are FIFOs, devices, /proc files or too big are refused at once
+    /// (issue 27: inputs read whole are regular files with a bound).
+    #[test]
+    fn closure_info_files_must_be_regular_and_bounded() {
+        let c = sample().without_derivers();
+        let dir = tempfile::tempdir().unwrap();
+        let reg = dir.path().join("registration");
+        let sps = dir.path().join("store-paths");
+        std::fs::write(&sps, c.store_paths_text()).unwrap();
+        let t = std::time::Instant::now();
+        let fifo = std::ffi::CString::new(reg.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let err = Closure::from_closure_info(dir.path(), &c.toplevel).unwrap_err();
+        assert!(
+            err.to_string().contains("is a FIFO, not a regular file"),
+            "{err}"
+        );
+        std::fs::remove_file(&reg).unwrap();
+        // A symlink to any file of the host (a Nix build's output may hold one).
+        let secret = dir.path().join("shadow");
+        std::fs::write(&secret, "root:$6$secret:19000::::::\n").unwrap();
+        for target in [
+            Path::new("/proc/self/environ"),
+            Path::new("/dev/zero"),
+            &secret,
+        ] {
+            std::os::unix::fs::symlink(target, &reg).unwrap();
+            let err = Closure::from_closure_info(dir.path(), &c.toplevel).unwrap_err();
+            let s = err.to_string();
+            assert!(s.contains("is a symlink") && !s.contains("secret"), "{s}");
+            std::fs::remove_file(&reg).unwrap();
+        }
+        std::fs::write(&reg, "").unwrap();
+        std::fs::remove_file(&reg).unwrap();
+        std::os::unix::fs::symlink("/proc/self/environ", &reg).unwrap();
+        let err = input::read_text(&reg, input::REGISTRATION).unwrap_err();
+        assert!(err.to_string().contains("/proc"), "{err}");
+        std::fs::remove_file(&reg).unwrap();
+        // Over the bound: a sparse file, refused from its size before anything is read.
+        let f = std::fs::File::create(&reg).unwrap();
+        f.set_len(input::REGISTRATION.max_bytes + 1).unwrap();
+        let err = Closure::from_closure_info(dir.path(), &c.toplevel).unwrap_err();
+        assert!(
+            err.to_string().contains("more than 67108864 bytes"),
+            "{err}"
+        );
+        std::fs::remove_file(&reg).unwrap();
+        let err = Closure::from_closure_info(dir.path(), &c.toplevel).unwrap_err();
+        assert!(matches!(err, Error::NotFound { .. }), "{err}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    /// A huge line is not echoed whole: messages quote at most 256 characters of it.
+    #[test]
+    fn messages_quote_huge_lines_briefly() {
+        let line = format!("/nix/store/{}", "x".repeat(2_000_000));
+        let e = parse_registration(&format!("{line}\n"), Path::new("reg")).unwrap_err();
+        let s = e.to_string();
+        assert!(s.len() < 500, "{} bytes: {}", s.len(), &s[..300]);
+        assert!(s.contains('…'), "{s}");
+        let e = crate::BootSpec::parse(
+            format!(
+                "{{\"org.nixos.bootspec.v1\": \"\\u0007{}\"}}",
+                "a".repeat(100_000)
+            )
+            .as_bytes(),
+            Path::new("boot.json"),
+        )
+        .unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.len() < 400 && !s.contains('\u{7}'),
+            "{} bytes: {s:.300}",
+            s.len()
+        );
     }
 
     #[test]

@@ -172,6 +172,20 @@ fn open_read_only(db_path: &Path) -> Result<Connection> {
     let abs = std::path::absolute(db_path).map_err(io_err("resolving", db_path))?;
     let mut wal = abs.clone().into_os_string();
     wal.push("-wal");
+    // SQLite opens the log (and `-shm`) with a blocking open: a FIFO or a device there is
+    // refused here instead.
+    for suffix in ["-wal", "-shm"] {
+        let mut side = abs.clone().into_os_string();
+        side.push(suffix);
+        if let Ok(md) = std::fs::metadata(&side) {
+            if !md.is_file() {
+                return Err(Error::Inconsistent {
+                    file: PathBuf::from(side),
+                    reason: "not a regular file".into(),
+                });
+            }
+        }
+    }
     let wal_pending = std::fs::metadata(&wal)
         .map(|m| m.len() > 0)
         .unwrap_or(false);
@@ -436,6 +450,34 @@ mod tests {
     }
 
     /// A live store has committed transactions still in `db.sqlite-wal`; from_db must see them.
+    /// A database, or its log, that is a FIFO or a device is refused before SQLite opens it
+    /// (its open would block on a FIFO).
+    #[test]
+    fn special_files_as_the_database_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let a = sp('a', "a");
+        let db = root.join(DB_PATH);
+        std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+        let mkfifo = |p: &Path| {
+            let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+            // SAFETY: a valid NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        };
+        let t = std::time::Instant::now();
+        mkfifo(&db);
+        let e = Closure::from_db(root, &a).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        std::fs::remove_file(&db).unwrap();
+        let only_a = Closure::new(a.clone(), vec![info(&a, &[])], "t").unwrap();
+        write_db(&only_a, 5, &db).unwrap();
+        let wal = root.join(format!("{DB_PATH}-wal"));
+        mkfifo(&wal);
+        let e = Closure::from_db(root, &a).unwrap_err();
+        assert!(e.to_string().contains("-wal: not a regular file"), "{e}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    }
+
     #[test]
     fn from_db_honours_a_pending_wal() {
         let dir = tempfile::tempdir().unwrap();

@@ -17,6 +17,7 @@ mod closure;
 mod db;
 pub mod encoding;
 mod hash;
+mod input;
 mod nar;
 mod store_path;
 #[cfg(feature = "testutil")]
@@ -44,10 +45,10 @@ pub use toplevel::resolve_toplevel;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("invalid store path `{path}`: {reason}")]
+    #[error("invalid store path `{}`: {reason}", short(path))]
     InvalidStorePath { path: String, reason: &'static str },
 
-    #[error("invalid NAR hash `{input}`: {reason}")]
+    #[error("invalid NAR hash `{}`: {reason}", short(input))]
     InvalidHash { input: String, reason: &'static str },
 
     #[error("{op} {path}: {source}")]
@@ -75,7 +76,7 @@ pub enum Error {
     #[error("{path}: not in the Nix store {store}")]
     NotInStore { path: PathBuf, store: PathBuf },
 
-    #[error("{path}: leaves the Nix store ({detail})")]
+    #[error("{path}: leaves the Nix store ({})", short(detail))]
     EscapesStore { path: PathBuf, detail: String },
 
     #[error("{path}: too many levels of symbolic links")]
@@ -84,17 +85,17 @@ pub enum Error {
     #[error("{path}: {component} is not a directory")]
     NotADirectory { path: PathBuf, component: PathBuf },
 
-    #[error("{path}: not a NixOS system toplevel: {reason}")]
+    #[error("{path}: not a NixOS system toplevel: {}", short(reason))]
     NotToplevel { path: PathBuf, reason: String },
 
-    #[error("{file}:{line}: {reason}")]
+    #[error("{file}:{line}: {}", short(reason))]
     Malformed {
         file: PathBuf,
         line: usize,
         reason: String,
     },
 
-    #[error("{file}: {reason}")]
+    #[error("{file}: {}", short(reason))]
     Inconsistent { file: PathBuf, reason: String },
 
     #[error("toplevel {toplevel} is not in {source_desc}")]
@@ -119,7 +120,7 @@ pub enum Error {
     #[error("nix database {db}: {path} is not a valid path")]
     NotValidInDb { db: PathBuf, path: StorePath },
 
-    #[error("nix database {db}: {path}: {reason}")]
+    #[error("nix database {db}: {}: {}", short(path), short(reason))]
     BadDbRow {
         db: PathBuf,
         path: String,
@@ -146,15 +147,29 @@ pub enum Error {
         candidates: Vec<StorePath>,
     },
 
-    #[error("{file}: invalid JSON: {source}")]
+    #[error("{file}: invalid JSON: {}", short(&source.to_string()))]
     Json {
         file: PathBuf,
         #[source]
         source: serde_json::Error,
     },
 
-    #[error("{file}: {reason}")]
+    #[error("{file}: {}", short(reason))]
     Bootspec { file: PathBuf, reason: String },
+
+    /// An input file that is not a regular file, too big, or not what its size says.
+    #[error(transparent)]
+    Input(#[from] imgbuild_blockio::InputError),
+}
+
+/// The most characters of an input's text (a path, a value, a reason quoting one) an error
+/// message shows: a huge line or value is not echoed whole; the longest store path (255)
+/// still is.
+const QUOTE_MAX: usize = 256;
+
+/// `s` for a message: control characters escaped, at most [`QUOTE_MAX`] characters (then `…`).
+fn short(s: &str) -> String {
+    imgbuild_blockio::excerpt(s, QUOTE_MAX)
 }
 
 /// Shorthand for this crate's results.

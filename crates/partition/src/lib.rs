@@ -227,6 +227,15 @@ pub enum Error {
         /// Its length in UTF-16 code units.
         units: usize,
     },
+    /// A GPT partition name holding NUL, which ends a name shorter than 36 units: readers
+    /// would see only what comes before it.
+    #[error("partition {partition} name {name:?} contains NUL, which would end it early")]
+    NameHasNul {
+        /// 1-based partition number.
+        partition: usize,
+        /// The name given.
+        name: String,
+    },
     /// A nil type GUID (nil marks an unused GPT entry).
     #[error("partition {partition} has the nil type GUID (marks an unused entry)")]
     NilTypeGuid {
@@ -379,6 +388,12 @@ pub fn validate_gpt(layout: &GptLayout) -> Result<()> {
                 partition,
                 name: p.name.clone(),
                 units,
+            });
+        }
+        if p.name.contains('\0') {
+            return Err(Error::NameHasNul {
+                partition,
+                name: p.name.clone(),
             });
         }
         if p.type_guid.is_nil() {

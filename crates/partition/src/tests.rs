@@ -272,6 +272,12 @@ fn gpt_validation_errors_carry_numbers() {
         encode_gpt(&l),
         Err(Error::NameTooLong { units: 37, .. })
     ));
+    // NUL ends a name shorter than 36 units: refused, not cut.
+    l.partitions[0].name = "ro\0ot".into();
+    assert!(matches!(
+        encode_gpt(&l),
+        Err(Error::NameHasNul { partition: 1, .. })
+    ));
 
     let mut l = base.clone();
     l.partitions[1].last_lba = l.partitions[1].first_lba - 1;

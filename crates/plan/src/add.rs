@@ -115,6 +115,18 @@ pub struct Added {
     pub size: u64,
 }
 
+/// An `--add` source: read in pieces when the image is written, so no bound but the disk's.
+const ADD_SOURCE: imgbuild_blockio::InputKind = imgbuild_blockio::InputKind {
+    what: "--add source",
+    max_bytes: u64::MAX,
+};
+
+/// Whether a file added with `mode` may be read by anyone but its owner and group: an image
+/// holding a file that may not is written 0600 (and its bmap with it).
+pub(crate) fn is_private(mode: &str) -> bool {
+    u16::from_str_radix(mode, 8).map_or(true, |m| m & 0o004 == 0)
+}
+
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
     move |source| Error::Io {
         op,
@@ -196,6 +208,10 @@ pub fn apply(tree: &mut Tree, adds: &[&Add], time: i64, fat: bool) -> Result<Vec
                     reason: "is not a regular file (use --add-tree for directories)".into(),
                 });
             }
+            // Opened without blocking and checked on the descriptor; a /proc or /sys file,
+            // whose size says nothing of its content, is refused instead of being added empty.
+            let input = imgbuild_blockio::open_input(&a.src, ADD_SOURCE)?;
+            input.check_size()?;
             let mode = a.mode.unwrap_or(0o644);
             add_file(
                 tree,
@@ -274,14 +290,25 @@ fn check_added(
         let node = tree.node(id);
         match &node.kind {
             Kind::Dir(_) => check_added(cx, tree, id, &rel, &d, out)?,
-            Kind::File(f) => out.push(Added {
-                target: cx.target,
-                path: d,
-                mode: format!("{:04o}", node.meta.perm),
-                uid: node.meta.uid,
-                gid: node.meta.gid,
-                size: f.size(),
-            }),
+            Kind::File(f) => {
+                // A size-0 file that holds something (a /proc or /sys file) would be added
+                // empty: refused. Other sizes are checked as they are copied.
+                if f.size() == 0 {
+                    let kind = imgbuild_blockio::InputKind {
+                        what: "--add-tree file",
+                        ..ADD_SOURCE
+                    };
+                    imgbuild_blockio::open_input(&host, kind)?.check_size()?;
+                }
+                out.push(Added {
+                    target: cx.target,
+                    path: d,
+                    mode: format!("{:04o}", node.meta.perm),
+                    uid: node.meta.uid,
+                    gid: node.meta.gid,
+                    size: f.size(),
+                })
+            }
             Kind::Symlink(t) if !cx.fat => {
                 let t = Path::new(std::ffi::OsStr::from_bytes(t));
                 // A relative link must stay inside the added tree.

@@ -131,6 +131,9 @@ pub enum Error {
     AddSource { src: PathBuf, reason: String },
     #[error("{0}")]
     Invalid(String),
+    /// A file an input named that is not a regular file, too big, or not what its size says.
+    #[error(transparent)]
+    Input(#[from] imgbuild_blockio::InputError),
     #[error("interrupted")]
     Interrupted,
 }

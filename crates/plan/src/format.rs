@@ -30,6 +30,15 @@ pub const BUILTIN: &[(&str, &str)] = &[
 /// How deep `base` chains may go (a cycle ends here with an error).
 const MAX_BASE_DEPTH: usize = 8;
 
+/// A format file: the built-in ones are 2 KiB; anything past 1 MiB is not a format file.
+pub const FORMAT_FILE: imgbuild_blockio::InputKind = imgbuild_blockio::InputKind {
+    what: "format file",
+    max_bytes: 1 << 20,
+};
+
+/// The most characters of a value or a line an error message quotes.
+const QUOTE_MAX: usize = 48;
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FormatError {
@@ -38,18 +47,14 @@ pub enum FormatError {
         names = builtin_names()
     )]
     Unknown(String),
-    #[error("reading format file `{path}`")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("format `{name}`: {source}")]
-    Parse {
-        name: String,
-        #[source]
-        source: toml::de::Error,
-    },
+    #[error(transparent)]
+    Read(#[from] imgbuild_blockio::InputError),
+    #[error("format file `{path}` is not UTF-8 text (invalid byte at offset {offset})")]
+    NotText { path: String, offset: usize },
+    /// A TOML or schema error: its message and position, and an excerpt of the line only
+    /// when the file is the one named on the command line (a `base` may name any file).
+    #[error("format `{name}`: {message}")]
+    Parse { name: String, message: String },
     #[error("format `{name}`: {reason}")]
     Invalid { name: String, reason: String },
 }
@@ -217,8 +222,9 @@ impl<'de> Deserialize<'de> for PartType {
         }
         parse_mbr_type(&s).map(PartType::Mbr).ok_or_else(|| {
             serde::de::Error::custom(format!(
-                "type `{s}` is neither a GPT type GUID (C12A7328-F81F-11D2-BA4B-00A0C93EC93B) \
-                 nor an MBR type byte (0x83)"
+                "type `{}` is neither a GPT type GUID (C12A7328-F81F-11D2-BA4B-00A0C93EC93B) \
+                 nor an MBR type byte (0x83)",
+                quote(&s)
             ))
         })
     }
@@ -331,9 +337,9 @@ impl Format {
 
     fn parse_in(name: &str, text: &str, dir: Option<&Path>) -> Result<Format, FormatError> {
         let table = resolve(name, text, dir, 0)?;
-        let f = Format::deserialize(table).map_err(|source| FormatError::Parse {
-            name: name.to_string(),
-            source,
+        let f = Format::deserialize(table).map_err(|e| FormatError::Parse {
+            name: quote(name),
+            message: quote_long(e.message(), 4 * QUOTE_MAX),
         })?;
         f.validate()?;
         Ok(f)
@@ -342,10 +348,13 @@ impl Format {
     fn validate(&self) -> Result<(), FormatError> {
         let bad = |reason: String| {
             Err(FormatError::Invalid {
-                name: self.name.clone(),
+                name: quote(&self.name),
                 reason,
             })
         };
+        if let Err(why) = check_extension(&self.extension) {
+            return bad(why);
+        }
         if self.container.kind != ContainerType::Raw && self.compress != Compression::None {
             return bad(format!(
                 "`compress` applies to raw images; a `{}` container is not compressed again",
@@ -378,21 +387,31 @@ impl Format {
             return bad(format!("needs exactly one root partition, has {roots}"));
         }
         for (i, p) in self.partitions.iter().enumerate() {
+            let pname = quote(&p.name);
+            if let Err(why) = check_name(&p.name) {
+                return bad(format!("partition `{pname}`: name {why}"));
+            }
+            if let Err(why) = check_name(&p.label) {
+                return bad(format!(
+                    "partition `{pname}`: label `{}` {why}",
+                    quote(&p.label)
+                ));
+            }
             match self.table.kind {
                 TableType::Gpt => {
                     if !matches!(p.type_id, PartType::Gpt(_)) {
                         return bad(format!(
                             "partition `{}`: type `{}` is not a GUID",
-                            p.name, p.type_id
+                            pname, p.type_id
                         ));
                     }
                     if p.bootable {
-                        return bad(format!("partition `{}`: `bootable` is an MBR flag", p.name));
+                        return bad(format!("partition `{}`: `bootable` is an MBR flag", pname));
                     }
                     if p.name.encode_utf16().count() > 36 {
                         return bad(format!(
                             "partition `{}`: GPT names hold 36 characters",
-                            p.name
+                            pname
                         ));
                     }
                 }
@@ -400,7 +419,7 @@ impl Format {
                     if !matches!(p.type_id, PartType::Mbr(_)) {
                         return bad(format!(
                             "partition `{}`: type `{}` is not an MBR type byte like 0x83",
-                            p.name, p.type_id
+                            pname, p.type_id
                         ));
                     }
                     if i >= 4 {
@@ -411,25 +430,25 @@ impl Format {
             if p.size == PartSize::Auto && i + 1 != self.partitions.len() {
                 return bad(format!(
                     "partition `{}`: only the last partition can be sized `auto`",
-                    p.name
+                    pname
                 ));
             }
             if p.size == PartSize::Auto && p.filesystem != Filesystem::Ext4 {
                 return bad(format!(
                     "partition `{}`: `auto` size needs an ext4 filesystem",
-                    p.name
+                    pname
                 ));
             }
             if (p.contents == Contents::Root) != (p.filesystem == Filesystem::Ext4) {
                 return bad(format!(
                     "partition `{}`: the root partition, and only it, is ext4",
-                    p.name
+                    pname
                 ));
             }
             if !p.mount_point.starts_with('/') {
                 return bad(format!(
                     "partition `{}`: mount-point must be absolute",
-                    p.name
+                    pname
                 ));
             }
             let label_max = if p.filesystem == Filesystem::Ext4 {
@@ -440,7 +459,8 @@ impl Format {
             if p.label.len() > label_max {
                 return bad(format!(
                     "partition `{}`: label `{}` is longer than {label_max} bytes",
-                    p.name, p.label
+                    pname,
+                    quote(&p.label)
                 ));
             }
         }
@@ -478,33 +498,37 @@ fn source(
         Some(d) => d.join(name_or_path),
         None => Path::new(name_or_path).to_path_buf(),
     };
-    if p.extension().is_some_and(|e| e == "toml") || p.exists() {
-        let text = std::fs::read_to_string(&p).map_err(|source| FormatError::Read {
+    if p.extension().is_some_and(|e| e == "toml") || p.symlink_metadata().is_ok() {
+        // A regular file of at most 1 MiB, opened without blocking: `base` may name a FIFO,
+        // a device or a /proc file.
+        let bytes = imgbuild_blockio::read_input(&p, FORMAT_FILE)?;
+        let text = String::from_utf8(bytes).map_err(|e| FormatError::NotText {
             path: p.display().to_string(),
-            source,
+            offset: e.utf8_error().valid_up_to(),
         })?;
         return Ok((text, p.parent().map(Path::to_path_buf)));
     }
-    Err(FormatError::Unknown(name_or_path.to_string()))
+    Err(FormatError::Unknown(quote(name_or_path)))
 }
 
 /// The format's TOML table with its `base` chain merged in: tables merge key by key, every
-/// other value (arrays of partitions included) is replaced by the derived format's.
+/// other value (arrays of partitions included) is replaced by the derived format's. Errors in
+/// a `base` file (depth > 0) give the position but quote nothing of it.
 fn resolve(
     name: &str,
     text: &str,
     dir: Option<&Path>,
     depth: usize,
 ) -> Result<toml::Table, FormatError> {
-    let mut table: toml::Table = toml::from_str(text).map_err(|source| FormatError::Parse {
-        name: name.to_string(),
-        source,
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| FormatError::Parse {
+        name: quote(name),
+        message: toml_message(&e, text, depth == 0),
     })?;
     let Some(base) = table.remove("base") else {
         return Ok(table);
     };
     let invalid = |reason: String| FormatError::Invalid {
-        name: name.to_string(),
+        name: quote(name),
         reason,
     };
     let toml::Value::String(base) = base else {
@@ -512,13 +536,94 @@ fn resolve(
     };
     if depth >= MAX_BASE_DEPTH {
         return Err(invalid(format!(
-            "`base` chains deeper than {MAX_BASE_DEPTH} (a cycle?) at `{base}`"
+            "`base` chains deeper than {MAX_BASE_DEPTH} (a cycle?) at `{}`",
+            quote(&base)
         )));
     }
     let (base_text, base_dir) = source(&base, dir)?;
     let mut merged = resolve(&base, &base_text, base_dir.as_deref(), depth + 1)?;
     merge(&mut merged, table);
     Ok(merged)
+}
+
+/// A TOML error as `line L, column C: message`, with an escaped excerpt of at most
+/// [`QUOTE_MAX`] characters of the line when `excerpt` (the file given by the user; never a
+/// `base`, which may be any file on the host). The message alone is bounded too: it may
+/// quote a key or a value.
+fn toml_message(e: &toml::de::Error, text: &str, excerpt: bool) -> String {
+    let message = quote_long(e.message().trim_end(), 4 * QUOTE_MAX);
+    let Some(span) = e.span() else {
+        return message;
+    };
+    let start = span.start.min(text.len());
+    let before = text.as_bytes().get(..start).unwrap_or_default();
+    let line_no = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let column = start - line_start + 1;
+    if !excerpt {
+        return format!("line {line_no}, column {column}: {message}");
+    }
+    // The excerpt starts a little before the error, at a char boundary.
+    let mut from = start.saturating_sub(QUOTE_MAX / 2).max(line_start);
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    let rest = text.get(from..).unwrap_or_default();
+    let line = rest.split('\n').next().unwrap_or_default();
+    format!(
+        "line {line_no}, column {column}: {message}: `{}{}`",
+        if from > line_start { "…" } else { "" },
+        quote(line)
+    )
+}
+
+/// `s` for an error message: control characters escaped, at most [`QUOTE_MAX`] characters
+/// (then `…`).
+pub(crate) fn quote(s: &str) -> String {
+    quote_long(s, QUOTE_MAX)
+}
+
+fn quote_long(s: &str, max: usize) -> String {
+    imgbuild_blockio::excerpt(s, max)
+}
+
+/// A partition name or label: no NUL (GPT names and ext4 labels end at one), no other
+/// control character, no `/` (udev turns it into `\x2f` in /dev/disk/by-label and
+/// by-partlabel, so a mount by that name would not find it).
+fn check_name(s: &str) -> Result<(), String> {
+    if s.contains('\0') {
+        return Err("contains NUL, which would end it early".into());
+    }
+    if s.chars().any(char::is_control) {
+        return Err("contains a control character".into());
+    }
+    if s.contains('/') {
+        return Err("contains `/` (/dev/disk/by-label and by-partlabel names cannot)".into());
+    }
+    Ok(())
+}
+
+/// The image's file-name extension: letters, digits, `.`, `_`, `-`, `+`, no `..`, at most 32
+/// bytes (it is appended to `nixos.` in the working directory; a `/` would leave it).
+fn check_extension(e: &str) -> Result<(), String> {
+    let ok = !e.is_empty()
+        && e.len() <= 32
+        && !e.contains("..")
+        && !e.starts_with('.')
+        && e.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "extension `{}` is not a file-name extension like `img` or `raw.tar.gz` (letters, \
+             digits, `.`, `_`, `-`, `+`; no `/` or `..`; at most 32 bytes)",
+            quote(e)
+        ))
+    }
 }
 
 fn merge(into: &mut toml::Table, from: toml::Table) {
@@ -610,6 +715,141 @@ mod tests {
         assert!(e.to_string().contains("longer than 16"), "{e}");
         let e = Format::parse("x", &raw.replace("[root]", "[root]\nbogus = 1")).unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    /// Writes a format file deriving from `base` into `dir` and loads it.
+    fn load_with_base(dir: &Path, base: &str) -> Result<Format, FormatError> {
+        let f = dir.join("derived.toml");
+        std::fs::write(&f, format!("base = {base:?}\nname = \"derived\"\n")).unwrap();
+        Format::load(f.to_str().unwrap())
+    }
+
+    /// Issue 27 item 1: `base` naming a device, a FIFO, a /proc file, a huge one-line file or
+    /// another file of the host is refused at once, and the error quotes none of it.
+    #[test]
+    fn hostile_bases_are_refused_fast_and_quote_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo.toml");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        std::os::unix::fs::symlink("/dev/zero", d.path().join("zero.toml")).unwrap();
+        std::os::unix::fs::symlink("/proc/self/environ", d.path().join("env.toml")).unwrap();
+        // A shadow-like file: its one line must not appear in any message.
+        let secret = "root:$6$Zq1secretHASHvalue$abcdefghijklmnop:19000:0:99999:7:::";
+        std::fs::write(d.path().join("shadow"), format!("{secret}\n")).unwrap();
+        let sub = d.path().join("a/b");
+        std::fs::create_dir_all(&sub).unwrap();
+        // 50 MB on one line.
+        let huge = d.path().join("huge.toml");
+        std::fs::write(&huge, vec![b'x'; 50_000_000]).unwrap();
+        // A TOML file holding a long secret value where a format expects a partition type:
+        // the value is quoted, but only its first characters.
+        let long_secret = format!("token-{}-END", "s".repeat(200));
+        std::fs::write(
+            d.path().join("valid.toml"),
+            BUILTIN[0]
+                .1
+                .replace("C12A7328-F81F-11D2-BA4B-00A0C93EC93B", &long_secret),
+        )
+        .unwrap();
+        std::env::set_var("IMGBUILD_TEST_TOKEN", "tok-3b8f1d2e9c");
+        let t = std::time::Instant::now();
+        for (base, needle) in [
+            ("/dev/zero", "a character device, not a regular file"),
+            ("zero.toml", "a character device"),
+            ("fifo.toml", "a FIFO, not a regular file"),
+            ("env.toml", "a /proc or /sys file"),
+            ("/proc/self/environ", "a /proc or /sys file"),
+            ("shadow", "line 1, column"),
+            ("../../shadow", "line 1, column"),
+            ("huge.toml", "more than 1048576 bytes"),
+            ("valid.toml", "is neither a GPT type GUID"),
+        ] {
+            let dir = if base.starts_with("..") {
+                &sub
+            } else {
+                d.path()
+            };
+            let e = load_with_base(dir, base).unwrap_err();
+            let msg = format!("{e}");
+            assert!(msg.contains(needle), "{base}: {msg}");
+            assert!(
+                !msg.contains("Zq1secret"),
+                "{base} quotes the secret: {msg}"
+            );
+            assert!(
+                !msg.contains("tok-3b8f1d2e9c"),
+                "{base} quotes the environment"
+            );
+            assert!(!msg.contains("-END"), "{base} quotes a whole value: {msg}");
+            assert!(msg.len() < 600, "{base}: {} bytes of message", msg.len());
+        }
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        // The file named on the command line, 50 MB on one line: refused by size.
+        let e = Format::load(huge.to_str().unwrap()).unwrap_err();
+        assert!(e.to_string().len() < 300, "{e}");
+        // Its own bad line is quoted, but short and escaped.
+        let long = format!("name = \"x\"\nbad line {}\u{1b}[2J\n", "y".repeat(500_000));
+        let e = Format::parse("mine", &long).unwrap_err().to_string();
+        assert!(e.contains("line 2, column"), "{e}");
+        assert!(e.len() < 300 && !e.contains('\u{1b}'), "{e}");
+    }
+
+    #[test]
+    fn extensions_names_and_labels_stay_in_their_place() {
+        let raw = BUILTIN[0].1;
+        // As TOML strings.
+        for ext in [
+            r#""../../tmp/x""#,
+            r#""img/x""#,
+            "\"..\"",
+            r#"".img""#,
+            r#""""#,
+            r#""a\u0000b""#,
+            r#""a b""#,
+        ] {
+            let t = raw.replace("extension = \"img\"", &format!("extension = {ext}"));
+            assert_ne!(t, raw);
+            let e = Format::parse("x", &t).unwrap_err().to_string();
+            assert!(e.contains("is not a file-name extension"), "{ext:?}: {e}");
+        }
+        let ok = raw.replace("extension = \"img\"", "extension = \"raw.tar.gz\"");
+        Format::parse("x", &ok).unwrap();
+        for (label, why) in [
+            (r#""ni\u0000xos""#, "NUL"),
+            (r#""nix/os""#, "`/`"),
+            (r#""nix\nos""#, "control"),
+        ] {
+            let t = raw.replace("label = \"nixos\"", &format!("label = {label}"));
+            let e = Format::parse("x", &t).unwrap_err().to_string();
+            assert!(e.contains(why), "{label:?}: {e}");
+        }
+        // 16 bytes is the most an ext4 label holds; 16 is fine.
+        let t = raw.replace("label = \"nixos\"", "label = \"0123456789abcdef\"");
+        Format::parse("x", &t).unwrap();
+        for (name, why) in [(r#""ro\u0000ot""#, "NUL"), (r#""a/b""#, "`/`")] {
+            let t = raw.replace("name = \"primary\"", &format!("name = {name}"));
+            assert_ne!(t, raw);
+            let e = Format::parse("x", &t).unwrap_err().to_string();
+            assert!(e.contains(why), "{name:?}: {e}");
+        }
+        // GPT names: 36 UTF-16 units; a character outside the BMP takes two.
+        let t = raw.replace(
+            "name = \"primary\"",
+            &format!("name = \"{}\"", "é".repeat(36)),
+        );
+        Format::parse("x", &t).unwrap();
+        let t = raw.replace(
+            "name = \"primary\"",
+            &format!("name = \"{}\"", "😀".repeat(18)),
+        );
+        Format::parse("x", &t).unwrap();
+        let t = raw.replace(
+            "name = \"primary\"",
+            &format!("name = \"{}\"", "😀".repeat(19)),
+        );
+        assert!(Format::parse("x", &t).is_err());
     }
 
     #[test]

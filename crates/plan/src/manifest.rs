@@ -28,19 +28,27 @@ pub struct Manifest {
     pub disk_id: String,
     pub disk_size: u64,
     /// SHA-256 of the raw disk (`sha256sum` of the uncompressed image, or of the first
-    /// `disk_size` bytes of a disk it was written to).
-    pub disk_sha256: String,
+    /// `disk_size` bytes of a disk it was written to); absent when `added` is not empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_sha256: Option<String>,
     pub partitions: Vec<ManifestPartition>,
-    /// The file written (compressed or not).
+    /// The file written (compressed or not): its name, in the manifest's directory.
     pub image: String,
-    pub image_size: u64,
-    /// SHA-256 of `image` as written (equal to `disk_sha256` for a raw, uncompressed image).
-    pub sha256: String,
+    /// Absent when `added` is not empty and `image` is compressed (zstd, gzip, deflated
+    /// VMDK grains): a compressed size depends on the added files' contents.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<u64>,
+    /// SHA-256 of `image` as written (equal to `disk_sha256` for a raw, uncompressed image);
+    /// absent when `added` is not empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// What the hashes cover, or why they are left out.
+    pub hashes: String,
     /// What `image` is: `raw` (the disk's bytes), `qcow2`, `vhd`, `vhd-fixed`, `gce-tar`.
     pub container: crate::format::ContainerType,
     /// Compression of `image` (`none` or `zstd`).
     pub compression: crate::Compression,
-    /// The uncompressed image, when it was kept.
+    /// The uncompressed image, when it was kept (its name, beside `image`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_image: Option<String>,
     /// The block map (bmaptool format 2.0) of the raw disk, beside a raw or zstd image or a

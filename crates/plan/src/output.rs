@@ -39,12 +39,19 @@ pub(crate) fn write(
 ) -> Result<Manifest> {
     let outs = Outputs::of(cx);
     let disk_size = map.len();
+    // An image holding a file its owner kept from others is readable by its owner only, and
+    // so is its bmap (whose range hashes cover that file).
+    let mode = if notes.added.iter().any(|a| add::is_private(&a.mode)) {
+        0o600
+    } else {
+        0o666
+    };
     let full = |p: &Path| {
         let tmp = OutputFile::tmp_path(p);
         move |e| output_full(&tmp)(e)
     };
     let create = |p: &Path, len: u64| {
-        OutputFile::create(p, len)
+        OutputFile::create_with_mode(p, len, mode)
             .map_err(Error::from)
             .map_err(full(p))
     };
@@ -115,7 +122,7 @@ pub(crate) fn write(
     };
     reporter.done();
     let bmap_file = match (&outs.bmap, &bmap) {
-        (Some(path), Some(b)) => Some(text_file(path, b.xml().expect("finished"))?),
+        (Some(path), Some(b)) => Some(text_file(path, b.xml().expect("finished"), mode)?),
         _ => None,
     };
 
@@ -132,7 +139,7 @@ pub(crate) fn write(
         notes,
     );
     let json = serde_json::to_string_pretty(&manifest).expect("the manifest is plain data") + "\n";
-    let json = text_file(&outs.manifest, &json)?;
+    let json = text_file(&outs.manifest, &json, 0o666)?;
     // Nothing is renamed into place before every file is complete: a failure up to here
     // leaves no file at the output paths. The manifest goes last.
     for f in [image, raw, bmap_file, Some(json)].into_iter().flatten() {
@@ -444,6 +451,22 @@ fn manifest(
             }
         })
         .collect();
+    // With files added from the host, a hash of the disk or the image would let anyone
+    // holding the manifest test guesses of their contents (same closure, same seed: a 4-digit
+    // PIN is 10 000 builds): withheld.
+    let withhold = !notes.added.is_empty();
+    let (sha256, disk_sha256, hashes) = if withhold {
+        (None, None, HASHES_WITHHELD)
+    } else {
+        (Some(sha256), Some(disk_sha256), HASHES_COVER)
+    };
+    // So is the size of a compressed image: it depends on what the added files hold.
+    let compressed = cx.compression != Compression::None
+        || matches!(
+            cx.format.container.kind,
+            ContainerType::GceTar | ContainerType::Vmdk | ContainerType::Ova
+        );
+    let image_size = (!(withhold && compressed)).then_some(image_size);
     Manifest {
         imgbuild_version: env!("CARGO_PKG_VERSION").to_string(),
         format: cx.format.name.clone(),
@@ -460,7 +483,7 @@ fn manifest(
         disk_size: lay.disk_size,
         disk_sha256,
         partitions,
-        image: outs.image.display().to_string(),
+        image: file_name(&outs.image),
         image_size,
         sha256,
         container: cx.format.container.kind,
@@ -469,13 +492,35 @@ fn manifest(
             .raw
             .as_ref()
             .filter(|r| **r != outs.image)
-            .map(|r| r.display().to_string()),
-        bmap: outs.bmap.as_ref().map(|b| b.display().to_string()),
+            .map(|r| file_name(r)),
+        bmap: outs.bmap.as_ref().map(|b| file_name(b)),
+        hashes: hashes.to_string(),
         source_date_epoch: cx.time,
         dedup: notes.dedup,
         added: notes.added,
         boot: notes.boot,
     }
+}
+
+/// What the manifest's hashes cover.
+const HASHES_COVER: &str = "sha256: the image file as written; disk_sha256: the raw disk \
+     (the uncompressed image, or the first disk_size bytes of a device it was written to); the \
+     bmap's ranges: the raw disk's mapped blocks";
+
+/// Why they are left out.
+const HASHES_WITHHELD: &str = "withheld: the image holds files added from the host (`added`), \
+     and a hash of it (or the size of a compressed image) would let anyone holding this \
+     manifest test guesses of their contents; \
+     verify a copy by comparing `sha256sum` of it with that of the file on the build host. The \
+     bmap holds a hash of every mapped range, those files' included: keep it with the image";
+
+/// `dir/nixos.img` -> `nixos.img`: the manifest names the outputs beside it, not the host's
+/// directories.
+fn file_name(p: &Path) -> String {
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 fn hex(b: &[u8]) -> String {
@@ -693,9 +738,9 @@ fn suffixed(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Writes `text` to `dest.tmp`; the caller renames it into place.
-fn text_file(dest: &Path, text: &str) -> Result<OutputFile> {
+fn text_file(dest: &Path, text: &str, mode: u32) -> Result<OutputFile> {
     let tmp = OutputFile::tmp_path(dest);
-    let out = OutputFile::create(dest, 0)
+    let out = OutputFile::create_with_mode(dest, 0, mode)
         .map_err(Error::from)
         .map_err(output_full(&tmp))?;
     Region::new(out.file(), "text", 0, text.len() as u64)

@@ -8,6 +8,12 @@ use crate::format::{Bootloader, Contents, Filesystem, Format, TableType};
 use crate::ids::{fat_volume_id_string, Ids};
 use crate::{Error, Inputs, Result};
 
+/// The system's `/etc/fstab`: a few lines.
+const FSTAB: imgbuild_blockio::InputKind = imgbuild_blockio::InputKind {
+    what: "the system's fstab",
+    max_bytes: 1 << 20,
+};
+
 /// One fstab line: device, mount point, type.
 #[derive(Debug, PartialEq, Eq)]
 struct Mount {
@@ -113,11 +119,11 @@ pub(crate) fn check(format: &Format, ids: &Ids, inputs: &Inputs) -> Result<()> {
 
     let link = inputs.toplevel.join("etc/fstab");
     let fstab = match inputs.store.resolve_in_store(&link) {
-        Ok(host) => std::fs::read_to_string(&host).map_err(|source| Error::Io {
-            op: "reading the system's fstab",
-            path: host,
-            source,
-        })?,
+        // A regular file of at most 1 MiB, opened without blocking.
+        Ok(host) => {
+            let bytes = imgbuild_blockio::read_input(&host, FSTAB)?;
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
         Err(_) => {
             return bad(format!(
                 "it has no /etc/fstab ({} does not exist), so it mounts no root file system",

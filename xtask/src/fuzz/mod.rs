@@ -385,7 +385,8 @@ fn minimise(
         let f = work.join("replay.json");
         std::fs::write(&f, serde_json::to_string(c)?)?;
         let mut cmd = Command::new(exe);
-        cmd.args(["fuzz-worker", "--target", &c.target])
+        cmd.env(text::TOKEN_VAR, text::TOKEN)
+            .args(["fuzz-worker", "--target", &c.target])
             .args(["--iterations", "1", "--seconds", "1", "--seed", "1"])
             .args(["--deadline", &deadline.to_string()])
             .arg("--seeds")
@@ -455,6 +456,7 @@ fn fuzz_target(exe: &Path, seeds: &Path, a: &FuzzArgs, target: Target) -> Result
     while iterations < a.iterations && t0.elapsed().as_secs_f64() < a.seconds {
         let left = a.seconds - t0.elapsed().as_secs_f64();
         let o = Command::new(exe)
+            .env(text::TOKEN_VAR, text::TOKEN)
             .args(["fuzz-worker", "--target", target.name()])
             .arg("--seeds")
             .arg(seeds)

@@ -3,8 +3,15 @@
 //! numbers), closureInfo registrations (mutated record by record: lines dropped, duplicated,
 //! swapped, numbers and hashes replaced) and bootspec `boot.json` (mutated as JSON), plus a
 //! few raw byte edits on top so the parsers' own error paths are reached too.
+//!
+//! The hostile-file cases of issue 27: lines of up to 2 MB, NUL and invalid UTF-8, and files
+//! that are not format files as a format's `base` (a FIFO, `/dev/zero`, `/proc` files, a
+//! shadow-like file, a 50 MB file, symlinks to them; made once per worker in its scratch
+//! directory), and as closureInfo's `registration`. Besides panics, hangs and memory, a case
+//! fails when an error message is longer than [`MAX_MESSAGE`] or quotes the shadow-like
+//! file's secret or the worker's environment (a token the campaign puts there).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use imgbuild_testutil::harness::{Rng, INTERESTING};
 
@@ -48,12 +55,73 @@ fn long_string(rng: &mut Rng) -> String {
     "a".repeat([256, 4096, 70_000][pick(rng, 3)])
 }
 
+/// A line of up to 2 MB: one character repeated, or a long key.
+fn huge_line(rng: &mut Rng) -> Vec<u8> {
+    let n = [100_000, 1_000_000, 2_000_000][pick(rng, 3)];
+    let mut l = match rng.next_u64() % 3 {
+        0 => vec![b'x'; n],
+        1 => [b"key = \"".as_slice(), &vec![b'v'; n], b"\""].concat(),
+        _ => [vec![b'k'; n], b" = 1".to_vec()].concat(),
+    };
+    l.push(b'\n');
+    l
+}
+
+/// Byte sequences that are not UTF-8, and NUL.
+const NOT_UTF8: &[&[u8]] = &[
+    b"\xff",
+    b"\xfe\xff",
+    b"\xc3",
+    b"\xc0\xaf",
+    b"\xed\xa0\x80",
+    b"\0",
+];
+
+/// What a format's `base` or closureInfo's `registration` may name: special files, files
+/// of the host, and the ones [`specials`] makes (relative names).
+const SPECIAL: &[&str] = &[
+    "/dev/zero",
+    "/dev/null",
+    "/dev/urandom",
+    "/dev/stdin",
+    "/proc/self/environ",
+    "/proc/self/status",
+    "/proc/self/fd/0",
+    "/etc/passwd",
+    "/",
+    ".",
+    "fifo.toml",
+    "zero.toml",
+    "env.toml",
+    "shadow",
+    "../specials/shadow",
+    "huge.toml",
+    "dir.toml",
+    "loop.toml",
+    "self.toml",
+    "missing.toml",
+];
+
+/// The shadow-like file's one line: no message may quote it.
+const SECRET: &str = "root:$6$fuzzSECRETsalt$0123456789abcdefghij:19000:0:99999:7:::";
+
+/// The most bytes an error message may have.
+pub const MAX_MESSAGE: usize = 2048;
+
+/// A registration input naming a special file instead of holding text: `special:NAME`.
+const SPECIAL_PREFIX: &[u8] = b"special:";
+
 /// A few raw edits: a byte changed, a span deleted or duplicated, the text cut.
 fn bytes(rng: &mut Rng, mut t: Vec<u8>) -> Vec<u8> {
     if t.is_empty() {
         return t;
     }
-    match rng.next_u64() % 5 {
+    // Huge lines are rarer: they cost milliseconds each.
+    let kind = match rng.next_u64() % 64 {
+        0 => 6,
+        k => k % 6,
+    };
+    match kind {
         0 => {
             let i = pick(rng, t.len());
             t[i] = rng.next_u64() as u8;
@@ -73,10 +141,24 @@ fn bytes(rng: &mut Rng, mut t: Vec<u8>) -> Vec<u8> {
             let n = pick(rng, t.len());
             t.truncate(n);
         }
-        _ => {
+        4 => {
             let i = pick(rng, t.len());
             let s = STRINGS[pick(rng, STRINGS.len())].as_bytes();
             t.splice(i..i, s.iter().copied());
+        }
+        5 => {
+            let i = pick(rng, t.len());
+            let s = NOT_UTF8[pick(rng, NOT_UTF8.len())];
+            t.splice(i..i, s.iter().copied());
+        }
+        _ => {
+            // A huge line, at a line start.
+            let i = t[..pick(rng, t.len())]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            let l = huge_line(rng);
+            t.splice(i..i, l);
         }
     }
     t
@@ -232,11 +314,22 @@ pub fn mutate(target: &str, rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
     let text = String::from_utf8_lossy(seed).into_owned();
     let structured = rng.next_u64() % 10 < 8;
     let mut out = match target {
+        "registration" if rng.next_u64().is_multiple_of(32) => {
+            let name = SPECIAL[pick(rng, SPECIAL.len())];
+            return [SPECIAL_PREFIX, name.as_bytes()].concat();
+        }
         "format" if structured => match text.parse::<toml::Table>() {
             Ok(t) => {
                 let mut v = toml::Value::Table(t);
                 for _ in 0..1 + pick(rng, 3) {
                     toml_mutate(rng, &mut v, 0);
+                }
+                // A `base` naming a special file, a file of the host, or the format itself.
+                if rng.next_u64().is_multiple_of(6) {
+                    if let toml::Value::Table(t) = &mut v {
+                        let base = SPECIAL[pick(rng, SPECIAL.len())];
+                        t.insert("base".into(), toml::Value::String(base.into()));
+                    }
                 }
                 toml::to_string(&v).unwrap_or(text).into_bytes()
             }
@@ -266,16 +359,59 @@ pub fn mutate(target: &str, rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Runs the parser of `target` on `input`; the error message, if it refused it.
-pub fn parse(target: &str, input: &[u8]) -> Option<String> {
+/// Makes, once per directory, the files [`SPECIAL`] names relative to `dir/specials`: a FIFO,
+/// symlinks to `/dev/zero` and `/proc/self/environ`, a shadow-like file, a sparse 50 MB
+/// file, a directory, a symlink loop and a format whose `base` is itself.
+fn specials(dir: &Path) -> std::io::Result<PathBuf> {
+    let d = dir.join("specials");
+    if d.join("done").exists() {
+        return Ok(d);
+    }
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(d.join("dir.toml"))?;
+    let fifo = std::ffi::CString::new(d.join("fifo.toml").as_os_str().as_encoded_bytes())?;
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    std::os::unix::fs::symlink("/dev/zero", d.join("zero.toml"))?;
+    std::os::unix::fs::symlink("/proc/self/environ", d.join("env.toml"))?;
+    std::os::unix::fs::symlink("loop.toml", d.join("loop.toml"))?;
+    std::fs::write(d.join("shadow"), format!("{SECRET}\n"))?;
+    std::fs::File::create(d.join("huge.toml"))?.set_len(50_000_000)?;
+    std::fs::write(d.join("self.toml"), "base = \"self.toml\"\n")?;
+    std::fs::write(d.join("done"), "")?;
+    Ok(d)
+}
+
+/// The campaign gives every worker this variable: `/proc/self/environ` holds it, so a
+/// message quoting the environment quotes it.
+pub const TOKEN_VAR: &str = "IMGBUILD_FUZZ_TOKEN";
+pub const TOKEN: &str = "tok-5e1d0c9f27ab83e4";
+
+/// Runs the parser of `target` on `input` (format files from a file in `dir/specials`, so
+/// a relative `base` finds the special files there); the error message, if it refused it.
+/// Panics when the message is too long or quotes a secret.
+pub fn parse(target: &str, input: &[u8], dir: &Path) -> Option<String> {
     let file = Path::new("/fuzz/input");
+    let specials = match specials(dir) {
+        Ok(d) => d,
+        Err(e) => panic!("making the special files in {}: {e}", dir.display()),
+    };
     let r: Result<(), String> = match target {
-        "format" => match std::str::from_utf8(input) {
-            Ok(t) => imgbuild_plan::format::Format::parse("fuzz", t)
-                .map(drop)
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        },
+        "format" => {
+            // One file per thread: cases run one at a time, but a timed-out one may linger.
+            let f = specials.join(format!("case-{:?}.toml", std::thread::current().id()));
+            match std::fs::write(&f, input) {
+                Ok(()) => imgbuild_plan::format::Format::load(&f.to_string_lossy())
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(format!("writing the case: {e}")),
+            }
+        }
+        "registration" if input.starts_with(SPECIAL_PREFIX) => {
+            special_registration(&specials, &input[SPECIAL_PREFIX.len()..])
+        }
         "registration" => match std::str::from_utf8(input) {
             Ok(t) => imgbuild_nix::parse_registration(t, file)
                 .map(drop)
@@ -287,7 +423,49 @@ pub fn parse(target: &str, input: &[u8]) -> Option<String> {
             .map_err(|e| e.to_string()),
         _ => Err(format!("no text target {target}")),
     };
-    r.err()
+    let e = r.err()?;
+    check_message(&e);
+    Some(e)
+}
+
+/// A message is short and quotes neither the shadow-like file nor the environment.
+fn check_message(e: &str) {
+    assert!(
+        e.len() <= MAX_MESSAGE,
+        "an error message of {} bytes: {}…",
+        e.len(),
+        e.chars().take(200).collect::<String>()
+    );
+    assert!(
+        !e.contains("fuzzSECRET"),
+        "a message quotes the secret file: {e}"
+    );
+    assert!(!e.contains(TOKEN), "a message quotes the environment: {e}");
+}
+
+/// closureInfo whose `registration` is the special file `name`: refused at once.
+fn special_registration(specials: &Path, name: &[u8]) -> Result<(), String> {
+    let name = String::from_utf8_lossy(name);
+    let ci = specials.join(format!("ci-{:?}", std::thread::current().id()));
+    let _ = std::fs::remove_dir_all(&ci);
+    let top = "/nix/store/00000000000000000000000000000000-x";
+    let made = std::fs::create_dir_all(&ci)
+        .and_then(|()| std::fs::write(ci.join("store-paths"), format!("{top}\n")))
+        .and_then(|()| {
+            let target = if name.starts_with('/') {
+                PathBuf::from(name.as_ref())
+            } else {
+                specials.join(name.as_ref())
+            };
+            std::os::unix::fs::symlink(target, ci.join("registration"))
+        });
+    if let Err(e) = made {
+        return Err(format!("making the case: {e}"));
+    }
+    let top = imgbuild_nix::StorePath::parse(top).map_err(|e| e.to_string())?;
+    imgbuild_nix::Closure::from_closure_info(&ci, &top)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

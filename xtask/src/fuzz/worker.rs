@@ -554,10 +554,11 @@ pub fn run(o: &Opts) -> Result<Summary> {
             save_case(&o.work, &case);
             let t = o.target.name();
             let sabotage = sabotaged(t) && n.is_multiple_of(50);
+            let dir = scratch.clone();
             let r = bounded(o.deadline, move || {
                 // The negative control of CI: a target that panics must fail the run.
                 assert!(!sabotage, "sabotaged on purpose (XTASK_FUZZ_SABOTAGE)");
-                text::parse(t, &input)
+                text::parse(t, &input, &dir)
             })
             .map(|(e, mem)| {
                 let seen = Seen {
@@ -670,9 +671,10 @@ pub fn replay(
         let input = unhex(case.input_hex.as_deref().unwrap_or(""));
         let t = target.name();
         let sabotage = sabotaged(t);
+        let dir = scratch.clone();
         bounded(deadline, move || {
             assert!(!sabotage, "sabotaged on purpose (XTASK_FUZZ_SABOTAGE)");
-            text::parse(t, &input)
+            text::parse(t, &input, &dir)
         })
         .map(|_| ())
     } else {

@@ -185,6 +185,20 @@ fn bad_options() {
         ..opts()
     };
     assert!(matches!(ext4::plan(&t, &o), Err(ext4::Error::BadOption(_))));
+    // NUL would cut the label for every reader; 16 bytes without NUL fit.
+    let o = ext4::Options {
+        label: "nix\0os".into(),
+        ..opts()
+    };
+    match ext4::plan(&t, &o) {
+        Err(ext4::Error::BadOption(s)) => assert!(s.contains("NUL"), "{s}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    let o = ext4::Options {
+        label: "0123456789abcdef".into(),
+        ..opts()
+    };
+    assert!(ext4::plan(&t, &o).is_ok());
     // A tree node kind we never write must not exist: every Kind maps to an inode type.
     let mut t = Tree::new(m());
     t.insert_path(
