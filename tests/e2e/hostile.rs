@@ -384,3 +384,48 @@ fn manifests_of_images_with_added_files_give_no_guessing_oracle() {
         "{m}"
     );
 }
+
+/// A copy of the aarch64 demo's Pi firmware directory, writable, in `dir`.
+fn firmware_copy(dir: &Path) -> PathBuf {
+    let d = demo_aarch64();
+    let top = std::fs::read_link(d.join("result")).unwrap();
+    let boot: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(d.join(top.strip_prefix("/").unwrap()).join("boot.json")).unwrap(),
+    )
+    .unwrap();
+    let fw = boot["org.imgbuild.v1"]["firmware"].as_str().unwrap();
+    let src = d.join(fw.trim_start_matches('/'));
+    let dst = dir.join("firmware");
+    std::fs::create_dir(&dst).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dst.join(p.file_name().unwrap())).unwrap();
+    }
+    dst
+}
+
+#[test]
+fn firmware_config_txt_that_is_huge_or_not_a_file_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let outs = t.path().join("outs");
+    std::fs::create_dir(&outs).unwrap();
+    let out = outs.join("out.img.zst");
+    let fw = firmware_copy(t.path());
+    let config = fw.join("config.txt");
+    let fw_arg = fw.to_str().unwrap().to_string();
+    std::fs::write(&config, "x".repeat(3 << 20)).unwrap();
+    refused(
+        "firmware config.txt of 3 MiB",
+        &mut build("sd-aarch64", &out, &["--firmware", &fw_arg]),
+        &out,
+        &["config.txt", "holds more than 1048576 bytes"],
+    );
+    std::fs::remove_file(&config).unwrap();
+    mkfifo(&config);
+    refused(
+        "firmware config.txt that is a FIFO",
+        &mut build("sd-aarch64", &out, &["--firmware", &fw_arg]),
+        &out,
+        &["config.txt", "not a regular file"],
+    );
+}

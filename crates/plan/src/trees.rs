@@ -632,6 +632,12 @@ fn firmware_tree(cx: &Context, inputs: &Inputs) -> Result<Tree> {
     Ok(tree)
 }
 
+/// The Pi firmware's `config.txt` (a few KiB in practice): read whole, so bounded.
+const CONFIG_TXT: imgbuild_blockio::InputKind = imgbuild_blockio::InputKind {
+    what: "firmware config.txt",
+    max_bytes: 1 << 20,
+};
+
 /// Every file config.txt makes the firmware load (for the boards it has sections for) must be
 /// in the partition: a missing `u-boot.bin` or device tree is a board that does not boot.
 fn check_firmware(tree: &Tree, dir: &Path) -> Result<()> {
@@ -641,11 +647,8 @@ fn check_firmware(tree: &Tree, dir: &Path) -> Result<()> {
     let text = match &tree.node(config).kind {
         Kind::File(FileData::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
         Kind::File(FileData::Host { path, .. }) => {
-            std::fs::read_to_string(path).map_err(|source| Error::Io {
-                op: "reading",
-                path: path.clone(),
-                source,
-            })?
+            let bytes = imgbuild_blockio::read_input(path, CONFIG_TXT)?;
+            String::from_utf8_lossy(&bytes).into_owned()
         }
         _ => {
             return Err(Error::Invalid(format!(

@@ -41,7 +41,7 @@ pub const MAX_ALLOCATION: usize = 96 << 20;
 /// multiple of the image: the seeds are up to 1.1 GB, and no reader holds an image in memory).
 pub const MAX_LIVE: usize = 256 << 20;
 /// Bump when the seeds change.
-const SEEDS_VERSION: u32 = 1;
+const SEEDS_VERSION: u32 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Target {
@@ -136,7 +136,11 @@ impl Target {
                 "virtualbox.toml",
             ],
             Target::Registration => &["demo.registration", "demo-aarch64.registration"],
-            Target::Bootspec => &["demo.boot.json", "demo-aarch64.boot.json"],
+            Target::Bootspec => &[
+                "demo.boot.json",
+                "demo-aarch64.boot.json",
+                "oracle-26.11-counting.boot.json",
+            ],
         }
     }
 }
@@ -360,6 +364,17 @@ fn seeds(root: &Path) -> Result<PathBuf> {
             dir.join(format!("{name}.boot.json")),
         )?;
     }
+    // A boot.json with the imgbuild module's release and boot loader settings (boot counting
+    // on): the first such toplevel of the oracle fixtures, in name order.
+    let mut counted: Vec<PathBuf> = std::fs::read_dir(root.join("fixtures/oracle/nix/store"))?
+        .map(|e| e.map(|e| e.path().join("boot.json")))
+        .collect::<std::io::Result<_>>()?;
+    counted.sort();
+    let counted = counted
+        .into_iter()
+        .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("\"bootCounting\"")))
+        .context("no boot.json with bootCounting under fixtures/oracle/nix/store")?;
+    std::fs::copy(&counted, dir.join("oracle-26.11-counting.boot.json"))?;
     std::fs::write(&stamp, want)?;
     Ok(dir)
 }
