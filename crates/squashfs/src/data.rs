@@ -10,12 +10,11 @@
 //! depend on the thread count, and at most a window of blocks is in memory.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{Read, Write};
-use std::os::unix::fs::FileExt;
-use std::sync::mpsc;
+use std::io::Write;
+use std::path::Path;
+use std::sync::{mpsc, Arc};
 
-use imgbuild_blockio::to_usize;
+use imgbuild_blockio::{self as blockio, to_usize, InputError, InputKind};
 use imgbuild_fstree::{FileData, NodeId};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
@@ -76,59 +75,104 @@ pub(crate) struct Plan<'t> {
     pub duplicates: u64,
 }
 
-fn unreadable(data: &FileData) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |source| Error::Unreadable {
-        path: match data {
-            FileData::Host { path, .. } => path.clone(),
-            FileData::Bytes(_) => "<in memory>".into(),
-        },
-        source,
-    }
+/// How source files are opened: no size bound of their own (the plan has their size),
+/// regular files only.
+const SOURCE: InputKind = InputKind {
+    what: "source file",
+    max_bytes: u64::MAX,
+};
+
+/// Bytes hashed at a time.
+const HASH_BUF: usize = 256 << 10;
+
+/// A stored file's bytes, ready to be read by range.
+enum Source<'t> {
+    Bytes(&'t [u8]),
+    /// A host file opened once through [`blockio::open_input`] (refused unless a regular
+    /// file, never blocks on a FIFO swapped in), whose `fstat` size is the planned one.
+    Host {
+        input: blockio::Input,
+        path: &'t Path,
+        size: u64,
+    },
 }
 
-/// SHA-256 of a file's bytes, checking its size still is the planned one.
-fn content_hash(data: &FileData) -> Result<[u8; 32]> {
-    match data {
-        FileData::Bytes(b) => Ok(Sha256::digest(b).into()),
-        FileData::Host { path, size } => {
-            let f = File::open(path).map_err(unreadable(data))?;
-            check_size(data, &f)?;
-            let mut h = Sha256::new();
-            let mut buf = vec![0u8; 256 << 10];
-            let mut r = f.take(*size);
-            let mut total = 0u64;
-            loop {
-                let n = r.read(&mut buf).map_err(unreadable(data))?;
-                if n == 0 {
-                    break;
+impl<'t> Source<'t> {
+    fn open(data: &'t FileData) -> Result<Self> {
+        match data {
+            FileData::Bytes(b) => Ok(Source::Bytes(&b[..])),
+            FileData::Host { path, size } => {
+                let input = blockio::open_input(path, SOURCE).map_err(|e| match e {
+                    InputError::Io { source, .. } => Error::Unreadable {
+                        path: path.clone(),
+                        source,
+                    },
+                    e => Error::Input(e),
+                })?;
+                if input.size() != *size {
+                    return Err(Error::SourceChanged {
+                        path: path.clone(),
+                        planned: *size,
+                        found: input.size(),
+                    });
                 }
-                total += n as u64;
-                h.update(&buf[..n]);
+                Ok(Source::Host {
+                    input,
+                    path,
+                    size: *size,
+                })
             }
-            if total != *size {
-                return Err(Error::SourceChanged {
-                    path: path.clone(),
-                    planned: *size,
-                    found: total,
-                });
-            }
-            Ok(h.finalize().into())
         }
+    }
+
+    /// Appends bytes `offset..offset + len` to `buf`; a file that ends early is
+    /// [`Error::SourceChanged`] with the size it was found to have.
+    fn read(&self, offset: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
+        match self {
+            Source::Bytes(b) => {
+                let o = to_usize(offset);
+                buf.extend_from_slice(&b[o..o + len]);
+            }
+            Source::Host { input, path, size } => {
+                let start = buf.len();
+                buf.resize(start + len, 0);
+                let got = blockio::read_full_at(input.file(), &mut buf[start..], offset).map_err(
+                    |source| Error::Unreadable {
+                        path: path.to_path_buf(),
+                        source,
+                    },
+                )?;
+                if got < len {
+                    return Err(Error::SourceChanged {
+                        path: path.to_path_buf(),
+                        planned: *size,
+                        found: offset + got as u64,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 }
 
-fn check_size(data: &FileData, f: &File) -> Result<()> {
-    if let FileData::Host { path, size } = data {
-        let found = f.metadata().map_err(unreadable(data))?.len();
-        if found != *size {
-            return Err(Error::SourceChanged {
-                path: path.clone(),
-                planned: *size,
-                found,
-            });
-        }
+/// SHA-256 of a file's bytes, read through one descriptor.
+fn content_hash(data: &FileData) -> Result<[u8; 32]> {
+    let src = Source::open(data)?;
+    if let Source::Bytes(b) = src {
+        return Ok(Sha256::digest(b).into());
     }
-    Ok(())
+    let size = data.size();
+    let mut h = Sha256::new();
+    let mut buf = Vec::with_capacity(HASH_BUF);
+    let mut offset = 0;
+    while offset < size {
+        let len = to_usize((size - offset).min(HASH_BUF as u64));
+        buf.clear();
+        src.read(offset, len, &mut buf)?;
+        h.update(&buf);
+        offset += len as u64;
+    }
+    Ok(h.finalize().into())
 }
 
 /// Plans the data of `files` (every regular file once, in tree order).
@@ -235,43 +279,28 @@ enum Out {
     Compressed(Vec<u8>),
 }
 
-fn read_piece(data: &FileData, p: &Piece, buf: &mut Vec<u8>) -> Result<()> {
-    match data {
-        FileData::Bytes(b) => {
-            let o = to_usize(p.offset);
-            buf.extend_from_slice(&b[o..o + p.len]);
-        }
-        FileData::Host { path, size } => {
-            let f = File::open(path).map_err(unreadable(data))?;
-            check_size(data, &f)?;
-            let start = buf.len();
-            buf.resize(start + p.len, 0);
-            f.read_exact_at(&mut buf[start..], p.offset)
-                .map_err(|source| match source.kind() {
-                    std::io::ErrorKind::UnexpectedEof => Error::SourceChanged {
-                        path: path.clone(),
-                        planned: *size,
-                        found: p.offset,
-                    },
-                    _ => unreadable(data)(source),
-                })?;
-        }
-    }
-    Ok(())
-}
-
-fn run_job(files: &[&FileData], job: &Job, codec: Codec) -> Result<Out> {
+/// Runs one job. A block job reads through `src`, its file opened once by the spawner for
+/// all its blocks; a fragment opens each of its files here, reads it whole and closes it.
+fn run_job(files: &[&FileData], job: &Job, src: Option<&Source>, codec: Codec) -> Result<Out> {
     let mut buf = Vec::with_capacity(job.len());
     match job {
         Job::Block(p) => {
-            read_piece(files[p.file], p, &mut buf)?;
+            let opened;
+            let src = match src {
+                Some(s) => s,
+                None => {
+                    opened = Source::open(files[p.file])?;
+                    &opened
+                }
+            };
+            src.read(p.offset, p.len, &mut buf)?;
             if buf.iter().all(|&b| b == 0) {
                 return Ok(Out::Zero);
             }
         }
         Job::Fragment(ps) => {
             for p in ps {
-                read_piece(files[p.file], p, &mut buf)?;
+                Source::open(files[p.file])?.read(p.offset, p.len, &mut buf)?;
             }
         }
     }
@@ -337,14 +366,36 @@ pub(crate) fn write(
     let mut ready = HashMap::new();
     rayon::in_place_scope(|scope| -> Result<()> {
         let mut spawned = 0;
+        // The file of the last block job spawned: a file's blocks are consecutive jobs, so
+        // each file is opened once, and at most a window of files is open at a time.
+        let mut open: Option<(usize, Arc<Source>)> = None;
         for (next, job) in jobs.iter().enumerate() {
             while spawned < jobs.len() && spawned < next + window {
                 let (tx, i) = (tx.clone(), spawned);
+                spawned += 1;
+                let src = match &jobs[i] {
+                    Job::Block(p) if !matches!(&open, Some((f, _)) if *f == p.file) => {
+                        match Source::open(files[p.file]) {
+                            Ok(s) => {
+                                let s = Arc::new(s);
+                                open = Some((p.file, Arc::clone(&s)));
+                                Some(s)
+                            }
+                            Err(e) => {
+                                // Reported in job order, like any other job's error.
+                                open = None;
+                                let _ = tx.send((i, Err(e)));
+                                continue;
+                            }
+                        }
+                    }
+                    Job::Block(_) => open.as_ref().map(|(_, s)| Arc::clone(s)),
+                    Job::Fragment(_) => None,
+                };
                 scope.spawn(move |_| {
                     // The receiver outlives the scope: sending cannot fail.
-                    let _ = tx.send((i, run_job(files, &jobs[i], codec)));
+                    let _ = tx.send((i, run_job(files, &jobs[i], src.as_deref(), codec)));
                 });
-                spawned += 1;
             }
             let o = wait_for(next, &mut ready, &rx)?;
             let (bytes, size) = match &o {
@@ -427,5 +478,38 @@ mod tests {
         assert_eq!(p.infos[0].sparse, 8192);
         assert_eq!(p.infos[0].start, 96);
         assert_eq!((w.blocks, pos, out.len()), (1, 196, 100));
+    }
+
+    #[test]
+    fn a_source_that_shrinks_after_opening_reports_what_was_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![7u8; 10_000]).unwrap();
+        let data = FileData::Host {
+            path: path.clone(),
+            size: 10_000,
+        };
+        let src = Source::open(&data).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(6_000)
+            .unwrap();
+        let mut buf = Vec::new();
+        src.read(0, 4096, &mut buf).unwrap();
+        let e = src.read(4096, 4096, &mut buf).unwrap_err();
+        // 4096 planned from 4096, 1904 found there: the file now ends at 6000.
+        assert!(
+            matches!(
+                e,
+                Error::SourceChanged {
+                    planned: 10_000,
+                    found: 6_000,
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 }

@@ -10,7 +10,9 @@
 //!    file's points at that file's blocks, as mksquashfs does), cut into blocks; files smaller
 //!    than a block packed into fragment blocks (unless [`Options::fragments`] is off); blocks
 //!    of zeros are holes, not stored. Blocks are read and compressed on rayon's *current*
-//!    pool, at most a window (8 per thread) ahead of the one being written, in order;
+//!    pool, at most a window (8 per thread) ahead of the one being written, in order. Each
+//!    source file is opened once (`blockio::open_input`: regular files only, no blocking on
+//!    a FIFO) and must still have the size the tree gives it;
 //! 3. the inode table and the directory table, as 8 KiB metadata blocks: inodes of a
 //!    directory's entries before the directory's own (so every reference points backwards
 //!    and is known when written), listings split into headers of at most 256 entries that
@@ -61,6 +63,9 @@ pub const MAX_NAME_LEN: usize = 255;
 pub const MAX_SYMLINK_LEN: usize = 4095;
 /// The image is padded to a multiple of this, as mksquashfs does (loop devices).
 pub const PAD: u64 = 4096;
+/// Most distinct uids and gids: the superblock counts them in a 16-bit `no_ids`
+/// (`u16::MAX`), so inodes index them from 0 to 65534.
+pub const MAX_IDS: usize = 65_535;
 /// mksquashfs's zstd level when none is given; other levels are recorded in the image.
 pub const ZSTD_DEFAULT_LEVEL: i32 = 15;
 const ZSTD_ID: u16 = 6;
@@ -135,8 +140,11 @@ pub enum Error {
         major: u32,
         minor: u32,
     },
-    #[error("{ids} distinct uids and gids, squashfs allows at most 65536")]
+    #[error("at least {ids} distinct uids and gids, squashfs holds at most {MAX_IDS}")]
     TooManyIds { ids: usize },
+    /// A source file that is not (or no longer) a regular file, or cannot be opened safely.
+    #[error(transparent)]
+    Input(imgbuild_blockio::InputError),
     #[error("the {what} is larger than squashfs can address")]
     TooBig { what: &'static str },
     #[error("`{}`: cannot read it", path.display())]
@@ -269,9 +277,15 @@ fn number(tree: &Tree) -> Result<Numbered> {
         }
         for v in [node.meta.uid, node.meta.gid] {
             if !n.id_index.contains_key(&v) {
-                let idx = u16::try_from(n.ids.len()).map_err(|_| Error::TooManyIds {
-                    ids: n.ids.len() + 1,
-                })?;
+                // Refused here, before any byte is written: the superblock's `no_ids` is
+                // 16 bits, so indexes stop at MAX_IDS - 1.
+                if n.ids.len() >= MAX_IDS {
+                    return Err(Error::TooManyIds {
+                        ids: n.ids.len() + 1,
+                    });
+                }
+                let idx =
+                    u16::try_from(n.ids.len()).expect("fewer than MAX_IDS ids, checked above");
                 n.id_index.insert(v, idx);
                 n.ids.push(v);
             }
@@ -614,7 +628,7 @@ pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: W) -> Result<Sum
         fragments: plan.fragments,
         compression,
         flags,
-        no_ids: u16::try_from(n.ids.len()).map_err(|_| Error::TooManyIds { ids: n.ids.len() })?,
+        no_ids: u16::try_from(n.ids.len()).expect("`number` refuses more than MAX_IDS ids"),
         root: root.encode(),
         bytes_used,
         id_table,

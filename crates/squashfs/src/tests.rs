@@ -307,3 +307,97 @@ fn headers_and_directory_index_in_the_bytes() {
         );
     }
 }
+
+/// A root (uid and gid 0) and `files` empty files with uids 1, 2, ...: `files + 1` ids.
+fn tree_with_ids(files: u32) -> Tree {
+    let mut t = Tree::new(m());
+    let empty = fstree::FileData::Bytes(std::sync::Arc::from(&b""[..]));
+    for i in 1..=files {
+        t.insert_path(
+            format!("/f{i}").as_bytes(),
+            Node::file(Meta::new(0o644, i, 0, 1), empty.clone()),
+        )
+        .unwrap();
+    }
+    t
+}
+
+#[test]
+fn more_ids_than_the_superblock_counts_are_refused_before_writing() {
+    let mut img = std::io::Cursor::new(Vec::new());
+    let e = write(&tree_with_ids(65_535), &Options::default(), &mut img).unwrap_err();
+    assert!(matches!(e, Error::TooManyIds { ids: 65_536 }), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "at least 65536 distinct uids and gids, squashfs holds at most 65535"
+    );
+    assert!(img.get_ref().is_empty(), "nothing written");
+
+    // One fewer fits: no_ids (offset 26) is 65535.
+    let mut img = std::io::Cursor::new(Vec::new());
+    write(&tree_with_ids(65_534), &Options::default(), &mut img).unwrap();
+    let img = img.into_inner();
+    assert_eq!(u16::from_le_bytes([img[26], img[27]]), 65_535);
+}
+
+/// The three ways a host file is read: data blocks and a short one; a fragment; hashed
+/// first as a duplicate candidate (named twice).
+const SOURCE_CASES: [(u64, bool); 3] = [(200_000, false), (5_000, false), (200_000, true)];
+
+/// Writes `size` bytes to `path` and returns a tree holding it as a host file, named twice
+/// when `twice`.
+fn host_tree(path: &std::path::Path, size: u64, twice: bool) -> Tree {
+    std::fs::write(path, vec![9u8; imgbuild_blockio::to_usize(size)]).unwrap();
+    let mut t = Tree::new(m());
+    let data = fstree::FileData::Host {
+        path: path.to_path_buf(),
+        size,
+    };
+    t.insert_path(b"/a", Node::file(m(), data.clone())).unwrap();
+    if twice {
+        t.insert_path(b"/b", Node::file(m(), data)).unwrap();
+    }
+    t
+}
+
+#[test]
+fn a_source_that_shrank_since_the_tree_was_built_is_named_with_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    for (size, twice) in SOURCE_CASES {
+        let t = host_tree(&path, size, twice);
+        std::fs::write(&path, vec![9u8; 3_000]).unwrap();
+        let e = write(&t, &Options::default(), std::io::Cursor::new(Vec::new())).unwrap_err();
+        assert!(
+            matches!(&e, Error::SourceChanged { planned, found: 3_000, path: p }
+                if *planned == size && *p == path),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn a_fifo_swapped_in_is_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    for (size, twice) in SOURCE_CASES {
+        let t = host_tree(&path, size, twice);
+        std::fs::remove_file(&path).unwrap();
+        let st = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = write(&t, &Options::default(), std::io::Cursor::new(Vec::new()));
+            let _ = tx.send(r.map(|_| ()).map_err(|e| e.to_string()));
+        });
+        let e = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("writing returns instead of waiting on the FIFO")
+            .unwrap_err();
+        assert!(e.contains("is a FIFO, not a regular file"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+    }
+}
