@@ -281,6 +281,82 @@ fn add_sources_that_are_not_regular_files_are_refused() {
     }
 }
 
+/// raw-efi with a 64 MiB ESP and 8 MiB free in the root, written in `dir`: 89 MB images
+/// build and hash in a moment.
+fn small_raw_efi(dir: &Path) -> PathBuf {
+    let raw_efi = std::fs::read_to_string(workspace().join("formats/raw-efi.toml")).unwrap();
+    let small_text = raw_efi
+        .replace("size = \"512MiB\"", "size = \"64MiB\"")
+        .replace("free = \"512MiB\"", "free = \"8MiB\"");
+    assert_eq!(small_text.matches("64MiB").count(), 1, "{small_text}");
+    assert!(small_text.contains("8MiB\""));
+    let small = dir.join("small.toml");
+    std::fs::write(&small, small_text).unwrap();
+    small
+}
+
+/// The image is private (0600) when any added file is: a host file kept from others (even
+/// added without :MODE, or inside --add-tree, whose modes are normalized to 0644), or any
+/// file on the FAT boot partition, which keeps no modes. A world-readable file added to the
+/// root without a private mode leaves the image as the umask makes it.
+#[test]
+fn images_holding_host_secrets_are_private_whatever_the_image_mode() {
+    let t = tempfile::tempdir().unwrap();
+    let small = small_raw_efi(t.path());
+    let small = small.to_str().unwrap();
+    let host = |name: &str, perm: u32| {
+        let p = t.path().join(name);
+        std::fs::write(&p, b"key\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(perm)).unwrap();
+        p
+    };
+    let secret = host("secret", 0o600);
+    let public = host("public", 0o644);
+    let tree = t.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("readme"), b"hello\n").unwrap();
+    std::fs::write(tree.join("key"), b"key\n").unwrap();
+    std::fs::set_permissions(tree.join("key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cases: [(&str, &str, String, bool); 4] = [
+        (
+            "no-mode",
+            "--add",
+            format!("{}:/etc/secret", secret.display()),
+            true,
+        ),
+        (
+            "tree",
+            "--add-tree",
+            format!("{}:/etc/keys", tree.display()),
+            true,
+        ),
+        (
+            "boot",
+            "--add-boot",
+            format!("{}:/public", public.display()),
+            true,
+        ),
+        (
+            "public",
+            "--add",
+            format!("{}:/etc/public", public.display()),
+            false,
+        ),
+    ];
+    for (name, flag, spec, private) in cases {
+        let img = t.path().join(format!("{name}.img"));
+        let r = measured(&mut build(small, &img, &[flag, &spec]));
+        assert_eq!(r.code, Some(0), "{name}: {}", r.stderr);
+        let bmap = t.path().join(format!("{name}.img.bmap"));
+        if private {
+            assert_eq!(mode(&img), 0o600, "{name}");
+            assert_eq!(mode(&bmap), 0o600, "{name}");
+        } else {
+            assert_ne!(mode(&img) & 0o077, 0, "{name}: the umask leaves 0600 too");
+        }
+    }
+}
+
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
 }
@@ -291,15 +367,7 @@ fn mode(p: &Path) -> u32 {
 #[test]
 fn manifests_of_images_with_added_files_give_no_guessing_oracle() {
     let t = tempfile::tempdir().unwrap();
-    // raw-efi with a 64 MiB ESP and 8 MiB free in the root: 89 MB images hash in a moment.
-    let raw_efi = std::fs::read_to_string(workspace().join("formats/raw-efi.toml")).unwrap();
-    let small_text = raw_efi
-        .replace("size = \"512MiB\"", "size = \"64MiB\"")
-        .replace("free = \"512MiB\"", "free = \"8MiB\"");
-    assert_eq!(small_text.matches("64MiB").count(), 1, "{small_text}");
-    assert!(small_text.contains("8MiB\""));
-    let small = t.path().join("small.toml");
-    std::fs::write(&small, small_text).unwrap();
+    let small = small_raw_efi(t.path());
     let small = small.to_str().unwrap();
     let build_pin = |name: &str, pin: &str, file_mode: &str| {
         let d = t.path().join(name);

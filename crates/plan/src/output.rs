@@ -41,7 +41,7 @@ pub(crate) fn write(
     let disk_size = map.len();
     // An image holding a file its owner kept from others is readable by its owner only, and
     // so is its bmap (whose range hashes cover that file).
-    let mode = if notes.added.iter().any(|a| add::is_private(&a.mode)) {
+    let mode = if notes.added.iter().any(|a| a.private) {
         0o600
     } else {
         0o666
