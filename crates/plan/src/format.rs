@@ -131,6 +131,19 @@ impl ContainerType {
             ContainerType::Ova => "ova",
         }
     }
+
+    /// Whether the container file's size depends on what the disk holds (it compresses the
+    /// data), not only on the disk's size and written extents. Every container must decide.
+    pub fn size_depends_on_content(self) -> bool {
+        match self {
+            ContainerType::Raw
+            | ContainerType::Qcow2
+            | ContainerType::Vhd
+            | ContainerType::VhdFixed
+            | ContainerType::Vhdx => false,
+            ContainerType::GceTar | ContainerType::Vmdk | ContainerType::Ova => true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

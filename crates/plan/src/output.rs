@@ -461,11 +461,8 @@ fn manifest(
         (Some(sha256), Some(disk_sha256), HASHES_COVER)
     };
     // So is the size of a compressed image: it depends on what the added files hold.
-    let compressed = cx.compression != Compression::None
-        || matches!(
-            cx.format.container.kind,
-            ContainerType::GceTar | ContainerType::Vmdk | ContainerType::Ova
-        );
+    let compressed =
+        cx.compression != Compression::None || cx.format.container.kind.size_depends_on_content();
     let image_size = (!(withhold && compressed)).then_some(image_size);
     Manifest {
         imgbuild_version: env!("CARGO_PKG_VERSION").to_string(),
