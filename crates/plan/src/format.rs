@@ -39,6 +39,10 @@ pub const FORMAT_FILE: imgbuild_blockio::InputKind = imgbuild_blockio::InputKind
 /// The most characters of a value or a line an error message quotes.
 const QUOTE_MAX: usize = 48;
 
+/// The most characters of a TOML parser's message, which may itself quote a key or a value:
+/// cut any shorter and "expected ..." is lost.
+const MESSAGE_MAX: usize = 4 * QUOTE_MAX;
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FormatError {
@@ -352,7 +356,7 @@ impl Format {
         let table = resolve(name, text, dir, 0)?;
         let f = Format::deserialize(table).map_err(|e| FormatError::Parse {
             name: quote(name),
-            message: quote_long(e.message(), 4 * QUOTE_MAX),
+            message: quote_long(e.message(), MESSAGE_MAX),
         })?;
         f.validate()?;
         Ok(f)
@@ -561,10 +565,10 @@ fn resolve(
 
 /// A TOML error as `line L, column C: message`, with an escaped excerpt of at most
 /// [`QUOTE_MAX`] characters of the line when `excerpt` (the file given by the user; never a
-/// `base`, which may be any file on the host). The message alone is bounded too: it may
-/// quote a key or a value.
+/// `base`, which may be any file on the host). The message alone is bounded too, to
+/// [`MESSAGE_MAX`]: it may quote a key or a value.
 fn toml_message(e: &toml::de::Error, text: &str, excerpt: bool) -> String {
-    let message = quote_long(e.message().trim_end(), 4 * QUOTE_MAX);
+    let message = quote_long(e.message().trim_end(), MESSAGE_MAX);
     let Some(span) = e.span() else {
         return message;
     };
