@@ -27,7 +27,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 mod input;
 pub use input::{
-    check_input_dir, excerpt, open_input, read_input, Input, InputError, InputKind, InputResult,
+    check_input_dir, excerpt, open_input, open_input_no_follow, read_input, read_input_no_follow,
+    Input, InputError, InputKind, InputResult,
 };
 
 /// Size of the buffer used when `copy_file_range` is not available.
