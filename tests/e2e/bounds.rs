@@ -4,32 +4,17 @@
 
 use crate::common::*;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TIB: u64 = 1 << 40;
 
-/// `imgbuild ARGS` under GNU time: (its output, its peak RSS in bytes, how long it took).
-fn measured(args: &[String]) -> (std::process::Output, u64, Duration) {
-    let dir = tempfile::tempdir().unwrap();
-    let rss = dir.path().join("rss");
-    let mut c = Command::new("time");
-    c.arg("-f")
-        .arg("%M")
-        .arg("-o")
-        .arg(&rss)
-        .arg(bin())
-        .args(args);
-    c.env_remove("SOURCE_DATE_EPOCH");
-    let start = Instant::now();
-    let out = c.output().expect("running imgbuild under GNU time");
-    let took = start.elapsed();
-    let kib: u64 = std::fs::read_to_string(&rss)
-        .unwrap()
-        .lines()
-        .last()
-        .and_then(|l| l.trim().parse().ok())
-        .expect("GNU time writes the peak RSS in KiB");
-    (out, kib * 1024, took)
+/// `imgbuild ARGS` under [`measured`]: (the run, its peak RSS in bytes, how long it took).
+fn run(args: &[String]) -> (Measured, u64, Duration) {
+    let mut c = Command::new(bin());
+    c.args(args).env_remove("SOURCE_DATE_EPOCH");
+    let m = measured(&c, Duration::from_secs(600));
+    let (rss, took) = (m.max_rss_kib * 1024, m.elapsed);
+    (m, rss, took)
 }
 
 #[test]
@@ -38,8 +23,8 @@ fn the_largest_disk_plans_in_bounded_memory() {
     let out = dir.path().join("big.img");
     let mut args = demo_args("raw-efi", &out);
     args.extend(["--size", "16TiB", "--dry-run", "--json"].map(String::from));
-    let (o, rss, took) = measured(&args);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (o, rss, took) = run(&args);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
     let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(d["disk_size"], 16 * TIB);
     // Every group's inode table is zeroed metadata (ITABLE_ZEROED): 1/64 of the disk.
@@ -70,9 +55,9 @@ fn sizes_above_the_largest_disk_are_refused_at_once() {
     ] {
         let mut args = demo_args("raw-efi", &out);
         args.extend([opt, size].map(String::from));
-        let (o, rss, took) = measured(&args);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(1), "{opt} {size}: {err}");
+        let (o, rss, took) = run(&args);
+        let err = &o.stderr;
+        assert_eq!(o.code, Some(1), "{opt} {size}: {err}");
         assert!(err.contains(what), "{opt} {size}: {err}");
         assert!(
             err.contains("more than the largest disk imgbuild builds, 16 TiB"),
@@ -93,9 +78,9 @@ fn an_mbr_disk_above_2_tib_is_refused_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut args = demo_args("sd-aarch64", &dir.path().join("sd.img.zst"));
     args.extend(["--size", "3TiB"].map(String::from));
-    let (o, _, took) = measured(&args);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    let (o, _, took) = run(&args);
+    let err = &o.stderr;
+    assert_eq!(o.code, Some(1), "{err}");
     assert!(
         err.contains("more than what an MBR partition table addresses (2^32 sectors"),
         "{err}"
@@ -116,9 +101,9 @@ fn ext4_images_above_the_writer_limit_are_refused_at_once() {
         .chain(["--size", "1000000T"])
         .map(String::from)
         .collect();
-    let (o, _, took) = measured(&args);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    let (o, _, took) = run(&args);
+    let err = &o.stderr;
+    assert_eq!(o.code, Some(1), "{err}");
     assert!(err.contains("more than this writer makes"), "{err}");
     assert!(took < Duration::from_secs(5), "{took:?}");
     assert!(!out.exists());
@@ -151,9 +136,9 @@ fn a_zstd_bomb_stops_early_with_its_limit_named() {
     ]
     .map(String::from)
     .to_vec();
-    let (o, rss, took) = measured(&args);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    let (o, rss, took) = run(&args);
+    let err = &o.stderr;
+    assert_eq!(o.code, Some(1), "{err}");
     // The cap: 256 MiB of data for so small a file, far below the 1 GiB it unpacks to.
     assert!(err.contains("data unpacked from the image"), "{err}");
     assert!(

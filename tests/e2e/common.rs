@@ -2,8 +2,10 @@
 
 #![allow(dead_code)]
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -110,4 +112,92 @@ pub fn sha256(path: &Path) -> String {
         .next()
         .unwrap_or_default()
         .to_string()
+}
+
+/// What [`measured`] saw of a run.
+pub struct Measured {
+    /// The exit code; `None` when killed at the time limit.
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+    /// The child's own peak resident memory in KiB, as GNU time reports it (`%M`).
+    pub max_rss_kib: u64,
+    pub elapsed: Duration,
+}
+
+/// Runs `cmd` to its end under GNU time (`/usr/bin/time -f %M`, Debian's package `time`):
+/// the child's own peak memory, where `wait4`'s `ru_maxrss` would carry the test process's
+/// peak (and so the parallel tests') across the fork and exec. Its output and time too; its
+/// process group is killed after `limit` (a build blocked on a FIFO would otherwise hang the
+/// test).
+pub fn measured(cmd: &Command, limit: Duration) -> Measured {
+    let dir = tempfile::tempdir().unwrap();
+    let rss = dir.path().join("rss");
+    let mut c = Command::new("/usr/bin/time");
+    c.arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&rss)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    if let Some(d) = cmd.get_current_dir() {
+        c.current_dir(d);
+    }
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let start = Instant::now();
+    let mut child = c
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {cmd:?} under /usr/bin/time (package `time`): {e}"));
+    let pgid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let out_t = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut out, &mut b).unwrap();
+        b
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut err, &mut b).unwrap();
+        b
+    });
+    let mut killed = false;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if !killed && start.elapsed() > limit {
+            // SAFETY: kill() has no memory-safety preconditions; the group is time's (it
+            // is not reaped yet) and the build's.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            killed = true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let elapsed = start.elapsed();
+    let max_rss_kib = if killed {
+        0
+    } else {
+        std::fs::read_to_string(&rss)
+            .unwrap()
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("GNU time writes the peak RSS in KiB last")
+    };
+    Measured {
+        code: if killed { None } else { status.code() },
+        stdout: out_t.join().unwrap(),
+        stderr: String::from_utf8_lossy(&err_t.join().unwrap()).into_owned(),
+        max_rss_kib,
+        elapsed,
+    }
 }

@@ -8,82 +8,16 @@
 use crate::common::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// An environment variable given to every hostile build: no message may contain it.
 const TOKEN: &str = "tok-9f3c51d07ab2e64c";
 /// The one line of a shadow-like file a `base` names.
 const SHADOW: &str = "root:$6$Xy7secretSALT$hashhashhashhashhashhash:19000:0:99999:7:::";
 
-struct Run {
-    code: Option<i32>,
-    stdout: Vec<u8>,
-    stderr: String,
-    max_rss_kib: i64,
-    elapsed: Duration,
-}
-
-/// Runs `cmd` to its end, with its peak memory (`wait4`'s `ru_maxrss`: an upper bound, as
-/// Linux carries the test process's own peak across the fork and exec) and time; killed
-/// after 30 s (a build blocked on a FIFO would otherwise hang the test).
-// The child is reaped by wait4 (for its rusage), which clippy does not see.
-#[allow(clippy::zombie_processes)]
-fn measured(cmd: &mut Command) -> Run {
-    let start = Instant::now();
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-    let pid = child.id() as libc::pid_t;
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        std::io::Read::read_to_end(&mut out, &mut b).unwrap();
-        b
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        std::io::Read::read_to_end(&mut err, &mut b).unwrap();
-        b
-    });
-    let done = Arc::new(AtomicBool::new(false));
-    let watchdog = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let start = Instant::now();
-            while !done.load(Ordering::SeqCst) {
-                if start.elapsed() > Duration::from_secs(30) {
-                    // SAFETY: kill() has no memory-safety preconditions; the child is not
-                    // reaped before `done` is set.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pointers to live locals; the pid is our unreaped child.
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-    done.store(true, Ordering::SeqCst);
-    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
-    watchdog.join().unwrap();
-    let elapsed = start.elapsed();
-    Run {
-        code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
-        stdout: out_t.join().unwrap(),
-        stderr: String::from_utf8_lossy(&err_t.join().unwrap()).into_owned(),
-        max_rss_kib: ru.ru_maxrss,
-        elapsed,
-    }
-}
+/// How long a hostile build may run before it is killed (a build blocked on a FIFO).
+const LIMIT: Duration = Duration::from_secs(30);
 
 /// The build of the demo closure as `format` (a name or a format file) into `out`.
 fn build(format: &str, out: &Path, extra: &[&str]) -> Command {
@@ -97,8 +31,8 @@ fn build(format: &str, out: &Path, extra: &[&str]) -> Command {
 /// `case` ended in exit code 1 with one error line holding every `want`, fast, small, quoting
 /// no secret, and left nothing at `out`.
 #[track_caller]
-fn refused(case: &str, cmd: &mut Command, out: &Path, want: &[&str]) {
-    let r = measured(cmd);
+fn refused(case: &str, cmd: &Command, out: &Path, want: &[&str]) {
+    let r = measured(cmd, LIMIT);
     let err = &r.stderr;
     assert_eq!(r.code, Some(1), "{case}: exit {:?}; stderr:\n{err}", r.code);
     assert!(
@@ -211,17 +145,12 @@ fn format_bases_naming_special_or_foreign_files_are_refused() {
         ),
     ] {
         let f = derived(dir, base);
-        refused(
-            case,
-            &mut build(f.to_str().unwrap(), &out, &[]),
-            &out,
-            &[want],
-        );
+        refused(case, &build(f.to_str().unwrap(), &out, &[]), &out, &[want]);
     }
     // The format file itself, 50 MB on one line.
     refused(
         "format file of a 50 MB line",
-        &mut build(huge.to_str().unwrap(), &out, &[]),
+        &build(huge.to_str().unwrap(), &out, &[]),
         &out,
         &["more than 1048576 bytes"],
     );
@@ -234,7 +163,7 @@ fn format_bases_naming_special_or_foreign_files_are_refused() {
     .unwrap();
     refused(
         "extension with ../",
-        &mut build(f.to_str().unwrap(), &out, &[]),
+        &build(f.to_str().unwrap(), &out, &[]),
         &out,
         &["is not a file-name extension"],
     );
@@ -274,10 +203,86 @@ fn add_sources_that_are_not_regular_files_are_refused() {
     ] {
         refused(
             case,
-            &mut build("raw-efi", &out, &["--add", &spec]),
+            &build("raw-efi", &out, &["--add", &spec]),
             &out,
             &[want],
         );
+    }
+}
+
+/// raw-efi with a 64 MiB ESP and 8 MiB free in the root, written in `dir`: 89 MB images
+/// build and hash in a moment.
+fn small_raw_efi(dir: &Path) -> PathBuf {
+    let raw_efi = std::fs::read_to_string(workspace().join("formats/raw-efi.toml")).unwrap();
+    let small_text = raw_efi
+        .replace("size = \"512MiB\"", "size = \"64MiB\"")
+        .replace("free = \"512MiB\"", "free = \"8MiB\"");
+    assert_eq!(small_text.matches("64MiB").count(), 1, "{small_text}");
+    assert!(small_text.contains("8MiB\""));
+    let small = dir.join("small.toml");
+    std::fs::write(&small, small_text).unwrap();
+    small
+}
+
+/// The image is private (0600) when any added file is: a host file kept from others (even
+/// added without :MODE, or inside --add-tree, whose modes are normalized to 0644), or any
+/// file on the FAT boot partition, which keeps no modes. A world-readable file added to the
+/// root without a private mode leaves the image as the umask makes it.
+#[test]
+fn images_holding_host_secrets_are_private_whatever_the_image_mode() {
+    let t = tempfile::tempdir().unwrap();
+    let small = small_raw_efi(t.path());
+    let small = small.to_str().unwrap();
+    let host = |name: &str, perm: u32| {
+        let p = t.path().join(name);
+        std::fs::write(&p, b"key\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(perm)).unwrap();
+        p
+    };
+    let secret = host("secret", 0o600);
+    let public = host("public", 0o644);
+    let tree = t.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("readme"), b"hello\n").unwrap();
+    std::fs::write(tree.join("key"), b"key\n").unwrap();
+    std::fs::set_permissions(tree.join("key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cases: [(&str, &str, String, bool); 4] = [
+        (
+            "no-mode",
+            "--add",
+            format!("{}:/etc/secret", secret.display()),
+            true,
+        ),
+        (
+            "tree",
+            "--add-tree",
+            format!("{}:/etc/keys", tree.display()),
+            true,
+        ),
+        (
+            "boot",
+            "--add-boot",
+            format!("{}:/public", public.display()),
+            true,
+        ),
+        (
+            "public",
+            "--add",
+            format!("{}:/etc/public", public.display()),
+            false,
+        ),
+    ];
+    for (name, flag, spec, private) in cases {
+        let img = t.path().join(format!("{name}.img"));
+        let r = measured(&build(small, &img, &[flag, &spec]), LIMIT);
+        assert_eq!(r.code, Some(0), "{name}: {}", r.stderr);
+        let bmap = t.path().join(format!("{name}.img.bmap"));
+        if private {
+            assert_eq!(mode(&img), 0o600, "{name}");
+            assert_eq!(mode(&bmap), 0o600, "{name}");
+        } else {
+            assert_ne!(mode(&img) & 0o077, 0, "{name}: the umask leaves 0600 too");
+        }
     }
 }
 
@@ -291,15 +296,7 @@ fn mode(p: &Path) -> u32 {
 #[test]
 fn manifests_of_images_with_added_files_give_no_guessing_oracle() {
     let t = tempfile::tempdir().unwrap();
-    // raw-efi with a 64 MiB ESP and 8 MiB free in the root: 89 MB images hash in a moment.
-    let raw_efi = std::fs::read_to_string(workspace().join("formats/raw-efi.toml")).unwrap();
-    let small_text = raw_efi
-        .replace("size = \"512MiB\"", "size = \"64MiB\"")
-        .replace("free = \"512MiB\"", "free = \"8MiB\"");
-    assert_eq!(small_text.matches("64MiB").count(), 1, "{small_text}");
-    assert!(small_text.contains("8MiB\""));
-    let small = t.path().join("small.toml");
-    std::fs::write(&small, small_text).unwrap();
+    let small = small_raw_efi(t.path());
     let small = small.to_str().unwrap();
     let build_pin = |name: &str, pin: &str, file_mode: &str| {
         let d = t.path().join(name);
@@ -308,11 +305,10 @@ fn manifests_of_images_with_added_files_give_no_guessing_oracle() {
         std::fs::write(&src, format!("{pin}\n")).unwrap();
         let img = d.join("nixos.img");
         let spec = format!("{}:/etc/pin:{file_mode}", src.display());
-        let r = measured(&mut build(
-            small,
-            &img,
-            &["--add", &spec, "--seed", "pin-test"],
-        ));
+        let r = measured(
+            &build(small, &img, &["--add", &spec, "--seed", "pin-test"]),
+            LIMIT,
+        );
         assert_eq!(r.code, Some(0), "{}", r.stderr);
         assert!(r.stdout.is_empty());
         let json = std::fs::read(d.join("nixos.img.json")).unwrap();
@@ -356,11 +352,14 @@ fn manifests_of_images_with_added_files_give_no_guessing_oracle() {
     // Compressed, the image's size depends on the PIN too: withheld as well.
     let zst = t.path().join("secret/nixos.img.zst");
     let spec = format!("{}:/etc/pin:0600", t.path().join("secret/pin").display());
-    let r = measured(&mut build(
-        small,
-        &zst,
-        &["--add", &spec, "--compress", "zstd", "--json"],
-    ));
+    let r = measured(
+        &build(
+            small,
+            &zst,
+            &["--add", &spec, "--compress", "zstd", "--json"],
+        ),
+        LIMIT,
+    );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let m: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
     assert!(
@@ -374,7 +373,7 @@ fn manifests_of_images_with_added_files_give_no_guessing_oracle() {
     );
     // Without --add the manifest has its hashes and says what they cover.
     let plain = t.path().join("plain.img");
-    let r = measured(&mut build(small, &plain, &["--json"]));
+    let r = measured(&build(small, &plain, &["--json"]), LIMIT);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let m: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
     assert_eq!(m["sha256"], sha256(&plain));
@@ -416,7 +415,7 @@ fn firmware_config_txt_that_is_huge_or_not_a_file_is_refused() {
     std::fs::write(&config, "x".repeat(3 << 20)).unwrap();
     refused(
         "firmware config.txt of 3 MiB",
-        &mut build("sd-aarch64", &out, &["--firmware", &fw_arg]),
+        &build("sd-aarch64", &out, &["--firmware", &fw_arg]),
         &out,
         &["config.txt", "holds more than 1048576 bytes"],
     );
@@ -424,7 +423,7 @@ fn firmware_config_txt_that_is_huge_or_not_a_file_is_refused() {
     mkfifo(&config);
     refused(
         "firmware config.txt that is a FIFO",
-        &mut build("sd-aarch64", &out, &["--firmware", &fw_arg]),
+        &build("sd-aarch64", &out, &["--firmware", &fw_arg]),
         &out,
         &["config.txt", "not a regular file"],
     );

@@ -114,6 +114,29 @@ pub struct Input {
 /// Opens `path` (symlinks followed) as an input of `kind`: refused unless it is a regular
 /// file, or when it reports more than `kind.max_bytes`; never blocks on a FIFO.
 pub fn open_input(path: &Path, kind: InputKind) -> InputResult<Input> {
+    open_checked(path, kind, Follow::Yes)
+}
+
+/// [`open_input`] of a path whose last component must not be a symlink: checked with
+/// `lstat`, then opened `O_NOFOLLOW` (a symlink swapped in between fails the open), so the
+/// descriptor read is the file that was checked.
+pub fn open_input_no_follow(path: &Path, kind: InputKind) -> InputResult<Input> {
+    open_checked(path, kind, Follow::No)
+}
+
+/// The whole of an input file of `kind` that is not a symlink, at most `kind.max_bytes`.
+pub fn read_input_no_follow(path: &Path, kind: InputKind) -> InputResult<Vec<u8>> {
+    open_input_no_follow(path, kind)?.read_all()
+}
+
+/// Whether [`open_checked`] follows a symlink at the path's end.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Follow {
+    Yes,
+    No,
+}
+
+fn open_checked(path: &Path, kind: InputKind, follow: Follow) -> InputResult<Input> {
     let io = |op| {
         move |source| InputError::Io {
             op,
@@ -129,13 +152,21 @@ pub fn open_input(path: &Path, kind: InputKind) -> InputResult<Input> {
         expected: "regular file",
     };
     // Refused before opening: opening a device or a FIFO can have effects of its own.
-    let md = std::fs::metadata(path).map_err(io("reading"))?;
+    let md = match follow {
+        Follow::Yes => std::fs::metadata(path),
+        Follow::No => std::fs::symlink_metadata(path),
+    }
+    .map_err(io("reading"))?;
     if !md.is_file() {
         return Err(wrong(md.file_type()));
     }
+    let no_follow = match follow {
+        Follow::Yes => 0,
+        Follow::No => libc::O_NOFOLLOW,
+    };
     let file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC | no_follow)
         .open(path)
         .map_err(io("opening"))?;
     // The path may have been replaced between the stat and the open: the descriptor decides.
@@ -264,6 +295,32 @@ mod tests {
         let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+
+    #[test]
+    fn no_follow_refuses_a_symlink_that_open_input_follows() {
+        let d = tempfile::tempdir().unwrap();
+        let real = d.path().join("real");
+        std::fs::write(&real, b"text").unwrap();
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let kind = InputKind {
+            what: "test file",
+            max_bytes: 1 << 10,
+        };
+        assert_eq!(read_input(&link, kind).unwrap(), b"text");
+        assert_eq!(read_input_no_follow(&real, kind).unwrap(), b"text");
+        let e = read_input_no_follow(&link, kind).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                InputError::WrongType {
+                    found: "a symlink",
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]

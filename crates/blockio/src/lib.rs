@@ -27,7 +27,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 mod input;
 pub use input::{
-    check_input_dir, excerpt, open_input, read_input, Input, InputError, InputKind, InputResult,
+    check_input_dir, excerpt, open_input, open_input_no_follow, read_input, read_input_no_follow,
+    Input, InputError, InputKind, InputResult,
 };
 
 /// Size of the buffer used when `copy_file_range` is not available.
@@ -494,9 +495,55 @@ impl Drop for OutputFile {
     }
 }
 
+/// The bytes `[start, end)` of blocks `first..=last` of `block` bytes in an image of
+/// `image_size` bytes (the last block may be partial): `None` when the range is reversed,
+/// empty, starts past the image's end or its arithmetic would overflow, never a wrapped value.
+/// The one place a bmap's block ranges become bytes: diskmap writes them, flash reads them.
+pub fn block_range_bytes(first: u64, last: u64, block: u64, image_size: u64) -> Option<(u64, u64)> {
+    if block == 0 || last < first {
+        return None;
+    }
+    let start = first.checked_mul(block)?;
+    // `last + 1` blocks may pass u64 (a range ending in the image's last partial block of a
+    // disk near 16 EiB): the end is clamped to the image anyway.
+    let end = last
+        .checked_add(1)
+        .and_then(|n| n.checked_mul(block))
+        .unwrap_or(u64::MAX)
+        .min(image_size);
+    (start < end).then_some((start, end))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn range_arithmetic_is_checked_at_the_edges() {
+        const MAX: u64 = u64::MAX;
+        // Ordinary ranges; the last block partial.
+        assert_eq!(block_range_bytes(0, 0, 4096, 10_000), Some((0, 4096)));
+        assert_eq!(block_range_bytes(1, 2, 4096, 10_000), Some((4096, 10_000)));
+        assert_eq!(
+            block_range_bytes(2, 2, 4096, 8192),
+            None,
+            "starts at the end"
+        );
+        assert_eq!(block_range_bytes(3, 2, 4096, MAX), None, "reversed");
+        assert_eq!(block_range_bytes(0, 0, 0, MAX), None, "block size 0");
+        // `first * block` past u64: refused, not wrapped to a small offset.
+        assert_eq!(block_range_bytes(1 << 52, 1 << 52, 4096, MAX), None);
+        assert_eq!(block_range_bytes(MAX, MAX, 4096, MAX), None);
+        assert_eq!(block_range_bytes(MAX / 2 + 1, MAX / 2 + 1, 2, MAX), None);
+        // `(last + 1) * block` past u64 while `first * block` fits: clamped to the image.
+        let last_block = MAX / 4096;
+        assert_eq!(
+            block_range_bytes(last_block, last_block, 4096, MAX),
+            Some((last_block * 4096, MAX))
+        );
+        assert_eq!(block_range_bytes(0, MAX, 4096, MAX), Some((0, MAX)));
+        assert_eq!(block_range_bytes(0, MAX, 1, 5), Some((0, 5)));
+    }
 
     #[test]
     fn overrun_is_refused_and_named() {

@@ -144,15 +144,23 @@ fn specs(map: &Map) -> Vec<Spec> {
     out
 }
 
-/// Open a source file and check that it still has its planned size.
+/// Open a source file and check that it is still a regular file of its planned size. The
+/// open does not block (`O_NONBLOCK`: a path swapped for a FIFO since the plan would hang the
+/// build) nor take a terminal (`O_NOCTTY`); the descriptor's `fstat` decides.
 fn open_source(s: &SourceFile) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
     let unreadable = |source| Error::Unreadable {
         path: s.path.clone(),
         source,
     };
-    let f = File::open(&s.path).map_err(unreadable)?;
-    let found = f.metadata().map_err(unreadable)?.len();
-    if found != s.size {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(&s.path)
+        .map_err(unreadable)?;
+    let md = f.metadata().map_err(unreadable)?;
+    let found = md.len();
+    if !md.is_file() || found != s.size {
         return Err(Error::SourceChanged {
             path: s.path.clone(),
             planned: s.size,

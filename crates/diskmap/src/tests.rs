@@ -340,3 +340,39 @@ proptest! {
         prop_assert!(back == want);
     }
 }
+
+/// A planned file replaced by a FIFO before streaming: an error at once, not a build blocked
+/// on the FIFO's open (no writer ever comes).
+#[test]
+fn a_source_replaced_by_a_fifo_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("f");
+    std::fs::write(&p, b"0123456789").unwrap();
+    let mut b = MapBuilder::new("t", 4096);
+    b.file(0, &SourceFile::new(&p, 10), 0, 10).unwrap();
+    let m = b.finish().unwrap();
+    std::fs::remove_file(&p).unwrap();
+    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut c = Collect::default();
+        let r = stream(
+            &m,
+            &mut [&mut c],
+            &StreamOptions::default(),
+            &NoProgress,
+            &AtomicBool::new(false),
+        );
+        tx.send(r.map(|_| ())).unwrap();
+    });
+    let e = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("streaming blocked on the FIFO")
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::SourceChanged { planned: 10, found: 0, path } if *path == p),
+        "{e}"
+    );
+}

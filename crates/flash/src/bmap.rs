@@ -110,18 +110,15 @@ pub fn parse(name: &str, xml: &str) -> Result<Bmap> {
                 .map_err(|e| bad(format!("range `{body}`: {e}")))
         };
         let (first, last) = (parse(first)?, parse(last)?);
-        // Saturating: a block number times the block size past u64 is past the image (an
-        // error), never a small wrapped offset; the end is clamped to the image.
-        let offset = first.saturating_mul(block_size);
-        let end = last
-            .saturating_add(1)
-            .saturating_mul(block_size)
-            .min(image_size);
-        if last < first || offset >= end {
+        // Checked: a block number times the block size past u64 is an error, never a small
+        // wrapped offset; the end is clamped to the image.
+        let Some((offset, end)) =
+            imgbuild_blockio::block_range_bytes(first, last, block_size, image_size)
+        else {
             return Err(bad(format!(
                 "range `{body}` is empty or past the image's end"
             )));
-        }
+        };
         if ranges.last().is_some_and(|r| r.offset + r.len > offset) {
             return Err(bad(format!(
                 "range `{body}` overlaps or precedes the one before"

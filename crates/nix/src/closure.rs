@@ -505,7 +505,7 @@ mod tests {
         std::fs::write(&reg, "").unwrap();
         std::fs::remove_file(&reg).unwrap();
         std::os::unix::fs::symlink("/proc/self/environ", &reg).unwrap();
-        let err = input::read_text(&reg, input::REGISTRATION).unwrap_err();
+        let err = input::read(&reg, input::REGISTRATION).unwrap_err();
         assert!(err.to_string().contains("/proc"), "{err}");
         std::fs::remove_file(&reg).unwrap();
         // Over the bound: a sparse file, refused from its size before anything is read.

@@ -24,7 +24,12 @@ pub(crate) const REGISTRATION: InputKind = InputKind {
 
 /// The whole of `path`, a regular file of `kind`; a missing file is [`Error::NotFound`].
 pub(crate) fn read(path: &Path, kind: InputKind) -> Result<Vec<u8>> {
-    imgbuild_blockio::read_input(path, kind).map_err(|e| match e {
+    nix_error(path, imgbuild_blockio::read_input(path, kind))
+}
+
+/// A missing file is [`Error::NotFound`]; other input errors pass through.
+fn nix_error<T>(path: &Path, r: imgbuild_blockio::InputResult<T>) -> Result<T> {
+    r.map_err(|e| match e {
         InputError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             Error::NotFound {
                 path: path.to_owned(),
@@ -34,9 +39,11 @@ pub(crate) fn read(path: &Path, kind: InputKind) -> Result<Vec<u8>> {
     })
 }
 
-/// [`read_text`] of a file that must not be a symlink: closureInfo writes its files as
+/// The UTF-8 text of a regular file of `kind` that must not be a symlink: closureInfo writes its files as
 /// regular files, and a Nix build's output could otherwise point them at any file of the
 /// host (`registration -> /etc/shadow`), whose first line an error would quote.
+/// Checked and read on one descriptor opened `O_NOFOLLOW`: a symlink swapped in after the
+/// check fails the open instead of being followed.
 pub(crate) fn read_text_no_symlink(path: &Path, kind: InputKind) -> Result<String> {
     if let Ok(md) = std::fs::symlink_metadata(path) {
         if md.file_type().is_symlink() {
@@ -46,12 +53,13 @@ pub(crate) fn read_text_no_symlink(path: &Path, kind: InputKind) -> Result<Strin
             });
         }
     }
-    read_text(path, kind)
+    let bytes = nix_error(path, imgbuild_blockio::read_input_no_follow(path, kind))?;
+    text(path, bytes)
 }
 
-/// [`read`] as UTF-8 text.
-pub(crate) fn read_text(path: &Path, kind: InputKind) -> Result<String> {
-    String::from_utf8(read(path, kind)?).map_err(|e| Error::Inconsistent {
+/// `bytes` of `path` as UTF-8 text.
+fn text(path: &Path, bytes: Vec<u8>) -> Result<String> {
+    String::from_utf8(bytes).map_err(|e| Error::Inconsistent {
         file: path.to_owned(),
         reason: format!(
             "not UTF-8 text (invalid byte at offset {})",

@@ -10,6 +10,7 @@ use imgbuild_fstree::{
     FileData, Kind, Meta, Mtime, Node, NodeId, Owner, Perms, ScanOptions, Scanner, Tree,
 };
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Where an addition goes.
@@ -113,6 +114,11 @@ pub struct Added {
     pub uid: u32,
     pub gid: u32,
     pub size: u64,
+    /// Not for everyone's eyes: the host file is not world-readable, the image mode is not,
+    /// or it goes to the FAT boot partition (which keeps no modes: anyone holding the image
+    /// reads it). An image holding such a file is written 0600 (and its bmap with it).
+    #[serde(skip)]
+    pub private: bool,
 }
 
 /// An `--add` source: read in pieces when the image is written, so no bound but the disk's.
@@ -121,10 +127,10 @@ const ADD_SOURCE: imgbuild_blockio::InputKind = imgbuild_blockio::InputKind {
     max_bytes: u64::MAX,
 };
 
-/// Whether a file added with `mode` may be read by anyone but its owner and group: an image
-/// holding a file that may not is written 0600 (and its bmap with it).
-pub(crate) fn is_private(mode: &str) -> bool {
-    u16::from_str_radix(mode, 8).map_or(true, |m| m & 0o004 == 0)
+/// Whether a file is kept from others: on FAT (no modes at all), or when its host mode or
+/// its image mode is not world-readable.
+fn is_private(fat: bool, host_mode: u32, image_mode: u16) -> bool {
+    fat || host_mode & 0o004 == 0 || image_mode & 0o004 == 0
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
@@ -228,6 +234,7 @@ pub fn apply(tree: &mut Tree, adds: &[&Add], time: i64, fat: bool) -> Result<Vec
                 uid,
                 gid,
                 size: md.len(),
+                private: is_private(fat, md.permissions().mode(), mode),
             });
         }
     }
@@ -300,6 +307,9 @@ fn check_added(
                     };
                     imgbuild_blockio::open_input(&host, kind)?.check_size()?;
                 }
+                // The scan normalized the modes; the host's own says whether it was secret.
+                let host_md = std::fs::symlink_metadata(&host)
+                    .map_err(io("reading --add-tree file", &host))?;
                 out.push(Added {
                     target: cx.target,
                     path: d,
@@ -307,6 +317,7 @@ fn check_added(
                     uid: node.meta.uid,
                     gid: node.meta.gid,
                     size: f.size(),
+                    private: is_private(cx.fat, host_md.permissions().mode(), node.meta.perm),
                 })
             }
             Kind::Symlink(t) if !cx.fat => {

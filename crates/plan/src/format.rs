@@ -39,6 +39,10 @@ pub const FORMAT_FILE: imgbuild_blockio::InputKind = imgbuild_blockio::InputKind
 /// The most characters of a value or a line an error message quotes.
 const QUOTE_MAX: usize = 48;
 
+/// The most characters of a TOML parser's message, which may itself quote a key or a value:
+/// cut any shorter and "expected ..." is lost.
+const MESSAGE_MAX: usize = 4 * QUOTE_MAX;
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FormatError {
@@ -129,6 +133,19 @@ impl ContainerType {
             ContainerType::Vhdx => "vhdx",
             ContainerType::Vmdk => "vmdk",
             ContainerType::Ova => "ova",
+        }
+    }
+
+    /// Whether the container file's size depends on what the disk holds (it compresses the
+    /// data), not only on the disk's size and written extents. Every container must decide.
+    pub fn size_depends_on_content(self) -> bool {
+        match self {
+            ContainerType::Raw
+            | ContainerType::Qcow2
+            | ContainerType::Vhd
+            | ContainerType::VhdFixed
+            | ContainerType::Vhdx => false,
+            ContainerType::GceTar | ContainerType::Vmdk | ContainerType::Ova => true,
         }
     }
 }
@@ -339,7 +356,7 @@ impl Format {
         let table = resolve(name, text, dir, 0)?;
         let f = Format::deserialize(table).map_err(|e| FormatError::Parse {
             name: quote(name),
-            message: quote_long(e.message(), 4 * QUOTE_MAX),
+            message: quote_long(e.message(), MESSAGE_MAX),
         })?;
         f.validate()?;
         Ok(f)
@@ -548,10 +565,10 @@ fn resolve(
 
 /// A TOML error as `line L, column C: message`, with an escaped excerpt of at most
 /// [`QUOTE_MAX`] characters of the line when `excerpt` (the file given by the user; never a
-/// `base`, which may be any file on the host). The message alone is bounded too: it may
-/// quote a key or a value.
+/// `base`, which may be any file on the host). The message alone is bounded too, to
+/// [`MESSAGE_MAX`]: it may quote a key or a value.
 fn toml_message(e: &toml::de::Error, text: &str, excerpt: bool) -> String {
-    let message = quote_long(e.message().trim_end(), 4 * QUOTE_MAX);
+    let message = quote_long(e.message().trim_end(), MESSAGE_MAX);
     let Some(span) = e.span() else {
         return message;
     };
@@ -753,7 +770,12 @@ mod tests {
                 .replace("C12A7328-F81F-11D2-BA4B-00A0C93EC93B", &long_secret),
         )
         .unwrap();
-        std::env::set_var("IMGBUILD_TEST_TOKEN", "tok-3b8f1d2e9c");
+        // The environment as it is (setting a variable here would race getenv in the
+        // other test threads): no `NAME=value` entry of it may be quoted.
+        let environ: Vec<String> = std::env::vars_os()
+            .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+            .filter(|e| e.len() >= 8)
+            .collect();
         let t = std::time::Instant::now();
         for (base, needle) in [
             ("/dev/zero", "a character device, not a regular file"),
@@ -779,7 +801,7 @@ mod tests {
                 "{base} quotes the secret: {msg}"
             );
             assert!(
-                !msg.contains("tok-3b8f1d2e9c"),
+                !environ.iter().any(|e| msg.contains(e.as_str())),
                 "{base} quotes the environment"
             );
             assert!(!msg.contains("-END"), "{base} quotes a whole value: {msg}");

@@ -41,7 +41,7 @@ pub(crate) fn write(
     let disk_size = map.len();
     // An image holding a file its owner kept from others is readable by its owner only, and
     // so is its bmap (whose range hashes cover that file).
-    let mode = if notes.added.iter().any(|a| add::is_private(&a.mode)) {
+    let mode = if notes.added.iter().any(|a| a.private) {
         0o600
     } else {
         0o666
@@ -461,11 +461,8 @@ fn manifest(
         (Some(sha256), Some(disk_sha256), HASHES_COVER)
     };
     // So is the size of a compressed image: it depends on what the added files hold.
-    let compressed = cx.compression != Compression::None
-        || matches!(
-            cx.format.container.kind,
-            ContainerType::GceTar | ContainerType::Vmdk | ContainerType::Ova
-        );
+    let compressed =
+        cx.compression != Compression::None || cx.format.container.kind.size_depends_on_content();
     let image_size = (!(withhold && compressed)).then_some(image_size);
     Manifest {
         imgbuild_version: env!("CARGO_PKG_VERSION").to_string(),
