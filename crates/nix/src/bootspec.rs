@@ -82,6 +82,10 @@ pub struct BootloaderSettings {
     pub install_device_tree: Option<bool>,
     /// `boot.loader.systemd-boot.bootCounting` (only where the release has the option).
     pub boot_counting: Option<BootCounting>,
+    /// `boot.loader.generic-extlinux-compatible.useGenerationDeviceTree`.
+    pub use_generation_device_tree: Option<bool>,
+    /// `hardware.deviceTree.name` (extlinux: `FDT <dtbs>/<name>` instead of `FDTDIR`).
+    pub device_tree_name: Option<String>,
 }
 
 /// Which boot loader installer a system uses.
@@ -415,6 +419,8 @@ fn bootloader_settings(v: &Value) -> std::result::Result<BootloaderSettings, Str
         distro_name: text("distroName")?,
         install_device_tree: boolean("installDeviceTree")?,
         boot_counting,
+        use_generation_device_tree: boolean("useGenerationDeviceTree")?,
+        device_tree_name: text("deviceTreeName")?,
     })
 }
 
@@ -640,8 +646,31 @@ mod tests {
                     enable: true,
                     tries: 5
                 }),
+                use_generation_device_tree: None,
+                device_tree_name: None,
             }
         );
+        // extlinux's device tree settings; a null name is an absent one.
+        let b = with(
+            r#"{ "bootloader": { "type": "extlinux", "useGenerationDeviceTree": false, "deviceTreeName": "broadcom/bcm2711-rpi-4-b.dtb" } }"#,
+        )
+        .unwrap()
+        .imgbuild
+        .unwrap()
+        .bootloader
+        .unwrap();
+        assert_eq!(b.use_generation_device_tree, Some(false));
+        assert_eq!(
+            b.device_tree_name.as_deref(),
+            Some("broadcom/bcm2711-rpi-4-b.dtb")
+        );
+        let b = with(r#"{ "bootloader": { "deviceTreeName": null } }"#)
+            .unwrap()
+            .imgbuild
+            .unwrap()
+            .bootloader
+            .unwrap();
+        assert_eq!(b.device_tree_name, None);
         // null timeout is not an absent one; absent keys stay absent; tries defaults to 3.
         let b = with(r#"{ "bootloader": { "type": "extlinux", "timeout": null, "bootCounting": { "enable": false } } }"#)
             .unwrap()
@@ -695,6 +724,14 @@ mod tests {
             (
                 r#"{ "bootloader": { "consoleMode": "a\nb" } }"#,
                 "consoleMode contains a line break",
+            ),
+            (
+                r#"{ "bootloader": { "useGenerationDeviceTree": 1 } }"#,
+                "useGenerationDeviceTree is a number, not a boolean",
+            ),
+            (
+                r#"{ "bootloader": { "deviceTreeName": 5 } }"#,
+                "deviceTreeName is a number, not a string",
             ),
             (
                 r#"{ "bootloader": { "bootCounting": true } }"#,

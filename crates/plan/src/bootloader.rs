@@ -43,6 +43,10 @@ pub(crate) struct Choice {
     pub distro_name: String,
     /// `installDeviceTree` as recorded (`None`: follow the bootspec's `devicetree`).
     pub install_device_tree: Option<bool>,
+    /// extlinux: `useGenerationDeviceTree` (default true: an `FDT`/`FDTDIR` line).
+    pub use_generation_device_tree: bool,
+    /// extlinux: `hardware.deviceTree.name` (`FDT <dtbs>/<name>` instead of `FDTDIR`).
+    pub device_tree_name: Option<String>,
     pub boot_counting: Option<u32>,
     pub note: BootNote,
 }
@@ -142,6 +146,8 @@ fn resolve(
         reboot_for_bitlocker: s.reboot_for_bitlocker.unwrap_or(false),
         distro_name: s.distro_name.clone().unwrap_or_else(|| "NixOS".to_owned()),
         install_device_tree: s.install_device_tree,
+        use_generation_device_tree: s.use_generation_device_tree.unwrap_or(true),
+        device_tree_name: s.device_tree_name.clone(),
         boot_counting,
         note: BootNote {
             release: facts.release.to_string(),
@@ -296,6 +302,18 @@ mod tests {
         let ext = ext.replace(r#""type": "systemd-boot""#, r#""type": "extlinux""#);
         let c = choose(&sd, &spec(&ext, "x", None), true).unwrap();
         assert_eq!((c.boot_counting, c.note.boot_counting), (None, None));
+        assert_eq!(
+            (c.use_generation_device_tree, c.device_tree_name),
+            (true, None)
+        );
+        // extlinux's device tree settings pass through.
+        let dt = r#", "org.imgbuild.v1": {"bootloader": {"type": "extlinux",
+            "useGenerationDeviceTree": false, "deviceTreeName": "rk3399-rock-pi-4b.dtb"}}"#;
+        let c = choose(&sd, &spec(dt, "x", None), true).unwrap();
+        assert_eq!(
+            (c.use_generation_device_tree, c.device_tree_name.as_deref()),
+            (false, Some("rk3399-rock-pi-4b.dtb"))
+        );
         // The other boot loader: refused, unless the system check is off.
         let ext = r#", "org.imgbuild.v1": {"bootloader": {"type": "extlinux"}}"#;
         let err = choose(&raw_efi(), &spec(ext, "x", None), true).unwrap_err();

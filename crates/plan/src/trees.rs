@@ -472,8 +472,9 @@ fn root(
             .transpose()?;
         let o = boot::ExtlinuxOptions {
             timeout,
+            dtb_name: choice.device_tree_name.clone(),
+            use_generation_device_tree: choice.use_generation_device_tree,
             style: choice.facts.extlinux,
-            ..Default::default()
         };
         let files = boot::extlinux_boot(entry, &o)?;
         add_boot_files(&mut tree, "/boot", &files, &inputs.store, time)?;
