@@ -12,6 +12,10 @@ use crate::{Error, Result};
 use imgbuild_boot::{Facts, Fit, Release};
 use imgbuild_nix::{BootSpec, BootloaderSettings, LoaderKind, IMGBUILD_V1};
 
+/// Input text (nixos-version, the bootspec label) quoted in a note or an error is cut to this
+/// many characters, control characters escaped.
+const MAX_QUOTE: usize = 64;
+
 /// The manifest's `boot` object: the release followed and how it was found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BootNote {
@@ -89,7 +93,10 @@ pub(crate) fn choose(format: &Format, spec: &BootSpec, check_system: bool) -> Re
     if settings.is_none() {
         let from = match release_from {
             "none" => String::new(),
-            from => format!(" from {from} `{source_text}`"),
+            from => format!(
+                " from {from} `{}`",
+                imgbuild_blockio::excerpt(&source_text, MAX_QUOTE)
+            ),
         };
         assumed.insert(
             0,
@@ -166,8 +173,9 @@ fn detect(spec: &BootSpec) -> Result<(Option<Release>, &'static str, String)> {
     if let Some(r) = spec.imgbuild.as_ref().and_then(|e| e.release.as_deref()) {
         let release = Release::find(r).ok_or_else(|| {
             Error::Invalid(format!(
-                "boot.json of {}: {IMGBUILD_V1}.release `{r}` is not a NixOS release (YY.MM)",
-                spec.toplevel
+                "boot.json of {}: {IMGBUILD_V1}.release `{}` is not a NixOS release (YY.MM)",
+                spec.toplevel,
+                imgbuild_blockio::excerpt(r, MAX_QUOTE)
             ))
         })?;
         return Ok((Some(release), "boot.json", r.to_owned()));
@@ -260,6 +268,17 @@ mod tests {
                 .contains("no NixOS release in boot.json"),
             "{:?}",
             c.note.assumed
+        );
+        // The label is quoted short and escaped: it is printed and kept in the manifest.
+        let label = format!("NixOS 24.05 \\u001b[2J {}", "x".repeat(200));
+        let c = choose(&raw_efi(), &spec("", &label, None), true).unwrap();
+        let assumed = c.note.assumed.unwrap();
+        assert!(
+            assumed.ends_with(&format!(
+                "from label `NixOS 24.05 \\u{{1b}}[2J {}…`",
+                "x".repeat(64 - 17)
+            )),
+            "{assumed}"
         );
         // A future release: the newest known one, said so.
         let c = choose(&raw_efi(), &spec("", "x", Some("27.05.2027")), true).unwrap();
