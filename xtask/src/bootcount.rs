@@ -16,6 +16,7 @@ use crate::fixture::FixtureInfo;
 use crate::oracle::{self, Loader};
 use crate::util::{self, cmd};
 use anyhow::{bail, ensure, Context, Result};
+use imgbuild_inspect::boot_counters;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -31,19 +32,6 @@ pub struct Counted {
     /// The fixture info with this toplevel's boot marker.
     pub info: FixtureInfo,
     bin: PathBuf,
-}
-
-/// `<id>.conf` with systemd's counter suffix parsed off: (`nixos-<hash>`, left, done).
-pub fn split_counter(name: &str) -> Option<(&str, Option<u32>, Option<u32>)> {
-    let stem = name.strip_suffix(".conf")?;
-    let Some((id, counter)) = stem.rsplit_once('+') else {
-        return Some((stem, None, None));
-    };
-    let (left, done) = match counter.split_once('-') {
-        Some((l, d)) => (l.parse().ok()?, Some(d.parse().ok()?)),
-        None => (counter.parse().ok()?, None),
-    };
-    Some((id, Some(left), done))
 }
 
 fn ls_names(bin: &Path, image: &Path, dir: &str) -> Result<Vec<String>> {
@@ -69,14 +57,27 @@ fn cat(bin: &Path, image: &Path, path: &str) -> Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
-/// The one NixOS entry on the ESP, as (file name, id, tries left, tries done).
-fn the_entry(bin: &Path, image: &Path) -> Result<(String, String, Option<u32>, Option<u32>)> {
+/// A `loader/entries` file: its name, its id without `.conf`, and (tries left, tries done)
+/// when it is counted (read by inspect's own [`boot_counters`]).
+struct Entry {
+    file: String,
+    id: String,
+    counters: Option<(u32, u32)>,
+}
+
+/// The one NixOS entry on the ESP.
+fn the_entry(bin: &Path, image: &Path) -> Result<Entry> {
     let names = ls_names(bin, image, "ESP:/loader/entries")?;
     let nixos: Vec<&String> = names.iter().filter(|n| n.starts_with("nixos-")).collect();
     let [name] = nixos.as_slice() else {
         bail!("expected exactly one nixos-* entry on the ESP, found {names:?}");
     };
-    let (id, left, done) = split_counter(name)
+    let (conf_id, counters) = match boot_counters(name) {
+        Some((id, left, done)) => (id, Some((left, done))),
+        None => ((*name).clone(), None),
+    };
+    let id = conf_id
+        .strip_suffix(".conf")
         .with_context(|| format!("entry name {name} is not <id>[+N[-M]].conf"))?;
     let hash = id
         .strip_prefix("nixos-")
@@ -89,12 +90,16 @@ fn the_entry(bin: &Path, image: &Path) -> Result<(String, String, Option<u32>, O
         sum == hash,
         "entry {name}: the SHA-256 of its text is {sum}, not the hash in its name"
     );
-    Ok(((*name).clone(), id.to_string(), left, done))
+    Ok(Entry {
+        file: (*name).clone(),
+        id: id.to_string(),
+        counters,
+    })
 }
 
-/// `imgbuild inspect` must show the entry's counter. `--json`: an object naming the entry
-/// (a string field containing its id) with integer fields whose keys contain `left` and
-/// `done` equal to the counter (`done` 0 may also be absent or null). Text: the entry's block
+/// `imgbuild inspect` must show the entry's counter. `--json`: in `boot.systemd_boot[].entries`,
+/// the entry whose `id` is `<id>.conf` has `tries_left` and `tries_done` equal to the counter.
+/// Text: the entry's block
 /// (its line and the indented lines under it) says `tries`.
 fn inspect_shows(bin: &Path, image: &Path, id: &str, left: u64, done: u64) -> Result<()> {
     let text = util::output_quiet(cmd(bin).arg("inspect").arg(image))?;
@@ -127,38 +132,19 @@ fn inspect_shows(bin: &Path, image: &Path, id: &str, left: u64, done: u64) -> Re
 }
 
 fn shows_counter(v: &Value, id: &str, left: u64, done: u64) -> bool {
-    match v {
-        Value::Object(o) => {
-            let names_it = o
-                .values()
-                .any(|x| x.as_str().is_some_and(|s| s.contains(id)));
-            let mut ints = Vec::new();
-            collect_ints(v, &mut ints);
-            let has =
-                |word: &str, want: u64| ints.iter().any(|(k, n)| k.contains(word) && *n == want);
-            let done_ok =
-                has("done", done) || (done == 0 && !ints.iter().any(|(k, _)| k.contains("done")));
-            (names_it && has("left", left) && done_ok)
-                || o.values().any(|x| shows_counter(x, id, left, done))
-        }
-        Value::Array(a) => a.iter().any(|x| shows_counter(x, id, left, done)),
-        _ => false,
-    }
-}
-
-fn collect_ints(v: &Value, out: &mut Vec<(String, u64)>) {
-    match v {
-        Value::Object(o) => {
-            for (k, x) in o {
-                if let Some(n) = x.as_u64() {
-                    out.push((k.to_ascii_lowercase(), n));
-                }
-                collect_ints(x, out);
-            }
-        }
-        Value::Array(a) => a.iter().for_each(|x| collect_ints(x, out)),
-        _ => {}
-    }
+    let conf_id = format!("{id}.conf");
+    let Some(loaders) = v.pointer("/boot/systemd_boot").and_then(Value::as_array) else {
+        return false;
+    };
+    loaders
+        .iter()
+        .filter_map(|sb| sb.get("entries").and_then(Value::as_array))
+        .flatten()
+        .filter(|e| e.get("id").and_then(Value::as_str) == Some(conf_id.as_str()))
+        .any(|e| {
+            e.get("tries_left").and_then(Value::as_u64) == Some(left)
+                && e.get("tries_done").and_then(Value::as_u64) == Some(done)
+        })
 }
 
 /// Builds the image (needs the x86_64 fixture in `fx`).
@@ -219,9 +205,9 @@ pub fn build(fx: &Path, out: &Path) -> Result<Counted> {
         toplevel: toplevel.clone(),
         ..info
     };
-    let (file, id, left, done) = the_entry(&bin, &image)?;
+    let Entry { file, id, .. } = the_entry(&bin, &image)?;
     ensure!(
-        left == Some(TRIES) && done.is_none(),
+        file == format!("{id}+{TRIES}.conf"),
         "the new entry is {file}, not {id}+{TRIES}.conf (boot counting on, {TRIES} tries)"
     );
     let conf = String::from_utf8(cat(&bin, &image, "ESP:/loader/loader.conf")?)?;
@@ -254,10 +240,10 @@ pub fn inspect_before(c: &Counted) -> Result<String> {
 /// After the boot: systemd-boot renamed the entry to `+2-1` (it booted the counted entry),
 /// and inspect shows it.
 pub fn after_boot(c: &Counted) -> Result<String> {
-    let (file, id, left, done) = the_entry(&c.bin, &c.image)?;
+    let Entry { file, id, counters } = the_entry(&c.bin, &c.image)?;
     ensure!(id == c.id, "the entry id changed from {} to {id}", c.id);
     ensure!(
-        left == Some(TRIES - 1) && done == Some(1),
+        counters == Some((TRIES - 1, 1)),
         "after one boot the entry is {file}, not {id}+{}-1.conf: systemd-boot did not count \
          the boot through it",
         TRIES - 1
@@ -270,39 +256,34 @@ pub fn after_boot(c: &Counted) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{shows_counter, split_counter};
+    use super::shows_counter;
     use serde_json::json;
 
     #[test]
     fn counter_in_inspect_json() {
-        let j = json!({"boot": {"systemd_boot": [{"entries": [
-            {"file": "nixos-ab+2-1.conf", "tries_left": 2, "tries_done": 1, "size": 430}
+        let j = json!({"boot": {"systemd_boot": [{"preferred": "nixos-ab.conf", "entries": [
+            {"file": "nixos-cd+3.conf", "id": "nixos-cd.conf", "tries_left": 3, "tries_done": 0},
+            {"file": "nixos-ab+2-1.conf", "id": "nixos-ab.conf", "tries_left": 2, "tries_done": 1}
         ]}]}});
         assert!(shows_counter(&j, "nixos-ab", 2, 1));
-        assert!(!shows_counter(&j, "nixos-ab", 3, 0));
+        assert!(
+            !shows_counter(&j, "nixos-ab", 3, 0),
+            "another entry's counter"
+        );
+        assert!(shows_counter(&j, "nixos-cd", 3, 0));
         assert!(!shows_counter(&j, "nixos-cd", 2, 1));
-        let fresh = json!({"entries": [{"id": "nixos-ab", "counter": {"left": 3}}]});
-        assert!(shows_counter(&fresh, "nixos-ab", 3, 0));
-        // No counter fields at all (today's inspect): not shown.
-        let none = json!({"entries": [{"file": "nixos-ab+3.conf", "title": "NixOS"}]});
+        assert!(!shows_counter(&j, "nixos-ef", 2, 1));
+        // The id only named elsewhere (preferred, a file name) is not the entry.
+        let elsewhere = json!({"boot": {"systemd_boot": [{"preferred": "nixos-ab.conf",
+            "tries_left": 2, "tries_done": 1, "entries": [
+            {"file": "nixos-ab+2-1.conf", "id": "nixos-x.conf", "tries_left": 2, "tries_done": 1}
+        ]}]}});
+        assert!(!shows_counter(&elsewhere, "nixos-ab", 2, 1));
+        // No counter fields (an uncounted entry): not shown, not even for 0 done.
+        let none = json!({"boot": {"systemd_boot": [{"entries": [
+            {"file": "nixos-ab.conf", "id": "nixos-ab.conf"}
+        ]}]}});
         assert!(!shows_counter(&none, "nixos-ab", 3, 0));
-    }
-
-    #[test]
-    fn counters_in_entry_names() {
-        assert_eq!(
-            split_counter("nixos-ab+3.conf"),
-            Some(("nixos-ab", Some(3), None))
-        );
-        assert_eq!(
-            split_counter("nixos-ab+2-1.conf"),
-            Some(("nixos-ab", Some(2), Some(1)))
-        );
-        assert_eq!(
-            split_counter("nixos-ab.conf"),
-            Some(("nixos-ab", None, None))
-        );
-        assert_eq!(split_counter("nixos-ab+x.conf"), None);
-        assert_eq!(split_counter("nixos-ab"), None);
+        assert!(!shows_counter(&json!({"entries": []}), "nixos-ab", 3, 0));
     }
 }

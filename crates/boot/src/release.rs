@@ -33,13 +33,15 @@ impl Release {
     }
 
     /// The first `NN.MM` in `text`: two digits, a dot, two digits (month 01 to 12), not part
-    /// of a longer number. `26.11.20261201.abcdef0` and `NixOS Zokor 26.11.2026 (Linux 6.18)`
-    /// give 26.11.
+    /// of a longer number and not preceded by a dot (so the `12.10` of kernel `6.12.10` is
+    /// not one). `26.11.20261201.abcdef0` and `NixOS Zokor 26.11.2026 (Linux 6.18)` give
+    /// 26.11.
     pub fn find(text: &str) -> Option<Release> {
         let b = text.as_bytes();
         let digit = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
         (0..b.len()).find_map(|i| {
-            let starts = digit(i) && digit(i + 1) && (i == 0 || !digit(i - 1));
+            let starts =
+                digit(i) && digit(i + 1) && (i == 0 || !(digit(i - 1) || b[i - 1] == b'.'));
             let shape = starts && b.get(i + 2) == Some(&b'.') && digit(i + 3) && digit(i + 4);
             if !shape || digit(i + 5) {
                 return None;

@@ -230,6 +230,14 @@ fn release_detection() {
     assert_eq!(r("NixOS 2024.05"), None, "part of a longer number");
     assert_eq!(r("v1.2.3 (Linux 6.1)"), None);
     assert_eq!(r("99.13"), None, "no month 13");
+    // A kernel version's minor.patch is not a release.
+    assert_eq!(
+        r("NixOS X 26.11.x (Linux 6.12.10)").as_deref(),
+        Some("26.11")
+    );
+    assert_eq!(r("custom (Linux 6.12.10)"), None);
+    assert_eq!(r("6.12.10"), None);
+    assert_eq!(r("NixOS (Linux 6.12.10) 25.05").as_deref(), Some("25.05"));
     assert_eq!(r(""), None);
 
     let style = |y, m| Release::new(y, m).facts();

@@ -259,20 +259,34 @@ fn names(pattern: &str, entry: &BootEntry) -> bool {
 }
 
 /// The entry systemd-boot boots without a choice being made: `preferred` if it names an entry
-/// with tries left, else the first entry in menu order that `default` names, else the first
-/// entry. Menu order, as systemd-boot sorts: entries out of tries last, then by `sort-key`
-/// (entries with one first), then by version, newest first, then by id, last first.
+/// with tries left, else the first entry in menu order that `default` names, else (no
+/// `default`, or one naming no entry) the first entry in menu order. Menu order, as
+/// systemd-boot's `boot_entry_compare` sorts: entries out of tries last; entries with a
+/// `sort-key` before those without; when both have one, by sort-key, then machine-id, then
+/// version, newest first; then by id, last first; then, when both count boots, more tries
+/// left first, then fewer tries done.
 fn selected_entry(sb: &SystemdBoot) -> Option<usize> {
     let bad = |e: &BootEntry| e.tries_left == Some(0);
     let mut order: Vec<usize> = (0..sb.entries.len()).collect();
     order.sort_by(|&a, &b| {
         let (x, y) = (&sb.entries[a], &sb.entries[b]);
+        let by_sort_key = || match (&x.sort_key, &y.sort_key) {
+            (Some(kx), Some(ky)) => kx
+                .cmp(ky)
+                .then_with(|| x.machine_id.cmp(&y.machine_id))
+                .then_with(|| version_cmp(y.version.as_deref(), x.version.as_deref())),
+            _ => std::cmp::Ordering::Equal,
+        };
+        let by_counters = || match (x.tries_left, y.tries_left) {
+            (Some(lx), Some(ly)) => ly.cmp(&lx).then_with(|| x.tries_done.cmp(&y.tries_done)),
+            _ => std::cmp::Ordering::Equal,
+        };
         bad(x)
             .cmp(&bad(y))
             .then_with(|| x.sort_key.is_none().cmp(&y.sort_key.is_none()))
-            .then_with(|| x.sort_key.cmp(&y.sort_key))
-            .then_with(|| version_cmp(y.version.as_deref(), x.version.as_deref()))
+            .then_with(by_sort_key)
             .then_with(|| version_cmp(Some(&y.id), Some(&x.id)))
+            .then_with(by_counters)
     });
     if let Some(p) = &sb.preferred {
         if let Some(&i) = order
@@ -282,10 +296,10 @@ fn selected_entry(sb: &SystemdBoot) -> Option<usize> {
             return Some(i);
         }
     }
-    match &sb.default {
-        Some(d) => order.iter().copied().find(|&i| names(d, &sb.entries[i])),
-        None => order.first().copied(),
-    }
+    sb.default
+        .as_ref()
+        .and_then(|d| order.iter().copied().find(|&i| names(d, &sb.entries[i])))
+        .or_else(|| order.first().copied())
 }
 
 /// Version order: runs of digits compare as numbers, everything else byte by byte (the
@@ -744,7 +758,12 @@ mod tests {
             .as_deref(),
             Some("nixos-generation-1.conf")
         );
-        assert_eq!(sb(Some("nope"), None, two()), None);
+        // A default naming no entry: the first entry in menu order, as with no default.
+        assert_eq!(
+            sb(Some("nope"), None, two()).as_deref(),
+            Some("nixos-bbb.conf")
+        );
+        assert_eq!(sb(Some("nope"), None, Vec::new()), None);
         assert_eq!(sb(None, None, two()).as_deref(), Some("nixos-bbb.conf"));
         // Versions compare as numbers: 10 after 9 would be wrong.
         let v = vec![
@@ -755,6 +774,37 @@ mod tests {
             sb(Some("nixos-*"), None, v).as_deref(),
             Some("nixos-y.conf")
         );
+        // Without a sort-key on both, the version is not compared: the id decides (last
+        // first), though x's version is the newer.
+        let mut v = vec![
+            entry("nixos-x.conf", "Generation 10 x"),
+            entry("nixos-y.conf", "Generation 9 x"),
+        ];
+        for e in &mut v {
+            e.sort_key = None;
+        }
+        assert_eq!(sb(None, None, v).as_deref(), Some("nixos-y.conf"));
+        // An entry with a sort-key comes before one without, whatever the ids say.
+        let mut v = vec![
+            entry("nixos-x.conf", "Generation 1 x"),
+            entry("nixos-y.conf", "Generation 1 x"),
+        ];
+        v[1].sort_key = None;
+        assert_eq!(sb(None, None, v).as_deref(), Some("nixos-x.conf"));
+        // Same sort-key, machine-ids differ: the machine-id orders before the version.
+        let mut v = vec![
+            entry("nixos-x.conf", "Generation 10 x"),
+            entry("nixos-y.conf", "Generation 9 x"),
+        ];
+        v[0].machine_id = Some("bbbb".into());
+        v[1].machine_id = Some("aaaa".into());
+        assert_eq!(sb(None, None, v).as_deref(), Some("nixos-y.conf"));
+        // Same id and version (two counters of one entry): more tries left first.
+        let v = vec![
+            entry("nixos-z+1-2.conf", "Generation 3 x"),
+            entry("nixos-z+2-1.conf", "Generation 3 x"),
+        ];
+        assert_eq!(sb(None, None, v).as_deref(), Some("nixos-z+2-1.conf"));
     }
 
     #[test]

@@ -43,7 +43,8 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use boot::{
-    Boot, BootEntry, EfiBinary, Extlinux, ExtlinuxEntry, Grub, PiKernel, RaspberryPi, SystemdBoot,
+    boot_counters, Boot, BootEntry, EfiBinary, Extlinux, ExtlinuxEntry, Grub, PiKernel,
+    RaspberryPi, SystemdBoot,
 };
 pub use container::Container;
 pub use copy::{copy_out, CopyStats};

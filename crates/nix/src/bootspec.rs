@@ -17,6 +17,8 @@ pub const IMGBUILD_V1: &str = "org.imgbuild.v1";
 
 /// boot.json files larger than this are refused (real ones are a few KiB).
 const MAX_BOOT_JSON: u64 = 16 << 20;
+/// `<toplevel>/nixos-version` files larger than this are ignored (real ones are ~25 bytes).
+const MAX_NIXOS_VERSION: u64 = 4 << 10;
 /// Specialisations nest at most this deep.
 const MAX_DEPTH: usize = 4;
 
@@ -82,6 +84,10 @@ pub struct BootloaderSettings {
     pub install_device_tree: Option<bool>,
     /// `boot.loader.systemd-boot.bootCounting` (only where the release has the option).
     pub boot_counting: Option<BootCounting>,
+    /// `boot.loader.generic-extlinux-compatible.useGenerationDeviceTree`.
+    pub use_generation_device_tree: Option<bool>,
+    /// `hardware.deviceTree.name` (extlinux: `FDT <dtbs>/<name>` instead of `FDTDIR`).
+    pub device_tree_name: Option<String>,
 }
 
 /// Which boot loader installer a system uses.
@@ -171,7 +177,10 @@ fn read_toplevel(root: &StoreRoot, toplevel: &StorePath, depth: usize) -> Result
     Ok(spec)
 }
 
-/// `<toplevel>/nixos-version`, trimmed, if the toplevel has one (bounded like boot.json).
+/// `<toplevel>/nixos-version`, trimmed, if the toplevel has one. It is a hint (the release to
+/// follow, the label of a toplevel without boot.json), so a file larger than
+/// [`MAX_NIXOS_VERSION`], not UTF-8 or holding a control character counts as none rather than
+/// failing the build. A FIFO or an I/O error still fails.
 fn read_nixos_version(root: &StoreRoot, toplevel: &StorePath) -> Result<Option<String>> {
     let logical = toplevel.join("nixos-version");
     let host = match root.resolve_in_store(&logical) {
@@ -179,12 +188,20 @@ fn read_nixos_version(root: &StoreRoot, toplevel: &StorePath) -> Result<Option<S
         Err(Error::NotFound { .. }) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let bytes = read_limited(&host, &logical)?;
-    let text = String::from_utf8(bytes).map_err(|_| Error::Bootspec {
-        file: logical,
-        reason: "not valid UTF-8".into(),
-    })?;
-    Ok(Some(text.trim().to_owned()))
+    let kind = imgbuild_blockio::InputKind {
+        what: "nixos-version",
+        max_bytes: MAX_NIXOS_VERSION,
+    };
+    let bytes = match crate::input::read(&host, kind) {
+        Ok(b) => b,
+        Err(Error::NotFound { .. })
+        | Err(Error::Input(imgbuild_blockio::InputError::TooBig { .. })) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(String::from_utf8(bytes)
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.contains(char::is_control)))
 }
 
 fn from_document(value: Value, file: &Path, depth: usize) -> Result<BootSpec> {
@@ -283,15 +300,15 @@ fn from_document(value: Value, file: &Path, depth: usize) -> Result<BootSpec> {
 }
 
 /// A string setting of `org.imgbuild.v1` (`what` names it in errors): at most
-/// [`MAX_SETTING`] bytes, one line.
+/// [`MAX_SETTING`] bytes, no control character (line breaks, escapes, NUL).
 fn setting_text(v: &Value, what: &str) -> std::result::Result<String, String> {
     match v {
         Value::String(s) if s.len() > MAX_SETTING => Err(format!(
             "\"{IMGBUILD_V1}\".{what} is longer than {MAX_SETTING} bytes"
         )),
-        Value::String(s) if s.contains(['\n', '\r']) => {
-            Err(format!("\"{IMGBUILD_V1}\".{what} contains a line break"))
-        }
+        Value::String(s) if s.contains(char::is_control) => Err(format!(
+            "\"{IMGBUILD_V1}\".{what} contains a control character"
+        )),
         Value::String(s) => Ok(s.clone()),
         other => Err(format!(
             "\"{IMGBUILD_V1}\".{what} is {}, not a string",
@@ -415,6 +432,8 @@ fn bootloader_settings(v: &Value) -> std::result::Result<BootloaderSettings, Str
         distro_name: text("distroName")?,
         install_device_tree: boolean("installDeviceTree")?,
         boot_counting,
+        use_generation_device_tree: boolean("useGenerationDeviceTree")?,
+        device_tree_name: text("deviceTreeName")?,
     })
 }
 
@@ -466,7 +485,7 @@ fn synthesize(root: &StoreRoot, toplevel: &StorePath, depth: usize) -> Result<Bo
         })?
         .trim()
         .to_owned();
-    let nixos_version = read_file("nixos-version")?.map(|v| v.trim().to_owned());
+    let nixos_version = read_nixos_version(root, toplevel)?;
     let version = nixos_version.as_deref().unwrap_or("Unknown");
     let label = match kernel_version(root, toplevel)? {
         Some(kver) => format!("NixOS {version} (Linux {kver})"),
@@ -640,8 +659,31 @@ mod tests {
                     enable: true,
                     tries: 5
                 }),
+                use_generation_device_tree: None,
+                device_tree_name: None,
             }
         );
+        // extlinux's device tree settings; a null name is an absent one.
+        let b = with(
+            r#"{ "bootloader": { "type": "extlinux", "useGenerationDeviceTree": false, "deviceTreeName": "broadcom/bcm2711-rpi-4-b.dtb" } }"#,
+        )
+        .unwrap()
+        .imgbuild
+        .unwrap()
+        .bootloader
+        .unwrap();
+        assert_eq!(b.use_generation_device_tree, Some(false));
+        assert_eq!(
+            b.device_tree_name.as_deref(),
+            Some("broadcom/bcm2711-rpi-4-b.dtb")
+        );
+        let b = with(r#"{ "bootloader": { "deviceTreeName": null } }"#)
+            .unwrap()
+            .imgbuild
+            .unwrap()
+            .bootloader
+            .unwrap();
+        assert_eq!(b.device_tree_name, None);
         // null timeout is not an absent one; absent keys stay absent; tries defaults to 3.
         let b = with(r#"{ "bootloader": { "type": "extlinux", "timeout": null, "bootCounting": { "enable": false } } }"#)
             .unwrap()
@@ -694,7 +736,23 @@ mod tests {
             ),
             (
                 r#"{ "bootloader": { "consoleMode": "a\nb" } }"#,
-                "consoleMode contains a line break",
+                "consoleMode contains a control character",
+            ),
+            (
+                r#"{ "bootloader": { "distroName": "a\u001b[2Jb" } }"#,
+                "distroName contains a control character",
+            ),
+            (
+                r#"{ "release": "26.11\u0000" }"#,
+                "release contains a control character",
+            ),
+            (
+                r#"{ "bootloader": { "useGenerationDeviceTree": 1 } }"#,
+                "useGenerationDeviceTree is a number, not a boolean",
+            ),
+            (
+                r#"{ "bootloader": { "deviceTreeName": 5 } }"#,
+                "deviceTreeName is a number, not a string",
             ),
             (
                 r#"{ "bootloader": { "bootCounting": true } }"#,
@@ -810,6 +868,25 @@ mod tests {
             Some("24.05"),
             "read beside boot.json"
         );
+        // nixos-version is a hint: too big, not UTF-8 or with a control character, it is none.
+        for bad in [
+            vec![b'2'; 4097],
+            b"24.05\xff".to_vec(),
+            b"24.05\x1b[2J".to_vec(),
+        ] {
+            std::fs::write(top.join("nixos-version"), &bad).unwrap();
+            assert_eq!(BootSpec::read(root, &tp).unwrap().nixos_version, None);
+        }
+        std::fs::write(top.join("nixos-version"), vec![b'2'; 4096]).unwrap();
+        assert_eq!(
+            BootSpec::read(root, &tp)
+                .unwrap()
+                .nixos_version
+                .map(|v| v.len()),
+            Some(4096),
+            "4 KiB is within the bound"
+        );
+        std::fs::write(top.join("nixos-version"), b"24.05").unwrap();
         let other = StorePath::parse(&format!("/nix/store/{C}-nixos-system-x")).unwrap();
         let odir = store.join(other.base_name());
         std::fs::create_dir_all(&odir).unwrap();

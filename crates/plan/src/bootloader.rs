@@ -10,7 +10,11 @@ use serde::Serialize;
 use crate::format::{Bootloader, Format};
 use crate::{Error, Result};
 use imgbuild_boot::{Facts, Fit, Release};
-use imgbuild_nix::{BootSpec, BootloaderSettings, LoaderKind, IMGBUILD_V1};
+use imgbuild_nix::{BootSpec, BootloaderSettings, IMGBUILD_V1};
+
+/// Input text (nixos-version, the bootspec label) quoted in a note or an error is cut to this
+/// many characters, control characters escaped.
+const MAX_QUOTE: usize = 64;
 
 /// The manifest's `boot` object: the release followed and how it was found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -43,13 +47,17 @@ pub(crate) struct Choice {
     pub distro_name: String,
     /// `installDeviceTree` as recorded (`None`: follow the bootspec's `devicetree`).
     pub install_device_tree: Option<bool>,
+    /// extlinux: `useGenerationDeviceTree` (default true: an `FDT`/`FDTDIR` line).
+    pub use_generation_device_tree: bool,
+    /// extlinux: `hardware.deviceTree.name` (`FDT <dtbs>/<name>` instead of `FDTDIR`).
+    pub device_tree_name: Option<String>,
     pub boot_counting: Option<u32>,
     pub note: BootNote,
 }
 
-/// Decides the release and settings for `spec` built as `format`. With `check_system`, a
-/// recorded boot loader other than the format's is refused.
-pub(crate) fn choose(format: &Format, spec: &BootSpec, check_system: bool) -> Result<Choice> {
+/// Decides the release and settings for `spec` built as `format`. (A recorded boot loader
+/// other than the format's is refused by `system_check::check`, with the other mismatches.)
+pub(crate) fn choose(format: &Format, spec: &BootSpec) -> Result<Choice> {
     let ext = spec.imgbuild.as_ref();
     let settings = ext.and_then(|e| e.bootloader.clone());
     let (release, release_from, source_text) = detect(spec)?;
@@ -85,7 +93,10 @@ pub(crate) fn choose(format: &Format, spec: &BootSpec, check_system: bool) -> Re
     if settings.is_none() {
         let from = match release_from {
             "none" => String::new(),
-            from => format!(" from {from} `{source_text}`"),
+            from => format!(
+                " from {from} `{}`",
+                imgbuild_blockio::excerpt(&source_text, MAX_QUOTE)
+            ),
         };
         assumed.insert(
             0,
@@ -96,26 +107,6 @@ pub(crate) fn choose(format: &Format, spec: &BootSpec, check_system: bool) -> Re
         );
     }
     let s = settings.unwrap_or_default();
-    if let (Some(kind), true) = (s.kind, check_system) {
-        let format_kind = match format.bootloader.kind {
-            Bootloader::SystemdBoot => LoaderKind::SystemdBoot,
-            Bootloader::Extlinux => LoaderKind::Extlinux,
-        };
-        if kind != format_kind {
-            return Err(Error::NotForFormat {
-                format: format.name.clone(),
-                reason: format!(
-                    "boot.json says the system boots with {}, the format installs {}",
-                    kind.name(),
-                    format_kind.name()
-                ),
-                fix: format!(
-                    "enable {} in the NixOS configuration, or pass --no-system-check",
-                    format_kind.name()
-                ),
-            });
-        }
-    }
     Ok(resolve(format, &s, facts, release_from, assumed))
 }
 
@@ -142,6 +133,8 @@ fn resolve(
         reboot_for_bitlocker: s.reboot_for_bitlocker.unwrap_or(false),
         distro_name: s.distro_name.clone().unwrap_or_else(|| "NixOS".to_owned()),
         install_device_tree: s.install_device_tree,
+        use_generation_device_tree: s.use_generation_device_tree.unwrap_or(true),
+        device_tree_name: s.device_tree_name.clone(),
         boot_counting,
         note: BootNote {
             release: facts.release.to_string(),
@@ -160,8 +153,9 @@ fn detect(spec: &BootSpec) -> Result<(Option<Release>, &'static str, String)> {
     if let Some(r) = spec.imgbuild.as_ref().and_then(|e| e.release.as_deref()) {
         let release = Release::find(r).ok_or_else(|| {
             Error::Invalid(format!(
-                "boot.json of {}: {IMGBUILD_V1}.release `{r}` is not a NixOS release (YY.MM)",
-                spec.toplevel
+                "boot.json of {}: {IMGBUILD_V1}.release `{}` is not a NixOS release (YY.MM)",
+                spec.toplevel,
+                imgbuild_blockio::excerpt(r, MAX_QUOTE)
             ))
         })?;
         return Ok((Some(release), "boot.json", r.to_owned()));
@@ -210,7 +204,6 @@ mod tests {
                 "NixOS Zokor 26.11.x (Linux 6.18)",
                 Some("26.11.20261201.abcdef0"),
             ),
-            true,
         )
         .unwrap();
         assert_eq!(c.facts.release, Release::new(26, 11));
@@ -236,7 +229,6 @@ mod tests {
         let c = choose(
             &raw_efi(),
             &spec("", "NixOS Uakari 24.05.1 (Linux 6.1)", None),
-            true,
         )
         .unwrap();
         assert_eq!(
@@ -244,7 +236,7 @@ mod tests {
             ("24.05", "label")
         );
         // Nothing at all: the newest release, said so.
-        let c = choose(&raw_efi(), &spec("", "custom", None), true).unwrap();
+        let c = choose(&raw_efi(), &spec("", "custom", None)).unwrap();
         assert_eq!(c.note.release_from, "none");
         assert!(
             c.note
@@ -255,8 +247,19 @@ mod tests {
             "{:?}",
             c.note.assumed
         );
+        // The label is quoted short and escaped: it is printed and kept in the manifest.
+        let label = format!("NixOS 24.05 \\u001b[2J {}", "x".repeat(200));
+        let c = choose(&raw_efi(), &spec("", &label, None)).unwrap();
+        let assumed = c.note.assumed.unwrap();
+        assert!(
+            assumed.ends_with(&format!(
+                "from label `NixOS 24.05 \\u{{1b}}[2J {}…`",
+                "x".repeat(64 - 17)
+            )),
+            "{assumed}"
+        );
         // A future release: the newest known one, said so.
-        let c = choose(&raw_efi(), &spec("", "x", Some("27.05.2027")), true).unwrap();
+        let c = choose(&raw_efi(), &spec("", "x", Some("27.05.2027"))).unwrap();
         assert_eq!(c.facts.release, Release::new(26, 11));
         assert!(c
             .note
@@ -271,7 +274,7 @@ mod tests {
             "type": "systemd-boot", "timeout": null, "editor": false, "consoleMode": "max",
             "rebootForBitlocker": true, "distroName": "MyOS", "installDeviceTree": false,
             "bootCounting": {"enable": true, "tries": 4}}}"#;
-        let c = choose(&raw_efi(), &spec(ext, "x 24.05", Some("24.05.1")), true).unwrap();
+        let c = choose(&raw_efi(), &spec(ext, "x 24.05", Some("24.05.1"))).unwrap();
         assert_eq!(
             c.facts.release,
             Release::new(26, 11),
@@ -289,21 +292,31 @@ mod tests {
         assert_eq!(c.boot_counting, Some(4));
         // Counting recorded but off.
         let off = ext.replace(r#""enable": true"#, r#""enable": false"#);
-        let c = choose(&raw_efi(), &spec(&off, "x", None), true).unwrap();
+        let c = choose(&raw_efi(), &spec(&off, "x", None)).unwrap();
         assert_eq!(c.boot_counting, None);
         // extlinux has no boot counting, whatever was recorded.
         let sd = Format::load("sd-aarch64").unwrap();
         let ext = ext.replace(r#""type": "systemd-boot""#, r#""type": "extlinux""#);
-        let c = choose(&sd, &spec(&ext, "x", None), true).unwrap();
+        let c = choose(&sd, &spec(&ext, "x", None)).unwrap();
         assert_eq!((c.boot_counting, c.note.boot_counting), (None, None));
-        // The other boot loader: refused, unless the system check is off.
+        assert_eq!(
+            (c.use_generation_device_tree, c.device_tree_name),
+            (true, None)
+        );
+        // extlinux's device tree settings pass through.
+        let dt = r#", "org.imgbuild.v1": {"bootloader": {"type": "extlinux",
+            "useGenerationDeviceTree": false, "deviceTreeName": "rk3399-rock-pi-4b.dtb"}}"#;
+        let c = choose(&sd, &spec(dt, "x", None)).unwrap();
+        assert_eq!(
+            (c.use_generation_device_tree, c.device_tree_name.as_deref()),
+            (false, Some("rk3399-rock-pi-4b.dtb"))
+        );
+        // The other boot loader: not refused here (system_check::check does that).
         let ext = r#", "org.imgbuild.v1": {"bootloader": {"type": "extlinux"}}"#;
-        let err = choose(&raw_efi(), &spec(ext, "x", None), true).unwrap_err();
-        assert!(err.to_string().contains("boots with extlinux"), "{err}");
-        choose(&raw_efi(), &spec(ext, "x", None), false).unwrap();
+        choose(&raw_efi(), &spec(ext, "x", None)).unwrap();
         // A release that is not one.
         let ext = r#", "org.imgbuild.v1": {"release": "unstable"}"#;
-        let err = choose(&raw_efi(), &spec(ext, "x", None), true).unwrap_err();
+        let err = choose(&raw_efi(), &spec(ext, "x", None)).unwrap_err();
         assert!(
             err.to_string()
                 .contains("`unstable` is not a NixOS release"),

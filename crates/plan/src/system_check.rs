@@ -7,6 +7,7 @@
 use crate::format::{Bootloader, Contents, Filesystem, Format, TableType};
 use crate::ids::{fat_volume_id_string, Ids};
 use crate::{Error, Inputs, Result};
+use imgbuild_nix::{BootSpec, LoaderKind};
 
 /// The system's `/etc/fstab`: a few lines.
 const FSTAB: imgbuild_blockio::InputKind = imgbuild_blockio::InputKind {
@@ -88,6 +89,35 @@ fn fix(format: &Format) -> String {
     )
 }
 
+/// The boot loader imgbuild's NixOS module recorded (`org.imgbuild.v1.bootloader.type`), when
+/// it did, must be the one the format installs.
+fn recorded_loader(format: &Format, spec: &BootSpec) -> Result<()> {
+    let recorded = spec
+        .imgbuild
+        .as_ref()
+        .and_then(|e| e.bootloader.as_ref())
+        .and_then(|b| b.kind);
+    let format_kind = match format.bootloader.kind {
+        Bootloader::SystemdBoot => LoaderKind::SystemdBoot,
+        Bootloader::Extlinux => LoaderKind::Extlinux,
+    };
+    match recorded {
+        Some(kind) if kind != format_kind => Err(Error::NotForFormat {
+            format: format.name.clone(),
+            reason: format!(
+                "boot.json says the system boots with {}, the format installs {}",
+                kind.name(),
+                format_kind.name()
+            ),
+            fix: format!(
+                "enable {} in the NixOS configuration, or pass --no-system-check",
+                format_kind.name()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Checks the system's fstab and boot loader against the format.
 pub(crate) fn check(format: &Format, ids: &Ids, inputs: &Inputs) -> Result<()> {
     let bad = |reason: String| {
@@ -97,6 +127,7 @@ pub(crate) fn check(format: &Format, ids: &Ids, inputs: &Inputs) -> Result<()> {
             fix: fix(format),
         })
     };
+    recorded_loader(format, &inputs.bootspec)?;
     let ext = &inputs.bootspec.extensions;
     let sd_boot = ext.contains_key("org.nixos.systemd-boot");
     match format.bootloader.kind {
@@ -198,5 +229,35 @@ mod tests {
         assert!(!names_of(&sd, &ids, 0)
             .iter()
             .any(|x| x.contains("PARTUUID")));
+    }
+
+    #[test]
+    fn a_recorded_boot_loader_must_be_the_formats() {
+        let spec = |ext: &str| {
+            let t = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-x";
+            let json = format!(
+                r#"{{"org.nixos.bootspec.v1": {{"init": "{t}/init",
+                  "kernel": "/nix/store/zyxwvsrqpnmlkjihgfdcba9876543210-linux/bzImage",
+                  "kernelParams": [], "label": "x", "system": "x86_64-linux",
+                  "toplevel": "{t}"}} {ext} }}"#
+            );
+            BootSpec::parse(json.as_bytes(), std::path::Path::new("boot.json")).unwrap()
+        };
+        let raw = Format::load("raw-efi").unwrap();
+        let sd = Format::load("sd-aarch64").unwrap();
+        let ext = r#", "org.imgbuild.v1": {"bootloader": {"type": "extlinux"}}"#;
+        let err = recorded_loader(&raw, &spec(ext)).unwrap_err().to_string();
+        assert!(
+            err.contains("boots with extlinux, the format installs systemd-boot")
+                && err.contains("--no-system-check"),
+            "{err}"
+        );
+        recorded_loader(&sd, &spec(ext)).unwrap();
+        let ext = r#", "org.imgbuild.v1": {"bootloader": {"type": "systemd-boot"}}"#;
+        recorded_loader(&raw, &spec(ext)).unwrap();
+        assert!(recorded_loader(&sd, &spec(ext)).is_err());
+        // Nothing recorded: nothing to compare here.
+        recorded_loader(&raw, &spec("")).unwrap();
+        recorded_loader(&raw, &spec(r#", "org.imgbuild.v1": {"bootloader": {}}"#)).unwrap();
     }
 }

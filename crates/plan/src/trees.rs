@@ -60,7 +60,7 @@ pub(crate) struct Trees {
 /// Build the tree of every partition: the root filesystem (store, Nix state, profile, boot
 /// files for extlinux), the ESP (systemd-boot) or the Pi firmware partition, plus `--add`s.
 pub(crate) fn build(cx: &Context, inputs: &Inputs, cancel: &AtomicBool) -> Result<Trees> {
-    let mut choice = bootloader::choose(cx.format, &inputs.bootspec, cx.opts.check_system)?;
+    let mut choice = bootloader::choose(cx.format, &inputs.bootspec)?;
     let mut entry =
         crate::inputs::boot_entry(&inputs.bootspec, crate::inputs::toplevel_dtbs(inputs)?);
     entry.devicetree = devicetree(&inputs.bootspec, &choice)?;
@@ -472,8 +472,9 @@ fn root(
             .transpose()?;
         let o = boot::ExtlinuxOptions {
             timeout,
+            dtb_name: choice.device_tree_name.clone(),
+            use_generation_device_tree: choice.use_generation_device_tree,
             style: choice.facts.extlinux,
-            ..Default::default()
         };
         let files = boot::extlinux_boot(entry, &o)?;
         add_boot_files(&mut tree, "/boot", &files, &inputs.store, time)?;
