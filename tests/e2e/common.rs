@@ -201,3 +201,23 @@ pub fn measured(cmd: &Command, limit: Duration) -> Measured {
         elapsed,
     }
 }
+
+/// A refused run: exit code 1 and stderr one `imgbuild: error:` line containing every `want`.
+#[track_caller]
+pub fn assert_one_error_line(case: &str, code: Option<i32>, err: &str, want: &[&str]) {
+    assert_eq!(
+        code,
+        Some(1),
+        "{case}: exit {code:?} instead of 1; stderr:\n{err}"
+    );
+    assert!(
+        err.starts_with("imgbuild: error: ") && err.lines().count() == 1,
+        "{case}: not one error line:\n{err}"
+    );
+    for w in want {
+        assert!(
+            err.contains(w),
+            "{case}: stderr does not name {w:?}:\n{err}"
+        );
+    }
+}

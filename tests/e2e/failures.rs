@@ -77,22 +77,7 @@ fn refused(case: &str, cmd: &mut Command, want: &[&str]) -> String {
         .output()
         .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{case}: {cmd:?} ended with {} instead of exit code 1; stderr:\n{err}",
-        o.status
-    );
-    assert!(
-        err.starts_with("imgbuild: error: ") && err.lines().count() == 1,
-        "{case}: not one error line:\n{err}"
-    );
-    for w in want {
-        assert!(
-            err.contains(w),
-            "{case}: stderr does not name {w:?}:\n{err}"
-        );
-    }
+    assert_one_error_line(&format!("{case}: {cmd:?}"), o.status.code(), &err, want);
     eprintln!("[failure message] {case}: {}", err.trim_end());
     err
 }

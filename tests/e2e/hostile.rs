@@ -34,17 +34,7 @@ fn build(format: &str, out: &Path, extra: &[&str]) -> Command {
 fn refused(case: &str, cmd: &Command, out: &Path, want: &[&str]) {
     let r = measured(cmd, LIMIT);
     let err = &r.stderr;
-    assert_eq!(r.code, Some(1), "{case}: exit {:?}; stderr:\n{err}", r.code);
-    assert!(
-        err.starts_with("imgbuild: error: ") && err.lines().count() == 1,
-        "{case}: not one error line:\n{err}"
-    );
-    for w in want {
-        assert!(
-            err.contains(w),
-            "{case}: stderr does not name {w:?}:\n{err}"
-        );
-    }
+    assert_one_error_line(case, r.code, err, want);
     assert!(
         !err.contains(TOKEN),
         "{case}: the environment is quoted:\n{err}"
