@@ -36,13 +36,6 @@ fn cat(img: &Path, path: &str) -> Vec<u8> {
     ok(&mut imgbuild(&["cat", &img.display().to_string(), path])).stdout
 }
 
-/// SHA-256 of `bytes` by sha256sum (not imgbuild's own hashing).
-fn sha256sum(dir: &Path, bytes: &[u8]) -> String {
-    let f = dir.join("entry.bytes");
-    std::fs::write(&f, bytes).unwrap();
-    sha256(&f)
-}
-
 #[test]
 fn the_demo_is_2405_and_says_what_it_assumed() {
     let t = tempfile::tempdir().unwrap();
@@ -99,7 +92,7 @@ fn a_2611_closure_gets_a_counted_content_hash_entry() {
         .and_then(|n| n.strip_suffix("+3.conf"))
         .unwrap_or_else(|| panic!("{name}"));
     let text = cat(&img, &format!("1:/{entry}"));
-    assert_eq!(sha256sum(t.path(), &text), hash);
+    assert_eq!(sha256_of(&text), hash);
     let text = String::from_utf8(text).unwrap();
     assert!(
         text.starts_with("title NixOS\nversion Generation 1 ")
@@ -167,10 +160,7 @@ fn a_2611_nixos_version_without_the_module_assumes_its_defaults() {
         .and_then(|n| n.strip_suffix(".conf"))
         .unwrap_or_else(|| panic!("{entry}"));
     assert_eq!(hash.len(), 64, "no counter without the module: {entry}");
-    assert_eq!(
-        sha256sum(t.path(), &cat(&img, &format!("1:/{entry}"))),
-        hash
-    );
+    assert_eq!(sha256_of(&cat(&img, &format!("1:/{entry}"))), hash);
     assert_eq!(
         String::from_utf8(cat(&img, "1:/loader/loader.conf")).unwrap(),
         format!("timeout 5\ndefault nixos-{hash}.conf\nconsole-mode keep\n")

@@ -221,3 +221,25 @@ pub fn assert_one_error_line(case: &str, code: Option<i32>, err: &str, want: &[&
         );
     }
 }
+
+/// SHA-256 of `bytes` by sha256sum (not imgbuild's own hashing).
+pub fn sha256_of(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("running sha256sum");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(bytes)
+        .expect("writing to sha256sum");
+    let out = child.wait_with_output().expect("sha256sum output");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}

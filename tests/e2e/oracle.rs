@@ -13,7 +13,7 @@ use crate::common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 #[derive(Debug, PartialEq)]
 enum Item {
@@ -67,27 +67,6 @@ fn parse_listing(text: &str) -> BTreeMap<String, Item> {
             }
         })
         .collect()
-}
-
-fn sha256_of(bytes: &[u8]) -> String {
-    use std::io::Write;
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("running sha256sum");
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(bytes)
-        .expect("writing to sha256sum");
-    let out = child.wait_with_output().expect("sha256sum output");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// The demo store plus the case's paths (toplevel, device tree), copied into `dest/nix/store`.
