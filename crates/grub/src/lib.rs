@@ -1,0 +1,102 @@
+//! GRUB for i386-pc (PC BIOS) installed without running it: the two pieces `grub-install`
+//! leaves on an MBR or GPT disk, built from the bytes of GRUB's platform directory
+//! (`lib/grub/i386-pc`) that the caller reads.
+//!
+//! - [`CoreImage`]: `core.img` as `grub-mkimage -O i386-pc -p PREFIX [-c CONFIG] MODULES...`
+//!   assembles it: modules resolved from `moddep.lst` in `grub-mkimage`'s order, `kernel.img`
+//!   laid out from its ELF sections, the module info section (every module, the embedded
+//!   config, the prefix), the whole LZMA-compressed behind `lzma_decompress.img` (its size
+//!   fields patched), and `diskboot.img` in front. [`CoreImage::placed_at`] gives the bytes
+//!   for a given first sector, as `grub-bios-setup` patches `diskboot.img`'s block list.
+//! - [`boot_sector`]: `boot.img` for sector 0, with the caller's BPB area, disk signature and
+//!   partition table kept and the core's sector and the boot drive fields patched, as
+//!   `grub-bios-setup` does for a hard disk.
+//!
+//! Differences from `grub-install` (kept on purpose or not yet done): the LZMA bytes come
+//! from xz's encoder (`liblzma`, pinned), not the LZMA SDK encoder `grub-mkimage` links, so
+//! the compressed part differs while the uncompressed payload is the same byte for byte; and
+//! no Reed-Solomon redundancy is appended (`grub-bios-setup --no-rs-codes`), so the
+//! decompressor's redundancy field stays 0.
+//!
+//! Reproducible: the output is a function of the input bytes and the options alone.
+
+#![warn(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+// Casts that may truncate, lose a sign or wrap are spelled out (`try_from` with a reason);
+// tests may cast freely.
+#![cfg_attr(
+    not(test),
+    warn(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_possible_wrap
+    )
+)]
+
+mod boot;
+mod core_img;
+mod kernel;
+mod lzma;
+mod moddep;
+mod platform;
+
+pub use boot::boot_sector;
+pub use core_img::{CoreImage, CoreOptions};
+pub use moddep::{resolve, ModDeps};
+pub use platform::Platform;
+
+/// The size of a disk sector as GRUB's i386-pc boot code reads it.
+pub const SECTOR: usize = 512;
+
+/// What can go wrong assembling GRUB's boot images from the platform directory's files.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file the image needs is not among the platform files the caller gave.
+    #[error("GRUB platform file {0} is missing")]
+    MissingFile(String),
+    /// A fixed-size boot image (`boot.img`, `diskboot.img`) has the wrong size.
+    #[error("GRUB platform file {name} is {size} bytes, expected {expected}")]
+    WrongSize {
+        /// The file.
+        name: String,
+        /// Its size.
+        size: usize,
+        /// The size GRUB's tools require.
+        expected: usize,
+    },
+    /// A line of `moddep.lst` has no `:`.
+    #[error("moddep.lst line {line}: no ':' after the module name")]
+    ModDepLine {
+        /// 1-based line number.
+        line: usize,
+    },
+    /// A module's dependencies lead back to itself.
+    #[error("moddep.lst: module {0} depends on itself")]
+    ModDepCycle(String),
+    /// A module name that is empty, has a path separator or is not a plain name.
+    #[error("GRUB module name {0:?} is not a plain module name")]
+    BadModuleName(String),
+    /// `kernel.img` is not the 32-bit little-endian ELF that `grub-mkimage` expects.
+    #[error("kernel.img: {0}")]
+    Kernel(&'static str),
+    /// The prefix or embedded config contains a NUL byte, which would cut it short.
+    #[error("the {0} contains a NUL byte")]
+    Nul(&'static str),
+    /// The image exceeds one of the limits of GRUB's i386-pc boot path.
+    #[error("{what} is {size:#x} bytes, over GRUB's i386-pc limit of {limit:#x}")]
+    TooBig {
+        /// Which part.
+        what: &'static str,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The first sector given for the core image cannot hold it (sector 0 is the MBR).
+    #[error("core.img cannot start at sector {0}")]
+    BadCoreSector(u64),
+    /// The LZMA encoder failed.
+    #[error("compressing core.img with LZMA failed")]
+    Lzma(#[source] liblzma::stream::Error),
+}
