@@ -39,6 +39,8 @@ mod kernel;
 mod lzma;
 mod moddep;
 mod platform;
+#[cfg(test)]
+mod tests;
 
 pub use boot::boot_sector;
 pub use core_img::{CoreImage, CoreOptions};
@@ -93,6 +95,9 @@ pub enum Error {
         /// The limit.
         limit: u64,
     },
+    /// `diskboot.img`'s block list runs to the start of the sector without an empty entry.
+    #[error("diskboot.img has no block list terminator")]
+    NoBlocklistTerminator,
     /// The first sector given for the core image cannot hold it (sector 0 is the MBR).
     #[error("core.img cannot start at sector {0}")]
     BadCoreSector(u64),
