@@ -44,6 +44,7 @@ mod tests;
 
 pub use boot::boot_sector;
 pub use core_img::{CoreImage, CoreOptions};
+pub use lzma::{decompress, MAX_PAYLOAD};
 pub use moddep::{resolve, ModDeps};
 pub use platform::Platform;
 
@@ -101,7 +102,15 @@ pub enum Error {
     /// The first sector given for the core image cannot hold it (sector 0 is the MBR).
     #[error("core.img cannot start at sector {0}")]
     BadCoreSector(u64),
-    /// The LZMA encoder failed.
-    #[error("compressing core.img with LZMA failed")]
+    /// An LZMA payload ends (or its stream does) before its uncompressed size.
+    #[error("the LZMA payload holds {got} bytes, its size field says {size}")]
+    ShortPayload {
+        /// Bytes decoded.
+        got: usize,
+        /// Bytes expected.
+        size: usize,
+    },
+    /// liblzma failed, encoding or decoding.
+    #[error("LZMA coding of core.img failed")]
     Lzma(#[source] liblzma::stream::Error),
 }

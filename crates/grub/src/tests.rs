@@ -1,10 +1,9 @@
 //! Unit tests on synthetic platform files: layout of the payload, the block list and the
 //! boot sector field by field, and bounded failure on corrupt inputs.
 
-use liblzma::stream::{Action, Filters, LzmaOptions, Stream};
 use proptest::prelude::*;
 
-use crate::{boot_sector, kernel, CoreImage, CoreOptions, Error, Platform, SECTOR};
+use crate::{boot_sector, decompress, kernel, CoreImage, CoreOptions, Error, Platform, SECTOR};
 
 const TEXT: &[u8] = b"TEXT-SECTION-BYTES";
 const DATA: &[u8] = b"DATA!";
@@ -53,20 +52,6 @@ fn fake_platform() -> Platform {
     p
 }
 
-fn unlzma(data: &[u8], size: usize) -> Vec<u8> {
-    let mut opts = LzmaOptions::new();
-    opts.dict_size(1 << 16)
-        .literal_context_bits(3)
-        .literal_position_bits(0)
-        .position_bits(2);
-    let mut filters = Filters::new();
-    filters.lzma1(&opts);
-    let mut s = Stream::new_raw_decoder(&filters).unwrap();
-    let mut out = Vec::with_capacity(size);
-    s.process_vec(data, &mut out, Action::Run).unwrap();
-    out
-}
-
 fn le32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
 }
@@ -109,7 +94,15 @@ fn payload_is_kernel_then_module_section() {
     assert_eq!(le32(dec, 12) as usize, payload.len());
     let compressed = &img[SECTOR + 64..];
     assert_eq!(le32(dec, 8) as usize, compressed.len());
-    assert_eq!(unlzma(compressed, payload.len()), payload);
+    assert_eq!(decompress(compressed, payload.len()).unwrap(), payload);
+    assert!(matches!(
+        decompress(&compressed[..compressed.len() / 2], payload.len()),
+        Err(Error::ShortPayload { .. })
+    ));
+    assert!(matches!(
+        decompress(compressed, crate::MAX_PAYLOAD + 1),
+        Err(Error::TooBig { .. })
+    ));
     assert_eq!(dec[16..], [0x11; 48]);
     assert_eq!(
         u16::from_le_bytes([img[0x1fc], img[0x1fd]]) as usize,
@@ -230,5 +223,13 @@ proptest! {
         p.insert("kernel.img", k);
         p.insert("moddep.lst", moddep);
         let _ = CoreImage::build(&p, &CoreOptions { prefix: "/g", config: None, modules: &["a", "b"] });
+    }
+
+    /// Arbitrary bytes as an LZMA payload: an error or `size` bytes, never a panic.
+    #[test]
+    fn corrupt_lzma_does_not_panic(data in proptest::collection::vec(any::<u8>(), 0..256), size in 0usize..4096) {
+        if let Ok(out) = decompress(&data, size) {
+            prop_assert_eq!(out.len(), size);
+        }
     }
 }

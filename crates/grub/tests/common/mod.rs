@@ -7,7 +7,6 @@ use std::path::Path;
 use std::process::Command;
 
 use imgbuild_grub::Platform;
-use liblzma::stream::{Action, Filters, LzmaOptions, Stream};
 
 /// Debian's i386-pc GRUB files (package grub-pc-bin).
 pub const GRUB_DIR: &str = "/usr/lib/grub/i386-pc";
@@ -47,28 +46,6 @@ pub fn le32(b: &[u8], at: usize) -> usize {
     u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize
 }
 
-/// Decodes `size` bytes of a raw LZMA1 stream with i386-pc core.img's properties (lc=3,
-/// lp=0, pb=2, 64 KiB dictionary), stopping at `size` like GRUB's decompressor: the stream
-/// may or may not carry an end marker.
-pub fn unlzma(data: &[u8], size: usize) -> Vec<u8> {
-    let mut opts = LzmaOptions::new();
-    opts.dict_size(1 << 16)
-        .literal_context_bits(3)
-        .literal_position_bits(0)
-        .position_bits(2);
-    let mut filters = Filters::new();
-    filters.lzma1(&opts);
-    let mut s = Stream::new_raw_decoder(&filters).unwrap();
-    let mut out = Vec::with_capacity(size);
-    while out.len() < size {
-        let before = (s.total_in(), out.len());
-        let rest = &data[s.total_in() as usize..];
-        s.process_vec(rest, &mut out, Action::Run).unwrap();
-        assert_ne!(before, (s.total_in(), out.len()), "LZMA stream ended early");
-    }
-    out
-}
-
 /// A core image's parts: (diskboot sector, decompressor, uncompressed payload).
 pub fn split_core(core: &[u8], decompressor_len: usize) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let diskboot = core[..512].to_vec();
@@ -77,6 +54,6 @@ pub fn split_core(core: &[u8], decompressor_len: usize) -> (Vec<u8>, Vec<u8>, Ve
     let uncompressed_len = le32(&dec, 12);
     let start = 512 + decompressor_len;
     assert_eq!(core.len(), start + compressed_len, "compressed size field");
-    let payload = unlzma(&core[start..], uncompressed_len);
+    let payload = imgbuild_grub::decompress(&core[start..], uncompressed_len).unwrap();
     (diskboot, dec, payload)
 }
