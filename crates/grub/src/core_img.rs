@@ -2,7 +2,7 @@
 //! its block list for where it lies on the disk.
 
 use crate::moddep::{resolve, ModDeps};
-use crate::{kernel, lzma, Error, Platform, SECTOR};
+use crate::{kernel, lzma, rs, Error, Platform, SECTOR};
 
 /// "gmim": the magic of the module info section (`GRUB_MODULE_MAGIC`).
 const MODULE_MAGIC: u32 = 0x676d_696d;
@@ -22,6 +22,12 @@ const MAX_DECOMPRESSOR: usize = 0x9000 - 0x8200;
 /// The whole core must end below 0x78000 once loaded at 0x9000... as `grub-mkimage` checks
 /// it (decompressor included, from 0x9000).
 const CORE_END: u64 = 0x78000;
+/// In `lzma_decompress.img`: how many bytes of redundancy follow the image (u32), and how
+/// many of its own first bytes the redundancy does not cover (u16).
+const RS_REDUNDANCY_AT: usize = 0x10;
+const NO_RS_LENGTH_AT: usize = 0x14;
+/// `grub-bios-setup`'s cap on the embedded sectors: what fits between 0x9000 and 0x78000.
+const MAX_EMBED_SECTORS: u64 = (0x78000 - 0x9000) / 512;
 /// One block list entry at the end of `diskboot.img`: start (u64), sector count (u16),
 /// load segment (u16).
 const BLOCKLIST_ENTRY: usize = 12;
@@ -177,30 +183,66 @@ impl CoreImage {
         u64::try_from(self.image.len().div_ceil(SECTOR)).unwrap_or(u64::MAX)
     }
 
-    /// The image as `grub-bios-setup` writes it to sectors `first..first + sectors()`: padded
-    /// with zeros to whole sectors, `diskboot.img`'s block list cleared and set to one entry
-    /// (the sectors after `first`, loaded at 0x8200) and a terminator. `first` is also what
-    /// [`crate::boot_sector`] must be given.
+    /// The image as `grub-bios-setup --no-rs-codes` writes it to sectors
+    /// `first..first + sectors()`: padded with zeros to whole sectors, `diskboot.img`'s block
+    /// list cleared and set to one entry (the sectors after `first`, loaded at 0x8200) and a
+    /// terminator. `first` is also what [`crate::boot_sector`] must be given.
     pub fn placed_at(&self, first: u64) -> Result<Vec<u8>, Error> {
+        self.place(first, self.sectors())
+    }
+
+    /// The image as `grub-bios-setup` embeds it by default, in `available` sectors from
+    /// `first` on (an MBR disk: the sectors between the MBR and the first partition; GPT:
+    /// the BIOS boot partition): it takes `min(available, 2 * sectors(), 888)` sectors, the
+    /// space after the image filled with Reed-Solomon redundancy over the compressed part
+    /// (the decompressor's redundancy field says how much), so that the decompressor can
+    /// repair sectors that something else overwrote. Returns the bytes to write at `first`.
+    pub fn embedded(&self, first: u64, available: u64) -> Result<Vec<u8>, Error> {
         let sectors = self.sectors();
-        if first == 0 || first.checked_add(sectors).is_none() {
+        let nsec = available.min(2 * sectors).min(MAX_EMBED_SECTORS);
+        if nsec < sectors {
+            return Err(Error::NoRoom {
+                available,
+                needed: sectors,
+            });
+        }
+        let mut out = self.place(first, nsec)?;
+        let size = self.image.len();
+        let no_rs = usize::from(u16::from_le_bytes([
+            out[SECTOR + NO_RS_LENGTH_AT],
+            out[SECTOR + NO_RS_LENGTH_AT + 1],
+        ]));
+        let protected_from = SECTOR + no_rs;
+        if no_rs == 0xffff || protected_from > size {
+            return Err(Error::NoRsLength(no_rs));
+        }
+        let redundancy = out.len() - size;
+        out[SECTOR + RS_REDUNDANCY_AT..SECTOR + RS_REDUNDANCY_AT + 4]
+            .copy_from_slice(&le32(redundancy, "the Reed-Solomon redundancy")?);
+        rs::add_redundancy(&mut out[protected_from..], size - protected_from);
+        Ok(out)
+    }
+
+    /// The image padded to `nsec` sectors with its block list set for sector `first`.
+    fn place(&self, first: u64, nsec: u64) -> Result<Vec<u8>, Error> {
+        if first == 0 || first.checked_add(nsec).is_none() {
             return Err(Error::BadCoreSector(first));
         }
+        let rest = u16::try_from(nsec - 1).map_err(|_| Error::TooBig {
+            what: "core.img in sectors",
+            size: nsec,
+            limit: 0xffff,
+        })?;
         let mut out = self.image.clone();
-        out.resize(out.len().div_ceil(SECTOR) * SECTOR, 0);
+        out.resize(usize::from(rest) * SECTOR + SECTOR, 0);
         // Clear the block list from its top entry down, as far as entries are in use.
         let mut at = SECTOR - BLOCKLIST_ENTRY;
         while out[at + 8..at + 10] != [0, 0] {
             out[at..at + BLOCKLIST_ENTRY].fill(0);
             at = at
                 .checked_sub(BLOCKLIST_ENTRY)
-                .ok_or(Error::Kernel("diskboot.img has no block list terminator"))?;
+                .ok_or(Error::NoBlocklistTerminator)?;
         }
-        let rest = u16::try_from(sectors - 1).map_err(|_| Error::TooBig {
-            what: "core.img in sectors",
-            size: sectors,
-            limit: 0xffff,
-        })?;
         let top = SECTOR - BLOCKLIST_ENTRY;
         out[top..top + 8].copy_from_slice(&(first + 1).to_le_bytes());
         out[top + 8..top + 10].copy_from_slice(&rest.to_le_bytes());

@@ -12,11 +12,13 @@
 //!   partition table kept and the core's sector and the boot drive fields patched, as
 //!   `grub-bios-setup` does for a hard disk.
 //!
-//! Differences from `grub-install` (kept on purpose or not yet done): the LZMA bytes come
-//! from xz's encoder (`liblzma`, pinned), not the LZMA SDK encoder `grub-mkimage` links, so
-//! the compressed part differs while the uncompressed payload is the same byte for byte; and
-//! no Reed-Solomon redundancy is appended (`grub-bios-setup --no-rs-codes`), so the
-//! decompressor's redundancy field stays 0.
+//! [`CoreImage::embedded`] is `grub-bios-setup`'s default (Reed-Solomon redundancy in the
+//! room after the image), [`CoreImage::placed_at`] its `--no-rs-codes`.
+//!
+//! One difference from `grub-install`: the LZMA bytes come from xz's encoder (`liblzma`,
+//! pinned), not the LZMA SDK encoder `grub-mkimage` links, so the compressed part differs
+//! (same parameters, sizes within a few bytes) while the uncompressed payload is the same
+//! byte for byte.
 //!
 //! Reproducible: the output is a function of the input bytes and the options alone.
 
@@ -39,6 +41,7 @@ mod kernel;
 mod lzma;
 mod moddep;
 mod platform;
+mod rs;
 #[cfg(test)]
 mod tests;
 
@@ -96,6 +99,17 @@ pub enum Error {
         /// The limit.
         limit: u64,
     },
+    /// The space given for an embedded core image is smaller than the image.
+    #[error("core.img needs {needed} sectors, only {available} are available")]
+    NoRoom {
+        /// Sectors available.
+        available: u64,
+        /// Sectors the image takes.
+        needed: u64,
+    },
+    /// `lzma_decompress.img`'s no-Reed-Solomon length is unset (0xffff) or past the image.
+    #[error("lzma_decompress.img's unprotected length {0:#x} does not fit the image")]
+    NoRsLength(usize),
     /// `diskboot.img`'s block list runs to the start of the sector without an empty entry.
     #[error("diskboot.img has no block list terminator")]
     NoBlocklistTerminator,

@@ -40,7 +40,10 @@ fn fake_platform() -> Platform {
     p.insert("moddep.lst", b"a: b\nb:\n".to_vec());
     p.insert("a.mod", b"module-a".to_vec());
     p.insert("b.mod", b"mod-b".to_vec());
-    p.insert("lzma_decompress.img", vec![0x11; 64]);
+    let mut decompressor = vec![0x11; 64];
+    // Unset redundancy; the first 0x30 bytes are not protected by it.
+    decompressor[0x10..0x18].copy_from_slice(&[0, 0, 0, 0, 0x30, 0, 0x11, 0x11]);
+    p.insert("lzma_decompress.img", decompressor);
     let mut diskboot = vec![0x22u8; SECTOR];
     diskboot[0x1e0..].fill(0);
     diskboot[0x1f4] = 2;
@@ -103,7 +106,7 @@ fn payload_is_kernel_then_module_section() {
         decompress(compressed, crate::MAX_PAYLOAD + 1),
         Err(Error::TooBig { .. })
     ));
-    assert_eq!(dec[16..], [0x11; 48]);
+    assert_eq!(dec[0x16..], [0x11; 42]);
     assert_eq!(
         u16::from_le_bytes([img[0x1fc], img[0x1fd]]) as usize,
         (img.len() - SECTOR).div_ceil(SECTOR)
@@ -141,6 +144,54 @@ fn placed_core_has_one_block_list_entry_for_its_sectors() {
         core.placed_at(u64::MAX),
         Err(Error::BadCoreSector(_))
     ));
+}
+
+#[test]
+fn embedded_core_fills_its_room_with_redundancy() {
+    let p = fake_platform();
+    // Enough data for several sectors: a large incompressible module.
+    let mut p2 = p.clone();
+    p2.insert(
+        "a.mod",
+        (0..6000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect(),
+    );
+    let core = CoreImage::build(
+        &p2,
+        &CoreOptions {
+            prefix: "/g",
+            config: None,
+            modules: &["a"],
+        },
+    )
+    .unwrap();
+    let n = core.sectors();
+    let size = core.mkimage_bytes().len();
+    for (available, want) in [(n, n), (n + 3, n + 3), (10_000, 2 * n)] {
+        let out = core.embedded(1, available).unwrap();
+        assert_eq!(out.len() as u64, want * SECTOR as u64);
+        assert_eq!(out[0x1fc..0x1fe], ((want - 1) as u16).to_le_bytes());
+        assert_eq!(le32(&out, SECTOR + 0x10) as usize, out.len() - size);
+        // The image itself is unchanged apart from the block list and redundancy field.
+        let placed = core.placed_at(1).unwrap();
+        assert_eq!(out[..0x1fc], placed[..0x1fc]);
+        assert_eq!(out[0x1fe..SECTOR], placed[0x1fe..SECTOR]);
+        assert_eq!(
+            out[SECTOR + 0x14..size],
+            core.mkimage_bytes()[SECTOR + 0x14..]
+        );
+        if want > n {
+            assert!(out[size..].iter().any(|&b| b != 0), "redundancy written");
+        }
+    }
+    assert!(matches!(core.embedded(1, n - 1), Err(Error::NoRoom { .. })));
+    let a = core.embedded(1, 2047).unwrap();
+    assert_eq!(
+        a,
+        core.embedded(1, 2047).unwrap(),
+        "same inputs, same bytes"
+    );
 }
 
 #[test]

@@ -131,6 +131,23 @@ fn write_disk(path: &Path, mbr: &[u8; 512], core_at: u64, core: &[u8], fat_at: u
     f.write_all_at(fat, fat_at).unwrap();
 }
 
+/// The MBR disk's pieces: our core for `(hd0,msdos1)/boot/grub`, boot.img over
+/// [`msdos_table`] pointing at sector 1, and the FAT partition.
+fn msdos_pieces(platform: &Platform, dir: &Path) -> (CoreImage, [u8; 512], Vec<u8>) {
+    let opts = CoreOptions {
+        prefix: "(hd0,msdos1)/boot/grub",
+        config: None,
+        modules: &["biosdisk", "part_msdos", "fat"],
+    };
+    let core = CoreImage::build(platform, &opts).unwrap();
+    let table = msdos_table();
+    let mbr = boot_sector(platform, &table, 1).unwrap();
+    // The partition table and signature survive; the core's sector is patched in.
+    assert_eq!(mbr[0x1b8..], table[0x1b8..]);
+    assert_eq!(mbr[0x5c..0x64], 1u64.to_le_bytes());
+    (core, mbr, fat_partition(dir, DISK_SIZE - MIB))
+}
+
 #[test]
 fn msdos_disk_boots_with_seabios_ide_and_virtio() {
     let Some(platform) = tools(&[]) else { return };
@@ -140,18 +157,7 @@ fn msdos_disk_boots_with_seabios_ide_and_virtio() {
         .unwrap()
         .set_len(DISK_SIZE)
         .unwrap();
-    let table = msdos_table();
-    let opts = CoreOptions {
-        prefix: "(hd0,msdos1)/boot/grub",
-        config: None,
-        modules: &["biosdisk", "part_msdos", "fat"],
-    };
-    let core = CoreImage::build(&platform, &opts).unwrap();
-    let mbr = boot_sector(&platform, &table, 1).unwrap();
-    // The partition table and signature survive; the core's sector is patched in.
-    assert_eq!(mbr[0x1b8..], table[0x1b8..]);
-    assert_eq!(mbr[0x5c..0x64], 1u64.to_le_bytes());
-    let fat = fat_partition(dir.path(), DISK_SIZE - MIB);
+    let (core, mbr, fat) = msdos_pieces(&platform, dir.path());
     write_disk(&disk, &mbr, 1, &core.placed_at(1).unwrap(), MIB, &fat);
     for iface in ["ide", "virtio"] {
         let out = boot(&disk, iface, 90);
@@ -160,6 +166,38 @@ fn msdos_disk_boots_with_seabios_ide_and_virtio() {
             "{iface}: no marker on the serial console:\n{out}"
         );
         eprintln!("{iface}: {MARKER} seen");
+    }
+}
+
+/// grub-bios-setup's default: the core with Reed-Solomon redundancy in the rest of the MBR
+/// gap. A sector of its compressed part zeroed (as a tool writing into the gap would)
+/// is repaired at boot; without the redundancy the same damage stops the boot.
+#[test]
+fn reed_solomon_redundancy_repairs_a_zeroed_sector() {
+    let Some(platform) = tools(&[]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.img");
+    let (core, mbr, fat) = msdos_pieces(&platform, dir.path());
+    let damaged = 20; // a sector of core.img well inside the compressed payload
+    assert!(core.sectors() > damaged + 1);
+    for (with_rs, boots) in [(true, true), (false, false)] {
+        let mut bytes = if with_rs {
+            core.embedded(1, 2047).unwrap()
+        } else {
+            core.placed_at(1).unwrap()
+        };
+        if with_rs {
+            assert_eq!(bytes.len() as u64, 2 * core.sectors() * 512);
+        }
+        let at = damaged as usize * 512;
+        bytes[at..at + 512].fill(0);
+        std::fs::File::create(&disk)
+            .unwrap()
+            .set_len(DISK_SIZE)
+            .unwrap();
+        write_disk(&disk, &mbr, 1, &bytes, MIB, &fat);
+        let out = boot(&disk, "ide", if boots { 90 } else { 15 });
+        assert_eq!(out.contains(MARKER), boots, "with_rs={with_rs}:\n{out}");
     }
 }
 
