@@ -12,6 +12,7 @@
 //!   partition table kept and the core's sector and the boot drive fields patched, as
 //!   `grub-bios-setup` does for a hard disk.
 //!
+//! [`Install`] gives the modules and prefix `grub-install` passes for a plain disk.
 //! [`CoreImage::embedded`] is `grub-bios-setup`'s default (Reed-Solomon redundancy in the
 //! room after the image), [`CoreImage::placed_at`] its `--no-rs-codes`.
 //!
@@ -37,6 +38,7 @@
 
 mod boot;
 mod core_img;
+mod install;
 mod kernel;
 mod lzma;
 mod moddep;
@@ -47,6 +49,7 @@ mod tests;
 
 pub use boot::boot_sector;
 pub use core_img::{CoreImage, CoreOptions};
+pub use install::{Install, PartTable};
 pub use lzma::{decompress, MAX_PAYLOAD};
 pub use moddep::{resolve, ModDeps};
 pub use platform::Platform;
@@ -99,6 +102,9 @@ pub enum Error {
         /// The limit.
         limit: u64,
     },
+    /// An [`Install`] that `grub-install` could not have produced.
+    #[error("GRUB install location: {0}")]
+    BadInstall(&'static str),
     /// The space given for an embedded core image is smaller than the image.
     #[error("core.img needs {needed} sectors, only {available} are available")]
     NoRoom {

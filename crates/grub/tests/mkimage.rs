@@ -8,7 +8,7 @@ mod common;
 
 use std::process::Command;
 
-use imgbuild_grub::{CoreImage, CoreOptions};
+use imgbuild_grub::{CoreImage, CoreOptions, Install, PartTable};
 
 fn judge(modules: &[&str], prefix: &str, config: Option<&[u8]>) {
     let (Some(platform), true) = (common::platform(), common::have("grub-mkimage")) else {
@@ -114,4 +114,15 @@ fn same_inputs_same_bytes() {
     let b = CoreImage::build(&platform.clone(), &opts).unwrap();
     assert_eq!(a.placed_at(1).unwrap(), b.placed_at(1).unwrap());
     assert_eq!(a.modules(), ["biosdisk", "part_msdos", "fshelp", "fat"]);
+}
+
+#[test]
+fn grub_install_style_core_matches_grub_mkimage() {
+    let install = Install {
+        table: PartTable::Gpt,
+        partition: 2,
+        fs_module: "ext2",
+        grub_dir: "/boot/grub",
+    };
+    judge(&install.modules(), &install.prefix().unwrap(), None);
 }

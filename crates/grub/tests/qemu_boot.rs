@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use imgbuild_grub::{boot_sector, CoreImage, CoreOptions, Platform};
+use imgbuild_grub::{boot_sector, CoreImage, CoreOptions, Install, PartTable, Platform};
 
 const MIB: u64 = 1 << 20;
 const DISK_SIZE: u64 = 24 * MIB;
@@ -131,13 +131,21 @@ fn write_disk(path: &Path, mbr: &[u8; 512], core_at: u64, core: &[u8], fat_at: u
     f.write_all_at(fat, fat_at).unwrap();
 }
 
-/// The MBR disk's pieces: our core for `(hd0,msdos1)/boot/grub`, boot.img over
+/// The MBR disk's pieces: our core for `(,msdos1)/boot/grub`, boot.img over
 /// [`msdos_table`] pointing at sector 1, and the FAT partition.
 fn msdos_pieces(platform: &Platform, dir: &Path) -> (CoreImage, [u8; 512], Vec<u8>) {
+    // As grub-install asks for it: `(,msdos1)/boot/grub`, fat part_msdos biosdisk.
+    let install = Install {
+        table: PartTable::Msdos,
+        partition: 1,
+        fs_module: "fat",
+        grub_dir: "/boot/grub",
+    };
+    let prefix = install.prefix().unwrap();
     let opts = CoreOptions {
-        prefix: "(hd0,msdos1)/boot/grub",
+        prefix: &prefix,
         config: None,
-        modules: &["biosdisk", "part_msdos", "fat"],
+        modules: &install.modules(),
     };
     let core = CoreImage::build(platform, &opts).unwrap();
     let table = msdos_table();
@@ -222,10 +230,17 @@ fn gpt_disk_with_bios_boot_partition_boots_with_seabios() {
         .unwrap()
         .read_exact_at(&mut table, 0)
         .unwrap();
+    let install = Install {
+        table: PartTable::Gpt,
+        partition: 2,
+        fs_module: "fat",
+        grub_dir: "/boot/grub",
+    };
+    let prefix = install.prefix().unwrap();
     let opts = CoreOptions {
-        prefix: "(hd0,gpt2)/boot/grub",
+        prefix: &prefix,
         config: None,
-        modules: &["biosdisk", "part_gpt", "fat"],
+        modules: &install.modules(),
     };
     let core = CoreImage::build(&platform, &opts).unwrap();
     assert!(
