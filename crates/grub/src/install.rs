@@ -1,7 +1,7 @@
 //! What `grub-install --target=i386-pc DISK` asks `grub-mkimage` for on a plain disk (no
 //! LVM, RAID or encryption, the boot directory on the disk it installs to).
 
-use crate::Error;
+use crate::{CoreImage, CoreOptions, Error, Platform};
 
 /// The disk's partition table, as GRUB names it (`part_msdos`, `(hd0,gpt2)`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +64,18 @@ impl<'a> Install<'a> {
             self.partition,
             self.grub_dir
         ))
+    }
+
+    /// The core image `grub-install` has `grub-mkimage` build: [`Self::modules`] with
+    /// [`Self::prefix`], no embedded config.
+    pub fn core_image(&self, platform: &Platform) -> Result<CoreImage, Error> {
+        let prefix = self.prefix()?;
+        let opts = CoreOptions {
+            prefix: &prefix,
+            config: None,
+            modules: &self.modules(),
+        };
+        CoreImage::build(platform, &opts)
     }
 }
 

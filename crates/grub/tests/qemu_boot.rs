@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use imgbuild_grub::{boot_sector, CoreImage, CoreOptions, Install, PartTable, Platform};
+use imgbuild_grub::{boot_sector, CoreImage, Install, PartTable, Platform};
 
 const MIB: u64 = 1 << 20;
 const DISK_SIZE: u64 = 24 * MIB;
@@ -141,13 +141,7 @@ fn msdos_pieces(platform: &Platform, dir: &Path) -> (CoreImage, [u8; 512], Vec<u
         fs_module: "fat",
         grub_dir: "/boot/grub",
     };
-    let prefix = install.prefix().unwrap();
-    let opts = CoreOptions {
-        prefix: &prefix,
-        config: None,
-        modules: &install.modules(),
-    };
-    let core = CoreImage::build(platform, &opts).unwrap();
+    let core = install.core_image(platform).unwrap();
     let table = msdos_table();
     let mbr = boot_sector(platform, &table, 1).unwrap();
     // The partition table and signature survive; the core's sector is patched in.
@@ -236,13 +230,7 @@ fn gpt_disk_with_bios_boot_partition_boots_with_seabios() {
         fs_module: "fat",
         grub_dir: "/boot/grub",
     };
-    let prefix = install.prefix().unwrap();
-    let opts = CoreOptions {
-        prefix: &prefix,
-        config: None,
-        modules: &install.modules(),
-    };
-    let core = CoreImage::build(&platform, &opts).unwrap();
+    let core = install.core_image(&platform).unwrap();
     assert!(
         core.sectors() <= 2048,
         "core.img fits the BIOS boot partition"
