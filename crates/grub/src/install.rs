@@ -79,6 +79,47 @@ impl<'a> Install<'a> {
     }
 }
 
+/// The lists and scripts `grub-install` copies besides the modules; all required.
+const REQUIRED_DATA: [&str; 9] = [
+    "moddep.lst",
+    "command.lst",
+    "fs.lst",
+    "partmap.lst",
+    "parttool.lst",
+    "video.lst",
+    "crypto.lst",
+    "terminal.lst",
+    "modinfo.sh",
+];
+/// Copied when the platform has them (the i386-pc EFI emulator).
+const OPTIONAL_DATA: [&str; 2] = ["efiemu32.o", "efiemu64.o"];
+
+/// The files `grub-install --target=i386-pc` (with its default module list) leaves in
+/// `GRUB_DIR/i386-pc`, by name in byte order: every `.mod` of the platform, the lists,
+/// `modinfo.sh`, `efiemu32.o`/`efiemu64.o` when present, `boot.img` (unpatched) and
+/// `core.img` as `grub-mkimage` wrote it. Fonts, locales and `grubenv`, which it puts
+/// elsewhere in `GRUB_DIR`, are not included.
+pub fn installed_files<'a>(
+    platform: &'a Platform,
+    core: &'a CoreImage,
+) -> Result<Vec<(String, &'a [u8])>, Error> {
+    let mut files = Vec::new();
+    for name in platform.names().filter(|n| n.ends_with(".mod")) {
+        files.push((name.to_owned(), platform.get(name)?));
+    }
+    for name in REQUIRED_DATA.into_iter().chain(["boot.img"]) {
+        files.push((name.to_owned(), platform.get(name)?));
+    }
+    for name in OPTIONAL_DATA {
+        if let Ok(bytes) = platform.get(name) {
+            files.push((name.to_owned(), bytes));
+        }
+    }
+    files.push(("core.img".to_owned(), core.mkimage_bytes()));
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(files)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

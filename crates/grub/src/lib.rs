@@ -12,7 +12,8 @@
 //!   partition table kept and the core's sector and the boot drive fields patched, as
 //!   `grub-bios-setup` does for a hard disk.
 //!
-//! [`Install`] gives the modules and prefix `grub-install` passes for a plain disk.
+//! [`Install`] gives the modules and prefix `grub-install` passes for a plain disk, and
+//! [`installed_files`] the files it leaves in `GRUB_DIR/i386-pc`.
 //! [`CoreImage::embedded`] is `grub-bios-setup`'s default (Reed-Solomon redundancy in the
 //! room after the image), [`CoreImage::placed_at`] its `--no-rs-codes`.
 //!
@@ -49,7 +50,7 @@ mod tests;
 
 pub use boot::boot_sector;
 pub use core_img::{CoreImage, CoreOptions};
-pub use install::{Install, PartTable};
+pub use install::{installed_files, Install, PartTable};
 pub use lzma::{decompress, MAX_PAYLOAD};
 pub use moddep::{resolve, ModDeps};
 pub use platform::Platform;

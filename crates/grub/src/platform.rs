@@ -24,6 +24,11 @@ impl Platform {
         self.files.insert(name.into(), bytes);
     }
 
+    /// The file names, in byte order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.files.keys().map(String::as_str)
+    }
+
     /// The bytes of `name`, or [`Error::MissingFile`].
     pub fn get(&self, name: &str) -> Result<&[u8], Error> {
         self.files

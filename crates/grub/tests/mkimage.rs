@@ -126,3 +126,49 @@ fn grub_install_style_core_matches_grub_mkimage() {
     };
     judge(&install.modules(), &install.prefix().unwrap(), None);
 }
+
+/// What grub-install leaves in GRUB_DIR/i386-pc, from Debian's directory: every module, the
+/// lists (grub's normal mode reads command.lst and friends to autoload), boot.img, core.img.
+#[test]
+fn installed_files_are_the_modules_lists_and_images() {
+    let Some(platform) = common::platform() else {
+        return;
+    };
+    let install = Install {
+        table: PartTable::Msdos,
+        partition: 1,
+        fs_module: "fat",
+        grub_dir: "/boot/grub",
+    };
+    let core = install.core_image(&platform).unwrap();
+    let files = imgbuild_grub::installed_files(&platform, &core).unwrap();
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    let mods = std::fs::read_dir(common::GRUB_DIR)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".mod")
+        })
+        .count();
+    assert_eq!(names.iter().filter(|n| n.ends_with(".mod")).count(), mods);
+    for want in [
+        "command.lst",
+        "moddep.lst",
+        "modinfo.sh",
+        "efiemu64.o",
+        "boot.img",
+        "core.img",
+    ] {
+        assert!(names.contains(&want), "{want} missing");
+    }
+    assert!(!names.contains(&"kernel.img") && !names.contains(&"grub-bios-setup"));
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted);
+    let core_file = files.iter().find(|(n, _)| n == "core.img").unwrap().1;
+    assert_eq!(core_file, core.mkimage_bytes());
+    eprintln!("{} files", files.len());
+}

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use imgbuild_grub::{boot_sector, CoreImage, Install, PartTable, Platform};
+use imgbuild_grub::{boot_sector, installed_files, CoreImage, Install, PartTable, Platform};
 
 const MIB: u64 = 1 << 20;
 const DISK_SIZE: u64 = 24 * MIB;
@@ -33,22 +33,23 @@ fn sh(cmd: &str) {
     );
 }
 
-/// A FAT file system of `size` bytes at `path` holding grub.cfg and, as grub-install leaves
-/// them, the platform's modules and lists in /boot/grub/i386-pc.
-fn fat_partition(dir: &Path, size: u64) -> Vec<u8> {
+/// A FAT file system of `size` bytes holding grub.cfg and, in /boot/grub/i386-pc, what
+/// [`installed_files`] says grub-install leaves there for `core`.
+fn fat_partition(dir: &Path, size: u64, platform: &Platform, core: &CoreImage) -> Vec<u8> {
     let part = dir.join("part.img");
     let cfg = dir.join("grub.cfg");
+    let platdir = dir.join("i386-pc");
     std::fs::write(&cfg, GRUB_CFG).unwrap();
+    std::fs::create_dir_all(&platdir).unwrap();
+    for (name, bytes) in installed_files(platform, core).unwrap() {
+        std::fs::write(platdir.join(name), bytes).unwrap();
+    }
     std::fs::File::create(&part).unwrap().set_len(size).unwrap();
-    let (p, c, g) = (part.display(), cfg.display(), common::GRUB_DIR);
+    let (p, c, g) = (part.display(), cfg.display(), platdir.display());
     sh(&format!("mkfs.fat -i 12345678 -n GRUBTEST {p} >/dev/null"));
-    sh(&format!(
-        "mmd -i {p} ::/boot ::/boot/grub ::/boot/grub/i386-pc"
-    ));
+    sh(&format!("mmd -i {p} ::/boot ::/boot/grub"));
     sh(&format!("mcopy -i {p} {c} ::/boot/grub/grub.cfg"));
-    sh(&format!(
-        "mcopy -i {p} {g}/*.mod {g}/*.lst ::/boot/grub/i386-pc/"
-    ));
+    sh(&format!("mcopy -s -i {p} {g} ::/boot/grub/"));
     std::fs::read(&part).unwrap()
 }
 
@@ -147,7 +148,8 @@ fn msdos_pieces(platform: &Platform, dir: &Path) -> (CoreImage, [u8; 512], Vec<u
     // The partition table and signature survive; the core's sector is patched in.
     assert_eq!(mbr[0x1b8..], table[0x1b8..]);
     assert_eq!(mbr[0x5c..0x64], 1u64.to_le_bytes());
-    (core, mbr, fat_partition(dir, DISK_SIZE - MIB))
+    let fat = fat_partition(dir, DISK_SIZE - MIB, platform, &core);
+    (core, mbr, fat)
 }
 
 #[test]
@@ -237,7 +239,7 @@ fn gpt_disk_with_bios_boot_partition_boots_with_seabios() {
     );
     let mbr = boot_sector(&platform, &table, 2048).unwrap();
     let fat_size = DISK_SIZE - 2 * MIB - 34 * 512;
-    let fat = fat_partition(dir.path(), fat_size);
+    let fat = fat_partition(dir.path(), fat_size, &platform, &core);
     write_disk(
         &disk,
         &mbr,
