@@ -19,13 +19,15 @@ const COMPRESSED_SIZE_AT: usize = 0x08;
 const UNCOMPRESSED_SIZE_AT: usize = 0x0c;
 /// The decompressor runs at 0x8200 and must end before the kernel's 0x9000.
 const MAX_DECOMPRESSOR: usize = 0x9000 - 0x8200;
-/// The whole core must end below 0x78000 once loaded at 0x9000... as `grub-mkimage` checks
-/// it (decompressor included, from 0x9000).
+/// `grub-mkimage`'s bound on the core (decompressor and compressed part): from 0x9000 on,
+/// it must end below 0x78000.
 const CORE_END: u64 = 0x78000;
 /// In `lzma_decompress.img`: how many bytes of redundancy follow the image (u32), and how
 /// many of its own first bytes the redundancy does not cover (u16).
 const RS_REDUNDANCY_AT: usize = 0x10;
 const NO_RS_LENGTH_AT: usize = 0x14;
+/// The decompressor's fields this crate reads or patches end here.
+const DECOMPRESSOR_HEADER: usize = NO_RS_LENGTH_AT + 2;
 /// `grub-bios-setup`'s cap on the embedded sectors: what fits between 0x9000 and 0x78000.
 const MAX_EMBED_SECTORS: u64 = (0x78000 - 0x9000) / 512;
 /// One block list entry at the end of `diskboot.img`: start (u64), sector count (u16),
@@ -94,11 +96,18 @@ impl CoreImage {
         let compressed = lzma::compress(&payload)?;
 
         let mut decompressor = platform.get("lzma_decompress.img")?.to_vec();
-        if decompressor.len() > MAX_DECOMPRESSOR || decompressor.len() < UNCOMPRESSED_SIZE_AT + 4 {
+        if decompressor.len() > MAX_DECOMPRESSOR {
+            return Err(Error::TooBig {
+                what: "lzma_decompress.img",
+                size: u64::try_from(decompressor.len()).unwrap_or(u64::MAX),
+                limit: u64::try_from(MAX_DECOMPRESSOR).unwrap_or(u64::MAX),
+            });
+        }
+        if decompressor.len() < DECOMPRESSOR_HEADER {
             return Err(Error::WrongSize {
                 name: "lzma_decompress.img".into(),
                 size: decompressor.len(),
-                expected: MAX_DECOMPRESSOR,
+                expected: DECOMPRESSOR_HEADER,
             });
         }
         decompressor[COMPRESSED_SIZE_AT..COMPRESSED_SIZE_AT + 4]
