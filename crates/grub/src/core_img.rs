@@ -5,18 +5,18 @@ use crate::moddep::{resolve, ModDeps};
 use crate::{kernel, lzma, rs, Error, Platform, SECTOR};
 
 /// "gmim": the magic of the module info section (`GRUB_MODULE_MAGIC`).
-const MODULE_MAGIC: u32 = 0x676d_696d;
+pub(crate) const MODULE_MAGIC: u32 = 0x676d_696d;
 /// Object types in the module section (`OBJ_TYPE_*` of `grub/kernel.h`).
-const OBJ_ELF: u32 = 0;
-const OBJ_CONFIG: u32 = 2;
-const OBJ_PREFIX: u32 = 3;
+pub(crate) const OBJ_ELF: u32 = 0;
+pub(crate) const OBJ_CONFIG: u32 = 2;
+pub(crate) const OBJ_PREFIX: u32 = 3;
 /// `struct grub_module_info32`: magic, offset, size.
 const MODULE_INFO_SIZE: usize = 12;
 /// `struct grub_module_header`: type, size.
 const MODULE_HEADER_SIZE: usize = 8;
 /// Offsets of the compressed and uncompressed sizes in `lzma_decompress.img`.
-const COMPRESSED_SIZE_AT: usize = 0x08;
-const UNCOMPRESSED_SIZE_AT: usize = 0x0c;
+pub(crate) const COMPRESSED_SIZE_AT: usize = 0x08;
+pub(crate) const UNCOMPRESSED_SIZE_AT: usize = 0x0c;
 /// The decompressor runs at 0x8200 and must end before the kernel's 0x9000.
 const MAX_DECOMPRESSOR: usize = 0x9000 - 0x8200;
 /// `grub-mkimage`'s bound on the core (decompressor and compressed part): from 0x9000 on,
@@ -24,15 +24,15 @@ const MAX_DECOMPRESSOR: usize = 0x9000 - 0x8200;
 const CORE_END: u64 = 0x78000;
 /// In `lzma_decompress.img`: how many bytes of redundancy follow the image (u32), and how
 /// many of its own first bytes the redundancy does not cover (u16).
-const RS_REDUNDANCY_AT: usize = 0x10;
+pub(crate) const RS_REDUNDANCY_AT: usize = 0x10;
 const NO_RS_LENGTH_AT: usize = 0x14;
 /// The decompressor's fields this crate reads or patches end here.
-const DECOMPRESSOR_HEADER: usize = NO_RS_LENGTH_AT + 2;
+pub(crate) const DECOMPRESSOR_HEADER: usize = NO_RS_LENGTH_AT + 2;
 /// `grub-bios-setup`'s cap on the embedded sectors: what fits between 0x9000 and 0x78000.
 const MAX_EMBED_SECTORS: u64 = (0x78000 - 0x9000) / 512;
 /// One block list entry at the end of `diskboot.img`: start (u64), sector count (u16),
 /// load segment (u16).
-const BLOCKLIST_ENTRY: usize = 12;
+pub(crate) const BLOCKLIST_ENTRY: usize = 12;
 /// The segment the first block list entry loads to: just after `diskboot.img` at 0x8000.
 const LOAD_SEGMENT: u16 = 0x820;
 

@@ -13,7 +13,8 @@
 //!   `grub-bios-setup` does for a hard disk.
 //!
 //! [`Install`] gives the modules and prefix `grub-install` passes for a plain disk, and
-//! [`installed_files`] the files it leaves in `GRUB_DIR/i386-pc`.
+//! [`installed_files`] the files it leaves in `GRUB_DIR/i386-pc`; [`core_sector`] and
+//! [`read_core`] read an installed setup back (for `inspect`).
 //! [`CoreImage::embedded`] is `grub-bios-setup`'s default (Reed-Solomon redundancy in the
 //! room after the image), [`CoreImage::placed_at`] its `--no-rs-codes`.
 //!
@@ -43,11 +44,13 @@
 
 mod boot;
 mod core_img;
+mod elf;
 mod install;
 mod kernel;
 mod lzma;
 mod moddep;
 mod platform;
+mod read;
 mod rs;
 #[cfg(test)]
 mod tests;
@@ -58,6 +61,7 @@ pub use install::{installed_files, Install, PartTable};
 pub use lzma::{decompress, MAX_PAYLOAD};
 pub use moddep::{resolve, ModDeps};
 pub use platform::Platform;
+pub use read::{core_sector, read_core, CoreContents};
 
 /// The size of a disk sector as GRUB's i386-pc boot code reads it.
 pub const SECTOR: usize = 512;
@@ -121,6 +125,9 @@ pub enum Error {
     /// `lzma_decompress.img`'s no-Reed-Solomon length is unset (0xffff) or past the image.
     #[error("lzma_decompress.img's unprotected length {0:#x} does not fit the image")]
     NoRsLength(usize),
+    /// A core image read from a disk is not one this crate can read.
+    #[error("core image on the disk: {0}")]
+    BadCore(&'static str),
     /// `diskboot.img`'s block list runs to the start of the sector without an empty entry.
     #[error("diskboot.img has no block list terminator")]
     NoBlocklistTerminator,

@@ -3,7 +3,9 @@
 
 use proptest::prelude::*;
 
-use crate::{boot_sector, decompress, kernel, CoreImage, CoreOptions, Error, Platform, SECTOR};
+use crate::{
+    boot_sector, decompress, kernel, read_core, CoreImage, CoreOptions, Error, Platform, SECTOR,
+};
 
 const TEXT: &[u8] = b"TEXT-SECTION-BYTES";
 const DATA: &[u8] = b"DATA!";
@@ -282,5 +284,20 @@ proptest! {
         if let Ok(out) = decompress(&data, size) {
             prop_assert_eq!(out.len(), size);
         }
+    }
+
+    /// A core image read back after random damage: contents or a typed error, never a panic.
+    #[test]
+    fn damaged_core_reads_do_not_panic(
+        edits in proptest::collection::vec((0usize..4096, any::<u8>()), 1..6),
+        rs in any::<bool>(),
+    ) {
+        let core = CoreImage::build(&fake_platform(), &CoreOptions { prefix: "/g", config: None, modules: &["a"] }).unwrap();
+        let mut img = if rs { core.embedded(1, 100).unwrap() } else { core.placed_at(1).unwrap() };
+        for (at, v) in edits {
+            let n = img.len();
+            img[at % n] = v;
+        }
+        let _ = read_core(&img);
     }
 }

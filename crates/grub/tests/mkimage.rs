@@ -72,6 +72,21 @@ fn judge(modules: &[&str], prefix: &str, config: Option<&[u8]>) {
             );
         }
     }
+    // Read back functionally: the same modules, in the same order, and the same prefix and
+    // config, from ours (as placed, and embedded with redundancy) and from grub-mkimage's.
+    let mut their_sectors = theirs.clone();
+    their_sectors.resize(theirs.len().div_ceil(512) * 512, 0);
+    for (what, img) in [
+        ("grub-mkimage", their_sectors),
+        ("placed", ours.placed_at(1).unwrap()),
+        ("embedded", ours.embedded(1, 2047).unwrap()),
+    ] {
+        let read = imgbuild_grub::read_core(&img).unwrap();
+        assert_eq!(read.modules, ours.modules(), "{what}");
+        assert_eq!(read.prefix.as_deref(), Some(prefix), "{what}");
+        assert_eq!(read.config.as_deref(), config, "{what}");
+        assert_eq!(read.uncompressed_size as usize, our_payload.len(), "{what}");
+    }
     // lzma_decompress.img: only the compressed size differs (0x08..0x0c).
     assert_eq!(our_dec[..8], their_dec[..8]);
     assert_eq!(our_dec[12..], their_dec[12..]);
