@@ -14,7 +14,7 @@ use crate::{elf, lzma, Error, SECTOR};
 pub struct CoreContents {
     /// The sectors `diskboot.img`'s first block list entry loads after itself.
     pub sectors: u16,
-    /// The compressed and uncompressed sizes of the payload.
+    /// The size of the LZMA payload.
     pub compressed_size: u32,
     /// The size the decompressor unpacks.
     pub uncompressed_size: u32,
