@@ -215,6 +215,11 @@ pub fn run_all(args: CiArgs) -> Result<()> {
         .arg(util::target_dir().join("release/imgbuild"));
     let mut tidy = cmd("cargo");
     tidy.current_dir(&root).args(["xtask", "tidy"]);
+    // Its negative control: a generated sabotaged tree must trip every check.
+    let mut tidy_control = cmd("cargo");
+    tidy_control
+        .current_dir(&root)
+        .args(["xtask", "tidy", "--negative-control"]);
     let mut actionlint = cmd("actionlint");
     actionlint
         .current_dir(&root)
@@ -228,7 +233,7 @@ pub fn run_all(args: CiArgs) -> Result<()> {
         "-c",
         "! XTASK_FUZZ_SABOTAGE=format cargo xtask fuzz format --seconds 2 >/dev/null 2>&1",
     ]);
-    let checks: [(&str, std::process::Command); 9] = [
+    let checks: [(&str, std::process::Command); 10] = [
         (
             "cargo fmt --all --check",
             cargo(&["fmt", "--all", "--", "--check"], &[]),
@@ -255,6 +260,10 @@ pub fn run_all(args: CiArgs) -> Result<()> {
             ),
         ),
         ("cargo xtask tidy (ARCHITECTURE.md's promises)", tidy),
+        (
+            "tidy negative control (a sabotaged tree trips every check)",
+            tidy_control,
+        ),
         ("actionlint (every GitHub workflow shipped)", actionlint),
         (
             "cargo test --workspace --no-fail-fast",
