@@ -20,8 +20,11 @@
 //! `TZ=UTC`. The 25.11 and 26.11 systemd-boot builders need Python 3.12 (`type` aliases,
 //! `Path.walk`, `Path.glob(case_sensitive=)`): `--python`, else the first python3.12+ found.
 
+mod golden;
+
 use crate::util::{self, cmd};
 use anyhow::{bail, ensure, Context, Result};
+use golden::{is_text, Item};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
@@ -374,7 +377,7 @@ pub fn demo_toplevel(base_dir: &Path) -> Result<PathBuf> {
 }
 
 fn oracle_dir() -> PathBuf {
-    util::repo_root().join("fixtures/oracle")
+    util::repo_root().join(golden::DIR)
 }
 
 /// The placeholder device tree of the devicetree cases: one store path with one DTB, named
@@ -454,17 +457,10 @@ pub fn write_case_toplevels(cases: &[Case]) -> Result<Vec<Vec<String>>> {
 pub fn assemble_store(base: &str, paths: &[String], dest: &Path) -> Result<()> {
     let store = dest.join("nix/store");
     fs::create_dir_all(&store)?;
-    let demo_store = util::repo_root()
-        .join("fixtures")
-        .join(base)
-        .join("nix/store");
-    let mut cp = cmd("cp");
-    cp.arg("-a").args(sorted_children(&demo_store)?);
-    for p in paths {
-        let name = p.strip_prefix("/nix/store/").context("not a store path")?;
-        cp.arg(oracle_dir().join("nix/store").join(name));
-    }
-    util::run(cp.arg(&store))
+    let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let sources = golden::store_sources(&util::repo_root(), &format!("fixtures/{base}"), &paths)
+        .map_err(anyhow::Error::msg)?;
+    util::run(cmd("cp").arg("-a").args(sources).arg(&store))
 }
 
 fn sorted_children(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -819,15 +815,14 @@ fn write_tree(out: &Path, golden: &Path) -> Result<usize> {
     for (rel, path) in &entries {
         let meta = fs::symlink_metadata(path)?;
         if meta.is_dir() {
-            writeln!(listing, "dir {rel}")?;
+            writeln!(listing, "{}", golden::listing_line(rel, &Item::Dir))?;
         } else if meta.is_file() {
             let bytes = fs::read(path)?;
-            writeln!(
-                listing,
-                "file {rel} {} {}",
-                bytes.len(),
-                hex(&Sha256::digest(&bytes))
-            )?;
+            let item = Item::File {
+                size: u64::try_from(bytes.len())?,
+                sha256: hex(&Sha256::digest(&bytes)),
+            };
+            writeln!(listing, "{}", golden::listing_line(rel, &item))?;
             if is_text(rel) {
                 let dest = golden.join("tree").join(rel);
                 fs::create_dir_all(dest.parent().context("no parent")?)?;
@@ -837,13 +832,16 @@ fn write_tree(out: &Path, golden: &Path) -> Result<usize> {
             bail!("{rel}: neither file nor directory in the builder's output");
         }
     }
+    // Read back as the e2e test will: a name with a space would not survive.
+    let back = golden::parse_listing(&listing).map_err(anyhow::Error::msg)?;
+    ensure!(
+        back.len() == entries.len(),
+        "listing.txt reads back as {} entries, not {}",
+        back.len(),
+        entries.len()
+    );
     fs::write(golden.join("listing.txt"), listing)?;
     Ok(entries.len())
-}
-
-/// Files of the builder output kept as text in the golden data.
-pub fn is_text(rel: &str) -> bool {
-    rel.starts_with("loader/") || rel.starts_with("extlinux/")
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<()> {
