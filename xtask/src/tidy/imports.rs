@@ -275,4 +275,48 @@ mod tests {
             ["a", "c", "D"]
         );
     }
+
+    fn source(rel: &str, text: &str) -> Source {
+        Source {
+            rel: rel.to_string(),
+            text: text.to_string(),
+            test: false,
+            ast: Some(syn::parse_file(text).unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_circle_of_three_is_found_and_re_exports_are_not_circles() {
+        let files = [
+            source(
+                "crates/x/src/lib.rs",
+                "mod a; mod b; mod c; mod d; pub use crate::a::A; pub struct Root;",
+            ),
+            source(
+                "crates/x/src/a.rs",
+                "use crate::b::B; pub struct A(crate::Root);",
+            ),
+            source(
+                "crates/x/src/b.rs",
+                "pub struct B; pub fn g() { crate::c::h(); }",
+            ),
+            source("crates/x/src/c.rs", "pub fn h() { let _ = crate::a::A; }"),
+            source(
+                "crates/x/src/d/mod.rs",
+                "mod e; pub use self::e::E; pub fn helper() {}",
+            ),
+            source("crates/x/src/d/e.rs", "use super::helper; pub struct E;"),
+        ];
+        let mut out = Vec::new();
+        check(&files, &mut out);
+        let all: Vec<String> = out.iter().map(ToString::to_string).collect();
+        assert_eq!(all.len(), 1, "{all:#?}");
+        for f in ["a.rs", "b.rs", "c.rs"] {
+            assert!(all[0].contains(&format!("crates/x/src/{f}")), "{all:#?}");
+        }
+        assert!(
+            !all[0].contains("lib.rs") && !all[0].contains("/d/"),
+            "{all:#?}"
+        );
+    }
 }
