@@ -119,6 +119,29 @@ impl Hasher {
         self.partial.extend_from_slice(rest);
     }
 
+    /// Takes the next `len` bytes as zeros without their being in memory (a hole or a free
+    /// range of the disk map): the same tree as [`Hasher::push`] of `len` zero bytes, each
+    /// whole zero block's digest computed once.
+    pub fn push_zeros(&mut self, len: u64) {
+        const ZEROS: [u8; BLOCK] = [0; BLOCK];
+        let mut len = len;
+        if !self.partial.is_empty() {
+            let take = (BLOCK - self.partial.len()).min(to_usize(len));
+            self.push(&ZEROS[..take]);
+            len -= take as u64;
+        }
+        let whole = len / BLOCK_SIZE;
+        if whole > 0 {
+            let digest = hash_block(&self.salted, &ZEROS);
+            self.level0.reserve(to_usize(whole * DIGEST_SIZE as u64));
+            for _ in 0..whole {
+                self.level0.extend_from_slice(&digest);
+            }
+            self.blocks += whole;
+        }
+        self.push(&ZEROS[..to_usize(len % BLOCK_SIZE)]);
+    }
+
     /// The tree of everything pushed: upper levels, superblock and root hash. Refuses no data
     /// and a partial last block.
     pub fn finish(self) -> Result<Tree, Error> {
@@ -357,6 +380,36 @@ mod tests {
                 .unwrap();
             let bytes = pool.install(|| tree_of(&data, &[7; 32]).to_bytes());
             assert_eq!(bytes, whole, "{threads} threads");
+        }
+    }
+
+    #[test]
+    fn zeros_pushed_by_length_hash_as_zero_bytes() {
+        let noise = imgbuild_testutil::noise(5, 3 * 4096 + 100);
+        let mut data = noise.clone();
+        data.resize(data.len() + 200 * 4096 + 3996, 0);
+        data.extend_from_slice(&noise);
+        let tail = 4096 - data.len() % 4096;
+        data.resize(data.len() + tail, 0);
+        let want = tree_of(&data, b"z").to_bytes();
+        for split in [1u64, 96, 4096, 4097, 50_000] {
+            let mut h = Hasher::new(params(b"z"));
+            h.push(&noise);
+            let mut zeros = 200 * 4096 + 3996;
+            while zeros > 0 {
+                let n = split.min(zeros);
+                h.push_zeros(n);
+                zeros -= n;
+            }
+            h.push(&noise);
+            h.push_zeros(tail as u64);
+            h.push_zeros(0);
+            assert_eq!(h.data_len(), data.len() as u64);
+            assert_eq!(
+                h.finish().unwrap().to_bytes(),
+                want,
+                "zeros in pieces of {split}"
+            );
         }
     }
 
