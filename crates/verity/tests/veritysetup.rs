@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -13,21 +15,6 @@ use imgbuild_verity::{hash_area_size, Error, Hasher, Params, RootHash, Salt, Sup
 use uuid::Uuid;
 
 const UUID: &str = "0b5e2f0c-1d4a-4c3b-9e8f-7a6d5c4b3a29";
-
-fn have_veritysetup() -> bool {
-    let found = Command::new("veritysetup")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "veritysetup is missing in CI: .ci/run installs cryptsetup-bin"
-        );
-        eprintln!("skipped: veritysetup (Debian package cryptsetup-bin) is not installed");
-    }
-    found
-}
 
 /// `blocks` blocks of noise, each starting with its own index so no two are alike.
 fn data(blocks: u64, seed: u64) -> Vec<u8> {
@@ -146,14 +133,14 @@ fn check(blocks: u64, salt: &[u8]) {
 
 #[test]
 fn one_block_no_levels() {
-    if have_veritysetup() {
+    if common::have("veritysetup", "cryptsetup-bin") {
         check(1, &[0x5a; 32]);
     }
 }
 
 #[test]
 fn one_hash_block_and_its_edges() {
-    if have_veritysetup() {
+    if common::have("veritysetup", "cryptsetup-bin") {
         for blocks in [2, 127, 128, 129] {
             check(blocks, &[0x5a; 32]);
         }
@@ -162,7 +149,7 @@ fn one_hash_block_and_its_edges() {
 
 #[test]
 fn a_few_mib_and_three_levels() {
-    if have_veritysetup() {
+    if common::have("veritysetup", "cryptsetup-bin") {
         // 5 MiB (two levels), then 16385 blocks: one past 128 * 128, three levels.
         check(1280, &[0xc3; 32]);
         check(16_385, &[1, 2, 3]);
@@ -171,7 +158,7 @@ fn a_few_mib_and_three_levels() {
 
 #[test]
 fn other_salts() {
-    if have_veritysetup() {
+    if common::have("veritysetup", "cryptsetup-bin") {
         check(3, &[]);
         check(130, &[0xff; 256]);
     }
@@ -191,7 +178,7 @@ fn a_partial_last_block_is_refused_because_veritysetup_ignores_it() {
             tail: 1904
         }
     );
-    if !have_veritysetup() {
+    if !common::have("veritysetup", "cryptsetup-bin") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
