@@ -114,7 +114,9 @@ impl Hasher {
         }
         let whole = data.len() / BLOCK * BLOCK;
         let (blocks, rest) = data.split_at(whole);
-        self.level0.extend(hash_blocks(&self.salted, blocks));
+        let start = self.level0.len();
+        self.level0.resize(start + whole / BLOCK * DIGEST_SIZE, 0);
+        hash_blocks_into(&self.salted, blocks, &mut self.level0[start..]);
         self.blocks += (whole / BLOCK) as u64;
         self.partial.extend_from_slice(rest);
     }
@@ -180,11 +182,17 @@ fn hash_block(salted: &Sha256, block: &[u8]) -> [u8; DIGEST_SIZE] {
 }
 
 /// The digests of every whole block of `blocks` (a multiple of 4096 bytes), concatenated in
-/// order; on rayon's current pool when there are many.
+/// order.
 fn hash_blocks(salted: &Sha256, blocks: &[u8]) -> Vec<u8> {
-    let n = blocks.len() / BLOCK;
-    let mut out = vec![0u8; n * DIGEST_SIZE];
-    if n >= PARALLEL_MIN_BLOCKS {
+    let mut out = vec![0u8; blocks.len() / BLOCK * DIGEST_SIZE];
+    hash_blocks_into(salted, blocks, &mut out);
+    out
+}
+
+/// Writes the digest of each whole block of `blocks` into the matching 32 bytes of `out`; on
+/// rayon's current pool when there are many, each digest in its own place whatever the pool.
+fn hash_blocks_into(salted: &Sha256, blocks: &[u8], out: &mut [u8]) {
+    if blocks.len() / BLOCK >= PARALLEL_MIN_BLOCKS {
         out.par_chunks_exact_mut(DIGEST_SIZE)
             .zip(blocks.par_chunks_exact(BLOCK))
             .for_each(|(d, b)| d.copy_from_slice(&hash_block(salted, b)));
@@ -196,7 +204,6 @@ fn hash_blocks(salted: &Sha256, blocks: &[u8]) -> Vec<u8> {
             d.copy_from_slice(&hash_block(salted, b));
         }
     }
-    out
 }
 
 /// `level` with zeros up to a whole number of blocks.
