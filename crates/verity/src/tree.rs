@@ -330,6 +330,18 @@ mod tests {
         assert!(hash_area_size(max).unwrap() > max / 128);
     }
 
+    proptest::proptest! {
+        /// The size the planner is given before any byte is hashed is the size written.
+        #[test]
+        fn hash_area_size_is_the_trees_len(blocks in 1u64..40_000) {
+            let mut h = Hasher::new(params(b"p"));
+            h.push_zeros(blocks * BLOCK_SIZE);
+            let tree = h.finish().unwrap();
+            proptest::prop_assert_eq!(hash_area_size(blocks * BLOCK_SIZE), Ok(tree.len()));
+            proptest::prop_assert_eq!(tree.to_bytes().len() as u64, tree.len());
+        }
+    }
+
     #[test]
     fn one_block_has_no_level_and_hashes_directly() {
         let data = imgbuild_testutil::noise(1, 4096);
