@@ -57,6 +57,8 @@ pub(crate) const CAST_CHECKED: &[&str] = &[
     "flash",
     "squashfs",
     "inspect",
+    "grub",
+    "verity",
 ];
 
 /// One violation, under the name of the check that found it.
