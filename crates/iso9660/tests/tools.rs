@@ -1,0 +1,558 @@
+//! The ISO 9660 writer checked by other readers: xorriso, isoinfo (genisoimage), 7-Zip
+//! (`7zz`) and bsdtar (libarchive). These tools must be installed (CI installs xorriso,
+//! genisoimage, 7zip and libarchive-tools); a missing tool fails the test.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+
+use imgbuild_blockio::NoProgress;
+use imgbuild_diskmap::sinks::RawFile;
+use imgbuild_diskmap::{stream, StreamOptions};
+use imgbuild_fstree::{FileData, Kind, Meta, Node, Tree};
+use imgbuild_iso9660::{plan, BiosBoot, EfiBoot, Options, Plan};
+use imgbuild_testutil::{noise, run};
+
+const T0: i64 = 1_700_000_001; // 2023-11-14 22:13:21 UTC
+
+fn meta(perm: u16, mtime: i64) -> Meta {
+    Meta::new(perm, 1000, 100, mtime)
+}
+
+fn add(tree: &mut Tree, path: &str, node: Node) {
+    let (parent, _) = imgbuild_fstree::split_parent(path.as_bytes());
+    tree.mkdir_p(parent, meta(0o755, T0)).unwrap();
+    tree.insert_path(path.as_bytes(), node).unwrap();
+}
+
+/// A FAT image holding `EFI/BOOT/BOOTX64.EFI`, made by the `imgbuild-fat` crate.
+fn efi_image(dir: &Path) -> PathBuf {
+    let mut t = Tree::new(meta(0o755, T0));
+    add(
+        &mut t,
+        "EFI/BOOT/BOOTX64.EFI",
+        Node::bytes(meta(0o644, T0), noise(7, 70_000)),
+    );
+    let p = imgbuild_fat::plan(&t, 2 << 20, &imgbuild_fat::Options::default()).unwrap();
+    let path = dir.join("efi.img");
+    let f = File::create(&path).unwrap();
+    f.set_len(p.fs_bytes()).unwrap();
+    imgbuild_diskmap::write_file(&p.map(&t).unwrap(), &f).unwrap();
+    path
+}
+
+fn long_name(prefix: &str, len: usize) -> String {
+    let mut s = prefix.to_owned();
+    while s.len() < len {
+        s.push(char::from(b'a' + (s.len() % 26) as u8));
+    }
+    s
+}
+
+/// A tree with long names, colliding ISO names, deep directories, symlinks, an empty
+/// file, a hard link, a host file, a directory of several blocks, and boot files.
+fn test_tree(dir: &Path) -> Tree {
+    let mut t = Tree::new(Meta::new(0o755, 0, 0, T0));
+    add(
+        &mut t,
+        "hello.txt",
+        Node::bytes(meta(0o644, T0 + 1), b"hello\n".to_vec()),
+    );
+    add(
+        &mut t,
+        "empty",
+        Node::bytes(meta(0o600, T0 + 2), Vec::new()),
+    );
+    add(
+        &mut t,
+        "bin/run.sh",
+        Node::bytes(meta(0o755, T0), b"#!/bin/sh\n".to_vec()),
+    );
+    add(
+        &mut t,
+        "bin/setuid",
+        Node::bytes(Meta::new(0o4711, 0, 0, T0), b"x".to_vec()),
+    );
+    for name in ["README", "readme", "ReadMe.md", "readme.MD", "read me.md"] {
+        let body = format!("{name}\n").into_bytes();
+        add(
+            &mut t,
+            &format!("collide/{name}"),
+            Node::bytes(meta(0o644, T0), body),
+        );
+    }
+    let long = long_name("a very long name, well past ISO's thirty characters ", 255);
+    add(
+        &mut t,
+        &format!("names/{long}"),
+        Node::bytes(meta(0o644, T0), b"long\n".to_vec()),
+    );
+    add(
+        &mut t,
+        "names/ünïcödé.txt",
+        Node::bytes(meta(0o644, T0), b"utf8\n".to_vec()),
+    );
+    let deep: Vec<String> = (0..12).map(|i| format!("level{i}")).collect();
+    add(
+        &mut t,
+        &format!("{}/leaf.txt", deep.join("/")),
+        Node::bytes(meta(0o444, T0), b"deep\n".to_vec()),
+    );
+    add(
+        &mut t,
+        "links/abs",
+        Node::symlink(meta(0o777, T0), b"/nix/store/abc-hello/bin/hello".to_vec()),
+    );
+    add(
+        &mut t,
+        "links/rel",
+        Node::symlink(meta(0o777, T0), b"../collide/./README".to_vec()),
+    );
+    let far = format!("../{}/{}/x", "d".repeat(300), "e".repeat(250));
+    add(
+        &mut t,
+        "links/far",
+        Node::symlink(meta(0o777, T0), far.into_bytes()),
+    );
+    // Two names of one node: stored once.
+    let blob_path = dir.join("blob.bin");
+    fs::write(&blob_path, noise(1, 3 << 20)).unwrap();
+    let blob = t.add(Node::file(
+        meta(0o644, T0),
+        FileData::Host {
+            path: blob_path,
+            size: 3 << 20,
+        },
+    ));
+    t.mkdir_p(b"data", meta(0o755, T0)).unwrap();
+    let data = t.lookup(b"data").unwrap();
+    t.link(data, b"blob.bin", blob).unwrap();
+    t.link(data, b"blob-again.bin", blob).unwrap();
+    // A directory of several blocks whose names need continuation areas.
+    for i in 0..120 {
+        let name = long_name(&format!("entry-{i:03}-"), 200);
+        add(
+            &mut t,
+            &format!("many/{name}"),
+            Node::bytes(meta(0o644, T0 + i), format!("{i}\n").into_bytes()),
+        );
+    }
+    add(
+        &mut t,
+        "isolinux/isolinux.bin",
+        Node::bytes(meta(0o444, T0), noise(3, 20_000)),
+    );
+    add(
+        &mut t,
+        "isolinux/boot.cat",
+        Node::bytes(meta(0o444, T0), vec![0u8; 2048]),
+    );
+    let efi = efi_image(dir);
+    let size = fs::metadata(&efi).unwrap().len();
+    add(
+        &mut t,
+        "boot/efi.img",
+        Node::file(meta(0o644, T0), FileData::Host { path: efi, size }),
+    );
+    t
+}
+
+fn options() -> Options {
+    Options {
+        volume_id: "nixos-test-25.11-x86_64".into(),
+        system_id: "LINUX".into(),
+        publisher_id: "imgbuild".into(),
+        preparer_id: String::new(),
+        application_id: "imgbuild tests".into(),
+        time: T0,
+        bios: Some(BiosBoot {
+            image: b"isolinux/isolinux.bin".to_vec(),
+            load_sectors: 4,
+            boot_info_table: true,
+        }),
+        efi: Some(EfiBoot {
+            image: b"boot/efi.img".to_vec(),
+            load_sectors: None,
+        }),
+        catalog: Some(b"isolinux/boot.cat".to_vec()),
+    }
+}
+
+/// Writes the volume into `path`, streamed by `readers` threads.
+fn write(p: &Plan, tree: &Tree, path: &Path, readers: usize) {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    file.set_len(p.bytes()).unwrap();
+    let map = p.map(tree, &[]).unwrap();
+    let mut raw = RawFile::new(&file, p.bytes(), "test image");
+    stream(
+        &map,
+        &mut [&mut raw],
+        &StreamOptions { readers },
+        &NoProgress,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+}
+
+/// What a reader must find: path -> (mode with type bits, uid, gid, content or target).
+#[derive(Debug, PartialEq, Eq)]
+enum Want {
+    Dir,
+    File(Vec<u8>),
+    Link(Vec<u8>),
+}
+
+fn expected(tree: &Tree) -> BTreeMap<String, (u32, u32, u32, Want)> {
+    let mut out = BTreeMap::new();
+    for (path, id) in tree.walk().into_iter().skip(1) {
+        let n = tree.node(id);
+        let (bits, want) = match &n.kind {
+            Kind::Dir(_) => (0o040_000, Want::Dir),
+            Kind::File(FileData::Bytes(b)) => (0o100_000, Want::File(b.to_vec())),
+            Kind::File(FileData::Host { path, .. }) => {
+                (0o100_000, Want::File(fs::read(path).unwrap()))
+            }
+            Kind::Symlink(t) => (0o120_000, Want::Link(t.clone())),
+            other => panic!("unexpected {other:?}"),
+        };
+        let path = String::from_utf8(path).unwrap();
+        out.insert(
+            path,
+            (bits | u32::from(n.meta.perm), n.meta.uid, n.meta.gid, want),
+        );
+    }
+    out
+}
+
+/// Compares an unpacked tree with `want`: names, contents and targets always, modes and
+/// owners when `modes`.
+fn compare_unpacked(
+    root: &Path,
+    want: &BTreeMap<String, (u32, u32, u32, Want)>,
+    modes: bool,
+    tool: &str,
+    skip: impl Fn(&str) -> bool,
+) {
+    let mut got = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = format!("/{}", p.strip_prefix(root).unwrap().to_str().unwrap());
+            let m = fs::symlink_metadata(&p).unwrap();
+            let w = if m.file_type().is_symlink() {
+                Want::Link(
+                    fs::read_link(&p)
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                )
+            } else if m.is_dir() {
+                stack.push(p.clone());
+                Want::Dir
+            } else {
+                Want::File(fs::read(&p).unwrap())
+            };
+            if !skip(&rel) {
+                got.insert(rel, (m.mode(), m.uid(), m.gid(), w));
+            }
+        }
+    }
+    let want: BTreeMap<_, _> = want.iter().filter(|(p, _)| !skip(p)).collect();
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().copied().collect::<Vec<_>>(),
+        "{tool}: the names differ"
+    );
+    for (path, (mode, uid, gid, w)) in want {
+        let path = path.as_str();
+        let g = &got[path];
+        // 7-Zip extracts an absolute symlink as one into its output directory.
+        let w = match w {
+            Want::Link(t) if tool == "7zz" && t.starts_with(b"/") => {
+                let mut moved = root.as_os_str().as_encoded_bytes().to_vec();
+                moved.extend_from_slice(t);
+                &Want::Link(moved)
+            }
+            w => w,
+        };
+        assert!(
+            g.3 == *w,
+            "{tool}: {path}: content or target differs{}",
+            match (&g.3, w) {
+                (Want::Link(a), Want::Link(b)) => format!(
+                    ": {:?} instead of {:?}",
+                    String::from_utf8_lossy(a),
+                    String::from_utf8_lossy(b)
+                ),
+                _ => String::new(),
+            }
+        );
+        if modes && !matches!(w, Want::Link(_)) {
+            assert_eq!(
+                (g.0, g.1, g.2),
+                (*mode, *uid, *gid),
+                "{tool}: {path}: mode and owner"
+            );
+        }
+    }
+}
+
+/// `ls -l`'s mode column for `mode`.
+fn ls_mode(mode: u32) -> String {
+    let kind = match mode & 0o170_000 {
+        0o040_000 => 'd',
+        0o120_000 => 'l',
+        _ => '-',
+    };
+    let mut s = String::from(kind);
+    for (shift, special, set) in [(6, 0o4000, 's'), (3, 0o2000, 's'), (0, 0o1000, 't')] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        let x = bits & 1 != 0;
+        s.push(match (mode & special != 0, x) {
+            (true, true) => set,
+            (true, false) => set.to_ascii_uppercase(),
+            (false, true) => 'x',
+            (false, false) => '-',
+        });
+    }
+    s
+}
+
+/// Reads one shell word (`'...'` runs and `"..."` runs glued together) from `s`.
+fn shell_word(s: &str) -> (String, &str) {
+    let mut out = String::new();
+    let mut rest = s;
+    loop {
+        let Some(q) = rest.chars().next().filter(|c| *c == '\'' || *c == '"') else {
+            return (out, rest);
+        };
+        let end = rest[1..].find(q).unwrap() + 1;
+        out.push_str(&rest[1..end]);
+        rest = &rest[end + 1..];
+    }
+}
+
+/// `xorriso -find / -exec lsdl`: path -> (mode column, uid, gid, size, link target).
+fn xorriso_lsdl(iso: &str) -> BTreeMap<String, (String, u32, u32, u64, Option<String>)> {
+    let out = run(Command::new("xorriso").args(["-indev", iso, "-find", "/", "-exec", "lsdl"]));
+    let mut got = BTreeMap::new();
+    for line in out.lines().filter(|l| l.contains(" '/")) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let quote = line.find(" '/").unwrap() + 1;
+        let (path, rest) = shell_word(&line[quote..]);
+        let target = rest.strip_prefix(" -> ").map(|t| shell_word(t).0);
+        got.insert(
+            path,
+            (
+                f[0].to_owned(),
+                f[2].parse().unwrap(),
+                f[3].parse().unwrap(),
+                f[4].parse().unwrap(),
+                target,
+            ),
+        );
+    }
+    got
+}
+
+/// `image` with the boot information table isolinux expects, computed here independently.
+fn with_boot_info_table(mut image: Vec<u8>, lba: u32) -> Vec<u8> {
+    let mut sum = 0u32;
+    for i in (64..image.len()).step_by(4) {
+        let mut w = [0u8; 4];
+        let end = (i + 4).min(image.len());
+        w[..end - i].copy_from_slice(&image[i..end]);
+        sum = sum.wrapping_add(u32::from_le_bytes(w));
+    }
+    let len = image.len() as u32;
+    for (at, v) in [(8, 16u32), (12, lba), (16, len), (20, sum)] {
+        image[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    image[24..64].fill(0);
+    image
+}
+
+fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    std::os::unix::fs::FileExt::read_exact_at(&File::open(path).unwrap(), &mut buf, offset)
+        .unwrap();
+    buf
+}
+
+#[test]
+fn tools_read_back_names_modes_links_and_boot_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = test_tree(dir.path());
+    let p = plan(&tree, &options()).unwrap();
+    let iso = dir.path().join("test.iso");
+    write(&p, &tree, &iso, 4);
+    let iso_s = iso.to_str().unwrap();
+    let bios = p.bios_image().unwrap();
+    let efi = p.efi_image().unwrap();
+    let catalog = p.catalog_lba().unwrap();
+    assert_eq!(p.extent(&tree, b"isolinux/boot.cat").unwrap().lba, catalog);
+    assert_eq!(p.extent(&tree, b"boot/efi.img"), Some(efi));
+
+    let mut want = expected(&tree);
+    let isolinux = match &mut want.get_mut("/isolinux/isolinux.bin").unwrap().3 {
+        Want::File(b) => b,
+        _ => unreachable!(),
+    };
+    *isolinux = with_boot_info_table(std::mem::take(isolinux), bios.lba);
+    // The catalog, checked field by field (its bytes replace the placeholder's).
+    let cat = read_at(&iso, u64::from(catalog) * 2048, 2048);
+    let sum = cat[..32].chunks(2).fold(0u16, |s, w| {
+        s.wrapping_add(u16::from_le_bytes([w[0], w[1]]))
+    });
+    assert_eq!(
+        (cat[0], cat[1], cat[30], cat[31], sum),
+        (1, 0, 0x55, 0xAA, 0)
+    );
+    assert_eq!(&cat[32..34], &[0x88, 0]);
+    assert_eq!(u16::from_le_bytes([cat[38], cat[39]]), 4);
+    assert_eq!(
+        u32::from_le_bytes(cat[40..44].try_into().unwrap()),
+        bios.lba
+    );
+    assert_eq!(&cat[64..68], &[0x91, 0xEF, 1, 0]);
+    assert_eq!(&cat[96..98], &[0x88, 0]);
+    assert_eq!(
+        u32::from_le_bytes(cat[104..108].try_into().unwrap()),
+        efi.lba
+    );
+    want.get_mut("/isolinux/boot.cat").unwrap().3 = Want::File(cat);
+
+    let report = run(Command::new("xorriso").args(["-indev", iso_s, "-report_el_torito", "plain"]));
+    let lines: Vec<String> = report
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    for needle in [
+        format!("El Torito catalog : {catalog} 1"),
+        "El Torito cat path : /isolinux/boot.cat".to_owned(),
+        format!(
+            "El Torito boot img : 1 BIOS y none 0x0000 0x00 4 {}",
+            bios.lba
+        ),
+        format!(
+            "El Torito boot img : 2 UEFI y none 0x0000 0x00 {} {}",
+            efi.bytes / 512,
+            efi.lba
+        ),
+        "El Torito img path : 1 /isolinux/isolinux.bin".to_owned(),
+        "El Torito img opts : 1 boot-info-table".to_owned(),
+        "El Torito img path : 2 /boot/efi.img".to_owned(),
+    ] {
+        assert!(
+            lines.contains(&needle),
+            "xorriso -report_el_torito lacks {needle:?}:\n{report}"
+        );
+    }
+
+    let lsdl = xorriso_lsdl(iso_s);
+    assert_eq!(
+        lsdl.len(),
+        want.len() + 1,
+        "xorriso lists the root and every entry"
+    );
+    for (path, (mode, uid, gid, w)) in &want {
+        let (m, u, g, size, target) = &lsdl[path];
+        let m = if path == "/isolinux/boot.cat" {
+            m.replacen('e', "-", 1)
+        } else {
+            m.clone()
+        };
+        assert_eq!((m, *u, *g), (ls_mode(*mode), *uid, *gid), "xorriso: {path}");
+        match w {
+            Want::File(b) => assert_eq!(*size, b.len() as u64, "xorriso: {path}"),
+            Want::Link(t) => assert_eq!(
+                target.as_deref(),
+                Some(std::str::from_utf8(t).unwrap()),
+                "xorriso: {path}"
+            ),
+            Want::Dir => {}
+        }
+    }
+
+    let d = run(Command::new("isoinfo").args(["-d", "-R", "-i", iso_s]));
+    for needle in [
+        "Volume id: nixos-test-25.11-x86_64".to_owned(),
+        "Rock Ridge signatures version 1 found".to_owned(),
+        format!("El Torito VD version 1 found, boot catalog is in sector {catalog}"),
+        format!("Bootoff {:X} {}", bios.lba, bios.lba),
+        format!("Volume size is: {}", p.blocks()),
+    ] {
+        assert!(d.contains(&needle), "isoinfo -d lacks {needle:?}:\n{d}");
+    }
+    let l = run(Command::new("isoinfo").args(["-R", "-l", "-i", iso_s]));
+    for path in want.keys() {
+        let base = path.rsplit('/').next().unwrap();
+        assert!(
+            l.contains(&format!("]  {base} ")),
+            "isoinfo -R -l lacks {path}"
+        );
+    }
+    for path in ["/hello.txt", "/data/blob.bin", "/collide/read me.md"] {
+        let out = imgbuild_testutil::run_output(
+            Command::new("isoinfo").args(["-R", "-i", iso_s, "-x", path]),
+        );
+        assert!(Want::File(out.stdout) == want[path].3, "isoinfo -x {path}");
+    }
+
+    let z = dir.path().join("7zz");
+    run(Command::new("7zz")
+        .args(["x", "-snl", "-snld", iso_s])
+        .arg(format!("-o{}", z.display())));
+    // 7-Zip shows the boot images as files of `[BOOT]` and reads no continuation areas:
+    // names longer than a record holds show as their ISO 9660 names, and the symlink
+    // whose target needed one is not a symlink there.
+    let beyond_7zz = |p: &str| {
+        p.starts_with("/[BOOT]")
+            || p == "/links/far"
+            || p.starts_with("/many/")
+            || p.split('/').any(|c| c.len() > 100)
+            || p.chars().any(|c| c.is_ascii_uppercase())
+                && p.contains('_')
+                && !p.contains("collide")
+    };
+    compare_unpacked(&z, &want, false, "7zz", beyond_7zz);
+    let listing = run(Command::new("7zz").args(["l", iso_s]));
+    assert!(
+        listing.contains("Volume: nixos-test-25.11-x86_64"),
+        "{listing}"
+    );
+
+    let x = dir.path().join("bsdtar");
+    fs::create_dir(&x).unwrap();
+    run(Command::new("bsdtar").args(["-xpf", iso_s, "-C"]).arg(&x));
+    fs::set_permissions(&x, fs::Permissions::from_mode(0o755)).unwrap();
+    compare_unpacked(&x, &want, true, "bsdtar", |_| false);
+    let tv = run(Command::new("bsdtar").args(["-tvf", iso_s]));
+    assert!(tv.contains("-rws--x--x  1 0      0           1 "), "{tv}");
+
+    // Same bytes: one reader thread, and a tree built again from other host files.
+    let again = dir.path().join("again");
+    fs::create_dir(&again).unwrap();
+    let tree2 = test_tree(&again);
+    let p2 = plan(&tree2, &options()).unwrap();
+    let iso2 = dir.path().join("test2.iso");
+    write(&p2, &tree2, &iso2, 1);
+    assert!(
+        fs::read(&iso).unwrap() == fs::read(&iso2).unwrap(),
+        "two builds differ"
+    );
+}
