@@ -20,7 +20,10 @@
 //! Names: ISO 9660 identifiers are level 2 (d-characters, at most 30/31, see `names.rs`),
 //! collisions resolved in the tree's byte order with `~N`; Rock Ridge (`RRIP_1991A`: `SP`
 //! and `ER` on the root, `PX`, `TF`, `NM`, `SL`, `PN`, `CE` continuation areas) carries the
-//! real names, modes, owners, times, symlink targets and device numbers. Records are sorted
+//! real names, modes, owners, times, symlink targets and device numbers (7-Zip reads no
+//! continuation areas: there, a name too long for its record, about 100 bytes, shows as its
+//! ISO 9660 identifier, and a symlink whose target went to one shows as an empty file).
+//! Records are sorted
 //! as ECMA-119 9.3 says. Directories deeper than ECMA-119's 8 levels are written as they are
 //! (no Rock Ridge relocation; every reader used in the tests accepts them) up to
 //! [`MAX_DEPTH`]. A file over 4 GiB - 2 KiB is written as a multi-extent file: consecutive
