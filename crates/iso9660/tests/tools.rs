@@ -812,3 +812,74 @@ fn errors_are_typed_and_name_the_culprit() {
         other => panic!("{other:?}"),
     }
 }
+
+/// UEFI only, the catalog in a block no directory names, a system area from the caller.
+#[test]
+fn uefi_only_with_hidden_catalog_and_system_area() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tree = Tree::new(meta(0o755, T0));
+    let efi = efi_image(dir.path());
+    let size = fs::metadata(&efi).unwrap().len();
+    add(
+        &mut tree,
+        "boot/efi.img",
+        Node::file(meta(0o644, T0), FileData::Host { path: efi, size }),
+    );
+    let opts = Options {
+        volume_id: "UEFI_ONLY".into(),
+        time: T0,
+        efi: Some(EfiBoot {
+            image: b"boot/efi.img".to_vec(),
+            load_sectors: Some(1),
+        }),
+        ..Options::default()
+    };
+    let p = plan(&tree, &opts).unwrap();
+    let catalog = p.catalog_lba().unwrap();
+    let efi = p.efi_image().unwrap();
+    assert_eq!(p.files().collect::<Vec<_>>(), [("/boot/efi.img", efi)]);
+    let iso = dir.path().join("uefi.iso");
+    let system_area = noise(5, 17 * 512);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&iso)
+        .unwrap();
+    file.set_len(p.bytes()).unwrap();
+    imgbuild_diskmap::write_file(&p.map(&tree, &system_area).unwrap(), &file).unwrap();
+    assert!(read_at(&iso, 0, system_area.len()) == system_area);
+    assert!(
+        read_at(&iso, system_area.len() as u64, 32768 - system_area.len())
+            .iter()
+            .all(|&b| b == 0)
+    );
+    let iso_s = iso.to_str().unwrap();
+    let report = run(Command::new("xorriso").args(["-indev", iso_s, "-report_el_torito", "plain"]));
+    let lines: Vec<String> = report
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    for needle in [
+        format!("El Torito catalog : {catalog} 1"),
+        format!(
+            "El Torito boot img : 1 UEFI y none 0x0000 0x00 1 {}",
+            efi.lba
+        ),
+        "El Torito img path : 1 /boot/efi.img".to_owned(),
+    ] {
+        assert!(
+            lines.contains(&needle),
+            "xorriso -report_el_torito lacks {needle:?}:\n{report}"
+        );
+    }
+    let cat = read_at(&iso, u64::from(catalog) * 2048, 64);
+    assert_eq!(cat[1], 0xEF, "the validation entry names the UEFI platform");
+    let d = run(Command::new("isoinfo").args(["-d", "-R", "-i", iso_s]));
+    assert!(d.contains("Volume id: UEFI_ONLY"), "{d}");
+    assert!(
+        d.contains(&format!("boot catalog is in sector {catalog}")),
+        "{d}"
+    );
+}
