@@ -17,7 +17,8 @@
 //! order, each file contiguous (a node named twice is stored once). Empty files, symlinks and
 //! devices point at block 0 with length 0.
 //!
-//! Names: ISO 9660 identifiers are level 2 (d-characters, at most 30/31, see `names.rs`),
+//! Names: ISO 9660 identifiers of d-characters, at most 30 (files) or 31 (directories)
+//! characters (see `names.rs`),
 //! collisions resolved in the tree's byte order with `~N`; Rock Ridge (`RRIP_1991A`: `SP`
 //! and `ER` on the root, `PX`, `TF`, `NM`, `SL`, `PN`, `CE` continuation areas) carries the
 //! real names, modes, owners, times, symlink targets and device numbers (7-Zip reads no
@@ -32,6 +33,19 @@
 //! Everything written comes from the tree and the options: the descriptors' times are
 //! [`Options::time`], the records' dates the nodes' mtimes (UTC), so the same input gives
 //! the same bytes.
+//!
+//! # Compared with nixpkgs' ISO
+//!
+//! nixpkgs (`nixos/lib/make-iso9660-image.sh`) runs `xorriso -as mkisofs -iso-level 3
+//! -full-iso9660-filenames -joliet -r` with `-eltorito-boot` (`-no-emul-boot
+//! -boot-load-size 4 -boot-info-table`, isolinux sorted first), `-eltorito-alt-boot -e
+//! EFI_IMAGE -no-emul-boot -isohybrid-gpt-basdat`, `-isohybrid-mbr` (syslinux's
+//! `isohdpfx.bin`) and every file date set to `SOURCE_DATE_EPOCH`. Here: no Joliet tree;
+//! the same 30-character identifiers (ECMA-119 level 3 only allows more extents, which is
+//! what a file over 4 GiB uses); modes and owners as the tree says (`-r` would rationalise
+//! them: the caller sets them in the tree); no 300 KiB tail padding; file data in tree
+//! order (the caller can keep boot files near the start by naming); the MBR and GPT are
+//! the caller's, in the system area, from [`Plan::efi_image`] and [`Plan::bios_image`].
 //!
 //! This crate knows nothing of Nix, partitions, boot loaders or clocks.
 
