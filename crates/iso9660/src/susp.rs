@@ -100,9 +100,17 @@ pub fn rock_ridge(node: &Node, name: Option<&[u8]>, nlink: u32) -> Vec<Vec<u8>> 
     }
     match &node.kind {
         Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => {
+            // The device number as Linux's 64-bit dev_t, split in high and low halves:
+            // what libarchive and libisofs read; Linux reads both this and major/minor.
+            let (major, minor) = (u64::from(*major), u64::from(*minor));
+            let dev = ((major & 0xFFFF_F000) << 32)
+                | ((major & 0xFFF) << 8)
+                | ((minor & 0xFFFF_FF00) << 12)
+                | (minor & 0xFF);
             let mut pn = Vec::with_capacity(16);
-            pn.extend_from_slice(&both32(*major));
-            pn.extend_from_slice(&both32(*minor));
+            for half in [dev >> 32, dev & 0xFFFF_FFFF] {
+                pn.extend_from_slice(&both32(u32::try_from(half).expect("32 bits")));
+            }
             out.push(entry(b"PN", &pn));
         }
         Kind::Symlink(target) => out.extend(sl(target)),

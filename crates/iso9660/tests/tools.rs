@@ -883,3 +883,87 @@ fn uefi_only_with_hidden_catalog_and_system_area() {
         "{d}"
     );
 }
+
+/// Devices and a FIFO: `PX` file types and `PN` numbers, read back by xorriso and bsdtar.
+#[test]
+fn devices_and_fifos_keep_their_type_and_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tree = Tree::new(meta(0o755, T0));
+    let nodes = [
+        (
+            "dev/null",
+            Kind::CharDev { major: 1, minor: 3 },
+            'c',
+            0o020_000,
+        ),
+        (
+            "dev/loop0",
+            Kind::BlockDev { major: 7, minor: 0 },
+            'b',
+            0o060_000,
+        ),
+        (
+            "dev/ttyS300",
+            Kind::CharDev {
+                major: 4,
+                minor: 300,
+            },
+            'c',
+            0o020_000,
+        ),
+        ("run/fifo", Kind::Fifo, 'p', 0o010_000),
+    ];
+    for (path, kind, ..) in &nodes {
+        add(
+            &mut tree,
+            path,
+            Node {
+                meta: meta(0o640, T0),
+                kind: kind.clone(),
+            },
+        );
+    }
+    let p = plan(
+        &tree,
+        &Options {
+            volume_id: "DEV".into(),
+            time: T0,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let iso = dir.path().join("dev.iso");
+    write(&p, &tree, &iso, 2);
+    let iso_s = iso.to_str().unwrap();
+    let out = run(Command::new("xorriso").args(["-indev", iso_s, "-find", "/", "-exec", "lsdl"]));
+    let x = dir.path().join("x");
+    fs::create_dir(&x).unwrap();
+    run(Command::new("bsdtar").args(["-xpf", iso_s, "-C"]).arg(&x));
+    for (path, kind, c, bits) in &nodes {
+        let line = out
+            .lines()
+            .find(|l| l.ends_with(&format!("'/{path}'")))
+            .unwrap();
+        assert!(
+            line.starts_with(&format!("{c}rw-r-----")),
+            "xorriso: {line}"
+        );
+        let m = fs::symlink_metadata(x.join(path)).unwrap();
+        assert_eq!(m.mode(), bits | 0o640, "bsdtar: {path}");
+        assert_eq!((m.uid(), m.gid()), (1000, 100), "bsdtar: {path}");
+        if let Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } = kind {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(f[4], format!("{major},{minor}"), "xorriso: {line}");
+            let rdev = m.rdev();
+            let got = (
+                (rdev >> 8) & 0xfff | ((rdev >> 32) & !0xfff),
+                (rdev & 0xff) | ((rdev >> 12) & !0xff),
+            );
+            assert_eq!(
+                got,
+                (u64::from(*major), u64::from(*minor)),
+                "bsdtar: {path}"
+            );
+        }
+    }
+}
