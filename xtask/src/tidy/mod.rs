@@ -59,6 +59,7 @@ pub(crate) const CAST_CHECKED: &[&str] = &[
     "inspect",
     "grub",
     "verity",
+    "iso9660",
 ];
 
 /// One violation, under the name of the check that found it.
