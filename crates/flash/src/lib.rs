@@ -45,6 +45,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A new target file (`PATH.tmp`, renamed when the flash is done) cannot be created.
+    #[error("cannot create `{}`", path.display())]
+    Create {
+        /// The target path.
+        path: PathBuf,
+        /// What failed: removing a stale temporary file, creating it, sizing it.
+        #[source]
+        source: imgbuild_blockio::Error,
+    },
     #[error("{what} `{}` at byte {offset}", path.display())]
     Io {
         what: &'static str,
