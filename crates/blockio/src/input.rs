@@ -18,33 +18,47 @@ use std::path::{Path, PathBuf};
 pub struct InputKind {
     /// `format file`, `closureInfo registration`, ...
     pub what: &'static str,
+    /// The most bytes a file of this kind may hold; a bigger one is refused.
     pub max_bytes: u64,
 }
 
+/// Why an input file was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum InputError {
+    /// Reading or opening it failed.
     #[error("{op} {what} `{}`", path.display())]
     Io {
+        /// `reading` or `opening`.
         op: &'static str,
+        /// What the file is for (its [`InputKind::what`]).
         what: &'static str,
+        /// The file.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },
+    /// Not a regular file (or directory) where one is meant.
     #[error("{what} `{}` is {found}, not a {expected}", path.display())]
     WrongType {
+        /// What the file is for (its [`InputKind::what`]).
         what: &'static str,
+        /// The file.
         path: PathBuf,
         /// `a FIFO`, `a character device`, ...
         found: &'static str,
         /// `regular file` or `directory`.
         expected: &'static str,
     },
+    /// It holds more than its kind's bound.
     #[error("{what} `{}` holds more than {max} bytes, the most a {what} may hold", path.display())]
     TooBig {
+        /// What the file is for (its [`InputKind::what`]).
         what: &'static str,
+        /// The file.
         path: PathBuf,
+        /// The bound ([`InputKind::max_bytes`]).
         max: u64,
     },
     #[error(
@@ -53,14 +67,20 @@ pub enum InputError {
         path.display(),
         if *found > *reported { "at least " } else { "" }
     )]
+    /// It holds other than the size it reports (a `/proc` file, or one being written).
     SizeMismatch {
+        /// What the file is for (its [`InputKind::what`]).
         what: &'static str,
+        /// The file.
         path: PathBuf,
+        /// The size `fstat` reports.
         reported: u64,
+        /// The bytes found (at least, when it holds more).
         found: u64,
     },
 }
 
+/// Results of opening and reading input files.
 pub type InputResult<T> = std::result::Result<T, InputError>;
 
 /// `a FIFO`, `a directory`, ...: what a non-regular file is, for messages.
@@ -233,6 +253,7 @@ pub fn check_input_dir(path: &Path, what: &'static str) -> InputResult<()> {
 }
 
 impl Input {
+    /// The open descriptor.
     pub fn file(&self) -> &File {
         &self.file
     }

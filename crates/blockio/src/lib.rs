@@ -7,6 +7,7 @@
 //! holes. [`OutputFile`] gives the `OUT.tmp` + rename discipline: the final name only ever holds
 //! a complete image.
 
+#![warn(missing_docs)]
 // Casts that may truncate, lose a sign or wrap are spelled out (`try_from` with a reason,
 // `to_usize` for in-memory lengths); tests may cast freely.
 #![cfg_attr(
@@ -38,53 +39,78 @@ pub use source::{PlannedSource, SourceError};
 /// Size of the buffer used when `copy_file_range` is not available.
 pub const COPY_BUF: usize = 1 << 20;
 
+/// Errors of output regions and files: bounds, I/O, a source that shrank, cancellation.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A write or read past the end of its region (a bug of the caller's layout).
     #[error(
         "write of {len} bytes at offset {offset} overruns region `{region}` of {region_len} bytes"
     )]
     Overrun {
+        /// The region's name.
         region: String,
+        /// Where the access starts, relative to the region.
         offset: u64,
+        /// Bytes accessed.
         len: u64,
+        /// The region's length.
         region_len: u64,
     },
+    /// A positional write (or read back) of a region failed.
     #[error("writing region `{region}` at offset {offset}")]
     Write {
+        /// The region's name.
         region: String,
+        /// Where the access starts, relative to the region.
         offset: u64,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },
+    /// Reading a source file being copied failed.
     #[error("reading `{}` at offset {offset}", path.display())]
     Read {
+        /// The source file.
         path: PathBuf,
+        /// Where the read started in it.
         offset: u64,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },
+    /// A source file ended before the range being copied from it.
     #[error("`{}` changed while it was being copied: expected {expected} bytes, found only {found}", path.display())]
     SourceShrunk {
+        /// The source file.
         path: PathBuf,
+        /// Where the copied range ends.
         expected: u64,
+        /// Where the file ended.
         found: u64,
     },
+    /// Creating, sizing, syncing or renaming an output file failed.
     #[error("`{}`: {op}", path.display())]
     Io {
+        /// What was being done (`creating`, `renaming into place`, ...).
         op: &'static str,
+        /// The file it was done to.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },
+    /// The cancellation flag was set ([`check_cancel`]).
     #[error("interrupted")]
     Interrupted,
 }
 
+/// Results of this crate's writes.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Progress sink: writers report bytes of payload as they write them.
 pub trait Progress: Sync {
+    /// Counts `bytes` more as done (called from any thread).
     fn add(&self, bytes: u64);
 }
 
@@ -97,7 +123,9 @@ impl Progress for NoProgress {
 /// Progress by phases: each phase has a name and, when known, a total of bytes that
 /// [`Progress::add`] counts towards.
 pub trait Reporter: Progress {
+    /// Starts the phase `name` (`writing`, `compressing`), of `total` bytes when known (0 when not).
     fn phase(&self, name: &str, total: u64);
+    /// Everything is done: a display may end its line.
     fn done(&self) {}
 }
 
@@ -143,18 +171,23 @@ impl<'f> Region<'f> {
         }
     }
 
+    /// The name messages call it by.
     pub fn name(&self) -> &str {
         self.name
     }
+    /// Where it starts in the file.
     pub fn start(&self) -> u64 {
         self.start
     }
+    /// Its length in bytes.
     pub fn len(&self) -> u64 {
         self.len
     }
+    /// Whether it has no bytes.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// The file it is a window of.
     pub fn file(&self) -> &'f File {
         self.file
     }

@@ -62,16 +62,19 @@ impl OutputFile {
         Ok(out)
     }
 
+    /// The temporary file, open for reading and writing.
     pub fn file(&self) -> &File {
         self.file
             .as_ref()
             .expect("the file is present until persist() consumes self")
     }
 
+    /// Where it is written until [`OutputFile::persist`] (`PATH.tmp`).
     pub fn tmp(&self) -> &Path {
         &self.tmp
     }
 
+    /// The final path.
     pub fn dest(&self) -> &Path {
         &self.dest
     }

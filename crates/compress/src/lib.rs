@@ -16,6 +16,7 @@
 //! The frame records the content size (pledged up front) and, by default, a content checksum
 //! (XXH64), so `zstd -t`/`zstd -l` can verify it.
 
+#![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 // Casts that may truncate, lose a sign or wrap are spelled out (`try_from` with a reason,
 // `to_usize` for in-memory lengths); tests may cast freely.

@@ -36,8 +36,11 @@ pub enum Data<'m> {
 /// `len` bytes of the disk at `offset`.
 #[derive(Debug)]
 pub struct Piece<'m> {
+    /// Where it starts on the disk.
     pub offset: u64,
+    /// Its length in bytes.
     pub len: u64,
+    /// Its bytes.
     pub data: Data<'m>,
     /// When the whole piece is one range of one host file: that file, open, and where the
     /// range starts in it (a sink writing a plain file may `copy_file_range` from it).
@@ -60,12 +63,15 @@ impl Piece<'_> {
 pub trait Sink: Send {
     /// What this sink makes, for error messages (`writing nixos.img.tmp`).
     fn name(&self) -> String;
+    /// Takes the next piece (it follows the previous one without a gap).
     fn piece(&mut self, piece: &Piece<'_>) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+    /// Ends the output after the last piece (a trailer, a flush); not called after an error.
     fn finish(&mut self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         Ok(())
     }
 }
 
+/// How [`stream`] runs.
 #[derive(Clone, Copy, Debug)]
 pub struct StreamOptions {
     /// Reader threads (at least 1). Sinks get a thread each besides.

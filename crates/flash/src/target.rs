@@ -12,8 +12,11 @@ use imgbuild_blockio::OutputFile;
 
 /// An opened target.
 pub struct Target {
+    /// The path the user named.
     pub path: PathBuf,
+    /// Open for reading and writing (a new file: its temporary copy).
     pub file: File,
+    /// Whether it is a block device (sized by seeking to its end, opened `O_EXCL`).
     pub block_device: bool,
     /// Its size in bytes (a regular file's before writing).
     pub size: u64,

@@ -33,11 +33,15 @@ pub struct BootSpec {
     pub toplevel: StorePath,
     /// Stage-2 init, passed as `init=` (normally `<toplevel>/init`).
     pub init: StoreSubpath,
+    /// The initrd, if the system has one.
     pub initrd: Option<StoreSubpath>,
     /// Script appending secrets to the initrd at install time.
     pub initrd_secrets: Option<StoreSubpath>,
+    /// The kernel image (`bzImage`, `Image`).
     pub kernel: StoreSubpath,
+    /// The kernel command line besides `init=`, in order.
     pub kernel_params: Vec<String>,
+    /// What a boot menu shows, e.g. `NixOS 24.05 (Linux 6.6.32)`.
     pub label: String,
     /// e.g. `x86_64-linux`.
     pub system: String,

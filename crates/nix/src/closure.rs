@@ -15,11 +15,15 @@ use crate::{io_err, Error, NarHash, Result, StorePath, StoreRoot};
 /// What Nix records about one valid store path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PathInfo {
+    /// The store path.
     pub path: StorePath,
+    /// The SHA-256 of its NAR serialisation.
     pub nar_hash: NarHash,
+    /// The length of its NAR serialisation (0: unknown, as old registrations may say).
     pub nar_size: u64,
     /// Sorted, without duplicates; includes the path itself when it refers to itself.
     pub references: Vec<StorePath>,
+    /// The `.drv` it was built from, when known.
     pub deriver: Option<StorePath>,
 }
 
@@ -27,7 +31,9 @@ pub struct PathInfo {
 /// [`Closure::get`] relies on it): keep it sorted if you edit it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Closure {
+    /// The system toplevel the closure is of.
     pub toplevel: StorePath,
+    /// Every path of the closure, the toplevel included, sorted by path.
     pub paths: Vec<PathInfo>,
 }
 

@@ -361,9 +361,18 @@ fn journal_of(db: &Path) -> PathBuf {
 /// What a state entry is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StateEntryKind {
+    /// A directory.
     Dir,
-    File { contents: &'static [u8] },
-    Symlink { target: &'static str },
+    /// A regular file.
+    File {
+        /// Its bytes.
+        contents: &'static [u8],
+    },
+    /// A symbolic link.
+    Symlink {
+        /// Its target.
+        target: &'static str,
+    },
 }
 
 /// One file, directory or symlink of Nix's state directory, as Nix's `LocalStore` creates it.
@@ -373,6 +382,7 @@ pub struct StateEntry {
     pub path: &'static str,
     /// Permission bits (ignored for symlinks).
     pub mode: u32,
+    /// What it is, with its content.
     pub kind: StateEntryKind,
 }
 

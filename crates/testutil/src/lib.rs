@@ -9,6 +9,7 @@
 //! - [`harness`]: the image corruption harness (mutations, allocation and panic counting)
 //!   that the inspect crate's fuzz tests and the end-to-end tests share.
 
+#![warn(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
 use std::process::{Command, Output};

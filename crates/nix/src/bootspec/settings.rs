@@ -34,7 +34,10 @@ pub struct BootloaderSettings {
 /// Which boot loader installer a system uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoaderKind {
+    /// systemd-boot (`boot.loader.systemd-boot.enable`): UEFI, entries on the ESP.
     SystemdBoot,
+    /// extlinux (`boot.loader.generic-extlinux-compatible.enable`): `extlinux.conf`, read
+    /// by U-Boot.
     Extlinux,
 }
 
@@ -51,6 +54,7 @@ impl LoaderKind {
 /// `boot.loader.systemd-boot.bootCounting.{enable,tries}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BootCounting {
+    /// Whether new entries count boot attempts.
     pub enable: bool,
     /// Tries of a new entry (nixpkgs' default: 3).
     pub tries: u32,
