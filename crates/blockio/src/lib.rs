@@ -57,12 +57,23 @@ pub enum Error {
         /// The region's length.
         region_len: u64,
     },
-    /// A positional write (or read back) of a region failed.
+    /// A positional write to a region failed.
     #[error("writing region `{region}` at offset {offset}")]
     Write {
         /// The region's name.
         region: String,
         /// Where the access starts, relative to the region.
+        offset: u64,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// Reading a region back failed (or it ends before the range, past the file's end).
+    #[error("reading region `{region}` at offset {offset}")]
+    ReadRegion {
+        /// The region's name.
+        region: String,
+        /// Where the read starts, relative to the region.
         offset: u64,
         /// The operating system's error.
         #[source]
@@ -263,7 +274,7 @@ impl<'f> Region<'f> {
         self.check(offset, buf.len() as u64)?;
         self.file
             .read_exact_at(buf, self.start + offset)
-            .map_err(|source| Error::Write {
+            .map_err(|source| Error::ReadRegion {
                 region: self.name.to_string(),
                 offset,
                 source,
@@ -497,6 +508,18 @@ mod tests {
         let mut b = [0u8; 24];
         f.read_exact_at(&mut b, 2024).unwrap();
         assert_eq!(b, [1; 24]);
+    }
+
+    #[test]
+    fn a_failed_read_back_is_named_a_read() {
+        let f = tempfile::tempfile().unwrap();
+        f.set_len(100).unwrap();
+        let r = Region::new(&f, "esp", 0, 4096);
+        let mut buf = [0u8; 200];
+        // Inside the region but past the file's end: the read fails, and says it was a read.
+        let e = r.read_at(0, &mut buf).unwrap_err();
+        assert!(matches!(e, Error::ReadRegion { offset: 0, .. }), "{e}");
+        assert_eq!(e.to_string(), "reading region `esp` at offset 0");
     }
 
     #[test]
