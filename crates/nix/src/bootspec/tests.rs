@@ -59,19 +59,21 @@ fn parses_v1_with_specialisations_and_extensions() {
     assert_eq!(ext.other["x"], 1);
 }
 
+/// A boot.json (`/s/boot.json`) whose `org.imgbuild.v1` extension is `ext`, parsed.
+fn with(ext: &str) -> Result<BootSpec> {
+    let top = format!("{T}-nixos-system-x");
+    let d = doc(&top).replace(
+        r#""org.imgbuild.v1": { "firmware": "/nix/store/zyxwvsrqpnmlkjihgfdcba9876543210-fw/share/boot", "x": 1 }"#,
+        &format!(r#""org.imgbuild.v1": {ext}"#),
+    );
+    assert!(d.contains(ext), "replacement failed");
+    BootSpec::parse(d.as_bytes(), Path::new("/s/boot.json"))
+}
+
 /// The boot loader settings of imgbuild's NixOS module (CONTRACT: every key optional,
-/// unknown keys kept, wrong types refused naming the file and the key).
+/// unknown keys kept).
 #[test]
 fn imgbuild_boot_loader_settings() {
-    let top = format!("{T}-nixos-system-x");
-    let with = |ext: &str| {
-        let d = doc(&top).replace(
-            r#""org.imgbuild.v1": { "firmware": "/nix/store/zyxwvsrqpnmlkjihgfdcba9876543210-fw/share/boot", "x": 1 }"#,
-            &format!(r#""org.imgbuild.v1": {ext}"#),
-        );
-        assert!(d.contains(ext), "replacement failed");
-        BootSpec::parse(d.as_bytes(), Path::new("/s/boot.json"))
-    };
     let full = r#"{ "release": "26.11", "future": [1],
         "bootloader": { "type": "systemd-boot", "timeout": 7, "editor": false,
           "consoleMode": "max", "rebootForBitlocker": true, "distroName": "MyOS",
@@ -139,7 +141,12 @@ fn imgbuild_boot_loader_settings() {
     let b = with(r#"{ "bootloader": {} }"#).unwrap().imgbuild.unwrap();
     assert_eq!(b.bootloader, Some(BootloaderSettings::default()));
     assert_eq!(with("{}").unwrap().imgbuild.unwrap().bootloader, None);
+}
 
+/// CONTRACT: settings of the wrong type or out of range are refused, naming the file and the
+/// key; text settings are bounded and without control characters.
+#[test]
+fn wrong_boot_loader_settings_are_refused_naming_file_and_key() {
     for (ext, want) in [
         (
             r#"{ "release": 26.11 }"#,
