@@ -16,6 +16,7 @@
 //! The frame records the content size (pledged up front) and, by default, a content checksum
 //! (XXH64), so `zstd -t`/`zstd -l` can verify it.
 
+#![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 // Casts that may truncate, lose a sign or wrap are spelled out (`try_from` with a reason,
 // `to_usize` for in-memory lengths); tests may cast freely.
@@ -235,9 +236,11 @@ pub fn compress_file<W: Write + Send>(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<(W, Summary)> {
-    let unreadable = |source| diskmap::Error::Unreadable {
-        path: path.to_path_buf(),
-        source,
+    let unreadable = |source| {
+        diskmap::Error::Source(blockio::SourceError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })
     };
     let f = std::fs::File::open(path).map_err(unreadable)?;
     let size = f.metadata().map_err(unreadable)?.len();

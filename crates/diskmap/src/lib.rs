@@ -15,6 +15,7 @@
 //!
 //! This crate knows nothing of filesystems, Nix, clocks or randomness.
 
+#![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 // Casts that may truncate, lose a sign or wrap are spelled out (`try_from` with a reason,
 // `to_usize` for in-memory lengths); tests may cast freely.
@@ -39,14 +40,18 @@ mod stream;
 pub use stream::{stream, Data, Piece, Sink, StreamOptions};
 
 /// A host file that extents read from, with the size it had when it was planned: the stream
-/// refuses a file whose size changed since ([`Error::SourceChanged`]).
+/// opens it as an [`imgbuild_blockio::PlannedSource`], refusing a file that is no longer a
+/// regular file of that size ([`Error::Source`]).
 #[derive(Debug, PartialEq, Eq)]
 pub struct SourceFile {
+    /// Where the file is on the host.
     pub path: PathBuf,
+    /// Its size when the plan was made.
     pub size: u64,
 }
 
 impl SourceFile {
+    /// A source file, shared by the extents that read from it.
     pub fn new(path: impl Into<PathBuf>, size: u64) -> Arc<Self> {
         Arc::new(SourceFile {
             path: path.into(),
@@ -65,20 +70,34 @@ pub enum Content {
     Zero,
     /// `data[start..start + len]`, held in memory (shared: several extents may take ranges of
     /// one buffer).
-    Bytes { data: Arc<[u8]>, start: usize },
+    Bytes {
+        /// The buffer.
+        data: Arc<[u8]>,
+        /// Where the extent's bytes start in it.
+        start: usize,
+    },
     /// `file[offset..offset + len]` of a host file.
-    File { file: Arc<SourceFile>, offset: u64 },
+    File {
+        /// The host file.
+        file: Arc<SourceFile>,
+        /// Where the extent's bytes start in it.
+        offset: u64,
+    },
 }
 
 /// `len` bytes at `offset`.
 #[derive(Clone, Debug)]
 pub struct Extent {
+    /// Where it starts on the disk (or in the file system the map is of).
     pub offset: u64,
+    /// Its length in bytes.
     pub len: u64,
+    /// Where its bytes come from.
     pub content: Content,
 }
 
 impl Extent {
+    /// The first byte after it.
     pub fn end(&self) -> u64 {
         self.offset + self.len
     }
@@ -102,52 +121,60 @@ impl Extent {
     }
 }
 
+/// Errors of building a map (a layout bug) and of streaming it (a source, a sink, a stop).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// An extent reaches past the end of the map (a bug of the layout that placed it).
     #[error(
         "extent of {len} bytes at offset {offset} lies outside the {map_len}-byte map `{name}`"
     )]
     OutOfBounds {
+        /// The map's name.
         name: String,
+        /// Where the extent starts.
         offset: u64,
+        /// Its length.
         len: u64,
+        /// The map's length.
         map_len: u64,
     },
+    /// Two extents share bytes (a bug of the layout that placed them).
     #[error(
         "map `{name}`: the extent at {second} overlaps the extent at {first} ({first_len} bytes)"
     )]
     Overlap {
+        /// The map's name.
         name: String,
+        /// Where the earlier extent starts.
         first: u64,
+        /// The earlier extent's length.
         first_len: u64,
+        /// Where the overlapping extent starts.
         second: u64,
     },
-    #[error("`{}`: cannot read it", path.display())]
-    Unreadable {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("`{}` changed since it was scanned: planned {planned} bytes, found {found}", path.display())]
-    SourceChanged {
-        path: PathBuf,
-        planned: u64,
-        found: u64,
-    },
+    /// A planned host file cannot be read, or is no longer the regular file of the planned
+    /// size ([`imgbuild_blockio::SourceError`] says which).
+    #[error(transparent)]
+    Source(#[from] imgbuild_blockio::SourceError),
     /// A sink failed; `source` says why (an I/O error of its output, its encoder...).
     #[error("{sink}")]
     Sink {
+        /// What the sink makes ([`Sink::name`]).
         sink: String,
+        /// The sink's error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The operating system refused a thread.
     #[error("starting the reader threads")]
     Threads(#[source] std::io::Error),
+    /// The cancellation flag was set.
     #[error("interrupted")]
     Interrupted,
 }
 
+/// Results of building and streaming maps.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The whole content of `[0, len)`: extents sorted by offset, without gaps or overlaps
@@ -166,14 +193,17 @@ impl Map {
             .expect("an empty builder has no overlaps")
     }
 
+    /// Its length in bytes (the disk's or file system's size).
     pub fn len(&self) -> u64 {
         self.len
     }
 
+    /// Whether it has no bytes.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// Its extents in disk order, covering `[0, len)` without gaps.
     pub fn extents(&self) -> &[Extent] {
         &self.extents
     }
@@ -242,10 +272,12 @@ impl MapBuilder {
         }
     }
 
+    /// The length of the map being built.
     pub fn len(&self) -> u64 {
         self.len
     }
 
+    /// Whether the map being built has no bytes.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -5,10 +5,10 @@ use crate::to_usize;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::sync_channel;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use imgbuild_blockio::{self as blockio, Progress};
+use imgbuild_blockio::{PlannedSource, Progress};
 
 use crate::{Content, Error, Map, Result, SourceFile};
 
@@ -36,8 +36,11 @@ pub enum Data<'m> {
 /// `len` bytes of the disk at `offset`.
 #[derive(Debug)]
 pub struct Piece<'m> {
+    /// Where it starts on the disk.
     pub offset: u64,
+    /// Its length in bytes.
     pub len: u64,
+    /// Its bytes.
     pub data: Data<'m>,
     /// When the whole piece is one range of one host file: that file, open, and where the
     /// range starts in it (a sink writing a plain file may `copy_file_range` from it).
@@ -60,12 +63,15 @@ impl Piece<'_> {
 pub trait Sink: Send {
     /// What this sink makes, for error messages (`writing nixos.img.tmp`).
     fn name(&self) -> String;
+    /// Takes the next piece (it follows the previous one without a gap).
     fn piece(&mut self, piece: &Piece<'_>) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+    /// Ends the output after the last piece (a trailer, a flush); not called after an error.
     fn finish(&mut self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         Ok(())
     }
 }
 
+/// How [`stream`] runs.
 #[derive(Clone, Copy, Debug)]
 pub struct StreamOptions {
     /// Reader threads (at least 1). Sinks get a thread each besides.
@@ -144,47 +150,6 @@ fn specs(map: &Map) -> Vec<Spec> {
     out
 }
 
-/// Open a source file and check that it is still a regular file of its planned size. The
-/// open does not block (`O_NONBLOCK`: a path swapped for a FIFO since the plan would hang the
-/// build) nor take a terminal (`O_NOCTTY`); the descriptor's `fstat` decides.
-fn open_source(s: &SourceFile) -> Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let unreadable = |source| Error::Unreadable {
-        path: s.path.clone(),
-        source,
-    };
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open(&s.path)
-        .map_err(unreadable)?;
-    let md = f.metadata().map_err(unreadable)?;
-    let found = md.len();
-    if !md.is_file() || found != s.size {
-        return Err(Error::SourceChanged {
-            path: s.path.clone(),
-            planned: s.size,
-            found,
-        });
-    }
-    Ok(f)
-}
-
-fn read_source(f: &File, s: &SourceFile, offset: u64, buf: &mut [u8]) -> Result<()> {
-    let got = blockio::read_full_at(f, buf, offset).map_err(|source| Error::Unreadable {
-        path: s.path.clone(),
-        source,
-    })?;
-    if got < buf.len() {
-        return Err(Error::SourceChanged {
-            path: s.path.clone(),
-            planned: s.size,
-            found: offset + got as u64,
-        });
-    }
-    Ok(())
-}
-
 /// Copy the bytes of `[offset, offset + buf.len())` into `buf` (zeros stay as they are in
 /// `buf`: pass it zeroed), starting the search at extent `first`.
 fn fill_from(map: &Map, first: usize, offset: u64, buf: &mut [u8]) -> Result<()> {
@@ -204,8 +169,7 @@ fn fill_from(map: &Map, first: usize, offset: u64, buf: &mut [u8]) -> Result<()>
                 dst.copy_from_slice(&data[s..s + dst.len()]);
             }
             Content::File { file, offset: fo } => {
-                let f = open_source(file)?;
-                read_source(&f, file, fo + within, dst)?;
+                PlannedSource::open(&file.path, file.size)?.read_exact_at(fo + within, dst)?;
             }
         }
     }
@@ -236,12 +200,12 @@ fn materialize<'m>(map: &'m Map, s: &Spec) -> Result<Piece<'m>> {
             let Content::File { file, offset } = &e.content else {
                 unreachable!("a File spec starts in a File extent")
             };
-            let f = open_source(file)?;
+            let f = PlannedSource::open(&file.path, file.size)?;
             let mut buf = vec![0u8; to_usize(s.len)];
-            read_source(&f, file, offset + within, &mut buf)?;
+            f.read_exact_at(offset + within, &mut buf)?;
             (
                 Data::Buf(buf),
-                Some((Arc::new(f), &**file, offset + within)),
+                Some((Arc::new(f.into_file()), &**file, offset + within)),
             )
         }
         Kind::Batch => {
@@ -265,6 +229,113 @@ struct Window<'m> {
     stop: bool,
 }
 
+/// What the reader threads and the delivering thread share: the window of pieces read ahead
+/// and not yet delivered, the next piece to read, and a condition for each side to wait on.
+struct Shared<'m> {
+    window: Mutex<Window<'m>>,
+    /// Signalled when a piece has been read.
+    ready: Condvar,
+    /// Signalled when a piece has been delivered (room in the window) or on a stop.
+    room: Condvar,
+    /// The next piece a reader takes.
+    next: AtomicUsize,
+    /// How many pieces readers may run ahead of the delivered ones.
+    ahead: usize,
+}
+
+impl<'m> Shared<'m> {
+    fn new(ahead: usize) -> Self {
+        Shared {
+            window: Mutex::new(Window {
+                ready: BTreeMap::new(),
+                delivered: 0,
+                stop: false,
+            }),
+            ready: Condvar::new(),
+            room: Condvar::new(),
+            next: AtomicUsize::new(0),
+            ahead,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Window<'m>> {
+        self.window.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A reader thread: takes the next piece, waits for room in the window, reads it, until
+    /// the pieces run out or the stream stops.
+    fn read(&self, map: &'m Map, specs: &[Spec], cancel: &AtomicBool) {
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(spec) = specs.get(i) else { break };
+            {
+                let mut w = self.lock();
+                while !w.stop && i >= w.delivered + self.ahead {
+                    w = self.room.wait(w).unwrap_or_else(|p| p.into_inner());
+                }
+                if w.stop {
+                    break;
+                }
+            }
+            let r = if cancel.load(Ordering::Relaxed) {
+                Err(Error::Interrupted)
+            } else {
+                materialize(map, spec)
+            };
+            self.lock().ready.insert(i, r);
+            self.ready.notify_all();
+        }
+    }
+
+    /// Piece `i` once it is read; makes room for one more.
+    fn take(&self, i: usize) -> Result<Piece<'m>> {
+        let piece = {
+            let mut w = self.lock();
+            loop {
+                if let Some(r) = w.ready.remove(&i) {
+                    break r;
+                }
+                w = self.ready.wait(w).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        self.lock().delivered = i + 1;
+        self.room.notify_all();
+        piece
+    }
+
+    /// Stops the readers (after an error, or when everything is delivered).
+    fn stop(&self) {
+        self.lock().stop = true;
+        self.room.notify_all();
+    }
+
+    /// Hands the `count` pieces in order to every sink's queue. Stops at the first error
+    /// (returned), at a cancel, or when a sink's thread stopped on its own error (`Ok`: that
+    /// error is the sink thread's to return).
+    fn deliver(
+        &self,
+        count: usize,
+        senders: &[SyncSender<Arc<Piece<'m>>>],
+        progress: &dyn Progress,
+        cancel: &AtomicBool,
+    ) -> Result<()> {
+        for i in 0..count {
+            let piece = Arc::new(self.take(i)?);
+            let len = piece.len;
+            // A send fails only when that sink's thread stopped on an error (joined later).
+            if senders.iter().any(|tx| tx.send(piece.clone()).is_err()) {
+                break;
+            }
+            drop(piece);
+            progress.add(len);
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Feed every byte of `map`, in order, to every sink; then finish them. Readers run ahead of
 /// the slowest sink by a bounded number of pieces, so memory stays bounded whatever the
 /// map's size. `progress` counts disk bytes handed to all sinks.
@@ -280,42 +351,14 @@ pub fn stream(
 ) -> Result<()> {
     let specs = specs(map);
     let readers = opts.readers.max(1);
-    let ahead = readers + 2;
-    let next = AtomicUsize::new(0);
-    let window = Mutex::new(Window {
-        ready: BTreeMap::new(),
-        delivered: 0,
-        stop: false,
-    });
-    let (ready_cv, room_cv) = (Condvar::new(), Condvar::new());
-    let lock = || window.lock().unwrap_or_else(|p| p.into_inner());
+    let shared = Shared::new(readers + 2);
 
     std::thread::scope(|scope| -> Result<()> {
         for _ in 0..readers {
-            let (specs, next, lock, ready_cv, room_cv) =
-                (&specs, &next, &lock, &ready_cv, &room_cv);
+            let (shared, specs) = (&shared, &specs);
             std::thread::Builder::new()
                 .name("imgbuild-read".into())
-                .spawn_scoped(scope, move || loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(spec) = specs.get(i) else { break };
-                    {
-                        let mut w = lock();
-                        while !w.stop && i >= w.delivered + ahead {
-                            w = room_cv.wait(w).unwrap_or_else(|p| p.into_inner());
-                        }
-                        if w.stop {
-                            break;
-                        }
-                    }
-                    let r = if cancel.load(Ordering::Relaxed) {
-                        Err(Error::Interrupted)
-                    } else {
-                        materialize(map, spec)
-                    };
-                    lock().ready.insert(i, r);
-                    ready_cv.notify_all();
-                })
+                .spawn_scoped(scope, move || shared.read(map, specs, cancel))
                 .map_err(Error::Threads)?;
         }
 
@@ -342,40 +385,8 @@ pub fn stream(
             handles.push(h);
         }
 
-        let mut result = Ok(());
-        for i in 0..specs.len() {
-            let piece = {
-                let mut w = lock();
-                loop {
-                    if let Some(r) = w.ready.remove(&i) {
-                        break r;
-                    }
-                    w = ready_cv.wait(w).unwrap_or_else(|p| p.into_inner());
-                }
-            };
-            lock().delivered = i + 1;
-            room_cv.notify_all();
-            let piece = match piece {
-                Ok(p) => Arc::new(p),
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            };
-            let len = piece.len;
-            // A send fails only when that sink's thread stopped on an error (joined below).
-            if senders.iter().any(|tx| tx.send(piece.clone()).is_err()) {
-                break;
-            }
-            drop(piece);
-            progress.add(len);
-            if cancel.load(Ordering::Relaxed) {
-                result = Err(Error::Interrupted);
-                break;
-            }
-        }
-        lock().stop = true;
-        room_cv.notify_all();
+        let result = shared.deliver(specs.len(), &senders, progress, cancel);
+        shared.stop();
         drop(senders);
         let mut sink_result = Ok(());
         for h in handles {

@@ -8,16 +8,22 @@ use crate::{Error, Result};
 /// A parsed bmap.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Bmap {
+    /// The size of the image it maps, in bytes.
     pub image_size: u64,
+    /// Its block size (4096 for imgbuild's and bmaptool's maps).
     pub block_size: u64,
     /// Mapped ranges: byte offset, length (the last one cut at the image size), SHA-256.
     pub ranges: Vec<Range>,
 }
 
+/// A mapped range of the image: the bytes a flash writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Range {
+    /// Where it starts in the image.
     pub offset: u64,
+    /// Its length in bytes.
     pub len: u64,
+    /// The SHA-256 its bytes must have (bmap files of format 2+; absent in older ones).
     pub sha256: Option<[u8; 32]>,
 }
 

@@ -7,6 +7,7 @@
 //!
 //! Knows nothing of Nix or of how images are built; linux-only (sysfs, mountinfo).
 
+#![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 // Casts that may truncate, lose a sign or wrap are spelled out (`try_from` with a reason,
 // `to_usize` for in-memory lengths); tests may cast freely.
@@ -36,57 +37,110 @@ pub mod target;
 pub use bmap::Bmap;
 pub use target::Target;
 
+/// Why a flash did not happen, or stopped.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The image, its bmap or the target cannot be opened (or sized).
     #[error("cannot open `{}`", path.display())]
     Open {
+        /// The file.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// A new target file (`PATH.tmp`, renamed when the flash is done) cannot be created.
+    #[error("cannot create `{}`", path.display())]
+    Create {
+        /// The target path.
+        path: PathBuf,
+        /// What failed: removing a stale temporary file, creating it, sizing it.
+        #[source]
+        source: imgbuild_blockio::Error,
+    },
+    /// Reading the image or writing (or reading back) the target failed.
     #[error("{what} `{}` at byte {offset}", path.display())]
     Io {
+        /// `reading`, `writing`, `reading back`, ...
         what: &'static str,
+        /// The image or the target.
         path: PathBuf,
+        /// Where in it.
         offset: u64,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// The bmap is malformed, or does not fit the image.
     #[error("bmap `{path}`: {reason}")]
-    Bmap { path: String, reason: String },
+    Bmap {
+        /// The bmap file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The target may not be written (the image itself, in use, too small, not a disk).
     #[error("refusing to write `{}`: {reason}", target.display())]
-    Refused { target: PathBuf, reason: String },
+    Refused {
+        /// The target.
+        target: PathBuf,
+        /// Why not.
+        reason: String,
+    },
+    /// The image is damaged or is not what it should be (a zstd stream that ends early, a
+    /// range whose bytes do not match the bmap's checksum).
     #[error("the image `{}` {reason}", image.display())]
-    Image { image: PathBuf, reason: String },
+    Image {
+        /// The image file.
+        image: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     #[error(
         "verification failed: `{}` reads back different bytes at {offset}..{end} than were \
          written (a failing or fake-capacity disk?)",
         target.display()
     )]
+    /// What was written reads back different.
     Verify {
+        /// The target.
         target: PathBuf,
+        /// Where the difference starts.
         offset: u64,
+        /// The end of the range that differs.
         end: u64,
     },
+    /// The cancellation flag was set.
     #[error("interrupted")]
     Interrupted,
-    /// The flash failed after it began writing: `cause` is that error with its sources,
-    /// `state` says what the target now holds and what to do.
-    #[error("{cause}; {state}")]
-    Stopped { cause: String, state: String },
+    /// The flash failed after it began writing: `state` says what the target now holds and
+    /// what to do, `cause` is the error that stopped it (chained).
+    #[error("the flash stopped; {state}")]
+    Stopped {
+        /// What the target holds now and what to do about it.
+        state: String,
+        /// The error that stopped the flash.
+        #[source]
+        cause: Box<Error>,
+    },
 }
 
+/// Results of flashing.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What a flash did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Report {
+    /// The image's size (uncompressed).
     pub image_size: u64,
     /// Bytes written (the mapped ranges, or the whole image).
     pub written: u64,
+    /// Ranges written (1 without a bmap).
     pub ranges: usize,
+    /// Whether what was written was read back and compared.
     pub verified: bool,
+    /// The bmap used, if any.
     pub bmap: Option<PathBuf>,
 }
 
@@ -212,13 +266,10 @@ pub fn flash(
             let written = job.written.get();
             let total = job.ranges_total();
             let state = target.fail(written, total);
-            let mut cause = e.to_string();
-            let mut next = std::error::Error::source(&e);
-            while let Some(s) = next {
-                cause = format!("{cause}: {s}");
-                next = s.source();
-            }
-            Err(Error::Stopped { cause, state })
+            Err(Error::Stopped {
+                state,
+                cause: Box::new(e),
+            })
         }
     }
 }

@@ -12,8 +12,11 @@ use imgbuild_blockio::OutputFile;
 
 /// An opened target.
 pub struct Target {
+    /// The path the user named.
     pub path: PathBuf,
+    /// Open for reading and writing (a new file: its temporary copy).
     pub file: File,
+    /// Whether it is a block device (sized by seeking to its end, opened `O_EXCL`).
     pub block_device: bool,
     /// Its size in bytes (a regular file's before writing).
     pub size: u64,
@@ -187,60 +190,10 @@ pub fn open(path: &Path, image_size: u64, image: &Path) -> Result<Target> {
         target: path.to_path_buf(),
         reason,
     };
-    let md = match std::fs::metadata(path) {
-        Ok(md) => Some(md),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if path.starts_with("/dev") {
-                return Err(refuse("there is no such device".into()));
-            }
-            None
-        }
-        Err(source) => {
-            return Err(Error::Open {
-                path: path.to_path_buf(),
-                source,
-            })
-        }
+    let Some(md) = existing(path, image)? else {
+        return new_file(path, image_size);
     };
-    if let (Some(md), Ok(im)) = (&md, std::fs::metadata(image)) {
-        if md.dev() == im.dev() && md.ino() == im.ino() {
-            return Err(refuse("it is the image itself".into()));
-        }
-    }
-    let block_device = md.as_ref().is_some_and(|m| m.file_type().is_block_device());
-    if let Some(md) = &md {
-        if !block_device && !md.is_file() {
-            return Err(refuse(
-                "it is neither a block device nor a regular file".into(),
-            ));
-        }
-    }
-    if block_device {
-        let (ma, mi) = major_minor(md.as_ref().map_or(0, MetadataExt::rdev));
-        if let Some(dir) = sys_dir(ma, mi) {
-            if let Some(why) = in_use(path, &dir) {
-                return Err(refuse(why));
-            }
-        }
-    }
-    if md.is_none() {
-        let out = OutputFile::create(path, image_size).map_err(|e| Error::Open {
-            path: path.to_path_buf(),
-            source: std::io::Error::other(e),
-        })?;
-        let file = out.file().try_clone().map_err(|source| Error::Open {
-            path: out.tmp().to_path_buf(),
-            source,
-        })?;
-        return Ok(Target {
-            path: path.to_path_buf(),
-            file,
-            block_device,
-            size: 0,
-            was: Was::New,
-            pending: Some(out),
-        });
-    }
+    let block_device = md.file_type().is_block_device();
     let mut o = OpenOptions::new();
     o.read(true).write(true);
     if block_device {
@@ -297,5 +250,66 @@ pub fn open(path: &Path, image_size: u64, image: &Path) -> Result<Target> {
         size,
         was,
         pending: None,
+    })
+}
+
+/// The metadata of an existing target that may be written (`None`: there is none, and one may
+/// be created), or why not: missing under `/dev`, the image itself, neither a block device nor
+/// a regular file, a block device in use (mounted, swap, held by another device).
+fn existing(path: &Path, image: &Path) -> Result<Option<std::fs::Metadata>> {
+    let refuse = |reason: String| Error::Refused {
+        target: path.to_path_buf(),
+        reason,
+    };
+    let md = match std::fs::metadata(path) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if path.starts_with("/dev") {
+                return Err(refuse("there is no such device".into()));
+            }
+            return Ok(None);
+        }
+        Err(source) => {
+            return Err(Error::Open {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    if let Ok(im) = std::fs::metadata(image) {
+        if md.dev() == im.dev() && md.ino() == im.ino() {
+            return Err(refuse("it is the image itself".into()));
+        }
+    }
+    if md.file_type().is_block_device() {
+        let (ma, mi) = major_minor(md.rdev());
+        if let Some(why) = sys_dir(ma, mi).and_then(|dir| in_use(path, &dir)) {
+            return Err(refuse(why));
+        }
+    } else if !md.is_file() {
+        return Err(refuse(
+            "it is neither a block device nor a regular file".into(),
+        ));
+    }
+    Ok(Some(md))
+}
+
+/// A new regular file at `path` ([`Was::New`]): written as `path.tmp`, renamed on success.
+fn new_file(path: &Path, image_size: u64) -> Result<Target> {
+    let out = OutputFile::create(path, image_size).map_err(|source| Error::Create {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let file = out.file().try_clone().map_err(|source| Error::Open {
+        path: out.tmp().to_path_buf(),
+        source,
+    })?;
+    Ok(Target {
+        path: path.to_path_buf(),
+        file,
+        block_device: false,
+        size: 0,
+        was: Was::New,
+        pending: Some(out),
     })
 }

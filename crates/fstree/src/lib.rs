@@ -10,12 +10,14 @@
 //! directories without ever following a symlink; what it does with owners, modes and times is
 //! decided by [`ScanOptions`], given by the caller.
 
-use std::collections::{BTreeMap, HashMap};
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+#![warn(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
+
+mod scan;
+pub use scan::{Mtime, Owner, Perms, ScanOptions, Scanner};
 
 /// Index of a node in a [`Tree`].
 pub type NodeId = u32;
@@ -25,13 +27,16 @@ pub type NodeId = u32;
 pub struct Meta {
     /// Permission bits only, `0o7777` at most; the file type lives in [`Kind`].
     pub perm: u16,
+    /// Owner's user id.
     pub uid: u32,
+    /// Owner's group id.
     pub gid: u32,
     /// Seconds since the epoch.
     pub mtime: i64,
 }
 
 impl Meta {
+    /// Metadata with `perm` cut to its permission bits (`& 0o7777`).
     pub fn new(perm: u16, uid: u32, gid: u32, mtime: i64) -> Self {
         Meta {
             perm: perm & 0o7777,
@@ -47,12 +52,18 @@ impl Meta {
 pub enum FileData {
     /// A file on the host, `size` bytes when it was scanned. Writers copy it and fail if its
     /// size changed in the meantime.
-    Host { path: PathBuf, size: u64 },
+    Host {
+        /// Where it is on the host.
+        path: PathBuf,
+        /// Its size when it was scanned.
+        size: u64,
+    },
     /// Bytes held in memory (generated files: configs, databases).
     Bytes(Arc<[u8]>),
 }
 
 impl FileData {
+    /// The file's size in bytes (a host file's as scanned).
     pub fn size(&self) -> u64 {
         match self {
             FileData::Host { size, .. } => *size,
@@ -61,70 +72,120 @@ impl FileData {
     }
 }
 
+/// What a node is, with what only that type has.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// A directory: its entries by name (bytes, sorted), without `.` and `..`.
     Dir(BTreeMap<Vec<u8>, NodeId>),
+    /// A regular file.
     File(FileData),
+    /// A symbolic link and its target (bytes, not resolved).
     Symlink(Vec<u8>),
-    CharDev { major: u32, minor: u32 },
-    BlockDev { major: u32, minor: u32 },
+    /// A character device node.
+    CharDev {
+        /// Device major number.
+        major: u32,
+        /// Device minor number.
+        minor: u32,
+    },
+    /// A block device node.
+    BlockDev {
+        /// Device major number.
+        major: u32,
+        /// Device minor number.
+        minor: u32,
+    },
+    /// A named pipe.
     Fifo,
+    /// A Unix socket (as a file system entry only).
     Socket,
 }
 
+/// One file of the tree; several names (hard links) may lead to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Node {
+    /// Its permissions, owner and time.
     pub meta: Meta,
+    /// Its type and content.
     pub kind: Kind,
 }
 
 impl Node {
+    /// An empty directory.
     pub fn dir(meta: Meta) -> Self {
         Node {
             meta,
             kind: Kind::Dir(BTreeMap::new()),
         }
     }
+    /// A regular file with the content `data`.
     pub fn file(meta: Meta, data: FileData) -> Self {
         Node {
             meta,
             kind: Kind::File(data),
         }
     }
+    /// A regular file holding `bytes` (in memory).
     pub fn bytes(meta: Meta, bytes: impl Into<Arc<[u8]>>) -> Self {
         Self::file(meta, FileData::Bytes(bytes.into()))
     }
+    /// A symlink to `target`.
     pub fn symlink(meta: Meta, target: impl Into<Vec<u8>>) -> Self {
         Node {
             meta,
             kind: Kind::Symlink(target.into()),
         }
     }
+    /// Whether it is a directory.
     pub fn is_dir(&self) -> bool {
         matches!(self.kind, Kind::Dir(_))
     }
 }
 
+/// Why a tree could not be built or changed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A name that no directory entry may have.
     #[error("invalid file name {name:?} in `{parent}`: names must be non-empty, not `.` or `..`, and contain no `/` or NUL")]
-    BadName { parent: String, name: String },
+    BadName {
+        /// The directory it was to go in.
+        parent: String,
+        /// The name (lossy UTF-8).
+        name: String,
+    },
+    /// The name is taken.
     #[error("`{path}` already exists")]
-    Exists { path: String },
+    Exists {
+        /// The path in the tree.
+        path: String,
+    },
+    /// A path goes through something that is not a directory.
     #[error("`{path}` is not a directory")]
-    NotADir { path: String },
+    NotADir {
+        /// The path in the tree.
+        path: String,
+    },
+    /// A path names nothing.
     #[error("`{path}` does not exist")]
-    NotFound { path: String },
+    NotFound {
+        /// The path in the tree.
+        path: String,
+    },
+    /// Reading a host directory or file failed while scanning.
     #[error("`{}`: {op}", path.display())]
     Io {
+        /// What was being done (`reading directory`, `reading symlink`, ...).
         op: &'static str,
+        /// The host path.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
 }
 
+/// Results of building trees.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A file tree. Node 0 is the root directory.
@@ -133,6 +194,7 @@ pub struct Tree {
     nodes: Vec<Node>,
 }
 
+/// The root directory's id in every tree.
 pub const ROOT: NodeId = 0;
 
 fn show(b: &[u8]) -> String {
@@ -151,22 +213,27 @@ impl Tree {
         }
     }
 
+    /// Nodes in the tree (files, not names: hard links count once), the root included.
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
 
+    /// Always false: a tree has at least its root.
     pub fn is_empty(&self) -> bool {
         false
     }
 
+    /// Node `id`; panics on an id this tree did not give out.
     pub fn node(&self, id: NodeId) -> &Node {
         &self.nodes[id as usize]
     }
 
+    /// Node `id`, to change; panics on an id this tree did not give out.
     pub fn node_mut(&mut self, id: NodeId) -> &mut Node {
         &mut self.nodes[id as usize]
     }
 
+    /// Every node with its id, in id order.
     pub fn nodes(&self) -> impl Iterator<Item = (NodeId, &Node)> {
         self.nodes.iter().enumerate().map(|(i, n)| (i as NodeId, n))
     }
@@ -244,6 +311,7 @@ impl Tree {
         Ok(id)
     }
 
+    /// The node named `name` in directory `dir`, if any (not a path: one name).
     pub fn lookup_in(&self, dir: NodeId, name: &[u8]) -> Option<NodeId> {
         match &self.node(dir).kind {
             Kind::Dir(m) => m.get(name).copied(),
@@ -345,288 +413,5 @@ pub fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-/// Who owns scanned entries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Owner {
-    /// uid and gid as given (root:root is `Fixed(0, 0)`).
-    Fixed(u32, u32),
-    /// Keep the host's uid and gid.
-    Preserve,
-}
-
-/// What permission bits scanned entries get.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Perms {
-    /// Keep the host's permission bits (including setuid, setgid, sticky).
-    Preserve,
-    /// What Nix's store canonicalisation leaves: directories 0555, files 0444, or 0555 when
-    /// any execute bit is set; no setuid/setgid/sticky. Makes the result independent of the
-    /// umask and of how the files were checked out.
-    NixStore,
-    /// What a copy with a fixed policy gives (`--add-tree`): directories 0755, files 0755 when
-    /// any execute bit is set, else 0644, symlinks 0777; no setuid/setgid/sticky. Independent
-    /// of the umask.
-    Normalized,
-}
-
-/// What modification time scanned entries get.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mtime {
-    /// Every entry gets this time.
-    Fixed(i64),
-    /// The host's mtime.
-    Host,
-    /// The host's mtime, but never later than this (`SOURCE_DATE_EPOCH` clamping: touching a
-    /// file does not change the result).
-    Clamp(i64),
-}
-
-/// How a host directory is turned into tree nodes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ScanOptions {
-    pub owner: Owner,
-    pub perms: Perms,
-    pub mtime: Mtime,
-    /// Keep hard links among scanned files as hard links. Off, every name gets its own node
-    /// (what a NAR means: Nix store contents have no hard links, so a store copied with or
-    /// without `auto-optimise-store` gives the same tree).
-    pub hardlinks: bool,
-}
-
-/// Builds trees from host directories. Hard links among everything one scanner has seen
-/// become one node. Symlinks are recorded as symlinks and never followed.
-pub struct Scanner {
-    opts: ScanOptions,
-    seen: HashMap<(u64, u64), NodeId>,
-}
-
-impl Scanner {
-    pub fn new(opts: ScanOptions) -> Self {
-        Scanner {
-            opts,
-            seen: HashMap::new(),
-        }
-    }
-
-    fn meta(&self, md: &std::fs::Metadata, is_dir: bool) -> Meta {
-        let host = (md.mode() & 0o7777) as u16;
-        let perm = match self.opts.perms {
-            Perms::Preserve => host,
-            Perms::NixStore if is_dir => 0o555,
-            Perms::NixStore if md.file_type().is_symlink() => 0o777,
-            Perms::NixStore if host & 0o111 != 0 => 0o555,
-            Perms::NixStore => 0o444,
-            Perms::Normalized if md.file_type().is_symlink() => 0o777,
-            Perms::Normalized if is_dir || host & 0o111 != 0 => 0o755,
-            Perms::Normalized => 0o644,
-        };
-        let (uid, gid) = match self.opts.owner {
-            Owner::Fixed(u, g) => (u, g),
-            Owner::Preserve => (md.uid(), md.gid()),
-        };
-        Meta::new(
-            perm,
-            uid,
-            gid,
-            match self.opts.mtime {
-                Mtime::Fixed(t) => t,
-                Mtime::Host => md.mtime(),
-                Mtime::Clamp(t) => md.mtime().min(t),
-            },
-        )
-    }
-
-    /// Scan the host directory `src` into a new tree whose root takes `src`'s metadata.
-    pub fn scan(&mut self, src: &Path) -> Result<Tree> {
-        let md = lstat(src)?;
-        if !md.is_dir() {
-            return Err(Error::NotADir {
-                path: src.display().to_string(),
-            });
-        }
-        let mut tree = Tree::new(self.meta(&md, true));
-        self.fill_dir(&mut tree, ROOT, src)?;
-        Ok(tree)
-    }
-
-    /// Scan the host entry `src` (file, directory, symlink, ...) and name it `name` in `dir`.
-    pub fn graft(
-        &mut self,
-        tree: &mut Tree,
-        dir: NodeId,
-        name: &[u8],
-        src: &Path,
-    ) -> Result<NodeId> {
-        let md = lstat(src)?;
-        if let Some(&id) = self.hardlink(&md) {
-            tree.link(dir, name, id)?;
-            return Ok(id);
-        }
-        let node = self.leaf(src, &md)?;
-        let is_dir = node.is_dir();
-        let id = tree.insert(dir, name, node)?;
-        self.remember(&md, id);
-        if is_dir {
-            self.fill_dir(tree, id, src)?;
-        }
-        Ok(id)
-    }
-
-    fn hardlink(&self, md: &std::fs::Metadata) -> Option<&NodeId> {
-        if !self.opts.hardlinks || md.is_dir() || md.nlink() < 2 {
-            return None;
-        }
-        self.seen.get(&(md.dev(), md.ino()))
-    }
-
-    fn remember(&mut self, md: &std::fs::Metadata, id: NodeId) {
-        if !md.is_dir() && md.nlink() >= 2 {
-            self.seen.insert((md.dev(), md.ino()), id);
-        }
-    }
-
-    fn leaf(&self, src: &Path, md: &std::fs::Metadata) -> Result<Node> {
-        let ft = md.file_type();
-        let meta = self.meta(md, ft.is_dir());
-        let kind = if ft.is_dir() {
-            Kind::Dir(BTreeMap::new())
-        } else if ft.is_file() {
-            Kind::File(FileData::Host {
-                path: src.to_path_buf(),
-                size: md.len(),
-            })
-        } else if ft.is_symlink() {
-            let t = std::fs::read_link(src).map_err(|source| Error::Io {
-                op: "reading symlink",
-                path: src.to_path_buf(),
-                source,
-            })?;
-            Kind::Symlink(t.into_os_string().into_encoded_bytes())
-        } else {
-            let rdev = md.rdev();
-            let (major, minor) = (libc::major(rdev), libc::minor(rdev));
-            if ft.is_char_device() {
-                Kind::CharDev { major, minor }
-            } else if ft.is_block_device() {
-                Kind::BlockDev { major, minor }
-            } else if ft.is_fifo() {
-                Kind::Fifo
-            } else {
-                Kind::Socket
-            }
-        };
-        Ok(Node { meta, kind })
-    }
-
-    fn fill_dir(&mut self, tree: &mut Tree, dir: NodeId, src: &Path) -> Result<()> {
-        let rd = std::fs::read_dir(src).map_err(|source| Error::Io {
-            op: "reading directory",
-            path: src.to_path_buf(),
-            source,
-        })?;
-        let mut names = Vec::new();
-        for e in rd {
-            let e = e.map_err(|source| Error::Io {
-                op: "reading directory",
-                path: src.to_path_buf(),
-                source,
-            })?;
-            names.push(e.file_name());
-        }
-        // Sorted so that hard-link discovery (which name becomes the first) is deterministic.
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        for name in names {
-            let path = src.join(&name);
-            self.graft(tree, dir, OsStr::as_bytes(&name), &path)?;
-        }
-        Ok(())
-    }
-}
-
-fn lstat(p: &Path) -> Result<std::fs::Metadata> {
-    std::fs::symlink_metadata(p).map_err(|source| Error::Io {
-        op: "reading metadata",
-        path: p.to_path_buf(),
-        source,
-    })
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::{symlink, PermissionsExt};
-
-    fn m() -> Meta {
-        Meta::new(0o755, 0, 0, 1)
-    }
-
-    #[test]
-    fn paths_and_order() {
-        let mut t = Tree::new(m());
-        t.mkdir_p(b"/nix/store", m()).unwrap();
-        t.insert_path(b"/nix/store/b", Node::bytes(m(), &b"x"[..]))
-            .unwrap();
-        t.insert_path(b"/nix/store/a", Node::symlink(m(), "b"))
-            .unwrap();
-        assert!(t.insert_path(b"/nix/store/a", Node::dir(m())).is_err());
-        assert!(t.insert_path(b"/nope/x", Node::dir(m())).is_err());
-        let names: Vec<_> = t.walk().into_iter().map(|(p, _)| show(&p)).collect();
-        assert_eq!(
-            names,
-            ["", "/nix", "/nix/store", "/nix/store/a", "/nix/store/b"]
-        );
-        assert!(t.lookup(b"nix/store/b").is_some());
-        assert_eq!(split_parent(b"/a/b/c/"), (&b"/a/b"[..], &b"c"[..]));
-        assert_eq!(split_parent(b"c"), (&b""[..], &b"c"[..]));
-        assert!(t.insert(ROOT, b"a/b", Node::dir(m())).is_err());
-        assert!(t.insert(ROOT, b"..", Node::dir(m())).is_err());
-    }
-
-    #[test]
-    fn scan_keeps_links_and_never_follows_symlinks() {
-        let d = tempfile::tempdir().unwrap();
-        let s = d.path();
-        std::fs::create_dir(s.join("sub")).unwrap();
-        std::fs::write(s.join("sub/f"), b"hello").unwrap();
-        std::fs::hard_link(s.join("sub/f"), s.join("g")).unwrap();
-        symlink("/etc", s.join("escape")).unwrap();
-        std::fs::set_permissions(s.join("g"), std::fs::Permissions::from_mode(0o4751)).unwrap();
-        let mut sc = Scanner::new(ScanOptions {
-            owner: Owner::Fixed(0, 0),
-            perms: Perms::Preserve,
-            mtime: Mtime::Fixed(7),
-            hardlinks: true,
-        });
-        let t = sc.scan(s).unwrap();
-        let g = t.lookup(b"g").unwrap();
-        assert_eq!(t.lookup(b"sub/f"), Some(g));
-        assert_eq!(t.link_counts()[g as usize], 2);
-        assert_eq!(t.node(g).meta, Meta::new(0o4751, 0, 0, 7));
-        let e = t.lookup(b"escape").unwrap();
-        assert_eq!(t.node(e).kind, Kind::Symlink(b"/etc".to_vec()));
-        let mut sc = Scanner::new(ScanOptions {
-            owner: Owner::Fixed(0, 0),
-            perms: Perms::NixStore,
-            mtime: Mtime::Fixed(1),
-            hardlinks: false,
-        });
-        let t = sc.scan(s).unwrap();
-        assert_eq!(t.node(t.lookup(b"g").unwrap()).meta.perm, 0o555);
-        assert_ne!(t.lookup(b"g"), t.lookup(b"sub/f"));
-        assert_eq!(t.node(t.lookup(b"sub").unwrap()).meta.perm, 0o555);
-        std::fs::write(s.join("plain"), b"x").unwrap();
-        std::fs::set_permissions(s.join("plain"), std::fs::Permissions::from_mode(0o600)).unwrap();
-        let mut sc = Scanner::new(ScanOptions {
-            owner: Owner::Fixed(5, 6),
-            perms: Perms::Normalized,
-            mtime: Mtime::Fixed(1),
-            hardlinks: false,
-        });
-        let t = sc.scan(s).unwrap();
-        let perm = |p: &[u8]| t.node(t.lookup(p).unwrap()).meta.perm;
-        assert_eq!(perm(b"g"), 0o755, "an executable, setuid dropped");
-        assert_eq!(perm(b"plain"), 0o644, "readable whatever the host mode");
-        assert_eq!(perm(b"sub"), 0o755);
-        assert_eq!(perm(b"escape"), 0o777);
-    }
-}
+mod tests;

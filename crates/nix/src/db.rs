@@ -288,43 +288,7 @@ pub fn write_db(closure: &Closure, registration_time: i64, out: &Path) -> Result
         )
         .map_err(sql_err)?;
         conn.execute_batch(NIX_SCHEMA_SQL).map_err(sql_err)?;
-        let txn = conn.transaction().map_err(sql_err)?;
-        {
-            let mut ins_path = txn
-                .prepare(
-                    "insert into ValidPaths (id, path, hash, registrationTime, deriver, narSize, \
-                     ultimate, sigs, ca) values (?1, ?2, ?3, ?4, ?5, ?6, null, null, null)",
-                )
-                .map_err(sql_err)?;
-            for p in &paths {
-                let nar_size = i64::try_from(p.nar_size).map_err(|_| Error::Inconsistent {
-                    file: out.to_owned(),
-                    reason: format!("{}: NAR size {} does not fit SQLite", p.path, p.nar_size),
-                })?;
-                ins_path
-                    .execute(params![
-                        ids[&p.path],
-                        p.path.as_str(),
-                        p.nar_hash.to_db_string(),
-                        registration_time,
-                        p.deriver.as_ref().map(StorePath::as_str),
-                        (nar_size != 0).then_some(nar_size),
-                    ])
-                    .map_err(sql_err)?;
-            }
-            let mut ins_ref = txn
-                .prepare("insert or replace into Refs (referrer, reference) values (?1, ?2)")
-                .map_err(sql_err)?;
-            for p in &paths {
-                let mut refs: Vec<i64> = p.references.iter().map(|r| ids[r]).collect();
-                refs.sort_unstable();
-                refs.dedup();
-                for r in refs {
-                    ins_ref.execute(params![ids[&p.path], r]).map_err(sql_err)?;
-                }
-            }
-        }
-        txn.commit().map_err(sql_err)?;
+        insert_paths(&mut conn, &paths, &ids, registration_time, out)?;
         conn.execute_batch("vacuum;").map_err(sql_err)?;
         conn.close().map_err(|(_, source)| sql_err(source))?;
     }
@@ -332,6 +296,59 @@ pub fn write_db(closure: &Closure, registration_time: i64, out: &Path) -> Result
     f.sync_all().map_err(io_err("syncing", &tmp))?;
     drop(f);
     std::fs::rename(&tmp, out).map_err(io_err("renaming into place", out))?;
+    Ok(())
+}
+
+/// Fills `ValidPaths` and `Refs` in one transaction: every path of `paths` with the id `ids`
+/// gives it, and its references by id (sorted, without repeats).
+fn insert_paths(
+    conn: &mut Connection,
+    paths: &[&PathInfo],
+    ids: &BTreeMap<&StorePath, i64>,
+    registration_time: i64,
+    out: &Path,
+) -> Result<()> {
+    let sql_err = |source| Error::Sqlite {
+        db: out.to_owned(),
+        source,
+    };
+    let txn = conn.transaction().map_err(sql_err)?;
+    {
+        let mut ins_path = txn
+            .prepare(
+                "insert into ValidPaths (id, path, hash, registrationTime, deriver, narSize, \
+                 ultimate, sigs, ca) values (?1, ?2, ?3, ?4, ?5, ?6, null, null, null)",
+            )
+            .map_err(sql_err)?;
+        for p in paths {
+            let nar_size = i64::try_from(p.nar_size).map_err(|_| Error::Inconsistent {
+                file: out.to_owned(),
+                reason: format!("{}: NAR size {} does not fit SQLite", p.path, p.nar_size),
+            })?;
+            ins_path
+                .execute(params![
+                    ids[&p.path],
+                    p.path.as_str(),
+                    p.nar_hash.to_db_string(),
+                    registration_time,
+                    p.deriver.as_ref().map(StorePath::as_str),
+                    (nar_size != 0).then_some(nar_size),
+                ])
+                .map_err(sql_err)?;
+        }
+        let mut ins_ref = txn
+            .prepare("insert or replace into Refs (referrer, reference) values (?1, ?2)")
+            .map_err(sql_err)?;
+        for p in paths {
+            let mut refs: Vec<i64> = p.references.iter().map(|r| ids[r]).collect();
+            refs.sort_unstable();
+            refs.dedup();
+            for r in refs {
+                ins_ref.execute(params![ids[&p.path], r]).map_err(sql_err)?;
+            }
+        }
+    }
+    txn.commit().map_err(sql_err)?;
     Ok(())
 }
 
@@ -344,9 +361,18 @@ fn journal_of(db: &Path) -> PathBuf {
 /// What a state entry is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StateEntryKind {
+    /// A directory.
     Dir,
-    File { contents: &'static [u8] },
-    Symlink { target: &'static str },
+    /// A regular file.
+    File {
+        /// Its bytes.
+        contents: &'static [u8],
+    },
+    /// A symbolic link.
+    Symlink {
+        /// Its target.
+        target: &'static str,
+    },
 }
 
 /// One file, directory or symlink of Nix's state directory, as Nix's `LocalStore` creates it.
@@ -356,6 +382,7 @@ pub struct StateEntry {
     pub path: &'static str,
     /// Permission bits (ignored for symlinks).
     pub mode: u32,
+    /// What it is, with its content.
     pub kind: StateEntryKind,
 }
 

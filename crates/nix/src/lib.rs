@@ -12,6 +12,8 @@
 //!
 //! Registration time is a parameter; nothing here reads a clock or the environment.
 
+#![warn(missing_docs)]
+
 mod bootspec;
 mod closure;
 mod db;
@@ -45,117 +47,225 @@ pub use toplevel::resolve_toplevel;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// Text that is not a store path (`/nix/store/<32 base-32 chars>-<name>`).
     #[error("invalid store path `{}`: {reason}", short(path))]
-    InvalidStorePath { path: String, reason: &'static str },
+    InvalidStorePath {
+        /// The text.
+        path: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 
+    /// Text that is not a NAR hash (`sha256:` + base-32 or hex, or SRI).
     #[error("invalid NAR hash `{}`: {reason}", short(input))]
-    InvalidHash { input: String, reason: &'static str },
+    InvalidHash {
+        /// The text.
+        input: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 
-    #[error("{op} {path}: {source}")]
+    /// A host file or directory could not be read or written.
+    #[error("{op} {path}")]
     Io {
+        /// What was being done (`reading`, `opening`, `renaming into place`, ...).
         op: &'static str,
+        /// The host path.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },
 
+    /// A path that must exist does not.
     #[error("{path}: does not exist")]
-    NotFound { path: PathBuf },
+    NotFound {
+        /// The path (logical or host).
+        path: PathBuf,
+    },
 
+    /// A store path of the closure is not in the store root.
     #[error("store path {path} is missing on disk (looked at {host})")]
-    MissingStorePath { path: StorePath, host: PathBuf },
-
-    #[error("store path {path} is not readable at {host}: {source}")]
-    UnreadableStorePath {
+    MissingStorePath {
+        /// The store path.
         path: StorePath,
+        /// Where it was looked for on the host.
         host: PathBuf,
+    },
+
+    /// A store path exists but cannot be read (permissions, I/O).
+    #[error("store path {path} is not readable at {host}")]
+    UnreadableStorePath {
+        /// The store path.
+        path: StorePath,
+        /// Where it is on the host.
+        host: PathBuf,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },
 
+    /// A path (`./result`, a symlink's target) that is not under the Nix store.
     #[error("{path}: not in the Nix store {store}")]
-    NotInStore { path: PathBuf, store: PathBuf },
+    NotInStore {
+        /// The path.
+        path: PathBuf,
+        /// The store directory it should be in.
+        store: PathBuf,
+    },
 
+    /// A symlink inside the store resolves to somewhere outside it.
     #[error("{path}: leaves the Nix store ({})", short(detail))]
-    EscapesStore { path: PathBuf, detail: String },
+    EscapesStore {
+        /// The path being resolved.
+        path: PathBuf,
+        /// Where it leads.
+        detail: String,
+    },
 
+    /// Resolving a path met more symlinks than Linux follows (40).
     #[error("{path}: too many levels of symbolic links")]
-    SymlinkLoop { path: PathBuf },
+    SymlinkLoop {
+        /// The path being resolved.
+        path: PathBuf,
+    },
 
+    /// A component of a path being resolved is not a directory.
     #[error("{path}: {component} is not a directory")]
-    NotADirectory { path: PathBuf, component: PathBuf },
+    NotADirectory {
+        /// The path being resolved.
+        path: PathBuf,
+        /// The component that is not a directory.
+        component: PathBuf,
+    },
 
+    /// The path given as the system is not a NixOS toplevel.
     #[error("{path}: not a NixOS system toplevel: {}", short(reason))]
-    NotToplevel { path: PathBuf, reason: String },
-
-    #[error("{file}:{line}: {}", short(reason))]
-    Malformed {
-        file: PathBuf,
-        line: usize,
+    NotToplevel {
+        /// The path given.
+        path: PathBuf,
+        /// What it lacks.
         reason: String,
     },
 
-    #[error("{file}: {}", short(reason))]
-    Inconsistent { file: PathBuf, reason: String },
+    /// A line of a closureInfo file (`store-paths`, `registration`) cannot be parsed.
+    #[error("{file}:{line}: {}", short(reason))]
+    Malformed {
+        /// The file.
+        file: PathBuf,
+        /// The line number, from 1.
+        line: usize,
+        /// What is wrong with the line.
+        reason: String,
+    },
 
+    /// Inputs that contradict each other (a path listed twice, two files that disagree).
+    #[error("{file}: {}", short(reason))]
+    Inconsistent {
+        /// The input (file, database or description).
+        file: PathBuf,
+        /// What contradicts what.
+        reason: String,
+    },
+
+    /// The toplevel is not one of the closure's paths.
     #[error("toplevel {toplevel} is not in {source_desc}")]
     ToplevelNotInClosure {
+        /// The toplevel.
         toplevel: StorePath,
+        /// Where the closure came from (a closureInfo directory, a database).
         source_desc: String,
     },
 
+    /// A path refers to a path the closure does not hold (it would not be complete).
     #[error("{path} references {reference}, which is not in the closure")]
     ReferenceOutsideClosure {
+        /// The referring path.
         path: StorePath,
+        /// The missing reference.
         reference: StorePath,
     },
 
-    #[error("nix database {db}: {source}")]
+    /// SQLite failed on a Nix database (read or written).
+    #[error("nix database {db}")]
     Sqlite {
+        /// The database file.
         db: PathBuf,
+        /// SQLite's error.
         #[source]
         source: rusqlite::Error,
     },
 
+    /// A path is not registered as valid in the database.
     #[error("nix database {db}: {path} is not a valid path")]
-    NotValidInDb { db: PathBuf, path: StorePath },
+    NotValidInDb {
+        /// The database file.
+        db: PathBuf,
+        /// The path looked up.
+        path: StorePath,
+    },
 
+    /// A row of the database holds what Nix would not write there.
     #[error("nix database {db}: {}: {}", short(path), short(reason))]
     BadDbRow {
+        /// The database file.
         db: PathBuf,
+        /// The row's path column.
         path: String,
+        /// What is wrong with it.
         reason: String,
     },
 
+    /// A file's size changed while it was being hashed (NAR serialisation).
     #[error("{path}: file changed while reading ({expected} bytes expected, {actual} read)")]
     FileChanged {
+        /// The host file.
         path: PathBuf,
+        /// Its size when it was listed.
         expected: u64,
+        /// The bytes read.
         actual: u64,
     },
 
+    /// A store file that a NAR cannot hold (a FIFO, a device, a socket).
     #[error("{path}: unsupported file type for a NAR (only regular files, directories, symlinks)")]
-    UnsupportedFileType { path: PathBuf },
+    UnsupportedFileType {
+        /// The host path.
+        path: PathBuf,
+    },
 
+    /// A reference scan found a hash part that several store entries share.
     #[error(
         "hash part {hash} found in {referrer} matches several store entries: {}",
         candidates.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
     )]
     AmbiguousHashPart {
+        /// The 32-character hash part.
         hash: String,
+        /// The path whose bytes hold it.
         referrer: StorePath,
+        /// The store entries it matches.
         candidates: Vec<StorePath>,
     },
 
-    #[error("{file}: invalid JSON: {}", short(&source.to_string()))]
+    /// Not chained but quoted, shortened: serde_json's message can quote the input (an
+    /// unknown field's name, a string of the wrong type) at any length.
+    #[error("{file}: invalid JSON: {}", short(&error.to_string()))]
     Json {
+        /// The JSON file (`boot.json`).
         file: PathBuf,
-        #[source]
-        source: serde_json::Error,
+        /// serde_json's error.
+        error: serde_json::Error,
     },
 
+    /// A `boot.json` that is JSON but not a bootspec imgbuild can use.
     #[error("{file}: {}", short(reason))]
-    Bootspec { file: PathBuf, reason: String },
+    Bootspec {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong or missing.
+        reason: String,
+    },
 
     /// An input file that is not a regular file, too big, or not what its size says.
     #[error(transparent)]

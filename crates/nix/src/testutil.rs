@@ -25,15 +25,26 @@ use crate::{StateEntryKind, StorePath};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TestutilError {
+    /// A tool (`nix-store`, ...) could not run or failed.
     #[error("{cmd}: {reason}")]
-    Command { cmd: String, reason: String },
-    #[error("{op} {path}: {source}")]
+    Command {
+        /// The command line.
+        cmd: String,
+        /// Why: its exit status and output, or why it could not start.
+        reason: String,
+    },
+    /// A file of the test store could not be written or read.
+    #[error("{op} {path}")]
     Io {
+        /// What was being done.
         op: &'static str,
+        /// The file.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// This crate refused what the test built.
     #[error(transparent)]
     Nix(#[from] crate::Error),
 }

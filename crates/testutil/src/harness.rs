@@ -21,11 +21,28 @@ use imgbuild_inspect::{Image, Kind, OpenOptions as InspectOptions};
 #[derive(Clone, Debug)]
 pub enum Mutation {
     /// Flip bit `bit` of the byte at `at`.
-    Flip { at: u64, bit: u8 },
+    Flip {
+        /// Byte offset in the image.
+        at: u64,
+        /// Bit number, 0 (least significant) to 7.
+        bit: u8,
+    },
     /// Write these bytes at `at`.
-    Write { at: u64, bytes: Vec<u8> },
+    Write {
+        /// Byte offset in the image.
+        at: u64,
+        /// The bytes written there.
+        bytes: Vec<u8>,
+    },
     /// Copy `len` bytes from `from` to `at` (duplicates entries, pointers, headers).
-    Copy { from: u64, at: u64, len: u64 },
+    Copy {
+        /// Where the copied bytes are taken from.
+        from: u64,
+        /// Where they are written.
+        at: u64,
+        /// How many.
+        len: u64,
+    },
 }
 
 /// Numbers that make readers take unusual paths.
@@ -52,9 +69,13 @@ pub const INTERESTING: &[u64] = &[
 
 /// A base image and the ranges its readers read.
 pub struct Base {
+    /// What the image is, in failure messages (`ext4`, `gpt+fat`, ...).
     pub name: String,
+    /// The image file.
     pub path: PathBuf,
+    /// Its size in bytes.
     pub size: u64,
+    /// The byte ranges `(offset, len)` its readers read: where mutations are aimed.
     pub ranges: Vec<(u64, u64)>,
 }
 
@@ -256,6 +277,7 @@ pub fn largest_allocation() -> usize {
     LARGEST.with(|l| l.get())
 }
 
+/// Starts a new measure of [`largest_allocation`] on this thread (before a case).
 pub fn reset_largest_allocation() {
     LARGEST.with(|l| l.set(0));
 }
@@ -296,11 +318,17 @@ pub fn panics_here() -> (usize, String) {
 /// What one case did.
 #[derive(Debug, Default, Clone)]
 pub struct Outcome {
+    /// Whether the image opened.
     pub opened: bool,
+    /// Why it did not: the error with its causes (`outer: inner`).
     pub open_error: Option<String>,
+    /// Files listed.
     pub files: u64,
+    /// Bytes of file content read.
     pub bytes: u64,
+    /// Errors the reads reported (a refusal is an error, not a failure of the case).
     pub errors: usize,
+    /// How long the case took.
     pub elapsed: Duration,
     /// Largest single allocation the case asked for (0 without a counting allocator).
     pub largest_allocation: usize,
@@ -341,7 +369,7 @@ fn run_all(path: &Path) -> Outcome {
     let img = match Image::open(path) {
         Ok(i) => i,
         Err(e) => {
-            o.open_error = Some(e.to_string());
+            o.open_error = Some(crate::error_chain(&e));
             return o;
         }
     };
@@ -398,6 +426,7 @@ pub fn save_crash(path: &Path, dir: &Path, name: &str) -> PathBuf {
 pub struct Rng(pub u64);
 
 impl Rng {
+    /// The next number (xorshift64*; a zero state stays zero: seed with a non-zero value).
     pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;

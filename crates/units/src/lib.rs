@@ -2,6 +2,8 @@
 //! proleptic Gregorian calendar, UTC), sizes for people (`529.0 MiB`), and sizes from text
 //! (`8GiB`, `2GB`). No dependencies, no clock: pure functions.
 
+#![warn(missing_docs)]
+
 /// Days from 1970-01-01 to the given proleptic Gregorian date (month 1-12, day 1-31).
 pub const fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     // Howard Hinnant's algorithm.

@@ -10,6 +10,8 @@ use crate::{Data, Map, Piece, Sink};
 /// bmaptool's block size.
 pub const BLOCK: u64 = 4096;
 
+/// A sink that makes the disk's block map (bmaptool's XML): which 4 KiB blocks hold data,
+/// with the SHA-256 of each mapped range, hashed as the pieces stream past.
 pub struct Bmap {
     image_size: u64,
     /// Mapped block ranges, `[first, last]` inclusive.
@@ -24,6 +26,8 @@ pub struct Bmap {
 use imgbuild_units::human_size as human;
 
 impl Bmap {
+    /// A block map of `map`'s disk: its mapped ranges come from the map, their sums from
+    /// the stream.
     pub fn new(map: &Map) -> Self {
         Bmap {
             image_size: map.len(),

@@ -4,6 +4,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{Data, Piece, Sink};
 
+/// A sink that hashes every byte of the disk (zeros too) with SHA-256.
 #[derive(Default)]
 pub struct Sha256Sink {
     hash: Sha256,
@@ -13,6 +14,7 @@ pub struct Sha256Sink {
 }
 
 impl Sha256Sink {
+    /// A sink that has hashed nothing yet.
     pub fn new() -> Self {
         Self::default()
     }

@@ -11,6 +11,7 @@ use crate::{Data, Piece, Sink};
 /// Blocks of this size that are all zeros are left as holes.
 const SPARSE_BLOCK: usize = 4096;
 
+/// A sink that writes the disk into a file (or a region of one), leaving zeros as holes.
 pub struct RawFile<'f> {
     region: Region<'f>,
     what: String,
