@@ -184,14 +184,17 @@ fn bad_options() {
         label: "seventeen-bytes!!".into(),
         ..opts()
     };
-    assert!(matches!(ext4::plan(&t, &o), Err(ext4::Error::BadOption(_))));
+    assert!(matches!(
+        ext4::plan(&t, &o),
+        Err(ext4::Error::LabelTooLong { len: 17, .. })
+    ));
     // NUL would cut the label for every reader; 16 bytes without NUL fit.
     let o = ext4::Options {
         label: "nix\0os".into(),
         ..opts()
     };
     match ext4::plan(&t, &o) {
-        Err(ext4::Error::BadOption(s)) => assert!(s.contains("NUL"), "{s}"),
+        Err(e @ ext4::Error::LabelHasNul { .. }) => assert!(e.to_string().contains("NUL"), "{e}"),
         other => panic!("unexpected {other:?}"),
     }
     let o = ext4::Options {
@@ -199,6 +202,22 @@ fn bad_options() {
         ..opts()
     };
     assert!(ext4::plan(&t, &o).is_ok());
+    let o = ext4::Options {
+        reserved_percent: 51,
+        ..opts()
+    };
+    assert!(matches!(
+        ext4::plan(&t, &o),
+        Err(ext4::Error::ReservedTooHigh { percent: 51 })
+    ));
+    let o = ext4::Options {
+        inode_ratio: 1023,
+        ..opts()
+    };
+    assert!(matches!(
+        ext4::plan(&t, &o),
+        Err(ext4::Error::InodeRatioTooLow { ratio: 1023 })
+    ));
     // A tree node kind we never write must not exist: every Kind maps to an inode type.
     let mut t = Tree::new(m());
     t.insert_path(
