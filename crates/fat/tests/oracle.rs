@@ -853,12 +853,19 @@ fn errors_are_typed_and_name_the_culprit() {
     add_bytes(&mut tree, "/EFI/Boot", vec![], T0);
     add_bytes(&mut tree, "/EFI/BOOT", vec![], T0);
     match plan(&tree, 30 << 20, &o) {
-        Err(Error::BadName { path, reason }) => {
+        Err(e @ Error::BadName { .. }) => {
+            let Error::BadName { path, reason } = &e else {
+                unreachable!()
+            };
             assert_eq!(path, "/EFI/Boot");
-            assert!(
-                reason.contains("`BOOT`") && reason.contains("case"),
-                "{reason}"
+            assert_eq!(
+                reason,
+                &imgbuild_fat::NameProblem::CaseClash {
+                    other: "BOOT".into()
+                }
             );
+            let msg = e.to_string();
+            assert!(msg.contains("`BOOT`") && msg.contains("case"), "{msg}");
         }
         other => panic!("{other:?}"),
     }
