@@ -129,36 +129,37 @@ pub fn read_input_no_follow(path: &Path, kind: InputKind) -> InputResult<Vec<u8>
     open_input_no_follow(path, kind)?.read_all()
 }
 
-/// Whether [`open_checked`] follows a symlink at the path's end.
+/// Whether [`open_regular`] follows a symlink at the path's end.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Follow {
+pub(crate) enum Follow {
     Yes,
     No,
 }
 
-fn open_checked(path: &Path, kind: InputKind, follow: Follow) -> InputResult<Input> {
-    let io = |op| {
-        move |source| InputError::Io {
-            op,
-            what: kind.what,
-            path: path.to_path_buf(),
-            source,
-        }
-    };
-    let wrong = |t| InputError::WrongType {
-        what: kind.what,
-        path: path.to_path_buf(),
-        found: describe(t),
-        expected: "regular file",
-    };
-    // Refused before opening: opening a device or a FIFO can have effects of its own.
+/// Why [`open_regular`] refused a path.
+pub(crate) enum OpenFail {
+    /// `stat`, `open` or `fstat` failed; `op` is `reading` or `opening`.
+    Io { op: &'static str, source: io::Error },
+    /// Not a regular file: `a FIFO`, `a directory`, ...
+    WrongType(&'static str),
+}
+
+/// Opens `path` for reading if it is a regular file: refused from its `stat` before the open
+/// (opening a device or a FIFO can have effects of its own), opened `O_NONBLOCK | O_NOCTTY`
+/// (and `O_NOFOLLOW` for [`Follow::No`]), then checked again on the descriptor, whose
+/// metadata is returned: the path may have been replaced between the stat and the open.
+pub(crate) fn open_regular(
+    path: &Path,
+    follow: Follow,
+) -> Result<(File, std::fs::Metadata), OpenFail> {
+    let io = |op| move |source| OpenFail::Io { op, source };
     let md = match follow {
         Follow::Yes => std::fs::metadata(path),
         Follow::No => std::fs::symlink_metadata(path),
     }
     .map_err(io("reading"))?;
     if !md.is_file() {
-        return Err(wrong(md.file_type()));
+        return Err(OpenFail::WrongType(describe(md.file_type())));
     }
     let no_follow = match follow {
         Follow::Yes => 0,
@@ -169,11 +170,28 @@ fn open_checked(path: &Path, kind: InputKind, follow: Follow) -> InputResult<Inp
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC | no_follow)
         .open(path)
         .map_err(io("opening"))?;
-    // The path may have been replaced between the stat and the open: the descriptor decides.
     let md = file.metadata().map_err(io("reading"))?;
     if !md.is_file() {
-        return Err(wrong(md.file_type()));
+        return Err(OpenFail::WrongType(describe(md.file_type())));
     }
+    Ok((file, md))
+}
+
+fn open_checked(path: &Path, kind: InputKind, follow: Follow) -> InputResult<Input> {
+    let (file, md) = open_regular(path, follow).map_err(|e| match e {
+        OpenFail::Io { op, source } => InputError::Io {
+            op,
+            what: kind.what,
+            path: path.to_path_buf(),
+            source,
+        },
+        OpenFail::WrongType(found) => InputError::WrongType {
+            what: kind.what,
+            path: path.to_path_buf(),
+            found,
+            expected: "regular file",
+        },
+    })?;
     if md.len() > kind.max_bytes {
         return Err(InputError::TooBig {
             what: kind.what,

@@ -235,9 +235,11 @@ pub fn compress_file<W: Write + Send>(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<(W, Summary)> {
-    let unreadable = |source| diskmap::Error::Unreadable {
-        path: path.to_path_buf(),
-        source,
+    let unreadable = |source| {
+        diskmap::Error::Source(blockio::SourceError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })
     };
     let f = std::fs::File::open(path).map_err(unreadable)?;
     let size = f.metadata().map_err(unreadable)?.len();

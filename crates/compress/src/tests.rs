@@ -1,5 +1,5 @@
 use super::*;
-use imgbuild_blockio::{Counter, NoProgress};
+use imgbuild_blockio::{Counter, NoProgress, SourceError};
 use std::sync::atomic::Ordering;
 
 /// Compressible but not trivial data: words picked by an xorshift generator.
@@ -173,11 +173,11 @@ fn short_source_and_cancellation_are_errors() {
         &NoProgress,
         &never,
     ) {
-        Err(Error::Stream(diskmap::Error::SourceChanged {
+        Err(Error::Stream(diskmap::Error::Source(SourceError::Changed {
             planned: 20_000,
             found: 10_000,
             ..
-        })) => {}
+        }))) => {}
         other => panic!("{other:?}"),
     }
 

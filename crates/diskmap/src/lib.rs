@@ -39,7 +39,8 @@ mod stream;
 pub use stream::{stream, Data, Piece, Sink, StreamOptions};
 
 /// A host file that extents read from, with the size it had when it was planned: the stream
-/// refuses a file whose size changed since ([`Error::SourceChanged`]).
+/// opens it as an [`imgbuild_blockio::PlannedSource`], refusing a file that is no longer a
+/// regular file of that size ([`Error::Source`]).
 #[derive(Debug, PartialEq, Eq)]
 pub struct SourceFile {
     pub path: PathBuf,
@@ -123,18 +124,10 @@ pub enum Error {
         first_len: u64,
         second: u64,
     },
-    #[error("`{}`: cannot read it", path.display())]
-    Unreadable {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("`{}` changed since it was scanned: planned {planned} bytes, found {found}", path.display())]
-    SourceChanged {
-        path: PathBuf,
-        planned: u64,
-        found: u64,
-    },
+    /// A planned host file cannot be read, or is no longer the regular file of the planned
+    /// size ([`imgbuild_blockio::SourceError`] says which).
+    #[error(transparent)]
+    Source(#[from] imgbuild_blockio::SourceError),
     /// A sink failed; `source` says why (an I/O error of its output, its encoder...).
     #[error("{sink}")]
     Sink {

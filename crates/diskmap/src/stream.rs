@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Condvar, Mutex};
 
-use imgbuild_blockio::{self as blockio, Progress};
+use imgbuild_blockio::{PlannedSource, Progress};
 
 use crate::{Content, Error, Map, Result, SourceFile};
 
@@ -144,47 +144,6 @@ fn specs(map: &Map) -> Vec<Spec> {
     out
 }
 
-/// Open a source file and check that it is still a regular file of its planned size. The
-/// open does not block (`O_NONBLOCK`: a path swapped for a FIFO since the plan would hang the
-/// build) nor take a terminal (`O_NOCTTY`); the descriptor's `fstat` decides.
-fn open_source(s: &SourceFile) -> Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let unreadable = |source| Error::Unreadable {
-        path: s.path.clone(),
-        source,
-    };
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open(&s.path)
-        .map_err(unreadable)?;
-    let md = f.metadata().map_err(unreadable)?;
-    let found = md.len();
-    if !md.is_file() || found != s.size {
-        return Err(Error::SourceChanged {
-            path: s.path.clone(),
-            planned: s.size,
-            found,
-        });
-    }
-    Ok(f)
-}
-
-fn read_source(f: &File, s: &SourceFile, offset: u64, buf: &mut [u8]) -> Result<()> {
-    let got = blockio::read_full_at(f, buf, offset).map_err(|source| Error::Unreadable {
-        path: s.path.clone(),
-        source,
-    })?;
-    if got < buf.len() {
-        return Err(Error::SourceChanged {
-            path: s.path.clone(),
-            planned: s.size,
-            found: offset + got as u64,
-        });
-    }
-    Ok(())
-}
-
 /// Copy the bytes of `[offset, offset + buf.len())` into `buf` (zeros stay as they are in
 /// `buf`: pass it zeroed), starting the search at extent `first`.
 fn fill_from(map: &Map, first: usize, offset: u64, buf: &mut [u8]) -> Result<()> {
@@ -204,8 +163,7 @@ fn fill_from(map: &Map, first: usize, offset: u64, buf: &mut [u8]) -> Result<()>
                 dst.copy_from_slice(&data[s..s + dst.len()]);
             }
             Content::File { file, offset: fo } => {
-                let f = open_source(file)?;
-                read_source(&f, file, fo + within, dst)?;
+                PlannedSource::open(&file.path, file.size)?.read_exact_at(fo + within, dst)?;
             }
         }
     }
@@ -236,12 +194,12 @@ fn materialize<'m>(map: &'m Map, s: &Spec) -> Result<Piece<'m>> {
             let Content::File { file, offset } = &e.content else {
                 unreachable!("a File spec starts in a File extent")
             };
-            let f = open_source(file)?;
+            let f = PlannedSource::open(&file.path, file.size)?;
             let mut buf = vec![0u8; to_usize(s.len)];
-            read_source(&f, file, offset + within, &mut buf)?;
+            f.read_exact_at(offset + within, &mut buf)?;
             (
                 Data::Buf(buf),
-                Some((Arc::new(f), &**file, offset + within)),
+                Some((Arc::new(f.into_file()), &**file, offset + within)),
             )
         }
         Kind::Batch => {

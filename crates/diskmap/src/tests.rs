@@ -1,6 +1,6 @@
 use super::*;
 use crate::sinks::{Bmap, RawFile, Sha256Sink};
-use imgbuild_blockio::NoProgress;
+use imgbuild_blockio::{NoProgress, SourceError};
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
 use std::sync::atomic::AtomicBool;
@@ -152,7 +152,7 @@ fn a_source_that_changed_size_is_named() {
     )
     .unwrap_err();
     assert!(
-        matches!(&e, Error::SourceChanged { planned: 11, found: 10, path } if *path == p),
+        matches!(&e, Error::Source(SourceError::Changed { planned: 11, found: 10, path }) if *path == p),
         "{e}"
     );
 }
@@ -372,7 +372,14 @@ fn a_source_replaced_by_a_fifo_is_refused_without_blocking() {
         .expect("streaming blocked on the FIFO")
         .unwrap_err();
     assert!(
-        matches!(&e, Error::SourceChanged { planned: 10, found: 0, path } if *path == p),
+        matches!(&e, Error::Source(SourceError::NotRegular { found: "a FIFO", path }) if *path == p),
         "{e}"
+    );
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "`{}` is a FIFO, not a regular file: it changed since it was scanned",
+            p.display()
+        )
     );
 }

@@ -1006,11 +1006,13 @@ fn source_changes_are_caught() {
     out.set_len(size).unwrap();
     assert!(matches!(
         imgbuild_diskmap::write_file(&map, &out),
-        Err(imgbuild_diskmap::Error::SourceChanged {
-            planned: 100_000,
-            found: 90_000,
-            ..
-        })
+        Err(imgbuild_diskmap::Error::Source(
+            imgbuild_blockio::SourceError::Changed {
+                planned: 100_000,
+                found: 90_000,
+                ..
+            }
+        ))
     ));
 }
 

@@ -71,10 +71,16 @@ pub enum Error {
     },
     #[error("interrupted")]
     Interrupted,
-    /// The flash failed after it began writing: `cause` is that error with its sources,
-    /// `state` says what the target now holds and what to do.
-    #[error("{cause}; {state}")]
-    Stopped { cause: String, state: String },
+    /// The flash failed after it began writing: `state` says what the target now holds and
+    /// what to do, `cause` is the error that stopped it (chained).
+    #[error("the flash stopped; {state}")]
+    Stopped {
+        /// What the target holds now and what to do about it.
+        state: String,
+        /// The error that stopped the flash.
+        #[source]
+        cause: Box<Error>,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -212,13 +218,10 @@ pub fn flash(
             let written = job.written.get();
             let total = job.ranges_total();
             let state = target.fail(written, total);
-            let mut cause = e.to_string();
-            let mut next = std::error::Error::source(&e);
-            while let Some(s) = next {
-                cause = format!("{cause}: {s}");
-                next = s.source();
-            }
-            Err(Error::Stopped { cause, state })
+            Err(Error::Stopped {
+                state,
+                cause: Box::new(e),
+            })
         }
     }
 }

@@ -86,7 +86,12 @@ fn a_bmap_that_does_not_match_is_an_error() {
         &AtomicBool::new(false),
     )
     .unwrap_err();
-    assert!(e.to_string().contains("do not match its checksum"), "{e}");
+    let msg = imgbuild_testutil::error_chain(&e);
+    assert!(msg.contains("do not match its checksum"), "{msg}");
+    assert!(
+        msg.starts_with("the flash stopped; nothing was written"),
+        "{msg}"
+    );
 }
 
 #[test]

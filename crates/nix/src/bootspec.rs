@@ -146,9 +146,9 @@ impl BootSpec {
 
     /// Parses a boot.json document. `file` names it in errors.
     pub fn parse(json: &[u8], file: &Path) -> Result<Self> {
-        let value: Value = serde_json::from_slice(json).map_err(|source| Error::Json {
+        let value: Value = serde_json::from_slice(json).map_err(|error| Error::Json {
             file: file.to_owned(),
-            source,
+            error,
         })?;
         from_document(value, file, 0)
     }
@@ -162,9 +162,9 @@ fn read_toplevel(root: &StoreRoot, toplevel: &StorePath, depth: usize) -> Result
         Err(e) => return Err(e),
     };
     let bytes = read_limited(&host, &logical)?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+    let value: Value = serde_json::from_slice(&bytes).map_err(|error| Error::Json {
         file: logical.clone(),
-        source,
+        error,
     })?;
     let mut spec = from_document(value, &logical, depth)?;
     if spec.toplevel != *toplevel {

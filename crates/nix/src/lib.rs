@@ -51,7 +51,7 @@ pub enum Error {
     #[error("invalid NAR hash `{}`: {reason}", short(input))]
     InvalidHash { input: String, reason: &'static str },
 
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         op: &'static str,
         path: PathBuf,
@@ -65,7 +65,7 @@ pub enum Error {
     #[error("store path {path} is missing on disk (looked at {host})")]
     MissingStorePath { path: StorePath, host: PathBuf },
 
-    #[error("store path {path} is not readable at {host}: {source}")]
+    #[error("store path {path} is not readable at {host}")]
     UnreadableStorePath {
         path: StorePath,
         host: PathBuf,
@@ -110,7 +110,7 @@ pub enum Error {
         reference: StorePath,
     },
 
-    #[error("nix database {db}: {source}")]
+    #[error("nix database {db}")]
     Sqlite {
         db: PathBuf,
         #[source]
@@ -147,11 +147,12 @@ pub enum Error {
         candidates: Vec<StorePath>,
     },
 
-    #[error("{file}: invalid JSON: {}", short(&source.to_string()))]
+    /// Not chained but quoted, shortened: serde_json's message can quote the input (an
+    /// unknown field's name, a string of the wrong type) at any length.
+    #[error("{file}: invalid JSON: {}", short(&error.to_string()))]
     Json {
         file: PathBuf,
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
 
     #[error("{file}: {}", short(reason))]

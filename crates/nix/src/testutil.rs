@@ -27,7 +27,7 @@ use crate::{StateEntryKind, StorePath};
 pub enum TestutilError {
     #[error("{cmd}: {reason}")]
     Command { cmd: String, reason: String },
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         op: &'static str,
         path: PathBuf,

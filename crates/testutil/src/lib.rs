@@ -5,6 +5,7 @@
 //!   stderr in the panic message when it fails (every oracle test runs other people's tools);
 //! - [`noise`], [`Rng`]: deterministic pseudo-random bytes and numbers (xorshift64*);
 //! - [`crc32`]: CRC-32 (IEEE), bitwise, independent of the crates under test;
+//! - [`error_chain`]: an error with its sources, as the CLI prints it (what message tests check);
 //! - [`harness`]: the image corruption harness (mutations, allocation and panic counting)
 //!   that the inspect crate's fuzz tests and the end-to-end tests share.
 
@@ -15,6 +16,20 @@ use std::process::{Command, Output};
 pub mod harness;
 
 pub use harness::Rng;
+
+/// `outer: inner: innermost`: an error's message and its sources' joined by `: `, as the CLI
+/// prints an error (errors chain their causes instead of printing them, so a test of what a
+/// user reads checks this, not `to_string()` alone).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
+}
 
 /// Runs `cmd`, panicking unless it succeeds; its output.
 #[track_caller]
@@ -95,6 +110,25 @@ mod tests {
         assert_eq!(noise(1, 100), noise(1, 100));
         assert_ne!(noise(1, 100), noise(2, 100));
         assert_eq!(noise(3, 13).len(), 13);
+    }
+
+    #[test]
+    fn error_chain_joins_every_source() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("reading `x`")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let inner = std::io::Error::other("disk on fire");
+        assert_eq!(error_chain(&inner), "disk on fire");
+        assert_eq!(error_chain(&Outer(inner)), "reading `x`: disk on fire");
     }
 
     #[test]

@@ -129,11 +129,11 @@ fn host_file_problems_name_the_host_path() {
     assert!(
         matches!(
             &e,
-            imgbuild_diskmap::Error::SourceChanged {
+            imgbuild_diskmap::Error::Source(imgbuild_blockio::SourceError::Changed {
                 planned: 6,
                 found: 2,
                 ..
-            }
+            })
         ),
         "{e}"
     );
