@@ -41,8 +41,6 @@
     )
 )]
 
-use std::path::PathBuf;
-
 use fstree::{Meta, NodeId, Tree};
 use imgbuild_fstree as fstree;
 
@@ -199,25 +197,10 @@ pub enum Error {
         /// Its number of entries.
         entries: usize,
     },
-    /// A host file that cannot be opened or read.
-    #[error("`{}`: cannot read it", path.display())]
-    Unreadable {
-        /// The host file.
-        path: PathBuf,
-        /// What the system said.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A host file whose size differs from the tree's record of it.
-    #[error("`{}` changed since it was scanned: planned {planned} bytes, found {found}", path.display())]
-    SourceChanged {
-        /// The host file.
-        path: PathBuf,
-        /// The size in the tree.
-        planned: u64,
-        /// The size found now.
-        found: u64,
-    },
+    /// A host file of the tree cannot be read, or is no longer the regular file of the size
+    /// the tree records.
+    #[error(transparent)]
+    Source(#[from] imgbuild_blockio::SourceError),
     /// An exact size smaller than the tree needs.
     #[error("the tree needs {needed} bytes of ext4 filesystem, only {available} are available")]
     DoesNotFit {

@@ -1,9 +1,9 @@
 //! The size-independent part of a plan: inodes numbered, host files scanned, directories built.
 
-use std::fs::File;
+use std::path::Path;
 
 use fstree::{FileData, Kind, Meta, Tree};
-use imgbuild_blockio as blockio;
+use imgbuild_blockio::PlannedSource;
 use imgbuild_fstree as fstree;
 use rayon::prelude::*;
 
@@ -254,27 +254,15 @@ impl Prepared {
     }
 }
 
-/// Block runs of a host file's data (holes left out), and its size now.
-fn scan_host(path: &std::path::Path, planned: u64) -> Result<Vec<(u64, u64)>> {
-    let unreadable = |source| Error::Unreadable {
-        path: path.to_path_buf(),
-        source,
-    };
-    let f = File::open(path).map_err(unreadable)?;
-    let md = f.metadata().map_err(unreadable)?;
-    if md.len() != planned {
-        return Err(Error::SourceChanged {
-            path: path.to_path_buf(),
-            planned,
-            found: md.len(),
-        });
-    }
+/// Block runs of a host file's data (holes left out); the file must still be a regular file
+/// of its planned size.
+fn scan_host(path: &Path, planned: u64) -> Result<Vec<(u64, u64)>> {
+    let src = PlannedSource::open(path, planned)?;
     // Enough blocks allocated to cover the size: no holes, no need to look for them.
-    if std::os::unix::fs::MetadataExt::blocks(&md) * 512 >= planned {
+    if src.allocated_bytes() >= planned {
         return Ok(block_runs(&[(0, planned)]));
     }
-    let ranges = blockio::data_ranges(&f, planned).map_err(unreadable)?;
-    Ok(block_runs(&ranges))
+    Ok(block_runs(&src.data_ranges()?))
 }
 
 /// Byte ranges to the block runs that cover them (adjacent or overlapping runs merged).

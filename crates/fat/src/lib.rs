@@ -55,7 +55,6 @@
 )]
 
 use std::fmt;
-use std::path::PathBuf;
 
 use imgbuild_fstree as fstree;
 
@@ -214,32 +213,21 @@ pub enum Error {
         /// What it is.
         kind: &'static str,
     },
-    /// A host file whose size differs from the tree's record of it.
-    #[error("`{path}` changed since the plan was made: {planned} bytes planned, {found} found")]
-    SourceChanged {
-        /// The file's path in the tree.
+    /// The host file of a tree entry cannot be read, or is no longer the regular file of
+    /// the size the tree records.
+    #[error("the source of `{path}`")]
+    Source {
+        /// The entry's path in the tree.
         path: String,
-        /// The size in the tree.
-        planned: u64,
-        /// The size found now.
-        found: u64,
+        /// What is wrong with the host file.
+        #[source]
+        source: imgbuild_blockio::SourceError,
     },
     /// [`Plan::map`] given a tree other than the planned one.
     #[error("the tree given to map differs from the planned one at `{path}`")]
     TreeChanged {
         /// The first path found different.
         path: String,
-    },
-    /// A host file that cannot be opened or read.
-    #[error("opening `{}` (the source of `{path}`)", host.display())]
-    Open {
-        /// The file's path in the tree.
-        path: String,
-        /// The host file.
-        host: PathBuf,
-        /// What the system said.
-        #[source]
-        source: std::io::Error,
     },
     /// The extent map refused an extent (a bug: the plan places everything inside the
     /// volume, without overlaps).

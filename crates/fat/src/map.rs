@@ -1,11 +1,9 @@
 //! A planned volume's bytes as an extent map.
 
-use std::fs::File;
 use std::sync::Arc;
 
 use fstree::{FileData, Kind, Tree};
-use imgbuild_blockio as blockio;
-use imgbuild_blockio::to_usize;
+use imgbuild_blockio::{to_usize, PlannedSource};
 use imgbuild_diskmap::{Map, MapBuilder, SourceFile};
 use imgbuild_fstree as fstree;
 
@@ -175,20 +173,10 @@ impl Plan {
             FileData::Bytes(_) if f.size == 0 => {}
             FileData::Bytes(bytes) => b.bytes_range(at(), bytes, 0..bytes.len())?,
             FileData::Host { path: host, .. } => {
-                let open_err = |source| Error::Open {
+                let src = PlannedSource::open(host, f.size).map_err(|source| Error::Source {
                     path: f.path.clone(),
-                    host: host.clone(),
                     source,
-                };
-                let src = File::open(host).map_err(open_err)?;
-                let found = src.metadata().map_err(open_err)?.len();
-                if found != f.size {
-                    return Err(Error::SourceChanged {
-                        path: f.path.clone(),
-                        planned: f.size,
-                        found,
-                    });
-                }
+                })?;
                 if f.size == 0 {
                     return Ok(());
                 }
@@ -196,7 +184,11 @@ impl Plan {
                 let at = at();
                 let source = SourceFile::new(host, f.size);
                 let mut pos = 0;
-                for (start, len) in blockio::data_ranges(&src, f.size).map_err(open_err)? {
+                let ranges = src.data_ranges().map_err(|source| Error::Source {
+                    path: f.path.clone(),
+                    source,
+                })?;
+                for (start, len) in ranges {
                     b.zeros(at + pos, start - pos)?;
                     b.file(at + start, &source, start, len)?;
                     pos = start + len;

@@ -41,7 +41,6 @@
 
 use std::collections::HashMap;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
-use std::path::PathBuf;
 
 use fstree::{Kind, NodeId, Tree};
 use imgbuild_fstree as fstree;
@@ -185,33 +184,15 @@ pub enum Error {
         /// Distinct ids counted when the limit was passed.
         ids: usize,
     },
-    /// A source file that is not (or no longer) a regular file, or cannot be opened safely.
+    /// A host file of the tree cannot be read, or is no longer the regular file of the size
+    /// the tree records.
     #[error(transparent)]
-    Input(imgbuild_blockio::InputError),
+    Source(#[from] imgbuild_blockio::SourceError),
     /// A table, directory or count beyond squashfs's 32-bit fields.
     #[error("the {what} is larger than squashfs can address")]
     TooBig {
         /// What grew too large (`inode table`, `directory`, ...).
         what: &'static str,
-    },
-    /// A host file that cannot be read.
-    #[error("`{}`: cannot read it", path.display())]
-    Unreadable {
-        /// The host file.
-        path: PathBuf,
-        /// What the system said.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A host file whose size differs from the tree's record of it.
-    #[error("`{}` changed since it was scanned: planned {planned} bytes, found {found}", path.display())]
-    SourceChanged {
-        /// The host file.
-        path: PathBuf,
-        /// The size in the tree.
-        planned: u64,
-        /// The size found now.
-        found: u64,
     },
     /// The compressor failed.
     #[error("compressing a block")]

@@ -376,7 +376,7 @@ fn a_source_that_shrank_since_the_tree_was_built_is_named_with_its_size() {
         std::fs::write(&path, vec![9u8; 3_000]).unwrap();
         let e = write(&t, &Options::default(), std::io::Cursor::new(Vec::new())).unwrap_err();
         assert!(
-            matches!(&e, Error::SourceChanged { planned, found: 3_000, path: p }
+            matches!(&e, Error::Source(imgbuild_blockio::SourceError::Changed { planned, found: 3_000, path: p })
                 if *planned == size && *p == path),
             "{e}"
         );

@@ -104,9 +104,15 @@ fn host_file_problems_name_the_host_path() {
     std::fs::remove_file(src.path().join("gone")).unwrap();
     let e = ext4::plan(&t, &opts()).unwrap_err();
     match &e {
-        ext4::Error::Unreadable { path, source } => {
+        ext4::Error::Source(imgbuild_blockio::SourceError::Unreadable { path, source }) => {
             assert_eq!(path, &src.path().join("gone"));
             assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            // The cause is chained, not repeated in the message.
+            assert_eq!(
+                e.to_string(),
+                format!("`{}`: cannot read it", path.display())
+            );
+            assert!(std::error::Error::source(&e).is_some());
         }
         other => panic!("unexpected {other}"),
     }
@@ -115,7 +121,7 @@ fn host_file_problems_name_the_host_path() {
     std::fs::write(src.path().join("f"), b"123456").unwrap();
     let e = ext4::plan(&t, &opts()).unwrap_err();
     assert!(
-        matches!(&e, ext4::Error::SourceChanged { path, planned: 5, found: 6 } if path.ends_with("f")),
+        matches!(&e, ext4::Error::Source(imgbuild_blockio::SourceError::Changed { path, planned: 5, found: 6 }) if path.ends_with("f")),
         "{e}"
     );
     // Shrunk between plan and write: caught when the map is streamed.
