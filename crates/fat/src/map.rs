@@ -14,8 +14,8 @@ use crate::{boot, Error, FatType, Plan, Result};
 
 impl Plan {
     /// The volume's bytes as an extent map of [`Plan::fs_bytes`] bytes. Files are taken from
-    /// `tree`, which must be the tree given to [`plan`]; host files are opened to check their
-    /// size and find their holes, and referenced, not read.
+    /// `tree`, which must be the tree given to [`plan`](crate::plan); host files are opened to
+    /// check their size and find their holes, and referenced, not read.
     pub fn map(&self, tree: &Tree) -> Result<Map> {
         let mut b = MapBuilder::new("fat", self.fs_bytes());
         self.map_metadata(&mut b)?;
