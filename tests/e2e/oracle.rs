@@ -15,19 +15,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-#[derive(Debug, PartialEq)]
-enum Item {
-    Dir,
-    File { size: u64, sha256: String },
-}
+/// The golden data's format, shared with its writer, `cargo xtask oracle`.
+#[path = "../../xtask/src/oracle/golden.rs"]
+mod golden;
+
+use golden::{is_text, Item};
 
 fn oracle_dir() -> PathBuf {
-    workspace().join("fixtures/oracle")
-}
-
-/// Text files are compared by content (normalised); the rest by size and SHA-256.
-fn is_text(rel: &str) -> bool {
-    rel.starts_with("loader/") || rel.starts_with("extlinux/")
+    workspace().join(golden::DIR)
 }
 
 /// Drops `machine-id` lines and replaces `built on YYYY-MM-DD` by `built on DATE`.
@@ -50,43 +45,16 @@ fn normalise(text: &str) -> String {
     out
 }
 
-fn parse_listing(text: &str) -> BTreeMap<String, Item> {
-    text.lines()
-        .map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            match f.as_slice() {
-                ["dir", p] => ((*p).to_string(), Item::Dir),
-                ["file", p, size, sha] => (
-                    (*p).to_string(),
-                    Item::File {
-                        size: size.parse().expect("a size"),
-                        sha256: (*sha).to_string(),
-                    },
-                ),
-                _ => panic!("bad listing line {l:?}"),
-            }
-        })
-        .collect()
-}
-
 /// The demo store plus the case's paths (toplevel, device tree), copied into `dest/nix/store`.
-fn assemble_store(base: &Path, paths: &[Value], dest: &Path) {
+fn assemble_store(base: &str, paths: &[Value], dest: &Path) {
     let store = dest.join("nix/store");
     std::fs::create_dir_all(&store).unwrap();
-    let mut cp = Command::new("cp");
-    cp.arg("-a");
-    for e in std::fs::read_dir(base.join("nix/store")).unwrap() {
-        cp.arg(e.unwrap().path());
-    }
-    for p in paths {
-        let name = p
-            .as_str()
-            .and_then(|p| p.strip_prefix("/nix/store/"))
-            .expect("a store path");
-        cp.arg(oracle_dir().join("nix/store").join(name));
-    }
-    cp.arg(&store);
-    ok(&mut cp);
+    let paths: Vec<&str> = paths
+        .iter()
+        .map(|p| p.as_str().expect("a store path"))
+        .collect();
+    let sources = golden::store_sources(&workspace(), base, &paths).unwrap();
+    ok(Command::new("cp").arg("-a").args(sources).arg(&store));
 }
 
 /// The tree imgbuild wrote, read back from the image: path (relative to `root`) -> item, and
@@ -147,7 +115,7 @@ fn differences(id: &str) -> Vec<String> {
     let paths = meta["oracle_store_paths"]
         .as_array()
         .unwrap_or_else(|| panic!("{id}: meta.oracle_store_paths"));
-    assemble_store(&workspace().join(s("base")), paths, &root);
+    assemble_store(s("base"), paths, &root);
     let img = t.path().join("disk.img");
     let epoch = meta["source_date_epoch"]
         .as_i64()
@@ -183,7 +151,8 @@ fn differences(id: &str) -> Vec<String> {
             }
         }
     }
-    let theirs = parse_listing(&std::fs::read_to_string(g.join("listing.txt")).unwrap());
+    let theirs =
+        golden::parse_listing(&std::fs::read_to_string(g.join("listing.txt")).unwrap()).unwrap();
 
     let mut diffs = Vec::new();
     for (p, item) in &theirs {
@@ -289,4 +258,22 @@ fn oracle_normalise_drops_only_date_and_machine_id() {
         normalise(a),
         normalise(&a.replace("title NixOS", "title NixOS\n"))
     );
+}
+
+/// The golden listings read back and written again (by the writer's own `listing_line`) are
+/// the same text: reader and writer agree on the format, and no line is lost.
+#[test]
+fn oracle_listings_round_trip() {
+    for id in CASES {
+        let text = std::fs::read_to_string(oracle_dir().join(id).join("listing.txt")).unwrap();
+        let items = golden::parse_listing(&text).unwrap();
+        let mut back: Vec<String> = items
+            .iter()
+            .map(|(rel, item)| golden::listing_line(rel, item))
+            .collect();
+        let mut lines: Vec<&str> = text.lines().collect();
+        back.sort();
+        lines.sort_unstable();
+        assert_eq!(back, lines, "{id}");
+    }
 }

@@ -71,6 +71,20 @@ pub(super) enum Kind {
     Tiny,
 }
 
+/// The store path a [`Gen::package`] fills.
+struct Package<'a> {
+    root: &'a Path,
+    name: &'a str,
+    /// Bytes left in the closure's budget: no file is larger (but 4 KiB is always allowed).
+    left: u64,
+}
+
+impl Package<'_> {
+    fn cap(&self, n: u64) -> usize {
+        n.min(self.left.max(4096)) as usize
+    }
+}
+
 impl Gen {
     pub(super) fn new(seed: u64) -> Self {
         let mut rng = Rng::new(seed);
@@ -204,87 +218,16 @@ impl Gen {
         let base = format!("{}-{name}-{version}", nix_hash(&mut self.rng));
         let root = store.join(&base);
         self.mkdir(&root)?;
-        let cap = |n: u64| n.min(left.max(4096)) as usize;
+        let pkg = Package {
+            root: &root,
+            name: &name,
+            left,
+        };
         match kind {
-            Kind::Lib => {
-                for i in 0..self.rng.range(1, 3) {
-                    let so = format!("lib{name}{i}.so");
-                    let full = format!("{so}.{version}");
-                    let major = format!("{so}.{}", version.split('.').next().unwrap_or("0"));
-                    let len = cap(self.rng.log_size(16 << 10, 6 << 20));
-                    let data = self.binary(len);
-                    self.file(&root.join("lib").join(&full), &data, true)?;
-                    self.link(&full, &root.join("lib").join(&major))?;
-                    self.link(&major, &root.join("lib").join(&so))?;
-                }
-                for i in 0..self.rng.range(3, 40) {
-                    let len = cap(self.rng.log_size(500, 30 << 10));
-                    let data = self.text(len);
-                    let p = root.join(format!("include/{name}/h{i}.h"));
-                    self.file(&p, &data, false)?;
-                }
-                let data = self.text(300);
-                self.file(&root.join(format!("lib/pkgconfig/{name}.pc")), &data, false)?;
-            }
-            Kind::Tool => {
-                let n = self.rng.range(1, 10);
-                for i in 0..n {
-                    let len = cap(self.rng.log_size(10 << 10, 3 << 20));
-                    let data = self.binary(len);
-                    self.file(&root.join(format!("bin/{name}-{i}")), &data, true)?;
-                    let len = self.rng.log_size(800, 8 << 10) as usize;
-                    let data = self.binary(len);
-                    let p = root.join(format!("share/man/man1/{name}-{i}.1.gz"));
-                    self.file(&p, &data, false)?;
-                }
-                for k in 0..self.rng.below(3) {
-                    let i = self.rng.below(n);
-                    let alias = format!("{name}-alias{k}");
-                    self.link(&format!("{name}-{i}"), &root.join("bin").join(alias))?;
-                }
-                for lang in LANGS.iter().take(self.rng.below(13) as usize) {
-                    let len = self.rng.log_size(2 << 10, 80 << 10) as usize;
-                    let data = self.binary(len);
-                    let p = root.join(format!("share/locale/{lang}/LC_MESSAGES/{name}.mo"));
-                    self.file(&p, &data, false)?;
-                }
-                if let Some(r) = refs.first() {
-                    let p = root.join(format!("bin/{name}-wrapped"));
-                    self.link(&format!("{r}/bin/{name}"), &p)?;
-                }
-            }
-            Kind::Script | Kind::Tiny => {
-                let (files, hi) = match kind {
-                    Kind::Tiny => (self.rng.range(40, 200), 2 << 10),
-                    _ => (self.rng.range(20, 120), 25 << 10),
-                };
-                let site = root.join(format!("lib/python3.11/site-packages/{name}"));
-                for sub in 0..self.rng.range(1, 6) {
-                    let d = site.join(format!("m{sub}"));
-                    for i in 0..files {
-                        let len = cap(self.rng.log_size(100, hi));
-                        let data = self.text(len);
-                        self.file(&d.join(format!("f{i}.py")), &data, false)?;
-                        if i % 2 == 0 {
-                            let data = self.binary(len / 2 + 16);
-                            let p = d.join(format!("__pycache__/f{i}.cpython-311.pyc"));
-                            self.file(&p, &data, false)?;
-                        }
-                    }
-                }
-            }
-            Kind::Big => {
-                for i in 0..self.rng.range(1, 3) {
-                    let len = cap(self.rng.log_size(10 << 20, 100 << 20));
-                    let data = self.binary(len);
-                    self.file(&root.join(format!("lib/{name}/blob{i}.bin")), &data, false)?;
-                }
-                for i in 0..self.rng.range(5, 30) {
-                    let len = cap(self.rng.log_size(4 << 10, 400 << 10));
-                    let data = self.binary(len);
-                    self.file(&root.join(format!("share/{name}/d{i}")), &data, false)?;
-                }
-            }
+            Kind::Lib => self.lib_files(&pkg, &version)?,
+            Kind::Tool => self.tool_files(&pkg, refs)?,
+            Kind::Script | Kind::Tiny => self.python_files(&pkg, kind)?,
+            Kind::Big => self.big_files(&pkg)?,
         }
         if !refs.is_empty() {
             let data = refs.join(" ") + "\n";
@@ -292,6 +235,103 @@ impl Gen {
             self.file(&p, data.as_bytes(), false)?;
         }
         Ok(format!("/nix/store/{base}"))
+    }
+
+    /// A library: versioned `.so` files with their links, headers, a pkg-config file.
+    fn lib_files(&mut self, pkg: &Package, version: &str) -> Result<()> {
+        let (root, name) = (pkg.root, pkg.name);
+        for i in 0..self.rng.range(1, 3) {
+            let so = format!("lib{name}{i}.so");
+            let full = format!("{so}.{version}");
+            let major = format!("{so}.{}", version.split('.').next().unwrap_or("0"));
+            let len = pkg.cap(self.rng.log_size(16 << 10, 6 << 20));
+            let data = self.binary(len);
+            self.file(&root.join("lib").join(&full), &data, true)?;
+            self.link(&full, &root.join("lib").join(&major))?;
+            self.link(&major, &root.join("lib").join(&so))?;
+        }
+        for i in 0..self.rng.range(3, 40) {
+            let len = pkg.cap(self.rng.log_size(500, 30 << 10));
+            let data = self.text(len);
+            let p = root.join(format!("include/{name}/h{i}.h"));
+            self.file(&p, &data, false)?;
+        }
+        let data = self.text(300);
+        self.file(&root.join(format!("lib/pkgconfig/{name}.pc")), &data, false)
+    }
+
+    /// A tool: binaries with man pages, aliases, translations, a wrapper linking into its
+    /// first reference.
+    fn tool_files(&mut self, pkg: &Package, refs: &[String]) -> Result<()> {
+        let (root, name) = (pkg.root, pkg.name);
+        let n = self.rng.range(1, 10);
+        for i in 0..n {
+            let len = pkg.cap(self.rng.log_size(10 << 10, 3 << 20));
+            let data = self.binary(len);
+            self.file(&root.join(format!("bin/{name}-{i}")), &data, true)?;
+            let len = self.rng.log_size(800, 8 << 10) as usize;
+            let data = self.binary(len);
+            let p = root.join(format!("share/man/man1/{name}-{i}.1.gz"));
+            self.file(&p, &data, false)?;
+        }
+        for k in 0..self.rng.below(3) {
+            let i = self.rng.below(n);
+            let alias = format!("{name}-alias{k}");
+            self.link(&format!("{name}-{i}"), &root.join("bin").join(alias))?;
+        }
+        for lang in LANGS.iter().take(self.rng.below(13) as usize) {
+            let len = self.rng.log_size(2 << 10, 80 << 10) as usize;
+            let data = self.binary(len);
+            let p = root.join(format!("share/locale/{lang}/LC_MESSAGES/{name}.mo"));
+            self.file(&p, &data, false)?;
+        }
+        if let Some(r) = refs.first() {
+            let p = root.join(format!("bin/{name}-wrapped"));
+            self.link(&format!("{r}/bin/{name}"), &p)?;
+        }
+        Ok(())
+    }
+
+    /// A Python package (`Script`) or a swarm of tiny files (`Tiny`): modules and every
+    /// other one's bytecode.
+    fn python_files(&mut self, pkg: &Package, kind: Kind) -> Result<()> {
+        let (files, hi) = match kind {
+            Kind::Tiny => (self.rng.range(40, 200), 2 << 10),
+            _ => (self.rng.range(20, 120), 25 << 10),
+        };
+        let site = pkg
+            .root
+            .join(format!("lib/python3.11/site-packages/{}", pkg.name));
+        for sub in 0..self.rng.range(1, 6) {
+            let d = site.join(format!("m{sub}"));
+            for i in 0..files {
+                let len = pkg.cap(self.rng.log_size(100, hi));
+                let data = self.text(len);
+                self.file(&d.join(format!("f{i}.py")), &data, false)?;
+                if i % 2 == 0 {
+                    let data = self.binary(len / 2 + 16);
+                    let p = d.join(format!("__pycache__/f{i}.cpython-311.pyc"));
+                    self.file(&p, &data, false)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Big blobs and data files.
+    fn big_files(&mut self, pkg: &Package) -> Result<()> {
+        let (root, name) = (pkg.root, pkg.name);
+        for i in 0..self.rng.range(1, 3) {
+            let len = pkg.cap(self.rng.log_size(10 << 20, 100 << 20));
+            let data = self.binary(len);
+            self.file(&root.join(format!("lib/{name}/blob{i}.bin")), &data, false)?;
+        }
+        for i in 0..self.rng.range(5, 30) {
+            let len = pkg.cap(self.rng.log_size(4 << 10, 400 << 10));
+            let data = self.binary(len);
+            self.file(&root.join(format!("share/{name}/d{i}")), &data, false)?;
+        }
+        Ok(())
     }
 
     /// A `man-pages`-like store path whose `share/man/man1` holds `n` entries (a tenth of
@@ -425,171 +465,6 @@ pub(super) fn gen_tree(env: &Env) -> Result<(PathBuf, String)> {
         ),
     ))
 }
-
-/// A closure directory as the baseline scripts and imgbuild take it: `result`,
-/// `closure-info/`, `nix/store`.
-pub(super) struct Closure {
-    pub(super) dir: PathBuf,
-    pub(super) desc: String,
-    pub(super) nar_size: u64,
-    pub(super) paths: usize,
-}
-
-pub(super) fn fixture_closure(arch: Arch) -> Result<Closure> {
-    let dir = fixture::default_dir(arch);
-    let info = fixture::ensure_built(arch, &dir)?;
-    Ok(Closure {
-        desc: format!(
-            "fixture {} ({} store paths, NAR {:.0} MiB)",
-            arch.name(),
-            info.store_paths,
-            info.total_nar_size as f64 / MIB as f64
-        ),
-        dir,
-        nar_size: info.total_nar_size,
-        paths: info.store_paths,
-    })
-}
-
-pub(super) fn replace_all(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(hay.len());
-    let mut i = 0;
-    while i < hay.len() {
-        if hay[i..].starts_with(from) {
-            out.extend_from_slice(to);
-            i += from.len();
-        } else {
-            out.push(hay[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
-/// Copies `src` to `dst` (files, dirs, symlinks; modes kept), replacing `from` by `to` in
-/// every file's contents and symlink's target.
-pub(super) fn copy_replacing(src: &Path, dst: &Path, from: &[u8], to: &[u8]) -> Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let m = fs::symlink_metadata(src)?;
-    let mode = m.mode() & 0o7777;
-    if m.file_type().is_symlink() {
-        let t = fs::read_link(src)?;
-        let t = replace_all(t.as_os_str().as_bytes(), from, to);
-        symlink(std::ffi::OsStr::from_bytes(&t), dst)?;
-    } else if m.is_dir() {
-        fs::create_dir(dst)?;
-        let mut names: Vec<_> = fs::read_dir(src)?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<std::io::Result<_>>()?;
-        names.sort();
-        for n in names {
-            copy_replacing(&src.join(&n), &dst.join(&n), from, to)?;
-        }
-        fs::set_permissions(dst, fs::Permissions::from_mode(mode | 0o700))?;
-    } else {
-        let data = replace_all(&fs::read(src)?, from, to);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(dst)?;
-        f.write_all(&data)?;
-    }
-    Ok(())
-}
-
-/// The fixture closure of `arch` plus generated store paths up to `gib` GiB of NAR, with
-/// a new toplevel referencing every filler path (see the module docs).
-pub(super) fn synth_closure(env: &Env, arch: Arch, gib: f64) -> Result<Closure> {
-    let fix_dir = fixture::default_dir(arch);
-    let info: FixtureInfo = fixture::ensure_built(arch, &fix_dir)?;
-    let target = (gib * GIB as f64) as u64;
-    let filler = target.saturating_sub(info.total_nar_size);
-    let filler_gib = filler as f64 / GIB as f64;
-    let entries = (50_000.0 * filler_gib) as u64;
-    let big = (9_000.0 * gib) as u64;
-    let name = format!("{}-{}m", arch.name(), target / MIB);
-    let dir = env.dir.join("closures").join(&name);
-    let stamp = format!(
-        "v{GEN_VERSION} closure {} {target} {entries} {big} {}\n",
-        arch.name(),
-        info.toplevel
-    );
-    cached(&dir, &stamp, || {
-        let store = dir.join("nix/store");
-        fs::create_dir_all(&store)?;
-        let old_top = info.toplevel.trim_start_matches("/nix/store/").to_string();
-        let listed = fs::read_to_string(fix_dir.join("closure-info/store-paths"))?;
-        let srcs: Vec<PathBuf> = listed
-            .lines()
-            .filter(|l| !l.is_empty() && l.trim_start_matches("/nix/store/") != old_top)
-            .map(|l| fix_dir.join(l.trim_start_matches('/')))
-            .collect();
-        for chunk in srcs.chunks(64) {
-            run(cmd("cp").arg("-a").arg("-t").arg(&store).args(chunk))?;
-        }
-        let seed = 0xC105_0000 ^ (target / MIB) ^ ((arch as u64) << 40);
-        let mut g = Gen::new(seed);
-        let fill = g.store(&store, filler, entries, big)?;
-        let new_hash = nix_hash(&mut g.rng);
-        let old_hash = &old_top[..32];
-        let new_top = format!("{new_hash}{}", &old_top[32..]);
-        copy_replacing(
-            &fix_dir.join("nix/store").join(&old_top),
-            &store.join(&new_top),
-            old_hash.as_bytes(),
-            new_hash.as_bytes(),
-        )?;
-        let extra = store.join(&new_top).join("extra-dependencies");
-        let _ = fs::remove_file(&extra);
-        fs::write(&extra, fill.join("\n") + "\n")?;
-        fs::set_permissions(&extra, fs::Permissions::from_mode(0o444))?;
-        let top_path = format!("/nix/store/{new_top}");
-        symlink(&top_path, dir.join("result"))?;
-        let top = imgbuild_nix::StorePath::parse(&top_path)?;
-        let c = imgbuild_nix::Closure::from_scan(&dir, &top)
-            .with_context(|| format!("scanning the closure of {top_path}"))?;
-        ensure!(
-            c.paths.len() == info.store_paths + fill.len(),
-            "the scan found {} store paths, expected {} fixture + {} filler",
-            c.paths.len(),
-            info.store_paths,
-            fill.len()
-        );
-        let ci = dir.join("closure-info");
-        fs::create_dir_all(&ci)?;
-        fs::write(ci.join("store-paths"), c.store_paths_text())?;
-        fs::write(ci.join("registration"), c.registration_text())?;
-        fs::write(
-            ci.join("total-nar-size"),
-            format!("{}\n", c.total_nar_size()),
-        )?;
-        Ok(())
-    })?;
-    let nar_size: u64 = fs::read_to_string(dir.join("closure-info/total-nar-size"))?
-        .trim()
-        .parse()
-        .context("total-nar-size")?;
-    let paths = fs::read_to_string(dir.join("closure-info/store-paths"))?
-        .lines()
-        .count();
-    let (n, _) = count_tree(&dir.join("nix/store"))?;
-    Ok(Closure {
-        desc: format!(
-            "synthetic {} {:.2} GiB ({paths} store paths, {n} entries, NAR {:.2} GiB, \
-             one directory of {big} entries)",
-            arch.name(),
-            gib,
-            nar_size as f64 / GIB as f64
-        ),
-        dir,
-        nar_size,
-        paths,
-    })
-}
-
-// ---------------------------------------------------------------------------------------
-// Sections
 
 #[cfg(test)]
 mod tests {

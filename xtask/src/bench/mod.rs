@@ -40,6 +40,7 @@
 //! (`nix-store --load-db`) get the whole closure. Everything generated is deterministic
 //! (xorshift64* from fixed seeds) and reused while its marker file matches.
 
+mod closure;
 mod containers;
 mod ext4;
 mod gen;
@@ -54,6 +55,7 @@ mod zstd;
 use crate::fixture::{self, Arch, FixtureInfo};
 use crate::util::{self, cmd, output_quiet, run};
 use anyhow::{bail, ensure, Context, Result};
+use closure::*;
 use gen::*;
 use measure::*;
 use report::*;

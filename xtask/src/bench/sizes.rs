@@ -24,68 +24,35 @@ pub(super) fn bench_sizes(rep: &mut Report, env: &Env) -> Result<()> {
         )
     };
     let out = env.out("sizes")?;
-    let build = |format: &str, c: &Closure, o: &Path| -> Result<serde_json::Value> {
-        let mut cmd = Command::new(&env.imgbuild);
-        cmd.arg(format)
-            .arg("--closure")
-            .arg(c.dir.join("result"))
-            .arg("--store-root")
-            .arg(&c.dir)
-            .arg("--closure-info")
-            .arg(c.dir.join("closure-info"))
-            .args(["--seed", "bench", "--json", "-o"])
-            .arg(o);
-        Ok(serde_json::from_str(&output_quiet(&mut cmd)?)?)
-    };
-    let a = out.join("a.img");
-    let b = out.join("b.img");
-    let q = out.join("a.qcow2");
-    let m = build("raw-efi", &big, &a)?;
-    build("raw-efi", &small, &b)?;
-    build("qemu-efi", &big, &q)?;
+    let (a, b, q) = (out.join("a.img"), out.join("b.img"), out.join("a.qcow2"));
+    let m = build_image(env, "raw-efi", &big, &a)?;
+    build_image(env, "raw-efi", &small, &b)?;
+    build_image(env, "qemu-efi", &big, &q)?;
     rep.line(&format!(
         "- images: `a.img` {} ({:.2} GiB disk), `b.img` {}, `a.qcow2`\n",
         big.desc,
         m["disk_size"].as_u64().unwrap_or(0) as f64 / GIB as f64,
         small.desc
     ));
-    let job = |label: &str, args: Vec<PathBuf>| {
-        let bin = env.imgbuild.clone();
-        Job::new(label, Vec::new(), move || {
-            let mut cmd = Command::new(&bin);
-            cmd.args(&args);
-            cmd
-        })
-    };
     let p = |s: &str| PathBuf::from(s);
-    // `diff` exits 1 when the images differ, as these do.
-    let diff = |label: &str, x: &Path, y: &Path| {
-        let (bin, x, y) = (env.imgbuild.clone(), x.to_path_buf(), y.to_path_buf());
-        Job::new(label, Vec::new(), move || {
-            let mut cmd = Command::new("bash");
-            cmd.arg("-c")
-                .arg("\"$IMGBUILD\" diff \"$X\" \"$Y\"; [ $? -le 1 ]")
-                .env("IMGBUILD", &bin)
-                .env("X", &x)
-                .env("Y", &y);
-            cmd
-        })
-    };
     let mut jobs = vec![
-        job(
+        imgbuild_job(
+            env,
             "imgbuild inspect --sizes --json a.img",
             vec![p("inspect"), p("--sizes"), p("--json"), a.clone()],
         ),
-        job(
+        imgbuild_job(
+            env,
             "imgbuild inspect --json a.img",
             vec![p("inspect"), p("--json"), a.clone()],
         ),
-        job(
+        imgbuild_job(
+            env,
             "imgbuild inspect --sizes --json a.qcow2",
             vec![p("inspect"), p("--sizes"), p("--json"), q.clone()],
         ),
-        diff("imgbuild diff a.img b.img", &a, &b),
-        diff("imgbuild diff a.qcow2 b.img", &q, &b),
+        diff_job(env, "imgbuild diff a.img b.img", &a, &b),
+        diff_job(env, "imgbuild diff a.qcow2 b.img", &q, &b),
     ];
     let root = m["partitions"]
         .as_array()
@@ -94,26 +61,9 @@ pub(super) fn bench_sizes(rep: &mut Report, env: &Env) -> Result<()> {
         .context("the root partition in the manifest")?;
     let is_root = output_quiet(Command::new("id").arg("-u")).is_ok_and(|u| u.trim() == "0");
     if is_root {
-        let (img, mnt) = (a.clone(), out.join("mnt"));
+        let mnt = out.join("mnt");
         fs::create_dir_all(&mnt)?;
-        jobs.push(Job::new(
-            "mount -o loop,ro + du -s every store path + umount",
-            Vec::new(),
-            move || {
-                let mut cmd = Command::new("bash");
-                cmd.arg("-euo")
-                    .arg("pipefail")
-                    .arg("-c")
-                    .arg(
-                        "mount -t ext4 -o \"loop,ro,offset=$OFF\" \"$IMG\" \"$MNT\"; \
-                         du -s --block-size=1 \"$MNT\"/nix/store/* > /dev/null; umount \"$MNT\"",
-                    )
-                    .env("OFF", root.to_string())
-                    .env("IMG", &img)
-                    .env("MNT", &mnt);
-                cmd
-            },
-        ));
+        jobs.push(mount_du_job(&a, &mnt, root));
     }
     let st = run_jobs(env, "sizes", &jobs)?;
     rep.stats(&jobs, &st);
@@ -134,4 +84,67 @@ pub(super) fn bench_sizes(rep: &mut Report, env: &Env) -> Result<()> {
         remove_any(f)?;
     }
     Ok(())
+}
+
+/// `imgbuild FORMAT` of closure `c` into `o`, untimed; its manifest.
+fn build_image(env: &Env, format: &str, c: &Closure, o: &Path) -> Result<serde_json::Value> {
+    let mut cmd = Command::new(&env.imgbuild);
+    cmd.arg(format)
+        .arg("--closure")
+        .arg(c.dir.join("result"))
+        .arg("--store-root")
+        .arg(&c.dir)
+        .arg("--closure-info")
+        .arg(c.dir.join("closure-info"))
+        .args(["--seed", "bench", "--json", "-o"])
+        .arg(o);
+    Ok(serde_json::from_str(&output_quiet(&mut cmd)?)?)
+}
+
+/// A timed `imgbuild ARGS`.
+fn imgbuild_job(env: &Env, label: &str, args: Vec<PathBuf>) -> Job {
+    let bin = env.imgbuild.clone();
+    Job::new(label, Vec::new(), move || {
+        let mut cmd = Command::new(&bin);
+        cmd.args(&args);
+        cmd
+    })
+}
+
+/// A timed `imgbuild diff X Y`; it exits 1 when the images differ, as these do.
+fn diff_job(env: &Env, label: &str, x: &Path, y: &Path) -> Job {
+    let (bin, x, y) = (env.imgbuild.clone(), x.to_path_buf(), y.to_path_buf());
+    Job::new(label, Vec::new(), move || {
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg("\"$IMGBUILD\" diff \"$X\" \"$Y\"; [ $? -le 1 ]")
+            .env("IMGBUILD", &bin)
+            .env("X", &x)
+            .env("Y", &y);
+        cmd
+    })
+}
+
+/// The peer, as root: the root partition (at byte `offset`) loop-mounted, `du -s` of every
+/// store path, unmounted.
+fn mount_du_job(img: &Path, mnt: &Path, offset: u64) -> Job {
+    let (img, mnt) = (img.to_path_buf(), mnt.to_path_buf());
+    Job::new(
+        "mount -o loop,ro + du -s every store path + umount",
+        Vec::new(),
+        move || {
+            let mut cmd = Command::new("bash");
+            cmd.arg("-euo")
+                .arg("pipefail")
+                .arg("-c")
+                .arg(
+                    "mount -t ext4 -o \"loop,ro,offset=$OFF\" \"$IMG\" \"$MNT\"; \
+                     du -s --block-size=1 \"$MNT\"/nix/store/* > /dev/null; umount \"$MNT\"",
+                )
+                .env("OFF", offset.to_string())
+                .env("IMG", &img)
+                .env("MNT", &mnt);
+            cmd
+        },
+    )
 }

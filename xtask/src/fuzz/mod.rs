@@ -23,6 +23,7 @@
 
 mod fields;
 mod mutate;
+mod seeds;
 mod text;
 mod worker;
 
@@ -226,157 +227,6 @@ fn quiet(c: &mut Command) -> Result<()> {
 
 pub fn copy_sparse(from: &Path, to: &Path) -> Result<()> {
     quiet(cmd("cp").arg("--sparse=always").arg(from).arg(to))
-}
-
-/// Builds the seeds once (a stamp file says which version is there).
-fn seeds(root: &Path) -> Result<PathBuf> {
-    let dir = util::target_dir().join("fuzz/seeds");
-    let stamp = dir.join("stamp");
-    let want = format!("v{SEEDS_VERSION}\n");
-    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
-        return Ok(dir);
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    util::run(
-        cmd("cargo")
-            .current_dir(root)
-            .args(["build", "--release", "-p", "imgbuild"]),
-    )?;
-    let bin = util::target_dir().join("release/imgbuild");
-    let demo = root.join("fixtures/demo");
-    let demo64 = root.join("fixtures/demo-aarch64");
-    let build = |format: &str, fix: &Path, out: &str, extra: &[&str]| -> Result<()> {
-        quiet(
-            Command::new(&bin)
-                .arg(format)
-                .arg("--closure")
-                .arg(fix.join("result"))
-                .arg("--store-root")
-                .arg(fix)
-                .arg("--closure-info")
-                .arg(fix.join("closure-info"))
-                .args(["--seed", "fuzz", "-o"])
-                .arg(dir.join(out))
-                .args(extra),
-        )
-    };
-    build("raw-efi", &demo, "demo-efi.img", &[])?;
-    build(
-        "sd-aarch64",
-        &demo64,
-        "demo-sd.img",
-        &["--compress", "none"],
-    )?;
-    for (f, out) in [
-        ("qemu-efi", "demo.qcow2"),
-        ("amazon", "demo.vhd"),
-        ("azure", "demo-fixed.vhd"),
-        ("hyperv", "demo.vhdx"),
-        ("vmware", "demo.vmdk"),
-        ("virtualbox", "demo.ova"),
-        ("gce", "demo.raw.tar.gz"),
-    ] {
-        build(f, &demo, out, &[])?;
-    }
-    let classic = root.join("crates/inspect/tests/classic-image.sh");
-    for (kind, out, features) in [
-        ("efi", "classic-efi.img", None),
-        ("sd", "classic-sd.img", None),
-        (
-            "efi",
-            "classic-efi-nocsum.img",
-            Some("^metadata_csum,^has_journal"),
-        ),
-    ] {
-        let mut c = cmd("bash");
-        c.arg(&classic).arg(kind).arg(&demo).arg(dir.join(out));
-        if let Some(f) = features {
-            c.env("EXT4_FEATURES", f);
-        }
-        quiet(&mut c)?;
-    }
-    for (fmt, opts, out) in [
-        ("qcow2", &[][..], "classic.qcow2"),
-        ("qcow2", &["-c"][..], "classic-compressed.qcow2"),
-        ("vpc", &[][..], "classic.vhd"),
-        ("vhdx", &[][..], "classic.vhdx"),
-        ("vmdk", &[][..], "classic.vmdk"),
-        (
-            "vmdk",
-            &["-o", "subformat=streamOptimized"][..],
-            "classic-stream.vmdk",
-        ),
-    ] {
-        quiet(
-            cmd("qemu-img")
-                .args(["convert", "-O", fmt])
-                .args(opts)
-                .arg(dir.join("classic-efi.img"))
-                .arg(dir.join(out)),
-        )?;
-    }
-    // A bare FAT12 floppy (mkfs.vfat + mtools): nested directories, long names.
-    let fat = dir.join("fat12.img");
-    quiet(
-        cmd("mkfs.vfat")
-            .args(["-C", "-F", "12", "-n", "FUZZ"])
-            .arg(&fat)
-            .arg("1440"),
-    )?;
-    let tree = dir.join("fat-tree");
-    std::fs::create_dir_all(tree.join("Deep/er/A Long Directory Name"))?;
-    std::fs::write(tree.join("README.TXT"), b"short\n")?;
-    std::fs::write(tree.join("a rather long file name.conf"), vec![b'x'; 5000])?;
-    for i in 0..30 {
-        std::fs::write(
-            tree.join(format!("Deep/file-{i:02}.dat")),
-            vec![i as u8; 700 * i],
-        )?;
-    }
-    quiet(
-        cmd("mcopy")
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .arg("-s")
-            .arg("-i")
-            .arg(&fat)
-            .arg(tree.join("README.TXT"))
-            .arg(tree.join("a rather long file name.conf"))
-            .arg(tree.join("Deep"))
-            .arg("::"),
-    )?;
-    std::fs::remove_dir_all(&tree)?;
-    for f in ["raw-efi", "sd-aarch64", "qemu-efi", "gce", "virtualbox"] {
-        std::fs::copy(
-            root.join(format!("formats/{f}.toml")),
-            dir.join(format!("{f}.toml")),
-        )?;
-    }
-    for (fix, name) in [(&demo, "demo"), (&demo64, "demo-aarch64")] {
-        std::fs::copy(
-            fix.join("closure-info/registration"),
-            dir.join(format!("{name}.registration")),
-        )?;
-        let top = std::fs::read_link(fix.join("result"))?;
-        let rel = top.strip_prefix("/").unwrap_or(&top);
-        std::fs::copy(
-            fix.join(rel).join("boot.json"),
-            dir.join(format!("{name}.boot.json")),
-        )?;
-    }
-    // A boot.json with the imgbuild module's release and boot loader settings (boot counting
-    // on): the first such toplevel of the oracle fixtures, in name order.
-    let mut counted: Vec<PathBuf> = std::fs::read_dir(root.join("fixtures/oracle/nix/store"))?
-        .map(|e| e.map(|e| e.path().join("boot.json")))
-        .collect::<std::io::Result<_>>()?;
-    counted.sort();
-    let counted = counted
-        .into_iter()
-        .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("\"bootCounting\"")))
-        .context("no boot.json with bootCounting under fixtures/oracle/nix/store")?;
-    std::fs::copy(&counted, dir.join("oracle-26.11-counting.boot.json"))?;
-    std::fs::write(&stamp, want)?;
-    Ok(dir)
 }
 
 /// What the parent learnt of one target.
@@ -590,7 +440,7 @@ pub fn run(a: FuzzArgs) -> Result<()> {
             .map(|t| Target::from_name(t).with_context(|| format!("no fuzz target `{t}`")))
             .collect::<Result<_>>()?
     };
-    let seeds = seeds(&root)?;
+    let seeds = seeds::seeds(&root)?;
     let exe = std::env::current_exe()?;
     let t0 = Instant::now();
     // A queue: each of --jobs threads takes the next target when its last one ends.

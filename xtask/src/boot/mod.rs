@@ -9,15 +9,14 @@
 //! through Debian's Pi 3 U-Boot
 //! (U-Boot's distro boot finds extlinux.conf on the bootable partition), always TCG.
 
-use crate::fixture::{self, Arch, BOOT_FAIL, BOOT_OK};
+mod qemu;
+
+use crate::fixture::{self, Arch};
 use crate::util::{self, cmd, Timer};
 use anyhow::{bail, Context, Result};
-use std::fs::{self, File};
-use std::io::{Read, Write};
+use qemu::run_qemu;
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::Duration;
 
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -217,6 +216,121 @@ fn tail(text: &str, n: usize) -> String {
         .join("\n")
 }
 
+/// The image as QEMU will read it: absolute, and decompressed into `work` when `.zst`.
+fn local_image(spec: &BootSpec, work: &Path) -> Result<PathBuf> {
+    let image = util::absolute(spec.image)?;
+    if !image.is_file() {
+        bail!("no such image: {}", image.display());
+    }
+    if image.extension().is_none_or(|e| e != "zst") {
+        return Ok(image);
+    }
+    let raw = work.join("disk.img");
+    util::run(
+        cmd("zstd")
+            .args(["-q", "-d", "-f", "-o"])
+            .arg(&raw)
+            .arg(&image),
+    )
+    .context("decompressing the image")?;
+    Ok(raw)
+}
+
+/// QEMU's arguments for the disk: virtio-blk or NVMe, `snapshot=on` unless writable.
+fn disk_args(spec: &BootSpec, image: &Path) -> Vec<String> {
+    let snapshot = if spec.writable { "" } else { ",snapshot=on" };
+    let drive = |extra: &str| {
+        format!(
+            "file={},format={}{snapshot}{extra}",
+            image.display().to_string().replace(',', ",,"),
+            drive_format(image)
+        )
+    };
+    match spec.disk {
+        Disk::Virtio | Disk::Raspi3bSd => vec!["-drive".into(), drive(",if=virtio")],
+        Disk::Nvme => vec![
+            "-drive".into(),
+            drive(",if=none,id=d0"),
+            "-device".into(),
+            "nvme,drive=d0,serial=imgbuild".into(),
+        ],
+    }
+}
+
+/// A QEMU machine: the command so far, its accelerator, and the console lines that mean the
+/// firmware gave up (each with what to say).
+type Machine = (
+    std::process::Command,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+/// x86_64: q35 with OVMF (code, and a scratch copy of the vars in `work`), KVM when usable.
+fn x86_machine(work: &Path) -> Result<Machine> {
+    util::need_tools(&[("qemu-system-x86_64", "qemu-system-x86")])?;
+    for f in [OVMF_CODE, OVMF_VARS] {
+        if !Path::new(f).is_file() {
+            bail!("{f} not found (apt-get install ovmf)");
+        }
+    }
+    let vars = work.join("OVMF_VARS.fd");
+    fs::copy(OVMF_VARS, &vars)?;
+    let kvm = kvm_usable();
+    let accel = if kvm { "kvm" } else { "tcg" };
+    let mut c = cmd("qemu-system-x86_64");
+    c.args(["-machine", "q35", "-accel", accel, "-cpu"])
+        .arg(if kvm { "host" } else { "max" })
+        .args(["-smp", "2", "-m", "1024"])
+        .arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+        ))
+        .arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,unit=1,file={}",
+            vars.display()
+        ));
+    Ok((
+        c,
+        accel,
+        &[
+            ("Shell> ", "OVMF dropped to the UEFI shell"),
+            (
+                "No bootable option or device was found",
+                "OVMF found nothing bootable",
+            ),
+        ],
+    ))
+}
+
+/// aarch64: QEMU's virt machine, cortex-a57, Debian's U-Boot as `-bios`, TCG.
+fn aarch64_machine() -> Result<Machine> {
+    util::need_tools(&[("qemu-system-aarch64", "qemu-system-arm")])?;
+    if !Path::new(UBOOT_QEMU_ARM64).is_file() {
+        bail!("{UBOOT_QEMU_ARM64} not found (apt-get install u-boot-qemu)");
+    }
+    let mut c = cmd("qemu-system-aarch64");
+    c.args([
+        "-M",
+        "virt",
+        "-accel",
+        "tcg",
+        "-cpu",
+        "cortex-a57",
+        "-smp",
+        "2",
+        "-m",
+        "1024",
+        "-bios",
+        UBOOT_QEMU_ARM64,
+    ]);
+    Ok((
+        c,
+        "tcg",
+        &[("\n=> ", "U-Boot gave up and dropped to its `=> ` prompt")],
+    ))
+}
+
 /// Boots `spec.image` and reports what happened. Errors mean the harness itself failed.
 pub fn boot(spec: &BootSpec) -> Result<Outcome> {
     let work = tempfile::Builder::new()
@@ -224,23 +338,7 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         .tempdir_in(util::target_dir())
         .or_else(|_| tempfile::tempdir())
         .context("creating a scratch directory")?;
-    let image = util::absolute(spec.image)?;
-    if !image.is_file() {
-        bail!("no such image: {}", image.display());
-    }
-    let image = if image.extension().is_some_and(|e| e == "zst") {
-        let raw = work.path().join("disk.img");
-        util::run(
-            cmd("zstd")
-                .args(["-q", "-d", "-f", "-o"])
-                .arg(&raw)
-                .arg(&image),
-        )
-        .context("decompressing the image")?;
-        raw
-    } else {
-        image
-    };
+    let image = local_image(spec, work.path())?;
     if spec.disk == Disk::Raspi3bSd {
         if spec.format != Format::SdAarch64 {
             bail!("--disk raspi3b-sd boots sd-aarch64 images only");
@@ -254,91 +352,15 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         f.set_len(len.next_power_of_two())?;
         return boot_raspi3b(spec, &copy);
     }
-    let snapshot = if spec.writable { "" } else { ",snapshot=on" };
-    let drive = |extra: &str| {
-        format!(
-            "file={},format={}{snapshot}{extra}",
-            image.display().to_string().replace(',', ",,"),
-            drive_format(&image)
-        )
-    };
-    let disk_args: Vec<String> = match spec.disk {
-        Disk::Virtio | Disk::Raspi3bSd => vec!["-drive".into(), drive(",if=virtio")],
-        Disk::Nvme => vec![
-            "-drive".into(),
-            drive(",if=none,id=d0"),
-            "-device".into(),
-            "nvme,drive=d0,serial=imgbuild".into(),
-        ],
-    };
-    let (mut c, accel, giveup): (_, &'static str, &[(&str, &str)]) = match spec.format {
+    let disk_args = disk_args(spec, &image);
+    let (mut c, accel, giveup) = match spec.format {
         Format::RawEfi
         | Format::QemuEfi
         | Format::Amazon
         | Format::Azure
         | Format::Vmware
-        | Format::Hyperv => {
-            util::need_tools(&[("qemu-system-x86_64", "qemu-system-x86")])?;
-            for f in [OVMF_CODE, OVMF_VARS] {
-                if !Path::new(f).is_file() {
-                    bail!("{f} not found (apt-get install ovmf)");
-                }
-            }
-            let vars = work.path().join("OVMF_VARS.fd");
-            fs::copy(OVMF_VARS, &vars)?;
-            let kvm = kvm_usable();
-            let accel = if kvm { "kvm" } else { "tcg" };
-            let mut c = cmd("qemu-system-x86_64");
-            c.args(["-machine", "q35", "-accel", accel, "-cpu"])
-                .arg(if kvm { "host" } else { "max" })
-                .args(["-smp", "2", "-m", "1024"])
-                .arg("-drive")
-                .arg(format!(
-                    "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
-                ))
-                .arg("-drive")
-                .arg(format!(
-                    "if=pflash,format=raw,unit=1,file={}",
-                    vars.display()
-                ));
-            (
-                c,
-                accel,
-                &[
-                    ("Shell> ", "OVMF dropped to the UEFI shell"),
-                    (
-                        "No bootable option or device was found",
-                        "OVMF found nothing bootable",
-                    ),
-                ][..],
-            )
-        }
-        Format::SdAarch64 => {
-            util::need_tools(&[("qemu-system-aarch64", "qemu-system-arm")])?;
-            if !Path::new(UBOOT_QEMU_ARM64).is_file() {
-                bail!("{UBOOT_QEMU_ARM64} not found (apt-get install u-boot-qemu)");
-            }
-            let mut c = cmd("qemu-system-aarch64");
-            c.args([
-                "-M",
-                "virt",
-                "-accel",
-                "tcg",
-                "-cpu",
-                "cortex-a57",
-                "-smp",
-                "2",
-                "-m",
-                "1024",
-                "-bios",
-                UBOOT_QEMU_ARM64,
-            ]);
-            (
-                c,
-                "tcg",
-                &[("\n=> ", "U-Boot gave up and dropped to its `=> ` prompt")][..],
-            )
-        }
+        | Format::Hyperv => x86_machine(work.path())?,
+        Format::SdAarch64 => aarch64_machine()?,
     };
     c.args([
         "-nodefaults",
@@ -389,167 +411,6 @@ fn boot_raspi3b(spec: &BootSpec, card: &Path) -> Result<Outcome> {
         .args(["-serial", "stdio", "-serial"])
         .arg(format!("file:{}", PathBuf::from(&uboot_log).display()));
     run_qemu(spec, c, "tcg", &[])
-}
-
-/// Runs QEMU, watching the console (stdout) for the marker, a failure or a give-up line.
-fn run_qemu(
-    spec: &BootSpec,
-    mut c: std::process::Command,
-    accel: &'static str,
-    giveup: &[(&str, &str)],
-) -> Result<Outcome> {
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(dir) = spec.log.parent() {
-        fs::create_dir_all(dir)?;
-    }
-    let log_file =
-        File::create(&spec.log).with_context(|| format!("creating {}", spec.log.display()))?;
-    eprintln!("xtask: {}", util::display_cmd(&c));
-    let t = Timer::start();
-    let mut child = c.spawn().context("starting qemu")?;
-    let console = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let stderr_buf = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let r1 = pump(
-        child.stdout.take().context("qemu stdout")?,
-        console.clone(),
-        Some(log_file),
-        spec.verbose,
-    );
-    let r2 = pump(
-        child.stderr.take().context("qemu stderr")?,
-        stderr_buf.clone(),
-        None,
-        false,
-    );
-
-    let verdict = watch(&mut child, &console, &stderr_buf, giveup, spec.timeout, &t);
-    let secs = t.secs();
-    // a good or bad verdict from the initrd is followed by `poweroff -f`: let it happen
-    if verdict.0 || verdict.1.starts_with(BOOT_FAIL) {
-        for _ in 0..50 {
-            if matches!(child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = r1.join();
-    let _ = r2.join();
-    let qemu_err =
-        String::from_utf8_lossy(&stderr_buf.lock().expect("no panics while locked")).into_owned();
-    if !qemu_err.trim().is_empty() {
-        let mut p = spec.log.clone().into_os_string();
-        p.push(".qemu");
-        fs::write(&p, &qemu_err)?;
-    }
-    Ok(Outcome {
-        ok: verdict.0,
-        detail: verdict.1,
-        secs,
-        accel,
-        log: spec.log.clone(),
-    })
-}
-
-/// Copies a pipe into `buf` (and a log file / stderr) until EOF.
-fn pump<R: Read + Send + 'static>(
-    mut r: R,
-    buf: Arc<Mutex<Vec<u8>>>,
-    mut log: Option<File>,
-    echo: bool,
-) -> thread::JoinHandle<()> {
-    thread::spawn(move || {
-        let mut chunk = [0u8; 8192];
-        loop {
-            match r.read(&mut chunk) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if let Some(f) = log.as_mut() {
-                        let _ = f.write_all(&chunk[..n]);
-                    }
-                    if echo {
-                        let _ = std::io::stderr().write_all(&chunk[..n]);
-                    }
-                    buf.lock()
-                        .expect("no panics while locked")
-                        .extend_from_slice(&chunk[..n]);
-                }
-            }
-        }
-        if let Some(mut f) = log {
-            let _ = f.flush();
-        }
-    })
-}
-
-/// Polls the console until a verdict: (ok, marker line or failure reason).
-fn watch(
-    child: &mut Child,
-    console: &Mutex<Vec<u8>>,
-    stderr: &Mutex<Vec<u8>>,
-    giveup: &[(&str, &str)],
-    timeout: Duration,
-    t: &Timer,
-) -> (bool, String) {
-    let line_with = |text: &str, pat: &str| -> Option<String> {
-        text.lines().find(|l| l.contains(pat)).and_then(|l| {
-            l.find(pat)
-                .map(|i| l[i..].trim_end_matches('\r').to_string())
-        })
-    };
-    loop {
-        let exited = matches!(child.try_wait(), Ok(Some(_)));
-        // read the console after try_wait so a final burst before exit is not missed
-        let text =
-            String::from_utf8_lossy(&console.lock().expect("no panics while locked")).into_owned();
-        if let Some(l) = line_with(&text, BOOT_OK) {
-            return (true, l);
-        }
-        if let Some(l) = line_with(&text, BOOT_FAIL) {
-            return (false, l);
-        }
-        if text.contains("Kernel panic - not syncing") {
-            let l = text
-                .lines()
-                .find(|l| l.contains("Kernel panic"))
-                .unwrap_or("")
-                .trim();
-            return (false, format!("kernel panic: {l}"));
-        }
-        for (pat, why) in giveup {
-            if text.contains(pat) {
-                return (false, why.to_string());
-            }
-        }
-        let err =
-            String::from_utf8_lossy(&stderr.lock().expect("no panics while locked")).into_owned();
-        if err.contains("KVM internal error") {
-            return (
-                false,
-                "KVM internal error (nested KVM without vmx/svm? set IMGBUILD_ACCEL=tcg)".into(),
-            );
-        }
-        if exited {
-            let why = err.lines().last().unwrap_or("").trim().to_string();
-            return (
-                false,
-                format!("qemu exited before a verdict {why}")
-                    .trim()
-                    .to_string(),
-            );
-        }
-        if t.secs() > timeout.as_secs_f64() {
-            return (
-                false,
-                format!("timed out after {} s without a verdict", timeout.as_secs()),
-            );
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Prints the outcome like a test runner; Ok only for a good boot.

@@ -1,0 +1,473 @@
+//! `cargo xtask ci-boot`: the end-to-end boot tests CI runs.
+//!
+//! x86_64: fixture -> baseline raw-efi image -> bootctl check -> boot (virtio, NVMe) ->
+//! negative control (root label wrong: must FAIL with the initrd's reason); then the same
+//! image built by the imgbuild CLI (unless `--baseline-only`), and imgbuild's qemu-efi
+//! (qcow2, virtio), azure (fixed VHD, NVMe), amazon (dynamic VHD, virtio), vmware
+//! (stream-optimized VMDK, NVMe) and hyperv (VHDX, virtio) images of the same closure, read by QEMU's own drivers;
+//! and a 26.11-style copy of the closure with boot counting on, booted writable through its
+//! `+3` entry, which systemd-boot must have renamed `+2-1` afterwards (`bootcount.rs`).
+//! aarch64: fixture -> baseline sd-aarch64 .img.zst -> boot; then imgbuild's.
+//! Every boot must print exactly the fixture's marker (`IMGBUILD-BOOT-OK toplevel=<its
+//! toplevel>`). Ends with an `N passed, N failed` line; exits non-zero on any failure.
+
+mod all;
+
+pub use all::run_all;
+
+use crate::boot::{self, BootSpec, Disk, Format};
+use crate::fixture::{self, Arch, FixtureInfo};
+use crate::util::{self, cmd, Timer};
+use crate::{baseline, bootcount, bootctl};
+use anyhow::{bail, ensure, Result};
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct CiArgs {
+    /// Boot only the baseline (shell pipeline) images, not the imgbuild CLI's
+    #[arg(long)]
+    pub baseline_only: bool,
+    /// Skip everything aarch64
+    #[arg(long)]
+    pub skip_aarch64: bool,
+    /// Only the x86_64 fixture and the boot-counting case (26.11 closure, counted entry)
+    #[arg(long)]
+    pub boot_counting_only: bool,
+    /// Directory for images and console logs (default target/ci)
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+struct Row {
+    name: String,
+    secs: f64,
+    result: Result<String>,
+}
+
+struct Run {
+    rows: Vec<Row>,
+    out: PathBuf,
+}
+
+impl Run {
+    fn step<T>(&mut self, name: &str, f: impl FnOnce() -> Result<(T, String)>) -> Option<T> {
+        eprintln!("xtask ci-boot: === {name}");
+        let t = Timer::start();
+        let r = f();
+        let secs = t.secs();
+        let (val, result) = match r {
+            Ok((v, note)) => (Some(v), Ok(note)),
+            Err(e) => {
+                eprintln!("xtask ci-boot: FAILED: {name}: {e:#}");
+                (None, Err(e))
+            }
+        };
+        self.rows.push(Row {
+            name: name.to_string(),
+            secs,
+            result,
+        });
+        val
+    }
+
+    fn boot(&mut self, name: &str, format: Format, image: &Path, disk: Disk, info: &FixtureInfo) {
+        self.boot_with(name, format, image, disk, info, false);
+    }
+
+    /// [`Run::boot`]; `writable`: the guest's writes stay in the image (boot counting).
+    fn boot_with(
+        &mut self,
+        name: &str,
+        format: Format,
+        image: &Path,
+        disk: Disk,
+        info: &FixtureInfo,
+        writable: bool,
+    ) {
+        let log = self.out.join("logs").join(format!(
+            "{}.{}.console.log",
+            image
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            disk.name()
+        ));
+        self.step(name, || {
+            let spec = BootSpec {
+                format,
+                image,
+                disk,
+                timeout: boot::default_timeout(format),
+                log,
+                verbose: false,
+                writable,
+            };
+            let o = boot::boot(&spec)?;
+            boot::report(&spec, &o)?;
+            let want = info.marker.as_deref().unwrap_or_default();
+            ensure!(
+                o.detail == want,
+                "booted, but printed {:?} instead of {want:?}",
+                o.detail
+            );
+            Ok(((), format!("{:.1} s to marker, accel={}", o.secs, o.accel)))
+        });
+    }
+
+    /// Issue 21: a 26.11-style closure with boot counting boots through the entry with the
+    /// try counter, and systemd-boot counts the boot (the image is booted writable).
+    fn boot_counting(&mut self, fx: &Path, out: &Path) {
+        if let Some(c) = self.step(
+            "imgbuild raw-efi, 26.11 closure, boot counting on (nixos-<sha256>+3.conf)",
+            || {
+                let c = bootcount::build(fx, out)?;
+                let note = bootcount::inspect_before(&c)?;
+                Ok((c, note))
+            },
+        ) {
+            self.boot_with(
+                "boot imgbuild raw-efi 26.11 boot counting (virtio, writable)",
+                Format::RawEfi,
+                &c.image,
+                Disk::Virtio,
+                &c.info,
+                true,
+            );
+            self.step(
+                "boot counting: systemd-boot counted the boot (+2-1), inspect shows it",
+                || bootcount::after_boot(&c).map(|n| ((), n)),
+            );
+        }
+    }
+
+    fn expect_fail(&mut self, name: &str, format: Format, image: &Path, reason: &str) {
+        let log = self.out.join("logs").join(format!(
+            "{}.console.log",
+            image
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ));
+        self.step(name, || {
+            let spec = BootSpec {
+                format,
+                image,
+                disk: Disk::Virtio,
+                timeout: boot::default_timeout(format),
+                log,
+                verbose: false,
+                writable: false,
+            };
+            let o = boot::boot(&spec)?;
+            if o.ok {
+                bail!("negative control booted OK: {}", o.detail);
+            }
+            ensure!(
+                o.detail.contains(reason),
+                "failed, but for the wrong reason: {}",
+                o.detail
+            );
+            Ok((
+                (),
+                format!("failed as expected after {:.1} s: {}", o.secs, o.detail),
+            ))
+        });
+    }
+}
+
+/// A fixture's step: built (or cached), noted with its size.
+fn fixture_step(run: &mut Run, arch: Arch, dir: &Path) -> Option<FixtureInfo> {
+    run.step(&format!("fixture {}", arch.name()), || {
+        let i = fixture::build(arch, dir)?;
+        let note = format!(
+            "{} store paths, NAR {:.1} MiB",
+            i.store_paths,
+            i.total_nar_size as f64 / 1048576.0
+        );
+        Ok((i, note))
+    })
+}
+
+/// x86_64's baseline (shell pipeline) image: bootctl, its negative control, both disks, and
+/// the wrong-label negative control.
+fn x86_baseline(run: &mut Run, fx: &Path, info: &FixtureInfo) {
+    let out = run.out.clone();
+    let img = out.join("baseline-raw-efi.img");
+    if run
+        .step("baseline raw-efi image", || {
+            Ok((
+                (),
+                format!("{:.1} s", baseline::build(Format::RawEfi, fx, &img, None)?),
+            ))
+        })
+        .is_some()
+    {
+        run.step("bootctl on baseline raw-efi", || {
+            bootctl::check(&img).map(|()| ((), String::new()))
+        });
+        run.step(
+            "negative control: bootctl without EFI/BOOT/BOOTX64.EFI must FAIL",
+            || bootctl_negative(&img, &out.join("baseline-raw-efi-no-fallback.img")),
+        );
+        run.boot(
+            "boot baseline raw-efi (virtio)",
+            Format::RawEfi,
+            &img,
+            Disk::Virtio,
+            info,
+        );
+        run.boot(
+            "boot baseline raw-efi (nvme)",
+            Format::RawEfi,
+            &img,
+            Disk::Nvme,
+            info,
+        );
+    }
+    let bad = out.join("baseline-raw-efi-wrong-label.img");
+    if run
+        .step("baseline raw-efi image, root label 'wrong-label'", || {
+            Ok((
+                (),
+                format!(
+                    "{:.1} s",
+                    baseline::build(Format::RawEfi, fx, &bad, Some("wrong-label"))?
+                ),
+            ))
+        })
+        .is_some()
+    {
+        run.expect_fail(
+            "negative control: wrong root label must FAIL",
+            Format::RawEfi,
+            &bad,
+            "IMGBUILD-BOOT-FAIL root filesystem LABEL=nixos not found",
+        );
+    }
+}
+
+/// x86_64's images by the imgbuild CLI: raw-efi (bootctl, both disks), boot counting, and
+/// the same disk in each container format.
+fn x86_imgbuild(run: &mut Run, fx: &Path, info: &FixtureInfo) {
+    if let Some(img) = run.step("imgbuild raw-efi image", || {
+        Ok((boot::imgbuild_image(Format::RawEfi)?, String::new()))
+    }) {
+        run.step("bootctl on imgbuild raw-efi", || {
+            bootctl::check(&img).map(|()| ((), String::new()))
+        });
+        run.boot(
+            "boot imgbuild raw-efi (virtio)",
+            Format::RawEfi,
+            &img,
+            Disk::Virtio,
+            info,
+        );
+        run.boot(
+            "boot imgbuild raw-efi (nvme)",
+            Format::RawEfi,
+            &img,
+            Disk::Nvme,
+            info,
+        );
+    }
+    let out = run.out.clone();
+    run.boot_counting(fx, &out);
+    // The same disk in the containers hypervisors take, read by QEMU's own drivers.
+    for (format, disk) in [
+        (Format::QemuEfi, Disk::Virtio),
+        (Format::Azure, Disk::Nvme),
+        (Format::Amazon, Disk::Virtio),
+        (Format::Vmware, Disk::Nvme),
+        (Format::Hyperv, Disk::Virtio),
+    ] {
+        let name = format.name();
+        if let Some(img) = run.step(&format!("imgbuild {name} image"), || {
+            Ok((boot::imgbuild_image(format)?, String::new()))
+        }) {
+            run.boot(
+                &format!("boot imgbuild {name} ({})", disk.name()),
+                format,
+                &img,
+                disk,
+                info,
+            );
+        }
+    }
+}
+
+/// aarch64's baseline sd-aarch64 image: booted, and without the MBR bootable flag (U-Boot
+/// must give up).
+fn aarch64_baseline(run: &mut Run, fa: &Path, info: &FixtureInfo) {
+    let out = run.out.clone();
+    let img = out.join("baseline-sd-aarch64.img.zst");
+    if run
+        .step("baseline sd-aarch64 image (.img.zst)", || {
+            Ok((
+                (),
+                format!(
+                    "{:.1} s",
+                    baseline::build(Format::SdAarch64, fa, &img, None)?
+                ),
+            ))
+        })
+        .is_none()
+    {
+        return;
+    }
+    run.boot(
+        "boot baseline sd-aarch64",
+        Format::SdAarch64,
+        &img,
+        Disk::Virtio,
+        info,
+    );
+    // U-Boot's distro boot scans only partitions flagged bootable: without the
+    // flag on p2 it must give up at its `=> ` prompt, and the harness must say so
+    let flat = out.join("baseline-sd-aarch64-no-bootable-flag.img");
+    if run
+        .step("sd-aarch64 image without the MBR bootable flag", || {
+            util::run(
+                cmd("zstd")
+                    .args(["-q", "-d", "-f", "-o"])
+                    .arg(&flat)
+                    .arg(&img),
+            )?;
+            util::run(cmd("sfdisk").arg("--activate").arg(&flat).arg("-"))?;
+            Ok(((), String::new()))
+        })
+        .is_some()
+    {
+        run.expect_fail(
+            "negative control: no bootable flag must FAIL (U-Boot prompt)",
+            Format::SdAarch64,
+            &flat,
+            "U-Boot gave up",
+        );
+    }
+    let _ = std::fs::remove_file(&flat);
+}
+
+/// aarch64's sd-aarch64 image by the imgbuild CLI: QEMU's virt machine and a Raspberry Pi 3.
+fn aarch64_imgbuild(run: &mut Run, info: &FixtureInfo) {
+    if let Some(img) = run.step("imgbuild sd-aarch64 image", || {
+        Ok((boot::imgbuild_image(Format::SdAarch64)?, String::new()))
+    }) {
+        run.boot(
+            "boot imgbuild sd-aarch64",
+            Format::SdAarch64,
+            &img,
+            Disk::Virtio,
+            info,
+        );
+        // The Pi 3 path: SD card, Pi 3 U-Boot, extlinux, the kernel's mmc root.
+        run.boot(
+            "boot imgbuild sd-aarch64 on a Raspberry Pi 3 (QEMU raspi3b, SD card)",
+            Format::SdAarch64,
+            &img,
+            Disk::Raspi3bSd,
+            info,
+        );
+    }
+}
+
+pub fn run(args: CiArgs) -> Result<()> {
+    let out = util::absolute(&args.out.unwrap_or_else(|| util::target_dir().join("ci")))?;
+    std::fs::create_dir_all(out.join("logs"))?;
+    let total = Timer::start();
+    let mut run = Run {
+        rows: Vec::new(),
+        out: out.clone(),
+    };
+
+    // ---- x86_64 / raw-efi -------------------------------------------------------------------
+    let fx = fixture::default_dir(Arch::X86_64);
+    if args.boot_counting_only {
+        if run
+            .step("fixture x86_64", || {
+                fixture::build(Arch::X86_64, &fx).map(|_| ((), String::new()))
+            })
+            .is_some()
+        {
+            run.boot_counting(&fx, &out);
+        }
+        return summary(&run, &total);
+    }
+    if let Some(info) = fixture_step(&mut run, Arch::X86_64, &fx) {
+        x86_baseline(&mut run, &fx, &info);
+        if !args.baseline_only {
+            x86_imgbuild(&mut run, &fx, &info);
+        }
+    }
+
+    // ---- aarch64 / sd-aarch64 -----------------------------------------------------------------
+    if !args.skip_aarch64 {
+        let fa = fixture::default_dir(Arch::Aarch64);
+        if let Some(info) = fixture_step(&mut run, Arch::Aarch64, &fa) {
+            aarch64_baseline(&mut run, &fa, &info);
+            if !args.baseline_only {
+                aarch64_imgbuild(&mut run, &info);
+            }
+        }
+    }
+
+    summary(&run, &total)
+}
+
+/// The summary table and the `ci-boot: N passed, N failed` line; an error if any failed.
+fn summary(run: &Run, total: &Timer) -> Result<()> {
+    println!("\nxtask ci-boot summary ({:.0} s in all):", total.secs());
+    let mut failed = 0;
+    for r in &run.rows {
+        let (tag, note) = match &r.result {
+            Ok(n) => ("ok  ", n.clone()),
+            Err(e) => {
+                failed += 1;
+                (
+                    "FAIL",
+                    format!("{e:#}")
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            }
+        };
+        println!("  {tag} {:<68} {:>6.1} s  {note}", r.name, r.secs);
+    }
+    let passed = run.rows.len() - failed;
+    println!("ci-boot: {passed} passed, {failed} failed");
+    if failed > 0 {
+        bail!("{failed} boot test step(s) failed");
+    }
+    Ok(())
+}
+
+/// A copy of a good raw-efi image without the removable-media loader must fail the bootctl
+/// check, naming the missing file (proves the check can fail).
+fn bootctl_negative(good: &Path, broken: &Path) -> Result<((), String)> {
+    util::run(cmd("cp").arg("--sparse=always").arg(good).arg(broken))?;
+    let off = bootctl::esp_offset(broken)?;
+    util::run(
+        cmd("mdel")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(format!("{}@@{off}", broken.display()))
+            .arg("::/EFI/BOOT/BOOTX64.EFI"),
+    )?;
+    let res = bootctl::check(broken);
+    let _ = std::fs::remove_file(broken);
+    match res {
+        Ok(()) => bail!("bootctl check passed on an ESP without EFI/BOOT/BOOTX64.EFI"),
+        Err(e) => {
+            let m = format!("{e:#}");
+            ensure!(
+                m.contains("/EFI/BOOT/BOOTX64.EFI"),
+                "failed for the wrong reason: {m}"
+            );
+            Ok((
+                (),
+                "failed as expected: EFI/BOOT/BOOTX64.EFI missing".into(),
+            ))
+        }
+    }
+}

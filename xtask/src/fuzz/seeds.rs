@@ -1,0 +1,190 @@
+//! The seed corpus, built once: images of every format by imgbuild (the demo fixtures), the
+//! same disk by the conventional tools (mkfs via `classic-image.sh`, `qemu-img convert`), a
+//! FAT12 floppy by mkfs.vfat and mtools, and the text inputs (format files, registrations,
+//! boot.json).
+
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::{quiet, SEEDS_VERSION};
+use crate::util::{self, cmd};
+
+/// Builds the seeds once (a stamp file says which version is there).
+pub(super) fn seeds(root: &Path) -> Result<PathBuf> {
+    let dir = util::target_dir().join("fuzz/seeds");
+    let stamp = dir.join("stamp");
+    let want = format!("v{SEEDS_VERSION}\n");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
+        return Ok(dir);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    imgbuild_seeds(root, &dir)?;
+    classic_seeds(root, &dir)?;
+    fat12_seed(&dir)?;
+    text_seeds(root, &dir)?;
+    std::fs::write(&stamp, want)?;
+    Ok(dir)
+}
+
+/// Every format's image of the demo fixtures, by the release imgbuild.
+fn imgbuild_seeds(root: &Path, dir: &Path) -> Result<()> {
+    util::run(
+        cmd("cargo")
+            .current_dir(root)
+            .args(["build", "--release", "-p", "imgbuild"]),
+    )?;
+    let bin = util::target_dir().join("release/imgbuild");
+    let demo = root.join("fixtures/demo");
+    let demo64 = root.join("fixtures/demo-aarch64");
+    let build = |format: &str, fix: &Path, out: &str, extra: &[&str]| -> Result<()> {
+        quiet(
+            Command::new(&bin)
+                .arg(format)
+                .arg("--closure")
+                .arg(fix.join("result"))
+                .arg("--store-root")
+                .arg(fix)
+                .arg("--closure-info")
+                .arg(fix.join("closure-info"))
+                .args(["--seed", "fuzz", "-o"])
+                .arg(dir.join(out))
+                .args(extra),
+        )
+    };
+    build("raw-efi", &demo, "demo-efi.img", &[])?;
+    build(
+        "sd-aarch64",
+        &demo64,
+        "demo-sd.img",
+        &["--compress", "none"],
+    )?;
+    for (f, out) in [
+        ("qemu-efi", "demo.qcow2"),
+        ("amazon", "demo.vhd"),
+        ("azure", "demo-fixed.vhd"),
+        ("hyperv", "demo.vhdx"),
+        ("vmware", "demo.vmdk"),
+        ("virtualbox", "demo.ova"),
+        ("gce", "demo.raw.tar.gz"),
+    ] {
+        build(f, &demo, out, &[])?;
+    }
+    Ok(())
+}
+
+/// The demo disk by the conventional tools (`classic-image.sh`: mkfs, sfdisk), and its
+/// containers by `qemu-img convert`.
+fn classic_seeds(root: &Path, dir: &Path) -> Result<()> {
+    let demo = root.join("fixtures/demo");
+    let classic = root.join("crates/inspect/tests/classic-image.sh");
+    for (kind, out, features) in [
+        ("efi", "classic-efi.img", None),
+        ("sd", "classic-sd.img", None),
+        (
+            "efi",
+            "classic-efi-nocsum.img",
+            Some("^metadata_csum,^has_journal"),
+        ),
+    ] {
+        let mut c = cmd("bash");
+        c.arg(&classic).arg(kind).arg(&demo).arg(dir.join(out));
+        if let Some(f) = features {
+            c.env("EXT4_FEATURES", f);
+        }
+        quiet(&mut c)?;
+    }
+    for (fmt, opts, out) in [
+        ("qcow2", &[][..], "classic.qcow2"),
+        ("qcow2", &["-c"][..], "classic-compressed.qcow2"),
+        ("vpc", &[][..], "classic.vhd"),
+        ("vhdx", &[][..], "classic.vhdx"),
+        ("vmdk", &[][..], "classic.vmdk"),
+        (
+            "vmdk",
+            &["-o", "subformat=streamOptimized"][..],
+            "classic-stream.vmdk",
+        ),
+    ] {
+        quiet(
+            cmd("qemu-img")
+                .args(["convert", "-O", fmt])
+                .args(opts)
+                .arg(dir.join("classic-efi.img"))
+                .arg(dir.join(out)),
+        )?;
+    }
+    Ok(())
+}
+
+/// A bare FAT12 floppy (mkfs.vfat + mtools): nested directories, long names.
+fn fat12_seed(dir: &Path) -> Result<()> {
+    let fat = dir.join("fat12.img");
+    quiet(
+        cmd("mkfs.vfat")
+            .args(["-C", "-F", "12", "-n", "FUZZ"])
+            .arg(&fat)
+            .arg("1440"),
+    )?;
+    let tree = dir.join("fat-tree");
+    std::fs::create_dir_all(tree.join("Deep/er/A Long Directory Name"))?;
+    std::fs::write(tree.join("README.TXT"), b"short\n")?;
+    std::fs::write(tree.join("a rather long file name.conf"), vec![b'x'; 5000])?;
+    for i in 0..30 {
+        std::fs::write(
+            tree.join(format!("Deep/file-{i:02}.dat")),
+            vec![i as u8; 700 * i],
+        )?;
+    }
+    quiet(
+        cmd("mcopy")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-s")
+            .arg("-i")
+            .arg(&fat)
+            .arg(tree.join("README.TXT"))
+            .arg(tree.join("a rather long file name.conf"))
+            .arg(tree.join("Deep"))
+            .arg("::"),
+    )?;
+    std::fs::remove_dir_all(&tree)?;
+    Ok(())
+}
+
+/// The text inputs: format files, the fixtures' registrations and boot.json, and a boot.json
+/// with boot counting on.
+fn text_seeds(root: &Path, dir: &Path) -> Result<()> {
+    for f in ["raw-efi", "sd-aarch64", "qemu-efi", "gce", "virtualbox"] {
+        std::fs::copy(
+            root.join(format!("formats/{f}.toml")),
+            dir.join(format!("{f}.toml")),
+        )?;
+    }
+    let demo = root.join("fixtures/demo");
+    let demo64 = root.join("fixtures/demo-aarch64");
+    for (fix, name) in [(&demo, "demo"), (&demo64, "demo-aarch64")] {
+        std::fs::copy(
+            fix.join("closure-info/registration"),
+            dir.join(format!("{name}.registration")),
+        )?;
+        let top = std::fs::read_link(fix.join("result"))?;
+        let rel = top.strip_prefix("/").unwrap_or(&top);
+        std::fs::copy(
+            fix.join(rel).join("boot.json"),
+            dir.join(format!("{name}.boot.json")),
+        )?;
+    }
+    // A boot.json with the imgbuild module's release and boot loader settings (boot counting
+    // on): the first such toplevel of the oracle fixtures, in name order.
+    let mut counted: Vec<PathBuf> = std::fs::read_dir(root.join("fixtures/oracle/nix/store"))?
+        .map(|e| e.map(|e| e.path().join("boot.json")))
+        .collect::<std::io::Result<_>>()?;
+    counted.sort();
+    let counted = counted
+        .into_iter()
+        .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("\"bootCounting\"")))
+        .context("no boot.json with bootCounting under fixtures/oracle/nix/store")?;
+    std::fs::copy(&counted, dir.join("oracle-26.11-counting.boot.json"))?;
+    Ok(())
+}
