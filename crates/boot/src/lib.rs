@@ -16,6 +16,7 @@
 //! Store paths are logical (`/nix/store/<hash>-<name>/...`, symlinks already resolved by the
 //! caller, as the builders resolve them with `readlink -f` / `Path.resolve()`).
 
+#![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 use std::path::PathBuf;

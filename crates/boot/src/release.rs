@@ -133,10 +133,15 @@ pub enum ExtlinuxStyle {
 /// What one release's installers write differently from the others.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Facts {
+    /// The release these facts are for.
     pub release: Release,
+    /// How its systemd-boot builder names entries and writes `loader.conf`.
     pub sd_boot: SdBootStyle,
+    /// How its `loader.conf` says `boot.loader.timeout = null`.
     pub null_timeout: NullTimeout,
+    /// How its systemd-boot builder names copies under `EFI/nixos/`.
     pub efi_names: EfiNames,
+    /// How its extlinux builder starts `extlinux.conf`.
     pub extlinux: ExtlinuxStyle,
 }
 

@@ -60,6 +60,7 @@ enable_uart=0
 /// A file the Raspberry Pi firmware will look for on the firmware partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NeededFile {
+    /// The file's name on the firmware partition.
     pub name: String,
     /// Why: the `config.txt` setting or the board that needs it.
     pub why: String,

@@ -26,6 +26,7 @@
 //! same disk and parameters give the same bytes. This crate knows nothing of Nix, partitions
 //! or filesystems.
 
+#![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 // Casts that may truncate, lose a sign or wrap are spelled out (`try_from` with a reason,
 // `to_usize` for in-memory lengths); tests may cast freely.
@@ -66,24 +67,94 @@ pub struct Params {
     pub time: i64,
 }
 
+/// Why a container cannot be written.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The output refused a write.
     #[error("writing the {format} container at byte {offset}")]
     Write {
+        /// The container format (`qcow2`, `vhd`, ...).
         format: &'static str,
+        /// The container file's offset of the failed write.
         offset: u64,
+        /// What the output said.
         #[source]
         source: std::io::Error,
     },
-    #[error("{format}: {reason}")]
-    Unsupported {
+    /// A disk size that is not a whole number of the format's sectors.
+    #[error("{format}: {disk_size} bytes is not a whole number of {sector}-byte sectors")]
+    NotWholeSectors {
+        /// The container format.
         format: &'static str,
-        reason: String,
+        /// The disk size given, in bytes.
+        disk_size: u64,
+        /// The format's sector size, in bytes.
+        sector: u64,
+    },
+    /// A disk larger than the format can describe.
+    #[error("{format}: {disk_size} bytes is more than the {max} bytes it holds{hint}")]
+    DiskTooLarge {
+        /// The container format.
+        format: &'static str,
+        /// The disk size given, in bytes.
+        disk_size: u64,
+        /// The format's largest disk, in bytes.
+        max: u64,
+        /// What to use instead, when there is something (` (use vhdx)`), else empty.
+        hint: &'static str,
+    },
+    /// A stream-optimized VMDK whose compressed grains reach past the 2 TiB its 32-bit
+    /// sector numbers address.
+    #[error("vmdk: the compressed disk exceeds 2 TiB")]
+    VmdkTooLarge,
+    /// A grain that could not be compressed.
+    #[error("vmdk: compressing grains")]
+    Compress(#[source] std::io::Error),
+    /// An OVA machine name with characters other than letters, digits, `-`, `_` and `.`.
+    #[error("ova: the machine name `{name}` must be letters, digits, - _ .")]
+    BadMachineName {
+        /// The name given.
+        name: String,
     },
 }
 
+/// The result of this crate's operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What disk sizes a format describes: whole sectors, up to a largest size.
+pub(crate) struct DiskLimits {
+    /// The format's name in errors.
+    pub format: &'static str,
+    /// Its sector size, in bytes.
+    pub sector: u64,
+    /// Its largest disk, in bytes.
+    pub max: u64,
+    /// What to use for a larger disk (` (use vhdx)`), or empty.
+    pub hint: &'static str,
+}
+
+impl DiskLimits {
+    /// Refuses a disk size that is not whole sectors or over the largest.
+    pub(crate) fn check(&self, disk_size: u64) -> Result<()> {
+        if !disk_size.is_multiple_of(self.sector) {
+            return Err(Error::NotWholeSectors {
+                format: self.format,
+                disk_size,
+                sector: self.sector,
+            });
+        }
+        if disk_size > self.max {
+            return Err(Error::DiskTooLarge {
+                format: self.format,
+                disk_size,
+                max: self.max,
+                hint: self.hint,
+            });
+        }
+        Ok(())
+    }
+}
 
 /// The container file being written front to back: where it is, errors naming the offset.
 pub(crate) struct Out<W> {

@@ -19,7 +19,9 @@ use crate::{Error, Params, Result};
 
 const BLOCK: u64 = 512;
 const RECORD: u64 = 20 * BLOCK;
+/// Name of the OVF descriptor inside the OVA tar.
 pub const OVF_NAME: &str = "nixos.ovf";
+/// Name of the manifest (SHA-256 of the other members) inside the OVA tar.
 pub const MF_NAME: &str = "nixos.mf";
 
 /// Where the OVA's parts go.
@@ -57,10 +59,7 @@ impl Ova {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         {
-            return Err(Error::Unsupported {
-                format: "ova",
-                reason: format!("the machine name `{name}` must be letters, digits, - _ ."),
-            });
+            return Err(Error::BadMachineName { name: name.into() });
         }
         let mut ova = Ova {
             params: params.clone(),

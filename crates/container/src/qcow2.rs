@@ -16,6 +16,7 @@ use crate::blocks::{Allocation, Stored};
 use crate::{put, to_usize, Out, Params, Result};
 
 const CLUSTER_BITS: u32 = 16;
+/// Cluster size: 64 KiB, qemu-img's default.
 pub const CLUSTER: u64 = 1 << CLUSTER_BITS;
 /// 8-byte entries per L1/L2 table cluster.
 const ENTRIES: u64 = CLUSTER / 8;

@@ -563,3 +563,55 @@ fn vhdx_reads_back_as_the_disk() {
     assert_eq!(&v[blocks[0].1 + (1 << 20)..][..4096], &[6u8; 4096][..]);
     assert_eq!(&v[blocks[1].1..][..4096], &[5u8; 4096][..]);
 }
+
+/// Disk sizes and names a format cannot describe are refused with a typed error naming the
+/// format and the limit, before anything is written.
+#[test]
+fn sizes_and_names_a_format_cannot_hold_are_typed_errors() {
+    let p = |disk_size| Params {
+        disk_size,
+        id: [7; 16],
+        time: 0,
+    };
+    let e = vhd::fixed_footer(&p(1000)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::NotWholeSectors {
+                format: "vhd",
+                disk_size: 1000,
+                sector: 512
+            }
+        ),
+        "{e}"
+    );
+    let e = vhd::fixed_footer(&p((2040 << 30) + 512)).unwrap_err();
+    assert!(
+        matches!(e, Error::DiskTooLarge { format: "vhd", max, .. } if max == 2040 << 30),
+        "{e}"
+    );
+    assert!(e.to_string().ends_with("(use vhdx)"), "{e}");
+    assert!(vhd::fixed_footer(&p(2040 << 30)).is_ok());
+
+    let big = (64u64 << 40) + 512;
+    let map = MapBuilder::new("test", big).finish().unwrap();
+    let e = vhdx::Vhdx::new(&map, &p(big), Vec::new()).err().unwrap();
+    assert!(
+        matches!(e, Error::DiskTooLarge { format: "vhdx", max, .. } if max == 64 << 40),
+        "{e}"
+    );
+    let odd = MapBuilder::new("test", 4097).finish().unwrap();
+    let e = vmdk::Vmdk::new(&odd, &p(4097), Vec::new(), 1, 1)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(e, Error::NotWholeSectors { format: "vmdk", .. }),
+        "{e}"
+    );
+
+    let e = ova::Ova::new(&p(1 << 20), "my machine").err().unwrap();
+    assert!(
+        matches!(&e, Error::BadMachineName { name } if name == "my machine"),
+        "{e}"
+    );
+}

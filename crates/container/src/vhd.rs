@@ -20,10 +20,14 @@ use std::io::Write;
 use imgbuild_diskmap::{Map, Piece, Sink};
 
 use crate::blocks::{Allocation, BlockStream};
-use crate::{put, to_usize, Error, Out, Params, Result};
+use crate::{put, to_usize, DiskLimits, Out, Params, Result};
 
 const SECTOR: u64 = 512;
+/// Size of the footer a VHD ends with (a fixed VHD is the raw disk plus this).
 pub const FOOTER: usize = 512;
+/// The largest disk a VHD describes: 2040 GiB (the BAT holds 32-bit sector offsets, the
+/// geometry at most 65535*16*255 sectors).
+const MAX_DISK: u64 = 2040 << 30;
 const DYN_HEADER: usize = 1024;
 /// Dynamic VHD block size (the default, and what Hyper-V writes).
 pub const BLOCK: u64 = 2 << 20;
@@ -70,26 +74,13 @@ fn checksum(b: &[u8]) -> u32 {
 }
 
 fn check(params: &Params) -> Result<()> {
-    if !params.disk_size.is_multiple_of(SECTOR) {
-        return Err(Error::Unsupported {
-            format: "vhd",
-            reason: format!(
-                "{} bytes is not a whole number of sectors",
-                params.disk_size
-            ),
-        });
+    DiskLimits {
+        format: "vhd",
+        sector: SECTOR,
+        max: MAX_DISK,
+        hint: " (use vhdx)",
     }
-    // The BAT holds 32-bit sector offsets, the geometry at most 65535*16*255 sectors.
-    if params.disk_size > 2040 << 30 {
-        return Err(Error::Unsupported {
-            format: "vhd",
-            reason: format!(
-                "{} bytes is more than VHD's 2040 GiB limit (use vhdx)",
-                params.disk_size
-            ),
-        });
-    }
-    Ok(())
+    .check(params.disk_size)
 }
 
 fn footer(params: &Params, kind: u32) -> [u8; FOOTER] {

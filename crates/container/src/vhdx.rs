@@ -15,9 +15,10 @@
 use std::io::Write;
 
 use imgbuild_diskmap::{Map, Piece, Sink};
+use uuid::{uuid, Uuid};
 
 use crate::blocks::{Allocation, Stored};
-use crate::{put, to_usize, Error, Out, Params, Result};
+use crate::{put, to_usize, DiskLimits, Out, Params, Result};
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
@@ -33,31 +34,18 @@ const METADATA_OFFSET: u64 = 2 * MIB;
 const METADATA_LENGTH: u64 = MIB;
 const BAT_OFFSET: u64 = 3 * MIB;
 const PAYLOAD_BLOCK_FULLY_PRESENT: u64 = 6;
+/// The largest virtual disk VHDX describes: 64 TiB.
+const MAX_DISK: u64 = 64 << 40;
 
-/// GUIDs as the specification writes them; stored in Microsoft's mixed-endian form.
-fn guid(s: &str) -> [u8; 16] {
-    let hex: Vec<u8> = s
-        .bytes()
-        .filter(|&c| c != b'-')
-        .collect::<Vec<u8>>()
-        .chunks(2)
-        .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap_or("00"), 16).unwrap_or(0))
-        .collect();
-    let mut g = [0u8; 16];
-    g[..4].copy_from_slice(&[hex[3], hex[2], hex[1], hex[0]]);
-    g[4..6].copy_from_slice(&[hex[5], hex[4]]);
-    g[6..8].copy_from_slice(&[hex[7], hex[6]]);
-    g[8..].copy_from_slice(&hex[8..16]);
-    g
-}
-
-const BAT_REGION: &str = "2DC27766-F623-4200-9D64-115E9BFD4A08";
-const METADATA_REGION: &str = "8B7CA206-4790-4B9A-B8FE-575F050F886E";
-const FILE_PARAMETERS: &str = "CAA16737-FA36-4D43-B3B6-33F0AA44E76B";
-const VIRTUAL_DISK_SIZE: &str = "2FA54224-CD1B-4876-B211-5DBED83BF4B8";
-const VIRTUAL_DISK_ID: &str = "BECA12AB-B2E6-4523-93EF-C309E000C746";
-const LOGICAL_SECTOR_SIZE: &str = "8141BF1D-A96F-4709-BA47-F233A8FAAB5F";
-const PHYSICAL_SECTOR_SIZE: &str = "CDA348C7-445D-4471-9CC9-E9885251C556";
+// GUIDs as the specification writes them; stored in Microsoft's mixed-endian form
+// (`Uuid::to_bytes_le`).
+const BAT_REGION: Uuid = uuid!("2DC27766-F623-4200-9D64-115E9BFD4A08");
+const METADATA_REGION: Uuid = uuid!("8B7CA206-4790-4B9A-B8FE-575F050F886E");
+const FILE_PARAMETERS: Uuid = uuid!("CAA16737-FA36-4D43-B3B6-33F0AA44E76B");
+const VIRTUAL_DISK_SIZE: Uuid = uuid!("2FA54224-CD1B-4876-B211-5DBED83BF4B8");
+const VIRTUAL_DISK_ID: Uuid = uuid!("BECA12AB-B2E6-4523-93EF-C309E000C746");
+const LOGICAL_SECTOR_SIZE: Uuid = uuid!("8141BF1D-A96F-4709-BA47-F233A8FAAB5F");
+const PHYSICAL_SECTOR_SIZE: Uuid = uuid!("CDA348C7-445D-4471-9CC9-E9885251C556");
 
 /// A GUID of its own for each use of the id parameter.
 fn id_for(params: &Params, what: u8) -> [u8; 16] {
@@ -104,7 +92,7 @@ fn region_table(bat_length: u64) -> Vec<u8> {
     .enumerate()
     {
         let at = 16 + i * 32;
-        put(&mut r, at, &guid(g));
+        put(&mut r, at, &g.to_bytes_le());
         put(&mut r, at + 16, &offset.to_le_bytes());
         put(
             &mut r,
@@ -122,7 +110,7 @@ fn metadata(params: &Params) -> Vec<u8> {
     put(&mut m, 0, b"metadata");
     let mut params_item = [0u8; 8];
     params_item[..4].copy_from_slice(&u32::try_from(BLOCK).expect("2 MiB").to_le_bytes());
-    let items: [(&str, Vec<u8>, u32); 5] = [
+    let items: [(Uuid, Vec<u8>, u32); 5] = [
         // IsRequired.
         (FILE_PARAMETERS, params_item.to_vec(), 0b100),
         // IsVirtualDisk | IsRequired.
@@ -154,7 +142,7 @@ fn metadata(params: &Params) -> Vec<u8> {
     let mut data_at = 64 * to_usize(KIB);
     for (i, (g, data, flags)) in items.iter().enumerate() {
         let at = 32 + i * 32;
-        put(&mut m, at, &guid(g));
+        put(&mut m, at, &g.to_bytes_le());
         // Offsets and lengths inside the 1 MiB metadata region.
         let fit = |n: usize| u32::try_from(n).expect("inside the metadata region");
         put(&mut m, at + 16, &fit(data_at).to_le_bytes());
@@ -173,15 +161,13 @@ impl<W: Write + Send> Vhdx<W> {
     /// Writes every structure before the payload into `w` at once; the blocks follow as the
     /// disk streams in.
     pub fn new(map: &Map, params: &Params, w: W) -> Result<Self> {
-        if !params.disk_size.is_multiple_of(LOGICAL_SECTOR) || params.disk_size > 64 << 40 {
-            return Err(Error::Unsupported {
-                format: "vhdx",
-                reason: format!(
-                    "{} bytes is not a whole number of sectors up to VHDX's 64 TiB",
-                    params.disk_size
-                ),
-            });
+        DiskLimits {
+            format: "vhdx",
+            sector: LOGICAL_SECTOR,
+            max: MAX_DISK,
+            hint: "",
         }
+        .check(params.disk_size)?;
         let alloc = Allocation::of(map, BLOCK);
         let payload = params.disk_size.div_ceil(BLOCK);
         let entries = payload + payload.saturating_sub(1) / CHUNK_RATIO;
@@ -246,7 +232,7 @@ mod tests {
 
     #[test]
     fn guids_are_stored_mixed_endian() {
-        let g = guid("2DC27766-F623-4200-9D64-115E9BFD4A08");
+        let g = BAT_REGION.to_bytes_le();
         assert_eq!(
             g,
             [

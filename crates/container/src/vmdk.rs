@@ -17,7 +17,7 @@ use imgbuild_compress::pool::Ordered;
 use imgbuild_diskmap::{Map, Piece, Sink};
 
 use crate::blocks::{Allocation, BlockStream};
-use crate::{to_usize, Error, Out, Params, Result};
+use crate::{to_usize, DiskLimits, Error, Out, Params, Result};
 
 const SECTOR: u64 = 512;
 /// Grain size: 128 sectors.
@@ -136,15 +136,13 @@ impl<W: Write + Send> Vmdk<W> {
     /// Writes the header and descriptor into `w` at once; grains are compressed by
     /// `workers` threads at zlib `level` as the disk streams in.
     pub fn new(map: &Map, params: &Params, w: W, workers: usize, level: u32) -> Result<Self> {
-        if !params.disk_size.is_multiple_of(SECTOR) {
-            return Err(Error::Unsupported {
-                format: "vmdk",
-                reason: format!(
-                    "{} bytes is not a whole number of sectors",
-                    params.disk_size
-                ),
-            });
+        DiskLimits {
+            format: "vmdk",
+            sector: SECTOR,
+            max: u64::MAX,
+            hint: "",
         }
+        .check(params.disk_size)?;
         let capacity = params.disk_size / SECTOR;
         let desc = descriptor(params, capacity);
         let mut out = Out::new(w, "vmdk");
@@ -196,17 +194,11 @@ impl Tables {
 
 /// A file offset as the 32-bit sector number grain tables hold.
 fn sector(pos: u64) -> Result<u32> {
-    u32::try_from(pos / SECTOR).map_err(|_| Error::Unsupported {
-        format: "vmdk",
-        reason: "the compressed disk exceeds 2 TiB".into(),
-    })
+    u32::try_from(pos / SECTOR).map_err(|_| Error::VmdkTooLarge)
 }
 
 fn io(e: std::io::Error) -> Error {
-    Error::Unsupported {
-        format: "vmdk",
-        reason: format!("compressing grains: {e}"),
-    }
+    Error::Compress(e)
 }
 
 /// Runs a pool call whose results are written out as grains; an error writing them is

@@ -143,8 +143,18 @@ pub fn build(
             indexed: false,
         });
     }
+    let (leaves, leaf_hash) = hashed_leaves(entries, hash_seed, dir_seed);
+    indexed(ino, parent, &leaves, &leaf_hash, dir_seed)
+}
 
-    // Sort by (hash, minor hash, name) and fill leaves.
+/// The leaf blocks of an htree, sealed: entries in (hash, minor hash, name) order, packed
+/// full; with the index hash of each leaf (its first entry's hash, low bit set when the leaf
+/// continues a run of equal hashes).
+fn hashed_leaves(
+    entries: &[Entry],
+    hash_seed: &[u32; 4],
+    dir_seed: u32,
+) -> (Vec<Vec<u8>>, Vec<u32>) {
     let mut hashed: Vec<(u32, u32, &Entry)> = entries
         .iter()
         .map(|e| {
@@ -177,7 +187,18 @@ pub fn build(
     }
     leaves.push(b);
     finish_leaves(&mut leaves, dir_seed);
+    (leaves, leaf_hash)
+}
 
+/// An htree directory: the root block (`.`, `..` and the index), interior nodes when the
+/// root cannot point at every leaf, then `leaves`.
+fn indexed(
+    ino: u32,
+    parent: u32,
+    leaves: &[Vec<u8>],
+    leaf_hash: &[u32],
+    dir_seed: u32,
+) -> Result<DirBlocks, TooBig> {
     let nleaves = leaves.len();
     // Index levels: the root alone, or the root over interior nodes.
     let (levels, nodes) = if nleaves <= ROOT_LIMIT {
@@ -229,7 +250,7 @@ pub fn build(
     for n in &node_blocks {
         data.extend_from_slice(n);
     }
-    for l in &leaves {
+    for l in leaves {
         data.extend_from_slice(l);
     }
     Ok(DirBlocks {

@@ -223,10 +223,10 @@ fn inode_tables(plan: &Plan, tree: &Tree) -> (Vec<Vec<u8>>, Vec<Chunk>) {
     (tables, chunks)
 }
 
+/// Every metadata block: directories, inode tables, the journal's zeros, bitmaps, group
+/// descriptors and superblocks.
 fn map_meta(plan: &Plan, tree: &Tree, b: &mut MapBuilder) -> Result<()> {
     let geo = &plan.geo;
-    let ipg = u64::from(geo.inodes_per_group);
-    let max_ino = u64::from(plan.max_ino);
     let (tables, mut chunks) = inode_tables(plan, tree);
     // Directory blocks: straight from the plan's buffers.
     for i in plan.inos.iter().filter(|i| i.typ == Type::Dir) {
@@ -237,24 +237,7 @@ fn map_meta(plan: &Plan, tree: &Tree, b: &mut MapBuilder) -> Result<()> {
             b.bytes_range(e.physical * BLOCK_SIZE, &d.data, from..to)?;
         }
     }
-
-    let mut used_dirs = vec![0u32; geo.groups as usize];
-    for i in plan.inos.iter().filter(|i| i.typ == Type::Dir) {
-        used_dirs[to_usize(u64::from(i.ino - 1) / ipg)] += 1;
-    }
-    let mut jnl_blocks = [0u32; 17];
-    if let Some(j) = plan.inos.iter().find(|i| i.ino == JOURNAL_INO) {
-        let k = (JOURNAL_INO - 1) as usize * INODE_SIZE;
-        let raw = &tables[0][k..k + INODE_SIZE];
-        for (w, c) in jnl_blocks
-            .iter_mut()
-            .zip(raw[0x28..0x28 + 60].chunks_exact(4))
-        {
-            *w = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        }
-        jnl_blocks[15] = hi32(j.size);
-        jnl_blocks[16] = lo32(j.size);
-    }
+    let jnl_blocks = journal_backup(plan, &tables[0]);
     for (g, t) in tables.into_iter().enumerate() {
         let whole = geo.itable_blocks * BLOCK_SIZE;
         debug_assert!(t.len() as u64 <= whole);
@@ -275,10 +258,45 @@ fn map_meta(plan: &Plan, tree: &Tree, b: &mut MapBuilder) -> Result<()> {
             b.zeros((p + skip) * BLOCK_SIZE, (n - skip) * BLOCK_SIZE)?;
         }
     }
+    let (descs, free_blocks) = map_bitmaps(plan, b)?;
+    map_supers(plan, &descs, free_blocks, jnl_blocks, &mut chunks, b)?;
+    for (block, data) in chunks {
+        b.bytes(block * BLOCK_SIZE, data)?;
+    }
+    Ok(())
+}
 
-    // Bitmaps and descriptors. Most groups of a large filesystem are empty and their bitmaps
-    // repeat a few patterns: identical bitmaps share one buffer (and one checksum), so the
-    // memory grows with the content, not with the number of groups.
+/// `s_jnl_blocks`: a copy of the journal inode's block map (`i_block`) and its size.
+/// `table0` is the first group's inode table.
+fn journal_backup(plan: &Plan, table0: &[u8]) -> [u32; 17] {
+    let mut jnl_blocks = [0u32; 17];
+    if let Some(j) = plan.inos.iter().find(|i| i.ino == JOURNAL_INO) {
+        let k = (JOURNAL_INO - 1) as usize * INODE_SIZE;
+        let raw = &table0[k..k + INODE_SIZE];
+        for (w, c) in jnl_blocks
+            .iter_mut()
+            .zip(raw[0x28..0x28 + 60].chunks_exact(4))
+        {
+            *w = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }
+        jnl_blocks[15] = hi32(j.size);
+        jnl_blocks[16] = lo32(j.size);
+    }
+    jnl_blocks
+}
+
+/// Maps every group's block and inode bitmaps; returns the group descriptors and the
+/// filesystem's free block count. Most groups of a large filesystem are empty and their
+/// bitmaps repeat a few patterns: identical bitmaps share one buffer (and one checksum), so
+/// the memory grows with the content, not with the number of groups.
+fn map_bitmaps(plan: &Plan, b: &mut MapBuilder) -> Result<(Vec<Desc>, u64)> {
+    let geo = &plan.geo;
+    let ipg = u64::from(geo.inodes_per_group);
+    let max_ino = u64::from(plan.max_ino);
+    let mut used_dirs = vec![0u32; geo.groups as usize];
+    for i in plan.inos.iter().filter(|i| i.typ == Type::Dir) {
+        used_dirs[to_usize(u64::from(i.ino - 1) / ipg)] += 1;
+    }
     let (mut block_bitmaps, mut inode_bitmaps) = (Bitmaps::default(), Bitmaps::default());
     let mut descs = Vec::with_capacity(geo.groups as usize);
     let mut free_blocks_total = 0u64;
@@ -323,6 +341,21 @@ fn map_meta(plan: &Plan, tree: &Tree, b: &mut MapBuilder) -> Result<()> {
         b.bytes_range(geo.block_bitmap[g as usize] * BLOCK_SIZE, &bb, 0..BS)?;
         b.bytes_range(geo.inode_bitmap[g as usize] * BLOCK_SIZE, &ib, 0..BS)?;
     }
+    Ok((descs, free_blocks_total))
+}
+
+/// The superblock and its backups (pushed to `chunks`), each followed by the group
+/// descriptor table (mapped).
+fn map_supers(
+    plan: &Plan,
+    descs: &[Desc],
+    free_blocks: u64,
+    jnl_blocks: [u32; 17],
+    chunks: &mut Vec<(u64, Vec<u8>)>,
+    b: &mut MapBuilder,
+) -> Result<()> {
+    let geo = &plan.geo;
+    let max_ino = u64::from(plan.max_ino);
     let mut gdt = vec![0u8; to_usize(geo.gdt_blocks) * BS];
     for (g, d) in descs.iter().enumerate() {
         gdt[g * DESC_SIZE..(g + 1) * DESC_SIZE].copy_from_slice(&sb::encode_desc(
@@ -338,7 +371,7 @@ fn map_meta(plan: &Plan, tree: &Tree, b: &mut MapBuilder) -> Result<()> {
         inodes: narrow(geo.inodes(), "inode counts are below 2^32 (layout)"),
         blocks: geo.blocks,
         r_blocks: geo.blocks * u64::from(plan.opts.reserved_percent) / 100,
-        free_blocks: free_blocks_total,
+        free_blocks,
         free_inodes: narrow(
             geo.inodes() - max_ino,
             "inode counts are below 2^32 (layout)",
@@ -357,9 +390,6 @@ fn map_meta(plan: &Plan, tree: &Tree, b: &mut MapBuilder) -> Result<()> {
         sbb[at..at + 1024].copy_from_slice(&sb::encode(&sup, g));
         chunks.push((start, sbb));
         b.bytes_range((start + 1) * BLOCK_SIZE, &gdt, 0..gdt.len())?;
-    }
-    for (block, data) in chunks {
-        b.bytes(block * BLOCK_SIZE, data)?;
     }
     Ok(())
 }

@@ -115,6 +115,71 @@ struct Candidate {
     fat_sectors: u64,
 }
 
+/// The cluster size, in sectors, mkfs.fat tries first: for FAT32 by the volume size, else 4.
+fn first_cluster_sectors(bits: u32, raw_sectors: u64) -> u64 {
+    if bits == 32 {
+        match raw_sectors {
+            s if s > 32 * 1024 * 1024 * 2 => 64,
+            s if s > 16 * 1024 * 1024 * 2 => 32,
+            s if s > 8 * 1024 * 1024 * 2 => 16,
+            s if s > 260 * 1024 * 2 => 8,
+            _ => 1,
+        }
+    } else {
+        4
+    }
+}
+
+/// The FAT12 and FAT16 candidates for `data` sectors (after the reserved area and the root
+/// directory) at `cs` sectors per cluster.
+fn fat1216(data: u64, cs: u64, align: bool) -> (Candidate, Candidate) {
+    let (s, n) = (SECTOR, u64::from(NUM_FATS));
+    let mut c12 = Candidate::default();
+    let mut c16 = Candidate::default();
+    // FAT12: 1.5 bytes per entry, two reserved entries.
+    let guess = 2 * (data * s + n * 3) / (2 * cs * s + n * 3);
+    let len = align_to((((guess + 2) * 3 + 1) >> 1).div_ceil(s), cs, align);
+    let clusters = data.checked_sub(n * len).map_or(0, |d| d / cs);
+    let max = (len * 2 * s / 3).min(u64::from(MAX_CLUST_12));
+    if clusters <= max {
+        c12 = Candidate {
+            clusters,
+            fat_sectors: len,
+        };
+    }
+    // FAT16.
+    let guess = (data * s + n * 4) / (cs * s + n * 2);
+    let len = align_to(((guess + 2) * 2).div_ceil(s), cs, align);
+    let clusters = data.checked_sub(n * len).map_or(0, |d| d / cs);
+    let max = (len * s / 2).min(u64::from(MAX_CLUST_16));
+    if clusters <= max && clusters >= u64::from(MIN_CLUST_16) {
+        c16 = Candidate {
+            clusters,
+            fat_sectors: len,
+        };
+    }
+    (c12, c16)
+}
+
+/// The FAT32 candidate for `data` sectors (after the reserved area) at `cs` sectors per
+/// cluster; fewer than 65525 clusters only when FAT32 is `forced`.
+fn fat32(data: u64, cs: u64, align: bool, forced: bool) -> Candidate {
+    let (s, n) = (SECTOR, u64::from(NUM_FATS));
+    let guess = (data * s + n * 8) / (cs * s + n * 4);
+    let len = align_to(((guess + 2) * 4).div_ceil(s), cs, align);
+    let clusters = data.checked_sub(n * len).map_or(0, |d| d / cs);
+    let max = (len * s / 4).min(u64::from(MAX_CLUST_32));
+    let enough = clusters >= u64::from(MIN_CLUST_32) || forced;
+    if clusters <= max && enough {
+        Candidate {
+            clusters,
+            fat_sectors: len,
+        }
+    } else {
+        Candidate::default()
+    }
+}
+
 /// Compute the geometry for a volume of `size_bytes` bytes.
 pub(crate) fn compute(size_bytes: u64, requested: FatType) -> Result<Geometry> {
     let raw_sectors = size_bytes / SECTOR;
@@ -131,24 +196,12 @@ pub(crate) fn compute(size_bytes: u64, requested: FatType) -> Result<Geometry> {
         FatType::Fat32 => 32,
     };
     let forced32 = requested == FatType::Fat32;
-    let mut cs: u64 = if bits == 32 {
-        match raw_sectors {
-            s if s > 32 * 1024 * 1024 * 2 => 64,
-            s if s > 16 * 1024 * 1024 * 2 => 32,
-            s if s > 8 * 1024 * 1024 * 2 => 16,
-            s if s > 260 * 1024 * 2 => 8,
-            _ => 1,
-        }
-    } else {
-        4
-    };
+    let mut cs = first_cluster_sectors(bits, raw_sectors);
     let num_sectors = raw_sectors / u64::from(spt) * u64::from(spt);
     let align = num_sectors > 8192;
     let reserved0: u64 = if bits == 32 { 32 } else { 1 };
     let root_sectors0: u64 = if bits == 32 { 0 } else { 512 * 32 / SECTOR };
     let s = SECTOR;
-    let n = u64::from(NUM_FATS);
-
     let mut c12 = Candidate::default();
     let mut c16 = Candidate::default();
     let mut c32 = Candidate::default();
@@ -156,47 +209,8 @@ pub(crate) fn compute(size_bytes: u64, requested: FatType) -> Result<Geometry> {
     while cs <= 128 {
         let fatdata32 = num_sectors.checked_sub(align_to(reserved0, cs, align));
         let fatdata1216 = fatdata32.and_then(|d| d.checked_sub(align_to(root_sectors0, cs, align)));
-
-        c12 = Candidate::default();
-        c16 = Candidate::default();
-        c32 = Candidate::default();
-        if let Some(data) = fatdata1216 {
-            // FAT12: 1.5 bytes per entry, two reserved entries.
-            let guess = 2 * (data * s + n * 3) / (2 * cs * s + n * 3);
-            let len = align_to((((guess + 2) * 3 + 1) >> 1).div_ceil(s), cs, align);
-            let clusters = data.checked_sub(n * len).map_or(0, |d| d / cs);
-            let max = (len * 2 * s / 3).min(u64::from(MAX_CLUST_12));
-            if clusters <= max {
-                c12 = Candidate {
-                    clusters,
-                    fat_sectors: len,
-                };
-            }
-            // FAT16.
-            let guess = (data * s + n * 4) / (cs * s + n * 2);
-            let len = align_to(((guess + 2) * 2).div_ceil(s), cs, align);
-            let clusters = data.checked_sub(n * len).map_or(0, |d| d / cs);
-            let max = (len * s / 2).min(u64::from(MAX_CLUST_16));
-            if clusters <= max && clusters >= u64::from(MIN_CLUST_16) {
-                c16 = Candidate {
-                    clusters,
-                    fat_sectors: len,
-                };
-            }
-        }
-        if let Some(data) = fatdata32 {
-            let guess = (data * s + n * 8) / (cs * s + n * 4);
-            let len = align_to(((guess + 2) * 4).div_ceil(s), cs, align);
-            let clusters = data.checked_sub(n * len).map_or(0, |d| d / cs);
-            let max = (len * s / 4).min(u64::from(MAX_CLUST_32));
-            let enough = clusters >= u64::from(MIN_CLUST_32) || forced32;
-            if clusters <= max && enough {
-                c32 = Candidate {
-                    clusters,
-                    fat_sectors: len,
-                };
-            }
-        }
+        (c12, c16) = fatdata1216.map_or_else(Default::default, |d| fat1216(d, cs, align));
+        c32 = fatdata32.map_or_else(Candidate::default, |d| fat32(d, cs, align, forced32));
         if (c12.clusters > 0 && (bits == 0 || bits == 12))
             || (c16.clusters > 0 && (bits == 0 || bits == 16))
             || (c32.clusters > 0 && bits == 32)

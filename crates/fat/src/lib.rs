@@ -41,6 +41,7 @@
 //!
 //! This crate knows nothing of Nix, partitions or boot loaders.
 
+#![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 // Casts that may truncate, lose a sign or wrap are spelled out (`try_from` with a reason,
 // `to_usize` for in-memory lengths); tests may cast freely.
@@ -53,27 +54,23 @@
     )
 )]
 
-use imgbuild_blockio::to_usize;
-use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::fs::File;
-use std::path::PathBuf;
-use std::sync::Arc;
 
-use imgbuild_blockio as blockio;
-use imgbuild_diskmap::{Map, MapBuilder, SourceFile};
 use imgbuild_fstree as fstree;
 
-use fstree::{FileData, Kind, NodeId, Tree, ROOT};
+use fstree::Tree;
 
+mod analyse;
 mod boot;
 mod dirent;
 mod geometry;
+mod map;
 mod names;
 
-use dirent::{ATTR_ARCHIVE, ATTR_DIRECTORY, ENTRY};
+use analyse::{analyse, Analysis};
+use dirent::ENTRY;
 use geometry::{Geometry, SECTOR};
-use names::DirName;
+pub use names::{LabelProblem, NameProblem};
 
 /// Most 32-byte entries a directory may have (Linux refuses bigger FAT directories).
 pub const MAX_DIR_ENTRIES: u32 = 65536;
@@ -84,10 +81,14 @@ pub const MAX_FILE_SIZE: u64 = u32::MAX as u64;
 /// otherwise FAT16, or FAT12 for volumes too small for 4087 FAT16 clusters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum FatType {
+    /// Chosen from the size, as mkfs.fat does.
     #[default]
     Auto,
+    /// 12-bit FAT entries: at most 4084 clusters.
     Fat12,
+    /// 16-bit FAT entries: 4087 to 65524 clusters.
     Fat16,
+    /// 28-bit FAT entries: at least 65525 clusters.
     Fat32,
 }
 
@@ -108,7 +109,9 @@ pub struct Options {
     /// Up to 11 ASCII characters, upper-cased; empty for none ("NO NAME" in the boot
     /// sector and no label entry, as mkfs.fat).
     pub label: String,
+    /// The volume id (serial number) in the boot sector, shown as `XXXX-XXXX`.
     pub volume_id: u32,
+    /// FAT width, or `Auto`.
     pub fat_type: FatType,
     /// Boot sector bytes 3..11.
     pub oem_name: [u8; 8],
@@ -128,43 +131,103 @@ impl Default for Options {
     }
 }
 
+/// Why a tree cannot become a FAT volume of the size asked for.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The files and directories need more clusters than the volume has.
     #[error("the files need {needed} bytes of FAT clusters but the volume has {available}")]
-    DoesNotFit { needed: u64, available: u64 },
-    #[error("a FAT32 volume of {size_bytes} bytes has only {clusters} clusters; FAT32 needs at least 65525")]
-    TooSmallForFat32 { clusters: u32, size_bytes: u64 },
-    #[error("no {fat_type} layout fits in {size_bytes} bytes (mkfs.fat's limits: FAT12 at most 4084 clusters, FAT16 4087 to 65524, FAT32 at least 65525, clusters of at most 64 KiB)")]
-    NoGeometry { size_bytes: u64, fat_type: FatType },
-    #[error("a FAT volume of {size_bytes} bytes has more than 2^32 sectors")]
-    TooLarge { size_bytes: u64 },
-    #[error("file name `{path}`: {reason}")]
-    BadName { path: String, reason: String },
-    #[error("volume label {label:?}: {reason}")]
-    BadLabel { label: String, reason: String },
-    #[error("the FAT root directory needs {entries} entries but holds {capacity}")]
-    RootDirFull { entries: u32, capacity: u32 },
-    #[error("directory `{path}` needs {entries} entries; FAT directories hold at most {MAX_DIR_ENTRIES}")]
-    DirTooLarge { path: String, entries: u32 },
-    #[error("`{path}` is {size} bytes; FAT files are at most {MAX_FILE_SIZE} bytes")]
-    FileTooLarge { path: String, size: u64 },
-    #[error("`{path}` is a {kind}, which FAT cannot store")]
-    Unsupported { path: String, kind: &'static str },
-    #[error("`{path}` changed since the plan was made: {planned} bytes planned, {found} found")]
-    SourceChanged {
-        path: String,
-        planned: u64,
-        found: u64,
+    DoesNotFit {
+        /// Bytes of clusters needed.
+        needed: u64,
+        /// Bytes of clusters the volume has.
+        available: u64,
     },
-    #[error("the tree given to map differs from the planned one at `{path}`")]
-    TreeChanged { path: String },
-    #[error("opening `{}` (the source of `{path}`)", host.display())]
-    Open {
+    /// FAT32 asked for on a volume too small for 65525 clusters.
+    #[error("a FAT32 volume of {size_bytes} bytes has only {clusters} clusters; FAT32 needs at least 65525")]
+    TooSmallForFat32 {
+        /// Clusters the volume would have.
+        clusters: u32,
+        /// The volume size given.
+        size_bytes: u64,
+    },
+    /// No cluster size gives a cluster count within the FAT type's limits.
+    #[error("no {fat_type} layout fits in {size_bytes} bytes (mkfs.fat's limits: FAT12 at most 4084 clusters, FAT16 4087 to 65524, FAT32 at least 65525, clusters of at most 64 KiB)")]
+    NoGeometry {
+        /// The volume size given.
+        size_bytes: u64,
+        /// The FAT type asked for.
+        fat_type: FatType,
+    },
+    /// A volume beyond the 32-bit sector count.
+    #[error("a FAT volume of {size_bytes} bytes has more than 2^32 sectors")]
+    TooLarge {
+        /// The volume size given.
+        size_bytes: u64,
+    },
+    /// A file name FAT cannot store.
+    #[error("file name `{path}`: {reason}")]
+    BadName {
+        /// The entry's path in the tree.
         path: String,
-        host: PathBuf,
+        /// What is wrong with it.
+        reason: NameProblem,
+    },
+    /// A volume label FAT cannot store.
+    #[error("volume label {label:?}: {reason}")]
+    BadLabel {
+        /// The label given.
+        label: String,
+        /// What is wrong with it.
+        reason: LabelProblem,
+    },
+    /// A FAT12/16 root directory with more entries than its fixed size holds.
+    #[error("the FAT root directory needs {entries} entries but holds {capacity}")]
+    RootDirFull {
+        /// 32-byte entries needed.
+        entries: u32,
+        /// 32-byte entries it holds.
+        capacity: u32,
+    },
+    /// A directory with more than [`MAX_DIR_ENTRIES`] entries.
+    #[error("directory `{path}` needs {entries} entries; FAT directories hold at most {MAX_DIR_ENTRIES}")]
+    DirTooLarge {
+        /// The directory's path in the tree.
+        path: String,
+        /// 32-byte entries needed.
+        entries: u32,
+    },
+    /// A file larger than [`MAX_FILE_SIZE`].
+    #[error("`{path}` is {size} bytes; FAT files are at most {MAX_FILE_SIZE} bytes")]
+    FileTooLarge {
+        /// The file's path in the tree.
+        path: String,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// A node FAT cannot hold: a symlink, device, FIFO, socket, or a directory's second name.
+    #[error("`{path}` is a {kind}, which FAT cannot store")]
+    Unsupported {
+        /// The node's path in the tree.
+        path: String,
+        /// What it is.
+        kind: &'static str,
+    },
+    /// The host file of a tree entry cannot be read, or is no longer the regular file of
+    /// the size the tree records.
+    #[error("the source of `{path}`")]
+    Source {
+        /// The entry's path in the tree.
+        path: String,
+        /// What is wrong with the host file.
         #[source]
-        source: std::io::Error,
+        source: imgbuild_blockio::SourceError,
+    },
+    /// [`Plan::map`] given a tree other than the planned one.
+    #[error("the tree given to map differs from the planned one at `{path}`")]
+    TreeChanged {
+        /// The first path found different.
+        path: String,
     },
     /// The extent map refused an extent (a bug: the plan places everything inside the
     /// volume, without overlaps).
@@ -172,156 +235,8 @@ pub enum Error {
     Map(#[from] imgbuild_diskmap::Error),
 }
 
+/// The result of this crate's operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-#[derive(Clone, Debug)]
-enum Target {
-    Dir(NodeId),
-    File(usize),
-}
-
-#[derive(Clone, Debug)]
-struct Entry {
-    name: DirName,
-    target: Target,
-    mtime: i64,
-}
-
-#[derive(Clone, Debug)]
-struct DirInfo {
-    /// Index of the parent directory (0, the root, for the root itself).
-    parent: usize,
-    mtime: i64,
-    entries: Vec<Entry>,
-    /// 32-byte entries used, including `.`, `..` or the label entry.
-    slots: u32,
-}
-
-#[derive(Clone, Debug)]
-struct FileInfo {
-    node: NodeId,
-    path: String,
-    size: u64,
-}
-
-/// The size-independent part of a plan: names and entry counts.
-#[derive(Clone, Debug)]
-struct Analysis {
-    label: Option<[u8; 11]>,
-    root_mtime: i64,
-    /// Depth-first, name order; index 0 is the root.
-    dirs: Vec<DirInfo>,
-    dir_index: HashMap<NodeId, usize>,
-    files: Vec<FileInfo>,
-}
-
-fn kind_name(k: &Kind) -> &'static str {
-    match k {
-        Kind::Dir(_) => "directory",
-        Kind::File(_) => "regular file",
-        Kind::Symlink(_) => "symbolic link",
-        Kind::CharDev { .. } => "character device",
-        Kind::BlockDev { .. } => "block device",
-        Kind::Fifo => "fifo",
-        Kind::Socket => "socket",
-    }
-}
-
-fn child_path(dir: &str, name: &str) -> String {
-    if dir == "/" {
-        format!("/{name}")
-    } else {
-        format!("{dir}/{name}")
-    }
-}
-
-fn analyse(tree: &Tree, opts: &Options) -> Result<Analysis> {
-    let label = names::label(&opts.label)?;
-    let mut dirs: Vec<DirInfo> = Vec::new();
-    let mut dir_index = HashMap::new();
-    let mut files = Vec::new();
-    let mut seen: HashSet<NodeId> = HashSet::from([ROOT]);
-    let mut stack: Vec<(NodeId, String, usize)> = vec![(ROOT, "/".to_string(), 0)];
-    while let Some((node, path, parent)) = stack.pop() {
-        let idx = dirs.len();
-        dir_index.insert(node, idx);
-        let children: Vec<(&[u8], NodeId)> = tree.children(node).collect();
-        let raw: Vec<&[u8]> = children.iter().map(|c| c.0).collect();
-        let dir_names = names::name_entries(&path, &raw)?;
-        let mut entries = Vec::with_capacity(children.len());
-        let mut subdirs = Vec::new();
-        let mut slots: u32 = if idx == 0 {
-            u32::from(label.is_some())
-        } else {
-            2
-        };
-        for ((name, child), dn) in children.into_iter().zip(dir_names) {
-            let cpath = child_path(
-                &path,
-                std::str::from_utf8(name).expect("name_entries accepted only UTF-8 names"),
-            );
-            let n = tree.node(child);
-            let target = match &n.kind {
-                Kind::Dir(_) => {
-                    if !seen.insert(child) {
-                        return Err(Error::Unsupported {
-                            path: cpath,
-                            kind: "second name of a directory",
-                        });
-                    }
-                    subdirs.push((child, cpath));
-                    Target::Dir(child)
-                }
-                Kind::File(data) => {
-                    let size = data.size();
-                    if size > MAX_FILE_SIZE {
-                        return Err(Error::FileTooLarge { path: cpath, size });
-                    }
-                    files.push(FileInfo {
-                        node: child,
-                        path: cpath,
-                        size,
-                    });
-                    Target::File(files.len() - 1)
-                }
-                other => {
-                    return Err(Error::Unsupported {
-                        path: cpath,
-                        kind: kind_name(other),
-                    })
-                }
-            };
-            slots = slots.saturating_add(dn.slots());
-            entries.push(Entry {
-                name: dn,
-                target,
-                mtime: n.meta.mtime,
-            });
-        }
-        if slots > MAX_DIR_ENTRIES {
-            return Err(Error::DirTooLarge {
-                path,
-                entries: slots,
-            });
-        }
-        dirs.push(DirInfo {
-            parent,
-            mtime: tree.node(node).meta.mtime,
-            entries,
-            slots,
-        });
-        for (child, cpath) in subdirs.into_iter().rev() {
-            stack.push((child, cpath, idx));
-        }
-    }
-    Ok(Analysis {
-        label,
-        root_mtime: tree.node(ROOT).meta.mtime,
-        dirs,
-        dir_index,
-        files,
-    })
-}
 
 /// Where everything goes for one geometry.
 #[derive(Clone, Debug)]
@@ -483,197 +398,5 @@ impl Plan {
     /// Number of file copies (a file named twice is stored twice).
     pub fn file_count(&self) -> usize {
         self.a.files.len()
-    }
-
-    /// The volume's bytes as an extent map of [`Plan::fs_bytes`] bytes. Files are taken from
-    /// `tree`, which must be the tree given to [`plan`]; host files are opened to check their
-    /// size and find their holes, and referenced, not read.
-    pub fn map(&self, tree: &Tree) -> Result<Map> {
-        let mut b = MapBuilder::new("fat", self.fs_bytes());
-        self.map_metadata(&mut b)?;
-        for i in 0..self.a.files.len() {
-            self.map_file(i, tree, &mut b)?;
-        }
-        Ok(b.finish()?)
-    }
-
-    /// Everything but the file contents: boot sectors, FATs and directories.
-    fn map_metadata(&self, b: &mut MapBuilder) -> Result<()> {
-        let g = &self.geo;
-        let label = self.a.label.unwrap_or(*b"NO NAME    ");
-        let id = boot::Identity {
-            oem_name: &self.oem_name,
-            volume_id: self.volume_id,
-            label: &label,
-            hidden_sectors: self.hidden_sectors,
-        };
-        let bs = boot::boot_sector(g, &id);
-        let mut reserved = vec![0u8; g.reserved_sectors as usize * to_usize(SECTOR)];
-        reserved[..512].copy_from_slice(&bs);
-        if g.fat_type == FatType::Fat32 {
-            let free = g.clusters - self.used_clusters();
-            let fsi = boot::fsinfo(free, self.alloc.end - 1);
-            let at = |s: u16| usize::from(s) * to_usize(SECTOR);
-            reserved[at(boot::FSINFO_SECTOR)..][..512].copy_from_slice(&fsi);
-            // Backup boot sector and, right after it, a copy of the FSInfo sector.
-            reserved[at(boot::BACKUP_BOOT_SECTOR)..][..512].copy_from_slice(&bs);
-            reserved[at(boot::BACKUP_BOOT_SECTOR + 1)..][..512].copy_from_slice(&fsi);
-        }
-        b.bytes(0, reserved)?;
-
-        // The FATs: the used entries, then free entries (zeros that matter).
-        let fat: Arc<[u8]> = boot::fat_bytes(g.fat_type, &self.fat_entries()).into();
-        let fat_len = u64::from(g.fat_sectors) * SECTOR;
-        debug_assert!(fat.len() as u64 <= fat_len);
-        for copy in 0..geometry::NUM_FATS {
-            let at = g.fat_start(copy);
-            b.bytes_range(at, &fat, 0..fat.len())?;
-            b.zeros(at + fat.len() as u64, fat_len - fat.len() as u64)?;
-        }
-
-        if g.fat_type != FatType::Fat32 {
-            let mut root = vec![0u8; g.root_entries as usize * ENTRY];
-            self.encode_dir(0, &mut root);
-            b.bytes(g.root_dir_start(), root)?;
-        }
-        // The directories occupy one run of clusters starting at cluster 2.
-        let first_dir = usize::from(g.fat_type != FatType::Fat32);
-        let cb = to_usize(g.cluster_bytes());
-        let dir_clusters: usize = self.alloc.dirs.iter().map(|d| d.1 as usize).sum();
-        if dir_clusters > 0 {
-            let mut buf = vec![0u8; dir_clusters * cb];
-            for i in first_dir..self.a.dirs.len() {
-                let (start, n) = self.alloc.dirs[i];
-                let off = (start as usize - 2) * cb;
-                self.encode_dir(i, &mut buf[off..off + n as usize * cb]);
-            }
-            b.bytes(g.cluster_offset(2), buf)?;
-        }
-        Ok(())
-    }
-
-    /// FAT entries 0 .. end of allocation (`u32::MAX` marks an end of chain).
-    fn fat_entries(&self) -> Vec<u32> {
-        let mut next = vec![0u32; self.alloc.end as usize];
-        for &(start, n) in self.alloc.dirs.iter().chain(&self.alloc.files) {
-            if n == 0 {
-                continue;
-            }
-            for c in start..start + n - 1 {
-                next[c as usize] = c + 1;
-            }
-            next[(start + n - 1) as usize] = u32::MAX;
-        }
-        next
-    }
-
-    fn dir_cluster(&self, i: usize) -> u32 {
-        if i == 0 && self.geo.fat_type != FatType::Fat32 {
-            0
-        } else {
-            self.alloc.dirs[i].0
-        }
-    }
-
-    fn encode_dir(&self, i: usize, out: &mut [u8]) {
-        let d = &self.a.dirs[i];
-        let mut pos = 0;
-        if i == 0 {
-            if let Some(label) = &self.a.label {
-                dirent::label_entry(&mut out[pos..], label, self.a.root_mtime);
-                pos += ENTRY;
-            }
-        } else {
-            let parent = if d.parent == 0 {
-                0
-            } else {
-                self.dir_cluster(d.parent)
-            };
-            let me = self.dir_cluster(i);
-            dirent::short_entry(
-                &mut out[pos..],
-                b".          ",
-                0,
-                ATTR_DIRECTORY,
-                me,
-                0,
-                d.mtime,
-            );
-            pos += ENTRY;
-            dirent::short_entry(
-                &mut out[pos..],
-                b"..         ",
-                0,
-                ATTR_DIRECTORY,
-                parent,
-                0,
-                d.mtime,
-            );
-            pos += ENTRY;
-        }
-        for e in &d.entries {
-            let (attr, cluster, size) = match e.target {
-                Target::Dir(node) => (ATTR_DIRECTORY, self.dir_cluster(self.a.dir_index[&node]), 0),
-                Target::File(f) => (
-                    ATTR_ARCHIVE,
-                    self.alloc.files[f].0,
-                    // Files over MAX_FILE_SIZE (u32::MAX) were refused when planning.
-                    u32::try_from(self.a.files[f].size).expect("at most MAX_FILE_SIZE"),
-                ),
-            };
-            pos += dirent::named_entry(&mut out[pos..], &e.name, attr, cluster, size, e.mtime);
-        }
-        debug_assert_eq!(pos, d.slots as usize * ENTRY);
-    }
-
-    /// The content of file copy `index`: in-memory bytes, or the data ranges of its host
-    /// file (its holes as zeros).
-    fn map_file(&self, index: usize, tree: &Tree, b: &mut MapBuilder) -> Result<()> {
-        let f = &self.a.files[index];
-        let kind = (f.node as usize) < tree.len();
-        let data = match kind.then(|| &tree.node(f.node).kind) {
-            Some(Kind::File(d)) if d.size() == f.size => d,
-            _ => {
-                return Err(Error::TreeChanged {
-                    path: f.path.clone(),
-                })
-            }
-        };
-        // An empty file has no cluster.
-        let at = || self.geo.cluster_offset(self.alloc.files[index].0);
-        match data {
-            FileData::Bytes(_) if f.size == 0 => {}
-            FileData::Bytes(bytes) => b.bytes_range(at(), bytes, 0..bytes.len())?,
-            FileData::Host { path: host, .. } => {
-                let open_err = |source| Error::Open {
-                    path: f.path.clone(),
-                    host: host.clone(),
-                    source,
-                };
-                let src = File::open(host).map_err(open_err)?;
-                let found = src.metadata().map_err(open_err)?.len();
-                if found != f.size {
-                    return Err(Error::SourceChanged {
-                        path: f.path.clone(),
-                        planned: f.size,
-                        found,
-                    });
-                }
-                if f.size == 0 {
-                    return Ok(());
-                }
-                // Data ranges from the file, holes as zeros (FAT files have no holes).
-                let at = at();
-                let source = SourceFile::new(host, f.size);
-                let mut pos = 0;
-                for (start, len) in blockio::data_ranges(&src, f.size).map_err(open_err)? {
-                    b.zeros(at + pos, start - pos)?;
-                    b.file(at + start, &source, start, len)?;
-                    pos = start + len;
-                }
-                b.zeros(at + pos, f.size - pos)?;
-            }
-        }
-        Ok(())
     }
 }

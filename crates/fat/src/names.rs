@@ -57,25 +57,66 @@ fn sfn_char_ok(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"!#$%&'()-@^_`{}~".contains(&c)
 }
 
+/// Why a file name cannot be stored ([`Error::BadName`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NameProblem {
+    /// The name is not UTF-8.
+    #[error("name is not valid UTF-8")]
+    NotUtf8,
+    /// A control character or one of `"*/:<>?\|`.
+    #[error(
+        "character {0:?} is not allowed in FAT names (no control characters, no any of \"*/:<>?\\|)"
+    )]
+    BadChar(char),
+    /// A trailing `.` or space, which Windows and Linux strip.
+    #[error("FAT names cannot end with `.` or a space")]
+    BadEnd,
+    /// More UTF-16 units than a long name holds.
+    #[error("name is {units} UTF-16 units long, FAT allows {MAX_LFN}")]
+    TooLong {
+        /// The name's length in UTF-16 units.
+        units: usize,
+    },
+    /// Another name of the same directory that differs only in letter case.
+    #[error("differs from `{other}` only in letter case, and FAT names are case-insensitive")]
+    CaseClash {
+        /// The other name.
+        other: String,
+    },
+}
+
+/// Why a volume label cannot be stored ([`Error::BadLabel`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LabelProblem {
+    /// More than 11 characters.
+    #[error("a FAT label has at most 11 characters")]
+    TooLong,
+    /// A character outside printable ASCII, or one FAT reserves.
+    #[error(
+        "character {0:?} is not allowed (ASCII only; no control characters or any of *?.,;:/\\|+=<>[]\")"
+    )]
+    BadChar(char),
+    /// A leading space.
+    #[error("a FAT label cannot start with a space")]
+    LeadingSpace,
+}
+
 /// Why `name` cannot be stored, if it cannot.
-fn check_long(name: &str) -> std::result::Result<Vec<u16>, String> {
+fn check_long(name: &str) -> std::result::Result<Vec<u16>, NameProblem> {
     if let Some(c) = name
         .chars()
         .find(|&c| (c as u32) < 0x20 || c == '\u{7f}' || "\"*/:<>?\\|".contains(c))
     {
-        return Err(format!(
-            "character {c:?} is not allowed in FAT names (no control characters, no any of \"*/:<>?\\|)"
-        ));
+        return Err(NameProblem::BadChar(c));
     }
     if name.ends_with('.') || name.ends_with(' ') {
-        return Err("FAT names cannot end with `.` or a space".into());
+        return Err(NameProblem::BadEnd);
     }
     let utf16: Vec<u16> = name.encode_utf16().collect();
     if utf16.len() > MAX_LFN {
-        return Err(format!(
-            "name is {} UTF-16 units long, FAT allows {MAX_LFN}",
-            utf16.len()
-        ));
+        return Err(NameProblem::TooLong { units: utf16.len() });
     }
     Ok(utf16)
 }
@@ -177,7 +218,7 @@ pub(crate) fn name_entries(dir: &str, names: &[&[u8]]) -> Result<Vec<DirName>> {
     for (i, raw) in names.iter().enumerate() {
         let s = std::str::from_utf8(raw).map_err(|_| Error::BadName {
             path: path_of(&String::from_utf8_lossy(raw)),
-            reason: "name is not valid UTF-8".into(),
+            reason: NameProblem::NotUtf8,
         })?;
         let utf16 = check_long(s).map_err(|reason| Error::BadName {
             path: path_of(s),
@@ -186,10 +227,9 @@ pub(crate) fn name_entries(dir: &str, names: &[&[u8]]) -> Result<Vec<DirName>> {
         if let Some(&j) = folded.get(&fold(s)) {
             return Err(Error::BadName {
                 path: path_of(s),
-                reason: format!(
-                    "differs from `{}` only in letter case, and FAT names are case-insensitive",
-                    strs[j].0
-                ),
+                reason: NameProblem::CaseClash {
+                    other: strs[j].0.to_string(),
+                },
             });
         }
         folded.insert(fold(s), i);
@@ -255,23 +295,21 @@ pub(crate) fn lfn_checksum(short: &[u8; 11]) -> u8 {
 
 /// Validate and encode a volume label: upper-cased ASCII, space padded; `None` for no label.
 pub(crate) fn label(label: &str) -> Result<Option<[u8; 11]>> {
-    let bad = |reason: &str| Error::BadLabel {
+    let bad = |reason| Error::BadLabel {
         label: label.to_string(),
-        reason: reason.to_string(),
+        reason,
     };
     if label.len() > 11 {
-        return Err(bad("a FAT label has at most 11 characters"));
+        return Err(bad(LabelProblem::TooLong));
     }
     if let Some(c) = label
         .chars()
         .find(|&c| !c.is_ascii() || c.is_ascii_control() || "*?.,;:/\\|+=<>[]\"".contains(c))
     {
-        return Err(bad(&format!(
-            "character {c:?} is not allowed (ASCII only; no control characters or any of *?.,;:/\\|+=<>[]\")"
-        )));
+        return Err(bad(LabelProblem::BadChar(c)));
     }
     if label.starts_with(' ') {
-        return Err(bad("a FAT label cannot start with a space"));
+        return Err(bad(LabelProblem::LeadingSpace));
     }
     let mut out = [b' '; 11];
     for (i, b) in label.bytes().enumerate() {

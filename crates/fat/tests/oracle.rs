@@ -853,12 +853,19 @@ fn errors_are_typed_and_name_the_culprit() {
     add_bytes(&mut tree, "/EFI/Boot", vec![], T0);
     add_bytes(&mut tree, "/EFI/BOOT", vec![], T0);
     match plan(&tree, 30 << 20, &o) {
-        Err(Error::BadName { path, reason }) => {
+        Err(e @ Error::BadName { .. }) => {
+            let Error::BadName { path, reason } = &e else {
+                unreachable!()
+            };
             assert_eq!(path, "/EFI/Boot");
-            assert!(
-                reason.contains("`BOOT`") && reason.contains("case"),
-                "{reason}"
+            assert_eq!(
+                reason,
+                &imgbuild_fat::NameProblem::CaseClash {
+                    other: "BOOT".into()
+                }
             );
+            let msg = e.to_string();
+            assert!(msg.contains("`BOOT`") && msg.contains("case"), "{msg}");
         }
         other => panic!("{other:?}"),
     }
@@ -962,14 +969,25 @@ fn source_changes_are_caught() {
     let p = plan(&tree, size, &o).unwrap();
     fs::write(&src, noise(1, 90_000)).unwrap();
     match p.map(&tree) {
-        Err(Error::SourceChanged {
-            path,
-            planned,
-            found,
-        }) => assert_eq!(
-            (path.as_str(), planned, found),
-            ("/kernel", 100_000, 90_000)
-        ),
+        Err(
+            e @ Error::Source {
+                source:
+                    imgbuild_blockio::SourceError::Changed {
+                        planned: 100_000,
+                        found: 90_000,
+                        ..
+                    },
+                ..
+            },
+        ) => {
+            // What a user reads: the entry, then the host file and what changed.
+            let chain = imgbuild_testutil::error_chain(&e);
+            assert!(chain.starts_with("the source of `/kernel`: `"), "{chain}");
+            assert!(
+                chain.ends_with("planned 100000 bytes, found 90000"),
+                "{chain}"
+            );
+        }
         other => panic!("{other:?}"),
     }
     // An empty source file that grew.
@@ -981,9 +999,12 @@ fn source_changes_are_caught() {
     fs::write(&empty, b"grown").unwrap();
     assert!(matches!(
         p2.map(&t2),
-        Err(Error::SourceChanged {
-            planned: 0,
-            found: 5,
+        Err(Error::Source {
+            source: imgbuild_blockio::SourceError::Changed {
+                planned: 0,
+                found: 5,
+                ..
+            },
             ..
         })
     ));

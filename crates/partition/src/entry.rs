@@ -16,7 +16,9 @@ pub struct Entry {
     pub start: u64,
     /// Size in bytes.
     pub size: u64,
+    /// First 512-byte sector of the partition.
     pub first_lba: u64,
+    /// Last 512-byte sector of the partition (inclusive).
     pub last_lba: u64,
     /// GPT type GUID (upper case) or MBR type byte (`0x83`).
     #[serde(rename = "type")]
@@ -42,6 +44,7 @@ pub struct Entry {
 pub struct FsSummary {
     /// `ext4`, `ext3`, `ext2`, `fat12`, `fat16`, `fat32`, or what else was recognised.
     pub kind: String,
+    /// The volume label, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
     /// ext4: the UUID; FAT: the volume id as `XXXX-XXXX`.

@@ -12,6 +12,7 @@
 //! * [`encode_mbr`]: the 512-byte DOS MBR at LBA 0 (disk signature, up to four primary
 //!   partitions, boot flag), via `mbrman`, with the CHS fields `sfdisk` writes for an image file.
 
+#![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 // Casts that may truncate, lose a sign or wrap are spelled out (`try_from` with a reason,
 // `to_usize` for in-memory lengths); tests may cast freely.

@@ -11,10 +11,9 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::Path;
 use std::sync::{mpsc, Arc};
 
-use imgbuild_blockio::{self as blockio, to_usize, InputError, InputKind};
+use imgbuild_blockio::{to_usize, PlannedSource};
 use imgbuild_fstree::{FileData, NodeId};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
@@ -75,80 +74,38 @@ pub(crate) struct Plan<'t> {
     pub duplicates: u64,
 }
 
-/// How source files are opened: no size bound of their own (the plan has their size),
-/// regular files only.
-const SOURCE: InputKind = InputKind {
-    what: "source file",
-    max_bytes: u64::MAX,
-};
-
 /// Bytes hashed at a time.
 const HASH_BUF: usize = 256 << 10;
 
 /// A stored file's bytes, ready to be read by range.
 enum Source<'t> {
     Bytes(&'t [u8]),
-    /// A host file opened once through [`blockio::open_input`] (refused unless a regular
-    /// file, never blocks on a FIFO swapped in), whose `fstat` size is the planned one.
-    Host {
-        input: blockio::Input,
-        path: &'t Path,
-        size: u64,
-    },
+    /// A host file opened once, checked to be still a regular file of its planned size
+    /// (never blocks on a FIFO swapped in).
+    Host(PlannedSource),
 }
 
 impl<'t> Source<'t> {
     fn open(data: &'t FileData) -> Result<Self> {
         match data {
             FileData::Bytes(b) => Ok(Source::Bytes(&b[..])),
-            FileData::Host { path, size } => {
-                let input = blockio::open_input(path, SOURCE).map_err(|e| match e {
-                    InputError::Io { source, .. } => Error::Unreadable {
-                        path: path.clone(),
-                        source,
-                    },
-                    e => Error::Input(e),
-                })?;
-                if input.size() != *size {
-                    return Err(Error::SourceChanged {
-                        path: path.clone(),
-                        planned: *size,
-                        found: input.size(),
-                    });
-                }
-                Ok(Source::Host {
-                    input,
-                    path,
-                    size: *size,
-                })
-            }
+            FileData::Host { path, size } => Ok(Source::Host(PlannedSource::open(path, *size)?)),
         }
     }
 
     /// Appends bytes `offset..offset + len` to `buf`; a file that ends early is
-    /// [`Error::SourceChanged`] with the size it was found to have.
+    /// [`SourceError::Changed`](imgbuild_blockio::SourceError::Changed) with the size it was
+    /// found to have.
     fn read(&self, offset: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
         match self {
             Source::Bytes(b) => {
                 let o = to_usize(offset);
                 buf.extend_from_slice(&b[o..o + len]);
             }
-            Source::Host { input, path, size } => {
+            Source::Host(src) => {
                 let start = buf.len();
                 buf.resize(start + len, 0);
-                let got = blockio::read_full_at(input.file(), &mut buf[start..], offset).map_err(
-                    |source| Error::Unreadable {
-                        path: path.to_path_buf(),
-                        source,
-                    },
-                )?;
-                if got < len {
-                    return Err(Error::SourceChanged {
-                        path: path.to_path_buf(),
-                        planned: *size,
-                        found: offset + got as u64,
-                    });
-                }
+                src.read_exact_at(offset, &mut buf[start..])?;
             }
         }
         Ok(())
@@ -503,11 +460,11 @@ mod tests {
         assert!(
             matches!(
                 e,
-                Error::SourceChanged {
+                Error::Source(imgbuild_blockio::SourceError::Changed {
                     planned: 10_000,
                     found: 6_000,
                     ..
-                }
+                })
             ),
             "{e}"
         );

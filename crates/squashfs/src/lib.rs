@@ -26,6 +26,7 @@
 //! reads a clock, the environment or a random source, and the thread count changes no byte.
 //! Times before 1970 or after 2106 (squashfs keeps unsigned 32-bit seconds) are clamped.
 
+#![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 // Casts that may truncate, lose a sign or wrap are spelled out (`try_from` with a reason,
 // `to_usize` for in-memory lengths); tests may cast freely.
@@ -40,21 +41,22 @@
 
 use std::collections::HashMap;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
-use std::path::PathBuf;
 
-use fstree::{Kind, Meta, NodeId, Tree, ROOT};
+use fstree::{Kind, NodeId, Tree};
 use imgbuild_fstree as fstree;
 
 mod data;
 mod dir;
 mod inode;
 mod meta;
+mod tables;
 
-use inode::{Base, DirInfo, IndexEntry};
-use meta::{Codec, MetaWriter, METADATA_SIZE};
+use meta::{Codec, MetaWriter};
+use tables::Tables;
 
 /// `hsqs`.
 pub const MAGIC: u32 = 0x7371_7368;
+/// Size of the superblock the image starts with.
 pub const SUPERBLOCK_SIZE: u64 = 96;
 /// Longest name: Linux's `NAME_MAX`. The format allows 256 (`SQUASHFS_NAME_LEN`), but no
 /// Linux program could look such a name up.
@@ -89,15 +91,20 @@ pub enum Compression {
     /// Every block stored as it is (recorded as gzip, which every kernel reads).
     None,
     /// zstd at `level` (1 to 22), each block on its own. nixpkgs' ISOs use 19.
-    Zstd { level: i32 },
+    Zstd {
+        /// The zstd level.
+        level: i32,
+    },
 }
 
+/// How the filesystem is written: block size, compression, time, packing.
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Data block size: a power of two from 4 KiB to 1 MiB. mksquashfs defaults to 128 KiB;
     /// nixpkgs' `make-squashfs.nix` passes 1 MiB (`-b 1048576`). Older kernels refuse to
     /// mount blocks smaller than their page size (64 KiB on some aarch64 kernels).
     pub block_size: u32,
+    /// How data and metadata blocks are compressed.
     pub compression: Compression,
     /// Seconds since the epoch recorded as the superblock's `mkfs_time`.
     pub mkfs_time: i64,
@@ -123,54 +130,87 @@ impl Default for Options {
     }
 }
 
+/// Why a tree cannot be written as squashfs.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("invalid option: {0}")]
-    BadOption(String),
+    /// A block size that is not a power of two from 4 KiB to 1 MiB.
+    #[error("block size {block_size} is not a power of two from 4 KiB to 1 MiB")]
+    BadBlockSize {
+        /// The block size given.
+        block_size: u32,
+    },
+    /// A zstd level outside 1 to 22.
+    #[error("zstd level {level} is not from 1 to 22")]
+    BadZstdLevel {
+        /// The level given.
+        level: i32,
+    },
+    /// A name longer than [`MAX_NAME_LEN`].
     #[error("`{path}`: name is {len} bytes long, at most 255 are allowed")]
-    NameTooLong { path: String, len: usize },
+    NameTooLong {
+        /// The entry's path in the tree.
+        path: String,
+        /// The name's length in bytes.
+        len: usize,
+    },
+    /// A symlink target that is empty or longer than [`MAX_SYMLINK_LEN`].
     #[error("`{path}`: symlink target is {len} bytes long, must be 1 to 4095 bytes")]
-    BadSymlink { path: String, len: usize },
+    BadSymlink {
+        /// The symlink's path in the tree.
+        path: String,
+        /// The target's length in bytes.
+        len: usize,
+    },
+    /// A directory reached by a second name.
     #[error("`{path}`: a directory may have only one name (it is hard-linked)")]
-    DirHardLink { path: String },
+    DirHardLink {
+        /// The second name's path.
+        path: String,
+    },
+    /// A device number squashfs cannot encode.
     #[error("`{path}`: device {major}:{minor} does not fit squashfs's 12-bit major, 20-bit minor")]
     BadDevice {
+        /// The device node's path (or inode number).
         path: String,
+        /// Its major number.
         major: u32,
+        /// Its minor number.
         minor: u32,
     },
+    /// More distinct uids and gids than the id table holds.
     #[error("at least {ids} distinct uids and gids, squashfs holds at most {MAX_IDS}")]
-    TooManyIds { ids: usize },
-    /// A source file that is not (or no longer) a regular file, or cannot be opened safely.
+    TooManyIds {
+        /// Distinct ids counted when the limit was passed.
+        ids: usize,
+    },
+    /// A host file of the tree cannot be read, or is no longer the regular file of the size
+    /// the tree records.
     #[error(transparent)]
-    Input(imgbuild_blockio::InputError),
+    Source(#[from] imgbuild_blockio::SourceError),
+    /// A table, directory or count beyond squashfs's 32-bit fields.
     #[error("the {what} is larger than squashfs can address")]
-    TooBig { what: &'static str },
-    #[error("`{}`: cannot read it", path.display())]
-    Unreadable {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
+    TooBig {
+        /// What grew too large (`inode table`, `directory`, ...).
+        what: &'static str,
     },
-    #[error("`{}` changed since it was scanned: planned {planned} bytes, found {found}", path.display())]
-    SourceChanged {
-        path: PathBuf,
-        planned: u64,
-        found: u64,
-    },
+    /// The compressor failed.
     #[error("compressing a block")]
     Compress {
+        /// What zstd said.
         #[source]
         source: std::io::Error,
     },
+    /// The output refused a write or seek.
     #[error("writing the image")]
     Write {
+        /// What the output said.
         #[source]
         source: std::io::Error,
     },
 }
 
+/// The result of this crate's operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What [`write()`] wrote.
@@ -180,7 +220,9 @@ pub struct Summary {
     pub bytes_used: u64,
     /// Bytes written: `bytes_used` padded to a multiple of [`PAD`].
     pub size: u64,
+    /// Inodes written.
     pub inodes: u32,
+    /// Fragment blocks written.
     pub fragments: u32,
     /// Data and fragment blocks stored.
     pub blocks: u64,
@@ -203,17 +245,14 @@ fn secs(t: i64) -> u32 {
 
 fn check_options(o: &Options) -> Result<Codec> {
     if !o.block_size.is_power_of_two() || !(4096..=1 << 20).contains(&o.block_size) {
-        return Err(Error::BadOption(format!(
-            "block size {} is not a power of two from 4 KiB to 1 MiB",
-            o.block_size
-        )));
+        return Err(Error::BadBlockSize {
+            block_size: o.block_size,
+        });
     }
     match o.compression {
         Compression::None => Ok(Codec::None),
         Compression::Zstd { level } if (1..=22).contains(&level) => Ok(Codec::Zstd(level)),
-        Compression::Zstd { level } => Err(Error::BadOption(format!(
-            "zstd level {level} is not from 1 to 22"
-        ))),
+        Compression::Zstd { level } => Err(Error::BadZstdLevel { level }),
     }
 }
 
@@ -294,186 +333,6 @@ fn number(tree: &Tree) -> Result<Numbered> {
     Ok(n)
 }
 
-/// A reference to an inode: stored position of its metadata block (relative to the inode
-/// table) and offset in the block.
-#[derive(Clone, Copy, Debug)]
-struct Ref {
-    block: u64,
-    offset: u16,
-}
-
-impl Ref {
-    fn encode(self) -> u64 {
-        (self.block << 16) | u64::from(self.offset)
-    }
-}
-
-/// The inode and directory tables, being written.
-struct Tables<'a> {
-    tree: &'a Tree,
-    n: &'a Numbered,
-    links: Vec<u32>,
-    plan: &'a data::Plan<'a>,
-    inodes: MetaWriter,
-    dirs: MetaWriter,
-    refs: Vec<Option<Ref>>,
-}
-
-fn basic_type(kind: &Kind) -> u16 {
-    match kind {
-        Kind::Dir(_) => inode::DIR,
-        Kind::File(_) => inode::REG,
-        Kind::Symlink(_) => inode::SYMLINK,
-        Kind::BlockDev { .. } => inode::BLKDEV,
-        Kind::CharDev { .. } => inode::CHRDEV,
-        Kind::Fifo => inode::FIFO,
-        Kind::Socket => inode::SOCKET,
-    }
-}
-
-impl Tables<'_> {
-    fn base(&self, id: NodeId) -> Base {
-        let node = self.tree.node(id);
-        let Meta {
-            perm,
-            uid,
-            gid,
-            mtime,
-        } = node.meta;
-        Base {
-            typ: basic_type(&node.kind),
-            perm,
-            uid: self.n.id_index[&uid],
-            gid: self.n.id_index[&gid],
-            mtime: secs(mtime),
-            number: self.n.numbers[id as usize],
-        }
-    }
-
-    fn push_inode(&mut self, id: NodeId, bytes: &[u8]) -> Result<()> {
-        let (block, offset) = self.inodes.pos();
-        self.inodes.push(bytes)?;
-        self.refs[id as usize] = Some(Ref { block, offset });
-        Ok(())
-    }
-
-    /// The inode of a non-directory.
-    fn leaf(&mut self, id: NodeId) -> Result<()> {
-        let b = self.base(id);
-        let nlink = self.links[id as usize];
-        let mut out = Vec::new();
-        match &self.tree.node(id).kind {
-            Kind::File(_) => {
-                let s = self.plan.stored[&id];
-                inode::file(&mut out, &b, &self.plan.infos[s], nlink);
-            }
-            Kind::Symlink(t) => inode::symlink(&mut out, &b, nlink, t),
-            Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => {
-                let rdev = inode::encode_dev(*major, *minor).ok_or(Error::BadDevice {
-                    path: format!("inode {}", b.number),
-                    major: *major,
-                    minor: *minor,
-                })?;
-                inode::device(&mut out, &b, nlink, rdev);
-            }
-            Kind::Fifo | Kind::Socket => inode::ipc(&mut out, &b, nlink),
-            Kind::Dir(_) => unreachable!("directories are written by `directory`"),
-        }
-        self.push_inode(id, &out)
-    }
-
-    /// A directory's listing and inode; its entries' inodes are written.
-    fn directory(&mut self, id: NodeId, parent: u32) -> Result<()> {
-        let tree = self.tree;
-        let mut entries = Vec::new();
-        let mut subdirs = 0u32;
-        for (name, child) in tree.children(id) {
-            let r = self.refs[child as usize].expect("entries are written before their directory");
-            let kind = &tree.node(child).kind;
-            if matches!(kind, Kind::Dir(_)) {
-                subdirs += 1;
-            }
-            entries.push(dir::Entry {
-                name,
-                block: u32::try_from(r.block).map_err(|_| Error::TooBig {
-                    what: "inode table",
-                })?,
-                offset: r.offset,
-                number: self.n.numbers[child as usize],
-                typ: basic_type(kind),
-            });
-        }
-        let listing = dir::listing(&entries);
-        let upos = self.dirs.uncompressed_pos();
-        let (start_block, offset) = self.dirs.pos();
-        self.dirs.push(&listing.bytes)?;
-        let mut index = Vec::new();
-        let mut last_block = upos / METADATA_SIZE as u64;
-        for &(at, first) in listing.headers.iter().skip(1) {
-            let hpos = upos + at as u64;
-            if hpos / METADATA_SIZE as u64 != last_block {
-                last_block = hpos / METADATA_SIZE as u64;
-                index.push(IndexEntry {
-                    index: u32::try_from(at).map_err(|_| Error::TooBig { what: "directory" })?,
-                    start_block: u32::try_from(self.dirs.block_start(hpos)).map_err(|_| {
-                        Error::TooBig {
-                            what: "directory table",
-                        }
-                    })?,
-                    name: entries[first].name.to_vec(),
-                });
-            }
-        }
-        if index.len() > usize::from(u16::MAX) {
-            return Err(Error::TooBig { what: "directory" });
-        }
-        let info = DirInfo {
-            start_block: u32::try_from(start_block).map_err(|_| Error::TooBig {
-                what: "directory table",
-            })?,
-            offset,
-            file_size: u32::try_from(listing.bytes.len() + 3)
-                .map_err(|_| Error::TooBig { what: "directory" })?,
-            nlink: subdirs + 2,
-            parent,
-        };
-        let mut out = Vec::new();
-        inode::dir(&mut out, &self.base(id), &info, &index);
-        self.push_inode(id, &out)
-    }
-
-    /// Every inode and listing, entries before their directory, depth first.
-    fn write_all(&mut self) -> Result<Ref> {
-        let tree = self.tree;
-        // (directory, its entries, how many are done)
-        let mut stack: Vec<(NodeId, Vec<NodeId>, usize)> =
-            vec![(ROOT, tree.children(ROOT).map(|(_, c)| c).collect(), 0)];
-        while let Some((dir, kids, done)) = stack.last_mut() {
-            if let Some(&child) = kids.get(*done) {
-                *done += 1;
-                if self.refs[child as usize].is_some() {
-                    continue; // another name of a file already written
-                }
-                if tree.node(child).is_dir() {
-                    stack.push((child, tree.children(child).map(|(_, c)| c).collect(), 0));
-                } else {
-                    self.leaf(child)?;
-                }
-                continue;
-            }
-            let dir = *dir;
-            stack.pop();
-            // The root's parent is one past the last inode, as mksquashfs records it.
-            let parent = match stack.last() {
-                Some((p, _, _)) => self.n.numbers[*p as usize],
-                None => self.n.count + 1,
-            };
-            self.directory(dir, parent)?;
-        }
-        Ok(self.refs[ROOT as usize].expect("the root is written last"))
-    }
-}
-
 /// A table of fixed-size entries as metadata blocks, then the positions of those blocks
 /// (where the superblock points). `at` is the table's position in the filesystem.
 fn indexed_table(codec: Codec, entries: &[u8], at: u64) -> Result<(Vec<u8>, u64)> {
@@ -535,17 +394,14 @@ impl Super {
     }
 }
 
-/// Writes `tree` as a squashfs filesystem into `out`, starting at its current position.
-pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: W) -> Result<Summary> {
-    let codec = check_options(opts)?;
-    let n = number(tree)?;
-    let wr = |source| Error::Write { source };
-    let mut out = BufWriter::with_capacity(1 << 20, out);
-    let base = out.stream_position().map_err(wr)?;
-
-    // Superblock (written last) and compressor options.
-    out.write_all(&[0; 96]).map_err(wr)?;
-    let mut pos = SUPERBLOCK_SIZE;
+/// Writes the compressor options (zstd at a level other than the default: one uncompressed
+/// metadata block holding it) at `pos`; returns the superblock's compression id and flags.
+fn compressor<W: Write>(
+    codec: Codec,
+    opts: &Options,
+    out: &mut W,
+    pos: &mut u64,
+) -> Result<(u16, u16)> {
     let mut flags = FLAG_NO_XATTR;
     let compression = match codec {
         Codec::None => {
@@ -554,12 +410,12 @@ pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: W) -> Result<Sum
         }
         Codec::Zstd(level) => {
             if level != ZSTD_DEFAULT_LEVEL {
-                // One uncompressed metadata block holding the level.
                 let mut b = Vec::new();
                 b.extend_from_slice(&(4u16 | 0x8000).to_le_bytes());
                 b.extend_from_slice(&level.to_le_bytes());
-                out.write_all(&b).map_err(wr)?;
-                pos += b.len() as u64;
+                out.write_all(&b)
+                    .map_err(|source| Error::Write { source })?;
+                *pos += b.len() as u64;
                 flags |= FLAG_COMP_OPT;
             }
             ZSTD_ID
@@ -571,6 +427,31 @@ pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: W) -> Result<Sum
     if opts.dedup {
         flags |= FLAG_DUPLICATE;
     }
+    Ok((compression, flags))
+}
+
+/// Writes an [`indexed_table`] of `entries` at `pos` (advanced past it); returns where its
+/// index is, for the superblock.
+fn put_table<W: Write>(codec: Codec, entries: &[u8], out: &mut W, pos: &mut u64) -> Result<u64> {
+    let (bytes, index_at) = indexed_table(codec, entries, *pos)?;
+    out.write_all(&bytes)
+        .map_err(|source| Error::Write { source })?;
+    *pos += bytes.len() as u64;
+    Ok(index_at)
+}
+
+/// Writes `tree` as a squashfs filesystem into `out`, starting at its current position.
+pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: W) -> Result<Summary> {
+    let codec = check_options(opts)?;
+    let n = number(tree)?;
+    let wr = |source| Error::Write { source };
+    let mut out = BufWriter::with_capacity(1 << 20, out);
+    let base = out.stream_position().map_err(wr)?;
+
+    // Superblock (written last) and compressor options.
+    out.write_all(&[0; 96]).map_err(wr)?;
+    let mut pos = SUPERBLOCK_SIZE;
+    let (compression, flags) = compressor(codec, opts, &mut out, &mut pos)?;
 
     // Data.
     let files: Vec<(NodeId, &fstree::FileData)> = n
@@ -610,13 +491,10 @@ pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: W) -> Result<Sum
         frag_entries.extend_from_slice(&f.size.to_le_bytes());
         frag_entries.extend_from_slice(&0u32.to_le_bytes());
     }
-    let (frag_bytes, fragment_table) = indexed_table(codec, &frag_entries, pos)?;
-    out.write_all(&frag_bytes).map_err(wr)?;
-    pos += frag_bytes.len() as u64;
+    let fragment_table = put_table(codec, &frag_entries, &mut out, &mut pos)?;
     let id_entries: Vec<u8> = n.ids.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let (id_bytes, id_table) = indexed_table(codec, &id_entries, pos)?;
-    out.write_all(&id_bytes).map_err(wr)?;
-    let bytes_used = pos + id_bytes.len() as u64;
+    let id_table = put_table(codec, &id_entries, &mut out, &mut pos)?;
+    let bytes_used = pos;
     let size = bytes_used.div_ceil(PAD) * PAD;
     out.write_all(&vec![0; imgbuild_blockio::to_usize(size - bytes_used)])
         .map_err(wr)?;

@@ -2,7 +2,8 @@
 //! unsquashfs and the kernel, are in tests/it).
 
 use super::*;
-use fstree::Node;
+use crate::meta::METADATA_SIZE;
+use fstree::{Meta, Node, ROOT};
 use std::collections::HashMap;
 
 fn m() -> Meta {
@@ -27,7 +28,13 @@ fn options_are_checked() {
         },
     ] {
         let e = write(&t, &o, std::io::Cursor::new(Vec::new())).unwrap_err();
-        assert!(matches!(e, Error::BadOption(_)), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::BadBlockSize { .. } | Error::BadZstdLevel { level: 23 }
+            ),
+            "{e}"
+        );
     }
 }
 
@@ -369,7 +376,7 @@ fn a_source_that_shrank_since_the_tree_was_built_is_named_with_its_size() {
         std::fs::write(&path, vec![9u8; 3_000]).unwrap();
         let e = write(&t, &Options::default(), std::io::Cursor::new(Vec::new())).unwrap_err();
         assert!(
-            matches!(&e, Error::SourceChanged { planned, found: 3_000, path: p }
+            matches!(&e, Error::Source(imgbuild_blockio::SourceError::Changed { planned, found: 3_000, path: p })
                 if *planned == size && *p == path),
             "{e}"
         );

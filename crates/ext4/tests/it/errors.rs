@@ -104,9 +104,15 @@ fn host_file_problems_name_the_host_path() {
     std::fs::remove_file(src.path().join("gone")).unwrap();
     let e = ext4::plan(&t, &opts()).unwrap_err();
     match &e {
-        ext4::Error::Unreadable { path, source } => {
+        ext4::Error::Source(imgbuild_blockio::SourceError::Unreadable { path, source }) => {
             assert_eq!(path, &src.path().join("gone"));
             assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            // The cause is chained, not repeated in the message.
+            assert_eq!(
+                e.to_string(),
+                format!("`{}`: cannot read it", path.display())
+            );
+            assert!(std::error::Error::source(&e).is_some());
         }
         other => panic!("unexpected {other}"),
     }
@@ -115,7 +121,7 @@ fn host_file_problems_name_the_host_path() {
     std::fs::write(src.path().join("f"), b"123456").unwrap();
     let e = ext4::plan(&t, &opts()).unwrap_err();
     assert!(
-        matches!(&e, ext4::Error::SourceChanged { path, planned: 5, found: 6 } if path.ends_with("f")),
+        matches!(&e, ext4::Error::Source(imgbuild_blockio::SourceError::Changed { path, planned: 5, found: 6 }) if path.ends_with("f")),
         "{e}"
     );
     // Shrunk between plan and write: caught when the map is streamed.
@@ -184,14 +190,17 @@ fn bad_options() {
         label: "seventeen-bytes!!".into(),
         ..opts()
     };
-    assert!(matches!(ext4::plan(&t, &o), Err(ext4::Error::BadOption(_))));
+    assert!(matches!(
+        ext4::plan(&t, &o),
+        Err(ext4::Error::LabelTooLong { len: 17, .. })
+    ));
     // NUL would cut the label for every reader; 16 bytes without NUL fit.
     let o = ext4::Options {
         label: "nix\0os".into(),
         ..opts()
     };
     match ext4::plan(&t, &o) {
-        Err(ext4::Error::BadOption(s)) => assert!(s.contains("NUL"), "{s}"),
+        Err(e @ ext4::Error::LabelHasNul { .. }) => assert!(e.to_string().contains("NUL"), "{e}"),
         other => panic!("unexpected {other:?}"),
     }
     let o = ext4::Options {
@@ -199,6 +208,22 @@ fn bad_options() {
         ..opts()
     };
     assert!(ext4::plan(&t, &o).is_ok());
+    let o = ext4::Options {
+        reserved_percent: 51,
+        ..opts()
+    };
+    assert!(matches!(
+        ext4::plan(&t, &o),
+        Err(ext4::Error::ReservedTooHigh { percent: 51 })
+    ));
+    let o = ext4::Options {
+        inode_ratio: 1023,
+        ..opts()
+    };
+    assert!(matches!(
+        ext4::plan(&t, &o),
+        Err(ext4::Error::InodeRatioTooLow { ratio: 1023 })
+    ));
     // A tree node kind we never write must not exist: every Kind maps to an inode type.
     let mut t = Tree::new(m());
     t.insert_path(
