@@ -5,8 +5,8 @@ use std::io::{BufWriter, Write};
 
 use crate::blockio::{self, PlannedSource};
 use crate::fstree::{FileData, Kind, NodeId, Tree};
-use crate::header::{padding, EntryType, Header, BLOCK};
-use crate::{Error, Result};
+use crate::header::{padding, EntryType, Header, SparseOf, BLOCK};
+use crate::{sparse, Error, Result};
 
 /// GNU tar's and bsdtar's default record (20 blocks): the archive's length is a multiple.
 const RECORD: u64 = 20 * BLOCK as u64;
@@ -27,6 +27,11 @@ pub enum RootEntry {
 pub struct Options {
     /// How members are named.
     pub root: RootEntry,
+    /// Store host files with runs of zeros as sparse members (GNU sparse 1.0 in pax), the
+    /// zeros left out at 4 KiB granularity, by content (the crate docs'
+    /// "Sparse members"). Planning then reads every host file once more (holes the file system
+    /// reports are skipped); off, every file is stored whole.
+    pub sparse: bool,
 }
 
 /// One member to write.
@@ -37,6 +42,36 @@ struct Entry {
     node: NodeId,
     /// For a later name of a hard-linked node: the entry holding its data.
     link_to: Option<usize>,
+    /// A sparse member's data regions and stand-in name.
+    sparse: Option<Sparse>,
+}
+
+/// What a sparse member stores.
+#[derive(Debug)]
+struct Sparse {
+    /// Data regions `(offset, length)`, the file's end marked as GNU tar marks it.
+    regions: Vec<(u64, u64)>,
+    /// The name its ustar header carries (the real one is in its pax header).
+    stand_in: Vec<u8>,
+}
+
+/// The stand-in name of a sparse member: `GNUSparseFile.0/` and the last component of
+/// `path`, cut to fit ustar's name field (GNU tar puts the directory and its process id in
+/// front; a fixed name keeps the archive deterministic).
+fn stand_in(path: &[u8]) -> Vec<u8> {
+    let base = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+    let mut name = b"GNUSparseFile.0/".to_vec();
+    name.extend_from_slice(&base[..base.len().min(100 - name.len())]);
+    name
+}
+
+/// The data regions of a host file when it has holes worth leaving out.
+fn sparse_regions(data: &FileData) -> Result<Option<Vec<(u64, u64)>>> {
+    let FileData::Host { path, size } = data else {
+        return Ok(None);
+    };
+    let regions = sparse::regions(&PlannedSource::open(path, *size)?)?;
+    Ok(sparse::has_holes(&regions, *size).then_some(regions))
 }
 
 /// A tar archive of a tree, planned: every member and the archive's length are fixed.
@@ -86,10 +121,20 @@ impl<'t> Archive<'t> {
             if shared && link_to.is_none() {
                 first.insert(node, entries.len());
             }
+            let sparse = match &n.kind {
+                Kind::File(data) if opts.sparse && link_to.is_none() => {
+                    sparse_regions(data)?.map(|regions| Sparse {
+                        regions,
+                        stand_in: stand_in(&path),
+                    })
+                }
+                _ => None,
+            };
             entries.push(Entry {
                 path,
                 node,
                 link_to,
+                sparse,
             });
         }
         let mut archive = Archive {
@@ -131,6 +176,7 @@ impl<'t> Archive<'t> {
             size: 0,
             mtime: node.meta.mtime,
             dev: (0, 0),
+            sparse: None,
         };
         if let Some(target) = e.link_to {
             h.kind = EntryType::HardLink;
@@ -139,7 +185,17 @@ impl<'t> Archive<'t> {
         }
         match &node.kind {
             Kind::Dir(_) => h.kind = EntryType::Dir,
-            Kind::File(data) => h.size = data.size(),
+            Kind::File(data) => match &e.sparse {
+                Some(sp) => {
+                    h.path = &sp.stand_in;
+                    h.size = sparse::stored_size(&sp.regions);
+                    h.sparse = Some(SparseOf {
+                        name: &e.path,
+                        real_size: data.size(),
+                    });
+                }
+                None => h.size = data.size(),
+            },
             Kind::Symlink(target) => {
                 h.kind = EntryType::Symlink;
                 h.link = target;
@@ -170,8 +226,14 @@ impl<'t> Archive<'t> {
             let h = self.header(i);
             out.put(&h.encode())?;
             if h.kind == EntryType::Regular {
-                if let Kind::File(data) = &self.tree.node(self.entries[i].node).kind {
-                    file_data(&mut out, data)?;
+                let e = &self.entries[i];
+                match (&self.tree.node(e.node).kind, &e.sparse) {
+                    (Kind::File(FileData::Host { path, size }), Some(sp)) => {
+                        let src = PlannedSource::open(path, *size)?;
+                        sparse::write(&src, &sp.regions, |b| out.put(b))?;
+                    }
+                    (Kind::File(data), _) => file_data(&mut out, data)?,
+                    _ => {}
                 }
                 out.zeros(padding(h.size))?;
             }

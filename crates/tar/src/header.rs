@@ -13,8 +13,8 @@
 //! What ustar cannot hold (a longer path or link target, a size of 8 GiB or more, an id of
 //! 2^21 or more, a time before 1970 or after 2242) goes into a pax extended header (typeflag
 //! `x`) in front of the entry: records `LEN key=value\n` in key order (`gid`, `hdrcharset`,
-//! `linkpath`, `mtime`, `path`, `size`, `uid`), `hdrcharset=BINARY` when a path or link
-//! target is not UTF-8. The pax header's own name is `PaxHeaders/` and the entry's last
+//! `linkpath`, `mtime`, `path`, `size`, `uid`, after the `GNU.sparse.*` ones of a sparse
+//! member), `hdrcharset=BINARY` when a path or link target is not UTF-8. The pax header's own name is `PaxHeaders/` and the entry's last
 //! name component (cut to fit), its mode 0644, owner 0, time the entry's, so it is as
 //! deterministic as the entry. No atime or ctime is ever written.
 
@@ -134,6 +134,18 @@ pub struct Header<'a> {
     pub mtime: i64,
     /// Device numbers of a character or block device, `(major, minor)`.
     pub dev: (u32, u32),
+    /// For a sparse member (GNU format 1.0): the file's real path and size. `path` is then a
+    /// stand-in name and `size` the stored length (map and data regions).
+    pub sparse: Option<SparseOf<'a>>,
+}
+
+/// The file a sparse member stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SparseOf<'a> {
+    /// The file's path (`GNU.sparse.name`).
+    pub name: &'a [u8],
+    /// The file's length, holes included (`GNU.sparse.realsize`).
+    pub real_size: u64,
 }
 
 /// Largest time a 12-byte octal field holds.
@@ -180,6 +192,12 @@ impl Header<'_> {
     pub fn pax_records(&self) -> Vec<u8> {
         let mut recs = Vec::new();
         let mut add = |k: &str, v: &[u8]| recs.extend_from_slice(&pax_record(k, v));
+        if let Some(sp) = self.sparse {
+            add("GNU.sparse.major", b"1");
+            add("GNU.sparse.minor", b"0");
+            add("GNU.sparse.name", sp.name);
+            add("GNU.sparse.realsize", sp.real_size.to_string().as_bytes());
+        }
         let big_id = |id: u32| !fits_octal(u64::from(id), 8);
         let long_path = split_ustar_path(self.path).is_none();
         let long_link = self.link.len() > 100;
@@ -187,7 +205,8 @@ impl Header<'_> {
             add("gid", self.gid.to_string().as_bytes());
         }
         let binary = |s: &[u8]| std::str::from_utf8(s).is_err();
-        if (long_path && binary(self.path)) || (long_link && binary(self.link)) {
+        let sparse_name = self.sparse.is_some_and(|sp| binary(sp.name));
+        if (long_path && binary(self.path)) || (long_link && binary(self.link)) || sparse_name {
             add("hdrcharset", b"BINARY");
         }
         if long_link {
@@ -264,6 +283,7 @@ impl Header<'_> {
                 size: recs.len() as u64,
                 mtime: time_fits(self.mtime).map_or(0, |_| self.mtime),
                 dev: (0, 0),
+                sparse: None,
             };
             out.extend_from_slice(&pax.ustar_block());
             out.extend_from_slice(&recs);
@@ -337,6 +357,7 @@ mod tests {
             size: 0,
             mtime: 1,
             dev: (0, 0),
+            sparse: None,
         }
     }
 

@@ -18,7 +18,23 @@
 //! [`blockio::PlannedSource`] (regular files only, no blocking open, still the size the tree
 //! records). The same tree and options give the same bytes.
 //!
-//! Files are stored whole: the tree does not record holes, so no member is sparse yet.
+//! With [`Options::sparse`], host files holding runs of zeros become GNU sparse 1.0 members
+//! (the zeros left out, decided by content, never by the host's allocation); without it
+//! every file is stored whole.
+//!
+//! # Sparse members
+//!
+//! A file's data regions are its 4 KiB grains holding a non-zero byte, merged when
+//! adjacent, the last cut at the file's end; a file ending in zeros gets a last empty
+//! region at its end (as GNU tar writes it). They depend on the file's bytes only, never on
+//! how the host file system allocated it: holes the file system reports (`SEEK_DATA`) are
+//! skipped without reading, since they read as zeros, and everything else is read and
+//! looked at. So the same bytes give the same archive whatever the host.
+//!
+//! The member's data (format 1.0, `GNU.sparse.major=1`, `GNU.sparse.minor=0` in its pax
+//! header) is the map as decimal text: the number of regions, then each region's offset and
+//! length, every number followed by a newline, padded with zeros to a block; then the
+//! regions' bytes one after another.
 
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -38,6 +54,7 @@ use imgbuild_fstree as fstree;
 
 mod archive;
 pub mod header;
+mod sparse;
 
 pub use archive::{Archive, Options, RootEntry};
 

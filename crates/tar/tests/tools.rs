@@ -14,6 +14,10 @@ use imgbuild_tar::{Archive, Options, RootEntry};
 use imgbuild_testutil::{noise, run};
 
 const T: i64 = 1_700_000_000;
+const DOT: Options = Options {
+    root: RootEntry::DotSlash,
+    sparse: false,
+};
 
 fn meta(perm: u16) -> Meta {
     Meta::new(perm, 0, 0, T)
@@ -275,22 +279,8 @@ fn fields(line: &str, n: usize) -> (Vec<&str>, &str) {
 
 fn archive_of(dir: &Path, tree: &Tree) -> std::path::PathBuf {
     let tar = dir.join("a.tar");
-    let bytes = write(
-        tree,
-        Options {
-            root: RootEntry::DotSlash,
-        },
-    );
-    assert_eq!(
-        bytes,
-        write(
-            tree,
-            Options {
-                root: RootEntry::DotSlash
-            }
-        ),
-        "two writes, same bytes"
-    );
+    let bytes = write(tree, DOT);
+    assert_eq!(bytes, write(tree, DOT), "two writes, same bytes");
     std::fs::write(&tar, bytes).unwrap();
     tar
 }
@@ -439,6 +429,7 @@ fn without_a_root_member_paths_are_bare() {
         &tree,
         Options {
             root: RootEntry::Omitted,
+            sparse: false,
         },
     );
     std::fs::write(&tar, &bytes).unwrap();
@@ -461,13 +452,7 @@ fn a_changed_host_file_or_a_socket_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let host = dir.path().join("host.bin");
     let tree = generated(&host);
-    let archive = Archive::new(
-        &tree,
-        Options {
-            root: RootEntry::DotSlash,
-        },
-    )
-    .unwrap();
+    let archive = Archive::new(&tree, DOT).unwrap();
     std::fs::write(&host, b"shorter").unwrap();
     let err = archive.write(std::io::sink()).unwrap_err();
     let chain = imgbuild_testutil::error_chain(&err);
@@ -485,15 +470,116 @@ fn a_changed_host_file_or_a_socket_is_refused() {
         },
     )
     .unwrap();
-    let err = Archive::new(
-        &t,
-        Options {
-            root: RootEntry::DotSlash,
-        },
-    )
-    .unwrap_err();
+    let err = Archive::new(&t, DOT).unwrap_err();
     assert_eq!(
         err.to_string(),
         "`/sock` is a socket: a tar archive cannot hold one"
     );
+}
+
+#[test]
+fn a_sparse_file_over_8_gib_is_listed_and_extracted_by_both_tools() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let dir = tempfile::tempdir().unwrap();
+    let host = dir.path().join("big.img");
+    let size: u64 = (8 << 30) + 4097;
+    let f = std::fs::File::create(&host).unwrap();
+    f.set_len(size).unwrap();
+    let marks: [(u64, &[u8]); 3] = [(0, b"head"), (5 << 30, b"middle"), (size - 4, b"tail")];
+    for (at, b) in marks {
+        f.write_all_at(b, at).unwrap();
+    }
+    let mut t = Tree::new(meta(0o755));
+    let name = [&b"sparse-"[..], &[b's'; 120]].concat();
+    let data = FileData::Host {
+        path: host.clone(),
+        size,
+    };
+    t.insert(ROOT, &name, Node::file(meta(0o644), data.clone()))
+        .unwrap();
+    let opts = Options {
+        root: RootEntry::DotSlash,
+        sparse: true,
+    };
+    let bytes = write(&t, opts);
+    assert!(bytes.len() < 64 << 10, "{} bytes", bytes.len());
+    assert_eq!(bytes, write(&t, opts), "two writes, same bytes");
+    // Stored whole, the same tree would take the whole size (pax `size`).
+    let whole = Archive::new(&t, DOT).unwrap().size();
+    assert!(whole > size, "{whole}");
+    let tar = dir.path().join("s.tar");
+    std::fs::write(&tar, &bytes).unwrap();
+    let shown = format!("./{}", String::from_utf8_lossy(&name));
+    let gnu = run(tool("tar").args(["--numeric-owner", "-tvf"]).arg(&tar));
+    assert!(
+        gnu.contains(&format!(" {size} 2023-11-14 22:13 {shown}\n")),
+        "{gnu}"
+    );
+    let bsd = run(tool("bsdtar").args(["--numeric-owner", "-tvf"]).arg(&tar));
+    assert!(
+        bsd.contains(&format!(" {size} Nov 14  2023 {shown}\n")),
+        "{bsd}"
+    );
+    for cmd in ["tar", "bsdtar"] {
+        let into = tempfile::tempdir().unwrap();
+        run(tool(cmd).arg("-xpf").arg(&tar).arg("-C").arg(into.path()));
+        let out = into
+            .path()
+            .join(std::ffi::OsStr::new(std::str::from_utf8(&name).unwrap()));
+        let md = std::fs::metadata(&out).unwrap();
+        assert_eq!(md.len(), size, "{cmd}");
+        assert!(
+            md.blocks() * 512 < 1 << 20,
+            "{cmd} extracted it sparse: {}",
+            md.blocks()
+        );
+        let back = std::fs::File::open(&out).unwrap();
+        for (at, b) in marks {
+            let mut got = vec![0u8; b.len() + 8];
+            let start = at.saturating_sub(4);
+            back.read_exact_at(
+                &mut got[..(size - start).min(b.len() as u64 + 8) as usize],
+                start,
+            )
+            .unwrap();
+            let off = (at - start) as usize;
+            assert_eq!(&got[off..off + b.len()], b, "{cmd} at {at}");
+            assert!(got[..off].iter().all(|&x| x == 0), "{cmd} before {at}");
+        }
+        let mut zeros = vec![1u8; 4096];
+        back.read_exact_at(&mut zeros, 3 << 30).unwrap();
+        assert!(
+            zeros.iter().all(|&x| x == 0),
+            "{cmd}: a hole reads as zeros"
+        );
+    }
+}
+
+#[test]
+fn sparse_members_extract_to_the_same_tree() {
+    // The generated tree with sparse on: the noise file has no zero grain and stays whole;
+    // a file of mostly zeros, written in full (no holes on the host), becomes sparse.
+    let dir = tempfile::tempdir().unwrap();
+    let mut tree = generated(&dir.path().join("host.bin"));
+    let zeros = dir.path().join("zeros");
+    let mut b = vec![0u8; 1 << 20];
+    b[300_000] = 9;
+    b[(1 << 20) - 1] = 7;
+    std::fs::write(&zeros, &b).unwrap();
+    let data = FileData::Host {
+        path: zeros,
+        size: b.len() as u64,
+    };
+    tree.insert(ROOT, b"zeros", Node::file(meta(0o600), data))
+        .unwrap();
+    let opts = Options {
+        root: RootEntry::DotSlash,
+        sparse: true,
+    };
+    let bytes = write(&tree, opts);
+    assert!(bytes.windows(15).any(|w| w == b"GNU.sparse.name"));
+    let tar = dir.path().join("s.tar");
+    std::fs::write(&tar, &bytes).unwrap();
+    extracted_equals(&tree, &tar, "tar", &["--numeric-owner", "-xpf"], true);
+    extracted_equals(&tree, &tar, "bsdtar", &["--numeric-owner", "-xpf"], false);
 }
