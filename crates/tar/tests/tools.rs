@@ -56,6 +56,9 @@ fn generated(host: &Path) -> Tree {
     .unwrap();
     t.insert_path(b"setuid", Node::bytes(meta(0o4755), &b"s"[..]))
         .unwrap();
+    let before_1970 = Meta::new(0o644, 0, 0, -365 * 86_400 - 1);
+    t.insert_path(b"before-1970", Node::bytes(before_1970, &b"pax mtime"[..]))
+        .unwrap();
     let big = Meta::new(0o640, 3_000_000, 2_500_000, 0);
     t.insert_path(b"bigid", Node::bytes(big, &b"ids need pax"[..]))
         .unwrap();
@@ -435,6 +438,7 @@ fn without_a_root_member_paths_are_bare() {
     std::fs::write(&tar, &bytes).unwrap();
     let names = run(tool("tar").arg("-tf").arg(&tar));
     let mut lines = names.lines();
+    assert_eq!(lines.next(), Some("before-1970"));
     assert_eq!(lines.next(), Some("bigid"));
     assert_eq!(lines.next(), Some("bin/"));
     assert_eq!(
