@@ -60,6 +60,7 @@ pub(crate) const CAST_CHECKED: &[&str] = &[
     "grub",
     "verity",
     "iso9660",
+    "tar",
 ];
 
 /// One violation, under the name of the check that found it.
