@@ -71,7 +71,7 @@ pub fn run(a: Ext4Args, cancel: &AtomicBool) -> Result<()> {
         preserve_owner: a.preserve_owner,
         preserve_times: a.preserve_times,
         epoch: crate::epoch()?,
-        threads: crate::threads(a.threads),
+        threads: a.threads,
     };
     let progress = crate::progress::Bars::new(false);
     let img = ext4_image(&a.src, &opts, &progress, cancel)

@@ -478,14 +478,6 @@ fn error_chain(e: &anyhow::Error) -> String {
     msg
 }
 
-/// `-j N`: N threads, or all cores for 0 or none given.
-pub(crate) fn threads(n: Option<usize>) -> usize {
-    match n {
-        Some(n) if n > 0 => n,
-        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    }
-}
-
 fn run_build(
     format_name: &str,
     a: BuildArgs,
@@ -495,17 +487,6 @@ fn run_build(
     let esp_size = esp.and_then(|e| e.esp_size);
     let (firmware, disk_id) = pi.map_or((None, None), |p| (p.firmware, p.disk_id));
     let format = Format::load(format_name)?;
-    let compress = match a.compress {
-        Some(CompressArg::None) => Compression::None,
-        Some(CompressArg::Zstd) => Compression::Zstd,
-        None => format.compress,
-    };
-    let output = a.output.clone().unwrap_or_else(|| {
-        PathBuf::from(match compress {
-            Compression::None => format!("nixos.{}", format.extension),
-            Compression::Zstd => format!("nixos.{}.zst", format.extension),
-        })
-    });
     let mut adds = Vec::new();
     for (specs, tree, target) in [
         (&a.add, false, AddTarget::Root),
@@ -523,11 +504,14 @@ fn run_build(
     };
     let progress = progress::Bars::new(a.json).with_timings(a.timings);
     progress.phase_msg("reading the closure");
-    let inputs = Inputs::load(&spec, threads(a.threads))?;
+    let inputs = Inputs::load(&spec, a.threads)?;
     let opts = Options {
         output: OutputOptions {
-            path: output,
-            compression: Some(compress),
+            path: a.output,
+            compression: a.compress.map(|c| match c {
+                CompressArg::None => Compression::None,
+                CompressArg::Zstd => Compression::Zstd,
+            }),
             level: a.level,
             keep_raw: a.keep_raw,
         },
@@ -537,7 +521,7 @@ fn run_build(
             None => DiskSize::Auto { free: a.free },
         },
         esp_size,
-        threads: threads(a.threads),
+        threads: a.threads,
         firmware,
         disk_id,
         epoch: epoch()?,
@@ -553,15 +537,13 @@ fn run_build(
     if a.dry_run {
         return dry_run(&format, &inputs, &opts, &progress, a.json);
     }
+    let output = opts.output_path(&format);
     let manifest =
         plan::build(&format, &inputs, &opts, &progress, &CANCEL).map_err(|e| match e {
-            plan::Error::Interrupted => anyhow::anyhow!(
-                "interrupted: nothing was written at `{}`",
-                opts.output.path.display()
-            ),
-            e => {
-                anyhow::Error::new(e).context(format!("building `{}`", opts.output.path.display()))
+            plan::Error::Interrupted => {
+                anyhow::anyhow!("interrupted: nothing was written at `{}`", output.display())
             }
+            e => anyhow::Error::new(e).context(format!("building `{}`", output.display())),
         })?;
     progress.finish();
     if let Some(assumed) = &manifest.boot.assumed {
@@ -579,7 +561,7 @@ fn run_build(
     } else {
         eprintln!(
             "wrote {} ({}{}, {} store paths, {})",
-            opts.output.path.display(),
+            output.display(),
             match manifest.image_size {
                 Some(n) => format!("{n} bytes"),
                 None => "size withheld".into(),

@@ -137,7 +137,7 @@ impl Plan {
                 .min_size(free)
                 .map_err(ext4_err(root))
         };
-        let layout = layout::compute(format, &size_of, disk_size, cx.root_free(), &mut auto)?;
+        let layout = layout::compute(format, &size_of, disk_size, cx.root_free, &mut auto)?;
 
         let mut parts = Vec::with_capacity(trees.len());
         for (i, (tree, pl)) in trees.into_iter().zip(&layout.partitions).enumerate() {
@@ -228,7 +228,7 @@ fn table(cx: &Context, lay: &Layout) -> Result<Table> {
             })
         }
         TableType::Mbr => {
-            let id = cx.opts.disk_id.unwrap_or_else(|| cx.ids.mbr_disk_id());
+            let id = cx.mbr_disk_id;
             let parts = format
                 .partitions
                 .iter()

@@ -131,6 +131,46 @@ pub enum Error {
     AddSource { src: PathBuf, reason: String },
     #[error("{0}")]
     Invalid(String),
+    /// `--compress zstd` for a container, which is not compressed again.
+    #[error(
+        "--compress zstd: format `{format}` writes a `{container}` container, which is not \
+         compressed again"
+    )]
+    NotRecompressed {
+        format: String,
+        container: &'static str,
+    },
+    /// `--level` for an output kind that compresses nothing.
+    #[error("--level: format `{format}` writes an uncompressed `{container}` container")]
+    LevelUnused {
+        format: String,
+        container: &'static str,
+    },
+    /// `--level` outside the output kind's levels.
+    #[error(
+        "--level {level}: format `{format}` is {codec}-compressed, whose levels are {min} to {max}"
+    )]
+    LevelOutOfRange {
+        format: String,
+        level: i32,
+        codec: &'static str,
+        min: i32,
+        max: i32,
+    },
+    /// An option for a partition or table the format does not have.
+    #[error("{option}: format `{format}` {reason}")]
+    OptionNotApplicable {
+        option: &'static str,
+        format: String,
+        reason: &'static str,
+    },
+    /// The worker thread pool could not be started.
+    #[error("starting {threads} threads")]
+    Threads {
+        threads: usize,
+        #[source]
+        source: rayon::ThreadPoolBuildError,
+    },
     /// A file an input named that is not a regular file, too big, or not what its size says.
     #[error(transparent)]
     Input(#[from] imgbuild_blockio::InputError),

@@ -98,57 +98,8 @@ pub enum Compression {
     Zstd,
 }
 
-/// The file the disk is written as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ContainerType {
-    /// The disk's bytes, as a sparse file (optionally zstd-compressed).
-    #[default]
-    Raw,
-    /// qcow2 version 3 (QEMU, libvirt, OpenStack).
-    Qcow2,
-    /// Dynamic VHD (Hyper-V generation 2, VirtualBox).
-    Vhd,
-    /// Fixed VHD: the raw disk and a footer (Azure).
-    VhdFixed,
-    /// `disk.raw` in a sparse GNU tar, gzip-compressed (Google Compute Engine).
-    GceTar,
-    /// Dynamic VHDX (Hyper-V).
-    Vhdx,
-    /// Stream-optimized VMDK (VMware).
-    Vmdk,
-    /// OVF package: descriptor, stream-optimized VMDK and manifest in a tar (VirtualBox,
-    /// VMware).
-    Ova,
-}
-
-impl ContainerType {
-    pub fn name(self) -> &'static str {
-        match self {
-            ContainerType::Raw => "raw",
-            ContainerType::Qcow2 => "qcow2",
-            ContainerType::Vhd => "vhd",
-            ContainerType::VhdFixed => "vhd-fixed",
-            ContainerType::GceTar => "gce-tar",
-            ContainerType::Vhdx => "vhdx",
-            ContainerType::Vmdk => "vmdk",
-            ContainerType::Ova => "ova",
-        }
-    }
-
-    /// Whether the container file's size depends on what the disk holds (it compresses the
-    /// data), not only on the disk's size and written extents. Every container must decide.
-    pub fn size_depends_on_content(self) -> bool {
-        match self {
-            ContainerType::Raw
-            | ContainerType::Qcow2
-            | ContainerType::Vhd
-            | ContainerType::VhdFixed
-            | ContainerType::Vhdx => false,
-            ContainerType::GceTar | ContainerType::Vmdk | ContainerType::Ova => true,
-        }
-    }
-}
+/// The file the disk is written as: a registered output kind (see `output/kind.rs`).
+pub use crate::output::ContainerType;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -325,6 +276,7 @@ pub struct Format {
     pub description: String,
     /// The Nix system the toplevel must be built for (`x86_64-linux`).
     pub system: String,
+    /// The image's extension (default: the container's, `img` for a raw disk).
     pub extension: String,
     /// Compression of a raw image.
     #[serde(default = "no_compression")]
@@ -353,7 +305,17 @@ impl Format {
     }
 
     fn parse_in(name: &str, text: &str, dir: Option<&Path>) -> Result<Format, FormatError> {
-        let table = resolve(name, text, dir, 0)?;
+        let mut table = resolve(name, text, dir, 0)?;
+        if !table.contains_key("extension") {
+            // The container's own extension (an unknown type is refused just below).
+            let kind = table
+                .get("container")
+                .and_then(|c| c.get("type"))
+                .and_then(|t| t.as_str())
+                .and_then(ContainerType::find)
+                .unwrap_or_default();
+            table.insert("extension".into(), kind.extension().into());
+        }
         let f = Format::deserialize(table).map_err(|e| FormatError::Parse {
             name: quote(name),
             message: quote_long(e.message(), MESSAGE_MAX),
@@ -372,7 +334,7 @@ impl Format {
         if let Err(why) = check_extension(&self.extension) {
             return bad(why);
         }
-        if self.container.kind != ContainerType::Raw && self.compress != Compression::None {
+        if !self.container.kind.takes_compress() && self.compress != Compression::None {
             return bad(format!(
                 "`compress` applies to raw images; a `{}` container is not compressed again",
                 self.container.kind.name()

@@ -43,9 +43,9 @@ pub struct Inputs {
 impl Inputs {
     /// Resolve the toplevel and enumerate its closure: closureInfo if given, else the Nix
     /// database under the store root, else a scan of the store like Nix's reference scanner
-    /// (NAR hashes on `threads` threads).
-    pub fn load(spec: &InputSpec, threads: usize) -> Result<Inputs> {
-        crate::pool(threads)?.install(|| Self::load_here(spec))
+    /// (NAR hashes on `threads` threads: none or 0 for every core).
+    pub fn load(spec: &InputSpec, threads: Option<usize>) -> Result<Inputs> {
+        crate::pool(crate::threads(threads))?.install(|| Self::load_here(spec))
     }
 
     fn load_here(spec: &InputSpec) -> Result<Inputs> {

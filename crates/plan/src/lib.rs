@@ -42,7 +42,8 @@ pub use imgbuild_blockio::Progress;
 pub use inputs::{ClosureSource, InputSpec, Inputs};
 pub use layout::{Layout, PartitionLayout};
 pub use manifest::{Manifest, ManifestPartition};
-pub use options::{Dedup, DiskSize, Options, OutputOptions};
+pub use options::threads;
+pub use options::{Dedup, DiskSize, Options, Output, OutputOptions};
 
 use std::sync::atomic::AtomicBool;
 
@@ -171,7 +172,7 @@ impl Stages<'_> {
         if check_output {
             output::check(&cx, self.inputs)?;
         }
-        pool(self.opts.threads)?.install(|| {
+        pool(cx.threads)?.install(|| {
             self.reporter.phase("reading the closure", 0);
             let trees = trees::build(&cx, self.inputs, self.cancel)?;
             self.reporter.phase("planning", 0);
@@ -192,7 +193,7 @@ impl Stages<'_> {
 /// stream's readers and sinks are threads of their own).
 pub(crate) fn pool(threads: usize) -> Result<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
+        .num_threads(threads)
         .build()
-        .map_err(|e| Error::Invalid(format!("starting {threads} threads: {e}")))
+        .map_err(|source| Error::Threads { threads, source })
 }

@@ -436,9 +436,7 @@ fn root(
         None
     };
     let registration = cx
-        .opts
         .nix_path_registration
-        .unwrap_or(format.root.nix_path_registration)
         .then(|| inputs.closure.registration_text());
     let extras = RootExtras {
         db,
