@@ -454,30 +454,6 @@ fn install_signal_handlers() {
     }
 }
 
-/// `outer: inner: innermost`, without repeating a cause whose text the message already ends
-/// with (many errors print their source inside their own message); a cause that restates the
-/// previous one with a prefix (`Error code 26: file is not a database`) replaces it.
-fn error_chain(e: &anyhow::Error) -> String {
-    let mut msg = String::new();
-    let mut last = String::new();
-    for cause in e.chain() {
-        let s = cause.to_string();
-        if msg.ends_with(&s) {
-            // Already said.
-        } else if !last.is_empty() && s.ends_with(&last) && msg.ends_with(&last) {
-            msg.truncate(msg.len() - last.len());
-            msg.push_str(&s);
-        } else {
-            if !msg.is_empty() {
-                msg.push_str(": ");
-            }
-            msg.push_str(&s);
-        }
-        last = s;
-    }
-    msg
-}
-
 fn run_build(
     format_name: &str,
     a: BuildArgs,
@@ -620,7 +596,7 @@ fn main() {
             Ok(true) => Ok(()),
             Ok(false) => std::process::exit(1),
             Err(e) => {
-                eprintln!("imgbuild: error: {}", error_chain(&e));
+                eprintln!("imgbuild: error: {e:#}");
                 std::process::exit(2);
             }
         },
@@ -645,7 +621,7 @@ fn main() {
         Cmd::Man => man(),
     };
     if let Err(e) = r {
-        eprintln!("imgbuild: error: {}", error_chain(&e));
+        eprintln!("imgbuild: error: {e:#}");
         std::process::exit(failure_status());
     }
 }

@@ -201,10 +201,10 @@ fn table(cx: &Context, lay: &Layout) -> Result<Table> {
             for (p, pl) in format.partitions.iter().zip(&lay.partitions) {
                 let g = cx.ids.gpt_partition_guid(&p.name);
                 let crate::format::PartType::Gpt(type_guid) = p.type_id else {
-                    return Err(Error::Invalid(format!(
-                        "partition `{}`: not a GPT type",
-                        p.name
-                    )));
+                    return Err(Error::WrongPartitionType {
+                        name: p.name.clone(),
+                        table: "a GPT",
+                    });
                 };
                 parts.push(partition::GptPartition {
                     name: p.name.clone(),
@@ -240,10 +240,10 @@ fn table(cx: &Context, lay: &Layout) -> Result<Table> {
                         type_byte,
                         bootable: p.bootable,
                     }),
-                    crate::format::PartType::Gpt(_) => Err(Error::Invalid(format!(
-                        "partition `{}`: not an MBR type",
-                        p.name
-                    ))),
+                    crate::format::PartType::Gpt(_) => Err(Error::WrongPartitionType {
+                        name: p.name.clone(),
+                        table: "an MBR",
+                    }),
                 })
                 .collect::<Result<_>>()?;
             let l = partition::MbrLayout {

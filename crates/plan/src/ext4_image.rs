@@ -24,12 +24,15 @@ pub use imgbuild_ext4::Size as Ext4Size;
 /// What `imgbuild ext4` was asked for.
 #[derive(Clone, Debug)]
 pub struct Ext4ImageOptions {
+    /// The image file (written as `OUT.tmp`, renamed when complete).
     pub output: PathBuf,
+    /// The volume label (at most 16 bytes).
     pub label: String,
     /// Filesystem UUID (default: derived, see the module docs).
     pub uuid: Option<[u8; 16]>,
     /// Directory hash seed (default: derived).
     pub hash_seed: Option<[u8; 16]>,
+    /// The filesystem's size: the minimum plus free space, or exact.
     pub size: ext4::Size,
     /// Keep the source's uid/gid instead of root:root.
     pub preserve_owner: bool,
@@ -44,9 +47,13 @@ pub struct Ext4ImageOptions {
 /// What was written.
 #[derive(Clone, Debug)]
 pub struct Ext4Image {
+    /// Where the image was written.
     pub path: PathBuf,
+    /// The image's size in bytes.
     pub size: u64,
+    /// SHA-256 of the image, hex.
     pub sha256: String,
+    /// The filesystem UUID (given or derived).
     pub uuid: uuid::Uuid,
 }
 

@@ -24,8 +24,11 @@ pub struct InputSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ClosureSource {
+    /// From nixpkgs' closureInfo (`--closure-info`).
     ClosureInfo,
+    /// From the Nix database of the store root.
     Database,
+    /// By scanning the store paths' references.
     Scan,
 }
 
@@ -33,10 +36,15 @@ pub enum ClosureSource {
 pub struct Inputs {
     /// What was asked for (paths as given), so the output can be checked against them.
     pub spec: InputSpec,
+    /// The store the closure is read from.
     pub store: StoreRoot,
+    /// The system toplevel's store path.
     pub toplevel: StorePath,
+    /// Every store path the toplevel needs, with NAR sizes and hashes.
     pub closure: Closure,
+    /// The toplevel's `boot.json`.
     pub bootspec: BootSpec,
+    /// How the closure was enumerated.
     pub source: ClosureSource,
 }
 

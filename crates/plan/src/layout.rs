@@ -3,6 +3,7 @@
 use crate::format::{Format, PartSize, TableType};
 use crate::{Error, Result};
 
+/// The sector size every table and offset uses.
 pub const SECTOR: u64 = 512;
 /// Blocks of the filesystems whose size we choose (ext4's block size).
 pub const FS_BLOCK: u64 = 4096;
@@ -12,6 +13,7 @@ pub const FS_BLOCK: u64 = 4096;
 pub struct PartitionLayout {
     /// 1-based, as in the table.
     pub number: usize,
+    /// The format's partition name.
     pub name: String,
     /// Byte offset of the first sector.
     pub start: u64,
@@ -24,10 +26,13 @@ pub struct PartitionLayout {
 /// The whole disk.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Layout {
+    /// The whole disk's size in bytes.
     pub disk_size: u64,
+    /// The partitions, in table order.
     pub partitions: Vec<PartitionLayout>,
 }
 
+/// `x` rounded up to a multiple of `a`.
 pub fn align_up(x: u64, a: u64) -> u64 {
     x.div_ceil(a) * a
 }
@@ -107,20 +112,19 @@ pub fn compute(
     }
     check_max(kind, "--free", free)?;
     if let Some(d) = disk_size.filter(|d| d % SECTOR != 0) {
-        return Err(Error::Invalid(format!(
-            "--size {d} is not a multiple of the {SECTOR}-byte sector"
-        )));
+        return Err(Error::SizeNotSectors {
+            size: d,
+            sector: SECTOR,
+        });
     }
     if let (Some(d), Some(m)) = (disk_size, format.container.size_multiple) {
         if !d.is_multiple_of(m.0) {
-            return Err(Error::Invalid(format!(
-                "--size {d} ({}) is not a multiple of {}, which format `{}` needs for its \
-                 `{}` container",
-                crate::error::human_size(d),
-                crate::error::human_size(m.0),
-                format.name,
-                format.container.kind.name()
-            )));
+            return Err(Error::SizeNotContainerMultiple {
+                size: d,
+                multiple: m.0,
+                format: format.name.clone(),
+                container: format.container.kind.name(),
+            });
         }
     }
     let (head, tail) = table_overhead(format.table.kind);
@@ -130,16 +134,18 @@ pub fn compute(
         let start = match p.start {
             Some(s) => {
                 if s.0 < cursor {
-                    return Err(Error::Invalid(format!(
-                        "partition `{}` starts at {} but the space before it ends at {cursor}",
-                        p.name, s.0
-                    )));
+                    return Err(Error::PartitionOverlaps {
+                        name: p.name.clone(),
+                        start: s.0,
+                        free_from: cursor,
+                    });
                 }
                 if s.0 % align != 0 {
-                    return Err(Error::Invalid(format!(
-                        "partition `{}` start {} is not aligned to {align}",
-                        p.name, s.0
-                    )));
+                    return Err(Error::PartitionUnaligned {
+                        name: p.name.clone(),
+                        start: s.0,
+                        align,
+                    });
                 }
                 s.0
             }
@@ -150,10 +156,10 @@ pub fn compute(
                 let n = size_of(i).unwrap_or(0);
                 check_max(kind, &format!("partition `{}`", p.name), n)?;
                 if n == 0 || !n.is_multiple_of(SECTOR) {
-                    return Err(Error::Invalid(format!(
-                        "partition `{}`: size {n} is not a positive multiple of 512",
-                        p.name
-                    )));
+                    return Err(Error::PartitionSize {
+                        name: p.name.clone(),
+                        size: n,
+                    });
                 }
                 n
             }

@@ -16,6 +16,8 @@
 //! ([`ids`]), the time and the typed [`Options`]. This is the only crate that decides times,
 //! seeds and thread counts; the format crates below take them as parameters.
 
+#![warn(missing_docs)]
+
 pub mod add;
 mod bootloader;
 mod dedup;
@@ -103,7 +105,9 @@ pub fn build(
 /// nothing written.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct DryRun {
+    /// The format's name.
     pub format: String,
+    /// The disk's size in bytes.
     pub disk_size: u64,
     /// Bytes a copy onto a device must write (everything but free space).
     pub mapped_bytes: u64,
@@ -111,6 +115,7 @@ pub struct DryRun {
     pub file_bytes: u64,
     /// Extents of the disk's map (a measure of the plan's memory).
     pub extents: usize,
+    /// Where each partition would lie.
     pub partitions: Vec<PartitionLayout>,
 }
 

@@ -13,7 +13,10 @@ use crate::{Error, Inputs, Result};
 pub enum DiskSize {
     /// The minimum, with this much free space in the root filesystem (default: the format's
     /// `free`).
-    Auto { free: Option<u64> },
+    Auto {
+        /// Free space in the root filesystem (default: the format's `free`).
+        free: Option<u64>,
+    },
     /// Exactly this many bytes; the root partition takes what the others leave.
     Exact(u64),
 }
@@ -47,9 +50,11 @@ pub enum Dedup {
 /// Everything one build takes besides its inputs.
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// The image file and how it is written.
     pub output: OutputOptions,
     /// Seed for every GUID, UUID, volume id and hash seed; default: format + toplevel.
     pub seed: Option<String>,
+    /// The disk's size: the minimum plus free space, or exact.
     pub size: DiskSize,
     /// Size of the EFI system partition (the format's `esp` partition).
     pub esp_size: Option<u64>,
@@ -65,6 +70,7 @@ pub struct Options {
     pub nix_path_registration: Option<bool>,
     /// Host files to add (`--add`, `--add-tree`, `--add-boot`).
     pub adds: Vec<Add>,
+    /// Whether identical store files share one inode.
     pub dedup: Dedup,
     /// Refuse a toplevel whose fstab and boot loader do not match the format.
     pub check_system: bool,
