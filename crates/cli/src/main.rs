@@ -8,6 +8,7 @@
 #![allow(rustdoc::broken_intra_doc_links)]
 
 mod ext4_cmd;
+mod flash_cmd;
 mod inspect_cmd;
 mod progress;
 mod treemap;
@@ -86,7 +87,7 @@ enum Cmd {
     Diff(inspect_cmd::DiffArgs),
     /// Write an image (raw or .zst) onto a disk: only the bmap's ranges when there is one,
     /// verified by reading back; refuses mounted disks, the system disk, too-small targets
-    Flash(FlashArgs),
+    Flash(flash_cmd::FlashArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         #[arg(value_enum)]
@@ -241,86 +242,6 @@ struct BuildArgs {
     /// Plan and map the image, print its layout (with --json as JSON), write nothing
     #[arg(long)]
     dry_run: bool,
-}
-
-#[derive(Args, Debug)]
-struct FlashArgs {
-    /// The image: raw (`nixos.img`) or zstd-compressed (`nixos.img.zst`)
-    image: PathBuf,
-    /// The whole disk to write (`/dev/sdX`, `/dev/mmcblk0`), or a regular file
-    device: PathBuf,
-    /// The block map [default: IMAGE.bmap, or X.bmap for X.zst, when it exists]
-    #[arg(long, value_name = "FILE", conflicts_with = "no_bmap")]
-    bmap: Option<PathBuf>,
-    /// Write every byte of the image, even with a bmap beside it
-    #[arg(long)]
-    no_bmap: bool,
-    /// Do not read the written ranges back to check them
-    #[arg(long)]
-    no_verify: bool,
-    /// Print what was done as JSON
-    #[arg(long)]
-    json: bool,
-}
-
-/// `imgbuild flash IMAGE DEVICE`.
-fn run_flash(a: FlashArgs) -> Result<()> {
-    let bmap_path = match (&a.bmap, a.no_bmap) {
-        (_, true) => None,
-        (Some(p), false) => Some(p.clone()),
-        (None, false) => imgbuild_flash::find_bmap(&a.image),
-    };
-    let bmap = match &bmap_path {
-        Some(p) => Some(imgbuild_flash::read_bmap(p)?),
-        None => None,
-    };
-    let progress = progress::Bars::new(a.json);
-    let r = imgbuild_flash::flash(
-        &a.image,
-        bmap_path.as_deref().zip(bmap.as_ref()),
-        &a.device,
-        !a.no_verify,
-        &progress,
-        &CANCEL,
-    )
-    .with_context(|| {
-        format!(
-            "flashing `{}` onto `{}`",
-            a.image.display(),
-            a.device.display()
-        )
-    })?;
-    progress.finish();
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "image": a.image,
-                "device": a.device,
-                "image_size": r.image_size,
-                "written": r.written,
-                "ranges": r.ranges,
-                "bmap": r.bmap,
-                "verified": r.verified,
-            }))?
-        );
-    } else {
-        eprintln!(
-            "wrote {} onto {}: {} of {} bytes in {} range{} ({}){}",
-            a.image.display(),
-            a.device.display(),
-            r.written,
-            r.image_size,
-            r.ranges,
-            if r.ranges == 1 { "" } else { "s" },
-            match &r.bmap {
-                Some(b) => format!("bmap {}", b.display()),
-                None => "no bmap: every byte".into(),
-            },
-            if r.verified { ", verified" } else { "" }
-        );
-    }
-    Ok(())
 }
 
 /// `--dry-run`: the plan's summary instead of an image.
@@ -522,18 +443,19 @@ fn run_build(
             e => anyhow::Error::new(e).context(format!("building `{}`", output.display())),
         })?;
     progress.finish();
+    report(&manifest, &output, a.json)
+}
+
+/// After a build: the boot assumption, then the manifest as JSON on stdout or one line on
+/// stderr.
+fn report(manifest: &plan::Manifest, output: &std::path::Path, json: bool) -> Result<()> {
     if let Some(assumed) = &manifest.boot.assumed {
         eprintln!("boot: {assumed}");
     }
-    if a.json {
+    if json {
         // The image is built: a reader that closed the pipe (`| head`) is not an error.
-        let json = serde_json::to_string_pretty(&manifest)? + "\n";
-        std::io::Write::write_all(&mut std::io::stdout(), json.as_bytes())
-            .or_else(|e| match e.kind() {
-                std::io::ErrorKind::BrokenPipe => Ok(()),
-                _ => Err(e),
-            })
-            .context("printing the manifest")?;
+        let json = serde_json::to_string_pretty(manifest)? + "\n";
+        stdout(json.as_bytes()).context("printing the manifest")?;
     } else {
         eprintln!(
             "wrote {} ({}{}, {} store paths, {})",
@@ -558,6 +480,14 @@ fn run_build(
     Ok(())
 }
 
+/// Writes `bytes` to stdout; a reader that closed the pipe (`| head`) is not an error.
+fn stdout(bytes: &[u8]) -> std::io::Result<()> {
+    std::io::Write::write_all(&mut std::io::stdout(), bytes).or_else(|e| match e.kind() {
+        std::io::ErrorKind::BrokenPipe => Ok(()),
+        _ => Err(e),
+    })
+}
+
 /// `imgbuild man`: the manual page, with a section for every subcommand.
 fn man() -> Result<()> {
     let cmd = <Cli as clap::CommandFactory>::command();
@@ -572,12 +502,7 @@ fn man() -> Result<()> {
         page.render_description_section(&mut out)?;
         page.render_options_section(&mut out)?;
     }
-    std::io::Write::write_all(&mut std::io::stdout(), &out)
-        .or_else(|e| match e.kind() {
-            std::io::ErrorKind::BrokenPipe => Ok(()),
-            _ => Err(e),
-        })
-        .context("writing the manual page")
+    stdout(&out).context("writing the manual page")
 }
 
 fn main() {
@@ -588,7 +513,7 @@ fn main() {
         Cmd::SdAarch64 { args, pi } => run_build("sd-aarch64", args, None, Some(pi)),
         Cmd::Build { format, b } => run_build(&format, b.args, Some(b.esp), Some(b.pi)),
         Cmd::Formats { json } => formats(json),
-        Cmd::Flash(a) => run_flash(a),
+        Cmd::Flash(a) => flash_cmd::run(a),
         Cmd::Format(argv) => run_format(argv),
         Cmd::Ext4(a) => ext4_cmd::run(a, &CANCEL),
         Cmd::Inspect(a) => inspect_cmd::inspect(a),
@@ -611,12 +536,7 @@ fn main() {
                 "imgbuild",
                 &mut script,
             );
-            std::io::Write::write_all(&mut std::io::stdout(), &script)
-                .or_else(|e| match e.kind() {
-                    std::io::ErrorKind::BrokenPipe => Ok(()),
-                    _ => Err(e),
-                })
-                .context("writing the completion script")
+            stdout(&script).context("writing the completion script")
         }
         Cmd::Man => man(),
     };

@@ -91,21 +91,9 @@ impl<F: FnMut(u64) -> Result<u64>> AutoSize for F {
     }
 }
 
-/// Place every partition. `size_of(i)` gives fixed partitions' sizes (format value or
-/// command-line override); the `auto` partition (always last) fills the rest of a disk of
-/// `disk_size` bytes, or, without one, gets its filesystem's minimum plus `free`.
-pub fn compute(
-    format: &Format,
-    size_of: &dyn Fn(usize) -> Option<u64>,
-    disk_size: Option<u64>,
-    free: u64,
-    auto: &mut dyn AutoSize,
-) -> Result<Layout> {
-    let align = format.table.align.0;
-    // The whole disk's size: a multiple of the container's size-multiple (validated to be a
-    // multiple of `align`), else of `align`.
-    let disk_align = format.container.size_multiple.map_or(align, |m| m.0);
-    // Sizes beyond the limits are refused before anything is planned for them.
+/// Refuses, before anything is planned, a `--size` or `--free` past the limits, or a
+/// `--size` that is not whole sectors or not a multiple of the container's size-multiple.
+fn check_disk_size(format: &Format, disk_size: Option<u64>, free: u64) -> Result<()> {
     let kind = format.table.kind;
     if let Some(d) = disk_size {
         check_max(kind, "--size", d)?;
@@ -127,28 +115,50 @@ pub fn compute(
             });
         }
     }
+    Ok(())
+}
+
+/// A partition's fixed start, refused when it overlaps what comes before or is not aligned.
+fn fixed_start(p: &crate::format::Partition, start: u64, cursor: u64, align: u64) -> Result<u64> {
+    if start < cursor {
+        return Err(Error::PartitionOverlaps {
+            name: p.name.clone(),
+            start,
+            free_from: cursor,
+        });
+    }
+    if !start.is_multiple_of(align) {
+        return Err(Error::PartitionUnaligned {
+            name: p.name.clone(),
+            start,
+            align,
+        });
+    }
+    Ok(start)
+}
+
+/// Place every partition. `size_of(i)` gives fixed partitions' sizes (format value or
+/// command-line override); the `auto` partition (always last) fills the rest of a disk of
+/// `disk_size` bytes, or, without one, gets its filesystem's minimum plus `free`.
+pub fn compute(
+    format: &Format,
+    size_of: &dyn Fn(usize) -> Option<u64>,
+    disk_size: Option<u64>,
+    free: u64,
+    auto: &mut dyn AutoSize,
+) -> Result<Layout> {
+    let align = format.table.align.0;
+    // The whole disk's size: a multiple of the container's size-multiple (validated to be a
+    // multiple of `align`), else of `align`.
+    let disk_align = format.container.size_multiple.map_or(align, |m| m.0);
+    let kind = format.table.kind;
+    check_disk_size(format, disk_size, free)?;
     let (head, tail) = table_overhead(format.table.kind);
     let mut cursor = head;
     let mut parts = Vec::new();
     for (i, p) in format.partitions.iter().enumerate() {
         let start = match p.start {
-            Some(s) => {
-                if s.0 < cursor {
-                    return Err(Error::PartitionOverlaps {
-                        name: p.name.clone(),
-                        start: s.0,
-                        free_from: cursor,
-                    });
-                }
-                if s.0 % align != 0 {
-                    return Err(Error::PartitionUnaligned {
-                        name: p.name.clone(),
-                        start: s.0,
-                        align,
-                    });
-                }
-                s.0
-            }
+            Some(s) => fixed_start(p, s.0, cursor, align)?,
             None => align_up(cursor, align),
         };
         let size = match p.size {
