@@ -3,8 +3,8 @@
 //! A kind says everything about the file the disk is written as: its `type` in a format
 //! file, its extension, which `--compress` and `--level` it takes, whether its size depends
 //! on what the disk holds, and how it makes the writer that streams the disk into it.
-//! Adding a container is its own file and one line in [`KINDS`] (and the schema doc in
-//! `formats/README.md`); nothing else names it.
+//! Adding a container is its own file and one line in the `kinds!` list of `output/mod.rs`
+//! (and its row in `formats/README.md`); nothing else names it.
 
 use std::fmt;
 
@@ -12,20 +12,9 @@ use imgbuild_blockio::OutputFile;
 use imgbuild_diskmap::sinks::Sha256Sink;
 use imgbuild_diskmap::{Map, Sink};
 
+use super::KINDS;
 use crate::format::Compression;
 use crate::Result;
-
-/// Every output kind, by its format-file name; the first is the default (`raw`).
-const KINDS: &[&dyn OutputKind] = &[
-    &super::raw::Raw,
-    &super::qcow2::Qcow2,
-    &super::vhd::Vhd,
-    &super::vhd_fixed::VhdFixed,
-    &super::gce::GceTar,
-    &super::vhdx::Vhdx,
-    &super::vmdk::Vmdk,
-    &super::ova::Ova,
-];
 
 /// The `--level` values a kind takes and the one it uses when none is given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

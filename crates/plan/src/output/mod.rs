@@ -2,26 +2,39 @@
 //! its output kind, the raw disk, its SHA-256, the bmap), then the manifest, and every file
 //! renamed into place only when all are complete.
 //!
-//! One file per job: [`kind`] (the trait every output kind implements, and their one
-//! registration list), a file per kind (`raw`, `zstd`, `qcow2`, `vhd`, `vhd_fixed`, `gce`,
-//! `vhdx`, `vmdk`, `ova`), [`paths`] (which files a build writes), [`check`] (the preflight
-//! of those paths), [`manifest`], and here the one create -> stream -> persist sequence,
-//! which `imgbuild ext4` runs too.
+//! One file per job: [`kind`] (the trait every output kind implements), the `kinds!`
+//! registration list below (one line per kind), a file per kind (`raw`, `zstd`, `qcow2`,
+//! `vhd`, `vhd_fixed`, `gce`, `vhdx`, `vmdk`, `ova`), [`paths`] (which files a build
+//! writes), [`check`] (the preflight of those paths), [`manifest`], and here the one
+//! create -> stream -> persist sequence, which `imgbuild ext4` runs too.
 
 mod check;
-mod gce;
 mod hashing;
 mod kind;
 mod manifest;
-mod ova;
 mod paths;
-mod qcow2;
-mod raw;
-mod vhd;
-mod vhd_fixed;
-mod vhdx;
-mod vmdk;
 mod zstd;
+
+/// Declares each output kind's module and registers its type, in one line per kind.
+macro_rules! kinds {
+    ($($module:ident :: $kind:ident),* $(,)?) => {
+        $(mod $module;)*
+        /// Every output kind, by its format-file name; the first is the default (`raw`).
+        const KINDS: &[&dyn kind::OutputKind] = &[$(&$module::$kind),*];
+    };
+}
+
+// The registration list: `file::Type` of every output kind.
+kinds! {
+    raw::Raw,
+    qcow2::Qcow2,
+    vhd::Vhd,
+    vhd_fixed::VhdFixed,
+    gce::GceTar,
+    vhdx::Vhdx,
+    vmdk::Vmdk,
+    ova::Ova,
+}
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
