@@ -150,14 +150,22 @@ pub fn threads(threads: Option<usize>) -> usize {
 }
 
 impl Options {
+    /// The output's compression: `--compress`, or the format's.
+    fn compression(&self, format: &Format) -> Compression {
+        self.output.compression.unwrap_or(format.compress)
+    }
+
     /// The image path: `--output`, or `nixos.EXT` in the working directory, with the output
     /// kind's suffix for the compression (`nixos.img.zst`).
     pub fn output_path(&self, format: &Format) -> PathBuf {
         match &self.output.path {
             Some(p) => p.clone(),
             None => {
-                let compression = self.output.compression.unwrap_or(format.compress);
-                let suffix = format.container.kind.kind().suffix(compression);
+                let suffix = format
+                    .container
+                    .kind
+                    .kind()
+                    .suffix(self.compression(format));
                 PathBuf::from(format!("nixos.{}{suffix}", format.extension))
             }
         }
@@ -187,7 +195,7 @@ impl<'a> Context<'a> {
             output: Output {
                 path: opts.output_path(format),
                 container: format.container.kind,
-                compression: opts.output.compression.unwrap_or(format.compress),
+                compression: opts.compression(format),
                 level: level(format, opts.output.level)?,
                 keep_raw: opts.output.keep_raw,
             },
