@@ -9,7 +9,7 @@ use imgbuild_fat as fat;
 use imgbuild_fstree::Tree;
 use imgbuild_partition as partition;
 
-use crate::format::{Contents, Filesystem, PartSize, TableType};
+use crate::format::{Contents, Filesystem, TableType};
 use crate::layout::{self, Layout, PartitionLayout, SECTOR};
 use crate::options::{Context, DiskSize};
 use crate::{Error, Result};
@@ -118,14 +118,7 @@ impl Plan {
             Some(ext4::prepare(&trees[root], &ext4_options(cx, root)).map_err(ext4_err(root))?);
         imgbuild_blockio::check_cancel(cancel).map_err(|_| Error::Interrupted)?;
 
-        let size_of = |i: usize| {
-            let p = &format.partitions[i];
-            match (p.contents, cx.opts.esp_size, p.size) {
-                (Contents::Esp, Some(n), _) => Some(n),
-                (_, _, PartSize::Fixed(n)) => Some(n),
-                (_, _, PartSize::Auto) => None,
-            }
-        };
+        let size_of = |i: usize| cx.partition_sizes[i];
         let disk_size = match cx.opts.size {
             DiskSize::Exact(n) => Some(n),
             DiskSize::Auto { .. } => None,

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::add::{Add, AddTarget};
-use crate::format::{Compression, ContainerType, Contents, Format, TableType};
+use crate::format::{Compression, ContainerType, Contents, Format, PartSize, TableType};
 use crate::ids::Ids;
 use crate::{Error, Inputs, Result};
 
@@ -139,6 +139,9 @@ pub struct Context<'a> {
     /// The free space asked for in the `auto`-sized root filesystem: `--free` or the
     /// format's.
     pub root_free: u64,
+    /// Each partition's size in table order: `--esp-size` for the ESP, else the format's;
+    /// `None` for the `auto`-sized one.
+    pub partition_sizes: Vec<Option<u64>>,
 }
 
 /// Worker threads for `threads` as given: that many, or every core for none or 0.
@@ -204,6 +207,15 @@ impl<'a> Context<'a> {
             nix_path_registration: opts
                 .nix_path_registration
                 .unwrap_or(format.root.nix_path_registration),
+            partition_sizes: format
+                .partitions
+                .iter()
+                .map(|p| match (p.contents, opts.esp_size, p.size) {
+                    (Contents::Esp, Some(n), _) => Some(n),
+                    (_, _, PartSize::Fixed(n)) => Some(n),
+                    (_, _, PartSize::Auto) => None,
+                })
+                .collect(),
             root_free: match opts.size {
                 DiskSize::Auto { free: Some(f) } => f,
                 _ => format.root_partition().free.map_or(0, |b| b.0),
