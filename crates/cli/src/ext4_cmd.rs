@@ -1,6 +1,6 @@
 //! `imgbuild ext4 SRC_DIR -o OUT.img`: a bare ext4 filesystem image from a directory.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use imgbuild_plan::format::parse_size;
 use imgbuild_plan::{ext4_image, Ext4ImageOptions, Ext4Size};
@@ -41,17 +41,10 @@ pub struct Ext4Args {
     threads: Option<usize>,
 }
 
+/// A UUID as typed (`0123abcd-...`, or its 32 hex digits), in its text's byte order.
 fn parse_uuid(s: &str) -> Result<[u8; 16]> {
-    let hex: String = s.chars().filter(|&c| c != '-').collect();
-    if hex.len() != 32 {
-        bail!("`{s}` is not a UUID");
-    }
-    let mut out = [0u8; 16];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-            .with_context(|| format!("`{s}` is not a UUID"))?;
-    }
-    Ok(out)
+    let u = uuid::Uuid::try_parse(s).with_context(|| format!("`{s}` is not a UUID"))?;
+    Ok(u.into_bytes())
 }
 
 pub fn run(a: Ext4Args, cancel: &AtomicBool) -> Result<()> {
@@ -71,7 +64,7 @@ pub fn run(a: Ext4Args, cancel: &AtomicBool) -> Result<()> {
         preserve_owner: a.preserve_owner,
         preserve_times: a.preserve_times,
         epoch: crate::epoch()?,
-        threads: crate::threads(a.threads),
+        threads: a.threads,
     };
     let progress = crate::progress::Bars::new(false);
     let img = ext4_image(&a.src, &opts, &progress, cancel)

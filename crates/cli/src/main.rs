@@ -8,6 +8,7 @@
 #![allow(rustdoc::broken_intra_doc_links)]
 
 mod ext4_cmd;
+mod flash_cmd;
 mod inspect_cmd;
 mod progress;
 mod treemap;
@@ -86,7 +87,7 @@ enum Cmd {
     Diff(inspect_cmd::DiffArgs),
     /// Write an image (raw or .zst) onto a disk: only the bmap's ranges when there is one,
     /// verified by reading back; refuses mounted disks, the system disk, too-small targets
-    Flash(FlashArgs),
+    Flash(flash_cmd::FlashArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions {
         #[arg(value_enum)]
@@ -243,86 +244,6 @@ struct BuildArgs {
     dry_run: bool,
 }
 
-#[derive(Args, Debug)]
-struct FlashArgs {
-    /// The image: raw (`nixos.img`) or zstd-compressed (`nixos.img.zst`)
-    image: PathBuf,
-    /// The whole disk to write (`/dev/sdX`, `/dev/mmcblk0`), or a regular file
-    device: PathBuf,
-    /// The block map [default: IMAGE.bmap, or X.bmap for X.zst, when it exists]
-    #[arg(long, value_name = "FILE", conflicts_with = "no_bmap")]
-    bmap: Option<PathBuf>,
-    /// Write every byte of the image, even with a bmap beside it
-    #[arg(long)]
-    no_bmap: bool,
-    /// Do not read the written ranges back to check them
-    #[arg(long)]
-    no_verify: bool,
-    /// Print what was done as JSON
-    #[arg(long)]
-    json: bool,
-}
-
-/// `imgbuild flash IMAGE DEVICE`.
-fn run_flash(a: FlashArgs) -> Result<()> {
-    let bmap_path = match (&a.bmap, a.no_bmap) {
-        (_, true) => None,
-        (Some(p), false) => Some(p.clone()),
-        (None, false) => imgbuild_flash::find_bmap(&a.image),
-    };
-    let bmap = match &bmap_path {
-        Some(p) => Some(imgbuild_flash::read_bmap(p)?),
-        None => None,
-    };
-    let progress = progress::Bars::new(a.json);
-    let r = imgbuild_flash::flash(
-        &a.image,
-        bmap_path.as_deref().zip(bmap.as_ref()),
-        &a.device,
-        !a.no_verify,
-        &progress,
-        &CANCEL,
-    )
-    .with_context(|| {
-        format!(
-            "flashing `{}` onto `{}`",
-            a.image.display(),
-            a.device.display()
-        )
-    })?;
-    progress.finish();
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "image": a.image,
-                "device": a.device,
-                "image_size": r.image_size,
-                "written": r.written,
-                "ranges": r.ranges,
-                "bmap": r.bmap,
-                "verified": r.verified,
-            }))?
-        );
-    } else {
-        eprintln!(
-            "wrote {} onto {}: {} of {} bytes in {} range{} ({}){}",
-            a.image.display(),
-            a.device.display(),
-            r.written,
-            r.image_size,
-            r.ranges,
-            if r.ranges == 1 { "" } else { "s" },
-            match &r.bmap {
-                Some(b) => format!("bmap {}", b.display()),
-                None => "no bmap: every byte".into(),
-            },
-            if r.verified { ", verified" } else { "" }
-        );
-    }
-    Ok(())
-}
-
 /// `--dry-run`: the plan's summary instead of an image.
 fn dry_run(
     format: &Format,
@@ -454,38 +375,6 @@ fn install_signal_handlers() {
     }
 }
 
-/// `outer: inner: innermost`, without repeating a cause whose text the message already ends
-/// with (many errors print their source inside their own message); a cause that restates the
-/// previous one with a prefix (`Error code 26: file is not a database`) replaces it.
-fn error_chain(e: &anyhow::Error) -> String {
-    let mut msg = String::new();
-    let mut last = String::new();
-    for cause in e.chain() {
-        let s = cause.to_string();
-        if msg.ends_with(&s) {
-            // Already said.
-        } else if !last.is_empty() && s.ends_with(&last) && msg.ends_with(&last) {
-            msg.truncate(msg.len() - last.len());
-            msg.push_str(&s);
-        } else {
-            if !msg.is_empty() {
-                msg.push_str(": ");
-            }
-            msg.push_str(&s);
-        }
-        last = s;
-    }
-    msg
-}
-
-/// `-j N`: N threads, or all cores for 0 or none given.
-pub(crate) fn threads(n: Option<usize>) -> usize {
-    match n {
-        Some(n) if n > 0 => n,
-        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    }
-}
-
 fn run_build(
     format_name: &str,
     a: BuildArgs,
@@ -495,17 +384,6 @@ fn run_build(
     let esp_size = esp.and_then(|e| e.esp_size);
     let (firmware, disk_id) = pi.map_or((None, None), |p| (p.firmware, p.disk_id));
     let format = Format::load(format_name)?;
-    let compress = match a.compress {
-        Some(CompressArg::None) => Compression::None,
-        Some(CompressArg::Zstd) => Compression::Zstd,
-        None => format.compress,
-    };
-    let output = a.output.clone().unwrap_or_else(|| {
-        PathBuf::from(match compress {
-            Compression::None => format!("nixos.{}", format.extension),
-            Compression::Zstd => format!("nixos.{}.zst", format.extension),
-        })
-    });
     let mut adds = Vec::new();
     for (specs, tree, target) in [
         (&a.add, false, AddTarget::Root),
@@ -523,11 +401,14 @@ fn run_build(
     };
     let progress = progress::Bars::new(a.json).with_timings(a.timings);
     progress.phase_msg("reading the closure");
-    let inputs = Inputs::load(&spec, threads(a.threads))?;
+    let inputs = Inputs::load(&spec, a.threads)?;
     let opts = Options {
         output: OutputOptions {
-            path: output,
-            compression: Some(compress),
+            path: a.output,
+            compression: a.compress.map(|c| match c {
+                CompressArg::None => Compression::None,
+                CompressArg::Zstd => Compression::Zstd,
+            }),
             level: a.level,
             keep_raw: a.keep_raw,
         },
@@ -537,7 +418,7 @@ fn run_build(
             None => DiskSize::Auto { free: a.free },
         },
         esp_size,
-        threads: threads(a.threads),
+        threads: a.threads,
         firmware,
         disk_id,
         epoch: epoch()?,
@@ -553,33 +434,32 @@ fn run_build(
     if a.dry_run {
         return dry_run(&format, &inputs, &opts, &progress, a.json);
     }
+    let output = opts.output_path(&format);
     let manifest =
         plan::build(&format, &inputs, &opts, &progress, &CANCEL).map_err(|e| match e {
-            plan::Error::Interrupted => anyhow::anyhow!(
-                "interrupted: nothing was written at `{}`",
-                opts.output.path.display()
-            ),
-            e => {
-                anyhow::Error::new(e).context(format!("building `{}`", opts.output.path.display()))
+            plan::Error::Interrupted => {
+                anyhow::anyhow!("interrupted: nothing was written at `{}`", output.display())
             }
+            e => anyhow::Error::new(e).context(format!("building `{}`", output.display())),
         })?;
     progress.finish();
+    report(&manifest, &output, a.json)
+}
+
+/// After a build: the boot assumption, then the manifest as JSON on stdout or one line on
+/// stderr.
+fn report(manifest: &plan::Manifest, output: &std::path::Path, json: bool) -> Result<()> {
     if let Some(assumed) = &manifest.boot.assumed {
         eprintln!("boot: {assumed}");
     }
-    if a.json {
+    if json {
         // The image is built: a reader that closed the pipe (`| head`) is not an error.
-        let json = serde_json::to_string_pretty(&manifest)? + "\n";
-        std::io::Write::write_all(&mut std::io::stdout(), json.as_bytes())
-            .or_else(|e| match e.kind() {
-                std::io::ErrorKind::BrokenPipe => Ok(()),
-                _ => Err(e),
-            })
-            .context("printing the manifest")?;
+        let json = serde_json::to_string_pretty(manifest)? + "\n";
+        stdout(json.as_bytes()).context("printing the manifest")?;
     } else {
         eprintln!(
             "wrote {} ({}{}, {} store paths, {})",
-            opts.output.path.display(),
+            output.display(),
             match manifest.image_size {
                 Some(n) => format!("{n} bytes"),
                 None => "size withheld".into(),
@@ -600,6 +480,14 @@ fn run_build(
     Ok(())
 }
 
+/// Writes `bytes` to stdout; a reader that closed the pipe (`| head`) is not an error.
+fn stdout(bytes: &[u8]) -> std::io::Result<()> {
+    std::io::Write::write_all(&mut std::io::stdout(), bytes).or_else(|e| match e.kind() {
+        std::io::ErrorKind::BrokenPipe => Ok(()),
+        _ => Err(e),
+    })
+}
+
 /// `imgbuild man`: the manual page, with a section for every subcommand.
 fn man() -> Result<()> {
     let cmd = <Cli as clap::CommandFactory>::command();
@@ -614,12 +502,7 @@ fn man() -> Result<()> {
         page.render_description_section(&mut out)?;
         page.render_options_section(&mut out)?;
     }
-    std::io::Write::write_all(&mut std::io::stdout(), &out)
-        .or_else(|e| match e.kind() {
-            std::io::ErrorKind::BrokenPipe => Ok(()),
-            _ => Err(e),
-        })
-        .context("writing the manual page")
+    stdout(&out).context("writing the manual page")
 }
 
 fn main() {
@@ -630,7 +513,7 @@ fn main() {
         Cmd::SdAarch64 { args, pi } => run_build("sd-aarch64", args, None, Some(pi)),
         Cmd::Build { format, b } => run_build(&format, b.args, Some(b.esp), Some(b.pi)),
         Cmd::Formats { json } => formats(json),
-        Cmd::Flash(a) => run_flash(a),
+        Cmd::Flash(a) => flash_cmd::run(a),
         Cmd::Format(argv) => run_format(argv),
         Cmd::Ext4(a) => ext4_cmd::run(a, &CANCEL),
         Cmd::Inspect(a) => inspect_cmd::inspect(a),
@@ -638,7 +521,7 @@ fn main() {
             Ok(true) => Ok(()),
             Ok(false) => std::process::exit(1),
             Err(e) => {
-                eprintln!("imgbuild: error: {}", error_chain(&e));
+                eprintln!("imgbuild: error: {e:#}");
                 std::process::exit(2);
             }
         },
@@ -653,17 +536,12 @@ fn main() {
                 "imgbuild",
                 &mut script,
             );
-            std::io::Write::write_all(&mut std::io::stdout(), &script)
-                .or_else(|e| match e.kind() {
-                    std::io::ErrorKind::BrokenPipe => Ok(()),
-                    _ => Err(e),
-                })
-                .context("writing the completion script")
+            stdout(&script).context("writing the completion script")
         }
         Cmd::Man => man(),
     };
     if let Err(e) = r {
-        eprintln!("imgbuild: error: {}", error_chain(&e));
+        eprintln!("imgbuild: error: {e:#}");
         std::process::exit(failure_status());
     }
 }

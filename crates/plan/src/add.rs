@@ -26,6 +26,7 @@ pub enum AddTarget {
 /// One `--add`/`--add-tree`/`--add-boot`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Add {
+    /// The host file or directory to copy.
     pub src: PathBuf,
     /// Absolute path inside the target filesystem.
     pub dest: String,
@@ -35,6 +36,7 @@ pub struct Add {
     pub owner: Option<(u32, u32)>,
     /// A whole directory tree (`--add-tree`).
     pub tree: bool,
+    /// The filesystem it goes into.
     pub target: AddTarget,
 }
 
@@ -108,11 +110,17 @@ fn normalize_dest(d: &str) -> Result<String, String> {
 /// What the manifest records of an added file.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Added {
+    /// The filesystem it went into.
     pub target: AddTarget,
+    /// Its path in that filesystem.
     pub path: String,
+    /// Its permission bits, octal (`0644`).
     pub mode: String,
+    /// Its owner's uid in the image.
     pub uid: u32,
+    /// Its group's gid in the image.
     pub gid: u32,
+    /// Its size in bytes.
     pub size: u64,
     /// Not for everyone's eyes: the host file is not world-readable, the image mode is not,
     /// or it goes to the FAT boot partition (which keeps no modes: anyone holding the image

@@ -151,12 +151,12 @@ fn resolve(
 /// the text it was read from.
 fn detect(spec: &BootSpec) -> Result<(Option<Release>, &'static str, String)> {
     if let Some(r) = spec.imgbuild.as_ref().and_then(|e| e.release.as_deref()) {
-        let release = Release::find(r).ok_or_else(|| {
-            Error::Invalid(format!(
-                "boot.json of {}: {IMGBUILD_V1}.release `{}` is not a NixOS release (YY.MM)",
-                spec.toplevel,
+        let release = Release::find(r).ok_or_else(|| Error::BadBootSpec {
+            toplevel: spec.toplevel.to_string(),
+            reason: format!(
+                "{IMGBUILD_V1}.release `{}` is not a NixOS release (YY.MM)",
                 imgbuild_blockio::excerpt(r, MAX_QUOTE)
-            ))
+            ),
         })?;
         return Ok((Some(release), "boot.json", r.to_owned()));
     }

@@ -82,6 +82,54 @@ fn host_path(
     }
 }
 
+/// Every file's and symlink's path below `store`, by node (symlinks have no host path in
+/// the tree).
+fn relative_paths(tree: &Tree, store: NodeId) -> Vec<Vec<u8>> {
+    let mut rel = vec![Vec::new(); tree.len()];
+    let mut stack = vec![(store, Vec::new())];
+    while let Some((dir, path)) = stack.pop() {
+        for (name, c) in tree.children(dir) {
+            let mut p = path.clone();
+            if !p.is_empty() {
+                p.push(b'/');
+            }
+            p.extend_from_slice(name);
+            if tree.node(c).is_dir() {
+                stack.push((c, p));
+            } else {
+                rel[c as usize] = p;
+            }
+        }
+    }
+    rel
+}
+
+/// The NAR hash of every entry of `todo`, in parallel.
+fn nar_hashes(
+    tree: &Tree,
+    todo: &[&Entry],
+    store_host: &std::path::Path,
+    rel: &[Vec<u8>],
+    cancel: &AtomicBool,
+) -> Result<Vec<[u8; 32]>> {
+    todo.par_iter()
+        .map(|e| -> Result<[u8; 32]> {
+            imgbuild_blockio::check_cancel(cancel).map_err(|_| Error::Interrupted)?;
+            let p = host_path(
+                tree,
+                e.node,
+                store_host,
+                rel.get(e.node as usize).map_or(&[][..], |v| v),
+            );
+            let (h, _) = imgbuild_nix::nar_hash(&p).map_err(|source| Error::Nix {
+                what: format!("hashing `{}` to store it once", p.display()),
+                source,
+            })?;
+            Ok(h.0)
+        })
+        .collect()
+}
+
 /// Link identical store files below `store` (the tree's `/nix/store`; `store_host` is where it
 /// lives on the host). Runs on rayon's current pool.
 pub(crate) fn dedup(
@@ -99,24 +147,8 @@ pub(crate) fn dedup(
     let optimise = mode == Dedup::OptimiseStore;
     let all = entries(tree, store, optimise);
     // Relative paths below the store (for symlinks, which have no host path in the tree).
-    let rel: Vec<Vec<u8>> = if optimise {
-        let mut rel = vec![Vec::new(); tree.len()];
-        let mut stack = vec![(store, Vec::new())];
-        while let Some((dir, path)) = stack.pop() {
-            for (name, c) in tree.children(dir) {
-                let mut p = path.clone();
-                if !p.is_empty() {
-                    p.push(b'/');
-                }
-                p.extend_from_slice(name);
-                if tree.node(c).is_dir() {
-                    stack.push((c, p));
-                } else {
-                    rel[c as usize] = p;
-                }
-            }
-        }
-        rel
+    let rel = if optimise {
+        relative_paths(tree, store)
     } else {
         Vec::new()
     };
@@ -139,23 +171,7 @@ pub(crate) fn dedup(
         .iter()
         .filter(|e| optimise || by_key[&key(e)] > 1)
         .collect();
-    let hashes: Vec<[u8; 32]> = todo
-        .par_iter()
-        .map(|e| -> Result<[u8; 32]> {
-            imgbuild_blockio::check_cancel(cancel).map_err(|_| Error::Interrupted)?;
-            let p = host_path(
-                tree,
-                e.node,
-                store_host,
-                rel.get(e.node as usize).map_or(&[][..], |v| v),
-            );
-            let (h, _) = imgbuild_nix::nar_hash(&p).map_err(|source| Error::Nix {
-                what: format!("hashing `{}` to store it once", p.display()),
-                source,
-            })?;
-            Ok(h.0)
-        })
-        .collect::<Result<_>>()?;
+    let hashes = nar_hashes(tree, &todo, store_host, &rel, cancel)?;
 
     // Groups in tree order: the first name keeps its node, the others become its names.
     let mut groups: BTreeMap<([u8; 32], bool), Vec<&Entry>> = BTreeMap::new();

@@ -9,7 +9,7 @@ use imgbuild_fat as fat;
 use imgbuild_fstree::Tree;
 use imgbuild_partition as partition;
 
-use crate::format::{Contents, Filesystem, PartSize, TableType};
+use crate::format::{Contents, Filesystem, TableType};
 use crate::layout::{self, Layout, PartitionLayout, SECTOR};
 use crate::options::{Context, DiskSize};
 use crate::{Error, Result};
@@ -118,14 +118,7 @@ impl Plan {
             Some(ext4::prepare(&trees[root], &ext4_options(cx, root)).map_err(ext4_err(root))?);
         imgbuild_blockio::check_cancel(cancel).map_err(|_| Error::Interrupted)?;
 
-        let size_of = |i: usize| {
-            let p = &format.partitions[i];
-            match (p.contents, cx.opts.esp_size, p.size) {
-                (Contents::Esp, Some(n), _) => Some(n),
-                (_, _, PartSize::Fixed(n)) => Some(n),
-                (_, _, PartSize::Auto) => None,
-            }
-        };
+        let size_of = |i: usize| cx.partition_sizes[i];
         let disk_size = match cx.opts.size {
             DiskSize::Exact(n) => Some(n),
             DiskSize::Auto { .. } => None,
@@ -137,7 +130,7 @@ impl Plan {
                 .min_size(free)
                 .map_err(ext4_err(root))
         };
-        let layout = layout::compute(format, &size_of, disk_size, cx.root_free(), &mut auto)?;
+        let layout = layout::compute(format, &size_of, disk_size, cx.root_free, &mut auto)?;
 
         let mut parts = Vec::with_capacity(trees.len());
         for (i, (tree, pl)) in trees.into_iter().zip(&layout.partitions).enumerate() {
@@ -201,10 +194,10 @@ fn table(cx: &Context, lay: &Layout) -> Result<Table> {
             for (p, pl) in format.partitions.iter().zip(&lay.partitions) {
                 let g = cx.ids.gpt_partition_guid(&p.name);
                 let crate::format::PartType::Gpt(type_guid) = p.type_id else {
-                    return Err(Error::Invalid(format!(
-                        "partition `{}`: not a GPT type",
-                        p.name
-                    )));
+                    return Err(Error::WrongPartitionType {
+                        name: p.name.clone(),
+                        table: "a GPT",
+                    });
                 };
                 parts.push(partition::GptPartition {
                     name: p.name.clone(),
@@ -228,7 +221,7 @@ fn table(cx: &Context, lay: &Layout) -> Result<Table> {
             })
         }
         TableType::Mbr => {
-            let id = cx.opts.disk_id.unwrap_or_else(|| cx.ids.mbr_disk_id());
+            let id = cx.mbr_disk_id;
             let parts = format
                 .partitions
                 .iter()
@@ -240,10 +233,10 @@ fn table(cx: &Context, lay: &Layout) -> Result<Table> {
                         type_byte,
                         bootable: p.bootable,
                     }),
-                    crate::format::PartType::Gpt(_) => Err(Error::Invalid(format!(
-                        "partition `{}`: not an MBR type",
-                        p.name
-                    ))),
+                    crate::format::PartType::Gpt(_) => Err(Error::WrongPartitionType {
+                        name: p.name.clone(),
+                        table: "an MBR",
+                    }),
                 })
                 .collect::<Result<_>>()?;
             let l = partition::MbrLayout {

@@ -10,51 +10,82 @@ use imgbuild_fat as fat;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+/// Why a build, a dry run or `imgbuild ext4` failed.
 pub enum Error {
     #[error(transparent)]
+    /// The format file.
     Format(#[from] format::FormatError),
     #[error("{what}")]
+    /// Reading the closure or the Nix database (`what` says which).
     Nix {
+        /// What was being read.
         what: String,
         #[source]
+        /// The Nix reader's error.
         source: imgbuild_nix::Error,
     },
     #[error("store path {path} of the closure cannot be read at `{}`", host.display())]
+    /// A store path of the closure that is missing or unreadable on the host.
     StorePath {
+        /// The store path, as Nix names it.
         path: String,
+        /// Where it was looked for on the host.
         host: PathBuf,
         #[source]
+        /// Why it could not be read.
         source: std::io::Error,
     },
     #[error("building the tree at `{what}`")]
+    /// A host tree (store path, `--add-tree`, firmware) that could not be scanned.
     Tree {
+        /// The tree's root.
         what: String,
         #[source]
+        /// Why it could not be scanned.
         source: imgbuild_fstree::Error,
     },
     #[error("{op} `{}`", path.display())]
+    /// A host file operation that failed.
     Io {
+        /// The operation (`reading`, `writing`).
         op: &'static str,
+        /// The file.
         path: PathBuf,
         #[source]
+        /// The host's error.
         source: std::io::Error,
     },
     #[error("`{}` is not a regular file", path.display())]
-    NotAFile { path: PathBuf },
+    /// An input that should be a regular file is not.
+    NotAFile {
+        /// The input.
+        path: PathBuf,
+    },
     #[error("`{}`: directories nest too deep", path.display())]
-    TooDeep { path: PathBuf },
+    /// A host tree nests deeper than imgbuild follows.
+    TooDeep {
+        /// The tree's root.
+        path: PathBuf,
+    },
     #[error("the toplevel is built for `{found}`, but format `{format}` is for `{expected}`")]
+    /// The toplevel is for another Nix system than the format.
     WrongSystem {
+        /// The format's name.
         format: String,
+        /// The format's system.
         expected: String,
+        /// The toplevel's system.
         found: String,
     },
     /// The toplevel is not configured for the format: the image would not boot, or not
     /// survive its first `nixos-rebuild`.
     #[error("the system is not configured for `{format}`: {reason}; {fix}")]
     NotForFormat {
+        /// The format's name.
         format: String,
+        /// What does not match.
         reason: String,
+        /// What to change in the NixOS configuration.
         fix: String,
     },
     #[error(
@@ -62,10 +93,18 @@ pub enum Error {
          firmware load: {missing} (the README says what the directory must hold)",
         dir.display()
     )]
-    FirmwareIncomplete { dir: PathBuf, missing: String },
+    /// The firmware directory lacks a file its config.txt makes the firmware load.
+    FirmwareIncomplete {
+        /// The firmware directory.
+        dir: PathBuf,
+        /// The files it lacks.
+        missing: String,
+    },
     #[error("no Raspberry Pi firmware directory: set `\"org.imgbuild.v1\": {{\"firmware\": \"/nix/store/...\"}}` in the toplevel's boot.json (the imgbuild NixOS module does), or pass --firmware DIR")]
+    /// No Raspberry Pi firmware: neither boot.json nor `--firmware` names it.
     NoFirmware,
     #[error("no systemd-boot in the closure: looked for `{0}`")]
+    /// The closure holds no systemd-boot EFI binary (the path looked for).
     NoSystemdBoot(String),
     #[error(
         "the image needs at least {needed} bytes ({}), but --size is {available} bytes ({}); \
@@ -73,71 +112,247 @@ pub enum Error {
         human_size(*.needed),
         human_size(*.available)
     )]
-    DiskTooSmall { needed: u64, available: u64 },
+    /// `--size` below what the image needs.
+    DiskTooSmall {
+        /// The smallest disk that holds the image, in bytes.
+        needed: u64,
+        /// `--size`, in bytes.
+        available: u64,
+    },
     #[error(
         "{what} is {size} bytes ({}), more than {limit}: at most {max} bytes ({}); nothing was \
          written",
         human_size(*.size),
         human_size(*.max)
     )]
+    /// A size past a limit of the table, the filesystems or imgbuild.
     DiskTooBig {
         /// What was too big: `--size`, `the disk`, `--free`, a partition.
         what: String,
+        /// The size asked for or needed, in bytes.
         size: u64,
+        /// The largest allowed, in bytes.
         max: u64,
         /// The limit, named: `the largest disk imgbuild builds`, `an MBR's 2^32 sectors`.
         limit: &'static str,
     },
-    #[error("partition `{name}`: {source}")]
+    #[error("partition `{name}`")]
+    /// Planning or writing an ext4 filesystem failed.
     Ext4 {
+        /// The partition's name (or the image's, for `imgbuild ext4`).
         name: String,
         #[source]
+        /// The ext4 writer's error.
         source: ext4::Error,
     },
-    #[error("partition `{name}`: {source}")]
+    #[error("partition `{name}`")]
+    /// Planning or writing a FAT filesystem failed.
     Fat {
+        /// The partition's name.
         name: String,
         #[source]
+        /// The FAT writer's error.
         source: fat::Error,
     },
-    #[error("boot loader files: {0}")]
+    #[error("boot loader files")]
+    /// The boot loader's files or configuration could not be made.
     Boot(#[from] boot::Error),
-    #[error("partition table: {0}")]
+    #[error("partition table")]
+    /// The partition table could not be encoded.
     Partition(#[from] imgbuild_partition::Error),
     #[error(transparent)]
+    /// Reading or writing a file range.
     Block(#[from] blockio::Error),
-    #[error("compressing: {0}")]
+    #[error("compressing")]
+    /// The zstd compressor failed.
     Compress(#[from] imgbuild_compress::Error),
     #[error(transparent)]
+    /// A container (qcow2, VHD, ...) could not be written or cannot hold the disk.
     Container(#[from] imgbuild_container::Error),
     /// Streaming the disk's extent map: a source that cannot be read or changed, or a sink
     /// (the output, a hasher, the compressor) that failed.
     #[error(transparent)]
     Map(imgbuild_diskmap::Error),
     #[error("the output `{}` {reason}", path.display())]
-    BadOutput { path: PathBuf, reason: String },
+    /// An output path that cannot be written or would replace an input.
+    BadOutput {
+        /// The output path given.
+        path: PathBuf,
+        /// Why it is refused.
+        reason: String,
+    },
     /// The output could not be grown or written: its file system is full, or a file size
     /// limit (`ulimit -f`) or quota was hit.
     #[error("cannot write the output `{}`: {reason}", path.display())]
     OutputFull {
+        /// The output file.
         path: PathBuf,
+        /// Which limit was hit.
         reason: &'static str,
         #[source]
+        /// The write that failed.
         source: Box<Error>,
     },
     #[error("--add to `{dest}`: {reason}")]
-    AddClash { dest: String, reason: String },
+    /// An `--add` that clashes with the closure or another `--add`.
+    AddClash {
+        /// The destination in the image.
+        dest: String,
+        /// What it clashes with.
+        reason: String,
+    },
     #[error("--add source `{}` {reason}", src.display())]
-    AddSource { src: PathBuf, reason: String },
-    #[error("{0}")]
-    Invalid(String),
+    /// An `--add` source that cannot be added.
+    AddSource {
+        /// The host path.
+        src: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The toplevel's boot.json holds a value imgbuild cannot use.
+    #[error("boot.json of {toplevel}: {reason}")]
+    BadBootSpec {
+        /// The toplevel's store path.
+        toplevel: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A partition whose type is not of the format's table (validation refuses these).
+    #[error("partition `{name}`: not {table} type")]
+    WrongPartitionType {
+        /// The partition's name.
+        name: String,
+        /// The table's type, with its article (`a GPT`).
+        table: &'static str,
+    },
+    /// `--size` that is not a whole number of sectors.
+    #[error("--size {size} is not a multiple of the {sector}-byte sector")]
+    SizeNotSectors {
+        /// The `--size` given, in bytes.
+        size: u64,
+        /// The sector size.
+        sector: u64,
+    },
+    /// `--size` that is not a multiple of the container's `size-multiple`.
+    #[error(
+        "--size {size} ({}) is not a multiple of {}, which format `{format}` needs for its \
+         `{container}` container",
+        human_size(*.size),
+        human_size(*.multiple)
+    )]
+    SizeNotContainerMultiple {
+        /// The `--size` given, in bytes.
+        size: u64,
+        /// The container's `size-multiple`.
+        multiple: u64,
+        /// The format's name.
+        format: String,
+        /// The container's name.
+        container: &'static str,
+    },
+    /// A partition's fixed `start` inside the space before it.
+    #[error("partition `{name}` starts at {start} but the space before it ends at {free_from}")]
+    PartitionOverlaps {
+        /// The partition's name.
+        name: String,
+        /// Its fixed start.
+        start: u64,
+        /// Where the space before it ends.
+        free_from: u64,
+    },
+    /// A partition's fixed `start` off the table's alignment.
+    #[error("partition `{name}` start {start} is not aligned to {align}")]
+    PartitionUnaligned {
+        /// The partition's name.
+        name: String,
+        /// Its fixed start.
+        start: u64,
+        /// The table's alignment.
+        align: u64,
+    },
+    /// A partition size that is zero or not a whole number of sectors.
+    #[error("partition `{name}`: size {size} is not a positive multiple of 512")]
+    PartitionSize {
+        /// The partition's name.
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// A boot loader timeout the boot loader's configuration cannot hold.
+    #[error("boot loader timeout {seconds} s is out of range")]
+    TimeoutOutOfRange {
+        /// The timeout asked for.
+        seconds: i64,
+    },
+    /// The Raspberry Pi firmware directory's `config.txt` is not a regular file.
+    #[error("`{}`: config.txt is not a file", dir.display())]
+    ConfigTxtNotAFile {
+        /// The firmware directory.
+        dir: PathBuf,
+    },
+    /// `--compress zstd` for a container, which is not compressed again.
+    #[error(
+        "--compress zstd: format `{format}` writes a `{container}` container, which is not \
+         compressed again"
+    )]
+    NotRecompressed {
+        /// The format's name.
+        format: String,
+        /// The container's name.
+        container: &'static str,
+    },
+    /// `--level` for an output kind that compresses nothing.
+    #[error("--level: format `{format}` writes an uncompressed `{container}` container")]
+    LevelUnused {
+        /// The format's name.
+        format: String,
+        /// The container's name.
+        container: &'static str,
+    },
+    /// `--level` outside the output kind's levels.
+    #[error(
+        "--level {level}: format `{format}` is {codec}-compressed, whose levels are {min} to {max}"
+    )]
+    LevelOutOfRange {
+        /// The format's name.
+        format: String,
+        /// The level given.
+        level: i32,
+        /// The compressor (`zstd`, `deflate`).
+        codec: &'static str,
+        /// The fastest level.
+        min: i32,
+        /// The smallest-output level.
+        max: i32,
+    },
+    /// An option for a partition or table the format does not have.
+    #[error("{option}: format `{format}` {reason}")]
+    OptionNotApplicable {
+        /// The option (`--esp-size`).
+        option: &'static str,
+        /// The format's name.
+        format: String,
+        /// What the format lacks.
+        reason: &'static str,
+    },
+    /// The worker thread pool could not be started.
+    #[error("starting {threads} threads")]
+    Threads {
+        /// How many were asked for.
+        threads: usize,
+        #[source]
+        /// Why the pool did not start.
+        source: rayon::ThreadPoolBuildError,
+    },
     /// A file an input named that is not a regular file, too big, or not what its size says.
     #[error(transparent)]
     Input(#[from] imgbuild_blockio::InputError),
     #[error("interrupted")]
+    /// The build was interrupted (SIGINT, SIGTERM, SIGHUP); nothing was left at the output paths.
     Interrupted,
 }
 
+/// The planner's result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub use imgbuild_units::human_size;

@@ -10,14 +10,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use imgbuild_blockio::OutputFile;
-use imgbuild_diskmap::sinks::{RawFile, Sha256Sink};
-use imgbuild_diskmap::StreamOptions;
 use imgbuild_ext4 as ext4;
 use imgbuild_fstree::{Kind, Mtime, Owner, Perms, ScanOptions, Scanner, Tree};
 
+use crate::format::{Compression, ContainerType};
 use crate::ids::derive_id;
-use crate::{error::output_full, Error, Reporter, Result};
+use crate::output::{self, Job, Outputs};
+use crate::{Error, Reporter, Result};
 
 /// The size of an `imgbuild ext4` filesystem: the minimum plus free space, or exact.
 pub use imgbuild_ext4::Size as Ext4Size;
@@ -25,12 +24,15 @@ pub use imgbuild_ext4::Size as Ext4Size;
 /// What `imgbuild ext4` was asked for.
 #[derive(Clone, Debug)]
 pub struct Ext4ImageOptions {
+    /// The image file (written as `OUT.tmp`, renamed when complete).
     pub output: PathBuf,
+    /// The volume label (at most 16 bytes).
     pub label: String,
     /// Filesystem UUID (default: derived, see the module docs).
     pub uuid: Option<[u8; 16]>,
     /// Directory hash seed (default: derived).
     pub hash_seed: Option<[u8; 16]>,
+    /// The filesystem's size: the minimum plus free space, or exact.
     pub size: ext4::Size,
     /// Keep the source's uid/gid instead of root:root.
     pub preserve_owner: bool,
@@ -38,15 +40,20 @@ pub struct Ext4ImageOptions {
     pub preserve_times: bool,
     /// `SOURCE_DATE_EPOCH`: the superblock's time, and the latest mtime the image holds.
     pub epoch: i64,
-    pub threads: usize,
+    /// Worker threads (none or 0: every core).
+    pub threads: Option<usize>,
 }
 
 /// What was written.
 #[derive(Clone, Debug)]
 pub struct Ext4Image {
+    /// Where the image was written.
     pub path: PathBuf,
+    /// The image's size in bytes.
     pub size: u64,
+    /// SHA-256 of the image, hex.
     pub sha256: String,
+    /// The filesystem UUID (given or derived).
     pub uuid: uuid::Uuid,
 }
 
@@ -135,39 +142,33 @@ pub fn ext4_image(
         name: opts.output.display().to_string(),
         source,
     };
-    let (plan, map) = crate::pool(opts.threads)?.install(|| -> Result<_> {
+    let threads = crate::threads(opts.threads);
+    let (plan, map) = crate::pool(threads)?.install(|| -> Result<_> {
         let plan = ext4::plan(&tree, &fs_opts).map_err(ext4_err)?;
         let map = plan.map(&tree).map_err(ext4_err)?;
         Ok((plan, map))
     })?;
-    let size = plan.size_bytes();
-    let tmp = OutputFile::tmp_path(&opts.output);
-    let out = OutputFile::create(&opts.output, size)
-        .map_err(Error::from)
-        .map_err(output_full(&tmp))?;
-    let mut raw = RawFile::new(out.file(), size, format!("writing `{}`", tmp.display()));
-    let mut sha = Sha256Sink::new();
-    reporter.phase("writing", size);
-    imgbuild_diskmap::stream(
-        &map,
-        &mut [&mut raw, &mut sha],
-        &StreamOptions {
-            readers: opts.threads.max(1),
+    let outs = Outputs::bare(&opts.output);
+    let job = Job {
+        outs: &outs,
+        container: ContainerType::default(),
+        compression: Compression::None,
+        level: 0,
+        threads,
+        mode: 0o666,
+        params: imgbuild_container::Params {
+            disk_size: plan.size_bytes(),
+            id: uuid,
+            time: opts.epoch,
         },
-        reporter,
-        cancel,
-    )
-    .map_err(Error::from)
-    .map_err(output_full(&tmp))?;
-    reporter.done();
-    let path = out
-        .persist()
-        .map_err(Error::from)
-        .map_err(output_full(&tmp))?;
+        toplevel: "",
+        phase: "writing".into(),
+    };
+    let hashes = output::run(&job, &map, reporter, cancel, |h| Ok((None, h)))?;
     Ok(Ext4Image {
-        path,
-        size,
-        sha256: sha.hex().expect("a finished stream finishes its sinks"),
+        path: opts.output.clone(),
+        size: hashes.image_size,
+        sha256: hashes.disk_sha256,
         uuid: uuid::Uuid::from_bytes(uuid),
     })
 }

@@ -57,6 +57,7 @@ impl Ids {
         Ids { seed }
     }
 
+    /// The seed every id derives from.
     pub fn seed(&self) -> &[u8] {
         &self.seed
     }
@@ -65,14 +66,17 @@ impl Ids {
         derive_id(&self.seed, what)
     }
 
+    /// The GPT disk GUID.
     pub fn gpt_disk_guid(&self) -> Uuid {
         Uuid::from_bytes(self.id("gpt-disk-guid"))
     }
 
+    /// The GPT partition GUID of the partition named `partition`.
     pub fn gpt_partition_guid(&self, partition: &str) -> Uuid {
         Uuid::from_bytes(self.id(&format!("gpt-partition-guid:{partition}")))
     }
 
+    /// The MBR disk signature, when `--disk-id` does not give one.
     pub fn mbr_disk_id(&self) -> u32 {
         u32_of(self.id("mbr-disk-id"))
     }

@@ -24,8 +24,11 @@ pub struct InputSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ClosureSource {
+    /// From nixpkgs' closureInfo (`--closure-info`).
     ClosureInfo,
+    /// From the Nix database of the store root.
     Database,
+    /// By scanning the store paths' references.
     Scan,
 }
 
@@ -33,19 +36,24 @@ pub enum ClosureSource {
 pub struct Inputs {
     /// What was asked for (paths as given), so the output can be checked against them.
     pub spec: InputSpec,
+    /// The store the closure is read from.
     pub store: StoreRoot,
+    /// The system toplevel's store path.
     pub toplevel: StorePath,
+    /// Every store path the toplevel needs, with NAR sizes and hashes.
     pub closure: Closure,
+    /// The toplevel's `boot.json`.
     pub bootspec: BootSpec,
+    /// How the closure was enumerated.
     pub source: ClosureSource,
 }
 
 impl Inputs {
     /// Resolve the toplevel and enumerate its closure: closureInfo if given, else the Nix
     /// database under the store root, else a scan of the store like Nix's reference scanner
-    /// (NAR hashes on `threads` threads).
-    pub fn load(spec: &InputSpec, threads: usize) -> Result<Inputs> {
-        crate::pool(threads)?.install(|| Self::load_here(spec))
+    /// (NAR hashes on `threads` threads: none or 0 for every core).
+    pub fn load(spec: &InputSpec, threads: Option<usize>) -> Result<Inputs> {
+        crate::pool(crate::threads(threads))?.install(|| Self::load_here(spec))
     }
 
     fn load_here(spec: &InputSpec) -> Result<Inputs> {

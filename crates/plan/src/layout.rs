@@ -3,6 +3,7 @@
 use crate::format::{Format, PartSize, TableType};
 use crate::{Error, Result};
 
+/// The sector size every table and offset uses.
 pub const SECTOR: u64 = 512;
 /// Blocks of the filesystems whose size we choose (ext4's block size).
 pub const FS_BLOCK: u64 = 4096;
@@ -12,6 +13,7 @@ pub const FS_BLOCK: u64 = 4096;
 pub struct PartitionLayout {
     /// 1-based, as in the table.
     pub number: usize,
+    /// The format's partition name.
     pub name: String,
     /// Byte offset of the first sector.
     pub start: u64,
@@ -24,10 +26,13 @@ pub struct PartitionLayout {
 /// The whole disk.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Layout {
+    /// The whole disk's size in bytes.
     pub disk_size: u64,
+    /// The partitions, in table order.
     pub partitions: Vec<PartitionLayout>,
 }
 
+/// `x` rounded up to a multiple of `a`.
 pub fn align_up(x: u64, a: u64) -> u64 {
     x.div_ceil(a) * a
 }
@@ -86,6 +91,52 @@ impl<F: FnMut(u64) -> Result<u64>> AutoSize for F {
     }
 }
 
+/// Refuses, before anything is planned, a `--size` or `--free` past the limits, or a
+/// `--size` that is not whole sectors or not a multiple of the container's size-multiple.
+fn check_disk_size(format: &Format, disk_size: Option<u64>, free: u64) -> Result<()> {
+    let kind = format.table.kind;
+    if let Some(d) = disk_size {
+        check_max(kind, "--size", d)?;
+    }
+    check_max(kind, "--free", free)?;
+    if let Some(d) = disk_size.filter(|d| d % SECTOR != 0) {
+        return Err(Error::SizeNotSectors {
+            size: d,
+            sector: SECTOR,
+        });
+    }
+    if let (Some(d), Some(m)) = (disk_size, format.container.size_multiple) {
+        if !d.is_multiple_of(m.0) {
+            return Err(Error::SizeNotContainerMultiple {
+                size: d,
+                multiple: m.0,
+                format: format.name.clone(),
+                container: format.container.kind.name(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A partition's fixed start, refused when it overlaps what comes before or is not aligned.
+fn fixed_start(p: &crate::format::Partition, start: u64, cursor: u64, align: u64) -> Result<u64> {
+    if start < cursor {
+        return Err(Error::PartitionOverlaps {
+            name: p.name.clone(),
+            start,
+            free_from: cursor,
+        });
+    }
+    if !start.is_multiple_of(align) {
+        return Err(Error::PartitionUnaligned {
+            name: p.name.clone(),
+            start,
+            align,
+        });
+    }
+    Ok(start)
+}
+
 /// Place every partition. `size_of(i)` gives fixed partitions' sizes (format value or
 /// command-line override); the `auto` partition (always last) fills the rest of a disk of
 /// `disk_size` bytes, or, without one, gets its filesystem's minimum plus `free`.
@@ -100,49 +151,14 @@ pub fn compute(
     // The whole disk's size: a multiple of the container's size-multiple (validated to be a
     // multiple of `align`), else of `align`.
     let disk_align = format.container.size_multiple.map_or(align, |m| m.0);
-    // Sizes beyond the limits are refused before anything is planned for them.
     let kind = format.table.kind;
-    if let Some(d) = disk_size {
-        check_max(kind, "--size", d)?;
-    }
-    check_max(kind, "--free", free)?;
-    if let Some(d) = disk_size.filter(|d| d % SECTOR != 0) {
-        return Err(Error::Invalid(format!(
-            "--size {d} is not a multiple of the {SECTOR}-byte sector"
-        )));
-    }
-    if let (Some(d), Some(m)) = (disk_size, format.container.size_multiple) {
-        if !d.is_multiple_of(m.0) {
-            return Err(Error::Invalid(format!(
-                "--size {d} ({}) is not a multiple of {}, which format `{}` needs for its \
-                 `{}` container",
-                crate::error::human_size(d),
-                crate::error::human_size(m.0),
-                format.name,
-                format.container.kind.name()
-            )));
-        }
-    }
+    check_disk_size(format, disk_size, free)?;
     let (head, tail) = table_overhead(format.table.kind);
     let mut cursor = head;
     let mut parts = Vec::new();
     for (i, p) in format.partitions.iter().enumerate() {
         let start = match p.start {
-            Some(s) => {
-                if s.0 < cursor {
-                    return Err(Error::Invalid(format!(
-                        "partition `{}` starts at {} but the space before it ends at {cursor}",
-                        p.name, s.0
-                    )));
-                }
-                if s.0 % align != 0 {
-                    return Err(Error::Invalid(format!(
-                        "partition `{}` start {} is not aligned to {align}",
-                        p.name, s.0
-                    )));
-                }
-                s.0
-            }
+            Some(s) => fixed_start(p, s.0, cursor, align)?,
             None => align_up(cursor, align),
         };
         let size = match p.size {
@@ -150,10 +166,10 @@ pub fn compute(
                 let n = size_of(i).unwrap_or(0);
                 check_max(kind, &format!("partition `{}`", p.name), n)?;
                 if n == 0 || !n.is_multiple_of(SECTOR) {
-                    return Err(Error::Invalid(format!(
-                        "partition `{}`: size {n} is not a positive multiple of 512",
-                        p.name
-                    )));
+                    return Err(Error::PartitionSize {
+                        name: p.name.clone(),
+                        size: n,
+                    });
                 }
                 n
             }

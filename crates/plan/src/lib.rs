@@ -16,6 +16,8 @@
 //! ([`ids`]), the time and the typed [`Options`]. This is the only crate that decides times,
 //! seeds and thread counts; the format crates below take them as parameters.
 
+#![warn(missing_docs)]
+
 pub mod add;
 mod bootloader;
 mod dedup;
@@ -42,7 +44,8 @@ pub use imgbuild_blockio::Progress;
 pub use inputs::{ClosureSource, InputSpec, Inputs};
 pub use layout::{Layout, PartitionLayout};
 pub use manifest::{Manifest, ManifestPartition};
-pub use options::{Dedup, DiskSize, Options, OutputOptions};
+pub use options::threads;
+pub use options::{Dedup, DiskSize, Options, Output, OutputOptions};
 
 use std::sync::atomic::AtomicBool;
 
@@ -102,7 +105,9 @@ pub fn build(
 /// nothing written.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct DryRun {
+    /// The format's name.
     pub format: String,
+    /// The disk's size in bytes.
     pub disk_size: u64,
     /// Bytes a copy onto a device must write (everything but free space).
     pub mapped_bytes: u64,
@@ -110,6 +115,7 @@ pub struct DryRun {
     pub file_bytes: u64,
     /// Extents of the disk's map (a measure of the plan's memory).
     pub extents: usize,
+    /// Where each partition would lie.
     pub partitions: Vec<PartitionLayout>,
 }
 
@@ -171,7 +177,7 @@ impl Stages<'_> {
         if check_output {
             output::check(&cx, self.inputs)?;
         }
-        pool(self.opts.threads)?.install(|| {
+        pool(cx.threads)?.install(|| {
             self.reporter.phase("reading the closure", 0);
             let trees = trees::build(&cx, self.inputs, self.cancel)?;
             self.reporter.phase("planning", 0);
@@ -192,7 +198,7 @@ impl Stages<'_> {
 /// stream's readers and sinks are threads of their own).
 pub(crate) fn pool(threads: usize) -> Result<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
+        .num_threads(threads)
         .build()
-        .map_err(|e| Error::Invalid(format!("starting {threads} threads: {e}")))
+        .map_err(|source| Error::Threads { threads, source })
 }

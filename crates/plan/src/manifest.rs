@@ -8,29 +8,42 @@ use serde::Serialize;
 #[derive(Clone, Debug, Serialize)]
 pub struct ManifestPartition {
     #[serde(flatten)]
+    /// The table entry: number, offsets, type, name, GUID, flags.
     pub entry: imgbuild_partition::Entry,
+    /// The filesystem in it: kind, label, UUID, size.
     pub filesystem: imgbuild_partition::FsSummary,
+    /// Where the booted system mounts it.
     pub mount_point: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
+/// What a build wrote and from what, written beside the image as `IMAGE.json`.
 pub struct Manifest {
     /// The imgbuild release that wrote the image.
     pub imgbuild_version: String,
+    /// The format's name.
     pub format: String,
+    /// The Nix system of the toplevel.
     pub system: String,
+    /// The system toplevel's store path.
     pub toplevel: String,
+    /// How the closure was enumerated.
     pub closure_source: crate::ClosureSource,
+    /// How many store paths the image holds.
     pub store_paths: usize,
+    /// Their total NAR size in bytes.
     pub nar_size: u64,
+    /// The partition table: `gpt` or `dos`.
     pub table: String,
     /// GPT disk GUID or MBR disk signature (`0x1234abcd`).
     pub disk_id: String,
+    /// The disk's size in bytes.
     pub disk_size: u64,
     /// SHA-256 of the raw disk (`sha256sum` of the uncompressed image, or of the first
     /// `disk_size` bytes of a disk it was written to); absent when `added` is not empty.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk_sha256: Option<String>,
+    /// Every partition, in table order.
     pub partitions: Vec<ManifestPartition>,
     /// The file written (compressed or not): its name, in the manifest's directory.
     pub image: String,
@@ -55,6 +68,7 @@ pub struct Manifest {
     /// kept raw disk.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bmap: Option<String>,
+    /// `SOURCE_DATE_EPOCH`: the time every generated file carries.
     pub source_date_epoch: i64,
     /// Identical store files stored once (absent with dedup off).
     #[serde(skip_serializing_if = "is_off")]

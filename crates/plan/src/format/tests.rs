@@ -1,0 +1,214 @@
+use super::*;
+
+#[test]
+fn builtin_formats_parse() {
+    for (name, _) in BUILTIN {
+        let f = Format::load(name).unwrap();
+        assert_eq!(&f.name, name);
+    }
+    let raw = Format::load("raw-efi").unwrap();
+    assert_eq!(raw.table.kind, TableType::Gpt);
+    assert_eq!(raw.partitions[0].start, Some(Bytes(8 << 20)));
+    assert_eq!(raw.partitions[0].size, PartSize::Fixed(512 << 20));
+    assert_eq!(raw.root_partition().label, "nixos");
+    let sd = Format::load("sd-aarch64").unwrap();
+    assert_eq!(sd.compress, Compression::Zstd);
+    assert!(sd.root_partition().bootable);
+    assert_eq!(sd.partitions[0].type_id, PartType::Mbr(0x0b));
+    assert_eq!(sd.partitions[0].type_id.to_string(), "0x0b");
+    assert_eq!(
+        raw.partitions[0].type_id.to_string(),
+        "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+    );
+}
+
+#[test]
+fn invalid_formats_are_refused_with_reasons() {
+    let raw = BUILTIN[0].1;
+    let e = Format::parse(
+        "x",
+        &raw.replace("C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "nope"),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("type `nope` is neither a GPT type GUID"),
+        "{e}"
+    );
+    // An MBR byte on a GPT table.
+    let e = Format::parse(
+        "x",
+        &raw.replace("C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "0x0b"),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("is not a GUID"), "{e}");
+    let e = Format::parse(
+        "x",
+        &raw.replace("label = \"nixos\"", "label = \"a-very-long-label-indeed\""),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("longer than 16"), "{e}");
+    let e = Format::parse("x", &raw.replace("[root]", "[root]\nbogus = 1")).unwrap_err();
+    assert!(e.to_string().contains("bogus"), "{e}");
+}
+
+/// Writes a format file deriving from `base` into `dir` and loads it.
+fn load_with_base(dir: &Path, base: &str) -> Result<Format, FormatError> {
+    let f = dir.join("derived.toml");
+    std::fs::write(&f, format!("base = {base:?}\nname = \"derived\"\n")).unwrap();
+    Format::load(f.to_str().unwrap())
+}
+
+/// Issue 27 item 1: `base` naming a device, a FIFO, a /proc file, a huge one-line file or
+/// another file of the host is refused at once, and the error quotes none of it.
+#[test]
+fn hostile_bases_are_refused_fast_and_quote_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let fifo = d.path().join("fifo.toml");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    std::os::unix::fs::symlink("/dev/zero", d.path().join("zero.toml")).unwrap();
+    std::os::unix::fs::symlink("/proc/self/environ", d.path().join("env.toml")).unwrap();
+    // A shadow-like file: its one line must not appear in any message.
+    let secret = "root:$6$Zq1secretHASHvalue$abcdefghijklmnop:19000:0:99999:7:::";
+    std::fs::write(d.path().join("shadow"), format!("{secret}\n")).unwrap();
+    let sub = d.path().join("a/b");
+    std::fs::create_dir_all(&sub).unwrap();
+    // 50 MB on one line.
+    let huge = d.path().join("huge.toml");
+    std::fs::write(&huge, vec![b'x'; 50_000_000]).unwrap();
+    // A TOML file holding a long secret value where a format expects a partition type:
+    // the value is quoted, but only its first characters.
+    let long_secret = format!("token-{}-END", "s".repeat(200));
+    std::fs::write(
+        d.path().join("valid.toml"),
+        BUILTIN[0]
+            .1
+            .replace("C12A7328-F81F-11D2-BA4B-00A0C93EC93B", &long_secret),
+    )
+    .unwrap();
+    // The environment as it is (setting a variable here would race getenv in the
+    // other test threads): no `NAME=value` entry of it may be quoted.
+    let environ: Vec<String> = std::env::vars_os()
+        .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+        .filter(|e| e.len() >= 8)
+        .collect();
+    let t = std::time::Instant::now();
+    for (base, needle) in [
+        ("/dev/zero", "a character device, not a regular file"),
+        ("zero.toml", "a character device"),
+        ("fifo.toml", "a FIFO, not a regular file"),
+        ("env.toml", "a /proc or /sys file"),
+        ("/proc/self/environ", "a /proc or /sys file"),
+        ("shadow", "line 1, column"),
+        ("../../shadow", "line 1, column"),
+        ("huge.toml", "more than 1048576 bytes"),
+        ("valid.toml", "is neither a GPT type GUID"),
+    ] {
+        let dir = if base.starts_with("..") {
+            &sub
+        } else {
+            d.path()
+        };
+        let e = load_with_base(dir, base).unwrap_err();
+        let msg = format!("{e}");
+        assert!(msg.contains(needle), "{base}: {msg}");
+        assert!(
+            !msg.contains("Zq1secret"),
+            "{base} quotes the secret: {msg}"
+        );
+        assert!(
+            !environ.iter().any(|e| msg.contains(e.as_str())),
+            "{base} quotes the environment"
+        );
+        assert!(!msg.contains("-END"), "{base} quotes a whole value: {msg}");
+        assert!(msg.len() < 600, "{base}: {} bytes of message", msg.len());
+    }
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    // The file named on the command line, 50 MB on one line: refused by size.
+    let e = Format::load(huge.to_str().unwrap()).unwrap_err();
+    assert!(e.to_string().len() < 300, "{e}");
+    // Its own bad line is quoted, but short and escaped.
+    let long = format!("name = \"x\"\nbad line {}\u{1b}[2J\n", "y".repeat(500_000));
+    let e = Format::parse("mine", &long).unwrap_err().to_string();
+    assert!(e.contains("line 2, column"), "{e}");
+    assert!(e.len() < 300 && !e.contains('\u{1b}'), "{e}");
+}
+
+#[test]
+fn extensions_names_and_labels_stay_in_their_place() {
+    let raw = BUILTIN[0].1;
+    // As TOML strings.
+    for ext in [
+        r#""../../tmp/x""#,
+        r#""img/x""#,
+        "\"..\"",
+        r#"".img""#,
+        r#""""#,
+        r#""a\u0000b""#,
+        r#""a b""#,
+    ] {
+        let t = raw.replace("extension = \"img\"", &format!("extension = {ext}"));
+        assert_ne!(t, raw);
+        let e = Format::parse("x", &t).unwrap_err().to_string();
+        assert!(e.contains("is not a file-name extension"), "{ext:?}: {e}");
+    }
+    let ok = raw.replace("extension = \"img\"", "extension = \"raw.tar.gz\"");
+    Format::parse("x", &ok).unwrap();
+    for (label, why) in [
+        (r#""ni\u0000xos""#, "NUL"),
+        (r#""nix/os""#, "`/`"),
+        (r#""nix\nos""#, "control"),
+    ] {
+        let t = raw.replace("label = \"nixos\"", &format!("label = {label}"));
+        let e = Format::parse("x", &t).unwrap_err().to_string();
+        assert!(e.contains(why), "{label:?}: {e}");
+    }
+    // 16 bytes is the most an ext4 label holds; 16 is fine.
+    let t = raw.replace("label = \"nixos\"", "label = \"0123456789abcdef\"");
+    Format::parse("x", &t).unwrap();
+    for (name, why) in [(r#""ro\u0000ot""#, "NUL"), (r#""a/b""#, "`/`")] {
+        let t = raw.replace("name = \"primary\"", &format!("name = {name}"));
+        assert_ne!(t, raw);
+        let e = Format::parse("x", &t).unwrap_err().to_string();
+        assert!(e.contains(why), "{name:?}: {e}");
+    }
+    // GPT names: 36 UTF-16 units; a character outside the BMP takes two.
+    let t = raw.replace(
+        "name = \"primary\"",
+        &format!("name = \"{}\"", "é".repeat(36)),
+    );
+    Format::parse("x", &t).unwrap();
+    let t = raw.replace(
+        "name = \"primary\"",
+        &format!("name = \"{}\"", "😀".repeat(18)),
+    );
+    Format::parse("x", &t).unwrap();
+    let t = raw.replace(
+        "name = \"primary\"",
+        &format!("name = \"{}\"", "😀".repeat(19)),
+    );
+    assert!(Format::parse("x", &t).is_err());
+}
+
+#[test]
+fn guids() {
+    let g = parse_guid("C12A7328-F81F-11D2-BA4B-00A0C93EC93B").unwrap();
+    assert_eq!(g[0], 0xC1);
+    assert_eq!(g[15], 0x3B);
+    assert!(parse_guid("97FD5997-D90B-4AA3-8D16-C1723AEA73C").is_none());
+    assert_eq!(
+        parse_guid("c12a7328-f81f-11d2-ba4b-00a0c93ec93b"),
+        Some(g),
+        "either case"
+    );
+    for other in [
+        "C12A7328F81F11D2BA4B00A0C93EC93B",
+        "{C12A7328-F81F-11D2-BA4B-00A0C93EC93B}",
+        "C12A7328F-81F-11D2-BA4B-00A0C93EC93B",
+        "C12A7328-F81F-11D2-BA4B-00A0C93EC93G",
+    ] {
+        assert!(parse_guid(other).is_none(), "{other}");
+    }
+}

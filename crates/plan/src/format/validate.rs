@@ -1,0 +1,180 @@
+//! The checks a format passes after parsing: names, sizes, table and boot loader agree.
+
+use super::*;
+
+impl Format {
+    /// Refuses a format whose parts disagree, naming the first disagreement.
+    pub(super) fn validate(&self) -> Result<(), FormatError> {
+        self.check().map_err(|reason| FormatError::Invalid {
+            name: quote(&self.name),
+            reason,
+        })
+    }
+
+    fn check(&self) -> Result<(), String> {
+        check_extension(&self.extension)?;
+        if !self.container.kind.takes_compress() && self.compress != Compression::None {
+            return Err(format!(
+                "`compress` applies to raw images; a `{}` container is not compressed again",
+                self.container.kind.name()
+            ));
+        }
+        if let Some(m) = self.container.size_multiple {
+            if m.0 == 0 || !m.0.is_multiple_of(self.table.align.0) {
+                return Err(format!(
+                    "container size-multiple {} is not a multiple of the table's align {}",
+                    m.0, self.table.align.0
+                ));
+            }
+        }
+        if self.partitions.is_empty() {
+            return Err("no partitions".into());
+        }
+        if self.table.align.0 == 0 || !self.table.align.0.is_multiple_of(512) {
+            return Err(format!(
+                "align {} is not a multiple of 512",
+                self.table.align.0
+            ));
+        }
+        let roots = self
+            .partitions
+            .iter()
+            .filter(|p| p.contents == Contents::Root)
+            .count();
+        if roots != 1 {
+            return Err(format!("needs exactly one root partition, has {roots}"));
+        }
+        for (i, p) in self.partitions.iter().enumerate() {
+            self.check_partition(i, p)?;
+        }
+        match (self.bootloader.kind, self.table.kind) {
+            (Bootloader::SystemdBoot, TableType::Gpt) => {
+                if !self.partitions.iter().any(|p| p.contents == Contents::Esp) {
+                    return Err("systemd-boot needs an `esp` partition".into());
+                }
+            }
+            (Bootloader::SystemdBoot, TableType::Mbr) => {
+                return Err("systemd-boot needs a GPT table".into());
+            }
+            (Bootloader::Extlinux, _) => {}
+        }
+        Ok(())
+    }
+
+    /// The checks of partition `i`, `p`.
+    fn check_partition(&self, i: usize, p: &Partition) -> Result<(), String> {
+        let pname = quote(&p.name);
+        if let Err(why) = check_name(&p.name) {
+            return Err(format!("partition `{pname}`: name {why}"));
+        }
+        if let Err(why) = check_name(&p.label) {
+            return Err(format!(
+                "partition `{pname}`: label `{}` {why}",
+                quote(&p.label)
+            ));
+        }
+        match self.table.kind {
+            TableType::Gpt => {
+                if !matches!(p.type_id, PartType::Gpt(_)) {
+                    return Err(format!(
+                        "partition `{}`: type `{}` is not a GUID",
+                        pname, p.type_id
+                    ));
+                }
+                if p.bootable {
+                    return Err(format!("partition `{}`: `bootable` is an MBR flag", pname));
+                }
+                if p.name.encode_utf16().count() > 36 {
+                    return Err(format!(
+                        "partition `{}`: GPT names hold 36 characters",
+                        pname
+                    ));
+                }
+            }
+            TableType::Mbr => {
+                if !matches!(p.type_id, PartType::Mbr(_)) {
+                    return Err(format!(
+                        "partition `{}`: type `{}` is not an MBR type byte like 0x83",
+                        pname, p.type_id
+                    ));
+                }
+                if i >= 4 {
+                    return Err("MBR tables hold 4 primary partitions".into());
+                }
+            }
+        }
+        if p.size == PartSize::Auto && i + 1 != self.partitions.len() {
+            return Err(format!(
+                "partition `{}`: only the last partition can be sized `auto`",
+                pname
+            ));
+        }
+        if p.size == PartSize::Auto && p.filesystem != Filesystem::Ext4 {
+            return Err(format!(
+                "partition `{}`: `auto` size needs an ext4 filesystem",
+                pname
+            ));
+        }
+        if (p.contents == Contents::Root) != (p.filesystem == Filesystem::Ext4) {
+            return Err(format!(
+                "partition `{}`: the root partition, and only it, is ext4",
+                pname
+            ));
+        }
+        if !p.mount_point.starts_with('/') {
+            return Err(format!(
+                "partition `{}`: mount-point must be absolute",
+                pname
+            ));
+        }
+        let label_max = if p.filesystem == Filesystem::Ext4 {
+            16
+        } else {
+            11
+        };
+        if p.label.len() > label_max {
+            return Err(format!(
+                "partition `{}`: label `{}` is longer than {label_max} bytes",
+                pname,
+                quote(&p.label)
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A partition name or label: no NUL (GPT names and ext4 labels end at one), no other
+/// control character, no `/` (udev turns it into `\x2f` in /dev/disk/by-label and
+/// by-partlabel, so a mount by that name would not find it).
+fn check_name(s: &str) -> Result<(), String> {
+    if s.contains('\0') {
+        return Err("contains NUL, which would end it early".into());
+    }
+    if s.chars().any(char::is_control) {
+        return Err("contains a control character".into());
+    }
+    if s.contains('/') {
+        return Err("contains `/` (/dev/disk/by-label and by-partlabel names cannot)".into());
+    }
+    Ok(())
+}
+
+/// The image's file-name extension: letters, digits, `.`, `_`, `-`, `+`, no `..`, at most 32
+/// bytes (it is appended to `nixos.` in the working directory; a `/` would leave it).
+fn check_extension(e: &str) -> Result<(), String> {
+    let ok = !e.is_empty()
+        && e.len() <= 32
+        && !e.contains("..")
+        && !e.starts_with('.')
+        && e.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "extension `{}` is not a file-name extension like `img` or `raw.tar.gz` (letters, \
+             digits, `.`, `_`, `-`, `+`; no `/` or `..`; at most 32 bytes)",
+            quote(e)
+        ))
+    }
+}
