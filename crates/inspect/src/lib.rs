@@ -25,6 +25,7 @@
 //! variable (temporary files go to `OpenOptions::temp_dir`, else the system default).
 
 mod boot;
+mod bytes;
 mod container;
 mod copy;
 mod diff;
@@ -33,6 +34,7 @@ pub mod fs;
 pub mod guard;
 pub mod io;
 mod nixos;
+mod open;
 pub mod path;
 mod sizes;
 pub mod table;
@@ -51,8 +53,8 @@ pub use copy::{copy_out, CopyStats};
 pub use diff::{diff, split_version, Diff, Fact, PathChange, StoreDiff};
 pub use error::{Error, Result, Where};
 pub use fs::{Allocation, Entry, FileReader, Filesystem, FsInfo, Kind};
-pub use io::Compression;
 pub use nixos::{Nixos, Registration, Store};
+pub use open::Compression;
 pub use sizes::{store_name, Named, PartitionUse, Sizes, StorePathSize};
 pub use table::{Partition, Table, TableKind};
 
@@ -198,7 +200,7 @@ impl Image {
     /// Opens an image: decompresses it if needed, reads the table, probes the partitions.
     pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Self> {
         let (disk, compression, file_size, container) =
-            io::open_disk(path, opts.limits.max_image_size, opts.temp_dir.as_deref())?;
+            open::open_disk(path, opts.limits.max_image_size, opts.temp_dir.as_deref())?;
         let mut disk = disk;
         disk.set_tracing(opts.trace_reads);
         let disk = Arc::new(disk);

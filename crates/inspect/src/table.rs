@@ -10,9 +10,10 @@ use std::sync::Arc;
 use imgbuild_partition::{self as partition, mbr_is_extended, Entry};
 use serde::Serialize;
 
+use crate::bytes::{le32, le64};
+use crate::error::{Error, Result, Where};
 use crate::guard::guard;
 use crate::io::{Budget, Disk, Slice, BASE_BUDGET};
-use crate::{Error, Result, Where};
 
 /// Sector size assumed for partition tables (4 KiB-sector images are not supported).
 pub const SECTOR: u64 = 512;
@@ -96,15 +97,6 @@ pub(crate) struct Parsed {
     pub warnings: Vec<String>,
 }
 
-fn u32le(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-fn u64le(b: &[u8], o: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[o..o + 8]);
-    u64::from_le_bytes(a)
-}
-
 /// GUID in the mixed-endian on-disk layout -> upper-case text.
 pub(crate) fn guid_text(b: &[u8]) -> String {
     let mut a = [0u8; 16];
@@ -135,7 +127,7 @@ pub(crate) fn read(image: &std::path::Path, disk: &Arc<Disk>) -> Result<Option<P
         return read_gpt(image, disk, protective).map(Some);
     }
     // A FAT boot sector also ends in 55 AA: a bare filesystem is not a partition table.
-    if !mbr_sig || crate::fs::fat::looks_like_boot_sector(&lba0) {
+    if !mbr_sig || crate::fs::fat_bpb::looks_like_boot_sector(&lba0) {
         return Ok(None);
     }
     read_mbr(image, disk, &lba0).map(Some)
@@ -178,8 +170,8 @@ fn gpt_header(
     // A header counts as present when its CRC matches, computed over its header size (the
     // UEFI rule) or over 92 bytes (what the gpt crate does): every header the gpt crate could
     // pick is then checked below.
-    let hsize = u32le(&b, 12) as usize;
-    let stored = u32le(&b, 16);
+    let hsize = le32(&b, 12) as usize;
+    let stored = le32(&b, 16);
     let mut h = b;
     h[16..20].fill(0);
     let spec_ok = (92..=512).contains(&hsize) && crc32fast::hash(&h[..hsize]) == stored;
@@ -191,15 +183,15 @@ fn gpt_header(
     guid_bytes.copy_from_slice(&b[56..72]);
     let hdr = GptHeader {
         guid_bytes,
-        lba: u64le(&b, 24),
-        backup_lba: u64le(&b, 32),
-        first_usable: u64le(&b, 40),
-        last_usable: u64le(&b, 48),
+        lba: le64(&b, 24),
+        backup_lba: le64(&b, 32),
+        first_usable: le64(&b, 40),
+        last_usable: le64(&b, 48),
         disk_guid: guid_text(&b[56..72]),
-        part_start: u64le(&b, 72),
-        num_parts: u32le(&b, 80),
-        part_size: u32le(&b, 84),
-        crc_parts: u32le(&b, 88),
+        part_start: le64(&b, 72),
+        num_parts: le32(&b, 80),
+        part_size: le32(&b, 84),
+        crc_parts: le32(&b, 88),
     };
     if hdr.lba != lba {
         return Err(corrupt(format!("says it is at LBA {}", hdr.lba)));
@@ -457,7 +449,7 @@ fn raw_entry(b: &[u8]) -> RawEntry {
     RawEntry {
         boot: b[0],
         sys: b[4],
-        start: u64::from(u32le(b, 8)),
+        start: u64::from(le32(b, 8)),
     }
 }
 
@@ -610,15 +602,4 @@ fn walk_ebr_chain(
         rel = next.start;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    #[test]
-    fn le_helpers() {
-        let b = [1u8, 2, 3, 4, 5, 6, 7, 8];
-        assert_eq!(u32le(&b, 0), 0x04030201);
-        assert_eq!(u64le(&b, 0), 0x0807060504030201);
-    }
 }

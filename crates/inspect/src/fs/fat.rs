@@ -6,8 +6,8 @@
 //! and reads elsewhere in release builds, and it follows cluster chains without a bound. A
 //! read-only FAT reader is small; this one checks every number before using it:
 //!
-//! - the boot sector: every field fatfs validates, in 64-bit arithmetic, plus the volume
-//!   inside the partition and a FAT big enough for its clusters;
+//! - the boot sector ([`super::fat_bpb`]): every field fatfs validates, in 64-bit
+//!   arithmetic, plus the volume inside the partition and a FAT big enough for its clusters;
 //! - the table is read once (at most [`MAX_CLUSTERS`] entries) and kept in memory;
 //! - every chain step must name a data cluster, and a chain ends after at most as many
 //!   steps as there are clusters (so a loop is an error, not a hang);
@@ -18,184 +18,16 @@
 
 use std::cell::RefCell;
 
+use super::fat_bpb::{Bpb, FatType};
 use super::{last_name, Entry, FsInfo, Kind};
+use crate::bytes::{le16, le32};
+use crate::error::{Error, Result, Where};
 use crate::io::Slice;
-use crate::{Error, Result, Where};
 
 /// Largest cluster count read (the table is kept in memory: 4 bytes per cluster).
 pub const MAX_CLUSTERS: u64 = 16 << 20;
 /// Largest directory, in entries (FAT's own limit).
 pub const MAX_DIR_ENTRIES: u64 = 65536;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum FatType {
-    Fat12,
-    Fat16,
-    Fat32,
-}
-
-/// The boot sector fields, checked.
-#[derive(Clone, Debug)]
-pub(crate) struct Bpb {
-    bytes_per_sector: u64,
-    sectors_per_cluster: u64,
-    reserved: u64,
-    fats: u64,
-    root_entries: u64,
-    total_sectors: u64,
-    sectors_per_fat: u64,
-    root_cluster: u32,
-    volume_id: Option<u32>,
-    label: Option<String>,
-    fat_type: FatType,
-    clusters: u64,
-    first_data_sector: u64,
-}
-
-fn u16le(b: &[u8], o: usize) -> u64 {
-    u64::from(u16::from_le_bytes([b[o], b[o + 1]]))
-}
-fn u32le(b: &[u8], o: usize) -> u64 {
-    u64::from(u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]))
-}
-
-/// True when `b` (512 bytes) is a plausible FAT boot sector.
-pub(crate) fn looks_like_boot_sector(b: &[u8]) -> bool {
-    b.len() >= 512 && (b[0] == 0xeb || b[0] == 0xe9) && Bpb::parse(b, None).is_ok()
-}
-
-impl Bpb {
-    /// Parses and checks a boot sector; `part_len` bounds the volume when known.
-    pub(crate) fn parse(b: &[u8], part_len: Option<u64>) -> std::result::Result<Self, String> {
-        if b.len() < 512 {
-            return Err("boot sector shorter than 512 bytes".into());
-        }
-        let bps = u16le(b, 11);
-        let spc = u64::from(b[13]);
-        let reserved = u16le(b, 14);
-        let fats = u64::from(b[16]);
-        let root_entries = u16le(b, 17);
-        let total16 = u16le(b, 19);
-        let spf16 = u16le(b, 22);
-        let total32 = u32le(b, 32);
-        if !bps.is_power_of_two() || !(512..=4096).contains(&bps) {
-            return Err(format!("{bps} bytes per sector"));
-        }
-        if !spc.is_power_of_two() || spc > 128 {
-            return Err(format!("{spc} sectors per cluster"));
-        }
-        if reserved == 0 {
-            return Err("no reserved sectors".into());
-        }
-        if fats == 0 {
-            return Err("no FATs".into());
-        }
-        let is32 = spf16 == 0;
-        let spf = if is32 { u32le(b, 36) } else { spf16 };
-        if spf == 0 {
-            return Err("zero sectors per FAT".into());
-        }
-        if (total16 == 0) == (total32 == 0) {
-            return Err("both or neither of the 16- and 32-bit sector counts are set".into());
-        }
-        let total = if total16 != 0 { total16 } else { total32 };
-        if is32 && (root_entries != 0 || total16 != 0) {
-            return Err("FAT32 with a fixed root directory or a 16-bit sector count".into());
-        }
-        if !is32 && root_entries == 0 {
-            return Err("FAT12/16 without root directory entries".into());
-        }
-        if is32 && u16le(b, 42) != 0 {
-            return Err(format!("unknown FAT32 version {}", u16le(b, 42)));
-        }
-        let root_dir_sectors = (root_entries * 32).div_ceil(bps);
-        let first_data = reserved + fats * spf + root_dir_sectors;
-        if first_data >= total {
-            return Err(format!(
-                "{total} sectors, but the data area would start at sector {first_data}"
-            ));
-        }
-        let clusters = (total - first_data) / spc;
-        let fat_type = if clusters < 4085 {
-            FatType::Fat12
-        } else if clusters < 65525 {
-            FatType::Fat16
-        } else {
-            FatType::Fat32
-        };
-        if is32 != (fat_type == FatType::Fat32) {
-            return Err(format!(
-                "{clusters} clusters do not match the {} boot sector layout",
-                if is32 { "FAT32" } else { "FAT12/16" }
-            ));
-        }
-        if clusters == 0 {
-            return Err("no data clusters".into());
-        }
-        let bits = match fat_type {
-            FatType::Fat12 => 12,
-            FatType::Fat16 => 16,
-            FatType::Fat32 => 32,
-        };
-        if spf * bps * 8 / bits < clusters + 2 {
-            return Err(format!(
-                "a FAT of {spf} sectors cannot hold {clusters} clusters"
-            ));
-        }
-        if let Some(len) = part_len {
-            if total * bps > len {
-                return Err(format!(
-                    "the volume ({} bytes) is larger than its partition ({len} bytes)",
-                    total * bps
-                ));
-            }
-        }
-        let (root_cluster, ext) = if is32 {
-            let rc = u32le(b, 44);
-            if rc < 2 || rc >= clusters + 2 {
-                return Err(format!(
-                    "root directory cluster {rc} is outside the data area"
-                ));
-            }
-            if u16le(b, 48) >= reserved || u16le(b, 50) >= reserved {
-                return Err("FSInfo or backup boot sector outside the reserved area".into());
-            }
-            (rc as u32, 64)
-        } else {
-            (0, 36)
-        };
-        let (volume_id, label) = if b[ext + 2] == 0x29 {
-            let l = String::from_utf8_lossy(&b[ext + 7..ext + 18])
-                .trim_end()
-                .to_string();
-            (
-                Some(u32le(b, ext + 3) as u32),
-                (!l.is_empty() && l != "NO NAME").then_some(l),
-            )
-        } else {
-            (None, None)
-        };
-        Ok(Self {
-            bytes_per_sector: bps,
-            sectors_per_cluster: spc,
-            reserved,
-            fats,
-            root_entries,
-            total_sectors: total,
-            sectors_per_fat: spf,
-            root_cluster,
-            volume_id,
-            label,
-            fat_type,
-            clusters,
-            first_data_sector: first_data,
-        })
-    }
-
-    fn cluster_size(&self) -> u64 {
-        self.bytes_per_sector * self.sectors_per_cluster
-    }
-}
 
 /// Where a directory's entries live.
 #[derive(Clone, Copy, Debug)]
@@ -585,7 +417,7 @@ impl FatFs {
                 continue;
             }
             let hi = if self.bpb.fat_type == FatType::Fat32 {
-                u16le(e, 20) as u32
+                u32::from(le16(e, 20))
             } else {
                 0
             };
@@ -593,9 +425,9 @@ impl FatFs {
                 name: long.unwrap_or_else(|| short.clone()),
                 short,
                 attr,
-                first_cluster: hi << 16 | u16le(e, 26) as u32,
-                size: u32le(e, 28) as u32,
-                mtime: dos_time(u16le(e, 24) as u16, u16le(e, 22) as u16),
+                first_cluster: hi << 16 | u32::from(le16(e, 26)),
+                size: le32(e, 28),
+                mtime: dos_time(le16(e, 24), le16(e, 22)),
             });
         }
         Ok(out)

@@ -3,7 +3,9 @@
 
 pub(crate) mod ext4;
 mod ext4_raw;
+mod ext4_sb;
 pub(crate) mod fat;
+pub(crate) mod fat_bpb;
 
 use std::cell::Cell;
 use std::io::Write;
@@ -36,7 +38,7 @@ pub(crate) fn probe(slice: &mut Slice) -> Probe {
     if b.len() >= 1082 && b[1080] == 0x53 && b[1081] == 0xef {
         return Probe::Ext;
     }
-    if b.len() >= 512 && fat::looks_like_boot_sector(&b[..512]) {
+    if b.len() >= 512 && fat_bpb::looks_like_boot_sector(&b[..512]) {
         return Probe::Fat;
     }
     if b.len() >= 4096 && &b[4086..4096] == b"SWAPSPACE2" {
@@ -228,7 +230,7 @@ pub(crate) fn open(disk: &Arc<Disk>, part: &Partition, at: Where, limits: &Limit
     };
     match probe(&mut slice) {
         Probe::Ext => {
-            let sb = match ext4::Superblock::read(&mut slice, &at) {
+            let sb = match ext4_sb::Superblock::read(&mut slice, &at) {
                 Ok(sb) => sb,
                 Err(e) => return none(None, Some(e)),
             };
