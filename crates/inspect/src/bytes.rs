@@ -3,7 +3,8 @@
 //!
 //! Every reader is bounds-checked: a field that does not lie wholly inside the buffer reads
 //! as 0, never a panic. Callers check the buffer's length first wherever a missing field must
-//! be an error. Each reader returns the field's own type; callers widen with `u64::from`.
+//! be an error. Each reader returns the field's own type; callers widen with `u64::from`, and
+//! turn on-disk numbers into in-memory lengths with [`to_usize`].
 
 /// The `N` bytes at `o`, or zeros when they are not all inside `b`.
 fn field<const N: usize>(b: &[u8], o: usize) -> [u8; N] {
@@ -36,6 +37,19 @@ pub(crate) fn be32(b: &[u8], o: usize) -> u32 {
 /// The big-endian `u64` at `o` (qcow2, VHD).
 pub(crate) fn be64(b: &[u8], o: usize) -> u64 {
     u64::from_be_bytes(field(b, o))
+}
+
+/// `n` as an in-memory length or index. Callers bound `n` first (by a buffer's length, a
+/// partition's size or a limit); on a 64-bit target the conversion is exact, and elsewhere a
+/// value past `usize::MAX` saturates, so the read, slice or allocation it sizes fails instead
+/// of wrapping to a small number.
+pub(crate) fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// An in-memory length or count as a `u64` (exact: `usize` is at most 64 bits wide).
+pub(crate) fn len64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -168,8 +168,10 @@ fn copy_file(fs: &Filesystem, path: &[u8], e: &Entry, to: &Path, buf: &mut [u8])
         }
         for block in buf[..n].chunks(4096) {
             if block.iter().all(|&b| b == 0) {
-                out.seek(SeekFrom::Current(block.len() as i64))
-                    .map_err(host(to))?;
+                out.seek(SeekFrom::Current(
+                    i64::try_from(block.len()).unwrap_or(i64::MAX),
+                ))
+                .map_err(host(to))?;
             } else {
                 out.write_all(block).map_err(host(to))?;
             }

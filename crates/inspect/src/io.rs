@@ -9,6 +9,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::bytes::{len64, to_usize};
 use crate::error::{Error, Result, Where};
 
 /// The uncompressed image: a host file (the image itself, or a sparse temporary file holding
@@ -58,7 +59,7 @@ impl Disk {
 
     /// Reads exactly `buf.len()` bytes at `offset`, traced.
     pub(crate) fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.note(offset, buf.len() as u64);
+        self.note(offset, len64(buf.len()));
         self.read_raw(offset, buf)
     }
 
@@ -69,7 +70,7 @@ impl Disk {
     /// Reads exactly `buf.len()` bytes at `offset`; an error if that is past the end.
     fn read_raw(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let end = offset
-            .checked_add(buf.len() as u64)
+            .checked_add(len64(buf.len()))
             .filter(|&e| e <= self.size)
             .ok_or_else(|| {
                 io::Error::new(
@@ -172,7 +173,7 @@ impl Slice {
 
     /// Reads exactly `buf.len()` bytes at `offset` within the slice.
     pub(crate) fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let n = buf.len() as u64;
+        let n = len64(buf.len());
         if offset.checked_add(n).is_none_or(|end| end > self.len) {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -189,11 +190,11 @@ impl Slice {
         }
         let mut done = 0;
         while done < buf.len() {
-            let at = offset + done as u64;
-            let cached = at >= self.cache_at && at < self.cache_at + self.cache.len() as u64;
+            let at = offset + len64(done);
+            let cached = at >= self.cache_at && at < self.cache_at + len64(self.cache.len());
             if !cached {
-                let chunk = at - at % CACHE as u64;
-                let clen = (self.len - chunk).min(CACHE as u64) as usize;
+                let chunk = at - at % len64(CACHE);
+                let clen = to_usize(self.len - chunk).min(CACHE);
                 self.cache.resize(clen, 0);
                 if let Err(e) = self.disk.read_raw(self.start + chunk, &mut self.cache) {
                     self.cache.clear();
@@ -201,7 +202,7 @@ impl Slice {
                 }
                 self.cache_at = chunk;
             }
-            let i = (at - self.cache_at) as usize;
+            let i = to_usize(at - self.cache_at);
             let m = (self.cache.len() - i).min(buf.len() - done);
             buf[done..done + m].copy_from_slice(&self.cache[i..i + m]);
             done += m;
@@ -212,12 +213,12 @@ impl Slice {
 
 impl Read for Slice {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
+        let n = to_usize(self.len.saturating_sub(self.pos)).min(buf.len());
         if n == 0 {
             return Ok(0);
         }
         self.read_exact_at(self.pos, &mut buf[..n])?;
-        self.pos += n as u64;
+        self.pos += len64(n);
         Ok(n)
     }
 }
@@ -355,7 +356,7 @@ impl TempDisk {
         let mut pos = offset;
         for block in data.chunks(SPARSE_BLOCK) {
             if block.iter().any(|&b| b != 0) {
-                let w = self.written.get() + block.len() as u64;
+                let w = self.written.get() + len64(block.len());
                 if w > self.cap {
                     return Err(Error::TooLarge {
                         at: self.at.clone(),
@@ -373,7 +374,7 @@ impl TempDisk {
                     self.check_space()?;
                 }
             }
-            pos += block.len() as u64;
+            pos += len64(block.len());
         }
         Ok(())
     }

@@ -24,6 +24,18 @@
 //! This crate knows nothing of argv or terminals; it reads no clock and no environment
 //! variable (temporary files go to `OpenOptions::temp_dir`, else the system default).
 
+#![warn(missing_docs)]
+// Casts that may truncate, lose a sign or wrap are spelled out (`try_from`, `u64::from`,
+// checked arithmetic): the numbers come from hostile images. Tests may cast freely.
+#![cfg_attr(
+    not(test),
+    warn(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_possible_wrap
+    )
+)]
+
 mod boot;
 mod bytes;
 mod container;
@@ -394,7 +406,7 @@ impl Image {
                             let read = fs.open_walked(&path).and_then(|mut f| loop {
                                 match f.read(&mut buf) {
                                     Ok(0) => break Ok(()),
-                                    Ok(n) => r.bytes += n as u64,
+                                    Ok(n) => r.bytes += bytes::len64(n),
                                     Err(e) => break Err(e),
                                 }
                             });

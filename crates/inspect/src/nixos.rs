@@ -7,9 +7,10 @@ use std::io::{BufRead, BufReader, Read};
 
 use serde::Serialize;
 
+use crate::bytes::len64;
+use crate::error::{Error, Result};
 use crate::fs::{FileReader, Filesystem, Kind};
 use crate::path::{join, normalize, parent_and_name};
-use crate::{Error, Result};
 
 /// The system profile.
 pub const PROFILE: &[u8] = b"/nix/var/nix/profiles/system";
@@ -171,7 +172,7 @@ pub(crate) fn read(
         Ok(es) => {
             let meta = fs.metadata(b"/nix/store").ok();
             n.store = Some(Store {
-                paths: es.iter().filter(|e| !e.name.starts_with(b".")).count() as u64,
+                paths: len64(es.iter().filter(|e| !e.name.starts_with(b".")).count()),
                 unregistered: None,
                 optimised: es.iter().any(|e| e.name == b".links"),
                 mode: meta.map(|m| format!("{:o}", m.mode)).unwrap_or_default(),
@@ -212,11 +213,11 @@ pub(crate) fn read(
                 let compare = paths.len() <= MAX_COMPARE;
                 n.registered.push(Registration {
                     source,
-                    count: paths.len() as u64,
+                    count: len64(paths.len()),
                     toplevel_registered: n.toplevel.as_ref().map(|t| set.contains(t.as_bytes())),
                     missing_from_store: match (&store, compare) {
                         (Some(s), true) => {
-                            Some(set.iter().filter(|p| !s.contains(*p)).count() as u64)
+                            Some(len64(set.iter().filter(|p| !s.contains(*p)).count()))
                         }
                         _ => None,
                     },
@@ -229,7 +230,7 @@ pub(crate) fn read(
         }
     }
     if let (Some(st), Some(s), Some(r)) = (&mut n.store, &store, &all_registered) {
-        st.unregistered = Some(s.iter().filter(|p| !r.contains(*p)).count() as u64);
+        st.unregistered = Some(len64(s.iter().filter(|p| !r.contains(*p)).count()));
     }
     n
 }

@@ -6,6 +6,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use crate::bytes::len64;
 use crate::container::{self, Container};
 use crate::error::{Error, Result, Where};
 use crate::io::{data_cap, Disk, TempDisk};
@@ -103,16 +104,16 @@ fn decompress(path: &Path, file: File, max_size: u64, temp_dir: Option<&Path>) -
         if filled == 0 {
             break;
         }
-        if total + filled as u64 > max_size {
+        if total + len64(filled) > max_size {
             return Err(Error::TooLarge {
                 at: at(),
                 what: "decompressed image",
-                size: total + filled as u64,
+                size: total + len64(filled),
                 max: max_size,
             });
         }
         tmp.write_at(total, &buf[..filled])?;
-        total += filled as u64;
+        total += len64(filled);
     }
     tmp.into_disk(total)
 }

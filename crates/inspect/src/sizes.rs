@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
+use crate::bytes::to_usize;
 use crate::fs::Allocation;
 use crate::{Image, Result};
 
@@ -251,7 +252,7 @@ impl Walk {
         let Some((idx, below)) = owner else {
             return;
         };
-        let i = idx as usize;
+        let i = to_usize(u64::from(idx));
         self.entries[i] += 1;
         if inode.paths.contains(&idx) {
             return;
@@ -271,7 +272,7 @@ impl Walk {
         let mut sums = vec![0u64; self.categories.len()];
         let mut closure = 0u64;
         for n in self.inodes.values() {
-            match sums.get_mut(n.category as usize) {
+            match sums.get_mut(to_usize(u64::from(n.category))) {
                 Some(s) => *s += n.bytes,
                 None => closure += n.bytes,
             }
@@ -305,10 +306,10 @@ impl Walk {
             if n.paths.len() > 1 {
                 shared += n.bytes;
             } else {
-                exclusive[n.paths[0] as usize] += n.bytes;
+                exclusive[to_usize(u64::from(n.paths[0]))] += n.bytes;
             }
             for &p in &n.paths {
-                bytes[p as usize] += n.bytes;
+                bytes[to_usize(u64::from(p))] += n.bytes;
             }
         }
         let mut out: Vec<StorePathSize> = (0..self.names.len())

@@ -10,13 +10,15 @@ use std::sync::Arc;
 use imgbuild_partition::{self as partition, mbr_is_extended, Entry};
 use serde::Serialize;
 
-use crate::bytes::{le32, le64};
+use crate::bytes::{le32, le64, len64, to_usize};
 use crate::error::{Error, Result, Where};
 use crate::guard::guard;
 use crate::io::{Budget, Disk, Slice, BASE_BUDGET};
 
 /// Sector size assumed for partition tables (4 KiB-sector images are not supported).
 pub const SECTOR: u64 = 512;
+/// [`SECTOR`] as `mbrman` takes it.
+const SECTOR_U32: u32 = 512;
 /// At most this many GPT entries (the usual 128 needs 16 KiB; 4096 is 512 KiB).
 pub const MAX_GPT_ENTRIES: u32 = 4096;
 /// At most this many logical partitions in an MBR extended partition.
@@ -170,7 +172,7 @@ fn gpt_header(
     // A header counts as present when its CRC matches, computed over its header size (the
     // UEFI rule) or over 92 bytes (what the gpt crate does): every header the gpt crate could
     // pick is then checked below.
-    let hsize = le32(&b, 12) as usize;
+    let hsize = to_usize(u64::from(le32(&b, 12)));
     let stored = le32(&b, 16);
     let mut h = b;
     h[16..20].fill(0);
@@ -261,7 +263,7 @@ fn read_gpt(image: &std::path::Path, disk: &Arc<Disk>, protective: bool) -> Resu
     let backup_lba = disk_sectors - 1;
     let backup = checked(backup_lba, "backup", &mut warnings);
     let array_ok = |h: &GptHeader| -> Result<bool> {
-        let mut array = vec![0u8; h.num_parts as usize * 128];
+        let mut array = vec![0u8; to_usize(u64::from(h.num_parts)) * 128];
         disk.read_exact_at(h.part_start * SECTOR, &mut array)
             .map_err(|source| Error::Io { at: at(), source })?;
         Ok(crc32fast::hash(&array) == h.crc_parts)
@@ -489,7 +491,7 @@ fn read_mbr(image: &std::path::Path, disk: &Arc<Disk>, lba0: &[u8; 512]) -> Resu
     }
     let mut slice = Slice::new(disk.clone(), 0, disk.size(), Budget::new(BASE_BUDGET));
     let mbr = guard("mbrman", at, || {
-        mbrman::MBR::read_from(&mut slice, SECTOR as u32).map_err(|e| corrupt(e.to_string()))
+        mbrman::MBR::read_from(&mut slice, SECTOR_U32).map_err(|e| corrupt(e.to_string()))
     })?;
     let mut warnings = Vec::new();
     let mut partitions = Vec::new();
@@ -553,7 +555,7 @@ fn walk_ebr_chain(
             return Err(Error::Limit {
                 at: Where::image(image),
                 what: "logical partitions in the extended partition".into(),
-                limit: MAX_LOGICAL as u64,
+                limit: len64(MAX_LOGICAL),
             });
         }
         let lba = ext.start + rel;

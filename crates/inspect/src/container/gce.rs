@@ -4,6 +4,7 @@
 use std::io::{self, Read};
 
 use super::{tar, Container, Ends, NewOut, Out, Reader, Src, Unpacked};
+use crate::bytes::{len64, to_usize};
 use crate::error::{Error, Result};
 
 pub(super) const READER: Reader = Reader {
@@ -103,11 +104,11 @@ fn copy_regions(r: &mut impl Read, regions: &[(u64, u64)], out: &Out, src: &Src<
     for &(mut off, len) in regions {
         let mut left = len;
         while left > 0 {
-            let n = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
+            let n = to_usize(left).min(buf.len());
             read_exact(r, &mut buf[..n], src)?;
             out.write(off, &buf[..n])?;
-            off += n as u64;
-            left -= n as u64;
+            off += len64(n);
+            left -= len64(n);
         }
     }
     Ok(())

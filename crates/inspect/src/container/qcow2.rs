@@ -2,7 +2,7 @@
 //! backing files and encryption refused.
 
 use super::{inflate_raw, Container, Ends, NewOut, Out, Reader, Src, Unpacked, SECTOR};
-use crate::bytes::{be32, be64};
+use crate::bytes::{be32, be64, len64};
 use crate::error::Result;
 
 pub(super) const READER: Reader = Reader {
@@ -52,13 +52,13 @@ fn read(src: &Src<'_>, out: NewOut<'_>) -> Result<Out> {
     const OFFSET: u64 = 0x00ff_ffff_ffff_fe00;
     for (i, e) in l1.chunks(8).enumerate() {
         let l2_off = be64(e, 0) & OFFSET;
-        let first = i as u64 * per_l2 * cluster;
+        let first = len64(i) * per_l2 * cluster;
         if l2_off == 0 || first >= size {
             continue;
         }
         let l2 = src.read(l2_off, cluster, "qcow2 L2 table")?;
         for (j, e) in l2.chunks(8).enumerate() {
-            let guest = first + j as u64 * cluster;
+            let guest = first + len64(j) * cluster;
             if guest >= size {
                 break;
             }

@@ -10,7 +10,7 @@ pub(super) fn number(f: &[u8]) -> Option<u64> {
     let s: String = f
         .iter()
         .take_while(|&&b| b != 0)
-        .map(|&b| b as char)
+        .map(|&b| char::from(b))
         .collect();
     let s = s.trim();
     if s.is_empty() {

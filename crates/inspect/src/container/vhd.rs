@@ -2,7 +2,7 @@
 //! allocation table; each block a sector bitmap, then its data); differencing disks refused.
 
 use super::{Container, Ends, NewOut, Out, Reader, Src, Unpacked, SECTOR};
-use crate::bytes::{be32, be64};
+use crate::bytes::{be32, be64, len64};
 use crate::error::Result;
 
 /// The disk type a VHD footer (`conectix` cookie) declares: 2 fixed, 3 dynamic.
@@ -71,7 +71,7 @@ fn dynamic(src: &Src<'_>, out: NewOut<'_>) -> Result<Out> {
     let bat = src.read(table, entries * 4, "VHD block table")?;
     for (i, e) in bat.chunks(4).enumerate() {
         let sector = be32(e, 0);
-        let guest = i as u64 * block;
+        let guest = len64(i) * block;
         if sector == u32::MAX || guest >= size {
             continue;
         }

@@ -5,7 +5,7 @@
 use uuid::{uuid, Uuid};
 
 use super::{Container, Ends, NewOut, Out, Reader, Src, Unpacked};
-use crate::bytes::{le16, le32, le64};
+use crate::bytes::{le16, le32, le64, to_usize};
 use crate::error::Result;
 
 pub(super) const READER: Reader = Reader {
@@ -54,7 +54,7 @@ fn read(src: &Src<'_>, out: NewOut<'_>) -> Result<Out> {
     if &regions[..4] != b"regi" || !crc_ok(&regions) {
         return Err(src.corrupt("VHDX region table signature or checksum"));
     }
-    let count = le32(&regions, 8).min(2047) as usize;
+    let count = to_usize(u64::from(le32(&regions, 8)).min(2047));
     let region = |id: Uuid| {
         (0..count)
             .map(|i| &regions[16 + i * 32..48 + i * 32])
@@ -74,7 +74,7 @@ fn read(src: &Src<'_>, out: NewOut<'_>) -> Result<Out> {
             .filter_map(|i| meta.get(32 + i * 32..64 + i * 32))
             .find(|e| e[..16] == id.to_bytes_le())
             .and_then(|e| {
-                let o = le32(e, 16) as usize;
+                let o = to_usize(u64::from(le32(e, 16)));
                 meta.get(o..o + len)
             })
             .ok_or_else(|| src.corrupt(format!("VHDX metadata item {id:X} missing")))

@@ -2,7 +2,7 @@
 //! end-of-stream marker) and monolithic sparse (grain directory, grain tables, grains).
 
 use super::{inflate, Container, Ends, NewOut, Out, Reader, Src, Unpacked, SECTOR};
-use crate::bytes::{le32, le64};
+use crate::bytes::{le32, le64, len64};
 use crate::error::Result;
 
 pub(super) const READER: Reader = Reader {
@@ -82,7 +82,7 @@ pub(super) fn extent(src: &Src<'_>, base: u64, len: u64, out: NewOut<'_>) -> Res
         let gt = src.read(base + gt_sector * SECTOR, per_gt * 4, "VMDK grain table")?;
         for (g, e) in gt.chunks(4).enumerate() {
             let sector = u64::from(le32(e, 0));
-            let guest = (t as u64 * per_gt + g as u64) * grain_bytes;
+            let guest = (len64(t) * per_gt + len64(g)) * grain_bytes;
             if sector <= 1 || guest >= size {
                 continue;
             }

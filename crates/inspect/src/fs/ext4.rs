@@ -4,6 +4,7 @@ use ext4_view::{Ext4, Ext4Error, FileType, Metadata};
 
 use super::ext4_sb::Superblock;
 use super::{last_name, Entry, Kind};
+use crate::bytes::len64;
 use crate::error::{Error, Result, Where};
 use crate::io::Slice;
 use crate::path::join;
@@ -147,11 +148,11 @@ impl Ext4Fs {
                 return Err(Error::Limit {
                     at: here,
                     what: "directory depth (a directory loop?)".into(),
-                    limit: limits.max_depth as u64,
+                    limit: len64(limits.max_depth),
                 });
             }
             let mut entries = self.raw.entries(ino, &here)?;
-            visited += entries.len() as u64;
+            visited += len64(entries.len());
             if visited > limits.max_walk_entries {
                 return Err(Error::Limit {
                     at: here,
@@ -242,7 +243,7 @@ impl Ext4Fs {
                     return Err(Error::Limit {
                         at: at.with_path(path),
                         what: "symlinks followed (a symlink loop?)".into(),
-                        limit: MAX_FOLLOW as u64,
+                        limit: len64(MAX_FOLLOW),
                     });
                 }
                 let target = self.link_target(&here, &m, at)?;
@@ -328,7 +329,7 @@ impl Ext4Fs {
                 return Err(Error::Limit {
                     at: here(),
                     what: "entries in one directory".into(),
-                    limit: max as u64,
+                    limit: len64(max),
                 });
             }
             let full = join(&real, &name);

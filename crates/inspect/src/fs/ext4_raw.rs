@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 
 use super::ext4_sb::Superblock;
-use crate::bytes::{le16, le32};
+use crate::bytes::{le16, le32, len64, to_usize};
 use crate::error::{Error, Result, Where};
 use crate::io::Slice;
 
@@ -77,7 +77,7 @@ impl Raw {
         if group >= self.groups {
             return Err(self.corrupt(at, format!("inode {ino} is past the last group")));
         }
-        let mut d = vec![0u8; self.desc_size.clamp(32, 64) as usize];
+        let mut d = vec![0u8; to_usize(self.desc_size.clamp(32, 64))];
         let gdt = (self.first_data_block + 1) * self.block_size;
         self.read(gdt + group * self.desc_size, &mut d, at)?;
         let mut table = u64::from(le32(&d, 0x8));
@@ -86,7 +86,7 @@ impl Raw {
         }
         let off = table * self.block_size + (idx % self.inodes_per_group) * self.inode_size;
         let mut b = [0u8; 160];
-        let n = (self.inode_size as usize).min(160);
+        let n = to_usize(self.inode_size).min(160);
         self.read(off, &mut b[..n], at)?;
         Ok(b)
     }
@@ -108,7 +108,7 @@ impl Raw {
                 .map(|i| u64::from(le32(iblock, i * 4)))
                 .enumerate()
                 .filter(|&(_, p)| p != 0)
-                .map(|(i, p)| (i as u64, p, 1))
+                .map(|(i, p)| (len64(i), p, 1))
                 .collect());
         }
         let mut out = Vec::new();
@@ -140,7 +140,7 @@ impl Raw {
                 out.push((u64::from(le32(e, 0)), phys, len));
             } else {
                 let child = (u64::from(le16(e, 8)) << 32) | u64::from(le32(e, 4));
-                let mut b = vec![0u8; self.block_size as usize];
+                let mut b = vec![0u8; to_usize(self.block_size)];
                 self.read(child * self.block_size, &mut b, at)?;
                 self.extents(&b, depth - 1, out, at)?;
             }
@@ -150,7 +150,7 @@ impl Raw {
 
     /// The first `size` bytes of an inode's data (holes read as zeros).
     fn data(&self, inode: &[u8; 160], size: u64, at: &Where) -> Result<Vec<u8>> {
-        let mut buf = vec![0u8; size as usize];
+        let mut buf = vec![0u8; to_usize(size)];
         let bs = self.block_size;
         for (l, p, n) in self.runs(inode, at)? {
             let from = l * bs;
@@ -158,7 +158,7 @@ impl Raw {
                 continue;
             }
             let len = (n * bs).min(size - from);
-            self.read(p * bs, &mut buf[from as usize..(from + len) as usize], at)?;
+            self.read(p * bs, &mut buf[to_usize(from)..to_usize(from + len)], at)?;
         }
         Ok(buf)
     }
@@ -188,7 +188,7 @@ impl Raw {
         }
         let data = self.data(&inode, size, at)?;
         let mut out = Vec::new();
-        for block in data.chunks(self.block_size as usize) {
+        for block in data.chunks(to_usize(self.block_size)) {
             let mut pos = 0;
             while pos + 8 <= block.len() {
                 let ino = le32(block, pos);
@@ -250,7 +250,7 @@ impl Raw {
             return Err(self.corrupt(at, format!("symlink target of {size} bytes")));
         }
         if size < 60 {
-            return Ok(inode[0x28..0x28 + size as usize].to_vec());
+            return Ok(inode[0x28..0x28 + to_usize(size)].to_vec());
         }
         self.data(&inode, size, at)
     }

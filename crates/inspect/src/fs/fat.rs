@@ -20,7 +20,7 @@ use std::cell::RefCell;
 
 use super::fat_bpb::{Bpb, FatType};
 use super::{last_name, Entry, FsInfo, Kind};
-use crate::bytes::{le16, le32};
+use crate::bytes::{le16, le32, len64, to_usize};
 use crate::error::{Error, Result, Where};
 use crate::io::Slice;
 
@@ -265,7 +265,7 @@ impl FatFs {
                 return Err(Box::new((Some(info), e)));
             }
         };
-        let free = fat[2..].iter().filter(|&&v| v == 0).count() as u64;
+        let free = len64(fat[2..].iter().filter(|&&v| v == 0).count());
         info.used = (bpb.clusters - free) * bpb.cluster_size();
         info.free = free * bpb.cluster_size();
         let fs = Self {
@@ -322,13 +322,13 @@ impl FatFs {
                     "cluster chain reaches cluster {c}, outside the data area"
                 )));
             }
-            if out.len() as u64 >= self.bpb.clusters {
+            if len64(out.len()) >= self.bpb.clusters {
                 return Err(corrupt(format!(
                     "the cluster chain from cluster {first} loops"
                 )));
             }
             out.push(c);
-            let next = self.fat[c as usize];
+            let next = self.fat[to_usize(u64::from(c))];
             if self.is_eoc(next) {
                 return Ok(out);
             }
@@ -356,7 +356,7 @@ impl FatFs {
             DirLoc::FixedRoot => {
                 let off = (self.bpb.reserved + self.bpb.fats * self.bpb.sectors_per_fat)
                     * self.bpb.bytes_per_sector;
-                let mut d = vec![0u8; (self.bpb.root_entries * 32) as usize];
+                let mut d = vec![0u8; to_usize(self.bpb.root_entries * 32)];
                 self.slice
                     .borrow_mut()
                     .read_exact_at(off, &mut d)
@@ -366,16 +366,17 @@ impl FatFs {
             DirLoc::Chain(first) => {
                 let chain = self.chain(first, at)?;
                 let cs = self.bpb.cluster_size();
-                if chain.len() as u64 * cs > MAX_DIR_ENTRIES * 32 {
+                if len64(chain.len()) * cs > MAX_DIR_ENTRIES * 32 {
                     return Err(Error::Limit {
                         at: at.clone(),
                         what: "directory size in entries".into(),
                         limit: MAX_DIR_ENTRIES,
                     });
                 }
-                let mut d = vec![0u8; chain.len() * cs as usize];
+                let cs_len = to_usize(cs);
+                let mut d = vec![0u8; chain.len() * cs_len];
                 for (i, &c) in chain.iter().enumerate() {
-                    let dst = &mut d[i * cs as usize..(i + 1) * cs as usize];
+                    let dst = &mut d[i * cs_len..(i + 1) * cs_len];
                     self.slice
                         .borrow_mut()
                         .read_exact_at(self.cluster_offset(c), dst)
@@ -531,7 +532,7 @@ impl FatFs {
                 return Err(Error::Limit {
                     at: here,
                     what: "entries in one directory".into(),
-                    limit: max as u64,
+                    limit: len64(max),
                 });
             }
             out.push(self.to_entry(e));
@@ -559,7 +560,7 @@ impl FatFs {
             self.chain(e.first_cluster, &here)?
         };
         let need = size.div_ceil(self.bpb.cluster_size());
-        if (chain.len() as u64) < need {
+        if len64(chain.len()) < need {
             return Err(Error::Corrupt {
                 at: here,
                 reason: format!(
@@ -584,19 +585,19 @@ impl FatFs {
             return Ok(0);
         }
         let cs = self.bpb.cluster_size();
-        let idx = (f.pos / cs) as usize;
+        let idx = to_usize(f.pos / cs);
         let within = f.pos % cs;
-        let n = (cs - within).min(f.size - f.pos).min(buf.len() as u64) as usize;
+        let n = to_usize((cs - within).min(f.size - f.pos)).min(buf.len());
         let off = self.cluster_offset(f.chain[idx]) + within;
         self.slice.borrow_mut().read_exact_at(off, &mut buf[..n])?;
-        f.pos += n as u64;
+        f.pos += len64(n);
         Ok(n)
     }
 }
 
 /// Reads and decodes the first FAT: entries for clusters 0..clusters+2.
 fn read_fat(slice: &mut Slice, bpb: &Bpb) -> std::io::Result<Vec<u32>> {
-    let n = (bpb.clusters + 2) as usize;
+    let n = to_usize(bpb.clusters + 2);
     let off = bpb.reserved * bpb.bytes_per_sector;
     let bytes = match bpb.fat_type {
         FatType::Fat12 => (n * 3).div_ceil(2),
@@ -605,7 +606,7 @@ fn read_fat(slice: &mut Slice, bpb: &Bpb) -> std::io::Result<Vec<u32>> {
     };
     let mut raw = vec![0u8; bytes];
     for (i, chunk) in raw.chunks_mut(1 << 20).enumerate() {
-        slice.read_exact_at(off + (i as u64) * (1 << 20), chunk)?;
+        slice.read_exact_at(off + len64(i) * (1 << 20), chunk)?;
     }
     let fat = (0..n)
         .map(|i| match bpb.fat_type {

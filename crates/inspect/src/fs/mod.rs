@@ -14,6 +14,7 @@ use std::sync::Arc;
 use imgbuild_partition::FsSummary;
 use serde::Serialize;
 
+use crate::bytes::{len64, to_usize};
 use crate::guard::guard;
 use crate::io::{Budget, Disk, Slice, BASE_BUDGET};
 use crate::path::{join, normalize, parent_and_name};
@@ -31,7 +32,7 @@ pub(crate) enum Probe {
 
 /// Recognises a filesystem by its magic numbers (only ext and FAT are read further).
 pub(crate) fn probe(slice: &mut Slice) -> Probe {
-    let mut b = vec![0u8; 4096.min(slice.len() as usize)];
+    let mut b = vec![0u8; to_usize(slice.len().min(4096))];
     if slice.read_exact_at(0, &mut b).is_err() {
         return Probe::Unknown;
     }
@@ -339,7 +340,7 @@ impl FileReader<'_> {
                 reason: format!("the file ends {} bytes before its recorded size", self.left),
             });
         }
-        self.left -= n as u64;
+        self.left -= len64(n);
         Ok(n)
     }
 }
@@ -569,7 +570,7 @@ impl Filesystem {
                 max,
             });
         }
-        let mut v = vec![0u8; size as usize];
+        let mut v = vec![0u8; to_usize(size)];
         let mut done = 0;
         while done < v.len() {
             done += r.read(&mut v[done..])?;
@@ -611,7 +612,7 @@ impl Filesystem {
                 return Err(Error::Limit {
                     at: self.at.with_path(&dir),
                     what: "directory depth (a directory loop?)".into(),
-                    limit: self.limits.max_depth as u64,
+                    limit: len64(self.limits.max_depth),
                 });
             }
             let entries = self.read_dir_walked(&dir)?;
