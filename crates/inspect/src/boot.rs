@@ -17,12 +17,16 @@ pub const MAX_EFI: u64 = 16 << 20;
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Boot {
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// systemd-boot setups, one per ESP or XBOOTLDR partition that has one.
     pub systemd_boot: Vec<SystemdBoot>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// extlinux.conf files (U-Boot distro boot).
     pub extlinux: Vec<Extlinux>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// GRUB configurations.
     pub grub: Vec<Grub>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// Raspberry Pi firmware partitions.
     pub raspberry_pi: Vec<RaspberryPi>,
 }
 
@@ -39,6 +43,7 @@ impl Boot {
 /// systemd-boot on an ESP (or XBOOTLDR) partition.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct SystemdBoot {
+    /// The partition number it is on.
     pub partition: u32,
     /// `loader/loader.conf` settings, in file order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -49,6 +54,7 @@ pub struct SystemdBoot {
     /// The `preferred` setting (systemd-boot 260+: tried first unless its tries ran out).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preferred: Option<String>,
+    /// Boot Loader Specification entries (`loader/entries/*.conf`), in menu order.
     pub entries: Vec<BootEntry>,
     /// EFI binaries: `EFI/BOOT/BOOT*.EFI`, `EFI/systemd/*.efi`, with the version found in them.
     pub binaries: Vec<EfiBinary>,
@@ -70,20 +76,28 @@ pub struct BootEntry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tries_done: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The `title` key.
     pub title: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The `version` key.
     pub version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The `sort-key` key.
     pub sort_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The `linux` key: the kernel, a path on the partition.
     pub linux: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// The `initrd` keys, in order.
     pub initrd: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The `options` key: the kernel command line.
     pub options: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The `devicetree` key.
     pub devicetree: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The `machine-id` key.
     pub machine_id: Option<String>,
     /// Whether systemd-boot would boot this entry: loader.conf's `preferred` if it names an
     /// entry with tries left, else the first entry `default` matches in menu order.
@@ -96,7 +110,9 @@ pub struct BootEntry {
 /// An EFI binary and the version string found in it.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct EfiBinary {
+    /// Its path on the partition.
     pub path: String,
+    /// Its size in bytes.
     pub size: u64,
     /// e.g. `systemd-boot 252.39-1~deb12u1` (from its `LoaderInfo` marker).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -106,33 +122,47 @@ pub struct EfiBinary {
 /// An extlinux.conf (U-Boot distro boot, NixOS generic-extlinux-compatible).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Extlinux {
+    /// The partition number it is on.
     pub partition: u32,
+    /// The path of the configuration file on the partition.
     pub config: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The `DEFAULT` label.
     pub default: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The `TIMEOUT` setting (tenths of a second).
     pub timeout: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The `MENU TITLE` setting.
     pub menu_title: Option<String>,
+    /// The `LABEL`s, in file order.
     pub entries: Vec<ExtlinuxEntry>,
 }
 
 /// One `LABEL` of an extlinux.conf.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ExtlinuxEntry {
+    /// The `LABEL` name.
     pub label: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The `MENU LABEL` text.
     pub menu_label: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The `LINUX` (or `KERNEL`) path.
     pub linux: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The `INITRD` path.
     pub initrd: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The `APPEND` line: the kernel command line.
     pub append: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The `FDTDIR` directory of device trees.
     pub fdtdir: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The `FDT` device tree file.
     pub fdt: Option<String>,
+    /// Whether this is the `DEFAULT` label.
     pub default: bool,
     /// Files (kernel, initrd, fdt, fdtdir) named but not found, relative to the config.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -142,7 +172,9 @@ pub struct ExtlinuxEntry {
 /// A GRUB configuration.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Grub {
+    /// The partition number it is on.
     pub partition: u32,
+    /// The path of the configuration file on the partition.
     pub config: String,
     /// `menuentry` titles.
     pub entries: Vec<String>,
@@ -151,6 +183,7 @@ pub struct Grub {
 /// Raspberry Pi firmware partition.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RaspberryPi {
+    /// The partition number it is on.
     pub partition: u32,
     /// `kernel=` settings of config.txt, with their `[section]`.
     pub kernels: Vec<PiKernel>,
@@ -166,8 +199,11 @@ pub struct RaspberryPi {
 /// A `kernel=` line of config.txt.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct PiKernel {
+    /// The config.txt `[section]` (filter) the line is in; `all` before any.
     pub section: String,
+    /// The kernel file named.
     pub file: String,
+    /// Whether that file is on the partition.
     pub present: bool,
 }
 
@@ -176,7 +212,7 @@ fn read_text(fs: &Filesystem, path: &[u8], warnings: &mut Vec<String>) -> Option
         Ok(v) => Some(String::from_utf8_lossy(&v).into_owned()),
         Err(e) => {
             if !e.is_not_found() {
-                warnings.push(e.to_string());
+                warnings.push(crate::error::chain(&e));
             }
             None
         }
@@ -371,7 +407,7 @@ pub(crate) fn systemd_boot(
         Ok(es) => es,
         Err(e) => {
             if !e.is_not_found() {
-                warnings.push(e.to_string());
+                warnings.push(crate::error::chain(&e));
             }
             Vec::new()
         }
@@ -449,7 +485,7 @@ fn efi_binaries(fs: &Filesystem, warnings: &mut Vec<String>) -> Vec<EfiBinary> {
             let version = match fs.read_to_vec(&path, MAX_EFI) {
                 Ok(bytes) => loader_info(&bytes),
                 Err(err) => {
-                    warnings.push(err.to_string());
+                    warnings.push(crate::error::chain(&err));
                     None
                 }
             };

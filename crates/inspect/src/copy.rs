@@ -46,8 +46,11 @@ fn set_time(f: &File, secs: i64) {
 /// What [`copy_out`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct CopyStats {
+    /// Regular files written.
     pub files: u64,
+    /// Directories created.
     pub dirs: u64,
+    /// Symlinks created.
     pub symlinks: u64,
     /// Devices, fifos and sockets, which are not copied.
     pub skipped: u64,

@@ -103,6 +103,7 @@ impl Default for Limits {
 /// How to open an image.
 #[derive(Clone, Debug, Default)]
 pub struct OpenOptions {
+    /// Bounds on what a hostile image may make the readers do.
     pub limits: Limits,
     /// Directory for temporary files (decompressed image, database copy).
     pub temp_dir: Option<PathBuf>,
@@ -114,11 +115,17 @@ pub struct OpenOptions {
 /// What [`Image::read_all`] read in one filesystem.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ReadAll {
+    /// The partition walked.
     pub partition: u32,
+    /// Directories read.
     pub dirs: u64,
+    /// Regular files read.
     pub files: u64,
+    /// Symlinks read.
     pub symlinks: u64,
+    /// Devices, fifos and sockets seen.
     pub other: u64,
+    /// Bytes of file data read.
     pub bytes: u64,
     /// Errors met (the walk goes on past files that cannot be read).
     pub errors: Vec<String>,
@@ -158,8 +165,10 @@ impl std::fmt::Debug for Image {
 #[derive(Clone, Debug, Serialize)]
 pub struct PartitionReport {
     #[serde(flatten)]
+    /// The partition table's entry.
     pub partition: Partition,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The filesystem found on it, if one was recognised.
     pub filesystem: Option<FsInfo>,
     /// Why the partition's filesystem could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -169,7 +178,9 @@ pub struct PartitionReport {
 /// Everything [`Image::inspect`] found.
 #[derive(Clone, Debug, Serialize)]
 pub struct Inspection {
+    /// The image file, as given.
     pub image: String,
+    /// Whether the file was compressed.
     pub compression: Compression,
     /// What holds the disk: `raw`, `qcow2`, `vhd`, `vhd-fixed`, `vhdx`, `vmdk`, `ova`,
     /// `gce-tar`.
@@ -178,11 +189,16 @@ pub struct Inspection {
     pub file_size: u64,
     /// Size of the disk it holds.
     pub disk_size: u64,
+    /// The partition table.
     pub table: Table,
+    /// Every partition with its filesystem.
     pub partitions: Vec<PartitionReport>,
+    /// The boot setup found.
     pub boot: Boot,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The NixOS system, when a root filesystem holds one.
     pub nixos: Option<Nixos>,
+    /// Problems found that did not stop the inspection.
     pub warnings: Vec<String>,
     /// What [`Image::read_all`] read, when asked for (`imgbuild inspect --deep`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -279,7 +295,7 @@ impl Image {
                 partition: p,
                 info: o.info,
                 fs,
-                error: o.error.map(|e| e.to_string()),
+                error: o.error.map(|e| error::chain(&e)),
             });
         }
         if table_is_none(&parts) && parts[0].fs.is_none() {
@@ -314,6 +330,7 @@ impl Image {
         self.disk_size
     }
 
+    /// Whether the image file was zstd-compressed.
     pub fn compression(&self) -> Compression {
         self.compression
     }
@@ -323,6 +340,7 @@ impl Image {
         self.container
     }
 
+    /// The partition table read from the disk.
     pub fn table(&self) -> &Table {
         &self.table
     }
@@ -373,12 +391,12 @@ impl Image {
                 let entries = match fs.read_dir_walked(&dir) {
                     Ok(es) => es,
                     Err(e) => {
-                        r.errors.push(e.to_string());
+                        r.errors.push(error::chain(&e));
                         continue;
                     }
                 };
                 if let Err(e) = fs::check_names(&entries, &fs.at().with_path(&dir)) {
-                    r.errors.push(e.to_string());
+                    r.errors.push(error::chain(&e));
                     continue;
                 }
                 for e in entries {
@@ -411,7 +429,7 @@ impl Image {
                                 }
                             });
                             if let Err(e) = read {
-                                r.errors.push(e.to_string());
+                                r.errors.push(error::chain(&e));
                             }
                         }
                         _ => r.other += 1,

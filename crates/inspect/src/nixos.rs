@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read};
 use serde::Serialize;
 
 use crate::bytes::len64;
-use crate::error::{Error, Result};
+use crate::error::{chain, Error, Result};
 use crate::fs::{FileReader, Filesystem, Kind};
 use crate::path::{join, normalize, parent_and_name};
 
@@ -26,6 +26,7 @@ pub const MAX_COMPARE: usize = 1 << 20;
 /// What the NixOS root filesystem holds.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Nixos {
+    /// The partition number of the root filesystem.
     pub partition: u32,
     /// The system toplevel store path.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -62,6 +63,7 @@ pub struct Nixos {
 pub struct Registration {
     /// `/nix/var/nix/db/db.sqlite` or `/nix-path-registration`.
     pub source: String,
+    /// Store paths registered.
     pub count: u64,
     /// Whether the toplevel is among them.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -98,7 +100,7 @@ pub(crate) fn read(
         partition,
         ..Nixos::default()
     };
-    let mut warn = |e: Error| warnings.push(e.to_string());
+    let mut warn = |e: Error| warnings.push(chain(&e));
     // Profile chain, at most 40 links.
     let mut cur = PROFILE.to_vec();
     if fs.exists(PROFILE).unwrap_or(false) {
@@ -255,7 +257,7 @@ pub(crate) fn closure(
         }
         match read(fs, temp_dir) {
             Ok(paths) => return Ok((String::from_utf8_lossy(source).into_owned(), paths)),
-            Err(e) => warnings.push(e.to_string()),
+            Err(e) => warnings.push(chain(&e)),
         }
     }
     if !fs.exists(b"/nix/store")? {
@@ -292,7 +294,7 @@ fn registration_paths(fs: &Filesystem) -> Result<Vec<Vec<u8>>> {
             Some(Ok(l)) => Ok(Some(l)),
             Some(Err(e)) => Err(Error::Corrupt {
                 at: fs.location().with_path(REGISTRATION),
-                reason: format!("line {line} ({what}): {e}"),
+                reason: format!("line {line} ({what}): {}", chain(&e)),
             }),
         }
     };

@@ -18,7 +18,9 @@ const MAX_FILES: usize = 1000;
 /// What fills an image.
 #[derive(Clone, Debug, Serialize)]
 pub struct Sizes {
+    /// The image file, as given.
     pub image: String,
+    /// The disk's size in bytes.
     pub disk_size: u64,
     /// Where the list of the closure's store paths was read (the Nix database, nixpkgs'
     /// registration file, or, when neither is there, the entries of `/nix/store`).
@@ -42,6 +44,7 @@ pub struct Sizes {
 /// One store path.
 #[derive(Clone, Debug, Serialize)]
 pub struct StorePathSize {
+    /// The store path.
     pub path: String,
     /// The name without the hash (`hello-2.12.1`).
     pub name: String,
@@ -58,17 +61,23 @@ pub struct StorePathSize {
 /// A name and a size.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Named {
+    /// What it is: a directory, a store path, a category (`free`, `/nix/store (not in the closure)`).
     pub name: String,
+    /// Its bytes, allocated (as `du` counts).
     pub bytes: u64,
 }
 
 /// One partition's filesystem, and what fills it.
 #[derive(Clone, Debug, Serialize)]
 pub struct PartitionUse {
+    /// The partition number.
     pub number: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The partition's label, if any.
     pub label: Option<String>,
+    /// The filesystem kind (`ext4`, `vfat`, ...).
     pub kind: String,
+    /// The filesystem's size in bytes.
     pub size: u64,
     /// Bytes in use, from the filesystem's own counters: ext4 blocks (metadata included),
     /// FAT data clusters (as `fsck.fat` counts; the reserved sectors and FATs are outside).

@@ -11,7 +11,7 @@ use imgbuild_partition::{self as partition, mbr_is_extended, Entry};
 use serde::Serialize;
 
 use crate::bytes::{le32, le64, len64, to_usize};
-use crate::error::{Error, Result, Where};
+use crate::error::{chain, Error, Result, Where};
 use crate::guard::guard;
 use crate::io::{Budget, Disk, Slice, BASE_BUDGET};
 
@@ -38,6 +38,7 @@ pub struct Table {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_usable_lba: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// GPT: the last LBA usable for partitions.
     pub last_usable_lba: Option<u64>,
     /// GPT: number of entries in the partition entry array.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -54,8 +55,11 @@ pub struct Table {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TableKind {
+    /// A GUID partition table.
     Gpt,
+    /// An MBR (DOS) partition table.
     Mbr,
+    /// No partition table: the whole disk is one filesystem.
     None,
 }
 
@@ -74,6 +78,7 @@ impl std::fmt::Display for TableKind {
 #[derive(Clone, Debug, Serialize)]
 pub struct Partition {
     #[serde(flatten)]
+    /// The table's entry for it.
     pub entry: Entry,
     /// False when the partition is not inside the image (then it is not read).
     pub readable: bool,
@@ -306,7 +311,7 @@ fn read_gpt(image: &std::path::Path, disk: &Arc<Disk>, protective: bool) -> Resu
             })
         }
     };
-    warnings.extend(header_errors.iter().map(|e| e.to_string()));
+    warnings.extend(header_errors.iter().map(|e| chain(e)));
     if backup.is_none() {
         warnings.push(format!(
             "no valid backup GPT header at the last sector (LBA {backup_lba}): image truncated or extended?"
@@ -346,7 +351,7 @@ fn read_gpt(image: &std::path::Path, disk: &Arc<Disk>, protective: bool) -> Resu
         )
         .map_err(|e| Error::Corrupt {
             at: at(),
-            reason: format!("GPT entries: {e}"),
+            reason: format!("GPT entries: {}", chain(&e)),
         })
     })?;
     let mut partitions = Vec::new();
@@ -491,7 +496,7 @@ fn read_mbr(image: &std::path::Path, disk: &Arc<Disk>, lba0: &[u8; 512]) -> Resu
     }
     let mut slice = Slice::new(disk.clone(), 0, disk.size(), Budget::new(BASE_BUDGET));
     let mbr = guard("mbrman", at, || {
-        mbrman::MBR::read_from(&mut slice, SECTOR_U32).map_err(|e| corrupt(e.to_string()))
+        mbrman::MBR::read_from(&mut slice, SECTOR_U32).map_err(|e| corrupt(chain(&e)))
     })?;
     let mut warnings = Vec::new();
     let mut partitions = Vec::new();

@@ -75,7 +75,10 @@ fn read(src: &Src<'_>, out: NewOut<'_>) -> Result<Out> {
                 let data = src.read(off, stored, "qcow2 compressed cluster")?;
                 let len = cluster.min(size - guest);
                 let plain = inflate_raw(&data, len).map_err(|e| {
-                    src.corrupt(format!("qcow2 compressed cluster at {guest}: {e}"))
+                    src.corrupt(format!(
+                        "qcow2 compressed cluster at {guest}: {}",
+                        crate::error::chain(&e)
+                    ))
                 })?;
                 out.write(guest, &plain)?;
                 continue;

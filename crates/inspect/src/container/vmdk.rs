@@ -46,8 +46,12 @@ pub(super) fn extent(src: &Src<'_>, base: u64, len: u64, out: NewOut<'_>) -> Res
                 continue;
             }
             let data = src.read(pos + 12, size_field, "VMDK grain")?;
-            let grain_data = inflate(&data, grain_bytes)
-                .map_err(|e| src.corrupt(format!("VMDK grain at sector {val}: {e}")))?;
+            let grain_data = inflate(&data, grain_bytes).map_err(|e| {
+                src.corrupt(format!(
+                    "VMDK grain at sector {val}: {}",
+                    crate::error::chain(&e)
+                ))
+            })?;
             let guest = val
                 .checked_mul(SECTOR)
                 .ok_or_else(|| src.corrupt("VMDK grain LBA"))?;

@@ -36,7 +36,7 @@ pub(crate) fn map_err(e: Ext4Error, at: Where) -> Error {
         },
         Ext4Error::Io(e) => Error::Io {
             at,
-            source: std::io::Error::other(e.to_string()),
+            source: std::io::Error::other(e),
         },
         Ext4Error::Incompatible(i) => Error::Unsupported {
             at,
@@ -44,7 +44,7 @@ pub(crate) fn map_err(e: Ext4Error, at: Where) -> Error {
         },
         e => Error::Corrupt {
             at,
-            reason: format!("ext4: {e}"),
+            reason: format!("ext4: {}", crate::error::chain(&e)),
         },
     }
 }
@@ -84,7 +84,7 @@ fn entry(name: Vec<u8>, m: &Metadata, target: Option<Vec<u8>>) -> Entry {
 fn ext_path(path: &[u8], at: &Where) -> Result<ext4_view::PathBuf> {
     ext4_view::PathBuf::try_from(path).map_err(|e| Error::Corrupt {
         at: at.with_path(path),
-        reason: format!("unusable path: {e}"),
+        reason: format!("unusable path: {}", crate::error::chain(&e)),
     })
 }
 

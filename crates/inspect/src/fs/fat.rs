@@ -21,7 +21,7 @@ use std::cell::RefCell;
 use super::fat_bpb::{Bpb, FatType};
 use super::{last_name, Entry, FsInfo, Kind};
 use crate::bytes::{le16, le32, len64, to_usize};
-use crate::error::{Error, Result, Where};
+use crate::error::{chain, Error, Result, Where};
 use crate::io::Slice;
 
 /// Largest cluster count read (the table is kept in memory: 4 bytes per cluster).
@@ -251,7 +251,7 @@ impl FatFs {
                     bpb.clusters
                 ),
             };
-            info.error = Some(e.to_string());
+            info.error = Some(chain(&e));
             return Err(Box::new((Some(info), e)));
         }
         let fat = match read_fat(&mut slice, &bpb) {
@@ -261,7 +261,7 @@ impl FatFs {
                     at: at.clone(),
                     source,
                 };
-                info.error = Some(e.to_string());
+                info.error = Some(chain(&e));
                 return Err(Box::new((Some(info), e)));
             }
         };
@@ -285,7 +285,7 @@ impl FatFs {
                 }
             }
             Err(e) => {
-                info.error = Some(e.to_string());
+                info.error = Some(chain(&e));
                 return Err(Box::new((Some(info), e)));
             }
         }

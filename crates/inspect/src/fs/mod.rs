@@ -79,8 +79,10 @@ pub struct FsInfo {
     /// Block size (ext4) or cluster size (FAT).
     pub block_size: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Inodes in all (ext4), when the filesystem counts them.
     pub inodes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Inodes in use (ext4), when the filesystem counts them.
     pub inodes_used: Option<u64>,
     /// ext4 feature names.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -93,6 +95,7 @@ pub struct FsInfo {
 /// One file, directory or link met by [`Filesystem::allocations`].
 #[derive(Clone, Copy, Debug)]
 pub struct Allocation<'a> {
+    /// The path of the entry, from the filesystem's root.
     pub path: &'a [u8],
     /// 0 for the walk's root.
     pub depth: usize,
@@ -101,6 +104,7 @@ pub struct Allocation<'a> {
     /// Bytes it holds on disk: ext4 `i_blocks` (as `du` counts), FAT whole clusters of a
     /// file (directories count as filesystem metadata there).
     pub bytes: u64,
+    /// Whether the allocation is a directory's.
     pub dir: bool,
 }
 
@@ -108,12 +112,19 @@ pub struct Allocation<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
+    /// A regular file.
     File,
+    /// A directory.
     Dir,
+    /// A symbolic link.
     Symlink,
+    /// A character device.
     CharDev,
+    /// A block device.
     BlockDev,
+    /// A named pipe.
     Fifo,
+    /// A Unix socket.
     Socket,
 }
 
@@ -137,11 +148,15 @@ impl Kind {
 pub struct Entry {
     /// Name bytes (the last path component; `/` for the root).
     pub name: Vec<u8>,
+    /// What it is.
     pub kind: Kind,
     /// Permission bits (including setuid, setgid, sticky).
     pub mode: u16,
+    /// Owner user id.
     pub uid: u32,
+    /// Owner group id.
     pub gid: u32,
+    /// Size in bytes (a symlink: its target's length).
     pub size: u64,
     /// Modification time, seconds since the Unix epoch.
     pub mtime: i64,
@@ -256,7 +271,7 @@ pub(crate) fn open(disk: &Arc<Disk>, part: &Partition, at: Where, limits: &Limit
                     error: None,
                 },
                 Err(e) => {
-                    info.error = Some(e.to_string());
+                    info.error = Some(crate::error::chain(&e));
                     none(Some(info), Some(e))
                 }
             }
