@@ -101,6 +101,23 @@ pub(crate) fn read(
         ..Nixos::default()
     };
     let mut warn = |e: Error| warnings.push(chain(&e));
+    profile(fs, &mut n, &mut warn);
+    if n.toplevel.is_none() {
+        if let Some(t) = boot_toplevel {
+            n.toplevel = Some(t);
+            n.toplevel_from = Some("boot entry".into());
+        }
+    }
+    toplevel_files(fs, &mut n, &mut warn);
+    n.etc_nixos = fs.exists(b"/etc/NIXOS").unwrap_or(false);
+    let store = store(fs, &mut n, &mut warn);
+    registrations(fs, temp_dir, &mut n, store.as_ref(), &mut warn);
+    n
+}
+
+/// The system profile's link chain (at most 40 links), the toplevel it ends at, and the
+/// generations next to it.
+fn profile(fs: &Filesystem, n: &mut Nixos, warn: &mut dyn FnMut(Error)) {
     // Profile chain, at most 40 links.
     let mut cur = PROFILE.to_vec();
     if fs.exists(PROFILE).unwrap_or(false) {
@@ -146,12 +163,10 @@ pub(crate) fn read(
             Err(e) => warn(e),
         }
     }
-    if n.toplevel.is_none() {
-        if let Some(t) = boot_toplevel {
-            n.toplevel = Some(t);
-            n.toplevel_from = Some("boot entry".into());
-        }
-    }
+}
+
+/// `nixos-version`, `system` and `kernel-params` of the toplevel, when there is one.
+fn toplevel_files(fs: &Filesystem, n: &mut Nixos, warn: &mut dyn FnMut(Error)) {
     if let Some(t) = n.toplevel.clone() {
         let text = |name: &str, warn: &mut dyn FnMut(Error)| match fs
             .read_to_vec(&join(t.as_bytes(), name.as_bytes()), 1 << 16)
@@ -164,13 +179,15 @@ pub(crate) fn read(
                 None
             }
         };
-        n.version = text("nixos-version", &mut warn);
-        n.system = text("system", &mut warn);
-        n.kernel_params = text("kernel-params", &mut warn);
+        n.version = text("nixos-version", warn);
+        n.system = text("system", warn);
+        n.kernel_params = text("kernel-params", warn);
     }
-    n.etc_nixos = fs.exists(b"/etc/NIXOS").unwrap_or(false);
+}
 
-    let store: Option<HashSet<Vec<u8>>> = match fs.read_dir(b"/nix/store") {
+/// What `/nix/store` holds (into `n.store`), and its paths.
+fn store(fs: &Filesystem, n: &mut Nixos, warn: &mut dyn FnMut(Error)) -> Option<HashSet<Vec<u8>>> {
+    match fs.read_dir(b"/nix/store") {
         Ok(es) => {
             let meta = fs.metadata(b"/nix/store").ok();
             n.store = Some(Store {
@@ -192,8 +209,18 @@ pub(crate) fn read(
             }
             None
         }
-    };
+    }
+}
 
+/// The store paths each registration source (the Nix database, nixpkgs' registration file)
+/// lists, compared with the toplevel and the store.
+fn registrations(
+    fs: &Filesystem,
+    temp_dir: Option<&std::path::Path>,
+    n: &mut Nixos,
+    store: Option<&HashSet<Vec<u8>>>,
+    warn: &mut dyn FnMut(Error),
+) {
     let mut all_registered: Option<HashSet<Vec<u8>>> = None;
     let mut sources: Vec<(String, Result<Vec<Vec<u8>>>)> = Vec::new();
     if fs.exists(DB).unwrap_or(false) {
@@ -217,7 +244,7 @@ pub(crate) fn read(
                     source,
                     count: len64(paths.len()),
                     toplevel_registered: n.toplevel.as_ref().map(|t| set.contains(t.as_bytes())),
-                    missing_from_store: match (&store, compare) {
+                    missing_from_store: match (store, compare) {
                         (Some(s), true) => {
                             Some(len64(set.iter().filter(|p| !s.contains(*p)).count()))
                         }
@@ -231,10 +258,9 @@ pub(crate) fn read(
             Err(e) => warn(e),
         }
     }
-    if let (Some(st), Some(s), Some(r)) = (&mut n.store, &store, &all_registered) {
+    if let (Some(st), Some(s), Some(r)) = (&mut n.store, store, &all_registered) {
         st.unregistered = Some(len64(s.iter().filter(|p| !r.contains(*p)).count()));
     }
-    n
 }
 
 /// The store paths the system on `fs` consists of, and where they were read: the Nix
