@@ -212,14 +212,18 @@ pub(crate) fn detect(file: &File, len: u64) -> io::Result<Container> {
     if has_tail {
         file.read_exact_at(&mut tail, len - 512)?;
     }
-    let ends = Ends {
+    Ok(recognise(&Ends {
         head: head.get(..n).unwrap_or_default(),
         tail: has_tail.then_some(&tail[..]),
-    };
-    Ok(READERS
+    }))
+}
+
+/// The first reader that recognises a file with these ends, else `Raw`.
+fn recognise(ends: &Ends<'_>) -> Container {
+    READERS
         .iter()
-        .find(|r| (r.detect)(&ends))
-        .map_or(Container::Raw, |r| r.kind))
+        .find(|r| (r.detect)(ends))
+        .map_or(Container::Raw, |r| r.kind)
 }
 
 /// The disk inside `file`, of kind `kind` (`Raw`: the file itself).
@@ -277,4 +281,79 @@ fn inflate_raw(data: &[u8], len: u64) -> io::Result<Vec<u8>> {
         )));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every container but `Raw` has exactly one reader (the match fails to compile when a
+    /// variant is added and not listed here).
+    #[test]
+    fn every_container_has_one_reader() {
+        for kind in [
+            Container::Raw,
+            Container::Qcow2,
+            Container::Vhd,
+            Container::VhdFixed,
+            Container::Vhdx,
+            Container::Vmdk,
+            Container::Ova,
+            Container::GceTar,
+        ] {
+            let readers = match kind {
+                Container::Raw => 0,
+                Container::Qcow2
+                | Container::Vhd
+                | Container::VhdFixed
+                | Container::Vhdx
+                | Container::Vmdk
+                | Container::Ova
+                | Container::GceTar => 1,
+            };
+            assert_eq!(
+                READERS.iter().filter(|r| r.kind == kind).count(),
+                readers,
+                "{kind:?}"
+            );
+        }
+        assert_eq!(Container::Raw.to_string(), "raw");
+        assert_eq!(Container::VhdFixed.to_string(), "VHD (fixed)");
+        assert_eq!(Container::GceTar.to_string(), "GCE tar.gz");
+    }
+
+    fn with(at: usize, bytes: &[u8]) -> [u8; 512] {
+        let mut b = [0u8; 512];
+        b[at..at + bytes.len()].copy_from_slice(bytes);
+        b
+    }
+
+    fn footer(disk_type: u8) -> [u8; 512] {
+        let mut b = with(0, b"conectix");
+        b[63] = disk_type;
+        b
+    }
+
+    /// A file's head, its tail, and the container it is.
+    type Case<'a> = (&'a [u8], Option<&'a [u8]>, Container);
+
+    #[test]
+    fn containers_are_recognised_by_their_magic() {
+        let zeros = [0u8; 512];
+        let cases: [Case<'_>; 10] = [
+            (&with(0, b"QFI\xfb"), None, Container::Qcow2),
+            (&with(0, b"vhdxfile"), None, Container::Vhdx),
+            (&with(0, b"KDMV"), None, Container::Vmdk),
+            (&with(0, &[0x1f, 0x8b]), None, Container::GceTar),
+            (&with(257, b"ustar"), None, Container::Ova),
+            (&with(257, b"ustar")[..262], None, Container::Raw),
+            (&footer(3), None, Container::Vhd),
+            (&zeros, Some(&footer(3)), Container::Vhd),
+            (&zeros, Some(&footer(2)), Container::VhdFixed),
+            (&zeros, Some(&footer(4)), Container::Raw),
+        ];
+        for (head, tail, want) in cases {
+            assert_eq!(recognise(&Ends { head, tail }), want);
+        }
+    }
 }
