@@ -46,8 +46,11 @@ fn set_time(f: &File, secs: i64) {
 /// What [`copy_out`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct CopyStats {
+    /// Regular files written.
     pub files: u64,
+    /// Directories created.
     pub dirs: u64,
+    /// Symlinks created.
     pub symlinks: u64,
     /// Devices, fifos and sockets, which are not copied.
     pub skipped: u64,
@@ -168,8 +171,10 @@ fn copy_file(fs: &Filesystem, path: &[u8], e: &Entry, to: &Path, buf: &mut [u8])
         }
         for block in buf[..n].chunks(4096) {
             if block.iter().all(|&b| b == 0) {
-                out.seek(SeekFrom::Current(block.len() as i64))
-                    .map_err(host(to))?;
+                out.seek(SeekFrom::Current(
+                    i64::try_from(block.len()).unwrap_or(i64::MAX),
+                ))
+                .map_err(host(to))?;
             } else {
                 out.write_all(block).map_err(host(to))?;
             }

@@ -22,12 +22,16 @@ const MAX_HASHED: u64 = 512 << 20;
 /// What differs between two images.
 #[derive(Clone, Debug, Serialize)]
 pub struct Diff {
+    /// The old image, as given.
     pub old: String,
+    /// The new image, as given.
     pub new: String,
     /// Nothing below differs.
     pub identical: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The system toplevel store path, when it differs.
     pub toplevel: Option<Fact>,
+    /// What changed in the Nix store.
     pub store: StoreDiff,
     /// Boot settings and boot files that differ.
     pub boot: Vec<Fact>,
@@ -38,21 +42,30 @@ pub struct Diff {
 /// One fact with its two values (`None`: absent on that side).
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Fact {
+    /// What the fact is, e.g. `nixos version` or `partition 2.filesystem.size`.
     pub what: String,
+    /// Its value in the old image, when it has one.
     pub old: Option<String>,
+    /// Its value in the new image, when it has one.
     pub new: Option<String>,
 }
 
 /// The closures compared.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct StoreDiff {
+    /// Store paths in the old image.
     pub old_paths: usize,
+    /// Store paths in the new image.
     pub new_paths: usize,
     /// Closure bytes on disk (each inode once).
     pub old_bytes: u64,
+    /// Closure bytes on disk in the new image (each inode once).
     pub new_bytes: u64,
+    /// `new_bytes - old_bytes`.
     pub delta: i64,
+    /// Store paths only in the new image.
     pub added: Vec<PathChange>,
+    /// Store paths only in the old image.
     pub removed: Vec<PathChange>,
     /// Same package, another version or another build.
     pub changed: Vec<PathChange>,
@@ -64,15 +77,22 @@ pub struct PathChange {
     /// The name without hash (and, for a version change, without version).
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The store path in the old image, if any.
     pub old: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The store path in the new image, if any.
     pub new: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The version part of the old path's name.
     pub old_version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The version part of the new path's name.
     pub new_version: Option<String>,
+    /// Its bytes in the old image (0 when absent).
     pub old_bytes: u64,
+    /// Its bytes in the new image (0 when absent).
     pub new_bytes: u64,
+    /// `new_bytes - old_bytes`.
     pub delta: i64,
 }
 

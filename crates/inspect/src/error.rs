@@ -57,82 +57,144 @@ impl fmt::Display for Where {
 #[non_exhaustive]
 pub enum Error {
     /// Reading the image failed (including reads past its end).
-    #[error("{at}: {source}")]
+    #[error("{at}")]
     Io {
+        /// Where the read was.
         at: Where,
+        /// The read's error.
         #[source]
         source: io::Error,
     },
     /// A host file (temporary file, copy destination) could not be written or created.
-    #[error("`{}`: {source}", path.display())]
+    #[error("`{}`", path.display())]
     Host {
+        /// The host file.
         path: PathBuf,
+        /// The host's error.
         #[source]
         source: io::Error,
     },
     /// The zstd stream is damaged.
-    #[error("{at}: decompressing: {source}")]
+    #[error("{at}: decompressing")]
     Decompress {
+        /// The image (or container) being decompressed.
         at: Where,
+        /// The decoder's error.
         #[source]
         source: io::Error,
     },
     /// Something is bigger than we accept.
     #[error("{at}: {what} is {size} bytes, more than the limit of {max} bytes")]
     TooLarge {
+        /// Where it was found.
         at: Where,
+        /// What is too large (a decompressed image, the disk in a container, ...).
         what: &'static str,
+        /// Its size.
         size: u64,
+        /// The limit it exceeds.
         max: u64,
     },
     /// A structure of the image is inconsistent.
     #[error("{at}: corrupt: {reason}")]
-    Corrupt { at: Where, reason: String },
+    Corrupt {
+        /// Where the inconsistency is.
+        at: Where,
+        /// What is inconsistent.
+        reason: String,
+    },
     /// A limit that protects against loops and resource exhaustion was reached.
     #[error("{at}: stopped: {what} (limit {limit})")]
-    Limit { at: Where, what: String, limit: u64 },
+    Limit {
+        /// Where the limit was reached.
+        at: Where,
+        /// What was counted.
+        what: String,
+        /// The limit.
+        limit: u64,
+    },
     /// Something we deliberately do not read.
     #[error("{at}: unsupported: {what}")]
-    Unsupported { at: Where, what: String },
+    Unsupported {
+        /// Where it was found.
+        at: Where,
+        /// What is not read.
+        what: String,
+    },
     /// No partition matches the given number or label.
     #[error("`{}`: no partition `{spec}` (partitions: {available})", image.display())]
     NoSuchPartition {
+        /// The image file.
         image: PathBuf,
+        /// The number or label asked for.
         spec: String,
+        /// The partitions there are, for the message.
         available: String,
     },
     /// The partition holds no filesystem we can read.
     #[error("{at}: no ext4 or FAT filesystem{}", detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
-    NoFilesystem { at: Where, detail: Option<String> },
+    NoFilesystem {
+        /// The partition.
+        at: Where,
+        /// Why the filesystem found could not be read, when one was found.
+        detail: Option<String>,
+    },
     /// The path does not exist.
     #[error("{at}: no such file or directory")]
-    NotFound { at: Where },
+    NotFound {
+        /// The path asked for.
+        at: Where,
+    },
     /// A directory was expected.
     #[error("{at}: not a directory")]
-    NotADirectory { at: Where },
+    NotADirectory {
+        /// The path asked for.
+        at: Where,
+    },
     /// A file was expected.
     #[error("{at}: is a directory")]
-    IsADirectory { at: Where },
+    IsADirectory {
+        /// The path asked for.
+        at: Where,
+    },
     /// A symlink, device, fifo or socket where file data was expected.
     #[error("{at}: not a regular file")]
-    NotAFile { at: Where },
+    NotAFile {
+        /// The path asked for.
+        at: Where,
+    },
     /// A directory entry name that cannot be copied safely (`/`, NUL, `.`, `..`, empty).
     #[error("{at}: refusing unsafe name {name:?}")]
-    UnsafeName { at: Where, name: String },
+    UnsafeName {
+        /// The directory holding it.
+        at: Where,
+        /// The name, lossily decoded.
+        name: String,
+    },
     /// A name appears twice in one directory.
     #[error("{at}: the name {name:?} appears twice in the directory")]
-    DuplicateName { at: Where, name: String },
+    DuplicateName {
+        /// The directory.
+        at: Where,
+        /// The name, lossily decoded.
+        name: String,
+    },
     /// A third-party reader panicked; caught and turned into an error (see [`crate::guard`]).
     #[error("{at}: the {reader} reader failed on this image: {message}")]
     ReaderPanic {
+        /// What was being read.
         at: Where,
+        /// The reader (`ext4-view`, `gpt`, `mbrman`).
         reader: &'static str,
+        /// The panic's message.
         message: String,
     },
     /// The copied-out Nix database could not be queried.
-    #[error("{at}: reading the Nix database: {source}")]
+    #[error("{at}: reading the Nix database")]
     Sqlite {
+        /// The database file in the image.
         at: Where,
+        /// SQLite's error.
         #[source]
         source: Box<rusqlite::Error>,
     },
@@ -167,5 +229,54 @@ impl Error {
     }
 }
 
+/// `e` and every error below it, `outer: inner: innermost`: how an error becomes report text
+/// (a warning, a JSON field), so no cause is lost. As the CLI prints errors: a cause whose
+/// text the message already ends with is not repeated (third-party errors often print their
+/// source in their own message), and a cause that restates the previous one with a prefix
+/// (`Error code 26: file is not a database`) replaces it.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = String::new();
+    let mut last = String::new();
+    let mut cur = Some(e);
+    while let Some(cause) = cur {
+        let s = cause.to_string();
+        if msg.ends_with(&s) {
+            // Already said.
+        } else if !last.is_empty() && s.ends_with(&last) && msg.ends_with(&last) {
+            msg.truncate(msg.len() - last.len());
+            msg.push_str(&s);
+        } else {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&s);
+        }
+        last = s;
+        cur = cause.source();
+    }
+    msg
+}
+
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chains_name_every_cause_once() {
+        let at = Where::image(Path::new("x.img"));
+        let e = Error::Io {
+            at: at.clone(),
+            source: io::Error::other("short read"),
+        };
+        assert_eq!(e.to_string(), "`x.img`");
+        assert_eq!(chain(&e), "`x.img`: short read");
+        let e = Error::Decompress {
+            at,
+            source: io::Error::new(io::ErrorKind::InvalidData, "bad frame"),
+        };
+        assert_eq!(chain(&e), "`x.img`: decompressing: bad frame");
+    }
+}

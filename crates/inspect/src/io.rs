@@ -9,8 +9,8 @@ use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::container::Container;
-use crate::{Error, Result, Where};
+use crate::bytes::{len64, to_usize};
+use crate::error::{Error, Result, Where};
 
 /// The uncompressed image: a host file (the image itself, or a sparse temporary file holding
 /// its decompressed bytes) and its size.
@@ -59,7 +59,7 @@ impl Disk {
 
     /// Reads exactly `buf.len()` bytes at `offset`, traced.
     pub(crate) fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.note(offset, buf.len() as u64);
+        self.note(offset, len64(buf.len()));
         self.read_raw(offset, buf)
     }
 
@@ -70,7 +70,7 @@ impl Disk {
     /// Reads exactly `buf.len()` bytes at `offset`; an error if that is past the end.
     fn read_raw(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let end = offset
-            .checked_add(buf.len() as u64)
+            .checked_add(len64(buf.len()))
             .filter(|&e| e <= self.size)
             .ok_or_else(|| {
                 io::Error::new(
@@ -173,7 +173,7 @@ impl Slice {
 
     /// Reads exactly `buf.len()` bytes at `offset` within the slice.
     pub(crate) fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let n = buf.len() as u64;
+        let n = len64(buf.len());
         if offset.checked_add(n).is_none_or(|end| end > self.len) {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -190,11 +190,11 @@ impl Slice {
         }
         let mut done = 0;
         while done < buf.len() {
-            let at = offset + done as u64;
-            let cached = at >= self.cache_at && at < self.cache_at + self.cache.len() as u64;
+            let at = offset + len64(done);
+            let cached = at >= self.cache_at && at < self.cache_at + len64(self.cache.len());
             if !cached {
-                let chunk = at - at % CACHE as u64;
-                let clen = (self.len - chunk).min(CACHE as u64) as usize;
+                let chunk = at - at % len64(CACHE);
+                let clen = to_usize(self.len - chunk).min(CACHE);
                 self.cache.resize(clen, 0);
                 if let Err(e) = self.disk.read_raw(self.start + chunk, &mut self.cache) {
                     self.cache.clear();
@@ -202,7 +202,7 @@ impl Slice {
                 }
                 self.cache_at = chunk;
             }
-            let i = (at - self.cache_at) as usize;
+            let i = to_usize(at - self.cache_at);
             let m = (self.cache.len() - i).min(buf.len() - done);
             buf[done..done + m].copy_from_slice(&self.cache[i..i + m]);
             done += m;
@@ -213,12 +213,12 @@ impl Slice {
 
 impl Read for Slice {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
+        let n = to_usize(self.len.saturating_sub(self.pos)).min(buf.len());
         if n == 0 {
             return Ok(0);
         }
         self.read_exact_at(self.pos, &mut buf[..n])?;
-        self.pos += n as u64;
+        self.pos += len64(n);
         Ok(n)
     }
 }
@@ -266,113 +266,6 @@ impl ext4_view::Ext4Read for Slice {
     ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
         self.read_exact_at(start_byte, dst).map_err(Box::from)
     }
-}
-
-/// What the image file holds before any decoding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    /// A raw disk image.
-    None,
-    /// A zstd stream, decompressed to a sparse temporary file on open.
-    Zstd,
-}
-
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
-
-/// Opens `path`: a raw image as is, a zstd-compressed one decompressed into a sparse
-/// anonymous temporary file (only non-zero 64 KiB blocks are written; memory stays bounded
-/// by the decoder's window), a disk container (qcow2, VHD, VHDX, VMDK, OVA, GCE tar.gz)
-/// unpacked the same way (a fixed VHD read in place). Refuses a disk above `max_size`.
-pub(crate) fn open_disk(
-    path: &Path,
-    max_size: u64,
-    temp_dir: Option<&Path>,
-) -> Result<(Disk, Compression, u64, Container)> {
-    let at = || Where::image(path);
-    let file = File::open(path).map_err(|source| Error::Io { at: at(), source })?;
-    let meta = file
-        .metadata()
-        .map_err(|source| Error::Io { at: at(), source })?;
-    if !meta.is_file() {
-        return Err(Error::Unsupported {
-            at: at(),
-            what: "not a regular file (block devices and directories are not images)".into(),
-        });
-    }
-    let file_size = meta.len();
-    let mut magic = [0u8; 4];
-    let got = file
-        .read_at(&mut magic, 0)
-        .map_err(|source| Error::Io { at: at(), source })?;
-    if got == 4 && magic == ZSTD_MAGIC {
-        let disk = decompress(path, file, max_size, temp_dir)?;
-        return Ok((disk, Compression::Zstd, file_size, Container::Raw));
-    }
-    if got == 4 && magic == [0xfd, b'7', b'z', b'X'] {
-        return Err(Error::Unsupported {
-            at: at(),
-            what: "an xz stream (decompress it first)".into(),
-        });
-    }
-    let kind = crate::container::detect(&file, file_size)
-        .map_err(|source| Error::Io { at: at(), source })?;
-    let disk = crate::container::open(kind, file, file_size, path, max_size, temp_dir)?;
-    Ok((disk, Compression::None, file_size, kind))
-}
-
-fn decompress(path: &Path, file: File, max_size: u64, temp_dir: Option<&Path>) -> Result<Disk> {
-    let at = || Where::image(path);
-    let compressed = file
-        .metadata()
-        .map_err(|source| Error::Io { at: at(), source })?
-        .len();
-    // The size the frame header declares, when it does: refused at once when too large.
-    let mut head = [0u8; 18];
-    let n = file
-        .read_at(&mut head, 0)
-        .map_err(|source| Error::Io { at: at(), source })?;
-    if let Ok(Some(declared)) = zstd::zstd_safe::get_frame_content_size(&head[..n]) {
-        if declared > max_size {
-            return Err(Error::TooLarge {
-                at: at(),
-                what: "decompressed image (as its zstd frame header declares)",
-                size: declared,
-                max: max_size,
-            });
-        }
-    }
-    let tmp = TempDisk::create(temp_dir, 0, data_cap(compressed, max_size), at())?;
-    let mut dec = zstd::stream::read::Decoder::new(file)
-        .map_err(|source| Error::Decompress { at: at(), source })?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total: u64 = 0;
-    loop {
-        // Fill the buffer completely (or to the end of the stream) so blocks stay aligned.
-        let mut filled = 0;
-        while filled < buf.len() {
-            match dec.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(source) => return Err(Error::Decompress { at: at(), source }),
-            }
-        }
-        if filled == 0 {
-            break;
-        }
-        if total + filled as u64 > max_size {
-            return Err(Error::TooLarge {
-                at: at(),
-                what: "decompressed image",
-                size: total + filled as u64,
-                max: max_size,
-            });
-        }
-        tmp.write_at(total, &buf[..filled])?;
-        total += filled as u64;
-    }
-    tmp.into_disk(total)
 }
 
 /// Data (not zeros) an unpacked image may write into its temporary file: 1024 bytes per byte
@@ -463,7 +356,7 @@ impl TempDisk {
         let mut pos = offset;
         for block in data.chunks(SPARSE_BLOCK) {
             if block.iter().any(|&b| b != 0) {
-                let w = self.written.get() + block.len() as u64;
+                let w = self.written.get() + len64(block.len());
                 if w > self.cap {
                     return Err(Error::TooLarge {
                         at: self.at.clone(),
@@ -481,7 +374,7 @@ impl TempDisk {
                     self.check_space()?;
                 }
             }
-            pos += block.len() as u64;
+            pos += len64(block.len());
         }
         Ok(())
     }

@@ -24,23 +24,37 @@
 //! This crate knows nothing of argv or terminals; it reads no clock and no environment
 //! variable (temporary files go to `OpenOptions::temp_dir`, else the system default).
 
+#![warn(missing_docs)]
+// Casts that may truncate, lose a sign or wrap are spelled out (`try_from`, `u64::from`,
+// checked arithmetic): the numbers come from hostile images. Tests may cast freely.
+#![cfg_attr(
+    not(test),
+    warn(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_possible_wrap
+    )
+)]
+
 mod boot;
+mod bytes;
 mod container;
 mod copy;
 mod diff;
 mod error;
 pub mod fs;
 pub mod guard;
+mod inspection;
 pub mod io;
 mod nixos;
+mod open;
 pub mod path;
+mod read_all;
 mod sizes;
 pub mod table;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use serde::Serialize;
 
 pub use boot::{
     boot_counters, Boot, BootEntry, EfiBinary, Extlinux, ExtlinuxEntry, Grub, PiKernel,
@@ -51,8 +65,10 @@ pub use copy::{copy_out, CopyStats};
 pub use diff::{diff, split_version, Diff, Fact, PathChange, StoreDiff};
 pub use error::{Error, Result, Where};
 pub use fs::{Allocation, Entry, FileReader, Filesystem, FsInfo, Kind};
-pub use io::Compression;
+pub use inspection::{Inspection, PartitionReport};
 pub use nixos::{Nixos, Registration, Store};
+pub use open::Compression;
+pub use read_all::ReadAll;
 pub use sizes::{store_name, Named, PartitionUse, Sizes, StorePathSize};
 pub use table::{Partition, Table, TableKind};
 
@@ -89,25 +105,13 @@ impl Default for Limits {
 /// How to open an image.
 #[derive(Clone, Debug, Default)]
 pub struct OpenOptions {
+    /// Bounds on what a hostile image may make the readers do.
     pub limits: Limits,
     /// Directory for temporary files (decompressed image, database copy).
     pub temp_dir: Option<PathBuf>,
     /// Record which byte ranges of the image are read ([`Image::traced_reads`]); the fuzz
     /// test uses it to find the metadata it corrupts.
     pub trace_reads: bool,
-}
-
-/// What [`Image::read_all`] read in one filesystem.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct ReadAll {
-    pub partition: u32,
-    pub dirs: u64,
-    pub files: u64,
-    pub symlinks: u64,
-    pub other: u64,
-    pub bytes: u64,
-    /// Errors met (the walk goes on past files that cannot be read).
-    pub errors: Vec<String>,
 }
 
 struct Part {
@@ -140,41 +144,6 @@ impl std::fmt::Debug for Image {
     }
 }
 
-/// One partition in an [`Inspection`].
-#[derive(Clone, Debug, Serialize)]
-pub struct PartitionReport {
-    #[serde(flatten)]
-    pub partition: Partition,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub filesystem: Option<FsInfo>,
-    /// Why the partition's filesystem could not be read.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// Everything [`Image::inspect`] found.
-#[derive(Clone, Debug, Serialize)]
-pub struct Inspection {
-    pub image: String,
-    pub compression: Compression,
-    /// What holds the disk: `raw`, `qcow2`, `vhd`, `vhd-fixed`, `vhdx`, `vmdk`, `ova`,
-    /// `gce-tar`.
-    pub container: Container,
-    /// Size of the file as stored (compressed, if it is).
-    pub file_size: u64,
-    /// Size of the disk it holds.
-    pub disk_size: u64,
-    pub table: Table,
-    pub partitions: Vec<PartitionReport>,
-    pub boot: Boot,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub nixos: Option<Nixos>,
-    pub warnings: Vec<String>,
-    /// What [`Image::read_all`] read, when asked for (`imgbuild inspect --deep`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub read_all: Option<Vec<ReadAll>>,
-}
-
 /// Splits a `[PART:]PATH` argument: a leading `/` means no partition.
 pub fn split_location(arg: &[u8]) -> (Option<String>, Vec<u8>) {
     if arg.starts_with(b"/") {
@@ -198,7 +167,7 @@ impl Image {
     /// Opens an image: decompresses it if needed, reads the table, probes the partitions.
     pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Self> {
         let (disk, compression, file_size, container) =
-            io::open_disk(path, opts.limits.max_image_size, opts.temp_dir.as_deref())?;
+            open::open_disk(path, opts.limits.max_image_size, opts.temp_dir.as_deref())?;
         let mut disk = disk;
         disk.set_tracing(opts.trace_reads);
         let disk = Arc::new(disk);
@@ -265,7 +234,7 @@ impl Image {
                 partition: p,
                 info: o.info,
                 fs,
-                error: o.error.map(|e| e.to_string()),
+                error: o.error.map(|e| error::chain(&e)),
             });
         }
         if table_is_none(&parts) && parts[0].fs.is_none() {
@@ -300,6 +269,7 @@ impl Image {
         self.disk_size
     }
 
+    /// Whether the image file was zstd-compressed.
     pub fn compression(&self) -> Compression {
         self.compression
     }
@@ -309,6 +279,7 @@ impl Image {
         self.container
     }
 
+    /// The partition table read from the disk.
     pub fn table(&self) -> &Table {
         &self.table
     }
@@ -327,86 +298,6 @@ impl Image {
     /// empty unless opened with [`OpenOptions::trace_reads`].
     pub fn traced_reads(&self) -> Vec<(u64, u64)> {
         self.disk.traced()
-    }
-
-    /// Reads every directory, file and symlink of every readable filesystem (like
-    /// `ls -R` plus `cat` of each file), carrying on past errors: a deep check that the
-    /// image reads back, and what the fuzz test runs on corrupted images.
-    pub fn read_all(&self) -> Vec<ReadAll> {
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; 256 << 10];
-        for p in &self.parts {
-            let Some(fs) = &p.fs else { continue };
-            let mut r = ReadAll {
-                partition: p.partition.entry.number,
-                ..ReadAll::default()
-            };
-            // Like `Filesystem::walk`, but going on past a directory that cannot be read.
-            let limits = fs.limits().clone();
-            let mut stack: Vec<(Vec<u8>, usize)> = vec![(b"/".to_vec(), 0)];
-            let mut visited: u64 = 0;
-            let mut seen = std::collections::HashSet::new();
-            if let Some(id) = fs.metadata(b"/").ok().and_then(|m| m.id) {
-                seen.insert(id);
-            }
-            while let Some((dir, depth)) = stack.pop() {
-                r.dirs += 1;
-                if depth >= limits.max_depth {
-                    r.errors
-                        .push(format!("depth limit at {}", String::from_utf8_lossy(&dir)));
-                    continue;
-                }
-                let entries = match fs.read_dir_walked(&dir) {
-                    Ok(es) => es,
-                    Err(e) => {
-                        r.errors.push(e.to_string());
-                        continue;
-                    }
-                };
-                if let Err(e) = fs::check_names(&entries, &fs.at().with_path(&dir)) {
-                    r.errors.push(e.to_string());
-                    continue;
-                }
-                for e in entries {
-                    visited += 1;
-                    if visited > limits.max_walk_entries {
-                        r.errors.push("entry limit reached".into());
-                        stack.clear();
-                        break;
-                    }
-                    let path = path::join(&dir, &e.name);
-                    match e.kind {
-                        Kind::Dir => {
-                            if e.id.is_some_and(|id| !seen.insert(id)) {
-                                r.errors.push(format!(
-                                    "{}: directory loop or cross-linked directory",
-                                    String::from_utf8_lossy(&path)
-                                ));
-                            } else {
-                                stack.push((path, depth + 1));
-                            }
-                        }
-                        Kind::Symlink => r.symlinks += 1,
-                        Kind::File => {
-                            r.files += 1;
-                            let read = fs.open_walked(&path).and_then(|mut f| loop {
-                                match f.read(&mut buf) {
-                                    Ok(0) => break Ok(()),
-                                    Ok(n) => r.bytes += n as u64,
-                                    Err(e) => break Err(e),
-                                }
-                            });
-                            if let Err(e) = read {
-                                r.errors.push(e.to_string());
-                            }
-                        }
-                        _ => r.other += 1,
-                    }
-                }
-            }
-            out.push(r);
-        }
-        out
     }
 
     fn available(&self) -> String {
@@ -557,74 +448,6 @@ impl Image {
         match spec {
             Some(s) => self.filesystem(s),
             None => self.root_filesystem(),
-        }
-    }
-
-    /// Explains the image. Problems found on the way are warnings in the result; only the
-    /// image and its table must be readable (which [`Image::open`] already checked).
-    pub fn inspect(&self) -> Inspection {
-        let mut warnings = self.warnings.clone();
-        let mut boot = Boot::default();
-        for p in &self.parts {
-            let Some(fs) = &p.fs else { continue };
-            let n = p.partition.entry.number;
-            if let Some(sb) = boot::systemd_boot(fs, n, &mut warnings) {
-                boot.systemd_boot.push(sb);
-            }
-            boot.extlinux.extend(boot::extlinux(fs, n, &mut warnings));
-            boot.grub.extend(boot::grub(fs, n, &mut warnings));
-            if let Some(pi) = boot::raspberry_pi(fs, n, &mut warnings) {
-                boot.raspberry_pi.push(pi);
-            }
-        }
-        let boot_toplevel = boot
-            .systemd_boot
-            .iter()
-            .flat_map(|s| s.entries.iter())
-            .filter_map(|e| e.options.as_deref())
-            .chain(
-                boot.extlinux
-                    .iter()
-                    .flat_map(|x| x.entries.iter())
-                    .filter_map(|e| e.append.as_deref()),
-            )
-            .find_map(nixos::toplevel_from_cmdline);
-        let nixos = self.root_filesystem().ok().and_then(|fs| {
-            let part = self
-                .parts
-                .iter()
-                .find(|p| p.fs.as_ref().is_some_and(|f| std::ptr::eq(f, fs)))?;
-            let looks_nixos = fs.exists(b"/nix/store").unwrap_or(false);
-            looks_nixos.then(|| {
-                nixos::read(
-                    fs,
-                    part.partition.entry.number,
-                    boot_toplevel,
-                    self.temp_dir.as_deref(),
-                    &mut warnings,
-                )
-            })
-        });
-        Inspection {
-            image: self.path.display().to_string(),
-            compression: self.compression,
-            container: self.container,
-            file_size: self.file_size,
-            disk_size: self.disk_size,
-            table: self.table.clone(),
-            partitions: self
-                .parts
-                .iter()
-                .map(|p| PartitionReport {
-                    partition: p.partition.clone(),
-                    filesystem: p.info.clone(),
-                    error: p.error.clone(),
-                })
-                .collect(),
-            boot,
-            nixos,
-            warnings,
-            read_all: None,
         }
     }
 }

@@ -7,9 +7,10 @@ use std::io::{BufRead, BufReader, Read};
 
 use serde::Serialize;
 
+use crate::bytes::len64;
+use crate::error::{chain, Error, Result};
 use crate::fs::{FileReader, Filesystem, Kind};
 use crate::path::{join, normalize, parent_and_name};
-use crate::{Error, Result};
 
 /// The system profile.
 pub const PROFILE: &[u8] = b"/nix/var/nix/profiles/system";
@@ -25,6 +26,7 @@ pub const MAX_COMPARE: usize = 1 << 20;
 /// What the NixOS root filesystem holds.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Nixos {
+    /// The partition number of the root filesystem.
     pub partition: u32,
     /// The system toplevel store path.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -61,6 +63,7 @@ pub struct Nixos {
 pub struct Registration {
     /// `/nix/var/nix/db/db.sqlite` or `/nix-path-registration`.
     pub source: String,
+    /// Store paths registered.
     pub count: u64,
     /// Whether the toplevel is among them.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -97,7 +100,24 @@ pub(crate) fn read(
         partition,
         ..Nixos::default()
     };
-    let mut warn = |e: Error| warnings.push(e.to_string());
+    let mut warn = |e: Error| warnings.push(chain(&e));
+    profile(fs, &mut n, &mut warn);
+    if n.toplevel.is_none() {
+        if let Some(t) = boot_toplevel {
+            n.toplevel = Some(t);
+            n.toplevel_from = Some("boot entry".into());
+        }
+    }
+    toplevel_files(fs, &mut n, &mut warn);
+    n.etc_nixos = fs.exists(b"/etc/NIXOS").unwrap_or(false);
+    let store = store(fs, &mut n, &mut warn);
+    registrations(fs, temp_dir, &mut n, store.as_ref(), &mut warn);
+    n
+}
+
+/// The system profile's link chain (at most 40 links), the toplevel it ends at, and the
+/// generations next to it.
+fn profile(fs: &Filesystem, n: &mut Nixos, warn: &mut dyn FnMut(Error)) {
     // Profile chain, at most 40 links.
     let mut cur = PROFILE.to_vec();
     if fs.exists(PROFILE).unwrap_or(false) {
@@ -143,12 +163,10 @@ pub(crate) fn read(
             Err(e) => warn(e),
         }
     }
-    if n.toplevel.is_none() {
-        if let Some(t) = boot_toplevel {
-            n.toplevel = Some(t);
-            n.toplevel_from = Some("boot entry".into());
-        }
-    }
+}
+
+/// `nixos-version`, `system` and `kernel-params` of the toplevel, when there is one.
+fn toplevel_files(fs: &Filesystem, n: &mut Nixos, warn: &mut dyn FnMut(Error)) {
     if let Some(t) = n.toplevel.clone() {
         let text = |name: &str, warn: &mut dyn FnMut(Error)| match fs
             .read_to_vec(&join(t.as_bytes(), name.as_bytes()), 1 << 16)
@@ -161,17 +179,19 @@ pub(crate) fn read(
                 None
             }
         };
-        n.version = text("nixos-version", &mut warn);
-        n.system = text("system", &mut warn);
-        n.kernel_params = text("kernel-params", &mut warn);
+        n.version = text("nixos-version", warn);
+        n.system = text("system", warn);
+        n.kernel_params = text("kernel-params", warn);
     }
-    n.etc_nixos = fs.exists(b"/etc/NIXOS").unwrap_or(false);
+}
 
-    let store: Option<HashSet<Vec<u8>>> = match fs.read_dir(b"/nix/store") {
+/// What `/nix/store` holds (into `n.store`), and its paths.
+fn store(fs: &Filesystem, n: &mut Nixos, warn: &mut dyn FnMut(Error)) -> Option<HashSet<Vec<u8>>> {
+    match fs.read_dir(b"/nix/store") {
         Ok(es) => {
             let meta = fs.metadata(b"/nix/store").ok();
             n.store = Some(Store {
-                paths: es.iter().filter(|e| !e.name.starts_with(b".")).count() as u64,
+                paths: len64(es.iter().filter(|e| !e.name.starts_with(b".")).count()),
                 unregistered: None,
                 optimised: es.iter().any(|e| e.name == b".links"),
                 mode: meta.map(|m| format!("{:o}", m.mode)).unwrap_or_default(),
@@ -189,8 +209,18 @@ pub(crate) fn read(
             }
             None
         }
-    };
+    }
+}
 
+/// The store paths each registration source (the Nix database, nixpkgs' registration file)
+/// lists, compared with the toplevel and the store.
+fn registrations(
+    fs: &Filesystem,
+    temp_dir: Option<&std::path::Path>,
+    n: &mut Nixos,
+    store: Option<&HashSet<Vec<u8>>>,
+    warn: &mut dyn FnMut(Error),
+) {
     let mut all_registered: Option<HashSet<Vec<u8>>> = None;
     let mut sources: Vec<(String, Result<Vec<Vec<u8>>>)> = Vec::new();
     if fs.exists(DB).unwrap_or(false) {
@@ -212,11 +242,11 @@ pub(crate) fn read(
                 let compare = paths.len() <= MAX_COMPARE;
                 n.registered.push(Registration {
                     source,
-                    count: paths.len() as u64,
+                    count: len64(paths.len()),
                     toplevel_registered: n.toplevel.as_ref().map(|t| set.contains(t.as_bytes())),
-                    missing_from_store: match (&store, compare) {
+                    missing_from_store: match (store, compare) {
                         (Some(s), true) => {
-                            Some(set.iter().filter(|p| !s.contains(*p)).count() as u64)
+                            Some(len64(set.iter().filter(|p| !s.contains(*p)).count()))
                         }
                         _ => None,
                     },
@@ -228,10 +258,9 @@ pub(crate) fn read(
             Err(e) => warn(e),
         }
     }
-    if let (Some(st), Some(s), Some(r)) = (&mut n.store, &store, &all_registered) {
-        st.unregistered = Some(s.iter().filter(|p| !r.contains(*p)).count() as u64);
+    if let (Some(st), Some(s), Some(r)) = (&mut n.store, store, &all_registered) {
+        st.unregistered = Some(len64(s.iter().filter(|p| !r.contains(*p)).count()));
     }
-    n
 }
 
 /// The store paths the system on `fs` consists of, and where they were read: the Nix
@@ -254,7 +283,7 @@ pub(crate) fn closure(
         }
         match read(fs, temp_dir) {
             Ok(paths) => return Ok((String::from_utf8_lossy(source).into_owned(), paths)),
-            Err(e) => warnings.push(e.to_string()),
+            Err(e) => warnings.push(chain(&e)),
         }
     }
     if !fs.exists(b"/nix/store")? {
@@ -291,7 +320,7 @@ fn registration_paths(fs: &Filesystem) -> Result<Vec<Vec<u8>>> {
             Some(Ok(l)) => Ok(Some(l)),
             Some(Err(e)) => Err(Error::Corrupt {
                 at: fs.location().with_path(REGISTRATION),
-                reason: format!("line {line} ({what}): {e}"),
+                reason: format!("line {line} ({what}): {}", chain(&e)),
             }),
         }
     };

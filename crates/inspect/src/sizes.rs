@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
+use crate::bytes::to_usize;
 use crate::fs::Allocation;
 use crate::{Image, Result};
 
@@ -17,7 +18,9 @@ const MAX_FILES: usize = 1000;
 /// What fills an image.
 #[derive(Clone, Debug, Serialize)]
 pub struct Sizes {
+    /// The image file, as given.
     pub image: String,
+    /// The disk's size in bytes.
     pub disk_size: u64,
     /// Where the list of the closure's store paths was read (the Nix database, nixpkgs'
     /// registration file, or, when neither is there, the entries of `/nix/store`).
@@ -41,6 +44,7 @@ pub struct Sizes {
 /// One store path.
 #[derive(Clone, Debug, Serialize)]
 pub struct StorePathSize {
+    /// The store path.
     pub path: String,
     /// The name without the hash (`hello-2.12.1`).
     pub name: String,
@@ -57,17 +61,23 @@ pub struct StorePathSize {
 /// A name and a size.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Named {
+    /// What it is: a directory, a store path, a category (`free`, `/nix/store (not in the closure)`).
     pub name: String,
+    /// Its bytes, allocated (as `du` counts).
     pub bytes: u64,
 }
 
 /// One partition's filesystem, and what fills it.
 #[derive(Clone, Debug, Serialize)]
 pub struct PartitionUse {
+    /// The partition number.
     pub number: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The partition's label, if any.
     pub label: Option<String>,
+    /// The filesystem kind (`ext4`, `vfat`, ...).
     pub kind: String,
+    /// The filesystem's size in bytes.
     pub size: u64,
     /// Bytes in use, from the filesystem's own counters: ext4 blocks (metadata included),
     /// FAT data clusters (as `fsck.fat` counts; the reserved sectors and FATs are outside).
@@ -251,7 +261,7 @@ impl Walk {
         let Some((idx, below)) = owner else {
             return;
         };
-        let i = idx as usize;
+        let i = to_usize(u64::from(idx));
         self.entries[i] += 1;
         if inode.paths.contains(&idx) {
             return;
@@ -271,7 +281,7 @@ impl Walk {
         let mut sums = vec![0u64; self.categories.len()];
         let mut closure = 0u64;
         for n in self.inodes.values() {
-            match sums.get_mut(n.category as usize) {
+            match sums.get_mut(to_usize(u64::from(n.category))) {
                 Some(s) => *s += n.bytes,
                 None => closure += n.bytes,
             }
@@ -305,10 +315,10 @@ impl Walk {
             if n.paths.len() > 1 {
                 shared += n.bytes;
             } else {
-                exclusive[n.paths[0] as usize] += n.bytes;
+                exclusive[to_usize(u64::from(n.paths[0]))] += n.bytes;
             }
             for &p in &n.paths {
-                bytes[p as usize] += n.bytes;
+                bytes[to_usize(u64::from(p))] += n.bytes;
             }
         }
         let mut out: Vec<StorePathSize> = (0..self.names.len())

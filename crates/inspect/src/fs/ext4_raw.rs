@@ -9,9 +9,10 @@
 
 use std::cell::RefCell;
 
-use super::ext4::Superblock;
+use super::ext4_sb::Superblock;
+use crate::bytes::{le16, le32, len64, to_usize};
+use crate::error::{Error, Result, Where};
 use crate::io::Slice;
-use crate::{Error, Result, Where};
 
 /// Largest directory read (bytes) while looking a name up.
 const MAX_DIR: u64 = 64 << 20;
@@ -34,13 +35,6 @@ pub(crate) struct Raw {
     first_data_block: u64,
     groups: u64,
     is64: bool,
-}
-
-fn u16le(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
-fn u32le(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
 }
 
 impl Raw {
@@ -83,23 +77,23 @@ impl Raw {
         if group >= self.groups {
             return Err(self.corrupt(at, format!("inode {ino} is past the last group")));
         }
-        let mut d = vec![0u8; self.desc_size.clamp(32, 64) as usize];
+        let mut d = vec![0u8; to_usize(self.desc_size.clamp(32, 64))];
         let gdt = (self.first_data_block + 1) * self.block_size;
         self.read(gdt + group * self.desc_size, &mut d, at)?;
-        let mut table = u64::from(u32le(&d, 0x8));
+        let mut table = u64::from(le32(&d, 0x8));
         if self.is64 && d.len() >= 0x2c {
-            table |= u64::from(u32le(&d, 0x28)) << 32;
+            table |= u64::from(le32(&d, 0x28)) << 32;
         }
         let off = table * self.block_size + (idx % self.inodes_per_group) * self.inode_size;
         let mut b = [0u8; 160];
-        let n = (self.inode_size as usize).min(160);
+        let n = to_usize(self.inode_size).min(160);
         self.read(off, &mut b[..n], at)?;
         Ok(b)
     }
 
     /// `(logical block, physical block, count)` runs of an inode's data.
     fn runs(&self, inode: &[u8; 160], at: &Where) -> Result<Vec<(u64, u64, u64)>> {
-        let flags = u32le(inode, 0x20);
+        let flags = le32(inode, 0x20);
         let iblock = &inode[0x28..0x28 + 60];
         if flags & INLINE_DATA_FL != 0 {
             return Err(Error::Unsupported {
@@ -111,10 +105,10 @@ impl Raw {
             // Block map: the first 12 pointers are direct (enough for any symlink target and
             // small directories).
             return Ok((0..12)
-                .map(|i| u64::from(u32le(iblock, i * 4)))
+                .map(|i| u64::from(le32(iblock, i * 4)))
                 .enumerate()
                 .filter(|&(_, p)| p != 0)
-                .map(|(i, p)| (i as u64, p, 1))
+                .map(|(i, p)| (len64(i), p, 1))
                 .collect());
         }
         let mut out = Vec::new();
@@ -129,24 +123,24 @@ impl Raw {
         out: &mut Vec<(u64, u64, u64)>,
         at: &Where,
     ) -> Result<()> {
-        if node.len() < 12 || u16le(node, 0) != 0xF30A {
+        if node.len() < 12 || le16(node, 0) != 0xF30A {
             return Err(self.corrupt(at, "bad extent header".into()));
         }
-        let entries = usize::from(u16le(node, 2));
-        let depth = u16le(node, 6);
+        let entries = usize::from(le16(node, 2));
+        let depth = le16(node, 6);
         if depth > budget || 12 + entries * 12 > node.len() {
             return Err(self.corrupt(at, "extent tree too deep or too full".into()));
         }
         for k in 0..entries {
             let e = &node[12 + k * 12..24 + k * 12];
             if depth == 0 {
-                let len = u64::from(u16le(e, 4));
+                let len = u64::from(le16(e, 4));
                 let len = if len > 32768 { len - 32768 } else { len };
-                let phys = (u64::from(u16le(e, 6)) << 32) | u64::from(u32le(e, 8));
-                out.push((u64::from(u32le(e, 0)), phys, len));
+                let phys = (u64::from(le16(e, 6)) << 32) | u64::from(le32(e, 8));
+                out.push((u64::from(le32(e, 0)), phys, len));
             } else {
-                let child = (u64::from(u16le(e, 8)) << 32) | u64::from(u32le(e, 4));
-                let mut b = vec![0u8; self.block_size as usize];
+                let child = (u64::from(le16(e, 8)) << 32) | u64::from(le32(e, 4));
+                let mut b = vec![0u8; to_usize(self.block_size)];
                 self.read(child * self.block_size, &mut b, at)?;
                 self.extents(&b, depth - 1, out, at)?;
             }
@@ -156,7 +150,7 @@ impl Raw {
 
     /// The first `size` bytes of an inode's data (holes read as zeros).
     fn data(&self, inode: &[u8; 160], size: u64, at: &Where) -> Result<Vec<u8>> {
-        let mut buf = vec![0u8; size as usize];
+        let mut buf = vec![0u8; to_usize(size)];
         let bs = self.block_size;
         for (l, p, n) in self.runs(inode, at)? {
             let from = l * bs;
@@ -164,17 +158,17 @@ impl Raw {
                 continue;
             }
             let len = (n * bs).min(size - from);
-            self.read(p * bs, &mut buf[from as usize..(from + len) as usize], at)?;
+            self.read(p * bs, &mut buf[to_usize(from)..to_usize(from + len)], at)?;
         }
         Ok(buf)
     }
 
     fn mode(inode: &[u8; 160]) -> u16 {
-        u16le(inode, 0) & S_IFMT
+        le16(inode, 0) & S_IFMT
     }
 
     fn size(inode: &[u8; 160]) -> u64 {
-        u64::from(u32le(inode, 0x4)) | (u64::from(u32le(inode, 0x6c)) << 32)
+        u64::from(le32(inode, 0x4)) | (u64::from(le32(inode, 0x6c)) << 32)
     }
 
     /// The entries of directory inode `dir` (`.` and `..` left out): a linear scan of every
@@ -194,11 +188,11 @@ impl Raw {
         }
         let data = self.data(&inode, size, at)?;
         let mut out = Vec::new();
-        for block in data.chunks(self.block_size as usize) {
+        for block in data.chunks(to_usize(self.block_size)) {
             let mut pos = 0;
             while pos + 8 <= block.len() {
-                let ino = u32le(block, pos);
-                let rec = usize::from(u16le(block, pos + 4));
+                let ino = le32(block, pos);
+                let rec = usize::from(le16(block, pos + 4));
                 let len = usize::from(block[pos + 6]);
                 if rec < 8 || pos + rec > block.len() || 8 + len > rec {
                     break;
@@ -235,8 +229,8 @@ impl Raw {
     /// `du` counts them: data, extent tree blocks, the extended-attribute block).
     pub(crate) fn allocation(&self, ino: u32, at: &Where) -> Result<(bool, u64)> {
         let inode = self.inode(ino, at)?;
-        let blocks = u64::from(u32le(&inode, 0x1c)) | (u64::from(u16le(&inode, 0x74)) << 32);
-        let unit = if u32le(&inode, 0x20) & HUGE_FILE_FL != 0 {
+        let blocks = u64::from(le32(&inode, 0x1c)) | (u64::from(le16(&inode, 0x74)) << 32);
+        let unit = if le32(&inode, 0x20) & HUGE_FILE_FL != 0 {
             self.block_size
         } else {
             512
@@ -256,7 +250,7 @@ impl Raw {
             return Err(self.corrupt(at, format!("symlink target of {size} bytes")));
         }
         if size < 60 {
-            return Ok(inode[0x28..0x28 + size as usize].to_vec());
+            return Ok(inode[0x28..0x28 + to_usize(size)].to_vec());
         }
         self.data(&inode, size, at)
     }

@@ -6,8 +6,8 @@
 //! and reads elsewhere in release builds, and it follows cluster chains without a bound. A
 //! read-only FAT reader is small; this one checks every number before using it:
 //!
-//! - the boot sector: every field fatfs validates, in 64-bit arithmetic, plus the volume
-//!   inside the partition and a FAT big enough for its clusters;
+//! - the boot sector ([`super::fat_bpb`]): every field fatfs validates, in 64-bit
+//!   arithmetic, plus the volume inside the partition and a FAT big enough for its clusters;
 //! - the table is read once (at most [`MAX_CLUSTERS`] entries) and kept in memory;
 //! - every chain step must name a data cluster, and a chain ends after at most as many
 //!   steps as there are clusters (so a loop is an error, not a hang);
@@ -18,184 +18,17 @@
 
 use std::cell::RefCell;
 
+use super::fat_bpb::{Bpb, FatType};
+use super::fat_names::{dos_time, short_name, Lfn};
 use super::{last_name, Entry, FsInfo, Kind};
+use crate::bytes::{le16, le32, len64, to_usize};
+use crate::error::{chain, Error, Result, Where};
 use crate::io::Slice;
-use crate::{Error, Result, Where};
 
 /// Largest cluster count read (the table is kept in memory: 4 bytes per cluster).
 pub const MAX_CLUSTERS: u64 = 16 << 20;
 /// Largest directory, in entries (FAT's own limit).
 pub const MAX_DIR_ENTRIES: u64 = 65536;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum FatType {
-    Fat12,
-    Fat16,
-    Fat32,
-}
-
-/// The boot sector fields, checked.
-#[derive(Clone, Debug)]
-pub(crate) struct Bpb {
-    bytes_per_sector: u64,
-    sectors_per_cluster: u64,
-    reserved: u64,
-    fats: u64,
-    root_entries: u64,
-    total_sectors: u64,
-    sectors_per_fat: u64,
-    root_cluster: u32,
-    volume_id: Option<u32>,
-    label: Option<String>,
-    fat_type: FatType,
-    clusters: u64,
-    first_data_sector: u64,
-}
-
-fn u16le(b: &[u8], o: usize) -> u64 {
-    u64::from(u16::from_le_bytes([b[o], b[o + 1]]))
-}
-fn u32le(b: &[u8], o: usize) -> u64 {
-    u64::from(u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]))
-}
-
-/// True when `b` (512 bytes) is a plausible FAT boot sector.
-pub(crate) fn looks_like_boot_sector(b: &[u8]) -> bool {
-    b.len() >= 512 && (b[0] == 0xeb || b[0] == 0xe9) && Bpb::parse(b, None).is_ok()
-}
-
-impl Bpb {
-    /// Parses and checks a boot sector; `part_len` bounds the volume when known.
-    pub(crate) fn parse(b: &[u8], part_len: Option<u64>) -> std::result::Result<Self, String> {
-        if b.len() < 512 {
-            return Err("boot sector shorter than 512 bytes".into());
-        }
-        let bps = u16le(b, 11);
-        let spc = u64::from(b[13]);
-        let reserved = u16le(b, 14);
-        let fats = u64::from(b[16]);
-        let root_entries = u16le(b, 17);
-        let total16 = u16le(b, 19);
-        let spf16 = u16le(b, 22);
-        let total32 = u32le(b, 32);
-        if !bps.is_power_of_two() || !(512..=4096).contains(&bps) {
-            return Err(format!("{bps} bytes per sector"));
-        }
-        if !spc.is_power_of_two() || spc > 128 {
-            return Err(format!("{spc} sectors per cluster"));
-        }
-        if reserved == 0 {
-            return Err("no reserved sectors".into());
-        }
-        if fats == 0 {
-            return Err("no FATs".into());
-        }
-        let is32 = spf16 == 0;
-        let spf = if is32 { u32le(b, 36) } else { spf16 };
-        if spf == 0 {
-            return Err("zero sectors per FAT".into());
-        }
-        if (total16 == 0) == (total32 == 0) {
-            return Err("both or neither of the 16- and 32-bit sector counts are set".into());
-        }
-        let total = if total16 != 0 { total16 } else { total32 };
-        if is32 && (root_entries != 0 || total16 != 0) {
-            return Err("FAT32 with a fixed root directory or a 16-bit sector count".into());
-        }
-        if !is32 && root_entries == 0 {
-            return Err("FAT12/16 without root directory entries".into());
-        }
-        if is32 && u16le(b, 42) != 0 {
-            return Err(format!("unknown FAT32 version {}", u16le(b, 42)));
-        }
-        let root_dir_sectors = (root_entries * 32).div_ceil(bps);
-        let first_data = reserved + fats * spf + root_dir_sectors;
-        if first_data >= total {
-            return Err(format!(
-                "{total} sectors, but the data area would start at sector {first_data}"
-            ));
-        }
-        let clusters = (total - first_data) / spc;
-        let fat_type = if clusters < 4085 {
-            FatType::Fat12
-        } else if clusters < 65525 {
-            FatType::Fat16
-        } else {
-            FatType::Fat32
-        };
-        if is32 != (fat_type == FatType::Fat32) {
-            return Err(format!(
-                "{clusters} clusters do not match the {} boot sector layout",
-                if is32 { "FAT32" } else { "FAT12/16" }
-            ));
-        }
-        if clusters == 0 {
-            return Err("no data clusters".into());
-        }
-        let bits = match fat_type {
-            FatType::Fat12 => 12,
-            FatType::Fat16 => 16,
-            FatType::Fat32 => 32,
-        };
-        if spf * bps * 8 / bits < clusters + 2 {
-            return Err(format!(
-                "a FAT of {spf} sectors cannot hold {clusters} clusters"
-            ));
-        }
-        if let Some(len) = part_len {
-            if total * bps > len {
-                return Err(format!(
-                    "the volume ({} bytes) is larger than its partition ({len} bytes)",
-                    total * bps
-                ));
-            }
-        }
-        let (root_cluster, ext) = if is32 {
-            let rc = u32le(b, 44);
-            if rc < 2 || rc >= clusters + 2 {
-                return Err(format!(
-                    "root directory cluster {rc} is outside the data area"
-                ));
-            }
-            if u16le(b, 48) >= reserved || u16le(b, 50) >= reserved {
-                return Err("FSInfo or backup boot sector outside the reserved area".into());
-            }
-            (rc as u32, 64)
-        } else {
-            (0, 36)
-        };
-        let (volume_id, label) = if b[ext + 2] == 0x29 {
-            let l = String::from_utf8_lossy(&b[ext + 7..ext + 18])
-                .trim_end()
-                .to_string();
-            (
-                Some(u32le(b, ext + 3) as u32),
-                (!l.is_empty() && l != "NO NAME").then_some(l),
-            )
-        } else {
-            (None, None)
-        };
-        Ok(Self {
-            bytes_per_sector: bps,
-            sectors_per_cluster: spc,
-            reserved,
-            fats,
-            root_entries,
-            total_sectors: total,
-            sectors_per_fat: spf,
-            root_cluster,
-            volume_id,
-            label,
-            fat_type,
-            clusters,
-            first_data_sector: first_data,
-        })
-    }
-
-    fn cluster_size(&self) -> u64 {
-        self.bytes_per_sector * self.sectors_per_cluster
-    }
-}
 
 /// Where a directory's entries live.
 #[derive(Clone, Copy, Debug)]
@@ -242,134 +75,6 @@ pub(crate) struct FatFile {
 
 pub(crate) fn map_err(e: std::io::Error, at: Where) -> Error {
     Error::Io { at, source: e }
-}
-
-use imgbuild_units::days_from_civil;
-
-/// DOS date and time (local time by convention; read as UTC) -> Unix seconds.
-fn dos_time(date: u16, time: u16) -> i64 {
-    let year = 1980 + i64::from(date >> 9);
-    let month = i64::from((date >> 5) & 0xf).clamp(1, 12);
-    let day = i64::from(date & 0x1f).max(1);
-    let secs = i64::from(time >> 11) * 3600
-        + i64::from((time >> 5) & 0x3f) * 60
-        + i64::from(time & 0x1f) * 2;
-    days_from_civil(year, month, day) * 86400 + secs
-}
-
-fn short_name(raw: &[u8], case: u8) -> String {
-    let mut base: Vec<u8> = raw[..8].to_vec();
-    if base[0] == 0x05 {
-        base[0] = 0xe5;
-    }
-    while base.last() == Some(&b' ') {
-        base.pop();
-    }
-    let mut ext: Vec<u8> = raw[8..11].to_vec();
-    while ext.last() == Some(&b' ') {
-        ext.pop();
-    }
-    if case & 0x08 != 0 {
-        base.make_ascii_lowercase();
-    }
-    if case & 0x10 != 0 {
-        ext.make_ascii_lowercase();
-    }
-    let mut s = oem(&base);
-    if !ext.is_empty() {
-        s.push('.');
-        s.push_str(&oem(&ext));
-    }
-    s
-}
-
-/// Code page 437 (Linux's default `codepage=` for vfat) for bytes above 0x7f of short names;
-/// a bijection, so distinct names stay distinct.
-const CP437_HIGH: &str = "ÇüéâäàåçêëèïîìÄÅÉæÆôöòûùÿÖÜ¢£¥₧ƒáíóúñÑªº¿⌐¬½¼¡«»░▒▓│┤╡╢╖╕╣║╗╝╜╛┐\
-                          └┴┬├─┼╞╟╚╔╩╦╠═╬╧╨╤╥╙╘╒╓╫╪┘┌█▄▌▐▀αßΓπΣσµτΦΘΩδ∞φε∩≡±≥≤⌠⌡÷≈°∙·√ⁿ²■\u{a0}";
-
-fn oem(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|&b| match b {
-            0x20..=0x7e => char::from(b),
-            0x80..=0xff => CP437_HIGH
-                .chars()
-                .nth(usize::from(b - 0x80))
-                .unwrap_or('\u{fffd}'),
-            _ => '\u{fffd}',
-        })
-        .collect()
-}
-
-fn lfn_checksum(short: &[u8]) -> u8 {
-    short[..11]
-        .iter()
-        .fold(0u8, |sum, &c| sum.rotate_right(1).wrapping_add(c))
-}
-
-/// Collects the long-name entries that precede a short entry.
-#[derive(Default)]
-struct Lfn {
-    parts: Vec<[u16; 13]>,
-    expect: u8,
-    checksum: u8,
-    active: bool,
-}
-
-impl Lfn {
-    fn reset(&mut self) {
-        self.parts.clear();
-        self.active = false;
-    }
-
-    fn push(&mut self, e: &[u8]) {
-        let seq = e[0];
-        let n = seq & 0x1f;
-        let mut chars = [0u16; 13];
-        for (i, off) in [1, 3, 5, 7, 9, 14, 16, 18, 20, 22, 24, 28, 30]
-            .iter()
-            .enumerate()
-        {
-            chars[i] = u16::from_le_bytes([e[*off], e[*off + 1]]);
-        }
-        if seq & 0x40 != 0 {
-            self.parts.clear();
-            if n == 0 || n > 20 {
-                self.active = false;
-                return;
-            }
-            self.active = true;
-            self.expect = n;
-            self.checksum = e[13];
-        } else if !self.active || n != self.expect || e[13] != self.checksum {
-            self.reset();
-            return;
-        }
-        self.parts.push(chars);
-        self.expect = n - 1;
-    }
-
-    /// The long name, if complete and belonging to `short`.
-    fn take(&mut self, short: &[u8]) -> Option<String> {
-        let ok = self.active && self.expect == 0 && self.checksum == lfn_checksum(short);
-        let parts = std::mem::take(&mut self.parts);
-        self.active = false;
-        if !ok {
-            return None;
-        }
-        let mut units: Vec<u16> = Vec::with_capacity(parts.len() * 13);
-        for p in parts.iter().rev() {
-            units.extend_from_slice(p);
-        }
-        if let Some(end) = units.iter().position(|&u| u == 0) {
-            units.truncate(end);
-        }
-        while units.last() == Some(&0xffff) {
-            units.pop();
-        }
-        (!units.is_empty()).then(|| String::from_utf16_lossy(&units))
-    }
 }
 
 impl FatFs {
@@ -419,7 +124,7 @@ impl FatFs {
                     bpb.clusters
                 ),
             };
-            info.error = Some(e.to_string());
+            info.error = Some(chain(&e));
             return Err(Box::new((Some(info), e)));
         }
         let fat = match read_fat(&mut slice, &bpb) {
@@ -429,11 +134,11 @@ impl FatFs {
                     at: at.clone(),
                     source,
                 };
-                info.error = Some(e.to_string());
+                info.error = Some(chain(&e));
                 return Err(Box::new((Some(info), e)));
             }
         };
-        let free = fat[2..].iter().filter(|&&v| v == 0).count() as u64;
+        let free = len64(fat[2..].iter().filter(|&&v| v == 0).count());
         info.used = (bpb.clusters - free) * bpb.cluster_size();
         info.free = free * bpb.cluster_size();
         let fs = Self {
@@ -453,7 +158,7 @@ impl FatFs {
                 }
             }
             Err(e) => {
-                info.error = Some(e.to_string());
+                info.error = Some(chain(&e));
                 return Err(Box::new((Some(info), e)));
             }
         }
@@ -490,13 +195,13 @@ impl FatFs {
                     "cluster chain reaches cluster {c}, outside the data area"
                 )));
             }
-            if out.len() as u64 >= self.bpb.clusters {
+            if len64(out.len()) >= self.bpb.clusters {
                 return Err(corrupt(format!(
                     "the cluster chain from cluster {first} loops"
                 )));
             }
             out.push(c);
-            let next = self.fat[c as usize];
+            let next = self.fat[to_usize(u64::from(c))];
             if self.is_eoc(next) {
                 return Ok(out);
             }
@@ -524,7 +229,7 @@ impl FatFs {
             DirLoc::FixedRoot => {
                 let off = (self.bpb.reserved + self.bpb.fats * self.bpb.sectors_per_fat)
                     * self.bpb.bytes_per_sector;
-                let mut d = vec![0u8; (self.bpb.root_entries * 32) as usize];
+                let mut d = vec![0u8; to_usize(self.bpb.root_entries * 32)];
                 self.slice
                     .borrow_mut()
                     .read_exact_at(off, &mut d)
@@ -534,16 +239,17 @@ impl FatFs {
             DirLoc::Chain(first) => {
                 let chain = self.chain(first, at)?;
                 let cs = self.bpb.cluster_size();
-                if chain.len() as u64 * cs > MAX_DIR_ENTRIES * 32 {
+                if len64(chain.len()) * cs > MAX_DIR_ENTRIES * 32 {
                     return Err(Error::Limit {
                         at: at.clone(),
                         what: "directory size in entries".into(),
                         limit: MAX_DIR_ENTRIES,
                     });
                 }
-                let mut d = vec![0u8; chain.len() * cs as usize];
+                let cs_len = to_usize(cs);
+                let mut d = vec![0u8; chain.len() * cs_len];
                 for (i, &c) in chain.iter().enumerate() {
-                    let dst = &mut d[i * cs as usize..(i + 1) * cs as usize];
+                    let dst = &mut d[i * cs_len..(i + 1) * cs_len];
                     self.slice
                         .borrow_mut()
                         .read_exact_at(self.cluster_offset(c), dst)
@@ -585,7 +291,7 @@ impl FatFs {
                 continue;
             }
             let hi = if self.bpb.fat_type == FatType::Fat32 {
-                u16le(e, 20) as u32
+                u32::from(le16(e, 20))
             } else {
                 0
             };
@@ -593,9 +299,9 @@ impl FatFs {
                 name: long.unwrap_or_else(|| short.clone()),
                 short,
                 attr,
-                first_cluster: hi << 16 | u16le(e, 26) as u32,
-                size: u32le(e, 28) as u32,
-                mtime: dos_time(u16le(e, 24) as u16, u16le(e, 22) as u16),
+                first_cluster: hi << 16 | u32::from(le16(e, 26)),
+                size: le32(e, 28),
+                mtime: dos_time(le16(e, 24), le16(e, 22)),
             });
         }
         Ok(out)
@@ -699,7 +405,7 @@ impl FatFs {
                 return Err(Error::Limit {
                     at: here,
                     what: "entries in one directory".into(),
-                    limit: max as u64,
+                    limit: len64(max),
                 });
             }
             out.push(self.to_entry(e));
@@ -727,7 +433,7 @@ impl FatFs {
             self.chain(e.first_cluster, &here)?
         };
         let need = size.div_ceil(self.bpb.cluster_size());
-        if (chain.len() as u64) < need {
+        if len64(chain.len()) < need {
             return Err(Error::Corrupt {
                 at: here,
                 reason: format!(
@@ -752,19 +458,19 @@ impl FatFs {
             return Ok(0);
         }
         let cs = self.bpb.cluster_size();
-        let idx = (f.pos / cs) as usize;
+        let idx = to_usize(f.pos / cs);
         let within = f.pos % cs;
-        let n = (cs - within).min(f.size - f.pos).min(buf.len() as u64) as usize;
+        let n = to_usize((cs - within).min(f.size - f.pos)).min(buf.len());
         let off = self.cluster_offset(f.chain[idx]) + within;
         self.slice.borrow_mut().read_exact_at(off, &mut buf[..n])?;
-        f.pos += n as u64;
+        f.pos += len64(n);
         Ok(n)
     }
 }
 
 /// Reads and decodes the first FAT: entries for clusters 0..clusters+2.
 fn read_fat(slice: &mut Slice, bpb: &Bpb) -> std::io::Result<Vec<u32>> {
-    let n = (bpb.clusters + 2) as usize;
+    let n = to_usize(bpb.clusters + 2);
     let off = bpb.reserved * bpb.bytes_per_sector;
     let bytes = match bpb.fat_type {
         FatType::Fat12 => (n * 3).div_ceil(2),
@@ -773,7 +479,7 @@ fn read_fat(slice: &mut Slice, bpb: &Bpb) -> std::io::Result<Vec<u32>> {
     };
     let mut raw = vec![0u8; bytes];
     for (i, chunk) in raw.chunks_mut(1 << 20).enumerate() {
-        slice.read_exact_at(off + (i as u64) * (1 << 20), chunk)?;
+        slice.read_exact_at(off + len64(i) * (1 << 20), chunk)?;
     }
     let fat = (0..n)
         .map(|i| match bpb.fat_type {
@@ -790,27 +496,4 @@ fn read_fat(slice: &mut Slice, bpb: &Bpb) -> std::io::Result<Vec<u32>> {
         })
         .collect();
     Ok(fat)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dos_times() {
-        // 1980-01-01 00:00:00
-        assert_eq!(dos_time(0x21, 0), 315_532_800);
-        // 2000-01-01 00:00:00 (year 20, month 1, day 1)
-        assert_eq!(dos_time((20 << 9) | (1 << 5) | 1, 0), 946_684_800);
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-    }
-
-    #[test]
-    fn short_names() {
-        assert_eq!(short_name(b"README  TXT", 0), "README.TXT");
-        assert_eq!(short_name(b"EFI        ", 0), "EFI");
-        assert_eq!(short_name(b"CONFIG  TXT", 0x18), "config.txt");
-        assert_eq!(CP437_HIGH.chars().count(), 128);
-        assert_eq!(short_name(b"\x9an\xd8c\x99d\x90 TXT", 0x18), "Ün╪cÖdÉ.txt");
-    }
 }

@@ -3,18 +3,25 @@
 
 pub(crate) mod ext4;
 mod ext4_raw;
+mod ext4_sb;
 pub(crate) mod fat;
+pub(crate) mod fat_bpb;
+mod fat_names;
+mod types;
+
+pub(crate) use types::{check_names, last_name};
+pub use types::{Allocation, Entry, FsInfo, Kind};
 
 use std::cell::Cell;
 use std::io::Write;
 use std::sync::Arc;
 
 use imgbuild_partition::FsSummary;
-use serde::Serialize;
 
+use crate::bytes::{len64, to_usize};
 use crate::guard::guard;
 use crate::io::{Budget, Disk, Slice, BASE_BUDGET};
-use crate::path::{join, normalize, parent_and_name};
+use crate::path::{join, normalize};
 use crate::table::Partition;
 use crate::{Error, Limits, Result, Where};
 
@@ -29,14 +36,14 @@ pub(crate) enum Probe {
 
 /// Recognises a filesystem by its magic numbers (only ext and FAT are read further).
 pub(crate) fn probe(slice: &mut Slice) -> Probe {
-    let mut b = vec![0u8; 4096.min(slice.len() as usize)];
+    let mut b = vec![0u8; to_usize(slice.len().min(4096))];
     if slice.read_exact_at(0, &mut b).is_err() {
         return Probe::Unknown;
     }
     if b.len() >= 1082 && b[1080] == 0x53 && b[1081] == 0xef {
         return Probe::Ext;
     }
-    if b.len() >= 512 && fat::looks_like_boot_sector(&b[..512]) {
+    if b.len() >= 512 && fat_bpb::looks_like_boot_sector(&b[..512]) {
         return Probe::Fat;
     }
     if b.len() >= 4096 && &b[4086..4096] == b"SWAPSPACE2" {
@@ -60,122 +67,6 @@ pub(crate) fn probe(slice: &mut Slice) -> Probe {
         return Probe::Other("empty (zeros)");
     }
     Probe::Unknown
-}
-
-/// Facts about a filesystem, from its superblock or boot sector.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct FsInfo {
-    /// Kind, label, id and size: the part the manifest shows too.
-    #[serde(flatten)]
-    pub summary: FsSummary,
-    /// Bytes in use: ext4 blocks (metadata included); FAT data clusters (as `fsck.fat`
-    /// counts them; the reserved sectors and the FATs are outside).
-    pub used: u64,
-    /// Bytes free for new data: ext4 free blocks, FAT free clusters.
-    pub free: u64,
-    /// Block size (ext4) or cluster size (FAT).
-    pub block_size: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub inodes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub inodes_used: Option<u64>,
-    /// ext4 feature names.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub features: Vec<String>,
-    /// Why the filesystem could not be opened for reading files, if it could not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// One file, directory or link met by [`Filesystem::allocations`].
-#[derive(Clone, Copy, Debug)]
-pub struct Allocation<'a> {
-    pub path: &'a [u8],
-    /// 0 for the walk's root.
-    pub depth: usize,
-    /// ext4: the inode number (hard links share it); FAT: a number of its own per entry.
-    pub id: u64,
-    /// Bytes it holds on disk: ext4 `i_blocks` (as `du` counts), FAT whole clusters of a
-    /// file (directories count as filesystem metadata there).
-    pub bytes: u64,
-    pub dir: bool,
-}
-
-/// Type of a directory entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    File,
-    Dir,
-    Symlink,
-    CharDev,
-    BlockDev,
-    Fifo,
-    Socket,
-}
-
-impl Kind {
-    /// The `ls -l` type letter.
-    pub fn letter(self) -> char {
-        match self {
-            Kind::File => '-',
-            Kind::Dir => 'd',
-            Kind::Symlink => 'l',
-            Kind::CharDev => 'c',
-            Kind::BlockDev => 'b',
-            Kind::Fifo => 'p',
-            Kind::Socket => 's',
-        }
-    }
-}
-
-/// A file, directory or link, as `lstat` would describe it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    /// Name bytes (the last path component; `/` for the root).
-    pub name: Vec<u8>,
-    pub kind: Kind,
-    /// Permission bits (including setuid, setgid, sticky).
-    pub mode: u16,
-    pub uid: u32,
-    pub gid: u32,
-    pub size: u64,
-    /// Modification time, seconds since the Unix epoch.
-    pub mtime: i64,
-    /// Symlink target.
-    pub target: Option<Vec<u8>>,
-    /// An identity of a directory that the reader exposes (FAT: its first cluster; ext4: the
-    /// inode number, in walks), used to stop at directory loops and cross-linked
-    /// directories; `None` when there is none (ext4 outside walks, as `ext4-view` does not
-    /// expose inode numbers; walks are also bounded by depth and entry count).
-    pub id: Option<u64>,
-}
-
-impl Entry {
-    /// `drwxr-xr-x`-style mode string.
-    pub fn mode_string(&self) -> String {
-        let m = self.mode;
-        let mut s = String::with_capacity(10);
-        s.push(self.kind.letter());
-        let bit = |b: u16, c: char| if m & b != 0 { c } else { '-' };
-        let exec =
-            |x: u16, special: u16, set: char, unset: char| match (m & x != 0, m & special != 0) {
-                (true, true) => set,
-                (false, true) => unset,
-                (true, false) => 'x',
-                (false, false) => '-',
-            };
-        s.push(bit(0o400, 'r'));
-        s.push(bit(0o200, 'w'));
-        s.push(exec(0o100, 0o4000, 's', 'S'));
-        s.push(bit(0o040, 'r'));
-        s.push(bit(0o020, 'w'));
-        s.push(exec(0o010, 0o2000, 's', 'S'));
-        s.push(bit(0o004, 'r'));
-        s.push(bit(0o002, 'w'));
-        s.push(exec(0o001, 0o1000, 't', 'T'));
-        s
-    }
 }
 
 enum Inner {
@@ -228,7 +119,7 @@ pub(crate) fn open(disk: &Arc<Disk>, part: &Partition, at: Where, limits: &Limit
     };
     match probe(&mut slice) {
         Probe::Ext => {
-            let sb = match ext4::Superblock::read(&mut slice, &at) {
+            let sb = match ext4_sb::Superblock::read(&mut slice, &at) {
                 Ok(sb) => sb,
                 Err(e) => return none(None, Some(e)),
             };
@@ -253,7 +144,7 @@ pub(crate) fn open(disk: &Arc<Disk>, part: &Partition, at: Where, limits: &Limit
                     error: None,
                 },
                 Err(e) => {
-                    info.error = Some(e.to_string());
+                    info.error = Some(crate::error::chain(&e));
                     none(Some(info), Some(e))
                 }
             }
@@ -337,7 +228,7 @@ impl FileReader<'_> {
                 reason: format!("the file ends {} bytes before its recorded size", self.left),
             });
         }
-        self.left -= n as u64;
+        self.left -= len64(n);
         Ok(n)
     }
 }
@@ -567,7 +458,7 @@ impl Filesystem {
                 max,
             });
         }
-        let mut v = vec![0u8; size as usize];
+        let mut v = vec![0u8; to_usize(size)];
         let mut done = 0;
         while done < v.len() {
             done += r.read(&mut v[done..])?;
@@ -609,7 +500,7 @@ impl Filesystem {
                 return Err(Error::Limit {
                     at: self.at.with_path(&dir),
                     what: "directory depth (a directory loop?)".into(),
-                    limit: self.limits.max_depth as u64,
+                    limit: len64(self.limits.max_depth),
                 });
             }
             let entries = self.read_dir_walked(&dir)?;
@@ -657,38 +548,5 @@ impl Filesystem {
 
     pub(crate) fn at(&self) -> &Where {
         &self.at
-    }
-}
-
-/// Names that must not become host paths, or appear twice in one directory.
-pub(crate) fn check_names(entries: &[Entry], at: &Where) -> Result<()> {
-    for (i, e) in entries.iter().enumerate() {
-        if e.name.is_empty()
-            || e.name == b"."
-            || e.name == b".."
-            || e.name.contains(&b'/')
-            || e.name.contains(&0)
-        {
-            return Err(Error::UnsafeName {
-                at: at.clone(),
-                name: String::from_utf8_lossy(&e.name).into_owned(),
-            });
-        }
-        // Sorted by name, so duplicates are adjacent.
-        if i > 0 && entries[i - 1].name == e.name {
-            return Err(Error::DuplicateName {
-                at: at.clone(),
-                name: String::from_utf8_lossy(&e.name).into_owned(),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// The name of the last component, for a metadata result.
-pub(crate) fn last_name(path: &[u8]) -> Vec<u8> {
-    match parent_and_name(path) {
-        Some((_, name)) => name.to_vec(),
-        None => b"/".to_vec(),
     }
 }

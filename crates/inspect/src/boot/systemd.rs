@@ -1,203 +1,12 @@
-//! The boot setup found on an image: systemd-boot (loader.conf + type 1 entries), extlinux,
-//! GRUB, Raspberry Pi firmware. Every file is read with a size cap; absent parts are absent.
-
-use serde::Serialize;
+//! systemd-boot: `loader/loader.conf`, the type 1 entries (boot counting, menu order, the
+//! entry it would boot) and the EFI binaries with their version.
 
 use crate::fs::{Filesystem, Kind};
-use crate::path::{join, normalize, parent_and_name};
+use crate::path::join;
 
-/// Config files bigger than this are not parsed.
-pub const MAX_CONFIG: u64 = 1 << 20;
-/// At most this many systemd-boot entry files are read.
-pub const MAX_ENTRIES: usize = 256;
-/// EFI binaries are searched for a version string up to this size.
-pub const MAX_EFI: u64 = 16 << 20;
-
-/// Everything boot-related found on the image's filesystems.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Boot {
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub systemd_boot: Vec<SystemdBoot>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub extlinux: Vec<Extlinux>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub grub: Vec<Grub>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub raspberry_pi: Vec<RaspberryPi>,
-}
-
-impl Boot {
-    /// True when no boot setup was found.
-    pub fn is_empty(&self) -> bool {
-        self.systemd_boot.is_empty()
-            && self.extlinux.is_empty()
-            && self.grub.is_empty()
-            && self.raspberry_pi.is_empty()
-    }
-}
-
-/// systemd-boot on an ESP (or XBOOTLDR) partition.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct SystemdBoot {
-    pub partition: u32,
-    /// `loader/loader.conf` settings, in file order.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub loader_conf: Vec<(String, String)>,
-    /// The `default` setting (an entry id or glob, e.g. `nixos-*`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub default: Option<String>,
-    /// The `preferred` setting (systemd-boot 260+: tried first unless its tries ran out).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub preferred: Option<String>,
-    pub entries: Vec<BootEntry>,
-    /// EFI binaries: `EFI/BOOT/BOOT*.EFI`, `EFI/systemd/*.efi`, with the version found in them.
-    pub binaries: Vec<EfiBinary>,
-}
-
-/// One `loader/entries/*.conf` file.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct BootEntry {
-    /// File name in `loader/entries`.
-    pub file: String,
-    /// The entry's id: the file name without boot counters (`nixos-<hash>.conf` for
-    /// `nixos-<hash>+2-1.conf`), what `default` and `preferred` name.
-    pub id: String,
-    /// Boot counting (automatic boot assessment): tries left, from a `+LEFT` or
-    /// `+LEFT-DONE` before `.conf`; absent when the entry is not counted.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tries_left: Option<u32>,
-    /// Tries done (`-DONE`, 0 when only `+LEFT` is there).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tries_done: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sort_key: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub linux: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub initrd: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub options: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub devicetree: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub machine_id: Option<String>,
-    /// Whether systemd-boot would boot this entry: loader.conf's `preferred` if it names an
-    /// entry with tries left, else the first entry `default` matches in menu order.
-    pub default: bool,
-    /// Files the entry names that are not on the partition.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub missing: Vec<String>,
-}
-
-/// An EFI binary and the version string found in it.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct EfiBinary {
-    pub path: String,
-    pub size: u64,
-    /// e.g. `systemd-boot 252.39-1~deb12u1` (from its `LoaderInfo` marker).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-}
-
-/// An extlinux.conf (U-Boot distro boot, NixOS generic-extlinux-compatible).
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Extlinux {
-    pub partition: u32,
-    pub config: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub default: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub menu_title: Option<String>,
-    pub entries: Vec<ExtlinuxEntry>,
-}
-
-/// One `LABEL` of an extlinux.conf.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ExtlinuxEntry {
-    pub label: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub menu_label: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub linux: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub initrd: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub append: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fdtdir: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fdt: Option<String>,
-    pub default: bool,
-    /// Files (kernel, initrd, fdt, fdtdir) named but not found, relative to the config.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub missing: Vec<String>,
-}
-
-/// A GRUB configuration.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Grub {
-    pub partition: u32,
-    pub config: String,
-    /// `menuentry` titles.
-    pub entries: Vec<String>,
-}
-
-/// Raspberry Pi firmware partition.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct RaspberryPi {
-    pub partition: u32,
-    /// `kernel=` settings of config.txt, with their `[section]`.
-    pub kernels: Vec<PiKernel>,
-    /// `armstub=` setting, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub armstub: Option<String>,
-    /// Firmware files present (bootcode.bin, start*.elf, fixup*.dat).
-    pub firmware: Vec<String>,
-    /// Number of `*.dtb` files at the top level.
-    pub dtbs: usize,
-}
-
-/// A `kernel=` line of config.txt.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct PiKernel {
-    pub section: String,
-    pub file: String,
-    pub present: bool,
-}
-
-fn read_text(fs: &Filesystem, path: &[u8], warnings: &mut Vec<String>) -> Option<String> {
-    match fs.read_to_vec(path, MAX_CONFIG) {
-        Ok(v) => Some(String::from_utf8_lossy(&v).into_owned()),
-        Err(e) => {
-            if !e.is_not_found() {
-                warnings.push(e.to_string());
-            }
-            None
-        }
-    }
-}
-
-fn is_file(fs: &Filesystem, path: &[u8]) -> bool {
-    fs.open(path).is_ok()
-}
-
-/// `key value` (the first run of whitespace separates them).
-fn key_value(line: &str) -> Option<(&str, &str)> {
-    let line = line.trim();
-    if line.is_empty() || line.starts_with('#') {
-        return None;
-    }
-    match line.split_once(char::is_whitespace) {
-        Some((k, v)) => Some((k, v.trim())),
-        None => Some((line, "")),
-    }
-}
+use super::{
+    is_file, key_value, read_text, BootEntry, EfiBinary, SystemdBoot, MAX_EFI, MAX_ENTRIES,
+};
 
 /// systemd-boot's glob: `*`, `?` and literal characters.
 fn glob(pattern: &str, name: &str) -> bool {
@@ -371,7 +180,7 @@ pub(crate) fn systemd_boot(
         Ok(es) => es,
         Err(e) => {
             if !e.is_not_found() {
-                warnings.push(e.to_string());
+                warnings.push(crate::error::chain(&e));
             }
             Vec::new()
         }
@@ -449,7 +258,7 @@ fn efi_binaries(fs: &Filesystem, warnings: &mut Vec<String>) -> Vec<EfiBinary> {
             let version = match fs.read_to_vec(&path, MAX_EFI) {
                 Ok(bytes) => loader_info(&bytes),
                 Err(err) => {
-                    warnings.push(err.to_string());
+                    warnings.push(crate::error::chain(&err));
                     None
                 }
             };
@@ -471,178 +280,6 @@ fn loader_info(bytes: &[u8]) -> Option<String> {
     let rest = &bytes[i..bytes.len().min(i + 200)];
     let end = rest.windows(5).position(|w| w == b" ####")?;
     Some(String::from_utf8_lossy(&rest[..end]).into_owned())
-}
-
-/// extlinux.conf files on `fs`.
-pub(crate) fn extlinux(
-    fs: &Filesystem,
-    partition: u32,
-    warnings: &mut Vec<String>,
-) -> Vec<Extlinux> {
-    let mut out = Vec::new();
-    for config in [
-        &b"/boot/extlinux/extlinux.conf"[..],
-        b"/extlinux/extlinux.conf",
-    ] {
-        let Some(text) = read_text(fs, config, warnings) else {
-            continue;
-        };
-        let base = parent_and_name(config).map_or(&b"/"[..], |(d, _)| d);
-        let mut ex = Extlinux {
-            partition,
-            config: String::from_utf8_lossy(config).into_owned(),
-            ..Extlinux::default()
-        };
-        let mut cur: Option<ExtlinuxEntry> = None;
-        for line in text.lines() {
-            let Some((k, v)) = key_value(line) else {
-                continue;
-            };
-            let v = v.to_string();
-            let k = k.to_ascii_uppercase();
-            if k == "LABEL" {
-                ex.entries.extend(cur.take());
-                cur = Some(ExtlinuxEntry {
-                    label: v,
-                    ..ExtlinuxEntry::default()
-                });
-                continue;
-            }
-            let menu = k == "MENU";
-            let (mk, mv) = if menu {
-                match v.split_once(char::is_whitespace) {
-                    Some((a, b)) => (a.to_ascii_uppercase(), b.trim().to_string()),
-                    None => (v.to_ascii_uppercase(), String::new()),
-                }
-            } else {
-                (String::new(), String::new())
-            };
-            match (&mut cur, k.as_str()) {
-                (_, "DEFAULT") => ex.default = Some(v),
-                (_, "TIMEOUT") => ex.timeout = Some(v),
-                (None, "MENU") if mk == "TITLE" => ex.menu_title = Some(mv),
-                (Some(e), "MENU") if mk == "LABEL" => e.menu_label = Some(mv),
-                (Some(e), "LINUX" | "KERNEL") => e.linux = Some(v),
-                (Some(e), "INITRD") => e.initrd = Some(v),
-                (Some(e), "APPEND") => e.append = Some(v),
-                (Some(e), "FDTDIR" | "DEVICETREEDIR") => e.fdtdir = Some(v),
-                (Some(e), "FDT" | "DEVICETREE") => e.fdt = Some(v),
-                _ => {}
-            }
-        }
-        ex.entries.extend(cur.take());
-        for e in &mut ex.entries {
-            e.default = ex.default.as_deref() == Some(e.label.as_str());
-            let files = e.linux.iter().chain(&e.initrd).chain(&e.fdt);
-            let mut missing: Vec<String> = files
-                .filter(|p| !is_file(fs, &resolve(base, p)))
-                .cloned()
-                .collect();
-            if let Some(d) = &e.fdtdir {
-                if !matches!(fs.metadata(&resolve(base, d)), Ok(m) if m.kind == Kind::Dir) {
-                    missing.push(d.clone());
-                }
-            }
-            e.missing = missing;
-        }
-        out.push(ex);
-    }
-    out
-}
-
-/// A path in a boot config: absolute, or relative to the config's directory.
-fn resolve(base: &[u8], p: &str) -> Vec<u8> {
-    if p.starts_with('/') {
-        normalize(p.as_bytes())
-    } else {
-        normalize(&join(base, p.as_bytes()))
-    }
-}
-
-/// GRUB configurations on `fs`.
-pub(crate) fn grub(fs: &Filesystem, partition: u32, warnings: &mut Vec<String>) -> Vec<Grub> {
-    let mut out = Vec::new();
-    for config in [
-        &b"/boot/grub/grub.cfg"[..],
-        b"/grub/grub.cfg",
-        b"/EFI/BOOT/grub.cfg",
-    ] {
-        let Some(text) = read_text(fs, config, warnings) else {
-            continue;
-        };
-        let entries = text
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("menuentry"))
-            .filter_map(|rest| {
-                let rest = rest.trim_start();
-                let q = rest.chars().next().filter(|c| *c == '"' || *c == '\'')?;
-                rest[1..].split(q).next().map(str::to_string)
-            })
-            .collect();
-        out.push(Grub {
-            partition,
-            config: String::from_utf8_lossy(config).into_owned(),
-            entries,
-        });
-    }
-    out
-}
-
-/// Raspberry Pi firmware on `fs`, if it has config.txt and firmware files.
-pub(crate) fn raspberry_pi(
-    fs: &Filesystem,
-    partition: u32,
-    warnings: &mut Vec<String>,
-) -> Option<RaspberryPi> {
-    let top = fs.read_dir(b"/").ok()?;
-    let lower = |e: &crate::fs::Entry| String::from_utf8_lossy(&e.name).to_lowercase();
-    let firmware: Vec<String> = top
-        .iter()
-        .filter(|e| e.kind == Kind::File)
-        .map(lower)
-        .filter(|n| {
-            n == "bootcode.bin"
-                || (n.starts_with("start") && n.ends_with(".elf"))
-                || (n.starts_with("fixup") && n.ends_with(".dat"))
-        })
-        .collect();
-    let has_config = top.iter().any(|e| lower(e) == "config.txt");
-    if !has_config || firmware.is_empty() {
-        return None;
-    }
-    let text = read_text(fs, b"/config.txt", warnings).unwrap_or_default();
-    let mut pi = RaspberryPi {
-        partition,
-        firmware,
-        dtbs: top
-            .iter()
-            .filter(|e| e.kind == Kind::File && lower(e).ends_with(".dtb"))
-            .count(),
-        ..RaspberryPi::default()
-    };
-    let mut section = "all".to_string();
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('#') || line.is_empty() {
-            continue;
-        }
-        if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            section = s.to_string();
-            continue;
-        }
-        if let Some((k, v)) = line.split_once('=') {
-            let (k, v) = (k.trim(), v.trim());
-            if k == "kernel" {
-                pi.kernels.push(PiKernel {
-                    section: section.clone(),
-                    file: v.to_string(),
-                    present: is_file(fs, &normalize(v.as_bytes())),
-                });
-            } else if k == "armstub" {
-                pi.armstub = Some(v.to_string());
-            }
-        }
-    }
-    Some(pi)
 }
 
 #[cfg(test)]
@@ -805,12 +442,5 @@ mod tests {
             entry("nixos-z+2-1.conf", "Generation 3 x"),
         ];
         assert_eq!(sb(None, None, v).as_deref(), Some("nixos-z+2-1.conf"));
-    }
-
-    #[test]
-    fn key_values() {
-        assert_eq!(key_value("  title   NixOS  "), Some(("title", "NixOS")));
-        assert_eq!(key_value("# comment"), None);
-        assert_eq!(key_value("editor"), Some(("editor", "")));
     }
 }

@@ -1,0 +1,160 @@
+//! The `boot` section of `imgbuild inspect`'s text report.
+
+use std::io::{self, Write};
+
+use imgbuild_inspect::{Extlinux, Inspection, SystemdBoot};
+use imgbuild_units::human_size as human;
+
+/// Every boot setup found, or that none was.
+pub(super) fn write_boot(out: &mut dyn Write, r: &Inspection) -> io::Result<()> {
+    let b = &r.boot;
+    if b.is_empty() {
+        writeln!(
+            out,
+            "boot      nothing found (no systemd-boot, extlinux, GRUB or Raspberry Pi firmware)"
+        )?;
+        return Ok(());
+    }
+    writeln!(out, "boot")?;
+    for s in &b.systemd_boot {
+        write_systemd_boot(out, s)?;
+    }
+    for x in &b.extlinux {
+        write_extlinux(out, x)?;
+    }
+    for g in &b.grub {
+        writeln!(out, "  GRUB on partition {}: {}", g.partition, g.config)?;
+        for e in &g.entries {
+            writeln!(out, "      {e}")?;
+        }
+    }
+    for pi in &b.raspberry_pi {
+        writeln!(
+            out,
+            "  Raspberry Pi firmware on partition {}: {} firmware files, {} dtbs{}",
+            pi.partition,
+            pi.firmware.len(),
+            pi.dtbs,
+            pi.armstub
+                .as_deref()
+                .map(|a| format!(", armstub {a}"))
+                .unwrap_or_default()
+        )?;
+        for k in &pi.kernels {
+            writeln!(
+                out,
+                "      [{}] kernel={}{}",
+                k.section,
+                k.file,
+                if k.present { "" } else { " (MISSING)" }
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// systemd-boot: its binaries, loader.conf, and each entry (the one it boots starred).
+fn write_systemd_boot(out: &mut dyn Write, s: &SystemdBoot) -> io::Result<()> {
+    writeln!(out, "  systemd-boot on partition {}", s.partition)?;
+    for bin in &s.binaries {
+        writeln!(
+            out,
+            "    {} ({}){}",
+            bin.path,
+            human(bin.size),
+            bin.version
+                .as_deref()
+                .map(|v| format!(": {v}"))
+                .unwrap_or_default()
+        )?;
+    }
+    if !s.loader_conf.is_empty() {
+        let kv: Vec<String> = s
+            .loader_conf
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        writeln!(out, "    loader.conf: {}", kv.join(", "))?;
+    }
+    for e in &s.entries {
+        writeln!(
+            out,
+            "    {} {}: {}",
+            if e.default { "*" } else { " " },
+            e.file,
+            e.title.as_deref().unwrap_or("(no title)")
+        )?;
+        if let Some(v) = &e.version {
+            writeln!(out, "        version  {v}")?;
+        }
+        match (e.tries_left, e.tries_done) {
+            (Some(left), done) => writeln!(
+                out,
+                "        tries    {left} left, {} done{}; id {}",
+                done.unwrap_or(0),
+                if left == 0 {
+                    " (out of tries: bad)"
+                } else {
+                    ""
+                },
+                e.id
+            )?,
+            (None, _) => writeln!(out, "        tries    none (no boot counting)")?,
+        }
+        if let Some(l) = &e.linux {
+            writeln!(out, "        linux    {l}")?;
+        }
+        for i in &e.initrd {
+            writeln!(out, "        initrd   {i}")?;
+        }
+        if let Some(o) = &e.options {
+            writeln!(out, "        options  {o}")?;
+        }
+        if let Some(d) = &e.devicetree {
+            writeln!(out, "        dtb      {d}")?;
+        }
+        if !e.missing.is_empty() {
+            writeln!(out, "        MISSING  {}", e.missing.join(" "))?;
+        }
+    }
+    Ok(())
+}
+
+/// An extlinux.conf and its labels (the default starred).
+fn write_extlinux(out: &mut dyn Write, x: &Extlinux) -> io::Result<()> {
+    write!(out, "  extlinux on partition {}: {}", x.partition, x.config)?;
+    if let Some(d) = &x.default {
+        write!(out, ", default {d}")?;
+    }
+    if let Some(t) = &x.timeout {
+        write!(out, ", timeout {t}")?;
+    }
+    writeln!(out)?;
+    for e in &x.entries {
+        writeln!(
+            out,
+            "    {} {}{}",
+            if e.default { "*" } else { " " },
+            e.label,
+            e.menu_label
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        )?;
+        for (k, v) in [
+            ("linux", &e.linux),
+            ("initrd", &e.initrd),
+            ("append", &e.append),
+            ("fdtdir", &e.fdtdir),
+            ("fdt", &e.fdt),
+        ] {
+            if let Some(v) = v {
+                writeln!(out, "        {k:<8} {v}")?;
+            }
+        }
+        if !e.missing.is_empty() {
+            writeln!(out, "        MISSING  {}", e.missing.join(" "))?;
+        }
+    }
+    Ok(())
+}
