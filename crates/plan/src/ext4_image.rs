@@ -4,8 +4,8 @@
 //! Its ids derive from a documented seed when not given: the label, then for every entry in
 //! tree order its path, a NUL, its permission bits (u16 LE), uid and gid (u32 LE), mtime (i64
 //! LE), a kind byte (`d`, `f`, `l`, `c`, `b`, `p`, `s`) and, for files, the size (u64 LE)
-//! and, for symlinks, the target. The UUID is [`derive_id`]`(seed, "ext4-uuid")`, the hash
-//! seed `derive_id(seed, "ext4-hash-seed")`.
+//! and, for symlinks, the target. The UUID is `Ids::ext4_image_uuid` of that seed, the hash
+//! seed `Ids::ext4_image_hash_seed`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -13,8 +13,8 @@ use std::sync::atomic::AtomicBool;
 use imgbuild_ext4 as ext4;
 use imgbuild_fstree::{Kind, Mtime, Owner, Perms, ScanOptions, Scanner, Tree};
 
-use crate::format::{Compression, ContainerType};
-use crate::ids::derive_id;
+use crate::ids::Ids;
+use crate::kinds::{Compression, ContainerType};
 use crate::output::{self, Job, Outputs};
 use crate::{Error, Reporter, Result};
 
@@ -125,14 +125,12 @@ pub fn ext4_image(
         what: src.display().to_string(),
         source,
     })?;
-    let seed = tree_seed(&opts.label, &tree);
-    let uuid = opts.uuid.unwrap_or_else(|| derive_id(&seed, "ext4-uuid"));
+    let ids = Ids::from_seed(tree_seed(&opts.label, &tree));
+    let uuid = opts.uuid.unwrap_or_else(|| ids.ext4_image_uuid());
     let fs_opts = ext4::Options {
         label: opts.label.clone(),
         uuid,
-        hash_seed: opts
-            .hash_seed
-            .unwrap_or_else(|| derive_id(&seed, "ext4-hash-seed")),
+        hash_seed: opts.hash_seed.unwrap_or_else(|| ids.ext4_image_hash_seed()),
         timestamp: opts.epoch,
         size: opts.size,
         ..Default::default()

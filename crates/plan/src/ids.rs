@@ -66,6 +66,17 @@ impl Ids {
         derive_id(&self.seed, what)
     }
 
+    /// The UUID of a filesystem `imgbuild ext4` makes, whose seed is its label and tree
+    /// (`ext4_image::tree_seed`).
+    pub fn ext4_image_uuid(&self) -> [u8; 16] {
+        self.id("ext4-uuid")
+    }
+
+    /// The directory hash seed of a filesystem `imgbuild ext4` makes.
+    pub fn ext4_image_hash_seed(&self) -> [u8; 16] {
+        self.id("ext4-hash-seed")
+    }
+
     /// The GPT disk GUID.
     pub fn gpt_disk_guid(&self) -> Uuid {
         Uuid::from_bytes(self.id("gpt-disk-guid"))

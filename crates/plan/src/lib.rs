@@ -27,6 +27,7 @@ mod ext4_image;
 pub mod format;
 pub mod ids;
 pub mod inputs;
+mod kinds;
 pub mod layout;
 mod manifest;
 pub mod options;
@@ -71,6 +72,15 @@ pub fn check_epoch(t: i64) -> std::result::Result<i64, String> {
 
 /// Progress reporting for the CLI: named phases with a byte total, then byte counts.
 pub use imgbuild_blockio::Reporter;
+
+/// At most this many characters of a user's text are quoted in an error message.
+pub(crate) const QUOTE_MAX: usize = 48;
+
+/// `s` for an error message: control characters escaped, at most [`QUOTE_MAX`] characters
+/// (then `…`).
+pub(crate) fn quote(s: &str) -> String {
+    imgbuild_blockio::excerpt(s, QUOTE_MAX)
+}
 
 /// A reporter that shows nothing.
 pub struct Quiet;

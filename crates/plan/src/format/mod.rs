@@ -44,8 +44,7 @@ pub const FORMAT_FILE: imgbuild_blockio::InputKind = imgbuild_blockio::InputKind
     max_bytes: 1 << 20,
 };
 
-/// The most characters of a value or a line an error message quotes.
-const QUOTE_MAX: usize = 48;
+pub(crate) use crate::{quote, QUOTE_MAX};
 
 /// The most characters of a TOML parser's message, which may itself quote a key or a value:
 /// cut any shorter and "expected ..." is lost.
@@ -125,18 +124,9 @@ pub enum Contents {
     Root,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-/// Compression of a raw image.
-pub enum Compression {
-    /// The raw disk, sparse.
-    None,
-    /// zstd frames of the raw disk (`.zst`), with checksums.
-    Zstd,
-}
-
-/// The file the disk is written as: a registered output kind (see `output/kind.rs`).
-pub use crate::output::ContainerType;
+/// The file the disk is written as and its compression: registered output kinds (see
+/// `kinds/kind.rs`).
+pub use crate::kinds::{Compression, ContainerType};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -399,12 +389,6 @@ impl Format {
             .find(|p| p.contents == Contents::Root)
             .expect("validate() checked there is exactly one root partition")
     }
-}
-
-/// `s` for an error message: control characters escaped, at most [`QUOTE_MAX`] characters
-/// (then `…`).
-pub(crate) fn quote(s: &str) -> String {
-    quote_long(s, QUOTE_MAX)
 }
 
 fn quote_long(s: &str, max: usize) -> String {

@@ -9,32 +9,8 @@
 //! create -> stream -> persist sequence, which `imgbuild ext4` runs too.
 
 mod check;
-mod hashing;
-mod kind;
 mod manifest;
 mod paths;
-mod zstd;
-
-/// Declares each output kind's module and registers its type, in one line per kind.
-macro_rules! kinds {
-    ($($module:ident :: $kind:ident),* $(,)?) => {
-        $(mod $module;)*
-        /// Every output kind, by its format-file name; the first is the default (`raw`).
-        const KINDS: &[&dyn kind::OutputKind] = &[$(&$module::$kind),*];
-    };
-}
-
-// The registration list: `file::Type` of every output kind.
-kinds! {
-    raw::Raw,
-    qcow2::Qcow2,
-    vhd::Vhd,
-    vhd_fixed::VhdFixed,
-    gce::GceTar,
-    vhdx::Vhdx,
-    vmdk::Vmdk,
-    ova::Ova,
-}
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -44,16 +20,15 @@ use imgbuild_diskmap::sinks::{Bmap, RawFile, Sha256Sink};
 use imgbuild_diskmap::{Map, Sink, StreamOptions};
 
 pub(crate) use check::check;
-pub use kind::ContainerType;
 pub(crate) use manifest::{Hashes, TreeNotes};
 pub(crate) use paths::Outputs;
 
 use crate::disk::Plan;
-use crate::format::Compression;
+use crate::kinds::Compression;
+use crate::kinds::{ContainerType, ImageWriter, WriterInput, Written};
 use crate::manifest::Manifest;
 use crate::options::Context;
 use crate::{error::output_full, Error, Inputs, Reporter, Result};
-use kind::{ImageWriter, WriterInput, Written};
 
 /// Stream the map into every output, write the bmap and the manifest, rename all into place.
 pub(crate) fn write(

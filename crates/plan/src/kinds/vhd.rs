@@ -1,25 +1,25 @@
-//! `qcow2`: qcow2 version 3 (QEMU, libvirt, OpenStack).
+//! `vhd`: Dynamic VHD (AWS EC2 import, Hyper-V, VirtualBox).
 
 use super::hashing::{hashing, straight};
 use super::kind::{ImageWriter, OutputKind, WriterInput};
-use crate::format::Compression;
+use super::Compression;
 use crate::Result;
 
-/// qcow2 version 3 (QEMU, libvirt, OpenStack).
-pub(crate) struct Qcow2;
+/// Dynamic VHD (AWS EC2 import, Hyper-V, VirtualBox).
+pub(crate) struct Vhd;
 
-impl OutputKind for Qcow2 {
+impl OutputKind for Vhd {
     fn name(&self) -> &'static str {
-        "qcow2"
+        "vhd"
     }
     fn extension(&self) -> &'static str {
-        "qcow2"
+        "vhd"
     }
     fn compressed(&self, _: Compression) -> bool {
         false
     }
     fn writer<'f>(&self, w: &WriterInput<'_, 'f>) -> Result<Box<dyn ImageWriter + 'f>> {
-        let c = imgbuild_container::Qcow2::new(w.map, w.params, hashing(w.file))?;
-        Ok(straight(c, imgbuild_container::Qcow2::into_inner))
+        let c = imgbuild_container::Vhd::new(w.map, w.params, hashing(w.file))?;
+        Ok(straight(c, imgbuild_container::Vhd::into_inner))
     }
 }

@@ -2,7 +2,7 @@
 
 use super::hashing::{hashing, straight};
 use super::kind::{ImageWriter, Levels, OutputKind, WriterInput};
-use crate::format::Compression;
+use super::Compression;
 use crate::Result;
 
 /// deflate's levels (gzip, VMDK grains): 1 to 9, 6 by default.

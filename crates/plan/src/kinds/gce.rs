@@ -8,7 +8,7 @@ use imgbuild_diskmap::Sink;
 use super::hashing::{hashing, Hashing};
 use super::kind::{ImageWriter, OutputKind, WriterInput, Written};
 use super::vmdk::DEFLATE;
-use crate::format::Compression;
+use super::Compression;
 use crate::{Error, Result};
 
 /// The GCE image tarball.

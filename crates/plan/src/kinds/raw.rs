@@ -1,7 +1,7 @@
 //! `raw`: the disk's bytes as a sparse file, or zstd-compressed (`compress = "zstd"`).
 
 use super::kind::{ImageWriter, Levels, OutputKind, WriterInput};
-use crate::format::Compression;
+use super::Compression;
 use crate::Result;
 
 /// The raw disk; compressed, it is the [`super::zstd`] stream of it.

@@ -1,25 +1,25 @@
-//! `vhd`: Dynamic VHD (AWS EC2 import, Hyper-V, VirtualBox).
+//! `vhdx`: Dynamic VHDX (Hyper-V).
 
 use super::hashing::{hashing, straight};
 use super::kind::{ImageWriter, OutputKind, WriterInput};
-use crate::format::Compression;
+use super::Compression;
 use crate::Result;
 
-/// Dynamic VHD (AWS EC2 import, Hyper-V, VirtualBox).
-pub(crate) struct Vhd;
+/// Dynamic VHDX (Hyper-V).
+pub(crate) struct Vhdx;
 
-impl OutputKind for Vhd {
+impl OutputKind for Vhdx {
     fn name(&self) -> &'static str {
-        "vhd"
+        "vhdx"
     }
     fn extension(&self) -> &'static str {
-        "vhd"
+        "vhdx"
     }
     fn compressed(&self, _: Compression) -> bool {
         false
     }
     fn writer<'f>(&self, w: &WriterInput<'_, 'f>) -> Result<Box<dyn ImageWriter + 'f>> {
-        let c = imgbuild_container::Vhd::new(w.map, w.params, hashing(w.file))?;
-        Ok(straight(c, imgbuild_container::Vhd::into_inner))
+        let c = imgbuild_container::Vhdx::new(w.map, w.params, hashing(w.file))?;
+        Ok(straight(c, imgbuild_container::Vhdx::into_inner))
     }
 }

@@ -6,7 +6,7 @@ use imgbuild_diskmap::sinks::{hex, RawFile, Sha256Sink};
 use imgbuild_diskmap::Sink;
 
 use super::kind::{ImageWriter, OutputKind, WriterInput, Written};
-use crate::format::Compression;
+use super::Compression;
 use crate::Result;
 
 /// A fixed VHD: the raw disk at the start of the file; the footer follows at the end.

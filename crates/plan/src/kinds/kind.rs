@@ -13,8 +13,17 @@ use imgbuild_diskmap::sinks::Sha256Sink;
 use imgbuild_diskmap::{Map, Sink};
 
 use super::KINDS;
-use crate::format::Compression;
 use crate::Result;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+/// Compression of a raw image.
+pub enum Compression {
+    /// The raw disk, sparse.
+    None,
+    /// zstd frames of the raw disk (`.zst`), with checksums.
+    Zstd,
+}
 
 /// The `--level` values a kind takes and the one it uses when none is given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,7 +182,7 @@ impl<'de> serde::Deserialize<'de> for ContainerType {
         ContainerType::find(&name).ok_or_else(|| {
             serde::de::Error::custom(format!(
                 "unknown container type `{}`, expected one of {}",
-                crate::format::quote(&name),
+                crate::quote(&name),
                 ContainerType::names()
             ))
         })

@@ -7,7 +7,7 @@ use imgbuild_diskmap::Sink;
 use super::hashing::{hashing_at, sha256_of, Hashing};
 use super::kind::{ImageWriter, Levels, OutputKind, WriterInput, Written};
 use super::vmdk::DEFLATE;
-use crate::format::Compression;
+use super::Compression;
 use crate::{Error, Result};
 
 /// The OVA package.
