@@ -21,6 +21,7 @@
 //! accepted inputs, distinct error kinds reached, field kinds mutated, entry points run,
 //! largest allocation, slowest case: "0 panics" next to how deep the inputs went.
 
+mod blob;
 mod fields;
 mod mutate;
 mod seeds;
@@ -60,9 +61,11 @@ pub enum Target {
     Format,
     Registration,
     Bootspec,
+    Grub,
+    Verity,
 }
 
-const ALL: [Target; 14] = [
+const ALL: [Target; 16] = [
     Target::Gpt,
     Target::Mbr,
     Target::Ext4,
@@ -77,6 +80,8 @@ const ALL: [Target; 14] = [
     Target::Format,
     Target::Registration,
     Target::Bootspec,
+    Target::Grub,
+    Target::Verity,
 ];
 
 impl Target {
@@ -96,6 +101,8 @@ impl Target {
             Target::Format => "format",
             Target::Registration => "registration",
             Target::Bootspec => "bootspec",
+            Target::Grub => "grub",
+            Target::Verity => "verity",
         }
     }
 
@@ -108,6 +115,17 @@ impl Target {
             self,
             Target::Format | Target::Registration | Target::Bootspec
         )
+    }
+
+    /// A reader of a byte string ([`blob`]): mutated and read in memory, like text.
+    pub fn is_blob(self) -> bool {
+        matches!(self, Target::Grub | Target::Verity)
+    }
+
+    /// Whether cases hold their whole input in memory (text and byte-string targets)
+    /// rather than mutating an image file in place.
+    pub fn in_memory(self) -> bool {
+        self.is_text() || self.is_blob()
     }
 
     /// Seed files (in the seeds directory).
@@ -142,6 +160,8 @@ impl Target {
                 "demo-aarch64.boot.json",
                 "oracle-26.11-counting.boot.json",
             ],
+            Target::Grub => blob::seeds::GRUB,
+            Target::Verity => blob::seeds::VERITY,
         }
     }
 }
