@@ -12,7 +12,9 @@
 //! cp, --sizes, diff, the deep read) in a thread under a deadline. A panic (even one a
 //! library's guard caught), a hang, an allocation above [`MAX_ALLOCATION`] or a peak of live
 //! heap above [`MAX_LIVE`] is a failure;
-//! so is a worker that dies (an aborting allocation). Failing cases are replayed in fresh
+//! so is a worker that dies (an aborting allocation). Text and byte-string targets ([`text`],
+//! [`blob`]: GRUB's core image read back, the verity superblock) mutate and read their input
+//! in memory instead. Failing cases are replayed in fresh
 //! processes, minimised (mutations dropped while it still fails) and written to
 //! `target/fuzz/crashes/` (the case as JSON, and its input: the mutated image or text); the
 //! run then continues with the next case.
