@@ -12,7 +12,9 @@
 //! cp, --sizes, diff, the deep read) in a thread under a deadline. A panic (even one a
 //! library's guard caught), a hang, an allocation above [`MAX_ALLOCATION`] or a peak of live
 //! heap above [`MAX_LIVE`] is a failure;
-//! so is a worker that dies (an aborting allocation). Failing cases are replayed in fresh
+//! so is a worker that dies (an aborting allocation). Text and byte-string targets ([`text`],
+//! [`blob`]: GRUB's core image read back, the verity superblock) mutate and read their input
+//! in memory instead. Failing cases are replayed in fresh
 //! processes, minimised (mutations dropped while it still fails) and written to
 //! `target/fuzz/crashes/` (the case as JSON, and its input: the mutated image or text); the
 //! run then continues with the next case.
@@ -21,6 +23,7 @@
 //! accepted inputs, distinct error kinds reached, field kinds mutated, entry points run,
 //! largest allocation, slowest case: "0 panics" next to how deep the inputs went.
 
+mod blob;
 mod fields;
 mod mutate;
 mod seeds;
@@ -60,9 +63,11 @@ pub enum Target {
     Format,
     Registration,
     Bootspec,
+    Grub,
+    Verity,
 }
 
-const ALL: [Target; 14] = [
+const ALL: [Target; 16] = [
     Target::Gpt,
     Target::Mbr,
     Target::Ext4,
@@ -77,6 +82,8 @@ const ALL: [Target; 14] = [
     Target::Format,
     Target::Registration,
     Target::Bootspec,
+    Target::Grub,
+    Target::Verity,
 ];
 
 impl Target {
@@ -96,6 +103,8 @@ impl Target {
             Target::Format => "format",
             Target::Registration => "registration",
             Target::Bootspec => "bootspec",
+            Target::Grub => "grub",
+            Target::Verity => "verity",
         }
     }
 
@@ -108,6 +117,17 @@ impl Target {
             self,
             Target::Format | Target::Registration | Target::Bootspec
         )
+    }
+
+    /// A reader of a byte string ([`blob`]): mutated and read in memory, like text.
+    pub fn is_blob(self) -> bool {
+        matches!(self, Target::Grub | Target::Verity)
+    }
+
+    /// Whether cases hold their whole input in memory (text and byte-string targets)
+    /// rather than mutating an image file in place.
+    pub fn in_memory(self) -> bool {
+        self.is_text() || self.is_blob()
     }
 
     /// Seed files (in the seeds directory).
@@ -142,6 +162,8 @@ impl Target {
                 "demo-aarch64.boot.json",
                 "oracle-26.11-counting.boot.json",
             ],
+            Target::Grub => blob::seeds::GRUB,
+            Target::Verity => blob::seeds::VERITY,
         }
     }
 }

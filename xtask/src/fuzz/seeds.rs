@@ -1,7 +1,7 @@
 //! The seed corpus, built once: images of every format by imgbuild (the demo fixtures), the
 //! same disk by the conventional tools (mkfs via `classic-image.sh`, `qemu-img convert`), a
 //! FAT12 floppy by mkfs.vfat and mtools, and the text inputs (format files, registrations,
-//! boot.json).
+//! boot.json); the GRUB and verity seeds have their own stamp ([`super::blob::seeds`]).
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -15,16 +15,16 @@ pub(super) fn seeds(root: &Path) -> Result<PathBuf> {
     let dir = util::target_dir().join("fuzz/seeds");
     let stamp = dir.join("stamp");
     let want = format!("v{SEEDS_VERSION}\n");
-    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
-        return Ok(dir);
+    if !std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        imgbuild_seeds(root, &dir)?;
+        classic_seeds(root, &dir)?;
+        fat12_seed(&dir)?;
+        text_seeds(root, &dir)?;
+        std::fs::write(&stamp, want)?;
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    imgbuild_seeds(root, &dir)?;
-    classic_seeds(root, &dir)?;
-    fat12_seed(&dir)?;
-    text_seeds(root, &dir)?;
-    std::fs::write(&stamp, want)?;
+    super::blob::seeds::build(&dir)?;
     Ok(dir)
 }
 

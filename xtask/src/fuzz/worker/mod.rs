@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 mod exercise;
 mod seeds;
 
+use super::blob;
 use super::mutate;
 use super::text;
 use super::{Target, MAX_ALLOCATION, MAX_LIVE};
@@ -267,16 +268,35 @@ fn save_case(work: &Path, case: &Case) {
 /// A case's result: what the readers saw and the memory they used, or a failure.
 type Outcome = Result<(Seen, Mem), Failure>;
 
-/// One case of a text target: a mutated seed parsed (the sabotaged target panics every 50th).
+/// Runs the reader of an in-memory target on `input`: its error, if it refused it.
+fn parse_input(target: Target, input: &[u8], dir: &Path) -> Option<String> {
+    if target.is_blob() {
+        blob::parse(target, input)
+    } else {
+        text::parse(target.name(), input, dir)
+    }
+}
+
+/// One case of a text or byte-string target: a mutated seed parsed (the field kinds a
+/// byte-string mutation changed counted in `sum`; the sabotaged target panics every 50th).
 fn text_case(
     o: &Opts,
     rng: &mut Rng,
     seeds: &[(String, Vec<u8>)],
     n: u64,
     scratch: &Path,
+    sum: &mut Summary,
 ) -> (Case, Outcome) {
     let (name, seed) = &seeds[(rng.next_u64() % seeds.len() as u64) as usize];
-    let input = text::mutate(o.target.name(), rng, seed);
+    let input = if o.target.is_blob() {
+        let (input, kinds) = blob::mutate(o.target, name, rng, seed);
+        for k in kinds {
+            *sum.fields.entry(k).or_default() += 1;
+        }
+        input
+    } else {
+        text::mutate(o.target.name(), rng, seed)
+    };
     let case = Case {
         target: o.target.name().to_string(),
         seed: name.clone(),
@@ -285,19 +305,19 @@ fn text_case(
         n,
     };
     save_case(&o.work, &case);
-    let t = o.target.name();
-    let sabotage = sabotaged(t) && n.is_multiple_of(50);
+    let t = o.target;
+    let sabotage = sabotaged(t.name()) && n.is_multiple_of(50);
     let dir = scratch.to_path_buf();
     let r = bounded(o.deadline, move || {
         // The negative control of CI: a target that panics must fail the run.
         assert!(!sabotage, "sabotaged on purpose (XTASK_FUZZ_SABOTAGE)");
-        text::parse(t, &input, &dir)
+        parse_input(t, &input, &dir)
     })
     .map(|(e, mem)| {
         let seen = Seen {
             accepted: e.is_none(),
             errors: e.map(|e| normalise(&e)).into_iter().collect(),
-            calls: vec!["parse"],
+            calls: vec![if t.is_blob() { "read" } else { "parse" }],
         };
         (seen, mem)
     });
@@ -364,6 +384,26 @@ fn fail(o: &Opts, sum: &Summary, case: &Case, f: &Failure) -> Result<Summary> {
     anyhow::bail!("{why}");
 }
 
+/// The seeds of an in-memory target, by name. A byte-string target's seed that is missing
+/// (its tool is not installed) is left out, saying so; none at all is an error.
+fn memory_seeds(target: Target, dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for name in target.seeds() {
+        match std::fs::read(dir.join(name)) {
+            Ok(b) => out.push((name.to_string(), b)),
+            Err(e) if target.is_blob() && e.kind() == std::io::ErrorKind::NotFound => {
+                eprintln!(
+                    "fuzz {}: seed {name} is missing (its tool is not installed)",
+                    target.name()
+                );
+            }
+            Err(e) => return Err(e).with_context(|| format!("seed {name}")),
+        }
+    }
+    anyhow::ensure!(!out.is_empty(), "no seeds for {}", target.name());
+    Ok(out)
+}
+
 /// The loop of one worker. Returns the summary; a failing case ends the run with its
 /// description in `work/failure.json` (and an error).
 pub fn run(o: &Opts) -> Result<Summary> {
@@ -376,16 +416,12 @@ pub fn run(o: &Opts) -> Result<Summary> {
     };
     let mut rng = Rng(o.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let t0 = Instant::now();
-    let text_seeds: Vec<(String, Vec<u8>)> = if o.target.is_text() {
-        o.target
-            .seeds()
-            .iter()
-            .map(|n| Ok((n.to_string(), std::fs::read(o.seeds.join(n))?)))
-            .collect::<Result<_>>()?
+    let text_seeds = if o.target.in_memory() {
+        memory_seeds(o.target, &o.seeds)?
     } else {
         Vec::new()
     };
-    let seeds = if o.target.is_text() {
+    let seeds = if o.target.in_memory() {
         Vec::new()
     } else {
         load_seeds(o.target, &o.seeds, &o.work)?
@@ -393,8 +429,8 @@ pub fn run(o: &Opts) -> Result<Summary> {
     let mut n = 0u64;
     while n < o.iterations && t0.elapsed().as_secs_f64() < o.seconds {
         n += 1;
-        let (case, outcome) = if o.target.is_text() {
-            text_case(o, &mut rng, &text_seeds, n, &scratch)
+        let (case, outcome) = if o.target.in_memory() {
+            text_case(o, &mut rng, &text_seeds, n, &scratch, &mut sum)
         } else {
             image_case(o, &mut rng, &seeds, n, &scratch, &mut sum)?
         };
@@ -417,7 +453,7 @@ pub fn run(o: &Opts) -> Result<Summary> {
 /// can be kept as a regression input.
 pub fn save_input(case: &Case, seeds: &Path, work: &Path, dest: &Path) -> Result<()> {
     let target = Target::from_name(&case.target).context("unknown target")?;
-    if target.is_text() {
+    if target.in_memory() {
         std::fs::write(dest, unhex(case.input_hex.as_deref().unwrap_or("")))?;
         return Ok(());
     }
@@ -453,14 +489,13 @@ pub fn replay(
     let scratch = work.join("scratch");
     std::fs::create_dir_all(&scratch)?;
     let target = Target::from_name(&case.target).context("unknown target")?;
-    let r = if target.is_text() {
+    let r = if target.in_memory() {
         let input = unhex(case.input_hex.as_deref().unwrap_or(""));
-        let t = target.name();
-        let sabotage = sabotaged(t);
+        let sabotage = sabotaged(target.name());
         let dir = scratch.clone();
         bounded(deadline, move || {
             assert!(!sabotage, "sabotaged on purpose (XTASK_FUZZ_SABOTAGE)");
-            text::parse(t, &input, &dir)
+            parse_input(target, &input, &dir)
         })
         .map(|_| ())
     } else {

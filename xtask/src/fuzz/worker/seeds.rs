@@ -87,7 +87,12 @@ fn seed_map(target: Target, path: &Path, len: u64) -> Result<(Map, Fixup)> {
             }
             Fixup::Tar
         }
-        Target::Gce | Target::Format | Target::Registration | Target::Bootspec => Fixup::None,
+        Target::Gce
+        | Target::Format
+        | Target::Registration
+        | Target::Bootspec
+        | Target::Grub
+        | Target::Verity => Fixup::None,
     };
     if !disk && m.ranges.is_empty() {
         m.ranges.push((0, len.min(64 << 10)));
