@@ -58,7 +58,7 @@ mod tests;
 pub use boot::boot_sector;
 pub use core_img::{CoreImage, CoreOptions};
 pub use install::{installed_files, Install, PartTable};
-pub use lzma::{decompress, MAX_PAYLOAD};
+pub use lzma::{compress, decompress, MAX_PAYLOAD};
 pub use moddep::{resolve, ModDeps};
 pub use platform::Platform;
 pub use read::{core_sector, read_core, CoreContents};

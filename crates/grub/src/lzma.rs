@@ -9,7 +9,7 @@ use crate::Error;
 /// lp=0, pb=2, and the LZMA SDK's level-5 search (normal mode, BT4, nice length 32, depth
 /// 16 + 32/2). xz's raw LZMA1 encoder ends the stream with an end marker, which the
 /// decompressor never reaches: it stops after the uncompressed size.
-pub(crate) fn compress(input: &[u8]) -> Result<Vec<u8>, Error> {
+pub fn compress(input: &[u8]) -> Result<Vec<u8>, Error> {
     let mut opts = LzmaOptions::new_preset(6).map_err(Error::Lzma)?;
     opts.dict_size(1 << 16)
         .literal_context_bits(3)

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
 use anyhow::Context as _;
-use imgbuild_grub::{core_sector, decompress, read_core, MAX_PAYLOAD, SECTOR};
+use imgbuild_grub::{compress, core_sector, decompress, read_core, MAX_PAYLOAD, SECTOR};
 use imgbuild_testutil::harness::Rng;
 
 use super::{get, pick, put, raw, value};
@@ -320,31 +320,6 @@ fn section_resize(rng: &mut Rng, p: &mut Vec<u8>, at: usize) -> String {
     let len = (p.len() - at) as u64;
     put(p, at + 8, 4, len);
     kind.to_string()
-}
-
-/// A raw LZMA1 stream with `grub-mkimage`'s i386-pc properties (lc=3, lp=0, pb=2, 64 KiB
-/// dictionary), as `lzma_decompress.img` and [`decompress`] read it.
-fn compress(input: &[u8]) -> Result<Vec<u8>, liblzma::stream::Error> {
-    use liblzma::stream::{Action, Filters, LzmaOptions, Status, Stream};
-    let mut opts = LzmaOptions::new_preset(6)?;
-    opts.dict_size(1 << 16)
-        .literal_context_bits(3)
-        .literal_position_bits(0)
-        .position_bits(2);
-    let mut filters = Filters::new();
-    filters.lzma1(&opts);
-    let mut stream = Stream::new_raw_encoder(&filters)?;
-    let mut out = Vec::with_capacity(input.len() + 4096);
-    loop {
-        let done = usize::try_from(stream.total_in()).unwrap_or(input.len());
-        let rest = input.get(done..).unwrap_or_default();
-        if out.len() == out.capacity() {
-            out.reserve(4096);
-        }
-        if stream.process_vec(rest, &mut out, Action::Finish)? == Status::StreamEnd {
-            return Ok(out);
-        }
-    }
 }
 
 /// The reader path of `inspect`: the core's sector from the boot sector, the core read
