@@ -11,11 +11,11 @@
 use std::io::Write;
 
 use imgbuild_diskmap::{Map, Piece, Sink};
+use imgbuild_tar::header::{number, set_checksum, BLOCK};
 
 use crate::blocks::{Allocation, BlockStream};
 use crate::{put, Out, Params, Result};
 
-const BLOCK: usize = 512;
 /// Granularity of the sparse map.
 const GRAIN: u64 = 4096;
 /// GNU tar's default record: 20 blocks.
@@ -24,22 +24,6 @@ const RECORD: u64 = 20 * BLOCK as u64;
 const IN_HEADER: usize = 4;
 const IN_EXTENSION: usize = 21;
 const NAME: &str = "disk.raw";
-
-/// A number in a tar field of `width` bytes: octal digits and a NUL, or, when it does not
-/// fit, GNU's base-256 (first byte 0x80, the value big-endian in the rest).
-pub(crate) fn number(field: &mut [u8], n: u64) {
-    let width = field.len();
-    let digits = width - 1;
-    if digits * 3 >= 64 || n < 1u64 << (digits * 3) {
-        let s = format!("{n:0digits$o}");
-        field[..digits].copy_from_slice(s.as_bytes());
-        field[digits] = 0;
-    } else {
-        field.fill(0);
-        field[0] = 0x80;
-        field[width - 8..].copy_from_slice(&n.to_be_bytes());
-    }
-}
 
 /// Data regions `(offset, length)` of the disk, from the allocation.
 fn regions(map: &Map, disk_size: u64) -> (Allocation, Vec<(u64, u64)>) {
@@ -62,7 +46,7 @@ fn regions(map: &Map, disk_size: u64) -> (Allocation, Vec<(u64, u64)>) {
 
 fn header(params: &Params, regions: &[(u64, u64)]) -> Vec<u8> {
     let stored: u64 = regions.iter().map(|r| r.1).sum();
-    let mut h = vec![0u8; BLOCK];
+    let mut h = [0u8; BLOCK];
     put(&mut h, 0, NAME.as_bytes());
     number(&mut h[100..108], 0o644);
     number(&mut h[108..116], 0);
@@ -79,9 +63,8 @@ fn header(params: &Params, regions: &[(u64, u64)]) -> Vec<u8> {
     }
     h[482] = u8::from(!rest.is_empty());
     number(&mut h[483..495], params.disk_size);
-    put(&mut h, 148, b"        ");
-    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-    put(&mut h, 148, format!("{sum:06o}\0 ").as_bytes());
+    set_checksum(&mut h);
+    let mut h = h.to_vec();
     for (k, chunk) in rest.chunks(IN_EXTENSION).enumerate() {
         let mut x = [0u8; BLOCK];
         for (i, &(o, l)) in chunk.iter().enumerate() {
@@ -149,25 +132,5 @@ impl<W: Write + Send> Sink for GceTar<W> {
         out.zeros(pad)?;
         out.flush()?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbers_octal_then_base_256() {
-        let mut f = [0u8; 12];
-        number(&mut f, 0o644);
-        assert_eq!(&f, b"00000000644\0");
-        number(&mut f, (8 << 30) - 1);
-        assert_eq!(&f, b"77777777777\0");
-        number(&mut f, 8 << 30);
-        assert_eq!(f[0], 0x80);
-        assert_eq!(u64::from_be_bytes(f[4..].try_into().unwrap()), 8 << 30);
-        let mut m = [0u8; 8];
-        number(&mut m, 0o644);
-        assert_eq!(&m, b"0000644\0");
     }
 }

@@ -13,6 +13,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use imgbuild_diskmap::sinks::hex;
+use imgbuild_tar::header::{EntryType, Header};
 use sha2::{Digest, Sha256};
 
 use crate::{Error, Params, Result};
@@ -33,23 +34,23 @@ pub struct Ova {
     ovf_len: u64,
 }
 
-/// A ustar header for a regular file.
-fn tar_header(name: &str, size: u64, mtime: u64) -> [u8; 512] {
-    let mut h = [0u8; 512];
-    crate::gce::number(&mut h[100..108], 0o644);
-    crate::gce::number(&mut h[108..116], 0);
-    crate::gce::number(&mut h[116..124], 0);
-    // Base-256 past 8 GiB, as GNU tar and libarchive read it.
-    crate::gce::number(&mut h[124..136], size);
-    crate::gce::number(&mut h[136..148], mtime);
-    h[..name.len()].copy_from_slice(name.as_bytes());
-    h[156] = b'0';
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    h
+/// The ustar header of the regular file `name` of `size` bytes: mode 0644, owner 0, no pax
+/// header (a size of 8 GiB or more goes in base-256, as GNU tar and libarchive read it), so
+/// every member starts where [`Ova::vmdk_offset`] and the reserved space say.
+fn tar_header(name: &str, size: u64, mtime: i64) -> [u8; imgbuild_tar::header::BLOCK] {
+    Header {
+        path: name.as_bytes(),
+        link: b"",
+        kind: EntryType::Regular,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        size,
+        mtime,
+        dev: (0, 0),
+        sparse: None,
+    }
+    .ustar_block()
 }
 
 impl Ova {
@@ -73,10 +74,6 @@ impl Ova {
     /// Where the VMDK's bytes start in the file.
     pub fn vmdk_offset(&self) -> u64 {
         BLOCK + self.ovf_len + BLOCK
-    }
-
-    fn mtime(&self) -> u64 {
-        u64::try_from(self.params.time).unwrap_or(0)
     }
 
     /// The OVF descriptor for a VMDK of `vmdk_size` bytes.
@@ -189,7 +186,7 @@ impl Ova {
         write(at - pad, &vec![0; usize::try_from(pad).unwrap_or(0)])?;
         write(
             at,
-            &tar_header(MF_NAME, manifest.len() as u64, self.mtime()),
+            &tar_header(MF_NAME, manifest.len() as u64, self.params.time),
         )?;
         at += BLOCK;
         let mut mf = manifest.into_bytes();
@@ -201,11 +198,11 @@ impl Ova {
         at += mf.len() as u64;
         let end = (at + 2 * BLOCK).next_multiple_of(RECORD);
         write(at, &vec![0; usize::try_from(end - at).unwrap_or(0)])?;
-        write(0, &tar_header(OVF_NAME, self.ovf_len, self.mtime()))?;
+        write(0, &tar_header(OVF_NAME, self.ovf_len, self.params.time))?;
         write(BLOCK, &ovf)?;
         write(
             BLOCK + self.ovf_len,
-            &tar_header(crate::vmdk::FILE_NAME, vmdk_len, self.mtime()),
+            &tar_header(crate::vmdk::FILE_NAME, vmdk_len, self.params.time),
         )?;
         Ok(end)
     }

@@ -276,6 +276,33 @@ fn many_regions_need_tar_extension_headers() {
     assert_eq!(read_tar(&t), raw(&map));
 }
 
+/// A disk of 8 GiB or more: its real size and the offset of the empty region at its end do
+/// not fit 11 octal digits and go in GNU's base-256 form (0x80, then the value big-endian),
+/// the small fields stay octal, the checksum covers it all. Only the header is built: the
+/// disk is never streamed.
+#[test]
+fn a_gce_disk_of_8_gib_or_more_has_base_256_sizes() {
+    let size = (10u64 << 30) + 4096;
+    let map = MapBuilder::new("big", size).finish().unwrap();
+    let t = GceTar::new(&map, &params(&map), Vec::new())
+        .unwrap()
+        .into_inner();
+    assert_eq!(t.len(), 512, "the header alone, no extension");
+    let h = &t[..512];
+    for field in [&h[483..495], &h[386..398]] {
+        assert_eq!(field[..4], [0x80, 0, 0, 0]);
+        assert_eq!(octal_or_256(field), size);
+    }
+    assert_eq!(&h[398..410], b"00000000000\0", "the empty region's length");
+    assert_eq!(&h[100..108], b"0000644\0");
+    assert_eq!(&h[124..136], b"00000000000\0", "nothing stored");
+    let mut sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    sum -= h[148..156].iter().map(|&b| u32::from(b)).sum::<u32>();
+    sum += 8 * u32::from(b' ');
+    assert_eq!(u64::from(sum), octal_or_256(&h[148..155]));
+    assert_eq!(&h[154..156], b"\0 ");
+}
+
 fn have(tool: &str) -> bool {
     Command::new(tool).arg("--version").output().is_ok()
 }

@@ -353,6 +353,38 @@ impl MapBuilder {
         )
     }
 
+    /// All of `file` at `offset`, as it lies on the host: each of its data ranges `(start,
+    /// len)` (sorted and disjoint, as [`imgbuild_blockio::PlannedSource::data_ranges`] gives
+    /// them) an extent reading the file, its holes zeros that must be there. For a filesystem's
+    /// copy of a host file (fat, iso9660), whose holes are not holes of the volume.
+    /// Ranges out of order or past the file's end are not trusted: they overlap an extent
+    /// already placed ([`Error::Overlap`] from [`MapBuilder::finish`]) or read past the planned
+    /// size (a source error when streamed), never a wrapped length.
+    pub fn file_ranges(
+        &mut self,
+        offset: u64,
+        file: &Arc<SourceFile>,
+        ranges: &[(u64, u64)],
+    ) -> Result<()> {
+        let mut pos = 0;
+        for &(start, len) in ranges {
+            self.zeros(self.at(offset, pos)?, start.saturating_sub(pos))?;
+            self.file(self.at(offset, start)?, file, start, len)?;
+            pos = start.saturating_add(len);
+        }
+        self.zeros(self.at(offset, pos)?, file.size.saturating_sub(pos))
+    }
+
+    /// `offset + x`, or [`Error::OutOfBounds`] when it overflows.
+    fn at(&self, offset: u64, x: u64) -> Result<u64> {
+        offset.checked_add(x).ok_or_else(|| Error::OutOfBounds {
+            name: self.name.clone(),
+            offset,
+            len: x,
+            map_len: self.len,
+        })
+    }
+
     /// Everything `map` holds besides free space, at `offset` (a filesystem into its
     /// partition).
     pub fn place(&mut self, offset: u64, map: Map) -> Result<()> {

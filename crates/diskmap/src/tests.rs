@@ -120,6 +120,53 @@ fn mapped_zeros_are_mapped_and_free_space_is_not() {
     );
 }
 
+/// A host file with holes: its data ranges read it, its holes and nothing else are mapped zeros;
+/// ranges out of order overlap (refused), an offset that would wrap is refused.
+#[test]
+fn file_ranges_map_data_as_file_and_holes_as_zeros() {
+    let src = SourceFile::new("/nonexistent", 100);
+    let mut b = MapBuilder::new("t", 1000);
+    b.file_ranges(200, &src, &[(10, 20), (50, 5)]).unwrap();
+    let m = b.finish().unwrap();
+    let kinds: Vec<(u64, u64, &str, Option<u64>)> = m
+        .extents()
+        .iter()
+        .map(|e| match &e.content {
+            Content::Free => (e.offset, e.len, "free", None),
+            Content::Zero => (e.offset, e.len, "zero", None),
+            Content::Bytes { .. } => (e.offset, e.len, "bytes", None),
+            Content::File { offset, .. } => (e.offset, e.len, "file", Some(*offset)),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (0, 200, "free", None),
+            (200, 10, "zero", None),
+            (210, 20, "file", Some(10)),
+            (230, 20, "zero", None),
+            (250, 5, "file", Some(50)),
+            (255, 45, "zero", None),
+            (300, 700, "free", None),
+        ]
+    );
+    // No data at all: all zeros; a whole file: one extent.
+    let mut b = MapBuilder::new("t", 100);
+    b.file_ranges(0, &src, &[]).unwrap();
+    assert_eq!(b.finish().unwrap().extents().len(), 1);
+    let mut b = MapBuilder::new("t", 100);
+    b.file_ranges(0, &src, &[(0, 100)]).unwrap();
+    let m = b.finish().unwrap();
+    assert!(matches!(m.extents(), [e] if matches!(e.content, Content::File { offset: 0, .. })));
+
+    let mut b = MapBuilder::new("t", 1000);
+    b.file_ranges(0, &src, &[(50, 10), (40, 20)]).unwrap();
+    assert!(matches!(b.finish().unwrap_err(), Error::Overlap { .. }));
+    let mut b = MapBuilder::new("t", 1000);
+    let e = b.file_ranges(u64::MAX - 5, &src, &[(10, 1)]).unwrap_err();
+    assert!(matches!(e, Error::OutOfBounds { .. }), "{e}");
+}
+
 #[test]
 fn placed_maps_are_shifted() {
     let mut inner = MapBuilder::new("fs", 100);

@@ -181,19 +181,11 @@ impl Plan {
                     return Ok(());
                 }
                 // Data ranges from the file, holes as zeros (FAT files have no holes).
-                let at = at();
-                let source = SourceFile::new(host, f.size);
-                let mut pos = 0;
                 let ranges = src.data_ranges().map_err(|source| Error::Source {
                     path: f.path.clone(),
                     source,
                 })?;
-                for (start, len) in ranges {
-                    b.zeros(at + pos, start - pos)?;
-                    b.file(at + start, &source, start, len)?;
-                    pos = start + len;
-                }
-                b.zeros(at + pos, f.size - pos)?;
+                b.file_ranges(at(), &SourceFile::new(host, f.size), &ranges)?;
             }
         }
         Ok(())

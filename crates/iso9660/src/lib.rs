@@ -62,8 +62,6 @@
     )
 )]
 
-use std::path::PathBuf;
-
 use imgbuild_fstree as fstree;
 
 mod encode;
@@ -225,26 +223,15 @@ pub enum Error {
         /// The entry.
         path: String,
     },
-    /// A host file's size changed since it was scanned.
-    #[error("`{path}` was planned with {planned} bytes but has {found}")]
-    SourceChanged {
-        /// The entry.
+    /// The host file of a tree entry cannot be read, or is no longer the regular file of
+    /// the size the tree records.
+    #[error("the source of `{path}`")]
+    Source {
+        /// The entry's path in the tree.
         path: String,
-        /// Planned size.
-        planned: u64,
-        /// Size found.
-        found: u64,
-    },
-    /// A host file could not be opened or read.
-    #[error("`{path}`: reading `{}`", host.display())]
-    Read {
-        /// The entry.
-        path: String,
-        /// The host file.
-        host: PathBuf,
-        /// Why.
+        /// What is wrong with the host file.
         #[source]
-        source: std::io::Error,
+        source: imgbuild_blockio::SourceError,
     },
     /// The map could not be built.
     #[error("building the ISO 9660 map")]

@@ -1,9 +1,8 @@
 //! The planned volume as an extent map.
 
-use std::fs::File;
-use std::io::Read;
+use std::path::Path;
 
-use imgbuild_blockio::{self as blockio, to_usize};
+use imgbuild_blockio::{to_usize, PlannedSource};
 use imgbuild_diskmap::{Map, MapBuilder, SourceFile};
 use imgbuild_fstree::{FileData, Kind, Tree};
 
@@ -16,8 +15,9 @@ impl Plan {
     /// The volume's bytes as an extent map of [`Plan::bytes`] bytes. `system_area` (at most
     /// 32 KiB: an MBR, a GPT) goes at byte 0, the rest of the first 16 blocks is zeros.
     /// Files are taken from `tree`, which must be the tree given to [`crate::plan`]; host
-    /// files are opened to check their size and find their holes, and referenced, not read
-    /// (but a BIOS boot image whose boot information table is patched).
+    /// files are opened without blocking to check they are still regular files of their
+    /// planned size and to find their holes, and referenced, not read (but a BIOS boot image
+    /// whose boot information table is patched).
     pub fn map(&self, tree: &Tree, system_area: &[u8]) -> Result<Map> {
         if system_area.len() > SYSTEM_AREA {
             return Err(Error::SystemAreaTooBig {
@@ -196,42 +196,24 @@ impl Plan {
             FileData::Bytes(bytes) => b.bytes_range(at, bytes, 0..bytes.len())?,
             FileData::Host { path: host, .. } => {
                 let src = self.open(index, host)?;
-                let read_err = |source| Error::Read {
+                let ranges = src.data_ranges().map_err(|source| Error::Source {
                     path: f.path.clone(),
-                    host: host.clone(),
                     source,
-                };
-                let source = SourceFile::new(host, f.size);
-                let mut pos = 0;
-                for (start, len) in blockio::data_ranges(&src, f.size).map_err(read_err)? {
-                    b.zeros(at + pos, start - pos)?;
-                    b.file(at + start, &source, start, len)?;
-                    pos = start + len;
-                }
-                b.zeros(at + pos, f.size - pos)?;
+                })?;
+                b.file_ranges(at, &SourceFile::new(host, f.size), &ranges)?;
             }
         }
         Ok(())
     }
 
-    /// Opens the host file of file `index` and checks its size.
-    fn open(&self, index: usize, host: &std::path::Path) -> Result<File> {
+    /// Opens the host file of file `index` without blocking and checks it is still a regular
+    /// file of the planned size.
+    fn open(&self, index: usize, host: &Path) -> Result<PlannedSource> {
         let f = &self.files[index];
-        let read_err = |source| Error::Read {
+        PlannedSource::open(host, f.size).map_err(|source| Error::Source {
             path: f.path.clone(),
-            host: host.to_path_buf(),
             source,
-        };
-        let src = File::open(host).map_err(read_err)?;
-        let found = src.metadata().map_err(read_err)?.len();
-        if found != f.size {
-            return Err(Error::SourceChanged {
-                path: f.path.clone(),
-                planned: f.size,
-                found,
-            });
-        }
-        Ok(src)
+        })
     }
 
     /// The whole content of file `index` (bounded by [`MAX_PATCHED_IMAGE`] when planned).
@@ -242,21 +224,12 @@ impl Plan {
             FileData::Bytes(bytes) => Ok(bytes.to_vec()),
             FileData::Host { path: host, .. } => {
                 let src = self.open(index, host)?;
-                let mut out = Vec::with_capacity(to_usize(f.size));
-                src.take(f.size + 1)
-                    .read_to_end(&mut out)
-                    .map_err(|source| Error::Read {
+                let mut out = vec![0; to_usize(f.size)];
+                src.read_exact_at(0, &mut out)
+                    .map_err(|source| Error::Source {
                         path: f.path.clone(),
-                        host: host.clone(),
                         source,
                     })?;
-                if out.len() as u64 != f.size {
-                    return Err(Error::SourceChanged {
-                        path: f.path.clone(),
-                        planned: f.size,
-                        found: out.len() as u64,
-                    });
-                }
                 Ok(out)
             }
         }

@@ -801,15 +801,44 @@ fn errors_are_typed_and_name_the_culprit() {
     fs::write(&host, b"123").unwrap();
     match p.map(&t, &[]) {
         Err(
-            e @ Error::SourceChanged {
-                planned: 5,
-                found: 3,
+            e @ Error::Source {
+                source:
+                    imgbuild_blockio::SourceError::Changed {
+                        planned: 5,
+                        found: 3,
+                        ..
+                    },
                 ..
             },
         ) => {
-            assert_eq!(e.to_string(), "`/a/h` was planned with 5 bytes but has 3")
+            // The entry, then the host file and what changed.
+            assert_eq!(
+                imgbuild_testutil::error_chain(&e),
+                format!(
+                    "the source of `/a/h`: `{}` changed since it was scanned: planned 5 bytes, found 3",
+                    host.display()
+                )
+            )
         }
         other => panic!("{other:?}"),
+    }
+    // Swapped for a FIFO: refused at once (opening it for reading would wait for a writer).
+    fs::remove_file(&host).unwrap();
+    assert!(Command::new("mkfifo")
+        .arg(&host)
+        .status()
+        .unwrap()
+        .success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(p.map(&t, &[]).map(|_| ()));
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(10)) {
+        Ok(Err(Error::Source {
+            path,
+            source: imgbuild_blockio::SourceError::NotRegular { found, .. },
+        })) => assert_eq!((path.as_str(), found), ("/a/h", "a FIFO")),
+        other => panic!("not refused at once: {other:?}"),
     }
 }
 
