@@ -3,7 +3,7 @@
 //! A kind says everything about the file the disk is written as: its `type` in a format
 //! file, its extension, which `--compress` and `--level` it takes, whether its size depends
 //! on what the disk holds, and how it makes the writer that streams the disk into it.
-//! Adding a container is its own file and one line in the `kinds!` list of `output/mod.rs`
+//! Adding a container is its own file and one line in the `kinds!` list of `kinds/mod.rs`
 //! (and its row in `formats/README.md`); nothing else names it.
 
 use std::fmt;
