@@ -52,13 +52,16 @@ fn read(src: &Src<'_>, out: NewOut<'_>) -> Result<Out> {
     const OFFSET: u64 = 0x00ff_ffff_ffff_fe00;
     for (i, e) in l1.chunks(8).enumerate() {
         let l2_off = be64(e, 0) & OFFSET;
-        let first = len64(i) * per_l2 * cluster;
+        // Past the disk (or past u64): no guest cluster of this entry or a later one.
+        let Some(first) = len64(i).checked_mul(per_l2 * cluster) else {
+            break;
+        };
         if l2_off == 0 || first >= size {
             continue;
         }
         let l2 = src.read(l2_off, cluster, "qcow2 L2 table")?;
         for (j, e) in l2.chunks(8).enumerate() {
-            let guest = first + len64(j) * cluster;
+            let guest = first.saturating_add(len64(j) * cluster);
             if guest >= size {
                 break;
             }

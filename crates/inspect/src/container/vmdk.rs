@@ -31,16 +31,23 @@ pub(super) fn extent(src: &Src<'_>, base: u64, len: u64, out: NewOut<'_>) -> Res
     let compressed = flags & (1 << 16) != 0;
     let out = out(size)?;
     let end = base + len;
+    // The byte offset of a sector the image names, refused past u64.
+    let sector_at = |sector: u64| {
+        sector
+            .checked_mul(SECTOR)
+            .and_then(|o| base.checked_add(o))
+            .ok_or_else(|| src.corrupt(format!("VMDK sector {sector}")))
+    };
     if compressed && flags & (1 << 17) != 0 {
         // Stream-optimized: grain markers in order, up to the end-of-stream marker.
-        let mut pos = base + le64(&h, 64) * SECTOR;
-        while pos + 16 <= end {
+        let mut pos = sector_at(le64(&h, 64))?;
+        while pos.checked_add(16).is_some_and(|e| e <= end) {
             let m = src.read(pos, 16, "VMDK marker")?;
             let (val, size_field) = (le64(&m, 0), u64::from(le32(&m, 8)));
             if size_field == 0 {
                 match le32(&m, 12) {
                     0 => return Ok(out),
-                    1..=3 => pos += SECTOR + val.saturating_mul(SECTOR),
+                    1..=3 => pos = pos.saturating_add(SECTOR + val.saturating_mul(SECTOR)),
                     t => return Err(src.corrupt(format!("VMDK marker type {t}"))),
                 }
                 continue;
@@ -73,17 +80,13 @@ pub(super) fn extent(src: &Src<'_>, base: u64, len: u64, out: NewOut<'_>) -> Res
     }
     let gd_sector = le64(&h, 56);
     let tables = capacity.div_ceil(grain * per_gt);
-    let gd = src.read(
-        base + gd_sector * SECTOR,
-        tables * 4,
-        "VMDK grain directory",
-    )?;
+    let gd = src.read(sector_at(gd_sector)?, tables * 4, "VMDK grain directory")?;
     for (t, e) in gd.chunks(4).enumerate() {
         let gt_sector = u64::from(le32(e, 0));
         if gt_sector == 0 {
             continue;
         }
-        let gt = src.read(base + gt_sector * SECTOR, per_gt * 4, "VMDK grain table")?;
+        let gt = src.read(sector_at(gt_sector)?, per_gt * 4, "VMDK grain table")?;
         for (g, e) in gt.chunks(4).enumerate() {
             let sector = u64::from(le32(e, 0));
             let guest = (len64(t) * per_gt + len64(g)) * grain_bytes;
@@ -91,7 +94,7 @@ pub(super) fn extent(src: &Src<'_>, base: u64, len: u64, out: NewOut<'_>) -> Res
                 continue;
             }
             let n = grain_bytes.min(size - guest);
-            out.write(guest, &src.read(base + sector * SECTOR, n, "VMDK grain")?)?;
+            out.write(guest, &src.read(sector_at(sector)?, n, "VMDK grain")?)?;
         }
     }
     Ok(out)
