@@ -34,7 +34,7 @@ pub struct FsInfo {
     pub error: Option<String>,
 }
 
-/// One file, directory or link met by [`Filesystem::allocations`].
+/// One file, directory or link met by [`Filesystem::allocations`](super::Filesystem::allocations).
 #[derive(Clone, Copy, Debug)]
 pub struct Allocation<'a> {
     /// The path of the entry, from the filesystem's root.
