@@ -71,6 +71,7 @@ fn imgbuild_seeds(root: &Path, dir: &Path) -> Result<()> {
     ] {
         build(f, &demo, out, &[])?;
     }
+    build("proxmox", &demo, "demo.vma", &["--compress", "none"])?;
     Ok(())
 }
 
