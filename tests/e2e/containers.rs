@@ -449,10 +449,16 @@ fn proxmox_vma_holds_the_raw_efi_disk() {
         .arg(&z)
         .arg("-o")
         .arg(&v));
-    // `--compress none` writes that archive itself.
-    let plain = t.path().join("plain.vma");
-    build("proxmox", &plain, &["--compress", "none"]);
-    assert_eq!(sha256(&plain), sha256(&v));
+    // It is always compressed, like the GCE tarball: `--compress` is refused.
+    let mut args = demo_args("proxmox", &t.path().join("p.vma.zst"));
+    args.extend(["--compress".to_string(), "zstd".to_string()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = imgbuild(&refs).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("not compressed again"),
+        "{err}"
+    );
 
     let disk = t.path().join("from-vma.img");
     let head = unpack_vma(&v, &disk);

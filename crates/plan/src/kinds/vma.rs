@@ -1,5 +1,7 @@
 //! `vma`: a Proxmox VMA backup archive (the disk and a `qemu-server.conf`), zstd-compressed
-//! by default (`.vma.zst`, what `qmrestore` and the web UI's restore take).
+//! (`.vma.zst`, what `qmrestore` and the web UI's restore take; `zstd -d` gives the archive
+//! `imgbuild inspect` reads). Always compressed, like the GCE tarball: `--level` sets zstd's
+//! level, `--compress` is refused.
 
 use std::io::Write;
 
@@ -7,7 +9,7 @@ use imgbuild_container::vma::{Archive, Config};
 use imgbuild_diskmap::sinks::{hex, Sha256Sink};
 use imgbuild_diskmap::{Data, Piece, Sink};
 
-use super::hashing::{hashing, straight, Hashing};
+use super::hashing::{hashing, Hashing};
 use super::kind::{ImageWriter, Levels, OutputKind, WriterInput, Written};
 use super::ova::machine_name;
 use super::Compression;
@@ -24,20 +26,13 @@ impl OutputKind for Vma {
         "vma"
     }
     fn extension(&self) -> &'static str {
-        "vma"
-    }
-    /// Compressed as a raw image is: `.zst` added.
-    fn suffix(&self, compression: Compression) -> &'static str {
-        super::raw::Raw.suffix(compression)
-    }
-    fn takes_compress(&self) -> bool {
-        true
+        "vma.zst"
     }
     fn levels(&self) -> Option<Levels> {
         Some(super::zstd::LEVELS)
     }
-    fn compressed(&self, compression: Compression) -> bool {
-        super::raw::Raw.compressed(compression)
+    fn compressed(&self, _: Compression) -> bool {
+        true
     }
     fn writer<'f>(&self, w: &WriterInput<'_, 'f>) -> Result<Box<dyn ImageWriter + 'f>> {
         let conf = qemu_server_conf(&machine_name(w.toplevel));
@@ -46,28 +41,21 @@ impl OutputKind for Vma {
             data: conf.as_bytes(),
         }];
         let archive = Archive::new(w.map, w.params, DEVICE, &configs)?;
-        match w.compression {
-            Compression::None => {
-                let v = archive.write(hashing(w.file))?;
-                Ok(straight(v, imgbuild_container::Vma::into_inner))
-            }
-            Compression::Zstd => {
-                let z = imgbuild_compress::Zstd::new(
-                    hashing(w.file),
-                    archive.len(),
-                    &imgbuild_compress::Options {
-                        level: w.level,
-                        workers: u32::try_from(w.workers).unwrap_or(u32::MAX),
-                        checksum: true,
-                    },
-                )?;
-                let vma = archive.write(Compress { z, at: 0 })?;
-                Ok(Box::new(Zstd {
-                    vma,
-                    path: w.file.tmp().to_path_buf(),
-                }))
-            }
-        }
+        // The archive's length is known before its first byte: the frame records it.
+        let z = imgbuild_compress::Zstd::new(
+            hashing(w.file),
+            archive.len(),
+            &imgbuild_compress::Options {
+                level: w.level,
+                workers: u32::try_from(w.workers).unwrap_or(u32::MAX),
+                checksum: true,
+            },
+        )?;
+        let vma = archive.write(Compress { z, at: 0 })?;
+        Ok(Box::new(Zstd {
+            vma,
+            path: w.file.tmp().to_path_buf(),
+        }))
     }
 }
 
