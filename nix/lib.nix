@@ -82,6 +82,7 @@ let
       hyperv = efi "vhdx" "hyperv-image";
       vmware = efi "vmdk" "vmware-image";
       virtualbox = efi "ova" "virtualbox-ova";
+      proxmox = efi "vma.zst" "vma";
     };
 
   # The formats under the names `nixos-rebuild build-image --image-variant` knows them by
@@ -120,6 +121,10 @@ let
     virtualbox = {
       format = "virtualbox";
       extension = "ova";
+    };
+    proxmox = {
+      format = "proxmox";
+      extension = "vma.zst";
     };
     sd-card = {
       format = "sd-aarch64";

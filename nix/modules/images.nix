@@ -9,7 +9,7 @@
 # variant and prints `<out>/<filePath>`.
 #
 # This module replaces nixpkgs' module of the variants imgbuild has a format for (lib.
-# imageVariants: raw-efi, qemu-efi, amazon, azure, google-compute, hyperv, vmware, virtualbox,
+# imageVariants: raw-efi, qemu-efi, amazon, azure, google-compute, hyperv, vmware, virtualbox, proxmox,
 # sd-card) with: this system + `imgbuild.format = <format>` (the same configuration
 # `nixosModules.imgbuild` gives a machine installed from that image), imaged by `lib.mkImage`.
 # Only the variants whose format is for this system's platform are replaced (sd-card on
@@ -49,7 +49,8 @@ let
       compress =
         if f.base == v.format then
           (if zst then "zstd" else "none")
-        else if zst then
+        # A container's own extension may end in .zst (proxmox's `vma.zst`): it compresses itself.
+        else if zst && config.image.extension != f.extension then
           throw "imgbuild: image variant ${name}: image.extension `${config.image.extension}` ends in .zst, but ${v.format} writes a ${f.extension} container, which imgbuild does not compress"
         else
           null;

@@ -35,6 +35,7 @@ let
     hyperv = "x86_64-linux";
     vmware = "x86_64-linux";
     virtualbox = "x86_64-linux";
+    proxmox = "x86_64-linux";
   };
   formatBase = {
     raw-efi = "raw-efi";
@@ -46,6 +47,7 @@ let
     hyperv = "raw-efi";
     vmware = "raw-efi";
     virtualbox = "raw-efi";
+    proxmox = "raw-efi";
   };
   base = if cfg.format == null then null else formatBase.${cfg.format};
 
@@ -195,6 +197,7 @@ in
           "hyperv"
           "vmware"
           "virtualbox"
+          "proxmox"
         ]
       );
       default = null;
@@ -204,7 +207,7 @@ in
         label), the bootloader and first-boot growth to match the disk imgbuild writes, so the
         booted machine can `nixos-rebuild` itself from the same configuration.
         `raw-efi`: GPT, ESP `/boot` (label `ESP`), ext4 `/` (label `nixos`), systemd-boot;
-        `qemu-efi`, `amazon`, `azure`, `gce`, `hyperv`, `vmware` and `virtualbox` are that disk in a
+        `qemu-efi`, `amazon`, `azure`, `gce`, `hyperv`, `vmware`, `virtualbox` and `proxmox` are that disk in a
         container, and set the
         same (add the cloud's own guest configuration, e.g. nixpkgs'
         `virtualisation/google-compute-config.nix`, yourself).

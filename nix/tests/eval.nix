@@ -177,13 +177,13 @@ let
           loader = e.defs.boot.loader;
           params = e.defs.boot.kernelParams;
         }
-      ) [ "qemu-efi" "amazon" "azure" "gce" "hyperv" "vmware" "virtualbox" ];
+      ) [ "qemu-efi" "amazon" "azure" "gce" "hyperv" "vmware" "virtualbox" "proxmox" ];
       expected = map (f: {
         inherit f;
         inherit (rawEfi.defs) fileSystems;
         loader = rawEfi.defs.boot.loader;
         params = rawEfi.defs.boot.kernelParams;
-      }) [ "qemu-efi" "amazon" "azure" "gce" "hyperv" "vmware" "virtualbox" ];
+      }) [ "qemu-efi" "amazon" "azure" "gce" "hyperv" "vmware" "virtualbox" "proxmox" ];
     };
 
     moduleFormatEnumIsLibFormats = {
@@ -349,6 +349,7 @@ let
           "hyperv"
           "vmware"
           "virtualbox"
+          "proxmox"
         ];
         args = builtins.head (lib.imgbuildArgs {
           format = "qemu-efi";
@@ -374,6 +375,7 @@ let
           "a.vhdx"
           "a.vmdk"
           "a.ova"
+          "a.vma.zst"
         ];
         args = "qemu-efi";
         noZstdContainer = true;
@@ -1093,7 +1095,7 @@ let
         };
       };
 
-    # The build-image variants: nixpkgs' nine names, each imgbuild format once.
+    # The build-image variants: nixpkgs' ten names, each imgbuild format once.
     imageVariants = {
       expr = {
         names = attrNames lib.imageVariants;
@@ -1113,6 +1115,7 @@ let
           "azure"
           "google-compute"
           "hyperv"
+          "proxmox"
           "qemu-efi"
           "raw-efi"
           "sd-card"
@@ -1149,6 +1152,7 @@ let
             "azure"
             "google-compute"
             "hyperv"
+            "proxmox"
             "qemu-efi"
             "raw-efi"
             "virtualbox"

@@ -233,6 +233,7 @@ let
     "google-compute"
     "hyperv"
     "iso"
+    "proxmox"
     "qemu-efi"
     "raw-efi"
     "sd-card"
@@ -366,6 +367,7 @@ let
             google-compute = x86 "gce" "raw.tar.gz" null;
             hyperv = x86 "hyperv" "vhdx" null;
             iso = nixpkgs "x86_64-linux" "iso";
+            proxmox = x86 "proxmox" "vma.zst" null;
             qemu-efi = x86 "qemu-efi" "qcow2" null;
             raw-efi = x86 "raw-efi" "raw" "none";
             sd-card = nixpkgs "x86_64-linux" "sd-card";

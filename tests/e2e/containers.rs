@@ -345,3 +345,140 @@ fn a_format_file_can_derive_from_a_built_in_one() {
     let check = stdout(Command::new("qemu-img").arg("check").arg(&out));
     assert!(check.contains("No errors were found"), "{check}");
 }
+
+fn be32(b: &[u8], at: usize) -> usize {
+    u32::from_be_bytes(b[at..at + 4].try_into().unwrap()) as usize
+}
+
+/// The disk of a VMA archive, unpacked into `disk` by a reader written here from
+/// `vma_spec.txt`; every header's and extent header's MD5 checked by `md5sum` (the field
+/// taken as zeros). Returns the archive's header.
+fn unpack_vma(vma: &Path, disk: &Path) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let v = std::fs::read(vma).unwrap();
+    assert_eq!(&v[..8], b"VMA\0\0\0\0\x01");
+    let header_size = be32(&v, 56);
+    let sums = tempfile::tempdir().unwrap();
+    let mut want = Vec::new();
+    let mut zeroed = |name: String, h: &[u8], md5_at: usize| {
+        let mut z = h.to_vec();
+        z[md5_at..md5_at + 16].fill(0);
+        std::fs::write(sums.path().join(&name), z).unwrap();
+        let hex: String = h[md5_at..md5_at + 16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        want.push(format!("{hex}  {}", sums.path().join(&name).display()));
+    };
+    zeroed("header".into(), &v[..header_size], 32);
+    let dev = 4096 + 32;
+    let size = u64::from_be_bytes(v[dev + 8..dev + 16].try_into().unwrap());
+    let out = std::fs::File::create(disk).unwrap();
+    out.set_len(size).unwrap();
+    let (mut pos, mut next, mut n) = (header_size, 0u64, 0);
+    while pos < v.len() {
+        let h = &v[pos..pos + 512];
+        assert_eq!(&h[..4], b"VMAE");
+        assert_eq!(h[8..24], v[8..24], "the archive's uuid");
+        zeroed(format!("extent{n:05}"), h, 24);
+        n += 1;
+        pos += 512;
+        for i in 0..59 {
+            let info = u64::from_be_bytes(h[40 + 8 * i..48 + 8 * i].try_into().unwrap());
+            if info == 0 {
+                continue;
+            }
+            assert_eq!(info & 0xffff_ffff, next, "every cluster, in order");
+            for b in 0..16 {
+                if (info >> 48) & (1 << b) != 0 {
+                    let at = next * 65536 + b * 4096;
+                    let len = 4096.min(size - at) as usize;
+                    out.write_all_at(&v[pos..pos + len], at).unwrap();
+                    pos += 4096;
+                }
+            }
+            next += 1;
+        }
+    }
+    assert_eq!(next, size.div_ceil(65536), "every cluster listed");
+    let got = stdout(&mut sh(&format!(
+        "cd {} && md5sum *",
+        sums.path().display()
+    )));
+    let mut got: Vec<String> = got
+        .lines()
+        .map(|l| {
+            let (sum, name) = l.split_once("  ").unwrap();
+            format!("{sum}  {}", sums.path().join(name).display())
+        })
+        .collect();
+    got.sort();
+    want.sort();
+    let wrong = got.iter().zip(&want).filter(|(g, w)| g != w).count();
+    assert!(
+        got.len() == want.len() && wrong == 0,
+        "{wrong} of {} header and extent MD5s differ",
+        want.len()
+    );
+    assert_eq!(want.len(), 1 + n, "the header and every extent checked");
+    v[..header_size].to_vec()
+}
+
+#[test]
+fn proxmox_vma_holds_the_raw_efi_disk() {
+    let t = tempfile::tempdir().unwrap();
+    let raw = t.path().join("disk.img");
+    let m = build("raw-efi", &raw, &[]);
+    let disk_sha = m["disk_sha256"].as_str().unwrap().to_string();
+
+    let z = t.path().join("nixos.vma.zst");
+    let mz = build("proxmox", &z, &["-j", "1"]);
+    check_manifest(&mz, &z, "vma");
+    assert_eq!(mz["disk_sha256"], disk_sha.as_str());
+    // Two builds, and -j4, give the same bytes.
+    let again = t.path().join("again.vma.zst");
+    build("proxmox", &again, &["-j", "1"]);
+    assert_eq!(sha256(&again), sha256(&z));
+    let j4 = t.path().join("j4.vma.zst");
+    build("proxmox", &j4, &["-j", "4"]);
+    assert_eq!(sha256(&j4), sha256(&z));
+
+    let v = t.path().join("nixos.vma");
+    ok(Command::new("zstd")
+        .args(["-q", "-d"])
+        .arg(&z)
+        .arg("-o")
+        .arg(&v));
+    // It is always compressed, like the GCE tarball: `--compress` is refused.
+    let mut args = demo_args("proxmox", &t.path().join("p.vma.zst"));
+    args.extend(["--compress".to_string(), "zstd".to_string()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = imgbuild(&refs).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("not compressed again"),
+        "{err}"
+    );
+
+    let disk = t.path().join("from-vma.img");
+    let head = unpack_vma(&v, &disk);
+    assert_eq!(sha256(&disk), disk_sha, "the raw-efi disk, byte for byte");
+    // ctime: SOURCE_DATE_EPOCH's default; the uuid from the seed.
+    assert_eq!(
+        u64::from_be_bytes(head[24..32].try_into().unwrap()),
+        315_532_800
+    );
+    assert_ne!(head[8..24], [0; 16]);
+    let text = String::from_utf8_lossy(&head);
+    for want in [
+        "qemu-server.conf\0",
+        "\nbios: ovmf\n",
+        "\nname: demo\n",
+        "drive-virtio0\0",
+    ] {
+        assert!(text.contains(want), "{want:?} in the header");
+    }
+    reads_as_raw(&v, &raw, "vma");
+    let ls = stdout(&mut imgbuild(&["ls", &v.display().to_string(), "/"]));
+    assert!(ls.contains(" nix\n"), "{ls}");
+}

@@ -18,6 +18,8 @@
 //!   packages carry;
 //! - [`Ova`]: an OVF package (descriptor, that VMDK, manifest) in a tar, the descriptor
 //!   and the VMDK's tar header written last into space reserved at the front;
+//! - [`Vma`]: Proxmox's VMA backup archive (configuration files and the disk in extents of
+//!   64 KiB clusters, only non-zero 4 KiB blocks stored, MD5-checked headers);
 //! - [`GceTar`]: `disk.raw` alone in an old-GNU sparse tar (holes not stored), to be
 //!   gzip-compressed: Google Compute Engine's image format.
 //!
@@ -47,6 +49,7 @@ pub mod ova;
 pub mod qcow2;
 pub mod vhd;
 pub mod vhdx;
+pub mod vma;
 pub mod vmdk;
 
 pub use gce::GceTar;
@@ -54,6 +57,7 @@ pub use ova::Ova;
 pub use qcow2::Qcow2;
 pub use vhd::Vhd;
 pub use vhdx::Vhdx;
+pub use vma::Vma;
 pub use vmdk::Vmdk;
 
 /// What a container records about the disk besides its bytes.
@@ -111,6 +115,18 @@ pub enum Error {
     /// A grain that could not be compressed.
     #[error("vmdk: compressing grains")]
     Compress(#[source] std::io::Error),
+    /// A VMA blob (a configuration file, a name) longer than its 16-bit length field.
+    #[error("vma: a header blob of {len} bytes is more than 65535")]
+    VmaBlobTooLarge {
+        /// The blob's length.
+        len: usize,
+    },
+    /// More configuration files than a VMA header holds.
+    #[error("vma: {count} configuration files, at most 256")]
+    VmaTooManyConfigs {
+        /// The number given.
+        count: usize,
+    },
     /// An OVA machine name with characters other than letters, digits, `-`, `_` and `.`.
     #[error("ova: the machine name `{name}` must be letters, digits, - _ .")]
     BadMachineName {

@@ -45,7 +45,7 @@ pub const MAX_ALLOCATION: usize = 96 << 20;
 /// multiple of the image: the seeds are up to 1.1 GB, and no reader holds an image in memory).
 pub const MAX_LIVE: usize = 256 << 20;
 /// Bump when the seeds change.
-const SEEDS_VERSION: u32 = 2;
+const SEEDS_VERSION: u32 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Target {
@@ -60,6 +60,7 @@ pub enum Target {
     Vmdk,
     Ova,
     Gce,
+    Vma,
     Format,
     Registration,
     Bootspec,
@@ -67,7 +68,7 @@ pub enum Target {
     Verity,
 }
 
-const ALL: [Target; 16] = [
+const ALL: [Target; 17] = [
     Target::Gpt,
     Target::Mbr,
     Target::Ext4,
@@ -79,6 +80,7 @@ const ALL: [Target; 16] = [
     Target::Vmdk,
     Target::Ova,
     Target::Gce,
+    Target::Vma,
     Target::Format,
     Target::Registration,
     Target::Bootspec,
@@ -100,6 +102,7 @@ impl Target {
             Target::Vmdk => "vmdk",
             Target::Ova => "ova",
             Target::Gce => "gce",
+            Target::Vma => "vma",
             Target::Format => "format",
             Target::Registration => "registration",
             Target::Bootspec => "bootspec",
@@ -149,6 +152,7 @@ impl Target {
             Target::Vmdk => &["demo.vmdk", "classic.vmdk", "classic-stream.vmdk"],
             Target::Ova => &["demo.ova"],
             Target::Gce => &["demo.raw.tar.gz"],
+            Target::Vma => &["demo.vma"],
             Target::Format => &[
                 "raw-efi.toml",
                 "sd-aarch64.toml",

@@ -18,6 +18,7 @@ pub enum Fixup {
     Vhd,
     Vhdx,
     Tar,
+    Vma,
 }
 
 fn pick(rng: &mut Rng, n: usize) -> usize {
@@ -214,6 +215,23 @@ pub fn fixups(kind: Fixup, path: &std::path::Path, file: &File, len: u64) -> Vec
                     b[4..8].fill(0);
                     out.push(write(at + 4, &crc32c(&b).to_le_bytes()));
                 }
+            }
+            out
+        }
+        Fixup::Vma => {
+            let md5 = |mut b: Vec<u8>, at: usize| {
+                b[at..at + 16].fill(0);
+                let sum: [u8; 16] = <md5::Md5 as md5::Digest>::digest(&b).into();
+                sum
+            };
+            let size = fields::be32(&fields::read(file, 0, 64), 56) as usize;
+            let h = fields::read(file, 0, size.min(1 << 20));
+            let mut out = Vec::new();
+            if h.len() >= 48 {
+                out.push(write(32, &md5(h, 32)));
+            }
+            for (at, e) in fields::vma_extents(file, len, 64) {
+                out.push(write(at + 24, &md5(e, 24)));
             }
             out
         }

@@ -71,6 +71,14 @@ fn imgbuild_seeds(root: &Path, dir: &Path) -> Result<()> {
     ] {
         build(f, &demo, out, &[])?;
     }
+    build("proxmox", &demo, "demo.vma.zst", &[])?;
+    quiet(
+        cmd("zstd")
+            .args(["-q", "-d", "--rm"])
+            .arg(dir.join("demo.vma.zst"))
+            .arg("-o")
+            .arg(dir.join("demo.vma")),
+    )?;
     Ok(())
 }
 

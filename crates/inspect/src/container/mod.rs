@@ -1,6 +1,6 @@
 //! Disk containers read back into a disk: qcow2, VHD (fixed and dynamic), VHDX, VMDK
 //! (stream-optimized and monolithic sparse), an OVA's VMDK, and the GCE `disk.raw` in a
-//! gzipped (sparse) tar. A fixed VHD is read in place; the others are unpacked into a sparse
+//! gzipped (sparse) tar, and the disk of a Proxmox VMA archive. A fixed VHD is read in place; the others are unpacked into a sparse
 //! temporary file (zero runs never written), like a `.zst` image.
 //!
 //! qcow2 compressed clusters (`qemu-img convert -c`) are inflated; VMDK grains too.
@@ -19,6 +19,7 @@ mod qcow2;
 mod tar;
 mod vhd;
 mod vhdx;
+mod vma;
 mod vmdk;
 
 use std::fs::File;
@@ -51,6 +52,8 @@ pub enum Container {
     Ova,
     /// A GCE image: `disk.raw` in a gzipped (GNU sparse) tar.
     GceTar,
+    /// A Proxmox VMA backup archive (uncompressed).
+    Vma,
 }
 
 impl std::fmt::Display for Container {
@@ -101,6 +104,7 @@ const READERS: &[Reader] = &[
     ova::READER,
     vhd::DYNAMIC,
     vhd::FIXED,
+    vma::READER,
 ];
 
 const SECTOR: u64 = 512;
@@ -300,6 +304,7 @@ mod tests {
             Container::Vmdk,
             Container::Ova,
             Container::GceTar,
+            Container::Vma,
         ] {
             let readers = match kind {
                 Container::Raw => 0,
@@ -309,7 +314,8 @@ mod tests {
                 | Container::Vhdx
                 | Container::Vmdk
                 | Container::Ova
-                | Container::GceTar => 1,
+                | Container::GceTar
+                | Container::Vma => 1,
             };
             assert_eq!(
                 READERS.iter().filter(|r| r.kind == kind).count(),
@@ -340,7 +346,8 @@ mod tests {
     #[test]
     fn containers_are_recognised_by_their_magic() {
         let zeros = [0u8; 512];
-        let cases: [Case<'_>; 10] = [
+        let cases: [Case<'_>; 11] = [
+            (&with(0, b"VMA\0\0\0\0\x01"), None, Container::Vma),
             (&with(0, b"QFI\xfb"), None, Container::Qcow2),
             (&with(0, b"vhdxfile"), None, Container::Vhdx),
             (&with(0, b"KDMV"), None, Container::Vmdk),

@@ -33,6 +33,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "virtualbox",
         include_str!("../../../../formats/virtualbox.toml"),
     ),
+    ("proxmox", include_str!("../../../../formats/proxmox.toml")),
 ];
 
 /// How deep `base` chains may go (a cycle ends here with an error).

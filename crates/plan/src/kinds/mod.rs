@@ -29,6 +29,7 @@ kinds! {
     vhdx::Vhdx,
     vmdk::Vmdk,
     ova::Ova,
+    vma::Vma,
 }
 
 pub use kind::{Compression, ContainerType};

@@ -64,7 +64,7 @@ impl ImageWriter for Writer<'_> {
 
 /// The virtual machine's name in an OVA: the toplevel's host name
 /// (`nixos-system-HOST-VERSION`), else `nixos`.
-fn machine_name(toplevel: &str) -> String {
+pub(super) fn machine_name(toplevel: &str) -> String {
     let base = toplevel.rsplit('/').next().unwrap_or_default();
     let name = base.split_once('-').map_or("", |(_, n)| n);
     let host = name.strip_prefix("nixos-system-").and_then(|rest| {

@@ -546,3 +546,48 @@ pub fn gnu_sparse(t: &[u8], m: &mut Map) {
     }
     m.ranges.push((0, 2048.min(t.len() as u64)));
 }
+
+/// The extent headers of a VMA archive: `(offset, header)` for the first `max`.
+pub fn vma_extents(f: &File, len: u64, max: usize) -> Vec<(u64, Vec<u8>)> {
+    let mut pos = u64::from(be32(&read(f, 0, 64), 56));
+    let mut out = Vec::new();
+    while pos + 512 <= len && out.len() < max {
+        let h = read(f, pos, 512);
+        if !h.starts_with(b"VMAE") {
+            break;
+        }
+        let blocks: u64 = (0..59)
+            .map(|i| u64::from((be64(&h, 40 + 8 * i) >> 48).count_ones()))
+            .sum();
+        out.push((pos, h));
+        pos += 512 + blocks * 4096;
+    }
+    out
+}
+
+pub fn vma(f: &File, len: u64, m: &mut Map) {
+    m.push(
+        0,
+        &[
+            (4, 4, "vma.version"),
+            (48, 4, "vma.blob_offset"),
+            (52, 4, "vma.blob_size"),
+            (56, 4, "vma.header_size"),
+            (2044, 4, "vma.config_name"),
+            (3068, 4, "vma.config_data"),
+            (4096 + 32, 4, "vma.dev_name"),
+            (4096 + 40, 8, "vma.dev_size"),
+        ],
+        Endian::Be,
+    );
+    for (at, h) in vma_extents(f, len, 32) {
+        m.push(at, &[(6, 2, "vma.extent.block_count")], Endian::Be);
+        for i in (0..59).filter(|&i| be64(&h, 40 + 8 * i) != 0).take(8) {
+            m.push(
+                at + 40 + 8 * i as u64,
+                &[(0, 8, "vma.extent.blockinfo")],
+                Endian::Be,
+            );
+        }
+    }
+}

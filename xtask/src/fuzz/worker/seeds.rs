@@ -87,6 +87,10 @@ fn seed_map(target: Target, path: &Path, len: u64) -> Result<(Map, Fixup)> {
             }
             Fixup::Tar
         }
+        Target::Vma => {
+            fields::vma(&f, len, &mut m);
+            Fixup::Vma
+        }
         Target::Gce
         | Target::Format
         | Target::Registration
