@@ -10,9 +10,9 @@
 //! whose mask is 0 holds no bytes.
 //!
 //! The masks are decided from the map (a 4 KiB block is stored when it overlaps a file or
-//! non-zero bytes, see the crate's `blocks` module), so every extent header is known before its data
-//! and the archive is written front to back in one pass; its length is known up front
-//! (`Vma::len`), which a compressor pledges.
+//! non-zero bytes, see the crate's `blocks` module), so every extent header is known before
+//! its data and the archive is written front to back in one pass; its length is known up
+//! front (`Vma::len`), which a compressor pledges.
 //!
 //! Quirks of Proxmox's writer kept: blob offsets start at 1 (0 is "none"); a blob's 2-byte
 //! length is little-endian although every other number is big-endian; names are stored
