@@ -3,8 +3,10 @@
 //! [`Image::open`] takes a raw image or a zstd-compressed one (decompressed to a sparse
 //! anonymous temporary file), reads its partition table (GPT through the `gpt` crate, MBR
 //! through `mbrman`, each after our own checks), and probes every partition for ext4 (read
-//! by the independent `ext4-view` crate) or FAT (read by `fs::fat`, our own bounded
-//! reader). [`Image::inspect`] explains the image: table, filesystems, the boot setup
+//! by the independent `ext4-view` crate), FAT (read by `fs::fat`, our own bounded reader)
+//! or ISO 9660 (`fs::iso9660`, ours too: Rock Ridge, El Torito; an isohybrid image's volume
+//! is read over the whole image as partition 0, whatever its MBR or GPT says; squashfs and
+//! Joliet are not read). [`Image::inspect`] explains the image: table, filesystems, the boot setup
 //! (systemd-boot, extlinux, GRUB, Raspberry Pi firmware) and the NixOS system (profile,
 //! toplevel, version, registered store paths), for images built by imgbuild or by nixpkgs.
 //! [`Filesystem`] lists, reads and copies files.
@@ -64,7 +66,7 @@ pub use container::Container;
 pub use copy::{copy_out, CopyStats};
 pub use diff::{diff, split_version, Diff, Fact, PathChange, StoreDiff};
 pub use error::{Error, Result, Where};
-pub use fs::{Allocation, Entry, FileReader, Filesystem, FsInfo, Kind};
+pub use fs::{Allocation, ElTorito, Entry, FileReader, Filesystem, FsInfo, IsoFacts, Kind};
 pub use inspection::{Inspection, PartitionReport};
 pub use nixos::{Nixos, Registration, Store};
 pub use open::Compression;

@@ -204,15 +204,6 @@ impl IsoFs {
             used: volume,
             free: 0,
             block_size: BLOCK,
-            features: [
-                facts.rock_ridge.then_some("rock-ridge"),
-                facts.joliet.then_some("joliet"),
-                (!facts.el_torito.is_empty()).then_some("el-torito"),
-            ]
-            .into_iter()
-            .flatten()
-            .map(String::from)
-            .collect(),
             iso9660: Some(facts),
             ..FsInfo::default()
         };

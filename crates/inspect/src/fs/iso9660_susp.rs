@@ -71,8 +71,7 @@ pub(crate) enum SuspError {
 }
 
 fn u32_le(b: &[u8], at: usize) -> Option<u32> {
-    let s = b.get(at..at + 4)?;
-    Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    b.get(at..at + 4).map(|_| crate::bytes::le32(b, at))
 }
 
 fn push_text(to: &mut Vec<u8>, more: &[u8], what: &'static str) -> Result<(), SuspError> {

@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::bytes::{be32, le16, le32};
+
 /// Logical block size read (ECMA-119 allows others; every CD and ISO file uses 2048).
 pub(crate) const BLOCK: u64 = 2048;
 /// The first volume descriptor's block.
@@ -79,8 +81,7 @@ pub(crate) enum VdError {
 
 /// Reads a both-endian 32-bit field (ECMA-119 7.3.3), refusing halves that disagree.
 pub(crate) fn both32(b: &[u8], what: &'static str) -> Result<u32, VdError> {
-    let le = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    let be = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+    let (le, be) = (le32(b, 0), be32(b, 4));
     if le == be {
         Ok(le)
     } else {
@@ -111,8 +112,7 @@ pub(crate) fn descriptor(b: &[u8; 2048], n: u64) -> Result<Descriptor, VdError> 
         255 => Descriptor::Terminator,
         1 => {
             let blocks = both32(&b[80..88], "volume space size")?;
-            let bs_le = u16::from_le_bytes([b[128], b[129]]);
-            let bs_be = u16::from_be_bytes([b[130], b[131]]);
+            let (bs_le, bs_be) = (le16(b, 128), le16(b, 130).swap_bytes());
             if bs_le != bs_be {
                 return Err(VdError::Endian {
                     what: "logical block size",
@@ -135,7 +135,7 @@ pub(crate) fn descriptor(b: &[u8; 2048], n: u64) -> Result<Descriptor, VdError> 
             })
         }
         0 if b[7..30].starts_with(b"EL TORITO SPECIFICATION") => {
-            Descriptor::ElTorito(u32::from_le_bytes([b[0x47], b[0x48], b[0x49], b[0x4a]]))
+            Descriptor::ElTorito(le32(b, 0x47))
         }
         2 if b[88..90] == [0x25, 0x2f] && matches!(b[90], 0x40 | 0x43 | 0x45) => Descriptor::Joliet,
         _ => Descriptor::Other,
@@ -164,8 +164,8 @@ fn entry(e: &[u8], platform_id: u8) -> ElTorito {
             4 => "hard disk".into(),
             x => format!("unknown media {x}"),
         },
-        sectors: u16::from_le_bytes([e[6], e[7]]),
-        load_lba: u32::from_le_bytes([e[8], e[9], e[10], e[11]]),
+        sectors: le16(e, 6),
+        load_lba: le32(e, 8),
     }
 }
 
@@ -176,9 +176,9 @@ pub(crate) fn catalog(b: &[u8; 2048]) -> Result<Vec<ElTorito>, String> {
     if v[0] != 1 || v[30..32] != [0x55, 0xaa] {
         return Err("the boot catalog has no validation entry".into());
     }
-    let sum = v.chunks_exact(2).fold(0u16, |s, w| {
-        s.wrapping_add(u16::from_le_bytes([w[0], w[1]]))
-    });
+    let sum = v
+        .chunks_exact(2)
+        .fold(0u16, |s, w| s.wrapping_add(le16(w, 0)));
     if sum != 0 {
         return Err(format!(
             "the boot catalog's validation entry checksum is off by {sum:#06x}"
@@ -190,7 +190,7 @@ pub(crate) fn catalog(b: &[u8; 2048]) -> Result<Vec<ElTorito>, String> {
         if !matches!(h[0], 0x90 | 0x91) {
             break;
         }
-        let n = u16::from_le_bytes([h[2], h[3]]);
+        let n = le16(h, 2);
         let mut left = n;
         while left > 0 {
             let Some(e) = records.next() else {

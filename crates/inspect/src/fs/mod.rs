@@ -419,7 +419,8 @@ impl Filesystem {
                 self.walk(&root, |path, e, depth| {
                     id += 1;
                     let dir = e.kind == Kind::Dir;
-                    let bytes = if dir {
+                    // ISO 9660 symlinks and devices hold no extent.
+                    let bytes = if e.kind != Kind::File {
                         0
                     } else {
                         e.size.div_ceil(cluster).saturating_mul(cluster)
