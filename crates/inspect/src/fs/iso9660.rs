@@ -16,7 +16,7 @@ use std::collections::HashSet;
 
 use imgbuild_partition::FsSummary;
 
-use super::iso9660_susp::{Continuation, Susp};
+use super::iso9660_susp::{iso_name, kind_of, mode_bits, Continuation, Susp};
 use super::iso9660_vd::{self as vd, Descriptor, IsoFacts, BLOCK};
 use super::types::last_name;
 use super::{Entry, FsInfo, Kind};
@@ -159,40 +159,10 @@ impl IsoFs {
         let (start, len) = fs.dir_extent(&root, at)?;
         fs.root.extents = vec![(start, len)];
         fs.root.mtime = root.mtime;
-        // The root's `.` says whether Rock Ridge is there (SUSP 5.3: `SP` first; the `ER`
-        // may be in its continuation area).
-        let mut first = vec![0u8; to_usize(len.min(BLOCK))];
-        fs.read_at(start, &mut first, at)?;
-        let dot_len = usize::from(*first.first().unwrap_or(&0));
-        let mut s = Susp::default();
-        if let Some(dot) = first.get(..dot_len).filter(|d| d.len() >= 34) {
-            let su = 33 + usize::from(dot[32]) + usize::from(dot[32] % 2 == 0);
-            // Errors here only mean no usable Rock Ridge.
-            if let Some(Ok(Some(ce))) = dot.get(su..).map(|a| s.parse(a)) {
-                if s.sp_skip.is_some() && fs.follow(ce, &mut s, at).is_err() {
-                    s = Susp::default();
-                }
-            }
-        }
-        if let Some(skip) = s.sp_skip.filter(|_| s.rock_ridge || s.px.is_some()) {
-            fs.rr_skip = Some(usize::from(skip));
-            if let Some((m, u, g)) = s.px {
-                fs.root.mode = mode_bits(m);
-                fs.root.uid = u;
-                fs.root.gid = g;
-            }
-            fs.root.mtime = s.mtime.unwrap_or(fs.root.mtime);
-        }
+        fs.detect_rock_ridge(start, len, at)?;
         facts.rock_ridge = fs.rr_skip.is_some();
         if let Some(lba) = catalog_lba {
-            let mut b = [0u8; 2048];
-            match fs.read_at(u64::from(lba) * BLOCK, &mut b, at) {
-                Ok(()) => match vd::catalog(&b) {
-                    Ok(e) => facts.el_torito = e,
-                    Err(e) => facts.el_torito_error = Some(e),
-                },
-                Err(e) => facts.el_torito_error = Some(crate::error::chain(&e)),
-            }
+            fs.read_catalog(lba, &mut facts, at);
         }
         let info = FsInfo {
             summary: FsSummary {
@@ -208,6 +178,47 @@ impl IsoFs {
             ..FsInfo::default()
         };
         Ok((fs, info))
+    }
+
+    /// Rock Ridge, when the root's `.` says so (SUSP 5.3: `SP` first; the `ER` may be in
+    /// its continuation area); the root's own mode, owners and time from it.
+    fn detect_rock_ridge(&mut self, start: u64, len: u64, at: &Where) -> Result<()> {
+        let mut first = vec![0u8; to_usize(len.min(BLOCK))];
+        self.read_at(start, &mut first, at)?;
+        let dot_len = usize::from(*first.first().unwrap_or(&0));
+        let mut s = Susp::default();
+        if let Some(dot) = first.get(..dot_len).filter(|d| d.len() >= 34) {
+            let su = 33 + usize::from(dot[32]) + usize::from(dot[32] % 2 == 0);
+            // Errors here only mean no usable Rock Ridge.
+            if let Some(Ok(Some(ce))) = dot.get(su..).map(|a| s.parse(a)) {
+                if s.sp_skip.is_some() && self.follow(ce, &mut s, at).is_err() {
+                    s = Susp::default();
+                }
+            }
+        }
+        if let Some(skip) = s.sp_skip.filter(|_| s.rock_ridge || s.px.is_some()) {
+            self.rr_skip = Some(usize::from(skip));
+            if let Some((m, u, g)) = s.px {
+                self.root.mode = mode_bits(m);
+                self.root.uid = u;
+                self.root.gid = g;
+            }
+            self.root.mtime = s.mtime.unwrap_or(self.root.mtime);
+        }
+        Ok(())
+    }
+
+    /// The boot catalog's entries into `facts` (a catalog that cannot be read is noted
+    /// there, not an error: the files still read).
+    fn read_catalog(&self, lba: u32, facts: &mut IsoFacts, at: &Where) {
+        let mut b = [0u8; 2048];
+        match self.read_at(u64::from(lba) * BLOCK, &mut b, at) {
+            Ok(()) => match vd::catalog(&b) {
+                Ok(e) => facts.el_torito = e,
+                Err(e) => facts.el_torito_error = Some(e),
+            },
+            Err(e) => facts.el_torito_error = Some(crate::error::chain(&e)),
+        }
     }
 
     /// Reads `buf.len()` bytes at `offset` of the volume.
@@ -574,52 +585,4 @@ fn comps(path: &[u8]) -> impl DoubleEndedIterator<Item = Vec<u8>> + '_ {
     path.split(|&b| b == b'/')
         .filter(|c| !c.is_empty())
         .map(<[u8]>::to_vec)
-}
-
-/// Permission bits of a POSIX mode.
-fn mode_bits(m: u32) -> u16 {
-    u16::try_from(m & 0o7777).unwrap_or(0)
-}
-
-/// The entry kind a POSIX mode's type bits name.
-fn kind_of(m: u32) -> Option<Kind> {
-    Some(match m & 0o170_000 {
-        0o100_000 => Kind::File,
-        0o120_000 => Kind::Symlink,
-        0o020_000 => Kind::CharDev,
-        0o060_000 => Kind::BlockDev,
-        0o010_000 => Kind::Fifo,
-        0o140_000 => Kind::Socket,
-        _ => return None,
-    })
-}
-
-/// An ISO 9660 identifier as Linux shows it without Rock Ridge: `;1` and a trailing dot of
-/// a file dropped, lower case.
-fn iso_name(ident: &[u8], dir: bool) -> Vec<u8> {
-    let mut n = ident;
-    if !dir {
-        if let Some(i) = n.iter().position(|&b| b == b';') {
-            n = &n[..i];
-        }
-        if n.len() > 1 {
-            n = n.strip_suffix(b".").unwrap_or(n);
-        }
-    }
-    n.to_ascii_lowercase()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn iso_names_and_modes() {
-        assert_eq!(iso_name(b"README.TXT;1", false), b"readme.txt");
-        assert_eq!(iso_name(b"NOEXT.;1", false), b"noext");
-        assert_eq!(iso_name(b"DIR.X", true), b"dir.x");
-        assert_eq!(kind_of(0o120_777), Some(Kind::Symlink));
-        assert_eq!(kind_of(0o040_755), None);
-        assert_eq!(mode_bits(0o104_755), 0o4755);
-    }
 }

@@ -6,6 +6,8 @@
 //!
 //! Pure functions on bytes: every length is checked against the area it lies in.
 
+use super::Kind;
+
 /// Longest Rock Ridge name or symlink target accepted, in bytes (Linux's `PATH_MAX`).
 pub(crate) const MAX_RR_TEXT: usize = 4096;
 
@@ -263,9 +265,52 @@ impl Susp {
     }
 }
 
+/// Permission bits of a POSIX mode.
+pub(crate) fn mode_bits(m: u32) -> u16 {
+    u16::try_from(m & 0o7777).unwrap_or(0)
+}
+
+/// The entry kind a POSIX mode's type bits name.
+pub(crate) fn kind_of(m: u32) -> Option<Kind> {
+    Some(match m & 0o170_000 {
+        0o100_000 => Kind::File,
+        0o120_000 => Kind::Symlink,
+        0o020_000 => Kind::CharDev,
+        0o060_000 => Kind::BlockDev,
+        0o010_000 => Kind::Fifo,
+        0o140_000 => Kind::Socket,
+        _ => return None,
+    })
+}
+
+/// An ISO 9660 identifier as Linux shows it without Rock Ridge: `;1` and a trailing dot of
+/// a file dropped, lower case.
+pub(crate) fn iso_name(ident: &[u8], dir: bool) -> Vec<u8> {
+    let mut n = ident;
+    if !dir {
+        if let Some(i) = n.iter().position(|&b| b == b';') {
+            n = &n[..i];
+        }
+        if n.len() > 1 {
+            n = n.strip_suffix(b".").unwrap_or(n);
+        }
+    }
+    n.to_ascii_lowercase()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iso_names_and_modes() {
+        assert_eq!(iso_name(b"README.TXT;1", false), b"readme.txt");
+        assert_eq!(iso_name(b"NOEXT.;1", false), b"noext");
+        assert_eq!(iso_name(b"DIR.X", true), b"dir.x");
+        assert_eq!(kind_of(0o120_777), Some(Kind::Symlink));
+        assert_eq!(kind_of(0o040_755), None);
+        assert_eq!(mode_bits(0o104_755), 0o4755);
+    }
 
     fn entry(sig: &[u8], data: &[u8]) -> Vec<u8> {
         let mut v = sig.to_vec();

@@ -113,7 +113,23 @@ pub(crate) struct Opened {
     pub error: Option<Error>,
 }
 
-/// Probes `part` and opens the filesystem in it, if it is ext or FAT.
+/// A filesystem opened: its facts and the reader.
+fn opened(at: Where, info: FsInfo, inner: Inner, budget: Budget, limits: &Limits) -> Opened {
+    Opened {
+        info: Some(info.clone()),
+        fs: Some(Filesystem {
+            at,
+            info,
+            inner,
+            budget,
+            poisoned: Cell::new(false),
+            limits: limits.clone(),
+        }),
+        error: None,
+    }
+}
+
+/// Probes `part` and opens the filesystem in it, if it is ISO 9660, ext or FAT.
 pub(crate) fn open(disk: &Arc<Disk>, part: &Partition, at: Where, limits: &Limits) -> Opened {
     let budget = Budget::new(BASE_BUDGET);
     let mut slice = Slice::new(
@@ -141,18 +157,7 @@ pub(crate) fn open(disk: &Arc<Disk>, part: &Partition, at: Where, limits: &Limit
                 budget.clone(),
             );
             match ext4::Ext4Fs::open(slice, raw, &sb, &at) {
-                Ok(fs) => Opened {
-                    info: Some(info.clone()),
-                    fs: Some(Filesystem {
-                        at,
-                        info,
-                        inner: Inner::Ext4(fs),
-                        budget,
-                        poisoned: Cell::new(false),
-                        limits: limits.clone(),
-                    }),
-                    error: None,
-                },
+                Ok(fs) => opened(at, info, Inner::Ext4(fs), budget, limits),
                 Err(e) => {
                     info.error = Some(crate::error::chain(&e));
                     none(Some(info), Some(e))
@@ -160,36 +165,14 @@ pub(crate) fn open(disk: &Arc<Disk>, part: &Partition, at: Where, limits: &Limit
             }
         }
         Probe::Fat => match fat::FatFs::open(slice, &at) {
-            Ok((fs, info)) => Opened {
-                info: Some(info.clone()),
-                fs: Some(Filesystem {
-                    at,
-                    info,
-                    inner: Inner::Fat(Box::new(fs)),
-                    budget,
-                    poisoned: Cell::new(false),
-                    limits: limits.clone(),
-                }),
-                error: None,
-            },
+            Ok((fs, info)) => opened(at, info, Inner::Fat(Box::new(fs)), budget, limits),
             Err(b) => {
                 let (info, e) = *b;
                 none(info, Some(e))
             }
         },
         Probe::Iso9660 => match iso9660::IsoFs::open(slice, &at) {
-            Ok((fs, info)) => Opened {
-                info: Some(info.clone()),
-                fs: Some(Filesystem {
-                    at,
-                    info,
-                    inner: Inner::Iso(Box::new(fs)),
-                    budget,
-                    poisoned: Cell::new(false),
-                    limits: limits.clone(),
-                }),
-                error: None,
-            },
+            Ok((fs, info)) => opened(at, info, Inner::Iso(Box::new(fs)), budget, limits),
             Err(e) => none(
                 Some(FsInfo {
                     summary: FsSummary {
