@@ -189,10 +189,11 @@ impl IsoFs {
         let mut s = Susp::default();
         if let Some(dot) = first.get(..dot_len).filter(|d| d.len() >= 34) {
             let su = 33 + usize::from(dot[32]) + usize::from(dot[32] % 2 == 0);
-            // Errors here only mean no usable Rock Ridge.
+            // Entries that do not parse mean no Rock Ridge; a broken continuation chain after
+            // an `SP` is a corrupt volume.
             if let Some(Ok(Some(ce))) = dot.get(su..).map(|a| s.parse(a)) {
-                if s.sp_skip.is_some() && self.follow(ce, &mut s, at).is_err() {
-                    s = Susp::default();
+                if s.sp_skip.is_some() {
+                    self.follow(ce, &mut s, at)?;
                 }
             }
         }

@@ -371,3 +371,55 @@ fn fuzz_xorriso_iso() {
     crate::fuzz::clean(&iso);
     crate::fuzz::fuzz("iso-xorriso", &iso);
 }
+
+/// A continuation area rewritten into a `CE` pointing at itself: the walk stops with the
+/// loop named, it does not spin.
+#[test]
+fn continuation_loops_are_refused() {
+    let (t, iso, _) = built(ours, "ours.iso");
+    let mut raw = fs::read(&iso).unwrap();
+    let at = raw
+        .windows(4)
+        .position(|w| w == b"CE\x1c\x01")
+        .expect("a record with a continuation area");
+    let le = |o: usize| u32::from_le_bytes(raw[o..o + 4].try_into().unwrap()) as usize;
+    let (area, area_len) = (le(at + 4) * 2048 + le(at + 12), le(at + 20));
+    let mut ce = raw[at..at + 28].to_vec();
+    ce[20..24].copy_from_slice(&28u32.to_le_bytes());
+    ce[24..28].copy_from_slice(&28u32.to_be_bytes());
+    raw[area..area + area_len].fill(0);
+    raw[area..area + 28].copy_from_slice(&ce);
+    let bad = t.path().join("ce-loop.iso");
+    fs::write(&bad, &raw).unwrap();
+    // The first `CE` is the root's `.` (its `ER`): the volume does not open.
+    let img = Image::open(&bad).unwrap();
+    let e = img
+        .root_filesystem()
+        .and_then(|fs| fs.walk(b"/", |_, _, _| Ok(true)))
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("chain loops"), "{e:#}");
+    // A loop in a file's record: the walk stops there.
+    let raw = fs::read(&iso).unwrap();
+    let mut patched = raw.clone();
+    let mut hits = raw
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| *w == b"CE\x1c\x01")
+        .map(|(i, _)| i);
+    let (_, second) = (hits.next().unwrap(), hits.next().expect("a second CE"));
+    let le = |o: usize| u32::from_le_bytes(raw[o..o + 4].try_into().unwrap()) as usize;
+    let area = le(second + 4) * 2048 + le(second + 12);
+    let mut ce = raw[second..second + 28].to_vec();
+    ce[20..24].copy_from_slice(&28u32.to_le_bytes());
+    ce[24..28].copy_from_slice(&28u32.to_be_bytes());
+    patched[area..area + le(second + 20)].fill(0);
+    patched[area..area + 28].copy_from_slice(&ce);
+    fs::write(&bad, &patched).unwrap();
+    let img = Image::open(&bad).unwrap();
+    let e = img
+        .root_filesystem()
+        .unwrap()
+        .walk(b"/", |_, _, _| Ok(true))
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("chain loops"), "{e:#}");
+}
