@@ -423,3 +423,75 @@ fn continuation_loops_are_refused() {
         .unwrap_err();
     assert!(format!("{e:#}").contains("chain loops"), "{e:#}");
 }
+
+/// A file over 4 GiB (sparse on the host) is written by our writer as two extents: one
+/// entry of the whole size, read back whole, the bytes around the boundary included.
+#[test]
+fn multi_extent_file_reads_whole() {
+    use imgbuild_fstree::{FileData, Meta, Node, Tree};
+    use std::os::unix::fs::FileExt;
+    let t = tempfile::tempdir().unwrap();
+    let size: u64 = (4 << 30) + 4096;
+    let boundary = imgbuild_iso9660::MAX_EXTENT;
+    let marks = [
+        (0, noise(11, 4096)),
+        (boundary - 3000, noise(12, 6000)),
+        (size - 100, noise(13, 100)),
+    ];
+    let big = t.path().join("big");
+    let f = fs::File::create(&big).unwrap();
+    f.set_len(size).unwrap();
+    for (at, data) in &marks {
+        f.write_all_at(data, *at).unwrap();
+    }
+    let meta = Meta::new(0o444, 0, 0, 1_700_000_000);
+    let mut tree = Tree::new(meta);
+    tree.insert_path(
+        b"big.img",
+        Node::file(meta, FileData::Host { path: big, size }),
+    )
+    .unwrap();
+    tree.insert_path(b"after", Node::bytes(meta, b"after\n".to_vec()))
+        .unwrap();
+    let plan = imgbuild_iso9660::plan(&tree, &Options::default()).unwrap();
+    let iso = t.path().join("big.iso");
+    let out = fs::File::create(&iso).unwrap();
+    out.set_len(plan.bytes()).unwrap();
+    imgbuild_diskmap::write_file(&plan.map(&tree, &[]).unwrap(), &out).unwrap();
+    let img = Image::open(&iso).unwrap();
+    let fs = img.root_filesystem().unwrap();
+    let names: Vec<(Vec<u8>, u64)> = fs
+        .read_dir(b"/")
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.name, e.size))
+        .collect();
+    assert_eq!(names, [(b"after".to_vec(), 6), (b"big.img".to_vec(), size)]);
+    let mut r = fs.open(b"/big.img").unwrap();
+    let mut buf = vec![0u8; 4 << 20];
+    let mut pos = 0u64;
+    let mut checked = 0;
+    loop {
+        let n = r.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        for (at, data) in &marks {
+            let end = at + data.len() as u64;
+            // Each chunk's part of each mark.
+            let (lo, hi) = ((*at).max(pos), end.min(pos + n as u64));
+            if lo < hi {
+                let got = &buf[(lo - pos) as usize..(hi - pos) as usize];
+                assert_eq!(
+                    got,
+                    &data[(lo - at) as usize..(hi - at) as usize],
+                    "at {lo}"
+                );
+                checked += hi - lo;
+            }
+        }
+        pos += n as u64;
+    }
+    assert_eq!((pos, checked), (size, 4096 + 6000 + 100));
+    assert_eq!(fs.read_to_vec(b"/after", 100).unwrap(), b"after\n");
+}
