@@ -3,8 +3,10 @@
 //! [`Image::open`] takes a raw image or a zstd-compressed one (decompressed to a sparse
 //! anonymous temporary file), reads its partition table (GPT through the `gpt` crate, MBR
 //! through `mbrman`, each after our own checks), and probes every partition for ext4 (read
-//! by the independent `ext4-view` crate) or FAT (read by `fs::fat`, our own bounded
-//! reader). [`Image::inspect`] explains the image: table, filesystems, the boot setup
+//! by the independent `ext4-view` crate), FAT (read by `fs::fat`, our own bounded reader)
+//! or ISO 9660 (`fs::iso9660`, ours too: Rock Ridge, El Torito; an isohybrid image's volume
+//! is read over the whole image as partition 0, whatever its MBR or GPT says; squashfs and
+//! Joliet are not read). [`Image::inspect`] explains the image: table, filesystems, the boot setup
 //! (systemd-boot, extlinux, GRUB, Raspberry Pi firmware) and the NixOS system (profile,
 //! toplevel, version, registered store paths), for images built by imgbuild or by nixpkgs.
 //! [`Filesystem`] lists, reads and copies files.
@@ -64,7 +66,7 @@ pub use container::Container;
 pub use copy::{copy_out, CopyStats};
 pub use diff::{diff, split_version, Diff, Fact, PathChange, StoreDiff};
 pub use error::{Error, Result, Where};
-pub use fs::{Allocation, Entry, FileReader, Filesystem, FsInfo, Kind};
+pub use fs::{Allocation, ElTorito, Entry, FileReader, Filesystem, FsInfo, IsoFacts, Kind};
 pub use inspection::{Inspection, PartitionReport};
 pub use nixos::{Nixos, Registration, Store};
 pub use open::Compression;
@@ -172,7 +174,27 @@ impl Image {
         disk.set_tracing(opts.trace_reads);
         let disk = Arc::new(disk);
         let disk_size = disk.size();
-        let (table, partitions, mut warnings) = match table::read(path, &disk)? {
+        // An isohybrid ISO: its MBR or GPT describes the volume (or not, or only part of
+        // it), so the volume is read over the whole image as partition 0, before the table's
+        // partitions (an appended ESP stays readable by its number); a table our checks
+        // refuse (xorriso's MBR entry 1 starts at LBA 0) is a warning, not an error.
+        let iso = {
+            let mut whole = io::Slice::new(disk.clone(), 0, disk_size, io::Budget::new(1 << 20));
+            fs::iso9660::looks_like_iso(&mut whole)
+        };
+        let mut iso_warning = None;
+        let read = match table::read(path, &disk) {
+            Err(e) if iso => {
+                iso_warning = Some(format!(
+                    "the partition table is not read ({}); the image is read as an ISO 9660 \
+                     volume",
+                    error::chain(&e)
+                ));
+                None
+            }
+            r => r?,
+        };
+        let (table, partitions, mut warnings) = match read {
             Some(p) => (p.table, p.partitions, p.warnings),
             None => (
                 Table {
@@ -185,25 +207,15 @@ impl Image {
                     header: None,
                     backup_ok: None,
                 },
-                vec![Partition {
-                    entry: imgbuild_partition::Entry {
-                        number: 0,
-                        start: 0,
-                        size: disk_size,
-                        first_lba: 0,
-                        last_lba: (disk_size / table::SECTOR).saturating_sub(1),
-                        type_id: "-".into(),
-                        type_name: Some("whole image"),
-                        name: None,
-                        guid: None,
-                        flags: Vec::new(),
-                        attributes: None,
-                    },
-                    readable: true,
-                }],
+                vec![whole_image(disk_size)],
                 Vec::new(),
             ),
         };
+        let mut partitions = partitions;
+        if iso && partitions.first().is_some_and(|p| p.entry.number != 0) {
+            partitions.insert(0, whole_image(disk_size));
+        }
+        warnings.extend(iso_warning);
         let mut parts = Vec::new();
         for p in partitions {
             if !p.readable {
@@ -382,6 +394,12 @@ impl Image {
                 )
             })
             .or_else(|| {
+                // An ISO's own tree, not the ESP its hybrid table shows.
+                readable
+                    .iter()
+                    .find(|p| p.info.as_ref().is_some_and(|i| i.summary.kind == "iso9660"))
+            })
+            .or_else(|| {
                 readable.iter().find(|p| {
                     p.info
                         .as_ref()
@@ -449,6 +467,26 @@ impl Image {
             Some(s) => self.filesystem(s),
             None => self.root_filesystem(),
         }
+    }
+}
+
+/// The whole image as partition 0 (no table, or an ISO 9660 volume over a hybrid table).
+fn whole_image(disk_size: u64) -> Partition {
+    Partition {
+        entry: imgbuild_partition::Entry {
+            number: 0,
+            start: 0,
+            size: disk_size,
+            first_lba: 0,
+            last_lba: (disk_size / table::SECTOR).saturating_sub(1),
+            type_id: "-".into(),
+            type_name: Some("whole image"),
+            name: None,
+            guid: None,
+            flags: Vec::new(),
+            attributes: None,
+        },
+        readable: true,
     }
 }
 

@@ -25,6 +25,7 @@
 
 mod blob;
 mod fields;
+mod iso_seeds;
 mod mutate;
 mod seeds;
 mod text;
@@ -53,6 +54,7 @@ pub enum Target {
     Mbr,
     Ext4,
     Fat,
+    Iso9660,
     Nixdb,
     Qcow2,
     Vhd,
@@ -73,6 +75,7 @@ const ALL: [Target; 17] = [
     Target::Mbr,
     Target::Ext4,
     Target::Fat,
+    Target::Iso9660,
     Target::Nixdb,
     Target::Qcow2,
     Target::Vhd,
@@ -95,6 +98,7 @@ impl Target {
             Target::Mbr => "mbr",
             Target::Ext4 => "ext4",
             Target::Fat => "fat",
+            Target::Iso9660 => "iso9660",
             Target::Nixdb => "nixdb",
             Target::Qcow2 => "qcow2",
             Target::Vhd => "vhd",
@@ -145,6 +149,7 @@ impl Target {
                 "classic-efi-nocsum.img",
             ],
             Target::Fat => &["demo-efi.img", "classic-sd.img", "fat12.img"],
+            Target::Iso9660 => iso_seeds::SEEDS,
             Target::Nixdb => &["demo-efi.img", "classic-efi.img"],
             Target::Qcow2 => &["demo.qcow2", "classic.qcow2", "classic-compressed.qcow2"],
             Target::Vhd => &["demo.vhd", "demo-fixed.vhd", "classic.vhd"],

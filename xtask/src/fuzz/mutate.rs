@@ -30,6 +30,11 @@ fn encode(f: &Field, v: u64) -> Vec<u8> {
     match f.endian {
         Endian::Le => v.to_le_bytes()[..w.min(8)].to_vec(),
         Endian::Be => v.to_be_bytes()[8 - w.min(8)..].to_vec(),
+        Endian::Both => {
+            let mut b = v.to_le_bytes()[..w.min(8)].to_vec();
+            b.extend_from_slice(&v.to_be_bytes()[8 - w.min(8)..]);
+            b
+        }
         Endian::Octal => {
             let digits = format!("{:0width$o}", v, width = w - 1);
             if digits.len() < w {
@@ -50,7 +55,8 @@ fn encode(f: &Field, v: u64) -> Vec<u8> {
 
 fn decode(f: &Field, b: &[u8]) -> u64 {
     match f.endian {
-        Endian::Le => b.iter().rev().fold(0, |n, &x| (n << 8) | u64::from(x)),
+        // A both-endian field is read by its little-endian half (`width` bytes).
+        Endian::Le | Endian::Both => b.iter().rev().fold(0, |n, &x| (n << 8) | u64::from(x)),
         Endian::Be => b.iter().fold(0, |n, &x| (n << 8) | u64::from(x)),
         Endian::Octal => {
             let s: String = b

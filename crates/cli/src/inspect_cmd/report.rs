@@ -138,6 +138,28 @@ fn write_filesystem(out: &mut dyn Write, fs: &FsInfo) -> io::Result<()> {
     if !fs.features.is_empty() {
         writeln!(out, "      features {}", fs.features.join(" "))?;
     }
+    if let Some(iso) = &fs.iso9660 {
+        writeln!(
+            out,
+            "      rock ridge {}, joliet {}",
+            if iso.rock_ridge { "yes" } else { "no" },
+            if iso.joliet { "yes" } else { "no" }
+        )?;
+        for e in &iso.el_torito {
+            writeln!(
+                out,
+                "      el torito {}{}, {}, load LBA {}, {} sectors",
+                e.platform,
+                if e.bootable { "" } else { " (not bootable)" },
+                e.media,
+                e.load_lba,
+                e.sectors
+            )?;
+        }
+        if let Some(e) = &iso.el_torito_error {
+            writeln!(out, "      el torito: {e}")?;
+        }
+    }
     Ok(())
 }
 

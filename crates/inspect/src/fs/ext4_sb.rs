@@ -215,6 +215,7 @@ impl Superblock {
             inodes: Some(self.inodes_count),
             inodes_used: Some(self.inodes_count.saturating_sub(self.free_inodes)),
             features,
+            iso9660: None,
             error: None,
         }
     }

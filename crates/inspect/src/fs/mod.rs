@@ -7,8 +7,12 @@ mod ext4_sb;
 pub(crate) mod fat;
 pub(crate) mod fat_bpb;
 mod fat_names;
+pub(crate) mod iso9660;
+pub(crate) mod iso9660_susp;
+pub(crate) mod iso9660_vd;
 mod types;
 
+pub use iso9660_vd::{ElTorito, IsoFacts};
 pub(crate) use types::{check_names, last_name};
 pub use types::{Allocation, Entry, FsInfo, Kind};
 
@@ -28,14 +32,19 @@ use crate::{Error, Limits, Result, Where};
 /// What a partition's first bytes say it holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Probe {
+    Iso9660,
     Ext,
     Fat,
     Other(&'static str),
     Unknown,
 }
 
-/// Recognises a filesystem by its magic numbers (only ext and FAT are read further).
+/// Recognises a filesystem by its magic numbers (only ISO 9660, ext and FAT are read
+/// further). ISO 9660 first: an isohybrid image's first block holds an MBR.
 pub(crate) fn probe(slice: &mut Slice) -> Probe {
+    if iso9660::looks_like_iso(slice) {
+        return Probe::Iso9660;
+    }
     let mut b = vec![0u8; to_usize(slice.len().min(4096))];
     if slice.read_exact_at(0, &mut b).is_err() {
         return Probe::Unknown;
@@ -72,6 +81,7 @@ pub(crate) fn probe(slice: &mut Slice) -> Probe {
 enum Inner {
     Ext4(ext4::Ext4Fs),
     Fat(Box<fat::FatFs>),
+    Iso(Box<iso9660::IsoFs>),
 }
 
 /// A readable filesystem in one partition of an image.
@@ -103,7 +113,23 @@ pub(crate) struct Opened {
     pub error: Option<Error>,
 }
 
-/// Probes `part` and opens the filesystem in it, if it is ext or FAT.
+/// A filesystem opened: its facts and the reader.
+fn opened(at: Where, info: FsInfo, inner: Inner, budget: Budget, limits: &Limits) -> Opened {
+    Opened {
+        info: Some(info.clone()),
+        fs: Some(Filesystem {
+            at,
+            info,
+            inner,
+            budget,
+            poisoned: Cell::new(false),
+            limits: limits.clone(),
+        }),
+        error: None,
+    }
+}
+
+/// Probes `part` and opens the filesystem in it, if it is ISO 9660, ext or FAT.
 pub(crate) fn open(disk: &Arc<Disk>, part: &Partition, at: Where, limits: &Limits) -> Opened {
     let budget = Budget::new(BASE_BUDGET);
     let mut slice = Slice::new(
@@ -131,18 +157,7 @@ pub(crate) fn open(disk: &Arc<Disk>, part: &Partition, at: Where, limits: &Limit
                 budget.clone(),
             );
             match ext4::Ext4Fs::open(slice, raw, &sb, &at) {
-                Ok(fs) => Opened {
-                    info: Some(info.clone()),
-                    fs: Some(Filesystem {
-                        at,
-                        info,
-                        inner: Inner::Ext4(fs),
-                        budget,
-                        poisoned: Cell::new(false),
-                        limits: limits.clone(),
-                    }),
-                    error: None,
-                },
+                Ok(fs) => opened(at, info, Inner::Ext4(fs), budget, limits),
                 Err(e) => {
                     info.error = Some(crate::error::chain(&e));
                     none(Some(info), Some(e))
@@ -150,22 +165,26 @@ pub(crate) fn open(disk: &Arc<Disk>, part: &Partition, at: Where, limits: &Limit
             }
         }
         Probe::Fat => match fat::FatFs::open(slice, &at) {
-            Ok((fs, info)) => Opened {
-                info: Some(info.clone()),
-                fs: Some(Filesystem {
-                    at,
-                    info,
-                    inner: Inner::Fat(Box::new(fs)),
-                    budget,
-                    poisoned: Cell::new(false),
-                    limits: limits.clone(),
-                }),
-                error: None,
-            },
+            Ok((fs, info)) => opened(at, info, Inner::Fat(Box::new(fs)), budget, limits),
             Err(b) => {
                 let (info, e) = *b;
                 none(info, Some(e))
             }
+        },
+        Probe::Iso9660 => match iso9660::IsoFs::open(slice, &at) {
+            Ok((fs, info)) => opened(at, info, Inner::Iso(Box::new(fs)), budget, limits),
+            Err(e) => none(
+                Some(FsInfo {
+                    summary: FsSummary {
+                        kind: "iso9660".into(),
+                        size: part.entry.size,
+                        ..FsSummary::default()
+                    },
+                    error: Some(crate::error::chain(&e)),
+                    ..FsInfo::default()
+                }),
+                Some(e),
+            ),
         },
         Probe::Other(kind) => none(
             Some(FsInfo {
@@ -196,6 +215,7 @@ pub struct FileReader<'a> {
 enum ReaderInner {
     Ext4(Box<ext4_view::File>),
     Fat(fat::FatFile),
+    Iso(iso9660::IsoFile),
 }
 
 impl FileReader<'_> {
@@ -219,7 +239,12 @@ impl FileReader<'_> {
             ReaderInner::Fat(f) => match &self.fs.inner {
                 Inner::Fat(fs) => fs.read(f, buf).map_err(|e| fat::map_err(e, at())),
                 // A FAT file is only ever opened on a FAT filesystem.
-                Inner::Ext4(_) => Ok(0),
+                _ => Ok(0),
+            },
+            ReaderInner::Iso(f) => match &self.fs.inner {
+                Inner::Iso(fs) => fs.read(f, buf, &at()),
+                // An ISO file is only ever opened on an ISO 9660 filesystem.
+                _ => Ok(0),
             },
         })?;
         if n == 0 {
@@ -289,6 +314,7 @@ impl Filesystem {
         match self.inner {
             Inner::Ext4(_) => "ext4-view",
             Inner::Fat(_) => "FAT",
+            Inner::Iso(_) => "ISO 9660",
         }
     }
 
@@ -298,6 +324,7 @@ impl Filesystem {
         self.call(&path, || match &self.inner {
             Inner::Ext4(e) => e.metadata(&path, &self.at),
             Inner::Fat(f) => f.metadata(&path, &self.at),
+            Inner::Iso(i) => i.metadata(&path, &self.at),
         })
     }
 
@@ -327,6 +354,7 @@ impl Filesystem {
         let mut entries = self.call(&path, || match &self.inner {
             Inner::Ext4(e) => e.read_dir(&path, kind, &self.at, max),
             Inner::Fat(f) => f.read_dir(&path, &self.at, max),
+            Inner::Iso(i) => i.read_dir(&path, &self.at, max),
         })?;
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(entries)
@@ -341,6 +369,7 @@ impl Filesystem {
                 at: self.at.with_path(&path),
                 reason: "FAT has no symlinks".into(),
             }),
+            Inner::Iso(i) => i.read_link(&path, &self.at),
         })
     }
 
@@ -351,6 +380,7 @@ impl Filesystem {
         self.call(&path, || match &self.inner {
             Inner::Ext4(e) => e.canonicalize(&path, &self.at),
             Inner::Fat(f) => f.metadata(&path, &self.at).map(|_| path.clone()),
+            Inner::Iso(i) => i.canonicalize(&path, &self.at),
         })
     }
 
@@ -366,13 +396,14 @@ impl Filesystem {
                     e.allocations(&root, &self.limits, &self.at, &mut visit)
                 })
             }
-            Inner::Fat(_) => {
+            Inner::Fat(_) | Inner::Iso(_) => {
                 let cluster = self.info.block_size.max(1);
                 let mut id = 0u64;
                 self.walk(&root, |path, e, depth| {
                     id += 1;
                     let dir = e.kind == Kind::Dir;
-                    let bytes = if dir {
+                    // ISO 9660 symlinks and devices hold no extent.
+                    let bytes = if e.kind != Kind::File {
                         0
                     } else {
                         e.size.div_ceil(cluster).saturating_mul(cluster)
@@ -410,6 +441,9 @@ impl Filesystem {
             Inner::Fat(f) => f
                 .open_file(&path, &self.at)
                 .map(|(f, n)| (ReaderInner::Fat(f), n)),
+            Inner::Iso(i) => i
+                .open_file(&path, &self.at)
+                .map(|(f, n)| (ReaderInner::Iso(f), n)),
         })?;
         if size > max {
             return Err(Error::TooLarge {

@@ -29,6 +29,9 @@ pub struct FsInfo {
     /// ext4 feature names.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<String>,
+    /// ISO 9660 only: Rock Ridge, Joliet, the El Torito boot entries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iso9660: Option<super::IsoFacts>,
     /// Why the filesystem could not be opened for reading files, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -85,7 +85,7 @@ fn crash_dir() -> PathBuf {
 }
 
 /// Fuzzes one base image; prints what it did.
-fn fuzz(name: &str, image: &Path) {
+pub(crate) fn fuzz(name: &str, image: &Path) {
     harness::install_panic_counter();
     let base = Base::new(name, image);
     assert!(base.covered() > 0);
@@ -203,7 +203,7 @@ fn fuzz(name: &str, image: &Path) {
 }
 
 /// Sanity check that the harness can fail: the uncorrupted base reads everything back.
-fn clean(image: &Path) -> harness::Outcome {
+pub(crate) fn clean(image: &Path) -> harness::Outcome {
     harness::install_panic_counter();
     let o = harness::exercise(image, DEADLINE).expect("the clean image reads");
     assert!(o.opened, "{:?}", o.open_error);

@@ -8,6 +8,7 @@ mod common;
 mod fuzz;
 use imgbuild_testutil::harness;
 mod hostile;
+mod iso;
 mod readers;
 mod regressions;
 

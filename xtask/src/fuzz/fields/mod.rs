@@ -1,13 +1,16 @@
 //! Where the structures of a seed are, field by field: GPT and MBR tables, the ext4
 //! superblock, group descriptors, inodes, extent headers and directory entries, FAT's BPB,
-//! FAT entries and directory entries, the SQLite header and b-tree pages of the Nix database,
+//! FAT entries and directory entries, ISO 9660's volume descriptor, directory records, SUSP
+//! entries and boot catalog, the SQLite header and b-tree pages of the Nix database,
 //! and each container's headers and tables. A mutation overwrites a whole field with a value
 //! of its width, so it lands where a reader makes decisions; checksums are recomputed after
 //! (see [`super::mutate::fixups`]) so the mutation gets past them.
 
 mod ext4;
+mod iso9660;
 
 pub use ext4::ext4;
+pub use iso9660::iso9660;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
@@ -18,6 +21,9 @@ pub enum Endian {
     Be,
     /// A tar number: octal ASCII (or GNU base-256 when big).
     Octal,
+    /// ISO 9660's both-byte orders (ECMA-119 7.2.3, 7.3.3): the value little-endian in
+    /// `width` bytes, then big-endian in as many (a mutation writes both halves alike).
+    Both,
 }
 
 /// One field of one structure.

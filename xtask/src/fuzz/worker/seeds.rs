@@ -28,7 +28,7 @@ fn seed_map(target: Target, path: &Path, len: u64) -> Result<(Map, Fixup)> {
     let mut m = Map::default();
     let disk = matches!(
         target,
-        Target::Gpt | Target::Mbr | Target::Ext4 | Target::Fat | Target::Nixdb
+        Target::Gpt | Target::Mbr | Target::Ext4 | Target::Fat | Target::Iso9660 | Target::Nixdb
     );
     if disk {
         m.ranges = harness::Base::new("seed", path).ranges;
@@ -56,6 +56,10 @@ fn seed_map(target: Target, path: &Path, len: u64) -> Result<(Map, Fixup)> {
             for &(s, n) in &parts {
                 fields::fat(&f, s, n, &mut m);
             }
+            Fixup::None
+        }
+        Target::Iso9660 => {
+            fields::iso9660(&f, len, &mut m);
             Fixup::None
         }
         Target::Nixdb => {
