@@ -521,7 +521,10 @@ fn main() {
             Ok(true) => Ok(()),
             Ok(false) => std::process::exit(1),
             Err(e) => {
-                eprintln!("imgbuild: error: {e:#}");
+                eprintln!(
+                    "imgbuild: error: {}",
+                    imgbuild_units::error_chain(e.as_ref())
+                );
                 std::process::exit(2);
             }
         },
@@ -541,7 +544,10 @@ fn main() {
         Cmd::Man => man(),
     };
     if let Err(e) = r {
-        eprintln!("imgbuild: error: {e:#}");
+        eprintln!(
+            "imgbuild: error: {}",
+            imgbuild_units::error_chain(e.as_ref())
+        );
         std::process::exit(failure_status());
     }
 }

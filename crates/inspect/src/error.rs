@@ -229,33 +229,9 @@ impl Error {
     }
 }
 
-/// `e` and every error below it, `outer: inner: innermost`: how an error becomes report text
-/// (a warning, a JSON field), so no cause is lost. As the CLI prints errors: a cause whose
-/// text the message already ends with is not repeated (third-party errors often print their
-/// source in their own message), and a cause that restates the previous one with a prefix
-/// (`Error code 26: file is not a database`) replaces it.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut msg = String::new();
-    let mut last = String::new();
-    let mut cur = Some(e);
-    while let Some(cause) = cur {
-        let s = cause.to_string();
-        if msg.ends_with(&s) {
-            // Already said.
-        } else if !last.is_empty() && s.ends_with(&last) && msg.ends_with(&last) {
-            msg.truncate(msg.len() - last.len());
-            msg.push_str(&s);
-        } else {
-            if !msg.is_empty() {
-                msg.push_str(": ");
-            }
-            msg.push_str(&s);
-        }
-        last = s;
-        cur = cause.source();
-    }
-    msg
-}
+/// `e` and every error below it, `outer: inner: innermost`, as the CLI prints errors: how an
+/// error becomes report text (a warning, a JSON field), so no cause is lost.
+pub use imgbuild_units::error_chain as chain;
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

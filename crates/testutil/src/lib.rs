@@ -18,19 +18,10 @@ pub mod harness;
 
 pub use harness::Rng;
 
-/// `outer: inner: innermost`: an error's message and its sources' joined by `: `, as the CLI
-/// prints an error (errors chain their causes instead of printing them, so a test of what a
-/// user reads checks this, not `to_string()` alone).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    out
-}
+/// `outer: inner: innermost`: an error's message and its sources', as the CLI prints an
+/// error (errors chain their causes instead of printing them, so a test of what a user reads
+/// checks this, not `to_string()` alone).
+pub use imgbuild_units::error_chain;
 
 /// Runs `cmd`, panicking unless it succeeds; its output.
 #[track_caller]

@@ -1,6 +1,7 @@
 //! Units every layer of imgbuild shares, written once: calendar dates from Unix seconds (the
-//! proleptic Gregorian calendar, UTC), sizes for people (`529.0 MiB`), and sizes from text
-//! (`8GiB`, `2GB`). No dependencies, no clock: pure functions.
+//! proleptic Gregorian calendar, UTC), sizes for people (`529.0 MiB`), sizes from text
+//! (`8GiB`, `2GB`), and errors for people (`outer: inner: innermost`). No dependencies, no
+//! clock: pure functions.
 
 #![warn(missing_docs)]
 
@@ -134,8 +135,71 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(v.round() as u64)
 }
 
+/// `e` and every error below it, `outer: inner: innermost`: how an error is told to people,
+/// by the CLI and in report text (a warning, a JSON field), so no cause is lost. Our own
+/// errors chain their source without printing it; third-party errors often print it too, so
+/// a cause whose text the message already ends with is not repeated, and a cause that
+/// restates the previous one with a prefix (`Error code 26: file is not a database`)
+/// replaces it.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = String::new();
+    let mut last = String::new();
+    let mut cur = Some(e);
+    while let Some(cause) = cur {
+        let s = cause.to_string();
+        if msg.ends_with(&s) {
+            // Already said.
+        } else if !last.is_empty() && s.ends_with(&last) && msg.ends_with(&last) {
+            msg.truncate(msg.len() - last.len());
+            msg.push_str(&s);
+        } else {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&s);
+        }
+        last = s;
+        cur = cause.source();
+    }
+    msg
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn error_chains_say_each_cause_once() {
+        #[derive(Debug)]
+        struct E(&'static str, Option<Box<E>>);
+        impl std::fmt::Display for E {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for E {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|e| e as _)
+            }
+        }
+        let e = |m: &'static str, s: Option<E>| E(m, s.map(Box::new));
+        let plain = e("outer", Some(e("inner", Some(e("innermost", None)))));
+        assert_eq!(super::error_chain(&plain), "outer: inner: innermost");
+        // A source already printed by its parent (rusqlite's style) is not repeated.
+        let printed = e("db: broken: bad page", Some(e("bad page", None)));
+        assert_eq!(super::error_chain(&printed), "db: broken: bad page");
+        // A source restating its parent's text with a prefix replaces it.
+        let restated = e(
+            "db",
+            Some(e(
+                "file is not a database",
+                Some(e("Error code 26: file is not a database", None)),
+            )),
+        );
+        assert_eq!(
+            super::error_chain(&restated),
+            "db: Error code 26: file is not a database"
+        );
+    }
+
     use super::*;
 
     #[test]
