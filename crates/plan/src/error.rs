@@ -347,6 +347,15 @@ pub enum Error {
     /// A file an input named that is not a regular file, too big, or not what its size says.
     #[error(transparent)]
     Input(#[from] imgbuild_blockio::InputError),
+    #[error("writing the store image `{}`", path.display())]
+    /// The squashfs store image (ISO, netboot) could not be written.
+    Squashfs {
+        /// The image file.
+        path: PathBuf,
+        #[source]
+        /// The squashfs writer's error.
+        source: imgbuild_squashfs::Error,
+    },
     #[error("interrupted")]
     /// The build was interrupted (SIGINT, SIGTERM, SIGHUP); nothing was left at the output paths.
     Interrupted,

@@ -32,6 +32,7 @@ pub mod layout;
 mod manifest;
 pub mod options;
 mod output;
+mod store_image;
 mod system_check;
 mod trees;
 
