@@ -14,9 +14,6 @@
 //! [`StoreImage`] is dropped. The bytes depend on the closure and the time only: the
 //! squashfs writer compresses on the current rayon pool, whatever its size, in order.
 
-// Used by the iso and netboot formats, which arrive in the next commits.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;

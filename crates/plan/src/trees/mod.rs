@@ -60,10 +60,7 @@ pub(crate) struct Trees {
 /// Build the tree of every partition: the root filesystem (store, Nix state, profile, boot
 /// files for extlinux), the ESP (systemd-boot) or the Pi firmware partition, plus `--add`s.
 pub(crate) fn build(cx: &Context, inputs: &Inputs, cancel: &AtomicBool) -> Result<Trees> {
-    let mut choice = bootloader::choose(cx.format, &inputs.bootspec)?;
-    let mut entry =
-        crate::inputs::boot_entry(&inputs.bootspec, crate::inputs::toplevel_dtbs(inputs)?);
-    entry.devicetree = devicetree(&inputs.bootspec, &choice)?;
+    let (mut choice, entry) = choice_and_entry(cx, inputs)?;
     let mut trees = Vec::new();
     let mut added = Vec::new();
     let mut dedup = DedupReport::default();
@@ -93,6 +90,23 @@ pub(crate) fn build(cx: &Context, inputs: &Inputs, cancel: &AtomicBool) -> Resul
         dedup,
         boot: choice.note,
     })
+}
+
+/// The boot loader settings and the generation's boot entry.
+fn choice_and_entry(cx: &Context, inputs: &Inputs) -> Result<(Choice, boot::BootEntry)> {
+    let choice = bootloader::choose(cx.format, &inputs.bootspec)?;
+    let mut entry =
+        crate::inputs::boot_entry(&inputs.bootspec, crate::inputs::toplevel_dtbs(inputs)?);
+    entry.devicetree = devicetree(&inputs.bootspec, &choice)?;
+    Ok((choice, entry))
+}
+
+/// The systemd-boot ESP of the system alone (an ISO's EFI boot image), with the boot loader
+/// settings it follows.
+pub(crate) fn esp_alone(cx: &Context, inputs: &Inputs) -> Result<(Tree, Choice)> {
+    let (mut choice, entry) = choice_and_entry(cx, inputs)?;
+    let tree = esp_tree(cx, inputs, &entry, &mut choice)?;
+    Ok((tree, choice))
 }
 
 /// The bootspec's `org.nixos.systemd-boot.sortKey` (`None`: the builder's default, `nixos`).
