@@ -179,13 +179,16 @@ fn layout(size: u64) -> Layout {
     }
 }
 
-/// What building the trees did: nothing added, no dedup, the release followed.
+/// What building the trees did: nothing added, no dedup, the closure's release. No boot
+/// loader files are written (the firmware's iPXE or the running kernel loads the system), so
+/// nothing was assumed of the boot loader settings.
 fn notes(cx: &Context, inputs: &Inputs) -> Result<TreeNotes> {
-    let choice = crate::bootloader::choose(cx.format, &inputs.bootspec)?;
+    let mut note = crate::bootloader::choose(cx.format, &inputs.bootspec)?.note;
+    note.assumed = None;
     Ok(TreeNotes {
         added: Vec::new(),
         dedup: crate::DedupReport::default(),
-        boot: choice.note,
+        boot: note,
     })
 }
 
