@@ -285,6 +285,28 @@ fn kexec_tarball_is_nixpkgs_tree_for_nixos_anywhere() {
 }
 
 #[test]
+fn netboot_refuses_what_it_would_ignore() {
+    let t = tempfile::tempdir().unwrap();
+    for (extra, option) in [
+        (&["--compress", "zstd"][..], "--compress"),
+        (&["--level", "5"], "--level"),
+        (&["--keep-raw"], "--keep-raw"),
+    ] {
+        let mut args = closure_args("netboot", &demo(), &t.path().join("nb"));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let err = fails(&mut imgbuild(&refs));
+        assert!(
+            err.contains(&format!(
+                "{option}: format `netboot` writes the kernel and the initrd as they are"
+            )),
+            "{err}"
+        );
+    }
+    assert!(std::fs::read_dir(t.path()).unwrap().next().is_none());
+}
+
+#[test]
 fn netboot_formats_refuse_disk_keys() {
     let t = tempfile::tempdir().unwrap();
     let f = t.path().join("nb.toml");

@@ -116,6 +116,23 @@ pub(crate) fn dry_run(s: &Stages) -> Result<DryRun> {
 
 /// The context (which refuses the options these formats cannot take) and the system check.
 fn context<'a>(s: &Stages<'a>) -> Result<Context<'a>> {
+    let out = &s.opts.output;
+    if s.format.volume == Volume::Netboot {
+        // The directory's files are written as they are: nothing to compress or keep raw.
+        for (given, option) in [
+            (out.compression.is_some(), "--compress"),
+            (out.level.is_some(), "--level"),
+            (out.keep_raw, "--keep-raw"),
+        ] {
+            if given {
+                return Err(Error::OptionNotApplicable {
+                    option,
+                    format: s.format.name.clone(),
+                    reason: "writes the kernel and the initrd as they are (a directory)",
+                });
+            }
+        }
+    }
     let cx = Context::new(s.format, s.inputs, s.opts)?;
     if s.opts.check_system {
         crate::system_check::check(s.format, &cx.ids, s.inputs)?;
