@@ -34,6 +34,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../../formats/virtualbox.toml"),
     ),
     ("proxmox", include_str!("../../../../formats/proxmox.toml")),
+    (
+        "vagrant-virtualbox",
+        include_str!("../../../../formats/vagrant-virtualbox.toml"),
+    ),
 ];
 
 /// How deep `base` chains may go (a cycle ends here with an error).
