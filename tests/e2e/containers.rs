@@ -220,6 +220,25 @@ fn vmware_vmdk_and_virtualbox_ova() {
     qemu_img_identical("vmdk", &vmdk, &raw);
 }
 
+/// The qcow2 clouds are the raw-efi disk in qcow2, each under its platform's name (their
+/// NixOS settings come from the module): the same qcow2 as qemu-efi, byte for byte.
+#[test]
+fn qcow2_clouds_hold_the_raw_efi_disk() {
+    let t = tempfile::tempdir().unwrap();
+    let raw = t.path().join("disk.img");
+    build("raw-efi", &raw, &[]);
+    let q = t.path().join("qemu.qcow2");
+    build("qemu-efi", &q, &[]);
+    for cloud in ["openstack", "kubevirt", "oci"] {
+        let img = t.path().join(format!("{cloud}.qcow2"));
+        let m = build(cloud, &img, &[]);
+        check_manifest(&m, &img, "qcow2");
+        assert_eq!(m["format"], cloud);
+        qemu_img_identical("qcow2", &img, &raw);
+        assert_eq!(sha256(&img), sha256(&q), "{cloud}");
+    }
+}
+
 #[test]
 fn vagrant_box_is_the_ova_package_under_vagrants_names() {
     let t = tempfile::tempdir().unwrap();

@@ -35,6 +35,15 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ),
     ("proxmox", include_str!("../../../../formats/proxmox.toml")),
     (
+        "openstack",
+        include_str!("../../../../formats/openstack.toml"),
+    ),
+    (
+        "kubevirt",
+        include_str!("../../../../formats/kubevirt.toml"),
+    ),
+    ("oci", include_str!("../../../../formats/oci.toml")),
+    (
         "vagrant-virtualbox",
         include_str!("../../../../formats/vagrant-virtualbox.toml"),
     ),
