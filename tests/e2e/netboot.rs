@@ -320,7 +320,7 @@ fn netboot_formats_refuse_disk_keys() {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let err = fails(&mut imgbuild(&refs));
     assert!(
-        err.contains("a netboot volume has no boot loader of its own: no `bootloader`"),
+        err.contains("volume `netboot` has no boot loader of its own: no `bootloader`"),
         "{err}"
     );
 }

@@ -539,7 +539,7 @@ fn check_volume_keys(name: &str, table: &toml::Table) -> Result<(), FormatError>
             return Err(FormatError::Invalid {
                 name: quote(name),
                 reason: format!(
-                    "a {} volume has no boot loader of its own: no `bootloader`",
+                    "volume `{}` has no boot loader of its own: no `bootloader`",
                     volume.unwrap_or_default()
                 ),
             })
@@ -558,7 +558,7 @@ fn check_volume_keys(name: &str, table: &toml::Table) -> Result<(), FormatError>
                 return Err(FormatError::Invalid {
                     name: quote(name),
                     reason: format!(
-                        "an {} volume has no partition table: no `{key}`",
+                        "volume `{}` has no partition table: no `{key}`",
                         volume.unwrap_or_default()
                     ),
                 })

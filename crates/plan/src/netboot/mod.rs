@@ -213,3 +213,47 @@ fn notes(cx: &Context, inputs: &Inputs) -> Result<TreeNotes> {
 fn member(dir: &std::path::Path, name: &str) -> PathBuf {
     dir.join(name)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::format::{Format, Volume};
+
+    fn refusal(text: &str) -> String {
+        imgbuild_units::error_chain(&Format::parse("x", text).unwrap_err())
+    }
+
+    #[test]
+    fn formats_take_only_their_own_keys() {
+        let netboot = Format::load("netboot").unwrap();
+        assert_eq!(netboot.volume, Volume::Netboot);
+        assert_eq!(netboot.extension, "netboot");
+        let kexec = Format::load("kexec").unwrap();
+        assert_eq!(
+            (kexec.volume, kexec.container.kind.name()),
+            (Volume::Kexec, "gzip")
+        );
+        assert_eq!(
+            refusal("base = \"netboot\"\n[container]\ntype = \"qcow2\"\n"),
+            "format `netboot`: netboot files are written raw, not as `qcow2`"
+        );
+        assert_eq!(
+            refusal("base = \"kexec\"\n[container]\ntype = \"raw\"\n"),
+            "format `kexec`: a kexec tarball is written as `gzip`, not as `raw`"
+        );
+        assert_eq!(
+            refusal("base = \"netboot\"\ncompress = \"zstd\"\n"),
+            "format `netboot`: netboot files are written raw: no `compress`"
+        );
+        assert_eq!(
+            refusal("base = \"kexec\"\n[table]\ntype = \"gpt\"\nalign = \"1MiB\"\n"),
+            "format `x`: volume `kexec` has no partition table: no `table`"
+        );
+        // A disk format still needs its boot loader.
+        let raw = crate::format::BUILTIN[0].1;
+        let cut = raw.find("[bootloader]").unwrap();
+        assert_eq!(
+            refusal(&raw[..cut]),
+            "format `x`: missing field `bootloader`"
+        );
+    }
+}
