@@ -345,6 +345,31 @@ fn a_closure_without_the_grub_record_is_refused() {
 }
 
 #[test]
+fn an_mbr_gap_too_small_for_core_img_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(closure) = grub_closure(t.path(), json!({})) else {
+        return;
+    };
+    // The root partition at 4 KiB leaves 7 sectors after the MBR.
+    let f = t.path().join("tight.toml");
+    std::fs::write(
+        &f,
+        "base = \"raw\"\nname = \"tight\"\n[table]\ntype = \"mbr\"\nalign = \"4KiB\"\n",
+    )
+    .unwrap();
+    let out = t.path().join("t.img");
+    let a = args(&f.display().to_string(), &closure, &out, &[]);
+    let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+    let err = fails(&mut imgbuild(&refs));
+    assert!(
+        err.contains("GRUB: embedding core.img: core.img needs "),
+        "{err}"
+    );
+    assert!(err.contains("sectors, only 7 are available"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
 fn raw_boots_to_grubs_menu_under_seabios() {
     let t = tempfile::tempdir().unwrap();
     let Some(closure) = grub_closure(t.path(), json!({"timeout": 1})) else {
