@@ -39,8 +39,8 @@ impl OutputKind for Gzip {
     }
 }
 
-/// A gzip stream into the hashed image file at `w`'s level and worker count (this kind's and
-/// the GCE tarball's).
+/// A gzip stream into the hashed image file at `w`'s level and worker count (this kind's, the
+/// GCE tarball's and the gzip'd qcow2's).
 pub(crate) fn gzip<'f>(w: &WriterInput<'_, 'f>) -> Result<imgbuild_compress::Gzip<Hashing<'f>>> {
     imgbuild_compress::Gzip::new(hashing(w.file), w.level.unsigned_abs(), w.workers).map_err(
         |source| Error::Io {
@@ -49,6 +49,32 @@ pub(crate) fn gzip<'f>(w: &WriterInput<'_, 'f>) -> Result<imgbuild_compress::Gzi
             source,
         },
     )
+}
+
+/// A container sink writing into [`gzip`]'s stream (GCE's tar, DigitalOcean's qcow2):
+/// finishing it finishes the gzip stream.
+pub(super) struct Gzipped<'f, S> {
+    /// The container's writer.
+    pub sink: S,
+    /// The output file, for errors.
+    pub path: PathBuf,
+    /// The container's writer, back (`into_inner`).
+    pub inner: fn(S) -> imgbuild_compress::Gzip<Hashing<'f>>,
+}
+
+impl<S: Sink> ImageWriter for Gzipped<'_, S> {
+    fn sink(&mut self) -> &mut dyn Sink {
+        &mut self.sink
+    }
+    fn finish(self: Box<Self>, _disk: &Sha256Sink) -> Result<Written> {
+        let Gzipped { sink, path, inner } = *self;
+        let w = inner(sink).finish().map_err(|source| Error::Io {
+            op: "writing",
+            path,
+            source,
+        })?;
+        Ok(w.written())
+    }
 }
 
 struct Writer<'f> {
