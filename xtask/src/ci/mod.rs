@@ -15,7 +15,7 @@ mod all;
 
 pub use all::run_all;
 
-use crate::boot::{self, BootSpec, Disk, Format};
+use crate::boot::{self, BootSpec, Disk, Firmware, Format};
 use crate::fixture::{self, Arch, FixtureInfo};
 use crate::util::{self, cmd, Timer};
 use crate::{baseline, bootcount, bootctl};
@@ -84,13 +84,34 @@ impl Run {
         info: &FixtureInfo,
         writable: bool,
     ) {
+        let firmware = Firmware::default_for(format);
+        self.boot_on(name, (format, firmware, disk), image, info, writable);
+    }
+
+    /// [`Run::boot_with`] on the given firmware; the BIOS formats' marker is the GRUB
+    /// toplevel's.
+    fn boot_on(
+        &mut self,
+        name: &str,
+        (format, firmware, disk): (Format, Firmware, Disk),
+        image: &Path,
+        info: &FixtureInfo,
+        writable: bool,
+    ) {
         let log = self.out.join("logs").join(format!(
-            "{}.{}.console.log",
+            "{}.{}{}.console.log",
             image
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            disk.name()
+            disk.name(),
+            if firmware == Firmware::default_for(format) {
+                ""
+            } else if firmware == Firmware::Uefi {
+                ".uefi"
+            } else {
+                ".bios"
+            }
         ));
         self.step(name, || {
             let spec = BootSpec {
@@ -101,10 +122,16 @@ impl Run {
                 log,
                 verbose: false,
                 writable,
+                firmware,
             };
             let o = boot::boot(&spec)?;
             boot::report(&spec, &o)?;
-            let want = info.marker.as_deref().unwrap_or_default();
+            let want = if format.bios() {
+                info.grub.as_ref().map(|g| g.marker.as_str())
+            } else {
+                info.marker.as_deref()
+            }
+            .unwrap_or_default();
             ensure!(
                 o.detail == want,
                 "booted, but printed {:?} instead of {want:?}",
@@ -157,6 +184,7 @@ impl Run {
                 log,
                 verbose: false,
                 writable: false,
+                firmware: Firmware::default_for(format),
             };
             let o = boot::boot(&spec)?;
             if o.ok {
