@@ -36,6 +36,10 @@ let
     vmware = "x86_64-linux";
     virtualbox = "x86_64-linux";
     proxmox = "x86_64-linux";
+    raw = "x86_64-linux";
+    qemu = "x86_64-linux";
+    digitalocean = "x86_64-linux";
+    hetzner = "x86_64-linux";
   };
   formatBase = {
     raw-efi = "raw-efi";
@@ -48,8 +52,46 @@ let
     vmware = "raw-efi";
     virtualbox = "raw-efi";
     proxmox = "raw-efi";
+    raw = "raw";
+    qemu = "qemu";
+    digitalocean = "raw";
+    hetzner = "raw";
   };
   base = if cfg.format == null then null else formatBase.${cfg.format};
+
+  # The PC BIOS formats (GRUB on the disk's boot sector) and the disk each one becomes on its
+  # platform, which `boot.loader.grub.devices` must name so that `nixos-rebuild` (GRUB's
+  # installer) writes boot.img and core.img to it again: QEMU/Proxmox/libvirt and
+  # DigitalOcean give a virtio-blk disk (`/dev/vda`, as nixpkgs' disk-image.nix and
+  # digital-ocean-config.nix set), Hetzner Cloud a virtio-scsi one (`/dev/sda`).
+  grubDevice = {
+    raw = "/dev/vda";
+    qemu = "/dev/vda";
+    digitalocean = "/dev/vda";
+    hetzner = "/dev/sda";
+  };
+  bios = cfg.format != null && grubDevice ? ${cfg.format};
+
+  # Disk drivers for the initrd: NVMe, SATA, USB (xHCI, mass storage, UAS), SD/MMC, virtio,
+  # and (BIOS formats) the PIIX IDE of QEMU's default PC machine.
+  diskModules = [
+    "nvme"
+    "ahci"
+    "sd_mod"
+    "xhci_pci"
+    "usb_storage"
+    "uas"
+    "usbhid"
+    "sdhci_pci"
+    "mmc_block"
+    "virtio_pci"
+    "virtio_blk"
+    "virtio_scsi"
+  ];
+  serialConsole = [
+    "console=ttyS0,115200n8"
+    "console=tty0"
+  ];
 
   # `config.txt` as nixpkgs' sd-image-aarch64.nix writes it (the same text imgbuild writes
   # when a firmware directory has none: crates/boot/src/rpi.rs; nix/tests/eval.nix compares).
@@ -147,6 +189,57 @@ let
 
   registration = cfg.nixPathRegistrationFile;
 
+  # The GRUB record of boot.json (CONTRACT-24): what NixOS's GRUB installer (install-grub.pl
+  # and grub-install) reads that changes the bytes it leaves, so that imgbuild writes the
+  # boot sector, core.img and /boot/grub as this system's own installer would. `grub` is the
+  # package whose lib/grub/i386-pc imgbuild installs (and puts it into the closure); `grubEfi`
+  # the x86_64-efi one when efiSupport. Options a release lacks are left out.
+  grubCfg = loader.grub;
+  grubOpts = options.boot.loader.grub;
+  # As nixpkgs' grub.nix picks the package it installs: cfg.package, with ZFS support on
+  # request.
+  grubPackage =
+    if grubCfg.zfsSupport or false then
+      grubCfg.package.override { zfsSupport = true; }
+    else
+      grubCfg.package;
+  pathOrNull = p: if p == null then null else "${p}";
+  grubRecord = {
+    type = "grub";
+    inherit (loader) timeout;
+    inherit (grubCfg)
+      devices
+      efiSupport
+      efiInstallAsRemovable
+      fsIdentifier
+      configurationLimit
+      configurationName
+      default
+      copyKernels
+      storePath
+      extraConfig
+      extraEntries
+      extraEntriesBeforeNixOS
+      extraPerEntryConfig
+      backgroundColor
+      gfxmodeBios
+      gfxpayloadBios
+      useOSProber
+      ;
+    grub = "${grubPackage}";
+    splashImage = pathOrNull grubCfg.splashImage;
+    font = pathOrNull grubCfg.font;
+    theme = pathOrNull grubCfg.theme;
+    inherit (config.system.nixos) distroName;
+  }
+  // lib.optionalAttrs grubCfg.efiSupport {
+    grubEfi = "${grubPackage.override { efiSupport = true; }}";
+    inherit (loader.efi) efiSysMountPoint;
+  }
+  // lib.optionalAttrs (grubOpts ? timeoutStyle) { inherit (grubCfg) timeoutStyle; }
+  // lib.optionalAttrs (grubOpts ? splashMode) { inherit (grubCfg) splashMode; }
+  // lib.optionalAttrs (grubOpts ? entryOptions) { inherit (grubCfg) entryOptions subEntryOptions; };
+
   # The boot loader settings imgbuild needs to write the boot files this system's own NixOS
   # release would write, recorded in the toplevel's boot.json (`"org.imgbuild.v1"`), so that
   # imgbuild reads them from the closure instead of assuming that release's defaults.
@@ -180,6 +273,9 @@ let
         deviceTreeName = config.hardware.deviceTree.name;
         inherit (config.system.nixos) distroName;
       }
+    # (NixOS enables GRUB by default: asked last.)
+    else if loader.grub.enable or false then
+      grubRecord
     else
       null;
 in
@@ -198,6 +294,10 @@ in
           "vmware"
           "virtualbox"
           "proxmox"
+          "raw"
+          "qemu"
+          "digitalocean"
+          "hetzner"
         ]
       );
       default = null;
@@ -213,6 +313,12 @@ in
         `virtualisation/google-compute-config.nix`, yourself).
         `sd-aarch64`: MBR, FAT `/boot/firmware` (label `FIRMWARE`, noauto), ext4 `/` (label
         `NIXOS_SD`), U-Boot + extlinux, Raspberry Pi firmware.
+        PC BIOS, GRUB (`boot.loader.grub.devices` = the disk the image becomes): `raw` (MBR,
+        ext4 `/` labelled `nixos`, `/dev/vda`), `digitalocean` (that disk as `.qcow2.gz`,
+        `/dev/vda`; add nixpkgs' `virtualisation/digital-ocean-config.nix` for the droplet's
+        metadata), `hetzner` (that disk for Hetzner Cloud, `/dev/sda`), `qemu` (GPT: BIOS boot
+        partition, ESP `/boot/efi` labelled `ESP`, ext4 `/`; GRUB for BIOS and, through the
+        removable path `\EFI\BOOT\BOOTX64.EFI`, for UEFI; `/dev/vda`).
       '';
     };
 
@@ -346,26 +452,51 @@ in
 
       # A headless VM or cloud instance shows its console on the first serial port (as
       # nixos-generators' raw formats do); tty0 last, so it is /dev/console on a screen.
-      boot.kernelParams = [
-        "console=ttyS0,115200n8"
-        "console=tty0"
-      ];
+      boot.kernelParams = serialConsole;
 
       # Real disks, not only a VM's: NVMe, SATA, USB (xHCI, mass storage, UAS), SD/MMC, virtio.
-      boot.initrd.availableKernelModules = [
-        "nvme"
-        "ahci"
-        "sd_mod"
-        "xhci_pci"
-        "usb_storage"
-        "uas"
-        "usbhid"
-        "sdhci_pci"
-        "mmc_block"
-        "virtio_pci"
-        "virtio_blk"
-        "virtio_scsi"
-      ];
+      boot.initrd.availableKernelModules = diskModules;
+    })
+
+    # PC BIOS: GRUB on the disk's boot sector (MBR gap or BIOS boot partition), /boot/grub on
+    # the ext4 root, as nixpkgs' disk-image.nix with `image.efiSupport = false` (the `raw` and
+    # `qemu` variants) sets it: root by label `nixos`, GRUB on the platform's disk.
+    (mkIf bios {
+      fileSystems."/" = {
+        device = "/dev/disk/by-label/nixos";
+        fsType = "ext4";
+        autoResize = cfg.growRoot;
+      };
+      boot.growPartition = cfg.growRoot;
+
+      boot.loader.systemd-boot.enable = false;
+      boot.loader.grub.enable = true;
+      # `device`, not `devices`: NixOS turns `device` into `devices` at normal priority (before
+      # nixpkgs made that an mkIf, as `[]` when unset, which would beat an mkDefault of
+      # `devices`); a user's own `boot.loader.grub.device` replaces this default.
+      boot.loader.grub.device = mkDefault grubDevice.${cfg.format};
+      boot.loader.timeout = mkDefault 5;
+
+      boot.kernelParams = serialConsole;
+      boot.initrd.availableKernelModules = diskModules ++ [ "ata_piix" ];
+    })
+
+    # The hybrid: the same GRUB also installed for UEFI, on the ESP at /boot/efi (its
+    # removable path, since the firmware has no boot entry for it); /boot/grub stays on the
+    # root, so BIOS and UEFI GRUB read the same grub.cfg and no kernels are copied.
+    (mkIf (cfg.format == "qemu") {
+      fileSystems."/boot/efi" = {
+        device = "/dev/disk/by-label/ESP";
+        fsType = "vfat";
+        options = [
+          "fmask=0077"
+          "dmask=0077"
+        ];
+      };
+      boot.loader.grub.efiSupport = true;
+      boot.loader.grub.efiInstallAsRemovable = true;
+      boot.loader.efi.efiSysMountPoint = "/boot/efi";
+      boot.loader.efi.canTouchEfiVariables = false;
     })
 
     (mkIf (base == "sd-aarch64") {

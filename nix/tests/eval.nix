@@ -1095,7 +1095,8 @@ let
         };
       };
 
-    # The build-image variants: nixpkgs' ten names, each imgbuild format once.
+    # The build-image variants: nixpkgs' thirteen names, each imgbuild format once (but
+    # hetzner, which nixpkgs has no variant for).
     imageVariants = {
       expr = {
         names = attrNames lib.imageVariants;
@@ -1113,16 +1114,19 @@ let
         names = [
           "amazon"
           "azure"
+          "digital-ocean"
           "google-compute"
           "hyperv"
           "proxmox"
+          "qemu"
           "qemu-efi"
+          "raw"
           "raw-efi"
           "sd-card"
           "virtualbox"
           "vmware"
         ];
-        formats = attrNames lib.formats;
+        formats = filter (f: f != "hetzner") (attrNames lib.formats);
         containers = [ ];
       };
     };
@@ -1150,10 +1154,13 @@ let
           x86 = [
             "amazon"
             "azure"
+            "digital-ocean"
             "google-compute"
             "hyperv"
             "proxmox"
+            "qemu"
             "qemu-efi"
+            "raw"
             "raw-efi"
             "virtualbox"
             "vmware"
