@@ -317,8 +317,8 @@ in
         ext4 `/` labelled `nixos`, `/dev/vda`), `digitalocean` (that disk as `.qcow2.gz`,
         `/dev/vda`; add nixpkgs' `virtualisation/digital-ocean-config.nix` for the droplet's
         metadata), `hetzner` (that disk for Hetzner Cloud, `/dev/sda`), `qemu` (GPT: BIOS boot
-        partition, ESP `/boot/efi` labelled `ESP`, ext4 `/`; GRUB for BIOS and, through the
-        removable path `\EFI\BOOT\BOOTX64.EFI`, for UEFI; `/dev/vda`).
+        partition with GRUB's core.img, ext4 `/`, in a qcow2; `/dev/vda`; BIOS only: use
+        `qemu-efi` for UEFI).
       '';
     };
 
@@ -460,7 +460,8 @@ in
 
     # PC BIOS: GRUB on the disk's boot sector (MBR gap or BIOS boot partition), /boot/grub on
     # the ext4 root, as nixpkgs' disk-image.nix with `image.efiSupport = false` (the `raw` and
-    # `qemu` variants) sets it: root by label `nixos`, GRUB on the platform's disk.
+    # `qemu` variants) sets it: root by label `nixos`, GRUB on the platform's disk, BIOS only
+    # (no ESP on these disks: efiSupport stays off).
     (mkIf bios {
       fileSystems."/" = {
         device = "/dev/disk/by-label/nixos";
@@ -481,23 +482,6 @@ in
       boot.initrd.availableKernelModules = diskModules ++ [ "ata_piix" ];
     })
 
-    # The hybrid: the same GRUB also installed for UEFI, on the ESP at /boot/efi (its
-    # removable path, since the firmware has no boot entry for it); /boot/grub stays on the
-    # root, so BIOS and UEFI GRUB read the same grub.cfg and no kernels are copied.
-    (mkIf (cfg.format == "qemu") {
-      fileSystems."/boot/efi" = {
-        device = "/dev/disk/by-label/ESP";
-        fsType = "vfat";
-        options = [
-          "fmask=0077"
-          "dmask=0077"
-        ];
-      };
-      boot.loader.grub.efiSupport = true;
-      boot.loader.grub.efiInstallAsRemovable = true;
-      boot.loader.efi.efiSysMountPoint = "/boot/efi";
-      boot.loader.efi.canTouchEfiVariables = false;
-    })
 
     (mkIf (base == "sd-aarch64") {
       fileSystems."/" = {

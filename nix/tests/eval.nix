@@ -157,7 +157,8 @@ let
       expr = map (n: {
         inherit n;
         inherit ((toml n)) system extension compress base;
-      }) tomlNames;
+        # (sorted as attrNames sorts: file names order `qemu-efi.toml` before `qemu.toml`)
+      }) (builtins.sort builtins.lessThan tomlNames);
       expected = map (n: {
         inherit n;
         inherit (lib.formats.${n}) system extension compress base;

@@ -695,8 +695,9 @@ let
     };
 
     # The PC BIOS formats (CONTRACT-24): GRUB on the disk the platform gives, root by label,
-    # the hybrid's ESP at /boot/efi with GRUB for UEFI too; boot.json's GRUB record names the
-    # package; a user's `boot.loader.grub.device` replaces the format's disk (not a second one).
+    # BIOS only; boot.json's GRUB record names the package (and the EFI one when a user turns
+    # efiSupport on); a user's `boot.loader.grub.device` replaces the format's disk (not a
+    # second one).
     grubFormats =
       let
         rec_ = c: c.boot.bootspec.extensions."org.imgbuild.v1".bootloader;
@@ -717,7 +718,12 @@ let
           };
         own = cfgFor "hetzner" [ { boot.loader.grub.device = "/dev/nvme0n1"; } ];
         raw = rec_ (cfgFor "raw" [ ]);
-        qemu = rec_ (cfgFor "qemu" [ ]);
+        qemu = rec_ (cfgFor "qemu" [
+          {
+            boot.loader.grub.efiSupport = true;
+            boot.loader.efi.efiSysMountPoint = "/boot/efi";
+          }
+        ]);
         grub = "${grubPackage}";
       in
       {
@@ -753,7 +759,7 @@ let
             in
             {
               raw = s "/dev/vda" false;
-              qemu = s "/dev/vda" true;
+              qemu = s "/dev/vda" false;
               digitalocean = s "/dev/vda" false;
               hetzner = s "/dev/sda" false;
             };

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod add;
+mod bios;
 mod boot_release;
 mod bounds;
 mod common;

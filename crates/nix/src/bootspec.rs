@@ -8,7 +8,9 @@ use serde_json::Value;
 
 use crate::{io_err, Error, Result, StorePath, StoreRoot, StoreSubpath};
 
+mod grub_settings;
 mod settings;
+pub use grub_settings::{FsIdentifier, GrubSettings};
 use settings::{bootloader_settings, setting_text};
 pub use settings::{BootCounting, BootloaderSettings, LoaderKind, DEFAULT_BOOT_COUNTING_TRIES};
 

@@ -25,6 +25,7 @@ mod disk;
 mod error;
 mod ext4_image;
 pub mod format;
+mod grub;
 pub mod ids;
 pub mod inputs;
 mod kinds;
@@ -191,7 +192,7 @@ impl Stages<'_> {
             self.reporter.phase("reading the closure", 0);
             let trees = trees::build(&cx, self.inputs, self.cancel)?;
             self.reporter.phase("planning", 0);
-            let plan = disk::Plan::new(&cx, trees.trees, self.cancel)?;
+            let plan = disk::Plan::new(&cx, trees.trees, trees.grub.as_ref(), self.cancel)?;
             self.reporter.phase("mapping", 0);
             let map = plan.map(&cx)?;
             let notes = output::TreeNotes {

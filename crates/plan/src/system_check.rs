@@ -72,6 +72,8 @@ fn names_of(format: &Format, ids: &Ids, i: usize) -> Vec<String> {
     let uuid = match p.filesystem {
         Filesystem::Ext4 => ids.ext4_uuid(&p.name).to_string(),
         Filesystem::Fat | Filesystem::Fat32 => fat_volume_id_string(ids.fat_volume_id(&p.name)),
+        // Raw sectors have no file system id; `check` never mounts them.
+        Filesystem::None => return v,
     };
     v.push(format!("/dev/disk/by-uuid/{uuid}"));
     v.push(format!("UUID={uuid}"));
@@ -103,6 +105,7 @@ fn recorded_loader(format: &Format, spec: &BootSpec) -> Result<()> {
     let format_kind = match format.bootloader.kind {
         Bootloader::SystemdBoot => LoaderKind::SystemdBoot,
         Bootloader::Extlinux => LoaderKind::Extlinux,
+        Bootloader::Grub => LoaderKind::Grub,
     };
     match recorded {
         Some(kind) if kind != format_kind => Err(Error::NotForFormat {
@@ -130,7 +133,7 @@ pub(crate) fn check(format: &Format, ids: &Ids, inputs: &Inputs) -> Result<()> {
             fix: fix(format),
         })
     };
-    if let Some(target) = grub_target(&format.name) {
+    if let Some(target) = grub_target(format) {
         if let Some(reason) = grub_problem(&format.name, target, &inputs.bootspec) {
             return bad(reason);
         }
@@ -177,9 +180,9 @@ pub(crate) fn check(format: &Format, ids: &Ids, inputs: &Inputs) -> Result<()> {
             // The boot loader's installer writes to the ESP: it must be mounted.
             Contents::Esp => {
                 format.bootloader.kind == Bootloader::SystemdBoot
-                    || grub_writes_esp(&format.name, &inputs.bootspec)
+                    || grub_writes_esp(format, &inputs.bootspec)
             }
-            Contents::Firmware => false,
+            Contents::Firmware | Contents::BiosBoot => false,
         };
         let Some(m) = mounts.iter().rev().find(|m| m.point == p.mount_point) else {
             if needed {
@@ -201,6 +204,7 @@ pub(crate) fn check(format: &Format, ids: &Ids, inputs: &Inputs) -> Result<()> {
         let want = match p.filesystem {
             Filesystem::Ext4 => "ext4",
             Filesystem::Fat | Filesystem::Fat32 => "vfat",
+            Filesystem::None => continue,
         };
         if m.fstype != want && m.fstype != "auto" {
             return bad(format!(

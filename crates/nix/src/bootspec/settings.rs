@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use super::grub_settings::GrubSettings;
 use super::IMGBUILD_V1;
 
 /// `org.imgbuild.v1.bootloader`: the NixOS options that shape the boot files. Every field is
@@ -29,6 +30,8 @@ pub struct BootloaderSettings {
     pub use_generation_device_tree: Option<bool>,
     /// `hardware.deviceTree.name` (extlinux: `FDT <dtbs>/<name>` instead of `FDTDIR`).
     pub device_tree_name: Option<String>,
+    /// `boot.loader.grub.*`, when `type` is `grub`.
+    pub grub: Option<GrubSettings>,
 }
 
 /// Which boot loader installer a system uses.
@@ -39,6 +42,8 @@ pub enum LoaderKind {
     /// extlinux (`boot.loader.generic-extlinux-compatible.enable`): `extlinux.conf`, read
     /// by U-Boot.
     Extlinux,
+    /// GRUB (`boot.loader.grub.enable`): `/boot/grub/grub.cfg`, GRUB in the MBR (PC BIOS).
+    Grub,
 }
 
 impl LoaderKind {
@@ -47,6 +52,7 @@ impl LoaderKind {
         match self {
             LoaderKind::SystemdBoot => "systemd-boot",
             LoaderKind::Extlinux => "extlinux",
+            LoaderKind::Grub => "grub",
         }
     }
 }
@@ -83,7 +89,7 @@ pub(super) fn setting_text(v: &Value, what: &str) -> std::result::Result<String,
     }
 }
 
-fn json_kind(v: &Value) -> &'static str {
+pub(super) fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -122,12 +128,17 @@ pub(super) fn bootloader_settings(v: &Value) -> std::result::Result<BootloaderSe
         None => None,
         Some("systemd-boot") => Some(LoaderKind::SystemdBoot),
         Some("extlinux") => Some(LoaderKind::Extlinux),
+        Some("grub") => Some(LoaderKind::Grub),
         Some(other) => {
             return Err(format!(
-                "\"{IMGBUILD_V1}\".bootloader.type `{other}` is neither `systemd-boot` nor \
-                 `extlinux`"
+                "\"{IMGBUILD_V1}\".bootloader.type `{other}` is not `systemd-boot`, \
+                 `extlinux` or `grub`"
             ))
         }
+    };
+    let grub = match kind {
+        Some(LoaderKind::Grub) => Some(super::grub_settings::grub_settings(map)?),
+        _ => None,
     };
     Ok(BootloaderSettings {
         kind,
@@ -140,6 +151,7 @@ pub(super) fn bootloader_settings(v: &Value) -> std::result::Result<BootloaderSe
         boot_counting: key("bootCounting").map(boot_counting).transpose()?,
         use_generation_device_tree: boolean("useGenerationDeviceTree")?,
         device_tree_name: text("deviceTreeName")?,
+        grub,
     })
 }
 

@@ -34,6 +34,13 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../../formats/virtualbox.toml"),
     ),
     ("proxmox", include_str!("../../../../formats/proxmox.toml")),
+    ("raw", include_str!("../../../../formats/raw.toml")),
+    ("qemu", include_str!("../../../../formats/qemu.toml")),
+    (
+        "digitalocean",
+        include_str!("../../../../formats/digitalocean.toml"),
+    ),
+    ("hetzner", include_str!("../../../../formats/hetzner.toml")),
 ];
 
 /// How deep `base` chains may go (a cycle ends here with an error).
@@ -111,6 +118,8 @@ pub enum Filesystem {
     Fat,
     /// ext4 (the root filesystem).
     Ext4,
+    /// No file system: raw sectors (a GPT BIOS boot partition, which holds GRUB's core.img).
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -121,8 +130,12 @@ pub enum Contents {
     Esp,
     /// The Raspberry Pi firmware directory (plus config.txt when it has none).
     Firmware,
-    /// The root filesystem: store, Nix database, profiles, /etc/NIXOS, extlinux.
+    /// The root filesystem: store, Nix database, profiles, /etc/NIXOS, extlinux, GRUB's
+    /// `/boot/grub`.
     Root,
+    /// A GPT BIOS boot partition (`filesystem = "none"`): GRUB's core.img, embedded as
+    /// `grub-bios-setup` does.
+    BiosBoot,
 }
 
 /// The file the disk is written as and its compression: registered output kinds (see
@@ -149,6 +162,9 @@ pub enum Bootloader {
     SystemdBoot,
     /// `/boot/extlinux/extlinux.conf` for U-Boot's distro boot.
     Extlinux,
+    /// GRUB for PC BIOS (i386-pc): boot.img in sector 0, core.img after the MBR (an MBR
+    /// disk) or in the BIOS boot partition (GPT), `/boot/grub` on the root file system.
+    Grub,
 }
 
 /// A size in a format file: bytes, or a number with a K/M/G/T\[i\]\[B\] suffix.
@@ -272,7 +288,9 @@ pub struct Partition {
     pub label: String,
     /// What goes in it.
     pub contents: Contents,
-    /// Where the booted system mounts it; the root filesystem gets that directory.
+    /// Where the booted system mounts it; the root filesystem gets that directory. Empty
+    /// (absent) for a BIOS boot partition, which is not mounted.
+    #[serde(default)]
     pub mount_point: String,
     /// MBR bootable (active) flag.
     #[serde(default)]

@@ -56,7 +56,24 @@ impl Format {
             (Bootloader::SystemdBoot, TableType::Mbr) => {
                 return Err("systemd-boot needs a GPT table".into());
             }
-            (Bootloader::Extlinux, _) => {}
+            (Bootloader::Extlinux, _) | (Bootloader::Grub, TableType::Mbr) => {}
+            (Bootloader::Grub, TableType::Gpt) => {
+                if !self
+                    .partitions
+                    .iter()
+                    .any(|p| p.contents == Contents::BiosBoot)
+                {
+                    return Err("GRUB on a GPT disk needs a `bios-boot` partition".into());
+                }
+            }
+        }
+        if self.bootloader.kind != Bootloader::Grub
+            && self
+                .partitions
+                .iter()
+                .any(|p| p.contents == Contents::BiosBoot)
+        {
+            return Err("a `bios-boot` partition is for `[bootloader] type = \"grub\"`".into());
         }
         Ok(())
     }
@@ -121,7 +138,27 @@ impl Format {
                 pname
             ));
         }
-        if !p.mount_point.starts_with('/') {
+        if (p.contents == Contents::BiosBoot) != (p.filesystem == Filesystem::None) {
+            return Err(format!(
+                "partition `{}`: a `bios-boot` partition, and only it, has filesystem `none`",
+                pname
+            ));
+        }
+        if p.contents == Contents::BiosBoot {
+            if self.table.kind != TableType::Gpt {
+                return Err(format!(
+                    "partition `{}`: a `bios-boot` partition is a GPT partition (an MBR disk \
+                     has GRUB's core image after the MBR)",
+                    pname
+                ));
+            }
+            if !p.mount_point.is_empty() {
+                return Err(format!(
+                    "partition `{}`: a `bios-boot` partition is not mounted (no mount-point)",
+                    pname
+                ));
+            }
+        } else if !p.mount_point.starts_with('/') {
             return Err(format!(
                 "partition `{}`: mount-point must be absolute",
                 pname

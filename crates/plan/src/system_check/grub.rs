@@ -5,6 +5,7 @@
 //! `"org.imgbuild.v1".bootloader` record as the module writes it (CONTRACT-24), verbatim, so
 //! this check does not depend on how the rest of imgbuild types that record.
 
+use crate::format::{Bootloader, Contents, Format};
 use imgbuild_nix::BootSpec;
 
 /// What a PC BIOS format asks of the system's GRUB.
@@ -13,32 +14,28 @@ pub(super) struct GrubTarget {
     /// The disk names the platform gives the image; `None`: any whole disk (a generic disk
     /// image may become `/dev/vda`, `/dev/sda`, `/dev/nvme0n1`, ...).
     disks: Option<&'static [&'static str]>,
-    /// The disk has an ESP (the hybrid), so GRUB may be installed for UEFI too.
+    /// The disk has an ESP, so GRUB may be installed for UEFI too.
     esp: bool,
 }
 
-/// The BIOS formats by name, with the disk each becomes on its platform (as nixpkgs'
-/// modules and the module's `grubDevice` name it).
-pub(super) fn grub_target(format: &str) -> Option<GrubTarget> {
-    match format {
-        "raw" => Some(GrubTarget {
-            disks: None,
-            esp: false,
-        }),
-        "qemu" => Some(GrubTarget {
-            disks: None,
-            esp: true,
-        }),
-        "digitalocean" => Some(GrubTarget {
-            disks: Some(&["/dev/vda"]),
-            esp: false,
-        }),
-        "hetzner" => Some(GrubTarget {
-            disks: Some(&["/dev/sda"]),
-            esp: false,
-        }),
-        _ => None,
+/// The disk each BIOS format becomes on its platform (as nixpkgs' modules and imgbuild's
+/// module name it); `None` for a format that does not boot through GRUB from a PC BIOS.
+pub(super) fn grub_target(format: &Format) -> Option<GrubTarget> {
+    if format.bootloader.kind != Bootloader::Grub {
+        return None;
     }
+    let disks: Option<&'static [&'static str]> = match format.name.as_str() {
+        "digitalocean" => Some(&["/dev/vda"]),
+        "hetzner" => Some(&["/dev/sda"]),
+        _ => None,
+    };
+    Some(GrubTarget {
+        disks,
+        esp: format
+            .partitions
+            .iter()
+            .any(|p| p.contents == Contents::Esp),
+    })
 }
 
 /// The fields of boot.json's GRUB record the check reads.
@@ -197,7 +194,7 @@ pub(super) fn grub_problem(format: &str, target: GrubTarget, spec: &BootSpec) ->
 
 /// Whether GRUB's installer writes to the format's ESP (the hybrid, with `efiSupport`), so
 /// that the system must mount it.
-pub(super) fn grub_writes_esp(format: &str, spec: &BootSpec) -> bool {
+pub(super) fn grub_writes_esp(format: &Format, spec: &BootSpec) -> bool {
     grub_target(format).is_some_and(|t| t.esp)
         && grub_record(spec).is_ok_and(|r| r.is_some_and(|r| r.efi_support))
 }
@@ -226,23 +223,31 @@ mod tests {
         )
     }
 
-    /// `grub_problem` for format `f` and the record `bootloader` (raw JSON); the record is
-    /// given to the boot spec verbatim, unparsed by `imgbuild_nix` (which may not know the
-    /// GRUB record), through the `other` extension keys.
+    /// `grub_problem` for format `f`, the GRUB record `bootloader` (raw JSON; empty: none)
+    /// and, with `systemd_boot`, systemd-boot's extension.
     fn problem(f: &str, bootloader: &str, systemd_boot: bool) -> Option<String> {
-        let mut ext = String::new();
-        if systemd_boot {
-            ext.push_str(r#", "org.nixos.systemd-boot": {"sortKey": "nixos"}"#);
-        }
-        let mut spec = spec_with(&ext);
+        let ext = if systemd_boot {
+            r#", "org.nixos.systemd-boot": {"sortKey": "nixos"}"#
+        } else {
+            ""
+        };
+        let mut spec = spec_with(ext);
         if !bootloader.is_empty() {
-            let v: serde_json::Value = serde_json::from_str(bootloader).unwrap();
-            spec.extensions.insert(
-                imgbuild_nix::IMGBUILD_V1.into(),
-                serde_json::json!({ "bootloader": v, "release": "25.11" }),
-            );
+            spec = with_record(spec, bootloader);
         }
-        grub_problem(f, grub_target(f).unwrap(), &spec)
+        let format = Format::load(f).unwrap();
+        grub_problem(f, grub_target(&format).unwrap(), &spec)
+    }
+
+    /// `spec` with `"org.imgbuild.v1".bootloader` = `bootloader` (raw JSON), put into the
+    /// extensions verbatim (as the check reads it), unparsed by `imgbuild_nix`.
+    fn with_record(mut spec: BootSpec, bootloader: &str) -> BootSpec {
+        let v: serde_json::Value = serde_json::from_str(bootloader).unwrap();
+        spec.extensions.insert(
+            imgbuild_nix::IMGBUILD_V1.into(),
+            serde_json::json!({ "bootloader": v, "release": "25.11" }),
+        );
+        spec
     }
 
     #[test]
@@ -259,13 +264,20 @@ mod tests {
             let p = problem(f, &grub_json(&format!(r#"["{dev}"]"#), false), false);
             assert_eq!(p, None, "{f} {dev}");
         }
-        // The hybrid installs GRUB for UEFI too, on its ESP.
-        assert_eq!(
-            problem("qemu", &grub_json(r#"["/dev/vda"]"#, true), false),
-            None
-        );
+        // A disk with an ESP may have GRUB installed for UEFI too (none of the formats has
+        // one yet: qemu is BIOS only).
+        let spec = with_record(spec_with(""), &grub_json(r#"["/dev/vda"]"#, true));
+        let hybrid = GrubTarget {
+            disks: None,
+            esp: true,
+        };
+        assert_eq!(grub_problem("hybrid", hybrid, &spec), None);
+        let qemu = grub_target(&Format::load("qemu").unwrap()).unwrap();
+        assert!(grub_problem("qemu", qemu, &spec).is_some_and(|p| p.contains("no EFI system")));
         // Only the BIOS formats are checked here.
-        assert!(grub_target("raw-efi").is_none() && grub_target("sd-aarch64").is_none());
+        for f in ["raw-efi", "qemu-efi", "sd-aarch64"] {
+            assert!(grub_target(&Format::load(f).unwrap()).is_none(), "{f}");
+        }
     }
 
     #[test]
@@ -349,20 +361,10 @@ mod tests {
     }
 
     #[test]
-    fn the_hybrid_must_mount_its_esp_when_grub_installs_there() {
-        let with = |efi: bool| {
-            let mut spec = spec_with("");
-            let v: serde_json::Value =
-                serde_json::from_str(&grub_json(r#"["/dev/vda"]"#, efi)).unwrap();
-            spec.extensions.insert(
-                imgbuild_nix::IMGBUILD_V1.into(),
-                serde_json::json!({ "bootloader": v }),
-            );
-            spec
-        };
-        assert!(grub_writes_esp("qemu", &with(true)));
-        assert!(!grub_writes_esp("qemu", &with(false)));
-        assert!(!grub_writes_esp("raw", &with(true)));
-        assert!(!grub_writes_esp("raw-efi", &with(true)));
+    fn only_a_disk_with_an_esp_has_grub_write_there() {
+        let spec = with_record(spec_with(""), &grub_json(r#"["/dev/vda"]"#, true));
+        for f in ["raw", "qemu", "raw-efi"] {
+            assert!(!grub_writes_esp(&Format::load(f).unwrap(), &spec), "{f}");
+        }
     }
 }
