@@ -3,7 +3,7 @@
 //! image code (the `grub` crate for boot.img and core.img, `mkfs.ext4 -d` for the root, an MBR
 //! written here) from the fixture's GRUB toplevel, which proves this harness on its own.
 
-use super::Machine;
+use super::{Format, Machine};
 use crate::fixture::{FixtureInfo, GrubSystem};
 use crate::util::{self, cmd, Timer};
 use anyhow::{bail, ensure, Context, Result};
@@ -11,6 +11,26 @@ use imgbuild_grub::{boot_sector, installed_files, Install, PartTable, Platform};
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+
+/// The firmware a PC boots the image with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Firmware {
+    /// QEMU's default SeaBIOS on its `pc` machine.
+    Bios,
+    /// OVMF on `q35`.
+    Uefi,
+}
+
+impl Firmware {
+    /// What a format boots with unless told otherwise.
+    pub fn default_for(format: Format) -> Firmware {
+        if format.bios() {
+            Firmware::Bios
+        } else {
+            Firmware::Uefi
+        }
+    }
+}
 
 /// The root file system's UUID on the `grub-disk` disk (grub.cfg searches for it).
 const ROOT_UUID: &str = "8e4c2d10-7a4b-4f8e-9c61-3d2b1a0f5e77";

@@ -15,6 +15,8 @@
 pub mod bios;
 mod qemu;
 
+pub use bios::Firmware;
+
 use crate::fixture::{self, Arch};
 use crate::util::{self, cmd, Timer};
 use anyhow::{bail, Context, Result};
@@ -130,26 +132,6 @@ impl Format {
             Format::Qemu => "imgbuild-qemu.qcow2",
             Format::Digitalocean => "imgbuild-digitalocean.qcow2.gz",
             Format::Hetzner => "imgbuild-hetzner.img",
-        }
-    }
-}
-
-/// The firmware a PC boots the image with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Firmware {
-    /// QEMU's default SeaBIOS on its `pc` machine.
-    Bios,
-    /// OVMF on `q35`.
-    Uefi,
-}
-
-impl Firmware {
-    /// What a format boots with unless told otherwise.
-    pub fn default_for(format: Format) -> Firmware {
-        if format.bios() {
-            Firmware::Bios
-        } else {
-            Firmware::Uefi
         }
     }
 }
@@ -524,10 +506,12 @@ pub fn report(spec: &BootSpec, o: &Outcome) -> Result<()> {
     }
 }
 
-/// Builds the fixture (if needed) and an image of `format` from it with the imgbuild CLI.
-pub fn imgbuild_image(format: Format) -> Result<PathBuf> {
-    let fix = fixture::default_dir(format.arch());
-    fixture::ensure_built(format.arch(), &fix)?;
+/// The imgbuild CLI the boot tests run: `$IMGBUILD_BIN` when set (e.g. a debug build while
+/// iterating), else target/release/imgbuild, built first.
+pub fn imgbuild_bin() -> Result<PathBuf> {
+    if let Some(b) = std::env::var_os("IMGBUILD_BIN").filter(|b| !b.is_empty()) {
+        return util::absolute(Path::new(&b));
+    }
     let root = util::repo_root();
     util::run(
         cmd("cargo")
@@ -535,7 +519,14 @@ pub fn imgbuild_image(format: Format) -> Result<PathBuf> {
             .args(["build", "--release", "--bin", "imgbuild"]),
     )
     .context("building the imgbuild CLI (target/release/imgbuild)")?;
-    let bin = util::target_dir().join("release/imgbuild");
+    Ok(util::target_dir().join("release/imgbuild"))
+}
+
+/// Builds the fixture (if needed) and an image of `format` from it with the imgbuild CLI.
+pub fn imgbuild_image(format: Format) -> Result<PathBuf> {
+    let fix = fixture::default_dir(format.arch());
+    fixture::ensure_built(format.arch(), &fix)?;
+    let bin = imgbuild_bin()?;
     let out_dir = util::target_dir().join("boot");
     fs::create_dir_all(&out_dir)?;
     let out = out_dir.join(format.file_name());
