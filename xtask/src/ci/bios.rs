@@ -2,8 +2,8 @@
 //! imgbuild's image code (`xtask grub-disk`), then imgbuild's raw (IDE, virtio), qemu (GPT +
 //! BIOS boot partition, qcow2, virtio) and digitalocean (`.qcow2.gz`, virtio) images of the
 //! fixture's GRUB toplevel under QEMU's default SeaBIOS, each through GRUB (the kernel's
-//! `BOOT_IMAGE=(hd0,...)` is GRUB's); and hetzner refused by the system check, since the
-//! fixture's GRUB is for /dev/vda. About 3 minutes with TCG.
+//! `BOOT_IMAGE=(hd0,...)` is GRUB's); and the system check refusing hetzner (the fixture's
+//! GRUB is for /dev/vda) and raw of the systemd-boot toplevel. About 3 minutes with TCG.
 
 use super::Run;
 use crate::boot::{self, Disk, Firmware, Format};
@@ -86,21 +86,40 @@ pub(super) fn x86_bios(run: &mut Run, fx: &Path, info: &FixtureInfo) {
             );
         }
     }
+    // The system check: GRUB on the wrong disk, systemd-boot only.
     run.step(
         "imgbuild hetzner refuses GRUB for /dev/vda (system check)",
-        || hetzner_refused(fx),
+        || {
+            refused(
+                fx,
+                "hetzner",
+                "result-grub",
+                &["names /dev/vda", "(/dev/sda)"],
+            )
+        },
+    );
+    run.step(
+        "imgbuild raw refuses a systemd-boot system (system check)",
+        || {
+            refused(
+                fx,
+                "raw",
+                "result",
+                &["systemd-boot only", "imgbuild.format = \"raw\""],
+            )
+        },
     );
 }
 
-/// `imgbuild hetzner` of the fixture's GRUB toplevel (GRUB on /dev/vda) must fail, naming
-/// the device and the disk Hetzner gives (/dev/sda).
-fn hetzner_refused(fx: &Path) -> Result<((), String)> {
+/// `imgbuild FORMAT` of the fixture's toplevel `result` must fail in the system check, its
+/// message holding every one of `wants`, and leave no image.
+fn refused(fx: &Path, format: &str, result: &str, wants: &[&str]) -> Result<((), String)> {
     let bin = boot::imgbuild_bin()?;
-    let out = util::target_dir().join("boot/imgbuild-hetzner-refused.img");
+    let out = util::target_dir().join(format!("boot/imgbuild-{format}-refused.img"));
     let o = cmd(&bin)
-        .arg("hetzner")
+        .arg(format)
         .arg("--closure")
-        .arg(fx.join("result-grub"))
+        .arg(fx.join(result))
         .arg("--store-root")
         .arg(fx)
         .arg("-o")
@@ -108,13 +127,10 @@ fn hetzner_refused(fx: &Path) -> Result<((), String)> {
         .output()
         .with_context(|| format!("running {}", bin.display()))?;
     let err = String::from_utf8_lossy(&o.stderr);
-    ensure!(!o.status.success(), "imgbuild hetzner succeeded");
+    ensure!(!o.status.success(), "imgbuild {format} succeeded");
     ensure!(
-        err.contains("names /dev/vda") && err.contains("(/dev/sda)") && !out.exists(),
-        "failed, but not naming /dev/vda and /dev/sda: {err}"
+        wants.iter().all(|w| err.contains(w)) && !out.exists(),
+        "failed, but not saying {wants:?}: {err}"
     );
-    Ok((
-        (),
-        "refused: boot.loader.grub.devices names /dev/vda".into(),
-    ))
+    Ok(((), format!("refused: {}", wants.join(" ... "))))
 }
