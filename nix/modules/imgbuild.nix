@@ -224,8 +224,14 @@ let
       backgroundColor
       gfxmodeBios
       gfxpayloadBios
+      gfxmodeEfi
+      gfxpayloadEfi
+      extraPrepareConfig
       useOSProber
       ;
+    # Who may edit or boot entries: names only (their password hashes stay out of boot.json);
+    # imgbuild refuses what it cannot write, rather than leave GRUB unlocked.
+    users = builtins.attrNames grubCfg.users;
     grub = "${grubPackage}";
     splashImage = pathOrNull grubCfg.splashImage;
     font = pathOrNull grubCfg.font;
@@ -237,6 +243,7 @@ let
     inherit (loader.efi) efiSysMountPoint;
   }
   // lib.optionalAttrs (grubOpts ? timeoutStyle) { inherit (grubCfg) timeoutStyle; }
+  // lib.optionalAttrs (grubOpts ? extraGrubInstallArgs) { inherit (grubCfg) extraGrubInstallArgs; }
   // lib.optionalAttrs (grubOpts ? splashMode) { inherit (grubCfg) splashMode; }
   // lib.optionalAttrs (grubOpts ? entryOptions) { inherit (grubCfg) entryOptions subEntryOptions; };
 

@@ -89,6 +89,11 @@ let
               backgroundColor = opt (types.nullOr types.str) null;
               gfxmodeBios = opt types.str "1024x768";
               gfxpayloadBios = opt types.str "text";
+              gfxmodeEfi = opt types.str "auto";
+              gfxpayloadEfi = opt types.str "keep";
+              extraPrepareConfig = opt types.lines "";
+              extraGrubInstallArgs = opt (types.listOf types.str) [ ];
+              users = opt (types.attrsOf (types.attrsOf types.str)) { };
               useOSProber = opt types.bool false;
               splashImage = opt (types.nullOr (types.either types.path types.str)) null;
               splashMode = opt (types.enum [
@@ -716,7 +721,12 @@ let
               efi = (rec_ c) ? grubEfi;
             };
           };
-        own = cfgFor "hetzner" [ { boot.loader.grub.device = "/dev/nvme0n1"; } ];
+        own = cfgFor "hetzner" [
+          {
+            boot.loader.grub.device = "/dev/nvme0n1";
+            boot.loader.grub.users.root.hashedPassword = "grub.pbkdf2.sha512.10000.SECRET";
+          }
+        ];
         raw = rec_ (cfgFor "raw" [ ]);
         qemu = rec_ (cfgFor "qemu" [
           {
@@ -730,7 +740,10 @@ let
         expr = {
           summaries = lib.genAttrs biosFormats summary;
           ownDevice = own.boot.loader.grub.devices;
-          ownRecord = (rec_ own).devices;
+          ownRecord = {
+            inherit (rec_ own) devices users;
+            noHash = !(lib.hasInfix "SECRET" (builtins.toJSON (rec_ own)));
+          };
           rawRecord = removeAttrs raw [
             "grub"
             "font"
@@ -764,7 +777,11 @@ let
               hetzner = s "/dev/sda" false;
             };
           ownDevice = [ "/dev/nvme0n1" ];
-          ownRecord = [ "/dev/nvme0n1" ];
+          ownRecord = {
+            devices = [ "/dev/nvme0n1" ];
+            users = [ "root" ];
+            noHash = true;
+          };
           rawRecord = {
             type = "grub";
             timeout = 5;
@@ -784,6 +801,11 @@ let
             backgroundColor = null;
             gfxmodeBios = "1024x768";
             gfxpayloadBios = "text";
+            gfxmodeEfi = "auto";
+            gfxpayloadEfi = "keep";
+            extraPrepareConfig = "";
+            extraGrubInstallArgs = [ ];
+            users = [ ];
             useOSProber = false;
             splashImage = null;
             theme = null;

@@ -367,4 +367,34 @@ mod tests {
             assert!(!grub_writes_esp(&Format::load(f).unwrap(), &spec), "{f}");
         }
     }
+
+    /// The record nixosModules.imgbuild writes for `imgbuild.format = "raw"` with nixpkgs'
+    /// defaults (every key nix/tests/real-modules.nix's grubFormats expects), through the
+    /// boot spec reader and this check.
+    #[test]
+    fn the_modules_whole_record_is_read_and_passes() {
+        let record = format!(
+            r#"{{"type": "grub", "timeout": 5, "devices": ["/dev/vda"], "grub": "{GRUB}",
+                "efiSupport": false, "efiInstallAsRemovable": false, "fsIdentifier": "uuid",
+                "configurationLimit": 100, "configurationName": "", "default": 0,
+                "copyKernels": false, "storePath": "/nix/store", "extraConfig": "",
+                "extraEntries": "", "extraEntriesBeforeNixOS": false,
+                "extraPerEntryConfig": "", "backgroundColor": null,
+                "gfxmodeBios": "1024x768", "gfxpayloadBios": "text", "gfxmodeEfi": "auto",
+                "gfxpayloadEfi": "keep", "extraPrepareConfig": "", "extraGrubInstallArgs": [],
+                "users": [], "useOSProber": false, "splashImage": null,
+                "font": "{GRUB}/share/grub/unicode.pf2", "theme": null, "distroName": "NixOS",
+                "timeoutStyle": "menu", "splashMode": "stretch",
+                "entryOptions": "--class nixos --unrestricted", "subEntryOptions": "--class nixos"}}"#
+        );
+        let ext = format!(r#", "org.imgbuild.v1": {{"bootloader": {record}, "release": "25.11"}}"#);
+        let spec = spec_with(&ext);
+        let typed = spec.imgbuild.as_ref().and_then(|e| e.bootloader.as_ref());
+        assert!(typed.is_some(), "the typed reader kept no bootloader");
+        let format = Format::load("raw").unwrap();
+        assert_eq!(
+            grub_problem("raw", grub_target(&format).unwrap(), &spec),
+            None
+        );
+    }
 }
