@@ -259,6 +259,7 @@ fn qemu_has_core_img_in_the_bios_boot_partition() {
     let bios = &m["partitions"][0];
     assert_eq!(bios["type"], "21686148-6449-6E6F-744E-656564454649");
     assert_eq!(bios["filesystem"]["kind"], "none");
+    assert_eq!(bios.get("mount_point"), None, "not mounted");
     let first = bios["first_lba"].as_u64().unwrap();
     assert_eq!(&read(&img, 0x5c, 8), &first.to_le_bytes());
     is_bios_boot_sector(&img, t.path());

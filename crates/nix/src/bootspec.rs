@@ -10,9 +10,11 @@ use crate::{io_err, Error, Result, StorePath, StoreRoot, StoreSubpath};
 
 mod grub_settings;
 mod settings;
+mod text;
 pub use grub_settings::{FsIdentifier, GrubSettings};
-use settings::{bootloader_settings, setting_text};
+use settings::bootloader_settings;
 pub use settings::{BootCounting, BootloaderSettings, LoaderKind, DEFAULT_BOOT_COUNTING_TRIES};
+use text::setting_text;
 
 /// Key of the bootspec v1 document.
 pub const BOOTSPEC_V1: &str = "org.nixos.bootspec.v1";

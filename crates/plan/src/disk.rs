@@ -114,7 +114,7 @@ impl Plan {
     pub fn new(
         cx: &Context,
         trees: Vec<Tree>,
-        grub: Option<&crate::grub::GrubSetup>,
+        grub: Option<&crate::trees::grub::GrubSetup>,
         cancel: &AtomicBool,
     ) -> Result<Plan> {
         let format = cx.format;

@@ -25,7 +25,6 @@ mod disk;
 mod error;
 mod ext4_image;
 pub mod format;
-mod grub;
 pub mod ids;
 pub mod inputs;
 mod kinds;

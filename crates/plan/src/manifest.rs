@@ -12,7 +12,8 @@ pub struct ManifestPartition {
     pub entry: imgbuild_partition::Entry,
     /// The filesystem in it: kind, label, UUID, size.
     pub filesystem: imgbuild_partition::FsSummary,
-    /// Where the booted system mounts it.
+    /// Where the booted system mounts it (absent for a BIOS boot partition, not mounted).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub mount_point: String,
 }
 

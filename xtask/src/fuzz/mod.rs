@@ -46,7 +46,7 @@ pub const MAX_ALLOCATION: usize = 96 << 20;
 /// multiple of the image: the seeds are up to 1.1 GB, and no reader holds an image in memory).
 pub const MAX_LIVE: usize = 256 << 20;
 /// Bump when the seeds change.
-const SEEDS_VERSION: u32 = 4;
+const SEEDS_VERSION: u32 = 5;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Target {
@@ -164,12 +164,15 @@ impl Target {
                 "qemu-efi.toml",
                 "gce.toml",
                 "virtualbox.toml",
+                "raw.toml",
+                "qemu.toml",
             ],
             Target::Registration => &["demo.registration", "demo-aarch64.registration"],
             Target::Bootspec => &[
                 "demo.boot.json",
                 "demo-aarch64.boot.json",
                 "oracle-26.11-counting.boot.json",
+                "demo-grub.boot.json",
             ],
             Target::Grub => blob::seeds::GRUB,
             Target::Verity => blob::seeds::VERITY,

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::settings::{json_kind, setting_text};
+use super::text::{json_kind, setting_text};
 use super::IMGBUILD_V1;
 use crate::{StorePath, StoreSubpath};
 
@@ -227,21 +227,7 @@ pub(super) fn grub_settings(map: &Map<String, Value>) -> Result<GrubSettings, St
         Some(Value::Number(n)) => s.default = n.to_string(),
         Some(v) => s.default = setting_text(v, "bootloader.default")?,
     }
-    for (k, field) in [
-        ("efiSysMountPoint", &mut s.efi_sys_mount_point),
-        ("entryOptions", &mut s.entry_options),
-        ("subEntryOptions", &mut s.sub_entry_options),
-        ("timeoutStyle", &mut s.timeout_style),
-        ("gfxmodeEfi", &mut s.gfxmode_efi),
-        ("gfxmodeBios", &mut s.gfxmode_bios),
-        ("gfxpayloadEfi", &mut s.gfxpayload_efi),
-        ("gfxpayloadBios", &mut s.gfxpayload_bios),
-        ("splashMode", &mut s.splash_mode),
-    ] {
-        if let Some(v) = text(k)? {
-            *field = v;
-        }
-    }
+    texts(map, &mut s)?;
     s.background_color = text("backgroundColor")?.filter(|c| !c.is_empty());
     s.font = store_file(map, "font")?;
     s.splash_image = store_file(map, "splashImage")?;
@@ -260,4 +246,24 @@ pub(super) fn grub_settings(map: &Map<String, Value>) -> Result<GrubSettings, St
         }
     }
     Ok(s)
+}
+
+/// The short text settings that replace a default when given.
+fn texts(map: &Map<String, Value>, s: &mut GrubSettings) -> Result<(), String> {
+    for (k, field) in [
+        ("efiSysMountPoint", &mut s.efi_sys_mount_point),
+        ("entryOptions", &mut s.entry_options),
+        ("subEntryOptions", &mut s.sub_entry_options),
+        ("timeoutStyle", &mut s.timeout_style),
+        ("gfxmodeEfi", &mut s.gfxmode_efi),
+        ("gfxmodeBios", &mut s.gfxmode_bios),
+        ("gfxpayloadEfi", &mut s.gfxpayload_efi),
+        ("gfxpayloadBios", &mut s.gfxpayload_bios),
+        ("splashMode", &mut s.splash_mode),
+    ] {
+        if let Some(v) = map.get(k).filter(|v| !v.is_null()) {
+            *field = setting_text(v, &format!("bootloader.{k}"))?;
+        }
+    }
+    Ok(())
 }

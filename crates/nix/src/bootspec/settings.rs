@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use super::grub_settings::GrubSettings;
+use super::text::{json_kind, setting_text};
 use super::IMGBUILD_V1;
 
 /// `org.imgbuild.v1.bootloader`: the NixOS options that shape the boot files. Every field is
@@ -66,39 +67,8 @@ pub struct BootCounting {
     pub tries: u32,
 }
 
-/// Text settings (release, console mode, distro name) longer than this are refused.
-const MAX_SETTING: usize = 256;
 /// nixpkgs' `boot.loader.systemd-boot.bootCounting.tries` default.
 pub const DEFAULT_BOOT_COUNTING_TRIES: u32 = 3;
-
-/// A string setting of `org.imgbuild.v1` (`what` names it in errors): at most
-/// [`MAX_SETTING`] bytes, no control character (line breaks, escapes, NUL).
-pub(super) fn setting_text(v: &Value, what: &str) -> std::result::Result<String, String> {
-    match v {
-        Value::String(s) if s.len() > MAX_SETTING => Err(format!(
-            "\"{IMGBUILD_V1}\".{what} is longer than {MAX_SETTING} bytes"
-        )),
-        Value::String(s) if s.contains(char::is_control) => Err(format!(
-            "\"{IMGBUILD_V1}\".{what} contains a control character"
-        )),
-        Value::String(s) => Ok(s.clone()),
-        other => Err(format!(
-            "\"{IMGBUILD_V1}\".{what} is {}, not a string",
-            json_kind(other)
-        )),
-    }
-}
-
-pub(super) fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
 
 /// `org.imgbuild.v1.bootloader`, every key optional, unknown keys ignored.
 pub(super) fn bootloader_settings(v: &Value) -> std::result::Result<BootloaderSettings, String> {

@@ -1,16 +1,11 @@
 //! `qcow2-gz`: a qcow2 image, gzip-compressed as a whole (`nixos.qcow2.gz`, what
 //! DigitalOcean's custom images take).
 
-use std::path::PathBuf;
-
-use imgbuild_diskmap::sinks::Sha256Sink;
-use imgbuild_diskmap::Sink;
-
-use super::hashing::{hashing, Hashing};
-use super::kind::{ImageWriter, OutputKind, WriterInput, Written};
+use super::gce::{gzip, Gzipped};
+use super::kind::{ImageWriter, OutputKind, WriterInput};
 use super::vmdk::DEFLATE;
 use super::Compression;
-use crate::{Error, Result};
+use crate::Result;
 
 /// qcow2 v3 inside gzip.
 pub(crate) struct Qcow2Gz;
@@ -29,34 +24,12 @@ impl OutputKind for Qcow2Gz {
         true
     }
     fn writer<'f>(&self, w: &WriterInput<'_, 'f>) -> Result<Box<dyn ImageWriter + 'f>> {
-        let path = w.file.tmp().to_path_buf();
-        let gz = imgbuild_compress::Gzip::new(hashing(w.file), w.level.unsigned_abs(), w.workers)
-            .map_err(|source| Error::Io {
-            op: "writing",
-            path: path.clone(),
-            source,
-        })?;
+        let (gz, path) = gzip(w)?;
         let qcow2 = imgbuild_container::Qcow2::new(w.map, w.params, gz)?;
-        Ok(Box::new(Writer { qcow2, path }))
-    }
-}
-
-struct Writer<'f> {
-    qcow2: imgbuild_container::Qcow2<imgbuild_compress::Gzip<Hashing<'f>>>,
-    path: PathBuf,
-}
-
-impl ImageWriter for Writer<'_> {
-    fn sink(&mut self) -> &mut dyn Sink {
-        &mut self.qcow2
-    }
-    fn finish(self: Box<Self>, _disk: &Sha256Sink) -> Result<Written> {
-        let Writer { qcow2, path } = *self;
-        let w = qcow2.into_inner().finish().map_err(|source| Error::Io {
-            op: "writing",
+        Ok(Box::new(Gzipped {
+            sink: qcow2,
             path,
-            source,
-        })?;
-        Ok(w.written())
+            inner: imgbuild_container::Qcow2::into_inner,
+        }))
     }
 }

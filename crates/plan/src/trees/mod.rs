@@ -56,7 +56,7 @@ pub(crate) struct Trees {
     /// The release and settings the boot files follow (for the manifest).
     pub boot: BootNote,
     /// GRUB's boot code, for a `grub` format.
-    pub grub: Option<crate::grub::GrubSetup>,
+    pub grub: Option<grub::GrubSetup>,
 }
 
 /// Build the tree of every partition: the root filesystem (store, Nix state, profile, boot
@@ -83,9 +83,7 @@ pub(crate) fn build(cx: &Context, inputs: &Inputs, cancel: &AtomicBool) -> Resul
                 let (mut tree, report) = root(cx, inputs, &entry, &choice, cancel)?;
                 dedup = report;
                 if cx.format.bootloader.kind == format::Bootloader::Grub {
-                    grub = Some(crate::grub::install(
-                        cx, inputs, &choice, &entry, &mut tree,
-                    )?);
+                    grub = Some(grub::install(cx, inputs, &choice, &entry, &mut tree)?);
                 }
                 tree
             }
@@ -512,4 +510,5 @@ fn write_db_bytes(closure: &Closure, time: i64) -> Result<Arc<[u8]>> {
 }
 
 mod boot_parts;
+pub(crate) mod grub;
 use boot_parts::{esp_tree, firmware_tree};

@@ -10,11 +10,11 @@ use imgbuild_grub::{CoreImage, Install, PartTable, Platform};
 use imgbuild_nix::{FsIdentifier, GrubSettings, StorePath};
 use imgbuild_partition as partition;
 
+use super::{add_boot_files, dir_meta, file_meta, resolve, STORE_MTIME};
 use crate::bootloader::Choice;
 use crate::format::{Contents, TableType};
 use crate::layout::{Layout, SECTOR};
 use crate::options::Context;
-use crate::trees::{add_boot_files, dir_meta, file_meta};
 use crate::{Error, Inputs, Result};
 
 /// A file of GRUB's platform directory (modules are KiB; `kernel.img` tens of KiB).
@@ -81,7 +81,7 @@ fn settings<'a>(cx: &Context, choice: &'a Choice) -> Result<(&'a GrubSettings, &
 /// Every regular file of `<grub>/lib/grub/i386-pc`, read with a bound each.
 fn read_platform(inputs: &Inputs, package: &StorePath) -> Result<Platform> {
     let logical = package.join("lib/grub/i386-pc");
-    let dir = crate::trees::resolve(&inputs.store, &logical)?;
+    let dir = resolve(&inputs.store, &logical)?;
     let io = |source| Error::Io {
         op: "reading GRUB's platform directory",
         path: dir.clone(),
@@ -145,7 +145,7 @@ fn cfg_options(
             configuration_name: read_short(inputs, &child.toplevel, "configuration-name")?,
             nixos_version: child.nixos_version.clone().unwrap_or_default(),
             // The `specialisation/<name>` link is a store file: mtime 1.
-            date: imgbuild_units::date(crate::trees::STORE_MTIME),
+            date: imgbuild_units::date(STORE_MTIME),
         });
     }
     Ok(boot::GrubCfgOptions {
