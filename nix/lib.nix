@@ -87,6 +87,36 @@ let
       kubevirt = efi "qcow2" "qcow2-image";
       oci = efi "qcow2" "qcow2-image";
       vagrant-virtualbox = efi "box" "vagrant-box";
+      # PC BIOS, GRUB: the MBR disk, as a file (raw, Hetzner Cloud) or a gzip'd qcow2
+      # (DigitalOcean's custom images); the GPT hybrid (BIOS boot partition + ESP) in qcow2.
+      raw = {
+        base = "raw";
+        system = "x86_64-linux";
+        extension = "img";
+        compress = "none";
+        product = "raw-image";
+      };
+      hetzner = {
+        base = "raw";
+        system = "x86_64-linux";
+        extension = "img";
+        compress = "none";
+        product = "raw-image";
+      };
+      digitalocean = {
+        base = "raw";
+        system = "x86_64-linux";
+        extension = "qcow2.gz";
+        compress = "none";
+        product = "digital-ocean-image";
+      };
+      qemu = {
+        base = "qemu";
+        system = "x86_64-linux";
+        extension = "qcow2";
+        compress = "none";
+        product = "qcow2-image";
+      };
     };
 
   # The formats under the names `nixos-rebuild build-image --image-variant` knows them by
@@ -150,6 +180,20 @@ let
       format = "sd-aarch64";
       extension = "img.zst";
       directory = "sd-image";
+    };
+    # nixpkgs' disk-image.nix with `image.efiSupport = false` (`image.extension` is the
+    # image.format, `raw` or `qcow2`), and digital-ocean-image.nix (a gzip'd qcow2).
+    raw = {
+      format = "raw";
+      extension = "raw";
+    };
+    qemu = {
+      format = "qemu";
+      extension = "qcow2";
+    };
+    digital-ocean = {
+      format = "digitalocean";
+      extension = "qcow2.gz";
     };
   };
 

@@ -10,7 +10,8 @@
 #
 # This module replaces nixpkgs' module of the variants imgbuild has a format for (lib.
 # imageVariants: raw-efi, qemu-efi, amazon, azure, google-compute, hyperv, vmware, virtualbox, proxmox,
-# sd-card) with: this system + `imgbuild.format = <format>` (the same configuration
+# sd-card, and the PC BIOS ones raw, qemu, digital-ocean) with: this system +
+# `imgbuild.format = <format>` (the same configuration
 # `nixosModules.imgbuild` gives a machine installed from that image), imaged by `lib.mkImage`.
 # Only the variants whose format is for this system's platform are replaced (sd-card on
 # aarch64-linux, the others on x86_64-linux); every other variant stays nixpkgs'.
@@ -46,8 +47,10 @@ let
     let
       f = imgbuildLib.formats.${v.format};
       zst = lib.hasSuffix ".zst" config.image.extension;
+      # A plain disk (`.img`) may be zstd-compressed; `qemu` is its own base but writes a
+      # qcow2 container.
       compress =
-        if f.base == v.format then
+        if f.base == v.format && f.extension == "img" then
           (if zst then "zstd" else "none")
         # A container's own extension may end in .zst (proxmox's `vma.zst`): it compresses itself.
         else if zst && config.image.extension != f.extension then

@@ -40,6 +40,10 @@ let
     kubevirt = "x86_64-linux";
     oci = "x86_64-linux";
     vagrant-virtualbox = "x86_64-linux";
+    raw = "x86_64-linux";
+    qemu = "x86_64-linux";
+    digitalocean = "x86_64-linux";
+    hetzner = "x86_64-linux";
   };
   formatBase = {
     raw-efi = "raw-efi";
@@ -56,8 +60,46 @@ let
     kubevirt = "raw-efi";
     oci = "raw-efi";
     vagrant-virtualbox = "raw-efi";
+    raw = "raw";
+    qemu = "qemu";
+    digitalocean = "raw";
+    hetzner = "raw";
   };
   base = if cfg.format == null then null else formatBase.${cfg.format};
+
+  # The PC BIOS formats (GRUB on the disk's boot sector) and the disk each one becomes on its
+  # platform, which `boot.loader.grub.devices` must name so that `nixos-rebuild` (GRUB's
+  # installer) writes boot.img and core.img to it again: QEMU/Proxmox/libvirt and
+  # DigitalOcean give a virtio-blk disk (`/dev/vda`, as nixpkgs' disk-image.nix and
+  # digital-ocean-config.nix set), Hetzner Cloud a virtio-scsi one (`/dev/sda`).
+  grubDevice = {
+    raw = "/dev/vda";
+    qemu = "/dev/vda";
+    digitalocean = "/dev/vda";
+    hetzner = "/dev/sda";
+  };
+  bios = cfg.format != null && grubDevice ? ${cfg.format};
+
+  # Disk drivers for the initrd: NVMe, SATA, USB (xHCI, mass storage, UAS), SD/MMC, virtio,
+  # and (BIOS formats) the PIIX IDE of QEMU's default PC machine.
+  diskModules = [
+    "nvme"
+    "ahci"
+    "sd_mod"
+    "xhci_pci"
+    "usb_storage"
+    "uas"
+    "usbhid"
+    "sdhci_pci"
+    "mmc_block"
+    "virtio_pci"
+    "virtio_blk"
+    "virtio_scsi"
+  ];
+  serialConsole = [
+    "console=ttyS0,115200n8"
+    "console=tty0"
+  ];
 
   # `config.txt` as nixpkgs' sd-image-aarch64.nix writes it (the same text imgbuild writes
   # when a firmware directory has none: crates/boot/src/rpi.rs; nix/tests/eval.nix compares).
@@ -155,6 +197,64 @@ let
 
   registration = cfg.nixPathRegistrationFile;
 
+  # The GRUB record of boot.json (CONTRACT-24): what NixOS's GRUB installer (install-grub.pl
+  # and grub-install) reads that changes the bytes it leaves, so that imgbuild writes the
+  # boot sector, core.img and /boot/grub as this system's own installer would. `grub` is the
+  # package whose lib/grub/i386-pc imgbuild installs (and puts it into the closure); `grubEfi`
+  # the x86_64-efi one when efiSupport. Options a release lacks are left out.
+  grubCfg = loader.grub;
+  grubOpts = options.boot.loader.grub;
+  # As nixpkgs' grub.nix picks the package it installs: cfg.package, with ZFS support on
+  # request.
+  grubPackage =
+    if grubCfg.zfsSupport or false then
+      grubCfg.package.override { zfsSupport = true; }
+    else
+      grubCfg.package;
+  pathOrNull = p: if p == null then null else "${p}";
+  grubRecord = {
+    type = "grub";
+    inherit (loader) timeout;
+    inherit (grubCfg)
+      devices
+      efiSupport
+      efiInstallAsRemovable
+      fsIdentifier
+      configurationLimit
+      configurationName
+      default
+      copyKernels
+      storePath
+      extraConfig
+      extraEntries
+      extraEntriesBeforeNixOS
+      extraPerEntryConfig
+      backgroundColor
+      gfxmodeBios
+      gfxpayloadBios
+      gfxmodeEfi
+      gfxpayloadEfi
+      extraPrepareConfig
+      useOSProber
+      ;
+    # Who may edit or boot entries: names only (their password hashes stay out of boot.json);
+    # imgbuild refuses what it cannot write, rather than leave GRUB unlocked.
+    users = builtins.attrNames grubCfg.users;
+    grub = "${grubPackage}";
+    splashImage = pathOrNull grubCfg.splashImage;
+    font = pathOrNull grubCfg.font;
+    theme = pathOrNull grubCfg.theme;
+    inherit (config.system.nixos) distroName;
+  }
+  // lib.optionalAttrs grubCfg.efiSupport {
+    grubEfi = "${grubPackage.override { efiSupport = true; }}";
+    inherit (loader.efi) efiSysMountPoint;
+  }
+  // lib.optionalAttrs (grubOpts ? timeoutStyle) { inherit (grubCfg) timeoutStyle; }
+  // lib.optionalAttrs (grubOpts ? extraGrubInstallArgs) { inherit (grubCfg) extraGrubInstallArgs; }
+  // lib.optionalAttrs (grubOpts ? splashMode) { inherit (grubCfg) splashMode; }
+  // lib.optionalAttrs (grubOpts ? entryOptions) { inherit (grubCfg) entryOptions subEntryOptions; };
+
   # The boot loader settings imgbuild needs to write the boot files this system's own NixOS
   # release would write, recorded in the toplevel's boot.json (`"org.imgbuild.v1"`), so that
   # imgbuild reads them from the closure instead of assuming that release's defaults.
@@ -188,6 +288,9 @@ let
         deviceTreeName = config.hardware.deviceTree.name;
         inherit (config.system.nixos) distroName;
       }
+    # (NixOS enables GRUB by default: asked last.)
+    else if loader.grub.enable or false then
+      grubRecord
     else
       null;
 in
@@ -213,6 +316,10 @@ in
           "kubevirt"
           "oci"
           "vagrant-virtualbox"
+          "raw"
+          "qemu"
+          "digitalocean"
+          "hetzner"
         ]
       );
       default = null;
@@ -231,6 +338,12 @@ in
         as nixpkgs' modules for those variants do (`platforms.nix`).
         `sd-aarch64`: MBR, FAT `/boot/firmware` (label `FIRMWARE`, noauto), ext4 `/` (label
         `NIXOS_SD`), U-Boot + extlinux, Raspberry Pi firmware.
+        PC BIOS, GRUB (`boot.loader.grub.devices` = the disk the image becomes): `raw` (MBR,
+        ext4 `/` labelled `nixos`, `/dev/vda`), `digitalocean` (that disk as `.qcow2.gz`,
+        `/dev/vda`; add nixpkgs' `virtualisation/digital-ocean-config.nix` for the droplet's
+        metadata), `hetzner` (that disk for Hetzner Cloud, `/dev/sda`), `qemu` (GPT: BIOS boot
+        partition with GRUB's core.img, ext4 `/`, in a qcow2; `/dev/vda`; BIOS only: use
+        `qemu-efi` for UEFI).
       '';
     };
 
@@ -364,27 +477,36 @@ in
 
       # A headless VM or cloud instance shows its console on the first serial port (as
       # nixos-generators' raw formats do); tty0 last, so it is /dev/console on a screen.
-      boot.kernelParams = [
-        "console=ttyS0,115200n8"
-        "console=tty0"
-      ];
+      boot.kernelParams = serialConsole;
 
       # Real disks, not only a VM's: NVMe, SATA, USB (xHCI, mass storage, UAS), SD/MMC, virtio.
-      boot.initrd.availableKernelModules = [
-        "nvme"
-        "ahci"
-        "sd_mod"
-        "xhci_pci"
-        "usb_storage"
-        "uas"
-        "usbhid"
-        "sdhci_pci"
-        "mmc_block"
-        "virtio_pci"
-        "virtio_blk"
-        "virtio_scsi"
-      ];
+      boot.initrd.availableKernelModules = diskModules;
     })
+
+    # PC BIOS: GRUB on the disk's boot sector (MBR gap or BIOS boot partition), /boot/grub on
+    # the ext4 root, as nixpkgs' disk-image.nix with `image.efiSupport = false` (the `raw` and
+    # `qemu` variants) sets it: root by label `nixos`, GRUB on the platform's disk, BIOS only
+    # (no ESP on these disks: efiSupport stays off).
+    (mkIf bios {
+      fileSystems."/" = {
+        device = "/dev/disk/by-label/nixos";
+        fsType = "ext4";
+        autoResize = cfg.growRoot;
+      };
+      boot.growPartition = cfg.growRoot;
+
+      boot.loader.systemd-boot.enable = false;
+      boot.loader.grub.enable = true;
+      # `device`, not `devices`: NixOS turns `device` into `devices` at normal priority (before
+      # nixpkgs made that an mkIf, as `[]` when unset, which would beat an mkDefault of
+      # `devices`); a user's own `boot.loader.grub.device` replaces this default.
+      boot.loader.grub.device = mkDefault grubDevice.${cfg.format};
+      boot.loader.timeout = mkDefault 5;
+
+      boot.kernelParams = serialConsole;
+      boot.initrd.availableKernelModules = diskModules ++ [ "ata_piix" ];
+    })
+
 
     (mkIf (base == "sd-aarch64") {
       fileSystems."/" = {

@@ -19,6 +19,15 @@ let
   flakeLib = import ../lib.nix { nixpkgs = stubs.nixpkgs; };
 
   opt = type: default: mkOption { inherit type default; };
+  # nixpkgs' grub2: a package whose `override { efiSupport = true; }` (grub2_efi) and
+  # `override { zfsSupport = true; }` are other store paths.
+  mkGrub =
+    args:
+    {
+      outPath = stubs.fakePath "grub-2.12${lib.concatMapStrings (n: "-${n}") (builtins.attrNames args)}";
+      override = more: mkGrub (args // more);
+    };
+  grubPackage = mkGrub { };
   freeform = types.submodule { freeformType = types.attrsOf types.anything; };
 
   # The NixOS options imgbuild's modules and mkNodes' node module set, as nixpkgs declares
@@ -54,7 +63,54 @@ let
           bootspec.extensions = opt (types.attrsOf types.anything) { };
           loader = {
             timeout = opt (types.nullOr types.int) 5;
-            grub.enable = opt types.bool true;
+            # nixos/modules/system/boot/loader/grub/grub.nix (the options imgbuild sets or
+            # records; types and defaults as declared there).
+            grub = {
+              enable = opt types.bool true;
+              device = opt types.str "";
+              devices = opt (types.listOf types.str) [ ];
+              package = opt types.anything grubPackage;
+              zfsSupport = opt types.bool false;
+              efiSupport = opt types.bool false;
+              efiInstallAsRemovable = opt types.bool false;
+              fsIdentifier = opt (types.enum [
+                "uuid"
+                "label"
+                "provided"
+              ]) "uuid";
+              configurationLimit = opt types.int 100;
+              configurationName = opt types.str "";
+              default = opt (types.either types.int types.str) 0;
+              copyKernels = opt types.bool false;
+              storePath = opt types.str "/nix/store";
+              extraConfig = opt types.lines "";
+              extraEntries = opt types.lines "";
+              extraEntriesBeforeNixOS = opt types.bool false;
+              extraPerEntryConfig = opt types.lines "";
+              backgroundColor = opt (types.nullOr types.str) null;
+              gfxmodeBios = opt types.str "1024x768";
+              gfxpayloadBios = opt types.str "text";
+              gfxmodeEfi = opt types.str "auto";
+              gfxpayloadEfi = opt types.str "keep";
+              extraPrepareConfig = opt types.lines "";
+              extraGrubInstallArgs = opt (types.listOf types.str) [ ];
+              users = opt (types.attrsOf (types.attrsOf types.str)) { };
+              useOSProber = opt types.bool false;
+              splashImage = opt (types.nullOr (types.either types.path types.str)) null;
+              splashMode = opt (types.enum [
+                "normal"
+                "stretch"
+              ]) "stretch";
+              font = opt (types.nullOr types.str) "${grubPackage}/share/grub/unicode.pf2";
+              theme = opt (types.nullOr types.str) null;
+              timeoutStyle = opt (types.enum [
+                "menu"
+                "countdown"
+                "hidden"
+              ]) "menu";
+              entryOptions = opt (types.nullOr types.str) "--class nixos --unrestricted";
+              subEntryOptions = opt (types.nullOr types.str) "--class nixos";
+            };
             systemd-boot = {
               enable = opt types.bool false;
               configurationLimit = opt (types.nullOr types.int) null;
@@ -155,6 +211,11 @@ let
           default = { };
         };
       };
+      # As grub.nix: `device`, when set, is the one entry of `devices` at normal priority
+      # (and `[]` when unset, as before nixpkgs made it an mkIf).
+      config.boot.loader.grub.devices = lib.mkIf config.boot.loader.grub.enable (
+        lib.optional (config.boot.loader.grub.device != "") config.boot.loader.grub.device
+      );
       # A stand-in toplevel whose hash is a function of what the modules set that reaches the
       # disk and the boot loader, so equal toplevels mean equal systems.
       config.system.build.toplevel =
@@ -187,6 +248,12 @@ let
 
   imgbuild = ../modules/imgbuild.nix;
   gitops = ../modules/gitops.nix;
+  biosFormats = [
+    "raw"
+    "qemu"
+    "digitalocean"
+    "hetzner"
+  ];
   systemOf = f: flakeLib.formats.${f}.system;
   cfgFor = f: extra: evalWith (systemOf f) ([ imgbuild { imgbuild.format = f; } ] ++ extra);
   fails = v: !(builtins.tryEval (builtins.deepSeq v v)).success;
@@ -241,6 +308,7 @@ let
   nixpkgsVariants = [
     "amazon"
     "azure"
+    "digital-ocean"
     "google-compute"
     "hyperv"
     "iso"
@@ -248,7 +316,9 @@ let
     "oci"
     "openstack"
     "proxmox"
+    "qemu"
     "qemu-efi"
+    "raw"
     "raw-efi"
     "sd-card"
     "vagrant-virtualbox"
@@ -454,6 +524,7 @@ let
           web = {
             amazon = x86 "amazon" "vhd" null;
             azure = x86 "azure" "vhd" null;
+            digital-ocean = x86 "digitalocean" "qcow2.gz" null;
             google-compute = x86 "gce" "raw.tar.gz" null;
             hyperv = x86 "hyperv" "vhdx" null;
             iso = nixpkgs "x86_64-linux" "iso";
@@ -461,7 +532,9 @@ let
             oci = x86 "oci" "qcow2" null;
             openstack = x86 "openstack" "qcow2" null;
             proxmox = x86 "proxmox" "vma.zst" null;
+            qemu = x86 "qemu" "qcow2" null;
             qemu-efi = x86 "qemu-efi" "qcow2" null;
+            raw = x86 "raw" "raw" "none";
             raw-efi = x86 "raw-efi" "raw" "none";
             sd-card = nixpkgs "x86_64-linux" "sd-card";
             vagrant-virtualbox = x86 "vagrant-virtualbox" "box" null;
@@ -690,6 +763,8 @@ let
               "systemd-boot"
             else if c.boot.loader.generic-extlinux-compatible.enable then
               "extlinux"
+            else if c.boot.loader.grub.enable then
+              "grub"
             else
               "none";
           grub = c.boot.loader.grub.enable;
@@ -700,16 +775,147 @@ let
         f:
         let
           pi = flakeLib.formats.${f}.base == "sd-aarch64";
+          bios = builtins.elem f biosFormats;
         in
         {
           inherit f;
           root = if pi then "/dev/disk/by-label/NIXOS_SD" else "/dev/disk/by-label/nixos";
-          loader = if pi then "extlinux" else "systemd-boot";
-          grub = false;
+          loader =
+            if pi then
+              "extlinux"
+            else if bios then
+              "grub"
+            else
+              "systemd-boot";
+          grub = bios;
           ok = true;
         }
       ) (builtins.attrNames flakeLib.formats);
     };
+
+    # The PC BIOS formats (CONTRACT-24): GRUB on the disk the platform gives, root by label,
+    # BIOS only; boot.json's GRUB record names the package (and the EFI one when a user turns
+    # efiSupport on); a user's `boot.loader.grub.device` replaces the format's disk (not a
+    # second one).
+    grubFormats =
+      let
+        rec_ = c: c.boot.bootspec.extensions."org.imgbuild.v1".bootloader;
+        summary =
+          f:
+          let
+            c = cfgFor f [ ];
+          in
+          {
+            inherit (c.boot.loader.grub) devices efiSupport efiInstallAsRemovable;
+            mounts = builtins.attrNames c.fileSystems;
+            sdBoot = c.boot.loader.systemd-boot.enable;
+            ide = builtins.elem "ata_piix" c.boot.initrd.availableKernelModules;
+            record = {
+              inherit (rec_ c) type devices grub;
+              efi = (rec_ c) ? grubEfi;
+            };
+          };
+        own = cfgFor "hetzner" [
+          {
+            boot.loader.grub.device = "/dev/nvme0n1";
+            boot.loader.grub.users.root.hashedPassword = "grub.pbkdf2.sha512.10000.SECRET";
+          }
+        ];
+        raw = rec_ (cfgFor "raw" [ ]);
+        qemu = rec_ (cfgFor "qemu" [
+          {
+            boot.loader.grub.efiSupport = true;
+            boot.loader.efi.efiSysMountPoint = "/boot/efi";
+          }
+        ]);
+        grub = "${grubPackage}";
+      in
+      {
+        expr = {
+          summaries = lib.genAttrs biosFormats summary;
+          ownDevice = own.boot.loader.grub.devices;
+          ownRecord = {
+            inherit (rec_ own) devices users;
+            noHash = !(lib.hasInfix "SECRET" (builtins.toJSON (rec_ own)));
+          };
+          rawRecord = removeAttrs raw [
+            "grub"
+            "font"
+          ];
+          rawFont = raw.font;
+          qemuEfi = {
+            inherit (qemu) grubEfi efiSysMountPoint;
+          };
+        };
+        expected = {
+          summaries =
+            let
+              s = dev: efi: {
+                devices = [ dev ];
+                efiSupport = efi;
+                efiInstallAsRemovable = efi;
+                mounts = [ "/" ] ++ lib.optional efi "/boot/efi";
+                sdBoot = false;
+                ide = true;
+                record = {
+                  type = "grub";
+                  devices = [ dev ];
+                  inherit grub efi;
+                };
+              };
+            in
+            {
+              raw = s "/dev/vda" false;
+              qemu = s "/dev/vda" false;
+              digitalocean = s "/dev/vda" false;
+              hetzner = s "/dev/sda" false;
+            };
+          ownDevice = [ "/dev/nvme0n1" ];
+          ownRecord = {
+            devices = [ "/dev/nvme0n1" ];
+            users = [ "root" ];
+            noHash = true;
+          };
+          rawRecord = {
+            type = "grub";
+            timeout = 5;
+            devices = [ "/dev/vda" ];
+            efiSupport = false;
+            efiInstallAsRemovable = false;
+            fsIdentifier = "uuid";
+            configurationLimit = 100;
+            configurationName = "";
+            default = 0;
+            copyKernels = false;
+            storePath = "/nix/store";
+            extraConfig = "";
+            extraEntries = "";
+            extraEntriesBeforeNixOS = false;
+            extraPerEntryConfig = "";
+            backgroundColor = null;
+            gfxmodeBios = "1024x768";
+            gfxpayloadBios = "text";
+            gfxmodeEfi = "auto";
+            gfxpayloadEfi = "keep";
+            extraPrepareConfig = "";
+            extraGrubInstallArgs = [ ];
+            users = [ ];
+            useOSProber = false;
+            splashImage = null;
+            theme = null;
+            distroName = "NixOS";
+            timeoutStyle = "menu";
+            splashMode = "stretch";
+            entryOptions = "--class nixos --unrestricted";
+            subEntryOptions = "--class nixos";
+          };
+          rawFont = "${grubPackage}/share/grub/unicode.pf2";
+          qemuEfi = {
+            grubEfi = "${grubPackage.override { efiSupport = true; }}";
+            efiSysMountPoint = "/boot/efi";
+          };
+        };
+      };
 
     # mkDefault in the module gives way to a plain definition; lists merge.
     defaultsGiveWay = {

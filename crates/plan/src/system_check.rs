@@ -9,6 +9,9 @@ use crate::ids::{fat_volume_id_string, Ids};
 use crate::{Error, Inputs, Result};
 use imgbuild_nix::{BootSpec, LoaderKind};
 
+mod grub;
+use grub::{grub_problem, grub_target, grub_writes_esp};
+
 /// The system's `/etc/fstab`: a few lines.
 const FSTAB: imgbuild_blockio::InputKind = imgbuild_blockio::InputKind {
     what: "the system's fstab",
@@ -130,6 +133,11 @@ pub(crate) fn check(format: &Format, ids: &Ids, inputs: &Inputs) -> Result<()> {
             fix: fix(format),
         })
     };
+    if let Some(target) = grub_target(format) {
+        if let Some(reason) = grub_problem(&format.name, target, &inputs.bootspec) {
+            return bad(reason);
+        }
+    }
     recorded_loader(format, &inputs.bootspec)?;
     let ext = &inputs.bootspec.extensions;
     let sd_boot = ext.contains_key("org.nixos.systemd-boot");
@@ -170,7 +178,10 @@ pub(crate) fn check(format: &Format, ids: &Ids, inputs: &Inputs) -> Result<()> {
         let needed = match p.contents {
             Contents::Root => true,
             // The boot loader's installer writes to the ESP: it must be mounted.
-            Contents::Esp => format.bootloader.kind == Bootloader::SystemdBoot,
+            Contents::Esp => {
+                format.bootloader.kind == Bootloader::SystemdBoot
+                    || grub_writes_esp(format, &inputs.bootspec)
+            }
             Contents::Firmware | Contents::BiosBoot => false,
         };
         let Some(m) = mounts.iter().rev().find(|m| m.point == p.mount_point) else {
@@ -237,16 +248,7 @@ mod tests {
 
     #[test]
     fn a_recorded_boot_loader_must_be_the_formats() {
-        let spec = |ext: &str| {
-            let t = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-x";
-            let json = format!(
-                r#"{{"org.nixos.bootspec.v1": {{"init": "{t}/init",
-                  "kernel": "/nix/store/zyxwvsrqpnmlkjihgfdcba9876543210-linux/bzImage",
-                  "kernelParams": [], "label": "x", "system": "x86_64-linux",
-                  "toplevel": "{t}"}} {ext} }}"#
-            );
-            BootSpec::parse(json.as_bytes(), std::path::Path::new("boot.json")).unwrap()
-        };
+        let spec = spec_with;
         let raw = Format::load("raw-efi").unwrap();
         let sd = Format::load("sd-aarch64").unwrap();
         let ext = r#", "org.imgbuild.v1": {"bootloader": {"type": "extlinux"}}"#;
@@ -263,5 +265,17 @@ mod tests {
         // Nothing recorded: nothing to compare here.
         recorded_loader(&raw, &spec("")).unwrap();
         recorded_loader(&raw, &spec(r#", "org.imgbuild.v1": {"bootloader": {}}"#)).unwrap();
+    }
+
+    /// A boot spec whose top level has `ext` (`, "key": value ...`) after the v1 document.
+    pub(super) fn spec_with(ext: &str) -> BootSpec {
+        let t = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-x";
+        let json = format!(
+            r#"{{"org.nixos.bootspec.v1": {{"init": "{t}/init",
+              "kernel": "/nix/store/zyxwvsrqpnmlkjihgfdcba9876543210-linux/bzImage",
+              "kernelParams": [], "label": "x", "system": "x86_64-linux",
+              "toplevel": "{t}"}} {ext} }}"#
+        );
+        BootSpec::parse(json.as_bytes(), std::path::Path::new("boot.json")).unwrap()
     }
 }
