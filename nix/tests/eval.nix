@@ -1095,7 +1095,9 @@ let
         };
       };
 
-    # The build-image variants: nixpkgs' ten names, each imgbuild format once.
+    # The build-image variants: nixpkgs' thirteen names, each imgbuild format once but netboot
+    # (nixpkgs has no build-image variant of it: nixpkgs' netboot is three files, its kexec
+    # variant is the tarball).
     imageVariants = {
       expr = {
         names = attrNames lib.imageVariants;
@@ -1115,6 +1117,9 @@ let
           "azure"
           "google-compute"
           "hyperv"
+          "iso"
+          "iso-installer"
+          "kexec"
           "proxmox"
           "qemu-efi"
           "raw-efi"
@@ -1122,7 +1127,7 @@ let
           "virtualbox"
           "vmware"
         ];
-        formats = attrNames lib.formats;
+        formats = filter (f: f != "netboot") (attrNames lib.formats);
         containers = [ ];
       };
     };
@@ -1152,15 +1157,91 @@ let
             "azure"
             "google-compute"
             "hyperv"
+            "iso"
+            "iso-installer"
+            "kexec"
             "proxmox"
             "qemu-efi"
             "raw-efi"
             "virtualbox"
             "vmware"
           ];
-          aarch64 = [ "sd-card" ];
+          # The live media are for both systems.
+          aarch64 = [
+            "iso"
+            "iso-installer"
+            "kexec"
+            "sd-card"
+          ];
           imports = [ imgbuildModule ];
           package = "imgbuild";
+        };
+      };
+
+    # The live media are for x86_64 and aarch64: mkImage and mkNodes take either system (the
+    # node must say which), and refuse another.
+    liveFormatsTwoSystems =
+      let
+        img =
+          system: format:
+          lib.mkImage {
+            nixosConfiguration = stubs.nixosConfiguration {
+              name = "live";
+              inherit system format;
+            };
+            pkgs = stubs.pkgsFor "x86_64-linux";
+          };
+        isoArm = img "aarch64-linux" "iso";
+      in
+      {
+        expr = {
+          file = isoArm.file;
+          target = isoArm.targetSystem;
+          args = builtins.head isoArm.imgbuildArgs;
+          product = hasInfix "echo \"file iso $out/live.iso\"" isoArm.script;
+          kexec = (img "x86_64-linux" "kexec").file;
+          installer = (img "x86_64-linux" "iso-installer").format;
+          riscv = throws (img "riscv64-linux" "netboot").file;
+          nodes = map (n: n.system) (lib.checkNodes [
+            {
+              name = "a";
+              format = "iso";
+              system = "aarch64-linux";
+            }
+            {
+              name = "b";
+              format = "kexec";
+              system = "x86_64-linux";
+            }
+          ]);
+          nodeWithoutSystem = throws (lib.checkNodes [
+            {
+              name = "a";
+              format = "netboot";
+            }
+          ]);
+          nodeOtherSystem = throws (lib.checkNodes [
+            {
+              name = "a";
+              format = "iso";
+              system = "riscv64-linux";
+            }
+          ]);
+        };
+        expected = {
+          file = "live.iso";
+          target = "aarch64-linux";
+          args = "iso";
+          product = true;
+          kexec = "live.tar.gz";
+          installer = "iso-installer";
+          riscv = true;
+          nodes = [
+            "aarch64-linux"
+            "x86_64-linux"
+          ];
+          nodeWithoutSystem = true;
+          nodeOtherSystem = true;
         };
       };
 
