@@ -50,7 +50,8 @@ let
   # `extension`, `compress`, `base`); nix/tests/eval.nix checks that they agree. `system` is
   # one system, or the list of systems the format makes images for (the toplevel's system
   # picks). `base` is the format whose disk a container format holds (the NixOS configuration
-  # is that format's). `product` is the Hydra build-product type nixpkgs uses for the same
+  # is that format's), or whose medium a format shares (iso-installer: the iso volume with the
+  # installer's system). `product` is the Hydra build-product type nixpkgs uses for the same
   # kind of image.
   formats =
     let
@@ -94,8 +95,8 @@ let
       virtualbox = efi "ova" "virtualbox-ova";
       proxmox = efi "vma.zst" "vma";
       iso = live "iso" "iso" "iso";
-      # The iso medium with another configuration: a format of its own, not a container.
-      iso-installer = live "iso-installer" "iso" "iso";
+      # The iso medium (formats/iso-installer.toml: `base = "iso"`) with another system.
+      iso-installer = live "iso" "iso" "iso";
       netboot = live "netboot" "netboot" "netboot";
       kexec = live "netboot" "tar.gz" "kexec-tarball";
     };

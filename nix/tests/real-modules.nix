@@ -364,7 +364,7 @@ let
           # iso-image.nix names them; `--compress none` only where the format is its own base.
           live = system: {
             iso = imgbuildAt "iso/nixos-${label}-${system}.iso" "iso" "none";
-            iso-installer = imgbuildAt "iso/nixos-${label}-${system}.iso" "iso-installer" "none";
+            iso-installer = imgbuildAt "iso/nixos-${label}-${system}.iso" "iso-installer" null;
             kexec = imgbuildAt "tarball/nixos-image-${label}-${system}.tar.gz" "kexec" null;
           };
           imgbuildAt = filePath: format: compress: {
