@@ -13,6 +13,12 @@ impl Format {
 
     fn check(&self) -> Result<(), String> {
         check_extension(&self.extension)?;
+        if self.system.0.is_empty() {
+            return Err("`system` lists no system".into());
+        }
+        if self.volume == Volume::Iso9660 {
+            return self.check_iso();
+        }
         if !self.container.kind.takes_compress() && self.compress != Compression::None {
             return Err(format!(
                 "`compress` applies to raw images; a `{}` container is not compressed again",
@@ -57,6 +63,21 @@ impl Format {
                 return Err("systemd-boot needs a GPT table".into());
             }
             (Bootloader::Extlinux, _) => {}
+        }
+        Ok(())
+    }
+
+    /// An ISO 9660 volume: written as it is (raw, optionally zstd), booted by systemd-boot
+    /// from its EFI image (and isolinux on x86_64).
+    fn check_iso(&self) -> Result<(), String> {
+        if self.container.kind != ContainerType::default() {
+            return Err(format!(
+                "an iso9660 volume is written raw, not in a `{}` container",
+                self.container.kind.name()
+            ));
+        }
+        if self.bootloader.kind != Bootloader::SystemdBoot {
+            return Err("an iso9660 volume boots UEFI with systemd-boot".into());
         }
         Ok(())
     }

@@ -20,10 +20,9 @@ use imgbuild_diskmap::sinks::{Bmap, RawFile, Sha256Sink};
 use imgbuild_diskmap::{Map, Sink, StreamOptions};
 
 pub(crate) use check::check;
-pub(crate) use manifest::{Hashes, TreeNotes};
+pub(crate) use manifest::{disk_layout, Hashes, Layout, TreeNotes};
 pub(crate) use paths::Outputs;
 
-use crate::disk::Plan;
 use crate::kinds::Compression;
 use crate::kinds::{ContainerType, ImageWriter, WriterInput, Written};
 use crate::manifest::Manifest;
@@ -34,7 +33,7 @@ use crate::{error::output_full, Error, Inputs, Reporter, Result};
 pub(crate) fn write(
     cx: &Context,
     inputs: &Inputs,
-    plan: &Plan,
+    layout: Layout,
     map: &Map,
     notes: TreeNotes,
     reporter: &dyn Reporter,
@@ -65,7 +64,7 @@ pub(crate) fn write(
         phase: format!("writing {}", paths::file_name(&outs.image)),
     };
     run(&job, map, reporter, cancel, |hashes| {
-        let manifest = manifest::manifest(cx, inputs, plan, &outs, hashes, notes);
+        let manifest = manifest::manifest(cx, inputs, layout, &outs, hashes, notes);
         let json =
             serde_json::to_string_pretty(&manifest).expect("the manifest is plain data") + "\n";
         let path = outs.manifest.as_ref().expect("a disk image has a manifest");
