@@ -33,8 +33,12 @@ let
   all = builtins.all (x: x);
 
   # --- formats/*.toml, the source of truth for labels, mount points and systems ---
-  tomlNames = map (f: builtins.head (builtins.match "(.*)\\.toml" f)) (
-    filter (f: builtins.match ".*\\.toml" f != null) (attrNames (readDir (root + "/formats")))
+  # Sorted by format name, as attrNames sorts lib.formats (file names sort `iso-installer.toml`
+  # before `iso.toml`).
+  tomlNames = builtins.sort builtins.lessThan (
+    map (f: builtins.head (builtins.match "(.*)\\.toml" f)) (
+      filter (f: builtins.match ".*\\.toml" f != null) (attrNames (readDir (root + "/formats")))
+    )
   );
   # A format file with its `base` chain merged in, as crates/plan/src/format.rs does.
   toml =

@@ -128,10 +128,7 @@ fn check_live(format: &Format, live: Live, inputs: &Inputs) -> Result<()> {
     let fstab = read_fstab(inputs)?;
     let spec = &inputs.bootspec;
     match live {
-        Live::Iso => {
-            let rec = live::iso_record(&format.name, spec)?;
-            live::check_iso(&format.name, fstab.as_deref(), spec, &rec.volume_id)
-        }
+        Live::Iso => live::check_iso(&format.name, fstab.as_deref(), spec),
         Live::Netboot => live::check_netboot(&format.name, fstab.as_deref(), spec),
     }
 }
@@ -167,7 +164,7 @@ fn recorded_loader(format: &Format, spec: &BootSpec) -> Result<()> {
 
 /// Checks the system's fstab and boot loader against the format.
 pub(crate) fn check(format: &Format, ids: &Ids, inputs: &Inputs) -> Result<()> {
-    if let Some(live) = Live::of_format(&format.name) {
+    if let Some(live) = Live::of(format) {
         return check_live(format, live, inputs);
     }
     let bad = |reason: String| {

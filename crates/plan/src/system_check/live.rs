@@ -9,10 +9,8 @@ use imgbuild_nix::{BootSpec, IMGBUILD_V1};
 use serde_json::Value;
 
 use super::{bad, parse_fstab, Mount};
+use crate::format::{Format, Volume};
 use crate::Result;
-
-/// The longest ISO 9660 volume identifier (its field in the primary volume descriptor).
-const MAX_VOLUME_ID: usize = 32;
 
 /// Which live medium the format writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,10 +22,12 @@ pub(crate) enum Live {
 }
 
 impl Live {
-    /// The live medium of the format named `name`, `None` for a disk format.
-    pub(crate) fn of_format(name: &str) -> Option<Live> {
-        match name {
-            "iso" | "iso-installer" => Some(Live::Iso),
+    /// The live medium `format` writes, `None` for a disk.
+    pub(crate) fn of(format: &Format) -> Option<Live> {
+        if format.volume == Volume::Iso9660 {
+            return Some(Live::Iso);
+        }
+        match format.name.as_str() {
             "netboot" | "kexec" => Some(Live::Netboot),
             _ => None,
         }
@@ -43,149 +43,105 @@ impl Live {
     }
 }
 
-/// The `"org.imgbuild.v1".iso` record: what imgbuild needs from the system to write its ISO.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct IsoRecord {
-    /// The ISO's volume ID, also the label stage 1 mounts (`root=LABEL=`).
-    pub(crate) volume_id: String,
-    /// The syslinux package (x86_64: isolinux for BIOS); `None` on aarch64.
-    pub(crate) syslinux: Option<String>,
-}
-
 /// The `"org.imgbuild.v1"` record named `key`, when the toplevel has one.
 fn record<'a>(spec: &'a BootSpec, key: &str) -> Option<&'a Value> {
     spec.imgbuild.as_ref().and_then(|e| e.other.get(key))
 }
 
-/// Reads and checks the `iso` record: present, `volumeID` a usable ISO 9660 volume ID and,
-/// on x86_64, `syslinux` a path. Errors name the missing or bad key.
-pub(crate) fn iso_record(format: &str, spec: &BootSpec) -> Result<IsoRecord> {
-    let Some(rec) = record(spec, "iso") else {
-        return bad(
-            format,
-            format!(
-                "its boot.json has no \"{IMGBUILD_V1}\".iso record (the volume ID and the BIOS \
-                 boot loader of the ISO)"
-            ),
-        );
-    };
-    let Some(rec) = rec.as_object() else {
-        return bad(
-            format,
-            format!("its boot.json's \"{IMGBUILD_V1}\".iso is not an object"),
-        );
-    };
-    let volume_id = match rec.get("volumeID") {
-        None => {
-            return bad(
-                format,
-                format!("its boot.json's \"{IMGBUILD_V1}\".iso has no volumeID"),
-            )
-        }
-        Some(Value::String(v)) => v.clone(),
-        Some(_) => {
-            return bad(
-                format,
-                format!("its boot.json's \"{IMGBUILD_V1}\".iso.volumeID is not a string"),
-            )
-        }
-    };
-    let usable = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
-    if volume_id.is_empty() || volume_id.len() > MAX_VOLUME_ID || !volume_id.chars().all(usable) {
-        return bad(
-            format,
-            format!(
-                "its ISO volume ID `{volume_id}` (\"{IMGBUILD_V1}\".iso.volumeID) is not 1 to \
-                 {MAX_VOLUME_ID} letters, digits, `_`, `-` or `.`"
-            ),
-        );
-    }
-    let syslinux = match rec.get("syslinux") {
-        Some(Value::String(s)) if s.starts_with('/') => Some(s.clone()),
-        None | Some(Value::Null) => None,
-        Some(_) => {
-            return bad(
-                format,
-                format!("its boot.json's \"{IMGBUILD_V1}\".iso.syslinux is not a path"),
-            )
-        }
-    };
-    if syslinux.is_none() && spec.system == "x86_64-linux" {
-        return bad(
-            format,
-            format!(
-                "its boot.json's \"{IMGBUILD_V1}\".iso has no syslinux, which boots the x86_64 \
-                 ISO from BIOS (isolinux)"
-            ),
-        );
-    }
-    Ok(IsoRecord {
-        volume_id,
-        syslinux,
-    })
+/// The ISO's volume ID as the toplevel's boot.json gives it (`"org.imgbuild.v1".iso.
+/// volumeID`), when it does. Whether it is a usable volume ID is the ISO writer's check
+/// (`iso::settings`), which refuses it by name.
+fn volume_id(spec: &BootSpec) -> Option<&str> {
+    record(spec, "iso")?.get("volumeID")?.as_str()
 }
 
-/// Checks a toplevel for the ISO whose volume ID is `volume_id`: its kernel parameters make
-/// stage 1 mount that volume, and its fstab has the live mounts.
-pub(crate) fn check_iso(
-    format: &str,
-    fstab: Option<&str>,
-    spec: &BootSpec,
-    volume_id: &str,
-) -> Result<()> {
-    let want = format!("root=LABEL={volume_id}");
-    // Stage 1 takes the last `root=`.
-    match spec
+/// What the toplevel's `iso` record lacks: the record, its `volumeID`, and on x86_64 its
+/// `syslinux` (isolinux boots the ISO from BIOS).
+fn iso_record_problems(spec: &BootSpec) -> Vec<String> {
+    let Some(rec) = record(spec, "iso") else {
+        return vec![format!(
+            "its boot.json has no \"{IMGBUILD_V1}\".iso record (volumeID, and syslinux on x86_64)"
+        )];
+    };
+    let mut problems = Vec::new();
+    if volume_id(spec).is_none() {
+        problems.push(format!(
+            "its boot.json's \"{IMGBUILD_V1}\".iso has no volumeID"
+        ));
+    }
+    if spec.system == "x86_64-linux" && rec.get("syslinux").is_none_or(Value::is_null) {
+        problems.push(format!(
+            "its boot.json's \"{IMGBUILD_V1}\".iso has no syslinux, which boots the x86_64 ISO \
+             from BIOS (isolinux)"
+        ));
+    }
+    problems
+}
+
+/// Whether the kernel parameters make stage 1 mount the volume `volume_id` (`root=LABEL=`;
+/// stage 1 takes the last `root=`). With no volume ID known, any `root=LABEL=` will do.
+fn root_problem(spec: &BootSpec, volume_id: Option<&str>) -> Option<String> {
+    let root = spec
         .kernel_params
         .iter()
         .rev()
-        .find(|p| p.starts_with("root="))
-    {
-        None => {
-            return bad(
-                format,
-                format!(
-                    "its kernel parameters have no `{want}`: stage 1 would not find the ISO \
-                     (volume ID `{volume_id}`)"
-                ),
-            )
-        }
-        Some(p) if *p != want => {
-            return bad(
-                format,
-                format!(
-                    "its kernel parameters say `{p}`, but the ISO's volume ID is `{volume_id}` \
-                     (`{want}`)"
-                ),
-            )
-        }
-        Some(_) => {}
+        .find(|p| p.starts_with("root="));
+    match (root, volume_id) {
+        (None, Some(v)) => Some(format!(
+            "its kernel parameters have no `root=LABEL={v}`: stage 1 would not find the ISO"
+        )),
+        (Some(p), Some(v)) if *p != format!("root=LABEL={v}") => Some(format!(
+            "its kernel parameters say `{p}`, but the ISO's volume ID is `{v}` \
+             (`root=LABEL={v}`)"
+        )),
+        (None, None) => Some(
+            "its kernel parameters have no `root=LABEL=<volume ID>`: stage 1 would not find \
+             the ISO"
+                .into(),
+        ),
+        (Some(p), None) if !p.starts_with("root=LABEL=") => Some(format!(
+            "its kernel parameters say `{p}`, not `root=LABEL=<volume ID>`"
+        )),
+        _ => None,
     }
-    check_mounts(format, Live::Iso, fstab, Some(volume_id))
+}
+
+/// The refusal naming every problem, or `Ok` when there is none.
+fn verdict(format: &str, problems: Vec<String>) -> Result<()> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        bad(format, problems.join("; "))
+    }
+}
+
+/// Checks a toplevel for an ISO format: its boot.json's `iso` record, kernel parameters that
+/// make stage 1 mount the volume it names, and the live mounts in `fstab` (`None`: the
+/// toplevel has no fstab). Every problem is named.
+pub(crate) fn check_iso(format: &str, fstab: Option<&str>, spec: &BootSpec) -> Result<()> {
+    let volume = volume_id(spec);
+    let mut problems = iso_record_problems(spec);
+    problems.extend(root_problem(spec, volume));
+    problems.extend(mount_problems(Live::Iso, fstab, volume));
+    verdict(format, problems)
 }
 
 /// Checks a toplevel for netboot and kexec: its boot.json has the `netboot` record and its
-/// fstab the live mounts, the store image taken from the initrd.
+/// fstab the live mounts, the store image taken from the initrd. Every problem is named.
 pub(crate) fn check_netboot(format: &str, fstab: Option<&str>, spec: &BootSpec) -> Result<()> {
+    let mut problems = Vec::new();
     match record(spec, "netboot") {
         Some(Value::Object(_)) => {}
-        Some(_) => {
-            return bad(
-                format,
-                format!("its boot.json's \"{IMGBUILD_V1}\".netboot is not an object"),
-            )
-        }
-        None => {
-            return bad(
-                format,
-                format!(
-                    "its boot.json has no \"{IMGBUILD_V1}\".netboot record (the system is not \
-                     configured to run from a store image in its initrd)"
-                ),
-            )
-        }
+        Some(_) => problems.push(format!(
+            "its boot.json's \"{IMGBUILD_V1}\".netboot is not an object"
+        )),
+        None => problems.push(format!(
+            "its boot.json has no \"{IMGBUILD_V1}\".netboot record (it is not configured to run \
+             from a store image in its initrd)"
+        )),
     }
-    check_mounts(format, Live::Netboot, fstab, None)
+    problems.extend(mount_problems(Live::Netboot, fstab, None));
+    verdict(format, problems)
 }
 
 /// Whether `m`'s options include every one of `want`.
@@ -201,20 +157,15 @@ struct Need<'a> {
     ok: Box<dyn Fn(&Mount) -> bool + 'a>,
 }
 
-/// The mounts of nixpkgs' `lib.isoFileSystems` (ISO) or netboot.nix: `/` tmpfs, `/iso` the
-/// medium (ISO only), `/nix/.ro-store` the store image (squashfs, loop), `/nix/.rw-store`
-/// tmpfs, `/nix/store` their overlay. Every one missing or different is named.
-fn check_mounts(
-    format: &str,
-    live: Live,
-    fstab: Option<&str>,
-    volume_id: Option<&str>,
-) -> Result<()> {
+/// The mounts of nixpkgs' `lib.isoFileSystems` (ISO) or netboot.nix that `fstab` lacks or
+/// has otherwise: `/` tmpfs, `/iso` the medium (ISO only: `/dev/root`, or the volume by
+/// label), `/nix/.ro-store` the store image (squashfs, loop), `/nix/.rw-store` tmpfs,
+/// `/nix/store` their overlay.
+fn mount_problems(live: Live, fstab: Option<&str>, volume_id: Option<&str>) -> Vec<String> {
     let Some(fstab) = fstab else {
-        return bad(
-            format,
+        return vec![
             "it has no /etc/fstab, so it mounts neither its root tmpfs nor its store image".into(),
-        );
+        ];
     };
     let mounts = parse_fstab(fstab);
     let image = live.store_image();
@@ -224,12 +175,11 @@ fn check_mounts(
         ok: Box::new(|m| m.fstype == "tmpfs"),
     }];
     if live == Live::Iso {
-        let label = volume_id.unwrap_or_default();
-        let devices = [
-            "/dev/root".to_string(),
-            format!("LABEL={label}"),
-            format!("/dev/disk/by-label/{label}"),
-        ];
+        let mut devices = vec!["/dev/root".to_string()];
+        if let Some(label) = volume_id {
+            devices.push(format!("LABEL={label}"));
+            devices.push(format!("/dev/disk/by-label/{label}"));
+        }
         needs.push(Need {
             point: "/iso",
             what: "the ISO (/dev/root)".into(),
@@ -267,25 +217,20 @@ fn check_mounts(
             }),
         },
     ]);
-    let problems: Vec<String> = needs
+    needs
         .iter()
         .filter_map(|n| match mounts.iter().rev().find(|m| m.point == n.point) {
             None => Some(format!(
-                "it mounts nothing at {}, which must be {}",
+                "its /etc/fstab mounts nothing at {}, which must be {}",
                 n.point, n.what
             )),
             Some(m) if !(n.ok)(m) => Some(format!(
-                "it mounts {} {} at {}, which must be {}",
+                "its /etc/fstab mounts {} {} at {}, which must be {}",
                 m.fstype, m.device, n.point, n.what
             )),
             Some(_) => None,
         })
-        .collect();
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        bad(format, format!("its /etc/fstab: {}", problems.join("; ")))
-    }
+        .collect()
 }
 
 #[cfg(test)]
@@ -305,6 +250,10 @@ mod tests {
         overlay /nix/store overlay lowerdir=/nix/.ro-store,upperdir=/nix/.rw-store/store,\
         workdir=/nix/.rw-store/work,x-initrd.mount,\
         x-systemd.requires-mounts-for=/nix/.ro-store 0 0\n";
+
+    /// A raw-efi system's fstab: a disk, no live mounts.
+    const DISK_FSTAB: &str = "/dev/disk/by-label/nixos / ext4 x-initrd.mount 0 1\n\
+        /dev/disk/by-label/ESP /boot vfat fmask=0077,dmask=0077 0 2\n";
 
     fn netboot_fstab() -> String {
         ISO_FSTAB
@@ -336,7 +285,7 @@ mod tests {
     }
 
     /// The message of a refusal, checked to name the format and how to fix it.
-    fn refusal(r: Result<impl std::fmt::Debug>, format: &str) -> String {
+    fn refusal(r: Result<()>, format: &str) -> String {
         let e = r.unwrap_err().to_string();
         assert!(
             e.contains(&format!("not configured for `{format}`"))
@@ -347,89 +296,75 @@ mod tests {
     }
 
     #[test]
+    fn the_formats_media() {
+        let live = |name: &str| Live::of(&Format::load(name).unwrap());
+        assert_eq!(live("iso"), Some(Live::Iso));
+        assert_eq!(live("iso-installer"), Some(Live::Iso));
+        assert_eq!(live("raw-efi"), None);
+        assert_eq!(live("sd-aarch64"), None);
+    }
+
+    #[test]
     fn a_configured_iso_toplevel_passes() {
-        let s = spec("x86_64-linux", PARAMS, &x86_ext());
-        let rec = iso_record("iso", &s).unwrap();
-        assert_eq!(
-            rec,
-            IsoRecord {
-                volume_id: "nixos-26.11-x86_64".into(),
-                syslinux: Some(SYSLINUX.into()),
-            }
-        );
-        check_iso("iso", Some(ISO_FSTAB), &s, &rec.volume_id).unwrap();
-        // aarch64: UEFI only, no syslinux; the medium may also be named by label.
+        check_iso(
+            "iso",
+            Some(ISO_FSTAB),
+            &spec("x86_64-linux", PARAMS, &x86_ext()),
+        )
+        .unwrap();
+        // aarch64: UEFI only, no syslinux; the medium may also be named by its label.
         let arm = spec(
             "aarch64-linux",
             &["root=LABEL=NIXOS_ISO"],
             &iso_ext(r#"{"volumeID": "NIXOS_ISO"}"#),
         );
-        let rec = iso_record("iso-installer", &arm).unwrap();
-        assert_eq!(rec.syslinux, None);
         let fstab = ISO_FSTAB.replace("/dev/root /iso", "LABEL=NIXOS_ISO /iso");
-        check_iso("iso-installer", Some(&fstab), &arm, "NIXOS_ISO").unwrap();
+        check_iso("iso-installer", Some(&fstab), &arm).unwrap();
     }
 
     #[test]
-    fn an_iso_record_that_is_missing_or_bad_is_named() {
+    fn a_missing_iso_record_or_key_is_named() {
         let cases = [
             ("", "has no \"org.imgbuild.v1\".iso record"),
             (
                 r#", "org.imgbuild.v1": {"release": "26.11"}"#,
                 "has no \"org.imgbuild.v1\".iso record",
             ),
-            (&iso_ext("[]"), "\"org.imgbuild.v1\".iso is not an object"),
             (
                 &iso_ext(&format!(r#"{{"syslinux": "{SYSLINUX}"}}"#)),
                 ".iso has no volumeID",
             ),
-            (
-                &iso_ext(r#"{"volumeID": 7}"#),
-                ".iso.volumeID is not a string",
-            ),
-            (
-                &iso_ext(&format!(
-                    r#"{{"volumeID": "NIXOS ISO", "syslinux": "{SYSLINUX}"}}"#
-                )),
-                "volume ID `NIXOS ISO`",
-            ),
-            (
-                &iso_ext(&format!(
-                    r#"{{"volumeID": "{}", "syslinux": "{SYSLINUX}"}}"#,
-                    "a".repeat(33)
-                )),
-                "is not 1 to 32 letters",
-            ),
+            (&iso_ext(r#"{"volumeID": 7}"#), ".iso has no volumeID"),
             (
                 &iso_ext(r#"{"volumeID": "nixos-26.11-x86_64"}"#),
                 ".iso has no syslinux, which boots the x86_64 ISO from BIOS",
             ),
             (
-                &iso_ext(r#"{"volumeID": "v", "syslinux": true}"#),
-                ".iso.syslinux is not a path",
+                &iso_ext(r#"{"volumeID": "nixos-26.11-x86_64", "syslinux": null}"#),
+                ".iso has no syslinux",
             ),
         ];
         for (ext, want) in cases {
-            let e = refusal(iso_record("iso", &spec("x86_64-linux", PARAMS, ext)), "iso");
+            let s = spec("x86_64-linux", PARAMS, ext);
+            let e = refusal(check_iso("iso", Some(ISO_FSTAB), &s), "iso");
             assert!(e.contains(want), "{ext}: {e}");
         }
-        // The longest volume ID is fine.
-        let ok = iso_ext(&format!(
-            r#"{{"volumeID": "{}", "syslinux": "{SYSLINUX}"}}"#,
-            "A".repeat(32)
-        ));
-        iso_record("iso", &spec("x86_64-linux", PARAMS, &ok)).unwrap();
+        // The same record on aarch64 needs no syslinux.
+        let arm = spec(
+            "aarch64-linux",
+            PARAMS,
+            &iso_ext(r#"{"volumeID": "nixos-26.11-x86_64"}"#),
+        );
+        check_iso("iso", Some(ISO_FSTAB), &arm).unwrap();
     }
 
     #[test]
     fn kernel_parameters_must_mount_the_volume() {
-        let vol = "nixos-26.11-x86_64";
         let check = |params: &[&str]| {
             check_iso(
                 "iso",
                 Some(ISO_FSTAB),
                 &spec("x86_64-linux", params, &x86_ext()),
-                vol,
             )
         };
         let e = refusal(check(&["boot.shell_on_fail", "console=ttyS0"]), "iso");
@@ -440,7 +375,10 @@ mod tests {
         // A disk's root (a raw-efi toplevel), or another volume ID: named, with the right one.
         let e = refusal(check(&["root=/dev/disk/by-label/nixos"]), "iso");
         assert!(
-            e.contains("say `root=/dev/disk/by-label/nixos`, but the ISO's volume ID is `nixos-26.11-x86_64`"),
+            e.contains(
+                "say `root=/dev/disk/by-label/nixos`, but the ISO's volume ID is \
+                 `nixos-26.11-x86_64`"
+            ),
             "{e}"
         );
         let e = refusal(check(&["root=LABEL=NIXOS_ISO"]), "iso");
@@ -448,19 +386,26 @@ mod tests {
         // The last root= counts, as in stage 1.
         check(&["root=LABEL=old", "root=LABEL=nixos-26.11-x86_64"]).unwrap();
         assert!(check(&["root=LABEL=nixos-26.11-x86_64", "root=LABEL=old"]).is_err());
+        // Without a volume ID, the parameters still need a root=LABEL=.
+        let none = |params: &[&str]| {
+            check_iso("iso", Some(ISO_FSTAB), &spec("x86_64-linux", params, ""))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(none(&["quiet"]).contains("have no `root=LABEL=<volume ID>`"));
+        assert!(none(&["root=/dev/vda2"]).contains("say `root=/dev/vda2`, not `root=LABEL="));
+        assert!(!none(&["root=LABEL=X"]).contains("kernel parameters"));
     }
 
     #[test]
-    fn every_missing_or_wrong_live_mount_is_named() {
-        let s = spec("x86_64-linux", PARAMS, &x86_ext());
-        let vol = "nixos-26.11-x86_64";
-        // A raw-efi system's fstab: every live mount is wrong or missing, and said so.
-        let disk = "/dev/disk/by-label/nixos / ext4 x-initrd.mount 0 1\n\
-                    /dev/disk/by-label/ESP /boot vfat fmask=0077,dmask=0077 0 2\n";
-        let e = refusal(check_iso("iso", Some(disk), &s, vol), "iso");
+    fn a_disk_toplevel_is_refused_with_everything_it_lacks() {
+        let s = spec("x86_64-linux", &["root=/dev/disk/by-label/nixos"], "");
+        let e = refusal(check_iso("iso", Some(DISK_FSTAB), &s), "iso");
         for want in [
-            "it mounts ext4 /dev/disk/by-label/nixos at /, which must be a tmpfs",
-            "it mounts nothing at /iso, which must be the ISO (/dev/root)",
+            "its boot.json has no \"org.imgbuild.v1\".iso record",
+            "kernel parameters say `root=/dev/disk/by-label/nixos`",
+            "its /etc/fstab mounts ext4 /dev/disk/by-label/nixos at /, which must be a tmpfs",
+            "mounts nothing at /iso, which must be the ISO (/dev/root)",
             "nothing at /nix/.ro-store, which must be the store image (squashfs \
              /iso/nix-store.squashfs, loop)",
             "nothing at /nix/.rw-store, which must be a tmpfs",
@@ -468,17 +413,28 @@ mod tests {
         ] {
             assert!(e.contains(want), "{want}: {e}");
         }
-        // One line off at a time: only that one is named.
+        let e = refusal(check_netboot("kexec", Some(DISK_FSTAB), &s), "kexec");
+        assert!(
+            e.contains("has no \"org.imgbuild.v1\".netboot record")
+                && e.contains("ext4 /dev/disk/by-label/nixos at /")
+                && !e.contains("/iso,"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn each_wrong_live_mount_is_named_alone() {
+        let s = spec("x86_64-linux", PARAMS, &x86_ext());
         let off = [
             (
                 "/dev/root /iso",
                 "/dev/sr0 /iso",
-                "it mounts auto /dev/sr0 at /iso",
+                "mounts auto /dev/sr0 at /iso",
             ),
             (
                 "squashfs loop,",
                 "squashfs ro,",
-                "/nix/.ro-store, which must be",
+                "at /nix/.ro-store, which must be",
             ),
             (
                 "/iso/nix-store.squashfs",
@@ -498,16 +454,16 @@ mod tests {
         ];
         for (from, to, want) in off {
             let fstab = ISO_FSTAB.replace(from, to);
-            let e = refusal(check_iso("iso", Some(&fstab), &s, vol), "iso");
+            let e = refusal(check_iso("iso", Some(&fstab), &s), "iso");
             assert!(
                 e.contains(want) && e.matches("which must be").count() == 1,
                 "{to}: {e}"
             );
         }
-        let e = refusal(check_iso("iso", None, &s, vol), "iso");
+        let e = refusal(check_iso("iso", None, &s), "iso");
         assert!(e.contains("has no /etc/fstab"), "{e}");
         // A netboot fstab on an ISO: the medium is not mounted, the image is the initrd's.
-        let e = refusal(check_iso("iso", Some(&netboot_fstab()), &s, vol), "iso");
+        let e = refusal(check_iso("iso", Some(&netboot_fstab()), &s), "iso");
         assert!(
             e.contains("nothing at /iso") && e.contains("squashfs ../nix-store.squashfs"),
             "{e}"
@@ -532,7 +488,10 @@ mod tests {
         );
         let e = refusal(check_netboot("netboot", Some(ISO_FSTAB), &s), "netboot");
         assert!(
-            e.contains("squashfs /iso/nix-store.squashfs at /nix/.ro-store, which must be the store image (squashfs ../nix-store.squashfs, loop)"),
+            e.contains(
+                "squashfs /iso/nix-store.squashfs at /nix/.ro-store, which must be the store \
+                 image (squashfs ../nix-store.squashfs, loop)"
+            ),
             "{e}"
         );
         let odd = r#", "org.imgbuild.v1": {"netboot": true}"#;
