@@ -175,8 +175,10 @@ let
   # module evaluates on every nixpkgs it supports.
   loader = config.boot.loader;
   sdBoot = loader.systemd-boot;
+  # The ISOs boot UEFI through the closure's systemd-boot on their EFI image without installing
+  # it (the medium is read-only): its settings are recorded all the same.
   bootloader =
-    if sdBoot.enable then
+    if sdBoot.enable || base == "iso" then
       {
         type = "systemd-boot";
         inherit (loader) timeout;

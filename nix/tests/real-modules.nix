@@ -747,7 +747,10 @@ let
           isoParams = iso.boot.kernelParams;
           isoRecord = record iso;
           installerArmParams = installerArm.boot.kernelParams;
-          installerArmRecord = record installerArm;
+          installerArmRecord = {
+            inherit (record installerArm) iso;
+            bootloaderType = (record installerArm).bootloader.type;
+          };
           netbootRecord = record nb;
           netbootParams = nb.boot.kernelParams;
           isoModules = {
@@ -799,15 +802,34 @@ let
             "root=LABEL=nixos-26.11-x86_64"
             "boot.shell_on_fail"
           ];
-          isoRecord.iso = {
-            volumeID = "nixos-26.11-x86_64";
-            syslinux = "${(stubs.pkgsFor "x86_64-linux").syslinux}";
+          isoRecord = {
+            iso = {
+              volumeID = "nixos-26.11-x86_64";
+              syslinux = "${(stubs.pkgsFor "x86_64-linux").syslinux}";
+            };
+            # The EFI image's systemd-boot, with the medium's timeout.
+            bootloader = {
+              type = "systemd-boot";
+              timeout = 10;
+              editor = true;
+              consoleMode = "keep";
+              rebootForBitlocker = false;
+              installDeviceTree = false;
+              distroName = "NixOS";
+              bootCounting = {
+                enable = false;
+                tries = 3;
+              };
+            };
           };
           installerArmParams = [
             "root=LABEL=nixos-minimal-26.11-aarch64"
             "boot.shell_on_fail"
           ];
-          installerArmRecord.iso.volumeID = "nixos-minimal-26.11-aarch64";
+          installerArmRecord = {
+            iso.volumeID = "nixos-minimal-26.11-aarch64";
+            bootloaderType = "systemd-boot";
+          };
           netbootRecord.netboot = { };
           netbootParams = [ ];
           isoModules = {
