@@ -163,8 +163,13 @@ let
       extension = "iso";
       directory = "iso";
       isoBaseName = true;
-      # nixpkgs' variant is installation-cd-base.nix, which imports this profile.
-      profiles = [ "profiles/installation-device.nix" ];
+      # nixpkgs' variant is installation-cd-base.nix: iso-image.nix (imgbuild.format here) and
+      # these profiles.
+      profiles = [
+        "profiles/all-hardware.nix"
+        "profiles/base.nix"
+        "profiles/installation-device.nix"
+      ];
     };
     # nixpkgs' netboot.nix: `tarball/<baseName>.tar.xz` (ours is gzip'd).
     kexec = {

@@ -12,10 +12,10 @@
 # imageVariants: raw-efi, qemu-efi, amazon, azure, google-compute, hyperv, vmware, virtualbox, proxmox,
 # sd-card, iso, iso-installer, kexec) with: this system + `imgbuild.format = <format>` (the same
 # configuration `nixosModules.imgbuild` gives a machine installed from that image; for
-# iso-installer also nixpkgs' installation-device profile, as nixpkgs' variant has it), imaged
-# by `lib.mkImage`. Only the variants whose format is for this system's platform are replaced
-# (sd-card on aarch64-linux, iso, iso-installer and kexec on both, the others on x86_64-linux);
-# every other variant stays nixpkgs'.
+# iso-installer also the all-hardware, base and installation-device profiles, as nixpkgs'
+# variant has them), imaged by `lib.mkImage`. Only the variants whose format is for this
+# system's platform are replaced (sd-card on aarch64-linux, iso, iso-installer and kexec on
+# both, the others on x86_64-linux); every other variant stays nixpkgs'.
 #
 # File names follow nixpkgs' options (nixos/modules/image/file-options.nix, imported into each
 # variant as nixpkgs' own image modules do): the image is `$out/<image.filePath>`, by default

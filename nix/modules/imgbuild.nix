@@ -26,7 +26,7 @@ let
 
   # Each format's systems, and the format whose disk (or medium) it holds (a qemu-efi image is
   # the raw-efi disk in a qcow2 file: the same configuration; iso-installer is the iso medium
-  # with nixpkgs' installation-device profile; kexec is the netboot kernel + initrd in a
+  # with the installer profiles of nixpkgs' installation-cd-base.nix; kexec is the netboot kernel + initrd in a
   # tarball). Mirrors lib.formats.
   x86 = [ "x86_64-linux" ];
   both = [
@@ -244,9 +244,10 @@ in
         (root on tmpfs, the ISO at `/iso` found by its volume ID `root=LABEL=`, the store image
         `/iso/nix-store.squashfs` at `/nix/.ro-store` under a tmpfs overlay as `/nix/store`,
         the store registered at every boot), no boot loader installer (the medium is read-only),
-        isolinux (syslinux) for BIOS on x86_64. `iso-installer` is meant with nixpkgs'
-        `profiles/installation-device.nix`, which `lib.mkNodes` and the `iso-installer`
-        build-image variant import (a module cannot import it only for one format: import it
+        isolinux (syslinux) for BIOS on x86_64. `iso-installer` is meant with the profiles
+        nixpkgs' installation-cd-base.nix imports (`profiles/all-hardware.nix`, `base.nix`,
+        `installation-device.nix`), which `lib.mkNodes` and the `iso-installer` build-image
+        variant import (a module cannot import them only for one format: import them
         yourself when you set this format by hand).
         `netboot` and `kexec`: as nixpkgs' netboot.nix, the store image in the initrd
         (`../nix-store.squashfs`), root on tmpfs, the same overlay.

@@ -882,13 +882,19 @@ let
         };
       };
 
-    # iso-installer is the ISO with nixpkgs' installation-device profile, which the build-image
-    # variant and mkNodes import (the stand-in profile declares `test.installationDevice`); the
-    # iso variant and a hand-set format do not.
+    # iso-installer is the ISO with the profiles nixpkgs' installation-cd-base.nix imports
+    # (all-hardware, base, installation-device), which the build-image variant and mkNodes
+    # import (each stand-in profile declares `test.profiles.<name>`); the iso variant and a
+    # hand-set format do not.
     installerProfile =
       let
         variant = c: v: c.system.build.images.${v}.passthru.config;
-        profiled = c: c.test.installationDevice or false;
+        installer = [
+          "all-hardware"
+          "base"
+          "installation-device"
+        ];
+        profiled = c: builtins.attrNames (c.test.profiles or { });
         nodes = flakeLib.mkNodes {
           nodes = [
             {
@@ -932,12 +938,12 @@ let
           ]);
         };
         expected = {
-          isoInstallerVariant = true;
-          isoVariant = false;
-          armInstallerVariant = true;
-          byHand = false;
-          nodeInstaller = true;
-          nodeLive = false;
+          isoInstallerVariant = installer;
+          isoVariant = [ ];
+          armInstallerVariant = installer;
+          byHand = [ ];
+          nodeInstaller = installer;
+          nodeLive = [ ];
           nodeInstallerFormat = "iso-installer";
           noSystem = true;
         };
