@@ -616,6 +616,12 @@ in
           message = "imgbuild.iso.volumeID `${cfg.iso.volumeID}` must be 1 to 32 letters, digits, `_`, `-` or `.` (an ISO 9660 volume ID, also the label stage 1 looks for).";
         }
         {
+          # nixpkgs' iso-image.nix mounts the medium differently under systemd's stage 1 (by
+          # label, under /sysroot, no root=); imgbuild's ISO boots the scripted stage 1.
+          assertion = !(config.boot.initrd.systemd.enable or false);
+          message = "imgbuild.format = \"${cfg.format}\" does not support boot.initrd.systemd.enable yet: the ISO is found by root=LABEL= in the scripted stage 1.";
+        }
+        {
           assertion = hostSystem != "x86_64-linux" || cfg.iso.syslinux != null;
           message = "imgbuild.format = \"${cfg.format}\" on x86_64-linux boots BIOS through isolinux: imgbuild.iso.syslinux must be a syslinux package, not null.";
         }

@@ -54,6 +54,7 @@ let
           growPartition = opt types.bool false;
           initrd.availableKernelModules = opt (types.listOf types.str) [ ];
           initrd.kernelModules = opt (types.listOf types.str) [ ];
+          initrd.systemd.enable = opt types.bool false;
           postBootCommands = opt types.lines "";
           bootspec.extensions = opt (types.attrsOf types.anything) { };
           loader = {
@@ -780,6 +781,7 @@ let
           longVolumeID = failing (isoWith "x86_64-linux" { imgbuild.iso.volumeID = "nixos-minimal-26.11-x86_64-abcdefg"; });
           badVolumeID = builtins.length (failing (isoWith "aarch64-linux" { imgbuild.iso.volumeID = "NIXOS ISO"; }));
           noSyslinux = failing (isoWith "x86_64-linux" { imgbuild.iso.syslinux = null; });
+          systemdStage1 = builtins.length (failing (isoWith "aarch64-linux" { boot.initrd.systemd.enable = true; }));
           wrongSystem = builtins.length (failing (live "riscv64-linux" [ { imgbuild.format = "netboot"; } ]));
         };
         expected = {
@@ -879,6 +881,7 @@ let
             "imgbuild.format = \"iso\" on x86_64-linux boots BIOS through isolinux: imgbuild.iso.syslinux must be a syslinux package, not null."
           ];
           wrongSystem = 1;
+          systemdStage1 = 1;
         };
       };
 
