@@ -378,6 +378,17 @@ pub enum Error {
     #[error("planning the ISO 9660 volume")]
     /// The ISO 9660 volume could not be planned or mapped.
     Iso9660(#[from] imgbuild_iso9660::Error),
+    #[error("the netboot initrd's cpio archive")]
+    /// The store image does not fit a newc cpio member (4 GiB at most).
+    Cpio(#[from] imgbuild_cpio::Error),
+    #[error("the output directory `{}` {reason}", path.display())]
+    /// A netboot directory that cannot be replaced.
+    BadOutputDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     #[error("interrupted")]
     /// The build was interrupted (SIGINT, SIGTERM, SIGHUP); nothing was left at the output paths.
     Interrupted,

@@ -31,6 +31,7 @@ mod iso;
 mod kinds;
 pub mod layout;
 mod manifest;
+mod netboot;
 pub mod options;
 mod output;
 mod store_image;
@@ -46,7 +47,9 @@ pub use ids::derive_id;
 pub use imgbuild_blockio::Progress;
 pub use inputs::{ClosureSource, InputSpec, Inputs};
 pub use layout::{Layout, PartitionLayout};
-pub use manifest::{ElToritoEntry, IsoManifest, Manifest, ManifestPartition};
+pub use manifest::{
+    ElToritoEntry, IsoManifest, Manifest, ManifestPartition, NetbootFile, NetbootManifest,
+};
 pub use options::threads;
 pub use options::{Dedup, DiskSize, Options, Output, OutputOptions};
 
@@ -111,6 +114,12 @@ pub fn build(
     if format.volume == format::Volume::Iso9660 {
         return iso::build(&s);
     }
+    if matches!(
+        format.volume,
+        format::Volume::Netboot | format::Volume::Kexec
+    ) {
+        return netboot::build(&s);
+    }
     s.run(true, |cx, plan, map, notes| {
         let layout = output::disk_layout(cx, plan);
         output::write(cx, inputs, layout, map, notes, reporter, cancel)
@@ -153,6 +162,12 @@ pub fn dry_run(
     };
     if format.volume == format::Volume::Iso9660 {
         return iso::dry_run(&s);
+    }
+    if matches!(
+        format.volume,
+        format::Volume::Netboot | format::Volume::Kexec
+    ) {
+        return netboot::dry_run(&s);
     }
     s.run(false, |_, plan, map, _| {
         Ok(DryRun {

@@ -39,6 +39,8 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "iso-installer",
         include_str!("../../../../formats/iso-installer.toml"),
     ),
+    ("netboot", include_str!("../../../../formats/netboot.toml")),
+    ("kexec", include_str!("../../../../formats/kexec.toml")),
 ];
 
 /// How deep `base` chains may go (a cycle ends here with an error).
@@ -297,6 +299,21 @@ pub enum Volume {
     /// `[[partition]]` or `[root]`; its `[bootloader]` (systemd-boot) is the one on the EFI
     /// boot image.
     Iso9660,
+    /// nixpkgs' netboot directory: the kernel, an initrd carrying the store image (the
+    /// closure's initrd followed by a newc cpio holding `nix-store.squashfs`) and
+    /// `netboot.ipxe`. No partition table, no `[root]`.
+    Netboot,
+    /// nixpkgs' kexec tree (`bzImage`, `initrd.gz` as netboot's initrd, `kexec-boot`) in a
+    /// gzip-compressed tar under `kexec/`, plus `kexec/run` for nixos-anywhere. No partition
+    /// table, no `[root]`.
+    Kexec,
+}
+
+impl Volume {
+    /// Whether the image is a partitioned disk (`[table]`, `[[partition]]`, `[root]`).
+    pub fn is_disk(self) -> bool {
+        self == Volume::Disk
+    }
 }
 
 /// The keys a disk format must have and an ISO 9660 format must not.
@@ -408,6 +425,16 @@ pub struct BootloaderOptions {
     pub timeout: Option<u32>,
 }
 
+impl Default for BootloaderOptions {
+    /// What a netboot or kexec format (which has no `[bootloader]`) carries: never written.
+    fn default() -> Self {
+        BootloaderOptions {
+            kind: Bootloader::SystemdBoot,
+            timeout: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 /// A parsed and validated format file.
@@ -439,7 +466,8 @@ pub struct Format {
     /// What the root filesystem carries (a disk's; an ISO 9660 format has none).
     #[serde(default)]
     pub root: RootOptions,
-    /// The boot loader.
+    /// The boot loader (netboot and kexec formats have none: the default, never written).
+    #[serde(default)]
     pub bootloader: BootloaderOptions,
 }
 
@@ -489,13 +517,37 @@ impl Format {
 /// A disk format has `[table]`, `[[partition]]` and `[root]`; an ISO 9660 format has none of
 /// them (checked on the merged text: after parsing, a default is not told from a table).
 fn check_volume_keys(name: &str, table: &toml::Table) -> Result<(), FormatError> {
-    let iso = table.get("volume").and_then(toml::Value::as_str) == Some("iso9660");
+    let volume = table.get("volume").and_then(toml::Value::as_str);
+    let iso = volume.is_some_and(|v| v != "disk");
+    // netboot and kexec boot from the firmware's or the running kernel's loader.
+    let loaderless = matches!(volume, Some("netboot" | "kexec"));
+    match (loaderless, table.contains_key("bootloader")) {
+        (true, true) => {
+            return Err(FormatError::Invalid {
+                name: quote(name),
+                reason: format!(
+                    "a {} volume has no boot loader of its own: no `bootloader`",
+                    volume.unwrap_or_default()
+                ),
+            })
+        }
+        (false, false) => {
+            return Err(FormatError::Parse {
+                name: quote(name),
+                message: "missing field `bootloader`".into(),
+            })
+        }
+        _ => {}
+    }
     for key in DISK_KEYS {
         match (iso, table.contains_key(key)) {
             (true, true) => {
                 return Err(FormatError::Invalid {
                     name: quote(name),
-                    reason: format!("an iso9660 volume has no partition table: no `{key}`"),
+                    reason: format!(
+                        "an {} volume has no partition table: no `{key}`",
+                        volume.unwrap_or_default()
+                    ),
                 })
             }
             (false, false) => {

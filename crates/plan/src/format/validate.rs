@@ -19,6 +19,9 @@ impl Format {
         if self.volume == Volume::Iso9660 {
             return self.check_iso();
         }
+        if matches!(self.volume, Volume::Netboot | Volume::Kexec) {
+            return self.check_netboot();
+        }
         if !self.container.kind.takes_compress() && self.compress != Compression::None {
             return Err(format!(
                 "`compress` applies to raw images; a `{}` container is not compressed again",
@@ -78,6 +81,28 @@ impl Format {
         }
         if self.bootloader.kind != Bootloader::SystemdBoot {
             return Err("an iso9660 volume boots UEFI with systemd-boot".into());
+        }
+        Ok(())
+    }
+
+    /// Netboot files or a kexec tarball: the initrd and kernel as they are (netboot: raw,
+    /// the directory's files; kexec: the tar, gzip), no `compress`.
+    fn check_netboot(&self) -> Result<(), String> {
+        let (want, what) = match self.volume {
+            Volume::Kexec => (
+                ContainerType::find("gzip"),
+                "a kexec tarball is written as `gzip`",
+            ),
+            _ => (
+                Some(ContainerType::default()),
+                "netboot files are written raw",
+            ),
+        };
+        if Some(self.container.kind) != want {
+            return Err(format!("{what}, not as `{}`", self.container.kind.name()));
+        }
+        if self.compress != Compression::None {
+            return Err(format!("{what}: no `compress`"));
         }
         Ok(())
     }

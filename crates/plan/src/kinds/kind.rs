@@ -239,6 +239,8 @@ mod tests {
             let want = match f.volume {
                 crate::format::Volume::Disk => kind.extension(),
                 crate::format::Volume::Iso9660 => "iso",
+                crate::format::Volume::Netboot => "netboot",
+                crate::format::Volume::Kexec => "kexec.tar.gz",
             };
             assert_eq!(f.extension, want, "format {name}");
         }

@@ -112,6 +112,7 @@ pub(crate) fn manifest(
         disk_sha256,
         partitions: layout.partitions,
         iso: layout.iso,
+        netboot: None,
         image: file_name(&outs.image),
         image_size,
         sha256,
