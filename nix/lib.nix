@@ -97,8 +97,10 @@ let
       iso = live "iso" "iso" "iso";
       # The iso medium (formats/iso-installer.toml: `base = "iso"`) with another system.
       iso-installer = live "iso" "iso" "iso";
+      # A directory: the kernel, initrd, netboot.ipxe.
       netboot = live "netboot" "netboot" "netboot";
-      kexec = live "netboot" "tar.gz" "kexec-tarball";
+      # The tree of nixpkgs' netboot.nix `kexecTree` under kexec/, gzip'd for nixos-anywhere.
+      kexec = live "kexec" "kexec.tar.gz" "kexec-tarball";
     };
 
   # The systems a format makes images for, as a list.
@@ -171,10 +173,10 @@ let
         "profiles/installation-device.nix"
       ];
     };
-    # nixpkgs' netboot.nix: `tarball/<baseName>.tar.xz` (ours is gzip'd).
+    # nixpkgs' netboot.nix: `tarball/<baseName>.tar.xz` (ours: gzip'd, for nixos-anywhere).
     kexec = {
       format = "kexec";
-      extension = "tar.gz";
+      extension = "kexec.tar.gz";
       directory = "tarball";
     };
   };

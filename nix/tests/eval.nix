@@ -158,10 +158,18 @@ let
 
   tests = {
     formatsMatchTomlFiles = {
-      expr = map (n: {
-        inherit n;
-        inherit ((toml n)) system extension compress base;
-      }) tomlNames;
+      expr = map (
+        n:
+        let
+          t = toml n;
+        in
+        {
+          inherit n;
+          inherit (t) system extension base;
+          # The default of a format without `compress` (format/mod.rs: no_compression).
+          compress = t.compress or "none";
+        }
+      ) tomlNames;
       expected = map (n: {
         inherit n;
         inherit (lib.formats.${n}) system extension compress base;
@@ -1237,7 +1245,7 @@ let
           target = "aarch64-linux";
           args = "iso";
           product = true;
-          kexec = "live.tar.gz";
+          kexec = "live.kexec.tar.gz";
           installer = "iso-installer";
           riscv = true;
           nodes = [

@@ -366,7 +366,7 @@ let
           live = system: {
             iso = imgbuildAt "iso/nixos-${label}-${system}.iso" "iso" "none";
             iso-installer = imgbuildAt "iso/nixos-${label}-${system}.iso" "iso-installer" null;
-            kexec = imgbuildAt "tarball/nixos-image-${label}-${system}.tar.gz" "kexec" null;
+            kexec = imgbuildAt "tarball/nixos-image-${label}-${system}.kexec.tar.gz" "kexec" "none";
           };
           imgbuildAt = filePath: format: compress: {
             builtBy = "imgbuild";

@@ -24,12 +24,10 @@ pub(crate) enum Live {
 impl Live {
     /// The live medium `format` writes, `None` for a disk.
     pub(crate) fn of(format: &Format) -> Option<Live> {
-        if format.volume == Volume::Iso9660 {
-            return Some(Live::Iso);
-        }
-        match format.name.as_str() {
-            "netboot" | "kexec" => Some(Live::Netboot),
-            _ => None,
+        match format.volume {
+            Volume::Iso9660 => Some(Live::Iso),
+            Volume::Netboot | Volume::Kexec => Some(Live::Netboot),
+            Volume::Disk => None,
         }
     }
 
@@ -300,6 +298,8 @@ mod tests {
         let live = |name: &str| Live::of(&Format::load(name).unwrap());
         assert_eq!(live("iso"), Some(Live::Iso));
         assert_eq!(live("iso-installer"), Some(Live::Iso));
+        assert_eq!(live("netboot"), Some(Live::Netboot));
+        assert_eq!(live("kexec"), Some(Live::Netboot));
         assert_eq!(live("raw-efi"), None);
         assert_eq!(live("sd-aarch64"), None);
     }
