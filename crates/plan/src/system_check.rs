@@ -88,13 +88,8 @@ fn names_of(format: &Format, ids: &Ids, i: usize) -> Vec<String> {
     v
 }
 
-/// What the user should do about a mismatch.
-fn fix(format: &Format) -> String {
-    fix_for(&format.name)
-}
-
 /// What the user should do about a mismatch with the format named `format`.
-fn fix_for(format: &str) -> String {
+fn fix(format: &str) -> String {
     format!(
         "import imgbuild's NixOS module (nixosModules.imgbuild; `lib.mkNodes` does) and set \
          imgbuild.format = \"{format}\", or pass --no-system-check to build anyway"
@@ -106,7 +101,7 @@ fn bad<T>(format: &str, reason: String) -> Result<T> {
     Err(Error::NotForFormat {
         format: format.to_string(),
         reason,
-        fix: fix_for(format),
+        fix: fix(format),
     })
 }
 
@@ -167,13 +162,7 @@ pub(crate) fn check(format: &Format, ids: &Ids, inputs: &Inputs) -> Result<()> {
     if let Some(live) = Live::of(format) {
         return check_live(format, live, inputs);
     }
-    let bad = |reason: String| {
-        Err(Error::NotForFormat {
-            format: format.name.clone(),
-            reason,
-            fix: fix(format),
-        })
-    };
+    let bad = |reason: String| self::bad(&format.name, reason);
     recorded_loader(format, &inputs.bootspec)?;
     let ext = &inputs.bootspec.extensions;
     let sd_boot = ext.contains_key("org.nixos.systemd-boot");
