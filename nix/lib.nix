@@ -94,6 +94,10 @@ let
       vmware = efi "vmdk" "vmware-image";
       virtualbox = efi "ova" "virtualbox-ova";
       proxmox = efi "vma.zst" "vma";
+      openstack = efi "qcow2" "qcow2-image";
+      kubevirt = efi "qcow2" "qcow2-image";
+      oci = efi "qcow2" "qcow2-image";
+      vagrant-virtualbox = efi "box" "vagrant-box";
       iso = live "iso" "iso" "iso";
       # The iso medium (formats/iso-installer.toml: `base = "iso"`) with another system.
       iso-installer = live "iso" "iso" "iso";
@@ -147,6 +151,22 @@ let
     proxmox = {
       format = "proxmox";
       extension = "vma.zst";
+    };
+    openstack = {
+      format = "openstack";
+      extension = "qcow2";
+    };
+    kubevirt = {
+      format = "kubevirt";
+      extension = "qcow2";
+    };
+    oci = {
+      format = "oci";
+      extension = "qcow2";
+    };
+    vagrant-virtualbox = {
+      format = "vagrant-virtualbox";
+      extension = "box";
     };
     sd-card = {
       format = "sd-aarch64";

@@ -44,6 +44,10 @@ let
     vmware = x86;
     virtualbox = x86;
     proxmox = x86;
+    openstack = x86;
+    kubevirt = x86;
+    oci = x86;
+    vagrant-virtualbox = x86;
     iso = both;
     iso-installer = both;
     netboot = both;
@@ -60,6 +64,10 @@ let
     vmware = "raw-efi";
     virtualbox = "raw-efi";
     proxmox = "raw-efi";
+    openstack = "raw-efi";
+    kubevirt = "raw-efi";
+    oci = "raw-efi";
+    vagrant-virtualbox = "raw-efi";
     iso = "iso";
     iso-installer = "iso";
     netboot = "netboot";
@@ -207,6 +215,9 @@ let
       null;
 in
 {
+  # Platform settings of the formats that are the raw-efi disk for one cloud or hypervisor.
+  imports = [ ./platforms.nix ];
+
   options.imgbuild = {
     format = mkOption {
       type = types.nullOr (
@@ -221,6 +232,10 @@ in
           "vmware"
           "virtualbox"
           "proxmox"
+          "openstack"
+          "kubevirt"
+          "oci"
+          "vagrant-virtualbox"
           "iso"
           "iso-installer"
           "netboot"
@@ -237,7 +252,10 @@ in
         `qemu-efi`, `amazon`, `azure`, `gce`, `hyperv`, `vmware`, `virtualbox` and `proxmox` are that disk in a
         container, and set the
         same (add the cloud's own guest configuration, e.g. nixpkgs'
-        `virtualisation/google-compute-config.nix`, yourself).
+        `virtualisation/google-compute-config.nix`, yourself); `openstack`, `kubevirt`,
+        `oci` and `vagrant-virtualbox` are that disk too and also set their platform's guest
+        settings (cloud-init or the metadata service, SSH, serial console; Vagrant's user),
+        as nixpkgs' modules for those variants do (`platforms.nix`).
         `sd-aarch64`: MBR, FAT `/boot/firmware` (label `FIRMWARE`, noauto), ext4 `/` (label
         `NIXOS_SD`), U-Boot + extlinux, Raspberry Pi firmware.
         `iso` (live) and `iso-installer`, x86_64 and aarch64: what nixpkgs' iso-image.nix sets

@@ -176,6 +176,35 @@ fn pad(buf: &mut Vec<u8>) {
     }
 }
 
+/// What [`Archive`] needs of a member besides its name and data.
+#[derive(Clone, Copy)]
+struct Node {
+    mode: u32,
+    nlink: u32,
+    rdev: (u32, u32),
+}
+
+impl Node {
+    /// A directory (link count 2: no subdirectories are counted, as GNU cpio's input lists
+    /// do not know them in advance either).
+    fn dir(perm: u32) -> Node {
+        Node {
+            mode: kind::DIR | perm,
+            nlink: 2,
+            rdev: (0, 0),
+        }
+    }
+
+    /// Anything else, with one link.
+    fn other(mode: u32, rdev: (u32, u32)) -> Node {
+        Node {
+            mode,
+            nlink: 1,
+            rdev,
+        }
+    }
+}
+
 /// A small archive built in memory: members in the order added, inode numbers from 1 in
 /// that order, owners root, one modification time for all.
 pub struct Archive {
@@ -198,33 +227,30 @@ impl Archive {
 
     /// Adds directory `name` with permission bits `perm`.
     pub fn dir(&mut self, name: &str, perm: u32) -> Result<()> {
-        self.add(name, kind::DIR | perm, 2, (0, 0), b"")
+        self.add(name, Node::dir(perm), b"")
     }
 
     /// Adds regular file `name` holding `data`.
     pub fn file(&mut self, name: &str, perm: u32, data: &[u8]) -> Result<()> {
-        self.add(name, kind::FILE | perm, 1, (0, 0), data)
+        self.add(name, Node::other(kind::FILE | perm, (0, 0)), data)
     }
 
     /// Adds symbolic link `name` pointing to `target`.
     pub fn symlink(&mut self, name: &str, target: &str) -> Result<()> {
-        self.add(name, kind::SYMLINK | 0o777, 1, (0, 0), target.as_bytes())
+        self.add(
+            name,
+            Node::other(kind::SYMLINK | 0o777, (0, 0)),
+            target.as_bytes(),
+        )
     }
 
     /// Adds character device `name` (`major`, `minor`).
     pub fn chardev(&mut self, name: &str, perm: u32, major: u32, minor: u32) -> Result<()> {
-        self.add(name, kind::CHAR | perm, 1, (major, minor), b"")
+        self.add(name, Node::other(kind::CHAR | perm, (major, minor)), b"")
     }
 
     /// Adds `name` (leading `/` removed), after its missing parent directories (0755).
-    fn add(
-        &mut self,
-        name: &str,
-        mode: u32,
-        nlink: u32,
-        rdev: (u32, u32),
-        data: &[u8],
-    ) -> Result<()> {
+    fn add(&mut self, name: &str, node: Node, data: &[u8]) -> Result<()> {
         let name = name.trim_start_matches('/');
         if self.names.contains(name) {
             return Err(Error::Duplicate {
@@ -235,30 +261,23 @@ impl Archive {
         while let Some(i) = name[at..].find('/') {
             let parent = &name[..at + i];
             if !self.names.contains(parent) {
-                self.raw(parent, kind::DIR | 0o755, 2, (0, 0), b"")?;
+                self.raw(parent, Node::dir(0o755), b"")?;
             }
             at += i + 1;
         }
-        self.raw(name, mode, nlink, rdev, data)
+        self.raw(name, node, data)
     }
 
-    fn raw(
-        &mut self,
-        name: &str,
-        mode: u32,
-        nlink: u32,
-        rdev: (u32, u32),
-        data: &[u8],
-    ) -> Result<()> {
+    fn raw(&mut self, name: &str, node: Node, data: &[u8]) -> Result<()> {
         let m = Member {
             ino: self.next_ino,
-            mode,
+            mode: node.mode,
             uid: 0,
             gid: 0,
-            nlink,
+            nlink: node.nlink,
             mtime: self.mtime,
             size: u64::try_from(data.len()).unwrap_or(u64::MAX),
-            rdev,
+            rdev: node.rdev,
         };
         let h = header(name, &m)?;
         self.buf.extend_from_slice(&h);

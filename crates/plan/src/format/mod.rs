@@ -12,6 +12,7 @@ mod source;
 mod validate;
 
 use source::{resolve, source};
+use validate::check_volume_keys;
 
 /// The formats shipped with imgbuild, by name.
 pub const BUILTIN: &[(&str, &str)] = &[
@@ -34,6 +35,19 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../../formats/virtualbox.toml"),
     ),
     ("proxmox", include_str!("../../../../formats/proxmox.toml")),
+    (
+        "openstack",
+        include_str!("../../../../formats/openstack.toml"),
+    ),
+    (
+        "kubevirt",
+        include_str!("../../../../formats/kubevirt.toml"),
+    ),
+    ("oci", include_str!("../../../../formats/oci.toml")),
+    (
+        "vagrant-virtualbox",
+        include_str!("../../../../formats/vagrant-virtualbox.toml"),
+    ),
     ("iso", include_str!("../../../../formats/iso.toml")),
     (
         "iso-installer",
@@ -512,54 +526,6 @@ impl Format {
             .find(|p| p.contents == Contents::Root)
             .expect("validate() checked there is exactly one root partition")
     }
-}
-
-/// A disk format has `[table]`, `[[partition]]` and `[root]`; an ISO 9660 format has none of
-/// them (checked on the merged text: after parsing, a default is not told from a table).
-fn check_volume_keys(name: &str, table: &toml::Table) -> Result<(), FormatError> {
-    let volume = table.get("volume").and_then(toml::Value::as_str);
-    let iso = volume.is_some_and(|v| v != "disk");
-    // netboot and kexec boot from the firmware's or the running kernel's loader.
-    let loaderless = matches!(volume, Some("netboot" | "kexec"));
-    match (loaderless, table.contains_key("bootloader")) {
-        (true, true) => {
-            return Err(FormatError::Invalid {
-                name: quote(name),
-                reason: format!(
-                    "a {} volume has no boot loader of its own: no `bootloader`",
-                    volume.unwrap_or_default()
-                ),
-            })
-        }
-        (false, false) => {
-            return Err(FormatError::Parse {
-                name: quote(name),
-                message: "missing field `bootloader`".into(),
-            })
-        }
-        _ => {}
-    }
-    for key in DISK_KEYS {
-        match (iso, table.contains_key(key)) {
-            (true, true) => {
-                return Err(FormatError::Invalid {
-                    name: quote(name),
-                    reason: format!(
-                        "an {} volume has no partition table: no `{key}`",
-                        volume.unwrap_or_default()
-                    ),
-                })
-            }
-            (false, false) => {
-                return Err(FormatError::Parse {
-                    name: quote(name),
-                    message: format!("missing field `{key}`"),
-                })
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 fn quote_long(s: &str, max: usize) -> String {

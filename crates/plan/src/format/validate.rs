@@ -224,3 +224,35 @@ fn check_extension(e: &str) -> Result<(), String> {
         ))
     }
 }
+
+/// A disk format has `[table]`, `[[partition]]`, `[root]` and `[bootloader]`; the other
+/// volumes have no partition table, and netboot and kexec no boot loader of their own (the
+/// firmware's iPXE or the running kernel loads them). Checked on the merged text: after
+/// parsing, a default is not told from a table.
+pub(super) fn check_volume_keys(name: &str, table: &toml::Table) -> Result<(), FormatError> {
+    let volume = table.get("volume").and_then(toml::Value::as_str);
+    let disk = volume.is_none_or(|v| v == "disk");
+    let loader = !matches!(volume, Some("netboot" | "kexec"));
+    let keys = DISK_KEYS
+        .iter()
+        .map(|k| (*k, disk, "has no partition table"))
+        .chain([("bootloader", loader, "has no boot loader of its own")]);
+    for (key, wanted, why) in keys {
+        match (wanted, table.contains_key(key)) {
+            (false, true) => {
+                return Err(FormatError::Invalid {
+                    name: quote(name),
+                    reason: format!("volume `{}` {why}: no `{key}`", volume.unwrap_or_default()),
+                })
+            }
+            (true, false) => {
+                return Err(FormatError::Parse {
+                    name: quote(name),
+                    message: format!("missing field `{key}`"),
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

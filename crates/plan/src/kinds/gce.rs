@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use imgbuild_diskmap::sinks::Sha256Sink;
 use imgbuild_diskmap::Sink;
 
-use super::hashing::{hashing, Hashing};
+use super::hashing::Hashing;
 use super::kind::{ImageWriter, OutputKind, WriterInput, Written};
 use super::vmdk::DEFLATE;
 use super::Compression;
@@ -29,12 +29,7 @@ impl OutputKind for GceTar {
     }
     fn writer<'f>(&self, w: &WriterInput<'_, 'f>) -> Result<Box<dyn ImageWriter + 'f>> {
         let path = w.file.tmp().to_path_buf();
-        let gz = imgbuild_compress::Gzip::new(hashing(w.file), w.level.unsigned_abs(), w.workers)
-            .map_err(|source| Error::Io {
-            op: "writing",
-            path: path.clone(),
-            source,
-        })?;
+        let gz = super::gzip::gzip(w)?;
         let tar = imgbuild_container::GceTar::new(w.map, w.params, gz)?;
         Ok(Box::new(Writer { tar, path }))
     }

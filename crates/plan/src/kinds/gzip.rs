@@ -33,15 +33,22 @@ impl OutputKind for Gzip {
         true
     }
     fn writer<'f>(&self, w: &WriterInput<'_, 'f>) -> Result<Box<dyn ImageWriter + 'f>> {
+        let gz = gzip(w)?;
         let path = w.file.tmp().to_path_buf();
-        let gz = imgbuild_compress::Gzip::new(hashing(w.file), w.level.unsigned_abs(), w.workers)
-            .map_err(|source| Error::Io {
-            op: "writing",
-            path: path.clone(),
-            source,
-        })?;
         Ok(Box::new(Writer { gz, path }))
     }
+}
+
+/// A gzip stream into the hashed image file at `w`'s level and worker count (this kind's and
+/// the GCE tarball's).
+pub(crate) fn gzip<'f>(w: &WriterInput<'_, 'f>) -> Result<imgbuild_compress::Gzip<Hashing<'f>>> {
+    imgbuild_compress::Gzip::new(hashing(w.file), w.level.unsigned_abs(), w.workers).map_err(
+        |source| Error::Io {
+            op: "writing",
+            path: w.file.tmp().to_path_buf(),
+            source,
+        },
+    )
 }
 
 struct Writer<'f> {

@@ -116,6 +116,23 @@ pub(crate) fn dry_run(s: &Stages) -> Result<DryRun> {
 
 /// The context (which refuses the options these formats cannot take) and the system check.
 fn context<'a>(s: &Stages<'a>) -> Result<Context<'a>> {
+    let out = &s.opts.output;
+    if s.format.volume == Volume::Netboot {
+        // The directory's files are written as they are: nothing to compress or keep raw.
+        for (given, option) in [
+            (out.compression.is_some(), "--compress"),
+            (out.level.is_some(), "--level"),
+            (out.keep_raw, "--keep-raw"),
+        ] {
+            if given {
+                return Err(Error::OptionNotApplicable {
+                    option,
+                    format: s.format.name.clone(),
+                    reason: "writes the kernel and the initrd as they are (a directory)",
+                });
+            }
+        }
+    }
     let cx = Context::new(s.format, s.inputs, s.opts)?;
     if s.opts.check_system {
         crate::system_check::check(s.format, &cx.ids, s.inputs)?;
@@ -179,17 +196,64 @@ fn layout(size: u64) -> Layout {
     }
 }
 
-/// What building the trees did: nothing added, no dedup, the release followed.
+/// What building the trees did: nothing added, no dedup, the closure's release. No boot
+/// loader files are written (the firmware's iPXE or the running kernel loads the system), so
+/// nothing was assumed of the boot loader settings.
 fn notes(cx: &Context, inputs: &Inputs) -> Result<TreeNotes> {
-    let choice = crate::bootloader::choose(cx.format, &inputs.bootspec)?;
+    let mut note = crate::bootloader::choose(cx.format, &inputs.bootspec)?.note;
+    note.assumed = None;
     Ok(TreeNotes {
         added: Vec::new(),
         dedup: crate::DedupReport::default(),
-        boot: choice.note,
+        boot: note,
     })
 }
 
 /// `dir/name` for an output's member.
 fn member(dir: &std::path::Path, name: &str) -> PathBuf {
     dir.join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::format::{Format, Volume};
+
+    fn refusal(text: &str) -> String {
+        imgbuild_units::error_chain(&Format::parse("x", text).unwrap_err())
+    }
+
+    #[test]
+    fn formats_take_only_their_own_keys() {
+        let netboot = Format::load("netboot").unwrap();
+        assert_eq!(netboot.volume, Volume::Netboot);
+        assert_eq!(netboot.extension, "netboot");
+        let kexec = Format::load("kexec").unwrap();
+        assert_eq!(
+            (kexec.volume, kexec.container.kind.name()),
+            (Volume::Kexec, "gzip")
+        );
+        assert_eq!(
+            refusal("base = \"netboot\"\n[container]\ntype = \"qcow2\"\n"),
+            "format `netboot`: netboot files are written raw, not as `qcow2`"
+        );
+        assert_eq!(
+            refusal("base = \"kexec\"\n[container]\ntype = \"raw\"\n"),
+            "format `kexec`: a kexec tarball is written as `gzip`, not as `raw`"
+        );
+        assert_eq!(
+            refusal("base = \"netboot\"\ncompress = \"zstd\"\n"),
+            "format `netboot`: netboot files are written raw: no `compress`"
+        );
+        assert_eq!(
+            refusal("base = \"kexec\"\n[table]\ntype = \"gpt\"\nalign = \"1MiB\"\n"),
+            "format `x`: volume `kexec` has no partition table: no `table`"
+        );
+        // A disk format still needs its boot loader.
+        let raw = crate::format::BUILTIN[0].1;
+        let cut = raw.find("[bootloader]").unwrap();
+        assert_eq!(
+            refusal(&raw[..cut]),
+            "format `x`: missing field `bootloader`"
+        );
+    }
 }
