@@ -111,7 +111,7 @@ fn the_live_media_check_their_system() {
     ];
     for format in ["iso", "iso-installer"] {
         let mut want = vec![
-            "no \"org.imgbuild.v1\".iso record",
+            "no \"org.imgbuild.v1\".iso.volumeID",
             "have no `root=LABEL=<volume ID>`",
             "nothing at /iso",
             "(squashfs /iso/nix-store.squashfs, loop)",
@@ -142,7 +142,7 @@ fn the_live_media_check_their_system() {
         &root,
         &out("x.iso"),
         &[
-            "no \"org.imgbuild.v1\".iso record",
+            "no \"org.imgbuild.v1\".iso.volumeID",
             "nothing at /iso",
             "mounts squashfs ../nix-store.squashfs at /nix/.ro-store",
         ],

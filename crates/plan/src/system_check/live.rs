@@ -53,24 +53,20 @@ fn volume_id(spec: &BootSpec) -> Option<&str> {
     record(spec, "iso")?.get("volumeID")?.as_str()
 }
 
-/// What the toplevel's `iso` record lacks: the record, its `volumeID`, and on x86_64 its
-/// `syslinux` (isolinux boots the ISO from BIOS).
+/// What the toplevel's `iso` record lacks, named by key as `iso::settings` names them:
+/// `volumeID`, and on x86_64 `syslinux` (isolinux boots the ISO from BIOS).
 fn iso_record_problems(spec: &BootSpec) -> Vec<String> {
-    let Some(rec) = record(spec, "iso") else {
-        return vec![format!(
-            "its boot.json has no \"{IMGBUILD_V1}\".iso record (volumeID, and syslinux on x86_64)"
-        )];
-    };
     let mut problems = Vec::new();
     if volume_id(spec).is_none() {
         problems.push(format!(
-            "its boot.json's \"{IMGBUILD_V1}\".iso has no volumeID"
+            "its boot.json has no \"{IMGBUILD_V1}\".iso.volumeID"
         ));
     }
-    if spec.system == "x86_64-linux" && rec.get("syslinux").is_none_or(Value::is_null) {
+    let syslinux = record(spec, "iso").and_then(|r| r.get("syslinux"));
+    if spec.system == "x86_64-linux" && syslinux.is_none_or(Value::is_null) {
         problems.push(format!(
-            "its boot.json's \"{IMGBUILD_V1}\".iso has no syslinux, which boots the x86_64 ISO \
-             from BIOS (isolinux)"
+            "its boot.json has no \"{IMGBUILD_V1}\".iso.syslinux (isolinux, which boots the x86_64 \
+             ISO from BIOS)"
         ));
     }
     problems
@@ -325,23 +321,28 @@ mod tests {
     #[test]
     fn a_missing_iso_record_or_key_is_named() {
         let cases = [
-            ("", "has no \"org.imgbuild.v1\".iso record"),
+            (
+                "",
+                "has no \"org.imgbuild.v1\".iso.volumeID; its boot.json has no \
+                 \"org.imgbuild.v1\".iso.syslinux",
+            ),
             (
                 r#", "org.imgbuild.v1": {"release": "26.11"}"#,
-                "has no \"org.imgbuild.v1\".iso record",
+                "has no \"org.imgbuild.v1\".iso.volumeID",
             ),
             (
                 &iso_ext(&format!(r#"{{"syslinux": "{SYSLINUX}"}}"#)),
-                ".iso has no volumeID",
+                "has no \"org.imgbuild.v1\".iso.volumeID",
             ),
-            (&iso_ext(r#"{"volumeID": 7}"#), ".iso has no volumeID"),
+            (&iso_ext(r#"{"volumeID": 7}"#), ".iso.volumeID"),
             (
                 &iso_ext(r#"{"volumeID": "nixos-26.11-x86_64"}"#),
-                ".iso has no syslinux, which boots the x86_64 ISO from BIOS",
+                "has no \"org.imgbuild.v1\".iso.syslinux (isolinux, which boots the x86_64 ISO \
+                 from BIOS)",
             ),
             (
                 &iso_ext(r#"{"volumeID": "nixos-26.11-x86_64", "syslinux": null}"#),
-                ".iso has no syslinux",
+                ".iso.syslinux",
             ),
         ];
         for (ext, want) in cases {
@@ -402,7 +403,7 @@ mod tests {
         let s = spec("x86_64-linux", &["root=/dev/disk/by-label/nixos"], "");
         let e = refusal(check_iso("iso", Some(DISK_FSTAB), &s), "iso");
         for want in [
-            "its boot.json has no \"org.imgbuild.v1\".iso record",
+            "its boot.json has no \"org.imgbuild.v1\".iso.volumeID",
             "kernel parameters say `root=/dev/disk/by-label/nixos`",
             "its /etc/fstab mounts ext4 /dev/disk/by-label/nixos at /, which must be a tmpfs",
             "mounts nothing at /iso, which must be the ISO (/dev/root)",
