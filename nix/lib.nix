@@ -47,16 +47,27 @@ let
     ;
 
   # The built-in formats as far as Nix needs to know them. Mirrors formats/*.toml (`system`,
-  # `extension`, `compress`, `base`); nix/tests/eval.nix checks that they agree. `base` is
-  # the format whose disk a container format holds (the NixOS configuration is that
-  # format's). `product` is the Hydra build-product type nixpkgs uses for the same kind of
-  # image.
+  # `extension`, `compress`, `base`); nix/tests/eval.nix checks that they agree. `system` is
+  # one system, or the list of systems the format makes images for (the toplevel's system
+  # picks). `base` is the format whose disk a container format holds (the NixOS configuration
+  # is that format's), or whose medium a format shares (iso-installer: the iso volume with the
+  # installer's system). `product` is the Hydra build-product type nixpkgs uses for the same
+  # kind of image.
   formats =
     let
       efi = extension: product: {
         base = "raw-efi";
         system = "x86_64-linux";
         inherit extension product;
+        compress = "none";
+      };
+      # Live media: one layout for both systems; the NixOS module makes the difference.
+      live = base: extension: product: {
+        inherit base extension product;
+        system = [
+          "x86_64-linux"
+          "aarch64-linux"
+        ];
         compress = "none";
       };
     in
@@ -117,7 +128,18 @@ let
         compress = "none";
         product = "qcow2-image";
       };
+      iso = live "iso" "iso" "iso";
+      # The iso medium (formats/iso-installer.toml: `base = "iso"`) with another system.
+      iso-installer = live "iso" "iso" "iso";
+      # A directory: the kernel, initrd, netboot.ipxe.
+      netboot = live "netboot" "netboot" "netboot";
+      # The tree of nixpkgs' netboot.nix `kexecTree` under kexec/, gzip'd for nixos-anywhere.
+      kexec = live "kexec" "kexec.tar.gz" "kexec-tarball";
     };
+
+  # The systems a format makes images for, as a list.
+  systemsOf = f: if isList f.system then f.system else [ f.system ];
+  systemsText = f: concatStringsSep " or " (systemsOf f);
 
   # The formats under the names `nixos-rebuild build-image --image-variant` knows them by
   # (nixpkgs' nixos/modules/image/images.nix), with the file name nixpkgs' own module for that
@@ -195,7 +217,40 @@ let
       format = "digitalocean";
       extension = "qcow2.gz";
     };
+    # nixpkgs' iso-image.nix: `iso/<baseName>.iso`, baseName `nixos[-<edition>]-<label>-<system>`.
+    iso = {
+      format = "iso";
+      extension = "iso";
+      directory = "iso";
+      isoBaseName = true;
+    };
+    iso-installer = {
+      format = "iso-installer";
+      extension = "iso";
+      directory = "iso";
+      isoBaseName = true;
+      # nixpkgs' variant is installation-cd-base.nix: iso-image.nix (imgbuild.format here) and
+      # these profiles.
+      profiles = [
+        "profiles/all-hardware.nix"
+        "profiles/base.nix"
+        "profiles/installation-device.nix"
+      ];
+    };
+    # nixpkgs' netboot.nix: `tarball/<baseName>.tar.xz` (ours: gzip'd, for nixos-anywhere).
+    kexec = {
+      format = "kexec";
+      extension = "kexec.tar.gz";
+      directory = "tarball";
+    };
   };
+
+  # nixpkgs profiles (paths under modulesPath) a format's system imports.
+  profilesOf =
+    format:
+    foldl' (acc: v: if v.format == format then acc ++ (v.profiles or [ ]) else acc) [ ] (
+      map (n: imageVariants.${n}) (attrNames imageVariants)
+    );
 
   formatInfo =
     format:
@@ -359,8 +414,8 @@ let
       check =
         if !(validName name) then
           throw "imgbuild.mkImage: `${toString name}` is not a usable image name (letters, digits, `_`, `.`, `-`)"
-        else if target != f.system then
-          throw "imgbuild.mkImage: ${name}: format ${format} makes ${f.system} images, but the configuration is for ${target}"
+        else if !(elem target (systemsOf f)) then
+          throw "imgbuild.mkImage: ${name}: format ${format} makes ${systemsText f} images, but the configuration is for ${target}"
         else if configured != null && configured != format then
           throw "imgbuild.mkImage: ${name}: the configuration has imgbuild.format = \"${configured}\" but the image format is ${format}: the booted system would not match its disk"
         else if filePath != null && !(validFilePath filePath) then
@@ -448,7 +503,13 @@ let
           what = if isAttrs n && n ? name then "node `${toString n.name}`" else "a node";
           extra = filter (k: !(elem k nodeKeys)) (if isAttrs n then attrNames n else [ ]);
           f = formatInfo n.format;
-          system = n.system or f.system;
+          system =
+            n.system or (
+              if isList f.system then
+                throw "imgbuild.mkNodes: ${what}: format ${n.format} makes ${systemsText f} images: give the node a `system`"
+              else
+                f.system
+            );
         in
         if !(isAttrs n) then
           throw "imgbuild.mkNodes: every node is an attribute set { name; format; system?; modules?; image?; }"
@@ -460,8 +521,8 @@ let
           throw "imgbuild.mkNodes: ${what}: unknown attribute(s) ${concatStringsSep ", " extra} (allowed: ${concatStringsSep ", " nodeKeys})"
         else if !(n ? format) then
           throw "imgbuild.mkNodes: ${what} has no `format` (one of ${concatStringsSep ", " (attrNames formats)})"
-        else if system != f.system then
-          throw "imgbuild.mkNodes: ${what}: format ${n.format} makes ${f.system} images, not ${system}"
+        else if !(elem system (systemsOf f)) then
+          throw "imgbuild.mkNodes: ${what}: format ${n.format} makes ${systemsText f} images, not ${system}"
         else if !(isList (n.modules or [ ])) then
           throw "imgbuild.mkNodes: ${what}: `modules` must be a list"
         else
@@ -482,13 +543,20 @@ let
       map checkNode nodes;
 
   # The module mkNodes adds to every node: the image format (which makes nixosModules.imgbuild
-  # set file systems and bootloader to match the disk), the host name and the platform.
+  # set file systems and bootloader to match the disk), the host name and the platform; for an
+  # installer format, nixpkgs' profiles the build-image variant of that name imports (a module
+  # cannot import them for one value of imgbuild.format, a node knows its format up front).
   nodeModule =
     node:
-    { lib, ... }:
+    {
+      lib,
+      modulesPath ? null,
+      ...
+    }:
     {
       # Evaluation errors in what this module defines name the node.
       _file = "imgbuild.lib.mkNodes, node `${node.name}`";
+      imports = map (p: modulesPath + "/${p}") (profilesOf node.format);
       imgbuild.format = node.format;
       networking.hostName = lib.mkDefault node.name;
       nixpkgs.hostPlatform = lib.mkDefault node.system;
@@ -579,6 +647,8 @@ in
 {
   inherit
     formats
+    systemsOf
+    profilesOf
     imageVariants
     imageFileName
     imgbuildArgs

@@ -10,11 +10,13 @@
 #
 # This module replaces nixpkgs' module of the variants imgbuild has a format for (lib.
 # imageVariants: raw-efi, qemu-efi, amazon, azure, google-compute, hyperv, vmware, virtualbox, proxmox,
-# sd-card, and the PC BIOS ones raw, qemu, digital-ocean) with: this system +
-# `imgbuild.format = <format>` (the same configuration
-# `nixosModules.imgbuild` gives a machine installed from that image), imaged by `lib.mkImage`.
-# Only the variants whose format is for this system's platform are replaced (sd-card on
-# aarch64-linux, the others on x86_64-linux); every other variant stays nixpkgs'.
+# sd-card, the PC BIOS ones raw, qemu, digital-ocean, and iso, iso-installer, kexec) with:
+# this system + `imgbuild.format = <format>` (the same configuration `nixosModules.imgbuild`
+# gives a machine installed from that image; for iso-installer also the all-hardware, base and
+# installation-device profiles, as nixpkgs' variant has them), imaged by `lib.mkImage`. Only
+# the variants whose format is for this system's platform are replaced (sd-card on
+# aarch64-linux, iso, iso-installer and kexec on both, the others on x86_64-linux); every
+# other variant stays nixpkgs'.
 #
 # File names follow nixpkgs' options (nixos/modules/image/file-options.nix, imported into each
 # variant as nixpkgs' own image modules do): the image is `$out/<image.filePath>`, by default
@@ -60,12 +62,21 @@ let
     in
     {
       _file = "imgbuild nixosModules.images, variant ${name}";
-      imports = [ (modulesPath + "/image/file-options.nix") ];
+      imports = [
+        (modulesPath + "/image/file-options.nix")
+      ]
+      ++ map (p: modulesPath + "/${p}") (v.profiles or [ ]);
 
       # The variant decides the format, over a configuration's own (even a mkForce'd one).
       imgbuild.format = lib.mkOverride 10 v.format;
       image.extension = mkDefault v.extension;
       image.filePath = mkIf (v ? directory) (mkDefault "${v.directory}/${config.image.fileName}");
+      # As nixpkgs' iso-image.nix names its ISO.
+      image.baseName = mkIf (v.isoBaseName or false) (
+        mkDefault "nixos${
+          lib.optionalString (config.imgbuild.iso.edition != "") "-${config.imgbuild.iso.edition}"
+        }-${config.system.nixos.label}-${pkgs.stdenv.hostPlatform.system}"
+      );
 
       system.build.image = imgbuildLib.mkImage {
         nixosConfiguration = { inherit config; };
@@ -95,7 +106,7 @@ in
   config.image.modules = lib.mkMerge (
     lib.mapAttrsToList (
       name: v:
-      mkIf (pkgs.stdenv.hostPlatform.system == imgbuildLib.formats.${v.format}.system) {
+      mkIf (builtins.elem pkgs.stdenv.hostPlatform.system (imgbuildLib.systemsOf imgbuildLib.formats.${v.format})) {
         ${name} = mkForce (variantModule name v);
       }
     ) imgbuildLib.imageVariants

@@ -18,32 +18,44 @@ let
   inherit (lib)
     mkDefault
     mkIf
+    mkImageMediaOverride
     mkMerge
     mkOption
     types
     ;
 
-  # Each format's system, and the format whose disk it holds (a qemu-efi image is the
-  # raw-efi disk in a qcow2 file: the same configuration). Mirrors lib.formats.
-  formatSystem = {
-    raw-efi = "x86_64-linux";
-    sd-aarch64 = "aarch64-linux";
-    qemu-efi = "x86_64-linux";
-    amazon = "x86_64-linux";
-    azure = "x86_64-linux";
-    gce = "x86_64-linux";
-    hyperv = "x86_64-linux";
-    vmware = "x86_64-linux";
-    virtualbox = "x86_64-linux";
-    proxmox = "x86_64-linux";
-    openstack = "x86_64-linux";
-    kubevirt = "x86_64-linux";
-    oci = "x86_64-linux";
-    vagrant-virtualbox = "x86_64-linux";
-    raw = "x86_64-linux";
-    qemu = "x86_64-linux";
-    digitalocean = "x86_64-linux";
-    hetzner = "x86_64-linux";
+  # Each format's systems, and the format whose disk (or medium) it holds (a qemu-efi image is
+  # the raw-efi disk in a qcow2 file: the same configuration; iso-installer is the iso medium
+  # with the installer profiles of nixpkgs' installation-cd-base.nix; kexec is the netboot kernel + initrd in a
+  # tarball). Mirrors lib.formats.
+  x86 = [ "x86_64-linux" ];
+  both = [
+    "x86_64-linux"
+    "aarch64-linux"
+  ];
+  formatSystems = {
+    raw-efi = x86;
+    sd-aarch64 = [ "aarch64-linux" ];
+    qemu-efi = x86;
+    amazon = x86;
+    azure = x86;
+    gce = x86;
+    hyperv = x86;
+    vmware = x86;
+    virtualbox = x86;
+    proxmox = x86;
+    openstack = x86;
+    kubevirt = x86;
+    oci = x86;
+    vagrant-virtualbox = x86;
+    raw = x86;
+    qemu = x86;
+    digitalocean = x86;
+    hetzner = x86;
+    iso = both;
+    iso-installer = both;
+    netboot = both;
+    kexec = both;
   };
   formatBase = {
     raw-efi = "raw-efi";
@@ -64,8 +76,17 @@ let
     qemu = "qemu";
     digitalocean = "raw";
     hetzner = "raw";
+    iso = "iso";
+    iso-installer = "iso";
+    netboot = "netboot";
+    kexec = "netboot";
   };
   base = if cfg.format == null then null else formatBase.${cfg.format};
+  # The live media: the system runs from a read-only store image under a tmpfs overlay.
+  live = base == "iso" || base == "netboot";
+  hostSystem = pkgs.stdenv.hostPlatform.system;
+  # `uname -m` of the system (nixpkgs' `hostPlatform.uname.processor` on Linux).
+  processor = builtins.head (builtins.match "([^-]+)-.*" hostSystem);
 
   # The PC BIOS formats (GRUB on the disk's boot sector) and the disk each one becomes on its
   # platform, which `boot.loader.grub.devices` must name so that `nixos-rebuild` (GRUB's
@@ -262,8 +283,10 @@ let
   # module evaluates on every nixpkgs it supports.
   loader = config.boot.loader;
   sdBoot = loader.systemd-boot;
+  # The ISOs boot UEFI through the closure's systemd-boot on their EFI image without installing
+  # it (the medium is read-only): its settings are recorded all the same.
   bootloader =
-    if sdBoot.enable then
+    if sdBoot.enable || base == "iso" then
       {
         type = "systemd-boot";
         inherit (loader) timeout;
@@ -320,6 +343,10 @@ in
           "qemu"
           "digitalocean"
           "hetzner"
+          "iso"
+          "iso-installer"
+          "netboot"
+          "kexec"
         ]
       );
       default = null;
@@ -344,7 +371,52 @@ in
         metadata), `hetzner` (that disk for Hetzner Cloud, `/dev/sda`), `qemu` (GPT: BIOS boot
         partition with GRUB's core.img, ext4 `/`, in a qcow2; `/dev/vda`; BIOS only: use
         `qemu-efi` for UEFI).
+        `iso` (live) and `iso-installer`, x86_64 and aarch64: what nixpkgs' iso-image.nix sets
+        (root on tmpfs, the ISO at `/iso` found by its volume ID `root=LABEL=`, the store image
+        `/iso/nix-store.squashfs` at `/nix/.ro-store` under a tmpfs overlay as `/nix/store`,
+        the store registered at every boot), no boot loader installer (the medium is read-only),
+        isolinux (syslinux) for BIOS on x86_64. `iso-installer` is meant with the profiles
+        nixpkgs' installation-cd-base.nix imports (`profiles/all-hardware.nix`, `base.nix`,
+        `installation-device.nix`), which `lib.mkNodes` and the `iso-installer` build-image
+        variant import (a module cannot import them only for one format: import them
+        yourself when you set this format by hand).
+        `netboot` and `kexec`: as nixpkgs' netboot.nix, the store image in the initrd
+        (`../nix-store.squashfs`), root on tmpfs, the same overlay.
       '';
+    };
+
+    iso = {
+      edition = mkOption {
+        type = types.str;
+        default = "";
+        example = "minimal";
+        description = "The edition in the default volume ID (nixpkgs' `isoImage.edition`).";
+      };
+
+      volumeID = mkOption {
+        type = types.str;
+        default = "nixos${
+          if cfg.iso.edition != "" then "-${cfg.iso.edition}" else ""
+        }-${config.system.nixos.release}-${processor}";
+        defaultText = lib.literalExpression ''"nixos''${optionalString (edition != "") "-''${edition}"}-''${config.system.nixos.release}-''${hostPlatform.uname.processor}"'';
+        example = "NIXOS_ISO";
+        description = ''
+          The ISO's volume ID (at most 32 letters, digits, `_`, `-`, `.`), as nixpkgs'
+          `isoImage.volumeID`: stage 1 finds the medium by it (`root=LABEL=<volumeID>` on the
+          kernel command line). Recorded in boot.json, where imgbuild takes it from.
+        '';
+      };
+
+      syslinux = mkOption {
+        type = types.nullOr types.package;
+        default = if hostSystem == "x86_64-linux" then pkgs.syslinux else null;
+        defaultText = lib.literalExpression ''if x86_64 then pkgs.syslinux else null'';
+        description = ''
+          The syslinux whose isolinux boots the x86_64 ISO from BIOS (`share/syslinux/
+          {isolinux.bin,ldlinux.c32,isohdpfx.bin}`). Recorded in boot.json, which puts it in
+          the system's closure, where imgbuild reads it. aarch64 ISOs boot from UEFI only.
+        '';
+      };
     };
 
     growRoot = mkOption {
@@ -443,8 +515,8 @@ in
 
       assertions = [
         {
-          assertion = pkgs.stdenv.hostPlatform.system == formatSystem.${cfg.format};
-          message = "imgbuild.format = \"${cfg.format}\" makes ${formatSystem.${cfg.format}} images, but this system is ${pkgs.stdenv.hostPlatform.system}.";
+          assertion = builtins.elem hostSystem formatSystems.${cfg.format};
+          message = "imgbuild.format = \"${cfg.format}\" makes ${lib.concatStringsSep " or " formatSystems.${cfg.format}} images, but this system is ${hostSystem}.";
         }
       ];
     })
@@ -586,7 +658,117 @@ in
       };
     })
 
-    (mkIf (cfg.format != null && cfg.registerNixPaths) {
+    # The live media (iso, netboot): the file systems of nixpkgs' iso-image.nix
+    # (`lib.isoFileSystems`) and netboot.nix, with their priority (mkImageMediaOverride: over a
+    # host configuration's own file systems, under a mkForce).
+    (mkIf live {
+      fileSystems = {
+        "/" = mkImageMediaOverride {
+          fsType = "tmpfs";
+          options = [ "mode=0755" ];
+        };
+        # /dev/root: the device stage 1 found from `root=` on the kernel command line.
+        "/iso" = mkIf (base == "iso") (mkImageMediaOverride {
+          device = "/dev/root";
+          neededForBoot = true;
+          noCheck = true;
+        });
+        "/nix/.ro-store" = mkImageMediaOverride {
+          fsType = "squashfs";
+          # netboot: the file the initrd's extra cpio archive unpacks at its root (stage 1
+          # mounts file systems under /mnt-root).
+          device = if base == "iso" then "/iso/nix-store.squashfs" else "../nix-store.squashfs";
+          options = [ "loop" ];
+          neededForBoot = true;
+        };
+        "/nix/.rw-store" = mkImageMediaOverride {
+          fsType = "tmpfs";
+          options = [ "mode=0755" ];
+          neededForBoot = true;
+        };
+        "/nix/store" = mkImageMediaOverride {
+          fsType = "overlay";
+          device = "overlay";
+          options = [
+            "lowerdir=/nix/.ro-store"
+            "upperdir=/nix/.rw-store/store"
+            "workdir=/nix/.rw-store/work"
+          ];
+          depends = [
+            "/nix/.ro-store"
+            "/nix/.rw-store/store"
+            "/nix/.rw-store/work"
+          ];
+          neededForBoot = true;
+        };
+      };
+
+      boot.initrd.availableKernelModules = [
+        "squashfs"
+        "overlay"
+      ]
+      ++ lib.optionals (base == "iso") [
+        "iso9660"
+        "uas"
+      ];
+      boot.initrd.kernelModules = [
+        "loop"
+        "overlay"
+      ];
+
+      # Nothing installs a boot loader: the medium is read-only, imgbuild writes its boot files.
+      boot.loader.grub.enable = mkImageMediaOverride false;
+      boot.loader.systemd-boot.enable = mkImageMediaOverride false;
+      boot.loader.timeout = mkDefault 10;
+
+      # After booting, register the store image's paths in the (tmpfs) Nix database, and
+      # give nixos-rebuild its /etc/NIXOS and system profile, as nixpkgs' live media do.
+      boot.postBootCommands = mkIf cfg.registerNixPaths ''
+        ${config.nix.package.out}/bin/nix-store --load-db < /nix/store/nix-path-registration
+        touch /etc/NIXOS
+        ${config.nix.package.out}/bin/nix-env -p /nix/var/nix/profiles/system --set /run/current-system
+      '';
+
+      boot.bootspec.extensions."org.imgbuild.v1" =
+        if base == "iso" then
+          {
+            iso = {
+              inherit (cfg.iso) volumeID;
+            }
+            // lib.optionalAttrs (cfg.iso.syslinux != null) { syslinux = "${cfg.iso.syslinux}"; };
+          }
+        else
+          { netboot = { }; };
+    })
+
+    (mkIf (base == "iso") {
+      # Stage 1 mounts the medium by its volume ID; `root=LABEL=` (not by-label) so that
+      # CD-to-USB tools can rewrite it, as nixpkgs says.
+      boot.kernelParams = [
+        "root=LABEL=${cfg.iso.volumeID}"
+        "boot.shell_on_fail"
+      ];
+      assertions = [
+        {
+          assertion =
+            builtins.stringLength cfg.iso.volumeID <= 32
+            && builtins.match "[A-Za-z0-9_.-]+" cfg.iso.volumeID != null;
+          message = "imgbuild.iso.volumeID `${cfg.iso.volumeID}` must be 1 to 32 letters, digits, `_`, `-` or `.` (an ISO 9660 volume ID, also the label stage 1 looks for).";
+        }
+        {
+          # nixpkgs' iso-image.nix mounts the medium differently under systemd's stage 1 (by
+          # label, under /sysroot, no root=); imgbuild's ISO boots the scripted stage 1.
+          assertion = !(config.boot.initrd.systemd.enable or false);
+          message = "imgbuild.format = \"${cfg.format}\" does not support boot.initrd.systemd.enable yet: the ISO is found by root=LABEL= in the scripted stage 1.";
+        }
+        {
+          assertion = hostSystem != "x86_64-linux" || cfg.iso.syslinux != null;
+          message = "imgbuild.format = \"${cfg.format}\" on x86_64-linux boots BIOS through isolinux: imgbuild.iso.syslinux must be a syslinux package, not null.";
+        }
+      ];
+    })
+
+    (mkIf (cfg.format != null && !live && cfg.registerNixPaths) {
       systemd.services.imgbuild-register-nix-paths = {
         description = "Register the image's Nix store paths (first boot)";
         wantedBy = [ "sysinit.target" ];

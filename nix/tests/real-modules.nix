@@ -51,6 +51,9 @@ let
               fsType = opt types.str "auto";
               options = opt (types.nonEmptyListOf types.str) [ "defaults" ];
               autoResize = opt types.bool false;
+              neededForBoot = opt types.bool false;
+              noCheck = opt types.bool false;
+              depends = opt (types.listOf types.str) [ ];
             };
           }
         )) { };
@@ -60,6 +63,8 @@ let
           growPartition = opt types.bool false;
           initrd.availableKernelModules = opt (types.listOf types.str) [ ];
           initrd.kernelModules = opt (types.listOf types.str) [ ];
+          initrd.systemd.enable = opt types.bool false;
+          postBootCommands = opt types.lines "";
           bootspec.extensions = opt (types.attrsOf types.anything) { };
           loader = {
             timeout = opt (types.nullOr types.int) 5;
@@ -254,7 +259,7 @@ let
     "digitalocean"
     "hetzner"
   ];
-  systemOf = f: flakeLib.formats.${f}.system;
+  systemOf = f: builtins.head (flakeLib.systemsOf flakeLib.formats.${f});
   cfgFor = f: extra: evalWith (systemOf f) ([ imgbuild { imgbuild.format = f; } ] ++ extra);
   fails = v: !(builtins.tryEval (builtins.deepSeq v v)).success;
   allTrue = builtins.all (a: a.assertion);
@@ -312,6 +317,8 @@ let
     "google-compute"
     "hyperv"
     "iso"
+    "iso-installer"
+    "kexec"
     "kubevirt"
     "oci"
     "openstack"
@@ -515,6 +522,19 @@ let
             out = "${ph}/${filePath}";
           };
           x86 = imgbuild "x86_64-linux";
+          # iso/ and tarball/ as nixpkgs' iso-image.nix and netboot.nix; the ISOs named as
+          # iso-image.nix names them; `--compress` only for a plain `.img` disk (mkImage passes no
+          # flag for these: the ISO and the kexec tarball take their format's default).
+          live = system: {
+            iso = imgbuildAt "iso/nixos-${label}-${system}.iso" "iso" null;
+            iso-installer = imgbuildAt "iso/nixos-${label}-${system}.iso" "iso-installer" null;
+            kexec = imgbuildAt "tarball/nixos-image-${label}-${system}.kexec.tar.gz" "kexec" null;
+          };
+          imgbuildAt = filePath: format: compress: {
+            builtBy = "imgbuild";
+            inherit filePath format compress;
+            out = "${ph}/${filePath}";
+          };
           nixpkgs = system: name: {
             builtBy = "nixpkgs-vm-${name}";
             filePath = "nixos-image-${label}-${system}.nixpkgs-${name}";
@@ -527,7 +547,6 @@ let
             digital-ocean = x86 "digitalocean" "qcow2.gz" null;
             google-compute = x86 "gce" "raw.tar.gz" null;
             hyperv = x86 "hyperv" "vhdx" null;
-            iso = nixpkgs "x86_64-linux" "iso";
             kubevirt = x86 "kubevirt" "qcow2" null;
             oci = x86 "oci" "qcow2" null;
             openstack = x86 "openstack" "qcow2" null;
@@ -540,8 +559,9 @@ let
             vagrant-virtualbox = x86 "vagrant-virtualbox" "box" null;
             virtualbox = x86 "virtualbox" "ova" null;
             vmware = x86 "vmware" "vmdk" null;
-          };
-          pi = lib.genAttrs nixpkgsVariants (nixpkgs "aarch64-linux") // {
+          }
+          // live "x86_64-linux";
+          pi = lib.genAttrs nixpkgsVariants (nixpkgs "aarch64-linux") // live "aarch64-linux" // {
             sd-card = rec {
               builtBy = "imgbuild";
               format = "sd-aarch64";
@@ -745,53 +765,366 @@ let
         };
       };
 
-    # Every format's system: its file systems by label, its boot loader, all assertions hold.
-    everyFormat = {
-      expr = map (
-        f:
-        let
-          c = evalWith (systemOf f) [
-            imgbuild
-            { imgbuild.format = f; }
+    # Every format on every system it is for: its root file system (by label, or the live
+    # media's tmpfs), its boot loader (none for the read-only live media), all assertions hold.
+    everyFormat =
+      let
+        pairs = builtins.concatMap (
+          f:
+          map (system: { inherit f system; }) (flakeLib.systemsOf flakeLib.formats.${f})
+        ) (builtins.attrNames flakeLib.formats);
+        live = [
+          "iso"
+          "iso-installer"
+          "netboot"
+          "kexec"
+        ];
+      in
+      {
+        expr = map (
+          { f, system }:
+          let
+            c = evalWith system [
+              imgbuild
+              { imgbuild.format = f; }
+            ];
+            root = c.fileSystems."/";
+          in
+          {
+            inherit f system;
+            root = if root.device == null then root.fsType else root.device;
+            loader =
+              if c.boot.loader.systemd-boot.enable then
+                "systemd-boot"
+              else if c.boot.loader.generic-extlinux-compatible.enable then
+                "extlinux"
+              else if c.boot.loader.grub.enable then
+                "grub"
+              else
+                "none";
+            grub = c.boot.loader.grub.enable;
+            ok = allTrue c.assertions;
+          }
+        ) pairs;
+        expected = map (
+          { f, system }:
+          let
+            pi = flakeLib.formats.${f}.base == "sd-aarch64";
+            bios = builtins.elem f biosFormats;
+          in
+          {
+            inherit f system;
+            root =
+              if builtins.elem f live then
+                "tmpfs"
+              else if pi then
+                "/dev/disk/by-label/NIXOS_SD"
+              else
+                "/dev/disk/by-label/nixos";
+            loader =
+              if builtins.elem f live then
+                "none"
+              else if pi then
+                "extlinux"
+              else if bios then
+                "grub"
+              else
+                "systemd-boot";
+            grub = bios;
+            ok = true;
+          }
+        ) pairs;
+      };
+
+    # The live media through the real module system: nixpkgs' iso-image.nix and netboot.nix
+    # file systems, modules, kernel parameters; the boot.json record imgbuild reads (contract
+    # of issue 23); the medium's settings win over a host configuration's disk and boot
+    # loader (mkImageMediaOverride), the host's kernel parameters are kept; the assertions on
+    # the volume ID and syslinux fire.
+    liveFormats =
+      let
+        live = system: extra: evalWith system ([ imgbuild ] ++ extra);
+        iso = live "x86_64-linux" [ { imgbuild.format = "iso"; } ];
+        installerArm = live "aarch64-linux" [
+          {
+            imgbuild.format = "iso-installer";
+            imgbuild.iso.edition = "minimal";
+          }
+        ];
+        nb = live "aarch64-linux" [ { imgbuild.format = "netboot"; } ];
+        kexec = live "x86_64-linux" [ { imgbuild.format = "kexec"; } ];
+        host = live "x86_64-linux" [
+          {
+            imgbuild.format = "iso";
+            fileSystems."/" = {
+              device = "/dev/disk/by-uuid/0f3e";
+              fsType = "ext4";
+            };
+            boot.loader.systemd-boot.enable = true;
+            boot.loader.grub.enable = true;
+            boot.kernelParams = [ "quiet" ];
+          }
+        ];
+        mounts =
+          c:
+          lib.mapAttrs (_: fs: {
+            inherit (fs)
+              device
+              fsType
+              options
+              neededForBoot
+              ;
+          }) c.fileSystems;
+        record = c: removeAttrs c.boot.bootspec.extensions."org.imgbuild.v1" [ "release" ];
+        failing = c: map (a: a.message) (builtins.filter (a: !a.assertion) c.assertions);
+        isoWith =
+          system: settings:
+          live system [
+            { imgbuild.format = "iso"; }
+            settings
           ];
-        in
-        {
-          inherit f;
-          root = c.fileSystems."/".device;
-          loader =
-            if c.boot.loader.systemd-boot.enable then
-              "systemd-boot"
-            else if c.boot.loader.generic-extlinux-compatible.enable then
-              "extlinux"
-            else if c.boot.loader.grub.enable then
-              "grub"
-            else
-              "none";
-          grub = c.boot.loader.grub.enable;
-          ok = allTrue c.assertions;
-        }
-      ) (builtins.attrNames flakeLib.formats);
-      expected = map (
-        f:
-        let
-          pi = flakeLib.formats.${f}.base == "sd-aarch64";
-          bios = builtins.elem f biosFormats;
-        in
-        {
-          inherit f;
-          root = if pi then "/dev/disk/by-label/NIXOS_SD" else "/dev/disk/by-label/nixos";
-          loader =
-            if pi then
-              "extlinux"
-            else if bios then
-              "grub"
-            else
-              "systemd-boot";
-          grub = bios;
-          ok = true;
-        }
-      ) (builtins.attrNames flakeLib.formats);
-    };
+        tmpfs = {
+          device = null;
+          fsType = "tmpfs";
+          options = [ "mode=0755" ];
+        };
+        liveMounts = roStore: {
+          "/" = tmpfs // {
+            neededForBoot = false;
+          };
+          "/nix/.ro-store" = {
+            device = roStore;
+            fsType = "squashfs";
+            options = [ "loop" ];
+            neededForBoot = true;
+          };
+          "/nix/.rw-store" = tmpfs // {
+            neededForBoot = true;
+          };
+          "/nix/store" = {
+            device = "overlay";
+            fsType = "overlay";
+            options = [
+              "lowerdir=/nix/.ro-store"
+              "upperdir=/nix/.rw-store/store"
+              "workdir=/nix/.rw-store/work"
+            ];
+            neededForBoot = true;
+          };
+        };
+      in
+      {
+        expr = {
+          isoMounts = mounts iso;
+          netbootMounts = mounts nb;
+          kexecMountsAreNetboots = mounts kexec == mounts nb;
+          overlayDepends = iso.fileSystems."/nix/store".depends;
+          isoParams = iso.boot.kernelParams;
+          isoRecord = record iso;
+          installerArmParams = installerArm.boot.kernelParams;
+          installerArmRecord = {
+            inherit (record installerArm) iso;
+            bootloaderType = (record installerArm).bootloader.type;
+          };
+          netbootRecord = record nb;
+          netbootParams = nb.boot.kernelParams;
+          isoModules = {
+            inherit (iso.boot.initrd) availableKernelModules kernelModules;
+          };
+          netbootModules = nb.boot.initrd.availableKernelModules;
+          registersAtBoot =
+            map (lib.hasInfix "bin/nix-store --load-db < /nix/store/nix-path-registration") [
+              iso.boot.postBootCommands
+              nb.boot.postBootCommands
+            ];
+          firstBootUnits = builtins.attrNames iso.systemd.services;
+          noRegistration = (isoWith "x86_64-linux" { imgbuild.registerNixPaths = false; }).boot.postBootCommands;
+          timeout = iso.boot.loader.timeout;
+          host = {
+            root = host.fileSystems."/".fsType;
+            systemdBoot = host.boot.loader.systemd-boot.enable;
+            grub = host.boot.loader.grub.enable;
+            params = host.boot.kernelParams;
+          };
+          ok = map (c: failing c) [
+            iso
+            installerArm
+            nb
+            kexec
+          ];
+          longVolumeID = failing (isoWith "x86_64-linux" { imgbuild.iso.volumeID = "nixos-minimal-26.11-x86_64-abcdefg"; });
+          badVolumeID = builtins.length (failing (isoWith "aarch64-linux" { imgbuild.iso.volumeID = "NIXOS ISO"; }));
+          noSyslinux = failing (isoWith "x86_64-linux" { imgbuild.iso.syslinux = null; });
+          systemdStage1 = builtins.length (failing (isoWith "aarch64-linux" { boot.initrd.systemd.enable = true; }));
+          wrongSystem = builtins.length (failing (live "riscv64-linux" [ { imgbuild.format = "netboot"; } ]));
+        };
+        expected = {
+          isoMounts = liveMounts "/iso/nix-store.squashfs" // {
+            "/iso" = {
+              device = "/dev/root";
+              fsType = "auto";
+              options = [ "defaults" ];
+              neededForBoot = true;
+            };
+          };
+          netbootMounts = liveMounts "../nix-store.squashfs";
+          kexecMountsAreNetboots = true;
+          overlayDepends = [
+            "/nix/.ro-store"
+            "/nix/.rw-store/store"
+            "/nix/.rw-store/work"
+          ];
+          isoParams = [
+            "root=LABEL=nixos-26.11-x86_64"
+            "boot.shell_on_fail"
+          ];
+          isoRecord = {
+            iso = {
+              volumeID = "nixos-26.11-x86_64";
+              syslinux = "${(stubs.pkgsFor "x86_64-linux").syslinux}";
+            };
+            # The EFI image's systemd-boot, with the medium's timeout.
+            bootloader = {
+              type = "systemd-boot";
+              timeout = 10;
+              editor = true;
+              consoleMode = "keep";
+              rebootForBitlocker = false;
+              installDeviceTree = false;
+              distroName = "NixOS";
+              bootCounting = {
+                enable = false;
+                tries = 3;
+              };
+            };
+          };
+          installerArmParams = [
+            "root=LABEL=nixos-minimal-26.11-aarch64"
+            "boot.shell_on_fail"
+          ];
+          installerArmRecord = {
+            iso.volumeID = "nixos-minimal-26.11-aarch64";
+            bootloaderType = "systemd-boot";
+          };
+          netbootRecord.netboot = { };
+          netbootParams = [ ];
+          isoModules = {
+            availableKernelModules = [
+              "squashfs"
+              "overlay"
+              "iso9660"
+              "uas"
+            ];
+            kernelModules = [
+              "loop"
+              "overlay"
+            ];
+          };
+          netbootModules = [
+            "squashfs"
+            "overlay"
+          ];
+          registersAtBoot = [
+            true
+            true
+          ];
+          firstBootUnits = [ ];
+          noRegistration = "";
+          timeout = 10;
+          host = {
+            root = "tmpfs";
+            systemdBoot = false;
+            grub = false;
+            params = [
+              "quiet"
+              "root=LABEL=nixos-26.11-x86_64"
+              "boot.shell_on_fail"
+            ];
+          };
+          ok = [
+            [ ]
+            [ ]
+            [ ]
+            [ ]
+          ];
+          longVolumeID = [
+            "imgbuild.iso.volumeID `nixos-minimal-26.11-x86_64-abcdefg` must be 1 to 32 letters, digits, `_`, `-` or `.` (an ISO 9660 volume ID, also the label stage 1 looks for)."
+          ];
+          badVolumeID = 1;
+          noSyslinux = [
+            "imgbuild.format = \"iso\" on x86_64-linux boots BIOS through isolinux: imgbuild.iso.syslinux must be a syslinux package, not null."
+          ];
+          wrongSystem = 1;
+          systemdStage1 = 1;
+        };
+      };
+
+    # iso-installer is the ISO with the profiles nixpkgs' installation-cd-base.nix imports
+    # (all-hardware, base, installation-device), which the build-image variant and mkNodes
+    # import (each stand-in profile declares `test.profiles.<name>`); the iso variant and a
+    # hand-set format do not.
+    installerProfile =
+      let
+        variant = c: v: c.system.build.images.${v}.passthru.config;
+        installer = [
+          "all-hardware"
+          "base"
+          "installation-device"
+        ];
+        profiled = c: builtins.attrNames (c.test.profiles or { });
+        nodes = flakeLib.mkNodes {
+          nodes = [
+            {
+              name = "inst";
+              system = "aarch64-linux";
+              format = "iso-installer";
+            }
+            {
+              name = "live";
+              system = "x86_64-linux";
+              format = "iso";
+            }
+          ];
+          nixpkgs = stubs.nixpkgs // {
+            lib = stubs.nixpkgs.lib // {
+              nixosSystem = args: {
+                config = evalWith args.specialArgs.imgbuildNode.system args.modules;
+              };
+            };
+          };
+        };
+      in
+      {
+        expr = {
+          isoInstallerVariant = profiled (variant web "iso-installer");
+          isoVariant = profiled (variant web "iso");
+          armInstallerVariant = profiled (variant piSystem "iso-installer");
+          byHand = profiled (evalWith "x86_64-linux" [
+            imgbuild
+            { imgbuild.format = "iso-installer"; }
+          ]);
+          nodeInstaller = profiled nodes.nixosConfigurations.inst.config;
+          nodeLive = profiled nodes.nixosConfigurations.live.config;
+          nodeInstallerFormat = nodes.nixosConfigurations.inst.config.imgbuild.format;
+          # A format for two systems: mkNodes needs the node's.
+          noSystem = fails (flakeLib.checkNodes [
+            {
+              name = "x";
+              format = "iso";
+            }
+          ]);
+        };
+        expected = {
+          isoInstallerVariant = installer;
+          isoVariant = [ ];
+          armInstallerVariant = installer;
+          byHand = [ ];
+          nodeInstaller = installer;
+          nodeLive = [ ];
+          nodeInstallerFormat = "iso-installer";
+          noSystem = true;
+        };
+      };
 
     # The PC BIOS formats (CONTRACT-24): GRUB on the disk the platform gives, root by label,
     # BIOS only; boot.json's GRUB record names the package (and the EFI one when a user turns

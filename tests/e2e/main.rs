@@ -17,6 +17,7 @@ mod flash;
 mod hostile;
 mod inspect;
 mod iso;
+mod live_check;
 mod netboot;
 mod oracle;
 mod sizes;
