@@ -30,16 +30,8 @@ fn long(prefix: &str, len: usize) -> String {
 
 /// The host tree every producer gets.
 fn host_tree(root: &Path) {
-    let w = |p: &str, data: &[u8], mode: u32| {
-        let path = root.join(p);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, data).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-    };
-    w("hello.txt", b"hello\n", 0o644);
-    w("empty", b"", 0o600);
-    w("bin/run.sh", b"#!/bin/sh\necho hi\n", 0o755);
-    w("bin/setuid", b"x", 0o4711);
+    let w = |p: &str, data: &[u8], mode: u32| crate::common::write_mode(root, p, data, mode);
+    crate::common::small_files(root);
     w(
         &long("a-file-with-a-very-long-name-", 200),
         b"long\n",

@@ -11,6 +11,7 @@ mod hostile;
 mod iso;
 mod readers;
 mod regressions;
+mod squash;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
