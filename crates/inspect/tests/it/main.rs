@@ -9,6 +9,7 @@ mod fuzz;
 use imgbuild_testutil::harness;
 mod hostile;
 mod iso;
+mod live;
 mod readers;
 mod regressions;
 mod squash;
