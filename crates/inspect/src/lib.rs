@@ -59,7 +59,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use boot::{
-    boot_counters, Boot, BootEntry, EfiBinary, Extlinux, ExtlinuxEntry, Grub, PiKernel,
+    boot_counters, Boot, BootEntry, EfiBinary, Extlinux, ExtlinuxEntry, Grub, GrubBios, PiKernel,
     RaspberryPi, SystemdBoot,
 };
 pub use container::Container;
@@ -183,7 +183,7 @@ impl Image {
             fs::iso9660::looks_like_iso(&mut whole)
         };
         let mut iso_warning = None;
-        let read = match table::read(path, &disk) {
+        let read = match table::read(path, &disk, iso) {
             Err(e) if iso => {
                 iso_warning = Some(format!(
                     "the partition table is not read ({}); the image is read as an ISO 9660 \
@@ -212,7 +212,12 @@ impl Image {
             ),
         };
         let mut partitions = partitions;
-        if iso && partitions.first().is_some_and(|p| p.entry.number != 0) {
+        // Unless the table's own entry is the volume (syslinux's isohybrid MBR: entry 1 from
+        // LBA 0).
+        let volume_listed = partitions
+            .iter()
+            .any(|p| p.readable && p.entry.start == 0 && p.entry.number != 0);
+        if iso && !volume_listed && partitions.first().is_some_and(|p| p.entry.number != 0) {
             partitions.insert(0, whole_image(disk_size));
         }
         warnings.extend(iso_warning);
@@ -232,7 +237,15 @@ impl Image {
                 partition: Some(p.describe(None)),
                 path: None,
             };
-            let o = fs::open(&disk, &p, at, &opts.limits);
+            // An isohybrid table's entry from LBA 0 is the volume, which may run past the
+            // entry (xorriso's GPT entry ends before its backup GPT): read over the image.
+            let o = if iso && p.entry.start == 0 {
+                let mut whole = p.clone();
+                whole.entry.size = disk_size;
+                fs::open(&disk, &whole, at, &opts.limits)
+            } else {
+                fs::open(&disk, &p, at, &opts.limits)
+            };
             let at_label = o
                 .info
                 .as_ref()

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod bios;
 mod common;
 mod fuzz;
 use imgbuild_testutil::harness;

@@ -28,7 +28,13 @@ fn seed_map(target: Target, path: &Path, len: u64) -> Result<(Map, Fixup)> {
     let mut m = Map::default();
     let disk = matches!(
         target,
-        Target::Gpt | Target::Mbr | Target::Ext4 | Target::Fat | Target::Iso9660 | Target::Nixdb
+        Target::Gpt
+            | Target::Mbr
+            | Target::Ext4
+            | Target::Fat
+            | Target::Iso9660
+            | Target::Squashfs
+            | Target::Nixdb
     );
     if disk {
         m.ranges = harness::Base::new("seed", path).ranges;
@@ -60,6 +66,15 @@ fn seed_map(target: Target, path: &Path, len: u64) -> Result<(Map, Fixup)> {
         }
         Target::Iso9660 => {
             fields::iso9660(&f, len, &mut m);
+            Fixup::None
+        }
+        Target::Squashfs => {
+            if let Some(at) = fields::squashfs_in_iso(&f, len) {
+                fields::iso9660(&f, len, &mut m);
+                fields::squashfs(&f, at, &mut m);
+            } else {
+                fields::squashfs(&f, 0, &mut m);
+            }
             Fixup::None
         }
         Target::Nixdb => {
