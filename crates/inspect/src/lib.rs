@@ -4,11 +4,13 @@
 //! anonymous temporary file), reads its partition table (GPT through the `gpt` crate, MBR
 //! through `mbrman`, each after our own checks), and probes every partition for ext4 (read
 //! by the independent `ext4-view` crate), FAT (read by `fs::fat`, our own bounded reader)
-//! or ISO 9660 (`fs::iso9660`, ours too: Rock Ridge, El Torito; an isohybrid image's volume
-//! is read over the whole image as partition 0, whatever its MBR or GPT says; squashfs and
-//! Joliet are not read). [`Image::inspect`] explains the image: table, filesystems, the boot setup
-//! (systemd-boot, extlinux, GRUB, Raspberry Pi firmware) and the NixOS system (profile,
-//! toplevel, version, registered store paths), for images built by imgbuild or by nixpkgs.
+//! ISO 9660 (`fs::iso9660`, ours too: Rock Ridge, El Torito; an isohybrid image's volume
+//! is read over the whole image, as partition 0 or as the table's entry from LBA 0; Joliet is
+//! not read) or squashfs (`fs::squashfs`, ours: a live ISO's `/nix-store.squashfs` appears at
+//! `/nix/store`). [`Image::inspect`] explains the image: table, filesystems, the boot setup
+//! (systemd-boot, extlinux/isolinux, GRUB configs and GRUB for BIOS, Raspberry Pi firmware)
+//! and the NixOS system (profile, toplevel, version, registered store paths), for images
+//! built by imgbuild or by nixpkgs.
 //! [`Filesystem`] lists, reads and copies files.
 //!
 //! The image is untrusted input. A corrupt or hostile image gives an [`Error`], never a
@@ -182,8 +184,14 @@ impl Image {
             let mut whole = io::Slice::new(disk.clone(), 0, disk_size, io::Budget::new(1 << 20));
             fs::iso9660::looks_like_iso(&mut whole)
         };
+        // A squashfs file has no table, whatever its byte 510 holds.
+        let squash = {
+            let mut magic = [0u8; 4];
+            disk.read_exact_at(0, &mut magic).is_ok() && &magic == b"hsqs"
+        };
         let mut iso_warning = None;
         let read = match table::read(path, &disk, iso) {
+            _ if squash => None,
             Err(e) if iso => {
                 iso_warning = Some(format!(
                     "the partition table is not read ({}); the image is read as an ISO 9660 \

@@ -231,3 +231,28 @@ fn no_boot_img_no_report() {
     let i = Image::open(&img).unwrap().inspect();
     assert!(i.boot.grub_bios.is_none());
 }
+
+/// The MBR-gap disk fuzzed: sector 0 and the core's sectors are read metadata.
+#[test]
+fn fuzz_bios_disk() {
+    let p = platform();
+    let t = tempfile::tempdir().unwrap();
+    let img = disk(
+        t.path(),
+        "fuzz.img",
+        "label: dos\nstart=2048, type=c, bootable\n",
+        2048,
+        "/boot/grub",
+    );
+    let inst = Install {
+        table: PartTable::Msdos,
+        partition: 1,
+        fs_module: "fat",
+        grub_dir: "/boot/grub",
+    };
+    let core = inst.core_image(&p).unwrap().embedded(1, 2047).unwrap();
+    install(&img, &p, &core, 1);
+    // The clean disk: a report with the core read, and files to read for the harness.
+    assert_eq!(report(&img).error, None);
+    crate::fuzz::fuzz("bios-grub", &img);
+}
