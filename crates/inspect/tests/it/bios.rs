@@ -109,13 +109,14 @@ fn report(img: &Path) -> GrubBios {
     i.boot.grub_bios.expect("GRUB for BIOS found")
 }
 
-#[test]
-fn mbr_gap_core_is_reported() {
+/// An MBR disk with GRUB as `grub-install` leaves it: the core embedded after the MBR
+/// (with Reed-Solomon redundancy), GRUB's directory `/boot/grub` on partition 1 (FAT).
+/// Returns the disk, the embedded sectors and the core's modules.
+fn mbr_gap_disk(dir: &Path, name: &str) -> (std::path::PathBuf, Vec<u8>, Vec<String>) {
     let p = platform();
-    let t = tempfile::tempdir().unwrap();
     let img = disk(
-        t.path(),
-        "mbr.img",
+        dir,
+        name,
         "label: dos\nstart=2048, type=c, bootable\n",
         2048,
         "/boot/grub",
@@ -129,12 +130,19 @@ fn mbr_gap_core_is_reported() {
     let core = inst.core_image(&p).unwrap();
     let embedded = core.embedded(1, 2047).unwrap();
     install(&img, &p, &embedded, 1);
+    (img, embedded, core.modules().to_vec())
+}
+
+#[test]
+fn mbr_gap_core_is_reported() {
+    let t = tempfile::tempdir().unwrap();
+    let (img, embedded, modules) = mbr_gap_disk(t.path(), "mbr.img");
     let g = report(&img);
     assert_eq!(g.error, None);
     assert_eq!(g.core_sector, 1);
     assert_eq!(g.core_location, "MBR gap (before partition 1 at LBA 2048)");
     assert_eq!(g.core_sectors, Some(embedded.len() as u64 / 512));
-    assert_eq!(g.modules, core.modules());
+    assert_eq!(g.modules, modules);
     assert!(g.modules.iter().any(|m| m == "fat") && g.modules.iter().any(|m| m == "biosdisk"));
     assert_eq!(g.prefix.as_deref(), Some("(,msdos1)/boot/grub"));
     assert!(g.redundancy.is_some_and(|r| r > 0), "{g:?}");
@@ -235,23 +243,8 @@ fn no_boot_img_no_report() {
 /// The MBR-gap disk fuzzed: sector 0 and the core's sectors are read metadata.
 #[test]
 fn fuzz_bios_disk() {
-    let p = platform();
     let t = tempfile::tempdir().unwrap();
-    let img = disk(
-        t.path(),
-        "fuzz.img",
-        "label: dos\nstart=2048, type=c, bootable\n",
-        2048,
-        "/boot/grub",
-    );
-    let inst = Install {
-        table: PartTable::Msdos,
-        partition: 1,
-        fs_module: "fat",
-        grub_dir: "/boot/grub",
-    };
-    let core = inst.core_image(&p).unwrap().embedded(1, 2047).unwrap();
-    install(&img, &p, &core, 1);
+    let (img, _, _) = mbr_gap_disk(t.path(), "fuzz.img");
     // The clean disk: a report with the core read, and files to read for the harness.
     assert_eq!(report(&img).error, None);
     crate::fuzz::fuzz("bios-grub", &img);
