@@ -229,47 +229,7 @@ impl Image {
             partitions.insert(0, whole_image(disk_size));
         }
         warnings.extend(iso_warning);
-        let mut parts = Vec::new();
-        for p in partitions {
-            if !p.readable {
-                parts.push(Part {
-                    partition: p,
-                    info: None,
-                    fs: None,
-                    error: None,
-                });
-                continue;
-            }
-            let at = Where {
-                image: path.to_path_buf(),
-                partition: Some(p.describe(None)),
-                path: None,
-            };
-            // An isohybrid table's entry from LBA 0 is the volume, which may run past the
-            // entry (xorriso's GPT entry ends before its backup GPT): read over the image.
-            let o = if iso && p.entry.start == 0 {
-                let mut whole = p.clone();
-                whole.entry.size = disk_size;
-                fs::open(&disk, &whole, at, &opts.limits)
-            } else {
-                fs::open(&disk, &p, at, &opts.limits)
-            };
-            let at_label = o
-                .info
-                .as_ref()
-                .and_then(|i| i.summary.label.clone())
-                .map(|l| p.describe(Some(&l)));
-            let mut fs = o.fs;
-            if let (Some(f), Some(d)) = (&mut fs, at_label) {
-                f.set_partition_name(d);
-            }
-            parts.push(Part {
-                partition: p,
-                info: o.info,
-                fs,
-                error: o.error.map(|e| error::chain(&e)),
-            });
-        }
+        let parts = open_partitions(path, &disk, partitions, iso, &opts.limits);
         if table_is_none(&parts) && parts[0].fs.is_none() {
             warnings.push("no partition table and no filesystem recognised".into());
         }
@@ -489,6 +449,60 @@ impl Image {
             None => self.root_filesystem(),
         }
     }
+}
+
+/// Probes every readable partition for a filesystem (an isohybrid table's entry from LBA 0
+/// over the whole image).
+fn open_partitions(
+    path: &Path,
+    disk: &Arc<io::Disk>,
+    partitions: Vec<Partition>,
+    iso: bool,
+    limits: &Limits,
+) -> Vec<Part> {
+    let disk_size = disk.size();
+    let mut parts = Vec::new();
+    for p in partitions {
+        if !p.readable {
+            parts.push(Part {
+                partition: p,
+                info: None,
+                fs: None,
+                error: None,
+            });
+            continue;
+        }
+        let at = Where {
+            image: path.to_path_buf(),
+            partition: Some(p.describe(None)),
+            path: None,
+        };
+        // An isohybrid table's entry from LBA 0 is the volume, which may run past the
+        // entry (xorriso's GPT entry ends before its backup GPT): read over the image.
+        let o = if iso && p.entry.start == 0 {
+            let mut whole = p.clone();
+            whole.entry.size = disk_size;
+            fs::open(disk, &whole, at, limits)
+        } else {
+            fs::open(disk, &p, at, limits)
+        };
+        let at_label = o
+            .info
+            .as_ref()
+            .and_then(|i| i.summary.label.clone())
+            .map(|l| p.describe(Some(&l)));
+        let mut fs = o.fs;
+        if let (Some(f), Some(d)) = (&mut fs, at_label) {
+            f.set_partition_name(d);
+        }
+        parts.push(Part {
+            partition: p,
+            info: o.info,
+            fs,
+            error: o.error.map(|e| error::chain(&e)),
+        });
+    }
+    parts
 }
 
 /// The whole image as partition 0 (no table, or an ISO 9660 volume over a hybrid table).

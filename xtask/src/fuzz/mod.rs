@@ -130,6 +130,20 @@ impl Target {
         )
     }
 
+    /// Whether the seeds are raw disks whose hot ranges are the reads `inspect` makes.
+    pub fn is_disk(self) -> bool {
+        matches!(
+            self,
+            Target::Gpt
+                | Target::Mbr
+                | Target::Ext4
+                | Target::Fat
+                | Target::Iso9660
+                | Target::Squashfs
+                | Target::Nixdb
+        )
+    }
+
     /// A reader of a byte string ([`blob`]): mutated and read in memory, like text.
     pub fn is_blob(self) -> bool {
         matches!(self, Target::Grub | Target::Verity)

@@ -13,7 +13,7 @@ const MAX_BLOCKS: usize = 4000;
 
 /// A squashfs at byte `base` of the seed (0 for a squashfs file, the store image's extent
 /// in a live ISO).
-pub fn squashfs(f: &File, base: u64, m: &mut Map) {
+fn squashfs(f: &File, base: u64, m: &mut Map) {
     let sb = read(f, base, 96);
     if sb.len() < 96 || &sb[..4] != b"hsqs" {
         return;
@@ -79,9 +79,17 @@ fn blocks(f: &File, base: u64, start: u64, end: u64, kind: &'static str, m: &mut
     }
 }
 
-/// Where a live ISO keeps its store image: the first 2 KiB block starting with the magic.
-pub fn find_in_iso(f: &File, len: u64) -> Option<u64> {
-    (16..len / 2048)
+/// A squashfs seed's fields; a live ISO's: the ISO's and its store image's (at the first
+/// 2 KiB block past the volume descriptors that starts with the magic).
+pub fn seed(f: &File, len: u64, m: &mut Map) {
+    if read(f, 0, 4) == b"hsqs" {
+        return squashfs(f, 0, m);
+    }
+    if let Some(at) = (16..len / 2048)
         .map(|b| b * 2048)
         .find(|&at| read(f, at, 4) == b"hsqs")
+    {
+        super::iso9660(f, len, m);
+        squashfs(f, at, m);
+    }
 }

@@ -26,16 +26,7 @@ pub(super) struct Seed {
 fn seed_map(target: Target, path: &Path, len: u64) -> Result<(Map, Fixup)> {
     let f = File::open(path)?;
     let mut m = Map::default();
-    let disk = matches!(
-        target,
-        Target::Gpt
-            | Target::Mbr
-            | Target::Ext4
-            | Target::Fat
-            | Target::Iso9660
-            | Target::Squashfs
-            | Target::Nixdb
-    );
+    let disk = target.is_disk();
     if disk {
         m.ranges = harness::Base::new("seed", path).ranges;
     }
@@ -69,12 +60,7 @@ fn seed_map(target: Target, path: &Path, len: u64) -> Result<(Map, Fixup)> {
             Fixup::None
         }
         Target::Squashfs => {
-            if let Some(at) = fields::squashfs_in_iso(&f, len) {
-                fields::iso9660(&f, len, &mut m);
-                fields::squashfs(&f, at, &mut m);
-            } else {
-                fields::squashfs(&f, 0, &mut m);
-            }
+            fields::squashfs::seed(&f, len, &mut m);
             Fixup::None
         }
         Target::Nixdb => {
