@@ -26,6 +26,7 @@ pub(super) fn seeds(root: &Path) -> Result<PathBuf> {
     }
     super::blob::seeds::build(&dir)?;
     super::iso_seeds::build(&dir)?;
+    super::squash_seeds::build(&dir)?;
     Ok(dir)
 }
 
