@@ -375,6 +375,28 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    #[error(
+        "boot.json has no \"org.imgbuild.v1\".container.{key}: build the system with \
+         imgbuild's NixOS module and imgbuild.format = \"{format}\""
+    )]
+    /// A container format's setting (metadata.yaml's properties) that boot.json lacks.
+    ContainerSettingMissing {
+        /// The key under `"org.imgbuild.v1".container` (`description`, `os`, `release`).
+        key: &'static str,
+        /// The format asked for.
+        format: String,
+    },
+    #[error("boot.json's \"org.imgbuild.v1\".container.{key} {reason}")]
+    /// A container format's setting that is malformed.
+    ContainerSettingInvalid {
+        /// The key under `"org.imgbuild.v1".container`.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    #[error("planning the tar archive")]
+    /// The tar volume could not be planned or mapped.
+    Tar(#[from] imgbuild_tar::Error),
     #[error("planning the ISO 9660 volume")]
     /// The ISO 9660 volume could not be planned or mapped.
     Iso9660(#[from] imgbuild_iso9660::Error),

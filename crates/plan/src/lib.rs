@@ -35,6 +35,7 @@ pub mod options;
 mod output;
 mod store_image;
 mod system_check;
+mod tarball;
 mod trees;
 
 pub use bootloader::BootNote;
@@ -108,8 +109,10 @@ pub fn build(
         reporter,
         cancel,
     };
-    if format.volume == format::Volume::Iso9660 {
-        return iso::build(&s);
+    match format.volume {
+        format::Volume::Iso9660 => return iso::build(&s),
+        format::Volume::Tar => return tarball::build(&s),
+        format::Volume::Disk => {}
     }
     s.run(true, |cx, plan, map, notes| {
         let layout = output::disk_layout(cx, plan);
@@ -151,8 +154,10 @@ pub fn dry_run(
         reporter,
         cancel,
     };
-    if format.volume == format::Volume::Iso9660 {
-        return iso::dry_run(&s);
+    match format.volume {
+        format::Volume::Iso9660 => return iso::dry_run(&s),
+        format::Volume::Tar => return tarball::dry_run(&s),
+        format::Volume::Disk => {}
     }
     s.run(false, |_, plan, map, _| {
         Ok(DryRun {

@@ -9,6 +9,8 @@ use crate::ids::{fat_volume_id_string, Ids};
 use crate::{Error, Inputs, Result};
 use imgbuild_nix::{BootSpec, LoaderKind};
 
+pub(crate) mod container;
+
 /// The system's `/etc/fstab`: a few lines.
 const FSTAB: imgbuild_blockio::InputKind = imgbuild_blockio::InputKind {
     what: "the system's fstab",

@@ -39,6 +39,16 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "iso-installer",
         include_str!("../../../../formats/iso-installer.toml"),
     ),
+    ("lxc", include_str!("../../../../formats/lxc.toml")),
+    (
+        "lxc-metadata",
+        include_str!("../../../../formats/lxc-metadata.toml"),
+    ),
+    (
+        "proxmox-lxc",
+        include_str!("../../../../formats/proxmox-lxc.toml"),
+    ),
+    ("incus", include_str!("../../../../formats/incus.toml")),
 ];
 
 /// How deep `base` chains may go (a cycle ends here with an error).
@@ -297,10 +307,46 @@ pub enum Volume {
     /// `[[partition]]` or `[root]`; its `[bootloader]` (systemd-boot) is the one on the EFI
     /// boot image.
     Iso9660,
+    /// A tar archive of a file tree, no disk at all: a container's root file system
+    /// (`lxc`, `proxmox-lxc`), its metadata (`lxc-metadata`), or both (`incus`), as `[tar]`
+    /// says. A format saying so has no `[table]`, `[[partition]]`, `[root]` or
+    /// `[bootloader]` (a container boots no kernel).
+    Tar,
 }
 
-/// The keys a disk format must have and an ISO 9660 format must not.
+/// The keys a disk format must have and the other volumes must not.
 const DISK_KEYS: [&str; 3] = ["table", "partition", "root"];
+
+/// What a tar volume holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TarLayout {
+    /// The container's root file system at the archive's top (`nix/store/...`,
+    /// `nix-path-registration`, `sbin/init`, ...): nixpkgs' `lxc` and `proxmox-lxc`.
+    Rootfs,
+    /// LXD/Incus image metadata alone: `metadata.yaml` and `templates/` (nixpkgs'
+    /// `lxc-metadata`, imported beside a `rootfs` tarball).
+    Metadata,
+    /// Incus' unified image: `metadata.yaml`, `templates/` and the root file system under
+    /// `rootfs/`, in one archive.
+    Unified,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+/// A tar format's `[tar]`: what the archive holds.
+pub struct TarOptions {
+    /// Root file system, metadata, or both.
+    pub layout: TarLayout,
+    /// Empty directories made at the root file system's top (`dev`, `proc`, `sys`: what
+    /// nixpkgs' tarballs make for LXC; Proxmox's: `root`, `etc/systemd/network`).
+    #[serde(default)]
+    pub directories: Vec<String>,
+    /// `/etc/os-release` before the first boot, a link to the toplevel's (nixpkgs' `lxc`
+    /// ships it for systemd-nspawn, which reads it before NixOS's activation makes it).
+    #[serde(default)]
+    pub os_release: bool,
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -398,7 +444,7 @@ pub fn builtin_names() -> String {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
-/// A format's `[bootloader]`.
+/// A format's `[bootloader]` (a tar format has none: the default, never read).
 pub struct BootloaderOptions {
     #[serde(rename = "type")]
     /// Which boot loader.
@@ -406,6 +452,16 @@ pub struct BootloaderOptions {
     #[serde(default)]
     /// The menu timeout in seconds (default: the system's).
     pub timeout: Option<u32>,
+}
+
+impl Default for BootloaderOptions {
+    /// What a tar format (which has no `[bootloader]`) carries: never read.
+    fn default() -> Self {
+        BootloaderOptions {
+            kind: Bootloader::SystemdBoot,
+            timeout: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -439,8 +495,12 @@ pub struct Format {
     /// What the root filesystem carries (a disk's; an ISO 9660 format has none).
     #[serde(default)]
     pub root: RootOptions,
-    /// The boot loader.
+    /// The boot loader (a tar format has none: the default, never read).
+    #[serde(default)]
     pub bootloader: BootloaderOptions,
+    /// What a tar volume holds (only a tar format has one).
+    #[serde(default)]
+    pub tar: Option<TarOptions>,
 }
 
 impl Format {
@@ -486,16 +546,45 @@ impl Format {
     }
 }
 
-/// A disk format has `[table]`, `[[partition]]` and `[root]`; an ISO 9660 format has none of
-/// them (checked on the merged text: after parsing, a default is not told from a table).
+/// A disk format has `[table]`, `[[partition]]` and `[root]`; an ISO 9660 or tar format has
+/// none of them; a tar format has `[tar]` and no `[bootloader]`, the others the other way
+/// round (checked on the merged text: after parsing, a default is not told from a table).
 fn check_volume_keys(name: &str, table: &toml::Table) -> Result<(), FormatError> {
-    let iso = table.get("volume").and_then(toml::Value::as_str) == Some("iso9660");
+    let volume = table.get("volume").and_then(toml::Value::as_str);
+    let tar = volume == Some("tar");
+    for (key, want) in [("tar", tar), ("bootloader", !tar)] {
+        match (want, table.contains_key(key)) {
+            (true, false) => {
+                return Err(FormatError::Parse {
+                    name: quote(name),
+                    message: format!("missing field `{key}`"),
+                })
+            }
+            (false, true) => {
+                return Err(FormatError::Invalid {
+                    name: quote(name),
+                    reason: format!(
+                        "`{key}` belongs to {} formats only",
+                        if tar { "disk and iso9660" } else { "tar" }
+                    ),
+                })
+            }
+            _ => {}
+        }
+    }
+    let iso = volume.is_some_and(|v| v != "disk");
     for key in DISK_KEYS {
         match (iso, table.contains_key(key)) {
             (true, true) => {
                 return Err(FormatError::Invalid {
                     name: quote(name),
-                    reason: format!("an iso9660 volume has no partition table: no `{key}`"),
+                    reason: format!(
+                        "{} volume has no partition table: no `{key}`",
+                        match volume {
+                            Some("tar") => "a tar",
+                            _ => "an iso9660",
+                        }
+                    ),
                 })
             }
             (false, false) => {

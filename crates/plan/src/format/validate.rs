@@ -16,8 +16,10 @@ impl Format {
         if self.system.0.is_empty() {
             return Err("`system` lists no system".into());
         }
-        if self.volume == Volume::Iso9660 {
-            return self.check_iso();
+        match self.volume {
+            Volume::Iso9660 => return self.check_iso(),
+            Volume::Tar => return self.check_tar(),
+            Volume::Disk => {}
         }
         if !self.container.kind.takes_compress() && self.compress != Compression::None {
             return Err(format!(
@@ -78,6 +80,34 @@ impl Format {
         }
         if self.bootloader.kind != Bootloader::SystemdBoot {
             return Err("an iso9660 volume boots UEFI with systemd-boot".into());
+        }
+        Ok(())
+    }
+
+    /// A tar volume: written as it is (raw, zstd) or xz-compressed; its directories are
+    /// plain relative paths outside the store.
+    fn check_tar(&self) -> Result<(), String> {
+        let kind = self.container.kind.name();
+        if kind != "raw" && kind != "xz" {
+            return Err(format!(
+                "a tar volume is written as it is or xz-compressed, not in a `{kind}` container"
+            ));
+        }
+        let Some(tar) = &self.tar else {
+            return Err("a tar volume needs `[tar]`".into());
+        };
+        for d in &tar.directories {
+            let ok = !d.is_empty()
+                && d.len() <= 255
+                && d.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+                && d.split('/').next() != Some("nix")
+                && d.chars().all(|c| !c.is_control());
+            if !ok {
+                return Err(format!(
+                    "tar directory `{}` is not a relative path of plain names outside /nix",
+                    quote(d)
+                ));
+            }
         }
         Ok(())
     }

@@ -30,6 +30,7 @@ kinds! {
     vmdk::Vmdk,
     ova::Ova,
     vma::Vma,
+    xz::Xz,
 }
 
 pub use kind::{Compression, ContainerType};
