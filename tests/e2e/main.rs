@@ -16,6 +16,7 @@ mod flash;
 mod hostile;
 mod inspect;
 mod iso;
+mod lxc;
 mod oracle;
 mod sizes;
 mod unprivileged;
