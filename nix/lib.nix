@@ -83,6 +83,10 @@ let
       vmware = efi "vmdk" "vmware-image";
       virtualbox = efi "ova" "virtualbox-ova";
       proxmox = efi "vma.zst" "vma";
+      openstack = efi "qcow2" "qcow2-image";
+      kubevirt = efi "qcow2" "qcow2-image";
+      oci = efi "qcow2" "qcow2-image";
+      vagrant-virtualbox = efi "box" "vagrant-box";
     };
 
   # The formats under the names `nixos-rebuild build-image --image-variant` knows them by
@@ -125,6 +129,22 @@ let
     proxmox = {
       format = "proxmox";
       extension = "vma.zst";
+    };
+    openstack = {
+      format = "openstack";
+      extension = "qcow2";
+    };
+    kubevirt = {
+      format = "kubevirt";
+      extension = "qcow2";
+    };
+    oci = {
+      format = "oci";
+      extension = "qcow2";
+    };
+    vagrant-virtualbox = {
+      format = "vagrant-virtualbox";
+      extension = "box";
     };
     sd-card = {
       format = "sd-aarch64";

@@ -36,6 +36,10 @@ let
     vmware = "x86_64-linux";
     virtualbox = "x86_64-linux";
     proxmox = "x86_64-linux";
+    openstack = "x86_64-linux";
+    kubevirt = "x86_64-linux";
+    oci = "x86_64-linux";
+    vagrant-virtualbox = "x86_64-linux";
   };
   formatBase = {
     raw-efi = "raw-efi";
@@ -48,6 +52,10 @@ let
     vmware = "raw-efi";
     virtualbox = "raw-efi";
     proxmox = "raw-efi";
+    openstack = "raw-efi";
+    kubevirt = "raw-efi";
+    oci = "raw-efi";
+    vagrant-virtualbox = "raw-efi";
   };
   base = if cfg.format == null then null else formatBase.${cfg.format};
 
@@ -184,6 +192,9 @@ let
       null;
 in
 {
+  # Platform settings of the formats that are the raw-efi disk for one cloud or hypervisor.
+  imports = [ ./platforms.nix ];
+
   options.imgbuild = {
     format = mkOption {
       type = types.nullOr (
@@ -198,6 +209,10 @@ in
           "vmware"
           "virtualbox"
           "proxmox"
+          "openstack"
+          "kubevirt"
+          "oci"
+          "vagrant-virtualbox"
         ]
       );
       default = null;
@@ -210,7 +225,10 @@ in
         `qemu-efi`, `amazon`, `azure`, `gce`, `hyperv`, `vmware`, `virtualbox` and `proxmox` are that disk in a
         container, and set the
         same (add the cloud's own guest configuration, e.g. nixpkgs'
-        `virtualisation/google-compute-config.nix`, yourself).
+        `virtualisation/google-compute-config.nix`, yourself); `openstack`, `kubevirt`,
+        `oci` and `vagrant-virtualbox` are that disk too and also set their platform's guest
+        settings (cloud-init or the metadata service, SSH, serial console; Vagrant's user),
+        as nixpkgs' modules for those variants do (`platforms.nix`).
         `sd-aarch64`: MBR, FAT `/boot/firmware` (label `FIRMWARE`, noauto), ext4 `/` (label
         `NIXOS_SD`), U-Boot + extlinux, Raspberry Pi firmware.
       '';

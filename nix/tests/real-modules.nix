@@ -50,6 +50,7 @@ let
           consoleLogLevel = opt types.int 4;
           growPartition = opt types.bool false;
           initrd.availableKernelModules = opt (types.listOf types.str) [ ];
+          initrd.kernelModules = opt (types.listOf types.str) [ ];
           bootspec.extensions = opt (types.attrsOf types.anything) { };
           loader = {
             timeout = opt (types.nullOr types.int) 5;
@@ -94,6 +95,16 @@ let
         };
         systemd.services = opt (types.attrsOf freeform) { };
         networking.hostName = opt types.str "nixos";
+        # What platforms.nix sets for the cloud and hypervisor formats.
+        networking.timeServers = opt (types.listOf types.str) [ "0.nixos.pool.ntp.org" ];
+        networking.useNetworkd = opt types.bool false;
+        services.cloud-init.enable = opt types.bool false;
+        services.qemuGuest.enable = opt types.bool false;
+        services.openssh = opt freeform { };
+        virtualisation.virtualbox.guest.enable = opt types.bool false;
+        environment.systemPackages = opt (types.listOf types.anything) [ ];
+        users.users = opt (types.attrsOf freeform) { };
+        security.sudo.wheelNeedsPassword = opt types.bool true;
         # As NixOS declares it: a system string or attrs, elaborated to a platform.
         nixpkgs.hostPlatform = mkOption {
           type = types.either types.str types.attrs;
@@ -177,7 +188,7 @@ let
   imgbuild = ../modules/imgbuild.nix;
   gitops = ../modules/gitops.nix;
   systemOf = f: flakeLib.formats.${f}.system;
-  cfgFor = f: extra: evalWith (systemOf f) [ imgbuild { imgbuild.format = f; } ] ++ extra;
+  cfgFor = f: extra: evalWith (systemOf f) ([ imgbuild { imgbuild.format = f; } ] ++ extra);
   fails = v: !(builtins.tryEval (builtins.deepSeq v v)).success;
   allTrue = builtins.all (a: a.assertion);
 
@@ -233,10 +244,14 @@ let
     "google-compute"
     "hyperv"
     "iso"
+    "kubevirt"
+    "oci"
+    "openstack"
     "proxmox"
     "qemu-efi"
     "raw-efi"
     "sd-card"
+    "vagrant-virtualbox"
     "virtualbox"
     "vmware"
   ];
@@ -340,6 +355,81 @@ let
     ) c.system.build.images;
 
   tests = {
+    # platforms.nix: each cloud or hypervisor format sets its platform's guest settings on
+    # top of the raw-efi disk's (same file systems and boot loader as raw-efi).
+    platformSettings =
+      let
+        c = f: cfgFor f [ ];
+        openstack = c "openstack";
+        kubevirt = c "kubevirt";
+        oci = c "oci";
+        vagrant = c "vagrant-virtualbox";
+        raw = c "raw-efi";
+      in
+      {
+        expr = {
+          sameDisk = map (x: x.fileSystems == raw.fileSystems && x.boot.loader.systemd-boot.enable) [
+            openstack
+            kubevirt
+            oci
+            vagrant
+          ];
+          cloudInit = map (x: x.services.cloud-init.enable) [
+            openstack
+            kubevirt
+            oci
+            raw
+          ];
+          openstackHostName = openstack.networking.hostName;
+          kubevirtAgent = kubevirt.services.qemuGuest.enable;
+          ociParams = builtins.filter (p: lib.hasPrefix "nvme" p) oci.boot.kernelParams;
+          ociNtp = oci.networking.timeServers;
+          ociKeys = oci.systemd.services ? imgbuild-oci-ssh-keys;
+          vagrantGroups = vagrant.users.users.vagrant.extraGroups;
+          vagrantSudo = vagrant.security.sudo.wheelNeedsPassword;
+          vagrantGuest = vagrant.virtualisation.virtualbox.guest.enable;
+          rawUntouched = {
+            users = raw.users.users;
+            ssh = raw.services.openssh;
+            modules = raw.boot.initrd.kernelModules;
+          };
+        };
+        expected = {
+          sameDisk = [
+            true
+            true
+            true
+            true
+          ];
+          cloudInit = [
+            true
+            true
+            false
+            false
+          ];
+          openstackHostName = "";
+          kubevirtAgent = true;
+          ociParams = [
+            "nvme.shutdown_timeout=10"
+            "nvme_core.shutdown_timeout=10"
+          ];
+          ociNtp = [ "169.254.169.254" ];
+          ociKeys = true;
+          vagrantGroups = [
+            "users"
+            "wheel"
+            "vboxsf"
+          ];
+          vagrantSudo = false;
+          vagrantGuest = true;
+          rawUntouched = {
+            users = { };
+            ssh = { };
+            modules = [ ];
+          };
+        };
+      };
+
     # The variant names nixos-rebuild lists; which builder each has and its file path.
     buildImageVariants = {
       expr = {
@@ -367,10 +457,14 @@ let
             google-compute = x86 "gce" "raw.tar.gz" null;
             hyperv = x86 "hyperv" "vhdx" null;
             iso = nixpkgs "x86_64-linux" "iso";
+            kubevirt = x86 "kubevirt" "qcow2" null;
+            oci = x86 "oci" "qcow2" null;
+            openstack = x86 "openstack" "qcow2" null;
             proxmox = x86 "proxmox" "vma.zst" null;
             qemu-efi = x86 "qemu-efi" "qcow2" null;
             raw-efi = x86 "raw-efi" "raw" "none";
             sd-card = nixpkgs "x86_64-linux" "sd-card";
+            vagrant-virtualbox = x86 "vagrant-virtualbox" "box" null;
             virtualbox = x86 "virtualbox" "ova" null;
             vmware = x86 "vmware" "vmdk" null;
           };

@@ -102,8 +102,8 @@ variants=$(nix --extra-experimental-features nix-command eval --json -f nix/test
     fail "nix eval buildImage"
 jq -r 'to_entries[] | "  \(.key)", (.value | to_entries[] | "    \(.key): \(.value)")' <<<"$variants"
 # Every imgbuild format is a variant of one of the two systems, built by imgbuild.
-[ "$(jq '[.[][] | select(startswith("imgbuild "))] | length' <<<"$variants")" = 10 ] ||
-    fail "expected 10 imgbuild variants: $variants"
+[ "$(jq '[.[][] | select(startswith("imgbuild "))] | length' <<<"$variants")" = 14 ] ||
+    fail "expected 14 imgbuild variants: $variants"
 
 # --- 3. the flake and the template through Nix's flake machinery -------------------------
 # nixpkgs is overridden by the stub flake nix/tests/flake.nix (no network); sources are copied

@@ -220,6 +220,81 @@ fn vmware_vmdk_and_virtualbox_ova() {
     qemu_img_identical("vmdk", &vmdk, &raw);
 }
 
+/// The qcow2 clouds are the raw-efi disk in qcow2, each under its platform's name (their
+/// NixOS settings come from the module): the same qcow2 as qemu-efi, byte for byte.
+#[test]
+fn qcow2_clouds_hold_the_raw_efi_disk() {
+    let t = tempfile::tempdir().unwrap();
+    let raw = t.path().join("disk.img");
+    build("raw-efi", &raw, &[]);
+    let q = t.path().join("qemu.qcow2");
+    build("qemu-efi", &q, &[]);
+    for cloud in ["openstack", "kubevirt", "oci"] {
+        let img = t.path().join(format!("{cloud}.qcow2"));
+        let m = build(cloud, &img, &[]);
+        check_manifest(&m, &img, "qcow2");
+        assert_eq!(m["format"], cloud);
+        qemu_img_identical("qcow2", &img, &raw);
+        assert_eq!(sha256(&img), sha256(&q), "{cloud}");
+    }
+}
+
+#[test]
+fn vagrant_box_is_the_ova_package_under_vagrants_names() {
+    let t = tempfile::tempdir().unwrap();
+    let raw = t.path().join("disk.img");
+    build("raw-efi", &raw, &[]);
+    let ova = t.path().join("nixos.ova");
+    build("virtualbox", &ova, &["-j", "2"]);
+    let bx = t.path().join("nixos.box");
+    let m = build("vagrant-virtualbox", &bx, &["-j", "1"]);
+    check_manifest(&m, &bx, "vagrant-box");
+    // GNU tar and libarchive (what Vagrant's `box add` unpacks with) list the same members.
+    let want = "box.ovf\ndisk.vmdk\nbox.mf\nVagrantfile\nmetadata.json\n";
+    assert_eq!(stdout(Command::new("tar").arg("-tf").arg(&bx)), want);
+    assert_eq!(stdout(Command::new("bsdtar").arg("-tf").arg(&bx)), want);
+    let verbose = stdout(
+        Command::new("tar")
+            .args(["--numeric-owner", "-tvf"])
+            .arg(&bx),
+    );
+    for line in verbose.lines() {
+        assert!(line.starts_with("-rw-r--r-- 0/0 "), "{line}");
+    }
+    let x = t.path().join("box");
+    std::fs::create_dir(&x).unwrap();
+    ok(Command::new("tar").arg("-xf").arg(&bx).arg("-C").arg(&x));
+    let xo = t.path().join("ova");
+    std::fs::create_dir(&xo).unwrap();
+    ok(Command::new("tar").arg("-xf").arg(&ova).arg("-C").arg(&xo));
+    // The disk and the descriptor are the OVA's, byte for byte (another -j too).
+    assert_eq!(sha256(&x.join("disk.vmdk")), sha256(&xo.join("disk.vmdk")));
+    assert_eq!(
+        std::fs::read(x.join("box.ovf")).unwrap(),
+        std::fs::read(xo.join("nixos.ovf")).unwrap()
+    );
+    qemu_img_identical("vmdk", &x.join("disk.vmdk"), &raw);
+    let mf = std::fs::read_to_string(x.join("box.mf")).unwrap();
+    assert_eq!(
+        mf,
+        format!(
+            "SHA256(box.ovf)= {}\nSHA256(disk.vmdk)= {}\n",
+            sha256(&x.join("box.ovf")),
+            sha256(&x.join("disk.vmdk"))
+        )
+    );
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(x.join("metadata.json")).unwrap()).unwrap();
+    assert_eq!(meta["provider"], "virtualbox");
+    let vf = std::fs::read_to_string(x.join("Vagrantfile")).unwrap();
+    assert!(vf.starts_with("Vagrant.configure(\"2\")"), "{vf}");
+    reads_as_raw(&bx, &raw, "ova");
+    // Two builds, another thread count: the same bytes.
+    let b2 = t.path().join("again.box");
+    build("vagrant-virtualbox", &b2, &["-j", "2"]);
+    assert_eq!(sha256(&bx), sha256(&b2));
+}
+
 #[test]
 fn gce_is_a_sparse_tar_of_disk_raw_in_gzip() {
     let t = tempfile::tempdir().unwrap();

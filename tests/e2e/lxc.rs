@@ -95,17 +95,6 @@ fn bsd_listing(archive: &Path) -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// The closure's store paths (base names), sorted.
-fn closure_names(root: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(root.join("closure-info/store-paths")).unwrap();
-    let mut v: Vec<String> = text
-        .lines()
-        .map(|l| l.trim_start_matches("/nix/store/").to_string())
-        .collect();
-    v.sort();
-    v
-}
-
 fn same_file(a: &Path, b: &Path) {
     assert!(
         std::fs::read(a).unwrap() == std::fs::read(b).unwrap(),

@@ -53,7 +53,7 @@ pub mod vma;
 pub mod vmdk;
 
 pub use gce::GceTar;
-pub use ova::Ova;
+pub use ova::{Members, Ova};
 pub use qcow2::Qcow2;
 pub use vhd::Vhd;
 pub use vhdx::Vhdx;

@@ -1,6 +1,9 @@
 //! OVA: an OVF 1.0 package in one tar: the descriptor `nixos.ovf`, the stream-optimized
 //! `disk.vmdk`, and the manifest `nixos.mf` (SHA-256 of both), in that order (OVF 1.1 allows
 //! the manifest last, which is what a one-pass writer can do: it needs the disk's hash).
+//! A Vagrant box for VirtualBox is the same package under other names (`box.ovf`, `box.mf`)
+//! with two more members after the manifest, `Vagrantfile` and `metadata.json`
+//! ([`Members::vagrant_virtualbox`]).
 //!
 //! The descriptor names the disk's size, so it is written last, at the front of the file,
 //! into space reserved for it: its length is fixed beforehand with the widest size, and the
@@ -25,11 +28,56 @@ pub const OVF_NAME: &str = "nixos.ovf";
 /// Name of the manifest (SHA-256 of the other members) inside the OVA tar.
 pub const MF_NAME: &str = "nixos.mf";
 
+/// The `Vagrantfile` of a VirtualBox box, as nixpkgs' vagrant-virtualbox image writes it:
+/// the MAC address Vagrant gives the first network card (the one NAT port forwarding uses).
+pub const VAGRANTFILE: &str =
+    "Vagrant.configure(\"2\") do |config|\n  config.vm.base_mac = \"0800275F0936\"\nend\n";
+
+/// A box's `metadata.json`: the provider it is for (Vagrant's box format v1).
+pub const VAGRANT_METADATA: &str = "{\"provider\":\"virtualbox\"}\n";
+
+/// How an OVF package's members are named, and what follows its manifest.
+#[derive(Clone, Debug)]
+pub struct Members {
+    /// The descriptor (`nixos.ovf`; a Vagrant box's `box.ovf`, the name Vagrant imports).
+    pub ovf: &'static str,
+    /// The manifest, named as the descriptor with `.mf` (OVF 1.0, 10.1).
+    pub mf: &'static str,
+    /// Further regular files after the manifest, in this order: name and contents.
+    pub extra: Vec<(&'static str, Vec<u8>)>,
+}
+
+impl Members {
+    /// An OVA: `nixos.ovf`, `disk.vmdk`, `nixos.mf`.
+    pub fn ova() -> Self {
+        Members {
+            ovf: OVF_NAME,
+            mf: MF_NAME,
+            extra: Vec::new(),
+        }
+    }
+
+    /// A Vagrant box for VirtualBox (box format v1, uncompressed tar, which `vagrant box add`
+    /// takes like a `.tar.gz`): `box.ovf`, `disk.vmdk`, `box.mf`, `Vagrantfile`,
+    /// `metadata.json`.
+    pub fn vagrant_virtualbox() -> Self {
+        Members {
+            ovf: "box.ovf",
+            mf: "box.mf",
+            extra: vec![
+                ("Vagrantfile", VAGRANTFILE.as_bytes().to_vec()),
+                ("metadata.json", VAGRANT_METADATA.as_bytes().to_vec()),
+            ],
+        }
+    }
+}
+
 /// Where the OVA's parts go.
 #[derive(Clone, Debug)]
 pub struct Ova {
     params: Params,
     name: String,
+    members: Members,
     /// Bytes reserved for the descriptor (a multiple of 512).
     ovf_len: u64,
 }
@@ -56,6 +104,11 @@ fn tar_header(name: &str, size: u64, mtime: i64) -> [u8; imgbuild_tar::header::B
 impl Ova {
     /// An OVA of a disk of `params.disk_size` bytes for a virtual machine called `name`.
     pub fn new(params: &Params, name: &str) -> Result<Self> {
+        Self::with_members(params, name, Members::ova())
+    }
+
+    /// The same package with the members `members` names (a Vagrant box).
+    pub fn with_members(params: &Params, name: &str, members: Members) -> Result<Self> {
         if !name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
@@ -65,6 +118,7 @@ impl Ova {
         let mut ova = Ova {
             params: params.clone(),
             name: name.to_string(),
+            members,
             ovf_len: 0,
         };
         ova.ovf_len = (ova.descriptor(u64::MAX).len() as u64).next_multiple_of(BLOCK);
@@ -175,7 +229,8 @@ impl Ova {
         debug_assert!(ovf.len() as u64 <= self.ovf_len);
         ovf.resize(usize::try_from(self.ovf_len).unwrap_or(usize::MAX), b'\n');
         let manifest = format!(
-            "SHA256({OVF_NAME})= {}\nSHA256({})= {}\n",
+            "SHA256({})= {}\nSHA256({})= {}\n",
+            self.members.ovf,
             hex(&Sha256::digest(&ovf)),
             crate::vmdk::FILE_NAME,
             hex(vmdk_sha256)
@@ -184,21 +239,28 @@ impl Ova {
         // Pad the VMDK member to a block.
         let pad = at - self.vmdk_offset() - vmdk_len;
         write(at - pad, &vec![0; usize::try_from(pad).unwrap_or(0)])?;
-        write(
-            at,
-            &tar_header(MF_NAME, manifest.len() as u64, self.params.time),
-        )?;
-        at += BLOCK;
-        let mut mf = manifest.into_bytes();
-        mf.resize(
-            usize::try_from((mf.len() as u64).next_multiple_of(BLOCK)).unwrap_or(0),
-            0,
+        let members = std::iter::once((self.members.mf, manifest.into_bytes())).chain(
+            self.members
+                .extra
+                .iter()
+                .map(|(name, bytes)| (*name, bytes.clone())),
         );
-        write(at, &mf)?;
-        at += mf.len() as u64;
+        for (name, mut bytes) in members {
+            write(at, &tar_header(name, bytes.len() as u64, self.params.time))?;
+            at += BLOCK;
+            bytes.resize(
+                usize::try_from((bytes.len() as u64).next_multiple_of(BLOCK)).unwrap_or(0),
+                0,
+            );
+            write(at, &bytes)?;
+            at += bytes.len() as u64;
+        }
         let end = (at + 2 * BLOCK).next_multiple_of(RECORD);
         write(at, &vec![0; usize::try_from(end - at).unwrap_or(0)])?;
-        write(0, &tar_header(OVF_NAME, self.ovf_len, self.params.time))?;
+        write(
+            0,
+            &tar_header(self.members.ovf, self.ovf_len, self.params.time),
+        )?;
         write(BLOCK, &ovf)?;
         write(
             BLOCK + self.ovf_len,

@@ -34,6 +34,19 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../../formats/virtualbox.toml"),
     ),
     ("proxmox", include_str!("../../../../formats/proxmox.toml")),
+    (
+        "openstack",
+        include_str!("../../../../formats/openstack.toml"),
+    ),
+    (
+        "kubevirt",
+        include_str!("../../../../formats/kubevirt.toml"),
+    ),
+    ("oci", include_str!("../../../../formats/oci.toml")),
+    (
+        "vagrant-virtualbox",
+        include_str!("../../../../formats/vagrant-virtualbox.toml"),
+    ),
     ("iso", include_str!("../../../../formats/iso.toml")),
     (
         "iso-installer",

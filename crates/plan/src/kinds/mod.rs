@@ -30,6 +30,7 @@ kinds! {
     vmdk::Vmdk,
     ova::Ova,
     vma::Vma,
+    vagrant::VagrantBox,
     xz::Xz,
 }
 

@@ -27,17 +27,26 @@ impl OutputKind for Ova {
         true
     }
     fn writer<'f>(&self, w: &WriterInput<'_, 'f>) -> Result<Box<dyn ImageWriter + 'f>> {
-        let ova = imgbuild_container::Ova::new(w.params, &machine_name(w.toplevel))?;
-        // The VMDK is written at its place in the package; the rest of it after.
-        let at = hashing_at(w.file, ova.vmdk_offset());
-        let level = w.level.unsigned_abs();
-        let vmdk = imgbuild_container::Vmdk::new(w.map, w.params, at, w.workers, level)?;
-        Ok(Box::new(Writer {
-            vmdk,
-            ova,
-            file: w.file,
-        }))
+        package_writer(w, imgbuild_container::Members::ova())
     }
+}
+
+/// The writer of an OVF package in a tar whose members `members` names (an OVA, a Vagrant
+/// box).
+pub(super) fn package_writer<'f>(
+    w: &WriterInput<'_, 'f>,
+    members: imgbuild_container::Members,
+) -> Result<Box<dyn ImageWriter + 'f>> {
+    let ova = imgbuild_container::Ova::with_members(w.params, &machine_name(w.toplevel), members)?;
+    // The VMDK is written at its place in the package; the rest of it after.
+    let at = hashing_at(w.file, ova.vmdk_offset());
+    let level = w.level.unsigned_abs();
+    let vmdk = imgbuild_container::Vmdk::new(w.map, w.params, at, w.workers, level)?;
+    Ok(Box::new(Writer {
+        vmdk,
+        ova,
+        file: w.file,
+    }))
 }
 
 struct Writer<'f> {
