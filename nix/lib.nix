@@ -59,6 +59,16 @@ let
         inherit extension product;
         compress = "none";
       };
+      tarball = base: {
+        inherit base;
+        system = [
+          "x86_64-linux"
+          "aarch64-linux"
+        ];
+        extension = "tar.xz";
+        compress = "none";
+        product = "system-tarball";
+      };
     in
     {
       raw-efi = {
@@ -87,7 +97,18 @@ let
       kubevirt = efi "qcow2" "qcow2-image";
       oci = efi "qcow2" "qcow2-image";
       vagrant-virtualbox = efi "box" "vagrant-box";
+      # Container tarballs (no disk), for either system: nixpkgs' Hydra product for
+      # make-system-tarball's output is `system-tarball`.
+      lxc = tarball "lxc";
+      lxc-metadata = tarball "lxc-metadata";
+      proxmox-lxc = tarball "proxmox-lxc";
+      incus = tarball "incus";
     };
+
+  # The systems a format makes images for, as a list (a container tarball's `system` is a
+  # list: the toplevel's system picks).
+  systemsOf = f: if isList f.system then f.system else [ f.system ];
+  systemsText = f: concatStringsSep " or " (systemsOf f);
 
   # The formats under the names `nixos-rebuild build-image --image-variant` knows them by
   # (nixpkgs' nixos/modules/image/images.nix), with the file name nixpkgs' own module for that
@@ -150,6 +171,22 @@ let
       format = "sd-aarch64";
       extension = "img.zst";
       directory = "sd-image";
+    };
+    # lxc-container.nix, lxc-image-metadata.nix, proxmox-lxc.nix: `tarball/<fileName>`.
+    lxc = {
+      format = "lxc";
+      extension = "tar.xz";
+      directory = "tarball";
+    };
+    lxc-metadata = {
+      format = "lxc-metadata";
+      extension = "tar.xz";
+      directory = "tarball";
+    };
+    proxmox-lxc = {
+      format = "proxmox-lxc";
+      extension = "tar.xz";
+      directory = "tarball";
     };
   };
 
@@ -315,8 +352,8 @@ let
       check =
         if !(validName name) then
           throw "imgbuild.mkImage: `${toString name}` is not a usable image name (letters, digits, `_`, `.`, `-`)"
-        else if target != f.system then
-          throw "imgbuild.mkImage: ${name}: format ${format} makes ${f.system} images, but the configuration is for ${target}"
+        else if !(elem target (systemsOf f)) then
+          throw "imgbuild.mkImage: ${name}: format ${format} makes ${systemsText f} images, but the configuration is for ${target}"
         else if configured != null && configured != format then
           throw "imgbuild.mkImage: ${name}: the configuration has imgbuild.format = \"${configured}\" but the image format is ${format}: the booted system would not match its disk"
         else if filePath != null && !(validFilePath filePath) then
@@ -404,7 +441,7 @@ let
           what = if isAttrs n && n ? name then "node `${toString n.name}`" else "a node";
           extra = filter (k: !(elem k nodeKeys)) (if isAttrs n then attrNames n else [ ]);
           f = formatInfo n.format;
-          system = n.system or f.system;
+          system = n.system or (builtins.head (systemsOf f));
         in
         if !(isAttrs n) then
           throw "imgbuild.mkNodes: every node is an attribute set { name; format; system?; modules?; image?; }"
@@ -416,8 +453,8 @@ let
           throw "imgbuild.mkNodes: ${what}: unknown attribute(s) ${concatStringsSep ", " extra} (allowed: ${concatStringsSep ", " nodeKeys})"
         else if !(n ? format) then
           throw "imgbuild.mkNodes: ${what} has no `format` (one of ${concatStringsSep ", " (attrNames formats)})"
-        else if system != f.system then
-          throw "imgbuild.mkNodes: ${what}: format ${n.format} makes ${f.system} images, not ${system}"
+        else if !(elem system (systemsOf f)) then
+          throw "imgbuild.mkNodes: ${what}: format ${n.format} makes ${systemsText f} images, not ${system}"
         else if !(isList (n.modules or [ ])) then
           throw "imgbuild.mkNodes: ${what}: `modules` must be a list"
         else
@@ -535,6 +572,7 @@ in
 {
   inherit
     formats
+    systemsOf
     imageVariants
     imageFileName
     imgbuildArgs

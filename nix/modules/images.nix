@@ -92,7 +92,7 @@ in
   config.image.modules = lib.mkMerge (
     lib.mapAttrsToList (
       name: v:
-      mkIf (pkgs.stdenv.hostPlatform.system == imgbuildLib.formats.${v.format}.system) {
+      mkIf (builtins.elem pkgs.stdenv.hostPlatform.system (imgbuildLib.systemsOf imgbuildLib.formats.${v.format})) {
         ${name} = mkForce (variantModule name v);
       }
     ) imgbuildLib.imageVariants

@@ -40,7 +40,22 @@ let
     kubevirt = "x86_64-linux";
     oci = "x86_64-linux";
     vagrant-virtualbox = "x86_64-linux";
+    # The container tarballs are for either system (the toplevel's picks).
+    lxc = containerSystems;
+    lxc-metadata = containerSystems;
+    proxmox-lxc = containerSystems;
+    incus = containerSystems;
   };
+  systemsOf =
+    format:
+    let
+      s = formatSystem.${format};
+    in
+    if builtins.isList s then s else [ s ];
+  containerSystems = [
+    "x86_64-linux"
+    "aarch64-linux"
+  ];
   formatBase = {
     raw-efi = "raw-efi";
     sd-aarch64 = "sd-aarch64";
@@ -56,6 +71,11 @@ let
     kubevirt = "raw-efi";
     oci = "raw-efi";
     vagrant-virtualbox = "raw-efi";
+    # No disk: containers.nix configures them.
+    lxc = "lxc";
+    lxc-metadata = "lxc-metadata";
+    proxmox-lxc = "proxmox-lxc";
+    incus = "incus";
   };
   base = if cfg.format == null then null else formatBase.${cfg.format};
 
@@ -193,7 +213,10 @@ let
 in
 {
   # Platform settings of the formats that are the raw-efi disk for one cloud or hypervisor.
-  imports = [ ./platforms.nix ];
+  imports = [
+    ./platforms.nix
+    ./containers.nix
+  ];
 
   options.imgbuild = {
     format = mkOption {
@@ -213,6 +236,10 @@ in
           "kubevirt"
           "oci"
           "vagrant-virtualbox"
+          "lxc"
+          "lxc-metadata"
+          "proxmox-lxc"
+          "incus"
         ]
       );
       default = null;
@@ -231,6 +258,9 @@ in
         as nixpkgs' modules for those variants do (`platforms.nix`).
         `sd-aarch64`: MBR, FAT `/boot/firmware` (label `FIRMWARE`, noauto), ext4 `/` (label
         `NIXOS_SD`), U-Boot + extlinux, Raspberry Pi firmware.
+        `lxc`, `lxc-metadata`, `proxmox-lxc`, `incus`: a container (x86_64 or aarch64):
+        `boot.isContainer`, no boot loader or file systems, nixpkgs' settings for LXC or
+        Proxmox (`containers.nix`).
       '';
     };
 
@@ -330,8 +360,8 @@ in
 
       assertions = [
         {
-          assertion = pkgs.stdenv.hostPlatform.system == formatSystem.${cfg.format};
-          message = "imgbuild.format = \"${cfg.format}\" makes ${formatSystem.${cfg.format}} images, but this system is ${pkgs.stdenv.hostPlatform.system}.";
+          assertion = builtins.elem pkgs.stdenv.hostPlatform.system (systemsOf cfg.format);
+          message = "imgbuild.format = \"${cfg.format}\" makes ${builtins.concatStringsSep " or " (systemsOf cfg.format)} images, but this system is ${pkgs.stdenv.hostPlatform.system}.";
         }
       ];
     })

@@ -94,6 +94,7 @@ let
   # --- the modules, with the stub module evaluator ---
   imgbuildModule = ../modules/imgbuild.nix;
   gitopsModule = ../modules/gitops.nix;
+  byName = builtins.sort (a: b: a.n < b.n);
   evalImg =
     system: settings:
     stubs.evalModule {
@@ -153,16 +154,69 @@ let
   };
 
   tests = {
+    # Both by name: file names sort `lxc-metadata.toml` before `lxc.toml`, attribute names
+    # `lxc` before `lxc-metadata`.
     formatsMatchTomlFiles = {
-      expr = map (n: {
+      expr = byName (map (n: {
         inherit n;
         inherit ((toml n)) system extension compress base;
-      }) tomlNames;
-      expected = map (n: {
+      }) tomlNames);
+      expected = byName (map (n: {
         inherit n;
         inherit (lib.formats.${n}) system extension compress base;
-      }) (attrNames lib.formats);
+      }) (attrNames lib.formats));
     };
+
+    # containers.nix: a container system, with the marker and metadata imgbuild reads.
+    containerFormatsAreContainers =
+      let
+        ev =
+          system: format:
+          (stubs.evalModule {
+            module = ../modules/containers.nix;
+            inherit system;
+            settings.imgbuild.format = format;
+          }).defs;
+        lxc = ev "x86_64-linux" "lxc";
+        pve = ev "aarch64-linux" "proxmox-lxc";
+      in
+      {
+        expr = {
+          lxc = {
+            inherit (lxc.boot) isContainer;
+            marker = lxc.boot.bootspec.extensions."org.imgbuild.v1".container;
+            init = lxc.system.activationScripts ? installInitScript;
+            sshOnDemand = lxc.services.openssh.startWhenNeeded;
+          };
+          pve = {
+            inherit (pve.boot) isContainer;
+            initScript = pve.boot.loader.initScript.enable;
+            networkd = pve.networking.useNetworkd;
+            marker = pve.boot.bootspec.extensions."org.imgbuild.v1".container.isContainer;
+          };
+          raw = (ev "x86_64-linux" "raw-efi") == { };
+        };
+        expected = {
+          lxc = {
+            isContainer = true;
+            marker = {
+              isContainer = true;
+              description = "NixOS   x86_64-linux";
+              os = "nixos";
+              release = "";
+            };
+            init = true;
+            sshOnDemand = true;
+          };
+          pve = {
+            isContainer = true;
+            initScript = true;
+            networkd = true;
+            marker = true;
+          };
+          raw = true;
+        };
+      };
 
     # A container format holds its base format's disk: the module sets the same system.
     containerFormatsConfigureTheirBase = {
@@ -1116,9 +1170,12 @@ let
           "google-compute"
           "hyperv"
           "kubevirt"
+          "lxc"
+          "lxc-metadata"
           "oci"
           "openstack"
           "proxmox"
+          "proxmox-lxc"
           "qemu-efi"
           "raw-efi"
           "sd-card"
@@ -1126,7 +1183,8 @@ let
           "virtualbox"
           "vmware"
         ];
-        formats = attrNames lib.formats;
+        # Every format but incus (nixpkgs has no variant of Incus' unified image).
+        formats = filter (f: f != "incus") (attrNames lib.formats);
         containers = [ ];
       };
     };
@@ -1157,16 +1215,24 @@ let
             "google-compute"
             "hyperv"
             "kubevirt"
+            "lxc"
+            "lxc-metadata"
             "oci"
             "openstack"
             "proxmox"
+            "proxmox-lxc"
             "qemu-efi"
             "raw-efi"
             "vagrant-virtualbox"
             "virtualbox"
             "vmware"
           ];
-          aarch64 = [ "sd-card" ];
+          aarch64 = [
+            "lxc"
+            "lxc-metadata"
+            "proxmox-lxc"
+            "sd-card"
+          ];
           imports = [ imgbuildModule ];
           package = "imgbuild";
         };

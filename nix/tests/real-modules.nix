@@ -102,6 +102,15 @@ let
         services.qemuGuest.enable = opt types.bool false;
         services.openssh = opt freeform { };
         virtualisation.virtualbox.guest.enable = opt types.bool false;
+        # What containers.nix sets for the container formats.
+        boot.isContainer = opt types.bool false;
+        boot.loader.initScript.enable = opt types.bool false;
+        system.activationScripts = opt (types.attrsOf types.anything) { };
+        systemd.packages = opt (types.listOf types.anything) [ ];
+        systemd.mounts = opt (types.listOf types.anything) [ ];
+        console.enable = opt types.bool true;
+        networking.useDHCP = opt types.bool true;
+        networking.useHostResolvConf = opt types.bool true;
         environment.systemPackages = opt (types.listOf types.anything) [ ];
         users.users = opt (types.attrsOf freeform) { };
         security.sudo.wheelNeedsPassword = opt types.bool true;
@@ -187,7 +196,8 @@ let
 
   imgbuild = ../modules/imgbuild.nix;
   gitops = ../modules/gitops.nix;
-  systemOf = f: flakeLib.formats.${f}.system;
+  # A format for several systems (the container tarballs) is evaluated for the first.
+  systemOf = f: builtins.head (flakeLib.systemsOf flakeLib.formats.${f});
   cfgFor = f: extra: evalWith (systemOf f) ([ imgbuild { imgbuild.format = f; } ] ++ extra);
   fails = v: !(builtins.tryEval (builtins.deepSeq v v)).success;
   allTrue = builtins.all (a: a.assertion);
@@ -245,9 +255,12 @@ let
     "hyperv"
     "iso"
     "kubevirt"
+    "lxc"
+    "lxc-metadata"
     "oci"
     "openstack"
     "proxmox"
+    "proxmox-lxc"
     "qemu-efi"
     "raw-efi"
     "sd-card"
@@ -445,6 +458,16 @@ let
             out = "${ph}/${filePath}";
           };
           x86 = imgbuild "x86_64-linux";
+          # The container tarballs, for either system, under nixpkgs' `tarball/`.
+          tarballs =
+            system:
+            lib.genAttrs [ "lxc" "lxc-metadata" "proxmox-lxc" ] (format: rec {
+              builtBy = "imgbuild";
+              inherit format;
+              compress = "none";
+              filePath = "tarball/nixos-image-${label}-${system}.tar.xz";
+              out = "${ph}/${filePath}";
+            });
           nixpkgs = system: name: {
             builtBy = "nixpkgs-vm-${name}";
             filePath = "nixos-image-${label}-${system}.nixpkgs-${name}";
@@ -467,8 +490,9 @@ let
             vagrant-virtualbox = x86 "vagrant-virtualbox" "box" null;
             virtualbox = x86 "virtualbox" "ova" null;
             vmware = x86 "vmware" "vmdk" null;
-          };
-          pi = lib.genAttrs nixpkgsVariants (nixpkgs "aarch64-linux") // {
+          }
+          // tarballs "x86_64-linux";
+          pi = lib.genAttrs nixpkgsVariants (nixpkgs "aarch64-linux") // tarballs "aarch64-linux" // {
             sd-card = rec {
               builtBy = "imgbuild";
               format = "sd-aarch64";
@@ -684,7 +708,8 @@ let
         in
         {
           inherit f;
-          root = c.fileSystems."/".device;
+          root = c.fileSystems."/".device or null;
+          container = c.boot.isContainer;
           loader =
             if c.boot.loader.systemd-boot.enable then
               "systemd-boot"
@@ -700,11 +725,25 @@ let
         f:
         let
           pi = flakeLib.formats.${f}.base == "sd-aarch64";
+          # containers.nix: no file systems, no boot loader.
+          container = flakeLib.formats.${f}.extension == "tar.xz";
         in
         {
-          inherit f;
-          root = if pi then "/dev/disk/by-label/NIXOS_SD" else "/dev/disk/by-label/nixos";
-          loader = if pi then "extlinux" else "systemd-boot";
+          inherit f container;
+          root =
+            if container then
+              null
+            else if pi then
+              "/dev/disk/by-label/NIXOS_SD"
+            else
+              "/dev/disk/by-label/nixos";
+          loader =
+            if container then
+              "none"
+            else if pi then
+              "extlinux"
+            else
+              "systemd-boot";
           grub = false;
           ok = true;
         }

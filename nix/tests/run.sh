@@ -102,8 +102,9 @@ variants=$(nix --extra-experimental-features nix-command eval --json -f nix/test
     fail "nix eval buildImage"
 jq -r 'to_entries[] | "  \(.key)", (.value | to_entries[] | "    \(.key): \(.value)")' <<<"$variants"
 # Every imgbuild format is a variant of one of the two systems, built by imgbuild.
-[ "$(jq '[.[][] | select(startswith("imgbuild "))] | length' <<<"$variants")" = 14 ] ||
-    fail "expected 14 imgbuild variants: $variants"
+# 14 disk variants + lxc, lxc-metadata, proxmox-lxc on each of the two systems.
+[ "$(jq '[.[][] | select(startswith("imgbuild "))] | length' <<<"$variants")" = 20 ] ||
+    fail "expected 20 imgbuild variants: $variants"
 
 # --- 3. the flake and the template through Nix's flake machinery -------------------------
 # nixpkgs is overridden by the stub flake nix/tests/flake.nix (no network); sources are copied
