@@ -156,6 +156,12 @@ fn iso_x86_64_judged_by_xorriso_isoinfo_7zz_unsquashfs_sgdisk_fsck() {
     assert!(info.contains(&format!("Volume id: {VOLUME_ID}")), "{info}");
     assert!(info.contains("Rock Ridge signatures"), "{info}");
     assert!(info.contains("El Torito VD version 1 found"), "{info}");
+    // The volume is the whole image (the backup GPT in room at its end, as xorriso's).
+    let len = std::fs::metadata(&iso).unwrap().len();
+    assert!(
+        info.contains(&format!("Volume size is: {}\n", len / 2048)),
+        "{info}"
+    );
 
     let l = stdout(Command::new("7zz").arg("l").arg(&iso));
     for f in [
@@ -170,6 +176,7 @@ fn iso_x86_64_judged_by_xorriso_isoinfo_7zz_unsquashfs_sgdisk_fsck() {
     ] {
         assert!(l.contains(f), "7zz does not list {f}:\n{l}");
     }
+    assert!(!l.contains("Warning"), "{l}");
 
     // The tree, extracted by xorriso, against the closure.
     let x = dir.path().join("x");

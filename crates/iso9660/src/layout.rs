@@ -463,6 +463,20 @@ impl Plan {
         out
     }
 
+    /// Grows the volume so that at least `tail` bytes follow its last file, then up to a
+    /// multiple of `align` bytes (a multiple of [`BLOCK`]; 0 for none): room the volume
+    /// covers (its primary volume descriptor counts it) and the caller fills, e.g. an
+    /// isohybrid image's backup GPT, as xorriso pads its volumes. The room is free space in
+    /// the map.
+    pub fn reserve_tail(&mut self, tail: u64, align: u64) -> Result<()> {
+        let mut end = u64::from(self.blocks) * BLOCK + tail.next_multiple_of(BLOCK);
+        if align > 0 {
+            end = end.next_multiple_of(align.next_multiple_of(BLOCK));
+        }
+        self.blocks = lba(end / BLOCK)?;
+        Ok(())
+    }
+
     /// Blocks of the volume.
     pub fn blocks(&self) -> u32 {
         self.blocks

@@ -1067,3 +1067,28 @@ fn supplied_map_equals_the_host_file() {
     let e = missing.expect_err("a map for no file is refused");
     assert!(e.to_string().contains("boot/nothing.img"), "{e}");
 }
+
+/// Room reserved at the volume's end: counted by the volume descriptor (isoinfo), free in
+/// the map, the volume a whole number of `align` bytes.
+#[test]
+fn reserved_tail_is_part_of_the_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = Tree::new(Meta::new(0o755, 0, 0, T0));
+    add_boot_files(&mut t, dir.path());
+    let mut p = plan(&t, &options()).unwrap();
+    let before = p.bytes();
+    p.reserve_tail(16_896, 1 << 20).unwrap();
+    assert!(p.bytes() >= before + 16_896, "{} {before}", p.bytes());
+    assert_eq!(p.bytes() % (1 << 20), 0);
+    let map = p.map(&t, &[]).unwrap();
+    assert_eq!(map.len(), p.bytes());
+    let last = map.extents().last().unwrap();
+    assert!(last.is_free() && last.offset <= before, "{last:?}");
+    let iso = dir.path().join("t.iso");
+    write(&p, &t, &iso, 1);
+    let info = run(Command::new("isoinfo").args(["-d", "-i"]).arg(&iso));
+    assert!(
+        info.contains(&format!("Volume size is: {}\n", p.bytes() / 2048)),
+        "{info}"
+    );
+}

@@ -92,7 +92,8 @@ fn is_off(d: &crate::DedupReport) -> bool {
 pub struct IsoManifest {
     /// The volume identifier (`iso.volumeID`; the kernel command line's `root=LABEL=`).
     pub volume_id: String,
-    /// Bytes of the ISO 9660 volume (the image is this, then the backup GPT, padded to MiB).
+    /// Bytes of the ISO 9660 volume: the whole image (the hybrid's backup GPT lies in room at
+    /// its end, as in xorriso's images).
     pub volume_size: u64,
     /// Bytes of `/nix-store.squashfs`, the closure's squashfs store image.
     pub store_image_size: u64,

@@ -12,6 +12,15 @@ pub(super) struct Closure {
     pub(super) paths: usize,
 }
 
+impl Closure {
+    /// Its directory's name, for output directories and log names.
+    pub(super) fn name(&self) -> String {
+        self.dir
+            .file_name()
+            .map_or("x".into(), |n| n.to_string_lossy().into_owned())
+    }
+}
+
 pub(super) fn fixture_closure(arch: Arch) -> Result<Closure> {
     let dir = fixture::default_dir(arch);
     let info = fixture::ensure_built(arch, &dir)?;

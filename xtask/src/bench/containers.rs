@@ -58,10 +58,7 @@ pub(super) fn bench_containers(rep: &mut Report, env: &Env) -> Result<()> {
         closures.push(synth_closure(env, Arch::X86_64, 1.0)?);
     }
     for c in &closures {
-        let name = c
-            .dir
-            .file_name()
-            .map_or("x".into(), |n| n.to_string_lossy().into_owned());
+        let name = c.name();
         rep.line(&format!("### {}\n", c.desc));
         for case in &CASES {
             let out = env.out(&format!("containers-{}-{name}", case.format))?;
@@ -91,11 +88,7 @@ pub(super) fn bench_containers(rep: &mut Report, env: &Env) -> Result<()> {
                 1.2,
                 "1.2",
             ));
-            rep.line(&format!(
-                "- peak RSS: imgbuild {:.0} MiB, peer {:.0} MiB\n",
-                st[0].rss_mib(),
-                st[1].rss_mib()
-            ));
+            rep.rss(&st[0], "peer", &st[1]);
             for p in jobs.iter().flat_map(|j| j.clean.iter()) {
                 remove_any(p)?;
             }

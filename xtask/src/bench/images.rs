@@ -106,11 +106,7 @@ pub(super) fn bench_images(rep: &mut Report, env: &Env) -> Result<()> {
                 "- time vs shell pipeline: **{r:.2}** (+sync: {rd:.2}; no goal set for sd-aarch64)"
             ));
         }
-        rep.line(&format!(
-            "- peak RSS: imgbuild {:.0} MiB, shell pipeline {:.0} MiB\n",
-            st[0].rss_mib(),
-            st[1].rss_mib()
-        ));
+        rep.rss(&st[0], "shell pipeline", &st[1]);
         for p in jobs.iter().flat_map(|j| j.clean.iter()) {
             remove_any(p)?;
         }

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [ext4|zstd|images|scaling|pipeline|containers|sizes|all] [--runs N] [--quick]`: imgbuild against
+//! `cargo xtask bench [ext4|zstd|images|scaling|pipeline|containers|sizes|iso|all] [--runs N] [--quick]`: imgbuild against
 //! the conventional tools, one report (stdout and `target/bench/report.md`).
 //!
 //! - `ext4`: `imgbuild ext4` vs `mke2fs -t ext4 -d` (same size) vs `cp -a` (same disk), on the
@@ -16,6 +16,10 @@
 //! - `containers`: qemu-efi, amazon, hyperv, vmware and gce written from the plan vs `imgbuild raw-efi` plus
 //!   `qemu-img convert` (or `tar --format=oldgnu -Sczf`), on the x86_64 fixture and a 1 GiB
 //!   synthetic closure.
+//! - `iso`: `imgbuild iso` vs `mksquashfs` + `xorriso -as mkisofs` with nixpkgs' options on
+//!   the x86_64 fixture and a 1 GiB synthetic closure (hard-linked copies with the ISO
+//!   settings in boot.json); the store image alone (`iso --dry-run`) vs `mksquashfs`; sizes
+//!   and their ratios.
 //! - `sizes`: `inspect --sizes` and `diff` on images of 1 GiB and 0.5 GiB synthetic closures,
 //!   vs a plain `inspect` and (as root) loop mount + `du`.
 //!
@@ -45,6 +49,7 @@ mod containers;
 mod ext4;
 mod gen;
 mod images;
+mod iso;
 mod measure;
 mod pipeline;
 mod report;
@@ -80,6 +85,7 @@ pub enum Section {
     Pipeline,
     Containers,
     Sizes,
+    Iso,
     All,
 }
 
@@ -161,6 +167,9 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
     }
     if all || args.section == Section::Sizes {
         section(&mut rep, "sizes", |r| sizes::bench_sizes(r, &env))?;
+    }
+    if all || args.section == Section::Iso {
+        section(&mut rep, "iso", |r| iso::bench_iso(r, &env))?;
     }
     if all || args.section == Section::Containers {
         section(&mut rep, "containers", |r| {

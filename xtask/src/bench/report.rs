@@ -18,6 +18,15 @@ impl Report {
         self.table(&STATS_HEADERS, &rows);
     }
 
+    /// `- peak RSS: imgbuild X MiB, PEER Y MiB` and a blank line.
+    pub(super) fn rss(&mut self, ours: &super::Stats, peer: &str, theirs: &super::Stats) {
+        self.line(&format!(
+            "- peak RSS: imgbuild {:.0} MiB, {peer} {:.0} MiB\n",
+            ours.rss_mib(),
+            theirs.rss_mib()
+        ));
+    }
+
     pub(super) fn line(&mut self, s: &str) {
         self.text.push_str(s);
         self.text.push('\n');

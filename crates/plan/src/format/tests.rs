@@ -279,3 +279,40 @@ fn tar_formats_take_their_keys_and_no_disk_keys() {
         .to_string();
     assert!(e.contains("`tar` belongs to tar formats only"), "{e}");
 }
+
+#[test]
+fn iso_formats_have_no_partition_keys_and_take_a_list_of_systems() {
+    let iso = Format::load("iso").unwrap();
+    assert_eq!(iso.volume, Volume::Iso9660);
+    assert!(iso.partitions.is_empty());
+    assert!(iso.system.contains("x86_64-linux") && iso.system.contains("aarch64-linux"));
+    assert!(!iso.system.contains("riscv64-linux"));
+    assert_eq!(iso.system.to_string(), "x86_64-linux or aarch64-linux");
+    assert_eq!(
+        serde_json::to_value(&iso.system).unwrap(),
+        serde_json::json!(["x86_64-linux", "aarch64-linux"])
+    );
+    let raw = Format::load("raw-efi").unwrap();
+    assert_eq!(raw.volume, Volume::Disk);
+    assert_eq!(serde_json::to_value(&raw.system).unwrap(), "x86_64-linux");
+    let installer = Format::load("iso-installer").unwrap();
+    assert_eq!(installer.volume, Volume::Iso9660);
+    assert_eq!(installer.extension, "iso");
+
+    // An ISO with a disk's keys, a disk without them, an ISO in a container, no systems.
+    let with = |extra: &str| Format::parse("x", &format!("base = \"iso\"\n{extra}"));
+    for (extra, want) in [
+        ("[table]\ntype = \"gpt\"\nalign = \"1MiB\"\n", "no `table`"),
+        ("[root]\ndatabase = true\n", "no `root`"),
+        ("[container]\ntype = \"qcow2\"\n", "written raw"),
+        ("system = []\n", "lists no system"),
+    ] {
+        let e = with(extra).unwrap_err().to_string();
+        assert!(e.contains(want), "{extra}: {e}");
+    }
+    let no_table = BUILTIN[0]
+        .1
+        .replace("[table]\ntype = \"gpt\"\nalign = \"1MiB\"\n", "");
+    let e = Format::parse("x", &no_table).unwrap_err().to_string();
+    assert!(e.contains("missing field `table`"), "{e}");
+}

@@ -10,8 +10,9 @@
 //!   second) is refused by `sgdisk` and is left out.
 //! - Sectors 1 to 33: the primary GPT, one partition: the EFI image, typed as an ESP, so a
 //!   UEFI firmware reading the stick as a disk finds systemd-boot there.
-//! - After the volume: the backup GPT, the image padded to a whole MiB (xorriso's cylinder
-//!   alignment, 64 heads of 32 sectors).
+//! - At the volume's end: the backup GPT, in room the volume reserves for it
+//!   ([`TAIL`], the volume padded to a whole MiB: xorriso's cylinder alignment, 64 heads of
+//!   32 sectors), so the volume's size is the image's, as xorriso's are.
 //!
 //! aarch64 ISOs have no BIOS image and no MBR code (the sector's code bytes are zero); their
 //! tables are the same.
@@ -24,7 +25,10 @@ use crate::Result;
 /// 512-byte sectors.
 const SECTOR: u64 = 512;
 /// The image is padded to a whole number of these (xorriso's cylinder alignment).
-const ALIGN: u64 = 1 << 20;
+pub(crate) const ALIGN: u64 = 1 << 20;
+/// Bytes the backup GPT needs at the image's end (its entries and header).
+pub(crate) const TAIL: u64 = GPT_TAIL_SECTORS * SECTOR;
+const GPT_TAIL_SECTORS: u64 = partition::gpt_overhead_sectors().1;
 /// The ESP type GUID.
 const ESP_TYPE: uuid::Uuid = uuid::uuid!("C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
 /// The geometry `isohybrid` and xorriso give the MBR's CHS fields.
@@ -33,7 +37,8 @@ const SECTORS_PER_TRACK: u64 = 32;
 
 /// What the hybrid tables are made from.
 pub(crate) struct Input<'a> {
-    /// Bytes of the ISO 9660 volume.
+    /// Bytes of the ISO 9660 volume, the whole image: its end reserved for the backup GPT
+    /// (`iso9660::Plan::reserve_tail` with [`TAIL`] and [`ALIGN`]).
     pub volume_bytes: u64,
     /// The EFI image's extent in the volume.
     pub efi: Extent,
@@ -53,7 +58,7 @@ pub(crate) struct Input<'a> {
 pub(crate) struct Hybrid {
     /// The volume's system area: MBR and primary GPT (at most 32 KiB).
     pub system_area: Vec<u8>,
-    /// The backup GPT, at offsets past the volume.
+    /// The backup GPT, at the end of the volume (room it reserved).
     pub tail: Vec<partition::Write>,
     /// Bytes of the whole image.
     pub image_size: u64,
@@ -64,8 +69,7 @@ pub(crate) struct Hybrid {
 impl Hybrid {
     /// The MBR and both GPTs for `i`.
     pub(crate) fn new(i: &Input) -> Result<Hybrid> {
-        let (_, tail_sectors) = partition::gpt_overhead_sectors();
-        let image_size = (i.volume_bytes + tail_sectors * SECTOR).next_multiple_of(ALIGN);
+        let image_size = i.volume_bytes;
         let efi_first = u64::from(i.efi.lba) * (BLOCK / SECTOR);
         let efi_sectors = i.efi.bytes.div_ceil(SECTOR);
         let writes = partition::encode_gpt(&partition::GptLayout {

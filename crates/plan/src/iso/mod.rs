@@ -11,8 +11,8 @@
 //! 4. the volume's tree ([`tree`]) planned by `iso9660` with El Torito entries for isolinux
 //!    (x86_64) and the EFI image;
 //! 5. the image's map: the volume with the FAT map placed at `/boot/efi.img`'s extent, the
-//!    isohybrid MBR and the primary GPT in its system area, the backup GPT after it
-//!    ([`hybrid`]);
+//!    isohybrid MBR and the primary GPT in its system area, the backup GPT in room reserved
+//!    at its end ([`hybrid`]);
 //! 6. the output, as a disk's: the raw output kind (optionally zstd), SHA-256, bmap,
 //!    manifest (with its `iso` part); the store image file is removed after.
 
@@ -180,7 +180,9 @@ fn plan(s: &Stages, cx: &Context, store_path: &Path) -> Result<Planned> {
         let efi_map = efi.map(&esp).map_err(fat_err)?;
         let t = tree::build(cx, s.inputs, &settings, &store, efi.fs_bytes(), &choice)?;
         let opts = volume_options(cx, &settings, s.inputs);
-        let vol = iso9660::plan(&t, &opts).map_err(Error::from)?;
+        let mut vol = iso9660::plan(&t, &opts).map_err(Error::from)?;
+        vol.reserve_tail(hybrid::TAIL, hybrid::ALIGN)
+            .map_err(Error::from)?;
         s.reporter.phase("mapping", 0);
         let (map, disk_id) = image_map(cx, &settings, &t, &vol, efi_map)?;
         let layout = Layout {
@@ -227,7 +229,8 @@ fn volume_options(cx: &Context, settings: &Settings, inputs: &Inputs) -> iso9660
 }
 
 /// The whole image: the volume (its system area the hybrid MBR and primary GPT, the FAT map
-/// at the EFI image's extent), then the backup GPT. Returns the map and the GPT disk GUID.
+/// at the EFI image's extent, the backup GPT in the room at its end). Returns the map and
+/// the GPT disk GUID.
 fn image_map(
     cx: &Context,
     settings: &Settings,
