@@ -9,6 +9,10 @@
 # (imgbuild.registerNixPaths, imgbuild.nix). Settings are defaults where nixpkgs' are. Not
 # taken from nixpkgs: lxc-instance-common.nix's empty root password (a configuration that
 # keeps rebuilding itself should not get one silently) and its channel/minimal profiles.
+# KNOWN GAP: NixOS writes no boot.json for a boot.isContainer toplevel (top-level.nix runs the
+# bootspec writer only when !isContainer), so the extension below does not reach the toplevel
+# yet; imgbuild must first accept a kernel-less toplevel and read the marker from a file of
+# its own (see README, "Container tarballs").
 {
   config,
   lib,
