@@ -47,10 +47,12 @@ let
     ;
 
   # The built-in formats as far as Nix needs to know them. Mirrors formats/*.toml (`system`,
-  # `extension`, `compress`, `base`); nix/tests/eval.nix checks that they agree. `base` is
-  # the format whose disk a container format holds (the NixOS configuration is that
-  # format's). `product` is the Hydra build-product type nixpkgs uses for the same kind of
-  # image.
+  # `extension`, `compress`, `base`); nix/tests/eval.nix checks that they agree. `system` is
+  # one system, or the list of systems the format makes images for (the toplevel's system
+  # picks). `base` is the format whose disk a container format holds (the NixOS configuration
+  # is that format's), or whose medium a format shares (iso-installer: the iso volume with the
+  # installer's system). `product` is the Hydra build-product type nixpkgs uses for the same
+  # kind of image.
   formats =
     let
       efi = extension: product: {
@@ -59,16 +61,18 @@ let
         inherit extension product;
         compress = "none";
       };
-      tarball = base: {
-        inherit base;
+      # Live media: one layout for both systems; the NixOS module makes the difference.
+      live = base: extension: product: {
+        inherit base extension product;
         system = [
           "x86_64-linux"
           "aarch64-linux"
         ];
-        extension = "tar.xz";
         compress = "none";
-        product = "system-tarball";
       };
+      # Container tarballs (no disk), for either system: nixpkgs' Hydra product for
+      # make-system-tarball's output is `system-tarball`.
+      tarball = base: live base "tar.xz" "system-tarball";
     in
     {
       raw-efi = {
@@ -97,16 +101,51 @@ let
       kubevirt = efi "qcow2" "qcow2-image";
       oci = efi "qcow2" "qcow2-image";
       vagrant-virtualbox = efi "box" "vagrant-box";
-      # Container tarballs (no disk), for either system: nixpkgs' Hydra product for
-      # make-system-tarball's output is `system-tarball`.
+      # PC BIOS, GRUB: the MBR disk, as a file (raw, Hetzner Cloud) or a gzip'd qcow2
+      # (DigitalOcean's custom images); the GPT hybrid (BIOS boot partition + ESP) in qcow2.
+      raw = {
+        base = "raw";
+        system = "x86_64-linux";
+        extension = "img";
+        compress = "none";
+        product = "raw-image";
+      };
+      hetzner = {
+        base = "raw";
+        system = "x86_64-linux";
+        extension = "img";
+        compress = "none";
+        product = "raw-image";
+      };
+      digitalocean = {
+        base = "raw";
+        system = "x86_64-linux";
+        extension = "qcow2.gz";
+        compress = "none";
+        product = "digital-ocean-image";
+      };
+      qemu = {
+        base = "qemu";
+        system = "x86_64-linux";
+        extension = "qcow2";
+        compress = "none";
+        product = "qcow2-image";
+      };
+      iso = live "iso" "iso" "iso";
+      # The iso medium (formats/iso-installer.toml: `base = "iso"`) with another system.
+      iso-installer = live "iso" "iso" "iso";
+      # A directory: the kernel, initrd, netboot.ipxe.
+      netboot = live "netboot" "netboot" "netboot";
+      # The tree of nixpkgs' netboot.nix `kexecTree` under kexec/, gzip'd for nixos-anywhere.
+      kexec = live "kexec" "kexec.tar.gz" "kexec-tarball";
+      # Container tarballs (no disk), for either system.
       lxc = tarball "lxc";
       lxc-metadata = tarball "lxc-metadata";
       proxmox-lxc = tarball "proxmox-lxc";
       incus = tarball "incus";
     };
 
-  # The systems a format makes images for, as a list (a container tarball's `system` is a
-  # list: the toplevel's system picks).
+  # The systems a format makes images for, as a list.
   systemsOf = f: if isList f.system then f.system else [ f.system ];
   systemsText = f: concatStringsSep " or " (systemsOf f);
 
@@ -172,6 +211,46 @@ let
       extension = "img.zst";
       directory = "sd-image";
     };
+    # nixpkgs' disk-image.nix with `image.efiSupport = false` (`image.extension` is the
+    # image.format, `raw` or `qcow2`), and digital-ocean-image.nix (a gzip'd qcow2).
+    raw = {
+      format = "raw";
+      extension = "raw";
+    };
+    qemu = {
+      format = "qemu";
+      extension = "qcow2";
+    };
+    digital-ocean = {
+      format = "digitalocean";
+      extension = "qcow2.gz";
+    };
+    # nixpkgs' iso-image.nix: `iso/<baseName>.iso`, baseName `nixos[-<edition>]-<label>-<system>`.
+    iso = {
+      format = "iso";
+      extension = "iso";
+      directory = "iso";
+      isoBaseName = true;
+    };
+    iso-installer = {
+      format = "iso-installer";
+      extension = "iso";
+      directory = "iso";
+      isoBaseName = true;
+      # nixpkgs' variant is installation-cd-base.nix: iso-image.nix (imgbuild.format here) and
+      # these profiles.
+      profiles = [
+        "profiles/all-hardware.nix"
+        "profiles/base.nix"
+        "profiles/installation-device.nix"
+      ];
+    };
+    # nixpkgs' netboot.nix: `tarball/<baseName>.tar.xz` (ours: gzip'd, for nixos-anywhere).
+    kexec = {
+      format = "kexec";
+      extension = "kexec.tar.gz";
+      directory = "tarball";
+    };
     # lxc-container.nix, lxc-image-metadata.nix, proxmox-lxc.nix: `tarball/<fileName>`.
     lxc = {
       format = "lxc";
@@ -189,6 +268,13 @@ let
       directory = "tarball";
     };
   };
+
+  # nixpkgs profiles (paths under modulesPath) a format's system imports.
+  profilesOf =
+    format:
+    foldl' (acc: v: if v.format == format then acc ++ (v.profiles or [ ]) else acc) [ ] (
+      map (n: imageVariants.${n}) (attrNames imageVariants)
+    );
 
   formatInfo =
     format:
@@ -441,7 +527,13 @@ let
           what = if isAttrs n && n ? name then "node `${toString n.name}`" else "a node";
           extra = filter (k: !(elem k nodeKeys)) (if isAttrs n then attrNames n else [ ]);
           f = formatInfo n.format;
-          system = n.system or (builtins.head (systemsOf f));
+          system =
+            n.system or (
+              if isList f.system then
+                throw "imgbuild.mkNodes: ${what}: format ${n.format} makes ${systemsText f} images: give the node a `system`"
+              else
+                f.system
+            );
         in
         if !(isAttrs n) then
           throw "imgbuild.mkNodes: every node is an attribute set { name; format; system?; modules?; image?; }"
@@ -475,13 +567,20 @@ let
       map checkNode nodes;
 
   # The module mkNodes adds to every node: the image format (which makes nixosModules.imgbuild
-  # set file systems and bootloader to match the disk), the host name and the platform.
+  # set file systems and bootloader to match the disk), the host name and the platform; for an
+  # installer format, nixpkgs' profiles the build-image variant of that name imports (a module
+  # cannot import them for one value of imgbuild.format, a node knows its format up front).
   nodeModule =
     node:
-    { lib, ... }:
+    {
+      lib,
+      modulesPath ? null,
+      ...
+    }:
     {
       # Evaluation errors in what this module defines name the node.
       _file = "imgbuild.lib.mkNodes, node `${node.name}`";
+      imports = map (p: modulesPath + "/${p}") (profilesOf node.format);
       imgbuild.format = node.format;
       networking.hostName = lib.mkDefault node.name;
       nixpkgs.hostPlatform = lib.mkDefault node.system;
@@ -573,6 +672,7 @@ in
   inherit
     formats
     systemsOf
+    profilesOf
     imageVariants
     imageFileName
     imgbuildArgs

@@ -10,10 +10,13 @@
 #
 # This module replaces nixpkgs' module of the variants imgbuild has a format for (lib.
 # imageVariants: raw-efi, qemu-efi, amazon, azure, google-compute, hyperv, vmware, virtualbox, proxmox,
-# sd-card) with: this system + `imgbuild.format = <format>` (the same configuration
-# `nixosModules.imgbuild` gives a machine installed from that image), imaged by `lib.mkImage`.
-# Only the variants whose format is for this system's platform are replaced (sd-card on
-# aarch64-linux, the others on x86_64-linux); every other variant stays nixpkgs'.
+# sd-card, the PC BIOS ones raw, qemu, digital-ocean, and iso, iso-installer, kexec) with:
+# this system + `imgbuild.format = <format>` (the same configuration `nixosModules.imgbuild`
+# gives a machine installed from that image; for iso-installer also the all-hardware, base and
+# installation-device profiles, as nixpkgs' variant has them), imaged by `lib.mkImage`. Only
+# the variants whose format is for this system's platform are replaced (sd-card on
+# aarch64-linux, iso, iso-installer and kexec on both, the others on x86_64-linux); every
+# other variant stays nixpkgs'.
 #
 # File names follow nixpkgs' options (nixos/modules/image/file-options.nix, imported into each
 # variant as nixpkgs' own image modules do): the image is `$out/<image.filePath>`, by default
@@ -46,8 +49,10 @@ let
     let
       f = imgbuildLib.formats.${v.format};
       zst = lib.hasSuffix ".zst" config.image.extension;
+      # A plain disk (`.img`) may be zstd-compressed; `qemu` is its own base but writes a
+      # qcow2 container.
       compress =
-        if f.base == v.format then
+        if f.base == v.format && f.extension == "img" then
           (if zst then "zstd" else "none")
         # A container's own extension may end in .zst (proxmox's `vma.zst`): it compresses itself.
         else if zst && config.image.extension != f.extension then
@@ -57,12 +62,21 @@ let
     in
     {
       _file = "imgbuild nixosModules.images, variant ${name}";
-      imports = [ (modulesPath + "/image/file-options.nix") ];
+      imports = [
+        (modulesPath + "/image/file-options.nix")
+      ]
+      ++ map (p: modulesPath + "/${p}") (v.profiles or [ ]);
 
       # The variant decides the format, over a configuration's own (even a mkForce'd one).
       imgbuild.format = lib.mkOverride 10 v.format;
       image.extension = mkDefault v.extension;
       image.filePath = mkIf (v ? directory) (mkDefault "${v.directory}/${config.image.fileName}");
+      # As nixpkgs' iso-image.nix names its ISO.
+      image.baseName = mkIf (v.isoBaseName or false) (
+        mkDefault "nixos${
+          lib.optionalString (config.imgbuild.iso.edition != "") "-${config.imgbuild.iso.edition}"
+        }-${config.system.nixos.label}-${pkgs.stdenv.hostPlatform.system}"
+      );
 
       system.build.image = imgbuildLib.mkImage {
         nixosConfiguration = { inherit config; };

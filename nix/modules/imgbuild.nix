@@ -18,44 +18,50 @@ let
   inherit (lib)
     mkDefault
     mkIf
+    mkImageMediaOverride
     mkMerge
     mkOption
     types
     ;
 
-  # Each format's system, and the format whose disk it holds (a qemu-efi image is the
-  # raw-efi disk in a qcow2 file: the same configuration). Mirrors lib.formats.
-  formatSystem = {
-    raw-efi = "x86_64-linux";
-    sd-aarch64 = "aarch64-linux";
-    qemu-efi = "x86_64-linux";
-    amazon = "x86_64-linux";
-    azure = "x86_64-linux";
-    gce = "x86_64-linux";
-    hyperv = "x86_64-linux";
-    vmware = "x86_64-linux";
-    virtualbox = "x86_64-linux";
-    proxmox = "x86_64-linux";
-    openstack = "x86_64-linux";
-    kubevirt = "x86_64-linux";
-    oci = "x86_64-linux";
-    vagrant-virtualbox = "x86_64-linux";
-    # The container tarballs are for either system (the toplevel's picks).
-    lxc = containerSystems;
-    lxc-metadata = containerSystems;
-    proxmox-lxc = containerSystems;
-    incus = containerSystems;
-  };
-  systemsOf =
-    format:
-    let
-      s = formatSystem.${format};
-    in
-    if builtins.isList s then s else [ s ];
-  containerSystems = [
+  # Each format's systems, and the format whose disk (or medium) it holds (a qemu-efi image is
+  # the raw-efi disk in a qcow2 file: the same configuration; iso-installer is the iso medium
+  # with the installer profiles of nixpkgs' installation-cd-base.nix; kexec is the netboot kernel + initrd in a
+  # tarball; the container tarballs have no disk: containers.nix configures them). Mirrors
+  # lib.formats.
+  x86 = [ "x86_64-linux" ];
+  both = [
     "x86_64-linux"
     "aarch64-linux"
   ];
+  formatSystems = {
+    raw-efi = x86;
+    sd-aarch64 = [ "aarch64-linux" ];
+    qemu-efi = x86;
+    amazon = x86;
+    azure = x86;
+    gce = x86;
+    hyperv = x86;
+    vmware = x86;
+    virtualbox = x86;
+    proxmox = x86;
+    openstack = x86;
+    kubevirt = x86;
+    oci = x86;
+    vagrant-virtualbox = x86;
+    raw = x86;
+    qemu = x86;
+    digitalocean = x86;
+    hetzner = x86;
+    iso = both;
+    iso-installer = both;
+    netboot = both;
+    kexec = both;
+    lxc = both;
+    lxc-metadata = both;
+    proxmox-lxc = both;
+    incus = both;
+  };
   formatBase = {
     raw-efi = "raw-efi";
     sd-aarch64 = "sd-aarch64";
@@ -71,6 +77,14 @@ let
     kubevirt = "raw-efi";
     oci = "raw-efi";
     vagrant-virtualbox = "raw-efi";
+    raw = "raw";
+    qemu = "qemu";
+    digitalocean = "raw";
+    hetzner = "raw";
+    iso = "iso";
+    iso-installer = "iso";
+    netboot = "netboot";
+    kexec = "netboot";
     # No disk: containers.nix configures them.
     lxc = "lxc";
     lxc-metadata = "lxc-metadata";
@@ -78,6 +92,45 @@ let
     incus = "incus";
   };
   base = if cfg.format == null then null else formatBase.${cfg.format};
+  # The live media: the system runs from a read-only store image under a tmpfs overlay.
+  live = base == "iso" || base == "netboot";
+  hostSystem = pkgs.stdenv.hostPlatform.system;
+  # `uname -m` of the system (nixpkgs' `hostPlatform.uname.processor` on Linux).
+  processor = builtins.head (builtins.match "([^-]+)-.*" hostSystem);
+
+  # The PC BIOS formats (GRUB on the disk's boot sector) and the disk each one becomes on its
+  # platform, which `boot.loader.grub.devices` must name so that `nixos-rebuild` (GRUB's
+  # installer) writes boot.img and core.img to it again: QEMU/Proxmox/libvirt and
+  # DigitalOcean give a virtio-blk disk (`/dev/vda`, as nixpkgs' disk-image.nix and
+  # digital-ocean-config.nix set), Hetzner Cloud a virtio-scsi one (`/dev/sda`).
+  grubDevice = {
+    raw = "/dev/vda";
+    qemu = "/dev/vda";
+    digitalocean = "/dev/vda";
+    hetzner = "/dev/sda";
+  };
+  bios = cfg.format != null && grubDevice ? ${cfg.format};
+
+  # Disk drivers for the initrd: NVMe, SATA, USB (xHCI, mass storage, UAS), SD/MMC, virtio,
+  # and (BIOS formats) the PIIX IDE of QEMU's default PC machine.
+  diskModules = [
+    "nvme"
+    "ahci"
+    "sd_mod"
+    "xhci_pci"
+    "usb_storage"
+    "uas"
+    "usbhid"
+    "sdhci_pci"
+    "mmc_block"
+    "virtio_pci"
+    "virtio_blk"
+    "virtio_scsi"
+  ];
+  serialConsole = [
+    "console=ttyS0,115200n8"
+    "console=tty0"
+  ];
 
   # `config.txt` as nixpkgs' sd-image-aarch64.nix writes it (the same text imgbuild writes
   # when a firmware directory has none: crates/boot/src/rpi.rs; nix/tests/eval.nix compares).
@@ -175,6 +228,64 @@ let
 
   registration = cfg.nixPathRegistrationFile;
 
+  # The GRUB record of boot.json (CONTRACT-24): what NixOS's GRUB installer (install-grub.pl
+  # and grub-install) reads that changes the bytes it leaves, so that imgbuild writes the
+  # boot sector, core.img and /boot/grub as this system's own installer would. `grub` is the
+  # package whose lib/grub/i386-pc imgbuild installs (and puts it into the closure); `grubEfi`
+  # the x86_64-efi one when efiSupport. Options a release lacks are left out.
+  grubCfg = loader.grub;
+  grubOpts = options.boot.loader.grub;
+  # As nixpkgs' grub.nix picks the package it installs: cfg.package, with ZFS support on
+  # request.
+  grubPackage =
+    if grubCfg.zfsSupport or false then
+      grubCfg.package.override { zfsSupport = true; }
+    else
+      grubCfg.package;
+  pathOrNull = p: if p == null then null else "${p}";
+  grubRecord = {
+    type = "grub";
+    inherit (loader) timeout;
+    inherit (grubCfg)
+      devices
+      efiSupport
+      efiInstallAsRemovable
+      fsIdentifier
+      configurationLimit
+      configurationName
+      default
+      copyKernels
+      storePath
+      extraConfig
+      extraEntries
+      extraEntriesBeforeNixOS
+      extraPerEntryConfig
+      backgroundColor
+      gfxmodeBios
+      gfxpayloadBios
+      gfxmodeEfi
+      gfxpayloadEfi
+      extraPrepareConfig
+      useOSProber
+      ;
+    # Who may edit or boot entries: names only (their password hashes stay out of boot.json);
+    # imgbuild refuses what it cannot write, rather than leave GRUB unlocked.
+    users = builtins.attrNames grubCfg.users;
+    grub = "${grubPackage}";
+    splashImage = pathOrNull grubCfg.splashImage;
+    font = pathOrNull grubCfg.font;
+    theme = pathOrNull grubCfg.theme;
+    inherit (config.system.nixos) distroName;
+  }
+  // lib.optionalAttrs grubCfg.efiSupport {
+    grubEfi = "${grubPackage.override { efiSupport = true; }}";
+    inherit (loader.efi) efiSysMountPoint;
+  }
+  // lib.optionalAttrs (grubOpts ? timeoutStyle) { inherit (grubCfg) timeoutStyle; }
+  // lib.optionalAttrs (grubOpts ? extraGrubInstallArgs) { inherit (grubCfg) extraGrubInstallArgs; }
+  // lib.optionalAttrs (grubOpts ? splashMode) { inherit (grubCfg) splashMode; }
+  // lib.optionalAttrs (grubOpts ? entryOptions) { inherit (grubCfg) entryOptions subEntryOptions; };
+
   # The boot loader settings imgbuild needs to write the boot files this system's own NixOS
   # release would write, recorded in the toplevel's boot.json (`"org.imgbuild.v1"`), so that
   # imgbuild reads them from the closure instead of assuming that release's defaults.
@@ -182,8 +293,10 @@ let
   # module evaluates on every nixpkgs it supports.
   loader = config.boot.loader;
   sdBoot = loader.systemd-boot;
+  # The ISOs boot UEFI through the closure's systemd-boot on their EFI image without installing
+  # it (the medium is read-only): its settings are recorded all the same.
   bootloader =
-    if sdBoot.enable then
+    if sdBoot.enable || base == "iso" then
       {
         type = "systemd-boot";
         inherit (loader) timeout;
@@ -208,6 +321,9 @@ let
         deviceTreeName = config.hardware.deviceTree.name;
         inherit (config.system.nixos) distroName;
       }
+    # (NixOS enables GRUB by default: asked last.)
+    else if loader.grub.enable or false then
+      grubRecord
     else
       null;
 in
@@ -236,6 +352,14 @@ in
           "kubevirt"
           "oci"
           "vagrant-virtualbox"
+          "raw"
+          "qemu"
+          "digitalocean"
+          "hetzner"
+          "iso"
+          "iso-installer"
+          "netboot"
+          "kexec"
           "lxc"
           "lxc-metadata"
           "proxmox-lxc"
@@ -258,10 +382,61 @@ in
         as nixpkgs' modules for those variants do (`platforms.nix`).
         `sd-aarch64`: MBR, FAT `/boot/firmware` (label `FIRMWARE`, noauto), ext4 `/` (label
         `NIXOS_SD`), U-Boot + extlinux, Raspberry Pi firmware.
+        PC BIOS, GRUB (`boot.loader.grub.devices` = the disk the image becomes): `raw` (MBR,
+        ext4 `/` labelled `nixos`, `/dev/vda`), `digitalocean` (that disk as `.qcow2.gz`,
+        `/dev/vda`; add nixpkgs' `virtualisation/digital-ocean-config.nix` for the droplet's
+        metadata), `hetzner` (that disk for Hetzner Cloud, `/dev/sda`), `qemu` (GPT: BIOS boot
+        partition with GRUB's core.img, ext4 `/`, in a qcow2; `/dev/vda`; BIOS only: use
+        `qemu-efi` for UEFI).
+        `iso` (live) and `iso-installer`, x86_64 and aarch64: what nixpkgs' iso-image.nix sets
+        (root on tmpfs, the ISO at `/iso` found by its volume ID `root=LABEL=`, the store image
+        `/iso/nix-store.squashfs` at `/nix/.ro-store` under a tmpfs overlay as `/nix/store`,
+        the store registered at every boot), no boot loader installer (the medium is read-only),
+        isolinux (syslinux) for BIOS on x86_64. `iso-installer` is meant with the profiles
+        nixpkgs' installation-cd-base.nix imports (`profiles/all-hardware.nix`, `base.nix`,
+        `installation-device.nix`), which `lib.mkNodes` and the `iso-installer` build-image
+        variant import (a module cannot import them only for one format: import them
+        yourself when you set this format by hand).
+        `netboot` and `kexec`: as nixpkgs' netboot.nix, the store image in the initrd
+        (`../nix-store.squashfs`), root on tmpfs, the same overlay.
         `lxc`, `lxc-metadata`, `proxmox-lxc`, `incus`: a container (x86_64 or aarch64):
         `boot.isContainer`, no boot loader or file systems, nixpkgs' settings for LXC or
         Proxmox (`containers.nix`).
       '';
+    };
+
+    iso = {
+      edition = mkOption {
+        type = types.str;
+        default = "";
+        example = "minimal";
+        description = "The edition in the default volume ID (nixpkgs' `isoImage.edition`).";
+      };
+
+      volumeID = mkOption {
+        type = types.str;
+        default = "nixos${
+          if cfg.iso.edition != "" then "-${cfg.iso.edition}" else ""
+        }-${config.system.nixos.release}-${processor}";
+        defaultText = lib.literalExpression ''"nixos''${optionalString (edition != "") "-''${edition}"}-''${config.system.nixos.release}-''${hostPlatform.uname.processor}"'';
+        example = "NIXOS_ISO";
+        description = ''
+          The ISO's volume ID (at most 32 letters, digits, `_`, `-`, `.`), as nixpkgs'
+          `isoImage.volumeID`: stage 1 finds the medium by it (`root=LABEL=<volumeID>` on the
+          kernel command line). Recorded in boot.json, where imgbuild takes it from.
+        '';
+      };
+
+      syslinux = mkOption {
+        type = types.nullOr types.package;
+        default = if hostSystem == "x86_64-linux" then pkgs.syslinux else null;
+        defaultText = lib.literalExpression ''if x86_64 then pkgs.syslinux else null'';
+        description = ''
+          The syslinux whose isolinux boots the x86_64 ISO from BIOS (`share/syslinux/
+          {isolinux.bin,ldlinux.c32,isohdpfx.bin}`). Recorded in boot.json, which puts it in
+          the system's closure, where imgbuild reads it. aarch64 ISOs boot from UEFI only.
+        '';
+      };
     };
 
     growRoot = mkOption {
@@ -360,8 +535,8 @@ in
 
       assertions = [
         {
-          assertion = builtins.elem pkgs.stdenv.hostPlatform.system (systemsOf cfg.format);
-          message = "imgbuild.format = \"${cfg.format}\" makes ${builtins.concatStringsSep " or " (systemsOf cfg.format)} images, but this system is ${pkgs.stdenv.hostPlatform.system}.";
+          assertion = builtins.elem hostSystem formatSystems.${cfg.format};
+          message = "imgbuild.format = \"${cfg.format}\" makes ${lib.concatStringsSep " or " formatSystems.${cfg.format}} images, but this system is ${hostSystem}.";
         }
       ];
     })
@@ -394,27 +569,36 @@ in
 
       # A headless VM or cloud instance shows its console on the first serial port (as
       # nixos-generators' raw formats do); tty0 last, so it is /dev/console on a screen.
-      boot.kernelParams = [
-        "console=ttyS0,115200n8"
-        "console=tty0"
-      ];
+      boot.kernelParams = serialConsole;
 
       # Real disks, not only a VM's: NVMe, SATA, USB (xHCI, mass storage, UAS), SD/MMC, virtio.
-      boot.initrd.availableKernelModules = [
-        "nvme"
-        "ahci"
-        "sd_mod"
-        "xhci_pci"
-        "usb_storage"
-        "uas"
-        "usbhid"
-        "sdhci_pci"
-        "mmc_block"
-        "virtio_pci"
-        "virtio_blk"
-        "virtio_scsi"
-      ];
+      boot.initrd.availableKernelModules = diskModules;
     })
+
+    # PC BIOS: GRUB on the disk's boot sector (MBR gap or BIOS boot partition), /boot/grub on
+    # the ext4 root, as nixpkgs' disk-image.nix with `image.efiSupport = false` (the `raw` and
+    # `qemu` variants) sets it: root by label `nixos`, GRUB on the platform's disk, BIOS only
+    # (no ESP on these disks: efiSupport stays off).
+    (mkIf bios {
+      fileSystems."/" = {
+        device = "/dev/disk/by-label/nixos";
+        fsType = "ext4";
+        autoResize = cfg.growRoot;
+      };
+      boot.growPartition = cfg.growRoot;
+
+      boot.loader.systemd-boot.enable = false;
+      boot.loader.grub.enable = true;
+      # `device`, not `devices`: NixOS turns `device` into `devices` at normal priority (before
+      # nixpkgs made that an mkIf, as `[]` when unset, which would beat an mkDefault of
+      # `devices`); a user's own `boot.loader.grub.device` replaces this default.
+      boot.loader.grub.device = mkDefault grubDevice.${cfg.format};
+      boot.loader.timeout = mkDefault 5;
+
+      boot.kernelParams = serialConsole;
+      boot.initrd.availableKernelModules = diskModules ++ [ "ata_piix" ];
+    })
+
 
     (mkIf (base == "sd-aarch64") {
       fileSystems."/" = {
@@ -494,7 +678,117 @@ in
       };
     })
 
-    (mkIf (cfg.format != null && cfg.registerNixPaths) {
+    # The live media (iso, netboot): the file systems of nixpkgs' iso-image.nix
+    # (`lib.isoFileSystems`) and netboot.nix, with their priority (mkImageMediaOverride: over a
+    # host configuration's own file systems, under a mkForce).
+    (mkIf live {
+      fileSystems = {
+        "/" = mkImageMediaOverride {
+          fsType = "tmpfs";
+          options = [ "mode=0755" ];
+        };
+        # /dev/root: the device stage 1 found from `root=` on the kernel command line.
+        "/iso" = mkIf (base == "iso") (mkImageMediaOverride {
+          device = "/dev/root";
+          neededForBoot = true;
+          noCheck = true;
+        });
+        "/nix/.ro-store" = mkImageMediaOverride {
+          fsType = "squashfs";
+          # netboot: the file the initrd's extra cpio archive unpacks at its root (stage 1
+          # mounts file systems under /mnt-root).
+          device = if base == "iso" then "/iso/nix-store.squashfs" else "../nix-store.squashfs";
+          options = [ "loop" ];
+          neededForBoot = true;
+        };
+        "/nix/.rw-store" = mkImageMediaOverride {
+          fsType = "tmpfs";
+          options = [ "mode=0755" ];
+          neededForBoot = true;
+        };
+        "/nix/store" = mkImageMediaOverride {
+          fsType = "overlay";
+          device = "overlay";
+          options = [
+            "lowerdir=/nix/.ro-store"
+            "upperdir=/nix/.rw-store/store"
+            "workdir=/nix/.rw-store/work"
+          ];
+          depends = [
+            "/nix/.ro-store"
+            "/nix/.rw-store/store"
+            "/nix/.rw-store/work"
+          ];
+          neededForBoot = true;
+        };
+      };
+
+      boot.initrd.availableKernelModules = [
+        "squashfs"
+        "overlay"
+      ]
+      ++ lib.optionals (base == "iso") [
+        "iso9660"
+        "uas"
+      ];
+      boot.initrd.kernelModules = [
+        "loop"
+        "overlay"
+      ];
+
+      # Nothing installs a boot loader: the medium is read-only, imgbuild writes its boot files.
+      boot.loader.grub.enable = mkImageMediaOverride false;
+      boot.loader.systemd-boot.enable = mkImageMediaOverride false;
+      boot.loader.timeout = mkDefault 10;
+
+      # After booting, register the store image's paths in the (tmpfs) Nix database, and
+      # give nixos-rebuild its /etc/NIXOS and system profile, as nixpkgs' live media do.
+      boot.postBootCommands = mkIf cfg.registerNixPaths ''
+        ${config.nix.package.out}/bin/nix-store --load-db < /nix/store/nix-path-registration
+        touch /etc/NIXOS
+        ${config.nix.package.out}/bin/nix-env -p /nix/var/nix/profiles/system --set /run/current-system
+      '';
+
+      boot.bootspec.extensions."org.imgbuild.v1" =
+        if base == "iso" then
+          {
+            iso = {
+              inherit (cfg.iso) volumeID;
+            }
+            // lib.optionalAttrs (cfg.iso.syslinux != null) { syslinux = "${cfg.iso.syslinux}"; };
+          }
+        else
+          { netboot = { }; };
+    })
+
+    (mkIf (base == "iso") {
+      # Stage 1 mounts the medium by its volume ID; `root=LABEL=` (not by-label) so that
+      # CD-to-USB tools can rewrite it, as nixpkgs says.
+      boot.kernelParams = [
+        "root=LABEL=${cfg.iso.volumeID}"
+        "boot.shell_on_fail"
+      ];
+      assertions = [
+        {
+          assertion =
+            builtins.stringLength cfg.iso.volumeID <= 32
+            && builtins.match "[A-Za-z0-9_.-]+" cfg.iso.volumeID != null;
+          message = "imgbuild.iso.volumeID `${cfg.iso.volumeID}` must be 1 to 32 letters, digits, `_`, `-` or `.` (an ISO 9660 volume ID, also the label stage 1 looks for).";
+        }
+        {
+          # nixpkgs' iso-image.nix mounts the medium differently under systemd's stage 1 (by
+          # label, under /sysroot, no root=); imgbuild's ISO boots the scripted stage 1.
+          assertion = !(config.boot.initrd.systemd.enable or false);
+          message = "imgbuild.format = \"${cfg.format}\" does not support boot.initrd.systemd.enable yet: the ISO is found by root=LABEL= in the scripted stage 1.";
+        }
+        {
+          assertion = hostSystem != "x86_64-linux" || cfg.iso.syslinux != null;
+          message = "imgbuild.format = \"${cfg.format}\" on x86_64-linux boots BIOS through isolinux: imgbuild.iso.syslinux must be a syslinux package, not null.";
+        }
+      ];
+    })
+
+    (mkIf (cfg.format != null && !live && cfg.registerNixPaths) {
       systemd.services.imgbuild-register-nix-paths = {
         description = "Register the image's Nix store paths (first boot)";
         wantedBy = [ "sysinit.target" ];

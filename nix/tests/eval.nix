@@ -33,8 +33,12 @@ let
   all = builtins.all (x: x);
 
   # --- formats/*.toml, the source of truth for labels, mount points and systems ---
-  tomlNames = map (f: builtins.head (builtins.match "(.*)\\.toml" f)) (
-    filter (f: builtins.match ".*\\.toml" f != null) (attrNames (readDir (root + "/formats")))
+  # Sorted by format name, as attrNames sorts lib.formats (file names sort `iso-installer.toml`
+  # before `iso.toml`).
+  tomlNames = builtins.sort builtins.lessThan (
+    map (f: builtins.head (builtins.match "(.*)\\.toml" f)) (
+      filter (f: builtins.match ".*\\.toml" f != null) (attrNames (readDir (root + "/formats")))
+    )
   );
   # A format file with its `base` chain merged in, as crates/plan/src/format.rs does.
   toml =
@@ -157,10 +161,20 @@ let
     # Both by name: file names sort `lxc-metadata.toml` before `lxc.toml`, attribute names
     # `lxc` before `lxc-metadata`.
     formatsMatchTomlFiles = {
-      expr = byName (map (n: {
-        inherit n;
-        inherit ((toml n)) system extension compress base;
-      }) tomlNames);
+      expr = byName (
+        map (
+          n:
+          let
+            t = toml n;
+          in
+          {
+            inherit n;
+            inherit (t) system extension base;
+            # The default of a format without `compress` (format/mod.rs: no_compression).
+            compress = t.compress or "none";
+          }
+        ) tomlNames
+      );
       expected = byName (map (n: {
         inherit n;
         inherit (lib.formats.${n}) system extension compress base;
@@ -1149,7 +1163,9 @@ let
         };
       };
 
-    # The build-image variants: nixpkgs' ten names, each imgbuild format once.
+    # The build-image variants: nixpkgs' names, each imgbuild format once but hetzner (nixpkgs
+    # has no variant for it) and netboot (nixpkgs has no build-image variant of it: nixpkgs'
+    # netboot is three files, its kexec variant is the tarball).
     imageVariants = {
       expr = {
         names = attrNames lib.imageVariants;
@@ -1167,8 +1183,12 @@ let
         names = [
           "amazon"
           "azure"
+          "digital-ocean"
           "google-compute"
           "hyperv"
+          "iso"
+          "iso-installer"
+          "kexec"
           "kubevirt"
           "lxc"
           "lxc-metadata"
@@ -1176,15 +1196,20 @@ let
           "openstack"
           "proxmox"
           "proxmox-lxc"
+          "qemu"
           "qemu-efi"
+          "raw"
           "raw-efi"
           "sd-card"
           "vagrant-virtualbox"
           "virtualbox"
           "vmware"
         ];
-        # Every format but incus (nixpkgs has no variant of Incus' unified image).
-        formats = filter (f: f != "incus") (attrNames lib.formats);
+        # Every format but incus (nixpkgs has no variant of Incus' unified image), hetzner and
+        # netboot.
+        formats = filter (f: f != "incus" && f != "hetzner" && f != "netboot") (
+          attrNames lib.formats
+        );
         containers = [ ];
       };
     };
@@ -1212,8 +1237,12 @@ let
           x86 = [
             "amazon"
             "azure"
+            "digital-ocean"
             "google-compute"
             "hyperv"
+            "iso"
+            "iso-installer"
+            "kexec"
             "kubevirt"
             "lxc"
             "lxc-metadata"
@@ -1221,13 +1250,19 @@ let
             "openstack"
             "proxmox"
             "proxmox-lxc"
+            "qemu"
             "qemu-efi"
+            "raw"
             "raw-efi"
             "vagrant-virtualbox"
             "virtualbox"
             "vmware"
           ];
+          # The live media and the container tarballs are for both systems.
           aarch64 = [
+            "iso"
+            "iso-installer"
+            "kexec"
             "lxc"
             "lxc-metadata"
             "proxmox-lxc"
@@ -1235,6 +1270,73 @@ let
           ];
           imports = [ imgbuildModule ];
           package = "imgbuild";
+        };
+      };
+
+    # The live media are for x86_64 and aarch64: mkImage and mkNodes take either system (the
+    # node must say which), and refuse another.
+    liveFormatsTwoSystems =
+      let
+        img =
+          system: format:
+          lib.mkImage {
+            nixosConfiguration = stubs.nixosConfiguration {
+              name = "live";
+              inherit system format;
+            };
+            pkgs = stubs.pkgsFor "x86_64-linux";
+          };
+        isoArm = img "aarch64-linux" "iso";
+      in
+      {
+        expr = {
+          file = isoArm.file;
+          target = isoArm.targetSystem;
+          args = builtins.head isoArm.imgbuildArgs;
+          product = hasInfix "echo \"file iso $out/live.iso\"" isoArm.script;
+          kexec = (img "x86_64-linux" "kexec").file;
+          installer = (img "x86_64-linux" "iso-installer").format;
+          riscv = throws (img "riscv64-linux" "netboot").file;
+          nodes = map (n: n.system) (lib.checkNodes [
+            {
+              name = "a";
+              format = "iso";
+              system = "aarch64-linux";
+            }
+            {
+              name = "b";
+              format = "kexec";
+              system = "x86_64-linux";
+            }
+          ]);
+          nodeWithoutSystem = throws (lib.checkNodes [
+            {
+              name = "a";
+              format = "netboot";
+            }
+          ]);
+          nodeOtherSystem = throws (lib.checkNodes [
+            {
+              name = "a";
+              format = "iso";
+              system = "riscv64-linux";
+            }
+          ]);
+        };
+        expected = {
+          file = "live.iso";
+          target = "aarch64-linux";
+          args = "iso";
+          product = true;
+          kexec = "live.kexec.tar.gz";
+          installer = "iso-installer";
+          riscv = true;
+          nodes = [
+            "aarch64-linux"
+            "x86_64-linux"
+          ];
+          nodeWithoutSystem = true;
+          nodeOtherSystem = true;
         };
       };
 

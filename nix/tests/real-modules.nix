@@ -19,6 +19,15 @@ let
   flakeLib = import ../lib.nix { nixpkgs = stubs.nixpkgs; };
 
   opt = type: default: mkOption { inherit type default; };
+  # nixpkgs' grub2: a package whose `override { efiSupport = true; }` (grub2_efi) and
+  # `override { zfsSupport = true; }` are other store paths.
+  mkGrub =
+    args:
+    {
+      outPath = stubs.fakePath "grub-2.12${lib.concatMapStrings (n: "-${n}") (builtins.attrNames args)}";
+      override = more: mkGrub (args // more);
+    };
+  grubPackage = mkGrub { };
   freeform = types.submodule { freeformType = types.attrsOf types.anything; };
 
   # The NixOS options imgbuild's modules and mkNodes' node module set, as nixpkgs declares
@@ -42,6 +51,9 @@ let
               fsType = opt types.str "auto";
               options = opt (types.nonEmptyListOf types.str) [ "defaults" ];
               autoResize = opt types.bool false;
+              neededForBoot = opt types.bool false;
+              noCheck = opt types.bool false;
+              depends = opt (types.listOf types.str) [ ];
             };
           }
         )) { };
@@ -51,10 +63,59 @@ let
           growPartition = opt types.bool false;
           initrd.availableKernelModules = opt (types.listOf types.str) [ ];
           initrd.kernelModules = opt (types.listOf types.str) [ ];
+          initrd.systemd.enable = opt types.bool false;
+          postBootCommands = opt types.lines "";
           bootspec.extensions = opt (types.attrsOf types.anything) { };
           loader = {
             timeout = opt (types.nullOr types.int) 5;
-            grub.enable = opt types.bool true;
+            # nixos/modules/system/boot/loader/grub/grub.nix (the options imgbuild sets or
+            # records; types and defaults as declared there).
+            grub = {
+              enable = opt types.bool true;
+              device = opt types.str "";
+              devices = opt (types.listOf types.str) [ ];
+              package = opt types.anything grubPackage;
+              zfsSupport = opt types.bool false;
+              efiSupport = opt types.bool false;
+              efiInstallAsRemovable = opt types.bool false;
+              fsIdentifier = opt (types.enum [
+                "uuid"
+                "label"
+                "provided"
+              ]) "uuid";
+              configurationLimit = opt types.int 100;
+              configurationName = opt types.str "";
+              default = opt (types.either types.int types.str) 0;
+              copyKernels = opt types.bool false;
+              storePath = opt types.str "/nix/store";
+              extraConfig = opt types.lines "";
+              extraEntries = opt types.lines "";
+              extraEntriesBeforeNixOS = opt types.bool false;
+              extraPerEntryConfig = opt types.lines "";
+              backgroundColor = opt (types.nullOr types.str) null;
+              gfxmodeBios = opt types.str "1024x768";
+              gfxpayloadBios = opt types.str "text";
+              gfxmodeEfi = opt types.str "auto";
+              gfxpayloadEfi = opt types.str "keep";
+              extraPrepareConfig = opt types.lines "";
+              extraGrubInstallArgs = opt (types.listOf types.str) [ ];
+              users = opt (types.attrsOf (types.attrsOf types.str)) { };
+              useOSProber = opt types.bool false;
+              splashImage = opt (types.nullOr (types.either types.path types.str)) null;
+              splashMode = opt (types.enum [
+                "normal"
+                "stretch"
+              ]) "stretch";
+              font = opt (types.nullOr types.str) "${grubPackage}/share/grub/unicode.pf2";
+              theme = opt (types.nullOr types.str) null;
+              timeoutStyle = opt (types.enum [
+                "menu"
+                "countdown"
+                "hidden"
+              ]) "menu";
+              entryOptions = opt (types.nullOr types.str) "--class nixos --unrestricted";
+              subEntryOptions = opt (types.nullOr types.str) "--class nixos";
+            };
             systemd-boot = {
               enable = opt types.bool false;
               configurationLimit = opt (types.nullOr types.int) null;
@@ -164,6 +225,11 @@ let
           default = { };
         };
       };
+      # As grub.nix: `device`, when set, is the one entry of `devices` at normal priority
+      # (and `[]` when unset, as before nixpkgs made it an mkIf).
+      config.boot.loader.grub.devices = lib.mkIf config.boot.loader.grub.enable (
+        lib.optional (config.boot.loader.grub.device != "") config.boot.loader.grub.device
+      );
       # A stand-in toplevel whose hash is a function of what the modules set that reaches the
       # disk and the boot loader, so equal toplevels mean equal systems.
       config.system.build.toplevel =
@@ -196,6 +262,12 @@ let
 
   imgbuild = ../modules/imgbuild.nix;
   gitops = ../modules/gitops.nix;
+  biosFormats = [
+    "raw"
+    "qemu"
+    "digitalocean"
+    "hetzner"
+  ];
   # A format for several systems (the container tarballs) is evaluated for the first.
   systemOf = f: builtins.head (flakeLib.systemsOf flakeLib.formats.${f});
   cfgFor = f: extra: evalWith (systemOf f) ([ imgbuild { imgbuild.format = f; } ] ++ extra);
@@ -251,9 +323,12 @@ let
   nixpkgsVariants = [
     "amazon"
     "azure"
+    "digital-ocean"
     "google-compute"
     "hyperv"
     "iso"
+    "iso-installer"
+    "kexec"
     "kubevirt"
     "lxc"
     "lxc-metadata"
@@ -261,7 +336,9 @@ let
     "openstack"
     "proxmox"
     "proxmox-lxc"
+    "qemu"
     "qemu-efi"
+    "raw"
     "raw-efi"
     "sd-card"
     "vagrant-virtualbox"
@@ -458,16 +535,23 @@ let
             out = "${ph}/${filePath}";
           };
           x86 = imgbuild "x86_64-linux";
-          # The container tarballs, for either system, under nixpkgs' `tarball/`.
-          tarballs =
-            system:
-            lib.genAttrs [ "lxc" "lxc-metadata" "proxmox-lxc" ] (format: rec {
-              builtBy = "imgbuild";
-              inherit format;
-              compress = "none";
-              filePath = "tarball/nixos-image-${label}-${system}.tar.xz";
-              out = "${ph}/${filePath}";
-            });
+          # iso/ and tarball/ as nixpkgs' iso-image.nix, netboot.nix and the container modules; the ISOs named as
+          # iso-image.nix names them; `--compress` only for a plain `.img` disk (mkImage passes no
+          # flag for these: the ISO, the kexec and container tarballs take their format's default).
+          live = system: {
+            iso = imgbuildAt "iso/nixos-${label}-${system}.iso" "iso" null;
+            iso-installer = imgbuildAt "iso/nixos-${label}-${system}.iso" "iso-installer" null;
+            kexec = imgbuildAt "tarball/nixos-image-${label}-${system}.kexec.tar.gz" "kexec" null;
+          }
+          # The container tarballs, under nixpkgs' `tarball/` too.
+          // lib.genAttrs [ "lxc" "lxc-metadata" "proxmox-lxc" ] (
+            format: imgbuildAt "tarball/nixos-image-${label}-${system}.tar.xz" format null
+          );
+          imgbuildAt = filePath: format: compress: {
+            builtBy = "imgbuild";
+            inherit filePath format compress;
+            out = "${ph}/${filePath}";
+          };
           nixpkgs = system: name: {
             builtBy = "nixpkgs-vm-${name}";
             filePath = "nixos-image-${label}-${system}.nixpkgs-${name}";
@@ -477,22 +561,24 @@ let
           web = {
             amazon = x86 "amazon" "vhd" null;
             azure = x86 "azure" "vhd" null;
+            digital-ocean = x86 "digitalocean" "qcow2.gz" null;
             google-compute = x86 "gce" "raw.tar.gz" null;
             hyperv = x86 "hyperv" "vhdx" null;
-            iso = nixpkgs "x86_64-linux" "iso";
             kubevirt = x86 "kubevirt" "qcow2" null;
             oci = x86 "oci" "qcow2" null;
             openstack = x86 "openstack" "qcow2" null;
             proxmox = x86 "proxmox" "vma.zst" null;
+            qemu = x86 "qemu" "qcow2" null;
             qemu-efi = x86 "qemu-efi" "qcow2" null;
+            raw = x86 "raw" "raw" "none";
             raw-efi = x86 "raw-efi" "raw" "none";
             sd-card = nixpkgs "x86_64-linux" "sd-card";
             vagrant-virtualbox = x86 "vagrant-virtualbox" "box" null;
             virtualbox = x86 "virtualbox" "ova" null;
             vmware = x86 "vmware" "vmdk" null;
           }
-          // tarballs "x86_64-linux";
-          pi = lib.genAttrs nixpkgsVariants (nixpkgs "aarch64-linux") // tarballs "aarch64-linux" // {
+          // live "x86_64-linux";
+          pi = lib.genAttrs nixpkgsVariants (nixpkgs "aarch64-linux") // live "aarch64-linux" // {
             sd-card = rec {
               builtBy = "imgbuild";
               format = "sd-aarch64";
@@ -696,59 +782,502 @@ let
         };
       };
 
-    # Every format's system: its file systems by label, its boot loader, all assertions hold.
-    everyFormat = {
-      expr = map (
-        f:
-        let
-          c = evalWith (systemOf f) [
-            imgbuild
-            { imgbuild.format = f; }
+    # Every format on every system it is for: its root file system (by label, the live media's
+    # tmpfs, none for a container), its boot loader (none for the read-only live media and the
+    # containers), all assertions hold.
+    everyFormat =
+      let
+        pairs = builtins.concatMap (
+          f:
+          map (system: { inherit f system; }) (flakeLib.systemsOf flakeLib.formats.${f})
+        ) (builtins.attrNames flakeLib.formats);
+        live = [
+          "iso"
+          "iso-installer"
+          "netboot"
+          "kexec"
+        ];
+      in
+      {
+        expr = map (
+          { f, system }:
+          let
+            c = evalWith system [
+              imgbuild
+              { imgbuild.format = f; }
+            ];
+            root = c.fileSystems."/" or null;
+          in
+          {
+            inherit f system;
+            root =
+              if root == null then
+                null
+              else if root.device == null then
+                root.fsType
+              else
+                root.device;
+            container = c.boot.isContainer;
+            loader =
+              if c.boot.loader.systemd-boot.enable then
+                "systemd-boot"
+              else if c.boot.loader.generic-extlinux-compatible.enable then
+                "extlinux"
+              else if c.boot.loader.grub.enable then
+                "grub"
+              else
+                "none";
+            grub = c.boot.loader.grub.enable;
+            ok = allTrue c.assertions;
+          }
+        ) pairs;
+        expected = map (
+          { f, system }:
+          let
+            pi = flakeLib.formats.${f}.base == "sd-aarch64";
+            bios = builtins.elem f biosFormats;
+            # containers.nix: no file systems, no boot loader.
+            container = flakeLib.formats.${f}.extension == "tar.xz";
+          in
+          {
+            inherit f system container;
+            root =
+              if container then
+                null
+              else if builtins.elem f live then
+                "tmpfs"
+              else if pi then
+                "/dev/disk/by-label/NIXOS_SD"
+              else
+                "/dev/disk/by-label/nixos";
+            loader =
+              if container || builtins.elem f live then
+                "none"
+              else if pi then
+                "extlinux"
+              else if bios then
+                "grub"
+              else
+                "systemd-boot";
+            grub = bios;
+            ok = true;
+          }
+        ) pairs;
+      };
+
+    # The live media through the real module system: nixpkgs' iso-image.nix and netboot.nix
+    # file systems, modules, kernel parameters; the boot.json record imgbuild reads (contract
+    # of issue 23); the medium's settings win over a host configuration's disk and boot
+    # loader (mkImageMediaOverride), the host's kernel parameters are kept; the assertions on
+    # the volume ID and syslinux fire.
+    liveFormats =
+      let
+        live = system: extra: evalWith system ([ imgbuild ] ++ extra);
+        iso = live "x86_64-linux" [ { imgbuild.format = "iso"; } ];
+        installerArm = live "aarch64-linux" [
+          {
+            imgbuild.format = "iso-installer";
+            imgbuild.iso.edition = "minimal";
+          }
+        ];
+        nb = live "aarch64-linux" [ { imgbuild.format = "netboot"; } ];
+        kexec = live "x86_64-linux" [ { imgbuild.format = "kexec"; } ];
+        host = live "x86_64-linux" [
+          {
+            imgbuild.format = "iso";
+            fileSystems."/" = {
+              device = "/dev/disk/by-uuid/0f3e";
+              fsType = "ext4";
+            };
+            boot.loader.systemd-boot.enable = true;
+            boot.loader.grub.enable = true;
+            boot.kernelParams = [ "quiet" ];
+          }
+        ];
+        mounts =
+          c:
+          lib.mapAttrs (_: fs: {
+            inherit (fs)
+              device
+              fsType
+              options
+              neededForBoot
+              ;
+          }) c.fileSystems;
+        record = c: removeAttrs c.boot.bootspec.extensions."org.imgbuild.v1" [ "release" ];
+        failing = c: map (a: a.message) (builtins.filter (a: !a.assertion) c.assertions);
+        isoWith =
+          system: settings:
+          live system [
+            { imgbuild.format = "iso"; }
+            settings
           ];
-        in
-        {
-          inherit f;
-          root = c.fileSystems."/".device or null;
-          container = c.boot.isContainer;
-          loader =
-            if c.boot.loader.systemd-boot.enable then
-              "systemd-boot"
-            else if c.boot.loader.generic-extlinux-compatible.enable then
-              "extlinux"
-            else
-              "none";
-          grub = c.boot.loader.grub.enable;
-          ok = allTrue c.assertions;
-        }
-      ) (builtins.attrNames flakeLib.formats);
-      expected = map (
-        f:
-        let
-          pi = flakeLib.formats.${f}.base == "sd-aarch64";
-          # containers.nix: no file systems, no boot loader.
-          container = flakeLib.formats.${f}.extension == "tar.xz";
-        in
-        {
-          inherit f container;
-          root =
-            if container then
-              null
-            else if pi then
-              "/dev/disk/by-label/NIXOS_SD"
-            else
-              "/dev/disk/by-label/nixos";
-          loader =
-            if container then
-              "none"
-            else if pi then
-              "extlinux"
-            else
-              "systemd-boot";
-          grub = false;
-          ok = true;
-        }
-      ) (builtins.attrNames flakeLib.formats);
-    };
+        tmpfs = {
+          device = null;
+          fsType = "tmpfs";
+          options = [ "mode=0755" ];
+        };
+        liveMounts = roStore: {
+          "/" = tmpfs // {
+            neededForBoot = false;
+          };
+          "/nix/.ro-store" = {
+            device = roStore;
+            fsType = "squashfs";
+            options = [ "loop" ];
+            neededForBoot = true;
+          };
+          "/nix/.rw-store" = tmpfs // {
+            neededForBoot = true;
+          };
+          "/nix/store" = {
+            device = "overlay";
+            fsType = "overlay";
+            options = [
+              "lowerdir=/nix/.ro-store"
+              "upperdir=/nix/.rw-store/store"
+              "workdir=/nix/.rw-store/work"
+            ];
+            neededForBoot = true;
+          };
+        };
+      in
+      {
+        expr = {
+          isoMounts = mounts iso;
+          netbootMounts = mounts nb;
+          kexecMountsAreNetboots = mounts kexec == mounts nb;
+          overlayDepends = iso.fileSystems."/nix/store".depends;
+          isoParams = iso.boot.kernelParams;
+          isoRecord = record iso;
+          installerArmParams = installerArm.boot.kernelParams;
+          installerArmRecord = {
+            inherit (record installerArm) iso;
+            bootloaderType = (record installerArm).bootloader.type;
+          };
+          netbootRecord = record nb;
+          netbootParams = nb.boot.kernelParams;
+          isoModules = {
+            inherit (iso.boot.initrd) availableKernelModules kernelModules;
+          };
+          netbootModules = nb.boot.initrd.availableKernelModules;
+          registersAtBoot =
+            map (lib.hasInfix "bin/nix-store --load-db < /nix/store/nix-path-registration") [
+              iso.boot.postBootCommands
+              nb.boot.postBootCommands
+            ];
+          firstBootUnits = builtins.attrNames iso.systemd.services;
+          noRegistration = (isoWith "x86_64-linux" { imgbuild.registerNixPaths = false; }).boot.postBootCommands;
+          timeout = iso.boot.loader.timeout;
+          host = {
+            root = host.fileSystems."/".fsType;
+            systemdBoot = host.boot.loader.systemd-boot.enable;
+            grub = host.boot.loader.grub.enable;
+            params = host.boot.kernelParams;
+          };
+          ok = map (c: failing c) [
+            iso
+            installerArm
+            nb
+            kexec
+          ];
+          longVolumeID = failing (isoWith "x86_64-linux" { imgbuild.iso.volumeID = "nixos-minimal-26.11-x86_64-abcdefg"; });
+          badVolumeID = builtins.length (failing (isoWith "aarch64-linux" { imgbuild.iso.volumeID = "NIXOS ISO"; }));
+          noSyslinux = failing (isoWith "x86_64-linux" { imgbuild.iso.syslinux = null; });
+          systemdStage1 = builtins.length (failing (isoWith "aarch64-linux" { boot.initrd.systemd.enable = true; }));
+          wrongSystem = builtins.length (failing (live "riscv64-linux" [ { imgbuild.format = "netboot"; } ]));
+        };
+        expected = {
+          isoMounts = liveMounts "/iso/nix-store.squashfs" // {
+            "/iso" = {
+              device = "/dev/root";
+              fsType = "auto";
+              options = [ "defaults" ];
+              neededForBoot = true;
+            };
+          };
+          netbootMounts = liveMounts "../nix-store.squashfs";
+          kexecMountsAreNetboots = true;
+          overlayDepends = [
+            "/nix/.ro-store"
+            "/nix/.rw-store/store"
+            "/nix/.rw-store/work"
+          ];
+          isoParams = [
+            "root=LABEL=nixos-26.11-x86_64"
+            "boot.shell_on_fail"
+          ];
+          isoRecord = {
+            iso = {
+              volumeID = "nixos-26.11-x86_64";
+              syslinux = "${(stubs.pkgsFor "x86_64-linux").syslinux}";
+            };
+            # The EFI image's systemd-boot, with the medium's timeout.
+            bootloader = {
+              type = "systemd-boot";
+              timeout = 10;
+              editor = true;
+              consoleMode = "keep";
+              rebootForBitlocker = false;
+              installDeviceTree = false;
+              distroName = "NixOS";
+              bootCounting = {
+                enable = false;
+                tries = 3;
+              };
+            };
+          };
+          installerArmParams = [
+            "root=LABEL=nixos-minimal-26.11-aarch64"
+            "boot.shell_on_fail"
+          ];
+          installerArmRecord = {
+            iso.volumeID = "nixos-minimal-26.11-aarch64";
+            bootloaderType = "systemd-boot";
+          };
+          netbootRecord.netboot = { };
+          netbootParams = [ ];
+          isoModules = {
+            availableKernelModules = [
+              "squashfs"
+              "overlay"
+              "iso9660"
+              "uas"
+            ];
+            kernelModules = [
+              "loop"
+              "overlay"
+            ];
+          };
+          netbootModules = [
+            "squashfs"
+            "overlay"
+          ];
+          registersAtBoot = [
+            true
+            true
+          ];
+          firstBootUnits = [ ];
+          noRegistration = "";
+          timeout = 10;
+          host = {
+            root = "tmpfs";
+            systemdBoot = false;
+            grub = false;
+            params = [
+              "quiet"
+              "root=LABEL=nixos-26.11-x86_64"
+              "boot.shell_on_fail"
+            ];
+          };
+          ok = [
+            [ ]
+            [ ]
+            [ ]
+            [ ]
+          ];
+          longVolumeID = [
+            "imgbuild.iso.volumeID `nixos-minimal-26.11-x86_64-abcdefg` must be 1 to 32 letters, digits, `_`, `-` or `.` (an ISO 9660 volume ID, also the label stage 1 looks for)."
+          ];
+          badVolumeID = 1;
+          noSyslinux = [
+            "imgbuild.format = \"iso\" on x86_64-linux boots BIOS through isolinux: imgbuild.iso.syslinux must be a syslinux package, not null."
+          ];
+          wrongSystem = 1;
+          systemdStage1 = 1;
+        };
+      };
+
+    # iso-installer is the ISO with the profiles nixpkgs' installation-cd-base.nix imports
+    # (all-hardware, base, installation-device), which the build-image variant and mkNodes
+    # import (each stand-in profile declares `test.profiles.<name>`); the iso variant and a
+    # hand-set format do not.
+    installerProfile =
+      let
+        variant = c: v: c.system.build.images.${v}.passthru.config;
+        installer = [
+          "all-hardware"
+          "base"
+          "installation-device"
+        ];
+        profiled = c: builtins.attrNames (c.test.profiles or { });
+        nodes = flakeLib.mkNodes {
+          nodes = [
+            {
+              name = "inst";
+              system = "aarch64-linux";
+              format = "iso-installer";
+            }
+            {
+              name = "live";
+              system = "x86_64-linux";
+              format = "iso";
+            }
+          ];
+          nixpkgs = stubs.nixpkgs // {
+            lib = stubs.nixpkgs.lib // {
+              nixosSystem = args: {
+                config = evalWith args.specialArgs.imgbuildNode.system args.modules;
+              };
+            };
+          };
+        };
+      in
+      {
+        expr = {
+          isoInstallerVariant = profiled (variant web "iso-installer");
+          isoVariant = profiled (variant web "iso");
+          armInstallerVariant = profiled (variant piSystem "iso-installer");
+          byHand = profiled (evalWith "x86_64-linux" [
+            imgbuild
+            { imgbuild.format = "iso-installer"; }
+          ]);
+          nodeInstaller = profiled nodes.nixosConfigurations.inst.config;
+          nodeLive = profiled nodes.nixosConfigurations.live.config;
+          nodeInstallerFormat = nodes.nixosConfigurations.inst.config.imgbuild.format;
+          # A format for two systems: mkNodes needs the node's.
+          noSystem = fails (flakeLib.checkNodes [
+            {
+              name = "x";
+              format = "iso";
+            }
+          ]);
+        };
+        expected = {
+          isoInstallerVariant = installer;
+          isoVariant = [ ];
+          armInstallerVariant = installer;
+          byHand = [ ];
+          nodeInstaller = installer;
+          nodeLive = [ ];
+          nodeInstallerFormat = "iso-installer";
+          noSystem = true;
+        };
+      };
+
+    # The PC BIOS formats (CONTRACT-24): GRUB on the disk the platform gives, root by label,
+    # BIOS only; boot.json's GRUB record names the package (and the EFI one when a user turns
+    # efiSupport on); a user's `boot.loader.grub.device` replaces the format's disk (not a
+    # second one).
+    grubFormats =
+      let
+        rec_ = c: c.boot.bootspec.extensions."org.imgbuild.v1".bootloader;
+        summary =
+          f:
+          let
+            c = cfgFor f [ ];
+          in
+          {
+            inherit (c.boot.loader.grub) devices efiSupport efiInstallAsRemovable;
+            mounts = builtins.attrNames c.fileSystems;
+            sdBoot = c.boot.loader.systemd-boot.enable;
+            ide = builtins.elem "ata_piix" c.boot.initrd.availableKernelModules;
+            record = {
+              inherit (rec_ c) type devices grub;
+              efi = (rec_ c) ? grubEfi;
+            };
+          };
+        own = cfgFor "hetzner" [
+          {
+            boot.loader.grub.device = "/dev/nvme0n1";
+            boot.loader.grub.users.root.hashedPassword = "grub.pbkdf2.sha512.10000.SECRET";
+          }
+        ];
+        raw = rec_ (cfgFor "raw" [ ]);
+        qemu = rec_ (cfgFor "qemu" [
+          {
+            boot.loader.grub.efiSupport = true;
+            boot.loader.efi.efiSysMountPoint = "/boot/efi";
+          }
+        ]);
+        grub = "${grubPackage}";
+      in
+      {
+        expr = {
+          summaries = lib.genAttrs biosFormats summary;
+          ownDevice = own.boot.loader.grub.devices;
+          ownRecord = {
+            inherit (rec_ own) devices users;
+            noHash = !(lib.hasInfix "SECRET" (builtins.toJSON (rec_ own)));
+          };
+          rawRecord = removeAttrs raw [
+            "grub"
+            "font"
+          ];
+          rawFont = raw.font;
+          qemuEfi = {
+            inherit (qemu) grubEfi efiSysMountPoint;
+          };
+        };
+        expected = {
+          summaries =
+            let
+              s = dev: efi: {
+                devices = [ dev ];
+                efiSupport = efi;
+                efiInstallAsRemovable = efi;
+                mounts = [ "/" ] ++ lib.optional efi "/boot/efi";
+                sdBoot = false;
+                ide = true;
+                record = {
+                  type = "grub";
+                  devices = [ dev ];
+                  inherit grub efi;
+                };
+              };
+            in
+            {
+              raw = s "/dev/vda" false;
+              qemu = s "/dev/vda" false;
+              digitalocean = s "/dev/vda" false;
+              hetzner = s "/dev/sda" false;
+            };
+          ownDevice = [ "/dev/nvme0n1" ];
+          ownRecord = {
+            devices = [ "/dev/nvme0n1" ];
+            users = [ "root" ];
+            noHash = true;
+          };
+          rawRecord = {
+            type = "grub";
+            timeout = 5;
+            devices = [ "/dev/vda" ];
+            efiSupport = false;
+            efiInstallAsRemovable = false;
+            fsIdentifier = "uuid";
+            configurationLimit = 100;
+            configurationName = "";
+            default = 0;
+            copyKernels = false;
+            storePath = "/nix/store";
+            extraConfig = "";
+            extraEntries = "";
+            extraEntriesBeforeNixOS = false;
+            extraPerEntryConfig = "";
+            backgroundColor = null;
+            gfxmodeBios = "1024x768";
+            gfxpayloadBios = "text";
+            gfxmodeEfi = "auto";
+            gfxpayloadEfi = "keep";
+            extraPrepareConfig = "";
+            extraGrubInstallArgs = [ ];
+            users = [ ];
+            useOSProber = false;
+            splashImage = null;
+            theme = null;
+            distroName = "NixOS";
+            timeoutStyle = "menu";
+            splashMode = "stretch";
+            entryOptions = "--class nixos --unrestricted";
+            subEntryOptions = "--class nixos";
+          };
+          rawFont = "${grubPackage}/share/grub/unicode.pf2";
+          qemuEfi = {
+            grubEfi = "${grubPackage.override { efiSupport = true; }}";
+            efiSysMountPoint = "/boot/efi";
+          };
+        };
+      };
 
     # mkDefault in the module gives way to a plain definition; lists merge.
     defaultsGiveWay = {

@@ -53,6 +53,7 @@ let
     mapAttrsToList = f: as: map (k: f k as.${k}) (attrNames as);
     optionalString = cond: s: if cond then s else "";
     optionalAttrs = cond: as: if cond then as else { };
+    optionals = cond: xs: if cond then xs else [ ];
     mkOption = attrs: attrs // { _type = "option"; };
     mkEnableOption = name: {
       _type = "option";
@@ -75,6 +76,11 @@ let
     mkForce = content: {
       _type = "override";
       priority = 50;
+      inherit content;
+    };
+    mkImageMediaOverride = content: {
+      _type = "override";
+      priority = 60;
       inherit content;
     };
     literalExpression = text: {
@@ -136,6 +142,7 @@ let
         parted = pkg "parted-3.6";
         e2fsprogs = pkg "e2fsprogs-1.47";
         coreutils = pkg "coreutils-9.7";
+        syslinux = pkg "syslinux-6.04-unstable-2019-02-07";
         closureInfo =
           { rootPaths }:
           pkg "closure-info" // {
@@ -307,10 +314,12 @@ let
           ;
       };
       config = recursiveUpdate (recursiveUpdate base (defaultsOf (m.options or { }))) settings;
-      # `_file` and `key` name the module for error messages; they define nothing.
+      # `_file` and `key` name the module for error messages, `imports` lists other modules;
+      # they define nothing.
       body = removeAttrs (if m ? config || m ? options then m.config or { } else m) [
         "_file"
         "key"
+        "imports"
       ];
     in
     {

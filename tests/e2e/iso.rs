@@ -46,10 +46,34 @@ fn patched(src: &Path, dir: &Path, iso: Option<Value>) -> PathBuf {
     let path = top.join("boot.json");
     let mut spec: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     if let Some(iso) = iso {
+        // What imgbuild's NixOS module sets with the record, and the system check wants:
+        // root=LABEL=<volume ID> and the live file systems.
+        if let Some(id) = iso["volumeID"].as_str() {
+            let params = spec["org.nixos.bootspec.v1"]["kernelParams"].as_array_mut();
+            params.unwrap().push(json!(format!("root=LABEL={id}")));
+            live_fstab(&root, &top);
+        }
         spec["org.imgbuild.v1"] = json!({ "iso": iso });
     }
     std::fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
     root
+}
+
+/// The toplevel's /etc/fstab made the module's for the ISO (nixpkgs' `lib.isoFileSystems`).
+fn live_fstab(root: &Path, top: &Path) {
+    let etc = host(
+        root,
+        std::fs::read_link(top.join("etc"))
+            .unwrap()
+            .to_str()
+            .unwrap(),
+    );
+    ok(Command::new("chmod").arg("-R").arg("u+w").arg(&etc));
+    let fstab = "tmpfs / tmpfs mode=0755 0 0\n/dev/root /iso auto defaults 0 0\n\
+        /iso/nix-store.squashfs /nix/.ro-store squashfs loop 0 0\n\
+        tmpfs /nix/.rw-store tmpfs mode=0755 0 0\noverlay /nix/store overlay \
+        lowerdir=/nix/.ro-store,upperdir=/nix/.rw-store/store,workdir=/nix/.rw-store/work 0 0\n";
+    std::fs::write(etc.join("fstab"), fstab).unwrap();
 }
 
 /// The aarch64 demo, patched, with a stand-in systemd-boot (the demo boots with extlinux).
@@ -202,7 +226,11 @@ fn iso_x86_64_judged_by_xorriso_isoinfo_7zz_unsquashfs_sgdisk_fsck() {
     assert_eq!(version, "24.05.20240601.b3b2b28");
     let cfg = std::fs::read_to_string(x.join("isolinux/isolinux.cfg")).unwrap();
     let init = fixture["init"].as_str().unwrap();
-    let params = fixture["kernelParams"].as_str().unwrap();
+    // The demo's kernel parameters and the root=LABEL= that `patched` adds.
+    let params = format!(
+        "{} root=LABEL={VOLUME_ID}",
+        fixture["kernelParams"].as_str().unwrap()
+    );
     for label in [
         "boot",
         "boot-nomodeset",

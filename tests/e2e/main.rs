@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod add;
+mod bios;
 mod boot_release;
 mod bounds;
 mod common;
@@ -16,7 +17,9 @@ mod flash;
 mod hostile;
 mod inspect;
 mod iso;
+mod live_check;
 mod lxc;
+mod netboot;
 mod oracle;
 mod sizes;
 mod unprivileged;

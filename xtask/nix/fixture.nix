@@ -10,7 +10,11 @@
 #   arch, system, hostName, nixosVersion, codeName, kernelVersion, modDirVersion, kernelFile,
 #   kernelParams [..], systemdVersion, builder (dir with bin/sh -> busybox), pool (noise file),
 #   kernelSrc (dir), modulesSrc (dir), initrd (file), systemdBoot (file or null),
-#   rpiFirmware (bool)
+#   rpiFirmware (bool), grubPc (dir: Debian grub-pc-bin's lib/grub/i386-pc, or null),
+#   grubVersion
+#
+# The value is the toplevel; on x86_64 its attribute `grubSystem` (`nix-build -A grubSystem`) is the
+# same system booting with GRUB from a BIOS disk (see grubToplevel below).
 { params }:
 let
   P = builtins.fromJSON (builtins.readFile params);
@@ -268,7 +272,14 @@ let
     "systemd/user.conf" "systemd/network/10-lo.network" "systemd/network/40-eth0.network"
     "systemd/resolved.conf" "systemd/timesyncd.conf" "udev/udev.conf" "services" "protocols"
     "shells" "resolv.conf" "machine-info" "issue" "zoneinfo-link" "modprobe.d/nixos.conf" "X11/xkb.conf" ];
-  etcFiles = genList (k:
+  fstabUefi = if isX86 then ''
+    /dev/disk/by-label/nixos / ext4 x-initrd.mount 0 1
+    /dev/disk/by-label/ESP /boot vfat fmask=0077,dmask=0077 0 2
+  '' else ''
+    /dev/disk/by-label/NIXOS_SD / ext4 x-initrd.mount 0 1
+    /dev/disk/by-label/FIRMWARE /boot/firmware vfat nofail,noauto 0 2
+  '';
+  etcFilesWith = fstabText: genList (k:
     let
       f = elemAt etcFileNames k;
       p = elemAt pkgs (mod (k * 5 + 1) (length pkgs));
@@ -279,13 +290,7 @@ let
         # This is a generated file.  Do not edit!
 
         # Filesystems.
-      '' + (if isX86 then ''
-        /dev/disk/by-label/nixos / ext4 x-initrd.mount 0 1
-        /dev/disk/by-label/ESP /boot vfat fmask=0077,dmask=0077 0 2
-      '' else ''
-        /dev/disk/by-label/NIXOS_SD / ext4 x-initrd.mount 0 1
-        /dev/disk/by-label/FIRMWARE /boot/firmware vfat nofail,noauto 0 2
-      '')) else if f == "os-release" then writeText "etc-os-release" ''
+      '' + fstabText) else if f == "os-release" then writeText "etc-os-release" ''
         ANSI_COLOR="1;34"
         BUILD_ID="${P.nixosVersion}"
         ID=nixos
@@ -308,7 +313,7 @@ let
     ${pkgBy.perl}/bin/perl-wrapped ${glibcExtras}/lib/ld-path
   '';
 
-  etc = mk {
+  mkEtc = etcFiles: mk {
     name = "etc";
     script = ''
       e=$out/etc
@@ -327,6 +332,7 @@ let
       ln -s /etc/static/profile $e/profile.local
     '';
   };
+  etc = mkEtc (etcFilesWith fstabUefi);
 
   # NixOS' system-path: a buildEnv, i.e. a symlink farm into every package
   systemPath = mk {
@@ -388,27 +394,28 @@ let
   kernelParamsStr = concatStringsSep " " P.kernelParams;
   label = "NixOS ${P.codeName} ${P.nixosVersion} (Linux ${kver})";
   # bootspec v1 as nixpkgs writes it (jq pretty-printed, keys sorted); @out@ = $out
+  bootspecLines = [
+    "  \"org.nixos.bootspec.v1\": {"
+    "    \"init\": \"@out@/init\","
+    "    \"initrd\": \"${initrd}/initrd\","
+    "    \"kernel\": \"${kernel}/${P.kernelFile}\","
+    "    \"kernelParams\": ["
+    (concatStringsSep ",\n" (map (p: "      \"${p}\"") P.kernelParams))
+    "    ],"
+    "    \"label\": \"${label}\","
+    "    \"system\": \"${P.system}\","
+    "    \"toplevel\": \"@out@\""
+    "  },"
+  ];
   jsonLines = [ "{" ]
     ++ (if P.rpiFirmware then [ "  \"org.imgbuild.v1\": {" "    \"firmware\": \"${rpiFirmware}\"" "  }," ] else [ ])
-    ++ [
-      "  \"org.nixos.bootspec.v1\": {"
-      "    \"init\": \"@out@/init\","
-      "    \"initrd\": \"${initrd}/initrd\","
-      "    \"kernel\": \"${kernel}/${P.kernelFile}\","
-      "    \"kernelParams\": ["
-      (concatStringsSep ",\n" (map (p: "      \"${p}\"") P.kernelParams))
-      "    ],"
-      "    \"label\": \"${label}\","
-      "    \"system\": \"${P.system}\","
-      "    \"toplevel\": \"@out@\""
-      "  },"
-      ("  \"org.nixos.specialisation.v1\": {}" + (if isX86 then "," else ""))
-    ]
+    ++ bootspecLines
+    ++ [ ("  \"org.nixos.specialisation.v1\": {}" + (if isX86 then "," else "")) ]
     ++ (if isX86 then [ "  \"org.nixos.systemd-boot\": {" "    \"sortKey\": \"nixos\"" "  }" ] else [ ])
     ++ [ "}" ];
   bootJson = concatStringsSep "\n" jsonLines + "\n";
 
-  toplevel = mk {
+  mkToplevel = { etc, bootJson }: mk {
     name = "nixos-system-${P.hostName}-${P.nixosVersion}";
     env = { inherit bootJson; kernelParams = kernelParamsStr; };
     script = ''
@@ -449,5 +456,49 @@ let
       printf '%s' "$bootJson" | sed "s|@out@|$out|g" > $out/boot.json
     '';
   };
+  toplevel = mkToplevel { inherit etc bootJson; };
+
+  # ---------------------------------------------------------------------------------------
+  # The same system booting from a PC BIOS disk with GRUB, as imgbuild's NixOS module
+  # configures it for the `raw` format (nix/modules/imgbuild.nix): root by label only (no
+  # ESP in fstab), no systemd-boot extension, and the GRUB record of `"org.imgbuild.v1"`
+  # naming the GRUB package, laid out as nixpkgs' grub2 package: `lib/grub/i386-pc/` with
+  # the modules, kernel.img, boot.img, moddep.lst, ... (here Debian's grub-pc-bin files).
+  grub = mk {
+    name = "grub-${P.grubVersion}";
+    script = ''
+      mkdir -p $out/lib/grub
+      cp -r ${src "grub-i386-pc" P.grubPc} $out/lib/grub/i386-pc
+    '';
+  };
+  fstabBios = ''
+    /dev/disk/by-label/nixos / ext4 x-initrd.mount 0 1
+  '';
+  grubBootJson = concatStringsSep "\n" ([
+    "{"
+    "  \"org.imgbuild.v1\": {"
+    "    \"bootloader\": {"
+    "      \"configurationLimit\": 100,"
+    "      \"devices\": ["
+    "        \"/dev/vda\""
+    "      ],"
+    "      \"distroName\": \"NixOS\","
+    "      \"efiInstallAsRemovable\": false,"
+    "      \"efiSupport\": false,"
+    "      \"fsIdentifier\": \"uuid\","
+    "      \"grub\": \"${grub}\","
+    "      \"timeout\": 5,"
+    "      \"type\": \"grub\""
+    "    },"
+    "    \"release\": \"${builtins.substring 0 5 P.nixosVersion}\""
+    "  },"
+  ] ++ bootspecLines ++ [
+    "  \"org.nixos.specialisation.v1\": {}"
+    "}"
+  ]) + "\n";
+  grubToplevel = mkToplevel {
+    etc = mkEtc (etcFilesWith fstabBios);
+    bootJson = grubBootJson;
+  };
 in
-toplevel
+if isX86 && (P.grubPc or null) != null then toplevel // { grubSystem = grubToplevel; } else toplevel

@@ -22,7 +22,6 @@ mod boot;
 mod bootcount;
 mod bootctl;
 mod ci;
-mod cpio;
 mod debs;
 mod fixture;
 mod fuzz;
@@ -70,6 +69,15 @@ enum Cmd {
     },
     /// Boot an image in QEMU; exit 0 only when the console shows IMGBUILD-BOOT-OK
     Boot(boot::BootArgs),
+    /// A PC BIOS disk of the fixture's GRUB toplevel made without imgbuild's image code (the
+    /// grub crate's boot.img and core.img, mkfs.ext4 -d, an MBR): proves `boot raw`
+    GrubDisk {
+        /// Fixture directory (default: target/fixtures/x86_64)
+        #[arg(long)]
+        fixture: Option<PathBuf>,
+        /// Output disk
+        out: PathBuf,
+    },
     /// Check an image's ESP with Debian's bootctl (status, list, is-installed)
     Bootctl { image: PathBuf },
     /// CI boot tests: fixtures, baseline and imgbuild images, boots (virtio, nvme, aarch64),
@@ -156,6 +164,10 @@ fn real_main(cli: Cli) -> Result<()> {
             root_label,
         } => baseline::build(format, &fixture, &out, root_label.as_deref()).map(|_| ()),
         Cmd::Boot(args) => boot::cmd_boot(args),
+        Cmd::GrubDisk { fixture, out } => boot::bios::grub_disk(
+            &fixture.unwrap_or_else(|| fixture::default_dir(fixture::Arch::X86_64)),
+            &out,
+        ),
         Cmd::Bootctl { image } => bootctl::check(&image),
         Cmd::CiBoot(args) => ci::run(args),
         Cmd::Ci(args) => ci::run_all(args),

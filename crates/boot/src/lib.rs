@@ -10,6 +10,9 @@
 //!   ([`release`]: the facts per NixOS release, as data).
 //! * [`extlinux_boot`]: the `/boot` directory written by nixpkgs'
 //!   `generic-extlinux-compatible/extlinux-conf-builder.sh` during an image build.
+//! * [`ipxe_script`], [`kexec_script`]: nixpkgs' netboot `netboot.ipxe` and `kexec-boot`.
+//! * [`grub_boot`]: `/boot/grub/grub.cfg`, `state` and `grubenv` as NixOS's
+//!   `install-grub.pl` (and `grub-install`) leave them for generation 1.
 //! * [`rpi_config_txt`]: the Raspberry Pi firmware `config.txt` of nixpkgs'
 //!   `sd-image-aarch64.nix`.
 //!
@@ -22,11 +25,21 @@
 use std::path::PathBuf;
 
 mod extlinux;
+mod grub;
+mod netboot;
 pub mod release;
 mod rpi;
 mod systemd_boot;
 
 pub use extlinux::{extlinux_boot, extlinux_clean_name, ExtlinuxOptions};
+pub use grub::{
+    grub_boot, grub_state, grubenv, parse_drv_name, GrubCfgOptions, GrubFsId, GrubSpecialisation,
+    GrubState,
+};
+pub use netboot::{
+    ipxe_script, kexec_script, netboot_kernel_name, KEXEC_INITRD, KEXEC_KERNEL, KEXEC_SCRIPT,
+    NETBOOT_INITRD, NETBOOT_IPXE,
+};
 pub use release::{Facts, Fit, Release, RELEASES};
 pub use rpi::{needed_files as rpi_needed_files, rpi_config_txt, NeededFile};
 pub use systemd_boot::{
@@ -226,5 +239,7 @@ fn command_line(init: &str, params: &[String]) -> Result<String> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_grub;
 #[cfg(test)]
 mod tests_release;

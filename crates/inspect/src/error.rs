@@ -132,7 +132,7 @@ pub enum Error {
         available: String,
     },
     /// The partition holds no filesystem we can read.
-    #[error("{at}: no ext4, FAT or ISO 9660 filesystem{}", detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    #[error("{at}: no ext4, FAT, ISO 9660 or squashfs filesystem{}", detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
     NoFilesystem {
         /// The partition.
         at: Where,

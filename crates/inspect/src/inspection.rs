@@ -74,6 +74,10 @@ impl Image {
                 boot.raspberry_pi.push(pi);
             }
         }
+        let parts: Vec<&Partition> = self.parts.iter().map(|p| &p.partition).collect();
+        boot.grub_bios = boot::grub_bios(&self.disk, self.table.kind, &parts, &|n| {
+            self.filesystem(&n.to_string()).ok()
+        });
         let boot_toplevel = boot
             .systemd_boot
             .iter()

@@ -4,11 +4,13 @@
 //! anonymous temporary file), reads its partition table (GPT through the `gpt` crate, MBR
 //! through `mbrman`, each after our own checks), and probes every partition for ext4 (read
 //! by the independent `ext4-view` crate), FAT (read by `fs::fat`, our own bounded reader)
-//! or ISO 9660 (`fs::iso9660`, ours too: Rock Ridge, El Torito; an isohybrid image's volume
-//! is read over the whole image as partition 0, whatever its MBR or GPT says; squashfs and
-//! Joliet are not read). [`Image::inspect`] explains the image: table, filesystems, the boot setup
-//! (systemd-boot, extlinux, GRUB, Raspberry Pi firmware) and the NixOS system (profile,
-//! toplevel, version, registered store paths), for images built by imgbuild or by nixpkgs.
+//! ISO 9660 (`fs::iso9660`, ours too: Rock Ridge, El Torito; an isohybrid image's volume
+//! is read over the whole image, as partition 0 or as the table's entry from LBA 0; Joliet is
+//! not read) or squashfs (`fs::squashfs`, ours: a live ISO's `/nix-store.squashfs` appears at
+//! `/nix/store`). [`Image::inspect`] explains the image: table, filesystems, the boot setup
+//! (systemd-boot, extlinux/isolinux, GRUB configs and GRUB for BIOS, Raspberry Pi firmware)
+//! and the NixOS system (profile, toplevel, version, registered store paths), for images
+//! built by imgbuild or by nixpkgs.
 //! [`Filesystem`] lists, reads and copies files.
 //!
 //! The image is untrusted input. A corrupt or hostile image gives an [`Error`], never a
@@ -59,7 +61,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use boot::{
-    boot_counters, Boot, BootEntry, EfiBinary, Extlinux, ExtlinuxEntry, Grub, PiKernel,
+    boot_counters, Boot, BootEntry, EfiBinary, Extlinux, ExtlinuxEntry, Grub, GrubBios, PiKernel,
     RaspberryPi, SystemdBoot,
 };
 pub use container::Container;
@@ -182,8 +184,14 @@ impl Image {
             let mut whole = io::Slice::new(disk.clone(), 0, disk_size, io::Budget::new(1 << 20));
             fs::iso9660::looks_like_iso(&mut whole)
         };
+        // A squashfs file has no table, whatever its byte 510 holds.
+        let squash = {
+            let mut magic = [0u8; 4];
+            disk.read_exact_at(0, &mut magic).is_ok() && &magic == b"hsqs"
+        };
         let mut iso_warning = None;
-        let read = match table::read(path, &disk) {
+        let read = match table::read(path, &disk, iso) {
+            _ if squash => None,
             Err(e) if iso => {
                 iso_warning = Some(format!(
                     "the partition table is not read ({}); the image is read as an ISO 9660 \
@@ -212,43 +220,16 @@ impl Image {
             ),
         };
         let mut partitions = partitions;
-        if iso && partitions.first().is_some_and(|p| p.entry.number != 0) {
+        // Unless the table's own entry is the volume (syslinux's isohybrid MBR: entry 1 from
+        // LBA 0).
+        let volume_listed = partitions
+            .iter()
+            .any(|p| p.readable && p.entry.start == 0 && p.entry.number != 0);
+        if iso && !volume_listed && partitions.first().is_some_and(|p| p.entry.number != 0) {
             partitions.insert(0, whole_image(disk_size));
         }
         warnings.extend(iso_warning);
-        let mut parts = Vec::new();
-        for p in partitions {
-            if !p.readable {
-                parts.push(Part {
-                    partition: p,
-                    info: None,
-                    fs: None,
-                    error: None,
-                });
-                continue;
-            }
-            let at = Where {
-                image: path.to_path_buf(),
-                partition: Some(p.describe(None)),
-                path: None,
-            };
-            let o = fs::open(&disk, &p, at, &opts.limits);
-            let at_label = o
-                .info
-                .as_ref()
-                .and_then(|i| i.summary.label.clone())
-                .map(|l| p.describe(Some(&l)));
-            let mut fs = o.fs;
-            if let (Some(f), Some(d)) = (&mut fs, at_label) {
-                f.set_partition_name(d);
-            }
-            parts.push(Part {
-                partition: p,
-                info: o.info,
-                fs,
-                error: o.error.map(|e| error::chain(&e)),
-            });
-        }
+        let parts = open_partitions(path, &disk, partitions, iso, &opts.limits);
         if table_is_none(&parts) && parts[0].fs.is_none() {
             warnings.push("no partition table and no filesystem recognised".into());
         }
@@ -468,6 +449,60 @@ impl Image {
             None => self.root_filesystem(),
         }
     }
+}
+
+/// Probes every readable partition for a filesystem (an isohybrid table's entry from LBA 0
+/// over the whole image).
+fn open_partitions(
+    path: &Path,
+    disk: &Arc<io::Disk>,
+    partitions: Vec<Partition>,
+    iso: bool,
+    limits: &Limits,
+) -> Vec<Part> {
+    let disk_size = disk.size();
+    let mut parts = Vec::new();
+    for p in partitions {
+        if !p.readable {
+            parts.push(Part {
+                partition: p,
+                info: None,
+                fs: None,
+                error: None,
+            });
+            continue;
+        }
+        let at = Where {
+            image: path.to_path_buf(),
+            partition: Some(p.describe(None)),
+            path: None,
+        };
+        // An isohybrid table's entry from LBA 0 is the volume, which may run past the
+        // entry (xorriso's GPT entry ends before its backup GPT): read over the image.
+        let o = if iso && p.entry.start == 0 {
+            let mut whole = p.clone();
+            whole.entry.size = disk_size;
+            fs::open(disk, &whole, at, limits)
+        } else {
+            fs::open(disk, &p, at, limits)
+        };
+        let at_label = o
+            .info
+            .as_ref()
+            .and_then(|i| i.summary.label.clone())
+            .map(|l| p.describe(Some(&l)));
+        let mut fs = o.fs;
+        if let (Some(f), Some(d)) = (&mut fs, at_label) {
+            f.set_partition_name(d);
+        }
+        parts.push(Part {
+            partition: p,
+            info: o.info,
+            fs,
+            error: o.error.map(|e| error::chain(&e)),
+        });
+    }
+    parts
 }
 
 /// The whole image as partition 0 (no table, or an ISO 9660 volume over a hybrid table).

@@ -18,6 +18,15 @@ pub const PROFILE: &[u8] = b"/nix/var/nix/profiles/system";
 pub const DB: &[u8] = b"/nix/var/nix/db/db.sqlite";
 /// nixpkgs' first-boot registration file (sd-image, make-ext4-fs).
 pub const REGISTRATION: &[u8] = b"/nix-path-registration";
+/// Where a live ISO's (and netboot's) store image keeps it: at the top of the squashfs,
+/// which the live system mounts at `/nix/store`.
+pub const STORE_REGISTRATION: &[u8] = b"/nix/store/nix-path-registration";
+
+/// Whether an entry of `/nix/store` is a store path (not `.links`, not a live store
+/// image's registration file).
+fn is_store_path(name: &[u8]) -> bool {
+    !name.starts_with(b".") && name != b"nix-path-registration"
+}
 /// The database is copied out to a temporary file; bigger ones are not read.
 pub const MAX_DB: u64 = 4 << 30;
 /// Registered path sets bigger than this are counted but not compared with the store.
@@ -191,14 +200,14 @@ fn store(fs: &Filesystem, n: &mut Nixos, warn: &mut dyn FnMut(Error)) -> Option<
         Ok(es) => {
             let meta = fs.metadata(b"/nix/store").ok();
             n.store = Some(Store {
-                paths: len64(es.iter().filter(|e| !e.name.starts_with(b".")).count()),
+                paths: len64(es.iter().filter(|e| is_store_path(&e.name)).count()),
                 unregistered: None,
                 optimised: es.iter().any(|e| e.name == b".links"),
                 mode: meta.map(|m| format!("{:o}", m.mode)).unwrap_or_default(),
             });
             Some(
                 es.into_iter()
-                    .filter(|e| !e.name.starts_with(b"."))
+                    .filter(|e| is_store_path(&e.name))
                     .map(|e| join(b"/nix/store", &e.name))
                     .collect(),
             )
@@ -229,11 +238,13 @@ fn registrations(
             db_paths(fs, temp_dir),
         ));
     }
-    if fs.exists(REGISTRATION).unwrap_or(false) {
-        sources.push((
-            String::from_utf8_lossy(REGISTRATION).into_owned(),
-            registration_paths(fs),
-        ));
+    for file in [REGISTRATION, STORE_REGISTRATION] {
+        if fs.exists(file).unwrap_or(false) {
+            sources.push((
+                String::from_utf8_lossy(file).into_owned(),
+                registration_paths(fs, file),
+            ));
+        }
     }
     for (source, r) in sources {
         match r {
@@ -276,7 +287,10 @@ pub(crate) fn closure(
             DB,
             db_paths as fn(&Filesystem, Option<&std::path::Path>) -> Result<_>,
         ),
-        (REGISTRATION, |fs, _| registration_paths(fs)),
+        (REGISTRATION, |fs, _| registration_paths(fs, REGISTRATION)),
+        (STORE_REGISTRATION, |fs, _| {
+            registration_paths(fs, STORE_REGISTRATION)
+        }),
     ] {
         if !fs.exists(source).unwrap_or(false) {
             continue;
@@ -292,7 +306,7 @@ pub(crate) fn closure(
     let paths = fs
         .read_dir(b"/nix/store")?
         .into_iter()
-        .filter(|e| !e.name.starts_with(b"."))
+        .filter(|e| is_store_path(&e.name))
         .map(|e| join(b"/nix/store", &e.name))
         .collect();
     Ok(("the entries of /nix/store".into(), paths))
@@ -309,8 +323,8 @@ impl Read for ReadAdapter<'_> {
 
 /// Store paths of a `nix-store --dump-db` / closureInfo registration file:
 /// records of path, hash, size, deriver, reference count, references.
-fn registration_paths(fs: &Filesystem) -> Result<Vec<Vec<u8>>> {
-    let r = fs.open(REGISTRATION)?;
+fn registration_paths(fs: &Filesystem, file: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let r = fs.open(file)?;
     let mut lines = BufReader::new(ReadAdapter(r)).split(b'\n');
     let mut line: u64 = 0;
     let mut next = |what: &str| -> Result<Option<Vec<u8>>> {
@@ -319,13 +333,13 @@ fn registration_paths(fs: &Filesystem) -> Result<Vec<Vec<u8>>> {
             None => Ok(None),
             Some(Ok(l)) => Ok(Some(l)),
             Some(Err(e)) => Err(Error::Corrupt {
-                at: fs.location().with_path(REGISTRATION),
+                at: fs.location().with_path(file),
                 reason: format!("line {line} ({what}): {}", chain(&e)),
             }),
         }
     };
     let bad = |what: &str| Error::Corrupt {
-        at: fs.location().with_path(REGISTRATION),
+        at: fs.location().with_path(file),
         reason: format!("expected {what}"),
     };
     let mut paths = Vec::new();

@@ -1,5 +1,25 @@
 //! Paths inside a filesystem: bytes, absolute, normalised lexically.
 
+/// The components of `path`, empty ones dropped (`.` and `..` kept, for a resolver).
+pub(crate) fn components(path: &[u8]) -> impl DoubleEndedIterator<Item = Vec<u8>> + '_ {
+    path.split(|&b| b == b'/')
+        .filter(|c| !c.is_empty())
+        .map(<[u8]>::to_vec)
+}
+
+/// `/a/b` from `[a, b]`; `/` from none.
+pub(crate) fn from_components(names: &[Vec<u8>]) -> Vec<u8> {
+    let mut p = Vec::new();
+    for n in names {
+        p.push(b'/');
+        p.extend_from_slice(n);
+    }
+    if p.is_empty() {
+        p.push(b'/');
+    }
+    p
+}
+
 /// `a//b/./c/../d` -> `/a/b/d`: absolute, no empty, `.` or `..` components (`..` of the
 /// root is the root). Lexical, like `realpath -s`: a symlink followed by `..` is not
 /// resolved first.

@@ -8,9 +8,13 @@ use serde_json::Value;
 
 use crate::{io_err, Error, Result, StorePath, StoreRoot, StoreSubpath};
 
+mod grub_settings;
 mod settings;
-use settings::{bootloader_settings, setting_text};
+mod text;
+pub use grub_settings::{FsIdentifier, GrubSettings};
+use settings::bootloader_settings;
 pub use settings::{BootCounting, BootloaderSettings, LoaderKind, DEFAULT_BOOT_COUNTING_TRIES};
+use text::setting_text;
 
 /// Key of the bootspec v1 document.
 pub const BOOTSPEC_V1: &str = "org.nixos.bootspec.v1";

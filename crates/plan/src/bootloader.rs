@@ -52,6 +52,8 @@ pub(crate) struct Choice {
     /// extlinux: `hardware.deviceTree.name` (`FDT <dtbs>/<name>` instead of `FDTDIR`).
     pub device_tree_name: Option<String>,
     pub boot_counting: Option<u32>,
+    /// `boot.loader.grub.*` as recorded (`type = "grub"`).
+    pub grub: Option<imgbuild_nix::GrubSettings>,
     pub note: BootNote,
 }
 
@@ -136,6 +138,7 @@ fn resolve(
         use_generation_device_tree: s.use_generation_device_tree.unwrap_or(true),
         device_tree_name: s.device_tree_name.clone(),
         boot_counting,
+        grub: s.grub.clone(),
         note: BootNote {
             release: facts.release.to_string(),
             release_from,

@@ -18,6 +18,8 @@ use crate::{Error, Result};
 pub(crate) enum Fs {
     Fat(Box<fat::Plan>),
     Ext4(Box<ext4::Plan>),
+    /// Raw sectors (a BIOS boot partition): what is written there is the plan's boot code.
+    None,
 }
 
 impl Fs {
@@ -25,6 +27,7 @@ impl Fs {
     pub fn kind(&self) -> String {
         match self {
             Fs::Ext4(_) => "ext4".into(),
+            Fs::None => "none".into(),
             Fs::Fat(f) => f.fat_type().to_string().to_lowercase(),
         }
     }
@@ -34,20 +37,23 @@ impl Fs {
         match self {
             Fs::Ext4(p) => p.size_bytes(),
             Fs::Fat(f) => f.fs_bytes(),
+            Fs::None => 0,
         }
     }
 
-    fn map(&self, name: &str, tree: &Tree) -> Result<Map> {
-        match self {
+    /// `None` for raw sectors.
+    fn map(&self, name: &str, tree: &Tree) -> Result<Option<Map>> {
+        Ok(Some(match self {
+            Fs::None => return Ok(None),
             Fs::Ext4(p) => p.map(tree).map_err(|source| Error::Ext4 {
                 name: name.to_string(),
                 source,
-            }),
+            })?,
             Fs::Fat(p) => p.map(tree).map_err(|source| Error::Fat {
                 name: name.to_string(),
                 source,
-            }),
-        }
+            })?,
+        }))
     }
 }
 
@@ -73,6 +79,8 @@ pub(crate) struct Plan {
     pub layout: Layout,
     pub parts: Vec<Part>,
     pub table: Table,
+    /// GRUB's core image where `grub-bios-setup` puts it (sector 0 is patched in `table`).
+    pub boot_code: Option<partition::Write>,
 }
 
 fn ext4_options(cx: &Context, i: usize) -> ext4::Options {
@@ -103,7 +111,12 @@ fn fat_options(cx: &Context, i: usize) -> fat::Options {
 impl Plan {
     /// Plan every filesystem in full (the root's tree is scanned once), place the partitions
     /// and encode the table. A `--size` too small is refused here, before any output exists.
-    pub fn new(cx: &Context, trees: Vec<Tree>, cancel: &AtomicBool) -> Result<Plan> {
+    pub fn new(
+        cx: &Context,
+        trees: Vec<Tree>,
+        grub: Option<&crate::trees::grub::GrubSetup>,
+        cancel: &AtomicBool,
+    ) -> Result<Plan> {
         let format = cx.format;
         let root = format
             .partitions
@@ -155,6 +168,7 @@ impl Plan {
                         })?;
                     Fs::Fat(Box::new(plan))
                 }
+                Filesystem::None => Fs::None,
             };
             parts.push(Part {
                 tree,
@@ -162,11 +176,15 @@ impl Plan {
                 layout: pl.clone(),
             });
         }
-        let table = table(cx, &layout)?;
+        let mut table = table(cx, &layout)?;
+        let boot_code = grub
+            .map(|g| g.patch(cx, &layout, &mut table.writes))
+            .transpose()?;
         Ok(Plan {
             layout,
             parts,
             table,
+            boot_code,
         })
     }
 
@@ -176,9 +194,13 @@ impl Plan {
         for w in &self.table.writes {
             b.bytes(w.offset, w.bytes.clone())?;
         }
+        if let Some(w) = &self.boot_code {
+            b.bytes(w.offset, w.bytes.clone())?;
+        }
         for (part, p) in self.parts.iter().zip(&cx.format.partitions) {
-            let fs = part.fs.map(&p.name, &part.tree)?;
-            b.place(part.layout.start, fs)?;
+            if let Some(fs) = part.fs.map(&p.name, &part.tree)? {
+                b.place(part.layout.start, fs)?;
+            }
         }
         Ok(b.finish()?)
     }

@@ -103,6 +103,37 @@ pub enum Error {
     #[error("no Raspberry Pi firmware directory: set `\"org.imgbuild.v1\": {{\"firmware\": \"/nix/store/...\"}}` in the toplevel's boot.json (the imgbuild NixOS module does), or pass --firmware DIR")]
     /// No Raspberry Pi firmware: neither boot.json nor `--firmware` names it.
     NoFirmware,
+    #[error(
+        "format `{format}` installs GRUB, but boot.json has no \
+         `org.imgbuild.v1.bootloader.{key}` for it: build the system with imgbuild's NixOS \
+         module and `imgbuild.format = \"{format}\"` (it records boot.loader.grub), or \
+         choose a format for the system's boot loader"
+    )]
+    /// A GRUB format, but the closure's boot.json lacks the GRUB record (`key`: `type` when
+    /// the recorded boot loader is not GRUB or absent, `grub` when the package is missing).
+    NoGrubRecord {
+        /// The format.
+        format: String,
+        /// The key of `org.imgbuild.v1.bootloader` that is missing.
+        key: &'static str,
+    },
+    #[error("boot.loader.grub: {setting} is not supported: {reason}")]
+    /// A recorded GRUB setting imgbuild cannot install as NixOS would.
+    GrubUnsupported {
+        /// The setting.
+        setting: String,
+        /// Why.
+        reason: &'static str,
+    },
+    #[error("GRUB: {what}")]
+    /// Building GRUB's boot images from the closure's GRUB package failed.
+    Grub {
+        /// What was being done.
+        what: String,
+        #[source]
+        /// The GRUB crate's error.
+        source: imgbuild_grub::Error,
+    },
     #[error("no systemd-boot in the closure: looked for `{0}`")]
     /// The closure holds no systemd-boot EFI binary (the path looked for).
     NoSystemdBoot(String),
@@ -400,6 +431,17 @@ pub enum Error {
     #[error("planning the ISO 9660 volume")]
     /// The ISO 9660 volume could not be planned or mapped.
     Iso9660(#[from] imgbuild_iso9660::Error),
+    #[error("the netboot initrd's cpio archive")]
+    /// The store image does not fit a newc cpio member (4 GiB at most).
+    Cpio(#[from] imgbuild_cpio::Error),
+    #[error("the output directory `{}` {reason}", path.display())]
+    /// A netboot directory that cannot be replaced.
+    BadOutputDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     #[error("interrupted")]
     /// The build was interrupted (SIGINT, SIGTERM, SIGHUP); nothing was left at the output paths.
     Interrupted,

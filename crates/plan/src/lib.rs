@@ -31,6 +31,7 @@ mod iso;
 mod kinds;
 pub mod layout;
 mod manifest;
+mod netboot;
 pub mod options;
 mod output;
 mod store_image;
@@ -47,7 +48,9 @@ pub use ids::derive_id;
 pub use imgbuild_blockio::Progress;
 pub use inputs::{ClosureSource, InputSpec, Inputs};
 pub use layout::{Layout, PartitionLayout};
-pub use manifest::{ElToritoEntry, IsoManifest, Manifest, ManifestPartition};
+pub use manifest::{
+    ElToritoEntry, IsoManifest, Manifest, ManifestPartition, NetbootFile, NetbootManifest,
+};
 pub use options::threads;
 pub use options::{Dedup, DiskSize, Options, Output, OutputOptions};
 
@@ -111,6 +114,7 @@ pub fn build(
     };
     match format.volume {
         format::Volume::Iso9660 => return iso::build(&s),
+        format::Volume::Netboot | format::Volume::Kexec => return netboot::build(&s),
         format::Volume::Tar => return tarball::build(&s),
         format::Volume::Disk => {}
     }
@@ -156,6 +160,7 @@ pub fn dry_run(
     };
     match format.volume {
         format::Volume::Iso9660 => return iso::dry_run(&s),
+        format::Volume::Netboot | format::Volume::Kexec => return netboot::dry_run(&s),
         format::Volume::Tar => return tarball::dry_run(&s),
         format::Volume::Disk => {}
     }
@@ -205,7 +210,7 @@ impl Stages<'_> {
             self.reporter.phase("reading the closure", 0);
             let trees = trees::build(&cx, self.inputs, self.cancel)?;
             self.reporter.phase("planning", 0);
-            let plan = disk::Plan::new(&cx, trees.trees, self.cancel)?;
+            let plan = disk::Plan::new(&cx, trees.trees, trees.grub.as_ref(), self.cancel)?;
             self.reporter.phase("mapping", 0);
             let map = plan.map(&cx)?;
             let notes = output::TreeNotes {

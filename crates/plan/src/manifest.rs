@@ -12,7 +12,8 @@ pub struct ManifestPartition {
     pub entry: imgbuild_partition::Entry,
     /// The filesystem in it: kind, label, UUID, size.
     pub filesystem: imgbuild_partition::FsSummary,
-    /// Where the booted system mounts it.
+    /// Where the booted system mounts it (absent for a BIOS boot partition, not mounted).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub mount_point: String,
 }
 
@@ -48,6 +49,9 @@ pub struct Manifest {
     /// The ISO 9660 volume, for an ISO format.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iso: Option<IsoManifest>,
+    /// The netboot files or the kexec tarball, for those formats.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netboot: Option<NetbootManifest>,
     /// The file written (compressed or not): its name, in the manifest's directory.
     pub image: String,
     /// Absent when `added` is not empty and `image` is compressed (zstd, gzip, deflated
@@ -116,4 +120,37 @@ pub struct ElToritoEntry {
     pub lba: u32,
     /// 512-byte sectors the firmware loads.
     pub load_sectors: u16,
+}
+
+/// What a `netboot` or `kexec` build wrote: the initrd carrying the store image and the files
+/// beside it.
+#[derive(Clone, Debug, Serialize)]
+pub struct NetbootManifest {
+    /// The kernel command line of `netboot.ipxe` and `kexec-boot`: `init=<toplevel>/init`
+    /// and the toplevel's kernel parameters.
+    pub command_line: String,
+    /// Bytes of `nix-store.squashfs`, the closure's squashfs store image.
+    pub store_image_size: u64,
+    /// Inodes in the store image.
+    pub store_image_inodes: u32,
+    /// Bytes of the closure's own initrd, unchanged at the start of the netboot initrd.
+    pub closure_initrd_size: u64,
+    /// Bytes of the netboot initrd: the closure's initrd, zeros to a multiple of 4, then an
+    /// uncompressed newc cpio archive holding `nix-store.squashfs`.
+    pub initrd_size: u64,
+    /// The files written (netboot: in the directory; kexec: in the tarball), in order.
+    pub files: Vec<NetbootFile>,
+}
+
+/// One file of a netboot directory or a kexec tarball.
+#[derive(Clone, Debug, Serialize)]
+pub struct NetbootFile {
+    /// Its path in the directory or the tarball.
+    pub name: String,
+    /// Its size in bytes (a symlink: its target's length).
+    pub size: u64,
+    /// Its SHA-256 (netboot's files; a kexec tarball's members are covered by `disk_sha256`,
+    /// the SHA-256 of the uncompressed tar).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }

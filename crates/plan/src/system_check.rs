@@ -2,14 +2,19 @@
 //! `/` from a disk the image does not have, or whose boot loader is not the format's, is
 //! written without complaint by every tool and then does not boot (or does not survive its
 //! first `nixos-rebuild`). This check reads the system's own fstab and boot spec and says what
-//! does not match, and how to fix it.
+//! does not match, and how to fix it. The live media (iso, netboot) have their own checks in
+//! `live`, the container tarballs theirs in `container`.
 
-use crate::format::{Bootloader, Contents, Filesystem, Format, TableType};
+use crate::format::{Bootloader, Contents, Filesystem, Format, TableType, Volume};
 use crate::ids::{fat_volume_id_string, Ids};
 use crate::{Error, Inputs, Result};
 use imgbuild_nix::{BootSpec, LoaderKind};
 
-pub(crate) mod container;
+mod container;
+mod grub;
+use grub::{grub_problem, grub_target, grub_writes_esp};
+mod live;
+use live::Live;
 
 /// The system's `/etc/fstab`: a few lines.
 const FSTAB: imgbuild_blockio::InputKind = imgbuild_blockio::InputKind {
@@ -17,12 +22,13 @@ const FSTAB: imgbuild_blockio::InputKind = imgbuild_blockio::InputKind {
     max_bytes: 1 << 20,
 };
 
-/// One fstab line: device, mount point, type.
+/// One fstab line: device, mount point, type, options (`defaults` when the line has none).
 #[derive(Debug, PartialEq, Eq)]
 struct Mount {
     device: String,
     point: String,
     fstype: String,
+    options: String,
 }
 
 /// `\040` and friends, as fstab escapes spaces in fields.
@@ -56,6 +62,9 @@ fn parse_fstab(text: &str) -> Vec<Mount> {
                 device: unescape(f[0]),
                 point: unescape(f[1]),
                 fstype: f[2].to_string(),
+                options: f
+                    .get(3)
+                    .map_or_else(|| "defaults".to_string(), |o| unescape(o)),
             })
         })
         .collect()
@@ -71,6 +80,8 @@ fn names_of(format: &Format, ids: &Ids, i: usize) -> Vec<String> {
     let uuid = match p.filesystem {
         Filesystem::Ext4 => ids.ext4_uuid(&p.name).to_string(),
         Filesystem::Fat | Filesystem::Fat32 => fat_volume_id_string(ids.fat_volume_id(&p.name)),
+        // Raw sectors have no file system id; `check` never mounts them.
+        Filesystem::None => return v,
     };
     v.push(format!("/dev/disk/by-uuid/{uuid}"));
     v.push(format!("UUID={uuid}"));
@@ -82,13 +93,44 @@ fn names_of(format: &Format, ids: &Ids, i: usize) -> Vec<String> {
     v
 }
 
-/// What the user should do about a mismatch.
-fn fix(format: &Format) -> String {
+/// What the user should do about a mismatch with the format named `format`.
+fn fix(format: &str) -> String {
     format!(
         "import imgbuild's NixOS module (nixosModules.imgbuild; `lib.mkNodes` does) and set \
-         imgbuild.format = \"{}\", or pass --no-system-check to build anyway",
-        format.name
+         imgbuild.format = \"{format}\", or pass --no-system-check to build anyway"
     )
+}
+
+/// The refusal of a toplevel not configured for `format`, because of `reason`.
+fn bad<T>(format: &str, reason: String) -> Result<T> {
+    Err(Error::NotForFormat {
+        format: format.to_string(),
+        reason,
+        fix: fix(format),
+    })
+}
+
+/// The system's `/etc/fstab`, or `None` when it has none.
+fn read_fstab(inputs: &Inputs) -> Result<Option<String>> {
+    let link = inputs.toplevel.join("etc/fstab");
+    match inputs.store.resolve_in_store(&link) {
+        // A regular file of at most 1 MiB, opened without blocking.
+        Ok(host) => {
+            let bytes = imgbuild_blockio::read_input(&host, FSTAB)?;
+            Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+/// Checks a toplevel for a live medium: its boot.json record, kernel parameters and fstab.
+fn check_live(format: &Format, live: Live, inputs: &Inputs) -> Result<()> {
+    let fstab = read_fstab(inputs)?;
+    let spec = &inputs.bootspec;
+    match live {
+        Live::Iso => live::check_iso(&format.name, fstab.as_deref(), spec),
+        Live::Netboot => live::check_netboot(&format.name, fstab.as_deref(), spec),
+    }
 }
 
 /// The boot loader imgbuild's NixOS module recorded (`org.imgbuild.v1.bootloader.type`), when
@@ -102,6 +144,7 @@ fn recorded_loader(format: &Format, spec: &BootSpec) -> Result<()> {
     let format_kind = match format.bootloader.kind {
         Bootloader::SystemdBoot => LoaderKind::SystemdBoot,
         Bootloader::Extlinux => LoaderKind::Extlinux,
+        Bootloader::Grub => LoaderKind::Grub,
     };
     match recorded {
         Some(kind) if kind != format_kind => Err(Error::NotForFormat {
@@ -122,13 +165,18 @@ fn recorded_loader(format: &Format, spec: &BootSpec) -> Result<()> {
 
 /// Checks the system's fstab and boot loader against the format.
 pub(crate) fn check(format: &Format, ids: &Ids, inputs: &Inputs) -> Result<()> {
-    let bad = |reason: String| {
-        Err(Error::NotForFormat {
-            format: format.name.clone(),
-            reason,
-            fix: fix(format),
-        })
-    };
+    if let Some(live) = Live::of(format) {
+        return check_live(format, live, inputs);
+    }
+    if format.volume == Volume::Tar {
+        return container::check(format, inputs);
+    }
+    let bad = |reason: String| self::bad(&format.name, reason);
+    if let Some(target) = grub_target(format) {
+        if let Some(reason) = grub_problem(&format.name, target, &inputs.bootspec) {
+            return bad(reason);
+        }
+    }
     recorded_loader(format, &inputs.bootspec)?;
     let ext = &inputs.bootspec.extensions;
     let sd_boot = ext.contains_key("org.nixos.systemd-boot");
@@ -150,27 +198,22 @@ pub(crate) fn check(format: &Format, ids: &Ids, inputs: &Inputs) -> Result<()> {
         _ => {}
     }
 
-    let link = inputs.toplevel.join("etc/fstab");
-    let fstab = match inputs.store.resolve_in_store(&link) {
-        // A regular file of at most 1 MiB, opened without blocking.
-        Ok(host) => {
-            let bytes = imgbuild_blockio::read_input(&host, FSTAB)?;
-            String::from_utf8_lossy(&bytes).into_owned()
-        }
-        Err(_) => {
-            return bad(format!(
-                "it has no /etc/fstab ({} does not exist), so it mounts no root file system",
-                link.display()
-            ))
-        }
+    let Some(fstab) = read_fstab(inputs)? else {
+        return bad(format!(
+            "it has no /etc/fstab ({} does not exist), so it mounts no root file system",
+            inputs.toplevel.join("etc/fstab").display()
+        ));
     };
     let mounts = parse_fstab(&fstab);
     for (i, p) in format.partitions.iter().enumerate() {
         let needed = match p.contents {
             Contents::Root => true,
             // The boot loader's installer writes to the ESP: it must be mounted.
-            Contents::Esp => format.bootloader.kind == Bootloader::SystemdBoot,
-            Contents::Firmware => false,
+            Contents::Esp => {
+                format.bootloader.kind == Bootloader::SystemdBoot
+                    || grub_writes_esp(format, &inputs.bootspec)
+            }
+            Contents::Firmware | Contents::BiosBoot => false,
         };
         let Some(m) = mounts.iter().rev().find(|m| m.point == p.mount_point) else {
             if needed {
@@ -192,6 +235,7 @@ pub(crate) fn check(format: &Format, ids: &Ids, inputs: &Inputs) -> Result<()> {
         let want = match p.filesystem {
             Filesystem::Ext4 => "ext4",
             Filesystem::Fat | Filesystem::Fat32 => "vfat",
+            Filesystem::None => continue,
         };
         if m.fstype != want && m.fstype != "auto" {
             return bad(format!(
@@ -235,16 +279,7 @@ mod tests {
 
     #[test]
     fn a_recorded_boot_loader_must_be_the_formats() {
-        let spec = |ext: &str| {
-            let t = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-x";
-            let json = format!(
-                r#"{{"org.nixos.bootspec.v1": {{"init": "{t}/init",
-                  "kernel": "/nix/store/zyxwvsrqpnmlkjihgfdcba9876543210-linux/bzImage",
-                  "kernelParams": [], "label": "x", "system": "x86_64-linux",
-                  "toplevel": "{t}"}} {ext} }}"#
-            );
-            BootSpec::parse(json.as_bytes(), std::path::Path::new("boot.json")).unwrap()
-        };
+        let spec = spec_with;
         let raw = Format::load("raw-efi").unwrap();
         let sd = Format::load("sd-aarch64").unwrap();
         let ext = r#", "org.imgbuild.v1": {"bootloader": {"type": "extlinux"}}"#;
@@ -261,5 +296,17 @@ mod tests {
         // Nothing recorded: nothing to compare here.
         recorded_loader(&raw, &spec("")).unwrap();
         recorded_loader(&raw, &spec(r#", "org.imgbuild.v1": {"bootloader": {}}"#)).unwrap();
+    }
+
+    /// A boot spec whose top level has `ext` (`, "key": value ...`) after the v1 document.
+    pub(super) fn spec_with(ext: &str) -> BootSpec {
+        let t = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-x";
+        let json = format!(
+            r#"{{"org.nixos.bootspec.v1": {{"init": "{t}/init",
+              "kernel": "/nix/store/zyxwvsrqpnmlkjihgfdcba9876543210-linux/bzImage",
+              "kernelParams": [], "label": "x", "system": "x86_64-linux",
+              "toplevel": "{t}"}} {ext} }}"#
+        );
+        BootSpec::parse(json.as_bytes(), std::path::Path::new("boot.json")).unwrap()
     }
 }

@@ -8,8 +8,14 @@
 //! or (`--disk raspi3b-sd`) QEMU's Raspberry Pi 3 model booting the image from its SD card
 //! through Debian's Pi 3 U-Boot
 //! (U-Boot's distro boot finds extlinux.conf on the bootable partition), always TCG.
+//! raw, qemu, digitalocean, hetzner (GRUB, PC BIOS): QEMU's default `pc` machine and its
+//! SeaBIOS, the disk on IDE or virtio-blk (`bios.rs`); `--firmware uefi` boots the hybrid
+//! `qemu` image with OVMF instead.
 
+pub mod bios;
 mod qemu;
+
+pub use bios::Firmware;
 
 use crate::fixture::{self, Arch};
 use crate::util::{self, cmd, Timer};
@@ -49,6 +55,19 @@ pub enum Format {
     /// The raw-efi disk as a stream-optimized VMDK, booted as raw-efi.
     #[value(name = "vmware")]
     Vmware,
+    /// MBR, GRUB on the MBR gap: booted with SeaBIOS.
+    #[value(name = "raw")]
+    Raw,
+    /// GPT with a BIOS boot partition and an ESP, in qcow2: SeaBIOS (or OVMF, `--firmware
+    /// uefi`).
+    #[value(name = "qemu")]
+    Qemu,
+    /// The raw disk as a gzip'd qcow2 (`.qcow2.gz`): SeaBIOS.
+    #[value(name = "digitalocean")]
+    Digitalocean,
+    /// The raw disk for Hetzner Cloud: SeaBIOS.
+    #[value(name = "hetzner")]
+    Hetzner,
 }
 
 impl Format {
@@ -61,7 +80,19 @@ impl Format {
             Format::Azure => "azure",
             Format::Vmware => "vmware",
             Format::Hyperv => "hyperv",
+            Format::Raw => "raw",
+            Format::Qemu => "qemu",
+            Format::Digitalocean => "digitalocean",
+            Format::Hetzner => "hetzner",
         }
+    }
+    /// Whether the format's disk boots with GRUB from a PC BIOS (the fixture's GRUB
+    /// toplevel, `result-grub`).
+    pub fn bios(self) -> bool {
+        matches!(
+            self,
+            Format::Raw | Format::Qemu | Format::Digitalocean | Format::Hetzner
+        )
     }
     pub fn arch(self) -> Arch {
         match self {
@@ -72,10 +103,12 @@ impl Format {
             | Format::Vmware
             | Format::Hyperv => Arch::X86_64,
             Format::SdAarch64 => Arch::Aarch64,
+            Format::Raw | Format::Qemu | Format::Digitalocean | Format::Hetzner => Arch::X86_64,
         }
     }
     fn default_timeout(self) -> u64 {
         match self {
+            Format::Raw | Format::Qemu | Format::Digitalocean | Format::Hetzner => 240,
             Format::RawEfi
             | Format::QemuEfi
             | Format::Amazon
@@ -95,6 +128,10 @@ impl Format {
             Format::Azure => "imgbuild-azure.vhd",
             Format::Vmware => "imgbuild-vmware.vmdk",
             Format::Hyperv => "imgbuild-hyperv.vhdx",
+            Format::Raw => "imgbuild-raw.img",
+            Format::Qemu => "imgbuild-qemu.qcow2",
+            Format::Digitalocean => "imgbuild-digitalocean.qcow2.gz",
+            Format::Hetzner => "imgbuild-hetzner.img",
         }
     }
 }
@@ -114,6 +151,8 @@ fn drive_format(image: &Path) -> &'static str {
 pub enum Disk {
     Virtio,
     Nvme,
+    /// PIIX IDE of QEMU's `pc` machine (BIOS boots).
+    Ide,
     /// sd-aarch64 only: QEMU's `raspi3b` machine, the image as its SD card, booted by the Pi 3
     /// U-Boot through the card's extlinux.conf.
     Raspi3bSd,
@@ -124,6 +163,7 @@ impl Disk {
         match self {
             Disk::Virtio => "virtio",
             Disk::Nvme => "nvme",
+            Disk::Ide => "ide",
             Disk::Raspi3bSd => "raspi3b-sd",
         }
     }
@@ -138,6 +178,10 @@ pub struct BootArgs {
     pub image: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "virtio")]
     pub disk: Disk,
+    /// x86_64: SeaBIOS (`pc` machine) or OVMF (`q35`); default: bios for raw, qemu,
+    /// digitalocean and hetzner, uefi for the others
+    #[arg(long, value_enum)]
+    pub firmware: Option<Firmware>,
     /// Seconds before giving up (default 240 raw-efi, 300 sd-aarch64)
     #[arg(long)]
     pub timeout: Option<u64>,
@@ -174,6 +218,8 @@ pub struct BootSpec<'a> {
     /// Let the guest write to the image (no `snapshot=on`): what systemd-boot's boot
     /// counting does to the ESP is then in the image afterwards (raw images only).
     pub writable: bool,
+    /// x86_64: SeaBIOS or OVMF.
+    pub firmware: Firmware,
 }
 
 pub fn default_log(image: &Path, disk: Disk) -> PathBuf {
@@ -186,7 +232,7 @@ pub fn default_log(image: &Path, disk: Disk) -> PathBuf {
         .join(format!("{name}.{}.console.log", disk.name()))
 }
 
-fn kvm_usable() -> bool {
+pub(super) fn kvm_usable() -> bool {
     match std::env::var("IMGBUILD_ACCEL").as_deref() {
         Ok("tcg") => return false,
         Ok("kvm") => return true,
@@ -222,6 +268,14 @@ fn local_image(spec: &BootSpec, work: &Path) -> Result<PathBuf> {
     if !image.is_file() {
         bail!("no such image: {}", image.display());
     }
+    if image.extension().is_some_and(|e| e == "gz") {
+        // DigitalOcean's `.qcow2.gz`: QEMU reads the qcow2 inside.
+        let inner = work.join(image.file_stem().context("image name")?);
+        let f = fs::File::create(&inner)?;
+        util::run(cmd("gzip").arg("-dc").arg(&image).stdout(f))
+            .context("decompressing the image")?;
+        return Ok(inner);
+    }
     if image.extension().is_none_or(|e| e != "zst") {
         return Ok(image);
     }
@@ -248,6 +302,7 @@ fn disk_args(spec: &BootSpec, image: &Path) -> Vec<String> {
     };
     match spec.disk {
         Disk::Virtio | Disk::Raspi3bSd => vec!["-drive".into(), drive(",if=virtio")],
+        Disk::Ide => vec!["-drive".into(), drive(",if=ide")],
         Disk::Nvme => vec![
             "-drive".into(),
             drive(",if=none,id=d0"),
@@ -259,7 +314,7 @@ fn disk_args(spec: &BootSpec, image: &Path) -> Vec<String> {
 
 /// A QEMU machine: the command so far, its accelerator, and the console lines that mean the
 /// firmware gave up (each with what to say).
-type Machine = (
+pub(super) type Machine = (
     std::process::Command,
     &'static str,
     &'static [(&'static str, &'static str)],
@@ -354,6 +409,12 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
     }
     let disk_args = disk_args(spec, &image);
     let (mut c, accel, giveup) = match spec.format {
+        _ if spec.format.arch() == Arch::X86_64 && spec.firmware == Firmware::Bios => {
+            bios::pc_machine()?
+        }
+        Format::Raw | Format::Qemu | Format::Digitalocean | Format::Hetzner => {
+            x86_machine(work.path())?
+        }
         Format::RawEfi
         | Format::QemuEfi
         | Format::Amazon
@@ -418,10 +479,11 @@ pub fn report(spec: &BootSpec, o: &Outcome) -> Result<()> {
     if o.ok {
         println!("PASS: {}", o.detail);
         println!(
-            "boot-time: {:.1} s ({} {}, accel={}) log: {}",
+            "boot-time: {:.1} s ({} {} {:?}, accel={}) log: {}",
             o.secs,
             spec.format.name(),
             spec.disk.name(),
+            spec.firmware,
             o.accel,
             o.log.display()
         );
@@ -444,10 +506,12 @@ pub fn report(spec: &BootSpec, o: &Outcome) -> Result<()> {
     }
 }
 
-/// Builds the fixture (if needed) and an image of `format` from it with the imgbuild CLI.
-pub fn imgbuild_image(format: Format) -> Result<PathBuf> {
-    let fix = fixture::default_dir(format.arch());
-    fixture::ensure_built(format.arch(), &fix)?;
+/// The imgbuild CLI the boot tests run: `$IMGBUILD_BIN` when set (e.g. a debug build while
+/// iterating), else target/release/imgbuild, built first.
+pub fn imgbuild_bin() -> Result<PathBuf> {
+    if let Some(b) = std::env::var_os("IMGBUILD_BIN").filter(|b| !b.is_empty()) {
+        return util::absolute(Path::new(&b));
+    }
     let root = util::repo_root();
     util::run(
         cmd("cargo")
@@ -455,16 +519,29 @@ pub fn imgbuild_image(format: Format) -> Result<PathBuf> {
             .args(["build", "--release", "--bin", "imgbuild"]),
     )
     .context("building the imgbuild CLI (target/release/imgbuild)")?;
-    let bin = util::target_dir().join("release/imgbuild");
+    Ok(util::target_dir().join("release/imgbuild"))
+}
+
+/// Builds the fixture (if needed) and an image of `format` from it with the imgbuild CLI.
+pub fn imgbuild_image(format: Format) -> Result<PathBuf> {
+    let fix = fixture::default_dir(format.arch());
+    fixture::ensure_built(format.arch(), &fix)?;
+    let bin = imgbuild_bin()?;
     let out_dir = util::target_dir().join("boot");
     fs::create_dir_all(&out_dir)?;
     let out = out_dir.join(format.file_name());
     let t = Timer::start();
+    // The BIOS formats image the fixture's GRUB toplevel.
+    let result = if format.bios() {
+        "result-grub"
+    } else {
+        "result"
+    };
     util::run(
         cmd(&bin)
             .arg(format.name())
             .arg("--closure")
-            .arg(fix.join("result"))
+            .arg(fix.join(result))
             .arg("--store-root")
             .arg(&fix)
             .arg("-o")
@@ -495,6 +572,9 @@ pub fn cmd_boot(args: BootArgs) -> Result<()> {
             .unwrap_or_else(|| default_log(&image, args.disk)),
         verbose: args.verbose,
         writable: args.writable,
+        firmware: args
+            .firmware
+            .unwrap_or_else(|| Firmware::default_for(args.format)),
     };
     let o = boot(&spec)?;
     report(&spec, &o)

@@ -7,15 +7,19 @@
 //! (stream-optimized VMDK, NVMe) and hyperv (VHDX, virtio) images of the same closure, read by QEMU's own drivers;
 //! and a 26.11-style copy of the closure with boot counting on, booted writable through its
 //! `+3` entry, which systemd-boot must have renamed `+2-1` afterwards (`bootcount.rs`).
+//! PC BIOS (`bios.rs`, unless `--skip-bios`): a GRUB disk made without imgbuild, then
+//! imgbuild's raw, qemu and digitalocean images of the fixture's GRUB toplevel under SeaBIOS,
+//! and hetzner refused by the system check.
 //! aarch64: fixture -> baseline sd-aarch64 .img.zst -> boot; then imgbuild's.
 //! Every boot must print exactly the fixture's marker (`IMGBUILD-BOOT-OK toplevel=<its
 //! toplevel>`). Ends with an `N passed, N failed` line; exits non-zero on any failure.
 
 mod all;
+mod bios;
 
 pub use all::run_all;
 
-use crate::boot::{self, BootSpec, Disk, Format};
+use crate::boot::{self, BootSpec, Disk, Firmware, Format};
 use crate::fixture::{self, Arch, FixtureInfo};
 use crate::util::{self, cmd, Timer};
 use crate::{baseline, bootcount, bootctl};
@@ -30,6 +34,12 @@ pub struct CiArgs {
     /// Skip everything aarch64
     #[arg(long)]
     pub skip_aarch64: bool,
+    /// Skip the PC BIOS boots (GRUB: raw, qemu, digitalocean)
+    #[arg(long)]
+    pub skip_bios: bool,
+    /// Only the x86_64 fixture and the PC BIOS boots
+    #[arg(long)]
+    pub bios_only: bool,
     /// Only the x86_64 fixture and the boot-counting case (26.11 closure, counted entry)
     #[arg(long)]
     pub boot_counting_only: bool,
@@ -84,14 +94,42 @@ impl Run {
         info: &FixtureInfo,
         writable: bool,
     ) {
-        let log = self.out.join("logs").join(format!(
-            "{}.{}.console.log",
-            image
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            disk.name()
-        ));
+        let firmware = Firmware::default_for(format);
+        self.boot_on(name, (format, firmware, disk), image, info, writable);
+    }
+
+    /// Where a boot's serial console goes: `logs/IMAGE.DISK[.uefi|.bios].console.log` (the
+    /// firmware named when not the format's own).
+    fn console_log(
+        &self,
+        image: &Path,
+        (format, firmware, disk): (Format, Firmware, Disk),
+    ) -> PathBuf {
+        let name = image
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let fw = match firmware {
+            _ if firmware == Firmware::default_for(format) => "",
+            Firmware::Uefi => ".uefi",
+            Firmware::Bios => ".bios",
+        };
+        self.out
+            .join("logs")
+            .join(format!("{name}.{}{fw}.console.log", disk.name()))
+    }
+
+    /// [`Run::boot_with`] on the given firmware; the BIOS formats' marker is the GRUB
+    /// toplevel's.
+    fn boot_on(
+        &mut self,
+        name: &str,
+        (format, firmware, disk): (Format, Firmware, Disk),
+        image: &Path,
+        info: &FixtureInfo,
+        writable: bool,
+    ) {
+        let log = self.console_log(image, (format, firmware, disk));
         self.step(name, || {
             let spec = BootSpec {
                 format,
@@ -101,10 +139,16 @@ impl Run {
                 log,
                 verbose: false,
                 writable,
+                firmware,
             };
             let o = boot::boot(&spec)?;
             boot::report(&spec, &o)?;
-            let want = info.marker.as_deref().unwrap_or_default();
+            let want = if format.bios() {
+                info.grub.as_ref().map(|g| g.marker.as_str())
+            } else {
+                info.marker.as_deref()
+            }
+            .unwrap_or_default();
             ensure!(
                 o.detail == want,
                 "booted, but printed {:?} instead of {want:?}",
@@ -157,6 +201,7 @@ impl Run {
                 log,
                 verbose: false,
                 writable: false,
+                firmware: Firmware::default_for(format),
             };
             let o = boot::boot(&spec)?;
             if o.ok {
@@ -392,10 +437,19 @@ pub fn run(args: CiArgs) -> Result<()> {
         }
         return summary(&run, &total);
     }
+    if args.bios_only {
+        if let Some(info) = fixture_step(&mut run, Arch::X86_64, &fx) {
+            bios::x86_bios(&mut run, &fx, &info);
+        }
+        return summary(&run, &total);
+    }
     if let Some(info) = fixture_step(&mut run, Arch::X86_64, &fx) {
         x86_baseline(&mut run, &fx, &info);
         if !args.baseline_only {
             x86_imgbuild(&mut run, &fx, &info);
+            if !args.skip_bios {
+                bios::x86_bios(&mut run, &fx, &info);
+            }
         }
     }
 

@@ -52,14 +52,17 @@ pub fn build(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Writes `data` at `root/rel` (parents made) with permission bits `mode`.
+pub fn write_mode(root: &Path, rel: &str, data: &[u8], mode: u32) -> Result<()> {
+    let path = root.join(rel);
+    std::fs::create_dir_all(path.parent().context("a parent")?)?;
+    std::fs::write(&path, data)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
 fn host_tree(root: &Path) -> Result<()> {
-    let write = |p: &str, data: &[u8], mode: u32| -> Result<()> {
-        let path = root.join(p);
-        std::fs::create_dir_all(path.parent().context("a parent")?)?;
-        std::fs::write(&path, data)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
-        Ok(())
-    };
+    let write = |p: &str, data: &[u8], mode: u32| write_mode(root, p, data, mode);
     write("README", b"an ISO seed\n", 0o644)?;
     write("bin/run.sh", b"#!/bin/sh\necho hi\n", 0o755)?;
     write(&"long-name-".repeat(20), b"long\n", 0o640)?;

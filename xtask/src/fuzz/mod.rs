@@ -28,6 +28,7 @@ mod fields;
 mod iso_seeds;
 mod mutate;
 mod seeds;
+mod squash_seeds;
 mod text;
 mod worker;
 
@@ -46,7 +47,7 @@ pub const MAX_ALLOCATION: usize = 96 << 20;
 /// multiple of the image: the seeds are up to 1.1 GB, and no reader holds an image in memory).
 pub const MAX_LIVE: usize = 256 << 20;
 /// Bump when the seeds change.
-const SEEDS_VERSION: u32 = 4;
+const SEEDS_VERSION: u32 = 6;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Target {
@@ -55,6 +56,7 @@ pub enum Target {
     Ext4,
     Fat,
     Iso9660,
+    Squashfs,
     Nixdb,
     Qcow2,
     Vhd,
@@ -70,12 +72,13 @@ pub enum Target {
     Verity,
 }
 
-const ALL: [Target; 18] = [
+const ALL: [Target; 19] = [
     Target::Gpt,
     Target::Mbr,
     Target::Ext4,
     Target::Fat,
     Target::Iso9660,
+    Target::Squashfs,
     Target::Nixdb,
     Target::Qcow2,
     Target::Vhd,
@@ -99,6 +102,7 @@ impl Target {
             Target::Ext4 => "ext4",
             Target::Fat => "fat",
             Target::Iso9660 => "iso9660",
+            Target::Squashfs => "squashfs",
             Target::Nixdb => "nixdb",
             Target::Qcow2 => "qcow2",
             Target::Vhd => "vhd",
@@ -126,6 +130,20 @@ impl Target {
         )
     }
 
+    /// Whether the seeds are raw disks whose hot ranges are the reads `inspect` makes.
+    pub fn is_disk(self) -> bool {
+        matches!(
+            self,
+            Target::Gpt
+                | Target::Mbr
+                | Target::Ext4
+                | Target::Fat
+                | Target::Iso9660
+                | Target::Squashfs
+                | Target::Nixdb
+        )
+    }
+
     /// A reader of a byte string ([`blob`]): mutated and read in memory, like text.
     pub fn is_blob(self) -> bool {
         matches!(self, Target::Grub | Target::Verity)
@@ -150,6 +168,7 @@ impl Target {
             ],
             Target::Fat => &["demo-efi.img", "classic-sd.img", "fat12.img"],
             Target::Iso9660 => iso_seeds::SEEDS,
+            Target::Squashfs => squash_seeds::SEEDS,
             Target::Nixdb => &["demo-efi.img", "classic-efi.img"],
             Target::Qcow2 => &["demo.qcow2", "classic.qcow2", "classic-compressed.qcow2"],
             Target::Vhd => &["demo.vhd", "demo-fixed.vhd", "classic.vhd"],
@@ -164,12 +183,15 @@ impl Target {
                 "qemu-efi.toml",
                 "gce.toml",
                 "virtualbox.toml",
+                "raw.toml",
+                "qemu.toml",
             ],
             Target::Registration => &["demo.registration", "demo-aarch64.registration"],
             Target::Bootspec => &[
                 "demo.boot.json",
                 "demo-aarch64.boot.json",
                 "oracle-26.11-counting.boot.json",
+                "demo-grub.boot.json",
             ],
             Target::Grub => blob::seeds::GRUB,
             Target::Verity => blob::seeds::VERITY,

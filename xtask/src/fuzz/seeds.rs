@@ -26,6 +26,7 @@ pub(super) fn seeds(root: &Path) -> Result<PathBuf> {
     }
     super::blob::seeds::build(&dir)?;
     super::iso_seeds::build(&dir)?;
+    super::squash_seeds::build(&dir)?;
     Ok(dir)
 }
 
@@ -164,7 +165,15 @@ fn fat12_seed(dir: &Path) -> Result<()> {
 /// The text inputs: format files, the fixtures' registrations and boot.json, and a boot.json
 /// with boot counting on.
 fn text_seeds(root: &Path, dir: &Path) -> Result<()> {
-    for f in ["raw-efi", "sd-aarch64", "qemu-efi", "gce", "virtualbox"] {
+    for f in [
+        "raw-efi",
+        "sd-aarch64",
+        "qemu-efi",
+        "gce",
+        "virtualbox",
+        "raw",
+        "qemu",
+    ] {
         std::fs::copy(
             root.join(format!("formats/{f}.toml")),
             dir.join(format!("{f}.toml")),
@@ -195,5 +204,19 @@ fn text_seeds(root: &Path, dir: &Path) -> Result<()> {
         .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("\"bootCounting\"")))
         .context("no boot.json with bootCounting under fixtures/oracle/nix/store")?;
     std::fs::copy(&counted, dir.join("oracle-26.11-counting.boot.json"))?;
+    // The demo's boot.json with a GRUB record (`org.imgbuild.v1.bootloader`, type grub).
+    let text = std::fs::read(dir.join("demo.boot.json"))?;
+    let mut doc: serde_json::Value = serde_json::from_slice(&text)?;
+    doc["org.imgbuild.v1"] = serde_json::json!({"release": "24.05", "bootloader": {
+        "type": "grub", "timeout": 5, "devices": ["/dev/vda"],
+        "grub": "/nix/store/qwjcdgz3fgnpcm0j1rv8yls9y04pd9b4-grub-2.06",
+        "efiSupport": false, "fsIdentifier": "uuid", "configurationLimit": 100,
+        "default": 0, "extraConfig": "serial --unit=0\nterminal_output --append serial",
+        "font": "/nix/store/qwjcdgz3fgnpcm0j1rv8yls9y04pd9b4-grub-2.06/share/grub/unicode.pf2",
+        "splashImage": null, "users": {}, "extraGrubInstallArgs": []}});
+    std::fs::write(
+        dir.join("demo-grub.boot.json"),
+        serde_json::to_vec_pretty(&doc)?,
+    )?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use imgbuild_inspect::{Extlinux, Inspection, SystemdBoot};
+use imgbuild_inspect::{Extlinux, GrubBios, Inspection, SystemdBoot};
 use imgbuild_units::human_size as human;
 
 /// Every boot setup found, or that none was.
@@ -21,6 +21,9 @@ pub(super) fn write_boot(out: &mut dyn Write, r: &Inspection) -> io::Result<()> 
     }
     for x in &b.extlinux {
         write_extlinux(out, x)?;
+    }
+    if let Some(g) = &b.grub_bios {
+        write_grub_bios(out, g)?;
     }
     for g in &b.grub {
         writeln!(out, "  GRUB on partition {}: {}", g.partition, g.config)?;
@@ -49,6 +52,39 @@ pub(super) fn write_boot(out: &mut dyn Write, r: &Inspection) -> io::Result<()> 
                 if k.present { "" } else { " (MISSING)" }
             )?;
         }
+    }
+    Ok(())
+}
+
+/// GRUB for BIOS: boot.img in the MBR, where the core is, its modules, prefix, version.
+fn write_grub_bios(out: &mut dyn Write, g: &GrubBios) -> io::Result<()> {
+    writeln!(
+        out,
+        "  GRUB for BIOS: boot.img in the MBR, core image at sector {} ({}{})",
+        g.core_sector,
+        g.core_location,
+        g.core_sectors
+            .map(|n| format!(", {n} sectors"))
+            .unwrap_or_default()
+    )?;
+    if let Some(e) = &g.error {
+        writeln!(out, "      core image not read: {e}")?;
+    }
+    if let Some(v) = &g.version {
+        let from = g.version_from.as_deref().unwrap_or("?");
+        writeln!(out, "      version  {v} (from {from})")?;
+    }
+    if let Some(p) = &g.prefix {
+        writeln!(out, "      prefix   {p}")?;
+    }
+    if !g.modules.is_empty() {
+        writeln!(out, "      modules  {}", g.modules.join(" "))?;
+    }
+    if let Some(r) = g.redundancy.filter(|&r| r > 0) {
+        writeln!(out, "      Reed-Solomon redundancy: {} bytes", r)?;
+    }
+    if let Some(c) = &g.config {
+        writeln!(out, "      embedded config: {} bytes", c.len())?;
     }
     Ok(())
 }

@@ -160,6 +160,21 @@ fn write_filesystem(out: &mut dyn Write, fs: &FsInfo) -> io::Result<()> {
             writeln!(out, "      el torito: {e}")?;
         }
     }
+    if let Some(s) = &fs.store_image {
+        match &s.error {
+            None => writeln!(
+                out,
+                "      store image /nix-store.squashfs mounted at /nix/store: {} ({} bytes), \
+                 {}, blocks of {}, {} inodes",
+                human(s.summary.size),
+                s.summary.size,
+                s.features.join(" "),
+                s.block_size,
+                s.inodes.unwrap_or(0)
+            )?,
+            Some(e) => writeln!(out, "      store image /nix-store.squashfs not read: {e}")?,
+        }
+    }
     Ok(())
 }
 

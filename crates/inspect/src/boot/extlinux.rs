@@ -1,4 +1,5 @@
-//! extlinux.conf (U-Boot distro boot, NixOS generic-extlinux-compatible).
+//! extlinux.conf (U-Boot distro boot, NixOS generic-extlinux-compatible), and isolinux.cfg
+//! (a NixOS ISO's BIOS boot), which has the same syntax.
 
 use crate::fs::{Filesystem, Kind};
 use crate::path::{join, normalize, parent_and_name};
@@ -15,6 +16,8 @@ pub(crate) fn extlinux(
     for config in [
         &b"/boot/extlinux/extlinux.conf"[..],
         b"/extlinux/extlinux.conf",
+        // A NixOS ISO's BIOS boot (same syntax; paths from the ISO's root).
+        b"/isolinux/isolinux.cfg",
     ] {
         let Some(text) = read_text(fs, config, warnings) else {
             continue;

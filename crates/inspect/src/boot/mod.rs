@@ -1,6 +1,7 @@
 //! The boot setup found on an image: systemd-boot (loader.conf + type 1 entries), extlinux,
-//! GRUB, Raspberry Pi firmware. Every file is read with a size cap; absent parts are absent.
+//! GRUB (its configs, and for BIOS `boot.img` and the core image), Raspberry Pi firmware. Every file is read with a size cap; absent parts are absent.
 
+mod bios;
 mod extlinux;
 mod grub;
 mod pi;
@@ -10,6 +11,8 @@ use serde::Serialize;
 
 use crate::fs::Filesystem;
 
+pub(crate) use bios::grub_bios;
+pub use bios::GrubBios;
 pub(crate) use extlinux::extlinux;
 pub(crate) use grub::grub;
 pub(crate) use pi::raspberry_pi;
@@ -38,6 +41,9 @@ pub struct Boot {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     /// Raspberry Pi firmware partitions.
     pub raspberry_pi: Vec<RaspberryPi>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    /// GRUB for BIOS: `boot.img` in sector 0 and the core image it loads.
+    pub grub_bios: Option<GrubBios>,
 }
 
 impl Boot {
@@ -47,6 +53,7 @@ impl Boot {
             && self.extlinux.is_empty()
             && self.grub.is_empty()
             && self.raspberry_pi.is_empty()
+            && self.grub_bios.is_none()
     }
 }
 

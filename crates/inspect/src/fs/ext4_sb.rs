@@ -216,6 +216,7 @@ impl Superblock {
             inodes_used: Some(self.inodes_count.saturating_sub(self.free_inodes)),
             features,
             iso9660: None,
+            store_image: None,
             error: None,
         }
     }

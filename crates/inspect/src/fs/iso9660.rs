@@ -23,7 +23,7 @@ use super::{Entry, FsInfo, Kind};
 use crate::bytes::{len64, to_usize};
 use crate::error::{Error, Result, Where};
 use crate::io::Slice;
-use crate::path::normalize;
+use crate::path::{components as comps, from_components as canon, normalize};
 
 /// Largest directory read, in bytes.
 pub(crate) const MAX_DIR_BYTES: u64 = 64 << 20;
@@ -82,6 +82,20 @@ pub(crate) struct IsoFs {
 pub(crate) struct IsoFile {
     extents: Vec<(u64, u64)>,
     pos: u64,
+}
+
+impl IsoFile {
+    /// `(byte offset in the volume, bytes)` when the file's extents are one run.
+    pub(crate) fn contiguous(&self) -> Option<(u64, u64)> {
+        let (start, mut end) = (self.extents.first()?.0, self.extents.first()?.0);
+        for &(s, l) in &self.extents {
+            if s != end {
+                return None;
+            }
+            end = s.checked_add(l)?;
+        }
+        Some((start, end - start))
+    }
 }
 
 /// Whether the volume descriptor signature is at byte 32769 of `slice`.
@@ -455,17 +469,6 @@ impl IsoFs {
         let mut stack: Vec<Rec> = Vec::new();
         let mut names: Vec<Vec<u8>> = Vec::new();
         let mut hops = 0;
-        let canon = |names: &[Vec<u8>]| {
-            let mut p = Vec::new();
-            for n in names {
-                p.push(b'/');
-                p.extend_from_slice(n);
-            }
-            if p.is_empty() {
-                p.push(b'/');
-            }
-            p
-        };
         while let Some(c) = todo.pop() {
             if c == b"." {
                 continue;
@@ -579,11 +582,4 @@ impl IsoFs {
         }
         Ok(0)
     }
-}
-
-/// Path components of `path`, empty ones dropped.
-fn comps(path: &[u8]) -> impl DoubleEndedIterator<Item = Vec<u8>> + '_ {
-    path.split(|&b| b == b'/')
-        .filter(|c| !c.is_empty())
-        .map(<[u8]>::to_vec)
 }

@@ -10,78 +10,32 @@ mod fat_names;
 pub(crate) mod iso9660;
 pub(crate) mod iso9660_susp;
 pub(crate) mod iso9660_vd;
+mod live;
+mod probe;
+pub(crate) mod squashfs;
+mod squashfs_meta;
+mod squashfs_sb;
 mod types;
 
 pub use iso9660_vd::{ElTorito, IsoFacts};
+pub(crate) use probe::open;
 pub(crate) use types::{check_names, last_name};
 pub use types::{Allocation, Entry, FsInfo, Kind};
 
-use std::cell::Cell;
-use std::io::Write;
-use std::sync::Arc;
-
-use imgbuild_partition::FsSummary;
-
 use crate::bytes::{len64, to_usize};
 use crate::guard::guard;
-use crate::io::{Budget, Disk, Slice, BASE_BUDGET};
+use crate::io::{Budget, BASE_BUDGET};
 use crate::path::{join, normalize};
-use crate::table::Partition;
 use crate::{Error, Limits, Result, Where};
-
-/// What a partition's first bytes say it holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Probe {
-    Iso9660,
-    Ext,
-    Fat,
-    Other(&'static str),
-    Unknown,
-}
-
-/// Recognises a filesystem by its magic numbers (only ISO 9660, ext and FAT are read
-/// further). ISO 9660 first: an isohybrid image's first block holds an MBR.
-pub(crate) fn probe(slice: &mut Slice) -> Probe {
-    if iso9660::looks_like_iso(slice) {
-        return Probe::Iso9660;
-    }
-    let mut b = vec![0u8; to_usize(slice.len().min(4096))];
-    if slice.read_exact_at(0, &mut b).is_err() {
-        return Probe::Unknown;
-    }
-    if b.len() >= 1082 && b[1080] == 0x53 && b[1081] == 0xef {
-        return Probe::Ext;
-    }
-    if b.len() >= 512 && fat_bpb::looks_like_boot_sector(&b[..512]) {
-        return Probe::Fat;
-    }
-    if b.len() >= 4096 && &b[4086..4096] == b"SWAPSPACE2" {
-        return Probe::Other("swap");
-    }
-    if b.len() >= 4 && &b[..4] == b"hsqs" {
-        return Probe::Other("squashfs");
-    }
-    if b.len() >= 4 && &b[..4] == b"XFSB" {
-        return Probe::Other("xfs");
-    }
-    if b.len() >= 4 && &b[..4] == b"LUKS" {
-        return Probe::Other("LUKS");
-    }
-    let mut sb = [0u8; 8];
-    if slice.len() >= 0x10048 && slice.read_exact_at(0x10040, &mut sb).is_ok() && &sb == b"_BHRfS_M"
-    {
-        return Probe::Other("btrfs");
-    }
-    if b.iter().all(|&x| x == 0) {
-        return Probe::Other("empty (zeros)");
-    }
-    Probe::Unknown
-}
+use std::cell::Cell;
+use std::io::Write;
 
 enum Inner {
     Ext4(ext4::Ext4Fs),
     Fat(Box<fat::FatFs>),
     Iso(Box<iso9660::IsoFs>),
+    Squash(Box<squashfs::SquashFs>),
+    Live(Box<live::LiveFs>),
 }
 
 /// A readable filesystem in one partition of an image.
@@ -106,104 +60,6 @@ impl std::fmt::Debug for Filesystem {
     }
 }
 
-/// Result of probing one partition.
-pub(crate) struct Opened {
-    pub info: Option<FsInfo>,
-    pub fs: Option<Filesystem>,
-    pub error: Option<Error>,
-}
-
-/// A filesystem opened: its facts and the reader.
-fn opened(at: Where, info: FsInfo, inner: Inner, budget: Budget, limits: &Limits) -> Opened {
-    Opened {
-        info: Some(info.clone()),
-        fs: Some(Filesystem {
-            at,
-            info,
-            inner,
-            budget,
-            poisoned: Cell::new(false),
-            limits: limits.clone(),
-        }),
-        error: None,
-    }
-}
-
-/// Probes `part` and opens the filesystem in it, if it is ISO 9660, ext or FAT.
-pub(crate) fn open(disk: &Arc<Disk>, part: &Partition, at: Where, limits: &Limits) -> Opened {
-    let budget = Budget::new(BASE_BUDGET);
-    let mut slice = Slice::new(
-        disk.clone(),
-        part.entry.start,
-        part.entry.size,
-        budget.clone(),
-    );
-    let none = |info, error| Opened {
-        info,
-        fs: None,
-        error,
-    };
-    match probe(&mut slice) {
-        Probe::Ext => {
-            let sb = match ext4_sb::Superblock::read(&mut slice, &at) {
-                Ok(sb) => sb,
-                Err(e) => return none(None, Some(e)),
-            };
-            let mut info = sb.info();
-            let raw = Slice::new(
-                disk.clone(),
-                part.entry.start,
-                part.entry.size,
-                budget.clone(),
-            );
-            match ext4::Ext4Fs::open(slice, raw, &sb, &at) {
-                Ok(fs) => opened(at, info, Inner::Ext4(fs), budget, limits),
-                Err(e) => {
-                    info.error = Some(crate::error::chain(&e));
-                    none(Some(info), Some(e))
-                }
-            }
-        }
-        Probe::Fat => match fat::FatFs::open(slice, &at) {
-            Ok((fs, info)) => opened(at, info, Inner::Fat(Box::new(fs)), budget, limits),
-            Err(b) => {
-                let (info, e) = *b;
-                none(info, Some(e))
-            }
-        },
-        Probe::Iso9660 => match iso9660::IsoFs::open(slice, &at) {
-            Ok((fs, info)) => opened(at, info, Inner::Iso(Box::new(fs)), budget, limits),
-            Err(e) => none(
-                Some(FsInfo {
-                    summary: FsSummary {
-                        kind: "iso9660".into(),
-                        size: part.entry.size,
-                        ..FsSummary::default()
-                    },
-                    error: Some(crate::error::chain(&e)),
-                    ..FsInfo::default()
-                }),
-                Some(e),
-            ),
-        },
-        Probe::Other(kind) => none(
-            Some(FsInfo {
-                summary: FsSummary {
-                    kind: kind.to_string(),
-                    size: part.entry.size,
-                    ..FsSummary::default()
-                },
-                ..FsInfo::default()
-            }),
-            Some(Error::NoFilesystem {
-                at,
-                detail: Some(kind.to_string()),
-            }),
-        ),
-        Probe::Unknown => none(None, Some(Error::NoFilesystem { at, detail: None })),
-    }
-}
-
 /// One open file, read in chunks.
 pub struct FileReader<'a> {
     fs: &'a Filesystem,
@@ -216,6 +72,7 @@ enum ReaderInner {
     Ext4(Box<ext4_view::File>),
     Fat(fat::FatFile),
     Iso(iso9660::IsoFile),
+    Squash(squashfs::SquashFile),
 }
 
 impl FileReader<'_> {
@@ -243,7 +100,14 @@ impl FileReader<'_> {
             },
             ReaderInner::Iso(f) => match &self.fs.inner {
                 Inner::Iso(fs) => fs.read(f, buf, &at()),
+                Inner::Live(fs) => fs.iso.read(f, buf, &at()),
                 // An ISO file is only ever opened on an ISO 9660 filesystem.
+                _ => Ok(0),
+            },
+            ReaderInner::Squash(f) => match &self.fs.inner {
+                Inner::Squash(fs) => fs.read(f, buf, &at()),
+                Inner::Live(fs) => fs.store.read(f, buf, &at()),
+                // A squashfs file is only ever opened on a squashfs.
                 _ => Ok(0),
             },
         })?;
@@ -271,7 +135,12 @@ impl Filesystem {
 
     /// The largest file size believed (a bigger recorded size is corruption).
     fn max_file_size(&self) -> u64 {
-        self.info.summary.size.max(1 << 20)
+        let own = self.info.summary.size.max(1 << 20);
+        match &self.inner {
+            Inner::Squash(s) => s.max_file_size(),
+            Inner::Live(l) => own.max(l.store.max_file_size()),
+            _ => own,
+        }
     }
 
     /// Runs one reader operation: poison check, fresh budget, panic guard, and a budget
@@ -315,6 +184,8 @@ impl Filesystem {
             Inner::Ext4(_) => "ext4-view",
             Inner::Fat(_) => "FAT",
             Inner::Iso(_) => "ISO 9660",
+            Inner::Squash(_) => "squashfs",
+            Inner::Live(_) => "ISO 9660 + squashfs",
         }
     }
 
@@ -325,6 +196,8 @@ impl Filesystem {
             Inner::Ext4(e) => e.metadata(&path, &self.at),
             Inner::Fat(f) => f.metadata(&path, &self.at),
             Inner::Iso(i) => i.metadata(&path, &self.at),
+            Inner::Squash(q) => q.metadata(&path, &self.at),
+            Inner::Live(l) => l.metadata(&path, &self.at),
         })
     }
 
@@ -355,6 +228,8 @@ impl Filesystem {
             Inner::Ext4(e) => e.read_dir(&path, kind, &self.at, max),
             Inner::Fat(f) => f.read_dir(&path, &self.at, max),
             Inner::Iso(i) => i.read_dir(&path, &self.at, max),
+            Inner::Squash(q) => q.read_dir(&path, &self.at, max),
+            Inner::Live(l) => l.read_dir(&path, &self.at, max),
         })?;
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(entries)
@@ -370,6 +245,8 @@ impl Filesystem {
                 reason: "FAT has no symlinks".into(),
             }),
             Inner::Iso(i) => i.read_link(&path, &self.at),
+            Inner::Squash(q) => q.read_link(&path, &self.at),
+            Inner::Live(l) => l.read_link(&path, &self.at),
         })
     }
 
@@ -381,6 +258,8 @@ impl Filesystem {
             Inner::Ext4(e) => e.canonicalize(&path, &self.at),
             Inner::Fat(f) => f.metadata(&path, &self.at).map(|_| path.clone()),
             Inner::Iso(i) => i.canonicalize(&path, &self.at),
+            Inner::Squash(q) => q.canonicalize(&path, &self.at),
+            Inner::Live(l) => l.canonicalize(&path, &self.at),
         })
     }
 
@@ -396,11 +275,23 @@ impl Filesystem {
                     e.allocations(&root, &self.limits, &self.at, &mut visit)
                 })
             }
-            Inner::Fat(_) | Inner::Iso(_) => {
-                let cluster = self.info.block_size.max(1);
-                let mut id = 0u64;
+            Inner::Fat(_) | Inner::Iso(_) | Inner::Squash(_) | Inner::Live(_) => {
+                // Squashfs data is compressed, shared and packed in fragments: a file counts
+                // its size, and hard links (one inode number) once.
+                let squash = matches!(self.inner, Inner::Squash(_) | Inner::Live(_));
+                let cluster = if squash {
+                    1
+                } else {
+                    self.info.block_size.max(1)
+                };
+                let mut n = 0u64;
                 self.walk(&root, |path, e, depth| {
-                    id += 1;
+                    n += 1;
+                    let id = if squash {
+                        e.id.unwrap_or((1 << 62) + n)
+                    } else {
+                        n
+                    };
                     let dir = e.kind == Kind::Dir;
                     // ISO 9660 symlinks and devices hold no extent.
                     let bytes = if e.kind != Kind::File {
@@ -444,6 +335,13 @@ impl Filesystem {
             Inner::Iso(i) => i
                 .open_file(&path, &self.at)
                 .map(|(f, n)| (ReaderInner::Iso(f), n)),
+            Inner::Squash(q) => q
+                .open_file(&path, &self.at)
+                .map(|(f, n)| (ReaderInner::Squash(f), n)),
+            Inner::Live(l) => l.open_file(&path, &self.at).map(|f| match f {
+                live::LiveFile::Iso(f, n) => (ReaderInner::Iso(f), n),
+                live::LiveFile::Store(f, n) => (ReaderInner::Squash(f), n),
+            }),
         })?;
         if size > max {
             return Err(Error::TooLarge {

@@ -32,6 +32,10 @@ pub struct FsInfo {
     /// ISO 9660 only: Rock Ridge, Joliet, the El Torito boot entries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iso9660: Option<super::IsoFacts>,
+    /// A live ISO's store image (`/nix-store.squashfs`, read as its `/nix/store`): its
+    /// facts, or why it could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_image: Option<Box<FsInfo>>,
     /// Why the filesystem could not be opened for reading files, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -44,10 +48,12 @@ pub struct Allocation<'a> {
     pub path: &'a [u8],
     /// 0 for the walk's root.
     pub depth: usize,
-    /// ext4: the inode number (hard links share it); FAT: a number of its own per entry.
+    /// ext4, squashfs: the inode number (hard links share it); FAT, ISO 9660: a number of
+    /// its own per entry.
     pub id: u64,
     /// Bytes it holds on disk: ext4 `i_blocks` (as `du` counts), FAT whole clusters of a
-    /// file (directories count as filesystem metadata there).
+    /// file (directories count as filesystem metadata there); squashfs: a file's size
+    /// (its data is compressed and shared, so the bytes it takes once unpacked).
     pub bytes: u64,
     /// Whether the allocation is a directory's.
     pub dir: bool,

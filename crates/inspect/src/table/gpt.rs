@@ -118,10 +118,15 @@ fn gpt_header(
 }
 
 /// Reads a GPT: both headers checked, one chosen, its entries read through the `gpt` crate.
+/// `iso`: the image holds an ISO 9660 volume, so an entry from LBA 0 is the volume itself
+/// (`xorriso -isohybrid-gpt-basdat`): read as that partition, not checked against the usable
+/// range, and other partitions may lie inside it (the EFI image is a file of the ISO); its
+/// hybrid MBR has no protective entry by design.
 pub(super) fn read_gpt(
     image: &std::path::Path,
     disk: &Arc<Disk>,
     protective: bool,
+    iso: bool,
 ) -> Result<Parsed> {
     let mut warnings = Vec::new();
     let disk_sectors = disk.size() / SECTOR;
@@ -131,7 +136,7 @@ pub(super) fn read_gpt(
             disk.size()
         ));
     }
-    if !protective {
+    if !protective && !iso {
         warnings.push("GPT without a protective MBR (type 0xEE entry)".into());
     }
     let Chosen {
@@ -140,8 +145,13 @@ pub(super) fn read_gpt(
         backup_ok,
     } = choose_header(image, disk, &mut warnings)?;
     let entries = read_entries(image, disk, &hdr)?;
-    let partitions = partitions(&entries, &hdr, disk_sectors, &mut warnings);
-    check_overlaps(&partitions, &mut warnings);
+    let partitions = partitions(&entries, &hdr, disk_sectors, iso, &mut warnings);
+    let others: Vec<Partition> = partitions
+        .iter()
+        .filter(|p| !(iso && p.entry.first_lba == 0))
+        .cloned()
+        .collect();
+    check_overlaps(&others, &mut warnings);
     Ok(Parsed {
         table: Table {
             kind: TableKind::Gpt,
@@ -296,6 +306,7 @@ fn partitions(
     entries: &BTreeMap<u32, gpt::partition::Partition>,
     hdr: &GptHeader,
     disk_sectors: u64,
+    iso: bool,
     warnings: &mut Vec<String>,
 ) -> Vec<Partition> {
     let mut partitions = Vec::new();
@@ -324,6 +335,16 @@ fn partitions(
             ));
             part.readable = false;
             part.entry.size = 0;
+        } else if iso && p.first_lba == 0 {
+            // The ISO volume itself: only its end is checked.
+            if p.last_lba >= disk_sectors {
+                warnings.push(format!(
+                    "partition {number}: the isohybrid entry ends past the image: not read"
+                ));
+                part.readable = false;
+            }
+            partitions.push(part);
+            continue;
         } else if p.first_lba < hdr.first_usable || p.last_lba > hdr.last_usable {
             warnings.push(format!(
                 "partition {number}: LBAs {}..={} outside the usable range {}..={}",

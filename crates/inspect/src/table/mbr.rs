@@ -18,6 +18,7 @@ struct RawEntry {
     boot: u8,
     sys: u8,
     start: u64,
+    sectors: u64,
 }
 
 fn raw_entry(b: &[u8]) -> RawEntry {
@@ -25,13 +26,17 @@ fn raw_entry(b: &[u8]) -> RawEntry {
         boot: b[0],
         sys: b[4],
         start: u64::from(le32(b, 8)),
+        sectors: u64::from(le32(b, 12)),
     }
 }
 
+/// Reads an MBR; `iso`: the image holds an ISO 9660 volume (an entry from LBA 0 is then
+/// syslinux's isohybrid entry, not corruption).
 pub(super) fn read_mbr(
     image: &std::path::Path,
     disk: &Arc<Disk>,
     lba0: &[u8; 512],
+    iso: bool,
 ) -> Result<Parsed> {
     let at = || Where::image(image);
     let corrupt = |reason: String| Error::Corrupt {
@@ -51,6 +56,9 @@ pub(super) fn read_mbr(
                 i + 1,
                 e.boot
             )));
+        }
+        if e.sys != 0 && e.start == 0 && iso {
+            return isohybrid(image, disk, lba0);
         }
         if e.sys != 0 && e.start == 0 {
             return Err(corrupt(format!(
@@ -100,7 +108,11 @@ pub(super) fn read_mbr(
     }
     check_overlaps(&partitions, &mut warnings);
     let sig = u32::from_le_bytes(mbr.header.disk_signature);
-    Ok(Parsed {
+    Ok(parsed(sig, partitions, warnings))
+}
+
+fn parsed(sig: u32, partitions: Vec<Partition>, warnings: Vec<String>) -> Parsed {
+    Parsed {
         table: Table {
             kind: TableKind::Mbr,
             disk_id: Some(format!("{sig:#010x}")),
@@ -113,7 +125,59 @@ pub(super) fn read_mbr(
         },
         partitions,
         warnings,
-    })
+    }
+}
+
+/// syslinux's isohybrid MBR (as `xorriso -isohybrid-mbr` writes it): entry 1 spans the ISO
+/// from LBA 0 (it is the volume itself, read as that partition), the others (an EFI image
+/// with `-isohybrid-gpt-basdat`) as usual. Read here, not by `mbrman` (which cannot take an
+/// entry at LBA 0); no extended partitions.
+fn isohybrid(image: &std::path::Path, disk: &Disk, lba0: &[u8; 512]) -> Result<Parsed> {
+    let disk_sectors = disk.size() / SECTOR;
+    let mut warnings = Vec::new();
+    let mut partitions = Vec::new();
+    for i in 0..4u32 {
+        let o = 446 + 16 * usize::try_from(i).unwrap_or(0);
+        let e = raw_entry(&lba0[o..o + 16]);
+        if e.sys == 0 {
+            continue;
+        }
+        if mbr_is_extended(e.sys) {
+            return Err(Error::Unsupported {
+                at: Where::image(image),
+                what: "an extended partition in an isohybrid MBR".into(),
+            });
+        }
+        let mut part = Partition {
+            entry: Entry::mbr(
+                i + 1,
+                &partition::MbrPartition {
+                    first_lba: e.start,
+                    sectors: e.sectors,
+                    type_byte: e.sys,
+                    bootable: e.boot == 0x80,
+                },
+            ),
+            readable: e.sectors > 0,
+        };
+        if e.sectors == 0 {
+            warnings.push(format!("partition {}: zero sectors: not read", i + 1));
+        }
+        if e.start == 0 {
+            // The volume: only its end is checked (it starts over the table by design).
+            if part.entry.last_lba >= disk_sectors {
+                warnings.push(format!(
+                    "partition {}: the isohybrid entry ends past the image: not read",
+                    i + 1
+                ));
+                part.readable = false;
+            }
+        } else {
+            check_inside(&mut part, disk_sectors, &mut warnings);
+        }
+        partitions.push(part);
+    }
+    Ok(parsed(le32(lba0, 440), partitions, warnings))
 }
 
 fn walk_ebr_chain(

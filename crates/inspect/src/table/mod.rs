@@ -116,8 +116,9 @@ pub(crate) fn guid_text(b: &[u8]) -> String {
 }
 
 /// Reads the partition table. `Ok(None)` when there is neither a GPT nor an MBR partition
-/// table (the caller then probes the whole image for a filesystem).
-pub(crate) fn read(image: &std::path::Path, disk: &Arc<Disk>) -> Result<Option<Parsed>> {
+/// table (the caller then probes the whole image for a filesystem). `iso`: the image holds
+/// an ISO 9660 volume, so an MBR entry from LBA 0 is syslinux's isohybrid one.
+pub(crate) fn read(image: &std::path::Path, disk: &Arc<Disk>, iso: bool) -> Result<Option<Parsed>> {
     let at = || Where::image(image);
     let size = disk.size();
     if size < SECTOR * 2 {
@@ -132,13 +133,13 @@ pub(crate) fn read(image: &std::path::Path, disk: &Arc<Disk>) -> Result<Option<P
     let mbr_sig = lba0[510] == 0x55 && lba0[511] == 0xaa;
     let protective = mbr_sig && (0..4).any(|i| lba0[446 + i * 16 + 4] == 0xee);
     if &lba1[..8] == b"EFI PART" || protective {
-        return gpt::read_gpt(image, disk, protective).map(Some);
+        return gpt::read_gpt(image, disk, protective, iso).map(Some);
     }
     // A FAT boot sector also ends in 55 AA: a bare filesystem is not a partition table.
     if !mbr_sig || crate::fs::fat_bpb::looks_like_boot_sector(&lba0) {
         return Ok(None);
     }
-    mbr::read_mbr(image, disk, &lba0).map(Some)
+    mbr::read_mbr(image, disk, &lba0, iso).map(Some)
 }
 
 fn check_inside(part: &mut Partition, disk_sectors: u64, warnings: &mut Vec<String>) {

@@ -80,3 +80,20 @@ pub fn bare_fat(
         .arg("::/"));
     img
 }
+
+/// Writes `data` at `root/rel` (parents made) with permission bits `mode`.
+pub fn write_mode(root: &Path, rel: &str, data: &[u8], mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = root.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, data).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The start every generated tree shares: small files, an empty one, a script, setuid.
+pub fn small_files(root: &Path) {
+    write_mode(root, "hello.txt", b"hello\n", 0o644);
+    write_mode(root, "empty", b"", 0o600);
+    write_mode(root, "bin/run.sh", b"#!/bin/sh\necho hi\n", 0o755);
+    write_mode(root, "bin/setuid", b"x", 0o4711);
+}

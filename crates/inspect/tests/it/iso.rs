@@ -30,16 +30,8 @@ fn long(prefix: &str, len: usize) -> String {
 
 /// The host tree every producer gets.
 fn host_tree(root: &Path) {
-    let w = |p: &str, data: &[u8], mode: u32| {
-        let path = root.join(p);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, data).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-    };
-    w("hello.txt", b"hello\n", 0o644);
-    w("empty", b"", 0o600);
-    w("bin/run.sh", b"#!/bin/sh\necho hi\n", 0o755);
-    w("bin/setuid", b"x", 0o4711);
+    let w = |p: &str, data: &[u8], mode: u32| crate::common::write_mode(root, p, data, mode);
+    crate::common::small_files(root);
     w(
         &long("a-file-with-a-very-long-name-", 200),
         b"long\n",
@@ -167,27 +159,24 @@ fn ours(src: &Path, iso: &Path) {
 }
 
 fn xorriso(src: &Path, iso: &Path) {
-    run(Command::new("xorriso").args([
-        "-as",
-        "mkisofs",
-        "-R",
-        "-J",
-        "-V",
-        "ISOREAD-TEST",
-        "-b",
-        "isolinux/isolinux.bin",
-        "-no-emul-boot",
-        "-boot-load-size",
-        "4",
-        "-eltorito-alt-boot",
-        "-e",
-        "boot/efi.img",
-        "-no-emul-boot",
-        "-o",
-        iso.to_str().unwrap(),
-        src.to_str().unwrap(),
-    ]));
+    run(Command::new("xorriso")
+        .args(["-as", "mkisofs", "-R", "-J", "-V", "ISOREAD-TEST"])
+        .args(EL_TORITO)
+        .args(["-o", iso.to_str().unwrap(), src.to_str().unwrap()]));
 }
+
+/// The El Torito entries every xorriso ISO here gets: isolinux for BIOS, the EFI image.
+const EL_TORITO: [&str; 9] = [
+    "-b",
+    "isolinux/isolinux.bin",
+    "-no-emul-boot",
+    "-boot-load-size",
+    "4",
+    "-eltorito-alt-boot",
+    "-e",
+    "boot/efi.img",
+    "-no-emul-boot",
+];
 
 fn genisoimage(src: &Path, iso: &Path) {
     run(Command::new("genisoimage").args([
@@ -320,20 +309,20 @@ fn hybrid_gpt_reads_as_iso_and_keeps_its_partitions() {
     check_same("hybrid-gpt", &want, &image_listing(&iso));
 }
 
-/// xorriso's hybrid MBR has entry 1 at LBA 0, which the MBR checks refuse: a warning, and
-/// the volume read over the whole image.
+/// xorriso's hybrid MBR has entry 1 at LBA 0: that entry is the volume, read as partition 1
+/// (no partition 0, no warning); the appended EFI partition follows.
 #[test]
-fn hybrid_mbr_reads_as_iso_with_a_warning() {
+fn hybrid_mbr_reads_as_iso() {
     let (_t, iso, want) = built(|s, i| xorriso_hybrid(s, i, false), "hybrid-mbr.iso");
     let img = Image::open(&iso).unwrap();
-    assert_eq!(img.table().kind, imgbuild_inspect::TableKind::None);
-    assert!(
-        img.warnings()
-            .iter()
-            .any(|w| w.contains("starts at LBA 0") && w.contains("read as an ISO 9660 volume")),
-        "{:?}",
-        img.warnings()
-    );
+    assert_eq!(img.table().kind, imgbuild_inspect::TableKind::Mbr);
+    assert!(img.warnings().is_empty(), "{:?}", img.warnings());
+    let parts: Vec<(u32, u64)> = img
+        .partitions()
+        .map(|p| (p.entry.number, p.entry.start))
+        .collect();
+    assert_eq!(parts.first(), Some(&(1, 0)), "{parts:?}");
+    assert!(parts.iter().all(|&(n, _)| n != 0), "{parts:?}");
     check_same("hybrid-mbr", &want, &image_listing(&iso));
 }
 
@@ -494,4 +483,116 @@ fn multi_extent_file_reads_whole() {
     }
     assert_eq!((pos, checked), (size, 4096 + 6000 + 100));
     assert_eq!(fs.read_to_vec(b"/after", 100).unwrap(), b"after\n");
+}
+
+/// syslinux's isohybrid MBR code, from Debian's `isolinux` package.
+const ISOHDPFX: &str = "/usr/lib/ISOLINUX/isohdpfx.bin";
+
+/// As nixpkgs' iso-image.nix calls xorriso: syslinux's `isohdpfx.bin` as the MBR, El Torito
+/// BIOS and EFI entries, and with `gpt` the EFI image as a GPT partition too
+/// (`-isohybrid-gpt-basdat`). `boot/efi.img` becomes a FAT image holding `EFI/BOOT/hello`.
+fn xorriso_isohybrid(src: &Path, iso: &Path, gpt: bool) {
+    assert!(
+        Path::new(ISOHDPFX).exists(),
+        "{ISOHDPFX} is missing: install Debian's isolinux package"
+    );
+    let efi = src.join("boot/efi.img");
+    fs::remove_file(&efi).unwrap();
+    run(Command::new("mkfs.vfat")
+        .args(["-C", "-n", "EFIBOOT"])
+        .arg(&efi)
+        .arg("1024"));
+    let hello = src.join("hello.txt");
+    run(Command::new("mmd")
+        .arg("-i")
+        .arg(&efi)
+        .args(["::EFI", "::EFI/BOOT"]));
+    run(Command::new("mcopy")
+        .arg("-i")
+        .arg(&efi)
+        .arg(&hello)
+        .arg("::EFI/BOOT/hello"));
+    let mut args = vec![
+        "-as",
+        "mkisofs",
+        "-R",
+        "-J",
+        "-V",
+        "ISOREAD-TEST",
+        "-isohybrid-mbr",
+        ISOHDPFX,
+        "-c",
+        "isolinux/boot.cat",
+    ];
+    args.extend(EL_TORITO);
+    if gpt {
+        args.push("-isohybrid-gpt-basdat");
+    }
+    args.extend(["-o", iso.to_str().unwrap(), src.to_str().unwrap()]);
+    run(Command::new("xorriso").args(args));
+}
+
+/// The listing of a syslinux-hybrid ISO, without its boot catalog.
+fn isohybrid_listing(iso: &Path) -> Listing {
+    let mut got = image_listing(iso);
+    let cat = got.remove("/isolinux/boot.cat").expect("the boot catalog");
+    assert_eq!((cat.0, cat.3.len()), ('-', 2048));
+    got
+}
+
+/// `-isohybrid-mbr` alone: MBR entry 1 (type 0x17, bootable) starts at LBA 0 and spans the
+/// ISO: it is the ISO volume itself, read once, no warning.
+#[test]
+fn syslinux_isohybrid_mbr_reads_as_its_iso() {
+    let (_t, iso, want) = built(|s, i| xorriso_isohybrid(s, i, false), "isohybrid-mbr.iso");
+    let img = Image::open(&iso).unwrap();
+    assert_eq!(img.table().kind, imgbuild_inspect::TableKind::Mbr);
+    assert!(img.warnings().is_empty(), "{:?}", img.warnings());
+    let parts: Vec<(u32, u64, String)> = img
+        .partitions()
+        .map(|p| (p.entry.number, p.entry.start, p.entry.type_id.clone()))
+        .collect();
+    assert_eq!(parts, [(1, 0, "0x17".to_string())], "{parts:?}");
+    check_same("isohybrid-mbr", &want, &isohybrid_listing(&iso));
+    let i = img.inspect();
+    assert_eq!(i.partitions.len(), 1);
+    assert_eq!(
+        i.partitions[0]
+            .filesystem
+            .as_ref()
+            .map(|f| f.summary.kind.as_str()),
+        Some("iso9660")
+    );
+}
+
+/// `-isohybrid-mbr` with `-isohybrid-gpt-basdat`: the GPT's entry 1 is the ISO, its EFI
+/// partition (the El Torito EFI image, inside the ISO) reads as FAT, without warnings.
+#[test]
+fn syslinux_isohybrid_gpt_reads_as_iso_and_esp() {
+    let (_t, iso, want) = built(|s, i| xorriso_isohybrid(s, i, true), "isohybrid-gpt.iso");
+    let img = Image::open(&iso).unwrap();
+    check_same("isohybrid-gpt", &want, &isohybrid_listing(&iso));
+    // GPT entry 1 from LBA 0 is the volume (xorriso names it ISOHybrid); entry 2, inside
+    // it, the EFI image (ISOHybrid1, typed basic data).
+    let parts: Vec<(u32, u64, Option<String>)> = img
+        .partitions()
+        .map(|p| (p.entry.number, p.entry.first_lba, p.entry.name.clone()))
+        .collect();
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    assert_eq!(parts[0], (1, 0, Some("ISOHybrid".to_string())));
+    assert_eq!(parts[1].2.as_deref(), Some("ISOHybrid1"));
+    let root = img.root_filesystem().unwrap();
+    assert_eq!(root.info().summary.kind, "iso9660");
+    assert!(root
+        .location()
+        .partition
+        .as_deref()
+        .is_some_and(|p| p.starts_with('1')));
+    let fat = img.filesystem("2").unwrap();
+    assert_eq!(fat.info().summary.kind.get(..3), Some("fat"));
+    assert_eq!(
+        fat.read_to_vec(b"/EFI/BOOT/hello", 100).unwrap(),
+        b"hello\n"
+    );
+    assert!(img.warnings().is_empty(), "{:?}", img.warnings());
 }

@@ -4,13 +4,16 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod bios;
 mod common;
 mod fuzz;
 use imgbuild_testutil::harness;
 mod hostile;
 mod iso;
+mod live;
 mod readers;
 mod regressions;
+mod squash;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 

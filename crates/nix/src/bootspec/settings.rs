@@ -3,6 +3,8 @@
 
 use serde_json::Value;
 
+use super::grub_settings::GrubSettings;
+use super::text::{json_kind, setting_text};
 use super::IMGBUILD_V1;
 
 /// `org.imgbuild.v1.bootloader`: the NixOS options that shape the boot files. Every field is
@@ -29,6 +31,8 @@ pub struct BootloaderSettings {
     pub use_generation_device_tree: Option<bool>,
     /// `hardware.deviceTree.name` (extlinux: `FDT <dtbs>/<name>` instead of `FDTDIR`).
     pub device_tree_name: Option<String>,
+    /// `boot.loader.grub.*`, when `type` is `grub`.
+    pub grub: Option<GrubSettings>,
 }
 
 /// Which boot loader installer a system uses.
@@ -39,6 +43,8 @@ pub enum LoaderKind {
     /// extlinux (`boot.loader.generic-extlinux-compatible.enable`): `extlinux.conf`, read
     /// by U-Boot.
     Extlinux,
+    /// GRUB (`boot.loader.grub.enable`): `/boot/grub/grub.cfg`, GRUB in the MBR (PC BIOS).
+    Grub,
 }
 
 impl LoaderKind {
@@ -47,6 +53,7 @@ impl LoaderKind {
         match self {
             LoaderKind::SystemdBoot => "systemd-boot",
             LoaderKind::Extlinux => "extlinux",
+            LoaderKind::Grub => "grub",
         }
     }
 }
@@ -60,39 +67,8 @@ pub struct BootCounting {
     pub tries: u32,
 }
 
-/// Text settings (release, console mode, distro name) longer than this are refused.
-const MAX_SETTING: usize = 256;
 /// nixpkgs' `boot.loader.systemd-boot.bootCounting.tries` default.
 pub const DEFAULT_BOOT_COUNTING_TRIES: u32 = 3;
-
-/// A string setting of `org.imgbuild.v1` (`what` names it in errors): at most
-/// [`MAX_SETTING`] bytes, no control character (line breaks, escapes, NUL).
-pub(super) fn setting_text(v: &Value, what: &str) -> std::result::Result<String, String> {
-    match v {
-        Value::String(s) if s.len() > MAX_SETTING => Err(format!(
-            "\"{IMGBUILD_V1}\".{what} is longer than {MAX_SETTING} bytes"
-        )),
-        Value::String(s) if s.contains(char::is_control) => Err(format!(
-            "\"{IMGBUILD_V1}\".{what} contains a control character"
-        )),
-        Value::String(s) => Ok(s.clone()),
-        other => Err(format!(
-            "\"{IMGBUILD_V1}\".{what} is {}, not a string",
-            json_kind(other)
-        )),
-    }
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
 
 /// `org.imgbuild.v1.bootloader`, every key optional, unknown keys ignored.
 pub(super) fn bootloader_settings(v: &Value) -> std::result::Result<BootloaderSettings, String> {
@@ -122,12 +98,17 @@ pub(super) fn bootloader_settings(v: &Value) -> std::result::Result<BootloaderSe
         None => None,
         Some("systemd-boot") => Some(LoaderKind::SystemdBoot),
         Some("extlinux") => Some(LoaderKind::Extlinux),
+        Some("grub") => Some(LoaderKind::Grub),
         Some(other) => {
             return Err(format!(
-                "\"{IMGBUILD_V1}\".bootloader.type `{other}` is neither `systemd-boot` nor \
-                 `extlinux`"
+                "\"{IMGBUILD_V1}\".bootloader.type `{other}` is not `systemd-boot`, \
+                 `extlinux` or `grub`"
             ))
         }
+    };
+    let grub = match kind {
+        Some(LoaderKind::Grub) => Some(super::grub_settings::grub_settings(map)?),
+        _ => None,
     };
     Ok(BootloaderSettings {
         kind,
@@ -140,6 +121,7 @@ pub(super) fn bootloader_settings(v: &Value) -> std::result::Result<BootloaderSe
         boot_counting: key("bootCounting").map(boot_counting).transpose()?,
         use_generation_device_tree: boolean("useGenerationDeviceTree")?,
         device_tree_name: text("deviceTreeName")?,
+        grub,
     })
 }
 

@@ -98,6 +98,7 @@ fn imgbuild_boot_loader_settings() {
             }),
             use_generation_device_tree: None,
             device_tree_name: None,
+            grub: None,
         }
     );
     // extlinux's device tree settings; a null name is an absent one.
@@ -157,8 +158,8 @@ fn wrong_boot_loader_settings_are_refused_naming_file_and_key() {
             "bootloader is an array, not an object",
         ),
         (
-            r#"{ "bootloader": { "type": "grub" } }"#,
-            "`grub` is neither",
+            r#"{ "bootloader": { "type": "limine" } }"#,
+            "`limine` is not `systemd-boot`, `extlinux` or `grub`",
         ),
         (
             r#"{ "bootloader": { "timeout": "5" } }"#,
@@ -337,4 +338,75 @@ fn reads_and_synthesizes_from_a_store() {
     std::fs::write(top.join("boot.json"), b"{").unwrap();
     let err = BootSpec::read(root, &tp).unwrap_err();
     assert!(err.to_string().contains("boot.json: invalid JSON"), "{err}");
+}
+
+/// The GRUB record (`type = "grub"`): nixpkgs' defaults for absent keys, the package and
+/// files as store paths, settings imgbuild cannot follow listed, bad values refused.
+#[test]
+fn grub_record() {
+    let grub = |b: &str| {
+        with(&format!(r#"{{ "bootloader": {{ "type": "grub"{b} }} }}"#)).map(|s| {
+            s.imgbuild
+                .unwrap()
+                .bootloader
+                .unwrap()
+                .grub
+                .expect("type grub has a GRUB record")
+        })
+    };
+    let d = grub("").unwrap();
+    assert_eq!(d, GrubSettings::default());
+    assert_eq!(
+        (
+            d.configuration_limit,
+            d.entry_options.as_str(),
+            d.gfxmode_bios.as_str(),
+            d.fs_identifier
+        ),
+        (
+            100,
+            "--class nixos --unrestricted",
+            "1024x768",
+            FsIdentifier::Uuid
+        )
+    );
+    let g = grub(&format!(
+        r#", "grub": "/nix/store/{K}-grub-2.12", "devices": ["/dev/vda"],
+        "fsIdentifier": "label", "default": 1, "copyKernels": true,
+        "font": "/nix/store/{K}-grub-2.12/share/grub/unicode.pf2", "splashImage": null,
+        "extraConfig": "serial\nterminal_output serial", "theme": null, "users": {{}},
+        "useOSProber": true"#
+    ))
+    .unwrap();
+    assert_eq!(g.package.unwrap().name(), "grub-2.12");
+    assert_eq!(g.devices, ["/dev/vda"]);
+    assert_eq!(g.fs_identifier, FsIdentifier::Label);
+    assert_eq!(g.default, "1");
+    assert!(g.copy_kernels);
+    assert!(g.font.is_some() && g.splash_image.is_none());
+    assert_eq!(g.extra_config, "serial\nterminal_output serial");
+    assert_eq!(
+        g.unsupported,
+        ["useOSProber"],
+        "null and empty settings are not in use"
+    );
+    for (bad, want) in [
+        (r#", "fsIdentifier": "path""#, "fsIdentifier `path`"),
+        (r#", "devices": "/dev/vda""#, "devices is a string"),
+        (r#", "grub": "/usr/lib/grub""#, "bootloader.grub"),
+        (r#", "font": "/etc/font.pf2""#, "bootloader.font"),
+        (r#", "configurationLimit": -1"#, "configurationLimit -1"),
+        (r#", "extraConfig": 7"#, "extraConfig is a number"),
+    ] {
+        let err = grub(bad).unwrap_err().to_string();
+        assert!(err.contains(want), "{bad}: {err}");
+    }
+    // Other loaders carry no GRUB record.
+    let b = with(r#"{ "bootloader": { "type": "extlinux", "grub": "x" } }"#)
+        .unwrap()
+        .imgbuild
+        .unwrap()
+        .bootloader
+        .unwrap();
+    assert_eq!(b.grub, None);
 }

@@ -55,6 +55,15 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "iso-installer",
         include_str!("../../../../formats/iso-installer.toml"),
     ),
+    ("netboot", include_str!("../../../../formats/netboot.toml")),
+    ("kexec", include_str!("../../../../formats/kexec.toml")),
+    ("raw", include_str!("../../../../formats/raw.toml")),
+    ("qemu", include_str!("../../../../formats/qemu.toml")),
+    (
+        "digitalocean",
+        include_str!("../../../../formats/digitalocean.toml"),
+    ),
+    ("hetzner", include_str!("../../../../formats/hetzner.toml")),
     ("lxc", include_str!("../../../../formats/lxc.toml")),
     (
         "lxc-metadata",
@@ -142,6 +151,8 @@ pub enum Filesystem {
     Fat,
     /// ext4 (the root filesystem).
     Ext4,
+    /// No file system: raw sectors (a GPT BIOS boot partition, which holds GRUB's core.img).
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -152,8 +163,12 @@ pub enum Contents {
     Esp,
     /// The Raspberry Pi firmware directory (plus config.txt when it has none).
     Firmware,
-    /// The root filesystem: store, Nix database, profiles, /etc/NIXOS, extlinux.
+    /// The root filesystem: store, Nix database, profiles, /etc/NIXOS, extlinux, GRUB's
+    /// `/boot/grub`.
     Root,
+    /// A GPT BIOS boot partition (`filesystem = "none"`): GRUB's core.img, embedded as
+    /// `grub-bios-setup` does.
+    BiosBoot,
 }
 
 /// The file the disk is written as and its compression: registered output kinds (see
@@ -180,6 +195,9 @@ pub enum Bootloader {
     SystemdBoot,
     /// `/boot/extlinux/extlinux.conf` for U-Boot's distro boot.
     Extlinux,
+    /// GRUB for PC BIOS (i386-pc): boot.img in sector 0, core.img after the MBR (an MBR
+    /// disk) or in the BIOS boot partition (GPT), `/boot/grub` on the root file system.
+    Grub,
 }
 
 /// A size in a format file: bytes, or a number with a K/M/G/T\[i\]\[B\] suffix.
@@ -357,7 +375,9 @@ pub struct Partition {
     pub label: String,
     /// What goes in it.
     pub contents: Contents,
-    /// Where the booted system mounts it; the root filesystem gets that directory.
+    /// Where the booted system mounts it; the root filesystem gets that directory. Empty
+    /// (absent) for a BIOS boot partition, which is not mounted.
+    #[serde(default)]
     pub mount_point: String,
     /// MBR bootable (active) flag.
     #[serde(default)]
@@ -406,7 +426,7 @@ pub fn builtin_names() -> String {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
-/// A format's `[bootloader]` (a tar format has none: the default, never read).
+/// A format's `[bootloader]` (netboot, kexec and tar formats have none: the default).
 pub struct BootloaderOptions {
     #[serde(rename = "type")]
     /// Which boot loader.
@@ -417,7 +437,7 @@ pub struct BootloaderOptions {
 }
 
 impl Default for BootloaderOptions {
-    /// What a tar format (which has no `[bootloader]`) carries: never read.
+    /// What a netboot, kexec or tar format (which has no `[bootloader]`) carries: never read.
     fn default() -> Self {
         BootloaderOptions {
             kind: Bootloader::SystemdBoot,
@@ -437,7 +457,8 @@ pub struct Format {
     pub description: String,
     /// The Nix systems the toplevel may be built for (`x86_64-linux`, or a list).
     pub system: Systems,
-    /// A partitioned disk (the default) or an ISO 9660 volume.
+    /// A partitioned disk (the default), an ISO 9660 volume, netboot files, a kexec tarball
+    /// or a tar archive.
     #[serde(default)]
     pub volume: Volume,
     /// The image's extension (default: the container's, `img` for a raw disk).
@@ -457,7 +478,7 @@ pub struct Format {
     /// What the root filesystem carries (a disk's; an ISO 9660 format has none).
     #[serde(default)]
     pub root: RootOptions,
-    /// The boot loader (a tar format has none: the default, never read).
+    /// The boot loader (netboot, kexec and tar formats have none: the default, never read).
     #[serde(default)]
     pub bootloader: BootloaderOptions,
     /// What a tar volume holds (only a tar format has one).

@@ -232,12 +232,12 @@ fn tar_formats_take_their_keys_and_no_disk_keys() {
         (
             "disk key",
             format!("{lxc}\n[table]\ntype = \"gpt\"\nalign = \"1MiB\"\n"),
-            "a tar volume has no partition table: no `table`",
+            "volume `tar` has no partition table: no `table`",
         ),
         (
             "bootloader",
             format!("{lxc}\n[bootloader]\ntype = \"systemd-boot\"\n"),
-            "`bootloader` belongs to disk and iso9660 formats only",
+            "volume `tar` has no boot loader of its own: no `bootloader`",
         ),
         (
             "no [tar]",
@@ -277,7 +277,64 @@ fn tar_formats_take_their_keys_and_no_disk_keys() {
     let e = Format::parse("t", &format!("{raw}\n[tar]\nlayout = \"rootfs\"\n"))
         .expect_err("[tar] on a disk")
         .to_string();
-    assert!(e.contains("`tar` belongs to tar formats only"), "{e}");
+    assert!(
+        e.contains("volume `disk` is not a tar archive: no `tar`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bios_formats_and_their_rules() {
+    let raw = Format::load("raw").unwrap();
+    assert_eq!(
+        (raw.table.kind, raw.bootloader.kind, raw.partitions.len()),
+        (TableType::Mbr, Bootloader::Grub, 1)
+    );
+    assert!(raw.root_partition().bootable);
+    let d = Format::load("digitalocean").unwrap();
+    assert_eq!(
+        (d.extension.as_str(), d.container.kind.name()),
+        ("qcow2.gz", "qcow2-gz")
+    );
+    assert_eq!(Format::load("hetzner").unwrap().table.kind, TableType::Mbr);
+    let q = Format::load("qemu").unwrap();
+    assert_eq!(
+        (q.partitions[0].contents, q.partitions[0].filesystem),
+        (Contents::BiosBoot, Filesystem::None)
+    );
+    assert!(q.partitions[0].mount_point.is_empty());
+    let qemu = BUILTIN.iter().find(|(n, _)| *n == "qemu").unwrap().1;
+    let refused = |text: String, want: &str| {
+        let e = Format::parse("x", &text).unwrap_err().to_string();
+        assert!(e.contains(want), "{want}: {e}");
+    };
+    // GRUB on GPT needs the BIOS boot partition; it is for GRUB only, GPT only, raw sectors.
+    let no_bios = qemu.replacen("contents = \"bios-boot\"", "contents = \"root\"", 1);
+    refused(no_bios, "exactly one root partition");
+    refused(
+        qemu.replace("type = \"grub\"", "type = \"extlinux\""),
+        "a `bios-boot` partition is for `[bootloader] type = \"grub\"`",
+    );
+    refused(
+        qemu.replacen("filesystem = \"none\"", "filesystem = \"fat\"", 1),
+        "a `bios-boot` partition, and only it, has filesystem `none`",
+    );
+    refused(
+        qemu.replacen(
+            "contents = \"bios-boot\"",
+            "contents = \"bios-boot\"\nmount-point = \"/x\"",
+            1,
+        ),
+        "is not mounted",
+    );
+    let without = qemu
+        .split("[[partition]]")
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, p)| p)
+        .collect::<Vec<_>>()
+        .join("[[partition]]");
+    refused(without, "GRUB on a GPT disk needs a `bios-boot` partition");
 }
 
 #[test]

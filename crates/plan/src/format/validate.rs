@@ -18,6 +18,7 @@ impl Format {
         }
         match self.volume {
             Volume::Iso9660 => return self.check_iso(),
+            Volume::Netboot | Volume::Kexec => return self.check_netboot(),
             Volume::Tar => return self.check_tar(),
             Volume::Disk => {}
         }
@@ -64,7 +65,24 @@ impl Format {
             (Bootloader::SystemdBoot, TableType::Mbr) => {
                 return Err("systemd-boot needs a GPT table".into());
             }
-            (Bootloader::Extlinux, _) => {}
+            (Bootloader::Extlinux, _) | (Bootloader::Grub, TableType::Mbr) => {}
+            (Bootloader::Grub, TableType::Gpt) => {
+                if !self
+                    .partitions
+                    .iter()
+                    .any(|p| p.contents == Contents::BiosBoot)
+                {
+                    return Err("GRUB on a GPT disk needs a `bios-boot` partition".into());
+                }
+            }
+        }
+        if self.bootloader.kind != Bootloader::Grub
+            && self
+                .partitions
+                .iter()
+                .any(|p| p.contents == Contents::BiosBoot)
+        {
+            return Err("a `bios-boot` partition is for `[bootloader] type = \"grub\"`".into());
         }
         Ok(())
     }
@@ -108,6 +126,28 @@ impl Format {
                     quote(d)
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Netboot files or a kexec tarball: the initrd and kernel as they are (netboot: raw,
+    /// the directory's files; kexec: the tar, gzip), no `compress`.
+    fn check_netboot(&self) -> Result<(), String> {
+        let (want, what) = match self.volume {
+            Volume::Kexec => (
+                ContainerType::find("gzip"),
+                "a kexec tarball is written as `gzip`",
+            ),
+            _ => (
+                Some(ContainerType::default()),
+                "netboot files are written raw",
+            ),
+        };
+        if Some(self.container.kind) != want {
+            return Err(format!("{what}, not as `{}`", self.container.kind.name()));
+        }
+        if self.compress != Compression::None {
+            return Err(format!("{what}: no `compress`"));
         }
         Ok(())
     }
@@ -172,7 +212,27 @@ impl Format {
                 pname
             ));
         }
-        if !p.mount_point.starts_with('/') {
+        if (p.contents == Contents::BiosBoot) != (p.filesystem == Filesystem::None) {
+            return Err(format!(
+                "partition `{}`: a `bios-boot` partition, and only it, has filesystem `none`",
+                pname
+            ));
+        }
+        if p.contents == Contents::BiosBoot {
+            if self.table.kind != TableType::Gpt {
+                return Err(format!(
+                    "partition `{}`: a `bios-boot` partition is a GPT partition (an MBR disk \
+                     has GRUB's core image after the MBR)",
+                    pname
+                ));
+            }
+            if !p.mount_point.is_empty() {
+                return Err(format!(
+                    "partition `{}`: a `bios-boot` partition is not mounted (no mount-point)",
+                    pname
+                ));
+            }
+        } else if !p.mount_point.starts_with('/') {
             return Err(format!(
                 "partition `{}`: mount-point must be absolute",
                 pname

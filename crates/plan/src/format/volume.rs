@@ -5,7 +5,8 @@ use serde::Deserialize;
 
 use super::{quote, FormatError};
 
-/// What the image is: a partitioned disk, or an ISO 9660 volume.
+/// What the image is: a partitioned disk, an ISO 9660 volume, netboot files, a kexec
+/// tarball or a tar archive of a container's tree.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Volume {
@@ -18,11 +19,26 @@ pub enum Volume {
     /// `[[partition]]` or `[root]`; its `[bootloader]` (systemd-boot) is the one on the EFI
     /// boot image.
     Iso9660,
+    /// nixpkgs' netboot directory: the kernel, an initrd carrying the store image (the
+    /// closure's initrd followed by a newc cpio holding `nix-store.squashfs`) and
+    /// `netboot.ipxe`. No partition table, no `[root]`.
+    Netboot,
+    /// nixpkgs' kexec tree (`bzImage`, `initrd.gz` as netboot's initrd, `kexec-boot`) in a
+    /// gzip-compressed tar under `kexec/`, plus `kexec/run` for nixos-anywhere. No partition
+    /// table, no `[root]`.
+    Kexec,
     /// A tar archive of a file tree, no disk at all: a container's root file system
     /// (`lxc`, `proxmox-lxc`), its metadata (`lxc-metadata`), or both (`incus`), as `[tar]`
     /// says. A format saying so has no `[table]`, `[[partition]]`, `[root]` or
     /// `[bootloader]` (a container boots no kernel).
     Tar,
+}
+
+impl Volume {
+    /// Whether the image is a partitioned disk (`[table]`, `[[partition]]`, `[root]`).
+    pub fn is_disk(self) -> bool {
+        self == Volume::Disk
+    }
 }
 
 /// The keys a disk format must have and the other volumes must not.
@@ -59,48 +75,32 @@ pub struct TarOptions {
     pub os_release: bool,
 }
 
-/// A disk format has `[table]`, `[[partition]]` and `[root]`; an ISO 9660 or tar format has
-/// none of them; a tar format has `[tar]` and no `[bootloader]`, the others the other way
-/// round (checked on the merged text: after parsing, a default is not told from a table).
+/// A disk format has `[table]`, `[[partition]]`, `[root]` and `[bootloader]`; the other
+/// volumes have no partition table; netboot, kexec and tar no boot loader of their own (the
+/// firmware's iPXE or the running kernel loads the first two, a container boots no kernel);
+/// a tar format, and only it, has `[tar]`. Checked on the merged text: after parsing, a
+/// default is not told from a table.
 pub(super) fn check_volume_keys(name: &str, table: &toml::Table) -> Result<(), FormatError> {
     let volume = table.get("volume").and_then(toml::Value::as_str);
+    let disk = volume.is_none_or(|v| v == "disk");
     let tar = volume == Some("tar");
-    for (key, want) in [("tar", tar), ("bootloader", !tar)] {
-        match (want, table.contains_key(key)) {
-            (true, false) => {
-                return Err(FormatError::Parse {
-                    name: quote(name),
-                    message: format!("missing field `{key}`"),
-                })
-            }
+    let loader = !matches!(volume, Some("netboot" | "kexec" | "tar"));
+    let keys = DISK_KEYS
+        .iter()
+        .map(|k| (*k, disk, "has no partition table"))
+        .chain([
+            ("bootloader", loader, "has no boot loader of its own"),
+            ("tar", tar, "is not a tar archive"),
+        ]);
+    for (key, wanted, why) in keys {
+        match (wanted, table.contains_key(key)) {
             (false, true) => {
                 return Err(FormatError::Invalid {
                     name: quote(name),
-                    reason: format!(
-                        "`{key}` belongs to {} formats only",
-                        if tar { "disk and iso9660" } else { "tar" }
-                    ),
+                    reason: format!("volume `{}` {why}: no `{key}`", volume.unwrap_or("disk")),
                 })
             }
-            _ => {}
-        }
-    }
-    let iso = volume.is_some_and(|v| v != "disk");
-    for key in DISK_KEYS {
-        match (iso, table.contains_key(key)) {
-            (true, true) => {
-                return Err(FormatError::Invalid {
-                    name: quote(name),
-                    reason: format!(
-                        "{} volume has no partition table: no `{key}`",
-                        match volume {
-                            Some("tar") => "a tar",
-                            _ => "an iso9660",
-                        }
-                    ),
-                })
-            }
-            (false, false) => {
+            (true, false) => {
                 return Err(FormatError::Parse {
                     name: quote(name),
                     message: format!("missing field `{key}`"),

@@ -23,6 +23,7 @@ macro_rules! kinds {
 kinds! {
     raw::Raw,
     qcow2::Qcow2,
+    qcow2_gz::Qcow2Gz,
     vhd::Vhd,
     vhd_fixed::VhdFixed,
     gce::GceTar,
@@ -31,6 +32,7 @@ kinds! {
     ova::Ova,
     vma::Vma,
     vagrant::VagrantBox,
+    gzip::Gzip,
     xz::Xz,
 }
 

@@ -43,17 +43,18 @@ pub(crate) fn disk_layout(cx: &Context, plan: &Plan) -> Layout {
         .zip(&plan.table.entries)
         .map(|((p, part), entry)| {
             let uuid = match &part.fs {
-                crate::disk::Fs::Ext4(_) => cx.ids.ext4_uuid(&p.name).to_string(),
-                crate::disk::Fs::Fat(_) => {
-                    crate::ids::fat_volume_id_string(cx.ids.fat_volume_id(&p.name))
-                }
+                crate::disk::Fs::Ext4(_) => Some(cx.ids.ext4_uuid(&p.name).to_string()),
+                crate::disk::Fs::Fat(_) => Some(crate::ids::fat_volume_id_string(
+                    cx.ids.fat_volume_id(&p.name),
+                )),
+                crate::disk::Fs::None => None,
             };
             ManifestPartition {
                 entry: entry.clone(),
                 filesystem: imgbuild_partition::FsSummary {
                     kind: part.fs.kind(),
                     label: (!p.label.is_empty()).then(|| p.label.clone()),
-                    uuid: Some(uuid),
+                    uuid,
                     size: part.fs.size(),
                 },
                 mount_point: p.mount_point.clone(),
@@ -112,6 +113,7 @@ pub(crate) fn manifest(
         disk_sha256,
         partitions: layout.partitions,
         iso: layout.iso,
+        netboot: None,
         image: file_name(&outs.image),
         image_size,
         sha256,

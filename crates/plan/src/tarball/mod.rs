@@ -2,7 +2,7 @@
 //! metadata, or both, as one tar archive, no disk at all. The stages, in the order a disk's
 //! run:
 //!
-//! 1. the system check (`system_check::container`): the toplevel is a container system;
+//! 1. the system check (`system_check`, its `container` part): the toplevel is a container system;
 //! 2. the tree ([`tree`]): what the format's `[tar] layout` asks for;
 //! 3. the archive planned by `tar` (every member and the length fixed) and mapped: headers
 //!    in memory, store files as ranges of the host files, never read into memory;
@@ -83,7 +83,7 @@ pub(crate) fn dry_run(s: &Stages) -> Result<DryRun> {
 fn context<'a>(s: &Stages<'a>) -> Result<Context<'a>> {
     let cx = Context::new(s.format, s.inputs, s.opts)?;
     if s.opts.check_system {
-        crate::system_check::container::check(s.format, s.inputs)?;
+        crate::system_check::check(s.format, &cx.ids, s.inputs)?;
     }
     Ok(cx)
 }

@@ -55,6 +55,8 @@ pub(crate) struct Trees {
     pub dedup: DedupReport,
     /// The release and settings the boot files follow (for the manifest).
     pub boot: BootNote,
+    /// GRUB's boot code, for a `grub` format.
+    pub grub: Option<grub::GrubSetup>,
 }
 
 /// Build the tree of every partition: the root filesystem (store, Nix state, profile, boot
@@ -64,13 +66,22 @@ pub(crate) fn build(cx: &Context, inputs: &Inputs, cancel: &AtomicBool) -> Resul
     let mut trees = Vec::new();
     let mut added = Vec::new();
     let mut dedup = DedupReport::default();
+    let mut grub = None;
     for p in &cx.format.partitions {
         let mut tree = match p.contents {
             Contents::Esp => esp_tree(cx, inputs, &entry, &mut choice)?,
             Contents::Firmware => firmware_tree(cx, inputs)?,
+            // Raw sectors: GRUB's core image, placed by the disk plan.
+            Contents::BiosBoot => {
+                trees.push(Tree::new(dir_meta(cx.time)));
+                continue;
+            }
             Contents::Root => {
-                let (tree, report) = root(cx, inputs, &entry, &choice, cancel)?;
+                let (mut tree, report) = root(cx, inputs, &entry, &choice, cancel)?;
                 dedup = report;
+                if cx.format.bootloader.kind == format::Bootloader::Grub {
+                    grub = Some(grub::install(cx, inputs, &choice, &entry, &mut tree)?);
+                }
                 tree
             }
         };
@@ -89,6 +100,7 @@ pub(crate) fn build(cx: &Context, inputs: &Inputs, cancel: &AtomicBool) -> Resul
         added,
         dedup,
         boot: choice.note,
+        grub,
     })
 }
 
@@ -467,6 +479,7 @@ fn root(
         mount_points: format
             .partitions
             .iter()
+            .filter(|p| !p.mount_point.is_empty())
             .map(|p| p.mount_point.clone())
             .collect(),
     };
@@ -520,4 +533,5 @@ fn write_db_bytes(closure: &Closure, time: i64) -> Result<Arc<[u8]>> {
 }
 
 mod boot_parts;
+pub(crate) mod grub;
 use boot_parts::{esp_tree, firmware_tree};

@@ -1,13 +1,14 @@
 //! Where the structures of a seed are, field by field: GPT and MBR tables, the ext4
 //! superblock, group descriptors, inodes, extent headers and directory entries, FAT's BPB,
-//! FAT entries and directory entries, ISO 9660's volume descriptor, directory records, SUSP
-//! entries and boot catalog, the SQLite header and b-tree pages of the Nix database,
-//! and each container's headers and tables. A mutation overwrites a whole field with a value
-//! of its width, so it lands where a reader makes decisions; checksums are recomputed after
-//! (see [`super::mutate::fixups`]) so the mutation gets past them.
+//! FAT and directory entries, ISO 9660's volume descriptor, directory records, SUSP entries
+//! and boot catalog, squashfs's superblock and metadata blocks, the SQLite header and b-tree
+//! pages of the Nix database, and each container's headers and tables. A mutation overwrites
+//! a whole field with a value of its width, so it lands where a reader makes decisions;
+//! checksums are recomputed after (see [`super::mutate::fixups`]) so mutations get past them.
 
 mod ext4;
 mod iso9660;
+pub mod squashfs;
 
 pub use ext4::ext4;
 pub use iso9660::iso9660;

@@ -26,10 +26,7 @@ pub(super) struct Seed {
 fn seed_map(target: Target, path: &Path, len: u64) -> Result<(Map, Fixup)> {
     let f = File::open(path)?;
     let mut m = Map::default();
-    let disk = matches!(
-        target,
-        Target::Gpt | Target::Mbr | Target::Ext4 | Target::Fat | Target::Iso9660 | Target::Nixdb
-    );
+    let disk = target.is_disk();
     if disk {
         m.ranges = harness::Base::new("seed", path).ranges;
     }
@@ -60,6 +57,10 @@ fn seed_map(target: Target, path: &Path, len: u64) -> Result<(Map, Fixup)> {
         }
         Target::Iso9660 => {
             fields::iso9660(&f, len, &mut m);
+            Fixup::None
+        }
+        Target::Squashfs => {
+            fields::squashfs::seed(&f, len, &mut m);
             Fixup::None
         }
         Target::Nixdb => {
