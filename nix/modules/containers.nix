@@ -3,16 +3,14 @@
 # lxc-instance-common.nix and lxc-image-metadata.nix; virtualisation/proxmox-lxc.nix), written
 # here from those modules' facts. Imported by nixosModules.imgbuild; active only for its
 # format. A container boots no kernel: boot.isContainer, no boot loader, no file systems; the
-# host's container manager starts /sbin/init. The marker and metadata.yaml's properties go
-# into boot.json's "org.imgbuild.v1".container, where imgbuild's system check and its
+# host's container manager starts /sbin/init. NixOS writes no boot.json for a boot.isContainer
+# toplevel (nor kernel, initrd, kernel-params), so the marker and metadata.yaml's properties go
+# into a file of imgbuild's own, <toplevel>/imgbuild.json ({"org.imgbuild.v1": {"container":
+# ...}}, through system.systemBuilderCommands), where imgbuild's system check and its
 # metadata.yaml read them. The first boot registers the image's nix-path-registration
 # (imgbuild.registerNixPaths, imgbuild.nix). Settings are defaults where nixpkgs' are. Not
 # taken from nixpkgs: lxc-instance-common.nix's empty root password (a configuration that
 # keeps rebuilding itself should not get one silently) and its channel/minimal profiles.
-# KNOWN GAP: NixOS writes no boot.json for a boot.isContainer toplevel (top-level.nix runs the
-# bootspec writer only when !isContainer), so the extension below does not reach the toplevel
-# yet; imgbuild must first accept a kernel-less toplevel and read the marker from a file of
-# its own (see README, "Container tarballs").
 {
   config,
   lib,
@@ -30,6 +28,16 @@ let
   ];
   nixos = config.system.nixos;
   system = pkgs.stdenv.hostPlatform.system;
+  # A shell word (lib.escapeShellArg's quoting).
+  quote = t: "'" + builtins.replaceStrings [ "'" ] [ "'\\''" ] t + "'";
+  # What imgbuild's system check and metadata.yaml read (lxc-image-metadata.nix's
+  # properties: "<distroName> <codeName> <label> <system>", distroId, codeName).
+  marker."org.imgbuild.v1".container = {
+    isContainer = true;
+    description = "${nixos.distroName} ${nixos.codeName or ""} ${nixos.label or ""} ${system}";
+    os = nixos.distroId or "nixos";
+    release = nixos.codeName or "";
+  };
 in
 {
   config = mkIf (builtins.elem format containerFormats) (mkMerge [
@@ -37,14 +45,10 @@ in
       boot.isContainer = true;
       boot.loader.grub.enable = mkDefault false;
 
-      # What imgbuild's system check and metadata.yaml read (lxc-image-metadata.nix's
-      # properties: "<distroName> <codeName> <label> <system>", distroId, codeName).
-      boot.bootspec.extensions."org.imgbuild.v1".container = {
-        isContainer = true;
-        description = "${nixos.distroName} ${nixos.codeName or ""} ${nixos.label or ""} ${system}";
-        os = nixos.distroId or "nixos";
-        release = nixos.codeName or "";
-      };
+      # The toplevel's imgbuild.json (no boot.json is written for a container).
+      system.systemBuilderCommands = ''
+        printf '%s' ${quote (builtins.toJSON marker)} > "$out/imgbuild.json"
+      '';
 
       # Containers should be light: sshd started on demand (both nixpkgs modules).
       services.openssh.enable = mkDefault true;

@@ -193,12 +193,21 @@ let
           }).defs;
         lxc = ev "x86_64-linux" "lxc";
         pve = ev "aarch64-linux" "proxmox-lxc";
+        # The toplevel's imgbuild.json, as the builder command writes it (NixOS writes no
+        # boot.json for a container): the JSON between printf's quotes, parsed.
+        imgbuildJson =
+          d:
+          let
+            m = builtins.match "printf '%s' '([^']*)' > \"\\$out/imgbuild.json\"\n" d.system.systemBuilderCommands;
+          in
+          if m == null then null else builtins.fromJSON (builtins.head m);
       in
       {
         expr = {
           lxc = {
             inherit (lxc.boot) isContainer;
-            marker = lxc.boot.bootspec.extensions."org.imgbuild.v1".container;
+            marker = (imgbuildJson lxc)."org.imgbuild.v1".container;
+            bootJson = lxc ? boot.bootspec;
             init = lxc.system.activationScripts ? installInitScript;
             sshOnDemand = lxc.services.openssh.startWhenNeeded;
           };
@@ -206,7 +215,7 @@ let
             inherit (pve.boot) isContainer;
             initScript = pve.boot.loader.initScript.enable;
             networkd = pve.networking.useNetworkd;
-            marker = pve.boot.bootspec.extensions."org.imgbuild.v1".container.isContainer;
+            marker = (imgbuildJson pve)."org.imgbuild.v1".container.isContainer;
           };
           raw = (ev "x86_64-linux" "raw-efi") == { };
         };
@@ -219,6 +228,7 @@ let
               os = "nixos";
               release = "";
             };
+            bootJson = false;
             init = true;
             sshOnDemand = true;
           };

@@ -167,6 +167,7 @@ let
         boot.isContainer = opt types.bool false;
         boot.loader.initScript.enable = opt types.bool false;
         system.activationScripts = opt (types.attrsOf types.anything) { };
+        system.systemBuilderCommands = opt types.lines "";
         systemd.packages = opt (types.listOf types.anything) [ ];
         systemd.mounts = opt (types.listOf types.anything) [ ];
         console.enable = opt types.bool true;
@@ -238,6 +239,7 @@ let
             inherit (config) fileSystems;
             inherit (config.boot) loader kernelParams;
             bootspec = config.boot.bootspec.extensions;
+            inherit (config.system) systemBuilderCommands;
           })
           "nixos-system-${config.networking.hostName}-${config.system.nixos.label}";
     };
@@ -818,6 +820,12 @@ let
               else
                 root.device;
             container = c.boot.isContainer;
+            # The toplevel's imgbuild.json (the builder command's JSON), its container marker.
+            marker =
+              let
+                m = builtins.match "printf '%s' '([^']*)' > \"\\$out/imgbuild.json\"\n" c.system.systemBuilderCommands;
+              in
+              if m == null then null else (builtins.fromJSON (builtins.head m))."org.imgbuild.v1".container.isContainer;
             loader =
               if c.boot.loader.systemd-boot.enable then
                 "systemd-boot"
@@ -841,6 +849,7 @@ let
           in
           {
             inherit f system container;
+            marker = if container then true else null;
             root =
               if container then
                 null

@@ -1,7 +1,8 @@
 //! The container tarballs (`lxc`, `lxc-metadata`, `proxmox-lxc`, `incus`) judged by GNU tar,
 //! bsdtar, xz, zstd and PyYAML, and unpacked against the closure. The demo closure is a disk
-//! system, so each test copies it and makes it look like a container system as imgbuild's
-//! NixOS module records one: `"org.imgbuild.v1".container` in boot.json, no `kernel` link.
+//! system, so each test copies it and makes its toplevel what NixOS builds for
+//! `boot.isContainer` (no boot.json, kernel, initrd, kernel-params or kernel-modules) with the
+//! `imgbuild.json` imgbuild's NixOS module adds (`"org.imgbuild.v1".container`).
 
 use crate::common::*;
 use serde_json::{json, Value};
@@ -17,29 +18,41 @@ fn toplevel_link(root: &Path) -> String {
     link.to_str().unwrap().to_string()
 }
 
-/// A copy of the demo at `dir`: `container` as boot.json's `"org.imgbuild.v1".container`
-/// (`None`: left out), the toplevel's `kernel` link and boot.json's systemd-boot entry
-/// removed unless `keep` names them (`kernel`, `systemd-boot`).
+/// A copy of the demo at `dir`: `container`, when given, as `<toplevel>/imgbuild.json`'s
+/// `"org.imgbuild.v1".container`; the toplevel's boot files (boot.json, kernel, initrd,
+/// kernel-params, kernel-modules) removed, as in a real container toplevel, unless `keep` names
+/// `boot.json`: then they stay (the demo's disk system) and only boot.json's systemd-boot
+/// entry goes, unless `keep` names `systemd-boot` too.
 fn patched(dir: &Path, container: Option<Value>, keep: &[&str]) -> PathBuf {
     let root = dir.join("closure");
     std::fs::create_dir_all(dir).unwrap();
     ok(Command::new("cp").arg("-a").arg(demo()).arg(&root));
     let top = root.join(toplevel_link(&root).trim_start_matches('/'));
     ok(Command::new("chmod").arg("-R").arg("u+w").arg(&top));
-    if !keep.contains(&"kernel") {
-        std::fs::remove_file(top.join("kernel")).unwrap();
-    }
     let path = top.join("boot.json");
-    let mut spec: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    if !keep.contains(&"systemd-boot") {
-        spec.as_object_mut()
-            .unwrap()
-            .remove("org.nixos.systemd-boot");
+    if keep.contains(&"boot.json") {
+        let mut spec: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        if !keep.contains(&"systemd-boot") {
+            spec.as_object_mut()
+                .unwrap()
+                .remove("org.nixos.systemd-boot");
+        }
+        std::fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+    } else {
+        for f in [
+            "boot.json",
+            "kernel",
+            "initrd",
+            "kernel-params",
+            "kernel-modules",
+        ] {
+            std::fs::remove_file(top.join(f)).unwrap();
+        }
     }
     if let Some(c) = container {
-        spec["org.imgbuild.v1"] = json!({ "container": c });
+        let doc = json!({ "org.imgbuild.v1": { "container": c } });
+        std::fs::write(top.join("imgbuild.json"), serde_json::to_vec(&doc).unwrap()).unwrap();
     }
-    std::fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
     root
 }
 
@@ -348,14 +361,34 @@ fn lxc_metadata_and_incus_unified_image_parse() {
 #[test]
 fn a_system_not_built_as_a_container_is_refused_naming_why() {
     let dir = tempfile::tempdir().unwrap();
+    let no_system_check = "--no-system-check";
     for (case, container, keep, want) in [
-        ("no marker", None, &[][..], "container.isContainer = true"),
-        ("kernel", Some(marker()), &["kernel"][..], "has a kernel"),
+        // A container toplevel without imgbuild's module: not even a toplevel imgbuild knows.
+        (
+            "no marker file",
+            None,
+            &[][..],
+            "nor init with a kernel (a container system has init and the imgbuild.json",
+        ),
+        // The demo's disk system: boot.json and a kernel, no imgbuild.json.
+        (
+            "disk system",
+            None,
+            &["boot.json"][..],
+            "no imgbuild.json with \"org.imgbuild.v1\".container.isContainer = true",
+        ),
+        ("kernel", Some(marker()), &["boot.json"][..], "has a kernel"),
         (
             "loader",
             Some(marker()),
-            &["systemd-boot"][..],
+            &["boot.json", "systemd-boot"][..],
             "installs systemd-boot",
+        ),
+        (
+            "not a container",
+            Some(json!({ "isContainer": false })),
+            &[][..],
+            "container.isContainer = true",
         ),
     ] {
         let d = dir.path().join(case.replace(' ', "-"));
@@ -365,8 +398,42 @@ fn a_system_not_built_as_a_container_is_refused_naming_why() {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let err = fails(&mut imgbuild(&refs));
         assert!(err.contains(want), "{case}: {err}");
-        assert!(err.contains("imgbuild.format = \"lxc\""), "{case}: {err}");
+        if case != "no marker file" {
+            assert!(err.contains("imgbuild.format = \"lxc\""), "{case}: {err}");
+        }
         assert!(!out.exists(), "{case}");
+    }
+    // The old way, where it still makes sense: the demo's disk system with the marker file and
+    // the system check off is archived like a container's (its kernel is only a store path).
+    let d = dir.path().join("disk-unchecked");
+    let root = patched(&d, Some(marker()), &["boot.json", "systemd-boot"]);
+    let out = d.join("a.tar.xz");
+    build("lxc", &root, &out, &[no_system_check]);
+    ok(Command::new("xz").arg("-t").arg(&out));
+}
+
+#[test]
+fn bootable_formats_refuse_a_container_toplevel_naming_what_it_lacks() {
+    // A container toplevel has no kernel: every disk, ISO and netboot format refuses it
+    // before planning, with or without the system check.
+    let dir = tempfile::tempdir().unwrap();
+    let root = patched(dir.path(), Some(marker()), &[]);
+    for format in ["raw-efi", "qemu-efi", "raw", "iso", "netboot", "kexec"] {
+        for extra in [&[][..], &["--no-system-check"][..]] {
+            let out = dir.path().join(format!("{format}.out"));
+            let mut args = closure_args(format, &root, &out);
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let err = fails(&mut imgbuild(&refs));
+            let want = format!(
+                "format `{format}` boots a kernel, but /nix/store/{} has none: no boot.json and \
+                 no kernel link",
+                toplevel_link(&root).trim_start_matches("/nix/store/")
+            );
+            assert!(err.contains(&want), "{format} {extra:?}: {err}");
+            assert!(err.contains("container system (boot.isContainer)"), "{err}");
+            assert!(!out.exists(), "{format}");
+        }
     }
 }
 

@@ -8,9 +8,11 @@ use serde_json::Value;
 
 use crate::{io_err, Error, Result, StorePath, StoreRoot, StoreSubpath};
 
+mod container;
 mod grub_settings;
 mod settings;
 mod text;
+pub use container::IMGBUILD_JSON;
 pub use grub_settings::{FsIdentifier, GrubSettings};
 use settings::bootloader_settings;
 pub use settings::{BootCounting, BootloaderSettings, LoaderKind, DEFAULT_BOOT_COUNTING_TRIES};
@@ -41,8 +43,10 @@ pub struct BootSpec {
     pub initrd: Option<StoreSubpath>,
     /// Script appending secrets to the initrd at install time.
     pub initrd_secrets: Option<StoreSubpath>,
-    /// The kernel image (`bzImage`, `Image`).
-    pub kernel: StoreSubpath,
+    /// The kernel image (`bzImage`, `Image`); `None` for a container system
+    /// (`boot.isContainer`), whose toplevel has no kernel and no boot.json: then
+    /// [`BootSpec::container`] holds the record imgbuild's module wrote instead.
+    pub kernel: Option<StoreSubpath>,
     /// The kernel command line besides `init=`, in order.
     pub kernel_params: Vec<String>,
     /// What a boot menu shows, e.g. `NixOS 24.05 (Linux 6.6.32)`.
@@ -55,6 +59,10 @@ pub struct BootSpec {
     pub extensions: BTreeMap<String, Value>,
     /// `org.imgbuild.v1`, parsed.
     pub imgbuild: Option<ImgbuildExt>,
+    /// `"org.imgbuild.v1".container` of `<toplevel>/imgbuild.json` ([`IMGBUILD_JSON`]),
+    /// verbatim: the record imgbuild's NixOS module writes for a container system (NixOS
+    /// writes no boot.json for one). `None` when the toplevel has no imgbuild.json.
+    pub container: Option<serde_json::Map<String, Value>>,
     /// True when there was no boot.json and this was built from the toplevel's files.
     pub synthesized: bool,
     /// `<toplevel>/nixos-version` (`system.nixos.label`, e.g. `26.11.20261201.abcdef0`),
@@ -123,6 +131,7 @@ fn read_toplevel(root: &StoreRoot, toplevel: &StorePath, depth: usize) -> Result
         error,
     })?;
     let mut spec = from_document(value, &logical, depth)?;
+    spec.container = container::read(root, toplevel)?;
     if spec.toplevel != *toplevel {
         return Err(Error::Bootspec {
             file: logical,
@@ -243,13 +252,14 @@ fn from_document(value: Value, file: &Path, depth: usize) -> Result<BootSpec> {
             .as_deref()
             .map(|p| path("initrdSecrets", p))
             .transpose()?,
-        kernel: path("kernel", &v1.kernel)?,
+        kernel: Some(path("kernel", &v1.kernel)?),
         kernel_params: v1.kernel_params,
         label: v1.label,
         system: v1.system,
         specialisations,
         extensions,
         imgbuild,
+        container: None,
         synthesized: false,
         nixos_version: None,
     })
@@ -283,19 +293,33 @@ fn synthesize(root: &StoreRoot, toplevel: &StorePath, depth: usize) -> Result<Bo
                 reason: "not valid UTF-8".into(),
             })
     };
-    let kernel = required("kernel")?;
+    // A container system (boot.isContainer) has no kernel, initrd or kernel-params, and
+    // imgbuild.json in their place; any other toplevel needs its kernel.
+    let container = container::read(root, toplevel)?;
+    let kernel = match (optional("kernel")?, &container) {
+        (Some(k), _) => Some(k),
+        (None, Some(_)) => None,
+        (None, None) => {
+            return Err(Error::NotToplevel {
+                path: toplevel.to_path_buf(),
+                reason: format!("no boot.json, no kernel and no {IMGBUILD_JSON}"),
+            })
+        }
+    };
     let initrd = optional("initrd")?;
     // init is passed as `<toplevel>/init`, not its target, like NixOS' own boot.json.
     required("init")?;
     let init = StoreSubpath::new(toplevel.clone(), "init")?;
-    let kernel_params = read_file("kernel-params")?
-        .ok_or_else(|| Error::NotToplevel {
-            path: toplevel.to_path_buf(),
-            reason: "no boot.json and no kernel-params".into(),
-        })?
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
+    let kernel_params = match (read_file("kernel-params")?, &kernel) {
+        (Some(text), _) => text.split_whitespace().map(str::to_owned).collect(),
+        (None, None) => Vec::new(),
+        (None, Some(_)) => {
+            return Err(Error::NotToplevel {
+                path: toplevel.to_path_buf(),
+                reason: "no boot.json and no kernel-params".into(),
+            })
+        }
+    };
     let system = read_file("system")?
         .ok_or_else(|| Error::NotToplevel {
             path: toplevel.to_path_buf(),
@@ -344,6 +368,7 @@ fn synthesize(root: &StoreRoot, toplevel: &StorePath, depth: usize) -> Result<Bo
         specialisations,
         extensions: BTreeMap::new(),
         imgbuild: None,
+        container,
         synthesized: true,
         nixos_version,
     })

@@ -112,6 +112,10 @@ pub fn build(
         reporter,
         cancel,
     };
+    if format.volume != format::Volume::Tar {
+        // A container system's toplevel has no kernel: refused before anything is planned.
+        inputs::kernel(format, &inputs.bootspec)?;
+    }
     match format.volume {
         format::Volume::Iso9660 => return iso::build(&s),
         format::Volume::Netboot | format::Volume::Kexec => return netboot::build(&s),
@@ -158,6 +162,10 @@ pub fn dry_run(
         reporter,
         cancel,
     };
+    if format.volume != format::Volume::Tar {
+        // A container system's toplevel has no kernel: refused before anything is planned.
+        inputs::kernel(format, &inputs.bootspec)?;
+    }
     match format.volume {
         format::Volume::Iso9660 => return iso::dry_run(&s),
         format::Volume::Netboot | format::Volume::Kexec => return netboot::dry_run(&s),

@@ -2,11 +2,13 @@
 //! loader and no file systems of its own: the host's container manager starts `/sbin/init`.
 //! A system built for a disk would start, but without `boot.isContainer` NixOS tries to
 //! mount file systems, load modules and install a boot loader, and fails in a container.
-//! imgbuild's NixOS module records `boot.isContainer` in boot.json
-//! (`"org.imgbuild.v1".container.isContainer`); this check wants that marker, and no kernel
-//! or boot loader beside it.
+//! NixOS writes no boot.json for a container system, so imgbuild's NixOS module records
+//! `boot.isContainer` in a file of its own, `<toplevel>/imgbuild.json`
+//! (`"org.imgbuild.v1".container.isContainer`, read by `imgbuild_nix` into
+//! `BootSpec::container`); this check wants that marker, and no kernel or boot loader beside
+//! it.
 
-use imgbuild_nix::IMGBUILD_V1;
+use imgbuild_nix::{IMGBUILD_JSON, IMGBUILD_V1};
 use serde_json::Value;
 
 use crate::format::Format;
@@ -20,7 +22,8 @@ pub(crate) fn check(format: &Format, inputs: &Inputs) -> Result<()> {
             reason,
             fix: format!(
                 "build the system with imgbuild's NixOS module and imgbuild.format = \"{}\" (it \
-                 sets boot.isContainer = true and records it in boot.json), or pass \
+                 sets boot.isContainer = true and records it in the toplevel's imgbuild.json), \
+                 or pass \
                  --no-system-check",
                 format.name
             ),
@@ -28,15 +31,13 @@ pub(crate) fn check(format: &Format, inputs: &Inputs) -> Result<()> {
     };
     let marker = inputs
         .bootspec
-        .extensions
-        .get(IMGBUILD_V1)
-        .and_then(|v| v.get("container"))
+        .container
+        .as_ref()
         .and_then(|c| c.get("isContainer"));
     if marker != Some(&Value::Bool(true)) {
         return bad(format!(
-            "boot.json has no \"{}\".container.isContainer = true: the system was not built as \
-             a container (boot.isContainer)",
-            IMGBUILD_V1
+            "its toplevel has no {IMGBUILD_JSON} with \"{IMGBUILD_V1}\".container.isContainer = \
+             true: the system was not built as a container (boot.isContainer)"
         ));
     }
     if inputs
@@ -47,7 +48,7 @@ pub(crate) fn check(format: &Format, inputs: &Inputs) -> Result<()> {
         return bad("it installs systemd-boot: a container has no boot loader".into());
     }
     let kernel = inputs.toplevel.join("kernel");
-    if inputs.store.resolve_in_store(&kernel).is_ok() {
+    if inputs.bootspec.kernel.is_some() || inputs.store.resolve_in_store(&kernel).is_ok() {
         return bad(format!(
             "its toplevel has a kernel ({}): a container system (boot.isContainer) has none",
             kernel.display()

@@ -3,7 +3,6 @@
 use std::sync::atomic::AtomicBool;
 
 use imgbuild_fstree::{Meta, Node, NodeId, Tree, ROOT};
-use imgbuild_nix::IMGBUILD_V1;
 
 use crate::format::{TarLayout, TarOptions};
 use crate::options::Context;
@@ -101,15 +100,11 @@ fn rootfs(
 
 /// LXD/Incus' `metadata.yaml` as nixpkgs writes it (`lib.generators.toYAML`, which writes
 /// JSON, a subset of YAML): `architecture` (the system's CPU), `creation_date` (the build's
-/// time; nixpkgs writes 1), `properties` (`description`, `os`, `release`: from boot.json's
-/// `"org.imgbuild.v1".container`, which imgbuild's NixOS module fills from
-/// `system.nixos`), `templates` (none).
+/// time; nixpkgs writes 1), `properties` (`description`, `os`, `release`: from the
+/// toplevel's imgbuild.json, `"org.imgbuild.v1".container`, which imgbuild's NixOS module
+/// fills from `system.nixos`), `templates` (none).
 fn metadata_yaml(cx: &Context, inputs: &Inputs) -> Result<Vec<u8>> {
-    let container = inputs
-        .bootspec
-        .extensions
-        .get(IMGBUILD_V1)
-        .and_then(|v| v.get("container"));
+    let container = inputs.bootspec.container.as_ref();
     let text = |key: &'static str| -> Result<String> {
         match container.and_then(|c| c.get(key)) {
             Some(serde_json::Value::String(s)) => Ok(s.clone()),
