@@ -108,6 +108,13 @@ impl BootSpec {
         read_toplevel(&StoreRoot::new(store_root), toplevel, 0)
     }
 
+    /// Parses an `imgbuild.json` document ([`IMGBUILD_JSON`]): its
+    /// `"org.imgbuild.v1".container` record, as [`BootSpec::container`] holds it. `file`
+    /// names it in errors.
+    pub fn parse_container(json: &[u8], file: &Path) -> Result<serde_json::Map<String, Value>> {
+        container::parse(json, file)
+    }
+
     /// Parses a boot.json document. `file` names it in errors.
     pub fn parse(json: &[u8], file: &Path) -> Result<Self> {
         let value: Value = serde_json::from_slice(json).map_err(|error| Error::Json {
@@ -333,29 +340,10 @@ fn synthesize(root: &StoreRoot, toplevel: &StorePath, depth: usize) -> Result<Bo
         Some(kver) => format!("NixOS {version} (Linux {kver})"),
         None => format!("NixOS {version}"),
     };
-    let mut specialisations = BTreeMap::new();
-    if let Some(dir) = optional("specialisation")? {
-        let host = root.host_subpath(&dir);
-        if depth < MAX_DEPTH && host.is_dir() {
-            let mut names = Vec::new();
-            for e in std::fs::read_dir(&host).map_err(io_err("listing", &host))? {
-                let e = e.map_err(io_err("listing", &host))?;
-                names.push(e.file_name());
-            }
-            names.sort();
-            for name in names {
-                let child = root.canonicalize_logical(&dir.to_path_buf().join(&name))?;
-                if !child.subpath().as_os_str().is_empty() {
-                    return Err(Error::NotToplevel {
-                        path: child.to_path_buf(),
-                        reason: "a specialisation must be a store path".into(),
-                    });
-                }
-                let spec = read_toplevel(root, child.store_path(), depth + 1)?;
-                specialisations.insert(name.to_string_lossy().into_owned(), spec);
-            }
-        }
-    }
+    let specialisations = match optional("specialisation")? {
+        Some(dir) => synthesized_specialisations(root, &dir, depth)?,
+        None => BTreeMap::new(),
+    };
     Ok(BootSpec {
         toplevel: toplevel.clone(),
         init,
@@ -372,6 +360,37 @@ fn synthesize(root: &StoreRoot, toplevel: &StorePath, depth: usize) -> Result<Bo
         synthesized: true,
         nixos_version,
     })
+}
+
+/// The toplevels under `<toplevel>/specialisation` (`dir`), by name, each read as a toplevel.
+fn synthesized_specialisations(
+    root: &StoreRoot,
+    dir: &StoreSubpath,
+    depth: usize,
+) -> Result<BTreeMap<String, BootSpec>> {
+    let mut specialisations = BTreeMap::new();
+    let host = root.host_subpath(dir);
+    if depth >= MAX_DEPTH || !host.is_dir() {
+        return Ok(specialisations);
+    }
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(&host).map_err(io_err("listing", &host))? {
+        let e = e.map_err(io_err("listing", &host))?;
+        names.push(e.file_name());
+    }
+    names.sort();
+    for name in names {
+        let child = root.canonicalize_logical(&dir.to_path_buf().join(&name))?;
+        if !child.subpath().as_os_str().is_empty() {
+            return Err(Error::NotToplevel {
+                path: child.to_path_buf(),
+                reason: "a specialisation must be a store path".into(),
+            });
+        }
+        let spec = read_toplevel(root, child.store_path(), depth + 1)?;
+        specialisations.insert(name.to_string_lossy().into_owned(), spec);
+    }
+    Ok(specialisations)
 }
 
 /// The single directory name under `<toplevel>/kernel-modules/lib/modules`, if there is one.

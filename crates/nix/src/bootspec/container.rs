@@ -3,6 +3,8 @@
 //! `boot.isContainer` toplevel, so the module writes this file of its own, through
 //! `system.systemBuilderCommands`: `{"org.imgbuild.v1": {"container": {...}}}`.
 
+use std::path::Path;
+
 use serde_json::Value;
 
 use super::{read_limited, IMGBUILD_V1};
@@ -25,16 +27,21 @@ pub(super) fn read(
         Err(e) => return Err(e),
     };
     let bytes = read_limited(&host, &logical)?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|error| Error::Json {
-        file: logical.clone(),
+    parse(&bytes, &logical).map(Some)
+}
+
+/// `"org.imgbuild.v1".container` of an imgbuild.json document; `file` names it in errors.
+pub(super) fn parse(json: &[u8], file: &Path) -> Result<serde_json::Map<String, Value>> {
+    let value: Value = serde_json::from_slice(json).map_err(|error| Error::Json {
+        file: file.to_owned(),
         error,
     })?;
     let bad = |reason: String| Error::Bootspec {
-        file: logical.clone(),
+        file: file.to_owned(),
         reason,
     };
     match value.get(IMGBUILD_V1).map(|v| v.get("container")) {
-        Some(Some(Value::Object(record))) => Ok(Some(record.clone())),
+        Some(Some(Value::Object(record))) => Ok(record.clone()),
         Some(Some(_)) => Err(bad(format!("\"{IMGBUILD_V1}\".container is not an object"))),
         Some(None) => Err(bad(format!("\"{IMGBUILD_V1}\" has no `container` record"))),
         None => Err(bad(format!("no \"{IMGBUILD_V1}\" object"))),
