@@ -70,6 +70,9 @@ let
         ];
         compress = "none";
       };
+      # Container tarballs (no disk), for either system: nixpkgs' Hydra product for
+      # make-system-tarball's output is `system-tarball`.
+      tarball = base: live base "tar.xz" "system-tarball";
     in
     {
       raw-efi = {
@@ -135,6 +138,11 @@ let
       netboot = live "netboot" "netboot" "netboot";
       # The tree of nixpkgs' netboot.nix `kexecTree` under kexec/, gzip'd for nixos-anywhere.
       kexec = live "kexec" "kexec.tar.gz" "kexec-tarball";
+      # Container tarballs (no disk), for either system.
+      lxc = tarball "lxc";
+      lxc-metadata = tarball "lxc-metadata";
+      proxmox-lxc = tarball "proxmox-lxc";
+      incus = tarball "incus";
     };
 
   # The systems a format makes images for, as a list.
@@ -241,6 +249,22 @@ let
     kexec = {
       format = "kexec";
       extension = "kexec.tar.gz";
+      directory = "tarball";
+    };
+    # lxc-container.nix, lxc-image-metadata.nix, proxmox-lxc.nix: `tarball/<fileName>`.
+    lxc = {
+      format = "lxc";
+      extension = "tar.xz";
+      directory = "tarball";
+    };
+    lxc-metadata = {
+      format = "lxc-metadata";
+      extension = "tar.xz";
+      directory = "tarball";
+    };
+    proxmox-lxc = {
+      format = "proxmox-lxc";
+      extension = "tar.xz";
       directory = "tarball";
     };
   };

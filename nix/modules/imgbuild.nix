@@ -27,7 +27,8 @@ let
   # Each format's systems, and the format whose disk (or medium) it holds (a qemu-efi image is
   # the raw-efi disk in a qcow2 file: the same configuration; iso-installer is the iso medium
   # with the installer profiles of nixpkgs' installation-cd-base.nix; kexec is the netboot kernel + initrd in a
-  # tarball). Mirrors lib.formats.
+  # tarball; the container tarballs have no disk: containers.nix configures them). Mirrors
+  # lib.formats.
   x86 = [ "x86_64-linux" ];
   both = [
     "x86_64-linux"
@@ -56,6 +57,10 @@ let
     iso-installer = both;
     netboot = both;
     kexec = both;
+    lxc = both;
+    lxc-metadata = both;
+    proxmox-lxc = both;
+    incus = both;
   };
   formatBase = {
     raw-efi = "raw-efi";
@@ -80,6 +85,11 @@ let
     iso-installer = "iso";
     netboot = "netboot";
     kexec = "netboot";
+    # No disk: containers.nix configures them.
+    lxc = "lxc";
+    lxc-metadata = "lxc-metadata";
+    proxmox-lxc = "proxmox-lxc";
+    incus = "incus";
   };
   base = if cfg.format == null then null else formatBase.${cfg.format};
   # The live media: the system runs from a read-only store image under a tmpfs overlay.
@@ -319,7 +329,10 @@ let
 in
 {
   # Platform settings of the formats that are the raw-efi disk for one cloud or hypervisor.
-  imports = [ ./platforms.nix ];
+  imports = [
+    ./platforms.nix
+    ./containers.nix
+  ];
 
   options.imgbuild = {
     format = mkOption {
@@ -347,6 +360,10 @@ in
           "iso-installer"
           "netboot"
           "kexec"
+          "lxc"
+          "lxc-metadata"
+          "proxmox-lxc"
+          "incus"
         ]
       );
       default = null;
@@ -382,6 +399,9 @@ in
         yourself when you set this format by hand).
         `netboot` and `kexec`: as nixpkgs' netboot.nix, the store image in the initrd
         (`../nix-store.squashfs`), root on tmpfs, the same overlay.
+        `lxc`, `lxc-metadata`, `proxmox-lxc`, `incus`: a container (x86_64 or aarch64):
+        `boot.isContainer`, no boot loader or file systems, nixpkgs' settings for LXC or
+        Proxmox (`containers.nix`).
       '';
     };
 

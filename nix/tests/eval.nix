@@ -98,6 +98,7 @@ let
   # --- the modules, with the stub module evaluator ---
   imgbuildModule = ../modules/imgbuild.nix;
   gitopsModule = ../modules/gitops.nix;
+  byName = builtins.sort (a: b: a.n < b.n);
   evalImg =
     system: settings:
     stubs.evalModule {
@@ -157,24 +158,89 @@ let
   };
 
   tests = {
+    # Both by name: file names sort `lxc-metadata.toml` before `lxc.toml`, attribute names
+    # `lxc` before `lxc-metadata`.
     formatsMatchTomlFiles = {
-      expr = map (
-        n:
-        let
-          t = toml n;
-        in
-        {
-          inherit n;
-          inherit (t) system extension base;
-          # The default of a format without `compress` (format/mod.rs: no_compression).
-          compress = t.compress or "none";
-        }
-      ) (builtins.sort builtins.lessThan tomlNames);
-      expected = map (n: {
+      expr = byName (
+        map (
+          n:
+          let
+            t = toml n;
+          in
+          {
+            inherit n;
+            inherit (t) system extension base;
+            # The default of a format without `compress` (format/mod.rs: no_compression).
+            compress = t.compress or "none";
+          }
+        ) tomlNames
+      );
+      expected = byName (map (n: {
         inherit n;
         inherit (lib.formats.${n}) system extension compress base;
-      }) (attrNames lib.formats);
+      }) (attrNames lib.formats));
     };
+
+    # containers.nix: a container system, with the marker and metadata imgbuild reads.
+    containerFormatsAreContainers =
+      let
+        ev =
+          system: format:
+          (stubs.evalModule {
+            module = ../modules/containers.nix;
+            inherit system;
+            settings.imgbuild.format = format;
+          }).defs;
+        lxc = ev "x86_64-linux" "lxc";
+        pve = ev "aarch64-linux" "proxmox-lxc";
+        # The toplevel's imgbuild.json, as the builder command writes it (NixOS writes no
+        # boot.json for a container): the JSON between printf's quotes, parsed.
+        imgbuildJson =
+          d:
+          let
+            m = builtins.match "printf '%s' '([^']*)' > \"\\$out/imgbuild.json\"\n" d.system.systemBuilderCommands;
+          in
+          if m == null then null else builtins.fromJSON (builtins.head m);
+      in
+      {
+        expr = {
+          lxc = {
+            inherit (lxc.boot) isContainer;
+            marker = (imgbuildJson lxc)."org.imgbuild.v1".container;
+            bootJson = lxc ? boot.bootspec;
+            init = lxc.system.activationScripts ? installInitScript;
+            sshOnDemand = lxc.services.openssh.startWhenNeeded;
+          };
+          pve = {
+            inherit (pve.boot) isContainer;
+            initScript = pve.boot.loader.initScript.enable;
+            networkd = pve.networking.useNetworkd;
+            marker = (imgbuildJson pve)."org.imgbuild.v1".container.isContainer;
+          };
+          raw = (ev "x86_64-linux" "raw-efi") == { };
+        };
+        expected = {
+          lxc = {
+            isContainer = true;
+            marker = {
+              isContainer = true;
+              description = "NixOS   x86_64-linux";
+              os = "nixos";
+              release = "";
+            };
+            bootJson = false;
+            init = true;
+            sshOnDemand = true;
+          };
+          pve = {
+            isContainer = true;
+            initScript = true;
+            networkd = true;
+            marker = true;
+          };
+          raw = true;
+        };
+      };
 
     # A container format holds its base format's disk: the module sets the same system.
     containerFormatsConfigureTheirBase = {
@@ -1134,9 +1200,12 @@ let
           "iso-installer"
           "kexec"
           "kubevirt"
+          "lxc"
+          "lxc-metadata"
           "oci"
           "openstack"
           "proxmox"
+          "proxmox-lxc"
           "qemu"
           "qemu-efi"
           "raw"
@@ -1146,7 +1215,11 @@ let
           "virtualbox"
           "vmware"
         ];
-        formats = filter (f: f != "hetzner" && f != "netboot") (attrNames lib.formats);
+        # Every format but incus (nixpkgs has no variant of Incus' unified image), hetzner and
+        # netboot.
+        formats = filter (f: f != "incus" && f != "hetzner" && f != "netboot") (
+          attrNames lib.formats
+        );
         containers = [ ];
       };
     };
@@ -1181,9 +1254,12 @@ let
             "iso-installer"
             "kexec"
             "kubevirt"
+            "lxc"
+            "lxc-metadata"
             "oci"
             "openstack"
             "proxmox"
+            "proxmox-lxc"
             "qemu"
             "qemu-efi"
             "raw"
@@ -1192,11 +1268,14 @@ let
             "virtualbox"
             "vmware"
           ];
-          # The live media are for both systems.
+          # The live media and the container tarballs are for both systems.
           aarch64 = [
             "iso"
             "iso-installer"
             "kexec"
+            "lxc"
+            "lxc-metadata"
+            "proxmox-lxc"
             "sd-card"
           ];
           imports = [ imgbuildModule ];

@@ -163,6 +163,16 @@ let
         services.qemuGuest.enable = opt types.bool false;
         services.openssh = opt freeform { };
         virtualisation.virtualbox.guest.enable = opt types.bool false;
+        # What containers.nix sets for the container formats.
+        boot.isContainer = opt types.bool false;
+        boot.loader.initScript.enable = opt types.bool false;
+        system.activationScripts = opt (types.attrsOf types.anything) { };
+        system.systemBuilderCommands = opt types.lines "";
+        systemd.packages = opt (types.listOf types.anything) [ ];
+        systemd.mounts = opt (types.listOf types.anything) [ ];
+        console.enable = opt types.bool true;
+        networking.useDHCP = opt types.bool true;
+        networking.useHostResolvConf = opt types.bool true;
         environment.systemPackages = opt (types.listOf types.anything) [ ];
         users.users = opt (types.attrsOf freeform) { };
         security.sudo.wheelNeedsPassword = opt types.bool true;
@@ -229,6 +239,7 @@ let
             inherit (config) fileSystems;
             inherit (config.boot) loader kernelParams;
             bootspec = config.boot.bootspec.extensions;
+            inherit (config.system) systemBuilderCommands;
           })
           "nixos-system-${config.networking.hostName}-${config.system.nixos.label}";
     };
@@ -259,6 +270,7 @@ let
     "digitalocean"
     "hetzner"
   ];
+  # A format for several systems (the container tarballs) is evaluated for the first.
   systemOf = f: builtins.head (flakeLib.systemsOf flakeLib.formats.${f});
   cfgFor = f: extra: evalWith (systemOf f) ([ imgbuild { imgbuild.format = f; } ] ++ extra);
   fails = v: !(builtins.tryEval (builtins.deepSeq v v)).success;
@@ -320,9 +332,12 @@ let
     "iso-installer"
     "kexec"
     "kubevirt"
+    "lxc"
+    "lxc-metadata"
     "oci"
     "openstack"
     "proxmox"
+    "proxmox-lxc"
     "qemu"
     "qemu-efi"
     "raw"
@@ -522,14 +537,18 @@ let
             out = "${ph}/${filePath}";
           };
           x86 = imgbuild "x86_64-linux";
-          # iso/ and tarball/ as nixpkgs' iso-image.nix and netboot.nix; the ISOs named as
+          # iso/ and tarball/ as nixpkgs' iso-image.nix, netboot.nix and the container modules; the ISOs named as
           # iso-image.nix names them; `--compress` only for a plain `.img` disk (mkImage passes no
-          # flag for these: the ISO and the kexec tarball take their format's default).
+          # flag for these: the ISO, the kexec and container tarballs take their format's default).
           live = system: {
             iso = imgbuildAt "iso/nixos-${label}-${system}.iso" "iso" null;
             iso-installer = imgbuildAt "iso/nixos-${label}-${system}.iso" "iso-installer" null;
             kexec = imgbuildAt "tarball/nixos-image-${label}-${system}.kexec.tar.gz" "kexec" null;
-          };
+          }
+          # The container tarballs, under nixpkgs' `tarball/` too.
+          // lib.genAttrs [ "lxc" "lxc-metadata" "proxmox-lxc" ] (
+            format: imgbuildAt "tarball/nixos-image-${label}-${system}.tar.xz" format null
+          );
           imgbuildAt = filePath: format: compress: {
             builtBy = "imgbuild";
             inherit filePath format compress;
@@ -765,8 +784,9 @@ let
         };
       };
 
-    # Every format on every system it is for: its root file system (by label, or the live
-    # media's tmpfs), its boot loader (none for the read-only live media), all assertions hold.
+    # Every format on every system it is for: its root file system (by label, the live media's
+    # tmpfs, none for a container), its boot loader (none for the read-only live media and the
+    # containers), all assertions hold.
     everyFormat =
       let
         pairs = builtins.concatMap (
@@ -788,11 +808,24 @@ let
               imgbuild
               { imgbuild.format = f; }
             ];
-            root = c.fileSystems."/";
+            root = c.fileSystems."/" or null;
           in
           {
             inherit f system;
-            root = if root.device == null then root.fsType else root.device;
+            root =
+              if root == null then
+                null
+              else if root.device == null then
+                root.fsType
+              else
+                root.device;
+            container = c.boot.isContainer;
+            # The toplevel's imgbuild.json (the builder command's JSON), its container marker.
+            marker =
+              let
+                m = builtins.match "printf '%s' '([^']*)' > \"\\$out/imgbuild.json\"\n" c.system.systemBuilderCommands;
+              in
+              if m == null then null else (builtins.fromJSON (builtins.head m))."org.imgbuild.v1".container.isContainer;
             loader =
               if c.boot.loader.systemd-boot.enable then
                 "systemd-boot"
@@ -811,18 +844,23 @@ let
           let
             pi = flakeLib.formats.${f}.base == "sd-aarch64";
             bios = builtins.elem f biosFormats;
+            # containers.nix: no file systems, no boot loader.
+            container = flakeLib.formats.${f}.extension == "tar.xz";
           in
           {
-            inherit f system;
+            inherit f system container;
+            marker = if container then true else null;
             root =
-              if builtins.elem f live then
+              if container then
+                null
+              else if builtins.elem f live then
                 "tmpfs"
               else if pi then
                 "/dev/disk/by-label/NIXOS_SD"
               else
                 "/dev/disk/by-label/nixos";
             loader =
-              if builtins.elem f live then
+              if container || builtins.elem f live then
                 "none"
               else if pi then
                 "extlinux"

@@ -102,9 +102,10 @@ variants=$(nix --extra-experimental-features nix-command eval --json -f nix/test
     fail "nix eval buildImage"
 jq -r 'to_entries[] | "  \(.key)", (.value | to_entries[] | "    \(.key): \(.value)")' <<<"$variants"
 # Every imgbuild format with a build-image variant is a variant of the systems it is for, built
-# by imgbuild: sixteen x86_64 disks, sd-card, and iso, iso-installer, kexec on both systems.
-[ "$(jq '[.[][] | select(startswith("imgbuild "))] | length' <<<"$variants")" = 23 ] ||
-    fail "expected 23 imgbuild variants: $variants"
+# by imgbuild: sixteen x86_64 disks, sd-card, and iso, iso-installer, kexec, lxc, lxc-metadata,
+# proxmox-lxc on both systems.
+[ "$(jq '[.[][] | select(startswith("imgbuild "))] | length' <<<"$variants")" = 29 ] ||
+    fail "expected 29 imgbuild variants: $variants"
 
 # --- 3. the flake and the template through Nix's flake machinery -------------------------
 # nixpkgs is overridden by the stub flake nix/tests/flake.nix (no network); sources are copied

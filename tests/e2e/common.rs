@@ -243,3 +243,14 @@ pub fn sha256_of(bytes: &[u8]) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// The closure's store paths (base names) from `root/closure-info/store-paths`, sorted.
+pub fn closure_names(root: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(root.join("closure-info/store-paths")).unwrap();
+    let mut v: Vec<String> = text
+        .lines()
+        .map(|l| l.trim_start_matches("/nix/store/").to_string())
+        .collect();
+    v.sort();
+    v
+}

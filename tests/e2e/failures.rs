@@ -260,7 +260,7 @@ fn closure_missing_or_not_a_toplevel() {
         &[
             "not a NixOS system toplevel",
             HELLO,
-            "has neither boot.json nor both init and kernel",
+            "has neither boot.json nor init with a kernel",
         ],
     );
     assert_nothing_at(&out);

@@ -18,6 +18,7 @@ mod hostile;
 mod inspect;
 mod iso;
 mod live_check;
+mod lxc;
 mod netboot;
 mod oracle;
 mod sizes;

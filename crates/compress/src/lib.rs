@@ -15,6 +15,9 @@
 //!
 //! The frame records the content size (pledged up front) and, by default, a content checksum
 //! (XXH64), so `zstd -t`/`zstd -l` can verify it.
+//!
+//! [`Xz`] is the same kind of sink for `.xz` (liblzma's multithreaded encoder, fixed block
+//! size: the same bytes for any thread count; see its module).
 
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -31,7 +34,9 @@
 
 mod gzip;
 pub mod pool;
+pub mod xz;
 pub use gzip::{zlib, Gzip};
+pub use xz::Xz;
 
 use std::io::{self, Write};
 use std::path::Path;

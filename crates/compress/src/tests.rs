@@ -297,3 +297,71 @@ fn gzip_round_trips_and_ignores_worker_count() {
         );
     }
 }
+
+/// `data` through an [`Xz`] sink on `threads` threads, as a map of bytes and zeros.
+fn xz(data: &[u8], zeros: u64, level: u32, threads: u32) -> Vec<u8> {
+    let len = data.len() as u64 + zeros;
+    let mut b = MapBuilder::new("xz test", len);
+    if !data.is_empty() {
+        b.bytes(0, data.to_vec()).unwrap();
+    }
+    if zeros > 0 {
+        b.zeros(data.len() as u64, zeros).unwrap();
+    }
+    let map = b.finish().unwrap();
+    let mut x = Xz::new(Vec::new(), level, threads).unwrap();
+    diskmap::stream(
+        &map,
+        &mut [&mut x],
+        &StreamOptions { readers: 2 },
+        &NoProgress,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let (out, summary) = x.into_inner().unwrap();
+    assert_eq!(summary.input_bytes, len);
+    assert_eq!(summary.output_bytes, out.len() as u64);
+    out
+}
+
+#[test]
+fn xz_is_the_same_for_any_thread_count_and_round_trips() {
+    use std::io::Read;
+    // Level 0: 1 MiB blocks, so 5 MiB of input is several blocks compressed in parallel.
+    let data = sample(5 << 20, 7);
+    let one = xz(&data, 3 << 20, 0, 1);
+    assert_eq!(xz::block_size(0), 1 << 20);
+    for threads in [2, 4] {
+        assert!(one == xz(&data, 3 << 20, 0, threads), "{threads} threads");
+    }
+    let mut back = Vec::new();
+    liblzma::read::XzDecoder::new(&one[..])
+        .read_to_end(&mut back)
+        .unwrap();
+    assert_eq!(back.len(), (8 << 20) as usize);
+    assert!(back[..data.len()] == data[..]);
+    assert!(back[data.len()..].iter().all(|&b| b == 0));
+    // Another level is another encoding; an impossible one is refused.
+    assert!(one != xz(&data, 3 << 20, 1, 2));
+    let e = Xz::new(Vec::new(), 10, 1)
+        .err()
+        .expect("level 10 is refused");
+    assert!(e.to_string().contains("xz preset"), "{e}");
+    // xz(1) agrees, when installed.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("x.xz");
+    std::fs::write(&p, &one).unwrap();
+    if let Ok(out) = std::process::Command::new("xz").arg("-t").arg(&p).output() {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The empty input is a valid stream.
+    let mut back = Vec::new();
+    liblzma::read::XzDecoder::new(&xz(&[], 0, 6, 2)[..])
+        .read_to_end(&mut back)
+        .unwrap();
+    assert!(back.is_empty());
+}

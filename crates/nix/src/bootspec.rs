@@ -8,9 +8,11 @@ use serde_json::Value;
 
 use crate::{io_err, Error, Result, StorePath, StoreRoot, StoreSubpath};
 
+mod container;
 mod grub_settings;
 mod settings;
 mod text;
+pub use container::IMGBUILD_JSON;
 pub use grub_settings::{FsIdentifier, GrubSettings};
 use settings::bootloader_settings;
 pub use settings::{BootCounting, BootloaderSettings, LoaderKind, DEFAULT_BOOT_COUNTING_TRIES};
@@ -41,8 +43,10 @@ pub struct BootSpec {
     pub initrd: Option<StoreSubpath>,
     /// Script appending secrets to the initrd at install time.
     pub initrd_secrets: Option<StoreSubpath>,
-    /// The kernel image (`bzImage`, `Image`).
-    pub kernel: StoreSubpath,
+    /// The kernel image (`bzImage`, `Image`); `None` for a container system
+    /// (`boot.isContainer`), whose toplevel has no kernel and no boot.json: then
+    /// [`BootSpec::container`] holds the record imgbuild's module wrote instead.
+    pub kernel: Option<StoreSubpath>,
     /// The kernel command line besides `init=`, in order.
     pub kernel_params: Vec<String>,
     /// What a boot menu shows, e.g. `NixOS 24.05 (Linux 6.6.32)`.
@@ -55,6 +59,10 @@ pub struct BootSpec {
     pub extensions: BTreeMap<String, Value>,
     /// `org.imgbuild.v1`, parsed.
     pub imgbuild: Option<ImgbuildExt>,
+    /// `"org.imgbuild.v1".container` of `<toplevel>/imgbuild.json` ([`IMGBUILD_JSON`]),
+    /// verbatim: the record imgbuild's NixOS module writes for a container system (NixOS
+    /// writes no boot.json for one). `None` when the toplevel has no imgbuild.json.
+    pub container: Option<serde_json::Map<String, Value>>,
     /// True when there was no boot.json and this was built from the toplevel's files.
     pub synthesized: bool,
     /// `<toplevel>/nixos-version` (`system.nixos.label`, e.g. `26.11.20261201.abcdef0`),
@@ -100,6 +108,13 @@ impl BootSpec {
         read_toplevel(&StoreRoot::new(store_root), toplevel, 0)
     }
 
+    /// Parses an `imgbuild.json` document ([`IMGBUILD_JSON`]): its
+    /// `"org.imgbuild.v1".container` record, as [`BootSpec::container`] holds it. `file`
+    /// names it in errors.
+    pub fn parse_container(json: &[u8], file: &Path) -> Result<serde_json::Map<String, Value>> {
+        container::parse(json, file)
+    }
+
     /// Parses a boot.json document. `file` names it in errors.
     pub fn parse(json: &[u8], file: &Path) -> Result<Self> {
         let value: Value = serde_json::from_slice(json).map_err(|error| Error::Json {
@@ -123,6 +138,7 @@ fn read_toplevel(root: &StoreRoot, toplevel: &StorePath, depth: usize) -> Result
         error,
     })?;
     let mut spec = from_document(value, &logical, depth)?;
+    spec.container = container::read(root, toplevel)?;
     if spec.toplevel != *toplevel {
         return Err(Error::Bootspec {
             file: logical,
@@ -243,13 +259,14 @@ fn from_document(value: Value, file: &Path, depth: usize) -> Result<BootSpec> {
             .as_deref()
             .map(|p| path("initrdSecrets", p))
             .transpose()?,
-        kernel: path("kernel", &v1.kernel)?,
+        kernel: Some(path("kernel", &v1.kernel)?),
         kernel_params: v1.kernel_params,
         label: v1.label,
         system: v1.system,
         specialisations,
         extensions,
         imgbuild,
+        container: None,
         synthesized: false,
         nixos_version: None,
     })
@@ -283,19 +300,33 @@ fn synthesize(root: &StoreRoot, toplevel: &StorePath, depth: usize) -> Result<Bo
                 reason: "not valid UTF-8".into(),
             })
     };
-    let kernel = required("kernel")?;
+    // A container system (boot.isContainer) has no kernel, initrd or kernel-params, and
+    // imgbuild.json in their place; any other toplevel needs its kernel.
+    let container = container::read(root, toplevel)?;
+    let kernel = match (optional("kernel")?, &container) {
+        (Some(k), _) => Some(k),
+        (None, Some(_)) => None,
+        (None, None) => {
+            return Err(Error::NotToplevel {
+                path: toplevel.to_path_buf(),
+                reason: format!("no boot.json, no kernel and no {IMGBUILD_JSON}"),
+            })
+        }
+    };
     let initrd = optional("initrd")?;
     // init is passed as `<toplevel>/init`, not its target, like NixOS' own boot.json.
     required("init")?;
     let init = StoreSubpath::new(toplevel.clone(), "init")?;
-    let kernel_params = read_file("kernel-params")?
-        .ok_or_else(|| Error::NotToplevel {
-            path: toplevel.to_path_buf(),
-            reason: "no boot.json and no kernel-params".into(),
-        })?
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
+    let kernel_params = match (read_file("kernel-params")?, &kernel) {
+        (Some(text), _) => text.split_whitespace().map(str::to_owned).collect(),
+        (None, None) => Vec::new(),
+        (None, Some(_)) => {
+            return Err(Error::NotToplevel {
+                path: toplevel.to_path_buf(),
+                reason: "no boot.json and no kernel-params".into(),
+            })
+        }
+    };
     let system = read_file("system")?
         .ok_or_else(|| Error::NotToplevel {
             path: toplevel.to_path_buf(),
@@ -309,29 +340,10 @@ fn synthesize(root: &StoreRoot, toplevel: &StorePath, depth: usize) -> Result<Bo
         Some(kver) => format!("NixOS {version} (Linux {kver})"),
         None => format!("NixOS {version}"),
     };
-    let mut specialisations = BTreeMap::new();
-    if let Some(dir) = optional("specialisation")? {
-        let host = root.host_subpath(&dir);
-        if depth < MAX_DEPTH && host.is_dir() {
-            let mut names = Vec::new();
-            for e in std::fs::read_dir(&host).map_err(io_err("listing", &host))? {
-                let e = e.map_err(io_err("listing", &host))?;
-                names.push(e.file_name());
-            }
-            names.sort();
-            for name in names {
-                let child = root.canonicalize_logical(&dir.to_path_buf().join(&name))?;
-                if !child.subpath().as_os_str().is_empty() {
-                    return Err(Error::NotToplevel {
-                        path: child.to_path_buf(),
-                        reason: "a specialisation must be a store path".into(),
-                    });
-                }
-                let spec = read_toplevel(root, child.store_path(), depth + 1)?;
-                specialisations.insert(name.to_string_lossy().into_owned(), spec);
-            }
-        }
-    }
+    let specialisations = match optional("specialisation")? {
+        Some(dir) => synthesized_specialisations(root, &dir, depth)?,
+        None => BTreeMap::new(),
+    };
     Ok(BootSpec {
         toplevel: toplevel.clone(),
         init,
@@ -344,9 +356,41 @@ fn synthesize(root: &StoreRoot, toplevel: &StorePath, depth: usize) -> Result<Bo
         specialisations,
         extensions: BTreeMap::new(),
         imgbuild: None,
+        container,
         synthesized: true,
         nixos_version,
     })
+}
+
+/// The toplevels under `<toplevel>/specialisation` (`dir`), by name, each read as a toplevel.
+fn synthesized_specialisations(
+    root: &StoreRoot,
+    dir: &StoreSubpath,
+    depth: usize,
+) -> Result<BTreeMap<String, BootSpec>> {
+    let mut specialisations = BTreeMap::new();
+    let host = root.host_subpath(dir);
+    if depth >= MAX_DEPTH || !host.is_dir() {
+        return Ok(specialisations);
+    }
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(&host).map_err(io_err("listing", &host))? {
+        let e = e.map_err(io_err("listing", &host))?;
+        names.push(e.file_name());
+    }
+    names.sort();
+    for name in names {
+        let child = root.canonicalize_logical(&dir.to_path_buf().join(&name))?;
+        if !child.subpath().as_os_str().is_empty() {
+            return Err(Error::NotToplevel {
+                path: child.to_path_buf(),
+                reason: "a specialisation must be a store path".into(),
+            });
+        }
+        let spec = read_toplevel(root, child.store_path(), depth + 1)?;
+        specialisations.insert(name.to_string_lossy().into_owned(), spec);
+    }
+    Ok(specialisations)
 }
 
 /// The single directory name under `<toplevel>/kernel-modules/lib/modules`, if there is one.

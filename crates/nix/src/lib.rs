@@ -31,7 +31,8 @@ use std::path::PathBuf;
 
 pub use bootspec::{
     BootCounting, BootSpec, BootloaderSettings, FsIdentifier, GrubSettings, ImgbuildExt,
-    LoaderKind, BOOTSPEC_V1, DEFAULT_BOOT_COUNTING_TRIES, IMGBUILD_V1, SPECIALISATION_V1,
+    LoaderKind, BOOTSPEC_V1, DEFAULT_BOOT_COUNTING_TRIES, IMGBUILD_JSON, IMGBUILD_V1,
+    SPECIALISATION_V1,
 };
 pub use closure::{parse_registration, Closure, PathInfo};
 pub use db::{

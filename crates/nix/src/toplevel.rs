@@ -15,7 +15,9 @@ const MAX_OUTSIDE_LINKS: usize = 8;
 /// is logical and is looked up under `store_root`; up to 8 such links are followed), a logical
 /// store path `/nix/store/...`, or the host path `<store_root>/nix/store/...`. Once inside the
 /// store, symlinks are followed only within it. The result must be a store path (not a path
-/// inside one) that looks like a toplevel: it has `boot.json`, or both `init` and `kernel`.
+/// inside one) that looks like a toplevel: it has `boot.json`, or `init` and `kernel`, or (a
+/// container system, `boot.isContainer`, for which NixOS writes neither boot.json nor a
+/// kernel) `init` and the `imgbuild.json` imgbuild's NixOS module writes.
 pub fn resolve_toplevel(closure_arg: &Path, store_root: &Path) -> Result<StorePath> {
     let root = StoreRoot::new(store_root);
     let store_host =
@@ -89,12 +91,18 @@ pub fn resolve_toplevel(closure_arg: &Path, store_root: &Path) -> Result<StorePa
             reason: format!("{toplevel} is not a directory"),
         });
     }
-    if exists("boot.json")? || (exists("init")? && exists("kernel")?) {
+    if exists("boot.json")?
+        || (exists("init")? && (exists("kernel")? || exists(crate::IMGBUILD_JSON)?))
+    {
         Ok(toplevel)
     } else {
         Err(Error::NotToplevel {
             path: closure_arg.to_owned(),
-            reason: format!("{toplevel} has neither boot.json nor both init and kernel"),
+            reason: format!(
+                "{toplevel} has neither boot.json nor init with a kernel (a container system \
+                 has init and the {} imgbuild's NixOS module writes)",
+                crate::IMGBUILD_JSON
+            ),
         })
     }
 }

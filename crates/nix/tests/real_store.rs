@@ -381,7 +381,10 @@ fn toplevel_and_bootspec_of_the_real_store() {
     let spec = BootSpec::read(&s.root, &s.toplevel).unwrap();
     assert!(!spec.synthesized);
     assert_eq!(spec.toplevel, s.toplevel);
-    assert_eq!(spec.kernel.store_path().name(), "linux-6.1.77");
+    assert_eq!(
+        spec.kernel.as_ref().unwrap().store_path().name(),
+        "linux-6.1.77"
+    );
     assert_eq!(
         spec.kernel_params,
         ["console=ttyS0,115200", "panic=1", "loglevel=4"]
@@ -398,7 +401,9 @@ fn toplevel_and_bootspec_of_the_real_store() {
     );
     assert!(spec.extensions.contains_key("org.nixos.systemd-boot"));
     let root = StoreRoot::new(&s.root);
-    let kernel = root.resolve_in_store(&spec.kernel.to_path_buf()).unwrap();
+    let kernel = root
+        .resolve_in_store(&spec.kernel.as_ref().unwrap().to_path_buf())
+        .unwrap();
     assert_eq!(std::fs::metadata(&kernel).unwrap().len(), 40 * 65536 + 13);
 
     let legacy = BootSpec::read(&s.root, &s.legacy_toplevel).unwrap();

@@ -406,6 +406,41 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    #[error(
+        "the toplevel's imgbuild.json has no \"org.imgbuild.v1\".container.{key}: build the \
+         system with imgbuild's NixOS module and imgbuild.format = \"{format}\""
+    )]
+    /// A container format's setting (metadata.yaml's properties) that imgbuild.json lacks.
+    ContainerSettingMissing {
+        /// The key under `"org.imgbuild.v1".container` (`description`, `os`, `release`).
+        key: &'static str,
+        /// The format asked for.
+        format: String,
+    },
+    #[error("imgbuild.json's \"org.imgbuild.v1\".container.{key} {reason}")]
+    /// A container format's setting that is malformed.
+    ContainerSettingInvalid {
+        /// The key under `"org.imgbuild.v1".container`.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    #[error(
+        "format `{format}` boots a kernel, but {toplevel} has none: no boot.json and no \
+         kernel link, only the imgbuild.json of a container system (boot.isContainer); build \
+         it as a container (lxc, lxc-metadata, proxmox-lxc, incus), or build a system for \
+         `{format}`"
+    )]
+    /// A disk, ISO or netboot format given a container system's toplevel.
+    NoKernel {
+        /// The format asked for.
+        format: String,
+        /// The toplevel.
+        toplevel: String,
+    },
+    #[error("planning the tar archive")]
+    /// The tar volume could not be planned or mapped.
+    Tar(#[from] imgbuild_tar::Error),
     #[error("planning the ISO 9660 volume")]
     /// The ISO 9660 volume could not be planned or mapped.
     Iso9660(#[from] imgbuild_iso9660::Error),

@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 
 use imgbuild_boot as boot;
-use imgbuild_nix::{BootSpec, Closure, StorePath, StoreRoot};
+use imgbuild_nix::{BootSpec, Closure, StorePath, StoreRoot, StoreSubpath};
 
 use crate::error::nix;
-use crate::Result;
+use crate::format::Format;
+use crate::{Error, Result};
 
 /// Where the closure comes from.
 #[derive(Clone, Debug)]
@@ -90,12 +91,25 @@ impl Inputs {
     }
 }
 
-/// The boot entry the boot loader files describe.
-pub(crate) fn boot_entry(spec: &BootSpec, dtbs: Option<String>) -> boot::BootEntry {
-    boot::BootEntry {
+/// The kernel `spec` boots, or [`Error::NoKernel`] for `format`: a container system's
+/// toplevel (boot.isContainer) has none.
+pub(crate) fn kernel<'a>(format: &Format, spec: &'a BootSpec) -> Result<&'a StoreSubpath> {
+    spec.kernel.as_ref().ok_or_else(|| Error::NoKernel {
+        format: format.name.clone(),
+        toplevel: spec.toplevel.to_string(),
+    })
+}
+
+/// The boot entry the boot loader files describe (refused without a kernel, see [`kernel`]).
+pub(crate) fn boot_entry(
+    format: &Format,
+    spec: &BootSpec,
+    dtbs: Option<String>,
+) -> Result<boot::BootEntry> {
+    Ok(boot::BootEntry {
         toplevel: spec.toplevel.to_string(),
         init: spec.init.to_path_buf().display().to_string(),
-        kernel: spec.kernel.to_path_buf().display().to_string(),
+        kernel: kernel(format, spec)?.to_path_buf().display().to_string(),
         initrd: spec
             .initrd
             .as_ref()
@@ -105,7 +119,7 @@ pub(crate) fn boot_entry(spec: &BootSpec, dtbs: Option<String>) -> boot::BootEnt
         system: spec.system.clone(),
         dtbs,
         devicetree: None,
-    }
+    })
 }
 
 /// The `dtbs` store directory of the toplevel (`<toplevel>/dtbs`), resolved logically.

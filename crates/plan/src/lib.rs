@@ -36,6 +36,7 @@ pub mod options;
 mod output;
 mod store_image;
 mod system_check;
+mod tarball;
 mod trees;
 
 pub use bootloader::BootNote;
@@ -111,14 +112,15 @@ pub fn build(
         reporter,
         cancel,
     };
-    if format.volume == format::Volume::Iso9660 {
-        return iso::build(&s);
+    if format.volume != format::Volume::Tar {
+        // A container system's toplevel has no kernel: refused before anything is planned.
+        inputs::kernel(format, &inputs.bootspec)?;
     }
-    if matches!(
-        format.volume,
-        format::Volume::Netboot | format::Volume::Kexec
-    ) {
-        return netboot::build(&s);
+    match format.volume {
+        format::Volume::Iso9660 => return iso::build(&s),
+        format::Volume::Netboot | format::Volume::Kexec => return netboot::build(&s),
+        format::Volume::Tar => return tarball::build(&s),
+        format::Volume::Disk => {}
     }
     s.run(true, |cx, plan, map, notes| {
         let layout = output::disk_layout(cx, plan);
@@ -160,14 +162,15 @@ pub fn dry_run(
         reporter,
         cancel,
     };
-    if format.volume == format::Volume::Iso9660 {
-        return iso::dry_run(&s);
+    if format.volume != format::Volume::Tar {
+        // A container system's toplevel has no kernel: refused before anything is planned.
+        inputs::kernel(format, &inputs.bootspec)?;
     }
-    if matches!(
-        format.volume,
-        format::Volume::Netboot | format::Volume::Kexec
-    ) {
-        return netboot::dry_run(&s);
+    match format.volume {
+        format::Volume::Iso9660 => return iso::dry_run(&s),
+        format::Volume::Netboot | format::Volume::Kexec => return netboot::dry_run(&s),
+        format::Volume::Tar => return tarball::dry_run(&s),
+        format::Volume::Disk => {}
     }
     s.run(false, |_, plan, map, _| {
         Ok(DryRun {

@@ -3,13 +3,14 @@
 //! written without complaint by every tool and then does not boot (or does not survive its
 //! first `nixos-rebuild`). This check reads the system's own fstab and boot spec and says what
 //! does not match, and how to fix it. The live media (iso, netboot) have their own checks in
-//! `live`.
+//! `live`, the container tarballs theirs in `container`.
 
-use crate::format::{Bootloader, Contents, Filesystem, Format, TableType};
+use crate::format::{Bootloader, Contents, Filesystem, Format, TableType, Volume};
 use crate::ids::{fat_volume_id_string, Ids};
 use crate::{Error, Inputs, Result};
 use imgbuild_nix::{BootSpec, LoaderKind};
 
+mod container;
 mod grub;
 use grub::{grub_problem, grub_target, grub_writes_esp};
 mod live;
@@ -166,6 +167,9 @@ fn recorded_loader(format: &Format, spec: &BootSpec) -> Result<()> {
 pub(crate) fn check(format: &Format, ids: &Ids, inputs: &Inputs) -> Result<()> {
     if let Some(live) = Live::of(format) {
         return check_live(format, live, inputs);
+    }
+    if format.volume == Volume::Tar {
+        return container::check(format, inputs);
     }
     let bad = |reason: String| self::bad(&format.name, reason);
     if let Some(target) = grub_target(format) {

@@ -2,8 +2,10 @@
 
 use std::collections::HashMap;
 use std::io::{BufWriter, Write};
+use std::sync::Arc;
 
 use crate::blockio::{self, PlannedSource};
+use crate::diskmap;
 use crate::fstree::{FileData, Kind, NodeId, Tree};
 use crate::header::{padding, EntryType, Header, SparseOf, BLOCK};
 use crate::{sparse, Error, Result};
@@ -241,6 +243,80 @@ impl<'t> Archive<'t> {
         out.zeros(self.size - out.n)?;
         out.w.flush().map_err(Error::Write)?;
         Ok(out.n)
+    }
+
+    /// The archive as a map of [`Archive::size`] bytes, named `name`: what
+    /// [`Archive::write`] writes, with host files' data referenced, not read (a sparse
+    /// member's regions are read later too; only the planning of its regions read the file).
+    pub fn map(&self, name: &str) -> Result<diskmap::Map> {
+        let mut m = Mapper {
+            b: diskmap::MapBuilder::new(name, self.size),
+            at: 0,
+            pending: Vec::new(),
+        };
+        for i in 0..self.entries.len() {
+            let h = self.header(i);
+            m.put(&h.encode());
+            if h.kind == EntryType::Regular {
+                let e = &self.entries[i];
+                match (&self.tree.node(e.node).kind, &e.sparse) {
+                    (Kind::File(FileData::Host { path, size }), sparse) => {
+                        let src = diskmap::SourceFile::new(path.clone(), *size);
+                        match sparse {
+                            Some(sp) => {
+                                m.put(&sparse::map(&sp.regions));
+                                for &(o, l) in &sp.regions {
+                                    m.file(&src, o, l)?;
+                                }
+                            }
+                            None => m.file(&src, 0, *size)?,
+                        }
+                    }
+                    (Kind::File(FileData::Bytes(b)), _) => m.put(b),
+                    _ => {}
+                }
+                m.put(&vec![0; blockio::to_usize(padding(h.size))]);
+            }
+        }
+        let tail = self.size - m.at - m.pending.len() as u64;
+        m.put(&vec![0; blockio::to_usize(tail)]);
+        m.flush()?;
+        m.b.finish().map_err(Error::Map)
+    }
+}
+
+/// The archive's bytes as a map, built front to back: runs of in-memory bytes (headers,
+/// padding, small files the tree holds) gathered into one extent, host file data as file
+/// extents.
+struct Mapper {
+    b: diskmap::MapBuilder,
+    at: u64,
+    pending: Vec<u8>,
+}
+
+impl Mapper {
+    fn put(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if !self.pending.is_empty() {
+            let bytes = std::mem::take(&mut self.pending);
+            let n = bytes.len() as u64;
+            self.b.bytes(self.at, bytes).map_err(Error::Map)?;
+            self.at += n;
+        }
+        Ok(())
+    }
+
+    fn file(&mut self, src: &Arc<diskmap::SourceFile>, offset: u64, len: u64) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.flush()?;
+        self.b.file(self.at, src, offset, len).map_err(Error::Map)?;
+        self.at += len;
+        Ok(())
     }
 }
 

@@ -16,7 +16,9 @@
 //! before anything is written; [`Archive::write`] streams into any `Write`, reading host
 //! files in 1 MiB pieces, never a whole file in memory. Host files are opened through
 //! [`blockio::PlannedSource`] (regular files only, no blocking open, still the size the tree
-//! records). The same tree and options give the same bytes.
+//! records). The same tree and options give the same bytes. [`Archive::map`] gives the same
+//! bytes as a [`diskmap::Map`] instead (headers in memory, file data as ranges of the host
+//! files), for a caller that streams it into several outputs at once.
 //!
 //! With [`Options::sparse`], host files holding runs of zeros become GNU sparse 1.0 members
 //! (the zeros left out, decided by content, never by the host's allocation); without it
@@ -50,6 +52,7 @@
 )]
 
 use imgbuild_blockio as blockio;
+use imgbuild_diskmap as diskmap;
 use imgbuild_fstree as fstree;
 
 mod archive;
@@ -69,6 +72,9 @@ pub enum Error {
     /// The output refused bytes.
     #[error("writing the tar archive")]
     Write(#[source] std::io::Error),
+    /// The archive's map could not be built (a planning bug: extents overlap or overrun).
+    #[error("mapping the tar archive")]
+    Map(#[source] diskmap::Error),
     /// The tree holds a socket, which no tar format can store.
     #[error("`{path}` is a socket: a tar archive cannot hold one")]
     Socket {

@@ -587,3 +587,38 @@ fn sparse_members_extract_to_the_same_tree() {
     extracted_equals(&tree, &tar, "tar", &["--numeric-owner", "-xpf"], true);
     extracted_equals(&tree, &tar, "bsdtar", &["--numeric-owner", "-xpf"], false);
 }
+
+#[test]
+fn the_map_holds_the_written_bytes() {
+    // Every member kind, host files whole and sparse, both root conventions: the map read
+    // back is the archive `write` writes, and it references the host files (not copies).
+    let dir = tempfile::tempdir().unwrap();
+    let mut tree = generated(&dir.path().join("host.bin"));
+    let zeros = dir.path().join("zeros");
+    let mut b = vec![0u8; 1 << 20];
+    b[300_000] = 9;
+    std::fs::write(&zeros, &b).unwrap();
+    let data = FileData::Host {
+        path: zeros,
+        size: b.len() as u64,
+    };
+    tree.insert(ROOT, b"zeros", Node::file(meta(0o600), data))
+        .unwrap();
+    for root in [RootEntry::DotSlash, RootEntry::Omitted] {
+        for sparse in [false, true] {
+            let opts = Options { root, sparse };
+            let written = write(&tree, opts);
+            let map = Archive::new(&tree, opts).unwrap().map("t").unwrap();
+            assert_eq!(map.len(), written.len() as u64);
+            let mut back = vec![0u8; written.len()];
+            map.read_at(0, &mut back).unwrap();
+            assert!(back == written, "{root:?} sparse {sparse}");
+            let host = if sparse {
+                3 * (1 << 20) + 5 + 4096
+            } else {
+                4 << 20
+            };
+            assert!(map.file_bytes() >= host, "{}", map.file_bytes());
+        }
+    }
+}

@@ -418,9 +418,20 @@ pub fn parse(target: &str, input: &[u8], dir: &Path) -> Option<String> {
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         },
-        "bootspec" => imgbuild_nix::BootSpec::parse(input, file)
-            .map(drop)
-            .map_err(|e| e.to_string()),
+        // The same bytes as boot.json and as a container's imgbuild.json (both read from
+        // the toplevel): accepted when either reader takes them; boot.json's refusal is the
+        // case's message, imgbuild.json's is checked as well.
+        "bootspec" => {
+            let container = imgbuild_nix::BootSpec::parse_container(input, file);
+            if let Err(e) = &container {
+                check_message(&e.to_string());
+            }
+            match imgbuild_nix::BootSpec::parse(input, file) {
+                Ok(_) => Ok(()),
+                Err(_) if container.is_ok() => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
         _ => Err(format!("no text target {target}")),
     };
     let e = r.err()?;

@@ -39,8 +39,14 @@ fn parses_v1_with_specialisations_and_extensions() {
     let top = format!("{T}-nixos-system-x");
     let spec = BootSpec::parse(doc(&top).as_bytes(), Path::new("boot.json")).unwrap();
     assert_eq!(spec.toplevel.base_name(), top);
-    assert_eq!(spec.kernel.store_path().name(), "linux-6.1");
-    assert_eq!(spec.kernel.subpath(), Path::new("bzImage"));
+    assert_eq!(
+        spec.kernel.as_ref().unwrap().store_path().name(),
+        "linux-6.1"
+    );
+    assert_eq!(
+        spec.kernel.as_ref().unwrap().subpath(),
+        Path::new("bzImage")
+    );
     assert_eq!(spec.init.subpath(), Path::new("init"));
     assert_eq!(spec.initrd.as_ref().unwrap().store_path().hash_part(), I);
     assert_eq!(spec.initrd_secrets, None);
@@ -281,7 +287,7 @@ fn reads_and_synthesizes_from_a_store() {
     let spec = BootSpec::read(root, &tp).unwrap();
     assert!(spec.synthesized);
     assert_eq!(
-        spec.kernel.to_string(),
+        spec.kernel.as_ref().unwrap().to_string(),
         format!("/nix/store/{K}-linux-6.1/bzImage")
     );
     assert_eq!(
@@ -409,4 +415,65 @@ fn grub_record() {
         .bootloader
         .unwrap();
     assert_eq!(b.grub, None);
+}
+
+#[test]
+fn a_container_toplevel_has_imgbuild_json_and_no_kernel() {
+    // As NixOS builds a boot.isContainer toplevel: init, system, nixos-version, no boot.json,
+    // kernel, initrd or kernel-params; imgbuild's module adds imgbuild.json.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let top = root.join(format!("nix/store/{T}-nixos-system-c"));
+    std::fs::create_dir_all(&top).unwrap();
+    std::fs::write(top.join("init"), b"#!/bin/sh").unwrap();
+    std::fs::write(top.join("system"), b"aarch64-linux").unwrap();
+    std::fs::write(top.join("nixos-version"), b"24.05").unwrap();
+    let tp = StorePath::parse(&format!("/nix/store/{T}-nixos-system-c")).unwrap();
+    let logical = tp.to_path_buf();
+
+    // Without the marker file it is no toplevel imgbuild knows, named so.
+    let err = BootSpec::read(root, &tp).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no boot.json, no kernel and no imgbuild.json"),
+        "{err}"
+    );
+    let err = crate::resolve_toplevel(&logical, root).unwrap_err();
+    assert!(err.to_string().contains("imgbuild.json"), "{err}");
+
+    let marker = r#"{"org.imgbuild.v1": {"container": {"isContainer": true, "os": "nixos"}}}"#;
+    std::fs::write(top.join(IMGBUILD_JSON), marker).unwrap();
+    assert_eq!(crate::resolve_toplevel(&logical, root).unwrap(), tp);
+    let spec = BootSpec::read(root, &tp).unwrap();
+    assert_eq!(spec.kernel, None);
+    assert_eq!(spec.initrd, None);
+    assert!(spec.kernel_params.is_empty());
+    assert!(spec.synthesized);
+    assert_eq!(spec.system, "aarch64-linux");
+    assert_eq!(spec.label, "NixOS 24.05");
+    let record = spec.container.unwrap();
+    assert_eq!(record["isContainer"], Value::Bool(true));
+    assert_eq!(record["os"], "nixos");
+
+    // A marker file that is not the module's is refused by name, never taken as none.
+    for (bad, want) in [
+        ("{", "imgbuild.json"),
+        ("[]", "no \"org.imgbuild.v1\" object"),
+        (r#"{"org.imgbuild.v1": {}}"#, "no `container` record"),
+        (
+            r#"{"org.imgbuild.v1": {"container": true}}"#,
+            "container is not an object",
+        ),
+    ] {
+        std::fs::write(top.join(IMGBUILD_JSON), bad).unwrap();
+        let err = BootSpec::read(root, &tp).unwrap_err();
+        assert!(err.to_string().contains(want), "{bad}: {err}");
+    }
+
+    // With boot.json (a toplevel that has one), the marker file is read beside it.
+    std::fs::write(top.join(IMGBUILD_JSON), marker).unwrap();
+    std::fs::write(top.join("boot.json"), doc(&format!("{T}-nixos-system-c"))).unwrap();
+    let spec = BootSpec::read(root, &tp).unwrap();
+    assert!(spec.kernel.is_some());
+    assert_eq!(spec.container.unwrap()["os"], "nixos");
 }

@@ -10,9 +10,11 @@ use std::path::Path;
 
 mod source;
 mod validate;
+mod volume;
 
 use source::{resolve, source};
-use validate::check_volume_keys;
+use volume::check_volume_keys;
+pub use volume::{TarLayout, TarOptions, Volume};
 
 /// The formats shipped with imgbuild, by name.
 pub const BUILTIN: &[(&str, &str)] = &[
@@ -62,6 +64,16 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../../formats/digitalocean.toml"),
     ),
     ("hetzner", include_str!("../../../../formats/hetzner.toml")),
+    ("lxc", include_str!("../../../../formats/lxc.toml")),
+    (
+        "lxc-metadata",
+        include_str!("../../../../formats/lxc-metadata.toml"),
+    ),
+    (
+        "proxmox-lxc",
+        include_str!("../../../../formats/proxmox-lxc.toml"),
+    ),
+    ("incus", include_str!("../../../../formats/incus.toml")),
 ];
 
 /// How deep `base` chains may go (a cycle ends here with an error).
@@ -316,39 +328,6 @@ impl serde::Serialize for Systems {
     }
 }
 
-/// What the image is: a partitioned disk, or an ISO 9660 volume.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Volume {
-    /// A disk: `[table]`, `[[partition]]`s with their filesystems, `[root]`.
-    #[default]
-    Disk,
-    /// An ISO 9660 volume (El Torito BIOS and UEFI, isohybrid MBR and GPT in its system
-    /// area), no partition table of its own: its files are the closure's store image, the
-    /// kernel, the initrd and the boot loaders. A format saying so has no `[table]`,
-    /// `[[partition]]` or `[root]`; its `[bootloader]` (systemd-boot) is the one on the EFI
-    /// boot image.
-    Iso9660,
-    /// nixpkgs' netboot directory: the kernel, an initrd carrying the store image (the
-    /// closure's initrd followed by a newc cpio holding `nix-store.squashfs`) and
-    /// `netboot.ipxe`. No partition table, no `[root]`.
-    Netboot,
-    /// nixpkgs' kexec tree (`bzImage`, `initrd.gz` as netboot's initrd, `kexec-boot`) in a
-    /// gzip-compressed tar under `kexec/`, plus `kexec/run` for nixos-anywhere. No partition
-    /// table, no `[root]`.
-    Kexec,
-}
-
-impl Volume {
-    /// Whether the image is a partitioned disk (`[table]`, `[[partition]]`, `[root]`).
-    pub fn is_disk(self) -> bool {
-        self == Volume::Disk
-    }
-}
-
-/// The keys a disk format must have and an ISO 9660 format must not.
-const DISK_KEYS: [&str; 3] = ["table", "partition", "root"];
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 /// A format's `[table]`.
@@ -447,7 +426,7 @@ pub fn builtin_names() -> String {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
-/// A format's `[bootloader]`.
+/// A format's `[bootloader]` (netboot, kexec and tar formats have none: the default).
 pub struct BootloaderOptions {
     #[serde(rename = "type")]
     /// Which boot loader.
@@ -458,7 +437,7 @@ pub struct BootloaderOptions {
 }
 
 impl Default for BootloaderOptions {
-    /// What a netboot or kexec format (which has no `[bootloader]`) carries: never written.
+    /// What a netboot, kexec or tar format (which has no `[bootloader]`) carries: never read.
     fn default() -> Self {
         BootloaderOptions {
             kind: Bootloader::SystemdBoot,
@@ -478,7 +457,8 @@ pub struct Format {
     pub description: String,
     /// The Nix systems the toplevel may be built for (`x86_64-linux`, or a list).
     pub system: Systems,
-    /// A partitioned disk (the default) or an ISO 9660 volume.
+    /// A partitioned disk (the default), an ISO 9660 volume, netboot files, a kexec tarball
+    /// or a tar archive.
     #[serde(default)]
     pub volume: Volume,
     /// The image's extension (default: the container's, `img` for a raw disk).
@@ -498,9 +478,12 @@ pub struct Format {
     /// What the root filesystem carries (a disk's; an ISO 9660 format has none).
     #[serde(default)]
     pub root: RootOptions,
-    /// The boot loader (netboot and kexec formats have none: the default, never written).
+    /// The boot loader (netboot, kexec and tar formats have none: the default, never read).
     #[serde(default)]
     pub bootloader: BootloaderOptions,
+    /// What a tar volume holds (only a tar format has one).
+    #[serde(default)]
+    pub tar: Option<TarOptions>,
 }
 
 impl Format {

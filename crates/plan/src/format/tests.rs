@@ -214,6 +214,76 @@ fn guids() {
 }
 
 #[test]
+fn tar_formats_take_their_keys_and_no_disk_keys() {
+    for name in ["lxc", "lxc-metadata", "proxmox-lxc", "incus"] {
+        let f = Format::load(name).expect("built in");
+        assert_eq!(f.volume, Volume::Tar, "{name}");
+        assert_eq!(f.container.kind.name(), "xz", "{name}");
+        assert_eq!(f.extension, "tar.xz", "{name}");
+        assert!(f.partitions.is_empty(), "{name}");
+    }
+    let layout = |n| Format::load(n).unwrap().tar.unwrap().layout;
+    assert_eq!(layout("lxc"), TarLayout::Rootfs);
+    assert_eq!(layout("lxc-metadata"), TarLayout::Metadata);
+    assert_eq!(layout("incus"), TarLayout::Unified);
+    assert!(Format::load("raw-efi").unwrap().tar.is_none());
+    let lxc = BUILTIN.iter().find(|(n, _)| *n == "lxc").unwrap().1;
+    let cases: [(&str, String, &str); 7] = [
+        (
+            "disk key",
+            format!("{lxc}\n[table]\ntype = \"gpt\"\nalign = \"1MiB\"\n"),
+            "volume `tar` has no partition table: no `table`",
+        ),
+        (
+            "bootloader",
+            format!("{lxc}\n[bootloader]\ntype = \"systemd-boot\"\n"),
+            "volume `tar` has no boot loader of its own: no `bootloader`",
+        ),
+        (
+            "no [tar]",
+            lxc.replace("[tar]\nlayout = \"rootfs\"\n", "").replace(
+                "directories = [\"dev\", \"proc\", \"sys\"]\nos-release = true\n",
+                "",
+            ),
+            "missing field `tar`",
+        ),
+        (
+            "container",
+            lxc.replace("type = \"xz\"", "type = \"qcow2\""),
+            "not in a `qcow2` container",
+        ),
+        (
+            "parent dir",
+            lxc.replace("\"proc\"", "\"../etc\""),
+            "tar directory `../etc`",
+        ),
+        (
+            "store",
+            lxc.replace("\"proc\"", "\"nix/store/x\""),
+            "outside /nix",
+        ),
+        (
+            "layout",
+            lxc.replace("layout = \"rootfs\"", "layout = \"disk\""),
+            "unknown variant `disk`",
+        ),
+    ];
+    for (case, text, want) in cases {
+        let e = Format::parse("t", &text).expect_err(case).to_string();
+        assert!(e.contains(want), "{case}: {e}");
+    }
+    // A disk format may not have `[tar]`.
+    let raw = BUILTIN[0].1;
+    let e = Format::parse("t", &format!("{raw}\n[tar]\nlayout = \"rootfs\"\n"))
+        .expect_err("[tar] on a disk")
+        .to_string();
+    assert!(
+        e.contains("volume `disk` is not a tar archive: no `tar`"),
+        "{e}"
+    );
+}
+
+#[test]
 fn bios_formats_and_their_rules() {
     let raw = Format::load("raw").unwrap();
     assert_eq!(

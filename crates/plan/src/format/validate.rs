@@ -16,11 +16,11 @@ impl Format {
         if self.system.0.is_empty() {
             return Err("`system` lists no system".into());
         }
-        if self.volume == Volume::Iso9660 {
-            return self.check_iso();
-        }
-        if matches!(self.volume, Volume::Netboot | Volume::Kexec) {
-            return self.check_netboot();
+        match self.volume {
+            Volume::Iso9660 => return self.check_iso(),
+            Volume::Netboot | Volume::Kexec => return self.check_netboot(),
+            Volume::Tar => return self.check_tar(),
+            Volume::Disk => {}
         }
         if !self.container.kind.takes_compress() && self.compress != Compression::None {
             return Err(format!(
@@ -98,6 +98,34 @@ impl Format {
         }
         if self.bootloader.kind != Bootloader::SystemdBoot {
             return Err("an iso9660 volume boots UEFI with systemd-boot".into());
+        }
+        Ok(())
+    }
+
+    /// A tar volume: written as it is (raw, zstd) or xz-compressed; its directories are
+    /// plain relative paths outside the store.
+    fn check_tar(&self) -> Result<(), String> {
+        let kind = self.container.kind.name();
+        if kind != "raw" && kind != "xz" {
+            return Err(format!(
+                "a tar volume is written as it is or xz-compressed, not in a `{kind}` container"
+            ));
+        }
+        let Some(tar) = &self.tar else {
+            return Err("a tar volume needs `[tar]`".into());
+        };
+        for d in &tar.directories {
+            let ok = !d.is_empty()
+                && d.len() <= 255
+                && d.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+                && d.split('/').next() != Some("nix")
+                && d.chars().all(|c| !c.is_control());
+            if !ok {
+                return Err(format!(
+                    "tar directory `{}` is not a relative path of plain names outside /nix",
+                    quote(d)
+                ));
+            }
         }
         Ok(())
     }
@@ -260,36 +288,4 @@ fn check_extension(e: &str) -> Result<(), String> {
             quote(e)
         ))
     }
-}
-
-/// A disk format has `[table]`, `[[partition]]`, `[root]` and `[bootloader]`; the other
-/// volumes have no partition table, and netboot and kexec no boot loader of their own (the
-/// firmware's iPXE or the running kernel loads them). Checked on the merged text: after
-/// parsing, a default is not told from a table.
-pub(super) fn check_volume_keys(name: &str, table: &toml::Table) -> Result<(), FormatError> {
-    let volume = table.get("volume").and_then(toml::Value::as_str);
-    let disk = volume.is_none_or(|v| v == "disk");
-    let loader = !matches!(volume, Some("netboot" | "kexec"));
-    let keys = DISK_KEYS
-        .iter()
-        .map(|k| (*k, disk, "has no partition table"))
-        .chain([("bootloader", loader, "has no boot loader of its own")]);
-    for (key, wanted, why) in keys {
-        match (wanted, table.contains_key(key)) {
-            (false, true) => {
-                return Err(FormatError::Invalid {
-                    name: quote(name),
-                    reason: format!("volume `{}` {why}: no `{key}`", volume.unwrap_or_default()),
-                })
-            }
-            (true, false) => {
-                return Err(FormatError::Parse {
-                    name: quote(name),
-                    message: format!("missing field `{key}`"),
-                })
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }

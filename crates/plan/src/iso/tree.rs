@@ -67,7 +67,7 @@ pub(crate) fn build(
         .mkdir_p(b"/boot", dir_meta(time))
         .map_err(tree_err("/boot"))?;
     let mut scanner = store_scanner();
-    let kernel = spec.kernel.to_path_buf();
+    let kernel = crate::inputs::kernel(cx.format, spec)?.to_path_buf();
     let kernel_name = kernel_file(&kernel);
     let kernel_host = resolve(&inputs.store, &kernel)?;
     scanner

@@ -235,12 +235,15 @@ mod tests {
             let f = Format::load(name).expect("built-in formats parse");
             let kind = f.container.kind.kind();
             assert_eq!(kind.name(), f.container.kind.name());
-            // An ISO 9660 volume is written raw, as `.iso`.
+            // An ISO 9660 volume is written raw, as `.iso`; netboot as a directory, kexec
+            // as a gzip tarball; a tar volume as `.tar` or `.tar.xz`.
             let want = match f.volume {
                 crate::format::Volume::Disk => kind.extension(),
                 crate::format::Volume::Iso9660 => "iso",
                 crate::format::Volume::Netboot => "netboot",
                 crate::format::Volume::Kexec => "kexec.tar.gz",
+                crate::format::Volume::Tar if kind.name() == "xz" => "tar.xz",
+                crate::format::Volume::Tar => "tar",
             };
             assert_eq!(f.extension, want, "format {name}");
         }

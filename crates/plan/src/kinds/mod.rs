@@ -33,6 +33,7 @@ kinds! {
     vma::Vma,
     vagrant::VagrantBox,
     gzip::Gzip,
+    xz::Xz,
 }
 
 pub use kind::{Compression, ContainerType};

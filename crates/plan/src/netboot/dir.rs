@@ -53,7 +53,7 @@ fn only(dir: &Path, allowed: &BTreeSet<String>) -> Result<bool> {
 /// this format wrote, holding nothing else.
 pub(crate) fn check(cx: &Context, inputs: &Inputs) -> Result<()> {
     let out = &cx.output.path;
-    let entry = crate::inputs::boot_entry(&inputs.bootspec, None);
+    let entry = crate::inputs::boot_entry(cx.format, &inputs.bootspec, None)?;
     let allowed = names(imgbuild_boot::netboot_kernel_name(&entry)?);
     match std::fs::symlink_metadata(out) {
         Ok(md) if md.is_dir() => match only(out, &allowed)? {

@@ -143,14 +143,17 @@ fn context<'a>(s: &Stages<'a>) -> Result<Context<'a>> {
 /// The store image written, the initrd mapped.
 fn plan(s: &Stages, cx: &Context, store_path: &std::path::Path) -> Result<Planned> {
     let spec = &s.inputs.bootspec;
-    let entry = crate::inputs::boot_entry(spec, None);
+    let entry = crate::inputs::boot_entry(cx.format, spec, None)?;
     let Some(closure_initrd) = &spec.initrd else {
         return Err(Error::Boot(imgbuild_boot::Error::MissingInitrd {
             toplevel: entry.toplevel,
         }));
     };
     let closure_initrd = HostFile::of(s.inputs, &closure_initrd.to_path_buf())?;
-    let kernel = HostFile::of(s.inputs, &spec.kernel.to_path_buf())?;
+    let kernel = HostFile::of(
+        s.inputs,
+        &crate::inputs::kernel(cx.format, spec)?.to_path_buf(),
+    )?;
     let kernel_name = imgbuild_boot::netboot_kernel_name(&entry)?.to_string();
     // Both scripts check the command line; the manifest shows it.
     imgbuild_boot::ipxe_script(&entry)?;

@@ -27,7 +27,7 @@ impl Live {
         match format.volume {
             Volume::Iso9660 => Some(Live::Iso),
             Volume::Netboot | Volume::Kexec => Some(Live::Netboot),
-            Volume::Disk => None,
+            Volume::Disk | Volume::Tar => None,
         }
     }
 

@@ -27,7 +27,7 @@ pub(super) fn esp_tree(
         .specialisations
         .iter()
         .map(|(name, child)| {
-            let mut entry = crate::inputs::boot_entry(child, None);
+            let mut entry = crate::inputs::boot_entry(cx.format, child, None)?;
             entry.devicetree = devicetree(child, choice)?;
             Ok(boot::Specialisation {
                 name: name.clone(),

@@ -141,7 +141,7 @@ fn cfg_options(
     for (name, child) in &inputs.bootspec.specialisations {
         specialisations.push(boot::GrubSpecialisation {
             name: name.clone(),
-            entry: crate::inputs::boot_entry(child, None),
+            entry: crate::inputs::boot_entry(cx.format, child, None)?,
             configuration_name: read_short(inputs, &child.toplevel, "configuration-name")?,
             nixos_version: child.nixos_version.clone().unwrap_or_default(),
             // The `specialisation/<name>` link is a store file: mtime 1.

@@ -107,8 +107,8 @@ pub(crate) fn build(cx: &Context, inputs: &Inputs, cancel: &AtomicBool) -> Resul
 /// The boot loader settings and the generation's boot entry.
 fn choice_and_entry(cx: &Context, inputs: &Inputs) -> Result<(Choice, boot::BootEntry)> {
     let choice = bootloader::choose(cx.format, &inputs.bootspec)?;
-    let mut entry =
-        crate::inputs::boot_entry(&inputs.bootspec, crate::inputs::toplevel_dtbs(inputs)?);
+    let dtbs = crate::inputs::toplevel_dtbs(inputs)?;
+    let mut entry = crate::inputs::boot_entry(cx.format, &inputs.bootspec, dtbs)?;
     entry.devicetree = devicetree(&inputs.bootspec, &choice)?;
     Ok((choice, entry))
 }
