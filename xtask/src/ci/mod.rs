@@ -12,6 +12,7 @@
 //! toplevel>`). Ends with an `N passed, N failed` line; exits non-zero on any failure.
 
 mod all;
+mod live;
 
 pub use all::run_all;
 
@@ -33,6 +34,9 @@ pub struct CiArgs {
     /// Only the x86_64 fixture and the boot-counting case (26.11 closure, counted entry)
     #[arg(long)]
     pub boot_counting_only: bool,
+    /// Only the fixtures and the live boots (ISO, netboot; issue 23)
+    #[arg(long)]
+    pub live_only: bool,
     /// Directory for images and console logs (default target/ci)
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -84,26 +88,36 @@ impl Run {
         info: &FixtureInfo,
         writable: bool,
     ) {
-        let log = self.out.join("logs").join(format!(
-            "{}.{}.console.log",
+        let spec = BootSpec {
+            format,
+            image,
+            disk,
+            timeout: boot::default_timeout(format),
+            log: self.log_for(image, disk, ""),
+            verbose: false,
+            writable,
+            bios: false,
+        };
+        self.boot_spec(name, &spec, info);
+    }
+
+    /// `logs/IMAGE.DISK[EXTRA].console.log`.
+    fn log_for(&self, image: &Path, disk: Disk, extra: &str) -> PathBuf {
+        self.out.join("logs").join(format!(
+            "{}.{}{extra}.console.log",
             image
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             disk.name()
-        ));
+        ))
+    }
+
+    /// Boots `spec`: the step passes when the console shows exactly `info`'s marker.
+    fn boot_spec(&mut self, name: &str, spec: &BootSpec, info: &FixtureInfo) {
         self.step(name, || {
-            let spec = BootSpec {
-                format,
-                image,
-                disk,
-                timeout: boot::default_timeout(format),
-                log,
-                verbose: false,
-                writable,
-            };
-            let o = boot::boot(&spec)?;
-            boot::report(&spec, &o)?;
+            let o = boot::boot(spec)?;
+            boot::report(spec, &o)?;
             let want = info.marker.as_deref().unwrap_or_default();
             ensure!(
                 o.detail == want,
@@ -157,6 +171,7 @@ impl Run {
                 log,
                 verbose: false,
                 writable: false,
+                bios: false,
             };
             let o = boot::boot(&spec)?;
             if o.ok {
@@ -392,11 +407,24 @@ pub fn run(args: CiArgs) -> Result<()> {
         }
         return summary(&run, &total);
     }
+    if args.live_only {
+        for arch in [Arch::X86_64, Arch::Aarch64] {
+            if arch == Arch::Aarch64 && args.skip_aarch64 {
+                continue;
+            }
+            let dir = fixture::default_dir(arch);
+            if fixture_step(&mut run, arch, &dir).is_some() {
+                run.live(arch, &dir, !args.baseline_only);
+            }
+        }
+        return summary(&run, &total);
+    }
     if let Some(info) = fixture_step(&mut run, Arch::X86_64, &fx) {
         x86_baseline(&mut run, &fx, &info);
         if !args.baseline_only {
             x86_imgbuild(&mut run, &fx, &info);
         }
+        run.live(Arch::X86_64, &fx, !args.baseline_only);
     }
 
     // ---- aarch64 / sd-aarch64 -----------------------------------------------------------------
@@ -407,6 +435,7 @@ pub fn run(args: CiArgs) -> Result<()> {
             if !args.baseline_only {
                 aarch64_imgbuild(&mut run, &info);
             }
+            run.live(Arch::Aarch64, &fa, !args.baseline_only);
         }
     }
 
