@@ -2,9 +2,9 @@
 //! (insmod order resolved from each module's `.modinfo` `depends=`), and `/init`
 //! (xtask/initrd/init.sh), as a reproducible newc cpio compressed with zstd.
 
-use crate::cpio::Cpio;
 use crate::util::cmd;
 use anyhow::{bail, Context, Result};
+use imgbuild_cpio::Archive as Cpio;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
@@ -144,33 +144,33 @@ pub fn build(
         "sys",
         "tmp",
     ] {
-        c.dir(d, 0o755);
+        c.dir(d, 0o755)?;
     }
-    c.chardev("dev/console", 0o600, 5, 1);
+    c.chardev("dev/console", 0o600, 5, 1)?;
     c.file(
         "bin/busybox",
         0o755,
         &fs::read(busybox).with_context(|| format!("reading {}", busybox.display()))?,
-    );
-    c.symlink("bin/sh", "busybox");
+    )?;
+    c.symlink("bin/sh", "busybox")?;
     let init = INIT_TEMPLATE.replace("@ROOT_LABEL@", root_label);
-    c.file("init", 0o755, init.as_bytes());
+    c.file("init", 0o755, init.as_bytes())?;
     let mut list = String::new();
     for m in order {
         let p = modules
             .path(m)
             .with_context(|| format!("module {m} vanished"))?;
-        c.file(&format!("lib/modules/{m}.ko"), 0o644, &fs::read(p)?);
+        c.file(&format!("lib/modules/{m}.ko"), 0o644, &fs::read(p)?)?;
         list.push_str(m);
         list.push('\n');
     }
-    c.file("etc/imgbuild/modules", 0o644, list.as_bytes());
+    c.file("etc/imgbuild/modules", 0o644, list.as_bytes())?;
     c.file(
         "etc/imgbuild/root-label",
         0o644,
         format!("{root_label}\n").as_bytes(),
-    );
-    zstd(&c.finish())
+    )?;
+    zstd(&c.finish(512))
 }
 
 /// `zstd -19` (single-threaded, so the output only depends on the input and zstd's version).

@@ -22,7 +22,6 @@ mod boot;
 mod bootcount;
 mod bootctl;
 mod ci;
-mod cpio;
 mod debs;
 mod fixture;
 mod fuzz;

@@ -10,6 +10,7 @@
 //!   ([`release`]: the facts per NixOS release, as data).
 //! * [`extlinux_boot`]: the `/boot` directory written by nixpkgs'
 //!   `generic-extlinux-compatible/extlinux-conf-builder.sh` during an image build.
+//! * [`ipxe_script`], [`kexec_script`]: nixpkgs' netboot `netboot.ipxe` and `kexec-boot`.
 //! * [`rpi_config_txt`]: the Raspberry Pi firmware `config.txt` of nixpkgs'
 //!   `sd-image-aarch64.nix`.
 //!
@@ -22,11 +23,16 @@
 use std::path::PathBuf;
 
 mod extlinux;
+mod netboot;
 pub mod release;
 mod rpi;
 mod systemd_boot;
 
 pub use extlinux::{extlinux_boot, extlinux_clean_name, ExtlinuxOptions};
+pub use netboot::{
+    ipxe_script, kexec_script, netboot_kernel_name, KEXEC_INITRD, KEXEC_KERNEL, KEXEC_SCRIPT,
+    NETBOOT_INITRD, NETBOOT_IPXE,
+};
 pub use release::{Facts, Fit, Release, RELEASES};
 pub use rpi::{needed_files as rpi_needed_files, rpi_config_txt, NeededFile};
 pub use systemd_boot::{

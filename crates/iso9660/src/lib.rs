@@ -110,6 +110,16 @@ pub struct EfiBoot {
     pub load_sectors: Option<u16>,
 }
 
+/// A file whose bytes the caller gives as a map to [`Plan::map_with`] (e.g. a FAT image
+/// planned but not written); its tree node only gives its size.
+#[derive(Debug)]
+pub struct Supplied {
+    /// The file's path in the tree (`boot/efi.img`).
+    pub path: Vec<u8>,
+    /// Its bytes: a map exactly as long as the file.
+    pub map: imgbuild_diskmap::Map,
+}
+
 /// What the caller decides about the volume.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Options {
@@ -210,6 +220,17 @@ pub enum Error {
         size: u64,
         /// The bound.
         max: u64,
+    },
+    /// A supplied map whose length is not its file's size, or that names the BIOS boot
+    /// image or the catalog (whose bytes this crate writes).
+    #[error("the map supplied for `{path}` has {map_len} bytes, the file {size} (or it is the BIOS boot image or the catalog)")]
+    SuppliedMismatch {
+        /// The file.
+        path: String,
+        /// Its planned size.
+        size: u64,
+        /// The supplied map's length.
+        map_len: u64,
     },
     /// The system area given to [`Plan::map`] is over 32 KiB.
     #[error("a system area of {len} bytes is more than {SYSTEM_AREA}")]

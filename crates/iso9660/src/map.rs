@@ -9,7 +9,7 @@ use imgbuild_fstree::{FileData, Kind, Tree};
 use crate::encode::{self, BootEntry, Record, BLOCK, FLAG_DIR};
 use crate::layout::{record_len, Plan, Rec};
 use crate::susp;
-use crate::{Error, Result, MAX_PATCHED_IMAGE, SYSTEM_AREA};
+use crate::{Error, Result, Supplied, MAX_PATCHED_IMAGE, SYSTEM_AREA};
 
 impl Plan {
     /// The volume's bytes as an extent map of [`Plan::bytes`] bytes. `system_area` (at most
@@ -19,10 +19,32 @@ impl Plan {
     /// planned size and to find their holes, and referenced, not read (but a BIOS boot image
     /// whose boot information table is patched).
     pub fn map(&self, tree: &Tree, system_area: &[u8]) -> Result<Map> {
+        self.map_with(tree, system_area, Vec::new())
+    }
+
+    /// [`Plan::map`], with the content of some files given as maps instead of read from the
+    /// tree: a filesystem image planned but never written (the EFI boot image, a FAT map),
+    /// whose tree node only gives the size. Each map must be as long as its file; the BIOS
+    /// boot image and the catalog cannot be supplied.
+    pub fn map_with(
+        &self,
+        tree: &Tree,
+        system_area: &[u8],
+        mut supplied: Vec<Supplied>,
+    ) -> Result<Map> {
         if system_area.len() > SYSTEM_AREA {
             return Err(Error::SystemAreaTooBig {
                 len: system_area.len(),
             });
+        }
+        for s in &supplied {
+            let node = tree.lookup(&s.path);
+            if !self.files.iter().any(|f| Some(f.node) == node) {
+                return Err(Error::NotAFile {
+                    what: "supplied file",
+                    path: String::from_utf8_lossy(&s.path).into_owned(),
+                });
+            }
         }
         let mut b = MapBuilder::new("iso9660", self.bytes());
         b.bytes(0, system_area.to_vec())?;
@@ -32,9 +54,33 @@ impl Plan {
         )?;
         b.bytes(16 * BLOCK, self.metadata())?;
         for i in 0..self.files.len() {
-            self.map_file(i, tree, &mut b)?;
+            let node = self.files[i].node;
+            let at = supplied
+                .iter()
+                .position(|s| tree.lookup(&s.path) == Some(node));
+            match at {
+                Some(k) => self.place_supplied(i, supplied.swap_remove(k), &mut b)?,
+                None => self.map_file(i, tree, &mut b)?,
+            }
         }
         Ok(b.finish()?)
+    }
+
+    /// File `index`'s content from the caller's map, its last block's tail zeros.
+    fn place_supplied(&self, index: usize, s: Supplied, b: &mut MapBuilder) -> Result<()> {
+        let f = &self.files[index];
+        let patched = self.opts.bios.is_some() && self.bios_file == Some(index);
+        if patched || self.catalog_file == Some(index) || s.map.len() != f.size {
+            return Err(Error::SuppliedMismatch {
+                path: f.path.clone(),
+                size: f.size,
+                map_len: s.map.len(),
+            });
+        }
+        let at = u64::from(f.lba) * BLOCK;
+        b.zeros(at + f.size, f.size.next_multiple_of(BLOCK) - f.size)?;
+        b.place(at, s.map)?;
+        Ok(())
     }
 
     fn boot_entries(&self) -> Vec<BootEntry> {

@@ -996,3 +996,74 @@ fn devices_and_fifos_keep_their_type_and_numbers() {
         }
     }
 }
+
+/// The EFI image given as a map (`map_with`, as a planner does with a FAT image it never
+/// writes) gives the same volume as the image read from a host file; a map of another length,
+/// or one for a path the tree lacks, is refused.
+#[test]
+fn supplied_map_equals_the_host_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut from_file = Tree::new(Meta::new(0o755, 0, 0, T0));
+    add_boot_files(&mut from_file, dir.path());
+    let p = plan(&from_file, &options()).unwrap();
+    let a = dir.path().join("a.iso");
+    write(&p, &from_file, &a, 2);
+
+    // The same tree whose efi.img points nowhere: only its size is read.
+    let efi = dir.path().join("efi.img");
+    let size = fs::metadata(&efi).unwrap().len();
+    let mut supplied_tree = from_file.clone();
+    let node = supplied_tree.lookup(b"boot/efi.img").unwrap();
+    supplied_tree.node_mut(node).kind = Kind::File(FileData::Host {
+        path: dir.path().join("not-there"),
+        size,
+    });
+    let p2 = plan(&supplied_tree, &options()).unwrap();
+    let fat_map = |len: u64| {
+        let mut b = imgbuild_diskmap::MapBuilder::new("efi", len);
+        b.file(
+            0,
+            &imgbuild_diskmap::SourceFile::new(&efi, size),
+            0,
+            len.min(size),
+        )
+        .unwrap();
+        b.finish().unwrap()
+    };
+    let map = p2
+        .map_with(
+            &supplied_tree,
+            &[],
+            vec![imgbuild_iso9660::Supplied {
+                path: b"boot/efi.img".to_vec(),
+                map: fat_map(size),
+            }],
+        )
+        .unwrap();
+    let b = dir.path().join("b.iso");
+    let file = File::create(&b).unwrap();
+    file.set_len(map.len()).unwrap();
+    imgbuild_diskmap::write_file(&map, &file).unwrap();
+    assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
+
+    let short = p2.map_with(
+        &supplied_tree,
+        &[],
+        vec![imgbuild_iso9660::Supplied {
+            path: b"boot/efi.img".to_vec(),
+            map: fat_map(size - 512),
+        }],
+    );
+    let e = short.expect_err("a map shorter than its file is refused");
+    assert!(e.to_string().contains("boot/efi.img"), "{e}");
+    let missing = p2.map_with(
+        &supplied_tree,
+        &[],
+        vec![imgbuild_iso9660::Supplied {
+            path: b"boot/nothing.img".to_vec(),
+            map: fat_map(size),
+        }],
+    );
+    let e = missing.expect_err("a map for no file is refused");
+    assert!(e.to_string().contains("boot/nothing.img"), "{e}");
+}

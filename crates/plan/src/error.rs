@@ -347,6 +347,48 @@ pub enum Error {
     /// A file an input named that is not a regular file, too big, or not what its size says.
     #[error(transparent)]
     Input(#[from] imgbuild_blockio::InputError),
+    #[error("writing the store image `{}`", path.display())]
+    /// The squashfs store image (ISO, netboot) could not be written.
+    Squashfs {
+        /// The image file.
+        path: PathBuf,
+        #[source]
+        /// The squashfs writer's error.
+        source: imgbuild_squashfs::Error,
+    },
+    #[error(
+        "boot.json has no \"org.imgbuild.v1\".iso.{key}: build the system with imgbuild's NixOS \
+         module and imgbuild.format = \"{format}\""
+    )]
+    /// An ISO format's setting that the toplevel's boot.json lacks.
+    IsoSettingMissing {
+        /// The key under `"org.imgbuild.v1".iso` (`volumeID`, `syslinux`).
+        key: &'static str,
+        /// The format asked for.
+        format: String,
+    },
+    #[error("boot.json's \"org.imgbuild.v1\".iso.{key} {reason}")]
+    /// An ISO format's setting that is malformed.
+    IsoSettingInvalid {
+        /// The key under `"org.imgbuild.v1".iso`.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    #[error("planning the ISO 9660 volume")]
+    /// The ISO 9660 volume could not be planned or mapped.
+    Iso9660(#[from] imgbuild_iso9660::Error),
+    #[error("the netboot initrd's cpio archive")]
+    /// The store image does not fit a newc cpio member (4 GiB at most).
+    Cpio(#[from] imgbuild_cpio::Error),
+    #[error("the output directory `{}` {reason}", path.display())]
+    /// A netboot directory that cannot be replaced.
+    BadOutputDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     #[error("interrupted")]
     /// The build was interrupted (SIGINT, SIGTERM, SIGHUP); nothing was left at the output paths.
     Interrupted,

@@ -27,11 +27,14 @@ mod ext4_image;
 pub mod format;
 pub mod ids;
 pub mod inputs;
+mod iso;
 mod kinds;
 pub mod layout;
 mod manifest;
+mod netboot;
 pub mod options;
 mod output;
+mod store_image;
 mod system_check;
 mod trees;
 
@@ -44,7 +47,9 @@ pub use ids::derive_id;
 pub use imgbuild_blockio::Progress;
 pub use inputs::{ClosureSource, InputSpec, Inputs};
 pub use layout::{Layout, PartitionLayout};
-pub use manifest::{Manifest, ManifestPartition};
+pub use manifest::{
+    ElToritoEntry, IsoManifest, Manifest, ManifestPartition, NetbootFile, NetbootManifest,
+};
 pub use options::threads;
 pub use options::{Dedup, DiskSize, Options, Output, OutputOptions};
 
@@ -106,8 +111,18 @@ pub fn build(
         reporter,
         cancel,
     };
+    if format.volume == format::Volume::Iso9660 {
+        return iso::build(&s);
+    }
+    if matches!(
+        format.volume,
+        format::Volume::Netboot | format::Volume::Kexec
+    ) {
+        return netboot::build(&s);
+    }
     s.run(true, |cx, plan, map, notes| {
-        output::write(cx, inputs, plan, map, notes, reporter, cancel)
+        let layout = output::disk_layout(cx, plan);
+        output::write(cx, inputs, layout, map, notes, reporter, cancel)
     })
 }
 
@@ -145,6 +160,15 @@ pub fn dry_run(
         reporter,
         cancel,
     };
+    if format.volume == format::Volume::Iso9660 {
+        return iso::dry_run(&s);
+    }
+    if matches!(
+        format.volume,
+        format::Volume::Netboot | format::Volume::Kexec
+    ) {
+        return netboot::dry_run(&s);
+    }
     s.run(false, |_, plan, map, _| {
         Ok(DryRun {
             format: format.name.clone(),
@@ -158,7 +182,7 @@ pub fn dry_run(
 }
 
 /// The arguments of [`build`] and [`dry_run`].
-struct Stages<'a> {
+pub(crate) struct Stages<'a> {
     format: &'a Format,
     inputs: &'a Inputs,
     opts: &'a Options,

@@ -43,8 +43,14 @@ pub struct Manifest {
     /// `disk_size` bytes of a disk it was written to); absent when `added` is not empty.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk_sha256: Option<String>,
-    /// Every partition, in table order.
+    /// Every partition, in table order (none for an ISO 9660 volume).
     pub partitions: Vec<ManifestPartition>,
+    /// The ISO 9660 volume, for an ISO format.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iso: Option<IsoManifest>,
+    /// The netboot files or the kexec tarball, for those formats.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netboot: Option<NetbootManifest>,
     /// The file written (compressed or not): its name, in the manifest's directory.
     pub image: String,
     /// Absent when `added` is not empty and `image` is compressed (zstd, gzip, deflated
@@ -82,4 +88,67 @@ pub struct Manifest {
 
 fn is_off(d: &crate::DedupReport) -> bool {
     *d == crate::DedupReport::default()
+}
+
+/// An ISO 9660 image: its volume, its store image and how it boots.
+#[derive(Clone, Debug, Serialize)]
+pub struct IsoManifest {
+    /// The volume identifier (`iso.volumeID`; the kernel command line's `root=LABEL=`).
+    pub volume_id: String,
+    /// Bytes of the ISO 9660 volume (the image is this, then the backup GPT, padded to MiB).
+    pub volume_size: u64,
+    /// Bytes of `/nix-store.squashfs`, the closure's squashfs store image.
+    pub store_image_size: u64,
+    /// Inodes in the store image.
+    pub store_image_inodes: u32,
+    /// Bytes of `/boot/efi.img`, the FAT image the UEFI entry boots.
+    pub efi_image_size: u64,
+    /// The El Torito boot entries, BIOS (isolinux, x86_64 only) first.
+    pub el_torito: Vec<ElToritoEntry>,
+}
+
+/// One El Torito boot entry of an ISO.
+#[derive(Clone, Debug, Serialize)]
+pub struct ElToritoEntry {
+    /// `bios` or `uefi`.
+    pub platform: String,
+    /// The image's path in the volume.
+    pub image: String,
+    /// Its first 2048-byte block.
+    pub lba: u32,
+    /// 512-byte sectors the firmware loads.
+    pub load_sectors: u16,
+}
+
+/// What a `netboot` or `kexec` build wrote: the initrd carrying the store image and the files
+/// beside it.
+#[derive(Clone, Debug, Serialize)]
+pub struct NetbootManifest {
+    /// The kernel command line of `netboot.ipxe` and `kexec-boot`: `init=<toplevel>/init`
+    /// and the toplevel's kernel parameters.
+    pub command_line: String,
+    /// Bytes of `nix-store.squashfs`, the closure's squashfs store image.
+    pub store_image_size: u64,
+    /// Inodes in the store image.
+    pub store_image_inodes: u32,
+    /// Bytes of the closure's own initrd, unchanged at the start of the netboot initrd.
+    pub closure_initrd_size: u64,
+    /// Bytes of the netboot initrd: the closure's initrd, zeros to a multiple of 4, then an
+    /// uncompressed newc cpio archive holding `nix-store.squashfs`.
+    pub initrd_size: u64,
+    /// The files written (netboot: in the directory; kexec: in the tarball), in order.
+    pub files: Vec<NetbootFile>,
+}
+
+/// One file of a netboot directory or a kexec tarball.
+#[derive(Clone, Debug, Serialize)]
+pub struct NetbootFile {
+    /// Its path in the directory or the tarball.
+    pub name: String,
+    /// Its size in bytes (a symlink: its target's length).
+    pub size: u64,
+    /// Its SHA-256 (netboot's files; a kexec tarball's members are covered by `disk_sha256`,
+    /// the SHA-256 of the uncompressed tar).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }

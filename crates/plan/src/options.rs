@@ -178,10 +178,10 @@ impl Options {
 impl<'a> Context<'a> {
     /// Checks the options against the format and the inputs, and resolves every default.
     pub fn new(format: &'a Format, inputs: &Inputs, opts: &'a Options) -> Result<Context<'a>> {
-        if inputs.bootspec.system != format.system {
+        if !format.system.contains(&inputs.bootspec.system) {
             return Err(Error::WrongSystem {
                 format: format.name.clone(),
-                expected: format.system.clone(),
+                expected: format.system.to_string(),
                 found: inputs.bootspec.system.clone(),
             });
         }
@@ -218,7 +218,13 @@ impl<'a> Context<'a> {
                 .collect(),
             root_free: match opts.size {
                 DiskSize::Auto { free: Some(f) } => f,
-                _ => format.root_partition().free.map_or(0, |b| b.0),
+                // An ISO 9660 format has no root partition, so no free space in one.
+                _ => format
+                    .partitions
+                    .iter()
+                    .find(|p| p.contents == Contents::Root)
+                    .and_then(|p| p.free)
+                    .map_or(0, |b| b.0),
             },
             ids,
         })
@@ -271,6 +277,16 @@ fn check_applies(format: &Format, opts: &Options) -> Result<()> {
             opts.disk_id.is_some() && format.table.kind != TableType::Mbr,
             "--disk-id",
             "has a GPT table, whose disk GUID derives from --seed",
+        ),
+        (
+            !opts.adds.is_empty() && !has(Contents::Root),
+            "--add",
+            "has no root file system (an ISO's files are the system's)",
+        ),
+        (
+            opts.size != DiskSize::Auto { free: None } && !has(Contents::Root),
+            "--size",
+            "is as large as its contents (no root file system to size)",
         ),
         (
             boot_adds && !has(Contents::Esp) && !has(Contents::Firmware),

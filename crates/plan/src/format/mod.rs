@@ -34,6 +34,13 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../../formats/virtualbox.toml"),
     ),
     ("proxmox", include_str!("../../../../formats/proxmox.toml")),
+    ("iso", include_str!("../../../../formats/iso.toml")),
+    (
+        "iso-installer",
+        include_str!("../../../../formats/iso-installer.toml"),
+    ),
+    ("netboot", include_str!("../../../../formats/netboot.toml")),
+    ("kexec", include_str!("../../../../formats/kexec.toml")),
 ];
 
 /// How deep `base` chains may go (a cycle ends here with an error).
@@ -235,6 +242,83 @@ impl<'de> Deserialize<'de> for PartType {
     }
 }
 
+/// The Nix systems a format is for: `system = "x86_64-linux"` or a list
+/// (`system = ["x86_64-linux", "aarch64-linux"]`); the toplevel's system picks one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Systems(pub Vec<String>);
+
+impl Systems {
+    /// Whether a toplevel built for `system` can be written in this format.
+    pub fn contains(&self, system: &str) -> bool {
+        self.0.iter().any(|s| s == system)
+    }
+}
+
+impl std::fmt::Display for Systems {
+    /// `x86_64-linux`, or `x86_64-linux or aarch64-linux`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(" or "))
+    }
+}
+
+impl<'de> Deserialize<'de> for Systems {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(match OneOrMany::deserialize(d)? {
+            OneOrMany::One(s) => Systems(vec![s]),
+            OneOrMany::Many(v) => Systems(v),
+        })
+    }
+}
+
+impl serde::Serialize for Systems {
+    /// One system as a string (as format files wrote it before lists), more as a list.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => s.serialize_str(one),
+            many => many.serialize(s),
+        }
+    }
+}
+
+/// What the image is: a partitioned disk, or an ISO 9660 volume.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Volume {
+    /// A disk: `[table]`, `[[partition]]`s with their filesystems, `[root]`.
+    #[default]
+    Disk,
+    /// An ISO 9660 volume (El Torito BIOS and UEFI, isohybrid MBR and GPT in its system
+    /// area), no partition table of its own: its files are the closure's store image, the
+    /// kernel, the initrd and the boot loaders. A format saying so has no `[table]`,
+    /// `[[partition]]` or `[root]`; its `[bootloader]` (systemd-boot) is the one on the EFI
+    /// boot image.
+    Iso9660,
+    /// nixpkgs' netboot directory: the kernel, an initrd carrying the store image (the
+    /// closure's initrd followed by a newc cpio holding `nix-store.squashfs`) and
+    /// `netboot.ipxe`. No partition table, no `[root]`.
+    Netboot,
+    /// nixpkgs' kexec tree (`bzImage`, `initrd.gz` as netboot's initrd, `kexec-boot`) in a
+    /// gzip-compressed tar under `kexec/`, plus `kexec/run` for nixos-anywhere. No partition
+    /// table, no `[root]`.
+    Kexec,
+}
+
+impl Volume {
+    /// Whether the image is a partitioned disk (`[table]`, `[[partition]]`, `[root]`).
+    pub fn is_disk(self) -> bool {
+        self == Volume::Disk
+    }
+}
+
+/// The keys a disk format must have and an ISO 9660 format must not.
+const DISK_KEYS: [&str; 3] = ["table", "partition", "root"];
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 /// A format's `[table]`.
@@ -244,6 +328,16 @@ pub struct Table {
     pub kind: TableType,
     /// Partition alignment, and the disk size's multiple.
     pub align: Bytes,
+}
+
+impl Default for Table {
+    /// What an ISO 9660 format (which has no `[table]`) carries: never read.
+    fn default() -> Self {
+        Table {
+            kind: TableType::Gpt,
+            align: Bytes(1 << 20),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -281,7 +375,8 @@ pub struct Partition {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
-/// A format's `[root]`: what the root filesystem carries besides the store.
+/// A format's `[root]`: what the root filesystem carries besides the store. An ISO 9660
+/// format has none (its store image always carries `nix-path-registration`).
 pub struct RootOptions {
     #[serde(default = "yes")]
     /// Write the Nix database, so the system is valid from the first boot.
@@ -289,6 +384,16 @@ pub struct RootOptions {
     #[serde(default)]
     /// Ship `/nix-path-registration` for registration at first boot.
     pub nix_path_registration: bool,
+}
+
+impl Default for RootOptions {
+    /// What an ISO 9660 format (which has no `[root]`) carries: never read.
+    fn default() -> Self {
+        RootOptions {
+            database: true,
+            nix_path_registration: false,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -320,6 +425,16 @@ pub struct BootloaderOptions {
     pub timeout: Option<u32>,
 }
 
+impl Default for BootloaderOptions {
+    /// What a netboot or kexec format (which has no `[bootloader]`) carries: never written.
+    fn default() -> Self {
+        BootloaderOptions {
+            kind: Bootloader::SystemdBoot,
+            timeout: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 /// A parsed and validated format file.
@@ -329,8 +444,11 @@ pub struct Format {
     #[serde(default)]
     /// One line, for `imgbuild formats`.
     pub description: String,
-    /// The Nix system the toplevel must be built for (`x86_64-linux`).
-    pub system: String,
+    /// The Nix systems the toplevel may be built for (`x86_64-linux`, or a list).
+    pub system: Systems,
+    /// A partitioned disk (the default) or an ISO 9660 volume.
+    #[serde(default)]
+    pub volume: Volume,
     /// The image's extension (default: the container's, `img` for a raw disk).
     pub extension: String,
     /// Compression of a raw image.
@@ -339,14 +457,17 @@ pub struct Format {
     /// The file the disk is written as (default: raw).
     #[serde(default)]
     pub container: ContainerOptions,
-    /// The partition table.
+    /// The partition table (a disk's; an ISO 9660 format has none: the default, never read).
+    #[serde(default)]
     pub table: Table,
-    #[serde(rename = "partition")]
-    /// The partitions, in table order.
+    #[serde(rename = "partition", default)]
+    /// The partitions, in table order (none for an ISO 9660 format).
     pub partitions: Vec<Partition>,
-    /// What the root filesystem carries.
+    /// What the root filesystem carries (a disk's; an ISO 9660 format has none).
+    #[serde(default)]
     pub root: RootOptions,
-    /// The boot loader.
+    /// The boot loader (netboot and kexec formats have none: the default, never written).
+    #[serde(default)]
     pub bootloader: BootloaderOptions,
 }
 
@@ -375,6 +496,7 @@ impl Format {
                 .unwrap_or_default();
             table.insert("extension".into(), kind.extension().into());
         }
+        check_volume_keys(name, &table)?;
         let f = Format::deserialize(table).map_err(|e| FormatError::Parse {
             name: quote(name),
             message: quote_long(e.message(), MESSAGE_MAX),
@@ -390,6 +512,54 @@ impl Format {
             .find(|p| p.contents == Contents::Root)
             .expect("validate() checked there is exactly one root partition")
     }
+}
+
+/// A disk format has `[table]`, `[[partition]]` and `[root]`; an ISO 9660 format has none of
+/// them (checked on the merged text: after parsing, a default is not told from a table).
+fn check_volume_keys(name: &str, table: &toml::Table) -> Result<(), FormatError> {
+    let volume = table.get("volume").and_then(toml::Value::as_str);
+    let iso = volume.is_some_and(|v| v != "disk");
+    // netboot and kexec boot from the firmware's or the running kernel's loader.
+    let loaderless = matches!(volume, Some("netboot" | "kexec"));
+    match (loaderless, table.contains_key("bootloader")) {
+        (true, true) => {
+            return Err(FormatError::Invalid {
+                name: quote(name),
+                reason: format!(
+                    "a {} volume has no boot loader of its own: no `bootloader`",
+                    volume.unwrap_or_default()
+                ),
+            })
+        }
+        (false, false) => {
+            return Err(FormatError::Parse {
+                name: quote(name),
+                message: "missing field `bootloader`".into(),
+            })
+        }
+        _ => {}
+    }
+    for key in DISK_KEYS {
+        match (iso, table.contains_key(key)) {
+            (true, true) => {
+                return Err(FormatError::Invalid {
+                    name: quote(name),
+                    reason: format!(
+                        "an {} volume has no partition table: no `{key}`",
+                        volume.unwrap_or_default()
+                    ),
+                })
+            }
+            (false, false) => {
+                return Err(FormatError::Parse {
+                    name: quote(name),
+                    message: format!("missing field `{key}`"),
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn quote_long(s: &str, max: usize) -> String {

@@ -13,6 +13,15 @@ impl Format {
 
     fn check(&self) -> Result<(), String> {
         check_extension(&self.extension)?;
+        if self.system.0.is_empty() {
+            return Err("`system` lists no system".into());
+        }
+        if self.volume == Volume::Iso9660 {
+            return self.check_iso();
+        }
+        if matches!(self.volume, Volume::Netboot | Volume::Kexec) {
+            return self.check_netboot();
+        }
         if !self.container.kind.takes_compress() && self.compress != Compression::None {
             return Err(format!(
                 "`compress` applies to raw images; a `{}` container is not compressed again",
@@ -57,6 +66,43 @@ impl Format {
                 return Err("systemd-boot needs a GPT table".into());
             }
             (Bootloader::Extlinux, _) => {}
+        }
+        Ok(())
+    }
+
+    /// An ISO 9660 volume: written as it is (raw, optionally zstd), booted by systemd-boot
+    /// from its EFI image (and isolinux on x86_64).
+    fn check_iso(&self) -> Result<(), String> {
+        if self.container.kind != ContainerType::default() {
+            return Err(format!(
+                "an iso9660 volume is written raw, not in a `{}` container",
+                self.container.kind.name()
+            ));
+        }
+        if self.bootloader.kind != Bootloader::SystemdBoot {
+            return Err("an iso9660 volume boots UEFI with systemd-boot".into());
+        }
+        Ok(())
+    }
+
+    /// Netboot files or a kexec tarball: the initrd and kernel as they are (netboot: raw,
+    /// the directory's files; kexec: the tar, gzip), no `compress`.
+    fn check_netboot(&self) -> Result<(), String> {
+        let (want, what) = match self.volume {
+            Volume::Kexec => (
+                ContainerType::find("gzip"),
+                "a kexec tarball is written as `gzip`",
+            ),
+            _ => (
+                Some(ContainerType::default()),
+                "netboot files are written raw",
+            ),
+        };
+        if Some(self.container.kind) != want {
+            return Err(format!("{what}, not as `{}`", self.container.kind.name()));
+        }
+        if self.compress != Compression::None {
+            return Err(format!("{what}: no `compress`"));
         }
         Ok(())
     }

@@ -30,6 +30,7 @@ kinds! {
     vmdk::Vmdk,
     ova::Ova,
     vma::Vma,
+    gzip::Gzip,
 }
 
 pub use kind::{Compression, ContainerType};

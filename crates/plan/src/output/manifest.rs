@@ -21,21 +21,20 @@ pub(crate) struct Hashes {
     pub disk_sha256: String,
 }
 
-/// The manifest of a build whose stream found `h`.
-pub(crate) fn manifest(
-    cx: &Context,
-    inputs: &Inputs,
-    plan: &Plan,
-    outs: &Outputs,
-    h: Hashes,
-    notes: TreeNotes,
-) -> Manifest {
-    let Hashes {
-        image_size,
-        sha256,
-        disk_sha256,
-    } = h;
-    let lay = &plan.layout;
+/// What the manifest says of the image's layout: the table and partitions of a disk, or the
+/// ISO 9660 volume.
+pub(crate) struct Layout {
+    /// `gpt` or `dos` (an ISO: its isohybrid GPT's).
+    pub table: String,
+    /// GPT disk GUID or MBR disk signature.
+    pub disk_id: String,
+    pub disk_size: u64,
+    pub partitions: Vec<ManifestPartition>,
+    pub iso: Option<crate::manifest::IsoManifest>,
+}
+
+/// The manifest's layout of a planned disk.
+pub(crate) fn disk_layout(cx: &Context, plan: &Plan) -> Layout {
     let partitions = cx
         .format
         .partitions
@@ -61,6 +60,32 @@ pub(crate) fn manifest(
             }
         })
         .collect();
+    Layout {
+        table: match cx.format.table.kind {
+            TableType::Gpt => "gpt".into(),
+            TableType::Mbr => "dos".into(),
+        },
+        disk_id: plan.table.disk_id.clone(),
+        disk_size: plan.layout.disk_size,
+        partitions,
+        iso: None,
+    }
+}
+
+/// The manifest of a build whose stream found `h`.
+pub(crate) fn manifest(
+    cx: &Context,
+    inputs: &Inputs,
+    layout: Layout,
+    outs: &Outputs,
+    h: Hashes,
+    notes: TreeNotes,
+) -> Manifest {
+    let Hashes {
+        image_size,
+        sha256,
+        disk_sha256,
+    } = h;
     // With files added from the host, a hash of the disk or the image would let anyone
     // holding the manifest test guesses of their contents (same closure, same seed: a 4-digit
     // PIN is 10 000 builds): withheld.
@@ -76,19 +101,18 @@ pub(crate) fn manifest(
     Manifest {
         imgbuild_version: env!("CARGO_PKG_VERSION").to_string(),
         format: cx.format.name.clone(),
-        system: cx.format.system.clone(),
+        system: inputs.bootspec.system.clone(),
         toplevel: inputs.toplevel.to_string(),
         closure_source: inputs.source,
         store_paths: inputs.closure.paths.len(),
         nar_size: inputs.closure.total_nar_size(),
-        table: match cx.format.table.kind {
-            TableType::Gpt => "gpt".into(),
-            TableType::Mbr => "dos".into(),
-        },
-        disk_id: plan.table.disk_id.clone(),
-        disk_size: lay.disk_size,
+        table: layout.table,
+        disk_id: layout.disk_id,
+        disk_size: layout.disk_size,
         disk_sha256,
-        partitions,
+        partitions: layout.partitions,
+        iso: layout.iso,
+        netboot: None,
         image: file_name(&outs.image),
         image_size,
         sha256,

@@ -20,10 +20,9 @@ use imgbuild_diskmap::sinks::{Bmap, RawFile, Sha256Sink};
 use imgbuild_diskmap::{Map, Sink, StreamOptions};
 
 pub(crate) use check::check;
-pub(crate) use manifest::{Hashes, TreeNotes};
-pub(crate) use paths::Outputs;
+pub(crate) use manifest::{disk_layout, Hashes, Layout, TreeNotes};
+pub(crate) use paths::{file_name, suffixed, Outputs};
 
-use crate::disk::Plan;
 use crate::kinds::Compression;
 use crate::kinds::{ContainerType, ImageWriter, WriterInput, Written};
 use crate::manifest::Manifest;
@@ -34,12 +33,33 @@ use crate::{error::output_full, Error, Inputs, Reporter, Result};
 pub(crate) fn write(
     cx: &Context,
     inputs: &Inputs,
-    plan: &Plan,
+    layout: Layout,
     map: &Map,
     notes: TreeNotes,
     reporter: &dyn Reporter,
     cancel: &AtomicBool,
 ) -> Result<Manifest> {
+    let parts = Parts { layout, notes };
+    write_with(cx, inputs, parts, map, reporter, cancel, |_| {})
+}
+
+/// What the manifest says besides the hashes: the layout and what building the trees did.
+pub(crate) struct Parts {
+    pub layout: Layout,
+    pub notes: TreeNotes,
+}
+
+/// [`write`], with `more` adding to the manifest before it is written (a format's own part).
+pub(crate) fn write_with(
+    cx: &Context,
+    inputs: &Inputs,
+    parts: Parts,
+    map: &Map,
+    reporter: &dyn Reporter,
+    cancel: &AtomicBool,
+    more: impl FnOnce(&mut Manifest),
+) -> Result<Manifest> {
+    let Parts { layout, notes } = parts;
     let outs = Outputs::of(&cx.output);
     // An image holding a file its owner kept from others is readable by its owner only, and
     // so is its bmap (whose range hashes cover that file).
@@ -65,12 +85,24 @@ pub(crate) fn write(
         phase: format!("writing {}", paths::file_name(&outs.image)),
     };
     run(&job, map, reporter, cancel, |hashes| {
-        let manifest = manifest::manifest(cx, inputs, plan, &outs, hashes, notes);
+        let mut manifest = manifest::manifest(cx, inputs, layout, &outs, hashes, notes);
+        more(&mut manifest);
         let json =
             serde_json::to_string_pretty(&manifest).expect("the manifest is plain data") + "\n";
         let path = outs.manifest.as_ref().expect("a disk image has a manifest");
         Ok((Some(text_file(path, &json, 0o666)?), manifest))
     })
+}
+
+/// The manifest of a build that wrote `outs` (a netboot directory, which is no one stream).
+pub(crate) fn manifest(
+    cx: &Context,
+    inputs: &Inputs,
+    parts: Parts,
+    outs: &Outputs,
+    hashes: Hashes,
+) -> Manifest {
+    manifest::manifest(cx, inputs, parts.layout, outs, hashes, parts.notes)
 }
 
 /// How one output is written: every value final.
@@ -185,7 +217,7 @@ pub(crate) fn run<T>(
 }
 
 /// Writes `text` to `dest.tmp`; the caller renames it into place.
-fn text_file(dest: &Path, text: &str, mode: u32) -> Result<OutputFile> {
+pub(crate) fn text_file(dest: &Path, text: &str, mode: u32) -> Result<OutputFile> {
     let tmp = OutputFile::tmp_path(dest);
     let out = OutputFile::create_with_mode(dest, 0, mode)
         .map_err(Error::from)

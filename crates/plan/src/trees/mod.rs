@@ -60,10 +60,7 @@ pub(crate) struct Trees {
 /// Build the tree of every partition: the root filesystem (store, Nix state, profile, boot
 /// files for extlinux), the ESP (systemd-boot) or the Pi firmware partition, plus `--add`s.
 pub(crate) fn build(cx: &Context, inputs: &Inputs, cancel: &AtomicBool) -> Result<Trees> {
-    let mut choice = bootloader::choose(cx.format, &inputs.bootspec)?;
-    let mut entry =
-        crate::inputs::boot_entry(&inputs.bootspec, crate::inputs::toplevel_dtbs(inputs)?);
-    entry.devicetree = devicetree(&inputs.bootspec, &choice)?;
+    let (mut choice, entry) = choice_and_entry(cx, inputs)?;
     let mut trees = Vec::new();
     let mut added = Vec::new();
     let mut dedup = DedupReport::default();
@@ -93,6 +90,23 @@ pub(crate) fn build(cx: &Context, inputs: &Inputs, cancel: &AtomicBool) -> Resul
         dedup,
         boot: choice.note,
     })
+}
+
+/// The boot loader settings and the generation's boot entry.
+fn choice_and_entry(cx: &Context, inputs: &Inputs) -> Result<(Choice, boot::BootEntry)> {
+    let choice = bootloader::choose(cx.format, &inputs.bootspec)?;
+    let mut entry =
+        crate::inputs::boot_entry(&inputs.bootspec, crate::inputs::toplevel_dtbs(inputs)?);
+    entry.devicetree = devicetree(&inputs.bootspec, &choice)?;
+    Ok((choice, entry))
+}
+
+/// The systemd-boot ESP of the system alone (an ISO's EFI boot image), with the boot loader
+/// settings it follows.
+pub(crate) fn esp_alone(cx: &Context, inputs: &Inputs) -> Result<(Tree, Choice)> {
+    let (mut choice, entry) = choice_and_entry(cx, inputs)?;
+    let tree = esp_tree(cx, inputs, &entry, &mut choice)?;
+    Ok((tree, choice))
 }
 
 /// The bootspec's `org.nixos.systemd-boot.sortKey` (`None`: the builder's default, `nixos`).
@@ -134,6 +148,32 @@ pub(crate) struct RootExtras {
     pub mount_points: Vec<String>,
 }
 
+/// Every store path of the closure grafted under `dir` by its base name, with Nix's canonical
+/// owners, modes and mtime (the root filesystem's `/nix/store`, the store image's top).
+pub(crate) fn graft_closure(
+    tree: &mut Tree,
+    dir: NodeId,
+    inputs: &Inputs,
+    cancel: &AtomicBool,
+) -> Result<()> {
+    let mut scanner = store_scanner();
+    for info in &inputs.closure.paths {
+        imgbuild_blockio::check_cancel(cancel).map_err(|_| Error::Interrupted)?;
+        let host = inputs.store.host_path(&info.path);
+        if let Err(source) = std::fs::symlink_metadata(&host) {
+            return Err(Error::StorePath {
+                path: info.path.to_string(),
+                host,
+                source,
+            });
+        }
+        scanner
+            .graft(tree, dir, info.path.base_name().as_bytes(), &host)
+            .map_err(tree_err(info.path.to_string()))?;
+    }
+    Ok(())
+}
+
 /// The root filesystem's tree: `/nix/store` with the closure, Nix's state directory with the
 /// database, the system profile generation 1 and its GC root, `/etc/NIXOS`, mount points.
 pub(crate) fn root_tree(
@@ -147,24 +187,7 @@ pub(crate) fn root_tree(
         .mkdir_p(b"/nix/store", dir_meta(time))
         .map_err(tree_err("/nix/store".into()))?;
     tree.node_mut(store).meta = Meta::new(0o1775, 0, NIXBLD_GID, time);
-    let mut scanner = store_scanner();
-    for info in &inputs.closure.paths {
-        imgbuild_blockio::check_cancel(cancel).map_err(|_| Error::Interrupted)?;
-        let host = inputs.store.host_path(&info.path);
-        match std::fs::symlink_metadata(&host) {
-            Ok(_) => {}
-            Err(source) => {
-                return Err(Error::StorePath {
-                    path: info.path.to_string(),
-                    host,
-                    source,
-                })
-            }
-        }
-        scanner
-            .graft(&mut tree, store, info.path.base_name().as_bytes(), &host)
-            .map_err(tree_err(info.path.to_string()))?;
-    }
+    graft_closure(&mut tree, store, inputs, cancel)?;
 
     // Nix's state directory, as LocalStore creates it.
     for e in imgbuild_nix::nix_state_files() {
