@@ -15,6 +15,7 @@ mod fixtures;
 mod flash;
 mod hostile;
 mod inspect;
+mod iso;
 mod oracle;
 mod sizes;
 mod unprivileged;

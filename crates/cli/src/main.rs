@@ -144,13 +144,22 @@ fn run_format(argv: Vec<String>) -> Result<()> {
 /// `imgbuild formats`: every built-in format, one line each (or JSON).
 fn formats(json: bool) -> Result<()> {
     let mut list = Vec::new();
+    let mut lines = Vec::new();
     for (name, _) in plan::format::BUILTIN {
         let f = Format::load(name)?;
+        let disk = f.volume == plan::format::Volume::Disk;
+        lines.push(format!(
+            "{:<14} {:<14} {}",
+            f.name,
+            f.system.0.join(","),
+            f.description
+        ));
         list.push(serde_json::json!({
             "name": f.name,
             "description": f.description,
             "system": f.system,
-            "table": f.table.kind,
+            "volume": f.volume,
+            "table": disk.then_some(f.table.kind),
             "container": f.container.kind,
             "compression": f.compress,
             "extension": f.extension,
@@ -160,13 +169,8 @@ fn formats(json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
-    for f in &list {
-        println!(
-            "{:<12} {:<14} {}",
-            f["name"].as_str().unwrap_or_default(),
-            f["system"].as_str().unwrap_or_default(),
-            f["description"].as_str().unwrap_or_default()
-        );
+    for l in lines {
+        println!("{l}");
     }
     Ok(())
 }
