@@ -401,7 +401,9 @@ let
   label = "NixOS ${P.codeName} ${P.nixosVersion} (Linux ${kver})";
   # bootspec v1 as nixpkgs writes it (jq pretty-printed, keys sorted); @out@ = $out.
   # imgbuild: the entries of "org.imgbuild.v1", already indented, sorted by key.
-  bootJsonWith = { kernelParams, imgbuild }:
+  # systemdBoot: the org.nixos.systemd-boot entry nixpkgs' systemd-boot module adds (x86_64's
+  # disk system; the live systems on both, whose UEFI boot is systemd-boot).
+  bootJsonWith = { kernelParams, imgbuild, systemdBoot }:
     let
       v1 = (if P.rpiFirmware then [ "    \"firmware\": \"${rpiFirmware}\"" ] else [ ]) ++ imgbuild;
     in
@@ -419,9 +421,9 @@ let
       "    \"system\": \"${P.system}\","
       "    \"toplevel\": \"@out@\""
       "  },"
-      ("  \"org.nixos.specialisation.v1\": {}" + (if isX86 then "," else ""))
+      ("  \"org.nixos.specialisation.v1\": {}" + (if systemdBoot then "," else ""))
     ]
-    ++ (if isX86 then [ "  \"org.nixos.systemd-boot\": {" "    \"sortKey\": \"nixos\"" "  }" ] else [ ])
+    ++ (if systemdBoot then [ "  \"org.nixos.systemd-boot\": {" "    \"sortKey\": \"nixos\"" "  }" ] else [ ])
     ++ [ "}" ]) + "\n";
 
   fstabHeader = ''
@@ -430,10 +432,10 @@ let
     # Filesystems.
   '';
 
-  mkToplevel = { kernelParams, fstab, imgbuild ? [ ] }: mk {
+  mkToplevel = { kernelParams, fstab, imgbuild ? [ ], systemdBoot ? isX86 }: mk {
     name = "nixos-system-${P.hostName}-${P.nixosVersion}";
     env = {
-      bootJson = bootJsonWith { inherit kernelParams imgbuild; };
+      bootJson = bootJsonWith { inherit kernelParams imgbuild systemdBoot; };
       kernelParams = concatStringsSep " " kernelParams;
     };
     script = ''
@@ -508,6 +510,7 @@ let
   };
 
   isoToplevel = mkToplevel {
+    systemdBoot = true;
     kernelParams = [ "root=LABEL=${P.isoVolumeID}" ] ++ P.kernelParams;
     fstab = liveFstab "/iso/nix-store.squashfs" ''
       /dev/root /iso auto x-initrd.mount 0 0
@@ -518,6 +521,7 @@ let
   };
 
   netbootToplevel = mkToplevel {
+    systemdBoot = true;
     inherit (P) kernelParams;
     fstab = liveFstab "../nix-store.squashfs" "";
     imgbuild = [ "    \"netboot\": {}" ];

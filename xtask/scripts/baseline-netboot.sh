@@ -2,8 +2,8 @@
 # baseline-netboot.sh FIXTURE OUTDIR
 #
 # The conventional pipeline for nixpkgs' netboot (netboot.nix), from the fixture's
-# `result-netboot` toplevel: OUTDIR/<kernel>, OUTDIR/initrd = the closure's initrd followed by
-# an uncompressed newc cpio holding nix-store.squashfs (mksquashfs, make-squashfs.nix's
+# `result-netboot` toplevel: OUTDIR/<kernel>, OUTDIR/initrd = the closure's initrd, zeros to a
+# multiple of 4 bytes, then an uncompressed newc cpio holding nix-store.squashfs (mksquashfs, make-squashfs.nix's
 # layout; Linux unpacks concatenated initramfs archives), and OUTDIR/netboot.ipxe.
 # Needs: squashfs-tools cpio.
 set -euo pipefail
@@ -26,6 +26,9 @@ mkdir "$WORK/cpio"
 store_squashfs "$WORK/cpio/nix-store.squashfs"
 touch -d @1 "$WORK/cpio/nix-store.squashfs"
 cp "$FIX$INITRD" "$WORK/initrd"
+# the kernel looks for the next archive at a 4-byte boundary after the compressed one
+pad=$(((4 - $(stat -c %s "$WORK/initrd") % 4) % 4))
+head -c "$pad" /dev/zero >>"$WORK/initrd"
 (cd "$WORK/cpio" && echo nix-store.squashfs | cpio -o -H newc -R 0:0 --reproducible --quiet) >>"$WORK/initrd"
 cp "$FIX$KERNEL" "$OUT/$KFILE"
 mv -f "$WORK/initrd" "$OUT/initrd"
