@@ -17,7 +17,7 @@ pub const AAVMF_BIOS: &str = "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd";
 /// The console lines that mean SeaBIOS or isolinux gave up.
 const SEABIOS_GIVEUP: &[(&str, &str)] = &[
     ("No bootable device", "SeaBIOS found nothing bootable"),
-    ("boot: ", "isolinux stopped at its boot: prompt"),
+    ("\nboot: ", "isolinux stopped at its boot: prompt"),
 ];
 
 /// The console lines that mean edk2 on aarch64 gave up.
@@ -152,7 +152,7 @@ pub(super) fn boot_netboot(spec: &BootSpec) -> Result<Outcome> {
     run_qemu(spec, c, "tcg", &[])
 }
 
-/// Is this one of the live formats, and which boot it takes.
+/// The live formats: booted by this file, not as a disk with a boot loader.
 pub(super) fn is_live(format: Format) -> bool {
     matches!(
         format,
