@@ -133,8 +133,13 @@ fi
 # The store's contents: every file of the manifest by sha256, every symlink by target
 # (required for live boots, where the squashfs is what is being tested; checked on disks
 # whose toplevel has one)
-MAN=$R$TOPLEVEL/imgbuild-store-manifest
-if [ -d "$MAN" ]; then
+# (the toplevel's link is absolute: resolve it below the mounted root, R)
+MAN=""
+if [ -L "$R$TOPLEVEL/imgbuild-store-manifest" ]; then
+  MAN=$R$(readlink "$R$TOPLEVEL/imgbuild-store-manifest")
+  [ -d "$MAN" ] || fail "store manifest $MAN (linked from the toplevel) is missing"
+fi
+if [ -n "$MAN" ]; then
   sed "s|  /nix/store/|  $R/nix/store/|" "$MAN/sha256" >/tmp/sha256
   sha256sum -c /tmp/sha256 >/tmp/sha256.out 2>&1 ||
     fail "store files differ: $(grep -v ': OK$' /tmp/sha256.out | head -n 3 | tr '\n' ' ')"
