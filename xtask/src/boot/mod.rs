@@ -100,18 +100,23 @@ pub struct BootSpec<'a> {
 }
 
 impl BootSpec<'_> {
-    /// `iso cdrom seabios`: the format, how it is attached, and the firmware when not the
-    /// format's usual one.
+    /// [`how`] of this boot.
     pub fn how(&self) -> String {
-        let fw = match self.firmware {
-            f if f == Firmware::default_for(self.format) => "",
-            Firmware::Bios => " seabios",
-            Firmware::Uefi => " ovmf",
-        };
-        match self.format {
-            Format::Netboot | Format::NetbootAarch64 => format!("{} -kernel", self.format.name()),
-            f => format!("{} {}{fw}", f.name(), self.disk.name()),
-        }
+        how(self.format, self.disk, self.firmware)
+    }
+}
+
+/// `iso cdrom seabios`: the format, how it is attached, and the firmware when not the
+/// format's usual one.
+pub fn how(format: Format, disk: Disk, firmware: Firmware) -> String {
+    let fw = match firmware {
+        f if f == Firmware::default_for(format) => "",
+        Firmware::Bios => " seabios",
+        Firmware::Uefi => " ovmf",
+    };
+    match format {
+        Format::Netboot | Format::NetbootAarch64 => format!("{} -kernel", format.name()),
+        f => format!("{} {}{fw}", f.name(), disk.name()),
     }
 }
 

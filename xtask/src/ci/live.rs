@@ -9,7 +9,7 @@ use std::path::Path;
 
 use super::Run;
 use crate::baseline;
-use crate::boot::{self, BootSpec, Disk, Firmware, Format};
+use crate::boot::{self, Disk, Firmware, Format};
 use crate::fixture::{Arch, FixtureInfo, Variant};
 
 /// The boots of one ISO: (disk, firmware) pairs.
@@ -41,18 +41,8 @@ impl Run {
             &[(Disk::Virtio, Firmware::Uefi)]
         };
         for &(disk, firmware) in ways {
-            let spec = BootSpec {
-                format,
-                image,
-                disk,
-                timeout: boot::default_timeout(format),
-                log: self.console_log(image, (format, firmware, disk)),
-                verbose: false,
-                writable: false,
-                firmware,
-            };
-            let name = format!("boot {who} {}", spec.how());
-            self.boot_spec(&name, &spec, info);
+            let name = format!("boot {who} {}", boot::how(format, disk, firmware));
+            self.boot_on(&name, (format, firmware, disk), image, info, false);
         }
     }
 
