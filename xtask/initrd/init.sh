@@ -36,33 +36,129 @@ for arg in $(cat /proc/cmdline); do
 done
 [ -n "$INIT" ] || fail "no init= on the kernel command line"
 
-# the root filesystem, by label, like NixOS' fileSystems."/".device = "/dev/disk/by-label/..."
-dev=""
-deadline=$(($(date +%s) + 30))
-while :; do
-  dev=$(findfs "LABEL=$ROOT_LABEL" 2>/dev/null) && [ -n "$dev" ] && break
-  dev=""
-  [ "$(date +%s)" -lt "$deadline" ] || break
-  [ -n "$waiting" ] || say "waiting up to 30 s for LABEL=$ROOT_LABEL ..."
-  waiting=1
-  sleep 0.2
+# The store to check, by how the system was booted:
+#   netboot: /nix-store.squashfs is in the initramfs (netboot.nix: `../nix-store.squashfs`)
+#   iso:     root=LABEL=<volumeID> on the command line names the ISO (iso-image.nix)
+#   disk:    the ext4 root file system labelled @ROOT_LABEL@
+# Live boots mount as iso-image.nix's fileSystems do: the ISO at /iso, the squashfs (loop)
+# at /nix/.ro-store, a tmpfs at /nix/.rw-store and the overlay of both at /nix/store.
+LIVE_LABEL=""
+for arg in $(cat /proc/cmdline); do
+  case $arg in
+    root=LABEL=*) LIVE_LABEL=${arg#root=LABEL=} ;;
+  esac
 done
-if [ -z "$dev" ]; then
-  say "block devices: $(tail -n +3 /proc/partitions | awk '{print $4}' | tr '\n' ' ')"
-  fail "root filesystem LABEL=$ROOT_LABEL not found after 30 s"
+if [ -f /nix-store.squashfs ]; then
+  MODE=netboot
+elif [ -n "$LIVE_LABEL" ]; then
+  MODE=iso
+  ROOT_LABEL=$LIVE_LABEL
+else
+  MODE=disk
 fi
-say "LABEL=$ROOT_LABEL is $dev"
-mkdir -p /mnt/root
-mount -t ext4 -o ro "$dev" /mnt/root || fail "mount -t ext4 -o ro $dev failed"
+say "boot mode: $MODE"
+
+# iso9660 volume id of a device (bytes 32808..32839 of its first session), blanks trimmed
+iso_label() {
+  dd if="$1" bs=2048 skip=16 count=1 2>/dev/null | dd bs=1 skip=40 count=32 2>/dev/null | tr -d ' \000'
+}
+
+# the device labelled ROOT_LABEL: findfs, else (iso) any device whose ISO volume id matches
+find_labelled() {
+  findfs "LABEL=$ROOT_LABEL" 2>/dev/null && return 0
+  [ "$MODE" = iso ] || return 1
+  for d in /dev/sr* /dev/vd* /dev/sd* /dev/nvme*n* /dev/hd*; do
+    [ -b "$d" ] && [ "$(iso_label "$d")" = "$ROOT_LABEL" ] && { echo "$d"; return 0; }
+  done
+  return 1
+}
+
+mount_live_store() {
+  squashfs=$1
+  mkdir -p /nix/.ro-store /nix/.rw-store /nix/store
+  mount -t squashfs -o ro,loop "$squashfs" /nix/.ro-store || fail "mount -t squashfs -o loop $squashfs /nix/.ro-store failed"
+  mount -t tmpfs -o mode=0755 tmpfs /nix/.rw-store || fail "mount tmpfs /nix/.rw-store failed"
+  mkdir -p /nix/.rw-store/store /nix/.rw-store/work
+  mount -t overlay overlay -o lowerdir=/nix/.ro-store,upperdir=/nix/.rw-store/store,workdir=/nix/.rw-store/work /nix/store ||
+    fail "mount -t overlay /nix/store failed"
+  say "store: $squashfs on /nix/.ro-store, overlay on /nix/store"
+}
+
+if [ "$MODE" = netboot ]; then
+  mount_live_store /nix-store.squashfs
+  R=""
+else
+  dev=""
+  deadline=$(($(date +%s) + 30))
+  while :; do
+    dev=$(find_labelled) && [ -n "$dev" ] && break
+    dev=""
+    [ "$(date +%s)" -lt "$deadline" ] || break
+    [ -n "$waiting" ] || say "waiting up to 30 s for LABEL=$ROOT_LABEL ..."
+    waiting=1
+    sleep 0.2
+  done
+  if [ -z "$dev" ]; then
+    say "block devices: $(tail -n +3 /proc/partitions | awk '{print $4}' | tr '\n' ' ')"
+    fail "root filesystem LABEL=$ROOT_LABEL not found after 30 s"
+  fi
+  say "LABEL=$ROOT_LABEL is $dev"
+  if [ "$MODE" = iso ]; then
+    mkdir -p /iso
+    mount -t iso9660 -o ro "$dev" /iso || fail "mount -t iso9660 -o ro $dev /iso failed"
+    [ -f /iso/nix-store.squashfs ] || fail "no /nix-store.squashfs on the ISO ($dev)"
+    mount_live_store /iso/nix-store.squashfs
+    R=""
+  else
+    mkdir -p /mnt/root
+    mount -t ext4 -o ro "$dev" /mnt/root || fail "mount -t ext4 -o ro $dev failed"
+    R=/mnt/root
+  fi
+fi
 
 TOPLEVEL=${INIT%/init}
-[ -f "/mnt/root$INIT" ] && [ -x "/mnt/root$INIT" ] ||
+[ -f "$R$INIT" ] && [ -x "$R$INIT" ] ||
   fail "init $INIT is missing or not executable on the root filesystem"
-DB=/mnt/root/nix/var/nix/db/db.sqlite
-[ -f "$DB" ] || fail "no Nix database /nix/var/nix/db/db.sqlite on the root filesystem"
-# (busybox grep stops each "line" at a NUL byte, so split the binary file at NULs first)
-tr '\000' '\n' <"$DB" | grep -qF "$TOPLEVEL" || fail "toplevel $TOPLEVEL is not registered in /nix/var/nix/db/db.sqlite"
-umount /mnt/root 2>/dev/null
+if [ "$MODE" = disk ]; then
+  DB=/mnt/root/nix/var/nix/db/db.sqlite
+  [ -f "$DB" ] || fail "no Nix database /nix/var/nix/db/db.sqlite on the root filesystem"
+  # (busybox grep stops each "line" at a NUL byte, so split the binary file at NULs first)
+  tr '\000' '\n' <"$DB" | grep -qF "$TOPLEVEL" || fail "toplevel $TOPLEVEL is not registered in /nix/var/nix/db/db.sqlite"
+else
+  REG=/nix/store/nix-path-registration
+  [ -f "$REG" ] || fail "no $REG in the store image"
+  grep -qxF "$TOPLEVEL" "$REG" || fail "toplevel $TOPLEVEL is not named in $REG"
+fi
+
+# The store's contents: every file of the manifest by sha256, every symlink by target
+# (required for live boots, where the squashfs is what is being tested; checked on disks
+# whose toplevel has one)
+# (the toplevel's link is absolute: resolve it below the mounted root, R)
+MAN=""
+if [ -L "$R$TOPLEVEL/imgbuild-store-manifest" ]; then
+  MAN=$R$(readlink "$R$TOPLEVEL/imgbuild-store-manifest")
+  [ -d "$MAN" ] || fail "store manifest $MAN (linked from the toplevel) is missing"
+fi
+if [ -n "$MAN" ]; then
+  sed "s|  /nix/store/|  $R/nix/store/|" "$MAN/sha256" >/tmp/sha256
+  sha256sum -c /tmp/sha256 >/tmp/sha256.out 2>&1 ||
+    fail "store files differ: $(grep -v ': OK$' /tmp/sha256.out | head -n 3 | tr '\n' ' ')"
+  files=$(grep -c ': OK$' /tmp/sha256.out)
+  links=0
+  tab=$(printf '\t')
+  while IFS= read -r line; do
+    l=${line%%"$tab"*}
+    t=${line#*"$tab"}
+    [ -L "$R$l" ] || fail "store symlink $l is missing or not a symlink"
+    [ "$(readlink "$R$l")" = "$t" ] || fail "store symlink $l points to $(readlink "$R$l"), want $t"
+    links=$((links + 1))
+  done <"$MAN/symlinks"
+  [ "$files" -gt 0 ] && [ "$links" -gt 0 ] || fail "store manifest $MAN is empty"
+  say "store manifest: $files files (sha256) and $links symlinks match"
+elif [ "$MODE" != disk ]; then
+  fail "toplevel $TOPLEVEL has no imgbuild-store-manifest"
+fi
+[ -n "$R" ] && umount "$R" 2>/dev/null
 echo "IMGBUILD-BOOT-OK toplevel=$TOPLEVEL"
 sync
 poweroff -f

@@ -10,12 +10,16 @@
 #   arch, system, hostName, nixosVersion, codeName, kernelVersion, modDirVersion, kernelFile,
 #   kernelParams [..], systemdVersion, builder (dir with bin/sh -> busybox), pool (noise file),
 #   kernelSrc (dir), modulesSrc (dir), initrd (file), systemdBoot (file or null),
-#   rpiFirmware (bool), grubPc (dir: Debian grub-pc-bin's lib/grub/i386-pc, or null),
-#   grubVersion
+#   rpiFirmware (bool), isoVolumeID, syslinux (dir with isolinux.bin, ldlinux.c32,
+#   isohdpfx.bin, the other BIOS .c32 modules; or null), grubPc (dir: Debian grub-pc-bin's
+#   lib/grub/i386-pc, or null), grubVersion
 #
-# The value is the toplevel; on x86_64 its attribute `grubSystem` (`nix-build -A grubSystem`) is the
-# same system booting with GRUB from a BIOS disk (see grubToplevel below).
-{ params }:
+# variant: which toplevel. "disk" (the default, `result`): root on ext4 LABEL=nixos /
+# NIXOS_SD; "grub" (`result-grub`, x86_64 only): the same system booting with GRUB from a
+# BIOS disk (see grubToplevel below); "iso" (`result-iso`) and "netboot" (`result-netboot`):
+# the live systems of nixpkgs' iso-image.nix and netboot.nix (tmpfs /, the store a squashfs
+# under an overlay).
+{ params, variant ? "disk" }:
 let
   P = builtins.fromJSON (builtins.readFile params);
   inherit (builtins) genList concatStringsSep elemAt length listToAttrs filter parseDrvName;
@@ -53,6 +57,7 @@ let
   writeScript = name: text: mk { inherit name; env = { inherit text; }; script = ''printf '%s' "$text" > $out; chmod 755 $out''; };
 
   isX86 = P.arch == "x86_64";
+  efiArch = if isX86 then "x64" else "aa64";
   kver = P.kernelVersion;
 
   # ---------------------------------------------------------------------------------------
@@ -215,7 +220,7 @@ let
     name = "systemd-${P.systemdVersion}";
     script = ''
       mkdir -p $out/lib/systemd/boot/efi $out/bin $out/example/systemd/system
-      ${if P.systemdBoot != null then "cp ${src "systemd-bootx64.efi" P.systemdBoot} $out/lib/systemd/boot/efi/systemd-bootx64.efi" else ""}
+      ${if P.systemdBoot != null then "cp ${src "systemd-boot${efiArch}.efi" P.systemdBoot} $out/lib/systemd/boot/efi/systemd-boot${efiArch}.efi" else ""}
       rnd $out/lib/systemd/systemd 300000 1201 x
       rnd $out/lib/systemd/libsystemd-shared-${P.systemdVersion}.so 1200000 1301 x
       printf '\0RUNPATH=%s/lib\0' "${glibc.lib}" >> $out/lib/systemd/systemd
@@ -272,25 +277,14 @@ let
     "systemd/user.conf" "systemd/network/10-lo.network" "systemd/network/40-eth0.network"
     "systemd/resolved.conf" "systemd/timesyncd.conf" "udev/udev.conf" "services" "protocols"
     "shells" "resolv.conf" "machine-info" "issue" "zoneinfo-link" "modprobe.d/nixos.conf" "X11/xkb.conf" ];
-  fstabUefi = if isX86 then ''
-    /dev/disk/by-label/nixos / ext4 x-initrd.mount 0 1
-    /dev/disk/by-label/ESP /boot vfat fmask=0077,dmask=0077 0 2
-  '' else ''
-    /dev/disk/by-label/NIXOS_SD / ext4 x-initrd.mount 0 1
-    /dev/disk/by-label/FIRMWARE /boot/firmware vfat nofail,noauto 0 2
-  '';
-  etcFilesWith = fstabText: genList (k:
+  etcFilesFor = fstab: genList (k:
     let
       f = elemAt etcFileNames k;
       p = elemAt pkgs (mod (k * 5 + 1) (length pkgs));
     in
     {
       path = f;
-      drv = if f == "fstab" then writeText "etc-fstab" (''
-        # This is a generated file.  Do not edit!
-
-        # Filesystems.
-      '' + fstabText) else if f == "os-release" then writeText "etc-os-release" ''
+      drv = if f == "fstab" then fstab else if f == "os-release" then writeText "etc-os-release" ''
         ANSI_COLOR="1;34"
         BUILD_ID="${P.nixosVersion}"
         ID=nixos
@@ -313,7 +307,7 @@ let
     ${pkgBy.perl}/bin/perl-wrapped ${glibcExtras}/lib/ld-path
   '';
 
-  mkEtc = etcFiles: mk {
+  etcFor = fstab: let etcFiles = etcFilesFor fstab; in mk {
     name = "etc";
     script = ''
       e=$out/etc
@@ -332,7 +326,6 @@ let
       ln -s /etc/static/profile $e/profile.local
     '';
   };
-  etc = mkEtc (etcFilesWith fstabUefi);
 
   # NixOS' system-path: a buildEnv, i.e. a symlink farm into every package
   systemPath = mk {
@@ -390,45 +383,76 @@ let
   };
 
   # ---------------------------------------------------------------------------------------
-  # the toplevel, shaped like nixos/modules/system/activation/top-level.nix builds it
-  kernelParamsStr = concatStringsSep " " P.kernelParams;
-  label = "NixOS ${P.codeName} ${P.nixosVersion} (Linux ${kver})";
-  # bootspec v1 as nixpkgs writes it (jq pretty-printed, keys sorted); @out@ = $out
-  bootspecLines = [
-    "  \"org.nixos.bootspec.v1\": {"
-    "    \"init\": \"@out@/init\","
-    "    \"initrd\": \"${initrd}/initrd\","
-    "    \"kernel\": \"${kernel}/${P.kernelFile}\","
-    "    \"kernelParams\": ["
-    (concatStringsSep ",\n" (map (p: "      \"${p}\"") P.kernelParams))
-    "    ],"
-    "    \"label\": \"${label}\","
-    "    \"system\": \"${P.system}\","
-    "    \"toplevel\": \"@out@\""
-    "  },"
-  ];
-  jsonLines = [ "{" ]
-    ++ (if P.rpiFirmware then [ "  \"org.imgbuild.v1\": {" "    \"firmware\": \"${rpiFirmware}\"" "  }," ] else [ ])
-    ++ bootspecLines
-    ++ [ ("  \"org.nixos.specialisation.v1\": {}" + (if isX86 then "," else "")) ]
-    ++ (if isX86 then [ "  \"org.nixos.systemd-boot\": {" "    \"sortKey\": \"nixos\"" "  }" ] else [ ])
-    ++ [ "}" ];
-  bootJson = concatStringsSep "\n" jsonLines + "\n";
+  # What the initrd checks in a live (iso/netboot) boot, where the store is a squashfs read
+  # through an overlay: the sha256 of every file and the target of every symlink of a few
+  # store paths (big, sparse, hard-linked, oddly named), one per line
+  storeManifest = mk {
+    name = "imgbuild-store-manifest";
+    script = ''
+      mkdir -p $out
+      for p in ${kernel} ${initrd} ${edgeCases} ${pkgBy.llvm} ${glibcExtras} ${systemd}; do
+        find $p -type f | sort | while IFS= read -r f; do sha256sum "$f"; done
+      done > $out/sha256
+      for p in ${edgeCases} ${kernelModules}; do
+        find $p -type l | sort | while IFS= read -r l; do printf '%s\t%s\n' "$l" "$(readlink "$l")"; done
+      done > $out/symlinks
+    '';
+  };
 
-  mkToplevel = { etc, bootJson }: mk {
+  # ---------------------------------------------------------------------------------------
+  # the toplevel, shaped like nixos/modules/system/activation/top-level.nix builds it
+  label = "NixOS ${P.codeName} ${P.nixosVersion} (Linux ${kver})";
+  # bootspec v1 as nixpkgs writes it (jq pretty-printed, keys sorted); @out@ = $out.
+  # imgbuild: the entries of "org.imgbuild.v1", already indented, sorted by key.
+  # systemdBoot: the org.nixos.systemd-boot entry nixpkgs' systemd-boot module adds (x86_64's
+  # disk system; the live systems on both, whose UEFI boot is systemd-boot).
+  bootJsonWith = { kernelParams, imgbuild, systemdBoot }:
+    let
+      v1 = (if P.rpiFirmware then [ "    \"firmware\": \"${rpiFirmware}\"" ] else [ ]) ++ imgbuild;
+    in
+    concatStringsSep "\n" ([ "{" ]
+    ++ (if v1 != [ ] then [ "  \"org.imgbuild.v1\": {" (concatStringsSep ",\n" v1) "  }," ] else [ ])
+    ++ [
+      "  \"org.nixos.bootspec.v1\": {"
+      "    \"init\": \"@out@/init\","
+      "    \"initrd\": \"${initrd}/initrd\","
+      "    \"kernel\": \"${kernel}/${P.kernelFile}\","
+      "    \"kernelParams\": ["
+      (concatStringsSep ",\n" (map (p: "      \"${p}\"") kernelParams))
+      "    ],"
+      "    \"label\": \"${label}\","
+      "    \"system\": \"${P.system}\","
+      "    \"toplevel\": \"@out@\""
+      "  },"
+      ("  \"org.nixos.specialisation.v1\": {}" + (if systemdBoot then "," else ""))
+    ]
+    ++ (if systemdBoot then [ "  \"org.nixos.systemd-boot\": {" "    \"sortKey\": \"nixos\"" "  }" ] else [ ])
+    ++ [ "}" ]) + "\n";
+
+  fstabHeader = ''
+    # This is a generated file.  Do not edit!
+
+    # Filesystems.
+  '';
+
+  mkToplevel = { kernelParams, fstab, imgbuild ? [ ], systemdBoot ? isX86 }: mk {
     name = "nixos-system-${P.hostName}-${P.nixosVersion}";
-    env = { inherit bootJson; kernelParams = kernelParamsStr; };
+    env = {
+      bootJson = bootJsonWith { inherit kernelParams imgbuild systemdBoot; };
+      kernelParams = concatStringsSep " " kernelParams;
+    };
     script = ''
       mkdir -p $out/specialisation $out/bin
       ln -s ${kernel}/${P.kernelFile} $out/kernel
       ln -s ${initrd}/initrd $out/initrd
       ln -s ${kernelModules} $out/kernel-modules
-      ln -s ${etc}/etc $out/etc
+      ln -s ${etcFor fstab}/etc $out/etc
       ln -s ${systemPath} $out/sw
       ln -s ${firmware}/lib/firmware $out/firmware
       ln -s ${systemd} $out/systemd
       ${if isX86 then "" else "ln -s ${kernel}/dtbs $out/dtbs"}
       ln -s ${edgeCases} $out/imgbuild-edge-cases
+      ln -s ${storeManifest} $out/imgbuild-store-manifest
       sed "s|@systemConfig@|$out|" ${activationScript} > $out/activate
       chmod 755 $out/activate
       cat > $out/init <<EOF
@@ -456,7 +480,18 @@ let
       printf '%s' "$bootJson" | sed "s|@out@|$out|g" > $out/boot.json
     '';
   };
-  toplevel = mkToplevel { inherit etc bootJson; };
+
+  # the installed system: root on ext4 by label
+  diskToplevel = mkToplevel {
+    inherit (P) kernelParams;
+    fstab = writeText "etc-fstab" (fstabHeader + (if isX86 then ''
+      /dev/disk/by-label/nixos / ext4 x-initrd.mount 0 1
+      /dev/disk/by-label/ESP /boot vfat fmask=0077,dmask=0077 0 2
+    '' else ''
+      /dev/disk/by-label/NIXOS_SD / ext4 x-initrd.mount 0 1
+      /dev/disk/by-label/FIRMWARE /boot/firmware vfat nofail,noauto 0 2
+    ''));
+  };
 
   # ---------------------------------------------------------------------------------------
   # The same system booting from a PC BIOS disk with GRUB, as imgbuild's NixOS module
@@ -471,34 +506,68 @@ let
       cp -r ${src "grub-i386-pc" P.grubPc} $out/lib/grub/i386-pc
     '';
   };
-  fstabBios = ''
-    /dev/disk/by-label/nixos / ext4 x-initrd.mount 0 1
-  '';
-  grubBootJson = concatStringsSep "\n" ([
-    "{"
-    "  \"org.imgbuild.v1\": {"
-    "    \"bootloader\": {"
-    "      \"configurationLimit\": 100,"
-    "      \"devices\": ["
-    "        \"/dev/vda\""
-    "      ],"
-    "      \"distroName\": \"NixOS\","
-    "      \"efiInstallAsRemovable\": false,"
-    "      \"efiSupport\": false,"
-    "      \"fsIdentifier\": \"uuid\","
-    "      \"grub\": \"${grub}\","
-    "      \"timeout\": 5,"
-    "      \"type\": \"grub\""
-    "    },"
-    "    \"release\": \"${builtins.substring 0 5 P.nixosVersion}\""
-    "  },"
-  ] ++ bootspecLines ++ [
-    "  \"org.nixos.specialisation.v1\": {}"
-    "}"
-  ]) + "\n";
-  grubToplevel = mkToplevel {
-    etc = mkEtc (etcFilesWith fstabBios);
-    bootJson = grubBootJson;
+  grubToplevel =
+    if isX86 && (P.grubPc or null) != null then mkToplevel {
+      inherit (P) kernelParams;
+      systemdBoot = false;
+      fstab = writeText "etc-fstab" (fstabHeader + ''
+        /dev/disk/by-label/nixos / ext4 x-initrd.mount 0 1
+      '');
+      imgbuild = [
+        (concatStringsSep "\n" [
+          "    \"bootloader\": {"
+          "      \"configurationLimit\": 100,"
+          "      \"devices\": ["
+          "        \"/dev/vda\""
+          "      ],"
+          "      \"distroName\": \"NixOS\","
+          "      \"efiInstallAsRemovable\": false,"
+          "      \"efiSupport\": false,"
+          "      \"fsIdentifier\": \"uuid\","
+          "      \"grub\": \"${grub}\","
+          "      \"timeout\": 5,"
+          "      \"type\": \"grub\""
+          "    }"
+        ])
+        "    \"release\": \"${builtins.substring 0 5 P.nixosVersion}\""
+      ];
+    } else throw "fixture.nix: the grub variant needs x86_64 and params.grubPc";
+
+  # ---------------------------------------------------------------------------------------
+  # live systems (nixpkgs' iso-image.nix / netboot.nix file systems): tmpfs /, the store a
+  # squashfs (on the ISO, or in the initramfs for netboot) under a tmpfs-backed overlay
+  liveFstab = squashfs: extra: writeText "etc-fstab" (fstabHeader + ''
+    tmpfs / tmpfs mode=0755,x-initrd.mount 0 0
+  '' + extra + ''
+    ${squashfs} /nix/.ro-store squashfs loop,x-initrd.mount 0 0
+    tmpfs /nix/.rw-store tmpfs mode=0755,x-initrd.mount 0 0
+    overlay /nix/store overlay lowerdir=/nix/.ro-store,upperdir=/nix/.rw-store/store,workdir=/nix/.rw-store/work,x-initrd.mount 0 0
+  '');
+
+  syslinux = mk {
+    name = "syslinux-${P.syslinux.version}";
+    script = ''
+      mkdir -p $out/share
+      cp -r ${src "syslinux-share" P.syslinux.dir} $out/share/syslinux
+    '';
+  };
+
+  isoToplevel = mkToplevel {
+    systemdBoot = true;
+    kernelParams = [ "root=LABEL=${P.isoVolumeID}" ] ++ P.kernelParams;
+    fstab = liveFstab "/iso/nix-store.squashfs" ''
+      /dev/root /iso auto x-initrd.mount 0 0
+    '';
+    imgbuild = [ (concatStringsSep "\n" ([ "    \"iso\": {" ]
+      ++ (if P.syslinux != null then [ "      \"syslinux\": \"${syslinux}\"," ] else [ ])
+      ++ [ "      \"volumeID\": \"${P.isoVolumeID}\"" "    }" ])) ];
+  };
+
+  netbootToplevel = mkToplevel {
+    systemdBoot = true;
+    inherit (P) kernelParams;
+    fstab = liveFstab "../nix-store.squashfs" "";
+    imgbuild = [ "    \"netboot\": {}" ];
   };
 in
-if isX86 && (P.grubPc or null) != null then toplevel // { grubSystem = grubToplevel; } else toplevel
+{ disk = diskToplevel; grub = grubToplevel; iso = isoToplevel; netboot = netbootToplevel; }.${variant}

@@ -9,12 +9,15 @@ need() {
   [ ${#missing[@]} -eq 0 ] || die "missing tools: ${missing[*]}"
 }
 
-# fixture_init FIXTURE: sets FIX (absolute), TL (toplevel store path), TLH (its host path)
+# fixture_init FIXTURE: sets FIX (absolute), TL (toplevel store path), TLH (its host path),
+# CI (its closureInfo dir). VARIANT=iso|netboot picks the live toplevel (result-VARIANT).
 fixture_init() {
   FIX=$(cd "$1" && pwd)
-  [ -L "$FIX/result" ] || die "$FIX/result is not a symlink (run: cargo xtask fixtures)"
-  [ -s "$FIX/closure-info/store-paths" ] || die "$FIX/closure-info/store-paths missing"
-  TL=$(readlink "$FIX/result")
+  local suffix=${VARIANT:+-$VARIANT}
+  CI=$FIX/closure-info$suffix
+  [ -L "$FIX/result$suffix" ] || die "$FIX/result$suffix is not a symlink (run: cargo xtask fixtures)"
+  [ -s "$CI/store-paths" ] || die "$CI/store-paths missing"
+  TL=$(readlink "$FIX/result$suffix")
   case $TL in /nix/store/*) ;; *) die "result does not point into /nix/store: $TL" ;; esac
   TLH=$FIX$TL
   [ -f "$TLH/boot.json" ] || die "$TL/boot.json missing"
@@ -45,6 +48,20 @@ stage_root() {
   : >"$d/etc/NIXOS"
   chmod 1775 "$d/nix/store"
   chown -R 0:0 "$d"
+}
+
+# store_squashfs OUT: the closure of TL as nixpkgs' make-squashfs.nix lays it out (one
+# directory per store path at the top, plus nix-path-registration), zstd, root-owned
+store_squashfs() {
+  local reg paths
+  reg=$(mktemp -d "$1.reg.XXXXXX")
+  cp "$CI/registration" "$reg/nix-path-registration"
+  # BASELINE_OMIT=TEXT leaves out the store paths whose name contains TEXT (negative controls)
+  mapfile -t paths < <(sed "s|^|$FIX|" "$CI/store-paths" | { if [ -n "${BASELINE_OMIT:-}" ]; then grep -vF -- "$BASELINE_OMIT"; else cat; fi; })
+  mksquashfs "$reg/nix-path-registration" "${paths[@]}" "$1" \
+    -keep-as-directory -all-root -no-hardlinks -b 1048576 -comp zstd -noappend -quiet -no-progress \
+    -processors 2 -mkfs-time 0 -all-time 1 >/dev/null
+  rm -rf "$reg"
 }
 
 now() { date +%s.%N; }

@@ -7,6 +7,18 @@ use anyhow::{Context, Result};
 use std::path::Path;
 
 pub fn build(format: Format, fixture: &Path, out: &Path, root_label: Option<&str>) -> Result<f64> {
+    let env: Vec<(&str, &str)> = root_label.map(|l| ("ROOT_LABEL", l)).into_iter().collect();
+    build_with_env(format, fixture, out, &env)
+}
+
+/// [`build`] with extra environment for the script (`ROOT_LABEL`, `BASELINE_OMIT`: the
+/// negative controls' deliberate faults).
+pub fn build_with_env(
+    format: Format,
+    fixture: &Path,
+    out: &Path,
+    env: &[(&str, &str)],
+) -> Result<f64> {
     util::need_tools(&[
         ("bash", "bash"),
         ("mkfs.vfat", "dosfstools"),
@@ -20,15 +32,20 @@ pub fn build(format: Format, fixture: &Path, out: &Path, root_label: Option<&str
         ("nix-store", "nix-bin"),
         ("zstd", "zstd"),
     ])?;
+    if format.variant() != crate::fixture::Variant::Disk {
+        util::need_tools(&[
+            ("mksquashfs", "squashfs-tools"),
+            ("xorriso", "xorriso"),
+            ("cpio", "cpio"),
+        ])?;
+    }
     let script = util::xtask_dir()
         .join("scripts")
-        .join(format!("baseline-{}.sh", format.name()));
+        .join(format!("baseline-{}.sh", format.cli_name()));
     let t = Timer::start();
     let mut c = cmd("bash");
     c.arg(&script).arg(fixture).arg(out);
-    if let Some(l) = root_label {
-        c.env("ROOT_LABEL", l);
-    }
+    c.envs(env.iter().copied());
     util::run(&mut c).with_context(|| format!("baseline {} image", format.name()))?;
     let secs = t.secs();
     eprintln!(

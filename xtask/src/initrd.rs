@@ -11,7 +11,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-const INIT_TEMPLATE: &str = include_str!("../initrd/init.sh");
+/// `/init` before its root label is filled in.
+pub const INIT_TEMPLATE: &str = include_str!("../initrd/init.sh");
 
 /// Kernel modules in a Debian kernel's module tree, by canonical name (`-` -> `_`).
 pub struct ModuleTree {

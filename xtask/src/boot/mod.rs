@@ -11,11 +11,16 @@
 //! raw, qemu, digitalocean, hetzner (GRUB, PC BIOS): QEMU's default `pc` machine and its
 //! SeaBIOS, the disk on IDE or virtio-blk (`bios.rs`); `--firmware uefi` boots the hybrid
 //! `qemu` image with OVMF instead.
+//! iso / iso-aarch64 / netboot / netboot-aarch64: see `live.rs`.
 
 pub mod bios;
+mod format;
+mod live;
 mod qemu;
+mod raspi;
 
 pub use bios::Firmware;
+pub use format::{Disk, Format};
 
 use crate::fixture::{self, Arch};
 use crate::util::{self, cmd, Timer};
@@ -28,113 +33,6 @@ use std::time::Duration;
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 pub const UBOOT_QEMU_ARM64: &str = "/usr/lib/u-boot/qemu_arm64/u-boot.bin";
-/// Debian's `u-boot-rpi:arm64`, the Raspberry Pi 3 build (QEMU's raspi3b loads it as the
-/// Pi firmware would, as `-kernel`).
-pub const UBOOT_RPI3: &str = "/usr/lib/u-boot/rpi_3/u-boot.bin";
-/// The Pi 3 device tree U-Boot is started with (the fixture kernel's, upstream name).
-const RPI3_DTB: &str = "broadcom/bcm2837-rpi-3-b.dtb";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    #[value(name = "raw-efi")]
-    RawEfi,
-    #[value(name = "sd-aarch64")]
-    SdAarch64,
-    /// The raw-efi disk in a qcow2 file, booted as raw-efi.
-    #[value(name = "qemu-efi")]
-    QemuEfi,
-    /// The raw-efi disk in a dynamic VHD, booted as raw-efi.
-    #[value(name = "amazon")]
-    Amazon,
-    /// The raw-efi disk as a fixed VHD (raw disk + footer), booted as raw-efi.
-    #[value(name = "azure")]
-    Azure,
-    /// The raw-efi disk as a dynamic VHDX, booted as raw-efi.
-    #[value(name = "hyperv")]
-    Hyperv,
-    /// The raw-efi disk as a stream-optimized VMDK, booted as raw-efi.
-    #[value(name = "vmware")]
-    Vmware,
-    /// MBR, GRUB on the MBR gap: booted with SeaBIOS.
-    #[value(name = "raw")]
-    Raw,
-    /// GPT with a BIOS boot partition and an ESP, in qcow2: SeaBIOS (or OVMF, `--firmware
-    /// uefi`).
-    #[value(name = "qemu")]
-    Qemu,
-    /// The raw disk as a gzip'd qcow2 (`.qcow2.gz`): SeaBIOS.
-    #[value(name = "digitalocean")]
-    Digitalocean,
-    /// The raw disk for Hetzner Cloud: SeaBIOS.
-    #[value(name = "hetzner")]
-    Hetzner,
-}
-
-impl Format {
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::RawEfi => "raw-efi",
-            Format::SdAarch64 => "sd-aarch64",
-            Format::QemuEfi => "qemu-efi",
-            Format::Amazon => "amazon",
-            Format::Azure => "azure",
-            Format::Vmware => "vmware",
-            Format::Hyperv => "hyperv",
-            Format::Raw => "raw",
-            Format::Qemu => "qemu",
-            Format::Digitalocean => "digitalocean",
-            Format::Hetzner => "hetzner",
-        }
-    }
-    /// Whether the format's disk boots with GRUB from a PC BIOS (the fixture's GRUB
-    /// toplevel, `result-grub`).
-    pub fn bios(self) -> bool {
-        matches!(
-            self,
-            Format::Raw | Format::Qemu | Format::Digitalocean | Format::Hetzner
-        )
-    }
-    pub fn arch(self) -> Arch {
-        match self {
-            Format::RawEfi
-            | Format::QemuEfi
-            | Format::Amazon
-            | Format::Azure
-            | Format::Vmware
-            | Format::Hyperv => Arch::X86_64,
-            Format::SdAarch64 => Arch::Aarch64,
-            Format::Raw | Format::Qemu | Format::Digitalocean | Format::Hetzner => Arch::X86_64,
-        }
-    }
-    fn default_timeout(self) -> u64 {
-        match self {
-            Format::Raw | Format::Qemu | Format::Digitalocean | Format::Hetzner => 240,
-            Format::RawEfi
-            | Format::QemuEfi
-            | Format::Amazon
-            | Format::Azure
-            | Format::Vmware
-            | Format::Hyperv => 240,
-            Format::SdAarch64 => 300,
-        }
-    }
-    /// The image file imgbuild writes for the boot tests.
-    fn file_name(self) -> &'static str {
-        match self {
-            Format::RawEfi => "imgbuild-raw-efi.img",
-            Format::SdAarch64 => "imgbuild-sd-aarch64.img.zst",
-            Format::QemuEfi => "imgbuild-qemu-efi.qcow2",
-            Format::Amazon => "imgbuild-amazon.vhd",
-            Format::Azure => "imgbuild-azure.vhd",
-            Format::Vmware => "imgbuild-vmware.vmdk",
-            Format::Hyperv => "imgbuild-hyperv.vhdx",
-            Format::Raw => "imgbuild-raw.img",
-            Format::Qemu => "imgbuild-qemu.qcow2",
-            Format::Digitalocean => "imgbuild-digitalocean.qcow2.gz",
-            Format::Hetzner => "imgbuild-hetzner.img",
-        }
-    }
-}
 
 /// QEMU's name for the image's container, from its extension.
 fn drive_format(image: &Path) -> &'static str {
@@ -147,39 +45,18 @@ fn drive_format(image: &Path) -> &'static str {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Disk {
-    Virtio,
-    Nvme,
-    /// PIIX IDE of QEMU's `pc` machine (BIOS boots).
-    Ide,
-    /// sd-aarch64 only: QEMU's `raspi3b` machine, the image as its SD card, booted by the Pi 3
-    /// U-Boot through the card's extlinux.conf.
-    Raspi3bSd,
-}
-
-impl Disk {
-    pub fn name(self) -> &'static str {
-        match self {
-            Disk::Virtio => "virtio",
-            Disk::Nvme => "nvme",
-            Disk::Ide => "ide",
-            Disk::Raspi3bSd => "raspi3b-sd",
-        }
-    }
-}
-
 #[derive(clap::Args)]
 pub struct BootArgs {
     #[arg(value_enum)]
     pub format: Format,
-    /// Image to boot (.img, .img.zst, .qcow2, .vhd). Default: build the fixture and an image with
-    /// target/release/imgbuild
+    /// Image to boot (.img, .img.zst, .qcow2, .vhd, .iso; a directory for netboot). Default:
+    /// build the fixture and an image with target/release/imgbuild
     pub image: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "virtio")]
-    pub disk: Disk,
-    /// x86_64: SeaBIOS (`pc` machine) or OVMF (`q35`); default: bios for raw, qemu,
-    /// digitalocean and hetzner, uefi for the others
+    /// How the image is attached (default: virtio; cdrom for ISOs)
+    #[arg(long, value_enum)]
+    pub disk: Option<Disk>,
+    /// x86_64: SeaBIOS (`pc` machine) or OVMF; default: bios for raw, qemu, digitalocean and
+    /// hetzner, uefi for the others (an x86_64 ISO boots with either)
     #[arg(long, value_enum)]
     pub firmware: Option<Firmware>,
     /// Seconds before giving up (default 240 raw-efi, 300 sd-aarch64)
@@ -220,6 +97,27 @@ pub struct BootSpec<'a> {
     pub writable: bool,
     /// x86_64: SeaBIOS or OVMF.
     pub firmware: Firmware,
+}
+
+impl BootSpec<'_> {
+    /// [`how`] of this boot.
+    pub fn how(&self) -> String {
+        how(self.format, self.disk, self.firmware)
+    }
+}
+
+/// `iso cdrom seabios`: the format, how it is attached, and the firmware when not the
+/// format's usual one.
+pub fn how(format: Format, disk: Disk, firmware: Firmware) -> String {
+    let fw = match firmware {
+        f if f == Firmware::default_for(format) => "",
+        Firmware::Bios => " seabios",
+        Firmware::Uefi => " ovmf",
+    };
+    match format {
+        Format::Netboot | Format::NetbootAarch64 => format!("{} -kernel", format.name()),
+        f => format!("{} {}{fw}", f.name(), disk.name()),
+    }
 }
 
 pub fn default_log(image: &Path, disk: Disk) -> PathBuf {
@@ -303,6 +201,8 @@ fn disk_args(spec: &BootSpec, image: &Path) -> Vec<String> {
     match spec.disk {
         Disk::Virtio | Disk::Raspi3bSd => vec!["-drive".into(), drive(",if=virtio")],
         Disk::Ide => vec!["-drive".into(), drive(",if=ide")],
+        // (the CD kinds are the ISO's: live.rs attaches those)
+        Disk::Cdrom | Disk::ScsiCd => vec!["-drive".into(), drive(",if=virtio")],
         Disk::Nvme => vec![
             "-drive".into(),
             drive(",if=none,id=d0"),
@@ -322,6 +222,11 @@ pub(super) type Machine = (
 
 /// x86_64: q35 with OVMF (code, and a scratch copy of the vars in `work`), KVM when usable.
 fn x86_machine(work: &Path) -> Result<Machine> {
+    x86_machine_on("q35", work)
+}
+
+/// [`x86_machine`] on QEMU's `machine` (`q35`, `pc`).
+fn x86_machine_on(machine: &str, work: &Path) -> Result<Machine> {
     util::need_tools(&[("qemu-system-x86_64", "qemu-system-x86")])?;
     for f in [OVMF_CODE, OVMF_VARS] {
         if !Path::new(f).is_file() {
@@ -333,7 +238,7 @@ fn x86_machine(work: &Path) -> Result<Machine> {
     let kvm = kvm_usable();
     let accel = if kvm { "kvm" } else { "tcg" };
     let mut c = cmd("qemu-system-x86_64");
-    c.args(["-machine", "q35", "-accel", accel, "-cpu"])
+    c.args(["-machine", machine, "-accel", accel, "-cpu"])
         .arg(if kvm { "host" } else { "max" })
         .args(["-smp", "2", "-m", "1024"])
         .arg("-drive")
@@ -358,27 +263,22 @@ fn x86_machine(work: &Path) -> Result<Machine> {
     ))
 }
 
-/// aarch64: QEMU's virt machine, cortex-a57, Debian's U-Boot as `-bios`, TCG.
-fn aarch64_machine() -> Result<Machine> {
+/// aarch64: QEMU's virt machine, cortex-a57, 2 CPUs, 1 GiB, TCG; no firmware yet.
+fn aarch64_virt() -> Result<std::process::Command> {
     util::need_tools(&[("qemu-system-aarch64", "qemu-system-arm")])?;
+    let mut c = cmd("qemu-system-aarch64");
+    c.args(["-M", "virt", "-accel", "tcg", "-cpu", "cortex-a57"])
+        .args(["-smp", "2", "-m", "1024"]);
+    Ok(c)
+}
+
+/// aarch64: [`aarch64_virt`] with Debian's U-Boot as `-bios`.
+fn aarch64_machine() -> Result<Machine> {
     if !Path::new(UBOOT_QEMU_ARM64).is_file() {
         bail!("{UBOOT_QEMU_ARM64} not found (apt-get install u-boot-qemu)");
     }
-    let mut c = cmd("qemu-system-aarch64");
-    c.args([
-        "-M",
-        "virt",
-        "-accel",
-        "tcg",
-        "-cpu",
-        "cortex-a57",
-        "-smp",
-        "2",
-        "-m",
-        "1024",
-        "-bios",
-        UBOOT_QEMU_ARM64,
-    ]);
+    let mut c = aarch64_virt()?;
+    c.arg("-bios").arg(UBOOT_QEMU_ARM64);
     Ok((
         c,
         "tcg",
@@ -393,7 +293,19 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         .tempdir_in(util::target_dir())
         .or_else(|_| tempfile::tempdir())
         .context("creating a scratch directory")?;
+    if matches!(spec.format, Format::Netboot | Format::NetbootAarch64) {
+        return live::boot_netboot(spec);
+    }
+    if spec.firmware == Firmware::Bios && spec.format.arch() != Arch::X86_64 {
+        bail!("--firmware bios: x86_64 only");
+    }
     let image = local_image(spec, work.path())?;
+    if live::is_live(spec.format) {
+        return live::boot_iso(spec, &image, work.path());
+    }
+    if matches!(spec.disk, Disk::Cdrom | Disk::ScsiCd) {
+        bail!("--disk {} boots ISOs only", spec.disk.name());
+    }
     if spec.disk == Disk::Raspi3bSd {
         if spec.format != Format::SdAarch64 {
             bail!("--disk raspi3b-sd boots sd-aarch64 images only");
@@ -405,7 +317,7 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         let len = fs::metadata(&copy)?.len();
         let f = fs::OpenOptions::new().write(true).open(&copy)?;
         f.set_len(len.next_power_of_two())?;
-        return boot_raspi3b(spec, &copy);
+        return raspi::boot_raspi3b(spec, &copy);
     }
     let disk_args = disk_args(spec, &image);
     let (mut c, accel, giveup) = match spec.format {
@@ -422,56 +334,20 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         | Format::Vmware
         | Format::Hyperv => x86_machine(work.path())?,
         Format::SdAarch64 => aarch64_machine()?,
+        Format::Iso | Format::IsoAarch64 | Format::Netboot | Format::NetbootAarch64 => {
+            bail!("{} is a live format", spec.format.name())
+        }
     };
-    c.args([
-        "-nodefaults",
-        "-display",
-        "none",
-        "-no-reboot",
-        "-monitor",
-        "none",
-        "-serial",
-        "stdio",
-    ])
-    .args(&disk_args);
+    console_only(&mut c);
+    c.args(&disk_args);
     run_qemu(spec, c, accel, giveup)
 }
 
-/// sd-aarch64 on QEMU's raspi3b: the Pi 3 U-Boot as `-kernel` (where the Pi firmware would
-/// load it from), the Pi 3 device tree as `-dtb`, the image as the SD card. The first serial
-/// port (PL011, `ttyAMA0`) carries the kernel console, the second (mini UART) U-Boot's, which
-/// goes to `LOG.uboot`.
-fn boot_raspi3b(spec: &BootSpec, card: &Path) -> Result<Outcome> {
-    util::need_tools(&[("qemu-system-aarch64", "qemu-system-arm")])?;
-    if !Path::new(UBOOT_RPI3).is_file() {
-        bail!("{UBOOT_RPI3} not found (apt-get install u-boot-rpi:arm64)");
-    }
-    let info = crate::fixture::FixtureInfo::load(&crate::fixture::default_dir(Arch::Aarch64))
-        .context("the Pi 3 device tree comes from the aarch64 fixture's kernel")?;
-    let dtbs = info
-        .dtbs
-        .as_deref()
-        .context("the aarch64 fixture has no dtbs")?;
-    let dtb = crate::fixture::default_dir(Arch::Aarch64)
-        .join(dtbs.trim_start_matches('/'))
-        .join(RPI3_DTB);
-    if !dtb.is_file() {
-        bail!("{} not found", dtb.display());
-    }
-    let mut uboot_log = spec.log.clone().into_os_string();
-    uboot_log.push(".uboot");
-    let mut c = cmd("qemu-system-aarch64");
-    c.args(["-M", "raspi3b", "-kernel", UBOOT_RPI3, "-dtb"])
-        .arg(&dtb)
-        .arg("-drive")
-        .arg(format!(
-            "if=sd,format=raw,file={}",
-            card.display().to_string().replace(',', ",,")
-        ))
-        .args(["-display", "none", "-no-reboot", "-monitor", "none"])
-        .args(["-serial", "stdio", "-serial"])
-        .arg(format!("file:{}", PathBuf::from(&uboot_log).display()));
-    run_qemu(spec, c, "tcg", &[])
+/// `-nodefaults ... -serial stdio`: no devices but the ones asked for, no display, the
+/// serial console on stdout (every machine's common tail).
+fn console_only(c: &mut std::process::Command) {
+    c.args(["-nodefaults", "-display", "none", "-no-reboot"])
+        .args(["-monitor", "none", "-serial", "stdio"]);
 }
 
 /// Prints the outcome like a test runner; Ok only for a good boot.
@@ -479,11 +355,9 @@ pub fn report(spec: &BootSpec, o: &Outcome) -> Result<()> {
     if o.ok {
         println!("PASS: {}", o.detail);
         println!(
-            "boot-time: {:.1} s ({} {} {:?}, accel={}) log: {}",
+            "boot-time: {:.1} s ({}, accel={}) log: {}",
             o.secs,
-            spec.format.name(),
-            spec.disk.name(),
-            spec.firmware,
+            spec.how(),
             o.accel,
             o.log.display()
         );
@@ -495,10 +369,9 @@ pub fn report(spec: &BootSpec, o: &Outcome) -> Result<()> {
         eprintln!("--- last 40 console lines of {}:", o.log.display());
         eprintln!("{}", tail(&text, 40));
         bail!(
-            "boot of {} ({}, {}) FAILED after {:.1} s: {}; serial log: {}",
+            "boot of {} ({}) FAILED after {:.1} s: {}; serial log: {}",
             spec.image.display(),
-            spec.format.name(),
-            spec.disk.name(),
+            spec.how(),
             o.secs,
             o.detail,
             o.log.display()
@@ -526,22 +399,17 @@ pub fn imgbuild_bin() -> Result<PathBuf> {
 pub fn imgbuild_image(format: Format) -> Result<PathBuf> {
     let fix = fixture::default_dir(format.arch());
     fixture::ensure_built(format.arch(), &fix)?;
+    let closure = fix.join(format.variant().result());
     let bin = imgbuild_bin()?;
     let out_dir = util::target_dir().join("boot");
     fs::create_dir_all(&out_dir)?;
     let out = out_dir.join(format.file_name());
     let t = Timer::start();
-    // The BIOS formats image the fixture's GRUB toplevel.
-    let result = if format.bios() {
-        "result-grub"
-    } else {
-        "result"
-    };
     util::run(
         cmd(&bin)
-            .arg(format.name())
+            .arg(format.cli_name())
             .arg("--closure")
-            .arg(fix.join(result))
+            .arg(&closure)
             .arg("--store-root")
             .arg(&fix)
             .arg("-o")
@@ -561,20 +429,23 @@ pub fn cmd_boot(args: BootArgs) -> Result<()> {
         Some(i) => i.clone(),
         None => imgbuild_image(args.format)?,
     };
+    let disk = args.disk.unwrap_or(args.format.default_disk());
+    let firmware = args
+        .firmware
+        .unwrap_or_else(|| Firmware::default_for(args.format));
+    let mut log = default_log(&image, disk);
+    if firmware != Firmware::default_for(args.format) {
+        log.set_extension(format!("{firmware:?}.log").to_lowercase());
+    }
     let spec = BootSpec {
         format: args.format,
         image: &image,
-        disk: args.disk,
+        disk,
         timeout: Duration::from_secs(args.timeout.unwrap_or(args.format.default_timeout())),
-        log: args
-            .log
-            .clone()
-            .unwrap_or_else(|| default_log(&image, args.disk)),
+        log: args.log.clone().unwrap_or(log),
         verbose: args.verbose,
         writable: args.writable,
-        firmware: args
-            .firmware
-            .unwrap_or_else(|| Firmware::default_for(args.format)),
+        firmware,
     };
     let o = boot(&spec)?;
     report(&spec, &o)

@@ -10,13 +10,16 @@
 //! PC BIOS (`bios.rs`, unless `--skip-bios`): a GRUB disk made without imgbuild, then
 //! imgbuild's raw, qemu and digitalocean images of the fixture's GRUB toplevel under SeaBIOS,
 //! and hetzner refused by the system check.
+//! Live (`live.rs`; only these with `--live-only`): the fixture's ISO and netboot toplevels
+//! as imgbuild's hybrid ISO (CD and disk, OVMF and SeaBIOS) and netboot directory, on both
+//! architectures, and a netboot negative control.
 //! aarch64: fixture -> baseline sd-aarch64 .img.zst -> boot; then imgbuild's.
 //! Every boot must print exactly the fixture's marker (`IMGBUILD-BOOT-OK toplevel=<its
 //! toplevel>`). Ends with an `N passed, N failed` line; exits non-zero on any failure.
 
 mod all;
 mod bios;
-
+mod live;
 pub use all::run_all;
 
 use crate::boot::{self, BootSpec, Disk, Firmware, Format};
@@ -43,6 +46,9 @@ pub struct CiArgs {
     /// Only the x86_64 fixture and the boot-counting case (26.11 closure, counted entry)
     #[arg(long)]
     pub boot_counting_only: bool,
+    /// Only the fixtures and the live boots (ISO, netboot; issue 23)
+    #[arg(long)]
+    pub live_only: bool,
     /// Directory for images and console logs (default target/ci)
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -119,8 +125,7 @@ impl Run {
             .join(format!("{name}.{}{fw}.console.log", disk.name()))
     }
 
-    /// [`Run::boot_with`] on the given firmware; the BIOS formats' marker is the GRUB
-    /// toplevel's.
+    /// [`Run::boot_with`] on the given firmware.
     fn boot_on(
         &mut self,
         name: &str,
@@ -129,21 +134,26 @@ impl Run {
         info: &FixtureInfo,
         writable: bool,
     ) {
-        let log = self.console_log(image, (format, firmware, disk));
+        let spec = BootSpec {
+            format,
+            image,
+            disk,
+            timeout: boot::default_timeout(format),
+            log: self.console_log(image, (format, firmware, disk)),
+            verbose: false,
+            writable,
+            firmware,
+        };
+        self.boot_spec(name, &spec, info);
+    }
+
+    /// Boots `spec`: the step passes when the console shows exactly `info`'s marker (the
+    /// BIOS formats': its GRUB toplevel's).
+    fn boot_spec(&mut self, name: &str, spec: &BootSpec, info: &FixtureInfo) {
         self.step(name, || {
-            let spec = BootSpec {
-                format,
-                image,
-                disk,
-                timeout: boot::default_timeout(format),
-                log,
-                verbose: false,
-                writable,
-                firmware,
-            };
-            let o = boot::boot(&spec)?;
-            boot::report(&spec, &o)?;
-            let want = if format.bios() {
+            let o = boot::boot(spec)?;
+            boot::report(spec, &o)?;
+            let want = if spec.format.bios() {
                 info.grub.as_ref().map(|g| g.marker.as_str())
             } else {
                 info.marker.as_deref()
@@ -443,6 +453,18 @@ pub fn run(args: CiArgs) -> Result<()> {
         }
         return summary(&run, &total);
     }
+    if args.live_only {
+        for arch in [Arch::X86_64, Arch::Aarch64] {
+            if arch == Arch::Aarch64 && args.skip_aarch64 {
+                continue;
+            }
+            let dir = fixture::default_dir(arch);
+            if fixture_step(&mut run, arch, &dir).is_some() {
+                run.live(arch, &dir, !args.baseline_only);
+            }
+        }
+        return summary(&run, &total);
+    }
     if let Some(info) = fixture_step(&mut run, Arch::X86_64, &fx) {
         x86_baseline(&mut run, &fx, &info);
         if !args.baseline_only {
@@ -451,6 +473,7 @@ pub fn run(args: CiArgs) -> Result<()> {
                 bios::x86_bios(&mut run, &fx, &info);
             }
         }
+        run.live(Arch::X86_64, &fx, !args.baseline_only);
     }
 
     // ---- aarch64 / sd-aarch64 -----------------------------------------------------------------
@@ -461,6 +484,7 @@ pub fn run(args: CiArgs) -> Result<()> {
             if !args.baseline_only {
                 aarch64_imgbuild(&mut run, &info);
             }
+            run.live(Arch::Aarch64, &fa, !args.baseline_only);
         }
     }
 
