@@ -127,60 +127,125 @@ impl<W: Write> Write for Counting<W> {
 }
 
 /// The zstd sink: one frame of exactly the pledged length, written to `W`.
+///
+/// It drives `ZSTD_compressStream2` itself rather than through a `Write` adapter, to end the
+/// frame in one way only: the stream's last input byte is held back and given with
+/// `ZSTD_e_end`. libzstd's multithreaded encoder otherwise ends a frame whose length is a
+/// multiple of its job size in one of two ways, depending on timing: if the last full job was
+/// handed to a worker before `ZSTD_e_end` (its job table had room), the frame gets one more,
+/// empty, last block (3 bytes); if the table was full, the last job itself carries the end.
+/// With the last byte held back, the final job always holds input and the end, whatever the
+/// timing (a 256 MiB sd-aarch64 image came out in both forms before).
 pub struct Zstd<W: Write + Send> {
-    encoder: Option<zstd::stream::write::Encoder<'static, Counting<W>>>,
-    done: Option<Counting<W>>,
+    cctx: Option<zstd::zstd_safe::CCtx<'static>>,
+    out: Counting<W>,
+    done: bool,
+    /// Output buffer of libzstd's recommended size.
+    buf: Vec<u8>,
     len: u64,
     input_done: u64,
+    /// The stream's last byte, given with `ZSTD_e_end` (see the type's docs).
+    last: Option<u8>,
+}
+
+/// A libzstd error code as an I/O error, for [`Error`]'s sources.
+fn zstd_error(code: usize) -> io::Error {
+    io::Error::other(zstd::zstd_safe::get_error_name(code))
 }
 
 impl<W: Write + Send> Zstd<W> {
     /// An encoder for `len` bytes of input (recorded in the frame header) writing to `dst`.
     pub fn new(dst: W, len: u64, opts: &Options) -> Result<Self> {
-        let setup = |what| move |source| Error::Setup { what, source };
-        let out = Counting {
-            inner: dst,
-            written: 0,
+        use zstd::zstd_safe::CParameter;
+        let setup = |what| {
+            move |code| Error::Setup {
+                what,
+                source: zstd_error(code),
+            }
         };
-        let mut encoder =
-            zstd::stream::write::Encoder::new(out, opts.level).map_err(setup("level"))?;
-        encoder
-            .multithread(opts.workers.max(1))
+        let mut cctx = zstd::zstd_safe::CCtx::create();
+        cctx.set_parameter(CParameter::CompressionLevel(opts.level))
+            .map_err(setup("level"))?;
+        cctx.set_parameter(CParameter::NbWorkers(opts.workers.max(1)))
             .map_err(setup("worker count"))?;
-        encoder
-            .include_checksum(opts.checksum)
+        cctx.set_parameter(CParameter::ChecksumFlag(opts.checksum))
             .map_err(setup("checksum flag"))?;
-        encoder
-            .include_contentsize(true)
+        cctx.set_parameter(CParameter::ContentSizeFlag(true))
             .map_err(setup("content size flag"))?;
-        encoder
-            .set_pledged_src_size(Some(len))
+        cctx.set_pledged_src_size(Some(len))
             .map_err(setup("pledged size"))?;
         Ok(Zstd {
-            encoder: Some(encoder),
-            done: None,
+            cctx: Some(cctx),
+            out: Counting {
+                inner: dst,
+                written: 0,
+            },
+            done: false,
+            buf: vec![0; zstd::zstd_safe::CCtx::out_size()],
             len,
             input_done: 0,
+            last: None,
         })
     }
 
     fn write_err(&self, source: io::Error) -> Error {
         Error::Write {
             input_done: self.input_done,
-            output_done: self.encoder.as_ref().map_or(0, |e| e.get_ref().written),
+            output_done: self.out.written,
             source,
         }
+    }
+
+    /// Gives `data` to libzstd under `end` until it has taken all of it (and, for
+    /// `ZSTD_e_end`, until the frame is wholly written), writing what it produces.
+    fn feed(
+        &mut self,
+        data: &[u8],
+        end: zstd::zstd_safe::zstd_sys::ZSTD_EndDirective,
+    ) -> io::Result<()> {
+        use zstd::zstd_safe::{zstd_sys::ZSTD_EndDirective, InBuffer, OutBuffer};
+        let cctx = self
+            .cctx
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the encoder is finished"))?;
+        let mut input = InBuffer::around(data);
+        loop {
+            let mut output = OutBuffer::around(&mut self.buf[..]);
+            let left = cctx
+                .compress_stream2(&mut output, &mut input, end)
+                .map_err(zstd_error)?;
+            self.out.write_all(output.as_slice())?;
+            let taken = input.pos() == data.len();
+            if taken && (end == ZSTD_EndDirective::ZSTD_e_continue || left == 0) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// `data`, the next bytes of the stream, to libzstd; the stream's last byte kept back.
+    fn take(&mut self, data: &[u8]) -> io::Result<()> {
+        use zstd::zstd_safe::zstd_sys::ZSTD_EndDirective;
+        let n = data.len() as u64;
+        let (body, last) = match data.split_last() {
+            Some((&b, body)) if self.input_done + n == self.len => (body, Some(b)),
+            _ => (data, None),
+        };
+        self.feed(body, ZSTD_EndDirective::ZSTD_e_continue)?;
+        if last.is_some() {
+            self.last = last;
+        }
+        self.input_done += n;
+        Ok(())
     }
 
     /// After the stream has finished the sink: the destination (flushed, not synced) and
     /// what was done. `None` if the sink was not finished (an error or interruption).
     pub fn into_inner(self) -> Option<(W, Summary)> {
-        let c = self.done?;
-        Some((
-            c.inner,
+        self.done.then_some((
+            self.out.inner,
             Summary {
                 input_bytes: self.len,
-                output_bytes: c.written,
+                output_bytes: self.out.written,
             },
         ))
     }
@@ -192,38 +257,33 @@ impl<W: Write + Send> Sink for Zstd<W> {
     }
 
     fn piece(&mut self, p: &Piece<'_>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let enc = self.encoder.as_mut().ok_or("the encoder is finished")?;
+        if self.cctx.is_none() {
+            return Err("the encoder is finished".into());
+        }
         let r = match &p.data {
             Data::Zero => {
                 let mut r = Ok(());
                 diskmap::sinks::for_zeros(p.len, |z| {
                     if r.is_ok() {
-                        r = enc.write_all(z);
+                        r = self.take(z);
                     }
                 });
                 r
             }
-            _ => enc.write_all(p.bytes().unwrap_or_default()),
+            _ => self.take(p.bytes().unwrap_or_default()),
         };
         r.map_err(|e| self.write_err(e))?;
-        self.input_done += p.len;
         Ok(())
     }
 
     fn finish(&mut self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let enc = self.encoder.take().ok_or("the encoder is finished")?;
-        let input_done = self.input_done;
-        let mut out = enc.finish().map_err(|source| Error::Write {
-            input_done,
-            output_done: 0,
-            source,
-        })?;
-        out.flush().map_err(|source| Error::Write {
-            input_done,
-            output_done: out.written,
-            source,
-        })?;
-        self.done = Some(out);
+        use zstd::zstd_safe::zstd_sys::ZSTD_EndDirective;
+        let last: Vec<u8> = self.last.take().into_iter().collect();
+        self.feed(&last, ZSTD_EndDirective::ZSTD_e_end)
+            .and_then(|()| self.out.flush())
+            .map_err(|e| self.write_err(e))?;
+        self.cctx = None;
+        self.done = true;
         Ok(())
     }
 }
