@@ -146,6 +146,20 @@ pub struct DryRun {
     pub partitions: Vec<PartitionLayout>,
 }
 
+impl DryRun {
+    /// What a format without partitions (ISO, netboot, kexec, tar) would write: `map`.
+    pub(crate) fn of_volume(format: &Format, map: &imgbuild_diskmap::Map) -> Self {
+        DryRun {
+            format: format.name.clone(),
+            disk_size: map.len(),
+            mapped_bytes: map.mapped_bytes(),
+            file_bytes: map.file_bytes(),
+            extents: map.extents().len(),
+            partitions: Vec::new(),
+        }
+    }
+}
+
 /// Plan and map the image as [`build`] does, then stop: no output is created or checked.
 /// Shows what a size costs before anything is written (memory and time of the plan).
 pub fn dry_run(
@@ -193,7 +207,17 @@ pub(crate) struct Stages<'a> {
     cancel: &'a AtomicBool,
 }
 
-impl Stages<'_> {
+impl<'a> Stages<'a> {
+    /// The one [`options::Context`] of a build, after the system check (unless turned off):
+    /// what every volume's path starts from.
+    pub(crate) fn context(&self) -> Result<options::Context<'a>> {
+        let cx = options::Context::new(self.format, self.inputs, self.opts)?;
+        if self.opts.check_system {
+            system_check::check(self.format, &cx.ids, self.inputs)?;
+        }
+        Ok(cx)
+    }
+
     /// Stages 1 to 4 (the output paths checked first when `check_output`), then `last` with
     /// the plan and the map, on the pool.
     fn run<T: Send>(
@@ -207,10 +231,7 @@ impl Stages<'_> {
             ) -> Result<T>
             + Send,
     ) -> Result<T> {
-        let cx = options::Context::new(self.format, self.inputs, self.opts)?;
-        if self.opts.check_system {
-            system_check::check(self.format, &cx.ids, self.inputs)?;
-        }
+        let cx = self.context()?;
         if check_output {
             output::check(&cx, self.inputs)?;
         }

@@ -111,7 +111,7 @@ pub(crate) struct Planned {
 
 /// Build the ISO: plan, map, then write it as a disk is written.
 pub(crate) fn build(s: &Stages) -> Result<Manifest> {
-    let cx = context(s)?;
+    let cx = s.context()?;
     output::check(&cx, s.inputs)?;
     let store_path = store_image::temp_path(&cx.output.path);
     let Planned {
@@ -130,30 +130,14 @@ pub(crate) fn build(s: &Stages) -> Result<Manifest> {
 /// What [`build`] would write, its store image written to a temporary directory (its size
 /// decides the volume's) and removed.
 pub(crate) fn dry_run(s: &Stages) -> Result<DryRun> {
-    let cx = context(s)?;
+    let cx = s.context()?;
     let dir = tempfile::tempdir().map_err(|source| Error::Io {
         op: "creating a temporary directory for",
         path: std::env::temp_dir(),
         source,
     })?;
     let p = plan(s, &cx, &dir.path().join("nix-store.squashfs"))?;
-    Ok(DryRun {
-        format: s.format.name.clone(),
-        disk_size: p.map.len(),
-        mapped_bytes: p.map.mapped_bytes(),
-        file_bytes: p.map.file_bytes(),
-        extents: p.map.extents().len(),
-        partitions: Vec::new(),
-    })
-}
-
-/// The context (which refuses the options an ISO cannot take) and the system check.
-fn context<'a>(s: &Stages<'a>) -> Result<Context<'a>> {
-    let cx = Context::new(s.format, s.inputs, s.opts)?;
-    if s.opts.check_system {
-        crate::system_check::check(s.format, &cx.ids, s.inputs)?;
-    }
-    Ok(cx)
+    Ok(DryRun::of_volume(s.format, &p.map))
 }
 
 /// Stages 1 to 5 (see the module docs), on the pool.

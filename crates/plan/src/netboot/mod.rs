@@ -104,14 +104,7 @@ pub(crate) fn dry_run(s: &Stages) -> Result<DryRun> {
         Volume::Netboot => p.initrd.clone(),
         _ => kexec::tar_map(&cx, &p)?,
     };
-    Ok(DryRun {
-        format: s.format.name.clone(),
-        disk_size: map.len(),
-        mapped_bytes: map.mapped_bytes(),
-        file_bytes: map.file_bytes(),
-        extents: map.extents().len(),
-        partitions: Vec::new(),
-    })
+    Ok(DryRun::of_volume(s.format, &map))
 }
 
 /// The context (which refuses the options these formats cannot take) and the system check.
@@ -133,11 +126,7 @@ fn context<'a>(s: &Stages<'a>) -> Result<Context<'a>> {
             }
         }
     }
-    let cx = Context::new(s.format, s.inputs, s.opts)?;
-    if s.opts.check_system {
-        crate::system_check::check(s.format, &cx.ids, s.inputs)?;
-    }
-    Ok(cx)
+    s.context()
 }
 
 /// The store image written, the initrd mapped.

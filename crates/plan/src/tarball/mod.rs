@@ -37,7 +37,7 @@ struct Planned {
 
 /// Build the tarball: plan, map, then write it as a disk is written.
 pub(crate) fn build(s: &Stages) -> Result<Manifest> {
-    let cx = context(s)?;
+    let cx = s.context()?;
     output::check(&cx, s.inputs)?;
     let p = plan(s, &cx)?;
     let layout = Layout {
@@ -67,25 +67,9 @@ pub(crate) fn build(s: &Stages) -> Result<Manifest> {
 
 /// What [`build`] would write.
 pub(crate) fn dry_run(s: &Stages) -> Result<DryRun> {
-    let cx = context(s)?;
+    let cx = s.context()?;
     let p = plan(s, &cx)?;
-    Ok(DryRun {
-        format: s.format.name.clone(),
-        disk_size: p.map.len(),
-        mapped_bytes: p.map.mapped_bytes(),
-        file_bytes: p.map.file_bytes(),
-        extents: p.map.extents().len(),
-        partitions: Vec::new(),
-    })
-}
-
-/// The context and the container system check.
-fn context<'a>(s: &Stages<'a>) -> Result<Context<'a>> {
-    let cx = Context::new(s.format, s.inputs, s.opts)?;
-    if s.opts.check_system {
-        crate::system_check::check(s.format, &cx.ids, s.inputs)?;
-    }
-    Ok(cx)
+    Ok(DryRun::of_volume(s.format, &p.map))
 }
 
 /// The format's `[tar]` (validation made sure a tar format has one).
