@@ -11,14 +11,14 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
-const GRUB_DIR: &str = "/usr/lib/grub/i386-pc";
-const GRUB_PATH: &str = "/nix/store/qwjcdgz3fgnpcm0j1rv8yls9y04pd9b4-grub-2.06";
+pub(crate) const GRUB_DIR: &str = "/usr/lib/grub/i386-pc";
+pub(crate) const GRUB_PATH: &str = "/nix/store/qwjcdgz3fgnpcm0j1rv8yls9y04pd9b4-grub-2.06";
 const FONT: &str = "/usr/share/grub/unicode.pf2";
 const SEED: &str = "bios-test";
 
 /// A copy of the demo closure in `dir` with a GRUB package and the GRUB record (`record`
 /// merged over the defaults); `None` when Debian's GRUB files are not installed.
-fn grub_closure(dir: &Path, record: Value) -> Option<PathBuf> {
+pub(crate) fn grub_closure(dir: &Path, record: Value) -> Option<PathBuf> {
     if !Path::new(GRUB_DIR).join("kernel.img").exists() || !Path::new(FONT).exists() {
         eprintln!(
             "skipped: {GRUB_DIR} or {FONT} is absent (apt-get install grub-pc-bin grub-common)"
@@ -63,7 +63,7 @@ fn grub_closure(dir: &Path, record: Value) -> Option<PathBuf> {
     Some(copy)
 }
 
-fn args(format: &str, closure: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+pub(crate) fn args(format: &str, closure: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
     let mut a = vec![
         format.to_string(),
         "--closure".into(),
@@ -80,13 +80,13 @@ fn args(format: &str, closure: &Path, out: &Path, extra: &[&str]) -> Vec<String>
     a
 }
 
-fn build(format: &str, closure: &Path, out: &Path, extra: &[&str]) -> Value {
+pub(crate) fn build(format: &str, closure: &Path, out: &Path, extra: &[&str]) -> Value {
     let a = args(format, closure, out, extra);
     let refs: Vec<&str> = a.iter().map(String::as_str).collect();
     serde_json::from_slice(&ok(&mut imgbuild(&refs)).stdout).unwrap()
 }
 
-fn fstest(img: &Path, args: &[&str]) -> String {
+pub(crate) fn fstest(img: &Path, args: &[&str]) -> String {
     stdout(Command::new("grub-fstest").arg(img).args(args))
 }
 
@@ -99,7 +99,7 @@ fn is_bios_boot_sector(img: &Path, dir: &Path) {
         .arg(&sector));
 }
 
-fn read(img: &Path, offset: u64, len: usize) -> Vec<u8> {
+pub(crate) fn read(img: &Path, offset: u64, len: usize) -> Vec<u8> {
     use std::io::{Read, Seek};
     let mut f = std::fs::File::open(img).unwrap();
     f.seek(std::io::SeekFrom::Start(offset)).unwrap();

@@ -386,7 +386,8 @@ impl Writer<'_> {
 }
 
 /// `/boot` after `install-grub.pl` for generation 1 (paths relative to `/boot`):
-/// `grub/grub.cfg`, `grub/state`, `grub/grubenv` and the copies it makes.
+/// `grub/grub.cfg`, `grub/state`, `grub/grubenv` (unless every device is `nodev`: then no
+/// `grub-install` ran to create it) and the copies it makes.
 pub fn grub_boot(
     entry: &BootEntry,
     o: &GrubCfgOptions,
@@ -430,10 +431,13 @@ pub fn grub_boot(
     files.insert(0, BootFile::dir("grub"));
     files.push(BootFile::text("grub/grub.cfg", std::mem::take(&mut w.conf)));
     files.push(BootFile::text("grub/state", grub_state(state)));
-    files.push(BootFile {
-        path: "grub/grubenv".into(),
-        content: Content::Text(grubenv()),
-    });
+    // `grub-install` creates grubenv; install-grub.pl runs it for no `nodev` device.
+    if state.devices.iter().any(|d| d != "nodev") {
+        files.push(BootFile {
+            path: "grub/grubenv".into(),
+            content: Content::Text(grubenv()),
+        });
+    }
     if !w.copies.is_empty() {
         files.push(BootFile::dir("kernels"));
     }

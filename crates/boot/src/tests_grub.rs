@@ -179,6 +179,26 @@ fn grub_cfg_of_generation_1_as_install_grub_pl_writes_it() {
 }
 
 #[test]
+fn nodev_writes_no_grubenv_and_records_nodev() {
+    // install-grub.pl runs grub-install for no `nodev` device, so nothing creates grubenv;
+    // grub.cfg is the same as for a real device.
+    let mut st = state();
+    st.devices = vec!["nodev".into()];
+    let files = grub_boot(&x86_entry(), &options(), &st).unwrap();
+    let disk = grub_boot(&x86_entry(), &options(), &state()).unwrap();
+    assert!(!files.iter().any(|f| f.path == "grub/grubenv"));
+    assert!(disk.iter().any(|f| f.path == "grub/grubenv"));
+    assert_eq!(
+        text_of(&files, "grub/grub.cfg"),
+        text_of(&disk, "grub/grub.cfg")
+    );
+    assert_eq!(
+        text_of(&files, "grub/state"),
+        "grub\n2.12\nno\nnodev\n/boot\n{\"extraGrubInstallArgs\":[]}\n"
+    );
+}
+
+#[test]
 fn null_timeout_saved_default_and_no_version() {
     let mut o = options();
     o.timeout = None;

@@ -508,19 +508,7 @@ fn open_partitions(
 /// The whole image as partition 0 (no table, or an ISO 9660 volume over a hybrid table).
 fn whole_image(disk_size: u64) -> Partition {
     Partition {
-        entry: imgbuild_partition::Entry {
-            number: 0,
-            start: 0,
-            size: disk_size,
-            first_lba: 0,
-            last_lba: (disk_size / table::SECTOR).saturating_sub(1),
-            type_id: "-".into(),
-            type_name: Some("whole image"),
-            name: None,
-            guid: None,
-            flags: Vec::new(),
-            attributes: None,
-        },
+        entry: imgbuild_partition::Entry::whole_image(disk_size),
         readable: true,
     }
 }

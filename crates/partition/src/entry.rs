@@ -70,6 +70,25 @@ pub fn mbr_is_extended(type_byte: u8) -> bool {
 }
 
 impl Entry {
+    /// The whole disk as partition 0: a disk without a partition table, whose one file
+    /// system starts at byte 0 (what `inspect` lists for it, and a table-less image's
+    /// manifest).
+    pub fn whole_image(disk_size: u64) -> Self {
+        Entry {
+            number: 0,
+            start: 0,
+            size: disk_size,
+            first_lba: 0,
+            last_lba: (disk_size / SECTOR_SIZE).saturating_sub(1),
+            type_id: "-".into(),
+            type_name: Some("whole image"),
+            name: None,
+            guid: None,
+            flags: Vec::new(),
+            attributes: None,
+        }
+    }
+
     /// A GPT entry (`number` is 1-based). A last LBA before the first gives one sector; the
     /// reader that found it says so.
     pub fn gpt(number: u32, p: &GptPartition) -> Self {

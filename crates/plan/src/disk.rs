@@ -215,7 +215,7 @@ fn table(cx: &Context, lay: &Layout) -> Result<Table> {
             let mut parts = Vec::new();
             for (p, pl) in format.partitions.iter().zip(&lay.partitions) {
                 let g = cx.ids.gpt_partition_guid(&p.name);
-                let crate::format::PartType::Gpt(type_guid) = p.type_id else {
+                let Some(crate::format::PartType::Gpt(type_guid)) = p.type_id else {
                     return Err(Error::WrongPartitionType {
                         name: p.name.clone(),
                         table: "a GPT",
@@ -249,13 +249,13 @@ fn table(cx: &Context, lay: &Layout) -> Result<Table> {
                 .iter()
                 .zip(&lay.partitions)
                 .map(|(p, pl)| match p.type_id {
-                    crate::format::PartType::Mbr(type_byte) => Ok(partition::MbrPartition {
+                    Some(crate::format::PartType::Mbr(type_byte)) => Ok(partition::MbrPartition {
                         first_lba: pl.start / SECTOR,
                         sectors: pl.size / SECTOR,
                         type_byte,
                         bootable: p.bootable,
                     }),
-                    crate::format::PartType::Gpt(_) => Err(Error::WrongPartitionType {
+                    _ => Err(Error::WrongPartitionType {
                         name: p.name.clone(),
                         table: "an MBR",
                     }),
@@ -273,6 +273,13 @@ fn table(cx: &Context, lay: &Layout) -> Result<Table> {
                 entries: numbered(&l.partitions, partition::Entry::mbr),
             })
         }
+        // The one file system is the disk: no table to write, and the entry `inspect` reads
+        // back for it (partition 0, the whole image).
+        TableType::None => Ok(Table {
+            writes: Vec::new(),
+            disk_id: String::new(),
+            entries: vec![partition::Entry::whole_image(lay.disk_size)],
+        }),
     }
 }
 

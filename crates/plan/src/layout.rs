@@ -43,6 +43,8 @@ pub fn table_overhead(kind: TableType) -> (u64, u64) {
         // Protective MBR + header + 128 entries of 128 bytes; backup entries + header.
         TableType::Gpt => (34 * SECTOR, 33 * SECTOR),
         TableType::Mbr => (SECTOR, 0),
+        // The file system starts at byte 0 and ends at the disk's end.
+        TableType::None => (0, 0),
     }
 }
 
@@ -57,7 +59,9 @@ pub const MBR_MAX_SIZE: u64 = (1 << 32) * SECTOR;
 /// The largest disk of a table type, and the limit's name for errors.
 pub fn max_disk_size(kind: TableType) -> (u64, &'static str) {
     match kind {
-        TableType::Gpt => (MAX_DISK_SIZE, "the largest disk imgbuild builds, 16 TiB"),
+        TableType::Gpt | TableType::None => {
+            (MAX_DISK_SIZE, "the largest disk imgbuild builds, 16 TiB")
+        }
         TableType::Mbr => (
             MBR_MAX_SIZE,
             "what an MBR partition table addresses (2^32 sectors of 512 bytes, 2 TiB)",

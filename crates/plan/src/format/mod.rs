@@ -64,6 +64,11 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../../formats/digitalocean.toml"),
     ),
     ("hetzner", include_str!("../../../../formats/hetzner.toml")),
+    (
+        "cloudstack",
+        include_str!("../../../../formats/cloudstack.toml"),
+    ),
+    ("linode", include_str!("../../../../formats/linode.toml")),
     ("lxc", include_str!("../../../../formats/lxc.toml")),
     (
         "lxc-metadata",
@@ -139,6 +144,10 @@ pub enum TableType {
     Gpt,
     /// MBR (DOS) table: at most 4 primary partitions.
     Mbr,
+    /// No table: the disk is one file system from its first byte (make-disk-image's
+    /// `partitionTableType = "none"`, Linode's disks), so exactly one partition, the ext4
+    /// root, with no `type`.
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -333,7 +342,7 @@ impl serde::Serialize for Systems {
 /// A format's `[table]`.
 pub struct Table {
     #[serde(rename = "type")]
-    /// GPT or MBR.
+    /// GPT, MBR or none.
     pub kind: TableType,
     /// Partition alignment, and the disk size's multiple.
     pub align: Bytes,
@@ -355,9 +364,10 @@ impl Default for Table {
 pub struct Partition {
     /// GPT partition name; for MBR only a name for messages and the manifest.
     pub name: String,
-    /// GPT type GUID (`C12A7328-...`) or MBR type byte (`0x0b`), parsed once.
-    #[serde(rename = "type")]
-    pub type_id: PartType,
+    /// GPT type GUID (`C12A7328-...`) or MBR type byte (`0x0b`), parsed once; absent on a
+    /// disk without a table (`[table] type = "none"`), required otherwise.
+    #[serde(rename = "type", default)]
+    pub type_id: Option<PartType>,
     #[serde(default)]
     /// A fixed start (aligned); else right after the previous partition.
     pub start: Option<Bytes>,

@@ -14,10 +14,10 @@ fn builtin_formats_parse() {
     let sd = Format::load("sd-aarch64").unwrap();
     assert_eq!(sd.compress, Compression::Zstd);
     assert!(sd.root_partition().bootable);
-    assert_eq!(sd.partitions[0].type_id, PartType::Mbr(0x0b));
-    assert_eq!(sd.partitions[0].type_id.to_string(), "0x0b");
+    assert_eq!(sd.partitions[0].type_id, Some(PartType::Mbr(0x0b)));
+    assert_eq!(sd.partitions[0].type_id.unwrap().to_string(), "0x0b");
     assert_eq!(
-        raw.partitions[0].type_id.to_string(),
+        raw.partitions[0].type_id.unwrap().to_string(),
         "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
     );
 }
@@ -335,6 +335,61 @@ fn bios_formats_and_their_rules() {
         .collect::<Vec<_>>()
         .join("[[partition]]");
     refused(without, "GRUB on a GPT disk needs a `bios-boot` partition");
+}
+
+#[test]
+fn a_disk_without_a_table_holds_the_root_alone() {
+    let l = Format::load("linode").unwrap();
+    assert_eq!(
+        (l.table.kind, l.bootloader.kind, l.container.kind.name()),
+        (TableType::None, Bootloader::Grub, "gzip")
+    );
+    assert_eq!(l.extension, "img.gz");
+    assert_eq!(l.root_partition().type_id, None);
+    let c = Format::load("cloudstack").unwrap();
+    assert_eq!(
+        (c.table.kind, c.container.kind.name(), c.extension.as_str()),
+        (TableType::Mbr, "qcow2", "qcow2")
+    );
+    let linode = BUILTIN.iter().find(|(n, _)| *n == "linode").unwrap().1;
+    let refused = |text: String, want: &str| {
+        let e = Format::parse("x", &text).unwrap_err().to_string();
+        assert!(e.contains(want), "{want}: {e}");
+    };
+    let part = "name = \"nixos\"\n";
+    refused(
+        linode.replacen(part, &format!("{part}type = \"0x83\"\n"), 1),
+        "has no `type` or `bootable`",
+    );
+    refused(
+        linode.replacen(part, &format!("{part}bootable = true\n"), 1),
+        "has no `type` or `bootable`",
+    );
+    refused(
+        linode.replacen(part, &format!("{part}start = \"1MiB\"\n"), 1),
+        "starts its file system at byte 0",
+    );
+    let esp = "[[partition]]\nname = \"ESP\"\nsize = \"64MiB\"\nfilesystem = \"fat32\"\n\
+               label = \"ESP\"\ncontents = \"esp\"\nmount-point = \"/boot\"\n\n";
+    refused(
+        linode.replacen("[[partition]]\n", &format!("{esp}[[partition]]\n"), 1),
+        "holds one file system, not 2 partitions",
+    );
+    refused(
+        linode.replace("type = \"grub\"", "type = \"systemd-boot\""),
+        "systemd-boot needs a GPT table",
+    );
+    // A table needs each partition's type.
+    refused(
+        linode.replace("type = \"none\"", "type = \"mbr\""),
+        "partition `nixos`: no `type`",
+    );
+    // An explicit start of 0 is the same disk.
+    let zero = linode.replacen(part, &format!("{part}start = 0\n"), 1);
+    assert_eq!(
+        Format::parse("x", &zero).unwrap().table.kind,
+        TableType::None
+    );
 }
 
 #[test]

@@ -56,16 +56,19 @@ impl Format {
         for (i, p) in self.partitions.iter().enumerate() {
             self.check_partition(i, p)?;
         }
+        if self.table.kind == TableType::None {
+            self.check_no_table()?;
+        }
         match (self.bootloader.kind, self.table.kind) {
             (Bootloader::SystemdBoot, TableType::Gpt) => {
                 if !self.partitions.iter().any(|p| p.contents == Contents::Esp) {
                     return Err("systemd-boot needs an `esp` partition".into());
                 }
             }
-            (Bootloader::SystemdBoot, TableType::Mbr) => {
+            (Bootloader::SystemdBoot, TableType::Mbr | TableType::None) => {
                 return Err("systemd-boot needs a GPT table".into());
             }
-            (Bootloader::Extlinux, _) | (Bootloader::Grub, TableType::Mbr) => {}
+            (Bootloader::Extlinux, _) | (Bootloader::Grub, TableType::Mbr | TableType::None) => {}
             (Bootloader::Grub, TableType::Gpt) => {
                 if !self
                     .partitions
@@ -83,6 +86,36 @@ impl Format {
                 .any(|p| p.contents == Contents::BiosBoot)
         {
             return Err("a `bios-boot` partition is for `[bootloader] type = \"grub\"`".into());
+        }
+        Ok(())
+    }
+
+    /// A disk without a table: one partition, the ext4 root, from the disk's first byte (no
+    /// `start` but 0, no `type`, not `bootable`: there is no table to hold them).
+    fn check_no_table(&self) -> Result<(), String> {
+        let [p] = self.partitions.as_slice() else {
+            return Err(format!(
+                "a disk without a partition table holds one file system, not {} partitions",
+                self.partitions.len()
+            ));
+        };
+        let pname = quote(&p.name);
+        if p.contents != Contents::Root {
+            return Err(format!(
+                "partition `{pname}`: a disk without a partition table holds only the root"
+            ));
+        }
+        if p.start.is_some_and(|s| s.0 != 0) {
+            return Err(format!(
+                "partition `{pname}`: a disk without a partition table starts its file system \
+                 at byte 0"
+            ));
+        }
+        if p.type_id.is_some() || p.bootable {
+            return Err(format!(
+                "partition `{pname}`: a disk without a partition table has no `type` or \
+                 `bootable` (no table entry holds them)"
+            ));
         }
         Ok(())
     }
@@ -164,13 +197,16 @@ impl Format {
                 quote(&p.label)
             ));
         }
-        match self.table.kind {
-            TableType::Gpt => {
-                if !matches!(p.type_id, PartType::Gpt(_)) {
-                    return Err(format!(
-                        "partition `{}`: type `{}` is not a GUID",
-                        pname, p.type_id
-                    ));
+        let type_id = match (self.table.kind, p.type_id) {
+            (TableType::None, _) => None,
+            (_, Some(t)) => Some(t),
+            (_, None) => return Err(format!("partition `{pname}`: no `type`")),
+        };
+        match (self.table.kind, type_id) {
+            (TableType::None, _) => {}
+            (TableType::Gpt, t) => {
+                if let Some(t @ PartType::Mbr(_)) = t {
+                    return Err(format!("partition `{}`: type `{}` is not a GUID", pname, t));
                 }
                 if p.bootable {
                     return Err(format!("partition `{}`: `bootable` is an MBR flag", pname));
@@ -182,11 +218,11 @@ impl Format {
                     ));
                 }
             }
-            TableType::Mbr => {
-                if !matches!(p.type_id, PartType::Mbr(_)) {
+            (TableType::Mbr, t) => {
+                if let Some(t @ PartType::Gpt(_)) = t {
                     return Err(format!(
                         "partition `{}`: type `{}` is not an MBR type byte like 0x83",
-                        pname, p.type_id
+                        pname, t
                     ));
                 }
                 if i >= 4 {

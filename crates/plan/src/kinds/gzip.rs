@@ -1,5 +1,6 @@
-//! `gzip`: the image's bytes as one gzip member (the kexec tarball's `.tar.gz`), deflated in
-//! parallel with the same bytes for any thread count (`compress::Gzip`).
+//! `gzip`: the image's bytes as one gzip member (the kexec tarball's `.tar.gz`, Linode's
+//! `.img.gz`), deflated in parallel with the same bytes for any thread count
+//! (`compress::Gzip`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -24,7 +25,7 @@ impl OutputKind for Gzip {
         "gzip"
     }
     fn extension(&self) -> &'static str {
-        "gz"
+        "img.gz"
     }
     fn levels(&self) -> Option<super::kind::Levels> {
         Some(DEFLATE)

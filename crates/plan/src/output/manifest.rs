@@ -65,6 +65,7 @@ pub(crate) fn disk_layout(cx: &Context, plan: &Plan) -> Layout {
         table: match cx.format.table.kind {
             TableType::Gpt => "gpt".into(),
             TableType::Mbr => "dos".into(),
+            TableType::None => "none".into(),
         },
         disk_id: plan.table.disk_id.clone(),
         disk_size: plan.layout.disk_size,

@@ -5,7 +5,7 @@
 //! `"org.imgbuild.v1".bootloader` record as the module writes it (CONTRACT-24), verbatim, so
 //! this check does not depend on how the rest of imgbuild types that record.
 
-use crate::format::{Bootloader, Contents, Format};
+use crate::format::{Bootloader, Contents, Format, TableType};
 use imgbuild_nix::BootSpec;
 
 /// What a PC BIOS format asks of the system's GRUB.
@@ -16,6 +16,10 @@ pub(super) struct GrubTarget {
     disks: Option<&'static [&'static str]>,
     /// The disk has an ESP, so GRUB may be installed for UEFI too.
     esp: bool,
+    /// The disk has no partition table (`linode`): no room for GRUB's boot code, so the
+    /// devices must be `nodev` (install-grub.pl then writes grub.cfg only, which the
+    /// platform's own GRUB reads), and nothing else.
+    nodev: bool,
 }
 
 /// The disk each BIOS format becomes on its platform (as nixpkgs' modules and imgbuild's
@@ -27,6 +31,7 @@ pub(super) fn grub_target(format: &Format) -> Option<GrubTarget> {
     let disks: Option<&'static [&'static str]> = match format.name.as_str() {
         "digitalocean" => Some(&["/dev/vda"]),
         "hetzner" => Some(&["/dev/sda"]),
+        "cloudstack" => Some(&["/dev/vda"]),
         _ => None,
     };
     Some(GrubTarget {
@@ -35,6 +40,7 @@ pub(super) fn grub_target(format: &Format) -> Option<GrubTarget> {
             .partitions
             .iter()
             .any(|p| p.contents == Contents::Esp),
+        nodev: format.table.kind == TableType::None,
     })
 }
 
@@ -169,6 +175,16 @@ pub(super) fn grub_problem(format: &str, target: GrubTarget, spec: &BootSpec) ->
             disk_hint(target)
         ));
     }
+    if target.nodev {
+        return rec.devices.iter().find(|d| *d != "nodev").map(|d| {
+            format!(
+                "boot.loader.grub.devices names {d}, but a {format} image is a file system \
+                 without a partition table, with no room for GRUB's boot code: set \
+                 boot.loader.grub.device = \"nodev\" (the platform's GRUB reads \
+                 /boot/grub/grub.cfg)"
+            )
+        });
+    }
     for d in &rec.devices {
         let ok = match target.disks {
             _ if d == "nodev" => false,
@@ -201,6 +217,9 @@ pub(super) fn grub_writes_esp(format: &Format, spec: &BootSpec) -> bool {
 
 /// `(/dev/vda)`, for messages; nothing for a generic disk.
 fn disk_hint(target: GrubTarget) -> String {
+    if target.nodev {
+        return " (\"nodev\": it has no partition table)".into();
+    }
     match target.disks {
         Some(d) => format!(" ({})", d.join(" or ")),
         None => " (a whole disk such as /dev/vda or /dev/sda)".into(),
@@ -260,6 +279,8 @@ mod tests {
             ("qemu", "/dev/vda"),
             ("digitalocean", "/dev/vda"),
             ("hetzner", "/dev/sda"),
+            ("cloudstack", "/dev/vda"),
+            ("linode", "nodev"),
         ] {
             let p = problem(f, &grub_json(&format!(r#"["{dev}"]"#), false), false);
             assert_eq!(p, None, "{f} {dev}");
@@ -270,6 +291,7 @@ mod tests {
         let hybrid = GrubTarget {
             disks: None,
             esp: true,
+            nodev: false,
         };
         assert_eq!(grub_problem("hybrid", hybrid, &spec), None);
         let qemu = grub_target(&Format::load("qemu").unwrap()).unwrap();
@@ -293,6 +315,10 @@ mod tests {
             ("raw", r#"["/dev/vda", "nodev"]"#, "names nodev"),
             ("hetzner", r#"["/dev/vda"]"#, "(/dev/sda)"),
             ("digitalocean", r#"["/dev/sda"]"#, "(/dev/vda)"),
+            ("cloudstack", r#"["/dev/sda"]"#, "(/dev/vda)"),
+            ("linode", r#"["/dev/sda"]"#, "names /dev/sda"),
+            ("linode", r#"["nodev", "/dev/sda"]"#, "device = \"nodev\""),
+            ("linode", "[]", "boot.loader.grub.devices is empty"),
             ("raw", "[]", "boot.loader.grub.devices is empty"),
         ] {
             let p = problem(f, &grub_json(devices, false), false)

@@ -69,7 +69,9 @@ fn settings<'a>(cx: &Context, choice: &'a Choice) -> Result<(&'a GrubSettings, &
             reason: "it depends on the device the running system mounted; use uuid or label",
         });
     }
-    if !s.devices.iter().any(|d| d != "nodev") {
+    // A disk without a table has no room for GRUB's boot code: something else's GRUB (Linode's
+    // "GRUB 2" boot mode) reads its grub.cfg, and `nodev` is right there.
+    if cx.format.table.kind != TableType::None && !s.devices.iter().any(|d| d != "nodev") {
         return Err(Error::GrubUnsupported {
             setting: "devices = [\"nodev\"]".into(),
             reason: "a PC BIOS disk needs GRUB installed on it: set boot.loader.grub.device",
@@ -210,6 +212,12 @@ fn install_location(cx: &Context) -> Result<Install<'static>> {
         table: match format.table.kind {
             TableType::Gpt => PartTable::Gpt,
             TableType::Mbr => PartTable::Msdos,
+            TableType::None => {
+                return Err(Error::GrubUnsupported {
+                    setting: "a disk without a partition table".into(),
+                    reason: "GRUB's core image needs the gap after an MBR or a BIOS boot partition",
+                })
+            }
         },
         partition: u32::try_from(root + 1).expect("at most 128 partitions"),
         fs_module: "ext2",
@@ -219,18 +227,17 @@ fn install_location(cx: &Context) -> Result<Install<'static>> {
 
 /// Installs GRUB into the root tree (`/boot/grub` with `grub.cfg`, `state`, `grubenv`, the
 /// platform files `grub-install` copies, its font) and returns the core image for the disk.
+/// On a disk without a partition table (`device = "nodev"`: install-grub.pl runs no
+/// `grub-install`) only what install-grub.pl writes: `grub.cfg`, `state` and its copies; no
+/// core image.
 pub(crate) fn install(
     cx: &Context,
     inputs: &Inputs,
     choice: &Choice,
     entry: &boot::BootEntry,
     root: &mut Tree,
-) -> Result<GrubSetup> {
+) -> Result<Option<GrubSetup>> {
     let (s, package) = settings(cx, choice)?;
-    let platform = read_platform(inputs, package)?;
-    let core = install_location(cx)?
-        .core_image(&platform)
-        .map_err(grub_err("building core.img"))?;
     let (name, version) = boot::parse_drv_name(package.name());
     let state = boot::GrubState {
         name: name.to_owned(),
@@ -239,12 +246,19 @@ pub(crate) fn install(
         devices: s.devices.clone(),
         efi_mount_point: s.efi_sys_mount_point.clone(),
     };
+    if cx.format.table.kind == TableType::None {
+        let files = boot::grub_boot(entry, &cfg_options(cx, inputs, choice, s)?, &state)?;
+        add_boot_files(root, "/boot", &files, &inputs.store, cx.time)?;
+        private_grub_dir(cx, root);
+        return Ok(None);
+    }
+    let platform = read_platform(inputs, package)?;
+    let core = install_location(cx)?
+        .core_image(&platform)
+        .map_err(grub_err("building core.img"))?;
     let files = boot::grub_boot(entry, &cfg_options(cx, inputs, choice, s)?, &state)?;
     add_boot_files(root, "/boot", &files, &inputs.store, cx.time)?;
-    // install-grub.pl makes /boot/grub 0700.
-    if let Some(dir) = root.lookup(b"/boot/grub") {
-        root.node_mut(dir).meta = imgbuild_fstree::Meta::new(0o700, 0, 0, cx.time);
-    }
+    private_grub_dir(cx, root);
     let i386 = root
         .mkdir_p(b"/boot/grub/i386-pc", dir_meta(cx.time))
         .map_err(|source| Error::Tree {
@@ -270,7 +284,14 @@ pub(crate) fn install(
         }];
         add_boot_files(root, "/boot", &f, &inputs.store, cx.time)?;
     }
-    Ok(GrubSetup { platform, core })
+    Ok(Some(GrubSetup { platform, core }))
+}
+
+/// install-grub.pl makes /boot/grub 0700.
+fn private_grub_dir(cx: &Context, root: &mut Tree) {
+    if let Some(dir) = root.lookup(b"/boot/grub") {
+        root.node_mut(dir).meta = imgbuild_fstree::Meta::new(0o700, 0, 0, cx.time);
+    }
 }
 
 impl GrubSetup {

@@ -80,7 +80,7 @@ pub(crate) fn build(cx: &Context, inputs: &Inputs, cancel: &AtomicBool) -> Resul
                 let (mut tree, report) = root(cx, inputs, &entry, &choice, cancel)?;
                 dedup = report;
                 if cx.format.bootloader.kind == format::Bootloader::Grub {
-                    grub = Some(grub::install(cx, inputs, &choice, &entry, &mut tree)?);
+                    grub = grub::install(cx, inputs, &choice, &entry, &mut tree)?;
                 }
                 tree
             }
