@@ -131,6 +131,22 @@ let
         compress = "none";
         product = "qcow2-image";
       };
+      # The raw disk as qcow2 for CloudStack (nixpkgs' cloudstack-image.nix, no build-image
+      # variant); Linode's ext4 file system without a table, gzip'd (linode-image.nix).
+      cloudstack = {
+        base = "raw";
+        system = "x86_64-linux";
+        extension = "qcow2";
+        compress = "none";
+        product = "qcow2-image";
+      };
+      linode = {
+        base = "linode";
+        system = "x86_64-linux";
+        extension = "img.gz";
+        compress = "none";
+        product = "raw-image";
+      };
       iso = live "iso" "iso" "iso";
       # The iso medium (formats/iso-installer.toml: `base = "iso"`) with another system.
       iso-installer = live "iso" "iso" "iso";
@@ -224,6 +240,11 @@ let
     digital-ocean = {
       format = "digitalocean";
       extension = "qcow2.gz";
+    };
+    # linode-image.nix: `image.extension = "img.gz"`.
+    linode = {
+      format = "linode";
+      extension = "img.gz";
     };
     # nixpkgs' iso-image.nix: `iso/<baseName>.iso`, baseName `nixos[-<edition>]-<label>-<system>`.
     iso = {

@@ -10,7 +10,8 @@
 #
 # This module replaces nixpkgs' module of the variants imgbuild has a format for (lib.
 # imageVariants: raw-efi, qemu-efi, amazon, azure, google-compute, hyperv, vmware, virtualbox, proxmox,
-# sd-card, the PC BIOS ones raw, qemu, digital-ocean, and iso, iso-installer, kexec) with:
+# sd-card, the PC BIOS ones raw, qemu, digital-ocean, linode, and iso, iso-installer, kexec)
+# with:
 # this system + `imgbuild.format = <format>` (the same configuration `nixosModules.imgbuild`
 # gives a machine installed from that image; for iso-installer also the all-hardware, base and
 # installation-device profiles, as nixpkgs' variant has them), imaged by `lib.mkImage`. Only

@@ -53,6 +53,8 @@ let
     qemu = x86;
     digitalocean = x86;
     hetzner = x86;
+    cloudstack = x86;
+    linode = x86;
     iso = both;
     iso-installer = both;
     netboot = both;
@@ -81,6 +83,9 @@ let
     qemu = "qemu";
     digitalocean = "raw";
     hetzner = "raw";
+    cloudstack = "raw";
+    # An ext4 root without a partition table; GRUB for `nodev` (Linode's GRUB reads grub.cfg).
+    linode = "linode";
     iso = "iso";
     iso-installer = "iso";
     netboot = "netboot";
@@ -102,12 +107,14 @@ let
   # platform, which `boot.loader.grub.devices` must name so that `nixos-rebuild` (GRUB's
   # installer) writes boot.img and core.img to it again: QEMU/Proxmox/libvirt and
   # DigitalOcean give a virtio-blk disk (`/dev/vda`, as nixpkgs' disk-image.nix and
-  # digital-ocean-config.nix set), Hetzner Cloud a virtio-scsi one (`/dev/sda`).
+  # digital-ocean-config.nix set), Hetzner Cloud a virtio-scsi one (`/dev/sda`), CloudStack's
+  # KVM a virtio-blk one (cloudstack-config.nix).
   grubDevice = {
     raw = "/dev/vda";
     qemu = "/dev/vda";
     digitalocean = "/dev/vda";
     hetzner = "/dev/sda";
+    cloudstack = "/dev/vda";
   };
   bios = cfg.format != null && grubDevice ? ${cfg.format};
 
@@ -356,6 +363,8 @@ in
           "qemu"
           "digitalocean"
           "hetzner"
+          "cloudstack"
+          "linode"
           "iso"
           "iso-installer"
           "netboot"
@@ -385,9 +394,13 @@ in
         PC BIOS, GRUB (`boot.loader.grub.devices` = the disk the image becomes): `raw` (MBR,
         ext4 `/` labelled `nixos`, `/dev/vda`), `digitalocean` (that disk as `.qcow2.gz`,
         `/dev/vda`; add nixpkgs' `virtualisation/digital-ocean-config.nix` for the droplet's
-        metadata), `hetzner` (that disk for Hetzner Cloud, `/dev/sda`), `qemu` (GPT: BIOS boot
-        partition with GRUB's core.img, ext4 `/`, in a qcow2; `/dev/vda`; BIOS only: use
-        `qemu-efi` for UEFI).
+        metadata), `hetzner` (that disk for Hetzner Cloud, `/dev/sda`), `cloudstack` (that
+        disk as qcow2, `/dev/vda`, with cloudstack-config.nix's cloud-init settings), `qemu`
+        (GPT: BIOS boot partition with GRUB's core.img, ext4 `/`, in a qcow2; `/dev/vda`;
+        BIOS only: use `qemu-efi` for UEFI).
+        `linode`: ext4 `/` labelled `nixos` with no partition table (`.img.gz`), GRUB with
+        `device = "nodev"` (grub.cfg only: Linode's own GRUB reads it), and linode-config.nix's
+        serial console, network and SSH settings.
         `iso` (live) and `iso-installer`, x86_64 and aarch64: what nixpkgs' iso-image.nix sets
         (root on tmpfs, the ISO at `/iso` found by its volume ID `root=LABEL=`, the store image
         `/iso/nix-store.squashfs` at `/nix/.ro-store` under a tmpfs overlay as `/nix/store`,
@@ -599,6 +612,37 @@ in
       boot.initrd.availableKernelModules = diskModules ++ [ "ata_piix" ];
     })
 
+
+    # Linode (nixpkgs' linode-image.nix + linode-config.nix): the disk is the ext4 file
+    # system itself, booted by Linode's "GRUB 2" mode, whose GRUB reads /boot/grub/grub.cfg:
+    # install-grub.pl writes it for `nodev` and runs no grub-install (forceInstall, as
+    # nixpkgs sets it, would only matter for a real device). The root grows to the disk
+    # Linode gives (resize2fs at boot; there is no partition to grow). The platform's network
+    # and SSH settings are in platforms.nix.
+    (mkIf (base == "linode") {
+      fileSystems."/" = {
+        device = "/dev/disk/by-label/nixos";
+        fsType = "ext4";
+        autoResize = cfg.growRoot;
+      };
+
+      boot.loader.systemd-boot.enable = false;
+      boot.loader.grub.enable = true;
+      boot.loader.grub.device = mkDefault "nodev";
+      boot.loader.grub.forceInstall = mkDefault true;
+      # Time to attach Lish (Linode's console) before the default entry boots.
+      boot.loader.timeout = mkDefault 10;
+      # Lish is the first serial port at 19200 baud, for GRUB and the kernel.
+      boot.loader.grub.extraConfig = ''
+        serial --speed=19200 --unit=0 --word=8 --parity=no --stop=1;
+        terminal_input serial;
+        terminal_output serial
+      '';
+      boot.kernelParams = [ "console=ttyS0,19200n8" ];
+      # linode-config.nix's virtio_pci, virtio_scsi, ahci and sd_mod are among them.
+      boot.initrd.availableKernelModules = diskModules;
+      boot.kernelModules = [ "virtio_net" ];
+    })
 
     (mkIf (base == "sd-aarch64") {
       fileSystems."/" = {

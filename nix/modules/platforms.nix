@@ -1,10 +1,14 @@
 # The platform settings of the formats that are the raw-efi disk for one cloud or hypervisor
-# (openstack, kubevirt, oci, vagrant-virtualbox): what nixpkgs' module for that image variant
-# sets besides the disk layout, written here from those modules' facts
+# (openstack, kubevirt, oci, vagrant-virtualbox), the raw disk for CloudStack and Linode's
+# table-less disk: what nixpkgs' module for that image variant sets besides the disk layout,
+# written here from those modules' facts
 # (maintainers/scripts/openstack/openstack-image.nix + virtualisation/openstack-config.nix,
 # virtualisation/kubevirt.nix, virtualisation/oci-image.nix + oci-common.nix,
-# virtualisation/vagrant-virtualbox-image.nix + vagrant-guest.nix), minus their disk and boot
-# loader settings (imgbuild's module sets those for the raw-efi disk: systemd-boot, UEFI).
+# virtualisation/vagrant-virtualbox-image.nix + vagrant-guest.nix,
+# maintainers/scripts/cloudstack/cloudstack-image.nix + virtualisation/cloudstack-config.nix,
+# virtualisation/linode-image.nix + linode-config.nix), minus their disk and boot loader
+# settings (imgbuild's module sets those for the format's disk: systemd-boot for raw-efi,
+# GRUB for cloudstack and linode).
 # Imported by nixosModules.imgbuild; active only for its format. Every value is a default:
 # a configuration may set its own.
 {
@@ -103,6 +107,53 @@ in
             mv /root/.ssh/authorized_keys.new /root/.ssh/authorized_keys
           '';
         };
+      }
+    ]))
+
+    (mkIf (format == "cloudstack") (mkMerge [
+      qemuGuest
+      {
+        services.openssh = {
+          enable = mkDefault true;
+          settings.PermitRootLogin = mkDefault "prohibit-password";
+        };
+        # SSH keys, the password and user data from the virtual router; only CloudStack's
+        # data source is tried, so the boot does not wait on the others.
+        services.cloud-init.enable = mkDefault true;
+        environment.etc."cloud/cloud.cfg.d/99_cloudstack.cfg".text = mkDefault ''
+          datasource:
+            CloudStack: {}
+            None: {}
+          datasource_list: ["CloudStack"]
+        '';
+        # cloud-init's password setting fetches with wget.
+        environment.systemPackages = [ pkgs.wget ];
+      }
+    ]))
+
+    (mkIf (format == "linode") (mkMerge [
+      qemuGuest
+      {
+        services.openssh = {
+          enable = mkDefault true;
+          settings.PermitRootLogin = mkDefault "prohibit-password";
+          settings.PasswordAuthentication = mkDefault false;
+        };
+        # Linode's network helper expects eth0 with DHCP and no IPv6 privacy addresses.
+        networking.usePredictableInterfaceNames = mkDefault false;
+        networking.useDHCP = mkDefault false;
+        networking.interfaces.eth0 = {
+          useDHCP = mkDefault true;
+          tempAddress = mkDefault "disabled";
+        };
+        # What Linode's support asks for when diagnosing a node.
+        environment.systemPackages = with pkgs; [
+          inetutils
+          mtr
+          sysstat
+        ];
+        # A Linode configuration profile gives its swap disk as the second one.
+        swapDevices = mkDefault [ { device = "/dev/sdb"; } ];
       }
     ]))
 

@@ -1173,9 +1173,9 @@ let
         };
       };
 
-    # The build-image variants: nixpkgs' names, each imgbuild format once but hetzner (nixpkgs
-    # has no variant for it) and netboot (nixpkgs has no build-image variant of it: nixpkgs'
-    # netboot is three files, its kexec variant is the tarball).
+    # The build-image variants: nixpkgs' names, each imgbuild format once but hetzner and
+    # cloudstack (nixpkgs has no variant for them) and netboot (nixpkgs has no build-image
+    # variant of it: nixpkgs' netboot is three files, its kexec variant is the tarball).
     imageVariants = {
       expr = {
         names = attrNames lib.imageVariants;
@@ -1200,6 +1200,7 @@ let
           "iso-installer"
           "kexec"
           "kubevirt"
+          "linode"
           "lxc"
           "lxc-metadata"
           "oci"
@@ -1215,11 +1216,11 @@ let
           "virtualbox"
           "vmware"
         ];
-        # Every format but incus (nixpkgs has no variant of Incus' unified image), hetzner and
-        # netboot.
-        formats = filter (f: f != "incus" && f != "hetzner" && f != "netboot") (
-          attrNames lib.formats
-        );
+        # Every format but incus (nixpkgs has no variant of Incus' unified image), hetzner,
+        # cloudstack and netboot.
+        formats = filter (
+          f: f != "incus" && f != "hetzner" && f != "cloudstack" && f != "netboot"
+        ) (attrNames lib.formats);
         containers = [ ];
       };
     };
@@ -1254,6 +1255,7 @@ let
             "iso-installer"
             "kexec"
             "kubevirt"
+            "linode"
             "lxc"
             "lxc-metadata"
             "oci"

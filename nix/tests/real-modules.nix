@@ -59,6 +59,7 @@ let
         )) { };
         boot = {
           kernelParams = opt (types.listOf types.str) [ ];
+          kernelModules = opt (types.listOf types.str) [ ];
           consoleLogLevel = opt types.int 4;
           growPartition = opt types.bool false;
           initrd.availableKernelModules = opt (types.listOf types.str) [ ];
@@ -87,6 +88,7 @@ let
               configurationName = opt types.str "";
               default = opt (types.either types.int types.str) 0;
               copyKernels = opt types.bool false;
+              forceInstall = opt types.bool false;
               storePath = opt types.str "/nix/store";
               extraConfig = opt types.lines "";
               extraEntries = opt types.lines "";
@@ -159,6 +161,11 @@ let
         # What platforms.nix sets for the cloud and hypervisor formats.
         networking.timeServers = opt (types.listOf types.str) [ "0.nixos.pool.ntp.org" ];
         networking.useNetworkd = opt types.bool false;
+        # What platforms.nix sets for linode (networking.useDHCP is declared below).
+        networking.usePredictableInterfaceNames = opt types.bool true;
+        networking.interfaces = opt (types.attrsOf freeform) { };
+        swapDevices = opt (types.listOf freeform) [ ];
+        environment.etc = opt (types.attrsOf freeform) { };
         services.cloud-init.enable = opt types.bool false;
         services.qemuGuest.enable = opt types.bool false;
         services.openssh = opt freeform { };
@@ -269,6 +276,8 @@ let
     "qemu"
     "digitalocean"
     "hetzner"
+    "cloudstack"
+    "linode"
   ];
   # A format for several systems (the container tarballs) is evaluated for the first.
   systemOf = f: builtins.head (flakeLib.systemsOf flakeLib.formats.${f});
@@ -332,6 +341,7 @@ let
     "iso-installer"
     "kexec"
     "kubevirt"
+    "linode"
     "lxc"
     "lxc-metadata"
     "oci"
@@ -457,9 +467,40 @@ let
         oci = c "oci";
         vagrant = c "vagrant-virtualbox";
         raw = c "raw-efi";
+        cloudstack = c "cloudstack";
+        linode = c "linode";
       in
       {
         expr = {
+          # CloudStack: the raw disk's GRUB on /dev/vda, cloud-init with its data source only.
+          cloudstack = {
+            sameDisk = cloudstack.fileSystems == (c "raw").fileSystems;
+            cloudInit = cloudstack.services.cloud-init.enable;
+            datasource = lib.hasInfix ''datasource_list: ["CloudStack"]'' cloudstack.environment.etc."cloud/cloud.cfg.d/99_cloudstack.cfg".text;
+            grow = cloudstack.boot.growPartition;
+          };
+          # Linode: root by label on the whole disk (grown by resize2fs, no partition to
+          # grow), GRUB for nodev with Lish on ttyS0 at 19200, eth0 by DHCP.
+          linode = {
+            root = {
+              inherit (linode.fileSystems."/") device fsType autoResize;
+            };
+            grow = linode.boot.growPartition;
+            inherit (linode.boot.loader.grub) forceInstall;
+            inherit (linode.boot.loader) timeout;
+            serial = lib.hasInfix "serial --speed=19200" linode.boot.loader.grub.extraConfig;
+            params = linode.boot.kernelParams;
+            eth0 = linode.networking.interfaces.eth0;
+            predictable = linode.networking.usePredictableInterfaceNames;
+            swap = linode.swapDevices;
+            record = {
+              inherit (linode.boot.bootspec.extensions."org.imgbuild.v1".bootloader)
+                devices
+                timeout
+                extraConfig
+                ;
+            };
+          };
           sameDisk = map (x: x.fileSystems == raw.fileSystems && x.boot.loader.systemd-boot.enable) [
             openstack
             kubevirt
@@ -487,6 +528,35 @@ let
           };
         };
         expected = {
+          cloudstack = {
+            sameDisk = true;
+            cloudInit = true;
+            datasource = true;
+            grow = true;
+          };
+          linode = {
+            root = {
+              device = "/dev/disk/by-label/nixos";
+              fsType = "ext4";
+              autoResize = true;
+            };
+            grow = false;
+            forceInstall = true;
+            timeout = 10;
+            serial = true;
+            params = [ "console=ttyS0,19200n8" ];
+            eth0 = {
+              useDHCP = true;
+              tempAddress = "disabled";
+            };
+            predictable = false;
+            swap = [ { device = "/dev/sdb"; } ];
+            record = {
+              devices = [ "nodev" ];
+              timeout = 10;
+              extraConfig = linode.boot.loader.grub.extraConfig;
+            };
+          };
           sameDisk = [
             true
             true
@@ -567,6 +637,7 @@ let
             google-compute = x86 "gce" "raw.tar.gz" null;
             hyperv = x86 "hyperv" "vhdx" null;
             kubevirt = x86 "kubevirt" "qcow2" null;
+            linode = x86 "linode" "img.gz" null;
             oci = x86 "oci" "qcow2" null;
             openstack = x86 "openstack" "qcow2" null;
             proxmox = x86 "proxmox" "vma.zst" null;
@@ -1240,6 +1311,12 @@ let
               qemu = s "/dev/vda" false;
               digitalocean = s "/dev/vda" false;
               hetzner = s "/dev/sda" false;
+              cloudstack = s "/dev/vda" false;
+              # No boot code on a disk without a table: GRUB for `nodev`; Linode's disks are
+              # virtio or SCSI, no PIIX IDE.
+              linode = s "nodev" false // {
+                ide = false;
+              };
             };
           ownDevice = [ "/dev/nvme0n1" ];
           ownRecord = {

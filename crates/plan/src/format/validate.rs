@@ -185,6 +185,38 @@ impl Format {
         Ok(())
     }
 
+    /// What the table asks of partition `i`, `p`'s entry: a type of its kind (none without a
+    /// table), GPT's 36-character names and no MBR flag, MBR's four entries.
+    fn check_table_entry(&self, i: usize, p: &Partition) -> Result<(), String> {
+        let pname = quote(&p.name);
+        let t = match (self.table.kind, p.type_id) {
+            (TableType::None, _) => return Ok(()),
+            (_, Some(t)) => t,
+            (_, None) => return Err(format!("partition `{pname}`: no `type`")),
+        };
+        if self.table.kind == TableType::Gpt {
+            if matches!(t, PartType::Mbr(_)) {
+                return Err(format!("partition `{pname}`: type `{t}` is not a GUID"));
+            }
+            if p.bootable {
+                return Err(format!("partition `{pname}`: `bootable` is an MBR flag"));
+            }
+            if p.name.encode_utf16().count() > 36 {
+                return Err(format!("partition `{pname}`: GPT names hold 36 characters"));
+            }
+        } else {
+            if matches!(t, PartType::Gpt(_)) {
+                return Err(format!(
+                    "partition `{pname}`: type `{t}` is not an MBR type byte like 0x83"
+                ));
+            }
+            if i >= 4 {
+                return Err("MBR tables hold 4 primary partitions".into());
+            }
+        }
+        Ok(())
+    }
+
     /// The checks of partition `i`, `p`.
     fn check_partition(&self, i: usize, p: &Partition) -> Result<(), String> {
         let pname = quote(&p.name);
@@ -197,39 +229,7 @@ impl Format {
                 quote(&p.label)
             ));
         }
-        let type_id = match (self.table.kind, p.type_id) {
-            (TableType::None, _) => None,
-            (_, Some(t)) => Some(t),
-            (_, None) => return Err(format!("partition `{pname}`: no `type`")),
-        };
-        match (self.table.kind, type_id) {
-            (TableType::None, _) => {}
-            (TableType::Gpt, t) => {
-                if let Some(t @ PartType::Mbr(_)) = t {
-                    return Err(format!("partition `{}`: type `{}` is not a GUID", pname, t));
-                }
-                if p.bootable {
-                    return Err(format!("partition `{}`: `bootable` is an MBR flag", pname));
-                }
-                if p.name.encode_utf16().count() > 36 {
-                    return Err(format!(
-                        "partition `{}`: GPT names hold 36 characters",
-                        pname
-                    ));
-                }
-            }
-            (TableType::Mbr, t) => {
-                if let Some(t @ PartType::Gpt(_)) = t {
-                    return Err(format!(
-                        "partition `{}`: type `{}` is not an MBR type byte like 0x83",
-                        pname, t
-                    ));
-                }
-                if i >= 4 {
-                    return Err("MBR tables hold 4 primary partitions".into());
-                }
-            }
-        }
+        self.check_table_entry(i, p)?;
         if p.size == PartSize::Auto && i + 1 != self.partitions.len() {
             return Err(format!(
                 "partition `{}`: only the last partition can be sized `auto`",
