@@ -44,6 +44,49 @@ const ROOT_SLACK: u64 = 96 * MIB;
 /// SeaBIOS and GRUB's own messages go to the screen, not the serial console, so a failed
 /// BIOS boot ends with the timeout (the grub.cfg of `grub-disk` puts GRUB on the serial
 /// console too).
+/// The grub.cfg of the CD standing for Linode's "GRUB 2" boot mode: GRUB's console on the
+/// serial port, then the first disk's `/boot/grub/grub.cfg` (a disk without a partition
+/// table: `(hd0)` is its file system).
+const LINODE_CD_CFG: &str = "serial --unit=0 --speed=115200\nterminal_input serial console\n\
+terminal_output serial console\necho \"linode GRUB 2 mode: (hd0)/boot/grub/grub.cfg\"\n\
+insmod ext2\nset root=(hd0)\nconfigfile (hd0)/boot/grub/grub.cfg\n";
+
+/// QEMU's arguments for a GRUB CD made in `work` with Debian's `grub-mkrescue` (i386-pc
+/// modules from grub-pc-bin) that boots the disk's own grub.cfg, as Linode's "GRUB 2" boot
+/// mode does for a disk image without boot code; the machine boots from it (`-boot d`).
+pub(super) fn linode_grub_cd(work: &Path) -> Result<Vec<std::ffi::OsString>> {
+    util::need_tools(&[
+        ("grub-mkrescue", "grub-common"),
+        ("xorriso", "xorriso"),
+        ("mformat", "mtools"),
+    ])?;
+    let i386 = Path::new("/usr/lib/grub/i386-pc");
+    ensure!(
+        i386.join("kernel.img").is_file(),
+        "{} not found (apt-get install grub-pc-bin)",
+        i386.display()
+    );
+    let tree = work.join("linode-cd");
+    fs::create_dir_all(tree.join("boot/grub"))?;
+    fs::write(tree.join("boot/grub/grub.cfg"), LINODE_CD_CFG)?;
+    let iso = work.join("linode-grub.iso");
+    util::run(
+        cmd("grub-mkrescue")
+            .arg("-d")
+            .arg(i386)
+            .arg("-o")
+            .arg(&iso)
+            .arg(&tree),
+    )
+    .context("making the GRUB CD (grub-mkrescue)")?;
+    Ok(vec![
+        "-cdrom".into(),
+        iso.into_os_string(),
+        "-boot".into(),
+        "d".into(),
+    ])
+}
+
 pub(super) fn pc_machine() -> Result<Machine> {
     util::need_tools(&[("qemu-system-x86_64", "qemu-system-x86")])?;
     let kvm = super::kvm_usable();

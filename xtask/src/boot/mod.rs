@@ -10,7 +10,8 @@
 //! (U-Boot's distro boot finds extlinux.conf on the bootable partition), always TCG.
 //! raw, qemu, digitalocean, hetzner (GRUB, PC BIOS): QEMU's default `pc` machine and its
 //! SeaBIOS, the disk on IDE or virtio-blk (`bios.rs`); `--firmware uefi` boots the hybrid
-//! `qemu` image with OVMF instead.
+//! `qemu` image with OVMF instead. linode (no partition table, no boot code): the same
+//! machine booting a GRUB CD that reads the disk's grub.cfg, as Linode's "GRUB 2" mode.
 //! iso / iso-aarch64 / netboot / netboot-aarch64: see `live.rs`.
 
 pub mod bios;
@@ -55,8 +56,8 @@ pub struct BootArgs {
     /// How the image is attached (default: virtio; cdrom for ISOs)
     #[arg(long, value_enum)]
     pub disk: Option<Disk>,
-    /// x86_64: SeaBIOS (`pc` machine) or OVMF; default: bios for raw, qemu, digitalocean and
-    /// hetzner, uefi for the others (an x86_64 ISO boots with either)
+    /// x86_64: SeaBIOS (`pc` machine) or OVMF; default: bios for raw, qemu, digitalocean,
+    /// hetzner and linode, uefi for the others (an x86_64 ISO boots with either)
     #[arg(long, value_enum)]
     pub firmware: Option<Firmware>,
     /// Seconds before giving up (default 240 raw-efi, 300 sd-aarch64)
@@ -319,12 +320,15 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         f.set_len(len.next_power_of_two())?;
         return raspi::boot_raspi3b(spec, &copy);
     }
+    if spec.format == Format::Linode && spec.firmware != Firmware::Bios {
+        bail!("linode boots with SeaBIOS only (Linode's GRUB 2 mode)");
+    }
     let disk_args = disk_args(spec, &image);
     let (mut c, accel, giveup) = match spec.format {
         _ if spec.format.arch() == Arch::X86_64 && spec.firmware == Firmware::Bios => {
             bios::pc_machine()?
         }
-        Format::Raw | Format::Qemu | Format::Digitalocean | Format::Hetzner => {
+        Format::Raw | Format::Qemu | Format::Digitalocean | Format::Hetzner | Format::Linode => {
             x86_machine(work.path())?
         }
         Format::RawEfi
@@ -339,6 +343,10 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         }
     };
     console_only(&mut c);
+    if spec.format == Format::Linode {
+        // Linode's own GRUB, not the disk's (it has none), boots it.
+        c.args(bios::linode_grub_cd(work.path())?);
+    }
     c.args(&disk_args);
     run_qemu(spec, c, accel, giveup)
 }
@@ -412,6 +420,7 @@ pub fn imgbuild_image(format: Format) -> Result<PathBuf> {
             .arg(&closure)
             .arg("--store-root")
             .arg(&fix)
+            .args(format.imgbuild_args())
             .arg("-o")
             .arg(&out),
     )?;

@@ -1,6 +1,7 @@
 //! The PC BIOS part of `ci-boot` (issue 24): the harness proven on a disk made without
 //! imgbuild's image code (`xtask grub-disk`), then imgbuild's raw (IDE, virtio), qemu (GPT +
-//! BIOS boot partition, qcow2, virtio) and digitalocean (`.qcow2.gz`, virtio) images of the
+//! BIOS boot partition, qcow2, virtio), digitalocean (`.qcow2.gz`, virtio) and linode (no
+//! partition table, `.img.gz`, virtio, through a GRUB CD standing for Linode's) images of the
 //! fixture's GRUB toplevel under QEMU's default SeaBIOS, each through GRUB (the kernel's
 //! `BOOT_IMAGE=(hd0,...)` is GRUB's); and the system check refusing hetzner (the fixture's
 //! GRUB is for /dev/vda) and raw of the systemd-boot toplevel. About 3 minutes with TCG.
@@ -12,8 +13,9 @@ use crate::util::{self, cmd};
 use anyhow::{bail, ensure, Context, Result};
 use std::path::Path;
 
-/// What GRUB puts first on the kernel command line of an entry it boots from a disk.
-const GRUB_BOOT_IMAGE: &str = "BOOT_IMAGE=(hd0,";
+/// What GRUB puts first on the kernel command line of an entry it boots from a disk:
+/// `(hd0,msdos1)`, `(hd0,gpt2)`, or `(hd0)` for linode's disk without a table.
+const GRUB_BOOT_IMAGE: &str = "BOOT_IMAGE=(hd0";
 
 impl Run {
     /// [`Run::boot_on`] with SeaBIOS, then: the console shows the kernel was loaded by GRUB.
@@ -71,6 +73,7 @@ pub(super) fn x86_bios(run: &mut Run, fx: &Path, info: &FixtureInfo) {
         (Format::Raw, &[Disk::Ide, Disk::Virtio][..]),
         (Format::Qemu, &[Disk::Virtio][..]),
         (Format::Digitalocean, &[Disk::Virtio][..]),
+        (Format::Linode, &[Disk::Virtio][..]),
     ] {
         let name = format.name();
         let Some(img) = run.step(&format!("imgbuild {name} image"), || {
