@@ -353,6 +353,25 @@ mod tests {
     }
 
     #[test]
+    fn a_disk_without_a_table_is_its_file_system() {
+        let f = fmt("linode");
+        let mut auto = |free: u64| Ok((300 << 20) + 4096 + free);
+        let l = compute(&f, &fixed(&f), None, 512 << 20, &mut auto).unwrap();
+        // From byte 0 to the end, no table before or after; whole MiB.
+        let root = &l.partitions[0];
+        assert_eq!((root.start, root.size), (0, l.disk_size));
+        assert_eq!(l.disk_size, 813 << 20);
+        assert_eq!(root.fs_size, l.disk_size);
+        let l = compute(&f, &fixed(&f), Some(1 << 30), 0, &mut auto).unwrap();
+        assert_eq!(l.partitions[0].size, 1 << 30);
+        let e = compute(&f, &fixed(&f), Some(300 << 20), 0, &mut auto).unwrap_err();
+        assert!(
+            matches!(e, Error::DiskTooSmall { needed, .. } if needed == 301 << 20),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn overrides_move_the_root() {
         let f = fmt("raw-efi");
         let sizes = |i: usize| if i == 0 { Some(100 << 20) } else { None };
