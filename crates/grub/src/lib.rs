@@ -67,7 +67,9 @@ mod tests;
 pub use boot::boot_sector;
 pub use core_img::{CoreImage, CoreOptions};
 pub use efi::EfiImage;
-pub use install::{installed_files, Install, PartTable};
+pub use install::{
+    installed_efi_files, installed_files, EfiInstall, Install, PartTable, REMOVABLE_EFI_PATH,
+};
 pub use lzma::{compress, decompress, MAX_PAYLOAD};
 pub use moddep::{resolve, ModDeps};
 pub use platform::Platform;

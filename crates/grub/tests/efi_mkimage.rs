@@ -6,7 +6,7 @@
 
 mod common;
 
-use imgbuild_grub::{CoreOptions, EfiImage};
+use imgbuild_grub::{installed_efi_files, CoreOptions, EfiImage, EfiInstall, PartTable};
 
 fn judge(modules: &[&str], prefix: &str, config: Option<&[u8]>) {
     let (Some(platform), true) = (
@@ -78,4 +78,42 @@ fn many_modules() {
         "/EFI/BOOT",
         Some(b"set timeout=5\n"),
     );
+}
+
+/// What imgbuild installs for the hybrid disk (GRUB's directory on the FAT ESP mounted at
+/// /boot) against grub-mkimage given the same modules, prefix and early config; and the
+/// platform directory grub-install leaves.
+#[test]
+fn efi_install_on_the_esp() {
+    let i = EfiInstall {
+        table: PartTable::Gpt,
+        fs_module: "fat",
+        fs_uuid: "1a2b-3c4d",
+        grub_dir: "/grub",
+    };
+    let config = i.config().unwrap();
+    assert_eq!(
+        config,
+        "search.fs_uuid 1a2b-3c4d root \nset prefix=($root)'/grub'\n"
+    );
+    judge(&i.modules(), "/grub", Some(config.as_bytes()));
+    let Some(platform) = common::platform_at(common::GRUB_EFI_DIR, "grub-efi-amd64-bin") else {
+        return;
+    };
+    let image = i.image(&platform).unwrap();
+    let files = installed_efi_files(&platform, &image).unwrap();
+    let names: Vec<&str> = files.iter().map(|f| f.0.as_str()).collect();
+    for want in [
+        "core.efi",
+        "grub.efi",
+        "moddep.lst",
+        "fat.mod",
+        "modinfo.sh",
+    ] {
+        assert!(names.contains(&want), "{want} missing");
+    }
+    assert!(!names.contains(&"kernel.img") && !names.contains(&"boot.img"));
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted);
 }
