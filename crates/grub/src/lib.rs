@@ -1,6 +1,7 @@
-//! GRUB for i386-pc (PC BIOS) installed without running it: the two pieces `grub-install`
-//! leaves on an MBR or GPT disk, built from the bytes of GRUB's platform directory
-//! (`lib/grub/i386-pc`) that the caller reads.
+//! GRUB for i386-pc (PC BIOS) and x86_64-efi (UEFI) installed without running it: the two
+//! pieces `grub-install` leaves on an MBR or GPT disk, and the EFI image it puts on an ESP,
+//! built from the bytes of GRUB's platform directory (`lib/grub/i386-pc`,
+//! `lib/grub/x86_64-efi`) that the caller reads.
 //!
 //! - [`CoreImage`]: `core.img` as `grub-mkimage -O i386-pc -p PREFIX [-c CONFIG] MODULES...`
 //!   assembles it: modules resolved from `moddep.lst` in `grub-mkimage`'s order, `kernel.img`

@@ -53,6 +53,15 @@ fn the_modules_grub_install_passes_for_a_uuid_search() {
 }
 
 #[test]
+fn normal_and_the_file_systems_with_a_drive_prefix() {
+    judge(
+        &["part_gpt", "fat", "ext2", "normal", "search_fs_uuid"],
+        "(hd0,gpt2)/boot/grub",
+        None,
+    );
+}
+
+#[test]
 fn plain_prefix_without_config() {
     judge(&["fat", "part_gpt"], "(hd0,gpt2)/boot/grub", None);
 }
