@@ -235,6 +235,16 @@ let
 
   registration = cfg.nixPathRegistrationFile;
 
+  # The ESP mounted at /boot (raw-efi's systemd-boot, the hybrid qemu's GRUB), by its label.
+  espFileSystem = {
+    device = "/dev/disk/by-label/ESP";
+    fsType = "vfat";
+    options = [
+      "fmask=0077"
+      "dmask=0077"
+    ];
+  };
+
   # The GRUB record of boot.json (CONTRACT-24): what NixOS's GRUB installer (install-grub.pl
   # and grub-install) reads that changes the bytes it leaves, so that imgbuild writes the
   # boot sector, core.img and /boot/grub as this system's own installer would. `grub` is the
@@ -396,8 +406,9 @@ in
         `/dev/vda`; add nixpkgs' `virtualisation/digital-ocean-config.nix` for the droplet's
         metadata), `hetzner` (that disk for Hetzner Cloud, `/dev/sda`), `cloudstack` (that
         disk as qcow2, `/dev/vda`, with cloudstack-config.nix's cloud-init settings), `qemu`
-        (GPT: BIOS boot partition with GRUB's core.img, ext4 `/`, in a qcow2; `/dev/vda`;
-        BIOS only: use `qemu-efi` for UEFI).
+        (hybrid BIOS + UEFI, in a qcow2: GPT, BIOS boot partition with GRUB's core.img, FAT
+        ESP `/boot` (label `ESP`) with GRUB's directory and EFI/BOOT/BOOTX64.EFI, ext4 `/`;
+        `/dev/vda`; `efiSupport` and `efiInstallAsRemovable` on).
         `linode`: ext4 `/` labelled `nixos` with no partition table (`.img.gz`), GRUB with
         `device = "nodev"` (grub.cfg only: Linode's own GRUB reads it), and linode-config.nix's
         serial console, network and SSH settings.
@@ -560,14 +571,7 @@ in
         fsType = "ext4";
         autoResize = cfg.growRoot;
       };
-      fileSystems."/boot" = {
-        device = "/dev/disk/by-label/ESP";
-        fsType = "vfat";
-        options = [
-          "fmask=0077"
-          "dmask=0077"
-        ];
-      };
+      fileSystems."/boot" = espFileSystem;
       boot.growPartition = cfg.growRoot;
 
       boot.loader.grub.enable = false;
@@ -589,9 +593,9 @@ in
     })
 
     # PC BIOS: GRUB on the disk's boot sector (MBR gap or BIOS boot partition), /boot/grub on
-    # the ext4 root, as nixpkgs' disk-image.nix with `image.efiSupport = false` (the `raw` and
-    # `qemu` variants) sets it: root by label `nixos`, GRUB on the platform's disk, BIOS only
-    # (no ESP on these disks: efiSupport stays off).
+    # the ext4 root, as nixpkgs' disk-image.nix with `image.efiSupport = false` (the `raw`
+    # variant) sets it: root by label `nixos`, GRUB on the platform's disk, BIOS only (no ESP
+    # on these disks: efiSupport stays off; `qemu`, the hybrid, turns it on below).
     (mkIf bios {
       fileSystems."/" = {
         device = "/dev/disk/by-label/nixos";
@@ -610,6 +614,19 @@ in
 
       boot.kernelParams = serialConsole;
       boot.initrd.availableKernelModules = diskModules ++ [ "ata_piix" ];
+    })
+
+    # The hybrid `qemu` disk (nixpkgs' make-disk-image partitionTableType = "hybrid"): GRUB
+    # boots UEFI too, from the removable path EFI/BOOT/BOOTX64.EFI on the ESP, which is
+    # /boot (GRUB's directory, as make-disk-image mounts it), so that `nixos-rebuild` keeps
+    # both the BIOS and the UEFI GRUB up to date.
+    (mkIf (cfg.format == "qemu") {
+      fileSystems."/boot" = espFileSystem;
+      boot.loader.grub.efiSupport = mkDefault true;
+      boot.loader.grub.efiInstallAsRemovable = mkDefault true;
+      boot.loader.efi.efiSysMountPoint = mkDefault "/boot";
+      # Written on one machine, booted on another: no firmware entry to register.
+      boot.loader.efi.canTouchEfiVariables = false;
     })
 
 

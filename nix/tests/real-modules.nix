@@ -1236,8 +1236,8 @@ let
       };
 
     # The PC BIOS formats (CONTRACT-24): GRUB on the disk the platform gives, root by label,
-    # BIOS only; boot.json's GRUB record names the package (and the EFI one when a user turns
-    # efiSupport on); a user's `boot.loader.grub.device` replaces the format's disk (not a
+    # BIOS only but for the hybrid `qemu` (efiSupport, removable, ESP at /boot); boot.json's
+    # GRUB record names the package (and the EFI one with efiSupport); a user's `boot.loader.grub.device` replaces the format's disk (not a
     # second one).
     grubFormats =
       let
@@ -1296,7 +1296,7 @@ let
                 devices = [ dev ];
                 efiSupport = efi;
                 efiInstallAsRemovable = efi;
-                mounts = [ "/" ] ++ lib.optional efi "/boot/efi";
+                mounts = [ "/" ] ++ lib.optional efi "/boot";
                 sdBoot = false;
                 ide = true;
                 record = {
@@ -1308,7 +1308,7 @@ let
             in
             {
               raw = s "/dev/vda" false;
-              qemu = s "/dev/vda" false;
+              qemu = s "/dev/vda" true;
               digitalocean = s "/dev/vda" false;
               hetzner = s "/dev/sda" false;
               cloudstack = s "/dev/vda" false;

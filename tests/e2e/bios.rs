@@ -13,6 +13,9 @@ use crate::common::*;
 
 pub(crate) const GRUB_DIR: &str = "/usr/lib/grub/i386-pc";
 pub(crate) const GRUB_PATH: &str = "/nix/store/qwjcdgz3fgnpcm0j1rv8yls9y04pd9b4-grub-2.06";
+/// Debian's x86_64-efi GRUB (grub-efi-amd64-bin), the hybrid's `grubEfi`.
+const GRUB_EFI_DIR: &str = "/usr/lib/grub/x86_64-efi";
+const GRUB_EFI_PATH: &str = "/nix/store/qwjcdgz3fgnpcm0j1rv8yls9y04pd9b5-grub-2.06";
 const FONT: &str = "/usr/share/grub/unicode.pf2";
 const SEED: &str = "bios-test";
 
@@ -40,6 +43,19 @@ pub(crate) fn grub_closure(dir: &Path, record: Value) -> Option<PathBuf> {
     // /boot/grub/fonts, install-grub.pl (boot.loader.grub.font) to /boot/converted-font.pf2.
     std::fs::create_dir_all(pkg.join("share/grub")).unwrap();
     std::fs::copy(FONT, pkg.join("share/grub/unicode.pf2")).unwrap();
+    // The hybrid's GRUB built with EFI support (nixpkgs' grub2_efi): lib/grub/x86_64-efi.
+    if record.get("grubEfi").is_some() {
+        if !Path::new(GRUB_EFI_DIR).join("kernel.img").exists() {
+            eprintln!("skipped: {GRUB_EFI_DIR} is absent (apt-get install grub-efi-amd64-bin)");
+            return None;
+        }
+        let efi = copy.join(GRUB_EFI_PATH.trim_start_matches('/'));
+        std::fs::create_dir_all(efi.join("lib/grub")).unwrap();
+        ok(Command::new("cp")
+            .arg("-r")
+            .arg(GRUB_EFI_DIR)
+            .arg(efi.join("lib/grub")));
+    }
     let top = std::fs::read_link(copy.join("result")).unwrap();
     let bj = copy.join(top.strip_prefix("/").unwrap()).join("boot.json");
     let mut doc: Value = serde_json::from_slice(&std::fs::read(&bj).unwrap()).unwrap();
@@ -125,7 +141,12 @@ fn payload(core: &[u8]) -> Vec<u8> {
 /// payload byte for byte (kernel, modules in the same order, prefix). The LZMA bytes differ
 /// (another encoder, see the grub crate's docs), and so do the block list and Reed-Solomon
 /// fields grub-bios-setup patches.
-fn same_core_as_grub_mkimage(img: &Path, sector: u64, prefix: &str, partmap: &str, dir: &Path) {
+fn same_core_as_grub_mkimage(
+    img: &Path,
+    sector: u64,
+    (prefix, fs, partmap): (&str, &str, &str),
+    dir: &Path,
+) {
     let ours = read(img, sector * 512, 1024 * 512);
     let contents = imgbuild_grub::read_core(&ours).unwrap();
     assert_eq!(contents.prefix.as_deref(), Some(prefix));
@@ -142,7 +163,7 @@ fn same_core_as_grub_mkimage(img: &Path, sector: u64, prefix: &str, partmap: &st
     ok(Command::new("grub-mkimage")
         .args(["-O", "i386-pc", "-d", GRUB_DIR, "-p", prefix, "-o"])
         .arg(&theirs)
-        .args(["ext2", partmap, "biosdisk"]));
+        .args([fs, partmap, "biosdisk"]));
     let theirs = std::fs::read(&theirs).unwrap();
     assert!(payload(&ours) == payload(&theirs), "payloads differ");
 }
@@ -170,7 +191,12 @@ fn raw_is_an_mbr_disk_with_grub_that_debians_tools_read() {
     let sfdisk = stdout(Command::new("sfdisk").arg("-d").arg(&img));
     assert!(sfdisk.contains("start=        2048, "), "{sfdisk}");
     assert!(sfdisk.contains("type=83, bootable"), "{sfdisk}");
-    same_core_as_grub_mkimage(&img, 1, "(,msdos1)/boot/grub", "part_msdos", t.path());
+    same_core_as_grub_mkimage(
+        &img,
+        1,
+        ("(,msdos1)/boot/grub", "ext2", "part_msdos"),
+        t.path(),
+    );
 
     // /boot/grub as GRUB itself reads it.
     let ls = fstest(&img, &["ls", "(loop0,msdos1)/boot/grub/"]);
@@ -242,10 +268,15 @@ fn raw_is_an_mbr_disk_with_grub_that_debians_tools_read() {
     ok(Command::new("e2fsck").args(["-fn"]).arg(&part));
 }
 
+/// The hybrid: core.img in the BIOS boot partition with its prefix on the ESP (`/boot`, FAT),
+/// grub.cfg there, and EFI/BOOT/BOOTX64.EFI equal to what `grub-mkimage -O x86_64-efi`
+/// makes from the modules, prefix and early config `grub-install --removable` passes.
 #[test]
-fn qemu_has_core_img_in_the_bios_boot_partition() {
+fn qemu_is_hybrid_bios_and_uefi_with_grub_on_the_esp() {
     let t = tempfile::tempdir().unwrap();
-    let Some(closure) = grub_closure(t.path(), json!({"fsIdentifier": "label"})) else {
+    let record = json!({"fsIdentifier": "label", "efiSupport": true,
+        "efiInstallAsRemovable": true, "grubEfi": GRUB_EFI_PATH, "efiSysMountPoint": "/boot"});
+    let Some(closure) = grub_closure(t.path(), record) else {
         return;
     };
     let out = t.path().join("q.qcow2");
@@ -260,14 +291,57 @@ fn qemu_has_core_img_in_the_bios_boot_partition() {
     assert_eq!(bios["type"], "21686148-6449-6E6F-744E-656564454649");
     assert_eq!(bios["filesystem"]["kind"], "none");
     assert_eq!(bios.get("mount_point"), None, "not mounted");
+    let esp = &m["partitions"][1];
+    assert_eq!(esp["type"], "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
+    assert_eq!(esp["mount_point"], "/boot");
     let first = bios["first_lba"].as_u64().unwrap();
     assert_eq!(&read(&img, 0x5c, 8), &first.to_le_bytes());
     is_bios_boot_sector(&img, t.path());
-    same_core_as_grub_mkimage(&img, first, "(,gpt2)/boot/grub", "part_gpt", t.path());
-    let cfg = fstest(&img, &["cat", "(loop0,gpt2)/boot/grub/grub.cfg"]);
+    same_core_as_grub_mkimage(&img, first, ("(,gpt2)/grub", "fat", "part_gpt"), t.path());
+    let cfg = fstest(&img, &["cat", "(loop0,gpt2)/grub/grub.cfg"]);
     assert!(
-        cfg.contains("\n    search --set=drive1 --label nixos\n"),
+        cfg.contains("\n    search --set=drive1 --label ESP\n"),
         "{cfg}"
+    );
+    assert!(cfg.contains("search --set=drive2 --label nixos"), "{cfg}");
+    let state = fstest(&img, &["cat", "(loop0,gpt2)/grub/state"]);
+    assert!(
+        state.starts_with("grub\n2.06\nboth\n/dev/vda\n/boot\n"),
+        "{state}"
+    );
+    for f in [
+        "i386-pc/core.img",
+        "x86_64-efi/core.efi",
+        "x86_64-efi/fat.mod",
+    ] {
+        fstest(&img, &["ls", &format!("(loop0,gpt2)/grub/{f}")]);
+    }
+    // BOOTX64.EFI against grub-mkimage with grub-install's modules, prefix and load.cfg.
+    let ours = t.path().join("BOOTX64.EFI");
+    ok(Command::new("grub-fstest")
+        .arg(&img)
+        .args(["cp", "(loop0,gpt2)/EFI/BOOT/BOOTX64.EFI"])
+        .arg(&ours));
+    let uuid = esp["filesystem"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    let cfg_file = t.path().join("load.cfg");
+    std::fs::write(
+        &cfg_file,
+        format!("search.fs_uuid {uuid} root \nset prefix=($root)'/grub'\n"),
+    )
+    .unwrap();
+    let theirs = t.path().join("grubx64.efi");
+    ok(Command::new("grub-mkimage")
+        .args(["-O", "x86_64-efi", "-d", GRUB_EFI_DIR, "-p", "/grub", "-c"])
+        .arg(&cfg_file)
+        .arg("-o")
+        .arg(&theirs)
+        .args(["fat", "part_gpt", "search_fs_uuid"]));
+    assert!(
+        std::fs::read(&ours).unwrap() == std::fs::read(&theirs).unwrap(),
+        "BOOTX64.EFI differs from grub-mkimage's"
     );
     assert_eq!(sha256(&img), m["disk_sha256"].as_str().unwrap());
 }

@@ -12,11 +12,14 @@
 #   kernelSrc (dir), modulesSrc (dir), initrd (file), systemdBoot (file or null),
 #   rpiFirmware (bool), isoVolumeID, syslinux (dir with isolinux.bin, ldlinux.c32,
 #   isohdpfx.bin, the other BIOS .c32 modules; or null), grubPc (dir: Debian grub-pc-bin's
-#   lib/grub/i386-pc, or null), grubVersion
+#   lib/grub/i386-pc, or null), grubEfi (dir: grub-efi-amd64-bin's lib/grub/x86_64-efi, or
+#   null), grubVersion
 #
 # variant: which toplevel. "disk" (the default, `result`): root on ext4 LABEL=nixos /
 # NIXOS_SD; "grub" (`result-grub`, x86_64 only): the same system booting with GRUB from a
-# BIOS disk (see grubToplevel below); "iso" (`result-iso`) and "netboot" (`result-netboot`):
+# BIOS disk (see grubToplevel below); "grub-hybrid" (`result-grub-hybrid`, x86_64 only):
+# the same with GRUB for UEFI too and the ESP at /boot, as the hybrid `qemu` format wants;
+# "iso" (`result-iso`) and "netboot" (`result-netboot`):
 # the live systems of nixpkgs' iso-image.nix and netboot.nix (tmpfs /, the store a squashfs
 # under an overlay).
 { params, variant ? "disk" }:
@@ -499,39 +502,53 @@ let
   # ESP in fstab), no systemd-boot extension, and the GRUB record of `"org.imgbuild.v1"`
   # naming the GRUB package, laid out as nixpkgs' grub2 package: `lib/grub/i386-pc/` with
   # the modules, kernel.img, boot.img, moddep.lst, ... (here Debian's grub-pc-bin files).
-  grub = mk {
+  grubPackage = target: dir: mk {
     name = "grub-${P.grubVersion}";
     script = ''
       mkdir -p $out/lib/grub
-      cp -r ${src "grub-i386-pc" P.grubPc} $out/lib/grub/i386-pc
+      cp -r ${src "grub-${target}" dir} $out/lib/grub/${target}
     '';
   };
-  grubToplevel =
-    if isX86 && (P.grubPc or null) != null then mkToplevel {
+  grub = grubPackage "i386-pc" P.grubPc;
+  # nixpkgs' grub2_efi (grub2 with efiSupport): `lib/grub/x86_64-efi/` (here Debian's
+  # grub-efi-amd64-bin files), the hybrid's `grubEfi`.
+  grubEfi = grubPackage "x86_64-efi" P.grubEfi;
+  # The GRUB toplevel; `hybrid`: as imgbuild's module sets the `qemu` format (efiSupport,
+  # efiInstallAsRemovable, the ESP mounted at /boot by label).
+  grubSystem = hybrid:
+    if isX86 && (P.grubPc or null) != null && (!hybrid || (P.grubEfi or null) != null) then mkToplevel {
       inherit (P) kernelParams;
       systemdBoot = false;
       fstab = writeText "etc-fstab" (fstabHeader + ''
         /dev/disk/by-label/nixos / ext4 x-initrd.mount 0 1
-      '');
+      '' + (if hybrid then ''
+        /dev/disk/by-label/ESP /boot vfat fmask=0077,dmask=0077 0 2
+      '' else ""));
       imgbuild = [
-        (concatStringsSep "\n" [
+        (concatStringsSep "\n" ([
           "    \"bootloader\": {"
           "      \"configurationLimit\": 100,"
           "      \"devices\": ["
           "        \"/dev/vda\""
           "      ],"
           "      \"distroName\": \"NixOS\","
-          "      \"efiInstallAsRemovable\": false,"
-          "      \"efiSupport\": false,"
+          "      \"efiInstallAsRemovable\": ${if hybrid then "true" else "false"},"
+          "      \"efiSupport\": ${if hybrid then "true" else "false"},"
+        ] ++ (if hybrid then [
+          "      \"efiSysMountPoint\": \"/boot\","
+          "      \"grubEfi\": \"${grubEfi}\","
+        ] else [ ]) ++ [
           "      \"fsIdentifier\": \"uuid\","
           "      \"grub\": \"${grub}\","
           "      \"timeout\": 5,"
           "      \"type\": \"grub\""
           "    }"
-        ])
+        ]))
         "    \"release\": \"${builtins.substring 0 5 P.nixosVersion}\""
       ];
-    } else throw "fixture.nix: the grub variant needs x86_64 and params.grubPc";
+    } else throw "fixture.nix: the grub variants need x86_64 and params.grubPc (and grubEfi)";
+  grubToplevel = grubSystem false;
+  grubHybridToplevel = grubSystem true;
 
   # ---------------------------------------------------------------------------------------
   # live systems (nixpkgs' iso-image.nix / netboot.nix file systems): tmpfs /, the store a
@@ -570,4 +587,10 @@ let
     imgbuild = [ "    \"netboot\": {}" ];
   };
 in
-{ disk = diskToplevel; grub = grubToplevel; iso = isoToplevel; netboot = netbootToplevel; }.${variant}
+{
+  disk = diskToplevel;
+  grub = grubToplevel;
+  grub-hybrid = grubHybridToplevel;
+  iso = isoToplevel;
+  netboot = netbootToplevel;
+}.${variant}

@@ -56,11 +56,11 @@ pub struct CoreImage {
     modules: Vec<String>,
 }
 
-fn align4(n: usize) -> usize {
-    n.div_ceil(4) * 4
+fn align_to(n: usize, align: usize) -> usize {
+    n.div_ceil(align) * align
 }
 
-fn le32(v: usize, what: &'static str) -> Result<[u8; 4], Error> {
+pub(crate) fn le32(v: usize, what: &'static str) -> Result<[u8; 4], Error> {
     u32::try_from(v)
         .map(u32::to_le_bytes)
         .map_err(|_| Error::TooBig {
@@ -80,16 +80,55 @@ fn push_object(out: &mut Vec<u8>, kind: u32, bytes: &[u8], padded: usize) -> Res
     Ok(())
 }
 
+/// Refuses a prefix or embedded config with a NUL byte, which would cut it short.
+pub(crate) fn check_text(opts: &CoreOptions<'_>) -> Result<(), Error> {
+    if opts.prefix.contains('\0') {
+        return Err(Error::Nul("prefix"));
+    }
+    if opts.config.is_some_and(|c| c.contains(&0)) {
+        return Err(Error::Nul("embedded config"));
+    }
+    Ok(())
+}
+
+/// The objects of the module section as `grub-mkimage` appends them after the kernel, for
+/// every target: each module's file, the embedded config (with at least one NUL after
+/// it: the kernel reads it as a C string), the prefix, each padded to `align` bytes (the
+/// target's pointer size).
+pub(crate) fn module_objects(
+    platform: &Platform,
+    opts: &CoreOptions<'_>,
+    modules: &[String],
+    align: usize,
+) -> Result<Vec<u8>, Error> {
+    let mut objects = Vec::new();
+    for name in modules {
+        let bytes = platform.get(&format!("{name}.mod"))?;
+        push_object(&mut objects, OBJ_ELF, bytes, align_to(bytes.len(), align))?;
+    }
+    if let Some(config) = opts.config {
+        push_object(
+            &mut objects,
+            OBJ_CONFIG,
+            config,
+            align_to(config.len() + 1, align),
+        )?;
+    }
+    let prefix = opts.prefix.as_bytes();
+    push_object(
+        &mut objects,
+        OBJ_PREFIX,
+        prefix,
+        align_to(prefix.len() + 1, align),
+    )?;
+    Ok(objects)
+}
+
 impl CoreImage {
     /// Assembles `core.img` from the platform directory's files, as `grub-mkimage -O i386-pc
     /// -p PREFIX [-c CONFIG] MODULES...` does (LZMA bytes aside, see the crate docs).
     pub fn build(platform: &Platform, opts: &CoreOptions<'_>) -> Result<Self, Error> {
-        if opts.prefix.contains('\0') {
-            return Err(Error::Nul("prefix"));
-        }
-        if opts.config.is_some_and(|c| c.contains(&0)) {
-            return Err(Error::Nul("embedded config"));
-        }
+        check_text(opts)?;
         let deps = ModDeps::parse(platform.get("moddep.lst")?)?;
         let modules = resolve(&deps, opts.modules)?;
         let payload = Self::payload(platform, opts, &modules)?;
@@ -149,18 +188,7 @@ impl CoreImage {
         opts: &CoreOptions<'_>,
         modules: &[String],
     ) -> Result<Vec<u8>, Error> {
-        let mut objects = Vec::new();
-        for name in modules {
-            let bytes = platform.get(&format!("{name}.mod"))?;
-            push_object(&mut objects, OBJ_ELF, bytes, align4(bytes.len()))?;
-        }
-        if let Some(config) = opts.config {
-            // At least one NUL after the text: the kernel reads it as a C string.
-            push_object(&mut objects, OBJ_CONFIG, config, align4(config.len() + 1))?;
-        }
-        let prefix = opts.prefix.as_bytes();
-        push_object(&mut objects, OBJ_PREFIX, prefix, align4(prefix.len() + 1))?;
-
+        let objects = module_objects(platform, opts, modules, 4)?;
         let total = MODULE_INFO_SIZE + objects.len();
         let mut out = kernel::load(platform.get("kernel.img")?)?;
         out.reserve(total);

@@ -36,18 +36,40 @@ pub(crate) fn to_usize(v: u32) -> usize {
     usize::try_from(v).unwrap_or(usize::MAX)
 }
 
-fn u16_at(b: &[u8], at: usize) -> Result<u16, &'static str> {
+/// The little-endian u16 at `at`, bounded by `b`.
+pub(crate) fn u16_at(b: &[u8], at: usize) -> Result<u16, &'static str> {
     b.get(at..at + 2)
         .and_then(|s| s.try_into().ok())
         .map(u16::from_le_bytes)
-        .ok_or("truncated ELF header")
+        .ok_or("truncated ELF data")
 }
 
-fn u32_at(b: &[u8], at: usize) -> Result<u32, &'static str> {
+/// The little-endian u32 at `at`, bounded by `b`.
+pub(crate) fn u32_at(b: &[u8], at: usize) -> Result<u32, &'static str> {
     b.get(at..at + 4)
         .and_then(|s| s.try_into().ok())
         .map(u32::from_le_bytes)
-        .ok_or("truncated ELF header")
+        .ok_or("truncated ELF data")
+}
+
+/// The section header table: `count` entries of `entsize` bytes (at least `min`) from
+/// `shoff` on, all inside the file.
+pub(crate) fn header_table(
+    elf: &[u8],
+    shoff: usize,
+    entsize: usize,
+    count: usize,
+    min: usize,
+) -> Result<std::slice::ChunksExact<'_, u8>, &'static str> {
+    if entsize < min {
+        return Err("section headers are too small");
+    }
+    let table_end = count
+        .checked_mul(entsize)
+        .and_then(|n| n.checked_add(shoff))
+        .filter(|&end| end <= elf.len())
+        .ok_or("section headers past the end of the file")?;
+    Ok(elf[shoff..table_end].chunks_exact(entsize))
 }
 
 /// The section headers of a 32-bit little-endian ELF file.
@@ -62,16 +84,7 @@ pub(crate) fn sections(elf: &[u8]) -> Result<Vec<Section>, &'static str> {
     let shoff = to_usize(u32_at(elf, 32)?);
     let entsize = usize::from(u16_at(elf, 46)?);
     let count = usize::from(u16_at(elf, 48)?);
-    if entsize < SHDR_SIZE {
-        return Err("section headers are too small");
-    }
-    let table_end = count
-        .checked_mul(entsize)
-        .and_then(|n| n.checked_add(shoff))
-        .filter(|&end| end <= elf.len())
-        .ok_or("section headers past the end of the file")?;
-    elf[shoff..table_end]
-        .chunks_exact(entsize)
+    header_table(elf, shoff, entsize, count, SHDR_SIZE)?
         .map(|h| {
             Ok(Section {
                 name: u32_at(h, 0)?,

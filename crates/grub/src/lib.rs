@@ -1,6 +1,7 @@
-//! GRUB for i386-pc (PC BIOS) installed without running it: the two pieces `grub-install`
-//! leaves on an MBR or GPT disk, built from the bytes of GRUB's platform directory
-//! (`lib/grub/i386-pc`) that the caller reads.
+//! GRUB for i386-pc (PC BIOS) and x86_64-efi (UEFI) installed without running it: the two
+//! pieces `grub-install` leaves on an MBR or GPT disk, and the EFI image it puts on an ESP,
+//! built from the bytes of GRUB's platform directory (`lib/grub/i386-pc`,
+//! `lib/grub/x86_64-efi`) that the caller reads.
 //!
 //! - [`CoreImage`]: `core.img` as `grub-mkimage -O i386-pc -p PREFIX [-c CONFIG] MODULES...`
 //!   assembles it: modules resolved from `moddep.lst` in `grub-mkimage`'s order, `kernel.img`
@@ -11,6 +12,11 @@
 //! - [`boot_sector`]: `boot.img` for sector 0, with the caller's BPB area, disk signature and
 //!   partition table kept and the core's sector and the boot drive fields patched, as
 //!   `grub-bios-setup` does for a hard disk.
+//!
+//! - [`EfiImage`]: GRUB's x86_64-efi image (`BOOTX64.EFI`) as `grub-mkimage -O x86_64-efi`
+//!   makes it: the relocatable `kernel.img` laid out and relocated, the same module section
+//!   (8-byte aligned, uncompressed), wrapped in a PE32+ with a base relocation table; byte
+//!   for byte equal to Debian's GRUB 2.06 `grub-mkimage` (`tests/efi_mkimage.rs`).
 //!
 //! [`Install`] gives the modules and prefix `grub-install` passes for a plain disk, and
 //! [`installed_files`] the files it leaves in `GRUB_DIR/i386-pc`; [`core_sector`] and
@@ -44,7 +50,11 @@
 
 mod boot;
 mod core_img;
+mod efi;
+#[cfg(test)]
+mod efi_tests;
 mod elf;
+mod elf64;
 mod install;
 mod kernel;
 mod lzma;
@@ -57,7 +67,10 @@ mod tests;
 
 pub use boot::boot_sector;
 pub use core_img::{CoreImage, CoreOptions};
-pub use install::{installed_files, Install, PartTable};
+pub use efi::EfiImage;
+pub use install::{
+    installed_efi_files, installed_files, EfiInstall, Install, PartTable, REMOVABLE_EFI_PATH,
+};
 pub use lzma::{compress, decompress, MAX_PAYLOAD};
 pub use moddep::{resolve, ModDeps};
 pub use platform::Platform;
@@ -98,6 +111,13 @@ pub enum Error {
     /// `kernel.img` is not the 32-bit little-endian ELF that `grub-mkimage` expects.
     #[error("kernel.img: {0}")]
     Kernel(&'static str),
+    /// `kernel.img` refers to a symbol it does not define (other than the two the layout
+    /// defines, `__bss_start` and `_end`).
+    #[error("kernel.img: undefined symbol {0}")]
+    UndefinedSymbol(String),
+    /// `kernel.img` has a relocation `grub-mkimage` cannot turn into a PE image.
+    #[error("kernel.img: relocation type {0:#x} is not supported for x86_64-efi")]
+    Relocation(u32),
     /// The prefix or embedded config contains a NUL byte, which would cut it short.
     #[error("the {0} contains a NUL byte")]
     Nul(&'static str),

@@ -15,18 +15,15 @@ fn judge(modules: &[&str], prefix: &str, config: Option<&[u8]>) {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("core.img");
-    let mut cmd = Command::new("grub-mkimage");
-    cmd.args(["-O", "i386-pc", "-d", common::GRUB_DIR, "-p", prefix, "-o"])
-        .arg(&out);
-    if let Some(config) = config {
-        let path = dir.path().join("load.cfg");
-        std::fs::write(&path, config).unwrap();
-        cmd.arg("-c").arg(path);
-    }
-    let status = cmd.args(modules).status().unwrap();
-    assert!(status.success(), "grub-mkimage failed");
-    let theirs = std::fs::read(&out).unwrap();
+    let out = dir.path().join("i386-pc.img");
+    let theirs = common::mkimage(
+        dir.path(),
+        "i386-pc",
+        common::GRUB_DIR,
+        prefix,
+        config,
+        modules,
+    );
 
     let ours = CoreImage::build(
         &platform,

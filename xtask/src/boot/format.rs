@@ -86,11 +86,13 @@ impl Format {
         }
     }
     /// Which of the fixture's toplevels the format is built from: the BIOS formats image
-    /// the GRUB one (`result-grub`).
+    /// the GRUB one (`result-grub`), the hybrid `qemu` the one with GRUB for UEFI too
+    /// (`result-grub-hybrid`).
     pub fn variant(self) -> Variant {
         match self {
             Format::Iso | Format::IsoAarch64 => Variant::Iso,
             Format::Netboot | Format::NetbootAarch64 => Variant::Netboot,
+            Format::Qemu => Variant::GrubHybrid,
             f if f.bios() => Variant::Grub,
             _ => Variant::Disk,
         }

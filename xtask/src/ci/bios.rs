@@ -1,10 +1,12 @@
 //! The PC BIOS part of `ci-boot` (issue 24): the harness proven on a disk made without
-//! imgbuild's image code (`xtask grub-disk`), then imgbuild's raw (IDE, virtio), qemu (GPT +
-//! BIOS boot partition, qcow2, virtio), digitalocean (`.qcow2.gz`, virtio) and linode (no
-//! partition table, `.img.gz`, virtio, through a GRUB CD standing for Linode's) images of the
-//! fixture's GRUB toplevel under QEMU's default SeaBIOS, each through GRUB (the kernel's
-//! `BOOT_IMAGE=(hd0,...)` is GRUB's); and the system check refusing hetzner (the fixture's
-//! GRUB is for /dev/vda) and raw of the systemd-boot toplevel. About 3 minutes with TCG.
+//! imgbuild's image code (`xtask grub-disk`), then imgbuild's raw (IDE, virtio),
+//! digitalocean (`.qcow2.gz`, virtio) and linode (no partition table, `.img.gz`, virtio,
+//! through a GRUB CD standing for Linode's) images of the fixture's GRUB toplevel and the
+//! hybrid qemu (GPT + BIOS boot partition + ESP, qcow2, virtio) of its hybrid GRUB toplevel
+//! under QEMU's default SeaBIOS, and the hybrid again under OVMF (GRUB x86_64-efi from
+//! EFI/BOOT/BOOTX64.EFI), each through GRUB (the kernel's `BOOT_IMAGE=(hd0,...)` is GRUB's);
+//! and the system check refusing hetzner (the fixture's GRUB is for /dev/vda) and raw of the
+//! systemd-boot toplevel. About 4 minutes with TCG.
 
 use super::Run;
 use crate::boot::{self, Disk, Firmware, Format};
@@ -25,13 +27,24 @@ impl Run {
         (format, image, disk): (Format, &Path, Disk),
         info: &FixtureInfo,
     ) {
+        self.boot_grub(name, (format, Firmware::Bios, disk), image, info);
+    }
+
+    /// [`Run::boot_on`], then: the console shows the kernel was loaded by GRUB.
+    fn boot_grub(
+        &mut self,
+        name: &str,
+        (format, firmware, disk): (Format, Firmware, Disk),
+        image: &Path,
+        info: &FixtureInfo,
+    ) {
         let before = self.rows.len();
-        self.boot_on(name, (format, Firmware::Bios, disk), image, info, false);
+        self.boot_on(name, (format, firmware, disk), image, info, false);
         let booted = self.rows.get(before).is_some_and(|r| r.result.is_ok());
         if !booted {
             return;
         }
-        let log = self.console_log(image, (format, Firmware::Bios, disk));
+        let log = self.console_log(image, (format, firmware, disk));
         self.step(&format!("{name}: loaded by GRUB"), || {
             let text = String::from_utf8_lossy(
                 &std::fs::read(&log).with_context(|| format!("reading {}", log.display()))?,
@@ -48,9 +61,10 @@ impl Run {
     }
 }
 
-/// The BIOS boots of the x86_64 fixture (needs its GRUB toplevel, `result-grub`).
+/// The BIOS boots of the x86_64 fixture (needs its GRUB toplevels, `result-grub` and
+/// `result-grub-hybrid`).
 pub(super) fn x86_bios(run: &mut Run, fx: &Path, info: &FixtureInfo) {
-    if info.grub.is_none() {
+    if info.grub.is_none() || info.grub_hybrid.is_none() {
         run.step("BIOS boots", || -> Result<((), String)> {
             bail!("the x86_64 fixture has no GRUB toplevel (rebuild it: cargo xtask fixtures)")
         });
@@ -85,6 +99,15 @@ pub(super) fn x86_bios(run: &mut Run, fx: &Path, info: &FixtureInfo) {
             run.boot_bios(
                 &format!("boot imgbuild {name} (SeaBIOS, {})", d.name()),
                 (format, &img, d),
+                info,
+            );
+        }
+        // The hybrid boots with UEFI too: OVMF starts EFI/BOOT/BOOTX64.EFI (GRUB x86_64-efi).
+        if format == Format::Qemu {
+            run.boot_grub(
+                &format!("boot imgbuild {name} (OVMF, virtio)"),
+                (format, Firmware::Uefi, Disk::Virtio),
+                &img,
                 info,
             );
         }

@@ -153,7 +153,9 @@ impl Run {
         self.step(name, || {
             let o = boot::boot(spec)?;
             boot::report(spec, &o)?;
-            let want = if spec.format.bios() {
+            let want = if spec.format == Format::Qemu {
+                info.grub_hybrid.as_ref().map(|g| g.marker.as_str())
+            } else if spec.format.bios() {
                 info.grub.as_ref().map(|g| g.marker.as_str())
             } else {
                 info.marker.as_deref()

@@ -69,10 +69,11 @@ pub enum Target {
     Registration,
     Bootspec,
     Grub,
+    GrubEfi,
     Verity,
 }
 
-const ALL: [Target; 19] = [
+const ALL: [Target; 20] = [
     Target::Gpt,
     Target::Mbr,
     Target::Ext4,
@@ -91,6 +92,7 @@ const ALL: [Target; 19] = [
     Target::Registration,
     Target::Bootspec,
     Target::Grub,
+    Target::GrubEfi,
     Target::Verity,
 ];
 
@@ -115,6 +117,7 @@ impl Target {
             Target::Registration => "registration",
             Target::Bootspec => "bootspec",
             Target::Grub => "grub",
+            Target::GrubEfi => "grub-efi",
             Target::Verity => "verity",
         }
     }
@@ -146,7 +149,7 @@ impl Target {
 
     /// A reader of a byte string ([`blob`]): mutated and read in memory, like text.
     pub fn is_blob(self) -> bool {
-        matches!(self, Target::Grub | Target::Verity)
+        matches!(self, Target::Grub | Target::GrubEfi | Target::Verity)
     }
 
     /// Whether cases hold their whole input in memory (text and byte-string targets)
@@ -194,6 +197,7 @@ impl Target {
                 "demo-grub.boot.json",
             ],
             Target::Grub => blob::seeds::GRUB,
+            Target::GrubEfi => blob::seeds::GRUB_EFI,
             Target::Verity => blob::seeds::VERITY,
         }
     }

@@ -11,12 +11,22 @@ use imgbuild_grub::Platform;
 /// Debian's i386-pc GRUB files (package grub-pc-bin).
 pub const GRUB_DIR: &str = "/usr/lib/grub/i386-pc";
 
+/// Debian's x86_64-efi GRUB files (package grub-efi-amd64-bin).
+pub const GRUB_EFI_DIR: &str = "/usr/lib/grub/x86_64-efi";
+
 /// Every file of GRUB's i386-pc directory, or `None` (with the reason printed) when it is
 /// not installed.
 pub fn platform() -> Option<Platform> {
-    let dir = Path::new(GRUB_DIR);
+    platform_at(GRUB_DIR, "grub-pc-bin")
+}
+
+/// Every file of the GRUB platform directory `dir` (Debian package `package`), or `None`
+/// (with the reason printed) when it is not installed.
+pub fn platform_at(dir: &str, package: &str) -> Option<Platform> {
+    let name = dir;
+    let dir = Path::new(dir);
     if !dir.join("kernel.img").exists() {
-        eprintln!("skipped: {GRUB_DIR} is absent (apt-get install grub-pc-bin)");
+        eprintln!("skipped: {name} is absent (apt-get install {package})");
         return None;
     }
     let mut p = Platform::new();
@@ -56,4 +66,28 @@ pub fn split_core(core: &[u8], decompressor_len: usize) -> (Vec<u8>, Vec<u8>, Ve
     assert_eq!(core.len(), start + compressed_len, "compressed size field");
     let payload = imgbuild_grub::decompress(&core[start..], uncompressed_len).unwrap();
     (diskboot, dec, payload)
+}
+
+/// What `grub-mkimage -O TARGET -d DIR -p PREFIX [-c CONFIG] MODULES...` writes, made in
+/// `scratch`.
+pub fn mkimage(
+    scratch: &Path,
+    target: &str,
+    dir: &str,
+    prefix: &str,
+    config: Option<&[u8]>,
+    modules: &[&str],
+) -> Vec<u8> {
+    let out = scratch.join(format!("{target}.img"));
+    let mut cmd = Command::new("grub-mkimage");
+    cmd.args(["-O", target, "-d", dir, "-p", prefix, "-o"])
+        .arg(&out);
+    if let Some(config) = config {
+        let path = scratch.join("load.cfg");
+        std::fs::write(&path, config).unwrap();
+        cmd.arg("-c").arg(path);
+    }
+    let status = cmd.args(modules).status().unwrap();
+    assert!(status.success(), "grub-mkimage -O {target} failed");
+    std::fs::read(&out).unwrap()
 }

@@ -30,6 +30,9 @@ pub struct GrubSettings {
     /// `boot.loader.grub.package` as installed: its `lib/grub/i386-pc` is what goes on the
     /// disk. `None` when the record has no `grub` key (refused by the image builder).
     pub package: Option<StorePath>,
+    /// The GRUB built with `efiSupport` (`grubEfi` of the record, written when `efiSupport`
+    /// is on): its `lib/grub/x86_64-efi` is what `grub-install --target=x86_64-efi` installs.
+    pub efi_package: Option<StorePath>,
     /// `boot.loader.grub.devices` (`/dev/vda`, or `nodev`).
     pub devices: Vec<String>,
     /// `fsIdentifier`.
@@ -87,6 +90,7 @@ impl Default for GrubSettings {
     fn default() -> Self {
         Self {
             package: None,
+            efi_package: None,
             devices: Vec::new(),
             fs_identifier: FsIdentifier::Uuid,
             efi_support: false,
@@ -173,10 +177,13 @@ pub(super) fn grub_settings(map: &Map<String, Value>) -> Result<GrubSettings, St
         Some(Value::Bool(b)) => Ok(Some(*b)),
         Some(other) => Err(err(k, "a boolean", other)),
     };
-    if let Some(p) = text("grub")? {
-        s.package = Some(
-            StorePath::parse(&p).map_err(|e| format!("\"{IMGBUILD_V1}\".bootloader.grub: {e}"))?,
-        );
+    for (k, field) in [("grub", &mut s.package), ("grubEfi", &mut s.efi_package)] {
+        if let Some(p) = text(k)? {
+            *field = Some(
+                StorePath::parse(&p)
+                    .map_err(|e| format!("\"{IMGBUILD_V1}\".bootloader.{k}: {e}"))?,
+            );
+        }
     }
     match map.get("devices") {
         None | Some(Value::Null) => {}

@@ -378,6 +378,7 @@ fn grub_record() {
     );
     let g = grub(&format!(
         r#", "grub": "/nix/store/{K}-grub-2.12", "devices": ["/dev/vda"],
+        "grubEfi": "/nix/store/{K}-grub-efi-2.12", "efiSupport": true,
         "fsIdentifier": "label", "default": 1, "copyKernels": true,
         "font": "/nix/store/{K}-grub-2.12/share/grub/unicode.pf2", "splashImage": null,
         "extraConfig": "serial\nterminal_output serial", "theme": null, "users": {{}},
@@ -385,6 +386,8 @@ fn grub_record() {
     ))
     .unwrap();
     assert_eq!(g.package.unwrap().name(), "grub-2.12");
+    assert_eq!(g.efi_package.unwrap().name(), "grub-efi-2.12");
+    assert!(g.efi_support && d.efi_package.is_none());
     assert_eq!(g.devices, ["/dev/vda"]);
     assert_eq!(g.fs_identifier, FsIdentifier::Label);
     assert_eq!(g.default, "1");
@@ -400,6 +403,7 @@ fn grub_record() {
         (r#", "fsIdentifier": "path""#, "fsIdentifier `path`"),
         (r#", "devices": "/dev/vda""#, "devices is a string"),
         (r#", "grub": "/usr/lib/grub""#, "bootloader.grub"),
+        (r#", "grubEfi": "/usr/lib/grub""#, "bootloader.grubEfi"),
         (r#", "font": "/etc/font.pf2""#, "bootloader.font"),
         (r#", "configurationLimit": -1"#, "configurationLimit -1"),
         (r#", "extraConfig": 7"#, "extraConfig is a number"),

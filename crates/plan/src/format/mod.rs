@@ -168,7 +168,8 @@ pub enum Filesystem {
 #[serde(rename_all = "kebab-case")]
 /// What a partition holds.
 pub enum Contents {
-    /// The EFI system partition: systemd-boot, kernels, loader entries.
+    /// The EFI system partition: systemd-boot, kernels, loader entries; or, for GRUB with
+    /// `efi`, `/boot`: GRUB's directory and `EFI/BOOT/BOOTX64.EFI`.
     Esp,
     /// The Raspberry Pi firmware directory (plus config.txt when it has none).
     Firmware,
@@ -205,7 +206,8 @@ pub enum Bootloader {
     /// `/boot/extlinux/extlinux.conf` for U-Boot's distro boot.
     Extlinux,
     /// GRUB for PC BIOS (i386-pc): boot.img in sector 0, core.img after the MBR (an MBR
-    /// disk) or in the BIOS boot partition (GPT), `/boot/grub` on the root file system.
+    /// disk) or in the BIOS boot partition (GPT), `/boot/grub` on the root file system; with
+    /// `efi`, also for UEFI (x86_64-efi) and `/boot` on the ESP.
     Grub,
 }
 
@@ -444,6 +446,11 @@ pub struct BootloaderOptions {
     #[serde(default)]
     /// The menu timeout in seconds (default: the system's).
     pub timeout: Option<u32>,
+    #[serde(default)]
+    /// GRUB only: a hybrid BIOS + UEFI disk. GRUB is also installed for x86_64-efi
+    /// (`EFI/BOOT/BOOTX64.EFI`, as `grub-install --removable`), the `esp` partition is
+    /// `/boot` and holds GRUB's directory for both.
+    pub efi: bool,
 }
 
 impl Default for BootloaderOptions {
@@ -452,6 +459,7 @@ impl Default for BootloaderOptions {
         BootloaderOptions {
             kind: Bootloader::SystemdBoot,
             timeout: None,
+            efi: false,
         }
     }
 }

@@ -335,6 +335,37 @@ fn bios_formats_and_their_rules() {
         .collect::<Vec<_>>()
         .join("[[partition]]");
     refused(without, "GRUB on a GPT disk needs a `bios-boot` partition");
+    // The hybrid: GRUB for UEFI too, /boot on the ESP; `efi` only with an ESP at /boot.
+    assert!(q.bootloader.efi);
+    assert_eq!(
+        (
+            q.partitions[1].contents,
+            q.partitions[1].mount_point.as_str()
+        ),
+        (Contents::Esp, "/boot")
+    );
+    assert!(!raw.bootloader.efi);
+    refused(
+        qemu.replace("efi = true", "efi = false"),
+        "an `esp` partition with GRUB needs `[bootloader] efi = true`",
+    );
+    refused(
+        qemu.replace("mount-point = \"/boot\"", "mount-point = \"/boot/efi\""),
+        "keeps /boot on the `esp` partition",
+    );
+    let no_esp = qemu
+        .split("[[partition]]")
+        .enumerate()
+        .filter(|(i, _)| *i != 2)
+        .map(|(_, p)| p)
+        .collect::<Vec<_>>()
+        .join("[[partition]]");
+    refused(no_esp, "GRUB with `efi` needs an `esp` partition");
+    let raw_text = BUILTIN.iter().find(|(n, _)| *n == "raw-efi").unwrap().1;
+    refused(
+        raw_text.replace("timeout = 5", "timeout = 5\nefi = true"),
+        "`[bootloader] efi` is for `type = \"grub\"`",
+    );
 }
 
 #[test]

@@ -87,6 +87,34 @@ impl Format {
         {
             return Err("a `bios-boot` partition is for `[bootloader] type = \"grub\"`".into());
         }
+        self.check_grub_efi()
+    }
+
+    /// `[bootloader] efi` (GRUB for BIOS and UEFI): a GPT disk with an `esp` partition
+    /// mounted at `/boot` (GRUB's directory); a GRUB disk without it has no ESP.
+    fn check_grub_efi(&self) -> Result<(), String> {
+        let esp = self.partitions.iter().find(|p| p.contents == Contents::Esp);
+        match (self.bootloader.kind, self.bootloader.efi, esp) {
+            (Bootloader::Grub, true, Some(p)) if p.mount_point == "/boot" => {
+                if self.table.kind != TableType::Gpt {
+                    return Err("GRUB with `efi` needs a GPT table".into());
+                }
+            }
+            (Bootloader::Grub, true, Some(_)) => {
+                return Err(
+                    "GRUB with `efi` keeps /boot on the `esp` partition: mount-point = \"/boot\""
+                        .into(),
+                );
+            }
+            (Bootloader::Grub, true, None) => {
+                return Err("GRUB with `efi` needs an `esp` partition".into());
+            }
+            (Bootloader::Grub, false, Some(_)) => {
+                return Err("an `esp` partition with GRUB needs `[bootloader] efi = true`".into());
+            }
+            (Bootloader::Grub, ..) | (_, false, _) => {}
+            (_, true, _) => return Err("`[bootloader] efi` is for `type = \"grub\"`".into()),
+        }
         Ok(())
     }
 

@@ -55,6 +55,10 @@ struct GrubRecord {
     package: Option<String>,
     /// `efiSupport`.
     efi_support: bool,
+    /// `efiInstallAsRemovable`.
+    removable: bool,
+    /// `grubEfi`: the GRUB package built with EFI support.
+    efi_package: Option<String>,
 }
 
 /// `"org.imgbuild.v1".bootloader` of the boot spec's extensions; `None` when absent.
@@ -89,6 +93,11 @@ fn grub_record(spec: &BootSpec) -> std::result::Result<Option<GrubRecord>, Strin
             .get("efiSupport")
             .and_then(serde_json::Value::as_bool)
             .unwrap_or(false),
+        removable: b
+            .get("efiInstallAsRemovable")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false),
+        efi_package: text("grubEfi"),
     }))
 }
 
@@ -205,6 +214,42 @@ pub(super) fn grub_problem(format: &str, target: GrubTarget, spec: &BootSpec) ->
              partition for GRUB's installer to write to"
         ));
     }
+    if target.esp {
+        return hybrid_problem(format, &rec);
+    }
+    None
+}
+
+/// A hybrid disk (BIOS boot partition and ESP) boots UEFI through GRUB too, installed as
+/// `grub-install --target=x86_64-efi --removable` leaves it: the system's GRUB must have
+/// EFI support (so that `nixos-rebuild` keeps the UEFI side up to date as well) and install
+/// to the removable path (the image has no NVRAM boot entry to register).
+fn hybrid_problem(format: &str, rec: &GrubRecord) -> Option<String> {
+    if !rec.efi_support {
+        return Some(format!(
+            "boot.loader.grub.efiSupport is off, but a {format} image also boots with UEFI \
+             through GRUB: set boot.loader.grub.efiSupport = true (imgbuild's module does for \
+             imgbuild.format = \"{format}\")"
+        ));
+    }
+    if !rec.removable {
+        return Some(format!(
+            "boot.loader.grub.efiInstallAsRemovable is off, but a {format} image has no \
+             firmware boot entry: GRUB must be at EFI/BOOT/BOOTX64.EFI; set \
+             boot.loader.grub.efiInstallAsRemovable = true"
+        ));
+    }
+    if rec
+        .efi_package
+        .as_deref()
+        .is_none_or(|p| !p.starts_with("/nix/store/"))
+    {
+        return Some(
+            "boot.json's GRUB record names no EFI GRUB package (\"org.imgbuild.v1\".bootloader.\
+             grubEfi, written when efiSupport is on)"
+                .into(),
+        );
+    }
     None
 }
 
@@ -233,10 +278,18 @@ mod tests {
 
     const GRUB: &str = "/nix/store/abcdfghijklmnpqrsvwxyz0123456789-grub-2.12";
 
-    /// The record's JSON as the module writes it, with `devices` and `efiSupport`.
+    const GRUB_EFI: &str = "/nix/store/abcdfghijklmnpqrsvwxyz0123456789-grub-efi-2.12";
+
+    /// The record's JSON as the module writes it, with `devices` and `efiSupport` (and
+    /// then `grubEfi`).
     fn grub_json(devices: &str, efi: bool) -> String {
+        let grub_efi = if efi {
+            format!(r#""grubEfi": "{GRUB_EFI}","#)
+        } else {
+            String::new()
+        };
         format!(
-            r#"{{"type": "grub", "timeout": 5, "devices": {devices}, "grub": "{GRUB}",
+            r#"{{"type": "grub", "timeout": 5, "devices": {devices}, "grub": "{GRUB}", {grub_efi}
                 "efiSupport": {efi}, "efiInstallAsRemovable": {efi}, "fsIdentifier": "uuid",
                 "configurationLimit": 100, "distroName": "NixOS"}}"#
         )
@@ -271,31 +324,23 @@ mod tests {
 
     #[test]
     fn grub_on_the_platforms_disk_passes() {
-        for (f, dev) in [
-            ("raw", "/dev/vda"),
-            ("raw", "/dev/sda"),
-            ("raw", "/dev/nvme0n1"),
-            ("raw", "/dev/disk/by-id/virtio-root"),
-            ("qemu", "/dev/vda"),
-            ("digitalocean", "/dev/vda"),
-            ("hetzner", "/dev/sda"),
-            ("cloudstack", "/dev/vda"),
-            ("linode", "nodev"),
+        for (f, dev, efi) in [
+            ("raw", "/dev/vda", false),
+            ("raw", "/dev/sda", false),
+            ("raw", "/dev/nvme0n1", false),
+            ("raw", "/dev/disk/by-id/virtio-root", false),
+            ("qemu", "/dev/vda", true),
+            ("digitalocean", "/dev/vda", false),
+            ("hetzner", "/dev/sda", false),
+            ("cloudstack", "/dev/vda", false),
+            ("linode", "nodev", false),
         ] {
-            let p = problem(f, &grub_json(&format!(r#"["{dev}"]"#), false), false);
+            let p = problem(f, &grub_json(&format!(r#"["{dev}"]"#), efi), false);
             assert_eq!(p, None, "{f} {dev}");
         }
-        // A disk with an ESP may have GRUB installed for UEFI too (none of the formats has
-        // one yet: qemu is BIOS only).
-        let spec = with_record(spec_with(""), &grub_json(r#"["/dev/vda"]"#, true));
-        let hybrid = GrubTarget {
-            disks: None,
-            esp: true,
-            nodev: false,
-        };
-        assert_eq!(grub_problem("hybrid", hybrid, &spec), None);
+        // qemu is the hybrid: an ESP, GRUB for UEFI too.
         let qemu = grub_target(&Format::load("qemu").unwrap()).unwrap();
-        assert!(grub_problem("qemu", qemu, &spec).is_some_and(|p| p.contains("no EFI system")));
+        assert!(qemu.esp);
         // Only the BIOS formats are checked here.
         for f in ["raw-efi", "qemu-efi", "sd-aarch64"] {
             assert!(grub_target(&Format::load(f).unwrap()).is_none(), "{f}");
@@ -306,7 +351,7 @@ mod tests {
     fn grub_on_the_wrong_device_is_refused_naming_it() {
         for (f, devices, want) in [
             ("raw", r#"["nodev"]"#, "names nodev"),
-            ("qemu", r#"["nodev"]"#, "names nodev"),
+            ("digitalocean", r#"["nodev"]"#, "names nodev"),
             ("raw", r#"["/dev/vda1"]"#, "names /dev/vda1"),
             ("raw", r#"["/dev/nvme0n1p2"]"#, "names /dev/nvme0n1p2"),
             ("raw", r#"["/dev/disk/by-label/nixos"]"#, "by-label/nixos"),
@@ -353,6 +398,22 @@ mod tests {
         );
         let p = problem("raw", r#"{"type": "grub", "devices": "/dev/vda"}"#, false).unwrap();
         assert!(p.contains("not a list"), "{p}");
+        // The hybrid: GRUB for UEFI too, at the removable path, from the EFI package.
+        let bios_only = grub_json(r#"["/dev/vda"]"#, false);
+        let p = problem("qemu", &bios_only, false).unwrap();
+        assert!(
+            p.contains("boot.loader.grub.efiSupport is off") && p.contains("= true"),
+            "{p}"
+        );
+        let not_removable = grub_json(r#"["/dev/vda"]"#, true).replace(
+            r#""efiInstallAsRemovable": true"#,
+            r#""efiInstallAsRemovable": false"#,
+        );
+        let p = problem("qemu", &not_removable, false).unwrap();
+        assert!(p.contains("efiInstallAsRemovable"), "{p}");
+        let no_package = grub_json(r#"["/dev/vda"]"#, true).replace(r#""grubEfi""#, r#""x""#);
+        let p = problem("qemu", &no_package, false).unwrap();
+        assert!(p.contains("grubEfi"), "{p}");
         let p = problem("raw", r#"{"type": "grub", "devices": [1]}"#, false).unwrap();
         assert!(p.contains("not a string"), "{p}");
     }
@@ -389,9 +450,10 @@ mod tests {
     #[test]
     fn only_a_disk_with_an_esp_has_grub_write_there() {
         let spec = with_record(spec_with(""), &grub_json(r#"["/dev/vda"]"#, true));
-        for f in ["raw", "qemu", "raw-efi"] {
+        for f in ["raw", "raw-efi"] {
             assert!(!grub_writes_esp(&Format::load(f).unwrap(), &spec), "{f}");
         }
+        assert!(grub_writes_esp(&Format::load("qemu").unwrap(), &spec));
     }
 
     /// The record nixosModules.imgbuild writes for `imgbuild.format = "raw"` with nixpkgs'

@@ -2,17 +2,22 @@
 //! `grub-install`) would: the platform directory of the closure's GRUB package
 //! (`org.imgbuild.v1.bootloader.grub`), the core image `grub-install` has `grub-mkimage`
 //! build for this disk, `/boot/grub` on the root file system, and the boot code's sectors
-//! (boot.img in sector 0, core.img after the MBR or in the BIOS boot partition).
+//! (boot.img in sector 0, core.img after the MBR or in the BIOS boot partition). A hybrid
+//! format (`[bootloader] efi`) also gets GRUB for UEFI as `grub-install --target=x86_64-efi
+//! --removable` leaves it: `/boot` is then the ESP, which holds GRUB's directory (with
+//! `x86_64-efi/` beside `i386-pc/`) and `EFI/BOOT/BOOTX64.EFI`, from the closure's GRUB
+//! built with EFI support (`org.imgbuild.v1.bootloader.grubEfi`).
 
 use imgbuild_boot as boot;
 use imgbuild_fstree::Tree;
-use imgbuild_grub::{CoreImage, Install, PartTable, Platform};
+use imgbuild_grub::{CoreImage, EfiImage, EfiInstall, Install, PartTable, Platform};
 use imgbuild_nix::{FsIdentifier, GrubSettings, StorePath};
 use imgbuild_partition as partition;
 
 use super::{add_boot_files, dir_meta, file_meta, resolve, STORE_MTIME};
 use crate::bootloader::Choice;
 use crate::format::{Contents, TableType};
+use crate::ids::fat_volume_id_string;
 use crate::layout::{Layout, SECTOR};
 use crate::options::Context;
 use crate::{Error, Inputs, Result};
@@ -44,7 +49,11 @@ fn grub_err(what: &str) -> impl FnOnce(imgbuild_grub::Error) -> Error + '_ {
 }
 
 /// The recorded GRUB settings, refused when absent or asking for what imgbuild cannot do.
-fn settings<'a>(cx: &Context, choice: &'a Choice) -> Result<(&'a GrubSettings, &'a StorePath)> {
+/// Returns them, the GRUB package and (a hybrid format) the GRUB package with EFI support.
+fn settings<'a>(
+    cx: &Context,
+    choice: &'a Choice,
+) -> Result<(&'a GrubSettings, &'a StorePath, Option<&'a StorePath>)> {
     let missing = |key| Error::NoGrubRecord {
         format: cx.format.name.clone(),
         key,
@@ -57,12 +66,9 @@ fn settings<'a>(cx: &Context, choice: &'a Choice) -> Result<(&'a GrubSettings, &
             reason: "it needs NixOS's installer to run programs or read files at install time",
         });
     }
-    if s.efi_support {
-        return Err(Error::GrubUnsupported {
-            setting: "efiSupport".into(),
-            reason: "imgbuild installs GRUB for PC BIOS only (use a systemd-boot format for UEFI)",
-        });
-    }
+    let efi = efi_settings(cx, s)?
+        .then(|| s.efi_package.as_ref().ok_or_else(|| missing("grubEfi")))
+        .transpose()?;
     if s.fs_identifier == FsIdentifier::Provided {
         return Err(Error::GrubUnsupported {
             setting: "fsIdentifier = \"provided\"".into(),
@@ -77,12 +83,50 @@ fn settings<'a>(cx: &Context, choice: &'a Choice) -> Result<(&'a GrubSettings, &
             reason: "a PC BIOS disk needs GRUB installed on it: set boot.loader.grub.device",
         });
     }
-    Ok((s, package))
+    Ok((s, package, efi))
 }
 
-/// Every regular file of `<grub>/lib/grub/i386-pc`, read with a bound each.
-fn read_platform(inputs: &Inputs, package: &StorePath) -> Result<Platform> {
-    let logical = package.join("lib/grub/i386-pc");
+/// Whether GRUB is installed for UEFI too (the format is hybrid), with the settings that
+/// needs refused by name when they do not match the disk: `efiSupport` on exactly for a
+/// hybrid format, the removable path (no NVRAM entry is written), the ESP at `/boot`.
+fn efi_settings(cx: &Context, s: &GrubSettings) -> Result<bool> {
+    let unsupported = |setting: String, reason| Err(Error::GrubUnsupported { setting, reason });
+    if !cx.format.bootloader.efi {
+        if s.efi_support {
+            return unsupported(
+                "efiSupport".into(),
+                "this format has no EFI system partition (the hybrid `qemu` format boots UEFI \
+                 through GRUB; the systemd-boot formats boot UEFI otherwise)",
+            );
+        }
+        return Ok(false);
+    }
+    if !s.efi_support {
+        return unsupported(
+            "efiSupport = false".into(),
+            "this format also boots with UEFI through GRUB: set boot.loader.grub.efiSupport = true",
+        );
+    }
+    if !s.efi_install_as_removable {
+        return unsupported(
+            "efiInstallAsRemovable = false".into(),
+            "the image has no firmware boot entry, GRUB must be at EFI/BOOT/BOOTX64.EFI: set \
+             boot.loader.grub.efiInstallAsRemovable = true",
+        );
+    }
+    if s.efi_sys_mount_point != "/boot" {
+        return unsupported(
+            format!("efiSysMountPoint = \"{}\"", s.efi_sys_mount_point),
+            "the image's ESP is /boot (as nixpkgs' hybrid disk mounts it)",
+        );
+    }
+    Ok(true)
+}
+
+/// Every regular file of `<grub>/lib/grub/<target>` (`i386-pc`, `x86_64-efi`), read with a
+/// bound each.
+fn read_platform(inputs: &Inputs, package: &StorePath, target: &str) -> Result<Platform> {
+    let logical = package.join(format!("lib/grub/{target}"));
     let dir = resolve(&inputs.store, &logical)?;
     let io = |source| Error::Io {
         op: "reading GRUB's platform directory",
@@ -132,6 +176,41 @@ fn root_search(cx: &Context, s: &GrubSettings) -> String {
     }
 }
 
+/// A hybrid format's ESP (`/boot`): its index among the partitions.
+fn esp_index(cx: &Context) -> Option<usize> {
+    cx.format.bootloader.efi.then(|| {
+        cx.format
+            .partitions
+            .iter()
+            .position(|p| p.contents == Contents::Esp)
+    })?
+}
+
+/// `/boot`'s file system for grub.cfg: the root's (`/boot` a directory of it), or, on a
+/// hybrid disk, the ESP's (searched as `blkid` names a FAT volume, `1234-ABCD`).
+fn boot_fs(cx: &Context, s: &GrubSettings) -> boot::GrubFsId {
+    match esp_index(cx) {
+        Some(i) => {
+            let esp = &cx.format.partitions[i];
+            let search = match s.fs_identifier {
+                FsIdentifier::Label => format!("--label {}", esp.label),
+                _ => format!(
+                    "--fs-uuid {}",
+                    fat_volume_id_string(cx.ids.fat_volume_id(&esp.name))
+                ),
+            };
+            boot::GrubFsId {
+                search,
+                path: "/".into(),
+            }
+        }
+        None => boot::GrubFsId {
+            search: root_search(cx, s),
+            path: "/boot".into(),
+        },
+    }
+}
+
 fn cfg_options(
     cx: &Context,
     inputs: &Inputs,
@@ -151,10 +230,7 @@ fn cfg_options(
         });
     }
     Ok(boot::GrubCfgOptions {
-        boot: boot::GrubFsId {
-            search: search.clone(),
-            path: "/boot".into(),
-        },
+        boot: boot_fs(cx, s),
         store: boot::GrubFsId {
             search,
             path: "/nix/store".into(),
@@ -194,10 +270,12 @@ fn cfg_options(
     })
 }
 
-/// Where GRUB's directory is for `grub-install`: the root partition, `/boot/grub`, ext2.
+/// Where GRUB's directory is for `grub-install`: the root partition, `/boot/grub`, ext2; or,
+/// on a hybrid disk, the ESP (`/boot`), `/grub`, fat.
 fn install_location(cx: &Context) -> Result<Install<'static>> {
     let format = cx.format;
-    if format.partitions.iter().any(|p| p.mount_point == "/boot") {
+    let esp = esp_index(cx);
+    if esp.is_none() && format.partitions.iter().any(|p| p.mount_point == "/boot") {
         return Err(Error::GrubUnsupported {
             setting: "a /boot partition".into(),
             reason: "imgbuild keeps GRUB's /boot on the root file system",
@@ -208,6 +286,10 @@ fn install_location(cx: &Context) -> Result<Install<'static>> {
         .iter()
         .position(|p| p.contents == Contents::Root)
         .expect("validate() checked there is exactly one root partition");
+    let (index, fs_module, grub_dir) = match esp {
+        Some(i) => (i, "fat", "/grub"),
+        None => (root, "ext2", "/boot/grub"),
+    };
     Ok(Install {
         table: match format.table.kind {
             TableType::Gpt => PartTable::Gpt,
@@ -219,61 +301,116 @@ fn install_location(cx: &Context) -> Result<Install<'static>> {
                 })
             }
         },
-        partition: u32::try_from(root + 1).expect("at most 128 partitions"),
-        fs_module: "ext2",
-        grub_dir: "/boot/grub",
+        partition: u32::try_from(index + 1).expect("at most 128 partitions"),
+        fs_module,
+        grub_dir,
     })
 }
 
-/// Installs GRUB into the root tree (`/boot/grub` with `grub.cfg`, `state`, `grubenv`, the
-/// platform files `grub-install` copies, its font) and returns the core image for the disk.
-/// On a disk without a partition table (`device = "nodev"`: install-grub.pl runs no
-/// `grub-install`) only what install-grub.pl writes: `grub.cfg`, `state` and its copies; no
-/// core image.
+/// GRUB for UEFI on a hybrid disk: the x86_64-efi platform files of the EFI package and the
+/// image `grub-install --target=x86_64-efi --removable` builds (found by the ESP's UUID,
+/// lower case as GRUB prints a FAT volume's).
+fn efi_image(cx: &Context, inputs: &Inputs, package: &StorePath) -> Result<(Platform, EfiImage)> {
+    let platform = read_platform(inputs, package, "x86_64-efi")?;
+    let esp = &cx.format.partitions[esp_index(cx).expect("a hybrid format has an ESP")];
+    let uuid = fat_volume_id_string(cx.ids.fat_volume_id(&esp.name)).to_ascii_lowercase();
+    let image = EfiInstall {
+        table: PartTable::Gpt,
+        fs_module: "fat",
+        fs_uuid: &uuid,
+        grub_dir: "/grub",
+    }
+    .image(&platform)
+    .map_err(grub_err("building BOOTX64.EFI"))?;
+    Ok((platform, image))
+}
+
+/// Adds `files` (name, bytes) to the directory `dir` of `tree` (made as needed).
+fn add_dir(tree: &mut Tree, dir: &str, files: Vec<(String, &[u8])>, time: i64) -> Result<()> {
+    let tree_err = |what: String| move |source| Error::Tree { what, source };
+    let at = tree
+        .mkdir_p(dir.as_bytes(), dir_meta(time))
+        .map_err(tree_err(dir.to_owned()))?;
+    for (name, bytes) in files {
+        let node = imgbuild_fstree::Node::bytes(file_meta(time), bytes.to_vec());
+        tree.insert(at, name.as_bytes(), node)
+            .map_err(tree_err(format!("{dir}/{name}")))?;
+    }
+    Ok(())
+}
+
+/// Installs GRUB into `tree`, the file system holding `/boot` (the root's, or a hybrid
+/// disk's ESP): `grub/` with `grub.cfg`, `state`, `grubenv`, the platform files
+/// `grub-install` copies (`i386-pc/`, and `x86_64-efi/` with `EFI/BOOT/BOOTX64.EFI` on a
+/// hybrid disk), its font; returns the core image for the disk. On a disk without a
+/// partition table (`device = "nodev"`: install-grub.pl runs no `grub-install`) only what
+/// install-grub.pl writes: `grub.cfg`, `state` and its copies; no core image.
 pub(crate) fn install(
     cx: &Context,
     inputs: &Inputs,
     choice: &Choice,
     entry: &boot::BootEntry,
-    root: &mut Tree,
+    tree: &mut Tree,
 ) -> Result<Option<GrubSetup>> {
-    let (s, package) = settings(cx, choice)?;
+    let (s, package, efi_package) = settings(cx, choice)?;
+    if cx.format.table.kind == TableType::None {
+        let (name, version) = boot::parse_drv_name(package.name());
+        let state = boot::GrubState {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            efi: "no".into(),
+            devices: s.devices.clone(),
+            efi_mount_point: s.efi_sys_mount_point.clone(),
+        };
+        let files = boot::grub_boot(entry, &cfg_options(cx, inputs, choice, s)?, &state)?;
+        add_boot_files(tree, "/boot", &files, &inputs.store, cx.time)?;
+        private_grub_dir(cx, tree, "/boot");
+        return Ok(None);
+    }
+    let platform = read_platform(inputs, package, "i386-pc")?;
+    let core = install_location(cx)?
+        .core_image(&platform)
+        .map_err(grub_err("building core.img"))?;
+    let efi = efi_package.map(|p| efi_image(cx, inputs, p)).transpose()?;
+    // Where /boot is in `tree` (the ESP is /boot on a hybrid disk).
+    let (boot_root, boot_dir) = if efi.is_some() {
+        ("/", "")
+    } else {
+        ("/boot", "/boot")
+    };
     let (name, version) = boot::parse_drv_name(package.name());
     let state = boot::GrubState {
         name: name.to_owned(),
         version: version.to_owned(),
-        efi: "no".into(),
+        // install-grub.pl's `$efiTarget`: both GRUBs installed, or the BIOS one only.
+        efi: if efi.is_some() { "both" } else { "no" }.into(),
         devices: s.devices.clone(),
         efi_mount_point: s.efi_sys_mount_point.clone(),
     };
-    if cx.format.table.kind == TableType::None {
-        let files = boot::grub_boot(entry, &cfg_options(cx, inputs, choice, s)?, &state)?;
-        add_boot_files(root, "/boot", &files, &inputs.store, cx.time)?;
-        private_grub_dir(cx, root);
-        return Ok(None);
-    }
-    let platform = read_platform(inputs, package)?;
-    let core = install_location(cx)?
-        .core_image(&platform)
-        .map_err(grub_err("building core.img"))?;
     let files = boot::grub_boot(entry, &cfg_options(cx, inputs, choice, s)?, &state)?;
-    add_boot_files(root, "/boot", &files, &inputs.store, cx.time)?;
-    private_grub_dir(cx, root);
-    let i386 = root
-        .mkdir_p(b"/boot/grub/i386-pc", dir_meta(cx.time))
-        .map_err(|source| Error::Tree {
-            what: "/boot/grub/i386-pc".into(),
-            source,
-        })?;
-    for (name, bytes) in
-        imgbuild_grub::installed_files(&platform, &core).map_err(grub_err("listing"))?
-    {
-        let node = imgbuild_fstree::Node::bytes(file_meta(cx.time), bytes.to_vec());
-        root.insert(i386, name.as_bytes(), node)
-            .map_err(|source| Error::Tree {
-                what: format!("/boot/grub/i386-pc/{name}"),
-                source,
-            })?;
+    add_boot_files(tree, boot_root, &files, &inputs.store, cx.time)?;
+    private_grub_dir(cx, tree, boot_dir);
+    let listed = imgbuild_grub::installed_files(&platform, &core).map_err(grub_err("listing"))?;
+    add_dir(tree, &format!("{boot_dir}/grub/i386-pc"), listed, cx.time)?;
+    if let Some((efi_platform, image)) = &efi {
+        let listed =
+            imgbuild_grub::installed_efi_files(efi_platform, image).map_err(grub_err("listing"))?;
+        add_dir(
+            tree,
+            &format!("{boot_dir}/grub/x86_64-efi"),
+            listed,
+            cx.time,
+        )?;
+        // efiSysMountPoint is /boot: the removable path on the ESP.
+        let (dir, file) = imgbuild_grub::REMOVABLE_EFI_PATH
+            .rsplit_once('/')
+            .expect("a path with a directory");
+        add_dir(
+            tree,
+            &format!("/{dir}"),
+            vec![(file.to_owned(), image.bytes())],
+            cx.time,
+        )?;
     }
     // grub-install copies its font when the package has one.
     let font = package.join("share/grub/unicode.pf2");
@@ -282,15 +419,17 @@ pub(crate) fn install(
             path: "grub/fonts/unicode.pf2".into(),
             content: boot::Content::StoreFile(font),
         }];
-        add_boot_files(root, "/boot", &f, &inputs.store, cx.time)?;
+        add_boot_files(tree, boot_root, &f, &inputs.store, cx.time)?;
     }
     Ok(Some(GrubSetup { platform, core }))
 }
 
 /// install-grub.pl makes /boot/grub 0700.
-fn private_grub_dir(cx: &Context, root: &mut Tree) {
-    if let Some(dir) = root.lookup(b"/boot/grub") {
-        root.node_mut(dir).meta = imgbuild_fstree::Meta::new(0o700, 0, 0, cx.time);
+/// install-grub.pl makes `<boot>/grub` 0700 (`boot_dir`: `/boot`, or `` when the tree is
+/// the ESP mounted at /boot).
+fn private_grub_dir(cx: &Context, tree: &mut Tree, boot_dir: &str) {
+    if let Some(dir) = tree.lookup(format!("{boot_dir}/grub").as_bytes()) {
+        tree.node_mut(dir).meta = imgbuild_fstree::Meta::new(0o700, 0, 0, cx.time);
     }
 }
 

@@ -69,6 +69,12 @@ pub(crate) fn build(cx: &Context, inputs: &Inputs, cancel: &AtomicBool) -> Resul
     let mut grub = None;
     for p in &cx.format.partitions {
         let mut tree = match p.contents {
+            // GRUB for BIOS and UEFI: the ESP is /boot, GRUB's directory and BOOTX64.EFI.
+            Contents::Esp if cx.format.bootloader.kind == format::Bootloader::Grub => {
+                let mut tree = Tree::new(dir_meta(cx.time));
+                grub = grub::install(cx, inputs, &choice, &entry, &mut tree)?;
+                tree
+            }
             Contents::Esp => esp_tree(cx, inputs, &entry, &mut choice)?,
             Contents::Firmware => firmware_tree(cx, inputs)?,
             // Raw sectors: GRUB's core image, placed by the disk plan.
@@ -79,7 +85,9 @@ pub(crate) fn build(cx: &Context, inputs: &Inputs, cancel: &AtomicBool) -> Resul
             Contents::Root => {
                 let (mut tree, report) = root(cx, inputs, &entry, &choice, cancel)?;
                 dedup = report;
-                if cx.format.bootloader.kind == format::Bootloader::Grub {
+                if cx.format.bootloader.kind == format::Bootloader::Grub
+                    && !cx.format.bootloader.efi
+                {
                     grub = grub::install(cx, inputs, &choice, &entry, &mut tree)?;
                 }
                 tree

@@ -1,6 +1,7 @@
-//! Seeds of the `grub` and `verity` targets, made once beside the others (their own stamp,
-//! so adding them does not rebuild the image seeds): GRUB setups built by `imgbuild-grub`
-//! from Debian's `/usr/lib/grub/i386-pc` and by `grub-mkimage`, verity superblocks written
+//! Seeds of the `grub`, `grub-efi` and `verity` targets, made once beside the others (their
+//! own stamp, so adding them does not rebuild the image seeds): GRUB setups built by
+//! `imgbuild-grub` from Debian's `/usr/lib/grub/i386-pc` and by `grub-mkimage`, Debian's
+//! x86_64-efi `kernel.img` (grub-efi-amd64-bin), verity superblocks written
 //! by `imgbuild-verity` and by `veritysetup format`. A missing tool leaves its seeds out
 //! (said on stderr, and the stamp is not written, so a later run tries again).
 
@@ -14,8 +15,10 @@ use crate::util::{self, cmd};
 
 /// Debian's i386-pc GRUB files (grub-pc-bin).
 const GRUB_DIR: &str = "/usr/lib/grub/i386-pc";
+/// Debian's x86_64-efi GRUB files (grub-efi-amd64-bin).
+const GRUB_EFI_DIR: &str = "/usr/lib/grub/x86_64-efi";
 /// Bump when these seeds change.
-const STAMP: &str = "grub-verity v1\n";
+const STAMP: &str = "grub-verity v2\n";
 const UUID: &str = "0b5e2f0c-1d4a-4c3b-9e8f-7a6d5c4b3a29";
 
 /// The seeds' file names, as `Target::seeds` lists them.
@@ -25,6 +28,8 @@ pub const GRUB: &[&str] = &[
     "grub-gpt-config.disk",
     "grub-mkimage.disk",
 ];
+/// GRUB x86_64-efi: Debian's `kernel.img`.
+pub const GRUB_EFI: &[&str] = &["grub-efi-kernel.img"];
 /// Verity: ours with three salts, then `veritysetup format`'s two.
 pub const VERITY: &[&str] = &[
     "verity-salt32.sb",
@@ -41,6 +46,7 @@ pub fn build(dir: &Path) -> Result<()> {
         return Ok(());
     }
     let mut complete = grub(dir).context("the grub seeds")?;
+    complete &= grub_efi(dir).context("the grub-efi seeds")?;
     complete &= verity(dir).context("the verity seeds")?;
     if complete {
         std::fs::write(&stamp, STAMP)?;
@@ -128,6 +134,17 @@ fn grub(dir: &Path) -> Result<bool> {
     )?;
     let d = disk(&platform, 1, &std::fs::read(&out)?)?;
     std::fs::write(dir.join(GRUB[2]), d)?;
+    Ok(true)
+}
+
+/// Debian's x86_64-efi `kernel.img`, copied; false when grub-efi-amd64-bin is missing.
+fn grub_efi(dir: &Path) -> Result<bool> {
+    let kernel = Path::new(GRUB_EFI_DIR).join("kernel.img");
+    if !kernel.is_file() {
+        eprintln!("fuzz seeds: {GRUB_EFI_DIR} is absent (apt-get install grub-efi-amd64-bin): no grub-efi seeds");
+        return Ok(false);
+    }
+    std::fs::copy(&kernel, dir.join(GRUB_EFI[0]))?;
     Ok(true)
 }
 

@@ -101,6 +101,7 @@ fn seed_map(target: Target, path: &Path, len: u64) -> Result<(Map, Fixup)> {
         | Target::Registration
         | Target::Bootspec
         | Target::Grub
+        | Target::GrubEfi
         | Target::Verity => Fixup::None,
     };
     if !disk && m.ranges.is_empty() {
