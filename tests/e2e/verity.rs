@@ -208,6 +208,105 @@ fn appliance_demo_verifies_and_every_tool_accepts_it() {
     assert!(options.ends_with(&format!(" usrhash={root}")), "{options}");
 }
 
+/// `imgbuild inspect --json IMG`'s only verity pair.
+fn inspected_pair(img: &Path) -> Value {
+    let o = ok(&mut imgbuild(&[
+        "inspect",
+        "--json",
+        &img.display().to_string(),
+    ]));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let pairs = r["verity"].as_array().expect("a verity list").clone();
+    assert_eq!(pairs.len(), 1, "{pairs:?}");
+    pairs[0].clone()
+}
+
+/// A copy of `img` with the byte at `at` inverted, in place of a whole-image read.
+fn flipped_image(img: &Path, at: u64, dest: &Path) {
+    std::fs::copy(img, dest).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .read(true)
+        .open(dest)
+        .unwrap();
+    let mut b = [0u8; 1];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut b, at).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[!b[0]], at).unwrap();
+}
+
+#[test]
+fn inspect_recomputes_the_root_hash_and_checks_the_disks_claims() {
+    let t = tempfile::tempdir().unwrap();
+    let img = t.path().join("app.img");
+    let m = run_demo("appliance", &img, &[]);
+    let v = &m["verity"];
+    let root = v["root_hash"].as_str().unwrap();
+    let p = inspected_pair(&img);
+    assert_eq!(p["designator"], "usr");
+    assert_eq!(p["hash_partition"], v["hash"]["number"]);
+    assert_eq!(p["data_partition"], v["data"]["number"]);
+    assert_eq!(
+        p["root_hash"], root,
+        "the recomputed root hash is the manifest's"
+    );
+    assert_eq!(p["hash_area"], "matches");
+    let sb = &p["superblock"];
+    assert_eq!(sb["salt"], v["salt"]);
+    assert_eq!(sb["uuid"], v["superblock_uuid"]);
+    assert_eq!(sb["data_blocks"], v["data_blocks"]);
+    assert_eq!(
+        (sb["hash_type"].as_u64(), sb["algorithm"].as_str()),
+        (Some(1), Some("sha256"))
+    );
+    let claims: Vec<(&str, bool)> = p["claims"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["source"].as_str().unwrap(),
+                c["matches"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        claims,
+        [("partition UUIDs", true), ("boot entry usrhash=", true)]
+    );
+    let text = stdout(&mut imgbuild(&["inspect", &img.display().to_string()]));
+    assert!(
+        text.contains(&format!("root hash   {root} (recomputed from the data)")),
+        "{text}"
+    );
+
+    // A flipped byte in the store: another root hash, every claim now differs.
+    let bad = t.path().join("bad.img");
+    flipped_image(&img, u(&v["data"]["offset"]) + 100, &bad);
+    let p = inspected_pair(&bad);
+    assert_ne!(p["root_hash"], root);
+    assert_eq!(
+        p["hash_area"].as_str().unwrap().split(" at ").next(),
+        Some("differs from the recomputed one")
+    );
+    assert!(
+        p["claims"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["matches"] == false),
+        "{p}"
+    );
+    // A flipped byte in the hash area's levels: the data's root hash, the area differs.
+    let hash_at = u(&v["hash"]["offset"]) + 4096 + 5;
+    flipped_image(&img, hash_at, &bad);
+    let p = inspected_pair(&bad);
+    assert_eq!(p["root_hash"], root);
+    assert_eq!(
+        p["hash_area"],
+        "differs from the recomputed one at byte 4101"
+    );
+}
+
 #[test]
 fn appliance_is_the_same_for_any_threads_and_working_directory() {
     let t = tempfile::tempdir().unwrap();
