@@ -251,3 +251,50 @@ fn read_into(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::Format;
+
+    fn info() -> VerityInfo {
+        let mut h = [0u8; 32];
+        h[0] = 0xab;
+        h[31] = 0x01;
+        VerityInfo {
+            data_partition: "store".into(),
+            hash_partition: "store-verity".into(),
+            root_hash: RootHash(h),
+            salt: Salt::new(&[1; 32]).unwrap(),
+            superblock_uuid: Uuid::nil(),
+            store_image_size: 5 * 4096,
+            data_size: 1 << 20,
+            hash_size: 3 * 4096,
+        }
+    }
+
+    #[test]
+    fn the_command_line_carries_the_root_hash_as_usrhash() {
+        let args = cmdline_args(&info());
+        assert_eq!(args.len(), 1);
+        let hex = args[0].strip_prefix("usrhash=").unwrap();
+        assert_eq!(hex.len(), 64);
+        assert!(hex.starts_with("ab00") && hex.ends_with("0001"), "{hex}");
+    }
+
+    #[test]
+    fn the_pair_gets_the_root_hash_halves_and_its_sizes() {
+        let f = Format::load("appliance").unwrap();
+        let i = info();
+        let (data, hash) = (
+            f.store_partition().unwrap().1,
+            f.verity_partition().unwrap().1,
+        );
+        let (du, ds) = i.partition(data).unwrap();
+        let (hu, hs) = i.partition(hash).unwrap();
+        assert_eq!((ds, hs), (1 << 20, 3 * 4096));
+        assert_eq!(du.as_bytes()[0], 0xab);
+        assert_eq!(hu.as_bytes()[15], 0x01);
+        assert!(i.partition(f.root_partition()).is_none());
+    }
+}
