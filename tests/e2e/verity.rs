@@ -330,6 +330,13 @@ fn appliance_is_the_same_for_any_threads_and_working_directory() {
         .collect();
     left.sort();
     assert_eq!(left, ["b.img", "b.img.bmap", "b.img.json"]);
+    // A dry run hashes the same store (its image in a temporary directory) and writes
+    // nothing at the output path.
+    let d = t.path().join("dry.img");
+    let dry = run_demo("appliance", &d, &["--dry-run"]);
+    assert_eq!(dry["verity"], ma["verity"]);
+    assert_eq!(dry["disk_size"], ma["disk_size"]);
+    assert!(!d.exists() && !t.path().join("dry.img.store.tmp").exists());
     // Another seed: another salt, so another root hash and other partition UUIDs.
     let c = t.path().join("c.img");
     let mc = run_demo("appliance", &c, &["--seed", "other"]);
