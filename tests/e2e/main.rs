@@ -24,3 +24,4 @@ mod oracle;
 mod sizes;
 mod unprivileged;
 mod variants;
+mod verity;
