@@ -178,9 +178,15 @@ else
     dd if=/dev/mapper/usr of=/dev/null bs=1M 2>/tmp/verity.dd ||
       fail "reading /dev/mapper/usr failed: dm-verity refused a block: $(grep -v records /tmp/verity.dd | head -n 2 | tr '\n' ' ')"
     say "verity: every block of $data verified against the root hash in $(($(date +%s) - t0)) s"
-    mount -t squashfs -o ro /dev/mapper/usr /mnt/root/nix/store ||
-      fail "mount -t squashfs /dev/mapper/usr /nix/store failed"
-    say "store: /dev/mapper/usr (dm-verity, root hash $USRHASH) on /nix/store"
+    # nixpkgs' verity store (image.repart.verityStore): the usr partition holds nix/store/<path>,
+    # mounted at /usr, /nix/store bound to /usr/nix/store
+    mkdir -p /sysusr
+    mount -t squashfs -o ro /dev/mapper/usr /sysusr ||
+      fail "mount -t squashfs /dev/mapper/usr /usr failed"
+    [ -d /sysusr/nix/store ] || fail "the usr partition has no nix/store directory"
+    mount --bind /sysusr/nix/store /mnt/root/nix/store ||
+      fail "mount --bind /usr/nix/store /nix/store failed"
+    say "store: /dev/mapper/usr (dm-verity, root hash $USRHASH) on /usr, /usr/nix/store on /nix/store"
   fi
 fi
 
@@ -226,7 +232,7 @@ if [ -n "$MAN" ]; then
 elif [ "$MODE" != disk ]; then
   fail "toplevel $TOPLEVEL has no imgbuild-store-manifest"
 fi
-[ "$MODE" = verity ] && umount /mnt/root/nix/store 2>/dev/null
+[ "$MODE" = verity ] && umount /mnt/root/nix/store /sysusr 2>/dev/null
 [ -n "$R" ] && umount "$R" 2>/dev/null
 echo "IMGBUILD-BOOT-OK toplevel=$TOPLEVEL"
 sync
