@@ -23,3 +23,4 @@ mod netboot;
 mod oracle;
 mod sizes;
 mod unprivileged;
+mod verity;

@@ -263,6 +263,9 @@ fn dry_run(
         })
         .context("planning the image (dry run)")?;
     progress.finish();
+    if let Some(v) = &d.verity {
+        print_verity(v);
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&d)?);
         return Ok(());
@@ -456,6 +459,9 @@ fn report(manifest: &plan::Manifest, output: &std::path::Path, json: bool) -> Re
     if let Some(assumed) = &manifest.boot.assumed {
         eprintln!("boot: {assumed}");
     }
+    if let Some(v) = &manifest.verity {
+        print_verity(v);
+    }
     if json {
         // The image is built: a reader that closed the pipe (`| head`) is not an error.
         let json = serde_json::to_string_pretty(manifest)? + "\n";
@@ -482,6 +488,25 @@ fn report(manifest: &plan::Manifest, output: &std::path::Path, json: bool) -> Re
         );
     }
     Ok(())
+}
+
+/// The verity store's root hash and partitions, on stderr (the manifest's `verity` has all).
+fn print_verity(v: &plan::VerityManifest) {
+    eprintln!(
+        "verity: root hash {} (boot entry: {}); data `{}` partition {} at {} ({} bytes, store \
+         image {}), hash `{}` partition {} at {} ({} bytes)",
+        v.root_hash,
+        v.command_line.join(" "),
+        v.data.name,
+        v.data.number,
+        v.data.offset,
+        v.data.size,
+        v.store_image_size,
+        v.hash.name,
+        v.hash.number,
+        v.hash.offset,
+        v.hash.size
+    );
 }
 
 /// Writes `bytes` to stdout; a reader that closed the pipe (`| head`) is not an error.

@@ -46,6 +46,10 @@ pub struct Inspection {
     pub partitions: Vec<PartitionReport>,
     /// The boot setup found.
     pub boot: Boot,
+    /// The dm-verity pairs: hash partition, data partition, superblock, the root hash
+    /// recomputed from the data and what the disk claims it is.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub verity: Vec<crate::VerityPair>,
     #[serde(skip_serializing_if = "Option::is_none")]
     /// The NixOS system, when a root filesystem holds one.
     pub nixos: Option<Nixos>,
@@ -78,7 +82,8 @@ impl Image {
         boot.grub_bios = boot::grub_bios(&self.disk, self.table.kind, &parts, &|n| {
             self.filesystem(&n.to_string()).ok()
         });
-        let boot_toplevel = boot
+        // Every boot entry's kernel command line: systemd-boot's, then extlinux's.
+        let cmdlines: Vec<&str> = boot
             .systemd_boot
             .iter()
             .flat_map(|s| s.entries.iter())
@@ -89,7 +94,12 @@ impl Image {
                     .flat_map(|x| x.entries.iter())
                     .filter_map(|e| e.append.as_deref()),
             )
+            .collect();
+        let boot_toplevel = cmdlines
+            .iter()
+            .copied()
             .find_map(nixos::toplevel_from_cmdline);
+        let verity = crate::verity::pairs(&self.disk, &parts, &cmdlines, &self.limits);
         let nixos = self.root_filesystem().ok().and_then(|fs| {
             let part = self
                 .parts
@@ -123,6 +133,7 @@ impl Image {
                 })
                 .collect(),
             boot,
+            verity,
             nixos,
             warnings,
             read_all: None,

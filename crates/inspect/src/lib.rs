@@ -56,6 +56,7 @@ pub mod path;
 mod read_all;
 mod sizes;
 pub mod table;
+mod verity;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -75,6 +76,7 @@ pub use open::Compression;
 pub use read_all::ReadAll;
 pub use sizes::{store_name, Named, PartitionUse, Sizes, StorePathSize};
 pub use table::{Partition, Table, TableKind};
+pub use verity::{RootHashClaim, VerityPair, VeritySuperblock};
 
 /// Limits that keep a hostile image from exhausting memory, disk or time.
 #[derive(Clone, Debug)]
@@ -91,6 +93,9 @@ pub struct Limits {
     pub max_in_memory: u64,
     /// Bytes one copy may write; `None`: four times the filesystem's size plus 1 GiB.
     pub max_copy_bytes: Option<u64>,
+    /// Bytes of a verity data partition hashed to recompute its root hash (the tree takes
+    /// 1/128 of that in memory); more is reported, not hashed.
+    pub max_verity_data: u64,
 }
 
 impl Default for Limits {
@@ -102,6 +107,7 @@ impl Default for Limits {
             max_depth: 256,
             max_in_memory: 64 << 20,
             max_copy_bytes: None,
+            max_verity_data: 16 << 30,
         }
     }
 }
@@ -137,6 +143,7 @@ pub struct Image {
     parts: Vec<Part>,
     warnings: Vec<String>,
     temp_dir: Option<PathBuf>,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for Image {
@@ -244,6 +251,7 @@ impl Image {
             parts,
             warnings,
             temp_dir: opts.temp_dir.clone(),
+            limits: opts.limits.clone(),
         })
     }
 

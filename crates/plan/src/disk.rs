@@ -3,7 +3,9 @@
 
 use std::sync::atomic::AtomicBool;
 
-use imgbuild_diskmap::{Map, MapBuilder};
+use std::sync::Arc;
+
+use imgbuild_diskmap::{Map, MapBuilder, SourceFile};
 use imgbuild_ext4 as ext4;
 use imgbuild_fat as fat;
 use imgbuild_fstree::Tree;
@@ -12,6 +14,7 @@ use imgbuild_partition as partition;
 use crate::format::{Contents, Filesystem, TableType};
 use crate::layout::{self, Layout, PartitionLayout, SECTOR};
 use crate::options::{Context, DiskSize};
+use crate::verity::{VerityInfo, VerityStore};
 use crate::{Error, Result};
 
 /// A filesystem planned to the block.
@@ -20,6 +23,14 @@ pub(crate) enum Fs {
     Ext4(Box<ext4::Plan>),
     /// Raw sectors (a BIOS boot partition): what is written there is the plan's boot code.
     None,
+    /// The store image (squashfs, a file `crate::verity` wrote), then zeros to the
+    /// partition's end: every byte of it is covered by the hash tree.
+    Store {
+        image: Arc<SourceFile>,
+        partition_size: u64,
+    },
+    /// A dm-verity hash area: superblock and hash levels, in memory.
+    Hash(Arc<[u8]>),
 }
 
 impl Fs {
@@ -28,6 +39,8 @@ impl Fs {
         match self {
             Fs::Ext4(_) => "ext4".into(),
             Fs::None => "none".into(),
+            Fs::Store { .. } => "squashfs".into(),
+            Fs::Hash(_) => "verity".into(),
             Fs::Fat(f) => f.fat_type().to_string().to_lowercase(),
         }
     }
@@ -38,6 +51,8 @@ impl Fs {
             Fs::Ext4(p) => p.size_bytes(),
             Fs::Fat(f) => f.fs_bytes(),
             Fs::None => 0,
+            Fs::Store { image, .. } => image.size,
+            Fs::Hash(h) => h.len() as u64,
         }
     }
 
@@ -53,6 +68,21 @@ impl Fs {
                 name: name.to_string(),
                 source,
             })?,
+            Fs::Store {
+                image,
+                partition_size,
+            } => {
+                let mut b = MapBuilder::new(name, *partition_size);
+                b.file(0, image, 0, image.size)?;
+                // Hashed as zeros: they must read as zeros on a reused device too.
+                b.zeros(image.size, partition_size - image.size)?;
+                b.finish()?
+            }
+            Fs::Hash(h) => {
+                let mut b = MapBuilder::new(name, h.len() as u64);
+                b.bytes(0, h.clone())?;
+                b.finish()?
+            }
         }))
     }
 }
@@ -115,6 +145,7 @@ impl Plan {
         cx: &Context,
         trees: Vec<Tree>,
         grub: Option<&crate::trees::grub::GrubSetup>,
+        verity: Option<&VerityStore>,
         cancel: &AtomicBool,
     ) -> Result<Plan> {
         let format = cx.format;
@@ -131,7 +162,12 @@ impl Plan {
             Some(ext4::prepare(&trees[root], &ext4_options(cx, root)).map_err(ext4_err(root))?);
         imgbuild_blockio::check_cancel(cancel).map_err(|_| Error::Interrupted)?;
 
-        let size_of = |i: usize| cx.partition_sizes[i];
+        let size_of = |i: usize| {
+            verity
+                .and_then(|v| v.info.partition(&format.partitions[i]))
+                .map(|(_, size)| size)
+                .or(cx.partition_sizes[i])
+        };
         let disk_size = match cx.opts.size {
             DiskSize::Exact(n) => Some(n),
             DiskSize::Auto { .. } => None,
@@ -168,7 +204,7 @@ impl Plan {
                         })?;
                     Fs::Fat(Box::new(plan))
                 }
-                Filesystem::None => Fs::None,
+                Filesystem::None | Filesystem::Squashfs => raw_fs(format, i, pl, verity),
             };
             parts.push(Part {
                 tree,
@@ -176,7 +212,7 @@ impl Plan {
                 layout: pl.clone(),
             });
         }
-        let mut table = table(cx, &layout)?;
+        let mut table = table(cx, &layout, verity.map(|v| &v.info))?;
         let boot_code = grub
             .map(|g| g.patch(cx, &layout, &mut table.writes))
             .transpose()?;
@@ -206,7 +242,26 @@ impl Plan {
     }
 }
 
-fn table(cx: &Context, lay: &Layout) -> Result<Table> {
+/// What a partition without a file system of ours holds: the verity store's image or hash
+/// area, or raw sectors (BIOS boot).
+fn raw_fs(
+    format: &crate::format::Format,
+    i: usize,
+    pl: &PartitionLayout,
+    verity: Option<&VerityStore>,
+) -> Fs {
+    match (format.partitions[i].contents, verity) {
+        (Contents::Store, Some(v)) => Fs::Store {
+            image: SourceFile::new(&v.image.path, v.image.size),
+            partition_size: pl.size,
+        },
+        (Contents::Verity, Some(v)) => Fs::Hash(v.hash_area.clone()),
+        _ => Fs::None,
+    }
+}
+
+/// The partition table; the verity pair's partition UUIDs are the root hash's halves.
+fn table(cx: &Context, lay: &Layout, verity: Option<&VerityInfo>) -> Result<Table> {
     let format = cx.format;
     let align = Some(format.table.align.0);
     match format.table.kind {
@@ -214,7 +269,10 @@ fn table(cx: &Context, lay: &Layout) -> Result<Table> {
             let disk_guid = cx.ids.gpt_disk_guid();
             let mut parts = Vec::new();
             for (p, pl) in format.partitions.iter().zip(&lay.partitions) {
-                let g = cx.ids.gpt_partition_guid(&p.name);
+                let g = verity
+                    .and_then(|v| v.partition(p))
+                    .map(|(uuid, _)| uuid)
+                    .unwrap_or_else(|| cx.ids.gpt_partition_guid(&p.name));
                 let crate::format::PartType::Gpt(type_guid) = p.type_id else {
                     return Err(Error::WrongPartitionType {
                         name: p.name.clone(),

@@ -378,6 +378,15 @@ pub enum Error {
     /// A file an input named that is not a regular file, too big, or not what its size says.
     #[error(transparent)]
     Input(#[from] imgbuild_blockio::InputError),
+    #[error("the dm-verity hash area of partition `{partition}`")]
+    /// The store image could not be given a hash tree (empty, or not whole 4 KiB blocks).
+    Verity {
+        /// The data partition the hash area protects.
+        partition: String,
+        #[source]
+        /// The hash tree's error.
+        source: imgbuild_verity::Error,
+    },
     #[error("writing the store image `{}`", path.display())]
     /// The squashfs store image (ISO, netboot) could not be written.
     Squashfs {

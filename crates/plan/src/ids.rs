@@ -20,16 +20,25 @@ use uuid::Uuid;
 ///
 /// The result is in RFC 4122 (big-endian, string) byte order.
 pub fn derive_id(seed: &[u8], what: &str) -> [u8; 16] {
-    let mut hasher = Sha256::new();
-    hasher.update((seed.len() as u64).to_le_bytes());
-    hasher.update(seed);
-    hasher.update(what.as_bytes());
-    let digest = hasher.finalize();
+    let digest = derive_bytes32(seed, what);
     let mut out = [0u8; 16];
     out.copy_from_slice(&digest[..16]);
     out[6] = (out[6] & 0x0f) | 0x40;
     out[8] = (out[8] & 0x3f) | 0x80;
     out
+}
+
+/// 32 bytes derived from `seed` and a purpose string `what`, for what is not an id (a
+/// dm-verity salt).
+///
+/// Definition (stable): `SHA-256( u64_le(seed.len()) || seed || what )`, all 32 bytes, no
+/// bits changed (the same hash [`derive_id`] takes its first 16 bytes of).
+pub fn derive_bytes32(seed: &[u8], what: &str) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update((seed.len() as u64).to_le_bytes());
+    hasher.update(seed);
+    hasher.update(what.as_bytes());
+    hasher.finalize().into()
 }
 
 /// The ids of one build.
@@ -107,6 +116,17 @@ impl Ids {
         self.id("container-id")
     }
 
+    /// The dm-verity salt of the hash area protecting `partition` (the data partition's
+    /// name): 32 bytes, as systemd-repart's salts are.
+    pub fn verity_salt(&self, partition: &str) -> [u8; 32] {
+        derive_bytes32(&self.seed, &format!("verity-salt:{partition}"))
+    }
+
+    /// The UUID in the verity superblock of the hash area protecting `partition`.
+    pub fn verity_superblock_uuid(&self, partition: &str) -> Uuid {
+        Uuid::from_bytes(self.id(&format!("verity-uuid:{partition}")))
+    }
+
     /// The FAT volume id of the filesystem in `partition`.
     pub fn fat_volume_id(&self, partition: &str) -> u32 {
         u32_of(self.id(&format!("fat-volume-id:{partition}")))
@@ -142,6 +162,20 @@ mod tests {
         // with the version nibble (0x26 -> 0x46) and variant bits (0x30 -> 0xb0) set:
         let got = Uuid::from_bytes(derive_id(b"seed", "esp"));
         assert_eq!(got.to_string(), "6568a149-f459-4681-b02b-581772c70961");
+    }
+
+    #[test]
+    fn bytes32_is_the_whole_hash_derive_id_starts_from() {
+        let b = derive_bytes32(b"seed", "esp");
+        // The same SHA-256 as `matches_an_external_sha256`, unmasked.
+        assert_eq!(b[..6], [0x65, 0x68, 0xa1, 0x49, 0xf4, 0x59]);
+        assert_eq!(b[6], 0x26);
+        let ids = Ids::from_seed(b"s".to_vec());
+        assert_ne!(ids.verity_salt("store"), ids.verity_salt("other"));
+        assert_ne!(
+            ids.verity_salt("store")[..16],
+            ids.verity_superblock_uuid("store").as_bytes()[..]
+        );
     }
 
     #[test]

@@ -162,18 +162,7 @@ pub fn compute(
             None => align_up(cursor, align),
         };
         let size = match p.size {
-            PartSize::Fixed(_) => {
-                let n = size_of(i).unwrap_or(0);
-                check_max(kind, &format!("partition `{}`", p.name), n)?;
-                if n == 0 || !n.is_multiple_of(SECTOR) {
-                    return Err(Error::PartitionSize {
-                        name: p.name.clone(),
-                        size: n,
-                    });
-                }
-                n
-            }
-            PartSize::Auto => {
+            PartSize::Auto if !p.sized_by_contents() => {
                 let (disk, part) = match disk_size {
                     Some(d) => {
                         let min = auto.min_size(0)?;
@@ -204,6 +193,19 @@ pub fn compute(
                     disk_size: disk,
                     partitions: parts,
                 });
+            }
+            // Fixed, or a store or verity partition's `auto`: its contents' size, given as a
+            // fixed one by `size_of`.
+            _ => {
+                let n = size_of(i).unwrap_or(0);
+                check_max(kind, &format!("partition `{}`", p.name), n)?;
+                if n == 0 || !n.is_multiple_of(SECTOR) {
+                    return Err(Error::PartitionSize {
+                        name: p.name.clone(),
+                        size: n,
+                    });
+                }
+                n
             }
         };
         parts.push(PartitionLayout {

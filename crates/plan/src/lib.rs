@@ -38,6 +38,7 @@ mod store_image;
 mod system_check;
 mod tarball;
 mod trees;
+pub mod verity;
 
 pub use bootloader::BootNote;
 pub use dedup::DedupReport;
@@ -53,6 +54,7 @@ pub use manifest::{
 };
 pub use options::threads;
 pub use options::{Dedup, DiskSize, Options, Output, OutputOptions};
+pub use verity::{cmdline_args, VerityInfo, VerityManifest};
 
 use std::sync::atomic::AtomicBool;
 
@@ -144,6 +146,9 @@ pub struct DryRun {
     pub extents: usize,
     /// Where each partition would lie.
     pub partitions: Vec<PartitionLayout>,
+    /// The verity store's root hash and partitions (a format with a `store` partition).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verity: Option<VerityManifest>,
 }
 
 impl DryRun {
@@ -156,6 +161,7 @@ impl DryRun {
             file_bytes: map.file_bytes(),
             extents: map.extents().len(),
             partitions: Vec::new(),
+            verity: None,
         }
     }
 }
@@ -186,7 +192,7 @@ pub fn dry_run(
         format::Volume::Tar => return tarball::dry_run(&s),
         format::Volume::Disk => {}
     }
-    s.run(false, |_, plan, map, _| {
+    s.run(false, |_, plan, map, notes| {
         Ok(DryRun {
             format: format.name.clone(),
             disk_size: map.len(),
@@ -194,6 +200,7 @@ pub fn dry_run(
             file_bytes: map.file_bytes(),
             extents: map.extents().len(),
             partitions: plan.layout.partitions.clone(),
+            verity: notes.verity,
         })
     })
 }
@@ -237,18 +244,59 @@ impl<'a> Stages<'a> {
         }
         pool(cx.threads)?.install(|| {
             self.reporter.phase("reading the closure", 0);
-            let trees = trees::build(&cx, self.inputs, self.cancel)?;
+            // The verity store first: the ESP's entry and the GPT depend on its root hash.
+            let (store, _dir) = self.verity_store(&cx, check_output)?;
+            let info = store.as_ref().map(|s| &s.info);
+            let params = info.map(verity::cmdline_args).unwrap_or_default();
+            let trees = trees::build(&cx, self.inputs, &params, self.cancel)?;
             self.reporter.phase("planning", 0);
-            let plan = disk::Plan::new(&cx, trees.trees, trees.grub.as_ref(), self.cancel)?;
+            let plan = disk::Plan::new(
+                &cx,
+                trees.trees,
+                trees.grub.as_ref(),
+                store.as_ref(),
+                self.cancel,
+            )?;
             self.reporter.phase("mapping", 0);
             let map = plan.map(&cx)?;
             let notes = output::TreeNotes {
                 added: trees.added,
                 dedup: trees.dedup,
                 boot: trees.boot,
+                verity: info.map(|i| VerityManifest::new(i, &plan.layout)),
             };
-            last(&cx, &plan, &map, notes)
+            // The map reads the store image: it is removed (dropped) after `last`.
+            let done = last(&cx, &plan, &map, notes);
+            drop(store);
+            done
         })
+    }
+}
+
+impl Stages<'_> {
+    /// The verity store of a format with a `store` partition, its image written beside the
+    /// output (`OUT.store.tmp`), or, for a dry run (`!beside_output`), in a temporary
+    /// directory, returned too so that it lives as long as the store.
+    fn verity_store(
+        &self,
+        cx: &options::Context,
+        beside_output: bool,
+    ) -> Result<(Option<verity::VerityStore>, Option<tempfile::TempDir>)> {
+        if cx.format.store_partition().is_none() {
+            return Ok((None, None));
+        }
+        let (path, dir) = if beside_output {
+            (store_image::temp_path(&cx.output.path), None)
+        } else {
+            let dir = tempfile::tempdir().map_err(|source| Error::Io {
+                op: "creating a temporary directory for",
+                path: std::env::temp_dir(),
+                source,
+            })?;
+            (dir.path().join("store.squashfs"), Some(dir))
+        };
+        let store = verity::prepare(cx, self.inputs, &path, self.reporter, self.cancel)?;
+        Ok((store, dir))
     }
 }
 

@@ -85,6 +85,10 @@ pub struct Manifest {
     pub added: Vec<crate::add::Added>,
     /// The NixOS release whose boot files were written, the entry, what was assumed.
     pub boot: crate::BootNote,
+    /// The dm-verity protected store (a format with a `store` partition): root hash, salt,
+    /// the kernel command line arguments, and both partitions (name, offset, size, UUID).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verity: Option<crate::VerityManifest>,
 }
 
 fn is_off(d: &crate::DedupReport) -> bool {

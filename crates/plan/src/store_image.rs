@@ -89,6 +89,22 @@ pub(crate) fn options(time: i64) -> squashfs::Options {
     }
 }
 
+/// The store partition's tree (nixpkgs' `image.repart.verityStore`: systemd-repart copies
+/// every store path of the closure to its own path, `CopyFiles=/nix/store/<path>`): the
+/// store paths under `nix/store`, no registration (the root file system has the Nix
+/// database). `nix` and `nix/store` are root's, 0755, with the build's time.
+pub(crate) fn usr_tree(cx: &Context, inputs: &Inputs, cancel: &AtomicBool) -> Result<Tree> {
+    let mut tree = Tree::new(dir_meta(cx.time));
+    let store = tree
+        .mkdir_p(b"/nix/store", dir_meta(cx.time))
+        .map_err(|source| Error::Tree {
+            what: "/nix/store".into(),
+            source,
+        })?;
+    graft_closure(&mut tree, store, inputs, cancel)?;
+    Ok(tree)
+}
+
 /// Write the closure's store image to `path` (created or truncated, never followed if a
 /// symlink), compressing on the current rayon pool. Progress counts the image's bytes as
 /// they are written; `cancel` stops the write (the file is removed, [`Error::Interrupted`]).
@@ -100,6 +116,17 @@ pub(crate) fn write(
     cancel: &AtomicBool,
 ) -> Result<StoreImage> {
     let tree = tree(cx, inputs, cancel)?;
+    write_tree(cx, &tree, path, reporter, cancel)
+}
+
+/// [`write`] of any store image tree (`tree` or `usr_tree`).
+pub(crate) fn write_tree(
+    cx: &Context,
+    tree: &Tree,
+    path: &Path,
+    reporter: &dyn Reporter,
+    cancel: &AtomicBool,
+) -> Result<StoreImage> {
     reporter.phase("writing the store image", 0);
     let io_err = |op| {
         move |source| Error::Io {
@@ -134,7 +161,7 @@ pub(crate) fn write(
         progress: reporter,
         cancel,
     };
-    let summary = squashfs::write(&tree, &options(cx.time), out).map_err(|source| {
+    let summary = squashfs::write(tree, &options(cx.time), out).map_err(|source| {
         if cancel.load(Ordering::Relaxed) {
             Error::Interrupted
         } else {

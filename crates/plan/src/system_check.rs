@@ -80,8 +80,9 @@ fn names_of(format: &Format, ids: &Ids, i: usize) -> Vec<String> {
     let uuid = match p.filesystem {
         Filesystem::Ext4 => ids.ext4_uuid(&p.name).to_string(),
         Filesystem::Fat | Filesystem::Fat32 => fat_volume_id_string(ids.fat_volume_id(&p.name)),
-        // Raw sectors have no file system id; `check` never mounts them.
-        Filesystem::None => return v,
+        // Raw sectors have no file system id; `check` never mounts them. A store image is
+        // mounted through its dm-verity device, which `check` leaves to the initrd's side.
+        Filesystem::None | Filesystem::Squashfs => return v,
     };
     v.push(format!("/dev/disk/by-uuid/{uuid}"));
     v.push(format!("UUID={uuid}"));
@@ -214,6 +215,9 @@ pub(crate) fn check(format: &Format, ids: &Ids, inputs: &Inputs) -> Result<()> {
                     || grub_writes_esp(format, &inputs.bootspec)
             }
             Contents::Firmware | Contents::BiosBoot => false,
+            // Mounted through the verity device (`/dev/mapper/usr`), which the initrd sets up
+            // from `usrhash=`: no fstab line names the partition itself.
+            Contents::Store | Contents::Verity => continue,
         };
         let Some(m) = mounts.iter().rev().find(|m| m.point == p.mount_point) else {
             if needed {
@@ -235,7 +239,7 @@ pub(crate) fn check(format: &Format, ids: &Ids, inputs: &Inputs) -> Result<()> {
         let want = match p.filesystem {
             Filesystem::Ext4 => "ext4",
             Filesystem::Fat | Filesystem::Fat32 => "vfat",
-            Filesystem::None => continue,
+            Filesystem::None | Filesystem::Squashfs => continue,
         };
         if m.fstype != want && m.fstype != "auto" {
             return bad(format!(

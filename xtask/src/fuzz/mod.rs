@@ -47,7 +47,7 @@ pub const MAX_ALLOCATION: usize = 96 << 20;
 /// multiple of the image: the seeds are up to 1.1 GB, and no reader holds an image in memory).
 pub const MAX_LIVE: usize = 256 << 20;
 /// Bump when the seeds change.
-const SEEDS_VERSION: u32 = 6;
+const SEEDS_VERSION: u32 = 7;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Target {
@@ -158,7 +158,7 @@ impl Target {
     /// Seed files (in the seeds directory).
     pub fn seeds(self) -> &'static [&'static str] {
         match self {
-            Target::Gpt => &["demo-efi.img", "classic-efi.img"],
+            Target::Gpt => &["demo-efi.img", "classic-efi.img", "demo-appliance.img"],
             Target::Mbr => &["demo-sd.img", "classic-sd.img"],
             Target::Ext4 => &[
                 "demo-efi.img",

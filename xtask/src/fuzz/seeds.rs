@@ -56,6 +56,9 @@ fn imgbuild_seeds(root: &Path, dir: &Path) -> Result<()> {
         )
     };
     build("raw-efi", &demo, "demo-efi.img", &[])?;
+    // A dm-verity store: inspect's pairing and root hash recomputation read its superblock,
+    // data and hash area (hot ranges of the `gpt` target).
+    build("appliance", &demo, "demo-appliance.img", &[])?;
     build(
         "sd-aarch64",
         &demo64,

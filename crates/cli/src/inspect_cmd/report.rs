@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use imgbuild_inspect::{Compression, FsInfo, Inspection, Nixos, ReadAll};
+use imgbuild_inspect::{Compression, FsInfo, Inspection, Nixos, ReadAll, VerityPair};
 use imgbuild_units::human_size as human;
 
 use super::boot_text::write_boot;
@@ -15,6 +15,10 @@ pub(super) fn write_report(out: &mut dyn Write, r: &Inspection) -> io::Result<()
     write_partitions(out, r)?;
     writeln!(out)?;
     write_boot(out, r)?;
+    if !r.verity.is_empty() {
+        writeln!(out)?;
+        write_verity(out, &r.verity)?;
+    }
     if let Some(n) = &r.nixos {
         writeln!(out)?;
         write_nixos(out, n)?;
@@ -28,6 +32,48 @@ pub(super) fn write_report(out: &mut dyn Write, r: &Inspection) -> io::Result<()
         writeln!(out, "warnings")?;
         for w in &r.warnings {
             writeln!(out, "  - {w}")?;
+        }
+    }
+    Ok(())
+}
+
+/// Each dm-verity pair: partitions, superblock, the recomputed root hash and the claims.
+fn write_verity(out: &mut dyn Write, pairs: &[VerityPair]) -> io::Result<()> {
+    writeln!(out, "verity")?;
+    for v in pairs {
+        let data = v
+            .data_partition
+            .map_or_else(|| "none found".to_string(), |n| n.to_string());
+        writeln!(
+            out,
+            "  {} data partition {data}, hash partition {}",
+            v.designator.unwrap_or("verity"),
+            v.hash_partition
+        )?;
+        let sb = &v.superblock;
+        writeln!(
+            out,
+            "    superblock  type {}, {}, blocks {}/{}, {} data blocks, uuid {}, salt {}",
+            sb.hash_type,
+            sb.algorithm,
+            sb.data_block_size,
+            sb.hash_block_size,
+            sb.data_blocks,
+            sb.uuid,
+            sb.salt
+        )?;
+        if let Some(h) = &v.root_hash {
+            writeln!(out, "    root hash   {h} (recomputed from the data)")?;
+        }
+        if let Some(a) = &v.hash_area {
+            writeln!(out, "    hash area   {a}")?;
+        }
+        for c in &v.claims {
+            let verdict = if c.matches { "matches" } else { "DIFFERS" };
+            writeln!(out, "    {:<11} {} ({verdict})", c.source, c.root_hash)?;
+        }
+        if let Some(e) = &v.error {
+            writeln!(out, "    not checked: {e}")?;
         }
     }
     Ok(())

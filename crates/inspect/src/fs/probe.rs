@@ -19,6 +19,8 @@ pub(crate) enum Probe {
     Squashfs,
     Ext,
     Fat,
+    /// A dm-verity hash area (`veritysetup format`'s superblock first).
+    Verity,
     Other(&'static str),
     Unknown,
 }
@@ -41,6 +43,9 @@ pub(crate) fn probe(slice: &mut Slice) -> Probe {
     }
     if b.len() >= 4096 && &b[4086..4096] == b"SWAPSPACE2" {
         return Probe::Other("swap");
+    }
+    if b.len() >= 8 && &b[..8] == b"verity\0\0" {
+        return Probe::Verity;
     }
     if b.len() >= 4 && &b[..4] == b"hsqs" {
         return Probe::Squashfs;
@@ -160,6 +165,9 @@ pub(crate) fn open(disk: &Arc<Disk>, part: &Partition, at: Where, limits: &Limit
                 Some(e),
             ),
         },
+        // No filesystem to read files from, and no error: `crate::verity` pairs it with its
+        // data partition.
+        Probe::Verity => none(Some(crate::verity::fs_info(&mut slice)), None),
         Probe::Other(kind) => none(
             Some(FsInfo {
                 summary: FsSummary {

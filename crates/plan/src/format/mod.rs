@@ -10,6 +10,7 @@ use std::path::Path;
 
 mod source;
 mod validate;
+mod verity;
 mod volume;
 
 use source::{resolve, source};
@@ -74,6 +75,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../../formats/proxmox-lxc.toml"),
     ),
     ("incus", include_str!("../../../../formats/incus.toml")),
+    (
+        "appliance",
+        include_str!("../../../../formats/appliance.toml"),
+    ),
 ];
 
 /// How deep `base` chains may go (a cycle ends here with an error).
@@ -151,8 +156,12 @@ pub enum Filesystem {
     Fat,
     /// ext4 (the root filesystem).
     Ext4,
-    /// No file system: raw sectors (a GPT BIOS boot partition, which holds GRUB's core.img).
+    /// No file system: raw sectors (a GPT BIOS boot partition, which holds GRUB's core.img;
+    /// a dm-verity hash partition, which holds the hash area of its `verity-of` partition).
     None,
+    /// squashfs: the closure's store image (a `store` partition), written by imgbuild's own
+    /// squashfs writer (nixpkgs' `image.repart.verityStore` uses erofs by default).
+    Squashfs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -169,6 +178,16 @@ pub enum Contents {
     /// A GPT BIOS boot partition (`filesystem = "none"`): GRUB's core.img, embedded as
     /// `grub-bios-setup` does.
     BiosBoot,
+    /// The closure's store image (`filesystem = "squashfs"`, `size = "auto"`: exactly the
+    /// image, rounded to the table's alignment): `nix/store/<path>` for every store path, as
+    /// nixpkgs' `image.repart.verityStore` lays out its store partition; a DPS `usr`
+    /// partition, protected by its `verity` partner. The root file system then has
+    /// `[root] store = false`.
+    Store,
+    /// The dm-verity hash area of the partition named by `verity-of` (`filesystem = "none"`,
+    /// `size = "auto"`: exactly the hash area), as `veritysetup format` writes it; its root
+    /// hash goes on the kernel command line (`usrhash=`) and into the manifest.
+    Verity,
 }
 
 /// The file the disk is written as and its compression: registered output kinds (see
@@ -371,7 +390,9 @@ pub struct Partition {
     pub size_flag: Option<String>,
     /// The filesystem made in it.
     pub filesystem: Filesystem,
-    /// The filesystem label (FAT 11 bytes, ext4 16).
+    /// The filesystem label (FAT 11 bytes, ext4 16); none for a `store` or `verity`
+    /// partition, whose contents have no label.
+    #[serde(default)]
     pub label: String,
     /// What goes in it.
     pub contents: Contents,
@@ -382,6 +403,9 @@ pub struct Partition {
     /// MBR bootable (active) flag.
     #[serde(default)]
     pub bootable: bool,
+    /// For a `verity` partition: the name of the partition whose hash area it holds.
+    #[serde(default)]
+    pub verity_of: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -395,6 +419,10 @@ pub struct RootOptions {
     #[serde(default)]
     /// Ship `/nix-path-registration` for registration at first boot.
     pub nix_path_registration: bool,
+    #[serde(default = "yes")]
+    /// The store paths' contents under `/nix/store`; `false` when a `store` partition holds
+    /// them (`/nix/store` is then an empty mount point, the database and profile as always).
+    pub store: bool,
 }
 
 impl Default for RootOptions {
@@ -403,6 +431,7 @@ impl Default for RootOptions {
         RootOptions {
             database: true,
             nix_path_registration: false,
+            store: true,
         }
     }
 }

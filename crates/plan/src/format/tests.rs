@@ -317,7 +317,7 @@ fn bios_formats_and_their_rules() {
     );
     refused(
         qemu.replacen("filesystem = \"none\"", "filesystem = \"fat\"", 1),
-        "a `bios-boot` partition, and only it, has filesystem `none`",
+        "a `bios-boot` or `verity` partition, and only they, have filesystem `none`",
     );
     refused(
         qemu.replacen(

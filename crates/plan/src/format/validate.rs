@@ -56,6 +56,7 @@ impl Format {
         for (i, p) in self.partitions.iter().enumerate() {
             self.check_partition(i, p)?;
         }
+        self.check_verity()?;
         match (self.bootloader.kind, self.table.kind) {
             (Bootloader::SystemdBoot, TableType::Gpt) => {
                 if !self.partitions.iter().any(|p| p.contents == Contents::Esp) {
@@ -194,13 +195,16 @@ impl Format {
                 }
             }
         }
-        if p.size == PartSize::Auto && i + 1 != self.partitions.len() {
+        // A store or verity partition's `auto` is its contents' exact size (checked in
+        // `check_verity`); only the last, ext4, partition fills the disk.
+        let fills = p.size == PartSize::Auto && !p.sized_by_contents();
+        if fills && i + 1 != self.partitions.len() {
             return Err(format!(
                 "partition `{}`: only the last partition can be sized `auto`",
                 pname
             ));
         }
-        if p.size == PartSize::Auto && p.filesystem != Filesystem::Ext4 {
+        if fills && p.filesystem != Filesystem::Ext4 {
             return Err(format!(
                 "partition `{}`: `auto` size needs an ext4 filesystem",
                 pname
@@ -212,12 +216,34 @@ impl Format {
                 pname
             ));
         }
-        if (p.contents == Contents::BiosBoot) != (p.filesystem == Filesystem::None) {
+        let raw = matches!(p.contents, Contents::BiosBoot | Contents::Verity);
+        if raw != (p.filesystem == Filesystem::None) {
             return Err(format!(
-                "partition `{}`: a `bios-boot` partition, and only it, has filesystem `none`",
+                "partition `{}`: a `bios-boot` or `verity` partition, and only they, have \
+                 filesystem `none`",
                 pname
             ));
         }
+        self.check_mount_point(p)?;
+        let label_max = if p.filesystem == Filesystem::Ext4 {
+            16
+        } else {
+            11
+        };
+        if p.label.len() > label_max {
+            return Err(format!(
+                "partition `{}`: label `{}` is longer than {label_max} bytes",
+                pname,
+                quote(&p.label)
+            ));
+        }
+        Ok(())
+    }
+
+    /// A BIOS boot partition is GPT's and unmounted, a verity partition unmounted, every
+    /// other partition mounted at an absolute path.
+    fn check_mount_point(&self, p: &Partition) -> Result<(), String> {
+        let pname = quote(&p.name);
         if p.contents == Contents::BiosBoot {
             if self.table.kind != TableType::Gpt {
                 return Err(format!(
@@ -232,22 +258,17 @@ impl Format {
                     pname
                 ));
             }
+        } else if p.contents == Contents::Verity {
+            if !p.mount_point.is_empty() {
+                return Err(format!(
+                    "partition `{}`: a `verity` partition is not mounted (no mount-point)",
+                    pname
+                ));
+            }
         } else if !p.mount_point.starts_with('/') {
             return Err(format!(
                 "partition `{}`: mount-point must be absolute",
                 pname
-            ));
-        }
-        let label_max = if p.filesystem == Filesystem::Ext4 {
-            16
-        } else {
-            11
-        };
-        if p.label.len() > label_max {
-            return Err(format!(
-                "partition `{}`: label `{}` is longer than {label_max} bytes",
-                pname,
-                quote(&p.label)
             ));
         }
         Ok(())

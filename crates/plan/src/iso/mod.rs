@@ -180,6 +180,7 @@ fn plan(s: &Stages, cx: &Context, store_path: &Path) -> Result<Planned> {
             added: Vec::new(),
             dedup: crate::DedupReport::default(),
             boot: choice.note,
+            verity: None,
         };
         Ok(Planned {
             map,

@@ -198,6 +198,7 @@ fn notes(cx: &Context, inputs: &Inputs) -> Result<TreeNotes> {
         added: Vec::new(),
         dedup: crate::DedupReport::default(),
         boot: note,
+        verity: None,
     })
 }
 

@@ -12,6 +12,8 @@ pub(crate) struct TreeNotes {
     pub added: Vec<add::Added>,
     pub dedup: crate::DedupReport,
     pub boot: crate::BootNote,
+    /// The verity store's root hash and partitions, for a format with a `store` partition.
+    pub verity: Option<crate::VerityManifest>,
 }
 
 /// What the stream found out about the outputs.
@@ -47,7 +49,12 @@ pub(crate) fn disk_layout(cx: &Context, plan: &Plan) -> Layout {
                 crate::disk::Fs::Fat(_) => Some(crate::ids::fat_volume_id_string(
                     cx.ids.fat_volume_id(&p.name),
                 )),
-                crate::disk::Fs::None => None,
+                crate::disk::Fs::None | crate::disk::Fs::Store { .. } => None,
+                // The hash area's superblock UUID, which blkid reports.
+                crate::disk::Fs::Hash(_) => p
+                    .verity_of
+                    .as_ref()
+                    .map(|of| cx.ids.verity_superblock_uuid(of).to_string()),
             };
             ManifestPartition {
                 entry: entry.clone(),
@@ -130,6 +137,7 @@ pub(crate) fn manifest(
         dedup: notes.dedup,
         added: notes.added,
         boot: notes.boot,
+        verity: notes.verity,
     }
 }
 

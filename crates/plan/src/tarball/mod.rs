@@ -60,6 +60,7 @@ pub(crate) fn build(s: &Stages) -> Result<Manifest> {
             entry: None,
             boot_counting: None,
         },
+        verity: None,
     };
     crate::pool(cx.threads)?
         .install(|| output::write(&cx, s.inputs, layout, &p.map, notes, s.reporter, s.cancel))

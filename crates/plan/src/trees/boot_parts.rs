@@ -2,10 +2,13 @@
 
 use super::*;
 
+/// The systemd-boot ESP; `extra_params` (a verity store's `usrhash=`) are added to every
+/// specialisation's entry, as `entry` already has them.
 pub(super) fn esp_tree(
     cx: &Context,
     inputs: &Inputs,
     entry: &boot::BootEntry,
+    extra_params: &[String],
     choice: &mut Choice,
 ) -> Result<Tree> {
     let time = cx.time;
@@ -28,6 +31,7 @@ pub(super) fn esp_tree(
         .iter()
         .map(|(name, child)| {
             let mut entry = crate::inputs::boot_entry(cx.format, child, None)?;
+            entry.kernel_params.extend(extra_params.iter().cloned());
             entry.devicetree = devicetree(child, choice)?;
             Ok(boot::Specialisation {
                 name: name.clone(),

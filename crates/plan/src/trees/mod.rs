@@ -61,18 +61,26 @@ pub(crate) struct Trees {
 
 /// Build the tree of every partition: the root filesystem (store, Nix state, profile, boot
 /// files for extlinux), the ESP (systemd-boot) or the Pi firmware partition, plus `--add`s.
-pub(crate) fn build(cx: &Context, inputs: &Inputs, cancel: &AtomicBool) -> Result<Trees> {
-    let (mut choice, entry) = choice_and_entry(cx, inputs)?;
+/// `extra_params` go on every boot entry's command line (a verity store's `usrhash=`).
+pub(crate) fn build(
+    cx: &Context,
+    inputs: &Inputs,
+    extra_params: &[String],
+    cancel: &AtomicBool,
+) -> Result<Trees> {
+    let (mut choice, mut entry) = choice_and_entry(cx, inputs)?;
+    entry.kernel_params.extend(extra_params.iter().cloned());
     let mut trees = Vec::new();
     let mut added = Vec::new();
     let mut dedup = DedupReport::default();
     let mut grub = None;
     for p in &cx.format.partitions {
         let mut tree = match p.contents {
-            Contents::Esp => esp_tree(cx, inputs, &entry, &mut choice)?,
+            Contents::Esp => esp_tree(cx, inputs, &entry, extra_params, &mut choice)?,
             Contents::Firmware => firmware_tree(cx, inputs)?,
-            // Raw sectors: GRUB's core image, placed by the disk plan.
-            Contents::BiosBoot => {
+            // Raw sectors: GRUB's core image, placed by the disk plan; the store image and
+            // its hash area, which `crate::verity` made.
+            Contents::BiosBoot | Contents::Store | Contents::Verity => {
                 trees.push(Tree::new(dir_meta(cx.time)));
                 continue;
             }
@@ -117,7 +125,7 @@ fn choice_and_entry(cx: &Context, inputs: &Inputs) -> Result<(Choice, boot::Boot
 /// settings it follows.
 pub(crate) fn esp_alone(cx: &Context, inputs: &Inputs) -> Result<(Tree, Choice)> {
     let (mut choice, entry) = choice_and_entry(cx, inputs)?;
-    let tree = esp_tree(cx, inputs, &entry, &mut choice)?;
+    let tree = esp_tree(cx, inputs, &entry, &[], &mut choice)?;
     Ok((tree, choice))
 }
 
@@ -158,6 +166,9 @@ pub(crate) struct RootExtras {
     pub registration: Option<String>,
     /// Mount points of the other partitions (`/boot`, `/boot/firmware`).
     pub mount_points: Vec<String>,
+    /// Whether `/nix/store` holds the closure (`[root] store`); else it is an empty mount
+    /// point for the store partition.
+    pub store: bool,
 }
 
 /// Every store path of the closure grafted under `dir` by its base name, with Nix's canonical
@@ -199,7 +210,9 @@ pub(crate) fn root_tree(
         .mkdir_p(b"/nix/store", dir_meta(time))
         .map_err(tree_err("/nix/store".into()))?;
     tree.node_mut(store).meta = Meta::new(0o1775, 0, NIXBLD_GID, time);
-    graft_closure(&mut tree, store, inputs, cancel)?;
+    if extras.store {
+        graft_closure(&mut tree, store, inputs, cancel)?;
+    }
 
     // Nix's state directory, as LocalStore creates it.
     for e in imgbuild_nix::nix_state_files() {
@@ -482,6 +495,7 @@ fn root(
             .filter(|p| !p.mount_point.is_empty())
             .map(|p| p.mount_point.clone())
             .collect(),
+        store: format.root.store,
     };
     let mut tree = root_tree(inputs, &extras, time, cancel)?;
     let store = tree
