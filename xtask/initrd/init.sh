@@ -42,10 +42,16 @@ done
 #   disk:    the ext4 root file system labelled @ROOT_LABEL@
 # Live boots mount as iso-image.nix's fileSystems do: the ISO at /iso, the squashfs (loop)
 # at /nix/.ro-store, a tmpfs at /nix/.rw-store and the overlay of both at /nix/store.
+#   verity:  usrhash=<root hash> (an appliance): the ext4 root as for a disk, the store on the
+#            dm-verity device made of the two GPT partitions whose UUIDs are the root hash's
+#            first and last 128 bits (as systemd-veritysetup-generator finds them), mounted
+#            read-only at /nix/store
 LIVE_LABEL=""
+USRHASH=""
 for arg in $(cat /proc/cmdline); do
   case $arg in
     root=LABEL=*) LIVE_LABEL=${arg#root=LABEL=} ;;
+    usrhash=*) USRHASH=${arg#usrhash=} ;;
   esac
 done
 if [ -f /nix-store.squashfs ]; then
@@ -53,6 +59,8 @@ if [ -f /nix-store.squashfs ]; then
 elif [ -n "$LIVE_LABEL" ]; then
   MODE=iso
   ROOT_LABEL=$LIVE_LABEL
+elif [ -n "$USRHASH" ]; then
+  MODE=verity
 else
   MODE=disk
 fi
@@ -69,6 +77,44 @@ find_labelled() {
   [ "$MODE" = iso ] || return 1
   for d in /dev/sr* /dev/vd* /dev/sd* /dev/nvme*n* /dev/hd*; do
     [ -b "$d" ] && [ "$(iso_label "$d")" = "$ROOT_LABEL" ] && { echo "$d"; return 0; }
+  done
+  return 1
+}
+
+# hex bytes of a file range: hexbytes FILE OFFSET COUNT -> "b0 b1 ..." (lowercase)
+hexbytes() {
+  od -A n -t x1 -v -j "$2" -N "$3" "$1" | tr -s ' \n' '  ' | sed 's/^ *//; s/ *$//'
+}
+# little-endian unsigned number from FILE at OFFSET, COUNT bytes
+le() {
+  v=0
+  for b in $(hexbytes "$1" "$2" "$3" | tr ' ' '\n' | sed -n '1!G;h;$p'); do v=$((v * 256 + 0x$b)); done
+  echo "$v"
+}
+# /dev/<partition> whose GPT unique partition GUID, in RFC 4122 byte order without dashes,
+# is $1 (32 lowercase hex digits), searched on every disk's primary GPT (512-byte sectors)
+dev_by_partuuid() {
+  want=$1
+  for sys in /sys/block/*; do
+    disk=${sys##*/}
+    [ -b "/dev/$disk" ] || continue
+    [ "$(dd if="/dev/$disk" bs=1 skip=512 count=8 2>/dev/null)" = "EFI PART" ] || continue
+    lba=$(le "/dev/$disk" 584 8)
+    count=$(le "/dev/$disk" 592 4)
+    size=$(le "/dev/$disk" 596 4)
+    [ "$count" -le 256 ] && [ "$size" -ge 128 ] && [ "$size" -le 4096 ] || continue
+    dd if="/dev/$disk" of=/tmp/gpt.entries bs=512 skip="$lba" count=$(((count * size + 511) / 512)) 2>/dev/null
+    i=0
+    while [ "$i" -lt "$count" ]; do
+      set -- $(hexbytes /tmp/gpt.entries $((i * size + 16)) 16)
+      guid=$4$3$2$1$6$5$8$7$9${10}${11}${12}${13}${14}${15}${16}
+      if [ "$guid" = "$want" ]; then
+        for part in "$sys"/"$disk"*; do
+          [ "$(sed -n 's/^PARTN=//p' "$part/uevent")" = "$((i + 1))" ] && { echo "/dev/${part##*/}"; return 0; }
+        done
+      fi
+      i=$((i + 1))
+    done
   done
   return 1
 }
@@ -114,12 +160,40 @@ else
     mount -t ext4 -o ro "$dev" /mnt/root || fail "mount -t ext4 -o ro $dev failed"
     R=/mnt/root
   fi
+  if [ "$MODE" = verity ]; then
+    command -v veritysetup >/dev/null ||
+      fail "usrhash= given but this initrd has no veritysetup (cryptsetup-bin was missing when the fixture was built)"
+    [ "${#USRHASH}" -eq 64 ] || fail "usrhash=$USRHASH is not a SHA-256 root hash (64 hex digits)"
+    target=${USRHASH:0:32}
+    data=$(dev_by_partuuid "$target") || fail "no GPT partition with UUID $target (usrhash's first 128 bits)"
+    target=${USRHASH:32:32}
+    hash=$(dev_by_partuuid "$target") || fail "no GPT partition with UUID $target (usrhash's last 128 bits)"
+    say "verity: data $data, hash $hash"
+    mkdir -p /run/cryptsetup
+    veritysetup open "$data" usr "$hash" "$USRHASH" >/tmp/verity.out 2>&1 ||
+      fail "veritysetup open $data usr $hash failed: $(tr '\n' ' ' </tmp/verity.out)"
+    [ -b /dev/mapper/usr ] || fail "veritysetup made no /dev/mapper/usr"
+    # dm-verity checks a block when it is read: read them all (a corrupt one is an I/O error)
+    t0=$(date +%s)
+    dd if=/dev/mapper/usr of=/dev/null bs=1M 2>/tmp/verity.dd ||
+      fail "reading /dev/mapper/usr failed: dm-verity refused a block: $(grep -v records /tmp/verity.dd | head -n 2 | tr '\n' ' ')"
+    say "verity: every block of $data verified against the root hash in $(($(date +%s) - t0)) s"
+    # nixpkgs' verity store (image.repart.verityStore): the usr partition holds nix/store/<path>,
+    # mounted at /usr, /nix/store bound to /usr/nix/store
+    mkdir -p /sysusr
+    mount -t squashfs -o ro /dev/mapper/usr /sysusr ||
+      fail "mount -t squashfs /dev/mapper/usr /usr failed"
+    [ -d /sysusr/nix/store ] || fail "the usr partition has no nix/store directory"
+    mount --bind /sysusr/nix/store /mnt/root/nix/store ||
+      fail "mount --bind /usr/nix/store /nix/store failed"
+    say "store: /dev/mapper/usr (dm-verity, root hash $USRHASH) on /usr, /usr/nix/store on /nix/store"
+  fi
 fi
 
 TOPLEVEL=${INIT%/init}
 [ -f "$R$INIT" ] && [ -x "$R$INIT" ] ||
   fail "init $INIT is missing or not executable on the root filesystem"
-if [ "$MODE" = disk ]; then
+if [ "$MODE" = disk ] || [ "$MODE" = verity ]; then
   DB=/mnt/root/nix/var/nix/db/db.sqlite
   [ -f "$DB" ] || fail "no Nix database /nix/var/nix/db/db.sqlite on the root filesystem"
   # (busybox grep stops each "line" at a NUL byte, so split the binary file at NULs first)
@@ -158,6 +232,7 @@ if [ -n "$MAN" ]; then
 elif [ "$MODE" != disk ]; then
   fail "toplevel $TOPLEVEL has no imgbuild-store-manifest"
 fi
+[ "$MODE" = verity ] && umount /mnt/root/nix/store /sysusr 2>/dev/null
 [ -n "$R" ] && umount "$R" 2>/dev/null
 echo "IMGBUILD-BOOT-OK toplevel=$TOPLEVEL"
 sync

@@ -1,6 +1,8 @@
 //! The fixture initrd: busybox-static, the kernel modules needed to find the root disk
-//! (insmod order resolved from each module's `.modinfo` `depends=`), and `/init`
-//! (xtask/initrd/init.sh), as a reproducible newc cpio compressed with zstd.
+//! (insmod order resolved from each module's `.modinfo` `depends=`), `/init`
+//! (xtask/initrd/init.sh) and, on x86_64 when the host has it, the host's `veritysetup` with
+//! the shared libraries `ldd` names (the appliance boots map the dm-verity store with it),
+//! as a reproducible newc cpio compressed with zstd.
 
 use crate::util::cmd;
 use anyhow::{bail, Context, Result};
@@ -124,15 +126,87 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) -> Result<()> {
     Ok(())
 }
 
+/// Where the host's veritysetup is (Debian's cryptsetup-bin).
+pub const VERITYSETUP: &str = "/usr/sbin/veritysetup";
+
+/// A host program and the shared libraries it loads (`ldd`'s absolute paths, the dynamic
+/// loader included), to be copied into the initrd at the same paths.
+pub struct HostProgram {
+    path: PathBuf,
+    libs: Vec<PathBuf>,
+}
+
+impl HostProgram {
+    /// `path` and its libraries; `None` when the host does not have it.
+    pub fn find(path: &str) -> Result<Option<Self>> {
+        let path = PathBuf::from(path);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let out = cmd("ldd")
+            .arg(&path)
+            .output()
+            .with_context(|| format!("running ldd {}", path.display()))?;
+        if !out.status.success() {
+            bail!("ldd {} failed with {}", path.display(), out.status);
+        }
+        let mut libs: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                // "libx.so.1 => /lib/.../libx.so.1 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+                let lib = l.split("=>").last()?.split_whitespace().next()?;
+                lib.starts_with('/').then(|| PathBuf::from(lib))
+            })
+            .collect();
+        libs.sort();
+        libs.dedup();
+        Ok(Some(HostProgram { path, libs }))
+    }
+
+    /// The bytes the initrd gets from the host (for the fixture's recipe stamp).
+    pub fn digest_into(&self, h: &mut impl sha2::Digest) -> Result<()> {
+        for p in std::iter::once(&self.path).chain(&self.libs) {
+            h.update(p.as_os_str().as_encoded_bytes());
+            h.update(fs::read(p).with_context(|| format!("reading {}", p.display()))?);
+        }
+        Ok(())
+    }
+
+    /// Copies the program to `bin/<name>` and each library to its own path.
+    fn add_to(&self, c: &mut Cpio, dirs: &mut BTreeSet<String>) -> Result<()> {
+        let name = self.path.file_name().context("program without a name")?;
+        let read = |p: &Path| fs::read(p).with_context(|| format!("reading {}", p.display()));
+        c.file(
+            &format!("bin/{}", name.to_string_lossy()),
+            0o755,
+            &read(&self.path)?,
+        )?;
+        for lib in &self.libs {
+            let rel = lib.strip_prefix("/").context("absolute library path")?;
+            let mut dir = PathBuf::new();
+            for part in rel.parent().into_iter().flat_map(Path::components) {
+                dir.push(part);
+                let d = dir.to_string_lossy().into_owned();
+                if dirs.insert(d.clone()) {
+                    c.dir(&d, 0o755)?;
+                }
+            }
+            c.file(&rel.to_string_lossy(), 0o755, &read(lib)?)?;
+        }
+        Ok(())
+    }
+}
+
 /// Builds the compressed initrd.
 pub fn build(
     busybox: &Path,
     modules: &ModuleTree,
     order: &[String],
     root_label: &str,
+    programs: &[HostProgram],
 ) -> Result<Vec<u8>> {
     let mut c = Cpio::new(1);
-    for d in [
+    let top = [
         "bin",
         "dev",
         "etc",
@@ -142,8 +216,11 @@ pub fn build(
         "mnt",
         "proc",
         "sys",
+        "run",
         "tmp",
-    ] {
+    ];
+    let mut dirs: BTreeSet<String> = top.iter().map(|d| d.to_string()).collect();
+    for d in top {
         c.dir(d, 0o755)?;
     }
     c.chardev("dev/console", 0o600, 5, 1)?;
@@ -165,6 +242,9 @@ pub fn build(
         list.push('\n');
     }
     c.file("etc/imgbuild/modules", 0o644, list.as_bytes())?;
+    for p in programs {
+        p.add_to(&mut c, &mut dirs)?;
+    }
     c.file(
         "etc/imgbuild/root-label",
         0o644,

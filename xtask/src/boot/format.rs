@@ -24,6 +24,10 @@ pub enum Format {
     /// The raw-efi disk as a stream-optimized VMDK, booted as raw-efi.
     #[value(name = "vmware")]
     Vmware,
+    /// The dm-verity store appliance (issue 26): OVMF, the initrd maps the store with
+    /// veritysetup from `usrhash=` and reads every block of it.
+    #[value(name = "appliance")]
+    Appliance,
     /// MBR, GRUB on the MBR gap: booted with SeaBIOS.
     #[value(name = "raw")]
     Raw,
@@ -66,6 +70,7 @@ impl Format {
             Format::Azure => "azure",
             Format::Vmware => "vmware",
             Format::Hyperv => "hyperv",
+            Format::Appliance => "appliance",
             Format::Raw => "raw",
             Format::Qemu => "qemu",
             Format::Digitalocean => "digitalocean",
@@ -129,6 +134,7 @@ impl Format {
             | Format::Azure
             | Format::Vmware
             | Format::Hyperv
+            | Format::Appliance
             | Format::Iso
             | Format::Netboot => Arch::X86_64,
             Format::SdAarch64 | Format::IsoAarch64 | Format::NetbootAarch64 => Arch::Aarch64,
@@ -156,6 +162,7 @@ impl Format {
             Format::Azure => "imgbuild-azure.vhd",
             Format::Vmware => "imgbuild-vmware.vmdk",
             Format::Hyperv => "imgbuild-hyperv.vhdx",
+            Format::Appliance => "imgbuild-appliance.img",
             Format::Raw => "imgbuild-raw.img",
             Format::Qemu => "imgbuild-qemu.qcow2",
             Format::Digitalocean => "imgbuild-digitalocean.qcow2.gz",

@@ -336,7 +336,8 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         | Format::Amazon
         | Format::Azure
         | Format::Vmware
-        | Format::Hyperv => x86_machine(work.path())?,
+        | Format::Hyperv
+        | Format::Appliance => x86_machine(work.path())?,
         Format::SdAarch64 => aarch64_machine()?,
         Format::Iso | Format::IsoAarch64 | Format::Netboot | Format::NetbootAarch64 => {
             bail!("{} is a live format", spec.format.name())
