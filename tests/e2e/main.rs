@@ -22,4 +22,5 @@ mod lxc;
 mod netboot;
 mod oracle;
 mod sizes;
+mod uki;
 mod unprivileged;

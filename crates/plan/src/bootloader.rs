@@ -33,6 +33,10 @@ pub struct BootNote {
     /// Tries of the new entry, when boot counting is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub boot_counting: Option<u32>,
+    /// The unified kernel image on the ESP, for a `[bootloader] uki = true` format (then
+    /// `entry` is `None`: there is no type #1 entry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uki: Option<crate::trees::uki::UkiNote>,
 }
 
 /// The settings the boot files are written with, every default applied.
@@ -145,6 +149,7 @@ fn resolve(
             assumed: (!assumed.is_empty()).then(|| assumed.join("; ")),
             entry: None,
             boot_counting,
+            uki: None,
         },
     }
 }

@@ -15,6 +15,7 @@
 //!   so they need not be held in memory to be placed.
 //! * [`read`]: a UKI read back (its sections, command line, kernel version, os-release's
 //!   `PRETTY_NAME`) for `inspect`.
+//! * [`sample`]: a small stub-shaped PE image for tests and fuzz seeds.
 //!
 //! Nothing here reads a file, a clock or the environment: the same inputs give the same
 //! bytes, and the stub's `TimeDateStamp` is kept as ukify keeps it.
@@ -34,6 +35,7 @@
 mod assemble;
 pub mod pe;
 mod read;
+pub mod sample;
 pub mod sbat;
 #[cfg(test)]
 mod tests;

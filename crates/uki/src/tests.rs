@@ -2,60 +2,7 @@ use super::*;
 use crate::pe::{Pe, SectionHeader, SECTION_HEADER_SIZE};
 use proptest::prelude::*;
 
-/// A small PE32+ EFI application shaped like systemd's stub: `.text`, `.sbat`, `.sdmagic`,
-/// `SectionAlignment` 4 KiB, `FileAlignment` 512, headers of 1 KiB, a non-zero checksum and
-/// timestamp (which must survive as ukify leaves them, except the checksum).
-fn stub_with(sections: &[(&str, &[u8], u32)], file_alignment: u32) -> Vec<u8> {
-    let mut b = vec![0u8; 0x400];
-    b[..2].copy_from_slice(b"MZ");
-    b[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
-    b[0x80..0x84].copy_from_slice(b"PE\0\0");
-    let coff = 0x84;
-    b[coff..coff + 2].copy_from_slice(&0x8664u16.to_le_bytes());
-    b[coff + 2..coff + 4].copy_from_slice(&(sections.len() as u16).to_le_bytes());
-    b[coff + 4..coff + 8].copy_from_slice(&0x1234_5678u32.to_le_bytes());
-    b[coff + 16..coff + 18].copy_from_slice(&240u16.to_le_bytes());
-    b[coff + 18..coff + 20].copy_from_slice(&0x0206u16.to_le_bytes());
-    let opt = coff + 20;
-    b[opt..opt + 2].copy_from_slice(&0x20bu16.to_le_bytes());
-    b[opt + 8..opt + 12].copy_from_slice(&0x1000u32.to_le_bytes());
-    b[opt + 32..opt + 36].copy_from_slice(&0x1000u32.to_le_bytes());
-    b[opt + 36..opt + 40].copy_from_slice(&file_alignment.to_le_bytes());
-    b[opt + 60..opt + 64].copy_from_slice(&0x3c0u32.to_le_bytes());
-    b[opt + 64..opt + 68].copy_from_slice(&0xdead_beefu32.to_le_bytes());
-    b[opt + 68..opt + 70].copy_from_slice(&10u16.to_le_bytes());
-    b[opt + 108..opt + 112].copy_from_slice(&16u32.to_le_bytes());
-    let table = opt + 240;
-    let mut va = 0x1000u32;
-    for (i, (name, data, raw)) in sections.iter().enumerate() {
-        let mut h = SectionHeader::new(name).unwrap();
-        h.virtual_size = data.len() as u32;
-        h.virtual_address = va;
-        h.size_of_raw_data = *raw;
-        h.pointer_to_raw_data = b.len() as u32;
-        h.characteristics = 0x4000_0040;
-        va += (data.len() as u32).div_ceil(0x1000) * 0x1000;
-        b[table + i * 40..table + i * 40 + 40].copy_from_slice(&h.encode());
-        let at = b.len();
-        b.extend_from_slice(data);
-        b.resize(at + *raw as usize, 0);
-    }
-    b[opt + 56..opt + 60].copy_from_slice(&va.to_le_bytes());
-    b
-}
-
-const STUB_SBAT: &[u8] = b"sbat,1,SBAT Version,sbat,1,https://github.com/rhboot/shim/blob/main/SBAT.md\nsystemd-stub,1,The systemd Developers,systemd,257,https://systemd.io/\n";
-
-fn stub() -> Vec<u8> {
-    stub_with(
-        &[
-            (".text", &[0xc3; 700], 1024),
-            (".sbat", STUB_SBAT, 512),
-            (".sdmagic", b"#### LoaderInfo: systemd-stub 257 ####", 512),
-        ],
-        512,
-    )
-}
+use crate::sample::{stub, stub_with, STUB_SBAT};
 
 fn sections(kernel: Kernel) -> Sections {
     Sections {

@@ -434,6 +434,11 @@ pub struct BootloaderOptions {
     #[serde(default)]
     /// The menu timeout in seconds (default: the system's).
     pub timeout: Option<u32>,
+    #[serde(default)]
+    /// systemd-boot only: boot a Unified Kernel Image in the ESP's `EFI/Linux/` (assembled
+    /// from the closure's systemd stub, kernel, initrd, command line and os-release) instead
+    /// of a type #1 entry with the kernel and initrd beside it.
+    pub uki: bool,
 }
 
 impl Default for BootloaderOptions {
@@ -442,6 +447,7 @@ impl Default for BootloaderOptions {
         BootloaderOptions {
             kind: Bootloader::SystemdBoot,
             timeout: None,
+            uki: false,
         }
     }
 }
