@@ -147,6 +147,46 @@ fn uki_format_puts_a_uki_in_efi_linux_and_no_type1_entry() {
         }
     }
 
+    // inspect reads the UKI back from the ESP: the manifest's sections and texts, and the
+    // entry systemd-boot boots.
+    let o = ok(&mut imgbuild(&[
+        "inspect",
+        "--json",
+        &img.display().to_string(),
+    ]));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let u = &r["boot"]["systemd_boot"][0]["ukis"][0];
+    assert_eq!(u["path"], "/EFI/Linux/nixos.efi", "{r}");
+    assert_eq!(u["default"], true);
+    for key in ["cmdline", "uname", "pretty_name", "size"] {
+        assert_eq!(u[key], uki[key], "{key}");
+    }
+    let seen: Vec<(&Value, &Value, &Value)> = u["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (&s["name"], &s["offset"], &s["size"]))
+        .collect();
+    let want: Vec<(&Value, &Value, &Value)> = uki["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (&s["name"], &s["offset"], &s["size"]))
+        .collect();
+    assert_eq!(seen, want);
+    let text =
+        String::from_utf8(ok(&mut imgbuild(&["inspect", &img.display().to_string()])).stdout)
+            .unwrap();
+    for want in [
+        "* /EFI/Linux/nixos.efi".to_string(),
+        ": NixOS 24.05 (Uakari)".to_string(),
+        format!("cmdline  {}", uki["cmdline"].as_str().unwrap()),
+        "uname    6.1.0".to_string(),
+        "sections .text @0x400".to_string(),
+    ] {
+        assert!(text.contains(&want), "{want:?} not in {text}");
+    }
+
     // Reproducible: a second build is the same disk.
     let again = build(&root, &format, &t.path().join("b.img"));
     assert_eq!(again["disk_sha256"], m["disk_sha256"]);

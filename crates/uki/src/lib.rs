@@ -43,7 +43,7 @@ mod tests;
 mod tests_debian;
 
 pub use assemble::{assemble, Data, Layout, Part, Piece, Placed};
-pub use read::{read, UkiInfo};
+pub use read::{read, read_prefix, UkiInfo, MAX_TEXT};
 
 /// Why a UKI cannot be assembled or read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

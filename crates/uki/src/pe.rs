@@ -177,6 +177,12 @@ impl Pe {
     /// or section table past the end, more than [`MAX_SECTIONS`] sections, alignments that
     /// are not powers of two, and section data outside the image.
     pub fn parse(image: &[u8]) -> Result<Self, Error> {
+        Self::parse_prefix(image, image.len() as u64)
+    }
+
+    /// [`Pe::parse`] of the first bytes `image` of a file of `file_len` bytes: the headers
+    /// must be in `image`, section data within `file_len`.
+    pub fn parse_prefix(image: &[u8], file_len: u64) -> Result<Self, Error> {
         let bad = |what: &'static str| Error::NotPe { what };
         if image.get(..2) != Some(b"MZ") {
             return Err(bad("no MZ signature"));
@@ -237,12 +243,12 @@ impl Pe {
             .collect();
         for s in &sections {
             let end = u64::from(s.pointer_to_raw_data) + u64::from(s.size_of_raw_data);
-            if s.size_of_raw_data != 0 && end > image.len() as u64 {
+            if s.size_of_raw_data != 0 && end > file_len {
                 return Err(Error::SectionOutside {
                     name: s.name(),
                     offset: s.pointer_to_raw_data,
                     len: s.size_of_raw_data,
-                    file: image.len() as u64,
+                    file: file_len,
                 });
             }
         }

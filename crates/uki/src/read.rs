@@ -22,7 +22,15 @@ pub struct UkiInfo {
 /// Reads the sections of the UKI `image` and the texts of `.cmdline`, `.uname` and `.osrel`.
 /// A section whose data lies outside the image is an error.
 pub fn read(image: &[u8]) -> Result<UkiInfo, Error> {
-    let pe = Pe::parse(image)?;
+    read_prefix(image, image.len() as u64)
+}
+
+/// [`read`] from the first bytes `prefix` of a UKI of `file_len` bytes (a reader that need
+/// not hold the kernel and initrd): the headers must be in `prefix`; a text section whose
+/// data is not wholly in it is left out (`None`).
+pub fn read_prefix(prefix: &[u8], file_len: u64) -> Result<UkiInfo, Error> {
+    let image = prefix;
+    let pe = Pe::parse_prefix(image, file_len)?;
     let mut info = UkiInfo {
         sections: Vec::with_capacity(pe.sections.len()),
         cmdline: None,
@@ -30,18 +38,19 @@ pub fn read(image: &[u8]) -> Result<UkiInfo, Error> {
         pretty_name: None,
     };
     for s in &pe.sections {
-        let data = s.data(image)?;
         let name = s.name();
-        match name.as_str() {
-            ".cmdline" => info.cmdline = Some(text(data)),
-            ".uname" => info.uname = Some(text(data)),
-            ".osrel" => info.pretty_name = pretty_name(data),
-            _ => {}
+        if let Ok(data) = s.data(image) {
+            match name.as_str() {
+                ".cmdline" => info.cmdline = Some(text(data)),
+                ".uname" => info.uname = Some(text(data)),
+                ".osrel" => info.pretty_name = pretty_name(data),
+                _ => {}
+            }
         }
         info.sections.push(Placed {
             name,
             offset: u64::from(s.pointer_to_raw_data),
-            len: data.len() as u64,
+            len: u64::from(s.virtual_size.min(s.size_of_raw_data)),
             virtual_address: s.virtual_address,
             virtual_size: s.virtual_size,
         });

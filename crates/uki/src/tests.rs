@@ -316,3 +316,39 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_prefix_is_enough_to_read_the_headers_and_texts() {
+    let stub = stub();
+    let parts = sections(Kernel::default()).parts(&stub).unwrap();
+    let img = assemble(&stub, &parts)
+        .unwrap()
+        .to_vec(&[&[9; 3000], &[]])
+        .unwrap();
+    let whole = read(&img).unwrap();
+    let initrd = whole.sections.iter().find(|s| s.name == ".initrd").unwrap();
+    let cut = usize::try_from(initrd.offset).unwrap();
+    let part = read_prefix(&img[..cut], img.len() as u64).unwrap();
+    assert_eq!(part, whole);
+    // Without the text sections' bytes: the sections, but no texts.
+    let osrel = whole.sections.iter().find(|s| s.name == ".osrel").unwrap();
+    let short = read_prefix(
+        &img[..usize::try_from(osrel.offset).unwrap()],
+        img.len() as u64,
+    )
+    .unwrap();
+    assert_eq!(short.sections, whole.sections);
+    assert_eq!(
+        (short.cmdline, short.uname, short.pretty_name),
+        (None, None, None)
+    );
+    // A file shorter than its sections say is refused.
+    assert!(matches!(
+        read_prefix(&img[..cut], initrd.offset),
+        Err(Error::SectionOutside { .. })
+    ));
+    assert!(matches!(
+        read_prefix(&img[..0x100], img.len() as u64),
+        Err(Error::NotPe { .. })
+    ));
+}
