@@ -26,6 +26,11 @@
 //!    zeros (the same bytes whenever ukify's output is sound).
 //! 7. Last, `CheckSum` is 0 and `SizeOfImage` the end of the last section rounded up to
 //!    `SectionAlignment`. Nothing else changes: `TimeDateStamp` stays the stub's.
+//!
+//! Beyond ukify, for hostile stubs (pefile's warnings, which ukify treats as errors, or
+//! outputs that would not be PE images): section data inside the headers and a
+//! `FileAlignment` above the PE specification's 64 KiB are refused, and a symbol table
+//! pointer into the headers or the sections' data is left as it is.
 
 use crate::pe::{self, Pe, SectionHeader};
 use crate::Error;
@@ -140,6 +145,9 @@ fn too_big(n: u64) -> Error {
     Error::TooBig { size: n }
 }
 
+/// The largest `FileAlignment` a stub may have.
+pub const MAX_FILE_ALIGNMENT: u32 = 64 << 10;
+
 /// `x` rounded up to `align` (a power of two), `None` past `u64`.
 fn round_up(x: u64, align: u32) -> Option<u64> {
     let a = u64::from(align);
@@ -153,13 +161,32 @@ fn u32_field(x: u64) -> Result<u32, Error> {
 /// Assembles a UKI from the stub `stub` and the sections `parts`, in their order.
 pub fn assemble(stub: &[u8], parts: &[Part]) -> Result<Layout, Error> {
     let mut pe = Pe::parse(stub)?;
+    // The PE specification's bound ("between 512 and 64 K"); padding to a larger alignment
+    // would be allocated here. systemd's stubs use 512.
+    if pe.file_alignment > MAX_FILE_ALIGNMENT {
+        return Err(Error::BadAlignment {
+            what: "FileAlignment",
+            value: pe.file_alignment,
+        });
+    }
     if pe.sections.is_empty() {
         return Err(Error::NotPe {
             what: "the stub has no sections",
         });
     }
+    // Section data inside the headers would be moved by the realignment (pefile warns about
+    // such an image, and ukify treats its warnings as errors).
+    let table_end = pe.section_table + pe.sections.len() * pe::SECTION_HEADER_SIZE;
+    if pe.sections.iter().any(|s| {
+        (s.pointer_to_raw_data != 0 || s.size_of_raw_data != 0)
+            && (s.pointer_to_raw_data as usize) < table_end
+    }) {
+        return Err(Error::NotPe {
+            what: "section data overlaps the headers",
+        });
+    }
     let mut data = stub.to_vec();
-    strip_symbol_table(&mut pe, &mut data);
+    strip_symbol_table(&mut pe, &mut data, table_end);
     realign(&mut pe, &mut data)?;
     let fa = pe.file_alignment;
     pe.size_of_headers = u32_field(round_up(u64::from(pe.size_of_headers), fa).ok_or(too_big(0))?)?;
@@ -268,10 +295,19 @@ fn push_zeros(tail: &mut Vec<Piece>, data: &mut Vec<u8>, n: u64) {
     }
 }
 
-/// Step 1: the symbol table cut off when it ends the file.
-fn strip_symbol_table(pe: &mut Pe, data: &mut Vec<u8>) {
+/// Step 1: the symbol table cut off when it ends the file (and, a check ukify leaves to
+/// pefile, starts after the headers and every section's data: a table pointer into them in a
+/// hostile stub is left alone rather than cutting the image short).
+fn strip_symbol_table(pe: &mut Pe, data: &mut Vec<u8>, headers_end: usize) {
     let at = u64::from(pe.pointer_to_symbol_table);
-    if at == 0 {
+    let data_end = pe
+        .sections
+        .iter()
+        .map(|s| u64::from(s.pointer_to_raw_data) + u64::from(s.size_of_raw_data))
+        .max()
+        .unwrap_or(0)
+        .max(headers_end as u64);
+    if at == 0 || at < data_end {
         return;
     }
     let mut size = 18 * u64::from(pe.number_of_symbols);

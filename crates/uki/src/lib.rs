@@ -61,8 +61,9 @@ pub enum Error {
         /// The count.
         count: usize,
     },
-    /// `SectionAlignment` or `FileAlignment` is not a power of two.
-    #[error("{what} {value:#x} is not a power of two")]
+    /// `SectionAlignment` or `FileAlignment` is not a power of two, or a stub's
+    /// `FileAlignment` is above 64 KiB.
+    #[error("{what} {value:#x} is not a power of two (or, of a stub, above 64 KiB)")]
     BadAlignment {
         /// Which field.
         what: &'static str,

@@ -2,7 +2,7 @@ use super::*;
 use crate::pe::{Pe, SectionHeader, SECTION_HEADER_SIZE};
 use proptest::prelude::*;
 
-use crate::sample::{stub, stub_with, STUB_SBAT};
+use crate::sample::{self, stub, stub_with, STUB_SBAT};
 
 fn sections(kernel: Kernel) -> Sections {
     Sections {
@@ -351,4 +351,42 @@ fn a_prefix_is_enough_to_read_the_headers_and_texts() {
         read_prefix(&img[..0x100], img.len() as u64),
         Err(Error::NotPe { .. })
     ));
+}
+
+#[test]
+fn hostile_stubs_found_by_the_fuzzer_are_refused_or_left_whole() {
+    // Section data inside the headers (realigning it would move the PE header).
+    let mut s = stub();
+    let table = sample::COFF + 20 + 240;
+    s[table + 20..table + 24].copy_from_slice(&0u32.to_le_bytes());
+    assert_eq!(
+        assemble(&s, &[]),
+        Err(Error::NotPe {
+            what: "section data overlaps the headers"
+        })
+    );
+    // A FileAlignment above the PE specification's 64 KiB.
+    let mut s = stub();
+    s[sample::COFF + 20 + 36..sample::COFF + 20 + 40].copy_from_slice(&0x2_0000u32.to_le_bytes());
+    assert!(matches!(
+        assemble(&s, &[]),
+        Err(Error::BadAlignment {
+            what: "FileAlignment",
+            value: 0x2_0000
+        })
+    ));
+    // A symbol table "ending the file" but pointing into the sections is not cut.
+    let mut s = stub();
+    let at = 0x400u32; // .text's data
+    let count = (s.len() as u32 - at).div_ceil(18);
+    s.resize((at + 18 * count) as usize, 0);
+    s.extend_from_slice(&4u32.to_le_bytes()); // the string table: its size alone
+    s[sample::COFF + 8..sample::COFF + 12].copy_from_slice(&at.to_le_bytes());
+    s[sample::COFF + 12..sample::COFF + 16].copy_from_slice(&count.to_le_bytes());
+    let pe = Pe::parse(&s).unwrap();
+    let img = assemble(&s, &[]).unwrap().to_vec(&[]).unwrap();
+    assert_eq!(img.len(), s.len(), "the file was cut");
+    let back = Pe::parse(&img).unwrap();
+    assert_eq!(back.sections.len(), pe.sections.len());
+    assert_eq!(back.pointer_to_symbol_table, at);
 }

@@ -13,7 +13,7 @@
 //! library's guard caught), a hang, an allocation above [`MAX_ALLOCATION`] or a peak of live
 //! heap above [`MAX_LIVE`] is a failure;
 //! so is a worker that dies (an aborting allocation). Text and byte-string targets ([`text`],
-//! [`blob`]: GRUB's core image read back, the verity superblock) mutate and read their input
+//! [`blob`]: GRUB's core image read back, the verity superblock, UKIs) mutate and read their input
 //! in memory instead. Failing cases are replayed in fresh
 //! processes, minimised (mutations dropped while it still fails) and written to
 //! `target/fuzz/crashes/` (the case as JSON, and its input: the mutated image or text); the
@@ -70,9 +70,10 @@ pub enum Target {
     Bootspec,
     Grub,
     Verity,
+    Uki,
 }
 
-const ALL: [Target; 19] = [
+const ALL: [Target; 20] = [
     Target::Gpt,
     Target::Mbr,
     Target::Ext4,
@@ -92,6 +93,7 @@ const ALL: [Target; 19] = [
     Target::Bootspec,
     Target::Grub,
     Target::Verity,
+    Target::Uki,
 ];
 
 impl Target {
@@ -116,6 +118,7 @@ impl Target {
             Target::Bootspec => "bootspec",
             Target::Grub => "grub",
             Target::Verity => "verity",
+            Target::Uki => "uki",
         }
     }
 
@@ -146,7 +149,7 @@ impl Target {
 
     /// A reader of a byte string ([`blob`]): mutated and read in memory, like text.
     pub fn is_blob(self) -> bool {
-        matches!(self, Target::Grub | Target::Verity)
+        matches!(self, Target::Grub | Target::Verity | Target::Uki)
     }
 
     /// Whether cases hold their whole input in memory (text and byte-string targets)
@@ -195,6 +198,7 @@ impl Target {
             ],
             Target::Grub => blob::seeds::GRUB,
             Target::Verity => blob::seeds::VERITY,
+            Target::Uki => blob::uki::SEEDS,
         }
     }
 }

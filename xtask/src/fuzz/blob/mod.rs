@@ -1,12 +1,14 @@
 //! The byte-string targets: readers that take a slice rather than an image file, fuzzed in
 //! memory like the text targets. `grub`: an installed i386-pc GRUB setup read back from a
 //! disk's first sectors (`core_sector`, `read_core`, and through it `decompress`); `verity`:
-//! the veritysetup superblock (`Superblock::parse`). Mutations are structure-aware (see
+//! the veritysetup superblock (`Superblock::parse`); `uki`: PE images as `imgbuild-uki`
+//! reads and assembles them ([`uki`]). Mutations are structure-aware (see
 //! [`grub::mutate`] and [`verity_mutate`]); a case fails on a panic, a hang or too much
 //! memory, and on a broken invariant of what a reader accepted (asserted here).
 
 mod grub;
 pub mod seeds;
+pub mod uki;
 
 use imgbuild_testutil::harness::{Rng, INTERESTING};
 
@@ -74,6 +76,7 @@ fn raw(rng: &mut Rng, b: &mut Vec<u8>) -> &'static str {
 pub fn mutate(target: Target, name: &str, rng: &mut Rng, seed: &[u8]) -> (Vec<u8>, Vec<String>) {
     match target {
         Target::Grub => grub::mutate(name, rng, seed),
+        Target::Uki => uki::mutate(rng, seed),
         _ => verity_mutate(rng, seed),
     }
 }
@@ -83,6 +86,7 @@ pub fn mutate(target: Target, name: &str, rng: &mut Rng, seed: &[u8]) -> (Vec<u8
 pub fn parse(target: Target, input: &[u8]) -> Option<String> {
     let r = match target {
         Target::Grub => grub::read(input),
+        Target::Uki => uki::read(input),
         _ => verity_read(input),
     };
     r.err().map(|e| format!("{e:#}"))

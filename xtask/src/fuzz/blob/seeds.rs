@@ -1,4 +1,4 @@
-//! Seeds of the `grub` and `verity` targets, made once beside the others (their own stamp,
+//! Seeds of the `grub`, `verity` and `uki` targets, made once beside the others (their own stamp,
 //! so adding them does not rebuild the image seeds): GRUB setups built by `imgbuild-grub`
 //! from Debian's `/usr/lib/grub/i386-pc` and by `grub-mkimage`, verity superblocks written
 //! by `imgbuild-verity` and by `veritysetup format`. A missing tool leaves its seeds out
@@ -15,7 +15,7 @@ use crate::util::{self, cmd};
 /// Debian's i386-pc GRUB files (grub-pc-bin).
 const GRUB_DIR: &str = "/usr/lib/grub/i386-pc";
 /// Bump when these seeds change.
-const STAMP: &str = "grub-verity v1\n";
+const STAMP: &str = "grub-verity v1\nuki v1\n";
 const UUID: &str = "0b5e2f0c-1d4a-4c3b-9e8f-7a6d5c4b3a29";
 
 /// The seeds' file names, as `Target::seeds` lists them.
@@ -42,6 +42,7 @@ pub fn build(dir: &Path) -> Result<()> {
     }
     let mut complete = grub(dir).context("the grub seeds")?;
     complete &= verity(dir).context("the verity seeds")?;
+    super::uki::build(dir).context("the uki seeds")?;
     if complete {
         std::fs::write(&stamp, STAMP)?;
     }
