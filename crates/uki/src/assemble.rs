@@ -187,7 +187,7 @@ pub fn assemble(stub: &[u8], parts: &[Part]) -> Result<Layout, Error> {
     }
     let mut data = stub.to_vec();
     strip_symbol_table(&mut pe, &mut data, table_end);
-    realign(&mut pe, &mut data)?;
+    realign(&mut pe, &mut data, table_end)?;
     let fa = pe.file_alignment;
     pe.size_of_headers = u32_field(round_up(u64::from(pe.size_of_headers), fa).ok_or(too_big(0))?)?;
     if pe.security.0 != 0 {
@@ -325,8 +325,10 @@ fn strip_symbol_table(pe: &mut Pe, data: &mut Vec<u8>, headers_end: usize) {
     }
 }
 
-/// Step 2: every section's raw data aligned to `FileAlignment`.
-fn realign(pe: &mut Pe, data: &mut Vec<u8>) -> Result<(), Error> {
+/// Step 2: every section's raw data aligned to `FileAlignment`. Padding is never inserted
+/// into the headers (before `headers_end`): ukify moves a later section with no data
+/// (pointer 0) along with the padding of the sections before it, and would then pad it there.
+fn realign(pe: &mut Pe, data: &mut Vec<u8>, headers_end: usize) -> Result<(), Error> {
     let fa = pe.file_alignment;
     for i in 0..pe.sections.len() {
         let s = &pe.sections[i];
@@ -339,6 +341,11 @@ fn realign(pe: &mut Pe, data: &mut Vec<u8>) -> Result<(), Error> {
         let (padp, padsz) = (newp - oldp, newsz - oldsz);
         if padp == 0 && padsz == 0 {
             continue;
+        }
+        if oldp < headers_end as u64 {
+            return Err(Error::NotPe {
+                what: "section data overlaps the headers",
+            });
         }
         let start = usize::try_from(oldp).map_err(|_| too_big(oldp))?;
         let end = usize::try_from(oldp + oldsz).map_err(|_| too_big(oldsz))?;

@@ -365,6 +365,17 @@ fn hostile_stubs_found_by_the_fuzzer_are_refused_or_left_whole() {
             what: "section data overlaps the headers"
         })
     );
+    // A section without data after an unaligned one: moved to offset 1 by the padding
+    // before it, then padded there (the fuzzer's uki-0).
+    let mut s = stub_with(&[(".text", &[1; 100], 100), (".bss", &[], 0)], 512);
+    let bss = sample::COFF + 20 + 240 + 40;
+    s[bss + 20..bss + 24].copy_from_slice(&0u32.to_le_bytes());
+    assert_eq!(
+        assemble(&s, &[]),
+        Err(Error::NotPe {
+            what: "section data overlaps the headers"
+        })
+    );
     // A FileAlignment above the PE specification's 64 KiB.
     let mut s = stub();
     s[sample::COFF + 20 + 36..sample::COFF + 20 + 40].copy_from_slice(&0x2_0000u32.to_le_bytes());
