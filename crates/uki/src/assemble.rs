@@ -158,8 +158,9 @@ fn u32_field(x: u64) -> Result<u32, Error> {
     u32::try_from(x).map_err(|_| too_big(x))
 }
 
-/// Assembles a UKI from the stub `stub` and the sections `parts`, in their order.
-pub fn assemble(stub: &[u8], parts: &[Part]) -> Result<Layout, Error> {
+/// Steps 1 to 4: the stub read, checked, its symbol table stripped, its sections realigned,
+/// `SizeOfHeaders` rounded up.
+fn prepare(stub: &[u8]) -> Result<(Pe, Vec<u8>), Error> {
     let mut pe = Pe::parse(stub)?;
     // The PE specification's bound ("between 512 and 64 K"); padding to a larger alignment
     // would be allocated here. systemd's stubs use 512.
@@ -188,11 +189,18 @@ pub fn assemble(stub: &[u8], parts: &[Part]) -> Result<Layout, Error> {
     let mut data = stub.to_vec();
     strip_symbol_table(&mut pe, &mut data, table_end);
     realign(&mut pe, &mut data, table_end)?;
-    let fa = pe.file_alignment;
-    pe.size_of_headers = u32_field(round_up(u64::from(pe.size_of_headers), fa).ok_or(too_big(0))?)?;
+    pe.size_of_headers =
+        u32_field(round_up(u64::from(pe.size_of_headers), pe.file_alignment).ok_or(too_big(0))?)?;
     if pe.security.0 != 0 {
         return Err(Error::SignedStub);
     }
+    Ok((pe, data))
+}
+
+/// Assembles a UKI from the stub `stub` and the sections `parts`, in their order.
+pub fn assemble(stub: &[u8], parts: &[Part]) -> Result<Layout, Error> {
+    let (mut pe, mut data) = prepare(stub)?;
+    let fa = pe.file_alignment;
     let original = pe.sections.len();
     let mut tail: Vec<Piece> = Vec::new();
     let mut len = data.len() as u64;

@@ -15,8 +15,8 @@
 //! (`fstree::FileData`) has no file made of pieces yet, so the whole UKI is one in-memory file.
 
 use super::*;
+use crate::bootloader::{UkiNote, UkiSection};
 use imgbuild_uki as uki;
-use serde::Serialize;
 use sha2::Digest;
 
 /// The most bytes of kernel, initrd and device tree read into memory for a UKI.
@@ -26,42 +26,6 @@ const SMALL_FILE: imgbuild_blockio::InputKind = imgbuild_blockio::InputKind {
     what: "UKI stub or os-release",
     max_bytes: 16 << 20,
 };
-
-/// The manifest's record of the UKI (`boot.uki`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct UkiNote {
-    /// Its path on the ESP (`EFI/Linux/nixos.efi`).
-    pub path: String,
-    /// Its size in bytes.
-    pub size: u64,
-    /// SHA-256 of the file, hex.
-    pub sha256: String,
-    /// `.cmdline`.
-    pub cmdline: String,
-    /// `.uname`, when known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub uname: Option<String>,
-    /// `PRETTY_NAME` of `.osrel`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pretty_name: Option<String>,
-    /// Every section, in table order.
-    pub sections: Vec<UkiSection>,
-}
-
-/// One section of the UKI, as `objdump -h` lists it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct UkiSection {
-    /// `.linux`, `.initrd`, ...
-    pub name: String,
-    /// File offset (`PointerToRawData`).
-    pub offset: u64,
-    /// The data's length.
-    pub size: u64,
-    /// `VirtualAddress`.
-    pub virtual_address: u32,
-    /// `VirtualSize`.
-    pub virtual_size: u32,
-}
 
 /// A UKI built for the ESP.
 pub(crate) struct Built {
