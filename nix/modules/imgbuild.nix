@@ -555,7 +555,12 @@ in
       boot.bootspec.extensions."org.imgbuild.v1" = {
         inherit (config.system.nixos) release;
       }
-      // lib.optionalAttrs (bootloader != null) { inherit bootloader; };
+      // lib.optionalAttrs (bootloader != null) { inherit bootloader; }
+      # The UKI's file name in EFI/Linux/ for `[bootloader] uki = true` formats
+      # (nixos/modules/system/boot/uki.nix: <boot.uki.name>[_<version>][+<tries>].efi).
+      // lib.optionalAttrs (config.system ? boot && config.system.boot.loader ? ukiFile) {
+        inherit (config.system.boot.loader) ukiFile;
+      };
 
       assertions = [
         {

@@ -22,6 +22,7 @@ mod lxc;
 mod netboot;
 mod oracle;
 mod sizes;
+mod uki;
 mod unprivileged;
 mod variants;
 mod verity;

@@ -13,6 +13,8 @@
 //! * [`ipxe_script`], [`kexec_script`]: nixpkgs' netboot `netboot.ipxe` and `kexec-boot`.
 //! * [`grub_boot`]: `/boot/grub/grub.cfg`, `state` and `grubenv` as NixOS's
 //!   `install-grub.pl` (and `grub-install`) leave them for generation 1.
+//! * [`uki_esp`]: that ESP for a system booted from a Unified Kernel Image in `EFI/Linux/`
+//!   (no type #1 entry), and the UKI's [`uki_cmdline`] and [`uki_path`].
 //! * [`rpi_config_txt`]: the Raspberry Pi firmware `config.txt` of nixpkgs'
 //!   `sd-image-aarch64.nix`.
 //!
@@ -30,6 +32,7 @@ mod netboot;
 pub mod release;
 mod rpi;
 mod systemd_boot;
+mod uki;
 
 pub use extlinux::{extlinux_boot, extlinux_clean_name, ExtlinuxOptions};
 pub use grub::{
@@ -46,6 +49,7 @@ pub use systemd_boot::{
     efi_arch, systemd_boot_esp, systemd_boot_esp_with_specialisations, systemd_boot_file_name, Esp,
     SdBootOptions, Specialisation, BOOT_LOADER_SPEC_DIRS,
 };
+pub use uki::{uki_cmdline, uki_esp, uki_path};
 
 /// The Nix store directory every store path must be under.
 pub const STORE_DIR: &str = "/nix/store";
@@ -243,3 +247,5 @@ mod tests;
 mod tests_grub;
 #[cfg(test)]
 mod tests_release;
+#[cfg(test)]
+mod tests_uki;

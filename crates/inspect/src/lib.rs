@@ -63,7 +63,7 @@ use std::sync::Arc;
 
 pub use boot::{
     boot_counters, Boot, BootEntry, EfiBinary, Extlinux, ExtlinuxEntry, Grub, GrubBios, PiKernel,
-    RaspberryPi, SystemdBoot,
+    RaspberryPi, SystemdBoot, Uki, UkiSection,
 };
 pub use container::Container;
 pub use copy::{copy_out, CopyStats};

@@ -33,6 +33,46 @@ pub struct BootNote {
     /// Tries of the new entry, when boot counting is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub boot_counting: Option<u32>,
+    /// The unified kernel image on the ESP, for a `[bootloader] uki = true` format (then
+    /// `entry` is `None`: there is no type #1 entry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uki: Option<UkiNote>,
+}
+
+/// The manifest's record of the UKI (`boot.uki`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UkiNote {
+    /// Its path on the ESP (`EFI/Linux/nixos.efi`).
+    pub path: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+    /// `.cmdline`.
+    pub cmdline: String,
+    /// `.uname`, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uname: Option<String>,
+    /// `PRETTY_NAME` of `.osrel`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pretty_name: Option<String>,
+    /// Every section, in table order.
+    pub sections: Vec<UkiSection>,
+}
+
+/// One section of the UKI, as `objdump -h` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UkiSection {
+    /// `.linux`, `.initrd`, ...
+    pub name: String,
+    /// File offset (`PointerToRawData`).
+    pub offset: u64,
+    /// The data's length.
+    pub size: u64,
+    /// `VirtualAddress`.
+    pub virtual_address: u32,
+    /// `VirtualSize`.
+    pub virtual_size: u32,
 }
 
 /// The settings the boot files are written with, every default applied.
@@ -145,6 +185,7 @@ fn resolve(
             assumed: (!assumed.is_empty()).then(|| assumed.join("; ")),
             entry: None,
             boot_counting,
+            uki: None,
         },
     }
 }

@@ -134,6 +134,28 @@ pub enum Error {
         /// The GRUB crate's error.
         source: imgbuild_grub::Error,
     },
+    #[error("building the unified kernel image: {what}")]
+    /// The UKI could not be assembled (`[bootloader] uki = true`).
+    Uki {
+        /// What was being done.
+        what: String,
+        #[source]
+        /// The UKI crate's error.
+        source: imgbuild_uki::Error,
+    },
+    #[error("no systemd EFI stub in the closure for the unified kernel image: looked for `{0}`")]
+    /// `[bootloader] uki = true` and the closure's systemd has no `linux<arch>.efi.stub`.
+    NoUkiStub(String),
+    #[error("the unified kernel image's {what} would be {size} bytes, more than the {max} held in memory")]
+    /// The kernel, initrd and device tree of a UKI exceed what is read into memory.
+    UkiTooBig {
+        /// Which part.
+        what: &'static str,
+        /// Its size.
+        size: u64,
+        /// The bound.
+        max: u64,
+    },
     #[error("no systemd-boot in the closure: looked for `{0}`")]
     /// The closure holds no systemd-boot EFI binary (the path looked for).
     NoSystemdBoot(String),

@@ -13,7 +13,7 @@
 //! library's guard caught), a hang, an allocation above [`MAX_ALLOCATION`] or a peak of live
 //! heap above [`MAX_LIVE`] is a failure;
 //! so is a worker that dies (an aborting allocation). Text and byte-string targets ([`text`],
-//! [`blob`]: GRUB's core image read back, the verity superblock) mutate and read their input
+//! [`blob`]: GRUB's core image read back, the verity superblock, UKIs) mutate and read their input
 //! in memory instead. Failing cases are replayed in fresh
 //! processes, minimised (mutations dropped while it still fails) and written to
 //! `target/fuzz/crashes/` (the case as JSON, and its input: the mutated image or text); the
@@ -71,9 +71,10 @@ pub enum Target {
     Grub,
     GrubEfi,
     Verity,
+    Uki,
 }
 
-const ALL: [Target; 20] = [
+const ALL: [Target; 21] = [
     Target::Gpt,
     Target::Mbr,
     Target::Ext4,
@@ -94,6 +95,7 @@ const ALL: [Target; 20] = [
     Target::Grub,
     Target::GrubEfi,
     Target::Verity,
+    Target::Uki,
 ];
 
 impl Target {
@@ -119,6 +121,7 @@ impl Target {
             Target::Grub => "grub",
             Target::GrubEfi => "grub-efi",
             Target::Verity => "verity",
+            Target::Uki => "uki",
         }
     }
 
@@ -149,7 +152,10 @@ impl Target {
 
     /// A reader of a byte string ([`blob`]): mutated and read in memory, like text.
     pub fn is_blob(self) -> bool {
-        matches!(self, Target::Grub | Target::GrubEfi | Target::Verity)
+        matches!(
+            self,
+            Target::Grub | Target::GrubEfi | Target::Verity | Target::Uki
+        )
     }
 
     /// Whether cases hold their whole input in memory (text and byte-string targets)
@@ -199,6 +205,7 @@ impl Target {
             Target::Grub => blob::seeds::GRUB,
             Target::GrubEfi => blob::seeds::GRUB_EFI,
             Target::Verity => blob::seeds::VERITY,
+            Target::Uki => blob::uki::SEEDS,
         }
     }
 }

@@ -59,6 +59,7 @@ pub(crate) const CAST_CHECKED: &[&str] = &[
     "inspect",
     "grub",
     "verity",
+    "uki",
     "iso9660",
     "tar",
 ];

@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use imgbuild_inspect::{Extlinux, GrubBios, Inspection, SystemdBoot};
+use imgbuild_inspect::{Extlinux, GrubBios, Inspection, SystemdBoot, Uki};
 use imgbuild_units::human_size as human;
 
 /// Every boot setup found, or that none was.
@@ -153,6 +153,34 @@ fn write_systemd_boot(out: &mut dyn Write, s: &SystemdBoot) -> io::Result<()> {
             writeln!(out, "        MISSING  {}", e.missing.join(" "))?;
         }
     }
+    for u in &s.ukis {
+        write_uki(out, u)?;
+    }
+    Ok(())
+}
+
+/// A unified kernel image: what it boots and its sections.
+fn write_uki(out: &mut dyn Write, u: &Uki) -> io::Result<()> {
+    writeln!(
+        out,
+        "    {} {} ({}): {}",
+        if u.default { "*" } else { " " },
+        u.path,
+        human(u.size),
+        u.pretty_name.as_deref().unwrap_or("(no PRETTY_NAME)")
+    )?;
+    if let Some(v) = &u.uname {
+        writeln!(out, "        uname    {v}")?;
+    }
+    if let Some(c) = &u.cmdline {
+        writeln!(out, "        cmdline  {c}")?;
+    }
+    let sections: Vec<String> = u
+        .sections
+        .iter()
+        .map(|s| format!("{} @{:#x} {}", s.name, s.offset, human(s.size)))
+        .collect();
+    writeln!(out, "        sections {}", sections.join(", "))?;
     Ok(())
 }
 

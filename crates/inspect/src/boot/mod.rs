@@ -25,6 +25,9 @@ pub const MAX_CONFIG: u64 = 1 << 20;
 pub const MAX_ENTRIES: usize = 256;
 /// EFI binaries are searched for a version string up to this size.
 pub const MAX_EFI: u64 = 16 << 20;
+/// Of a unified kernel image, only its first bytes are read (headers and the small text
+/// sections ukify puts before the initrd and kernel).
+pub const MAX_UKI_PREFIX: u64 = 1 << 20;
 
 /// Everything boot-related found on the image's filesystems.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -75,6 +78,46 @@ pub struct SystemdBoot {
     pub entries: Vec<BootEntry>,
     /// EFI binaries: `EFI/BOOT/BOOT*.EFI`, `EFI/systemd/*.efi`, with the version found in them.
     pub binaries: Vec<EfiBinary>,
+    /// Unified kernel images in `EFI/Linux/` (Boot Loader Specification type #2 entries).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ukis: Vec<Uki>,
+}
+
+/// A unified kernel image (`EFI/Linux/*.efi`), read from its first [`MAX_UKI_PREFIX`] bytes.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Uki {
+    /// Its path on the partition.
+    pub path: String,
+    /// Its entry id: the file name without boot counters.
+    pub id: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Whether loader.conf's `default` names it (and no type #1 entry is booted instead).
+    pub default: bool,
+    /// Its PE sections, in table order.
+    pub sections: Vec<UkiSection>,
+    /// `.cmdline`: the kernel command line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+    /// `.uname`: the kernel version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uname: Option<String>,
+    /// `PRETTY_NAME` of `.osrel`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pretty_name: Option<String>,
+}
+
+/// A section of a [`Uki`], as `objdump -h` lists it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct UkiSection {
+    /// `.linux`, `.initrd`, ...
+    pub name: String,
+    /// Its file offset.
+    pub offset: u64,
+    /// Its data's length.
+    pub size: u64,
+    /// Its address once loaded (relative to the image base).
+    pub virtual_address: u32,
 }
 
 /// One `loader/entries/*.conf` file.

@@ -5,7 +5,8 @@ use crate::fs::{Filesystem, Kind};
 use crate::path::join;
 
 use super::{
-    is_file, key_value, read_text, BootEntry, EfiBinary, SystemdBoot, MAX_EFI, MAX_ENTRIES,
+    is_file, key_value, read_text, BootEntry, EfiBinary, SystemdBoot, Uki, UkiSection, MAX_EFI,
+    MAX_ENTRIES, MAX_UKI_PREFIX,
 };
 
 /// systemd-boot's glob: `*`, `?` and literal characters.
@@ -241,7 +242,91 @@ pub(crate) fn systemd_boot(
         ));
     }
     sb.binaries = efi_binaries(fs, warnings);
+    sb.ukis = ukis(fs, warnings);
+    if !sb.entries.iter().any(|e| e.default) {
+        let default = sb.default.clone();
+        if let Some(u) = sb
+            .ukis
+            .iter_mut()
+            .find(|u| default.as_deref().is_some_and(|d| glob(d, &u.id)))
+        {
+            u.default = true;
+        }
+    }
     Some(sb)
+}
+
+/// The unified kernel images in `EFI/Linux/`, each read from its first bytes with
+/// `imgbuild-uki`'s bounded reader (a refusal is a warning, the image still listed).
+fn ukis(fs: &Filesystem, warnings: &mut Vec<String>) -> Vec<Uki> {
+    let dir = b"/EFI/Linux";
+    let Ok(entries) = fs.read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries
+        .iter()
+        .filter(|e| e.kind == Kind::File && e.name.to_ascii_lowercase().ends_with(b".efi"))
+        .take(MAX_ENTRIES)
+    {
+        let path = join(dir, &e.name);
+        let file = String::from_utf8_lossy(&e.name).into_owned();
+        let id = match file.len().checked_sub(4).and_then(|n| file.get(..n)) {
+            Some(stem) => boot_counters(&format!("{stem}.conf"))
+                .map_or(file.clone(), |(id, ..)| {
+                    format!("{}.efi", id.trim_end_matches(".conf"))
+                }),
+            None => file.clone(),
+        };
+        let mut uki = Uki {
+            path: String::from_utf8_lossy(&path).into_owned(),
+            id,
+            size: e.size,
+            ..Uki::default()
+        };
+        match read_prefix(fs, &path, e.size) {
+            Ok(prefix) => match imgbuild_uki::read_prefix(&prefix, e.size) {
+                Ok(info) => {
+                    uki.sections = info
+                        .sections
+                        .into_iter()
+                        .map(|s| UkiSection {
+                            name: s.name,
+                            offset: s.offset,
+                            size: s.len,
+                            virtual_address: s.virtual_address,
+                        })
+                        .collect();
+                    uki.cmdline = info.cmdline;
+                    uki.uname = info.uname;
+                    uki.pretty_name = info.pretty_name;
+                }
+                Err(err) => warnings.push(format!(
+                    "{}: not a unified kernel image: {}",
+                    uki.path,
+                    crate::error::chain(&err)
+                )),
+            },
+            Err(err) => warnings.push(crate::error::chain(&err)),
+        }
+        out.push(uki);
+    }
+    out
+}
+
+/// The first [`MAX_UKI_PREFIX`] bytes of the file at `path` (`size` bytes long).
+fn read_prefix(fs: &Filesystem, path: &[u8], size: u64) -> crate::Result<Vec<u8>> {
+    let mut r = fs.open(path)?;
+    let mut v = vec![0u8; crate::bytes::to_usize(size.min(MAX_UKI_PREFIX))];
+    let mut done = 0;
+    while done < v.len() {
+        match r.read(&mut v[done..])? {
+            0 => break,
+            n => done += n,
+        }
+    }
+    v.truncate(done);
+    Ok(v)
 }
 
 fn efi_binaries(fs: &Filesystem, warnings: &mut Vec<String>) -> Vec<EfiBinary> {

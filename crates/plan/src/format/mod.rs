@@ -438,6 +438,11 @@ pub struct BootloaderOptions {
     /// (`EFI/BOOT/BOOTX64.EFI`, as `grub-install --removable`), the `esp` partition is
     /// `/boot` and holds GRUB's directory for both.
     pub efi: bool,
+    #[serde(default)]
+    /// systemd-boot only: boot a Unified Kernel Image in the ESP's `EFI/Linux/` (assembled
+    /// from the closure's systemd stub, kernel, initrd, command line and os-release) instead
+    /// of a type #1 entry with the kernel and initrd beside it.
+    pub uki: bool,
 }
 
 impl Default for BootloaderOptions {
@@ -447,6 +452,7 @@ impl Default for BootloaderOptions {
             kind: Bootloader::SystemdBoot,
             timeout: None,
             efi: false,
+            uki: false,
         }
     }
 }

@@ -459,3 +459,53 @@ fn iso_formats_have_no_partition_keys_and_take_a_list_of_systems() {
     let e = Format::parse("x", &no_table).unwrap_err().to_string();
     assert!(e.contains("missing field `table`"), "{e}");
 }
+
+/// `[bootloader] uki = true` (issue 26 step 2): a raw-efi derivative takes it, off by
+/// default; GRUB, extlinux and ISO formats refuse it.
+#[test]
+fn uki_is_a_systemd_boot_disk_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("uki.toml");
+    std::fs::write(
+        &f,
+        "base = \"raw-efi\"\nname = \"raw-efi-uki\"\n[bootloader]\nuki = true\n",
+    )
+    .unwrap();
+    let uki = Format::load(f.to_str().unwrap()).unwrap();
+    assert!(uki.bootloader.uki);
+    assert_eq!(uki.bootloader.kind, Bootloader::SystemdBoot);
+    assert_eq!(
+        uki.bootloader.timeout,
+        Some(5),
+        "the base's timeout is kept"
+    );
+    for (name, _) in BUILTIN {
+        assert!(!Format::load(name).unwrap().bootloader.uki, "{name}");
+    }
+    for (base, want) in [
+        (
+            "raw",
+            "`uki = true` is for `[bootloader] type = \"systemd-boot\"`",
+        ),
+        (
+            "sd-aarch64",
+            "`uki = true` is for `[bootloader] type = \"systemd-boot\"`",
+        ),
+        (
+            "iso",
+            "an iso9660 volume boots type #1 entries, not `uki = true`",
+        ),
+    ] {
+        std::fs::write(
+            &f,
+            format!("base = {base:?}\nname = \"x\"\n[bootloader]\nuki = true\n"),
+        )
+        .unwrap();
+        let e = Format::load(f.to_str().unwrap()).unwrap_err();
+        assert!(
+            imgbuild_units::error_chain(&e).contains(want),
+            "{base}: {}",
+            imgbuild_units::error_chain(&e)
+        );
+    }
+}

@@ -80,6 +80,9 @@ impl Format {
                 }
             }
         }
+        if self.bootloader.uki && self.bootloader.kind != Bootloader::SystemdBoot {
+            return Err("`uki = true` is for `[bootloader] type = \"systemd-boot\"`".into());
+        }
         if self.bootloader.kind != Bootloader::Grub
             && self
                 .partitions
@@ -160,6 +163,9 @@ impl Format {
         }
         if self.bootloader.kind != Bootloader::SystemdBoot {
             return Err("an iso9660 volume boots UEFI with systemd-boot".into());
+        }
+        if self.bootloader.uki {
+            return Err("an iso9660 volume boots type #1 entries, not `uki = true`".into());
         }
         Ok(())
     }

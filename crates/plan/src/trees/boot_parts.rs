@@ -58,10 +58,21 @@ pub(super) fn esp_tree(
         efi.to_path_buf().display().to_string(),
         &o,
     )?;
-    choice.note.entry = Some(esp.entry);
-    let files = esp.files;
     let mut tree = Tree::new(dir_meta(time));
-    add_boot_files(&mut tree, "/", &files, &inputs.store, time)?;
+    if cx.format.bootloader.uki {
+        // `entry`'s kernel parameters already end in the plan's extra ones (a verity
+        // store's `usrhash=`), so the UKI's .cmdline carries them.
+        let built = super::uki::build(inputs, entry, &[])?;
+        let files = boot::uki_esp(esp, &super::uki::file_name(&inputs.bootspec)?)?;
+        add_boot_files(&mut tree, "/", &files, &inputs.store, time)?;
+        let path = format!("/{}", built.note.path);
+        tree.insert_path(path.as_bytes(), Node::bytes(file_meta(time), built.bytes))
+            .map_err(tree_err(path))?;
+        choice.note.uki = Some(built.note);
+        return Ok(tree);
+    }
+    choice.note.entry = Some(esp.entry);
+    add_boot_files(&mut tree, "/", &esp.files, &inputs.store, time)?;
     Ok(tree)
 }
 

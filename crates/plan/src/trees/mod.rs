@@ -556,4 +556,5 @@ fn write_db_bytes(closure: &Closure, time: i64) -> Result<Arc<[u8]>> {
 
 mod boot_parts;
 pub(crate) mod grub;
+pub(crate) mod uki;
 use boot_parts::{esp_tree, firmware_tree};

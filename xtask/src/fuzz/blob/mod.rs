@@ -2,13 +2,15 @@
 //! memory like the text targets. `grub`: an installed i386-pc GRUB setup read back from a
 //! disk's first sectors (`core_sector`, `read_core`, and through it `decompress`); `verity`:
 //! the veritysetup superblock (`Superblock::parse`); `grub-efi`: GRUB's x86_64-efi
-//! `kernel.img` made into the EFI image (`EfiImage::build`, its ELF64 reader). Mutations are structure-aware (see
+//! `kernel.img` made into the EFI image (`EfiImage::build`, its ELF64 reader); `uki`: PE
+//! images as `imgbuild-uki` reads and assembles them ([`uki`]). Mutations are structure-aware (see
 //! [`grub::mutate`] and [`verity_mutate`]); a case fails on a panic, a hang or too much
 //! memory, and on a broken invariant of what a reader accepted (asserted here).
 
 mod grub;
 mod grub_efi;
 pub mod seeds;
+pub mod uki;
 
 use imgbuild_testutil::harness::{Rng, INTERESTING};
 
@@ -77,6 +79,7 @@ pub fn mutate(target: Target, name: &str, rng: &mut Rng, seed: &[u8]) -> (Vec<u8
     match target {
         Target::Grub => grub::mutate(name, rng, seed),
         Target::GrubEfi => grub_efi::mutate(rng, seed),
+        Target::Uki => uki::mutate(rng, seed),
         _ => verity_mutate(rng, seed),
     }
 }
@@ -87,6 +90,7 @@ pub fn parse(target: Target, input: &[u8]) -> Option<String> {
     let r = match target {
         Target::Grub => grub::read(input),
         Target::GrubEfi => grub_efi::read(input),
+        Target::Uki => uki::read(input),
         _ => verity_read(input),
     };
     r.err().map(|e| format!("{e:#}"))

@@ -1,5 +1,5 @@
-//! Seeds of the `grub`, `grub-efi` and `verity` targets, made once beside the others (their
-//! own stamp, so adding them does not rebuild the image seeds): GRUB setups built by
+//! Seeds of the `grub`, `grub-efi`, `verity` and `uki` targets, made once beside the others
+//! (their own stamp, so adding them does not rebuild the image seeds): GRUB setups built by
 //! `imgbuild-grub` from Debian's `/usr/lib/grub/i386-pc` and by `grub-mkimage`, Debian's
 //! x86_64-efi `kernel.img` (grub-efi-amd64-bin), verity superblocks written
 //! by `imgbuild-verity` and by `veritysetup format`. A missing tool leaves its seeds out
@@ -18,7 +18,7 @@ const GRUB_DIR: &str = "/usr/lib/grub/i386-pc";
 /// Debian's x86_64-efi GRUB files (grub-efi-amd64-bin).
 const GRUB_EFI_DIR: &str = "/usr/lib/grub/x86_64-efi";
 /// Bump when these seeds change.
-const STAMP: &str = "grub-verity v2\n";
+const STAMP: &str = "grub-verity v2\nuki v1\n";
 const UUID: &str = "0b5e2f0c-1d4a-4c3b-9e8f-7a6d5c4b3a29";
 
 /// The seeds' file names, as `Target::seeds` lists them.
@@ -48,6 +48,7 @@ pub fn build(dir: &Path) -> Result<()> {
     let mut complete = grub(dir).context("the grub seeds")?;
     complete &= grub_efi(dir).context("the grub-efi seeds")?;
     complete &= verity(dir).context("the verity seeds")?;
+    super::uki::build(dir).context("the uki seeds")?;
     if complete {
         std::fs::write(&stamp, STAMP)?;
     }

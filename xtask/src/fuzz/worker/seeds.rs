@@ -102,7 +102,8 @@ fn seed_map(target: Target, path: &Path, len: u64) -> Result<(Map, Fixup)> {
         | Target::Bootspec
         | Target::Grub
         | Target::GrubEfi
-        | Target::Verity => Fixup::None,
+        | Target::Verity
+        | Target::Uki => Fixup::None,
     };
     if !disk && m.ranges.is_empty() {
         m.ranges.push((0, len.min(64 << 10)));
