@@ -18,6 +18,7 @@
 //! toplevel>`). Ends with an `N passed, N failed` line; exits non-zero on any failure.
 
 mod all;
+mod appliance;
 mod bios;
 mod live;
 pub use all::run_all;
@@ -26,9 +27,7 @@ use crate::boot::{self, BootSpec, Disk, Firmware, Format};
 use crate::fixture::{self, Arch, FixtureInfo};
 use crate::util::{self, cmd, Timer};
 use crate::{baseline, bootcount, bootctl};
-use anyhow::{bail, ensure, Context, Result};
-use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
+use anyhow::{bail, ensure, Result};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -331,7 +330,7 @@ fn x86_imgbuild(run: &mut Run, fx: &Path, info: &FixtureInfo) {
     }
     let out = run.out.clone();
     run.boot_counting(fx, &out);
-    appliance(run, info);
+    appliance::appliance(run, info);
     // The same disk in the containers hypervisors take, read by QEMU's own drivers.
     for (format, disk) in [
         (Format::QemuEfi, Disk::Virtio),
@@ -352,72 +351,6 @@ fn x86_imgbuild(run: &mut Run, fx: &Path, info: &FixtureInfo) {
                 info,
             );
         }
-    }
-}
-
-/// Issue 26: the appliance (dm-verity store) boots, the initrd mapping the store from
-/// `usrhash=` and reading every block through dm-verity; with one byte of the store partition
-/// flipped (at its middle, from the manifest's `verity.data`), the kernel refuses the block.
-fn appliance(run: &mut Run, info: &FixtureInfo) {
-    let Some(img) = run.step("imgbuild appliance image (dm-verity store)", || {
-        let img = boot::imgbuild_image(Format::Appliance)?;
-        let root = verity_data(&img)?.2;
-        Ok((img, format!("root hash {root}")))
-    }) else {
-        return;
-    };
-    run.boot(
-        "boot imgbuild appliance (virtio, verity store)",
-        Format::Appliance,
-        &img,
-        Disk::Virtio,
-        info,
-    );
-    let bad = run.out.join("appliance-flipped-store-byte.img");
-    let made = run.step(
-        "appliance with one store byte flipped (negative control)",
-        || {
-            let (offset, size, _) = verity_data(&img)?;
-            util::run(cmd("cp").arg("--sparse=always").arg(&img).arg(&bad))?;
-            let at = offset + size / 2;
-            let mut f = fs::OpenOptions::new().read(true).write(true).open(&bad)?;
-            let mut b = [0u8; 1];
-            f.seek(SeekFrom::Start(at))?;
-            f.read_exact(&mut b)?;
-            b[0] ^= 0xff;
-            f.seek(SeekFrom::Start(at))?;
-            f.write_all(&b)?;
-            Ok(((), format!("byte {at} flipped")))
-        },
-    );
-    if made.is_some() {
-        run.expect_fail(
-            "negative control: a flipped store byte must FAIL (dm-verity)",
-            Format::Appliance,
-            &bad,
-            "dm-verity refused a block",
-        );
-    }
-}
-
-/// The appliance manifest's store partition (offset, size) and root hash.
-fn verity_data(img: &Path) -> Result<(u64, u64, String)> {
-    let mut name = img.as_os_str().to_owned();
-    name.push(".json");
-    let m: serde_json::Value = serde_json::from_slice(
-        &fs::read(&name).with_context(|| format!("reading {}", Path::new(&name).display()))?,
-    )?;
-    let v = &m["verity"];
-    match (
-        v["data"]["offset"].as_u64(),
-        v["data"]["size"].as_u64(),
-        v["root_hash"].as_str(),
-    ) {
-        (Some(o), Some(s), Some(r)) => Ok((o, s, r.to_string())),
-        _ => bail!(
-            "{} has no verity.data offset/size and root_hash",
-            Path::new(&name).display()
-        ),
     }
 }
 
