@@ -21,5 +21,6 @@ mod live_check;
 mod lxc;
 mod netboot;
 mod oracle;
+mod secure_boot;
 mod sizes;
 mod unprivileged;

@@ -16,6 +16,7 @@ mod treemap;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use imgbuild_plan::add::{Add, AddTarget};
+use imgbuild_plan::secure_boot::{Enroll, SecureBootOptions};
 use imgbuild_plan::{
     self as plan, format::parse_size, Compression, Dedup, DiskSize, Format, InputSpec, Inputs,
     Options, OutputOptions,
@@ -289,6 +290,49 @@ struct EspArgs {
     /// Size of the EFI system partition (units as --size) [default: the format's, 512MiB]
     #[arg(long, value_parser = size_arg, value_name = "SIZE")]
     esp_size: Option<u64>,
+    /// Secure Boot: sign every EFI executable of the ESP (systemd-boot, EFI/Linux/*.efi) with
+    /// this RSA private key (PEM, unencrypted) and write loader/keys/auto/{PK,KEK,db}.auth
+    /// enrolling its certificate; the key never enters the image or the manifest
+    #[arg(long, value_name = "FILE", requires = "secure_boot_cert")]
+    secure_boot_key: Option<PathBuf>,
+    /// The X.509 certificate (PEM or DER) of --secure-boot-key: PK, KEK and db at once
+    #[arg(long, value_name = "FILE", requires = "secure_boot_key")]
+    secure_boot_cert: Option<PathBuf>,
+    /// systemd-boot's `secure-boot-enroll` in loader.conf: if-safe (systemd 253+) enrols the
+    /// keys by itself in a VM in setup mode, force on any machine in setup mode [default: no
+    /// line, systemd-boot's default]
+    #[arg(long, value_enum, value_name = "MODE", requires = "secure_boot_key")]
+    secure_boot_enroll: Option<EnrollArg>,
+}
+
+/// `--secure-boot-enroll`'s values, systemd-boot's.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum EnrollArg {
+    Off,
+    Manual,
+    IfSafe,
+    Force,
+}
+
+impl EspArgs {
+    /// The Secure Boot options, when a key was given.
+    fn secure_boot(&self) -> Option<SecureBootOptions> {
+        let (key, cert) = (
+            self.secure_boot_key.clone()?,
+            self.secure_boot_cert.clone()?,
+        );
+        Some(SecureBootOptions {
+            key,
+            cert,
+            enroll: match self.secure_boot_enroll {
+                None => Enroll::Default,
+                Some(EnrollArg::Off) => Enroll::Off,
+                Some(EnrollArg::Manual) => Enroll::Manual,
+                Some(EnrollArg::IfSafe) => Enroll::IfSafe,
+                Some(EnrollArg::Force) => Enroll::Force,
+            },
+        })
+    }
 }
 
 /// Options of Raspberry Pi formats.
@@ -385,6 +429,7 @@ fn run_build(
     esp: Option<EspArgs>,
     pi: Option<PiArgs>,
 ) -> Result<()> {
+    let secure_boot = esp.as_ref().and_then(EspArgs::secure_boot);
     let esp_size = esp.and_then(|e| e.esp_size);
     let (firmware, disk_id) = pi.map_or((None, None), |p| (p.firmware, p.disk_id));
     let format = Format::load(format_name)?;
@@ -434,6 +479,7 @@ fn run_build(
             (false, false) => Dedup::On,
         },
         check_system: !a.no_system_check,
+        secure_boot,
     };
     if a.dry_run {
         return dry_run(&format, &inputs, &opts, &progress, a.json);

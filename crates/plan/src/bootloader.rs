@@ -33,6 +33,10 @@ pub struct BootNote {
     /// Tries of the new entry, when boot counting is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub boot_counting: Option<u32>,
+    /// The ESP's PE files signed for Secure Boot, the certificate's fingerprint and the
+    /// enrolment files (`--secure-boot-key`/`--secure-boot-cert`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secure_boot: Option<crate::secure_boot::SecureBootNote>,
 }
 
 /// The settings the boot files are written with, every default applied.
@@ -145,6 +149,7 @@ fn resolve(
             assumed: (!assumed.is_empty()).then(|| assumed.join("; ")),
             entry: None,
             boot_counting,
+            secure_boot: None,
         },
     }
 }

@@ -134,6 +134,29 @@ pub enum Error {
         /// The GRUB crate's error.
         source: imgbuild_grub::Error,
     },
+    #[error("Secure Boot: {what}")]
+    /// Signing the ESP's files or writing the key enrolment files failed.
+    SecureBoot {
+        /// What was being done (`signing `/EFI/BOOT/BOOTX64.EFI``).
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(
+        "--secure-boot-enroll {value}: the closure's systemd {systemd} does not know it \
+         (systemd-boot 252 knows off, manual and force; if-safe came with 253)"
+    )]
+    /// A `secure-boot-enroll` value the closure's systemd-boot does not read.
+    EnrollNotKnown {
+        /// The value asked for.
+        value: &'static str,
+        /// The closure's systemd major version.
+        systemd: u32,
+    },
+    #[error("the ESP has no loader/loader.conf in memory to add secure-boot-enroll to")]
+    /// The systemd-boot ESP lacks the loader.conf the boot crate writes.
+    NoLoaderConf,
     #[error("no systemd-boot in the closure: looked for `{0}`")]
     /// The closure holds no systemd-boot EFI binary (the path looked for).
     NoSystemdBoot(String),

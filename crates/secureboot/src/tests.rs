@@ -8,20 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("skipped: `{tool}` is not installed (apt install sbsigntool osslsigncode efitools openssl)");
-    }
-    found
+    imgbuild_testutil::have_tool(tool, "apt install sbsigntool osslsigncode efitools openssl")
 }
 
 /// A key and self-signed certificate made with `openssl req -x509`, in a temporary directory.
 struct Keys {
     dir: tempfile::TempDir,
+    key: PathBuf,
+    cert: PathBuf,
 }
 
 impl Keys {
@@ -30,25 +24,14 @@ impl Keys {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
-        imgbuild_testutil::run(
-            Command::new("openssl")
-                .args([
-                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
-                ])
-                .arg("-subj")
-                .arg(format!("/CN={cn}/"))
-                .arg("-keyout")
-                .arg(dir.path().join("key.pem"))
-                .arg("-out")
-                .arg(dir.path().join("cert.pem")),
-        );
-        Some(Keys { dir })
+        let (key, cert) = imgbuild_testutil::self_signed_keys(dir.path(), cn);
+        Some(Keys { dir, key, cert })
     }
     fn key(&self) -> PathBuf {
-        self.dir.path().join("key.pem")
+        self.key.clone()
     }
     fn cert(&self) -> PathBuf {
-        self.dir.path().join("cert.pem")
+        self.cert.clone()
     }
     fn signer(&self) -> Signer {
         let cert = Cert::from_pem_or_der(&std::fs::read(self.cert()).unwrap()).unwrap();

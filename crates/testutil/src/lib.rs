@@ -3,6 +3,8 @@
 //!
 //! - [`run`], [`run_output`], [`output`]: run a tool, with its command line, status, stdout and
 //!   stderr in the panic message when it fails (every oracle test runs other people's tools);
+//! - [`have_tool`]: whether a judge is installed (a test without it says so and skips);
+//!   [`self_signed_keys`]: an `openssl`-made key and certificate for signing tests;
 //! - [`noise`], [`Rng`]: deterministic pseudo-random bytes and numbers (xorshift64*);
 //! - [`crc32`]: CRC-32 (IEEE), bitwise, independent of the crates under test;
 //! - [`error_chain`]: an error with its sources, as the CLI prints it (what message tests check);
@@ -57,6 +59,41 @@ pub fn output(cmd: &mut Command) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// Whether `tool` is on the PATH; when not, says on stderr that the test is skipped and how
+/// to get it (`install`: e.g. `apt install sbsigntool`).
+pub fn have_tool(tool: &str, install: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("skipped: `{tool}` is not installed ({install})");
+    }
+    found
+}
+
+/// A fresh RSA-2048 key and self-signed certificate (`openssl req -x509 -nodes`, PEM) named
+/// after `cn` in `dir`: (key, certificate). Keys for signing tests are made at test time,
+/// never committed.
+pub fn self_signed_keys(
+    dir: &std::path::Path,
+    cn: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (key, cert) = (dir.join(format!("{cn}.key")), dir.join(format!("{cn}.pem")));
+    run(Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+        ])
+        .arg("-subj")
+        .arg(format!("/CN={cn}/"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    (key, cert)
 }
 
 /// `len` deterministic pseudo-random bytes from `seed`.

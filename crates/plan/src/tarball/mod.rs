@@ -59,6 +59,7 @@ pub(crate) fn build(s: &Stages) -> Result<Manifest> {
             )),
             entry: None,
             boot_counting: None,
+            secure_boot: None,
         },
     };
     crate::pool(cx.threads)?

@@ -58,6 +58,10 @@ pub(super) fn esp_tree(
     let files = esp.files;
     let mut tree = Tree::new(dir_meta(time));
     add_boot_files(&mut tree, "/", &files, &inputs.store, time)?;
+    if let Some(sb) = &cx.opts.secure_boot {
+        let efi = efi.to_path_buf().display().to_string();
+        choice.note.secure_boot = Some(crate::secure_boot::apply(cx, sb, &mut tree, &efi)?);
+    }
     Ok(tree)
 }
 

@@ -1,0 +1,283 @@
+//! Secure Boot at image time (`--secure-boot-key`, `--secure-boot-cert`): every PE file the
+//! systemd-boot ESP holds is signed in memory (Authenticode, `imgbuild-secureboot`), and
+//! `loader/keys/auto/{PK,KEK,db}.auth` enrol the certificate with systemd-boot's
+//! `secure-boot-enroll` (a line added to `loader/loader.conf`).
+//!
+//! Signed: `EFI/systemd/*.efi`, `EFI/BOOT/*.efi` and `EFI/Linux/*.efi` (names compared
+//! case-insensitively, as FAT does). One key pair: the certificate is PK, KEK and db at
+//! once, and each `.auth` is signed by its key (so the PK signs KEK and the KEK signs db).
+//! Their timestamp is `SOURCE_DATE_EPOCH`; the owner GUID of the signature lists derives
+//! from the certificate ([`crate::ids::secure_boot_owner`]), so every image signed with one
+//! key enrols the same lists. The private key is read, used and dropped: only the
+//! certificate enters the image, and the manifest records its SHA-256 and the files signed.
+//!
+//! systemd-boot's `secure-boot-enroll` (loader.conf(5), `src/boot/efi/boot.c`): systemd 252
+//! knows `off`, `manual` and `force`; 253 added `if-safe` (auto-enrol only where it is known
+//! to be safe: in a virtual machine). With `if-safe` or `force` the `auto` key directory is
+//! enrolled without asking when the firmware is in setup mode. `force` on real hardware can
+//! lock out option ROMs signed by Microsoft's keys, which these lists do not hold.
+
+use std::path::PathBuf;
+
+use imgbuild_fstree::{FileData, Kind, Node, NodeId, Tree};
+use imgbuild_secureboot as sb;
+use serde::Serialize;
+
+use crate::options::Context;
+use crate::trees::{dir_meta, file_meta};
+use crate::{Error, Result};
+
+/// How systemd-boot enrols the keys in `loader/keys/auto` (its `secure-boot-enroll`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Enroll {
+    /// No line: systemd-boot's default (`manual` in 252, `if-safe` from 253 on).
+    Default,
+    /// `off`: no key entries in the menu.
+    Off,
+    /// `manual`: a menu entry per key directory, enrolled when chosen.
+    Manual,
+    /// `if-safe` (systemd 253 and later): enrolled without asking in a virtual machine.
+    IfSafe,
+    /// `force`: enrolled without asking, after a countdown, on any machine in setup mode.
+    Force,
+}
+
+impl Enroll {
+    /// The loader.conf value, or none for [`Enroll::Default`].
+    pub fn value(self) -> Option<&'static str> {
+        match self {
+            Enroll::Default => None,
+            Enroll::Off => Some("off"),
+            Enroll::Manual => Some("manual"),
+            Enroll::IfSafe => Some("if-safe"),
+            Enroll::Force => Some("force"),
+        }
+    }
+}
+
+/// The key and certificate that sign the ESP's PE files, and how the keys are enrolled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecureBootOptions {
+    /// The RSA private key (PEM: PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`).
+    pub key: PathBuf,
+    /// Its X.509 certificate (PEM or DER).
+    pub cert: PathBuf,
+    /// systemd-boot's `secure-boot-enroll`.
+    pub enroll: Enroll,
+}
+
+/// What the manifest says of the signing (never the key).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SecureBootNote {
+    /// SHA-256 of the certificate's DER (`openssl x509 -noout -fingerprint -sha256`).
+    pub certificate_sha256: String,
+    /// The owner GUID of the enrolled signature lists.
+    pub owner: String,
+    /// The PE files signed (ESP paths), each with its Authenticode image hash.
+    pub signed: Vec<SignedFile>,
+    /// The enrolment files written (`loader/keys/auto/PK.auth`, ...).
+    pub enrol_files: Vec<String>,
+    /// The `secure-boot-enroll` written to loader.conf (absent: systemd-boot's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enroll: Option<&'static str>,
+}
+
+/// One signed PE file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SignedFile {
+    /// Its path on the ESP.
+    pub path: String,
+    /// Its Authenticode SHA-256 image hash (what `sbverify` and `osslsigncode` check).
+    pub image_hash: String,
+}
+
+/// A key file or certificate (a few KiB): read whole, so bounded.
+const KEY_FILE: imgbuild_blockio::InputKind = imgbuild_blockio::InputKind {
+    what: "Secure Boot key or certificate",
+    max_bytes: sb::keys::MAX_PEM as u64,
+};
+
+/// A PE file signed in memory: systemd-boot is ~100 KiB, a UKI tens of MiB.
+const PE_FILE: imgbuild_blockio::InputKind = imgbuild_blockio::InputKind {
+    what: "EFI executable",
+    max_bytes: sb::pe::MAX_IMAGE as u64,
+};
+
+fn sb_err(what: String) -> impl FnOnce(sb::SignError) -> Error {
+    move |source| Error::SecureBoot {
+        what,
+        source: Box::new(source),
+    }
+}
+
+/// The signer of `opts`: the certificate read and checked against the key.
+pub(crate) fn signer(opts: &SecureBootOptions) -> Result<sb::Signer> {
+    let cert = imgbuild_blockio::read_input(&opts.cert, KEY_FILE)?;
+    let key = imgbuild_blockio::read_input(&opts.key, KEY_FILE)?;
+    let what = || {
+        format!(
+            "the key `{}` and certificate `{}`",
+            opts.key.display(),
+            opts.cert.display()
+        )
+    };
+    let cert = sb::Cert::from_pem_or_der(&cert).map_err(|e| sb_err(what())(e.into()))?;
+    sb::Signer::new(&key, cert).map_err(|e| sb_err(what())(e.into()))
+}
+
+/// The first number of a systemd store path's version (`…-systemd-252.39` -> 252).
+fn systemd_major(efi: &str) -> Option<u32> {
+    let name = efi.split('/').find(|c| c.contains("-systemd-"))?;
+    let ver = name.split_once("-systemd-")?.1;
+    let digits: String = ver.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Whether a path of the ESP is a PE file systemd-boot or the firmware loads.
+fn is_signed_path(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    let dirs = ["/efi/systemd/", "/efi/boot/", "/efi/linux/"];
+    lower.ends_with(".efi")
+        && dirs.iter().any(|d| {
+            lower
+                .strip_prefix(d)
+                .is_some_and(|rest| !rest.contains('/'))
+        })
+}
+
+/// Every file of `tree` with its path, directories first, in tree order.
+fn files(tree: &Tree) -> Vec<(String, NodeId)> {
+    let mut out = Vec::new();
+    let mut stack = vec![(String::new(), imgbuild_fstree::ROOT)];
+    while let Some((dir, id)) = stack.pop() {
+        for (name, child) in tree.children(id) {
+            let path = format!("{dir}/{}", String::from_utf8_lossy(name));
+            match tree.node(child).kind {
+                Kind::Dir(_) => stack.push((path, child)),
+                Kind::File(_) => out.push((path, child)),
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Signs the ESP's PE files, adds the enrolment files and the loader.conf line. `efi` is the
+/// logical path of the closure's systemd-boot (its systemd version decides what
+/// `secure-boot-enroll` values exist).
+pub(crate) fn apply(
+    cx: &Context,
+    opts: &SecureBootOptions,
+    tree: &mut Tree,
+    efi: &str,
+) -> Result<SecureBootNote> {
+    let major = systemd_major(efi);
+    if opts.enroll == Enroll::IfSafe && major.is_some_and(|m| m < 253) {
+        return Err(Error::EnrollNotKnown {
+            value: "if-safe",
+            systemd: major.unwrap_or(0),
+        });
+    }
+    let signer = signer(opts)?;
+    let mut signed = Vec::new();
+    for (path, id) in files(tree) {
+        if !is_signed_path(&path) {
+            continue;
+        }
+        let bytes = match &tree.node(id).kind {
+            Kind::File(FileData::Bytes(b)) => b.to_vec(),
+            Kind::File(FileData::Host { path: host, .. }) => {
+                imgbuild_blockio::read_input(host, PE_FILE)?
+            }
+            _ => continue,
+        };
+        let out = sb::sign(&bytes, &signer).map_err(sb_err(format!("signing `{path}`")))?;
+        let hash = sb::pe::image_hash(&out).map_err(|e| sb_err(format!("`{path}`"))(e.into()))?;
+        tree.node_mut(id).kind = Kind::File(FileData::Bytes(out.into()));
+        signed.push(SignedFile {
+            path,
+            image_hash: sb::authenticode::hex(&hash),
+        });
+    }
+    let owner = crate::ids::secure_boot_owner(&signer.cert().fingerprint());
+    let time = sb::EfiTime::from_unix(cx.time);
+    let auth = sb::key_files(&signer, owner, time).map_err(|source| Error::SecureBoot {
+        what: "writing the key enrolment files".into(),
+        source: Box::new(source),
+    })?;
+    let dir = tree
+        .mkdir_p(b"/loader/keys/auto", dir_meta(cx.time))
+        .map_err(|source| Error::Tree {
+            what: "/loader/keys/auto".into(),
+            source,
+        })?;
+    let mut enrol_files = Vec::new();
+    for (var, bytes) in auth {
+        let name = format!("{}.auth", var.name());
+        tree.insert(dir, name.as_bytes(), Node::bytes(file_meta(cx.time), bytes))
+            .map_err(|source| Error::Tree {
+                what: format!("/loader/keys/auto/{name}"),
+                source,
+            })?;
+        enrol_files.push(format!("/loader/keys/auto/{name}"));
+    }
+    if let Some(v) = opts.enroll.value() {
+        add_loader_line(tree, &format!("secure-boot-enroll {v}\n"))?;
+    }
+    Ok(SecureBootNote {
+        certificate_sha256: sb::authenticode::hex(&signer.cert().fingerprint()),
+        owner: owner.to_string(),
+        signed,
+        enrol_files,
+        enroll: opts.enroll.value(),
+    })
+}
+
+/// Appends `line` to `loader/loader.conf` (written by the boot crate, in memory).
+fn add_loader_line(tree: &mut Tree, line: &str) -> Result<()> {
+    let id = tree
+        .lookup(b"/loader/loader.conf")
+        .ok_or(Error::NoLoaderConf)?;
+    let Kind::File(FileData::Bytes(text)) = &tree.node(id).kind else {
+        return Err(Error::NoLoaderConf);
+    };
+    let mut text = text.to_vec();
+    text.extend_from_slice(line.as_bytes());
+    tree.node_mut(id).kind = Kind::File(FileData::Bytes(text.into()));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signed_paths_are_the_loaders_and_ukis() {
+        for p in [
+            "/EFI/systemd/systemd-bootx64.efi",
+            "/EFI/BOOT/BOOTX64.EFI",
+            "/EFI/Linux/nixos-1.efi",
+            "/efi/boot/bootaa64.efi",
+        ] {
+            assert!(is_signed_path(p), "{p}");
+        }
+        for p in [
+            "/EFI/nixos/abc-linux-bzImage.efi",
+            "/EFI/Linux/sub/x.efi",
+            "/loader/loader.conf",
+            "/EFI/BOOT/notes.txt",
+        ] {
+            assert!(!is_signed_path(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn systemd_version_from_the_store_path() {
+        let p = "/nix/store/ic5i-systemd-252.39/lib/systemd/boot/efi/systemd-bootx64.efi";
+        assert_eq!(systemd_major(p), Some(252));
+        assert_eq!(systemd_major("/nix/store/x-systemd-257.5/lib"), Some(257));
+        assert_eq!(systemd_major("/nix/store/x-sd/b.efi"), None);
+    }
+}
