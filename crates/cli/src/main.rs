@@ -11,12 +11,12 @@ mod ext4_cmd;
 mod flash_cmd;
 mod inspect_cmd;
 mod progress;
+mod secure_boot_args;
 mod treemap;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use imgbuild_plan::add::{Add, AddTarget};
-use imgbuild_plan::secure_boot::{Enroll, SecureBootOptions};
 use imgbuild_plan::{
     self as plan, format::parse_size, Compression, Dedup, DiskSize, Format, InputSpec, Inputs,
     Options, OutputOptions,
@@ -302,37 +302,7 @@ struct EspArgs {
     /// keys by itself in a VM in setup mode, force on any machine in setup mode [default: no
     /// line, systemd-boot's default]
     #[arg(long, value_enum, value_name = "MODE", requires = "secure_boot_key")]
-    secure_boot_enroll: Option<EnrollArg>,
-}
-
-/// `--secure-boot-enroll`'s values, systemd-boot's.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum EnrollArg {
-    Off,
-    Manual,
-    IfSafe,
-    Force,
-}
-
-impl EspArgs {
-    /// The Secure Boot options, when a key was given.
-    fn secure_boot(&self) -> Option<SecureBootOptions> {
-        let (key, cert) = (
-            self.secure_boot_key.clone()?,
-            self.secure_boot_cert.clone()?,
-        );
-        Some(SecureBootOptions {
-            key,
-            cert,
-            enroll: match self.secure_boot_enroll {
-                None => Enroll::Default,
-                Some(EnrollArg::Off) => Enroll::Off,
-                Some(EnrollArg::Manual) => Enroll::Manual,
-                Some(EnrollArg::IfSafe) => Enroll::IfSafe,
-                Some(EnrollArg::Force) => Enroll::Force,
-            },
-        })
-    }
+    secure_boot_enroll: Option<secure_boot_args::EnrollArg>,
 }
 
 /// Options of Raspberry Pi formats.

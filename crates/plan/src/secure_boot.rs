@@ -19,12 +19,10 @@
 
 use std::path::PathBuf;
 
-use imgbuild_fstree::{FileData, Kind, Node, NodeId, Tree};
+use imgbuild_fstree::{FileData, Kind, Meta, Node, NodeId, Tree};
 use imgbuild_secureboot as sb;
 use serde::Serialize;
 
-use crate::options::Context;
-use crate::trees::{dir_meta, file_meta};
 use crate::{Error, Result};
 
 /// How systemd-boot enrols the keys in `loader/keys/auto` (its `secure-boot-enroll`).
@@ -166,9 +164,9 @@ fn files(tree: &Tree) -> Vec<(String, NodeId)> {
 
 /// Signs the ESP's PE files, adds the enrolment files and the loader.conf line. `efi` is the
 /// logical path of the closure's systemd-boot (its systemd version decides what
-/// `secure-boot-enroll` values exist).
+/// `secure-boot-enroll` values exist); `time` is `SOURCE_DATE_EPOCH`.
 pub(crate) fn apply(
-    cx: &Context,
+    time: i64,
     opts: &SecureBootOptions,
     tree: &mut Tree,
     efi: &str,
@@ -202,13 +200,14 @@ pub(crate) fn apply(
         });
     }
     let owner = crate::ids::secure_boot_owner(&signer.cert().fingerprint());
-    let time = sb::EfiTime::from_unix(cx.time);
-    let auth = sb::key_files(&signer, owner, time).map_err(|source| Error::SecureBoot {
+    let efi_time = sb::EfiTime::from_unix(time);
+    let auth = sb::key_files(&signer, owner, efi_time).map_err(|source| Error::SecureBoot {
         what: "writing the key enrolment files".into(),
         source: Box::new(source),
     })?;
     let dir = tree
-        .mkdir_p(b"/loader/keys/auto", dir_meta(cx.time))
+        // As `trees` makes the ESP's directories and files (FAT keeps no modes or owners).
+        .mkdir_p(b"/loader/keys/auto", Meta::new(0o755, 0, 0, time))
         .map_err(|source| Error::Tree {
             what: "/loader/keys/auto".into(),
             source,
@@ -216,7 +215,8 @@ pub(crate) fn apply(
     let mut enrol_files = Vec::new();
     for (var, bytes) in auth {
         let name = format!("{}.auth", var.name());
-        tree.insert(dir, name.as_bytes(), Node::bytes(file_meta(cx.time), bytes))
+        let meta = Meta::new(0o644, 0, 0, time);
+        tree.insert(dir, name.as_bytes(), Node::bytes(meta, bytes))
             .map_err(|source| Error::Tree {
                 what: format!("/loader/keys/auto/{name}"),
                 source,

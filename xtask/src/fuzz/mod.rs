@@ -70,9 +70,10 @@ pub enum Target {
     Bootspec,
     Grub,
     Verity,
+    Authenticode,
 }
 
-const ALL: [Target; 19] = [
+const ALL: [Target; 20] = [
     Target::Gpt,
     Target::Mbr,
     Target::Ext4,
@@ -92,6 +93,7 @@ const ALL: [Target; 19] = [
     Target::Bootspec,
     Target::Grub,
     Target::Verity,
+    Target::Authenticode,
 ];
 
 impl Target {
@@ -116,6 +118,7 @@ impl Target {
             Target::Bootspec => "bootspec",
             Target::Grub => "grub",
             Target::Verity => "verity",
+            Target::Authenticode => "authenticode",
         }
     }
 
@@ -146,7 +149,7 @@ impl Target {
 
     /// A reader of a byte string ([`blob`]): mutated and read in memory, like text.
     pub fn is_blob(self) -> bool {
-        matches!(self, Target::Grub | Target::Verity)
+        matches!(self, Target::Grub | Target::Verity | Target::Authenticode)
     }
 
     /// Whether cases hold their whole input in memory (text and byte-string targets)
@@ -195,6 +198,7 @@ impl Target {
             ],
             Target::Grub => blob::seeds::GRUB,
             Target::Verity => blob::seeds::VERITY,
+            Target::Authenticode => blob::authenticode::SEEDS,
         }
     }
 }

@@ -60,7 +60,7 @@ pub(super) fn esp_tree(
     add_boot_files(&mut tree, "/", &files, &inputs.store, time)?;
     if let Some(sb) = &cx.opts.secure_boot {
         let efi = efi.to_path_buf().display().to_string();
-        choice.note.secure_boot = Some(crate::secure_boot::apply(cx, sb, &mut tree, &efi)?);
+        choice.note.secure_boot = Some(crate::secure_boot::apply(time, sb, &mut tree, &efi)?);
     }
     Ok(tree)
 }

@@ -1,10 +1,12 @@
 //! The byte-string targets: readers that take a slice rather than an image file, fuzzed in
 //! memory like the text targets. `grub`: an installed i386-pc GRUB setup read back from a
 //! disk's first sectors (`core_sector`, `read_core`, and through it `decompress`); `verity`:
-//! the veritysetup superblock (`Superblock::parse`). Mutations are structure-aware (see
+//! the veritysetup superblock (`Superblock::parse`); `authenticode`: a signed PE image
+//! (`imgbuild-secureboot`'s PE layout, image hash, PKCS#7 and `verify`). Mutations are structure-aware (see
 //! [`grub::mutate`] and [`verity_mutate`]); a case fails on a panic, a hang or too much
 //! memory, and on a broken invariant of what a reader accepted (asserted here).
 
+pub mod authenticode;
 mod grub;
 pub mod seeds;
 
@@ -74,6 +76,7 @@ fn raw(rng: &mut Rng, b: &mut Vec<u8>) -> &'static str {
 pub fn mutate(target: Target, name: &str, rng: &mut Rng, seed: &[u8]) -> (Vec<u8>, Vec<String>) {
     match target {
         Target::Grub => grub::mutate(name, rng, seed),
+        Target::Authenticode => authenticode::mutate(rng, seed),
         _ => verity_mutate(rng, seed),
     }
 }
@@ -83,6 +86,7 @@ pub fn mutate(target: Target, name: &str, rng: &mut Rng, seed: &[u8]) -> (Vec<u8
 pub fn parse(target: Target, input: &[u8]) -> Option<String> {
     let r = match target {
         Target::Grub => grub::read(input),
+        Target::Authenticode => authenticode::read(input),
         _ => verity_read(input),
     };
     r.err().map(|e| format!("{e:#}"))

@@ -101,7 +101,8 @@ fn seed_map(target: Target, path: &Path, len: u64) -> Result<(Map, Fixup)> {
         | Target::Registration
         | Target::Bootspec
         | Target::Grub
-        | Target::Verity => Fixup::None,
+        | Target::Verity
+        | Target::Authenticode => Fixup::None,
     };
     if !disk && m.ranges.is_empty() {
         m.ranges.push((0, len.min(64 << 10)));
