@@ -75,10 +75,11 @@ fn signed_systemd_boot_verifies_and_two_builds_are_identical() {
         .iter()
         .map(|f| f["path"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        signed,
-        ["/EFI/BOOT/BOOTX64.EFI", "/EFI/systemd/systemd-bootx64.efi"]
-    );
+    // The boot loader's two copies and the kernel (a PE with the EFI stub), not the initrd.
+    assert_eq!(signed.len(), 3, "{signed:?}");
+    assert_eq!(signed[0], "/EFI/BOOT/BOOTX64.EFI");
+    assert!(signed[1].starts_with("/EFI/nixos/") && signed[1].ends_with("-bzImage.efi"));
+    assert_eq!(signed[2], "/EFI/systemd/systemd-bootx64.efi");
     // The certificate's fingerprint, as openssl computes it; nothing of the key.
     let fp = stdout(
         Command::new("openssl")

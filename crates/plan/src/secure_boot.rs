@@ -4,7 +4,9 @@
 //! `secure-boot-enroll` (a line added to `loader/loader.conf`).
 //!
 //! Signed: `EFI/systemd/*.efi`, `EFI/BOOT/*.efi` and `EFI/Linux/*.efi` (names compared
-//! case-insensitively, as FAT does). One key pair: the certificate is PK, KEK and db at
+//! case-insensitively, as FAT does; each must be a PE image), and the kernels of
+//! `EFI/nixos/` (the `*.efi` there that start with `MZ`; their initrds are not PE files and
+//! are not verified by the firmware: only a UKI covers the initrd and command line). One key pair: the certificate is PK, KEK and db at
 //! once, and each `.auth` is signed by its key (so the PK signs KEK and the KEK signs db).
 //! Their timestamp is `SOURCE_DATE_EPOCH`; the owner GUID of the signature lists derives
 //! from the certificate ([`crate::ids::secure_boot_owner`]), so every image signed with one
@@ -132,16 +134,74 @@ fn systemd_major(efi: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// Whether a path of the ESP is a PE file systemd-boot or the firmware loads.
-fn is_signed_path(path: &str) -> bool {
+/// Which of the ESP's files are signed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sign {
+    /// Not a file the firmware or systemd-boot loads as an executable.
+    No,
+    /// A boot loader or UKI: must be a PE image.
+    Always,
+    /// `EFI/nixos/*.efi`: the kernels (PE images with the EFI stub) are signed, so that
+    /// systemd-boot may start them under Secure Boot; the initrds beside them (same suffix,
+    /// not PE) are left as they are.
+    IfPe,
+}
+
+/// What is signed of a path of the ESP.
+fn sign_kind(path: &str) -> Sign {
     let lower = path.to_ascii_lowercase();
-    let dirs = ["/efi/systemd/", "/efi/boot/", "/efi/linux/"];
-    lower.ends_with(".efi")
-        && dirs.iter().any(|d| {
-            lower
-                .strip_prefix(d)
-                .is_some_and(|rest| !rest.contains('/'))
-        })
+    let in_dir = |d: &str| {
+        lower
+            .strip_prefix(d)
+            .is_some_and(|rest| !rest.contains('/'))
+    };
+    if !lower.ends_with(".efi") {
+        Sign::No
+    } else if ["/efi/systemd/", "/efi/boot/", "/efi/linux/"]
+        .iter()
+        .any(|d| in_dir(d))
+    {
+        Sign::Always
+    } else if in_dir("/efi/nixos/") {
+        Sign::IfPe
+    } else {
+        Sign::No
+    }
+}
+
+/// Any file, opened only to look at its first two bytes.
+const SNIFF: imgbuild_blockio::InputKind = imgbuild_blockio::InputKind {
+    what: "EFI file",
+    max_bytes: u64::MAX,
+};
+
+/// The bytes of a file of the ESP to sign, or none when `kind` is [`Sign::IfPe`] and it does
+/// not start with `MZ`.
+fn pe_bytes(data: &FileData, kind: Sign) -> Result<Option<Vec<u8>>> {
+    let host = match data {
+        FileData::Bytes(b) if kind == Sign::Always || b.starts_with(b"MZ") => {
+            return Ok(Some(b.to_vec()))
+        }
+        FileData::Bytes(_) => return Ok(None),
+        FileData::Host { path, .. } => path,
+    };
+    if kind == Sign::IfPe {
+        use std::os::unix::fs::FileExt;
+        let input = imgbuild_blockio::open_input(host, SNIFF)?;
+        let mut magic = [0u8; 2];
+        let n = input
+            .file()
+            .read_at(&mut magic, 0)
+            .map_err(|source| Error::Io {
+                op: "reading",
+                path: host.clone(),
+                source,
+            })?;
+        if n < 2 || magic != *b"MZ" {
+            return Ok(None);
+        }
+    }
+    Ok(Some(imgbuild_blockio::read_input(host, PE_FILE)?))
 }
 
 /// Every file of `tree` with its path, directories first, in tree order.
@@ -181,15 +241,15 @@ pub(crate) fn apply(
     let signer = signer(opts)?;
     let mut signed = Vec::new();
     for (path, id) in files(tree) {
-        if !is_signed_path(&path) {
+        let kind = sign_kind(&path);
+        let Kind::File(data) = &tree.node(id).kind else {
+            continue;
+        };
+        if kind == Sign::No {
             continue;
         }
-        let bytes = match &tree.node(id).kind {
-            Kind::File(FileData::Bytes(b)) => b.to_vec(),
-            Kind::File(FileData::Host { path: host, .. }) => {
-                imgbuild_blockio::read_input(host, PE_FILE)?
-            }
-            _ => continue,
+        let Some(bytes) = pe_bytes(data, kind)? else {
+            continue;
         };
         let out = sb::sign(&bytes, &signer).map_err(sb_err(format!("signing `{path}`")))?;
         let hash = sb::pe::image_hash(&out).map_err(|e| sb_err(format!("`{path}`"))(e.into()))?;
@@ -254,23 +314,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signed_paths_are_the_loaders_and_ukis() {
+    fn signed_paths_are_the_loaders_ukis_and_kernels() {
         for p in [
             "/EFI/systemd/systemd-bootx64.efi",
             "/EFI/BOOT/BOOTX64.EFI",
             "/EFI/Linux/nixos-1.efi",
             "/efi/boot/bootaa64.efi",
         ] {
-            assert!(is_signed_path(p), "{p}");
+            assert_eq!(sign_kind(p), Sign::Always, "{p}");
         }
         for p in [
             "/EFI/nixos/abc-linux-bzImage.efi",
+            "/EFI/nixos/abc-initrd-linux-initrd.efi",
+        ] {
+            assert_eq!(sign_kind(p), Sign::IfPe, "{p}");
+        }
+        for p in [
+            "/EFI/nixos/.extra-files/x.efi",
             "/EFI/Linux/sub/x.efi",
             "/loader/loader.conf",
             "/EFI/BOOT/notes.txt",
         ] {
-            assert!(!is_signed_path(p), "{p}");
+            assert_eq!(sign_kind(p), Sign::No, "{p}");
         }
+        let text = FileData::Bytes(b"initrd".as_slice().into());
+        assert_eq!(pe_bytes(&text, Sign::IfPe).unwrap(), None);
+        let pe = FileData::Bytes(b"MZ..".as_slice().into());
+        assert_eq!(pe_bytes(&pe, Sign::IfPe).unwrap(), Some(b"MZ..".to_vec()));
     }
 
     #[test]
