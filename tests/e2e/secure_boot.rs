@@ -20,27 +20,46 @@ fn keys(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
     imgbuild_testutil::self_signed_keys(dir, cn)
 }
 
+/// The x86_64 fixture closure (a real systemd-boot and kernel), which must be built.
+fn fixture() -> PathBuf {
+    let fix = workspace().join("target/fixtures/x86_64");
+    assert!(
+        fix.join("fixture.json").exists(),
+        "{}: build the fixture first with `cargo xtask fixtures --arch x86_64`",
+        fix.display()
+    );
+    fix
+}
+
 fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// `raw-efi` of the fixture `fix` into `out`, enrolment `force`, with `signer` (the key's
+/// or the signatures directory's options).
+fn args(fix: &Path, out: &Path, signer: [&str; 2], cert: &Path) -> Vec<String> {
+    [
+        "raw-efi",
+        "--closure",
+        &s(&fix.join("result")),
+        "--store-root",
+        &s(fix),
+        "-o",
+        &s(out),
+        "--json",
+        signer[0],
+        signer[1],
+        "--secure-boot-cert",
+        &s(cert),
+        "--secure-boot-enroll",
+        "force",
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
 fn build(fix: &Path, out: &Path, key: &Path, cert: &Path) -> Value {
-    let args = [
-        "raw-efi".to_string(),
-        "--closure".into(),
-        s(&fix.join("result")),
-        "--store-root".into(),
-        s(fix),
-        "-o".into(),
-        s(out),
-        "--json".into(),
-        "--secure-boot-key".into(),
-        s(key),
-        "--secure-boot-cert".into(),
-        s(cert),
-        "--secure-boot-enroll".into(),
-        "force".into(),
-    ];
+    let args = args(fix, out, ["--secure-boot-key", &s(key)], cert);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     serde_json::from_slice(&ok(&mut imgbuild(&refs)).stdout).unwrap()
 }
@@ -53,12 +72,7 @@ fn signed_systemd_boot_verifies_and_two_builds_are_identical() {
     {
         return;
     }
-    let fix = workspace().join("target/fixtures/x86_64");
-    assert!(
-        fix.join("fixture.json").exists(),
-        "{}: build the fixture first with `cargo xtask fixtures --arch x86_64`",
-        fix.display()
-    );
+    let fix = fixture();
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let (key, cert) = keys(d, "imgbuild-e2e");
@@ -216,4 +230,52 @@ fn refusals_name_the_problem() {
         ),
         "{e}"
     );
+}
+
+/// The two-step mode: a build without the key writes what must be signed and fails naming
+/// it; signed by `openssl dgst` (standing for an HSM), the second build is byte for byte the
+/// build with the key.
+#[test]
+fn two_step_signing_gives_the_image_the_key_gives() {
+    if !have("openssl") {
+        return;
+    }
+    let fix = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (key, cert) = keys(d, "offline");
+    let sigs = d.join("sigs");
+    std::fs::create_dir(&sigs).unwrap();
+    let out = d.join("two.img");
+    let args = args(&fix, &out, ["--secure-boot-signatures", &s(&sigs)], &cert);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let e = fails(&mut imgbuild(&refs));
+    assert!(e.contains("6 signature(s) missing"), "{e}");
+    assert!(!out.exists());
+    let mut tbs: Vec<PathBuf> = std::fs::read_dir(&sigs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    tbs.sort();
+    assert_eq!(tbs.len(), 6, "{tbs:?}");
+    for t in &tbs {
+        stdout(
+            Command::new("openssl")
+                .args(["dgst", "-sha256", "-sign"])
+                .arg(&key)
+                .arg("-out")
+                .arg(t.with_extension("sig"))
+                .arg(t),
+        );
+    }
+    let two: Value = serde_json::from_slice(&ok(&mut imgbuild(&refs)).stdout).unwrap();
+    let one = build(&fix, &d.join("one.img"), &key, &cert);
+    assert_eq!(two["sha256"], one["sha256"]);
+    // A signature of something else is refused, naming the file.
+    let first = tbs[0].with_extension("sig");
+    let mut bad = std::fs::read(&first).unwrap();
+    bad[5] ^= 1;
+    std::fs::write(&first, bad).unwrap();
+    let e = fails(&mut imgbuild(&refs));
+    assert!(e.contains("does not verify"), "{e}");
 }

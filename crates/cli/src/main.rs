@@ -290,18 +290,34 @@ struct EspArgs {
     /// Size of the EFI system partition (units as --size) [default: the format's, 512MiB]
     #[arg(long, value_parser = size_arg, value_name = "SIZE")]
     esp_size: Option<u64>,
-    /// Secure Boot: sign every EFI executable of the ESP (systemd-boot, EFI/Linux/*.efi) with
-    /// this RSA private key (PEM, unencrypted) and write loader/keys/auto/{PK,KEK,db}.auth
-    /// enrolling its certificate; the key never enters the image or the manifest
-    #[arg(long, value_name = "FILE", requires = "secure_boot_cert")]
+    /// Secure Boot: sign every EFI executable of the ESP (systemd-boot, EFI/Linux/*.efi, the
+    /// kernels) with this RSA private key (PEM, unencrypted) and write
+    /// loader/keys/auto/{PK,KEK,db}.auth enrolling its certificate; the key never enters the
+    /// image or the manifest
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "secure_boot_cert",
+        group = "secure_boot_signer"
+    )]
     secure_boot_key: Option<PathBuf>,
-    /// The X.509 certificate (PEM or DER) of --secure-boot-key: PK, KEK and db at once
-    #[arg(long, value_name = "FILE", requires = "secure_boot_key")]
+    /// Secure Boot without the key (two steps): what must be signed is written to DIR as
+    /// NAME.tbs and the build stops; sign each (`openssl dgst -sha256 -sign KEY -out NAME.sig
+    /// NAME.tbs`, or an HSM), put NAME.sig beside it and build again
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "secure_boot_cert",
+        group = "secure_boot_signer"
+    )]
+    secure_boot_signatures: Option<PathBuf>,
+    /// The X.509 certificate (PEM or DER) of the signing key: PK, KEK and db at once
+    #[arg(long, value_name = "FILE", requires = "secure_boot_signer")]
     secure_boot_cert: Option<PathBuf>,
     /// systemd-boot's `secure-boot-enroll` in loader.conf: if-safe (systemd 253+) enrols the
     /// keys by itself in a VM in setup mode, force on any machine in setup mode [default: no
     /// line, systemd-boot's default]
-    #[arg(long, value_enum, value_name = "MODE", requires = "secure_boot_key")]
+    #[arg(long, value_enum, value_name = "MODE", requires = "secure_boot_cert")]
     secure_boot_enroll: Option<secure_boot_args::EnrollArg>,
 }
 

@@ -1,7 +1,8 @@
-//! `--secure-boot-key`, `--secure-boot-cert`, `--secure-boot-enroll` into the plan's
+//! `--secure-boot-key` (or `--secure-boot-signatures`), `--secure-boot-cert`,
+//! `--secure-boot-enroll` into the plan's
 //! [`SecureBootOptions`].
 
-use imgbuild_plan::secure_boot::{Enroll, SecureBootOptions};
+use imgbuild_plan::secure_boot::{Enroll, SecureBootOptions, Signing};
 
 use crate::EspArgs;
 
@@ -15,15 +16,16 @@ pub(crate) enum EnrollArg {
 }
 
 impl EspArgs {
-    /// The Secure Boot options, when a key was given.
+    /// The Secure Boot options, when a key or a signatures directory was given.
     pub(crate) fn secure_boot(&self) -> Option<SecureBootOptions> {
-        let (key, cert) = (
-            self.secure_boot_key.clone()?,
-            self.secure_boot_cert.clone()?,
-        );
+        let signing = match (&self.secure_boot_key, &self.secure_boot_signatures) {
+            (Some(key), _) => Signing::Key(key.clone()),
+            (None, Some(dir)) => Signing::Detached(dir.clone()),
+            (None, None) => return None,
+        };
         Some(SecureBootOptions {
-            key,
-            cert,
+            signing,
+            cert: self.secure_boot_cert.clone()?,
             enroll: match self.secure_boot_enroll {
                 None => Enroll::Default,
                 Some(EnrollArg::Off) => Enroll::Off,

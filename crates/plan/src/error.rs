@@ -154,6 +154,20 @@ pub enum Error {
         /// The closure's systemd major version.
         systemd: u32,
     },
+    #[error(
+        "Secure Boot: {} signature(s) missing in `{}`: sign each .tbs there (e.g. `openssl dgst \
+         -sha256 -sign KEY -out NAME.sig NAME.tbs`) and build again: {}",
+        missing.len(),
+        dir.display(),
+        missing.join(", ")
+    )]
+    /// The two-step mode's first step: what must be signed was written.
+    SignaturesNeeded {
+        /// The signatures directory.
+        dir: std::path::PathBuf,
+        /// The `.tbs` files written.
+        missing: Vec<String>,
+    },
     #[error("the ESP has no loader/loader.conf in memory to add secure-boot-enroll to")]
     /// The systemd-boot ESP lacks the loader.conf the boot crate writes.
     NoLoaderConf,

@@ -59,12 +59,24 @@ impl Enroll {
 /// The key and certificate that sign the ESP's PE files, and how the keys are enrolled.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecureBootOptions {
-    /// The RSA private key (PEM: PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`).
-    pub key: PathBuf,
+    /// What signs: the private key, or signatures made elsewhere.
+    pub signing: Signing,
     /// Its X.509 certificate (PEM or DER).
     pub cert: PathBuf,
     /// systemd-boot's `secure-boot-enroll`.
     pub enroll: Enroll,
+}
+
+/// Where the signatures come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Signing {
+    /// The RSA private key (PEM: PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`).
+    Key(PathBuf),
+    /// The offline two-step mode: a directory where each thing to sign is written as
+    /// `NAME.tbs` (the DER to sign: `openssl dgst -sha256 -sign KEY -out NAME.sig NAME.tbs`)
+    /// and its detached RSASSA-PKCS1-v1_5 SHA-256 signature is read from `NAME.sig`. A build
+    /// missing any signature writes the `.tbs` files and fails, naming them.
+    Detached(PathBuf),
 }
 
 /// What the manifest says of the signing (never the key).
@@ -111,19 +123,70 @@ fn sb_err(what: String) -> impl FnOnce(sb::SignError) -> Error {
     }
 }
 
-/// The signer of `opts`: the certificate read and checked against the key.
-pub(crate) fn signer(opts: &SecureBootOptions) -> Result<sb::Signer> {
-    let cert = imgbuild_blockio::read_input(&opts.cert, KEY_FILE)?;
-    let key = imgbuild_blockio::read_input(&opts.key, KEY_FILE)?;
-    let what = || {
-        format!(
-            "the key `{}` and certificate `{}`",
-            opts.key.display(),
-            opts.cert.display()
-        )
-    };
-    let cert = sb::Cert::from_pem_or_der(&cert).map_err(|e| sb_err(what())(e.into()))?;
-    sb::Signer::new(&key, cert).map_err(|e| sb_err(what())(e.into()))
+/// What makes the signatures: the key, or the signatures directory of the two-step mode.
+enum Signer {
+    Key(Box<sb::Signer>),
+    Detached {
+        cert: Box<sb::Cert>,
+        dir: PathBuf,
+        /// The `.tbs` files written for want of their `.sig`.
+        missing: Vec<String>,
+    },
+}
+
+impl Signer {
+    /// The signer of `opts`: the certificate read (and checked against the key).
+    fn new(opts: &SecureBootOptions) -> Result<Signer> {
+        let cert_bytes = imgbuild_blockio::read_input(&opts.cert, KEY_FILE)?;
+        let what = || format!("the certificate `{}`", opts.cert.display());
+        let cert = sb::Cert::from_pem_or_der(&cert_bytes).map_err(|e| sb_err(what())(e.into()))?;
+        Ok(match &opts.signing {
+            Signing::Key(path) => {
+                let key = imgbuild_blockio::read_input(path, KEY_FILE)?;
+                let what = format!("the key `{}` and {}", path.display(), what());
+                let signer = sb::Signer::new(&key, cert).map_err(|e| sb_err(what)(e.into()))?;
+                Signer::Key(Box::new(signer))
+            }
+            Signing::Detached(dir) => Signer::Detached {
+                cert: Box::new(cert),
+                dir: dir.clone(),
+                missing: Vec::new(),
+            },
+        })
+    }
+
+    fn cert(&self) -> &sb::Cert {
+        match self {
+            Signer::Key(s) => s.cert(),
+            Signer::Detached { cert, .. } => cert,
+        }
+    }
+
+    /// The signature of `tbs`, known as `name` in the two-step mode: made with the key, or
+    /// read from `NAME.sig`; none when that is missing (then `NAME.tbs` is written).
+    fn sign(&mut self, name: &str, tbs: &[u8]) -> Result<Option<Vec<u8>>> {
+        let (dir, missing) = match self {
+            Signer::Key(s) => return Ok(Some(s.sign(tbs))),
+            Signer::Detached { dir, missing, .. } => (dir, missing),
+        };
+        let sig = dir.join(format!("{name}.sig"));
+        if sig.exists() {
+            return Ok(Some(imgbuild_blockio::read_input(&sig, KEY_FILE)?));
+        }
+        let path = dir.join(format!("{name}.tbs"));
+        std::fs::write(&path, tbs).map_err(|source| Error::Io {
+            op: "writing",
+            path: path.clone(),
+            source,
+        })?;
+        missing.push(path.display().to_string());
+        Ok(None)
+    }
+}
+
+/// The name of an ESP file in the two-step mode's directory (`EFI_BOOT_BOOTX64.EFI`).
+fn detached_name(path: &str) -> String {
+    path.trim_start_matches('/').replace('/', "_")
 }
 
 /// The first number of a systemd store path's version (`…-systemd-252.39` -> 252).
@@ -238,7 +301,7 @@ pub(crate) fn apply(
             systemd: major.unwrap_or(0),
         });
     }
-    let signer = signer(opts)?;
+    let mut signer = Signer::new(opts)?;
     let mut signed = Vec::new();
     for (path, id) in files(tree) {
         let kind = sign_kind(&path);
@@ -251,7 +314,13 @@ pub(crate) fn apply(
         let Some(bytes) = pe_bytes(data, kind)? else {
             continue;
         };
-        let out = sb::sign(&bytes, &signer).map_err(sb_err(format!("signing `{path}`")))?;
+        let err = || sb_err(format!("signing `{path}`"));
+        let prepared = sb::Prepared::new(&bytes, None).map_err(err())?;
+        let tbs = prepared.to_be_signed().map_err(err())?;
+        let Some(sig) = signer.sign(&detached_name(&path), &tbs)? else {
+            continue;
+        };
+        let out = prepared.finish(signer.cert(), &sig).map_err(err())?;
         let hash = sb::pe::image_hash(&out).map_err(|e| sb_err(format!("`{path}`"))(e.into()))?;
         tree.node_mut(id).kind = Kind::File(FileData::Bytes(out.into()));
         signed.push(SignedFile {
@@ -259,12 +328,14 @@ pub(crate) fn apply(
             image_hash: sb::authenticode::hex(&hash),
         });
     }
-    let owner = crate::ids::secure_boot_owner(&signer.cert().fingerprint());
-    let efi_time = sb::EfiTime::from_unix(time);
-    let auth = sb::key_files(&signer, owner, efi_time).map_err(|source| Error::SecureBoot {
-        what: "writing the key enrolment files".into(),
-        source: Box::new(source),
-    })?;
+    let fingerprint = signer.cert().fingerprint();
+    let owner = crate::ids::secure_boot_owner(&fingerprint);
+    let auth = auth_files(&mut signer, owner, time)?;
+    if let Signer::Detached { dir, missing, .. } = signer {
+        if !missing.is_empty() {
+            return Err(Error::SignaturesNeeded { dir, missing });
+        }
+    }
     let dir = tree
         // As `trees` makes the ESP's directories and files (FAT keeps no modes or owners).
         .mkdir_p(b"/loader/keys/auto", Meta::new(0o755, 0, 0, time))
@@ -287,12 +358,38 @@ pub(crate) fn apply(
         add_loader_line(tree, &format!("secure-boot-enroll {v}\n"))?;
     }
     Ok(SecureBootNote {
-        certificate_sha256: sb::authenticode::hex(&signer.cert().fingerprint()),
+        certificate_sha256: sb::authenticode::hex(&fingerprint),
         owner: owner.to_string(),
         signed,
         enrol_files,
         enroll: opts.enroll.value(),
     })
+}
+
+/// `PK.auth`, `KEK.auth`, `db.auth` (those whose signature is there, in the two-step mode).
+fn auth_files(
+    signer: &mut Signer,
+    owner: uuid::Uuid,
+    time: i64,
+) -> Result<Vec<(sb::KeyVar, Vec<u8>)>> {
+    let err = |source: sb::VarError| Error::SecureBoot {
+        what: "writing the key enrolment files".into(),
+        source: Box::new(source),
+    };
+    let esl = sb::efivar::signature_list(signer.cert(), owner).map_err(err)?;
+    let mut out = Vec::new();
+    for var in sb::KeyVar::ALL {
+        let v = sb::efivar::AuthVar {
+            var,
+            data: &esl,
+            time: sb::EfiTime::from_unix(time),
+        };
+        let name = format!("{}.auth", var.name());
+        if let Some(sig) = signer.sign(&name, &v.to_be_signed())? {
+            out.push((var, v.auth_file_signed(signer.cert(), &sig).map_err(err)?));
+        }
+    }
+    Ok(out)
 }
 
 /// Appends `line` to `loader/loader.conf` (written by the boot crate, in memory).

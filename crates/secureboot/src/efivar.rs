@@ -131,6 +131,9 @@ pub enum VarError {
     /// DER that cannot be encoded.
     #[error("encoding the PKCS#7 signature")]
     Der(#[from] der::Error),
+    /// A detached signature the certificate's key did not make.
+    #[error("checking the detached signature")]
+    Key(#[from] crate::keys::KeyError),
 }
 
 fn le32(v: usize) -> Result<[u8; 4], VarError> {
@@ -184,9 +187,17 @@ impl AuthVar<'_> {
     /// The `.auth` file signed by `signer`: `EFI_VARIABLE_AUTHENTICATION_2` (the time, a
     /// `WIN_CERTIFICATE_UEFI_GUID` of type PKCS#7 holding the SignedData) then the data.
     pub fn auth_file(&self, signer: &Signer) -> Result<Vec<u8>, VarError> {
-        let signature = signer.sign(&self.to_be_signed());
+        self.auth_file_signed(signer.cert(), &signer.sign(&self.to_be_signed()))
+    }
+
+    /// The `.auth` file with a detached `signature` (RSASSA-PKCS1-v1_5 SHA-256 of
+    /// [`AuthVar::to_be_signed`], e.g. `openssl dgst -sha256 -sign KEY`), checked against
+    /// `cert`: the offline two-step mode.
+    pub fn auth_file_signed(&self, cert: &Cert, signature: &[u8]) -> Result<Vec<u8>, VarError> {
+        cert.verify(&self.to_be_signed(), signature)?;
+        let signature = signature.to_vec();
         let sd = pkcs7::signed_data(
-            signer.cert(),
+            cert,
             Parts {
                 content_type: pkcs7::ID_DATA,
                 content: None,

@@ -109,7 +109,7 @@ impl Run {
         };
         let enrolled = self.step("secure boot: boot 1, systemd-boot enrols our keys", || {
             let log = logs.join("secure-boot.enrol.console.log");
-            let c = qemu(&image, &vars, &log, Duration::from_secs(240))?;
+            let c = qemu(&image, &vars, &log, Duration::from_secs(180))?;
             expect(&c, "Enrolling secure boot keys", &log)?;
             Ok(((), "enrolled from loader/keys/auto".into()))
         });
@@ -127,7 +127,8 @@ impl Run {
             "secure boot: negative control, unsigned image refused",
             || {
                 let log = logs.join("secure-boot.unsigned.console.log");
-                let c = qemu(&unsigned, &vars, &log, Duration::from_secs(240))?;
+                // The firmware refuses within seconds, then waits for a boot option.
+                let c = qemu(&unsigned, &vars, &log, Duration::from_secs(90))?;
                 ensure!(
                     !c.contains("IMGBUILD-BOOT-OK"),
                     "the unsigned image booted under Secure Boot (see {})",
