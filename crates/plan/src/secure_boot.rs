@@ -1,4 +1,5 @@
-//! Secure Boot at image time (`--secure-boot-key`, `--secure-boot-cert`): every PE file the
+//! Secure Boot at image time (`--secure-boot-key` or the two-step `--secure-boot-signatures`,
+//! `--secure-boot-cert`): every PE file the
 //! systemd-boot ESP holds is signed in memory (Authenticode, `imgbuild-secureboot`), and
 //! `loader/keys/auto/{PK,KEK,db}.auth` enrol the certificate with systemd-boot's
 //! `secure-boot-enroll` (a line added to `loader/loader.conf`).
@@ -6,9 +7,9 @@
 //! Signed: `EFI/systemd/*.efi`, `EFI/BOOT/*.efi` and `EFI/Linux/*.efi` (names compared
 //! case-insensitively, as FAT does; each must be a PE image), and the kernels of
 //! `EFI/nixos/` (the `*.efi` there that start with `MZ`; their initrds are not PE files and
-//! are not verified by the firmware: only a UKI covers the initrd and command line). One key pair: the certificate is PK, KEK and db at
-//! once, and each `.auth` is signed by its key (so the PK signs KEK and the KEK signs db).
-//! Their timestamp is `SOURCE_DATE_EPOCH`; the owner GUID of the signature lists derives
+//! are not verified by the firmware: only a UKI covers the initrd and command line). One key
+//! pair: the certificate is PK, KEK and db at once, and each `.auth` is signed by its key
+//! (so the PK signs KEK and the KEK signs db). Their timestamp is `SOURCE_DATE_EPOCH`; the owner GUID of the signature lists derives
 //! from the certificate ([`crate::ids::secure_boot_owner`]), so every image signed with one
 //! key enrols the same lists. The private key is read, used and dropped: only the
 //! certificate enters the image, and the manifest records its SHA-256 and the files signed.
