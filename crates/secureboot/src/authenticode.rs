@@ -99,9 +99,8 @@ pub fn indirect_data(hash: &[u8; 32]) -> Vec<u8> {
 fn value_of(der: &[u8]) -> Result<&[u8], der::Error> {
     let mut r = SliceReader::new(der)?;
     let header = der::Header::decode(&mut r)?;
-    let len = usize::try_from(header.length)?;
-    r.read_slice(header.length)?;
-    Ok(&der[der.len() - len..])
+    // The value: the bytes after the header, checked to be all there (whatever follows).
+    r.read_slice(header.length)
 }
 
 fn attribute(oid: ObjectIdentifier, value: Any) -> Result<Attribute, der::Error> {
