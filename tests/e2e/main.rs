@@ -21,6 +21,7 @@ mod live_check;
 mod lxc;
 mod netboot;
 mod oracle;
+mod secure_boot;
 mod sizes;
 mod uki;
 mod unprivileged;

@@ -11,6 +11,8 @@ mod ext4_cmd;
 mod flash_cmd;
 mod inspect_cmd;
 mod progress;
+mod report;
+mod secure_boot_args;
 mod treemap;
 
 use anyhow::{Context, Result};
@@ -264,7 +266,7 @@ fn dry_run(
         .context("planning the image (dry run)")?;
     progress.finish();
     if let Some(v) = &d.verity {
-        print_verity(v);
+        report::print_verity(v);
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&d)?);
@@ -292,6 +294,35 @@ struct EspArgs {
     /// Size of the EFI system partition (units as --size) [default: the format's, 512MiB]
     #[arg(long, value_parser = size_arg, value_name = "SIZE")]
     esp_size: Option<u64>,
+    /// Secure Boot: sign every EFI executable of the ESP (systemd-boot, EFI/Linux/*.efi, the
+    /// kernels) with this RSA private key (PEM, unencrypted) and write
+    /// loader/keys/auto/{PK,KEK,db}.auth enrolling its certificate; the key never enters the
+    /// image or the manifest
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "secure_boot_cert",
+        group = "secure_boot_signer"
+    )]
+    secure_boot_key: Option<PathBuf>,
+    /// Secure Boot without the key (two steps): what must be signed is written to DIR as
+    /// NAME.tbs and the build stops; sign each (`openssl dgst -sha256 -sign KEY -out NAME.sig
+    /// NAME.tbs`, or an HSM), put NAME.sig beside it and build again
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "secure_boot_cert",
+        group = "secure_boot_signer"
+    )]
+    secure_boot_signatures: Option<PathBuf>,
+    /// The X.509 certificate (PEM or DER) of the signing key: PK, KEK and db at once
+    #[arg(long, value_name = "FILE", requires = "secure_boot_signer")]
+    secure_boot_cert: Option<PathBuf>,
+    /// systemd-boot's `secure-boot-enroll` in loader.conf: if-safe (systemd 253+) enrols the
+    /// keys by itself in a VM in setup mode, force on any machine in setup mode [default: no
+    /// line, systemd-boot's default]
+    #[arg(long, value_enum, value_name = "MODE", requires = "secure_boot_cert")]
+    secure_boot_enroll: Option<secure_boot_args::EnrollArg>,
 }
 
 /// Options of Raspberry Pi formats.
@@ -388,6 +419,7 @@ fn run_build(
     esp: Option<EspArgs>,
     pi: Option<PiArgs>,
 ) -> Result<()> {
+    let secure_boot = esp.as_ref().and_then(EspArgs::secure_boot);
     let esp_size = esp.and_then(|e| e.esp_size);
     let (firmware, disk_id) = pi.map_or((None, None), |p| (p.firmware, p.disk_id));
     let format = Format::load(format_name)?;
@@ -437,6 +469,7 @@ fn run_build(
             (false, false) => Dedup::On,
         },
         check_system: !a.no_system_check,
+        secure_boot,
     };
     if a.dry_run {
         return dry_run(&format, &inputs, &opts, &progress, a.json);
@@ -450,63 +483,7 @@ fn run_build(
             e => anyhow::Error::new(e).context(format!("building `{}`", output.display())),
         })?;
     progress.finish();
-    report(&manifest, &output, a.json)
-}
-
-/// After a build: the boot assumption, then the manifest as JSON on stdout or one line on
-/// stderr.
-fn report(manifest: &plan::Manifest, output: &std::path::Path, json: bool) -> Result<()> {
-    if let Some(assumed) = &manifest.boot.assumed {
-        eprintln!("boot: {assumed}");
-    }
-    if let Some(v) = &manifest.verity {
-        print_verity(v);
-    }
-    if json {
-        // The image is built: a reader that closed the pipe (`| head`) is not an error.
-        let json = serde_json::to_string_pretty(manifest)? + "\n";
-        stdout(json.as_bytes()).context("printing the manifest")?;
-    } else {
-        eprintln!(
-            "wrote {} ({}{}, {} store paths, {})",
-            output.display(),
-            match manifest.image_size {
-                Some(n) => format!("{n} bytes"),
-                None => "size withheld".into(),
-            },
-            if manifest.image_size != Some(manifest.disk_size) {
-                format!(", disk {} bytes", manifest.disk_size)
-            } else {
-                String::new()
-            },
-            manifest.store_paths,
-            match &manifest.sha256 {
-                Some(h) => format!("sha256 {h}"),
-                None =>
-                    "sha256 withheld: it holds --add files (see `hashes` in the manifest)".into(),
-            }
-        );
-    }
-    Ok(())
-}
-
-/// The verity store's root hash and partitions, on stderr (the manifest's `verity` has all).
-fn print_verity(v: &plan::VerityManifest) {
-    eprintln!(
-        "verity: root hash {} (boot entry: {}); data `{}` partition {} at {} ({} bytes, store \
-         image {}), hash `{}` partition {} at {} ({} bytes)",
-        v.root_hash,
-        v.command_line.join(" "),
-        v.data.name,
-        v.data.number,
-        v.data.offset,
-        v.data.size,
-        v.store_image_size,
-        v.hash.name,
-        v.hash.number,
-        v.hash.offset,
-        v.hash.size
-    );
+    report::report(&manifest, &output, a.json)
 }
 
 /// Writes `bytes` to stdout; a reader that closed the pipe (`| head`) is not an error.

@@ -37,6 +37,10 @@ pub struct BootNote {
     /// `entry` is `None`: there is no type #1 entry).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uki: Option<UkiNote>,
+    /// The ESP's PE files signed for Secure Boot, the certificate's fingerprint and the
+    /// enrolment files (`--secure-boot-key`/`--secure-boot-cert`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secure_boot: Option<crate::secure_boot::SecureBootNote>,
 }
 
 /// The manifest's record of the UKI (`boot.uki`).
@@ -186,6 +190,7 @@ fn resolve(
             entry: None,
             boot_counting,
             uki: None,
+            secure_boot: None,
         },
     }
 }

@@ -156,6 +156,43 @@ pub enum Error {
         /// The bound.
         max: u64,
     },
+    #[error("Secure Boot: {what}")]
+    /// Signing the ESP's files or writing the key enrolment files failed.
+    SecureBoot {
+        /// What was being done (`signing `/EFI/BOOT/BOOTX64.EFI``).
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(
+        "--secure-boot-enroll {value}: the closure's systemd {systemd} does not know it \
+         (systemd-boot 252 knows off, manual and force; if-safe came with 253)"
+    )]
+    /// A `secure-boot-enroll` value the closure's systemd-boot does not read.
+    EnrollNotKnown {
+        /// The value asked for.
+        value: &'static str,
+        /// The closure's systemd major version.
+        systemd: u32,
+    },
+    #[error(
+        "Secure Boot: {} signature(s) missing in `{}`: sign each .tbs there (e.g. `openssl dgst \
+         -sha256 -sign KEY -out NAME.sig NAME.tbs`) and build again: {}",
+        missing.len(),
+        dir.display(),
+        missing.join(", ")
+    )]
+    /// The two-step mode's first step: what must be signed was written.
+    SignaturesNeeded {
+        /// The signatures directory.
+        dir: std::path::PathBuf,
+        /// The `.tbs` files written.
+        missing: Vec<String>,
+    },
+    #[error("the ESP has no loader/loader.conf in memory to add secure-boot-enroll to")]
+    /// The systemd-boot ESP lacks the loader.conf the boot crate writes.
+    NoLoaderConf,
     #[error("no systemd-boot in the closure: looked for `{0}`")]
     /// The closure holds no systemd-boot EFI binary (the path looked for).
     NoSystemdBoot(String),

@@ -41,6 +41,13 @@ pub fn derive_bytes32(seed: &[u8], what: &str) -> [u8; 32] {
     hasher.finalize().into()
 }
 
+/// The owner GUID of the EFI signature lists enrolling a Secure Boot certificate: derived
+/// from the certificate's SHA-256 (not the image's seed), so every image signed with one key
+/// enrols the same lists.
+pub fn secure_boot_owner(cert_sha256: &[u8; 32]) -> Uuid {
+    Uuid::from_bytes(derive_id(cert_sha256, "secure-boot-owner"))
+}
+
 /// The ids of one build.
 #[derive(Clone, Debug)]
 pub struct Ids {

@@ -34,6 +34,7 @@ mod manifest;
 mod netboot;
 pub mod options;
 mod output;
+pub mod secure_boot;
 mod store_image;
 mod system_check;
 mod tarball;

@@ -74,6 +74,9 @@ pub struct Options {
     pub dedup: Dedup,
     /// Refuse a toplevel whose fstab and boot loader do not match the format.
     pub check_system: bool,
+    /// Sign the ESP's PE files and write systemd-boot's key enrolment files (systemd-boot
+    /// formats).
+    pub secure_boot: Option<crate::secure_boot::SecureBootOptions>,
 }
 
 impl Options {
@@ -97,6 +100,7 @@ impl Options {
             adds: Vec::new(),
             dedup: Dedup::Off,
             check_system: true,
+            secure_boot: None,
         }
     }
 }
@@ -287,6 +291,13 @@ fn check_applies(format: &Format, opts: &Options) -> Result<()> {
             opts.size != DiskSize::Auto { free: None } && !has(Contents::Root),
             "--size",
             "is as large as its contents (no root file system to size)",
+        ),
+        (
+            opts.secure_boot.is_some()
+                && (!has(Contents::Esp)
+                    || format.bootloader.kind != crate::format::Bootloader::SystemdBoot),
+            "--secure-boot-key",
+            "has no systemd-boot EFI system partition",
         ),
         (
             boot_adds && !has(Contents::Esp) && !has(Contents::Firmware),

@@ -21,6 +21,7 @@ mod all;
 mod appliance;
 mod bios;
 mod live;
+mod secure_boot;
 pub use all::run_all;
 
 use crate::boot::{self, BootSpec, Disk, Firmware, Format};
@@ -50,6 +51,9 @@ pub struct CiArgs {
     /// Only the fixtures and the live boots (ISO, netboot; issue 23)
     #[arg(long)]
     pub live_only: bool,
+    /// Only the x86_64 fixture and the Secure Boot boots (enrolment, signed, unsigned)
+    #[arg(long)]
+    pub secure_boot_only: bool,
     /// Directory for images and console logs (default target/ci)
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -457,6 +461,12 @@ pub fn run(args: CiArgs) -> Result<()> {
         }
         return summary(&run, &total);
     }
+    if args.secure_boot_only {
+        if fixture_step(&mut run, Arch::X86_64, &fx).is_some() {
+            run.secure_boot(&fx);
+        }
+        return summary(&run, &total);
+    }
     if args.live_only {
         for arch in [Arch::X86_64, Arch::Aarch64] {
             if arch == Arch::Aarch64 && args.skip_aarch64 {
@@ -476,6 +486,7 @@ pub fn run(args: CiArgs) -> Result<()> {
             if !args.skip_bios {
                 bios::x86_bios(&mut run, &fx, &info);
             }
+            run.secure_boot(&fx);
         }
         run.live(Arch::X86_64, &fx, !args.baseline_only);
     }

@@ -72,9 +72,10 @@ pub enum Target {
     GrubEfi,
     Verity,
     Uki,
+    Authenticode,
 }
 
-const ALL: [Target; 21] = [
+const ALL: [Target; 22] = [
     Target::Gpt,
     Target::Mbr,
     Target::Ext4,
@@ -96,6 +97,7 @@ const ALL: [Target; 21] = [
     Target::GrubEfi,
     Target::Verity,
     Target::Uki,
+    Target::Authenticode,
 ];
 
 impl Target {
@@ -122,6 +124,7 @@ impl Target {
             Target::GrubEfi => "grub-efi",
             Target::Verity => "verity",
             Target::Uki => "uki",
+            Target::Authenticode => "authenticode",
         }
     }
 
@@ -154,7 +157,7 @@ impl Target {
     pub fn is_blob(self) -> bool {
         matches!(
             self,
-            Target::Grub | Target::GrubEfi | Target::Verity | Target::Uki
+            Target::Grub | Target::GrubEfi | Target::Verity | Target::Uki | Target::Authenticode
         )
     }
 
@@ -206,6 +209,7 @@ impl Target {
             Target::GrubEfi => blob::seeds::GRUB_EFI,
             Target::Verity => blob::seeds::VERITY,
             Target::Uki => blob::uki::SEEDS,
+            Target::Authenticode => blob::authenticode::SEEDS,
         }
     }
 }

@@ -25,6 +25,7 @@ pub(super) fn seeds(root: &Path) -> Result<PathBuf> {
         std::fs::write(&stamp, want)?;
     }
     super::blob::seeds::build(&dir)?;
+    super::blob::authenticode::build(&dir)?;
     super::iso_seeds::build(&dir)?;
     super::squash_seeds::build(&dir)?;
     Ok(dir)

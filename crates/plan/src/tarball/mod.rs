@@ -60,6 +60,7 @@ pub(crate) fn build(s: &Stages) -> Result<Manifest> {
             entry: None,
             boot_counting: None,
             uki: None,
+            secure_boot: None,
         },
         verity: None,
     };

@@ -69,10 +69,15 @@ pub(super) fn esp_tree(
         tree.insert_path(path.as_bytes(), Node::bytes(file_meta(time), built.bytes))
             .map_err(tree_err(path))?;
         choice.note.uki = Some(built.note);
-        return Ok(tree);
+    } else {
+        choice.note.entry = Some(esp.entry);
+        add_boot_files(&mut tree, "/", &esp.files, &inputs.store, time)?;
     }
-    choice.note.entry = Some(esp.entry);
-    add_boot_files(&mut tree, "/", &esp.files, &inputs.store, time)?;
+    // Signed last, so a UKI is among the ESP's PE files.
+    if let Some(sb) = &cx.opts.secure_boot {
+        let efi = efi.to_path_buf().display().to_string();
+        choice.note.secure_boot = Some(crate::secure_boot::apply(time, sb, &mut tree, &efi)?);
+    }
     Ok(tree)
 }
 

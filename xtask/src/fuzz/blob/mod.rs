@@ -3,10 +3,12 @@
 //! disk's first sectors (`core_sector`, `read_core`, and through it `decompress`); `verity`:
 //! the veritysetup superblock (`Superblock::parse`); `grub-efi`: GRUB's x86_64-efi
 //! `kernel.img` made into the EFI image (`EfiImage::build`, its ELF64 reader); `uki`: PE
-//! images as `imgbuild-uki` reads and assembles them ([`uki`]). Mutations are structure-aware (see
+//! images as `imgbuild-uki` reads and assembles them ([`uki`]); `authenticode`: a signed PE
+//! image (`imgbuild-secureboot`'s PE layout, image hash, PKCS#7 and `verify`). Mutations are structure-aware (see
 //! [`grub::mutate`] and [`verity_mutate`]); a case fails on a panic, a hang or too much
 //! memory, and on a broken invariant of what a reader accepted (asserted here).
 
+pub mod authenticode;
 mod grub;
 mod grub_efi;
 pub mod seeds;
@@ -80,6 +82,7 @@ pub fn mutate(target: Target, name: &str, rng: &mut Rng, seed: &[u8]) -> (Vec<u8
         Target::Grub => grub::mutate(name, rng, seed),
         Target::GrubEfi => grub_efi::mutate(rng, seed),
         Target::Uki => uki::mutate(rng, seed),
+        Target::Authenticode => authenticode::mutate(rng, seed),
         _ => verity_mutate(rng, seed),
     }
 }
@@ -91,6 +94,7 @@ pub fn parse(target: Target, input: &[u8]) -> Option<String> {
         Target::Grub => grub::read(input),
         Target::GrubEfi => grub_efi::read(input),
         Target::Uki => uki::read(input),
+        Target::Authenticode => authenticode::read(input),
         _ => verity_read(input),
     };
     r.err().map(|e| format!("{e:#}"))

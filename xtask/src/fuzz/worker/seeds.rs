@@ -103,7 +103,8 @@ fn seed_map(target: Target, path: &Path, len: u64) -> Result<(Map, Fixup)> {
         | Target::Grub
         | Target::GrubEfi
         | Target::Verity
-        | Target::Uki => Fixup::None,
+        | Target::Uki
+        | Target::Authenticode => Fixup::None,
     };
     if !disk && m.ranges.is_empty() {
         m.ranges.push((0, len.min(64 << 10)));
