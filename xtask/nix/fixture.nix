@@ -10,6 +10,7 @@
 #   arch, system, hostName, nixosVersion, codeName, kernelVersion, modDirVersion, kernelFile,
 #   kernelParams [..], systemdVersion, builder (dir with bin/sh -> busybox), pool (noise file),
 #   kernelSrc (dir), modulesSrc (dir), initrd (file), systemdBoot (file or null),
+#   systemdStub (linux<arch>.efi.stub, the UKI stub, file or null),
 #   rpiFirmware (bool), isoVolumeID, syslinux (dir with isolinux.bin, ldlinux.c32,
 #   isohdpfx.bin, the other BIOS .c32 modules; or null), grubPc (dir: Debian grub-pc-bin's
 #   lib/grub/i386-pc, or null), grubEfi (dir: grub-efi-amd64-bin's lib/grub/x86_64-efi, or
@@ -224,6 +225,7 @@ let
     script = ''
       mkdir -p $out/lib/systemd/boot/efi $out/bin $out/example/systemd/system
       ${if P.systemdBoot != null then "cp ${src "systemd-boot${efiArch}.efi" P.systemdBoot} $out/lib/systemd/boot/efi/systemd-boot${efiArch}.efi" else ""}
+      ${if (P.systemdStub or null) != null then "cp ${src "linux${efiArch}.efi.stub" P.systemdStub} $out/lib/systemd/boot/efi/linux${efiArch}.efi.stub" else ""}
       rnd $out/lib/systemd/systemd 300000 1201 x
       rnd $out/lib/systemd/libsystemd-shared-${P.systemdVersion}.so 1200000 1301 x
       printf '\0RUNPATH=%s/lib\0' "${glibc.lib}" >> $out/lib/systemd/systemd

@@ -28,6 +28,11 @@ pub enum Format {
     /// veritysetup from `usrhash=` and reads every block of it.
     #[value(name = "appliance")]
     Appliance,
+    /// The appliance with a Unified Kernel Image (`[bootloader] uki = true`, a format file
+    /// derived from `appliance` at run time): systemd-boot boots EFI/Linux/nixos.efi, whose
+    /// .cmdline carries `usrhash=`.
+    #[value(name = "appliance-uki")]
+    ApplianceUki,
     /// MBR, GRUB on the MBR gap: booted with SeaBIOS.
     #[value(name = "raw")]
     Raw,
@@ -71,6 +76,7 @@ impl Format {
             Format::Vmware => "vmware",
             Format::Hyperv => "hyperv",
             Format::Appliance => "appliance",
+            Format::ApplianceUki => "appliance-uki",
             Format::Raw => "raw",
             Format::Qemu => "qemu",
             Format::Digitalocean => "digitalocean",
@@ -88,6 +94,19 @@ impl Format {
             Format::IsoAarch64 => "iso",
             Format::NetbootAarch64 => "netboot",
             f => f.name(),
+        }
+    }
+    /// The format file of a format imgbuild has no built-in for (TOML), else `None`.
+    pub fn format_file(self) -> Option<&'static str> {
+        match self {
+            Format::ApplianceUki => Some(
+                "# The appliance with a UKI (xtask boot appliance-uki).\n\
+                 base = \"appliance\"\n\
+                 name = \"appliance-uki\"\n\
+                 [bootloader]\n\
+                 uki = true\n",
+            ),
+            _ => None,
         }
     }
     /// Which of the fixture's toplevels the format is built from: the BIOS formats image
@@ -135,6 +154,7 @@ impl Format {
             | Format::Vmware
             | Format::Hyperv
             | Format::Appliance
+            | Format::ApplianceUki
             | Format::Iso
             | Format::Netboot => Arch::X86_64,
             Format::SdAarch64 | Format::IsoAarch64 | Format::NetbootAarch64 => Arch::Aarch64,
@@ -163,6 +183,7 @@ impl Format {
             Format::Vmware => "imgbuild-vmware.vmdk",
             Format::Hyperv => "imgbuild-hyperv.vhdx",
             Format::Appliance => "imgbuild-appliance.img",
+            Format::ApplianceUki => "imgbuild-appliance-uki.img",
             Format::Raw => "imgbuild-raw.img",
             Format::Qemu => "imgbuild-qemu.qcow2",
             Format::Digitalocean => "imgbuild-digitalocean.qcow2.gz",

@@ -28,6 +28,20 @@ pub(super) fn appliance(run: &mut Run, info: &FixtureInfo) {
         Disk::Virtio,
         info,
     );
+    // The same with a Unified Kernel Image: the ESP has no type #1 entry, so the kernel and
+    // its usrhash= come from EFI/Linux/nixos.efi (.linux, .initrd, .cmdline).
+    if let Some(uki) = run.step("imgbuild appliance-uki image (UKI in EFI/Linux)", || {
+        let img = boot::imgbuild_image(Format::ApplianceUki)?;
+        Ok((img, String::new()))
+    }) {
+        run.boot(
+            "boot imgbuild appliance-uki (virtio, UKI + verity store)",
+            Format::ApplianceUki,
+            &uki,
+            Disk::Virtio,
+            info,
+        );
+    }
     let bad = run.out.join("appliance-flipped-store-byte.img");
     let made = run.step(
         "appliance with one store byte flipped (negative control)",
