@@ -7,9 +7,12 @@
 //! Secure Boot is enabled.") and the fixture reaches `IMGBUILD-BOOT-OK`. Negative control,
 //! same variables: the unsigned raw-efi image of the same fixture is refused by the firmware
 //! ("Access Denied"). Under TCG: 7 s, 15 s, and the control's 90 s limit (measured: OVMF
-//! waits for a boot option after refusing).
+//! waits for a boot option after refusing). Then the UKI (issue 26 steps 2 and 3): the
+//! appliance with a UKI, signed with the same key, boots with the keys enrolled (its
+//! `EFI/Linux/nixos.efi` is among the signed files); the same image with one byte of the
+//! UKI's `.cmdline` changed (on the ESP, with mtools) is refused.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -62,6 +65,69 @@ fn raw_efi(fx: &Path, out: &Path) -> Result<std::process::Command> {
         .arg("-o")
         .arg(out);
     Ok(c)
+}
+
+/// The signed appliance-uki image of `fx` (a format file derived from `appliance`), and a
+/// copy whose UKI has one `.cmdline` byte changed after signing.
+fn signed_uki(fx: &Path, dir: &Path, key: &Path, cert: &Path) -> Result<(PathBuf, PathBuf)> {
+    let format = boot::Format::ApplianceUki;
+    let toml = dir.join("appliance-uki.toml");
+    std::fs::write(
+        &toml,
+        format
+            .format_file()
+            .context("appliance-uki has a format file")?,
+    )?;
+    let image = dir.join("signed-uki.img");
+    let mut c = cmd(boot::imgbuild_bin()?);
+    c.arg(&toml)
+        .arg("--closure")
+        .arg(fx.join("result"))
+        .arg("--store-root")
+        .arg(fx)
+        .arg("-o")
+        .arg(&image)
+        .arg("--secure-boot-key")
+        .arg(key)
+        .arg("--secure-boot-cert")
+        .arg(cert)
+        .args(["--secure-boot-enroll", "force"]);
+    util::run(&mut c)?;
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("signed-uki.img.json"))?)?;
+    let uki = &m["boot"]["uki"];
+    let signed = m["boot"]["secure_boot"].to_string();
+    let path = uki["path"].as_str().context("manifest: boot.uki.path")?;
+    ensure!(
+        signed.contains(path),
+        "the manifest does not list {path} as signed"
+    );
+    let cmdline = uki["sections"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == ".cmdline"))
+        .and_then(|s| s["offset"].as_u64())
+        .context("manifest: boot.uki.sections .cmdline")?;
+    let esp = m["partitions"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "ESP"))
+        .and_then(|p| p["start"].as_u64())
+        .context("manifest: the ESP partition's start")?;
+    let tampered = dir.join("tampered-uki.img");
+    util::run(cmd("cp").arg("--sparse=always").arg(&image).arg(&tampered))?;
+    let efi = dir.join("nixos.efi");
+    let fat = format!("{}@@{esp}", tampered.display());
+    let on_esp = format!("::/{path}");
+    util::run(cmd("mcopy").args(["-n", "-i", &fat, &on_esp]).arg(&efi))?;
+    let mut bytes = std::fs::read(&efi)?;
+    let at = usize::try_from(cmdline)? + 1;
+    ensure!(
+        at < bytes.len(),
+        "the UKI is shorter than its .cmdline offset"
+    );
+    bytes[at] ^= 0x01;
+    std::fs::write(&efi, &bytes)?;
+    util::run(cmd("mcopy").args(["-o", "-i", &fat]).arg(&efi).arg(&on_esp))?;
+    Ok((image, tampered))
 }
 
 fn expect(console: &str, want: &str, log: &Path) -> Result<()> {
@@ -123,6 +189,7 @@ impl Run {
             expect(&c, "IMGBUILD-BOOT-OK", &log)?;
             Ok(((), "Secure Boot on, IMGBUILD-BOOT-OK".into()))
         });
+        self.secure_boot_uki(fx, &dir, &logs, &vars);
         self.step(
             "secure boot: negative control, unsigned image refused",
             || {
@@ -138,5 +205,58 @@ impl Run {
                 Ok(((), "failed as expected: Access Denied".into()))
             },
         );
+    }
+
+    /// The signed appliance-uki boots with the keys in `vars` enrolled; its tampered copy
+    /// is refused.
+    fn secure_boot_uki(&mut self, fx: &Path, dir: &Path, logs: &Path, vars: &Path) {
+        let uki = self.step(
+            "secure boot: signed appliance-uki and a tampered copy",
+            || {
+                // The key pair the first step made (testutil::self_signed_keys' names).
+                let key = dir.join("imgbuild-ci.key");
+                let cert = dir.join("imgbuild-ci.pem");
+                Ok((signed_uki(fx, dir, &key, &cert)?, String::new()))
+            },
+        );
+        if let Some((signed_uki, tampered)) = uki {
+            self.step("secure boot: signed UKI (appliance) boots", || {
+                let log = logs.join("secure-boot.uki.console.log");
+                let c = qemu(&signed_uki, vars, &log, Duration::from_secs(600))?;
+                expect(&c, "Secure Boot is enabled", &log)?;
+                expect(&c, "IMGBUILD-BOOT-OK", &log)?;
+                Ok((
+                    (),
+                    "Secure Boot on, UKI + verity store, IMGBUILD-BOOT-OK".into(),
+                ))
+            });
+            self.step(
+                "secure boot: negative control, tampered UKI refused",
+                || {
+                    let log = logs.join("secure-boot.tampered-uki.console.log");
+                    // systemd-boot's menu waits 5 s, then the firmware refuses the image.
+                    let c = qemu(&tampered, vars, &log, Duration::from_secs(60))?;
+                    ensure!(
+                        !c.contains("IMGBUILD-BOOT-OK"),
+                        "the tampered UKI booted under Secure Boot (see {})",
+                        log.display()
+                    );
+                    ensure!(
+                        !c.contains("Linux version"),
+                        "a kernel started from the tampered UKI (see {})",
+                        log.display()
+                    );
+                    expect(
+                        &c,
+                        "Error loading \\EFI\\Linux\\nixos.efi: Access Denied",
+                        &log,
+                    )?;
+                    Ok((
+                        (),
+                        "refused: Error loading \\EFI\\Linux\\nixos.efi: Access Denied".into(),
+                    ))
+                },
+            );
+        }
     }
 }
