@@ -236,5 +236,8 @@ fi
 [ -n "$R" ] && umount "$R" 2>/dev/null
 echo "IMGBUILD-BOOT-OK toplevel=$TOPLEVEL"
 sync
+# let the serial line drain: poweroff -f does not wait for the tty (a slow TCG PL011 once
+# cut the marker line short)
+sleep 1
 poweroff -f
 sleep 10

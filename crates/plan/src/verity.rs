@@ -1,7 +1,7 @@
 //! The dm-verity protected store of a format with a `store` partition (`appliance`): the
 //! closure's store image, its hash tree, and what the rest of the plan needs of them.
 //!
-//! [`prepare`] runs before any other partition is planned, because the ESP's boot entry and
+//! `prepare` runs before any other partition is planned, because the ESP's boot entry and
 //! the GPT depend on the root hash: it writes the store image (squashfs, the closure under
 //! `nix/store`) to a temporary file beside the output, then reads that file once, in order,
 //! into `imgbuild_verity::Hasher` (the partition's padding to the table's alignment hashed as

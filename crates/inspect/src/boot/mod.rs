@@ -83,7 +83,7 @@ pub struct SystemdBoot {
     pub ukis: Vec<Uki>,
 }
 
-/// A unified kernel image (`EFI/Linux/*.efi`), read from its first [`MAX_UKI_PREFIX`] bytes.
+/// A unified kernel image (`EFI/Linux/*.efi`), read from its first MiB.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Uki {
     /// Its path on the partition.
