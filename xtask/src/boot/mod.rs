@@ -405,6 +405,15 @@ pub fn imgbuild_bin() -> Result<PathBuf> {
     Ok(util::target_dir().join("release/imgbuild"))
 }
 
+/// The manifest imgbuild wrote beside `image` (`IMAGE.json`), parsed.
+pub fn image_manifest(image: &Path) -> Result<serde_json::Value> {
+    let mut name = image.as_os_str().to_owned();
+    name.push(".json");
+    let name = PathBuf::from(name);
+    let bytes = fs::read(&name).with_context(|| format!("reading {}", name.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", name.display()))
+}
+
 /// Builds the fixture (if needed) and an image of `format` from it with the imgbuild CLI.
 pub fn imgbuild_image(format: Format) -> Result<PathBuf> {
     let fix = fixture::default_dir(format.arch());

@@ -5,7 +5,7 @@ use super::Run;
 use crate::boot::{self, Disk, Format};
 use crate::fixture::FixtureInfo;
 use crate::util::{self, cmd};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -14,11 +14,13 @@ use std::path::Path;
 /// `usrhash=` and reading every block through dm-verity; with one byte of the store partition
 /// flipped (at its middle, from the manifest's `verity.data`), the kernel refuses the block.
 pub(super) fn appliance(run: &mut Run, info: &FixtureInfo) {
-    let Some(img) = run.step("imgbuild appliance image (dm-verity store)", || {
-        let img = boot::imgbuild_image(Format::Appliance)?;
-        let root = verity_data(&img)?.2;
-        Ok((img, format!("root hash {root}")))
-    }) else {
+    let Some((img, (offset, size))) =
+        run.step("imgbuild appliance image (dm-verity store)", || {
+            let img = boot::imgbuild_image(Format::Appliance)?;
+            let (offset, size, root) = verity_data(&img)?;
+            Ok(((img, (offset, size)), format!("root hash {root}")))
+        })
+    else {
         return;
     };
     run.boot(
@@ -46,7 +48,6 @@ pub(super) fn appliance(run: &mut Run, info: &FixtureInfo) {
     let made = run.step(
         "appliance with one store byte flipped (negative control)",
         || {
-            let (offset, size, _) = verity_data(&img)?;
             util::run(cmd("cp").arg("--sparse=always").arg(&img).arg(&bad))?;
             let at = offset + size / 2;
             let mut f = fs::OpenOptions::new().read(true).write(true).open(&bad)?;
@@ -71,12 +72,7 @@ pub(super) fn appliance(run: &mut Run, info: &FixtureInfo) {
 
 /// The appliance manifest's store partition (offset, size) and root hash.
 fn verity_data(img: &Path) -> Result<(u64, u64, String)> {
-    let mut name = img.as_os_str().to_owned();
-    name.push(".json");
-    let m: serde_json::Value = serde_json::from_slice(
-        &fs::read(&name).with_context(|| format!("reading {}", Path::new(&name).display()))?,
-    )?;
-    let v = &m["verity"];
+    let v = &boot::image_manifest(img)?["verity"];
     match (
         v["data"]["offset"].as_u64(),
         v["data"]["size"].as_u64(),
@@ -84,8 +80,8 @@ fn verity_data(img: &Path) -> Result<(u64, u64, String)> {
     ) {
         (Some(o), Some(s), Some(r)) => Ok((o, s, r.to_string())),
         _ => bail!(
-            "{} has no verity.data offset/size and root_hash",
-            Path::new(&name).display()
+            "the manifest of {} has no verity.data offset/size and root_hash",
+            img.display()
         ),
     }
 }

@@ -93,8 +93,7 @@ fn signed_uki(fx: &Path, dir: &Path, key: &Path, cert: &Path) -> Result<(PathBuf
         .arg(cert)
         .args(["--secure-boot-enroll", "force"]);
     util::run(&mut c)?;
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("signed-uki.img.json"))?)?;
+    let m = boot::image_manifest(&image)?;
     let uki = &m["boot"]["uki"];
     let signed = m["boot"]["secure_boot"].to_string();
     let path = uki["path"].as_str().context("manifest: boot.uki.path")?;
