@@ -35,16 +35,13 @@ let
   # --- formats/*.toml, the source of truth for labels, mount points and systems ---
   # Sorted by format name, as attrNames sorts lib.formats (file names sort `iso-installer.toml`
   # before `iso.toml`).
-  allTomlNames = builtins.sort builtins.lessThan (
+  # Every format file is in lib.formats (formatsMatchTomlFiles): the CLI has no format the
+  # flake does not offer.
+  tomlNames = builtins.sort builtins.lessThan (
     map (f: builtins.head (builtins.match "(.*)\\.toml" f)) (
       filter (f: builtins.match ".*\\.toml" f != null) (attrNames (readDir (root + "/formats")))
     )
   );
-  # Formats the CLI has but the NixOS module does not configure yet: `appliance` (issue 26:
-  # its initrd side, systemd stage 1 with dm-verity, is the module's next step). Not in
-  # lib.formats, so no flake output or build-image variant offers them.
-  cliOnly = [ "appliance" ];
-  tomlNames = filter (n: !(builtins.elem n cliOnly)) allTomlNames;
   # A format file with its `base` chain merged in, as crates/plan/src/format.rs does.
   toml =
     name:
@@ -184,20 +181,6 @@ let
         inherit n;
         inherit (lib.formats.${n}) system extension compress base;
       }) (attrNames lib.formats));
-    };
-
-    # The CLI-only formats are format files, and lib.formats leaves them out.
-    cliOnlyFormatsAreFilesNotInLib = {
-      expr = map (n: {
-        inherit n;
-        file = builtins.elem n allTomlNames;
-        inLib = lib.formats ? ${n};
-      }) cliOnly;
-      expected = map (n: {
-        inherit n;
-        file = true;
-        inLib = false;
-      }) cliOnly;
     };
 
     # containers.nix: a container system, with the marker and metadata imgbuild reads.
@@ -1236,9 +1219,10 @@ let
           "vmware"
         ];
         # Every format but incus (nixpkgs has no variant of Incus' unified image), hetzner,
-        # cloudstack and netboot.
+        # cloudstack, netboot and appliance (nixpkgs' image.repart.verityStore is a module, not
+        # a build-image variant).
         formats = filter (
-          f: f != "incus" && f != "hetzner" && f != "cloudstack" && f != "netboot"
+          f: !(elem f [ "incus" "hetzner" "cloudstack" "netboot" "appliance" ])
         ) (attrNames lib.formats);
         containers = [ ];
       };

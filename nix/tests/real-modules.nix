@@ -65,6 +65,14 @@ let
           initrd.availableKernelModules = opt (types.listOf types.str) [ ];
           initrd.kernelModules = opt (types.listOf types.str) [ ];
           initrd.systemd.enable = opt types.bool false;
+          # nixos/modules/system/boot/systemd/dm-verity.nix
+          initrd.systemd.dmVerity.enable = opt types.bool false;
+          # nixos/modules/system/boot/uki.nix (defaults below, as uki.nix sets them)
+          uki = {
+            name = mkOption { type = types.str; };
+            version = opt (types.nullOr types.str) config.system.image.version;
+            tries = opt (types.nullOr types.ints.unsigned) null;
+          };
           postBootCommands = opt types.lines "";
           bootspec.extensions = opt (types.attrsOf types.anything) { };
           loader = {
@@ -157,6 +165,20 @@ let
           name = opt (types.nullOr types.str) null;
         };
         systemd.services = opt (types.attrsOf freeform) { };
+        # nixos/modules/system/boot/systemd/sysupdate.nix: `transfers` in pkgs.formats.ini's
+        # type (sections of atoms or lists of atoms).
+        systemd.sysupdate = {
+          enable = opt types.bool false;
+          transfers =
+            let
+              atom = types.oneOf [
+                types.bool
+                types.int
+                types.str
+              ];
+            in
+            opt (types.attrsOf (types.attrsOf (types.attrsOf (types.either atom (types.listOf atom))))) { };
+        };
         networking.hostName = opt types.str "nixos";
         # What platforms.nix sets for the cloud and hypervisor formats.
         networking.timeServers = opt (types.listOf types.str) [ "0.nixos.pool.ntp.org" ];
@@ -219,6 +241,15 @@ let
           flags = opt (types.listOf types.str) [ ];
         }
         // lib.optionalAttrs (since "25.11") { upgrade = opt types.bool true; };
+        # nixos/modules/misc/version.nix: IMAGE_ID and IMAGE_VERSION of os-release.
+        system.image = {
+          id = opt (types.nullOr types.str) null;
+          version = opt (types.nullOr types.str) null;
+        };
+        system.boot.loader.ukiFile = mkOption {
+          type = types.str;
+          internal = true;
+        };
         system.nixos = {
           release = opt types.str release;
           distroName = opt types.str "NixOS";
@@ -238,6 +269,19 @@ let
       config.boot.loader.grub.devices = lib.mkIf config.boot.loader.grub.enable (
         lib.optional (config.boot.loader.grub.device != "") config.boot.loader.grub.device
       );
+      # uki.nix: the UKI is named after the image (or `nixos`), `_<version>` and `+<tries>`
+      # when set.
+      config.boot.uki.name = lib.mkOptionDefault (
+        if config.system.image.id != null then config.system.image.id else "nixos"
+      );
+      config.system.boot.loader.ukiFile =
+        let
+          u = config.boot.uki;
+        in
+        u.name
+        + lib.optionalString (u.version != null) "_${u.version}"
+        + lib.optionalString (u.tries != null) "+${toString u.tries}"
+        + ".efi";
       # A stand-in toplevel whose hash is a function of what the modules set that reaches the
       # disk and the boot loader, so equal toplevels mean equal systems.
       config.system.build.toplevel =
@@ -284,6 +328,11 @@ let
   cfgFor = f: extra: evalWith (systemOf f) ([ imgbuild { imgbuild.format = f; } ] ++ extra);
   fails = v: !(builtins.tryEval (builtins.deepSeq v v)).success;
   allTrue = builtins.all (a: a.assertion);
+
+  applianceImage.system.image = {
+    id = "kiosk";
+    version = "1.2";
+  };
 
   x86 = evalWith "x86_64-linux" [
     imgbuild
@@ -816,8 +865,10 @@ let
           none = (evalWith "x86_64-linux" [ imgbuild ]).boot.bootspec.extensions;
         };
         expected = {
+          # uki.nix's name without image id and version: nixos.efi.
           x86 = {
             release = "26.11";
+            ukiFile = "nixos.efi";
             bootloader = sd // {
               bootCounting = {
                 enable = false;
@@ -827,6 +878,7 @@ let
           };
           counting = {
             release = "26.11";
+            ukiFile = "nixos.efi";
             bootloader = sd // {
               timeout = null;
               editor = false;
@@ -838,10 +890,12 @@ let
           };
           v2511 = {
             release = "25.11";
+            ukiFile = "nixos.efi";
             bootloader = sd;
           };
           pi = {
             release = "26.11";
+            ukiFile = "nixos.efi";
             bootloader = {
               type = "extlinux";
               timeout = 5;
@@ -878,6 +932,8 @@ let
             c = evalWith system [
               imgbuild
               { imgbuild.format = f; }
+              # (the appliance's names: its assertions want them)
+              (lib.optionalAttrs (f == "appliance") applianceImage)
             ];
             root = c.fileSystems."/" or null;
           in
@@ -984,7 +1040,13 @@ let
               neededForBoot
               ;
           }) c.fileSystems;
-        record = c: removeAttrs c.boot.bootspec.extensions."org.imgbuild.v1" [ "release" ];
+        # (the UKI's name, recorded for every format, is bootspecRecord's)
+        record =
+          c:
+          removeAttrs c.boot.bootspec.extensions."org.imgbuild.v1" [
+            "release"
+            "ukiFile"
+          ];
         failing = c: map (a: a.message) (builtins.filter (a: !a.assertion) c.assertions);
         isoWith =
           system: settings:
