@@ -1427,6 +1427,177 @@ let
         };
       };
 
+    # The appliance through the real module system: uki.nix's file name from system.image,
+    # stage 1 with dm-verity, the mounts with the options NixOS adds, the boot.json record
+    # imgbuild checks, the transfers; the assertions fire for what imgbuild would refuse.
+    appliance =
+      let
+        kiosk =
+          extra:
+          evalWith "x86_64-linux" (
+            [
+              imgbuild
+              applianceImage
+              { imgbuild.format = "appliance"; }
+            ]
+            ++ extra
+          );
+        c = kiosk [
+          {
+            imgbuild.appliance.updateSource = "https://updates.example.com/kiosk/";
+            boot.kernelParams = [ "quiet" ];
+          }
+        ];
+        failing = cfg: map (a: a.message) (builtins.filter (a: !a.assertion) cfg.assertions);
+        mount = fs: { inherit (fs) device fsType options; };
+        nodes = flakeLib.mkNodes {
+          nodes = [
+            {
+              name = "kiosk";
+              format = "appliance";
+              modules = [ applianceImage ];
+            }
+          ];
+          nixpkgs = stubs.nixpkgs // {
+            lib = stubs.nixpkgs.lib // {
+              nixosSystem = args: { config = evalWith args.specialArgs.imgbuildNode.system args.modules; };
+            };
+          };
+        };
+      in
+      {
+        expr = {
+          ukiFile = c.system.boot.loader.ukiFile;
+          stage1 = {
+            inherit (c.boot.initrd.systemd) enable;
+            dmVerity = c.boot.initrd.systemd.dmVerity.enable;
+            modules = builtins.filter (m: builtins.elem m [ "dm_mod" "dm_verity" "squashfs" "nvme" ]) c.boot.initrd.availableKernelModules;
+          };
+          mounts = lib.mapAttrs (_: mount) c.fileSystems;
+          usrbinenv = c.system.activationScripts.usrbinenv;
+          params = c.boot.kernelParams;
+          loader = c.boot.loader.systemd-boot.enable;
+          record = removeAttrs c.boot.bootspec.extensions."org.imgbuild.v1" [ "bootloader" ];
+          sysupdate = {
+            inherit (c.systemd.sysupdate) enable;
+            transfers = builtins.attrNames c.systemd.sysupdate.transfers;
+            usr = c.systemd.sysupdate.transfers."22-usr".Target.MatchPattern;
+          };
+          ok = failing c;
+          noSource = (kiosk [ ]).systemd.sysupdate;
+          noId = builtins.length (failing (evalWith "x86_64-linux" [
+            imgbuild
+            { imgbuild.format = "appliance"; }
+          ]));
+          underscore = failing (kiosk [ { system.image.version = lib.mkForce "1_2"; } ]);
+          tries = builtins.length (failing (kiosk [ { boot.uki.tries = 3; } ]));
+          ukiName = builtins.length (failing (kiosk [ { boot.uki.name = "other"; } ]));
+          noStage1 = builtins.length (failing (kiosk [ { boot.initrd.systemd.enable = lib.mkForce false; } ]));
+          rawEfi = {
+            sysupdate = x86.systemd.sysupdate.enable;
+            stage1 = x86.boot.initrd.systemd.enable;
+            record = x86.boot.bootspec.extensions."org.imgbuild.v1" ? appliance;
+            mounts = builtins.attrNames x86.fileSystems;
+          };
+          node = {
+            inherit (nodes.packages.x86_64-linux.kiosk) file sysupdateDir;
+            ukiFile = nodes.nixosConfigurations.kiosk.config.system.boot.loader.ukiFile;
+          };
+        };
+        expected = {
+          ukiFile = "kiosk_1.2.efi";
+          stage1 = {
+            enable = true;
+            dmVerity = true;
+            modules = [
+              "dm_mod"
+              "dm_verity"
+              "squashfs"
+              "nvme"
+            ];
+          };
+          # x-initrd.mount is added by NixOS's filesystems.nix (not declared here).
+          mounts = {
+            "/" = {
+              device = "/dev/disk/by-label/nixos";
+              fsType = "ext4";
+              options = [ "defaults" ];
+            };
+            "/boot" = {
+              device = "/dev/disk/by-label/ESP";
+              fsType = "vfat";
+              options = [
+                "fmask=0077"
+                "dmask=0077"
+              ];
+            };
+            "/usr" = {
+              device = "/dev/mapper/usr";
+              fsType = "squashfs";
+              options = [ "ro" ];
+            };
+            "/nix/store" = {
+              device = "/usr/nix/store";
+              fsType = "none";
+              options = [ "bind" ];
+            };
+          };
+          usrbinenv = "";
+          params = [
+            "quiet"
+            "console=ttyS0,115200n8"
+            "console=tty0"
+          ];
+          loader = true;
+          record = {
+            release = "26.11";
+            ukiFile = "kiosk_1.2.efi";
+            appliance = {
+              imageId = "kiosk";
+              imageVersion = "1.2";
+              systemdInitrd = true;
+              dmVerity = true;
+            };
+          };
+          sysupdate = {
+            enable = true;
+            transfers = [
+              "10-uki"
+              "20-usr-verity"
+              "22-usr"
+            ];
+            usr = "kiosk_@v";
+          };
+          ok = [ ];
+          noSource = {
+            enable = false;
+            transfers = { };
+          };
+          # id and version unset
+          noId = 2;
+          underscore = [
+            "imgbuild.format = \"appliance\" needs system.image.version (the version systemd-sysupdate compares): 1 or more letters, digits, `.`, `~`, `^`, `+` or `-` (no `_`), not \"1_2\"."
+          ];
+          tries = 1;
+          ukiName = 1;
+          noStage1 = 1;
+          rawEfi = {
+            sysupdate = false;
+            stage1 = false;
+            record = false;
+            mounts = [
+              "/"
+              "/boot"
+            ];
+          };
+          node = {
+            file = "kiosk.img";
+            sysupdateDir = "kiosk.img.sysupdate";
+            ukiFile = "kiosk_1.2.efi";
+          };
+        };
+      };
+
     # mkDefault in the module gives way to a plain definition; lists merge.
     defaultsGiveWay = {
       expr =
