@@ -479,7 +479,8 @@ in
       type = types.bool;
       default = true;
       description = ''
-        Grow the root partition and file system to fill the disk on first boot. raw-efi:
+        Grow the root partition and file system to fill the disk on first boot. raw-efi (and
+        the disks that hold it, and appliance, whose root is its last partition):
         `boot.growPartition` and `autoResize` on `/`. sd-aarch64: a first-boot unit, as
         nixpkgs' sd-image does, run while the image's registration file exists.
       '';
