@@ -117,6 +117,15 @@ fn a_version_s_artifacts_match_sha256sums_verity_and_the_image() {
         .arg("::/EFI/Linux/demo_1.efi"))
     .stdout;
     assert!(on_esp == std::fs::read(dir.join("demo_1.efi")).unwrap());
+    // loader.conf defaults to every version's UKI (the newest boots), not to this one's
+    // name: sysupdate adds UKIs and never edits loader.conf.
+    let conf = stdout(
+        Command::new("mtype")
+            .arg("-i")
+            .arg(&esp_img)
+            .arg("::/loader/loader.conf"),
+    );
+    assert!(conf.lines().any(|l| l == "default demo_*"), "{conf}");
 
     // The B slots: after their A slots, the same sizes, `_empty`, all zeros.
     let table = sfdisk_partitions(&img);

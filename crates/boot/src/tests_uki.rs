@@ -33,7 +33,7 @@ fn uki_esp_drops_type1_entries_and_names_the_uki() {
         .files
         .iter()
         .any(|f| f.path.starts_with("EFI/nixos/") && f.content != Content::Dir));
-    let files = uki_esp(before.clone(), "nixos.efi").unwrap();
+    let files = uki_esp(before.clone(), "nixos.efi", None).unwrap();
     for f in &files {
         let copy = f.path.starts_with("EFI/nixos/") || f.path.starts_with("loader/entries/");
         assert!(!copy || f.content == Content::Dir, "{} left", f.path);
@@ -61,12 +61,18 @@ fn uki_esp_drops_type1_entries_and_names_the_uki() {
 
 #[test]
 fn uki_entry_id_drops_the_boot_counter_and_preferred() {
-    let files = uki_esp(esp(Some(3)), "appliance_1.2+3-1.efi").unwrap();
+    let files = uki_esp(esp(Some(3)), "appliance_1.2+3-1.efi", None).unwrap();
     let conf = text(&files, "loader/loader.conf");
     assert!(conf.contains("default appliance_1.2.efi\n"), "{conf}");
     assert!(!conf.contains("preferred"), "{conf}");
-    let files = uki_esp(esp(None), "a+b.efi").unwrap();
+    let files = uki_esp(esp(None), "a+b.efi", None).unwrap();
     assert!(text(&files, "loader/loader.conf").contains("default a+b.efi\n"));
+    // A/B updates: a pattern that also matches the versions systemd-sysupdate adds.
+    let files = uki_esp(esp(Some(3)), "kiosk_1.efi", Some("kiosk_*")).unwrap();
+    let conf = text(&files, "loader/loader.conf");
+    assert!(conf.contains("default kiosk_*\n"), "{conf}");
+    assert_eq!(conf.matches("default ").count(), 1, "{conf}");
+    assert!(uki_esp(esp(None), "kiosk_1.efi", Some("kiosk\n_*")).is_err());
 }
 
 #[test]

@@ -57,10 +57,18 @@ fn entry_id(file: &str) -> String {
 }
 
 /// The ESP `esp` with its type #1 entries and their copies removed and `loader.conf`
-/// pointing at the UKI `file` (see [`uki_path`]); the UKI itself is the caller's to add.
-pub fn uki_esp(esp: Esp, file: &str) -> Result<Vec<BootFile>> {
+/// pointing at the UKI `file` (see [`uki_path`]), or at the entries `default` matches (a
+/// glob, e.g. `<id>_*` for A/B updates: the newest version a later update adds, not the
+/// image's own); the UKI itself is the caller's to add.
+pub fn uki_esp(esp: Esp, file: &str, default: Option<&str>) -> Result<Vec<BootFile>> {
     uki_path(file)?;
-    let id = entry_id(file);
+    let id = match default {
+        Some(d) => {
+            check_line("the default entry pattern", d, false)?;
+            d.to_owned()
+        }
+        None => entry_id(file),
+    };
     let mut out = Vec::with_capacity(esp.files.len());
     for f in esp.files {
         let dir = f.content == Content::Dir;

@@ -129,6 +129,12 @@ impl ApplianceRecord {
     pub fn uki_file(&self) -> String {
         format!("{}_{}.efi", self.image_id, self.version)
     }
+
+    /// `<id>_*`: loader.conf's `default`, every version's UKI (systemd-boot sorts them by
+    /// version, newest first, entries whose tries are used up last, and boots the first match).
+    pub fn uki_default(&self) -> String {
+        format!("{}_*", self.image_id)
+    }
 }
 
 /// The record of `spec` for a format with B slots (`None` without), refused as the system
@@ -428,6 +434,7 @@ mod tests {
         assert_eq!(r.store_label(), "kiosk_1.2");
         assert_eq!(r.verity_label(), "kiosk_1.2_verity");
         assert_eq!(r.uki_file(), "kiosk_1.2.efi");
+        assert_eq!(r.uki_default(), "kiosk_*");
     }
 
     #[test]

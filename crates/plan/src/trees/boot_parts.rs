@@ -62,13 +62,15 @@ pub(super) fn esp_tree(
     if cx.format.bootloader.uki {
         // `entry`'s kernel parameters already end in the plan's extra ones (a verity
         // store's `usrhash=`), so the UKI's .cmdline carries them.
-        // An A/B appliance's UKI is named as systemd-sysupdate replaces it.
-        let file = match crate::sysupdate::record_for(cx.format, &inputs.bootspec)? {
-            Some(rec) => rec.uki_file(),
-            None => super::uki::file_name(&inputs.bootspec)?,
+        // An A/B appliance's UKI is named as systemd-sysupdate replaces it, and loader.conf
+        // defaults to the newest version (`<id>_*`): sysupdate adds UKIs, never edits
+        // loader.conf, so the image's own name would keep booting the old version.
+        let (file, default) = match crate::sysupdate::record_for(cx.format, &inputs.bootspec)? {
+            Some(rec) => (rec.uki_file(), Some(rec.uki_default())),
+            None => (super::uki::file_name(&inputs.bootspec)?, None),
         };
         let built = super::uki::build(inputs, entry, &file, &[])?;
-        let files = boot::uki_esp(esp, &file)?;
+        let files = boot::uki_esp(esp, &file, default.as_deref())?;
         add_boot_files(&mut tree, "/", &files, &inputs.store, time)?;
         let path = format!("/{}", built.note.path);
         tree.insert_path(path.as_bytes(), Node::bytes(file_meta(time), built.bytes))
