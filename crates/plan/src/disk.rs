@@ -23,10 +23,12 @@ pub(crate) enum Fs {
     Ext4(Box<ext4::Plan>),
     /// Raw sectors (a BIOS boot partition): what is written there is the plan's boot code.
     None,
-    /// The store image (squashfs, a file `crate::verity` wrote), then zeros to the
-    /// partition's end: every byte of it is covered by the hash tree.
+    /// The store image (squashfs, a file `crate::verity` wrote and padded with a hole to
+    /// the protected size), then zeros to that size: every byte of it is covered by the hash
+    /// tree. The rest of the partition (room for a later version) is left unmapped.
     Store {
         image: Arc<SourceFile>,
+        image_size: u64,
         partition_size: u64,
     },
     /// A dm-verity hash area: superblock and hash levels, in memory.
@@ -70,12 +72,13 @@ impl Fs {
             })?,
             Fs::Store {
                 image,
+                image_size,
                 partition_size,
             } => {
                 let mut b = MapBuilder::new(name, *partition_size);
-                b.file(0, image, 0, image.size)?;
+                b.file(0, image, 0, *image_size)?;
                 // Hashed as zeros: they must read as zeros on a reused device too.
-                b.zeros(image.size, partition_size - image.size)?;
+                b.zeros(*image_size, image.size - image_size)?;
                 b.finish()?
             }
             Fs::Hash(h) => {
@@ -164,8 +167,7 @@ impl Plan {
 
         let size_of = |i: usize| {
             verity
-                .and_then(|v| v.info.partition(&format.partitions[i]))
-                .map(|(_, size)| size)
+                .and_then(|v| v.info.size_of(&format.partitions[i]))
                 .or(cx.partition_sizes[i])
         };
         let disk_size = match cx.opts.size {
@@ -224,6 +226,24 @@ impl Plan {
         })
     }
 
+    /// The bytes of the generated file at `path` on the ESP (the UKI, as signed).
+    pub fn esp_file(&self, cx: &Context, path: &str) -> Result<std::sync::Arc<[u8]>> {
+        let esp = cx
+            .format
+            .partitions
+            .iter()
+            .position(|p| p.contents == Contents::Esp);
+        let tree = esp.and_then(|i| self.parts.get(i)).map(|p| &p.tree);
+        let node = tree.and_then(|t| t.lookup(path.as_bytes()).map(|id| t.node(id)));
+        match node.map(|n| &n.kind) {
+            Some(imgbuild_fstree::Kind::File(imgbuild_fstree::FileData::Bytes(b))) => Ok(b.clone()),
+            _ => Err(Error::Tree {
+                what: format!("the ESP's {path}"),
+                source: imgbuild_fstree::Error::NotFound { path: path.into() },
+            }),
+        }
+    }
+
     /// The whole disk as an extent map: the table, then every filesystem at its place.
     pub fn map(&self, cx: &Context) -> Result<Map> {
         let mut b = MapBuilder::new("disk", self.layout.disk_size);
@@ -252,7 +272,8 @@ fn raw_fs(
 ) -> Fs {
     match (format.partitions[i].contents, verity) {
         (Contents::Store, Some(v)) => Fs::Store {
-            image: SourceFile::new(&v.image.path, v.image.size),
+            image: SourceFile::new(&v.image.path, v.info.data_size),
+            image_size: v.image.size,
             partition_size: pl.size,
         },
         (Contents::Verity, Some(v)) => Fs::Hash(v.hash_area.clone()),
@@ -260,7 +281,8 @@ fn raw_fs(
     }
 }
 
-/// The partition table; the verity pair's partition UUIDs are the root hash's halves.
+/// The partition table; the verity pair's partition UUIDs are the root hash's halves, and
+/// with B slots the pair's GPT names are slot A's (`crate::sysupdate`).
 fn table(cx: &Context, lay: &Layout, verity: Option<&VerityInfo>) -> Result<Table> {
     let format = cx.format;
     let align = Some(format.table.align.0);
@@ -280,7 +302,9 @@ fn table(cx: &Context, lay: &Layout, verity: Option<&VerityInfo>) -> Result<Tabl
                     });
                 };
                 parts.push(partition::GptPartition {
-                    name: p.name.clone(),
+                    name: verity
+                        .and_then(|v| v.gpt_name(p))
+                        .unwrap_or_else(|| p.name.clone()),
                     type_guid,
                     part_guid: g,
                     first_lba: pl.start / SECTOR,

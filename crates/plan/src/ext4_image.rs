@@ -162,7 +162,7 @@ pub fn ext4_image(
         toplevel: "",
         phase: "writing".into(),
     };
-    let hashes = output::run(&job, &map, reporter, cancel, |h| Ok((None, h)))?;
+    let hashes = output::run(&job, &map, reporter, cancel, None, |h| Ok((None, h)))?;
     Ok(Ext4Image {
         path: opts.output.clone(),
         size: hashes.image_size,

@@ -37,6 +37,7 @@ mod output;
 pub mod secure_boot;
 mod store_image;
 mod system_check;
+pub mod sysupdate;
 mod tarball;
 mod trees;
 pub mod verity;
@@ -125,9 +126,13 @@ pub fn build(
         format::Volume::Tar => return tarball::build(&s),
         format::Volume::Disk => {}
     }
-    s.run(true, |cx, plan, map, notes| {
-        let layout = output::disk_layout(cx, plan);
-        output::write(cx, inputs, layout, map, notes, reporter, cancel)
+    s.run(true, |cx, plan, map, notes, sysupdate| {
+        let parts = output::Parts {
+            layout: output::disk_layout(cx, plan),
+            notes,
+            sysupdate,
+        };
+        output::write_with(cx, inputs, parts, map, reporter, cancel, |_| {})
     })
 }
 
@@ -150,6 +155,10 @@ pub struct DryRun {
     /// The verity store's root hash and partitions (a format with a `store` partition).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verity: Option<VerityManifest>,
+    /// The image id, version and empty B slots of an A/B format (no artifacts: a dry run
+    /// writes none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sysupdate: Option<sysupdate::SysupdateManifest>,
 }
 
 impl DryRun {
@@ -163,6 +172,7 @@ impl DryRun {
             extents: map.extents().len(),
             partitions: Vec::new(),
             verity: None,
+            sysupdate: None,
         }
     }
 }
@@ -193,7 +203,7 @@ pub fn dry_run(
         format::Volume::Tar => return tarball::dry_run(&s),
         format::Volume::Disk => {}
     }
-    s.run(false, |_, plan, map, notes| {
+    s.run(false, |_, plan, map, notes, _| {
         Ok(DryRun {
             format: format.name.clone(),
             disk_size: map.len(),
@@ -202,6 +212,7 @@ pub fn dry_run(
             extents: map.extents().len(),
             partitions: plan.layout.partitions.clone(),
             verity: notes.verity,
+            sysupdate: notes.sysupdate,
         })
     })
 }
@@ -236,6 +247,7 @@ impl<'a> Stages<'a> {
                 &disk::Plan,
                 &imgbuild_diskmap::Map,
                 output::TreeNotes,
+                Option<sysupdate::Pending>,
             ) -> Result<T>
             + Send,
     ) -> Result<T> {
@@ -260,14 +272,16 @@ impl<'a> Stages<'a> {
             )?;
             self.reporter.phase("mapping", 0);
             let map = plan.map(&cx)?;
+            let (sysupdate, pending) = self.sysupdate(&cx, &plan, store.as_ref(), check_output)?;
             let notes = output::TreeNotes {
                 added: trees.added,
                 dedup: trees.dedup,
                 boot: trees.boot,
                 verity: info.map(|i| VerityManifest::new(i, &plan.layout)),
+                sysupdate,
             };
             // The map reads the store image: it is removed (dropped) after `last`.
-            let done = last(&cx, &plan, &map, notes);
+            let done = last(&cx, &plan, &map, notes, pending);
             drop(store);
             done
         })
@@ -275,6 +289,33 @@ impl<'a> Stages<'a> {
 }
 
 impl Stages<'_> {
+    /// For a format with B slots: the manifest's `sysupdate` part, and (`write`: a build,
+    /// not a dry run) the version's artifacts written beside the output.
+    fn sysupdate(
+        &self,
+        cx: &options::Context,
+        plan: &disk::Plan,
+        store: Option<&verity::VerityStore>,
+        write: bool,
+    ) -> Result<(
+        Option<sysupdate::SysupdateManifest>,
+        Option<sysupdate::Pending>,
+    )> {
+        let (Some(rec), Some(store)) = (
+            sysupdate::record_for(cx.format, &self.inputs.bootspec)?,
+            store,
+        ) else {
+            return Ok((None, None));
+        };
+        let mut m = sysupdate::manifest(cx.format, &rec, &plan.layout);
+        if !write {
+            return Ok((Some(m), None));
+        }
+        let uki = plan.esp_file(cx, &format!("EFI/Linux/{}", rec.uki_file()))?;
+        let pending = sysupdate::write(&cx.output.path, &rec, store, &uki, &mut m)?;
+        Ok((Some(m), Some(pending)))
+    }
+
     /// The verity store of a format with a `store` partition, its image written beside the
     /// output (`OUT.store.tmp`), or, for a dry run (`!beside_output`), in a temporary
     /// directory, returned too so that it lives as long as the store.

@@ -89,6 +89,11 @@ pub struct Manifest {
     /// the kernel command line arguments, and both partitions (name, offset, size, UUID).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verity: Option<crate::VerityManifest>,
+    /// A/B updates (a format with empty B slots): the image id and version, the artifacts
+    /// written to `OUT.sysupdate/` (name, kind, size, SHA-256, as its `SHA256SUMS` lists
+    /// them) and the empty slots (number, offset, size, type, A slot).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sysupdate: Option<crate::sysupdate::SysupdateManifest>,
 }
 
 fn is_off(d: &crate::DedupReport) -> bool {

@@ -104,11 +104,43 @@ fn fix(format: &str) -> String {
 
 /// The refusal of a toplevel not configured for `format`, because of `reason`.
 fn bad<T>(format: &str, reason: String) -> Result<T> {
-    Err(Error::NotForFormat {
+    Err(not_for(format, reason))
+}
+
+/// The refusal of a toplevel not configured for `format`, because of `reason`, as an error.
+pub(crate) fn not_for(format: &str, reason: String) -> Error {
+    Error::NotForFormat {
         format: format.to_string(),
         reason,
         fix: fix(format),
-    })
+    }
+}
+
+/// A format with a verity store needs an appliance's toplevel: the initrd side and the
+/// image id and version (`"org.imgbuild.v1".appliance`); with B slots, a UKI named
+/// `<id>_<version>.efi` where the toplevel records one.
+fn check_appliance(format: &Format, spec: &BootSpec) -> Result<()> {
+    if format.store_partition().is_none() {
+        return Ok(());
+    }
+    let rec = crate::sysupdate::ApplianceRecord::of(spec).map_err(|r| not_for(&format.name, r))?;
+    if format.empty_slots().is_empty() || !format.bootloader.uki {
+        return Ok(());
+    }
+    let recorded = crate::trees::uki::recorded_file_name(spec)?;
+    match recorded {
+        Some(f) if f != rec.uki_file() => bad(
+            &format.name,
+            format!(
+                "its UKI is named `{}` (system.boot.loader.ukiFile), but systemd-sysupdate \
+                 replaces `{}` (`<system.image.id>_<system.image.version>.efi`): leave \
+                 boot.uki.name and boot.uki.version at their defaults",
+                crate::quote(&f),
+                rec.uki_file()
+            ),
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// The system's `/etc/fstab`, or `None` when it has none.
@@ -179,6 +211,7 @@ pub(crate) fn check(format: &Format, ids: &Ids, inputs: &Inputs) -> Result<()> {
         }
     }
     recorded_loader(format, &inputs.bootspec)?;
+    check_appliance(format, &inputs.bootspec)?;
     let ext = &inputs.bootspec.extensions;
     let sd_boot = ext.contains_key("org.nixos.systemd-boot");
     match format.bootloader.kind {
@@ -217,7 +250,7 @@ pub(crate) fn check(format: &Format, ids: &Ids, inputs: &Inputs) -> Result<()> {
             Contents::Firmware | Contents::BiosBoot => false,
             // Mounted through the verity device (`/dev/mapper/usr`), which the initrd sets up
             // from `usrhash=`: no fstab line names the partition itself.
-            Contents::Store | Contents::Verity => continue,
+            Contents::Store | Contents::Verity | Contents::Empty => continue,
         };
         let Some(m) = mounts.iter().rev().find(|m| m.point == p.mount_point) else {
             if needed {
@@ -252,7 +285,7 @@ pub(crate) fn check(format: &Format, ids: &Ids, inputs: &Inputs) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -303,7 +336,7 @@ mod tests {
     }
 
     /// A boot spec whose top level has `ext` (`, "key": value ...`) after the v1 document.
-    pub(super) fn spec_with(ext: &str) -> BootSpec {
+    pub(crate) fn spec_with(ext: &str) -> BootSpec {
         let t = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-x";
         let json = format!(
             r#"{{"org.nixos.bootspec.v1": {{"init": "{t}/init",

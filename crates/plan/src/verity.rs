@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use imgbuild_verity::{self as verity, Hasher, Params, RootHash, Salt};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::format::Partition;
@@ -46,11 +47,21 @@ pub struct VerityInfo {
     pub superblock_uuid: Uuid,
     /// Bytes of the store image (squashfs) at the data partition's start.
     pub store_image_size: u64,
-    /// Bytes of the data partition, every one of them protected: the store image, then
-    /// zeros to the table's alignment.
+    /// Bytes of the data partition protected: the store image, then zeros to the table's
+    /// alignment (the `.usr.raw` sysupdate artifact).
     pub data_size: u64,
-    /// Bytes of the hash area, and of the hash partition.
+    /// SHA-256 of those bytes.
+    pub data_sha256: [u8; 32],
+    /// Bytes of the hash area.
     pub hash_size: u64,
+    /// Bytes of the data partition: `data_size` plus the format's `free` room for a later
+    /// version, aligned.
+    pub data_partition_size: u64,
+    /// Bytes of the hash partition: `hash_size` plus its `free` room, aligned.
+    pub hash_partition_size: u64,
+    /// The GPT names of slot A, data and hash (`<id>_<version>`, `<id>_<version>_verity`),
+    /// for a format with B slots; else the format's partition names.
+    pub slot_labels: Option<(String, String)>,
 }
 
 impl VerityInfo {
@@ -64,9 +75,40 @@ impl VerityInfo {
     pub(crate) fn partition(&self, p: &Partition) -> Option<(Uuid, u64)> {
         let u = self.partition_uuids();
         if p.name == self.data_partition {
-            Some((u.data, self.data_size))
+            Some((u.data, self.data_partition_size))
         } else if p.name == self.hash_partition {
-            Some((u.verity, self.hash_size))
+            Some((u.verity, self.hash_partition_size))
+        } else {
+            None
+        }
+    }
+
+    /// The size of `p` when the verity store decides it: one of the pair, or the B slot of
+    /// one (as large as its A slot).
+    pub(crate) fn size_of(&self, p: &Partition) -> Option<u64> {
+        let a = match (p.contents, p.slot_of.as_deref()) {
+            (crate::format::Contents::Empty, Some(of)) => of,
+            _ => p.name.as_str(),
+        };
+        if a == self.data_partition {
+            Some(self.data_partition_size)
+        } else if a == self.hash_partition {
+            Some(self.hash_partition_size)
+        } else {
+            None
+        }
+    }
+
+    /// The GPT name of `p`: slot A's names from the image id and version, `_empty` for a B
+    /// slot, else the format's name.
+    pub(crate) fn gpt_name(&self, p: &Partition) -> Option<String> {
+        let (data, hash) = self.slot_labels.as_ref()?;
+        if p.contents == crate::format::Contents::Empty {
+            Some(crate::sysupdate::EMPTY_LABEL.into())
+        } else if p.name == self.data_partition {
+            Some(data.clone())
+        } else if p.name == self.hash_partition {
+            Some(hash.clone())
         } else {
             None
         }
@@ -194,10 +236,27 @@ pub(crate) fn prepare(
         uuid: cx.ids.verity_superblock_uuid(&data.name),
     };
     let mut hasher = Hasher::with_data_size(params.clone(), data_size);
+    let mut sha = Sha256::new();
     reporter.phase("hashing the store (dm-verity)", data_size);
-    read_into(&image, &mut hasher, reporter, cancel)?;
-    hasher.push_zeros(data_size - image.size);
+    read_into(&image, &mut hasher, &mut sha, reporter, cancel)?;
+    let pad = data_size - image.size;
+    hasher.push_zeros(pad);
+    sha_zeros(&mut sha, pad);
+    // The file becomes the partition's protected bytes (the `.usr.raw` artifact): the zeros
+    // after the image, as a hole.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&image.path)
+        .and_then(|f| f.set_len(data_size))
+        .map_err(|source| Error::Io {
+            op: "padding the store image",
+            path: image.path.clone(),
+            source,
+        })?;
     let tree = hasher.finish().map_err(verity_err)?;
+    let align = format.table.align.0;
+    let room = |p: &Partition| p.free.map_or(0, |b| b.0);
+    let rec = crate::sysupdate::record_for(format, &inputs.bootspec)?;
     let info = VerityInfo {
         data_partition: data.name.clone(),
         hash_partition: hash.name.clone(),
@@ -206,7 +265,11 @@ pub(crate) fn prepare(
         superblock_uuid: params.uuid,
         store_image_size: image.size,
         data_size,
+        data_sha256: sha.finalize().into(),
         hash_size: tree.len(),
+        data_partition_size: align_up(data_size + room(data), align),
+        hash_partition_size: align_up(tree.len() + room(hash), align),
+        slot_labels: rec.map(|r| (r.store_label(), r.verity_label())),
     };
     Ok(Some(VerityStore {
         hash_area: tree.to_bytes().into(),
@@ -220,6 +283,7 @@ pub(crate) fn prepare(
 fn read_into(
     image: &StoreImage,
     hasher: &mut Hasher,
+    sha: &mut Sha256,
     reporter: &dyn Reporter,
     cancel: &AtomicBool,
 ) -> Result<()> {
@@ -240,6 +304,7 @@ fn read_into(
             Err(e) => return Err(io_err(e)),
         };
         hasher.push(&buf[..n]);
+        sha.update(&buf[..n]);
         reporter.add(n as u64);
         total += n as u64;
     }
@@ -250,6 +315,16 @@ fn read_into(
         ))));
     }
     Ok(())
+}
+
+/// Feeds `n` zero bytes to `sha`.
+fn sha_zeros(sha: &mut Sha256, mut n: u64) {
+    let zeros = [0u8; 64 << 10];
+    while n > 0 {
+        let k = n.min(zeros.len() as u64);
+        sha.update(&zeros[..k as usize]);
+        n -= k;
+    }
 }
 
 #[cfg(test)]
@@ -269,7 +344,11 @@ mod tests {
             superblock_uuid: Uuid::nil(),
             store_image_size: 5 * 4096,
             data_size: 1 << 20,
+            data_sha256: [0; 32],
             hash_size: 3 * 4096,
+            data_partition_size: 1 << 20,
+            hash_partition_size: 1 << 20,
+            slot_labels: None,
         }
     }
 
@@ -292,7 +371,7 @@ mod tests {
         );
         let (du, ds) = i.partition(data).unwrap();
         let (hu, hs) = i.partition(hash).unwrap();
-        assert_eq!((ds, hs), (1 << 20, 3 * 4096));
+        assert_eq!((ds, hs), (1 << 20, 1 << 20));
         assert_eq!(du.as_bytes()[0], 0xab);
         assert_eq!(hu.as_bytes()[15], 0x01);
         assert!(i.partition(f.root_partition()).is_none());

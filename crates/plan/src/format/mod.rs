@@ -200,6 +200,11 @@ pub enum Contents {
     /// `size = "auto"`: exactly the hash area), as `veritysetup format` writes it; its root
     /// hash goes on the kernel command line (`usrhash=`) and into the manifest.
     Verity,
+    /// An empty B slot of the `store` or `verity` partition named by `slot-of`, for A/B
+    /// updates by systemd-sysupdate (`filesystem = "none"`, `size = "auto"`: its A slot's
+    /// size, the same type): zeros, GPT name `_empty`, which systemd-sysupdate fills with the
+    /// next version's artifacts.
+    Empty,
 }
 
 /// The file the disk is written as and its compression: registered output kinds (see
@@ -376,6 +381,10 @@ pub struct Partition {
     /// For a `verity` partition: the name of the partition whose hash area it holds.
     #[serde(default)]
     pub verity_of: Option<String>,
+    /// For an `empty` partition: the name of the `store` or `verity` partition (its A slot)
+    /// whose B slot it is.
+    #[serde(default)]
+    pub slot_of: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -28,7 +28,24 @@ fn refused(text: &str, want: &str) {
 fn appliance_is_the_verity_store_layout() {
     let f = Format::load("appliance").unwrap();
     let names: Vec<&str> = f.partitions.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, ["ESP", "store-verity", "store", "root"]);
+    assert_eq!(
+        names,
+        [
+            "ESP",
+            "store-verity",
+            "store",
+            "store-verity-b",
+            "store-b",
+            "root"
+        ]
+    );
+    let slots: Vec<(&str, usize)> = f
+        .empty_slots()
+        .iter()
+        .map(|(p, a)| (p.name.as_str(), *a))
+        .collect();
+    assert_eq!(slots, [("store-verity-b", 1), ("store-b", 2)]);
+    assert!(f.bootloader.uki);
     let (si, store) = f.store_partition().unwrap();
     let (vi, verity) = f.verity_partition().unwrap();
     assert_eq!((si, vi), (2, 1));
@@ -73,7 +90,7 @@ fn a_malformed_verity_store_is_refused_with_its_reason() {
         "exactly one root partition",
     );
     // The hash partition gone: the store is unprotected.
-    let no_verity = without(a, &[2]);
+    let no_verity = without(a, &[2, 4, 5]);
     refused(&no_verity, "needs exactly one `verity` partition");
     // The store partition gone: the hash partition has nothing to protect.
     let no_store = without(a, &[3]);
@@ -95,9 +112,9 @@ fn a_malformed_verity_store_is_refused_with_its_reason() {
     refused(
         &a.replace(
             "contents = \"store\"",
-            "contents = \"store\"\nfree = \"1MiB\"",
+            "contents = \"store\"\nsize-flag = \"store-size\"",
         ),
-        "has no `free` or `size-flag`",
+        "has no `size-flag`",
     );
     refused(
         &a.replace("filesystem = \"squashfs\"", "filesystem = \"none\""),
@@ -108,7 +125,7 @@ fn a_malformed_verity_store_is_refused_with_its_reason() {
             "verity-of = \"store\"",
             "verity-of = \"store\"\nmount-point = \"/v\"",
         ),
-        "a `verity` partition is not mounted",
+        "is not mounted (no mount-point)",
     );
     refused(
         &a.replace(
@@ -163,4 +180,44 @@ fn two_store_partitions_are_refused() {
         1,
     );
     refused(&two, "has 2 `store` partitions; one at most");
+}
+
+#[test]
+fn malformed_b_slots_are_refused_with_their_reason() {
+    let a = appliance();
+    // The pair's B slots are partitions 4 and 5 of the text.
+    refused(&without(a, &[4]), "both have a B slot, or neither");
+    refused(
+        &a.replace("slot-of = \"store\"", "slot-of = \"root\""),
+        "names no `store` or `verity` partition",
+    );
+    refused(&a.replace("slot-of = \"store\"\n", ""), "needs `slot-of`");
+    refused(
+        &a.replace("slot-of = \"store\"", "slot-of = \"store-verity\""),
+        "has two B slots",
+    );
+    refused(
+        &a.replace("uki = true", "uki = false"),
+        "set `[bootloader] uki = true`",
+    );
+    refused(
+        &a.replace(
+            "verity-of = \"store\"",
+            "verity-of = \"store\"\nslot-of = \"store\"",
+        ),
+        "`slot-of` is for an `empty` partition",
+    );
+    // The B slot of the store with the verity type.
+    let b = a.rsplit_once("slot-of = \"store\"").unwrap().0;
+    let (head, tail) = b.rsplit_once("type = \"8484680C").unwrap();
+    let text = format!(
+        "{head}type = \"77FF5F63-E7B6-4633-ACF4-1565B864C0E6{}slot-of = \"store\"{}",
+        &tail[tail.find('"').unwrap()..],
+        a.rsplit_once("slot-of = \"store\"").unwrap().1
+    );
+    refused(&text, "has its A slot's type");
+    // Without both B slots: a single-slot verity store, no UKI needed.
+    let single = without(a, &[4, 5]).replace("uki = true", "uki = false");
+    let f = Format::parse("x", &single).unwrap();
+    assert!(f.empty_slots().is_empty());
 }

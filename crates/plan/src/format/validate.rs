@@ -286,11 +286,14 @@ impl Format {
                 pname
             ));
         }
-        let raw = matches!(p.contents, Contents::BiosBoot | Contents::Verity);
+        let raw = matches!(
+            p.contents,
+            Contents::BiosBoot | Contents::Verity | Contents::Empty
+        );
         if raw != (p.filesystem == Filesystem::None) {
             return Err(format!(
-                "partition `{}`: a `bios-boot` or `verity` partition, and only they, have \
-                 filesystem `none`",
+                "partition `{}`: a `bios-boot`, `verity` or `empty` partition, and only they, \
+                 have filesystem `none`",
                 pname
             ));
         }
@@ -328,10 +331,11 @@ impl Format {
                     pname
                 ));
             }
-        } else if p.contents == Contents::Verity {
+        } else if matches!(p.contents, Contents::Verity | Contents::Empty) {
             if !p.mount_point.is_empty() {
                 return Err(format!(
-                    "partition `{}`: a `verity` partition is not mounted (no mount-point)",
+                    "partition `{}`: a `verity` or `empty` partition is not mounted (no \
+                     mount-point)",
                     pname
                 ));
             }

@@ -7,10 +7,14 @@ use imgbuild_verity::partition::{partition_types, Arch, Designator};
 use super::*;
 
 impl Partition {
-    /// Whether `size = "auto"` is the contents' exact size (a store image, a hash area)
-    /// rather than the rest of the disk.
+    /// Whether `size = "auto"` is the contents' size (a store image, a hash area, plus
+    /// `free` room for later versions; an empty B slot: its A slot's) rather than the rest
+    /// of the disk.
     pub fn sized_by_contents(&self) -> bool {
-        matches!(self.contents, Contents::Store | Contents::Verity)
+        matches!(
+            self.contents,
+            Contents::Store | Contents::Verity | Contents::Empty
+        )
     }
 }
 
@@ -31,6 +35,19 @@ impl Format {
             .iter()
             .enumerate()
             .find(|(_, p)| p.contents == Contents::Store)
+    }
+
+    /// The empty B slots (A/B updates), each with the index of its A slot.
+    pub fn empty_slots(&self) -> Vec<(&Partition, usize)> {
+        self.partitions
+            .iter()
+            .filter(|p| p.contents == Contents::Empty)
+            .filter_map(|p| {
+                let of = p.slot_of.as_deref()?;
+                let a = self.partitions.iter().position(|q| q.name == of)?;
+                Some((p, a))
+            })
+            .collect()
     }
 
     /// The `verity` partition protecting the store, and its index, when the format has one.
@@ -60,7 +77,14 @@ impl Format {
         let verities: Vec<&Partition> = of(Contents::Verity).collect();
         let [store] = stores.as_slice() else {
             if stores.is_empty() && verities.is_empty() && self.root.store {
-                return Ok(());
+                return match of(Contents::Empty).next() {
+                    Some(p) => Err(format!(
+                        "partition `{}`: an `empty` partition is a B slot of a `store` or \
+                         `verity` partition; there is none",
+                        quote(&p.name)
+                    )),
+                    None => Ok(()),
+                };
             }
             return Err(match stores.len() {
                 0 if verities.is_empty() => "`[root] store = false` needs a `store` partition \
@@ -96,6 +120,7 @@ impl Format {
             }
             Some(_) => {}
         }
+        self.check_slots()?;
         if self.root.store {
             return Err(
                 "a `store` partition holds the store paths: set `[root] store = false` \
@@ -120,7 +145,87 @@ impl Format {
         for p in [*store, *verity] {
             check_sized_by_contents(p)?;
         }
+        if !self.empty_slots().is_empty() && !self.bootloader.uki {
+            return Err(
+                "empty B slots are filled by systemd-sysupdate together with a new UKI (whose \
+                 .cmdline names the new root hash): set `[bootloader] uki = true`"
+                    .into(),
+            );
+        }
         self.check_dps_types(store, verity)
+    }
+
+    /// Every `empty` partition is the B slot of the store or its verity partition (`slot-of`),
+    /// of the same type, as large as it (`size = "auto"`), unlabelled; each of the two has
+    /// one B slot at most, and a format with B slots has both.
+    fn check_slots(&self) -> Result<(), String> {
+        if let Some(p) = self
+            .partitions
+            .iter()
+            .find(|p| p.slot_of.is_some() && p.contents != Contents::Empty)
+        {
+            return Err(format!(
+                "partition `{}`: `slot-of` is for an `empty` partition",
+                quote(&p.name)
+            ));
+        }
+        let mut of = Vec::new();
+        for p in self
+            .partitions
+            .iter()
+            .filter(|p| p.contents == Contents::Empty)
+        {
+            let name = quote(&p.name);
+            let Some(a) = p.slot_of.as_deref() else {
+                return Err(format!(
+                    "partition `{name}`: an `empty` partition needs `slot-of`, the name of the \
+                     `store` or `verity` partition whose B slot it is"
+                ));
+            };
+            let Some(ap) = self
+                .partitions
+                .iter()
+                .find(|q| q.name == a && matches!(q.contents, Contents::Store | Contents::Verity))
+            else {
+                return Err(format!(
+                    "partition `{name}`: `slot-of = \"{}\"` names no `store` or `verity` \
+                     partition",
+                    quote(a)
+                ));
+            };
+            if of.contains(&ap.contents) {
+                return Err(format!(
+                    "partition `{name}`: `{}` has two B slots; one at most",
+                    quote(a)
+                ));
+            }
+            if p.type_id != ap.type_id {
+                return Err(format!(
+                    "partition `{name}`: a B slot has its A slot's type (`{}`'s)",
+                    quote(a)
+                ));
+            }
+            if p.size != PartSize::Auto || p.free.is_some() || p.size_flag.is_some() {
+                return Err(format!(
+                    "partition `{name}`: a B slot is as large as its A slot: `size = \"auto\"`, \
+                     no `free` or `size-flag`"
+                ));
+            }
+            if !p.label.is_empty() {
+                return Err(format!(
+                    "partition `{name}`: a B slot has no file system label"
+                ));
+            }
+            of.push(ap.contents);
+        }
+        if of.len() == 1 {
+            return Err(
+                "the store and its verity partition are updated together: both have a B slot, \
+                 or neither"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     /// The store and verity partitions have the DPS `usr` and `usr-verity` types of every
@@ -157,7 +262,8 @@ impl Format {
     }
 }
 
-/// A store or verity partition is as large as its contents, and they have no label.
+/// A store or verity partition is as large as its contents plus `free` (room for a later,
+/// larger version in an A/B slot), and they have no label.
 fn check_sized_by_contents(p: &Partition) -> Result<(), String> {
     let name = quote(&p.name);
     if p.size != PartSize::Auto {
@@ -166,10 +272,10 @@ fn check_sized_by_contents(p: &Partition) -> Result<(), String> {
              `size = \"auto\"`"
         ));
     }
-    if p.free.is_some() || p.size_flag.is_some() {
+    if p.size_flag.is_some() {
         return Err(format!(
-            "partition `{name}`: a `store` or `verity` partition has no `free` or `size-flag` \
-             (it is as large as its contents)"
+            "partition `{name}`: a `store` or `verity` partition has no `size-flag` (it is as \
+             large as its contents, plus `free`)"
         ));
     }
     if !p.label.is_empty() {

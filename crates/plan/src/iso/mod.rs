@@ -181,6 +181,7 @@ fn plan(s: &Stages, cx: &Context, store_path: &Path) -> Result<Planned> {
             dedup: crate::DedupReport::default(),
             boot: choice.note,
             verity: None,
+            sysupdate: None,
         };
         Ok(Planned {
             map,

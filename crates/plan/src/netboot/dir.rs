@@ -157,6 +157,7 @@ pub(crate) fn write(cx: &Context, s: &Stages, p: &Planned) -> Result<Manifest> {
     let parts = output::Parts {
         layout: super::layout(p.initrd.len()),
         notes: super::notes(cx, s.inputs)?,
+        sysupdate: None,
     };
     let mut manifest = output::manifest(cx, s.inputs, parts, &outs, hashes);
     let mut netboot = p.manifest.clone();

@@ -40,6 +40,7 @@ pub(crate) fn write(cx: &Context, s: &Stages, p: &Planned) -> Result<Manifest> {
     let parts = Parts {
         layout: super::layout(map.len()),
         notes: super::notes(cx, s.inputs)?,
+        sysupdate: None,
     };
     let mut netboot = p.manifest.clone();
     netboot.files = files;

@@ -199,6 +199,7 @@ fn notes(cx: &Context, inputs: &Inputs) -> Result<TreeNotes> {
         dedup: crate::DedupReport::default(),
         boot: note,
         verity: None,
+        sysupdate: None,
     })
 }
 

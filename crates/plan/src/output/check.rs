@@ -57,6 +57,9 @@ pub(crate) fn check(cx: &Context, inputs: &Inputs) -> Result<()> {
     if out.is_dir() {
         return bad("is a directory".into());
     }
+    if !cx.format.empty_slots().is_empty() {
+        crate::sysupdate::check_dir(out)?;
+    }
     let spec = &inputs.spec;
     let mut sources: Vec<(&str, &Path)> = vec![("--closure", &spec.closure)];
     if let Some(ci) = &spec.closure_info {

@@ -14,6 +14,8 @@ pub(crate) struct TreeNotes {
     pub boot: crate::BootNote,
     /// The verity store's root hash and partitions, for a format with a `store` partition.
     pub verity: Option<crate::VerityManifest>,
+    /// The version's sysupdate artifacts and the empty B slots (a format with B slots).
+    pub sysupdate: Option<crate::sysupdate::SysupdateManifest>,
 }
 
 /// What the stream found out about the outputs.
@@ -139,6 +141,7 @@ pub(crate) fn manifest(
         added: notes.added,
         boot: notes.boot,
         verity: notes.verity,
+        sysupdate: notes.sysupdate,
     }
 }
 

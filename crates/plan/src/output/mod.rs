@@ -39,14 +39,20 @@ pub(crate) fn write(
     reporter: &dyn Reporter,
     cancel: &AtomicBool,
 ) -> Result<Manifest> {
-    let parts = Parts { layout, notes };
+    let parts = Parts {
+        layout,
+        notes,
+        sysupdate: None,
+    };
     write_with(cx, inputs, parts, map, reporter, cancel, |_| {})
 }
 
-/// What the manifest says besides the hashes: the layout and what building the trees did.
+/// What the manifest says besides the hashes: the layout and what building the trees did;
+/// and the sysupdate artifacts written beside the image, renamed into place with it.
 pub(crate) struct Parts {
     pub layout: Layout,
     pub notes: TreeNotes,
+    pub sysupdate: Option<crate::sysupdate::Pending>,
 }
 
 /// [`write`], with `more` adding to the manifest before it is written (a format's own part).
@@ -59,7 +65,11 @@ pub(crate) fn write_with(
     cancel: &AtomicBool,
     more: impl FnOnce(&mut Manifest),
 ) -> Result<Manifest> {
-    let Parts { layout, notes } = parts;
+    let Parts {
+        layout,
+        notes,
+        sysupdate,
+    } = parts;
     let outs = Outputs::of(&cx.output);
     // An image holding a file its owner kept from others is readable by its owner only, and
     // so is its bmap (whose range hashes cover that file).
@@ -84,7 +94,7 @@ pub(crate) fn write_with(
         toplevel: &toplevel,
         phase: format!("writing {}", paths::file_name(&outs.image)),
     };
-    run(&job, map, reporter, cancel, |hashes| {
+    run(&job, map, reporter, cancel, sysupdate, |hashes| {
         let mut manifest = manifest::manifest(cx, inputs, layout, &outs, hashes, notes);
         more(&mut manifest);
         let json =
@@ -124,14 +134,15 @@ pub(crate) struct Job<'a> {
 }
 
 /// Create every file of `job`, stream `map` into them, finish them, let `last` add its file
-/// (the manifest) from the hashes, then rename everything into place, `last`'s file last.
-/// Nothing is renamed before every file is complete: a failure leaves no file at the output
-/// paths.
+/// (the manifest) from the hashes, then rename everything into place (`dir`, a directory
+/// written before, after the image), `last`'s file last. Nothing is renamed before every
+/// file is complete: a failure leaves no file at the output paths.
 pub(crate) fn run<T>(
     job: &Job,
     map: &Map,
     reporter: &dyn Reporter,
     cancel: &AtomicBool,
+    dir: Option<crate::sysupdate::Pending>,
     last: impl FnOnce(Hashes) -> Result<(Option<OutputFile>, T)>,
 ) -> Result<T> {
     let outs = job.outs;
@@ -207,11 +218,18 @@ pub(crate) fn run<T>(
         sha256,
         disk_sha256,
     })?;
-    for f in [image, raw, bmap_file, last_file].into_iter().flatten() {
+    let persist = |f: OutputFile| {
         let tmp = f.tmp().to_path_buf();
-        f.persist()
-            .map_err(Error::from)
-            .map_err(output_full(&tmp))?;
+        f.persist().map_err(Error::from).map_err(output_full(&tmp))
+    };
+    for f in [image, raw, bmap_file].into_iter().flatten() {
+        persist(f)?;
+    }
+    if let Some(d) = dir {
+        d.persist()?;
+    }
+    if let Some(f) = last_file {
+        persist(f)?;
     }
     Ok(done)
 }

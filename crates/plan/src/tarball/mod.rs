@@ -63,6 +63,7 @@ pub(crate) fn build(s: &Stages) -> Result<Manifest> {
             secure_boot: None,
         },
         verity: None,
+        sysupdate: None,
     };
     crate::pool(cx.threads)?
         .install(|| output::write(&cx, s.inputs, layout, &p.map, notes, s.reporter, s.cancel))

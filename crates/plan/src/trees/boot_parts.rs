@@ -62,8 +62,13 @@ pub(super) fn esp_tree(
     if cx.format.bootloader.uki {
         // `entry`'s kernel parameters already end in the plan's extra ones (a verity
         // store's `usrhash=`), so the UKI's .cmdline carries them.
-        let built = super::uki::build(inputs, entry, &[])?;
-        let files = boot::uki_esp(esp, &super::uki::file_name(&inputs.bootspec)?)?;
+        // An A/B appliance's UKI is named as systemd-sysupdate replaces it.
+        let file = match crate::sysupdate::record_for(cx.format, &inputs.bootspec)? {
+            Some(rec) => rec.uki_file(),
+            None => super::uki::file_name(&inputs.bootspec)?,
+        };
+        let built = super::uki::build(inputs, entry, &file, &[])?;
+        let files = boot::uki_esp(esp, &file)?;
         add_boot_files(&mut tree, "/", &files, &inputs.store, time)?;
         let path = format!("/{}", built.note.path);
         tree.insert_path(path.as_bytes(), Node::bytes(file_meta(time), built.bytes))

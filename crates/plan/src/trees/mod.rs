@@ -85,8 +85,8 @@ pub(crate) fn build(
             Contents::Esp => esp_tree(cx, inputs, &entry, extra_params, &mut choice)?,
             Contents::Firmware => firmware_tree(cx, inputs)?,
             // Raw sectors: GRUB's core image, placed by the disk plan; the store image and
-            // its hash area, which `crate::verity` made.
-            Contents::BiosBoot | Contents::Store | Contents::Verity => {
+            // its hash area, which `crate::verity` made; an empty B slot (zeros).
+            Contents::BiosBoot | Contents::Store | Contents::Verity | Contents::Empty => {
                 trees.push(Tree::new(dir_meta(cx.time)));
                 continue;
             }

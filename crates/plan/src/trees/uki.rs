@@ -44,9 +44,14 @@ fn uki_err(what: &str) -> impl FnOnce(uki::Error) -> Error + '_ {
 
 /// The UKI file name: `"org.imgbuild.v1".ukiFile`, else `nixos.efi`.
 pub(crate) fn file_name(spec: &BootSpec) -> Result<String> {
+    Ok(recorded_file_name(spec)?.unwrap_or_else(|| "nixos.efi".into()))
+}
+
+/// `"org.imgbuild.v1".ukiFile`, when the toplevel records one.
+pub(crate) fn recorded_file_name(spec: &BootSpec) -> Result<Option<String>> {
     match spec.imgbuild.as_ref().and_then(|e| e.other.get("ukiFile")) {
-        None | Some(serde_json::Value::Null) => Ok("nixos.efi".into()),
-        Some(serde_json::Value::String(s)) => Ok(s.clone()),
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(Error::BadBootSpec {
             toplevel: spec.toplevel.to_string(),
             reason: "\"org.imgbuild.v1\".ukiFile is not a string".into(),
@@ -105,11 +110,16 @@ fn mod_dir_version(inputs: &Inputs) -> Option<String> {
     }
 }
 
-/// Builds the UKI of `entry` with `extra` arguments appended to its command line.
-pub(crate) fn build(inputs: &Inputs, entry: &boot::BootEntry, extra: &[String]) -> Result<Built> {
+/// Builds the UKI of `entry`, `EFI/Linux/<file>`, with `extra` arguments appended to its
+/// command line.
+pub(crate) fn build(
+    inputs: &Inputs,
+    entry: &boot::BootEntry,
+    file: &str,
+    extra: &[String],
+) -> Result<Built> {
     let arch = boot::efi_arch(&entry.system)?;
-    let file = file_name(&inputs.bootspec)?;
-    let path = boot::uki_path(&file)?;
+    let path = boot::uki_path(file)?;
     let stub_link = inputs
         .toplevel
         .join(format!("systemd/lib/systemd/boot/efi/linux{arch}.efi.stub"));
