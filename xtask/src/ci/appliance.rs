@@ -33,6 +33,10 @@ pub(super) struct VerityPart {
 #[derive(Debug, Clone, Deserialize)]
 struct Verity {
     root_hash: String,
+    /// Bytes of the store image at the data partition's start: the protected bytes are these
+    /// (and the zeros to the next block); the rest of the partition is room for later
+    /// versions.
+    store_image_size: u64,
     data: VerityPart,
     hash: VerityPart,
 }
@@ -67,6 +71,12 @@ impl Facts {
     fn from_manifest(m: &serde_json::Value) -> Result<Facts> {
         let verity: Verity =
             serde_json::from_value(m["verity"].clone()).context("its `verity` section")?;
+        ensure!(
+            verity.store_image_size <= verity.data.size,
+            "its store image ({} bytes) is larger than its data partition ({} bytes)",
+            verity.store_image_size,
+            verity.data.size
+        );
         let parts: Vec<Partition> =
             serde_json::from_value(m["partitions"].clone()).context("its `partitions`")?;
         let esp = parts
@@ -147,18 +157,19 @@ pub(super) fn appliance(run: &mut Run, fx: &Path) {
         &info,
         (&facts.verity.root_hash, &want),
     );
-    flipped_store_byte(run, &img, &facts.verity.data);
+    flipped_store_byte(run, &img, &facts.verity);
     update::ab_update(run, fx, (&img, &facts), &info2);
 }
 
-/// The negative control: one byte of the store partition flipped must FAIL (dm-verity).
-fn flipped_store_byte(run: &mut Run, img: &Path, data: &VerityPart) {
+/// The negative control: one byte of the store image (in the middle of it) flipped must
+/// FAIL (dm-verity).
+fn flipped_store_byte(run: &mut Run, img: &Path, verity: &Verity) {
     let bad = run.out.join("appliance-flipped-store-byte.img");
     let made = run.step(
         "appliance with one store byte flipped (negative control)",
         || {
             util::run(cmd("cp").arg("--sparse=always").arg(img).arg(&bad))?;
-            let at = data.offset + data.size / 2;
+            let at = verity.data.offset + verity.store_image_size / 2;
             let mut f = fs::OpenOptions::new().read(true).write(true).open(&bad)?;
             let mut b = [0u8; 1];
             f.seek(SeekFrom::Start(at))?;
@@ -211,8 +222,11 @@ impl Run {
                 "booted, but printed {:?} instead of {marker:?}",
                 o.detail
             );
-            let console = fs::read_to_string(&o.log)
-                .with_context(|| format!("reading {}", o.log.display()))?;
+            // (the firmware's escape sequences are not all UTF-8)
+            let console = String::from_utf8_lossy(
+                &fs::read(&o.log).with_context(|| format!("reading {}", o.log.display()))?,
+            )
+            .into_owned();
             let usrhash = cmdline_arg(&console, "usrhash");
             ensure!(
                 usrhash == Some(root_hash),
@@ -264,6 +278,7 @@ mod tests {
             "boot": {"uki": {"path": "EFI/Linux/imgbuild-fixture_1.efi"}},
             "verity": {
                 "root_hash": "891c",
+                "store_image_size": 95129600,
                 "data": {"name": "store", "number": 3, "offset": 546308096, "size": 95420416},
                 "hash": {"name": "store-verity", "number": 2, "offset": 545259520, "size": 761856}
             }
@@ -281,6 +296,10 @@ mod tests {
         no_esp["partitions"] = serde_json::json!([]);
         let e = format!("{:#}", Facts::from_manifest(&no_esp).expect_err("no ESP"));
         assert!(e.contains("no EFI System Partition"), "{e}");
+        let mut too_big = m.clone();
+        too_big["verity"]["store_image_size"] = 95420417.into();
+        let e = format!("{:#}", Facts::from_manifest(&too_big).expect_err("too big"));
+        assert!(e.contains("larger than its data partition"), "{e}");
         let mut no_verity = m;
         no_verity["verity"] = serde_json::Value::Null;
         let e = format!(
