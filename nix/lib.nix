@@ -147,6 +147,15 @@ let
         compress = "none";
         product = "raw-image";
       };
+      # The UEFI disk with a dm-verity protected store and A/B slots; imgbuild also writes the
+      # systemd-sysupdate files of this version beside it (`<file>.sysupdate/`).
+      appliance = {
+        base = "appliance";
+        system = "x86_64-linux";
+        extension = "img";
+        compress = "none";
+        product = "raw-image";
+      };
       iso = live "iso" "iso" "iso";
       # The iso medium (formats/iso-installer.toml: `base = "iso"`) with another system.
       iso-installer = live "iso" "iso" "iso";
@@ -160,6 +169,12 @@ let
       proxmox-lxc = tarball "proxmox-lxc";
       incus = tarball "incus";
     };
+
+  # The formats whose disk has an EFI system partition (`imgbuild --esp-size`).
+  hasEsp = f: elem f.base [ "raw-efi" "appliance" ];
+  # The formats after whose image imgbuild writes a directory of systemd-sysupdate artifacts,
+  # `<image>.sysupdate/` (AB-CONTRACT.md).
+  hasSysupdate = f: f.base == "appliance";
 
   # The systems a format makes images for, as a list.
   systemsOf = f: if isList f.system then f.system else [ f.system ];
@@ -306,6 +321,7 @@ let
 
   unique = foldl' (acc: x: if elem x acc then acc else acc ++ [ x ]) [ ];
   optional = cond: xs: if cond then xs else [ ];
+  optionalString = cond: s: if cond then s else "";
   # `[ flag value ]`, or nothing when the value is null.
   opt = flag: value: if value == null then [ ] else [ flag (toString value) ];
 
@@ -363,7 +379,7 @@ let
     let
       f = formatInfo format;
     in
-    if espSize != null && f.base != "raw-efi" then
+    if espSize != null && !(hasEsp f) then
       throw "imgbuild: espSize: format `${format}` has no EFI system partition"
     else if compress != null && !(elem compress [ "none" "zstd" ]) then
       throw "imgbuild: compress must be \"none\" or \"zstd\", not `${toString compress}`"
@@ -471,6 +487,8 @@ let
       closureInfo = pkgs.closureInfo { rootPaths = [ toplevel ]; };
       file = if filePath == null then imageFileName { inherit name format compress; } else filePath;
       dir = builtins.dirOf file;
+      # The appliance's update files for systemd-sysupdate, beside the image (under $out too).
+      sysupdateDir = if hasSysupdate f then "${file}.sysupdate" else null;
       args = imgbuildArgs {
         inherit
           format
@@ -514,20 +532,34 @@ let
             ;
           imgbuildArgs = args;
           commandLine = cmd;
+          inherit sysupdateDir;
           targetSystem = target;
         };
         meta.description = "NixOS ${format} disk image of ${name} (${target}), built by imgbuild";
       }
-      ''
-        mkdir -p "$out/nix-support"${if dir == "." then "" else " \"$out/${dir}\""}
-        # The store is / in the build sandbox, so no --store-root. SOURCE_DATE_EPOCH comes from
-        # stdenv (1980-01-01 unless the caller sets it). The bytes do not depend on -j.
-        threads=()
-        if [ "''${NIX_BUILD_CORES:-0}" -gt 0 ]; then threads=(-j "$NIX_BUILD_CORES"); fi
-        ${cmd} "''${threads[@]}"
-        echo "file ${f.product} $out/${file}" >> "$out/nix-support/hydra-build-products"
-        echo "file json $out/${file}.json" >> "$out/nix-support/hydra-build-products"
-      '';
+      (
+        ''
+          mkdir -p "$out/nix-support"${if dir == "." then "" else " \"$out/${dir}\""}
+          # The store is / in the build sandbox, so no --store-root. SOURCE_DATE_EPOCH comes from
+          # stdenv (1980-01-01 unless the caller sets it). The bytes do not depend on -j.
+          threads=()
+          if [ "''${NIX_BUILD_CORES:-0}" -gt 0 ]; then threads=(-j "$NIX_BUILD_CORES"); fi
+          ${cmd} "''${threads[@]}"
+          echo "file ${f.product} $out/${file}" >> "$out/nix-support/hydra-build-products"
+          echo "file json $out/${file}.json" >> "$out/nix-support/hydra-build-products"
+        ''
+        + optionalString (sysupdateDir != null) ''
+          # The next version's files for the appliances' update source (imgbuild.appliance.
+          # updateSource): the usr and usr-verity partitions, the UKI, SHA256SUMS.
+          if [ ! -d "$out/${sysupdateDir}" ]; then
+            echo "imgbuild wrote no $out/${sysupdateDir}/" >&2
+            exit 1
+          fi
+          for artifact in "$out/${sysupdateDir}"/*; do
+            echo "file sysupdate $artifact" >> "$out/nix-support/hydra-build-products"
+          done
+        ''
+      );
 
   nodeKeys = [
     "name"

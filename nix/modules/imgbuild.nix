@@ -55,6 +55,7 @@ let
     hetzner = x86;
     cloudstack = x86;
     linode = x86;
+    appliance = x86;
     iso = both;
     iso-installer = both;
     netboot = both;
@@ -86,6 +87,9 @@ let
     cloudstack = "raw";
     # An ext4 root without a partition table; GRUB for `nodev` (Linode's GRUB reads grub.cfg).
     linode = "linode";
+    # The raw-efi disk's ESP and root, with a dm-verity protected store at /usr and A/B slots
+    # (appliance.nix).
+    appliance = "appliance";
     iso = "iso";
     iso-installer = "iso";
     netboot = "netboot";
@@ -99,6 +103,8 @@ let
   base = if cfg.format == null then null else formatBase.${cfg.format};
   # The live media: the system runs from a read-only store image under a tmpfs overlay.
   live = base == "iso" || base == "netboot";
+  # The UEFI disks with an ESP at /boot, systemd-boot and an ext4 root labelled `nixos`.
+  efiDisk = base == "raw-efi" || base == "appliance";
   hostSystem = pkgs.stdenv.hostPlatform.system;
   # `uname -m` of the system (nixpkgs' `hostPlatform.uname.processor` on Linux).
   processor = builtins.head (builtins.match "([^-]+)-.*" hostSystem);
@@ -349,6 +355,7 @@ in
   imports = [
     ./platforms.nix
     ./containers.nix
+    ./appliance.nix
   ];
 
   options.imgbuild = {
@@ -375,6 +382,7 @@ in
           "hetzner"
           "cloudstack"
           "linode"
+          "appliance"
           "iso"
           "iso-installer"
           "netboot"
@@ -412,6 +420,10 @@ in
         `linode`: ext4 `/` labelled `nixos` with no partition table (`.img.gz`), GRUB with
         `device = "nodev"` (grub.cfg only: Linode's own GRUB reads it), and linode-config.nix's
         serial console, network and SSH settings.
+        `appliance` (x86_64): the raw-efi disk's ESP and root, the store read-only at `/usr`
+        through dm-verity (`/nix/store` bound to `/usr/nix/store`), systemd's stage 1, A/B
+        slots updated by systemd-sysupdate from `imgbuild.appliance.updateSource`; needs
+        `system.image.id` and `system.image.version` (`appliance.nix`).
         `iso` (live) and `iso-installer`, x86_64 and aarch64: what nixpkgs' iso-image.nix sets
         (root on tmpfs, the ISO at `/iso` found by its volume ID `root=LABEL=`, the store image
         `/iso/nix-store.squashfs` at `/nix/.ro-store` under a tmpfs overlay as `/nix/store`,
@@ -467,7 +479,8 @@ in
       type = types.bool;
       default = true;
       description = ''
-        Grow the root partition and file system to fill the disk on first boot. raw-efi:
+        Grow the root partition and file system to fill the disk on first boot. raw-efi (and
+        the disks that hold it, and appliance, whose root is its last partition):
         `boot.growPartition` and `autoResize` on `/`. sd-aarch64: a first-boot unit, as
         nixpkgs' sd-image does, run while the image's registration file exists.
       '';
@@ -570,7 +583,9 @@ in
       ];
     })
 
-    (mkIf (base == "raw-efi") {
+    # raw-efi and the disks in a container (qemu-efi, amazon, ...), and the appliance's ESP and
+    # root (its store: appliance.nix).
+    (mkIf efiDisk {
       fileSystems."/" = {
         device = "/dev/disk/by-label/nixos";
         fsType = "ext4";

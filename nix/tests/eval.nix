@@ -35,16 +35,13 @@ let
   # --- formats/*.toml, the source of truth for labels, mount points and systems ---
   # Sorted by format name, as attrNames sorts lib.formats (file names sort `iso-installer.toml`
   # before `iso.toml`).
-  allTomlNames = builtins.sort builtins.lessThan (
+  # Every format file is in lib.formats (formatsMatchTomlFiles): the CLI has no format the
+  # flake does not offer.
+  tomlNames = builtins.sort builtins.lessThan (
     map (f: builtins.head (builtins.match "(.*)\\.toml" f)) (
       filter (f: builtins.match ".*\\.toml" f != null) (attrNames (readDir (root + "/formats")))
     )
   );
-  # Formats the CLI has but the NixOS module does not configure yet: `appliance` (issue 26:
-  # its initrd side, systemd stage 1 with dm-verity, is the module's next step). Not in
-  # lib.formats, so no flake output or build-image variant offers them.
-  cliOnly = [ "appliance" ];
-  tomlNames = filter (n: !(builtins.elem n cliOnly)) allTomlNames;
   # A format file with its `base` chain merged in, as crates/plan/src/format.rs does.
   toml =
     name:
@@ -121,6 +118,31 @@ let
     imgbuild.growRoot = false;
   };
   none = evalImg "x86_64-linux" { };
+
+  # The appliance: modules/appliance.nix with the settings NixOS itself would have for it
+  # (the stub evaluator's config does not see the module's own definitions: stage 1, dm-verity
+  # and uki.nix's file name are given here as NixOS would set them).
+  applianceModule = ../modules/appliance.nix;
+  applianceNixos = {
+    imgbuild.format = "appliance";
+    system.image = {
+      id = "kiosk";
+      version = "1.2";
+    };
+    boot.initrd.systemd = {
+      enable = true;
+      dmVerity.enable = true;
+    };
+    system.boot.loader.ukiFile = "kiosk_1.2.efi";
+  };
+  applianceWith =
+    settings:
+    stubs.evalModule {
+      module = applianceModule;
+      settings = stubs.recursiveUpdate applianceNixos settings;
+    };
+  appliance = applianceWith { imgbuild.appliance.updateSource = "https://updates.example.com/kiosk/"; };
+  failing = e: map (a: a.message) (filter (a: !a.assertion) e.defs.assertions);
   fw = sd.config.imgbuild.raspberryPi.firmware;
   # nixos-25.11 has no merged Pi U-Boot: one per board.
   sdSplit = evalImg "aarch64-linux" {
@@ -184,20 +206,6 @@ let
         inherit n;
         inherit (lib.formats.${n}) system extension compress base;
       }) (attrNames lib.formats));
-    };
-
-    # The CLI-only formats are format files, and lib.formats leaves them out.
-    cliOnlyFormatsAreFilesNotInLib = {
-      expr = map (n: {
-        inherit n;
-        file = builtins.elem n allTomlNames;
-        inLib = lib.formats ? ${n};
-      }) cliOnly;
-      expected = map (n: {
-        inherit n;
-        file = true;
-        inLib = false;
-      }) cliOnly;
     };
 
     # containers.nix: a container system, with the marker and metadata imgbuild reads.
@@ -919,6 +927,271 @@ let
       };
     };
 
+    # appliance.nix for imgbuild.format = "appliance": systemd's stage 1 with dm-verity, the
+    # store at /usr (read-only, through /dev/mapper/usr) bound to /nix/store, the boot.json
+    # record of AB-CONTRACT.md; nothing for another format.
+    moduleAppliance = {
+      expr = {
+        initrd = appliance.defs.boot.initrd;
+        usr = appliance.defs.fileSystems."/usr";
+        store = appliance.defs.fileSystems."/nix/store";
+        usrbinenv = appliance.defs.system.activationScripts.usrbinenv;
+        record = appliance.defs.boot.bootspec.extensions;
+        failing = failing appliance;
+        rawEfi = (applianceWith { imgbuild.format = "raw-efi"; }).defs;
+      };
+      expected = {
+        initrd = {
+          systemd = {
+            enable = true;
+            dmVerity.enable = true;
+          };
+          availableKernelModules = [
+            "dm_mod"
+            "dm_verity"
+            "squashfs"
+          ];
+        };
+        usr = {
+          device = "/dev/mapper/usr";
+          fsType = (part "appliance" "store").filesystem;
+          options = [ "ro" ];
+        };
+        store = {
+          device = "/usr/nix/store";
+          fsType = "none";
+          options = [ "bind" ];
+        };
+        usrbinenv = "";
+        record."org.imgbuild.v1".appliance = {
+          imageId = "kiosk";
+          imageVersion = "1.2";
+          systemdInitrd = true;
+          dmVerity = true;
+        };
+        failing = [ ];
+        rawEfi = { };
+      };
+    };
+
+    # The sysupdate transfers, with AB-CONTRACT.md's names and patterns: from an https URL
+    # (url-file), a directory (regular-file), none without an update source.
+    moduleApplianceTransfers =
+      let
+        url = "https://updates.example.com/kiosk/";
+        from = type: path: pattern: {
+          Type = type;
+          Path = path;
+          MatchPattern = pattern;
+        };
+        contract = type: path: {
+          "10-uki" = {
+            Transfer.ProtectVersion = "%A";
+            Source = from type path "kiosk_@v.efi";
+            Target = {
+              Type = "regular-file";
+              Path = "/EFI/Linux";
+              PathRelativeTo = "boot";
+              MatchPattern = [
+                "kiosk_@v+@l-@d.efi"
+                "kiosk_@v+@l.efi"
+                "kiosk_@v.efi"
+              ];
+              Mode = "0444";
+              TriesLeft = 3;
+              TriesDone = 0;
+              InstancesMax = 2;
+            };
+          };
+          "20-usr-verity" = {
+            Transfer.ProtectVersion = "%A";
+            Source = from type path "kiosk_@v_@u.usr-verity.raw";
+            Target = {
+              Type = "partition";
+              Path = "auto";
+              MatchPartitionType = "usr-verity";
+              MatchPattern = "kiosk_@v_verity";
+              ReadOnly = 1;
+            };
+          };
+          "22-usr" = {
+            Transfer.ProtectVersion = "%A";
+            Source = from type path "kiosk_@v_@u.usr.raw";
+            Target = {
+              Type = "partition";
+              Path = "auto";
+              MatchPartitionType = "usr";
+              MatchPattern = "kiosk_@v";
+              ReadOnly = 1;
+            };
+          };
+        };
+        unverified = (applianceWith {
+          imgbuild.appliance = {
+            updateSource = "http://10.0.2.2:8000";
+            verifyUpdates = false;
+          };
+        }).defs.systemd.sysupdate.transfers;
+        directory = applianceWith {
+          imgbuild.appliance = {
+            updateSource = "/run/updates";
+            verifyUpdates = false;
+          };
+        };
+      in
+      {
+        expr = {
+          url = appliance.defs.systemd.sysupdate;
+          directory = directory.defs.systemd.sysupdate.transfers;
+          unverified = map (t: unverified.${t}.Transfer) (attrNames unverified);
+          none = (applianceWith { }).defs.systemd or { };
+        };
+        expected = {
+          url = {
+            enable = true;
+            transfers = contract "url-file" url;
+          };
+          # (Verify= is for downloads only.)
+          directory = contract "regular-file" "/run/updates";
+          unverified = map (_: {
+            ProtectVersion = "%A";
+            Verify = false;
+          }) [ 1 2 3 ];
+          none = { };
+        };
+      };
+
+    # The assertions name the option to set: the image id and version (present, without `_`),
+    # the UKI's name, the GPT name's length, stage 1 with dm-verity, the update source.
+    moduleApplianceAssertions =
+      let
+        fails = settings: failing (applianceWith settings);
+        mentions =
+          settings: option:
+          builtins.any (hasInfix option) (fails settings) && length (fails settings) == 1;
+      in
+      {
+        expr = {
+          noId = mentions { system.image.id = null; } "system.image.id";
+          noVersion = mentions { system.image.version = null; } "system.image.version";
+          underscoreVersion = mentions { system.image.version = "1_2"; } "system.image.version";
+          underscoreId = mentions { system.image.id = "my_kiosk"; } "system.image.id";
+          slashId = mentions { system.image.id = "a/b"; } "system.image.id";
+          versionCharacters = fails {
+            system.image.version = "1.2~rc1+git^2-3";
+            system.boot.loader.ukiFile = "kiosk_1.2~rc1+git^2-3.efi";
+          };
+          tries = fails { system.boot.loader.ukiFile = "kiosk_1.2+3.efi"; };
+          longNames = mentions {
+            system.image.id = "a-very-long-appliance-name";
+            system.image.version = "2026.12.06";
+            system.boot.loader.ukiFile = "a-very-long-appliance-name_2026.12.06.efi";
+          } "36 characters";
+          noDmVerity = mentions { boot.initrd.systemd.dmVerity.enable = false; } "boot.initrd.systemd.dmVerity.enable";
+          relativeSource = mentions { imgbuild.appliance.updateSource = "updates/"; } "imgbuild.appliance.updateSource";
+        };
+        expected = {
+          noId = true;
+          noVersion = true;
+          underscoreVersion = true;
+          underscoreId = true;
+          slashId = true;
+          versionCharacters = [ ];
+          tries = [
+            "imgbuild.format = \"appliance\": the UKI is named \"kiosk_1.2+3.efi\" (system.boot.loader.ukiFile), but the A/B updates need kiosk_1.2.efi: leave boot.uki.name and boot.uki.version at their defaults (system.image.id and system.image.version) and boot.uki.tries at null."
+          ];
+          longNames = true;
+          noDmVerity = true;
+          relativeSource = true;
+        };
+      };
+
+    # The appliance's ESP, root, boot loader and console are raw-efi's (imgbuild.nix); with
+    # appliance.nix's mounts, the module mounts every mount point of formats/appliance.toml,
+    # by the labels it gives.
+    moduleApplianceDisk =
+      let
+        disk = evalImg "x86_64-linux" { imgbuild.format = "appliance"; };
+        mounts = disk.defs.fileSystems // appliance.defs.fileSystems;
+        labelled = filter (p: p ? label) (toml "appliance").partition;
+      in
+      {
+        expr = {
+          inherit (disk.defs) fileSystems;
+          loader = disk.defs.boot.loader;
+          params = disk.defs.boot.kernelParams;
+          tomlMountPoints = builtins.all (p: !(p ? mount-point) || mounts ? ${p.mount-point}) (toml "appliance").partition;
+          labels = map (p: mounts.${p.mount-point}.device) labelled;
+          record = disk.defs.boot.bootspec.extensions."org.imgbuild.v1".release;
+        };
+        expected = {
+          inherit (rawEfi.defs) fileSystems;
+          loader = rawEfi.defs.boot.loader;
+          params = rawEfi.defs.boot.kernelParams;
+          tomlMountPoints = true;
+          labels = map (p: label p.label) labelled;
+          record = "25.11";
+        };
+      };
+
+    # lib.mkImage of an appliance: the image and, beside it under $out, the sysupdate directory
+    # imgbuild writes, which the build requires and lists for Hydra; raw-efi has none.
+    mkImageAppliance =
+      let
+        img = lib.mkImage {
+          nixosConfiguration = stubs.nixosConfiguration {
+            name = "kiosk";
+            system = "x86_64-linux";
+            format = "appliance";
+          };
+          pkgs = stubs.pkgsFor "x86_64-linux";
+          espSize = "1GiB";
+        };
+        x86 = r.packages.x86_64-linux.x86;
+      in
+      {
+        expr = {
+          inherit (img) file sysupdateDir;
+          args = [
+            (builtins.head img.imgbuildArgs)
+            (elemAt img.imgbuildArgs 6)
+          ];
+          espSize = elem "--esp-size" img.imgbuildArgs;
+          product = hasInfix "echo \"file raw-image $out/kiosk.img\"" img.script;
+          requiresDir = hasInfix "if [ ! -d \"$out/kiosk.img.sysupdate\" ]; then" img.script;
+          listsDir = hasInfix "for artifact in \"$out/kiosk.img.sysupdate\"/*; do\n  echo \"file sysupdate $artifact\"" img.script;
+          rawEfi = {
+            inherit (x86) sysupdateDir;
+            script = hasInfix "sysupdate" x86.script;
+          };
+          aarch64 = throws (lib.mkImage {
+            nixosConfiguration = stubs.nixosConfiguration {
+              name = "kiosk";
+              system = "aarch64-linux";
+              format = "appliance";
+            };
+            pkgs = stubs.pkgsFor "x86_64-linux";
+          }).file;
+        };
+        expected = {
+          file = "kiosk.img";
+          sysupdateDir = "kiosk.img.sysupdate";
+          args = [
+            "appliance"
+            "${ph}/kiosk.img"
+          ];
+          espSize = true;
+          product = true;
+          requiresDir = true;
+          listsDir = true;
+          rawEfi = {
+            sysupdateDir = null;
+            script = false;
+          };
+          aarch64 = true;
+        };
+      };
+
     moduleMountPointsMatchFormats = {
       expr = {
         raw = attrNames rawEfi.defs.fileSystems;
@@ -1236,9 +1509,10 @@ let
           "vmware"
         ];
         # Every format but incus (nixpkgs has no variant of Incus' unified image), hetzner,
-        # cloudstack and netboot.
+        # cloudstack, netboot and appliance (nixpkgs' image.repart.verityStore is a module, not
+        # a build-image variant).
         formats = filter (
-          f: f != "incus" && f != "hetzner" && f != "cloudstack" && f != "netboot"
+          f: !(elem f [ "incus" "hetzner" "cloudstack" "netboot" "appliance" ])
         ) (attrNames lib.formats);
         containers = [ ];
       };

@@ -65,6 +65,14 @@ let
           initrd.availableKernelModules = opt (types.listOf types.str) [ ];
           initrd.kernelModules = opt (types.listOf types.str) [ ];
           initrd.systemd.enable = opt types.bool false;
+          # nixos/modules/system/boot/systemd/dm-verity.nix
+          initrd.systemd.dmVerity.enable = opt types.bool false;
+          # nixos/modules/system/boot/uki.nix (defaults below, as uki.nix sets them)
+          uki = {
+            name = mkOption { type = types.str; };
+            version = opt (types.nullOr types.str) config.system.image.version;
+            tries = opt (types.nullOr types.ints.unsigned) null;
+          };
           postBootCommands = opt types.lines "";
           bootspec.extensions = opt (types.attrsOf types.anything) { };
           loader = {
@@ -157,6 +165,20 @@ let
           name = opt (types.nullOr types.str) null;
         };
         systemd.services = opt (types.attrsOf freeform) { };
+        # nixos/modules/system/boot/systemd/sysupdate.nix: `transfers` in pkgs.formats.ini's
+        # type (sections of atoms or lists of atoms).
+        systemd.sysupdate = {
+          enable = opt types.bool false;
+          transfers =
+            let
+              atom = types.oneOf [
+                types.bool
+                types.int
+                types.str
+              ];
+            in
+            opt (types.attrsOf (types.attrsOf (types.attrsOf (types.either atom (types.listOf atom))))) { };
+        };
         networking.hostName = opt types.str "nixos";
         # What platforms.nix sets for the cloud and hypervisor formats.
         networking.timeServers = opt (types.listOf types.str) [ "0.nixos.pool.ntp.org" ];
@@ -219,6 +241,15 @@ let
           flags = opt (types.listOf types.str) [ ];
         }
         // lib.optionalAttrs (since "25.11") { upgrade = opt types.bool true; };
+        # nixos/modules/misc/version.nix: IMAGE_ID and IMAGE_VERSION of os-release.
+        system.image = {
+          id = opt (types.nullOr types.str) null;
+          version = opt (types.nullOr types.str) null;
+        };
+        system.boot.loader.ukiFile = mkOption {
+          type = types.str;
+          internal = true;
+        };
         system.nixos = {
           release = opt types.str release;
           distroName = opt types.str "NixOS";
@@ -238,6 +269,19 @@ let
       config.boot.loader.grub.devices = lib.mkIf config.boot.loader.grub.enable (
         lib.optional (config.boot.loader.grub.device != "") config.boot.loader.grub.device
       );
+      # uki.nix: the UKI is named after the image (or `nixos`), `_<version>` and `+<tries>`
+      # when set.
+      config.boot.uki.name = lib.mkOptionDefault (
+        if config.system.image.id != null then config.system.image.id else "nixos"
+      );
+      config.system.boot.loader.ukiFile =
+        let
+          u = config.boot.uki;
+        in
+        u.name
+        + lib.optionalString (u.version != null) "_${u.version}"
+        + lib.optionalString (u.tries != null) "+${toString u.tries}"
+        + ".efi";
       # A stand-in toplevel whose hash is a function of what the modules set that reaches the
       # disk and the boot loader, so equal toplevels mean equal systems.
       config.system.build.toplevel =
@@ -284,6 +328,11 @@ let
   cfgFor = f: extra: evalWith (systemOf f) ([ imgbuild { imgbuild.format = f; } ] ++ extra);
   fails = v: !(builtins.tryEval (builtins.deepSeq v v)).success;
   allTrue = builtins.all (a: a.assertion);
+
+  applianceImage.system.image = {
+    id = "kiosk";
+    version = "1.2";
+  };
 
   x86 = evalWith "x86_64-linux" [
     imgbuild
@@ -816,8 +865,10 @@ let
           none = (evalWith "x86_64-linux" [ imgbuild ]).boot.bootspec.extensions;
         };
         expected = {
+          # uki.nix's name without image id and version: nixos.efi.
           x86 = {
             release = "26.11";
+            ukiFile = "nixos.efi";
             bootloader = sd // {
               bootCounting = {
                 enable = false;
@@ -827,6 +878,7 @@ let
           };
           counting = {
             release = "26.11";
+            ukiFile = "nixos.efi";
             bootloader = sd // {
               timeout = null;
               editor = false;
@@ -838,10 +890,12 @@ let
           };
           v2511 = {
             release = "25.11";
+            ukiFile = "nixos.efi";
             bootloader = sd;
           };
           pi = {
             release = "26.11";
+            ukiFile = "nixos.efi";
             bootloader = {
               type = "extlinux";
               timeout = 5;
@@ -878,6 +932,8 @@ let
             c = evalWith system [
               imgbuild
               { imgbuild.format = f; }
+              # (the appliance's names: its assertions want them)
+              (lib.optionalAttrs (f == "appliance") applianceImage)
             ];
             root = c.fileSystems."/" or null;
           in
@@ -984,7 +1040,13 @@ let
               neededForBoot
               ;
           }) c.fileSystems;
-        record = c: removeAttrs c.boot.bootspec.extensions."org.imgbuild.v1" [ "release" ];
+        # (the UKI's name, recorded for every format, is bootspecRecord's)
+        record =
+          c:
+          removeAttrs c.boot.bootspec.extensions."org.imgbuild.v1" [
+            "release"
+            "ukiFile"
+          ];
         failing = c: map (a: a.message) (builtins.filter (a: !a.assertion) c.assertions);
         isoWith =
           system: settings:
@@ -1361,6 +1423,177 @@ let
           qemuEfi = {
             grubEfi = "${grubPackage.override { efiSupport = true; }}";
             efiSysMountPoint = "/boot/efi";
+          };
+        };
+      };
+
+    # The appliance through the real module system: uki.nix's file name from system.image,
+    # stage 1 with dm-verity, the mounts with the options NixOS adds, the boot.json record
+    # imgbuild checks, the transfers; the assertions fire for what imgbuild would refuse.
+    appliance =
+      let
+        kiosk =
+          extra:
+          evalWith "x86_64-linux" (
+            [
+              imgbuild
+              applianceImage
+              { imgbuild.format = "appliance"; }
+            ]
+            ++ extra
+          );
+        c = kiosk [
+          {
+            imgbuild.appliance.updateSource = "https://updates.example.com/kiosk/";
+            boot.kernelParams = [ "quiet" ];
+          }
+        ];
+        failing = cfg: map (a: a.message) (builtins.filter (a: !a.assertion) cfg.assertions);
+        mount = fs: { inherit (fs) device fsType options; };
+        nodes = flakeLib.mkNodes {
+          nodes = [
+            {
+              name = "kiosk";
+              format = "appliance";
+              modules = [ applianceImage ];
+            }
+          ];
+          nixpkgs = stubs.nixpkgs // {
+            lib = stubs.nixpkgs.lib // {
+              nixosSystem = args: { config = evalWith args.specialArgs.imgbuildNode.system args.modules; };
+            };
+          };
+        };
+      in
+      {
+        expr = {
+          ukiFile = c.system.boot.loader.ukiFile;
+          stage1 = {
+            inherit (c.boot.initrd.systemd) enable;
+            dmVerity = c.boot.initrd.systemd.dmVerity.enable;
+            modules = builtins.filter (m: builtins.elem m [ "dm_mod" "dm_verity" "squashfs" "nvme" ]) c.boot.initrd.availableKernelModules;
+          };
+          mounts = lib.mapAttrs (_: mount) c.fileSystems;
+          usrbinenv = c.system.activationScripts.usrbinenv;
+          params = c.boot.kernelParams;
+          loader = c.boot.loader.systemd-boot.enable;
+          record = removeAttrs c.boot.bootspec.extensions."org.imgbuild.v1" [ "bootloader" ];
+          sysupdate = {
+            inherit (c.systemd.sysupdate) enable;
+            transfers = builtins.attrNames c.systemd.sysupdate.transfers;
+            usr = c.systemd.sysupdate.transfers."22-usr".Target.MatchPattern;
+          };
+          ok = failing c;
+          noSource = (kiosk [ ]).systemd.sysupdate;
+          noId = builtins.length (failing (evalWith "x86_64-linux" [
+            imgbuild
+            { imgbuild.format = "appliance"; }
+          ]));
+          underscore = failing (kiosk [ { system.image.version = lib.mkForce "1_2"; } ]);
+          tries = builtins.length (failing (kiosk [ { boot.uki.tries = 3; } ]));
+          ukiName = builtins.length (failing (kiosk [ { boot.uki.name = "other"; } ]));
+          noStage1 = builtins.length (failing (kiosk [ { boot.initrd.systemd.enable = lib.mkForce false; } ]));
+          rawEfi = {
+            sysupdate = x86.systemd.sysupdate.enable;
+            stage1 = x86.boot.initrd.systemd.enable;
+            record = x86.boot.bootspec.extensions."org.imgbuild.v1" ? appliance;
+            mounts = builtins.attrNames x86.fileSystems;
+          };
+          node = {
+            inherit (nodes.packages.x86_64-linux.kiosk) file sysupdateDir;
+            ukiFile = nodes.nixosConfigurations.kiosk.config.system.boot.loader.ukiFile;
+          };
+        };
+        expected = {
+          ukiFile = "kiosk_1.2.efi";
+          stage1 = {
+            enable = true;
+            dmVerity = true;
+            modules = [
+              "dm_mod"
+              "dm_verity"
+              "squashfs"
+              "nvme"
+            ];
+          };
+          # x-initrd.mount is added by NixOS's filesystems.nix (not declared here).
+          mounts = {
+            "/" = {
+              device = "/dev/disk/by-label/nixos";
+              fsType = "ext4";
+              options = [ "defaults" ];
+            };
+            "/boot" = {
+              device = "/dev/disk/by-label/ESP";
+              fsType = "vfat";
+              options = [
+                "fmask=0077"
+                "dmask=0077"
+              ];
+            };
+            "/usr" = {
+              device = "/dev/mapper/usr";
+              fsType = "squashfs";
+              options = [ "ro" ];
+            };
+            "/nix/store" = {
+              device = "/usr/nix/store";
+              fsType = "none";
+              options = [ "bind" ];
+            };
+          };
+          usrbinenv = "";
+          params = [
+            "quiet"
+            "console=ttyS0,115200n8"
+            "console=tty0"
+          ];
+          loader = true;
+          record = {
+            release = "26.11";
+            ukiFile = "kiosk_1.2.efi";
+            appliance = {
+              imageId = "kiosk";
+              imageVersion = "1.2";
+              systemdInitrd = true;
+              dmVerity = true;
+            };
+          };
+          sysupdate = {
+            enable = true;
+            transfers = [
+              "10-uki"
+              "20-usr-verity"
+              "22-usr"
+            ];
+            usr = "kiosk_@v";
+          };
+          ok = [ ];
+          noSource = {
+            enable = false;
+            transfers = { };
+          };
+          # id and version unset
+          noId = 2;
+          underscore = [
+            "imgbuild.format = \"appliance\" needs system.image.version (the version systemd-sysupdate compares): 1 or more letters, digits, `.`, `~`, `^`, `+` or `-` (no `_`), not \"1_2\"."
+          ];
+          tries = 1;
+          ukiName = 1;
+          noStage1 = 1;
+          rawEfi = {
+            sysupdate = false;
+            stage1 = false;
+            record = false;
+            mounts = [
+              "/"
+              "/boot"
+            ];
+          };
+          node = {
+            file = "kiosk.img";
+            sysupdateDir = "kiosk.img.sysupdate";
+            ukiFile = "kiosk_1.2.efi";
           };
         };
       };

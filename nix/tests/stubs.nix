@@ -346,5 +346,6 @@ in
     closureInfoPath
     evalModule
     resolve
+    recursiveUpdate
     ;
 }

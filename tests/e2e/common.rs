@@ -254,3 +254,53 @@ pub fn closure_names(root: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// A writable copy of the demo with the sample stub in its systemd and a `PRETTY_NAME` in its
+/// os-release: (closure root, toplevel directory, store directory).
+pub fn demo_with_stub(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let copy = dir.join("demo");
+    ok(Command::new("cp").arg("-a").arg(demo()).arg(&copy));
+    ok(Command::new("chmod").args(["-R", "u+w"]).arg(&copy));
+    let top = std::fs::read_link(copy.join("result")).unwrap();
+    let top = copy.join(top.strip_prefix("/").unwrap());
+    let store = copy.join("nix/store");
+    let systemd = std::fs::read_link(top.join("systemd")).unwrap();
+    let efi = copy
+        .join(systemd.strip_prefix("/").unwrap())
+        .join("lib/systemd/boot/efi");
+    std::fs::write(efi.join("linuxx64.efi.stub"), imgbuild_uki::sample::stub()).unwrap();
+    let etc = std::fs::read_link(top.join("etc")).unwrap();
+    let osrel = copy.join(etc.strip_prefix("/").unwrap()).join("os-release");
+    let mut text = std::fs::read_to_string(&osrel).unwrap();
+    text.push_str("PRETTY_NAME=\"NixOS 24.05 (Uakari)\"\n");
+    std::fs::write(&osrel, text).unwrap();
+    (copy, top, store)
+}
+
+/// A writable copy of the demo made an appliance of version `version` (image id `demo`):
+/// the sample stub (as [`demo_with_stub`]) and boot.json's `"org.imgbuild.v1"` with the
+/// record imgbuild's module writes (`appliance`, `ukiFile`); returns the closure root.
+pub fn demo_appliance(dir: &Path, version: &str) -> PathBuf {
+    let (root, top, _) = demo_with_stub(dir);
+    let bj = top.join("boot.json");
+    let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&bj).unwrap()).unwrap();
+    doc["org.imgbuild.v1"] = serde_json::json!({
+        "ukiFile": format!("demo_{version}.efi"),
+        "appliance": {
+            "imageId": "demo", "imageVersion": version,
+            "systemdInitrd": true, "dmVerity": true
+        }
+    });
+    std::fs::write(&bj, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    root
+}
+
+/// `sfdisk --json IMG`'s partitions.
+pub fn sfdisk_partitions(img: &Path) -> Vec<serde_json::Value> {
+    let sf: serde_json::Value =
+        serde_json::from_str(&stdout(Command::new("sfdisk").arg("--json").arg(img))).unwrap();
+    sf["partitiontable"]["partitions"]
+        .as_array()
+        .expect("sfdisk lists the partitions")
+        .clone()
+}

@@ -23,6 +23,7 @@ mod netboot;
 mod oracle;
 mod secure_boot;
 mod sizes;
+mod sysupdate;
 mod uki;
 mod unprivileged;
 mod variants;

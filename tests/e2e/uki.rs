@@ -5,7 +5,7 @@
 //! its `.linux` and `.initrd` are the closure's kernel and initrd byte for byte, the
 //! manifest's sections are `objdump -h`'s (when binutils is installed), two builds are equal.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::{json, Value};
@@ -13,28 +13,6 @@ use serde_json::{json, Value};
 use crate::common::*;
 
 const UKI_FORMAT: &str = "base = \"raw-efi\"\nname = \"raw-efi-uki\"\n[bootloader]\nuki = true\n";
-
-/// A writable copy of the demo with the sample stub in its systemd and a `PRETTY_NAME` in its
-/// os-release: (closure root, toplevel directory, store directory).
-fn demo_with_stub(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let copy = dir.join("demo");
-    ok(Command::new("cp").arg("-a").arg(demo()).arg(&copy));
-    ok(Command::new("chmod").args(["-R", "u+w"]).arg(&copy));
-    let top = std::fs::read_link(copy.join("result")).unwrap();
-    let top = copy.join(top.strip_prefix("/").unwrap());
-    let store = copy.join("nix/store");
-    let systemd = std::fs::read_link(top.join("systemd")).unwrap();
-    let efi = copy
-        .join(systemd.strip_prefix("/").unwrap())
-        .join("lib/systemd/boot/efi");
-    std::fs::write(efi.join("linuxx64.efi.stub"), imgbuild_uki::sample::stub()).unwrap();
-    let etc = std::fs::read_link(top.join("etc")).unwrap();
-    let osrel = copy.join(etc.strip_prefix("/").unwrap()).join("os-release");
-    let mut text = std::fs::read_to_string(&osrel).unwrap();
-    text.push_str("PRETTY_NAME=\"NixOS 24.05 (Uakari)\"\n");
-    std::fs::write(&osrel, text).unwrap();
-    (copy, top, store)
-}
 
 fn build(root: &Path, format: &Path, out: &Path) -> Value {
     let mut args = closure_args(&format.display().to_string(), root, out);

@@ -1,8 +1,10 @@
-//! `appliance` from the committed demo closure: the dm-verity store checked with
+//! `appliance` from a copy of the committed demo closure made an appliance
+//! ([`demo_appliance`]: a UKI stub and the module's record): the dm-verity store checked with
 //! `veritysetup verify` on the partitions cut out of the image (and failing once a byte is
 //! flipped), the table with sgdisk and sfdisk, the store with unsquashfs, the root with
 //! e2fsck and debugfs, the ESP with fsck.fat and mtools; the same bytes for any thread count
-//! and working directory.
+//! and working directory; the A/B layout (slot A named for systemd-sysupdate, empty B slots)
+//! and the version's sysupdate artifacts beside the image.
 
 use crate::common::*;
 use imgbuild_verity::RootHash;
@@ -58,11 +60,21 @@ fn root_hash_bytes(hex: &str) -> [u8; 32] {
     out
 }
 
+/// `imgbuild appliance` of the closure at `root` to `out`, with `extra`: the manifest.
+fn build_app(root: &Path, out: &Path, extra: &[&str]) -> Value {
+    let mut args = closure_args("appliance", root, out);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push("--json".into());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    serde_json::from_slice(&ok(&mut imgbuild(&refs)).stdout).expect("--json prints the manifest")
+}
+
 #[test]
 fn appliance_demo_verifies_and_every_tool_accepts_it() {
     let t = tempfile::tempdir().unwrap();
+    let root_dir = demo_appliance(t.path(), "1");
     let img = t.path().join("app.img");
-    let m = run_demo("appliance", &img, &["-j", "1"]);
+    let m = build_app(&root_dir, &img, &["-j", "1"]);
     let v = &m["verity"];
     let root = v["root_hash"].as_str().unwrap();
     assert_eq!(v["hash_algorithm"], "sha256");
@@ -73,24 +85,32 @@ fn appliance_demo_verifies_and_every_tool_accepts_it() {
     // systemd-repart derives; imgbuild-verity's own test checks that against repart).
     let sg = stdout(Command::new("sgdisk").arg("-v").arg(&img));
     assert!(sg.contains("No problems found"), "{sg}");
-    let sf: Value =
-        serde_json::from_str(&stdout(Command::new("sfdisk").arg("--json").arg(&img))).unwrap();
-    let table = sf["partitiontable"]["partitions"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let table = sfdisk_partitions(&img);
     let names: Vec<&str> = table.iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["ESP", "store-verity", "store", "root"]);
+    // Slot A named as systemd-sysupdate names a version's partitions, B slots `_empty`.
+    assert_eq!(
+        names,
+        ["ESP", "demo_1_verity", "demo_1", "_empty", "_empty", "root"]
+    );
     let types: Vec<&str> = table.iter().map(|p| p["type"].as_str().unwrap()).collect();
+    let (usr, usr_verity) = (
+        "8484680C-9521-48C6-9C11-B0720656F69E",
+        "77FF5F63-E7B6-4633-ACF4-1565B864C0E6",
+    );
     assert_eq!(
         types,
         [
             "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
-            "77FF5F63-E7B6-4633-ACF4-1565B864C0E6",
-            "8484680C-9521-48C6-9C11-B0720656F69E",
+            usr_verity,
+            usr,
+            usr_verity,
+            usr,
             "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709",
         ]
     );
+    // Each B slot is as large as its A slot.
+    assert_eq!(table[3]["size"], table[1]["size"]);
+    assert_eq!(table[4]["size"], table[2]["size"]);
     let uuids = RootHash(root_hash_bytes(root)).partition_uuids();
     let upper = |u: uuid::Uuid| u.to_string().to_uppercase();
     assert_eq!(table[2]["uuid"], upper(uuids.data));
@@ -98,32 +118,34 @@ fn appliance_demo_verifies_and_every_tool_accepts_it() {
     assert_eq!(v["data"]["uuid"], uuids.data.to_string());
     assert_eq!(v["hash"]["uuid"], uuids.verity.to_string());
     for (side, name) in [("data", "store"), ("hash", "store-verity")] {
-        let p = part(&m, name);
         assert_eq!(v[side]["name"], name);
+        let p = &m["partitions"][usize::try_from(u(&v[side]["number"])).unwrap() - 1];
         assert_eq!(v[side]["offset"], p["start"]);
         assert_eq!(v[side]["size"], p["size"]);
         let n = usize::try_from(u(&v[side]["number"])).unwrap();
         assert_eq!(u(&table[n - 1]["start"]) * 512, u(&p["start"]));
     }
-    // Sizes: the data partition is the store image to 4 KiB, then to the 1 MiB alignment;
-    // the hash partition exactly the hash area.
-    let data_size = u(&v["data"]["size"]);
+    // Sizes: the protected data is the store image to 4 KiB, then to the 1 MiB alignment;
+    // the data partition has 512 MiB more (the format's `free`: room for a later version),
+    // the hash partition the hash area and 8 MiB, to the alignment.
     let image_size = u(&v["store_image_size"]);
+    let data_size = u(&v["data_blocks"]) * 4096;
     assert_eq!(
         data_size,
         (image_size.div_ceil(4096) * 4096).div_ceil(1 << 20) << 20
     );
+    assert_eq!(u(&v["data"]["size"]), data_size + (512 << 20));
+    let area = imgbuild_verity::hash_area_size(data_size).unwrap();
     assert_eq!(
         u(&v["hash"]["size"]),
-        imgbuild_verity::hash_area_size(data_size).unwrap()
+        (area + (8 << 20)).div_ceil(1 << 20) << 20
     );
-    assert_eq!(u(&v["data_blocks"]), data_size / 4096);
 
     // veritysetup verify on the partitions cut out of the image.
     let data = t.path().join("data.img");
     let hash = t.path().join("hash.img");
     extract(&img, u(&v["data"]["offset"]), data_size, &data);
-    extract(&img, u(&v["hash"]["offset"]), u(&v["hash"]["size"]), &hash);
+    extract(&img, u(&v["hash"]["offset"]), area, &hash);
     let (ok_, out) = verify(&data, &hash, root);
     assert!(ok_, "veritysetup verify refused our partitions: {out}");
     let dump = stdout(Command::new("veritysetup").arg("dump").arg(&hash));
@@ -190,22 +212,24 @@ fn appliance_demo_verifies_and_every_tool_accepts_it() {
         assert!(s.contains("Inode:"), "{path}: {s}");
     }
 
-    // The ESP: clean, its entry carries usrhash=.
+    // The ESP: clean, no type #1 entry, the UKI named for sysupdate, whose .cmdline ends
+    // in usrhash=.
     let e = part(&m, "ESP");
     let esp = t.path().join("esp.img");
     extract(&img, u(&e["start"]), u(&e["size"]), &esp);
     ok(Command::new("fsck.fat").arg("-n").arg(&esp));
-    let entry = stdout(
-        Command::new("mtype")
-            .arg("-i")
-            .arg(&esp)
-            .arg(format!("::/{}", m["boot"]["entry"].as_str().unwrap())),
+    assert!(m["boot"]["entry"].is_null(), "{}", m["boot"]);
+    assert_eq!(m["boot"]["uki"]["path"], "EFI/Linux/demo_1.efi");
+    let uki = ok(Command::new("mtype")
+        .arg("-i")
+        .arg(&esp)
+        .arg("::/EFI/Linux/demo_1.efi"))
+    .stdout;
+    let needle = format!(" usrhash={root}");
+    assert!(
+        uki.windows(needle.len()).any(|w| w == needle.as_bytes()),
+        "the UKI's .cmdline has no `{needle}`"
     );
-    let options = entry
-        .lines()
-        .find(|l| l.starts_with("options "))
-        .unwrap_or_else(|| panic!("no options line: {entry}"));
-    assert!(options.ends_with(&format!(" usrhash={root}")), "{options}");
 }
 
 /// `imgbuild inspect --json IMG`'s only verity pair.
@@ -237,8 +261,9 @@ fn flipped_image(img: &Path, at: u64, dest: &Path) {
 #[test]
 fn inspect_recomputes_the_root_hash_and_checks_the_disks_claims() {
     let t = tempfile::tempdir().unwrap();
+    let root_dir = demo_appliance(t.path(), "1");
     let img = t.path().join("app.img");
-    let m = run_demo("appliance", &img, &[]);
+    let m = build_app(&root_dir, &img, &[]);
     let v = &m["verity"];
     let root = v["root_hash"].as_str().unwrap();
     let p = inspected_pair(&img);
@@ -310,12 +335,13 @@ fn inspect_recomputes_the_root_hash_and_checks_the_disks_claims() {
 #[test]
 fn appliance_is_the_same_for_any_threads_and_working_directory() {
     let t = tempfile::tempdir().unwrap();
+    let root_dir = demo_appliance(t.path(), "1");
     let a = t.path().join("a.img");
-    let ma = run_demo("appliance", &a, &["-j", "1"]);
+    let ma = build_app(&root_dir, &a, &["-j", "1"]);
     // Three threads, a relative output path from another working directory.
     let other = t.path().join("elsewhere");
     std::fs::create_dir(&other).unwrap();
-    let mut args = demo_args("appliance", Path::new("b.img"));
+    let mut args = closure_args("appliance", &root_dir, Path::new("b.img"));
     args.extend(["-j", "3", "--json"].map(String::from));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = ok(imgbuild(&refs).current_dir(&other));
@@ -329,17 +355,27 @@ fn appliance_is_the_same_for_any_threads_and_working_directory() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     left.sort();
-    assert_eq!(left, ["b.img", "b.img.bmap", "b.img.json"]);
+    assert_eq!(
+        left,
+        ["b.img", "b.img.bmap", "b.img.json", "b.img.sysupdate"]
+    );
+    assert_eq!(ma["sysupdate"]["artifacts"], mb["sysupdate"]["artifacts"]);
     // A dry run hashes the same store (its image in a temporary directory) and writes
     // nothing at the output path.
     let d = t.path().join("dry.img");
-    let dry = run_demo("appliance", &d, &["--dry-run"]);
+    let dry = build_app(&root_dir, &d, &["--dry-run"]);
     assert_eq!(dry["verity"], ma["verity"]);
     assert_eq!(dry["disk_size"], ma["disk_size"]);
+    assert_eq!(
+        dry["sysupdate"]["empty_slots"],
+        ma["sysupdate"]["empty_slots"]
+    );
+    assert_eq!(dry["sysupdate"]["artifacts"], serde_json::json!([]));
     assert!(!d.exists() && !t.path().join("dry.img.store.tmp").exists());
+    assert!(!t.path().join("dry.img.sysupdate").exists());
     // Another seed: another salt, so another root hash and other partition UUIDs.
     let c = t.path().join("c.img");
-    let mc = run_demo("appliance", &c, &["--seed", "other"]);
+    let mc = build_app(&root_dir, &c, &["--seed", "other"]);
     assert_ne!(mc["verity"]["salt"], ma["verity"]["salt"]);
     assert_ne!(mc["verity"]["root_hash"], ma["verity"]["root_hash"]);
     assert_ne!(mc["verity"]["data"]["uuid"], ma["verity"]["data"]["uuid"]);

@@ -268,6 +268,9 @@ fn dry_run(
     if let Some(v) = &d.verity {
         report::print_verity(v);
     }
+    if let Some(s) = &d.sysupdate {
+        report::print_sysupdate(s);
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&d)?);
         return Ok(());

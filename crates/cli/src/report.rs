@@ -19,6 +19,9 @@ pub(crate) fn report(
     if let Some(v) = &manifest.verity {
         print_verity(v);
     }
+    if let Some(s) = &manifest.sysupdate {
+        print_sysupdate(s);
+    }
     if json {
         // The image is built: a reader that closed the pipe (`| head`) is not an error.
         let json = serde_json::to_string_pretty(manifest)? + "\n";
@@ -45,6 +48,30 @@ pub(crate) fn report(
         );
     }
     Ok(())
+}
+
+/// An A/B appliance's version, empty slots and artifacts, on stderr (the manifest's
+/// `sysupdate` has all).
+pub(crate) fn print_sysupdate(s: &plan::sysupdate::SysupdateManifest) {
+    let slots: Vec<String> = s
+        .empty_slots
+        .iter()
+        .map(|e| format!("{} (partition {}, B of `{}`)", e.name, e.number, e.of))
+        .collect();
+    eprintln!(
+        "sysupdate: {} version {}; empty slots: {}",
+        s.image_id,
+        s.version,
+        slots.join(", ")
+    );
+    if !s.artifacts.is_empty() {
+        let names: Vec<&str> = s.artifacts.iter().map(|a| a.name.as_str()).collect();
+        eprintln!(
+            "sysupdate: artifacts in {}: {} and SHA256SUMS",
+            s.directory,
+            names.join(", ")
+        );
+    }
 }
 
 /// The verity store's root hash and partitions, on stderr (the manifest's `verity` has all).

@@ -82,12 +82,19 @@ impl Image {
         boot.grub_bios = boot::grub_bios(&self.disk, self.table.kind, &parts, &|n| {
             self.filesystem(&n.to_string()).ok()
         });
-        // Every boot entry's kernel command line: systemd-boot's, then extlinux's.
+        // Every boot entry's kernel command line: systemd-boot's (type #1 entries, then the
+        // UKIs' `.cmdline`), then extlinux's.
         let cmdlines: Vec<&str> = boot
             .systemd_boot
             .iter()
             .flat_map(|s| s.entries.iter())
             .filter_map(|e| e.options.as_deref())
+            .chain(
+                boot.systemd_boot
+                    .iter()
+                    .flat_map(|s| s.ukis.iter())
+                    .filter_map(|u| u.cmdline.as_deref()),
+            )
             .chain(
                 boot.extlinux
                     .iter()

@@ -47,7 +47,7 @@ pub const MAX_ALLOCATION: usize = 96 << 20;
 /// multiple of the image: the seeds are up to 1.1 GB, and no reader holds an image in memory).
 pub const MAX_LIVE: usize = 256 << 20;
 /// Bump when the seeds change.
-const SEEDS_VERSION: u32 = 7;
+const SEEDS_VERSION: u32 = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Target {

@@ -31,6 +31,44 @@ pub(super) fn seeds(root: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// A copy of the demo in `dir` made an appliance (the sample UKI stub in its systemd, the
+/// `"org.imgbuild.v1"` record of imgbuild's module in its boot.json), and a format file of
+/// `appliance` without the slots' `free` room: (closure root, format file).
+fn appliance_demo(demo: &Path, dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let copy = dir.join("demo-appliance");
+    let _ = std::fs::remove_dir_all(&copy);
+    util::run(cmd("cp").arg("-a").arg(demo).arg(&copy))?;
+    util::run(cmd("chmod").args(["-R", "u+w"]).arg(&copy))?;
+    let logical = |p: PathBuf| copy.join(p.strip_prefix("/").unwrap_or(&p));
+    let top = logical(std::fs::read_link(copy.join("result"))?);
+    let systemd = logical(std::fs::read_link(top.join("systemd"))?);
+    std::fs::write(
+        systemd.join("lib/systemd/boot/efi/linuxx64.efi.stub"),
+        imgbuild_uki::sample::stub(),
+    )?;
+    let bj = top.join("boot.json");
+    let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&bj)?)?;
+    doc["org.imgbuild.v1"] = serde_json::json!({
+        "ukiFile": "demo_1.efi",
+        "appliance": {"imageId": "demo", "imageVersion": "1",
+                      "systemdInitrd": true, "dmVerity": true}
+    });
+    std::fs::write(&bj, serde_json::to_vec_pretty(&doc)?)?;
+    let text = imgbuild_plan::format::BUILTIN
+        .iter()
+        .find(|(n, _)| *n == "appliance")
+        .map(|(_, t)| *t)
+        .ok_or_else(|| anyhow::anyhow!("no built-in appliance format"))?;
+    let small: String = text
+        .lines()
+        .filter(|l| !l.starts_with("free = \"512MiB\"") && !l.starts_with("free = \"8MiB\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let format = dir.join("appliance-seed.toml");
+    std::fs::write(&format, small)?;
+    Ok((copy, format))
+}
+
 /// Every format's image of the demo fixtures, by the release imgbuild.
 fn imgbuild_seeds(root: &Path, dir: &Path) -> Result<()> {
     util::run(
@@ -57,9 +95,19 @@ fn imgbuild_seeds(root: &Path, dir: &Path) -> Result<()> {
         )
     };
     build("raw-efi", &demo, "demo-efi.img", &[])?;
-    // A dm-verity store: inspect's pairing and root hash recomputation read its superblock,
-    // data and hash area (hot ranges of the `gpt` target).
-    build("appliance", &demo, "demo-appliance.img", &[])?;
+    // A dm-verity store with A/B slots: inspect's pairing and root hash recomputation read
+    // its superblock, data and hash area (hot ranges of the `gpt` target). The demo made an
+    // appliance (a UKI stub, the module's record) in a copy, built without the slots' room
+    // for later versions, so the seed stays small.
+    let (app, format) = appliance_demo(&demo, dir)?;
+    build(
+        &format.display().to_string(),
+        &app,
+        "demo-appliance.img",
+        &[],
+    )?;
+    std::fs::remove_dir_all(&app)?;
+    let _ = std::fs::remove_dir_all(dir.join("demo-appliance.img.sysupdate"));
     build(
         "sd-aarch64",
         &demo64,

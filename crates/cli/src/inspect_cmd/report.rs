@@ -165,7 +165,15 @@ fn write_filesystem(out: &mut dyn Write, fs: &FsInfo) -> io::Result<()> {
     if let Some(u) = &fs.summary.uuid {
         write!(out, " uuid {u}")?;
     }
-    if fs.summary.size > 0 {
+    if fs.summary.size > 0 && fs.block_size == 0 {
+        // No file system of blocks (a partition of zeros): its size only.
+        write!(
+            out,
+            ", {} ({} bytes)",
+            human(fs.summary.size),
+            fs.summary.size
+        )?;
+    } else if fs.summary.size > 0 {
         write!(
             out,
             ", {} ({} bytes), {} used ({:.0} %), {} blocks of {}",
@@ -173,7 +181,7 @@ fn write_filesystem(out: &mut dyn Write, fs: &FsInfo) -> io::Result<()> {
             fs.summary.size,
             human(fs.used),
             100.0 * fs.used as f64 / fs.summary.size as f64,
-            fs.summary.size / fs.block_size.max(1),
+            fs.summary.size / fs.block_size,
             fs.block_size
         )?;
     }

@@ -62,10 +62,13 @@ pub(crate) fn probe(slice: &mut Slice) -> Probe {
         return Probe::Other("btrfs");
     }
     if b.iter().all(|&x| x == 0) {
-        return Probe::Other("empty (zeros)");
+        return Probe::Other(EMPTY);
     }
     Probe::Unknown
 }
+
+/// The kind of a partition whose first bytes are all zeros.
+const EMPTY: &str = "empty (zeros)";
 
 /// Result of probing one partition.
 pub(crate) struct Opened {
@@ -177,7 +180,8 @@ pub(crate) fn open(disk: &Arc<Disk>, part: &Partition, at: Where, limits: &Limit
                 },
                 ..FsInfo::default()
             }),
-            Some(Error::NoFilesystem {
+            // A partition of zeros (an empty A/B slot) holds nothing to read: no error.
+            (kind != EMPTY).then(|| Error::NoFilesystem {
                 at,
                 detail: Some(kind.to_string()),
             }),
