@@ -294,10 +294,21 @@ fn install(a_img: &Path, a: &Facts, art: &Path, p: &Plan, out: &Path) -> Result<
         );
     }
     let a_usr = gpt_entry(&img, a.verity.data.number)?;
+    // sysupdate leaves loader.conf alone: its `default` decides whether systemd-boot takes
+    // the newest UKI (none, or a glob matching it) or keeps booting version 1.
+    let conf = output(cmd("mtype").env("MTOOLS_SKIP_CHECK", "1").args([
+        "-i",
+        &fat,
+        "::/loader/loader.conf",
+    ]))?;
+    let default = conf
+        .lines()
+        .find(|l| l.starts_with("default"))
+        .unwrap_or("no default");
     Ok((
         img,
         format!(
-            "slots {}={} {}={} and {} written; A ({} {:?}) and {a_uki} kept",
+            "slots {}={} {}={} and {} written; A ({} {:?}) and {a_uki} kept; loader.conf: {default}",
             p.usr.number,
             p.usr.label,
             p.verity.number,
