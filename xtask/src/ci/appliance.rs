@@ -246,7 +246,7 @@ impl Run {
                     "{:.1} s to marker, accel={}, usrhash={}..",
                     o.secs,
                     o.accel,
-                    &root_hash[..12.min(root_hash.len())]
+                    root_hash.get(..12).unwrap_or(root_hash)
                 ),
             ))
         });

@@ -57,11 +57,12 @@ struct EmptySlot {
     type_guid: String,
 }
 
-/// One partition write of the update: `artifact` into slot `number` at `offset`, which
-/// then gets the GPT name `label` and unique GUID `uuid`.
+/// One partition write of the update: `artifact` (`size` bytes, at most the slot's) into
+/// slot `number` at `offset`, which then gets the GPT name `label` and unique GUID `uuid`.
 #[derive(Debug, PartialEq)]
 struct SlotWrite {
     artifact: String,
+    size: u64,
     number: u32,
     offset: u64,
     label: String,
@@ -95,7 +96,7 @@ fn plan(a: &Sysupdate, b: &Sysupdate, b_root: &str) -> Result<Plan> {
     );
     let id_v = format!("{}_{}", b.image_id, b.version);
     ensure!(
-        b_root.len() == 64,
+        b_root.len() == 64 && b_root.bytes().all(|c| c.is_ascii_hexdigit()),
         "root hash {b_root:?} is not 64 hex digits"
     );
     let mut writes = Vec::new();
@@ -138,6 +139,7 @@ fn plan(a: &Sysupdate, b: &Sysupdate, b_root: &str) -> Result<Plan> {
         );
         writes.push(SlotWrite {
             artifact: art.name.clone(),
+            size: art.size,
             number: slot.number,
             offset: slot.offset,
             label,
@@ -257,8 +259,14 @@ fn install(a_img: &Path, a: &Facts, art: &Path, p: &Plan, out: &Path) -> Result<
         let mut from = fs::File::open(art.join(&w.artifact))?;
         let mut to = fs::OpenOptions::new().write(true).open(&img)?;
         to.seek(SeekFrom::Start(w.offset))?;
-        std::io::copy(&mut from, &mut to)
+        let n = std::io::copy(&mut from, &mut to)
             .with_context(|| format!("writing {} into slot {}", w.artifact, w.number))?;
+        ensure!(
+            n == w.size,
+            "{} has {n} bytes, its manifest says {}",
+            w.artifact,
+            w.size
+        );
         util::run(
             cmd("sgdisk")
                 .arg(format!("--change-name={}:{}", w.number, w.label))
@@ -417,6 +425,7 @@ mod tests {
                 usr: SlotWrite {
                     artifact: "imgbuild-fixture_2_01234567-89ab-cdef-0123-456789abcdef.usr.raw"
                         .into(),
+                    size: 1000,
                     number: 5,
                     offset: 800,
                     label: "imgbuild-fixture_2".into(),
@@ -426,6 +435,7 @@ mod tests {
                     artifact:
                         "imgbuild-fixture_2_fedcba98-7654-3210-fedc-ba9876543210.usr-verity.raw"
                             .into(),
+                    size: 100,
                     number: 4,
                     offset: 700,
                     label: "imgbuild-fixture_2_verity".into(),
@@ -461,6 +471,9 @@ mod tests {
         let mut arts = v2_artifacts(10);
         arts.as_array_mut().expect("array").pop();
         assert!(err(&sysupdate("2", arts), ROOT2).contains("no uki"));
+        // a root hash that is not one
+        let e = err(&sysupdate("2", v2_artifacts(10)), &"é".repeat(32));
+        assert!(e.contains("is not 64 hex digits"), "{e}");
         // another image id
         let mut b = sysupdate("2", v2_artifacts(10));
         b.image_id = "other".into();
