@@ -41,7 +41,8 @@ let
   # AB-CONTRACT.md: `_` separates id, version and UUID in the artifacts' names and the GPT
   # partition names `<id>_<version>[_verity]`, so neither may hold one.
   validId = s: builtins.isString s && builtins.match "[A-Za-z0-9.-]+" s != null;
-  validVersion = s: builtins.isString s && builtins.match "[A-Za-z0-9.~^+-]+" s != null;
+  # No `+` either: systemd-boot reads `+<tries>` in a UKI's name as its boot counter.
+  validVersion = s: builtins.isString s && builtins.match "[A-Za-z0-9.~^-]+" s != null;
   named = validId imageId && validVersion imageVersion;
   wantedUki = "${toString imageId}_${toString imageVersion}.efi";
   # A GPT partition name holds at most 36 UTF-16 code units (ASCII here).
@@ -193,7 +194,7 @@ in
       }
       {
         assertion = validVersion imageVersion;
-        message = "imgbuild.format = \"appliance\" needs system.image.version (the version systemd-sysupdate compares): 1 or more letters, digits, `.`, `~`, `^`, `+` or `-` (no `_`), not ${builtins.toJSON imageVersion}.";
+        message = "imgbuild.format = \"appliance\" needs system.image.version (the version systemd-sysupdate compares): 1 or more letters, digits, `.`, `~`, `^` or `-` (no `_`, and no `+`, which systemd-boot reads as a boot counter), not ${builtins.toJSON imageVersion}.";
       }
       {
         assertion = !named || ukiFile == wantedUki;

@@ -1078,9 +1078,13 @@ let
           underscoreId = mentions { system.image.id = "my_kiosk"; } "system.image.id";
           slashId = mentions { system.image.id = "a/b"; } "system.image.id";
           versionCharacters = fails {
-            system.image.version = "1.2~rc1+git^2-3";
-            system.boot.loader.ukiFile = "kiosk_1.2~rc1+git^2-3.efi";
+            system.image.version = "1.2~rc1^git2-3";
+            system.boot.loader.ukiFile = "kiosk_1.2~rc1^git2-3.efi";
           };
+          plusVersion = mentions {
+            system.image.version = "1.2+3";
+            system.boot.loader.ukiFile = "kiosk_1.2+3.efi";
+          } "system.image.version";
           tries = fails { system.boot.loader.ukiFile = "kiosk_1.2+3.efi"; };
           longNames = mentions {
             system.image.id = "a-very-long-appliance-name";
@@ -1097,6 +1101,7 @@ let
           underscoreId = true;
           slashId = true;
           versionCharacters = [ ];
+          plusVersion = true;
           tries = [
             "imgbuild.format = \"appliance\": the UKI is named \"kiosk_1.2+3.efi\" (system.boot.loader.ukiFile), but the A/B updates need kiosk_1.2.efi: leave boot.uki.name and boot.uki.version at their defaults (system.image.id and system.image.version) and boot.uki.tries at null."
           ];

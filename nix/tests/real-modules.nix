@@ -1576,7 +1576,7 @@ let
           # id and version unset
           noId = 2;
           underscore = [
-            "imgbuild.format = \"appliance\" needs system.image.version (the version systemd-sysupdate compares): 1 or more letters, digits, `.`, `~`, `^`, `+` or `-` (no `_`), not \"1_2\"."
+            "imgbuild.format = \"appliance\" needs system.image.version (the version systemd-sysupdate compares): 1 or more letters, digits, `.`, `~`, `^` or `-` (no `_`, and no `+`, which systemd-boot reads as a boot counter), not \"1_2\"."
           ];
           tries = 1;
           ukiName = 1;

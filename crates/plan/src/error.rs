@@ -581,3 +581,18 @@ pub(crate) fn nix(what: impl Into<String>) -> impl FnOnce(imgbuild_nix::Error) -
     let what = what.into();
     move |source| Error::Nix { what, source }
 }
+
+impl Error {
+    /// The refusal of a toplevel not configured for the format named `format`, because of
+    /// `reason`, with what to do about it.
+    pub(crate) fn not_for_format(format: &str, reason: String) -> Error {
+        Error::NotForFormat {
+            format: format.to_string(),
+            reason,
+            fix: format!(
+                "import imgbuild's NixOS module (nixosModules.imgbuild; `lib.mkNodes` does) and \
+                 set imgbuild.format = \"{format}\", or pass --no-system-check to build anyway"
+            ),
+        }
+    }
+}

@@ -337,7 +337,9 @@ impl Stages<'_> {
             })?;
             (dir.path().join("store.squashfs"), Some(dir))
         };
-        let store = verity::prepare(cx, self.inputs, &path, self.reporter, self.cancel)?;
+        let labels = sysupdate::record_for(cx.format, &self.inputs.bootspec)?
+            .map(|r| (r.store_label(), r.verity_label()));
+        let store = verity::prepare(cx, self.inputs, &path, labels, self.reporter, self.cancel)?;
         Ok((store, dir))
     }
 }

@@ -94,26 +94,9 @@ fn names_of(format: &Format, ids: &Ids, i: usize) -> Vec<String> {
     v
 }
 
-/// What the user should do about a mismatch with the format named `format`.
-fn fix(format: &str) -> String {
-    format!(
-        "import imgbuild's NixOS module (nixosModules.imgbuild; `lib.mkNodes` does) and set \
-         imgbuild.format = \"{format}\", or pass --no-system-check to build anyway"
-    )
-}
-
 /// The refusal of a toplevel not configured for `format`, because of `reason`.
 fn bad<T>(format: &str, reason: String) -> Result<T> {
-    Err(not_for(format, reason))
-}
-
-/// The refusal of a toplevel not configured for `format`, because of `reason`, as an error.
-pub(crate) fn not_for(format: &str, reason: String) -> Error {
-    Error::NotForFormat {
-        format: format.to_string(),
-        reason,
-        fix: fix(format),
-    }
+    Err(Error::not_for_format(format, reason))
 }
 
 /// A format with a verity store needs an appliance's toplevel: the initrd side and the
@@ -123,7 +106,8 @@ fn check_appliance(format: &Format, spec: &BootSpec) -> Result<()> {
     if format.store_partition().is_none() {
         return Ok(());
     }
-    let rec = crate::sysupdate::ApplianceRecord::of(spec).map_err(|r| not_for(&format.name, r))?;
+    let rec = crate::sysupdate::ApplianceRecord::of(spec)
+        .map_err(|r| Error::not_for_format(&format.name, r))?;
     if format.empty_slots().is_empty() || !format.bootloader.uki {
         return Ok(());
     }

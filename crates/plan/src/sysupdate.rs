@@ -32,8 +32,7 @@ use crate::layout::Layout;
 use crate::verity::VerityStore;
 use crate::{quote, Error, Result};
 
-/// The GPT name systemd-sysupdate gives (and looks for on) an empty slot.
-pub const EMPTY_LABEL: &str = "_empty";
+pub use crate::verity::EMPTY_LABEL;
 /// A GPT partition name's length limit (UTF-16 units; the names here are ASCII).
 const GPT_NAME_MAX: usize = 36;
 /// The file listing the artifacts' hashes, as `sha256sum` writes it.
@@ -101,7 +100,8 @@ impl ApplianceRecord {
         };
         let r = ApplianceRecord {
             image_id: text("imageId", "system.image.id", ".-")?,
-            version: text("imageVersion", "system.image.version", ".~^+-")?,
+            // No `+`: systemd-boot reads `+<tries>` in the UKI's name as a boot counter.
+            version: text("imageVersion", "system.image.version", ".~^-")?,
         };
         let longest = r.verity_label();
         if longest.len() > GPT_NAME_MAX {
@@ -139,7 +139,7 @@ pub(crate) fn record_for(format: &Format, spec: &BootSpec) -> Result<Option<Appl
     }
     ApplianceRecord::of(spec)
         .map(Some)
-        .map_err(|reason| crate::system_check::not_for(&format.name, reason))
+        .map_err(|reason| Error::not_for_format(&format.name, reason))
 }
 
 /// One artifact in the manifest.
@@ -395,7 +395,10 @@ pub(crate) fn write(
     fs::File::open(&tmp)
         .and_then(|d| d.sync_all())
         .map_err(io("syncing", &tmp))?;
-    m.directory = crate::output::file_name(&dir);
+    m.directory = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     m.artifacts = artifacts;
     Ok(pending)
 }
@@ -441,6 +444,7 @@ mod tests {
         assert!(with("dmVerity", serde_json::Value::Null).contains("dmVerity.enable"));
         assert!(with("imageId", "".into()).contains("system.image.id"));
         assert!(with("imageVersion", "1_2".into()).contains("system.image.version"));
+        assert!(with("imageVersion", "1+2".into()).contains("system.image.version"));
         assert!(with("imageId", "a".repeat(40).into()).contains("over GPT's 36"));
         let none = crate::system_check::tests::spec_with("");
         assert!(ApplianceRecord::of(&none)

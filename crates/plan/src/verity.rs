@@ -28,6 +28,9 @@ use crate::options::Context;
 use crate::store_image::{self, StoreImage};
 use crate::{Error, Inputs, Reporter, Result};
 
+/// The GPT name systemd-sysupdate gives (and looks for on) an empty slot.
+pub const EMPTY_LABEL: &str = "_empty";
+
 /// Bytes read from the store image at a time while hashing it.
 const READ_CHUNK: usize = 2 << 20;
 
@@ -104,7 +107,7 @@ impl VerityInfo {
     pub(crate) fn gpt_name(&self, p: &Partition) -> Option<String> {
         let (data, hash) = self.slot_labels.as_ref()?;
         if p.contents == crate::format::Contents::Empty {
-            Some(crate::sysupdate::EMPTY_LABEL.into())
+            Some(EMPTY_LABEL.into())
         } else if p.name == self.data_partition {
             Some(data.clone())
         } else if p.name == self.hash_partition {
@@ -206,11 +209,13 @@ pub(crate) struct VerityStore {
 }
 
 /// For a format with a `store` partition: the store image written to `path`, hashed in one
-/// ordered read, and its hash tree. `None` for every other format.
+/// ordered read, and its hash tree; `slot_labels`, slot A's GPT names (data, hash) of a
+/// format with B slots. `None` for every other format.
 pub(crate) fn prepare(
     cx: &Context,
     inputs: &Inputs,
     path: &Path,
+    slot_labels: Option<(String, String)>,
     reporter: &dyn Reporter,
     cancel: &AtomicBool,
 ) -> Result<Option<VerityStore>> {
@@ -256,7 +261,6 @@ pub(crate) fn prepare(
     let tree = hasher.finish().map_err(verity_err)?;
     let align = format.table.align.0;
     let room = |p: &Partition| p.free.map_or(0, |b| b.0);
-    let rec = crate::sysupdate::record_for(format, &inputs.bootspec)?;
     let info = VerityInfo {
         data_partition: data.name.clone(),
         hash_partition: hash.name.clone(),
@@ -269,7 +273,7 @@ pub(crate) fn prepare(
         hash_size: tree.len(),
         data_partition_size: align_up(data_size + room(data), align),
         hash_partition_size: align_up(tree.len() + room(hash), align),
-        slot_labels: rec.map(|r| (r.store_label(), r.verity_label())),
+        slot_labels,
     };
     Ok(Some(VerityStore {
         hash_area: tree.to_bytes().into(),
