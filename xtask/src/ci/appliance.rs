@@ -155,7 +155,11 @@ pub(super) fn appliance(run: &mut Run, fx: &Path) {
         "boot imgbuild appliance (virtio, UKI + verity store A)",
         &img,
         &info,
-        (&facts.verity.root_hash, &want),
+        Expect {
+            root_hash: &facts.verity.root_hash,
+            console: &want,
+            writable: false,
+        },
     );
     flipped_store_byte(run, &img, &facts.verity);
     update::ab_update(run, fx, (&img, &facts), &info2);
@@ -191,17 +195,31 @@ fn flipped_store_byte(run: &mut Run, img: &Path, verity: &Verity) {
     let _ = fs::remove_file(&bad);
 }
 
+/// What an appliance boot must show besides its toplevel's marker.
+struct Expect<'a> {
+    /// The kernel command line's `usrhash=`.
+    root_hash: &'a str,
+    /// Lines the console must contain.
+    console: &'a [String],
+    /// Boot without `snapshot=on`: what systemd-boot writes to the ESP stays.
+    writable: bool,
+}
+
 impl Run {
     /// Boots the appliance image `img` (virtio, OVMF): the step passes when the console
-    /// shows exactly `info`'s marker, the kernel command line's `usrhash=` is `root_hash`,
-    /// and every line of `want` is on the console.
+    /// shows exactly `info`'s marker and what `expect` says. None when it failed.
     fn boot_appliance(
         &mut self,
         name: &str,
         img: &Path,
         info: &FixtureInfo,
-        (root_hash, want): (&str, &[String]),
-    ) {
+        expect: Expect,
+    ) -> Option<()> {
+        let Expect {
+            root_hash,
+            console: want,
+            writable,
+        } = expect;
         let how = (Format::Appliance, Firmware::Uefi, Disk::Virtio);
         let spec = BootSpec {
             format: Format::Appliance,
@@ -210,7 +228,7 @@ impl Run {
             timeout: boot::default_timeout(Format::Appliance),
             log: self.console_log(img, how),
             verbose: false,
-            writable: false,
+            writable,
             firmware: Firmware::Uefi,
         };
         self.step(name, || {
@@ -249,7 +267,7 @@ impl Run {
                     root_hash.get(..12).unwrap_or(root_hash)
                 ),
             ))
-        });
+        })
     }
 }
 

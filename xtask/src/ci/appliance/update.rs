@@ -5,10 +5,12 @@
 //! verify` with version 2's root hash), then written into version 1's empty B slots (from
 //! its manifest's `sysupdate.empty_slots`), the slots renamed `<id>_2` / `<id>_2_verity` and
 //! given the UUIDs the artifact names carry (sysupdate's `@u`), and `<id>_2.efi` copied into
-//! the ESP's `EFI/Linux` beside `<id>_1.efi`. Booted under OVMF, systemd-boot must pick the
-//! newest UKI (version 2), whose `usrhash=` the initrd finds on the B pair.
+//! the ESP's `EFI/Linux` beside `<id>_1.efi` as `<id>_2+3-0.efi` (the name sysupdate gives it
+//! from the module's UKI transfer: three boot tries). Booted under OVMF (writable), systemd-boot
+//! must pick the newest UKI (version 2), whose `usrhash=` the initrd finds on the B pair, and
+//! count the try (`+2-1`).
 
-use super::{Facts, Run};
+use super::{Expect, Facts, Run};
 use crate::boot;
 use crate::fixture::FixtureInfo;
 use crate::util::{self, cmd, output};
@@ -25,6 +27,12 @@ const USR_TYPE: Uuid = uuid::uuid!("8484680C-9521-48C6-9C11-B0720656F69E");
 const USR_VERITY_TYPE: Uuid = uuid::uuid!("77FF5F63-E7B6-4633-ACF4-1565B864C0E6");
 /// The GPT name of a slot no version occupies (sysupdate's `_empty`).
 const EMPTY: &str = "_empty";
+/// The boot counter sysupdate puts in a new UKI's name: the module's UKI transfer has
+/// `TriesLeft=3`, `TriesDone=0`, and its first target pattern `<id>_@v+@l-@d.efi` is the one
+/// sysupdate formats the name from.
+const NEW_UKI_TRIES: &str = "+3-0";
+/// The counter after one try, as systemd-boot renames the file before booting it.
+const TRIED_ONCE: &str = "+2-1";
 
 /// The manifest's `sysupdate` section.
 #[derive(Debug, Clone, Deserialize)]
@@ -76,8 +84,17 @@ struct Plan {
     usr: SlotWrite,
     /// Its hash partition's.
     verity: SlotWrite,
-    /// The UKI's file name, in `EFI/Linux` on the ESP.
+    /// The UKI artifact's file name (`<id>_<version>.efi`).
     uki: String,
+}
+
+impl Plan {
+    /// The UKI's path on the ESP with the counter `tries` (`+3-0`):
+    /// `EFI/Linux/<id>_<version>+3-0.efi`.
+    fn uki_on_esp(&self, tries: &str) -> String {
+        let stem = self.uki.strip_suffix(".efi").unwrap_or(&self.uki);
+        format!("EFI/Linux/{stem}{tries}.efi")
+    }
 }
 
 /// What sysupdate would do to image `a` (its empty slots) to install `b` (its artifacts,
@@ -285,22 +302,11 @@ fn install(a_img: &Path, a: &Facts, art: &Path, p: &Plan, out: &Path) -> Result<
             .env("MTOOLS_SKIP_CHECK", "1")
             .args(["-i", &fat])
             .arg(art.join(&p.uki))
-            .arg(format!("::/EFI/Linux/{}", p.uki)),
+            .arg(format!("::/{}", p.uki_on_esp(NEW_UKI_TRIES))),
     )?;
     // A stays bootable: its UKI is still on the ESP and its pair keeps its names.
-    let listing =
-        output(
-            cmd("mdir")
-                .env("MTOOLS_SKIP_CHECK", "1")
-                .args(["-b", "-i", &fat, "::/EFI/Linux"]),
-        )?;
     let a_uki = a.uki.as_deref().context("version 1 has no UKI")?;
-    for want in [format!("::/{a_uki}"), format!("::/EFI/Linux/{}", p.uki)] {
-        ensure!(
-            listing.lines().any(|l| l.trim() == want),
-            "{want} is not on the ESP: {listing}"
-        );
-    }
+    ukis_on_esp(&img, a.esp_offset, &[a_uki, &p.uki_on_esp(NEW_UKI_TRIES)])?;
     let a_usr = gpt_entry(&img, a.verity.data.number)?;
     // sysupdate leaves loader.conf alone: its `default` decides whether systemd-boot takes
     // the newest UKI (none, or a glob matching it) or keeps booting version 1.
@@ -321,11 +327,31 @@ fn install(a_img: &Path, a: &Facts, art: &Path, p: &Plan, out: &Path) -> Result<
             p.usr.label,
             p.verity.number,
             p.verity.label,
-            p.uki,
+            p.uki_on_esp(NEW_UKI_TRIES),
             a.verity.data.number,
             a_usr.0
         ),
     ))
+}
+
+/// Checks that each of `paths` (`EFI/Linux/...`) is on the ESP of `img` at `esp`.
+fn ukis_on_esp(img: &Path, esp: u64, paths: &[&str]) -> Result<()> {
+    let listing = output(
+        cmd("mdir")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-b")
+            .arg("-i")
+            .arg(format!("{}@@{esp}", img.display()))
+            .arg("::/EFI/Linux"),
+    )?;
+    for p in paths {
+        let want = format!("::/{p}");
+        ensure!(
+            listing.lines().any(|l| l.trim() == want),
+            "{want} is not on the ESP: {listing}"
+        );
+    }
+    Ok(())
 }
 
 /// The A->B update steps: `a` is version 1's image and facts, `info2` version 2's toplevel.
@@ -373,12 +399,28 @@ pub(super) fn ab_update(
         ),
         "is not registered in /nix/var/nix/db/db.sqlite (the store was updated".to_string(),
     ];
-    run.boot_appliance(
+    // Writable: systemd-boot's boot counting renames the new UKI on the ESP.
+    let booted = run.boot_appliance(
         "A->B: boot the updated appliance: systemd-boot picks version 2, store pair B",
         &img,
         info2,
-        (&b.verity.root_hash, &want),
+        Expect {
+            root_hash: &b.verity.root_hash,
+            console: &want,
+            writable: true,
+        },
     );
+    if booted.is_some() {
+        run.step(
+            "A->B: systemd-boot counted the try of version 2 (+3-0 -> +2-1), version 1 kept",
+            || {
+                let a_uki = a.uki.as_deref().context("version 1 has no UKI")?;
+                let tried = p.uki_on_esp(TRIED_ONCE);
+                ukis_on_esp(&img, a.esp_offset, &[a_uki, &tried])?;
+                Ok(((), format!("{tried} and {a_uki} on the ESP")))
+            },
+        );
+    }
     let _ = fs::remove_file(&img);
 }
 
@@ -443,6 +485,10 @@ mod tests {
                 },
                 uki: "imgbuild-fixture_2.efi".into(),
             }
+        );
+        assert_eq!(
+            p.uki_on_esp(NEW_UKI_TRIES),
+            "EFI/Linux/imgbuild-fixture_2+3-0.efi"
         );
     }
 
