@@ -13,6 +13,9 @@
 //! Live (`live.rs`; only these with `--live-only`): the fixture's ISO and netboot toplevels
 //! as imgbuild's hybrid ISO (CD and disk, OVMF and SeaBIOS) and netboot directory, on both
 //! architectures, and a netboot negative control.
+//! Appliance (`appliance.rs`; only these with `--appliance-only`): the fixture's
+//! `result-appliance` as imgbuild's A/B appliance (UKI, dm-verity store), a flipped store byte,
+//! and an A->B update to `result-appliance-v2` done as systemd-sysupdate would.
 //! aarch64: fixture -> baseline sd-aarch64 .img.zst -> boot; then imgbuild's.
 //! Every boot must print exactly the fixture's marker (`IMGBUILD-BOOT-OK toplevel=<its
 //! toplevel>`). Ends with an `N passed, N failed` line; exits non-zero on any failure.
