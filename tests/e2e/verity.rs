@@ -380,3 +380,45 @@ fn appliance_is_the_same_for_any_threads_and_working_directory() {
     assert_ne!(mc["verity"]["root_hash"], ma["verity"]["root_hash"]);
     assert_ne!(mc["verity"]["data"]["uuid"], ma["verity"]["data"]["uuid"]);
 }
+
+#[test]
+fn store_level_sets_the_store_image_compression_and_only_where_there_is_one() {
+    let t = tempfile::tempdir().unwrap();
+    let root_dir = demo_appliance(t.path(), "1");
+    let fast = build_app(
+        &root_dir,
+        &t.path().join("fast.img"),
+        &["--store-level", "1"],
+    );
+    let best = build_app(&root_dir, &t.path().join("best.img"), &[]);
+    // Another level, other bytes: another root hash; both verify (the artifacts).
+    assert_ne!(fast["verity"]["root_hash"], best["verity"]["root_hash"]);
+    for (m, name) in [(&fast, "fast.img"), (&best, "best.img")] {
+        let dir = t.path().join(format!("{name}.sysupdate"));
+        let art = |kind: &str| {
+            let a = m["sysupdate"]["artifacts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["kind"] == kind)
+                .unwrap()
+                .clone();
+            dir.join(a["name"].as_str().unwrap())
+        };
+        let (ok_, out) = verify(
+            &art("usr"),
+            &art("usr-verity"),
+            m["verity"]["root_hash"].as_str().unwrap(),
+        );
+        assert!(ok_, "{name}: {out}");
+    }
+    // A format without a store image refuses it.
+    let mut args = demo_args("raw-efi", &t.path().join("r.img"));
+    args.extend(["--store-level", "3"].map(String::from));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let e = fails(&mut imgbuild(&refs));
+    assert!(
+        e.contains("--store-level: format `raw-efi` has no store image"),
+        "{e}"
+    );
+}

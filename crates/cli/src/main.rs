@@ -213,6 +213,10 @@ struct BuildArgs {
     /// Also keep the uncompressed image
     #[arg(long)]
     keep_raw: bool,
+    /// zstd level of the store image (squashfs) of iso, iso-installer, netboot, kexec and
+    /// appliance: 1 (fastest) to 22 [default: 19, nixpkgs' for its ISOs]
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=22))]
+    store_level: Option<i32>,
     /// Ship /nix-path-registration for first-boot registration [default: the format's]
     #[arg(long)]
     nix_path_registration: Option<bool>,
@@ -453,6 +457,7 @@ fn run_build(
             }),
             level: a.level,
             keep_raw: a.keep_raw,
+            store_level: a.store_level,
         },
         seed: a.seed,
         size: match a.size {

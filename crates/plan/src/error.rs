@@ -399,6 +399,15 @@ pub enum Error {
         /// The container's name.
         container: &'static str,
     },
+    /// `--store-level` for a format without a store image.
+    #[error(
+        "--store-level: format `{format}` has no store image (only the ISOs, netboot, kexec \
+         and formats with a `store` partition do)"
+    )]
+    StoreLevelUnused {
+        /// The format's name.
+        format: String,
+    },
     /// `--level` outside the output kind's levels.
     #[error(
         "--level {level}: format `{format}` is {codec}-compressed, whose levels are {min} to {max}"

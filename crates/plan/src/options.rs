@@ -34,6 +34,9 @@ pub struct OutputOptions {
     pub level: Option<i32>,
     /// Also write the uncompressed image when compressing.
     pub keep_raw: bool,
+    /// The zstd level of the store image (squashfs) of a format with one (the ISOs, netboot,
+    /// kexec, appliance): 1..=22, default 19 (nixpkgs' for its ISOs).
+    pub store_level: Option<i32>,
 }
 
 /// Identical store files stored once (as `nix-store --optimise` leaves a store).
@@ -88,6 +91,7 @@ impl Options {
                 compression: None,
                 level: None,
                 keep_raw: false,
+                store_level: None,
             },
             seed: None,
             size: DiskSize::Auto { free: None },
@@ -118,6 +122,8 @@ pub struct Output {
     pub level: i32,
     /// Also write the raw disk beside a compressed image or a container.
     pub keep_raw: bool,
+    /// `--store-level`, or 19: the store image's zstd level (a format with a store image).
+    pub store_level: i32,
 }
 
 /// One build's decisions, made once: the format, the ids, the time, the options, and every
@@ -205,6 +211,7 @@ impl<'a> Context<'a> {
                 compression: opts.compression(format),
                 level: level(format, opts.output.level)?,
                 keep_raw: opts.output.keep_raw,
+                store_level: store_level(format, opts.output.store_level)?,
             },
             threads: threads(opts.threads),
             mbr_disk_id: opts.disk_id.unwrap_or_else(|| ids.mbr_disk_id()),
@@ -252,6 +259,30 @@ fn level(format: &Format, given: Option<i32>) -> Result<i32> {
             max: l.max,
         }),
         (Some(l), given) => Ok(given.unwrap_or(l.default)),
+    }
+}
+
+/// The store image's zstd level: `--store-level` (1..=22) for a format with a store image,
+/// else nixpkgs' 19; refused for a format without one.
+fn store_level(format: &Format, given: Option<i32>) -> Result<i32> {
+    use crate::format::Volume;
+    let has_image = matches!(
+        format.volume,
+        Volume::Iso9660 | Volume::Netboot | Volume::Kexec
+    ) || format.store_partition().is_some();
+    match given {
+        None => Ok(crate::store_image::ZSTD_LEVEL),
+        Some(_) if !has_image => Err(Error::StoreLevelUnused {
+            format: format.name.clone(),
+        }),
+        Some(n) if !(1..=22).contains(&n) => Err(Error::LevelOutOfRange {
+            format: format.name.clone(),
+            level: n,
+            codec: "zstd (the store image)",
+            min: 1,
+            max: 22,
+        }),
+        Some(n) => Ok(n),
     }
 }
 

@@ -29,7 +29,8 @@ use crate::{Error, Inputs, Reporter, Result};
 
 /// nixpkgs' data block size for the store image (`-b 1048576`).
 pub(crate) const BLOCK_SIZE: u32 = 1 << 20;
-/// nixpkgs' zstd level for ISOs (`isoImage.squashfsCompression`'s default) and netboot.
+/// nixpkgs' zstd level for ISOs (`isoImage.squashfsCompression`'s default) and netboot;
+/// `--store-level` changes it.
 pub(crate) const ZSTD_LEVEL: i32 = 19;
 /// The name of the registration file at the image's top.
 pub(crate) const REGISTRATION: &str = "nix-path-registration";
@@ -78,11 +79,11 @@ pub(crate) fn tree(cx: &Context, inputs: &Inputs, cancel: &AtomicBool) -> Result
     Ok(tree)
 }
 
-/// The squashfs options of the store image at time `time`.
-pub(crate) fn options(time: i64) -> squashfs::Options {
+/// The squashfs options of the store image at time `time`, zstd at `level`.
+pub(crate) fn options(time: i64, level: i32) -> squashfs::Options {
     squashfs::Options {
         block_size: BLOCK_SIZE,
-        compression: squashfs::Compression::Zstd { level: ZSTD_LEVEL },
+        compression: squashfs::Compression::Zstd { level },
         mkfs_time: time,
         fragments: true,
         dedup: true,
@@ -161,16 +162,17 @@ pub(crate) fn write_tree(
         progress: reporter,
         cancel,
     };
-    let summary = squashfs::write(tree, &options(cx.time), out).map_err(|source| {
-        if cancel.load(Ordering::Relaxed) {
-            Error::Interrupted
-        } else {
-            crate::error::output_full(path)(Error::Squashfs {
-                path: path.to_path_buf(),
-                source,
-            })
-        }
-    })?;
+    let summary =
+        squashfs::write(tree, &options(cx.time, cx.output.store_level), out).map_err(|source| {
+            if cancel.load(Ordering::Relaxed) {
+                Error::Interrupted
+            } else {
+                crate::error::output_full(path)(Error::Squashfs {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        })?;
     File::open(path)
         .and_then(|f| f.sync_all())
         .map_err(io_err("syncing"))?;

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [ext4|zstd|images|scaling|pipeline|containers|sizes|iso|all] [--runs N] [--quick]`: imgbuild against
+//! `cargo xtask bench [ext4|zstd|images|scaling|pipeline|containers|sizes|iso|appliance|all] [--runs N] [--quick]`: imgbuild against
 //! the conventional tools, one report (stdout and `target/bench/report.md`).
 //!
 //! - `ext4`: `imgbuild ext4` vs `mke2fs -t ext4 -d` (same size) vs `cp -a` (same disk), on the
@@ -20,6 +20,9 @@
 //!   the x86_64 fixture and a 1 GiB synthetic closure (hard-linked copies with the ISO
 //!   settings in boot.json); the store image alone (`iso --dry-run`) vs `mksquashfs`; sizes
 //!   and their ratios.
+//! - `appliance`: `imgbuild appliance` vs `imgbuild raw-efi` of the same closure (what the
+//!   verity store, the UKI and the sysupdate artifacts cost), and vs `mksquashfs` +
+//!   `veritysetup format` (the store part alone, as systemd-repart makes it).
 //! - `sizes`: `inspect --sizes` and `diff` on images of 1 GiB and 0.5 GiB synthetic closures,
 //!   vs a plain `inspect` and (as root) loop mount + `du`.
 //!
@@ -44,6 +47,7 @@
 //! (`nix-store --load-db`) get the whole closure. Everything generated is deterministic
 //! (xorshift64* from fixed seeds) and reused while its marker file matches.
 
+mod appliance;
 mod closure;
 mod containers;
 mod ext4;
@@ -86,6 +90,7 @@ pub enum Section {
     Containers,
     Sizes,
     Iso,
+    Appliance,
     All,
 }
 
@@ -170,6 +175,11 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
     }
     if all || args.section == Section::Iso {
         section(&mut rep, "iso", |r| iso::bench_iso(r, &env))?;
+    }
+    if all || args.section == Section::Appliance {
+        section(&mut rep, "appliance", |r| {
+            appliance::bench_appliance(r, &env)
+        })?;
     }
     if all || args.section == Section::Containers {
         section(&mut rep, "containers", |r| {
