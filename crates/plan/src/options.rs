@@ -262,6 +262,10 @@ fn level(format: &Format, given: Option<i32>) -> Result<i32> {
     }
 }
 
+/// The store image's default zstd level: nixpkgs' for ISOs (`isoImage.squashfsCompression`'s
+/// default) and netboot.
+pub(crate) const STORE_ZSTD_LEVEL: i32 = 19;
+
 /// The store image's zstd level: `--store-level` (1..=22) for a format with a store image,
 /// else nixpkgs' 19; refused for a format without one.
 fn store_level(format: &Format, given: Option<i32>) -> Result<i32> {
@@ -271,7 +275,7 @@ fn store_level(format: &Format, given: Option<i32>) -> Result<i32> {
         Volume::Iso9660 | Volume::Netboot | Volume::Kexec
     ) || format.store_partition().is_some();
     match given {
-        None => Ok(crate::store_image::ZSTD_LEVEL),
+        None => Ok(STORE_ZSTD_LEVEL),
         Some(_) if !has_image => Err(Error::StoreLevelUnused {
             format: format.name.clone(),
         }),

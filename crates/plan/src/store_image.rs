@@ -29,9 +29,6 @@ use crate::{Error, Inputs, Reporter, Result};
 
 /// nixpkgs' data block size for the store image (`-b 1048576`).
 pub(crate) const BLOCK_SIZE: u32 = 1 << 20;
-/// nixpkgs' zstd level for ISOs (`isoImage.squashfsCompression`'s default) and netboot;
-/// `--store-level` changes it.
-pub(crate) const ZSTD_LEVEL: i32 = 19;
 /// The name of the registration file at the image's top.
 pub(crate) const REGISTRATION: &str = "nix-path-registration";
 
