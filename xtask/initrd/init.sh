@@ -197,7 +197,16 @@ if [ "$MODE" = disk ] || [ "$MODE" = verity ]; then
   DB=/mnt/root/nix/var/nix/db/db.sqlite
   [ -f "$DB" ] || fail "no Nix database /nix/var/nix/db/db.sqlite on the root filesystem"
   # (busybox grep stops each "line" at a NUL byte, so split the binary file at NULs first)
-  tr '\000' '\n' <"$DB" | grep -qF "$TOPLEVEL" || fail "toplevel $TOPLEVEL is not registered in /nix/var/nix/db/db.sqlite"
+  if tr '\000' '\n' <"$DB" | grep -qF "$TOPLEVEL"; then
+    say "database: toplevel $TOPLEVEL is registered in /nix/var/nix/db/db.sqlite"
+  elif [ "$MODE" = verity ]; then
+    # An A/B update (systemd-sysupdate) replaces the store partitions, not the root: the
+    # root's database describes the store the image was built with. The toplevel was found
+    # in the verified store above.
+    say "database: toplevel $TOPLEVEL is not registered in /nix/var/nix/db/db.sqlite (the store was updated after the root was written)"
+  else
+    fail "toplevel $TOPLEVEL is not registered in /nix/var/nix/db/db.sqlite"
+  fi
 else
   REG=/nix/store/nix-path-registration
   [ -f "$REG" ] || fail "no $REG in the store image"

@@ -20,6 +20,8 @@
 # NIXOS_SD; "grub" (`result-grub`, x86_64 only): the same system booting with GRUB from a
 # BIOS disk (see grubToplevel below); "grub-hybrid" (`result-grub-hybrid`, x86_64 only):
 # the same with GRUB for UEFI too and the ESP at /boot, as the hybrid `qemu` format wants;
+# "appliance" and "appliance-v2" (`result-appliance[-v2]`, x86_64 only): the same system as
+# an A/B appliance, image versions 1 and 2 (see applianceToplevel below);
 # "iso" (`result-iso`) and "netboot" (`result-netboot`):
 # the live systems of nixpkgs' iso-image.nix and netboot.nix (tmpfs /, the store a squashfs
 # under an overlay).
@@ -282,14 +284,15 @@ let
     "systemd/user.conf" "systemd/network/10-lo.network" "systemd/network/40-eth0.network"
     "systemd/resolved.conf" "systemd/timesyncd.conf" "udev/udev.conf" "services" "protocols"
     "shells" "resolv.conf" "machine-info" "issue" "zoneinfo-link" "modprobe.d/nixos.conf" "X11/xkb.conf" ];
-  etcFilesFor = fstab: genList (k:
+  # osRelease: lines appended to etc/os-release (the appliances' IMAGE_ID / IMAGE_VERSION)
+  etcFilesFor = { fstab, osRelease ? "" }: genList (k:
     let
       f = elemAt etcFileNames k;
       p = elemAt pkgs (mod (k * 5 + 1) (length pkgs));
     in
     {
       path = f;
-      drv = if f == "fstab" then fstab else if f == "os-release" then writeText "etc-os-release" ''
+      drv = if f == "fstab" then fstab else if f == "os-release" then writeText "etc-os-release" (''
         ANSI_COLOR="1;34"
         BUILD_ID="${P.nixosVersion}"
         ID=nixos
@@ -297,7 +300,7 @@ let
         PRETTY_NAME="NixOS ${P.codeName} (${P.nixosVersion})"
         VERSION_CODENAME=${P.codeName}
         VERSION_ID="24.05"
-      '' else writeText "etc-${builtins.replaceStrings [ "/" ] [ "-" ] f}" ''
+      '' + osRelease) else writeText "etc-${builtins.replaceStrings [ "/" ] [ "-" ] f}" ''
         # /etc/${f} (imgbuild fixture)
         # provided by ${p}
         setting-${toString k} = ${p}/share/${(parseDrvName p.name).name}
@@ -312,7 +315,7 @@ let
     ${pkgBy.perl}/bin/perl-wrapped ${glibcExtras}/lib/ld-path
   '';
 
-  etcFor = fstab: let etcFiles = etcFilesFor fstab; in mk {
+  etcFor = args: let etcFiles = etcFilesFor args; in mk {
     name = "etc";
     script = ''
       e=$out/etc
@@ -440,7 +443,7 @@ let
     # Filesystems.
   '';
 
-  mkToplevel = { kernelParams, fstab, imgbuild ? [ ], systemdBoot ? isX86 }: mk {
+  mkToplevel = { kernelParams, fstab, imgbuild ? [ ], systemdBoot ? isX86, osRelease ? "" }: mk {
     name = "nixos-system-${P.hostName}-${P.nixosVersion}";
     env = {
       bootJson = bootJsonWith { inherit kernelParams imgbuild systemdBoot; };
@@ -451,7 +454,7 @@ let
       ln -s ${kernel}/${P.kernelFile} $out/kernel
       ln -s ${initrd}/initrd $out/initrd
       ln -s ${kernelModules} $out/kernel-modules
-      ln -s ${etcFor fstab}/etc $out/etc
+      ln -s ${etcFor { inherit fstab osRelease; }}/etc $out/etc
       ln -s ${systemPath} $out/sw
       ln -s ${firmware}/lib/firmware $out/firmware
       ln -s ${systemd} $out/systemd
@@ -588,9 +591,48 @@ let
     fstab = liveFstab "../nix-store.squashfs" "";
     imgbuild = [ "    \"netboot\": {}" ];
   };
+
+  # ---------------------------------------------------------------------------------------
+  # The A/B appliance (imgbuild's `appliance` format, issue 26 step 4), as imgbuild's NixOS
+  # module records it: the disk system's kernel, initrd and parameters with systemd-boot,
+  # system.image.id / system.image.version (os-release's IMAGE_ID / IMAGE_VERSION), the UKI
+  # named `<id>_<version>.efi` (system.boot.loader.ukiFile) and the `appliance` record of
+  # `"org.imgbuild.v1"` (systemd initrd and its dm-verity on). Version 2 differs from 1 only
+  # in those, which is enough for a different toplevel, closure and store image: the A->B
+  # update boot writes 2's store into 1's empty B slots.
+  applianceImageId = "imgbuild-fixture";
+  applianceToplevel = version:
+    if isX86 then mkToplevel {
+      inherit (P) kernelParams;
+      systemdBoot = true;
+      osRelease = ''
+        IMAGE_ID=${applianceImageId}
+        IMAGE_VERSION=${version}
+      '';
+      fstab = writeText "etc-fstab" (fstabHeader + ''
+        /dev/disk/by-label/nixos / ext4 x-initrd.mount 0 1
+        /dev/disk/by-label/ESP /boot vfat fmask=0077,dmask=0077 0 2
+        /dev/mapper/usr /usr squashfs ro,x-initrd.mount 0 0
+        /usr/nix/store /nix/store none bind,x-initrd.mount 0 0
+      '');
+      imgbuild = [
+        (concatStringsSep "\n" [
+          "    \"appliance\": {"
+          "      \"dmVerity\": true,"
+          "      \"imageId\": \"${applianceImageId}\","
+          "      \"imageVersion\": \"${version}\","
+          "      \"systemdInitrd\": true"
+          "    }"
+        ])
+        "    \"release\": \"${builtins.substring 0 5 P.nixosVersion}\""
+        "    \"ukiFile\": \"${applianceImageId}_${version}.efi\""
+      ];
+    } else throw "fixture.nix: the appliance variants are x86_64 only";
 in
 {
   disk = diskToplevel;
+  appliance = applianceToplevel "1";
+  appliance-v2 = applianceToplevel "2";
   grub = grubToplevel;
   grub-hybrid = grubHybridToplevel;
   iso = isoToplevel;

@@ -24,15 +24,11 @@ pub enum Format {
     /// The raw-efi disk as a stream-optimized VMDK, booted as raw-efi.
     #[value(name = "vmware")]
     Vmware,
-    /// The dm-verity store appliance (issue 26): OVMF, the initrd maps the store with
-    /// veritysetup from `usrhash=` and reads every block of it.
+    /// The A/B appliance (issue 26) of the fixture's `result-appliance`: OVMF, systemd-boot
+    /// boots its UKI (`EFI/Linux/<imageId>_<imageVersion>.efi`), whose .cmdline carries
+    /// `usrhash=`; the initrd maps the store pair with veritysetup and reads every block.
     #[value(name = "appliance")]
     Appliance,
-    /// The appliance with a Unified Kernel Image (`[bootloader] uki = true`, a format file
-    /// derived from `appliance` at run time): systemd-boot boots EFI/Linux/nixos.efi, whose
-    /// .cmdline carries `usrhash=`.
-    #[value(name = "appliance-uki")]
-    ApplianceUki,
     /// MBR, GRUB on the MBR gap: booted with SeaBIOS.
     #[value(name = "raw")]
     Raw,
@@ -76,7 +72,6 @@ impl Format {
             Format::Vmware => "vmware",
             Format::Hyperv => "hyperv",
             Format::Appliance => "appliance",
-            Format::ApplianceUki => "appliance-uki",
             Format::Raw => "raw",
             Format::Qemu => "qemu",
             Format::Digitalocean => "digitalocean",
@@ -96,24 +91,12 @@ impl Format {
             f => f.name(),
         }
     }
-    /// The format file of a format imgbuild has no built-in for (TOML), else `None`.
-    pub fn format_file(self) -> Option<&'static str> {
-        match self {
-            Format::ApplianceUki => Some(
-                "# The appliance with a UKI (xtask boot appliance-uki).\n\
-                 base = \"appliance\"\n\
-                 name = \"appliance-uki\"\n\
-                 [bootloader]\n\
-                 uki = true\n",
-            ),
-            _ => None,
-        }
-    }
     /// Which of the fixture's toplevels the format is built from: the BIOS formats image
     /// the GRUB one (`result-grub`), the hybrid `qemu` the one with GRUB for UEFI too
-    /// (`result-grub-hybrid`).
+    /// (`result-grub-hybrid`), the appliance its own (`result-appliance`, image version 1).
     pub fn variant(self) -> Variant {
         match self {
+            Format::Appliance => Variant::Appliance,
             Format::Iso | Format::IsoAarch64 => Variant::Iso,
             Format::Netboot | Format::NetbootAarch64 => Variant::Netboot,
             Format::Qemu => Variant::GrubHybrid,
@@ -154,7 +137,6 @@ impl Format {
             | Format::Vmware
             | Format::Hyperv
             | Format::Appliance
-            | Format::ApplianceUki
             | Format::Iso
             | Format::Netboot => Arch::X86_64,
             Format::SdAarch64 | Format::IsoAarch64 | Format::NetbootAarch64 => Arch::Aarch64,
@@ -183,7 +165,6 @@ impl Format {
             Format::Vmware => "imgbuild-vmware.vmdk",
             Format::Hyperv => "imgbuild-hyperv.vhdx",
             Format::Appliance => "imgbuild-appliance.img",
-            Format::ApplianceUki => "imgbuild-appliance-uki.img",
             Format::Raw => "imgbuild-raw.img",
             Format::Qemu => "imgbuild-qemu.qcow2",
             Format::Digitalocean => "imgbuild-digitalocean.qcow2.gz",

@@ -337,8 +337,7 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         | Format::Azure
         | Format::Vmware
         | Format::Hyperv
-        | Format::Appliance
-        | Format::ApplianceUki => x86_machine(work.path())?,
+        | Format::Appliance => x86_machine(work.path())?,
         Format::SdAarch64 => aarch64_machine()?,
         Format::Iso | Format::IsoAarch64 | Format::Netboot | Format::NetbootAarch64 => {
             bail!("{} is a live format", spec.format.name())
@@ -423,18 +422,10 @@ pub fn imgbuild_image(format: Format) -> Result<PathBuf> {
     let out_dir = util::target_dir().join("boot");
     fs::create_dir_all(&out_dir)?;
     let out = out_dir.join(format.file_name());
-    let format_arg = match format.format_file() {
-        Some(text) => {
-            let f = out_dir.join(format!("{}.toml", format.name()));
-            fs::write(&f, text)?;
-            f.into_os_string()
-        }
-        None => format.cli_name().into(),
-    };
     let t = Timer::start();
     util::run(
         cmd(&bin)
-            .arg(&format_arg)
+            .arg(format.cli_name())
             .arg("--closure")
             .arg(&closure)
             .arg("--store-root")

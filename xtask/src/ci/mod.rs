@@ -13,6 +13,9 @@
 //! Live (`live.rs`; only these with `--live-only`): the fixture's ISO and netboot toplevels
 //! as imgbuild's hybrid ISO (CD and disk, OVMF and SeaBIOS) and netboot directory, on both
 //! architectures, and a netboot negative control.
+//! Appliance (`appliance.rs`; only these with `--appliance-only`): the fixture's
+//! `result-appliance` as imgbuild's A/B appliance (UKI, dm-verity store), a flipped store byte,
+//! and an A->B update to `result-appliance-v2` done as systemd-sysupdate would.
 //! aarch64: fixture -> baseline sd-aarch64 .img.zst -> boot; then imgbuild's.
 //! Every boot must print exactly the fixture's marker (`IMGBUILD-BOOT-OK toplevel=<its
 //! toplevel>`). Ends with an `N passed, N failed` line; exits non-zero on any failure.
@@ -54,6 +57,9 @@ pub struct CiArgs {
     /// Only the x86_64 fixture and the Secure Boot boots (enrolment, signed, unsigned)
     #[arg(long)]
     pub secure_boot_only: bool,
+    /// Only the x86_64 fixture and the appliance boots (A, flipped store byte, A->B update)
+    #[arg(long)]
+    pub appliance_only: bool,
     /// Directory for images and console logs (default target/ci)
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -334,7 +340,7 @@ fn x86_imgbuild(run: &mut Run, fx: &Path, info: &FixtureInfo) {
     }
     let out = run.out.clone();
     run.boot_counting(fx, &out);
-    appliance::appliance(run, info);
+    appliance::appliance(run, fx);
     // The same disk in the containers hypervisors take, read by QEMU's own drivers.
     for (format, disk) in [
         (Format::QemuEfi, Disk::Virtio),
@@ -464,6 +470,12 @@ pub fn run(args: CiArgs) -> Result<()> {
     if args.secure_boot_only {
         if fixture_step(&mut run, Arch::X86_64, &fx).is_some() {
             run.secure_boot(&fx);
+        }
+        return summary(&run, &total);
+    }
+    if args.appliance_only {
+        if fixture_step(&mut run, Arch::X86_64, &fx).is_some() {
+            appliance::appliance(&mut run, &fx);
         }
         return summary(&run, &total);
     }

@@ -8,9 +8,10 @@
 //! same variables: the unsigned raw-efi image of the same fixture is refused by the firmware
 //! ("Access Denied"). Under TCG: 7 s, 15 s, and the control's 90 s limit (measured: OVMF
 //! waits for a boot option after refusing). Then the UKI (issue 26 steps 2 and 3): the
-//! appliance with a UKI, signed with the same key, boots with the keys enrolled (its
-//! `EFI/Linux/nixos.efi` is among the signed files); the same image with one byte of the
-//! UKI's `.cmdline` changed (on the ESP, with mtools) is refused.
+//! appliance of the fixture's `result-appliance`, signed with the same key, boots with the
+//! keys enrolled (its UKI `EFI/Linux/imgbuild-fixture_1.efi` is among the signed files); the
+//! same image with one byte of the UKI's `.cmdline` changed (on the ESP, with mtools) is
+//! refused.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -67,22 +68,19 @@ fn raw_efi(fx: &Path, out: &Path) -> Result<std::process::Command> {
     Ok(c)
 }
 
-/// The signed appliance-uki image of `fx` (a format file derived from `appliance`), and a
-/// copy whose UKI has one `.cmdline` byte changed after signing.
-fn signed_uki(fx: &Path, dir: &Path, key: &Path, cert: &Path) -> Result<(PathBuf, PathBuf)> {
-    let format = boot::Format::ApplianceUki;
-    let toml = dir.join("appliance-uki.toml");
-    std::fs::write(
-        &toml,
-        format
-            .format_file()
-            .context("appliance-uki has a format file")?,
-    )?;
+/// The signed appliance image of `fx` (`result-appliance`: a UKI), a copy whose UKI has
+/// one `.cmdline` byte changed after signing, and the UKI's path on the ESP.
+fn signed_uki(
+    fx: &Path,
+    dir: &Path,
+    key: &Path,
+    cert: &Path,
+) -> Result<(PathBuf, PathBuf, String)> {
     let image = dir.join("signed-uki.img");
     let mut c = cmd(boot::imgbuild_bin()?);
-    c.arg(&toml)
+    c.arg("appliance")
         .arg("--closure")
-        .arg(fx.join("result"))
+        .arg(fx.join(boot::Format::Appliance.variant().result()))
         .arg("--store-root")
         .arg(fx)
         .arg("-o")
@@ -106,14 +104,10 @@ fn signed_uki(fx: &Path, dir: &Path, key: &Path, cert: &Path) -> Result<(PathBuf
         .and_then(|s| s.iter().find(|s| s["name"] == ".cmdline"))
         .and_then(|s| s["offset"].as_u64())
         .context("manifest: boot.uki.sections .cmdline")?;
-    let esp = m["partitions"]
-        .as_array()
-        .and_then(|p| p.iter().find(|p| p["name"] == "ESP"))
-        .and_then(|p| p["start"].as_u64())
-        .context("manifest: the ESP partition's start")?;
+    let esp = super::appliance::esp_offset(&image)?;
     let tampered = dir.join("tampered-uki.img");
     util::run(cmd("cp").arg("--sparse=always").arg(&image).arg(&tampered))?;
-    let efi = dir.join("nixos.efi");
+    let efi = dir.join("tampered.efi");
     let fat = format!("{}@@{esp}", tampered.display());
     let on_esp = format!("::/{path}");
     util::run(cmd("mcopy").args(["-n", "-i", &fat, &on_esp]).arg(&efi))?;
@@ -126,7 +120,7 @@ fn signed_uki(fx: &Path, dir: &Path, key: &Path, cert: &Path) -> Result<(PathBuf
     bytes[at] ^= 0x01;
     std::fs::write(&efi, &bytes)?;
     util::run(cmd("mcopy").args(["-o", "-i", &fat]).arg(&efi).arg(&on_esp))?;
-    Ok((image, tampered))
+    Ok((image, tampered, path.to_string()))
 }
 
 fn expect(console: &str, want: &str, log: &Path) -> Result<()> {
@@ -206,11 +200,11 @@ impl Run {
         );
     }
 
-    /// The signed appliance-uki boots with the keys in `vars` enrolled; its tampered copy
-    /// is refused.
+    /// The signed appliance (a UKI) boots with the keys in `vars` enrolled; its tampered
+    /// copy is refused.
     fn secure_boot_uki(&mut self, fx: &Path, dir: &Path, logs: &Path, vars: &Path) {
         let uki = self.step(
-            "secure boot: signed appliance-uki and a tampered copy",
+            "secure boot: signed appliance (UKI) and a tampered copy",
             || {
                 // The key pair the first step made (testutil::self_signed_keys' names).
                 let key = dir.join("imgbuild-ci.key");
@@ -218,7 +212,7 @@ impl Run {
                 Ok((signed_uki(fx, dir, &key, &cert)?, String::new()))
             },
         );
-        if let Some((signed_uki, tampered)) = uki {
+        if let Some((signed_uki, tampered, path)) = uki {
             self.step("secure boot: signed UKI (appliance) boots", || {
                 let log = logs.join("secure-boot.uki.console.log");
                 let c = qemu(&signed_uki, vars, &log, Duration::from_secs(600))?;
@@ -245,15 +239,11 @@ impl Run {
                         "a kernel started from the tampered UKI (see {})",
                         log.display()
                     );
-                    expect(
-                        &c,
-                        "Error loading \\EFI\\Linux\\nixos.efi: Access Denied",
-                        &log,
-                    )?;
-                    Ok((
-                        (),
-                        "refused: Error loading \\EFI\\Linux\\nixos.efi: Access Denied".into(),
-                    ))
+                    // systemd-boot names the file with backslashes
+                    let refused =
+                        format!("Error loading \\{}: Access Denied", path.replace('/', "\\"));
+                    expect(&c, &refused, &log)?;
+                    Ok(((), format!("refused: {refused}")))
                 },
             );
         }
