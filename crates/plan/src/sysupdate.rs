@@ -23,12 +23,14 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use imgbuild_diskmap::sinks::hex;
 use imgbuild_nix::BootSpec;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::format::Format;
 use crate::layout::Layout;
+use crate::output::dir as out_dir;
 use crate::verity::VerityStore;
 use crate::{quote, Error, Result};
 
@@ -207,13 +209,19 @@ fn tmp_dir(dir: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Whether `name` is one an artifacts directory of imgbuild's holds.
-fn ours(name: &str) -> bool {
-    name == SHA256SUMS
+/// Whether `e` is a file an artifacts directory of imgbuild's holds.
+fn artifact(e: &fs::DirEntry) -> bool {
+    let name = e.file_name();
+    let name = name.to_string_lossy();
+    let ours = name == SHA256SUMS
         || [".usr.raw", ".usr-verity.raw", ".efi"]
             .iter()
-            .any(|s| name.ends_with(s))
+            .any(|s| name.ends_with(s));
+    ours && e.file_type().is_ok_and(|t| t.is_file())
 }
+
+/// What the refusals call this build.
+const WHAT: &str = "an appliance build";
 
 /// Refuses, before the build, an `OUT.sysupdate` that is not a directory of artifacts
 /// (replacing it would lose what else is there).
@@ -236,22 +244,14 @@ pub(crate) fn check_dir(output: &Path) -> Result<()> {
         }
         Ok(_) => {}
     }
-    let entries = fs::read_dir(&dir).map_err(|source| Error::Io {
-        op: "reading",
-        path: dir.clone(),
-        source,
-    })?;
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !ours(&name) || !e.file_type().is_ok_and(|t| t.is_file()) {
-            return bad(format!(
-                "would replace `{}`, which holds `{}`, not a sysupdate artifact",
-                dir.display(),
-                quote(&name)
-            ));
-        }
+    match out_dir::stranger(&dir, &artifact)? {
+        None => Ok(()),
+        Some(name) => bad(format!(
+            "would replace `{}`, which holds `{}`, not a sysupdate artifact",
+            dir.display(),
+            quote(&name)
+        )),
     }
-    Ok(())
 }
 
 /// The artifacts written to `OUT.sysupdate.tmp`, renamed into place by [`Pending::persist`];
@@ -263,26 +263,10 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    /// Replaces `OUT.sysupdate` (artifacts of an earlier build, [`check_dir`] made sure)
-    /// with the new directory.
+    /// Puts the new directory in place of `OUT.sysupdate` (artifacts of an earlier build,
+    /// [`check_dir`] made sure), as the netboot directory is (`output::dir`).
     pub(crate) fn persist(mut self) -> Result<()> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| Error::Io {
-                op: "renaming into place",
-                path,
-                source,
-            }
-        };
-        if self.dir.is_dir() {
-            for e in fs::read_dir(&self.dir).map_err(io(&self.dir))?.flatten() {
-                if ours(&e.file_name().to_string_lossy()) {
-                    fs::remove_file(e.path()).map_err(io(&e.path()))?;
-                }
-            }
-            fs::remove_dir(&self.dir).map_err(io(&self.dir))?;
-        }
-        fs::rename(&self.tmp, &self.dir).map_err(io(&self.tmp))?;
+        out_dir::put_in_place(&self.tmp, &self.dir, &artifact, WHAT)?;
         self.done = true;
         Ok(())
     }
@@ -295,10 +279,6 @@ impl Drop for Pending {
             let _ = fs::remove_dir_all(&self.tmp);
         }
     }
-}
-
-fn hex(d: impl AsRef<[u8]>) -> String {
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The manifest's account of the version and the empty slots (`artifacts` empty).
@@ -372,7 +352,7 @@ pub(crate) fn write(
         name: usr,
         kind: "usr",
         size: info.data_size,
-        sha256: hex(info.data_sha256),
+        sha256: hex(&info.data_sha256),
     }];
     let mut small = |name: String, kind: &'static str, bytes: &[u8]| -> Result<()> {
         let path = tmp.join(&name);
@@ -381,7 +361,7 @@ pub(crate) fn write(
             name,
             kind,
             size: bytes.len() as u64,
-            sha256: hex(Sha256::digest(bytes)),
+            sha256: hex(&Sha256::digest(bytes)),
         });
         Ok(())
     };
@@ -398,9 +378,7 @@ pub(crate) fn write(
         .collect();
     let path = tmp.join(SHA256SUMS);
     write_file(&path, sums.as_bytes()).map_err(io("writing", &path))?;
-    fs::File::open(&tmp)
-        .and_then(|d| d.sync_all())
-        .map_err(io("syncing", &tmp))?;
+    out_dir::sync(&tmp)?;
     m.directory = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -19,7 +19,7 @@ use imgbuild_diskmap::{Map, MapBuilder, Sink, StreamOptions};
 use super::{member, Planned};
 use crate::manifest::{Manifest, NetbootFile};
 use crate::options::Context;
-use crate::output::{self, Hashes, Outputs};
+use crate::output::{self, dir as out_dir, Hashes, Outputs};
 use crate::{error::output_full, Error, Inputs, Result, Stages};
 
 /// The files a netboot directory holds for `kernel_name`.
@@ -30,24 +30,17 @@ fn names(kernel_name: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Whether `dir` holds nothing but `allowed` names (and their `.tmp` files): a netboot
-/// directory a build may replace or clear.
-fn only(dir: &Path, allowed: &BTreeSet<String>) -> Result<bool> {
-    let io = |source| Error::Io {
-        op: "listing",
-        path: dir.to_path_buf(),
-        source,
-    };
-    for e in std::fs::read_dir(dir).map_err(io)? {
-        let name = e.map_err(io)?.file_name();
+/// What a netboot directory may hold: `allowed` names and their `.tmp` files.
+fn netboot_file(allowed: &BTreeSet<String>) -> impl Fn(&std::fs::DirEntry) -> bool + '_ {
+    |e| {
+        let name = e.file_name();
         let name = name.to_string_lossy();
-        let base = name.strip_suffix(".tmp").unwrap_or(&name);
-        if !allowed.contains(base) {
-            return Ok(false);
-        }
+        allowed.contains(name.strip_suffix(".tmp").unwrap_or(&name))
     }
-    Ok(true)
 }
+
+/// What the refusals call this build.
+const WHAT: &str = "a netboot build";
 
 /// Preflight: `OUT` is absent (then the common output checks apply) or a netboot directory
 /// this format wrote, holding nothing else.
@@ -56,13 +49,17 @@ pub(crate) fn check(cx: &Context, inputs: &Inputs) -> Result<()> {
     let entry = crate::inputs::boot_entry(cx.format, &inputs.bootspec, None)?;
     let allowed = names(imgbuild_boot::netboot_kernel_name(&entry)?);
     match std::fs::symlink_metadata(out) {
-        Ok(md) if md.is_dir() => match only(out, &allowed)? {
+        Ok(md) if md.is_dir() => match out_dir::stranger(out, &netboot_file(&allowed))?.is_none() {
             true => Ok(()),
             false => Err(Error::BadOutputDir {
                 path: out.clone(),
                 reason: format!(
                     "holds files a netboot build does not write (only {})",
-                    allowed.into_iter().collect::<Vec<_>>().join(", ")
+                    allowed
+                        .iter()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             }),
         },
@@ -72,21 +69,6 @@ pub(crate) fn check(cx: &Context, inputs: &Inputs) -> Result<()> {
         }),
         Err(_) => output::check(cx, inputs),
     }
-}
-
-/// Removes `dir`, which holds only files a netboot build writes.
-fn remove(dir: &Path, allowed: &BTreeSet<String>) -> Result<()> {
-    if !only(dir, allowed)? {
-        return Err(Error::BadOutputDir {
-            path: dir.to_path_buf(),
-            reason: "holds files a netboot build does not write: not removed".into(),
-        });
-    }
-    std::fs::remove_dir_all(dir).map_err(|source| Error::Io {
-        op: "removing",
-        path: dir.to_path_buf(),
-        source,
-    })
 }
 
 /// Streams `map` into the new file `dest`; its SHA-256.
@@ -123,7 +105,7 @@ pub(crate) fn write(cx: &Context, s: &Stages, p: &Planned) -> Result<Manifest> {
     let tmp = OutputFile::tmp_path(&out);
     let allowed = names(&p.kernel_name);
     if std::fs::symlink_metadata(&tmp).is_ok() {
-        remove(&tmp, &allowed)?;
+        out_dir::remove(&tmp, &netboot_file(&allowed), WHAT)?;
     }
     std::fs::create_dir(&tmp).map_err(|source| Error::Io {
         op: "creating",
@@ -134,7 +116,7 @@ pub(crate) fn write(cx: &Context, s: &Stages, p: &Planned) -> Result<Manifest> {
     let files = match written {
         Ok(f) => f,
         Err(e) => {
-            let _ = remove(&tmp, &allowed);
+            let _ = out_dir::remove(&tmp, &netboot_file(&allowed), WHAT);
             return Err(e);
         }
     };
@@ -166,7 +148,7 @@ pub(crate) fn write(cx: &Context, s: &Stages, p: &Planned) -> Result<Manifest> {
     let json = serde_json::to_string_pretty(&manifest).expect("the manifest is plain data") + "\n";
     let manifest_path = outs.manifest.as_ref().expect("set above");
     let manifest_file = output::text_file(manifest_path, &json, 0o666)?;
-    put_in_place(&tmp, &out, &allowed)?;
+    out_dir::put_in_place(&tmp, &out, &netboot_file(&allowed), WHAT)?;
     manifest_file
         .persist()
         .map_err(Error::from)
@@ -204,66 +186,11 @@ fn fill(cx: &Context, s: &Stages, p: &Planned, dir: &Path) -> Result<Vec<Netboot
         size: ipxe.len() as u64,
         sha256: Some(imgbuild_diskmap::sinks::hex(&sha2_of(ipxe.as_bytes()))),
     });
-    sync_dir(dir)?;
+    out_dir::sync(dir)?;
     Ok(files)
 }
 
 fn sha2_of(b: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(b).into()
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| Error::Io {
-            op: "syncing",
-            path: dir.to_path_buf(),
-            source,
-        })
-}
-
-/// `tmp` renamed to `out`; a previous netboot directory at `out` exchanged with it atomically,
-/// then removed.
-fn put_in_place(tmp: &Path, out: &Path, allowed: &BTreeSet<String>) -> Result<()> {
-    let io = |op, source| Error::Io {
-        op,
-        path: out.to_path_buf(),
-        source,
-    };
-    if std::fs::symlink_metadata(out).is_err() {
-        return std::fs::rename(tmp, out).map_err(|e| io("renaming into place", e));
-    }
-    exchange(tmp, out).map_err(|e| io("exchanging the previous directory with", e))?;
-    // `tmp` is now the previous directory.
-    remove(tmp, allowed)?;
-    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        sync_dir(parent)?;
-    }
-    Ok(())
-}
-
-/// `renameat2(a, b, RENAME_EXCHANGE)`: `a` and `b` swap names in one step.
-fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| {
-        std::ffi::CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
-    };
-    let (a, b): (std::ffi::CString, std::ffi::CString) = (c(a)?, c(b)?);
-    // SAFETY: both are valid NUL-terminated strings that outlive the call, which only reads
-    // them; AT_FDCWD makes them relative to the working directory as `rename` would.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    match r {
-        0 => Ok(()),
-        _ => Err(std::io::Error::last_os_error()),
-    }
 }

@@ -9,6 +9,7 @@
 //! create -> stream -> persist sequence, which `imgbuild ext4` runs too.
 
 mod check;
+pub(crate) mod dir;
 mod manifest;
 mod paths;
 
