@@ -5,8 +5,6 @@
 //! options, then `veritysetup format` over its output); and `--store-level 3` (zstd 3 for
 //! the store image instead of nixpkgs' ISO level 19).
 
-use std::os::unix::fs::PermissionsExt;
-
 use super::*;
 
 const MKSQUASHFS: &str = "-keep-as-directory -all-root -no-hardlinks -b 1048576 -comp zstd \
@@ -29,7 +27,7 @@ pub(super) fn bench_appliance(rep: &mut Report, env: &Env) -> Result<()> {
          with the appliance record in boot.json (and the sample UKI stub where it has none).\n",
     );
     let closures = if env.quick {
-        vec![demo()]
+        vec![demo_closure()?]
     } else {
         vec![
             fixture_closure(Arch::X86_64)?,
@@ -74,15 +72,6 @@ pub(super) fn bench_appliance(rep: &mut Report, env: &Env) -> Result<()> {
     Ok(())
 }
 
-fn demo() -> Closure {
-    Closure {
-        dir: util::repo_root().join("fixtures/demo"),
-        desc: "committed demo closure (quick: checks the bench only)".into(),
-        nar_size: 0,
-        paths: 0,
-    }
-}
-
 /// `src` hard-linked into `dst`, its toplevel's boot.json given the module's appliance record
 /// and its systemd the sample UKI stub when it has no stub.
 fn patched_copy(src: &Path, dst: &Path) -> Result<PathBuf> {
@@ -90,23 +79,7 @@ fn patched_copy(src: &Path, dst: &Path) -> Result<PathBuf> {
         util::remove_tree(dst)?;
     }
     run(cmd("cp").arg("-al").arg(src).arg(dst))?;
-    let rel = |p: &Path| dst.join(p.strip_prefix("/").unwrap_or(p));
-    let top = rel(&fs::read_link(dst.join("result"))?);
-    fs::set_permissions(&top, fs::Permissions::from_mode(0o755))?;
-    let json = top.join("boot.json");
-    let mut spec: serde_json::Value = serde_json::from_slice(&fs::read(&json)?)?;
-    spec["org.imgbuild.v1"]["ukiFile"] = "bench_1.efi".into();
-    spec["org.imgbuild.v1"]["appliance"] = serde_json::json!({
-        "imageId": "bench", "imageVersion": "1", "systemdInitrd": true, "dmVerity": true
-    });
-    // A new file: the old one is a hard link into the source closure.
-    fs::remove_file(&json)?;
-    fs::write(&json, serde_json::to_vec_pretty(&spec)?)?;
-    let efi = rel(&fs::read_link(top.join("systemd"))?).join("lib/systemd/boot/efi");
-    if !efi.join("linuxx64.efi.stub").exists() {
-        fs::set_permissions(&efi, fs::Permissions::from_mode(0o755))?;
-        fs::write(efi.join("linuxx64.efi.stub"), imgbuild_uki::sample::stub())?;
-    }
+    crate::fixture::make_appliance(dst, "bench")?;
     Ok(dst.to_path_buf())
 }
 

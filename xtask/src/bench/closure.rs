@@ -174,5 +174,15 @@ pub(super) fn synth_closure(env: &Env, arch: Arch, gib: f64) -> Result<Closure> 
     })
 }
 
+/// The committed demo closure (tiny: checks the bench, measures nothing).
+pub(super) fn demo_closure() -> Result<Closure> {
+    Ok(Closure {
+        dir: util::repo_root().join("fixtures/demo"),
+        desc: "committed demo closure (quick: checks the bench only)".into(),
+        nar_size: 0,
+        paths: 0,
+    })
+}
+
 // ---------------------------------------------------------------------------------------
 // Sections

@@ -72,16 +72,6 @@ pub(super) fn bench_iso(rep: &mut Report, env: &Env) -> Result<()> {
     Ok(())
 }
 
-/// The committed demo closure (tiny: checks the bench, measures nothing).
-fn demo_closure() -> Result<Closure> {
-    Ok(Closure {
-        dir: util::repo_root().join("fixtures/demo"),
-        desc: "committed demo closure (quick: checks the bench only)".into(),
-        nar_size: 0,
-        paths: 0,
-    })
-}
-
 /// `src` hard-linked into `dst`, its toplevel's boot.json given `"org.imgbuild.v1".iso` and
 /// the store a stand-in syslinux.
 fn patched_copy(src: &Path, dst: &Path) -> Result<PathBuf> {

@@ -39,21 +39,7 @@ fn appliance_demo(demo: &Path, dir: &Path) -> Result<(PathBuf, PathBuf)> {
     let _ = std::fs::remove_dir_all(&copy);
     util::run(cmd("cp").arg("-a").arg(demo).arg(&copy))?;
     util::run(cmd("chmod").args(["-R", "u+w"]).arg(&copy))?;
-    let logical = |p: PathBuf| copy.join(p.strip_prefix("/").unwrap_or(&p));
-    let top = logical(std::fs::read_link(copy.join("result"))?);
-    let systemd = logical(std::fs::read_link(top.join("systemd"))?);
-    std::fs::write(
-        systemd.join("lib/systemd/boot/efi/linuxx64.efi.stub"),
-        imgbuild_uki::sample::stub(),
-    )?;
-    let bj = top.join("boot.json");
-    let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&bj)?)?;
-    doc["org.imgbuild.v1"] = serde_json::json!({
-        "ukiFile": "demo_1.efi",
-        "appliance": {"imageId": "demo", "imageVersion": "1",
-                      "systemdInitrd": true, "dmVerity": true}
-    });
-    std::fs::write(&bj, serde_json::to_vec_pretty(&doc)?)?;
+    crate::fixture::make_appliance(&copy, "demo")?;
     let text = imgbuild_plan::format::BUILTIN
         .iter()
         .find(|(n, _)| *n == "appliance")
