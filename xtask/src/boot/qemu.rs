@@ -108,6 +108,21 @@ fn pump<R: Read + Send + 'static>(
     })
 }
 
+/// `text` up to its last newline, or all of it when no more will come (`finished`).
+fn complete_lines(text: &str, finished: bool) -> &str {
+    if finished {
+        return text;
+    }
+    text.rfind('\n').map_or("", |i| &text[..=i])
+}
+
+/// The first line holding `pat`, from `pat` on, without a trailing carriage return.
+fn marker_line(text: &str, pat: &str) -> Option<String> {
+    let l = text.lines().find(|l| l.contains(pat))?;
+    l.find(pat)
+        .map(|i| l[i..].trim_end_matches('\r').to_string())
+}
+
 /// Polls the console until a verdict: (ok, marker line or failure reason).
 fn watch(
     child: &mut Child,
@@ -117,25 +132,24 @@ fn watch(
     timeout: Duration,
     t: &Timer,
 ) -> (bool, String) {
-    let line_with = |text: &str, pat: &str| -> Option<String> {
-        text.lines().find(|l| l.contains(pat)).and_then(|l| {
-            l.find(pat)
-                .map(|i| l[i..].trim_end_matches('\r').to_string())
-        })
-    };
     loop {
         let exited = matches!(child.try_wait(), Ok(Some(_)));
         // read the console after try_wait so a final burst before exit is not missed
-        let text =
+        let all =
             String::from_utf8_lossy(&console.lock().expect("no panics while locked")).into_owned();
-        if let Some(l) = line_with(&text, BOOT_OK) {
+        // A verdict is read from whole lines only: the serial console may deliver the marker
+        // in pieces, and a half-read line would be taken for a wrong marker. The last,
+        // unterminated line counts once QEMU has exited.
+        let text = complete_lines(&all, exited);
+        let line_with = |pat: &str| marker_line(text, pat);
+        if let Some(l) = line_with(BOOT_OK) {
             return (true, l);
         }
-        if let Some(l) = line_with(&text, BOOT_FAIL) {
+        if let Some(l) = line_with(BOOT_FAIL) {
             return (false, l);
         }
-        if text.contains("Kernel panic - not syncing") {
-            let l = text
+        if all.contains("Kernel panic - not syncing") {
+            let l = all
                 .lines()
                 .find(|l| l.contains("Kernel panic"))
                 .unwrap_or("")
@@ -143,7 +157,8 @@ fn watch(
             return (false, format!("kernel panic: {l}"));
         }
         for (pat, why) in giveup {
-            if text.contains(pat) {
+            // prompts (U-Boot's `=> `) end no line: the whole console is searched
+            if all.contains(pat) {
                 return (false, why.to_string());
             }
         }
@@ -171,5 +186,36 @@ fn watch(
             );
         }
         thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_half_read_marker_is_not_a_verdict() {
+        // stop 32's flake: the console had delivered the marker up to "…-24.0"
+        let part = "Booting\nIMGBUILD-BOOT-OK toplevel=/nix/store/z4np-nixos-system-t-24.0";
+        assert_eq!(marker_line(complete_lines(part, false), BOOT_OK), None);
+        let whole = format!("{part}5.20240601\r\nmore");
+        assert_eq!(
+            marker_line(complete_lines(&whole, false), BOOT_OK).as_deref(),
+            Some("IMGBUILD-BOOT-OK toplevel=/nix/store/z4np-nixos-system-t-24.05.20240601")
+        );
+        // once QEMU has exited nothing more comes: the last line counts as it is
+        assert_eq!(
+            marker_line(complete_lines(part, true), BOOT_OK).as_deref(),
+            Some("IMGBUILD-BOOT-OK toplevel=/nix/store/z4np-nixos-system-t-24.0")
+        );
+    }
+
+    #[test]
+    fn complete_lines_ends_at_the_last_newline() {
+        assert_eq!(complete_lines("", false), "");
+        assert_eq!(complete_lines("abc", false), "");
+        assert_eq!(complete_lines("a\nb", false), "a\n");
+        assert_eq!(complete_lines("a\nb\n", false), "a\nb\n");
+        assert_eq!(complete_lines("a\nb", true), "a\nb");
     }
 }
