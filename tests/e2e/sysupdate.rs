@@ -211,3 +211,137 @@ fn no_appliance_toplevel_or_a_foreign_directory_is_refused_with_nothing_written(
     );
     assert!(!img.exists() && dir.join("notes.txt").exists());
 }
+
+/// `imgbuild inspect --json IMG`.
+fn inspected(img: &Path) -> Value {
+    let o = ok(&mut imgbuild(&[
+        "inspect",
+        "--json",
+        &img.display().to_string(),
+    ]));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Version 2's artifacts (in `art`) installed into the empty B slots of `img` (version 1,
+/// manifest `m1`) as systemd-sysupdate installs them: the bytes, then the slot's GPT name and
+/// GUID (sgdisk), and the UKI on the ESP with its boot counter (mtools).
+fn install_v2(img: &Path, m1: &Value, m2: &Value, art: &Path) {
+    let slots = m1["sysupdate"]["empty_slots"].as_array().unwrap();
+    let v2 = &m2["verity"];
+    for (of, side, suffix, label) in [
+        ("store", "data", "usr.raw", "demo_2"),
+        ("store-verity", "hash", "usr-verity.raw", "demo_2_verity"),
+    ] {
+        let slot = slots.iter().find(|e| e["of"] == of).unwrap();
+        let uuid = v2[side]["uuid"].as_str().unwrap();
+        let bytes = std::fs::read(art.join(format!("demo_2_{uuid}.{suffix}"))).unwrap();
+        assert!(bytes.len() as u64 <= u(&slot["size"]));
+        let f = std::fs::OpenOptions::new().write(true).open(img).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &bytes, u(&slot["offset"])).unwrap();
+        let n = u(&slot["number"]);
+        ok(Command::new("sgdisk")
+            .arg(format!("--change-name={n}:{label}"))
+            .arg(format!("--partition-guid={n}:{uuid}"))
+            .arg(img));
+    }
+    let esp = m1["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "ESP")
+        .unwrap();
+    ok(Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@{}", img.display(), u(&esp["start"])))
+        .arg(art.join("demo_2.efi"))
+        .arg("::/EFI/Linux/demo_2+3-0.efi"));
+}
+
+/// The `(hash, data)` partition numbers of the appliance's verity pair (slot A) and of the
+/// B slots (from the manifest).
+fn slots(m: &Value) -> ((u64, u64), (u64, u64)) {
+    let v = &m["verity"];
+    let b = m["sysupdate"]["empty_slots"].as_array().unwrap();
+    let of = |name: &str| u(&b.iter().find(|e| e["of"] == name).unwrap()["number"]);
+    (
+        (u(&v["hash"]["number"]), u(&v["data"]["number"])),
+        (of("store-verity"), of("store")),
+    )
+}
+
+#[test]
+fn inspect_reads_the_appliance_as_it_boots_before_and_after_an_a_b_update() {
+    let t = tempfile::tempdir().unwrap();
+    let (d1, d2) = (t.path().join("v1"), t.path().join("v2"));
+    std::fs::create_dir_all(&d1).unwrap();
+    std::fs::create_dir_all(&d2).unwrap();
+    let img = d1.join("app.img");
+    let m1 = build(&demo_appliance(&d1, "1"), &img);
+    let m2 = build(&demo_appliance(&d2, "2"), &d2.join("app.img"));
+    let ((hash_a, data_a), (hash_b, data_b)) = slots(&m1);
+    let root_part = m1["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "root")
+        .map(|p| u(&p["number"]))
+        .unwrap();
+
+    // Version 1: the ext4 root with slot A's store at /usr and /nix/store, its Nix database
+    // (on the root) registering the store (on slot A).
+    let j = inspected(&img);
+    let n = &j["nixos"];
+    assert_eq!(
+        (u(&n["partition"]), u(&n["store_partition"])),
+        (root_part, data_a),
+        "{n}"
+    );
+    assert_eq!(n["toplevel_from"], "profile", "{n}");
+    let reg = &n["registered"][0];
+    assert_eq!(reg["source"], "/nix/var/nix/db/db.sqlite", "{n}");
+    assert!(
+        u(&reg["count"]) > 10 && reg["toplevel_registered"] == true,
+        "{n}"
+    );
+    assert_eq!(u(&reg["missing_from_store"]), 0, "{n}");
+    assert_eq!(u(&n["store"]["paths"]), u(&reg["count"]), "{n}");
+    let text = stdout(&mut imgbuild(&["inspect", &img.display().to_string()]));
+    assert!(
+        text.contains(&format!(
+            "nixos (partition {root_part}, its store on partition {data_a} mounted at /usr)"
+        )),
+        "{text}"
+    );
+    // Paths through the root's symlinks into the store, and the mount points.
+    let version = stdout(&mut imgbuild(&[
+        "cat",
+        &img.display().to_string(),
+        "/nix/var/nix/profiles/system/nixos-version",
+    ]));
+    assert_eq!(version, n["version"].as_str().unwrap());
+    let usr = stdout(&mut imgbuild(&["ls", &img.display().to_string(), "/usr"]));
+    assert!(usr.trim_end().ends_with(" nix"), "{usr}");
+
+    // After the update, the B slots hold version 2 (the newest): inspect reads its store,
+    // and pairs each verity partition with its own slot.
+    let art = d2.join("app.img.sysupdate");
+    install_v2(&img, &m1, &m2, &art);
+    let j = inspected(&img);
+    assert_eq!(u(&j["nixos"]["store_partition"]), data_b, "{}", j["nixos"]);
+    let pairs = j["verity"].as_array().unwrap();
+    let got: Vec<(u64, u64)> = pairs
+        .iter()
+        .map(|p| (u(&p["hash_partition"]), u(&p["data_partition"])))
+        .collect();
+    assert_eq!(got, [(hash_a, data_a), (hash_b, data_b)]);
+    let roots = [&m1["verity"]["root_hash"], &m2["verity"]["root_hash"]];
+    for (p, want) in pairs.iter().zip(roots) {
+        assert_eq!(&p["root_hash"], want, "{p}");
+        assert_eq!(p["hash_area"], "matches", "{p}");
+        // the partition UUIDs and the one UKI naming this slot, each matching
+        let claims = p["claims"].as_array().unwrap();
+        assert_eq!(claims.len(), 2, "{p}");
+        assert!(claims.iter().all(|c| c["matches"] == true), "{p}");
+    }
+}

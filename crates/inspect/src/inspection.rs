@@ -108,19 +108,19 @@ impl Image {
             .find_map(nixos::toplevel_from_cmdline);
         let verity = crate::verity::pairs(&self.disk, &parts, &cmdlines, &self.limits);
         let nixos = self.root_filesystem().ok().and_then(|fs| {
-            let part = self
-                .parts
-                .iter()
-                .find(|p| p.fs.as_ref().is_some_and(|f| std::ptr::eq(f, fs)))?;
+            let parts = self.root_partitions(fs);
+            let &partition = parts.first()?;
             let looks_nixos = fs.exists(b"/nix/store").unwrap_or(false);
             looks_nixos.then(|| {
-                nixos::read(
+                let mut n = nixos::read(
                     fs,
-                    part.partition.entry.number,
+                    partition,
                     boot_toplevel,
                     self.temp_dir.as_deref(),
                     &mut warnings,
-                )
+                );
+                n.store_partition = parts.get(1).copied();
+                n
             })
         });
         Inspection {

@@ -7,7 +7,8 @@
 //! ISO 9660 (`fs::iso9660`, ours too: Rock Ridge, El Torito; an isohybrid image's volume
 //! is read over the whole image, as partition 0 or as the table's entry from LBA 0; Joliet is
 //! not read) or squashfs (`fs::squashfs`, ours: a live ISO's `/nix-store.squashfs` appears at
-//! `/nix/store`). [`Image::inspect`] explains the image: table, filesystems, the boot setup
+//! `/nix/store`; an appliance's ext4 root reads with its `usr` partition's store mounted, as
+//! it boots). [`Image::inspect`] explains the image: table, filesystems, the boot setup
 //! (systemd-boot, extlinux/isolinux, GRUB configs and GRUB for BIOS, Raspberry Pi firmware)
 //! and the NixOS system (profile, toplevel, version, registered store paths), for images
 //! built by imgbuild or by nixpkgs.
@@ -55,6 +56,7 @@ mod open;
 pub mod path;
 mod read_all;
 mod sizes;
+mod system;
 pub mod table;
 mod verity;
 
@@ -141,6 +143,8 @@ pub struct Image {
     disk_size: u64,
     table: Table,
     parts: Vec<Part>,
+    /// An appliance's root and store partitions read as one system.
+    system: Option<system::System>,
     warnings: Vec<String>,
     temp_dir: Option<PathBuf>,
     limits: Limits,
@@ -240,6 +244,7 @@ impl Image {
         if table_is_none(&parts) && parts[0].fs.is_none() {
             warnings.push("no partition table and no filesystem recognised".into());
         }
+        let system = system::appliance(path, &disk, &parts, &opts.limits);
         Ok(Self {
             disk,
             path: path.to_path_buf(),
@@ -249,6 +254,7 @@ impl Image {
             disk_size,
             table,
             parts,
+            system,
             warnings,
             temp_dir: opts.temp_dir.clone(),
             limits: opts.limits.clone(),
@@ -371,9 +377,13 @@ impl Image {
         }
     }
 
-    /// The root filesystem: the one holding `/nix/store`, else one labelled like a NixOS
-    /// root, else the biggest ext filesystem, else the only filesystem.
+    /// The root filesystem: an appliance's root with its store partition mounted (see
+    /// `system.rs`), else the one holding `/nix/store`, else one labelled like a NixOS root,
+    /// else the biggest ext filesystem, else the only filesystem.
     pub fn root_filesystem(&self) -> Result<&Filesystem> {
+        if let Some(s) = &self.system {
+            return Ok(&s.fs);
+        }
         let readable: Vec<&Part> = self.parts.iter().filter(|p| p.fs.is_some()).collect();
         let pick = readable
             .iter()
@@ -448,6 +458,19 @@ impl Image {
                 })
             }
         }
+    }
+
+    /// The partitions `root` (from [`Image::root_filesystem`]) is read from: the root's, and
+    /// an appliance's store partition after it.
+    pub(crate) fn root_partitions(&self, root: &Filesystem) -> Vec<u32> {
+        if let Some(s) = self.system.as_ref().filter(|s| std::ptr::eq(&s.fs, root)) {
+            return vec![s.root, s.store];
+        }
+        self.parts
+            .iter()
+            .filter(|p| p.fs.as_ref().is_some_and(|f| std::ptr::eq(f, root)))
+            .map(|p| p.partition.entry.number)
+            .collect()
     }
 
     /// `PART` given, or the root filesystem.

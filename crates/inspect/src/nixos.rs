@@ -37,6 +37,10 @@ pub const MAX_COMPARE: usize = 1 << 20;
 pub struct Nixos {
     /// The partition number of the root filesystem.
     pub partition: u32,
+    /// An appliance's store partition (`usr`, mounted at `/usr`, its `nix/store` at
+    /// `/nix/store`), when the store is not on the root partition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_partition: Option<u32>,
     /// The system toplevel store path.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub toplevel: Option<String>,

@@ -25,7 +25,8 @@ pub struct Sizes {
     /// Where the list of the closure's store paths was read (the Nix database, nixpkgs'
     /// registration file, or, when neither is there, the entries of `/nix/store`).
     pub closure_from: String,
-    /// Partition number of the root filesystem (0: none found).
+    /// Partition number of the root filesystem, or of an appliance's store partition: the
+    /// one holding the store paths (0: none found).
     pub root_partition: u32,
     /// Store paths of the closure, largest first.
     pub store_paths: Vec<StorePathSize>,
@@ -113,11 +114,14 @@ impl Image {
             partitions: Vec::new(),
             warnings: Vec::new(),
         };
+        // The partition whose walk meets the store paths: an appliance's store partition
+        // (its tree holds `nix/store/…`), else the root's.
+        let store_part = root.and_then(|r| self.root_partitions(r).last().copied());
         for part in &self.parts {
             let (Some(fs), Some(info)) = (&part.fs, &part.info) else {
                 continue;
             };
-            let is_root = root.is_some_and(|r| std::ptr::eq(fs, r));
+            let is_root = store_part == Some(part.partition.entry.number);
             let mut walk = Walk::new(if is_root { &closure[..] } else { &[] });
             fs.allocations(b"/", |a| walk.visit(a))?;
             let used = info.used;

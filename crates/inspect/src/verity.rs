@@ -1,6 +1,7 @@
 //! dm-verity pairs: every partition that starts with a verity superblock (read by
 //! `imgbuild-verity`'s bounded parser), the data partition it protects (its Discoverable
-//! Partitions partner: `usr-verity` -> `usr`, `root-verity` -> `root`, same architecture),
+//! Partitions partner: `usr-verity` -> `usr`, `root-verity` -> `root`, same architecture;
+//! with A/B slots the Nth of one kind with the Nth of the other),
 //! and the root hash recomputed from the data.
 //!
 //! A superblock holds no root hash, so the root hash shown is always the one recomputed from
@@ -131,9 +132,19 @@ fn pair(
     let kind = KINDS
         .iter()
         .find(|(d, _, a)| uuid_eq(&hash.entry.type_id, partition_types(*d, *a).verity));
+    // With A/B slots there are several pairs of one kind: the Nth hash partition of the kind
+    // protects the Nth data partition (the slots' order, as systemd-repart and imgbuild lay
+    // them out).
     let data = kind.and_then(|(d, _, a)| {
-        let want = partition_types(*d, *a).data;
-        parts.iter().find(|p| uuid_eq(&p.entry.type_id, want))
+        let types = partition_types(*d, *a);
+        let rank = parts
+            .iter()
+            .filter(|p| uuid_eq(&p.entry.type_id, types.verity))
+            .position(|p| p.entry.number == hash.entry.number)?;
+        parts
+            .iter()
+            .filter(|p| uuid_eq(&p.entry.type_id, types.data))
+            .nth(rank)
     });
     let mut out = VerityPair {
         hash_partition: hash.entry.number,
@@ -169,6 +180,18 @@ fn pair(
             Err(why) => out.error = Some(why),
         },
     }
+    // The data GUIDs of the kind's other slots: a boot entry naming one of them (another
+    // version's UKI) claims nothing about this pair.
+    let other_slots: Vec<String> = kind
+        .map(|(d, _, a)| {
+            parts
+                .iter()
+                .filter(|p| uuid_eq(&p.entry.type_id, partition_types(*d, *a).data))
+                .filter(|p| data.is_none_or(|d| d.entry.number != p.entry.number))
+                .filter_map(|p| simple_guid(&p.entry.guid))
+                .collect()
+        })
+        .unwrap_or_default();
     out.claims = claims(
         data.map(|p| &p.entry),
         &hash.entry,
@@ -176,6 +199,9 @@ fn pair(
         cmdlines,
     )
     .into_iter()
+    .filter(|(source, h)| {
+        source == PARTITION_UUIDS || !other_slots.iter().any(|g| h.starts_with(g.as_str()))
+    })
     .map(|(source, root_hash)| RootHashClaim {
         matches: out.root_hash.as_deref() == Some(root_hash.as_str()),
         source,
@@ -281,8 +307,19 @@ fn recompute(
     Ok((tree.root_hash().to_hex(), compared))
 }
 
+/// A claim's source: the GPT UUIDs of the pair.
+const PARTITION_UUIDS: &str = "partition UUIDs";
+
+/// A GPT GUID as 32 lowercase hex digits.
+fn simple_guid(g: &Option<String>) -> Option<String> {
+    g.as_deref()
+        .and_then(|g| uuid::Uuid::parse_str(g).ok())
+        .map(|u| u.simple().to_string())
+}
+
 /// The root hashes the disk claims: the GPT UUIDs' (data's, then hash's, 32 hex digits each)
-/// and each boot command line's `usrhash=`/`roothash=` for the designator.
+/// and each boot command line's `usrhash=`/`roothash=` for the designator (the caller drops
+/// those naming another slot).
 fn claims(
     data: Option<&Entry>,
     hash: &Entry,
@@ -290,13 +327,11 @@ fn claims(
     cmdlines: &[&str],
 ) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    let simple = |g: &Option<String>| {
-        g.as_deref()
-            .and_then(|g| uuid::Uuid::parse_str(g).ok())
-            .map(|u| u.simple().to_string())
-    };
-    if let (Some(d), Some(h)) = (data.and_then(|d| simple(&d.guid)), simple(&hash.guid)) {
-        out.push(("partition UUIDs".to_string(), format!("{d}{h}")));
+    if let (Some(d), Some(h)) = (
+        data.and_then(|d| simple_guid(&d.guid)),
+        simple_guid(&hash.guid),
+    ) {
+        out.push((PARTITION_UUIDS.to_string(), format!("{d}{h}")));
     }
     if let Some(name) = designator {
         let key = format!("{name}hash=");

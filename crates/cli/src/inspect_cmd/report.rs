@@ -234,7 +234,14 @@ fn write_filesystem(out: &mut dyn Write, fs: &FsInfo) -> io::Result<()> {
 
 /// The NixOS system: toplevel, profile, version, registrations, the store.
 fn write_nixos(out: &mut dyn Write, n: &Nixos) -> io::Result<()> {
-    writeln!(out, "nixos (partition {})", n.partition)?;
+    match n.store_partition {
+        Some(s) => writeln!(
+            out,
+            "nixos (partition {}, its store on partition {s} mounted at /usr)",
+            n.partition
+        )?,
+        None => writeln!(out, "nixos (partition {})", n.partition)?,
+    }
     match (&n.toplevel, &n.toplevel_from) {
         (Some(t), Some(from)) => writeln!(out, "  toplevel    {t} (from the {from})")?,
         (Some(t), None) => writeln!(out, "  toplevel    {t}")?,

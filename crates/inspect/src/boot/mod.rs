@@ -17,7 +17,7 @@ pub(crate) use extlinux::extlinux;
 pub(crate) use grub::grub;
 pub(crate) use pi::raspberry_pi;
 pub use systemd::boot_counters;
-pub(crate) use systemd::systemd_boot;
+pub(crate) use systemd::{systemd_boot, version_cmp};
 
 /// Config files bigger than this are not parsed.
 pub const MAX_CONFIG: u64 = 1 << 20;

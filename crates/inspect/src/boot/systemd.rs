@@ -114,7 +114,7 @@ fn selected_entry(sb: &SystemdBoot) -> Option<usize> {
 
 /// Version order: runs of digits compare as numbers, everything else byte by byte (the
 /// spirit of systemd's `strverscmp_improved`).
-fn version_cmp(a: Option<&str>, b: Option<&str>) -> std::cmp::Ordering {
+pub(crate) fn version_cmp(a: Option<&str>, b: Option<&str>) -> std::cmp::Ordering {
     use std::cmp::Ordering;
     let (a, b) = match (a, b) {
         (Some(a), Some(b)) => (a.as_bytes(), b.as_bytes()),

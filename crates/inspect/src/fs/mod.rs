@@ -18,7 +18,7 @@ mod squashfs_sb;
 mod types;
 
 pub use iso9660_vd::{ElTorito, IsoFacts};
-pub(crate) use probe::open;
+pub(crate) use probe::{open, open_appliance};
 pub(crate) use types::{check_names, last_name};
 pub use types::{Allocation, Entry, FsInfo, Kind};
 
@@ -100,7 +100,10 @@ impl FileReader<'_> {
             },
             ReaderInner::Iso(f) => match &self.fs.inner {
                 Inner::Iso(fs) => fs.read(f, buf, &at()),
-                Inner::Live(fs) => fs.iso.read(f, buf, &at()),
+                Inner::Live(fs) => match &fs.base {
+                    live::Base::Iso(i) => i.read(f, buf, &at()),
+                    live::Base::Ext4(_) => Ok(0),
+                },
                 // An ISO file is only ever opened on an ISO 9660 filesystem.
                 _ => Ok(0),
             },
@@ -180,12 +183,12 @@ impl Filesystem {
     }
 
     fn reader_name(&self) -> &'static str {
-        match self.inner {
+        match &self.inner {
             Inner::Ext4(_) => "ext4-view",
             Inner::Fat(_) => "FAT",
             Inner::Iso(_) => "ISO 9660",
             Inner::Squash(_) => "squashfs",
-            Inner::Live(_) => "ISO 9660 + squashfs",
+            Inner::Live(l) => l.reader_name(),
         }
     }
 
@@ -340,6 +343,7 @@ impl Filesystem {
                 .map(|(f, n)| (ReaderInner::Squash(f), n)),
             Inner::Live(l) => l.open_file(&path, &self.at).map(|f| match f {
                 live::LiveFile::Iso(f, n) => (ReaderInner::Iso(f), n),
+                live::LiveFile::Ext4(f, n) => (ReaderInner::Ext4(f), n),
                 live::LiveFile::Store(f, n) => (ReaderInner::Squash(f), n),
             }),
         })?;

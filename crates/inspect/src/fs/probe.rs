@@ -1,5 +1,6 @@
 //! Probing a partition for a filesystem and opening it: ISO 9660 (with a live ISO's store
-//! image mounted at `/nix/store` when it holds one), squashfs, ext and FAT.
+//! image mounted at `/nix/store` when it holds one), squashfs, ext and FAT; an appliance's
+//! root and store partitions opened together as the system they make.
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -230,11 +231,47 @@ fn with_store_image(
     match squashfs::SquashFs::open(slice, live::MOUNT, &here) {
         Ok((store, store_info)) => {
             info.store_image = Some(Box::new(store_info));
-            (Inner::Live(Box::new(live::LiveFs { iso, store })), info)
+            let live = live::LiveFs {
+                base: live::Base::Iso(iso),
+                store,
+                mounts: live::LIVE,
+            };
+            (Inner::Live(Box::new(live)), info)
         }
         Err(e) => {
             info.store_image = Some(failed(&e, len));
             (Inner::Iso(Box::new(iso)), info)
         }
     }
+}
+
+/// An appliance as it boots: the ext root filesystem of `root` with the squashfs of `usr`
+/// (holding `nix/store/…`) mounted at `/usr` and its store bound to `/nix/store`
+/// ([`live::APPLIANCE`]); `None` when either does not open (each partition is still read on
+/// its own, with the reason).
+pub(crate) fn open_appliance(
+    disk: &Arc<Disk>,
+    root: &Partition,
+    usr: &Partition,
+    at: Where,
+    limits: &Limits,
+) -> Option<Filesystem> {
+    let budget = Budget::new(BASE_BUDGET);
+    let slice =
+        |p: &Partition| Slice::new(disk.clone(), p.entry.start, p.entry.size, budget.clone());
+    let mut s = slice(root);
+    if probe(&mut s) != Probe::Ext {
+        return None;
+    }
+    let sb = ext4_sb::Superblock::read(&mut s, &at).ok()?;
+    let info = sb.info();
+    let base = ext4::Ext4Fs::open(s, slice(root), &sb, &at).ok()?;
+    budget.set(BASE_BUDGET);
+    let (store, _) = squashfs::SquashFs::open(slice(usr), live::APPLIANCE.mount, &at).ok()?;
+    let live = live::LiveFs {
+        base: live::Base::Ext4(base),
+        store,
+        mounts: live::APPLIANCE,
+    };
+    opened(at, info, Inner::Live(Box::new(live)), budget, limits).fs
 }
