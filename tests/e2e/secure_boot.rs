@@ -279,3 +279,127 @@ fn two_step_signing_gives_the_image_the_key_gives() {
     let e = fails(&mut imgbuild(&refs));
     assert!(e.contains("does not verify"), "{e}");
 }
+
+/// The ESP's offset in a manifest.
+fn esp_offset(m: &Value) -> u64 {
+    m["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "ESP")
+        .and_then(|p| p["start"].as_u64())
+        .unwrap()
+}
+
+/// `imgbuild inspect --json IMG`'s systemd-boot.
+fn inspected_systemd_boot(img: &Path) -> Value {
+    let o = ok(&mut imgbuild(&["inspect", "--json", &s(img)]));
+    let j: Value = serde_json::from_slice(&o.stdout).unwrap();
+    j["boot"]["systemd_boot"][0].clone()
+}
+
+#[test]
+fn inspect_names_the_signer_of_each_binary_and_sees_a_tampered_one() {
+    if !["openssl", "mcopy"].iter().all(|t| have(t)) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (key, cert) = keys(d, "imgbuild-inspect-e2e");
+    let fp = imgbuild_testutil::run(
+        Command::new("openssl")
+            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+            .arg(&cert),
+    );
+    let fp = fp
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .trim()
+        .replace(':', "")
+        .to_ascii_lowercase();
+    let signed_by_us = |sig: &Value| {
+        sig["valid"] == true
+            && sig["signer"] == "CN=imgbuild-inspect-e2e"
+            && sig["certificate_sha256"] == fp.as_str()
+    };
+
+    // A signed raw-efi: both systemd-boot copies signed by our certificate.
+    let img = d.join("a.img");
+    let m = build(&fixture(), &img, &key, &cert);
+    let sd = inspected_systemd_boot(&img);
+    let bins = sd["binaries"].as_array().unwrap();
+    assert_eq!(bins.len(), 2, "{sd}");
+    assert!(bins.iter().all(|b| signed_by_us(&b["signature"])), "{sd}");
+    let text = stdout(&mut imgbuild(&["inspect", &s(&img)]));
+    assert!(
+        text.contains(&format!(
+            "signed   by CN=imgbuild-inspect-e2e (certificate sha256 {}…), valid for this binary",
+            &fp[..16]
+        )),
+        "{text}"
+    );
+    // One copy with a byte changed after signing: that one's signature no longer holds.
+    let efi = d.join("x.efi");
+    let path = "/EFI/systemd/systemd-bootx64.efi";
+    let mut bytes = ok(&mut imgbuild(&["cat", &s(&img), &format!("ESP:{path}")])).stdout;
+    bytes[0x1000] ^= 1;
+    std::fs::write(&efi, bytes).unwrap();
+    ok(Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-o")
+        .arg("-i")
+        .arg(format!("{}@@{}", img.display(), esp_offset(&m)))
+        .arg(&efi)
+        .arg(format!("::{path}")));
+    let sd = inspected_systemd_boot(&img);
+    for b in sd["binaries"].as_array().unwrap() {
+        let sig = &b["signature"];
+        if b["path"] == path {
+            assert!(sig["valid"] == false, "{b}");
+            let why = sig["error"].as_str().unwrap();
+            assert!(why.contains("the signature is of image hash"), "{why}");
+        } else {
+            assert!(signed_by_us(sig), "{b}");
+        }
+    }
+    let text = stdout(&mut imgbuild(&["inspect", &s(&img)]));
+    assert!(text.contains("signed   INVALID: "), "{text}");
+
+    // An unsigned image: no signature on any binary.
+    let plain = d.join("plain.img");
+    let args = closure_args("appliance", &demo_appliance(d, "1"), &plain);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&mut imgbuild(&refs));
+    let sd = inspected_systemd_boot(&plain);
+    assert!(
+        sd["binaries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b.get("signature").is_none()),
+        "{sd}"
+    );
+    assert!(sd["ukis"][0].get("signature").is_none(), "{sd}");
+
+    // The fixture's appliance signed: its UKI (read whole, since its headers declare a
+    // certificate table) signed by our certificate.
+    let fix = fixture();
+    let app = d.join("app.img");
+    ok(Command::new(bin())
+        .arg("appliance")
+        .arg("--closure")
+        .arg(fix.join("result-appliance"))
+        .arg("--store-root")
+        .arg(&fix)
+        .arg("-o")
+        .arg(&app)
+        .arg("--secure-boot-key")
+        .arg(&key)
+        .arg("--secure-boot-cert")
+        .arg(&cert));
+    let sd = inspected_systemd_boot(&app);
+    let uki = &sd["ukis"][0];
+    assert_eq!(uki["path"], "/EFI/Linux/imgbuild-fixture_1.efi", "{sd}");
+    assert!(signed_by_us(&uki["signature"]), "{uki}");
+}

@@ -65,7 +65,7 @@ use std::sync::Arc;
 
 pub use boot::{
     boot_counters, Boot, BootEntry, EfiBinary, Extlinux, ExtlinuxEntry, Grub, GrubBios, PiKernel,
-    RaspberryPi, SystemdBoot, Uki, UkiSection,
+    RaspberryPi, Signature, SystemdBoot, Uki, UkiSection,
 };
 pub use container::Container;
 pub use copy::{copy_out, CopyStats};

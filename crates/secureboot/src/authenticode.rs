@@ -200,6 +200,8 @@ pub struct Verified {
     pub image_hash: [u8; 32],
     /// SHA-256 of the signer's certificate.
     pub signer_fingerprint: [u8; 32],
+    /// The signer certificate's subject (RFC 4514, e.g. `CN=Fleet db`).
+    pub signer_subject: String,
 }
 
 /// Reads one DER ContentInfo from `bytes`, ignoring what follows it (a `WIN_CERTIFICATE`'s
@@ -288,6 +290,7 @@ fn check(sd: &SignedData, hash: &[u8; 32], expect: Option<&Cert>) -> Result<Veri
     Ok(Verified {
         image_hash: signed_hash,
         signer_fingerprint: cert.fingerprint(),
+        signer_subject: cert.certificate().tbs_certificate.subject.to_string(),
     })
 }
 

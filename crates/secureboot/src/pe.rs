@@ -145,12 +145,22 @@ fn usize_of(v: u32) -> usize {
     usize::try_from(v).unwrap_or(usize::MAX)
 }
 
-impl Layout {
-    /// Reads the layout of `image`, every offset checked against its length.
-    pub fn parse(image: &[u8]) -> Result<Layout, PeError> {
-        if image.len() > MAX_IMAGE {
-            return Err(PeError::TooBig { len: image.len() });
-        }
+/// The COFF and optional headers' fields the layout starts from.
+struct Headers {
+    /// Sections in the table.
+    count: u16,
+    /// Where the optional header starts, and its size.
+    opt: usize,
+    opt_size: usize,
+    /// Where the Certificate Table entry is, and what it says.
+    cert_dir: usize,
+    cert_off: usize,
+    cert_len: usize,
+}
+
+impl Headers {
+    /// Reads the headers at the start of `image` (the first KiB of a usual image suffices).
+    fn parse(image: &[u8]) -> Result<Headers, PeError> {
         if bytes(image, "DOS header", 0, 64)?[..2] != *b"MZ" {
             return Err(PeError::NoSignature { what: "MZ" });
         }
@@ -169,7 +179,6 @@ impl Layout {
             0x20b => (108, 112),
             magic => return Err(PeError::Magic { magic }),
         };
-        let size_of_headers = usize_of(u32_at(image, "optional header", opt + 60)?);
         let n_dirs = u32_at(image, "optional header", opt + rvas)?;
         let fit = opt_size.saturating_sub(dirs) / 8;
         if n_dirs < 5 || fit < 5 {
@@ -178,8 +187,39 @@ impl Layout {
             });
         }
         let cert_dir = opt + dirs + 4 * 8;
-        let cert_off = usize_of(u32_at(image, "Certificate Table entry", cert_dir)?);
-        let cert_len = usize_of(u32_at(image, "Certificate Table entry", cert_dir + 4)?);
+        Ok(Headers {
+            count,
+            opt,
+            opt_size,
+            cert_dir,
+            cert_off: usize_of(u32_at(image, "Certificate Table entry", cert_dir)?),
+            cert_len: usize_of(u32_at(image, "Certificate Table entry", cert_dir + 4)?),
+        })
+    }
+}
+
+/// Whether the headers at the start of a PE image declare a certificate table (as a signed
+/// image's do): tells from an image's first KiB whether reading it all for its signature
+/// is worth it. Nothing past the Certificate Table entry is checked.
+pub fn declares_certificates(headers: &[u8]) -> Result<bool, PeError> {
+    Ok(Headers::parse(headers)?.cert_len != 0)
+}
+
+impl Layout {
+    /// Reads the layout of `image`, every offset checked against its length.
+    pub fn parse(image: &[u8]) -> Result<Layout, PeError> {
+        if image.len() > MAX_IMAGE {
+            return Err(PeError::TooBig { len: image.len() });
+        }
+        let Headers {
+            count,
+            opt,
+            opt_size,
+            cert_dir,
+            cert_off,
+            cert_len,
+        } = Headers::parse(image)?;
+        let size_of_headers = usize_of(u32_at(image, "optional header", opt + 60)?);
         if usize::from(count) > MAX_SECTIONS {
             return Err(PeError::TooManySections { count });
         }

@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use imgbuild_inspect::{Extlinux, GrubBios, Inspection, SystemdBoot, Uki};
+use imgbuild_inspect::{Extlinux, GrubBios, Inspection, Signature, SystemdBoot, Uki};
 use imgbuild_units::human_size as human;
 
 /// Every boot setup found, or that none was.
@@ -103,6 +103,9 @@ fn write_systemd_boot(out: &mut dyn Write, s: &SystemdBoot) -> io::Result<()> {
                 .map(|v| format!(": {v}"))
                 .unwrap_or_default()
         )?;
+        if let Some(sig) = &bin.signature {
+            writeln!(out, "      signed   {}", signature(sig))?;
+        }
     }
     if !s.loader_conf.is_empty() {
         let kv: Vec<String> = s
@@ -159,6 +162,20 @@ fn write_systemd_boot(out: &mut dyn Write, s: &SystemdBoot) -> io::Result<()> {
     Ok(())
 }
 
+/// A Secure Boot signature: its signer, or why it does not hold.
+fn signature(s: &Signature) -> String {
+    match (s.valid, &s.signer, &s.certificate_sha256) {
+        (true, Some(who), Some(fp)) => format!(
+            "by {who} (certificate sha256 {}…), valid for this binary",
+            fp.get(..16).unwrap_or(fp)
+        ),
+        _ => format!(
+            "INVALID: {}",
+            s.error.as_deref().unwrap_or("no valid signature")
+        ),
+    }
+}
+
 /// A unified kernel image: what it boots and its sections.
 fn write_uki(out: &mut dyn Write, u: &Uki) -> io::Result<()> {
     writeln!(
@@ -174,6 +191,9 @@ fn write_uki(out: &mut dyn Write, u: &Uki) -> io::Result<()> {
     }
     if let Some(c) = &u.cmdline {
         writeln!(out, "        cmdline  {c}")?;
+    }
+    if let Some(sig) = &u.signature {
+        writeln!(out, "        signed   {}", signature(sig))?;
     }
     let sections: Vec<String> = u
         .sections

@@ -5,6 +5,7 @@ mod bios;
 mod extlinux;
 mod grub;
 mod pi;
+mod signature;
 mod systemd;
 
 use serde::Serialize;
@@ -16,6 +17,7 @@ pub use bios::GrubBios;
 pub(crate) use extlinux::extlinux;
 pub(crate) use grub::grub;
 pub(crate) use pi::raspberry_pi;
+pub use signature::Signature;
 pub use systemd::boot_counters;
 pub(crate) use systemd::{systemd_boot, version_cmp};
 
@@ -105,6 +107,9 @@ pub struct Uki {
     /// `PRETTY_NAME` of `.osrel`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pretty_name: Option<String>,
+    /// Its Secure Boot signature (none: unsigned).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Signature>,
 }
 
 /// A section of a [`Uki`], as `objdump -h` lists it.
@@ -177,6 +182,9 @@ pub struct EfiBinary {
     /// e.g. `systemd-boot 252.39-1~deb12u1` (from its `LoaderInfo` marker).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Its Secure Boot signature (none: unsigned).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Signature>,
 }
 
 /// An extlinux.conf (U-Boot distro boot, NixOS generic-extlinux-compatible).

@@ -5,8 +5,8 @@ use crate::fs::{Filesystem, Kind};
 use crate::path::join;
 
 use super::{
-    is_file, key_value, read_text, BootEntry, EfiBinary, SystemdBoot, Uki, UkiSection, MAX_EFI,
-    MAX_ENTRIES, MAX_UKI_PREFIX,
+    is_file, key_value, read_text, BootEntry, EfiBinary, Signature, SystemdBoot, Uki, UkiSection,
+    MAX_EFI, MAX_ENTRIES, MAX_UKI_PREFIX,
 };
 
 /// systemd-boot's glob: `*`, `?` and literal characters.
@@ -287,6 +287,7 @@ fn ukis(fs: &Filesystem, warnings: &mut Vec<String>) -> Vec<Uki> {
         match read_prefix(fs, &path, e.size) {
             Ok(prefix) => match imgbuild_uki::read_prefix(&prefix, e.size) {
                 Ok(info) => {
+                    uki.signature = uki_signature(fs, &path, &prefix);
                     uki.sections = info
                         .sections
                         .into_iter()
@@ -312,6 +313,21 @@ fn ukis(fs: &Filesystem, warnings: &mut Vec<String>) -> Vec<Uki> {
         out.push(uki);
     }
     out
+}
+
+/// The signature of the UKI at `path`, read whole (within the in-memory limit) only when
+/// its headers (in `prefix`) declare a certificate table.
+fn uki_signature(fs: &Filesystem, path: &[u8], prefix: &[u8]) -> Option<Signature> {
+    if !super::signature::declared(prefix) {
+        return None;
+    }
+    match fs.read_to_vec(path, u64::MAX) {
+        Ok(bytes) => super::signature::signature(&bytes),
+        Err(e) => Some(Signature::unchecked(format!(
+            "not checked: {}",
+            crate::error::chain(&e)
+        ))),
+    }
 }
 
 /// The first [`MAX_UKI_PREFIX`] bytes of the file at `path` (`size` bytes long).
@@ -340,17 +356,18 @@ fn efi_binaries(fs: &Filesystem, warnings: &mut Vec<String>) -> Vec<EfiBinary> {
             .filter(|e| e.kind == Kind::File && e.name.to_ascii_lowercase().ends_with(b".efi"))
         {
             let path = join(dir, &e.name);
-            let version = match fs.read_to_vec(&path, MAX_EFI) {
-                Ok(bytes) => loader_info(&bytes),
+            let (version, signature) = match fs.read_to_vec(&path, MAX_EFI) {
+                Ok(bytes) => (loader_info(&bytes), super::signature::signature(&bytes)),
                 Err(err) => {
                     warnings.push(crate::error::chain(&err));
-                    None
+                    (None, None)
                 }
             };
             out.push(EfiBinary {
                 path: String::from_utf8_lossy(&path).into_owned(),
                 size: e.size,
                 version,
+                signature,
             });
         }
     }

@@ -121,10 +121,17 @@ pub fn mutate(rng: &mut Rng, seed: &[u8]) -> (Vec<u8>, Vec<String>) {
     (b, kinds)
 }
 
-/// The readers: the layout, the image hash, the certificate table and `verify`. An accepted
+/// The readers: the headers' certificate entry, the layout, the image hash, the certificate table and `verify`. An accepted
 /// signature covers the image's own hash.
 pub fn read(input: &[u8]) -> Result<()> {
+    // `inspect` asks the headers first (of a UKI's first MiB): they agree with the layout
+    let declared = sb::pe::declares_certificates(input);
     let layout = sb::pe::Layout::parse(input)?;
+    assert_eq!(
+        declared.ok(),
+        Some(layout.cert_table.is_some()),
+        "the headers and the layout disagree on the certificate table"
+    );
     let hash = sb::pe::image_hash(input)?;
     let sigs = sb::pe::signatures(input)?;
     assert!(
