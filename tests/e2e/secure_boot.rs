@@ -95,18 +95,7 @@ fn signed_systemd_boot_verifies_and_two_builds_are_identical() {
     assert!(signed[1].starts_with("/EFI/nixos/") && signed[1].ends_with("-bzImage.efi"));
     assert_eq!(signed[2], "/EFI/systemd/systemd-bootx64.efi");
     // The certificate's fingerprint, as openssl computes it; nothing of the key.
-    let fp = stdout(
-        Command::new("openssl")
-            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
-            .arg(&cert),
-    );
-    let fp: String = fp
-        .rsplit('=')
-        .next()
-        .unwrap()
-        .trim()
-        .replace(':', "")
-        .to_ascii_lowercase();
+    let fp = fingerprint(&cert);
     assert_eq!(sb["certificate_sha256"], fp.as_str());
     let manifest = std::fs::read_to_string(d.join("a.img.json")).unwrap();
     let key_text = std::fs::read_to_string(&key).unwrap();
@@ -280,6 +269,21 @@ fn two_step_signing_gives_the_image_the_key_gives() {
     assert!(e.contains("does not verify"), "{e}");
 }
 
+/// The certificate's SHA-256 fingerprint as openssl computes it, lowercase hex.
+fn fingerprint(cert: &Path) -> String {
+    let fp = stdout(
+        Command::new("openssl")
+            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+            .arg(cert),
+    );
+    fp.rsplit('=')
+        .next()
+        .unwrap()
+        .trim()
+        .replace(':', "")
+        .to_ascii_lowercase()
+}
+
 /// The ESP's offset in a manifest.
 fn esp_offset(m: &Value) -> u64 {
     m["partitions"]
@@ -306,18 +310,7 @@ fn inspect_names_the_signer_of_each_binary_and_sees_a_tampered_one() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let (key, cert) = keys(d, "imgbuild-inspect-e2e");
-    let fp = imgbuild_testutil::run(
-        Command::new("openssl")
-            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
-            .arg(&cert),
-    );
-    let fp = fp
-        .rsplit('=')
-        .next()
-        .unwrap()
-        .trim()
-        .replace(':', "")
-        .to_ascii_lowercase();
+    let fp = fingerprint(&cert);
     let signed_by_us = |sig: &Value| {
         sig["valid"] == true
             && sig["signer"] == "CN=imgbuild-inspect-e2e"

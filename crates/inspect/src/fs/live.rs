@@ -25,7 +25,7 @@ use super::squashfs_meta::Inode;
 use super::{Entry, Kind};
 use crate::bytes::len64;
 use crate::error::{Error, Result, Where};
-use crate::path::{join, normalize};
+use crate::path::{components, from_components, join, normalize};
 
 /// Where the store image is on a live ISO.
 pub(crate) const STORE_IMAGE: &[u8] = b"/nix-store.squashfs";
@@ -141,24 +141,6 @@ fn rebase(path: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     p
 }
 
-fn components(path: &[u8]) -> impl DoubleEndedIterator<Item = Vec<u8>> + '_ {
-    path.split(|&b| b == b'/')
-        .filter(|c| !c.is_empty())
-        .map(<[u8]>::to_vec)
-}
-
-fn joined<'a>(parts: impl IntoIterator<Item = &'a Vec<u8>>) -> Vec<u8> {
-    let mut p = Vec::new();
-    for c in parts {
-        p.push(b'/');
-        p.extend_from_slice(c);
-    }
-    if p.is_empty() {
-        p.push(b'/');
-    }
-    p
-}
-
 impl LiveFs {
     /// A path below the bind mount's target in the source's form.
     fn unbind(&self, path: Vec<u8>) -> Vec<u8> {
@@ -192,7 +174,7 @@ impl LiveFs {
                 continue;
             }
             done.push(c);
-            let mut here = joined(&done);
+            let mut here = from_components(&done);
             if let Some((src, dst)) = self.mounts.bind {
                 if under(&here, src) {
                     here = rebase(&here, src, dst);
@@ -200,7 +182,8 @@ impl LiveFs {
                 }
             }
             if under(&here, self.mounts.mount) {
-                let rest = joined(done.iter().chain(queue.iter()));
+                let rest: Vec<Vec<u8>> = done.iter().chain(queue.iter()).cloned().collect();
+                let rest = from_components(&rest);
                 match self.store.resolve(&rest, follow_last, at)? {
                     Found::In(n, canon) => return Ok(Route::Store(n, self.unbind(canon))),
                     Found::Out(q) => {
@@ -241,7 +224,7 @@ impl LiveFs {
                 });
             }
         }
-        Ok(Route::Base(joined(&done)))
+        Ok(Route::Base(from_components(&done)))
     }
 
     /// The entry of a mount point (the mounted tree's root) in a listing of the root tree.
@@ -361,8 +344,5 @@ mod tests {
             rebase(b"/nix/store/abc", b"/nix/store", b"/usr/nix/store"),
             b"/usr/nix/store/abc"
         );
-        assert_eq!(joined(&Vec::<Vec<u8>>::new()), b"/");
-        let parts: Vec<Vec<u8>> = components(b"//a/b/").collect();
-        assert_eq!(joined(&parts), b"/a/b");
     }
 }
