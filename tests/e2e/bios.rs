@@ -380,6 +380,14 @@ fn digitalocean_and_hetzner_hold_the_raw_disk() {
         .arg(&qcow)
         .arg(&disk));
     assert_eq!(sha256(&disk), raw["disk_sha256"].as_str().unwrap());
+    // inspect reads the .qcow2.gz as it is: gzip, then qcow2, then the NixOS system.
+    let j = inspect_json(&out);
+    assert_eq!(
+        (&j["compression"], &j["container"]),
+        (&json!("gzip"), &json!("qcow2"))
+    );
+    assert_eq!(j["disk_size"], raw["disk_size"]);
+    assert!(j["nixos"]["toplevel"].is_string(), "{}", j["nixos"]);
 }
 
 #[test]

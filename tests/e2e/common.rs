@@ -304,3 +304,13 @@ pub fn sfdisk_partitions(img: &Path) -> Vec<serde_json::Value> {
         .expect("sfdisk lists the partitions")
         .clone()
 }
+
+/// `imgbuild inspect --json IMG`, parsed.
+pub fn inspect_json(img: &Path) -> serde_json::Value {
+    let out = ok(&mut imgbuild(&[
+        "inspect",
+        "--json",
+        &img.display().to_string(),
+    ]));
+    serde_json::from_slice(&out.stdout).expect("inspect --json prints JSON")
+}

@@ -54,13 +54,7 @@ fn reads_as_raw(img: &Path, raw: &Path, kind: &str) {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(said.contains("identical"), "{said}");
-    let o = ok(&mut imgbuild(&[
-        "inspect",
-        "--json",
-        &img.display().to_string(),
-    ]));
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(r["container"], kind);
+    assert_eq!(inspect_json(img)["container"], kind);
 }
 
 #[test]

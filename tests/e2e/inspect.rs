@@ -11,15 +11,6 @@ use std::time::{Duration, Instant};
 
 use imgbuild_testutil::harness;
 
-fn inspect_json(img: &Path) -> Value {
-    let out = ok(&mut imgbuild(&[
-        "inspect",
-        "--json",
-        &img.display().to_string(),
-    ]));
-    serde_json::from_slice(&out.stdout).expect("inspect --json prints JSON")
-}
-
 fn s(img: &Path) -> String {
     img.display().to_string()
 }

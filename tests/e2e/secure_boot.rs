@@ -297,9 +297,7 @@ fn esp_offset(m: &Value) -> u64 {
 
 /// `imgbuild inspect --json IMG`'s systemd-boot.
 fn inspected_systemd_boot(img: &Path) -> Value {
-    let o = ok(&mut imgbuild(&["inspect", "--json", &s(img)]));
-    let j: Value = serde_json::from_slice(&o.stdout).unwrap();
-    j["boot"]["systemd_boot"][0].clone()
+    inspect_json(img)["boot"]["systemd_boot"][0].clone()
 }
 
 #[test]

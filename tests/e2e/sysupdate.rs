@@ -212,16 +212,6 @@ fn no_appliance_toplevel_or_a_foreign_directory_is_refused_with_nothing_written(
     assert!(!img.exists() && dir.join("notes.txt").exists());
 }
 
-/// `imgbuild inspect --json IMG`.
-fn inspected(img: &Path) -> Value {
-    let o = ok(&mut imgbuild(&[
-        "inspect",
-        "--json",
-        &img.display().to_string(),
-    ]));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
 /// Version 2's artifacts (in `art`) installed into the empty B slots of `img` (version 1,
 /// manifest `m1`) as systemd-sysupdate installs them: the bytes, then the slot's GPT name and
 /// GUID (sgdisk), and the UKI on the ESP with its boot counter (mtools).
@@ -290,7 +280,7 @@ fn inspect_reads_the_appliance_as_it_boots_before_and_after_an_a_b_update() {
 
     // Version 1: the ext4 root with slot A's store at /usr and /nix/store, its Nix database
     // (on the root) registering the store (on slot A).
-    let j = inspected(&img);
+    let j = inspect_json(&img);
     let n = &j["nixos"];
     assert_eq!(
         (u(&n["partition"]), u(&n["store_partition"])),
@@ -327,7 +317,7 @@ fn inspect_reads_the_appliance_as_it_boots_before_and_after_an_a_b_update() {
     // and pairs each verity partition with its own slot.
     let art = d2.join("app.img.sysupdate");
     install_v2(&img, &m1, &m2, &art);
-    let j = inspected(&img);
+    let j = inspect_json(&img);
     assert_eq!(u(&j["nixos"]["store_partition"]), data_b, "{}", j["nixos"]);
     let pairs = j["verity"].as_array().unwrap();
     let got: Vec<(u64, u64)> = pairs

@@ -57,6 +57,14 @@ fn linode_is_a_bare_ext4_disk_whose_grub_cfg_grub_reads() {
 
     // gzip's own reader, then the disk: one ext4 file system from byte 0 to the end.
     ok(Command::new("gzip").arg("-t").arg(&gz));
+    // inspect reads the .img.gz as it is: the bare ext4 disk, the NixOS system on it.
+    let j = inspect_json(&gz);
+    assert_eq!(
+        (&j["compression"], &j["container"]),
+        (&json!("gzip"), &json!("raw"))
+    );
+    assert_eq!(j["disk_size"].as_u64(), Some(disk_size));
+    assert_eq!(j["nixos"]["partition"], 0, "{}", j["nixos"]);
     let img = t.path().join("l.img");
     gunzip(&gz, &img);
     assert_eq!(std::fs::metadata(&img).unwrap().len(), disk_size);
@@ -101,15 +109,7 @@ fn linode_is_a_bare_ext4_disk_whose_grub_cfg_grub_reads() {
         assert_eq!(got, store_file(&closure, f), "{f}");
     }
     // imgbuild's own reader takes the table-less disk as partition 0.
-    let inspect: serde_json::Value = serde_json::from_slice(
-        &ok(&mut imgbuild(&[
-            "inspect",
-            "--json",
-            &img.display().to_string(),
-        ]))
-        .stdout,
-    )
-    .unwrap();
+    let inspect = inspect_json(&img);
     assert_eq!(inspect["table"]["kind"], "none", "{inspect}");
     // 7-Zip lists the gzip member and, unpacked, the ext4 file system's tree.
     let l = stdout(Command::new("7zz").arg("l").arg(&gz));

@@ -30,7 +30,7 @@ pub struct OpenArgs {
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// Image file (.img, or .img.zst)
+    /// Image file (.img, .img.zst, .img.gz, or a container: .qcow2, .vhd, .vhdx, .vmdk, .ova, ...)
     image: PathBuf,
     /// Print the inspection as JSON
     #[arg(long)]
@@ -70,7 +70,7 @@ pub struct DiffArgs {
 
 #[derive(Args, Debug)]
 pub struct LsArgs {
-    /// Image file (.img, or .img.zst)
+    /// Image file (.img, .img.zst, .img.gz, or a container: .qcow2, .vhd, .vhdx, .vmdk, .ova, ...)
     image: PathBuf,
     /// [PART:]PATH; PART is a partition number or label [default: the root filesystem]
     #[arg(default_value = "/")]
@@ -84,7 +84,7 @@ pub struct LsArgs {
 
 #[derive(Args, Debug)]
 pub struct CatArgs {
-    /// Image file (.img, or .img.zst)
+    /// Image file (.img, .img.zst, .img.gz, or a container: .qcow2, .vhd, .vhdx, .vmdk, .ova, ...)
     image: PathBuf,
     /// [PART:]PATH of a file (symlinks are followed inside the filesystem)
     path: OsString,
@@ -94,7 +94,7 @@ pub struct CatArgs {
 
 #[derive(Args, Debug)]
 pub struct CpArgs {
-    /// Image file (.img, or .img.zst)
+    /// Image file (.img, .img.zst, .img.gz, or a container: .qcow2, .vhd, .vhdx, .vmdk, .ova, ...)
     image: PathBuf,
     /// [PART:]PATH of a file, symlink or directory tree
     path: OsString,

@@ -75,7 +75,7 @@ enum Cmd {
     /// Make an ext4 filesystem image from a directory
     #[command(after_help = ENVIRONMENT)]
     Ext4(ext4_cmd::Ext4Args),
-    /// Explain an image (.img or .img.zst): partition table, filesystems, boot setup, NixOS system
+    /// Explain an image (raw, .zst, .gz or a container): partition table, filesystems, boot setup, NixOS system
     Inspect(inspect_cmd::InspectArgs),
     /// List files in an image: `ls IMAGE [PART:]PATH` (PART: number or label, default the root filesystem)
     Ls(inspect_cmd::LsArgs),

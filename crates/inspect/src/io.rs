@@ -31,6 +31,11 @@ impl Disk {
         }
     }
 
+    /// The host file (for a container found inside a decompressed image).
+    pub(crate) fn into_file(self) -> File {
+        self.file
+    }
+
     pub(crate) fn set_tracing(&mut self, on: bool) {
         self.trace = on.then(|| std::sync::Mutex::new(Vec::new()));
     }

@@ -1,7 +1,7 @@
 //! Reading disk images without trusting them.
 //!
-//! [`Image::open`] takes a raw image or a zstd-compressed one (decompressed to a sparse
-//! anonymous temporary file), reads its partition table (GPT through the `gpt` crate, MBR
+//! [`Image::open`] takes a raw image, a zstd- or gzip-compressed one (decompressed to a
+//! sparse anonymous temporary file) or a container (also compressed), reads its partition table (GPT through the `gpt` crate, MBR
 //! through `mbrman`, each after our own checks), and probes every partition for ext4 (read
 //! by the independent `ext4-view` crate), FAT (read by `fs::fat`, our own bounded reader)
 //! ISO 9660 (`fs::iso9660`, ours too: Rock Ridge, El Torito; an isohybrid image's volume

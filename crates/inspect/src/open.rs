@@ -1,5 +1,6 @@
-//! An image file to its disk: a raw image as is, a zstd stream decompressed, a container
-//! unpacked (see [`crate::container`]).
+//! An image file to its disk: a raw image as is, a zstd or gzip stream decompressed, a
+//! container unpacked (see [`crate::container`]), also when compressed (DigitalOcean's
+//! `.qcow2.gz`).
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -19,14 +20,40 @@ pub enum Compression {
     None,
     /// A zstd stream, decompressed to a sparse temporary file on open.
     Zstd,
+    /// A gzip stream (not a tar: that is a GCE image), decompressed the same way.
+    Gzip,
 }
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
-/// Opens `path`: a raw image as is, a zstd-compressed one decompressed into a sparse
-/// anonymous temporary file (only non-zero 64 KiB blocks are written; memory stays bounded
-/// by the decoder's window), a disk container (qcow2, VHD, VHDX, VMDK, OVA, GCE tar.gz)
-/// unpacked the same way (a fixed VHD read in place). Refuses a disk above `max_size`.
+/// Whether the gzip stream of `file` starts with a tar header (`ustar` at 257: a GCE image,
+/// which its container reader unpacks); a stream that does not inflate is not a tar.
+fn gzipped_tar(file: &File) -> bool {
+    let mut head = [0u8; 512];
+    let mut dec = flate2::read::MultiGzDecoder::new(io::BufReader::new(ReadAt { file, pos: 0 }));
+    dec.read_exact(&mut head).is_ok() && &head[257..262] == b"ustar"
+}
+
+/// A `Read` over a file from `pos` on, leaving the file's own position alone.
+struct ReadAt<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += len64(n);
+        Ok(n)
+    }
+}
+
+/// Opens `path`: a raw image as is, a zstd- or gzip-compressed one decompressed into a
+/// sparse anonymous temporary file (only non-zero 64 KiB blocks are written; memory stays
+/// bounded by the decoder's window), a disk container (qcow2, VHD, VHDX, VMDK, OVA, GCE
+/// tar.gz, VMA) unpacked the same way (a fixed VHD read in place), also out of a
+/// decompressed stream. Refuses a disk above `max_size`.
 pub(crate) fn open_disk(
     path: &Path,
     max_size: u64,
@@ -48,9 +75,22 @@ pub(crate) fn open_disk(
     let got = file
         .read_at(&mut magic, 0)
         .map_err(|source| Error::Io { at: at(), source })?;
-    if got == 4 && magic == ZSTD_MAGIC {
-        let disk = decompress(path, file, max_size, temp_dir)?;
-        return Ok((disk, Compression::Zstd, file_size, Container::Raw));
+    let compression = if got == 4 && magic == ZSTD_MAGIC {
+        Some(Compression::Zstd)
+    } else if got == 4 && magic[..2] == GZIP_MAGIC && !gzipped_tar(&file) {
+        Some(Compression::Gzip)
+    } else {
+        None
+    };
+    if let Some(c) = compression {
+        let disk = decompress(path, file, c, max_size, temp_dir)?;
+        // A container may be inside (`.qcow2.gz`, `.vhd.zst`): unpacked in turn.
+        let size = disk.size();
+        let inner = disk.into_file();
+        let kind =
+            container::detect(&inner, size).map_err(|source| Error::Io { at: at(), source })?;
+        let disk = container::open(kind, inner, size, path, max_size, temp_dir)?;
+        return Ok((disk, c, file_size, kind));
     }
     if got == 4 && magic == [0xfd, b'7', b'z', b'X'] {
         return Err(Error::Unsupported {
@@ -64,7 +104,13 @@ pub(crate) fn open_disk(
     Ok((disk, Compression::None, file_size, kind))
 }
 
-fn decompress(path: &Path, file: File, max_size: u64, temp_dir: Option<&Path>) -> Result<Disk> {
+fn decompress(
+    path: &Path,
+    file: File,
+    compression: Compression,
+    max_size: u64,
+    temp_dir: Option<&Path>,
+) -> Result<Disk> {
     let at = || Where::image(path);
     let compressed = file
         .metadata()
@@ -75,7 +121,13 @@ fn decompress(path: &Path, file: File, max_size: u64, temp_dir: Option<&Path>) -
     let n = file
         .read_at(&mut head, 0)
         .map_err(|source| Error::Io { at: at(), source })?;
-    if let Ok(Some(declared)) = zstd::zstd_safe::get_frame_content_size(&head[..n]) {
+    let declared = match compression {
+        Compression::Zstd => zstd::zstd_safe::get_frame_content_size(&head[..n])
+            .ok()
+            .flatten(),
+        _ => None,
+    };
+    if let Some(declared) = declared {
         if declared > max_size {
             return Err(Error::TooLarge {
                 at: at(),
@@ -86,8 +138,21 @@ fn decompress(path: &Path, file: File, max_size: u64, temp_dir: Option<&Path>) -
         }
     }
     let tmp = TempDisk::create(temp_dir, 0, data_cap(compressed, max_size), at())?;
-    let mut dec = zstd::stream::read::Decoder::new(file)
-        .map_err(|source| Error::Decompress { at: at(), source })?;
+    let mut dec: Box<dyn Read> = match compression {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(
+            ReadAt {
+                file: &file,
+                pos: 0,
+            },
+        ))),
+        _ => Box::new(
+            zstd::stream::read::Decoder::new(ReadAt {
+                file: &file,
+                pos: 0,
+            })
+            .map_err(|source| Error::Decompress { at: at(), source })?,
+        ),
+    };
     let mut buf = vec![0u8; 1 << 20];
     let mut total: u64 = 0;
     loop {

@@ -47,7 +47,7 @@ pub const MAX_ALLOCATION: usize = 96 << 20;
 /// multiple of the image: the seeds are up to 1.1 GB, and no reader holds an image in memory).
 pub const MAX_LIVE: usize = 256 << 20;
 /// Bump when the seeds change.
-const SEEDS_VERSION: u32 = 8;
+const SEEDS_VERSION: u32 = 9;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Target {
@@ -187,7 +187,8 @@ impl Target {
             Target::Vhdx => &["demo.vhdx", "classic.vhdx"],
             Target::Vmdk => &["demo.vmdk", "classic.vmdk", "classic-stream.vmdk"],
             Target::Ova => &["demo.ova"],
-            Target::Gce => &["demo.raw.tar.gz"],
+            // a gzip stream: GCE's tar, DigitalOcean's qcow2 (`inspect` unpacks both)
+            Target::Gce => &["demo.raw.tar.gz", "demo.qcow2.gz"],
             Target::Vma => &["demo.vma"],
             Target::Format => &[
                 "raw-efi.toml",

@@ -111,6 +111,11 @@ fn imgbuild_seeds(root: &Path, dir: &Path) -> Result<()> {
     ] {
         build(f, &demo, out, &[])?;
     }
+    // DigitalOcean's shape (a gzipped qcow2), from the demo's qcow2: the demo closure has no
+    // GRUB for the digitalocean format itself.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &std::fs::read(dir.join("demo.qcow2"))?)?;
+    std::fs::write(dir.join("demo.qcow2.gz"), gz.finish()?)?;
     build("proxmox", &demo, "demo.vma.zst", &[])?;
     quiet(
         cmd("zstd")

@@ -84,6 +84,7 @@ fn write_table(out: &mut dyn Write, r: &Inspection) -> io::Result<()> {
     let comp = match r.compression {
         Compression::None => "raw".to_string(),
         Compression::Zstd => format!("zstd, {} compressed", human(r.file_size)),
+        Compression::Gzip => format!("gzip, {} compressed", human(r.file_size)),
     };
     writeln!(
         out,

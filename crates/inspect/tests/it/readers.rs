@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
-use imgbuild_inspect::{Compression, Image, Kind, TableKind};
+use imgbuild_inspect::{Compression, Container, Image, Kind, TableKind};
 use serde_json::Value;
 
 use crate::common::{self, demo, run};
@@ -478,6 +478,41 @@ fn zstd_image_reads_like_the_raw_one() {
         0,
         "anonymous temporary file"
     );
+}
+
+/// A gzip stream (Linode's `.img.gz`) and a gzipped qcow2 (DigitalOcean's `.qcow2.gz`) read
+/// like the raw image; a gzipped tar stays a GCE image.
+#[test]
+fn gzip_image_and_gzipped_qcow2_read_like_the_raw_one() {
+    if !imgbuild_testutil::have_tool("qemu-img", "apt-get install qemu-utils") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let img = common::classic("efi", &t.path().join("efi.img"), None);
+    let qcow = t.path().join("efi.qcow2");
+    run(Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(&img)
+        .arg(&qcow));
+    run(Command::new("gzip").args(["-k", "-1"]).arg(&img).arg(&qcow));
+    let comparable = |i: &Image| {
+        let mut v = serde_json::to_value(i.inspect()).unwrap();
+        let o = v.as_object_mut().unwrap();
+        for k in ["image", "compression", "file_size", "container"] {
+            o.remove(k);
+        }
+        v
+    };
+    let raw = comparable(&Image::open(&img).unwrap());
+    for (gz, container) in [
+        ("efi.img.gz", Container::Raw),
+        ("efi.qcow2.gz", Container::Qcow2),
+    ] {
+        let i = Image::open(&t.path().join(gz)).unwrap();
+        assert_eq!(i.compression(), Compression::Gzip, "{gz}");
+        assert_eq!(i.container(), container, "{gz}");
+        assert_eq!(comparable(&i), raw, "{gz}");
+    }
 }
 
 /// nixos-generators' raw-efi images boot with GRUB: its menu entries are listed.

@@ -198,7 +198,7 @@ fn run_case(
     deadline: Duration,
 ) -> Result<(Seen, Mem), Failure> {
     if let Some(tar) = &s.tar {
-        let _ = std::fs::write(&s.path, mutated_tar(tar, muts));
+        let _ = std::fs::write(&s.path, mutated_tar(tar, s.tar_header, muts));
         let (p, sc) = (s.path.clone(), scratch.to_path_buf());
         return bounded(deadline, move || exercise(&p, &sc, n));
     }
@@ -210,14 +210,15 @@ fn run_case(
     bounded(deadline, move || exercise(&p, &sc, n))
 }
 
-/// The GCE seed's tar with `muts` applied and the first header's checksum fixed, gzipped.
-fn mutated_tar(tar: &[u8], muts: &[Mutation]) -> Vec<u8> {
+/// A gzip seed's contents with `muts` applied (a tar's first header's checksum fixed),
+/// gzipped.
+fn mutated_tar(tar: &[u8], tar_header: bool, muts: &[Mutation]) -> Vec<u8> {
     let mut t = tar.to_vec();
     for m in muts {
         apply_mem(&mut t, m);
     }
     let h = t[..512.min(t.len())].to_vec();
-    if h.len() == 512 {
+    if tar_header && h.len() == 512 {
         t[148..156].copy_from_slice(&mutate::tar_checksum(&h));
     }
     gzip(&t)
@@ -460,7 +461,7 @@ pub fn save_input(case: &Case, seeds: &Path, work: &Path, dest: &Path) -> Result
     std::fs::create_dir_all(work)?;
     let (s, muts) = case_seed(case, target, seeds, work)?;
     if let Some(tar) = &s.tar {
-        std::fs::write(dest, mutated_tar(tar, &muts))?;
+        std::fs::write(dest, mutated_tar(tar, s.tar_header, &muts))?;
         return Ok(());
     }
     let _restore = harness::apply(&s.path, s.len, &muts);

@@ -19,8 +19,11 @@ pub(super) struct Seed {
     pub len: u64,
     pub map: Map,
     pub fixup: Fixup,
-    /// GCE: the tar inside the gzip, mutated in memory and gzipped per case.
+    /// A gzip seed (GCE's tar, a gzipped qcow2): what is inside, mutated in memory and
+    /// gzipped per case.
     pub tar: Option<Vec<u8>>,
+    /// Whether that is a tar (its first header's checksum fixed after mutation).
+    pub tar_header: bool,
 }
 
 fn seed_map(target: Target, path: &Path, len: u64) -> Result<(Map, Fixup)> {
@@ -142,7 +145,14 @@ pub(super) fn load_seeds(target: Target, seeds: &Path, work: &Path) -> Result<Ve
         let (map, fixup, tar) = if target == Target::Gce {
             let t = gunzip(&path)?;
             let mut m = Map::default();
-            fields::gnu_sparse(&t, &mut m);
+            if name.ends_with(".tar.gz") {
+                fields::gnu_sparse(&t, &mut m);
+            } else {
+                // a gzipped qcow2: its fields, found in a copy of what the stream holds
+                let inner = work.join(format!("{name}.inner"));
+                std::fs::write(&inner, &t)?;
+                fields::qcow2(&File::open(&inner)?, t.len() as u64, &mut m);
+            }
             (m, Fixup::None, Some(t))
         } else {
             let (m, f) = seed_map(target, &path, len).with_context(|| format!("seed {name}"))?;
@@ -160,6 +170,7 @@ pub(super) fn load_seeds(target: Target, seeds: &Path, work: &Path) -> Result<Ve
             len,
             map,
             fixup,
+            tar_header: name.ends_with(".tar.gz"),
             tar,
         });
     }
