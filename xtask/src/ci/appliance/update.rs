@@ -355,6 +355,61 @@ fn ukis_on_esp(img: &Path, esp: u64, paths: &[&str]) -> Result<()> {
 }
 
 /// The A->B update steps: `a` is version 1's image and facts, `info2` version 2's toplevel.
+/// `imgbuild inspect --json` of the updated disk: the NixOS system's store is slot B's (the
+/// newest version), and each verity pair is checked on its own slot, every claim matching
+/// (the GPT UUIDs, and the UKI naming that slot).
+fn inspect_updated(img: &Path, a: &Facts, p: &Plan, b_root: &str) -> Result<String> {
+    let out = output(
+        cmd(boot::imgbuild_bin()?)
+            .arg("inspect")
+            .arg("--json")
+            .arg(img),
+    )?;
+    let j: serde_json::Value = serde_json::from_str(&out).context("inspect --json")?;
+    let store = j["nixos"]["store_partition"].as_u64();
+    ensure!(
+        store == Some(u64::from(p.usr.number)),
+        "inspect reads the store from partition {store:?}, not slot B's {}",
+        p.usr.number
+    );
+    let pairs = j["verity"].as_array().context("inspect: no verity pairs")?;
+    let slots = [
+        (
+            a.verity.hash.number,
+            a.verity.data.number,
+            a.verity.root_hash.as_str(),
+        ),
+        (p.verity.number, p.usr.number, b_root),
+    ];
+    for (hash, data, root) in slots {
+        let pair = pairs
+            .iter()
+            .find(|v| v["hash_partition"].as_u64() == Some(u64::from(hash)))
+            .with_context(|| format!("inspect: no verity pair of hash partition {hash}"))?;
+        ensure!(
+            pair["data_partition"].as_u64() == Some(u64::from(data))
+                && pair["root_hash"].as_str() == Some(root)
+                && pair["hash_area"] == "matches",
+            "inspect: hash partition {hash} is not checked against data partition {data} with \
+             root hash {root}: {pair}"
+        );
+        let claims = pair["claims"].as_array().context("inspect: no claims")?;
+        ensure!(
+            !claims.is_empty() && claims.iter().all(|c| c["matches"] == true),
+            "inspect: a claim on pair {hash}/{data} does not match: {pair}"
+        );
+    }
+    Ok(format!(
+        "nixos on partition {} with its store on {}; pairs {}->{} and {}->{} match",
+        j["nixos"]["partition"],
+        p.usr.number,
+        a.verity.hash.number,
+        a.verity.data.number,
+        p.verity.number,
+        p.usr.number
+    ))
+}
+
 pub(super) fn ab_update(
     run: &mut Run,
     fx: &Path,
@@ -392,6 +447,10 @@ pub(super) fn ab_update(
     ) else {
         return;
     };
+    run.step(
+        "A->B: imgbuild inspect reads the updated disk as it boots (store from slot B)",
+        || Ok(((), inspect_updated(&img, a, &p, &b.verity.root_hash)?)),
+    );
     let want = [
         format!(
             "verity: data /dev/vda{}, hash /dev/vda{}",
