@@ -82,26 +82,30 @@ pub(crate) fn open_disk(
     } else {
         None
     };
-    if let Some(c) = compression {
-        let disk = decompress(path, file, c, max_size, temp_dir)?;
-        // A container may be inside (`.qcow2.gz`, `.vhd.zst`): unpacked in turn.
-        let size = disk.size();
-        let inner = disk.into_file();
-        let kind =
-            container::detect(&inner, size).map_err(|source| Error::Io { at: at(), source })?;
-        let disk = container::open(kind, inner, size, path, max_size, temp_dir)?;
-        return Ok((disk, c, file_size, kind));
-    }
     if got == 4 && magic == [0xfd, b'7', b'z', b'X'] {
         return Err(Error::Unsupported {
             at: at(),
             what: "an xz stream (decompress it first)".into(),
         });
     }
-    let kind =
-        container::detect(&file, file_size).map_err(|source| Error::Io { at: at(), source })?;
-    let disk = container::open(kind, file, file_size, path, max_size, temp_dir)?;
-    Ok((disk, Compression::None, file_size, kind))
+    // The bytes a container is looked for in: the file, or what its stream decompresses to
+    // (`.qcow2.gz`, `.vhd.zst`).
+    let (inner, size) = match compression {
+        Some(c) => {
+            let disk = decompress(path, file, c, max_size, temp_dir)?;
+            let size = disk.size();
+            (disk.into_file(), size)
+        }
+        None => (file, file_size),
+    };
+    let kind = container::detect(&inner, size).map_err(|source| Error::Io { at: at(), source })?;
+    let disk = container::open(kind, inner, size, path, max_size, temp_dir)?;
+    Ok((
+        disk,
+        compression.unwrap_or(Compression::None),
+        file_size,
+        kind,
+    ))
 }
 
 fn decompress(

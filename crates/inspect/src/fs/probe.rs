@@ -94,6 +94,35 @@ fn opened(at: Where, info: FsInfo, inner: Inner, budget: Budget, limits: &Limits
     }
 }
 
+/// A filesystem that does not open: the facts read so far (with the reason), and the error.
+type Refused = (Option<FsInfo>, Error);
+
+/// The ext filesystem of `part` read through `slice` (its superblock checked first) and its
+/// facts; when it does not open, the facts read so far (with the reason) and the error.
+fn open_ext(
+    disk: &Arc<Disk>,
+    part: &Partition,
+    mut slice: Slice,
+    budget: &Budget,
+    at: &Where,
+) -> std::result::Result<(ext4::Ext4Fs, FsInfo), Box<Refused>> {
+    let sb = ext4_sb::Superblock::read(&mut slice, at).map_err(|e| Box::new((None, e)))?;
+    let mut info = sb.info();
+    let raw = Slice::new(
+        disk.clone(),
+        part.entry.start,
+        part.entry.size,
+        budget.clone(),
+    );
+    match ext4::Ext4Fs::open(slice, raw, &sb, at) {
+        Ok(fs) => Ok((fs, info)),
+        Err(e) => {
+            info.error = Some(crate::error::chain(&e));
+            Err(Box::new((Some(info), e)))
+        }
+    }
+}
+
 /// Probes `part` and opens the filesystem in it, if it is ISO 9660, squashfs, ext or FAT.
 pub(crate) fn open(disk: &Arc<Disk>, part: &Partition, at: Where, limits: &Limits) -> Opened {
     let budget = Budget::new(BASE_BUDGET);
@@ -109,26 +138,13 @@ pub(crate) fn open(disk: &Arc<Disk>, part: &Partition, at: Where, limits: &Limit
         error,
     };
     match probe(&mut slice) {
-        Probe::Ext => {
-            let sb = match ext4_sb::Superblock::read(&mut slice, &at) {
-                Ok(sb) => sb,
-                Err(e) => return none(None, Some(e)),
-            };
-            let mut info = sb.info();
-            let raw = Slice::new(
-                disk.clone(),
-                part.entry.start,
-                part.entry.size,
-                budget.clone(),
-            );
-            match ext4::Ext4Fs::open(slice, raw, &sb, &at) {
-                Ok(fs) => opened(at, info, Inner::Ext4(fs), budget, limits),
-                Err(e) => {
-                    info.error = Some(crate::error::chain(&e));
-                    none(Some(info), Some(e))
-                }
+        Probe::Ext => match open_ext(disk, part, slice, &budget, &at) {
+            Ok((fs, info)) => opened(at, info, Inner::Ext4(fs), budget, limits),
+            Err(b) => {
+                let (info, e) = *b;
+                none(info, Some(e))
             }
-        }
+        },
         Probe::Fat => match fat::FatFs::open(slice, &at) {
             Ok((fs, info)) => opened(at, info, Inner::Fat(Box::new(fs)), budget, limits),
             Err(b) => {
@@ -263,9 +279,7 @@ pub(crate) fn open_appliance(
     if probe(&mut s) != Probe::Ext {
         return None;
     }
-    let sb = ext4_sb::Superblock::read(&mut s, &at).ok()?;
-    let info = sb.info();
-    let base = ext4::Ext4Fs::open(s, slice(root), &sb, &at).ok()?;
+    let (base, info) = open_ext(disk, root, s, &budget, &at).ok()?;
     budget.set(BASE_BUDGET);
     let (store, _) = squashfs::SquashFs::open(slice(usr), live::APPLIANCE.mount, &at).ok()?;
     let live = live::LiveFs {
